@@ -1,0 +1,69 @@
+"""Exact incremental (streaming) detokenization by decoding short windows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+_REPLACEMENT = "\ufffd"
+
+
+def detokenize_incrementally(
+    tokenizer: Any,
+    all_ids: Sequence[int],
+    prefix_offset: int,
+    read_offset: int,
+    skip_special_tokens: bool = False,
+) -> tuple[str, int, int]:
+    """One step of the windowed algorithm; returns ``(delta, prefix_offset, read_offset)``.
+
+    ``decode(ids[prefix:])`` and ``decode(ids[prefix:read])`` start at the same
+    token, so start-of-text effects (SentencePiece's stripped leading space,
+    bytes split across tokens) cancel out. Nothing is emitted while the window
+    ends in an incomplete character (U+FFFD). Works for any tokenizer whose
+    decode of a slice equals the decode of the corresponding base slice, which
+    PatchTokenizer guarantees.
+    """
+    new = tokenizer.decode(all_ids[prefix_offset:], skip_special_tokens=skip_special_tokens)
+    if not new or new.endswith(_REPLACEMENT):
+        return "", prefix_offset, read_offset
+    old = tokenizer.decode(all_ids[prefix_offset:read_offset], skip_special_tokens=skip_special_tokens)
+    if not new.startswith(old):
+        return "", prefix_offset, read_offset
+    return new[len(old) :], read_offset, len(all_ids)
+
+
+class IncrementalDecoder:
+    """Stateful streaming decoder: ``step(new_ids)`` returns the new text, ``flush()`` the rest.
+
+    The concatenation of every ``step`` result and the final ``flush`` equals
+    ``tokenizer.decode(all_ids)``.
+    """
+
+    def __init__(self, tokenizer: Any, skip_special_tokens: bool = False) -> None:
+        self.tokenizer = tokenizer
+        self.skip_special_tokens = skip_special_tokens
+        self.ids: list[int] = []
+        self.prefix_offset = 0
+        self.read_offset = 0
+
+    def step(self, new_ids: Sequence[int] | int) -> str:
+        if isinstance(new_ids, int):
+            self.ids.append(new_ids)
+        else:
+            self.ids.extend(int(i) for i in new_ids)
+        delta, self.prefix_offset, self.read_offset = detokenize_incrementally(
+            self.tokenizer, self.ids, self.prefix_offset, self.read_offset, self.skip_special_tokens
+        )
+        return delta
+
+    def flush(self) -> str:
+        """Emit what was held back (e.g. a real U+FFFD at the end of the text)."""
+        if self.read_offset == len(self.ids):
+            return ""
+        new = self.tokenizer.decode(self.ids[self.prefix_offset :], skip_special_tokens=self.skip_special_tokens)
+        old = self.tokenizer.decode(
+            self.ids[self.prefix_offset : self.read_offset], skip_special_tokens=self.skip_special_tokens
+        )
+        self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
+        return new[len(old) :] if new.startswith(old) else new
