@@ -55,7 +55,8 @@ class Corpus:
         return sum(len(d) for d in self.train) + sum(len(d) for d in self.held_in)
 
 
-def load_corpus(paths: Sequence[str | os.PathLike[str]]) -> Corpus:
+def load_documents(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Every document of every file, in order; an empty result is an error."""
     if not paths:
         raise AdaptiVocabError("no corpus files given; pass --corpus FILE [FILE ...]")
     docs: list[str] = []
@@ -63,6 +64,11 @@ def load_corpus(paths: Sequence[str | os.PathLike[str]]) -> Corpus:
         docs.extend(split_documents(read_text(path)))
     if not docs:
         raise AdaptiVocabError("the corpus is empty (no non-blank text); pass text files with domain documents")
+    return docs
+
+
+def load_corpus(paths: Sequence[str | os.PathLike[str]]) -> Corpus:
+    docs = load_documents(paths)
     train, held = [], []
     for d in docs:
         (held if is_held_in(d) else train).append(d)

@@ -1,0 +1,5 @@
+"""``python -m adaptivocab``: see cli.py."""
+
+from adaptivocab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""patch-model: rewrite a Hugging Face model folder with patched embedding rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from adaptivocab.embeddings import DEFAULT_EXP_BASE, check_vocab, find_embedding_names, patch_embeddings
+from adaptivocab.errors import AdaptiVocabError
+from adaptivocab.fsutil import atomic_output_dir, check_output_dir
+from adaptivocab.tokenizer import PatchTokenizer
+
+SINGLE = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+META_FILE = "adaptivocab_model.json"
+
+
+def _weight_files(model_dir: Path) -> tuple[list[str], dict[str, str], dict[str, Any] | None]:
+    """Shard file names, tensor name -> shard, and the index JSON (None for one file)."""
+    if (model_dir / INDEX).is_file():
+        try:
+            index = json.loads((model_dir / INDEX).read_text(encoding="utf-8"))
+            weight_map = dict(index["weight_map"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise AdaptiVocabError(f"{model_dir / INDEX} is corrupt: {exc}") from exc
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (model_dir / s).is_file()]
+        if missing:
+            raise AdaptiVocabError(f"shards listed in {INDEX} are missing: {missing[:3]}")
+        return shards, weight_map, index
+    if (model_dir / SINGLE).is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(model_dir / SINGLE), framework="pt") as fh:
+                names = list(fh.keys())
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise AdaptiVocabError(f"{model_dir / SINGLE} is not a readable safetensors file: {exc}") from exc
+        return [SINGLE], {n: SINGLE for n in names}, None
+    raise AdaptiVocabError(
+        f"{model_dir} has no {SINGLE} or {INDEX}; patch-model reads Hugging Face safetensors folders only"
+    )
+
+
+def patch_model_folder(
+    model_dir: str | os.PathLike[str],
+    patch_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    init: str = "exp",
+    exp_base: float = DEFAULT_EXP_BASE,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write ``out``: the model with swapped rows re-initialised, plus the patch tokenizer."""
+    from safetensors.torch import load_file, save_file
+
+    model_path = Path(model_dir)
+    if not (model_path / "config.json").is_file():
+        raise AdaptiVocabError(f"{model_path} is not a Hugging Face model folder (no config.json)")
+    try:
+        config = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AdaptiVocabError(f"{model_path / 'config.json'} is corrupt: {exc}") from exc
+    check_output_dir(out, overwrite)
+    tokenizer = PatchTokenizer.from_pretrained(patch_dir)
+    shards, weight_map, index = _weight_files(model_path)
+    embed_key, head_key = find_embedding_names(list(weight_map))
+    # Hugging Face ties the head to the embedding on load when asked to, even
+    # if the file also holds an lm_head tensor, so the flag decides.
+    tied = bool(config.get("tie_word_embeddings", False)) or head_key is None
+    changed = {embed_key} | ({head_key} if head_key else set())
+    tensors: dict[str, Any] = {}
+    for shard in {weight_map[k] for k in changed}:
+        loaded = load_file(str(model_path / shard))
+        tensors.update({k: loaded[k] for k in changed if k in loaded})
+    embed = tensors[embed_key]
+    check_vocab(embed.shape[0], len(tokenizer))
+    cfg_vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    if cfg_vocab is not None and int(cfg_vocab) != embed.shape[0]:
+        raise AdaptiVocabError(f"config.json says vocab_size {cfg_vocab} but the embedding has {embed.shape[0]} rows")
+    new_embed, new_head = patch_embeddings(
+        embed, None if head_key is None else tensors[head_key], tokenizer, init, exp_base, seed, tied=tied
+    )
+    replaced = {embed_key: new_embed}
+    if head_key is not None and new_head is not None:
+        replaced[head_key] = new_head.clone() if tied else new_head
+    with atomic_output_dir(out, overwrite) as tmp:
+        for item in model_path.iterdir():
+            if item.is_file() and not item.name.endswith(".safetensors") and item.name != INDEX:
+                shutil.copy2(item, tmp / item.name)
+        for shard in tqdm(shards, desc="writing shards", unit="shard", disable=not progress, leave=False):
+            if not any(weight_map[k] == shard for k in replaced):
+                shutil.copy2(model_path / shard, tmp / shard)
+                continue
+            data = load_file(str(model_path / shard))
+            for k, v in replaced.items():
+                if k in data:
+                    data[k] = v.contiguous()
+            save_file(data, str(tmp / shard), metadata={"format": "pt"})
+        if index is not None:
+            (tmp / INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
+        tokenizer.save_pretrained(tmp)
+        meta = {
+            "base_model": str(model_path),
+            "init": init,
+            "exp_base": exp_base,
+            "seed": seed,
+            "tied": tied,
+            "embed_key": embed_key,
+            "lm_head_key": head_key,
+            "swapped_ids": len(tokenizer.ngram_pieces),
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return meta
