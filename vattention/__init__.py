@@ -5,11 +5,13 @@ kernels see plain strided tensors ``[max_slots, max_len, kv_heads, head_dim]`` p
 This package does not import ``sarathi``: it is a library the engine uses.
 """
 
-from vattention.errors import OutOfPagesError, VAttentionError
+from vattention.backends import available_backends
+from vattention.errors import DriverError, OutOfPagesError, VAttentionError
 from vattention.geometry import PageGeometry, plan_geometry
-from vattention.kvcache import KVCache, available_backends
+from vattention.kvcache import KVCache
 
 __all__ = [
+    "DriverError",
     "KVCache",
     "OutOfPagesError",
     "PageGeometry",

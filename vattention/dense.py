@@ -1,38 +1,35 @@
 """The dense backend: every slot's full extent allocated up front.
 
 It is the reference the on-demand backends are tested against, and the fallback where
-virtual-memory mapping is unavailable.
+virtual-memory mapping is unavailable. It runs under the same pager as the others, so its
+accounting is identical; only mapping is free.
 """
 
 from __future__ import annotations
 
 import torch
 
+from vattention.views import CacheShape, layer_views
 
-class DenseBackend:
-    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, max_slots: int,
-                 max_len: int, dtype: torch.dtype, device: torch.device, layout: str) -> None:
+
+class DenseMapper:
+    def __init__(self, shape: CacheShape, device: torch.device) -> None:
         # torch.empty, not zeros: on the host large allocations stay virtual until written,
         # so a generous dense cache does not cost resident memory it never uses.
-        if layout == "per_layer":
-            shape = (2, num_layers, max_slots, max_len, num_kv_heads, head_dim)
-            self._store = torch.empty(shape, dtype=dtype, device=device)
-            self._layers = [(self._store[0, i], self._store[1, i]) for i in range(num_layers)]
-        else:
-            shape = (2, max_slots, max_len, num_layers, num_kv_heads, head_dim)
-            self._store = torch.empty(shape, dtype=dtype, device=device)
-            self._layers = [(self._store[0, :, :, i], self._store[1, :, :, i])
-                            for i in range(num_layers)]
+        elem = torch.tensor([], dtype=shape.dtype).element_size()
+        numel = shape.reservation_bytes // elem
+        bases = [torch.empty(numel, dtype=shape.dtype, device=device)
+                 for _ in range(shape.num_reservations)]
+        self._layers = layer_views(shape, bases)
 
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._layers[i]
 
-    def map(self, slot: int, first_unit: int, num_units: int) -> None:
+    def map(self, first_page: int, count: int) -> None:
         pass  # memory is always there
 
-    def release(self, slot: int, num_units: int) -> None:
+    def unmap(self, first_page: int, count: int) -> None:
         pass
 
     def close(self) -> None:
         self._layers = []
-        self._store = torch.empty(0)

@@ -11,3 +11,13 @@ class OutOfPagesError(VAttentionError):
     The engine's scheduler accounts for pages before it schedules work, so seeing this
     exception means a scheduler bug, never a normal out-of-memory condition.
     """
+
+
+class DriverError(VAttentionError):
+    """A CUDA driver call failed; ``name`` is the driver's error name (``cuGetErrorName``)."""
+
+    def __init__(self, call: str, name: str, code: int) -> None:
+        super().__init__(f"{call} failed: {name} ({code})")
+        self.call = call
+        self.name = name
+        self.code = code

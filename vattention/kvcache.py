@@ -1,43 +1,26 @@
 """``KVCache``: the front of the cache that every backend shares.
 
 The front owns the bookkeeping (which slots are taken, how many allocation units each slot
-holds, how many are free under the budget); a backend owns the memory and maps it. Keeping
-the accounting in one place means the dense reference, the CPU backend and the CUDA backend
-cannot disagree about what "out of pages" means.
+holds, how many are free under the budget); the pager (``vattention.pager``) decides which
+pages are resident, and a backend owns the memory and maps it. Keeping the accounting in
+one place means the dense reference, the CPU backend and the CUDA backend cannot disagree
+about what "out of pages" means.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
+from vattention.backends import (
+    available_backends, create_mapper, default_page_size, resolve_backend)
 from vattention.errors import OutOfPagesError, VAttentionError
 from vattention.geometry import PageGeometry, plan_geometry
+from vattention.pager import Pager
+from vattention.views import CacheShape
 
-BACKENDS = ("auto", "dense")
-_OS_PAGE = 4096
-
-
-class Backend(Protocol):
-    """Memory behind a cache; see ``vattention.dense`` for the simplest one."""
-
-    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]: ...
-    def map(self, slot: int, first_unit: int, num_units: int) -> None: ...
-    def release(self, slot: int, num_units: int) -> None: ...
-    def close(self) -> None: ...
-
-
-def available_backends() -> list[str]:
-    """Backends that can be created on this machine (``auto`` resolves to the first)."""
-    return ["dense"]
-
-
-def _default_page_size(backend: str, row_bytes: int) -> int:
-    # Small pages on the host: the OS page is the granularity there, and small units keep
-    # the scheduler's accounting fine-grained for small test models.
-    return math.lcm(_OS_PAGE, row_bytes)
+__all__ = ["KVCache", "available_backends"]
 
 
 class KVCache:
@@ -61,12 +44,12 @@ class KVCache:
         memory_budget: int | None = None,
         backend: str = "auto",
     ) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if max_slots <= 0 or max_len <= 0:
             raise ValueError(f"max_slots and max_len must be positive, got {max_slots}, {max_len}")
-        self.backend_name = available_backends()[0] if backend == "auto" else backend
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.backend_name = resolve_backend(backend, self.device)
         self.dtype = dtype
         self.num_layers = num_layers
         self.num_kv_heads = num_kv_heads
@@ -75,7 +58,7 @@ class KVCache:
         if page_size is None:
             elem = torch.tensor([], dtype=dtype).element_size()
             row = num_kv_heads * head_dim * elem * (num_layers if layout == "mega" else 1)
-            page_size = _default_page_size(self.backend_name, row)
+            page_size = default_page_size(self.backend_name, self.device, row)
         self.geometry: PageGeometry = plan_geometry(
             num_layers, num_kv_heads, head_dim, dtype, layout, page_size)
         self.max_len = max_len
@@ -89,22 +72,18 @@ class KVCache:
                 raise ValueError(
                     f"memory_budget {memory_budget} bytes is smaller than one allocation unit "
                     f"({self.geometry.unit_bytes} bytes)")
-        self._units = [0] * max_slots  # units mapped per slot
+        self._units = [0] * max_slots  # units owed per slot
         self._tokens = [0] * max_slots  # tokens covered per slot (for token_bytes)
         self._taken = [False] * max_slots
         self._free_slots = list(range(max_slots - 1, -1, -1))  # pop() gives the lowest
         self._used_units = 0
-        self._backend: Backend | None = self._create_backend()
+        shape = CacheShape(num_layers, num_kv_heads, head_dim, max_slots, self.units_per_slot,
+                           dtype, self.geometry)
+        mapper = create_mapper(self.backend_name, shape, self.device, self.num_units)
+        self._pager: Pager | None = Pager(mapper, shape, self.num_units)
         # Backends size slots to whole pages; callers see exactly max_len tokens.
         self._views = [(k[:, :max_len], v[:, :max_len])
-                       for k, v in (self._backend.layer(i) for i in range(num_layers))]
-
-    def _create_backend(self) -> Backend:
-        from vattention.dense import DenseBackend
-
-        return DenseBackend(
-            self.num_layers, self.num_kv_heads, self.head_dim, self.max_slots,
-            self.geometry.padded_len(self.max_len), self.dtype, self.device, self.geometry.layout)
+                       for k, v in (mapper.layer(i) for i in range(num_layers))]
 
     # -- geometry --------------------------------------------------------------------------
     @property
@@ -121,15 +100,21 @@ class KVCache:
 
     # -- slots -----------------------------------------------------------------------------
     def alloc_slot(self) -> int:
-        """Take the lowest free slot; raises VAttentionError when all are taken."""
+        """Take the lowest free slot; raises VAttentionError when all are taken.
+
+        Pages a previous owner left mapped under the slot are reused as they are.
+        """
+        pager = self._open_pager()
         if not self._free_slots:
             raise VAttentionError(f"all {self.max_slots} slots are taken")
         slot = self._free_slots.pop()
+        pager.open_slot(slot)
         self._taken[slot] = True
         return slot
 
     def ensure(self, slot: int, num_tokens: int) -> None:
         """Make sure pages back tokens ``[0, num_tokens)`` of ``slot``."""
+        pager = self._open_pager()
         self._check_slot(slot)
         if num_tokens > self.max_len:
             raise VAttentionError(f"{num_tokens} tokens exceed max_len {self.max_len}")
@@ -141,15 +126,37 @@ class KVCache:
                 raise OutOfPagesError(
                     f"slot {slot} needs {grow} more allocation units for {num_tokens} tokens, "
                     f"only {self.num_free_units} of {self.num_units} are free")
-            self._backend.map(slot, have, grow)
+            pager.grow(slot, need)
             self._units[slot] = need
             self._used_units += grow
         self._tokens[slot] = max(self._tokens[slot], num_tokens)
 
-    def free_slot(self, slot: int) -> None:
-        """Return a slot and its pages; its contents are undefined afterwards."""
+    def reserve_ahead(self, slot: int, num_tokens: int) -> None:
+        """Hint that ``slot`` will hold ``num_tokens`` tokens within the next steps.
+
+        A background thread maps the pages so that the ``ensure`` that later asks for them
+        returns without a driver call. It takes no budget: the hint only uses pages that
+        are free (or cached under free slots), and ``ensure`` may take them back for
+        another slot. Tokens past ``max_len`` are ignored.
+        """
+        pager = self._open_pager()
         self._check_slot(slot)
-        self._backend.release(slot, self._units[slot])
+        units = self.geometry.units_for(min(num_tokens, self.max_len))
+        pager.reserve_ahead(slot, units)
+
+    def wait_ahead(self, timeout: float | None = None) -> bool:
+        """Block until the hinted mapping is done; False if ``timeout`` seconds ran out."""
+        return self._open_pager().wait_ahead(timeout)
+
+    def free_slot(self, slot: int) -> None:
+        """Return a slot and its pages; its contents are undefined afterwards.
+
+        The pages stay mapped under the slot (the next owner reuses them) until another
+        slot needs them or ``reclaim`` is called.
+        """
+        pager = self._open_pager()
+        self._check_slot(slot)
+        pager.close_slot(slot)
         self._used_units -= self._units[slot]
         self._units[slot] = 0
         self._tokens[slot] = 0
@@ -157,14 +164,20 @@ class KVCache:
         self._free_slots.append(slot)
         self._free_slots.sort(reverse=True)
 
+    def reclaim(self) -> int:
+        """Unmap the pages that freed slots still hold; returns the allocation units released."""
+        return self._open_pager().reclaim()
+
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._backend is None:
-            raise VAttentionError("the cache is closed")
+        self._open_pager()
         return self._views[i]
 
     def stats(self) -> dict[str, Any]:
+        """Accounting (``units_*``, ``pages_*``, ``mapped_bytes``: units owed to live slots)
+        and residency (``resident_*``, ``cached_units``, ``ahead_units``: what is physically
+        mapped, including pages kept for reuse or mapped ahead)."""
         g = self.geometry
-        return {
+        out: dict[str, Any] = {
             "backend": self.backend_name,
             "layout": g.layout,
             "page_size": g.page_size,
@@ -180,18 +193,27 @@ class KVCache:
             "slots_used": sum(self._taken),
             "max_slots": self.max_slots,
         }
+        if self._pager is not None:
+            out.update(self._pager.residency())
+        return out
 
     def close(self) -> None:
-        if self._backend is not None:
+        """Stop the map-ahead thread and release all memory; views are invalid afterwards."""
+        if self._pager is not None:
             self._views = []
-            self._backend.close()
-            self._backend = None
+            self._pager.close()
+            self._pager = None
 
     def __enter__(self) -> "KVCache":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _open_pager(self) -> Pager:
+        if self._pager is None:
+            raise VAttentionError("the cache is closed")
+        return self._pager
 
     def _check_slot(self, slot: int) -> None:
         if not (0 <= slot < self.max_slots) or not self._taken[slot]:

@@ -1,0 +1,78 @@
+"""Which backends exist on this machine, and how one is built for a device."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import torch
+
+from vattention.pager import Mapper
+from vattention.views import CacheShape
+
+BACKENDS = ("auto", "cuda", "cpu", "dense")
+_OS_PAGE = 4096
+
+
+def cuda_extension_error() -> str | None:
+    """Why the CUDA backend cannot be used here, or None when it can."""
+    try:
+        importlib.import_module("vattention._C")
+    except ImportError as exc:
+        return f"the vattention._C extension is not built ({exc})"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible to torch"
+    return None
+
+
+def available_backends() -> list[str]:
+    """Backends that can be created on this machine, the preferred first."""
+    names = ["cuda"] if cuda_extension_error() is None else []
+    return names + ["cpu", "dense"]
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Turn ``auto`` into a concrete backend and reject combinations that cannot work."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        if device.type == "cpu":
+            return "cpu"
+        if device.type == "cuda" and cuda_extension_error() is None:
+            return "cuda"
+        return "dense"
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError(f"the cpu backend needs a cpu device, got {device}")
+    if backend == "cuda":
+        if device.type != "cuda":
+            raise ValueError(f"the cuda backend needs a cuda device, got {device}")
+        reason = cuda_extension_error()
+        if reason is not None:
+            raise ValueError(f"the cuda backend is unavailable: {reason}")
+    return backend
+
+
+def default_page_size(backend: str, device: torch.device, row_bytes: int) -> int:
+    """The smallest page that the backend can map and that holds whole token rows."""
+    if backend == "cuda":
+        from vattention.cuda import granularity
+
+        return math.lcm(granularity(device), row_bytes)
+    # Small pages on the host: the OS page is the granularity there, and small units keep
+    # the scheduler's accounting fine-grained for small test models.
+    return math.lcm(_OS_PAGE, row_bytes)
+
+
+def create_mapper(backend: str, shape: CacheShape, device: torch.device,
+                  num_units: int) -> Mapper:
+    if backend == "cuda":
+        from vattention.cuda import DeviceMapper
+
+        return DeviceMapper(shape, device, num_units * shape.geometry.pages_per_unit)
+    if backend == "cpu":
+        from vattention.cpu import HostMapper
+
+        return HostMapper(shape)
+    from vattention.dense import DenseMapper
+
+    return DenseMapper(shape, device)
