@@ -1,0 +1,183 @@
+"""Engine configuration: one dataclass per concern.
+
+Every field carries its help string in ``metadata``; the CLI flags are generated from these
+fields (see ``sarathi.entrypoints.cli_args``), so there is one definition of each option.
+Derived values (number of pages, slots) are computed by the engine and passed on; no
+config object is mutated after construction.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+DEMO_MODEL = "demo"
+
+
+def _f(default: Any, help: str, *, aliases: tuple[str, ...] = (), choices: tuple[Any, ...] = (),
+       kind: Any = None) -> Any:
+    meta = {"help": help, "aliases": aliases, "choices": choices, "kind": kind}
+    return field(default=default, metadata=meta)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2,
+          "mb": 1000**2, "mi": 1024**2, "mib": 1024**2, "g": 1000**3, "gb": 1000**3,
+          "gi": 1024**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "ti": 1024**4,
+          "tib": 1024**4}
+
+
+def parse_size(value: str | int | None) -> int | None:
+    """``"4GiB"`` -> 4294967296; plain integers are bytes."""
+    if value is None or isinstance(value, int):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"cannot read {value!r} as a size (examples: 4GiB, 512MiB, 1000000)")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str = _f(DEMO_MODEL, "Hugging Face model folder or hub id; 'demo' is the embedded "
+                    "random-weight demo model.", aliases=("model_name",))
+    tokenizer: str | None = _f(None, "Tokenizer folder or hub id (default: the model's).")
+    patch_tokenizer: str | None = _f(None, "AdaptiVocab PatchTokenizer folder: the base model is "
+                                     "patched at load time (or a patched folder is checked).",
+                                     aliases=("patch_tokenizer_path",))
+    dtype: str = _f("auto", "Weights and activations dtype. 'auto': the checkpoint's dtype on a "
+                    "GPU, float32 on the CPU.",
+                    choices=("auto", "float32", "bfloat16", "float16"))
+    device: str = _f("auto", "Device to run on: 'auto' (cuda if available), 'cpu', 'cuda' or "
+                     "'cuda:N'.")
+    max_model_len: int | None = _f(None, "Longest sequence (prompt + output) in tokens. "
+                                   "Default: the model's max_position_embeddings.")
+    seed: int = _f(0, "Seed of the global sampler RNG (requests with their own seed are "
+                   "reproducible regardless).")
+    trust_remote_code: bool = _f(False, "Accepted for compatibility; remote code is never run.")
+    init_method: str = _f("exp", "Initialisation of swapped embedding rows when a patch "
+                          "tokenizer is applied at load time.",
+                          choices=("exp", "mean", "first", "last", "random"))
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    kv_cache_backend: str = _f("auto", "KV cache memory: 'auto' (cuda on a GPU, cpu on the host), "
+                               "'cuda', 'cpu' (virtual memory, pages mapped on demand) or "
+                               "'dense' (everything allocated up front; the reference).",
+                               choices=("auto", "cuda", "cpu", "dense"))
+    kv_layout: str = _f("per_layer", "KV layout: 'per_layer' (one K and one V tensor per layer) or "
+                        "'mega' (token-major across layers; finer growth with big pages).",
+                        choices=("per_layer", "mega"))
+    page_size: int | None = _f(None, "Physical page size in bytes (default: 2 MiB on a GPU, a "
+                               "small multiple of 4 KiB on the host).",
+                               aliases=("model_block_size",), kind="size")
+    kv_cache_memory: int | None = _f(None, "Physical KV cache budget in bytes (e.g. 8GiB). Default "
+                                     "on a GPU: from --gpu-memory-utilization; on the host: "
+                                     "4 GiB.", kind="size")
+    gpu_memory_utilization: float = _f(0.9, "Fraction of GPU memory the engine may use in total "
+                                       "(weights, activations and KV cache).")
+    expected_request_tokens: int = _f(1024, "Typical request size (prompt + output) in base-"
+                                      "tokenizer tokens, used to size the virtual cache; with a "
+                                      "patch tokenizer it is scaled by the measured reduction.")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    scheduler: str = _f("sarathi", "Batching policy: 'sarathi' (stall-free chunked prefills mixed "
+                        "with decodes) or 'vllm' (whole prefills first, decodes paused).",
+                        choices=("sarathi", "vllm"))
+    chunk_size: int = _f(512, "Token budget per step (Sarathi's chunk size).")
+    max_num_seqs: int = _f(256, "Most sequences running at once (the number of KV slots).")
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    tensor_parallel_size: int = _f(1, "Number of GPUs (or CPU processes) a model is split over.",
+                                   aliases=("model_tensor_parallel_degree",))
+    executor: str = _f("uni", "Where workers run: 'uni' (in this process).", choices=("uni",))
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    attention_backend: str = _f("auto", "Attention implementation: 'auto' (the fastest available) "
+                                "or 'torch' (SDPA; CPU and GPU).",
+                                aliases=("model_attention_backend",), choices=("auto", "torch"))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine needs, grouped."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+
+    SECTIONS = ("model", "cache", "scheduler", "parallel", "attention")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "EngineConfig":
+        """Build from flat field names (``LLM(model=..., chunk_size=...)``); aliases accepted."""
+        groups: dict[str, dict[str, Any]] = {name: {} for name in cls.SECTIONS}
+        lookup = field_index()
+        for key, value in kwargs.items():
+            if key not in lookup:
+                known = ", ".join(sorted(n for n in lookup if n == lookup[n][1].name))
+                raise TypeError(f"unknown engine option {key!r}; known options: {known}")
+            section, f = lookup[key]
+            value = normalize_value(f, value)
+            groups[section][f.name] = value
+        sub = {name: SECTION_TYPES[name](**groups[name]) for name in cls.SECTIONS}
+        config = cls(**sub)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        s, c = self.scheduler, self.cache
+        if s.chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {s.chunk_size}")
+        if s.max_num_seqs <= 0:
+            raise ValueError(f"max_num_seqs must be positive, got {s.max_num_seqs}")
+        if not 0 < c.gpu_memory_utilization <= 1:
+            raise ValueError("gpu_memory_utilization must be in (0, 1], got "
+                             f"{c.gpu_memory_utilization}")
+        if c.expected_request_tokens <= 0:
+            raise ValueError("expected_request_tokens must be positive")
+        if self.model.max_model_len is not None and self.model.max_model_len <= 0:
+            raise ValueError(f"max_model_len must be positive, got {self.model.max_model_len}")
+        if self.parallel.tensor_parallel_size != 1:
+            raise ValueError("tensor_parallel_size > 1 needs the mp or ray executor, which this "
+                             "build does not have yet")
+
+
+SECTION_TYPES = {"model": ModelConfig, "cache": CacheConfig, "scheduler": SchedulerConfig,
+                 "parallel": ParallelConfig, "attention": AttentionConfig}
+
+# Values of the seed project's flags that map onto ours.
+_VALUE_ALIASES = {"attention_backend": {"fa_vattn": "auto", "fa_paged": "auto", "flashinfer_vattn":
+                                        "auto", "no_op": "torch"}}
+
+
+def normalize_value(f: Any, value: Any) -> Any:
+    """Apply value aliases, size parsing and choice checks for one field."""
+    value = _VALUE_ALIASES.get(f.name, {}).get(value, value)
+    if f.metadata.get("kind") == "size":
+        value = parse_size(value)
+    choices = f.metadata.get("choices") or ()
+    if choices and value not in choices:
+        raise ValueError(f"{f.name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return value
+
+
+def field_index() -> dict[str, tuple[str, Any]]:
+    """Flat name (and alias) -> (section, dataclass field)."""
+    out: dict[str, tuple[str, Any]] = {}
+    for section, typ in SECTION_TYPES.items():
+        for f in fields(typ):
+            out[f.name] = (section, f)
+            for alias in f.metadata.get("aliases", ()):
+                out[alias] = (section, f)
+    return out

@@ -1,0 +1,240 @@
+"""The engine loop: schedule, execute, process. Readable in one sitting by design.
+
+    step():
+        plan = scheduler.schedule()          # which sequences, how many tokens each
+        result = executor.execute(plan)      # model forward + sampling on the worker(s)
+        process(plan, result)                # append tokens, detokenize, stop checks, free
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sarathi.config import EngineConfig
+from sarathi.core.scheduler import Scheduler, SchedulerStep
+from sarathi.core.scheduler_output import SampledToken, StepResult
+from sarathi.executor.uni import UniExecutor
+from sarathi.model_executor.model_config import load_model_shape
+from sarathi.outputs import Logprob, RequestOutput
+from sarathi.sampling_params import SamplingParams
+from sarathi.sequence import Request, Sequence, SeqStatus
+from sarathi.transformers_utils.demo import DEMO_NOTE
+from sarathi.transformers_utils.detokenizer import IncrementalDetokenizer
+from sarathi.transformers_utils.hub import DEMO_NAMES, resolve_model_path
+from sarathi.transformers_utils.tokenizer import eos_token_ids, get_tokenizer
+
+logger = logging.getLogger("sarathi")
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class RequestError(ValueError):
+    """A request that cannot be served as asked (e.g. its prompt is longer than the context)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
+    return device
+
+
+def resolve_dtype(name: str, checkpoint_dtype: str | None, device: torch.device) -> torch.dtype:
+    if name != "auto":
+        return _DTYPES[name]
+    if device.type == "cpu":
+        return torch.float32  # half precision matmuls are slow or missing on most CPUs
+    return _DTYPES.get(str(checkpoint_dtype), torch.bfloat16)
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        mc = config.model
+        self.is_demo = mc.model in DEMO_NAMES
+        if self.is_demo:
+            logger.warning("using the %s", DEMO_NOTE)
+        self.model_path = resolve_model_path(mc.model)
+        self.shape = load_model_shape(self.model_path)
+        self.tokenizer = get_tokenizer(mc.tokenizer or self.model_path, mc.patch_tokenizer)
+        self.device = resolve_device(mc.device)
+        self.dtype = resolve_dtype(mc.dtype, self.shape.torch_dtype, self.device)
+        self.max_model_len = mc.max_model_len or self.shape.max_position_embeddings
+        self.eos_ids = frozenset(eos_token_ids(self.tokenizer, self.model_path))
+        from sarathi.worker.worker import WorkerSpec
+
+        spec = WorkerSpec(config, self.model_path, self.shape, self.dtype, self.device,
+                          self.max_model_len, self.eos_ids)
+        self.executor = UniExecutor(spec)
+        capacity = self.executor.capacity()
+        self.scheduler = Scheduler(config.scheduler, capacity, self.max_model_len)
+        # A sequence may never outgrow what the whole cache holds, so one alone always fits.
+        self.max_seq_len = min(self.max_model_len, capacity.max_tokens)
+        self.requests: dict[str, Request] = {}
+        self._seq_ids = itertools.count()
+        self._req_ids = itertools.count()
+        self.stats = EngineStats()
+
+    # -- requests ----------------------------------------------------------------------------
+    def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
+                    request_id: str | None = None, arrival_time: float | None = None) -> Request:
+        params = params or SamplingParams()
+        if isinstance(prompt, str):
+            text, ids = prompt, self.tokenizer.encode(prompt)
+        else:
+            text, ids = None, [int(t) for t in prompt]
+        request_id = request_id or f"req-{next(self._req_ids)}"
+        if request_id in self.requests:
+            raise RequestError(f"request id {request_id!r} is already in use")
+        self.validate_prompt(ids)
+        req = Request(request_id, text, ids, params,
+                      arrival_time=arrival_time if arrival_time is not None else time.monotonic())
+        for i in range(params.n):
+            seq = Sequence(next(self._seq_ids), i, req, list(ids), len(ids))
+            seq.detok = IncrementalDetokenizer(self.tokenizer, ids, params.skip_special_tokens)
+            if params.logprobs is not None:
+                seq.logprobs = []
+            req.seqs.append(seq)
+            self.scheduler.add(seq)
+        self.requests[request_id] = req
+        self.stats.prompt_tokens += len(ids) * params.n
+        return req
+
+    def validate_prompt(self, ids: list[int]) -> None:
+        if not ids:
+            raise RequestError("the prompt is empty")
+        vocab = self.shape.vocab_size
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise RequestError(f"prompt token ids out of range [0, {vocab}): {bad[:5]}")
+        if len(ids) >= self.max_seq_len:
+            raise RequestError(
+                f"the prompt has {len(ids)} tokens; this model's context is {self.max_seq_len} "
+                "tokens including at least one generated token")
+
+    def abort_request(self, request_id: str) -> None:
+        req = self.requests.pop(request_id, None)
+        if req is None:
+            return
+        req.aborted = True
+        for seq in req.seqs:
+            if not seq.finished:
+                seq.finish_reason = "abort"
+                self.scheduler.finish(seq)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        plan = self.scheduler.schedule()
+        if plan.empty and not plan.input.finished and not plan.input.preempted:
+            return []
+        result = self.executor.execute(plan.input)
+        outputs = self.process(plan, result)
+        if not self.scheduler.running and not self.scheduler.waiting:
+            self._release_finished()
+        return outputs
+
+    def _release_finished(self) -> None:
+        """Free finished sequences' slots now rather than at the next step (idle engine)."""
+        plan = self.scheduler.schedule()
+        if plan.input.finished:
+            self.executor.execute(plan.input)
+
+    def process(self, plan: SchedulerStep, result: StepResult) -> list[RequestOutput]:
+        now = time.monotonic()
+        self.stats.preemptions += len(plan.preempted)
+        touched: dict[str, Request] = {}
+        for seq, n in plan.scheduled:
+            seq.num_computed += n
+            req = seq.request
+            if req.metrics.first_scheduled_time is None:
+                req.metrics.first_scheduled_time = now
+        for tok in result.sampled:
+            seq = self._seq_by_id(plan, tok.seq_id)
+            self._append_token(seq, tok, now)
+            touched[seq.request.request_id] = seq.request
+        outputs = []
+        for req in touched.values():
+            out = req.make_output()
+            if req.finished:
+                req.metrics.finished_time = now
+                self.requests.pop(req.request_id, None)
+            outputs.append(out)
+        return outputs
+
+    def _seq_by_id(self, plan: SchedulerStep, seq_id: int) -> Sequence:
+        if plan.index is None:
+            plan.index = {s.seq_id: s for s, _ in plan.scheduled}
+        return plan.index[seq_id]
+
+    def _append_token(self, seq: Sequence, tok: SampledToken, now: float) -> None:
+        p = seq.params
+        seq.token_ids.append(tok.token_id)
+        self.stats.generation_tokens += 1
+        m = seq.request.metrics
+        if m.first_token_time is None:
+            m.first_token_time = now
+        m.last_token_time = now
+        if seq.logprobs is not None and tok.logprob is not None:
+            seq.cumulative_logprob += tok.logprob
+            entry = {tok.token_id: Logprob(tok.logprob, tok.rank)}
+            for tid, lp, rank in tok.top or []:
+                entry.setdefault(tid, Logprob(lp, rank))
+            seq.logprobs.append(entry)
+        prev_len = len(seq.text)
+        seq.text += seq.detok.add(tok.token_id)
+        n_out = seq.num_output
+        reason, stop_reason = None, None
+        if n_out >= p.min_tokens:
+            if not p.ignore_eos and tok.token_id in self.eos_ids:
+                reason = "stop"
+            elif tok.token_id in p.stop_token_ids:
+                reason, stop_reason = "stop", tok.token_id
+            elif p.stop_list:
+                hit = _find_stop(seq.text, prev_len, p.stop_list)
+                if hit is not None:
+                    idx, stop = hit
+                    seq.text = seq.text[:idx + (len(stop) if p.include_stop_str_in_output else 0)]
+                    reason, stop_reason = "stop", stop
+        if reason is None and ((p.max_tokens is not None and n_out >= p.max_tokens)
+                               or seq.num_tokens >= self.max_seq_len):
+            reason = "length"
+        if reason is not None:
+            if stop_reason is None or isinstance(stop_reason, int):
+                seq.text += seq.detok.flush()
+            seq.finish_reason, seq.stop_reason = reason, stop_reason
+            self.scheduler.finish(seq)
+
+    # -- introspection -----------------------------------------------------------------------
+    def cache_stats(self) -> dict[str, Any]:
+        return self.executor.cache_stats()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown()
+
+
+@dataclass
+class EngineStats:
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    preemptions: int = 0
+
+
+def _find_stop(text: str, prev_len: int, stops: list[str]) -> tuple[int, str] | None:
+    """Earliest stop string that ends in the newly added text."""
+    best = None
+    for stop in stops:
+        idx = text.find(stop, max(0, prev_len - len(stop) + 1))
+        if idx != -1 and (best is None or idx < best[0]):
+            best = (idx, stop)
+    return best

@@ -1,0 +1,111 @@
+"""``python -m sarathi``: subcommands ``serve``, ``generate`` and ``info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable
+
+from sarathi.entrypoints.cli_args import (add_engine_args, add_sampling_args, config_from_args,
+                                          sampling_kwargs)
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from sarathi.engine.llm_engine import LLMEngine
+    from sarathi.entrypoints.llm import LLM
+    from sarathi.sampling_params import SamplingParams
+
+    config = config_from_args(args)
+    params = SamplingParams(**sampling_kwargs(args))
+    prompts = list(args.prompt or [])
+    if args.prompt_file:
+        with open(args.prompt_file, encoding="utf-8") as f:
+            prompts += [line.rstrip("\n") for line in f if line.strip()]
+    if not prompts:
+        prompts = ["Hello, my name is"]
+    llm = LLM.__new__(LLM)
+    llm.config, llm.engine = config, LLMEngine(config)
+    outputs = llm.generate(prompts, params)
+    for out in outputs:
+        if args.json:
+            print(json.dumps({"prompt": out.prompt, "error": out.error, "outputs": [
+                {"text": c.text, "token_ids": c.token_ids, "finish_reason": c.finish_reason}
+                for c in out.outputs]}))
+            continue
+        if out.error:
+            print(f"error: {out.error}", file=sys.stderr)
+            continue
+        for c in out.outputs:
+            print(f"{out.prompt}{c.text}" if args.echo else c.text)
+            if len(outputs) > 1 or len(out.outputs) > 1:
+                print("-" * 40)
+    return 1 if any(o.error for o in outputs) else 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sarathi.entrypoints.openai_server.api_server import run_server
+
+    return run_server(args)
+
+
+def _info(args: argparse.Namespace) -> int:
+    import torch
+
+    import sarathi
+    import vattention
+
+    print(f"sarathi {sarathi.__version__}")
+    print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
+    print(f"vattention backends: {', '.join(vattention.available_backends())}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sarathi", description=(
+        "Sarathi: LLM serving with vAttention KV caching and AdaptiVocab vocabularies. "
+        "With no --model, the embedded random-weight demo model is used."))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="Run the OpenAI-compatible HTTP server.")
+    _add_server_args(serve)
+    add_engine_args(serve)
+    serve.set_defaults(func=_serve)
+
+    gen = sub.add_parser("generate", help="Generate completions for prompts and print them.")
+    gen.add_argument("--prompt", action="append", help="Prompt text (repeatable).")
+    gen.add_argument("--prompt-file", help="File with one prompt per line.")
+    gen.add_argument("--echo", action="store_true", help="Print the prompt before each output.")
+    gen.add_argument("--json", action="store_true", help="Print one JSON object per prompt.")
+    add_engine_args(gen)
+    add_sampling_args(gen)
+    gen.set_defaults(func=_generate)
+
+    info = sub.add_parser("info", help="Print versions and the available backends.")
+    info.set_defaults(func=_info)
+    return parser
+
+
+def _add_server_args(parser: argparse.ArgumentParser) -> None:
+    from sarathi.entrypoints.openai_server.args import add_server_args
+
+    add_server_args(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,103 @@
+"""argparse flags generated from the config dataclasses (one definition per option)."""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from dataclasses import MISSING, fields
+from typing import Any
+
+from sarathi.config import SECTION_TYPES, EngineConfig, parse_size
+
+_SAMPLING_HELP = {
+    "temperature": "Sampling temperature; 0 is greedy.",
+    "top_p": "Nucleus sampling: keep the smallest set of tokens with this much probability.",
+    "top_k": "Keep only the k most likely tokens (-1: all).",
+    "min_p": "Drop tokens less likely than min_p times the most likely one.",
+    "presence_penalty": "Penalty for tokens already generated (OpenAI semantics).",
+    "frequency_penalty": "Penalty proportional to how often a token was generated.",
+    "repetition_penalty": "Divides positive logits of tokens seen in prompt or output (>1 "
+                          "discourages repeats).",
+    "max_tokens": "Most tokens to generate.",
+    "min_tokens": "Fewest tokens to generate before EOS or stop tokens may end the output.",
+    "ignore_eos": "Keep generating after the end-of-sequence token.",
+    "n": "Number of completions per prompt.",
+    "logprobs": "Report the log-probabilities of this many most likely tokens per step.",
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _base_type(annotation: Any) -> type:
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {"typing": typing})  # noqa: S307 - our own annotations
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field; ``--foo-bar`` and ``--foo_bar`` (and aliases) all work."""
+    for section, typ in SECTION_TYPES.items():
+        group = parser.add_argument_group(f"{section} options")
+        for f in fields(typ):
+            meta = f.metadata
+            names = [_flag(f.name)]
+            if "_" in f.name:
+                names.append("--" + f.name)
+            names += ["--" + a for a in meta.get("aliases", ())]
+            default = f.default if f.default is not MISSING else None
+            help_text = f"{meta['help']} (default: {default})"
+            kind = _base_type(f.type)
+            kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                                      "help": help_text}
+            if kind is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif meta.get("kind") == "size":
+                kwargs["type"] = _size
+                kwargs["metavar"] = "BYTES"
+            else:
+                kwargs["type"] = kind
+                if meta.get("choices") and f.name != "attention_backend":
+                    kwargs["choices"] = meta["choices"]
+            group.add_argument(*names, **kwargs)
+
+
+def _size(value: str) -> int | None:
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def add_sampling_args(parser: argparse.ArgumentParser) -> None:
+    from sarathi.sampling_params import SamplingParams
+
+    group = parser.add_argument_group("sampling options")
+    for f in fields(SamplingParams):
+        if f.name not in _SAMPLING_HELP:
+            continue
+        kind = _base_type(f.type)
+        kwargs: dict[str, Any] = {"dest": f"sp_{f.name}", "default": f.default,
+                                  "help": f"{_SAMPLING_HELP[f.name]} (default: {f.default})"}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind
+        group.add_argument(_flag(f.name), **kwargs)
+    group.add_argument("--stop", action="append", dest="sp_stop", default=None,
+                       help="Stop string (repeatable); not included in the output.")
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    names = {f.name for typ in SECTION_TYPES.values() for f in fields(typ)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {k[3:]: v for k, v in vars(args).items() if k.startswith("sp_")}
+
+
+def config_from_args(args: argparse.Namespace) -> EngineConfig:
+    return EngineConfig.from_kwargs(**engine_kwargs(args))

@@ -1,0 +1,93 @@
+"""Build a model and fill it from a Hugging Face folder of safetensors files.
+
+Weights are read with safetensors only (never pickle). The model is created on the meta
+device first so no memory is spent on a random initialisation that would be overwritten.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from sarathi.model_executor.model_config import ModelShape
+from sarathi.model_executor.models import MODEL_REGISTRY
+
+# Tensors some checkpoints carry that are recomputed here.
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def weight_files(path: str) -> list[str]:
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            names = sorted(set(json.load(f)["weight_map"].values()))
+        files = [os.path.join(path, n) for n in names]
+    else:
+        files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    if not files:
+        bins = glob.glob(os.path.join(path, "*.bin")) + glob.glob(os.path.join(path, "*.pt"))
+        hint = (" It has PyTorch pickle files, which are never loaded here for safety: convert "
+                "them to safetensors first.") if bins else ""
+        raise ValueError(f"no *.safetensors weights in {path!r}.{hint}")
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise ValueError(f"weight files listed in the index are missing: {missing}")
+    return files
+
+
+def iter_checkpoint(path: str):
+    """Yield (name, tensor) for every tensor of the folder's checkpoint, on the CPU."""
+    for file in weight_files(path):
+        with safe_open(file, framework="pt", device="cpu") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)
+
+
+def build_model(shape: ModelShape, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    cls = MODEL_REGISTRY[shape.architecture]
+    with torch.device("meta"):
+        model = cls(shape)
+    model = model.to(dtype).to_empty(device=device)
+    if shape.tie_word_embeddings:  # to_empty gives each name its own storage: tie again
+        model.lm_head.weight = model.model.embed_tokens.weight
+    return model.eval()
+
+
+def load_weights(model: nn.Module, weights) -> None:
+    """Copy checkpoint tensors into ``model``; every parameter must be covered exactly."""
+    params = dict(model.named_parameters())
+    covered: dict[str, int] = {name: 0 for name in params}
+    tied = model.shape.tie_word_embeddings
+    for name, tensor in weights:
+        if name.endswith(_IGNORED_SUFFIXES) or (tied and name == "lm_head.weight"):
+            continue
+        target, shard = name, None
+        for frag, (fused, idx) in model.packed.items():
+            if f".{frag}." in name:
+                target, shard = name.replace(f".{frag}.", f".{fused}."), (fused, idx)
+                break
+        param = params.get(target)
+        if param is None:
+            raise ValueError(f"checkpoint tensor {name!r} has no place in "
+                             f"{model.shape.architecture}; is this the right architecture?")
+        if shard is None:
+            dest = param.data
+        else:
+            sizes = model.shard_sizes(shard[0])
+            start = sum(sizes[:shard[1]])
+            dest = param.data[start:start + sizes[shard[1]]]
+        if tuple(dest.shape) != tuple(tensor.shape):
+            raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, "
+                             f"the model expects {tuple(dest.shape)}")
+        dest.copy_(tensor)
+        covered[target] += 1
+    expected = {n: (3 if "qkv_proj" in n else 2 if "gate_up_proj" in n else 1) for n in params}
+    missing = [n for n in params if covered[n] < expected[n]]
+    if missing:
+        raise ValueError(f"checkpoint lacks weights for {len(missing)} parameters, e.g. "
+                         f"{missing[:3]}")

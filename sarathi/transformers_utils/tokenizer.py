@@ -1,0 +1,55 @@
+"""Tokenizer loading: a Hugging Face tokenizer, or an AdaptiVocab PatchTokenizer over one."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from sarathi.transformers_utils.hub import resolve_model_path
+
+
+def get_tokenizer(name_or_path: str, patch_tokenizer: str | None = None) -> Any:
+    """Return the tokenizer the engine should use for text in and out.
+
+    With ``patch_tokenizer`` the AdaptiVocab PatchTokenizer folder is loaded (it carries its
+    base tokenizer inside); otherwise the model folder's Hugging Face tokenizer.
+    """
+    if patch_tokenizer is not None:
+        return load_patch_tokenizer(patch_tokenizer)
+    path = resolve_model_path(name_or_path)
+    if is_patch_tokenizer_dir(path):
+        return load_patch_tokenizer(path)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot load a tokenizer from {name_or_path!r}: {e}") from e
+
+
+def is_patch_tokenizer_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "patch_tokenizer.json"))
+
+
+def load_patch_tokenizer(path: str) -> Any:
+    from adaptivocab import PatchTokenizer
+
+    return PatchTokenizer.from_pretrained(path)
+
+
+def eos_token_ids(tokenizer: Any, model_path: str | None) -> set[int]:
+    """EOS ids: the tokenizer's, plus any listed in the model's generation_config.json."""
+    ids: set[int] = set()
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    if model_path:
+        gen = os.path.join(model_path, "generation_config.json")
+        if os.path.isfile(gen):
+            with open(gen, encoding="utf-8") as f:
+                value = json.load(f).get("eos_token_id")
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, list):
+                ids.update(int(v) for v in value)
+    return ids

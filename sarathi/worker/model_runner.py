@@ -1,0 +1,143 @@
+"""One step on one device: flat batch in, sampled tokens out.
+
+The runner keeps what it must remember between steps for each sequence (its KV slot, its
+sampling options and generator, the tokens seen so far for penalties), so the scheduler's
+message per step stays small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+import vattention
+from sarathi.core.scheduler_output import SampledToken, StepInput, StepResult
+from sarathi.model_executor.attention import AttentionMetadata
+from sarathi.model_executor.layers.rotary import RotaryEmbedding
+from sarathi.model_executor.layers.sampler import Sampler, SamplingRow
+from sarathi.model_executor.models.llama import ForwardContext
+from sarathi.sampling_params import SamplingParams
+
+
+@dataclass
+class SeqState:
+    params: SamplingParams
+    prompt_len: int
+    generator: torch.Generator | None
+    history: list[int]
+    slot: int | None = None
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, cache: vattention.KVCache, attention: object,
+                 sampler: Sampler, max_len: int, device: torch.device) -> None:
+        self.model = model
+        self.cache = cache
+        self.attention = attention
+        self.sampler = sampler
+        self.device = device
+        s = model.shape
+        self.rotary = RotaryEmbedding(s.head_dim, s.rope_theta, s.rope_scaling, max_len, device)
+        self.states: dict[int, SeqState] = {}
+
+    def _release(self, seq_id: int, forget: bool) -> None:
+        state = self.states.get(seq_id)
+        if state is None:
+            return
+        if state.slot is not None:
+            self.cache.free_slot(state.slot)
+            state.slot = None
+        if forget:
+            del self.states[seq_id]
+
+    @torch.inference_mode()
+    def execute(self, step: StepInput) -> StepResult:
+        for seq_id in step.finished:
+            self._release(seq_id, forget=True)
+        for seq_id in step.preempted:
+            self._release(seq_id, forget=False)
+        for new in step.new_sequences:
+            gen = None
+            if new.seed is not None:
+                gen = torch.Generator(device=self.device)
+                gen.manual_seed(new.seed)
+            self.states[new.seq_id] = SeqState(new.params, new.prompt_len, gen, [])
+        if not step.chunks:
+            return StepResult([])
+        # Decode-shaped chunks (one token) first: attention batches them.
+        chunks = sorted(step.chunks, key=lambda c: len(c.token_ids) != 1)
+        input_ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        decode_slots: list[int] = []
+        decode_lens: list[int] = []
+        prefills: list[tuple[int, int, int]] = []
+        sample_idx: list[int] = []
+        rows: list[SamplingRow] = []
+        sample_ids: list[int] = []
+        for c in chunks:
+            st = self.states[c.seq_id]
+            if st.slot is None:
+                st.slot = self.cache.alloc_slot()
+            n = len(c.token_ids)
+            end = c.start + n
+            self.cache.ensure(st.slot, end)
+            del st.history[c.start:]
+            st.history.extend(c.token_ids)
+            input_ids.extend(c.token_ids)
+            positions.extend(range(c.start, end))
+            slots.extend([st.slot] * n)
+            if n == 1:
+                decode_slots.append(st.slot)
+                decode_lens.append(end)
+            else:
+                prefills.append((st.slot, c.start, n))
+            if c.sample:
+                sample_idx.append(len(input_ids) - 1)
+                rows.append(SamplingRow(st.params, st.history, st.prompt_len, st.generator))
+                sample_ids.append(c.seq_id)
+        dev = self.device
+        meta = AttentionMetadata(
+            slot_of_token=torch.tensor(slots, dtype=torch.long, device=dev),
+            positions=torch.tensor(positions, dtype=torch.long, device=dev),
+            num_decodes=len(decode_slots),
+            decode_slots=torch.tensor(decode_slots, dtype=torch.long, device=dev),
+            decode_context_lens=torch.tensor(decode_lens, dtype=torch.long, device=dev),
+            max_decode_context=max(decode_lens, default=0),
+            prefills=prefills)
+        ctx = ForwardContext(meta, self.cache, self.attention, self.rotary)
+        hidden = self.model(torch.tensor(input_ids, dtype=torch.long, device=dev), ctx)
+        if not rows:
+            return StepResult([])
+        logits = self.model.compute_logits(hidden[torch.tensor(sample_idx, device=dev)])
+        out = self.sampler(logits, rows)
+        sampled = []
+        for i, seq_id in enumerate(sample_ids):
+            tok = SampledToken(seq_id, out.token_ids[i])
+            if out.logprobs is not None and out.logprobs[i] is not None:
+                tok.logprob = out.logprobs[i]
+                tok.rank = out.ranks[i]
+                tok.top = out.top[i]
+            sampled.append(tok)
+        return StepResult(sampled)
+
+    def forward_logits(self, token_ids: list[int]) -> torch.Tensor:
+        """Logits of every position of one prompt (no sampling); for tests and evaluation."""
+        slot = self.cache.alloc_slot()
+        try:
+            n = len(token_ids)
+            self.cache.ensure(slot, n)
+            dev = self.device
+            meta = AttentionMetadata(
+                slot_of_token=torch.full((n,), slot, dtype=torch.long, device=dev),
+                positions=torch.arange(n, device=dev), num_decodes=0,
+                decode_slots=torch.empty(0, dtype=torch.long, device=dev),
+                decode_context_lens=torch.empty(0, dtype=torch.long, device=dev),
+                max_decode_context=0, prefills=[(slot, 0, n)])
+            ctx = ForwardContext(meta, self.cache, self.attention, self.rotary)
+            with torch.inference_mode():
+                hidden = self.model(torch.tensor(token_ids, device=dev), ctx)
+                return self.model.compute_logits(hidden)
+        finally:
+            self.cache.free_slot(slot)
