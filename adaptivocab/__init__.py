@@ -5,7 +5,7 @@ A standalone library (it never imports the serving engine).
 
 from adaptivocab.base import TokenizerKind
 from adaptivocab.builder import BuildConfig, build_patch
-from adaptivocab.detok import IncrementalDecoder, detokenize_incrementally
+from adaptivocab.detok import IncrementalDecoder, detokenize_incrementally, initial_offsets
 from adaptivocab.errors import AdaptiVocabError
 from adaptivocab.patch import VocabPatch
 from adaptivocab.stats import measure_reduction
@@ -20,5 +20,6 @@ __all__ = [
     "VocabPatch",
     "build_patch",
     "detokenize_incrementally",
+    "initial_offsets",
     "measure_reduction",
 ]

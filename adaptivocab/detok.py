@@ -30,7 +30,32 @@ def detokenize_incrementally(
     old = tokenizer.decode(all_ids[prefix_offset:read_offset], skip_special_tokens=skip_special_tokens)
     if not new.startswith(old):
         return "", prefix_offset, read_offset
-    return new[len(old) :], read_offset, len(all_ids)
+    return new[len(old) :], _next_prefix(tokenizer, all_ids, prefix_offset, read_offset, skip_special_tokens), len(all_ids)
+
+
+def _next_prefix(tokenizer: Any, all_ids: Sequence[int], prefix_offset: int, read_offset: int, skip: bool) -> int:
+    """Where the next window starts: at the old read offset, unless that window decodes to "".
+
+    A window whose text so far is empty (a lone SentencePiece space, or only
+    skipped special tokens) would let the decoder's strip-leading-space rule
+    eat a real space of the *next* tokens; keeping the longer window avoids it.
+    """
+    if read_offset == prefix_offset or tokenizer.decode(all_ids[read_offset:], skip_special_tokens=skip):
+        return read_offset
+    return prefix_offset
+
+
+def initial_offsets(tokenizer: Any, prompt_ids: Sequence[int], skip_special_tokens: bool = False, window: int = 5) -> tuple[int, int]:
+    """``(prefix_offset, read_offset)`` to start streaming after a prompt.
+
+    The window covers the last few prompt tokens and grows backwards until it
+    decodes to non-empty text (see ``_next_prefix``); ``(0, 0)`` streams from the start.
+    """
+    read = len(prompt_ids)
+    prefix = max(read - window, 0)
+    while prefix > 0 and not tokenizer.decode(prompt_ids[prefix:read], skip_special_tokens=skip_special_tokens):
+        prefix -= 1
+    return prefix, read
 
 
 class IncrementalDecoder:
@@ -65,5 +90,8 @@ class IncrementalDecoder:
         old = self.tokenizer.decode(
             self.ids[self.prefix_offset : self.read_offset], skip_special_tokens=self.skip_special_tokens
         )
-        self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
+        self.prefix_offset = _next_prefix(
+            self.tokenizer, self.ids, self.prefix_offset, self.read_offset, self.skip_special_tokens
+        )
+        self.read_offset = len(self.ids)
         return new[len(old) :] if new.startswith(old) else new

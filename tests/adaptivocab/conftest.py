@@ -21,10 +21,13 @@ def synthetic_docs(n: int = 1500, seed: int = 0) -> list[str]:
     verbs = ["returns", "allocates", "frees", "raises ValueError if", "maps", "accepts"]
     objs = ["the page pool", "a new slot", "the decoded text", "an integer", "the token budget", "None"]
     extras = ["", " See :ref:`caching`.", " (new in 3.12)", " — déjà vu ✓", " 🚀"]
+    syllables = ["ka", "lo", "mem", "page", "slot", "tor", "vi", "ex", "ra", "qu", "ne", "ssi"]
+    words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(150)]
     docs = []
     for _ in range(n):
         lines = [
-            f"{rng.choice(names)} {rng.choice(verbs)} {rng.choice(objs)}.{rng.choice(extras)}"
+            f"{rng.choice(names)} {rng.choice(verbs)} {rng.choice(objs)} for {rng.choice(words)} "
+            f"{rng.choice(words)} in {rng.randint(0, 999)} steps.{rng.choice(extras)}"
             for _ in range(rng.randint(1, 4))
         ]
         if rng.random() < 0.3:
