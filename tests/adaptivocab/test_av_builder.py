@@ -1,0 +1,101 @@
+"""Builder and PatchTokenizer surface: ids reused, specials kept, removed tokens expressible."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adaptivocab import AdaptiVocabError, BuildConfig, PatchTokenizer, build_patch
+from adaptivocab.base import inspect_base
+
+
+def test_ids_reused_and_vocab_unchanged(any_patch) -> None:
+    tok, base = any_patch, any_patch.base_tokenizer
+    assert len(tok) == len(base) and tok.vocab_size == base.vocab_size
+    assert set(tok.ngram_pieces) == set(tok.removed_ids)
+    assert all(0 <= i < len(base) for i in tok.removed_ids)
+    assert tok.all_special_ids == base.all_special_ids
+    assert tok.eos_token_id == base.eos_token_id and tok.bos_token_id == base.bos_token_id
+    assert not set(base.all_special_ids) & tok.removed_ids
+    for pieces in tok.ngram_pieces.values():
+        assert 2 <= len(pieces) <= 3 and not set(pieces) & tok.removed_ids
+
+
+def test_removed_tokens_expressible_and_not_protected(any_patch) -> None:
+    info = inspect_base(any_patch.base_tokenizer)
+    for rid, pieces in any_patch.patch.removed.items():
+        assert rid not in info.protected
+        assert not set(pieces) & any_patch.removed_ids
+        assert "".join(info.id_to_token[p] for p in pieces) == info.id_to_token[rid]
+    # The base tokenizer's encoding of a removed token's text still round-trips.
+    for rid in list(any_patch.removed_ids)[:50]:
+        text = any_patch.base_tokenizer.decode([rid])
+        assert any_patch.decode(any_patch.encode(text)) == any_patch.base_tokenizer.decode(any_patch.base_tokenizer.encode(text))
+
+
+def test_mistral_never_removes_byte_or_single_char(mistral_patch) -> None:
+    info = inspect_base(mistral_patch.base_tokenizer)
+    for rid in mistral_patch.removed_ids:
+        tok = info.id_to_token[rid]
+        assert not tok.startswith("<0x") and len(tok) > 1
+
+
+def test_decode_of_ngram_equals_pieces(any_patch) -> None:
+    base = any_patch.base_tokenizer
+    for tid, pieces in list(any_patch.ngram_pieces.items())[:50]:
+        assert any_patch.decode([tid]) == base.decode(list(pieces))
+        assert any_patch.convert_ids_to_tokens(tid) == "".join(base.convert_ids_to_tokens(list(pieces)))
+
+
+def test_save_load_round_trip(any_patch, tmp_path) -> None:
+    any_patch.reduction_stats = None
+    any_patch.save_pretrained(tmp_path)
+    loaded = PatchTokenizer.from_pretrained(tmp_path)
+    assert loaded.ngram_pieces == any_patch.ngram_pieces
+    text = "The scheduler returns a new slot.\n   x = torch.Tensor(1, 2) 🚀"
+    assert loaded.encode(text) == any_patch.encode(text)
+    assert loaded.reduction_ratio is None
+    (tmp_path / "reduction_stats.json").write_text(json.dumps({"ratio": 0.75}))
+    assert PatchTokenizer.from_pretrained(tmp_path).reduction_ratio == 0.75
+
+
+def test_hf_surface(bytelevel_patch) -> None:
+    tok = bytelevel_patch
+    enc = tok("the scheduler returns a new slot")
+    assert set(enc) >= {"input_ids", "attention_mask"} and len(enc["input_ids"]) == len(enc["attention_mask"])
+    batch = tok(["a", "the scheduler returns a new slot"], padding=True, return_tensors="pt")
+    assert batch["input_ids"].shape == batch["attention_mask"].shape
+    assert tok.batch_decode([tok.encode("abc"), tok.encode("x y")]) == ["abc", "x y"]
+    ids = tok.encode("the page pool")
+    assert tok.convert_tokens_to_ids(tok.convert_ids_to_tokens(ids)) == ids
+    msgs = [{"role": "user", "content": "the scheduler returns a new slot"}]
+    text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert text == tok.base_tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert tok.apply_chat_template(msgs, add_generation_prompt=True) == tok.encode(text, add_special_tokens=False)
+    assert tok.eos_token == "<|endoftext|>" and tok.is_fast
+
+
+def test_builder_rejects_tiny_corpus(mistral_base) -> None:
+    with pytest.raises(AdaptiVocabError, match="too small"):
+        build_patch(mistral_base, ["hello world"], BuildConfig(num_tokens=10, progress=False))
+
+
+def test_builder_rejects_tokenizer_without_merges(tmp_path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    wl = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))
+    wl.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=wl, unk_token="[UNK]")
+    with pytest.raises(AdaptiVocabError, match="BPE"):
+        build_patch(fast, ["a b"] * 2000, BuildConfig(num_tokens=1, progress=False))
+
+
+def test_build_is_deterministic(bytelevel_base) -> None:
+    from conftest import synthetic_docs
+
+    docs = synthetic_docs(400, seed=3)
+    a, _ = build_patch(bytelevel_base, docs, BuildConfig(num_tokens=40, progress=False))
+    b, _ = build_patch(bytelevel_base, docs, BuildConfig(num_tokens=40, progress=False))
+    assert a.ngrams == b.ngrams and a.removed == b.removed
