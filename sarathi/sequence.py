@@ -86,8 +86,12 @@ class Request:
     def make_output(self) -> RequestOutput:
         """Snapshot for the caller; text deltas are measured from the previous snapshot."""
         outs = []
+        # Until a sequence finishes, hold back text that could be the start of a stop string,
+        # so streamed deltas never show a stop string that is later cut.
+        hold = max((len(x) for x in self.params.stop_list), default=1) - 1
         for s in self.seqs:
-            text = s.text
+            text = s.text if s.finished or not hold else s.text[:max(0, len(s.text) - hold)]
+            text = text if len(text) >= s.emitted_text_len else s.text[:s.emitted_text_len]
             delta = text[s.emitted_text_len:]
             new_tokens = s.num_output - s.emitted_tokens
             s.emitted_text_len = len(text)

@@ -142,7 +142,10 @@ class Scheduler:
                         self._grow(seq, seq.num_computed + n)
                         step.add(seq, n)
                         budget -= n
-            budget = self._admit(step, budget, whole=False)
+            # After a preemption, admitting work would only thrash: the freed pages are for
+            # the running sequences.
+            if not step.preempted or not self.running:
+                budget = self._admit(step, budget, whole=False)
             # Deadlock guard: partial prefills can hold every page while none can grow.
             if step.scheduled or not self.running:
                 return

@@ -1,0 +1,292 @@
+"""The engine loop in a background thread, with one async stream of outputs per request.
+
+``LLMEngine`` is not thread-safe and its ``step()`` blocks for a whole model forward, so it
+lives in one thread of its own. Everything else (the HTTP handlers on the asyncio loop) talks
+to it through a command queue that the loop thread drains between steps, and hears back
+through per-request ``asyncio.Queue`` objects fed with ``loop.call_soon_threadsafe``.
+
+    handler ──add/abort──▶ commands (Condition) ──▶ loop thread: engine.step() ─┐
+       ▲                                                                       │
+       └────────── asyncio.Queue per request ◀── call_soon_threadsafe ◀────────┘
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any, AsyncIterator, Protocol
+
+from sarathi.engine.llm_engine import LLMEngine, RequestError
+from sarathi.outputs import RequestOutput
+from sarathi.sampling_params import SamplingParams
+
+logger = logging.getLogger("sarathi")
+
+
+class EngineDeadError(RuntimeError):
+    """The engine loop stopped (a bug or a device failure); no request can be served."""
+
+
+class EngineShuttingDown(RuntimeError):
+    """The server is stopping; in-flight and new requests are ended."""
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """Read-only view of the engine published after every step, for /metrics and /health."""
+
+    num_running: int = 0
+    num_waiting: int = 0
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    preemptions: int = 0
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+class StepObserver(Protocol):
+    """Told about each step's outputs, on the loop thread (e.g. the Prometheus metrics)."""
+
+    def on_outputs(self, outputs: list[RequestOutput], now: float) -> None: ...
+
+
+@dataclass
+class _Stream:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+
+
+@dataclass
+class _Add:
+    request_id: str
+    prompt: str | list[int]
+    params: SamplingParams
+    arrival_time: float
+    stream: _Stream
+
+
+@dataclass
+class _Abort:
+    request_id: str
+
+
+@dataclass
+class _AbortAll:
+    error: BaseException
+
+
+class AsyncEngine:
+    """Serve many concurrent callers from one ``LLMEngine``.
+
+    ``generate()`` is the caller's side: an async iterator of ``RequestOutput`` snapshots.
+    Leaving the iteration early (client gone, task cancelled) aborts the request, which frees
+    its KV slot at the loop thread's next turn.
+    """
+
+    def __init__(self, engine: LLMEngine, observer: StepObserver | None = None) -> None:
+        self.engine = engine
+        self.observer = observer
+        self._cond = threading.Condition()
+        self._commands: deque[_Add | _Abort | _AbortAll] = deque()
+        self._stop = False
+        self._closing: BaseException | None = None  # once set, new requests are refused
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._ids = itertools.count()
+        # Only the loop thread reads or writes this map.
+        self._streams: dict[str, _Stream] = {}
+        self.snapshot = self._take_snapshot()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="sarathi-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._error is None
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def begin_shutdown(self, reason: str = "the server is shutting down") -> None:
+        """Refuse new requests and end every in-flight stream with an error (thread-safe)."""
+        error = EngineShuttingDown(reason)
+        with self._cond:
+            if self._closing is None:
+                self._closing = error
+            self._commands.append(_AbortAll(error))
+            self._cond.notify()
+
+    def shutdown(self, timeout: float | None = 30.0) -> None:
+        """Stop the loop thread (after ending all streams) and release the engine."""
+        self.begin_shutdown()
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            self.engine.shutdown()
+
+    # -- the caller's side -----------------------------------------------------------------
+    def new_request_id(self, prefix: str = "req") -> str:
+        return f"{prefix}-{next(self._ids)}"
+
+    async def generate(self, prompt: str | list[int], params: SamplingParams,
+                       request_id: str | None = None) -> AsyncIterator[RequestOutput]:
+        """Snapshots of one request until it finishes.
+
+        Raises ``RequestError`` if the engine refuses the request, ``EngineDeadError`` if the
+        loop died and ``EngineShuttingDown`` when the server stops mid-request.
+        """
+        request_id = request_id or self.new_request_id()
+        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
+        self._submit(_Add(request_id, prompt, params, time.monotonic(), stream))
+        finished = False
+        try:
+            while True:
+                item = await stream.queue.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                finished = item.finished
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self.abort(request_id)
+
+    def abort(self, request_id: str) -> None:
+        with self._cond:
+            self._commands.append(_Abort(request_id))
+            self._cond.notify()
+
+    def _submit(self, cmd: _Add) -> None:
+        with self._cond:
+            if self._error is not None:
+                raise EngineDeadError(f"the engine loop has stopped: {self._error}")
+            if self._closing is not None:
+                raise self._closing
+            self._commands.append(cmd)
+            self._cond.notify()
+
+    # -- the loop thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not (self._commands or self._stop or self._has_work()):
+                        self._cond.wait()
+                    commands, self._commands = self._commands, deque()
+                    stop = self._stop
+                self._apply(commands)
+                if stop:
+                    self._drain_aborts()
+                    return
+                if self._has_work():
+                    outputs = self.engine.step()
+                    self._dispatch(outputs)
+                    self.snapshot = self._take_snapshot()
+        except Exception as e:  # noqa: BLE001 - any failure of the step loop ends every stream
+            logger.exception("the engine loop failed")
+            self._fail(e)
+
+    def _has_work(self) -> bool:
+        return self.engine.has_unfinished_requests() or self.engine.scheduler.has_work()
+
+    def _apply(self, commands: deque) -> None:
+        for cmd in commands:
+            if isinstance(cmd, _Add):
+                self._add(cmd)
+            elif isinstance(cmd, _Abort):
+                if self._streams.pop(cmd.request_id, None) is not None:
+                    self.engine.abort_request(cmd.request_id)
+            else:
+                streams, self._streams = self._streams, {}
+                for rid, stream in streams.items():
+                    self.engine.abort_request(rid)
+                    _deliver([(stream, cmd.error)])
+
+    def _add(self, cmd: _Add) -> None:
+        if self._closing is not None:
+            _deliver([(cmd.stream, self._closing)])
+            return
+        try:
+            self.engine.add_request(cmd.prompt, cmd.params, request_id=cmd.request_id,
+                                    arrival_time=cmd.arrival_time)
+        except RequestError as e:
+            _deliver([(cmd.stream, e)])
+            return
+        self._streams[cmd.request_id] = cmd.stream
+
+    def _drain_aborts(self) -> None:
+        """Free aborted sequences' slots before the engine is released."""
+        while self.engine.scheduler.has_work() and not self.engine.has_unfinished_requests():
+            self.engine.step()
+
+    def _dispatch(self, outputs: list[RequestOutput]) -> None:
+        now = time.monotonic()
+        if self.observer is not None:
+            self.observer.on_outputs(outputs, now)
+        batch = []
+        for out in outputs:
+            stream = self._streams.get(out.request_id)
+            if stream is None:
+                continue  # aborted since it was scheduled
+            if out.finished:
+                del self._streams[out.request_id]
+            batch.append((stream, _detach(out)))
+        _deliver(batch)
+
+    def _fail(self, error: BaseException) -> None:
+        dead = EngineDeadError(f"the engine loop has stopped: {type(error).__name__}: {error}")
+        with self._cond:
+            self._error = error
+            commands, self._commands = self._commands, deque()
+        streams = list(self._streams.values())
+        streams += [c.stream for c in commands if isinstance(c, _Add)]
+        self._streams = {}
+        _deliver([(s, dead) for s in streams])
+
+    def _take_snapshot(self) -> EngineSnapshot:
+        e = self.engine
+        return EngineSnapshot(
+            num_running=e.scheduler.num_running, num_waiting=e.scheduler.num_waiting,
+            prompt_tokens=e.stats.prompt_tokens, generation_tokens=e.stats.generation_tokens,
+            preemptions=e.stats.preemptions, cache=dict(e.cache_stats()))
+
+
+def _detach(out: RequestOutput) -> RequestOutput:
+    """Copy what the engine keeps mutating (the logprobs lists) before another thread reads it."""
+    if not any(c.logprobs is not None for c in out.outputs):
+        return out
+    outs = [replace(c, logprobs=list(c.logprobs)) if c.logprobs is not None else c
+            for c in out.outputs]
+    return replace(out, outputs=outs)
+
+
+def _deliver(items: list[tuple[_Stream, Any]]) -> None:
+    """Hand items to their streams' event loops: one wake-up per loop, not per item."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Any]]] = {}
+    for stream, item in items:
+        by_loop.setdefault(stream.loop, []).append((stream.queue, item))
+    for loop, pairs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_put_all, pairs)
+        except RuntimeError:
+            pass  # that event loop is closed: nobody is listening any more
+
+
+def _put_all(pairs: list[tuple[asyncio.Queue, Any]]) -> None:
+    for queue, item in pairs:
+        queue.put_nowait(item)
+

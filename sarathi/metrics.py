@@ -1,0 +1,136 @@
+"""Prometheus metrics of one server, vLLM-style names under the ``sarathi:`` prefix.
+
+Each app gets its own ``CollectorRegistry`` (never prometheus' global one), so several
+servers or test apps in one process do not collide.
+
+Two sources feed it:
+- latency histograms are observed on the engine loop thread from each step's outputs
+  (``on_outputs`` / ``on_abort``, the ``StepObserver`` protocol of ``AsyncEngine``);
+- gauges and token counters are read at scrape time from the engine's published snapshot,
+  so the HTTP side never touches the (non-thread-safe) engine itself.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from sarathi.engine.async_engine import EngineSnapshot
+from sarathi.outputs import RequestOutput
+
+PREFIX = "sarathi:"
+
+_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+                 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+_ITL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+                1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
+_E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
+                60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+FINISH_REASONS = ("stop", "length", "abort")
+
+
+class ServerMetrics:
+    """All metrics of one server; ``render()`` gives the Prometheus text format."""
+
+    content_type = "text/plain; version=0.0.4; charset=utf-8"
+
+    def __init__(self, model_name: str, snapshot: Callable[[], EngineSnapshot]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.model_name = model_name
+        labels = ["model_name"]
+        self.ttft = Histogram(PREFIX + "time_to_first_token_seconds",
+                              "Time from arrival to the first generated token.", labels,
+                              buckets=_TTFT_BUCKETS, registry=self.registry)
+        self.itl = Histogram(PREFIX + "inter_token_latency_seconds",
+                             "Time between two consecutive steps that produced tokens for a "
+                             "request.", labels, buckets=_ITL_BUCKETS, registry=self.registry)
+        self.e2e = Histogram(PREFIX + "e2e_request_latency_seconds",
+                             "Time from arrival to the last token of a finished request.",
+                             labels, buckets=_E2E_BUCKETS, registry=self.registry)
+        self._success = {r: 0 for r in FINISH_REASONS}
+        # Per-request time of the last step that produced tokens; loop-thread only.
+        self._last_token: dict[str, float] = {}
+        self.registry.register(_SnapshotCollector(self, snapshot))
+
+    # -- StepObserver (called on the engine loop thread) ------------------------------------
+    def on_outputs(self, outputs: list[RequestOutput], now: float) -> None:
+        labels = self.ttft.labels(self.model_name)
+        for out in outputs:
+            if not any(c.num_new_tokens for c in out.outputs):
+                continue
+            prev = self._last_token.get(out.request_id)
+            if prev is None:
+                if out.metrics is not None:
+                    labels.observe(now - out.metrics.arrival_time)
+            else:
+                self.itl.labels(self.model_name).observe(now - prev)
+            self._last_token[out.request_id] = now
+            if out.finished:
+                self._last_token.pop(out.request_id, None)
+                if out.metrics is not None:
+                    self.e2e.labels(self.model_name).observe(now - out.metrics.arrival_time)
+                for c in out.outputs:
+                    reason = c.finish_reason or "abort"
+                    self._success[reason] = self._success.get(reason, 0) + 1
+
+    def on_abort(self, request_id: str) -> None:
+        self._last_token.pop(request_id, None)
+        self._success["abort"] += 1
+
+    # -- exposition ------------------------------------------------------------------------
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def adaptivocab_families(self, snap: EngineSnapshot) -> Iterable[Metric]:
+        """HOOK for AdaptiVocab counters (e.g. ``sarathi:adaptivocab_tokens_saved_total``).
+
+        Yield CounterMetricFamily objects built from ``snap`` once the engine counts the
+        tokens a PatchTokenizer saved; nothing is exported until then.
+        """
+        return ()
+
+
+class _SnapshotCollector:
+    """Gauges and counters read from the engine snapshot at scrape time."""
+
+    def __init__(self, metrics: ServerMetrics, snapshot: Callable[[], EngineSnapshot]) -> None:
+        self.metrics = metrics
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        snap = self.snapshot()
+        name = self.metrics.model_name
+
+        def gauge(metric: str, doc: str, value: float) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(PREFIX + metric, doc, labels=["model_name"])
+            g.add_metric([name], value)
+            return g
+
+        def counter(metric: str, doc: str, value: float) -> CounterMetricFamily:
+            c = CounterMetricFamily(PREFIX + metric, doc, labels=["model_name"])
+            c.add_metric([name], value)
+            return c
+
+        yield gauge("num_requests_running", "Sequences running on the engine.", snap.num_running)
+        yield gauge("num_requests_waiting", "Sequences waiting to be scheduled.",
+                    snap.num_waiting)
+        yield counter("prompt_tokens", "Prompt tokens admitted.", snap.prompt_tokens)
+        yield counter("generation_tokens", "Tokens generated.", snap.generation_tokens)
+        yield counter("num_preemptions", "Sequences preempted (to be recomputed).",
+                      snap.preemptions)
+        success = CounterMetricFamily(PREFIX + "request_success",
+                                      "Finished sequences, by finish reason.",
+                                      labels=["model_name", "finished_reason"])
+        for reason, count in sorted(self.metrics._success.items()):
+            success.add_metric([name, reason], count)
+        yield success
+        cache = snap.cache
+        yield gauge("kv_cache_mapped_bytes", "Physical KV cache memory mapped.",
+                    cache.get("mapped_bytes", 0))
+        yield gauge("kv_cache_used_bytes", "KV cache bytes holding tokens.",
+                    cache.get("token_bytes", 0))
+        yield gauge("kv_cache_pages_free", "Physical KV pages not mapped to any slot.",
+                    cache.get("pages_free", 0))
+        yield from self.metrics.adaptivocab_families(snap)

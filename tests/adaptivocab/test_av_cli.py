@@ -1,0 +1,106 @@
+"""CLI: help lists every command; bad input gives one clean line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, synthetic_docs
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "adaptivocab", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+def assert_clean_error(res: subprocess.CompletedProcess, needle: str) -> None:
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert needle in res.stderr, res.stderr
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    # Progress bars may precede it; the error itself is one final line.
+    assert "error:" in lines[-1] and sum("error" in ln for ln in lines) == 1, res.stderr
+
+
+def test_help_lists_subcommands() -> None:
+    res = run("--help")
+    assert res.returncode == 0
+    for cmd in ("build", "stats", "patch-model"):
+        assert cmd in res.stdout
+    for cmd in ("build", "stats", "patch-model"):
+        sub = run(cmd, "--help")
+        assert sub.returncode == 0 and "--out" in sub.stdout or "--corpus" in sub.stdout
+
+
+@pytest.fixture()
+def corpus_gz(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.write("\n\n".join(synthetic_docs(1200, seed=7)))
+    return path
+
+
+def test_build_stats_end_to_end(bytelevel_dir, corpus_gz, tmp_path) -> None:
+    out = tmp_path / "patch"
+    res = run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(corpus_gz), "--num-tokens", "60", "--out", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    stats = json.loads((out / "reduction_stats.json").read_text())
+    assert 0 < stats["ratio"] < 1 and stats["base_tokens"] > stats["patched_tokens"]
+    assert set(stats["per_document"]) >= {"mean", "std", "p10", "p50", "p90"}
+    from adaptivocab import PatchTokenizer
+
+    assert PatchTokenizer.from_pretrained(out).reduction_ratio == pytest.approx(stats["ratio"])
+    res = run("stats", "--patch-tokenizer", str(out), "--corpus", str(corpus_gz), "--write", "--quiet")
+    assert res.returncode == 0 and "ratio" in res.stdout
+    # stats measures every document, build only the held-in tenth.
+    assert json.loads((out / "reduction_stats.json").read_text())["documents"] > 5 * stats["documents"]
+    again = run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(corpus_gz), "--num-tokens", "60", "--out", str(out))
+    assert_clean_error(again, "not empty")
+
+
+def test_empty_and_tiny_corpus(bytelevel_dir, tmp_path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n  \n")
+    out = tmp_path / "o"
+    assert_clean_error(run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(empty), "--out", str(out)), "empty")
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("hello world\n\nagain")
+    assert_clean_error(run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(tiny), "--out", str(out)), "too small")
+    assert_clean_error(run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(tmp_path / "nope.txt"), "--out", str(out)), "not found")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".o.tmp")]
+
+
+def test_tokenizer_without_merges(tmp_path, corpus_gz) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    uni = Tokenizer(models.Unigram())
+    uni.pre_tokenizer = pre_tokenizers.Metaspace()
+    uni.train_from_iterator(synthetic_docs(200), trainers.UnigramTrainer(vocab_size=200, show_progress=False, unk_token="<unk>", special_tokens=["<unk>"]))
+    PreTrainedTokenizerFast(tokenizer_object=uni, unk_token="<unk>").save_pretrained(str(tmp_path / "uni"))
+    res = run("build", "--tokenizer", str(tmp_path / "uni"), "--corpus", str(corpus_gz), "--out", str(tmp_path / "o"))
+    assert_clean_error(res, "Unigram")
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupt_and_mismatched_patch_folder(bytelevel_patch_dir, mistral_base, corpus_gz, tmp_path) -> None:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(bytelevel_patch_dir, bad)
+    (bad / "patch.json").write_text("{not json")
+    assert_clean_error(run("stats", "--patch-tokenizer", str(bad), "--corpus", str(corpus_gz)), "corrupt")
+    assert_clean_error(run("stats", "--patch-tokenizer", str(tmp_path / "missing"), "--corpus", str(corpus_gz)), "not found")
+    # A patch.json from the byte-level build next to the Mistral tokenizer files.
+    mixed = tmp_path / "mixed"
+    mistral_base.save_pretrained(str(mixed))
+    shutil.copy(bytelevel_patch_dir / "patch.json", mixed / "patch.json")
+    assert_clean_error(run("stats", "--patch-tokenizer", str(mixed), "--corpus", str(corpus_gz)), "tokenizer")
+    res = run("patch-model", "--model", str(tmp_path / "nomodel"), "--patch-tokenizer", str(bytelevel_patch_dir), "--out", str(tmp_path / "m"))
+    assert_clean_error(res, "config.json")
+    assert not (tmp_path / "m").exists()
