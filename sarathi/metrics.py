@@ -123,7 +123,7 @@ class _SnapshotCollector:
         success = CounterMetricFamily(PREFIX + "request_success",
                                       "Finished sequences, by finish reason.",
                                       labels=["model_name", "finished_reason"])
-        for reason, count in sorted(self.metrics._success.items()):
+        for reason, count in sorted(dict(self.metrics._success).items()):  # copy: atomic
             success.add_metric([name, reason], count)
         yield success
         cache = snap.cache

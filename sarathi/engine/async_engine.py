@@ -53,6 +53,8 @@ class StepObserver(Protocol):
 
     def on_outputs(self, outputs: list[RequestOutput], now: float) -> None: ...
 
+    def on_abort(self, request_id: str) -> None: ...
+
 
 @dataclass
 class _Stream:
@@ -209,12 +211,17 @@ class AsyncEngine:
                 self._add(cmd)
             elif isinstance(cmd, _Abort):
                 if self._streams.pop(cmd.request_id, None) is not None:
-                    self.engine.abort_request(cmd.request_id)
+                    self._abort(cmd.request_id)
             else:
                 streams, self._streams = self._streams, {}
-                for rid, stream in streams.items():
-                    self.engine.abort_request(rid)
-                    _deliver([(stream, cmd.error)])
+                for rid in streams:
+                    self._abort(rid)
+                _deliver([(stream, cmd.error) for stream in streams.values()])
+
+    def _abort(self, request_id: str) -> None:
+        self.engine.abort_request(request_id)
+        if self.observer is not None:
+            self.observer.on_abort(request_id)
 
     def _add(self, cmd: _Add) -> None:
         if self._closing is not None:
