@@ -89,9 +89,9 @@ class AsyncEngine:
     its KV slot at the loop thread's next turn.
     """
 
-    def __init__(self, engine: LLMEngine, observer: StepObserver | None = None) -> None:
+    def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
-        self.observer = observer
+        self._observers: list[StepObserver] = []
         self._cond = threading.Condition()
         self._commands: deque[_Add | _Abort | _AbortAll] = deque()
         self._stop = False
@@ -104,6 +104,12 @@ class AsyncEngine:
         self.snapshot = self._take_snapshot()
 
     # -- lifecycle -------------------------------------------------------------------------
+    def add_observer(self, observer: StepObserver) -> None:
+        """Register before ``start()``: observers run on the loop thread."""
+        if self._thread is not None:
+            raise RuntimeError("add observers before the engine loop starts")
+        self._observers.append(observer)
+
     def start(self) -> None:
         if self._thread is not None:
             return
@@ -220,8 +226,8 @@ class AsyncEngine:
 
     def _abort(self, request_id: str) -> None:
         self.engine.abort_request(request_id)
-        if self.observer is not None:
-            self.observer.on_abort(request_id)
+        for observer in self._observers:
+            observer.on_abort(request_id)
 
     def _add(self, cmd: _Add) -> None:
         if self._closing is not None:
@@ -242,8 +248,8 @@ class AsyncEngine:
 
     def _dispatch(self, outputs: list[RequestOutput]) -> None:
         now = time.monotonic()
-        if self.observer is not None:
-            self.observer.on_outputs(outputs, now)
+        for observer in self._observers:
+            observer.on_outputs(outputs, now)
         batch = []
         for out in outputs:
             stream = self._streams.get(out.request_id)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+from typing import Any
 
 
 def add_server_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("server options")
     g.add_argument("--host", default="127.0.0.1", help="Address to listen on (default: 127.0.0.1).")
-    g.add_argument("--port", type=int, default=8000, help="Port to listen on (default: 8000).")
+    g.add_argument("--port", type=int, default=8000,
+                   help="Port to listen on; 0 picks a free one (default: 8000).")
     g.add_argument("--api-key", default=None,
                    help="Require 'Authorization: Bearer KEY' on the API routes (default: none; "
                         "also read from $SARATHI_API_KEY).")
@@ -21,3 +24,20 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug"),
                    help="Server log level (default: info).")
+    g.add_argument("--graceful-shutdown-seconds", type=float, default=30.0,
+                   help="On SIGINT/SIGTERM, wait at most this long for open connections "
+                        "(default: 30).")
+
+
+def server_args(**overrides: Any) -> argparse.Namespace:
+    """The server flags' defaults as a namespace (for building an app in code or tests)."""
+    parser = argparse.ArgumentParser()
+    add_server_args(parser)
+    args = parser.parse_args([])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+def api_key_of(args: argparse.Namespace) -> str | None:
+    return getattr(args, "api_key", None) or os.environ.get("SARATHI_API_KEY") or None

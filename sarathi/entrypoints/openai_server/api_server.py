@@ -1,0 +1,185 @@
+"""The OpenAI-compatible HTTP server: app factory, uvicorn runner and graceful shutdown.
+
+    python -m sarathi serve [--model M] [--host H] [--port P] [--api-key K] [engine flags]
+    python -m sarathi.entrypoints.openai_server.api_server --model_name M ...   (seed's line)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import threading
+from typing import AsyncIterator, Callable, Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+import sarathi
+from sarathi.engine.async_engine import AsyncEngine
+from sarathi.engine.llm_engine import LLMEngine
+from sarathi.entrypoints.openai_server.args import add_server_args, api_key_of
+from sarathi.entrypoints.openai_server.auth import APIKeyMiddleware
+from sarathi.entrypoints.openai_server.chat_template import load_chat_template
+from sarathi.entrypoints.openai_server.errors import install_error_handlers
+from sarathi.entrypoints.openai_server.limits import BodySizeLimitMiddleware
+from sarathi.entrypoints.openai_server.routes import router
+from sarathi.entrypoints.openai_server.serving_common import ServerState
+from sarathi.metrics import ServerMetrics
+from sarathi.transformers_utils.demo import DEMO_NOTE
+
+logger = logging.getLogger("sarathi.server")
+
+
+def served_name(engine: LLMEngine, args: argparse.Namespace) -> str:
+    return getattr(args, "served_model_name", None) or engine.config.model.model or "demo"
+
+
+def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> FastAPI:
+    """The FastAPI app over ``engine``; its lifespan starts and stops the engine loop."""
+    if isinstance(engine, LLMEngine):
+        engine = AsyncEngine(engine)
+    core = engine.engine
+    name = served_name(core, args)
+    metrics = ServerMetrics(name, lambda: engine.snapshot)
+    engine.add_observer(metrics)
+    state = ServerState(
+        engine=engine, model_name=name, model_path=core.model_path,
+        max_seq_len=core.max_seq_len, metrics=metrics,
+        chat_template=load_chat_template(getattr(args, "chat_template", None)),
+        description=DEMO_NOTE if core.is_demo else None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        yield
+        # Joining the loop thread blocks; keep the event loop free while it finishes.
+        await asyncio.to_thread(engine.shutdown)
+
+    app = FastAPI(title="sarathi", version=sarathi.__version__, lifespan=lifespan,
+                  description="OpenAI-compatible LLM server")
+    app.state.sarathi = state
+    install_error_handlers(app)
+    app.include_router(router)
+    # Outermost first: refuse oversized bodies before anything reads them, then check keys.
+    key = api_key_of(args)
+    if key:
+        app.add_middleware(APIKeyMiddleware, api_key=key)
+    app.add_middleware(BodySizeLimitMiddleware,
+                       max_bytes=getattr(args, "max_request_bytes", 4 * 1024 * 1024))
+    return app
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, plus: on SIGINT/SIGTERM end in-flight streams with an error event and exit 0.
+
+    uvicorn re-raises a captured signal after shutting down (so the process dies of it);
+    a server that shut down cleanly on request should exit 0 instead.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None and not self._loop.is_closed():
+            # A signal handler interrupts arbitrary code: hand the work to the event loop.
+            self._loop.call_soon_threadsafe(self._on_exit)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def startup_line(engine: LLMEngine, name: str, url: str) -> str:
+    from sarathi.model_executor.attention import get_attention_backend
+
+    cfg = engine.config
+    backend = get_attention_backend(cfg.attention.attention_backend)
+    backend_name = getattr(backend, "name", type(backend).__name__)
+    cap = engine.scheduler.capacity
+    cache = engine.cache_stats()
+    model = f"{name!r} from {engine.model_path}"
+    if engine.is_demo:
+        model += f" ({DEMO_NOTE})"
+    return (f"sarathi {sarathi.__version__} serving {model} on {url} | dtype "
+            f"{str(engine.dtype).removeprefix('torch.')}, device {engine.device}, attention "
+            f"{backend_name}, KV cache {cache.get('backend', '?')}/{cache.get('layout', '?')}: "
+            f"{engine.scheduler.max_running} slots, {cap.max_tokens} tokens, context "
+            f"{engine.max_seq_len}")
+
+
+def run_server(args: argparse.Namespace) -> int:
+    from sarathi.entrypoints.cli_args import config_from_args
+
+    config = config_from_args(args)
+    sock = bind_socket(args.host, args.port)
+    try:
+        engine = LLMEngine(config)
+        async_engine = AsyncEngine(engine)
+        app = build_app(async_engine, args)
+        host, port = sock.getsockname()[:2]
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        print(startup_line(engine, served_name(engine, args), url), flush=True)
+        uv_config = uvicorn.Config(app, log_level=args.log_level, lifespan="on",
+                                   timeout_graceful_shutdown=args.graceful_shutdown_seconds)
+        server = GracefulServer(uv_config, lambda: async_engine.begin_shutdown())
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    print("sarathi server stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sarathi.entrypoints.cli_args import add_engine_args
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(
+        prog="python -m sarathi.entrypoints.openai_server.api_server",
+        description="OpenAI-compatible server (same flags as `python -m sarathi serve`).")
+    add_server_args(parser)
+    add_engine_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_server(args)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

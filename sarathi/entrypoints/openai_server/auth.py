@@ -1,0 +1,46 @@
+"""API-key check (``--api-key``): a pure ASGI middleware in front of the API routes.
+
+The key is compared in constant time so response timing reveals nothing about it.
+Health, metrics, version and the OpenAPI document stay open: probes and scrapers carry no key.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sarathi.entrypoints.openai_server.errors import APIError, error_response
+
+PROTECTED_PREFIXES = ("/v1/", "/tokenize", "/detokenize")
+
+
+def key_matches(header: str | None, key: str) -> bool:
+    if not header:
+        return False
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(token.strip().encode("utf-8"), key.encode("utf-8"))
+
+
+class APIKeyMiddleware:
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        header = None
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                header = value.decode("latin-1")
+                break
+        if not key_matches(header, self.api_key):
+            err = APIError("missing or invalid API key (send 'Authorization: Bearer KEY')", 401,
+                           code="invalid_api_key")
+            await error_response(err)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,90 @@
+"""The HTTP routes; each handler finds the server state on ``request.app.state``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+import sarathi
+from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
+from sarathi.entrypoints.openai_server.errors import APIError, bad_request, error_response
+from sarathi.entrypoints.openai_server.protocol import (ChatCompletionRequest,
+                                                        ChatCompletionResponse,
+                                                        CompletionRequest, CompletionResponse,
+                                                        DetokenizeRequest, DetokenizeResponse,
+                                                        ErrorResponse, ModelCard, ModelList,
+                                                        TokenizeChatRequest, TokenizeRequest,
+                                                        TokenizeResponse)
+from sarathi.entrypoints.openai_server.serving_chat import create_chat_completion
+from sarathi.entrypoints.openai_server.serving_common import ServerState
+from sarathi.entrypoints.openai_server.serving_completions import create_completion
+
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 500, 503)}
+
+router = APIRouter()
+
+
+def state_of(request: Request) -> ServerState:
+    return request.app.state.sarathi
+
+
+@router.get("/health", responses={503: {"model": ErrorResponse}})
+async def health(request: Request) -> Response:
+    engine = state_of(request).engine
+    if engine.is_alive:
+        return JSONResponse({"status": "ok"})
+    reason = f": {engine.error}" if engine.error is not None else ""
+    return error_response(APIError(f"the engine loop is not running{reason}", 503,
+                                   type="server_error", code="engine_dead"))
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    m = state_of(request).metrics
+    return Response(m.render(), media_type=m.content_type)
+
+
+@router.get("/version")
+async def version() -> dict[str, str]:
+    return {"version": sarathi.__version__}
+
+
+@router.get("/v1/models", response_model=ModelList, responses=_ERRORS)
+async def models(request: Request) -> ModelList:
+    s = state_of(request)
+    return ModelList(data=[ModelCard(id=s.model_name, created=s.created, root=s.model_path,
+                                     max_model_len=s.max_seq_len, description=s.description)])
+
+
+@router.post("/v1/completions", response_model=CompletionResponse, responses=_ERRORS)
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    return await create_completion(state_of(request), body, request)
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse,
+             responses=_ERRORS)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    return await create_chat_completion(state_of(request), body, request)
+
+
+@router.post("/tokenize", response_model=TokenizeResponse, responses=_ERRORS)
+async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
+    s = state_of(request)
+    s.check_model(body.model)
+    if isinstance(body, TokenizeChatRequest):
+        ids = chat_prompt_ids(s.tokenizer, body.messages, s.chat_template,
+                              body.add_generation_prompt, add_special_tokens=body.add_special_tokens)
+    else:
+        ids = list(s.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens))
+    return TokenizeResponse(tokens=ids, count=len(ids), max_model_len=s.max_seq_len)
+
+
+@router.post("/detokenize", response_model=DetokenizeResponse, responses=_ERRORS)
+async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
+    s = state_of(request)
+    s.check_model(body.model)
+    vocab = s.engine.engine.shape.vocab_size
+    bad = [t for t in body.tokens if t >= vocab]
+    if bad:
+        raise bad_request(f"token ids out of range [0, {vocab}): {bad[:5]}", "tokens")
+    return DetokenizeResponse(prompt=s.tokenizer.decode(body.tokens))

@@ -1,0 +1,209 @@
+"""What every OpenAI route shares: the server state, model checks, sampling parameters,
+prompt limits, running requests against the async engine and SSE framing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncGenerator, AsyncIterator
+
+from fastapi import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from sarathi.engine.async_engine import AsyncEngine, EngineDeadError, EngineShuttingDown
+from sarathi.engine.llm_engine import RequestError
+from sarathi.entrypoints.openai_server.errors import APIError, bad_request
+from sarathi.entrypoints.openai_server.protocol import SamplingFields, UsageInfo
+from sarathi.metrics import ServerMetrics
+from sarathi.outputs import RequestOutput
+from sarathi.sampling_params import SamplingParams
+
+
+@dataclass
+class ServerState:
+    """Everything the routes need, kept on ``app.state.sarathi`` (no module globals)."""
+
+    engine: AsyncEngine
+    model_name: str
+    model_path: str
+    max_seq_len: int
+    metrics: ServerMetrics
+    chat_template: str | None = None
+    description: str | None = None
+    created: int = field(default_factory=lambda: int(time.time()))
+    # token id -> its text, for logprobs; bounded by the vocabulary.
+    _token_text: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.engine.engine.tokenizer
+
+    def check_model(self, name: str | None) -> None:
+        if name is not None and name != self.model_name:
+            raise APIError(f"the model {name!r} does not exist; this server serves "
+                           f"{self.model_name!r}", 404, param="model", code="model_not_found")
+
+    def token_text(self, token_id: int) -> str:
+        text = self._token_text.get(token_id)
+        if text is None:
+            text = self.tokenizer.decode([token_id])
+            self._token_text[token_id] = text
+        return text
+
+    def check_prompt(self, ids: list[int], max_tokens: int | None, param: str) -> int:
+        """Validate a tokenized prompt; returns the max_tokens to use (None: the rest)."""
+        try:
+            self.engine.engine.validate_prompt(ids)
+        except RequestError as e:
+            raise bad_request(str(e), param) from e
+        room = self.max_seq_len - len(ids)
+        if max_tokens is None:
+            return room
+        if max_tokens > room:
+            raise bad_request(
+                f"This model's maximum context length is {self.max_seq_len} tokens. However, you "
+                f"requested {len(ids) + max_tokens} tokens ({len(ids)} in the prompt, "
+                f"{max_tokens} in the completion). Reduce the length of the prompt or of "
+                "max_tokens.", "max_tokens")
+        return max_tokens
+
+
+def sampling_params(req: SamplingFields, max_tokens: int, logprobs: int | None) -> SamplingParams:
+    """SamplingParams from the request; None fields keep the engine's defaults."""
+    kwargs: dict[str, Any] = {}
+    for name in ("temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty",
+                 "frequency_penalty", "repetition_penalty"):
+        value = getattr(req, name)
+        if value is not None:
+            kwargs[name] = value
+    try:
+        return SamplingParams(
+            n=req.n, stop=req.stop, stop_token_ids=req.stop_token_ids, max_tokens=max_tokens,
+            min_tokens=req.min_tokens, ignore_eos=req.ignore_eos, logprobs=logprobs,
+            skip_special_tokens=req.skip_special_tokens,
+            include_stop_str_in_output=req.include_stop_str_in_output, **kwargs)
+    except ValueError as e:
+        # SamplingParams names the field first in its messages.
+        raise bad_request(str(e), str(e).split(" ", 1)[0]) from e
+
+
+def engine_error(e: Exception) -> APIError:
+    if isinstance(e, RequestError):
+        return bad_request(str(e))
+    if isinstance(e, EngineShuttingDown):
+        return APIError(str(e), 503, type="server_error", code="shutting_down")
+    return APIError(str(e), 503, type="server_error", code="engine_dead")
+
+
+ENGINE_ERRORS = (RequestError, EngineShuttingDown, EngineDeadError)
+
+
+async def final_output(engine: AsyncEngine, prompt: list[int], params: SamplingParams,
+                       request_id: str) -> RequestOutput:
+    last = None
+    async for out in engine.generate(prompt, params, request_id):
+        last = out
+    assert last is not None  # generate() ends only after a finished output or an error
+    return last
+
+
+class ClientDisconnected(Exception):
+    """The HTTP client went away before its response was ready."""
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_disconnected(request: Request, work: Any) -> Any:
+    """Await ``work``; if the client disconnects first, cancel it (aborting its requests)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task in done:
+        return task.result()
+    raise ClientDisconnected()
+
+
+async def merge(streams: list[AsyncIterator[RequestOutput]]
+                ) -> AsyncIterator[tuple[int, RequestOutput]]:
+    """Interleave several request streams as their outputs arrive: (stream index, output).
+
+    Leaving the loop early cancels the producers, which aborts their requests.
+    """
+    if len(streams) == 1:
+        async with contextlib.aclosing(streams[0]) as only:
+            async for out in only:
+                yield 0, out
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(i: int, stream: AsyncIterator[RequestOutput]) -> None:
+        try:
+            async with contextlib.aclosing(stream) as s:
+                async for out in s:
+                    queue.put_nowait((i, out))
+        except ENGINE_ERRORS as e:
+            queue.put_nowait((i, e))
+        queue.put_nowait((i, done))
+
+    tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            i, item = await queue.get()
+            if item is done:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield i, item
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> UsageInfo:
+    return UsageInfo(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                     total_tokens=prompt_tokens + completion_tokens)
+
+
+def sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+class SSEResponse(StreamingResponse):
+    """Server-sent events whose generator is always closed, so its requests are aborted
+    the moment the client goes away (not whenever the garbage collector gets to it)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncGenerator[str, None]) -> None:
+        super().__init__(events, headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._events.aclose()
