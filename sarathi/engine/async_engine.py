@@ -97,6 +97,7 @@ class AsyncEngine:
         self._stop = False
         self._closing: BaseException | None = None  # once set, new requests are refused
         self._error: BaseException | None = None
+        self._idle = threading.Event()  # set while the loop thread waits with nothing to do
         self._thread: threading.Thread | None = None
         self._ids = itertools.count()
         # Only the loop thread reads or writes this map.
@@ -175,8 +176,13 @@ class AsyncEngine:
 
     def abort(self, request_id: str) -> None:
         with self._cond:
+            self._idle.clear()
             self._commands.append(_Abort(request_id))
             self._cond.notify()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until the loop has applied every command and has no work (slots freed)."""
+        return self._idle.wait(timeout)
 
     def _submit(self, cmd: _Add) -> None:
         with self._cond:
@@ -184,6 +190,7 @@ class AsyncEngine:
                 raise EngineDeadError(f"the engine loop has stopped: {self._error}")
             if self._closing is not None:
                 raise self._closing
+            self._idle.clear()
             self._commands.append(cmd)
             self._cond.notify()
 
@@ -193,7 +200,9 @@ class AsyncEngine:
             while True:
                 with self._cond:
                     while not (self._commands or self._stop or self._has_work()):
+                        self._idle.set()
                         self._cond.wait()
+                    self._idle.clear()
                     commands, self._commands = self._commands, deque()
                     stop = self._stop
                 self._apply(commands)
