@@ -67,7 +67,7 @@ class KVCache:
         if memory_budget is None:
             self.num_units = full
         else:
-            self.num_units = min(full, memory_budget // self.geometry.unit_bytes)
+            self.num_units = min(full, int(memory_budget) // self.geometry.unit_bytes)
             if self.num_units <= 0:
                 raise ValueError(
                     f"memory_budget {memory_budget} bytes is smaller than one allocation unit "
