@@ -11,7 +11,29 @@ from adaptivocab.patch import VocabPatch
 from adaptivocab.stats import measure_reduction
 from adaptivocab.tokenizer import PatchTokenizer
 
+# Torch is imported only when the embedding functions are first used, so a
+# tokenizer-only user (a server's front end) does not pay for it.
+_LAZY = {
+    "patch_embeddings": "adaptivocab.embeddings",
+    "patch_state_dict_rows": "adaptivocab.embeddings",
+    "check_vocab": "adaptivocab.embeddings",
+    "patch_model_folder": "adaptivocab.model_io",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'adaptivocab' has no attribute {name!r}")
+
+
 __all__ = [
+    "check_vocab",
+    "patch_embeddings",
+    "patch_model_folder",
+    "patch_state_dict_rows",
     "AdaptiVocabError",
     "BuildConfig",
     "IncrementalDecoder",
