@@ -49,8 +49,8 @@ async def create_chat_completion(state: ServerState, req: ChatCompletionRequest,
     ids = chat_prompt_ids(state.tokenizer, req.messages, state.chat_template,
                           req.add_generation_prompt, req.continue_final_message)
     asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    param = "max_completion_tokens" if req.max_completion_tokens is not None else "messages"
-    max_tokens = state.check_prompt(ids, asked, param)
+    param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+    max_tokens = state.check_prompt(ids, asked, "messages", param)
     top = req.top_logprobs or 0
     params = sampling_params(req, max_tokens, top if req.logprobs else None)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"

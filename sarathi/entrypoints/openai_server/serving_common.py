@@ -54,7 +54,8 @@ class ServerState:
             self._token_text[token_id] = text
         return text
 
-    def check_prompt(self, ids: list[int], max_tokens: int | None, param: str) -> int:
+    def check_prompt(self, ids: list[int], max_tokens: int | None, param: str,
+                     tokens_param: str = "max_tokens") -> int:
         """Validate a tokenized prompt; returns the max_tokens to use (None: the rest)."""
         try:
             self.engine.engine.validate_prompt(ids)
@@ -68,7 +69,7 @@ class ServerState:
                 f"This model's maximum context length is {self.max_seq_len} tokens. However, you "
                 f"requested {len(ids) + max_tokens} tokens ({len(ids)} in the prompt, "
                 f"{max_tokens} in the completion). Reduce the length of the prompt or of "
-                "max_tokens.", "max_tokens")
+                f"{tokens_param}.", tokens_param)
         return max_tokens
 
 

@@ -1,0 +1,80 @@
+"""Many clients share continuous batches; a client that leaves frees its slot at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+CLIENTS = 64
+
+
+def test_64_concurrent_streaming_clients_get_their_token_counts(server):
+    import openai
+
+    async def one(client: openai.AsyncOpenAI, i: int) -> tuple[int, int, str | None]:
+        want = 4 + i % 9
+        stream = await client.completions.create(
+            model="demo", prompt=f"Request number {i}:", max_tokens=want, temperature=0.8,
+            seed=i, stream=True, stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True})
+        finish, used = None, None
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].finish_reason:
+                finish = chunk.choices[0].finish_reason
+            if chunk.usage is not None:
+                used = chunk.usage.completion_tokens
+        return want, used, finish
+
+    async def main() -> list[tuple[int, int, str | None]]:
+        async with openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0,
+                                      timeout=120) as client:
+            return await asyncio.gather(*[one(client, i) for i in range(CLIENTS)])
+
+    results = asyncio.run(main())
+    assert len(results) == CLIENTS
+    for want, used, finish in results:
+        assert (used, finish) == (want, "length")
+    assert server.engine.wait_idle(30)
+    assert server.engine.snapshot.num_running == 0
+
+
+def _aborts(http: httpx.Client) -> float:
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("sarathi:request_success_total") and 'finished_reason="abort"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_disconnected_streaming_client_frees_its_slot(server, http):
+    before = _aborts(http)
+    body = {"model": "demo", "prompt": "long story", "max_tokens": 200, "stream": True,
+            "ignore_eos": True}
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        with c.stream("POST", "/v1/completions", json=body) as resp:
+            assert resp.status_code == 200
+            lines = resp.iter_lines()
+            data = [next(lines) for _ in range(6)]
+            assert any(line.startswith("data: {") for line in data)
+            assert server.engine.snapshot.num_running >= 0
+    # Leaving the block closed the connection mid-stream.
+    assert server.engine.wait_idle(30)
+    snap = server.engine.snapshot
+    assert snap.num_running == 0 and snap.num_waiting == 0
+    assert snap.cache.get("slots_used", 0) == 0
+    assert _aborts(http) == before + 1
+
+
+def test_a_disconnected_non_streaming_client_frees_its_slot(server, http):
+    before = _aborts(http)
+    body = {"model": "demo", "prompt": "long story", "max_tokens": 240, "n": 4,
+            "ignore_eos": True}
+    with httpx.Client(base_url=server.url, timeout=0.3) as c:
+        try:
+            c.post("/v1/completions", json=body)
+        except httpx.TimeoutException:
+            pass
+    assert server.engine.wait_idle(30)
+    snap = server.engine.snapshot
+    assert snap.num_running == 0 and snap.cache.get("slots_used", 0) == 0
+    assert _aborts(http) > before

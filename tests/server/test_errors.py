@@ -1,0 +1,156 @@
+"""Client mistakes get OpenAI-shaped 4xx answers, never a 500 or a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from conftest import API_KEY, MAX_MODEL_LEN, start_server, stop_server
+
+CHAT = "/v1/chat/completions"
+COMPL = "/v1/completions"
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def _assert_error(resp: httpx.Response, status: int, param: str | None = "?") -> dict:
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["message"] and "Traceback" not in err["message"]
+    if param != "?":
+        assert err["param"] == param, err
+    return err
+
+
+BAD_BODIES = [
+    (COMPL, {"prompt": "x", "max_tokens": -1}, "max_tokens"),
+    (COMPL, {"prompt": "x", "max_tokens": 0}, "max_tokens"),
+    (COMPL, {"prompt": "x", "max_tokens": "many"}, "max_tokens"),
+    (COMPL, {"prompt": 5}, "?"),
+    (COMPL, {"prompt": [[]]}, "?"),
+    (COMPL, {"prompt": ""}, "prompt"),
+    (COMPL, {"prompt": [10**6]}, "?"),
+    (COMPL, {"prompt": "x", "n": 100000}, "n"),
+    (COMPL, {"prompt": ["x"] * 20, "n": 16}, "n"),
+    (COMPL, {"prompt": "x", "temperature": -1}, "temperature"),
+    (COMPL, {"prompt": "x", "top_p": 0}, "top_p"),
+    (COMPL, {"prompt": "x", "top_k": 0}, "top_k"),
+    (COMPL, {"prompt": "x", "logprobs": 50}, "logprobs"),
+    (COMPL, {"prompt": "x", "stop": [""]}, "?"),
+    (COMPL, {"prompt": "x", "min_tokens": 10, "max_tokens": 5}, "min_tokens"),
+    (COMPL, {"prompt": "x", "max_tokens": MAX_MODEL_LEN}, "max_tokens"),
+    (COMPL, {"prompt": "x", "echo": True, "logprobs": 1}, "echo"),
+    (COMPL, {}, "prompt"),
+    (COMPL, [1, 2], "?"),
+    (CHAT, {"messages": []}, "messages"),
+    (CHAT, {"messages": "hi"}, "messages"),
+    (CHAT, {"messages": [{"role": "wizard", "content": "x"}]}, "?"),
+    (CHAT, {"messages": [{"content": "x"}]}, "?"),
+    (CHAT, {"messages": MSG, "max_tokens": -5}, "max_tokens"),
+    (CHAT, {"messages": MSG, "n": 10**9}, "n"),
+    (CHAT, {"messages": MSG, "top_logprobs": 99, "logprobs": True}, "top_logprobs"),
+    (CHAT, {"messages": MSG, "max_completion_tokens": MAX_MODEL_LEN},
+     "max_completion_tokens"),
+    (CHAT, {"messages": MSG, "stream": "yes please"}, "stream"),
+    ("/tokenize", {"prompt": 3}, "?"),
+    ("/detokenize", {"tokens": [10**7]}, "tokens"),
+    ("/detokenize", {"tokens": "abc"}, "tokens"),
+]
+
+
+@pytest.mark.parametrize("path,body,param", BAD_BODIES)
+def test_invalid_fields_are_400(http, path, body, param):
+    err = _assert_error(http.post(path, json=body), 400, param)
+    assert err["type"] == "invalid_request_error"
+
+
+def test_prompt_longer_than_the_context_is_400(http):
+    ids = list(range(5, 5 + MAX_MODEL_LEN))
+    err = _assert_error(http.post(COMPL, json={"prompt": ids}), 400)
+    assert "context" in err["message"]
+    long_chat = [{"role": "user", "content": "word " * 2000}]
+    _assert_error(http.post(CHAT, json={"messages": long_chat}), 400)
+
+
+@pytest.mark.parametrize("raw", [b"{bad json", b"", b"null", b"\xff\xfe", b'{"prompt": "x",}'])
+def test_malformed_json_is_400(http, raw):
+    resp = http.post(COMPL, content=raw, headers={"content-type": "application/json"})
+    _assert_error(resp, 400)
+
+
+def test_lone_surrogates_are_not_a_server_error(http):
+    raw = b'{"prompt": "a\\ud800b", "max_tokens": 2, "echo": true}'
+    resp = http.post(COMPL, content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code in (200, 400), resp.text
+
+
+def test_unknown_model_is_404(http, client):
+    import openai
+
+    err = _assert_error(http.post(COMPL, json={"model": "gpt-9", "prompt": "x"}), 404, "model")
+    assert err["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=MSG)
+
+
+def test_unknown_route_and_method_are_openai_shaped(http):
+    _assert_error(http.get("/v1/nothing"), 404)
+    _assert_error(http.get(COMPL), 405)
+
+
+def test_oversized_bodies_are_413(http, server):
+    big = {"prompt": "x" * (300 * 1024)}
+    err = _assert_error(http.post(COMPL, json=big), 413)
+    assert err["code"] == "request_too_large"
+
+    def chunks():  # no Content-Length: the body is counted as it streams in
+        for _ in range(300):
+            yield b"x" * 1024
+
+    _assert_error(http.post(COMPL, content=chunks(),
+                            headers={"content-type": "application/json"}), 413)
+    assert http.get("/health").status_code == 200
+
+
+def test_api_key(key_server):
+    import openai
+
+    with httpx.Client(base_url=key_server.url, timeout=30) as h:
+        err = _assert_error(h.post(COMPL, json={"prompt": "x"}), 401)
+        assert err["code"] == "invalid_api_key"
+        _assert_error(h.get("/v1/models", headers={"Authorization": "Bearer wrong"}), 401)
+        _assert_error(h.post("/tokenize", json={"prompt": "x"}), 401)
+        for open_path in ("/health", "/metrics", "/version"):
+            assert h.get(open_path).status_code == 200
+    with openai.OpenAI(base_url=key_server.base_url, api_key="wrong", max_retries=0) as c:
+        with pytest.raises(openai.AuthenticationError):
+            c.models.list()
+    with openai.OpenAI(base_url=key_server.base_url, api_key=API_KEY, max_retries=0) as c:
+        assert [m.id for m in c.models.list().data] == ["my-model"]
+        out = c.completions.create(model="my-model", prompt="hi", max_tokens=2)
+        assert out.model == "my-model" and out.usage.completion_tokens >= 1
+
+
+def test_engine_loop_failure_gives_503_and_errors_streams():
+    def break_step(engine):
+        def step():
+            raise RuntimeError("simulated device failure")
+        engine.step = step
+
+    live = start_server(engine_hook=break_step)
+    try:
+        with httpx.Client(base_url=live.url, timeout=30) as h:
+            assert h.get("/health").status_code == 200
+            lines = []
+            with h.stream("POST", COMPL, json={"prompt": "x", "stream": True}) as resp:
+                assert resp.status_code == 200
+                lines = [line for line in resp.iter_lines() if line]
+            assert lines[-1] == "data: [DONE]"
+            event = json.loads(lines[-2][len("data: "):])
+            assert "simulated device failure" in event["error"]["message"]
+            _assert_error(h.get("/health"), 503)
+            _assert_error(h.post(COMPL, json={"prompt": "x"}), 503)
+    finally:
+        stop_server(live)
