@@ -29,6 +29,19 @@ class SeqState:
     slot: int | None = None
 
 
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    meta: AttentionMetadata
+    sample_idx: torch.Tensor  # rows of the flat batch whose logits are sampled
+    rows: list[SamplingRow]
+    sample_ids: list[int]  # seq id of each sampled row
+
+
+def _tensor(values: list[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long, device=device)
+
+
 class ModelRunner:
     def __init__(self, model: torch.nn.Module, cache: vattention.KVCache, attention: object,
                  sampler: Sampler, max_len: int, device: torch.device) -> None:
@@ -53,6 +66,27 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, step: StepInput) -> StepResult:
+        batch = self.prepare(step)
+        if batch is None:
+            return StepResult([])
+        ctx = ForwardContext(batch.meta, self.cache, self.attention, self.rotary)
+        hidden = self.model(batch.input_ids, ctx)
+        if not batch.rows:
+            return StepResult([])
+        logits = self.model.compute_logits(hidden[batch.sample_idx])
+        out = self.sampler(logits, batch.rows)
+        sampled = []
+        for i, seq_id in enumerate(batch.sample_ids):
+            tok = SampledToken(seq_id, out.token_ids[i])
+            if out.logprobs is not None and out.logprobs[i] is not None:
+                tok.logprob = out.logprobs[i]
+                tok.rank = out.ranks[i]
+                tok.top = out.top[i]
+            sampled.append(tok)
+        return StepResult(sampled)
+
+    def prepare(self, step: StepInput) -> "Batch | None":
+        """Apply the step's bookkeeping and build the flat batch (None: nothing to run)."""
         for seq_id in step.finished:
             self._release(seq_id, forget=True)
         for seq_id in step.preempted:
@@ -64,7 +98,7 @@ class ModelRunner:
                 gen.manual_seed(new.seed)
             self.states[new.seq_id] = SeqState(new.params, new.prompt_len, gen, [])
         if not step.chunks:
-            return StepResult([])
+            return None
         # Decode-shaped chunks (one token) first: attention batches them.
         chunks = sorted(step.chunks, key=lambda c: len(c.token_ids) != 1)
         input_ids: list[int] = []
@@ -86,12 +120,14 @@ class ModelRunner:
             del st.history[c.start:]
             st.history.extend(c.token_ids)
             input_ids.extend(c.token_ids)
-            positions.extend(range(c.start, end))
-            slots.extend([st.slot] * n)
             if n == 1:
+                positions.append(c.start)
+                slots.append(st.slot)
                 decode_slots.append(st.slot)
                 decode_lens.append(end)
             else:
+                positions.extend(range(c.start, end))
+                slots.extend([st.slot] * n)
                 prefills.append((st.slot, c.start, n))
             if c.sample:
                 sample_idx.append(len(input_ids) - 1)
@@ -99,28 +135,14 @@ class ModelRunner:
                 sample_ids.append(c.seq_id)
         dev = self.device
         meta = AttentionMetadata(
-            slot_of_token=torch.tensor(slots, dtype=torch.long, device=dev),
-            positions=torch.tensor(positions, dtype=torch.long, device=dev),
+            slot_of_token=_tensor(slots, dev),
+            positions=_tensor(positions, dev),
             num_decodes=len(decode_slots),
-            decode_slots=torch.tensor(decode_slots, dtype=torch.long, device=dev),
-            decode_context_lens=torch.tensor(decode_lens, dtype=torch.long, device=dev),
+            decode_slots=_tensor(decode_slots, dev),
+            decode_context_lens=_tensor(decode_lens, dev),
             max_decode_context=max(decode_lens, default=0),
             prefills=prefills)
-        ctx = ForwardContext(meta, self.cache, self.attention, self.rotary)
-        hidden = self.model(torch.tensor(input_ids, dtype=torch.long, device=dev), ctx)
-        if not rows:
-            return StepResult([])
-        logits = self.model.compute_logits(hidden[torch.tensor(sample_idx, device=dev)])
-        out = self.sampler(logits, rows)
-        sampled = []
-        for i, seq_id in enumerate(sample_ids):
-            tok = SampledToken(seq_id, out.token_ids[i])
-            if out.logprobs is not None and out.logprobs[i] is not None:
-                tok.logprob = out.logprobs[i]
-                tok.rank = out.ranks[i]
-                tok.top = out.top[i]
-            sampled.append(tok)
-        return StepResult(sampled)
+        return Batch(_tensor(input_ids, dev), meta, _tensor(sample_idx, dev), rows, sample_ids)
 
     def forward_logits(self, token_ids: list[int]) -> torch.Tensor:
         """Logits of every position of one prompt (no sampling); for tests and evaluation."""
