@@ -59,6 +59,10 @@ class ModelConfig:
     init_method: str = _f("exp", "Initialisation of swapped embedding rows when a patch "
                           "tokenizer is applied at load time.",
                           choices=("exp", "mean", "first", "last", "random"))
+    load_format: str = _f("auto", "Where weights come from: 'auto' (the folder's safetensors) "
+                          "or 'dummy' (random values made on the device; only config.json is "
+                          "read; for speed measurements of real shapes).",
+                          choices=("auto", "dummy"))
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,26 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class ParallelConfig:
-    tensor_parallel_size: int = _f(1, "Number of GPUs (or CPU processes) a model is split over.",
+    tensor_parallel_size: int = _f(1, "Number of GPUs (or CPU processes) a model is split over "
+                                   "(Megatron-style tensor parallelism).",
                                    aliases=("model_tensor_parallel_degree",))
-    executor: str = _f("uni", "Where workers run: 'uni' (in this process).", choices=("uni",))
+    executor: str = _f("auto", "Where workers run: 'uni' (in this process; tensor_parallel_size "
+                       "1), 'mp' (one process per rank on this host, torch.distributed), 'ray' "
+                       "(Ray actors, across machines) or 'auto' (uni for one rank, else mp).",
+                       choices=("auto", "uni", "mp", "ray"))
+    ray_address: str | None = _f(None, "Ray cluster to join with --executor ray (e.g. "
+                                 "'auto' or 'ray://head:10001'); default: $RAY_ADDRESS, else "
+                                 "a private local Ray.")
+    step_timeout: float = _f(300.0, "Seconds a worker may take for one step before the engine "
+                             "declares it hung and fails its requests (mp and ray).")
+    worker_start_timeout: float = _f(900.0, "Seconds workers may take to start (load weights, "
+                                     "create the KV cache) before the engine gives up.")
+
+    @property
+    def resolved_executor(self) -> str:
+        if self.executor != "auto":
+            return self.executor
+        return "uni" if self.tensor_parallel_size == 1 else "mp"
 
 
 @dataclass(frozen=True)
@@ -148,9 +169,15 @@ class EngineConfig:
             raise ValueError("expected_request_tokens must be positive")
         if self.model.max_model_len is not None and self.model.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.model.max_model_len}")
-        if self.parallel.tensor_parallel_size != 1:
-            raise ValueError("tensor_parallel_size > 1 needs the mp or ray executor, which this "
-                             "build does not have yet")
+        p = self.parallel
+        if p.tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be at least 1, got "
+                             f"{p.tensor_parallel_size}")
+        if p.tensor_parallel_size > 1 and p.resolved_executor == "uni":
+            raise ValueError("the uni executor runs one rank; use --executor mp or ray for "
+                             f"tensor_parallel_size {p.tensor_parallel_size}")
+        if p.step_timeout <= 0 or p.worker_start_timeout <= 0:
+            raise ValueError("step_timeout and worker_start_timeout must be positive")
 
 
 SECTION_TYPES = {"model": ModelConfig, "cache": CacheConfig, "scheduler": SchedulerConfig,

@@ -27,7 +27,8 @@ from sarathi.sequence import Request, Sequence, SeqStatus
 from sarathi.transformers_utils.demo import DEMO_NOTE
 from sarathi.transformers_utils.detokenizer import IncrementalDetokenizer
 from sarathi.transformers_utils.hub import DEMO_NAMES, resolve_model_path
-from sarathi.transformers_utils.tokenizer import eos_token_ids, get_tokenizer
+from sarathi.transformers_utils.tokenizer import (eos_token_ids, get_tokenizer,
+                                                   is_patch_tokenizer_dir)
 
 logger = logging.getLogger("sarathi")
 
@@ -65,6 +66,18 @@ class LLMEngine:
         self.model_path = resolve_model_path(mc.model)
         self.shape = load_model_shape(self.model_path)
         self.tokenizer = get_tokenizer(mc.tokenizer or self.model_path, mc.patch_tokenizer)
+        self.patch = self.tokenizer if hasattr(self.tokenizer, "to_base_ids") else None
+        patch_at_load = None
+        if self.patch is not None:
+            from adaptivocab import AdaptiVocabError, check_vocab
+
+            try:
+                check_vocab(self.shape.vocab_size, len(self.tokenizer))
+            except AdaptiVocabError as e:
+                raise ValueError(f"the patch tokenizer does not fit this model: {e}") from e
+            if mc.patch_tokenizer is not None and not is_patch_tokenizer_dir(self.model_path):
+                patch_at_load = mc.patch_tokenizer
+        self.reduction_ratio = (self.patch.reduction_ratio or 1.0) if self.patch else 1.0
         self.device = resolve_device(mc.device)
         self.dtype = resolve_dtype(mc.dtype, self.shape.torch_dtype, self.device)
         self.max_model_len = mc.max_model_len or self.shape.max_position_embeddings
@@ -72,12 +85,22 @@ class LLMEngine:
         from sarathi.worker.worker import WorkerSpec
 
         spec = WorkerSpec(config, self.model_path, self.shape, self.dtype, self.device,
-                          self.max_model_len, self.eos_ids)
+                          self.max_model_len, self.eos_ids, self.reduction_ratio, patch_at_load,
+                          mc.init_method)
         self.executor = UniExecutor(spec)
         capacity = self.executor.capacity()
+        self.cache_plan = self.executor.cache_plan()
         self.scheduler = Scheduler(config.scheduler, capacity, self.max_model_len)
         # A sequence may never outgrow what the whole cache holds, so one alone always fits.
         self.max_seq_len = min(self.max_model_len, capacity.max_tokens)
+        logger.info(
+            "model %s (%s, %s on %s); KV cache: %s backend, %s layout, %d slots x %d tokens "
+            "(%d base-tokenizer tokens of text at reduction ratio %.3f), %.2f GiB physical",
+            mc.model, self.shape.architecture, str(self.dtype).replace("torch.", ""),
+            self.device, self.cache_plan.backend, self.cache_plan.layout,
+            self.cache_plan.max_slots, self.max_seq_len,
+            self.cache_plan.text_capacity_base_tokens, self.reduction_ratio,
+            self.cache_plan.budget / 1024**3)
         self.requests: dict[str, Request] = {}
         self._seq_ids = itertools.count()
         self._req_ids = itertools.count()
@@ -169,6 +192,8 @@ class LLMEngine:
             if req.finished:
                 req.metrics.finished_time = now
                 self.requests.pop(req.request_id, None)
+                if self.patch is not None:
+                    self._count_base_tokens(req)
             outputs.append(out)
         return outputs
 
@@ -215,6 +240,15 @@ class LLMEngine:
             seq.finish_reason, seq.stop_reason = reason, stop_reason
             self.scheduler.finish(seq)
 
+    def _count_base_tokens(self, req: Request) -> None:
+        """What the same text would have cost with the base tokenizer (AdaptiVocab metrics)."""
+        n = len(req.seqs)
+        self.stats.base_prompt_tokens += n * len(self.patch.to_base_ids(req.prompt_token_ids))
+        self.stats.patched_prompt_tokens += n * len(req.prompt_token_ids)
+        for seq in req.seqs:
+            self.stats.base_generation_tokens += len(self.patch.to_base_ids(seq.output_ids))
+            self.stats.patched_generation_tokens += seq.num_output
+
     # -- introspection -----------------------------------------------------------------------
     def cache_stats(self) -> dict[str, Any]:
         return self.executor.cache_stats()
@@ -228,6 +262,12 @@ class EngineStats:
     prompt_tokens: int = 0
     generation_tokens: int = 0
     preemptions: int = 0
+    # AdaptiVocab: tokens of finished requests under the patch tokenizer and, for the same
+    # text, under the base tokenizer (their difference is what the domain vocabulary saved).
+    patched_prompt_tokens: int = 0
+    base_prompt_tokens: int = 0
+    patched_generation_tokens: int = 0
+    base_generation_tokens: int = 0
 
 
 def _find_stop(text: str, prev_len: int, stops: list[str]) -> tuple[int, str] | None:

@@ -14,6 +14,9 @@ class UniExecutor:
     def capacity(self) -> CacheCapacity:
         return self.worker.capacity()
 
+    def cache_plan(self):
+        return self.worker.plan
+
     def execute(self, step: StepInput) -> StepResult:
         return self.worker.execute(step)
 

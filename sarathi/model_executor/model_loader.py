@@ -16,6 +16,7 @@ from torch import nn
 
 from sarathi.model_executor.model_config import ModelShape
 from sarathi.model_executor.models import MODEL_REGISTRY
+from sarathi.model_executor.parallel import TensorSlice, TPGroup
 
 # Tensors some checkpoints carry that are recomputed here.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -40,18 +41,23 @@ def weight_files(path: str) -> list[str]:
     return files
 
 
-def iter_checkpoint(path: str):
-    """Yield (name, tensor) for every tensor of the folder's checkpoint, on the CPU."""
+def iter_checkpoint(path: str, lazy: bool = False):
+    """Yield (name, tensor) for every tensor of the folder's checkpoint, on the CPU.
+
+    ``lazy``: yield safetensors slice handles instead, so a tensor-parallel rank reads only
+    its part of each tensor from disk (``load_weights`` accepts both).
+    """
     for file in weight_files(path):
         with safe_open(file, framework="pt", device="cpu") as f:
             for name in f.keys():
-                yield name, f.get_tensor(name)
+                yield name, (f.get_slice(name) if lazy else f.get_tensor(name))
 
 
-def build_model(shape: ModelShape, dtype: torch.dtype, device: torch.device) -> nn.Module:
+def build_model(shape: ModelShape, dtype: torch.dtype, device: torch.device,
+                tp: TPGroup | None = None) -> nn.Module:
     cls = MODEL_REGISTRY[shape.architecture]
     with torch.device("meta"):
-        model = cls(shape)
+        model = cls(shape, tp) if tp is not None and tp.world_size > 1 else cls(shape)
     model = model.to(dtype).to_empty(device=device)
     if shape.tie_word_embeddings:  # to_empty gives each name its own storage: tie again
         model.lm_head.weight = model.model.embed_tokens.weight
@@ -81,13 +87,52 @@ def load_weights(model: nn.Module, weights) -> None:
             sizes = model.shard_sizes(shard[0])
             start = sum(sizes[:shard[1]])
             dest = param.data[start:start + sizes[shard[1]]]
-        if tuple(dest.shape) != tuple(tensor.shape):
-            raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, "
-                             f"the model expects {tuple(dest.shape)}")
-        dest.copy_(tensor)
+        part = model.tp_slice(target, None if shard is None else shard[1])
+        if part is not None and part.length < dest.shape[part.dim]:
+            # The last rank's vocabulary slice is short: its padding rows stay zero.
+            dest.narrow(part.dim, part.length, dest.shape[part.dim] - part.length).zero_()
+            dest = dest.narrow(part.dim, 0, part.length)
+        dest.copy_(_read_part(name, tensor, part, tuple(dest.shape)))
         covered[target] += 1
     expected = {n: (3 if "qkv_proj" in n else 2 if "gate_up_proj" in n else 1) for n in params}
     missing = [n for n in params if covered[n] < expected[n]]
     if missing:
         raise ValueError(f"checkpoint lacks weights for {len(missing)} parameters, e.g. "
                          f"{missing[:3]}")
+
+
+def _read_part(name: str, tensor, part: TensorSlice | None,
+               expected: tuple[int, ...]) -> torch.Tensor:
+    """This rank's part of a checkpoint tensor (a tensor or a lazy safetensors slice)."""
+    full = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else tuple(tensor.get_shape())
+    want = expected if part is None else tuple(
+        part.full if d == part.dim else n for d, n in enumerate(expected))
+    if full != want:
+        raise ValueError(f"checkpoint tensor {name!r} has shape {full}, the model expects {want}")
+    if part is None:
+        return tensor if isinstance(tensor, torch.Tensor) else tensor[:]
+    if isinstance(tensor, torch.Tensor):
+        return tensor.narrow(part.dim, part.start, part.length)
+    index = [slice(None)] * len(full)
+    index[part.dim] = slice(part.start, part.start + part.length)
+    return tensor[tuple(index)]
+
+
+def patch_checkpoint(weights, patch_tokenizer, init: str, tied: bool):
+    """Yield the checkpoint with AdaptiVocab's swapped embedding / LM-head rows initialised.
+
+    Every other tensor streams through untouched; only the two vocabulary matrices are held
+    back until both are seen.
+    """
+    from adaptivocab import patch_state_dict_rows
+
+    held: dict[str, torch.Tensor] = {}
+    for name, tensor in weights:
+        if name.endswith(("embed_tokens.weight", "lm_head.weight")):
+            held[name] = tensor
+        else:
+            yield name, tensor
+    if not held:
+        raise ValueError("the checkpoint has no embedding matrix to patch")
+    yield from patch_state_dict_rows(held, patch_tokenizer, init=init,
+                                     tie_word_embeddings=tied).items()

@@ -29,13 +29,17 @@ def get_tokenizer(name_or_path: str, patch_tokenizer: str | None = None) -> Any:
 
 
 def is_patch_tokenizer_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "patch_tokenizer.json"))
+    """A folder written by ``adaptivocab build`` / ``patch-model`` / ``finetune``."""
+    return os.path.isfile(os.path.join(path, "patch.json"))
 
 
 def load_patch_tokenizer(path: str) -> Any:
-    from adaptivocab import PatchTokenizer
+    from adaptivocab import AdaptiVocabError, PatchTokenizer
 
-    return PatchTokenizer.from_pretrained(path)
+    try:
+        return PatchTokenizer.from_pretrained(path)
+    except (AdaptiVocabError, OSError) as e:
+        raise ValueError(f"cannot load the patch tokenizer {path!r}: {e}") from e
 
 
 def eos_token_ids(tokenizer: Any, model_path: str | None) -> set[int]:

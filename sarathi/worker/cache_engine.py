@@ -1,16 +1,29 @@
-"""Creating the KV cache from the configuration.
+"""Sizing and creating the KV cache from the configuration.
 
-The cache engine turns the config (backend, layout, budget) and the model shape into a
-``vattention.KVCache`` and reports its capacity to the scheduler.
+The sizing rule (documented in the README):
+
+- ``r`` is the tokenizer's measured reduction ratio (patched / base tokens on held-in
+  domain text; 1 without a patch tokenizer). A typical request of ``expected_request_tokens``
+  base tokens costs ``ceil(expected_request_tokens * r)`` cache tokens.
+- The physical page pool is the memory budget (``--kv-cache-memory``, else what the GPU has
+  left under ``--gpu-memory-utilization``, else 4 GiB on the host), capped at what
+  ``max_num_seqs`` requests of ``max_model_len`` tokens could ever use.
+- The number of slots (virtual per-request reservations) is how many typical requests the
+  pool holds, capped by ``max_num_seqs``: with ``r = 0.75`` the same budget admits 1/0.75
+  = 1.33 times as many typical requests.
+- Each slot spans ``max_model_len`` tokens of virtual space (reservations cost no memory),
+  which is ``max_model_len / r`` base-tokenizer tokens of text.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 import vattention
+from vattention.backends import default_page_size, resolve_backend
 from sarathi.config import CacheConfig
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.model_executor.model_config import ModelShape
@@ -21,28 +34,55 @@ HOST_DEFAULT_BUDGET = 4 * 1024**3
 @dataclass(frozen=True)
 class CachePlan:
     backend: str
+    layout: str
+    page_size: int | None
     max_slots: int
     max_len: int
-    budget: int | None
+    budget: int  # physical bytes
+    reduction_ratio: float
+    expected_tokens: int  # cache tokens of a typical request (base tokens * ratio)
+
+    @property
+    def text_capacity_base_tokens(self) -> int:
+        """Longest request in base-tokenizer tokens a slot can hold."""
+        return int(self.max_len / self.reduction_ratio)
 
 
-def plan_cache(config: CacheConfig, device: torch.device, max_slots: int, max_len: int,
+def plan_cache(config: CacheConfig, shape: ModelShape, dtype: torch.dtype, device: torch.device,
+               max_num_seqs: int, max_len: int, reduction_ratio: float = 1.0,
                free_device_bytes: int | None = None) -> CachePlan:
+    if not 0 < reduction_ratio <= 4:
+        raise ValueError(f"implausible token reduction ratio {reduction_ratio}")
     backend = config.kv_cache_backend
     if backend == "auto":
-        backend = "dense"
+        backend = resolve_backend("auto", device)
     budget = config.kv_cache_memory
     if budget is None:
         budget = free_device_bytes if device.type == "cuda" else HOST_DEFAULT_BUDGET
-    return CachePlan(backend, max_slots, max_len, budget)
+    row = shape.num_kv_heads * shape.head_dim * torch.tensor([], dtype=dtype).element_size()
+    page_size = config.page_size or default_page_size(
+        backend, device, row * (shape.num_layers if config.kv_layout == "mega" else 1))
+    geometry = vattention.plan_geometry(shape.num_layers, shape.num_kv_heads, shape.head_dim,
+                                        dtype, config.kv_layout, page_size)
+    expected = max(1, math.ceil(min(config.expected_request_tokens, max_len) * reduction_ratio))
+    unit_bytes = geometry.unit_bytes
+    expected_units = geometry.units_for(expected)
+    pool_units = budget // unit_bytes
+    if pool_units < 1:
+        raise ValueError(f"the KV cache budget ({budget} bytes) is smaller than one allocation "
+                         f"unit ({unit_bytes} bytes); raise --kv-cache-memory")
+    pool_units = min(pool_units, max_num_seqs * geometry.units_for(max_len))
+    slots = max(1, min(max_num_seqs, pool_units // expected_units))
+    return CachePlan(backend, config.kv_layout, page_size, slots, max_len,
+                     pool_units * unit_bytes, reduction_ratio, expected)
 
 
-def create_cache(plan: CachePlan, config: CacheConfig, shape: ModelShape, dtype: torch.dtype,
+def create_cache(plan: CachePlan, shape: ModelShape, dtype: torch.dtype,
                  device: torch.device) -> vattention.KVCache:
     return vattention.KVCache(
         num_layers=shape.num_layers, num_kv_heads=shape.num_kv_heads, head_dim=shape.head_dim,
         max_slots=plan.max_slots, max_len=plan.max_len, dtype=dtype, device=device,
-        layout=config.kv_layout, page_size=config.page_size, memory_budget=plan.budget,
+        layout=plan.layout, page_size=plan.page_size, memory_budget=plan.budget,
         backend=plan.backend)
 
 

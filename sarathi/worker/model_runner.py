@@ -74,6 +74,8 @@ class ModelRunner:
         if not batch.rows:
             return StepResult([])
         logits = self.model.compute_logits(hidden[batch.sample_idx])
+        if logits is None:  # a tensor-parallel rank other than the sampling one
+            return StepResult([])
         out = self.sampler(logits, batch.rows)
         sampled = []
         for i, seq_id in enumerate(batch.sample_ids):

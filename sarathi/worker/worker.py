@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -11,8 +11,11 @@ from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult
 from sarathi.model_executor.attention import get_attention_backend
 from sarathi.model_executor.layers.sampler import Sampler
+from sarathi.model_executor.dummy_weights import init_dummy_weights
 from sarathi.model_executor.model_config import ModelShape
-from sarathi.model_executor.model_loader import build_model, iter_checkpoint, load_weights
+from sarathi.model_executor.parallel import TPGroup, head_layout
+from sarathi.model_executor.model_loader import (build_model, iter_checkpoint, load_weights,
+                                                   patch_checkpoint)
 from sarathi.worker.cache_engine import capacity_of, create_cache, plan_cache
 from sarathi.worker.model_runner import ModelRunner
 
@@ -28,13 +31,31 @@ class WorkerSpec:
     device: torch.device
     max_model_len: int
     eos_ids: frozenset[int]
+    reduction_ratio: float = 1.0  # patched / base tokens (AdaptiVocab); sizes the cache
+    patch_tokenizer: str | None = None  # patch the base checkpoint's rows at load time
+    init_method: str = "exp"
 
 
 class Worker:
-    def __init__(self, spec: WorkerSpec, weights=None) -> None:
+    def __init__(self, spec: WorkerSpec, weights=None, tp: TPGroup | None = None) -> None:
         self.spec = spec
-        self.model = build_model(spec.shape, spec.dtype, spec.device)
-        load_weights(self.model, weights if weights is not None else iter_checkpoint(spec.model_path))
+        self.tp = tp = tp or TPGroup()
+        self.model = build_model(spec.shape, spec.dtype, spec.device, tp)
+        dummy = spec.config.model.load_format == "dummy" and weights is None
+        if dummy:
+            # Distinct noise per rank: dummy outputs are for timing, not for comparison.
+            init_dummy_weights(self.model, spec.config.model.seed + tp.rank)
+        elif weights is None:
+            # Lazy slices: a rank reads only its part; patching needs the whole vocab matrices.
+            weights = iter_checkpoint(spec.model_path,
+                                      lazy=tp.world_size > 1 and spec.patch_tokenizer is None)
+            if spec.patch_tokenizer is not None:
+                from sarathi.transformers_utils.tokenizer import load_patch_tokenizer
+
+                weights = patch_checkpoint(weights, load_patch_tokenizer(spec.patch_tokenizer),
+                                           spec.init_method, spec.shape.tie_word_embeddings)
+        if not dummy:
+            load_weights(self.model, weights)
         cfg = spec.config
         free = None
         if spec.device.type == "cuda":
@@ -46,9 +67,13 @@ class Worker:
             if free <= 0:
                 raise ValueError("no GPU memory is left for the KV cache; raise "
                                  "--gpu-memory-utilization or use a smaller model")
-        plan = plan_cache(cfg.cache, spec.device, cfg.scheduler.max_num_seqs, spec.max_model_len,
-                          free)
-        self.cache = create_cache(plan, cfg.cache, spec.shape, spec.dtype, spec.device)
+        # This rank's cache holds only its KV heads.
+        cache_shape = replace(spec.shape, num_kv_heads=head_layout(
+            spec.shape.num_heads, spec.shape.num_kv_heads, tp.rank, tp.world_size).num_kv_heads)
+        self.plan = plan_cache(cfg.cache, cache_shape, spec.dtype, spec.device,
+                               cfg.scheduler.max_num_seqs, spec.max_model_len,
+                               spec.reduction_ratio, free)
+        self.cache = create_cache(self.plan, cache_shape, spec.dtype, spec.device)
         attention = get_attention_backend(cfg.attention.attention_backend)
         sampler = Sampler(set(spec.eos_ids), spec.device, cfg.model.seed)
         self.runner = ModelRunner(self.model, self.cache, attention, sampler,

@@ -17,6 +17,9 @@ from sarathi.model_executor.attention import AttentionMetadata
 from sarathi.model_executor.layers.layernorm import RMSNorm
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 from sarathi.model_executor.model_config import ModelShape
+from sarathi.model_executor.parallel import (TensorSlice, TPGroup, column_linear, head_layout,
+                                             lm_head, row_linear, vocab_embedding)
+from sarathi.model_executor.parallel.sharding import split_evenly, vocab_range
 
 
 @dataclass
@@ -30,14 +33,17 @@ class ForwardContext:
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, s: ModelShape, layer_idx: int) -> None:
+    def __init__(self, s: ModelShape, layer_idx: int, tp: TPGroup) -> None:
         super().__init__()
         self.layer_idx = layer_idx
-        self.num_heads, self.num_kv_heads, self.head_dim = s.num_heads, s.num_kv_heads, s.head_dim
-        self.q_size = s.num_heads * s.head_dim
-        self.kv_size = s.num_kv_heads * s.head_dim
-        self.qkv_proj = nn.Linear(s.hidden_size, self.q_size + 2 * self.kv_size, bias=s.qkv_bias)
-        self.o_proj = nn.Linear(self.q_size, s.hidden_size, bias=False)
+        heads = head_layout(s.num_heads, s.num_kv_heads, tp.rank, tp.world_size)
+        self.num_heads, self.num_kv_heads, self.head_dim = (heads.num_heads, heads.num_kv_heads,
+                                                            s.head_dim)
+        self.q_size = self.num_heads * s.head_dim
+        self.kv_size = self.num_kv_heads * s.head_dim
+        self.qkv_proj = column_linear(s.hidden_size, self.q_size + 2 * self.kv_size, s.qkv_bias,
+                                      tp)
+        self.o_proj = row_linear(self.q_size, s.hidden_size, False, tp)
         self.q_norm = RMSNorm(s.head_dim, s.rms_norm_eps) if s.qk_norm else None
         self.k_norm = RMSNorm(s.head_dim, s.rms_norm_eps) if s.qk_norm else None
         self.scale = s.head_dim ** -0.5
@@ -60,11 +66,12 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, s: ModelShape) -> None:
+    def __init__(self, s: ModelShape, tp: TPGroup) -> None:
         super().__init__()
-        self.inter = s.intermediate_size
-        self.gate_up_proj = nn.Linear(s.hidden_size, 2 * s.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(s.intermediate_size, s.hidden_size, bias=False)
+        self.inter = split_evenly(s.intermediate_size, tp.rank, tp.world_size,
+                                  "intermediate_size").length
+        self.gate_up_proj = column_linear(s.hidden_size, 2 * self.inter, False, tp)
+        self.down_proj = row_linear(self.inter, s.hidden_size, False, tp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).split(self.inter, dim=-1)
@@ -72,12 +79,12 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, s: ModelShape, layer_idx: int) -> None:
+    def __init__(self, s: ModelShape, layer_idx: int, tp: TPGroup) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(s.hidden_size, s.rms_norm_eps)
-        self.self_attn = LlamaAttention(s, layer_idx)
+        self.self_attn = LlamaAttention(s, layer_idx, tp)
         self.post_attention_layernorm = RMSNorm(s.hidden_size, s.rms_norm_eps)
-        self.mlp = LlamaMLP(s)
+        self.mlp = LlamaMLP(s, tp)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), ctx)
@@ -85,10 +92,10 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, s: ModelShape) -> None:
+    def __init__(self, s: ModelShape, tp: TPGroup) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(s.vocab_size, s.hidden_size)
-        self.layers = nn.ModuleList(LlamaDecoderLayer(s, i) for i in range(s.num_layers))
+        self.embed_tokens = vocab_embedding(s.vocab_size, s.hidden_size, tp)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(s, i, tp) for i in range(s.num_layers))
         self.norm = RMSNorm(s.hidden_size, s.rms_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
@@ -107,23 +114,53 @@ class LlamaForCausalLM(nn.Module):
         "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
     }
 
-    def __init__(self, s: ModelShape) -> None:
+    def __init__(self, s: ModelShape, tp: TPGroup | None = None) -> None:
         super().__init__()
         self.shape = s
-        self.model = LlamaModel(s)
-        self.lm_head = nn.Linear(s.hidden_size, s.vocab_size, bias=False)
+        self.tp = tp = tp or TPGroup()
+        self.model = LlamaModel(s, tp)
+        self.lm_head = lm_head(s.hidden_size, s.vocab_size, tp)
         if s.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
     def shard_sizes(self, fused: str) -> list[int]:
-        s = self.shape
+        """Sizes of the parts of a fused parameter on this rank."""
+        attn, mlp = self.model.layers[0].self_attn, self.model.layers[0].mlp
         if fused == "qkv_proj":
-            return [s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim,
-                    s.num_kv_heads * s.head_dim]
-        return [s.intermediate_size, s.intermediate_size]
+            return [attn.q_size, attn.kv_size, attn.kv_size]
+        return [mlp.inter, mlp.inter]
+
+    def tp_slice(self, target: str, shard: int | None) -> TensorSlice | None:
+        """The part of checkpoint tensor ``target`` (our name; ``shard`` is its index in a
+        fused parameter) that this rank holds; None: the whole tensor (replicated)."""
+        tp, s = self.tp, self.shape
+        if tp.world_size == 1:
+            return None
+        if ".qkv_proj." in target:
+            heads = head_layout(s.num_heads, s.num_kv_heads, tp.rank, tp.world_size)
+            d = s.head_dim
+            if shard == 0:
+                return TensorSlice(0, heads.q_start * d, heads.num_heads * d, s.num_heads * d)
+            return TensorSlice(0, heads.kv_start * d, heads.num_kv_heads * d,
+                               s.num_kv_heads * d)
+        if ".gate_up_proj." in target:
+            return split_evenly(s.intermediate_size, tp.rank, tp.world_size, "intermediate_size")
+        if ".o_proj." in target:
+            heads = head_layout(s.num_heads, s.num_kv_heads, tp.rank, tp.world_size)
+            d = s.head_dim
+            return TensorSlice(1, heads.q_start * d, heads.num_heads * d, s.num_heads * d)
+        if ".down_proj." in target:
+            part = split_evenly(s.intermediate_size, tp.rank, tp.world_size, "intermediate_size")
+            return TensorSlice(1, part.start, part.length, part.full)
+        if target in ("model.embed_tokens.weight", "lm_head.weight"):
+            start, end, _ = vocab_range(s.vocab_size, tp.rank, tp.world_size)
+            return TensorSlice(0, start, end - start, s.vocab_size)
+        return None
 
     def forward(self, input_ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         return self.model(input_ids, ctx)
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Full-vocabulary logits on the sampling rank (rank 0); None on the other ranks."""
+        logits = self.lm_head(hidden)
+        return None if logits is None else logits.float()

@@ -1,0 +1,231 @@
+"""The ``mp`` executor: one process per tensor-parallel rank on this host.
+
+Every rank (rank 0 included) lives in its own spawned process, so the engine process never
+sits inside a collective: it only waits on pipes and process sentinels, with a deadline,
+and a rank that dies or hangs turns into a ``WorkerDiedError`` instead of a hang.
+
+Per step the driver pickles the (compact) ``StepInput`` once and queues the bytes to every
+rank; only rank 0 answers. Non-zero ranks write to their pipe only to report a failure.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import queue
+import tempfile
+import time
+import traceback
+from dataclasses import replace
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import torch
+
+from sarathi.core.scheduler import CacheCapacity
+from sarathi.core.scheduler_output import StepInput, StepResult
+from sarathi.executor.errors import WorkerDiedError, WorkerError
+from sarathi.executor.rank_worker import RankReady, StepReply, rank_device
+from sarathi.worker.worker import WorkerSpec
+
+# How often an idle rank checks that the engine process is still there.
+_PARENT_CHECK_S = 1.0
+# Grace given to ranks to exit cleanly at shutdown before they are terminated.
+_EXIT_GRACE_S = 10.0
+
+
+def _rank_main(spec: WorkerSpec, rank: int, world_size: int, init_method: str,
+               device: torch.device, timeout_s: float, commands: Any, replies: Connection
+               ) -> None:
+    """Body of a rank process: start, report, then serve commands until told to stop."""
+    from sarathi.executor.rank_worker import RankWorker
+
+    try:
+        worker = RankWorker(spec, rank, world_size, init_method, device, timeout_s)
+        replies.send(("ready", worker.ready()))
+    except Exception:  # noqa: BLE001 - reported to the driver, which raises it
+        replies.send(("error", f"rank {rank} failed to start:\n{traceback.format_exc()}"))
+        return
+    parent = mp.parent_process()
+    while True:
+        try:
+            kind, payload = commands.get(timeout=_PARENT_CHECK_S)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return  # the engine is gone: nobody will ever send "stop"
+            continue
+        if kind == "stop":
+            worker.shutdown()
+            return
+        try:
+            reply = worker.step(payload)
+        except Exception:  # noqa: BLE001 - reported; peers may be stuck, the driver ends them
+            replies.send(("error", f"rank {rank} failed in a step:\n{traceback.format_exc()}"))
+            return
+        if reply is not None:
+            replies.send(("reply", reply))
+
+
+class MPExecutor:
+    def __init__(self, spec: WorkerSpec) -> None:
+        pc = spec.config.parallel
+        self.world_size = pc.tensor_parallel_size
+        self.step_timeout = pc.step_timeout
+        self._error: WorkerError | None = None
+        self._stats: dict[str, Any] = {}
+        # A file rendezvous needs no free port; the directory outlives the group's setup.
+        self._rendezvous = tempfile.TemporaryDirectory(prefix="sarathi-tp-")
+        init_method = "file://" + os.path.join(self._rendezvous.name, "store")
+        ctx = mp.get_context("spawn")  # CUDA cannot be used in a forked child
+        self._commands: list[Any] = []
+        self._replies: list[Connection] = []
+        self._procs: list[Any] = []
+        for rank in range(self.world_size):
+            commands = ctx.Queue()
+            recv_end, send_end = ctx.Pipe(duplex=False)
+            proc = ctx.Process(
+                target=_rank_main, name=f"sarathi-tp{rank}", daemon=True,
+                args=(spec, rank, self.world_size, init_method, rank_device(spec.device, rank),
+                      pc.worker_start_timeout, commands, send_end))
+            proc.start()
+            send_end.close()  # our copy: when the rank dies its pipe reads EOF
+            self._commands.append(commands)
+            self._replies.append(recv_end)
+            self._procs.append(proc)
+        try:
+            ready = self._await_ready(pc.worker_start_timeout)
+        except BaseException:
+            self._kill_all()
+            raise
+        self._capacity = replace(ready[0].capacity,
+                                 num_units=min(r.capacity.num_units for r in ready))
+        self._plan = ready[0].plan
+
+    # -- the executor interface ------------------------------------------------------------
+    def capacity(self) -> CacheCapacity:
+        return self._capacity
+
+    def cache_plan(self) -> Any:
+        return self._plan
+
+    def execute(self, step: StepInput) -> StepResult:
+        self._check_usable()
+        payload = pickle.dumps(step)
+        for commands in self._commands:
+            commands.put(("step", payload))
+        reply = self._await_step()
+        self._stats = reply.cache_stats
+        return reply.result
+
+    def cache_stats(self) -> dict[str, Any]:
+        """Rank 0's cache after the latest step (every rank's cache is alike)."""
+        return dict(self._stats)
+
+    def is_alive(self) -> bool:
+        """False once a rank has died or failed; cheap and non-blocking (for /health)."""
+        return self._error is None and all(p.is_alive() for p in self._procs)
+
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+    def shutdown(self) -> None:
+        if self._error is None:
+            for commands in self._commands:
+                try:
+                    commands.put(("stop", None))
+                except (OSError, ValueError):
+                    pass  # that queue is already closed
+        deadline = time.monotonic() + _EXIT_GRACE_S
+        for p in self._procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        self._kill_all()
+        self._rendezvous.cleanup()
+
+    # -- waiting on the ranks --------------------------------------------------------------
+    def _check_usable(self) -> None:
+        if self._error is not None:
+            raise type(self._error)(f"the executor is unusable after an earlier failure: "
+                                    f"{self._error}")
+
+    def _await_ready(self, timeout_s: float) -> list[RankReady]:
+        ready: dict[int, RankReady] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(ready) < self.world_size:
+            waiting = sorted(set(range(self.world_size)) - set(ready))
+            for rank, kind, body in self._wait_messages(deadline, timeout_s, "start", waiting):
+                if kind == "ready":
+                    ready[rank] = body
+        return [ready[r] for r in range(self.world_size)]
+
+    def _await_step(self) -> StepReply:
+        deadline = time.monotonic() + self.step_timeout
+        while True:
+            for rank, kind, body in self._wait_messages(deadline, self.step_timeout, "a step",
+                                                        [0]):
+                if rank == 0 and kind == "reply":
+                    return body
+
+    def _wait_messages(self, deadline: float, limit: float, what: str, waiting: list[int]
+                       ) -> list[tuple[int, str, Any]]:
+        """(rank, kind, body) of the messages that arrived; fails the executor if a rank
+        died, reported an error, or ``deadline`` passed.
+
+        Every rank's pipe and process sentinel are watched, not only the ranks waited for:
+        a non-zero rank that dies leaves rank 0 blocked in a collective, silent.
+        """
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self._fail(WorkerDiedError(
+                f"tensor-parallel rank(s) {waiting} did not finish {what} within {limit:.0f} s "
+                "and are assumed hung (raise --step-timeout or --worker-start-timeout if this "
+                "is legitimately slow)"))
+        ready = wait(self._replies + [p.sentinel for p in self._procs], remaining)
+        messages: list[tuple[int, str, Any]] = []
+        for rank, conn in enumerate(self._replies):
+            if conn in ready:
+                try:
+                    messages.append((rank, *conn.recv()))
+                except (EOFError, OSError):
+                    pass  # the rank exited; reported below from its exit code
+        reported = {rank for rank, kind, _ in messages if kind == "error"}
+        # A rank that vanished without a word explains its peers' errors (a collective
+        # whose peer is gone fails), so it is named first.
+        for rank, p in enumerate(self._procs):
+            if p.exitcode is not None and rank not in reported:
+                self._fail(WorkerDiedError(
+                    f"tensor-parallel rank {rank} (pid {p.pid}) died with exit code "
+                    f"{p.exitcode}{_signal_note(p.exitcode)} during {what}"))
+        for rank, kind, body in messages:
+            if kind == "error":
+                self._fail(WorkerError(body))
+        return messages
+
+    def _fail(self, error: WorkerError) -> None:
+        self._error = error
+        self._kill_all()
+        raise error
+
+    def _kill_all(self) -> None:
+        for p in self._procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self._procs:
+            p.join(2.0)
+            if p.is_alive():
+                p.kill()
+                p.join(2.0)
+        for commands in self._commands:
+            commands.cancel_join_thread()  # never block exit on a queue nobody reads
+            commands.close()
+
+
+def _signal_note(exitcode: int) -> str:
+    if exitcode < 0:
+        import signal
+
+        try:
+            return f" (killed by {signal.Signals(-exitcode).name})"
+        except ValueError:
+            return f" (killed by signal {-exitcode})"
+    return ""

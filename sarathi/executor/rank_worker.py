@@ -1,0 +1,77 @@
+"""One tensor-parallel rank, as run inside an ``mp`` process or a Ray actor.
+
+It joins the process group, builds its ``Worker`` (its shard of the weights and its KV
+heads' cache) and runs each step the driver broadcasts. Only rank 0 answers a step: it
+holds the gathered logits and the sampler.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from sarathi.core.scheduler import CacheCapacity
+from sarathi.core.scheduler_output import StepResult
+from sarathi.model_executor.parallel import init_tp_group
+from sarathi.worker.worker import Worker, WorkerSpec
+
+
+@dataclass
+class RankReady:
+    """What a rank reports once it has started."""
+
+    rank: int
+    pid: int
+    capacity: CacheCapacity
+    plan: Any  # sarathi.worker.cache_engine.CachePlan
+
+
+@dataclass
+class StepReply:
+    """Rank 0's answer to a step; the cache stats ride along so that reading them after
+    every step costs no extra round trip."""
+
+    result: StepResult
+    cache_stats: dict[str, Any]
+
+
+class RankWorker:
+    def __init__(self, spec: WorkerSpec, rank: int, world_size: int, init_method: str,
+                 device: torch.device, timeout_s: float) -> None:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        else:
+            # Ranks on one host share its cores; oversubscribed threads slow every rank.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+        self.rank = rank
+        self.tp = init_tp_group(rank, world_size, init_method, device, timeout_s)
+        self.worker = Worker(replace(spec, device=device), tp=self.tp)
+
+    def ready(self) -> RankReady:
+        return RankReady(self.rank, os.getpid(), self.worker.capacity(), self.worker.plan)
+
+    def step(self, payload: bytes) -> StepReply | None:
+        """Run one pickled ``StepInput`` (pickled once by the driver for all ranks); only
+        rank 0 has something to say."""
+        result = self.worker.execute(pickle.loads(payload))
+        if self.rank != 0:
+            return None
+        return StepReply(result, self.worker.cache_stats())
+
+    def shutdown(self) -> None:
+        self.worker.shutdown()
+        if self.tp.world_size > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def rank_device(base: torch.device, rank: int) -> torch.device:
+    """Rank r of a host uses the r-th GPU after ``base``'s index; on the CPU, the CPU."""
+    if base.type != "cuda":
+        return base
+    return torch.device("cuda", (base.index or 0) + rank)

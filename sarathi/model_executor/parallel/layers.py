@@ -1,0 +1,99 @@
+"""Megatron-style sharded layers.
+
+Column-parallel linears split their outputs (each rank computes its heads / its slice of
+the MLP), row-parallel linears split their inputs and all-reduce the partial sums, the
+embedding and LM head split the vocabulary. A pair column -> row needs one all-reduce.
+
+The factories return plain ``nn.Linear`` / ``nn.Embedding`` for a single rank, so tp=1 keeps
+the unsharded modules (same parameters, same kernels, no extra Python on the hot path).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sarathi.model_executor.parallel.group import TPGroup
+from sarathi.model_executor.parallel.sharding import vocab_range
+
+
+class ColumnParallelLinear(nn.Linear):
+    """Holds this rank's rows of the weight; its output stays sharded (no communication)."""
+
+    def __init__(self, in_features: int, local_out_features: int, bias: bool,
+                 tp: TPGroup) -> None:
+        super().__init__(in_features, local_out_features, bias=bias)
+        self.tp = tp
+
+
+class RowParallelLinear(nn.Linear):
+    """Holds this rank's columns of the weight; the partial products are summed across ranks.
+
+    The bias is added once, after the sum (adding it on every rank would count it tp times).
+    """
+
+    def __init__(self, local_in_features: int, out_features: int, bias: bool,
+                 tp: TPGroup) -> None:
+        super().__init__(local_in_features, out_features, bias=bias)
+        self.tp = tp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.tp.all_reduce(F.linear(x, self.weight))
+        return out if self.bias is None else out + self.bias
+
+
+class VocabParallelEmbedding(nn.Embedding):
+    """Rows ``[start, end)`` of the vocabulary; other ranks contribute zeros to the sum."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, tp: TPGroup) -> None:
+        self.vocab_start, self.vocab_end, per_rank = vocab_range(vocab_size, tp.rank,
+                                                                 tp.world_size)
+        super().__init__(per_rank, hidden_size)
+        self.tp = tp
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        outside = (input_ids < self.vocab_start) | (input_ids >= self.vocab_end)
+        local = (input_ids - self.vocab_start).masked_fill(outside, 0)
+        out = F.embedding(local, self.weight)
+        out.masked_fill_(outside.unsqueeze(-1), 0)
+        return self.tp.all_reduce(out)
+
+
+class ParallelLMHead(nn.Linear):
+    """Logits of this rank's vocabulary slice, gathered on rank 0 (the sampling rank)."""
+
+    def __init__(self, hidden_size: int, vocab_size: int, tp: TPGroup) -> None:
+        _, _, per_rank = vocab_range(vocab_size, tp.rank, tp.world_size)
+        super().__init__(hidden_size, per_rank, bias=False)
+        self.vocab_size = vocab_size
+        self.tp = tp
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        full = self.tp.gather_last_dim(F.linear(hidden, self.weight))
+        return None if full is None else full[..., :self.vocab_size]
+
+
+def column_linear(in_features: int, local_out_features: int, bias: bool,
+                  tp: TPGroup) -> nn.Linear:
+    if tp.world_size == 1:
+        return nn.Linear(in_features, local_out_features, bias=bias)
+    return ColumnParallelLinear(in_features, local_out_features, bias, tp)
+
+
+def row_linear(local_in_features: int, out_features: int, bias: bool, tp: TPGroup) -> nn.Linear:
+    if tp.world_size == 1:
+        return nn.Linear(local_in_features, out_features, bias=bias)
+    return RowParallelLinear(local_in_features, out_features, bias, tp)
+
+
+def vocab_embedding(vocab_size: int, hidden_size: int, tp: TPGroup) -> nn.Embedding:
+    if tp.world_size == 1:
+        return nn.Embedding(vocab_size, hidden_size)
+    return VocabParallelEmbedding(vocab_size, hidden_size, tp)
+
+
+def lm_head(hidden_size: int, vocab_size: int, tp: TPGroup) -> nn.Linear:
+    if tp.world_size == 1:
+        return nn.Linear(hidden_size, vocab_size, bias=False)
+    return ParallelLMHead(hidden_size, vocab_size, tp)
