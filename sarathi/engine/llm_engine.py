@@ -19,7 +19,7 @@ import torch
 from sarathi.config import EngineConfig
 from sarathi.core.scheduler import Scheduler, SchedulerStep
 from sarathi.core.scheduler_output import SampledToken, StepResult
-from sarathi.executor.uni import UniExecutor
+from sarathi.executor import create_executor
 from sarathi.model_executor.model_config import load_model_shape
 from sarathi.outputs import Logprob, RequestOutput
 from sarathi.sampling_params import SamplingParams
@@ -87,7 +87,7 @@ class LLMEngine:
         spec = WorkerSpec(config, self.model_path, self.shape, self.dtype, self.device,
                           self.max_model_len, self.eos_ids, self.reduction_ratio, patch_at_load,
                           mc.init_method)
-        self.executor = UniExecutor(spec)
+        self.executor = create_executor(spec)
         capacity = self.executor.capacity()
         self.cache_plan = self.executor.cache_plan()
         self.scheduler = Scheduler(config.scheduler, capacity, self.max_model_len)
@@ -252,6 +252,11 @@ class LLMEngine:
     # -- introspection -----------------------------------------------------------------------
     def cache_stats(self) -> dict[str, Any]:
         return self.executor.cache_stats()
+
+    def is_alive(self) -> bool:
+        """False once a worker died or failed (then every step raises ``WorkerError``);
+        cheap and non-blocking, for health checks between steps."""
+        return self.executor.is_alive()
 
     def shutdown(self) -> None:
         self.executor.shutdown()

@@ -1,0 +1,61 @@
+"""Executors run the workers: ``uni`` in process, ``mp`` one process per rank on this host,
+``ray`` one Ray actor per rank (across machines).
+
+All offer: ``capacity()``, ``cache_plan()``, ``execute(StepInput) -> StepResult``,
+``cache_stats()``, ``is_alive()`` and ``shutdown()``. A failed worker makes ``execute``
+raise ``WorkerError`` (``WorkerDiedError`` when it died or hung) and ``is_alive()`` False.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from sarathi.core.scheduler import CacheCapacity
+from sarathi.core.scheduler_output import StepInput, StepResult
+from sarathi.executor.errors import WorkerDiedError, WorkerError
+
+
+class Executor(Protocol):
+    def capacity(self) -> CacheCapacity: ...
+    def cache_plan(self) -> Any: ...
+    def execute(self, step: StepInput) -> StepResult: ...
+    def cache_stats(self) -> dict[str, Any]: ...
+    def is_alive(self) -> bool: ...
+    def shutdown(self) -> None: ...
+
+
+def check_tensor_parallel(spec: Any) -> None:
+    """Refuse a split the model cannot take before any process starts (clear error early)."""
+    import torch
+
+    from sarathi.model_executor.parallel import head_layout
+    from sarathi.model_executor.parallel.sharding import split_evenly
+
+    tp, s = spec.config.parallel.tensor_parallel_size, spec.shape
+    head_layout(s.num_heads, s.num_kv_heads, 0, tp)
+    split_evenly(s.intermediate_size, 0, tp, "the model's intermediate_size")
+    if spec.device.type == "cuda":
+        first = spec.device.index or 0
+        have = torch.cuda.device_count()
+        if spec.config.parallel.resolved_executor == "mp" and first + tp > have:
+            raise ValueError(f"tensor_parallel_size {tp} from cuda:{first} needs {first + tp} "
+                             f"GPUs on this host; it has {have}")
+
+
+def create_executor(spec: Any) -> Executor:
+    kind = spec.config.parallel.resolved_executor
+    if kind == "uni":
+        from sarathi.executor.uni import UniExecutor
+
+        return UniExecutor(spec)
+    check_tensor_parallel(spec)
+    if kind == "mp":
+        from sarathi.executor.mp import MPExecutor
+
+        return MPExecutor(spec)
+    from sarathi.executor.ray_executor import RayExecutor
+
+    return RayExecutor(spec)
+
+
+__all__ = ["Executor", "WorkerDiedError", "WorkerError", "create_executor"]

@@ -14,6 +14,7 @@ import pickle
 import socket
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -103,9 +104,8 @@ class RayExecutor:
             self._kill_all()
             raise
         self._watch = [a.watch.remote() for a in self._actors]
-        self._capacity = CacheCapacity(ready[0].capacity.num_units, ready[0].capacity
-                                       .tokens_per_unit, ready[0].capacity.max_slots)
-        self._capacity.num_units = min(r.capacity.num_units for r in ready)
+        self._capacity = replace(ready[0].capacity,
+                                 num_units=min(r.capacity.num_units for r in ready))
         self._plan = ready[0].plan
         self._pids = [r.pid for r in ready]
 

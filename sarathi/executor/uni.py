@@ -23,5 +23,8 @@ class UniExecutor:
     def cache_stats(self) -> dict:
         return self.worker.cache_stats()
 
+    def is_alive(self) -> bool:
+        return True  # in this process: if it is gone, so is the engine
+
     def shutdown(self) -> None:
         self.worker.shutdown()
