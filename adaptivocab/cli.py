@@ -1,4 +1,4 @@
-"""Command line: build, stats, patch-model."""
+"""Command line: build, stats, patch-model, finetune, eval."""
 
 from __future__ import annotations
 
@@ -58,7 +58,62 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output model folder (must not exist or be empty); written atomically")
     m.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     m.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_finetune_eval(sub, INIT_METHODS)
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _add_finetune_eval(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", init_methods: Sequence[str]) -> None:
+    from adaptivocab.trainable import BLOCKS, DEFAULT_TRAIN
+
+    f = sub.add_parser("finetune", help="train the chosen blocks of a patched model on domain text and write a servable model folder")
+    f.add_argument("--model", required=True, help="model folder: patched (by patch-model) or the base model (patched here with --init)")
+    f.add_argument("--patch-tokenizer", required=True, help="patch tokenizer folder (written by build)")
+    f.add_argument("--corpus", required=True, nargs="+", metavar="FILE", help="domain text files (UTF-8, optionally gzip); the 90%% training split is used")
+    f.add_argument("--out", required=True, help="output model folder (must not exist or be empty); written atomically at the end")
+    f.add_argument("--train", default=DEFAULT_TRAIN, help=f"trainable blocks, comma separated, from {', '.join(BLOCKS)} (default: %(default)s, as in the paper)")
+    f.add_argument("--steps", type=_positive_int, default=None, help="optimizer updates (default: one pass over the training split)")
+    f.add_argument("--batch-size", type=_positive_int, default=8, help="sequences per update (default: %(default)s)")
+    f.add_argument("--seq-len", type=_positive_int, default=768, help="tokens per sequence (default: %(default)s, as in the paper)")
+    f.add_argument("--lr", type=_positive_float, default=5e-4, help="peak learning rate of AdamW (default: %(default)s)")
+    f.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1 (default: %(default)s)")
+    f.add_argument("--beta2", type=float, default=0.95, help="AdamW beta2 (default: %(default)s)")
+    f.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay of matrices (default: %(default)s)")
+    f.add_argument("--warmup-steps", type=int, default=None, help="linear warmup steps before the cosine decay (default: 5%% of --steps)")
+    f.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of --lr (default: %(default)s)")
+    f.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip, 0 for none (default: %(default)s)")
+    f.add_argument("--init", choices=init_methods, default="exp", help="row init when --model is the base model (default: %(default)s)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the data order (default: %(default)s)")
+    f.add_argument("--device", default="auto", help="auto (a GPU if present), cpu, cuda or cuda:N (default: %(default)s)")
+    f.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto = bf16 autocast on a GPU, fp32 on CPU (default: %(default)s)")
+    f.add_argument("--checkpoint-dir", default=None, help="where checkpoints go (default: OUT.checkpoint)")
+    f.add_argument("--save-every", type=int, default=200, help="steps between checkpoints, 0 for only at the end or on Ctrl-C (default: %(default)s)")
+    f.add_argument("--resume", action="store_true", help="continue from the checkpoint (same options required)")
+    f.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after the model folder is written")
+    f.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    e = sub.add_parser("eval", help="bits per byte of held-out text (fair across tokenizers)")
+    e.add_argument("--model", required=True, help="model folder (a patched folder uses its patch tokenizer)")
+    e.add_argument("--patch-tokenizer", default=None, help="score with this patch tokenizer (a base model is patched in memory with --init)")
+    e.add_argument("--corpus", required=True, nargs="+", metavar="FILE", help="text files (UTF-8, optionally gzip)")
+    e.add_argument("--split", choices=("held-out", "all"), default="held-out", help="held-out = the 10%% hash split build and finetune never train on (default: %(default)s)")
+    e.add_argument("--max-bytes", type=_positive_int, default=None, help="score only the first documents up to about this many UTF-8 bytes")
+    e.add_argument("--seq-len", type=_positive_int, default=768, help="scoring window in tokens (default: %(default)s)")
+    e.add_argument("--batch-tokens", type=_positive_int, default=8192, help="tokens per forward pass (default: %(default)s)")
+    e.add_argument("--init", choices=init_methods, default="exp", help="row init when patching a base model in memory (default: %(default)s)")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a line")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _build(args: argparse.Namespace) -> None:
@@ -115,9 +170,42 @@ def _patch_model(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({meta['swapped_ids']} rows re-initialised with {args.init}, tied={meta['tied']})")
 
 
+def _finetune(args: argparse.Namespace) -> None:
+    from adaptivocab.finetune import FinetuneJob, run_finetune
+    from adaptivocab.trainable import parse_train_spec
+    from adaptivocab.trainer import TrainConfig
+
+    cfg = TrainConfig(
+        steps=1, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1, beta2=args.beta2,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio,
+        grad_clip=args.grad_clip, seed=args.seed, precision=args.precision, save_every=args.save_every,
+    )
+    job = FinetuneJob(
+        model_dir=args.model, patch_dir=args.patch_tokenizer, corpus=tuple(args.corpus), out=args.out,
+        train_blocks=parse_train_spec(args.train), steps=args.steps, seq_len=args.seq_len, train=cfg,
+        init=args.init, device=args.device, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+        keep_checkpoint=args.keep_checkpoint, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    summary = run_finetune(job)
+    print(f"wrote {args.out} ({summary['steps']} steps, {summary['tokens']:,} tokens, final loss {summary['final_loss']:.4f})")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from adaptivocab.eval import held_out_texts, score_folder
+
+    texts = held_out_texts(args.corpus, args.split, args.max_bytes)
+    result = score_folder(args.model, args.patch_tokenizer, texts, init=args.init, seq_len=args.seq_len,
+                          batch_tokens=args.batch_tokens, device=args.device, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"bits/byte {result['bpb']:.4f}  tokens/byte {result['tokens_per_byte']:.4f}  "
+              f"({result['tokens']:,} tokens, {result['bytes']:,} bytes, {result['documents']} documents, {result['tokenizer']} tokenizer)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"build": _build, "stats": _stats, "patch-model": _patch_model}
+    handlers = {"build": _build, "stats": _stats, "patch-model": _patch_model, "finetune": _finetune, "eval": _eval}
     try:
         handlers[args.command](args)
     except AdaptiVocabError as exc:

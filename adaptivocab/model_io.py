@@ -47,6 +47,11 @@ def _weight_files(model_dir: Path) -> tuple[list[str], dict[str, str], dict[str,
     )
 
 
+def list_weight_files(model_dir: str | os.PathLike[str]) -> tuple[list[str], dict[str, str], dict[str, Any] | None]:
+    """Public face of the shard lookup, for other writers of model folders (finetune)."""
+    return _weight_files(Path(model_dir))
+
+
 def patch_model_folder(
     model_dir: str | os.PathLike[str],
     patch_dir: str | os.PathLike[str],
