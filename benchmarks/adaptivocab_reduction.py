@@ -5,7 +5,7 @@ Mistral tokenizer, 10,000 swapped tokens, n <= 3, on each corpus in
 are blank-line separated paragraphs; the 10% is never counted by the builder).
 Both n-gram scores are built and measured on the held-out 10%.
 
-    python benchmarks/adaptivocab.py [--assets DIR] [--out FILE] [--num-tokens N]
+    python benchmarks/adaptivocab_reduction.py [--assets DIR] [--out FILE] [--num-tokens N]
 """
 
 from __future__ import annotations

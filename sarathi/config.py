@@ -56,13 +56,13 @@ class ModelConfig:
     seed: int = _f(0, "Seed of the global sampler RNG (requests with their own seed are "
                    "reproducible regardless).")
     trust_remote_code: bool = _f(False, "Accepted for compatibility; remote code is never run.")
-    init_method: str = _f("exp", "Initialisation of swapped embedding rows when a patch "
-                          "tokenizer is applied at load time.",
-                          choices=("exp", "mean", "first", "last", "random"))
     load_format: str = _f("auto", "Where weights come from: 'auto' (the folder's safetensors) "
                           "or 'dummy' (random values made on the device; only config.json is "
                           "read; for speed measurements of real shapes).",
                           choices=("auto", "dummy"))
+    init_method: str = _f("exp", "Initialisation of swapped embedding rows when a patch "
+                          "tokenizer is applied at load time.",
+                          choices=("exp", "mean", "first", "last", "random"))
 
 
 @dataclass(frozen=True)

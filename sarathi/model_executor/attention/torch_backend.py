@@ -46,32 +46,23 @@ class TorchAttention:
 
     def _decode(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                 meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:
-        # Read only tokens each slot holds: past a slot's context the memory may be unmapped
-        # (vattention) or hold another request's stale values.
-        batch_idx, slot_idx, pos_idx = _decode_gather(meta)
-        b, length = q.shape[0], meta.max_decode_context
-        k = k_cache.new_zeros(b, length, *k_cache.shape[2:])
-        v = v_cache.new_zeros(b, length, *v_cache.shape[2:])
-        k[batch_idx, pos_idx] = k_cache[slot_idx, pos_idx]
-        v[batch_idx, pos_idx] = v_cache[slot_idx, pos_idx]
-        kpos = torch.arange(length, device=q.device).unsqueeze(0)
-        lens = meta.decode_context_lens.unsqueeze(1)
-        mask = kpos < lens
-        if window is not None:
-            mask &= (lens - 1) - kpos < window
-        o = F.scaled_dot_product_attention(q.unsqueeze(2), k.transpose(1, 2), v.transpose(1, 2),
-                                           attn_mask=mask[:, None, None, :], scale=scale,
-                                           enable_gqa=True)
-        return o.squeeze(2)
+        # One SDPA per sequence over views of its own slot: nothing is copied, and nothing
+        # past a slot's context is read (that memory may be unmapped or hold stale values).
+        out = torch.empty_like(q)
+        slots, lens = _decode_lists(meta)
+        for i, (slot, n) in enumerate(zip(slots, lens)):
+            lo = 0 if window is None else max(0, n - window)
+            ki = k_cache[slot, lo:n].transpose(0, 1).unsqueeze(0)  # [1, Hkv, n, D]
+            vi = v_cache[slot, lo:n].transpose(0, 1).unsqueeze(0)
+            o = F.scaled_dot_product_attention(q[i].unsqueeze(0).unsqueeze(2), ki, vi,
+                                               scale=scale, enable_gqa=True)
+            out[i] = o[0, :, 0]
+        return out
 
 
-def _decode_gather(meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(batch row, slot, position) of every cached token the decodes attend to; built once
-    per step and shared by all layers."""
-    if meta.cache.get("decode_gather") is None:
-        lens = meta.decode_context_lens
-        batch_idx = torch.repeat_interleave(torch.arange(len(lens), device=lens.device), lens)
-        starts = torch.cumsum(lens, 0) - lens
-        pos_idx = torch.arange(int(lens.sum()), device=lens.device) - starts[batch_idx]
-        meta.cache["decode_gather"] = (batch_idx, meta.decode_slots[batch_idx], pos_idx)
-    return meta.cache["decode_gather"]
+def _decode_lists(meta: AttentionMetadata) -> tuple[list[int], list[int]]:
+    """Slots and context lengths as Python ints, converted once per step for all layers."""
+    if "decode_lists" not in meta.cache:
+        meta.cache["decode_lists"] = (meta.decode_slots.tolist(),
+                                      meta.decode_context_lens.tolist())
+    return meta.cache["decode_lists"]

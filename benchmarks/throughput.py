@@ -1,0 +1,124 @@
+"""Offline throughput: N requests with random prompt/output lengths, output tokens per second.
+
+The default workload is nano-vllm's: 256 requests, prompt and output lengths uniform in
+[100, 1024], ``ignore_eos``. ``--baseline hf`` runs transformers' ``generate`` on the same
+requests in the same run (batched with left padding, in batches sorted by length; only the
+requested tokens are counted) and prints the ratio.
+
+    python benchmarks/throughput.py --preset qwen3-0.6b --load-format dummy   # GPU
+    python benchmarks/throughput.py --num-requests 32 --max-len 128           # demo, CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+
+import torch
+from common import print_table, run_info, write_json
+
+from sarathi import LLM, SamplingParams
+
+
+def make_requests(n: int, lo: int, hi: int, vocab: int, seed: int
+                  ) -> list[tuple[list[int], int]]:
+    rng = random.Random(seed)
+    return [([rng.randrange(10, vocab - 1) for _ in range(rng.randint(lo, hi))],
+             rng.randint(lo, hi)) for _ in range(n)]
+
+
+def run_ours(llm: LLM, requests: list[tuple[list[int], int]]) -> dict:
+    params = [SamplingParams(temperature=0.6, max_tokens=out, ignore_eos=True)
+              for _, out in requests]
+    llm.generate([requests[0][0]], SamplingParams(max_tokens=4))  # warm-up
+    _sync()
+    t0 = time.perf_counter()
+    outs = llm.generate([p for p, _ in requests], params)
+    _sync()
+    elapsed = time.perf_counter() - t0
+    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    return {"engine": "sarathi", "seconds": elapsed, "output_tokens": tokens,
+            "tokens_per_s": tokens / elapsed}
+
+
+def run_hf(path: str, requests: list[tuple[list[int], int]], dtype: torch.dtype,
+           device: torch.device, batch: int) -> dict:
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    order = sorted(range(len(requests)), key=lambda i: requests[i][1])
+    tokens = 0
+    _sync()
+    t0 = time.perf_counter()
+    for start in range(0, len(order), batch):
+        group = [requests[i] for i in order[start:start + batch]]
+        width = max(len(p) for p, _ in group)
+        ids = torch.zeros(len(group), width, dtype=torch.long)
+        mask = torch.zeros(len(group), width, dtype=torch.long)
+        for row, (p, _) in enumerate(group):
+            ids[row, width - len(p):] = torch.tensor(p)
+            mask[row, width - len(p):] = 1
+        new = max(out for _, out in group)
+        with torch.no_grad():
+            model.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
+                           min_new_tokens=new, do_sample=True, temperature=0.6, pad_token_id=0)
+        tokens += sum(out for _, out in group)
+    _sync()
+    elapsed = time.perf_counter() - t0
+    return {"engine": f"transformers (batch {batch})", "seconds": elapsed,
+            "output_tokens": tokens, "tokens_per_s": tokens / elapsed}
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="demo", help="Model folder (default: the demo model).")
+    ap.add_argument("--preset", default=None,
+                    help="A real model shape with random weights (qwen3-0.6b, llama2-7b, "
+                         "llama3-8b); implies --load-format dummy.")
+    ap.add_argument("--num-requests", type=int, default=256, help="Requests (default 256).")
+    ap.add_argument("--min-len", type=int, default=100, help="Shortest prompt/output (100).")
+    ap.add_argument("--max-len", type=int, default=1024, help="Longest prompt/output (1024).")
+    ap.add_argument("--baseline", choices=("none", "hf"), default="none",
+                    help="Also run transformers' generate on the same requests.")
+    ap.add_argument("--hf-batch", type=int, default=16, help="Batch size of the hf baseline.")
+    ap.add_argument("--seed", type=int, default=0, help="Workload seed.")
+    ap.add_argument("--json", default=None, help="Write results to this JSON file.")
+    ap.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="Extra engine option (repeatable), e.g. attention_backend=torch.")
+    args = ap.parse_args()
+
+    model = args.model
+    extra: dict = {}
+    if args.preset:
+        from sarathi.model_executor.presets import write_preset
+
+        model = write_preset(args.preset, tempfile.mkdtemp(prefix="preset-"))
+        extra["load_format"] = "dummy"
+    for kv in args.engine_arg:
+        key, _, value = kv.partition("=")
+        extra[key] = int(value) if value.isdigit() else value
+    extra.setdefault("max_model_len", 2 * args.max_len + 16)
+    llm = LLM(model, **extra)
+    requests = make_requests(args.num_requests, args.min_len, args.max_len,
+                             min(llm.engine.shape.vocab_size, len(llm.get_tokenizer())), args.seed)
+    rows = [run_ours(llm, requests)]
+    if args.baseline == "hf":
+        if args.preset:
+            raise SystemExit("--baseline hf needs a model folder with weights, not a preset")
+        rows.append(run_hf(llm.engine.model_path, requests, llm.engine.dtype, llm.engine.device,
+                           args.hf_batch))
+        rows[0]["vs_hf"] = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
+    print_table(rows, ["engine", "seconds", "output_tokens", "tokens_per_s", "vs_hf"])
+    write_json(args.json, {"info": run_info(), "model": args.preset or model,
+                           "workload": vars(args), "results": rows})
+
+
+if __name__ == "__main__":
+    main()
