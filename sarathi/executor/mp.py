@@ -77,7 +77,12 @@ class MPExecutor:
         # A file rendezvous needs no free port; the directory outlives the group's setup.
         self._rendezvous = tempfile.TemporaryDirectory(prefix="sarathi-tp-")
         init_method = "file://" + os.path.join(self._rendezvous.name, "store")
-        ctx = mp.get_context("spawn")  # CUDA cannot be used in a forked child
+        # Not fork: CUDA cannot be used in a forked child, and the engine has threads. The
+        # forkserver (one per engine process, CUDA never touched) imports torch and our
+        # worker code once; each rank then starts in milliseconds. torch._dynamo is what
+        # meta-device initialisation imports lazily: ~2 s per rank otherwise.
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["sarathi.executor.rank_worker", "torch._dynamo"])
         self._commands: list[Any] = []
         self._replies: list[Connection] = []
         self._procs: list[Any] = []

@@ -1,0 +1,68 @@
+"""A tensor-parallel worker that dies or hangs fails the engine's requests quickly."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from sarathi import LLM, SamplingParams
+from sarathi.executor import WorkerDiedError, WorkerError
+
+
+def _start(llm: LLM, count: int = 3) -> None:
+    """Requests in flight: prefilled and decoding."""
+    engine = llm.engine
+    params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
+    for i in range(count):
+        engine.add_request([5 + i, 6, 7, 8], params)
+    for _ in range(3):
+        engine.step()
+    assert engine.has_unfinished_requests()
+
+
+def _fails_within(llm: LLM, seconds: float, match: str) -> WorkerError:
+    start = time.monotonic()
+    with pytest.raises(WorkerDiedError, match=match) as info:
+        while llm.engine.has_unfinished_requests():
+            llm.engine.step()
+    assert time.monotonic() - start < seconds
+    return info.value
+
+
+def test_killed_worker_fails_in_flight_requests(tp_models):
+    llm = LLM(tp_models["llama"], tensor_parallel_size=2, executor="mp", max_num_seqs=4)
+    try:
+        _start(llm)
+        pids = llm.engine.executor.worker_pids()
+        os.kill(pids[1], signal.SIGKILL)
+        error = _fails_within(llm, 10, "rank 1 .*died .*SIGKILL")
+        assert not llm.engine.is_alive()
+        # The executor stays failed: the next step says so at once instead of hanging.
+        with pytest.raises(WorkerDiedError, match="earlier failure"):
+            llm.engine.step()
+        assert str(error)
+    finally:
+        llm.engine.shutdown()
+    for pid in pids:  # every rank is gone, the survivor included
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_hung_worker_times_out(tp_models):
+    llm = LLM(tp_models["llama"], tensor_parallel_size=2, executor="mp", max_num_seqs=4,
+              step_timeout=3)
+    try:
+        _start(llm, count=1)
+        os.kill(llm.engine.executor.worker_pids()[1], signal.SIGSTOP)
+        _fails_within(llm, 10, "did not finish a step within 3 s")
+        assert not llm.engine.is_alive()
+    finally:
+        llm.engine.shutdown()
+
+
+def test_bad_split_is_refused_before_starting(tp_models):
+    with pytest.raises(ValueError, match="must divide the model's 4 attention heads"):
+        LLM(tp_models["llama"], tensor_parallel_size=3, executor="mp")
+    with pytest.raises(ValueError, match="uni executor runs one rank"):
+        LLM(tp_models["llama"], tensor_parallel_size=2, executor="uni")
