@@ -1,0 +1,106 @@
+"""AdaptiVocab inside the engine: load-time patching, patched folders, cache sizing."""
+
+from importlib import resources
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models import random_prompts
+from sarathi import LLM, SamplingParams
+
+
+def _docs() -> list[str]:
+    text = resources.files("sarathi.transformers_utils").joinpath("demo_corpus.txt").read_text()
+    return [p for p in text.split("\n\n") if p.strip()] * 4
+
+
+@pytest.fixture(scope="module")
+def patch_dir(tiny_models, tmp_path_factory):
+    from adaptivocab import BuildConfig, PatchTokenizer, build_patch, measure_reduction
+    from adaptivocab.base import load_base_tokenizer
+
+    base = load_base_tokenizer(tiny_models["llama"])
+    patch, _ = build_patch(base, _docs(), BuildConfig(num_tokens=40, max_ngram=3,
+                                                      progress=False))
+    tok = PatchTokenizer(base, patch)
+    stats = measure_reduction(tok, _docs()[:8])
+    tok = PatchTokenizer(base, patch, reduction_stats=stats)
+    out = tmp_path_factory.mktemp("patch")
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def test_load_time_patch_keeps_surviving_rows_bit_identical(tiny_models, patch_dir):
+    from adaptivocab import PatchTokenizer
+
+    path = tiny_models["llama"]
+    llm = LLM(path, patch_tokenizer=patch_dir)
+    tok = llm.get_tokenizer()
+    assert isinstance(tok, PatchTokenizer) and tok.ngram_pieces
+    ours = llm.engine.executor.worker.model
+    base = load_file(f"{path}/model.safetensors")
+    swapped = sorted(tok.ngram_pieces)
+    keep = torch.ones(base["model.embed_tokens.weight"].shape[0], dtype=torch.bool)
+    keep[swapped] = False
+    for name, mine in (("model.embed_tokens.weight", ours.model.embed_tokens.weight),
+                       ("lm_head.weight", ours.lm_head.weight)):
+        assert torch.equal(mine[keep], base[name][keep]), name
+        assert not torch.equal(mine[swapped], base[name][swapped]), name
+    out = llm.generate(["the scheduler keeps three queues"],
+                       SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))[0]
+    assert len(out.outputs[0].token_ids) == 8
+    assert llm.engine.stats.base_prompt_tokens > llm.engine.stats.patched_prompt_tokens
+
+
+def test_patched_folder_loads_directly_and_matches_load_time_patching(tiny_models, patch_dir,
+                                                                      tmp_path):
+    from adaptivocab import patch_model_folder
+
+    from models import save_tiny_model
+
+    # tied embeddings: one matrix serves both ends
+    tied = save_tiny_model("llama", str(tmp_path / "tied"), tie_word_embeddings=True)
+    out = tmp_path / "patched"
+    patch_model_folder(tied, patch_dir, str(out), init="exp", progress=False)
+    prompts = random_prompts(3, 384, seed=11)
+    params = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
+    direct = LLM(str(out)).generate(prompts, params)
+    at_load = LLM(tied, patch_tokenizer=patch_dir).generate(prompts, params)
+    assert [o.outputs[0].token_ids for o in direct] == [o.outputs[0].token_ids for o in at_load]
+
+
+def test_a_patch_tokenizer_for_another_vocab_size_fails_at_load(tmp_path, patch_dir):
+    from models import save_tiny_model
+
+    other = save_tiny_model("llama", str(tmp_path / "m"), vocab_size=512)
+    with pytest.raises(ValueError, match="patch tokenizer"):
+        LLM(other, patch_tokenizer=patch_dir)
+
+
+def test_cache_slots_scale_with_the_measured_reduction(tiny_models):
+    import torch as t
+
+    from sarathi.config import CacheConfig
+    from sarathi.model_executor.model_config import load_model_shape
+    from sarathi.worker.cache_engine import plan_cache
+
+    shape = load_model_shape(tiny_models["llama"])
+    cfg = CacheConfig(kv_cache_memory=64 * 1024**2, expected_request_tokens=1000)
+    args = (cfg, shape, t.float32, t.device("cpu"), 100_000, 4096)
+    base = plan_cache(*args, reduction_ratio=1.0)
+    patched = plan_cache(*args, reduction_ratio=0.75)
+    assert base.budget == patched.budget
+    assert patched.max_slots / base.max_slots == pytest.approx(1 / 0.75, rel=0.05)
+    assert patched.text_capacity_base_tokens == int(4096 / 0.75)
+
+
+def test_the_engine_reads_the_ratio_from_the_patch_tokenizer(tiny_models, patch_dir):
+    from adaptivocab import PatchTokenizer
+
+    llm = LLM(tiny_models["llama"], patch_tokenizer=patch_dir, kv_cache_memory="8MiB",
+              expected_request_tokens=64)
+    ratio = PatchTokenizer.from_pretrained(patch_dir).reduction_ratio
+    assert ratio is not None and ratio < 1
+    assert llm.engine.reduction_ratio == ratio
+    assert llm.engine.cache_plan.expected_tokens == int(-(-64 * ratio // 1))
