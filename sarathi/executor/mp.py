@@ -50,7 +50,7 @@ def _rank_main(spec: WorkerSpec, rank: int, world_size: int, init_method: str,
     parent = mp.parent_process()
     while True:
         try:
-            kind, payload = commands.get(timeout=_PARENT_CHECK_S)
+            kind, number, payload = commands.get(timeout=_PARENT_CHECK_S)
         except queue.Empty:
             if parent is not None and not parent.is_alive():
                 return  # the engine is gone: nobody will ever send "stop"
@@ -64,7 +64,7 @@ def _rank_main(spec: WorkerSpec, rank: int, world_size: int, init_method: str,
             replies.send(("error", f"rank {rank} failed in a step:\n{traceback.format_exc()}"))
             return
         if reply is not None:
-            replies.send(("reply", reply))
+            replies.send(("reply", (number, reply)))
 
 
 class MPExecutor:
@@ -74,6 +74,7 @@ class MPExecutor:
         self.step_timeout = pc.step_timeout
         self._error: WorkerError | None = None
         self._stats: dict[str, Any] = {}
+        self._step_number = 0
         # A file rendezvous needs no free port; the directory outlives the group's setup.
         self._rendezvous = tempfile.TemporaryDirectory(prefix="sarathi-tp-")
         init_method = "file://" + os.path.join(self._rendezvous.name, "store")
@@ -117,9 +118,10 @@ class MPExecutor:
     def execute(self, step: StepInput) -> StepResult:
         self._check_usable()
         payload = pickle.dumps(step)
+        self._step_number += 1
         for commands in self._commands:
-            commands.put(("step", payload))
-        reply = self._await_step()
+            commands.put(("step", self._step_number, payload))
+        reply = self._await_step(self._step_number)
         self._stats = reply.cache_stats
         return reply.result
 
@@ -138,7 +140,7 @@ class MPExecutor:
         if self._error is None:
             for commands in self._commands:
                 try:
-                    commands.put(("stop", None))
+                    commands.put(("stop", 0, None))
                 except (OSError, ValueError):
                     pass  # that queue is already closed
         deadline = time.monotonic() + _EXIT_GRACE_S
@@ -163,13 +165,15 @@ class MPExecutor:
                     ready[rank] = body
         return [ready[r] for r in range(self.world_size)]
 
-    def _await_step(self) -> StepReply:
+    def _await_step(self, number: int) -> StepReply:
         deadline = time.monotonic() + self.step_timeout
         while True:
             for rank, kind, body in self._wait_messages(deadline, self.step_timeout, "a step",
                                                         [0]):
-                if rank == 0 and kind == "reply":
-                    return body
+                # A reply to an older step is one whose wait was interrupted (Ctrl-C): the
+                # engine never used that step, and re-sends its work, so it is dropped.
+                if rank == 0 and kind == "reply" and body[0] == number:
+                    return body[1]
 
     def _wait_messages(self, deadline: float, limit: float, what: str, waiting: list[int]
                        ) -> list[tuple[int, str, Any]]:

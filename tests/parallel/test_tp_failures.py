@@ -66,3 +66,31 @@ def test_bad_split_is_refused_before_starting(tp_models):
         LLM(tp_models["llama"], tensor_parallel_size=3, executor="mp")
     with pytest.raises(ValueError, match="uni executor runs one rank"):
         LLM(tp_models["llama"], tensor_parallel_size=2, executor="uni")
+
+
+def test_reply_of_an_interrupted_step_is_dropped(tp_models):
+    """Ctrl-C while waiting for a step: its late reply must not be taken for the next one."""
+    from models import random_prompts
+
+    prompts = random_prompts(3, 384, seed=4, max_len=20)
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    expected = [o.outputs[0].token_ids for o in LLM(tp_models["llama"]).generate(prompts, params)]
+    llm = LLM(tp_models["llama"], tensor_parallel_size=2, executor="mp", max_num_seqs=4)
+    try:
+        executor = llm.engine.executor
+        wait_messages = executor._wait_messages
+        calls = []
+
+        def interrupted_once(*args, **kwargs):
+            if not calls:
+                calls.append(1)
+                raise KeyboardInterrupt
+            return wait_messages(*args, **kwargs)
+
+        executor._wait_messages = interrupted_once
+        with pytest.raises(KeyboardInterrupt):
+            llm.generate(prompts, params)
+        outs = llm.generate(prompts, params)
+        assert [o.outputs[0].token_ids for o in outs] == expected
+    finally:
+        llm.engine.shutdown()
