@@ -122,9 +122,12 @@ class ParallelConfig:
 
 @dataclass(frozen=True)
 class AttentionConfig:
-    attention_backend: str = _f("auto", "Attention implementation: 'auto' (the fastest available) "
-                                "or 'torch' (SDPA; CPU and GPU).",
-                                aliases=("model_attention_backend",), choices=("auto", "torch"))
+    attention_backend: str = _f("auto", "Attention implementation: 'auto' (the fastest available: "
+                                "triton on a CUDA device where Triton imports, else torch), "
+                                "'torch' (SDPA; CPU and GPU) or 'triton' (our kernels over "
+                                "the vattention layout; GPU).",
+                                aliases=("model_attention_backend",),
+                                choices=("auto", "torch", "triton"))
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class Worker:
                                cfg.scheduler.max_num_seqs, spec.max_model_len,
                                spec.reduction_ratio, free)
         self.cache = create_cache(self.plan, cache_shape, spec.dtype, spec.device)
-        attention = get_attention_backend(cfg.attention.attention_backend)
+        attention = get_attention_backend(cfg.attention.attention_backend, spec.device)
         sampler = Sampler(set(spec.eos_ids), spec.device, cfg.model.seed)
         self.runner = ModelRunner(self.model, self.cache, attention, sampler,
                                   spec.max_model_len, spec.device)

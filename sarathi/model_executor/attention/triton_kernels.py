@@ -1,0 +1,248 @@
+"""Triton attention kernels over the vattention slot layout.
+
+K and V are ``[slots, max_len, kv_heads, head_dim]`` tensors with any strides (the
+``per_layer`` layout is contiguous; a ``mega`` layer is a strided view), so a sequence's
+keys are one strided run of memory and the kernels need no block table.
+
+- Decode (flash-decoding): one program per (sequence, KV head, split of the context). The
+  program loads each key/value block once for all query heads of its GQA group (padded to
+  the 16 rows a tensor-core dot needs), keeps a running max/sum, and writes a partial
+  result; a second kernel merges the splits. Splitting keeps the chip busy at batch 1.
+- Prefill: one program per (query block, chunk, query head) over the slot's prefix plus the
+  chunk itself, causal with the chunk's offset, optionally within a sliding window.
+
+Softmax runs in base 2 (``exp2``) with the scale folded into log2(e). The running max
+starts at a large finite negative value instead of -inf, so rows whose first blocks are all
+masked (sliding window, empty splits) never compute ``-inf - -inf``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+NEG_BIG = -1.0e30
+
+
+@triton.jit
+def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL,
+                   stride_qb, stride_qh,
+                   stride_ks, stride_kp, stride_kh,
+                   stride_vs, stride_vp, stride_vh,
+                   stride_ob, stride_oh,
+                   num_splits, scale_log2, window, split_size,
+                   GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
+                   HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    s = tl.program_id(2)
+    # int64: a mega-layout slot offset overflows 32 bits on real model shapes.
+    slot = tl.load(Slots + b).to(tl.int64)
+    n = tl.load(Lens + b).to(tl.int32)
+    lo = 0
+    if HAS_WINDOW:
+        lo = tl.maximum(n - window, 0)
+    start = tl.maximum(s * split_size, lo)
+    end = tl.minimum((s + 1) * split_size, n)
+
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, HEAD_DIM)
+    gmask = g < GROUP
+    qh = kvh * GROUP + g
+    q = tl.load(Q + b * stride_qb + qh[:, None] * stride_qh + d[None, :], mask=gmask[:, None],
+                other=0.0)
+
+    m_i = tl.full([BLOCK_G], NEG_BIG, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_G, HEAD_DIM], dtype=tl.float32)
+    k_base = K + slot * stride_ks + kvh * stride_kh
+    v_base = V + slot * stride_vs + kvh * stride_vh
+    for p0 in range(start, end, BLOCK_N):
+        pos = p0 + tl.arange(0, BLOCK_N)
+        pmask = pos < end
+        k = tl.load(k_base + pos[:, None].to(tl.int64) * stride_kp + d[None, :],
+                    mask=pmask[:, None], other=0.0)
+        qk = tl.dot(q, tl.trans(k)) * scale_log2
+        qk = tl.where(pmask[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(qk - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + pos[:, None].to(tl.int64) * stride_vp + d[None, :],
+                    mask=pmask[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+
+    if SPLIT:
+        row = (b * (tl.num_programs(1) * GROUP) + qh) * num_splits + s
+        tl.store(PartM + row, m_i, mask=gmask)
+        tl.store(PartL + row, l_i, mask=gmask)
+        tl.store(PartO + row[:, None] * HEAD_DIM + d[None, :], acc, mask=gmask[:, None])
+    else:
+        out = acc / l_i[:, None]
+        tl.store(Out + b * stride_ob + qh[:, None] * stride_oh + d[None, :],
+                 out.to(Out.dtype.element_ty), mask=gmask[:, None])
+
+
+@triton.jit
+def _merge_kernel(PartO, PartM, PartL, Out, stride_ob, stride_oh, num_heads, num_splits,
+                  BLOCK_S: tl.constexpr, HEAD_DIM: tl.constexpr):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    s = tl.arange(0, BLOCK_S)
+    d = tl.arange(0, HEAD_DIM)
+    smask = s < num_splits
+    row = (b * num_heads + h) * num_splits + s
+    m = tl.load(PartM + row, mask=smask, other=NEG_BIG)
+    l = tl.load(PartL + row, mask=smask, other=0.0)
+    m_max = tl.max(m, 0)
+    w = tl.exp2(m - m_max)
+    w = tl.where(smask, w, 0.0)
+    o = tl.load(PartO + row[:, None] * HEAD_DIM + d[None, :], mask=smask[:, None], other=0.0)
+    out = tl.sum(o * w[:, None], 0) / tl.sum(l * w, 0)
+    tl.store(Out + b * stride_ob + h * stride_oh + d, out.to(Out.dtype.element_ty))
+
+
+@triton.jit
+def _prefill_kernel(Q, K, V, Out, ChunkSlot, ChunkStart, ChunkLen, ChunkOff,
+                    stride_qt, stride_qh,
+                    stride_ks, stride_kp, stride_kh,
+                    stride_vs, stride_vp, stride_vh,
+                    stride_ot, stride_oh,
+                    scale_log2, window,
+                    GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr):
+    mb = tl.program_id(0)
+    c = tl.program_id(1)
+    h = tl.program_id(2)
+    n = tl.load(ChunkLen + c).to(tl.int32)
+    if mb * BLOCK_M >= n:
+        return
+    slot = tl.load(ChunkSlot + c).to(tl.int64)
+    start = tl.load(ChunkStart + c).to(tl.int32)
+    off = tl.load(ChunkOff + c).to(tl.int64)
+    kvh = h // GROUP
+
+    rows = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < n
+    qpos = start + rows
+    d = tl.arange(0, HEAD_DIM)
+    q = tl.load(Q + (off + rows[:, None]) * stride_qt + h * stride_qh + d[None, :],
+                mask=rmask[:, None], other=0.0)
+
+    # Keys this block can see: up to its last query's position (inclusive).
+    hi = tl.minimum(start + (mb + 1) * BLOCK_M, start + n)
+    lo = 0
+    if HAS_WINDOW:
+        lo = tl.maximum(start + mb * BLOCK_M - window + 1, 0)
+        lo = (lo // BLOCK_N) * BLOCK_N
+
+    m_i = tl.full([BLOCK_M], NEG_BIG, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    k_base = K + slot * stride_ks + kvh * stride_kh
+    v_base = V + slot * stride_vs + kvh * stride_vh
+    for p0 in range(lo, hi, BLOCK_N):
+        pos = p0 + tl.arange(0, BLOCK_N)
+        pmask = pos < hi
+        k = tl.load(k_base + pos[:, None].to(tl.int64) * stride_kp + d[None, :],
+                    mask=pmask[:, None], other=0.0)
+        qk = tl.dot(q, tl.trans(k)) * scale_log2
+        keep = (pos[None, :] <= qpos[:, None]) & pmask[None, :]
+        if HAS_WINDOW:
+            keep = keep & (qpos[:, None] - pos[None, :] < window)
+        qk = tl.where(keep, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(qk - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + pos[:, None].to(tl.int64) * stride_vp + d[None, :],
+                    mask=pmask[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+
+    out = acc / l_i[:, None]
+    tl.store(Out + (off + rows[:, None]) * stride_ot + h * stride_oh + d[None, :],
+             out.to(Out.dtype.element_ty), mask=rmask[:, None])
+
+
+def _check(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
+    if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        raise ValueError("the head dimension must be contiguous")
+    d = q.shape[-1]
+    if d & (d - 1) or d < 16:
+        raise ValueError(f"head_dim {d} is not a power of two >= 16")
+
+
+def decode_splits(batch: int, kv_heads: int, max_context: int, block_n: int,
+                  num_sms: int) -> tuple[int, int]:
+    """(number of splits, tokens per split): enough programs to fill the chip twice over,
+    never a split shorter than one key block."""
+    want = max(1, math.ceil(2 * num_sms / max(1, batch * kv_heads)))
+    most = max(1, math.ceil(max_context / block_n))
+    splits = min(want, most, 64)
+    split_size = math.ceil(math.ceil(max_context / splits) / block_n) * block_n
+    return math.ceil(max_context / split_size), split_size
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                     slots: torch.Tensor, lens: torch.Tensor, max_context: int, scale: float,
+                     window: int | None, out: torch.Tensor, num_sms: int,
+                     split: tuple[int, int] | None = None) -> torch.Tensor:
+    """q: [B, Hq, D]; out: [B, Hq, D] (written). ``split`` fixes (splits, split_size) so a
+    captured graph stays valid for any context up to splits * split_size."""
+    _check(q, k_cache, v_cache)
+    b, hq, d = q.shape
+    hkv = k_cache.shape[2]
+    group = hq // hkv
+    block_n = 64
+    splits, split_size = split or decode_splits(b, hkv, max_context, block_n, num_sms)
+    block_g = max(16, triton.next_power_of_2(group))
+    scale_log2 = scale * LOG2E
+    win = window or 0
+    if splits > 1:
+        part_o = torch.empty(b * hq * splits, d, dtype=torch.float32, device=q.device)
+        part_m = torch.empty(b * hq * splits, dtype=torch.float32, device=q.device)
+        part_l = torch.empty_like(part_m)
+    else:
+        part_o = part_m = part_l = out  # unused
+    _decode_kernel[(b, hkv, splits)](
+        q, k_cache, v_cache, slots, lens, out, part_o, part_m, part_l,
+        q.stride(0), q.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        out.stride(0), out.stride(1),
+        splits, scale_log2, win, split_size,
+        GROUP=group, BLOCK_G=block_g, BLOCK_N=block_n, HEAD_DIM=d,
+        HAS_WINDOW=window is not None, SPLIT=splits > 1, num_warps=4, num_stages=3)
+    if splits > 1:
+        _merge_kernel[(b, hq)](part_o, part_m, part_l, out, out.stride(0), out.stride(1), hq,
+                               splits, BLOCK_S=triton.next_power_of_2(splits), HEAD_DIM=d,
+                               num_warps=4)
+    return out
+
+
+def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                      chunk_slot: torch.Tensor, chunk_start: torch.Tensor,
+                      chunk_len: torch.Tensor, chunk_off: torch.Tensor, max_chunk: int,
+                      scale: float, window: int | None, out: torch.Tensor) -> torch.Tensor:
+    """q: [T, Hq, D] (chunk c's rows start at chunk_off[c]); out rows of the chunks written."""
+    _check(q, k_cache, v_cache)
+    hq, d = q.shape[1], q.shape[2]
+    group = hq // k_cache.shape[2]
+    block_m, block_n = (128, 64) if d <= 64 else (64, 64)
+    grid = (triton.cdiv(max_chunk, block_m), chunk_slot.numel(), hq)
+    _prefill_kernel[grid](
+        q, k_cache, v_cache, out, chunk_slot, chunk_start, chunk_len, chunk_off,
+        q.stride(0), q.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        out.stride(0), out.stride(1),
+        scale * LOG2E, window or 0,
+        GROUP=group, BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=d,
+        HAS_WINDOW=window is not None, num_warps=4, num_stages=3)
+    return out

@@ -1,0 +1,111 @@
+"""Triton attention kernels against a float32 reference on random inputs (GPU only)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend
+from tests.attention.reference import reference_attention, rel_error
+
+pytestmark = pytest.mark.gpu
+
+BF16_TOL = 1e-2  # bf16 operands land between 1e-3 and 1e-2
+
+
+def _cache(layout: str, slots: int, max_len: int, hkv: int, d: int, dtype: torch.dtype,
+           layers: int = 3, layer: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    if layout == "per_layer":
+        k = torch.randn(slots, max_len, hkv, d, dtype=dtype, device="cuda")
+        v = torch.randn(slots, max_len, hkv, d, dtype=dtype, device="cuda")
+        return k, v
+    # mega: token-major over layers; a layer is a strided view.
+    k = torch.randn(slots, max_len, layers, hkv, d, dtype=dtype, device="cuda")
+    v = torch.randn(slots, max_len, layers, hkv, d, dtype=dtype, device="cuda")
+    return k[:, :, layer], v[:, :, layer]
+
+
+def _step(rng: random.Random, slots: int, max_len: int, num_decodes: int,
+          chunk_lens: list[int]) -> tuple[list[int], list[int], AttentionMetadata]:
+    """A mixed step: decodes on distinct slots, then prefill chunks with random prefixes."""
+    chosen = rng.sample(range(slots), num_decodes + len(chunk_lens))
+    tok_slots, tok_pos, dec_lens, prefills = [], [], [], []
+    for s in chosen[:num_decodes]:
+        n = rng.randint(1, max_len)
+        tok_slots.append(s)
+        tok_pos.append(n - 1)
+        dec_lens.append(n)
+    for s, n in zip(chosen[num_decodes:], chunk_lens):
+        start = rng.randint(0, max_len - n)
+        tok_slots.extend([s] * n)
+        tok_pos.extend(range(start, start + n))
+        prefills.append((s, start, n))
+    dev = torch.device("cuda")
+    meta = AttentionMetadata(
+        slot_of_token=torch.tensor(tok_slots, device=dev),
+        positions=torch.tensor(tok_pos, device=dev), num_decodes=num_decodes,
+        decode_slots=torch.tensor(chosen[:num_decodes], device=dev),
+        decode_context_lens=torch.tensor(dec_lens, dtype=torch.long, device=dev),
+        max_decode_context=max(dec_lens, default=0), prefills=prefills)
+    return tok_slots, tok_pos, meta
+
+
+@pytest.mark.parametrize("layout", ["per_layer", "mega"])
+@pytest.mark.parametrize("hq,hkv,d", [(32, 8, 128), (32, 32, 128), (16, 8, 128), (8, 2, 64),
+                                      (14, 2, 64)])
+@pytest.mark.parametrize("window", [None, 77])
+def test_mixed_step_matches_reference(layout: str, hq: int, hkv: int, d: int,
+                                      window: int | None) -> None:
+    rng = random.Random(hash((layout, hq, hkv, d, window)) & 0xFFFF)
+    torch.manual_seed(rng.randrange(1 << 30))
+    slots, max_len = 24, 1500
+    k, v = _cache(layout, slots, max_len, hkv, d, torch.bfloat16)
+    tok_slots, tok_pos, meta = _step(rng, slots, max_len, num_decodes=9,
+                                     chunk_lens=[1, 37, 200, 64])
+    q = torch.randn(len(tok_slots), hq, d, dtype=torch.bfloat16, device="cuda")
+    backend = get_attention_backend("triton", torch.device("cuda"))
+    scale = d ** -0.5
+    out = backend.forward(q, k, v, meta, scale, window)
+    ref = reference_attention(q, k, v, tok_slots, tok_pos, scale, window)
+    assert rel_error(out, ref) < BF16_TOL
+
+
+@pytest.mark.parametrize("batch,max_len,splits", [(1, 16384, None), (3, 4096, (7, 640)),
+                                                  (64, 2048, None), (5, 300, (1, 320))])
+def test_decode_splits_match_reference(batch: int, max_len: int,
+                                       splits: tuple[int, int] | None) -> None:
+    from sarathi.model_executor.attention.triton_kernels import decode_attention
+
+    torch.manual_seed(batch * 1000 + max_len)
+    hq, hkv, d = 32, 8, 128
+    k, v = _cache("per_layer", batch + 2, max_len, hkv, d, torch.bfloat16)
+    lens = [max_len] + [random.Random(i).randint(1, max_len) for i in range(batch - 1)]
+    slot_list = list(range(2, batch + 2))
+    q = torch.randn(batch, hq, d, dtype=torch.bfloat16, device="cuda")
+    out = torch.full_like(q, float("nan"))  # poison: every element must be written
+    decode_attention(q, k, v, torch.tensor(slot_list, device="cuda"),
+                     torch.tensor(lens, device="cuda"), max(lens), d ** -0.5, None, out, 132,
+                     splits)
+    ref = reference_attention(q, k, v, slot_list, [n - 1 for n in lens], d ** -0.5, None)
+    assert rel_error(out, ref) < BF16_TOL
+
+
+def test_float16_and_agreement_with_torch_backend() -> None:
+    rng = random.Random(5)
+    torch.manual_seed(5)
+    k, v = _cache("per_layer", 8, 700, 4, 64, torch.float16)
+    tok_slots, tok_pos, meta = _step(rng, 8, 700, num_decodes=3, chunk_lens=[129, 2])
+    q = torch.randn(len(tok_slots), 16, 64, dtype=torch.float16, device="cuda")
+    ours = get_attention_backend("triton").forward(q, k, v, meta, 0.125, None)
+    meta.cache.clear()
+    sdpa = get_attention_backend("torch").forward(q, k, v, meta, 0.125, None)
+    ref = reference_attention(q, k, v, tok_slots, tok_pos, 0.125, None)
+    assert rel_error(ours, ref) < 2e-3
+    assert rel_error(ours, sdpa.float()) < 2e-3
+
+
+def test_auto_picks_triton_on_cuda() -> None:
+    assert get_attention_backend("auto", torch.device("cuda")).name == "triton"
+    assert get_attention_backend("auto", torch.device("cpu")).name == "torch"
