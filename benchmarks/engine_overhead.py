@@ -44,14 +44,14 @@ def main() -> None:
     runner = engine.executor.worker.runner
     sched_t, prep_t, proc_t = [], [], []
     for _ in range(args.steps):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         plan = engine.scheduler.schedule()
-        t1 = time.perf_counter()
+        t1 = time.thread_time()
         batch = runner.prepare(plan.input)
-        t2 = time.perf_counter()
+        t2 = time.thread_time()
         result = StepResult([SampledToken(i, 42) for i in batch.sample_ids])
         engine.process(plan, result)
-        t3 = time.perf_counter()
+        t3 = time.thread_time()
         sched_t.append(t1 - t0)
         prep_t.append(t2 - t1)
         proc_t.append(t3 - t2)

@@ -116,6 +116,7 @@ class Scheduler:
         step.input.finished = self._to_forget
         self._to_forget = []
         step.input.preempted = [s.seq_id for s in step.preempted if s.sent_to_worker]
+        chunks = step.input.chunks
         for seq, n in step.scheduled:
             if not seq.sent_to_worker:
                 seq.sent_to_worker = True
@@ -124,9 +125,12 @@ class Scheduler:
                                                     else hash((p.seed, seq.index)) & 0x7FFFFFFF)
                 step.input.new_sequences.append(NewSequence(seq.seq_id, p, seq.prompt_len, seed))
             start = seq.num_computed
-            sample = start + n == seq.num_tokens
-            step.input.chunks.append(ScheduledChunk(seq.seq_id, start,
-                                                    seq.token_ids[start:start + n], sample))
+            tokens = seq.token_ids
+            if n == 1 and start + 1 == len(tokens):
+                chunks.append(ScheduledChunk(seq.seq_id, start, [tokens[-1]], True))
+            else:
+                chunks.append(ScheduledChunk(seq.seq_id, start, tokens[start:start + n],
+                                             start + n == len(tokens)))
         return step
 
     def _schedule_sarathi(self, step: SchedulerStep) -> None:
@@ -169,22 +173,26 @@ class Scheduler:
             self._preempt(self.running[-1], step)
 
     def _schedule_decodes(self, step: SchedulerStep, budget: int) -> int:
+        # The hot loop of a decode-heavy engine: plain attribute arithmetic only.
+        tpu = self.capacity.tokens_per_unit
+        ids = step.ids
+        running = SeqStatus.RUNNING
         for seq in list(self.running):
             if budget <= 0:
                 break
-            if seq.status is not SeqStatus.RUNNING or seq.remaining != 1:
+            nc = seq.num_computed
+            if seq.status is not running or len(seq.token_ids) - nc != 1 or seq.seq_id in ids:
                 continue
-            if seq.seq_id in step.ids:
-                continue
-            need = seq.num_computed + 1
-            while self._units_short(seq, need) > 0:
-                victim = self.running[-1]
-                self._preempt(victim, step)
-                if victim is seq:
-                    break
-            if seq.status is not SeqStatus.RUNNING:
-                continue
-            self._grow(seq, need)
+            need = nc + 1
+            if need > seq.num_units * tpu:
+                while self._units_short(seq, need) > 0:
+                    victim = self.running[-1]
+                    self._preempt(victim, step)
+                    if victim is seq:
+                        break
+                if seq.status is not running:
+                    continue
+                self._grow(seq, need)
             step.add(seq, 1)
             budget -= 1
         return budget

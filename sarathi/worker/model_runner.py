@@ -27,6 +27,7 @@ class SeqState:
     generator: torch.Generator | None
     history: list[int]
     slot: int | None = None
+    covered: int = 0  # tokens of the slot known to be backed by pages
 
 
 @dataclass
@@ -61,6 +62,7 @@ class ModelRunner:
         if state.slot is not None:
             self.cache.free_slot(state.slot)
             state.slot = None
+            state.covered = 0
         if forget:
             del self.states[seq_id]
 
@@ -112,14 +114,18 @@ class ModelRunner:
         sample_idx: list[int] = []
         rows: list[SamplingRow] = []
         sample_ids: list[int] = []
+        tpp = self.cache.tokens_per_page
         for c in chunks:
             st = self.states[c.seq_id]
             if st.slot is None:
                 st.slot = self.cache.alloc_slot()
             n = len(c.token_ids)
             end = c.start + n
-            self.cache.ensure(st.slot, end)
-            del st.history[c.start:]
+            if end > st.covered:
+                self.cache.ensure(st.slot, end)
+                st.covered = -(-end // tpp) * tpp
+            if c.start != len(st.history):
+                del st.history[c.start:]
             st.history.extend(c.token_ids)
             input_ids.extend(c.token_ids)
             if n == 1:

@@ -46,10 +46,34 @@ class TorchAttention:
 
     def _decode(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                 meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:
-        # One SDPA per sequence over views of its own slot: nothing is copied, and nothing
-        # past a slot's context is read (that memory may be unmapped or hold stale values).
+        # Nothing past a slot's context is read: that memory may be unmapped (vattention) or
+        # hold another request's stale values.
+        if q.shape[0] <= _LOOP_MAX:
+            return self._decode_each(q, k_cache, v_cache, meta, scale, window)
+        batch_idx, slot_idx, pos_idx = _decode_gather(meta)
+        b, length = q.shape[0], meta.max_decode_context
+        k = k_cache.new_zeros(b, length, *k_cache.shape[2:])
+        v = v_cache.new_zeros(b, length, *v_cache.shape[2:])
+        k[batch_idx, pos_idx] = k_cache[slot_idx, pos_idx]
+        v[batch_idx, pos_idx] = v_cache[slot_idx, pos_idx]
+        kpos = torch.arange(length, device=q.device).unsqueeze(0)
+        lens = meta.decode_context_lens.unsqueeze(1)
+        mask = kpos < lens
+        if window is not None:
+            mask &= (lens - 1) - kpos < window
+        o = F.scaled_dot_product_attention(q.unsqueeze(2), k.transpose(1, 2), v.transpose(1, 2),
+                                           attn_mask=mask[:, None, None, :], scale=scale,
+                                           enable_gqa=True)
+        return o.squeeze(2)
+
+    def _decode_each(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                     meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:
+        """Few decodes: one SDPA per slot over views of its cache, nothing copied."""
         out = torch.empty_like(q)
-        slots, lens = _decode_lists(meta)
+        if "decode_lists" not in meta.cache:
+            meta.cache["decode_lists"] = (meta.decode_slots.tolist(),
+                                          meta.decode_context_lens.tolist())
+        slots, lens = meta.cache["decode_lists"]
         for i, (slot, n) in enumerate(zip(slots, lens)):
             lo = 0 if window is None else max(0, n - window)
             ki = k_cache[slot, lo:n].transpose(0, 1).unsqueeze(0)  # [1, Hkv, n, D]
@@ -60,9 +84,17 @@ class TorchAttention:
         return out
 
 
-def _decode_lists(meta: AttentionMetadata) -> tuple[list[int], list[int]]:
-    """Slots and context lengths as Python ints, converted once per step for all layers."""
-    if "decode_lists" not in meta.cache:
-        meta.cache["decode_lists"] = (meta.decode_slots.tolist(),
-                                      meta.decode_context_lens.tolist())
-    return meta.cache["decode_lists"]
+# Up to this many decodes, per-slot views beat gathering into a padded batch.
+_LOOP_MAX = 8
+
+
+def _decode_gather(meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(batch row, slot, position) of every cached token the decodes attend to; built once
+    per step and shared by all layers."""
+    if meta.cache.get("decode_gather") is None:
+        lens = meta.decode_context_lens
+        batch_idx = torch.repeat_interleave(torch.arange(len(lens), device=lens.device), lens)
+        starts = torch.cumsum(lens, 0) - lens
+        pos_idx = torch.arange(int(lens.sum()), device=lens.device) - starts[batch_idx]
+        meta.cache["decode_gather"] = (batch_idx, meta.decode_slots[batch_idx], pos_idx)
+    return meta.cache["decode_gather"]
