@@ -21,6 +21,8 @@ def run_info() -> dict[str, Any]:
                                 ).stdout.strip() or "unknown"
     except OSError:
         commit = "unknown"
+    # A copy of the tree without .git (the device machine) is told its commit instead.
+    commit = os.environ.get("BENCH_COMMIT", commit) if commit == "unknown" else commit
     card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (
         f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
     return {

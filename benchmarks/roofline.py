@@ -1,0 +1,224 @@
+"""How close decode and prefill get to the GPU's own limits (random weights, real shapes).
+
+First the two ceilings, measured on this card: device-to-device copy bandwidth (bytes read
+plus written) and the bf16 matmul rate (8192^3). Then:
+
+- decode steps (one token per sequence, model forward + LM head) for Llama-2-7B at batch 1
+  (contexts 512, 4096) and Llama-3-8B at batch 1/16/64/128 (context 2048), eager and as a
+  replayed CUDA graph: achieved fraction of the bandwidth floor =
+  (weight bytes + KV bytes read) / step time / copy bandwidth;
+- a 2,048-token prefill chunk of Llama-3-8B: achieved FLOP/s over the matmul rate.
+
+The KV cache is a vattention cache (cuda backend) filled with random values.
+
+    python benchmarks/roofline.py --json benchmarks/results/roofline_h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import replace
+
+import torch
+from common import print_table, run_info, write_json
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import vattention  # noqa: E402
+from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend  # noqa: E402
+from sarathi.model_executor.dummy_weights import init_dummy_weights  # noqa: E402
+from sarathi.model_executor.layers.rotary import RotaryEmbedding  # noqa: E402
+from sarathi.model_executor.model_config import load_model_shape  # noqa: E402
+from sarathi.model_executor.model_loader import build_model  # noqa: E402
+from sarathi.model_executor.models.llama import ForwardContext  # noqa: E402
+from sarathi.model_executor.presets import write_preset  # noqa: E402
+
+
+def bench_ms(fn, warmup: int = 3, reps: int = 20) -> float:
+    """Median milliseconds of ``fn`` timed with CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def copy_bandwidth() -> float:
+    """Bytes per second of a 2 GiB device-to-device copy (read + write counted)."""
+    src = torch.randn(2**30 // 2, dtype=torch.bfloat16, device="cuda").repeat(2)
+    dst = torch.empty_like(src)
+    ms = bench_ms(lambda: dst.copy_(src))
+    return 2 * src.numel() * src.element_size() / (ms / 1e3)
+
+
+def matmul_rate() -> float:
+    n = 8192
+    a = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
+    b = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
+    ms = bench_ms(lambda: a @ b, reps=30)
+    return 2 * n**3 / (ms / 1e3)
+
+
+class Setup:
+    """One model shape with random weights and a vattention cache of ``batch`` slots."""
+
+    def __init__(self, preset: str, batch: int, context: int, backend: str) -> None:
+        folder = write_preset(preset, tempfile.mkdtemp(prefix="roofline-"))
+        self.shape = replace(load_model_shape(folder))
+        self.dev = torch.device("cuda")
+        self.model = build_model(self.shape, torch.bfloat16, self.dev)
+        init_dummy_weights(self.model, 0)
+        s = self.shape
+        max_len = context + 64
+        kv_row = s.num_layers * 2 * s.num_kv_heads * s.head_dim * 2
+        self.cache = vattention.KVCache(
+            s.num_layers, s.num_kv_heads, s.head_dim, max_slots=batch, max_len=max_len,
+            dtype=torch.bfloat16, device=self.dev, layout="per_layer",
+            memory_budget=int(batch * max_len * kv_row * 1.1) + 64 * 2**21, backend="cuda")
+        self.slots = [self.cache.alloc_slot() for _ in range(batch)]
+        for slot in self.slots:
+            self.cache.ensure(slot, context + 1)
+        for i in range(s.num_layers):
+            k, v = self.cache.layer(i)
+            for slot in self.slots:  # random, never zeros: zeros can time faster
+                k[slot, :context + 1].normal_()
+                v[slot, :context + 1].normal_()
+        self.attention = get_attention_backend(backend, self.dev)
+        self.rotary = RotaryEmbedding(s.head_dim, s.rope_theta, s.rope_scaling, max_len, self.dev)
+        self.batch, self.context = batch, context
+
+    def weight_bytes(self) -> int:
+        """Bytes a decode step must read: every matrix once, the embedding only its rows."""
+        total = 0
+        for name, p in self.model.named_parameters():
+            if "embed_tokens" in name and not self.shape.tie_word_embeddings:
+                continue
+            total += p.numel() * p.element_size()
+        return total
+
+    def kv_bytes(self) -> int:
+        s = self.shape
+        return self.batch * (self.context + 1) * s.num_layers * 2 * s.num_kv_heads * \
+            s.head_dim * 2
+
+    def decode_inputs(self) -> tuple[torch.Tensor, ForwardContext]:
+        dev, b, ctx = self.dev, self.batch, self.context
+        slots = torch.tensor(self.slots, device=dev)
+        meta = AttentionMetadata(
+            slot_of_token=slots, positions=torch.full((b,), ctx, device=dev), num_decodes=b,
+            decode_slots=slots, decode_context_lens=torch.full((b,), ctx + 1, device=dev),
+            max_decode_context=ctx + 1, prefills=[])
+        ids = torch.randint(10, 1000, (b,), device=dev)
+        return ids, ForwardContext(meta, self.cache, self.attention, self.rotary)
+
+    def decode_ms(self, graph: bool) -> float:
+        ids, ctx = self.decode_inputs()
+
+        def step() -> torch.Tensor:
+            return self.model.compute_logits(self.model(ids, ctx))
+
+        with torch.inference_mode():
+            if not graph:
+                return bench_ms(step)
+            fixed = getattr(self.attention, "fixed_split", None)
+            if hasattr(self.attention, "fixed_split"):
+                from sarathi.model_executor.attention.triton_kernels import decode_splits
+
+                sms = torch.cuda.get_device_properties(0).multi_processor_count
+                self.attention.fixed_split = decode_splits(self.batch, self.shape.num_kv_heads,
+                                                           self.context + 1, 64, sms)
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(2):
+                    step()
+            torch.cuda.current_stream().wait_stream(s)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                step()
+            ms = bench_ms(g.replay)
+            if hasattr(self.attention, "fixed_split"):
+                self.attention.fixed_split = fixed
+            return ms
+
+    def prefill_ms(self, n: int) -> float:
+        dev = self.dev
+        slot = self.slots[0]
+        meta = AttentionMetadata(
+            slot_of_token=torch.full((n,), slot, device=dev), positions=torch.arange(n, device=dev),
+            num_decodes=0, decode_slots=torch.empty(0, dtype=torch.long, device=dev),
+            decode_context_lens=torch.empty(0, dtype=torch.long, device=dev),
+            max_decode_context=0, prefills=[(slot, 0, n)])
+        ids = torch.randint(10, 1000, (n,), device=dev)
+        ctx = ForwardContext(meta, self.cache, self.attention, self.rotary)
+        with torch.inference_mode():
+            # Logits of the last token only, as the engine computes them.
+            return bench_ms(lambda: self.model.compute_logits(self.model(ids, ctx)[-1:]), reps=10)
+
+    def prefill_flops(self, n: int) -> float:
+        s = self.shape
+        matmul_params = sum(p.numel() for name, p in self.model.named_parameters()
+                            if p.dim() == 2 and "embed_tokens" not in name and "lm_head" not in name)
+        attn = 2 * 2 * s.num_layers * s.num_heads * s.head_dim * n * (n + 1) / 2  # causal
+        return 2 * matmul_params * n + attn + 2 * s.hidden_size * s.vocab_size
+
+    def close(self) -> None:
+        self.cache.close()
+        del self.model
+        torch.cuda.empty_cache()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", default="triton", help="Attention backend (triton).")
+    ap.add_argument("--json", default=None, help="Write results to this JSON file.")
+    ap.add_argument("--quick", action="store_true", help="Fewer configurations (a smoke run).")
+    args = ap.parse_args()
+    bw, mm = copy_bandwidth(), matmul_rate()
+    print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
+    decode_cases = [("llama2-7b", 1, 512), ("llama2-7b", 1, 4096), ("llama3-8b", 1, 2048),
+                    ("llama3-8b", 16, 2048), ("llama3-8b", 64, 2048), ("llama3-8b", 128, 2048)]
+    if args.quick:
+        decode_cases = decode_cases[:1]
+    rows = []
+    for preset, batch, context in decode_cases:
+        st = Setup(preset, batch, context, args.backend)
+        floor_ms = (st.weight_bytes() + st.kv_bytes()) / bw * 1e3
+        for graph in (False, True):
+            ms = st.decode_ms(graph)
+            rows.append({"test": "decode", "model": preset, "batch": batch, "context": context,
+                         "graph": graph, "ms": ms, "floor_ms": floor_ms,
+                         "weight_GB": st.weight_bytes() / 1e9, "kv_GB": st.kv_bytes() / 1e9,
+                         "GB_per_s": (st.weight_bytes() + st.kv_bytes()) / ms / 1e6,
+                         "frac_of_bw": floor_ms / ms, "tokens_per_s": batch / ms * 1e3})
+            print(rows[-1])
+        st.close()
+    if not args.quick:
+        st = Setup("llama3-8b", 1, 2048, args.backend)
+        ms = st.prefill_ms(2048)
+        flops = st.prefill_flops(2048)
+        rows.append({"test": "prefill", "model": "llama3-8b", "batch": 1, "context": 2048,
+                     "graph": False, "ms": ms, "floor_ms": flops / mm * 1e3,
+                     "TFLOP_per_s": flops / ms / 1e9, "frac_of_mm": flops / ms / 1e3 / mm})
+        print(rows[-1])
+        st.close()
+    print_table(rows, ["test", "model", "batch", "context", "graph", "ms", "floor_ms",
+                       "GB_per_s", "frac_of_bw", "tokens_per_s", "TFLOP_per_s", "frac_of_mm"])
+    write_json(args.json, {"info": run_info(), "backend": args.backend,
+                           "copy_GB_per_s": bw / 1e9, "matmul_TFLOP_per_s": mm / 1e12,
+                           "results": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# GPU speed run: vattention extension, Triton attention tests, roofline, throughput.
+#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/gpu_speed.sh [quick]
+# Logs go to $OUT/logs.tgz; benchmark JSON to $OUT (at most 8 files come back).
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/out-speed}"
+LOGS="$OUT/logs"
+mkdir -p "$LOGS"
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+run() {  # run NAME TIMEOUT CMD...
+  local name="$1" limit="$2"; shift 2
+  local t0=$SECONDS
+  timeout --kill-after=10 "$limit" "$@" > "$LOGS/$name.log" 2>&1
+  echo "== $name rc=$? $((SECONDS - t0))s"; tail -n "${TAIL:-12}" "$LOGS/$name.log"
+}
+python3 setup.py build_ext --inplace > "$LOGS/build.log" 2>&1 || echo "build failed"
+run pytest_attention 120 python3 -m pytest -q -m gpu tests/attention -x -p no:cacheprovider
+run roofline 200 python3 benchmarks/roofline.py --json "$OUT/roofline.json"
+run tp_qwen3 100 python3 benchmarks/throughput.py --preset qwen3-0.6b \
+  --json "$OUT/throughput_qwen3.json"
+run tp_llama3 130 python3 benchmarks/throughput.py --preset llama3-8b \
+  --json "$OUT/throughput_llama3.json"
+tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$LOGS"
