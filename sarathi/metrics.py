@@ -84,12 +84,38 @@ class ServerMetrics:
         return generate_latest(self.registry)
 
     def adaptivocab_families(self, snap: EngineSnapshot) -> Iterable[Metric]:
-        """HOOK for AdaptiVocab counters (e.g. ``sarathi:adaptivocab_tokens_saved_total``).
+        """AdaptiVocab: the reduction ratio, text capacity and tokens saved.
 
-        Yield CounterMetricFamily objects built from ``snap`` once the engine counts the
-        tokens a PatchTokenizer saved; nothing is exported until then.
+        Tokens saved are counted on finished requests, on the same text: the base
+        tokenizer's count is the patched ids expanded into their base pieces.
         """
-        return ()
+        labels = [self.model_name]
+        ratio = GaugeMetricFamily(PREFIX + "adaptivocab_reduction_ratio",
+                                  "Measured patched/base token ratio (1 without a patch "
+                                  "tokenizer).", labels=["model_name"])
+        ratio.add_metric(labels, snap.reduction_ratio)
+        yield ratio
+        cap = GaugeMetricFamily(PREFIX + "kv_cache_text_capacity_base_tokens",
+                                "Longest request a KV slot holds, in base-tokenizer tokens.",
+                                labels=["model_name"])
+        cap.add_metric(labels, snap.text_capacity_base_tokens)
+        yield cap
+        if not snap.patched:
+            return
+        t = snap.vocab_tokens
+        for kind in ("prompt", "generation"):
+            saved = CounterMetricFamily(
+                PREFIX + f"adaptivocab_{kind}_tokens_saved",
+                f"{kind.capitalize()} tokens the domain vocabulary saved versus the base "
+                "tokenizer, on the same text (finished requests).", labels=["model_name"])
+            saved.add_metric(labels, t[f"base_{kind}"] - t[f"patched_{kind}"])
+            yield saved
+            base = CounterMetricFamily(
+                PREFIX + f"adaptivocab_base_{kind}_tokens",
+                f"{kind.capitalize()} tokens the base tokenizer would have used (finished "
+                "requests).", labels=["model_name"])
+            base.add_metric(labels, t[f"base_{kind}"])
+            yield base
 
 
 class _SnapshotCollector:

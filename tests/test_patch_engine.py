@@ -104,3 +104,26 @@ def test_the_engine_reads_the_ratio_from_the_patch_tokenizer(tiny_models, patch_
     assert ratio is not None and ratio < 1
     assert llm.engine.reduction_ratio == ratio
     assert llm.engine.cache_plan.expected_tokens == int(-(-64 * ratio // 1))
+
+
+def test_server_reports_tokens_saved(tiny_models, patch_dir):
+    import httpx
+
+    from server.conftest import start_server, stop_server
+
+    live = start_server({"model": tiny_models["llama"], "patch_tokenizer": patch_dir})
+    try:
+        text = "The scheduler keeps three queues: waiting requests, running requests"
+        r = httpx.post(live.url + "/v1/completions", timeout=60,
+                       json={"model": tiny_models["llama"], "prompt": text, "max_tokens": 8,
+                             "temperature": 0, "ignore_eos": True})
+        assert r.status_code == 200, r.text
+        live.engine.wait_idle(10)
+        metrics = httpx.get(live.url + "/metrics", timeout=30).text
+    finally:
+        stop_server(live)
+    saved = next(line for line in metrics.splitlines()
+                 if line.startswith("sarathi:adaptivocab_prompt_tokens_saved_total"))
+    assert float(saved.split()[-1]) > 0
+    assert "sarathi:adaptivocab_reduction_ratio" in metrics
+    assert "sarathi:kv_cache_text_capacity_base_tokens" in metrics

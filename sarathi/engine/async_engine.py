@@ -46,6 +46,12 @@ class EngineSnapshot:
     generation_tokens: int = 0
     preemptions: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
+    # AdaptiVocab: the measured reduction ratio, the slot capacity in base-tokenizer tokens,
+    # and token counts of finished requests under the patch and the base tokenizer.
+    reduction_ratio: float = 1.0
+    text_capacity_base_tokens: int = 0
+    patched: bool = False
+    vocab_tokens: dict[str, int] = field(default_factory=dict)
 
 
 class StepObserver(Protocol):
@@ -284,7 +290,14 @@ class AsyncEngine:
         return EngineSnapshot(
             num_running=e.scheduler.num_running, num_waiting=e.scheduler.num_waiting,
             prompt_tokens=e.stats.prompt_tokens, generation_tokens=e.stats.generation_tokens,
-            preemptions=e.stats.preemptions, cache=dict(e.cache_stats()))
+            preemptions=e.stats.preemptions, cache=dict(e.cache_stats()),
+            reduction_ratio=e.reduction_ratio,
+            text_capacity_base_tokens=int(e.max_seq_len / e.reduction_ratio),
+            patched=e.patch is not None,
+            vocab_tokens={"patched_prompt": e.stats.patched_prompt_tokens,
+                          "base_prompt": e.stats.base_prompt_tokens,
+                          "patched_generation": e.stats.patched_generation_tokens,
+                          "base_generation": e.stats.base_generation_tokens})
 
 
 def _detach(out: RequestOutput) -> RequestOutput:
