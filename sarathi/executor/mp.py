@@ -31,6 +31,8 @@ from sarathi.worker.worker import WorkerSpec
 
 # How often an idle rank checks that the engine process is still there.
 _PARENT_CHECK_S = 1.0
+# How long a reported failure waits for a possibly dead peer to show (failure path only).
+_BLAME_GRACE_S = 1.0
 # Grace given to ranks to exit cleanly at shutdown before they are terminated.
 _EXIT_GRACE_S = 10.0
 
@@ -78,12 +80,7 @@ class MPExecutor:
         # A file rendezvous needs no free port; the directory outlives the group's setup.
         self._rendezvous = tempfile.TemporaryDirectory(prefix="sarathi-tp-")
         init_method = "file://" + os.path.join(self._rendezvous.name, "store")
-        # Not fork: CUDA cannot be used in a forked child, and the engine has threads. The
-        # forkserver (one per engine process, CUDA never touched) imports torch and our
-        # worker code once; each rank then starts in milliseconds. torch._dynamo is what
-        # meta-device initialisation imports lazily: ~2 s per rank otherwise.
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["sarathi.executor.rank_worker", "torch._dynamo"])
+        ctx = _process_context(spec.device)
         self._commands: list[Any] = []
         self._replies: list[Connection] = []
         self._procs: list[Any] = []
@@ -198,6 +195,12 @@ class MPExecutor:
                 except (EOFError, OSError):
                     pass  # the rank exited; reported below from its exit code
         reported = {rank for rank, kind, _ in messages if kind == "error"}
+        if reported:
+            # A rank whose peer died fails in its collective, possibly a moment before the
+            # peer's exit is visible: wait briefly so the dead one is named, not the witness.
+            others = [p.sentinel for r, p in enumerate(self._procs) if r not in reported]
+            if others:
+                wait(others, _BLAME_GRACE_S)
         # A rank that vanished without a word explains its peers' errors (a collective
         # whose peer is gone fails), so it is named first.
         for rank, p in enumerate(self._procs):
@@ -227,6 +230,21 @@ class MPExecutor:
         for commands in self._commands:
             commands.cancel_join_thread()  # never block exit on a queue nobody reads
             commands.close()
+
+
+def _process_context(device: torch.device) -> Any:
+    """Never fork: the engine process has threads, and CUDA cannot be used in a forked child.
+
+    On a GPU, spawn: each rank starts from a clean interpreter, the one way that is safe
+    whatever the parent has done with CUDA. On the host, a forkserver (one per engine
+    process) imports torch and the worker code once, so ranks start in milliseconds rather
+    than seconds; torch._dynamo is what meta-device initialisation imports lazily (~2 s).
+    """
+    if device.type == "cuda":
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["sarathi.executor.rank_worker", "torch._dynamo"])
+    return ctx
 
 
 def _signal_note(exitcode: int) -> str:

@@ -26,6 +26,11 @@ from sarathi.executor.rank_worker import RankReady, RankWorker, StepReply
 from sarathi.worker.worker import WorkerSpec
 
 
+# How long a failed step waits for a possibly dead peer to be reported before blaming the
+# rank that raised (only on the failure path).
+_BLAME_GRACE_S = 3.0
+
+
 class RankActorBody:
     """The actor's class body (wrapped with ``ray.remote`` at runtime, so importing this
     module never needs Ray)."""
@@ -179,9 +184,27 @@ class RayExecutor:
                     self._fail(WorkerDiedError(f"the Ray actor of tensor-parallel rank "
                                                f"{index[ref]} died during {what}: {e}"))
                 except RayTaskError as e:
+                    self._blame_dead_actor(pending, index, what)
                     self._fail(WorkerError(f"tensor-parallel rank {index[ref]} failed during "
                                            f"{what}: {e}"))
         return results
+
+    def _blame_dead_actor(self, pending: list[Any], index: dict[Any, int], what: str) -> None:
+        """A rank whose peer died fails in its collective, possibly before the peer's death
+        is reported: give the others a moment, and name a dead one if there is one."""
+        from ray.exceptions import RayActorError
+
+        if not pending:
+            return
+        done, _ = self._ray.wait(pending, num_returns=len(pending), timeout=_BLAME_GRACE_S)
+        for ref in done:
+            try:
+                self._ray.get(ref)
+            except RayActorError as e:
+                self._fail(WorkerDiedError(f"the Ray actor of tensor-parallel rank "
+                                           f"{index[ref]} died during {what}: {e}"))
+            except Exception:  # noqa: BLE001 - other ranks' own failures: not the cause
+                continue
 
     def _fail(self, error: WorkerError) -> None:
         self._error = error
