@@ -18,6 +18,7 @@ _LAZY = {
     "patch_state_dict_rows": "adaptivocab.embeddings",
     "check_vocab": "adaptivocab.embeddings",
     "patch_model_folder": "adaptivocab.model_io",
+    "bits_per_byte": "adaptivocab.eval",
 }
 
 
@@ -30,6 +31,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "bits_per_byte",
     "check_vocab",
     "patch_embeddings",
     "patch_model_folder",
