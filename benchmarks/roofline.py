@@ -187,6 +187,7 @@ def main() -> None:
     ap.add_argument("--backend", default="triton", help="Attention backend (triton).")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     ap.add_argument("--quick", action="store_true", help="Fewer configurations (a smoke run).")
+    ap.add_argument("--prefill-only", action="store_true", help="Only the prefill case.")
     args = ap.parse_args()
     bw, mm = copy_bandwidth(), matmul_rate()
     print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
@@ -194,6 +195,8 @@ def main() -> None:
                     ("llama3-8b", 16, 2048), ("llama3-8b", 64, 2048), ("llama3-8b", 128, 2048)]
     if args.quick:
         decode_cases = decode_cases[:1]
+    if args.prefill_only:
+        decode_cases = []
     rows = []
     for preset, batch, context in decode_cases:
         st = Setup(preset, batch, context, args.backend)
@@ -213,7 +216,7 @@ def main() -> None:
         flops = st.prefill_flops(2048)
         rows.append({"test": "prefill", "model": "llama3-8b", "batch": 1, "context": 2048,
                      "graph": False, "ms": ms, "floor_ms": flops / mm * 1e3,
-                     "TFLOP_per_s": flops / ms / 1e9, "frac_of_mm": flops / ms / 1e3 / mm})
+                     "TFLOP_per_s": flops / ms / 1e9, "frac_of_mm": flops / (ms / 1e3) / mm})
         print(rows[-1])
         st.close()
     print_table(rows, ["test", "model", "batch", "context", "graph", "ms", "floor_ms",

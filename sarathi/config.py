@@ -63,6 +63,8 @@ class ModelConfig:
     init_method: str = _f("exp", "Initialisation of swapped embedding rows when a patch "
                           "tokenizer is applied at load time.",
                           choices=("exp", "mean", "first", "last", "random"))
+    enforce_eager: bool = _f(False, "Never replay CUDA graphs for decode steps (they are used "
+                             "on a GPU with the triton attention backend and one rank).")
 
 
 @dataclass(frozen=True)

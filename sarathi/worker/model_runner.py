@@ -40,7 +40,12 @@ class Batch:
 
 
 def _tensor(values: list[int], device: torch.device) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.long, device=device)
+    t = torch.tensor(values, dtype=torch.long)
+    if device.type == "cuda":
+        # Pinned staging lets the copy run asynchronously; the caching host allocator keeps
+        # the block alive until the copy is done.
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
 
 
 class ModelRunner:
@@ -54,6 +59,7 @@ class ModelRunner:
         s = model.shape
         self.rotary = RotaryEmbedding(s.head_dim, s.rope_theta, s.rope_scaling, max_len, device)
         self.states: dict[int, SeqState] = {}
+        self.graphs = None  # DecodeGraphs once enable_cuda_graphs() succeeds
 
     def _release(self, seq_id: int, forget: bool) -> None:
         state = self.states.get(seq_id)
@@ -71,13 +77,15 @@ class ModelRunner:
         batch = self.prepare(step)
         if batch is None:
             return StepResult([])
-        ctx = ForwardContext(batch.meta, self.cache, self.attention, self.rotary)
-        hidden = self.model(batch.input_ids, ctx)
-        if not batch.rows:
-            return StepResult([])
-        logits = self.model.compute_logits(hidden[batch.sample_idx])
-        if logits is None:  # a tensor-parallel rank other than the sampling one
-            return StepResult([])
+        logits = self._graph_logits(batch)
+        if logits is None:
+            ctx = ForwardContext(batch.meta, self.cache, self.attention, self.rotary)
+            hidden = self.model(batch.input_ids, ctx)
+            if not batch.rows:
+                return StepResult([])
+            logits = self.model.compute_logits(hidden[batch.sample_idx])
+            if logits is None:  # a tensor-parallel rank other than the sampling one
+                return StepResult([])
         out = self.sampler(logits, batch.rows)
         sampled = []
         for i, seq_id in enumerate(batch.sample_ids):
@@ -88,6 +96,24 @@ class ModelRunner:
                 tok.top = out.top[i]
             sampled.append(tok)
         return StepResult(sampled)
+
+    def enable_cuda_graphs(self) -> bool:
+        """Replay captured graphs for pure-decode steps where supported; True if enabled.
+        Takes one cache slot (and its first unit) for padding rows."""
+        from sarathi.worker.cuda_graph import DecodeGraphs, graphs_supported
+
+        if self.graphs is None and graphs_supported(self.model, self.attention, self.device) \
+                and self.cache.max_slots > 1:
+            self.graphs = DecodeGraphs(self.model, self.cache, self.attention, self.rotary,
+                                       self.device, self.cache.max_slots - 1)
+        return self.graphs is not None
+
+    def _graph_logits(self, batch: Batch) -> torch.Tensor | None:
+        m = batch.meta
+        if self.graphs is None or m.prefills or len(batch.rows) != m.num_decodes:
+            return None  # graphs cover steps whose every row is a sampled decode
+        return self.graphs.run(batch.input_ids, m.positions, m.decode_slots,
+                               m.decode_context_lens)
 
     def prepare(self, step: StepInput) -> "Batch | None":
         """Apply the step's bookkeeping and build the flat batch (None: nothing to run)."""

@@ -78,9 +78,15 @@ class Worker:
         sampler = Sampler(set(spec.eos_ids), spec.device, cfg.model.seed)
         self.runner = ModelRunner(self.model, self.cache, attention, sampler,
                                   spec.max_model_len, spec.device)
+        if not cfg.model.enforce_eager:
+            self.runner.enable_cuda_graphs()
 
     def capacity(self) -> CacheCapacity:
-        return capacity_of(self.cache)
+        cap = capacity_of(self.cache)
+        if self.runner.graphs is None:
+            return cap
+        # The graphs' pad slot holds one slot and one unit for good.
+        return replace(cap, num_units=cap.num_units - 1, max_slots=cap.max_slots - 1)
 
     def execute(self, step: StepInput) -> StepResult:
         return self.runner.execute(step)
