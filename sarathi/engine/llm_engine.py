@@ -25,7 +25,7 @@ from sarathi.outputs import Logprob, RequestOutput
 from sarathi.sampling_params import SamplingParams
 from sarathi.sequence import Request, Sequence, SeqStatus
 from sarathi.transformers_utils.demo import DEMO_NOTE
-from sarathi.transformers_utils.detokenizer import IncrementalDetokenizer
+from sarathi.transformers_utils.detokenizer import IncrementalDetokenizer, streaming_decoder
 from sarathi.transformers_utils.hub import DEMO_NAMES, resolve_model_path
 from sarathi.transformers_utils.tokenizer import (eos_token_ids, get_tokenizer,
                                                    is_patch_tokenizer_dir)
@@ -82,6 +82,7 @@ class LLMEngine:
         self.dtype = resolve_dtype(mc.dtype, self.shape.torch_dtype, self.device)
         self.max_model_len = mc.max_model_len or self.shape.max_position_embeddings
         self.eos_ids = frozenset(eos_token_ids(self.tokenizer, self.model_path))
+        self._decoder = streaming_decoder(self.tokenizer)
         from sarathi.worker.worker import WorkerSpec
 
         spec = WorkerSpec(config, self.model_path, self.shape, self.dtype, self.device,
@@ -122,7 +123,7 @@ class LLMEngine:
                       arrival_time=arrival_time if arrival_time is not None else time.monotonic())
         for i in range(params.n):
             seq = Sequence(next(self._seq_ids), i, req, list(ids), len(ids))
-            seq.detok = IncrementalDetokenizer(self.tokenizer, ids, params.skip_special_tokens)
+            seq.detok = IncrementalDetokenizer(self._decoder, ids, params.skip_special_tokens)
             if params.logprobs is not None:
                 seq.logprobs = []
             req.seqs.append(seq)

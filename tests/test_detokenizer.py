@@ -1,0 +1,39 @@
+"""Streaming detokenization is exact and its fast decode equals the tokenizer's."""
+
+import random
+
+import pytest
+from transformers import AutoTokenizer
+
+from sarathi.transformers_utils.demo import demo_model_path
+from sarathi.transformers_utils.detokenizer import IncrementalDetokenizer, streaming_decoder
+
+
+@pytest.fixture(scope="module", params=["demo", "tiny"])
+def tokenizer(request, tiny_models):
+    path = demo_model_path() if request.param == "demo" else tiny_models["llama"]
+    return AutoTokenizer.from_pretrained(path)
+
+
+def test_fast_decode_equals_the_tokenizers(tokenizer):
+    fast = streaming_decoder(tokenizer)
+    assert fast is not tokenizer
+    rng = random.Random(0)
+    for _ in range(200):
+        ids = [rng.randrange(len(tokenizer)) for _ in range(rng.randint(0, 12))]
+        for skip in (True, False):
+            assert fast.decode(ids, skip_special_tokens=skip) == tokenizer.decode(
+                ids, skip_special_tokens=skip)
+
+
+def test_streamed_text_equals_the_full_decode(tokenizer):
+    rng = random.Random(1)
+    fast = streaming_decoder(tokenizer)
+    for _ in range(50):
+        prompt = tokenizer.encode("The scheduler keeps")
+        out = [rng.randrange(len(tokenizer)) for _ in range(rng.randint(1, 30))]
+        detok = IncrementalDetokenizer(fast, prompt, skip_special_tokens=True)
+        text = "".join(detok.add(t) for t in out) + detok.flush()
+        full = tokenizer.decode(prompt + out, skip_special_tokens=True)
+        assert full.endswith(text) and full[:len(full) - len(text)] == tokenizer.decode(
+            prompt, skip_special_tokens=True)
