@@ -53,8 +53,12 @@ PYEOF
 step nccl_allreduce 120 "$PY" "$OUT/nccl_check.py"
 step pytest_gpu_tp 600 "$PY" -m pytest -m gpu tests/parallel -v -rs -p no:cacheprovider
 step pytest_tp_suite 600 "$PY" -m pytest tests/parallel -v -rs -p no:cacheprovider -m "not gpu"
+# Default settings (TP=1 may replay CUDA graphs, which TP>1 does not use yet), then eager
+# at both sizes: the like-for-like ratio.
 step bench_tp_decode 900 "$PY" benchmarks/tp_decode.py --preset llama2-7b --tp 2 1 \
   --new-tokens 200 --repeats 3 --out "$OUT/tp_decode_llama2-7b.json"
+step bench_tp_decode_eager 900 "$PY" benchmarks/tp_decode.py --preset llama2-7b --tp 2 1 \
+  --new-tokens 200 --repeats 3 --enforce-eager --mp-tp1 --out "$OUT/tp_decode_llama2-7b_eager.json"
 
 echo
 echo "===================== tensor parallel GPU summary ($OUT) ====================="
@@ -68,5 +72,7 @@ done
 for t in pytest_gpu_tp pytest_tp_suite; do
   grep -hE "passed|failed|error" "$OUT/$t.log" | tail -n 1 | sed "s/^/$t: /"
 done
-grep -A4 "^tp  " "$OUT/bench_tp_decode.log" || true
+for b in bench_tp_decode bench_tp_decode_eager; do
+  echo "$b:"; grep -A4 "^tp  " "$OUT/$b.log" || true
+done
 exit $failed
