@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from sarathi.model_executor.layers import fused
+
 SUPPORTED_ROPE = ("default", "linear", "llama3")
 
 
@@ -47,6 +49,13 @@ class RotaryEmbedding:
     def apply(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """q: [T, Hq, D], k: [T, Hk, D]; computed in their dtype, as the reference does."""
+        if fused.usable(q):
+            return (fused.rotary(q, self.cos, self.sin, positions),
+                    fused.rotary(k, self.cos, self.sin, positions))
+        return self.reference(q, k, positions)
+
+    def reference(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
         cos = self.cos[positions].unsqueeze(1)
         sin = self.sin[positions].unsqueeze(1)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)

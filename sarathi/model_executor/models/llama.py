@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sarathi.model_executor.attention import AttentionMetadata
+from sarathi.model_executor.layers import fused
 from sarathi.model_executor.layers.layernorm import RMSNorm
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 from sarathi.model_executor.model_config import ModelShape
@@ -74,7 +75,10 @@ class LlamaMLP(nn.Module):
         self.down_proj = row_linear(self.inter, s.hidden_size, False, tp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.inter, dim=-1)
+        gate_up = self.gate_up_proj(x)
+        if fused.usable(gate_up):
+            return self.down_proj(fused.silu_and_mul(gate_up, self.inter))
+        gate, up = gate_up.split(self.inter, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
 
