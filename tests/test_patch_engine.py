@@ -109,7 +109,7 @@ def test_the_engine_reads_the_ratio_from_the_patch_tokenizer(tiny_models, patch_
 def test_server_reports_tokens_saved(tiny_models, patch_dir):
     import httpx
 
-    from server.conftest import start_server, stop_server
+    from server.live_server import start_server, stop_server
 
     live = start_server({"model": tiny_models["llama"], "patch_tokenizer": patch_dir})
     try:

@@ -93,7 +93,7 @@ def test_builder_rejects_tokenizer_without_merges(tmp_path) -> None:
 
 
 def test_build_is_deterministic(bytelevel_base) -> None:
-    from conftest import synthetic_docs
+    from av_corpus import synthetic_docs
 
     docs = synthetic_docs(400, seed=3)
     a, _ = build_patch(bytelevel_base, docs, BuildConfig(num_tokens=40, progress=False))

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, synthetic_docs
+from av_corpus import REPO, synthetic_docs
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

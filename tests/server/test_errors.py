@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from conftest import API_KEY, MAX_MODEL_LEN, start_server, stop_server
+from live_server import API_KEY, MAX_MODEL_LEN, start_server, stop_server
 
 CHAT = "/v1/chat/completions"
 COMPL = "/v1/completions"

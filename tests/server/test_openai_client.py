@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import MAX_MODEL_LEN
+from live_server import MAX_MODEL_LEN
 
 PROMPTS = ["Hello, my name is", "The capital of France", "def fib(n):"]
 

@@ -1,0 +1,67 @@
+"""Live servers for the server tests: a real uvicorn on 127.0.0.1, in a thread of this process.
+
+The listening socket is bound (port 0: a free one) before the server thread starts, so
+clients can connect at once: connections wait in the backlog until uvicorn accepts them.
+Tests reach the engine through ``LiveServer.engine`` (e.g. to check that slots were freed).
+(A module of its own: importing ``conftest`` by name picks whichever conftest pytest
+loaded last.)
+"""
+
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+# Short contexts keep every request (and schemathesis' choices of max_tokens) quick on a CPU.
+MAX_MODEL_LEN = 256
+API_KEY = "test-key-123"
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: Any
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def engine(self) -> Any:
+        """The AsyncEngine behind the app."""
+        return self.app.state.sarathi.engine
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+
+def start_server(engine_kwargs: dict[str, Any] | None = None, engine_hook: Any = None,
+                 **server_kwargs: Any) -> LiveServer:
+    from sarathi.config import EngineConfig
+    from sarathi.engine.llm_engine import LLMEngine
+    from sarathi.entrypoints.openai_server.api_server import bind_socket, build_app
+    from sarathi.entrypoints.openai_server.args import server_args
+
+    kwargs = {"model": "demo", "max_model_len": MAX_MODEL_LEN, **(engine_kwargs or {})}
+    engine = LLMEngine(EngineConfig.from_kwargs(**kwargs))
+    if engine_hook is not None:
+        engine_hook(engine)
+    app = build_app(engine, server_args(**server_kwargs))
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                              name="uvicorn-test", daemon=True)
+    thread.start()
+    return LiveServer(f"http://127.0.0.1:{port}", app, server, thread)
+
+
+def stop_server(live: LiveServer) -> None:
+    live.server.should_exit = True
+    live.thread.join(60)
+    assert not live.thread.is_alive(), "the test server did not stop"
+
+
