@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from conftest import synthetic_docs
+from av_corpus import synthetic_docs
 from tiny_models import one_thread, tiny_llama_folder, write_corpus
 
 from adaptivocab import AdaptiVocabError
