@@ -125,7 +125,10 @@ class AsyncEngine:
 
     @property
     def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self._error is None
+        # The executor check is a non-blocking liveness probe of the workers (safe from any
+        # thread); it catches a worker that died while the engine was idle.
+        return (self._thread is not None and self._thread.is_alive() and self._error is None
+                and self.engine.is_alive())
 
     @property
     def error(self) -> BaseException | None:
