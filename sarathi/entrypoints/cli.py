@@ -15,7 +15,6 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from sarathi.engine.llm_engine import LLMEngine
     from sarathi.entrypoints.llm import LLM
     from sarathi.sampling_params import SamplingParams
 
@@ -27,8 +26,7 @@ def _generate(args: argparse.Namespace) -> int:
             prompts += [line.rstrip("\n") for line in f if line.strip()]
     if not prompts:
         prompts = ["Hello, my name is"]
-    llm = LLM.__new__(LLM)
-    llm.config, llm.engine = config, LLMEngine(config)
+    llm = LLM.from_config(config)
     outputs = llm.generate(prompts, params)
     for out in outputs:
         if args.json:

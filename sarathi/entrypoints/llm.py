@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any, Sequence
 
@@ -26,8 +27,18 @@ class LLM:
     """
 
     def __init__(self, model: str = "demo", **kwargs: Any) -> None:
-        self.config = EngineConfig.from_kwargs(model=model, **kwargs)
-        self.engine = LLMEngine(self.config)
+        self._start(EngineConfig.from_kwargs(model=model, **kwargs))
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> "LLM":
+        llm = cls.__new__(cls)
+        llm._start(config)
+        return llm
+
+    def _start(self, config: EngineConfig) -> None:
+        self.config = config
+        self.engine = LLMEngine(config)
+        self._request_ids = itertools.count()
 
     def get_tokenizer(self) -> Any:
         return self.engine.tokenizer
@@ -58,7 +69,7 @@ class LLM:
         results: dict[str, RequestOutput] = {}
         order: list[str] = []
         for i, (prompt, p) in enumerate(zip(prompts, params)):
-            rid = f"gen-{id(self)}-{i}-{engine.stats.prompt_tokens}"
+            rid = f"generate-{next(self._request_ids)}"
             order.append(rid)
             try:
                 engine.add_request(prompt, p, request_id=rid)
