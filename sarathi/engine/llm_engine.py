@@ -23,7 +23,7 @@ from sarathi.executor import create_executor
 from sarathi.model_executor.model_config import load_model_shape
 from sarathi.outputs import Logprob, RequestOutput
 from sarathi.sampling_params import SamplingParams
-from sarathi.sequence import Request, Sequence, SeqStatus
+from sarathi.sequence import Request, Sequence
 from sarathi.transformers_utils.demo import DEMO_NOTE
 from sarathi.transformers_utils.detokenizer import IncrementalDetokenizer, streaming_decoder
 from sarathi.transformers_utils.hub import DEMO_NAMES, resolve_model_path
