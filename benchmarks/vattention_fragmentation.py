@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import print_table, run_info, write_json  # noqa: E402
 
-from vattention import KVCache  # noqa: E402
+from vattention import KVCache, plan_geometry  # noqa: E402
 
 SHAPES = {"llama-2-7b": (32, 32, 128), "llama-3-8b": (32, 8, 128)}
 MIB = 1 << 20
@@ -46,9 +46,13 @@ def measure(model: str, layout: str, backend: str, device: str, page_size: int,
             lengths: list[int], max_len: int) -> dict[str, Any]:
     layers, heads, dim = SHAPES[model]
     ratios = []
+    # A pool of exactly what the final lengths need: the cuda backend creates the whole pool
+    # up front, and the full reservation would not fit on the card.
+    geometry = plan_geometry(layers, heads, dim, torch.bfloat16, layout, page_size)
+    budget = sum(geometry.units_for(n) for n in lengths) * geometry.unit_bytes
     with KVCache(layers, heads, dim, max_slots=len(lengths), max_len=max_len,
                  dtype=torch.bfloat16, device=device, layout=layout, page_size=page_size,
-                 backend=backend) as cache:
+                 memory_budget=budget, backend=backend) as cache:
         slots = [cache.alloc_slot() for _ in lengths]
         for step in range(1, 11):
             for slot, length in zip(slots, lengths):

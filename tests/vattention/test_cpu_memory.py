@@ -40,8 +40,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_rss_follows_tokens_not_reservation() -> None:
-    # 4 reservations (2 layers, K and V) of 32 slots x 512K tokens x 2 KiB: 128 GiB virtual.
-    slots, max_len, tokens = 32, 512 * 1024, 16 * 1024
+    # 4 reservations (2 layers, K and V) of S slots x 512K tokens x 2 KiB = S x 4 GiB virtual,
+    # with S chosen so the reservation is at least 128 GiB and 4x this machine's RAM.
+    max_len, tokens = 512 * 1024, 16 * 1024
+    slots = max(32, -(-4 * _ram() // (4 * GIB)))
     page = 64 * 1024
     vm_before = _vm_size()
     cache = KVCache(num_layers=2, num_kv_heads=8, head_dim=128, max_slots=slots,

@@ -50,11 +50,12 @@ def test_alloc_free_cycles_leave_device_memory_where_it_was(cuda_device: torch.d
         for slot in slots:
             cache.ensure(slot, rng.randint(1, 4 * cache.tokens_per_page))
             cache.reserve_ahead(slot, rng.randint(1, 4096))
+        if cycle % 97 == 0:
+            cache.wait_ahead()  # let the background thread map some hints before the frees
         rng.shuffle(slots)
         for slot in slots:
             cache.free_slot(slot)
         if cycle % 97 == 0:
-            cache.wait_ahead()
             cache.reclaim()
     cache.wait_ahead()
     stats = cache.stats()
