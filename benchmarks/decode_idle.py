@@ -45,6 +45,7 @@ def main() -> None:
         engine.step()
     torch.cuda.synchronize()
     acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    wait0 = engine.cache_stats().get("map_wait_seconds", 0.0)
     with torch.profiler.profile(activities=acts) as prof:
         t0 = time.perf_counter()
         for _ in range(args.steps):
@@ -55,7 +56,8 @@ def main() -> None:
                   if e.device_type == torch.autograd.DeviceType.CUDA)
     row = {"model": args.preset, "batch": args.batch, "steps": args.steps,
            "step_ms": wall / args.steps * 1e3, "gpu_busy_ms": busy_us / 1e3 / args.steps,
-           "idle_share": 1 - busy_us / 1e6 / wall}
+           "idle_share": 1 - busy_us / 1e6 / wall,
+           "map_wait_share": (engine.cache_stats().get("map_wait_seconds", 0.0) - wait0) / wall}
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     print_table([row], list(row))
     write_json(args.json, {"info": run_info(), "workload": vars(args), "results": [row]})

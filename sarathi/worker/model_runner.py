@@ -20,6 +20,10 @@ from sarathi.model_executor.models.llama import ForwardContext
 from sarathi.sampling_params import SamplingParams
 
 
+# Decode tokens before a page boundary at which the next page is hinted for mapping ahead.
+AHEAD_TOKENS = 32
+
+
 @dataclass
 class SeqState:
     params: SamplingParams
@@ -150,6 +154,11 @@ class ModelRunner:
             if end > st.covered:
                 self.cache.ensure(st.slot, end)
                 st.covered = -(-end // tpp) * tpp
+            elif n == 1 and st.covered - end <= min(AHEAD_TOKENS, tpp - 1):
+                # A decode about to cross into its next page: the background thread maps
+                # it now, so the ensure() a few steps later finds it resident (repeat hints
+                # return at once).
+                self.cache.reserve_ahead(st.slot, st.covered + tpp)
             if c.start != len(st.history):
                 del st.history[c.start:]
             st.history.extend(c.token_ids)
