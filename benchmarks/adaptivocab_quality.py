@@ -99,7 +99,7 @@ def new_model(p: Preset) -> torch.nn.Module:
     return LlamaForCausalLM(cfg)
 
 
-def pretrain(p: Preset, base_tok: Any, train_docs: list[str], curve_texts: list[str], out: Path,
+def pretrain(p: Preset, base_tok: Any, data: PackedData, curve_texts: list[str], out: Path,
              device: torch.device, progress: bool) -> dict[str, Any]:
     folder = out / "base-model"
     record = out / "pretrain.json"
@@ -107,7 +107,6 @@ def pretrain(p: Preset, base_tok: Any, train_docs: list[str], curve_texts: list[
         print(f"reusing {folder}")
         return json.loads(record.read_text())
     model = new_model(p).to(device)
-    data = pack_documents(base_tok, train_docs, p.seq_len, progress=progress)
     cfg = TrainConfig(steps=p.pretrain_steps, batch_size=p.pretrain_batch, lr=p.pretrain_lr, seed=0)
     names = tuple(n for n, _ in model.named_parameters())
     every = max(1, p.pretrain_steps // p.curve_points)
@@ -166,7 +165,8 @@ def main() -> int:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     ap.add_argument("--corpora", default=str(REPO.parent / "shared" / "assets" / "corpora"), help="folder with the corpora (default: ../shared/assets/corpora)")
     ap.add_argument("--tokenizer", default=None, help="Mistral tokenizer folder (default: <corpora>/../tokenizers/mistral-7b)")
-    ap.add_argument("--out", required=True, help="work and result folder (stages found there are reused)")
+    ap.add_argument("--out", required=True, help="result folder (the JSON)")
+    ap.add_argument("--work", default=None, help="folder for models and the patch tokenizer; stages found there are reused (default: --out)")
     ap.add_argument("--json", default=None, help="result JSON (default: OUT/adaptivocab_quality-PRESET.json)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--pretrain-steps", type=int, default=None)
@@ -185,7 +185,9 @@ def main() -> int:
         if not path.is_file():
             print(f"error: {path} not found; pass --corpora / --tokenizer", file=sys.stderr)
             return 2
-    out = Path(args.out)
+    result_dir = Path(args.out)
+    result_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(args.work) if args.work else result_dir
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     progress = not args.quiet
@@ -198,7 +200,9 @@ def main() -> int:
     print(f"{args.preset}: {len(train_docs)} training documents, scoring {len(eval_texts)} held-out documents "
           f"({sum(len(t.encode()) for t in eval_texts):,} bytes) on {device}", flush=True)
 
-    pre = pretrain(p, base_tok, train_docs, curve_texts, out, device, progress)
+    base_data = pack_documents(base_tok, train_docs, p.seq_len, progress=progress)
+    pre = pretrain(p, base_tok, base_data, curve_texts, out, device, progress)
+    print(f"pretraining done at {(time.perf_counter() - t_start) / 60:.1f} min", flush=True)
     base_dir = out / "base-model"
 
     patch_dir = out / "patch"
@@ -223,7 +227,6 @@ def main() -> int:
         print(f"  {name}: bpb {r['bpb']:.4f}, tokens/byte {r['tokens_per_byte']:.4f}", flush=True)
 
     row("base (pretrained)", "base", base_score)
-    base_data = pack_documents(base_tok, train_docs, p.seq_len, progress=progress)
     ft_base = finetune(base_dir, base_tok, base_data, p, out / "base-finetuned", device, progress, "finetune base")
     row("base + finetune (control)", "base", score(out / "base-finetuned", base_tok, eval_texts, p, device), ft_base)
     del base_data
@@ -253,7 +256,7 @@ def main() -> int:
     curve = ", ".join(f"{c['step']}:{c['held_out_bpb']:.3f}" for c in pre["curve"])
     print(f"pretraining held-out bpb by step: {curve}")
     print(f"total {total_s / 60:.1f} min")
-    write_json(args.json or str(out / f"adaptivocab_quality-{args.preset}.json"), payload)
+    write_json(args.json or str(result_dir / f"adaptivocab_quality-{args.preset}.json"), payload)
     return 0
 
 

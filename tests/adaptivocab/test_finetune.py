@@ -174,3 +174,12 @@ def test_cli_finetune_and_clean_errors(tmp_path, capsys, bytelevel_patch, bytele
     code, _, err = cli(capsys, "finetune", "--model", str(base), *common, "--out", str(out), "--steps", "1")
     assert_one_line_error(code, err, "not empty")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".o", "o2", "o3", "o4", "o5"))]
+
+
+def test_bf16_autocast_path(tmp_path, bytelevel_patch, packed) -> None:
+    """The GPU recipe (bf16 autocast, fp32 master weights) exercised on CPU."""
+    loaded = _model(tmp_path, bytelevel_patch, layers=1)
+    sel = select_trainable(loaded.model, ("all",))
+    result = train(loaded.model, sel.names, packed, TrainConfig(steps=3, batch_size=2, precision="bf16"), CPU, progress=False)
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    assert len(result.losses) == 3 and all(x == x for x in result.losses)
