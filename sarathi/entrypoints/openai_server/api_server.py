@@ -125,11 +125,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def startup_line(engine: LLMEngine, name: str, url: str) -> str:
-    from sarathi.model_executor.attention import get_attention_backend
+    from sarathi.model_executor.attention import resolve_attention_backend
 
     cfg = engine.config
-    backend = get_attention_backend(cfg.attention.attention_backend)
-    backend_name = getattr(backend, "name", type(backend).__name__)
+    backend_name = resolve_attention_backend(cfg.attention.attention_backend, engine.device)
     cap = engine.scheduler.capacity
     cache = engine.cache_stats()
     model = f"{name!r} from {engine.model_path}"
