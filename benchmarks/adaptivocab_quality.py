@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import torch  # noqa: E402
 
-from adaptivocab import BuildConfig, PatchTokenizer, build_patch  # noqa: E402
+from adaptivocab import AdaptiVocabError, BuildConfig, PatchTokenizer, build_patch  # noqa: E402
 from adaptivocab.base import load_base_tokenizer  # noqa: E402
 from adaptivocab.corpus import load_corpus  # noqa: E402
 from adaptivocab.eval import bits_per_byte, take_bytes  # noqa: E402
@@ -107,18 +107,24 @@ def pretrain(p: Preset, base_tok: Any, data: PackedData, curve_texts: list[str],
         print(f"reusing {folder}")
         return json.loads(record.read_text())
     model = new_model(p).to(device)
-    cfg = TrainConfig(steps=p.pretrain_steps, batch_size=p.pretrain_batch, lr=p.pretrain_lr, seed=0)
+    # Checkpointed, so a run stopped by a time limit resumes pretraining instead of restarting it.
+    cfg = TrainConfig(steps=p.pretrain_steps, batch_size=p.pretrain_batch, lr=p.pretrain_lr, seed=0,
+                      save_every=max(1, p.pretrain_steps // 10))
     names = tuple(n for n, _ in model.named_parameters())
     every = max(1, p.pretrain_steps // p.curve_points)
-    curve: list[dict[str, float]] = []
+    curve_file = out / "pretrain-curve.json"
+    curve: list[dict[str, float]] = json.loads(curve_file.read_text()) if curve_file.is_file() else []
 
     def on_step(step: int, loss: float) -> None:
         if step % every == 0 or step == p.pretrain_steps:
             r = bits_per_byte(model, base_tok, curve_texts, seq_len=p.seq_len, progress=False)
+            curve[:] = [c for c in curve if c["step"] < step]  # points recorded past the checkpoint resumed from
             curve.append({"step": step, "tokens": step * p.pretrain_batch * p.seq_len, "train_loss": loss, "held_out_bpb": r["bpb"]})
+            curve_file.write_text(json.dumps(curve))
             print(f"  pretrain step {step}: held-out bpb {r['bpb']:.4f}", flush=True)
 
-    result = train(model, names, data, cfg, device, progress=progress, on_step=on_step, desc="pretrain")
+    result = train(model, names, data, cfg, device, checkpoint_dir=out / "pretrain.checkpoint", resume=True,
+                   progress=progress, on_step=on_step, desc="pretrain")
     model.cpu().save_pretrained(str(folder))
     base_tok.save_pretrained(str(folder))
     info = {"parameters": sum(t.numel() for t in model.parameters()), "steps": result.steps, "tokens": result.tokens,
@@ -126,6 +132,7 @@ def pretrain(p: Preset, base_tok: Any, data: PackedData, curve_texts: list[str],
             "seconds": result.seconds, "tokens_per_second": result.tokens_per_second, "curve": curve,
             "config": asdict(cfg)}
     record.write_text(json.dumps(info, indent=1))
+    shutil.rmtree(out / "pretrain.checkpoint", ignore_errors=True)
     return info
 
 
@@ -261,4 +268,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except AdaptiVocabError as exc:  # includes Ctrl-C during training, with where the checkpoint is
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
