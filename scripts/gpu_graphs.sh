@@ -4,16 +4,8 @@
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/out-graphs}"
-LOGS="$OUT/logs"
-mkdir -p "$LOGS"
-export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
-run() {  # run NAME TIMEOUT CMD...
-  local name="$1" limit="$2"; shift 2
-  local t0=$SECONDS
-  timeout --kill-after=10 "$limit" "$@" > "$LOGS/$name.log" 2>&1
-  echo "== $name rc=$? $((SECONDS - t0))s"; tail -n "${TAIL:-6}" "$LOGS/$name.log"
-}
-python3 setup.py build_ext --inplace > "$LOGS/build.log" 2>&1 || echo "build failed"
+TAIL="${TAIL:-6}"
+. scripts/gpu_lib.sh
 run pytest_gpu 100 python3 -m pytest -q -m gpu tests/attention -x -p no:cacheprovider
 TAIL=4 run idle 100 python3 benchmarks/decode_idle.py --preset llama3-8b --batch 64 \
   --json "$OUT/decode_idle_llama3_b64_graphs.json"

@@ -4,16 +4,8 @@
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/out-profile}"
-LOGS="$OUT/logs"
-mkdir -p "$LOGS"
-export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
-run() {  # run NAME TIMEOUT CMD...
-  local name="$1" limit="$2"; shift 2
-  local t0=$SECONDS
-  timeout --kill-after=10 "$limit" "$@" > "$LOGS/$name.log" 2>&1
-  echo "== $name rc=$? $((SECONDS - t0))s"; tail -n "${TAIL:-14}" "$LOGS/$name.log"
-}
-python3 setup.py build_ext --inplace > "$LOGS/build.log" 2>&1 || echo "build failed"
+TAIL="${TAIL:-14}"
+. scripts/gpu_lib.sh
 run roofline 220 python3 benchmarks/roofline.py --json "$OUT/roofline.json"
 TAIL=4 run idle 120 python3 benchmarks/decode_idle.py --preset llama3-8b --batch 64 \
   --json "$OUT/decode_idle_llama3_b64.json"

@@ -5,16 +5,8 @@
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/out-speed}"
-LOGS="$OUT/logs"
-mkdir -p "$LOGS"
-export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
-run() {  # run NAME TIMEOUT CMD...
-  local name="$1" limit="$2"; shift 2
-  local t0=$SECONDS
-  timeout --kill-after=10 "$limit" "$@" > "$LOGS/$name.log" 2>&1
-  echo "== $name rc=$? $((SECONDS - t0))s"; tail -n "${TAIL:-12}" "$LOGS/$name.log"
-}
-python3 setup.py build_ext --inplace > "$LOGS/build.log" 2>&1 || echo "build failed"
+TAIL="${TAIL:-12}"
+. scripts/gpu_lib.sh
 run pytest_attention 120 python3 -m pytest -q -m gpu tests/attention -x -p no:cacheprovider
 run roofline 200 python3 benchmarks/roofline.py --json "$OUT/roofline.json"
 run tp_qwen3 100 python3 benchmarks/throughput.py --preset qwen3-0.6b \
