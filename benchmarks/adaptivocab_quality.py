@@ -140,12 +140,12 @@ def finetune(model_dir: Path, tokenizer: Any, data: PackedData, p: Preset, out: 
              progress: bool, desc: str) -> dict[str, Any]:
     """The finetune command's path (load, freeze, train, write) on already packed data."""
     record = out / "finetune.json"
-    if record.is_file():
+    cfg = TrainConfig(steps=p.finetune_steps, batch_size=p.finetune_batch, lr=p.finetune_lr, seed=1)
+    if record.is_file() and json.loads(record.read_text())["config"] == asdict(cfg):
         print(f"reusing {out}")
         return json.loads(record.read_text())
     loaded = load_causal_lm(model_dir, tokenizer)
     selection = select_trainable(loaded.model, parse_train_spec("embed,lm_head,first,last"))
-    cfg = TrainConfig(steps=p.finetune_steps, batch_size=p.finetune_batch, lr=p.finetune_lr, seed=1)
     model = loaded.model.to(device)
     result = train(model, selection.names, data, cfg, device, progress=progress, desc=desc)
     model.cpu()
@@ -178,6 +178,7 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--pretrain-steps", type=int, default=None)
     ap.add_argument("--finetune-steps", type=int, default=None)
+    ap.add_argument("--finetune-lr", type=float, default=None)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     p = PRESETS[args.preset]
@@ -185,6 +186,8 @@ def main() -> int:
         p = replace(p, pretrain_steps=args.pretrain_steps)
     if args.finetune_steps:
         p = replace(p, finetune_steps=args.finetune_steps)
+    if args.finetune_lr:
+        p = replace(p, finetune_lr=args.finetune_lr)
     corpora = Path(args.corpora)
     tok_dir = Path(args.tokenizer) if args.tokenizer else corpora.parent / "tokenizers" / "mistral-7b"
     corpus_path = corpora / p.corpus
