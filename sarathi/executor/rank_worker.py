@@ -57,6 +57,9 @@ class RankWorker:
     def step(self, payload: bytes) -> StepReply | None:
         """Run one pickled ``StepInput`` (pickled once by the driver for all ranks); only
         rank 0 has something to say."""
+        # Trust boundary: the bytes come from the engine process that started this rank, over
+        # the same channel multiprocessing and Ray already pickle through; no user file or
+        # client request is ever unpickled.
         result = self.worker.execute(pickle.loads(payload))
         if self.rank != 0:
             return None
