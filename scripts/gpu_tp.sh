@@ -17,20 +17,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=0
 export NCCL_DEBUG="${NCCL_DEBUG:-WARN}"
 
-declare -a NAMES=() CODES=() SECONDS_TAKEN=()
-
-step() {  # step NAME TIMEOUT_S COMMAND...
-  local name="$1" limit="$2"
-  shift 2
-  local start=$SECONDS
-  echo "=== $name: $*" | tee "$OUT/$name.log"
-  timeout --signal=TERM --kill-after=30 "$limit" "$@" >>"$OUT/$name.log" 2>&1
-  local rc=$?
-  tail -n 30 "$OUT/$name.log"
-  NAMES+=("$name")
-  CODES+=("$rc")
-  SECONDS_TAKEN+=("$((SECONDS - start))")
-}
+STEP_TAIL=30
+. scripts/gpu_steps.sh
 
 step env 60 bash -c "nvidia-smi; nvidia-smi topo -m; env | grep -E '^NCCL_' ; $PY -c 'import sys, torch; print(sys.version); print(torch.__version__, torch.version.cuda, torch.cuda.is_available(), torch.cuda.device_count(), [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]); import torch.distributed as d; print(\"nccl\", d.is_nccl_available(), torch.cuda.nccl.version())'; git rev-parse HEAD; git status --short | head -20"
 # The vattention extension (the cuda KV backend); without it the engine falls back to 'dense'.
@@ -60,15 +48,7 @@ step bench_tp_decode 900 "$PY" benchmarks/tp_decode.py --preset llama2-7b --tp 2
 step bench_tp_decode_eager 900 "$PY" benchmarks/tp_decode.py --preset llama2-7b --tp 2 1 \
   --new-tokens 200 --repeats 3 --enforce-eager --mp-tp1 --out "$OUT/tp_decode_llama2-7b_eager.json"
 
-echo
-echo "===================== tensor parallel GPU summary ($OUT) ====================="
-printf '%-18s %-6s %-8s %s\n' step rc seconds log
-failed=0
-for i in "${!NAMES[@]}"; do
-  status="${CODES[$i]}"
-  [ "$status" = 0 ] || failed=1
-  printf '%-18s %-6s %-8s %s\n' "${NAMES[$i]}" "$status" "${SECONDS_TAKEN[$i]}" "$OUT/${NAMES[$i]}.log"
-done
+summary "tensor parallel GPU summary"
 for t in pytest_gpu_tp pytest_tp_suite; do
   grep -hE "passed|failed|error" "$OUT/$t.log" | tail -n 1 | sed "s/^/$t: /"
 done

@@ -15,20 +15,8 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-declare -a NAMES=() CODES=() SECONDS_TAKEN=()
-
-step() {  # step NAME TIMEOUT_S COMMAND...
-  local name="$1" limit="$2"
-  shift 2
-  local start=$SECONDS
-  echo "=== $name: $*" | tee "$OUT/$name.log"
-  timeout --signal=TERM --kill-after=30 "$limit" "$@" >>"$OUT/$name.log" 2>&1
-  local rc=$?
-  tail -n 40 "$OUT/$name.log"
-  NAMES+=("$name")
-  CODES+=("$rc")
-  SECONDS_TAKEN+=("$((SECONDS - start))")
-}
+STEP_TAIL=40
+. scripts/gpu_steps.sh
 
 step env 60 bash -c "nvidia-smi; $PY -c 'import sys, torch; print(sys.version); print(torch.__version__, torch.version.cuda, torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)'; command -v nvcc && nvcc --version; git rev-parse HEAD; git status --short | head -20"
 # A clean in-place build: stale objects from another toolkit must not leak in.
@@ -43,14 +31,6 @@ step bench_fragmentation 180 "$PY" benchmarks/vattention_fragmentation.py --back
   --out "$OUT/vattention_fragmentation.json"
 
 set +x
-echo
-echo "===================== vattention GPU summary ($OUT) ====================="
-printf '%-22s %-6s %-8s %s\n' step rc seconds log
-failed=0
-for i in "${!NAMES[@]}"; do
-  status="${CODES[$i]}"
-  [ "$status" = 0 ] || failed=1
-  printf '%-22s %-6s %-8s %s\n' "${NAMES[$i]}" "$status" "${SECONDS_TAKEN[$i]}" "$OUT/${NAMES[$i]}.log"
-done
+summary "vattention GPU summary"
 grep -hE "passed|failed|error" "$OUT/pytest_gpu.log" | tail -n 1 | sed 's/^/pytest -m gpu: /'
 exit $failed
