@@ -73,7 +73,6 @@ class Request:
     seqs: list[Sequence] = field(default_factory=list)
     metrics: RequestMetrics | None = None
     error: str | None = None
-    aborted: bool = False
 
     def __post_init__(self) -> None:
         if self.metrics is None:

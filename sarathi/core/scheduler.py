@@ -73,7 +73,6 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # sorted by arrival
         self.free_units = capacity.num_units
-        self.num_preemptions = 0
         self._to_forget: list[int] = []
 
     # -- queue management ------------------------------------------------------------------
@@ -240,7 +239,6 @@ class Scheduler:
         seq.num_computed = 0
         seq.status = SeqStatus.WAITING
         self.waiting.appendleft(seq)
-        self.num_preemptions += 1
         step.preempted.append(seq)
 
 

@@ -148,7 +148,6 @@ class LLMEngine:
         req = self.requests.pop(request_id, None)
         if req is None:
             return
-        req.aborted = True
         for seq in req.seqs:
             if not seq.finished:
                 seq.finish_reason = "abort"

@@ -6,12 +6,9 @@ import argparse
 import json
 import logging
 import sys
-from typing import Callable
 
 from sarathi.entrypoints.cli_args import (add_engine_args, add_sampling_args, config_from_args,
                                           sampling_kwargs)
-
-Command = Callable[[argparse.Namespace], int]
 
 
 def _generate(args: argparse.Namespace) -> int:
