@@ -8,7 +8,7 @@ import os
 import platform
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Callable
 
 
 def run_info() -> dict[str, Any]:
@@ -32,6 +32,25 @@ def run_info() -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
     }
+
+
+def bench_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 20) -> float:
+    """Median milliseconds of ``fn`` on the current CUDA stream, timed with CUDA events."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
 
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import replace
 
 import torch
-from common import print_table, run_info, write_json
+from common import bench_ms, print_table, run_info, write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -35,23 +35,6 @@ from sarathi.model_executor.model_config import load_model_shape  # noqa: E402
 from sarathi.model_executor.model_loader import build_model  # noqa: E402
 from sarathi.model_executor.models.llama import ForwardContext  # noqa: E402
 from sarathi.model_executor.presets import write_preset  # noqa: E402
-
-
-def bench_ms(fn, warmup: int = 3, reps: int = 20) -> float:
-    """Median milliseconds of ``fn`` timed with CUDA events."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
 
 
 def copy_bandwidth() -> float:

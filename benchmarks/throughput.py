@@ -3,7 +3,9 @@
 The default workload is nano-vllm's: 256 requests, prompt and output lengths uniform in
 [100, 1024], ``ignore_eos``. ``--baseline hf`` runs transformers' ``generate`` on the same
 requests in the same run (batched with left padding, in batches sorted by length; only the
-requested tokens are counted) and prints the ratio.
+requested tokens are counted) and prints the ratio. With a ``--preset`` shape the random
+weights are then made by transformers and saved as safetensors, so both engines run the
+same weights.
 
     python benchmarks/throughput.py --preset qwen3-0.6b --load-format dummy   # GPU
     python benchmarks/throughput.py --num-requests 32 --max-len 128           # demo, CPU
@@ -12,6 +14,7 @@ requested tokens are counted) and prints the ratio.
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import tempfile
 import time
@@ -71,6 +74,22 @@ def run_hf(path: str, requests: list[tuple[list[int], int]], dtype: torch.dtype,
             "output_tokens": tokens, "tokens_per_s": tokens / elapsed}
 
 
+def save_random_weights(folder: str, dtype: torch.dtype, seed: int) -> None:
+    """Random weights of the folder's config.json (transformers' own init), as safetensors."""
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.AutoConfig.from_pretrained(folder)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.save_pretrained(folder, safe_serialization=True)
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -88,6 +107,7 @@ def main() -> None:
     ap.add_argument("--baseline", choices=("none", "hf"), default="none",
                     help="Also run transformers' generate on the same requests.")
     ap.add_argument("--hf-batch", type=int, default=16, help="Batch size of the hf baseline.")
+    ap.add_argument("--dtype", default="bfloat16", help="Weights dtype (bfloat16).")
     ap.add_argument("--seed", type=int, default=0, help="Workload seed.")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     ap.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -100,7 +120,10 @@ def main() -> None:
         from sarathi.model_executor.presets import write_preset
 
         model = write_preset(args.preset, tempfile.mkdtemp(prefix="preset-"))
-        extra["load_format"] = "dummy"
+        if args.baseline == "hf":
+            save_random_weights(model, getattr(torch, args.dtype), args.seed)
+        else:
+            extra["load_format"] = "dummy"
     for kv in args.engine_arg:
         key, _, value = kv.partition("=")
         extra[key] = int(value) if value.isdigit() else value
@@ -110,10 +133,13 @@ def main() -> None:
                              min(llm.engine.shape.vocab_size, len(llm.get_tokenizer())), args.seed)
     rows = [run_ours(llm, requests)]
     if args.baseline == "hf":
-        if args.preset:
-            raise SystemExit("--baseline hf needs a model folder with weights, not a preset")
-        rows.append(run_hf(llm.engine.model_path, requests, llm.engine.dtype, llm.engine.device,
-                           args.hf_batch))
+        path, dtype, device = llm.engine.model_path, llm.engine.dtype, llm.engine.device
+        llm.engine.shutdown()  # give its KV cache and weights back before transformers loads
+        del llm
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        rows.append(run_hf(path, requests, dtype, device, args.hf_batch))
         rows[0]["vs_hf"] = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
     print_table(rows, ["engine", "seconds", "output_tokens", "tokens_per_s", "vs_hf"])
     write_json(args.json, {"info": run_info(), "model": args.preset or model,

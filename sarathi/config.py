@@ -64,7 +64,10 @@ class ModelConfig:
                           "tokenizer is applied at load time.",
                           choices=("exp", "mean", "first", "last", "random"))
     enforce_eager: bool = _f(False, "Never replay CUDA graphs for decode steps (they are used "
-                             "on a GPU with the triton attention backend and one rank).")
+                             "on a GPU with the triton or paged attention backend and one "
+                             "rank).")
+    graph_logits: bool = _f(True, "Capture the LM head inside the decode CUDA graphs (else it "
+                            "runs eagerly after each replay; for measuring which is faster).")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class CacheConfig:
     page_size: int | None = _f(None, "Physical page size in bytes (default: 2 MiB on a GPU, a "
                                "small multiple of 4 KiB on the host).",
                                aliases=("model_block_size",), kind="size")
+    block_size: int = _f(16, "Tokens per block of the paged cache (--attention-backend paged).")
     kv_cache_memory: int | None = _f(None, "Physical KV cache budget in bytes (e.g. 8GiB). Default "
                                      "on a GPU: from --gpu-memory-utilization; on the host: "
                                      "4 GiB.", kind="size")
@@ -126,10 +130,12 @@ class ParallelConfig:
 class AttentionConfig:
     attention_backend: str = _f("auto", "Attention implementation: 'auto' (the fastest available: "
                                 "triton on a CUDA device where Triton imports, else torch), "
-                                "'torch' (SDPA; CPU and GPU) or 'triton' (our kernels over "
-                                "the vattention layout; GPU).",
+                                "'torch' (SDPA; CPU and GPU), 'triton' (our kernels over "
+                                "the vattention layout; GPU) or 'paged' (a block-table cache "
+                                "allocated up front, vLLM-style: the baseline vAttention is "
+                                "measured against; the same kernels on a GPU).",
                                 aliases=("model_attention_backend",),
-                                choices=("auto", "torch", "triton"))
+                                choices=("auto", "torch", "triton", "paged"))
 
 
 @dataclass(frozen=True)
@@ -189,7 +195,7 @@ SECTION_TYPES = {"model": ModelConfig, "cache": CacheConfig, "scheduler": Schedu
                  "parallel": ParallelConfig, "attention": AttentionConfig}
 
 # Values of the seed project's flags that map onto ours.
-_VALUE_ALIASES = {"attention_backend": {"fa_vattn": "auto", "fa_paged": "auto", "flashinfer_vattn":
+_VALUE_ALIASES = {"attention_backend": {"fa_vattn": "auto", "fa_paged": "paged", "flashinfer_vattn":
                                         "auto", "no_op": "torch"}}
 
 

@@ -13,6 +13,9 @@ The sizing rule (documented in the README):
   = 1.33 times as many typical requests.
 - Each slot spans ``max_model_len`` tokens of virtual space (reservations cost no memory),
   which is ``max_model_len / r`` base-tokenizer tokens of text.
+
+The ``paged`` baseline spends the same budget on a pool of ``--block-size``-token blocks
+allocated up front and has ``max_num_seqs`` slots (block-table rows cost next to nothing).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from vattention.backends import default_page_size, resolve_backend
 from sarathi.config import CacheConfig
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.model_executor.model_config import ModelShape
+from sarathi.worker.paged_cache import PagedKVCache
 
 HOST_DEFAULT_BUDGET = 4 * 1024**3
 
@@ -35,7 +39,7 @@ HOST_DEFAULT_BUDGET = 4 * 1024**3
 class CachePlan:
     backend: str
     layout: str
-    page_size: int | None
+    page_size: int | None  # bytes; for the paged backend, tokens per block
     max_slots: int
     max_len: int
     budget: int  # physical bytes
@@ -50,21 +54,24 @@ class CachePlan:
 
 def plan_cache(config: CacheConfig, shape: ModelShape, dtype: torch.dtype, device: torch.device,
                max_num_seqs: int, max_len: int, reduction_ratio: float = 1.0,
-               free_device_bytes: int | None = None) -> CachePlan:
+               free_device_bytes: int | None = None, paged: bool = False) -> CachePlan:
     if not 0 < reduction_ratio <= 4:
         raise ValueError(f"implausible token reduction ratio {reduction_ratio}")
-    backend = config.kv_cache_backend
-    if backend == "auto":
-        backend = resolve_backend("auto", device)
     budget = config.kv_cache_memory
     if budget is None:
         budget = free_device_bytes if device.type == "cuda" else HOST_DEFAULT_BUDGET
     row = shape.num_kv_heads * shape.head_dim * torch.tensor([], dtype=dtype).element_size()
+    expected = max(1, math.ceil(min(config.expected_request_tokens, max_len) * reduction_ratio))
+    if paged:
+        return _plan_paged(config, shape, row, budget, max_num_seqs, max_len, reduction_ratio,
+                           expected)
+    backend = config.kv_cache_backend
+    if backend == "auto":
+        backend = resolve_backend("auto", device)
     page_size = config.page_size or default_page_size(
         backend, device, row * (shape.num_layers if config.kv_layout == "mega" else 1))
     geometry = vattention.plan_geometry(shape.num_layers, shape.num_kv_heads, shape.head_dim,
                                         dtype, config.kv_layout, page_size)
-    expected = max(1, math.ceil(min(config.expected_request_tokens, max_len) * reduction_ratio))
     unit_bytes = geometry.unit_bytes
     expected_units = geometry.units_for(expected)
     pool_units = budget // unit_bytes
@@ -77,8 +84,28 @@ def plan_cache(config: CacheConfig, shape: ModelShape, dtype: torch.dtype, devic
                      pool_units * unit_bytes, reduction_ratio, expected)
 
 
+def _plan_paged(config: CacheConfig, shape: ModelShape, row: int, budget: int,
+                max_num_seqs: int, max_len: int, reduction_ratio: float,
+                expected: int) -> CachePlan:
+    if config.block_size <= 0:
+        raise ValueError(f"--block-size must be positive, got {config.block_size}")
+    block_bytes = 2 * shape.num_layers * row * config.block_size
+    blocks = min(budget // block_bytes, max_num_seqs * math.ceil(max_len / config.block_size))
+    if blocks < 1:
+        raise ValueError(f"the KV cache budget ({budget} bytes) is smaller than one block "
+                         f"({block_bytes} bytes); raise --kv-cache-memory")
+    return CachePlan("paged", "paged", config.block_size, max_num_seqs, max_len,
+                     blocks * block_bytes, reduction_ratio, expected)
+
+
 def create_cache(plan: CachePlan, shape: ModelShape, dtype: torch.dtype,
-                 device: torch.device) -> vattention.KVCache:
+                 device: torch.device) -> "vattention.KVCache | PagedKVCache":
+    if plan.backend == "paged":
+        block_bytes = 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim \
+            * torch.tensor([], dtype=dtype).element_size() * plan.page_size
+        return PagedKVCache(shape.num_layers, shape.num_kv_heads, shape.head_dim,
+                            plan.max_slots, plan.max_len, dtype, device, plan.page_size,
+                            plan.budget // block_bytes)
     return vattention.KVCache(
         num_layers=shape.num_layers, num_kv_heads=shape.num_kv_heads, head_dim=shape.head_dim,
         max_slots=plan.max_slots, max_len=plan.max_len, dtype=dtype, device=device,
@@ -86,6 +113,6 @@ def create_cache(plan: CachePlan, shape: ModelShape, dtype: torch.dtype,
         backend=plan.backend)
 
 
-def capacity_of(cache: vattention.KVCache) -> CacheCapacity:
+def capacity_of(cache: "vattention.KVCache | PagedKVCache") -> CacheCapacity:
     return CacheCapacity(num_units=cache.num_units, tokens_per_unit=cache.tokens_per_page,
                          max_slots=cache.max_slots)

@@ -6,9 +6,10 @@ per batch-size bucket over static input buffers and replayed: one launch per ste
 is padded up to its bucket with rows that decode one token of a private pad slot, so the
 padding never writes into a real sequence's cache.
 
-Graphs need attention that reads its lengths from device tensors (the Triton backend, with
-its context split fixed at capture time to cover ``max_len``) and a single rank (the LM head
-of tensor parallelism returns None off rank 0).
+Graphs need attention that reads its lengths from device tensors (the Triton kernels of the
+``triton`` and ``paged`` backends, with the context split fixed at capture time to cover
+``max_len``; the paged block table is a static device tensor updated in place) and a single
+rank (the LM head of tensor parallelism returns None off rank 0).
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ class _Captured:
     positions: torch.Tensor
     slots: torch.Tensor
     lens: torch.Tensor
-    logits: torch.Tensor  # [B, vocab] float32, written by the replay
+    out: torch.Tensor  # [B, vocab] float32 logits (or [B, hidden] states), written by replay
 
 
 def graphs_supported(model: torch.nn.Module, attention: object, device: torch.device) -> bool:
     tp = getattr(model, "tp", None)
-    return (device.type == "cuda" and getattr(attention, "name", "") == "triton"
+    return (device.type == "cuda" and getattr(attention, "graphable", False)
             and (tp is None or tp.world_size == 1))
 
 
@@ -45,8 +46,10 @@ class DecodeGraphs:
     """Captures lazily (first step of each bucket) and replays decode forwards."""
 
     def __init__(self, model: torch.nn.Module, cache: object, attention: object,
-                 rotary: RotaryEmbedding, device: torch.device, max_batch: int) -> None:
+                 rotary: RotaryEmbedding, device: torch.device, max_batch: int,
+                 logits_in_graph: bool = True) -> None:
         self.model, self.cache, self.attention, self.rotary = model, cache, attention, rotary
+        self.logits_in_graph = logits_in_graph
         self.device = device
         self.buckets = [b for b in BUCKETS if b < max_batch] + [max_batch]
         self.max_batch = max_batch
@@ -81,7 +84,13 @@ class DecodeGraphs:
             g.slots[n:].fill_(self.pad_slot)
             g.lens[n:].fill_(1)
         g.graph.replay()
-        return g.logits[:n]
+        if self.logits_in_graph:
+            return g.out[:n]
+        return self.model.compute_logits(g.out[:n])
+
+    def _forward(self, ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        hidden = self.model(ids, ctx)
+        return self.model.compute_logits(hidden) if self.logits_in_graph else hidden
 
     def _capture(self, b: int) -> _Captured:
         from sarathi.model_executor.attention.triton_kernels import decode_splits
@@ -105,13 +114,15 @@ class DecodeGraphs:
             side.wait_stream(torch.cuda.current_stream(dev))
             with torch.cuda.stream(side):  # warm-up: compile kernels, settle allocations
                 for _ in range(2):
-                    self.model.compute_logits(self.model(ids, ctx))
+                    self._forward(ids, ctx)
             torch.cuda.current_stream(dev).wait_stream(side)
+            # Per-step tensors the warm-up derived must be derived again inside the graph.
+            meta.cache.clear()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self._pool):
-                logits = self.model.compute_logits(self.model(ids, ctx))
+                out = self._forward(ids, ctx)
         finally:
             self.attention.fixed_split = previous
-        captured = _Captured(graph, ids, positions, slots, lens, logits)
+        captured = _Captured(graph, ids, positions, slots, lens, out)
         self._graphs[b] = captured
         return captured

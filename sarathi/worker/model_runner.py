@@ -64,6 +64,8 @@ class ModelRunner:
         self.rotary = RotaryEmbedding(s.head_dim, s.rope_theta, s.rope_scaling, max_len, device)
         self.states: dict[int, SeqState] = {}
         self.graphs = None  # DecodeGraphs once enable_cuda_graphs() succeeds
+        # The paged cache batches its block-table updates into one copy per step.
+        self._commit_tables = getattr(cache, "commit", None)
 
     def _release(self, seq_id: int, forget: bool) -> None:
         state = self.states.get(seq_id)
@@ -101,7 +103,7 @@ class ModelRunner:
             sampled.append(tok)
         return StepResult(sampled)
 
-    def enable_cuda_graphs(self) -> bool:
+    def enable_cuda_graphs(self, logits_in_graph: bool = True) -> bool:
         """Replay captured graphs for pure-decode steps where supported; True if enabled.
         Takes one cache slot (and its first unit) for padding rows."""
         from sarathi.worker.cuda_graph import DecodeGraphs, graphs_supported
@@ -109,7 +111,8 @@ class ModelRunner:
         if self.graphs is None and graphs_supported(self.model, self.attention, self.device) \
                 and self.cache.max_slots > 1:
             self.graphs = DecodeGraphs(self.model, self.cache, self.attention, self.rotary,
-                                       self.device, self.cache.max_slots - 1)
+                                       self.device, self.cache.max_slots - 1,
+                                       logits_in_graph)
         return self.graphs is not None
 
     def _graph_logits(self, batch: Batch) -> torch.Tensor | None:
@@ -176,6 +179,8 @@ class ModelRunner:
                 sample_idx.append(len(input_ids) - 1)
                 rows.append(SamplingRow(st.params, st.history, st.prompt_len, st.generator))
                 sample_ids.append(c.seq_id)
+        if self._commit_tables is not None:
+            self._commit_tables()
         dev = self.device
         meta = AttentionMetadata(
             slot_of_token=_tensor(slots, dev),
@@ -193,6 +198,8 @@ class ModelRunner:
         try:
             n = len(token_ids)
             self.cache.ensure(slot, n)
+            if self._commit_tables is not None:
+                self._commit_tables()
             dev = self.device
             meta = AttentionMetadata(
                 slot_of_token=torch.full((n,), slot, dtype=torch.long, device=dev),

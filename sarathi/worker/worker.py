@@ -9,7 +9,8 @@ import torch
 from sarathi.config import EngineConfig
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult
-from sarathi.model_executor.attention import get_attention_backend
+from sarathi.model_executor.attention import (get_attention_backend, resolve_attention_backend,
+                                              uses_paged_cache)
 from sarathi.model_executor.layers.sampler import Sampler
 from sarathi.model_executor.dummy_weights import init_dummy_weights
 from sarathi.model_executor.model_config import ModelShape
@@ -70,16 +71,17 @@ class Worker:
         # This rank's cache holds only its KV heads.
         cache_shape = replace(spec.shape, num_kv_heads=head_layout(
             spec.shape.num_heads, spec.shape.num_kv_heads, tp.rank, tp.world_size).num_kv_heads)
+        backend = resolve_attention_backend(cfg.attention.attention_backend, spec.device)
         self.plan = plan_cache(cfg.cache, cache_shape, spec.dtype, spec.device,
                                cfg.scheduler.max_num_seqs, spec.max_model_len,
-                               spec.reduction_ratio, free)
+                               spec.reduction_ratio, free, paged=uses_paged_cache(backend))
         self.cache = create_cache(self.plan, cache_shape, spec.dtype, spec.device)
-        attention = get_attention_backend(cfg.attention.attention_backend, spec.device)
+        attention = get_attention_backend(backend, spec.device, self.cache)
         sampler = Sampler(set(spec.eos_ids), spec.device, cfg.model.seed)
         self.runner = ModelRunner(self.model, self.cache, attention, sampler,
                                   spec.max_model_len, spec.device)
         if not cfg.model.enforce_eager:
-            self.runner.enable_cuda_graphs()
+            self.runner.enable_cuda_graphs(cfg.model.graph_logits)
 
     def capacity(self) -> CacheCapacity:
         cap = capacity_of(self.cache)

@@ -92,6 +92,47 @@ def test_decode_splits_match_reference(batch: int, max_len: int,
     assert rel_error(out, ref) < BF16_TOL
 
 
+def _paged(k: torch.Tensor, v: torch.Tensor, block_size: int, seed: int
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The same cache as block pools with the blocks scattered in random order (plus spare
+    blocks), and the block table that finds them."""
+    slots, max_len = k.shape[:2]
+    per_slot = -(-max_len // block_size)
+    total = slots * per_slot + 5
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:slots * per_slot]
+    table = order.view(slots, per_slot).to(torch.int32).cuda()
+    pad = per_slot * block_size - max_len
+    pools = []
+    for x in (k, v):
+        pool = torch.randn(total, block_size, *x.shape[2:], dtype=x.dtype, device="cuda")
+        blocks = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad)).reshape(
+            slots * per_slot, block_size, *x.shape[2:])
+        pool[table.flatten().long()] = blocks
+        pools.append(pool)
+    return pools[0], pools[1], table
+
+
+@pytest.mark.parametrize("block_size", [16, 32, 256])
+@pytest.mark.parametrize("hq,hkv,d", [(32, 8, 128), (8, 2, 64)])
+@pytest.mark.parametrize("window", [None, 77])
+def test_paged_kernels_match_reference(block_size: int, hq: int, hkv: int, d: int,
+                                       window: int | None) -> None:
+    """The paged variants (block-table address translation) against the same reference."""
+    from sarathi.model_executor.attention.triton_backend import TritonAttention
+
+    rng = random.Random(block_size * 7 + hq + d + (window or 0))
+    torch.manual_seed(rng.randrange(1 << 30))
+    slots, max_len = 16, 1500
+    k, v = _cache("per_layer", slots, max_len, hkv, d, torch.bfloat16)
+    tok_slots, tok_pos, meta = _step(rng, slots, max_len, num_decodes=7,
+                                     chunk_lens=[1, 45, 300])
+    q = torch.randn(len(tok_slots), hq, d, dtype=torch.bfloat16, device="cuda")
+    k_pool, v_pool, table = _paged(k, v, block_size, rng.randrange(1 << 30))
+    out = TritonAttention(table).forward(q, k_pool, v_pool, meta, d ** -0.5, window)
+    ref = reference_attention(q, k, v, tok_slots, tok_pos, d ** -0.5, window)
+    assert rel_error(out, ref) < BF16_TOL
+
+
 def test_float16_and_agreement_with_torch_backend() -> None:
     rng = random.Random(5)
     torch.manual_seed(5)
@@ -108,4 +149,5 @@ def test_float16_and_agreement_with_torch_backend() -> None:
 
 def test_auto_picks_triton_on_cuda() -> None:
     assert get_attention_backend("auto", torch.device("cuda")).name == "triton"
+    assert get_attention_backend("auto", torch.device("cuda")).graphable
     assert get_attention_backend("auto", torch.device("cpu")).name == "torch"

@@ -1,4 +1,5 @@
-"""Attention backends over the vattention slot layout."""
+"""Attention backends: over the vattention slot layout (``torch``, ``triton``) or over the
+paged block-table cache (``paged``, the baseline)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ def _triton() -> object:
     return TritonAttention()
 
 
-# Backends are built lazily so a machine without Triton never imports it.
+# Backends are built lazily so a machine without Triton never imports it. ``paged`` is
+# built by ``get_attention_backend`` with its cache.
 BACKENDS: dict[str, Callable[[], object]] = {"torch": TorchAttention, "triton": _triton}
+NAMES = (*BACKENDS, "paged")
 GPU_ONLY = frozenset({"triton"})
 
 
@@ -30,20 +33,34 @@ def resolve_attention_backend(name: str, device: torch.device) -> str:
     """``auto`` is our Triton kernels on a CUDA device where Triton imports, else SDPA."""
     if name == "auto":
         return "triton" if triton_usable(device) else "torch"
-    if name not in BACKENDS:
+    if name not in NAMES:
         raise ValueError(f"attention backend {name!r} is not available; available: "
-                         f"{', '.join(BACKENDS)}")
+                         f"{', '.join(NAMES)}")
     if name in GPU_ONLY and not triton_usable(device):
         raise ValueError(f"attention backend {name!r} needs a CUDA device and Triton")
     return name
 
 
-def get_attention_backend(name: str, device: torch.device | None = None) -> object:
+def uses_paged_cache(name: str) -> bool:
+    """Whether the backend reads the paged block-table cache instead of vattention's."""
+    return name == "paged"
+
+
+def get_attention_backend(name: str, device: torch.device | None = None,
+                          cache: object | None = None) -> object:
     """Build the named backend (``auto``: the fastest available on ``device``; without a
-    device, the default CUDA device if there is one)."""
+    device, the default CUDA device if there is one). ``paged`` needs its PagedKVCache."""
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return BACKENDS[resolve_attention_backend(name, device)]()
+    name = resolve_attention_backend(name, device)
+    if name == "paged":
+        from sarathi.model_executor.attention.paged_backend import PagedAttention
+
+        if cache is None:
+            raise ValueError("the paged attention backend needs its paged cache")
+        return PagedAttention(cache, use_triton=triton_usable(device))
+    return BACKENDS[name]()
 
 
-__all__ = ["AttentionMetadata", "get_attention_backend", "resolve_attention_backend"]
+__all__ = ["AttentionMetadata", "get_attention_backend", "resolve_attention_backend",
+           "uses_paged_cache"]

@@ -25,3 +25,10 @@ class AttentionMetadata:
     prefills: list[tuple[int, int, int]]
     # Backends keep per-step derived tensors here so every layer reuses them.
     cache: dict[str, Any] = field(default_factory=dict)
+
+
+def write_slots(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                meta: AttentionMetadata) -> None:
+    """Write the step's K/V [T, Hkv, D] at (slot, position) of a slot-layout cache."""
+    k_cache[meta.slot_of_token, meta.positions] = k
+    v_cache[meta.slot_of_token, meta.positions] = v

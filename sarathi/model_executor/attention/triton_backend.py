@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import torch
 
-from sarathi.model_executor.attention.metadata import AttentionMetadata
+from sarathi.model_executor.attention.metadata import AttentionMetadata, write_slots
 from sarathi.model_executor.attention.triton_kernels import decode_attention, prefill_attention
 
 
 class TritonAttention:
     name = "triton"
+    write_kv = staticmethod(write_slots)
+    graphable = True  # reads lengths from device tensors only
 
-    def __init__(self) -> None:
+    def __init__(self, block_table: torch.Tensor | None = None) -> None:
+        # With a block table the caches are paged pools (the ``paged`` backend's kernels).
+        self.block_table = block_table
         self._num_sms: int | None = None
         # (splits, split_size) while a decode graph is captured/replayed: the split plan
         # must not depend on the step's (host-side) longest context then.
@@ -24,7 +28,8 @@ class TritonAttention:
 
     def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                 meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:
-        """q: [T, Hq, D]; caches: [slots, max_len, Hkv, D] (any strides) -> [T, Hq, D]."""
+        """q: [T, Hq, D]; caches: [slots, max_len, Hkv, D] (any strides), or block pools
+        with a block table -> [T, Hq, D]."""
         out = torch.empty_like(q)
         nd = meta.num_decodes
         if nd:
@@ -32,11 +37,11 @@ class TritonAttention:
                 self._num_sms = torch.cuda.get_device_properties(q.device).multi_processor_count
             decode_attention(q[:nd], k_cache, v_cache, meta.decode_slots,
                              meta.decode_context_lens, meta.max_decode_context, scale, window,
-                             out[:nd], self._num_sms, self.fixed_split)
+                             out[:nd], self._num_sms, self.fixed_split, self.block_table)
         if meta.prefills:
             slot, start, length, off, longest = _chunk_table(meta, q.device)
             prefill_attention(q, k_cache, v_cache, slot, start, length, off, longest, scale,
-                              window, out)
+                              window, out, self.block_table)
         return out
 
 

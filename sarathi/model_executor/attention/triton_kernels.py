@@ -11,6 +11,11 @@ keys are one strided run of memory and the kernels need no block table.
 - Prefill: one program per (query block, chunk, query head) over the slot's prefix plus the
   chunk itself, causal with the chunk's offset, optionally within a sliding window.
 
+The same kernels read the ``paged`` baseline (``PAGED=True``): K and V are then pools
+``[num_blocks, block_size, kv_heads, head_dim]`` and a slot's token ``p`` lives in block
+``BlockTable[slot, p // block_size]`` at row ``p % block_size``. Sharing everything but the
+address translation makes the vattention-vs-paged comparison measure exactly that.
+
 Softmax runs in base 2 (``exp2``) with the scale folded into log2(e). The running max
 starts at a large finite negative value instead of -inf, so rows whose first blocks are all
 masked (sliding window, empty splits) never compute ``-inf - -inf``.
@@ -29,14 +34,25 @@ NEG_BIG = tl.constexpr(-1.0e30)
 
 
 @triton.jit
-def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL,
+def _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_s, stride_p,
+             PAGED: tl.constexpr, PAGE: tl.constexpr):
+    """Element offsets of positions ``pos`` of ``slot`` in a K or V tensor (int64)."""
+    if PAGED:
+        blk = tl.load(BlockTable + slot * stride_bt + pos // PAGE, mask=pmask, other=0)
+        return blk.to(tl.int64) * stride_s + (pos % PAGE).to(tl.int64) * stride_p
+    return slot * stride_s + pos.to(tl.int64) * stride_p
+
+
+@triton.jit
+def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, BlockTable, stride_bt,
                    stride_qb, stride_qh,
                    stride_ks, stride_kp, stride_kh,
                    stride_vs, stride_vp, stride_vh,
                    stride_ob, stride_oh,
                    num_splits, scale_log2, window, split_size,
                    GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
-                   HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr):
+                   HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr,
+                   PAGED: tl.constexpr, PAGE: tl.constexpr):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     s = tl.program_id(2)
@@ -59,21 +75,23 @@ def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL,
     m_i = tl.full([BLOCK_G], NEG_BIG, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
     acc = tl.zeros([BLOCK_G, HEAD_DIM], dtype=tl.float32)
-    k_base = K + slot * stride_ks + kvh * stride_kh
-    v_base = V + slot * stride_vs + kvh * stride_vh
+    k_base = K + kvh * stride_kh
+    v_base = V + kvh * stride_vh
     for p0 in range(start, end, BLOCK_N):
         pos = p0 + tl.arange(0, BLOCK_N)
         pmask = pos < end
-        k = tl.load(k_base + pos[:, None].to(tl.int64) * stride_kp + d[None, :],
-                    mask=pmask[:, None], other=0.0)
+        k_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_ks, stride_kp,
+                          PAGED, PAGE)
+        k = tl.load(k_base + k_rows[:, None] + d[None, :], mask=pmask[:, None], other=0.0)
         qk = tl.dot(q, tl.trans(k)) * scale_log2
         qk = tl.where(pmask[None, :], qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(qk - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + pos[:, None].to(tl.int64) * stride_vp + d[None, :],
-                    mask=pmask[:, None], other=0.0)
+        v_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_vs, stride_vp,
+                          PAGED, PAGE)
+        v = tl.load(v_base + v_rows[:, None] + d[None, :], mask=pmask[:, None], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
@@ -108,14 +126,16 @@ def _merge_kernel(PartO, PartM, PartL, Out, stride_ob, stride_oh, num_heads, num
 
 
 @triton.jit
-def _prefill_kernel(Q, K, V, Out, ChunkSlot, ChunkStart, ChunkLen, ChunkOff,
+def _prefill_kernel(Q, K, V, Out, ChunkSlot, ChunkStart, ChunkLen, ChunkOff, BlockTable,
+                    stride_bt,
                     stride_qt, stride_qh,
                     stride_ks, stride_kp, stride_kh,
                     stride_vs, stride_vp, stride_vh,
                     stride_ot, stride_oh,
                     scale_log2, window,
                     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                    HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr):
+                    HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr, PAGED: tl.constexpr,
+                    PAGE: tl.constexpr):
     mb = tl.program_id(0)
     c = tl.program_id(1)
     h = tl.program_id(2)
@@ -144,13 +164,14 @@ def _prefill_kernel(Q, K, V, Out, ChunkSlot, ChunkStart, ChunkLen, ChunkOff,
     m_i = tl.full([BLOCK_M], NEG_BIG, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    k_base = K + slot * stride_ks + kvh * stride_kh
-    v_base = V + slot * stride_vs + kvh * stride_vh
+    k_base = K + kvh * stride_kh
+    v_base = V + kvh * stride_vh
     for p0 in range(lo, hi, BLOCK_N):
         pos = p0 + tl.arange(0, BLOCK_N)
         pmask = pos < hi
-        k = tl.load(k_base + pos[:, None].to(tl.int64) * stride_kp + d[None, :],
-                    mask=pmask[:, None], other=0.0)
+        k_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_ks, stride_kp,
+                          PAGED, PAGE)
+        k = tl.load(k_base + k_rows[:, None] + d[None, :], mask=pmask[:, None], other=0.0)
         qk = tl.dot(q, tl.trans(k)) * scale_log2
         keep = (pos[None, :] <= qpos[:, None]) & pmask[None, :]
         if HAS_WINDOW:
@@ -160,8 +181,9 @@ def _prefill_kernel(Q, K, V, Out, ChunkSlot, ChunkStart, ChunkLen, ChunkOff,
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(qk - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + pos[:, None].to(tl.int64) * stride_vp + d[None, :],
-                    mask=pmask[:, None], other=0.0)
+        v_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_vs, stride_vp,
+                          PAGED, PAGE)
+        v = tl.load(v_base + v_rows[:, None] + d[None, :], mask=pmask[:, None], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
@@ -192,9 +214,11 @@ def decode_splits(batch: int, kv_heads: int, max_context: int, block_n: int,
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                      slots: torch.Tensor, lens: torch.Tensor, max_context: int, scale: float,
                      window: int | None, out: torch.Tensor, num_sms: int,
-                     split: tuple[int, int] | None = None) -> torch.Tensor:
+                     split: tuple[int, int] | None = None,
+                     block_table: torch.Tensor | None = None) -> torch.Tensor:
     """q: [B, Hq, D]; out: [B, Hq, D] (written). ``split`` fixes (splits, split_size) so a
-    captured graph stays valid for any context up to splits * split_size."""
+    captured graph stays valid for any context up to splits * split_size. With
+    ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools."""
     _check(q, k_cache, v_cache)
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
@@ -210,15 +234,18 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         part_l = torch.empty_like(part_m)
     else:
         part_o = part_m = part_l = out  # unused
+    paged = block_table is not None
+    bt = block_table if paged else slots  # unused when not paged
     _decode_kernel[(b, hkv, splits)](
-        q, k_cache, v_cache, slots, lens, out, part_o, part_m, part_l,
+        q, k_cache, v_cache, slots, lens, out, part_o, part_m, part_l, bt, bt.stride(0),
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         out.stride(0), out.stride(1),
         splits, scale_log2, win, split_size,
         GROUP=group, BLOCK_G=block_g, BLOCK_N=block_n, HEAD_DIM=d,
-        HAS_WINDOW=window is not None, SPLIT=splits > 1, num_warps=4, num_stages=3)
+        HAS_WINDOW=window is not None, SPLIT=splits > 1, PAGED=paged,
+        PAGE=k_cache.shape[1] if paged else 1, num_warps=4, num_stages=3)
     if splits > 1:
         _merge_kernel[(b, hq)](part_o, part_m, part_l, out, out.stride(0), out.stride(1), hq,
                                splits, BLOCK_S=triton.next_power_of_2(splits), HEAD_DIM=d,
@@ -229,20 +256,26 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
 def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                       chunk_slot: torch.Tensor, chunk_start: torch.Tensor,
                       chunk_len: torch.Tensor, chunk_off: torch.Tensor, max_chunk: int,
-                      scale: float, window: int | None, out: torch.Tensor) -> torch.Tensor:
-    """q: [T, Hq, D] (chunk c's rows start at chunk_off[c]); out rows of the chunks written."""
+                      scale: float, window: int | None, out: torch.Tensor,
+                      block_table: torch.Tensor | None = None) -> torch.Tensor:
+    """q: [T, Hq, D] (chunk c's rows start at chunk_off[c]); out rows of the chunks written.
+    With ``block_table`` the caches are paged pools, as in ``decode_attention``."""
     _check(q, k_cache, v_cache)
     hq, d = q.shape[1], q.shape[2]
     group = hq // k_cache.shape[2]
     block_m, block_n = (128, 64) if d <= 64 else (64, 64)
     grid = (triton.cdiv(max_chunk, block_m), chunk_slot.numel(), hq)
+    paged = block_table is not None
+    bt = block_table if paged else chunk_slot  # unused when not paged
     _prefill_kernel[grid](
-        q, k_cache, v_cache, out, chunk_slot, chunk_start, chunk_len, chunk_off,
+        q, k_cache, v_cache, out, chunk_slot, chunk_start, chunk_len, chunk_off, bt,
+        bt.stride(0),
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         out.stride(0), out.stride(1),
         scale * LOG2E, window or 0,
         GROUP=group, BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=d,
-        HAS_WINDOW=window is not None, num_warps=4, num_stages=3)
+        HAS_WINDOW=window is not None, PAGED=paged, PAGE=k_cache.shape[1] if paged else 1,
+        num_warps=4, num_stages=3)
     return out

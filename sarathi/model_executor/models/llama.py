@@ -60,8 +60,7 @@ class LlamaAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = ctx.rotary.apply(q, k, ctx.meta.positions)
         k_cache, v_cache = ctx.kv_cache.layer(self.layer_idx)
-        k_cache[ctx.meta.slot_of_token, ctx.meta.positions] = k
-        v_cache[ctx.meta.slot_of_token, ctx.meta.positions] = v
+        ctx.attention.write_kv(k_cache, v_cache, k, v, ctx.meta)
         o = ctx.attention.forward(q, k_cache, v_cache, ctx.meta, self.scale, self.window)
         return self.o_proj(o.reshape(t, self.q_size))
 

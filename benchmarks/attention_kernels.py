@@ -1,0 +1,131 @@
+"""vAttention vs paged: attention kernel times over contexts 1K-16K (GPU).
+
+Both sides run the same Triton kernels (``triton_kernels``); the paged side translates
+every position through a block table, the vattention side reads each slot's virtually
+contiguous K/V from a real ``vattention.KVCache`` (CUDA backend, pages mapped with the
+driver API). The paged pool's blocks are handed out the way concurrent decoding hands them
+out (every sequence grows one block in turn), so a sequence's blocks are scattered.
+
+- decode: ``--batch`` sequences, all at the context, one query token each.
+- prefill: one chunk of ``min(--chunk, context)`` tokens ending at the context (the rest
+  is prefix already in the cache), as a chunked prefill step runs it.
+
+    python benchmarks/attention_kernels.py --json benchmarks/results/attention_kernels_h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+from common import bench_ms, print_table, run_info, write_json
+
+import vattention
+from sarathi.model_executor.attention.triton_kernels import (decode_attention,
+                                                             prefill_attention)
+from sarathi.model_executor.presets import PRESETS
+from sarathi.worker.paged_cache import PagedKVCache
+
+
+def paged_cache(batch: int, context: int, hkv: int, d: int, block_size: int) -> PagedKVCache:
+    per_seq = math.ceil(context / block_size)
+    cache = PagedKVCache(1, hkv, d, batch, context, torch.bfloat16, torch.device("cuda"),
+                         block_size, batch * per_seq)
+    slots = [cache.alloc_slot() for _ in range(batch)]
+    for i in range(1, per_seq + 1):  # round-robin growth, as concurrent decodes take blocks
+        for s in slots:
+            cache.ensure(s, min(i * block_size, context))
+    cache.commit()
+    return cache
+
+
+def vattention_cache(batch: int, context: int, hkv: int, d: int, layout: str
+                     ) -> vattention.KVCache:
+    # mega: a layer is a strided view of a token-major tensor; two layers show the stride.
+    layers = 2 if layout == "mega" else 1
+    cache = vattention.KVCache(layers, hkv, d, batch, context, torch.bfloat16, "cuda",
+                               layout=layout, backend="cuda")
+    for _ in range(batch):
+        cache.ensure(cache.alloc_slot(), context)
+    return cache
+
+
+def fill(k: torch.Tensor, v: torch.Tensor) -> None:
+    k.normal_()
+    v.normal_()
+
+
+def time_kernels(k: torch.Tensor, v: torch.Tensor, table: torch.Tensor | None, batch: int,
+                 context: int, hq: int, d: int, chunk: int, sms: int) -> tuple[float, float]:
+    """(decode ms, prefill ms) over caches k/v (slot layout, or pools with a block table)."""
+    dev = torch.device("cuda")
+    scale = d ** -0.5
+    q = torch.randn(batch, hq, d, dtype=torch.bfloat16, device=dev)
+    out = torch.empty_like(q)
+    slots = torch.arange(batch, device=dev)
+    lens = torch.full((batch,), context, device=dev)
+    decode = bench_ms(lambda: decode_attention(q, k, v, slots, lens, context, scale, None, out,
+                                               sms, None, table), reps=50)
+    n = min(chunk, context)
+    qp = torch.randn(n, hq, d, dtype=torch.bfloat16, device=dev)
+    outp = torch.empty_like(qp)
+    cols = [torch.tensor([x], device=dev) for x in (0, context - n, n, 0)]
+    prefill = bench_ms(lambda: prefill_attention(qp, k, v, *cols, n, scale, None, outp, table),
+                       reps=20)
+    return decode, prefill
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="llama3-8b", choices=sorted(PRESETS),
+                    help="Model shape whose heads are used (default llama3-8b: 32 query heads, "
+                         "8 KV heads, head_dim 128).")
+    ap.add_argument("--contexts", default="1024,2048,4096,8192,16384",
+                    help="Context lengths (comma-separated).")
+    ap.add_argument("--batch", type=int, default=32, help="Decode batch size (default 32).")
+    ap.add_argument("--chunk", type=int, default=2048, help="Prefill chunk (default 2048).")
+    ap.add_argument("--block-sizes", default="16", help="Paged block sizes in tokens (16).")
+    ap.add_argument("--layouts", default="per_layer,mega", help="vattention layouts.")
+    ap.add_argument("--json", default=None, help="Write results to this JSON file.")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("this benchmark needs a CUDA GPU")
+
+    p = PRESETS[args.preset]
+    hq, hkv = p["num_attention_heads"], p["num_key_value_heads"]
+    d = p.get("head_dim", p["hidden_size"] // hq)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    rows = []
+    for context in (int(x) for x in args.contexts.split(",")):
+        row: dict = {"context": context}
+        for layout in args.layouts.split(","):
+            cache = vattention_cache(args.batch, context, hkv, d, layout)
+            k, v = cache.layer(0)
+            fill(k, v)
+            dec, pre = time_kernels(k, v, None, args.batch, context, hq, d, args.chunk, sms)
+            row[f"decode_us_{layout}"], row[f"prefill_us_{layout}"] = dec * 1e3, pre * 1e3
+            cache.close()
+        for bs in (int(x) for x in args.block_sizes.split(",")):
+            cache = paged_cache(args.batch, context, hkv, d, bs)
+            k, v = cache.layer(0)
+            fill(k, v)
+            dec, pre = time_kernels(k, v, cache.block_tables, args.batch, context, hq, d,
+                                    args.chunk, sms)
+            row[f"decode_us_paged{bs}"], row[f"prefill_us_paged{bs}"] = dec * 1e3, pre * 1e3
+            cache.close()
+        base = args.layouts.split(",")[0]
+        ref = int(args.block_sizes.split(",")[0])
+        row["decode_speedup"] = row[f"decode_us_paged{ref}"] / row[f"decode_us_{base}"]
+        row["prefill_speedup"] = row[f"prefill_us_paged{ref}"] / row[f"prefill_us_{base}"]
+        rows.append(row)
+        torch.cuda.empty_cache()
+    columns = list(rows[0])
+    print(f"{args.preset} heads {hq}/{hkv}x{d}, decode batch {args.batch}, prefill chunk "
+          f"{args.chunk}; times in microseconds; speedup = paged / vattention ({base})")
+    print_table(rows, columns)
+    write_json(args.json, {"info": run_info(), "args": vars(args), "results": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Attention over the paged block-table cache (the baseline vAttention is measured against).
+
+On a CUDA device with Triton it runs the same kernels as the ``triton`` backend with block
+table address translation. Elsewhere it gathers each step's sequences out of the block
+pool into a small dense cache and runs the SDPA reference on it: slow, but it is what the
+CPU tests compare the paged engine against the dense one with.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sarathi.model_executor.attention.metadata import AttentionMetadata
+from sarathi.model_executor.attention.torch_backend import TorchAttention
+
+
+class PagedAttention:
+    name = "paged"
+
+    def __init__(self, cache: object, use_triton: bool) -> None:
+        self.cache = cache  # a PagedKVCache: its block table is read at every call
+        self.block_size = cache.block_size
+        if use_triton:
+            from sarathi.model_executor.attention.triton_backend import TritonAttention
+
+            self._triton: TritonAttention | None = TritonAttention(cache.block_tables)
+        else:
+            self._triton = None
+            self._torch = TorchAttention()
+
+    @property
+    def graphable(self) -> bool:
+        """CUDA graphs need the kernels; the gathering fallback reads lengths on the host."""
+        return self._triton is not None
+
+    @property
+    def fixed_split(self) -> tuple[int, int] | None:
+        return self._triton.fixed_split if self._triton else None
+
+    @fixed_split.setter
+    def fixed_split(self, value: tuple[int, int] | None) -> None:
+        if self._triton:
+            self._triton.fixed_split = value
+
+    def write_kv(self, k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor,
+                 v: torch.Tensor, meta: AttentionMetadata) -> None:
+        if "paged_write" not in meta.cache:
+            pos = meta.positions
+            blocks = self.cache.block_tables[meta.slot_of_token, pos // self.block_size].long()
+            meta.cache["paged_write"] = (blocks, pos % self.block_size)
+        blocks, offsets = meta.cache["paged_write"]
+        k_cache[blocks, offsets] = k
+        v_cache[blocks, offsets] = v
+
+    def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:
+        """q: [T, Hq, D]; caches: block pools [blocks, block_size, Hkv, D] -> [T, Hq, D]."""
+        if self._triton is not None:
+            return self._triton.forward(q, k_cache, v_cache, meta, scale, window)
+        rows, dense_meta = _dense_step(meta, self.cache.block_tables, self.block_size)
+        k = k_cache[rows].flatten(1, 2)  # [sequences, blocks * block_size, Hkv, D]
+        v = v_cache[rows].flatten(1, 2)
+        return self._torch.forward(q, k, v, dense_meta, scale, window)
+
+
+def _dense_step(meta: AttentionMetadata, block_tables: torch.Tensor, block_size: int
+                ) -> tuple[torch.Tensor, AttentionMetadata]:
+    """Block-table rows of the step's sequences, and the step's metadata renumbered so
+    sequence i of the step is slot i of the gathered cache (built once per step)."""
+    if "paged_dense" not in meta.cache:
+        slots = meta.decode_slots.tolist() + [s for s, _, _ in meta.prefills]
+        index = {s: i for i, s in enumerate(dict.fromkeys(slots))}
+        longest = max([0] + meta.decode_context_lens.tolist()
+                      + [start + n for _, start, n in meta.prefills])
+        used = torch.tensor(list(index), dtype=torch.long, device=block_tables.device)
+        rows = block_tables[used, :-(-longest // block_size)].long()
+        decode_slots = torch.tensor([index[s] for s in meta.decode_slots.tolist()],
+                                    dtype=torch.long, device=meta.decode_slots.device)
+        dense = AttentionMetadata(
+            slot_of_token=meta.slot_of_token, positions=meta.positions,
+            num_decodes=meta.num_decodes, decode_slots=decode_slots,
+            decode_context_lens=meta.decode_context_lens,
+            max_decode_context=meta.max_decode_context,
+            prefills=[(index[s], start, n) for s, start, n in meta.prefills])
+        meta.cache["paged_dense"] = (rows, dense)
+    return meta.cache["paged_dense"]

@@ -1,0 +1,164 @@
+"""The paged KV cache: the baseline vAttention is measured against.
+
+This is vLLM's design. Each layer's K and V live in a pool of fixed-size blocks
+``[num_blocks, block_size, kv_heads, head_dim]`` allocated up front; a sequence (a slot)
+owns a list of blocks, and its block table row says which block holds tokens
+``[i * block_size, (i + 1) * block_size)``. Attention kernels translate every position
+through that table (``triton_kernels`` with ``PAGED=True``).
+
+The class answers the same calls the model runner and scheduler make of
+``vattention.KVCache`` (slots, ``ensure``, units, ``stats``), with one block as the
+allocation unit, so the engine runs unchanged on either cache.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from vattention.errors import OutOfPagesError, VAttentionError
+
+
+class PagedKVCache:
+    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, max_slots: int,
+                 max_len: int, dtype: torch.dtype, device: torch.device, block_size: int,
+                 num_blocks: int) -> None:
+        if block_size <= 0 or num_blocks <= 0 or max_slots <= 0 or max_len <= 0:
+            raise ValueError(f"invalid paged cache: block_size {block_size}, num_blocks "
+                             f"{num_blocks}, max_slots {max_slots}, max_len {max_len}")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.num_layers = num_layers
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.max_slots = max_slots
+        self.max_len = max_len
+        self.block_size = block_size
+        self.num_units = num_blocks
+        self.blocks_per_slot = math.ceil(max_len / block_size)
+        elem = torch.tensor([], dtype=dtype).element_size()
+        self.token_bytes = 2 * num_layers * num_kv_heads * head_dim * elem
+        self.block_bytes = self.token_bytes * block_size
+        # Zeroed, not empty: the CPU fallback gathers whole blocks, and a NaN left in an
+        # unwritten row would survive the attention mask (0 * NaN).
+        shape = (num_blocks, block_size, num_kv_heads, head_dim)
+        self._layers = [(torch.zeros(shape, dtype=dtype, device=self.device),
+                         torch.zeros(shape, dtype=dtype, device=self.device))
+                        for _ in range(num_layers)]
+        # int32, as the kernels read it. Rows of free slots point at block 0: never read.
+        self.block_tables = torch.zeros(max_slots, self.blocks_per_slot, dtype=torch.int32,
+                                        device=self.device)
+        self._blocks: list[list[int]] = [[] for _ in range(max_slots)]
+        self._tokens = [0] * max_slots
+        self._taken = [False] * max_slots
+        self._free_slots = list(range(max_slots - 1, -1, -1))  # pop() gives the lowest
+        self._free_blocks = list(range(num_blocks - 1, -1, -1))
+        self._pending: list[tuple[int, int, int]] = []  # (slot, index, block) not yet on device
+        self._closed = False
+
+    # -- what the engine reads ---------------------------------------------------------------
+    @property
+    def tokens_per_page(self) -> int:
+        return self.block_size
+
+    @property
+    def layout(self) -> str:
+        return "paged"
+
+    @property
+    def num_free_units(self) -> int:
+        return len(self._free_blocks)
+
+    # -- slots ---------------------------------------------------------------------------------
+    def alloc_slot(self) -> int:
+        self._check_open()
+        if not self._free_slots:
+            raise VAttentionError(f"all {self.max_slots} slots are taken")
+        slot = self._free_slots.pop()
+        self._taken[slot] = True
+        return slot
+
+    def ensure(self, slot: int, num_tokens: int) -> None:
+        """Give ``slot`` blocks for tokens ``[0, num_tokens)``; the device table follows at
+        the next ``commit``."""
+        self._check_slot(slot)
+        if num_tokens > self.max_len:
+            raise VAttentionError(f"{num_tokens} tokens exceed max_len {self.max_len}")
+        blocks = self._blocks[slot]
+        need = math.ceil(num_tokens / self.block_size) - len(blocks)
+        if need > len(self._free_blocks):
+            raise OutOfPagesError(
+                f"slot {slot} needs {need} more blocks for {num_tokens} tokens, only "
+                f"{len(self._free_blocks)} of {self.num_units} are free")
+        for _ in range(max(0, need)):
+            block = self._free_blocks.pop()
+            self._pending.append((slot, len(blocks), block))
+            blocks.append(block)
+        self._tokens[slot] = max(self._tokens[slot], num_tokens)
+
+    def commit(self) -> None:
+        """Copy the block-table entries made since the last commit to the device (one
+        transfer per step, before the step's kernels read the table)."""
+        if not self._pending:
+            return
+        entries = torch.tensor(self._pending, dtype=torch.int32).t()
+        self._pending = []
+        if self.device.type == "cuda":
+            entries = entries.pin_memory().to(self.device, non_blocking=True)
+        self.block_tables[entries[0].long(), entries[1].long()] = entries[2]
+
+    def reserve_ahead(self, slot: int, num_tokens: int) -> None:
+        """Nothing to map ahead: blocks are taken from a pool allocated up front."""
+
+    def wait_ahead(self, timeout: float | None = None) -> bool:
+        return True
+
+    def reclaim(self) -> int:
+        return 0
+
+    def free_slot(self, slot: int) -> None:
+        self._check_slot(slot)
+        self._free_blocks.extend(self._blocks[slot])
+        self._pending = [e for e in self._pending if e[0] != slot]
+        self._blocks[slot] = []
+        self._tokens[slot] = 0
+        self._taken[slot] = False
+        self._free_slots.append(slot)
+        self._free_slots.sort(reverse=True)
+
+    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_open()
+        return self._layers[i]
+
+    def stats(self) -> dict[str, Any]:
+        """The same keys as ``vattention.KVCache.stats``: a unit and a page are one block,
+        and ``mapped_bytes`` is the blocks held by live slots (the pool itself is
+        ``pool_bytes``, all allocated at start)."""
+        used = self.num_units - len(self._free_blocks)
+        return {
+            "backend": "paged", "layout": "paged", "page_size": self.block_bytes,
+            "tokens_per_page": self.block_size,
+            "units_total": self.num_units, "units_mapped": used,
+            "units_free": len(self._free_blocks),
+            "pages_total": self.num_units, "pages_mapped": used,
+            "pages_free": len(self._free_blocks),
+            "mapped_bytes": used * self.block_bytes,
+            "token_bytes": sum(self._tokens) * self.token_bytes,
+            "pool_bytes": self.num_units * self.block_bytes,
+            "slots_used": sum(self._taken), "max_slots": self.max_slots,
+        }
+
+    def close(self) -> None:
+        self._layers = []
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise VAttentionError("the cache is closed")
+
+    def _check_slot(self, slot: int) -> None:
+        self._check_open()
+        if not (0 <= slot < self.max_slots) or not self._taken[slot]:
+            raise VAttentionError(f"slot {slot} is not allocated")
