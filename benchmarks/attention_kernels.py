@@ -42,9 +42,19 @@ def paged_cache(batch: int, context: int, hkv: int, d: int, block_size: int) -> 
 
 def vattention_cache(batch: int, context: int, hkv: int, d: int, layout: str
                      ) -> vattention.KVCache:
+    """``per_layer_odd``: per_layer with each slot's virtual extent one page longer when it
+    is an even number of pages, so slots do not start a power of two apart."""
     # mega: a layer is a strided view of a token-major tensor; two layers show the stride.
     layers = 2 if layout == "mega" else 1
-    cache = vattention.KVCache(layers, hkv, d, batch, context, torch.bfloat16, "cuda",
+    max_len = context
+    if layout == "per_layer_odd":
+        layout = "per_layer"
+        probe = vattention.KVCache(1, hkv, d, 1, context, torch.bfloat16, "cuda",
+                                   backend="cuda")
+        if probe.units_per_slot % 2 == 0:
+            max_len += probe.tokens_per_page
+        probe.close()
+    cache = vattention.KVCache(layers, hkv, d, batch, max_len, torch.bfloat16, "cuda",
                                layout=layout, backend="cuda")
     for _ in range(batch):
         cache.ensure(cache.alloc_slot(), context)
@@ -86,7 +96,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32, help="Decode batch size (default 32).")
     ap.add_argument("--chunk", type=int, default=2048, help="Prefill chunk (default 2048).")
     ap.add_argument("--block-sizes", default="16", help="Paged block sizes in tokens (16).")
-    ap.add_argument("--layouts", default="per_layer,mega", help="vattention layouts.")
+    ap.add_argument("--layouts", default="per_layer,mega",
+                    help="vattention layouts (per_layer, mega, per_layer_odd).")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -96,6 +107,13 @@ def main() -> None:
     hq, hkv = p["num_attention_heads"], p["num_key_value_heads"]
     d = p.get("head_dim", p["hidden_size"] // hq)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
+    # Warm-up: compile every kernel variant and bring the clocks up before the first row.
+    paged, dense = paged_cache(args.batch, 4096, hkv, d, 16), vattention_cache(
+        args.batch, 4096, hkv, d, "per_layer")
+    time_kernels(*paged.layer(0), paged.block_tables, args.batch, 4096, hq, d, args.chunk, sms)
+    time_kernels(*dense.layer(0), None, args.batch, 4096, hq, d, args.chunk, sms)
+    paged.close()
+    dense.close()
     rows = []
     for context in (int(x) for x in args.contexts.split(",")):
         row: dict = {"context": context}
