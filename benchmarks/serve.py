@@ -26,9 +26,11 @@ import signal
 import string
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 import numpy as np
@@ -52,7 +54,7 @@ class RequestResult:
 
 
 # -- workload -------------------------------------------------------------------------------
-def _read_corpus(path: str) -> str:
+def read_corpus(path: str) -> str:
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", errors="replace") as f:
         return f.read()
@@ -70,7 +72,7 @@ def build_workload(args: argparse.Namespace, http: httpx.Client, model: str,
     rng = random.Random(args.seed)
     if args.input_len + args.output_len * (1 + args.output_len_range) > max_len:
         raise SystemExit(f"input + output length exceed the server's context ({max_len})")
-    corpus = _read_corpus(args.dataset) if args.dataset != "random" else None
+    corpus = read_corpus(args.dataset) if args.dataset != "random" else None
     alphabet = sorted(set(_tokenize(http, model, string.ascii_letters + string.digits + " .,")))
     specs = []
     for _ in range(args.num_prompts):
@@ -225,21 +227,93 @@ def plot_cdfs(results: list[RequestResult], path: str) -> None:
 
 
 # -- server ---------------------------------------------------------------------------------
-def start_server(extra: str) -> tuple[subprocess.Popen, str]:
+class ServerStartError(RuntimeError):
+    """The server exited, or did not print its serving line in time."""
+
+
+@dataclass
+class ServerProcess:
+    """A started ``python -m sarathi serve``. A thread drains its output into a sink for the
+    server's whole life, so it never blocks on a full pipe; ``tail`` keeps the last lines."""
+
+    proc: subprocess.Popen
+    url: str
+    startup_line: str
+    tail: deque[str]
+    reader: threading.Thread
+
+    def stop(self, grace: float = 60.0) -> None:
+        """Stop the server, then let the reader finish writing its last output."""
+        stop_server(self.proc, grace)
+        self.reader.join(10)
+
+
+def launch_server(server_args: list[str], timeout: float | None = None,
+                  sink: TextIO | None = None, log_level: str = "warning") -> ServerProcess:
+    """Start ``python -m sarathi serve --port 0 SERVER_ARGS`` and wait for its serving line.
+
+    Raises ``ServerStartError`` (after stopping the process) if the server exits first or
+    ``timeout`` seconds pass; the message carries the last lines it printed.
+    """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "sarathi", "serve", "--port", "0", "--log-level", "warning",
-           *shlex.split(extra)]
+    cmd = [sys.executable, "-m", "sarathi", "serve", "--port", "0", "--log-level", log_level,
+           *server_args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        print(line, end="", file=sys.stderr)
-        match = re.search(r" serving .* on (http://\S+)", line)
-        if match:
-            return proc, match.group(1)
-    proc.wait()
-    raise SystemExit("the server did not start")
+    out = sink if sink is not None else sys.stderr
+    tail: deque[str] = deque(maxlen=40)
+    found: list[tuple[str, str]] = []
+    done = threading.Event()  # the serving line was seen, or the output ended
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            out.flush()
+            tail.append(line.rstrip("\n"))
+            match = None if found else re.search(r" serving .* on (http://\S+)", line)
+            if match:
+                found.append((match.group(1), line.strip()))
+                done.set()
+        done.set()
+
+    reader = threading.Thread(target=drain, name="server-output", daemon=True)
+    reader.start()
+    try:
+        ended = done.wait(timeout)
+    except BaseException:  # Ctrl-C while waiting: never leave the server behind
+        stop_server(proc)
+        raise
+    if found:
+        url, line = found[0]
+        return ServerProcess(proc, url, line, tail, reader)
+    stop_server(proc)
+    reader.join(10)
+    reason = (f"it exited with status {proc.returncode}" if ended
+              else f"it printed no serving line within {timeout:.0f} s (stopped)")
+    last = "\n".join(list(tail)[-15:])
+    raise ServerStartError(f"{reason}; its last output:\n{last}" if last else
+                           f"{reason}, with no output")
+
+
+def stop_server(proc: subprocess.Popen, grace: float = 60.0) -> None:
+    """SIGTERM (the server drains and exits), then SIGKILL if it is still there after ``grace``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_server(extra: str) -> tuple[subprocess.Popen, str]:
+    try:
+        server = launch_server(shlex.split(extra))
+    except ServerStartError as e:
+        raise SystemExit(f"the server did not start: {e}") from None
+    return server.proc, server.url
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -290,8 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  args.max_concurrency, args.api_key))
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            stop_server(proc)
     summary = summarize(results, duration)
     print_report(summary)
     if args.out:
