@@ -151,3 +151,31 @@ def test_auto_picks_triton_on_cuda() -> None:
     assert get_attention_backend("auto", torch.device("cuda")).name == "triton"
     assert get_attention_backend("auto", torch.device("cuda")).graphable
     assert get_attention_backend("auto", torch.device("cpu")).name == "torch"
+
+
+def test_kernels_read_a_cache_made_after_a_larger_one_closed() -> None:
+    """The attention_kernels benchmark's sequence: a vattention cache closed, then a smaller
+    one made (its reservation may reuse the freed addresses) and read by the kernels."""
+    import vattention
+    from sarathi.model_executor.attention.triton_kernels import decode_attention
+
+    hq, hkv, d, batch = 32, 8, 128, 8
+    for context in (4096, 1024):
+        cache = vattention.KVCache(1, hkv, d, batch, context, torch.bfloat16, "cuda",
+                                   backend="cuda")
+        for _ in range(batch):
+            cache.ensure(cache.alloc_slot(), context)
+        k, v = cache.layer(0)
+        k.normal_()
+        v.normal_()
+        torch.cuda.synchronize()
+        q = torch.randn(batch, hq, d, dtype=torch.bfloat16, device="cuda")
+        out = torch.empty_like(q)
+        slots = list(range(batch))
+        decode_attention(q, k, v, torch.tensor(slots, device="cuda"),
+                         torch.full((batch,), context, device="cuda"), context, d ** -0.5,
+                         None, out, 132)
+        ref = reference_attention(q, k, v, slots, [context - 1] * batch, d ** -0.5, None)
+        assert rel_error(out, ref) < BF16_TOL
+        del k, v
+        cache.close()
