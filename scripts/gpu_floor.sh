@@ -15,7 +15,7 @@ run kernels 200 python3 benchmarks/attention_kernels.py --layouts per_layer,per_
   --json "$OUT/attention_kernels.json"
 if [ -n "${OLD_TREE:-}" ]; then
   cp vattention/_C*.so "$OLD_TREE/vattention/"
-  for tree in new old new old; do
+  for tree in old new; do
     if [ "$tree" = old ]; then dir="$OLD_TREE"; else dir="$PWD"; fi
     run "tput_qwen3_$tree" 150 env PYTHONPATH="$dir" python3 "$dir/benchmarks/throughput.py" \
       --preset qwen3-0.6b
