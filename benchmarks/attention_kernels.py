@@ -22,6 +22,7 @@ import torch
 from common import bench_ms, print_table, run_info, write_json
 
 import vattention
+from vattention.backends import default_page_size
 from sarathi.model_executor.attention.triton_kernels import (decode_attention,
                                                              prefill_attention)
 from sarathi.model_executor.presets import PRESETS
@@ -49,11 +50,10 @@ def vattention_cache(batch: int, context: int, hkv: int, d: int, layout: str
     max_len = context
     if layout == "per_layer_odd":
         layout = "per_layer"
-        probe = vattention.KVCache(1, hkv, d, 1, context, torch.bfloat16, "cuda",
-                                   backend="cuda")
-        if probe.units_per_slot % 2 == 0:
-            max_len += probe.tokens_per_page
-        probe.close()
+        row = hkv * d * 2
+        tokens_per_page = default_page_size("cuda", torch.device("cuda"), row) // row
+        if math.ceil(context / tokens_per_page) % 2 == 0:
+            max_len += tokens_per_page
     cache = vattention.KVCache(layers, hkv, d, batch, max_len, torch.bfloat16, "cuda",
                                layout=layout, backend="cuda")
     for _ in range(batch):

@@ -159,10 +159,15 @@ def test_kernels_read_a_cache_made_after_a_larger_one_closed() -> None:
     import vattention
     from sarathi.model_executor.attention.triton_kernels import decode_attention
 
-    hq, hkv, d, batch = 32, 8, 128, 8
-    for context in (4096, 1024):
+    hq, hkv, d = 32, 8, 128
+    # (slots, context): the last two are the failing benchmark's probe (an empty one-slot
+    # cache, closed) and the cache made right after it.
+    for batch, context in ((8, 4096), (8, 1024), (1, 1024), (32, 1024)):
         cache = vattention.KVCache(1, hkv, d, batch, context, torch.bfloat16, "cuda",
                                    backend="cuda")
+        if batch == 1:
+            cache.close()
+            continue
         for _ in range(batch):
             cache.ensure(cache.alloc_slot(), context)
         k, v = cache.layer(0)
