@@ -76,13 +76,13 @@ def time_kernels(k: torch.Tensor, v: torch.Tensor, table: torch.Tensor | None, b
     slots = torch.arange(batch, device=dev)
     lens = torch.full((batch,), context, device=dev)
     decode = bench_ms(lambda: decode_attention(q, k, v, slots, lens, context, scale, None, out,
-                                               sms, None, table), reps=50)
+                                               sms, None, table), reps=10, inner=20)
     n = min(chunk, context)
     qp = torch.randn(n, hq, d, dtype=torch.bfloat16, device=dev)
     outp = torch.empty_like(qp)
     cols = [torch.tensor([x], device=dev) for x in (0, context - n, n, 0)]
     prefill = bench_ms(lambda: prefill_attention(qp, k, v, *cols, n, scale, None, outp, table),
-                       reps=20)
+                       reps=10, inner=10)
     return decode, prefill
 
 
