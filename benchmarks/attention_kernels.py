@@ -41,8 +41,8 @@ def paged_cache(batch: int, context: int, hkv: int, d: int, block_size: int) -> 
     return cache
 
 
-def vattention_cache(batch: int, context: int, hkv: int, d: int, layout: str
-                     ) -> vattention.KVCache:
+def vattention_cache(batch: int, context: int, hkv: int, d: int, layout: str,
+                     page_size: int | None = None) -> vattention.KVCache:
     """``per_layer_odd``: per_layer with each slot's virtual extent one page longer when it
     is an even number of pages, so slots do not start a power of two apart."""
     # mega: a layer is a strided view of a token-major tensor; two layers show the stride.
@@ -55,7 +55,7 @@ def vattention_cache(batch: int, context: int, hkv: int, d: int, layout: str
         if math.ceil(context / tokens_per_page) % 2 == 0:
             max_len += tokens_per_page
     cache = vattention.KVCache(layers, hkv, d, batch, max_len, torch.bfloat16, "cuda",
-                               layout=layout, backend="cuda")
+                               layout=layout, backend="cuda", page_size=page_size)
     for _ in range(batch):
         cache.ensure(cache.alloc_slot(), context)
     return cache
@@ -98,6 +98,8 @@ def main() -> None:
     ap.add_argument("--block-sizes", default="16", help="Paged block sizes in tokens (16).")
     ap.add_argument("--layouts", default="per_layer,mega",
                     help="vattention layouts (per_layer, mega, per_layer_odd).")
+    ap.add_argument("--page-size", type=int, default=None,
+                    help="vattention page size in bytes (default: the engine's, 2 MiB).")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -114,7 +116,7 @@ def main() -> None:
     for i, context in enumerate(contexts[:1] + contexts):
         row: dict = {"context": context}
         for layout in args.layouts.split(","):
-            cache = vattention_cache(args.batch, context, hkv, d, layout)
+            cache = vattention_cache(args.batch, context, hkv, d, layout, args.page_size)
             k, v = cache.layer(0)
             fill(k[:, :context], v[:, :context])  # past the context nothing is mapped
             dec, pre = time_kernels(k, v, None, args.batch, context, hq, d, args.chunk, sms)
