@@ -15,14 +15,16 @@ def run_info() -> dict[str, Any]:
     """Who, where and what: card, commit, command and date for a recorded run."""
     import torch
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=os.path.dirname(__file__), check=False
-                                ).stdout.strip() or "unknown"
-    except OSError:
-        commit = "unknown"
-    # A copy of the tree without .git (the device machine) is told its commit instead.
-    commit = os.environ.get("BENCH_COMMIT", commit) if commit == "unknown" else commit
+    # A copy of the tree on another machine may carry no .git or a stale one: the caller's
+    # BENCH_COMMIT, when set, names the commit that really ran.
+    commit = os.environ.get("BENCH_COMMIT")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True, cwd=os.path.dirname(__file__), check=False
+                                    ).stdout.strip() or "unknown"
+        except OSError:
+            commit = "unknown"
     card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (
         f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
     return {
