@@ -29,15 +29,23 @@ from sarathi.model_executor.presets import PRESETS
 from sarathi.worker.paged_cache import PagedKVCache
 
 
-def paged_cache(batch: int, context: int, hkv: int, d: int, block_size: int) -> PagedKVCache:
+def paged_cache(batch: int, context: int, hkv: int, d: int, block_size: int,
+                shuffle: bool = False) -> PagedKVCache:
+    """Blocks handed out round-robin (concurrent decodes in lockstep: block i of every
+    sequence sits side by side), or with ``shuffle`` renumbered at random (a pool after
+    much churn)."""
     per_seq = math.ceil(context / block_size)
     cache = PagedKVCache(1, hkv, d, batch, context, torch.bfloat16, torch.device("cuda"),
                          block_size, batch * per_seq)
     slots = [cache.alloc_slot() for _ in range(batch)]
-    for i in range(1, per_seq + 1):  # round-robin growth, as concurrent decodes take blocks
+    for i in range(1, per_seq + 1):
         for s in slots:
             cache.ensure(s, min(i * block_size, context))
     cache.commit()
+    if shuffle:
+        # The blocks hold random values, so renumbering the table is all a shuffle needs.
+        perm = torch.randperm(cache.num_units, device="cuda", dtype=torch.int32)
+        cache.block_tables.copy_(perm[cache.block_tables.long()])
     return cache
 
 
@@ -96,6 +104,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32, help="Decode batch size (default 32).")
     ap.add_argument("--chunk", type=int, default=2048, help="Prefill chunk (default 2048).")
     ap.add_argument("--block-sizes", default="16", help="Paged block sizes in tokens (16).")
+    ap.add_argument("--paged-order", default="lockstep", choices=("lockstep", "shuffled"),
+                    help="Where a sequence's blocks sit in the pool: side by side with the "
+                         "other sequences' blocks of the same index (lockstep decoding) or "
+                         "at random (a pool after churn).")
     ap.add_argument("--layouts", default="per_layer,mega",
                     help="vattention layouts (per_layer, mega, per_layer_odd).")
     ap.add_argument("--page-size", type=int, default=None,
@@ -123,7 +135,8 @@ def main() -> None:
             row[f"decode_us_{layout}"], row[f"prefill_us_{layout}"] = dec * 1e3, pre * 1e3
             cache.close()
         for bs in (int(x) for x in args.block_sizes.split(",")):
-            cache = paged_cache(args.batch, context, hkv, d, bs)
+            cache = paged_cache(args.batch, context, hkv, d, bs,
+                                shuffle=args.paged_order == "shuffled")
             k, v = cache.layer(0)
             fill(k, v)
             dec, pre = time_kernels(k, v, cache.block_tables, args.batch, context, hq, d,
