@@ -75,7 +75,8 @@ def fill(k: torch.Tensor, v: torch.Tensor) -> None:
 
 
 def time_kernels(k: torch.Tensor, v: torch.Tensor, table: torch.Tensor | None, batch: int,
-                 context: int, hq: int, d: int, chunk: int, sms: int) -> tuple[float, float]:
+                 context: int, hq: int, d: int, chunk: int, sms: int,
+                 decode_config: tuple[int, int] = (4, 3)) -> tuple[float, float]:
     """(decode ms, prefill ms) over caches k/v (slot layout, or pools with a block table)."""
     dev = torch.device("cuda")
     scale = d ** -0.5
@@ -84,7 +85,8 @@ def time_kernels(k: torch.Tensor, v: torch.Tensor, table: torch.Tensor | None, b
     slots = torch.arange(batch, device=dev)
     lens = torch.full((batch,), context, device=dev)
     decode = bench_ms(lambda: decode_attention(q, k, v, slots, lens, context, scale, None, out,
-                                               sms, None, table), reps=10, inner=20)
+                                               sms, None, table, *decode_config),
+                      reps=10, inner=20)
     n = min(chunk, context)
     qp = torch.randn(n, hq, d, dtype=torch.bfloat16, device=dev)
     outp = torch.empty_like(qp)
@@ -110,6 +112,8 @@ def main() -> None:
                          "at random (a pool after churn).")
     ap.add_argument("--layouts", default="per_layer,mega",
                     help="vattention layouts (per_layer, mega, per_layer_odd).")
+    ap.add_argument("--decode-config", default="4,3",
+                    help="Decode kernel warps,stages on both sides (default 4,3).")
     ap.add_argument("--page-size", type=int, default=None,
                     help="vattention page size in bytes (default: the engine's, 2 MiB).")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
@@ -122,6 +126,7 @@ def main() -> None:
     d = p.get("head_dim", p["hidden_size"] // hq)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     contexts = [int(x) for x in args.contexts.split(",")]
+    decode_config = tuple(int(x) for x in args.decode_config.split(","))
     rows = []
     # The first context runs twice: the first pass compiles every kernel variant and
     # brings the clocks up, and is dropped.
@@ -131,7 +136,8 @@ def main() -> None:
             cache = vattention_cache(args.batch, context, hkv, d, layout, args.page_size)
             k, v = cache.layer(0)
             fill(k[:, :context], v[:, :context])  # past the context nothing is mapped
-            dec, pre = time_kernels(k, v, None, args.batch, context, hq, d, args.chunk, sms)
+            dec, pre = time_kernels(k, v, None, args.batch, context, hq, d, args.chunk, sms,
+                                    decode_config)
             row[f"decode_us_{layout}"], row[f"prefill_us_{layout}"] = dec * 1e3, pre * 1e3
             cache.close()
         for bs in (int(x) for x in args.block_sizes.split(",")):
@@ -140,7 +146,7 @@ def main() -> None:
             k, v = cache.layer(0)
             fill(k, v)
             dec, pre = time_kernels(k, v, cache.block_tables, args.batch, context, hq, d,
-                                    args.chunk, sms)
+                                    args.chunk, sms, decode_config)
             row[f"decode_us_paged{bs}"], row[f"prefill_us_paged{bs}"] = dec * 1e3, pre * 1e3
             cache.close()
         base = args.layouts.split(",")[0]

@@ -215,7 +215,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      slots: torch.Tensor, lens: torch.Tensor, max_context: int, scale: float,
                      window: int | None, out: torch.Tensor, num_sms: int,
                      split: tuple[int, int] | None = None,
-                     block_table: torch.Tensor | None = None) -> torch.Tensor:
+                     block_table: torch.Tensor | None = None, num_warps: int = 4,
+                     num_stages: int = 3) -> torch.Tensor:
     """q: [B, Hq, D]; out: [B, Hq, D] (written). ``split`` fixes (splits, split_size) so a
     captured graph stays valid for any context up to splits * split_size. With
     ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools."""
@@ -245,7 +246,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         splits, scale_log2, win, split_size,
         GROUP=group, BLOCK_G=block_g, BLOCK_N=block_n, HEAD_DIM=d,
         HAS_WINDOW=window is not None, SPLIT=splits > 1, PAGED=paged,
-        PAGE=k_cache.shape[1] if paged else 1, num_warps=4, num_stages=3)
+        PAGE=k_cache.shape[1] if paged else 1, num_warps=num_warps, num_stages=num_stages)
     if splits > 1:
         _merge_kernel[(b, hq)](part_o, part_m, part_l, out, out.stride(0), out.stride(1), hq,
                                splits, BLOCK_S=triton.next_power_of_2(splits), HEAD_DIM=d,
