@@ -76,7 +76,7 @@ def fill(k: torch.Tensor, v: torch.Tensor) -> None:
 
 def time_kernels(k: torch.Tensor, v: torch.Tensor, table: torch.Tensor | None, batch: int,
                  context: int, hq: int, d: int, chunk: int, sms: int,
-                 decode_config: tuple[int, int] = (4, 3)) -> tuple[float, float]:
+                 decode_config: tuple[int, int] = (4, 2)) -> tuple[float, float]:
     """(decode ms, prefill ms) over caches k/v (slot layout, or pools with a block table)."""
     dev = torch.device("cuda")
     scale = d ** -0.5
@@ -112,8 +112,8 @@ def main() -> None:
                          "at random (a pool after churn).")
     ap.add_argument("--layouts", default="per_layer,mega",
                     help="vattention layouts (per_layer, mega, per_layer_odd).")
-    ap.add_argument("--decode-config", default="4,3",
-                    help="Decode kernel warps,stages on both sides (default 4,3).")
+    ap.add_argument("--decode-config", default="4,2",
+                    help="Decode kernel warps,stages on both sides (default 4,2).")
     ap.add_argument("--page-size", type=int, default=None,
                     help="vattention page size in bytes (default: the engine's, 2 MiB).")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")

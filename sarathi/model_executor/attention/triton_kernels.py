@@ -216,10 +216,13 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      window: int | None, out: torch.Tensor, num_sms: int,
                      split: tuple[int, int] | None = None,
                      block_table: torch.Tensor | None = None, num_warps: int = 4,
-                     num_stages: int = 3) -> torch.Tensor:
+                     num_stages: int = 2) -> torch.Tensor:
     """q: [B, Hq, D]; out: [B, Hq, D] (written). ``split`` fixes (splits, split_size) so a
     captured graph stays valid for any context up to splits * split_size. With
-    ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools."""
+    ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools.
+    Two pipeline stages, not three: on an H100 the third stage's shared memory cost the
+    contiguous (vattention) path 8% at 16K context by lowering occupancy, while the paged
+    path did not move (``benchmarks/results/README.md``)."""
     _check(q, k_cache, v_cache)
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
