@@ -100,6 +100,10 @@ class SchedulerConfig:
                         choices=("sarathi", "vllm"))
     chunk_size: int = _f(512, "Token budget per step (Sarathi's chunk size).")
     max_num_seqs: int = _f(256, "Most sequences running at once (the number of KV slots).")
+    overlap_scheduling: bool = _f(True, "Schedule and launch step N+1 while step N runs, and "
+                                  "process step N's tokens meanwhile (one executor process "
+                                  "only). A sequence that stops at step N computes one token "
+                                  "more, which is dropped.")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ class Sequence:
     emitted_text_len: int = 0  # chars of text already reported to the caller
     emitted_tokens: int = 0
     sent_to_worker: bool = False  # the worker knows this sequence's params
+    # Trailing PENDING_TOKEN placeholders in token_ids: sampled by a step still running.
+    num_pending: int = 0
 
     @property
     def params(self) -> SamplingParams:
@@ -43,19 +45,20 @@ class Sequence:
 
     @property
     def num_tokens(self) -> int:
-        return len(self.token_ids)
+        """Known tokens (placeholders excluded)."""
+        return len(self.token_ids) - self.num_pending
 
     @property
     def output_ids(self) -> list[int]:
-        return self.token_ids[self.prompt_len:]
+        return self.token_ids[self.prompt_len:self.num_tokens]
 
     @property
     def num_output(self) -> int:
-        return len(self.token_ids) - self.prompt_len
+        return self.num_tokens - self.prompt_len
 
     @property
     def remaining(self) -> int:
-        """Tokens to feed the model before the next sample."""
+        """Tokens to feed the model before the next sample (placeholders included)."""
         return len(self.token_ids) - self.num_computed
 
     @property

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from sarathi.sampling_params import SamplingParams
 
 
+# Stands for a token sampled by a step whose results have not reached the host yet (the
+# engine schedules step N+1 while step N runs). Only ever the last token of a chunk; the
+# runner reads its value from step N's ids on the device.
+PENDING_TOKEN = -1
+
+
 @dataclass
 class NewSequence:
     seq_id: int

@@ -1,9 +1,17 @@
-"""The engine loop: schedule, execute, process. Readable in one sitting by design.
+"""The engine loop: schedule, launch, process. Readable in one sitting by design.
 
     step():
         plan = scheduler.schedule()          # which sequences, how many tokens each
-        result = executor.execute(plan)      # model forward + sampling on the worker(s)
-        process(plan, result)                # append tokens, detokenize, stop checks, free
+        launched = executor.launch(plan)     # model forward + sampling queued on the device
+        process(previous step's results)     # append tokens, detokenize, stop checks, free
+
+With one in-process worker (``--overlap-scheduling``, the default) step N+1 is scheduled
+and launched before step N's tokens reach the host: each sequence sampled by step N gets a
+PENDING_TOKEN placeholder that the runner fills from step N's ids on the device, and the
+host detokenizes and checks stops for step N while the GPU runs step N+1. A sequence that
+stopped at step N (EOS, a stop string) computes one more token in step N+1, which is
+dropped. Length limits are known ahead, so such a sequence is not scheduled again. Steps
+that sample with penalties need the exact history and collect step N first.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import torch
 
 from sarathi.config import EngineConfig
 from sarathi.core.scheduler import Scheduler, SchedulerStep
-from sarathi.core.scheduler_output import SampledToken, StepResult
+from sarathi.core.scheduler_output import PENDING_TOKEN, SampledToken, StepResult
 from sarathi.executor import create_executor
 from sarathi.model_executor.model_config import load_model_shape
 from sarathi.outputs import Logprob, RequestOutput
@@ -103,6 +111,9 @@ class LLMEngine:
             self.cache_plan.text_capacity_base_tokens, self.reduction_ratio,
             self.cache_plan.budget / 1024**3)
         self.requests: dict[str, Request] = {}
+        self._overlap = config.scheduler.overlap_scheduling and getattr(
+            self.executor, "overlaps", False)
+        self._inflight: _Launched | None = None
         self._seq_ids = itertools.count()
         self._req_ids = itertools.count()
         self.stats = EngineStats()
@@ -154,37 +165,86 @@ class LLMEngine:
                 self.scheduler.finish(seq)
 
     def has_unfinished_requests(self) -> bool:
-        return bool(self.requests)
+        return bool(self.requests) or self._inflight is not None
 
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         plan = self.scheduler.schedule()
+        outputs: list[RequestOutput] = []
         if plan.empty and not plan.input.finished and not plan.input.preempted:
-            return []
-        result = self.executor.execute(plan.input)
-        outputs = self.process(plan, result)
+            if self._inflight is not None:
+                outputs = self._finish(self._inflight)
+                self._inflight = None
+            return outputs
+        if self._inflight is not None and self._needs_history(plan):
+            outputs = self._finish(self._inflight)
+            self._inflight = None
+        launched = self._launch(plan)
+        if self._inflight is not None:
+            outputs += self._finish(self._inflight)
+        self._inflight = None
+        if self._overlap:
+            self._inflight = launched
+        else:
+            outputs += self._finish(launched)
         if not self.scheduler.running and not self.scheduler.waiting:
             self._release_finished()
         return outputs
 
     def _release_finished(self) -> None:
         """Free finished sequences' slots now rather than at the next step (idle engine)."""
+        if self._inflight is not None:
+            return  # the next step collects it and frees them then
         plan = self.scheduler.schedule()
         if plan.input.finished:
             self.executor.execute(plan.input)
 
-    def process(self, plan: SchedulerStep, result: StepResult) -> list[RequestOutput]:
+    def _launch(self, plan: SchedulerStep) -> "_Launched":
+        """Account the scheduled tokens as computed and queue the step. With overlap, each
+        sequence that samples gets a placeholder so the next schedule can feed it back."""
         now = time.monotonic()
         self.stats.preemptions += len(plan.preempted)
-        touched: dict[str, Request] = {}
+        sampled: dict[int, int] = {}
         for seq, n in plan.scheduled:
             seq.num_computed += n
             req = seq.request
             if req.metrics.first_scheduled_time is None:
                 req.metrics.first_scheduled_time = now
+            if seq.num_computed == len(seq.token_ids):
+                index = len(seq.token_ids)
+                sampled[seq.seq_id] = index
+                if self._overlap and not self._is_last_token(seq, index):
+                    seq.token_ids.append(PENDING_TOKEN)
+                    seq.num_pending += 1
+        if self._overlap:
+            return _Launched(plan, sampled, self.executor.launch(plan.input))
+        return _Launched(plan, sampled, self.executor.execute(plan.input))
+
+    def _finish(self, launched: "_Launched") -> list[RequestOutput]:
+        result = launched.handle
+        if self._overlap:
+            result = self.executor.collect(launched.handle)
+        return self.process(launched, result)
+
+    def _is_last_token(self, seq: Sequence, index: int) -> bool:
+        """Whether the token sampled at ``index`` ends the sequence by length."""
+        p = seq.params
+        return ((p.max_tokens is not None and index + 1 - seq.prompt_len >= p.max_tokens)
+                or index + 1 >= self.max_seq_len)
+
+    @staticmethod
+    def _needs_history(plan: SchedulerStep) -> bool:
+        """Penalties read every earlier token's value when sampling."""
+        return any(seq.params.has_penalties for seq, _ in plan.scheduled)
+
+    def process(self, launched: "_Launched", result: StepResult) -> list[RequestOutput]:
+        now = time.monotonic()
+        touched: dict[str, Request] = {}
         for tok in result.sampled:
-            seq = self._seq_by_id(plan, tok.seq_id)
-            self._append_token(seq, tok, now)
+            seq = self._seq_by_id(launched.plan, tok.seq_id)
+            if seq.finished:  # stopped (or aborted) while this step ran: drop its token
+                continue
+            self._append_token(seq, tok, now, launched.sampled[tok.seq_id])
             touched[seq.request.request_id] = seq.request
         outputs = []
         for req in touched.values():
@@ -202,9 +262,13 @@ class LLMEngine:
             plan.index = {s.seq_id: s for s, _ in plan.scheduled}
         return plan.index[seq_id]
 
-    def _append_token(self, seq: Sequence, tok: SampledToken, now: float) -> None:
+    def _append_token(self, seq: Sequence, tok: SampledToken, now: float, index: int) -> None:
         p = seq.params
-        seq.token_ids.append(tok.token_id)
+        if index < len(seq.token_ids):  # fill in the placeholder
+            seq.token_ids[index] = tok.token_id
+            seq.num_pending -= 1
+        else:
+            seq.token_ids.append(tok.token_id)
         self.stats.generation_tokens += 1
         m = seq.request.metrics
         if m.first_token_time is None:
@@ -232,9 +296,11 @@ class LLMEngine:
                     seq.text = seq.text[:idx + (len(stop) if p.include_stop_str_in_output else 0)]
                     reason, stop_reason = "stop", stop
         if reason is None and ((p.max_tokens is not None and n_out >= p.max_tokens)
-                               or seq.num_tokens >= self.max_seq_len):
+                               or index + 1 >= self.max_seq_len):
             reason = "length"
         if reason is not None:
+            del seq.token_ids[index + 1:]  # a placeholder for a token that will not count
+            seq.num_pending = 0
             if stop_reason is None or isinstance(stop_reason, int):
                 seq.text += seq.detok.flush()
             seq.finish_reason, seq.stop_reason = reason, stop_reason
@@ -260,6 +326,13 @@ class LLMEngine:
 
     def shutdown(self) -> None:
         self.executor.shutdown()
+
+
+@dataclass
+class _Launched:
+    plan: SchedulerStep
+    sampled: dict[int, int]  # seq id -> index its sampled token takes in token_ids
+    handle: Any  # the executor's launch handle, or (without overlap) the StepResult
 
 
 @dataclass

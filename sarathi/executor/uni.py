@@ -8,6 +8,10 @@ from sarathi.worker.worker import Worker, WorkerSpec
 
 
 class UniExecutor:
+    # The worker is in this process: a step can be launched before the previous one's
+    # tokens are collected, and the runner reads pending tokens from the device.
+    overlaps = True
+
     def __init__(self, spec: WorkerSpec, weights=None) -> None:
         self.worker = Worker(spec, weights)
 
@@ -19,6 +23,12 @@ class UniExecutor:
 
     def execute(self, step: StepInput) -> StepResult:
         return self.worker.execute(step)
+
+    def launch(self, step: StepInput) -> object:
+        return self.worker.launch(step)
+
+    def collect(self, launched: object) -> StepResult:
+        return self.worker.collect(launched)
 
     def cache_stats(self) -> dict:
         return self.worker.cache_stats()

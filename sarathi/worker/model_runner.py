@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 
 import vattention
-from sarathi.core.scheduler_output import SampledToken, StepInput, StepResult
+from sarathi.core.scheduler_output import PENDING_TOKEN, SampledToken, StepInput, StepResult
 from sarathi.model_executor.attention import AttentionMetadata
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
-from sarathi.model_executor.layers.sampler import Sampler, SamplingRow
+from sarathi.model_executor.layers.sampler import PendingSample, Sampler, SamplingRow
 from sarathi.model_executor.models.llama import ForwardContext
 from sarathi.sampling_params import SamplingParams
 
@@ -32,6 +32,14 @@ class SeqState:
     history: list[int]
     slot: int | None = None
     covered: int = 0  # tokens of the slot known to be backed by pages
+    # (position, token): a sampled token that reached the host before it was fed back
+    resolved: tuple[int, int] | None = None
+
+
+@dataclass
+class Launched:
+    sample_ids: list[int]
+    pending: PendingSample
 
 
 @dataclass
@@ -64,6 +72,10 @@ class ModelRunner:
         self.rotary = RotaryEmbedding(s.head_dim, s.rope_theta, s.rope_scaling, max_len, device)
         self.states: dict[int, SeqState] = {}
         self.graphs = None  # DecodeGraphs once enable_cuda_graphs() succeeds
+        # The last launched step's sampled ids (on the device) and each sequence's row in
+        # them: a chunk whose last token is PENDING_TOKEN reads it from here.
+        self._last_sampled: torch.Tensor | None = None
+        self._last_rows: dict[int, int] = {}
         # The paged cache batches its block-table updates into one copy per step.
         self._commit_tables = getattr(cache, "commit", None)
 
@@ -78,29 +90,52 @@ class ModelRunner:
         if forget:
             del self.states[seq_id]
 
-    @torch.inference_mode()
     def execute(self, step: StepInput) -> StepResult:
+        return self.collect(self.launch(step))
+
+    @torch.inference_mode()
+    def launch(self, step: StepInput) -> "Launched | None":
+        """Queue the step's forward and sampling on the device; ``collect`` waits for it.
+        Its sampled ids stay on the device, where the next step's pending tokens are read."""
         batch = self.prepare(step)
         if batch is None:
-            return StepResult([])
+            return None
         logits = self._graph_logits(batch)
         if logits is None:
             ctx = ForwardContext(batch.meta, self.cache, self.attention, self.rotary)
             hidden = self.model(batch.input_ids, ctx)
             if not batch.rows:
-                return StepResult([])
+                return None
             logits = self.model.compute_logits(hidden[batch.sample_idx])
             if logits is None:  # a tensor-parallel rank other than the sampling one
-                return StepResult([])
-        out = self.sampler(logits, batch.rows)
+                return None
+        pending = self.sampler.launch(logits, batch.rows)
+        self._last_sampled = pending.tokens
+        self._last_rows = {seq_id: i for i, seq_id in enumerate(batch.sample_ids)}
+        return Launched(batch.sample_ids, pending)
+
+    def collect(self, launched: "Launched | None") -> StepResult:
+        if launched is None:
+            return StepResult([])
+        out = self.sampler.finish(launched.pending)
         sampled = []
-        for i, seq_id in enumerate(batch.sample_ids):
-            tok = SampledToken(seq_id, out.token_ids[i])
+        for i, seq_id in enumerate(launched.sample_ids):
+            token = out.token_ids[i]
+            tok = SampledToken(seq_id, token)
             if out.logprobs is not None and out.logprobs[i] is not None:
                 tok.logprob = out.logprobs[i]
                 tok.rank = out.ranks[i]
                 tok.top = out.top[i]
             sampled.append(tok)
+            st = self.states.get(seq_id)
+            if st is None:
+                continue
+            # The token may already be fed back (a pending entry at the end of the history):
+            # fill it in; else keep it for the step that feeds it back.
+            if st.history and st.history[-1] == PENDING_TOKEN:
+                st.history[-1] = token
+            else:
+                st.resolved = (len(st.history), token)
         return StepResult(sampled)
 
     def enable_cuda_graphs(self, logits_in_graph: bool = True) -> bool:
@@ -144,6 +179,8 @@ class ModelRunner:
         decode_slots: list[int] = []
         decode_lens: list[int] = []
         prefills: list[tuple[int, int, int]] = []
+        fill_idx: list[int] = []  # flat rows whose token is read from the last step's ids
+        fill_rows: list[int] = []
         sample_idx: list[int] = []
         rows: list[SamplingRow] = []
         sample_ids: list[int] = []
@@ -162,10 +199,14 @@ class ModelRunner:
                 # it now, so the ensure() a few steps later finds it resident (repeat hints
                 # return at once).
                 self.cache.reserve_ahead(st.slot, st.covered + tpp)
+            tokens = c.token_ids
+            if tokens[-1] == PENDING_TOKEN:
+                tokens = self._resolve_pending(c.seq_id, st, end - 1, tokens,
+                                               len(input_ids) + n - 1, fill_idx, fill_rows)
             if c.start != len(st.history):
                 del st.history[c.start:]
-            st.history.extend(c.token_ids)
-            input_ids.extend(c.token_ids)
+            st.history.extend(tokens)
+            input_ids.extend(tokens)
             if n == 1:
                 positions.append(c.start)
                 slots.append(st.slot)
@@ -190,7 +231,28 @@ class ModelRunner:
             decode_context_lens=_tensor(decode_lens, dev),
             max_decode_context=max(decode_lens, default=0),
             prefills=prefills)
-        return Batch(_tensor(input_ids, dev), meta, _tensor(sample_idx, dev), rows, sample_ids)
+        ids = _tensor(input_ids, dev)
+        if fill_idx:
+            ids[_tensor(fill_idx, dev)] = self._last_sampled[_tensor(fill_rows, dev)]
+        return Batch(ids, meta, _tensor(sample_idx, dev), rows, sample_ids)
+
+    def _resolve_pending(self, seq_id: int, st: SeqState, position: int, tokens: list[int],
+                         flat_row: int, fill_idx: list[int], fill_rows: list[int]) -> list[int]:
+        """The chunk's last token was sampled by a step whose ids have not reached the host
+        when the chunk was scheduled: take it from the host if it has arrived since, else
+        copy it on the device from the last step's ids (the history keeps PENDING_TOKEN
+        until ``collect`` fills it in)."""
+        if st.resolved is not None and st.resolved[0] == position:
+            token = st.resolved[1]
+            st.resolved = None
+            return tokens[:-1] + [token]
+        row = self._last_rows.get(seq_id)
+        if row is None or self._last_sampled is None:
+            raise RuntimeError(f"sequence {seq_id}: its pending token was not sampled by the "
+                               "last step")
+        fill_idx.append(flat_row)
+        fill_rows.append(row)
+        return tokens
 
     def forward_logits(self, token_ids: list[int]) -> torch.Tensor:
         """Logits of every position of one prompt (no sampling); for tests and evaluation."""

@@ -93,6 +93,12 @@ class Worker:
     def execute(self, step: StepInput) -> StepResult:
         return self.runner.execute(step)
 
+    def launch(self, step: StepInput) -> object:
+        return self.runner.launch(step)
+
+    def collect(self, launched: object) -> StepResult:
+        return self.runner.collect(launched)
+
     def cache_stats(self) -> dict:
         return self.cache.stats()
 

@@ -32,6 +32,16 @@ class SamplerOutput:
     top: list[list[tuple[int, float, int]]] | None
 
 
+@dataclass
+class PendingSample:
+    tokens: torch.Tensor  # [rows] chosen ids on the device
+    host: torch.Tensor  # their host copy (pinned; valid once ``done`` has passed)
+    done: "torch.cuda.Event | None"
+    raw: torch.Tensor | None  # log-probabilities, where any row asked for them
+    rows: list[SamplingRow]
+    want_logprobs: list[bool]
+
+
 class Sampler:
     def __init__(self, eos_ids: set[int], device: torch.device, seed: int) -> None:
         self.eos_ids = sorted(eos_ids)
@@ -40,15 +50,32 @@ class Sampler:
         self.generator.manual_seed(seed)
 
     def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
+        return self.finish(self.launch(logits, rows))
+
+    def launch(self, logits: torch.Tensor, rows: list[SamplingRow]) -> "PendingSample":
+        """Queue the sampling work; the chosen ids start their copy to the host."""
         want_logprobs = [r.params.logprobs is not None for r in rows]
         raw = torch.log_softmax(logits, dim=-1) if any(want_logprobs) else None
         logits = self._mask_min_tokens(logits, rows)
         logits = self._apply_penalties(logits, rows)
         tokens = self._choose(logits, rows)
-        token_list = tokens.tolist()
-        if raw is None:
+        host, done = tokens, None
+        if tokens.is_cuda:
+            host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+            host.copy_(tokens, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        return PendingSample(tokens, host, done, raw, rows, want_logprobs)
+
+    def finish(self, pending: "PendingSample") -> SamplerOutput:
+        """Wait for the ids (the step's one device-to-host copy) and build the output."""
+        if pending.done is not None:
+            pending.done.synchronize()
+        token_list = pending.host.tolist()
+        if pending.raw is None:
             return SamplerOutput(token_list, None, None, None)
-        return self._logprobs(raw, tokens, token_list, rows, want_logprobs)
+        return self._logprobs(pending.raw, pending.tokens, token_list, pending.rows,
+                              pending.want_logprobs)
 
     # -- steps -----------------------------------------------------------------------------
     def _mask_min_tokens(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:

@@ -1,0 +1,89 @@
+"""Overlapped scheduling (step N+1 launched before step N's tokens are processed) gives
+exactly the outputs of the one-step-at-a-time loop: stops found a step late drop their
+extra token, length limits are never overshot, penalties fall back to the exact history."""
+
+import pytest
+
+from models import random_prompts
+from sarathi import LLM, SamplingParams
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_models):
+    common = dict(chunk_size=32, max_num_seqs=8, kv_cache_memory="96KiB",
+                  expected_request_tokens=64)
+    return {overlap: LLM(tiny_models["llama"], overlap_scheduling=overlap, **common)
+            for overlap in (True, False)}
+
+
+def _run(llm, prompts, params):
+    outs = llm.generate(prompts, params, use_tqdm=False)
+    return [[(c.token_ids, c.text, c.finish_reason, c.stop_reason) for c in o.outputs]
+            for o in outs]
+
+
+def _frequent_token(llm, prompts) -> int:
+    """A token the model emits often, to stop on it mid-generation."""
+    outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=24, ignore_eos=True),
+                        use_tqdm=False)
+    counts: dict[int, int] = {}
+    for o in outs:
+        for t in o.outputs[0].token_ids[3:]:
+            counts[t] = counts.get(t, 0) + 1
+    return max(counts, key=counts.get)
+
+
+def test_overlap_is_used(engines):
+    llm = engines[True]
+    assert llm.engine._overlap
+    engine = llm.engine
+    engine.add_request([5, 6, 7], SamplingParams(max_tokens=4, ignore_eos=True))
+    engine.step()
+    assert engine._inflight is not None  # launched, not yet processed
+    while engine.has_unfinished_requests():
+        engine.step()
+    assert engine._inflight is None
+
+
+def test_same_outputs_with_stops_lengths_and_preemption(engines):
+    prompts = random_prompts(12, 384, seed=21, min_len=5, max_len=70)
+    stop_id = _frequent_token(engines[False], prompts)
+    text = engines[False].get_tokenizer().decode([stop_id])
+    params = []
+    for i in range(len(prompts)):
+        kind = i % 4
+        if kind == 0:
+            params.append(SamplingParams(temperature=0, max_tokens=5 + i, ignore_eos=True))
+        elif kind == 1:
+            params.append(SamplingParams(temperature=0, max_tokens=40, stop_token_ids=[stop_id],
+                                         ignore_eos=True))
+        elif kind == 2:
+            params.append(SamplingParams(temperature=0, max_tokens=40, stop=[text] if
+                                         text.strip() else None, ignore_eos=True))
+        else:
+            params.append(SamplingParams(temperature=0.8, seed=i, max_tokens=30, n=2,
+                                         stop_token_ids=[stop_id], ignore_eos=True))
+    got = _run(engines[True], prompts, params)
+    want = _run(engines[False], prompts, params)
+    assert got == want
+    assert any(o[0][2] == "stop" for o in want)  # the stops really fired
+    assert engines[True].engine.stats.preemptions > 0  # the small cache forced some
+
+
+def test_penalties_fall_back_to_exact_history(engines):
+    prompts = random_prompts(6, 384, seed=22, min_len=5, max_len=40)
+    params = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True,
+                            repetition_penalty=1.3, frequency_penalty=0.5)
+    assert _run(engines[True], prompts, params) == _run(engines[False], prompts, params)
+
+
+def test_streamed_outputs_never_show_placeholders(engines):
+    engine = engines[True].engine
+    engine.add_request([9, 8, 7, 6], SamplingParams(temperature=0, max_tokens=12,
+                                                    ignore_eos=True), request_id="stream")
+    seen = []
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            seen.extend(out.outputs[0].token_ids)
+            assert all(t >= 0 for t in out.outputs[0].token_ids)
+    assert seen
