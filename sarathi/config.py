@@ -100,10 +100,11 @@ class SchedulerConfig:
                         choices=("sarathi", "vllm"))
     chunk_size: int = _f(512, "Token budget per step (Sarathi's chunk size).")
     max_num_seqs: int = _f(256, "Most sequences running at once (the number of KV slots).")
-    overlap_scheduling: bool = _f(True, "Schedule and launch step N+1 while step N runs, and "
+    overlap_scheduling: bool = _f(False, "Schedule and launch step N+1 while step N runs, and "
                                   "process step N's tokens meanwhile (one executor process "
                                   "only). A sequence that stops at step N computes one token "
-                                  "more, which is dropped.")
+                                  "more, which is dropped. Off by default until a GPU run "
+                                  "shows it faster (see benchmarks/results/README.md).")
 
 
 @dataclass(frozen=True)

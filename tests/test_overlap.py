@@ -87,3 +87,13 @@ def test_streamed_outputs_never_show_placeholders(engines):
             seen.extend(out.outputs[0].token_ids)
             assert all(t >= 0 for t in out.outputs[0].token_ids)
     assert seen
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "qwen2"])
+@pytest.mark.parametrize("scheduler", ["sarathi", "vllm"])
+def test_same_greedy_outputs_across_architectures_and_policies(tiny_models, arch, scheduler):
+    prompts = random_prompts(8, 384, seed=23, min_len=5, max_len=90)
+    params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
+    outs = [_run(LLM(tiny_models[arch], scheduler=scheduler, chunk_size=16, max_num_seqs=8,
+                     overlap_scheduling=overlap), prompts, params) for overlap in (True, False)]
+    assert outs[0] == outs[1]

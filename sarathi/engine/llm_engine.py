@@ -5,7 +5,7 @@
         launched = executor.launch(plan)     # model forward + sampling queued on the device
         process(previous step's results)     # append tokens, detokenize, stop checks, free
 
-With one in-process worker (``--overlap-scheduling``, the default) step N+1 is scheduled
+With one in-process worker and ``--overlap-scheduling`` (off by default) step N+1 is scheduled
 and launched before step N's tokens reach the host: each sequence sampled by step N gets a
 PENDING_TOKEN placeholder that the runner fills from step N's ids on the device, and the
 host detokenizes and checks stops for step N while the GPU runs step N+1. A sequence that

@@ -100,13 +100,13 @@ class Sampler:
             r, p = rows[i], rows[i].params
             row = logits[i]
             if p.repetition_penalty != 1:
-                seen = torch.tensor(sorted(set(r.history)), dtype=torch.long, device=row.device)
+                seen = _to_device(sorted(set(r.history)), torch.long, row.device)
                 seen = seen[seen < vocab]
                 vals = row[seen]
                 row[seen] = torch.where(vals > 0, vals / p.repetition_penalty,
                                         vals * p.repetition_penalty)
             if p.presence_penalty or p.frequency_penalty:
-                out = torch.tensor(r.history[r.prompt_len:], dtype=torch.long, device=row.device)
+                out = _to_device(r.history[r.prompt_len:], torch.long, row.device)
                 out = out[out < vocab]
                 counts = torch.bincount(out, minlength=vocab).to(row.dtype)
                 row -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(row.dtype)
@@ -116,15 +116,14 @@ class Sampler:
         greedy = [r.params.greedy for r in rows]
         if all(greedy):
             return logits.argmax(dim=-1)
-        temps = torch.tensor([r.params.temperature if not g else 1.0 for r, g in zip(rows, greedy)],
-                             dtype=logits.dtype, device=logits.device)
+        temps = _to_device([r.params.temperature if not g else 1.0 for r, g in zip(rows, greedy)],
+                           logits.dtype, logits.device)
         scaled = logits / temps.unsqueeze(1)
         if any(r.params.top_k > 0 or r.params.top_p < 1 for r in rows):
             scaled = _top_k_top_p(scaled, rows)
         probs = torch.softmax(scaled, dim=-1)
         if any(r.params.min_p > 0 for r in rows):
-            min_p = torch.tensor([r.params.min_p for r in rows], dtype=probs.dtype,
-                                 device=probs.device)
+            min_p = _to_device([r.params.min_p for r in rows], probs.dtype, probs.device)
             keep = probs >= min_p.unsqueeze(1) * probs.max(dim=-1, keepdim=True).values
             probs = probs * keep
         noise = torch.empty_like(probs)
@@ -134,7 +133,7 @@ class Sampler:
                 noise[i].exponential_(generator=r.generator)
         sampled = (probs / noise).argmax(dim=-1)
         if any(greedy):
-            g = torch.tensor(greedy, device=logits.device)
+            g = _to_device(greedy, torch.bool, logits.device)
             sampled = torch.where(g, logits.argmax(dim=-1), sampled)
         return sampled
 
@@ -156,11 +155,21 @@ class Sampler:
                              ranks_l, tops)
 
 
+def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """One step's per-row options on the device. Through pinned memory and non-blocking:
+    a plain copy from pageable memory waits for everything queued on the stream, which
+    would stall the host on the step still running on the GPU."""
+    t = torch.tensor(values, dtype=dtype)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
 def _top_k_top_p(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
     vocab = logits.shape[-1]
-    ks = torch.tensor([r.params.top_k if r.params.top_k > 0 else vocab for r in rows],
-                      device=logits.device)
-    ps = torch.tensor([r.params.top_p for r in rows], dtype=logits.dtype, device=logits.device)
+    ks = _to_device([r.params.top_k if r.params.top_k > 0 else vocab for r in rows], torch.long,
+                    logits.device)
+    ps = _to_device([r.params.top_p for r in rows], logits.dtype, logits.device)
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     positions = torch.arange(vocab, device=logits.device).unsqueeze(0)
     drop = positions >= ks.unsqueeze(1)
