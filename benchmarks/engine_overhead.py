@@ -50,7 +50,7 @@ def main() -> None:
         batch = runner.prepare(plan.input)
         t2 = time.thread_time()
         result = StepResult([SampledToken(i, 42) for i in batch.sample_ids])
-        engine.process(plan, result)
+        engine.process(engine.commit(plan), result)
         t3 = time.thread_time()
         sched_t.append(t1 - t0)
         prep_t.append(t2 - t1)

@@ -113,7 +113,7 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self._overlap = config.scheduler.overlap_scheduling and getattr(
             self.executor, "overlaps", False)
-        self._inflight: _Launched | None = None
+        self._inflight: LaunchedStep | None = None
         self._seq_ids = itertools.count()
         self._req_ids = itertools.count()
         self.stats = EngineStats()
@@ -199,9 +199,17 @@ class LLMEngine:
         if plan.input.finished:
             self.executor.execute(plan.input)
 
-    def _launch(self, plan: SchedulerStep) -> "_Launched":
-        """Account the scheduled tokens as computed and queue the step. With overlap, each
-        sequence that samples gets a placeholder so the next schedule can feed it back."""
+    def _launch(self, plan: SchedulerStep) -> "LaunchedStep":
+        launched = self.commit(plan)
+        if self._overlap:
+            launched.handle = self.executor.launch(plan.input)
+        else:
+            launched.handle = self.executor.execute(plan.input)
+        return launched
+
+    def commit(self, plan: SchedulerStep) -> "LaunchedStep":
+        """Account the scheduled tokens as computed. With overlap, each sequence that samples
+        gets a placeholder so the next schedule can feed its token back."""
         now = time.monotonic()
         self.stats.preemptions += len(plan.preempted)
         sampled: dict[int, int] = {}
@@ -216,11 +224,9 @@ class LLMEngine:
                 if self._overlap and not self._is_last_token(seq, index):
                     seq.token_ids.append(PENDING_TOKEN)
                     seq.num_pending += 1
-        if self._overlap:
-            return _Launched(plan, sampled, self.executor.launch(plan.input))
-        return _Launched(plan, sampled, self.executor.execute(plan.input))
+        return LaunchedStep(plan, sampled)
 
-    def _finish(self, launched: "_Launched") -> list[RequestOutput]:
+    def _finish(self, launched: "LaunchedStep") -> list[RequestOutput]:
         result = launched.handle
         if self._overlap:
             result = self.executor.collect(launched.handle)
@@ -237,7 +243,7 @@ class LLMEngine:
         """Penalties read every earlier token's value when sampling."""
         return any(seq.params.has_penalties for seq, _ in plan.scheduled)
 
-    def process(self, launched: "_Launched", result: StepResult) -> list[RequestOutput]:
+    def process(self, launched: "LaunchedStep", result: StepResult) -> list[RequestOutput]:
         now = time.monotonic()
         touched: dict[str, Request] = {}
         for tok in result.sampled:
@@ -329,10 +335,10 @@ class LLMEngine:
 
 
 @dataclass
-class _Launched:
+class LaunchedStep:
     plan: SchedulerStep
     sampled: dict[int, int]  # seq id -> index its sampled token takes in token_ids
-    handle: Any  # the executor's launch handle, or (without overlap) the StepResult
+    handle: Any = None  # the executor's launch handle, or (without overlap) the StepResult
 
 
 @dataclass
