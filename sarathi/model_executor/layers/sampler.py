@@ -87,7 +87,7 @@ class Sampler:
                 if banned:
                     if masked is None:
                         masked = logits.clone()
-                    masked[i, banned] = float("-inf")
+                    masked[i, _to_device(banned, torch.long, logits.device)] = float("-inf")
         return logits if masked is None else masked
 
     def _apply_penalties(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
