@@ -103,8 +103,10 @@ class SchedulerConfig:
     overlap_scheduling: bool = _f(False, "Schedule and launch step N+1 while step N runs, and "
                                   "process step N's tokens meanwhile (one executor process "
                                   "only). A sequence that stops at step N computes one token "
-                                  "more, which is dropped. Off by default until a GPU run "
-                                  "shows it faster (see benchmarks/results/README.md).")
+                                  "more, which is dropped. Only a GPU can gain (on the CPU the "
+                                  "step runs while it is launched, and outputs come a step "
+                                  "later). Off by default until a GPU run shows it faster "
+                                  "(see benchmarks/results/README.md).")
 
 
 @dataclass(frozen=True)
