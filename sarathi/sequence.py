@@ -99,7 +99,7 @@ class Request:
             s.emitted_text_len = len(text)
             s.emitted_tokens = s.num_output
             outs.append(CompletionOutput(
-                index=s.index, text=text, token_ids=list(s.output_ids),
+                index=s.index, text=text, token_ids=s.output_ids,  # a fresh slice
                 cumulative_logprob=s.cumulative_logprob if s.logprobs is not None else None,
                 logprobs=s.logprobs, finish_reason=s.finish_reason, stop_reason=s.stop_reason,
                 text_delta=delta, num_new_tokens=new_tokens))
