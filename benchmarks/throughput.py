@@ -85,6 +85,10 @@ def save_random_weights(folder: str, dtype: torch.dtype, seed: int) -> None:
         model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.save_pretrained(folder, safe_serialization=True)
     del model
+    _free_device_memory()
+
+
+def _free_device_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -136,9 +140,7 @@ def main() -> None:
         path, dtype, device = llm.engine.model_path, llm.engine.dtype, llm.engine.device
         llm.engine.shutdown()  # give its KV cache and weights back before transformers loads
         del llm
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _free_device_memory()
         rows.append(run_hf(path, requests, dtype, device, args.hf_batch))
         rows[0]["vs_hf"] = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
     print_table(rows, ["engine", "seconds", "output_tokens", "tokens_per_s", "vs_hf"])

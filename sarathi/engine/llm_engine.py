@@ -170,19 +170,11 @@ class LLMEngine:
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         plan = self.scheduler.schedule()
-        outputs: list[RequestOutput] = []
         if plan.empty and not plan.input.finished and not plan.input.preempted:
-            if self._inflight is not None:
-                outputs = self._finish(self._inflight)
-                self._inflight = None
-            return outputs
-        if self._inflight is not None and self._needs_history(plan):
-            outputs = self._finish(self._inflight)
-            self._inflight = None
+            return self._drain()
+        outputs = self._drain() if self._needs_history(plan) else []
         launched = self._launch(plan)
-        if self._inflight is not None:
-            outputs += self._finish(self._inflight)
-        self._inflight = None
+        outputs += self._drain()
         if self._overlap:
             self._inflight = launched
         else:
@@ -190,6 +182,13 @@ class LLMEngine:
         if not self.scheduler.running and not self.scheduler.waiting:
             self._release_finished()
         return outputs
+
+    def _drain(self) -> list[RequestOutput]:
+        """Collect and process the step in flight, if any."""
+        if self._inflight is None:
+            return []
+        launched, self._inflight = self._inflight, None
+        return self._finish(launched)
 
     def _release_finished(self) -> None:
         """Free finished sequences' slots now rather than at the next step (idle engine)."""

@@ -30,7 +30,7 @@ from vattention.backends import default_page_size, resolve_backend
 from sarathi.config import CacheConfig
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.model_executor.model_config import ModelShape
-from sarathi.worker.paged_cache import PagedKVCache
+from sarathi.worker.paged_cache import PagedKVCache, paged_block_bytes
 
 HOST_DEFAULT_BUDGET = 4 * 1024**3
 
@@ -63,8 +63,8 @@ def plan_cache(config: CacheConfig, shape: ModelShape, dtype: torch.dtype, devic
     row = shape.num_kv_heads * shape.head_dim * torch.tensor([], dtype=dtype).element_size()
     expected = max(1, math.ceil(min(config.expected_request_tokens, max_len) * reduction_ratio))
     if paged:
-        return _plan_paged(config, shape, row, budget, max_num_seqs, max_len, reduction_ratio,
-                           expected)
+        return _plan_paged(config, shape, dtype, budget, max_num_seqs, max_len,
+                           reduction_ratio, expected)
     backend = config.kv_cache_backend
     if backend == "auto":
         backend = resolve_backend("auto", device)
@@ -84,12 +84,13 @@ def plan_cache(config: CacheConfig, shape: ModelShape, dtype: torch.dtype, devic
                      pool_units * unit_bytes, reduction_ratio, expected)
 
 
-def _plan_paged(config: CacheConfig, shape: ModelShape, row: int, budget: int,
+def _plan_paged(config: CacheConfig, shape: ModelShape, dtype: torch.dtype, budget: int,
                 max_num_seqs: int, max_len: int, reduction_ratio: float,
                 expected: int) -> CachePlan:
     if config.block_size <= 0:
         raise ValueError(f"--block-size must be positive, got {config.block_size}")
-    block_bytes = 2 * shape.num_layers * row * config.block_size
+    block_bytes = paged_block_bytes(shape.num_layers, shape.num_kv_heads, shape.head_dim, dtype,
+                                    config.block_size)
     blocks = min(budget // block_bytes, max_num_seqs * math.ceil(max_len / config.block_size))
     if blocks < 1:
         raise ValueError(f"the KV cache budget ({budget} bytes) is smaller than one block "
@@ -101,8 +102,8 @@ def _plan_paged(config: CacheConfig, shape: ModelShape, row: int, budget: int,
 def create_cache(plan: CachePlan, shape: ModelShape, dtype: torch.dtype,
                  device: torch.device) -> "vattention.KVCache | PagedKVCache":
     if plan.backend == "paged":
-        block_bytes = 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim \
-            * torch.tensor([], dtype=dtype).element_size() * plan.page_size
+        block_bytes = paged_block_bytes(shape.num_layers, shape.num_kv_heads, shape.head_dim,
+                                        dtype, plan.page_size)
         return PagedKVCache(shape.num_layers, shape.num_kv_heads, shape.head_dim,
                             plan.max_slots, plan.max_len, dtype, device, plan.page_size,
                             plan.budget // block_bytes)

@@ -21,6 +21,13 @@ import torch
 from vattention.errors import OutOfPagesError, VAttentionError
 
 
+def paged_block_bytes(num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
+                      block_size: int) -> int:
+    """Bytes of one block: K and V of ``block_size`` tokens in every layer."""
+    elem = torch.tensor([], dtype=dtype).element_size()
+    return 2 * num_layers * num_kv_heads * head_dim * elem * block_size
+
+
 class PagedKVCache:
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, max_slots: int,
                  max_len: int, dtype: torch.dtype, device: torch.device, block_size: int,
@@ -38,8 +45,7 @@ class PagedKVCache:
         self.block_size = block_size
         self.num_units = num_blocks
         self.blocks_per_slot = math.ceil(max_len / block_size)
-        elem = torch.tensor([], dtype=dtype).element_size()
-        self.token_bytes = 2 * num_layers * num_kv_heads * head_dim * elem
+        self.token_bytes = paged_block_bytes(num_layers, num_kv_heads, head_dim, dtype, 1)
         self.block_bytes = self.token_bytes * block_size
         # Zeroed, not empty: the CPU fallback gathers whole blocks, and a NaN left in an
         # unwritten row would survive the attention mask (0 * NaN).
