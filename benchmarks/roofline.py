@@ -20,6 +20,7 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -53,6 +54,28 @@ def matmul_rate() -> float:
     return 2 * n**3 / (ms / 1e3)
 
 
+def kernel_breakdown(replay: Callable[[], object], step_ms: float, steps: int = 10
+                     ) -> list[dict]:
+    """GPU time per kernel name over ``steps`` graph replays (CUPTI traces each node), per
+    step; the last row is the gap: step time not covered by any kernel."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            replay()
+        torch.cuda.synchronize()
+    per_name: dict[str, list[float]] = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            per_name.setdefault(e.name, []).append(e.time_range.elapsed_us())
+    rows = [{"kernel": name[:90], "calls_per_step": len(us) / steps,
+             "us_per_step": sum(us) / steps} for name, us in per_name.items()]
+    rows.sort(key=lambda r: -r["us_per_step"])
+    busy = sum(r["us_per_step"] for r in rows)
+    rows.append({"kernel": "(gaps: step time not in a kernel)",
+                 "calls_per_step": sum(r["calls_per_step"] for r in rows),
+                 "us_per_step": step_ms * 1e3 - busy})
+    return rows
+
+
 class Setup:
     """One model shape with random weights and a vattention cache of ``batch`` slots."""
 
@@ -83,6 +106,8 @@ class Setup:
         self.attention = get_attention_backend(backend, self.dev)
         self.rotary = RotaryEmbedding(s.head_dim, s.rope_theta, s.rope_scaling, max_len, self.dev)
         self.batch, self.context = batch, context
+        self.profile = False
+        self.kernels: list[dict] = []
 
     def weight_bytes(self) -> int:
         """Bytes a decode step must read: every matrix once, the embedding only its rows."""
@@ -133,7 +158,11 @@ class Setup:
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g):
                 step()
-            ms = bench_ms(g.replay)
+            # Back-to-back replays: the host's launch of a graph of ~1,000 nodes overlaps the
+            # previous replay, as in an engine that launches ahead; this times the GPU.
+            ms = bench_ms(g.replay, inner=4)
+            if self.profile:
+                self.kernels = kernel_breakdown(g.replay, ms)
             if hasattr(self.attention, "fixed_split"):
                 self.attention.fixed_split = fixed
             return ms
@@ -171,6 +200,9 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     ap.add_argument("--quick", action="store_true", help="Fewer configurations (a smoke run).")
     ap.add_argument("--prefill-only", action="store_true", help="Only the prefill case.")
+    ap.add_argument("--profile", default=None, metavar="PRESET:BATCH:CONTEXT",
+                    help="Only this decode case, graphed, with the GPU time of each kernel "
+                         "per step (e.g. llama3-8b:1:2048).")
     args = ap.parse_args()
     bw, mm = copy_bandwidth(), matmul_rate()
     print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
@@ -180,9 +212,13 @@ def main() -> None:
         decode_cases = decode_cases[:1]
     if args.prefill_only:
         decode_cases = []
-    rows = []
+    if args.profile:
+        preset, batch, context = args.profile.split(":")
+        decode_cases = [(preset, int(batch), int(context))]
+    rows, profiles = [], []
     for preset, batch, context in decode_cases:
         st = Setup(preset, batch, context, args.backend)
+        st.profile = bool(args.profile)
         floor_ms = (st.weight_bytes() + st.kv_bytes()) / bw * 1e3
         for graph in (False, True):
             ms = st.decode_ms(graph)
@@ -192,8 +228,12 @@ def main() -> None:
                          "GB_per_s": (st.weight_bytes() + st.kv_bytes()) / ms / 1e6,
                          "frac_of_bw": floor_ms / ms, "tokens_per_s": batch / ms * 1e3})
             print(rows[-1])
+        if st.kernels:
+            print_table(st.kernels, ["kernel", "calls_per_step", "us_per_step"])
+            profiles.append({"model": preset, "batch": batch, "context": context,
+                             "kernels": st.kernels})
         st.close()
-    if not args.quick:
+    if not args.quick and not args.profile:
         st = Setup("llama3-8b", 1, 2048, args.backend)
         ms = st.prefill_ms(2048)
         flops = st.prefill_flops(2048)
@@ -206,7 +246,7 @@ def main() -> None:
                        "GB_per_s", "frac_of_bw", "tokens_per_s", "TFLOP_per_s", "frac_of_mm"])
     write_json(args.json, {"info": run_info(), "backend": args.backend,
                            "copy_GB_per_s": bw / 1e9, "matmul_TFLOP_per_s": mm / 1e12,
-                           "results": rows})
+                           "results": rows, "profiles": profiles})
 
 
 if __name__ == "__main__":
