@@ -24,6 +24,12 @@ def test_generate_on_the_demo_model_says_weights_are_random():
     assert "random weights" in r.stderr
 
 
+def test_serve_help_renders():
+    r = _run("serve", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "--overlap-scheduling" in r.stdout
+
+
 def test_generate_flags_come_from_the_config():
     r = _run("generate", "--help")
     for flag in ("--chunk-size", "--max-num-seqs", "--scheduler", "--kv-cache-backend",

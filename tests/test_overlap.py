@@ -97,3 +97,10 @@ def test_same_greedy_outputs_across_architectures_and_policies(tiny_models, arch
     outs = [_run(LLM(tiny_models[arch], scheduler=scheduler, chunk_size=16, max_num_seqs=8,
                      overlap_scheduling=overlap), prompts, params) for overlap in (True, False)]
     assert outs[0] == outs[1]
+
+
+def test_default_is_off_on_the_cpu(tiny_models):
+    # Unset means "where it can gain": a CUDA device. On the CPU it would only delay outputs.
+    llm = LLM(tiny_models["llama"], chunk_size=32, max_num_seqs=2, kv_cache_memory="32KiB",
+              expected_request_tokens=64)
+    assert llm.engine._overlap is False

@@ -111,8 +111,10 @@ class LLMEngine:
             self.cache_plan.text_capacity_base_tokens, self.reduction_ratio,
             self.cache_plan.budget / 1024**3)
         self.requests: dict[str, Request] = {}
-        self._overlap = config.scheduler.overlap_scheduling and getattr(
-            self.executor, "overlaps", False)
+        overlap = config.scheduler.overlap_scheduling
+        if overlap is None:
+            overlap = self.device.type == "cuda"
+        self._overlap = overlap and getattr(self.executor, "overlaps", False)
         self._inflight: LaunchedStep | None = None
         self._seq_ids = itertools.count()
         self._req_ids = itertools.count()

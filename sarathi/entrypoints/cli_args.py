@@ -48,7 +48,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                 names.append("--" + f.name)
             names += ["--" + a for a in meta.get("aliases", ())]
             default = f.default if f.default is not MISSING else None
-            help_text = f"{meta['help']} (default: {default})"
+            help_text = meta["help"] if default is None and _base_type(f.type) is bool else \
+                f"{meta['help']} (default: {default})"
             kind = _base_type(f.type)
             kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
                                       "help": help_text}
