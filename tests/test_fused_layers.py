@@ -1,4 +1,5 @@
-"""Fused Triton RMSNorm, rotary and SiLU-and-mul against their PyTorch references (GPU)."""
+"""Fused Triton RMSNorm (with and without the residual add), rotary with the K/V write and
+SiLU-and-mul against their PyTorch references (GPU)."""
 
 from __future__ import annotations
 
@@ -42,14 +43,40 @@ def test_silu_and_mul(dtype: torch.dtype) -> None:
     assert _rel(fused.silu_and_mul(gu, 3000), ref) < 1e-2
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("rows,size", [(1, 4096), (37, 1024), (300, 5120)])
+def test_add_rms_norm(dtype: torch.dtype, rows: int, size: int) -> None:
+    norm = RMSNorm(size, 1e-5).to("cuda", dtype)
+    norm.weight.data.normal_()
+    x = torch.randn(rows, size, dtype=dtype, device="cuda") * 3
+    residual = torch.randn(rows, size, dtype=dtype, device="cuda")
+    out, new_residual = fused.add_rms_norm(x, residual, norm.weight, norm.eps)
+    assert torch.equal(new_residual, x + residual)  # the sum rounds once, as the reference's
+    assert _rel(out, norm.reference(x + residual)) < 1e-2
+
+
+@pytest.mark.parametrize("layout", ["slots", "paged"])
 @pytest.mark.parametrize("hq,hk,d", [(32, 8, 128), (16, 8, 128), (14, 2, 64)])
-def test_rotary(hq: int, hk: int, d: int) -> None:
+def test_rotary_store_kv(hq: int, hk: int, d: int, layout: str) -> None:
     rot = RotaryEmbedding(d, 500000.0, None, 4096, torch.device("cuda"))
     t = 50
     qkv = torch.randn(t, (hq + 2 * hk) * d, dtype=torch.bfloat16, device="cuda")
-    q = qkv[:, :hq * d].view(t, hq, d)
+    q = qkv[:, :hq * d].view(t, hq, d)  # views with the fused projection's row stride
     k = qkv[:, hq * d:(hq + hk) * d].view(t, hk, d)
-    pos = torch.randint(0, 4096, (t,), device="cuda")
+    v = qkv[:, (hq + hk) * d:].view(t, hk, d)
+    pos = torch.randperm(4096, device="cuda")[:t]
+    if layout == "slots":
+        # K and V interleaved per position, as a strided view: the kernel must use strides.
+        both = torch.zeros(4, 4096, 2, hk, d, dtype=torch.bfloat16, device="cuda")
+        k_cache, v_cache = both[:, :, 0], both[:, :, 1]
+        index = (torch.randint(0, 4, (t,), device="cuda"), pos)
+    else:
+        k_cache = torch.zeros(64, 16, hk, d, dtype=torch.bfloat16, device="cuda")
+        v_cache = torch.zeros_like(k_cache)
+        index = (torch.randperm(64, device="cuda")[:t], torch.randint(0, 16, (t,), device="cuda"))
+    ref_k, ref_v = k_cache.clone(), v_cache.clone()
     rq, rk = rot.reference(q, k, pos)
-    fq, fk = rot.apply(q, k, pos)
-    assert _rel(fq, rq) < 1e-2 and _rel(fk, rk) < 1e-2
+    ref_k[index], ref_v[index] = rk, v
+    fq = rot.apply_and_store(q, k, v, pos, k_cache, v_cache, index)
+    assert _rel(fq, rq) < 1e-2
+    assert _rel(k_cache, ref_k) < 1e-2 and torch.equal(v_cache, ref_v)

@@ -27,8 +27,19 @@ class AttentionMetadata:
     cache: dict[str, Any] = field(default_factory=dict)
 
 
-def write_slots(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                meta: AttentionMetadata) -> None:
-    """Write the step's K/V [T, Hkv, D] at (slot, position) of a slot-layout cache."""
-    k_cache[meta.slot_of_token, meta.positions] = k
-    v_cache[meta.slot_of_token, meta.positions] = v
+# Where each token's K/V row goes: the first two indices of a [A, B, Hkv, D] cache. Slot and
+# position for the vattention layout, block and offset for the paged pool.
+KVIndex = tuple[torch.Tensor, torch.Tensor]
+
+
+def slot_index(meta: AttentionMetadata) -> KVIndex:
+    """The vattention layout: token t's K/V row is [slot, position]."""
+    return meta.slot_of_token, meta.positions
+
+
+def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             index: KVIndex) -> None:
+    """Write the step's K/V [T, Hkv, D] to the cache rows ``index`` names (the reference
+    path; on a GPU the fused rotary kernel writes them instead)."""
+    k_cache[index] = k
+    v_cache[index] = v

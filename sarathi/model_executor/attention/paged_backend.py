@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from sarathi.model_executor.attention.metadata import AttentionMetadata
+from sarathi.model_executor.attention.metadata import AttentionMetadata, KVIndex
 from sarathi.model_executor.attention.torch_backend import TorchAttention
 
 
@@ -42,15 +42,13 @@ class PagedAttention:
         if self._triton:
             self._triton.fixed_split = value
 
-    def write_kv(self, k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor,
-                 v: torch.Tensor, meta: AttentionMetadata) -> None:
-        if "paged_write" not in meta.cache:
+    def kv_index(self, meta: AttentionMetadata) -> KVIndex:
+        """Token t's K/V row in the pool: [block, offset], computed once per step."""
+        if "paged_index" not in meta.cache:
             pos = meta.positions
             blocks = self.cache.block_tables[meta.slot_of_token, pos // self.block_size].long()
-            meta.cache["paged_write"] = (blocks, pos % self.block_size)
-        blocks, offsets = meta.cache["paged_write"]
-        k_cache[blocks, offsets] = k
-        v_cache[blocks, offsets] = v
+            meta.cache["paged_index"] = (blocks, pos % self.block_size)
+        return meta.cache["paged_index"]
 
     def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                 meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sarathi.model_executor.attention.metadata import AttentionMetadata, write_slots
+from sarathi.model_executor.attention.metadata import AttentionMetadata, slot_index
 
 
 class TorchAttention:
     name = "torch"
-    write_kv = staticmethod(write_slots)
+    kv_index = staticmethod(slot_index)
 
     def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                 meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from sarathi.model_executor.attention.metadata import AttentionMetadata, write_slots
+from sarathi.model_executor.attention.metadata import AttentionMetadata, slot_index
 from sarathi.model_executor.attention.triton_kernels import decode_attention, prefill_attention
 
 
 class TritonAttention:
     name = "triton"
-    write_kv = staticmethod(write_slots)
+    kv_index = staticmethod(slot_index)
     graphable = True  # reads lengths from device tensors only
 
     def __init__(self, block_table: torch.Tensor | None = None) -> None:

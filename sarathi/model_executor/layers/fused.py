@@ -1,4 +1,5 @@
-"""Fused Triton kernels for the small per-layer ops: RMSNorm, rotary, SiLU-and-mul.
+"""Fused Triton kernels for the small per-layer ops: RMSNorm (alone or with the residual
+add), rotary with the K/V cache write, SiLU-and-mul.
 
 In eager PyTorch each of these is 5-10 elementwise kernels; at decode batch sizes every one
 of them is a launch plus a pass over memory, which dominates the step after the matmuls.
@@ -61,27 +62,68 @@ if _triton_present():
                  mask=mask)
 
     @triton.jit
-    def _rotary_kernel(X, Out, Cos, Sin, Pos, stride_xt, stride_xh, stride_c, heads,
-                       HALF: tl.constexpr, BLOCK_H: tl.constexpr):
-        t = tl.program_id(0)
+    def _add_rms_norm_kernel(X, R, W, Out, ResOut, stride_x, stride_r, n, eps,
+                             BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        mask = cols < n
+        x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
+        # Reference: the residual sum in the activations' dtype, then RMSNorm of it.
+        s = (x + r).to(ResOut.dtype.element_ty)
+        tl.store(ResOut + row * n + cols, s, mask=mask)
+        s = s.to(tl.float32)
+        inv = tl.rsqrt(tl.sum(s * s, 0) / n + eps)
+        w = tl.load(W + cols, mask=mask, other=0.0)
+        y = (s * inv).to(X.dtype.element_ty).to(tl.float32) * w.to(tl.float32)
+        tl.store(Out + row * n + cols, y.to(Out.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _rotate(src, stride_h, heads, c, s, HALF: tl.constexpr, BLOCK_H: tl.constexpr):
+        """Rotary of ``heads`` heads at ``src`` (one token): the two rotated halves."""
         h = tl.arange(0, BLOCK_H)
-        hmask = h < heads
         d = tl.arange(0, HALF)
-        pos = tl.load(Pos + t).to(tl.int64)
-        dt = Out.dtype.element_ty
-        # The table repeats its first half, so one half of cos/sin serves both halves.
-        c = tl.load(Cos + pos * stride_c + d).to(dt).to(tl.float32)
-        s = tl.load(Sin + pos * stride_c + d).to(dt).to(tl.float32)
-        src = X + t.to(tl.int64) * stride_xt + h[:, None] * stride_xh + d[None, :]
-        x1 = tl.load(src, mask=hmask[:, None], other=0.0).to(tl.float32)
-        x2 = tl.load(src + HALF, mask=hmask[:, None], other=0.0).to(tl.float32)
+        hmask = h[:, None] < heads
+        ptr = src + h[:, None] * stride_h + d[None, :]
+        x1 = tl.load(ptr, mask=hmask, other=0.0).to(tl.float32)
+        x2 = tl.load(ptr + HALF, mask=hmask, other=0.0).to(tl.float32)
+        dt = src.dtype.element_ty
         # Reference: x * cos + cat(-x2, x1) * sin, each product rounded to the dtype.
         o1 = (x1 * c[None, :]).to(dt).to(tl.float32) + (-x2 * s[None, :]).to(dt).to(tl.float32)
         o2 = (x2 * c[None, :]).to(dt).to(tl.float32) + (x1 * s[None, :]).to(dt).to(tl.float32)
-        dst = Out + (t.to(tl.int64) * heads + h[:, None]) * (2 * HALF) + d[None, :]
-        tl.store(dst, o1.to(dt), mask=hmask[:, None])
-        tl.store(dst + HALF, o2.to(dt), mask=hmask[:, None])
+        return o1.to(dt), o2.to(dt)
 
+    @triton.jit
+    def _rotary_store_kernel(Q, K, V, QOut, KC, VC, Cos, Sin, Pos, RowA, RowB,
+                             sq_t, sq_h, sk_t, sk_h, sv_t, sv_h,
+                             skc_a, skc_b, skc_h, svc_a, svc_b, svc_h, stride_c, hq, hkv,
+                             HALF: tl.constexpr, BLOCK_HQ: tl.constexpr,
+                             BLOCK_HKV: tl.constexpr):
+        t = tl.program_id(0).to(tl.int64)
+        pos = tl.load(Pos + t).to(tl.int64)
+        d = tl.arange(0, HALF)
+        dt = QOut.dtype.element_ty
+        # The table repeats its first half, so one half of cos/sin serves both halves.
+        c = tl.load(Cos + pos * stride_c + d).to(dt).to(tl.float32)
+        s = tl.load(Sin + pos * stride_c + d).to(dt).to(tl.float32)
+
+        hq_ = tl.arange(0, BLOCK_HQ)
+        q1, q2 = _rotate(Q + t * sq_t, sq_h, hq, c, s, HALF, BLOCK_HQ)
+        qdst = QOut + (t * hq + hq_[:, None]) * (2 * HALF) + d[None, :]
+        tl.store(qdst, q1, mask=hq_[:, None] < hq)
+        tl.store(qdst + HALF, q2, mask=hq_[:, None] < hq)
+
+        a = tl.load(RowA + t).to(tl.int64)
+        b = tl.load(RowB + t).to(tl.int64)
+        hk = tl.arange(0, BLOCK_HKV)
+        kmask = hk[:, None] < hkv
+        k1, k2 = _rotate(K + t * sk_t, sk_h, hkv, c, s, HALF, BLOCK_HKV)
+        kdst = KC + a * skc_a + b * skc_b + hk[:, None] * skc_h + d[None, :]
+        tl.store(kdst, k1, mask=kmask)
+        tl.store(kdst + HALF, k2, mask=kmask)
+        full = tl.arange(0, 2 * HALF)
+        v = tl.load(V + t * sv_t + hk[:, None] * sv_h + full[None, :], mask=kmask)
+        tl.store(VC + a * svc_a + b * svc_b + hk[:, None] * svc_h + full[None, :], v, mask=kmask)
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm over the last dim of a 2-D or 3-D tensor whose last dim is contiguous."""
@@ -112,15 +154,46 @@ def silu_and_mul(gate_up: torch.Tensor, inter: int) -> torch.Tensor:
     return out
 
 
-def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-           positions: torch.Tensor) -> torch.Tensor:
-    """x: [T, H, D] (last dim contiguous); cos/sin: [max_len, D] tables. Returns new [T, H, D]."""
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(RMSNorm(x + residual), x + residual) in one pass over [T, H] rows."""
     if x.stride(-1) != 1:
         x = x.contiguous()
-    t, heads, d = x.shape
-    out = torch.empty(t, heads, d, dtype=x.dtype, device=x.device)
+    if residual.stride(-1) != 1:
+        residual = residual.contiguous()
+    t, n = x.shape
+    out = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, weight.dtype),
+                      device=x.device)
+    new_residual = torch.empty_like(x)
     if t:
-        _rotary_kernel[(t,)](x, out, cos, sin, positions, x.stride(0), x.stride(1),
-                             cos.stride(0), heads, HALF=d // 2,
-                             BLOCK_H=triton.next_power_of_2(heads), num_warps=4)
+        _add_rms_norm_kernel[(t,)](x, residual, weight, out, new_residual, x.stride(0),
+                                   residual.stride(0), n, eps,
+                                   BLOCK=triton.next_power_of_2(n),
+                                   num_warps=4 if n <= 4096 else 8)
+    return out, new_residual
+
+
+def rotary_store_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
+                    sin: torch.Tensor, positions: torch.Tensor, k_cache: torch.Tensor,
+                    v_cache: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor]
+                    ) -> torch.Tensor:
+    """Rotary on q [T, Hq, D] and k [T, Hkv, D] (last dims contiguous), with the rotated k
+    and v written straight to the cache rows ``index`` names (the first two indices of a
+    [A, B, Hkv, D] cache): one launch where the reference takes two rotaries and two
+    index writes. Returns the rotated q as a new [T, Hq, D] tensor."""
+    t, hq, d = q.shape
+    hkv = k.shape[1]
+    for x in (q, k, v, k_cache, v_cache):
+        if x.stride(-1) != 1:
+            raise ValueError("rotary_store_kv needs the last dimension contiguous")
+    out = torch.empty(t, hq, d, dtype=q.dtype, device=q.device)
+    if t:
+        rows_a, rows_b = index
+        _rotary_store_kernel[(t,)](
+            q, k, v, out, k_cache, v_cache, cos, sin, positions, rows_a, rows_b,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+            v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), cos.stride(0), hq, hkv,
+            HALF=d // 2, BLOCK_HQ=triton.next_power_of_2(hq),
+            BLOCK_HKV=triton.next_power_of_2(hkv), num_warps=4)
     return out

@@ -1,4 +1,5 @@
-"""RMSNorm, computed in float32 like the reference implementation."""
+"""RMSNorm, computed in float32 like the reference implementation, optionally fused with
+the residual add before it."""
 
 from __future__ import annotations
 
@@ -14,10 +15,17 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """RMSNorm(x); with ``residual``: (RMSNorm(x + residual), x + residual)."""
+        if residual is None:
+            if fused.usable(x):
+                return fused.rms_norm(x, self.weight, self.eps)
+            return self.reference(x)
         if fused.usable(x):
-            return fused.rms_norm(x, self.weight, self.eps)
-        return self.reference(x)
+            return fused.add_rms_norm(x, residual, self.weight, self.eps)
+        residual = x + residual
+        return self.reference(residual), residual
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype

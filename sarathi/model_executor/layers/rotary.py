@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from sarathi.model_executor.attention.metadata import KVIndex, store_kv
 from sarathi.model_executor.layers import fused
 
 SUPPORTED_ROPE = ("default", "linear", "llama3")
@@ -46,16 +47,21 @@ class RotaryEmbedding:
         self.cos = emb.cos().to(device)
         self.sin = emb.sin().to(device)
 
-    def apply(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """q: [T, Hq, D], k: [T, Hk, D]; computed in their dtype, as the reference does."""
+    def apply_and_store(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        positions: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                        index: KVIndex) -> torch.Tensor:
+        """Rotate q [T, Hq, D] and k [T, Hkv, D], write k and v to the cache rows ``index``
+        names; returns the rotated q. One fused kernel on a GPU."""
         if fused.usable(q):
-            return (fused.rotary(q, self.cos, self.sin, positions),
-                    fused.rotary(k, self.cos, self.sin, positions))
-        return self.reference(q, k, positions)
+            return fused.rotary_store_kv(q, k, v, self.cos, self.sin, positions, k_cache,
+                                         v_cache, index)
+        q, k = self.reference(q, k, positions)
+        store_kv(k_cache, v_cache, k, v, index)
+        return q
 
     def reference(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """q: [T, Hq, D], k: [T, Hk, D]; computed in their dtype, as transformers does."""
         cos = self.cos[positions].unsqueeze(1)
         sin = self.sin[positions].unsqueeze(1)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)

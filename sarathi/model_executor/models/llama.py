@@ -58,9 +58,9 @@ class LlamaAttention(nn.Module):
         v = v.view(t, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = ctx.rotary.apply(q, k, ctx.meta.positions)
         k_cache, v_cache = ctx.kv_cache.layer(self.layer_idx)
-        ctx.attention.write_kv(k_cache, v_cache, k, v, ctx.meta)
+        q = ctx.rotary.apply_and_store(q, k, v, ctx.meta.positions, k_cache, v_cache,
+                                       ctx.attention.kv_index(ctx.meta))
         o = ctx.attention.forward(q, k_cache, v_cache, ctx.meta, self.scale, self.window)
         return self.o_proj(o.reshape(t, self.q_size))
 
@@ -89,9 +89,16 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(s.hidden_size, s.rms_norm_eps)
         self.mlp = LlamaMLP(s, tp)
 
-    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), ctx)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None, ctx: ForwardContext
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: the previous layer's output, not yet added to ``residual`` (the running sum
+        of the stream; None at the first layer): the add is fused into the norm."""
+        if residual is None:
+            residual, h = x, self.input_layernorm(x)
+        else:
+            h, residual = self.input_layernorm(x, residual)
+        h, residual = self.post_attention_layernorm(self.self_attn(h, ctx), residual)
+        return self.mlp(h), residual
 
 
 class LlamaModel(nn.Module):
@@ -102,10 +109,10 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(s.hidden_size, s.rms_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        x = self.embed_tokens(input_ids)
+        x, residual = self.embed_tokens(input_ids), None
         for layer in self.layers:
-            x = layer(x, ctx)
-        return self.norm(x)
+            x, residual = layer(x, residual, ctx)
+        return self.norm(x, residual)[0]
 
 
 class LlamaForCausalLM(nn.Module):
