@@ -87,7 +87,6 @@ def main() -> None:
             row["triton_config"] = str(_skinny_kernel.best_config)
             rows.append(row)
             print(row)
-        del w
     print_table(rows, ["proj", "M", "N", "K", "cublas_us", "cublaslt_us", "triton_us",
                        "cublas_TBps", "cublaslt_TBps", "triton_TBps", "triton_rel_err"])
     write_json(args.json, {"info": run_info(), "preset": args.preset, "results": rows})
