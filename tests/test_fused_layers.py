@@ -80,3 +80,14 @@ def test_rotary_store_kv(hq: int, hk: int, d: int, layout: str) -> None:
     fq = rot.apply_and_store(q, k, v, pos, k_cache, v_cache, index)
     assert _rel(fq, rq) < 1e-2
     assert _rel(k_cache, ref_k) < 1e-2 and torch.equal(v_cache, ref_v)
+
+
+@pytest.mark.parametrize("n,k,bias", [(4096, 4096, False), (1000, 4000, True), (37, 11008, False)])
+@pytest.mark.parametrize("cfg", [fused.GemvConfig(16, 256, 8), fused.GemvConfig(64, 128, 1, 8),
+                                 fused.GemvConfig(8, 512, 16)])
+def test_gemv(n: int, k: int, bias: bool, cfg: fused.GemvConfig) -> None:
+    w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda")
+    b = torch.randn(n, dtype=torch.bfloat16, device="cuda") if bias else None
+    x = torch.randn(1, k, dtype=torch.bfloat16, device="cuda")
+    ref = F.linear(x.float(), w.float(), None if b is None else b.float())
+    assert _rel(fused.gemv(x, w, b, cfg), ref) < 1e-2

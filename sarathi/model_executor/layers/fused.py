@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -124,6 +125,38 @@ if _triton_present():
         full = tl.arange(0, 2 * HALF)
         v = tl.load(V + t * sv_t + hk[:, None] * sv_h + full[None, :], mask=kmask)
         tl.store(VC + a * svc_a + b * svc_b + hk[:, None] * svc_h + full[None, :], v, mask=kmask)
+    @triton.jit
+    def _gemv_kernel(X, W, Part, N, K, stride_wn, K_PER, BLOCK_N: tl.constexpr,
+                     BLOCK_K: tl.constexpr):
+        """One row times W^T: program (n, s) sums BLOCK_N outputs over K-slice s into
+        Part[s, n-block] (float32)."""
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        split = tl.program_id(1)
+        nmask = rn < N
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        k_start = split * K_PER
+        k_end = tl.minimum(k_start + K_PER, K)
+        rows = W + rn[:, None].to(tl.int64) * stride_wn
+        for k0 in range(k_start, k_end, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            kmask = rk < k_end
+            x = tl.load(X + rk, mask=kmask, other=0.0).to(tl.float32)
+            w = tl.load(rows + rk[None, :], mask=nmask[:, None] & kmask[None, :], other=0.0)
+            acc += w.to(tl.float32) * x[None, :]
+        tl.store(Part + split.to(tl.int64) * N + rn, tl.sum(acc, 1), mask=nmask)
+
+    @triton.jit
+    def _sum_splits_kernel(Part, Bias, Y, N, SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                           BLOCK: tl.constexpr):
+        rn = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = rn < N
+        acc = tl.zeros((BLOCK,), dtype=tl.float32)
+        for s in tl.static_range(SPLITS):
+            acc += tl.load(Part + s * N + rn, mask=mask, other=0.0)
+        if HAS_BIAS:
+            acc += tl.load(Bias + rn, mask=mask, other=0.0).to(tl.float32)
+        tl.store(Y + rn, acc.to(Y.dtype.element_ty), mask=mask)
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm over the last dim of a 2-D or 3-D tensor whose last dim is contiguous."""
@@ -197,3 +230,31 @@ def rotary_store_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torc
             HALF=d // 2, BLOCK_HQ=triton.next_power_of_2(hq),
             BLOCK_HKV=triton.next_power_of_2(hkv), num_warps=4)
     return out
+
+
+@dataclass(frozen=True)
+class GemvConfig:
+    block_n: int
+    block_k: int
+    splits: int
+    num_warps: int = 4
+
+
+def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+         config: GemvConfig) -> torch.Tensor:
+    """F.linear for one row x [1, K] (weight [N, K], K contiguous): split over K so every SM
+    streams weights, then one pass sums the splits (in float32) and adds the bias."""
+    n, k = weight.shape
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    k_per = triton.cdiv(triton.cdiv(k, config.splits), config.block_k) * config.block_k
+    splits = triton.cdiv(k, k_per)
+    part = torch.empty(splits, n, dtype=torch.float32, device=x.device)
+    _gemv_kernel[(triton.cdiv(n, config.block_n), splits)](
+        x, weight, part, n, k, weight.stride(0), k_per, BLOCK_N=config.block_n,
+        BLOCK_K=config.block_k, num_warps=config.num_warps)
+    y = torch.empty(1, n, dtype=x.dtype, device=x.device)
+    _sum_splits_kernel[(triton.cdiv(n, 1024),)](part, bias if bias is not None else part, y, n,
+                                                SPLITS=splits, HAS_BIAS=bias is not None,
+                                                BLOCK=1024, num_warps=4)
+    return y
