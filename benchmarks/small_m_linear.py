@@ -35,30 +35,38 @@ SHAPES = {  # (name, in_features, out_features)
 }
 
 
-def graph_us(fn: Callable[[], object], calls: int = 20) -> float:
-    """Microseconds per call of ``fn`` replayed from a CUDA graph of ``calls`` calls: Triton's
-    Python launch path is slower than these kernels, so timing launches would time the host."""
-    fn()  # compile
+def graph_us(fn: Callable[[torch.Tensor], object], weights: list[torch.Tensor]) -> float:
+    """Microseconds per call of ``fn(w)`` replayed from a CUDA graph of one call per weight
+    copy: Triton's Python launch path is slower than these kernels, so timing launches would
+    time the host; and the copies together exceed the 50 MB L2, so every call reads its weight
+    from memory, as in a model where each layer has its own."""
+    fn(weights[0])  # compile
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        fn()
+        fn(weights[0])
     torch.cuda.current_stream().wait_stream(stream)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        for _ in range(calls):
-            fn()
-    return bench_ms(g.replay, warmup=2, reps=9) * 1e3 / calls
+        for w in weights:
+            fn(w)
+    return bench_ms(g.replay, warmup=2, reps=9) * 1e3 / len(weights)
 
 
-CONFIGS = [GemvConfig(n, k, sp, w) for n in (8, 16, 32, 64) for k in (128, 256, 512)
-           for sp in (1, 2, 4, 8, 16) for w in (4, 8) if n * k <= 16384]
+def weight_copies(n: int, k: int) -> list[torch.Tensor]:
+    """400 MB in all, and at least two copies."""
+    count = max(2, -(-400 * 2**20 // (n * k * 2)))
+    return [torch.randn(n, k, dtype=torch.bfloat16, device="cuda") for _ in range(count)]
 
 
-def best_gemv(x: torch.Tensor, w: torch.Tensor) -> tuple[GemvConfig, float]:
+CONFIGS = [GemvConfig(n, k, sp, w) for n in (16, 32) for k in (128, 256, 512)
+           for sp in (1, 2, 4, 8) for w in (4, 8)]
+
+
+def best_gemv(x: torch.Tensor, ws: list[torch.Tensor]) -> tuple[GemvConfig, float]:
     best: tuple[GemvConfig, float] | None = None
     for cfg in CONFIGS:
-        us = graph_us(lambda: fused.gemv(x, w, None, cfg))
+        us = graph_us(lambda w: fused.gemv(x, w, None, cfg), ws)
         if best is None or us < best[1]:
             best = (cfg, us)
     return best
@@ -73,17 +81,18 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for name, k, n in SHAPES[args.preset]:
-        w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda")
+        ws = weight_copies(n, k)
+        w = ws[0]
         for m in (int(v) for v in args.rows.split(",")):
             x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
             row = {"proj": name, "M": m, "K": k, "N": n}
-            row["cublas_us"] = graph_us(lambda: F.linear(x, w))
+            row["cublas_us"] = graph_us(lambda w: F.linear(x, w), ws)
             default = torch.backends.cuda.preferred_blas_library()
             torch.backends.cuda.preferred_blas_library("cublaslt")
-            row["cublaslt_us"] = graph_us(lambda: F.linear(x, w))
+            row["cublaslt_us"] = graph_us(lambda w: F.linear(x, w), ws)
             torch.backends.cuda.preferred_blas_library(default)
             if m == 1:
-                cfg, row["triton_us"] = best_gemv(x, w)
+                cfg, row["triton_us"] = best_gemv(x, ws)
                 row["triton_config"] = f"n{cfg.block_n} k{cfg.block_k} s{cfg.splits} " \
                                        f"w{cfg.num_warps}"
                 ref = F.linear(x.float(), w.float())

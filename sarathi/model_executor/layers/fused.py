@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 
 @functools.lru_cache(maxsize=1)
@@ -258,3 +259,22 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                                                 SPLITS=splits, HAS_BIAS=bias is not None,
                                                 BLOCK=1024, num_warps=4)
     return y
+
+
+def gemv_config(n: int, k: int) -> GemvConfig:
+    """Tile shape and split count for an [n, k] weight, from the H100 sweep in
+    benchmarks/small_m_linear.py: wide tiles and few splits for the large matrices (LM head,
+    gate/up), narrow tiles split four ways for the rest."""
+    if n * k >= 64 * 2**20:
+        return GemvConfig(32, 512, 2, 4)
+    return GemvConfig(16, 128, 4, 8)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+           ) -> torch.Tensor:
+    """F.linear, with one-row inputs (batch-1 decode) on the split-K GEMV: cuBLAS leaves
+    much of the chip idle on some of those shapes. ``SARATHI_GEMV=0`` keeps cuBLAS."""
+    if x.dim() == 2 and x.shape[0] == 1 and usable(x) and \
+            os.environ.get("SARATHI_GEMV", "1") != "0":
+        return gemv(x, weight, bias, gemv_config(*weight.shape))
+    return F.linear(x, weight, bias)

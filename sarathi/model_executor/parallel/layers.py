@@ -4,8 +4,9 @@ Column-parallel linears split their outputs (each rank computes its heads / its 
 the MLP), row-parallel linears split their inputs and all-reduce the partial sums, the
 embedding and LM head split the vocabulary. A pair column -> row needs one all-reduce.
 
-The factories return plain ``nn.Linear`` / ``nn.Embedding`` for a single rank, so tp=1 keeps
-the unsharded modules (same parameters, same kernels, no extra Python on the hot path).
+The factories return ``Linear`` (an ``nn.Linear`` whose one-row matmuls use our GEMV on a
+GPU) / ``nn.Embedding`` for a single rank, so tp=1 keeps the unsharded modules (same
+parameters, no communication on the hot path).
 """
 
 from __future__ import annotations
@@ -14,11 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sarathi.model_executor.layers import fused
 from sarathi.model_executor.parallel.group import TPGroup
 from sarathi.model_executor.parallel.sharding import vocab_range
 
 
-class ColumnParallelLinear(nn.Linear):
+class Linear(nn.Linear):
+    """nn.Linear through ``fused.linear`` (batch-1 decode matmuls on the split-K GEMV)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused.linear(x, self.weight, self.bias)
+
+
+class ColumnParallelLinear(Linear):
     """Holds this rank's rows of the weight; its output stays sharded (no communication)."""
 
     def __init__(self, in_features: int, local_out_features: int, bias: bool,
@@ -27,7 +36,7 @@ class ColumnParallelLinear(nn.Linear):
         self.tp = tp
 
 
-class RowParallelLinear(nn.Linear):
+class RowParallelLinear(Linear):
     """Holds this rank's columns of the weight; the partial products are summed across ranks.
 
     The bias is added once, after the sum (adding it on every rank would count it tp times).
@@ -39,7 +48,7 @@ class RowParallelLinear(nn.Linear):
         self.tp = tp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.tp.all_reduce(F.linear(x, self.weight))
+        out = self.tp.all_reduce(fused.linear(x, self.weight))
         return out if self.bias is None else out + self.bias
 
 
@@ -60,7 +69,7 @@ class VocabParallelEmbedding(nn.Embedding):
         return self.tp.all_reduce(out)
 
 
-class ParallelLMHead(nn.Linear):
+class ParallelLMHead(Linear):
     """Logits of this rank's vocabulary slice, gathered on rank 0 (the sampling rank)."""
 
     def __init__(self, hidden_size: int, vocab_size: int, tp: TPGroup) -> None:
@@ -70,20 +79,20 @@ class ParallelLMHead(nn.Linear):
         self.tp = tp
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor | None:
-        full = self.tp.gather_last_dim(F.linear(hidden, self.weight))
+        full = self.tp.gather_last_dim(fused.linear(hidden, self.weight))
         return None if full is None else full[..., :self.vocab_size]
 
 
 def column_linear(in_features: int, local_out_features: int, bias: bool,
                   tp: TPGroup) -> nn.Linear:
     if tp.world_size == 1:
-        return nn.Linear(in_features, local_out_features, bias=bias)
+        return Linear(in_features, local_out_features, bias=bias)
     return ColumnParallelLinear(in_features, local_out_features, bias, tp)
 
 
 def row_linear(local_in_features: int, out_features: int, bias: bool, tp: TPGroup) -> nn.Linear:
     if tp.world_size == 1:
-        return nn.Linear(local_in_features, out_features, bias=bias)
+        return Linear(local_in_features, out_features, bias=bias)
     return RowParallelLinear(local_in_features, out_features, bias, tp)
 
 
@@ -95,5 +104,5 @@ def vocab_embedding(vocab_size: int, hidden_size: int, tp: TPGroup) -> nn.Embedd
 
 def lm_head(hidden_size: int, vocab_size: int, tp: TPGroup) -> nn.Linear:
     if tp.world_size == 1:
-        return nn.Linear(hidden_size, vocab_size, bias=False)
+        return Linear(hidden_size, vocab_size, bias=False)
     return ParallelLMHead(hidden_size, vocab_size, tp)
