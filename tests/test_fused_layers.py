@@ -91,3 +91,35 @@ def test_gemv(n: int, k: int, bias: bool, cfg: fused.GemvConfig) -> None:
     x = torch.randn(1, k, dtype=torch.bfloat16, device="cuda")
     ref = F.linear(x.float(), w.float(), None if b is None else b.float())
     assert _rel(fused.gemv(x, w, b, cfg), ref) < 1e-2
+
+
+def test_split_sums_feed_the_fused_kernels() -> None:
+    """o_proj -> residual add + RMSNorm and gate_up -> SiLU-and-mul at batch 1, with the
+    matmul's K splits summed inside the consumer: same result as summing them first."""
+    h, inter = 1024, 3000
+    norm = RMSNorm(h, 1e-5).to("cuda", torch.bfloat16)
+    norm.weight.data.normal_()
+    x = torch.randn(1, 2048, dtype=torch.bfloat16, device="cuda")
+    w_o = torch.randn(h, 2048, dtype=torch.bfloat16, device="cuda") / 40
+    w_gu = torch.randn(2 * inter, 2048, dtype=torch.bfloat16, device="cuda") / 40
+    residual = torch.randn(1, h, dtype=torch.bfloat16, device="cuda")
+    cfg = fused.GemvConfig(16, 128, 4, 8)
+    o = fused.gemv(x, w_o, None, cfg, keep_splits=True)
+    assert isinstance(o, fused.SplitSums) and o.parts.shape == (4, h)
+    whole = o.total()
+    assert _rel(whole, F.linear(x.float(), w_o.float())) < 1e-2
+    out, new_residual = fused.add_rms_norm(o, residual, norm.weight, norm.eps)
+    ref_out, ref_residual = fused.add_rms_norm(whole, residual, norm.weight, norm.eps)
+    assert torch.equal(new_residual, ref_residual) and torch.equal(out, ref_out)
+    gu = fused.gemv(x, w_gu, None, cfg, keep_splits=True)
+    assert torch.equal(fused.silu_and_mul(gu, inter), fused.silu_and_mul(gu.total(), inter))
+
+
+def test_one_row_linear_keeps_splits_only_when_asked() -> None:
+    w = torch.randn(512, 256, dtype=torch.bfloat16, device="cuda")
+    b = torch.randn(512, dtype=torch.bfloat16, device="cuda")
+    x = torch.randn(1, 256, dtype=torch.bfloat16, device="cuda")
+    assert isinstance(fused.linear(x, w, None, keep_splits=True), fused.SplitSums)
+    assert isinstance(fused.linear(x, w, b, keep_splits=True), torch.Tensor)  # bias: summed
+    assert isinstance(fused.linear(x.repeat(2, 1), w, None, keep_splits=True), torch.Tensor)
+    assert _rel(fused.linear(x, w, b), F.linear(x.float(), w.float(), b.float())) < 1e-2

@@ -26,10 +26,27 @@ def _triton_present() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def usable(x: torch.Tensor) -> bool:
+def usable(x: torch.Tensor | SplitSums) -> bool:
     """True where the fused kernels run: a CUDA tensor with Triton installed (and
-    ``SARATHI_FUSED=0`` not set: benchmarks time the unfused baseline in the same run)."""
+    ``SARATHI_FUSED=0`` not set: benchmarks time the unfused baseline in the same run).
+    Split sums exist only where they run."""
+    if isinstance(x, SplitSums):
+        return True
     return x.is_cuda and _triton_present() and os.environ.get("SARATHI_FUSED", "1") != "0"
+
+
+@dataclass
+class SplitSums:
+    """A one-row matmul's output left as float32 partial sums over K splits, ``parts``
+    [splits, N]: the next fused kernel (residual add + RMSNorm, SiLU-and-mul) adds them up
+    as it reads them, which saves a launch per matmul in the batch-1 decode graph."""
+
+    parts: torch.Tensor
+    dtype: torch.dtype  # what the matmul's output would be
+
+    def total(self) -> torch.Tensor:
+        """The matmul's output, [1, N] in ``dtype``."""
+        return _sum_splits(self.parts, None, self.dtype)
 
 
 if _triton_present():
@@ -52,24 +69,36 @@ if _triton_present():
         tl.store(Out + row.to(tl.int64) * n + cols, y.to(Out.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _silu_mul_kernel(GU, Out, stride_t, inter, BLOCK: tl.constexpr):
+    def _load_input(ptr, mask, split_stride, SPLITS: tl.constexpr, dt: tl.constexpr):
+        """A row of a matmul's output: loaded, or (SPLITS > 0) summed over its float32 split
+        sums and rounded to ``dt`` as the matmul's own output would be."""
+        if SPLITS == 0:
+            return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+        acc = tl.load(ptr, mask=mask, other=0.0)
+        for i in tl.static_range(1, SPLITS):
+            acc += tl.load(ptr + i * split_stride, mask=mask, other=0.0)
+        return acc.to(dt).to(tl.float32)
+
+    @triton.jit
+    def _silu_mul_kernel(GU, Out, stride_t, inter, SPLITS: tl.constexpr, BLOCK: tl.constexpr):
         t = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < inter
         base = GU + t.to(tl.int64) * stride_t
-        g = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
-        u = tl.load(base + inter + cols, mask=mask, other=0.0).to(tl.float32)
+        dt = Out.dtype.element_ty
+        g = _load_input(base + cols, mask, 2 * inter, SPLITS, dt)
+        u = _load_input(base + inter + cols, mask, 2 * inter, SPLITS, dt)
         s = (g / (1.0 + tl.exp(-g))).to(Out.dtype.element_ty).to(tl.float32)
         tl.store(Out + t.to(tl.int64) * inter + cols, (s * u).to(Out.dtype.element_ty),
                  mask=mask)
 
     @triton.jit
     def _add_rms_norm_kernel(X, R, W, Out, ResOut, stride_x, stride_r, n, eps,
-                             BLOCK: tl.constexpr):
+                             SPLITS: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n
-        x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        x = _load_input(X + row * stride_x + cols, mask, n, SPLITS, ResOut.dtype.element_ty)
         r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
         # Reference: the residual sum in the activations' dtype, then RMSNorm of it.
         s = (x + r).to(ResOut.dtype.element_ty)
@@ -77,7 +106,7 @@ if _triton_present():
         s = s.to(tl.float32)
         inv = tl.rsqrt(tl.sum(s * s, 0) / n + eps)
         w = tl.load(W + cols, mask=mask, other=0.0)
-        y = (s * inv).to(X.dtype.element_ty).to(tl.float32) * w.to(tl.float32)
+        y = (s * inv).to(ResOut.dtype.element_ty).to(tl.float32) * w.to(tl.float32)
         tl.store(Out + row * n + cols, y.to(Out.dtype.element_ty), mask=mask)
 
     @triton.jit
@@ -175,33 +204,38 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return out
 
 
-def silu_and_mul(gate_up: torch.Tensor, inter: int) -> torch.Tensor:
+def silu_and_mul(gate_up: torch.Tensor | SplitSums, inter: int) -> torch.Tensor:
     """silu(gate_up[:, :inter]) * gate_up[:, inter:]."""
-    t = gate_up.shape[0]
-    if gate_up.stride(-1) != 1:
-        gate_up = gate_up.contiguous()
-    out = torch.empty(t, inter, dtype=gate_up.dtype, device=gate_up.device)
+    gate_up, splits, dtype = _input(gate_up)
+    t = gate_up.shape[0] if not splits else 1
+    out = torch.empty(t, inter, dtype=dtype, device=gate_up.device)
     block = 1024
     if t:
         _silu_mul_kernel[(t, triton.cdiv(inter, block))](gate_up, out, gate_up.stride(0), inter,
-                                                         BLOCK=block, num_warps=4)
+                                                         SPLITS=splits, BLOCK=block,
+                                                         num_warps=4)
     return out
 
 
-def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def _input(x: torch.Tensor | SplitSums) -> tuple[torch.Tensor, int, torch.dtype]:
+    """(tensor for the kernel, split count or 0, the activations' dtype)."""
+    if isinstance(x, SplitSums):
+        return x.parts, x.parts.shape[0], x.dtype
+    return (x if x.stride(-1) == 1 else x.contiguous()), 0, x.dtype
+
+
+def add_rms_norm(x: torch.Tensor | SplitSums, residual: torch.Tensor, weight: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(RMSNorm(x + residual), x + residual) in one pass over [T, H] rows."""
-    if x.stride(-1) != 1:
-        x = x.contiguous()
+    x, splits, dtype = _input(x)
     if residual.stride(-1) != 1:
         residual = residual.contiguous()
-    t, n = x.shape
-    out = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, weight.dtype),
-                      device=x.device)
-    new_residual = torch.empty_like(x)
+    t, n = residual.shape
+    out = torch.empty(t, n, dtype=torch.promote_types(dtype, weight.dtype), device=x.device)
+    new_residual = torch.empty(t, n, dtype=dtype, device=x.device)
     if t:
         _add_rms_norm_kernel[(t,)](x, residual, weight, out, new_residual, x.stride(0),
-                                   residual.stride(0), n, eps,
+                                   residual.stride(0), n, eps, SPLITS=splits,
                                    BLOCK=triton.next_power_of_2(n),
                                    num_warps=4 if n <= 4096 else 8)
     return out, new_residual
@@ -242,9 +276,10 @@ class GemvConfig:
 
 
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-         config: GemvConfig) -> torch.Tensor:
+         config: GemvConfig, keep_splits: bool = False) -> torch.Tensor | SplitSums:
     """F.linear for one row x [1, K] (weight [N, K], K contiguous): split over K so every SM
-    streams weights, then one pass sums the splits (in float32) and adds the bias."""
+    streams weights, then one pass sums the splits (in float32) and adds the bias; or, with
+    ``keep_splits`` and no bias, the split sums for the next fused kernel to add up."""
     n, k = weight.shape
     if x.stride(-1) != 1:
         x = x.contiguous()
@@ -254,9 +289,17 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     _gemv_kernel[(triton.cdiv(n, config.block_n), splits)](
         x, weight, part, n, k, weight.stride(0), k_per, BLOCK_N=config.block_n,
         BLOCK_K=config.block_k, num_warps=config.num_warps)
-    y = torch.empty(1, n, dtype=x.dtype, device=x.device)
+    if keep_splits and bias is None:
+        return SplitSums(part, x.dtype)
+    return _sum_splits(part, bias, x.dtype)
+
+
+def _sum_splits(part: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype
+                ) -> torch.Tensor:
+    n = part.shape[1]
+    y = torch.empty(1, n, dtype=dtype, device=part.device)
     _sum_splits_kernel[(triton.cdiv(n, 1024),)](part, bias if bias is not None else part, y, n,
-                                                SPLITS=splits, HAS_BIAS=bias is not None,
+                                                SPLITS=part.shape[0], HAS_BIAS=bias is not None,
                                                 BLOCK=1024, num_warps=4)
     return y
 
@@ -270,11 +313,12 @@ def gemv_config(n: int, k: int) -> GemvConfig:
     return GemvConfig(16, 128, 4, 8)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
-           ) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           keep_splits: bool = False) -> torch.Tensor | SplitSums:
     """F.linear, with one-row inputs (batch-1 decode) on the split-K GEMV: cuBLAS leaves
-    much of the chip idle on some of those shapes. ``SARATHI_GEMV=0`` keeps cuBLAS."""
+    much of the chip idle on some of those shapes. ``keep_splits``: the caller's next op is
+    a fused kernel that takes ``SplitSums``. ``SARATHI_GEMV=0`` keeps cuBLAS."""
     if x.dim() == 2 and x.shape[0] == 1 and usable(x) and \
             os.environ.get("SARATHI_GEMV", "1") != "0":
-        return gemv(x, weight, bias, gemv_config(*weight.shape))
+        return gemv(x, weight, bias, gemv_config(*weight.shape), keep_splits)
     return F.linear(x, weight, bias)

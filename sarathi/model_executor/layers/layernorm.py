@@ -15,9 +15,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None
+    def forward(self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """RMSNorm(x); with ``residual``: (RMSNorm(x + residual), x + residual)."""
+        """RMSNorm(x); with ``residual``: (RMSNorm(x + residual), x + residual). ``x`` may
+        be a one-row matmul's split sums (on a GPU only, where they exist)."""
         if residual is None:
             if fused.usable(x):
                 return fused.rms_norm(x, self.weight, self.eps)

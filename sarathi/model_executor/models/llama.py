@@ -44,13 +44,14 @@ class LlamaAttention(nn.Module):
         self.kv_size = self.num_kv_heads * s.head_dim
         self.qkv_proj = column_linear(s.hidden_size, self.q_size + 2 * self.kv_size, s.qkv_bias,
                                       tp)
-        self.o_proj = row_linear(self.q_size, s.hidden_size, False, tp)
+        # o_proj, gate_up and down feed fused kernels that can add up split sums.
+        self.o_proj = row_linear(self.q_size, s.hidden_size, False, tp, keep_splits=True)
         self.q_norm = RMSNorm(s.head_dim, s.rms_norm_eps) if s.qk_norm else None
         self.k_norm = RMSNorm(s.head_dim, s.rms_norm_eps) if s.qk_norm else None
         self.scale = s.head_dim ** -0.5
         self.window = s.sliding_windows[layer_idx]
 
-    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor | fused.SplitSums:
         t = x.shape[0]
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(t, self.num_heads, self.head_dim)
@@ -70,10 +71,11 @@ class LlamaMLP(nn.Module):
         super().__init__()
         self.inter = split_evenly(s.intermediate_size, tp.rank, tp.world_size,
                                   "intermediate_size").length
-        self.gate_up_proj = column_linear(s.hidden_size, 2 * self.inter, False, tp)
-        self.down_proj = row_linear(self.inter, s.hidden_size, False, tp)
+        self.gate_up_proj = column_linear(s.hidden_size, 2 * self.inter, False, tp,
+                                          keep_splits=True)
+        self.down_proj = row_linear(self.inter, s.hidden_size, False, tp, keep_splits=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:
         gate_up = self.gate_up_proj(x)
         if fused.usable(gate_up):
             return self.down_proj(fused.silu_and_mul(gate_up, self.inter))
@@ -89,10 +91,11 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(s.hidden_size, s.rms_norm_eps)
         self.mlp = LlamaMLP(s, tp)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None, ctx: ForwardContext
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None,
+                ctx: ForwardContext) -> tuple[torch.Tensor | fused.SplitSums, torch.Tensor]:
         """x: the previous layer's output, not yet added to ``residual`` (the running sum
-        of the stream; None at the first layer): the add is fused into the norm."""
+        of the stream; None at the first layer): the add is fused into the norm, and at
+        batch 1 so is the sum of the previous matmul's K splits."""
         if residual is None:
             residual, h = x, self.input_layernorm(x)
         else:

@@ -21,18 +21,24 @@ from sarathi.model_executor.parallel.sharding import vocab_range
 
 
 class Linear(nn.Linear):
-    """nn.Linear through ``fused.linear`` (batch-1 decode matmuls on the split-K GEMV)."""
+    """nn.Linear through ``fused.linear`` (batch-1 decode matmuls on the split-K GEMV).
+    ``keep_splits``: the layer's consumer is a fused kernel that takes ``fused.SplitSums``."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused.linear(x, self.weight, self.bias)
+    def __init__(self, in_features: int, out_features: int, bias: bool,
+                 keep_splits: bool = False) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.keep_splits = keep_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:
+        return fused.linear(x, self.weight, self.bias, self.keep_splits)
 
 
 class ColumnParallelLinear(Linear):
     """Holds this rank's rows of the weight; its output stays sharded (no communication)."""
 
     def __init__(self, in_features: int, local_out_features: int, bias: bool,
-                 tp: TPGroup) -> None:
-        super().__init__(in_features, local_out_features, bias=bias)
+                 tp: TPGroup, keep_splits: bool = False) -> None:
+        super().__init__(in_features, local_out_features, bias, keep_splits)
         self.tp = tp
 
 
@@ -44,7 +50,7 @@ class RowParallelLinear(Linear):
 
     def __init__(self, local_in_features: int, out_features: int, bias: bool,
                  tp: TPGroup) -> None:
-        super().__init__(local_in_features, out_features, bias=bias)
+        super().__init__(local_in_features, out_features, bias)
         self.tp = tp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,7 +80,7 @@ class ParallelLMHead(Linear):
 
     def __init__(self, hidden_size: int, vocab_size: int, tp: TPGroup) -> None:
         _, _, per_rank = vocab_range(vocab_size, tp.rank, tp.world_size)
-        super().__init__(hidden_size, per_rank, bias=False)
+        super().__init__(hidden_size, per_rank, False)
         self.vocab_size = vocab_size
         self.tp = tp
 
@@ -83,16 +89,18 @@ class ParallelLMHead(Linear):
         return None if full is None else full[..., :self.vocab_size]
 
 
-def column_linear(in_features: int, local_out_features: int, bias: bool,
-                  tp: TPGroup) -> nn.Linear:
+def column_linear(in_features: int, local_out_features: int, bias: bool, tp: TPGroup,
+                  keep_splits: bool = False) -> Linear:
     if tp.world_size == 1:
-        return Linear(in_features, local_out_features, bias=bias)
-    return ColumnParallelLinear(in_features, local_out_features, bias, tp)
+        return Linear(in_features, local_out_features, bias, keep_splits)
+    return ColumnParallelLinear(in_features, local_out_features, bias, tp, keep_splits)
 
 
-def row_linear(local_in_features: int, out_features: int, bias: bool, tp: TPGroup) -> nn.Linear:
+def row_linear(local_in_features: int, out_features: int, bias: bool, tp: TPGroup,
+               keep_splits: bool = False) -> Linear:
+    """``keep_splits`` applies on a single rank only: the all-reduce needs whole sums."""
     if tp.world_size == 1:
-        return Linear(local_in_features, out_features, bias=bias)
+        return Linear(local_in_features, out_features, bias, keep_splits)
     return RowParallelLinear(local_in_features, out_features, bias, tp)
 
 
@@ -102,7 +110,7 @@ def vocab_embedding(vocab_size: int, hidden_size: int, tp: TPGroup) -> nn.Embedd
     return VocabParallelEmbedding(vocab_size, hidden_size, tp)
 
 
-def lm_head(hidden_size: int, vocab_size: int, tp: TPGroup) -> nn.Linear:
+def lm_head(hidden_size: int, vocab_size: int, tp: TPGroup) -> Linear:
     if tp.world_size == 1:
-        return Linear(hidden_size, vocab_size, bias=False)
+        return Linear(hidden_size, vocab_size, False)
     return ParallelLMHead(hidden_size, vocab_size, tp)
