@@ -1,6 +1,7 @@
 # Shared by the scripts/gpu_*.sh runs (source it from the repository root, with OUT set):
 # environment, the logs folder, the vattention extension build, and `run NAME TIMEOUT CMD...`,
-# which logs CMD to $LOGS/NAME.log, prints its exit code, time and the log's last $TAIL lines.
+# which logs CMD to $LOGS/NAME.log, prints its exit code, time and the log's last $TAIL lines,
+# and returns CMD's exit code.
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 LOGS="${LOGS:-$OUT/logs}"
 mkdir -p "$LOGS"
@@ -8,6 +9,8 @@ run() {  # run NAME TIMEOUT CMD...
   local name="$1" limit="$2"; shift 2
   local t0=$SECONDS
   timeout --kill-after=10 "$limit" "$@" > "$LOGS/$name.log" 2>&1
-  echo "== $name rc=$? $((SECONDS - t0))s"; tail -n "${TAIL:-8}" "$LOGS/$name.log"
+  local rc=$?
+  echo "== $name rc=$rc $((SECONDS - t0))s"; tail -n "${TAIL:-8}" "$LOGS/$name.log"
+  return $rc
 }
 python3 setup.py build_ext --inplace > "$LOGS/build.log" 2>&1 || echo "build failed"
