@@ -54,7 +54,7 @@ def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, Arrived, Bloc
                    num_splits, scale_log2, window, split_size,
                    GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr,
-                   PAGED: tl.constexpr, PAGE: tl.constexpr):
+                   MAX_SPLITS: tl.constexpr, PAGED: tl.constexpr, PAGE: tl.constexpr):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     s = tl.program_id(2)
@@ -108,21 +108,20 @@ def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, Arrived, Bloc
         tl.debug_barrier()
         counter = Arrived + b * tl.num_programs(1) + kvh
         if tl.atomic_add(counter, 1, sem="acq_rel") == num_splits - 1:
-            m_all = tl.full([BLOCK_G], NEG_BIG, dtype=tl.float32)
-            l_all = tl.zeros([BLOCK_G], dtype=tl.float32)
-            o_all = tl.zeros([BLOCK_G, HEAD_DIM], dtype=tl.float32)
-            for i in range(num_splits):
-                m_s = tl.load(PartM + first + i, mask=gmask, other=NEG_BIG, cache_modifier=".cg")
-                l_s = tl.load(PartL + first + i, mask=gmask, other=0.0, cache_modifier=".cg")
-                o_s = tl.load(PartO + (first + i)[:, None] * HEAD_DIM + d[None, :],
-                              mask=gmask[:, None], other=0.0, cache_modifier=".cg")
-                m_new = tl.maximum(m_all, m_s)
-                a_old, a_s = tl.exp2(m_all - m_new), tl.exp2(m_s - m_new)
-                l_all = l_all * a_old + l_s * a_s
-                o_all = o_all * a_old[:, None] + o_s * a_s[:, None]
-                m_all = m_new
-            tl.store(Out + b * stride_ob + qh[:, None] * stride_oh + d[None, :],
-                     (o_all / l_all[:, None]).to(Out.dtype.element_ty), mask=gmask[:, None])
+            # One query head at a time, all its splits in one load (a loop over splits
+            # would wait on memory once per split).
+            sp = tl.arange(0, MAX_SPLITS)
+            smask = sp < num_splits
+            for gi in tl.static_range(GROUP):
+                rows = (b * (tl.num_programs(1) * GROUP) + kvh * GROUP + gi) * num_splits + sp
+                m_s = tl.load(PartM + rows, mask=smask, other=NEG_BIG, cache_modifier=".cg")
+                l_s = tl.load(PartL + rows, mask=smask, other=0.0, cache_modifier=".cg")
+                o_s = tl.load(PartO + rows[:, None] * HEAD_DIM + d[None, :],
+                              mask=smask[:, None], other=0.0, cache_modifier=".cg")
+                w = tl.where(smask, tl.exp2(m_s - tl.max(m_s, 0)), 0.0)
+                merged = tl.sum(o_s * w[:, None], 0) / tl.sum(l_s * w, 0)
+                tl.store(Out + b * stride_ob + (kvh * GROUP + gi) * stride_oh + d,
+                         merged.to(Out.dtype.element_ty))
             tl.atomic_xchg(counter, 0)
     else:
         out = acc / l_i[:, None]
@@ -263,7 +262,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         out.stride(0), out.stride(1),
         splits, scale_log2, win, split_size,
         GROUP=group, BLOCK_G=block_g, BLOCK_N=block_n, HEAD_DIM=d,
-        HAS_WINDOW=window is not None, SPLIT=splits > 1, PAGED=paged,
+        HAS_WINDOW=window is not None, SPLIT=splits > 1,
+        MAX_SPLITS=triton.next_power_of_2(splits), PAGED=paged,
         PAGE=k_cache.shape[1] if paged else 1, num_warps=num_warps, num_stages=num_stages)
     return out
 
