@@ -4,7 +4,6 @@ safetensors), and helpers to compare our engine with transformers on them."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 

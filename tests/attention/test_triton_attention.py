@@ -92,29 +92,6 @@ def test_decode_splits_match_reference(batch: int, max_len: int,
     assert rel_error(out, ref) < BF16_TOL
 
 
-def test_decode_arrival_counters_are_reused_and_left_zero() -> None:
-    """The split programs count arrivals in one buffer shared by every call (every layer of
-    every step, and graph replays): after each call it must be all zeros again, and a call
-    with other split counts over the same buffer must still merge every split."""
-    from sarathi.model_executor.attention.triton_kernels import decode_attention
-
-    torch.manual_seed(7)
-    hq, hkv, d, max_len = 32, 8, 128, 3000
-    k, v = _cache("per_layer", 6, max_len, hkv, d, torch.bfloat16)
-    arrived = torch.zeros(6 * hkv, dtype=torch.int32, device="cuda")
-    for batch, lens, split in [(4, [3000, 5, 1700, 64], None), (6, [2999] * 6, (9, 384)),
-                               (1, [3000], (47, 64)), (4, [3000, 5, 1700, 64], None)]:
-        slot_list = list(range(batch))
-        q = torch.randn(batch, hq, d, dtype=torch.bfloat16, device="cuda")
-        out = torch.full_like(q, float("nan"))
-        decode_attention(q, k, v, torch.tensor(slot_list, device="cuda"),
-                         torch.tensor(lens, device="cuda"), max(lens), d ** -0.5, None, out,
-                         132, split, arrived=arrived)
-        ref = reference_attention(q, k, v, slot_list, [n - 1 for n in lens], d ** -0.5, None)
-        assert rel_error(out, ref) < BF16_TOL
-        assert int(arrived.abs().sum()) == 0
-
-
 def _paged(k: torch.Tensor, v: torch.Tensor, block_size: int, seed: int
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The same cache as block pools with the blocks scattered in random order (plus spare

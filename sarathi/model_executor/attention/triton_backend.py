@@ -25,9 +25,6 @@ class TritonAttention:
         # (splits, split_size) while a decode graph is captured/replayed: the split plan
         # must not depend on the step's (host-side) longest context then.
         self.fixed_split: tuple[int, int] | None = None
-        # The decode kernel's arrival counters: zero between calls, so one buffer serves
-        # every layer, step and graph. Grown buffers are kept: captured graphs point at them.
-        self._arrived: list[torch.Tensor] = []
 
     def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                 meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:
@@ -40,24 +37,12 @@ class TritonAttention:
                 self._num_sms = torch.cuda.get_device_properties(q.device).multi_processor_count
             decode_attention(q[:nd], k_cache, v_cache, meta.decode_slots,
                              meta.decode_context_lens, meta.max_decode_context, scale, window,
-                             out[:nd], self._num_sms, self.fixed_split, self.block_table,
-                             arrived=self._arrival_counters(nd * k_cache.shape[2], q.device))
+                             out[:nd], self._num_sms, self.fixed_split, self.block_table)
         if meta.prefills:
             slot, start, length, off, longest = _chunk_table(meta, q.device)
             prefill_attention(q, k_cache, v_cache, slot, start, length, off, longest, scale,
                               window, out, self.block_table)
         return out
-
-
-    def _arrival_counters(self, need: int, device: torch.device) -> torch.Tensor:
-        if not self._arrived or self._arrived[-1].numel() < need:
-            if torch.cuda.is_current_stream_capturing():
-                # Zeros made inside a capture exist only in that graph's replays.
-                raise RuntimeError("decode arrival counters must grow before graph capture "
-                                   "(run the batch size once eagerly first)")
-            self._arrived.append(torch.zeros(max(need, 16384), dtype=torch.int32,
-                                             device=device))
-        return self._arrived[-1]
 
 
 def _chunk_table(meta: AttentionMetadata, device: torch.device

@@ -7,8 +7,7 @@ keys are one strided run of memory and the kernels need no block table.
 - Decode (flash-decoding): one program per (sequence, KV head, split of the context). The
   program loads each key/value block once for all query heads of its GQA group (padded to
   the 16 rows a tensor-core dot needs), keeps a running max/sum, and writes a partial
-  result; the last program of a (sequence, KV head) to finish merges the splits (an atomic
-  arrival counter), so decode is one launch. Splitting keeps the chip busy at batch 1.
+  result; a second kernel merges the splits. Splitting keeps the chip busy at batch 1.
 - Prefill: one program per (query block, chunk, query head) over the slot's prefix plus the
   chunk itself, causal with the chunk's offset, optionally within a sliding window.
 
@@ -45,8 +44,7 @@ def _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_s, stride_p,
 
 
 @triton.jit
-def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, Arrived, BlockTable,
-                   stride_bt,
+def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, BlockTable, stride_bt,
                    stride_qb, stride_qh,
                    stride_ks, stride_kp, stride_kh,
                    stride_vs, stride_vp, stride_vh,
@@ -54,7 +52,7 @@ def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, Arrived, Bloc
                    num_splits, scale_log2, window, split_size,
                    GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr,
-                   MAX_SPLITS: tl.constexpr, PAGED: tl.constexpr, PAGE: tl.constexpr):
+                   PAGED: tl.constexpr, PAGE: tl.constexpr):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     s = tl.program_id(2)
@@ -98,35 +96,33 @@ def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, Arrived, Bloc
         m_i = m_new
 
     if SPLIT:
-        first = (b * (tl.num_programs(1) * GROUP) + qh) * num_splits
-        tl.store(PartM + first + s, m_i, mask=gmask)
-        tl.store(PartL + first + s, l_i, mask=gmask)
-        tl.store(PartO + (first + s)[:, None] * HEAD_DIM + d[None, :], acc, mask=gmask[:, None])
-        # The last split of (sequence, KV head) to finish merges them all, so there is no
-        # second launch. The barrier puts every thread's stores before the counter's
-        # release; the counter goes back to zero for the next call (and graph replay).
-        tl.debug_barrier()
-        counter = Arrived + b * tl.num_programs(1) + kvh
-        if tl.atomic_add(counter, 1, sem="acq_rel") == num_splits - 1:
-            # One query head at a time, all its splits in one load (a loop over splits
-            # would wait on memory once per split).
-            sp = tl.arange(0, MAX_SPLITS)
-            smask = sp < num_splits
-            for gi in tl.static_range(GROUP):
-                rows = (b * (tl.num_programs(1) * GROUP) + kvh * GROUP + gi) * num_splits + sp
-                m_s = tl.load(PartM + rows, mask=smask, other=NEG_BIG, cache_modifier=".cg")
-                l_s = tl.load(PartL + rows, mask=smask, other=0.0, cache_modifier=".cg")
-                o_s = tl.load(PartO + rows[:, None] * HEAD_DIM + d[None, :],
-                              mask=smask[:, None], other=0.0, cache_modifier=".cg")
-                w = tl.where(smask, tl.exp2(m_s - tl.max(m_s, 0)), 0.0)
-                merged = tl.sum(o_s * w[:, None], 0) / tl.sum(l_s * w, 0)
-                tl.store(Out + b * stride_ob + (kvh * GROUP + gi) * stride_oh + d,
-                         merged.to(Out.dtype.element_ty))
-            tl.atomic_xchg(counter, 0)
+        row = (b * (tl.num_programs(1) * GROUP) + qh) * num_splits + s
+        tl.store(PartM + row, m_i, mask=gmask)
+        tl.store(PartL + row, l_i, mask=gmask)
+        tl.store(PartO + row[:, None] * HEAD_DIM + d[None, :], acc, mask=gmask[:, None])
     else:
         out = acc / l_i[:, None]
         tl.store(Out + b * stride_ob + qh[:, None] * stride_oh + d[None, :],
                  out.to(Out.dtype.element_ty), mask=gmask[:, None])
+
+
+@triton.jit
+def _merge_kernel(PartO, PartM, PartL, Out, stride_ob, stride_oh, num_heads, num_splits,
+                  BLOCK_S: tl.constexpr, HEAD_DIM: tl.constexpr):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    s = tl.arange(0, BLOCK_S)
+    d = tl.arange(0, HEAD_DIM)
+    smask = s < num_splits
+    row = (b * num_heads + h) * num_splits + s
+    m = tl.load(PartM + row, mask=smask, other=NEG_BIG)
+    l = tl.load(PartL + row, mask=smask, other=0.0)
+    m_max = tl.max(m, 0)
+    w = tl.exp2(m - m_max)
+    w = tl.where(smask, w, 0.0)
+    o = tl.load(PartO + row[:, None] * HEAD_DIM + d[None, :], mask=smask[:, None], other=0.0)
+    out = tl.sum(o * w[:, None], 0) / tl.sum(l * w, 0)
+    tl.store(Out + b * stride_ob + h * stride_oh + d, out.to(Out.dtype.element_ty))
 
 
 @triton.jit
@@ -220,14 +216,10 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      window: int | None, out: torch.Tensor, num_sms: int,
                      split: tuple[int, int] | None = None,
                      block_table: torch.Tensor | None = None, num_warps: int = 4,
-                     num_stages: int = 2, arrived: torch.Tensor | None = None
-                     ) -> torch.Tensor:
+                     num_stages: int = 2) -> torch.Tensor:
     """q: [B, Hq, D]; out: [B, Hq, D] (written). ``split`` fixes (splits, split_size) so a
     captured graph stays valid for any context up to splits * split_size. With
     ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools.
-    ``arrived``: int32 zeros, at least B * KV heads, that the split programs count on (left
-    zero again); a caller that replays graphs keeps one (``ArrivalCounters``); without it
-    each call allocates its own.
     Two pipeline stages, not three: on an H100 the third stage's shared memory cost the
     contiguous (vattention) path 8% at 16K context by lowering occupancy, while the paged
     path did not move (``benchmarks/results/README.md``)."""
@@ -244,27 +236,24 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         part_o = torch.empty(b * hq * splits, d, dtype=torch.float32, device=q.device)
         part_m = torch.empty(b * hq * splits, dtype=torch.float32, device=q.device)
         part_l = torch.empty_like(part_m)
-        if arrived is None:
-            arrived = torch.zeros(b * hkv, dtype=torch.int32, device=q.device)
-        elif arrived.numel() < b * hkv:
-            raise ValueError(f"arrival counters for {arrived.numel()} (sequence, KV head) "
-                             f"pairs; this call has {b * hkv}")
     else:
-        part_o = part_m = part_l = arrived = out  # unused
+        part_o = part_m = part_l = out  # unused
     paged = block_table is not None
     bt = block_table if paged else slots  # unused when not paged
     _decode_kernel[(b, hkv, splits)](
-        q, k_cache, v_cache, slots, lens, out, part_o, part_m, part_l, arrived, bt,
-        bt.stride(0),
+        q, k_cache, v_cache, slots, lens, out, part_o, part_m, part_l, bt, bt.stride(0),
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         out.stride(0), out.stride(1),
         splits, scale_log2, win, split_size,
         GROUP=group, BLOCK_G=block_g, BLOCK_N=block_n, HEAD_DIM=d,
-        HAS_WINDOW=window is not None, SPLIT=splits > 1,
-        MAX_SPLITS=triton.next_power_of_2(splits), PAGED=paged,
+        HAS_WINDOW=window is not None, SPLIT=splits > 1, PAGED=paged,
         PAGE=k_cache.shape[1] if paged else 1, num_warps=num_warps, num_stages=num_stages)
+    if splits > 1:
+        _merge_kernel[(b, hq)](part_o, part_m, part_l, out, out.stride(0), out.stride(1), hq,
+                               splits, BLOCK_S=triton.next_power_of_2(splits), HEAD_DIM=d,
+                               num_warps=4)
     return out
 
 

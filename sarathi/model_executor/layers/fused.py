@@ -315,10 +315,12 @@ def gemv_config(n: int, k: int) -> GemvConfig:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
            keep_splits: bool = False) -> torch.Tensor | SplitSums:
-    """F.linear, with one-row inputs (batch-1 decode) on the split-K GEMV: cuBLAS leaves
-    much of the chip idle on some of those shapes. ``keep_splits``: the caller's next op is
-    a fused kernel that takes ``SplitSums``. ``SARATHI_GEMV=0`` keeps cuBLAS."""
-    if x.dim() == 2 and x.shape[0] == 1 and usable(x) and \
-            os.environ.get("SARATHI_GEMV", "1") != "0":
+    """F.linear, with some one-row inputs (batch-1 decode) on the split-K GEMV: where the
+    next fused kernel adds up the splits (``keep_splits``), and for vocabulary-sized
+    weights (the LM head), where it beats cuBLAS even with its own summing launch. On the
+    other shapes (q|k|v) cuBLAS was 2-4% faster than the GEMV plus that launch (H100,
+    benchmarks/small_m_linear.py). ``SARATHI_GEMV=0`` keeps cuBLAS everywhere."""
+    if x.dim() == 2 and x.shape[0] == 1 and (keep_splits or weight.shape[0] >= 32768) and \
+            usable(x) and os.environ.get("SARATHI_GEMV", "1") != "0":
         return gemv(x, weight, bias, gemv_config(*weight.shape), keep_splits)
     return F.linear(x, weight, bias)
