@@ -27,10 +27,14 @@ def run_info() -> dict[str, Any]:
             commit = "unknown"
     card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (
         f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
+    # The engine's switches (SARATHI_FUSED, SARATHI_GEMV) change what a command measures.
+    switches = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                        if k.startswith("SARATHI_"))
     return {
         "card": card,
         "commit": commit,
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "command": " ".join(([switches] if switches else []) +
+                            [os.path.basename(sys.executable)] + sys.argv),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
     }

@@ -11,7 +11,7 @@ TAIL="${TAIL:-4}"
 . scripts/gpu_lib.sh
 export TQDM_DISABLE=True
 # Benchmarks of kernels that fail their tests would be worth nothing: stop there.
-TAIL=30 run pytest_gpu 240 python3 -m pytest -q -m gpu -rs --ignore=tests/server tests \
+TAIL=30 run pytest_gpu 240 python3 -m pytest -m gpu -rs --ignore=tests/server tests \
   -p no:cacheprovider || { tar czf "$OUT/logs.tgz" -C "$OUT" logs; exit 1; }
 for g in 1 0; do
   TAIL=10 run "roofline_gemv$g" 200 env SARATHI_GEMV=$g python3 benchmarks/roofline.py \
