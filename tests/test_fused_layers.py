@@ -124,24 +124,3 @@ def test_one_row_linear_keeps_splits_only_when_asked() -> None:
     assert isinstance(fused.linear(x.repeat(2, 1), w, None, keep_splits=True), torch.Tensor)
     lm_head = torch.randn(32768, 256, dtype=torch.bfloat16, device="cuda")
     assert _rel(fused.linear(x, lm_head), F.linear(x.float(), lm_head.float())) < 1e-2
-
-
-def test_rotary_store_kv_adds_up_split_sums() -> None:
-    """Batch 1: q, k and v straight from the q|k|v GEMV's K splits give what the summed
-    matmul output gives."""
-    hq, hk, d = 32, 8, 128
-    rot = RotaryEmbedding(d, 500000.0, None, 4096, torch.device("cuda"))
-    x = torch.randn(1, 1024, dtype=torch.bfloat16, device="cuda")
-    w = torch.randn((hq + 2 * hk) * d, 1024, dtype=torch.bfloat16, device="cuda") / 32
-    qkv = fused.gemv(x, w, None, fused.GemvConfig(16, 128, 4, 8), keep_splits=True)
-    whole = qkv.total()
-    pos = torch.tensor([1234], device="cuda")
-    index = (torch.tensor([2], device="cuda"), pos)
-    caches = [torch.zeros(4, 4096, hk, d, dtype=torch.bfloat16, device="cuda") for _ in range(4)]
-    q1 = rot.apply_and_store(*qkv.split([hq * d, hk * d, hk * d]), pos, caches[0], caches[1],
-                             index)
-    q, k, v = whole.split([hq * d, hk * d, hk * d], dim=-1)
-    q2 = rot.apply_and_store(q.view(1, hq, d), k.view(1, hk, d), v.view(1, hk, d), pos,
-                             caches[2], caches[3], index)
-    assert torch.equal(q1, q2)
-    assert torch.equal(caches[0], caches[2]) and torch.equal(caches[1], caches[3])

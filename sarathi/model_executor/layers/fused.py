@@ -48,10 +48,6 @@ class SplitSums:
         """The matmul's output, [1, N] in ``dtype``."""
         return _sum_splits(self.parts, None, self.dtype)
 
-    def split(self, sizes: list[int]) -> list[SplitSums]:
-        """Column ranges of the output (q | k | v), as split sums of their own (views)."""
-        return [SplitSums(p, self.dtype) for p in self.parts.split(sizes, dim=1)]
-
 
 if _triton_present():
     import triton
@@ -114,15 +110,15 @@ if _triton_present():
         tl.store(Out + row * n + cols, y.to(Out.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _rotate(src, stride_h, heads, c, s, split_stride, SPLITS: tl.constexpr,
-                dt: tl.constexpr, HALF: tl.constexpr, BLOCK_H: tl.constexpr):
+    def _rotate(src, stride_h, heads, c, s, HALF: tl.constexpr, BLOCK_H: tl.constexpr):
         """Rotary of ``heads`` heads at ``src`` (one token): the two rotated halves."""
         h = tl.arange(0, BLOCK_H)
         d = tl.arange(0, HALF)
         hmask = h[:, None] < heads
         ptr = src + h[:, None] * stride_h + d[None, :]
-        x1 = _load_input(ptr, hmask, split_stride, SPLITS, dt)
-        x2 = _load_input(ptr + HALF, hmask, split_stride, SPLITS, dt)
+        x1 = tl.load(ptr, mask=hmask, other=0.0).to(tl.float32)
+        x2 = tl.load(ptr + HALF, mask=hmask, other=0.0).to(tl.float32)
+        dt = src.dtype.element_ty
         # Reference: x * cos + cat(-x2, x1) * sin, each product rounded to the dtype.
         o1 = (x1 * c[None, :]).to(dt).to(tl.float32) + (-x2 * s[None, :]).to(dt).to(tl.float32)
         o2 = (x2 * c[None, :]).to(dt).to(tl.float32) + (x1 * s[None, :]).to(dt).to(tl.float32)
@@ -132,7 +128,6 @@ if _triton_present():
     def _rotary_store_kernel(Q, K, V, QOut, KC, VC, Cos, Sin, Pos, RowA, RowB,
                              sq_t, sq_h, sk_t, sk_h, sv_t, sv_h,
                              skc_a, skc_b, skc_h, svc_a, svc_b, svc_h, stride_c, hq, hkv,
-                             split_stride, SPLITS: tl.constexpr,
                              HALF: tl.constexpr, BLOCK_HQ: tl.constexpr,
                              BLOCK_HKV: tl.constexpr):
         t = tl.program_id(0).to(tl.int64)
@@ -144,8 +139,7 @@ if _triton_present():
         s = tl.load(Sin + pos * stride_c + d).to(dt).to(tl.float32)
 
         hq_ = tl.arange(0, BLOCK_HQ)
-        q1, q2 = _rotate(Q + t * sq_t, sq_h, hq, c, s, split_stride, SPLITS, dt, HALF,
-                         BLOCK_HQ)
+        q1, q2 = _rotate(Q + t * sq_t, sq_h, hq, c, s, HALF, BLOCK_HQ)
         qdst = QOut + (t * hq + hq_[:, None]) * (2 * HALF) + d[None, :]
         tl.store(qdst, q1, mask=hq_[:, None] < hq)
         tl.store(qdst + HALF, q2, mask=hq_[:, None] < hq)
@@ -154,16 +148,13 @@ if _triton_present():
         b = tl.load(RowB + t).to(tl.int64)
         hk = tl.arange(0, BLOCK_HKV)
         kmask = hk[:, None] < hkv
-        k1, k2 = _rotate(K + t * sk_t, sk_h, hkv, c, s, split_stride, SPLITS, dt, HALF,
-                         BLOCK_HKV)
+        k1, k2 = _rotate(K + t * sk_t, sk_h, hkv, c, s, HALF, BLOCK_HKV)
         kdst = KC + a * skc_a + b * skc_b + hk[:, None] * skc_h + d[None, :]
         tl.store(kdst, k1, mask=kmask)
         tl.store(kdst + HALF, k2, mask=kmask)
         full = tl.arange(0, 2 * HALF)
-        v = _load_input(V + t * sv_t + hk[:, None] * sv_h + full[None, :], kmask, split_stride,
-                        SPLITS, dt).to(dt)
+        v = tl.load(V + t * sv_t + hk[:, None] * sv_h + full[None, :], mask=kmask)
         tl.store(VC + a * svc_a + b * svc_b + hk[:, None] * svc_h + full[None, :], v, mask=kmask)
-
     @triton.jit
     def _gemv_kernel(X, W, Part, N, K, stride_wn, K_PER, BLOCK_N: tl.constexpr,
                      BLOCK_K: tl.constexpr):
@@ -250,45 +241,30 @@ def add_rms_norm(x: torch.Tensor | SplitSums, residual: torch.Tensor, weight: to
     return out, new_residual
 
 
-def rotary_store_kv(q: torch.Tensor | SplitSums, k: torch.Tensor | SplitSums,
-                    v: torch.Tensor | SplitSums, cos: torch.Tensor, sin: torch.Tensor,
-                    positions: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                    index: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def rotary_store_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
+                    sin: torch.Tensor, positions: torch.Tensor, k_cache: torch.Tensor,
+                    v_cache: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor]
+                    ) -> torch.Tensor:
     """Rotary on q [T, Hq, D] and k [T, Hkv, D] (last dims contiguous), with the rotated k
     and v written straight to the cache rows ``index`` names (the first two indices of a
     [A, B, Hkv, D] cache): one launch where the reference takes two rotaries and two
-    index writes. q, k and v may be one token's split sums (``SplitSums.split`` of the q|k|v
-    matmul), added up as they are read. Returns the rotated q as a new [T, Hq, D] tensor."""
-    d = cos.shape[-1]
-    (q, sq_t, sq_h, hq, t, splits, split_stride, dtype) = _heads(q, d)
-    (k, sk_t, sk_h, hkv, _, _, _, _) = _heads(k, d)
-    (v, sv_t, sv_h, _, _, _, _, _) = _heads(v, d)
-    for x in (k_cache, v_cache):
+    index writes. Returns the rotated q as a new [T, Hq, D] tensor."""
+    t, hq, d = q.shape
+    hkv = k.shape[1]
+    for x in (q, k, v, k_cache, v_cache):
         if x.stride(-1) != 1:
-            raise ValueError("rotary_store_kv needs the cache's last dimension contiguous")
-    out = torch.empty(t, hq, d, dtype=dtype, device=q.device)
+            raise ValueError("rotary_store_kv needs the last dimension contiguous")
+    out = torch.empty(t, hq, d, dtype=q.dtype, device=q.device)
     if t:
         rows_a, rows_b = index
         _rotary_store_kernel[(t,)](
             q, k, v, out, k_cache, v_cache, cos, sin, positions, rows_a, rows_b,
-            sq_t, sq_h, sk_t, sk_h, sv_t, sv_h,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
             v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), cos.stride(0), hq, hkv,
-            split_stride, SPLITS=splits, HALF=d // 2, BLOCK_HQ=triton.next_power_of_2(hq),
+            HALF=d // 2, BLOCK_HQ=triton.next_power_of_2(hq),
             BLOCK_HKV=triton.next_power_of_2(hkv), num_warps=4)
     return out
-
-
-def _heads(x: torch.Tensor | SplitSums, d: int
-           ) -> tuple[torch.Tensor, int, int, int, int, int, int, torch.dtype]:
-    """(tensor, token stride, head stride, heads, tokens, splits, split stride, dtype) of a
-    [T, H, d] tensor or of one token's split sums [splits, H * d]."""
-    if isinstance(x, SplitSums):
-        parts = x.parts
-        return parts, 0, d, parts.shape[1] // d, 1, parts.shape[0], parts.stride(0), x.dtype
-    if x.stride(-1) != 1:
-        raise ValueError("rotary_store_kv needs the last dimension contiguous")
-    return x, x.stride(0), x.stride(1), x.shape[1], x.shape[0], 0, 0, x.dtype
 
 
 @dataclass(frozen=True)

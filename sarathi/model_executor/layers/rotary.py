@@ -47,13 +47,11 @@ class RotaryEmbedding:
         self.cos = emb.cos().to(device)
         self.sin = emb.sin().to(device)
 
-    def apply_and_store(self, q: torch.Tensor | fused.SplitSums,
-                        k: torch.Tensor | fused.SplitSums, v: torch.Tensor | fused.SplitSums,
+    def apply_and_store(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         positions: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                         index: KVIndex) -> torch.Tensor:
         """Rotate q [T, Hq, D] and k [T, Hkv, D], write k and v to the cache rows ``index``
-        names; returns the rotated q. One fused kernel on a GPU, where q, k and v may also be
-        the q|k|v matmul's split sums (batch 1)."""
+        names; returns the rotated q. One fused kernel on a GPU."""
         if fused.usable(q):
             return fused.rotary_store_kv(q, k, v, self.cos, self.sin, positions, k_cache,
                                          v_cache, index)

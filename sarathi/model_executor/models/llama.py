@@ -42,10 +42,8 @@ class LlamaAttention(nn.Module):
                                                             s.head_dim)
         self.q_size = self.num_heads * s.head_dim
         self.kv_size = self.num_kv_heads * s.head_dim
-        # At batch 1 the rotary kernel adds up q|k|v's K splits, unless per-head norms
-        # (Qwen3) come between or a bias (Qwen2) must be added first.
         self.qkv_proj = column_linear(s.hidden_size, self.q_size + 2 * self.kv_size, s.qkv_bias,
-                                      tp, keep_splits=not (s.qk_norm or s.qkv_bias))
+                                      tp)
         # o_proj, gate_up and down feed fused kernels that can add up split sums.
         self.o_proj = row_linear(self.q_size, s.hidden_size, False, tp, keep_splits=True)
         self.q_norm = RMSNorm(s.head_dim, s.rms_norm_eps) if s.qk_norm else None
@@ -55,14 +53,10 @@ class LlamaAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor | fused.SplitSums:
         t = x.shape[0]
-        qkv = self.qkv_proj(x)
-        if isinstance(qkv, fused.SplitSums):
-            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size])
-        else:
-            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-            q = q.view(t, self.num_heads, self.head_dim)
-            k = k.view(t, self.num_kv_heads, self.head_dim)
-            v = v.view(t, self.num_kv_heads, self.head_dim)
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.view(t, self.num_heads, self.head_dim)
+        k = k.view(t, self.num_kv_heads, self.head_dim)
+        v = v.view(t, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         k_cache, v_cache = ctx.kv_cache.layer(self.layer_idx)
