@@ -155,6 +155,7 @@ if _triton_present():
         full = tl.arange(0, 2 * HALF)
         v = tl.load(V + t * sv_t + hk[:, None] * sv_h + full[None, :], mask=kmask)
         tl.store(VC + a * svc_a + b * svc_b + hk[:, None] * svc_h + full[None, :], v, mask=kmask)
+
     @triton.jit
     def _gemv_kernel(X, W, Part, N, K, stride_wn, K_PER, BLOCK_N: tl.constexpr,
                      BLOCK_K: tl.constexpr):
@@ -269,6 +270,8 @@ def rotary_store_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torc
 
 @dataclass(frozen=True)
 class GemvConfig:
+    """Output rows per program, K elements per loop step, K splits, warps per program."""
+
     block_n: int
     block_k: int
     splits: int
