@@ -44,6 +44,27 @@ def _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_s, stride_p,
 
 
 @triton.jit
+def _attend_block(q, k_base, v_base, BlockTable, stride_bt, slot, pos, pmask, keep,
+                  stride_ks, stride_kp, stride_vs, stride_vp, scale_log2, m_i, l_i, acc,
+                  HEAD_DIM: tl.constexpr, PAGED: tl.constexpr, PAGE: tl.constexpr):
+    """One block of keys at positions ``pos`` (``pmask``: in range) for the query rows
+    ``q``, online softmax in base 2: scores where ``keep`` is false are dropped. Returns
+    the updated running max, sum and output accumulator."""
+    d = tl.arange(0, HEAD_DIM)
+    k_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_ks, stride_kp, PAGED, PAGE)
+    k = tl.load(k_base + k_rows[:, None] + d[None, :], mask=pmask[:, None], other=0.0)
+    qk = tl.where(keep, tl.dot(q, tl.trans(k)) * scale_log2, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(qk - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_vs, stride_vp, PAGED, PAGE)
+    v = tl.load(v_base + v_rows[:, None] + d[None, :], mask=pmask[:, None], other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, BlockTable, stride_bt,
                    stride_qb, stride_qh,
                    stride_ks, stride_kp, stride_kh,
@@ -80,20 +101,10 @@ def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, BlockTable, s
     for p0 in range(start, end, BLOCK_N):
         pos = p0 + tl.arange(0, BLOCK_N)
         pmask = pos < end
-        k_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_ks, stride_kp,
-                          PAGED, PAGE)
-        k = tl.load(k_base + k_rows[:, None] + d[None, :], mask=pmask[:, None], other=0.0)
-        qk = tl.dot(q, tl.trans(k)) * scale_log2
-        qk = tl.where(pmask[None, :], qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(qk - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_vs, stride_vp,
-                          PAGED, PAGE)
-        v = tl.load(v_base + v_rows[:, None] + d[None, :], mask=pmask[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = _attend_block(q, k_base, v_base, BlockTable, stride_bt, slot, pos,
+                                      pmask, pmask[None, :], stride_ks, stride_kp, stride_vs,
+                                      stride_vp, scale_log2, m_i, l_i, acc, HEAD_DIM, PAGED,
+                                      PAGE)
 
     if SPLIT:
         row = (b * (tl.num_programs(1) * GROUP) + qh) * num_splits + s
@@ -169,23 +180,12 @@ def _prefill_kernel(Q, K, V, Out, ChunkSlot, ChunkStart, ChunkLen, ChunkOff, Blo
     for p0 in range(lo, hi, BLOCK_N):
         pos = p0 + tl.arange(0, BLOCK_N)
         pmask = pos < hi
-        k_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_ks, stride_kp,
-                          PAGED, PAGE)
-        k = tl.load(k_base + k_rows[:, None] + d[None, :], mask=pmask[:, None], other=0.0)
-        qk = tl.dot(q, tl.trans(k)) * scale_log2
         keep = (pos[None, :] <= qpos[:, None]) & pmask[None, :]
         if HAS_WINDOW:
             keep = keep & (qpos[:, None] - pos[None, :] < window)
-        qk = tl.where(keep, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(qk - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_vs, stride_vp,
-                          PAGED, PAGE)
-        v = tl.load(v_base + v_rows[:, None] + d[None, :], mask=pmask[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = _attend_block(q, k_base, v_base, BlockTable, stride_bt, slot, pos,
+                                      pmask, keep, stride_ks, stride_kp, stride_vs, stride_vp,
+                                      scale_log2, m_i, l_i, acc, HEAD_DIM, PAGED, PAGE)
 
     out = acc / l_i[:, None]
     tl.store(Out + (off + rows[:, None]) * stride_ot + h * stride_oh + d[None, :],
