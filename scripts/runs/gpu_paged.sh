@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # GPU run for the paged baseline: kernel tests, vattention-vs-paged kernel times and
 # end-to-end throughput on both caches.
-#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/gpu_paged.sh
+#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/runs/gpu_paged.sh
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/out-paged}"
 TAIL="${TAIL:-14}"
 . scripts/gpu_lib.sh

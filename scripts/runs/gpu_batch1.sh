@@ -3,9 +3,9 @@
 # split-K GEMV and overlapped scheduling on by default: every GPU test, the roofline with
 # and without the GEMV (same machine), decode idle time (default vs overlap off) and
 # end-to-end throughput on both presets.
-#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/gpu_batch1.sh
+#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/runs/gpu_batch1.sh
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/out-batch1}"
 TAIL="${TAIL:-4}"
 . scripts/gpu_lib.sh

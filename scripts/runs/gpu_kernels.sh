@@ -2,9 +2,9 @@
 # GPU run: kernel times (with the odd-stride variant) and logits inside vs outside the decode
 # graph. With OLD_TREE set (a copy of an earlier commit's tree), its throughput runs first on
 # the same machine as a baseline for this tree's.
-#   BENCH_COMMIT=<sha> OUT=/dir [OLD_TREE=dir] bash scripts/gpu_kernels.sh
+#   BENCH_COMMIT=<sha> OUT=/dir [OLD_TREE=dir] bash scripts/runs/gpu_kernels.sh
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/out-kernels}"
 TAIL="${TAIL:-14}"
 . scripts/gpu_lib.sh

@@ -2,9 +2,9 @@
 # GPU run to decide the --overlap-scheduling default: GPU tests with it on, then decode idle
 # time and end-to-end throughput with it on and off, alternating (host noise is +-15% between
 # single runs, so each pair runs twice).
-#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/gpu_overlap.sh
+#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/runs/gpu_overlap.sh
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/out-overlap}"
 TAIL="${TAIL:-3}"
 . scripts/gpu_lib.sh

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # GPU speed run: vattention extension, Triton attention tests, roofline, throughput.
-#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/gpu_speed.sh [quick]
+#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/runs/gpu_speed.sh [quick]
 # Logs go to $OUT/logs.tgz; benchmark JSON to $OUT (at most 8 files come back).
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/out-speed}"
 TAIL="${TAIL:-12}"
 . scripts/gpu_lib.sh

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Roofline, decode idle time and a CPU profile of the engine on GPU.
-#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/gpu_profile.sh
+#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/runs/gpu_profile.sh
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/out-profile}"
 TAIL="${TAIL:-14}"
 . scripts/gpu_lib.sh

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # First GPU contact: vattention build + tests + benchmarks, then an engine smoke test
 # (demo model, torch attention) and a first Qwen3-0.6B throughput number.
-#   OUT=/dir bash scripts/gpu_smoke.sh
+#   OUT=/dir bash scripts/runs/gpu_smoke.sh
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/out-smoke}"
 LOGS="$OUT/logs"
 mkdir -p "$LOGS"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fused layers + graphs: GPU tests, roofline with and without the fused kernels (same
 # machine), decode idle time, end-to-end throughput.
-#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/gpu_final.sh
+#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/runs/gpu_final.sh
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/out-final}"
 TAIL="${TAIL:-4}"
 . scripts/gpu_lib.sh

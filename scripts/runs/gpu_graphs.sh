@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # CUDA-graph decode: correctness test, then throughput and idle time with graphs.
-#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/gpu_graphs.sh
+#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/runs/gpu_graphs.sh
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/out-graphs}"
 TAIL="${TAIL:-6}"
 . scripts/gpu_lib.sh

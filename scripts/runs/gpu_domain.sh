@@ -3,7 +3,7 @@
 # weights and the Mistral tokenizer, served with the base tokenizer and with a 10k-swap patch
 # tokenizer built here from linux-docs, on the vattention and the paged KV cache.
 #
-#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/gpu_domain.sh      (the device run carries .carry)
+#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/runs/gpu_domain.sh      (the device run carries .carry)
 #
 # Reads from .carry/ (git-ignored): whl/ (fastapi, uvicorn, pydantic, ... for Python 3.12;
 # installed offline when missing), tokenizers/mistral-7b/, corpora/linux-docs.txt.gz.
@@ -11,7 +11,7 @@
 # tokenizer folder: skips the ~20 s build). Writes $OUT/domain_serving_llama2-7b.json and
 # $OUT/logs.tgz (this run's log and every server's log).
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/out-domain}"
 TAIL="${TAIL:-40}"
 . scripts/gpu_lib.sh  # PYTHONPATH, $LOGS, run NAME TIMEOUT CMD..., the vattention build

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Map-ahead in the engine: decode idle and map-wait share while sequences cross pages.
-#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/gpu_ahead.sh
+#   BENCH_COMMIT=<sha> OUT=/dir bash scripts/runs/gpu_ahead.sh
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || echo "build failed"
 for layout in per_layer mega; do

@@ -2,9 +2,9 @@
 # GPU run: attention kernel times, this tree against an earlier one on the same machine
 # (OLD_TREE: a copy of that commit's tree), the transformers floor on the Qwen3-0.6B shape,
 # and Sarathi vs vLLM scheduling past saturation.
-#   BENCH_COMMIT=<sha> OUT=/dir [OLD_TREE=dir] bash scripts/gpu_floor.sh
+#   BENCH_COMMIT=<sha> OUT=/dir [OLD_TREE=dir] bash scripts/runs/gpu_floor.sh
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/out-floor}"
 TAIL="${TAIL:-14}"
 . scripts/gpu_lib.sh
