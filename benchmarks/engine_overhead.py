@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=128, help="Prompt tokens (default 128).")
     ap.add_argument("--steps", type=int, default=200, help="Timed steps (default 200).")
     ap.add_argument("--model", default="demo", help="Model folder (default: the demo model).")
+    ap.add_argument("--final-only", action="store_true",
+                    help="Requests as offline generate adds them: no per-step output snapshots.")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     args = ap.parse_args()
 
@@ -38,7 +40,8 @@ def main() -> None:
     engine = LLMEngine(config)
     params = SamplingParams(temperature=0, max_tokens=None, ignore_eos=True)
     for i in range(args.num_seqs):
-        engine.add_request([10 + (i + j) % 200 for j in range(args.prompt_len)], params)
+        engine.add_request([10 + (i + j) % 200 for j in range(args.prompt_len)], params,
+                           final_only=args.final_only)
     while engine.scheduler.waiting or any(s.remaining > 1 for s in engine.scheduler.running):
         engine.step()  # real prefills until every sequence is decoding
     runner = engine.executor.worker.runner
@@ -57,7 +60,7 @@ def main() -> None:
         proc_t.append(t3 - t2)
         assert len(plan.scheduled) == args.num_seqs
     us = lambda xs: statistics.median(xs) * 1e6  # noqa: E731
-    row = {"running": args.num_seqs, "schedule_us": us(sched_t), "prepare_us": us(prep_t),
+    row = {"running": args.num_seqs, "final_only": args.final_only, "schedule_us": us(sched_t), "prepare_us": us(prep_t),
            "schedule+prepare_us": us([a + b for a, b in zip(sched_t, prep_t)]),
            "process_us": us(proc_t), "target_us": 1000.0}
     print_table([row], list(row))

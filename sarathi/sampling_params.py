@@ -34,6 +34,8 @@ class SamplingParams:
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     stop_list: list[str] = field(init=False, repr=False)
+    # Characters of streamed text held back: the longest stop string but one.
+    stop_hold: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -42,6 +44,7 @@ class SamplingParams:
             self.stop_list = list(self.stop or [])
         self.stop_token_ids = list(self.stop_token_ids or [])
         self._validate()
+        self.stop_hold = max((len(x) for x in self.stop_list), default=1) - 1
 
     def _validate(self) -> None:
         def bad(name: str, rule: str) -> ValueError:

@@ -76,6 +76,8 @@ class Request:
     seqs: list[Sequence] = field(default_factory=list)
     metrics: RequestMetrics | None = None
     error: str | None = None
+    # The caller reads only the finished output (offline generate): no per-step snapshots.
+    final_only: bool = False
 
     def __post_init__(self) -> None:
         if self.metrics is None:
@@ -83,14 +85,17 @@ class Request:
 
     @property
     def finished(self) -> bool:
-        return all(s.finished for s in self.seqs)
+        for s in self.seqs:
+            if s.status is not SeqStatus.FINISHED:
+                return False
+        return True
 
     def make_output(self) -> RequestOutput:
         """Snapshot for the caller; text deltas are measured from the previous snapshot."""
         outs = []
         # Until a sequence finishes, hold back text that could be the start of a stop string,
         # so streamed deltas never show a stop string that is later cut.
-        hold = max((len(x) for x in self.params.stop_list), default=1) - 1
+        hold = self.params.stop_hold
         for s in self.seqs:
             text = s.text if s.finished or not hold else s.text[:max(0, len(s.text) - hold)]
             text = text if len(text) >= s.emitted_text_len else s.text[:s.emitted_text_len]

@@ -161,3 +161,25 @@ def test_generate_accepts_strings_and_keeps_input_order(llm):
     assert [o.prompt for o in outs] == ["the scheduler", "a cache", "memory"]
     tok = llm.get_tokenizer()
     assert outs[1].prompt_token_ids == tok.encode("a cache")
+
+
+def test_final_only_requests_give_one_output_equal_to_the_streamed_result(llm):
+    """Offline generation asks for final outputs only: one per request, when it finishes,
+    with the same tokens and text as the last snapshot of a streamed request."""
+    engine = llm.engine
+    prompts = random_prompts(3, 100, seed=11)
+    params = SamplingParams(temperature=0, max_tokens=9, stop=["zz"], ignore_eos=True)
+    for i, p in enumerate(prompts):
+        engine.add_request(p, params, request_id=f"final-{i}", final_only=True)
+        engine.add_request(p, params, request_id=f"stream-{i}")
+    outs: dict[str, list] = {}
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            outs.setdefault(out.request_id, []).append(out)
+    for i in range(3):
+        final, stream = outs[f"final-{i}"], outs[f"stream-{i}"]
+        assert len(final) == 1 and final[0].finished
+        assert len(stream) > 1 and stream[-1].finished
+        a, b = final[0].outputs[0], stream[-1].outputs[0]
+        assert (a.token_ids, a.text, a.finish_reason) == (b.token_ids, b.text, b.finish_reason)
+        assert a.text == "".join(o.outputs[0].text_delta for o in stream)

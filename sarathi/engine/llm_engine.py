@@ -122,7 +122,10 @@ class LLMEngine:
 
     # -- requests ----------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
-                    request_id: str | None = None, arrival_time: float | None = None) -> Request:
+                    request_id: str | None = None, arrival_time: float | None = None,
+                    final_only: bool = False) -> Request:
+        """Queue a request. ``final_only``: ``step()`` returns its output once, when it
+        finishes, instead of a snapshot at every step (what offline generation reads)."""
         params = params or SamplingParams()
         if isinstance(prompt, str):
             text, ids = prompt, self.tokenizer.encode(prompt)
@@ -133,7 +136,8 @@ class LLMEngine:
             raise RequestError(f"request id {request_id!r} is already in use")
         self.validate_prompt(ids)
         req = Request(request_id, text, ids, params,
-                      arrival_time=arrival_time if arrival_time is not None else time.monotonic())
+                      arrival_time=arrival_time if arrival_time is not None else time.monotonic(),
+                      final_only=final_only)
         for i in range(params.n):
             seq = Sequence(next(self._seq_ids), i, req, list(ids), len(ids))
             seq.detok = IncrementalDetokenizer(self._decoder, ids, params.skip_special_tokens)
@@ -255,8 +259,11 @@ class LLMEngine:
             touched[seq.request.request_id] = seq.request
         outputs = []
         for req in touched.values():
+            finished = req.finished
+            if req.final_only and not finished:
+                continue
             out = req.make_output()
-            if req.finished:
+            if finished:
                 req.metrics.finished_time = now
                 self.requests.pop(req.request_id, None)
                 if self.patch is not None:

@@ -72,7 +72,7 @@ class LLM:
             rid = f"generate-{next(self._request_ids)}"
             order.append(rid)
             try:
-                engine.add_request(prompt, p, request_id=rid)
+                engine.add_request(prompt, p, request_id=rid, final_only=True)
             except RequestError as e:
                 logger.warning("request %d failed: %s", i, e)
                 results[rid] = _error_output(rid, prompt, str(e))
