@@ -194,27 +194,41 @@ class Setup:
         torch.cuda.empty_cache()
 
 
+def _case(text: str) -> tuple[str, int, int]:
+    try:
+        preset, batch, context = text.split(":")
+        return preset, int(batch), int(context)
+    except ValueError:
+        raise SystemExit(f"roofline: a case is PRESET:BATCH:CONTEXT, got {text!r}") from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="triton", help="Attention backend (triton).")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     ap.add_argument("--quick", action="store_true", help="Fewer configurations (a smoke run).")
     ap.add_argument("--prefill-only", action="store_true", help="Only the prefill case.")
+    ap.add_argument("--case", action="append", default=[], metavar="PRESET:BATCH:CONTEXT",
+                    help="Only these decode cases (repeat the flag), no prefill "
+                         "(e.g. --case llama2-7b:1:512 --case llama3-8b:1:2048).")
     ap.add_argument("--profile", default=None, metavar="PRESET:BATCH:CONTEXT",
                     help="Only this decode case, graphed, with the GPU time of each kernel "
                          "per step (e.g. llama3-8b:1:2048).")
     args = ap.parse_args()
-    bw, mm = copy_bandwidth(), matmul_rate()
-    print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
     decode_cases = [("llama2-7b", 1, 512), ("llama2-7b", 1, 4096), ("llama3-8b", 1, 2048),
                     ("llama3-8b", 16, 2048), ("llama3-8b", 64, 2048), ("llama3-8b", 128, 2048)]
     if args.quick:
         decode_cases = decode_cases[:1]
     if args.prefill_only:
         decode_cases = []
+    if args.case:
+        decode_cases = [_case(c) for c in args.case]
     if args.profile:
-        preset, batch, context = args.profile.split(":")
-        decode_cases = [(preset, int(batch), int(context))]
+        decode_cases = [_case(args.profile)]
+    if not torch.cuda.is_available():
+        raise SystemExit("roofline: needs a CUDA GPU")
+    bw, mm = copy_bandwidth(), matmul_rate()
+    print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
     rows, profiles = [], []
     for preset, batch, context in decode_cases:
         st = Setup(preset, batch, context, args.backend)
@@ -233,7 +247,7 @@ def main() -> None:
             profiles.append({"model": preset, "batch": batch, "context": context,
                              "kernels": st.kernels})
         st.close()
-    if not args.quick and not args.profile:
+    if not (args.quick or args.profile or args.case):
         st = Setup("llama3-8b", 1, 2048, args.backend)
         ms = st.prefill_ms(2048)
         flops = st.prefill_flops(2048)

@@ -29,6 +29,9 @@ import torch
 import triton
 import triton.language as tl
 
+from sarathi.model_executor import pdl
+from sarathi.model_executor.pdl import wait_prior
+
 LOG2E = 1.4426950408889634
 NEG_BIG = tl.constexpr(-1.0e30)
 
@@ -73,7 +76,8 @@ def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, BlockTable, s
                    num_splits, scale_log2, window, split_size,
                    GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr,
-                   PAGED: tl.constexpr, PAGE: tl.constexpr):
+                   PAGED: tl.constexpr, PAGE: tl.constexpr, PDL: tl.constexpr):
+    wait_prior(PDL)
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     s = tl.program_id(2)
@@ -119,7 +123,8 @@ def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, BlockTable, s
 
 @triton.jit
 def _merge_kernel(PartO, PartM, PartL, Out, stride_ob, stride_oh, num_heads, num_splits,
-                  BLOCK_S: tl.constexpr, HEAD_DIM: tl.constexpr):
+                  BLOCK_S: tl.constexpr, HEAD_DIM: tl.constexpr, PDL: tl.constexpr):
+    wait_prior(PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
     s = tl.arange(0, BLOCK_S)
@@ -249,11 +254,12 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         splits, scale_log2, win, split_size,
         GROUP=group, BLOCK_G=block_g, BLOCK_N=block_n, HEAD_DIM=d,
         HAS_WINDOW=window is not None, SPLIT=splits > 1, PAGED=paged,
-        PAGE=k_cache.shape[1] if paged else 1, num_warps=num_warps, num_stages=num_stages)
+        PAGE=k_cache.shape[1] if paged else 1, num_warps=num_warps, num_stages=num_stages,
+        **pdl.launch_args(q))
     if splits > 1:
         _merge_kernel[(b, hq)](part_o, part_m, part_l, out, out.stride(0), out.stride(1), hq,
                                splits, BLOCK_S=triton.next_power_of_2(splits), HEAD_DIM=d,
-                               num_warps=4)
+                               num_warps=4, **pdl.launch_args(q))
     return out
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sarathi.model_executor import pdl
+
 
 @functools.lru_cache(maxsize=1)
 def _triton_present() -> bool:
@@ -53,9 +55,12 @@ if _triton_present():
     import triton
     import triton.language as tl
 
+    from sarathi.model_executor.pdl import wait_prior
+
     @triton.jit
     def _rms_norm_kernel(X, W, Out, stride_xa, stride_xb, nb, n, eps,
-                         BLOCK: tl.constexpr):
+                         BLOCK: tl.constexpr, PDL: tl.constexpr):
+        wait_prior(PDL)
         row = tl.program_id(0)
         a, b = row // nb, row % nb
         cols = tl.arange(0, BLOCK)
@@ -80,7 +85,9 @@ if _triton_present():
         return acc.to(dt).to(tl.float32)
 
     @triton.jit
-    def _silu_mul_kernel(GU, Out, stride_t, inter, SPLITS: tl.constexpr, BLOCK: tl.constexpr):
+    def _silu_mul_kernel(GU, Out, stride_t, inter, SPLITS: tl.constexpr, BLOCK: tl.constexpr,
+                         PDL: tl.constexpr):
+        wait_prior(PDL)
         t = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < inter
@@ -94,7 +101,8 @@ if _triton_present():
 
     @triton.jit
     def _add_rms_norm_kernel(X, R, W, Out, ResOut, stride_x, stride_r, n, eps,
-                             SPLITS: tl.constexpr, BLOCK: tl.constexpr):
+                             SPLITS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+        wait_prior(PDL)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n
@@ -129,7 +137,8 @@ if _triton_present():
                              sq_t, sq_h, sk_t, sk_h, sv_t, sv_h,
                              skc_a, skc_b, skc_h, svc_a, svc_b, svc_h, stride_c, hq, hkv,
                              HALF: tl.constexpr, BLOCK_HQ: tl.constexpr,
-                             BLOCK_HKV: tl.constexpr):
+                             BLOCK_HKV: tl.constexpr, PDL: tl.constexpr):
+        wait_prior(PDL)
         t = tl.program_id(0).to(tl.int64)
         pos = tl.load(Pos + t).to(tl.int64)
         d = tl.arange(0, HALF)
@@ -158,17 +167,24 @@ if _triton_present():
 
     @triton.jit
     def _gemv_kernel(X, W, Part, N, K, stride_wn, K_PER, BLOCK_N: tl.constexpr,
-                     BLOCK_K: tl.constexpr):
+                     BLOCK_K: tl.constexpr, PDL: tl.constexpr):
         """One row times W^T: program (n, s) sums BLOCK_N outputs over K-slice s into
         Part[s, n-block] (float32)."""
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(1)
         nmask = rn < N
-        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         k_start = split * K_PER
         k_end = tl.minimum(k_start + K_PER, K)
         rows = W + rn[:, None].to(tl.int64) * stride_wn
-        for k0 in range(k_start, k_end, BLOCK_K):
+        # The first weight tile loads before waiting on the previous kernel (weights are
+        # never written in a step), so its latency overlaps that kernel's tail.
+        rk = k_start + tl.arange(0, BLOCK_K)
+        kmask = rk < k_end
+        w = tl.load(rows + rk[None, :], mask=nmask[:, None] & kmask[None, :], other=0.0)
+        wait_prior(PDL)
+        x = tl.load(X + rk, mask=kmask, other=0.0).to(tl.float32)
+        acc = w.to(tl.float32) * x[None, :]
+        for k0 in range(k_start + BLOCK_K, k_end, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
             kmask = rk < k_end
             x = tl.load(X + rk, mask=kmask, other=0.0).to(tl.float32)
@@ -178,7 +194,8 @@ if _triton_present():
 
     @triton.jit
     def _sum_splits_kernel(Part, Bias, Y, N, SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                           BLOCK: tl.constexpr):
+                           BLOCK: tl.constexpr, PDL: tl.constexpr):
+        wait_prior(PDL)
         rn = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = rn < N
         acc = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -201,7 +218,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     if rows:
         _rms_norm_kernel[(rows,)](x3, weight, out, x3.stride(0), x3.stride(1), x3.shape[1], n,
                                   eps, BLOCK=triton.next_power_of_2(n),
-                                  num_warps=4 if n <= 4096 else 8)
+                                  num_warps=4 if n <= 4096 else 8, **pdl.launch_args(x))
     return out
 
 
@@ -214,7 +231,7 @@ def silu_and_mul(gate_up: torch.Tensor | SplitSums, inter: int) -> torch.Tensor:
     if t:
         _silu_mul_kernel[(t, triton.cdiv(inter, block))](gate_up, out, gate_up.stride(0), inter,
                                                          SPLITS=splits, BLOCK=block,
-                                                         num_warps=4)
+                                                         num_warps=4, **pdl.launch_args(out))
     return out
 
 
@@ -238,7 +255,7 @@ def add_rms_norm(x: torch.Tensor | SplitSums, residual: torch.Tensor, weight: to
         _add_rms_norm_kernel[(t,)](x, residual, weight, out, new_residual, x.stride(0),
                                    residual.stride(0), n, eps, SPLITS=splits,
                                    BLOCK=triton.next_power_of_2(n),
-                                   num_warps=4 if n <= 4096 else 8)
+                                   num_warps=4 if n <= 4096 else 8, **pdl.launch_args(out))
     return out, new_residual
 
 
@@ -264,7 +281,7 @@ def rotary_store_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torc
             k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
             v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), cos.stride(0), hq, hkv,
             HALF=d // 2, BLOCK_HQ=triton.next_power_of_2(hq),
-            BLOCK_HKV=triton.next_power_of_2(hkv), num_warps=4)
+            BLOCK_HKV=triton.next_power_of_2(hkv), num_warps=4, **pdl.launch_args(out))
     return out
 
 
@@ -291,7 +308,7 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     part = torch.empty(splits, n, dtype=torch.float32, device=x.device)
     _gemv_kernel[(triton.cdiv(n, config.block_n), splits)](
         x, weight, part, n, k, weight.stride(0), k_per, BLOCK_N=config.block_n,
-        BLOCK_K=config.block_k, num_warps=config.num_warps)
+        BLOCK_K=config.block_k, num_warps=config.num_warps, **pdl.launch_args(part))
     if keep_splits and bias is None:
         return SplitSums(part, x.dtype)
     return _sum_splits(part, bias, x.dtype)
@@ -303,7 +320,7 @@ def _sum_splits(part: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtyp
     y = torch.empty(1, n, dtype=dtype, device=part.device)
     _sum_splits_kernel[(triton.cdiv(n, 1024),)](part, bias if bias is not None else part, y, n,
                                                 SPLITS=part.shape[0], HAS_BIAS=bias is not None,
-                                                BLOCK=1024, num_warps=4)
+                                                BLOCK=1024, num_warps=4, **pdl.launch_args(y))
     return y
 
 
@@ -322,8 +339,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     next fused kernel adds up the splits (``keep_splits``), and for vocabulary-sized
     weights (the LM head), where it beats cuBLAS even with its own summing launch. On the
     other shapes (q|k|v) cuBLAS was 2-4% faster than the GEMV plus that launch (H100,
-    benchmarks/small_m_linear.py). ``SARATHI_GEMV=0`` keeps cuBLAS everywhere."""
-    if x.dim() == 2 and x.shape[0] == 1 and (keep_splits or weight.shape[0] >= 32768) and \
-            usable(x) and os.environ.get("SARATHI_GEMV", "1") != "0":
+    benchmarks/small_m_linear.py). ``SARATHI_GEMV=0`` keeps cuBLAS everywhere,
+    ``SARATHI_GEMV=all`` puts every one-row matmul on the GEMV."""
+    mode = os.environ.get("SARATHI_GEMV", "1")
+    if x.dim() == 2 and x.shape[0] == 1 and mode != "0" and usable(x) and \
+            (keep_splits or weight.shape[0] >= 32768 or mode == "all"):
         return gemv(x, weight, bias, gemv_config(*weight.shape), keep_splits)
     return F.linear(x, weight, bias)

@@ -1,0 +1,64 @@
+"""Programmatic dependent launch (PDL) for our Triton kernels, Hopper and later.
+
+A decode step at batch 1 is a chain of ~350 kernels, each depending on the one before. On
+its own a kernel launches only when its predecessor has finished and flushed memory, so
+every small kernel costs launch latency plus a dependent load chain during which the
+memory system idles. Launched with PDL, a kernel's programs may start while its predecessor
+is still running; they wait (``griddepcontrol.wait``) before touching anything the
+predecessor may write, and may do independent work first: the GEMV loads its first weight
+tile, so HBM streams the next matmul's weights while an RMSNorm or SiLU finishes.
+
+Contract for a kernel launched with ``launch_pdl=True``: every program calls
+``wait_prior`` before it reads or writes any memory that earlier kernels write (only
+weights are read before it). Every kernel in the chain waits for its predecessor's full
+completion, so by induction all earlier kernels are complete after the wait. Kernels
+launched without PDL (cuBLAS, PyTorch) serialize as usual. ``SARATHI_PDL=0`` turns it off
+so benchmarks can time the plain chain in the same run.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+
+
+@functools.lru_cache(maxsize=None)
+def _supported(device_index: int) -> bool:
+    if importlib.util.find_spec("triton") is None:
+        return False
+    import triton.language as tl
+
+    cuda = getattr(getattr(tl, "extra", None), "cuda", None)
+    return (torch.cuda.get_device_capability(device_index)[0] >= 9
+            and hasattr(cuda, "gdc_wait") and hasattr(cuda, "gdc_launch_dependents"))
+
+
+def enabled(x: torch.Tensor) -> bool:
+    """True where kernels on ``x``'s device launch with PDL."""
+    return x.is_cuda and os.environ.get("SARATHI_PDL", "1") != "0" and \
+        _supported(x.device.index if x.device.index is not None
+                   else torch.cuda.current_device())
+
+
+def launch_args(x: torch.Tensor) -> dict[str, bool]:
+    """Keyword arguments for launching a kernel that takes a ``PDL`` constexpr: the
+    constexpr and Triton's launch flag together (the flag is left out where PDL is off, so
+    a Triton without it still launches)."""
+    return {"PDL": True, "launch_pdl": True} if enabled(x) else {"PDL": False}
+
+
+if importlib.util.find_spec("triton") is not None:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def wait_prior(PDL: tl.constexpr):
+        """Wait until the previous kernel has completed and its writes are visible, then
+        let the next kernel's programs launch (they wait in turn before their own reads).
+        A no-op unless the kernel was launched with PDL."""
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
