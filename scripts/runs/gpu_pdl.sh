@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Recorded run for programmatic dependent launch (PDL) of the Triton kernels: the GPU tests
-# of the kernels and graphs, then the batch-1 roofline cases with PDL on, off, and on with
-# every one-row matmul on the GEMV (q|k|v included), all on one machine, and the per-kernel
-# profile of Llama-3-8B batch 1 with PDL on.
+# Recorded run for programmatic dependent launch (PDL): the GPU tests of the kernels, graphs
+# and caches, then on one machine the full roofline with PDL on (the default) and off, the
+# per-kernel profile of Llama-3-8B batch 1, and GPU idle time between decode steps at batch
+# 64, three times.
 #   BENCH_COMMIT=<sha> OUT=/dir bash scripts/runs/gpu_pdl.sh
+# (At 70fce5c this script timed only the three batch-1 cases, PDL on / off / on with
+# SARATHI_GEMV=all: benchmarks/results/roofline_h100_70fce5c_*.json.)
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/out-pdl}"
@@ -15,12 +17,14 @@ print('triton', triton.__version__, 'pdl', pdl.enabled(torch.zeros(1, device='cu
 TAIL=15 run pytest_gpu 300 python3 -m pytest -m gpu -rs tests/test_fused_layers.py \
   tests/attention tests/vattention -p no:cacheprovider || {
   tar czf "$OUT/logs.tgz" -C "$OUT" logs; exit 1; }
-CASES="--case llama2-7b:1:512 --case llama2-7b:1:4096 --case llama3-8b:1:2048"
-for cfg in "1 1" "0 1" "1 all"; do
-  set -- $cfg
-  TAIL=6 run "roofline_pdl$1_gemv$2" 200 env SARATHI_PDL=$1 SARATHI_GEMV=$2 \
-    python3 benchmarks/roofline.py $CASES --json "$OUT/roofline_pdl$1_gemv$2.json"
+for p in 1 0; do
+  TAIL=10 run "roofline_pdl$p" 200 env SARATHI_PDL=$p python3 benchmarks/roofline.py \
+    --json "$OUT/roofline_pdl$p.json"
 done
-TAIL=16 run profile_pdl1 120 python3 benchmarks/roofline.py --profile llama3-8b:1:2048 \
-  --json "$OUT/profile_pdl1.json"
+TAIL=16 run profile 120 python3 benchmarks/roofline.py --profile llama3-8b:1:2048 \
+  --json "$OUT/profile.json"
+for r in 1 2 3; do
+  TAIL=3 run "idle_r$r" 120 python3 benchmarks/decode_idle.py --preset llama3-8b --batch 64 \
+    --json "$OUT/idle_r$r.json"
+done
 tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$LOGS"

@@ -47,24 +47,40 @@ def _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_s, stride_p,
 
 
 @triton.jit
-def _attend_block(q, k_base, v_base, BlockTable, stride_bt, slot, pos, pmask, keep,
-                  stride_ks, stride_kp, stride_vs, stride_vp, scale_log2, m_i, l_i, acc,
-                  HEAD_DIM: tl.constexpr, PAGED: tl.constexpr, PAGE: tl.constexpr):
-    """One block of keys at positions ``pos`` (``pmask``: in range) for the query rows
-    ``q``, online softmax in base 2: scores where ``keep`` is false are dropped. Returns
-    the updated running max, sum and output accumulator."""
+def _load_kv(k_base, v_base, BlockTable, stride_bt, slot, pos, pmask, stride_ks, stride_kp,
+             stride_vs, stride_vp, HEAD_DIM: tl.constexpr, PAGED: tl.constexpr,
+             PAGE: tl.constexpr):
+    """Keys and values at positions ``pos`` (zeros where ``pmask`` is false)."""
     d = tl.arange(0, HEAD_DIM)
     k_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_ks, stride_kp, PAGED, PAGE)
     k = tl.load(k_base + k_rows[:, None] + d[None, :], mask=pmask[:, None], other=0.0)
+    v_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_vs, stride_vp, PAGED, PAGE)
+    v = tl.load(v_base + v_rows[:, None] + d[None, :], mask=pmask[:, None], other=0.0)
+    return k, v
+
+
+@triton.jit
+def _attend(q, k, v, keep, scale_log2, m_i, l_i, acc):
+    """One block of keys ``k``/values ``v`` for the query rows ``q``, online softmax in base
+    2: scores where ``keep`` is false are dropped. Returns the updated running max, sum and
+    output accumulator."""
     qk = tl.where(keep, tl.dot(q, tl.trans(k)) * scale_log2, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(qk - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    v_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_vs, stride_vp, PAGED, PAGE)
-    v = tl.load(v_base + v_rows[:, None] + d[None, :], mask=pmask[:, None], other=0.0)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
     return m_new, l_i, acc
+
+
+@triton.jit
+def _attend_block(q, k_base, v_base, BlockTable, stride_bt, slot, pos, pmask, keep,
+                  stride_ks, stride_kp, stride_vs, stride_vp, scale_log2, m_i, l_i, acc,
+                  HEAD_DIM: tl.constexpr, PAGED: tl.constexpr, PAGE: tl.constexpr):
+    """``_attend`` over the block of keys at positions ``pos`` (``pmask``: in range)."""
+    k, v = _load_kv(k_base, v_base, BlockTable, stride_bt, slot, pos, pmask, stride_ks,
+                    stride_kp, stride_vs, stride_vp, HEAD_DIM, PAGED, PAGE)
+    return _attend(q, k, v, keep, scale_log2, m_i, l_i, acc)
 
 
 @triton.jit
@@ -77,10 +93,13 @@ def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, BlockTable, s
                    GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr,
                    PAGED: tl.constexpr, PAGE: tl.constexpr, PDL: tl.constexpr):
-    wait_prior(PDL)
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     s = tl.program_id(2)
+    # Before waiting on the previous kernel (PDL): the slot, length and block table come from
+    # the step's inputs, written before that kernel started, and of the cache the previous
+    # kernel (rotary + K/V write) writes only each sequence's newest position. So the first
+    # key/value block loads now, without that position, and overlaps the previous kernel.
     # int64: a mega-layout slot offset overflows 32 bits on real model shapes.
     slot = tl.load(Slots + b).to(tl.int64)
     n = tl.load(Lens + b).to(tl.int32)
@@ -89,6 +108,18 @@ def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, BlockTable, s
         lo = tl.maximum(n - window, 0)
     start = tl.maximum(s * split_size, lo)
     end = tl.minimum((s + 1) * split_size, n)
+    k_base = K + kvh * stride_kh
+    v_base = V + kvh * stride_vh
+    pos = start + tl.arange(0, BLOCK_N)
+    pmask = pos < end
+    k, v = _load_kv(k_base, v_base, BlockTable, stride_bt, slot, pos, pmask & (pos < n - 1),
+                    stride_ks, stride_kp, stride_vs, stride_vp, HEAD_DIM, PAGED, PAGE)
+    wait_prior(PDL)
+    newest = pmask & (pos == n - 1)
+    k_new, v_new = _load_kv(k_base, v_base, BlockTable, stride_bt, slot, pos, newest,
+                            stride_ks, stride_kp, stride_vs, stride_vp, HEAD_DIM, PAGED, PAGE)
+    k = tl.where(newest[:, None], k_new, k)
+    v = tl.where(newest[:, None], v_new, v)
 
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, HEAD_DIM)
@@ -100,9 +131,8 @@ def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, BlockTable, s
     m_i = tl.full([BLOCK_G], NEG_BIG, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
     acc = tl.zeros([BLOCK_G, HEAD_DIM], dtype=tl.float32)
-    k_base = K + kvh * stride_kh
-    v_base = V + kvh * stride_vh
-    for p0 in range(start, end, BLOCK_N):
+    m_i, l_i, acc = _attend(q, k, v, pmask[None, :], scale_log2, m_i, l_i, acc)
+    for p0 in range(start + BLOCK_N, end, BLOCK_N):
         pos = p0 + tl.arange(0, BLOCK_N)
         pmask = pos < end
         m_i, l_i, acc = _attend_block(q, k_base, v_base, BlockTable, stride_bt, slot, pos,

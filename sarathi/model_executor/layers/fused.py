@@ -138,14 +138,18 @@ if _triton_present():
                              skc_a, skc_b, skc_h, svc_a, svc_b, svc_h, stride_c, hq, hkv,
                              HALF: tl.constexpr, BLOCK_HQ: tl.constexpr,
                              BLOCK_HKV: tl.constexpr, PDL: tl.constexpr):
-        wait_prior(PDL)
         t = tl.program_id(0).to(tl.int64)
+        # Positions and cache rows are step inputs and the tables are constant, none of them
+        # written by the previous kernel: they load before waiting on it (PDL).
         pos = tl.load(Pos + t).to(tl.int64)
+        a = tl.load(RowA + t).to(tl.int64)
+        b = tl.load(RowB + t).to(tl.int64)
         d = tl.arange(0, HALF)
         dt = QOut.dtype.element_ty
         # The table repeats its first half, so one half of cos/sin serves both halves.
         c = tl.load(Cos + pos * stride_c + d).to(dt).to(tl.float32)
         s = tl.load(Sin + pos * stride_c + d).to(dt).to(tl.float32)
+        wait_prior(PDL)
 
         hq_ = tl.arange(0, BLOCK_HQ)
         q1, q2 = _rotate(Q + t * sq_t, sq_h, hq, c, s, HALF, BLOCK_HQ)
@@ -153,8 +157,6 @@ if _triton_present():
         tl.store(qdst, q1, mask=hq_[:, None] < hq)
         tl.store(qdst + HALF, q2, mask=hq_[:, None] < hq)
 
-        a = tl.load(RowA + t).to(tl.int64)
-        b = tl.load(RowB + t).to(tl.int64)
         hk = tl.arange(0, BLOCK_HKV)
         kmask = hk[:, None] < hkv
         k1, k2 = _rotate(K + t * sk_t, sk_h, hkv, c, s, HALF, BLOCK_HKV)
@@ -335,14 +337,15 @@ def gemv_config(n: int, k: int) -> GemvConfig:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
            keep_splits: bool = False) -> torch.Tensor | SplitSums:
-    """F.linear, with some one-row inputs (batch-1 decode) on the split-K GEMV: where the
-    next fused kernel adds up the splits (``keep_splits``), and for vocabulary-sized
-    weights (the LM head), where it beats cuBLAS even with its own summing launch. On the
-    other shapes (q|k|v) cuBLAS was 2-4% faster than the GEMV plus that launch (H100,
-    benchmarks/small_m_linear.py). ``SARATHI_GEMV=0`` keeps cuBLAS everywhere,
-    ``SARATHI_GEMV=all`` puts every one-row matmul on the GEMV."""
+    """F.linear, with one-row inputs (batch-1 decode) on the split-K GEMV where it was faster
+    (H100, benchmarks/results/README.md): with programmatic dependent launch, every one-row
+    matmul, since the GEMV's weights stream while the kernel before it finishes and cuBLAS
+    cannot overlap that way; without it, only where the next fused kernel adds up the
+    splits (``keep_splits``) and for vocabulary-sized weights (the LM head), as cuBLAS was
+    2-4% faster than the GEMV plus its summing launch on q|k|v. ``SARATHI_GEMV=0`` keeps
+    cuBLAS everywhere, ``SARATHI_GEMV=all`` the GEMV for every one-row matmul."""
     mode = os.environ.get("SARATHI_GEMV", "1")
     if x.dim() == 2 and x.shape[0] == 1 and mode != "0" and usable(x) and \
-            (keep_splits or weight.shape[0] >= 32768 or mode == "all"):
+            (keep_splits or weight.shape[0] >= 32768 or mode == "all" or pdl.enabled(x)):
         return gemv(x, weight, bias, gemv_config(*weight.shape), keep_splits)
     return F.linear(x, weight, bias)
