@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable
 
 
@@ -84,3 +85,36 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return "" if v is None else str(v)
+
+
+@dataclass
+class GpuTimeline:
+    """GPU activity in a profiler trace: per kernel (or copy) name, the time each call added
+    to the span in which the GPU was busy, and the time nothing ran. Kernels launched with
+    programmatic dependent launch start before their predecessor ends and wait inside, so
+    their durations overlap and do not add up; what a call adds is how far its end reaches
+    past the end of everything before it."""
+
+    added_us: dict[str, list[float]]
+    busy_us: float
+    idle_us: float
+
+
+def gpu_timeline(events: list[Any]) -> GpuTimeline:
+    """``events``: a torch profiler's ``prof.events()`` (CUDA activities are used)."""
+    import torch
+
+    acts = sorted((e for e in events if e.device_type == torch.autograd.DeviceType.CUDA),
+                  key=lambda e: e.time_range.start)
+    added: dict[str, list[float]] = {}
+    busy = idle = 0.0
+    reach = None
+    for e in acts:
+        start, end = e.time_range.start, e.time_range.end
+        if reach is not None and start > reach:
+            idle += start - reach
+        gain = end - start if reach is None else max(0.0, end - max(start, reach))
+        added.setdefault(e.name, []).append(gain)
+        busy += gain
+        reach = end if reach is None else max(reach, end)
+    return GpuTimeline(added, busy, idle)

@@ -2,8 +2,9 @@
 
 Starts ``--batch`` requests on a random-weight model, prefills them, then profiles
 ``--steps`` pure-decode engine steps unprofiled for the wall time, then as many under a
-CUDA-only trace for the busy time: the sum of GPU kernel and memcpy durations (one stream:
-they do not overlap). Idle share = 1 - busy / wall.
+CUDA-only trace for the busy time: the time in which some kernel or copy ran (kernels
+launched with programmatic dependent launch overlap their predecessors, so durations are
+not summed). Idle share = 1 - busy / wall.
 
     python benchmarks/decode_idle.py --preset llama3-8b --batch 64
 """
@@ -15,7 +16,7 @@ import tempfile
 import time
 
 import torch
-from common import print_table, run_info, write_json
+from common import gpu_timeline, print_table, run_info, write_json
 
 from sarathi import LLM, SamplingParams
 from sarathi.model_executor.presets import write_preset
@@ -58,8 +59,7 @@ def main() -> None:
         for _ in range(args.steps):
             engine.step()
         torch.cuda.synchronize()
-    busy_us = sum(e.time_range.elapsed_us() for e in prof.events()
-                  if e.device_type == torch.autograd.DeviceType.CUDA)
+    busy_us = gpu_timeline(prof.events()).busy_us
     acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=acts) as host_prof:
         for _ in range(min(args.steps, 10)):

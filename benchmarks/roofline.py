@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
-from common import bench_ms, print_table, run_info, write_json
+from common import bench_ms, gpu_timeline, print_table, run_info, write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -56,23 +56,21 @@ def matmul_rate() -> float:
 
 def kernel_breakdown(replay: Callable[[], object], step_ms: float, steps: int = 10
                      ) -> list[dict]:
-    """GPU time per kernel name over ``steps`` graph replays (CUPTI traces each node), per
-    step; the last row is the gap: step time not covered by any kernel."""
+    """Per kernel name over ``steps`` graph replays (CUPTI traces each node), per step: the
+    time its calls add to the GPU's busy span (kernels overlap under programmatic dependent
+    launch, so their own durations would count the waits twice); the last row is the gap:
+    step time in which no kernel ran."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             replay()
         torch.cuda.synchronize()
-    per_name: dict[str, list[float]] = {}
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA:
-            per_name.setdefault(e.name, []).append(e.time_range.elapsed_us())
+    line = gpu_timeline(prof.events())
     rows = [{"kernel": name[:90], "calls_per_step": len(us) / steps,
-             "us_per_step": sum(us) / steps} for name, us in per_name.items()]
+             "us_per_step": sum(us) / steps} for name, us in line.added_us.items()]
     rows.sort(key=lambda r: -r["us_per_step"])
-    busy = sum(r["us_per_step"] for r in rows)
     rows.append({"kernel": "(gaps: step time not in a kernel)",
                  "calls_per_step": sum(r["calls_per_step"] for r in rows),
-                 "us_per_step": step_ms * 1e3 - busy})
+                 "us_per_step": step_ms * 1e3 - line.busy_us / steps})
     return rows
 
 
