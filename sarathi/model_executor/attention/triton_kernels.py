@@ -275,10 +275,10 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         part_o = part_m = part_l = out  # unused
     paged = block_table is not None
     bt = block_table if paged else slots  # unused when not paged
-    # Programmatic dependent launch where the whole grid fits the chip's 2x-fill plan (batch-1
-    # decode: 4-5% faster steps). With more programs it was measured slower on an H100:
-    # batch-16 steps +2%, batch-32 paged decode +18% (benchmarks/results/README.md).
-    launch = pdl.launch_args(q) if b * hkv * splits <= 2 * num_sms else {"PDL": False}
+    # Programmatic dependent launch at batch 1 only, where it was measured faster (H100,
+    # Llama-2-7B ctx 4096: 5.75 vs 5.85 ms steps). At batch 16 and 32 it was slower:
+    # batch-16 steps +2%, batch-32 paged decode kernels up to +18% (results/README.md).
+    launch = pdl.launch_args(q) if b == 1 else {"PDL": False}
     _decode_kernel[(b, hkv, splits)](
         q, k_cache, v_cache, slots, lens, out, part_o, part_m, part_l, bt, bt.stride(0),
         q.stride(0), q.stride(1),
