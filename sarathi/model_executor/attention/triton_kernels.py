@@ -16,6 +16,10 @@ The same kernels read the ``paged`` baseline (``PAGED=True``): K and V are then 
 ``BlockTable[slot, p // block_size]`` at row ``p % block_size``. Sharing everything but the
 address translation makes the vattention-vs-paged comparison measure exactly that.
 
+At batch 1 the decode kernel launches with programmatic dependent launch (``pdl.py``) and
+loads its first key/value block, all but the newest position, before waiting on the rotary
+kernel that writes that position.
+
 Softmax runs in base 2 (``exp2``) with the scale folded into log2(e). The running max
 starts at a large finite negative value instead of -inf, so rows whose first blocks are all
 masked (sliding window, empty splits) never compute ``-inf - -inf``.
