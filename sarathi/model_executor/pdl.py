@@ -8,12 +8,14 @@ is still running; they wait (``griddepcontrol.wait``) before touching anything t
 predecessor may write, and may do independent work first: the GEMV loads its first weight
 tile, so HBM streams the next matmul's weights while an RMSNorm or SiLU finishes.
 
-Contract for a kernel launched with ``launch_pdl=True``: every program calls
-``wait_prior`` before it reads or writes any memory that earlier kernels write (only
-weights are read before it). Every kernel in the chain waits for its predecessor's full
-completion, so by induction all earlier kernels are complete after the wait. Kernels
-launched without PDL (cuBLAS, PyTorch) serialize as usual. ``SARATHI_PDL=0`` turns it off
-so benchmarks can time the plain chain in the same run.
+Contract for a kernel launched with ``launch_pdl=True``: every program calls ``wait_prior``,
+which waits for the previous kernel's full completion and only then lets the next kernel's
+programs launch. So when a kernel's programs start, every kernel before the previous one is
+complete (by induction), and after its wait all of them are. Before the wait a program may
+read only what the previous kernel does not write: weights, the step's inputs, and cache
+entries of earlier positions. Kernels launched without PDL (cuBLAS, PyTorch, NCCL) serialize
+as usual. ``SARATHI_PDL=0`` turns it off so benchmarks can time the plain chain in the same
+run.
 """
 
 from __future__ import annotations
