@@ -1,4 +1,4 @@
-# Shared by the scripts/runs/gpu_*.sh runs (source it from the repository root, with OUT set):
+# Sourced by gpu_bench.sh (from the repository root, with OUT set):
 # environment, the logs folder, the vattention extension build, and `run NAME TIMEOUT CMD...`,
 # which logs CMD to $LOGS/NAME.log, prints its exit code, time and the log's last $TAIL lines,
 # and returns CMD's exit code.
