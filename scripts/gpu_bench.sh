@@ -57,7 +57,8 @@ GROUPS_HELP="\
   domain      benchmarks/domain_serving.py: Llama-2-7B shape served with the base and a 10k-swap
               AdaptiVocab tokenizer, vattention and paged (~5 min; needs ASSETS, see below)
   quality     benchmarks/adaptivocab_quality.py --preset gpu: bits per byte of a patched model
-              (~5 min; needs ASSETS); adaptivocab_quality-gpu.json
+              (pretraining + 700 fine-tune steps, ~7 min; needs ASSETS);
+              adaptivocab_quality-gpu.json
   smallm      benchmarks/small_m_linear.py --rows 1, Llama-3-8B and Llama-2-7B shapes: one-row
               matmuls, cuBLAS vs the split-K GEMV
   hostprof    cProfile of throughput.py --preset qwen3-0.6b --num-requests 64 (host time);
@@ -83,7 +84,7 @@ options:
   --arg GROUP=ARGS     extra arguments for that group's benchmark commands (repeatable), e.g.
                        --arg roofline="--case llama3-8b:1:2048"  --arg roofline=--prefill-only
                        --arg attention="--layouts per_layer,per_layer_odd,mega"
-                       --arg quality="--finetune-steps 700"
+                       --arg quality="--finetune-steps 150"
   --sweep VAR=V1,V2    run every named group once per value of environment variable VAR (files
                        get a suffix, e.g. SARATHI_PDL=1,0 -> roofline_pdl1.json, roofline_pdl0.json)
   --old-tree DIR       throughput: also run DIR (a copy of an earlier commit's tree) first, per
