@@ -68,6 +68,7 @@ def _row(cells: list[str]) -> str:
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    # argparse exposes subparsers and groups only through these private (long stable) fields.
     parser = build_parser()
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return dict(action.choices)
