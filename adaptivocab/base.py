@@ -51,7 +51,11 @@ def _merge_pairs(raw: list[Any]) -> list[tuple[str, str]]:
 
 def _byte_level_decoder() -> dict[str, int]:
     """Inverse of GPT-2's bytes->unicode table (printable stand-ins for every byte)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -82,7 +86,9 @@ class BaseInfo:
     protected: frozenset[int]  # special / added / byte-fallback / single-character tokens
     merges: dict[int, tuple[int, int]]  # token id -> the (first) merge that builds it
 
-    def decompose(self, token_id: int, removed: frozenset[int] | set[int]) -> tuple[int, ...] | None:
+    def decompose(
+        self, token_id: int, removed: frozenset[int] | set[int]
+    ) -> tuple[int, ...] | None:
         """Pieces of ``token_id`` using only tokens outside ``removed``; None if impossible."""
         stack = [token_id]
         out: list[int] = []
@@ -110,7 +116,9 @@ def inspect_base(tok: Any, name: str = "tokenizer") -> BaseInfo:
             "BPE tokenizers only (SentencePiece-style with byte fallback like Llama 2/Mistral, or "
             "byte-level like GPT-2/Llama 3/Qwen)"
         )
-    byte_level = _contains_type(spec.get("pre_tokenizer"), "ByteLevel") or _contains_type(spec.get("decoder"), "ByteLevel")
+    byte_level = _contains_type(spec.get("pre_tokenizer"), "ByteLevel") or _contains_type(
+        spec.get("decoder"), "ByteLevel"
+    )
     if byte_level:
         kind = TokenizerKind.BYTE_LEVEL_BPE
     elif model.get("byte_fallback"):
@@ -152,7 +160,13 @@ def inspect_base(tok: Any, name: str = "tokenizer") -> BaseInfo:
         if ia is None or ib is None or ic is None or ic in merges:
             continue
         merges[ic] = (ia, ib)
-    return BaseInfo(kind=kind, vocab_size=size, id_to_token=tuple(id_to_token), protected=frozenset(protected), merges=merges)
+    return BaseInfo(
+        kind=kind,
+        vocab_size=size,
+        id_to_token=tuple(id_to_token),
+        protected=frozenset(protected),
+        merges=merges,
+    )
 
 
 def vocab_fingerprint(tok: Any) -> str:

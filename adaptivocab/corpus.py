@@ -63,7 +63,9 @@ def load_documents(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     for path in paths:
         docs.extend(split_documents(read_text(path)))
     if not docs:
-        raise AdaptiVocabError("the corpus is empty (no non-blank text); pass text files with domain documents")
+        raise AdaptiVocabError(
+            "the corpus is empty (no non-blank text); pass text files with domain documents"
+        )
     return docs
 
 

@@ -63,8 +63,7 @@ def default_page_size(backend: str, device: torch.device, row_bytes: int) -> int
     return math.lcm(_OS_PAGE, row_bytes)
 
 
-def create_mapper(backend: str, shape: CacheShape, device: torch.device,
-                  num_units: int) -> Mapper:
+def create_mapper(backend: str, shape: CacheShape, device: torch.device, num_units: int) -> Mapper:
     if backend == "cuda":
         from vattention.cuda import DeviceMapper
 

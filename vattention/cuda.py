@@ -41,10 +41,17 @@ class DeviceMapper:
         torch.cuda.init()
         with torch.cuda.device(ordinal):
             torch.cuda.synchronize()
-        self._space = _load().Space(ordinal, shape.geometry.page_size, num_pages,
-                                    shape.num_reservations, shape.reservation_bytes)
-        bases = [torch.from_dlpack(self._space.dlpack(r)).view(shape.dtype)
-                 for r in range(shape.num_reservations)]
+        self._space = _load().Space(
+            ordinal,
+            shape.geometry.page_size,
+            num_pages,
+            shape.num_reservations,
+            shape.reservation_bytes,
+        )
+        bases = [
+            torch.from_dlpack(self._space.dlpack(r)).view(shape.dtype)
+            for r in range(shape.num_reservations)
+        ]
         if bases and bases[0].device != torch.device("cuda", ordinal):
             raise VAttentionError(f"reservation landed on {bases[0].device}, not cuda:{ordinal}")
         self._layers = layer_views(shape, bases)
