@@ -33,7 +33,8 @@ def load_base_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
         ) from exc
     if not getattr(tok, "is_fast", False) or getattr(tok, "backend_tokenizer", None) is None:
         raise AdaptiVocabError(
-            f"tokenizer {name_or_path!s} has no fast (tokenizers) backend; adaptivocab needs tokenizer.json"
+            f"tokenizer {name_or_path!s} has no fast (tokenizers) backend; adaptivocab needs "
+            "tokenizer.json"
         )
     return tok
 
@@ -63,7 +64,7 @@ def _byte_level_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
 def _contains_type(node: Any, type_name: str) -> bool:
@@ -125,8 +126,8 @@ def inspect_base(tok: Any, name: str = "tokenizer") -> BaseInfo:
         kind = TokenizerKind.SENTENCEPIECE_BPE
     else:
         raise AdaptiVocabError(
-            f"{name} is a BPE tokenizer that is neither byte-level nor byte-fallback; such a tokenizer "
-            "maps unknown characters to <unk>, so adaptivocab does not support it"
+            f"{name} is a BPE tokenizer that is neither byte-level nor byte-fallback; such a "
+            "tokenizer maps unknown characters to <unk>, so adaptivocab does not support it"
         )
     vocab: dict[str, int] = dict(model["vocab"])
     size = len(tok)
@@ -142,9 +143,9 @@ def inspect_base(tok: Any, name: str = "tokenizer") -> BaseInfo:
     protected.update(int(i) for i in getattr(tok, "all_special_ids", []))
     bl = _byte_level_decoder() if kind is TokenizerKind.BYTE_LEVEL_BPE else {}
     for i, t in enumerate(id_to_token):
-        if not t:
-            protected.add(i)
-        elif kind is TokenizerKind.SENTENCEPIECE_BPE and (_BYTE_TOKEN.match(t) or len(t) == 1):
+        if not t or (
+            kind is TokenizerKind.SENTENCEPIECE_BPE and (_BYTE_TOKEN.match(t) or len(t) == 1)
+        ):
             protected.add(i)
         elif kind is TokenizerKind.BYTE_LEVEL_BPE:
             raw = bytes(bl.get(c, 0) for c in t)

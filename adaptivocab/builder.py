@@ -190,25 +190,23 @@ def build_patch(
     flat, lengths = encode_corpus(backend, docs, progress=config.progress)
     if flat.size < MIN_TRAIN_TOKENS:
         raise AdaptiVocabError(
-            f"the corpus is too small ({flat.size} base tokens for counting; at least {MIN_TRAIN_TOKENS} needed, "
-            "millions recommended); pass more domain text"
+            f"the corpus is too small ({flat.size} base tokens for counting; at least "
+            f"{MIN_TRAIN_TOKENS} needed, millions recommended); pass more domain text"
         )
     counts = np.bincount(flat, minlength=info.vocab_size)
     order = removal_order(info, counts)
     if len(order) < config.num_tokens:
         raise AdaptiVocabError(
-            f"only {len(order)} tokens of this tokenizer can be removed (not special, byte or single-character); "
-            f"lower --num-tokens to at most {len(order)}"
+            f"only {len(order)} tokens of this tokenizer can be removed (not special, byte or "
+            f"single-character); lower --num-tokens to at most {len(order)}"
         )
     removed_ids = order[: config.num_tokens]
     removed_set = frozenset(removed_ids)
     removed = {}
     for rid in removed_ids:
         pieces = info.decompose(rid, removed_set)
-        if pieces is None:
-            raise AdaptiVocabError(
-                f"internal: token {rid} cannot be decomposed"
-            )  # eligibility guarantees a merge
+        if pieces is None:  # eligibility guarantees a merge
+            raise AdaptiVocabError(f"internal: token {rid} cannot be decomposed")
         removed[rid] = pieces
     splitter = NgramMatcher(info.vocab_size, removed, {})
     split, split_len = splitter.split_flat(flat, lengths)
@@ -233,10 +231,10 @@ def build_patch(
     )
     if len(chosen) < config.num_tokens:
         raise AdaptiVocabError(
-            f"the corpus yields only {len(chosen)} n-grams seen at least twice; lower --num-tokens to at most "
-            f"{len(chosen)} or pass more domain text"
+            f"the corpus yields only {len(chosen)} n-grams seen at least twice; lower --num-tokens "
+            f"to at most {len(chosen)} or pass more domain text"
         )
-    ngrams = {rid: g for rid, g in zip(removed_ids, chosen)}
+    ngrams = dict(zip(removed_ids, chosen, strict=True))
     report = BuildReport(
         train_docs=len(docs),
         train_tokens=int(flat.size),

@@ -36,9 +36,8 @@ class TrainState:
     position: int  # sequences consumed (data order is a function of it and the seed)
     tokens: int  # tokens trained on
     losses: tuple[float, ...]  # one mean loss per step, for curves
-    run: dict[
-        str, Any
-    ]  # config that must match on resume (steps, batch, lr, blocks, data fingerprint, ...)
+    # config that must match on resume (steps, batch, lr, blocks, data fingerprint, ...)
+    run: dict[str, Any]
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
@@ -63,7 +62,10 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: TrainState,
 ) -> None:
-    """Write the checkpoint to a temporary folder, then swap it in (the old one is kept until then)."""
+    """Write the checkpoint to a temporary folder, then swap it in.
+
+    The old checkpoint is kept until the swap.
+    """
     from safetensors.torch import save_file
 
     path = Path(folder)
@@ -117,7 +119,10 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     run: dict[str, Any],
 ) -> TrainState:
-    """Restore parameters, optimizer and RNG in place; ``run`` must match what the checkpoint was made with."""
+    """Restore parameters, optimizer and RNG in place.
+
+    ``run`` must match the run configuration the checkpoint was made with.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -135,12 +140,14 @@ def load_checkpoint(
         ) from exc
     if tuple(payload["names"]) != names:
         raise AdaptiVocabError(
-            f"checkpoint {path} trains other parameters (different --train or model); start a new run"
+            f"checkpoint {path} trains other parameters (different --train or model); start a new "
+            "run"
         )
     diffs = sorted(k for k in set(run) | set(payload["run"]) if run.get(k) != payload["run"].get(k))
     if diffs:
         raise AdaptiVocabError(
-            f"checkpoint {path} was made with different settings ({', '.join(diffs)}); use the same options or start a new run"
+            f"checkpoint {path} was made with different settings ({', '.join(diffs)}); use the "
+            "same options or start a new run"
         )
     params = dict(model.named_parameters())
     with torch.no_grad():

@@ -28,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="python -m adaptivocab",
-        description="AdaptiVocab: swap a BPE tokenizer's least useful tokens for frequent domain n-grams.",
+        description=(
+            "AdaptiVocab: swap a BPE tokenizer's least useful tokens for frequent domain n-grams."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -45,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         nargs="+",
         metavar="FILE",
-        help="domain text files (UTF-8, optionally gzip); documents are blocks separated by blank lines",
+        help=(
+            "domain text files (UTF-8, optionally gzip); documents are blocks separated by blank "
+            "lines"
+        ),
     )
     b.add_argument(
         "--num-tokens",
@@ -63,7 +68,10 @@ def _parser() -> argparse.ArgumentParser:
         "--score",
         choices=SCORES,
         default=DEFAULT_SCORE,
-        help="n-gram score: frequency x (length-1) = tokens saved, or frequency x length as in the paper (default: %(default)s)",
+        help=(
+            "n-gram score: frequency x (length-1) = tokens saved, or frequency x length as in the "
+            "paper (default: %(default)s)"
+        ),
     )
     b.add_argument(
         "--out",
@@ -94,7 +102,10 @@ def _parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser(
         "patch-model",
-        help="write a Hugging Face model folder whose swapped embedding rows are initialised from their pieces",
+        help=(
+            "write a Hugging Face model folder whose swapped embedding rows are initialised from "
+            "their pieces"
+        ),
     )
     m.add_argument(
         "--model",
@@ -143,13 +154,16 @@ def _positive_float(text: str) -> float:
 
 
 def _add_finetune_eval(
-    sub: "argparse._SubParsersAction[argparse.ArgumentParser]", init_methods: Sequence[str]
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], init_methods: Sequence[str]
 ) -> None:
     from adaptivocab.trainable import BLOCKS, DEFAULT_TRAIN
 
     f = sub.add_parser(
         "finetune",
-        help="train the chosen blocks of a patched model on domain text and write a servable model folder",
+        help=(
+            "train the chosen blocks of a patched model on domain text and write a servable model "
+            "folder"
+        ),
     )
     f.add_argument(
         "--model",
@@ -174,7 +188,10 @@ def _add_finetune_eval(
     f.add_argument(
         "--train",
         default=DEFAULT_TRAIN,
-        help=f"trainable blocks, comma separated, from {', '.join(BLOCKS)} (default: %(default)s, as in the paper)",
+        help=(
+            f"trainable blocks, comma separated, from {', '.join(BLOCKS)} (default: %(default)s, "
+            "as in the paper)"
+        ),
     )
     f.add_argument(
         "--steps",
@@ -286,7 +303,10 @@ def _add_finetune_eval(
         "--split",
         choices=("held-out", "all"),
         default="held-out",
-        help="held-out = the 10%% hash split build and finetune never train on (default: %(default)s)",
+        help=(
+            "held-out = the 10%% hash split build and finetune never train on (default: "
+            "%(default)s)"
+        ),
     )
     e.add_argument(
         "--max-bytes",
@@ -351,7 +371,8 @@ def _build(args: argparse.Namespace) -> None:
         tok.save_pretrained(tmp)
     print(format_stats(stats))
     print(
-        f"wrote {args.out} ({len(patch.ngrams)} swapped tokens, {report.rounds} rounds, {stats['build_seconds']:.1f}s)"
+        f"wrote {args.out} ({len(patch.ngrams)} swapped tokens, {report.rounds} rounds, "
+        f"{stats['build_seconds']:.1f}s)"
     )
 
 
@@ -392,7 +413,8 @@ def _patch_model(args: argparse.Namespace) -> None:
         not args.quiet,
     )
     print(
-        f"wrote {args.out} ({meta['swapped_ids']} rows re-initialised with {args.init}, tied={meta['tied']})"
+        f"wrote {args.out} ({meta['swapped_ids']} rows re-initialised with {args.init}, "
+        f"tied={meta['tied']})"
     )
 
 
@@ -434,7 +456,8 @@ def _finetune(args: argparse.Namespace) -> None:
     )
     summary = run_finetune(job)
     print(
-        f"wrote {args.out} ({summary['steps']} steps, {summary['tokens']:,} tokens, final loss {summary['final_loss']:.4f})"
+        f"wrote {args.out} ({summary['steps']} steps, {summary['tokens']:,} tokens, final loss "
+        f"{summary['final_loss']:.4f})"
     )
 
 
@@ -457,7 +480,8 @@ def _eval(args: argparse.Namespace) -> None:
     else:
         print(
             f"bits/byte {result['bpb']:.4f}  tokens/byte {result['tokens_per_byte']:.4f}  "
-            f"({result['tokens']:,} tokens, {result['bytes']:,} bytes, {result['documents']} documents, {result['tokenizer']} tokenizer)"
+            f"({result['tokens']:,} tokens, {result['bytes']:,} bytes, {result['documents']} "
+            f"documents, {result['tokenizer']} tokenizer)"
         )
 
 

@@ -24,7 +24,11 @@ def read_text(path: str | os.PathLike[str]) -> str:
     try:
         with p.open("rb") as fh:
             gz = fh.read(2) == b"\x1f\x8b"
-        raw = gzip.open(p, "rb").read() if gz else p.read_bytes()
+        if gz:
+            with gzip.open(p, "rb") as gzf:
+                raw = gzf.read()
+        else:
+            raw = p.read_bytes()
         return raw.decode("utf-8", errors="replace")
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise AdaptiVocabError(f"cannot read corpus {p}: {exc}") from exc

@@ -56,8 +56,8 @@ def check_vocab(num_rows: int, tokenizer_len: int, what: str = "model") -> None:
     """A patch tokenizer must belong to the model: rows cover every id, padding stays small."""
     if num_rows < tokenizer_len or num_rows > tokenizer_len * (1 + _MAX_PAD_FRACTION) + 64:
         raise AdaptiVocabError(
-            f"vocab size mismatch: the {what} has {num_rows} embedding rows but the patch tokenizer has "
-            f"{tokenizer_len} tokens; build the patch from this model's own tokenizer"
+            f"vocab size mismatch: the {what} has {num_rows} embedding rows but the patch "
+            f"tokenizer has {tokenizer_len} tokens; build the patch from this model's own tokenizer"
         )
 
 
@@ -120,13 +120,15 @@ def patch_embeddings(
         )
     if lm_head is not None and lm_head.shape != embed.shape:
         raise AdaptiVocabError(
-            f"LM head shape {tuple(lm_head.shape)} differs from embedding shape {tuple(embed.shape)}"
+            f"LM head shape {tuple(lm_head.shape)} differs from embedding shape "
+            f"{tuple(embed.shape)}"
         )
     top = max((max(p) for p in pieces.values()), default=-1)
     top = max(top, max(pieces, default=-1))
     if top >= embed.shape[0]:
         raise AdaptiVocabError(
-            f"patch uses id {top} but the embedding has only {embed.shape[0]} rows; vocab size mismatch"
+            f"patch uses id {top} but the embedding has only {embed.shape[0]} rows; vocab size "
+            "mismatch"
         )
     with torch.no_grad():
         new_embed = embed.detach().clone()
@@ -152,7 +154,8 @@ def find_embedding_names(names: Sequence[str]) -> tuple[str, str | None]:
     embed = [n for n in names if n.endswith(EMBED_SUFFIXES)]
     if len(embed) != 1:
         raise AdaptiVocabError(
-            f"cannot find exactly one input embedding tensor (looked for *{', *'.join(EMBED_SUFFIXES)}; found {embed})"
+            "cannot find exactly one input embedding tensor (looked for "
+            f"*{', *'.join(EMBED_SUFFIXES)}; found {embed})"
         )
     head = [n for n in names if n in HEAD_NAMES or n.endswith(".lm_head.weight")]
     if len(head) > 1:

@@ -89,7 +89,7 @@ def bits_per_byte(
     for ids in encode_documents(tokenizer, texts, progress=progress):
         ids = list(ids)
         if not ids or ids[0] != start:
-            ids = [start] + ids
+            ids = [start, *ids]
         windows.extend(_windows(ids, seq_len))
     windows.sort(key=lambda w: len(w[0]), reverse=True)
     was_training = model.training
@@ -135,7 +135,10 @@ def bits_per_byte(
 def held_out_texts(
     paths: Sequence[str], split: str = "held-out", max_bytes: int | None = None
 ) -> list[str]:
-    """Documents to score: the 10% hash split that build and finetune never train on, or all of them."""
+    """Documents to score.
+
+    Either the 10% hash split that build and finetune never train on, or all of them.
+    """
     from adaptivocab.corpus import load_corpus, load_documents
 
     if split not in ("held-out", "all"):

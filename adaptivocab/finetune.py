@@ -30,9 +30,8 @@ class FinetuneJob:
     train_blocks: tuple[str, ...] = ("embed", "lm_head", "first", "last")
     steps: int | None = None  # None: one pass over the training split
     seq_len: int = 768
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=1)
-    )  # steps replaced at run time
+    # steps replaced at run time
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1))
     init: str = "exp"
     exp_base: float = DEFAULT_EXP_BASE
     device: str = "auto"
@@ -68,7 +67,8 @@ def run_finetune(job: FinetuneJob, log: Any = print) -> dict[str, Any]:
     ckpt = job.checkpoint_path
     if has_checkpoint(ckpt) and not job.resume:
         raise AdaptiVocabError(
-            f"a checkpoint exists in {ckpt}; pass --resume to continue it or delete it to start over"
+            f"a checkpoint exists in {ckpt}; pass --resume to continue it or delete it to start "
+            "over"
         )
     tokenizer = PatchTokenizer.from_pretrained(job.patch_dir)
     corpus = load_corpus(job.corpus)
@@ -88,15 +88,17 @@ def run_finetune(job: FinetuneJob, log: Any = print) -> dict[str, Any]:
         log(f"note: {selection.note}")
     if loaded.patched_here:
         log(
-            f"note: {job.model_dir} holds the base model; swapped rows initialised with --init {job.init}"
+            f"note: {job.model_dir} holds the base model; swapped rows initialised with --init "
+            f"{job.init}"
         )
     if job.resume and not has_checkpoint(ckpt):
         log(f"note: no checkpoint in {ckpt}; starting from step 0")
     total = sum(p.numel() for p in loaded.model.parameters())
     trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
     log(
-        f"training {trainable:,} of {total:,} parameters ({', '.join(job.train_blocks)}) for {steps} steps of "
-        f"{cfg.batch_size} x {job.seq_len} tokens ({data.num_sequences} sequences) on {device}"
+        f"training {trainable:,} of {total:,} parameters ({', '.join(job.train_blocks)}) for "
+        f"{steps} steps of {cfg.batch_size} x {job.seq_len} tokens "
+        f"({data.num_sequences} sequences) on {device}"
     )
     model = loaded.model.to(device)
     result = train(

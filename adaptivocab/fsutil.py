@@ -21,7 +21,8 @@ def check_output_dir(out: str | os.PathLike[str], overwrite: bool = False) -> Pa
         )
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise AdaptiVocabError(
-            f"output folder {path} exists and is not empty; choose another --out or pass --overwrite"
+            f"output folder {path} exists and is not empty; choose another --out or pass "
+            "--overwrite"
         )
     parent = path.resolve().parent
     if not parent.is_dir():

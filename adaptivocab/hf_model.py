@@ -44,13 +44,15 @@ def load_causal_lm(
     exp_base: float = DEFAULT_EXP_BASE,
     seed: int = 0,
 ) -> LoadedModel:
-    """Load ``model_dir`` in fp32; with a PatchTokenizer, patch its rows here unless the folder already is patched."""
+    """Load ``model_dir`` in fp32.
+
+    With a PatchTokenizer, patch its rows here unless the folder already is patched.
+    """
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise AdaptiVocabError(f"{path} is not a Hugging Face model folder (no config.json)")
-    list_weight_files(
-        path
-    )  # a clear error for missing or unreadable weights, before transformers' own
+    # A clear error for missing or unreadable weights, before transformers' own.
+    list_weight_files(path)
     from transformers import AutoModelForCausalLM
 
     try:
@@ -69,7 +71,8 @@ def load_causal_lm(
         if (path / PATCH_FILE).is_file():
             if dict(VocabPatch.load(path).ngrams) != dict(tokenizer.ngram_pieces):
                 raise AdaptiVocabError(
-                    f"{path} was patched with a different patch tokenizer; pass that one or the base model folder"
+                    f"{path} was patched with a different patch tokenizer; pass that one or the "
+                    "base model folder"
                 )
         else:
             new_embed, new_head = patch_embeddings(
@@ -104,7 +107,10 @@ def write_model_folder(
     out: str | os.PathLike[str],
     overwrite: bool = False,
 ) -> None:
-    """Write ``out`` atomically: the source folder with the changed tensors replaced, plus the tokenizer."""
+    """Write ``out`` atomically.
+
+    It holds the source folder with the changed tensors replaced, plus the tokenizer.
+    """
     from safetensors.torch import load_file, save_file
 
     shards, weight_map, index = list_weight_files(loaded.source)
@@ -120,7 +126,8 @@ def write_model_folder(
     missing = [n for n in weight_map if n in changed and n not in state]
     if missing:
         raise AdaptiVocabError(
-            f"the model's tensors do not match the folder's names (e.g. {missing[0]}); cannot write it back"
+            f"the model's tensors do not match the folder's names (e.g. {missing[0]}); cannot "
+            "write it back"
         )
     source_meta: dict[str, Any] = {}
     if (loaded.source / META_FILE).is_file():

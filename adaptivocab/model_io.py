@@ -50,7 +50,8 @@ def _weight_files(model_dir: Path) -> tuple[list[str], dict[str, str], dict[str,
             ) from exc
         return [SINGLE], {n: SINGLE for n in names}, None
     raise AdaptiVocabError(
-        f"{model_dir} has no {SINGLE} or {INDEX}; patch-model reads Hugging Face safetensors folders only"
+        f"{model_dir} has no {SINGLE} or {INDEX}; patch-model reads Hugging Face safetensors "
+        "folders only"
     )
 
 

@@ -47,13 +47,15 @@ class VocabPatch:
                     p in gone or not 0 <= p < self.base_vocab_size for p in pieces
                 ):
                     raise AdaptiVocabError(
-                        f"patch.json: {what} of id {tid} use removed or invalid ids; rebuild the patch"
+                        f"patch.json: {what} of id {tid} use removed or invalid ids; rebuild the "
+                        "patch"
                     )
         seen = set()
         for pieces in self.ngrams.values():
             if len(pieces) < 2 or pieces in seen:
                 raise AdaptiVocabError(
-                    "patch.json: n-grams must be distinct and at least 2 tokens long; rebuild the patch"
+                    "patch.json: n-grams must be distinct and at least 2 tokens long; rebuild the "
+                    "patch"
                 )
             seen.add(pieces)
 
@@ -76,14 +78,16 @@ class VocabPatch:
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> "VocabPatch":
+    def from_json(cls, data: Any) -> VocabPatch:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise AdaptiVocabError(
-                f"{PATCH_FILE} is not an adaptivocab patch (missing format tag); rebuild it with `adaptivocab build`"
+                f"{PATCH_FILE} is not an adaptivocab patch (missing format tag); rebuild it with "
+                "`adaptivocab build`"
             )
         if data.get("version") != VERSION:
             raise AdaptiVocabError(
-                f"{PATCH_FILE} has version {data.get('version')}, this adaptivocab reads version {VERSION}"
+                f"{PATCH_FILE} has version {data.get('version')}, this adaptivocab reads version "
+                f"{VERSION}"
             )
         try:
             removed = {
@@ -109,11 +113,12 @@ class VocabPatch:
         (folder / PATCH_FILE).write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: Path) -> "VocabPatch":
+    def load(cls, folder: Path) -> VocabPatch:
         path = folder / PATCH_FILE
         if not path.is_file():
             raise AdaptiVocabError(
-                f"{folder} is not a patch tokenizer folder (no {PATCH_FILE}); build one with `python -m adaptivocab build`"
+                f"{folder} is not a patch tokenizer folder (no {PATCH_FILE}); build one with "
+                "`python -m adaptivocab build`"
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

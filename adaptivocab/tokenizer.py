@@ -73,21 +73,25 @@ class PatchTokenizer:
         )
         if info.kind.value != patch.kind:
             raise AdaptiVocabError(
-                f"patch was built for a {patch.kind} tokenizer but the base tokenizer is {info.kind.value}"
+                f"patch was built for a {patch.kind} tokenizer but the base tokenizer is "
+                f"{info.kind.value}"
             )
         if len(base_tokenizer) != patch.base_vocab_size:
             raise AdaptiVocabError(
-                f"patch was built for a base vocab of {patch.base_vocab_size} tokens but the base tokenizer has "
-                f"{len(base_tokenizer)}; use the base tokenizer the patch was built from"
+                f"patch was built for a base vocab of {patch.base_vocab_size} tokens but the base "
+                f"tokenizer has {len(base_tokenizer)}; use the base tokenizer the patch was "
+                "built from"
             )
         if patch.base_fingerprint and patch.base_fingerprint != vocab_fingerprint(base_tokenizer):
             raise AdaptiVocabError(
-                "patch was built from a different base tokenizer (vocab fingerprint differs); rebuild it"
+                "patch was built from a different base tokenizer (vocab fingerprint differs); "
+                "rebuild it"
             )
         protected_hit = set(patch.ngrams) & info.protected
         if protected_hit:
             raise AdaptiVocabError(
-                f"patch swaps protected (special/byte/single-character) ids {sorted(protected_hit)[:5]}; rebuild it"
+                "patch swaps protected (special/byte/single-character) ids "
+                f"{sorted(protected_hit)[:5]}; rebuild it"
             )
         from tokenizers import Tokenizer
 
@@ -113,7 +117,7 @@ class PatchTokenizer:
 
     # -- loading and saving ---------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str]) -> "PatchTokenizer":
+    def from_pretrained(cls, path: str | os.PathLike[str]) -> PatchTokenizer:
         """Load a folder written by ``save_pretrained`` or ``adaptivocab build``."""
         folder = Path(path)
         if not folder.is_dir():
@@ -172,8 +176,9 @@ class PatchTokenizer:
 
     def __repr__(self) -> str:
         return (
-            f"PatchTokenizer(base={getattr(self.base_tokenizer, 'name_or_path', '?')!r}, kind={self.kind.value}, "
-            f"swapped={len(self._ngrams)}, reduction_ratio={self.reduction_ratio})"
+            f"PatchTokenizer(base={getattr(self.base_tokenizer, 'name_or_path', '?')!r}, "
+            f"kind={self.kind.value}, swapped={len(self._ngrams)}, "
+            f"reduction_ratio={self.reduction_ratio})"
         )
 
     # -- encoding -------------------------------------------------------------

@@ -60,7 +60,10 @@ class TrainConfig:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of update ``step`` (0-based): linear warmup, then cosine to ``lr * min_lr_ratio``."""
+    """Learning rate of update ``step`` (0-based).
+
+    Linear warmup, then cosine decay to ``lr * min_lr_ratio``.
+    """
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
@@ -133,7 +136,10 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
     desc: str = "training",
 ) -> TrainResult:
-    """Train the parameters ``names`` of ``model`` (already on ``device``) for ``cfg.steps`` updates."""
+    """Train the parameters ``names`` of ``model`` for ``cfg.steps`` updates.
+
+    ``model`` is already on ``device``.
+    """
     cfg.validate()
     if not names:
         raise AdaptiVocabError("nothing to train: --train selected no parameters")
@@ -208,7 +214,8 @@ def train(
             raise
         checkpoint()
         raise TrainingInterrupted(
-            f"interrupted at step {step}/{cfg.steps}; checkpoint saved in {checkpoint_dir}; rerun with --resume to continue"
+            f"interrupted at step {step}/{cfg.steps}; checkpoint saved in {checkpoint_dir}; rerun "
+            "with --resume to continue"
         ) from None
     bar.close()
     checkpoint()

@@ -39,7 +39,10 @@ def encode_documents(
 
 @dataclass(frozen=True)
 class PackedData:
-    """``sequences[i]`` is one training example of ``seq_len`` ids; the tail that does not fill one is dropped."""
+    """``sequences[i]`` is one training example of ``seq_len`` ids.
+
+    The tail that does not fill a whole sequence is dropped.
+    """
 
     sequences: torch.Tensor  # [num_sequences, seq_len], int64
     tokens_dropped: int
@@ -57,7 +60,10 @@ class PackedData:
         return torch.randperm(self.num_sequences, generator=gen)
 
     def batch(self, seed: int, position: int, batch_size: int) -> torch.Tensor:
-        """The ``batch_size`` sequences starting at global ``position`` (crossing epochs as needed)."""
+        """The ``batch_size`` sequences starting at global ``position``.
+
+        A batch crosses epochs as needed.
+        """
         rows: list[torch.Tensor] = []
         n = self.num_sequences
         while len(rows) < batch_size:
@@ -87,7 +93,8 @@ def pack_documents(
     n = total // seq_len
     if n == 0:
         raise AdaptiVocabError(
-            f"the corpus has {total} tokens, fewer than one sequence of {seq_len}; pass more text or a smaller --seq-len"
+            f"the corpus has {total} tokens, fewer than one sequence of {seq_len}; pass more text "
+            "or a smaller --seq-len"
         )
     return PackedData(
         sequences=flat[: n * seq_len].view(n, seq_len).clone(), tokens_dropped=total - n * seq_len

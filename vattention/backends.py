@@ -28,7 +28,7 @@ def cuda_extension_error() -> str | None:
 def available_backends() -> list[str]:
     """Backends that can be created on this machine, the preferred first."""
     names = ["cuda"] if cuda_extension_error() is None else []
-    return names + ["cpu", "dense"]
+    return [*names, "cpu", "dense"]
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

@@ -214,7 +214,7 @@ class KVCache:
             self._pager.close()
             self._pager = None
 
-    def __enter__(self) -> "KVCache":
+    def __enter__(self) -> KVCache:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -164,7 +165,7 @@ class Pager:
                 done = self._reclaim_one(self.num_units, steal_ahead=False)
                 if done:
                     total += done
-                elif any(b and not live for b, live in zip(self._busy, self._live)):
+                elif any(b and not live for b, live in zip(self._busy, self._live, strict=True)):
                     self._cond.wait()
                 else:
                     return total
@@ -173,9 +174,11 @@ class Pager:
     def residency(self) -> dict[str, int | float]:
         with self._cond:
             resident = sum(self._mapped)
-            cached = sum(m for m, live in zip(self._mapped, self._live) if not live)
+            cached = sum(m for m, live in zip(self._mapped, self._live, strict=True) if not live)
             ahead = sum(
-                max(0, m - n) for m, n, live in zip(self._mapped, self._need, self._live) if live
+                max(0, m - n)
+                for m, n, live in zip(self._mapped, self._need, self._live, strict=True)
+                if live
             )
             return {
                 "resident_units": resident,
