@@ -75,7 +75,8 @@ def load_documents(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 def load_corpus(paths: Sequence[str | os.PathLike[str]]) -> Corpus:
     docs = load_documents(paths)
-    train, held = [], []
+    train: list[str] = []
+    held: list[str] = []
     for d in docs:
         (held if is_held_in(d) else train).append(d)
     if not held:

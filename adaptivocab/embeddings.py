@@ -193,5 +193,6 @@ def patch_state_dict_rows(
     )
     out[embed_key] = new_embed
     if head_key is not None:
-        out[head_key] = new_head.clone() if tied and new_head is not None else new_head  # type: ignore[union-attr]
+        assert new_head is not None  # a head was passed in, so one comes back
+        out[head_key] = new_head.clone() if tied else new_head
     return out

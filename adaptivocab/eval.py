@@ -179,7 +179,9 @@ def score_folder(
         tokenizer = load_base_tokenizer(model_dir)
     dev = resolve_device(device)
     loaded = load_causal_lm(model_dir, tokenizer, init=init)
-    model = loaded.model.to(dev)
+    # Moved as an nn.Module: transformers types PreTrainedModel.to as the unbound Module.to.
+    model: torch.nn.Module = loaded.model
+    model = model.to(dev)
     result = bits_per_byte(
         model,
         tokenizer,

@@ -13,12 +13,15 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adaptivocab.checkpoint import has_checkpoint
 from adaptivocab.embeddings import DEFAULT_EXP_BASE
 from adaptivocab.errors import AdaptiVocabError
 from adaptivocab.trainer import TrainConfig
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,9 @@ def run_finetune(job: FinetuneJob, log: Any = print) -> dict[str, Any]:
         f"{steps} steps of {cfg.batch_size} x {job.seq_len} tokens "
         f"({data.num_sequences} sequences) on {device}"
     )
-    model = loaded.model.to(device)
+    # Moved as an nn.Module: transformers types PreTrainedModel.to as the unbound Module.to.
+    model: torch.nn.Module = loaded.model
+    model = model.to(device)
     result = train(
         model,
         selection.names,
@@ -113,7 +118,7 @@ def run_finetune(job: FinetuneJob, log: Any = print) -> dict[str, Any]:
         desc="finetune",
     )
     model.cpu()
-    meta = {
+    meta: dict[str, Any] = {
         "finetune": {
             "base_model": str(job.model_dir),
             "patch_tokenizer": str(job.patch_dir),

@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,10 +24,13 @@ from adaptivocab.fsutil import atomic_output_dir
 from adaptivocab.model_io import INDEX, META_FILE, list_weight_files
 from adaptivocab.patch import PATCH_FILE, VocabPatch
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 
 @dataclass(frozen=True)
 class LoadedModel:
-    model: torch.nn.Module  # fp32, on CPU
+    model: PreTrainedModel  # fp32, on CPU
     source: Path
     patched_here: bool  # swapped rows were initialised at load (the folder held the base model)
     tied: bool

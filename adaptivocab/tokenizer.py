@@ -225,7 +225,7 @@ class PatchTokenizer:
         from transformers import BatchEncoding
 
         single = isinstance(text, str)
-        texts = [text] if single else list(text)
+        texts = [text] if isinstance(text, str) else list(text)
         seqs = self.encode_batch(texts, add_special_tokens)
         if truncation and max_length is not None:
             seqs = [s[:max_length] for s in seqs]
@@ -292,7 +292,7 @@ class PatchTokenizer:
         unk = self.base_tokenizer.unk_token_id
         removed = self.patch.removed
         out = []
-        for tok in [tokens] if single else tokens:
+        for tok in [tokens] if isinstance(tokens, str) else tokens:
             tid = self._token_to_ngram.get(tok)
             if tid is None:
                 base_id = self._backend.token_to_id(tok)

@@ -16,10 +16,14 @@ architecture and size, so we do not do it silently.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from adaptivocab.errors import AdaptiVocabError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 BLOCKS = ("embed", "lm_head", "first", "last", "norm", "all")
 DEFAULT_TRAIN = "embed,lm_head,first,last"
@@ -67,7 +71,7 @@ def _final_norm(model: torch.nn.Module) -> torch.nn.Module:
     return norm
 
 
-def select_trainable(model: torch.nn.Module, blocks: tuple[str, ...]) -> Selection:
+def select_trainable(model: PreTrainedModel, blocks: tuple[str, ...]) -> Selection:
     """Set ``requires_grad`` on the chosen blocks only and return their parameter names."""
     embed = model.get_input_embeddings().weight
     head_module = model.get_output_embeddings()

@@ -11,11 +11,15 @@ reservation outlives every view even if the cache is dropped without ``close()``
 from __future__ import annotations
 
 import types
+from typing import TYPE_CHECKING
 
 import torch
 
 from vattention.errors import VAttentionError
 from vattention.views import CacheShape, layer_views
+
+if TYPE_CHECKING:
+    from vattention._C import Space
 
 
 def _load() -> types.ModuleType:
@@ -41,7 +45,7 @@ class DeviceMapper:
         torch.cuda.init()
         with torch.cuda.device(ordinal):
             torch.cuda.synchronize()
-        self._space = _load().Space(
+        self._space: Space = _load().Space(
             ordinal,
             shape.geometry.page_size,
             num_pages,
