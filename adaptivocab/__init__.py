@@ -31,19 +31,19 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "bits_per_byte",
-    "check_vocab",
-    "patch_embeddings",
-    "patch_model_folder",
-    "patch_state_dict_rows",
     "AdaptiVocabError",
     "BuildConfig",
     "IncrementalDecoder",
     "PatchTokenizer",
     "TokenizerKind",
     "VocabPatch",
+    "bits_per_byte",
     "build_patch",
+    "check_vocab",
     "detokenize_incrementally",
     "initial_offsets",
     "measure_reduction",
+    "patch_embeddings",
+    "patch_model_folder",
+    "patch_state_dict_rows",
 ]

@@ -33,7 +33,8 @@ def load_base_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
         ) from exc
     if not getattr(tok, "is_fast", False) or getattr(tok, "backend_tokenizer", None) is None:
         raise AdaptiVocabError(
-            f"tokenizer {name_or_path!s} has no fast (tokenizers) backend; adaptivocab needs tokenizer.json"
+            f"tokenizer {name_or_path!s} has no fast (tokenizers) backend; adaptivocab needs "
+            "tokenizer.json"
         )
     return tok
 
@@ -51,7 +52,11 @@ def _merge_pairs(raw: list[Any]) -> list[tuple[str, str]]:
 
 def _byte_level_decoder() -> dict[str, int]:
     """Inverse of GPT-2's bytes->unicode table (printable stand-ins for every byte)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -59,7 +64,7 @@ def _byte_level_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
 def _contains_type(node: Any, type_name: str) -> bool:
@@ -82,7 +87,9 @@ class BaseInfo:
     protected: frozenset[int]  # special / added / byte-fallback / single-character tokens
     merges: dict[int, tuple[int, int]]  # token id -> the (first) merge that builds it
 
-    def decompose(self, token_id: int, removed: frozenset[int] | set[int]) -> tuple[int, ...] | None:
+    def decompose(
+        self, token_id: int, removed: frozenset[int] | set[int]
+    ) -> tuple[int, ...] | None:
         """Pieces of ``token_id`` using only tokens outside ``removed``; None if impossible."""
         stack = [token_id]
         out: list[int] = []
@@ -110,15 +117,17 @@ def inspect_base(tok: Any, name: str = "tokenizer") -> BaseInfo:
             "BPE tokenizers only (SentencePiece-style with byte fallback like Llama 2/Mistral, or "
             "byte-level like GPT-2/Llama 3/Qwen)"
         )
-    byte_level = _contains_type(spec.get("pre_tokenizer"), "ByteLevel") or _contains_type(spec.get("decoder"), "ByteLevel")
+    byte_level = _contains_type(spec.get("pre_tokenizer"), "ByteLevel") or _contains_type(
+        spec.get("decoder"), "ByteLevel"
+    )
     if byte_level:
         kind = TokenizerKind.BYTE_LEVEL_BPE
     elif model.get("byte_fallback"):
         kind = TokenizerKind.SENTENCEPIECE_BPE
     else:
         raise AdaptiVocabError(
-            f"{name} is a BPE tokenizer that is neither byte-level nor byte-fallback; such a tokenizer "
-            "maps unknown characters to <unk>, so adaptivocab does not support it"
+            f"{name} is a BPE tokenizer that is neither byte-level nor byte-fallback; such a "
+            "tokenizer maps unknown characters to <unk>, so adaptivocab does not support it"
         )
     vocab: dict[str, int] = dict(model["vocab"])
     size = len(tok)
@@ -134,9 +143,9 @@ def inspect_base(tok: Any, name: str = "tokenizer") -> BaseInfo:
     protected.update(int(i) for i in getattr(tok, "all_special_ids", []))
     bl = _byte_level_decoder() if kind is TokenizerKind.BYTE_LEVEL_BPE else {}
     for i, t in enumerate(id_to_token):
-        if not t:
-            protected.add(i)
-        elif kind is TokenizerKind.SENTENCEPIECE_BPE and (_BYTE_TOKEN.match(t) or len(t) == 1):
+        if not t or (
+            kind is TokenizerKind.SENTENCEPIECE_BPE and (_BYTE_TOKEN.match(t) or len(t) == 1)
+        ):
             protected.add(i)
         elif kind is TokenizerKind.BYTE_LEVEL_BPE:
             raw = bytes(bl.get(c, 0) for c in t)
@@ -152,7 +161,13 @@ def inspect_base(tok: Any, name: str = "tokenizer") -> BaseInfo:
         if ia is None or ib is None or ic is None or ic in merges:
             continue
         merges[ic] = (ia, ib)
-    return BaseInfo(kind=kind, vocab_size=size, id_to_token=tuple(id_to_token), protected=frozenset(protected), merges=merges)
+    return BaseInfo(
+        kind=kind,
+        vocab_size=size,
+        id_to_token=tuple(id_to_token),
+        protected=frozenset(protected),
+        merges=merges,
+    )
 
 
 def vocab_fingerprint(tok: Any) -> str:

@@ -50,7 +50,13 @@ def removal_order(info: BaseInfo, counts: np.ndarray) -> list[int]:
     return eligible
 
 
-def _conflicts(g: tuple[int, ...], accepted: set[tuple[int, ...]], heads: set[tuple[int, ...]], tails: set[tuple[int, ...]], inner: set[tuple[int, ...]]) -> bool:
+def _conflicts(
+    g: tuple[int, ...],
+    accepted: set[tuple[int, ...]],
+    heads: set[tuple[int, ...]],
+    tails: set[tuple[int, ...]],
+    inner: set[tuple[int, ...]],
+) -> bool:
     """Could an occurrence of ``g`` overlap one of an n-gram accepted this round?"""
     n = len(g)
     if g in inner:
@@ -65,7 +71,13 @@ def _conflicts(g: tuple[int, ...], accepted: set[tuple[int, ...]], heads: set[tu
     return False
 
 
-def _register(g: tuple[int, ...], accepted: set[tuple[int, ...]], heads: set[tuple[int, ...]], tails: set[tuple[int, ...]], inner: set[tuple[int, ...]]) -> None:
+def _register(
+    g: tuple[int, ...],
+    accepted: set[tuple[int, ...]],
+    heads: set[tuple[int, ...]],
+    tails: set[tuple[int, ...]],
+    inner: set[tuple[int, ...]],
+) -> None:
     n = len(g)
     accepted.add(g)
     for k in range(1, n):
@@ -103,7 +115,9 @@ def select_ngrams(
     while len(chosen) < num:
         rounds += 1
         if chosen:
-            matcher = NgramMatcher(vocab_size, {}, {vocab_size + i: g for i, g in enumerate(chosen)})
+            matcher = NgramMatcher(
+                vocab_size, {}, {vocab_size + i: g for i, g in enumerate(chosen)}
+            )
             # The matcher only needs ids to be distinct; new ids above the vocab are fine here.
             on, match_len, _ = matcher.resolve(arr)
             covered = np.zeros(arr.size + 1, dtype=np.int64)
@@ -155,13 +169,17 @@ def select_ngrams(
     return chosen, rounds
 
 
-def build_patch(tokenizer: Any, docs: Sequence[str], config: BuildConfig) -> tuple[VocabPatch, BuildReport]:
+def build_patch(
+    tokenizer: Any, docs: Sequence[str], config: BuildConfig
+) -> tuple[VocabPatch, BuildReport]:
     """Build the vocabulary patch of ``tokenizer`` for the domain text ``docs``."""
     t0 = time.perf_counter()
     if config.num_tokens < 1:
         raise AdaptiVocabError("--num-tokens must be at least 1")
     if config.max_ngram < 2:
-        raise AdaptiVocabError("--max-ngram must be at least 2 (n-grams are runs of 2..n base tokens)")
+        raise AdaptiVocabError(
+            "--max-ngram must be at least 2 (n-grams are runs of 2..n base tokens)"
+        )
     info = inspect_base(tokenizer, str(getattr(tokenizer, "name_or_path", "tokenizer")))
     key_bits(info.vocab_size, config.max_ngram)
     from tokenizers import Tokenizer
@@ -172,23 +190,23 @@ def build_patch(tokenizer: Any, docs: Sequence[str], config: BuildConfig) -> tup
     flat, lengths = encode_corpus(backend, docs, progress=config.progress)
     if flat.size < MIN_TRAIN_TOKENS:
         raise AdaptiVocabError(
-            f"the corpus is too small ({flat.size} base tokens for counting; at least {MIN_TRAIN_TOKENS} needed, "
-            "millions recommended); pass more domain text"
+            f"the corpus is too small ({flat.size} base tokens for counting; at least "
+            f"{MIN_TRAIN_TOKENS} needed, millions recommended); pass more domain text"
         )
     counts = np.bincount(flat, minlength=info.vocab_size)
     order = removal_order(info, counts)
     if len(order) < config.num_tokens:
         raise AdaptiVocabError(
-            f"only {len(order)} tokens of this tokenizer can be removed (not special, byte or single-character); "
-            f"lower --num-tokens to at most {len(order)}"
+            f"only {len(order)} tokens of this tokenizer can be removed (not special, byte or "
+            f"single-character); lower --num-tokens to at most {len(order)}"
         )
     removed_ids = order[: config.num_tokens]
     removed_set = frozenset(removed_ids)
     removed = {}
     for rid in removed_ids:
         pieces = info.decompose(rid, removed_set)
-        if pieces is None:
-            raise AdaptiVocabError(f"internal: token {rid} cannot be decomposed")  # eligibility guarantees a merge
+        if pieces is None:  # eligibility guarantees a merge
+            raise AdaptiVocabError(f"internal: token {rid} cannot be decomposed")
         removed[rid] = pieces
     splitter = NgramMatcher(info.vocab_size, removed, {})
     split, split_len = splitter.split_flat(flat, lengths)
@@ -202,15 +220,26 @@ def build_patch(tokenizer: Any, docs: Sequence[str], config: BuildConfig) -> tup
             protected[added] = True
     protected[info.vocab_size] = True
     mergeable &= ~protected[arr]
-    chosen, rounds = select_ngrams(arr, mergeable, info.vocab_size, config.num_tokens, config.max_ngram, config.score, config.progress)
+    chosen, rounds = select_ngrams(
+        arr,
+        mergeable,
+        info.vocab_size,
+        config.num_tokens,
+        config.max_ngram,
+        config.score,
+        config.progress,
+    )
     if len(chosen) < config.num_tokens:
         raise AdaptiVocabError(
-            f"the corpus yields only {len(chosen)} n-grams seen at least twice; lower --num-tokens to at most "
-            f"{len(chosen)} or pass more domain text"
+            f"the corpus yields only {len(chosen)} n-grams seen at least twice; lower --num-tokens "
+            f"to at most {len(chosen)} or pass more domain text"
         )
-    ngrams = {rid: g for rid, g in zip(removed_ids, chosen)}
+    ngrams = dict(zip(removed_ids, chosen, strict=True))
     report = BuildReport(
-        train_docs=len(docs), train_tokens=int(flat.size), seconds=time.perf_counter() - t0, rounds=rounds
+        train_docs=len(docs),
+        train_tokens=int(flat.size),
+        seconds=time.perf_counter() - t0,
+        rounds=rounds,
     )
     patch = VocabPatch(
         base_vocab_size=info.vocab_size,

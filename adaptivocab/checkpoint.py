@@ -36,7 +36,8 @@ class TrainState:
     position: int  # sequences consumed (data order is a function of it and the seed)
     tokens: int  # tokens trained on
     losses: tuple[float, ...]  # one mean loss per step, for curves
-    run: dict[str, Any]  # config that must match on resume (steps, batch, lr, blocks, data fingerprint, ...)
+    # config that must match on resume (steps, batch, lr, blocks, data fingerprint, ...)
+    run: dict[str, Any]
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
@@ -54,9 +55,17 @@ def _restore_rng(tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def save_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, names: tuple[str, ...],
-                    optimizer: torch.optim.Optimizer, state: TrainState) -> None:
-    """Write the checkpoint to a temporary folder, then swap it in (the old one is kept until then)."""
+def save_checkpoint(
+    folder: str | os.PathLike[str],
+    model: torch.nn.Module,
+    names: tuple[str, ...],
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+) -> None:
+    """Write the checkpoint to a temporary folder, then swap it in.
+
+    The old checkpoint is kept until the swap.
+    """
     from safetensors.torch import save_file
 
     path = Path(folder)
@@ -64,7 +73,10 @@ def save_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, name
     params = dict(model.named_parameters())
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        save_file({n: params[n].detach().float().cpu().contiguous() for n in names}, str(tmp / "trainable.safetensors"))
+        save_file(
+            {n: params[n].detach().float().cpu().contiguous() for n in names},
+            str(tmp / "trainable.safetensors"),
+        )
         opt: dict[str, torch.Tensor] = {}
         index = {id(p): n for n, p in params.items()}
         for p, st in optimizer.state.items():
@@ -73,8 +85,16 @@ def save_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, name
                     opt[f"{index[id(p)]}::{key}"] = value.detach().cpu().contiguous()
         save_file(opt, str(tmp / "optimizer.safetensors"))
         save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
-        payload = {"format": FORMAT, "version": VERSION, "names": list(names), "step": state.step,
-                   "position": state.position, "tokens": state.tokens, "losses": list(state.losses), "run": state.run}
+        payload = {
+            "format": FORMAT,
+            "version": VERSION,
+            "names": list(names),
+            "step": state.step,
+            "position": state.position,
+            "tokens": state.tokens,
+            "losses": list(state.losses),
+            "run": state.run,
+        }
         (tmp / STATE_FILE).write_text(json.dumps(payload, indent=1), encoding="utf-8")
         old = path.with_name(f".{path.name}.old")
         if old.exists():
@@ -92,9 +112,17 @@ def has_checkpoint(folder: str | os.PathLike[str]) -> bool:
     return (Path(folder) / STATE_FILE).is_file()
 
 
-def load_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, names: tuple[str, ...],
-                    optimizer: torch.optim.Optimizer, run: dict[str, Any]) -> TrainState:
-    """Restore parameters, optimizer and RNG in place; ``run`` must match what the checkpoint was made with."""
+def load_checkpoint(
+    folder: str | os.PathLike[str],
+    model: torch.nn.Module,
+    names: tuple[str, ...],
+    optimizer: torch.optim.Optimizer,
+    run: dict[str, Any],
+) -> TrainState:
+    """Restore parameters, optimizer and RNG in place.
+
+    ``run`` must match the run configuration the checkpoint was made with.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -107,13 +135,19 @@ def load_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, name
         opt = load_file(str(path / "optimizer.safetensors"))
         rng = load_file(str(path / "rng.safetensors"))
     except (OSError, json.JSONDecodeError, SafetensorError) as exc:
-        raise AdaptiVocabError(f"checkpoint {path} is unreadable ({exc}); delete it or start without --resume") from exc
+        raise AdaptiVocabError(
+            f"checkpoint {path} is unreadable ({exc}); delete it or start without --resume"
+        ) from exc
     if tuple(payload["names"]) != names:
-        raise AdaptiVocabError(f"checkpoint {path} trains other parameters (different --train or model); start a new run")
+        raise AdaptiVocabError(
+            f"checkpoint {path} trains other parameters (different --train or model); start a new "
+            "run"
+        )
     diffs = sorted(k for k in set(run) | set(payload["run"]) if run.get(k) != payload["run"].get(k))
     if diffs:
         raise AdaptiVocabError(
-            f"checkpoint {path} was made with different settings ({', '.join(diffs)}); use the same options or start a new run"
+            f"checkpoint {path} was made with different settings ({', '.join(diffs)}); use the "
+            "same options or start a new run"
         )
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -128,8 +162,13 @@ def load_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, name
             state[i] = entry
     optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
     _restore_rng(rng)
-    return TrainState(step=int(payload["step"]), position=int(payload["position"]), tokens=int(payload["tokens"]),
-                      losses=tuple(float(x) for x in payload["losses"]), run=payload["run"])
+    return TrainState(
+        step=int(payload["step"]),
+        position=int(payload["position"]),
+        tokens=int(payload["tokens"]),
+        losses=tuple(float(x) for x in payload["losses"]),
+        run=payload["run"],
+    )
 
 
 def _group_names(group: dict[str, Any], params: dict[str, torch.nn.Parameter]) -> list[str]:

@@ -28,34 +28,115 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="python -m adaptivocab",
-        description="AdaptiVocab: swap a BPE tokenizer's least useful tokens for frequent domain n-grams.",
+        description=(
+            "AdaptiVocab: swap a BPE tokenizer's least useful tokens for frequent domain n-grams."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    b = sub.add_parser("build", help="count n-grams on a domain corpus and write a patch tokenizer folder")
-    b.add_argument("--tokenizer", required=True, help="base tokenizer: a folder with tokenizer.json or a Hugging Face id available offline")
-    b.add_argument("--corpus", required=True, nargs="+", metavar="FILE", help="domain text files (UTF-8, optionally gzip); documents are blocks separated by blank lines")
-    b.add_argument("--num-tokens", type=_positive_int, default=10000, help="how many base tokens to swap for n-grams (default: %(default)s)")
-    b.add_argument("--max-ngram", type=_positive_int, default=3, help="longest n-gram, in base tokens (default: %(default)s)")
-    b.add_argument("--score", choices=SCORES, default=DEFAULT_SCORE, help="n-gram score: frequency x (length-1) = tokens saved, or frequency x length as in the paper (default: %(default)s)")
-    b.add_argument("--out", required=True, help="output folder (must not exist or be empty); written atomically")
+    b = sub.add_parser(
+        "build", help="count n-grams on a domain corpus and write a patch tokenizer folder"
+    )
+    b.add_argument(
+        "--tokenizer",
+        required=True,
+        help="base tokenizer: a folder with tokenizer.json or a Hugging Face id available offline",
+    )
+    b.add_argument(
+        "--corpus",
+        required=True,
+        nargs="+",
+        metavar="FILE",
+        help=(
+            "domain text files (UTF-8, optionally gzip); documents are blocks separated by blank "
+            "lines"
+        ),
+    )
+    b.add_argument(
+        "--num-tokens",
+        type=_positive_int,
+        default=10000,
+        help="how many base tokens to swap for n-grams (default: %(default)s)",
+    )
+    b.add_argument(
+        "--max-ngram",
+        type=_positive_int,
+        default=3,
+        help="longest n-gram, in base tokens (default: %(default)s)",
+    )
+    b.add_argument(
+        "--score",
+        choices=SCORES,
+        default=DEFAULT_SCORE,
+        help=(
+            "n-gram score: frequency x (length-1) = tokens saved, or frequency x length as in the "
+            "paper (default: %(default)s)"
+        ),
+    )
+    b.add_argument(
+        "--out",
+        required=True,
+        help="output folder (must not exist or be empty); written atomically",
+    )
     b.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
 
     s = sub.add_parser("stats", help="measure the token reduction of a patch tokenizer on any text")
-    s.add_argument("--patch-tokenizer", required=True, help="patch tokenizer folder (written by build)")
-    s.add_argument("--corpus", required=True, nargs="+", metavar="FILE", help="text files to measure (UTF-8, optionally gzip); all documents are measured")
-    s.add_argument("--write", action="store_true", help="store the result as the folder's reduction_stats.json (read by the engine)")
+    s.add_argument(
+        "--patch-tokenizer", required=True, help="patch tokenizer folder (written by build)"
+    )
+    s.add_argument(
+        "--corpus",
+        required=True,
+        nargs="+",
+        metavar="FILE",
+        help="text files to measure (UTF-8, optionally gzip); all documents are measured",
+    )
+    s.add_argument(
+        "--write",
+        action="store_true",
+        help="store the result as the folder's reduction_stats.json (read by the engine)",
+    )
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    m = sub.add_parser("patch-model", help="write a Hugging Face model folder whose swapped embedding rows are initialised from their pieces")
-    m.add_argument("--model", required=True, help="Hugging Face model folder (config.json + model.safetensors or a sharded index)")
-    m.add_argument("--patch-tokenizer", required=True, help="patch tokenizer folder built from this model's tokenizer")
-    m.add_argument("--init", choices=INIT_METHODS, default="exp", help="row initialisation: exp (paper), mean, first, last or random (default: %(default)s)")
-    m.add_argument("--exp-base", type=float, default=DEFAULT_EXP_BASE, help="base of the exponential piece weights for --init exp (default: e)")
-    m.add_argument("--seed", type=int, default=0, help="seed for --init random (default: %(default)s)")
-    m.add_argument("--out", required=True, help="output model folder (must not exist or be empty); written atomically")
+    m = sub.add_parser(
+        "patch-model",
+        help=(
+            "write a Hugging Face model folder whose swapped embedding rows are initialised from "
+            "their pieces"
+        ),
+    )
+    m.add_argument(
+        "--model",
+        required=True,
+        help="Hugging Face model folder (config.json + model.safetensors or a sharded index)",
+    )
+    m.add_argument(
+        "--patch-tokenizer",
+        required=True,
+        help="patch tokenizer folder built from this model's tokenizer",
+    )
+    m.add_argument(
+        "--init",
+        choices=INIT_METHODS,
+        default="exp",
+        help="row initialisation: exp (paper), mean, first, last or random (default: %(default)s)",
+    )
+    m.add_argument(
+        "--exp-base",
+        type=float,
+        default=DEFAULT_EXP_BASE,
+        help="base of the exponential piece weights for --init exp (default: e)",
+    )
+    m.add_argument(
+        "--seed", type=int, default=0, help="seed for --init random (default: %(default)s)"
+    )
+    m.add_argument(
+        "--out",
+        required=True,
+        help="output model folder (must not exist or be empty); written atomically",
+    )
     m.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     m.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_finetune_eval(sub, INIT_METHODS)
@@ -72,46 +153,188 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _add_finetune_eval(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", init_methods: Sequence[str]) -> None:
+def _add_finetune_eval(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], init_methods: Sequence[str]
+) -> None:
     from adaptivocab.trainable import BLOCKS, DEFAULT_TRAIN
 
-    f = sub.add_parser("finetune", help="train the chosen blocks of a patched model on domain text and write a servable model folder")
-    f.add_argument("--model", required=True, help="model folder: patched (by patch-model) or the base model (patched here with --init)")
-    f.add_argument("--patch-tokenizer", required=True, help="patch tokenizer folder (written by build)")
-    f.add_argument("--corpus", required=True, nargs="+", metavar="FILE", help="domain text files (UTF-8, optionally gzip); the 90%% training split is used")
-    f.add_argument("--out", required=True, help="output model folder (must not exist or be empty); written atomically at the end")
-    f.add_argument("--train", default=DEFAULT_TRAIN, help=f"trainable blocks, comma separated, from {', '.join(BLOCKS)} (default: %(default)s, as in the paper)")
-    f.add_argument("--steps", type=_positive_int, default=None, help="optimizer updates (default: one pass over the training split)")
-    f.add_argument("--batch-size", type=_positive_int, default=8, help="sequences per update (default: %(default)s)")
-    f.add_argument("--seq-len", type=_positive_int, default=768, help="tokens per sequence (default: %(default)s, as in the paper)")
-    f.add_argument("--lr", type=_positive_float, default=5e-4, help="peak learning rate of AdamW (default: %(default)s)")
+    f = sub.add_parser(
+        "finetune",
+        help=(
+            "train the chosen blocks of a patched model on domain text and write a servable model "
+            "folder"
+        ),
+    )
+    f.add_argument(
+        "--model",
+        required=True,
+        help="model folder: patched (by patch-model) or the base model (patched here with --init)",
+    )
+    f.add_argument(
+        "--patch-tokenizer", required=True, help="patch tokenizer folder (written by build)"
+    )
+    f.add_argument(
+        "--corpus",
+        required=True,
+        nargs="+",
+        metavar="FILE",
+        help="domain text files (UTF-8, optionally gzip); the 90%% training split is used",
+    )
+    f.add_argument(
+        "--out",
+        required=True,
+        help="output model folder (must not exist or be empty); written atomically at the end",
+    )
+    f.add_argument(
+        "--train",
+        default=DEFAULT_TRAIN,
+        help=(
+            f"trainable blocks, comma separated, from {', '.join(BLOCKS)} (default: %(default)s, "
+            "as in the paper)"
+        ),
+    )
+    f.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="optimizer updates (default: one pass over the training split)",
+    )
+    f.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=8,
+        help="sequences per update (default: %(default)s)",
+    )
+    f.add_argument(
+        "--seq-len",
+        type=_positive_int,
+        default=768,
+        help="tokens per sequence (default: %(default)s, as in the paper)",
+    )
+    f.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=5e-4,
+        help="peak learning rate of AdamW (default: %(default)s)",
+    )
     f.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1 (default: %(default)s)")
     f.add_argument("--beta2", type=float, default=0.95, help="AdamW beta2 (default: %(default)s)")
-    f.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay of matrices (default: %(default)s)")
-    f.add_argument("--warmup-steps", type=int, default=None, help="linear warmup steps before the cosine decay (default: 5%% of --steps)")
-    f.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of --lr (default: %(default)s)")
-    f.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip, 0 for none (default: %(default)s)")
-    f.add_argument("--init", choices=init_methods, default="exp", help="row init when --model is the base model (default: %(default)s)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the data order (default: %(default)s)")
-    f.add_argument("--device", default="auto", help="auto (a GPU if present), cpu, cuda or cuda:N (default: %(default)s)")
-    f.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto = bf16 autocast on a GPU, fp32 on CPU (default: %(default)s)")
-    f.add_argument("--checkpoint-dir", default=None, help="where checkpoints go (default: OUT.checkpoint)")
-    f.add_argument("--save-every", type=int, default=200, help="steps between checkpoints, 0 for only at the end or on Ctrl-C (default: %(default)s)")
-    f.add_argument("--resume", action="store_true", help="continue from the checkpoint (same options required)")
-    f.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after the model folder is written")
+    f.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.1,
+        help="AdamW weight decay of matrices (default: %(default)s)",
+    )
+    f.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help="linear warmup steps before the cosine decay (default: 5%% of --steps)",
+    )
+    f.add_argument(
+        "--min-lr-ratio",
+        type=float,
+        default=0.1,
+        help="final learning rate as a fraction of --lr (default: %(default)s)",
+    )
+    f.add_argument(
+        "--grad-clip",
+        type=float,
+        default=1.0,
+        help="gradient norm clip, 0 for none (default: %(default)s)",
+    )
+    f.add_argument(
+        "--init",
+        choices=init_methods,
+        default="exp",
+        help="row init when --model is the base model (default: %(default)s)",
+    )
+    f.add_argument(
+        "--seed", type=int, default=0, help="seed of the data order (default: %(default)s)"
+    )
+    f.add_argument(
+        "--device",
+        default="auto",
+        help="auto (a GPU if present), cpu, cuda or cuda:N (default: %(default)s)",
+    )
+    f.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto = bf16 autocast on a GPU, fp32 on CPU (default: %(default)s)",
+    )
+    f.add_argument(
+        "--checkpoint-dir", default=None, help="where checkpoints go (default: OUT.checkpoint)"
+    )
+    f.add_argument(
+        "--save-every",
+        type=int,
+        default=200,
+        help="steps between checkpoints, 0 for only at the end or on Ctrl-C (default: %(default)s)",
+    )
+    f.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoint (same options required)"
+    )
+    f.add_argument(
+        "--keep-checkpoint",
+        action="store_true",
+        help="keep the checkpoint after the model folder is written",
+    )
     f.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
 
     e = sub.add_parser("eval", help="bits per byte of held-out text (fair across tokenizers)")
-    e.add_argument("--model", required=True, help="model folder (a patched folder uses its patch tokenizer)")
-    e.add_argument("--patch-tokenizer", default=None, help="score with this patch tokenizer (a base model is patched in memory with --init)")
-    e.add_argument("--corpus", required=True, nargs="+", metavar="FILE", help="text files (UTF-8, optionally gzip)")
-    e.add_argument("--split", choices=("held-out", "all"), default="held-out", help="held-out = the 10%% hash split build and finetune never train on (default: %(default)s)")
-    e.add_argument("--max-bytes", type=_positive_int, default=None, help="score only the first documents up to about this many UTF-8 bytes")
-    e.add_argument("--seq-len", type=_positive_int, default=768, help="scoring window in tokens (default: %(default)s)")
-    e.add_argument("--batch-tokens", type=_positive_int, default=8192, help="tokens per forward pass (default: %(default)s)")
-    e.add_argument("--init", choices=init_methods, default="exp", help="row init when patching a base model in memory (default: %(default)s)")
-    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    e.add_argument(
+        "--model", required=True, help="model folder (a patched folder uses its patch tokenizer)"
+    )
+    e.add_argument(
+        "--patch-tokenizer",
+        default=None,
+        help="score with this patch tokenizer (a base model is patched in memory with --init)",
+    )
+    e.add_argument(
+        "--corpus",
+        required=True,
+        nargs="+",
+        metavar="FILE",
+        help="text files (UTF-8, optionally gzip)",
+    )
+    e.add_argument(
+        "--split",
+        choices=("held-out", "all"),
+        default="held-out",
+        help=(
+            "held-out = the 10%% hash split build and finetune never train on (default: "
+            "%(default)s)"
+        ),
+    )
+    e.add_argument(
+        "--max-bytes",
+        type=_positive_int,
+        default=None,
+        help="score only the first documents up to about this many UTF-8 bytes",
+    )
+    e.add_argument(
+        "--seq-len",
+        type=_positive_int,
+        default=768,
+        help="scoring window in tokens (default: %(default)s)",
+    )
+    e.add_argument(
+        "--batch-tokens",
+        type=_positive_int,
+        default=8192,
+        help="tokens per forward pass (default: %(default)s)",
+    )
+    e.add_argument(
+        "--init",
+        choices=init_methods,
+        default="exp",
+        help="row init when patching a base model in memory (default: %(default)s)",
+    )
+    e.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
+    )
     e.add_argument("--json", action="store_true", help="print JSON instead of a line")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -128,16 +351,29 @@ def _build(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     base = load_base_tokenizer(args.tokenizer)
     corpus = load_corpus(args.corpus)
-    config = BuildConfig(num_tokens=args.num_tokens, max_ngram=args.max_ngram, score=args.score, progress=not args.quiet)
+    config = BuildConfig(
+        num_tokens=args.num_tokens,
+        max_ngram=args.max_ngram,
+        score=args.score,
+        progress=not args.quiet,
+    )
     patch, report = build_patch(base, corpus.train, config)
     tok = PatchTokenizer(base, patch)
-    stats = measure_reduction(tok, corpus.held_in, source="held-in split (1 in 10 documents by hash)", progress=not args.quiet)
+    stats = measure_reduction(
+        tok,
+        corpus.held_in,
+        source="held-in split (1 in 10 documents by hash)",
+        progress=not args.quiet,
+    )
     stats["build_seconds"] = time.perf_counter() - t0
     tok.reduction_stats = stats
     with atomic_output_dir(args.out, args.overwrite) as tmp:
         tok.save_pretrained(tmp)
     print(format_stats(stats))
-    print(f"wrote {args.out} ({len(patch.ngrams)} swapped tokens, {report.rounds} rounds, {stats['build_seconds']:.1f}s)")
+    print(
+        f"wrote {args.out} ({len(patch.ngrams)} swapped tokens, {report.rounds} rounds, "
+        f"{stats['build_seconds']:.1f}s)"
+    )
 
 
 def _stats(args: argparse.Namespace) -> None:
@@ -151,7 +387,9 @@ def _stats(args: argparse.Namespace) -> None:
 
     tok = PatchTokenizer.from_pretrained(args.patch_tokenizer)
     docs = load_documents(args.corpus)
-    stats = measure_reduction(tok, docs, source=", ".join(str(c) for c in args.corpus), progress=not args.quiet)
+    stats = measure_reduction(
+        tok, docs, source=", ".join(str(c) for c in args.corpus), progress=not args.quiet
+    )
     print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
     if args.write:
         folder = Path(args.patch_tokenizer)
@@ -165,9 +403,19 @@ def _patch_model(args: argparse.Namespace) -> None:
     from adaptivocab.model_io import patch_model_folder
 
     meta = patch_model_folder(
-        args.model, args.patch_tokenizer, args.out, args.init, args.exp_base, args.seed, args.overwrite, not args.quiet
+        args.model,
+        args.patch_tokenizer,
+        args.out,
+        args.init,
+        args.exp_base,
+        args.seed,
+        args.overwrite,
+        not args.quiet,
     )
-    print(f"wrote {args.out} ({meta['swapped_ids']} rows re-initialised with {args.init}, tied={meta['tied']})")
+    print(
+        f"wrote {args.out} ({meta['swapped_ids']} rows re-initialised with {args.init}, "
+        f"tied={meta['tied']})"
+    )
 
 
 def _finetune(args: argparse.Namespace) -> None:
@@ -176,36 +424,76 @@ def _finetune(args: argparse.Namespace) -> None:
     from adaptivocab.trainer import TrainConfig
 
     cfg = TrainConfig(
-        steps=1, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1, beta2=args.beta2,
-        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio,
-        grad_clip=args.grad_clip, seed=args.seed, precision=args.precision, save_every=args.save_every,
+        steps=1,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        beta1=args.beta1,
+        beta2=args.beta2,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        min_lr_ratio=args.min_lr_ratio,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+        precision=args.precision,
+        save_every=args.save_every,
     )
     job = FinetuneJob(
-        model_dir=args.model, patch_dir=args.patch_tokenizer, corpus=tuple(args.corpus), out=args.out,
-        train_blocks=parse_train_spec(args.train), steps=args.steps, seq_len=args.seq_len, train=cfg,
-        init=args.init, device=args.device, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-        keep_checkpoint=args.keep_checkpoint, overwrite=args.overwrite, progress=not args.quiet,
+        model_dir=args.model,
+        patch_dir=args.patch_tokenizer,
+        corpus=tuple(args.corpus),
+        out=args.out,
+        train_blocks=parse_train_spec(args.train),
+        steps=args.steps,
+        seq_len=args.seq_len,
+        train=cfg,
+        init=args.init,
+        device=args.device,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
+        keep_checkpoint=args.keep_checkpoint,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
     )
     summary = run_finetune(job)
-    print(f"wrote {args.out} ({summary['steps']} steps, {summary['tokens']:,} tokens, final loss {summary['final_loss']:.4f})")
+    print(
+        f"wrote {args.out} ({summary['steps']} steps, {summary['tokens']:,} tokens, final loss "
+        f"{summary['final_loss']:.4f})"
+    )
 
 
 def _eval(args: argparse.Namespace) -> None:
     from adaptivocab.eval import held_out_texts, score_folder
 
     texts = held_out_texts(args.corpus, args.split, args.max_bytes)
-    result = score_folder(args.model, args.patch_tokenizer, texts, init=args.init, seq_len=args.seq_len,
-                          batch_tokens=args.batch_tokens, device=args.device, progress=not args.quiet)
+    result = score_folder(
+        args.model,
+        args.patch_tokenizer,
+        texts,
+        init=args.init,
+        seq_len=args.seq_len,
+        batch_tokens=args.batch_tokens,
+        device=args.device,
+        progress=not args.quiet,
+    )
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        print(f"bits/byte {result['bpb']:.4f}  tokens/byte {result['tokens_per_byte']:.4f}  "
-              f"({result['tokens']:,} tokens, {result['bytes']:,} bytes, {result['documents']} documents, {result['tokenizer']} tokenizer)")
+        print(
+            f"bits/byte {result['bpb']:.4f}  tokens/byte {result['tokens_per_byte']:.4f}  "
+            f"({result['tokens']:,} tokens, {result['bytes']:,} bytes, {result['documents']} "
+            f"documents, {result['tokenizer']} tokenizer)"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"build": _build, "stats": _stats, "patch-model": _patch_model, "finetune": _finetune, "eval": _eval}
+    handlers = {
+        "build": _build,
+        "stats": _stats,
+        "patch-model": _patch_model,
+        "finetune": _finetune,
+        "eval": _eval,
+    }
     try:
         handlers[args.command](args)
     except AdaptiVocabError as exc:

@@ -24,7 +24,11 @@ def read_text(path: str | os.PathLike[str]) -> str:
     try:
         with p.open("rb") as fh:
             gz = fh.read(2) == b"\x1f\x8b"
-        raw = gzip.open(p, "rb").read() if gz else p.read_bytes()
+        if gz:
+            with gzip.open(p, "rb") as gzf:
+                raw = gzf.read()
+        else:
+            raw = p.read_bytes()
         return raw.decode("utf-8", errors="replace")
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise AdaptiVocabError(f"cannot read corpus {p}: {exc}") from exc
@@ -63,13 +67,16 @@ def load_documents(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     for path in paths:
         docs.extend(split_documents(read_text(path)))
     if not docs:
-        raise AdaptiVocabError("the corpus is empty (no non-blank text); pass text files with domain documents")
+        raise AdaptiVocabError(
+            "the corpus is empty (no non-blank text); pass text files with domain documents"
+        )
     return docs
 
 
 def load_corpus(paths: Sequence[str | os.PathLike[str]]) -> Corpus:
     docs = load_documents(paths)
-    train, held = [], []
+    train: list[str] = []
+    held: list[str] = []
     for d in docs:
         (held if is_held_in(d) else train).append(d)
     if not held:

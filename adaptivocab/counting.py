@@ -10,7 +10,13 @@ from tqdm import tqdm
 from adaptivocab.errors import AdaptiVocabError
 
 
-def encode_corpus(backend: object, docs: Sequence[str], desc: str = "encoding", progress: bool = True, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def encode_corpus(
+    backend: object,
+    docs: Sequence[str],
+    desc: str = "encoding",
+    progress: bool = True,
+    chunk: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
     """Base ids of every document (no special tokens), concatenated, plus per-document lengths."""
     flats: list[np.ndarray] = []
     lengths: list[int] = []
@@ -38,7 +44,9 @@ def key_bits(vocab_size: int, max_ngram: int) -> int:
     return bits
 
 
-def count_ngrams(arr: np.ndarray, free: np.ndarray, n: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+def count_ngrams(
+    arr: np.ndarray, free: np.ndarray, n: int, bits: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Distinct packed keys of n-grams made only of free positions, and their counts."""
     size = arr.size - n + 1
     if size <= 0:

@@ -27,25 +27,37 @@ def detokenize_incrementally(
     new = tokenizer.decode(all_ids[prefix_offset:], skip_special_tokens=skip_special_tokens)
     if not new or new.endswith(_REPLACEMENT):
         return "", prefix_offset, read_offset
-    old = tokenizer.decode(all_ids[prefix_offset:read_offset], skip_special_tokens=skip_special_tokens)
+    old = tokenizer.decode(
+        all_ids[prefix_offset:read_offset], skip_special_tokens=skip_special_tokens
+    )
     if not new.startswith(old):
         return "", prefix_offset, read_offset
-    return new[len(old) :], _next_prefix(tokenizer, all_ids, prefix_offset, read_offset, skip_special_tokens), len(all_ids)
+    return (
+        new[len(old) :],
+        _next_prefix(tokenizer, all_ids, prefix_offset, read_offset, skip_special_tokens),
+        len(all_ids),
+    )
 
 
-def _next_prefix(tokenizer: Any, all_ids: Sequence[int], prefix_offset: int, read_offset: int, skip: bool) -> int:
+def _next_prefix(
+    tokenizer: Any, all_ids: Sequence[int], prefix_offset: int, read_offset: int, skip: bool
+) -> int:
     """Where the next window starts: at the old read offset, unless that window decodes to "".
 
     A window whose text so far is empty (a lone SentencePiece space, or only
     skipped special tokens) would let the decoder's strip-leading-space rule
     eat a real space of the *next* tokens; keeping the longer window avoids it.
     """
-    if read_offset == prefix_offset or tokenizer.decode(all_ids[read_offset:], skip_special_tokens=skip):
+    if read_offset == prefix_offset or tokenizer.decode(
+        all_ids[read_offset:], skip_special_tokens=skip
+    ):
         return read_offset
     return prefix_offset
 
 
-def initial_offsets(tokenizer: Any, prompt_ids: Sequence[int], skip_special_tokens: bool = False, window: int = 5) -> tuple[int, int]:
+def initial_offsets(
+    tokenizer: Any, prompt_ids: Sequence[int], skip_special_tokens: bool = False, window: int = 5
+) -> tuple[int, int]:
     """``(prefix_offset, read_offset)`` to start streaming after a prompt.
 
     The window covers the last few prompt tokens and grows backwards until it
@@ -53,7 +65,9 @@ def initial_offsets(tokenizer: Any, prompt_ids: Sequence[int], skip_special_toke
     """
     read = len(prompt_ids)
     prefix = max(read - window, 0)
-    while prefix > 0 and not tokenizer.decode(prompt_ids[prefix:read], skip_special_tokens=skip_special_tokens):
+    while prefix > 0 and not tokenizer.decode(
+        prompt_ids[prefix:read], skip_special_tokens=skip_special_tokens
+    ):
         prefix -= 1
     return prefix, read
 
@@ -86,9 +100,12 @@ class IncrementalDecoder:
         """Emit what was held back (e.g. a real U+FFFD at the end of the text)."""
         if self.read_offset == len(self.ids):
             return ""
-        new = self.tokenizer.decode(self.ids[self.prefix_offset :], skip_special_tokens=self.skip_special_tokens)
+        new = self.tokenizer.decode(
+            self.ids[self.prefix_offset :], skip_special_tokens=self.skip_special_tokens
+        )
         old = self.tokenizer.decode(
-            self.ids[self.prefix_offset : self.read_offset], skip_special_tokens=self.skip_special_tokens
+            self.ids[self.prefix_offset : self.read_offset],
+            skip_special_tokens=self.skip_special_tokens,
         )
         self.prefix_offset = _next_prefix(
             self.tokenizer, self.ids, self.prefix_offset, self.read_offset, self.skip_special_tokens

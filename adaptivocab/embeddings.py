@@ -43,7 +43,11 @@ def piece_weights(n: int, init: str, side: str, exp_base: float = DEFAULT_EXP_BA
         return [0.0] * (n - 1) + [1.0]
     if exp_base <= 0:
         raise AdaptiVocabError(f"--exp-base must be positive, got {exp_base}")
-    raw = [exp_base**i for i in range(n)] if side == "input" else [exp_base ** (n - 1 - i) for i in range(n)]
+    raw = (
+        [exp_base**i for i in range(n)]
+        if side == "input"
+        else [exp_base ** (n - 1 - i) for i in range(n)]
+    )
     total = sum(raw)
     return [w / total for w in raw]
 
@@ -52,12 +56,19 @@ def check_vocab(num_rows: int, tokenizer_len: int, what: str = "model") -> None:
     """A patch tokenizer must belong to the model: rows cover every id, padding stays small."""
     if num_rows < tokenizer_len or num_rows > tokenizer_len * (1 + _MAX_PAD_FRACTION) + 64:
         raise AdaptiVocabError(
-            f"vocab size mismatch: the {what} has {num_rows} embedding rows but the patch tokenizer has "
-            f"{tokenizer_len} tokens; build the patch from this model's own tokenizer"
+            f"vocab size mismatch: the {what} has {num_rows} embedding rows but the patch "
+            f"tokenizer has {tokenizer_len} tokens; build the patch from this model's own tokenizer"
         )
 
 
-def _new_rows(matrix: torch.Tensor, pieces: Mapping[int, tuple[int, ...]], init: str, side: str, exp_base: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _new_rows(
+    matrix: torch.Tensor,
+    pieces: Mapping[int, tuple[int, ...]],
+    init: str,
+    side: str,
+    exp_base: float,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     ids = sorted(pieces)
     index = torch.tensor(ids, dtype=torch.long)
     if init == "random":
@@ -102,15 +113,23 @@ def patch_embeddings(
     if embed.dim() != 2:
         raise AdaptiVocabError(f"embedding must be a 2-D matrix, got shape {tuple(embed.shape)}")
     if tied is None:
-        tied = lm_head is None or lm_head is embed or (
-            lm_head.shape == embed.shape and lm_head.data_ptr() == embed.data_ptr()
+        tied = (
+            lm_head is None
+            or lm_head is embed
+            or (lm_head.shape == embed.shape and lm_head.data_ptr() == embed.data_ptr())
         )
     if lm_head is not None and lm_head.shape != embed.shape:
-        raise AdaptiVocabError(f"LM head shape {tuple(lm_head.shape)} differs from embedding shape {tuple(embed.shape)}")
+        raise AdaptiVocabError(
+            f"LM head shape {tuple(lm_head.shape)} differs from embedding shape "
+            f"{tuple(embed.shape)}"
+        )
     top = max((max(p) for p in pieces.values()), default=-1)
     top = max(top, max(pieces, default=-1))
     if top >= embed.shape[0]:
-        raise AdaptiVocabError(f"patch uses id {top} but the embedding has only {embed.shape[0]} rows; vocab size mismatch")
+        raise AdaptiVocabError(
+            f"patch uses id {top} but the embedding has only {embed.shape[0]} rows; vocab size "
+            "mismatch"
+        )
     with torch.no_grad():
         new_embed = embed.detach().clone()
         if pieces:
@@ -135,7 +154,8 @@ def find_embedding_names(names: Sequence[str]) -> tuple[str, str | None]:
     embed = [n for n in names if n.endswith(EMBED_SUFFIXES)]
     if len(embed) != 1:
         raise AdaptiVocabError(
-            f"cannot find exactly one input embedding tensor (looked for *{', *'.join(EMBED_SUFFIXES)}; found {embed})"
+            "cannot find exactly one input embedding tensor (looked for "
+            f"*{', *'.join(EMBED_SUFFIXES)}; found {embed})"
         )
     head = [n for n in names if n in HEAD_NAMES or n.endswith(".lm_head.weight")]
     if len(head) > 1:
@@ -163,9 +183,16 @@ def patch_state_dict_rows(
         check_vocab(embed.shape[0], len(patch))
     tied = tie_word_embeddings or head_key is None
     new_embed, new_head = patch_embeddings(
-        embed, None if head_key is None else tensors[head_key], patch, init, exp_base, seed, tied=tied
+        embed,
+        None if head_key is None else tensors[head_key],
+        patch,
+        init,
+        exp_base,
+        seed,
+        tied=tied,
     )
     out[embed_key] = new_embed
     if head_key is not None:
-        out[head_key] = new_head.clone() if tied and new_head is not None else new_head  # type: ignore[union-attr]
+        assert new_head is not None  # a head was passed in, so one comes back
+        out[head_key] = new_head.clone() if tied else new_head
     return out

@@ -31,7 +31,9 @@ def _start_id(tokenizer: Any) -> int:
         value = getattr(tokenizer, attr, None)
         if value is not None:
             return int(value)
-    raise AdaptiVocabError("the tokenizer has neither BOS nor EOS; bits per byte needs a start-of-document token")
+    raise AdaptiVocabError(
+        "the tokenizer has neither BOS nor EOS; bits per byte needs a start-of-document token"
+    )
 
 
 def _windows(ids: list[int], seq_len: int) -> list[tuple[list[int], int]]:
@@ -87,7 +89,7 @@ def bits_per_byte(
     for ids in encode_documents(tokenizer, texts, progress=progress):
         ids = list(ids)
         if not ids or ids[0] != start:
-            ids = [start] + ids
+            ids = [start, *ids]
         windows.extend(_windows(ids, seq_len))
     windows.sort(key=lambda w: len(w[0]), reverse=True)
     was_training = model.training
@@ -119,12 +121,24 @@ def bits_per_byte(
         model.train()
     nbytes = sum(len(t.encode("utf-8")) for t in texts)
     bits = nll / math.log(2)
-    return {"bpb": bits / nbytes, "nll_bits": bits, "tokens": scored, "bytes": nbytes,
-            "tokens_per_byte": scored / nbytes, "documents": len(texts), "seq_len": seq_len}
+    return {
+        "bpb": bits / nbytes,
+        "nll_bits": bits,
+        "tokens": scored,
+        "bytes": nbytes,
+        "tokens_per_byte": scored / nbytes,
+        "documents": len(texts),
+        "seq_len": seq_len,
+    }
 
 
-def held_out_texts(paths: Sequence[str], split: str = "held-out", max_bytes: int | None = None) -> list[str]:
-    """Documents to score: the 10% hash split that build and finetune never train on, or all of them."""
+def held_out_texts(
+    paths: Sequence[str], split: str = "held-out", max_bytes: int | None = None
+) -> list[str]:
+    """Documents to score.
+
+    Either the 10% hash split that build and finetune never train on, or all of them.
+    """
     from adaptivocab.corpus import load_corpus, load_documents
 
     if split not in ("held-out", "all"):
@@ -133,8 +147,16 @@ def held_out_texts(paths: Sequence[str], split: str = "held-out", max_bytes: int
     return take_bytes(docs, max_bytes)
 
 
-def score_folder(model_dir: str, patch_dir: str | None, texts: Sequence[str], init: str = "exp",
-                 seq_len: int = 768, batch_tokens: int = 8192, device: str = "auto", progress: bool = True) -> dict[str, Any]:
+def score_folder(
+    model_dir: str,
+    patch_dir: str | None,
+    texts: Sequence[str],
+    init: str = "exp",
+    seq_len: int = 768,
+    batch_tokens: int = 8192,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
     """bits_per_byte of a model folder, with its own tokenizer or a patch tokenizer.
 
     The tokenizer: ``patch_dir`` if given, else the folder's patch tokenizer if it
@@ -157,8 +179,21 @@ def score_folder(model_dir: str, patch_dir: str | None, texts: Sequence[str], in
         tokenizer = load_base_tokenizer(model_dir)
     dev = resolve_device(device)
     loaded = load_causal_lm(model_dir, tokenizer, init=init)
-    model = loaded.model.to(dev)
-    result = bits_per_byte(model, tokenizer, texts, seq_len=seq_len, batch_tokens=batch_tokens, device=dev, progress=progress)
-    result.update(model=str(model_dir), tokenizer="patch" if hasattr(tokenizer, "ngram_pieces") else "base",
-                  patched_at_load=loaded.patched_here)
+    # Moved as an nn.Module: transformers types PreTrainedModel.to as the unbound Module.to.
+    model: torch.nn.Module = loaded.model
+    model = model.to(dev)
+    result = bits_per_byte(
+        model,
+        tokenizer,
+        texts,
+        seq_len=seq_len,
+        batch_tokens=batch_tokens,
+        device=dev,
+        progress=progress,
+    )
+    result.update(
+        model=str(model_dir),
+        tokenizer="patch" if hasattr(tokenizer, "ngram_pieces") else "base",
+        patched_at_load=loaded.patched_here,
+    )
     return result

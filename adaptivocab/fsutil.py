@@ -16,9 +16,14 @@ def check_output_dir(out: str | os.PathLike[str], overwrite: bool = False) -> Pa
     """Fail early (before hours of work) if ``out`` cannot be written."""
     path = Path(out)
     if path.exists() and not path.is_dir():
-        raise AdaptiVocabError(f"output path {path} exists and is not a folder; choose another --out")
+        raise AdaptiVocabError(
+            f"output path {path} exists and is not a folder; choose another --out"
+        )
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise AdaptiVocabError(f"output folder {path} exists and is not empty; choose another --out or pass --overwrite")
+        raise AdaptiVocabError(
+            f"output folder {path} exists and is not empty; choose another --out or pass "
+            "--overwrite"
+        )
     parent = path.resolve().parent
     if not parent.is_dir():
         raise AdaptiVocabError(f"parent folder of --out does not exist: {parent}")

@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,10 +24,13 @@ from adaptivocab.fsutil import atomic_output_dir
 from adaptivocab.model_io import INDEX, META_FILE, list_weight_files
 from adaptivocab.patch import PATCH_FILE, VocabPatch
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 
 @dataclass(frozen=True)
 class LoadedModel:
-    model: torch.nn.Module  # fp32, on CPU
+    model: PreTrainedModel  # fp32, on CPU
     source: Path
     patched_here: bool  # swapped rows were initialised at load (the folder held the base model)
     tied: bool
@@ -37,13 +40,22 @@ def _is_patch_tokenizer(tokenizer: Any) -> bool:
     return hasattr(tokenizer, "ngram_pieces") and hasattr(tokenizer, "removed_ids")
 
 
-def load_causal_lm(model_dir: str | os.PathLike[str], tokenizer: Any = None, init: str = "exp",
-                   exp_base: float = DEFAULT_EXP_BASE, seed: int = 0) -> LoadedModel:
-    """Load ``model_dir`` in fp32; with a PatchTokenizer, patch its rows here unless the folder already is patched."""
+def load_causal_lm(
+    model_dir: str | os.PathLike[str],
+    tokenizer: Any = None,
+    init: str = "exp",
+    exp_base: float = DEFAULT_EXP_BASE,
+    seed: int = 0,
+) -> LoadedModel:
+    """Load ``model_dir`` in fp32.
+
+    With a PatchTokenizer, patch its rows here unless the folder already is patched.
+    """
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise AdaptiVocabError(f"{path} is not a Hugging Face model folder (no config.json)")
-    list_weight_files(path)  # a clear error for missing or unreadable weights, before transformers' own
+    # A clear error for missing or unreadable weights, before transformers' own.
+    list_weight_files(path)
     from transformers import AutoModelForCausalLM
 
     try:
@@ -62,11 +74,18 @@ def load_causal_lm(model_dir: str | os.PathLike[str], tokenizer: Any = None, ini
         if (path / PATCH_FILE).is_file():
             if dict(VocabPatch.load(path).ngrams) != dict(tokenizer.ngram_pieces):
                 raise AdaptiVocabError(
-                    f"{path} was patched with a different patch tokenizer; pass that one or the base model folder"
+                    f"{path} was patched with a different patch tokenizer; pass that one or the "
+                    "base model folder"
                 )
         else:
             new_embed, new_head = patch_embeddings(
-                embed.detach(), None if tied else head_module.weight.detach(), tokenizer, init, exp_base, seed, tied=tied
+                embed.detach(),
+                None if tied else head_module.weight.detach(),
+                tokenizer,
+                init,
+                exp_base,
+                seed,
+                tied=tied,
             )
             with torch.no_grad():
                 embed.copy_(new_embed)
@@ -83,21 +102,36 @@ def changed_tensor_names(model: torch.nn.Module, param_names: set[str]) -> set[s
     return {name for name, t in model.state_dict().items() if t.data_ptr() in ptrs}
 
 
-def write_model_folder(loaded: LoadedModel, changed_params: set[str], tokenizer: Any, meta: dict[str, Any],
-                       out: str | os.PathLike[str], overwrite: bool = False) -> None:
-    """Write ``out`` atomically: the source folder with the changed tensors replaced, plus the tokenizer."""
+def write_model_folder(
+    loaded: LoadedModel,
+    changed_params: set[str],
+    tokenizer: Any,
+    meta: dict[str, Any],
+    out: str | os.PathLike[str],
+    overwrite: bool = False,
+) -> None:
+    """Write ``out`` atomically.
+
+    It holds the source folder with the changed tensors replaced, plus the tokenizer.
+    """
     from safetensors.torch import load_file, save_file
 
     shards, weight_map, index = list_weight_files(loaded.source)
     if loaded.patched_here:
-        changed_params = changed_params | {n for n, p in loaded.model.named_parameters()
-                                           if p is loaded.model.get_input_embeddings().weight
-                                           or p is getattr(loaded.model.get_output_embeddings(), "weight", None)}
+        changed_params = changed_params | {
+            n
+            for n, p in loaded.model.named_parameters()
+            if p is loaded.model.get_input_embeddings().weight
+            or p is getattr(loaded.model.get_output_embeddings(), "weight", None)
+        }
     changed = changed_tensor_names(loaded.model, changed_params)
     state = loaded.model.state_dict()
     missing = [n for n in weight_map if n in changed and n not in state]
     if missing:
-        raise AdaptiVocabError(f"the model's tensors do not match the folder's names (e.g. {missing[0]}); cannot write it back")
+        raise AdaptiVocabError(
+            f"the model's tensors do not match the folder's names (e.g. {missing[0]}); cannot "
+            "write it back"
+        )
     source_meta: dict[str, Any] = {}
     if (loaded.source / META_FILE).is_file():
         source_meta = json.loads((loaded.source / META_FILE).read_text(encoding="utf-8"))
@@ -113,10 +147,14 @@ def write_model_folder(loaded: LoadedModel, changed_params: set[str], tokenizer:
             data = load_file(str(loaded.source / shard))
             for n in names:
                 if n in changed:
-                    data[n] = state[n].detach().to(dtype=data[n].dtype, device="cpu").contiguous().clone()
+                    data[n] = (
+                        state[n].detach().to(dtype=data[n].dtype, device="cpu").contiguous().clone()
+                    )
             save_file(data, str(tmp / shard), metadata={"format": "pt"})
         if index is not None:
             (tmp / INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        (tmp / META_FILE).write_text(json.dumps({**source_meta, **meta}, indent=1), encoding="utf-8")
+        (tmp / META_FILE).write_text(
+            json.dumps({**source_meta, **meta}, indent=1), encoding="utf-8"
+        )

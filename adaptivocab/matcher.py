@@ -25,7 +25,12 @@ _PY_THRESHOLD = 256
 class NgramMatcher:
     """Rewrites base-token ids into patched ids (see module docstring)."""
 
-    def __init__(self, vocab_size: int, removed: Mapping[int, Sequence[int]], ngrams: Mapping[int, Sequence[int]]) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        removed: Mapping[int, Sequence[int]],
+        ngrams: Mapping[int, Sequence[int]],
+    ) -> None:
         self.vocab_size = vocab_size
         self.max_len = max((len(p) for p in ngrams.values()), default=1)
         self._removed = {int(k): tuple(int(x) for x in v) for k, v in removed.items()}
@@ -168,7 +173,9 @@ class NgramMatcher:
 
     def apply_flat(self, flat: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised core: concatenated sequences in, concatenated patched sequences out."""
-        flat, lengths = self.split_flat(np.asarray(flat, dtype=np.int64), np.asarray(lengths, dtype=np.int64))
+        flat, lengths = self.split_flat(
+            np.asarray(flat, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
+        )
         if flat.size == 0 or self.max_len < 2:
             return flat, lengths
         arr = self.pad(flat, lengths)

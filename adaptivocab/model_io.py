@@ -10,7 +10,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from adaptivocab.embeddings import DEFAULT_EXP_BASE, check_vocab, find_embedding_names, patch_embeddings
+from adaptivocab.embeddings import (
+    DEFAULT_EXP_BASE,
+    check_vocab,
+    find_embedding_names,
+    patch_embeddings,
+)
 from adaptivocab.errors import AdaptiVocabError
 from adaptivocab.fsutil import atomic_output_dir, check_output_dir
 from adaptivocab.tokenizer import PatchTokenizer
@@ -40,14 +45,19 @@ def _weight_files(model_dir: Path) -> tuple[list[str], dict[str, str], dict[str,
             with safe_open(str(model_dir / SINGLE), framework="pt") as fh:
                 names = list(fh.keys())
         except (OSError, ValueError, RuntimeError) as exc:
-            raise AdaptiVocabError(f"{model_dir / SINGLE} is not a readable safetensors file: {exc}") from exc
+            raise AdaptiVocabError(
+                f"{model_dir / SINGLE} is not a readable safetensors file: {exc}"
+            ) from exc
         return [SINGLE], {n: SINGLE for n in names}, None
     raise AdaptiVocabError(
-        f"{model_dir} has no {SINGLE} or {INDEX}; patch-model reads Hugging Face safetensors folders only"
+        f"{model_dir} has no {SINGLE} or {INDEX}; patch-model reads Hugging Face safetensors "
+        "folders only"
     )
 
 
-def list_weight_files(model_dir: str | os.PathLike[str]) -> tuple[list[str], dict[str, str], dict[str, Any] | None]:
+def list_weight_files(
+    model_dir: str | os.PathLike[str],
+) -> tuple[list[str], dict[str, str], dict[str, Any] | None]:
     """Public face of the shard lookup, for other writers of model folders (finetune)."""
     return _weight_files(Path(model_dir))
 
@@ -88,9 +98,17 @@ def patch_model_folder(
     check_vocab(embed.shape[0], len(tokenizer))
     cfg_vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
     if cfg_vocab is not None and int(cfg_vocab) != embed.shape[0]:
-        raise AdaptiVocabError(f"config.json says vocab_size {cfg_vocab} but the embedding has {embed.shape[0]} rows")
+        raise AdaptiVocabError(
+            f"config.json says vocab_size {cfg_vocab} but the embedding has {embed.shape[0]} rows"
+        )
     new_embed, new_head = patch_embeddings(
-        embed, None if head_key is None else tensors[head_key], tokenizer, init, exp_base, seed, tied=tied
+        embed,
+        None if head_key is None else tensors[head_key],
+        tokenizer,
+        init,
+        exp_base,
+        seed,
+        tied=tied,
     )
     replaced = {embed_key: new_embed}
     if head_key is not None and new_head is not None:
@@ -99,7 +117,9 @@ def patch_model_folder(
         for item in model_path.iterdir():
             if item.is_file() and not item.name.endswith(".safetensors") and item.name != INDEX:
                 shutil.copy2(item, tmp / item.name)
-        for shard in tqdm(shards, desc="writing shards", unit="shard", disable=not progress, leave=False):
+        for shard in tqdm(
+            shards, desc="writing shards", unit="shard", disable=not progress, leave=False
+        ):
             if not any(weight_map[k] == shard for k in replaced):
                 shutil.copy2(model_path / shard, tmp / shard)
                 continue

@@ -33,18 +33,30 @@ class VocabPatch:
 
     def validate(self) -> None:
         if set(self.removed) != set(self.ngrams):
-            raise AdaptiVocabError("patch.json is inconsistent: removed ids and n-gram ids differ; rebuild the patch")
+            raise AdaptiVocabError(
+                "patch.json is inconsistent: removed ids and n-gram ids differ; rebuild the patch"
+            )
         gone = set(self.removed)
         for table, what in ((self.removed, "removed-token pieces"), (self.ngrams, "n-gram pieces")):
             for tid, pieces in table.items():
                 if not 0 <= tid < self.base_vocab_size:
-                    raise AdaptiVocabError(f"patch.json: id {tid} outside the base vocab (size {self.base_vocab_size})")
-                if not pieces or any(p in gone or not 0 <= p < self.base_vocab_size for p in pieces):
-                    raise AdaptiVocabError(f"patch.json: {what} of id {tid} use removed or invalid ids; rebuild the patch")
+                    raise AdaptiVocabError(
+                        f"patch.json: id {tid} outside the base vocab (size {self.base_vocab_size})"
+                    )
+                if not pieces or any(
+                    p in gone or not 0 <= p < self.base_vocab_size for p in pieces
+                ):
+                    raise AdaptiVocabError(
+                        f"patch.json: {what} of id {tid} use removed or invalid ids; rebuild the "
+                        "patch"
+                    )
         seen = set()
         for pieces in self.ngrams.values():
             if len(pieces) < 2 or pieces in seen:
-                raise AdaptiVocabError("patch.json: n-grams must be distinct and at least 2 tokens long; rebuild the patch")
+                raise AdaptiVocabError(
+                    "patch.json: n-grams must be distinct and at least 2 tokens long; rebuild the "
+                    "patch"
+                )
             seen.add(pieces)
 
     def to_json(self) -> dict[str, Any]:
@@ -56,19 +68,31 @@ class VocabPatch:
             "base_fingerprint": self.base_fingerprint,
             "build": self.build,
             "swaps": [
-                {"id": tid, "removed_pieces": list(self.removed[tid]), "ngram": list(self.ngrams[tid])}
+                {
+                    "id": tid,
+                    "removed_pieces": list(self.removed[tid]),
+                    "ngram": list(self.ngrams[tid]),
+                }
                 for tid in sorted(self.ngrams)
             ],
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> "VocabPatch":
+    def from_json(cls, data: Any) -> VocabPatch:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise AdaptiVocabError(f"{PATCH_FILE} is not an adaptivocab patch (missing format tag); rebuild it with `adaptivocab build`")
+            raise AdaptiVocabError(
+                f"{PATCH_FILE} is not an adaptivocab patch (missing format tag); rebuild it with "
+                "`adaptivocab build`"
+            )
         if data.get("version") != VERSION:
-            raise AdaptiVocabError(f"{PATCH_FILE} has version {data.get('version')}, this adaptivocab reads version {VERSION}")
+            raise AdaptiVocabError(
+                f"{PATCH_FILE} has version {data.get('version')}, this adaptivocab reads version "
+                f"{VERSION}"
+            )
         try:
-            removed = {int(s["id"]): tuple(int(x) for x in s["removed_pieces"]) for s in data["swaps"]}
+            removed = {
+                int(s["id"]): tuple(int(x) for x in s["removed_pieces"]) for s in data["swaps"]
+            }
             ngrams = {int(s["id"]): tuple(int(x) for x in s["ngram"]) for s in data["swaps"]}
             patch = cls(
                 base_vocab_size=int(data["base_vocab_size"]),
@@ -79,7 +103,9 @@ class VocabPatch:
                 build=dict(data.get("build") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise AdaptiVocabError(f"{PATCH_FILE} is malformed ({type(exc).__name__}: {exc}); rebuild the patch") from exc
+            raise AdaptiVocabError(
+                f"{PATCH_FILE} is malformed ({type(exc).__name__}: {exc}); rebuild the patch"
+            ) from exc
         patch.validate()
         return patch
 
@@ -87,14 +113,19 @@ class VocabPatch:
         (folder / PATCH_FILE).write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: Path) -> "VocabPatch":
+    def load(cls, folder: Path) -> VocabPatch:
         path = folder / PATCH_FILE
         if not path.is_file():
-            raise AdaptiVocabError(f"{folder} is not a patch tokenizer folder (no {PATCH_FILE}); build one with `python -m adaptivocab build`")
+            raise AdaptiVocabError(
+                f"{folder} is not a patch tokenizer folder (no {PATCH_FILE}); build one with "
+                "`python -m adaptivocab build`"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise AdaptiVocabError(f"{path} is corrupt (not valid JSON: {exc}); rebuild the patch") from exc
+            raise AdaptiVocabError(
+                f"{path} is corrupt (not valid JSON: {exc}); rebuild the patch"
+            ) from exc
         return cls.from_json(data)
 
 
@@ -105,7 +136,11 @@ def load_stats(folder: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdaptiVocabError(f"{path} is corrupt (not valid JSON); rerun `python -m adaptivocab stats --write`") from exc
+        raise AdaptiVocabError(
+            f"{path} is corrupt (not valid JSON); rerun `python -m adaptivocab stats --write`"
+        ) from exc
     if not isinstance(data, dict):
-        raise AdaptiVocabError(f"{path} is not a JSON object; rerun `python -m adaptivocab stats --write`")
+        raise AdaptiVocabError(
+            f"{path} is not a JSON object; rerun `python -m adaptivocab stats --write`"
+        )
     return data

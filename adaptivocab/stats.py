@@ -16,7 +16,9 @@ from adaptivocab.errors import AdaptiVocabError
 MIN_DOC_TOKENS_FOR_SPREAD = 16
 
 
-def measure_reduction(tokenizer: Any, docs: Sequence[str], source: str = "", progress: bool = True) -> dict[str, Any]:
+def measure_reduction(
+    tokenizer: Any, docs: Sequence[str], source: str = "", progress: bool = True
+) -> dict[str, Any]:
     """Token counts of ``docs`` under the base and the patched tokenizer (no special tokens)."""
     if not docs:
         raise AdaptiVocabError("no text to measure; pass a non-empty corpus")
@@ -27,7 +29,9 @@ def measure_reduction(tokenizer: Any, docs: Sequence[str], source: str = "", pro
     if base_total == 0:
         raise AdaptiVocabError("the text has no tokens; pass a non-empty corpus")
     big = lengths >= MIN_DOC_TOKENS_FOR_SPREAD
-    per_doc = patched_len[big] / lengths[big] if big.any() else np.asarray([patched_total / base_total])
+    per_doc = (
+        patched_len[big] / lengths[big] if big.any() else np.asarray([patched_total / base_total])
+    )
     chars = sum(len(d) for d in docs)
     nbytes = sum(len(d.encode("utf-8")) for d in docs)
     return {

@@ -16,12 +16,34 @@ from adaptivocab.patch import STATS_FILE, VocabPatch, load_stats
 # identical after the patch, by construction.
 _DELEGATED = frozenset(
     {
-        "bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token",
-        "bos_token_id", "eos_token_id", "unk_token_id", "pad_token_id", "sep_token_id", "cls_token_id",
-        "mask_token_id", "all_special_ids", "all_special_tokens", "special_tokens_map",
-        "additional_special_tokens", "additional_special_tokens_ids", "chat_template", "model_max_length",
-        "padding_side", "truncation_side", "name_or_path", "added_tokens_decoder", "added_tokens_encoder",
-        "clean_up_tokenization_spaces", "model_input_names",
+        "bos_token",
+        "eos_token",
+        "unk_token",
+        "pad_token",
+        "sep_token",
+        "cls_token",
+        "mask_token",
+        "bos_token_id",
+        "eos_token_id",
+        "unk_token_id",
+        "pad_token_id",
+        "sep_token_id",
+        "cls_token_id",
+        "mask_token_id",
+        "all_special_ids",
+        "all_special_tokens",
+        "special_tokens_map",
+        "additional_special_tokens",
+        "additional_special_tokens_ids",
+        "chat_template",
+        "model_max_length",
+        "padding_side",
+        "truncation_side",
+        "name_or_path",
+        "added_tokens_decoder",
+        "added_tokens_encoder",
+        "clean_up_tokenization_spaces",
+        "model_input_names",
     }
 )
 
@@ -43,20 +65,34 @@ class PatchTokenizer:
 
     is_fast = True
 
-    def __init__(self, base_tokenizer: Any, patch: VocabPatch, reduction_stats: dict[str, Any] | None = None) -> None:
-        info = inspect_base(base_tokenizer, str(getattr(base_tokenizer, "name_or_path", "base tokenizer")))
+    def __init__(
+        self, base_tokenizer: Any, patch: VocabPatch, reduction_stats: dict[str, Any] | None = None
+    ) -> None:
+        info = inspect_base(
+            base_tokenizer, str(getattr(base_tokenizer, "name_or_path", "base tokenizer"))
+        )
         if info.kind.value != patch.kind:
-            raise AdaptiVocabError(f"patch was built for a {patch.kind} tokenizer but the base tokenizer is {info.kind.value}")
+            raise AdaptiVocabError(
+                f"patch was built for a {patch.kind} tokenizer but the base tokenizer is "
+                f"{info.kind.value}"
+            )
         if len(base_tokenizer) != patch.base_vocab_size:
             raise AdaptiVocabError(
-                f"patch was built for a base vocab of {patch.base_vocab_size} tokens but the base tokenizer has "
-                f"{len(base_tokenizer)}; use the base tokenizer the patch was built from"
+                f"patch was built for a base vocab of {patch.base_vocab_size} tokens but the base "
+                f"tokenizer has {len(base_tokenizer)}; use the base tokenizer the patch was "
+                "built from"
             )
         if patch.base_fingerprint and patch.base_fingerprint != vocab_fingerprint(base_tokenizer):
-            raise AdaptiVocabError("patch was built from a different base tokenizer (vocab fingerprint differs); rebuild it")
+            raise AdaptiVocabError(
+                "patch was built from a different base tokenizer (vocab fingerprint differs); "
+                "rebuild it"
+            )
         protected_hit = set(patch.ngrams) & info.protected
         if protected_hit:
-            raise AdaptiVocabError(f"patch swaps protected (special/byte/single-character) ids {sorted(protected_hit)[:5]}; rebuild it")
+            raise AdaptiVocabError(
+                "patch swaps protected (special/byte/single-character) ids "
+                f"{sorted(protected_hit)[:5]}; rebuild it"
+            )
         from tokenizers import Tokenizer
 
         self.base_tokenizer = base_tokenizer
@@ -71,14 +107,17 @@ class PatchTokenizer:
         self._matcher = NgramMatcher(len(base_tokenizer), patch.removed, patch.ngrams)
         self._ngrams = patch.ngrams
         self._base_id_to_token = info.id_to_token
-        self._ngram_token = {tid: "".join(info.id_to_token[p] for p in pieces) for tid, pieces in patch.ngrams.items()}
+        self._ngram_token = {
+            tid: "".join(info.id_to_token[p] for p in pieces)
+            for tid, pieces in patch.ngrams.items()
+        }
         self._token_to_ngram: dict[str, int] = {}
         for tid in sorted(self._ngram_token):
             self._token_to_ngram.setdefault(self._ngram_token[tid], tid)
 
     # -- loading and saving ---------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str]) -> "PatchTokenizer":
+    def from_pretrained(cls, path: str | os.PathLike[str]) -> PatchTokenizer:
         """Load a folder written by ``save_pretrained`` or ``adaptivocab build``."""
         folder = Path(path)
         if not folder.is_dir():
@@ -98,7 +137,9 @@ class PatchTokenizer:
         self.patch.save(folder)
         files.append(str(folder / "patch.json"))
         if self.reduction_stats is not None:
-            (folder / STATS_FILE).write_text(json.dumps(self.reduction_stats, indent=1), encoding="utf-8")
+            (folder / STATS_FILE).write_text(
+                json.dumps(self.reduction_stats, indent=1), encoding="utf-8"
+            )
             files.append(str(folder / STATS_FILE))
         return tuple(files)
 
@@ -135,12 +176,15 @@ class PatchTokenizer:
 
     def __repr__(self) -> str:
         return (
-            f"PatchTokenizer(base={getattr(self.base_tokenizer, 'name_or_path', '?')!r}, kind={self.kind.value}, "
-            f"swapped={len(self._ngrams)}, reduction_ratio={self.reduction_ratio})"
+            f"PatchTokenizer(base={getattr(self.base_tokenizer, 'name_or_path', '?')!r}, "
+            f"kind={self.kind.value}, swapped={len(self._ngrams)}, "
+            f"reduction_ratio={self.reduction_ratio})"
         )
 
     # -- encoding -------------------------------------------------------------
-    def base_encode_batch(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
+    def base_encode_batch(
+        self, texts: Sequence[str], add_special_tokens: bool = True
+    ) -> list[list[int]]:
         encs = self._backend.encode_batch_fast(list(texts), add_special_tokens=add_special_tokens)
         return [e.ids for e in encs]
 
@@ -148,10 +192,14 @@ class PatchTokenizer:
         """Patched ids of ``text`` (``max_length`` with ``truncation=True`` cuts the result)."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
-        ids = self._matcher.apply(self._backend.encode(text, add_special_tokens=add_special_tokens).ids)
+        ids = self._matcher.apply(
+            self._backend.encode(text, add_special_tokens=add_special_tokens).ids
+        )
         return self._truncate(ids, kwargs)
 
-    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
+    def encode_batch(
+        self, texts: Sequence[str], add_special_tokens: bool = True
+    ) -> list[list[int]]:
         """Patched ids of many texts (vectorised; much faster than a loop over ``encode``)."""
         return self._matcher.apply_batch(self.base_encode_batch(texts, add_special_tokens))
 
@@ -177,16 +225,24 @@ class PatchTokenizer:
         from transformers import BatchEncoding
 
         single = isinstance(text, str)
-        texts = [text] if single else list(text)
+        texts = [text] if isinstance(text, str) else list(text)
         seqs = self.encode_batch(texts, add_special_tokens)
         if truncation and max_length is not None:
             seqs = [s[:max_length] for s in seqs]
         masks = [[1] * len(s) for s in seqs]
         if padding and padding != "do_not_pad":
-            width = max_length if padding == "max_length" and max_length else max((len(s) for s in seqs), default=0)
+            width = (
+                max_length
+                if padding == "max_length" and max_length
+                else max((len(s) for s in seqs), default=0)
+            )
             pad_id = self.base_tokenizer.pad_token_id
             if pad_id is None:
-                pad_id = self.base_tokenizer.eos_token_id if self.base_tokenizer.eos_token_id is not None else 0
+                pad_id = (
+                    self.base_tokenizer.eos_token_id
+                    if self.base_tokenizer.eos_token_id is not None
+                    else 0
+                )
             left = getattr(self.base_tokenizer, "padding_side", "right") == "left"
             for i, s in enumerate(seqs):
                 extra = width - len(s)
@@ -206,12 +262,20 @@ class PatchTokenizer:
 
     def decode(self, ids: Any, skip_special_tokens: bool = False, **kwargs: Any) -> str:
         """Text of ``ids``; decoding an n-gram id equals decoding its base pieces."""
-        return self.base_tokenizer.decode(self.to_base_ids(ids), skip_special_tokens=skip_special_tokens, **kwargs)
+        return self.base_tokenizer.decode(
+            self.to_base_ids(ids), skip_special_tokens=skip_special_tokens, **kwargs
+        )
 
-    def batch_decode(self, sequences: Iterable[Any], skip_special_tokens: bool = False, **kwargs: Any) -> list[str]:
-        return [self.decode(s, skip_special_tokens=skip_special_tokens, **kwargs) for s in sequences]
+    def batch_decode(
+        self, sequences: Iterable[Any], skip_special_tokens: bool = False, **kwargs: Any
+    ) -> list[str]:
+        return [
+            self.decode(s, skip_special_tokens=skip_special_tokens, **kwargs) for s in sequences
+        ]
 
-    def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False) -> Any:
+    def convert_ids_to_tokens(
+        self, ids: int | Sequence[int], skip_special_tokens: bool = False
+    ) -> Any:
         """Token strings; an n-gram's string is its pieces' strings joined."""
         single = isinstance(ids, int)
         special = set(self.base_tokenizer.all_special_ids) if skip_special_tokens else set()
@@ -228,7 +292,7 @@ class PatchTokenizer:
         unk = self.base_tokenizer.unk_token_id
         removed = self.patch.removed
         out = []
-        for tok in [tokens] if single else tokens:
+        for tok in [tokens] if isinstance(tokens, str) else tokens:
             tid = self._token_to_ngram.get(tok)
             if tid is None:
                 base_id = self._backend.token_to_id(tok)
@@ -241,7 +305,9 @@ class PatchTokenizer:
         return self.decode([i for i in ids if i is not None])
 
     def get_vocab(self) -> dict[str, int]:
-        vocab = {t: i for t, i in self.base_tokenizer.get_vocab().items() if i not in self.patch.removed}
+        vocab = {
+            t: i for t, i in self.base_tokenizer.get_vocab().items() if i not in self.patch.removed
+        }
         for tok, tid in self._token_to_ngram.items():
             vocab.setdefault(tok, tid)
         return vocab

@@ -16,10 +16,14 @@ architecture and size, so we do not do it silently.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from adaptivocab.errors import AdaptiVocabError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 BLOCKS = ("embed", "lm_head", "first", "last", "norm", "all")
 DEFAULT_TRAIN = "embed,lm_head,first,last"
@@ -32,7 +36,9 @@ def parse_train_spec(text: str) -> tuple[str, ...]:
         raise AdaptiVocabError(f"--train is empty; choose from {', '.join(BLOCKS)}")
     bad = [p for p in parts if p not in BLOCKS]
     if bad:
-        raise AdaptiVocabError(f"unknown --train block(s) {', '.join(bad)}; choose from {', '.join(BLOCKS)}")
+        raise AdaptiVocabError(
+            f"unknown --train block(s) {', '.join(bad)}; choose from {', '.join(BLOCKS)}"
+        )
     return parts
 
 
@@ -52,7 +58,9 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     for module in model.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == n:
             return module
-    raise AdaptiVocabError("cannot find the transformer layers of this model; use --train embed,lm_head or all")
+    raise AdaptiVocabError(
+        "cannot find the transformer layers of this model; use --train embed,lm_head or all"
+    )
 
 
 def _final_norm(model: torch.nn.Module) -> torch.nn.Module:
@@ -63,7 +71,7 @@ def _final_norm(model: torch.nn.Module) -> torch.nn.Module:
     return norm
 
 
-def select_trainable(model: torch.nn.Module, blocks: tuple[str, ...]) -> Selection:
+def select_trainable(model: PreTrainedModel, blocks: tuple[str, ...]) -> Selection:
     """Set ``requires_grad`` on the chosen blocks only and return their parameter names."""
     embed = model.get_input_embeddings().weight
     head_module = model.get_output_embeddings()
@@ -86,7 +94,9 @@ def select_trainable(model: torch.nn.Module, blocks: tuple[str, ...]) -> Selecti
             chosen |= {id(p) for p in _final_norm(model).parameters()}
     note = None
     if tied and "all" not in blocks and ("embed" in blocks) != ("lm_head" in blocks):
-        note = "tied embeddings: the shared embedding/LM-head matrix is trained, so both roles change"
+        note = (
+            "tied embeddings: the shared embedding/LM-head matrix is trained, so both roles change"
+        )
     names: list[str] = []
     for name, p in model.named_parameters():  # a tied matrix appears once
         p.requires_grad_(id(p) in chosen)

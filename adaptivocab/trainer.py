@@ -40,22 +40,36 @@ class TrainConfig:
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise AdaptiVocabError("--steps and --batch-size must be at least 1")
-        if not self.lr > 0 or not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1 or self.weight_decay < 0:
+        if (
+            not self.lr > 0
+            or not 0 <= self.beta1 < 1
+            or not 0 <= self.beta2 < 1
+            or self.weight_decay < 0
+        ):
             raise AdaptiVocabError("learning rate must be > 0, betas in [0, 1), weight decay >= 0")
         if self.precision not in ("auto", "fp32", "bf16"):
-            raise AdaptiVocabError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
+            raise AdaptiVocabError(
+                f"--precision must be auto, fp32 or bf16, got {self.precision!r}"
+            )
 
     @property
     def warmup(self) -> int:
-        return self.warmup_steps if self.warmup_steps is not None else max(1, round(0.05 * self.steps))
+        return (
+            self.warmup_steps if self.warmup_steps is not None else max(1, round(0.05 * self.steps))
+        )
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of update ``step`` (0-based): linear warmup, then cosine to ``lr * min_lr_ratio``."""
+    """Learning rate of update ``step`` (0-based).
+
+    Linear warmup, then cosine decay to ``lr * min_lr_ratio``.
+    """
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return cfg.lr * (
+        cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    )
 
 
 @dataclass(frozen=True)
@@ -90,13 +104,20 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
-def _optimizer(model: torch.nn.Module, names: tuple[str, ...], cfg: TrainConfig) -> torch.optim.AdamW:
+def _optimizer(
+    model: torch.nn.Module, names: tuple[str, ...], cfg: TrainConfig
+) -> torch.optim.AdamW:
     params = dict(model.named_parameters())
     # Norm gains and biases are not decayed: pulling them to zero is not regularisation.
     decay = [params[n] for n in names if params[n].dim() >= 2]
     plain = [params[n] for n in names if params[n].dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)
+    )
 
 
 class TrainingInterrupted(AdaptiVocabError):
@@ -115,7 +136,10 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
     desc: str = "training",
 ) -> TrainResult:
-    """Train the parameters ``names`` of ``model`` (already on ``device``) for ``cfg.steps`` updates."""
+    """Train the parameters ``names`` of ``model`` for ``cfg.steps`` updates.
+
+    ``model`` is already on ``device``.
+    """
     cfg.validate()
     if not names:
         raise AdaptiVocabError("nothing to train: --train selected no parameters")
@@ -134,11 +158,25 @@ def train(
 
     def checkpoint() -> None:
         if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, model, names, optimizer,
-                            TrainState(step=step, position=position, tokens=tokens, losses=tuple(losses), run=run))
+            save_checkpoint(
+                checkpoint_dir,
+                model,
+                names,
+                optimizer,
+                TrainState(
+                    step=step, position=position, tokens=tokens, losses=tuple(losses), run=run
+                ),
+            )
 
     t0 = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=step, desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        desc=desc,
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         while step < cfg.steps:
             batch = data.batch(cfg.seed, position, cfg.batch_size).to(device)
@@ -160,8 +198,11 @@ def train(
             losses.append(value)
             elapsed = time.perf_counter() - t0
             recent = losses[-20:]
-            bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}",
-                            tok_s=f"{(tokens - state.tokens) / max(elapsed, 1e-9):,.0f}", lr=f"{lr_at(step - 1, cfg):.2e}")
+            bar.set_postfix(
+                loss=f"{sum(recent) / len(recent):.3f}",
+                tok_s=f"{(tokens - state.tokens) / max(elapsed, 1e-9):,.0f}",
+                lr=f"{lr_at(step - 1, cfg):.2e}",
+            )
             bar.update(1)
             if on_step is not None:
                 on_step(step, value)
@@ -173,10 +214,17 @@ def train(
             raise
         checkpoint()
         raise TrainingInterrupted(
-            f"interrupted at step {step}/{cfg.steps}; checkpoint saved in {checkpoint_dir}; rerun with --resume to continue"
+            f"interrupted at step {step}/{cfg.steps}; checkpoint saved in {checkpoint_dir}; rerun "
+            "with --resume to continue"
         ) from None
     bar.close()
     checkpoint()
     elapsed = time.perf_counter() - t0
-    return TrainResult(steps=step, tokens=tokens, losses=tuple(losses), seconds=elapsed,
-                       tokens_per_second=(tokens - state.tokens) / max(elapsed, 1e-9), resumed_from=resumed_from)
+    return TrainResult(
+        steps=step,
+        tokens=tokens,
+        losses=tuple(losses),
+        seconds=elapsed,
+        tokens_per_second=(tokens - state.tokens) / max(elapsed, 1e-9),
+        resumed_from=resumed_from,
+    )

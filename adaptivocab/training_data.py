@@ -20,7 +20,9 @@ from tqdm import tqdm
 from adaptivocab.errors import AdaptiVocabError
 
 
-def encode_documents(tokenizer: Any, docs: Sequence[str], progress: bool = True, chunk: int = 2048) -> list[list[int]]:
+def encode_documents(
+    tokenizer: Any, docs: Sequence[str], progress: bool = True, chunk: int = 2048
+) -> list[list[int]]:
     """Ids of every document with special tokens (BOS), for a PatchTokenizer or an HF tokenizer."""
     out: list[list[int]] = []
     bar = tqdm(total=len(docs), desc="tokenizing", unit="doc", disable=not progress, leave=False)
@@ -37,7 +39,10 @@ def encode_documents(tokenizer: Any, docs: Sequence[str], progress: bool = True,
 
 @dataclass(frozen=True)
 class PackedData:
-    """``sequences[i]`` is one training example of ``seq_len`` ids; the tail that does not fill one is dropped."""
+    """``sequences[i]`` is one training example of ``seq_len`` ids.
+
+    The tail that does not fill a whole sequence is dropped.
+    """
 
     sequences: torch.Tensor  # [num_sequences, seq_len], int64
     tokens_dropped: int
@@ -55,7 +60,10 @@ class PackedData:
         return torch.randperm(self.num_sequences, generator=gen)
 
     def batch(self, seed: int, position: int, batch_size: int) -> torch.Tensor:
-        """The ``batch_size`` sequences starting at global ``position`` (crossing epochs as needed)."""
+        """The ``batch_size`` sequences starting at global ``position``.
+
+        A batch crosses epochs as needed.
+        """
         rows: list[torch.Tensor] = []
         n = self.num_sequences
         while len(rows) < batch_size:
@@ -67,7 +75,9 @@ class PackedData:
         return torch.stack(rows)
 
 
-def pack_documents(tokenizer: Any, docs: Sequence[str], seq_len: int, progress: bool = True) -> PackedData:
+def pack_documents(
+    tokenizer: Any, docs: Sequence[str], seq_len: int, progress: bool = True
+) -> PackedData:
     """Tokenize ``docs`` and cut the concatenation into sequences of ``seq_len`` ids."""
     if seq_len < 2:
         raise AdaptiVocabError(f"--seq-len must be at least 2, got {seq_len}")
@@ -75,10 +85,17 @@ def pack_documents(tokenizer: Any, docs: Sequence[str], seq_len: int, progress: 
         raise AdaptiVocabError("no training documents; pass a non-empty --corpus")
     ids = encode_documents(tokenizer, docs, progress)
     total = sum(len(x) for x in ids)
-    flat = torch.tensor([t for x in ids for t in x], dtype=torch.long) if total else torch.zeros(0, dtype=torch.long)
+    flat = (
+        torch.tensor([t for x in ids for t in x], dtype=torch.long)
+        if total
+        else torch.zeros(0, dtype=torch.long)
+    )
     n = total // seq_len
     if n == 0:
         raise AdaptiVocabError(
-            f"the corpus has {total} tokens, fewer than one sequence of {seq_len}; pass more text or a smaller --seq-len"
+            f"the corpus has {total} tokens, fewer than one sequence of {seq_len}; pass more text "
+            "or a smaller --seq-len"
         )
-    return PackedData(sequences=flat[: n * seq_len].view(n, seq_len).clone(), tokens_dropped=total - n * seq_len)
+    return PackedData(
+        sequences=flat[: n * seq_len].view(n, seq_len).clone(), tokens_dropped=total - n * seq_len
+    )

@@ -28,7 +28,7 @@ def cuda_extension_error() -> str | None:
 def available_backends() -> list[str]:
     """Backends that can be created on this machine, the preferred first."""
     names = ["cuda"] if cuda_extension_error() is None else []
-    return names + ["cpu", "dense"]
+    return [*names, "cpu", "dense"]
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -63,8 +63,7 @@ def default_page_size(backend: str, device: torch.device, row_bytes: int) -> int
     return math.lcm(_OS_PAGE, row_bytes)
 
 
-def create_mapper(backend: str, shape: CacheShape, device: torch.device,
-                  num_units: int) -> Mapper:
+def create_mapper(backend: str, shape: CacheShape, device: torch.device, num_units: int) -> Mapper:
     if backend == "cuda":
         from vattention.cuda import DeviceMapper
 

@@ -27,13 +27,15 @@ class HostMapper:
         if page % mmap.PAGESIZE:
             raise ValueError(
                 f"the cpu backend needs a page_size that is a multiple of the OS page "
-                f"({mmap.PAGESIZE} bytes), got {page}")
+                f"({mmap.PAGESIZE} bytes), got {page}"
+            )
         self._page = page
         self._maps: list[mmap.mmap] = []
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
         for _ in range(shape.num_reservations):
-            m = mmap.mmap(-1, shape.reservation_bytes, flags=flags,
-                          prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            m = mmap.mmap(
+                -1, shape.reservation_bytes, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE
+            )
             if page % _HUGE_PAGE:
                 # A transparent huge page would make one touched token cost 2 MiB of RSS
                 # and outlive a page-sized release.

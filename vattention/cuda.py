@@ -11,11 +11,15 @@ reservation outlives every view even if the cache is dropped without ``close()``
 from __future__ import annotations
 
 import types
+from typing import TYPE_CHECKING
 
 import torch
 
 from vattention.errors import VAttentionError
 from vattention.views import CacheShape, layer_views
+
+if TYPE_CHECKING:
+    from vattention._C import Space
 
 
 def _load() -> types.ModuleType:
@@ -41,10 +45,17 @@ class DeviceMapper:
         torch.cuda.init()
         with torch.cuda.device(ordinal):
             torch.cuda.synchronize()
-        self._space = _load().Space(ordinal, shape.geometry.page_size, num_pages,
-                                    shape.num_reservations, shape.reservation_bytes)
-        bases = [torch.from_dlpack(self._space.dlpack(r)).view(shape.dtype)
-                 for r in range(shape.num_reservations)]
+        self._space: Space = _load().Space(
+            ordinal,
+            shape.geometry.page_size,
+            num_pages,
+            shape.num_reservations,
+            shape.reservation_bytes,
+        )
+        bases = [
+            torch.from_dlpack(self._space.dlpack(r)).view(shape.dtype)
+            for r in range(shape.num_reservations)
+        ]
         if bases and bases[0].device != torch.device("cuda", ordinal):
             raise VAttentionError(f"reservation landed on {bases[0].device}, not cuda:{ordinal}")
         self._layers = layer_views(shape, bases)

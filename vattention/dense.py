@@ -18,8 +18,10 @@ class DenseMapper:
         # so a generous dense cache does not cost resident memory it never uses.
         elem = torch.tensor([], dtype=shape.dtype).element_size()
         numel = shape.reservation_bytes // elem
-        bases = [torch.empty(numel, dtype=shape.dtype, device=device)
-                 for _ in range(shape.num_reservations)]
+        bases = [
+            torch.empty(numel, dtype=shape.dtype, device=device)
+            for _ in range(shape.num_reservations)
+        ]
         self._layers = layer_views(shape, bases)
 
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,8 +52,12 @@ def plan_geometry(
     """Compute the page geometry of a cache; raises ValueError on impossible shapes."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    for name, value in (("num_layers", num_layers), ("num_kv_heads", num_kv_heads),
-                        ("head_dim", head_dim), ("page_size", page_size)):
+    for name, value in (
+        ("num_layers", num_layers),
+        ("num_kv_heads", num_kv_heads),
+        ("head_dim", head_dim),
+        ("page_size", page_size),
+    ):
         if value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
     elem = torch.tensor([], dtype=dtype).element_size()
@@ -67,7 +71,8 @@ def plan_geometry(
     if page_size % per_page_row != 0:
         raise ValueError(
             f"page_size {page_size} is not a multiple of one token's row ({per_page_row} bytes) "
-            f"in the {layout} layout; pick a page size that is a multiple of it")
+            f"in the {layout} layout; pick a page size that is a multiple of it"
+        )
     return PageGeometry(
         layout=layout,
         page_size=page_size,

@@ -14,7 +14,11 @@ from typing import Any
 import torch
 
 from vattention.backends import (
-    available_backends, create_mapper, default_page_size, resolve_backend)
+    available_backends,
+    create_mapper,
+    default_page_size,
+    resolve_backend,
+)
 from vattention.errors import OutOfPagesError, VAttentionError
 from vattention.geometry import PageGeometry, plan_geometry
 from vattention.pager import Pager
@@ -60,7 +64,8 @@ class KVCache:
             row = num_kv_heads * head_dim * elem * (num_layers if layout == "mega" else 1)
             page_size = default_page_size(self.backend_name, self.device, row)
         self.geometry: PageGeometry = plan_geometry(
-            num_layers, num_kv_heads, head_dim, dtype, layout, page_size)
+            num_layers, num_kv_heads, head_dim, dtype, layout, page_size
+        )
         self.max_len = max_len
         self.units_per_slot = self.geometry.units_for(max_len)
         full = max_slots * self.units_per_slot
@@ -71,19 +76,23 @@ class KVCache:
             if self.num_units <= 0:
                 raise ValueError(
                     f"memory_budget {memory_budget} bytes is smaller than one allocation unit "
-                    f"({self.geometry.unit_bytes} bytes)")
+                    f"({self.geometry.unit_bytes} bytes)"
+                )
         self._units = [0] * max_slots  # units owed per slot
         self._tokens = [0] * max_slots  # tokens covered per slot (for token_bytes)
         self._taken = [False] * max_slots
         self._free_slots = list(range(max_slots - 1, -1, -1))  # pop() gives the lowest
         self._used_units = 0
-        shape = CacheShape(num_layers, num_kv_heads, head_dim, max_slots, self.units_per_slot,
-                           dtype, self.geometry)
+        shape = CacheShape(
+            num_layers, num_kv_heads, head_dim, max_slots, self.units_per_slot, dtype, self.geometry
+        )
         mapper = create_mapper(self.backend_name, shape, self.device, self.num_units)
         self._pager: Pager | None = Pager(mapper, shape, self.num_units)
         # Backends size slots to whole pages; callers see exactly max_len tokens.
-        self._views = [(k[:, :max_len], v[:, :max_len])
-                       for k, v in (mapper.layer(i) for i in range(num_layers))]
+        self._views = [
+            (k[:, :max_len], v[:, :max_len])
+            for k, v in (mapper.layer(i) for i in range(num_layers))
+        ]
 
     # -- geometry --------------------------------------------------------------------------
     @property
@@ -125,7 +134,8 @@ class KVCache:
             if grow > self.num_free_units:
                 raise OutOfPagesError(
                     f"slot {slot} needs {grow} more allocation units for {num_tokens} tokens, "
-                    f"only {self.num_free_units} of {self.num_units} are free")
+                    f"only {self.num_free_units} of {self.num_units} are free"
+                )
             pager.grow(slot, need)
             self._units[slot] = need
             self._used_units += grow
@@ -204,7 +214,7 @@ class KVCache:
             self._pager.close()
             self._pager = None
 
-    def __enter__(self) -> "KVCache":
+    def __enter__(self) -> KVCache:
         return self
 
     def __exit__(self, *exc: object) -> None:

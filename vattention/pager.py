@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -117,7 +118,8 @@ class Pager:
                         if not any(self._busy):
                             raise VAttentionError(
                                 f"pager accounting broken: slot {slot} needs {n} units, "
-                                f"{self._free} free and nothing to reclaim")
+                                f"{self._free} free and nothing to reclaim"
+                            )
                         self._cond.wait()
                         continue
                     self._map_locked(slot, n)
@@ -140,7 +142,8 @@ class Pager:
             self._ahead[slot] = units
             if self._worker is None:
                 self._worker = threading.Thread(
-                    target=self._worker_loop, name="vattention-map-ahead", daemon=True)
+                    target=self._worker_loop, name="vattention-map-ahead", daemon=True
+                )
                 self._worker.start()
             self._cond.notify_all()
 
@@ -149,7 +152,8 @@ class Pager:
         with self._cond:
             done = self._cond.wait_for(
                 lambda: self._error is not None or (not self._ahead and not self._worker_active),
-                timeout)
+                timeout,
+            )
             self._raise_worker_error()
             return done
 
@@ -161,7 +165,7 @@ class Pager:
                 done = self._reclaim_one(self.num_units, steal_ahead=False)
                 if done:
                     total += done
-                elif any(b and not live for b, live in zip(self._busy, self._live)):
+                elif any(b and not live for b, live in zip(self._busy, self._live, strict=True)):
                     self._cond.wait()
                 else:
                     return total
@@ -170,9 +174,12 @@ class Pager:
     def residency(self) -> dict[str, int | float]:
         with self._cond:
             resident = sum(self._mapped)
-            cached = sum(m for m, live in zip(self._mapped, self._live) if not live)
-            ahead = sum(max(0, m - n) for m, n, live in zip(self._mapped, self._need, self._live)
-                        if live)
+            cached = sum(m for m, live in zip(self._mapped, self._live, strict=True) if not live)
+            ahead = sum(
+                max(0, m - n)
+                for m, n, live in zip(self._mapped, self._need, self._live, strict=True)
+                if live
+            )
             return {
                 "resident_units": resident,
                 "resident_bytes": resident * self._shape.geometry.unit_bytes,
@@ -203,8 +210,9 @@ class Pager:
     def _page(self, slot: int, unit: int) -> int:
         return self._shape.page_of(slot, unit)
 
-    def _unlocked(self, slot: int, call: Callable[[int, int], None], first: int,
-                  count: int) -> None:
+    def _unlocked(
+        self, slot: int, call: Callable[[int, int], None], first: int, count: int
+    ) -> None:
         self._busy[slot] = True
         self._cond.release()
         try:

@@ -48,7 +48,9 @@ class CacheShape:
         return slot * self.units_per_slot + unit
 
 
-def layer_views(shape: CacheShape, bases: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def layer_views(
+    shape: CacheShape, bases: list[torch.Tensor]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-layer ``(k, v)`` views ``[max_slots, padded_len, heads, dim]`` over flat bases.
 
     ``bases`` holds one flat tensor of ``shape.dtype`` per reservation, in the order

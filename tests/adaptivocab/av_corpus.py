@@ -16,9 +16,24 @@ SPECIALS = ["<s>", "</s>", "<unk>", "<|endoftext|>", "<|im_start|>"]
 def synthetic_docs(n: int = 1500, seed: int = 0) -> list[str]:
     """A repetitive technical text, so short n-grams recur like in a real domain."""
     rng = random.Random(seed)
-    names = ["parse_args", "KVCache", "os.path.join", "numpy.ndarray", "the scheduler", "a request", "torch.Tensor"]
+    names = [
+        "parse_args",
+        "KVCache",
+        "os.path.join",
+        "numpy.ndarray",
+        "the scheduler",
+        "a request",
+        "torch.Tensor",
+    ]
     verbs = ["returns", "allocates", "frees", "raises ValueError if", "maps", "accepts"]
-    objs = ["the page pool", "a new slot", "the decoded text", "an integer", "the token budget", "None"]
+    objs = [
+        "the page pool",
+        "a new slot",
+        "the decoded text",
+        "an integer",
+        "the token budget",
+        "None",
+    ]
     extras = ["", " See :ref:`caching`.", " (new in 3.12)", " — déjà vu ✓", " 🚀"]
     syllables = ["ka", "lo", "mem", "page", "slot", "tor", "vi", "ex", "ra", "qu", "ne", "ssi"]
     words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(150)]

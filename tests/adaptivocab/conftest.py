@@ -12,7 +12,9 @@ from av_corpus import MISTRAL, PYDOCS, synthetic_docs
 @pytest.fixture(scope="session")
 def mistral_base():
     if not (MISTRAL / "tokenizer.json").is_file():
-        pytest.skip(f"Mistral tokenizer not found at {MISTRAL} (../shared/assets is absent in a fresh clone)")
+        pytest.skip(
+            f"Mistral tokenizer not found at {MISTRAL} (../shared/assets is absent in a fresh clone)"
+        )
     from adaptivocab.base import load_base_tokenizer
 
     return load_base_tokenizer(MISTRAL)
@@ -31,7 +33,9 @@ def mistral_docs() -> list[str]:
 def mistral_patch(mistral_base, mistral_docs):
     from adaptivocab import BuildConfig, PatchTokenizer, build_patch
 
-    patch, _ = build_patch(mistral_base, mistral_docs, BuildConfig(num_tokens=400, max_ngram=3, progress=False))
+    patch, _ = build_patch(
+        mistral_base, mistral_docs, BuildConfig(num_tokens=400, max_ngram=3, progress=False)
+    )
     return PatchTokenizer(mistral_base, patch)
 
 
@@ -51,7 +55,9 @@ def bytelevel_dir(tmp_path_factory) -> Path:
         show_progress=False,
     )
     tok.train_from_iterator(synthetic_docs(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>"
+    )
     fast.chat_template = (
         "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|endoftext|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -72,7 +78,11 @@ def bytelevel_base(bytelevel_dir):
 def bytelevel_patch(bytelevel_base):
     from adaptivocab import BuildConfig, PatchTokenizer, build_patch
 
-    patch, _ = build_patch(bytelevel_base, synthetic_docs(seed=1), BuildConfig(num_tokens=120, max_ngram=3, progress=False))
+    patch, _ = build_patch(
+        bytelevel_base,
+        synthetic_docs(seed=1),
+        BuildConfig(num_tokens=120, max_ngram=3, progress=False),
+    )
     return PatchTokenizer(bytelevel_base, patch)
 
 

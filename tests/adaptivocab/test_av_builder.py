@@ -31,7 +31,9 @@ def test_removed_tokens_expressible_and_not_protected(any_patch) -> None:
     # The base tokenizer's encoding of a removed token's text still round-trips.
     for rid in list(any_patch.removed_ids)[:50]:
         text = any_patch.base_tokenizer.decode([rid])
-        assert any_patch.decode(any_patch.encode(text)) == any_patch.base_tokenizer.decode(any_patch.base_tokenizer.encode(text))
+        assert any_patch.decode(any_patch.encode(text)) == any_patch.base_tokenizer.decode(
+            any_patch.base_tokenizer.encode(text)
+        )
 
 
 def test_mistral_never_removes_byte_or_single_char(mistral_patch) -> None:
@@ -45,7 +47,9 @@ def test_decode_of_ngram_equals_pieces(any_patch) -> None:
     base = any_patch.base_tokenizer
     for tid, pieces in list(any_patch.ngram_pieces.items())[:50]:
         assert any_patch.decode([tid]) == base.decode(list(pieces))
-        assert any_patch.convert_ids_to_tokens(tid) == "".join(base.convert_ids_to_tokens(list(pieces)))
+        assert any_patch.convert_ids_to_tokens(tid) == "".join(
+            base.convert_ids_to_tokens(list(pieces))
+        )
 
 
 def test_save_load_round_trip(any_patch, tmp_path) -> None:
@@ -63,7 +67,9 @@ def test_save_load_round_trip(any_patch, tmp_path) -> None:
 def test_hf_surface(bytelevel_patch) -> None:
     tok = bytelevel_patch
     enc = tok("the scheduler returns a new slot")
-    assert set(enc) >= {"input_ids", "attention_mask"} and len(enc["input_ids"]) == len(enc["attention_mask"])
+    assert set(enc) >= {"input_ids", "attention_mask"} and len(enc["input_ids"]) == len(
+        enc["attention_mask"]
+    )
     batch = tok(["a", "the scheduler returns a new slot"], padding=True, return_tensors="pt")
     assert batch["input_ids"].shape == batch["attention_mask"].shape
     assert tok.batch_decode([tok.encode("abc"), tok.encode("x y")]) == ["abc", "x y"]
@@ -71,8 +77,12 @@ def test_hf_surface(bytelevel_patch) -> None:
     assert tok.convert_tokens_to_ids(tok.convert_ids_to_tokens(ids)) == ids
     msgs = [{"role": "user", "content": "the scheduler returns a new slot"}]
     text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    assert text == tok.base_tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    assert tok.apply_chat_template(msgs, add_generation_prompt=True) == tok.encode(text, add_special_tokens=False)
+    assert text == tok.base_tokenizer.apply_chat_template(
+        msgs, tokenize=False, add_generation_prompt=True
+    )
+    assert tok.apply_chat_template(msgs, add_generation_prompt=True) == tok.encode(
+        text, add_special_tokens=False
+    )
     assert tok.eos_token == "<|endoftext|>" and tok.is_fast
 
 

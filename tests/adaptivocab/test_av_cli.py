@@ -15,7 +15,14 @@ from av_corpus import REPO, synthetic_docs
 
 def run(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "adaptivocab", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "adaptivocab", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
 
 
 def assert_clean_error(res: subprocess.CompletedProcess, needle: str) -> None:
@@ -47,7 +54,18 @@ def corpus_gz(tmp_path) -> Path:
 
 def test_build_stats_end_to_end(bytelevel_dir, corpus_gz, tmp_path) -> None:
     out = tmp_path / "patch"
-    res = run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(corpus_gz), "--num-tokens", "60", "--out", str(out), "--quiet")
+    res = run(
+        "build",
+        "--tokenizer",
+        str(bytelevel_dir),
+        "--corpus",
+        str(corpus_gz),
+        "--num-tokens",
+        "60",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
     stats = json.loads((out / "reduction_stats.json").read_text())
     assert 0 < stats["ratio"] < 1 and stats["base_tokens"] > stats["patched_tokens"]
@@ -55,11 +73,25 @@ def test_build_stats_end_to_end(bytelevel_dir, corpus_gz, tmp_path) -> None:
     from adaptivocab import PatchTokenizer
 
     assert PatchTokenizer.from_pretrained(out).reduction_ratio == pytest.approx(stats["ratio"])
-    res = run("stats", "--patch-tokenizer", str(out), "--corpus", str(corpus_gz), "--write", "--quiet")
+    res = run(
+        "stats", "--patch-tokenizer", str(out), "--corpus", str(corpus_gz), "--write", "--quiet"
+    )
     assert res.returncode == 0 and "ratio" in res.stdout
     # stats measures every document, build only the held-in tenth.
-    assert json.loads((out / "reduction_stats.json").read_text())["documents"] > 5 * stats["documents"]
-    again = run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(corpus_gz), "--num-tokens", "60", "--out", str(out))
+    assert (
+        json.loads((out / "reduction_stats.json").read_text())["documents"] > 5 * stats["documents"]
+    )
+    again = run(
+        "build",
+        "--tokenizer",
+        str(bytelevel_dir),
+        "--corpus",
+        str(corpus_gz),
+        "--num-tokens",
+        "60",
+        "--out",
+        str(out),
+    )
     assert_clean_error(again, "not empty")
 
 
@@ -67,11 +99,28 @@ def test_empty_and_tiny_corpus(bytelevel_dir, tmp_path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n  \n")
     out = tmp_path / "o"
-    assert_clean_error(run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(empty), "--out", str(out)), "empty")
+    assert_clean_error(
+        run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(empty), "--out", str(out)),
+        "empty",
+    )
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("hello world\n\nagain")
-    assert_clean_error(run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(tiny), "--out", str(out)), "too small")
-    assert_clean_error(run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(tmp_path / "nope.txt"), "--out", str(out)), "not found")
+    assert_clean_error(
+        run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(tiny), "--out", str(out)),
+        "too small",
+    )
+    assert_clean_error(
+        run(
+            "build",
+            "--tokenizer",
+            str(bytelevel_dir),
+            "--corpus",
+            str(tmp_path / "nope.txt"),
+            "--out",
+            str(out),
+        ),
+        "not found",
+    )
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".o.tmp")]
 
 
@@ -81,26 +130,58 @@ def test_tokenizer_without_merges(tmp_path, corpus_gz) -> None:
 
     uni = Tokenizer(models.Unigram())
     uni.pre_tokenizer = pre_tokenizers.Metaspace()
-    uni.train_from_iterator(synthetic_docs(200), trainers.UnigramTrainer(vocab_size=200, show_progress=False, unk_token="<unk>", special_tokens=["<unk>"]))
-    PreTrainedTokenizerFast(tokenizer_object=uni, unk_token="<unk>").save_pretrained(str(tmp_path / "uni"))
-    res = run("build", "--tokenizer", str(tmp_path / "uni"), "--corpus", str(corpus_gz), "--out", str(tmp_path / "o"))
+    uni.train_from_iterator(
+        synthetic_docs(200),
+        trainers.UnigramTrainer(
+            vocab_size=200, show_progress=False, unk_token="<unk>", special_tokens=["<unk>"]
+        ),
+    )
+    PreTrainedTokenizerFast(tokenizer_object=uni, unk_token="<unk>").save_pretrained(
+        str(tmp_path / "uni")
+    )
+    res = run(
+        "build",
+        "--tokenizer",
+        str(tmp_path / "uni"),
+        "--corpus",
+        str(corpus_gz),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert_clean_error(res, "Unigram")
     assert not (tmp_path / "o").exists()
 
 
-def test_corrupt_and_mismatched_patch_folder(bytelevel_patch_dir, mistral_base, corpus_gz, tmp_path) -> None:
+def test_corrupt_and_mismatched_patch_folder(
+    bytelevel_patch_dir, mistral_base, corpus_gz, tmp_path
+) -> None:
     import shutil
 
     bad = tmp_path / "bad"
     shutil.copytree(bytelevel_patch_dir, bad)
     (bad / "patch.json").write_text("{not json")
-    assert_clean_error(run("stats", "--patch-tokenizer", str(bad), "--corpus", str(corpus_gz)), "corrupt")
-    assert_clean_error(run("stats", "--patch-tokenizer", str(tmp_path / "missing"), "--corpus", str(corpus_gz)), "not found")
+    assert_clean_error(
+        run("stats", "--patch-tokenizer", str(bad), "--corpus", str(corpus_gz)), "corrupt"
+    )
+    assert_clean_error(
+        run("stats", "--patch-tokenizer", str(tmp_path / "missing"), "--corpus", str(corpus_gz)),
+        "not found",
+    )
     # A patch.json from the byte-level build next to the Mistral tokenizer files.
     mixed = tmp_path / "mixed"
     mistral_base.save_pretrained(str(mixed))
     shutil.copy(bytelevel_patch_dir / "patch.json", mixed / "patch.json")
-    assert_clean_error(run("stats", "--patch-tokenizer", str(mixed), "--corpus", str(corpus_gz)), "tokenizer")
-    res = run("patch-model", "--model", str(tmp_path / "nomodel"), "--patch-tokenizer", str(bytelevel_patch_dir), "--out", str(tmp_path / "m"))
+    assert_clean_error(
+        run("stats", "--patch-tokenizer", str(mixed), "--corpus", str(corpus_gz)), "tokenizer"
+    )
+    res = run(
+        "patch-model",
+        "--model",
+        str(tmp_path / "nomodel"),
+        "--patch-tokenizer",
+        str(bytelevel_patch_dir),
+        "--out",
+        str(tmp_path / "m"),
+    )
     assert_clean_error(res, "config.json")
     assert not (tmp_path / "m").exists()

@@ -17,8 +17,13 @@ def tiny_llama(vocab: int, tied: bool, folder) -> None:
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied,
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=tied,
     )
     LlamaForCausalLM(cfg).save_pretrained(str(folder))
 
@@ -95,9 +100,13 @@ def test_other_inits(bytelevel_patch, init) -> None:
 
 def test_state_dict_rows_tied_uses_input_rule(bytelevel_patch) -> None:
     emb = torch.randn(len(bytelevel_patch), 8)
-    out = patch_state_dict_rows({"model.embed_tokens.weight": emb, "x": torch.zeros(1)}, bytelevel_patch)
+    out = patch_state_dict_rows(
+        {"model.embed_tokens.weight": emb, "x": torch.zeros(1)}, bytelevel_patch
+    )
     tid, pieces = next(iter(bytelevel_patch.ngram_pieces.items()))
-    assert torch.allclose(out["model.embed_tokens.weight"][tid], expected(emb, pieces, "exp", "input"))
+    assert torch.allclose(
+        out["model.embed_tokens.weight"][tid], expected(emb, pieces, "exp", "input")
+    )
     assert out["x"] is not None and torch.equal(emb, emb)  # input untouched
 
 

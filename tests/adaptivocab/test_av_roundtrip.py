@@ -22,10 +22,14 @@ def check_roundtrip(tok, text: str) -> None:
         ids = tok.encode(text, add_special_tokens=special)
         base_ids = base.encode(text, add_special_tokens=special)
         assert tok.decode(ids) == base.decode(base_ids)
-        assert tok.decode(ids, skip_special_tokens=True) == base.decode(base_ids, skip_special_tokens=True)
+        assert tok.decode(ids, skip_special_tokens=True) == base.decode(
+            base_ids, skip_special_tokens=True
+        )
         assert all(0 <= i < len(tok) for i in ids)
         # The vectorised matcher and the reference walk must agree.
-        flat, lengths = tok._matcher.apply_flat(np.asarray(base_ids, dtype=np.int64), np.asarray([len(base_ids)]))
+        flat, lengths = tok._matcher.apply_flat(
+            np.asarray(base_ids, dtype=np.int64), np.asarray([len(base_ids)])
+        )
         assert flat.tolist() == tok._matcher._apply_py(base_ids) == ids
 
 
@@ -53,7 +57,9 @@ def test_batch_equals_single(any_patch, data) -> None:
 def test_long_text_uses_numpy_path_and_round_trips(any_patch) -> None:
     text = " ".join(fragments(any_patch)) * 5
     ids = any_patch.encode(text)
-    assert any_patch.decode(ids) == any_patch.base_tokenizer.decode(any_patch.base_tokenizer.encode(text))
+    assert any_patch.decode(ids) == any_patch.base_tokenizer.decode(
+        any_patch.base_tokenizer.encode(text)
+    )
     assert len(ids) < len(any_patch.base_tokenizer.encode(text))
 
 

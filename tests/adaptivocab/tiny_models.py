@@ -10,14 +10,27 @@ from pathlib import Path
 import torch
 
 
-def tiny_llama_folder(folder: Path, vocab: int, tied: bool = False, layers: int = 3, dtype: torch.dtype = torch.float32,
-                      seed: int = 0) -> Path:
+def tiny_llama_folder(
+    folder: Path,
+    vocab: int,
+    tied: bool = False,
+    layers: int = 3,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied,
-                      max_position_embeddings=256)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=tied,
+        max_position_embeddings=256,
+    )
     model = LlamaForCausalLM(cfg).to(dtype)
     model.save_pretrained(str(folder))
     return folder

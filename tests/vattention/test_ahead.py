@@ -10,18 +10,43 @@ import torch
 from vattention import KVCache
 
 
-def _cache(backend: str, device: torch.device, layout: str, budget_units: int | None,
-           heads: int, dim: int, max_len: int, slots: int) -> KVCache:
-    cache = KVCache(num_layers=2, num_kv_heads=heads, head_dim=dim, max_slots=slots,
-                    max_len=max_len, dtype=torch.float16, device=device, layout=layout,
-                    backend=backend)
+def _cache(
+    backend: str,
+    device: torch.device,
+    layout: str,
+    budget_units: int | None,
+    heads: int,
+    dim: int,
+    max_len: int,
+    slots: int,
+) -> KVCache:
+    cache = KVCache(
+        num_layers=2,
+        num_kv_heads=heads,
+        head_dim=dim,
+        max_slots=slots,
+        max_len=max_len,
+        dtype=torch.float16,
+        device=device,
+        layout=layout,
+        backend=backend,
+    )
     if budget_units is None:
         return cache
     unit = cache.geometry.unit_bytes
     cache.close()
-    return KVCache(num_layers=2, num_kv_heads=heads, head_dim=dim, max_slots=slots,
-                   max_len=max_len, dtype=torch.float16, device=device, layout=layout,
-                   memory_budget=budget_units * unit, backend=backend)
+    return KVCache(
+        num_layers=2,
+        num_kv_heads=heads,
+        head_dim=dim,
+        max_slots=slots,
+        max_len=max_len,
+        dtype=torch.float16,
+        device=device,
+        layout=layout,
+        memory_budget=budget_units * unit,
+        backend=backend,
+    )
 
 
 def test_hinted_growth_is_mapped_off_the_critical_path() -> None:
@@ -39,16 +64,33 @@ def test_hinted_growth_is_mapped_off_the_critical_path() -> None:
         cache.close()
 
 
-def _decode_loop(backend: str, device: torch.device, layout: str, heads: int, dim: int,
-                 max_len: int, budget_units: int, steps: int) -> None:
+def _decode_loop(
+    backend: str,
+    device: torch.device,
+    layout: str,
+    heads: int,
+    dim: int,
+    max_len: int,
+    budget_units: int,
+    steps: int,
+) -> None:
     """Requests arrive, decode one token per step with map-ahead hints, and finish;
     the contents must match a dense cache driven the same way."""
     slots = 8
     cache = _cache(backend, device, layout, budget_units, heads, dim, max_len, slots)
-    ref = KVCache(num_layers=2, num_kv_heads=heads, head_dim=dim, max_slots=slots,
-                  max_len=max_len, dtype=torch.float16, device=device, layout=layout,
-                  page_size=cache.geometry.page_size, memory_budget=cache.num_units *
-                  cache.geometry.unit_bytes, backend="dense")
+    ref = KVCache(
+        num_layers=2,
+        num_kv_heads=heads,
+        head_dim=dim,
+        max_slots=slots,
+        max_len=max_len,
+        dtype=torch.float16,
+        device=device,
+        layout=layout,
+        page_size=cache.geometry.page_size,
+        memory_budget=cache.num_units * cache.geometry.unit_bytes,
+        backend="dense",
+    )
     rng = random.Random(0)
     lengths: dict[int, int] = {}
     targets: dict[int, int] = {}
@@ -92,12 +134,28 @@ def _decode_loop(backend: str, device: torch.device, layout: str, heads: int, di
 
 @pytest.mark.parametrize("layout", ["per_layer", "mega"])
 def test_cpu_decode_loop_with_map_ahead(layout: str) -> None:
-    _decode_loop("cpu", torch.device("cpu"), layout, heads=2, dim=64, max_len=600,
-                 budget_units=40 if layout == "mega" else 12, steps=1500)
+    _decode_loop(
+        "cpu",
+        torch.device("cpu"),
+        layout,
+        heads=2,
+        dim=64,
+        max_len=600,
+        budget_units=40 if layout == "mega" else 12,
+        steps=1500,
+    )
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["per_layer", "mega"])
 def test_cuda_decode_loop_with_map_ahead(layout: str, cuda_device: torch.device) -> None:
-    _decode_loop("cuda", cuda_device, layout, heads=8, dim=128, max_len=6000,
-                 budget_units=60 if layout == "mega" else 24, steps=4000)
+    _decode_loop(
+        "cuda",
+        cuda_device,
+        layout,
+        heads=8,
+        dim=128,
+        max_len=6000,
+        budget_units=60 if layout == "mega" else 24,
+        steps=4000,
+    )

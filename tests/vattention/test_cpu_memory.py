@@ -36,7 +36,8 @@ def _ram() -> int:
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/status").exists()
     or Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "2",
-    reason="needs Linux /proc and an overcommitting kernel (MAP_NORESERVE is ignored in mode 2)")
+    reason="needs Linux /proc and an overcommitting kernel (MAP_NORESERVE is ignored in mode 2)",
+)
 
 
 def test_rss_follows_tokens_not_reservation() -> None:
@@ -46,9 +47,18 @@ def test_rss_follows_tokens_not_reservation() -> None:
     slots = max(32, -(-4 * _ram() // (4 * GIB)))
     page = 64 * 1024
     vm_before = _vm_size()
-    cache = KVCache(num_layers=2, num_kv_heads=8, head_dim=128, max_slots=slots,
-                    max_len=max_len, dtype=torch.float16, device="cpu", layout="per_layer",
-                    page_size=page, backend="cpu")
+    cache = KVCache(
+        num_layers=2,
+        num_kv_heads=8,
+        head_dim=128,
+        max_slots=slots,
+        max_len=max_len,
+        dtype=torch.float16,
+        device="cpu",
+        layout="per_layer",
+        page_size=page,
+        backend="cpu",
+    )
     try:
         reserved = _vm_size() - vm_before
         assert reserved >= 100 * GIB
@@ -82,8 +92,17 @@ def test_rss_follows_tokens_not_reservation() -> None:
 
 
 def test_reused_slot_keeps_its_pages() -> None:
-    cache = KVCache(num_layers=2, num_kv_heads=4, head_dim=64, max_slots=4, max_len=4096,
-                    dtype=torch.float16, layout="mega", memory_budget=None, backend="cpu")
+    cache = KVCache(
+        num_layers=2,
+        num_kv_heads=4,
+        head_dim=64,
+        max_slots=4,
+        max_len=4096,
+        dtype=torch.float16,
+        layout="mega",
+        memory_budget=None,
+        backend="cpu",
+    )
     try:
         slot = cache.alloc_slot()
         cache.ensure(slot, 1000)
@@ -99,9 +118,17 @@ def test_reused_slot_keeps_its_pages() -> None:
 
 
 def test_out_of_budget_takes_cached_pages_from_free_slots() -> None:
-    cache = KVCache(num_layers=1, num_kv_heads=1, head_dim=512, max_slots=3, max_len=64,
-                    dtype=torch.float32, page_size=4096, memory_budget=2 * 2 * 4096,
-                    backend="cpu")
+    cache = KVCache(
+        num_layers=1,
+        num_kv_heads=1,
+        head_dim=512,
+        max_slots=3,
+        max_len=64,
+        dtype=torch.float32,
+        page_size=4096,
+        memory_budget=2 * 2 * 4096,
+        backend="cpu",
+    )
     try:
         tokens = cache.tokens_per_page
         a, b = cache.alloc_slot(), cache.alloc_slot()

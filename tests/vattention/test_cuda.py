@@ -20,9 +20,17 @@ def _free_bytes() -> int:
 
 
 def test_auto_picks_cuda_and_views_are_cuda_tensors(cuda_device: torch.device) -> None:
-    with KVCache(num_layers=4, num_kv_heads=8, head_dim=128, max_slots=4, max_len=5000,
-                 dtype=torch.bfloat16, device=cuda_device, layout="mega",
-                 memory_budget=64 * MIB) as cache:
+    with KVCache(
+        num_layers=4,
+        num_kv_heads=8,
+        head_dim=128,
+        max_slots=4,
+        max_len=5000,
+        dtype=torch.bfloat16,
+        device=cuda_device,
+        layout="mega",
+        memory_budget=64 * MIB,
+    ) as cache:
         assert cache.backend_name == "cuda"
         assert cache.geometry.page_size % (2 * MIB) == 0
         slot = cache.alloc_slot()
@@ -33,15 +41,24 @@ def test_auto_picks_cuda_and_views_are_cuda_tensors(cuda_device: torch.device) -
         k[slot, :3000] = 1.5
         v[slot, :3000] = torch.arange(3000, device=cuda_device, dtype=torch.bfloat16)[:, None, None]
         assert float(k[slot, :3000].float().sum()) == 1.5 * 3000 * 8 * 128
-        assert torch.equal(v[slot, :3000, 0, 0].float().cpu(),
-                           torch.arange(3000, dtype=torch.bfloat16).float())
+        assert torch.equal(
+            v[slot, :3000, 0, 0].float().cpu(), torch.arange(3000, dtype=torch.bfloat16).float()
+        )
 
 
 def test_alloc_free_cycles_leave_device_memory_where_it_was(cuda_device: torch.device) -> None:
     before = _free_bytes()
-    cache = KVCache(num_layers=2, num_kv_heads=8, head_dim=128, max_slots=8, max_len=4096,
-                    dtype=torch.bfloat16, device=cuda_device, layout="per_layer",
-                    memory_budget=12 * 8 * MIB)
+    cache = KVCache(
+        num_layers=2,
+        num_kv_heads=8,
+        head_dim=128,
+        max_slots=8,
+        max_len=4096,
+        dtype=torch.bfloat16,
+        device=cuda_device,
+        layout="per_layer",
+        memory_budget=12 * 8 * MIB,
+    )
     created = _free_bytes()
     assert before - created >= cache.num_units * cache.geometry.unit_bytes  # the pool
     rng = random.Random(0)
@@ -69,8 +86,16 @@ def test_pool_larger_than_the_gpu_raises_driver_error(cuda_device: torch.device)
     total = torch.cuda.mem_get_info()[1]
     before = _free_bytes()
     with pytest.raises(DriverError) as info:
-        KVCache(num_layers=1, num_kv_heads=8, head_dim=128, max_slots=1024, max_len=1 << 20,
-                dtype=torch.bfloat16, device=cuda_device, memory_budget=2 * total)
+        KVCache(
+            num_layers=1,
+            num_kv_heads=8,
+            head_dim=128,
+            max_slots=1024,
+            max_len=1 << 20,
+            dtype=torch.bfloat16,
+            device=cuda_device,
+            memory_budget=2 * total,
+        )
     assert info.value.name == "CUDA_ERROR_OUT_OF_MEMORY"
     assert abs(_free_bytes() - before) <= 2 * MIB  # the partial pool was released
 
@@ -78,9 +103,17 @@ def test_pool_larger_than_the_gpu_raises_driver_error(cuda_device: torch.device)
 def test_many_reservations_close_cleanly(cuda_device: torch.device) -> None:
     before = _free_bytes()
     for _ in range(5):
-        cache = KVCache(num_layers=32, num_kv_heads=8, head_dim=128, max_slots=16, max_len=8192,
-                        dtype=torch.bfloat16, device=cuda_device, layout="per_layer",
-                        memory_budget=2 * 64 * 2 * MIB)
+        cache = KVCache(
+            num_layers=32,
+            num_kv_heads=8,
+            head_dim=128,
+            max_slots=16,
+            max_len=8192,
+            dtype=torch.bfloat16,
+            device=cuda_device,
+            layout="per_layer",
+            memory_budget=2 * 64 * 2 * MIB,
+        )
         slot = cache.alloc_slot()
         cache.ensure(slot, cache.tokens_per_page + 1)
         cache.layer(31)[1][slot, : cache.tokens_per_page + 1] = 3.0

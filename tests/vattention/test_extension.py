@@ -33,21 +33,43 @@ def _compiler() -> str | None:
 
 needs_toolkit = pytest.mark.skipif(
     _cuda_include() is None or _compiler() is None,
-    reason="needs the CUDA toolkit headers and a C compiler")
+    reason="needs the CUDA toolkit headers and a C compiler",
+)
 
 
 @needs_toolkit
-@pytest.mark.skipif(importlib.util.find_spec("vattention._C") is None,
-                    reason="vattention._C is not built (python setup.py build_ext --inplace)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("vattention._C") is None,
+    reason="vattention._C is not built (python setup.py build_ext --inplace)",
+)
 def test_space_against_fake_driver(tmp_path: Path) -> None:
     lib = tmp_path / "libcuda.so.1"
-    subprocess.run([_compiler(), "-shared", "-fPIC", "-O1", f"-I{_cuda_include()}",
-                    "-Wl,-soname,libcuda.so.1", "-o", str(lib),
-                    str(HERE / "fake_driver" / "fake_libcuda.c")], check=True)
-    env = dict(os.environ, LD_LIBRARY_PATH=f"{tmp_path}:{os.environ.get('LD_LIBRARY_PATH', '')}",
-               PYTHONPATH=f"{ROOT}:{os.environ.get('PYTHONPATH', '')}")
-    result = subprocess.run([sys.executable, str(HERE / "fake_driver" / "exercise_space.py")],
-                            env=env, capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        [
+            _compiler(),
+            "-shared",
+            "-fPIC",
+            "-O1",
+            f"-I{_cuda_include()}",
+            "-Wl,-soname,libcuda.so.1",
+            "-o",
+            str(lib),
+            str(HERE / "fake_driver" / "fake_libcuda.c"),
+        ],
+        check=True,
+    )
+    env = dict(
+        os.environ,
+        LD_LIBRARY_PATH=f"{tmp_path}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+        PYTHONPATH=f"{ROOT}:{os.environ.get('PYTHONPATH', '')}",
+    )
+    result = subprocess.run(
+        [sys.executable, str(HERE / "fake_driver" / "exercise_space.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("ok")
 
@@ -61,15 +83,27 @@ def test_extension_builds_from_clean_tree(tmp_path: Path) -> None:
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, tree / name)
     shutil.copytree(ROOT / "csrc", tree / "csrc")
-    shutil.copytree(ROOT / "vattention", tree / "vattention",
-                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tree,
-                           capture_output=True, text=True, timeout=600)
+    shutil.copytree(
+        ROOT / "vattention",
+        tree / "vattention",
+        ignore=shutil.ignore_patterns("*.so", "__pycache__"),
+    )
+    build = subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert build.returncode == 0, build.stdout + build.stderr
     assert list((tree / "vattention").glob("_C*.so"))
     probe = subprocess.run(
         [sys.executable, "-c", "import vattention._C as c; print(c.__file__, c.Space)"],
-        cwd=tree, env=dict(os.environ, PYTHONPATH=str(tree)), capture_output=True, text=True,
-        timeout=120)
+        cwd=tree,
+        env=dict(os.environ, PYTHONPATH=str(tree)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert probe.returncode == 0, probe.stderr
     assert str(tree) in probe.stdout

@@ -17,18 +17,40 @@ pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import (  # noqa: E402
-    RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test)
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from vattention import KVCache, OutOfPagesError, plan_geometry  # noqa: E402
 from vattention.backends import default_page_size  # noqa: E402
 
 LAYERS, SLOTS = 2, 4
-ACCOUNTING_KEYS = ("units_total", "units_mapped", "units_free", "pages_total", "pages_mapped",
-                   "pages_free", "mapped_bytes", "token_bytes", "slots_used")
+ACCOUNTING_KEYS = (
+    "units_total",
+    "units_mapped",
+    "units_free",
+    "pages_total",
+    "pages_mapped",
+    "pages_free",
+    "mapped_bytes",
+    "token_bytes",
+    "slots_used",
+)
 
 
-def make_machine(backend: str, device: torch.device, layout: str, dtype: torch.dtype,
-                 heads: int, dim: int, max_len: int) -> type[RuleBasedStateMachine]:
+def make_machine(
+    backend: str,
+    device: torch.device,
+    layout: str,
+    dtype: torch.dtype,
+    heads: int,
+    dim: int,
+    max_len: int,
+) -> type[RuleBasedStateMachine]:
     HEADS, DIM, MAX_LEN = heads, dim, max_len
     elem = torch.tensor([], dtype=dtype).element_size()
     row = heads * dim * elem * (LAYERS if layout == "mega" else 1)
@@ -39,9 +61,17 @@ def make_machine(backend: str, device: torch.device, layout: str, dtype: torch.d
     class CacheMachine(RuleBasedStateMachine):
         @initialize(budget_units=st.integers(min_value=1, max_value=SLOTS * units_per_slot))
         def create(self, budget_units: int) -> None:
-            kwargs = dict(num_layers=LAYERS, num_kv_heads=HEADS, head_dim=DIM, max_slots=SLOTS,
-                          max_len=MAX_LEN, dtype=dtype, device=device, layout=layout,
-                          page_size=page)
+            kwargs = dict(
+                num_layers=LAYERS,
+                num_kv_heads=HEADS,
+                head_dim=DIM,
+                max_slots=SLOTS,
+                max_len=MAX_LEN,
+                dtype=dtype,
+                device=device,
+                layout=layout,
+                page_size=page,
+            )
             budget = budget_units * geometry.unit_bytes
             self.cache = KVCache(**kwargs, memory_budget=budget, backend=backend)
             self.ref = KVCache(**kwargs, memory_budget=budget, backend="dense")
@@ -149,8 +179,12 @@ def make_machine(backend: str, device: torch.device, layout: str, dtype: torch.d
     return CacheMachine
 
 
-SETTINGS = settings(max_examples=60, stateful_step_count=30, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 # Every step reads the live slots back from the device: fewer, equally long runs.
 GPU_SETTINGS = settings(SETTINGS, max_examples=20)
 

@@ -12,8 +12,14 @@ from vattention import _C
 
 PAGE = 65536
 fake = ctypes.CDLL("libcuda.so.1")  # the very library the extension dlopens
-for name in ("fake_live_handles", "fake_live_reservations", "fake_ctx_refs", "fake_ctx_depth",
-             "fake_mapped_bytes", "fake_access_calls"):
+for name in (
+    "fake_live_handles",
+    "fake_live_reservations",
+    "fake_ctx_refs",
+    "fake_ctx_depth",
+    "fake_mapped_bytes",
+    "fake_access_calls",
+):
     getattr(fake, name).restype = ctypes.c_long
 
 
@@ -26,8 +32,13 @@ def expect(exc: type[BaseException], fn, *args) -> BaseException:
 
 
 def leaks() -> tuple[int, int, int, int, int]:
-    return (fake.fake_live_handles(), fake.fake_live_reservations(), fake.fake_ctx_refs(),
-            fake.fake_ctx_depth(), fake.fake_mapped_bytes())
+    return (
+        fake.fake_live_handles(),
+        fake.fake_live_reservations(),
+        fake.fake_ctx_refs(),
+        fake.fake_ctx_depth(),
+        fake.fake_mapped_bytes(),
+    )
 
 
 assert _C.granularity(0) == PAGE
