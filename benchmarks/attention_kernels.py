@@ -22,7 +22,7 @@ import torch
 from common import bench_ms, print_table, run_info, write_json
 
 import vattention
-from vattention.backends import default_page_size
+from vattention.backends import default_page_bytes
 from sarathi.model_executor.attention.triton_kernels import (decode_attention,
                                                              prefill_attention)
 from sarathi.model_executor.presets import PRESETS
@@ -44,13 +44,13 @@ def paged_cache(batch: int, context: int, hkv: int, d: int, block_size: int,
     cache.commit()
     if shuffle:
         # The blocks hold random values, so renumbering the table is all a shuffle needs.
-        perm = torch.randperm(cache.num_units, device="cuda", dtype=torch.int32)
+        perm = torch.randperm(cache.num_blocks, device="cuda", dtype=torch.int32)
         cache.block_tables.copy_(perm[cache.block_tables.long()])
     return cache
 
 
 def vattention_cache(batch: int, context: int, hkv: int, d: int, layout: str,
-                     page_size: int | None = None) -> vattention.KVCache:
+                     page_bytes: int | None = None) -> vattention.KVCache:
     """``per_layer_odd``: per_layer with each slot's virtual extent one page longer when it
     is an even number of pages, so slots do not start a power of two apart."""
     # mega: a layer is a strided view of a token-major tensor; two layers show the stride.
@@ -59,11 +59,11 @@ def vattention_cache(batch: int, context: int, hkv: int, d: int, layout: str,
     if layout == "per_layer_odd":
         layout = "per_layer"
         row = hkv * d * 2
-        tokens_per_page = default_page_size("cuda", torch.device("cuda"), row) // row
-        if math.ceil(context / tokens_per_page) % 2 == 0:
-            max_len += tokens_per_page
+        tokens_per_block = default_page_bytes("cuda", torch.device("cuda"), row) // row
+        if math.ceil(context / tokens_per_block) % 2 == 0:
+            max_len += tokens_per_block
     cache = vattention.KVCache(layers, hkv, d, batch, max_len, torch.bfloat16, "cuda",
-                               layout=layout, backend="cuda", page_size=page_size)
+                               layout=layout, backend="cuda", page_bytes=page_bytes)
     for _ in range(batch):
         cache.ensure(cache.alloc_slot(), context)
     return cache
@@ -133,7 +133,7 @@ def main() -> None:
     for i, context in enumerate(contexts[:1] + contexts):
         row: dict = {"context": context}
         for layout in args.layouts.split(","):
-            cache = vattention_cache(args.batch, context, hkv, d, layout, args.page_size)
+            cache = vattention_cache(args.batch, context, hkv, d, layout, args.page_bytes)
             k, v = cache.layer(0)
             fill(k[:, :context], v[:, :context])  # past the context nothing is mapped
             dec, pre = time_kernels(k, v, None, args.batch, context, hq, d, args.chunk, sms,

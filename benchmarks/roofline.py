@@ -85,13 +85,13 @@ class Setup:
         init_dummy_weights(self.model, 0)
         s = self.shape
         max_len = context + 64
-        # Whole allocation units per slot: a unit covers many tokens (2 MiB pages per layer).
+        # Whole blocks per slot: a block covers many tokens (2 MiB pages per layer).
         geometry = vattention.plan_geometry(s.num_layers, s.num_kv_heads, s.head_dim,
                                             torch.bfloat16, "per_layer", 2 * 2**20)
         self.cache = vattention.KVCache(
             s.num_layers, s.num_kv_heads, s.head_dim, max_slots=batch, max_len=max_len,
-            dtype=torch.bfloat16, device=self.dev, layout="per_layer", page_size=2 * 2**20,
-            memory_budget=batch * geometry.units_for(context + 1) * geometry.unit_bytes,
+            dtype=torch.bfloat16, device=self.dev, layout="per_layer", page_bytes=2 * 2**20,
+            memory_budget=batch * geometry.blocks_for(context + 1) * geometry.block_bytes,
             backend="cuda")
         self.slots = [self.cache.alloc_slot() for _ in range(batch)]
         for slot in self.slots:

@@ -137,7 +137,8 @@ def main() -> None:
                              min(llm.engine.shape.vocab_size, len(llm.get_tokenizer())), args.seed)
     rows = [run_ours(llm, requests)]
     if args.baseline == "hf":
-        path, dtype, device = llm.engine.model_path, llm.engine.dtype, llm.engine.device
+        m = llm.engine.setup
+        path, dtype, device = m.path, m.dtype, m.device
         llm.engine.shutdown()  # give its KV cache and weights back before transformers loads
         del llm
         _free_device_memory()

@@ -42,16 +42,16 @@ def request_lengths(num: int, max_len: int, seed: int) -> list[int]:
     return lengths
 
 
-def measure(model: str, layout: str, backend: str, device: str, page_size: int,
+def measure(model: str, layout: str, backend: str, device: str, page_bytes: int,
             lengths: list[int], max_len: int) -> dict[str, Any]:
     layers, heads, dim = SHAPES[model]
     ratios = []
     # A pool of exactly what the final lengths need: the cuda backend creates the whole pool
     # up front, and the full reservation would not fit on the card.
-    geometry = plan_geometry(layers, heads, dim, torch.bfloat16, layout, page_size)
-    budget = sum(geometry.units_for(n) for n in lengths) * geometry.unit_bytes
+    geometry = plan_geometry(layers, heads, dim, torch.bfloat16, layout, page_bytes)
+    budget = sum(geometry.blocks_for(n) for n in lengths) * geometry.block_bytes
     with KVCache(layers, heads, dim, max_slots=len(lengths), max_len=max_len,
-                 dtype=torch.bfloat16, device=device, layout=layout, page_size=page_size,
+                 dtype=torch.bfloat16, device=device, layout=layout, page_bytes=page_bytes,
                  memory_budget=budget, backend=backend) as cache:
         slots = [cache.alloc_slot() for _ in lengths]
         for step in range(1, 11):
@@ -62,9 +62,9 @@ def measure(model: str, layout: str, backend: str, device: str, page_size: int,
         return {
             "model": model,
             "layout": layout,
-            "page_MiB": page_size / MIB,
-            "tokens_per_page": cache.tokens_per_page,
-            "unit_MiB": cache.geometry.unit_bytes / MIB,
+            "page_MiB": page_bytes / MIB,
+            "tokens_per_block": cache.tokens_per_block,
+            "unit_MiB": cache.geometry.block_bytes / MIB,
             "ratio_final": ratios[-1],
             "ratio_mean": sum(ratios) / len(ratios),
             "ratio_max": max(ratios),
@@ -78,7 +78,7 @@ def paged_reference(model: str, lengths: list[int], block: int = 16) -> dict[str
     for step in range(1, 11):
         tokens = [max(1, n * step // 10) for n in lengths]
         ratios.append(sum(-(-t // block) * block for t in tokens) / sum(tokens))
-    return {"model": model, "layout": f"paged{block} (analytic)", "tokens_per_page": block,
+    return {"model": model, "layout": f"paged{block} (analytic)", "tokens_per_block": block,
             "ratio_final": ratios[-1], "ratio_mean": sum(ratios) / len(ratios),
             "ratio_max": max(ratios)}
 
@@ -102,12 +102,12 @@ def main() -> None:
     rows = []
     for model in SHAPES:
         for layout in ("per_layer", "mega"):
-            rows.append(measure(model, layout, args.backend, device, args.page_size, lengths,
+            rows.append(measure(model, layout, args.backend, device, args.page_bytes, lengths,
                                 args.max_len))
         rows.append(paged_reference(model, lengths))
     print(f"{args.requests} requests, lengths {min(lengths)}..{max(lengths)} "
           f"(mean {sum(lengths) / len(lengths):.0f}), bf16, backend {args.backend}")
-    print_table(rows, ["model", "layout", "tokens_per_page", "unit_MiB", "ratio_final",
+    print_table(rows, ["model", "layout", "tokens_per_block", "unit_MiB", "ratio_final",
                        "ratio_mean", "ratio_max", "mapped_GiB_final", "token_GiB_final"])
     write_json(out, {**run_info(), "backend": args.backend, "requests": args.requests,
                      "max_len": args.max_len, "seed": args.seed, "lengths": lengths,

@@ -1,7 +1,7 @@
 """Mapping speed of the vattention KV cache, and how much of a decode step waits for it.
 
 1. sync growth: ``ensure`` maps on the caller's thread, a whole slot per call ("bulk") or
-   one allocation unit per call ("unit"); then ``reclaim`` unmaps it all.
+   one block per call ("block"); then ``reclaim`` unmaps it all.
 2. background: ``reserve_ahead`` for every slot, timed until the worker has mapped it.
 3. decode loop: 64 requests decode one token per step over a synthetic model step,
    with request churn; the share of wall time spent inside ``ensure`` waiting for
@@ -40,14 +40,14 @@ def _sync(device: torch.device) -> None:
 def _cache(args: argparse.Namespace, layout: str, slots: int, max_len: int) -> KVCache:
     layers, heads, dim = SHAPE
     return KVCache(layers, heads, dim, max_slots=slots, max_len=max_len, dtype=torch.bfloat16,
-                   device=args.device, layout=layout, page_size=args.page_size,
+                   device=args.device, layout=layout, page_bytes=args.page_bytes,
                    memory_budget=int(args.budget_gib * GIB), backend=args.backend)
 
 
-def _row(kind: str, layout: str, cache: KVCache, units: int, seconds: float) -> dict[str, Any]:
-    pages = units * cache.geometry.pages_per_unit
-    nbytes = units * cache.geometry.unit_bytes
-    return {"test": kind, "layout": layout, "page_bytes": cache.geometry.page_size,
+def _row(kind: str, layout: str, cache: KVCache, blocks: int, seconds: float) -> dict[str, Any]:
+    pages = blocks * cache.geometry.pages_per_block
+    nbytes = blocks * cache.geometry.block_bytes
+    return {"test": kind, "layout": layout, "page_bytes": cache.geometry.page_bytes,
             "pages": pages, "seconds": seconds,
             "pages_per_s": pages / seconds if seconds else None,
             "GB_per_s": nbytes / seconds / 1e9 if seconds else None,
@@ -57,10 +57,10 @@ def _row(kind: str, layout: str, cache: KVCache, units: int, seconds: float) -> 
 def growth(args: argparse.Namespace, layout: str) -> list[dict[str, Any]]:
     rows = []
     slots, max_len = 16, args.max_len
-    for kind in ("sync bulk", "sync unit"):
+    for kind in ("sync bulk", "sync block"):
         with _cache(args, layout, slots, max_len) as cache:
-            per_slot = min(cache.units_per_slot, cache.num_units // slots)
-            tokens = per_slot * cache.tokens_per_page
+            per_slot = min(cache.blocks_per_slot, cache.num_blocks // slots)
+            tokens = per_slot * cache.tokens_per_block
             ids = [cache.alloc_slot() for _ in range(slots)]
             _sync(args.device)
             start = time.perf_counter()
@@ -70,10 +70,10 @@ def growth(args: argparse.Namespace, layout: str) -> list[dict[str, Any]]:
             else:
                 for u in range(1, per_slot + 1):
                     for slot in ids:
-                        cache.ensure(slot, u * cache.tokens_per_page)
+                        cache.ensure(slot, u * cache.tokens_per_block)
             elapsed = time.perf_counter() - start
-            units = cache.stats()["units_mapped_sync"]
-            rows.append(_row(kind, layout, cache, units, elapsed))
+            blocks = cache.stats()["blocks_mapped_sync"]
+            rows.append(_row(kind, layout, cache, blocks, elapsed))
             for slot in ids:
                 cache.free_slot(slot)
             start = time.perf_counter()
@@ -81,14 +81,14 @@ def growth(args: argparse.Namespace, layout: str) -> list[dict[str, Any]]:
             rows.append(_row("unmap (reclaim)", layout, cache, released,
                              time.perf_counter() - start))
     with _cache(args, layout, slots, max_len) as cache:
-        per_slot = min(cache.units_per_slot, cache.num_units // slots)
+        per_slot = min(cache.blocks_per_slot, cache.num_blocks // slots)
         ids = [cache.alloc_slot() for _ in range(slots)]
         start = time.perf_counter()
         for slot in ids:
-            cache.reserve_ahead(slot, per_slot * cache.tokens_per_page)
+            cache.reserve_ahead(slot, per_slot * cache.tokens_per_block)
         cache.wait_ahead()
         elapsed = time.perf_counter() - start
-        rows.append(_row("background", layout, cache, cache.stats()["units_mapped_ahead"],
+        rows.append(_row("background", layout, cache, cache.stats()["blocks_mapped_ahead"],
                          elapsed))
     return rows
 
@@ -99,7 +99,7 @@ def decode_loop(args: argparse.Namespace, layout: str, ahead: bool) -> dict[str,
     slots = 64
     work = torch.randn(args.work_dim, args.work_dim, device=args.device)
     with _cache(args, layout, slots, args.max_len) as cache:
-        lookahead = args.lookahead or cache.tokens_per_page
+        lookahead = args.lookahead or cache.tokens_per_block
         lengths: dict[int, int] = {}
         targets: dict[int, int] = {}
 
@@ -110,7 +110,7 @@ def decode_loop(args: argparse.Namespace, layout: str, ahead: bool) -> dict[str,
             cache.ensure(slot, lengths[slot])
 
         # Budget permitting, as the scheduler would.
-        while len(lengths) < slots and cache.num_free_units > cache.units_per_slot:
+        while len(lengths) < slots and cache.num_free_blocks > cache.blocks_per_slot:
             admit()
         ensure_s = 0.0
         _sync(args.device)
@@ -130,7 +130,7 @@ def decode_loop(args: argparse.Namespace, layout: str, ahead: bool) -> dict[str,
             for slot in [s for s in lengths if lengths[s] >= targets[s]]:
                 cache.free_slot(slot)
                 del lengths[slot], targets[slot]
-                if cache.num_free_units > cache.units_per_slot:
+                if cache.num_free_blocks > cache.blocks_per_slot:
                     admit()
         wall = time.perf_counter() - start
         stats = cache.stats()
@@ -138,9 +138,9 @@ def decode_loop(args: argparse.Namespace, layout: str, ahead: bool) -> dict[str,
                 "steps": args.steps, "step_ms": wall / args.steps * 1e3,
                 "ensure_share_pct": 100 * ensure_s / wall,
                 "map_wait_share_pct": 100 * stats["map_wait_seconds"] / wall,
-                "units_sync": stats["units_mapped_sync"],
-                "units_ahead": stats["units_mapped_ahead"],
-                "units_unmapped": stats["units_unmapped"]}
+                "units_sync": stats["blocks_mapped_sync"],
+                "units_ahead": stats["blocks_mapped_ahead"],
+                "blocks_unmapped": stats["blocks_unmapped"]}
 
 
 def main() -> None:
@@ -179,7 +179,7 @@ def main() -> None:
              for ahead in (False, True)]
     print()
     print_table(loops, ["test", "layout", "steps", "step_ms", "ensure_share_pct",
-                        "map_wait_share_pct", "units_sync", "units_ahead", "units_unmapped"])
+                        "map_wait_share_pct", "units_sync", "units_ahead", "blocks_unmapped"])
     write_json(out, {**run_info(), "backend": args.backend, "shape": SHAPE,
                      "budget_gib": args.budget_gib, "growth": rows, "decode": loops})
 

@@ -4,7 +4,7 @@
 // There is one reservation per cache tensor, all of the same size, and page p means the
 // same offset (p * page_size) in every reservation: mapping pages [first, first + count)
 // maps them in all reservations at once, which is what growing a slot by whole
-// allocation units needs. Physical pages are created up front from the budget, so
+// blocks need. Physical pages are created up front from the budget, so
 // growing never allocates device memory and cannot fail for lack of it; freed pages go
 // back to the pool, not to the driver.
 //

@@ -63,11 +63,11 @@ class ModelConfig:
     init_method: str = _f("exp", "Initialisation of swapped embedding rows when a patch "
                           "tokenizer is applied at load time.",
                           choices=("exp", "mean", "first", "last", "random"))
-    enforce_eager: bool = _f(False, "Never replay CUDA graphs for decode steps (they are used "
-                             "on a GPU with the triton or paged attention backend and one "
-                             "rank).")
-    graph_logits: bool = _f(True, "Capture the LM head inside the decode CUDA graphs (else it "
-                            "runs eagerly after each replay; for measuring which is faster).")
+    enforce_eager: bool = _f(False, "Run every step eagerly: no CUDA graphs. Otherwise, on a "
+                             "GPU with the triton or paged attention backend and one rank, "
+                             "a graph of every step shape (decode batch sizes, mixed-step "
+                             "token counts) is captured at startup and each step replays "
+                             "one.")
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,12 @@ class CacheConfig:
     kv_layout: str = _f("per_layer", "KV layout: 'per_layer' (one K and one V tensor per layer) or "
                         "'mega' (token-major across layers; finer growth with big pages).",
                         choices=("per_layer", "mega"))
-    page_size: int | None = _f(None, "Physical page size in bytes (default: 2 MiB on a GPU, a "
-                               "small multiple of 4 KiB on the host).",
-                               aliases=("model_block_size",), kind="size")
-    block_size: int = _f(16, "Tokens per block of the paged cache (--attention-backend paged).")
+    page_bytes: int | None = _f(None, "vAttention's physical page size in bytes (default: the "
+                                "driver's granularity, 2 MiB, on a GPU; a small multiple of "
+                                "4 KiB on the host).",
+                                aliases=("page_size", "model_block_size"), kind="size")
+    block_tokens: int = _f(16, "Tokens per block of the paged cache (--attention-backend "
+                           "paged); vLLM's --block-size.", aliases=("block_size",))
     kv_cache_memory: int | None = _f(None, "Physical KV cache budget in bytes (e.g. 8GiB). Default "
                                      "on a GPU: from --gpu-memory-utilization; on the host: "
                                      "4 GiB.", kind="size")
@@ -104,11 +106,9 @@ class SchedulerConfig:
                                          "runs, and process step N's tokens meanwhile (one "
                                          "executor process only). A sequence that stops at "
                                          "step N computes one token more, which is dropped. "
-                                         "Unset: on with a CUDA device (it cut the idle GPU "
-                                         "time between batch-64 decode steps from 17-22 percent "
-                                         "to 2 percent on an H100), off on the CPU, where the step "
-                                         "runs while it is launched, so outputs would only "
-                                         "come a step later.")
+                                         "Unset: on with a CUDA device, off on the CPU (where "
+                                         "the step runs while it is launched, so outputs "
+                                         "would only come a step later).")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from sarathi.engine.async_engine import EngineSnapshot
+from sarathi.engine.stats import EngineSnapshot
 from sarathi.outputs import RequestOutput
 
 PREFIX = "sarathi:"
@@ -102,19 +102,20 @@ class ServerMetrics:
         yield cap
         if not snap.patched:
             return
-        t = snap.vocab_tokens
+        t = snap.stats
         for kind in ("prompt", "generation"):
             saved = CounterMetricFamily(
                 PREFIX + f"adaptivocab_{kind}_tokens_saved",
                 f"{kind.capitalize()} tokens the domain vocabulary saved versus the base "
                 "tokenizer, on the same text (finished requests).", labels=["model_name"])
-            saved.add_metric(labels, t[f"base_{kind}"] - t[f"patched_{kind}"])
+            base_tokens = getattr(t, f"base_{kind}_tokens")
+            saved.add_metric(labels, base_tokens - getattr(t, f"patched_{kind}_tokens"))
             yield saved
             base = CounterMetricFamily(
                 PREFIX + f"adaptivocab_base_{kind}_tokens",
                 f"{kind.capitalize()} tokens the base tokenizer would have used (finished "
                 "requests).", labels=["model_name"])
-            base.add_metric(labels, t[f"base_{kind}"])
+            base.add_metric(labels, base_tokens)
             yield base
 
 
@@ -142,10 +143,10 @@ class _SnapshotCollector:
         yield gauge("num_requests_running", "Sequences running on the engine.", snap.num_running)
         yield gauge("num_requests_waiting", "Sequences waiting to be scheduled.",
                     snap.num_waiting)
-        yield counter("prompt_tokens", "Prompt tokens admitted.", snap.prompt_tokens)
-        yield counter("generation_tokens", "Tokens generated.", snap.generation_tokens)
+        yield counter("prompt_tokens", "Prompt tokens admitted.", snap.stats.prompt_tokens)
+        yield counter("generation_tokens", "Tokens generated.", snap.stats.generation_tokens)
         yield counter("num_preemptions", "Sequences preempted (to be recomputed).",
-                      snap.preemptions)
+                      snap.stats.preemptions)
         success = CounterMetricFamily(PREFIX + "request_success",
                                       "Finished sequences, by finish reason.",
                                       labels=["model_name", "finished_reason"])

@@ -1,4 +1,9 @@
-"""Sequences (one generated continuation each) and requests (a prompt with n sequences)."""
+"""Sequences (one generated continuation each) and requests (a prompt with n sequences).
+
+A ``Sequence`` holds what the scheduler needs: its tokens, how many of them are in the KV
+cache, how many KV blocks it holds. What the caller sees (text, logprobs, finish reason) is
+kept by the output processor (``engine/output_processor.py``) in ``SequenceOutput``.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,8 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-from sarathi.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
+from sarathi.outputs import RequestMetrics
 from sarathi.sampling_params import SamplingParams
-from sarathi.transformers_utils.detokenizer import IncrementalDetokenizer
 
 
 class SeqStatus(enum.Enum):
@@ -17,25 +21,23 @@ class SeqStatus(enum.Enum):
     FINISHED = "finished"
 
 
+# Stands for a token sampled by a step whose results have not reached the host yet (the
+# engine schedules step N+1 while step N runs). Only ever the last token of a sequence; the
+# model runner reads its value on the device.
+PENDING_TOKEN = -1
+
+
 @dataclass(eq=False)
 class Sequence:
     seq_id: int
     index: int  # position within its request (0..n-1)
-    request: "Request"
+    request: Request
     token_ids: list[int]  # prompt followed by generated tokens
     prompt_len: int
     status: SeqStatus = SeqStatus.WAITING
     num_computed: int = 0  # tokens whose K/V are in the cache
-    num_units: int = 0  # KV allocation units the scheduler has promised this sequence
-    finish_reason: str | None = None
-    stop_reason: int | str | None = None
-    cumulative_logprob: float = 0.0
-    logprobs: list[dict[int, Logprob]] | None = None
-    detok: IncrementalDetokenizer | None = None
-    text: str = ""
-    emitted_text_len: int = 0  # chars of text already reported to the caller
-    emitted_tokens: int = 0
-    sent_to_worker: bool = False  # the worker knows this sequence's params
+    num_blocks: int = 0  # KV blocks the scheduler has promised this sequence
+    sent_to_worker: bool = False  # the workers know this sequence's sampling options
     # Trailing PENDING_TOKEN placeholders in token_ids: sampled by a step still running.
     num_pending: int = 0
 
@@ -74,14 +76,12 @@ class Request:
     params: SamplingParams
     arrival_time: float = field(default_factory=time.monotonic)
     seqs: list[Sequence] = field(default_factory=list)
-    metrics: RequestMetrics | None = None
-    error: str | None = None
+    metrics: RequestMetrics = field(init=False)
     # The caller reads only the finished output (offline generate): no per-step snapshots.
     final_only: bool = False
 
     def __post_init__(self) -> None:
-        if self.metrics is None:
-            self.metrics = RequestMetrics(arrival_time=self.arrival_time)
+        self.metrics = RequestMetrics(arrival_time=self.arrival_time)
 
     @property
     def finished(self) -> bool:
@@ -89,24 +89,3 @@ class Request:
             if s.status is not SeqStatus.FINISHED:
                 return False
         return True
-
-    def make_output(self) -> RequestOutput:
-        """Snapshot for the caller; text deltas are measured from the previous snapshot."""
-        outs = []
-        # Until a sequence finishes, hold back text that could be the start of a stop string,
-        # so streamed deltas never show a stop string that is later cut.
-        hold = self.params.stop_hold
-        for s in self.seqs:
-            text = s.text if s.finished or not hold else s.text[:max(0, len(s.text) - hold)]
-            text = text if len(text) >= s.emitted_text_len else s.text[:s.emitted_text_len]
-            delta = text[s.emitted_text_len:]
-            new_tokens = s.num_output - s.emitted_tokens
-            s.emitted_text_len = len(text)
-            s.emitted_tokens = s.num_output
-            outs.append(CompletionOutput(
-                index=s.index, text=text, token_ids=s.output_ids,  # a fresh slice
-                cumulative_logprob=s.cumulative_logprob if s.logprobs is not None else None,
-                logprobs=s.logprobs, finish_reason=s.finish_reason, stop_reason=s.stop_reason,
-                text_delta=delta, num_new_tokens=new_tokens))
-        return RequestOutput(self.request_id, self.prompt, self.prompt_token_ids, outs,
-                             self.finished, self.metrics, self.error)

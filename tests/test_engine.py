@@ -49,10 +49,10 @@ def test_preemption_by_recompute_gives_the_same_greedy_outputs(llama, scheduler)
     params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
     roomy = LLM(llama, chunk_size=64, max_num_seqs=16, scheduler=scheduler)
     expected = _ids(roomy.generate(prompts, params))
-    # 12 allocation units of 32 tokens: far less than 16 requests of ~100 tokens need.
-    unit = roomy.engine.executor.worker.cache.geometry.unit_bytes
+    # 12 blocks of 32 tokens: far less than 16 requests of ~100 tokens need.
+    block = roomy.engine.executor.worker.cache.geometry.block_bytes
     tight = LLM(llama, chunk_size=64, max_num_seqs=16, scheduler=scheduler,
-                kv_cache_memory=12 * unit, expected_request_tokens=32)
+                kv_cache_memory=12 * block, expected_request_tokens=32)
     got = _ids(tight.generate(prompts, params))
     assert tight.engine.stats.preemptions > 0
     assert got == expected

@@ -28,13 +28,13 @@ def test_paged_cache_is_token_identical_to_vattention(tiny_models, block_size):
     params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
     outs = {}
     for backend in ("torch", "paged"):
-        llm = LLM(tiny_models["llama"], attention_backend=backend, block_size=block_size,
+        llm = LLM(tiny_models["llama"], attention_backend=backend, block_tokens=block_size,
                   chunk_size=32, max_num_seqs=8, kv_cache_memory="96KiB",
                   expected_request_tokens=64)
         outs[backend] = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
         stats = llm.engine.cache_stats()
         if backend == "paged":
-            assert stats["backend"] == "paged" and stats["tokens_per_page"] == block_size
-            assert stats["units_mapped"] == 0  # every block went back
+            assert stats["backend"] == "paged" and stats["tokens_per_block"] == block_size
+            assert stats["blocks_used"] == 0  # every block went back
             assert llm.engine.stats.preemptions > 0
     assert outs["paged"] == outs["torch"]

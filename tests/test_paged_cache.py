@@ -7,22 +7,22 @@ from sarathi.worker.paged_cache import PagedKVCache
 from vattention.errors import OutOfPagesError, VAttentionError
 
 
-def make(num_blocks: int = 8, block_size: int = 4, max_slots: int = 3, max_len: int = 16
+def make(num_blocks: int = 8, block_tokens: int = 4, max_slots: int = 3, max_len: int = 16
          ) -> PagedKVCache:
     return PagedKVCache(2, 2, 8, max_slots, max_len, torch.float32, torch.device("cpu"),
-                        block_size, num_blocks)
+                        block_tokens, num_blocks)
 
 
 def test_blocks_follow_tokens_and_the_table_follows_commit():
     c = make()
     s = c.alloc_slot()
     c.ensure(s, 5)  # 2 blocks of 4
-    assert c.num_free_units == 6
+    assert c.num_free_blocks == 6
     assert c.block_tables[s, :2].tolist() == [0, 0]  # not committed yet
     c.commit()
     assert c.block_tables[s, :2].tolist() == [0, 1]
     c.ensure(s, 8)  # still 2 blocks
-    assert c.num_free_units == 6
+    assert c.num_free_blocks == 6
     st = c.stats()
     assert st["mapped_bytes"] == 2 * c.block_bytes and st["token_bytes"] == 8 * c.token_bytes
 
@@ -34,7 +34,7 @@ def test_freed_blocks_are_reused_and_pending_entries_dropped():
     c.free_slot(a)  # before commit: its entries must not reach the table
     c.ensure(b, 4)
     c.commit()
-    assert c.num_free_units == 7
+    assert c.num_free_blocks == 7
     assert c.block_tables[a].tolist() == [0] * 4
     assert c.block_tables[b, 0].item() in (0, 1)
 

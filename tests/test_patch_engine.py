@@ -102,7 +102,7 @@ def test_the_engine_reads_the_ratio_from_the_patch_tokenizer(tiny_models, patch_
               expected_request_tokens=64)
     ratio = PatchTokenizer.from_pretrained(patch_dir).reduction_ratio
     assert ratio is not None and ratio < 1
-    assert llm.engine.reduction_ratio == ratio
+    assert llm.engine.setup.reduction_ratio == ratio
     assert llm.engine.cache_plan.expected_tokens == int(-(-64 * ratio // 1))
 
 

@@ -22,7 +22,7 @@ def _run(sched, step):
 
 
 def _big():
-    return CacheCapacity(num_units=10_000, tokens_per_unit=16, max_slots=64)
+    return CacheCapacity(num_blocks=10_000, tokens_per_block=16, max_slots=64)
 
 
 def test_sarathi_puts_decodes_first_then_chunks_long_prompts():
@@ -40,7 +40,7 @@ def test_sarathi_puts_decodes_first_then_chunks_long_prompts():
     _run(s, step)
     step = s.schedule()  # last 10 tokens of b's prompt, still with a's decode
     assert [(x.seq_id, n) for x, n in step.scheduled] == [(0, 1), (1, 10)]
-    assert step.input.chunks[1].sample
+    assert step.input.chunks[0].sample  # the decode travels apart, in the decode lists
 
 
 def test_vllm_policy_runs_whole_prefills_and_pauses_decodes():
@@ -67,14 +67,14 @@ def test_max_num_seqs_limits_running():
 
 
 def test_latest_arrival_is_preempted_and_requeued_first():
-    cap = CacheCapacity(num_units=4, tokens_per_unit=4, max_slots=8)
+    cap = CacheCapacity(num_blocks=4, tokens_per_block=4, max_slots=8)
     s = Scheduler(SchedulerConfig(chunk_size=64), cap, 4096)
     a, b = _seq(0, 8, 0.0), _seq(1, 7, 1.0)
     s.add(a)
     s.add(b)
-    _run(s, s.schedule())  # a: 2 units, b: 2 units; both sampled one token
-    assert s.free_units == 0
-    step = s.schedule()  # a needs a 3rd unit for token 9: b (latest) is preempted
+    _run(s, s.schedule())  # a: 2 blocks, b: 2 blocks; both sampled one token
+    assert s.free_blocks == 0
+    step = s.schedule()  # a needs a 3rd block for token 9: b (latest) is preempted
     assert [x.seq_id for x in step.preempted] == [1]
     assert b.status is SeqStatus.WAITING and b.num_computed == 0 and s.waiting[0] is b
     assert [(x.seq_id, n) for x, n in step.scheduled] == [(0, 1)]
@@ -85,8 +85,8 @@ def test_finished_sequences_release_units_and_are_forgotten_by_workers():
     a = _seq(0, 5, 0.0)
     s.add(a)
     _run(s, s.schedule())
-    used = 10_000 - s.free_units
+    used = 10_000 - s.free_blocks
     assert used == 1
     s.finish(a)
-    assert s.free_units == 10_000
+    assert s.free_blocks == 10_000
     assert s.schedule().input.finished == [0]

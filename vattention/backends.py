@@ -52,22 +52,22 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def default_page_size(backend: str, device: torch.device, row_bytes: int) -> int:
+def default_page_bytes(backend: str, device: torch.device, row_bytes: int) -> int:
     """The smallest page that the backend can map and that holds whole token rows."""
     if backend == "cuda":
         from vattention.cuda import granularity
 
         return math.lcm(granularity(device), row_bytes)
-    # Small pages on the host: the OS page is the granularity there, and small units keep
+    # Small pages on the host: the OS page is the granularity there, and small blocks keep
     # the scheduler's accounting fine-grained for small test models.
     return math.lcm(_OS_PAGE, row_bytes)
 
 
-def create_mapper(backend: str, shape: CacheShape, device: torch.device, num_units: int) -> Mapper:
+def create_mapper(backend: str, shape: CacheShape, device: torch.device, num_blocks: int) -> Mapper:
     if backend == "cuda":
         from vattention.cuda import DeviceMapper
 
-        return DeviceMapper(shape, device, num_units * shape.geometry.pages_per_unit)
+        return DeviceMapper(shape, device, num_blocks * shape.geometry.pages_per_block)
     if backend == "cpu":
         from vattention.cpu import HostMapper
 

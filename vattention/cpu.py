@@ -23,10 +23,10 @@ _HUGE_PAGE = 2 * 1024 * 1024
 
 class HostMapper:
     def __init__(self, shape: CacheShape) -> None:
-        page = shape.geometry.page_size
+        page = shape.geometry.page_bytes
         if page % mmap.PAGESIZE:
             raise ValueError(
-                f"the cpu backend needs a page_size that is a multiple of the OS page "
+                f"the cpu backend needs a page_bytes that is a multiple of the OS page "
                 f"({mmap.PAGESIZE} bytes), got {page}"
             )
         self._page = page

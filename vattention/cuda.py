@@ -47,7 +47,7 @@ class DeviceMapper:
             torch.cuda.synchronize()
         self._space: Space = _load().Space(
             ordinal,
-            shape.geometry.page_size,
+            shape.geometry.page_bytes,
             num_pages,
             shape.num_reservations,
             shape.reservation_bytes,

@@ -1,4 +1,4 @@
-"""Page geometry: how many tokens one allocation unit covers and what it costs.
+"""Page geometry: how many tokens one block covers and what it costs.
 
 The engine needs these numbers before the cache exists (to turn a memory budget into a
 number of slots and pages), so they are computed by a pure function.
@@ -17,28 +17,28 @@ LAYOUTS = ("per_layer", "mega")
 class PageGeometry:
     """Sizes derived from the model shape, the layout and the physical page size.
 
-    ``page_size`` is the size of one physical page (the mapping granularity). An
-    *allocation unit* grows one slot by ``tokens_per_page`` tokens in every layer, for K and
-    V; it costs ``unit_bytes`` of physical memory (``pages_per_unit`` physical pages).
+    ``page_bytes`` is the size of one physical page (the mapping granularity). A *block*
+    grows one slot by ``tokens_per_block`` tokens in every layer, for K and V; it costs
+    ``block_bytes`` of physical memory (``pages_per_block`` physical pages).
     """
 
     layout: str
-    page_size: int
-    tokens_per_page: int
-    pages_per_unit: int
+    page_bytes: int
+    tokens_per_block: int
+    pages_per_block: int
     token_bytes: int  # bytes one token occupies across all layers, K and V
 
     @property
-    def unit_bytes(self) -> int:
-        return self.pages_per_unit * self.page_size
+    def block_bytes(self) -> int:
+        return self.pages_per_block * self.page_bytes
 
-    def units_for(self, num_tokens: int) -> int:
-        """Allocation units needed to cover tokens ``[0, num_tokens)`` of one slot."""
-        return -(-num_tokens // self.tokens_per_page)
+    def blocks_for(self, num_tokens: int) -> int:
+        """Blocks needed to cover tokens ``[0, num_tokens)`` of one slot."""
+        return -(-num_tokens // self.tokens_per_block)
 
     def padded_len(self, max_len: int) -> int:
         """``max_len`` rounded up so that each slot spans a whole number of pages."""
-        return self.units_for(max_len) * self.tokens_per_page
+        return self.blocks_for(max_len) * self.tokens_per_block
 
 
 def plan_geometry(
@@ -47,7 +47,7 @@ def plan_geometry(
     head_dim: int,
     dtype: torch.dtype,
     layout: str = "per_layer",
-    page_size: int = 2 * 1024 * 1024,
+    page_bytes: int = 2 * 1024 * 1024,
 ) -> PageGeometry:
     """Compute the page geometry of a cache; raises ValueError on impossible shapes."""
     if layout not in LAYOUTS:
@@ -56,7 +56,7 @@ def plan_geometry(
         ("num_layers", num_layers),
         ("num_kv_heads", num_kv_heads),
         ("head_dim", head_dim),
-        ("page_size", page_size),
+        ("page_bytes", page_bytes),
     ):
         if value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
@@ -64,19 +64,19 @@ def plan_geometry(
     row = num_kv_heads * head_dim * elem  # one token of one layer of K (or V)
     if layout == "per_layer":
         per_page_row = row
-        pages_per_unit = 2 * num_layers
+        pages_per_block = 2 * num_layers
     else:
         per_page_row = row * num_layers
-        pages_per_unit = 2
-    if page_size % per_page_row != 0:
+        pages_per_block = 2
+    if page_bytes % per_page_row != 0:
         raise ValueError(
-            f"page_size {page_size} is not a multiple of one token's row ({per_page_row} bytes) "
+            f"page_bytes {page_bytes} is not a multiple of one token's row ({per_page_row} bytes) "
             f"in the {layout} layout; pick a page size that is a multiple of it"
         )
     return PageGeometry(
         layout=layout,
-        page_size=page_size,
-        tokens_per_page=page_size // per_page_row,
-        pages_per_unit=pages_per_unit,
+        page_bytes=page_bytes,
+        tokens_per_block=page_bytes // per_page_row,
+        pages_per_block=pages_per_block,
         token_bytes=2 * num_layers * row,
     )

@@ -1,6 +1,6 @@
 """``KVCache``: the front of the cache that every backend shares.
 
-The front owns the bookkeeping (which slots are taken, how many allocation units each slot
+The front owns the bookkeeping (which slots are taken, how many blocks each slot
 holds, how many are free under the budget); the pager (``vattention.pager``) decides which
 pages are resident, and a backend owns the memory and maps it. Keeping the accounting in
 one place means the dense reference, the CPU backend and the CUDA backend cannot disagree
@@ -16,7 +16,7 @@ import torch
 from vattention.backends import (
     available_backends,
     create_mapper,
-    default_page_size,
+    default_page_bytes,
     resolve_backend,
 )
 from vattention.errors import OutOfPagesError, VAttentionError
@@ -44,10 +44,16 @@ class KVCache:
         dtype: torch.dtype = torch.float16,
         device: str | torch.device = "cpu",
         layout: str = "per_layer",
-        page_size: int | None = None,
+        page_bytes: int | None = None,
         memory_budget: int | None = None,
         backend: str = "auto",
+        *,
+        page_size: int | None = None,
     ) -> None:
+        """``page_bytes``: the physical page size (default: the smallest the backend maps
+        that holds whole token rows); ``page_size`` is its former name, still accepted."""
+        if page_bytes is None:
+            page_bytes = page_size
         if max_slots <= 0 or max_len <= 0:
             raise ValueError(f"max_slots and max_len must be positive, got {max_slots}, {max_len}")
         self.device = torch.device(device)
@@ -59,35 +65,41 @@ class KVCache:
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.max_slots = max_slots
-        if page_size is None:
+        if page_bytes is None:
             elem = torch.tensor([], dtype=dtype).element_size()
             row = num_kv_heads * head_dim * elem * (num_layers if layout == "mega" else 1)
-            page_size = default_page_size(self.backend_name, self.device, row)
+            page_bytes = default_page_bytes(self.backend_name, self.device, row)
         self.geometry: PageGeometry = plan_geometry(
-            num_layers, num_kv_heads, head_dim, dtype, layout, page_size
+            num_layers, num_kv_heads, head_dim, dtype, layout, page_bytes
         )
         self.max_len = max_len
-        self.units_per_slot = self.geometry.units_for(max_len)
-        full = max_slots * self.units_per_slot
+        self.blocks_per_slot = self.geometry.blocks_for(max_len)
+        full = max_slots * self.blocks_per_slot
         if memory_budget is None:
-            self.num_units = full
+            self.num_blocks = full
         else:
-            self.num_units = min(full, int(memory_budget) // self.geometry.unit_bytes)
-            if self.num_units <= 0:
+            self.num_blocks = min(full, int(memory_budget) // self.geometry.block_bytes)
+            if self.num_blocks <= 0:
                 raise ValueError(
-                    f"memory_budget {memory_budget} bytes is smaller than one allocation unit "
-                    f"({self.geometry.unit_bytes} bytes)"
+                    f"memory_budget {memory_budget} bytes is smaller than one block "
+                    f"({self.geometry.block_bytes} bytes)"
                 )
-        self._units = [0] * max_slots  # units owed per slot
+        self._blocks = [0] * max_slots  # blocks owed per slot
         self._tokens = [0] * max_slots  # tokens covered per slot (for token_bytes)
         self._taken = [False] * max_slots
         self._free_slots = list(range(max_slots - 1, -1, -1))  # pop() gives the lowest
-        self._used_units = 0
+        self._used_blocks = 0
         shape = CacheShape(
-            num_layers, num_kv_heads, head_dim, max_slots, self.units_per_slot, dtype, self.geometry
+            num_layers,
+            num_kv_heads,
+            head_dim,
+            max_slots,
+            self.blocks_per_slot,
+            dtype,
+            self.geometry,
         )
-        mapper = create_mapper(self.backend_name, shape, self.device, self.num_units)
-        self._pager: Pager | None = Pager(mapper, shape, self.num_units)
+        mapper = create_mapper(self.backend_name, shape, self.device, self.num_blocks)
+        self._pager: Pager | None = Pager(mapper, shape, self.num_blocks)
         # Backends size slots to whole pages; callers see exactly max_len tokens.
         self._views = [
             (k[:, :max_len], v[:, :max_len])
@@ -96,16 +108,16 @@ class KVCache:
 
     # -- geometry --------------------------------------------------------------------------
     @property
-    def tokens_per_page(self) -> int:
-        return self.geometry.tokens_per_page
+    def tokens_per_block(self) -> int:
+        return self.geometry.tokens_per_block
 
     @property
     def layout(self) -> str:
         return self.geometry.layout
 
     @property
-    def num_free_units(self) -> int:
-        return self.num_units - self._used_units
+    def num_free_blocks(self) -> int:
+        return self.num_blocks - self._used_blocks
 
     # -- slots -----------------------------------------------------------------------------
     def alloc_slot(self) -> int:
@@ -127,18 +139,18 @@ class KVCache:
         self._check_slot(slot)
         if num_tokens > self.max_len:
             raise VAttentionError(f"{num_tokens} tokens exceed max_len {self.max_len}")
-        need = self.geometry.units_for(num_tokens)
-        have = self._units[slot]
+        need = self.geometry.blocks_for(num_tokens)
+        have = self._blocks[slot]
         if need > have:
             grow = need - have
-            if grow > self.num_free_units:
+            if grow > self.num_free_blocks:
                 raise OutOfPagesError(
-                    f"slot {slot} needs {grow} more allocation units for {num_tokens} tokens, "
-                    f"only {self.num_free_units} of {self.num_units} are free"
+                    f"slot {slot} needs {grow} more blocks for {num_tokens} tokens, "
+                    f"only {self.num_free_blocks} of {self.num_blocks} are free"
                 )
             pager.grow(slot, need)
-            self._units[slot] = need
-            self._used_units += grow
+            self._blocks[slot] = need
+            self._used_blocks += grow
         self._tokens[slot] = max(self._tokens[slot], num_tokens)
 
     def reserve_ahead(self, slot: int, num_tokens: int) -> None:
@@ -151,8 +163,8 @@ class KVCache:
         """
         pager = self._open_pager()
         self._check_slot(slot)
-        units = self.geometry.units_for(min(num_tokens, self.max_len))
-        pager.reserve_ahead(slot, units)
+        blocks = self.geometry.blocks_for(min(num_tokens, self.max_len))
+        pager.reserve_ahead(slot, blocks)
 
     def wait_ahead(self, timeout: float | None = None) -> bool:
         """Block until the hinted mapping is done; False if ``timeout`` seconds ran out."""
@@ -167,15 +179,19 @@ class KVCache:
         pager = self._open_pager()
         self._check_slot(slot)
         pager.close_slot(slot)
-        self._used_units -= self._units[slot]
-        self._units[slot] = 0
+        self._used_blocks -= self._blocks[slot]
+        self._blocks[slot] = 0
         self._tokens[slot] = 0
         self._taken[slot] = False
         self._free_slots.append(slot)
         self._free_slots.sort(reverse=True)
 
+    def commit(self) -> None:
+        """Nothing to publish: ``ensure`` returns with the pages mapped, so kernels see them
+        (the engine's KV cache interface; the paged baseline copies its block table here)."""
+
     def reclaim(self) -> int:
-        """Unmap the pages that freed slots still hold; returns the allocation units released."""
+        """Unmap the pages that freed slots still hold; returns the blocks released."""
         return self._open_pager().reclaim()
 
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,22 +199,22 @@ class KVCache:
         return self._views[i]
 
     def stats(self) -> dict[str, Any]:
-        """Accounting (``units_*``, ``pages_*``, ``mapped_bytes``: units owed to live slots)
-        and residency (``resident_*``, ``cached_units``, ``ahead_units``: what is physically
+        """Accounting (``units_*``, ``pages_*``, ``mapped_bytes``: blocks owed to live slots)
+        and residency (``resident_*``, ``cached_blocks``, ``ahead_blocks``: what is physically
         mapped, including pages kept for reuse or mapped ahead)."""
         g = self.geometry
         out: dict[str, Any] = {
             "backend": self.backend_name,
             "layout": g.layout,
-            "page_size": g.page_size,
-            "tokens_per_page": g.tokens_per_page,
-            "units_total": self.num_units,
-            "units_mapped": self._used_units,
-            "units_free": self.num_free_units,
-            "pages_total": self.num_units * g.pages_per_unit,
-            "pages_mapped": self._used_units * g.pages_per_unit,
-            "pages_free": self.num_free_units * g.pages_per_unit,
-            "mapped_bytes": self._used_units * g.unit_bytes,
+            "page_bytes": g.page_bytes,
+            "tokens_per_block": g.tokens_per_block,
+            "blocks_total": self.num_blocks,
+            "blocks_used": self._used_blocks,
+            "blocks_free": self.num_free_blocks,
+            "pages_total": self.num_blocks * g.pages_per_block,
+            "pages_mapped": self._used_blocks * g.pages_per_block,
+            "pages_free": self.num_free_blocks * g.pages_per_block,
+            "mapped_bytes": self._used_blocks * g.block_bytes,
             "token_bytes": sum(self._tokens) * g.token_bytes,
             "slots_used": sum(self._taken),
             "max_slots": self.max_slots,

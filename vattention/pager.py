@@ -1,7 +1,7 @@
-"""The pager: which allocation units are physically backed, and when they are (un)mapped.
+"""The pager: which blocks are physically backed, and when they are (un)mapped.
 
-The front (``KVCache``) decides how many units each slot is *owed*; the pager decides
-which units are *resident*. The two differ on purpose:
+The front (``KVCache``) decides how many blocks each slot is *owed*; the pager decides
+which blocks are *resident*. The two differ on purpose:
 
 * **Deferred reclamation.** A freed slot keeps its pages mapped, so the next request that
   takes the slot reuses them without a driver call. Those pages go back to the pool only
@@ -10,7 +10,7 @@ which units are *resident*. The two differ on purpose:
   background thread maps it so that ``grow`` on the step's critical path finds the pages
   already there.
 
-Physical residency never exceeds ``num_units``: pages of the pool are either free,
+Physical residency never exceeds ``num_blocks``: pages of the pool are either free,
 resident under a slot, or in transit in one driver call.
 
 Driver calls run with the lock released (they release the GIL too), so the main thread can
@@ -32,7 +32,7 @@ import torch
 from vattention.errors import VAttentionError
 from vattention.views import CacheShape
 
-# A worker call maps at most this many units, so that the main thread, which may need
+# A worker call maps at most this many blocks, so that the main thread, which may need
 # the same slot, never waits long behind speculative work.
 _AHEAD_BATCH_UNITS = 4
 
@@ -48,25 +48,25 @@ class Mapper(Protocol):
 
 @dataclass
 class PagerCounters:
-    units_mapped_sync: int = 0  # mapped on the caller's thread inside grow()
-    units_mapped_ahead: int = 0  # mapped by the background worker
-    units_unmapped: int = 0
+    blocks_mapped_sync: int = 0  # mapped on the caller's thread inside grow()
+    blocks_mapped_ahead: int = 0  # mapped by the background worker
+    blocks_unmapped: int = 0
     sync_grows: int = 0  # grow() calls that had to wait for mapping
     map_wait_seconds: float = 0.0  # time grow() spent waiting for mapping
 
 
 class Pager:
-    def __init__(self, mapper: Mapper, shape: CacheShape, num_units: int) -> None:
+    def __init__(self, mapper: Mapper, shape: CacheShape, num_blocks: int) -> None:
         self._mapper = mapper
         self._shape = shape
-        self.num_units = num_units
+        self.num_blocks = num_blocks
         slots = shape.max_slots
-        self._mapped = [0] * slots  # resident prefix of each slot, in units
-        self._need = [0] * slots  # units the front has promised each live slot
+        self._mapped = [0] * slots  # resident prefix of each slot, in blocks
+        self._need = [0] * slots  # blocks the front has promised each live slot
         self._live = [False] * slots
         self._busy = [False] * slots
-        self._free = num_units  # pool units neither resident nor in transit
-        self._ahead: dict[int, int] = {}  # slot -> target units, in request order
+        self._free = num_blocks  # pool blocks neither resident nor in transit
+        self._ahead: dict[int, int] = {}  # slot -> target blocks, in request order
         self._urgent = 0  # callers blocked in grow(); the worker yields to them
         self._worker: threading.Thread | None = None
         self._worker_active = False
@@ -93,37 +93,37 @@ class Pager:
             self._ahead.pop(slot, None)
             self._cond.notify_all()
 
-    def grow(self, slot: int, units: int) -> None:
-        """Return once units ``[0, units)`` of ``slot`` are resident.
+    def grow(self, slot: int, blocks: int) -> None:
+        """Return once blocks ``[0, blocks)`` of ``slot`` are resident.
 
         The front has already checked the budget, so room always exists once speculative
         and cached pages are taken back.
         """
         with self._cond:
             self._raise_worker_error()
-            self._need[slot] = max(self._need[slot], units)
-            if self._mapped[slot] >= units:
+            self._need[slot] = max(self._need[slot], blocks)
+            if self._mapped[slot] >= blocks:
                 return
             start = time.perf_counter()
             self._urgent += 1
             try:
-                while self._mapped[slot] < units:
+                while self._mapped[slot] < blocks:
                     if self._busy[slot]:
                         self._cond.wait()
                         continue
-                    n = units - self._mapped[slot]
+                    n = blocks - self._mapped[slot]
                     if self._free < n:
                         if self._reclaim_one(n - self._free, steal_ahead=True):
                             continue
                         if not any(self._busy):
                             raise VAttentionError(
-                                f"pager accounting broken: slot {slot} needs {n} units, "
+                                f"pager accounting broken: slot {slot} needs {n} blocks, "
                                 f"{self._free} free and nothing to reclaim"
                             )
                         self._cond.wait()
                         continue
                     self._map_locked(slot, n)
-                    self.counters.units_mapped_sync += n
+                    self.counters.blocks_mapped_sync += n
             finally:
                 self._urgent -= 1
                 self.counters.sync_grows += 1
@@ -131,15 +131,15 @@ class Pager:
                 self._cond.notify_all()
 
     # -- map-ahead --------------------------------------------------------------------------
-    def reserve_ahead(self, slot: int, units: int) -> None:
-        """Ask the worker to make ``[0, units)`` of a live slot resident soon."""
+    def reserve_ahead(self, slot: int, blocks: int) -> None:
+        """Ask the worker to make ``[0, blocks)`` of a live slot resident soon."""
         with self._cond:
             self._raise_worker_error()
-            if not self._live[slot] or self._mapped[slot] >= units:
+            if not self._live[slot] or self._mapped[slot] >= blocks:
                 return
-            if units <= self._ahead.get(slot, 0):
+            if blocks <= self._ahead.get(slot, 0):
                 return
-            self._ahead[slot] = units
+            self._ahead[slot] = blocks
             if self._worker is None:
                 self._worker = threading.Thread(
                     target=self._worker_loop, name="vattention-map-ahead", daemon=True
@@ -158,11 +158,11 @@ class Pager:
             return done
 
     def reclaim(self) -> int:
-        """Unmap every page cached under a free slot now; returns the units given back."""
+        """Unmap every page cached under a free slot now; returns the blocks given back."""
         total = 0
         with self._cond:
             while True:
-                done = self._reclaim_one(self.num_units, steal_ahead=False)
+                done = self._reclaim_one(self.num_blocks, steal_ahead=False)
                 if done:
                     total += done
                 elif any(b and not live for b, live in zip(self._busy, self._live, strict=True)):
@@ -181,15 +181,15 @@ class Pager:
                 if live
             )
             return {
-                "resident_units": resident,
-                "resident_bytes": resident * self._shape.geometry.unit_bytes,
-                "cached_units": cached,
-                "ahead_units": ahead,
-                "in_transit_units": self.num_units - self._free - resident,
+                "resident_blocks": resident,
+                "resident_bytes": resident * self._shape.geometry.block_bytes,
+                "cached_blocks": cached,
+                "ahead_blocks": ahead,
+                "in_transit_blocks": self.num_blocks - self._free - resident,
                 **asdict(self.counters),
             }
 
-    def resident_units(self, slot: int) -> int:
+    def resident_blocks(self, slot: int) -> int:
         with self._cond:
             return self._mapped[slot]
 
@@ -207,8 +207,8 @@ class Pager:
         if self._error is not None:
             raise VAttentionError("background mapping failed") from self._error
 
-    def _page(self, slot: int, unit: int) -> int:
-        return self._shape.page_of(slot, unit)
+    def _page(self, slot: int, block: int) -> int:
+        return self._shape.page_of(slot, block)
 
     def _unlocked(
         self, slot: int, call: Callable[[int, int], None], first: int, count: int
@@ -233,16 +233,16 @@ class Pager:
         self._mapped[slot] = first + n
 
     def _unmap_locked(self, slot: int, n: int) -> None:
-        # Shrink first: the units leave the resident prefix before the call starts, and
+        # Shrink first: the blocks leave the resident prefix before the call starts, and
         # join the pool only once the driver has really let them go.
         first = self._mapped[slot] - n
         self._mapped[slot] = first
         self._unlocked(slot, self._mapper.unmap, self._page(slot, first), n)
         self._free += n
-        self.counters.units_unmapped += n
+        self.counters.blocks_unmapped += n
 
     def _reclaim_one(self, want: int, steal_ahead: bool) -> int:
-        """Unmap up to ``want`` units from one victim; returns how many (0: no victim).
+        """Unmap up to ``want`` blocks from one victim; returns how many (0: no victim).
 
         Cached pages of free slots go first, highest slot first (the front hands out the
         lowest free slot, so high slots are the least likely to be reused soon). Then, if
@@ -286,7 +286,7 @@ class Pager:
                         self._ahead.pop(slot, None)  # no room without stealing: leave it to grow()
                         continue
                     self._map_locked(slot, n)
-                    self.counters.units_mapped_ahead += n
+                    self.counters.blocks_mapped_ahead += n
                 except Exception as exc:  # surfaced on the caller's next call
                     self._error = exc
                     self._ahead.clear()

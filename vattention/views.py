@@ -1,7 +1,7 @@
 """How the cache tensors sit in their virtual reservations.
 
 Every on-demand backend reserves one range per cache tensor and numbers pages the same
-way in each: allocation unit ``u`` of slot ``s`` is page ``s * units_per_slot + u`` of
+way in each: block ``u`` of slot ``s`` is page ``s * blocks_per_slot + u`` of
 every reservation. That single rule lets the pager speak in page numbers while the
 backends only differ in how they reserve and back memory.
 """
@@ -23,13 +23,13 @@ class CacheShape:
     num_kv_heads: int
     head_dim: int
     max_slots: int
-    units_per_slot: int
+    blocks_per_slot: int
     dtype: torch.dtype
     geometry: PageGeometry
 
     @property
     def padded_len(self) -> int:
-        return self.units_per_slot * self.geometry.tokens_per_page
+        return self.blocks_per_slot * self.geometry.tokens_per_block
 
     @property
     def num_reservations(self) -> int:
@@ -38,14 +38,14 @@ class CacheShape:
 
     @property
     def pages_per_reservation(self) -> int:
-        return self.max_slots * self.units_per_slot
+        return self.max_slots * self.blocks_per_slot
 
     @property
     def reservation_bytes(self) -> int:
-        return self.pages_per_reservation * self.geometry.page_size
+        return self.pages_per_reservation * self.geometry.page_bytes
 
-    def page_of(self, slot: int, unit: int) -> int:
-        return slot * self.units_per_slot + unit
+    def page_of(self, slot: int, block: int) -> int:
+        return slot * self.blocks_per_slot + block
 
 
 def layer_views(

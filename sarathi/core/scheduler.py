@@ -2,15 +2,16 @@
 
 ``sarathi`` (Sarathi-Serve's stall-free batching): one token budget per step; running decodes
 first (one token each), then the unfinished prefill chunks, then new requests in arrival
-order while the budget, the slots and the KV pages allow. A long prompt is prefilled in
+order while the budget, the slots and the KV blocks allow. A long prompt is prefilled in
 chunks across steps, mixed with the decodes of the others.
 
 ``vllm`` (the baseline): whenever a waiting prompt fits, the step is whole prefills only and
 the running decodes wait; otherwise a step of decodes.
 
-KV memory is counted in allocation units (``tokens_per_unit`` tokens of one slot, all
-layers). When a running sequence cannot grow, the latest-arrived running sequence is
-preempted: its pages are freed and it returns to the front of the queue, to be recomputed.
+KV memory is counted in blocks (``tokens_per_block`` tokens of one slot in every layer; see
+the glossary in docs/architecture.md). When a running sequence cannot grow, the
+latest-arrived running sequence is preempted: its blocks are freed and it returns to the
+front of the queue, to be recomputed.
 No sequence is ever dropped.
 """
 
@@ -27,40 +28,52 @@ from sarathi.sequence import Sequence, SeqStatus
 
 @dataclass
 class SchedulerStep:
-    input: StepInput
-    scheduled: list[tuple[Sequence, int]] = field(default_factory=list)
-    preempted: list[Sequence] = field(default_factory=list)
-    ids: set[int] = field(default_factory=set)  # seq ids in ``scheduled``
-    index: dict[int, Sequence] | None = None  # seq id -> sequence, built when needed
+    """One step's plan: ``input`` for the workers, and the sequences behind it."""
 
-    def add(self, seq: Sequence, n: int) -> None:
-        self.scheduled.append((seq, n))
+    input: StepInput
+    decodes: list[Sequence] = field(default_factory=list)  # one token each
+    chunks: list[tuple[Sequence, int]] = field(default_factory=list)  # (sequence, tokens)
+    preempted: list[Sequence] = field(default_factory=list)
+    ids: set[int] = field(default_factory=set)  # seq ids scheduled
+
+    def add_decode(self, seq: Sequence) -> None:
+        self.decodes.append(seq)
+        self.ids.add(seq.seq_id)
+
+    def add_chunk(self, seq: Sequence, n: int) -> None:
+        self.chunks.append((seq, n))
         self.ids.add(seq.seq_id)
 
     def drop(self, seq: Sequence) -> None:
         if seq.seq_id in self.ids:
             self.ids.discard(seq.seq_id)
-            self.scheduled = [(s, n) for s, n in self.scheduled if s is not seq]
+            self.decodes = [s for s in self.decodes if s is not seq]
+            self.chunks = [(s, n) for s, n in self.chunks if s is not seq]
+
+    @property
+    def scheduled(self) -> list[tuple[Sequence, int]]:
+        """(sequence, tokens) in the order the workers see them: decodes, then chunks."""
+        return [(s, 1) for s in self.decodes] + self.chunks
 
     @property
     def empty(self) -> bool:
-        return not self.scheduled
+        return not self.decodes and not self.chunks
 
 
 @dataclass(frozen=True)
 class CacheCapacity:
-    """What the cache engine can hold; computed once and passed to the scheduler."""
+    """What the KV cache can hold; computed once and passed to the scheduler."""
 
-    num_units: int
-    tokens_per_unit: int
+    num_blocks: int
+    tokens_per_block: int
     max_slots: int
 
-    def units_for(self, num_tokens: int) -> int:
-        return -(-num_tokens // self.tokens_per_unit)
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.tokens_per_block)
 
     @property
     def max_tokens(self) -> int:
-        return self.num_units * self.tokens_per_unit
+        return self.num_blocks * self.tokens_per_block
 
 
 class Scheduler:
@@ -72,7 +85,7 @@ class Scheduler:
         self.max_running = min(config.max_num_seqs, capacity.max_slots)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # sorted by arrival
-        self.free_units = capacity.num_units
+        self.free_blocks = capacity.num_blocks
         self._to_forget: list[int] = []
 
     # -- queue management ------------------------------------------------------------------
@@ -88,8 +101,8 @@ class Scheduler:
                 self.waiting.remove(seq)
             except ValueError:
                 pass
-        self.free_units += seq.num_units
-        seq.num_units = 0
+        self.free_blocks += seq.num_blocks
+        seq.num_blocks = 0
         seq.status = SeqStatus.FINISHED
         if seq.sent_to_worker:
             self._to_forget.append(seq.seq_id)
@@ -112,24 +125,23 @@ class Scheduler:
             self._schedule_vllm(step)
         else:
             self._schedule_sarathi(step)
-        step.input.finished = self._to_forget
+        inp = step.input
+        inp.finished = self._to_forget
         self._to_forget = []
-        step.input.preempted = [s.seq_id for s in step.preempted if s.sent_to_worker]
-        chunks = step.input.chunks
-        for seq, n in step.scheduled:
+        inp.preempted = [s.seq_id for s in step.preempted if s.sent_to_worker]
+        # Decodes are sequences the workers know (they prefilled there).
+        inp.decode_seq_ids = [s.seq_id for s in step.decodes]
+        inp.decode_positions = [s.num_computed for s in step.decodes]
+        inp.decode_tokens = [s.token_ids[-1] for s in step.decodes]
+        for seq, n in step.chunks:
             if not seq.sent_to_worker:
                 seq.sent_to_worker = True
-                p = seq.params
-                seed = None if p.seed is None else (p.seed if seq.index == 0
-                                                    else hash((p.seed, seq.index)) & 0x7FFFFFFF)
-                step.input.new_sequences.append(NewSequence(seq.seq_id, p, seq.prompt_len, seed))
+                inp.new_sequences.append(NewSequence(seq.seq_id, seq.params, seq.prompt_len,
+                                                     _seed(seq)))
             start = seq.num_computed
-            tokens = seq.token_ids
-            if n == 1 and start + 1 == len(tokens):
-                chunks.append(ScheduledChunk(seq.seq_id, start, [tokens[-1]], True))
-            else:
-                chunks.append(ScheduledChunk(seq.seq_id, start, tokens[start:start + n],
-                                             start + n == len(tokens)))
+            tokens = seq.token_ids[start:start + n]
+            inp.chunks.append(ScheduledChunk(seq.seq_id, start, tokens,
+                                             start + n == len(seq.token_ids)))
         return step
 
     def _schedule_sarathi(self, step: SchedulerStep) -> None:
@@ -143,21 +155,21 @@ class Scheduler:
                     n = self._fit(seq, min(seq.remaining, budget))
                     if n:
                         self._grow(seq, seq.num_computed + n)
-                        step.add(seq, n)
+                        step.add_chunk(seq, n)
                         budget -= n
-            # After a preemption, admitting work would only thrash: the freed pages are for
+            # After a preemption, admitting work would only thrash: the freed blocks are for
             # the running sequences.
             if not step.preempted or not self.running:
                 budget = self._admit(step, budget, whole=False)
-            # Deadlock guard: partial prefills can hold every page while none can grow.
-            if step.scheduled or not self.running:
+            # Deadlock guard: partial prefills can hold every block while none can grow.
+            if not step.empty or not self.running:
                 return
             self._preempt(self.running[-1], step)
 
     def _schedule_vllm(self, step: SchedulerStep) -> None:
         budget = max(self.config.chunk_size, self.max_model_len)
         self._admit(step, budget, whole=True)
-        if step.scheduled:
+        if not step.empty:
             return
         while True:
             self._schedule_decodes(step, len(self.running))
@@ -166,15 +178,16 @@ class Scheduler:
                 if seq.remaining > 1 and seq.seq_id not in step.ids:
                     if self._fit(seq, seq.remaining) == seq.remaining:
                         self._grow(seq, seq.num_tokens)
-                        step.add(seq, seq.remaining)
-            if step.scheduled or not self.running:
+                        step.add_chunk(seq, seq.remaining)
+            if not step.empty or not self.running:
                 return
             self._preempt(self.running[-1], step)
 
     def _schedule_decodes(self, step: SchedulerStep, budget: int) -> int:
         # The hot loop of a decode-heavy engine: plain attribute arithmetic only.
-        tpu = self.capacity.tokens_per_unit
+        tpb = self.capacity.tokens_per_block
         ids = step.ids
+        decodes = step.decodes
         running = SeqStatus.RUNNING
         for seq in list(self.running):
             if budget <= 0:
@@ -183,16 +196,18 @@ class Scheduler:
             if seq.status is not running or len(seq.token_ids) - nc != 1 or seq.seq_id in ids:
                 continue
             need = nc + 1
-            if need > seq.num_units * tpu:
-                while self._units_short(seq, need) > 0:
+            if need > seq.num_blocks * tpb:
+                while self._blocks_short(seq, need) > 0:
                     victim = self.running[-1]
                     self._preempt(victim, step)
                     if victim is seq:
                         break
+                decodes = step.decodes  # a preemption rebuilds the list
                 if seq.status is not running:
                     continue
                 self._grow(seq, need)
-            step.add(seq, 1)
+            decodes.append(seq)
+            ids.add(seq.seq_id)
             budget -= 1
         return budget
 
@@ -209,33 +224,33 @@ class Scheduler:
             seq.status = SeqStatus.RUNNING
             bisect.insort(self.running, seq, key=_arrival)
             self._grow(seq, seq.num_computed + n)
-            step.add(seq, n)
+            step.add_chunk(seq, n)
             budget -= n
         return budget
 
     # -- KV accounting ---------------------------------------------------------------------
-    def _units_short(self, seq: Sequence, num_tokens: int) -> int:
-        need = self.capacity.units_for(num_tokens) - seq.num_units
-        return need - self.free_units
+    def _blocks_short(self, seq: Sequence, num_tokens: int) -> int:
+        need = self.capacity.blocks_for(num_tokens) - seq.num_blocks
+        return need - self.free_blocks
 
     def _fit(self, seq: Sequence, n: int) -> int:
-        """Largest m <= n such that tokens up to num_computed + m fit in the free units."""
-        tpu = self.capacity.tokens_per_unit
-        limit = (seq.num_units + self.free_units) * tpu - seq.num_computed
+        """Largest m <= n such that tokens up to num_computed + m fit in the free blocks."""
+        tpb = self.capacity.tokens_per_block
+        limit = (seq.num_blocks + self.free_blocks) * tpb - seq.num_computed
         return max(0, min(n, limit))
 
     def _grow(self, seq: Sequence, num_tokens: int) -> None:
-        need = self.capacity.units_for(num_tokens) - seq.num_units
+        need = self.capacity.blocks_for(num_tokens) - seq.num_blocks
         if need > 0:
-            assert need <= self.free_units, "scheduler over-committed the KV cache"
-            self.free_units -= need
-            seq.num_units += need
+            assert need <= self.free_blocks, "scheduler over-committed the KV cache"
+            self.free_blocks -= need
+            seq.num_blocks += need
 
     def _preempt(self, seq: Sequence, step: SchedulerStep) -> None:
         self.running.remove(seq)
         step.drop(seq)
-        self.free_units += seq.num_units
-        seq.num_units = 0
+        self.free_blocks += seq.num_blocks
+        seq.num_blocks = 0
         seq.num_computed = 0
         seq.status = SeqStatus.WAITING
         self.waiting.appendleft(seq)
@@ -245,3 +260,10 @@ class Scheduler:
 def _arrival(seq: Sequence) -> tuple[float, int]:
     return (seq.request.arrival_time, seq.seq_id)
 
+
+def _seed(seq: Sequence) -> int | None:
+    """Each of a seeded request's n sequences gets its own reproducible seed."""
+    seed = seq.params.seed
+    if seed is None or seq.index == 0:
+        return seed
+    return hash((seed, seq.index)) & 0x7FFFFFFF

@@ -2,7 +2,11 @@
 
 It is compact on purpose (it crosses process boundaries with tensor parallelism): a
 sequence's sampling options travel once, when the workers first see it; afterwards each
-step names the sequence and the tokens to process (for a decode, the one new token).
+step names the sequence and the tokens to process. Decodes, the bulk of every step, travel
+as three parallel lists rather than an object each.
+
+Sampled tokens come back in *sampling order*: the decodes in the order given, then the
+chunks whose ``sample`` is set, in the order given.
 """
 
 from __future__ import annotations
@@ -10,12 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sarathi.sampling_params import SamplingParams
-
-
-# Stands for a token sampled by a step whose results have not reached the host yet (the
-# engine schedules step N+1 while step N runs). Only ever the last token of a chunk; the
-# runner reads its value from step N's ids on the device.
-PENDING_TOKEN = -1
 
 
 @dataclass
@@ -28,6 +26,8 @@ class NewSequence:
 
 @dataclass
 class ScheduledChunk:
+    """Part of a prompt (or of a preempted sequence being recomputed)."""
+
     seq_id: int
     start: int  # position of the first token of the chunk
     token_ids: list[int]
@@ -36,6 +36,11 @@ class ScheduledChunk:
 
 @dataclass
 class StepInput:
+    # One token each, every one sampled: decode i feeds token decode_tokens[i] (which may
+    # be PENDING_TOKEN) at position decode_positions[i] of sequence decode_seq_ids[i].
+    decode_seq_ids: list[int] = field(default_factory=list)
+    decode_positions: list[int] = field(default_factory=list)
+    decode_tokens: list[int] = field(default_factory=list)
     chunks: list[ScheduledChunk] = field(default_factory=list)
     new_sequences: list[NewSequence] = field(default_factory=list)
     preempted: list[int] = field(default_factory=list)  # free the slot, keep the state
@@ -43,19 +48,26 @@ class StepInput:
 
     @property
     def num_tokens(self) -> int:
-        return sum(len(c.token_ids) for c in self.chunks)
+        return len(self.decode_seq_ids) + sum(len(c.token_ids) for c in self.chunks)
+
+    @property
+    def has_work(self) -> bool:
+        """Tokens to run (bookkeeping alone, finished or preempted sequences, runs no model)."""
+        return bool(self.decode_seq_ids or self.chunks)
 
 
 @dataclass
-class SampledToken:
-    seq_id: int
-    token_id: int
-    logprob: float | None = None
-    # top-k alternatives: (token id, logprob, rank), with the sampled token's own rank
-    top: list[tuple[int, float, int]] | None = None
-    rank: int | None = None
+class TokenLogprobs:
+    """The sampled token's raw log-probability and rank (1 = most likely), and the top-k
+    alternatives as (token id, logprob, rank)."""
+
+    logprob: float
+    rank: int
+    top: list[tuple[int, float, int]]
 
 
 @dataclass
 class StepResult:
-    sampled: list[SampledToken]
+    token_ids: list[int]  # in sampling order
+    # Per sampled row, where its sequence asked for logprobs; None when no row did.
+    logprobs: list[TokenLogprobs | None] | None = None

@@ -18,10 +18,11 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Protocol
 
 from sarathi.engine.llm_engine import LLMEngine, RequestError
+from sarathi.engine.stats import EngineSnapshot
 from sarathi.outputs import RequestOutput
 from sarathi.sampling_params import SamplingParams
 
@@ -34,24 +35,6 @@ class EngineDeadError(RuntimeError):
 
 class EngineShuttingDown(RuntimeError):
     """The server is stopping; in-flight and new requests are ended."""
-
-
-@dataclass(frozen=True)
-class EngineSnapshot:
-    """Read-only view of the engine published after every step, for /metrics and /health."""
-
-    num_running: int = 0
-    num_waiting: int = 0
-    prompt_tokens: int = 0
-    generation_tokens: int = 0
-    preemptions: int = 0
-    cache: dict[str, Any] = field(default_factory=dict)
-    # AdaptiVocab: the measured reduction ratio, the slot capacity in base-tokenizer tokens,
-    # and token counts of finished requests under the patch and the base tokenizer.
-    reduction_ratio: float = 1.0
-    text_capacity_base_tokens: int = 0
-    patched: bool = False
-    vocab_tokens: dict[str, int] = field(default_factory=dict)
 
 
 class StepObserver(Protocol):
@@ -108,7 +91,7 @@ class AsyncEngine:
         self._ids = itertools.count()
         # Only the loop thread reads or writes this map.
         self._streams: dict[str, _Stream] = {}
-        self.snapshot = self._take_snapshot()
+        self.snapshot = self.engine.snapshot()
 
     # -- lifecycle -------------------------------------------------------------------------
     def add_observer(self, observer: StepObserver) -> None:
@@ -221,7 +204,7 @@ class AsyncEngine:
                 if self._has_work():
                     outputs = self.engine.step()
                     self._dispatch(outputs)
-                    self.snapshot = self._take_snapshot()
+                    self.snapshot = self.engine.snapshot()
         except Exception as e:  # noqa: BLE001 - any failure of the step loop ends every stream
             logger.exception("the engine loop failed")
             self._fail(e)
@@ -287,20 +270,6 @@ class AsyncEngine:
         streams += [c.stream for c in commands if isinstance(c, _Add)]
         self._streams = {}
         _deliver([(s, dead) for s in streams])
-
-    def _take_snapshot(self) -> EngineSnapshot:
-        e = self.engine
-        return EngineSnapshot(
-            num_running=e.scheduler.num_running, num_waiting=e.scheduler.num_waiting,
-            prompt_tokens=e.stats.prompt_tokens, generation_tokens=e.stats.generation_tokens,
-            preemptions=e.stats.preemptions, cache=dict(e.cache_stats()),
-            reduction_ratio=e.reduction_ratio,
-            text_capacity_base_tokens=int(e.max_seq_len / e.reduction_ratio),
-            patched=e.patch is not None,
-            vocab_tokens={"patched_prompt": e.stats.patched_prompt_tokens,
-                          "base_prompt": e.stats.base_prompt_tokens,
-                          "patched_generation": e.stats.patched_generation_tokens,
-                          "base_generation": e.stats.base_generation_tokens})
 
 
 def _detach(out: RequestOutput) -> RequestOutput:

@@ -1,9 +1,8 @@
 """Executors run the workers: ``uni`` in process, ``mp`` one process per rank on this host,
 ``ray`` one Ray actor per rank (across machines).
 
-All offer: ``capacity()``, ``cache_plan()``, ``execute(StepInput) -> StepResult``,
-``cache_stats()``, ``is_alive()`` and ``shutdown()``. A failed worker makes ``execute``
-raise ``WorkerError`` (``WorkerDiedError`` when it died or hung) and ``is_alive()`` False.
+A failed worker makes ``collect`` raise ``WorkerError`` (``WorkerDiedError`` when it died or
+hung) and ``is_alive()`` False.
 """
 
 from __future__ import annotations
@@ -13,14 +12,34 @@ from typing import Any, Protocol
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult
 from sarathi.executor.errors import WorkerDiedError, WorkerError
+from sarathi.worker.cache_engine import CachePlan
+
+
+class StepHandle:
+    """A launched step; only the executor that launched it reads what is inside."""
 
 
 class Executor(Protocol):
+    # ``launch`` may be called again before the previous step is collected: the next step
+    # then reads the previous one's sampled tokens on the device (in-process worker only).
+    overlaps: bool
+
     def capacity(self) -> CacheCapacity: ...
-    def cache_plan(self) -> Any: ...
-    def execute(self, step: StepInput) -> StepResult: ...
+
+    def cache_plan(self) -> CachePlan: ...
+
+    def launch(self, step: StepInput) -> StepHandle:
+        """Start the step on the workers; returns at once where the workers allow."""
+        ...
+
+    def collect(self, handle: StepHandle) -> StepResult:
+        """Wait for a launched step's sampled tokens."""
+        ...
+
     def cache_stats(self) -> dict[str, Any]: ...
+
     def is_alive(self) -> bool: ...
+
     def shutdown(self) -> None: ...
 
 
@@ -58,4 +77,4 @@ def create_executor(spec: Any) -> Executor:
     return RayExecutor(spec)
 
 
-__all__ = ["Executor", "WorkerDiedError", "WorkerError", "create_executor"]
+__all__ = ["Executor", "StepHandle", "WorkerDiedError", "WorkerError", "create_executor"]

@@ -17,7 +17,7 @@ import queue
 import tempfile
 import time
 import traceback
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -25,8 +25,10 @@ import torch
 
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult
+from sarathi.executor import StepHandle
 from sarathi.executor.errors import WorkerDiedError, WorkerError
 from sarathi.executor.rank_worker import RankReady, StepReply, rank_device
+from sarathi.worker.cache_engine import CachePlan
 from sarathi.worker.worker import WorkerSpec
 
 # How often an idle rank checks that the engine process is still there.
@@ -69,7 +71,15 @@ def _rank_main(spec: WorkerSpec, rank: int, world_size: int, init_method: str,
             replies.send(("reply", (number, reply)))
 
 
+@dataclass
+class _Queued(StepHandle):
+    number: int
+
+
 class MPExecutor:
+    # Ranks other than 0 embed the tokens they are sent: no placeholder can be fed back.
+    overlaps = False
+
     def __init__(self, spec: WorkerSpec) -> None:
         pc = spec.config.parallel
         self.world_size = pc.tensor_parallel_size
@@ -102,23 +112,28 @@ class MPExecutor:
             self._kill_all()
             raise
         self._capacity = replace(ready[0].capacity,
-                                 num_units=min(r.capacity.num_units for r in ready))
+                                 num_blocks=min(r.capacity.num_blocks for r in ready))
         self._plan = ready[0].plan
 
     # -- the executor interface ------------------------------------------------------------
     def capacity(self) -> CacheCapacity:
         return self._capacity
 
-    def cache_plan(self) -> Any:
+    def cache_plan(self) -> CachePlan:
         return self._plan
 
-    def execute(self, step: StepInput) -> StepResult:
+    def launch(self, step: StepInput) -> StepHandle:
+        """Queue the step to every rank; ``collect`` waits for rank 0's reply."""
         self._check_usable()
         payload = pickle.dumps(step)
         self._step_number += 1
         for commands in self._commands:
             commands.put(("step", self._step_number, payload))
-        reply = self._await_step(self._step_number)
+        return _Queued(self._step_number)
+
+    def collect(self, handle: StepHandle) -> StepResult:
+        assert isinstance(handle, _Queued)
+        reply = self._await_step(handle.number)
         self._stats = reply.cache_stats
         return reply.result
 

@@ -17,6 +17,7 @@ import torch
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepResult
 from sarathi.model_executor.parallel import init_tp_group
+from sarathi.worker.cache_engine import CachePlan
 from sarathi.worker.worker import Worker, WorkerSpec
 
 
@@ -27,7 +28,7 @@ class RankReady:
     rank: int
     pid: int
     capacity: CacheCapacity
-    plan: Any  # sarathi.worker.cache_engine.CachePlan
+    plan: CachePlan
 
 
 @dataclass

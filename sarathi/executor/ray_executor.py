@@ -14,15 +14,17 @@ import pickle
 import socket
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult
+from sarathi.executor import StepHandle
 from sarathi.executor.errors import WorkerDiedError, WorkerError
 from sarathi.executor.rank_worker import RankReady, RankWorker, StepReply
+from sarathi.worker.cache_engine import CachePlan
 from sarathi.worker.worker import WorkerSpec
 
 
@@ -85,7 +87,15 @@ def _connect(address: str | None) -> None:
         ray.init(include_dashboard=False, ignore_reinit_error=True)
 
 
+@dataclass
+class _Calls(StepHandle):
+    refs: list[Any]
+
+
 class RayExecutor:
+    # Ranks other than 0 embed the tokens they are sent: no placeholder can be fed back.
+    overlaps = False
+
     def __init__(self, spec: WorkerSpec) -> None:
         try:
             import ray
@@ -110,7 +120,7 @@ class RayExecutor:
             raise
         self._watch = [a.watch.remote() for a in self._actors]
         self._capacity = replace(ready[0].capacity,
-                                 num_units=min(r.capacity.num_units for r in ready))
+                                 num_blocks=min(r.capacity.num_blocks for r in ready))
         self._plan = ready[0].plan
         self._pids = [r.pid for r in ready]
 
@@ -126,16 +136,20 @@ class RayExecutor:
     def capacity(self) -> CacheCapacity:
         return self._capacity
 
-    def cache_plan(self) -> Any:
+    def cache_plan(self) -> CachePlan:
         return self._plan
 
-    def execute(self, step: StepInput) -> StepResult:
+    def launch(self, step: StepInput) -> StepHandle:
         if self._error is not None:
             raise type(self._error)(f"the executor is unusable after an earlier failure: "
                                     f"{self._error}")
         payload = pickle.dumps(step)
-        refs = [a.step.remote(payload) for a in self._actors]
-        reply: StepReply = self._gather(refs, time.monotonic() + self.step_timeout, "a step")[0]
+        return _Calls([a.step.remote(payload) for a in self._actors])
+
+    def collect(self, handle: StepHandle) -> StepResult:
+        assert isinstance(handle, _Calls)
+        reply: StepReply = self._gather(handle.refs, time.monotonic() + self.step_timeout,
+                                        "a step")[0]
         self._stats = reply.cache_stats
         return reply.result
 

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult
+from sarathi.executor import StepHandle
+from sarathi.worker.cache_engine import CachePlan
+from sarathi.worker.model_runner import InflightBatch
 from sarathi.worker.worker import Worker, WorkerSpec
+
+
+@dataclass
+class _Launched(StepHandle):
+    inflight: InflightBatch
 
 
 class UniExecutor:
@@ -12,25 +26,24 @@ class UniExecutor:
     # tokens are collected, and the runner reads pending tokens from the device.
     overlaps = True
 
-    def __init__(self, spec: WorkerSpec, weights=None) -> None:
+    def __init__(self, spec: WorkerSpec,
+                 weights: Iterable[tuple[str, torch.Tensor]] | None = None) -> None:
         self.worker = Worker(spec, weights)
 
     def capacity(self) -> CacheCapacity:
         return self.worker.capacity()
 
-    def cache_plan(self):
+    def cache_plan(self) -> CachePlan:
         return self.worker.plan
 
-    def execute(self, step: StepInput) -> StepResult:
-        return self.worker.execute(step)
+    def launch(self, step: StepInput) -> StepHandle:
+        return _Launched(self.worker.launch(step))
 
-    def launch(self, step: StepInput) -> object:
-        return self.worker.launch(step)
+    def collect(self, handle: StepHandle) -> StepResult:
+        assert isinstance(handle, _Launched)
+        return self.worker.collect(handle.inflight)
 
-    def collect(self, launched: object) -> StepResult:
-        return self.worker.collect(launched)
-
-    def cache_stats(self) -> dict:
+    def cache_stats(self) -> dict[str, Any]:
         return self.worker.cache_stats()
 
     def is_alive(self) -> bool:

@@ -27,10 +27,12 @@ class _RustDecoder:
 
 def streaming_decoder(tokenizer: Any) -> Any:
     """The cheapest object whose ``decode`` equals ``tokenizer.decode`` (for detokenizers)."""
+    from adaptivocab import PatchTokenizer
+
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if (backend is not None and getattr(tokenizer, "is_fast", False)
             and not getattr(tokenizer, "clean_up_tokenization_spaces", False)
-            and not hasattr(tokenizer, "to_base_ids")):
+            and not isinstance(tokenizer, PatchTokenizer)):
         return _RustDecoder(backend)
     return tokenizer
 
@@ -48,6 +50,16 @@ class IncrementalDetokenizer:
     def add(self, token_id: int) -> str:
         """Append one generated token; returns the text that is now final."""
         self._ids.append(token_id)
+        delta, self._prefix, self._read = detokenize_incrementally(
+            self._tok, self._ids, self._prefix, self._read, self._skip)
+        return delta
+
+    def add_many(self, token_ids: list[int]) -> str:
+        """Append several generated tokens at once: the same text as adding them one by
+        one, with two window decodes in all instead of two per token."""
+        if not token_ids:
+            return ""
+        self._ids.extend(token_ids)
         delta, self._prefix, self._read = detokenize_incrementally(
             self._tok, self._ids, self._prefix, self._read, self._skip)
         return delta

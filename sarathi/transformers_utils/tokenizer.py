@@ -33,6 +33,13 @@ def is_patch_tokenizer_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "patch.json"))
 
 
+def as_patch_tokenizer(tokenizer: Any) -> Any | None:
+    """The tokenizer itself if it is an AdaptiVocab PatchTokenizer, else None."""
+    from adaptivocab import PatchTokenizer
+
+    return tokenizer if isinstance(tokenizer, PatchTokenizer) else None
+
+
 def load_patch_tokenizer(path: str) -> Any:
     from adaptivocab import AdaptiVocabError, PatchTokenizer
 

@@ -1,6 +1,6 @@
 """Sizing and creating the KV cache from the configuration.
 
-The sizing rule (documented in the README):
+The sizing rule (documented in docs/adaptivocab.md):
 
 - ``r`` is the tokenizer's measured reduction ratio (patched / base tokens on held-in
   domain text; 1 without a patch tokenizer). A typical request of ``expected_request_tokens``
@@ -14,7 +14,7 @@ The sizing rule (documented in the README):
 - Each slot spans ``max_model_len`` tokens of virtual space (reservations cost no memory),
   which is ``max_model_len / r`` base-tokenizer tokens of text.
 
-The ``paged`` baseline spends the same budget on a pool of ``--block-size``-token blocks
+The ``paged`` baseline spends the same budget on a pool of ``--block-tokens``-token blocks
 allocated up front and has ``max_num_seqs`` slots (block-table rows cost next to nothing).
 """
 
@@ -26,10 +26,12 @@ from dataclasses import dataclass
 import torch
 
 import vattention
-from vattention.backends import default_page_size, resolve_backend
+from vattention.backends import default_page_bytes, resolve_backend
 from sarathi.config import CacheConfig
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.model_executor.model_config import ModelShape
+from sarathi.model_executor.attention import AttentionBackend, get_attention_backend
+from sarathi.worker.kv_cache import KVCache
 from sarathi.worker.paged_cache import PagedKVCache, paged_block_bytes
 
 HOST_DEFAULT_BUDGET = 4 * 1024**3
@@ -39,7 +41,8 @@ HOST_DEFAULT_BUDGET = 4 * 1024**3
 class CachePlan:
     backend: str
     layout: str
-    page_size: int | None  # bytes; for the paged backend, tokens per block
+    page_bytes: int | None  # vattention's physical page size (None: the paged baseline)
+    block_tokens: int | None  # tokens per block of the paged baseline (None: vattention)
     max_slots: int
     max_len: int
     budget: int  # physical bytes
@@ -68,52 +71,60 @@ def plan_cache(config: CacheConfig, shape: ModelShape, dtype: torch.dtype, devic
     backend = config.kv_cache_backend
     if backend == "auto":
         backend = resolve_backend("auto", device)
-    page_size = config.page_size or default_page_size(
+    page_bytes = config.page_bytes or default_page_bytes(
         backend, device, row * (shape.num_layers if config.kv_layout == "mega" else 1))
     geometry = vattention.plan_geometry(shape.num_layers, shape.num_kv_heads, shape.head_dim,
-                                        dtype, config.kv_layout, page_size)
-    unit_bytes = geometry.unit_bytes
-    expected_units = geometry.units_for(expected)
-    pool_units = budget // unit_bytes
-    if pool_units < 1:
+                                        dtype, config.kv_layout, page_bytes)
+    block_bytes = geometry.block_bytes
+    expected_blocks = geometry.blocks_for(expected)
+    pool_blocks = budget // block_bytes
+    if pool_blocks < 1:
         raise ValueError(f"the KV cache budget ({budget} bytes) is smaller than one allocation "
-                         f"unit ({unit_bytes} bytes); raise --kv-cache-memory")
-    pool_units = min(pool_units, max_num_seqs * geometry.units_for(max_len))
-    slots = max(1, min(max_num_seqs, pool_units // expected_units))
-    return CachePlan(backend, config.kv_layout, page_size, slots, max_len,
-                     pool_units * unit_bytes, reduction_ratio, expected)
+                         f"block ({block_bytes} bytes); raise --kv-cache-memory")
+    pool_blocks = min(pool_blocks, max_num_seqs * geometry.blocks_for(max_len))
+    slots = max(1, min(max_num_seqs, pool_blocks // expected_blocks))
+    return CachePlan(backend, config.kv_layout, page_bytes, None, slots, max_len,
+                     pool_blocks * block_bytes, reduction_ratio, expected)
 
 
 def _plan_paged(config: CacheConfig, shape: ModelShape, dtype: torch.dtype, budget: int,
                 max_num_seqs: int, max_len: int, reduction_ratio: float,
                 expected: int) -> CachePlan:
-    if config.block_size <= 0:
-        raise ValueError(f"--block-size must be positive, got {config.block_size}")
+    if config.block_tokens <= 0:
+        raise ValueError(f"--block-tokens must be positive, got {config.block_tokens}")
     block_bytes = paged_block_bytes(shape.num_layers, shape.num_kv_heads, shape.head_dim, dtype,
-                                    config.block_size)
-    blocks = min(budget // block_bytes, max_num_seqs * math.ceil(max_len / config.block_size))
+                                    config.block_tokens)
+    blocks = min(budget // block_bytes,
+                 max_num_seqs * math.ceil(max_len / config.block_tokens))
     if blocks < 1:
         raise ValueError(f"the KV cache budget ({budget} bytes) is smaller than one block "
                          f"({block_bytes} bytes); raise --kv-cache-memory")
-    return CachePlan("paged", "paged", config.block_size, max_num_seqs, max_len,
+    return CachePlan("paged", "paged", None, config.block_tokens, max_num_seqs, max_len,
                      blocks * block_bytes, reduction_ratio, expected)
 
 
 def create_cache(plan: CachePlan, shape: ModelShape, dtype: torch.dtype,
-                 device: torch.device) -> "vattention.KVCache | PagedKVCache":
-    if plan.backend == "paged":
+                 device: torch.device) -> KVCache:
+    if plan.block_tokens is not None:
         block_bytes = paged_block_bytes(shape.num_layers, shape.num_kv_heads, shape.head_dim,
-                                        dtype, plan.page_size)
+                                        dtype, plan.block_tokens)
         return PagedKVCache(shape.num_layers, shape.num_kv_heads, shape.head_dim,
-                            plan.max_slots, plan.max_len, dtype, device, plan.page_size,
+                            plan.max_slots, plan.max_len, dtype, device, plan.block_tokens,
                             plan.budget // block_bytes)
     return vattention.KVCache(
         num_layers=shape.num_layers, num_kv_heads=shape.num_kv_heads, head_dim=shape.head_dim,
         max_slots=plan.max_slots, max_len=plan.max_len, dtype=dtype, device=device,
-        layout=plan.layout, page_size=plan.page_size, memory_budget=plan.budget,
+        layout=plan.layout, page_bytes=plan.page_bytes, memory_budget=plan.budget,
         backend=plan.backend)
 
 
-def capacity_of(cache: "vattention.KVCache | PagedKVCache") -> CacheCapacity:
-    return CacheCapacity(num_units=cache.num_units, tokens_per_unit=cache.tokens_per_page,
+def attention_for_cache(name: str, device: torch.device, cache: KVCache) -> AttentionBackend:
+    """The resolved attention backend ``name``, wired to the cache it reads."""
+    if isinstance(cache, PagedKVCache):
+        return get_attention_backend(name, device, cache.block_tables, cache.block_tokens)
+    return get_attention_backend(name, device)
+
+
+def capacity_of(cache: KVCache) -> CacheCapacity:
+    return CacheCapacity(num_blocks=cache.num_blocks, tokens_per_block=cache.tokens_per_block,
                          max_slots=cache.max_slots)

@@ -1,128 +1,198 @@
-"""CUDA graphs for pure-decode steps.
+"""CUDA graphs for every step: decode steps and mixed steps (prefill chunks + decodes).
 
-A decode step of a small model is a few hundred short kernels; launched one by one from
-Python the GPU idles between them. Here the model forward plus the LM head is captured once
-per batch-size bucket over static input buffers and replayed: one launch per step. A batch
-is padded up to its bucket with rows that decode one token of a private pad slot, so the
-padding never writes into a real sequence's cache.
+A step of a small model is a few hundred short kernels; launched one by one from Python
+the GPU idles between them, and an eager step costs milliseconds of launches whatever its
+size. Here every forward shape the scheduler can produce is captured once, at startup,
+over views of the step buffer (``step_inputs.py``), and a step replays one graph:
 
-Graphs need attention that reads its lengths from device tensors (the Triton kernels of the
-``triton`` and ``paged`` backends, with the context split fixed at capture time to cover
-``max_len``; the paged block table is a static device tensor updated in place) and a single
-rank (the LM head of tensor parallelism returns None off rank 0).
+- decode graphs, one per batch-size bucket: every row is a decode; rows past the batch
+  decode one token of a private pad slot, so padding never writes a real sequence's cache;
+  the LM head runs inside (logits out);
+- mixed graphs, one per token-count bucket up to the token budget: any mix of decodes and
+  prefill chunks. The decode kernel's grid covers as many decodes as the bucket could hold
+  and reads the real count from the device; the prefill kernel runs over a tile table
+  (chunk, query block) built on the host. The graph gathers the sampled rows' hidden
+  states; the LM head runs after the replay, on just those rows.
+
+Both need attention that reads its lengths from device tensors (the Triton kernels of the
+``triton`` and ``paged`` backends) and a single rank.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
-from sarathi.model_executor.attention import AttentionMetadata
+from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
+from sarathi.model_executor.attention.metadata import ChunkTable, FixedLaunch
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
-from sarathi.model_executor.models.llama import ForwardContext
+from sarathi.model_executor.models.llama import ForwardContext, LayerCaches, LlamaForCausalLM
+from sarathi.worker.step_inputs import StepBuffers
 
-BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384,
-           448, 512)
+logger = logging.getLogger("sarathi")
+
+DECODE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+                  384, 448, 512)
+
+
+def token_buckets(max_tokens: int) -> list[int]:
+    """Token counts of the mixed graphs: fine steps where padding would cost most."""
+    sizes = [8, 16, 32, 48, 64]
+    step = 32
+    while sizes[-1] < max_tokens:
+        nxt = sizes[-1] + step
+        sizes.append(nxt)
+        if nxt >= 256 * (step // 32):
+            step *= 2
+    return [b for b in sizes if b < max_tokens] + [max_tokens]
+
+
+def graphs_supported(model: LlamaForCausalLM, attention: AttentionBackend,
+                     device: torch.device) -> bool:
+    return device.type == "cuda" and attention.graphable and model.tp.world_size == 1
+
+
+def resolve_pending(ids: torch.Tensor, last_token: torch.Tensor) -> torch.Tensor:
+    """Token ids where a negative id ``-(s + 1)`` stands for the token last sampled at slot
+    ``s`` (a placeholder: sampled by the step before, not yet on the host)."""
+    src = (-1 - ids).clamp_(min=0)
+    return torch.where(ids >= 0, ids, last_token[src])
 
 
 @dataclass
-class _Captured:
+class _Graph:
     graph: torch.cuda.CUDAGraph
-    ids: torch.Tensor  # [B] static inputs, written before each replay
-    positions: torch.Tensor
-    slots: torch.Tensor
-    lens: torch.Tensor
-    out: torch.Tensor  # [B, vocab] float32 logits (or [B, hidden] states), written by replay
+    out: torch.Tensor  # logits (decode graphs) or the sampled rows' hidden states (mixed)
 
 
-def graphs_supported(model: torch.nn.Module, attention: object, device: torch.device) -> bool:
-    tp = getattr(model, "tp", None)
-    return (device.type == "cuda" and getattr(attention, "graphable", False)
-            and (tp is None or tp.world_size == 1))
+@dataclass(frozen=True)
+class MixedShape:
+    """What a mixed graph of ``tokens`` tokens can take."""
+
+    tokens: int
+    decodes: int
+    chunks: int
+    tiles: int
+    samples: int
 
 
-class DecodeGraphs:
-    """Captures lazily (first step of each bucket) and replays decode forwards."""
-
-    def __init__(self, model: torch.nn.Module, cache: object, attention: object,
-                 rotary: RotaryEmbedding, device: torch.device, max_batch: int,
-                 logits_in_graph: bool = True) -> None:
+class StepGraphs:
+    def __init__(self, model: LlamaForCausalLM, cache: LayerCaches, attention: AttentionBackend,
+                 rotary: RotaryEmbedding, buffers: StepBuffers, last_token: torch.Tensor,
+                 max_len: int, max_decodes: int, max_tokens: int, block_m: int,
+                 device: torch.device) -> None:
         self.model, self.cache, self.attention, self.rotary = model, cache, attention, rotary
-        self.logits_in_graph = logits_in_graph
+        self.buffers = buffers
+        self.last_token = last_token
         self.device = device
-        self.buckets = [b for b in BUCKETS if b < max_batch] + [max_batch]
-        self.max_batch = max_batch
-        # The pad slot: padded rows write their K/V here and attend to it alone.
-        self.pad_slot = cache.alloc_slot()
-        cache.ensure(self.pad_slot, 1)
-        self._graphs: dict[int, _Captured] = {}
+        self.max_len = max_len
+        cap = buffers.capacity
+        self.decode_buckets = [b for b in DECODE_BUCKETS if b < max_decodes] + [max_decodes]
+        self.token_buckets = token_buckets(max_tokens)
+        self.mixed_shapes = {t: MixedShape(
+            t, min(t, cap.decodes), cap.chunks, math.ceil(t / block_m) + cap.chunks,
+            min(t, cap.samples)) for t in self.token_buckets}
+        self.sms = torch.cuda.get_device_properties(device).multi_processor_count
+        self.kv_heads = cache.layer(0)[0].shape[2]
+        self._decode: dict[int, _Graph] = {}
+        self._mixed: dict[int, _Graph] = {}
         self._pool = torch.cuda.graph_pool_handle()
 
-    def bucket(self, n: int) -> int | None:
-        for b in self.buckets:
+    # -- startup -----------------------------------------------------------------------------
+    def capture_all(self) -> float:
+        """Capture every bucket (largest first, so the shared memory pool is sized once);
+        returns the seconds it took."""
+        t0 = time.perf_counter()
+        jobs = [("decode", b) for b in reversed(self.decode_buckets)] + \
+            [("mixed", t) for t in reversed(self.token_buckets)]
+        with torch.inference_mode():
+            for kind, size in tqdm(jobs, desc="capturing CUDA graphs", unit="graph",
+                                   leave=False):
+                if kind == "decode":
+                    self._decode[size] = self._capture(lambda s=size: self._decode_forward(s))
+                else:
+                    shape = self.mixed_shapes[size]
+                    self._mixed[size] = self._capture(lambda m=shape: self._mixed_forward(m))
+        torch.cuda.synchronize(self.device)
+        return time.perf_counter() - t0
+
+    def _capture(self, forward) -> _Graph:
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm-up: compile kernels, settle allocations
+            for _ in range(2):
+                forward()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = forward()
+        return _Graph(graph, out)
+
+    # -- the captured forwards ---------------------------------------------------------------
+    def _decode_forward(self, b: int) -> torch.Tensor:
+        v = self.buffers.view
+        slots = v("decode_slots", b)
+        from sarathi.model_executor.attention.triton_kernels import decode_splits
+
+        meta = AttentionMetadata(
+            slot_of_token=v("slot_of_token", b), positions=v("positions", b), num_decodes=b,
+            decode_slots=slots, decode_context_lens=v("decode_lens", b),
+            max_decode_context=self.max_len, prefills=[],
+            launch=FixedLaunch(decode_splits(b, self.kv_heads, self.max_len, 64, self.sms)))
+        ids = resolve_pending(v("ids", b), self.last_token)
+        hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
+        return self.model.compute_logits(hidden)
+
+    def _mixed_forward(self, m: MixedShape) -> torch.Tensor:
+        v = self.buffers.view
+        from sarathi.model_executor.attention.triton_kernels import decode_splits
+
+        # The split plan of a batch of 16 over the whole context: enough programs when few
+        # decodes share a step with a chunk, few wasted ones when many do.
+        split = decode_splits(16, self.kv_heads, self.max_len, 64, self.sms)
+        chunks = ChunkTable(v("chunk_slot", m.chunks), v("chunk_start", m.chunks),
+                            v("chunk_len", m.chunks), v("chunk_off", m.chunks), m.tokens,
+                            v("tile_chunk", m.tiles), v("tile_block", m.tiles))
+        meta = AttentionMetadata(
+            slot_of_token=v("slot_of_token", m.tokens), positions=v("positions", m.tokens),
+            num_decodes=m.decodes, decode_slots=v("decode_slots", m.decodes),
+            decode_context_lens=v("decode_lens", m.decodes), max_decode_context=self.max_len,
+            prefills=[], chunks=chunks,
+            launch=FixedLaunch(split, v("decode_count", 1)))
+        ids = resolve_pending(v("ids", m.tokens), self.last_token)
+        hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
+        return hidden[v("sample_idx", m.samples)]
+
+    # -- replay ------------------------------------------------------------------------------
+    def decode_bucket(self, n: int) -> int | None:
+        for b in self.decode_buckets:
             if b >= n:
                 return b
         return None
 
-    def run(self, input_ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
-            lens: torch.Tensor) -> torch.Tensor | None:
-        """Logits [n, vocab] of a decode step of n sequences (device tensors of n rows,
-        already on their way to the GPU); None: no bucket is large enough."""
-        n = input_ids.numel()
-        b = self.bucket(n)
-        if b is None:
-            return None
-        g = self._graphs.get(b) or self._capture(b)
-        g.ids[:n].copy_(input_ids, non_blocking=True)
-        g.positions[:n].copy_(positions, non_blocking=True)
-        g.slots[:n].copy_(slots, non_blocking=True)
-        g.lens[:n].copy_(lens, non_blocking=True)
-        if n < b:  # an earlier, larger step left real rows here
-            g.ids[n:].zero_()
-            g.positions[n:].zero_()
-            g.slots[n:].fill_(self.pad_slot)
-            g.lens[n:].fill_(1)
+    def mixed_shape(self, tokens: int, decodes: int, chunks: int, tiles: int, samples: int
+                    ) -> MixedShape | None:
+        for t in self.token_buckets:
+            if t >= tokens:
+                m = self.mixed_shapes[t]
+                fits = (decodes <= m.decodes and chunks <= m.chunks and tiles <= m.tiles
+                        and samples <= m.samples)
+                return m if fits else None
+        return None
+
+    def replay_decode(self, bucket: int, n: int) -> torch.Tensor:
+        """Logits [n, vocab] of a decode step whose inputs are in the step buffer."""
+        g = self._decode[bucket]
         g.graph.replay()
-        if self.logits_in_graph:
-            return g.out[:n]
-        return self.model.compute_logits(g.out[:n])
+        return g.out[:n]
 
-    def _forward(self, ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        hidden = self.model(ids, ctx)
-        return self.model.compute_logits(hidden) if self.logits_in_graph else hidden
-
-    def _capture(self, b: int) -> _Captured:
-        from sarathi.model_executor.attention.triton_kernels import decode_splits
-
-        dev = self.device
-        ids = torch.zeros(b, dtype=torch.long, device=dev)
-        positions = torch.zeros(b, dtype=torch.long, device=dev)
-        slots = torch.full((b,), self.pad_slot, dtype=torch.long, device=dev)
-        lens = torch.ones(b, dtype=torch.long, device=dev)
-        max_len = self.cache.max_len
-        meta = AttentionMetadata(slot_of_token=slots, positions=positions, num_decodes=b,
-                                 decode_slots=slots, decode_context_lens=lens,
-                                 max_decode_context=max_len, prefills=[])
-        ctx = ForwardContext(meta, self.cache, self.attention, self.rotary)
-        sms = torch.cuda.get_device_properties(dev).multi_processor_count
-        kv_heads = self.cache.layer(0)[0].shape[2]
-        previous = self.attention.fixed_split
-        self.attention.fixed_split = decode_splits(b, kv_heads, max_len, 64, sms)
-        try:
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(side):  # warm-up: compile kernels, settle allocations
-                for _ in range(2):
-                    self._forward(ids, ctx)
-            torch.cuda.current_stream(dev).wait_stream(side)
-            # Per-step tensors the warm-up derived must be derived again inside the graph.
-            meta.cache.clear()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
-                out = self._forward(ids, ctx)
-        finally:
-            self.attention.fixed_split = previous
-        captured = _Captured(graph, ids, positions, slots, lens, out)
-        self._graphs[b] = captured
-        return captured
+    def replay_mixed(self, shape: MixedShape, samples: int) -> torch.Tensor:
+        """Hidden states [samples, hidden] of the step's sampled rows."""
+        g = self._mixed[shape.tokens]
+        g.graph.replay()
+        return g.out[:samples]

@@ -1,27 +1,46 @@
-"""One step on one device: flat batch in, sampled tokens out.
+"""One step on one device: the scheduler's step in, sampled tokens out.
+
+    launch(step):
+        _update_sequences(step)   # forget finished, release preempted, register new
+        batch = _lay_out(step)    # KV slots and blocks for every token; host arrays
+        _forward(batch)           # one copy of the inputs; a CUDA graph replay or eager
+        sampler.launch(...)       # tokens stay on the device; their copy to the host starts
+    collect(inflight) -> StepResult
 
 The runner keeps what it must remember between steps for each sequence (its KV slot, its
-sampling options and generator, the tokens seen so far for penalties), so the scheduler's
-message per step stays small.
+sampling generator, the tokens seen so far where penalties need them), so the scheduler's
+message per step stays small. Host work per step is array operations over the batch plus
+Python only for what changed (new slots, blocks to map, prefill chunks, rare options).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import math
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-import vattention
-from sarathi.core.scheduler_output import PENDING_TOKEN, SampledToken, StepInput, StepResult
-from sarathi.model_executor.attention import AttentionMetadata
+from sarathi.core.scheduler_output import ScheduledChunk, StepInput, StepResult
+from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
+from sarathi.model_executor.attention.metadata import ChunkTable, prefill_block_m
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
-from sarathi.model_executor.layers.sampler import PendingSample, Sampler, SamplingRow
-from sarathi.model_executor.models.llama import ForwardContext
+from sarathi.model_executor.layers.sampler import (PendingSample, SampleBatch, Sampler,
+                                                   SlotOptions, SpecialRow)
+from sarathi.model_executor.models.llama import ForwardContext, LlamaForCausalLM
 from sarathi.sampling_params import SamplingParams
+from sarathi.sequence import PENDING_TOKEN
+from sarathi.worker.cuda_graph import StepGraphs, graphs_supported, resolve_pending
+from sarathi.worker.kv_cache import KVCache
+from sarathi.worker.step_inputs import Capacity, StepBuffers, load_once
 
+logger = logging.getLogger("sarathi")
 
-# Decode tokens before a page boundary at which the next page is hinted for mapping ahead.
+# Decode tokens before a block boundary at which the next block is hinted for mapping ahead.
 AHEAD_TOKENS = 32
+# Prefill chunks a step may have and still replay a graph (more run eagerly).
+GRAPH_MAX_CHUNKS = 16
 
 
 @dataclass
@@ -29,249 +48,341 @@ class SeqState:
     params: SamplingParams
     prompt_len: int
     generator: torch.Generator | None
-    history: list[int]
+    history: list[int] | None  # every token fed so far; kept only where penalties read it
     slot: int | None = None
-    covered: int = 0  # tokens of the slot known to be backed by pages
-    # (position, token): a sampled token that reached the host before it was fed back
-    resolved: tuple[int, int] | None = None
+    # The slot it had when it was preempted: a placeholder fed right after the preemption
+    # (a recompute) reads the token sampled there.
+    prev_slot: int = 0
 
 
 @dataclass
-class Launched:
-    sample_ids: list[int]
-    pending: PendingSample
+class HostBatch:
+    """A step laid out on the host: the step buffer's arrays and the facts about them."""
+
+    arrays: dict[str, np.ndarray]
+    num_tokens: int
+    num_decodes: int
+    prefills: list[tuple[int, int, int]]  # (slot, start, length) per chunk
+    longest_chunk: int
+    num_tiles: int
+    has_pending: bool
+    special: list[SpecialRow] = field(default_factory=list)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.arrays["sample_idx"])
 
 
 @dataclass
-class Batch:
-    input_ids: torch.Tensor
-    meta: AttentionMetadata
-    sample_idx: torch.Tensor  # rows of the flat batch whose logits are sampled
-    rows: list[SamplingRow]
-    sample_ids: list[int]  # seq id of each sampled row
+class InflightBatch:
+    """A launched step: ``collect`` waits for its tokens."""
 
-
-def _tensor(values: list[int], device: torch.device) -> torch.Tensor:
-    t = torch.tensor(values, dtype=torch.long)
-    if device.type == "cuda":
-        # Pinned staging lets the copy run asynchronously; the caching host allocator keeps
-        # the block alive until the copy is done.
-        return t.pin_memory().to(device, non_blocking=True)
-    return t
+    pending: PendingSample | None  # None: nothing sampled (or a rank that does not sample)
 
 
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, cache: vattention.KVCache, attention: object,
-                 sampler: Sampler, max_len: int, device: torch.device) -> None:
+    def __init__(self, model: LlamaForCausalLM, cache: KVCache, attention: AttentionBackend,
+                 max_len: int, max_step_tokens: int, device: torch.device, eos_ids: set[int],
+                 seed: int) -> None:
         self.model = model
         self.cache = cache
         self.attention = attention
-        self.sampler = sampler
         self.device = device
         s = model.shape
         self.rotary = RotaryEmbedding(s.head_dim, s.rope_theta, s.rope_scaling, max_len, device)
         self.states: dict[int, SeqState] = {}
-        self.graphs = None  # DecodeGraphs once enable_cuda_graphs() succeeds
-        # The last launched step's sampled ids (on the device) and each sequence's row in
-        # them: a chunk whose last token is PENDING_TOKEN reads it from here.
-        self._last_sampled: torch.Tensor | None = None
-        self._last_rows: dict[int, int] = {}
-        # The paged cache batches its block-table updates into one copy per step.
-        self._commit_tables = getattr(cache, "commit", None)
+        slots = cache.max_slots
+        self.covered = np.zeros(slots, dtype=np.int64)  # tokens backed by blocks, per slot
+        self.hinted = np.zeros(slots, dtype=np.int64)  # tokens hinted for mapping ahead
+        self.tokens_per_block = cache.tokens_per_block
+        self.last_token = torch.zeros(slots, dtype=torch.long, device=device)
+        self.options = SlotOptions(slots, device)
+        self.sampler = Sampler(eos_ids, self.options, self.last_token, seed)
+        self.block_m = prefill_block_m(s.head_dim)
+        tokens = max(max_step_tokens, slots)
+        chunks = min(GRAPH_MAX_CHUNKS, tokens)
+        self.buffers = StepBuffers(Capacity(
+            tokens=tokens, decodes=min(tokens, slots), chunks=chunks,
+            tiles=math.ceil(tokens / self.block_m) + chunks, samples=min(tokens, slots)),
+            device)
+        self.max_len = max_len
+        self.max_step_tokens = max_step_tokens
+        self.graphs: StepGraphs | None = None
 
-    def _release(self, seq_id: int, forget: bool) -> None:
-        state = self.states.get(seq_id)
-        if state is None:
-            return
-        if state.slot is not None:
-            self.cache.free_slot(state.slot)
-            state.slot = None
-            state.covered = 0
-        if forget:
-            del self.states[seq_id]
+    # -- CUDA graphs -------------------------------------------------------------------------
+    def capture_graphs(self) -> bool:
+        """Capture a graph for every step shape (decode batch sizes up to the slots, token
+        counts up to the step budget), behind a progress bar; True if graphs are used.
+        Takes one cache slot (and its first block) for padding rows."""
+        if self.graphs is not None:
+            return True
+        if not graphs_supported(self.model, self.attention, self.device) or \
+                self.cache.max_slots < 2:
+            return False
+        pad_slot = self.cache.alloc_slot()
+        self.cache.ensure(pad_slot, 1)
+        self.cache.commit()
+        for name in ("slot_of_token", "decode_slots", "sample_slots"):
+            self.buffers.pad[name] = pad_slot
+        self.buffers.load(_empty_arrays())  # every row padding while capturing
+        self.graphs = StepGraphs(self.model, self.cache, self.attention, self.rotary,
+                                 self.buffers, self.last_token, self.max_len,
+                                 self.cache.max_slots - 1,
+                                 min(self.max_step_tokens, self.buffers.capacity.tokens),
+                                 self.block_m, self.device)
+        seconds = self.graphs.capture_all()
+        logger.info("captured %d decode and %d mixed-step CUDA graphs in %.1f s",
+                    len(self.graphs.decode_buckets), len(self.graphs.token_buckets), seconds)
+        return True
+
+    # -- one step ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def launch(self, step: StepInput) -> InflightBatch:
+        """Queue the step's forward and sampling on the device; ``collect`` waits for it.
+        Its sampled ids stay on the device, where the next step's placeholders are read."""
+        self._update_sequences(step)
+        if not step.has_work:
+            return InflightBatch(None)
+        batch = self._lay_out(step)
+        self.cache.commit()
+        self.options.commit()
+        logits, sample_slots = self._forward(batch)
+        if logits is None:  # a tensor-parallel rank other than the sampling one
+            return InflightBatch(None)
+        sample = SampleBatch(sample_slots, batch.arrays["sample_slots"], batch.special)
+        return InflightBatch(self.sampler.launch(logits, sample))
+
+    def collect(self, inflight: InflightBatch) -> StepResult:
+        if inflight.pending is None:
+            return StepResult([])
+        return self.sampler.finish(inflight.pending)
 
     def execute(self, step: StepInput) -> StepResult:
         return self.collect(self.launch(step))
 
-    @torch.inference_mode()
-    def launch(self, step: StepInput) -> "Launched | None":
-        """Queue the step's forward and sampling on the device; ``collect`` waits for it.
-        Its sampled ids stay on the device, where the next step's pending tokens are read."""
-        batch = self.prepare(step)
-        if batch is None:
-            return None
-        logits = self._graph_logits(batch)
-        if logits is None:
-            ctx = ForwardContext(batch.meta, self.cache, self.attention, self.rotary)
-            hidden = self.model(batch.input_ids, ctx)
-            if not batch.rows:
-                return None
-            logits = self.model.compute_logits(hidden[batch.sample_idx])
-            if logits is None:  # a tensor-parallel rank other than the sampling one
-                return None
-        pending = self.sampler.launch(logits, batch.rows)
-        self._last_sampled = pending.tokens
-        self._last_rows = {seq_id: i for i, seq_id in enumerate(batch.sample_ids)}
-        return Launched(batch.sample_ids, pending)
-
-    def collect(self, launched: "Launched | None") -> StepResult:
-        if launched is None:
-            return StepResult([])
-        out = self.sampler.finish(launched.pending)
-        sampled = []
-        for i, seq_id in enumerate(launched.sample_ids):
-            token = out.token_ids[i]
-            tok = SampledToken(seq_id, token)
-            if out.logprobs is not None and out.logprobs[i] is not None:
-                tok.logprob = out.logprobs[i]
-                tok.rank = out.ranks[i]
-                tok.top = out.top[i]
-            sampled.append(tok)
-            st = self.states.get(seq_id)
-            if st is None:
-                continue
-            # The token may already be fed back (a pending entry at the end of the history):
-            # fill it in; else keep it for the step that feeds it back.
-            if st.history and st.history[-1] == PENDING_TOKEN:
-                st.history[-1] = token
-            else:
-                st.resolved = (len(st.history), token)
-        return StepResult(sampled)
-
-    def enable_cuda_graphs(self, logits_in_graph: bool = True) -> bool:
-        """Replay captured graphs for pure-decode steps where supported; True if enabled.
-        Takes one cache slot (and its first unit) for padding rows."""
-        from sarathi.worker.cuda_graph import DecodeGraphs, graphs_supported
-
-        if self.graphs is None and graphs_supported(self.model, self.attention, self.device) \
-                and self.cache.max_slots > 1:
-            self.graphs = DecodeGraphs(self.model, self.cache, self.attention, self.rotary,
-                                       self.device, self.cache.max_slots - 1,
-                                       logits_in_graph)
-        return self.graphs is not None
-
-    def _graph_logits(self, batch: Batch) -> torch.Tensor | None:
-        m = batch.meta
-        if self.graphs is None or m.prefills or len(batch.rows) != m.num_decodes:
-            return None  # graphs cover steps whose every row is a sampled decode
-        return self.graphs.run(batch.input_ids, m.positions, m.decode_slots,
-                               m.decode_context_lens)
-
-    def prepare(self, step: StepInput) -> "Batch | None":
-        """Apply the step's bookkeeping and build the flat batch (None: nothing to run)."""
+    # -- bookkeeping -------------------------------------------------------------------------
+    def _update_sequences(self, step: StepInput) -> None:
         for seq_id in step.finished:
-            self._release(seq_id, forget=True)
+            self._release(seq_id)
+            self.states.pop(seq_id, None)
         for seq_id in step.preempted:
-            self._release(seq_id, forget=False)
+            self._release(seq_id)
         for new in step.new_sequences:
             gen = None
             if new.seed is not None:
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed(new.seed)
-            self.states[new.seq_id] = SeqState(new.params, new.prompt_len, gen, [])
-        if not step.chunks:
-            return None
-        # Decode-shaped chunks (one token) first: attention batches them.
-        chunks = sorted(step.chunks, key=lambda c: len(c.token_ids) != 1)
-        input_ids: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
-        decode_slots: list[int] = []
-        decode_lens: list[int] = []
+            history = [] if new.params.has_penalties else None
+            self.states[new.seq_id] = SeqState(new.params, new.prompt_len, gen, history)
+
+    def _release(self, seq_id: int) -> None:
+        st = self.states.get(seq_id)
+        if st is None or st.slot is None:
+            return
+        self.cache.free_slot(st.slot)
+        self.covered[st.slot] = 0
+        self.hinted[st.slot] = 0
+        st.prev_slot, st.slot = st.slot, None
+
+    def _take_slot(self, st: SeqState) -> int:
+        slot = self.cache.alloc_slot()
+        st.slot = slot
+        self.options.set(slot, st.params, st.generator is not None)
+        return slot
+
+    # -- layout ------------------------------------------------------------------------------
+    def _lay_out(self, step: StepInput) -> HostBatch:
+        """Slots and KV blocks for every token of the step, and the step's arrays: decodes
+        first (one row each, all sampled), then the chunks one after the other."""
+        states = self.states
+        nd = len(step.decode_seq_ids)
+        dstates = [states[i] for i in step.decode_seq_ids]
+        dslots = np.fromiter((st.slot for st in dstates), dtype=np.int64, count=nd)
+        dpos = np.asarray(step.decode_positions, dtype=np.int64)
+        dtok = np.asarray(step.decode_tokens, dtype=np.int64)
+        pending = dtok == PENDING_TOKEN
+        has_pending = bool(pending.any())
+        if has_pending:
+            dtok[pending] = -1 - dslots[pending]  # sampled at this slot by the step before
+        self._cover_decodes(dslots, dpos + 1)
+        for i in np.flatnonzero(self.options.special[dslots]):
+            hist = dstates[i].history
+            if hist is not None:
+                hist.append(int(step.decode_tokens[i]))
+
+        ids, pos, tok_slots = [dtok], [dpos], [dslots]
         prefills: list[tuple[int, int, int]] = []
-        fill_idx: list[int] = []  # flat rows whose token is read from the last step's ids
-        fill_rows: list[int] = []
-        sample_idx: list[int] = []
-        rows: list[SamplingRow] = []
-        sample_ids: list[int] = []
-        tpp = self.cache.tokens_per_page
-        for c in chunks:
-            st = self.states[c.seq_id]
-            if st.slot is None:
-                st.slot = self.cache.alloc_slot()
+        tile_chunk: list[np.ndarray] = []
+        tile_block: list[np.ndarray] = []
+        sample_rows: list[int] = []
+        sample_slots: list[int] = []
+        row = nd
+        for c in step.chunks:
+            st = states[c.seq_id]
+            slot = st.slot if st.slot is not None else self._take_slot(st)
             n = len(c.token_ids)
             end = c.start + n
-            if end > st.covered:
-                self.cache.ensure(st.slot, end)
-                st.covered = -(-end // tpp) * tpp
-            elif n == 1 and st.covered - end <= min(AHEAD_TOKENS, tpp - 1):
-                # A decode about to cross into its next page: the background thread maps
-                # it now, so the ensure() a few steps later finds it resident (repeat hints
-                # return at once).
-                self.cache.reserve_ahead(st.slot, st.covered + tpp)
-            tokens = c.token_ids
-            if tokens[-1] == PENDING_TOKEN:
-                tokens = self._resolve_pending(c.seq_id, st, end - 1, tokens,
-                                               len(input_ids) + n - 1, fill_idx, fill_rows)
+            if end > self.covered[slot]:
+                self._ensure(slot, end)
+            tokens = self._chunk_tokens(c, st)
+            has_pending = has_pending or tokens[-1] < 0
+            ids.append(np.asarray(tokens, dtype=np.int64))
+            pos.append(np.arange(c.start, end, dtype=np.int64))
+            tok_slots.append(np.full(n, slot, dtype=np.int64))
+            blocks = -(-n // self.block_m)
+            tile_chunk.append(np.full(blocks, len(prefills), dtype=np.int64))
+            tile_block.append(np.arange(blocks, dtype=np.int64))
+            prefills.append((slot, c.start, n))
+            row += n
+            if c.sample:
+                sample_rows.append(row - 1)
+                sample_slots.append(slot)
+
+        chunk_off = np.cumsum([nd] + [n for _, _, n in prefills[:-1]], dtype=np.int64) \
+            if prefills else np.zeros(0, dtype=np.int64)
+        pf = np.asarray(prefills, dtype=np.int64).reshape(-1, 3)
+        s_slots = np.concatenate([dslots, np.asarray(sample_slots, dtype=np.int64)])
+        arrays = {
+            "ids": np.concatenate(ids), "positions": np.concatenate(pos),
+            "slot_of_token": np.concatenate(tok_slots),
+            "decode_slots": dslots, "decode_lens": dpos + 1,
+            "chunk_slot": pf[:, 0], "chunk_start": pf[:, 1], "chunk_len": pf[:, 2],
+            "chunk_off": chunk_off,
+            "tile_chunk": _cat(tile_chunk), "tile_block": _cat(tile_block),
+            "sample_idx": np.concatenate([np.arange(nd, dtype=np.int64),
+                                          np.asarray(sample_rows, dtype=np.int64)]),
+            "sample_slots": s_slots,
+            "decode_count": np.asarray([nd], dtype=np.int64),
+        }
+        batch = HostBatch(arrays, row, nd, prefills, int(pf[:, 2].max()) if prefills else 0,
+                          len(arrays["tile_chunk"]), has_pending)
+        batch.special = self._special_rows(step, s_slots, dpos, sample_rows)
+        return batch
+
+    def _chunk_tokens(self, c: ScheduledChunk, st: SeqState) -> list[int]:
+        tokens = c.token_ids
+        if tokens[-1] == PENDING_TOKEN:
+            # A recompute right after a preemption, fed before its last token reached the
+            # host: it was sampled at the slot the sequence had then.
+            tokens = tokens[:-1] + [-1 - st.prev_slot]
+        if st.history is not None:
             if c.start != len(st.history):
                 del st.history[c.start:]
             st.history.extend(tokens)
-            input_ids.extend(tokens)
-            if n == 1:
-                positions.append(c.start)
-                slots.append(st.slot)
-                decode_slots.append(st.slot)
-                decode_lens.append(end)
-            else:
-                positions.extend(range(c.start, end))
-                slots.extend([st.slot] * n)
-                prefills.append((st.slot, c.start, n))
-            if c.sample:
-                sample_idx.append(len(input_ids) - 1)
-                rows.append(SamplingRow(st.params, st.history, st.prompt_len, st.generator))
-                sample_ids.append(c.seq_id)
-        if self._commit_tables is not None:
-            self._commit_tables()
-        dev = self.device
-        meta = AttentionMetadata(
-            slot_of_token=_tensor(slots, dev),
-            positions=_tensor(positions, dev),
-            num_decodes=len(decode_slots),
-            decode_slots=_tensor(decode_slots, dev),
-            decode_context_lens=_tensor(decode_lens, dev),
-            max_decode_context=max(decode_lens, default=0),
-            prefills=prefills)
-        ids = _tensor(input_ids, dev)
-        if fill_idx:
-            ids[_tensor(fill_idx, dev)] = self._last_sampled[_tensor(fill_rows, dev)]
-        return Batch(ids, meta, _tensor(sample_idx, dev), rows, sample_ids)
-
-    def _resolve_pending(self, seq_id: int, st: SeqState, position: int, tokens: list[int],
-                         flat_row: int, fill_idx: list[int], fill_rows: list[int]) -> list[int]:
-        """The chunk's last token was sampled by a step whose ids have not reached the host
-        when the chunk was scheduled: take it from the host if it has arrived since, else
-        copy it on the device from the last step's ids (the history keeps PENDING_TOKEN
-        until ``collect`` fills it in)."""
-        if st.resolved is not None and st.resolved[0] == position:
-            token = st.resolved[1]
-            st.resolved = None
-            return tokens[:-1] + [token]
-        row = self._last_rows.get(seq_id)
-        if row is None or self._last_sampled is None:
-            raise RuntimeError(f"sequence {seq_id}: its pending token was not sampled by the "
-                               "last step")
-        fill_idx.append(flat_row)
-        fill_rows.append(row)
         return tokens
+
+    def _special_rows(self, step: StepInput, s_slots: np.ndarray, dpos: np.ndarray,
+                      chunk_rows: list[int]) -> list[SpecialRow]:
+        """Rows with a seed, penalties or min_tokens: the sampler treats them one by one."""
+        rows = np.flatnonzero(self.options.special[s_slots])
+        if not len(rows):
+            return []
+        nd = len(dpos)
+        sampled_chunks = [c for c in step.chunks if c.sample]
+        out = []
+        for r in rows.tolist():
+            if r < nd:
+                st = self.states[step.decode_seq_ids[r]]
+                index = int(dpos[r]) + 1
+            else:
+                c = sampled_chunks[r - nd]
+                st = self.states[c.seq_id]
+                index = c.start + len(c.token_ids)
+            p = st.params
+            ban = p.min_tokens > 0 and index - st.prompt_len < p.min_tokens
+            out.append(SpecialRow(r, p, st.generator, st.history, st.prompt_len, ban))
+        return out
+
+    # -- KV blocks ---------------------------------------------------------------------------
+    def _ensure(self, slot: int, num_tokens: int) -> None:
+        self.cache.ensure(slot, num_tokens)
+        tpb = self.tokens_per_block
+        self.covered[slot] = -(-num_tokens // tpb) * tpb
+
+    def _cover_decodes(self, slots: np.ndarray, ends: np.ndarray) -> None:
+        covered = self.covered[slots]
+        for i in np.flatnonzero(ends > covered):
+            self._ensure(int(slots[i]), int(ends[i]))
+        # Decodes about to cross into their next block: the background thread maps it now,
+        # so the ensure() a few steps later finds it resident. Once per block.
+        covered = self.covered[slots]
+        ahead = min(AHEAD_TOKENS, self.tokens_per_block - 1)
+        near = (covered - ends <= ahead) & (self.hinted[slots] < covered + self.tokens_per_block)
+        for i in np.flatnonzero(near):
+            slot = int(slots[i])
+            target = int(covered[i]) + self.tokens_per_block
+            self.hinted[slot] = target
+            self.cache.reserve_ahead(slot, target)
+
+    # -- forward -----------------------------------------------------------------------------
+    def _forward(self, batch: HostBatch) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Logits of the sampled rows (None on a rank that does not sample), and the
+        sampled rows' slots on the device."""
+        a = batch.arrays
+        cap = self.buffers.capacity
+        shape = Capacity(batch.num_tokens, batch.num_decodes, len(batch.prefills),
+                         batch.num_tiles, batch.num_samples)
+        if cap.fits(shape):
+            views = self.buffers.load(a)
+        else:
+            views = load_once(a, self.device)
+        g = self.graphs
+        if g is not None and cap.fits(shape):
+            if not batch.prefills:
+                bucket = g.decode_bucket(batch.num_decodes)
+                if bucket is not None:
+                    return g.replay_decode(bucket, batch.num_decodes), views["sample_slots"]
+            else:
+                mixed = g.mixed_shape(batch.num_tokens, batch.num_decodes, len(batch.prefills),
+                                      batch.num_tiles, batch.num_samples)
+                if mixed is not None:
+                    hidden = g.replay_mixed(mixed, batch.num_samples)
+                    return self.model.compute_logits(hidden), views["sample_slots"]
+        chunks = None
+        if batch.prefills:
+            chunks = ChunkTable(views["chunk_slot"], views["chunk_start"], views["chunk_len"],
+                                views["chunk_off"], batch.longest_chunk)
+        nd = batch.num_decodes
+        meta = AttentionMetadata(
+            slot_of_token=views["slot_of_token"], positions=views["positions"], num_decodes=nd,
+            decode_slots=views["decode_slots"], decode_context_lens=views["decode_lens"],
+            max_decode_context=int(a["decode_lens"].max()) if nd else 0,
+            prefills=batch.prefills, chunks=chunks)
+        ids = views["ids"]
+        if batch.has_pending:
+            ids = resolve_pending(ids, self.last_token)
+        hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
+        return self.model.compute_logits(hidden[views["sample_idx"]]), views["sample_slots"]
 
     def forward_logits(self, token_ids: list[int]) -> torch.Tensor:
         """Logits of every position of one prompt (no sampling); for tests and evaluation."""
+        from sarathi.model_executor.attention.metadata import chunk_table
+
         slot = self.cache.alloc_slot()
         try:
             n = len(token_ids)
             self.cache.ensure(slot, n)
-            if self._commit_tables is not None:
-                self._commit_tables()
+            self.cache.commit()
             dev = self.device
+            empty = torch.empty(0, dtype=torch.long, device=dev)
             meta = AttentionMetadata(
                 slot_of_token=torch.full((n,), slot, dtype=torch.long, device=dev),
-                positions=torch.arange(n, device=dev), num_decodes=0,
-                decode_slots=torch.empty(0, dtype=torch.long, device=dev),
-                decode_context_lens=torch.empty(0, dtype=torch.long, device=dev),
-                max_decode_context=0, prefills=[(slot, 0, n)])
+                positions=torch.arange(n, device=dev), num_decodes=0, decode_slots=empty,
+                decode_context_lens=empty, max_decode_context=0, prefills=[(slot, 0, n)],
+                chunks=chunk_table([(slot, 0, n)], 0, dev))
             ctx = ForwardContext(meta, self.cache, self.attention, self.rotary)
             with torch.inference_mode():
                 hidden = self.model(torch.tensor(token_ids, device=dev), ctx)
                 return self.model.compute_logits(hidden)
         finally:
             self.cache.free_slot(slot)
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _empty_arrays() -> dict[str, np.ndarray]:
+    from sarathi.worker.step_inputs import FIELDS
+
+    return {name: np.zeros(0, dtype=np.int64) for name in FIELDS}

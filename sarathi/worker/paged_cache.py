@@ -1,14 +1,13 @@
 """The paged KV cache: the baseline vAttention is measured against.
 
 This is vLLM's design. Each layer's K and V live in a pool of fixed-size blocks
-``[num_blocks, block_size, kv_heads, head_dim]`` allocated up front; a sequence (a slot)
+``[num_blocks, block_tokens, kv_heads, head_dim]`` allocated up front; a sequence (a slot)
 owns a list of blocks, and its block table row says which block holds tokens
-``[i * block_size, (i + 1) * block_size)``. Attention kernels translate every position
+``[i * block_tokens, (i + 1) * block_tokens)``. Attention kernels translate every position
 through that table (``triton_kernels`` with ``PAGED=True``).
 
-The class answers the same calls the model runner and scheduler make of
-``vattention.KVCache`` (slots, ``ensure``, units, ``stats``), with one block as the
-allocation unit, so the engine runs unchanged on either cache.
+The class offers the engine's ``KVCache`` interface (``sarathi/worker/kv_cache.py``), as
+``vattention.KVCache`` does, so the engine runs unchanged on either cache.
 """
 
 from __future__ import annotations
@@ -22,18 +21,18 @@ from vattention.errors import OutOfPagesError, VAttentionError
 
 
 def paged_block_bytes(num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
-                      block_size: int) -> int:
-    """Bytes of one block: K and V of ``block_size`` tokens in every layer."""
+                      block_tokens: int) -> int:
+    """Bytes of one block: K and V of ``block_tokens`` tokens in every layer."""
     elem = torch.tensor([], dtype=dtype).element_size()
-    return 2 * num_layers * num_kv_heads * head_dim * elem * block_size
+    return 2 * num_layers * num_kv_heads * head_dim * elem * block_tokens
 
 
 class PagedKVCache:
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, max_slots: int,
-                 max_len: int, dtype: torch.dtype, device: torch.device, block_size: int,
+                 max_len: int, dtype: torch.dtype, device: torch.device, block_tokens: int,
                  num_blocks: int) -> None:
-        if block_size <= 0 or num_blocks <= 0 or max_slots <= 0 or max_len <= 0:
-            raise ValueError(f"invalid paged cache: block_size {block_size}, num_blocks "
+        if block_tokens <= 0 or num_blocks <= 0 or max_slots <= 0 or max_len <= 0:
+            raise ValueError(f"invalid paged cache: block_tokens {block_tokens}, num_blocks "
                              f"{num_blocks}, max_slots {max_slots}, max_len {max_len}")
         self.device = torch.device(device)
         self.dtype = dtype
@@ -42,14 +41,14 @@ class PagedKVCache:
         self.head_dim = head_dim
         self.max_slots = max_slots
         self.max_len = max_len
-        self.block_size = block_size
-        self.num_units = num_blocks
-        self.blocks_per_slot = math.ceil(max_len / block_size)
+        self.block_tokens = block_tokens
+        self.num_blocks = num_blocks
+        self.blocks_per_slot = math.ceil(max_len / block_tokens)
         self.token_bytes = paged_block_bytes(num_layers, num_kv_heads, head_dim, dtype, 1)
-        self.block_bytes = self.token_bytes * block_size
+        self.block_bytes = self.token_bytes * block_tokens
         # Zeroed, not empty: the CPU fallback gathers whole blocks, and a NaN left in an
         # unwritten row would survive the attention mask (0 * NaN).
-        shape = (num_blocks, block_size, num_kv_heads, head_dim)
+        shape = (num_blocks, block_tokens, num_kv_heads, head_dim)
         self._layers = [(torch.zeros(shape, dtype=dtype, device=self.device),
                          torch.zeros(shape, dtype=dtype, device=self.device))
                         for _ in range(num_layers)]
@@ -66,15 +65,15 @@ class PagedKVCache:
 
     # -- what the engine reads ---------------------------------------------------------------
     @property
-    def tokens_per_page(self) -> int:
-        return self.block_size
+    def tokens_per_block(self) -> int:
+        return self.block_tokens
 
     @property
     def layout(self) -> str:
         return "paged"
 
     @property
-    def num_free_units(self) -> int:
+    def num_free_blocks(self) -> int:
         return len(self._free_blocks)
 
     # -- slots ---------------------------------------------------------------------------------
@@ -93,11 +92,11 @@ class PagedKVCache:
         if num_tokens > self.max_len:
             raise VAttentionError(f"{num_tokens} tokens exceed max_len {self.max_len}")
         blocks = self._blocks[slot]
-        need = math.ceil(num_tokens / self.block_size) - len(blocks)
+        need = math.ceil(num_tokens / self.block_tokens) - len(blocks)
         if need > len(self._free_blocks):
             raise OutOfPagesError(
                 f"slot {slot} needs {need} more blocks for {num_tokens} tokens, only "
-                f"{len(self._free_blocks)} of {self.num_units} are free")
+                f"{len(self._free_blocks)} of {self.num_blocks} are free")
         for _ in range(max(0, need)):
             block = self._free_blocks.pop()
             self._pending.append((slot, len(blocks), block))
@@ -118,12 +117,6 @@ class PagedKVCache:
     def reserve_ahead(self, slot: int, num_tokens: int) -> None:
         """Nothing to map ahead: blocks are taken from a pool allocated up front."""
 
-    def wait_ahead(self, timeout: float | None = None) -> bool:
-        return True
-
-    def reclaim(self) -> int:
-        return 0
-
     def free_slot(self, slot: int) -> None:
         self._check_slot(slot)
         self._free_blocks.extend(self._blocks[slot])
@@ -139,20 +132,20 @@ class PagedKVCache:
         return self._layers[i]
 
     def stats(self) -> dict[str, Any]:
-        """The same keys as ``vattention.KVCache.stats``: a unit and a page are one block,
-        and ``mapped_bytes`` is the blocks held by live slots (the pool itself is
-        ``pool_bytes``, all allocated at start)."""
-        used = self.num_units - len(self._free_blocks)
+        """The same keys as ``vattention.KVCache.stats``: a block holds ``block_tokens``
+        tokens of every layer and is its own (only) page; ``mapped_bytes`` is the blocks
+        held by live slots (the pool itself is ``pool_bytes``, all allocated at start)."""
+        used = self.num_blocks - len(self._free_blocks)
         return {
-            "backend": "paged", "layout": "paged", "page_size": self.block_bytes,
-            "tokens_per_page": self.block_size,
-            "units_total": self.num_units, "units_mapped": used,
-            "units_free": len(self._free_blocks),
-            "pages_total": self.num_units, "pages_mapped": used,
+            "backend": "paged", "layout": "paged", "page_bytes": self.block_bytes,
+            "tokens_per_block": self.block_tokens,
+            "blocks_total": self.num_blocks, "blocks_used": used,
+            "blocks_free": len(self._free_blocks),
+            "pages_total": self.num_blocks, "pages_mapped": used,
             "pages_free": len(self._free_blocks),
             "mapped_bytes": used * self.block_bytes,
             "token_bytes": sum(self._tokens) * self.token_bytes,
-            "pool_bytes": self.num_units * self.block_bytes,
+            "pool_bytes": self.num_blocks * self.block_bytes,
             "slots_used": sum(self._taken), "max_slots": self.max_slots,
         }
 

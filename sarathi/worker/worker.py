@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
 from sarathi.config import EngineConfig
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult
-from sarathi.model_executor.attention import (get_attention_backend, resolve_attention_backend,
-                                              uses_paged_cache)
-from sarathi.model_executor.layers.sampler import Sampler
+from sarathi.model_executor.attention import resolve_attention_backend, uses_paged_cache
 from sarathi.model_executor.dummy_weights import init_dummy_weights
 from sarathi.model_executor.model_config import ModelShape
 from sarathi.model_executor.parallel import TPGroup, head_layout
 from sarathi.model_executor.model_loader import (build_model, iter_checkpoint, load_weights,
                                                    patch_checkpoint)
-from sarathi.worker.cache_engine import capacity_of, create_cache, plan_cache
-from sarathi.worker.model_runner import ModelRunner
+from sarathi.worker.cache_engine import (attention_for_cache, capacity_of, create_cache,
+                                         plan_cache)
+from sarathi.worker.model_runner import InflightBatch, ModelRunner
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class WorkerSpec:
 
 
 class Worker:
-    def __init__(self, spec: WorkerSpec, weights=None, tp: TPGroup | None = None) -> None:
+    def __init__(self, spec: WorkerSpec, weights: Iterable[tuple[str, torch.Tensor]] | None = None,
+                 tp: TPGroup | None = None) -> None:
         self.spec = spec
         self.tp = tp = tp or TPGroup()
         self.model = build_model(spec.shape, spec.dtype, spec.device, tp)
@@ -76,30 +78,30 @@ class Worker:
                                cfg.scheduler.max_num_seqs, spec.max_model_len,
                                spec.reduction_ratio, free, paged=uses_paged_cache(backend))
         self.cache = create_cache(self.plan, cache_shape, spec.dtype, spec.device)
-        attention = get_attention_backend(backend, spec.device, self.cache)
-        sampler = Sampler(set(spec.eos_ids), spec.device, cfg.model.seed)
-        self.runner = ModelRunner(self.model, self.cache, attention, sampler,
-                                  spec.max_model_len, spec.device)
+        attention = attention_for_cache(backend, spec.device, self.cache)
+        self.runner = ModelRunner(self.model, self.cache, attention, spec.max_model_len,
+                                  cfg.scheduler.chunk_size, spec.device, set(spec.eos_ids),
+                                  cfg.model.seed)
         if not cfg.model.enforce_eager:
-            self.runner.enable_cuda_graphs(cfg.model.graph_logits)
+            self.runner.capture_graphs()
 
     def capacity(self) -> CacheCapacity:
         cap = capacity_of(self.cache)
         if self.runner.graphs is None:
             return cap
-        # The graphs' pad slot holds one slot and one unit for good.
-        return replace(cap, num_units=cap.num_units - 1, max_slots=cap.max_slots - 1)
+        # The graphs' pad slot holds one slot and one block for good.
+        return replace(cap, num_blocks=cap.num_blocks - 1, max_slots=cap.max_slots - 1)
+
+    def launch(self, step: StepInput) -> InflightBatch:
+        return self.runner.launch(step)
+
+    def collect(self, inflight: InflightBatch) -> StepResult:
+        return self.runner.collect(inflight)
 
     def execute(self, step: StepInput) -> StepResult:
         return self.runner.execute(step)
 
-    def launch(self, step: StepInput) -> object:
-        return self.runner.launch(step)
-
-    def collect(self, launched: object) -> StepResult:
-        return self.runner.collect(launched)
-
-    def cache_stats(self) -> dict:
+    def cache_stats(self) -> dict[str, Any]:
         return self.cache.stats()
 
     def shutdown(self) -> None:

@@ -33,7 +33,7 @@ def test_mp_tp2_matches_tp1(tp_models, arch):
         assert _greedy(llm, prompts) == expected
         assert llm.engine.is_alive()
         # The scheduler sees the same capacity; each rank's cache holds its KV heads only.
-        assert llm.engine.cache_stats()["units_total"] > 0
+        assert llm.engine.cache_stats()["blocks_total"] > 0
     finally:
         llm.engine.shutdown()
 

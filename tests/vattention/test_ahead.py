@@ -33,7 +33,7 @@ def _cache(
     )
     if budget_units is None:
         return cache
-    unit = cache.geometry.unit_bytes
+    block = cache.geometry.block_bytes
     cache.close()
     return KVCache(
         num_layers=2,
@@ -44,7 +44,7 @@ def _cache(
         dtype=torch.float16,
         device=device,
         layout=layout,
-        memory_budget=budget_units * unit,
+        memory_budget=budget_units * block,
         backend=backend,
     )
 
@@ -57,9 +57,9 @@ def test_hinted_growth_is_mapped_off_the_critical_path() -> None:
         assert cache.wait_ahead(timeout=30)
         cache.ensure(slot, 2000)
         stats = cache.stats()
-        assert stats["units_mapped_sync"] == 0
-        assert stats["units_mapped_ahead"] == cache.geometry.units_for(2000)
-        assert stats["ahead_units"] == 0
+        assert stats["blocks_mapped_sync"] == 0
+        assert stats["blocks_mapped_ahead"] == cache.geometry.blocks_for(2000)
+        assert stats["ahead_blocks"] == 0
     finally:
         cache.close()
 
@@ -87,21 +87,21 @@ def _decode_loop(
         dtype=torch.float16,
         device=device,
         layout=layout,
-        page_size=cache.geometry.page_size,
-        memory_budget=cache.num_units * cache.geometry.unit_bytes,
+        page_bytes=cache.geometry.page_bytes,
+        memory_budget=cache.num_blocks * cache.geometry.block_bytes,
         backend="dense",
     )
     rng = random.Random(0)
     lengths: dict[int, int] = {}
     targets: dict[int, int] = {}
-    lookahead = 3 * cache.tokens_per_page // 2
+    lookahead = 3 * cache.tokens_per_block // 2
     try:
         for step in range(steps):
             # Admit while the (promised) budget allows, like the scheduler does.
             while len(lengths) < slots and rng.random() < 0.3:
                 target = rng.randint(1, max_len)
-                promised = sum(cache.geometry.units_for(t) for t in targets.values())
-                if promised + cache.geometry.units_for(target) > cache.num_units:
+                promised = sum(cache.geometry.blocks_for(t) for t in targets.values())
+                if promised + cache.geometry.blocks_for(target) > cache.num_blocks:
                     break
                 slot = cache.alloc_slot()
                 assert slot == ref.alloc_slot()
@@ -124,9 +124,9 @@ def _decode_loop(
                     ref.free_slot(slot)
                     del lengths[slot], targets[slot]
         stats = cache.stats()
-        assert stats["units_mapped_ahead"] > 0
-        assert stats["units_unmapped"] > 0  # the budget was tight enough to recycle pages
-        assert stats["resident_units"] + stats["in_transit_units"] <= stats["units_total"]
+        assert stats["blocks_mapped_ahead"] > 0
+        assert stats["blocks_unmapped"] > 0  # the budget was tight enough to recycle pages
+        assert stats["resident_blocks"] + stats["in_transit_blocks"] <= stats["blocks_total"]
     finally:
         cache.close()
         ref.close()

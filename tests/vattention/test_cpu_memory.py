@@ -56,7 +56,7 @@ def test_rss_follows_tokens_not_reservation() -> None:
         dtype=torch.float16,
         device="cpu",
         layout="per_layer",
-        page_size=page,
+        page_bytes=page,
         backend="cpu",
     )
     try:
@@ -82,11 +82,11 @@ def test_rss_follows_tokens_not_reservation() -> None:
             cache.free_slot(slot)
         # Deferred reclamation: freed pages stay resident for the slot's next owner.
         assert _rss() - rss_empty >= 0.9 * written
-        assert cache.stats()["cached_units"] == 4 * cache.geometry.units_for(tokens)
+        assert cache.stats()["cached_blocks"] == 4 * cache.geometry.blocks_for(tokens)
 
-        assert cache.reclaim() == 4 * cache.geometry.units_for(tokens)
+        assert cache.reclaim() == 4 * cache.geometry.blocks_for(tokens)
         assert _rss() - rss_empty <= 0.1 * written + 16 * MIB
-        assert cache.stats()["resident_units"] == 0
+        assert cache.stats()["resident_blocks"] == 0
     finally:
         cache.close()
 
@@ -106,13 +106,13 @@ def test_reused_slot_keeps_its_pages() -> None:
     try:
         slot = cache.alloc_slot()
         cache.ensure(slot, 1000)
-        units = cache.stats()["units_mapped"]
+        blocks = cache.stats()["blocks_used"]
         cache.free_slot(slot)
         assert cache.alloc_slot() == slot
         cache.ensure(slot, 1000)
         stats = cache.stats()
-        assert stats["units_mapped_sync"] == units  # the second ensure mapped nothing
-        assert stats["units_unmapped"] == 0
+        assert stats["blocks_mapped_sync"] == blocks  # the second ensure mapped nothing
+        assert stats["blocks_unmapped"] == 0
     finally:
         cache.close()
 
@@ -125,12 +125,12 @@ def test_out_of_budget_takes_cached_pages_from_free_slots() -> None:
         max_slots=3,
         max_len=64,
         dtype=torch.float32,
-        page_size=4096,
+        page_bytes=4096,
         memory_budget=2 * 2 * 4096,
         backend="cpu",
     )
     try:
-        tokens = cache.tokens_per_page
+        tokens = cache.tokens_per_block
         a, b = cache.alloc_slot(), cache.alloc_slot()
         cache.ensure(a, tokens)
         cache.ensure(b, tokens)
@@ -138,9 +138,9 @@ def test_out_of_budget_takes_cached_pages_from_free_slots() -> None:
         c = cache.alloc_slot()
         assert c == a  # the lowest free slot, with its pages still there
         cache.free_slot(b)
-        cache.ensure(c, 2 * tokens)  # needs b's cached unit
+        cache.ensure(c, 2 * tokens)  # needs b's cached block
         stats = cache.stats()
-        assert stats["units_unmapped"] == 1
-        assert stats["resident_units"] == 2 == stats["units_total"]
+        assert stats["blocks_unmapped"] == 1
+        assert stats["resident_blocks"] == 2 == stats["blocks_total"]
     finally:
         cache.close()

@@ -32,7 +32,7 @@ def test_auto_picks_cuda_and_views_are_cuda_tensors(cuda_device: torch.device) -
         memory_budget=64 * MIB,
     ) as cache:
         assert cache.backend_name == "cuda"
-        assert cache.geometry.page_size % (2 * MIB) == 0
+        assert cache.geometry.page_bytes % (2 * MIB) == 0
         slot = cache.alloc_slot()
         cache.ensure(slot, 3000)
         k, v = cache.layer(2)
@@ -60,12 +60,12 @@ def test_alloc_free_cycles_leave_device_memory_where_it_was(cuda_device: torch.d
         memory_budget=12 * 8 * MIB,
     )
     created = _free_bytes()
-    assert before - created >= cache.num_units * cache.geometry.unit_bytes  # the pool
+    assert before - created >= cache.num_blocks * cache.geometry.block_bytes  # the pool
     rng = random.Random(0)
     for cycle in range(10_000):
         slots = [cache.alloc_slot() for _ in range(3)]
         for slot in slots:
-            cache.ensure(slot, rng.randint(1, 4 * cache.tokens_per_page))
+            cache.ensure(slot, rng.randint(1, 4 * cache.tokens_per_block))
             cache.reserve_ahead(slot, rng.randint(1, 4096))
         if cycle % 97 == 0:
             cache.wait_ahead()  # let the background thread map some hints before the frees
@@ -76,7 +76,7 @@ def test_alloc_free_cycles_leave_device_memory_where_it_was(cuda_device: torch.d
             cache.reclaim()
     cache.wait_ahead()
     stats = cache.stats()
-    assert stats["units_unmapped"] > 0 and stats["units_mapped_ahead"] > 0
+    assert stats["blocks_unmapped"] > 0 and stats["blocks_mapped_ahead"] > 0
     assert _free_bytes() == created
     cache.close()
     assert abs(_free_bytes() - before) <= 2 * MIB
@@ -115,7 +115,7 @@ def test_many_reservations_close_cleanly(cuda_device: torch.device) -> None:
             memory_budget=2 * 64 * 2 * MIB,
         )
         slot = cache.alloc_slot()
-        cache.ensure(slot, cache.tokens_per_page + 1)
-        cache.layer(31)[1][slot, : cache.tokens_per_page + 1] = 3.0
+        cache.ensure(slot, cache.tokens_per_block + 1)
+        cache.layer(31)[1][slot, : cache.tokens_per_block + 1] = 3.0
         cache.close()
     assert abs(_free_bytes() - before) <= 2 * MIB

@@ -26,13 +26,13 @@ from hypothesis.stateful import (  # noqa: E402
 )
 
 from vattention import KVCache, OutOfPagesError, plan_geometry  # noqa: E402
-from vattention.backends import default_page_size  # noqa: E402
+from vattention.backends import default_page_bytes  # noqa: E402
 
 LAYERS, SLOTS = 2, 4
 ACCOUNTING_KEYS = (
-    "units_total",
-    "units_mapped",
-    "units_free",
+    "blocks_total",
+    "blocks_used",
+    "blocks_free",
     "pages_total",
     "pages_mapped",
     "pages_free",
@@ -54,12 +54,12 @@ def make_machine(
     HEADS, DIM, MAX_LEN = heads, dim, max_len
     elem = torch.tensor([], dtype=dtype).element_size()
     row = heads * dim * elem * (LAYERS if layout == "mega" else 1)
-    page = default_page_size(backend, device, row)
+    page = default_page_bytes(backend, device, row)
     geometry = plan_geometry(LAYERS, heads, dim, dtype, layout, page)
-    units_per_slot = geometry.units_for(max_len)
+    blocks_per_slot = geometry.blocks_for(max_len)
 
     class CacheMachine(RuleBasedStateMachine):
-        @initialize(budget_units=st.integers(min_value=1, max_value=SLOTS * units_per_slot))
+        @initialize(budget_units=st.integers(min_value=1, max_value=SLOTS * blocks_per_slot))
         def create(self, budget_units: int) -> None:
             kwargs = dict(
                 num_layers=LAYERS,
@@ -70,9 +70,9 @@ def make_machine(
                 dtype=dtype,
                 device=device,
                 layout=layout,
-                page_size=page,
+                page_bytes=page,
             )
-            budget = budget_units * geometry.unit_bytes
+            budget = budget_units * geometry.block_bytes
             self.cache = KVCache(**kwargs, memory_budget=budget, backend=backend)
             self.ref = KVCache(**kwargs, memory_budget=budget, backend="dense")
             self.live: dict[int, int] = {}  # slot -> tokens covered
@@ -143,8 +143,8 @@ def make_machine(
             self.cache.wait_ahead()
             self.cache.reclaim()
             stats = self.cache.stats()
-            assert stats["cached_units"] == 0
-            assert stats["resident_units"] == stats["units_mapped"] + stats["ahead_units"]
+            assert stats["cached_blocks"] == 0
+            assert stats["resident_blocks"] == stats["blocks_used"] + stats["ahead_blocks"]
 
         def check_slot(self, slot: int) -> None:
             n = self.written[slot]
@@ -164,11 +164,11 @@ def make_machine(
             if not hasattr(self, "cache"):
                 return
             stats = self.cache.stats()
-            assert stats["resident_units"] + stats["in_transit_units"] <= stats["units_total"]
-            assert stats["resident_units"] >= stats["units_mapped"]
+            assert stats["resident_blocks"] + stats["in_transit_blocks"] <= stats["blocks_total"]
+            assert stats["resident_blocks"] >= stats["blocks_used"]
             pager = self.cache._pager
             for slot, tokens in self.live.items():
-                assert pager.resident_units(slot) >= self.cache.geometry.units_for(tokens)
+                assert pager.resident_blocks(slot) >= self.cache.geometry.blocks_for(tokens)
 
         @invariant()
         def data_reads_back(self) -> None:

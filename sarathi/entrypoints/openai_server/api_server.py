@@ -48,10 +48,10 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     metrics = ServerMetrics(name, lambda: engine.snapshot)
     engine.add_observer(metrics)
     state = ServerState(
-        engine=engine, model_name=name, model_path=core.model_path,
+        engine=engine, model_name=name, model_path=core.setup.path,
         max_seq_len=core.max_seq_len, metrics=metrics,
         chat_template=load_chat_template(getattr(args, "chat_template", None)),
-        description=DEMO_NOTE if core.is_demo else None)
+        description=DEMO_NOTE if core.setup.is_demo else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -127,15 +127,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def startup_line(engine: LLMEngine, name: str, url: str) -> str:
     from sarathi.model_executor.attention import resolve_attention_backend
 
-    cfg = engine.config
-    backend_name = resolve_attention_backend(cfg.attention.attention_backend, engine.device)
+    cfg, m = engine.config, engine.setup
+    backend_name = resolve_attention_backend(cfg.attention.attention_backend, m.device)
     cap = engine.scheduler.capacity
     cache = engine.cache_stats()
-    model = f"{name!r} from {engine.model_path}"
-    if engine.is_demo:
+    model = f"{name!r} from {m.path}"
+    if m.is_demo:
         model += f" ({DEMO_NOTE})"
     return (f"sarathi {sarathi.__version__} serving {model} on {url} | dtype "
-            f"{str(engine.dtype).removeprefix('torch.')}, device {engine.device}, attention "
+            f"{str(m.dtype).removeprefix('torch.')}, device {m.device}, attention "
             f"{backend_name}, KV cache {cache.get('backend', '?')}/{cache.get('layout', '?')}: "
             f"{engine.scheduler.max_running} slots, {cap.max_tokens} tokens, context "
             f"{engine.max_seq_len}")

@@ -8,19 +8,20 @@ from typing import Callable
 
 import torch
 
-from sarathi.model_executor.attention.metadata import AttentionMetadata
+from sarathi.model_executor.attention.metadata import AttentionBackend, AttentionMetadata
 from sarathi.model_executor.attention.torch_backend import TorchAttention
 
 
-def _triton() -> object:
+def _triton() -> AttentionBackend:
     from sarathi.model_executor.attention.triton_backend import TritonAttention
 
     return TritonAttention()
 
 
 # Backends are built lazily so a machine without Triton never imports it. ``paged`` is
-# built by ``get_attention_backend`` with its cache.
-BACKENDS: dict[str, Callable[[], object]] = {"torch": TorchAttention, "triton": _triton}
+# built by ``get_attention_backend`` with its cache's block table.
+BACKENDS: dict[str, Callable[[], AttentionBackend]] = {"torch": TorchAttention,
+                                                       "triton": _triton}
 NAMES = (*BACKENDS, "paged")
 GPU_ONLY = frozenset({"triton"})
 
@@ -47,20 +48,22 @@ def uses_paged_cache(name: str) -> bool:
 
 
 def get_attention_backend(name: str, device: torch.device | None = None,
-                          cache: object | None = None) -> object:
+                          block_tables: torch.Tensor | None = None, block_tokens: int = 0
+                          ) -> AttentionBackend:
     """Build the named backend (``auto``: the fastest available on ``device``; without a
-    device, the default CUDA device if there is one). ``paged`` needs its PagedKVCache."""
+    device, the default CUDA device if there is one). ``paged`` needs the paged cache's
+    block table and tokens per block."""
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = resolve_attention_backend(name, device)
     if name == "paged":
         from sarathi.model_executor.attention.paged_backend import PagedAttention
 
-        if cache is None:
-            raise ValueError("the paged attention backend needs its paged cache")
-        return PagedAttention(cache, use_triton=triton_usable(device))
+        if block_tables is None or block_tokens <= 0:
+            raise ValueError("the paged attention backend needs its cache's block table")
+        return PagedAttention(block_tables, block_tokens, use_triton=triton_usable(device))
     return BACKENDS[name]()
 
 
-__all__ = ["AttentionMetadata", "get_attention_backend", "resolve_attention_backend",
-           "uses_paged_cache"]
+__all__ = ["AttentionBackend", "AttentionMetadata", "get_attention_backend",
+           "resolve_attention_backend", "uses_paged_cache"]

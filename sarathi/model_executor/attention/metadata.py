@@ -1,35 +1,101 @@
-"""What attention needs to know about one step's flat batch.
+"""What attention needs to know about one step's flat batch, and the interface every
+attention backend offers.
 
 The batch is laid out decodes first (one token each), then prefill chunks. Every token's
 K/V is written to ``(slot, position)`` of the cache before attention reads it.
+
+Inside a CUDA graph the kernels' grids are fixed when the graph is captured, so they must
+not depend on the step: ``FixedLaunch`` then gives the sizes the graph was captured for,
+and the kernels read the step's real counts from device tensors (rows past them exit).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+
+# Where each token's K/V row goes: the first two indices of a [A, B, Hkv, D] cache. Slot and
+# position for the vattention layout, block and offset for the paged pool.
+KVIndex = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class ChunkTable:
+    """The step's prefill chunks as device tensors: chunk c's queries are rows
+    ``offset[c] .. offset[c] + length[c]`` of the flat batch, at positions
+    ``start[c] ..`` of ``slot[c]``. A chunk of length 0 is padding."""
+
+    slot: torch.Tensor
+    start: torch.Tensor
+    length: torch.Tensor
+    offset: torch.Tensor
+    longest: int  # a bound on length, for the kernel grid
+    # (chunk, query block) of each program of a fixed launch; chunk -1: nothing to do.
+    tile_chunk: torch.Tensor | None = None
+    tile_block: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class FixedLaunch:
+    """Grid sizes of a captured graph, which replays with any step that fits them."""
+
+    decode_split: tuple[int, int]  # (splits, tokens per split), covering the longest context
+    # Decodes among the first num_decodes rows (mixed graphs; None: all of them are).
+    decode_count: torch.Tensor | None = None
 
 
 @dataclass
 class AttentionMetadata:
     slot_of_token: torch.Tensor  # [T] slot of each token, for writing K/V
     positions: torch.Tensor  # [T]
-    num_decodes: int  # the first num_decodes tokens are decodes
+    num_decodes: int  # the first num_decodes rows are decodes (a bound, in a mixed graph)
     decode_slots: torch.Tensor  # [num_decodes]
     decode_context_lens: torch.Tensor  # [num_decodes] tokens to attend to, current included
     max_decode_context: int
-    # One entry per prefill chunk: (slot, start position, number of tokens); the chunk's
-    # tokens follow each other in the flat batch after the decodes.
+    # One entry per prefill chunk: (slot, start position, number of tokens), host side; the
+    # chunk's tokens follow each other in the flat batch after the decodes. Empty in graphs.
     prefills: list[tuple[int, int, int]]
+    chunks: ChunkTable | None = None  # the same chunks on the device
+    launch: FixedLaunch | None = None  # set while a graph is captured or replayed
     # Backends keep per-step derived tensors here so every layer reuses them.
     cache: dict[str, Any] = field(default_factory=dict)
 
 
-# Where each token's K/V row goes: the first two indices of a [A, B, Hkv, D] cache. Slot and
-# position for the vattention layout, block and offset for the paged pool.
-KVIndex = tuple[torch.Tensor, torch.Tensor]
+class AttentionBackend(Protocol):
+    name: str
+    # Reads every length from device tensors, so a step can replay a CUDA graph.
+    graphable: bool
+
+    def kv_index(self, meta: AttentionMetadata) -> KVIndex:
+        """Where each token's K and V are written."""
+        ...
+
+    def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:
+        """q: [T, Hq, D] -> [T, Hq, D]."""
+        ...
+
+
+def chunk_table(prefills: list[tuple[int, int, int]], first_row: int, device: torch.device
+                ) -> ChunkTable | None:
+    """The device chunk table of host chunks (slot, start, length) laid out one after the
+    other from flat row ``first_row`` (None for no chunks). For callers outside the model
+    runner (tests, benchmarks); the runner packs it with the rest of the step's inputs."""
+    if not prefills:
+        return None
+    rows, off = [], first_row
+    for slot, start, n in prefills:
+        rows.append((slot, start, n, off))
+        off += n
+    t = torch.tensor(rows, dtype=torch.long, device=device).t()
+    return ChunkTable(t[0], t[1], t[2], t[3], max(n for _, _, n in prefills))
+
+
+def prefill_block_m(head_dim: int) -> int:
+    """Query rows per program of the prefill kernel (the tile table is built with it)."""
+    return 128 if head_dim <= 64 else 64
 
 
 def slot_index(meta: AttentionMetadata) -> KVIndex:

@@ -17,37 +17,27 @@ from sarathi.model_executor.attention.torch_backend import TorchAttention
 class PagedAttention:
     name = "paged"
 
-    def __init__(self, cache: object, use_triton: bool) -> None:
-        self.cache = cache  # a PagedKVCache: its block table is read at every call
-        self.block_size = cache.block_size
+    def __init__(self, block_tables: torch.Tensor, block_tokens: int, use_triton: bool
+                 ) -> None:
+        """``block_tables``: the paged cache's [slots, blocks per slot] table, a device
+        tensor the cache updates in place (read at every call)."""
+        self.block_tables = block_tables
+        self.block_tokens = block_tokens
+        self._triton = None
+        self._torch = TorchAttention()
         if use_triton:
             from sarathi.model_executor.attention.triton_backend import TritonAttention
 
-            self._triton: TritonAttention | None = TritonAttention(cache.block_tables)
-        else:
-            self._triton = None
-            self._torch = TorchAttention()
-
-    @property
-    def graphable(self) -> bool:
-        """CUDA graphs need the kernels; the gathering fallback reads lengths on the host."""
-        return self._triton is not None
-
-    @property
-    def fixed_split(self) -> tuple[int, int] | None:
-        return self._triton.fixed_split if self._triton else None
-
-    @fixed_split.setter
-    def fixed_split(self, value: tuple[int, int] | None) -> None:
-        if self._triton:
-            self._triton.fixed_split = value
+            self._triton = TritonAttention(block_tables)
+        # CUDA graphs need the kernels; the gathering fallback reads lengths on the host.
+        self.graphable = self._triton is not None
 
     def kv_index(self, meta: AttentionMetadata) -> KVIndex:
         """Token t's K/V row in the pool: [block, offset], computed once per step."""
         if "paged_index" not in meta.cache:
             pos = meta.positions
-            blocks = self.cache.block_tables[meta.slot_of_token, pos // self.block_size].long()
-            meta.cache["paged_index"] = (blocks, pos % self.block_size)
+            blocks = self.block_tables[meta.slot_of_token, pos // self.block_tokens].long()
+            meta.cache["paged_index"] = (blocks, pos % self.block_tokens)
         return meta.cache["paged_index"]
 
     def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -55,13 +45,13 @@ class PagedAttention:
         """q: [T, Hq, D]; caches: block pools [blocks, block_size, Hkv, D] -> [T, Hq, D]."""
         if self._triton is not None:
             return self._triton.forward(q, k_cache, v_cache, meta, scale, window)
-        rows, dense_meta = _dense_step(meta, self.cache.block_tables, self.block_size)
+        rows, dense_meta = _dense_step(meta, self.block_tables, self.block_tokens)
         k = k_cache[rows].flatten(1, 2)  # [sequences, blocks * block_size, Hkv, D]
         v = v_cache[rows].flatten(1, 2)
         return self._torch.forward(q, k, v, dense_meta, scale, window)
 
 
-def _dense_step(meta: AttentionMetadata, block_tables: torch.Tensor, block_size: int
+def _dense_step(meta: AttentionMetadata, block_tables: torch.Tensor, block_tokens: int
                 ) -> tuple[torch.Tensor, AttentionMetadata]:
     """Block-table rows of the step's sequences, and the step's metadata renumbered so
     sequence i of the step is slot i of the gathered cache (built once per step)."""
@@ -71,7 +61,7 @@ def _dense_step(meta: AttentionMetadata, block_tables: torch.Tensor, block_size:
         longest = max([0] + meta.decode_context_lens.tolist()
                       + [start + n for _, start, n in meta.prefills])
         used = torch.tensor(list(index), dtype=torch.long, device=block_tables.device)
-        rows = block_tables[used, :-(-longest // block_size)].long()
+        rows = block_tables[used, :-(-longest // block_tokens)].long()
         decode_slots = torch.tensor([index[s] for s in meta.decode_slots.tolist()],
                                     dtype=torch.long, device=meta.decode_slots.device)
         dense = AttentionMetadata(

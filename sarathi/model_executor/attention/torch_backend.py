@@ -10,12 +10,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sarathi.model_executor.attention.metadata import AttentionMetadata, slot_index
+from sarathi.model_executor.attention.metadata import AttentionMetadata, KVIndex, slot_index
 
 
 class TorchAttention:
     name = "torch"
-    kv_index = staticmethod(slot_index)
+    graphable = False  # reads chunk and context lengths on the host
+
+    def kv_index(self, meta: AttentionMetadata) -> KVIndex:
+        return slot_index(meta)
 
     def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                 meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:

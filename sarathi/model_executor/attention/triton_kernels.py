@@ -34,6 +34,7 @@ import triton
 import triton.language as tl
 
 from sarathi.model_executor import pdl
+from sarathi.model_executor.attention.metadata import prefill_block_m
 from sarathi.model_executor.pdl import wait_prior
 
 LOG2E = 1.4426950408889634
@@ -88,7 +89,7 @@ def _attend_block(q, k_base, v_base, BlockTable, stride_bt, slot, pos, pmask, ke
 
 
 @triton.jit
-def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, BlockTable, stride_bt,
+def _decode_kernel(Q, K, V, Slots, Lens, Count, Out, PartO, PartM, PartL, BlockTable, stride_bt,
                    stride_qb, stride_qh,
                    stride_ks, stride_kp, stride_kh,
                    stride_vs, stride_vp, stride_vh,
@@ -96,10 +97,14 @@ def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, BlockTable, s
                    num_splits, scale_log2, window, split_size,
                    GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr,
-                   PAGED: tl.constexpr, PAGE: tl.constexpr, PDL: tl.constexpr):
+                   PAGED: tl.constexpr, PAGE: tl.constexpr, COUNTED: tl.constexpr,
+                   PDL: tl.constexpr):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     s = tl.program_id(2)
+    if COUNTED:  # a mixed-step graph: rows past the step's decodes are prefill rows
+        if b >= tl.load(Count):
+            return
     # Before waiting on the previous kernel (PDL): the slot, length and block table come from
     # the step's inputs, written before that kernel started, and of the cache the previous
     # kernel (rotary + K/V write) writes only each sequence's newest position. So the first
@@ -156,11 +161,15 @@ def _decode_kernel(Q, K, V, Slots, Lens, Out, PartO, PartM, PartL, BlockTable, s
 
 
 @triton.jit
-def _merge_kernel(PartO, PartM, PartL, Out, stride_ob, stride_oh, num_heads, num_splits,
-                  BLOCK_S: tl.constexpr, HEAD_DIM: tl.constexpr, PDL: tl.constexpr):
+def _merge_kernel(PartO, PartM, PartL, Count, Out, stride_ob, stride_oh, num_heads, num_splits,
+                  BLOCK_S: tl.constexpr, HEAD_DIM: tl.constexpr, COUNTED: tl.constexpr,
+                  PDL: tl.constexpr):
     wait_prior(PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
+    if COUNTED:
+        if b >= tl.load(Count):
+            return
     s = tl.arange(0, BLOCK_S)
     d = tl.arange(0, HEAD_DIM)
     smask = s < num_splits
@@ -176,8 +185,8 @@ def _merge_kernel(PartO, PartM, PartL, Out, stride_ob, stride_oh, num_heads, num
 
 
 @triton.jit
-def _prefill_kernel(Q, K, V, Out, ChunkSlot, ChunkStart, ChunkLen, ChunkOff, BlockTable,
-                    stride_bt,
+def _prefill_kernel(Q, K, V, Out, ChunkSlot, ChunkStart, ChunkLen, ChunkOff, TileChunk,
+                    TileBlock, BlockTable, stride_bt,
                     stride_qt, stride_qh,
                     stride_ks, stride_kp, stride_kh,
                     stride_vs, stride_vp, stride_vh,
@@ -185,10 +194,17 @@ def _prefill_kernel(Q, K, V, Out, ChunkSlot, ChunkStart, ChunkLen, ChunkOff, Blo
                     scale_log2, window,
                     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr, PAGED: tl.constexpr,
-                    PAGE: tl.constexpr):
-    mb = tl.program_id(0)
-    c = tl.program_id(1)
-    h = tl.program_id(2)
+                    PAGE: tl.constexpr, TILED: tl.constexpr):
+    if TILED:  # a graph's fixed grid: program i takes tile i of the step's table
+        c = tl.load(TileChunk + tl.program_id(0)).to(tl.int32)
+        if c < 0:
+            return
+        mb = tl.load(TileBlock + tl.program_id(0)).to(tl.int32)
+        h = tl.program_id(1)
+    else:
+        mb = tl.program_id(0)
+        c = tl.program_id(1)
+        h = tl.program_id(2)
     n = tl.load(ChunkLen + c).to(tl.int32)
     if mb * BLOCK_M >= n:
         return
@@ -254,11 +270,13 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      slots: torch.Tensor, lens: torch.Tensor, max_context: int, scale: float,
                      window: int | None, out: torch.Tensor, num_sms: int,
                      split: tuple[int, int] | None = None,
-                     block_table: torch.Tensor | None = None, num_warps: int = 4,
-                     num_stages: int = 2) -> torch.Tensor:
+                     block_table: torch.Tensor | None = None, count: torch.Tensor | None = None,
+                     num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
     """q: [B, Hq, D]; out: [B, Hq, D] (written). ``split`` fixes (splits, split_size) so a
     captured graph stays valid for any context up to splits * split_size. With
-    ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools.
+    ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools. With
+    ``count`` (a one-element device tensor) only the first ``count`` rows are decodes: the
+    others are left alone.
     Two pipeline stages, not three: on an H100 the third stage's shared memory cost the
     contiguous (vattention) path 8% at 16K context by lowering occupancy, while the paged
     path did not move (``benchmarks/results/README.md``)."""
@@ -283,8 +301,10 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     # Llama-2-7B ctx 4096: 5.75 vs 5.85 ms steps). At batch 16 and 32 it was slower:
     # batch-16 steps +2%, batch-32 paged decode kernels up to +18% (results/README.md).
     launch = pdl.launch_args(q) if b == 1 else {"PDL": False}
+    counted = count is not None
+    cnt = count if counted else lens  # unused when not counted
     _decode_kernel[(b, hkv, splits)](
-        q, k_cache, v_cache, slots, lens, out, part_o, part_m, part_l, bt, bt.stride(0),
+        q, k_cache, v_cache, slots, lens, cnt, out, part_o, part_m, part_l, bt, bt.stride(0),
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
@@ -292,12 +312,12 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         splits, scale_log2, win, split_size,
         GROUP=group, BLOCK_G=block_g, BLOCK_N=block_n, HEAD_DIM=d,
         HAS_WINDOW=window is not None, SPLIT=splits > 1, PAGED=paged,
-        PAGE=k_cache.shape[1] if paged else 1, num_warps=num_warps, num_stages=num_stages,
-        **launch)
+        PAGE=k_cache.shape[1] if paged else 1, COUNTED=counted, num_warps=num_warps,
+        num_stages=num_stages, **launch)
     if splits > 1:
-        _merge_kernel[(b, hq)](part_o, part_m, part_l, out, out.stride(0), out.stride(1), hq,
-                               splits, BLOCK_S=triton.next_power_of_2(splits), HEAD_DIM=d,
-                               num_warps=4, **launch)
+        _merge_kernel[(b, hq)](part_o, part_m, part_l, cnt, out, out.stride(0), out.stride(1),
+                               hq, splits, BLOCK_S=triton.next_power_of_2(splits), HEAD_DIM=d,
+                               COUNTED=counted, num_warps=4, **launch)
     return out
 
 
@@ -305,19 +325,27 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
                       chunk_slot: torch.Tensor, chunk_start: torch.Tensor,
                       chunk_len: torch.Tensor, chunk_off: torch.Tensor, max_chunk: int,
                       scale: float, window: int | None, out: torch.Tensor,
-                      block_table: torch.Tensor | None = None) -> torch.Tensor:
+                      block_table: torch.Tensor | None = None,
+                      tiles: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """q: [T, Hq, D] (chunk c's rows start at chunk_off[c]); out rows of the chunks written.
-    With ``block_table`` the caches are paged pools, as in ``decode_attention``."""
+    With ``block_table`` the caches are paged pools, as in ``decode_attention``. With
+    ``tiles`` (chunk and query block of each program, chunk -1 for none; see
+    ``prefill_block_m``) the grid is one program per tile and head, whatever the chunks."""
     _check(q, k_cache, v_cache)
     hq, d = q.shape[1], q.shape[2]
     group = hq // k_cache.shape[2]
-    block_m, block_n = (128, 64) if d <= 64 else (64, 64)
-    grid = (triton.cdiv(max_chunk, block_m), chunk_slot.numel(), hq)
+    block_m, block_n = prefill_block_m(d), 64
     paged = block_table is not None
     bt = block_table if paged else chunk_slot  # unused when not paged
+    if tiles is not None:
+        grid: tuple[int, ...] = (tiles[0].numel(), hq)
+        tile_chunk, tile_block = tiles
+    else:
+        grid = (triton.cdiv(max_chunk, block_m), chunk_slot.numel(), hq)
+        tile_chunk = tile_block = chunk_slot  # unused
     _prefill_kernel[grid](
-        q, k_cache, v_cache, out, chunk_slot, chunk_start, chunk_len, chunk_off, bt,
-        bt.stride(0),
+        q, k_cache, v_cache, out, chunk_slot, chunk_start, chunk_len, chunk_off, tile_chunk,
+        tile_block, bt, bt.stride(0),
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
@@ -325,5 +353,5 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
         scale * LOG2E, window or 0,
         GROUP=group, BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=d,
         HAS_WINDOW=window is not None, PAGED=paged, PAGE=k_cache.shape[1] if paged else 1,
-        num_warps=4, num_stages=3)
+        TILED=tiles is not None, num_warps=4, num_stages=3)
     return out

@@ -1,104 +1,160 @@
-"""Turn logits into next tokens, row by row options, vectorised across the batch.
+"""Turn logits into next tokens, every row with its own options, vectorised across the batch.
 
 Order of operations: raw log-probabilities (reported as ``logprobs``) -> min_tokens masking
 -> repetition / presence / frequency penalties -> greedy argmax, or temperature, top-k,
 top-p, min-p and a draw. A draw uses the exponential race (argmax of p / E, E ~ Exp(1)),
 so a request with a seed draws its noise from its own generator and gets the same tokens
 whatever else is in the batch.
+
+The options live per KV slot on the device (``SlotOptions``), written once when a
+sequence takes a slot; a step gathers its rows' options by slot there. The host only looks
+at its copy of the options to skip what no row asks for: no sort unless a row asks for
+top-k or top-p, no softmax for an all-greedy batch, no per-row work except for the rare
+rows with a seed, penalties, min_tokens or logprobs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from sarathi.core.scheduler_output import StepResult, TokenLogprobs
 from sarathi.sampling_params import SamplingParams
 
 
 @dataclass
-class SamplingRow:
+class SpecialRow:
+    """A row with options that need per-row work (seed, penalties, min_tokens)."""
+
+    row: int
     params: SamplingParams
-    history: list[int]  # prompt + generated tokens so far
-    prompt_len: int
     generator: torch.Generator | None
+    history: list[int] | None  # prompt + generated tokens so far (penalties only)
+    prompt_len: int
+    ban_eos: bool  # min_tokens not reached yet
 
 
 @dataclass
-class SamplerOutput:
-    token_ids: list[int]
-    logprobs: list[float] | None  # the chosen tokens' raw logprobs, where asked
-    ranks: list[int] | None
-    top: list[list[tuple[int, float, int]]] | None
+class SampleBatch:
+    """The rows a step samples: each row's slot (device and host) and the few rows that
+    need per-row work."""
+
+    slots: torch.Tensor  # [S] device
+    host_slots: np.ndarray  # [S]
+    special: list[SpecialRow]
 
 
 @dataclass
 class PendingSample:
     tokens: torch.Tensor  # [rows] chosen ids on the device
     host: torch.Tensor  # their host copy (pinned; valid once ``done`` has passed)
-    done: "torch.cuda.Event | None"
+    done: torch.cuda.Event | None
     raw: torch.Tensor | None  # log-probabilities, where any row asked for them
-    rows: list[SamplingRow]
-    want_logprobs: list[bool]
+    want: np.ndarray | None  # [S] top-k logprobs asked per row (-1: none), when raw is set
+
+
+class SlotOptions:
+    """Each slot's sampling options on the device, with a host copy to branch on."""
+
+    def __init__(self, max_slots: int, device: torch.device) -> None:
+        self.device = device
+        self.temperature = np.ones(max_slots, dtype=np.float32)
+        self.top_k = np.zeros(max_slots, dtype=np.int64)  # 0: off
+        self.top_p = np.ones(max_slots, dtype=np.float32)
+        self.min_p = np.zeros(max_slots, dtype=np.float32)
+        self.logprobs = np.full(max_slots, -1, dtype=np.int64)  # -1: not asked
+        self.special = np.zeros(max_slots, dtype=bool)  # seed, penalties or min_tokens
+        self._dev = torch.zeros(4, max_slots, dtype=torch.float32, device=device)
+        self._dirty: list[int] = []
+
+    def set(self, slot: int, p: SamplingParams, seeded: bool) -> None:
+        self.temperature[slot] = p.temperature
+        self.top_k[slot] = p.top_k if p.top_k > 0 else 0
+        self.top_p[slot] = p.top_p
+        self.min_p[slot] = p.min_p
+        self.logprobs[slot] = -1 if p.logprobs is None else p.logprobs
+        self.special[slot] = seeded or p.has_penalties or p.min_tokens > 0
+        self._dirty.append(slot)
+
+    def commit(self) -> None:
+        """One copy of the slots set since the last commit to the device."""
+        if not self._dirty:
+            return
+        idx = np.asarray(self._dirty, dtype=np.int64)
+        self._dirty = []
+        rows = np.stack([self.temperature[idx], self.top_k[idx].astype(np.float32),
+                         self.top_p[idx], self.min_p[idx]])
+        values = torch.from_numpy(rows)
+        index = torch.from_numpy(idx)
+        if self.device.type == "cuda":
+            values = values.pin_memory().to(self.device, non_blocking=True)
+            index = index.pin_memory().to(self.device, non_blocking=True)
+        self._dev[:, index] = values
+
+    def device_rows(self, slots: torch.Tensor) -> torch.Tensor:
+        """[4, S]: temperature, top_k, top_p, min_p of the rows' slots."""
+        return self._dev[:, slots]
 
 
 class Sampler:
-    def __init__(self, eos_ids: set[int], device: torch.device, seed: int) -> None:
+    def __init__(self, eos_ids: set[int], options: SlotOptions, last_token: torch.Tensor,
+                 seed: int) -> None:
+        """``last_token``: [slots] device tensor that receives each sampled row's token at
+        its slot (the next step reads placeholders' values there)."""
         self.eos_ids = sorted(eos_ids)
-        self.device = device
-        self.generator = torch.Generator(device=device)
+        self.options = options
+        self.last_token = last_token
+        self.device = last_token.device
+        self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
 
-    def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
-        return self.finish(self.launch(logits, rows))
-
-    def launch(self, logits: torch.Tensor, rows: list[SamplingRow]) -> "PendingSample":
+    def launch(self, logits: torch.Tensor, batch: SampleBatch) -> PendingSample:
         """Queue the sampling work; the chosen ids start their copy to the host."""
-        want_logprobs = [r.params.logprobs is not None for r in rows]
-        raw = torch.log_softmax(logits, dim=-1) if any(want_logprobs) else None
-        logits = self._mask_min_tokens(logits, rows)
-        logits = self._apply_penalties(logits, rows)
-        tokens = self._choose(logits, rows)
+        opts = self.options
+        hs = batch.host_slots
+        want = opts.logprobs[hs]
+        any_logprobs = bool((want >= 0).any())
+        raw = torch.log_softmax(logits, dim=-1) if any_logprobs else None
+        if batch.special:
+            logits = self._special_rows(logits, batch.special)
+        temps = opts.temperature[hs]
+        if not (temps > 0).any():
+            tokens = logits.argmax(dim=-1)
+        else:
+            tokens = self._draw(logits, batch, temps)
+        self.last_token.index_copy_(0, batch.slots, tokens)
         host, done = tokens, None
         if tokens.is_cuda:
             host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
             host.copy_(tokens, non_blocking=True)
             done = torch.cuda.Event()
             done.record()
-        return PendingSample(tokens, host, done, raw, rows, want_logprobs)
+        return PendingSample(tokens, host, done, raw, want if any_logprobs else None)
 
-    def finish(self, pending: "PendingSample") -> SamplerOutput:
-        """Wait for the ids (the step's one device-to-host copy) and build the output."""
+    def finish(self, pending: PendingSample) -> StepResult:
+        """Wait for the ids (the step's one device-to-host copy) and build the result."""
         if pending.done is not None:
             pending.done.synchronize()
         token_list = pending.host.tolist()
-        if pending.raw is None:
-            return SamplerOutput(token_list, None, None, None)
-        return self._logprobs(pending.raw, pending.tokens, token_list, pending.rows,
-                              pending.want_logprobs)
+        if pending.raw is None or pending.want is None:
+            return StepResult(token_list)
+        return StepResult(token_list, _logprobs(pending.raw, pending.tokens, pending.want))
 
     # -- steps -----------------------------------------------------------------------------
-    def _mask_min_tokens(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
-        masked = None
-        for i, r in enumerate(rows):
-            p = r.params
-            if p.min_tokens and len(r.history) - r.prompt_len < p.min_tokens:
-                banned = list(p.stop_token_ids) + ([] if p.ignore_eos else self.eos_ids)
-                if banned:
-                    if masked is None:
-                        masked = logits.clone()
-                    masked[i, _to_device(banned, torch.long, logits.device)] = float("-inf")
-        return logits if masked is None else masked
-
-    def _apply_penalties(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
-        idx = [i for i, r in enumerate(rows) if r.params.has_penalties]
-        if not idx:
-            return logits
+    def _special_rows(self, logits: torch.Tensor, rows: list[SpecialRow]) -> torch.Tensor:
+        """min_tokens masking and penalties, row by row (rare rows only)."""
         logits = logits.clone()
         vocab = logits.shape[-1]
-        for i in idx:
-            r, p = rows[i], rows[i].params
-            row = logits[i]
+        for r in rows:
+            p, row = r.params, logits[r.row]
+            if r.ban_eos:
+                banned = list(p.stop_token_ids) + ([] if p.ignore_eos else self.eos_ids)
+                if banned:
+                    row[_to_device(banned, torch.long, row.device)] = float("-inf")
+            if r.history is None:
+                continue
             if p.repetition_penalty != 1:
                 seen = _to_device(sorted(set(r.history)), torch.long, row.device)
                 seen = seen[seen < vocab]
@@ -112,70 +168,73 @@ class Sampler:
                 row -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(row.dtype)
         return logits
 
-    def _choose(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
-        greedy = [r.params.greedy for r in rows]
-        if all(greedy):
-            return logits.argmax(dim=-1)
-        temps = _to_device([r.params.temperature if not g else 1.0 for r, g in zip(rows, greedy)],
-                           logits.dtype, logits.device)
-        scaled = logits / temps.unsqueeze(1)
-        if any(r.params.top_k > 0 or r.params.top_p < 1 for r in rows):
-            scaled = _top_k_top_p(scaled, rows)
+    def _draw(self, logits: torch.Tensor, batch: SampleBatch, temps: np.ndarray
+              ) -> torch.Tensor:
+        opts, hs = self.options, batch.host_slots
+        t, top_k, top_p, min_p = opts.device_rows(batch.slots)
+        greedy = (t == 0) if bool((temps == 0).any()) else None
+        if greedy is not None:
+            t = torch.where(greedy, torch.ones_like(t), t)
+        scaled = logits / t.unsqueeze(1)
+        if (opts.top_k[hs] > 0).any() or (opts.top_p[hs] < 1).any():
+            scaled = _top_k_top_p(scaled, top_k, top_p)
         probs = torch.softmax(scaled, dim=-1)
-        if any(r.params.min_p > 0 for r in rows):
-            min_p = _to_device([r.params.min_p for r in rows], probs.dtype, probs.device)
+        if (opts.min_p[hs] > 0).any():
             keep = probs >= min_p.unsqueeze(1) * probs.max(dim=-1, keepdim=True).values
             probs = probs * keep
         noise = torch.empty_like(probs)
         noise.exponential_(generator=self.generator)
-        for i, r in enumerate(rows):
-            if r.generator is not None and not greedy[i]:
-                noise[i].exponential_(generator=r.generator)
+        for r in batch.special:
+            if r.generator is not None and r.params.temperature > 0:
+                noise[r.row].exponential_(generator=r.generator)
         sampled = (probs / noise).argmax(dim=-1)
-        if any(greedy):
-            g = _to_device(greedy, torch.bool, logits.device)
-            sampled = torch.where(g, logits.argmax(dim=-1), sampled)
+        if greedy is not None:
+            sampled = torch.where(greedy, logits.argmax(dim=-1), sampled)
         return sampled
 
-    def _logprobs(self, raw: torch.Tensor, tokens: torch.Tensor, token_list: list[int],
-                  rows: list[SamplingRow], want: list[bool]) -> SamplerOutput:
-        chosen = raw.gather(1, tokens.unsqueeze(1)).squeeze(1)
-        ranks = (raw > chosen.unsqueeze(1)).sum(dim=-1) + 1
-        k = max((r.params.logprobs or 0) for r in rows)
-        top_vals = top_ids = None
-        if k:
-            top_vals, top_ids = raw.topk(k, dim=-1)
-            top_vals, top_ids = top_vals.tolist(), top_ids.tolist()
-        chosen_l, ranks_l = chosen.tolist(), ranks.tolist()
-        tops: list[list[tuple[int, float, int]]] = []
-        for i, r in enumerate(rows):
-            n = r.params.logprobs or 0
-            tops.append([(top_ids[i][j], top_vals[i][j], j + 1) for j in range(n)] if n else [])
-        return SamplerOutput(token_list, [c if w else None for c, w in zip(chosen_l, want)],
-                             ranks_l, tops)
+
+def _logprobs(raw: torch.Tensor, tokens: torch.Tensor, want: np.ndarray
+              ) -> list[TokenLogprobs | None]:
+    chosen = raw.gather(1, tokens.unsqueeze(1)).squeeze(1)
+    ranks = (raw > chosen.unsqueeze(1)).sum(dim=-1) + 1
+    k = int(want.max())
+    top_vals: list[list[float]] = []
+    top_ids: list[list[int]] = []
+    if k > 0:
+        vals, ids = raw.topk(k, dim=-1)
+        top_vals, top_ids = vals.tolist(), ids.tolist()
+    chosen_l, ranks_l = chosen.tolist(), ranks.tolist()
+    out: list[TokenLogprobs | None] = []
+    for i, n in enumerate(want.tolist()):
+        if n < 0:
+            out.append(None)
+            continue
+        top = [(top_ids[i][j], top_vals[i][j], j + 1) for j in range(n)]
+        out.append(TokenLogprobs(chosen_l[i], ranks_l[i], top))
+    return out
 
 
 def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """One step's per-row options on the device. Through pinned memory and non-blocking:
-    a plain copy from pageable memory waits for everything queued on the stream, which
-    would stall the host on the step still running on the GPU."""
+    """Per-row values on the device. Through pinned memory and non-blocking: a plain copy
+    from pageable memory waits for everything queued on the stream, which would stall the
+    host on the step still running on the GPU."""
     t = torch.tensor(values, dtype=dtype)
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t
 
 
-def _top_k_top_p(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+def _top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
+                 ) -> torch.Tensor:
+    """top_k: [S] float (0: off), top_p: [S] float (1: off)."""
     vocab = logits.shape[-1]
-    ks = _to_device([r.params.top_k if r.params.top_k > 0 else vocab for r in rows], torch.long,
-                    logits.device)
-    ps = _to_device([r.params.top_p for r in rows], logits.dtype, logits.device)
+    ks = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab)).long()
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     positions = torch.arange(vocab, device=logits.device).unsqueeze(0)
     drop = positions >= ks.unsqueeze(1)
     probs = torch.softmax(sorted_logits.masked_fill(drop, float("-inf")), dim=-1)
     before = probs.cumsum(dim=-1) - probs  # mass strictly before each token
-    drop |= before > ps.unsqueeze(1)
+    drop |= before > top_p.unsqueeze(1)
     drop[:, 0] = False  # always keep the most likely token
     sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
     return torch.empty_like(logits).scatter_(1, order, sorted_logits)

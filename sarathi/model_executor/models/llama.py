@@ -8,12 +8,13 @@ packs the checkpoint's separate tensors into them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sarathi.model_executor.attention import AttentionMetadata
+from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
 from sarathi.model_executor.layers import fused
 from sarathi.model_executor.layers.layernorm import RMSNorm
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
@@ -23,13 +24,19 @@ from sarathi.model_executor.parallel import (TensorSlice, TPGroup, column_linear
 from sarathi.model_executor.parallel.sharding import split_evenly, vocab_range
 
 
+class LayerCaches(Protocol):
+    """The model's view of a KV cache: each layer's K and V tensors."""
+
+    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 @dataclass
 class ForwardContext:
     """Per-step state shared by all layers."""
 
     meta: AttentionMetadata
-    kv_cache: object  # vattention.KVCache
-    attention: object  # an attention backend
+    kv_cache: LayerCaches
+    attention: AttentionBackend
     rotary: RotaryEmbedding
 
 

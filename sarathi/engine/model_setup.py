@@ -1,0 +1,83 @@
+"""What the engine serves, resolved once from the configuration: the model folder and its
+shape, the tokenizer (and AdaptiVocab patch), device, dtype, context length and EOS ids."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sarathi.config import EngineConfig
+from sarathi.model_executor.model_config import ModelShape, load_model_shape
+from sarathi.transformers_utils.demo import DEMO_NOTE
+from sarathi.transformers_utils.hub import DEMO_NAMES, resolve_model_path
+from sarathi.transformers_utils.tokenizer import (as_patch_tokenizer, eos_token_ids,
+                                                   get_tokenizer, is_patch_tokenizer_dir)
+
+logger = logging.getLogger("sarathi")
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    name: str  # as the user gave it
+    path: str  # the local folder
+    is_demo: bool
+    shape: ModelShape
+    tokenizer: Any  # a Hugging Face tokenizer or an adaptivocab.PatchTokenizer
+    patch: Any | None  # the PatchTokenizer, when the tokenizer is one
+    patch_at_load: str | None  # patch the base checkpoint's rows with this folder's patch
+    reduction_ratio: float  # patched / base tokens (AdaptiVocab); 1 without a patch
+    device: torch.device
+    dtype: torch.dtype
+    max_model_len: int
+    eos_ids: frozenset[int]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
+    return device
+
+
+def resolve_dtype(name: str, checkpoint_dtype: str | None, device: torch.device) -> torch.dtype:
+    if name != "auto":
+        return _DTYPES[name]
+    if device.type == "cpu":
+        return torch.float32  # half precision matmuls are slow or missing on most CPUs
+    return _DTYPES.get(str(checkpoint_dtype), torch.bfloat16)
+
+
+def resolve_model(config: EngineConfig) -> ModelSetup:
+    mc = config.model
+    is_demo = mc.model in DEMO_NAMES
+    if is_demo:
+        logger.warning("using the %s", DEMO_NOTE)
+    path = resolve_model_path(mc.model)
+    shape = load_model_shape(path)
+    tokenizer = get_tokenizer(mc.tokenizer or path, mc.patch_tokenizer)
+    patch = as_patch_tokenizer(tokenizer)
+    patch_at_load = None
+    if patch is not None:
+        from adaptivocab import AdaptiVocabError, check_vocab
+
+        try:
+            check_vocab(shape.vocab_size, len(tokenizer))
+        except AdaptiVocabError as e:
+            raise ValueError(f"the patch tokenizer does not fit this model: {e}") from e
+        if mc.patch_tokenizer is not None and not is_patch_tokenizer_dir(path):
+            patch_at_load = mc.patch_tokenizer
+    device = resolve_device(mc.device)
+    return ModelSetup(
+        name=mc.model, path=path, is_demo=is_demo, shape=shape, tokenizer=tokenizer,
+        patch=patch, patch_at_load=patch_at_load,
+        reduction_ratio=(patch.reduction_ratio or 1.0) if patch is not None else 1.0,
+        device=device, dtype=resolve_dtype(mc.dtype, shape.torch_dtype, device),
+        max_model_len=mc.max_model_len or shape.max_position_embeddings,
+        eos_ids=frozenset(eos_token_ids(tokenizer, path)))

@@ -1,0 +1,203 @@
+"""From sampled tokens to what the caller sees: stop checks, text, logprobs, outputs.
+
+The engine loop hands each step's sampled tokens here. Per token: it takes the sequence's
+placeholder (or appends), records logprobs, extends the text where text is needed, and
+checks the stops (EOS, stop token ids, stop strings across token boundaries, max_tokens,
+the context). The sequences that stopped are handed back for the scheduler to release.
+
+Text is built incrementally only where it is read while the request runs: streamed
+requests and requests with stop strings. An offline request without stop strings
+(``final_only``) is detokenized once, when it finishes, by the same windowed algorithm, so
+its text is the same and the per-token cost is gone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sarathi.core.scheduler_output import StepResult
+from sarathi.engine.stats import EngineStats
+from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
+from sarathi.sequence import Request, Sequence
+from sarathi.transformers_utils.detokenizer import IncrementalDetokenizer
+
+
+@dataclass
+class SequenceOutput:
+    """What the caller sees of one sequence."""
+
+    detok: IncrementalDetokenizer | None  # None: text is made when the sequence finishes
+    text: str = ""
+    logprobs: list[dict[int, Logprob]] | None = None
+    cumulative_logprob: float = 0.0
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+    emitted_text_len: int = 0  # chars of text already reported to the caller
+    emitted_tokens: int = 0
+
+
+@dataclass
+class StepOutcome:
+    outputs: list[RequestOutput] = field(default_factory=list)
+    stopped: list[Sequence] = field(default_factory=list)  # for the scheduler to release
+
+
+class OutputProcessor:
+    def __init__(self, decoder: Any, eos_ids: frozenset[int], max_seq_len: int,
+                 stats: EngineStats, patch: Any | None = None) -> None:
+        """``decoder``: the cheapest object whose ``decode`` equals the tokenizer's;
+        ``patch``: the AdaptiVocab PatchTokenizer, for base-token counts (or None)."""
+        self._decoder = decoder
+        self.eos_ids = eos_ids
+        self.max_seq_len = max_seq_len
+        self.stats = stats
+        self._patch = patch
+        self._seqs: dict[int, SequenceOutput] = {}
+
+    def add(self, req: Request) -> None:
+        p = req.params
+        live_text = not req.final_only or bool(p.stop_list)
+        for seq in req.seqs:
+            detok = (IncrementalDetokenizer(self._decoder, req.prompt_token_ids,
+                                            p.skip_special_tokens) if live_text else None)
+            self._seqs[seq.seq_id] = SequenceOutput(
+                detok, logprobs=[] if p.logprobs is not None else None)
+
+    def forget(self, req: Request) -> None:
+        for seq in req.seqs:
+            self._seqs.pop(seq.seq_id, None)
+
+    # -- one step ----------------------------------------------------------------------------
+    def process(self, seqs: list[Sequence], indices: list[int], result: StepResult,
+                now: float | None = None) -> StepOutcome:
+        """``seqs[i]`` sampled ``result.token_ids[i]`` for its token ``indices[i]``."""
+        now = time.monotonic() if now is None else now
+        outcome = StepOutcome()
+        touched: dict[str, Request] = {}
+        logprobs = result.logprobs
+        states = self._seqs
+        for i, (seq, token) in enumerate(zip(seqs, result.token_ids)):
+            if seq.finished:  # stopped (or aborted) while this step ran: drop its token
+                continue
+            out = states[seq.seq_id]
+            index = indices[i]
+            if index < len(seq.token_ids):  # fill in the placeholder
+                seq.token_ids[index] = token
+                seq.num_pending -= 1
+            else:
+                seq.token_ids.append(token)
+            req = seq.request
+            m = req.metrics
+            if m.first_token_time is None:
+                m.first_token_time = now
+            m.last_token_time = now
+            if out.logprobs is not None and logprobs is not None:
+                lp = logprobs[i]
+                if lp is not None:
+                    out.cumulative_logprob += lp.logprob
+                    entry = {token: Logprob(lp.logprob, lp.rank)}
+                    for tid, value, rank in lp.top:
+                        entry.setdefault(tid, Logprob(value, rank))
+                    out.logprobs.append(entry)
+            if self._check_stop(seq, out, token, index):
+                outcome.stopped.append(seq)
+            touched[req.request_id] = req
+        self.stats.generation_tokens += len(result.token_ids)
+        for req in touched.values():
+            finished = self._done(req)
+            if req.final_only and not finished:
+                continue
+            if finished:
+                req.metrics.finished_time = now
+                if self._patch is not None:
+                    self._count_base_tokens(req)
+            outcome.outputs.append(self.make_output(req, finished))
+        return outcome
+
+    def _done(self, req: Request) -> bool:
+        """Every sequence has its finish reason (the scheduler releases them afterwards)."""
+        states = self._seqs
+        return all(states[s.seq_id].finish_reason is not None for s in req.seqs)
+
+    def _check_stop(self, seq: Sequence, out: SequenceOutput, token: int, index: int) -> bool:
+        p = seq.params
+        prev_len = len(out.text)
+        if out.detok is not None:
+            out.text += out.detok.add(token)
+        n_out = seq.num_output
+        reason: str | None = None
+        stop_reason: int | str | None = None
+        if n_out >= p.min_tokens:
+            if not p.ignore_eos and token in self.eos_ids:
+                reason = "stop"
+            elif token in p.stop_token_ids:
+                reason, stop_reason = "stop", token
+            elif p.stop_list:
+                hit = _find_stop(out.text, prev_len, p.stop_list)
+                if hit is not None:
+                    idx, stop = hit
+                    out.text = out.text[:idx + (len(stop) if p.include_stop_str_in_output
+                                                else 0)]
+                    reason, stop_reason = "stop", stop
+        if reason is None and ((p.max_tokens is not None and n_out >= p.max_tokens)
+                               or index + 1 >= self.max_seq_len):
+            reason = "length"
+        if reason is None:
+            return False
+        del seq.token_ids[index + 1:]  # a placeholder for a token that will not count
+        seq.num_pending = 0
+        if out.detok is None:
+            detok = IncrementalDetokenizer(self._decoder, seq.request.prompt_token_ids,
+                                           p.skip_special_tokens)
+            out.text = detok.add_many(seq.output_ids) + detok.flush()
+        elif stop_reason is None or isinstance(stop_reason, int):
+            out.text += out.detok.flush()
+        out.finish_reason, out.stop_reason = reason, stop_reason
+        return True
+
+    def _count_base_tokens(self, req: Request) -> None:
+        """What the same text would have cost with the base tokenizer (AdaptiVocab metrics)."""
+        n = len(req.seqs)
+        s = self.stats
+        s.base_prompt_tokens += n * len(self._patch.to_base_ids(req.prompt_token_ids))
+        s.patched_prompt_tokens += n * len(req.prompt_token_ids)
+        for seq in req.seqs:
+            s.base_generation_tokens += len(self._patch.to_base_ids(seq.output_ids))
+            s.patched_generation_tokens += seq.num_output
+
+    # -- outputs -----------------------------------------------------------------------------
+    def make_output(self, req: Request, finished: bool) -> RequestOutput:
+        """Snapshot for the caller; text deltas are measured from the previous snapshot."""
+        outs = []
+        # Until a sequence finishes, hold back text that could be the start of a stop string,
+        # so streamed deltas never show a stop string that is later cut.
+        hold = req.params.stop_hold
+        for seq in req.seqs:
+            s = self._seqs[seq.seq_id]
+            done = s.finish_reason is not None
+            text = s.text if done or not hold else s.text[:max(0, len(s.text) - hold)]
+            text = text if len(text) >= s.emitted_text_len else s.text[:s.emitted_text_len]
+            delta = text[s.emitted_text_len:]
+            num_output = seq.num_output
+            new_tokens = num_output - s.emitted_tokens
+            s.emitted_text_len = len(text)
+            s.emitted_tokens = num_output
+            outs.append(CompletionOutput(
+                index=seq.index, text=text, token_ids=seq.output_ids,  # a fresh slice
+                cumulative_logprob=s.cumulative_logprob if s.logprobs is not None else None,
+                logprobs=s.logprobs, finish_reason=s.finish_reason, stop_reason=s.stop_reason,
+                text_delta=delta, num_new_tokens=new_tokens))
+        return RequestOutput(req.request_id, req.prompt, req.prompt_token_ids, outs, finished,
+                             req.metrics)
+
+
+def _find_stop(text: str, prev_len: int, stops: list[str]) -> tuple[int, str] | None:
+    """Earliest stop string that ends in the newly added text."""
+    best = None
+    for stop in stops:
+        idx = text.find(stop, max(0, prev_len - len(stop) + 1))
+        if idx != -1 and (best is None or idx < best[0]):
+            best = (idx, stop)
+    return best
