@@ -64,6 +64,27 @@ def bench_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 20, inner: i
     return times[len(times) // 2]
 
 
+def copy_bandwidth() -> float:
+    """Bytes per second of a 2 GiB device-to-device copy (read + write counted)."""
+    import torch
+
+    src = torch.randn(2**30 // 2, dtype=torch.bfloat16, device="cuda").repeat(2)
+    dst = torch.empty_like(src)
+    ms = bench_ms(lambda: dst.copy_(src))
+    return 2 * src.numel() * src.element_size() / (ms / 1e3)
+
+
+def matmul_rate() -> float:
+    """bf16 FLOP/s of an 8192^3 matmul on random data."""
+    import torch
+
+    n = 8192
+    a = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
+    b = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
+    ms = bench_ms(lambda: a @ b, reps=30)
+    return 2 * n**3 / (ms / 1e3)
+
+
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if not path:
         return

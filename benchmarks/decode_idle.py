@@ -1,12 +1,20 @@
-"""GPU idle time between decode steps: kernel time over wall time of engine steps.
+"""Engine steps against their hardware floor, and GPU idle time between them.
 
-Starts ``--batch`` requests on a random-weight model, prefills them, then profiles
-``--steps`` pure-decode engine steps unprofiled for the wall time, then as many under a
-CUDA-only trace for the busy time: the time in which some kernel or copy ran (kernels
-launched with programmatic dependent launch overlap their predecessors, so durations are
-not summed). Idle share = 1 - busy / wall.
+Starts ``--batch`` requests on a random-weight model, prefills them, then times ``--steps``
+engine steps (wall time, unprofiled), then as many under a CUDA-only trace for the busy
+time: the time in which some kernel or copy ran (kernels launched with programmatic
+dependent launch overlap their predecessors, so durations are not summed). Idle share =
+1 - busy / wall.
+
+Decode steps (default): every step is one token for each of the ``--batch`` sequences.
+With ``--mixed``: every step also carries a prefill chunk, filling the token budget (long
+prompts with ``max_tokens=1`` queue behind the decodes).
+
+The floor of a step, from the card's copy bandwidth BW and bf16 matmul rate MM measured in
+the same run: max((weight bytes + KV bytes read) / BW, matmul and attention FLOPs / MM).
 
     python benchmarks/decode_idle.py --preset llama3-8b --batch 64
+    python benchmarks/decode_idle.py --preset llama3-8b --batch 64 --mixed
 """
 
 from __future__ import annotations
@@ -16,41 +24,90 @@ import tempfile
 import time
 
 import torch
-from common import gpu_timeline, print_table, run_info, write_json
+from common import (copy_bandwidth, gpu_timeline, matmul_rate, print_table, run_info,
+                    write_json)
 
 from sarathi import LLM, SamplingParams
+from sarathi.engine.llm_engine import LLMEngine
 from sarathi.model_executor.presets import write_preset
+
+
+def step_floor_ms(engine: LLMEngine, bw: float, mm: float) -> float:
+    """The floor of the step the scheduler would run next (its plan, not run)."""
+    s = engine.shape
+    elem = torch.tensor([], dtype=engine.setup.dtype).element_size()
+    q, kvd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+    per_layer = s.hidden_size * (q + 2 * kvd) + q * s.hidden_size + 3 * s.hidden_size * \
+        s.intermediate_size
+    p_layers, p_head = s.num_layers * per_layer, s.hidden_size * s.vocab_size
+    kv = 2 * s.num_layers * kvd * elem
+    tokens = kv_tokens = samples = 0
+    attn_flops = 0.0
+    sched = engine.scheduler
+    decodes = [x for x in sched.running if x.remaining == 1]
+    budget = sched.config.chunk_size - len(decodes)
+    work = [(x, 1) for x in decodes]
+    for seq in [x for x in sched.running if x.remaining > 1] + list(sched.waiting):
+        if budget <= 0:
+            break
+        n = min(seq.remaining, budget)
+        work.append((seq, n))
+        budget -= n
+    for seq, n in work:
+        start = seq.num_computed
+        tokens += n
+        kv_tokens += start + n
+        samples += 1
+        # each query attends to its prefix: 2 matmuls of 2 FLOPs per head dim per key
+        attn_flops += 2 * 2 * s.num_layers * q * (n * start + n * (n + 1) / 2)
+    flops = 2 * p_layers * tokens + 2 * p_head * samples + attn_flops
+    read = (p_layers + p_head) * elem + kv * kv_tokens
+    return max(read / bw, flops / mm) * 1e3
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="llama3-8b", help="Model shape (random weights).")
-    ap.add_argument("--batch", type=int, default=64, help="Concurrent sequences (64).")
-    ap.add_argument("--prompt-len", type=int, default=512, help="Prompt tokens (512).")
-    ap.add_argument("--steps", type=int, default=30, help="Profiled decode steps (30).")
+    ap.add_argument("--batch", type=int, default=64, help="Concurrent decodes (64).")
+    ap.add_argument("--prompt-len", type=int, default=512, help="Decodes' prompt tokens (512).")
+    ap.add_argument("--steps", type=int, default=30, help="Timed decode steps (30).")
+    ap.add_argument("--mixed", action="store_true",
+                    help="Every step also prefills a chunk that fills the token budget.")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     ap.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
                     help="Extra engine option (repeatable).")
     args = ap.parse_args()
-    extra: dict = {"load_format": "dummy", "max_model_len": 4096}
+    extra: dict = {"load_format": "dummy", "max_model_len": 8192,
+                   "max_num_seqs": max(args.batch + 8, 16)}
     for kv in args.engine_arg:
         key, _, value = kv.partition("=")
         extra[key] = int(value) if value.isdigit() else value
     llm = LLM(write_preset(args.preset, tempfile.mkdtemp(prefix="idle-")), **extra)
     engine = llm.engine
-    params = SamplingParams(temperature=0.6, max_tokens=2048, ignore_eos=True)
+    params = SamplingParams(temperature=0.6, max_tokens=4096, ignore_eos=True)
     for i in range(args.batch):
         engine.add_request([10 + (i * 7 + j) % 1000 for j in range(args.prompt_len)], params,
                            request_id=f"idle-{i}")
-    # Prefill everything, then a few decode steps to warm caches and compile kernels.
-    for _ in range(args.batch * args.prompt_len // 256 + 20):
+    # Prefill everything, then a few decode steps to warm caches.
+    while any(s.remaining > 1 for s in engine.scheduler.running) or engine.scheduler.waiting:
         engine.step()
+    for _ in range(10):
+        engine.step()
+    if args.mixed:
+        # Enough long one-token prompts to keep a chunk in every timed step.
+        budget = llm.config.scheduler.chunk_size - args.batch
+        for i in range(3 * args.steps * budget // 4000 + 3):
+            engine.add_request([11 + (i * 13 + j) % 1000 for j in range(4000)],
+                               SamplingParams(max_tokens=1), request_id=f"chunk-{i}")
+        for _ in range(3):
+            engine.step()
     torch.cuda.synchronize()
-    # Wall time unprofiled (the CPU profiler slows the host down); GPU busy time from a
-    # CUDA-only trace of the next steps; then a CPU trace for the host-side table.
+    bw, mm = copy_bandwidth(), matmul_rate()
+    floors = []
     wait0 = engine.cache_stats().get("map_wait_seconds", 0.0)
     t0 = time.perf_counter()
     for _ in range(args.steps):
+        floors.append(step_floor_ms(engine, bw, mm))
         engine.step()
     torch.cuda.synchronize()
     wall = time.perf_counter() - t0
@@ -60,17 +117,18 @@ def main() -> None:
             engine.step()
         torch.cuda.synchronize()
     busy_us = gpu_timeline(prof.events()).busy_us
-    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-    with torch.profiler.profile(activities=acts) as host_prof:
-        for _ in range(min(args.steps, 10)):
-            engine.step()
-        torch.cuda.synchronize()
-    row = {"model": args.preset, "batch": args.batch, "steps": args.steps,
-           "step_ms": wall / args.steps * 1e3, "gpu_busy_ms": busy_us / 1e3 / args.steps,
-           "idle_share": 1 - busy_us / 1e6 / wall, "map_wait_share": map_wait / wall}
-    print(host_prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    step_ms = wall / args.steps * 1e3
+    floor_ms = sum(floors) / len(floors)
+    row = {"model": args.preset, "kind": "mixed" if args.mixed else "decode",
+           "batch": args.batch, "steps": args.steps, "step_ms": step_ms,
+           "gpu_busy_ms": busy_us / 1e3 / args.steps, "idle_share": 1 - busy_us / 1e6 / wall,
+           "floor_ms": floor_ms, "frac_of_floor": floor_ms / step_ms,
+           "map_wait_share": map_wait / wall}
+    print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
     print_table([row], list(row))
-    write_json(args.json, {"info": run_info(), "workload": vars(args), "results": [row]})
+    write_json(args.json, {"info": run_info(), "workload": vars(args),
+                           "copy_GB_per_s": bw / 1e9, "matmul_TFLOP_per_s": mm / 1e12,
+                           "results": [row]})
 
 
 if __name__ == "__main__":

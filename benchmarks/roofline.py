@@ -24,34 +24,21 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
-from common import bench_ms, gpu_timeline, print_table, run_info, write_json
+from common import (bench_ms, copy_bandwidth, gpu_timeline, matmul_rate, print_table, run_info,
+                    write_json)
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import vattention  # noqa: E402
 from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend  # noqa: E402
+from sarathi.model_executor.attention.metadata import FixedLaunch, chunk_table  # noqa: E402
+from sarathi.model_executor.attention.triton_kernels import decode_splits  # noqa: E402
 from sarathi.model_executor.dummy_weights import init_dummy_weights  # noqa: E402
 from sarathi.model_executor.layers.rotary import RotaryEmbedding  # noqa: E402
 from sarathi.model_executor.model_config import load_model_shape  # noqa: E402
 from sarathi.model_executor.model_loader import build_model  # noqa: E402
 from sarathi.model_executor.models.llama import ForwardContext  # noqa: E402
 from sarathi.model_executor.presets import write_preset  # noqa: E402
-
-
-def copy_bandwidth() -> float:
-    """Bytes per second of a 2 GiB device-to-device copy (read + write counted)."""
-    src = torch.randn(2**30 // 2, dtype=torch.bfloat16, device="cuda").repeat(2)
-    dst = torch.empty_like(src)
-    ms = bench_ms(lambda: dst.copy_(src))
-    return 2 * src.numel() * src.element_size() / (ms / 1e3)
-
-
-def matmul_rate() -> float:
-    n = 8192
-    a = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
-    b = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
-    ms = bench_ms(lambda: a @ b, reps=30)
-    return 2 * n**3 / (ms / 1e3)
 
 
 def kernel_breakdown(replay: Callable[[], object], step_ms: float, steps: int = 10
@@ -121,18 +108,22 @@ class Setup:
         return self.batch * (self.context + 1) * s.num_layers * 2 * s.num_kv_heads * \
             s.head_dim * 2
 
-    def decode_inputs(self) -> tuple[torch.Tensor, ForwardContext]:
+    def decode_inputs(self, graph: bool) -> tuple[torch.Tensor, ForwardContext]:
         dev, b, ctx = self.dev, self.batch, self.context
         slots = torch.tensor(self.slots, device=dev)
+        launch = None
+        if graph:  # as the engine's graphs: the split fixed at capture, over this context
+            sms = torch.cuda.get_device_properties(0).multi_processor_count
+            launch = FixedLaunch(decode_splits(b, self.shape.num_kv_heads, ctx + 1, 64, sms))
         meta = AttentionMetadata(
             slot_of_token=slots, positions=torch.full((b,), ctx, device=dev), num_decodes=b,
             decode_slots=slots, decode_context_lens=torch.full((b,), ctx + 1, device=dev),
-            max_decode_context=ctx + 1, prefills=[])
+            max_decode_context=ctx + 1, prefills=[], launch=launch)
         ids = torch.randint(10, 1000, (b,), device=dev)
         return ids, ForwardContext(meta, self.cache, self.attention, self.rotary)
 
     def decode_ms(self, graph: bool) -> float:
-        ids, ctx = self.decode_inputs()
+        ids, ctx = self.decode_inputs(graph)
 
         def step() -> torch.Tensor:
             return self.model.compute_logits(self.model(ids, ctx))
@@ -140,13 +131,6 @@ class Setup:
         with torch.inference_mode():
             if not graph:
                 return bench_ms(step)
-            fixed = getattr(self.attention, "fixed_split", None)
-            if hasattr(self.attention, "fixed_split"):
-                from sarathi.model_executor.attention.triton_kernels import decode_splits
-
-                sms = torch.cuda.get_device_properties(0).multi_processor_count
-                self.attention.fixed_split = decode_splits(self.batch, self.shape.num_kv_heads,
-                                                           self.context + 1, 64, sms)
             s = torch.cuda.Stream()
             s.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(s):
@@ -161,8 +145,6 @@ class Setup:
             ms = bench_ms(g.replay, inner=4)
             if self.profile:
                 self.kernels = kernel_breakdown(g.replay, ms)
-            if hasattr(self.attention, "fixed_split"):
-                self.attention.fixed_split = fixed
             return ms
 
     def prefill_ms(self, n: int) -> float:
@@ -172,7 +154,8 @@ class Setup:
             slot_of_token=torch.full((n,), slot, device=dev), positions=torch.arange(n, device=dev),
             num_decodes=0, decode_slots=torch.empty(0, dtype=torch.long, device=dev),
             decode_context_lens=torch.empty(0, dtype=torch.long, device=dev),
-            max_decode_context=0, prefills=[(slot, 0, n)])
+            max_decode_context=0, prefills=[(slot, 0, n)],
+            chunks=chunk_table([(slot, 0, n)], 0, dev))
         ids = torch.randint(10, 1000, (n,), device=dev)
         ctx = ForwardContext(meta, self.cache, self.attention, self.rotary)
         with torch.inference_mode():

@@ -7,6 +7,20 @@ requested tokens are counted) and prints the ratio. With a ``--preset`` shape th
 weights are then made by transformers and saved as safetensors, so both engines run the
 same weights.
 
+On a GPU the run also measures the card's copy bandwidth BW and bf16 matmul rate MM and
+prints the fraction of the workload's hardware limit reached, T_lb / T, where T_lb assumes
+perfect batching and no host cost: every prompt's matmul and attention FLOPs at MM, then
+for each decode round k (every request with o_i >= k decodes its k-th token) the larger of
+reading the weights plus those requests' KV cache at BW and their matmul FLOPs at MM:
+
+    T_lb = sum_i (2 P p_i + A(p_i)) / MM
+           + sum_k max((W + kv * sum_{i: o_i >= k} (p_i + k)) / BW,
+                       2 P' |{i: o_i >= k}| / MM)
+
+P: matmul parameters of the layers, P' = P plus the LM head, W: bytes of weights a decode
+step reads (layers and LM head), kv: KV bytes per token, A(p): causal attention FLOPs of a
+p-token prompt.
+
     python benchmarks/throughput.py --preset qwen3-0.6b --load-format dummy   # GPU
     python benchmarks/throughput.py --num-requests 32 --max-len 128           # demo, CPU
 """
@@ -20,9 +34,42 @@ import tempfile
 import time
 
 import torch
-from common import print_table, run_info, write_json
+from common import copy_bandwidth, matmul_rate, print_table, run_info, write_json
 
 from sarathi import LLM, SamplingParams
+from sarathi.executor.uni import UniExecutor
+from sarathi.model_executor.model_config import ModelShape
+
+
+def lower_bound_seconds(shape: ModelShape, elem: int, requests: list[tuple[list[int], int]],
+                        bw: float, mm: float) -> float:
+    """T_lb of the module docstring for ``requests`` (prompt ids, output length)."""
+    s = shape
+    q, kvd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+    per_layer = s.hidden_size * (q + 2 * kvd) + q * s.hidden_size + 3 * s.hidden_size * \
+        s.intermediate_size
+    p_layers = s.num_layers * per_layer
+    p_all = p_layers + s.hidden_size * s.vocab_size
+    weight_bytes = p_all * elem
+    kv = 2 * s.num_layers * kvd * elem
+    t = 0.0
+    for prompt, _ in requests:
+        p = len(prompt)
+        attention = 2 * 2 * s.num_layers * q * p * (p + 1) / 2
+        t += (2 * p_layers * p + attention) / mm
+    outs = sorted(o for _, o in requests)
+    prompts_by_out = sorted(((o, len(pr)) for pr, o in requests))
+    active_prompt = sum(p for _, p in prompts_by_out)
+    active = len(outs)
+    j = 0  # requests with o_i < k are finished
+    for k in range(1, outs[-1] + 1):
+        while j < len(prompts_by_out) and prompts_by_out[j][0] < k:
+            active_prompt -= prompts_by_out[j][1]
+            active -= 1
+            j += 1
+        kv_bytes = kv * (active_prompt + active * k)
+        t += max((weight_bytes + kv_bytes) / bw, 2 * p_all * active / mm)
+    return t
 
 
 def make_requests(n: int, lo: int, hi: int, vocab: int, seed: int
@@ -136,6 +183,18 @@ def main() -> None:
     requests = make_requests(args.num_requests, args.min_len, args.max_len,
                              min(llm.engine.shape.vocab_size, len(llm.get_tokenizer())), args.seed)
     rows = [run_ours(llm, requests)]
+    ceilings: dict = {}
+    executor = llm.engine.executor
+    if isinstance(executor, UniExecutor) and executor.worker.runner.graphs is not None:
+        rows[0]["graph_replays"] = dict(executor.worker.runner.graphs.replays)
+    if torch.cuda.is_available():
+        bw, mm = copy_bandwidth(), matmul_rate()
+        elem = torch.tensor([], dtype=llm.engine.setup.dtype).element_size()
+        t_lb = lower_bound_seconds(llm.engine.shape, elem, requests, bw, mm)
+        rows[0]["lower_bound_s"] = t_lb
+        rows[0]["frac_of_limit"] = t_lb / rows[0]["seconds"]
+        ceilings = {"copy_GB_per_s": bw / 1e9, "matmul_TFLOP_per_s": mm / 1e12}
+        print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
     if args.baseline == "hf":
         m = llm.engine.setup
         path, dtype, device = m.path, m.dtype, m.device
@@ -144,9 +203,10 @@ def main() -> None:
         _free_device_memory()
         rows.append(run_hf(path, requests, dtype, device, args.hf_batch))
         rows[0]["vs_hf"] = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
-    print_table(rows, ["engine", "seconds", "output_tokens", "tokens_per_s", "vs_hf"])
+    print_table(rows, ["engine", "seconds", "output_tokens", "tokens_per_s", "lower_bound_s",
+                       "frac_of_limit", "vs_hf"])
     write_json(args.json, {"info": run_info(), "model": args.preset or model,
-                           "workload": vars(args), "results": rows})
+                           "workload": vars(args), "results": rows, **ceilings})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@
 # SARATHI_FUSED=0,1 roofline`; gpu_pdl_e2e.sh = `tests idle overlap` + `--sweep SARATHI_PDL=1,0
 # throughput`; gpu_pdl_attention.sh = `--sweep SARATHI_PDL=1,0 attention`; gpu_pdl_final.sh =
 # `tests roofline attention`; gpu_pdl_confirm.sh = `idle throughput`; gpu_paged.sh = `attention
-# paged`; gpu_kernels.sh = `--old-tree DIR throughput` + `attention logits`; gpu_floor.sh =
+# paged`; gpu_kernels.sh = `--old-tree DIR throughput` + `attention`; gpu_floor.sh =
 # `attention scheduling` + `--presets qwen3-0.6b hf`; gpu_overlap.sh = `overlap`; gpu_ahead.sh
 # = `mapahead`; gpu_domain.sh = `domain`; gpu_profile.sh = `roofline idle hostprof`;
 # gpu_graphs.sh = `idle throughput` + `--arg roofline=--prefill-only roofline`; gpu_speed.sh =
@@ -42,8 +42,9 @@ GROUPS_HELP="\
               between engine decode steps; decode_idle.json (one list)
   overlap     overlapped scheduling on vs off, alternating: decode_idle (--repeats rounds) and
               throughput per preset; decode_idle_overlap.json, throughput_PRESET_overlap{1,0}.json
-  logits      decode_idle with the LM head inside vs outside the decode graph (graph_logits=1/0),
-              Llama-3-8B and Qwen3-0.6B; decode_idle_logits.json
+  steps       decode_idle.py per preset: decode steps at batch 64 and 256 and mixed steps
+              (a prefill chunk filling the budget + 64 decodes) against their floor, and GPU
+              idle between them; engine_steps.json
   mapahead    decode_idle --prompt-len 1000 --steps 40, kv_layout per_layer and mega: idle and
               map-wait share while every sequence crosses a page; decode_idle_mapahead.json
   throughput  benchmarks/throughput.py, nano-vllm workload, per preset; throughput_PRESET.json
@@ -106,7 +107,7 @@ examples:
 EOF
 }
 
-ALL_GROUPS="tests roofline profile attention idle overlap logits mapahead throughput hf paged
+ALL_GROUPS="tests roofline profile attention idle overlap steps mapahead throughput hf paged
 scheduling domain quality smallm hostprof smoke vattention tp"
 PRESETS="qwen3-0.6b llama3-8b"
 REPEATS=3
@@ -239,16 +240,17 @@ g_overlap() {
     done
   done
 }
-g_logits() {
-  local parts=() p gl
-  for p in llama3-8b qwen3-0.6b; do
-    for gl in 1 0; do
-      idle_run "logits_${p}_$gl$S" "$p" "$OUT/logits_${p}_$gl$S.json" \
-        --engine-arg "graph_logits=$gl"
-      parts+=("$OUT/logits_${p}_$gl$S.json")
+g_steps() {  # engine steps against their floor: decodes at batch 64 and 256, mixed at 64
+  local parts=() p b
+  for p in $PRESETS; do
+    for b in 64 256; do
+      idle_run "steps_${p}_b$b$S" "$p" "$OUT/steps_${p}_b$b$S.json" --batch "$b"
+      parts+=("$OUT/steps_${p}_b$b$S.json")
     done
+    idle_run "steps_${p}_mixed$S" "$p" "$OUT/steps_${p}_mixed$S.json" --mixed
+    parts+=("$OUT/steps_${p}_mixed$S.json")
   done
-  merge_json "$OUT/decode_idle_logits$S.json" "${parts[@]}"
+  merge_json "$OUT/engine_steps$S.json" "${parts[@]}"
 }
 g_mapahead() {
   local parts=() layout

@@ -170,9 +170,13 @@ class LLMEngine:
         return outputs
 
     def _launch(self, plan: SchedulerStep) -> InflightStep:
-        """Account the scheduled tokens as computed and launch the step. With overlap, each
-        sequence that samples gets a placeholder so the next schedule can feed its token
-        back."""
+        sampled, indices = self.account(plan)
+        return InflightStep(plan, sampled, indices, self.executor.launch(plan.input))
+
+    def account(self, plan: SchedulerStep) -> tuple[list[Sequence], list[int]]:
+        """Count the scheduled tokens as computed; return the sequences that sample, in
+        sampling order, with the index each sampled token takes. With overlap each gets a
+        placeholder so the next schedule can feed its token back."""
         now = time.monotonic()
         sampled: list[Sequence] = []
         indices: list[int] = []
@@ -187,7 +191,7 @@ class LLMEngine:
                 m.first_scheduled_time = now
             if seq.num_computed == len(seq.token_ids):
                 self._on_sample(seq, sampled, indices, overlap)
-        return InflightStep(plan, sampled, indices, self.executor.launch(plan.input))
+        return sampled, indices
 
     def _on_sample(self, seq: Sequence, sampled: list[Sequence], indices: list[int],
                    overlap: bool) -> None:

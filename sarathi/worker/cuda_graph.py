@@ -23,7 +23,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -85,7 +87,7 @@ class StepGraphs:
     def __init__(self, model: LlamaForCausalLM, cache: LayerCaches, attention: AttentionBackend,
                  rotary: RotaryEmbedding, buffers: StepBuffers, last_token: torch.Tensor,
                  max_len: int, max_decodes: int, max_tokens: int, block_m: int,
-                 device: torch.device) -> None:
+                 device: torch.device, num_sms: int) -> None:
         self.model, self.cache, self.attention, self.rotary = model, cache, attention, rotary
         self.buffers = buffers
         self.last_token = last_token
@@ -97,31 +99,34 @@ class StepGraphs:
         self.mixed_shapes = {t: MixedShape(
             t, min(t, cap.decodes), cap.chunks, math.ceil(t / block_m) + cap.chunks,
             min(t, cap.samples)) for t in self.token_buckets}
-        self.sms = torch.cuda.get_device_properties(device).multi_processor_count
+        self.sms = num_sms
         self.kv_heads = cache.layer(0)[0].shape[2]
         self._decode: dict[int, _Graph] = {}
         self._mixed: dict[int, _Graph] = {}
-        self._pool = torch.cuda.graph_pool_handle()
+        self.replays = {"decode": 0, "mixed": 0}  # steps served by a graph, by kind
 
     # -- startup -----------------------------------------------------------------------------
     def capture_all(self) -> float:
         """Capture every bucket (largest first, so the shared memory pool is sized once);
         returns the seconds it took."""
         t0 = time.perf_counter()
+        pool = torch.cuda.graph_pool_handle()
         jobs = [("decode", b) for b in reversed(self.decode_buckets)] + \
             [("mixed", t) for t in reversed(self.token_buckets)]
         with torch.inference_mode():
             for kind, size in tqdm(jobs, desc="capturing CUDA graphs", unit="graph",
                                    leave=False):
                 if kind == "decode":
-                    self._decode[size] = self._capture(lambda s=size: self._decode_forward(s))
+                    self._decode[size] = self._capture(
+                        lambda s=size: self._decode_forward(s), pool)
                 else:
                     shape = self.mixed_shapes[size]
-                    self._mixed[size] = self._capture(lambda m=shape: self._mixed_forward(m))
+                    self._mixed[size] = self._capture(
+                        lambda m=shape: self._mixed_forward(m), pool)
         torch.cuda.synchronize(self.device)
         return time.perf_counter() - t0
 
-    def _capture(self, forward) -> _Graph:
+    def _capture(self, forward: Callable[[], torch.Tensor], pool: Any) -> _Graph:
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):  # warm-up: compile kernels, settle allocations
@@ -129,7 +134,7 @@ class StepGraphs:
                 forward()
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph, pool=pool):
             out = forward()
         return _Graph(graph, out)
 
@@ -189,10 +194,12 @@ class StepGraphs:
         """Logits [n, vocab] of a decode step whose inputs are in the step buffer."""
         g = self._decode[bucket]
         g.graph.replay()
+        self.replays["decode"] += 1
         return g.out[:n]
 
     def replay_mixed(self, shape: MixedShape, samples: int) -> torch.Tensor:
         """Hidden states [samples, hidden] of the step's sampled rows."""
         g = self._mixed[shape.tokens]
         g.graph.replay()
+        self.replays["mixed"] += 1
         return g.out[:samples]

@@ -67,6 +67,7 @@ class HostBatch:
     num_tiles: int
     has_pending: bool
     special: list[SpecialRow] = field(default_factory=list)
+    views: dict[str, torch.Tensor] = field(default_factory=dict)  # the arrays on the device
 
     @property
     def num_samples(self) -> int:
@@ -119,38 +120,54 @@ class ModelRunner:
         if not graphs_supported(self.model, self.attention, self.device) or \
                 self.cache.max_slots < 2:
             return False
+        sms = torch.cuda.get_device_properties(self.device).multi_processor_count
+        graphs = self.step_graphs(sms)
+        seconds = graphs.capture_all()
+        self.graphs = graphs
+        logger.info("captured %d decode and %d mixed-step CUDA graphs in %.1f s",
+                    len(graphs.decode_buckets), len(graphs.token_buckets), seconds)
+        return True
+
+    def step_graphs(self, num_sms: int) -> StepGraphs:
+        """The graphs' forwards over the step buffer, not yet captured: a slot is taken for
+        padding rows, and the buffer is padded with it."""
         pad_slot = self.cache.alloc_slot()
         self.cache.ensure(pad_slot, 1)
         self.cache.commit()
         for name in ("slot_of_token", "decode_slots", "sample_slots"):
             self.buffers.pad[name] = pad_slot
         self.buffers.load(_empty_arrays())  # every row padding while capturing
-        self.graphs = StepGraphs(self.model, self.cache, self.attention, self.rotary,
-                                 self.buffers, self.last_token, self.max_len,
-                                 self.cache.max_slots - 1,
-                                 min(self.max_step_tokens, self.buffers.capacity.tokens),
-                                 self.block_m, self.device)
-        seconds = self.graphs.capture_all()
-        logger.info("captured %d decode and %d mixed-step CUDA graphs in %.1f s",
-                    len(self.graphs.decode_buckets), len(self.graphs.token_buckets), seconds)
-        return True
+        return StepGraphs(self.model, self.cache, self.attention, self.rotary, self.buffers,
+                          self.last_token, self.max_len, self.cache.max_slots - 1,
+                          min(self.max_step_tokens, self.buffers.capacity.tokens),
+                          self.block_m, self.device, num_sms)
 
     # -- one step ----------------------------------------------------------------------------
     @torch.inference_mode()
     def launch(self, step: StepInput) -> InflightBatch:
         """Queue the step's forward and sampling on the device; ``collect`` waits for it.
         Its sampled ids stay on the device, where the next step's placeholders are read."""
-        self._update_sequences(step)
-        if not step.has_work:
+        batch = self.prepare(step)
+        if batch is None:
             return InflightBatch(None)
-        batch = self._lay_out(step)
-        self.cache.commit()
-        self.options.commit()
-        logits, sample_slots = self._forward(batch)
+        logits = self._forward(batch)
         if logits is None:  # a tensor-parallel rank other than the sampling one
             return InflightBatch(None)
-        sample = SampleBatch(sample_slots, batch.arrays["sample_slots"], batch.special)
+        sample = SampleBatch(batch.views["sample_slots"], batch.arrays["sample_slots"],
+                             batch.special)
         return InflightBatch(self.sampler.launch(logits, sample))
+
+    def prepare(self, step: StepInput) -> HostBatch | None:
+        """All host work of a step before the forward: bookkeeping, slots and KV blocks,
+        the step's arrays and their one copy to the device (None: nothing to run)."""
+        self._update_sequences(step)
+        if not step.has_work:
+            return None
+        batch = self._lay_out(step)
+        batch.views = self._load(batch)
+        self.cache.commit()
+        self.options.commit()
+        return batch
 
     def collect(self, inflight: InflightBatch) -> StepResult:
         if inflight.pending is None:
@@ -315,29 +332,30 @@ class ModelRunner:
             self.cache.reserve_ahead(slot, target)
 
     # -- forward -----------------------------------------------------------------------------
-    def _forward(self, batch: HostBatch) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Logits of the sampled rows (None on a rank that does not sample), and the
-        sampled rows' slots on the device."""
-        a = batch.arrays
-        cap = self.buffers.capacity
-        shape = Capacity(batch.num_tokens, batch.num_decodes, len(batch.prefills),
-                         batch.num_tiles, batch.num_samples)
-        if cap.fits(shape):
-            views = self.buffers.load(a)
-        else:
-            views = load_once(a, self.device)
+    def _shape(self, batch: HostBatch) -> Capacity:
+        return Capacity(batch.num_tokens, batch.num_decodes, len(batch.prefills),
+                        batch.num_tiles, batch.num_samples)
+
+    def _load(self, batch: HostBatch) -> dict[str, torch.Tensor]:
+        if self.buffers.capacity.fits(self._shape(batch)):
+            return self.buffers.load(batch.arrays)
+        return load_once(batch.arrays, self.device)
+
+    def _forward(self, batch: HostBatch) -> torch.Tensor | None:
+        """Logits of the sampled rows (None on a rank that does not sample): a graph
+        replay where one fits the step, else eagerly."""
+        a, views = batch.arrays, batch.views
         g = self.graphs
-        if g is not None and cap.fits(shape):
+        if g is not None and self.buffers.capacity.fits(self._shape(batch)):
             if not batch.prefills:
                 bucket = g.decode_bucket(batch.num_decodes)
                 if bucket is not None:
-                    return g.replay_decode(bucket, batch.num_decodes), views["sample_slots"]
+                    return g.replay_decode(bucket, batch.num_decodes)
             else:
                 mixed = g.mixed_shape(batch.num_tokens, batch.num_decodes, len(batch.prefills),
                                       batch.num_tiles, batch.num_samples)
                 if mixed is not None:
-                    hidden = g.replay_mixed(mixed, batch.num_samples)
-                    return self.model.compute_logits(hidden), views["sample_slots"]
+                    return self.model.compute_logits(g.replay_mixed(mixed, batch.num_samples))
         chunks = None
         if batch.prefills:
             chunks = ChunkTable(views["chunk_slot"], views["chunk_start"], views["chunk_len"],
@@ -352,7 +370,7 @@ class ModelRunner:
         if batch.has_pending:
             ids = resolve_pending(ids, self.last_token)
         hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
-        return self.model.compute_logits(hidden[views["sample_idx"]]), views["sample_slots"]
+        return self.model.compute_logits(hidden[views["sample_idx"]])
 
     def forward_logits(self, token_ids: list[int]) -> torch.Tensor:
         """Logits of every position of one prompt (no sampling); for tests and evaluation."""

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend
+from sarathi.model_executor.attention.metadata import chunk_table
 from tests.attention.reference import reference_attention, rel_error
 
 pytestmark = pytest.mark.gpu
@@ -48,7 +49,8 @@ def _step(rng: random.Random, slots: int, max_len: int, num_decodes: int,
         positions=torch.tensor(tok_pos, device=dev), num_decodes=num_decodes,
         decode_slots=torch.tensor(chosen[:num_decodes], device=dev),
         decode_context_lens=torch.tensor(dec_lens, dtype=torch.long, device=dev),
-        max_decode_context=max(dec_lens, default=0), prefills=prefills)
+        max_decode_context=max(dec_lens, default=0), prefills=prefills,
+        chunks=chunk_table(prefills, num_decodes, dev))
     return tok_slots, tok_pos, meta
 
 

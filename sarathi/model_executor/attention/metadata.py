@@ -89,7 +89,7 @@ def chunk_table(prefills: list[tuple[int, int, int]], first_row: int, device: to
     for slot, start, n in prefills:
         rows.append((slot, start, n, off))
         off += n
-    t = torch.tensor(rows, dtype=torch.long, device=device).t()
+    t = torch.tensor(rows, dtype=torch.long, device=device).t().contiguous()
     return ChunkTable(t[0], t[1], t[2], t[3], max(n for _, _, n in prefills))
 
 

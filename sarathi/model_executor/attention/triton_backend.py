@@ -18,10 +18,12 @@ class TritonAttention:
     name = "triton"
     graphable = True
 
-    def __init__(self, block_table: torch.Tensor | None = None) -> None:
-        # With a block table the caches are paged pools (the ``paged`` backend's kernels).
+    def __init__(self, block_table: torch.Tensor | None = None, num_sms: int | None = None
+                 ) -> None:
+        """With ``block_table`` the caches are paged pools (the ``paged`` backend's
+        kernels). ``num_sms`` (default: the device's) sizes the decode kernel's split."""
         self.block_table = block_table
-        self._num_sms: int | None = None
+        self._num_sms = num_sms
 
     def kv_index(self, meta: AttentionMetadata) -> KVIndex:
         return slot_index(meta)

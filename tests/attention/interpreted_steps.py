@@ -1,0 +1,132 @@
+"""Run by test_interpreted_steps.py in a subprocess with TRITON_INTERPRET=1: the Triton
+kernels, and whole engine steps laid out as the CUDA graphs lay them out (fixed grids over
+the padded step buffer, decode count read on the device, the prefill tile table), executed
+by Triton's interpreter on the CPU, against the SDPA reference and the eager engine.
+Prints OK at the end."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import torch
+import triton.runtime.interpreter as interp
+
+from sarathi import LLM, SamplingParams
+from sarathi.model_executor.attention.metadata import AttentionMetadata, chunk_table, prefill_block_m
+from sarathi.model_executor.attention.torch_backend import TorchAttention
+from sarathi.model_executor.attention.triton_backend import TritonAttention
+from sarathi.model_executor.attention.triton_kernels import (decode_attention, decode_splits,
+                                                             prefill_attention)
+
+# Triton 3.6's interpreter turns a loaded scalar into an index with int() of a one-element
+# array, which NumPy 2 refuses; .item() works for both shapes.
+_patch = interp._patch_lang_tensor
+
+
+def _patch_lang_tensor(tensor, scope):  # type: ignore[no-untyped-def]
+    _patch(tensor, scope)
+    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
+
+
+interp._patch_lang_tensor = _patch_lang_tensor
+
+
+def check_kernels() -> None:
+    torch.manual_seed(0)
+    slots, max_len, hkv, hq, d, scale = 6, 256, 2, 4, 32, 0.2
+    k, v = torch.randn(slots, max_len, hkv, d), torch.randn(slots, max_len, hkv, d)
+    decodes = [(0, 17), (1, 100), (2, 64)]  # (slot, context)
+    prefills = [(3, 10, 20), (4, 0, 70)]  # (slot, start, length)
+    nd = len(decodes)
+    t = nd + sum(n for *_, n in prefills)
+    q = torch.randn(t, hq, d)
+    dslots = torch.tensor([s for s, _ in decodes])
+    dlens = torch.tensor([n for _, n in decodes])
+    pos = torch.cat([dlens - 1] + [torch.arange(st, st + n) for _, st, n in prefills])
+    sot = torch.cat([dslots] + [torch.full((n,), s) for s, _, n in prefills])
+    ref = TorchAttention().forward(q, k, v, AttentionMetadata(
+        sot, pos, nd, dslots, dlens, int(dlens.max()), prefills), scale, None)
+
+    out = torch.full_like(q, float("nan"))
+    decode_attention(q[:nd], k, v, dslots, dlens, int(dlens.max()), scale, None, out[:nd], 4)
+    c = chunk_table(prefills, nd, q.device)
+    assert c is not None
+    prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, c.longest, scale, None, out)
+    err = (out - ref).abs().max().item()
+    assert err < 1e-4, f"eager kernels differ from SDPA by {err}"
+
+    # As a mixed-step graph runs them: 8 decode rows of which the first 3 are decodes, a
+    # chunk table padded to 4 entries, one program per tile of a padded tile table.
+    rows, cap_chunks, pad_slot = 8, 4, 5
+    block_m = prefill_block_m(d)
+    ds = torch.full((rows,), pad_slot)
+    ds[:nd] = dslots
+    dl = torch.ones(rows, dtype=torch.long)
+    dl[:nd] = dlens
+    table = torch.zeros(4, cap_chunks, dtype=torch.long)
+    tiles: list[tuple[int, int]] = []
+    off = nd
+    for i, (s, st, n) in enumerate(prefills):
+        table[:, i] = torch.tensor([s, st, n, off])
+        off += n
+        tiles += [(i, b) for b in range(-(-n // block_m))]
+    n_tiles = math.ceil(t / block_m) + cap_chunks
+    tile_chunk = torch.full((n_tiles,), -1)
+    tile_block = torch.zeros(n_tiles, dtype=torch.long)
+    tile_chunk[:len(tiles)] = torch.tensor([c for c, _ in tiles])
+    tile_block[:len(tiles)] = torch.tensor([b for _, b in tiles])
+    qq = torch.cat([q, torch.zeros(rows, hq, d)])
+    out2 = torch.full_like(qq, float("nan"))
+    decode_attention(qq[:rows], k, v, ds, dl, max_len, scale, None, out2[:rows], 4,
+                     decode_splits(16, hkv, max_len, 64, 4), None, torch.tensor([nd]))
+    prefill_attention(qq, k, v, table[0], table[1], table[2], table[3], t, scale, None, out2,
+                      None, (tile_chunk, tile_block))
+    err = (out2[:t] - ref).abs().max().item()
+    assert err < 1e-4, f"graph-shaped kernels differ from SDPA by {err}"
+    assert torch.isnan(out2[t:]).all(), "the kernels wrote rows past the step"
+
+
+def engine(graph_shaped: bool, overlap: bool) -> tuple[LLM, dict[str, int]]:
+    llm = LLM("demo", max_num_seqs=5, chunk_size=24, overlap_scheduling=overlap,
+              dtype="float32")
+    runner = llm.engine.executor.worker.runner
+    runner.attention = TritonAttention(num_sms=4)
+    calls = {"decode": 0, "mixed": 0}
+    if graph_shaped:
+        g = runner.step_graphs(num_sms=4)
+        llm.engine.scheduler.max_running = runner.cache.max_slots - 1  # the pad slot
+
+        def replay_decode(bucket: int, n: int) -> torch.Tensor:
+            calls["decode"] += 1
+            with torch.inference_mode():
+                return g._decode_forward(bucket)[:n]
+
+        def replay_mixed(shape, samples: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
+            calls["mixed"] += 1
+            with torch.inference_mode():
+                return g._mixed_forward(shape)[:samples]
+
+        g.replay_decode, g.replay_mixed = replay_decode, replay_mixed  # type: ignore[method-assign]
+        runner.graphs = g
+    return llm, calls
+
+
+def check_steps(overlap: bool) -> None:
+    prompts = [[5 + i + j for j in range(3 + 7 * i)] for i in range(5)]
+    params = [SamplingParams(temperature=0.0, max_tokens=6 + 3 * i, ignore_eos=True)
+              for i in range(5)]
+    eager, _ = engine(False, overlap)
+    shaped, calls = engine(True, overlap)
+    want = [o.outputs[0].token_ids for o in eager.generate(prompts, params, use_tqdm=False)]
+    got = [o.outputs[0].token_ids for o in shaped.generate(prompts, params, use_tqdm=False)]
+    assert got == want, f"graph-shaped steps (overlap={overlap}) gave {got}, eager {want}"
+    assert calls["decode"] and calls["mixed"], calls
+
+
+if __name__ == "__main__":
+    check_kernels()
+    check_steps(overlap=False)
+    check_steps(overlap=True)
+    print("OK")
+    sys.exit(0)
