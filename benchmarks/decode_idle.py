@@ -20,6 +20,9 @@ the same run: max((weight bytes + KV bytes read) / BW, matmul and attention FLOP
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
 import tempfile
 import time
 
@@ -73,6 +76,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="Timed decode steps (30).")
     ap.add_argument("--mixed", action="store_true",
                     help="Every step also prefills a chunk that fills the token budget.")
+    ap.add_argument("--final-only", action="store_true",
+                    help="Requests as offline generate adds them (outputs only when finished); "
+                         "default: as the server adds them (an output every step).")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     ap.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
                     help="Extra engine option (repeatable).")
@@ -87,7 +93,7 @@ def main() -> None:
     params = SamplingParams(temperature=0.6, max_tokens=4096, ignore_eos=True)
     for i in range(args.batch):
         engine.add_request([10 + (i * 7 + j) % 1000 for j in range(args.prompt_len)], params,
-                           request_id=f"idle-{i}")
+                           request_id=f"idle-{i}", final_only=args.final_only)
     # Prefill everything, then a few decode steps to warm caches.
     while any(s.remaining > 1 for s in engine.scheduler.running) or engine.scheduler.waiting:
         engine.step()
@@ -96,7 +102,7 @@ def main() -> None:
     if args.mixed:
         # Enough long one-token prompts to keep a chunk in every timed step.
         budget = llm.config.scheduler.chunk_size - args.batch
-        for i in range(3 * args.steps * budget // 4000 + 3):
+        for i in range(4 * args.steps * budget // 4000 + 3):
             engine.add_request([11 + (i * 13 + j) % 1000 for j in range(4000)],
                                SamplingParams(max_tokens=1), request_id=f"chunk-{i}")
         for _ in range(3):
@@ -116,19 +122,35 @@ def main() -> None:
         for _ in range(args.steps):
             engine.step()
         torch.cuda.synchronize()
-    busy_us = gpu_timeline(prof.events()).busy_us
+    line = gpu_timeline(prof.events())
+    busy_us = line.busy_us
+    kernels = sorted(({"kernel": name[:80], "calls_per_step": len(us) / args.steps,
+                       "us_per_step": sum(us) / args.steps} for name, us in line.added_us.items()),
+                     key=lambda r: -r["us_per_step"])
+    # Host time: where the engine loop spends its CPU per step (cProfile, own time).
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(args.steps):
+        engine.step()
+    torch.cuda.synchronize()
+    profiler.disable()
+    host = io.StringIO()
+    pstats.Stats(profiler, stream=host).sort_stats("tottime").print_stats(18)
     step_ms = wall / args.steps * 1e3
     floor_ms = sum(floors) / len(floors)
     row = {"model": args.preset, "kind": "mixed" if args.mixed else "decode",
+           "final_only": args.final_only,
            "batch": args.batch, "steps": args.steps, "step_ms": step_ms,
            "gpu_busy_ms": busy_us / 1e3 / args.steps, "idle_share": 1 - busy_us / 1e6 / wall,
            "floor_ms": floor_ms, "frac_of_floor": floor_ms / step_ms,
            "map_wait_share": map_wait / wall}
+    print(host.getvalue())
+    print_table(kernels[:15], ["kernel", "calls_per_step", "us_per_step"])
     print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
     print_table([row], list(row))
     write_json(args.json, {"info": run_info(), "workload": vars(args),
                            "copy_GB_per_s": bw / 1e9, "matmul_TFLOP_per_s": mm / 1e12,
-                           "results": [row]})
+                           "results": [row], "kernels": kernels[:30]})
 
 
 if __name__ == "__main__":
