@@ -179,14 +179,19 @@ def main() -> None:
         key, _, value = kv.partition("=")
         extra[key] = int(value) if value.isdigit() else value
     extra.setdefault("max_model_len", 2 * args.max_len + 16)
+    t0 = time.perf_counter()
     llm = LLM(model, **extra)
+    startup_s = time.perf_counter() - t0
     requests = make_requests(args.num_requests, args.min_len, args.max_len,
                              min(llm.engine.shape.vocab_size, len(llm.get_tokenizer())), args.seed)
     rows = [run_ours(llm, requests)]
     ceilings: dict = {}
     executor = llm.engine.executor
     if isinstance(executor, UniExecutor) and executor.worker.runner.graphs is not None:
-        rows[0]["graph_replays"] = dict(executor.worker.runner.graphs.replays)
+        graphs = executor.worker.runner.graphs
+        rows[0]["graph_replays"] = dict(graphs.replays)
+        rows[0]["capture_s"] = graphs.capture_seconds
+        rows[0]["startup_s"] = startup_s
     if torch.cuda.is_available():
         bw, mm = copy_bandwidth(), matmul_rate()
         elem = torch.tensor([], dtype=llm.engine.setup.dtype).element_size()
@@ -204,7 +209,7 @@ def main() -> None:
         rows.append(run_hf(path, requests, dtype, device, args.hf_batch))
         rows[0]["vs_hf"] = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
     print_table(rows, ["engine", "seconds", "output_tokens", "tokens_per_s", "lower_bound_s",
-                       "frac_of_limit", "vs_hf"])
+                       "frac_of_limit", "vs_hf", "startup_s", "capture_s"])
     write_json(args.json, {"info": run_info(), "model": args.preset or model,
                            "workload": vars(args), "results": rows, **ceilings})
 

@@ -104,6 +104,7 @@ class StepGraphs:
         self._decode: dict[int, _Graph] = {}
         self._mixed: dict[int, _Graph] = {}
         self.replays = {"decode": 0, "mixed": 0}  # steps served by a graph, by kind
+        self.capture_seconds = 0.0
 
     # -- startup -----------------------------------------------------------------------------
     def capture_all(self) -> float:
@@ -124,7 +125,8 @@ class StepGraphs:
                     self._mixed[size] = self._capture(
                         lambda m=shape: self._mixed_forward(m), pool)
         torch.cuda.synchronize(self.device)
-        return time.perf_counter() - t0
+        self.capture_seconds = time.perf_counter() - t0
+        return self.capture_seconds
 
     def _capture(self, forward: Callable[[], torch.Tensor], pool: Any) -> _Graph:
         side = torch.cuda.Stream(self.device)
@@ -155,11 +157,9 @@ class StepGraphs:
 
     def _mixed_forward(self, m: MixedShape) -> torch.Tensor:
         v = self.buffers.view
-        from sarathi.model_executor.attention.triton_kernels import decode_splits
-
-        # The split plan of a batch of 16 over the whole context: enough programs when few
-        # decodes share a step with a chunk, few wasted ones when many do.
-        split = decode_splits(16, self.kv_heads, self.max_len, 64, self.sms)
+        # One split over the whole context: a mixed step is bound by its chunk's matmuls,
+        # and a split would add a merge launch and programs that mostly exit at once.
+        split = (1, -(-self.max_len // 64) * 64)
         chunks = ChunkTable(v("chunk_slot", m.chunks), v("chunk_start", m.chunks),
                             v("chunk_len", m.chunks), v("chunk_off", m.chunks), m.tokens,
                             v("tile_chunk", m.tiles), v("tile_block", m.tiles))

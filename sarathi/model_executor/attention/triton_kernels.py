@@ -326,15 +326,18 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
                       chunk_len: torch.Tensor, chunk_off: torch.Tensor, max_chunk: int,
                       scale: float, window: int | None, out: torch.Tensor,
                       block_table: torch.Tensor | None = None,
-                      tiles: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                      tiles: tuple[torch.Tensor, torch.Tensor] | None = None,
+                      config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """q: [T, Hq, D] (chunk c's rows start at chunk_off[c]); out rows of the chunks written.
     With ``block_table`` the caches are paged pools, as in ``decode_attention``. With
     ``tiles`` (chunk and query block of each program, chunk -1 for none; see
-    ``prefill_block_m``) the grid is one program per tile and head, whatever the chunks."""
+    ``prefill_block_m``) the grid is one program per tile and head, whatever the chunks.
+    ``config`` (block_m, block_n, warps, stages) overrides the launch shape, for tuning
+    (``benchmarks/prefill_configs.py``); tiles must then be built with its block_m."""
     _check(q, k_cache, v_cache)
     hq, d = q.shape[1], q.shape[2]
     group = hq // k_cache.shape[2]
-    block_m, block_n = prefill_block_m(d), 64
+    block_m, block_n, warps, stages = config or (prefill_block_m(d), 64, 4, 3)
     paged = block_table is not None
     bt = block_table if paged else chunk_slot  # unused when not paged
     if tiles is not None:
@@ -353,5 +356,5 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
         scale * LOG2E, window or 0,
         GROUP=group, BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=d,
         HAS_WINDOW=window is not None, PAGED=paged, PAGE=k_cache.shape[1] if paged else 1,
-        TILED=tiles is not None, num_warps=4, num_stages=3)
+        TILED=tiles is not None, num_warps=warps, num_stages=stages)
     return out

@@ -176,18 +176,24 @@ class Sampler:
         if greedy is not None:
             t = torch.where(greedy, torch.ones_like(t), t)
         scaled = logits / t.unsqueeze(1)
-        if (opts.top_k[hs] > 0).any() or (opts.top_p[hs] < 1).any():
-            scaled = _top_k_top_p(scaled, top_k, top_p)
-        probs = torch.softmax(scaled, dim=-1)
-        if (opts.min_p[hs] > 0).any():
-            keep = probs >= min_p.unsqueeze(1) * probs.max(dim=-1, keepdim=True).values
-            probs = probs * keep
-        noise = torch.empty_like(probs)
+        noise = torch.empty_like(scaled)
         noise.exponential_(generator=self.generator)
         for r in batch.special:
             if r.generator is not None and r.params.temperature > 0:
                 noise[r.row].exponential_(generator=r.generator)
-        sampled = (probs / noise).argmax(dim=-1)
+        truncate = (opts.top_k[hs] > 0).any() or (opts.top_p[hs] < 1).any()
+        if truncate or (opts.min_p[hs] > 0).any():
+            if truncate:
+                scaled = _top_k_top_p(scaled, top_k, top_p)
+            probs = torch.softmax(scaled, dim=-1)
+            if (opts.min_p[hs] > 0).any():
+                keep = probs >= min_p.unsqueeze(1) * probs.max(dim=-1, keepdim=True).values
+                probs = probs * keep
+            sampled = (probs / noise).argmax(dim=-1)
+        else:
+            # The same race without the softmax: argmax of p / E is argmax of
+            # logits / T - log E, since p is exp(logits / T) over a per-row constant.
+            sampled = (scaled - noise.log_()).argmax(dim=-1)
         if greedy is not None:
             sampled = torch.where(greedy, logits.argmax(dim=-1), sampled)
         return sampled
