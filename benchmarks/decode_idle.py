@@ -48,7 +48,7 @@ def step_floor_ms(engine: LLMEngine, bw: float, mm: float) -> float:
     attn_flops = 0.0
     sched = engine.scheduler
     decodes = [x for x in sched.running if x.remaining == 1]
-    budget = sched.config.chunk_size - len(decodes)
+    budget = sched.chunk_size - len(decodes)
     work = [(x, 1) for x in decodes]
     for seq in [x for x in sched.running if x.remaining > 1] + list(sched.waiting):
         if budget <= 0:
@@ -101,7 +101,7 @@ def main() -> None:
         engine.step()
     if args.mixed:
         # Enough long one-token prompts to keep a chunk in every timed step.
-        budget = llm.config.scheduler.chunk_size - args.batch
+        budget = engine.scheduler.chunk_size - args.batch
         for i in range(4 * args.steps * budget // 4000 + 3):
             engine.add_request([11 + (i * 13 + j) % 1000 for j in range(4000)],
                                SamplingParams(max_tokens=1), request_id=f"chunk-{i}")

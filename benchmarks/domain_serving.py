@@ -129,7 +129,7 @@ def build_patch_tokenizer(args: argparse.Namespace, base_dir: str, train_text: s
 
 def kv_bytes_per_token(model_folder: str, dtype: str) -> int:
     """2 (K and V) x layers x KV heads x head dim x bytes per element."""
-    from sarathi.model_executor.model_config import load_model_shape
+    from sarathi.model_executor.model_shape import load_model_shape
 
     s = load_model_shape(model_folder)
     return 2 * s.num_layers * s.num_kv_heads * s.head_dim * DTYPE_BYTES[dtype]

@@ -35,7 +35,7 @@ from sarathi.model_executor.attention.metadata import FixedLaunch, chunk_table  
 from sarathi.model_executor.attention.triton_kernels import decode_splits  # noqa: E402
 from sarathi.model_executor.dummy_weights import init_dummy_weights  # noqa: E402
 from sarathi.model_executor.layers.rotary import RotaryEmbedding  # noqa: E402
-from sarathi.model_executor.model_config import load_model_shape  # noqa: E402
+from sarathi.model_executor.model_shape import load_model_shape  # noqa: E402
 from sarathi.model_executor.model_loader import build_model  # noqa: E402
 from sarathi.model_executor.models.llama import ForwardContext  # noqa: E402
 from sarathi.model_executor.presets import write_preset  # noqa: E402
@@ -88,8 +88,9 @@ class Setup:
             for slot in self.slots:  # random, never zeros: zeros can time faster
                 k[slot, :context + 1].normal_()
                 v[slot, :context + 1].normal_()
-        self.attention = get_attention_backend(backend, self.dev)
-        self.rotary = RotaryEmbedding(s.head_dim, s.rope_theta, s.rope_scaling, max_len, self.dev)
+        self.attention = get_attention_backend(backend, self.dev, pdl=self.model.kernels.pdl)
+        self.rotary = RotaryEmbedding(s.head_dim, s.rope_theta, s.rope_scaling, max_len, self.dev,
+                                      self.model.kernels)
         self.batch, self.context = batch, context
         self.profile = False
         self.kernels: list[dict] = []

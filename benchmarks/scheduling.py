@@ -83,7 +83,10 @@ def main() -> None:
     ap.add_argument("--max-prompt", type=int, default=4096, help="Longest prompt (4096).")
     ap.add_argument("--min-output", type=int, default=64, help="Fewest output tokens (64).")
     ap.add_argument("--max-output", type=int, default=512, help="Most output tokens (512).")
-    ap.add_argument("--chunk-size", type=int, default=512, help="Sarathi token budget (512).")
+    ap.add_argument("--chunk-size", type=int, nargs="+", default=[512],
+                    help="Token budget per step (512); several values: one run of each "
+                         "policy per value (the vllm policy prefills whole prompts whatever "
+                         "the budget, so it runs once, at the first).")
     ap.add_argument("--schedulers", nargs="+", default=["sarathi", "vllm"],
                     help="Policies to compare (default: sarathi vllm).")
     ap.add_argument("--seed", type=int, default=0, help="Workload seed.")
@@ -96,13 +99,15 @@ def main() -> None:
         model = write_preset(args.preset, tempfile.mkdtemp(prefix="sched-"))
         extra["load_format"] = "dummy"
     rows = []
-    for scheduler in args.schedulers:
-        llm = LLM(model, scheduler=scheduler, chunk_size=args.chunk_size,
+    runs = [(sched, c) for sched in args.schedulers
+            for c in (args.chunk_size if sched == "sarathi" else args.chunk_size[:1])]
+    for scheduler, chunk in runs:
+        llm = LLM(model, scheduler=scheduler, chunk_size=chunk,
                   max_model_len=args.max_prompt + args.max_output + 16, **extra)
         vocab = min(llm.engine.shape.vocab_size, len(llm.get_tokenizer()))
         requests = workload(args, vocab)
         llm.generate([requests[0][1][:32]], SamplingParams(max_tokens=4))  # warm-up
-        rows.append(run(llm, requests, scheduler))
+        rows.append({"chunk_size": chunk, **run(llm, requests, scheduler)})
         llm.engine.shutdown()
         del llm
     print_table(rows, list(rows[0]))

@@ -38,7 +38,7 @@ from common import copy_bandwidth, matmul_rate, print_table, run_info, write_jso
 
 from sarathi import LLM, SamplingParams
 from sarathi.executor.uni import UniExecutor
-from sarathi.model_executor.model_config import ModelShape
+from sarathi.model_executor.model_shape import ModelShape
 
 
 def lower_bound_seconds(shape: ModelShape, elem: int, requests: list[tuple[list[int], int]],

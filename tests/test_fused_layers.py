@@ -7,11 +7,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sarathi.model_executor.kernel_switches import KernelSwitches
 from sarathi.model_executor.layers import fused
 from sarathi.model_executor.layers.layernorm import RMSNorm
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 
 pytestmark = pytest.mark.gpu
+
+
+def _kernels(pdl: bool | None = None) -> KernelSwitches:
+    """The switches a model on this GPU gets; ``pdl`` forced where given."""
+    k = KernelSwitches.resolve(torch.device("cuda"))
+    return k if pdl is None else KernelSwitches(k.fused, k.gemv, pdl and k.pdl)
 
 
 def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -119,30 +126,30 @@ def test_one_row_linear_keeps_splits_only_when_asked() -> None:
     w = torch.randn(512, 256, dtype=torch.bfloat16, device="cuda")
     b = torch.randn(512, dtype=torch.bfloat16, device="cuda")
     x = torch.randn(1, 256, dtype=torch.bfloat16, device="cuda")
-    assert isinstance(fused.linear(x, w, None, keep_splits=True), fused.SplitSums)
-    assert isinstance(fused.linear(x, w, b, keep_splits=True), torch.Tensor)  # bias: summed
-    assert isinstance(fused.linear(x.repeat(2, 1), w, None, keep_splits=True), torch.Tensor)
+    assert isinstance(fused.linear(x, w, None, True, _kernels()), fused.SplitSums)
+    assert isinstance(fused.linear(x, w, b, True, _kernels()), torch.Tensor)  # bias: summed
+    assert isinstance(fused.linear(x.repeat(2, 1), w, None, True, _kernels()), torch.Tensor)
     lm_head = torch.randn(32768, 256, dtype=torch.bfloat16, device="cuda")
-    assert _rel(fused.linear(x, lm_head), F.linear(x.float(), lm_head.float())) < 1e-2
+    assert _rel(fused.linear(x, lm_head, kernels=_kernels()),
+                F.linear(x.float(), lm_head.float())) < 1e-2
 
 
 def _mlp_chain(x: torch.Tensor, residual: torch.Tensor, w: dict[str, torch.Tensor],
-               norm: RMSNorm, inter: int) -> tuple[torch.Tensor, torch.Tensor]:
+               norm: RMSNorm, inter: int, k: KernelSwitches
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch-1 decode layer's matmul-and-small-op chain: every kernel depends on the one
     before, which is what programmatic dependent launch overlaps."""
-    h, res = fused.add_rms_norm(fused.linear(x, w["o"], keep_splits=True), residual,
-                                norm.weight, norm.eps)
-    gu = fused.linear(h, w["gate_up"], keep_splits=True)
-    down = fused.linear(fused.silu_and_mul(gu, inter), w["down"], keep_splits=True)
-    out, res = fused.add_rms_norm(down, res, norm.weight, norm.eps)
-    return fused.linear(out, w["head"]), res
+    h, res = fused.add_rms_norm(fused.linear(x, w["o"], None, True, k), residual,
+                                norm.weight, norm.eps, k.pdl)
+    gu = fused.linear(h, w["gate_up"], None, True, k)
+    down = fused.linear(fused.silu_and_mul(gu, inter, k.pdl), w["down"], None, True, k)
+    out, res = fused.add_rms_norm(down, res, norm.weight, norm.eps, k.pdl)
+    return fused.linear(out, w["head"], kernels=k), res
 
 
-def test_dependent_launch_matches_plain_launch_in_a_graph(monkeypatch) -> None:
+def test_dependent_launch_matches_plain_launch_in_a_graph() -> None:
     """The chain launched with PDL inside a CUDA graph (the decode path) gives the same bits
     as plain launches: every kernel waits for its predecessor before reading its output."""
-    from sarathi.model_executor import pdl
-
     h, inter = 2048, 5632
     norm = RMSNorm(h, 1e-5).to("cuda", torch.bfloat16)
     w = {"o": torch.randn(h, h), "gate_up": torch.randn(2 * inter, h),
@@ -150,18 +157,16 @@ def test_dependent_launch_matches_plain_launch_in_a_graph(monkeypatch) -> None:
     w = {k: (v / 40).to("cuda", torch.bfloat16) for k, v in w.items()}
     x = torch.randn(1, h, dtype=torch.bfloat16, device="cuda")
     residual = torch.randn(1, h, dtype=torch.bfloat16, device="cuda")
-    monkeypatch.setenv("SARATHI_PDL", "0")
-    assert pdl.launch_args(x) == {"PDL": False}
-    ref = _mlp_chain(x, residual, w, norm, inter)
-    monkeypatch.setenv("SARATHI_PDL", "1")
-    if not pdl.enabled(x):
+    ref = _mlp_chain(x, residual, w, norm, inter, _kernels(pdl=False))
+    on = _kernels(pdl=True)
+    if not on.pdl:
         pytest.skip("programmatic dependent launch needs compute capability 9.0 and a "
                     "Triton with gdc_wait")
-    eager = _mlp_chain(x, residual, w, norm, inter)
-    _mlp_chain(x, residual, w, norm, inter)  # compile outside the capture
+    eager = _mlp_chain(x, residual, w, norm, inter, on)
+    _mlp_chain(x, residual, w, norm, inter, on)  # compile outside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        captured = _mlp_chain(x, residual, w, norm, inter)
+        captured = _mlp_chain(x, residual, w, norm, inter, on)
     for _ in range(3):
         graph.replay()
     torch.cuda.synchronize()

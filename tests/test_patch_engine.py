@@ -82,7 +82,7 @@ def test_cache_slots_scale_with_the_measured_reduction(tiny_models):
     import torch as t
 
     from sarathi.config import CacheConfig
-    from sarathi.model_executor.model_config import load_model_shape
+    from sarathi.model_executor.model_shape import load_model_shape
     from sarathi.worker.cache_engine import plan_cache
 
     shape = load_model_shape(tiny_models["llama"])

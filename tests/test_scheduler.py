@@ -81,7 +81,7 @@ def test_latest_arrival_is_preempted_and_requeued_first():
 
 
 def test_finished_sequences_release_units_and_are_forgotten_by_workers():
-    s = Scheduler(SchedulerConfig(), _big(), 4096)
+    s = Scheduler(SchedulerConfig(chunk_size=512), _big(), 4096)
     a = _seq(0, 5, 0.0)
     s.add(a)
     _run(s, s.schedule())

@@ -79,7 +79,11 @@ class CacheCapacity:
 class Scheduler:
     def __init__(self, config: SchedulerConfig, capacity: CacheCapacity, max_model_len: int
                  ) -> None:
+        if config.chunk_size is None:
+            raise ValueError("the scheduler needs a resolved chunk_size (the engine resolves "
+                             "the default by GPU class)")
         self.config = config
+        self.chunk_size: int = config.chunk_size
         self.capacity = capacity
         self.max_model_len = max_model_len
         self.max_running = min(config.max_num_seqs, capacity.max_slots)
@@ -145,7 +149,7 @@ class Scheduler:
         return step
 
     def _schedule_sarathi(self, step: SchedulerStep) -> None:
-        budget = self.config.chunk_size
+        budget = self.chunk_size
         while True:
             budget = self._schedule_decodes(step, budget)
             for seq in list(self.running):
@@ -167,7 +171,7 @@ class Scheduler:
             self._preempt(self.running[-1], step)
 
     def _schedule_vllm(self, step: SchedulerStep) -> None:
-        budget = max(self.config.chunk_size, self.max_model_len)
+        budget = max(self.chunk_size, self.max_model_len)
         self._admit(step, budget, whole=True)
         if not step.empty:
             return

@@ -25,7 +25,7 @@ from typing import Any
 
 from sarathi.config import EngineConfig
 from sarathi.core.scheduler import Scheduler, SchedulerStep
-from sarathi.engine.model_setup import ModelSetup, resolve_model
+from sarathi.engine.model_setup import ModelSetup, resolve_chunk_size, resolve_model
 from sarathi.engine.output_processor import OutputProcessor
 from sarathi.engine.stats import EngineSnapshot, EngineStats
 from sarathi.executor import StepHandle, create_executor
@@ -55,9 +55,12 @@ class InflightStep:
 
 class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
-        self.config = config
         self.setup: ModelSetup = resolve_model(config)
         m = self.setup
+        # The derived token budget travels in a copy of the config: the user's is unchanged.
+        config = replace(config, scheduler=replace(
+            config.scheduler, chunk_size=resolve_chunk_size(config, m.device)))
+        self.config = config
         self.tokenizer = m.tokenizer
         self.executor = create_executor(WorkerSpec(
             config, m.path, m.shape, m.dtype, m.device, m.max_model_len, m.eos_ids,

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from sarathi.config import EngineConfig
-from sarathi.model_executor.model_config import ModelShape, load_model_shape
+from sarathi.model_executor.model_shape import ModelShape, load_model_shape
 from sarathi.transformers_utils.demo import DEMO_NOTE
 from sarathi.transformers_utils.hub import DEMO_NAMES, resolve_model_path
 from sarathi.transformers_utils.tokenizer import (as_patch_tokenizer, eos_token_ids,
@@ -52,6 +52,17 @@ def resolve_dtype(name: str, checkpoint_dtype: str | None, device: torch.device)
     if device.type == "cpu":
         return torch.float32  # half precision matmuls are slow or missing on most CPUs
     return _DTYPES.get(str(checkpoint_dtype), torch.bfloat16)
+
+
+def resolve_chunk_size(config: EngineConfig, device: torch.device) -> int:
+    """The token budget per step: as configured, else by GPU class (measured on an H200:
+    1024 gave the most offline throughput, with a p99 time between tokens of 34 ms against
+    20 ms at 512; see docs/benchmarks.md)."""
+    if config.scheduler.chunk_size is not None:
+        return config.scheduler.chunk_size
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
+        return 1024
+    return 512
 
 
 def resolve_model(config: EngineConfig) -> ModelSetup:

@@ -21,6 +21,7 @@ from typing import Any
 from sarathi.config import _VALUE_ALIASES, SECTION_TYPES
 from sarathi.entrypoints.cli import build_parser
 from sarathi.entrypoints.cli_args import _base_type
+from sarathi.envs import ENV_VARS
 
 REGENERATE = "python -m sarathi.entrypoints.config_docs"
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -136,6 +137,11 @@ def render() -> str:
             if group.title in engine_titles or not actions:
                 continue
             lines += _options_table(f"## `python -m sarathi {command}`: {group.title}", actions)
+    lines += ["## Environment variables", "",
+              "Every variable sarathi reads (`sarathi/envs.py`), read once where the component "
+              "that uses it is built (the kernel switches when the model is built).", "",
+              "| variable | default | what it does |", "| --- | --- | --- |"]
+    lines += [f"| `{v.name}` | `{v.default}` | {_cell(v.help)} |" for v in ENV_VARS.values()]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -14,7 +14,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from sarathi.model_executor.model_config import ModelShape
+from sarathi.model_executor.kernel_switches import KernelSwitches
+from sarathi.model_executor.model_shape import ModelShape
 from sarathi.model_executor.models import MODEL_REGISTRY
 from sarathi.model_executor.parallel import TensorSlice, TPGroup
 
@@ -55,9 +56,11 @@ def iter_checkpoint(path: str, lazy: bool = False):
 
 def build_model(shape: ModelShape, dtype: torch.dtype, device: torch.device,
                 tp: TPGroup | None = None) -> nn.Module:
+    """The model on ``device``, its kernel switches resolved for it (once, here)."""
     cls = MODEL_REGISTRY[shape.architecture]
+    kernels = KernelSwitches.resolve(device)
     with torch.device("meta"):
-        model = cls(shape, tp) if tp is not None and tp.world_size > 1 else cls(shape)
+        model = cls(shape, tp if tp is not None and tp.world_size > 1 else None, kernels)
     model = model.to(dtype).to_empty(device=device)
     if shape.tie_word_embeddings:  # to_empty gives each name its own storage: tie again
         model.lm_head.weight = model.model.embed_tokens.weight

@@ -15,19 +15,18 @@ complete (by induction), and after its wait all of them are. Before the wait a p
 read only what the previous kernel does not write: weights, the step's inputs, and cache
 entries of earlier positions. Kernels launched without PDL (cuBLAS, PyTorch, NCCL) serialize
 as usual. ``SARATHI_PDL=0`` turns it off so benchmarks can time the plain chain in the same
-run.
+run (read once, into the model's ``KernelSwitches``).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 
 import torch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _supported(device_index: int) -> bool:
     if importlib.util.find_spec("triton") is None:
         return False
@@ -38,18 +37,19 @@ def _supported(device_index: int) -> bool:
             and hasattr(cuda, "gdc_wait") and hasattr(cuda, "gdc_launch_dependents"))
 
 
-def enabled(x: torch.Tensor) -> bool:
-    """True where kernels on ``x``'s device launch with PDL."""
-    return x.is_cuda and os.environ.get("SARATHI_PDL", "1") != "0" and \
-        _supported(x.device.index if x.device.index is not None
-                   else torch.cuda.current_device())
+def supported(device: torch.device) -> bool:
+    """True where this device and Triton can launch with PDL (Hopper and later)."""
+    if device.type != "cuda":
+        return False
+    return _supported(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def launch_args(x: torch.Tensor) -> dict[str, bool]:
+def launch_args(enabled: bool) -> dict[str, bool]:
     """Keyword arguments for launching a kernel that takes a ``PDL`` constexpr: the
     constexpr and Triton's launch flag together (the flag is left out where PDL is off, so
-    a Triton without it still launches)."""
-    return {"PDL": True, "launch_pdl": True} if enabled(x) else {"PDL": False}
+    a Triton without it still launches). ``enabled`` comes from the model's
+    ``KernelSwitches`` (resolved once, when the model is built)."""
+    return {"PDL": True, "launch_pdl": True} if enabled else {"PDL": False}
 
 
 if importlib.util.find_spec("triton") is not None:

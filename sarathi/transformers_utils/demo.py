@@ -17,6 +17,8 @@ from importlib import resources
 
 import torch
 
+from sarathi.envs import ENV_VARS, env
+
 DEMO_NOTE = "demo model: random weights, the text it writes is meaningless"
 _VERSION = 2
 _CONFIG = {
@@ -44,8 +46,7 @@ _CHAT_TEMPLATE = (
 
 
 def cache_root() -> str:
-    return os.environ.get("SARATHI_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                           "sarathi")
+    return os.path.expanduser(env("SARATHI_CACHE") or ENV_VARS["SARATHI_CACHE"].default)
 
 
 def demo_model_path() -> str:

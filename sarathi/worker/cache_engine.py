@@ -29,7 +29,7 @@ import vattention
 from vattention.backends import default_page_bytes, resolve_backend
 from sarathi.config import CacheConfig
 from sarathi.core.scheduler import CacheCapacity
-from sarathi.model_executor.model_config import ModelShape
+from sarathi.model_executor.model_shape import ModelShape
 from sarathi.model_executor.attention import AttentionBackend, get_attention_backend
 from sarathi.worker.kv_cache import KVCache
 from sarathi.worker.paged_cache import PagedKVCache, paged_block_bytes
@@ -118,11 +118,13 @@ def create_cache(plan: CachePlan, shape: ModelShape, dtype: torch.dtype,
         backend=plan.backend)
 
 
-def attention_for_cache(name: str, device: torch.device, cache: KVCache) -> AttentionBackend:
+def attention_for_cache(name: str, device: torch.device, cache: KVCache, pdl: bool
+                        ) -> AttentionBackend:
     """The resolved attention backend ``name``, wired to the cache it reads."""
     if isinstance(cache, PagedKVCache):
-        return get_attention_backend(name, device, cache.block_tables, cache.block_tokens)
-    return get_attention_backend(name, device)
+        return get_attention_backend(name, device, cache.block_tables, cache.block_tokens,
+                                     pdl)
+    return get_attention_backend(name, device, pdl=pdl)
 
 
 def capacity_of(cache: KVCache) -> CacheCapacity:

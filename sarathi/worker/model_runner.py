@@ -90,7 +90,8 @@ class ModelRunner:
         self.attention = attention
         self.device = device
         s = model.shape
-        self.rotary = RotaryEmbedding(s.head_dim, s.rope_theta, s.rope_scaling, max_len, device)
+        self.rotary = RotaryEmbedding(s.head_dim, s.rope_theta, s.rope_scaling, max_len, device,
+                                      model.kernels)
         self.states: dict[int, SeqState] = {}
         slots = cache.max_slots
         self.covered = np.zeros(slots, dtype=np.int64)  # tokens backed by blocks, per slot

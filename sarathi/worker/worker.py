@@ -13,7 +13,7 @@ from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult
 from sarathi.model_executor.attention import resolve_attention_backend, uses_paged_cache
 from sarathi.model_executor.dummy_weights import init_dummy_weights
-from sarathi.model_executor.model_config import ModelShape
+from sarathi.model_executor.model_shape import ModelShape
 from sarathi.model_executor.parallel import TPGroup, head_layout
 from sarathi.model_executor.model_loader import (build_model, iter_checkpoint, load_weights,
                                                    patch_checkpoint)
@@ -60,13 +60,16 @@ class Worker:
         if not dummy:
             load_weights(self.model, weights)
         cfg = spec.config
+        chunk_size = cfg.scheduler.chunk_size
+        if chunk_size is None:
+            raise ValueError("the worker needs the engine's resolved chunk_size")
         free = None
         if spec.device.type == "cuda":
             free_now, total = torch.cuda.mem_get_info(spec.device)
             used_elsewhere = total - free_now
             free = int(total * cfg.cache.gpu_memory_utilization) - used_elsewhere
             # Leave room for one step's activations (logits of a full chunk dominate).
-            free -= 4 * cfg.scheduler.chunk_size * spec.shape.vocab_size * 4
+            free -= 4 * chunk_size * spec.shape.vocab_size * 4
             if free <= 0:
                 raise ValueError("no GPU memory is left for the KV cache; raise "
                                  "--gpu-memory-utilization or use a smaller model")
@@ -78,9 +81,10 @@ class Worker:
                                cfg.scheduler.max_num_seqs, spec.max_model_len,
                                spec.reduction_ratio, free, paged=uses_paged_cache(backend))
         self.cache = create_cache(self.plan, cache_shape, spec.dtype, spec.device)
-        attention = attention_for_cache(backend, spec.device, self.cache)
+        attention = attention_for_cache(backend, spec.device, self.cache,
+                                        self.model.kernels.pdl)
         self.runner = ModelRunner(self.model, self.cache, attention, spec.max_model_len,
-                                  cfg.scheduler.chunk_size, spec.device, set(spec.eos_ids),
+                                  chunk_size, spec.device, set(spec.eos_ids),
                                   cfg.model.seed)
         if not cfg.model.enforce_eager:
             self.runner.capture_graphs()

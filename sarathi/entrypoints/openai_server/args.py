@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
+
+from sarathi.envs import env
 
 
 def add_server_args(parser: argparse.ArgumentParser) -> None:
@@ -40,4 +41,4 @@ def server_args(**overrides: Any) -> argparse.Namespace:
 
 
 def api_key_of(args: argparse.Namespace) -> str | None:
-    return getattr(args, "api_key", None) or os.environ.get("SARATHI_API_KEY") or None
+    return getattr(args, "api_key", None) or env("SARATHI_API_KEY") or None

@@ -12,16 +12,19 @@ from sarathi.model_executor.attention.metadata import AttentionBackend, Attentio
 from sarathi.model_executor.attention.torch_backend import TorchAttention
 
 
-def _triton() -> AttentionBackend:
+def _torch(pdl: bool) -> AttentionBackend:
+    return TorchAttention()
+
+
+def _triton(pdl: bool) -> AttentionBackend:
     from sarathi.model_executor.attention.triton_backend import TritonAttention
 
-    return TritonAttention()
+    return TritonAttention(pdl=pdl)
 
 
 # Backends are built lazily so a machine without Triton never imports it. ``paged`` is
 # built by ``get_attention_backend`` with its cache's block table.
-BACKENDS: dict[str, Callable[[], AttentionBackend]] = {"torch": TorchAttention,
-                                                       "triton": _triton}
+BACKENDS: dict[str, Callable[[bool], AttentionBackend]] = {"torch": _torch, "triton": _triton}
 NAMES = (*BACKENDS, "paged")
 GPU_ONLY = frozenset({"triton"})
 
@@ -48,11 +51,12 @@ def uses_paged_cache(name: str) -> bool:
 
 
 def get_attention_backend(name: str, device: torch.device | None = None,
-                          block_tables: torch.Tensor | None = None, block_tokens: int = 0
-                          ) -> AttentionBackend:
+                          block_tables: torch.Tensor | None = None, block_tokens: int = 0,
+                          pdl: bool = False) -> AttentionBackend:
     """Build the named backend (``auto``: the fastest available on ``device``; without a
     device, the default CUDA device if there is one). ``paged`` needs the paged cache's
-    block table and tokens per block."""
+    block table and tokens per block; ``pdl`` is the model's switch for programmatic
+    dependent launch of the Triton kernels."""
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = resolve_attention_backend(name, device)
@@ -61,8 +65,8 @@ def get_attention_backend(name: str, device: torch.device | None = None,
 
         if block_tables is None or block_tokens <= 0:
             raise ValueError("the paged attention backend needs its cache's block table")
-        return PagedAttention(block_tables, block_tokens, use_triton=triton_usable(device))
-    return BACKENDS[name]()
+        return PagedAttention(block_tables, block_tokens, triton_usable(device), pdl)
+    return BACKENDS[name](pdl)
 
 
 __all__ = ["AttentionBackend", "AttentionMetadata", "get_attention_backend",

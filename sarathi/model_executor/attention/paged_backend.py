@@ -17,8 +17,8 @@ from sarathi.model_executor.attention.torch_backend import TorchAttention
 class PagedAttention:
     name = "paged"
 
-    def __init__(self, block_tables: torch.Tensor, block_tokens: int, use_triton: bool
-                 ) -> None:
+    def __init__(self, block_tables: torch.Tensor, block_tokens: int, use_triton: bool,
+                 pdl: bool = False) -> None:
         """``block_tables``: the paged cache's [slots, blocks per slot] table, a device
         tensor the cache updates in place (read at every call)."""
         self.block_tables = block_tables
@@ -28,7 +28,7 @@ class PagedAttention:
         if use_triton:
             from sarathi.model_executor.attention.triton_backend import TritonAttention
 
-            self._triton = TritonAttention(block_tables)
+            self._triton = TritonAttention(block_tables, pdl=pdl)
         # CUDA graphs need the kernels; the gathering fallback reads lengths on the host.
         self.graphable = self._triton is not None
 

@@ -18,12 +18,14 @@ class TritonAttention:
     name = "triton"
     graphable = True
 
-    def __init__(self, block_table: torch.Tensor | None = None, num_sms: int | None = None
-                 ) -> None:
+    def __init__(self, block_table: torch.Tensor | None = None, num_sms: int | None = None,
+                 pdl: bool = False) -> None:
         """With ``block_table`` the caches are paged pools (the ``paged`` backend's
-        kernels). ``num_sms`` (default: the device's) sizes the decode kernel's split."""
+        kernels). ``num_sms`` (default: the device's) sizes the decode kernel's split;
+        ``pdl``: the model's switch for programmatic dependent launch."""
         self.block_table = block_table
         self._num_sms = num_sms
+        self.pdl = pdl
 
     def kv_index(self, meta: AttentionMetadata) -> KVIndex:
         return slot_index(meta)
@@ -43,7 +45,7 @@ class TritonAttention:
                              out[:nd], self._num_sms,
                              fixed.decode_split if fixed is not None else None,
                              self.block_table,
-                             fixed.decode_count if fixed is not None else None)
+                             fixed.decode_count if fixed is not None else None, self.pdl)
         c = meta.chunks
         if c is not None:
             tiles = None

@@ -33,8 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
-from sarathi.model_executor import pdl
 from sarathi.model_executor.attention.metadata import prefill_block_m
+from sarathi.model_executor.pdl import launch_args
 from sarathi.model_executor.pdl import wait_prior
 
 LOG2E = 1.4426950408889634
@@ -271,7 +271,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      window: int | None, out: torch.Tensor, num_sms: int,
                      split: tuple[int, int] | None = None,
                      block_table: torch.Tensor | None = None, count: torch.Tensor | None = None,
-                     num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+                     pdl: bool = False, num_warps: int = 4, num_stages: int = 2
+                     ) -> torch.Tensor:
     """q: [B, Hq, D]; out: [B, Hq, D] (written). ``split`` fixes (splits, split_size) so a
     captured graph stays valid for any context up to splits * split_size. With
     ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools. With
@@ -300,7 +301,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     # Programmatic dependent launch at batch 1 only, where it was measured faster (H100,
     # Llama-2-7B ctx 4096: 5.75 vs 5.85 ms steps). At batch 16 and 32 it was slower:
     # batch-16 steps +2%, batch-32 paged decode kernels up to +18% (results/README.md).
-    launch = pdl.launch_args(q) if b == 1 else {"PDL": False}
+    launch = launch_args(pdl and b == 1)
     counted = count is not None
     cnt = count if counted else lens  # unused when not counted
     _decode_kernel[(b, hkv, splits)](

@@ -14,27 +14,18 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from sarathi.model_executor import pdl
+from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
+from sarathi.model_executor.pdl import launch_args
 
 
 @functools.lru_cache(maxsize=1)
 def _triton_present() -> bool:
     return importlib.util.find_spec("triton") is not None
-
-
-def usable(x: torch.Tensor | SplitSums) -> bool:
-    """True where the fused kernels run: a CUDA tensor with Triton installed (and
-    ``SARATHI_FUSED=0`` not set: benchmarks time the unfused baseline in the same run).
-    Split sums exist only where they run."""
-    if isinstance(x, SplitSums):
-        return True
-    return x.is_cuda and _triton_present() and os.environ.get("SARATHI_FUSED", "1") != "0"
 
 
 @dataclass
@@ -45,10 +36,11 @@ class SplitSums:
 
     parts: torch.Tensor
     dtype: torch.dtype  # what the matmul's output would be
+    pdl: bool = False  # launch the summing kernel with programmatic dependent launch
 
     def total(self) -> torch.Tensor:
         """The matmul's output, [1, N] in ``dtype``."""
-        return _sum_splits(self.parts, None, self.dtype)
+        return _sum_splits(self.parts, None, self.dtype, self.pdl)
 
 
 if _triton_present():
@@ -208,7 +200,8 @@ if _triton_present():
         tl.store(Y + rn, acc.to(Y.dtype.element_ty), mask=mask)
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, pdl: bool = False
+             ) -> torch.Tensor:
     """RMSNorm over the last dim of a 2-D or 3-D tensor whose last dim is contiguous."""
     if x.stride(-1) != 1:
         x = x.contiguous()
@@ -220,11 +213,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     if rows:
         _rms_norm_kernel[(rows,)](x3, weight, out, x3.stride(0), x3.stride(1), x3.shape[1], n,
                                   eps, BLOCK=triton.next_power_of_2(n),
-                                  num_warps=4 if n <= 4096 else 8, **pdl.launch_args(x))
+                                  num_warps=4 if n <= 4096 else 8, **launch_args(pdl))
     return out
 
 
-def silu_and_mul(gate_up: torch.Tensor | SplitSums, inter: int) -> torch.Tensor:
+def silu_and_mul(gate_up: torch.Tensor | SplitSums, inter: int, pdl: bool = False
+                 ) -> torch.Tensor:
     """silu(gate_up[:, :inter]) * gate_up[:, inter:]."""
     gate_up, splits, dtype = _input(gate_up)
     t = gate_up.shape[0] if not splits else 1
@@ -233,7 +227,7 @@ def silu_and_mul(gate_up: torch.Tensor | SplitSums, inter: int) -> torch.Tensor:
     if t:
         _silu_mul_kernel[(t, triton.cdiv(inter, block))](gate_up, out, gate_up.stride(0), inter,
                                                          SPLITS=splits, BLOCK=block,
-                                                         num_warps=4, **pdl.launch_args(out))
+                                                         num_warps=4, **launch_args(pdl))
     return out
 
 
@@ -245,7 +239,7 @@ def _input(x: torch.Tensor | SplitSums) -> tuple[torch.Tensor, int, torch.dtype]
 
 
 def add_rms_norm(x: torch.Tensor | SplitSums, residual: torch.Tensor, weight: torch.Tensor,
-                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+                 eps: float, pdl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(RMSNorm(x + residual), x + residual) in one pass over [T, H] rows."""
     x, splits, dtype = _input(x)
     if residual.stride(-1) != 1:
@@ -257,14 +251,14 @@ def add_rms_norm(x: torch.Tensor | SplitSums, residual: torch.Tensor, weight: to
         _add_rms_norm_kernel[(t,)](x, residual, weight, out, new_residual, x.stride(0),
                                    residual.stride(0), n, eps, SPLITS=splits,
                                    BLOCK=triton.next_power_of_2(n),
-                                   num_warps=4 if n <= 4096 else 8, **pdl.launch_args(out))
+                                   num_warps=4 if n <= 4096 else 8, **launch_args(pdl))
     return out, new_residual
 
 
 def rotary_store_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
                     sin: torch.Tensor, positions: torch.Tensor, k_cache: torch.Tensor,
-                    v_cache: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor]
-                    ) -> torch.Tensor:
+                    v_cache: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor],
+                    pdl: bool = False) -> torch.Tensor:
     """Rotary on q [T, Hq, D] and k [T, Hkv, D] (last dims contiguous), with the rotated k
     and v written straight to the cache rows ``index`` names (the first two indices of a
     [A, B, Hkv, D] cache): one launch where the reference takes two rotaries and two
@@ -283,7 +277,7 @@ def rotary_store_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torc
             k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
             v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), cos.stride(0), hq, hkv,
             HALF=d // 2, BLOCK_HQ=triton.next_power_of_2(hq),
-            BLOCK_HKV=triton.next_power_of_2(hkv), num_warps=4, **pdl.launch_args(out))
+            BLOCK_HKV=triton.next_power_of_2(hkv), num_warps=4, **launch_args(pdl))
     return out
 
 
@@ -298,7 +292,8 @@ class GemvConfig:
 
 
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-         config: GemvConfig, keep_splits: bool = False) -> torch.Tensor | SplitSums:
+         config: GemvConfig, keep_splits: bool = False, pdl: bool = False
+         ) -> torch.Tensor | SplitSums:
     """F.linear for one row x [1, K] (weight [N, K], K contiguous): split over K so every SM
     streams weights, then one pass sums the splits (in float32) and adds the bias; or, with
     ``keep_splits`` and no bias, the split sums for the next fused kernel to add up."""
@@ -310,19 +305,19 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     part = torch.empty(splits, n, dtype=torch.float32, device=x.device)
     _gemv_kernel[(triton.cdiv(n, config.block_n), splits)](
         x, weight, part, n, k, weight.stride(0), k_per, BLOCK_N=config.block_n,
-        BLOCK_K=config.block_k, num_warps=config.num_warps, **pdl.launch_args(part))
+        BLOCK_K=config.block_k, num_warps=config.num_warps, **launch_args(pdl))
     if keep_splits and bias is None:
-        return SplitSums(part, x.dtype)
-    return _sum_splits(part, bias, x.dtype)
+        return SplitSums(part, x.dtype, pdl)
+    return _sum_splits(part, bias, x.dtype, pdl)
 
 
-def _sum_splits(part: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype
-                ) -> torch.Tensor:
+def _sum_splits(part: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype,
+                pdl: bool) -> torch.Tensor:
     n = part.shape[1]
     y = torch.empty(1, n, dtype=dtype, device=part.device)
     _sum_splits_kernel[(triton.cdiv(n, 1024),)](part, bias if bias is not None else part, y, n,
                                                 SPLITS=part.shape[0], HAS_BIAS=bias is not None,
-                                                BLOCK=1024, num_warps=4, **pdl.launch_args(y))
+                                                BLOCK=1024, num_warps=4, **launch_args(pdl))
     return y
 
 
@@ -336,16 +331,17 @@ def gemv_config(n: int, k: int) -> GemvConfig:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-           keep_splits: bool = False) -> torch.Tensor | SplitSums:
+           keep_splits: bool = False, kernels: KernelSwitches = REFERENCE
+           ) -> torch.Tensor | SplitSums:
     """F.linear, with one-row inputs (batch-1 decode) on the split-K GEMV where it was faster
     (H100, benchmarks/results/README.md): with programmatic dependent launch, every one-row
     matmul, since the GEMV's weights stream while the kernel before it finishes and cuBLAS
     cannot overlap that way; without it, only where the next fused kernel adds up the
     splits (``keep_splits``) and for vocabulary-sized weights (the LM head), as cuBLAS was
-    2-4% faster than the GEMV plus its summing launch on q|k|v. ``SARATHI_GEMV=0`` keeps
-    cuBLAS everywhere, ``SARATHI_GEMV=all`` the GEMV for every one-row matmul."""
-    mode = os.environ.get("SARATHI_GEMV", "1")
-    if x.dim() == 2 and x.shape[0] == 1 and mode != "0" and usable(x) and \
-            (keep_splits or weight.shape[0] >= 32768 or mode == "all" or pdl.enabled(x)):
-        return gemv(x, weight, bias, gemv_config(*weight.shape), keep_splits)
+    2-4% faster than the GEMV plus its summing launch on q|k|v. ``kernels.gemv`` "0" keeps
+    cuBLAS everywhere, "all" the GEMV for every one-row matmul."""
+    mode = kernels.gemv
+    if kernels.fused and x.dim() == 2 and x.shape[0] == 1 and mode != "0" and \
+            (keep_splits or weight.shape[0] >= 32768 or mode == "all" or kernels.pdl):
+        return gemv(x, weight, bias, gemv_config(*weight.shape), keep_splits, kernels.pdl)
     return F.linear(x, weight, bias)

@@ -6,25 +6,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
 from sarathi.model_executor.layers import fused
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float) -> None:
+    def __init__(self, size: int, eps: float, kernels: KernelSwitches = REFERENCE) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
+        self.kernels = kernels
 
     def forward(self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """RMSNorm(x); with ``residual``: (RMSNorm(x + residual), x + residual). ``x`` may
         be a one-row matmul's split sums (on a GPU only, where they exist)."""
+        k = self.kernels
         if residual is None:
-            if fused.usable(x):
-                return fused.rms_norm(x, self.weight, self.eps)
+            if k.fused:
+                return fused.rms_norm(x, self.weight, self.eps, k.pdl)
             return self.reference(x)
-        if fused.usable(x):
-            return fused.add_rms_norm(x, residual, self.weight, self.eps)
+        if k.fused:
+            return fused.add_rms_norm(x, residual, self.weight, self.eps, k.pdl)
         residual = x + residual
         return self.reference(residual), residual
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from sarathi.model_executor.attention.metadata import KVIndex, store_kv
+from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
 from sarathi.model_executor.layers import fused
 
 SUPPORTED_ROPE = ("default", "linear", "llama3")
@@ -39,7 +40,8 @@ class RotaryEmbedding:
     """cos/sin tables for every position up to ``max_len``, built once on the device."""
 
     def __init__(self, head_dim: int, theta: float, scaling: dict[str, Any] | None, max_len: int,
-                 device: torch.device) -> None:
+                 device: torch.device, kernels: KernelSwitches = REFERENCE) -> None:
+        self.kernels = kernels
         inv = inv_frequencies(head_dim, theta, scaling)
         t = torch.arange(max_len, dtype=torch.int64).float()
         freqs = torch.outer(t, inv)
@@ -52,9 +54,9 @@ class RotaryEmbedding:
                         index: KVIndex) -> torch.Tensor:
         """Rotate q [T, Hq, D] and k [T, Hkv, D], write k and v to the cache rows ``index``
         names; returns the rotated q. One fused kernel on a GPU."""
-        if fused.usable(q):
+        if self.kernels.fused:
             return fused.rotary_store_kv(q, k, v, self.cos, self.sin, positions, k_cache,
-                                         v_cache, index)
+                                         v_cache, index, self.kernels.pdl)
         q, k = self.reference(q, k, positions)
         store_kv(k_cache, v_cache, k, v, index)
         return q

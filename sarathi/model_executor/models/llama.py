@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
+from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
 from sarathi.model_executor.layers import fused
 from sarathi.model_executor.layers.layernorm import RMSNorm
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
-from sarathi.model_executor.model_config import ModelShape
+from sarathi.model_executor.model_shape import ModelShape
 from sarathi.model_executor.parallel import (TensorSlice, TPGroup, column_linear, head_layout,
                                              lm_head, row_linear, vocab_embedding)
 from sarathi.model_executor.parallel.sharding import split_evenly, vocab_range
@@ -41,7 +42,7 @@ class ForwardContext:
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, s: ModelShape, layer_idx: int, tp: TPGroup) -> None:
+    def __init__(self, s: ModelShape, layer_idx: int, tp: TPGroup, k: KernelSwitches) -> None:
         super().__init__()
         self.layer_idx = layer_idx
         heads = head_layout(s.num_heads, s.num_kv_heads, tp.rank, tp.world_size)
@@ -50,11 +51,12 @@ class LlamaAttention(nn.Module):
         self.q_size = self.num_heads * s.head_dim
         self.kv_size = self.num_kv_heads * s.head_dim
         self.qkv_proj = column_linear(s.hidden_size, self.q_size + 2 * self.kv_size, s.qkv_bias,
-                                      tp)
+                                      tp, kernels=k)
         # o_proj, gate_up and down feed fused kernels that can add up split sums.
-        self.o_proj = row_linear(self.q_size, s.hidden_size, False, tp, keep_splits=True)
-        self.q_norm = RMSNorm(s.head_dim, s.rms_norm_eps) if s.qk_norm else None
-        self.k_norm = RMSNorm(s.head_dim, s.rms_norm_eps) if s.qk_norm else None
+        self.o_proj = row_linear(self.q_size, s.hidden_size, False, tp, keep_splits=True,
+                                 kernels=k)
+        self.q_norm = RMSNorm(s.head_dim, s.rms_norm_eps, k) if s.qk_norm else None
+        self.k_norm = RMSNorm(s.head_dim, s.rms_norm_eps, k) if s.qk_norm else None
         self.scale = s.head_dim ** -0.5
         self.window = s.sliding_windows[layer_idx]
 
@@ -74,29 +76,31 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, s: ModelShape, tp: TPGroup) -> None:
+    def __init__(self, s: ModelShape, tp: TPGroup, k: KernelSwitches) -> None:
         super().__init__()
+        self.kernels = k
         self.inter = split_evenly(s.intermediate_size, tp.rank, tp.world_size,
                                   "intermediate_size").length
         self.gate_up_proj = column_linear(s.hidden_size, 2 * self.inter, False, tp,
-                                          keep_splits=True)
-        self.down_proj = row_linear(self.inter, s.hidden_size, False, tp, keep_splits=True)
+                                          keep_splits=True, kernels=k)
+        self.down_proj = row_linear(self.inter, s.hidden_size, False, tp, keep_splits=True,
+                                    kernels=k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:
         gate_up = self.gate_up_proj(x)
-        if fused.usable(gate_up):
-            return self.down_proj(fused.silu_and_mul(gate_up, self.inter))
+        if self.kernels.fused:
+            return self.down_proj(fused.silu_and_mul(gate_up, self.inter, self.kernels.pdl))
         gate, up = gate_up.split(self.inter, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, s: ModelShape, layer_idx: int, tp: TPGroup) -> None:
+    def __init__(self, s: ModelShape, layer_idx: int, tp: TPGroup, k: KernelSwitches) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(s.hidden_size, s.rms_norm_eps)
-        self.self_attn = LlamaAttention(s, layer_idx, tp)
-        self.post_attention_layernorm = RMSNorm(s.hidden_size, s.rms_norm_eps)
-        self.mlp = LlamaMLP(s, tp)
+        self.input_layernorm = RMSNorm(s.hidden_size, s.rms_norm_eps, k)
+        self.self_attn = LlamaAttention(s, layer_idx, tp, k)
+        self.post_attention_layernorm = RMSNorm(s.hidden_size, s.rms_norm_eps, k)
+        self.mlp = LlamaMLP(s, tp, k)
 
     def forward(self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None,
                 ctx: ForwardContext) -> tuple[torch.Tensor | fused.SplitSums, torch.Tensor]:
@@ -112,11 +116,11 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, s: ModelShape, tp: TPGroup) -> None:
+    def __init__(self, s: ModelShape, tp: TPGroup, k: KernelSwitches) -> None:
         super().__init__()
         self.embed_tokens = vocab_embedding(s.vocab_size, s.hidden_size, tp)
-        self.layers = nn.ModuleList(LlamaDecoderLayer(s, i, tp) for i in range(s.num_layers))
-        self.norm = RMSNorm(s.hidden_size, s.rms_norm_eps)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(s, i, tp, k) for i in range(s.num_layers))
+        self.norm = RMSNorm(s.hidden_size, s.rms_norm_eps, k)
 
     def forward(self, input_ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         x, residual = self.embed_tokens(input_ids), None
@@ -134,12 +138,16 @@ class LlamaForCausalLM(nn.Module):
         "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
     }
 
-    def __init__(self, s: ModelShape, tp: TPGroup | None = None) -> None:
+    def __init__(self, s: ModelShape, tp: TPGroup | None = None,
+                 kernels: KernelSwitches = REFERENCE) -> None:
+        """``kernels``: the fast paths its layers take (``KernelSwitches.resolve`` for the
+        device it runs on; the default, the PyTorch reference ops)."""
         super().__init__()
         self.shape = s
         self.tp = tp = tp or TPGroup()
-        self.model = LlamaModel(s, tp)
-        self.lm_head = lm_head(s.hidden_size, s.vocab_size, tp)
+        self.kernels = kernels
+        self.model = LlamaModel(s, tp, kernels)
+        self.lm_head = lm_head(s.hidden_size, s.vocab_size, tp, kernels)
         if s.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 

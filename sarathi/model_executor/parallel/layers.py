@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
 from sarathi.model_executor.layers import fused
 from sarathi.model_executor.parallel.group import TPGroup
 from sarathi.model_executor.parallel.sharding import vocab_range
@@ -25,20 +26,22 @@ class Linear(nn.Linear):
     ``keep_splits``: the layer's consumer is a fused kernel that takes ``fused.SplitSums``."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool,
-                 keep_splits: bool = False) -> None:
+                 keep_splits: bool = False, kernels: KernelSwitches = REFERENCE) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.keep_splits = keep_splits
+        self.kernels = kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:
-        return fused.linear(x, self.weight, self.bias, self.keep_splits)
+        return fused.linear(x, self.weight, self.bias, self.keep_splits, self.kernels)
 
 
 class ColumnParallelLinear(Linear):
     """Holds this rank's rows of the weight; its output stays sharded (no communication)."""
 
     def __init__(self, in_features: int, local_out_features: int, bias: bool,
-                 tp: TPGroup, keep_splits: bool = False) -> None:
-        super().__init__(in_features, local_out_features, bias, keep_splits)
+                 tp: TPGroup, keep_splits: bool = False, kernels: KernelSwitches = REFERENCE
+                 ) -> None:
+        super().__init__(in_features, local_out_features, bias, keep_splits, kernels)
         self.tp = tp
 
 
@@ -49,12 +52,12 @@ class RowParallelLinear(Linear):
     """
 
     def __init__(self, local_in_features: int, out_features: int, bias: bool,
-                 tp: TPGroup) -> None:
-        super().__init__(local_in_features, out_features, bias)
+                 tp: TPGroup, kernels: KernelSwitches = REFERENCE) -> None:
+        super().__init__(local_in_features, out_features, bias, kernels=kernels)
         self.tp = tp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.tp.all_reduce(fused.linear(x, self.weight))
+        out = self.tp.all_reduce(fused.linear(x, self.weight, kernels=self.kernels))
         return out if self.bias is None else out + self.bias
 
 
@@ -78,30 +81,32 @@ class VocabParallelEmbedding(nn.Embedding):
 class ParallelLMHead(Linear):
     """Logits of this rank's vocabulary slice, gathered on rank 0 (the sampling rank)."""
 
-    def __init__(self, hidden_size: int, vocab_size: int, tp: TPGroup) -> None:
+    def __init__(self, hidden_size: int, vocab_size: int, tp: TPGroup,
+                 kernels: KernelSwitches = REFERENCE) -> None:
         _, _, per_rank = vocab_range(vocab_size, tp.rank, tp.world_size)
-        super().__init__(hidden_size, per_rank, False)
+        super().__init__(hidden_size, per_rank, False, kernels=kernels)
         self.vocab_size = vocab_size
         self.tp = tp
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor | None:
-        full = self.tp.gather_last_dim(fused.linear(hidden, self.weight))
+        full = self.tp.gather_last_dim(fused.linear(hidden, self.weight, kernels=self.kernels))
         return None if full is None else full[..., :self.vocab_size]
 
 
 def column_linear(in_features: int, local_out_features: int, bias: bool, tp: TPGroup,
-                  keep_splits: bool = False) -> Linear:
+                  keep_splits: bool = False, kernels: KernelSwitches = REFERENCE) -> Linear:
     if tp.world_size == 1:
-        return Linear(in_features, local_out_features, bias, keep_splits)
-    return ColumnParallelLinear(in_features, local_out_features, bias, tp, keep_splits)
+        return Linear(in_features, local_out_features, bias, keep_splits, kernels)
+    return ColumnParallelLinear(in_features, local_out_features, bias, tp, keep_splits,
+                                kernels)
 
 
 def row_linear(local_in_features: int, out_features: int, bias: bool, tp: TPGroup,
-               keep_splits: bool = False) -> Linear:
+               keep_splits: bool = False, kernels: KernelSwitches = REFERENCE) -> Linear:
     """``keep_splits`` applies on a single rank only: the all-reduce needs whole sums."""
     if tp.world_size == 1:
-        return Linear(local_in_features, out_features, bias, keep_splits)
-    return RowParallelLinear(local_in_features, out_features, bias, tp)
+        return Linear(local_in_features, out_features, bias, keep_splits, kernels)
+    return RowParallelLinear(local_in_features, out_features, bias, tp, kernels)
 
 
 def vocab_embedding(vocab_size: int, hidden_size: int, tp: TPGroup) -> nn.Embedding:
@@ -110,7 +115,8 @@ def vocab_embedding(vocab_size: int, hidden_size: int, tp: TPGroup) -> nn.Embedd
     return VocabParallelEmbedding(vocab_size, hidden_size, tp)
 
 
-def lm_head(hidden_size: int, vocab_size: int, tp: TPGroup) -> Linear:
+def lm_head(hidden_size: int, vocab_size: int, tp: TPGroup,
+            kernels: KernelSwitches = REFERENCE) -> Linear:
     if tp.world_size == 1:
-        return Linear(hidden_size, vocab_size, False)
-    return ParallelLMHead(hidden_size, vocab_size, tp)
+        return Linear(hidden_size, vocab_size, False, kernels=kernels)
+    return ParallelLMHead(hidden_size, vocab_size, tp, kernels)

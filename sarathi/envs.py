@@ -1,0 +1,41 @@
+"""Every environment variable sarathi reads, in one table (docs/environment.md shows it).
+
+Values are read where a component is built (the model's kernel switches when the model is
+built, the demo cache folder when the demo is first used), never on a hot path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    default: str
+    help: str
+
+
+ENV_VARS: dict[str, EnvVar] = {v.name: v for v in (
+    EnvVar("SARATHI_CACHE", "~/.cache/sarathi",
+           "Folder where the embedded demo model is built on first use."),
+    EnvVar("SARATHI_API_KEY", "",
+           "API key the server requires when --api-key is not given (empty: none)."),
+    EnvVar("SARATHI_FUSED", "1",
+           "0: the PyTorch reference ops instead of the fused Triton kernels (residual add + "
+           "RMSNorm, rotary with the K/V write, SiLU-and-mul), to time the baseline."),
+    EnvVar("SARATHI_GEMV", "1",
+           "One-row matmuls (batch-1 decode): 1 on the split-K GEMV where it was measured "
+           "faster, 0 cuBLAS for all, all the GEMV for all."),
+    EnvVar("SARATHI_PDL", "1",
+           "0: plain kernel launches instead of programmatic dependent launch (Hopper and "
+           "later)."),
+)}
+
+
+def env(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The variable's value, or its default when unset; ``name`` must be in the table."""
+    var = ENV_VARS[name]
+    return (os.environ if environ is None else environ).get(name, var.default)

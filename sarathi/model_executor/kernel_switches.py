@@ -1,0 +1,41 @@
+"""Which fast kernel paths a model's layers take: resolved once, when the model is built.
+
+The layers hold a ``KernelSwitches`` and never read the environment while they run. On a
+CUDA device with Triton every switch is on unless its ``SARATHI_*`` variable turns it off
+(``sarathi/envs.py``); elsewhere, and by default for layers built on their own, the PyTorch
+reference ops run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from sarathi.envs import env
+
+
+@dataclass(frozen=True)
+class KernelSwitches:
+    fused: bool = False  # fused Triton kernels for the small per-layer ops
+    gemv: str = "0"  # one-row matmuls: "0" cuBLAS, "1" the GEMV where faster, "all" always
+    pdl: bool = False  # programmatic dependent launch of our Triton kernels
+
+    @classmethod
+    def resolve(cls, device: torch.device, environ: Mapping[str, str] | None = None
+                ) -> KernelSwitches:
+        from sarathi.model_executor import pdl
+
+        fused = (device.type == "cuda" and importlib.util.find_spec("triton") is not None
+                 and env("SARATHI_FUSED", environ) != "0")
+        if not fused:
+            return cls()
+        gemv = env("SARATHI_GEMV", environ)
+        if gemv not in ("0", "1", "all"):
+            raise ValueError(f"SARATHI_GEMV must be 0, 1 or all, got {gemv!r}")
+        return cls(True, gemv, env("SARATHI_PDL", environ) != "0" and pdl.supported(device))
+
+
+REFERENCE = KernelSwitches()
