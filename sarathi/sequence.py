@@ -52,7 +52,7 @@ class Sequence:
 
     @property
     def output_ids(self) -> list[int]:
-        return self.token_ids[self.prompt_len:self.num_tokens]
+        return self.token_ids[self.prompt_len : self.num_tokens]
 
     @property
     def num_output(self) -> int:

@@ -77,11 +77,14 @@ class CacheCapacity:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, capacity: CacheCapacity, max_model_len: int
-                 ) -> None:
+    def __init__(
+        self, config: SchedulerConfig, capacity: CacheCapacity, max_model_len: int
+    ) -> None:
         if config.chunk_size is None:
-            raise ValueError("the scheduler needs a resolved chunk_size (the engine resolves "
-                             "the default by GPU class)")
+            raise ValueError(
+                "the scheduler needs a resolved chunk_size (the engine resolves "
+                "the default by GPU class)"
+            )
         self.config = config
         self.chunk_size: int = config.chunk_size
         self.capacity = capacity
@@ -140,12 +143,14 @@ class Scheduler:
         for seq, n in step.chunks:
             if not seq.sent_to_worker:
                 seq.sent_to_worker = True
-                inp.new_sequences.append(NewSequence(seq.seq_id, seq.params, seq.prompt_len,
-                                                     _seed(seq)))
+                inp.new_sequences.append(
+                    NewSequence(seq.seq_id, seq.params, seq.prompt_len, _seed(seq))
+                )
             start = seq.num_computed
-            tokens = seq.token_ids[start:start + n]
-            inp.chunks.append(ScheduledChunk(seq.seq_id, start, tokens,
-                                             start + n == len(seq.token_ids)))
+            tokens = seq.token_ids[start : start + n]
+            inp.chunks.append(
+                ScheduledChunk(seq.seq_id, start, tokens, start + n == len(seq.token_ids))
+            )
         return step
 
     def _schedule_sarathi(self, step: SchedulerStep) -> None:

@@ -110,8 +110,12 @@ class AsyncEngine:
     def is_alive(self) -> bool:
         # The executor check is a non-blocking liveness probe of the workers (safe from any
         # thread); it catches a worker that died while the engine was idle.
-        return (self._thread is not None and self._thread.is_alive() and self._error is None
-                and self.engine.is_alive())
+        return (
+            self._thread is not None
+            and self._thread.is_alive()
+            and self._error is None
+            and self.engine.is_alive()
+        )
 
     @property
     def error(self) -> BaseException | None:
@@ -141,8 +145,9 @@ class AsyncEngine:
     def new_request_id(self, prefix: str = "req") -> str:
         return f"{prefix}-{next(self._ids)}"
 
-    async def generate(self, prompt: str | list[int], params: SamplingParams,
-                       request_id: str | None = None) -> AsyncIterator[RequestOutput]:
+    async def generate(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[RequestOutput]:
         """Snapshots of one request until it finishes.
 
         Raises ``RequestError`` if the engine refuses the request, ``EngineDeadError`` if the
@@ -235,8 +240,9 @@ class AsyncEngine:
             _deliver([(cmd.stream, self._closing)])
             return
         try:
-            self.engine.add_request(cmd.prompt, cmd.params, request_id=cmd.request_id,
-                                    arrival_time=cmd.arrival_time)
+            self.engine.add_request(
+                cmd.prompt, cmd.params, request_id=cmd.request_id, arrival_time=cmd.arrival_time
+            )
         except RequestError as e:
             _deliver([(cmd.stream, e)])
             return
@@ -276,8 +282,9 @@ def _detach(out: RequestOutput) -> RequestOutput:
     """Copy what the engine keeps mutating (the logprobs lists) before another thread reads it."""
     if not any(c.logprobs is not None for c in out.outputs):
         return out
-    outs = [replace(c, logprobs=list(c.logprobs)) if c.logprobs is not None else c
-            for c in out.outputs]
+    outs = [
+        replace(c, logprobs=list(c.logprobs)) if c.logprobs is not None else c for c in out.outputs
+    ]
     return replace(out, outputs=outs)
 
 
@@ -296,4 +303,3 @@ def _deliver(items: list[tuple[_Stream, Any]]) -> None:
 def _put_all(pairs: list[tuple[asyncio.Queue, Any]]) -> None:
     for queue, item in pairs:
         queue.put_nowait(item)
-

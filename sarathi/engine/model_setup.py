@@ -13,8 +13,12 @@ from sarathi.config import EngineConfig
 from sarathi.model_executor.model_shape import ModelShape, load_model_shape
 from sarathi.transformers_utils.demo import DEMO_NOTE
 from sarathi.transformers_utils.hub import DEMO_NAMES, resolve_model_path
-from sarathi.transformers_utils.tokenizer import (as_patch_tokenizer, eos_token_ids,
-                                                   get_tokenizer, is_patch_tokenizer_dir)
+from sarathi.transformers_utils.tokenizer import (
+    as_patch_tokenizer,
+    eos_token_ids,
+    get_tokenizer,
+    is_patch_tokenizer_dir,
+)
 
 logger = logging.getLogger("sarathi")
 
@@ -86,9 +90,16 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
             patch_at_load = mc.patch_tokenizer
     device = resolve_device(mc.device)
     return ModelSetup(
-        name=mc.model, path=path, is_demo=is_demo, shape=shape, tokenizer=tokenizer,
-        patch=patch, patch_at_load=patch_at_load,
+        name=mc.model,
+        path=path,
+        is_demo=is_demo,
+        shape=shape,
+        tokenizer=tokenizer,
+        patch=patch,
+        patch_at_load=patch_at_load,
         reduction_ratio=(patch.reduction_ratio or 1.0) if patch is not None else 1.0,
-        device=device, dtype=resolve_dtype(mc.dtype, shape.torch_dtype, device),
+        device=device,
+        dtype=resolve_dtype(mc.dtype, shape.torch_dtype, device),
         max_model_len=mc.max_model_len or shape.max_position_embeddings,
-        eos_ids=frozenset(eos_token_ids(tokenizer, path)))
+        eos_ids=frozenset(eos_token_ids(tokenizer, path)),
+    )

@@ -98,5 +98,11 @@ def _error_output(rid: str, prompt: Any, message: str) -> RequestOutput:
 
     text = prompt if isinstance(prompt, str) else None
     ids = [] if isinstance(prompt, str) else list(prompt)
-    return RequestOutput(rid, text, ids, [CompletionOutput(0, "", [], finish_reason="error")],
-                         finished=True, error=message)
+    return RequestOutput(
+        rid,
+        text,
+        ids,
+        [CompletionOutput(0, "", [], finish_reason="error")],
+        finished=True,
+        error=message,
+    )

@@ -39,9 +39,16 @@ _BLAME_GRACE_S = 1.0
 _EXIT_GRACE_S = 10.0
 
 
-def _rank_main(spec: WorkerSpec, rank: int, world_size: int, init_method: str,
-               device: torch.device, timeout_s: float, commands: Any, replies: Connection
-               ) -> None:
+def _rank_main(
+    spec: WorkerSpec,
+    rank: int,
+    world_size: int,
+    init_method: str,
+    device: torch.device,
+    timeout_s: float,
+    commands: Any,
+    replies: Connection,
+) -> None:
     """Body of a rank process: start, report, then serve commands until told to stop."""
     from sarathi.executor.rank_worker import RankWorker
 
@@ -98,9 +105,20 @@ class MPExecutor:
             commands = ctx.Queue()
             recv_end, send_end = ctx.Pipe(duplex=False)
             proc = ctx.Process(
-                target=_rank_main, name=f"sarathi-tp{rank}", daemon=True,
-                args=(spec, rank, self.world_size, init_method, rank_device(spec.device, rank),
-                      pc.worker_start_timeout, commands, send_end))
+                target=_rank_main,
+                name=f"sarathi-tp{rank}",
+                daemon=True,
+                args=(
+                    spec,
+                    rank,
+                    self.world_size,
+                    init_method,
+                    rank_device(spec.device, rank),
+                    pc.worker_start_timeout,
+                    commands,
+                    send_end,
+                ),
+            )
             proc.start()
             send_end.close()  # our copy: when the rank dies its pipe reads EOF
             self._commands.append(commands)
@@ -111,8 +129,9 @@ class MPExecutor:
         except BaseException:
             self._kill_all()
             raise
-        self._capacity = replace(ready[0].capacity,
-                                 num_blocks=min(r.capacity.num_blocks for r in ready))
+        self._capacity = replace(
+            ready[0].capacity, num_blocks=min(r.capacity.num_blocks for r in ready)
+        )
         self._plan = ready[0].plan
 
     # -- the executor interface ------------------------------------------------------------
@@ -164,8 +183,9 @@ class MPExecutor:
     # -- waiting on the ranks --------------------------------------------------------------
     def _check_usable(self) -> None:
         if self._error is not None:
-            raise type(self._error)(f"the executor is unusable after an earlier failure: "
-                                    f"{self._error}")
+            raise type(self._error)(
+                f"the executor is unusable after an earlier failure: {self._error}"
+            )
 
     def _await_ready(self, timeout_s: float) -> list[RankReady]:
         ready: dict[int, RankReady] = {}
@@ -180,15 +200,15 @@ class MPExecutor:
     def _await_step(self, number: int) -> StepReply:
         deadline = time.monotonic() + self.step_timeout
         while True:
-            for rank, kind, body in self._wait_messages(deadline, self.step_timeout, "a step",
-                                                        [0]):
+            for rank, kind, body in self._wait_messages(deadline, self.step_timeout, "a step", [0]):
                 # A reply to an older step is one whose wait was interrupted (Ctrl-C): the
                 # engine never used that step, and re-sends its work, so it is dropped.
                 if rank == 0 and kind == "reply" and body[0] == number:
                     return body[1]
 
-    def _wait_messages(self, deadline: float, limit: float, what: str, waiting: list[int]
-                       ) -> list[tuple[int, str, Any]]:
+    def _wait_messages(
+        self, deadline: float, limit: float, what: str, waiting: list[int]
+    ) -> list[tuple[int, str, Any]]:
         """(rank, kind, body) of the messages that arrived; fails the executor if a rank
         died, reported an error, or ``deadline`` passed.
 
@@ -197,10 +217,13 @@ class MPExecutor:
         """
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            self._fail(WorkerDiedError(
-                f"tensor-parallel rank(s) {waiting} did not finish {what} within {limit:.0f} s "
-                "and are assumed hung (raise --step-timeout or --worker-start-timeout if this "
-                "is legitimately slow)"))
+            self._fail(
+                WorkerDiedError(
+                    f"tensor-parallel rank(s) {waiting} did not finish {what} within {limit:.0f} s "
+                    "and are assumed hung (raise --step-timeout or --worker-start-timeout if this "
+                    "is legitimately slow)"
+                )
+            )
         ready = wait(self._replies + [p.sentinel for p in self._procs], remaining)
         messages: list[tuple[int, str, Any]] = []
         for rank, conn in enumerate(self._replies):
@@ -220,9 +243,12 @@ class MPExecutor:
         # whose peer is gone fails), so it is named first.
         for rank, p in enumerate(self._procs):
             if p.exitcode is not None and rank not in reported:
-                self._fail(WorkerDiedError(
-                    f"tensor-parallel rank {rank} (pid {p.pid}) died with exit code "
-                    f"{p.exitcode}{_signal_note(p.exitcode)} during {what}"))
+                self._fail(
+                    WorkerDiedError(
+                        f"tensor-parallel rank {rank} (pid {p.pid}) died with exit code "
+                        f"{p.exitcode}{_signal_note(p.exitcode)} during {what}"
+                    )
+                )
         for rank, kind, body in messages:
             if kind == "error":
                 self._fail(WorkerError(body))

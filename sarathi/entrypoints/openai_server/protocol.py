@@ -27,8 +27,10 @@ Prompt = Union[
     StrictStr,
     Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_PROMPTS)],
     Annotated[list[TokenId], Field(min_length=1)],
-    Annotated[list[Annotated[list[TokenId], Field(min_length=1)]],
-              Field(min_length=1, max_length=MAX_PROMPTS)],
+    Annotated[
+        list[Annotated[list[TokenId], Field(min_length=1)]],
+        Field(min_length=1, max_length=MAX_PROMPTS),
+    ],
 ]
 
 

@@ -17,8 +17,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.kernels = kernels
 
-    def forward(self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """RMSNorm(x); with ``residual``: (RMSNorm(x + residual), x + residual). ``x`` may
         be a one-row matmul's split sums (on a GPU only, where they exist)."""
         k = self.kernels
