@@ -260,7 +260,7 @@ class EngineConfig:
     SECTIONS = ("model", "cache", "scheduler", "parallel", "attention")
 
     @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> "EngineConfig":
+    def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
         """Build from flat field names (``LLM(model=..., chunk_size=...)``); aliases accepted."""
         groups: dict[str, dict[str, Any]] = {name: {} for name in cls.SECTIONS}
         lookup = field_index()

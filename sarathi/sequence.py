@@ -85,7 +85,4 @@ class Request:
 
     @property
     def finished(self) -> bool:
-        for s in self.seqs:
-            if s.status is not SeqStatus.FINISHED:
-                return False
-        return True
+        return all(s.status is SeqStatus.FINISHED for s in self.seqs)

@@ -18,12 +18,13 @@ No sequence is ever dropped.
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections import deque
 from dataclasses import dataclass, field
 
 from sarathi.config import SchedulerConfig
 from sarathi.core.scheduler_output import NewSequence, ScheduledChunk, StepInput
-from sarathi.sequence import Sequence, SeqStatus
+from sarathi.sequence import SeqStatus, Sequence
 
 
 @dataclass
@@ -104,10 +105,8 @@ class Scheduler:
         if seq.status is SeqStatus.RUNNING:
             self.running.remove(seq)
         elif seq.status is SeqStatus.WAITING:
-            try:
+            with contextlib.suppress(ValueError):
                 self.waiting.remove(seq)
-            except ValueError:
-                pass
         self.free_blocks += seq.num_blocks
         seq.num_blocks = 0
         seq.status = SeqStatus.FINISHED
@@ -184,10 +183,13 @@ class Scheduler:
             self._schedule_decodes(step, len(self.running))
             # Prefills interrupted by preemption resume here, whole.
             for seq in list(self.running):
-                if seq.remaining > 1 and seq.seq_id not in step.ids:
-                    if self._fit(seq, seq.remaining) == seq.remaining:
-                        self._grow(seq, seq.num_tokens)
-                        step.add_chunk(seq, seq.remaining)
+                if (
+                    seq.remaining > 1
+                    and seq.seq_id not in step.ids
+                    and self._fit(seq, seq.remaining) == seq.remaining
+                ):
+                    self._grow(seq, seq.num_tokens)
+                    step.add_chunk(seq, seq.remaining)
             if not step.empty or not self.running:
                 return
             self._preempt(self.running[-1], step)

@@ -308,6 +308,6 @@ def _fill_placeholders(plan: SchedulerStep) -> None:
     for i, token in enumerate(inp.decode_tokens):
         if token == PENDING_TOKEN:
             inp.decode_tokens[i] = plan.decodes[i].token_ids[inp.decode_positions[i]]
-    for (seq, _), chunk in zip(plan.chunks, inp.chunks):
+    for (seq, _), chunk in zip(plan.chunks, inp.chunks, strict=True):
         if chunk.token_ids and chunk.token_ids[-1] == PENDING_TOKEN:
             chunk.token_ids[-1] = seq.token_ids[chunk.start + len(chunk.token_ids) - 1]

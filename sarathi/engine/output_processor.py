@@ -89,7 +89,7 @@ class OutputProcessor:
         touched: dict[str, Request] = {}
         logprobs = result.logprobs
         states = self._seqs
-        for i, (seq, token) in enumerate(zip(seqs, result.token_ids)):
+        for i, (seq, token) in enumerate(zip(seqs, result.token_ids, strict=False)):
             if seq.finished:  # stopped (or aborted) while this step ran: drop its token
                 continue
             out = states[seq.seq_id]

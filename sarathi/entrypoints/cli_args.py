@@ -32,7 +32,7 @@ def _flag(name: str) -> str:
 
 def _base_type(annotation: Any) -> type:
     if isinstance(annotation, str):
-        annotation = eval(annotation, {"typing": typing})  # noqa: S307 - our own annotations
+        annotation = eval(annotation, {"typing": typing})  # our own annotations, never user input
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     return args[0] if args else annotation
 

@@ -150,14 +150,14 @@ def _options_table(title: str, actions: list[argparse.Action]) -> list[str]:
                 ]
             )
         )
-    return out + [""]
+    return [*out, ""]
 
 
 def render() -> str:
     """The text of docs/configuration.md."""
     subs = _subparsers()
     engine_titles = {f"{section} options" for section in SECTION_TYPES}
-    lines = [_INTRO] + _engine_sections(subs["serve"])
+    lines = [_INTRO, *_engine_sections(subs["serve"])]
     for command in ("serve", "generate"):
         for group in subs[command]._action_groups:
             actions = [a for a in group._group_actions if not isinstance(a, argparse._HelpAction)]

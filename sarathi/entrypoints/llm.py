@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -30,7 +31,7 @@ class LLM:
         self._start(EngineConfig.from_kwargs(model=model, **kwargs))
 
     @classmethod
-    def from_config(cls, config: EngineConfig) -> "LLM":
+    def from_config(cls, config: EngineConfig) -> LLM:
         llm = cls.__new__(cls)
         llm._start(config)
         return llm
@@ -68,7 +69,7 @@ class LLM:
         engine = self.engine
         results: dict[str, RequestOutput] = {}
         order: list[str] = []
-        for i, (prompt, p) in enumerate(zip(prompts, params)):
+        for i, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
             rid = f"generate-{next(self._request_ids)}"
             order.append(rid)
             try:

@@ -10,6 +10,7 @@ rank; only rank 0 answers. Non-zero ranks write to their pipe only to report a f
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import pickle
@@ -55,7 +56,7 @@ def _rank_main(
     try:
         worker = RankWorker(spec, rank, world_size, init_method, device, timeout_s)
         replies.send(("ready", worker.ready()))
-    except Exception:  # noqa: BLE001 - reported to the driver, which raises it
+    except Exception:  # reported to the driver, which raises it
         replies.send(("error", f"rank {rank} failed to start:\n{traceback.format_exc()}"))
         return
     parent = mp.parent_process()
@@ -71,7 +72,7 @@ def _rank_main(
             return
         try:
             reply = worker.step(payload)
-        except Exception:  # noqa: BLE001 - reported; peers may be stuck, the driver ends them
+        except Exception:  # reported; peers may be stuck, the driver ends them
             replies.send(("error", f"rank {rank} failed in a step:\n{traceback.format_exc()}"))
             return
         if reply is not None:
@@ -170,10 +171,8 @@ class MPExecutor:
     def shutdown(self) -> None:
         if self._error is None:
             for commands in self._commands:
-                try:
+                with contextlib.suppress(OSError, ValueError):  # that queue is already closed
                     commands.put(("stop", 0, None))
-                except (OSError, ValueError):
-                    pass  # that queue is already closed
         deadline = time.monotonic() + _EXIT_GRACE_S
         for p in self._procs:
             p.join(max(0.0, deadline - time.monotonic()))
@@ -228,10 +227,9 @@ class MPExecutor:
         messages: list[tuple[int, str, Any]] = []
         for rank, conn in enumerate(self._replies):
             if conn in ready:
-                try:
+                # On EOF the rank exited: reported below from its exit code.
+                with contextlib.suppress(EOFError, OSError):
                     messages.append((rank, *conn.recv()))
-                except (EOFError, OSError):
-                    pass  # the rank exited; reported below from its exit code
         reported = {rank for rank, kind, _ in messages if kind == "error"}
         if reported:
             # A rank whose peer died fails in its collective, possibly a moment before the
@@ -249,7 +247,7 @@ class MPExecutor:
                         f"{p.exitcode}{_signal_note(p.exitcode)} during {what}"
                     )
                 )
-        for rank, kind, body in messages:
+        for _rank, kind, body in messages:
             if kind == "error":
                 self._fail(WorkerError(body))
         return messages

@@ -27,7 +27,6 @@ from sarathi.executor.rank_worker import RankReady, RankWorker, StepReply
 from sarathi.worker.cache_engine import CachePlan
 from sarathi.worker.worker import WorkerSpec
 
-
 # How long a failed step waits for a possibly dead peer to be reported before blaming the
 # rank that raised (only on the failure path).
 _BLAME_GRACE_S = 3.0
@@ -234,7 +233,7 @@ class RayExecutor:
                         f"{index[ref]} died during {what}: {e}"
                     )
                 )
-            except Exception:  # noqa: BLE001 - other ranks' own failures: not the cause
+            except Exception:  # other ranks' own failures: not the cause
                 continue
 
     def _fail(self, error: WorkerError) -> None:

@@ -56,7 +56,7 @@ def iter_checkpoint(path: str, lazy: bool = False):
     """
     for file in weight_files(path):
         with safe_open(file, framework="pt", device="cpu") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 - a safe_open handle has keys() but no __iter__
                 yield name, (f.get_slice(name) if lazy else f.get_tensor(name))
 
 

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import torch
 
 import vattention
-from vattention.backends import default_page_bytes, resolve_backend
 from sarathi.config import CacheConfig
 from sarathi.core.scheduler import CacheCapacity
-from sarathi.model_executor.model_shape import ModelShape
 from sarathi.model_executor.attention import AttentionBackend, get_attention_backend
+from sarathi.model_executor.model_shape import ModelShape
 from sarathi.worker.kv_cache import KVCache
 from sarathi.worker.paged_cache import PagedKVCache, paged_block_bytes
+from vattention.backends import default_page_bytes, resolve_backend
 
 HOST_DEFAULT_BUDGET = 4 * 1024**3
 

@@ -335,7 +335,7 @@ class ModelRunner:
         if tokens[-1] == PENDING_TOKEN:
             # A recompute right after a preemption, fed before its last token reached the
             # host: it was sampled at the slot the sequence had then.
-            tokens = tokens[:-1] + [-1 - st.prev_slot]
+            tokens = [*tokens[:-1], -1 - st.prev_slot]
         if st.history is not None:
             if c.start != len(st.history):
                 del st.history[c.start :]

@@ -120,7 +120,7 @@ def load_once(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, 
         packed = packed.pin_memory().to(device, non_blocking=True)
     out: dict[str, torch.Tensor] = {}
     off = 0
-    for name, n in zip(arrays, lengths):
+    for name, n in zip(arrays, lengths, strict=True):
         out[name] = packed[off : off + n]
         off += n
     return out

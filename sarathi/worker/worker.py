@@ -13,14 +13,14 @@ from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult
 from sarathi.model_executor.attention import resolve_attention_backend, uses_paged_cache
 from sarathi.model_executor.dummy_weights import init_dummy_weights
-from sarathi.model_executor.model_shape import ModelShape
-from sarathi.model_executor.parallel import TPGroup, head_layout
 from sarathi.model_executor.model_loader import (
     build_model,
     iter_checkpoint,
     load_weights,
     patch_checkpoint,
 )
+from sarathi.model_executor.model_shape import ModelShape
+from sarathi.model_executor.parallel import TPGroup, head_layout
 from sarathi.worker.cache_engine import attention_for_cache, capacity_of, create_cache, plan_cache
 from sarathi.worker.model_runner import InflightBatch, ModelRunner
 

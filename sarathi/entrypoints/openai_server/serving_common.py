@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncGenerator, AsyncIterator
+from typing import Any
 
 from fastapi import Request
 from starlette.responses import StreamingResponse

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import AsyncGenerator
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -121,14 +121,14 @@ async def _full(
         finals = await asyncio.gather(
             *[
                 final_output(engine, p.ids, sp, f"{request_id}-{i}")
-                for i, (p, sp) in enumerate(zip(prompts, params))
+                for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
             ]
         )
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
     choices = []
     completion_tokens = 0
-    for i, (p, out) in enumerate(zip(prompts, finals)):
+    for i, (p, out) in enumerate(zip(prompts, finals, strict=True)):
         prefix = ""
         if req.echo:
             prefix = p.text if p.text is not None else state.tokenizer.decode(p.ids)
@@ -191,7 +191,7 @@ async def _stream(
 
     streams = [
         state.engine.generate(p.ids, sp, f"{request_id}-{i}")
-        for i, (p, sp) in enumerate(zip(prompts, params))
+        for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
     ]
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     completion_tokens = 0

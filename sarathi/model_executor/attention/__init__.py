@@ -4,7 +4,7 @@ paged block-table cache (``paged``, the baseline)."""
 from __future__ import annotations
 
 import importlib.util
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

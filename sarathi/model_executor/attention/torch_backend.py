@@ -108,7 +108,7 @@ class TorchAttention:
                 meta.decode_context_lens.tolist(),
             )
         slots, lens = meta.cache["decode_lists"]
-        for i, (slot, n) in enumerate(zip(slots, lens)):
+        for i, (slot, n) in enumerate(zip(slots, lens, strict=True)):
             lo = 0 if window is None else max(0, n - window)
             ki = k_cache[slot, lo:n].transpose(0, 1).unsqueeze(0)  # [1, Hkv, n, D]
             vi = v_cache[slot, lo:n].transpose(0, 1).unsqueeze(0)

@@ -34,8 +34,7 @@ import triton
 import triton.language as tl
 
 from sarathi.model_executor.attention.metadata import prefill_block_m
-from sarathi.model_executor.pdl import launch_args
-from sarathi.model_executor.pdl import wait_prior
+from sarathi.model_executor.pdl import launch_args, wait_prior
 
 LOG2E = 1.4426950408889634
 NEG_BIG = tl.constexpr(-1.0e30)
@@ -185,7 +184,10 @@ def _decode_kernel(
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     s = tl.program_id(2)
-    if COUNTED:  # a mixed-step graph: rows past the step's decodes are prefill rows
+    # A mixed-step graph: rows past the step's decodes are prefill rows. COUNTED is a constexpr,
+    # kept a separate `if` so the load is never traced without it (older Triton releases trace
+    # both operands of an `and`).
+    if COUNTED:  # noqa: SIM102 - constexpr guard, see above
         if b >= tl.load(Count):
             return
     # Before waiting on the previous kernel (PDL): the slot, length and block table come from
@@ -312,7 +314,7 @@ def _merge_kernel(
     wait_prior(PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
-    if COUNTED:
+    if COUNTED:  # noqa: SIM102 - constexpr guard, as in _decode_kernel
         if b >= tl.load(Count):
             return
     s = tl.arange(0, BLOCK_S)
@@ -320,12 +322,12 @@ def _merge_kernel(
     smask = s < num_splits
     row = (b * num_heads + h) * num_splits + s
     m = tl.load(PartM + row, mask=smask, other=NEG_BIG)
-    l = tl.load(PartL + row, mask=smask, other=0.0)
+    l_s = tl.load(PartL + row, mask=smask, other=0.0)
     m_max = tl.max(m, 0)
     w = tl.exp2(m - m_max)
     w = tl.where(smask, w, 0.0)
     o = tl.load(PartO + row[:, None] * HEAD_DIM + d[None, :], mask=smask[:, None], other=0.0)
-    out = tl.sum(o * w[:, None], 0) / tl.sum(l * w, 0)
+    out = tl.sum(o * w[:, None], 0) / tl.sum(l_s * w, 0)
     tl.store(Out + b * stride_ob + h * stride_oh + d, out.to(Out.dtype.element_ty))
 
 
