@@ -26,7 +26,8 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     stop: list[str] | str | None = None
-    stop_token_ids: list[int] | None = None
+    # None is accepted and stored as [].
+    stop_token_ids: list[int] = field(default_factory=list)
     max_tokens: int | None = 16
     min_tokens: int = 0
     ignore_eos: bool = False

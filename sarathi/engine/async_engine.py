@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -147,7 +147,7 @@ class AsyncEngine:
 
     async def generate(
         self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> AsyncGenerator[RequestOutput, None]:
         """Snapshots of one request until it finishes.
 
         Raises ``RequestError`` if the engine refuses the request, ``EngineDeadError`` if the

@@ -17,6 +17,7 @@ step N first. Without overlap each step is collected as soon as it is launched.
 
 from __future__ import annotations
 
+import collections.abc
 import itertools
 import logging
 import time
@@ -125,7 +126,7 @@ class LLMEngine:
     # -- requests ----------------------------------------------------------------------------
     def add_request(
         self,
-        prompt: str | list[int],
+        prompt: str | collections.abc.Sequence[int],
         params: SamplingParams | None = None,
         request_id: str | None = None,
         arrival_time: float | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,6 +20,9 @@ from sarathi.transformers_utils.tokenizer import (
     is_patch_tokenizer_dir,
 )
 
+if TYPE_CHECKING:
+    from adaptivocab import PatchTokenizer
+
 logger = logging.getLogger("sarathi")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -32,7 +35,7 @@ class ModelSetup:
     is_demo: bool
     shape: ModelShape
     tokenizer: Any  # a Hugging Face tokenizer or an adaptivocab.PatchTokenizer
-    patch: Any | None  # the PatchTokenizer, when the tokenizer is one
+    patch: PatchTokenizer | None  # when the tokenizer is one
     patch_at_load: str | None  # patch the base checkpoint's rows with this folder's patch
     reduction_ratio: float  # patched / base tokens (AdaptiVocab); 1 without a patch
     device: torch.device
@@ -80,7 +83,8 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
     patch = as_patch_tokenizer(tokenizer)
     patch_at_load = None
     if patch is not None:
-        from adaptivocab import AdaptiVocabError, check_vocab
+        from adaptivocab import AdaptiVocabError
+        from adaptivocab.embeddings import check_vocab  # what adaptivocab loads lazily
 
         try:
             check_vocab(shape.vocab_size, len(tokenizer))

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sarathi.core.scheduler_output import StepResult
 from sarathi.engine.stats import EngineStats
 from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
 from sarathi.sequence import Request, Sequence
 from sarathi.transformers_utils.detokenizer import IncrementalDetokenizer
+
+if TYPE_CHECKING:
+    from adaptivocab import PatchTokenizer
 
 
 @dataclass
@@ -51,7 +54,7 @@ class OutputProcessor:
         eos_ids: frozenset[int],
         max_seq_len: int,
         stats: EngineStats,
-        patch: Any | None = None,
+        patch: PatchTokenizer | None = None,
     ) -> None:
         """``decoder``: the cheapest object whose ``decode`` equals the tokenizer's;
         ``patch``: the AdaptiVocab PatchTokenizer, for base-token counts (or None)."""
@@ -123,7 +126,7 @@ class OutputProcessor:
             if finished:
                 req.metrics.finished_time = now
                 if self._patch is not None:
-                    self._count_base_tokens(req)
+                    self._count_base_tokens(req, self._patch)
             outcome.outputs.append(self.make_output(req, finished))
         return outcome
 
@@ -169,14 +172,14 @@ class OutputProcessor:
         out.finish_reason, out.stop_reason = reason, stop_reason
         return True
 
-    def _count_base_tokens(self, req: Request) -> None:
+    def _count_base_tokens(self, req: Request, patch: PatchTokenizer) -> None:
         """What the same text would have cost with the base tokenizer (AdaptiVocab metrics)."""
         n = len(req.seqs)
         s = self.stats
-        s.base_prompt_tokens += n * len(self._patch.to_base_ids(req.prompt_token_ids))
+        s.base_prompt_tokens += n * len(patch.to_base_ids(req.prompt_token_ids))
         s.patched_prompt_tokens += n * len(req.prompt_token_ids)
         for seq in req.seqs:
-            s.base_generation_tokens += len(self._patch.to_base_ids(seq.output_ids))
+            s.base_generation_tokens += len(patch.to_base_ids(seq.output_ids))
             s.patched_generation_tokens += seq.num_output
 
     # -- outputs -----------------------------------------------------------------------------

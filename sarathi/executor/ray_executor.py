@@ -58,6 +58,7 @@ class RankActorBody:
         return self._worker.ready()
 
     def step(self, payload: bytes) -> StepReply | None:
+        assert self._worker is not None, "start() first"
         return self._worker.step(payload)
 
     def pid(self) -> int:

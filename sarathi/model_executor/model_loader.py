@@ -12,11 +12,11 @@ import os
 
 import torch
 from safetensors import safe_open
-from torch import nn
 
 from sarathi.model_executor.kernel_switches import KernelSwitches
 from sarathi.model_executor.model_shape import ModelShape
 from sarathi.model_executor.models import MODEL_REGISTRY
+from sarathi.model_executor.models.llama import LlamaForCausalLM
 from sarathi.model_executor.parallel import TensorSlice, TPGroup
 
 # Tensors some checkpoints carry that are recomputed here.
@@ -62,7 +62,7 @@ def iter_checkpoint(path: str, lazy: bool = False):
 
 def build_model(
     shape: ModelShape, dtype: torch.dtype, device: torch.device, tp: TPGroup | None = None
-) -> nn.Module:
+) -> LlamaForCausalLM:
     """The model on ``device``, its kernel switches resolved for it (once, here)."""
     cls = MODEL_REGISTRY[shape.architecture]
     kernels = KernelSwitches.resolve(device)
@@ -74,7 +74,7 @@ def build_model(
     return model.eval()
 
 
-def load_weights(model: nn.Module, weights) -> None:
+def load_weights(model: LlamaForCausalLM, weights) -> None:
     """Copy checkpoint tensors into ``model``; every parameter must be covered exactly."""
     params = dict(model.named_parameters())
     covered: dict[str, int] = {name: 0 for name in params}
@@ -141,7 +141,7 @@ def patch_checkpoint(weights, patch_tokenizer, init: str, tied: bool):
     Every other tensor streams through untouched; only the two vocabulary matrices are held
     back until both are seen.
     """
-    from adaptivocab import patch_state_dict_rows
+    from adaptivocab.embeddings import patch_state_dict_rows  # what adaptivocab loads lazily
 
     held: dict[str, torch.Tensor] = {}
     for name, tensor in weights:

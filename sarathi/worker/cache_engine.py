@@ -71,6 +71,7 @@ def plan_cache(
     budget = config.kv_cache_memory
     if budget is None:
         budget = free_device_bytes if device.type == "cuda" else HOST_DEFAULT_BUDGET
+    assert budget is not None, "a CUDA device needs free_device_bytes"
     row = shape.num_kv_heads * shape.head_dim * torch.tensor([], dtype=dtype).element_size()
     expected = max(1, math.ceil(min(config.expected_request_tokens, max_len) * reduction_ratio))
     if paged:

@@ -20,6 +20,7 @@ Both need attention that reads its lengths from device tensors (the Triton kerne
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -158,10 +159,14 @@ class StepGraphs:
         with torch.inference_mode():
             for kind, size in tqdm(jobs, desc="capturing CUDA graphs", unit="graph", leave=False):
                 if kind == "decode":
-                    self._decode[size] = self._capture(lambda s=size: self._decode_forward(s), pool)
+                    self._decode[size] = self._capture(
+                        functools.partial(self._decode_forward, size), pool
+                    )
                 else:
                     shape = self.mixed_shapes[size]
-                    self._mixed[size] = self._capture(lambda m=shape: self._mixed_forward(m), pool)
+                    self._mixed[size] = self._capture(
+                        functools.partial(self._mixed_forward, shape), pool
+                    )
         torch.cuda.synchronize(self.device)
         self.capture_seconds = time.perf_counter() - t0
         return self.capture_seconds
@@ -196,7 +201,9 @@ class StepGraphs:
         )
         ids = resolve_pending(v("ids", b), self.last_token)
         hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
-        return self.model.compute_logits(hidden)
+        logits = self.model.compute_logits(hidden)
+        assert logits is not None, "graphs are captured on a single rank, which samples"
+        return logits
 
     def _mixed_forward(self, m: MixedShape) -> torch.Tensor:
         v = self.buffers.view

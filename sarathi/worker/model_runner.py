@@ -227,7 +227,7 @@ class ModelRunner:
             if new.seed is not None:
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed(new.seed)
-            history = [] if new.params.has_penalties else None
+            history: list[int] | None = [] if new.params.has_penalties else None
             self.states[new.seq_id] = SeqState(new.params, new.prompt_len, gen, history)
 
     def _release(self, seq_id: int) -> None:
@@ -447,8 +447,9 @@ class ModelRunner:
         hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
         return self.model.compute_logits(hidden[views["sample_idx"]])
 
-    def forward_logits(self, token_ids: list[int]) -> torch.Tensor:
-        """Logits of every position of one prompt (no sampling); for tests and evaluation."""
+    def forward_logits(self, token_ids: list[int]) -> torch.Tensor | None:
+        """Logits of every position of one prompt (no sampling); for tests and evaluation.
+        None on a tensor-parallel rank other than the sampling one."""
         from sarathi.model_executor.attention.metadata import chunk_table
 
         slot = self.cache.alloc_slot()

@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import threading
+import types
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
@@ -99,7 +100,7 @@ class GracefulServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets=sockets)
 
-    def handle_exit(self, sig: int, frame: object) -> None:
+    def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
         super().handle_exit(sig, frame)
         if self._loop is not None and not self._loop.is_closed():
             # A signal handler interrupts arbitrary code: hand the work to the event loop.

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +101,7 @@ def sampling_params(req: SamplingFields, max_tokens: int, logprobs: int | None) 
         return SamplingParams(
             n=req.n,
             stop=req.stop,
-            stop_token_ids=req.stop_token_ids,
+            stop_token_ids=req.stop_token_ids or [],
             max_tokens=max_tokens,
             min_tokens=req.min_tokens,
             ignore_eos=req.ignore_eos,
@@ -165,8 +165,8 @@ async def unless_disconnected(request: Request, work: Any) -> Any:
 
 
 async def merge(
-    streams: list[AsyncIterator[RequestOutput]],
-) -> AsyncIterator[tuple[int, RequestOutput]]:
+    streams: list[AsyncGenerator[RequestOutput, None]],
+) -> AsyncGenerator[tuple[int, RequestOutput], None]:
     """Interleave several request streams as their outputs arrive: (stream index, output).
 
     Leaving the loop early cancels the producers, which aborts their requests.
@@ -179,7 +179,7 @@ async def merge(
     queue: asyncio.Queue = asyncio.Queue()
     done = object()
 
-    async def pump(i: int, stream: AsyncIterator[RequestOutput]) -> None:
+    async def pump(i: int, stream: AsyncGenerator[RequestOutput, None]) -> None:
         try:
             async with contextlib.aclosing(stream) as s:
                 async for out in s:

@@ -505,7 +505,7 @@ def decode_attention(
     else:
         part_o = part_m = part_l = out  # unused
     paged = block_table is not None
-    bt = block_table if paged else slots  # unused when not paged
+    bt = slots if block_table is None else block_table  # slots: unused when not paged
     # Programmatic dependent launch at batch 1 only, where it was measured faster (H100,
     # Llama-2-7B ctx 4096: 5.75 vs 5.85 ms steps). At batch 16 and 32 it was slower:
     # batch-16 steps +2%, batch-32 paged decode kernels up to +18% (results/README.md).
@@ -599,7 +599,7 @@ def prefill_attention(
     group = hq // k_cache.shape[2]
     block_m, block_n, warps, stages = config or (prefill_block_m(d), 64, 4, 3)
     paged = block_table is not None
-    bt = block_table if paged else chunk_slot  # unused when not paged
+    bt = chunk_slot if block_table is None else block_table  # chunk_slot: unused, not paged
     if tiles is not None:
         grid: tuple[int, ...] = (tiles[0].numel(), hq)
         tile_chunk, tile_block = tiles

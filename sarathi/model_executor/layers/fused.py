@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -475,6 +476,26 @@ def gemv_config(n: int, k: int) -> GemvConfig:
     if n * k >= 64 * 2**20:
         return GemvConfig(32, 512, 2, 4)
     return GemvConfig(16, 128, 4, 8)
+
+
+@overload
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    keep_splits: Literal[False] = False,
+    kernels: KernelSwitches = REFERENCE,
+) -> torch.Tensor: ...
+
+
+@overload
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    keep_splits: bool = False,
+    kernels: KernelSwitches = REFERENCE,
+) -> torch.Tensor | SplitSums: ...
 
 
 def linear(

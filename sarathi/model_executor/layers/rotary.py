@@ -16,15 +16,16 @@ SUPPORTED_ROPE = ("default", "linear", "llama3")
 
 def inv_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> torch.Tensor:
     inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-    kind = (scaling or {}).get("rope_type", "default")
+    params = scaling or {}
+    kind = params.get("rope_type", "default")
     if kind == "default":
         return inv
     if kind == "linear":
-        return inv / float(scaling["factor"])
+        return inv / float(params["factor"])
     if kind == "llama3":
-        factor = float(scaling["factor"])
-        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
-        old_len = float(scaling["original_max_position_embeddings"])
+        factor = float(params["factor"])
+        low, high = float(params["low_freq_factor"]), float(params["high_freq_factor"])
+        old_len = float(params["original_max_position_embeddings"])
         low_wavelen, high_wavelen = old_len / low, old_len / high
         wavelen = 2 * math.pi / inv
         scaled = torch.where(wavelen > low_wavelen, inv / factor, inv)

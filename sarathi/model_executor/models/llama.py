@@ -76,8 +76,9 @@ class LlamaAttention(nn.Module):
         q = q.view(t, self.num_heads, self.head_dim)
         k = k.view(t, self.num_kv_heads, self.head_dim)
         v = v.view(t, self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
+        q_norm, k_norm = self.q_norm, self.k_norm
+        if q_norm is not None and k_norm is not None:
+            q, k = q_norm(q), k_norm(k)
         k_cache, v_cache = ctx.kv_cache.layer(self.layer_idx)
         q = ctx.rotary.apply_and_store(
             q, k, v, ctx.meta.positions, k_cache, v_cache, ctx.attention.kv_index(ctx.meta)
@@ -123,6 +124,7 @@ class LlamaDecoderLayer(nn.Module):
         of the stream; None at the first layer): the add is fused into the norm, and at
         batch 1 so is the sum of the previous matmul's K splits."""
         if residual is None:
+            assert isinstance(x, torch.Tensor)  # the first layer's input: the embeddings
             residual, h = x, self.input_layernorm(x)
         else:
             h, residual = self.input_layernorm(x, residual)
@@ -172,7 +174,9 @@ class LlamaForCausalLM(nn.Module):
 
     def shard_sizes(self, fused: str) -> list[int]:
         """Sizes of the parts of a fused parameter on this rank."""
-        attn, mlp = self.model.layers[0].self_attn, self.model.layers[0].mlp
+        layer = self.model.layers[0]
+        assert isinstance(layer, LlamaDecoderLayer)
+        attn, mlp = layer.self_attn, layer.mlp
         if fused == "qkv_proj":
             return [attn.q_size, attn.kv_size, attn.kv_size]
         return [mlp.inter, mlp.inter]

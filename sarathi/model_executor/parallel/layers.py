@@ -37,7 +37,8 @@ class Linear(nn.Linear):
         self.keep_splits = keep_splits
         self.kernels = kernels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:
+    # Split sums where keep_splits is set: a deliberate override of nn.Linear's Tensor return.
+    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:  # type: ignore[override]
         return fused.linear(x, self.weight, self.bias, self.keep_splits, self.kernels)
 
 
@@ -106,7 +107,8 @@ class ParallelLMHead(Linear):
         self.vocab_size = vocab_size
         self.tp = tp
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor | None:
+    # None on the ranks that do not sample: a deliberate override of Linear's return type.
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor | None:  # type: ignore[override]
         full = self.tp.gather_last_dim(fused.linear(hidden, self.weight, kernels=self.kernels))
         return None if full is None else full[..., : self.vocab_size]
 
