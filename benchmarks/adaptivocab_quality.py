@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import torch  # noqa: E402
+from common import print_table, run_info, write_json  # noqa: E402
 
 from adaptivocab import AdaptiVocabError, BuildConfig, PatchTokenizer, build_patch  # noqa: E402
 from adaptivocab.base import load_base_tokenizer  # noqa: E402
@@ -46,7 +47,6 @@ from adaptivocab.stats import measure_reduction  # noqa: E402
 from adaptivocab.trainable import parse_train_spec, select_trainable  # noqa: E402
 from adaptivocab.trainer import TrainConfig, resolve_device, train  # noqa: E402
 from adaptivocab.training_data import PackedData, pack_documents  # noqa: E402
-from common import print_table, run_info, write_json  # noqa: E402
 
 INITS = ("exp", "mean", "random")
 

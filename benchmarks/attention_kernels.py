@@ -22,10 +22,10 @@ import torch
 from common import bench_ms, print_table, run_info, write_json
 
 import vattention
-from vattention.backends import default_page_bytes
 from sarathi.model_executor.attention.triton_kernels import decode_attention, prefill_attention
 from sarathi.model_executor.presets import PRESETS
 from sarathi.worker.paged_cache import PagedKVCache
+from vattention.backends import default_page_bytes
 
 
 def paged_cache(

@@ -68,9 +68,9 @@ from serve import (
     RequestSpec,
     ServerProcess,
     ServerStartError,
-    read_corpus,
     arrival_gaps,
     launch_server,
+    read_corpus,
     run_load,
     summarize,
 )

@@ -36,16 +36,16 @@ from common import (
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import vattention  # noqa: E402
-from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend  # noqa: E402
-from sarathi.model_executor.attention.metadata import FixedLaunch, chunk_table  # noqa: E402
-from sarathi.model_executor.attention.triton_kernels import decode_splits  # noqa: E402
-from sarathi.model_executor.dummy_weights import init_dummy_weights  # noqa: E402
-from sarathi.model_executor.layers.rotary import RotaryEmbedding  # noqa: E402
-from sarathi.model_executor.model_shape import load_model_shape  # noqa: E402
-from sarathi.model_executor.model_loader import build_model  # noqa: E402
-from sarathi.model_executor.models.llama import ForwardContext  # noqa: E402
-from sarathi.model_executor.presets import write_preset  # noqa: E402
+import vattention
+from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend
+from sarathi.model_executor.attention.metadata import FixedLaunch, chunk_table
+from sarathi.model_executor.attention.triton_kernels import decode_splits
+from sarathi.model_executor.dummy_weights import init_dummy_weights
+from sarathi.model_executor.layers.rotary import RotaryEmbedding
+from sarathi.model_executor.model_loader import build_model
+from sarathi.model_executor.model_shape import load_model_shape
+from sarathi.model_executor.models.llama import ForwardContext
+from sarathi.model_executor.presets import write_preset
 
 
 def kernel_breakdown(replay: Callable[[], object], step_ms: float, steps: int = 10) -> list[dict]:

@@ -24,8 +24,8 @@ from common import bench_ms, print_table, run_info, write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from sarathi.model_executor.layers import fused  # noqa: E402
-from sarathi.model_executor.layers.fused import GemvConfig  # noqa: E402
+from sarathi.model_executor.layers import fused
+from sarathi.model_executor.layers.fused import GemvConfig
 
 SHAPES = {  # (name, in_features, out_features)
     "llama3-8b": [

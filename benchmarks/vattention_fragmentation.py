@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import print_table, run_info, write_json  # noqa: E402
+from common import print_table, run_info, write_json
 
-from vattention import KVCache, plan_geometry  # noqa: E402
+from vattention import KVCache, plan_geometry
 
 SHAPES = {"llama-2-7b": (32, 32, 128), "llama-3-8b": (32, 8, 128)}
 MIB = 1 << 20

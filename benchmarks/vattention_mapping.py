@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import print_table, run_info, write_json  # noqa: E402
+from common import print_table, run_info, write_json
 
-from vattention import KVCache  # noqa: E402
+from vattention import KVCache
 
 GIB = 1 << 30
 MIB = 1 << 20
