@@ -41,11 +41,18 @@ def best_of(fn, repeats: int = 3) -> float:
 def bench_corpus(base, path: Path, num_tokens: int, max_ngram: int) -> dict:
     corpus = load_corpus([path])
     held = corpus.held_in
-    result: dict = {"corpus": path.name, "train_docs": len(corpus.train), "held_out_docs": len(held), "scores": {}}
+    result: dict = {
+        "corpus": path.name,
+        "train_docs": len(corpus.train),
+        "held_out_docs": len(held),
+        "scores": {},
+    }
     tokenizers = {}
     for score in SCORES:
         t0 = time.perf_counter()
-        patch, report = build_patch(base, corpus.train, BuildConfig(num_tokens, max_ngram, score, progress=False))
+        patch, report = build_patch(
+            base, corpus.train, BuildConfig(num_tokens, max_ngram, score, progress=False)
+        )
         build_s = time.perf_counter() - t0
         tok = PatchTokenizer(base, patch)
         stats = measure_reduction(tok, held, progress=False)
@@ -56,7 +63,10 @@ def bench_corpus(base, path: Path, num_tokens: int, max_ngram: int) -> dict:
             "held_out_base_tokens": stats["base_tokens"],
             "held_out_patched_tokens": stats["patched_tokens"],
             "held_out_reduction": round(stats["reduction"], 4),
-            "per_document": {k: round(v, 4) if isinstance(v, float) else v for k, v in stats["per_document"].items()},
+            "per_document": {
+                k: round(v, 4) if isinstance(v, float) else v
+                for k, v in stats["per_document"].items()
+            },
         }
     tok = tokenizers[DEFAULT_SCORE]
     result["default_score"] = DEFAULT_SCORE
@@ -67,7 +77,12 @@ def bench_corpus(base, path: Path, num_tokens: int, max_ngram: int) -> dict:
     got = tok.batch_decode(tok.encode_batch(texts))
     want = base.batch_decode(tok.base_encode_batch(texts))
     exact = sum(g == w for g, w in zip(got, want))
-    result["round_trip"] = {"texts": len(texts), "lines": len(lines), "exact": exact, "exact_fraction": exact / len(texts)}
+    result["round_trip"] = {
+        "texts": len(texts),
+        "lines": len(lines),
+        "exact": exact,
+        "exact_fraction": exact / len(texts),
+    }
     # Throughput on the same text: batched (whole held-out split) and one call per document.
     backend = tok._backend
     base_batch = best_of(lambda: backend.encode_batch_fast(held, add_special_tokens=True))
@@ -89,11 +104,25 @@ def bench_corpus(base, path: Path, num_tokens: int, max_ngram: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--assets", default=str(REPO.parent / "shared" / "assets"), help="folder with tokenizers/ and corpora/ (default: ../shared/assets)")
-    parser.add_argument("--num-tokens", type=int, default=10000, help="swapped tokens (default: %(default)s)")
-    parser.add_argument("--max-ngram", type=int, default=3, help="longest n-gram (default: %(default)s)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "adaptivocab-cpu.json"), help="where to write the JSON result")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--assets",
+        default=str(REPO.parent / "shared" / "assets"),
+        help="folder with tokenizers/ and corpora/ (default: ../shared/assets)",
+    )
+    parser.add_argument(
+        "--num-tokens", type=int, default=10000, help="swapped tokens (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-ngram", type=int, default=3, help="longest n-gram (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out",
+        default=str(REPO / "benchmarks" / "results" / "adaptivocab-cpu.json"),
+        help="where to write the JSON result",
+    )
     args = parser.parse_args()
     assets = Path(args.assets)
     tok_dir = assets / "tokenizers" / "mistral-7b"
@@ -103,13 +132,21 @@ def main() -> int:
         return 2
     base = load_base_tokenizer(tok_dir)
     runs = [bench_corpus(base, c, args.num_tokens, args.max_ngram) for c in corpora]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
     out = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         "commit": commit,
-        "host": {"platform": platform.platform(), "cpus": __import__("os").cpu_count(), "python": platform.python_version()},
-        "tokenizer": "mistral-7b", "num_tokens": args.num_tokens, "max_ngram": args.max_ngram,
+        "host": {
+            "platform": platform.platform(),
+            "cpus": __import__("os").cpu_count(),
+            "python": platform.python_version(),
+        },
+        "tokenizer": "mistral-7b",
+        "num_tokens": args.num_tokens,
+        "max_ngram": args.max_ngram,
         "runs": runs,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +157,11 @@ def main() -> int:
         for score, s in r["scores"].items():
             print(
                 f"{r['corpus']:<22}{score:<18}{s['build_seconds']:>8.1f}{100 * s['held_out_reduction']:>10.2f}%"
-                + (f"{100 * r['round_trip']['exact_fraction']:>11.2f}%{r['throughput']['batch_ratio']:>15.2f}{r['throughput']['per_doc_ratio_vs_backend']:>17.2f}" if score == r["default_score"] else "")
+                + (
+                    f"{100 * r['round_trip']['exact_fraction']:>11.2f}%{r['throughput']['batch_ratio']:>15.2f}{r['throughput']['per_doc_ratio_vs_backend']:>17.2f}"
+                    if score == r["default_score"]
+                    else ""
+                )
             )
     print(f"wrote {args.out}")
     return 0

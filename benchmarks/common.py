@@ -8,8 +8,9 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 def run_info() -> dict[str, Any]:
@@ -21,28 +22,39 @@ def run_info() -> dict[str, Any]:
     commit = os.environ.get("BENCH_COMMIT")
     if not commit:
         try:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                    text=True, cwd=os.path.dirname(__file__), check=False
-                                    ).stdout.strip() or "unknown"
+            commit = (
+                subprocess.run(
+                    ["git", "rev-parse", "--short", "HEAD"],
+                    capture_output=True,
+                    text=True,
+                    cwd=os.path.dirname(__file__),
+                    check=False,
+                ).stdout.strip()
+                or "unknown"
+            )
         except OSError:
             commit = "unknown"
-    card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (
-        f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
+    card = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else (f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
+    )
     # The engine's switches (SARATHI_FUSED, SARATHI_GEMV) change what a command measures.
-    switches = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
-                        if k.startswith("SARATHI_"))
+    switches = " ".join(
+        f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("SARATHI_")
+    )
     return {
         "card": card,
         "commit": commit,
-        "command": " ".join(([switches] if switches else []) +
-                            [os.path.basename(sys.executable)] + sys.argv),
+        "command": " ".join(
+            ([switches] if switches else []) + [os.path.basename(sys.executable)] + sys.argv
+        ),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
     }
 
 
-def bench_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 20, inner: int = 1
-             ) -> float:
+def bench_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 20, inner: int = 1) -> float:
     """Median milliseconds of one ``fn`` call on the current CUDA stream, timed with CUDA
     events around ``inner`` back-to-back calls: with ``inner`` > 1 the host queues launches
     ahead, so a kernel shorter than its launch cost is timed on the GPU, not on the host."""
@@ -125,8 +137,10 @@ def gpu_timeline(events: list[Any]) -> GpuTimeline:
     """``events``: a torch profiler's ``prof.events()`` (CUDA activities are used)."""
     import torch
 
-    acts = sorted((e for e in events if e.device_type == torch.autograd.DeviceType.CUDA),
-                  key=lambda e: e.time_range.start)
+    acts = sorted(
+        (e for e in events if e.device_type == torch.autograd.DeviceType.CUDA),
+        key=lambda e: e.time_range.start,
+    )
     added: dict[str, list[float]] = {}
     busy = idle = 0.0
     reach = None

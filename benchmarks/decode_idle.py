@@ -27,8 +27,7 @@ import tempfile
 import time
 
 import torch
-from common import (copy_bandwidth, gpu_timeline, matmul_rate, print_table, run_info,
-                    write_json)
+from common import copy_bandwidth, gpu_timeline, matmul_rate, print_table, run_info, write_json
 
 from sarathi import LLM, SamplingParams
 from sarathi.engine.llm_engine import LLMEngine
@@ -40,8 +39,9 @@ def step_floor_ms(engine: LLMEngine, bw: float, mm: float) -> float:
     s = engine.shape
     elem = torch.tensor([], dtype=engine.setup.dtype).element_size()
     q, kvd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-    per_layer = s.hidden_size * (q + 2 * kvd) + q * s.hidden_size + 3 * s.hidden_size * \
-        s.intermediate_size
+    per_layer = (
+        s.hidden_size * (q + 2 * kvd) + q * s.hidden_size + 3 * s.hidden_size * s.intermediate_size
+    )
     p_layers, p_head = s.num_layers * per_layer, s.hidden_size * s.vocab_size
     kv = 2 * s.num_layers * kvd * elem
     tokens = kv_tokens = samples = 0
@@ -74,17 +74,31 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64, help="Concurrent decodes (64).")
     ap.add_argument("--prompt-len", type=int, default=512, help="Decodes' prompt tokens (512).")
     ap.add_argument("--steps", type=int, default=30, help="Timed decode steps (30).")
-    ap.add_argument("--mixed", action="store_true",
-                    help="Every step also prefills a chunk that fills the token budget.")
-    ap.add_argument("--final-only", action="store_true",
-                    help="Requests as offline generate adds them (outputs only when finished); "
-                         "default: as the server adds them (an output every step).")
+    ap.add_argument(
+        "--mixed",
+        action="store_true",
+        help="Every step also prefills a chunk that fills the token budget.",
+    )
+    ap.add_argument(
+        "--final-only",
+        action="store_true",
+        help="Requests as offline generate adds them (outputs only when finished); "
+        "default: as the server adds them (an output every step).",
+    )
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
-    ap.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
-                    help="Extra engine option (repeatable).")
+    ap.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Extra engine option (repeatable).",
+    )
     args = ap.parse_args()
-    extra: dict = {"load_format": "dummy", "max_model_len": 8192,
-                   "max_num_seqs": max(args.batch + 8, 16)}
+    extra: dict = {
+        "load_format": "dummy",
+        "max_model_len": 8192,
+        "max_num_seqs": max(args.batch + 8, 16),
+    }
     for kv in args.engine_arg:
         key, _, value = kv.partition("=")
         extra[key] = int(value) if value.isdigit() else value
@@ -92,8 +106,12 @@ def main() -> None:
     engine = llm.engine
     params = SamplingParams(temperature=0.6, max_tokens=4096, ignore_eos=True)
     for i in range(args.batch):
-        engine.add_request([10 + (i * 7 + j) % 1000 for j in range(args.prompt_len)], params,
-                           request_id=f"idle-{i}", final_only=args.final_only)
+        engine.add_request(
+            [10 + (i * 7 + j) % 1000 for j in range(args.prompt_len)],
+            params,
+            request_id=f"idle-{i}",
+            final_only=args.final_only,
+        )
     # Prefill everything, then a few decode steps to warm caches.
     while any(s.remaining > 1 for s in engine.scheduler.running) or engine.scheduler.waiting:
         engine.step()
@@ -103,8 +121,11 @@ def main() -> None:
         # Enough long one-token prompts to keep a chunk in every timed step.
         budget = engine.scheduler.chunk_size - args.batch
         for i in range(4 * args.steps * budget // 4000 + 3):
-            engine.add_request([11 + (i * 13 + j) % 1000 for j in range(4000)],
-                               SamplingParams(max_tokens=1), request_id=f"chunk-{i}")
+            engine.add_request(
+                [11 + (i * 13 + j) % 1000 for j in range(4000)],
+                SamplingParams(max_tokens=1),
+                request_id=f"chunk-{i}",
+            )
         for _ in range(3):
             engine.step()
     torch.cuda.synchronize()
@@ -124,9 +145,17 @@ def main() -> None:
         torch.cuda.synchronize()
     line = gpu_timeline(prof.events())
     busy_us = line.busy_us
-    kernels = sorted(({"kernel": name[:80], "calls_per_step": len(us) / args.steps,
-                       "us_per_step": sum(us) / args.steps} for name, us in line.added_us.items()),
-                     key=lambda r: -r["us_per_step"])
+    kernels = sorted(
+        (
+            {
+                "kernel": name[:80],
+                "calls_per_step": len(us) / args.steps,
+                "us_per_step": sum(us) / args.steps,
+            }
+            for name, us in line.added_us.items()
+        ),
+        key=lambda r: -r["us_per_step"],
+    )
     # Host time: where the engine loop spends its CPU per step (cProfile, own time).
     profiler = cProfile.Profile()
     profiler.enable()
@@ -138,19 +167,34 @@ def main() -> None:
     pstats.Stats(profiler, stream=host).sort_stats("tottime").print_stats(18)
     step_ms = wall / args.steps * 1e3
     floor_ms = sum(floors) / len(floors)
-    row = {"model": args.preset, "kind": "mixed" if args.mixed else "decode",
-           "final_only": args.final_only,
-           "batch": args.batch, "steps": args.steps, "step_ms": step_ms,
-           "gpu_busy_ms": busy_us / 1e3 / args.steps, "idle_share": 1 - busy_us / 1e6 / wall,
-           "floor_ms": floor_ms, "frac_of_floor": floor_ms / step_ms,
-           "map_wait_share": map_wait / wall}
+    row = {
+        "model": args.preset,
+        "kind": "mixed" if args.mixed else "decode",
+        "final_only": args.final_only,
+        "batch": args.batch,
+        "steps": args.steps,
+        "step_ms": step_ms,
+        "gpu_busy_ms": busy_us / 1e3 / args.steps,
+        "idle_share": 1 - busy_us / 1e6 / wall,
+        "floor_ms": floor_ms,
+        "frac_of_floor": floor_ms / step_ms,
+        "map_wait_share": map_wait / wall,
+    }
     print(host.getvalue())
     print_table(kernels[:15], ["kernel", "calls_per_step", "us_per_step"])
     print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
     print_table([row], list(row))
-    write_json(args.json, {"info": run_info(), "workload": vars(args),
-                           "copy_GB_per_s": bw / 1e9, "matmul_TFLOP_per_s": mm / 1e12,
-                           "results": [row], "kernels": kernels[:30]})
+    write_json(
+        args.json,
+        {
+            "info": run_info(),
+            "workload": vars(args),
+            "copy_GB_per_s": bw / 1e9,
+            "matmul_TFLOP_per_s": mm / 1e12,
+            "results": [row],
+            "kernels": kernels[:30],
+        },
+    )
 
 
 if __name__ == "__main__":

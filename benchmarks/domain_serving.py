@@ -54,10 +54,26 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)  # sarathi and adaptivocab from this checkout, installed or not
 
 from common import print_table, run_info, write_json
-from domain_workload import (BenchmarkError, TextRequest, TokenizedWorkload, cut_requests,
-                             split_corpus, tokenize_workload, workload_stats)
-from serve import (RequestResult, RequestSpec, ServerProcess, ServerStartError, read_corpus,
-                   arrival_gaps, launch_server, run_load, summarize)
+from domain_workload import (
+    BenchmarkError,
+    TextRequest,
+    TokenizedWorkload,
+    cut_requests,
+    split_corpus,
+    tokenize_workload,
+    workload_stats,
+)
+from serve import (
+    RequestResult,
+    RequestSpec,
+    ServerProcess,
+    ServerStartError,
+    arrival_gaps,
+    launch_server,
+    read_corpus,
+    run_load,
+    summarize,
+)
 
 ASSETS = os.path.join(os.path.dirname(REPO), "shared", "assets")
 # Server flags per KV-cache backend name of this benchmark.
@@ -103,26 +119,44 @@ def prepare_model_folder(args: argparse.Namespace, work: str) -> str:
     return folder
 
 
-def build_patch_tokenizer(args: argparse.Namespace, base_dir: str, train_text: str,
-                          work: str) -> str:
+def build_patch_tokenizer(
+    args: argparse.Namespace, base_dir: str, train_text: str, work: str
+) -> str:
     """``python -m adaptivocab build`` on the training text; returns the patch folder."""
     train_path = os.path.join(work, "train.txt")
     with open(train_path, "w", encoding="utf-8") as f:
         f.write(train_text)
     out = os.path.join(work, "patch")
-    cmd = [sys.executable, "-m", "adaptivocab", "build", "--tokenizer", base_dir, "--corpus",
-           train_path, "--num-tokens", str(args.num_swaps), "--max-ngram", str(args.max_ngram),
-           "--out", out, "--overwrite", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "adaptivocab",
+        "build",
+        "--tokenizer",
+        base_dir,
+        "--corpus",
+        train_path,
+        "--num-tokens",
+        str(args.num_swaps),
+        "--max-ngram",
+        str(args.max_ngram),
+        "--out",
+        out,
+        "--overwrite",
+        "--quiet",
+    ]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                              timeout=args.build_timeout, check=False)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, timeout=args.build_timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         raise BenchmarkError(f"adaptivocab build took over {args.build_timeout:.0f} s") from None
     print(proc.stdout, end="")
     if proc.returncode != 0:
-        raise BenchmarkError(f"adaptivocab build failed ({proc.returncode}):\n"
-                             f"{proc.stderr[-2000:]}")
+        raise BenchmarkError(
+            f"adaptivocab build failed ({proc.returncode}):\n{proc.stderr[-2000:]}"
+        )
     os.remove(train_path)
     return out
 
@@ -165,8 +199,9 @@ class KVPeak:
         self.running = max(self.running, m.get("sarathi:num_requests_running", 0.0))
         free = m.get("sarathi:kv_cache_pages_free")
         if free is not None:
-            self.min_pages_free = free if self.min_pages_free is None else min(
-                self.min_pages_free, free)
+            self.min_pages_free = (
+                free if self.min_pages_free is None else min(self.min_pages_free, free)
+            )
 
 
 @dataclass
@@ -244,8 +279,9 @@ async def poll_metrics(url: str, stop: asyncio.Event, interval: float, peak: KVP
                 pass
 
 
-async def measure(url: str, model: str, specs: list[RequestSpec], gaps: list[float],
-                  interval: float) -> tuple[list[RequestResult], float, KVPeak]:
+async def measure(
+    url: str, model: str, specs: list[RequestSpec], gaps: list[float], interval: float
+) -> tuple[list[RequestResult], float, KVPeak]:
     peak = KVPeak()
     stop = asyncio.Event()
     poller = asyncio.create_task(poll_metrics(url, stop, interval, peak))
@@ -259,6 +295,7 @@ async def measure(url: str, model: str, specs: list[RequestSpec], gaps: list[flo
 
 def _run_bounded(coro: Any, seconds: float, what: str) -> Any:
     """asyncio.run with a deadline: a hung server fails its configuration, not the benchmark."""
+
     async def bounded() -> Any:
         return await asyncio.wait_for(coro, seconds)
 
@@ -270,8 +307,11 @@ def _run_bounded(coro: Any, seconds: float, what: str) -> Any:
 
 def parse_startup_line(line: str, result: ConfigResult) -> None:
     """Fill what the server's serving line says: dtype, attention, KV cache, slots, pool."""
-    patterns = {"dtype": r"dtype (\w+)", "attention": r"attention ([^,\s]+)",
-                "kv_cache": r"KV cache (\S+?):"}
+    patterns = {
+        "dtype": r"dtype (\w+)",
+        "attention": r"attention ([^,\s]+)",
+        "kv_cache": r"KV cache (\S+?):",
+    }
     for key, pattern in patterns.items():
         m = re.search(pattern, line)
         if m:
@@ -281,9 +321,15 @@ def parse_startup_line(line: str, result: ConfigResult) -> None:
         result.slots, result.pool_tokens = int(m.group(1)), int(m.group(2))
 
 
-def run_config(cfg: ServeConfig, wl: TokenizedWorkload, texts: list[TextRequest],
-               gaps: list[float], model_folder: str, args: argparse.Namespace,
-               log_path: str) -> ConfigResult:
+def run_config(
+    cfg: ServeConfig,
+    wl: TokenizedWorkload,
+    texts: list[TextRequest],
+    gaps: list[float],
+    model_folder: str,
+    args: argparse.Namespace,
+    log_path: str,
+) -> ConfigResult:
     """Start the server, warm it up, run the workload while polling /metrics, stop it.
     A failure is recorded in the result (never raised), except Ctrl-C."""
     result = ConfigResult(cfg.tokenizer, cfg.backend)
@@ -307,9 +353,16 @@ def run_config(cfg: ServeConfig, wl: TokenizedWorkload, texts: list[TextRequest]
     return result
 
 
-def _serve_workload(server: ServerProcess, cfg: ServeConfig, wl: TokenizedWorkload,
-                    texts: list[TextRequest], gaps: list[float], model_folder: str,
-                    args: argparse.Namespace, result: ConfigResult) -> None:
+def _serve_workload(
+    server: ServerProcess,
+    cfg: ServeConfig,
+    wl: TokenizedWorkload,
+    texts: list[TextRequest],
+    gaps: list[float],
+    model_folder: str,
+    args: argparse.Namespace,
+    result: ConfigResult,
+) -> None:
     result.startup_line = server.startup_line
     parse_startup_line(server.startup_line, result)
     with httpx.Client(base_url=server.url, timeout=60) as http:
@@ -317,35 +370,52 @@ def _serve_workload(server: ServerProcess, cfg: ServeConfig, wl: TokenizedWorklo
         model = card["id"]
         longest = max(len(s.prompt_ids) + s.output_len for s in wl.specs)
         if card.get("max_model_len") and longest > card["max_model_len"]:
-            raise BenchmarkError(f"a request of {longest} tokens exceeds the server's context "
-                                 f"({card['max_model_len']})")
+            raise BenchmarkError(
+                f"a request of {longest} tokens exceeds the server's context "
+                f"({card['max_model_len']})"
+            )
         # The server's own tokenizer must agree with the ids we send (same folder, same patch).
         resp = http.post("/tokenize", json={"model": model, "prompt": texts[0].prompt})
         served = resp.raise_for_status().json()["count"]
         if served != len(wl.specs[0].prompt_ids):
-            log(f"warning: the server counts {served} prompt tokens where this script counts "
-                f"{len(wl.specs[0].prompt_ids)}")
+            log(
+                f"warning: the server counts {served} prompt tokens where this script counts "
+                f"{len(wl.specs[0].prompt_ids)}"
+            )
     if args.warmup:
         log(f"warming up {cfg.name} ({args.warmup} requests)")
         warm = [RequestSpec(wl.specs[0].prompt_ids, 4)] * args.warmup
-        _run_bounded(run_load(server.url, model, warm, [0.0] * len(warm), None, None),
-                     args.run_timeout, "the warm-up")
+        _run_bounded(
+            run_load(server.url, model, warm, [0.0] * len(warm), None, None),
+            args.run_timeout,
+            "the warm-up",
+        )
     with httpx.Client(base_url=server.url, timeout=60) as http:
         before = parse_metrics(http.get("/metrics").raise_for_status().text)
     log(f"running {cfg.name}: {len(wl.specs)} requests, rate {args.request_rate}")
     results, duration, peak = _run_bounded(
-        measure(server.url, model, wl.specs, gaps, args.poll_interval), args.run_timeout,
-        "the run")
+        measure(server.url, model, wl.specs, gaps, args.poll_interval), args.run_timeout, "the run"
+    )
     with httpx.Client(base_url=server.url, timeout=60) as http:
         after = parse_metrics(http.get("/metrics").raise_for_status().text)
     fill_result(result, wl, texts, results, duration, peak, before, after, model_folder)
-    log(f"done {cfg.name}: {result.completed} completed, {result.failed} failed, "
-        f"{result.requests_per_s:.2f} req/s, {result.duration_s:.1f} s")
+    log(
+        f"done {cfg.name}: {result.completed} completed, {result.failed} failed, "
+        f"{result.requests_per_s:.2f} req/s, {result.duration_s:.1f} s"
+    )
 
 
-def fill_result(result: ConfigResult, wl: TokenizedWorkload, texts: list[TextRequest],
-                results: list[RequestResult], duration: float, peak: KVPeak,
-                before: dict[str, float], after: dict[str, float], model_folder: str) -> None:
+def fill_result(
+    result: ConfigResult,
+    wl: TokenizedWorkload,
+    texts: list[TextRequest],
+    results: list[RequestResult],
+    duration: float,
+    peak: KVPeak,
+    before: dict[str, float],
+    after: dict[str, float],
+    model_folder: str,
+) -> None:
     s = summarize(results, duration)
     ok = [i for i, r in enumerate(results) if r.ok]  # run_load keeps the specs' order
     result.summary = s
@@ -360,8 +430,7 @@ def fill_result(result: ConfigResult, wl: TokenizedWorkload, texts: list[TextReq
     result.ttft_p99_ms = _num(s["ttft"]["p99_ms"])
     result.tpot_median_ms = _num(s["tpot"]["median_ms"])
     result.tpot_p99_ms = _num(s["tpot"]["p99_ms"])
-    result.output_len_mismatches = sum(results[i].output_len != wl.specs[i].output_len
-                                       for i in ok)
+    result.output_len_mismatches = sum(results[i].output_len != wl.specs[i].output_len for i in ok)
     n = len(wl.specs)
     result.mean_prompt_tokens = sum(wl.prompt_tokens) / n
     result.mean_output_tokens = sum(wl.output_tokens) / n
@@ -382,8 +451,9 @@ def fill_result(result: ConfigResult, wl: TokenizedWorkload, texts: list[TextReq
     result.preemptions = delta("sarathi:num_preemptions_total")
     base = delta("sarathi:adaptivocab_base_prompt_tokens_total")
     if base > 0:
-        result.server_prompt_reduction = delta(
-            "sarathi:adaptivocab_prompt_tokens_saved_total") / base
+        result.server_prompt_reduction = (
+            delta("sarathi:adaptivocab_prompt_tokens_saved_total") / base
+        )
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -407,20 +477,23 @@ def compare(results: list[ConfigResult]) -> list[dict[str, Any]]:
         if base is None or patch is None or not (base.completed and patch.completed):
             rows.append({"backend": backend, "note": "a configuration failed; no comparison"})
             continue
-        rows.append({
-            "backend": backend,
-            "tokens_per_request_%": _change(patch.mean_total_tokens, base.mean_total_tokens),
-            "prompt_tokens_%": _change(patch.mean_prompt_tokens, base.mean_prompt_tokens),
-            "output_tokens_%": _change(patch.mean_output_tokens, base.mean_output_tokens),
-            "kv_bytes_per_request_%": _change(patch.kv_bytes_per_request,
-                                              base.kv_bytes_per_request),
-            "peak_kv_mapped_%": _change(patch.peak_kv_mapped_bytes, base.peak_kv_mapped_bytes),
-            "peak_kv_used_%": _change(patch.peak_kv_used_bytes, base.peak_kv_used_bytes),
-            "requests_per_s_%": _change(patch.requests_per_s, base.requests_per_s),
-            "text_bytes_per_s_%": _change(patch.text_bytes_per_s, base.text_bytes_per_s),
-            "ttft_median_%": _change(patch.ttft_median_ms, base.ttft_median_ms),
-            "tpot_median_%": _change(patch.tpot_median_ms, base.tpot_median_ms),
-        })
+        rows.append(
+            {
+                "backend": backend,
+                "tokens_per_request_%": _change(patch.mean_total_tokens, base.mean_total_tokens),
+                "prompt_tokens_%": _change(patch.mean_prompt_tokens, base.mean_prompt_tokens),
+                "output_tokens_%": _change(patch.mean_output_tokens, base.mean_output_tokens),
+                "kv_bytes_per_request_%": _change(
+                    patch.kv_bytes_per_request, base.kv_bytes_per_request
+                ),
+                "peak_kv_mapped_%": _change(patch.peak_kv_mapped_bytes, base.peak_kv_mapped_bytes),
+                "peak_kv_used_%": _change(patch.peak_kv_used_bytes, base.peak_kv_used_bytes),
+                "requests_per_s_%": _change(patch.requests_per_s, base.requests_per_s),
+                "text_bytes_per_s_%": _change(patch.text_bytes_per_s, base.text_bytes_per_s),
+                "ttft_median_%": _change(patch.ttft_median_ms, base.ttft_median_ms),
+                "tpot_median_%": _change(patch.tpot_median_ms, base.tpot_median_ms),
+            }
+        )
     return rows
 
 
@@ -434,15 +507,23 @@ def print_results(results: list[ConfigResult]) -> None:
         if not r.completed:
             rows.append({"config": f"{r.tokenizer}/{r.backend}", "req/s": "FAILED"})
             continue
-        rows.append({
-            "config": f"{r.tokenizer}/{r.backend}", "req/s": r.requests_per_s,
-            "out tok/s": r.output_tokens_per_s, "text KB/s": r.text_bytes_per_s / 1000,
-            "TTFT p50/p99 ms": f"{r.ttft_median_ms:.0f}/{r.ttft_p99_ms:.0f}",
-            "TPOT p50/p99 ms": f"{r.tpot_median_ms:.1f}/{r.tpot_p99_ms:.1f}",
-            "tok/req": r.mean_total_tokens, "KV MiB/req": _mib(r.kv_bytes_per_request),
-            "peak KV mapped MiB": _mib(r.peak_kv_mapped_bytes),
-            "peak KV used MiB": _mib(r.peak_kv_used_bytes),
-            "pool MiB": _mib(r.pool_bytes), "slots": r.slots, "preempt": r.preemptions})
+        rows.append(
+            {
+                "config": f"{r.tokenizer}/{r.backend}",
+                "req/s": r.requests_per_s,
+                "out tok/s": r.output_tokens_per_s,
+                "text KB/s": r.text_bytes_per_s / 1000,
+                "TTFT p50/p99 ms": f"{r.ttft_median_ms:.0f}/{r.ttft_p99_ms:.0f}",
+                "TPOT p50/p99 ms": f"{r.tpot_median_ms:.1f}/{r.tpot_p99_ms:.1f}",
+                "tok/req": r.mean_total_tokens,
+                "KV MiB/req": _mib(r.kv_bytes_per_request),
+                "peak KV mapped MiB": _mib(r.peak_kv_mapped_bytes),
+                "peak KV used MiB": _mib(r.peak_kv_used_bytes),
+                "pool MiB": _mib(r.pool_bytes),
+                "slots": r.slots,
+                "preempt": r.preemptions,
+            }
+        )
     print_table(rows, list(max(rows, key=len)))
     for r in results:
         if r.error:
@@ -453,58 +534,119 @@ def print_results(results: list[ConfigResult]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     m = p.add_argument_group("model and tokenizers")
-    m.add_argument("--preset", default="llama2-7b",
-                   help="Model shape with random weights (sarathi presets; default llama2-7b).")
-    m.add_argument("--model-folder", default=None,
-                   help="Serve this base model folder instead of a preset ('demo': the embedded "
-                        "demo model); its tokenizer is the base tokenizer.")
-    m.add_argument("--tokenizer", default=None,
-                   help="Base tokenizer folder for --preset (default: ../shared/assets/"
-                        "tokenizers/mistral-7b).")
-    m.add_argument("--load-format", default=None, choices=("auto", "dummy"),
-                   help="Default: dummy for a preset, auto for --model-folder.")
-    m.add_argument("--patch-tokenizer", default=None,
-                   help="A prebuilt patch tokenizer folder (skips the build; it should have "
-                        "been built without the held-out blocks).")
-    m.add_argument("--num-swaps", type=int, default=10000,
-                   help="Tokens the patch swaps for n-grams (adaptivocab --num-tokens; 10000).")
+    m.add_argument(
+        "--preset",
+        default="llama2-7b",
+        help="Model shape with random weights (sarathi presets; default llama2-7b).",
+    )
+    m.add_argument(
+        "--model-folder",
+        default=None,
+        help="Serve this base model folder instead of a preset ('demo': the embedded "
+        "demo model); its tokenizer is the base tokenizer.",
+    )
+    m.add_argument(
+        "--tokenizer",
+        default=None,
+        help="Base tokenizer folder for --preset (default: ../shared/assets/"
+        "tokenizers/mistral-7b).",
+    )
+    m.add_argument(
+        "--load-format",
+        default=None,
+        choices=("auto", "dummy"),
+        help="Default: dummy for a preset, auto for --model-folder.",
+    )
+    m.add_argument(
+        "--patch-tokenizer",
+        default=None,
+        help="A prebuilt patch tokenizer folder (skips the build; it should have "
+        "been built without the held-out blocks).",
+    )
+    m.add_argument(
+        "--num-swaps",
+        type=int,
+        default=10000,
+        help="Tokens the patch swaps for n-grams (adaptivocab --num-tokens; 10000).",
+    )
     m.add_argument("--max-ngram", type=int, default=3, help="Longest n-gram (3).")
     m.add_argument("--build-timeout", type=float, default=1800.0)
     w = p.add_argument_group("workload")
-    w.add_argument("--corpus", nargs="+",
-                   default=[os.path.join(ASSETS, "corpora", "linux-docs.txt.gz")],
-                   help="Domain text files (.gz ok; default: ../shared/assets linux-docs).")
-    w.add_argument("--corpus-chars", type=int, default=0,
-                   help="Use only the first N characters of the corpus (0: all).")
+    w.add_argument(
+        "--corpus",
+        nargs="+",
+        default=[os.path.join(ASSETS, "corpora", "linux-docs.txt.gz")],
+        help="Domain text files (.gz ok; default: ../shared/assets linux-docs).",
+    )
+    w.add_argument(
+        "--corpus-chars",
+        type=int,
+        default=0,
+        help="Use only the first N characters of the corpus (0: all).",
+    )
     w.add_argument("--heldout-fraction", type=float, default=0.1)
-    w.add_argument("--heldout-block-chars", type=int, default=65536,
-                   help="Size of the blocks the train / held-out split alternates over.")
+    w.add_argument(
+        "--heldout-block-chars",
+        type=int,
+        default=65536,
+        help="Size of the blocks the train / held-out split alternates over.",
+    )
     w.add_argument("--num-requests", type=int, default=200)
     w.add_argument("--prompt-tokens", type=int, default=512, help="About this many base tokens.")
-    w.add_argument("--output-tokens", type=int, default=128,
-                   help="Reference continuation of about this many base tokens.")
-    w.add_argument("--request-rate", type=float, default=float("inf"),
-                   help="Requests per second (default: inf, all at once).")
+    w.add_argument(
+        "--output-tokens",
+        type=int,
+        default=128,
+        help="Reference continuation of about this many base tokens.",
+    )
+    w.add_argument(
+        "--request-rate",
+        type=float,
+        default=float("inf"),
+        help="Requests per second (default: inf, all at once).",
+    )
     w.add_argument("--burstiness", type=float, default=1.0, help="Gamma shape; 1 is Poisson.")
     w.add_argument("--seed", type=int, default=0)
     s = p.add_argument_group("servers")
-    s.add_argument("--backends", default="vattention,paged",
-                   help="Comma-separated KV cache backends: vattention, paged.")
-    s.add_argument("--server-arg", action="append", default=[],
-                   help="Extra flag for every server, repeatable (--server-arg=--max-num-seqs=64).")
-    s.add_argument("--expected-request-tokens", type=int, default=None,
-                   help="The servers' typical request size in base tokens (default: the "
-                        "workload's mean; the patched server scales it by its ratio).")
-    s.add_argument("--start-timeout", type=float, default=300.0,
-                   help="Seconds a server may take to start (300).")
-    s.add_argument("--run-timeout", type=float, default=1800.0,
-                   help="Seconds one configuration's run may take (1800).")
+    s.add_argument(
+        "--backends",
+        default="vattention,paged",
+        help="Comma-separated KV cache backends: vattention, paged.",
+    )
+    s.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="Extra flag for every server, repeatable (--server-arg=--max-num-seqs=64).",
+    )
+    s.add_argument(
+        "--expected-request-tokens",
+        type=int,
+        default=None,
+        help="The servers' typical request size in base tokens (default: the "
+        "workload's mean; the patched server scales it by its ratio).",
+    )
+    s.add_argument(
+        "--start-timeout",
+        type=float,
+        default=300.0,
+        help="Seconds a server may take to start (300).",
+    )
+    s.add_argument(
+        "--run-timeout",
+        type=float,
+        default=1800.0,
+        help="Seconds one configuration's run may take (1800).",
+    )
     s.add_argument("--warmup", type=int, default=2, help="Warm-up requests before each run.")
     s.add_argument("--poll-interval", type=float, default=0.1, help="/metrics poll (s).")
     o = p.add_argument_group("output")
-    o.add_argument("--work-dir", default=None,
-                   help="Keep the model folder, patch tokenizer and server logs here "
-                        "(default: a temporary folder, removed at the end).")
+    o.add_argument(
+        "--work-dir",
+        default=None,
+        help="Keep the model folder, patch tokenizer and server logs here "
+        "(default: a temporary folder, removed at the end).",
+    )
     o.add_argument("--json", default=None, help="Write the results as JSON here.")
     args = p.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -556,10 +698,12 @@ def run_benchmark(args: argparse.Namespace, work: str) -> int:
     log(f"reading corpus {', '.join(args.corpus)}")
     text = "\n\n".join(read_corpus(p) for p in args.corpus)
     if args.corpus_chars:
-        text = text[:args.corpus_chars]
+        text = text[: args.corpus_chars]
     train, heldout = split_corpus(text, args.heldout_fraction, args.heldout_block_chars)
-    log(f"corpus: {len(text):,} characters, {len(heldout)} held-out blocks "
-        f"({sum(map(len, heldout)):,} characters)")
+    log(
+        f"corpus: {len(text):,} characters, {len(heldout)} held-out blocks "
+        f"({sum(map(len, heldout)):,} characters)"
+    )
     model_folder = prepare_model_folder(args, work)
     base_tok = get_tokenizer(model_folder)
     if hasattr(base_tok, "to_base_ids"):
@@ -568,48 +712,83 @@ def run_benchmark(args: argparse.Namespace, work: str) -> int:
         patch_dir = args.patch_tokenizer
         log(f"using the patch tokenizer {patch_dir}")
     else:
-        log(f"building a patch tokenizer ({args.num_swaps} swaps, n <= {args.max_ngram}) on "
-            f"{len(train):,} training characters")
+        log(
+            f"building a patch tokenizer ({args.num_swaps} swaps, n <= {args.max_ngram}) on "
+            f"{len(train):,} training characters"
+        )
         patch_dir = build_patch_tokenizer(args, model_folder, train, work)
     del train
     patch_tok = get_tokenizer(model_folder, patch_dir)
 
-    log(f"cutting {args.num_requests} requests of ~{args.prompt_tokens} + "
-        f"~{args.output_tokens} base tokens from the held-out text")
-    texts = cut_requests(heldout, base_tok, args.num_requests, args.prompt_tokens,
-                         args.output_tokens, args.seed)
-    workloads = {"base": tokenize_workload("base", base_tok, texts),
-                 "patch": tokenize_workload("patch", patch_tok, texts)}
+    log(
+        f"cutting {args.num_requests} requests of ~{args.prompt_tokens} + "
+        f"~{args.output_tokens} base tokens from the held-out text"
+    )
+    texts = cut_requests(
+        heldout, base_tok, args.num_requests, args.prompt_tokens, args.output_tokens, args.seed
+    )
+    workloads = {
+        "base": tokenize_workload("base", base_tok, texts),
+        "patch": tokenize_workload("patch", patch_tok, texts),
+    }
     gaps = arrival_gaps(len(texts), args.request_rate, args.burstiness, args.seed)
-    base_total = sum(a + b for a, b in zip(workloads["base"].prompt_tokens,
-                                           workloads["base"].output_tokens))
-    patch_total = sum(a + b for a, b in zip(workloads["patch"].prompt_tokens,
-                                            workloads["patch"].output_tokens))
+    base_total = sum(
+        a + b for a, b in zip(workloads["base"].prompt_tokens, workloads["base"].output_tokens)
+    )
+    patch_total = sum(
+        a + b for a, b in zip(workloads["patch"].prompt_tokens, workloads["patch"].output_tokens)
+    )
     expected = args.expected_request_tokens or max(1, round(base_total / len(texts)))
-    log(f"workload: {base_total:,} base vs {patch_total:,} patch tokens "
-        f"({100 * (1 - patch_total / base_total):.1f}% fewer)")
+    log(
+        f"workload: {base_total:,} base vs {patch_total:,} patch tokens "
+        f"({100 * (1 - patch_total / base_total):.1f}% fewer)"
+    )
 
     load_format = args.load_format or ("auto" if args.model_folder else "dummy")
-    common = ["--model", model_folder, "--load-format", load_format,
-              "--expected-request-tokens", str(expected)]
+    common = [
+        "--model",
+        model_folder,
+        "--load-format",
+        load_format,
+        "--expected-request-tokens",
+        str(expected),
+    ]
     extra = [a for arg in args.server_arg for a in shlex.split(arg)]
-    configs = [ServeConfig(tok, backend, common + BACKEND_ARGS[backend]
-                           + (["--patch-tokenizer", patch_dir] if tok == "patch" else []) + extra)
-               for backend in args.backends for tok in ("base", "patch")]
+    configs = [
+        ServeConfig(
+            tok,
+            backend,
+            common
+            + BACKEND_ARGS[backend]
+            + (["--patch-tokenizer", patch_dir] if tok == "patch" else [])
+            + extra,
+        )
+        for backend in args.backends
+        for tok in ("base", "patch")
+    ]
     meta = {
-        "config": {k: (str(v) if isinstance(v, float) and math.isinf(v) else v)
-                   for k, v in vars(args).items()},
-        "model": {"folder": model_folder, "preset": None if args.model_folder else args.preset,
-                  "load_format": load_format},
-        "patch_tokenizer": {"folder": patch_dir, "built": not args.patch_tokenizer,
-                            "reduction_stats": getattr(patch_tok, "reduction_stats", None)},
+        "config": {
+            k: (str(v) if isinstance(v, float) and math.isinf(v) else v)
+            for k, v in vars(args).items()
+        },
+        "model": {
+            "folder": model_folder,
+            "preset": None if args.model_folder else args.preset,
+            "load_format": load_format,
+        },
+        "patch_tokenizer": {
+            "folder": patch_dir,
+            "built": not args.patch_tokenizer,
+            "reduction_stats": getattr(patch_tok, "reduction_stats", None),
+        },
         "workload": workload_stats(texts, workloads, expected),
     }
     results: list[ConfigResult] = []
     for cfg in configs:
         log_path = os.path.join(work, f"server-{cfg.tokenizer}-{cfg.backend}.log")
-        results.append(run_config(cfg, workloads[cfg.tokenizer], texts, gaps, model_folder,
-                                  args, log_path))
+        results.append(
+            run_config(cfg, workloads[cfg.tokenizer], texts, gaps, model_folder, args, log_path)
+        )
         # After every configuration: a run cut short keeps what it measured.
         save_json(args.json, meta, results)
     print()
@@ -621,8 +800,15 @@ def run_benchmark(args: argparse.Namespace, work: str) -> int:
 
 
 def save_json(path: str | None, meta: dict[str, Any], results: list[ConfigResult]) -> None:
-    write_json(path, {"info": run_info(), **meta, "results": [asdict(r) for r in results],
-                      "comparison": compare(results)})
+    write_json(
+        path,
+        {
+            "info": run_info(),
+            **meta,
+            "results": [asdict(r) for r in results],
+            "comparison": compare(results),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,10 @@ def split_corpus(text: str, heldout_fraction: float, block_chars: int) -> tuple[
     held = [b for i, b in enumerate(blocks) if i % period == period // 2]
     train = "".join(b for i, b in enumerate(blocks) if i % period != period // 2)
     if not held or not train:
-        raise BenchmarkError(f"the corpus ({len(text)} characters) is too small to split into "
-                             f"blocks of {block_chars}; lower --heldout-block-chars")
+        raise BenchmarkError(
+            f"the corpus ({len(text)} characters) is too small to split into "
+            f"blocks of {block_chars}; lower --heldout-block-chars"
+        )
     return train, held
 
 
@@ -75,8 +77,14 @@ def _snap_to_space(text: str, i: int) -> int:
     return i
 
 
-def cut_requests(blocks: list[str], base_tokenizer: Any, n: int, prompt_tokens: int,
-                 output_tokens: int, seed: int) -> list[TextRequest]:
+def cut_requests(
+    blocks: list[str],
+    base_tokenizer: Any,
+    n: int,
+    prompt_tokens: int,
+    output_tokens: int,
+    seed: int,
+) -> list[TextRequest]:
     """``n`` (prompt, continuation) pairs of about ``prompt_tokens`` / ``output_tokens`` base
     tokens, cut at whitespace, at start points spread evenly over the held-out text."""
     want = prompt_tokens + output_tokens
@@ -93,8 +101,10 @@ def cut_requests(blocks: list[str], base_tokenizer: Any, n: int, prompt_tokens: 
     while len(out) < n:
         attempts += 1
         if attempts > 20 * n + 100:
-            raise BenchmarkError(f"could only cut {len(out)} of {n} requests of {want} tokens "
-                                 "from the held-out text; use a larger corpus or fewer tokens")
+            raise BenchmarkError(
+                f"could only cut {len(out)} of {n} requests of {want} tokens "
+                "from the held-out text; use a larger corpus or fewer tokens"
+            )
         # Stratified start points; retries (a block too short) fall back to uniform ones.
         frac = (len(out) + rng.random()) / n if attempts <= n else rng.random()
         pos = int(frac * total)
@@ -108,9 +118,10 @@ def cut_requests(blocks: list[str], base_tokenizer: Any, n: int, prompt_tokens: 
             s += 1
         while s < len(block) and block[s].isspace():
             s += 1
-        window = block[s:s + need]
-        enc = base_tokenizer(window, add_special_tokens=False, return_offsets_mapping=True,
-                             verbose=False)
+        window = block[s : s + need]
+        enc = base_tokenizer(
+            window, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
         offsets = enc["offset_mapping"]
         if len(offsets) <= want:
             continue
@@ -138,15 +149,20 @@ def tokenize_workload(name: str, tokenizer: Any, requests: list[TextRequest]) ->
     return TokenizedWorkload(name, specs)
 
 
-def workload_stats(texts: list[TextRequest], workloads: dict[str, TokenizedWorkload],
-                   expected: int) -> dict[str, Any]:
+def workload_stats(
+    texts: list[TextRequest], workloads: dict[str, TokenizedWorkload], expected: int
+) -> dict[str, Any]:
     n = len(texts)
-    digest = hashlib.sha256("\x00".join(t.prompt + "\x01" + t.continuation
-                                        for t in texts).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        "\x00".join(t.prompt + "\x01" + t.continuation for t in texts).encode()
+    ).hexdigest()[:16]
     out: dict[str, Any] = {
-        "requests": n, "texts_sha256": digest, "expected_request_tokens": expected,
+        "requests": n,
+        "texts_sha256": digest,
+        "expected_request_tokens": expected,
         "mean_prompt_bytes": sum(len(t.prompt.encode()) for t in texts) / n,
-        "mean_continuation_bytes": sum(t.continuation_bytes for t in texts) / n}
+        "mean_continuation_bytes": sum(t.continuation_bytes for t in texts) / n,
+    }
     for name, wl in workloads.items():
         out[f"{name}_mean_prompt_tokens"] = sum(wl.prompt_tokens) / n
         out[f"{name}_mean_output_tokens"] = sum(wl.output_tokens) / n

@@ -30,20 +30,27 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=128, help="Prompt tokens (default 128).")
     ap.add_argument("--steps", type=int, default=200, help="Timed steps (default 200).")
     ap.add_argument("--model", default="demo", help="Model folder (default: the demo model).")
-    ap.add_argument("--final-only", action="store_true",
-                    help="Requests as offline generate adds them: no per-step output snapshots.")
+    ap.add_argument(
+        "--final-only",
+        action="store_true",
+        help="Requests as offline generate adds them: no per-step output snapshots.",
+    )
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     args = ap.parse_args()
 
-    config = EngineConfig.from_kwargs(model=args.model, max_num_seqs=args.num_seqs,
-                                      chunk_size=max(512, args.num_seqs),
-                                      max_model_len=args.prompt_len + 4 * args.steps + 1024,
-                                      device="cpu")
+    config = EngineConfig.from_kwargs(
+        model=args.model,
+        max_num_seqs=args.num_seqs,
+        chunk_size=max(512, args.num_seqs),
+        max_model_len=args.prompt_len + 4 * args.steps + 1024,
+        device="cpu",
+    )
     engine = LLMEngine(config)
     params = SamplingParams(temperature=0, max_tokens=None, ignore_eos=True)
     for i in range(args.num_seqs):
-        engine.add_request([10 + (i + j) % 200 for j in range(args.prompt_len)], params,
-                           final_only=args.final_only)
+        engine.add_request(
+            [10 + (i + j) % 200 for j in range(args.prompt_len)], params, final_only=args.final_only
+        )
     while engine.scheduler.waiting or any(s.remaining > 1 for s in engine.scheduler.running):
         engine.step()  # real prefills until every sequence is decoding
     runner = engine.executor.worker.runner
@@ -58,8 +65,12 @@ def main() -> None:
         t3 = time.thread_time()
         engine.output_processor.process(sampled, indices, StepResult([42] * len(sampled)))
         t4 = time.thread_time()
-        for key, a, b in (("schedule", t0, t1), ("account", t1, t2), ("prepare", t2, t3),
-                          ("process", t3, t4)):
+        for key, a, b in (
+            ("schedule", t0, t1),
+            ("account", t1, t2),
+            ("prepare", t2, t3),
+            ("process", t3, t4),
+        ):
             times[key].append(b - a)
         assert len(plan.decodes) == args.num_seqs
     row: dict = {"running": args.num_seqs, "final_only": args.final_only}

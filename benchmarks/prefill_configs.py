@@ -18,8 +18,17 @@ from sarathi.model_executor.attention.metadata import chunk_table
 from sarathi.model_executor.attention.triton_kernels import prefill_attention
 
 SHAPES = {"llama3-8b": (32, 8, 128), "qwen3-0.6b": (16, 8, 128), "llama2-7b": (32, 32, 128)}
-CONFIGS = [(64, 64, 4, 3), (64, 64, 4, 4), (128, 64, 8, 3), (128, 64, 4, 3), (128, 32, 4, 3),
-           (64, 128, 4, 3), (64, 128, 8, 3), (128, 128, 8, 2), (128, 64, 8, 4)]
+CONFIGS = [
+    (64, 64, 4, 3),
+    (64, 64, 4, 4),
+    (128, 64, 8, 3),
+    (128, 64, 4, 3),
+    (128, 32, 4, 3),
+    (64, 128, 4, 3),
+    (64, 128, 8, 3),
+    (128, 128, 8, 2),
+    (128, 64, 8, 4),
+]
 
 
 def main() -> None:
@@ -40,17 +49,44 @@ def main() -> None:
             c = chunk_table([(1, prefix, n)], 0, q.device)
             flops = 4 * hq * d * n * (prefix + (n + 1) / 2)
             for cfg in CONFIGS:
+
                 def run(cfg: tuple[int, int, int, int] = cfg) -> None:
-                    prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, n,
-                                      d ** -0.5, None, out, config=cfg)
+                    prefill_attention(
+                        q,
+                        k,
+                        v,
+                        c.slot,
+                        c.start,
+                        c.length,
+                        c.offset,
+                        n,
+                        d**-0.5,
+                        None,
+                        out,
+                        config=cfg,
+                    )
+
                 try:
                     ms = bench_ms(run, reps=30, inner=4)
-                except Exception as e:  # noqa: BLE001 - a shape the compiler refuses: noted
-                    rows.append({"model": model, "prefix": prefix, "config": str(cfg),
-                                 "error": type(e).__name__})
+                except Exception as e:  # a shape the compiler refuses: noted
+                    rows.append(
+                        {
+                            "model": model,
+                            "prefix": prefix,
+                            "config": str(cfg),
+                            "error": type(e).__name__,
+                        }
+                    )
                     continue
-                rows.append({"model": model, "prefix": prefix, "config": str(cfg), "ms": ms,
-                             "TFLOP_per_s": flops / ms / 1e9})
+                rows.append(
+                    {
+                        "model": model,
+                        "prefix": prefix,
+                        "config": str(cfg),
+                        "ms": ms,
+                        "TFLOP_per_s": flops / ms / 1e9,
+                    }
+                )
     print_table(rows, ["model", "prefix", "config", "ms", "TFLOP_per_s", "error"])
     write_json(args.json, {"info": run_info(), "workload": vars(args), "results": rows})
 

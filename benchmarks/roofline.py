@@ -24,25 +24,31 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
-from common import (bench_ms, copy_bandwidth, gpu_timeline, matmul_rate, print_table, run_info,
-                    write_json)
+from common import (
+    bench_ms,
+    copy_bandwidth,
+    gpu_timeline,
+    matmul_rate,
+    print_table,
+    run_info,
+    write_json,
+)
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import vattention  # noqa: E402
-from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend  # noqa: E402
-from sarathi.model_executor.attention.metadata import FixedLaunch, chunk_table  # noqa: E402
-from sarathi.model_executor.attention.triton_kernels import decode_splits  # noqa: E402
-from sarathi.model_executor.dummy_weights import init_dummy_weights  # noqa: E402
-from sarathi.model_executor.layers.rotary import RotaryEmbedding  # noqa: E402
-from sarathi.model_executor.model_shape import load_model_shape  # noqa: E402
-from sarathi.model_executor.model_loader import build_model  # noqa: E402
-from sarathi.model_executor.models.llama import ForwardContext  # noqa: E402
-from sarathi.model_executor.presets import write_preset  # noqa: E402
+import vattention
+from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend
+from sarathi.model_executor.attention.metadata import FixedLaunch, chunk_table
+from sarathi.model_executor.attention.triton_kernels import decode_splits
+from sarathi.model_executor.dummy_weights import init_dummy_weights
+from sarathi.model_executor.layers.rotary import RotaryEmbedding
+from sarathi.model_executor.model_loader import build_model
+from sarathi.model_executor.model_shape import load_model_shape
+from sarathi.model_executor.models.llama import ForwardContext
+from sarathi.model_executor.presets import write_preset
 
 
-def kernel_breakdown(replay: Callable[[], object], step_ms: float, steps: int = 10
-                     ) -> list[dict]:
+def kernel_breakdown(replay: Callable[[], object], step_ms: float, steps: int = 10) -> list[dict]:
     """Per kernel name over ``steps`` graph replays (CUPTI traces each node), per step: the
     time its calls add to the GPU's busy span (kernels overlap under programmatic dependent
     launch, so their own durations would count the waits twice); the last row is the gap:
@@ -52,12 +58,18 @@ def kernel_breakdown(replay: Callable[[], object], step_ms: float, steps: int = 
             replay()
         torch.cuda.synchronize()
     line = gpu_timeline(prof.events())
-    rows = [{"kernel": name[:90], "calls_per_step": len(us) / steps,
-             "us_per_step": sum(us) / steps} for name, us in line.added_us.items()]
+    rows = [
+        {"kernel": name[:90], "calls_per_step": len(us) / steps, "us_per_step": sum(us) / steps}
+        for name, us in line.added_us.items()
+    ]
     rows.sort(key=lambda r: -r["us_per_step"])
-    rows.append({"kernel": "(gaps: step time not in a kernel)",
-                 "calls_per_step": sum(r["calls_per_step"] for r in rows),
-                 "us_per_step": step_ms * 1e3 - line.busy_us / steps})
+    rows.append(
+        {
+            "kernel": "(gaps: step time not in a kernel)",
+            "calls_per_step": sum(r["calls_per_step"] for r in rows),
+            "us_per_step": step_ms * 1e3 - line.busy_us / steps,
+        }
+    )
     return rows
 
 
@@ -73,24 +85,34 @@ class Setup:
         s = self.shape
         max_len = context + 64
         # Whole blocks per slot: a block covers many tokens (2 MiB pages per layer).
-        geometry = vattention.plan_geometry(s.num_layers, s.num_kv_heads, s.head_dim,
-                                            torch.bfloat16, "per_layer", 2 * 2**20)
+        geometry = vattention.plan_geometry(
+            s.num_layers, s.num_kv_heads, s.head_dim, torch.bfloat16, "per_layer", 2 * 2**20
+        )
         self.cache = vattention.KVCache(
-            s.num_layers, s.num_kv_heads, s.head_dim, max_slots=batch, max_len=max_len,
-            dtype=torch.bfloat16, device=self.dev, layout="per_layer", page_bytes=2 * 2**20,
+            s.num_layers,
+            s.num_kv_heads,
+            s.head_dim,
+            max_slots=batch,
+            max_len=max_len,
+            dtype=torch.bfloat16,
+            device=self.dev,
+            layout="per_layer",
+            page_bytes=2 * 2**20,
             memory_budget=batch * geometry.blocks_for(context + 1) * geometry.block_bytes,
-            backend="cuda")
+            backend="cuda",
+        )
         self.slots = [self.cache.alloc_slot() for _ in range(batch)]
         for slot in self.slots:
             self.cache.ensure(slot, context + 1)
         for i in range(s.num_layers):
             k, v = self.cache.layer(i)
             for slot in self.slots:  # random, never zeros: zeros can time faster
-                k[slot, :context + 1].normal_()
-                v[slot, :context + 1].normal_()
+                k[slot, : context + 1].normal_()
+                v[slot, : context + 1].normal_()
         self.attention = get_attention_backend(backend, self.dev, pdl=self.model.kernels.pdl)
-        self.rotary = RotaryEmbedding(s.head_dim, s.rope_theta, s.rope_scaling, max_len, self.dev,
-                                      self.model.kernels)
+        self.rotary = RotaryEmbedding(
+            s.head_dim, s.rope_theta, s.rope_scaling, max_len, self.dev, self.model.kernels
+        )
         self.batch, self.context = batch, context
         self.profile = False
         self.kernels: list[dict] = []
@@ -106,8 +128,7 @@ class Setup:
 
     def kv_bytes(self) -> int:
         s = self.shape
-        return self.batch * (self.context + 1) * s.num_layers * 2 * s.num_kv_heads * \
-            s.head_dim * 2
+        return self.batch * (self.context + 1) * s.num_layers * 2 * s.num_kv_heads * s.head_dim * 2
 
     def decode_inputs(self, graph: bool) -> tuple[torch.Tensor, ForwardContext]:
         dev, b, ctx = self.dev, self.batch, self.context
@@ -117,9 +138,15 @@ class Setup:
             sms = torch.cuda.get_device_properties(0).multi_processor_count
             launch = FixedLaunch(decode_splits(b, self.shape.num_kv_heads, ctx + 1, 64, sms))
         meta = AttentionMetadata(
-            slot_of_token=slots, positions=torch.full((b,), ctx, device=dev), num_decodes=b,
-            decode_slots=slots, decode_context_lens=torch.full((b,), ctx + 1, device=dev),
-            max_decode_context=ctx + 1, prefills=[], launch=launch)
+            slot_of_token=slots,
+            positions=torch.full((b,), ctx, device=dev),
+            num_decodes=b,
+            decode_slots=slots,
+            decode_context_lens=torch.full((b,), ctx + 1, device=dev),
+            max_decode_context=ctx + 1,
+            prefills=[],
+            launch=launch,
+        )
         ids = torch.randint(10, 1000, (b,), device=dev)
         return ids, ForwardContext(meta, self.cache, self.attention, self.rotary)
 
@@ -152,11 +179,15 @@ class Setup:
         dev = self.dev
         slot = self.slots[0]
         meta = AttentionMetadata(
-            slot_of_token=torch.full((n,), slot, device=dev), positions=torch.arange(n, device=dev),
-            num_decodes=0, decode_slots=torch.empty(0, dtype=torch.long, device=dev),
+            slot_of_token=torch.full((n,), slot, device=dev),
+            positions=torch.arange(n, device=dev),
+            num_decodes=0,
+            decode_slots=torch.empty(0, dtype=torch.long, device=dev),
             decode_context_lens=torch.empty(0, dtype=torch.long, device=dev),
-            max_decode_context=0, prefills=[(slot, 0, n)],
-            chunks=chunk_table([(slot, 0, n)], 0, dev))
+            max_decode_context=0,
+            prefills=[(slot, 0, n)],
+            chunks=chunk_table([(slot, 0, n)], 0, dev),
+        )
         ids = torch.randint(10, 1000, (n,), device=dev)
         ctx = ForwardContext(meta, self.cache, self.attention, self.rotary)
         with torch.inference_mode():
@@ -165,8 +196,11 @@ class Setup:
 
     def prefill_flops(self, n: int) -> float:
         s = self.shape
-        matmul_params = sum(p.numel() for name, p in self.model.named_parameters()
-                            if p.dim() == 2 and "embed_tokens" not in name and "lm_head" not in name)
+        matmul_params = sum(
+            p.numel()
+            for name, p in self.model.named_parameters()
+            if p.dim() == 2 and "embed_tokens" not in name and "lm_head" not in name
+        )
         attn = 2 * 2 * s.num_layers * s.num_heads * s.head_dim * n * (n + 1) / 2  # causal
         return 2 * matmul_params * n + attn + 2 * s.hidden_size * s.vocab_size
 
@@ -190,15 +224,30 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     ap.add_argument("--quick", action="store_true", help="Fewer configurations (a smoke run).")
     ap.add_argument("--prefill-only", action="store_true", help="Only the prefill case.")
-    ap.add_argument("--case", action="append", default=[], metavar="PRESET:BATCH:CONTEXT",
-                    help="Only these decode cases (repeat the flag), no prefill "
-                         "(e.g. --case llama2-7b:1:512 --case llama3-8b:1:2048).")
-    ap.add_argument("--profile", default=None, metavar="PRESET:BATCH:CONTEXT",
-                    help="Only this decode case, graphed, with the GPU time of each kernel "
-                         "per step (e.g. llama3-8b:1:2048).")
+    ap.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        metavar="PRESET:BATCH:CONTEXT",
+        help="Only these decode cases (repeat the flag), no prefill "
+        "(e.g. --case llama2-7b:1:512 --case llama3-8b:1:2048).",
+    )
+    ap.add_argument(
+        "--profile",
+        default=None,
+        metavar="PRESET:BATCH:CONTEXT",
+        help="Only this decode case, graphed, with the GPU time of each kernel "
+        "per step (e.g. llama3-8b:1:2048).",
+    )
     args = ap.parse_args()
-    decode_cases = [("llama2-7b", 1, 512), ("llama2-7b", 1, 4096), ("llama3-8b", 1, 2048),
-                    ("llama3-8b", 16, 2048), ("llama3-8b", 64, 2048), ("llama3-8b", 128, 2048)]
+    decode_cases = [
+        ("llama2-7b", 1, 512),
+        ("llama2-7b", 1, 4096),
+        ("llama3-8b", 1, 2048),
+        ("llama3-8b", 16, 2048),
+        ("llama3-8b", 64, 2048),
+        ("llama3-8b", 128, 2048),
+    ]
     if args.quick:
         decode_cases = decode_cases[:1]
     if args.prefill_only:
@@ -218,31 +267,76 @@ def main() -> None:
         floor_ms = (st.weight_bytes() + st.kv_bytes()) / bw * 1e3
         for graph in (False, True):
             ms = st.decode_ms(graph)
-            rows.append({"test": "decode", "model": preset, "batch": batch, "context": context,
-                         "graph": graph, "ms": ms, "floor_ms": floor_ms,
-                         "weight_GB": st.weight_bytes() / 1e9, "kv_GB": st.kv_bytes() / 1e9,
-                         "GB_per_s": (st.weight_bytes() + st.kv_bytes()) / ms / 1e6,
-                         "frac_of_bw": floor_ms / ms, "tokens_per_s": batch / ms * 1e3})
+            rows.append(
+                {
+                    "test": "decode",
+                    "model": preset,
+                    "batch": batch,
+                    "context": context,
+                    "graph": graph,
+                    "ms": ms,
+                    "floor_ms": floor_ms,
+                    "weight_GB": st.weight_bytes() / 1e9,
+                    "kv_GB": st.kv_bytes() / 1e9,
+                    "GB_per_s": (st.weight_bytes() + st.kv_bytes()) / ms / 1e6,
+                    "frac_of_bw": floor_ms / ms,
+                    "tokens_per_s": batch / ms * 1e3,
+                }
+            )
             print(rows[-1])
         if st.kernels:
             print_table(st.kernels, ["kernel", "calls_per_step", "us_per_step"])
-            profiles.append({"model": preset, "batch": batch, "context": context,
-                             "kernels": st.kernels})
+            profiles.append(
+                {"model": preset, "batch": batch, "context": context, "kernels": st.kernels}
+            )
         st.close()
     if not (args.quick or args.profile or args.case):
         st = Setup("llama3-8b", 1, 2048, args.backend)
         ms = st.prefill_ms(2048)
         flops = st.prefill_flops(2048)
-        rows.append({"test": "prefill", "model": "llama3-8b", "batch": 1, "context": 2048,
-                     "graph": False, "ms": ms, "floor_ms": flops / mm * 1e3,
-                     "TFLOP_per_s": flops / ms / 1e9, "frac_of_mm": flops / (ms / 1e3) / mm})
+        rows.append(
+            {
+                "test": "prefill",
+                "model": "llama3-8b",
+                "batch": 1,
+                "context": 2048,
+                "graph": False,
+                "ms": ms,
+                "floor_ms": flops / mm * 1e3,
+                "TFLOP_per_s": flops / ms / 1e9,
+                "frac_of_mm": flops / (ms / 1e3) / mm,
+            }
+        )
         print(rows[-1])
         st.close()
-    print_table(rows, ["test", "model", "batch", "context", "graph", "ms", "floor_ms",
-                       "GB_per_s", "frac_of_bw", "tokens_per_s", "TFLOP_per_s", "frac_of_mm"])
-    write_json(args.json, {"info": run_info(), "backend": args.backend,
-                           "copy_GB_per_s": bw / 1e9, "matmul_TFLOP_per_s": mm / 1e12,
-                           "results": rows, "profiles": profiles})
+    print_table(
+        rows,
+        [
+            "test",
+            "model",
+            "batch",
+            "context",
+            "graph",
+            "ms",
+            "floor_ms",
+            "GB_per_s",
+            "frac_of_bw",
+            "tokens_per_s",
+            "TFLOP_per_s",
+            "frac_of_mm",
+        ],
+    )
+    write_json(
+        args.json,
+        {
+            "info": run_info(),
+            "backend": args.backend,
+            "copy_GB_per_s": bw / 1e9,
+            "matmul_TFLOP_per_s": mm / 1e12,
+            "results": rows,
+            "profiles": profiles,
+        },
+    )
 
 
 if __name__ == "__main__":

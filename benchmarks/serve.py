@@ -61,14 +61,16 @@ def read_corpus(path: str) -> str:
 
 
 def _tokenize(http: httpx.Client, model: str, text: str) -> list[int]:
-    resp = http.post("/tokenize", json={"model": model, "prompt": text,
-                                        "add_special_tokens": False})
+    resp = http.post(
+        "/tokenize", json={"model": model, "prompt": text, "add_special_tokens": False}
+    )
     resp.raise_for_status()
     return resp.json()["tokens"]
 
 
-def build_workload(args: argparse.Namespace, http: httpx.Client, model: str,
-                   max_len: int) -> list[RequestSpec]:
+def build_workload(
+    args: argparse.Namespace, http: httpx.Client, model: str, max_len: int
+) -> list[RequestSpec]:
     rng = random.Random(args.seed)
     if args.input_len + args.output_len * (1 + args.output_len_range) > max_len:
         raise SystemExit(f"input + output length exceed the server's context ({max_len})")
@@ -82,7 +84,7 @@ def build_workload(args: argparse.Namespace, http: httpx.Client, model: str,
             # Enough characters for the token count in any tokenizer we meet (>= 1 char/token).
             span = args.input_len * 8
             start = rng.randrange(max(1, len(corpus) - span))
-            ids = _tokenize(http, model, corpus[start:start + span])[:args.input_len]
+            ids = _tokenize(http, model, corpus[start : start + span])[: args.input_len]
         lo = max(1, int(args.output_len * (1 - args.output_len_range)))
         hi = max(lo, int(args.output_len * (1 + args.output_len_range)))
         specs.append(RequestSpec(ids, rng.randint(lo, hi)))
@@ -98,11 +100,18 @@ def arrival_gaps(n: int, rate: float, burstiness: float, seed: int) -> list[floa
 
 
 # -- one request ----------------------------------------------------------------------------
-async def run_one(client: httpx.AsyncClient, model: str, spec: RequestSpec,
-                  api_key: str | None) -> RequestResult:
-    body = {"model": model, "prompt": spec.prompt_ids, "max_tokens": spec.output_len,
-            "temperature": 0.0, "ignore_eos": True, "stream": True,
-            "stream_options": {"include_usage": True}}
+async def run_one(
+    client: httpx.AsyncClient, model: str, spec: RequestSpec, api_key: str | None
+) -> RequestResult:
+    body = {
+        "model": model,
+        "prompt": spec.prompt_ids,
+        "max_tokens": spec.output_len,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     result = RequestResult(ok=False, prompt_len=len(spec.prompt_ids))
     start = time.perf_counter()
@@ -136,13 +145,19 @@ async def run_one(client: httpx.AsyncClient, model: str, spec: RequestSpec,
     return result
 
 
-async def run_load(url: str, model: str, specs: list[RequestSpec], gaps: list[float],
-                   max_concurrency: int | None, api_key: str | None
-                   ) -> tuple[list[RequestResult], float]:
+async def run_load(
+    url: str,
+    model: str,
+    specs: list[RequestSpec],
+    gaps: list[float],
+    max_concurrency: int | None,
+    api_key: str | None,
+) -> tuple[list[RequestResult], float]:
     limits = httpx.Limits(max_connections=max_concurrency or 10_000, max_keepalive_connections=0)
     gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(3600.0),
-                                 limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=httpx.Timeout(3600.0), limits=limits
+    ) as client:
 
         async def limited(spec: RequestSpec) -> RequestResult:
             if gate is None:
@@ -165,8 +180,11 @@ def _stats(values: list[float]) -> dict[str, float]:
     if not values:
         return {"mean_ms": float("nan"), "median_ms": float("nan"), "p99_ms": float("nan")}
     a = np.asarray(values) * 1000
-    return {"mean_ms": float(a.mean()), "median_ms": float(np.median(a)),
-            "p99_ms": float(np.percentile(a, 99))}
+    return {
+        "mean_ms": float(a.mean()),
+        "median_ms": float(np.median(a)),
+        "p99_ms": float(np.percentile(a, 99)),
+    }
 
 
 def summarize(results: list[RequestResult], duration: float) -> dict[str, Any]:
@@ -176,14 +194,19 @@ def summarize(results: list[RequestResult], duration: float) -> dict[str, Any]:
     tpot = [(r.latency - r.ttft) / (r.output_len - 1) for r in ok if r.output_len > 1]
     errors = sorted({r.error for r in results if r.error})
     return {
-        "duration_s": duration, "completed": len(ok), "failed": len(results) - len(ok),
+        "duration_s": duration,
+        "completed": len(ok),
+        "failed": len(results) - len(ok),
         "errors": errors[:5],
         "request_throughput_rps": len(ok) / duration,
         "input_tokens_per_s": in_tokens / duration,
         "output_tokens_per_s": out_tokens / duration,
-        "total_input_tokens": in_tokens, "total_output_tokens": out_tokens,
-        "ttft": _stats([r.ttft for r in ok]), "tpot": _stats(tpot),
-        "itl": _stats([x for r in ok for x in r.itl]), "e2e": _stats([r.latency for r in ok]),
+        "total_input_tokens": in_tokens,
+        "total_output_tokens": out_tokens,
+        "ttft": _stats([r.ttft for r in ok]),
+        "tpot": _stats(tpot),
+        "itl": _stats([x for r in ok for x in r.itl]),
+        "e2e": _stats([r.latency for r in ok]),
     }
 
 
@@ -195,8 +218,10 @@ def print_report(s: dict[str, Any]) -> None:
     print(f"{'output tokens/s':<28}{s['output_tokens_per_s']:.1f}")
     for key, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2e", "E2E")):
         m = s[key]
-        print(f"{label + ' (ms) mean/median/p99':<28}{m['mean_ms']:.1f} / {m['median_ms']:.1f} / "
-              f"{m['p99_ms']:.1f}")
+        print(
+            f"{label + ' (ms) mean/median/p99':<28}{m['mean_ms']:.1f} / {m['median_ms']:.1f} / "
+            f"{m['p99_ms']:.1f}"
+        )
     for err in s["errors"]:
         print(f"error: {err}")
 
@@ -211,8 +236,11 @@ def plot_cdfs(results: list[RequestResult], path: str) -> None:
         print("--plot needs matplotlib (pip install matplotlib); skipped", file=sys.stderr)
         return
     ok = [r for r in results if r.ok]
-    series = {"TTFT": [r.ttft for r in ok], "ITL": [x for r in ok for x in r.itl],
-              "E2E": [r.latency for r in ok]}
+    series = {
+        "TTFT": [r.ttft for r in ok],
+        "ITL": [x for r in ok for x in r.itl],
+        "E2E": [r.latency for r in ok],
+    }
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (name, values) in zip(axes, series.items()):
         if values:
@@ -248,8 +276,12 @@ class ServerProcess:
         self.reader.join(10)
 
 
-def launch_server(server_args: list[str], timeout: float | None = None,
-                  sink: TextIO | None = None, log_level: str = "warning") -> ServerProcess:
+def launch_server(
+    server_args: list[str],
+    timeout: float | None = None,
+    sink: TextIO | None = None,
+    log_level: str = "warning",
+) -> ServerProcess:
     """Start ``python -m sarathi serve --port 0 SERVER_ARGS`` and wait for its serving line.
 
     Raises ``ServerStartError`` (after stopping the process) if the server exits first or
@@ -257,10 +289,20 @@ def launch_server(server_args: list[str], timeout: float | None = None,
     """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "sarathi", "serve", "--port", "0", "--log-level", log_level,
-           *server_args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
+    cmd = [
+        sys.executable,
+        "-m",
+        "sarathi",
+        "serve",
+        "--port",
+        "0",
+        "--log-level",
+        log_level,
+        *server_args,
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     out = sink if sink is not None else sys.stderr
     tail: deque[str] = deque(maxlen=40)
     found: list[tuple[str, str]] = []
@@ -290,11 +332,15 @@ def launch_server(server_args: list[str], timeout: float | None = None,
         return ServerProcess(proc, url, line, tail, reader)
     stop_server(proc)
     reader.join(10)
-    reason = (f"it exited with status {proc.returncode}" if ended
-              else f"it printed no serving line within {timeout:.0f} s (stopped)")
+    reason = (
+        f"it exited with status {proc.returncode}"
+        if ended
+        else f"it printed no serving line within {timeout:.0f} s (stopped)"
+    )
     last = "\n".join(list(tail)[-15:])
-    raise ServerStartError(f"{reason}; its last output:\n{last}" if last else
-                           f"{reason}, with no output")
+    raise ServerStartError(
+        f"{reason}; its last output:\n{last}" if last else f"{reason}, with no output"
+    )
 
 
 def stop_server(proc: subprocess.Popen, grace: float = 60.0) -> None:
@@ -319,23 +365,41 @@ def start_server(extra: str) -> tuple[subprocess.Popen, str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", default="http://127.0.0.1:8000", help="Server base URL.")
-    p.add_argument("--start-server", action="store_true",
-                   help="Start `python -m sarathi serve` (demo model unless --server-args "
-                        "says otherwise) and stop it afterwards.")
+    p.add_argument(
+        "--start-server",
+        action="store_true",
+        help="Start `python -m sarathi serve` (demo model unless --server-args "
+        "says otherwise) and stop it afterwards.",
+    )
     p.add_argument("--server-args", default="", help="Extra flags for the started server.")
     p.add_argument("--model", default=None, help="Model name (default: the server's first).")
     p.add_argument("--api-key", default=os.environ.get("SARATHI_API_KEY"))
-    p.add_argument("--dataset", default="random",
-                   help="'random' (random tokens) or a text corpus file (.gz ok).")
+    p.add_argument(
+        "--dataset",
+        default="random",
+        help="'random' (random tokens) or a text corpus file (.gz ok).",
+    )
     p.add_argument("--num-prompts", type=int, default=64)
     p.add_argument("--input-len", type=int, default=64, help="Prompt length in tokens.")
     p.add_argument("--output-len", type=int, default=64, help="Output length in tokens.")
-    p.add_argument("--output-len-range", type=float, default=0.0,
-                   help="Sample output lengths uniformly in len*(1 +- range) (default: 0).")
-    p.add_argument("--request-rate", type=float, default=float("inf"),
-                   help="Requests per second (default: inf, all at once).")
-    p.add_argument("--burstiness", type=float, default=1.0,
-                   help="Gamma shape of the arrivals: 1 is Poisson, < 1 burstier.")
+    p.add_argument(
+        "--output-len-range",
+        type=float,
+        default=0.0,
+        help="Sample output lengths uniformly in len*(1 +- range) (default: 0).",
+    )
+    p.add_argument(
+        "--request-rate",
+        type=float,
+        default=float("inf"),
+        help="Requests per second (default: inf, all at once).",
+    )
+    p.add_argument(
+        "--burstiness",
+        type=float,
+        default=1.0,
+        help="Gamma shape of the arrivals: 1 is Poisson, < 1 burstier.",
+    )
     p.add_argument("--max-concurrency", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="Write the results as JSON here.")
@@ -357,11 +421,15 @@ def main(argv: list[str] | None = None) -> int:
             card = http.get("/v1/models").raise_for_status().json()["data"][0]
             model = args.model or card["id"]
             specs = build_workload(args, http, model, card.get("max_model_len") or 10**9)
-            server_info = {"model": model, "max_model_len": card.get("max_model_len"),
-                           "description": card.get("description")}
+            server_info = {
+                "model": model,
+                "max_model_len": card.get("max_model_len"),
+                "description": card.get("description"),
+            }
         gaps = arrival_gaps(len(specs), args.request_rate, args.burstiness, args.seed)
-        results, duration = asyncio.run(run_load(url, model, specs, gaps,
-                                                 args.max_concurrency, args.api_key))
+        results, duration = asyncio.run(
+            run_load(url, model, specs, gaps, args.max_concurrency, args.api_key)
+        )
     finally:
         if proc is not None:
             stop_server(proc)
@@ -371,8 +439,16 @@ def main(argv: list[str] | None = None) -> int:
         config = {k: v for k, v in vars(args).items() if k not in ("api_key",)}
         config["request_rate"] = str(config["request_rate"])
         with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"config": config, "server": server_info, "summary": summary,
-                       "requests": [asdict(r) | {"itl": None} for r in results]}, f, indent=2)
+            json.dump(
+                {
+                    "config": config,
+                    "server": server_info,
+                    "summary": summary,
+                    "requests": [asdict(r) | {"itl": None} for r in results],
+                },
+                f,
+                indent=2,
+            )
         print(f"wrote {args.out}")
     if args.plot:
         plot_cdfs(results, args.plot)

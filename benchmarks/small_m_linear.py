@@ -24,14 +24,24 @@ from common import bench_ms, print_table, run_info, write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from sarathi.model_executor.layers import fused  # noqa: E402
-from sarathi.model_executor.layers.fused import GemvConfig  # noqa: E402
+from sarathi.model_executor.layers import fused
+from sarathi.model_executor.layers.fused import GemvConfig
 
 SHAPES = {  # (name, in_features, out_features)
-    "llama3-8b": [("qkv", 4096, 6144), ("o", 4096, 4096), ("gate_up", 4096, 28672),
-                  ("down", 14336, 4096), ("lm_head", 4096, 128256)],
-    "llama2-7b": [("qkv", 4096, 12288), ("o", 4096, 4096), ("gate_up", 4096, 22016),
-                  ("down", 11008, 4096), ("lm_head", 4096, 32000)],
+    "llama3-8b": [
+        ("qkv", 4096, 6144),
+        ("o", 4096, 4096),
+        ("gate_up", 4096, 28672),
+        ("down", 14336, 4096),
+        ("lm_head", 4096, 128256),
+    ],
+    "llama2-7b": [
+        ("qkv", 4096, 12288),
+        ("o", 4096, 4096),
+        ("gate_up", 4096, 22016),
+        ("down", 11008, 4096),
+        ("lm_head", 4096, 32000),
+    ],
 }
 
 
@@ -59,8 +69,13 @@ def weight_copies(n: int, k: int) -> list[torch.Tensor]:
     return [torch.randn(n, k, dtype=torch.bfloat16, device="cuda") for _ in range(count)]
 
 
-CONFIGS = [GemvConfig(n, k, sp, w) for n in (16, 32) for k in (128, 256, 512)
-           for sp in (1, 2, 4, 8) for w in (4, 8)]
+CONFIGS = [
+    GemvConfig(n, k, sp, w)
+    for n in (16, 32)
+    for k in (128, 256, 512)
+    for sp in (1, 2, 4, 8)
+    for w in (4, 8)
+]
 
 
 def best_gemv(x: torch.Tensor, ws: list[torch.Tensor]) -> tuple[GemvConfig, float]:
@@ -75,8 +90,11 @@ def best_gemv(x: torch.Tensor, ws: list[torch.Tensor]) -> tuple[GemvConfig, floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="llama3-8b", choices=sorted(SHAPES))
-    ap.add_argument("--rows", default="1,4", help="Comma-separated M values (1,4); the "
-                    "Triton GEMV runs at M = 1 only.")
+    ap.add_argument(
+        "--rows",
+        default="1,4",
+        help="Comma-separated M values (1,4); the Triton GEMV runs at M = 1 only.",
+    )
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     args = ap.parse_args()
     rows = []
@@ -93,8 +111,9 @@ def main() -> None:
             torch.backends.cuda.preferred_blas_library(default)
             if m == 1:
                 cfg, row["triton_us"] = best_gemv(x, ws)
-                row["triton_config"] = f"n{cfg.block_n} k{cfg.block_k} s{cfg.splits} " \
-                                       f"w{cfg.num_warps}"
+                row["triton_config"] = (
+                    f"n{cfg.block_n} k{cfg.block_k} s{cfg.splits} w{cfg.num_warps}"
+                )
                 ref = F.linear(x.float(), w.float())
                 got = fused.gemv(x, w, None, cfg).float()
                 row["triton_rel_err"] = ((got - ref).norm() / ref.norm()).item()
@@ -103,9 +122,23 @@ def main() -> None:
                     row[f"{label}_TBps"] = w.numel() * 2 / row[f"{label}_us"] / 1e6
             rows.append(row)
             print(row)
-    print_table(rows, ["proj", "M", "N", "K", "cublas_us", "cublaslt_us", "triton_us",
-                       "cublas_TBps", "cublaslt_TBps", "triton_TBps", "triton_config",
-                       "triton_rel_err"])
+    print_table(
+        rows,
+        [
+            "proj",
+            "M",
+            "N",
+            "K",
+            "cublas_us",
+            "cublaslt_us",
+            "triton_us",
+            "cublas_TBps",
+            "cublaslt_TBps",
+            "triton_TBps",
+            "triton_config",
+            "triton_rel_err",
+        ],
+    )
     write_json(args.json, {"info": run_info(), "preset": args.preset, "results": rows})
 
 

@@ -41,13 +41,15 @@ from sarathi.executor.uni import UniExecutor
 from sarathi.model_executor.model_shape import ModelShape
 
 
-def lower_bound_seconds(shape: ModelShape, elem: int, requests: list[tuple[list[int], int]],
-                        bw: float, mm: float) -> float:
+def lower_bound_seconds(
+    shape: ModelShape, elem: int, requests: list[tuple[list[int], int]], bw: float, mm: float
+) -> float:
     """T_lb of the module docstring for ``requests`` (prompt ids, output length)."""
     s = shape
     q, kvd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-    per_layer = s.hidden_size * (q + 2 * kvd) + q * s.hidden_size + 3 * s.hidden_size * \
-        s.intermediate_size
+    per_layer = (
+        s.hidden_size * (q + 2 * kvd) + q * s.hidden_size + 3 * s.hidden_size * s.intermediate_size
+    )
     p_layers = s.num_layers * per_layer
     p_all = p_layers + s.hidden_size * s.vocab_size
     weight_bytes = p_all * elem
@@ -72,16 +74,18 @@ def lower_bound_seconds(shape: ModelShape, elem: int, requests: list[tuple[list[
     return t
 
 
-def make_requests(n: int, lo: int, hi: int, vocab: int, seed: int
-                  ) -> list[tuple[list[int], int]]:
+def make_requests(n: int, lo: int, hi: int, vocab: int, seed: int) -> list[tuple[list[int], int]]:
     rng = random.Random(seed)
-    return [([rng.randrange(10, vocab - 1) for _ in range(rng.randint(lo, hi))],
-             rng.randint(lo, hi)) for _ in range(n)]
+    return [
+        ([rng.randrange(10, vocab - 1) for _ in range(rng.randint(lo, hi))], rng.randint(lo, hi))
+        for _ in range(n)
+    ]
 
 
 def run_ours(llm: LLM, requests: list[tuple[list[int], int]]) -> dict:
-    params = [SamplingParams(temperature=0.6, max_tokens=out, ignore_eos=True)
-              for _, out in requests]
+    params = [
+        SamplingParams(temperature=0.6, max_tokens=out, ignore_eos=True) for _, out in requests
+    ]
     llm.generate([requests[0][0]], SamplingParams(max_tokens=4))  # warm-up
     _sync()
     t0 = time.perf_counter()
@@ -89,12 +93,21 @@ def run_ours(llm: LLM, requests: list[tuple[list[int], int]]) -> dict:
     _sync()
     elapsed = time.perf_counter() - t0
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-    return {"engine": "sarathi", "seconds": elapsed, "output_tokens": tokens,
-            "tokens_per_s": tokens / elapsed}
+    return {
+        "engine": "sarathi",
+        "seconds": elapsed,
+        "output_tokens": tokens,
+        "tokens_per_s": tokens / elapsed,
+    }
 
 
-def run_hf(path: str, requests: list[tuple[list[int], int]], dtype: torch.dtype,
-           device: torch.device, batch: int) -> dict:
+def run_hf(
+    path: str,
+    requests: list[tuple[list[int], int]],
+    dtype: torch.dtype,
+    device: torch.device,
+    batch: int,
+) -> dict:
     import transformers
 
     model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
@@ -103,22 +116,33 @@ def run_hf(path: str, requests: list[tuple[list[int], int]], dtype: torch.dtype,
     _sync()
     t0 = time.perf_counter()
     for start in range(0, len(order), batch):
-        group = [requests[i] for i in order[start:start + batch]]
+        group = [requests[i] for i in order[start : start + batch]]
         width = max(len(p) for p, _ in group)
         ids = torch.zeros(len(group), width, dtype=torch.long)
         mask = torch.zeros(len(group), width, dtype=torch.long)
         for row, (p, _) in enumerate(group):
-            ids[row, width - len(p):] = torch.tensor(p)
-            mask[row, width - len(p):] = 1
+            ids[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
         new = max(out for _, out in group)
         with torch.no_grad():
-            model.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
-                           min_new_tokens=new, do_sample=True, temperature=0.6, pad_token_id=0)
+            model.generate(
+                ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=new,
+                min_new_tokens=new,
+                do_sample=True,
+                temperature=0.6,
+                pad_token_id=0,
+            )
         tokens += sum(out for _, out in group)
     _sync()
     elapsed = time.perf_counter() - t0
-    return {"engine": f"transformers (batch {batch})", "seconds": elapsed,
-            "output_tokens": tokens, "tokens_per_s": tokens / elapsed}
+    return {
+        "engine": f"transformers (batch {batch})",
+        "seconds": elapsed,
+        "output_tokens": tokens,
+        "tokens_per_s": tokens / elapsed,
+    }
 
 
 def save_random_weights(folder: str, dtype: torch.dtype, seed: int) -> None:
@@ -149,20 +173,32 @@ def _sync() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="demo", help="Model folder (default: the demo model).")
-    ap.add_argument("--preset", default=None,
-                    help="A real model shape with random weights (qwen3-0.6b, llama2-7b, "
-                         "llama3-8b); implies --load-format dummy.")
+    ap.add_argument(
+        "--preset",
+        default=None,
+        help="A real model shape with random weights (qwen3-0.6b, llama2-7b, "
+        "llama3-8b); implies --load-format dummy.",
+    )
     ap.add_argument("--num-requests", type=int, default=256, help="Requests (default 256).")
     ap.add_argument("--min-len", type=int, default=100, help="Shortest prompt/output (100).")
     ap.add_argument("--max-len", type=int, default=1024, help="Longest prompt/output (1024).")
-    ap.add_argument("--baseline", choices=("none", "hf"), default="none",
-                    help="Also run transformers' generate on the same requests.")
+    ap.add_argument(
+        "--baseline",
+        choices=("none", "hf"),
+        default="none",
+        help="Also run transformers' generate on the same requests.",
+    )
     ap.add_argument("--hf-batch", type=int, default=16, help="Batch size of the hf baseline.")
     ap.add_argument("--dtype", default="bfloat16", help="Weights dtype (bfloat16).")
     ap.add_argument("--seed", type=int, default=0, help="Workload seed.")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
-    ap.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
-                    help="Extra engine option (repeatable), e.g. attention_backend=torch.")
+    ap.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Extra engine option (repeatable), e.g. attention_backend=torch.",
+    )
     args = ap.parse_args()
 
     model = args.model
@@ -182,8 +218,13 @@ def main() -> None:
     t0 = time.perf_counter()
     llm = LLM(model, **extra)
     startup_s = time.perf_counter() - t0
-    requests = make_requests(args.num_requests, args.min_len, args.max_len,
-                             min(llm.engine.shape.vocab_size, len(llm.get_tokenizer())), args.seed)
+    requests = make_requests(
+        args.num_requests,
+        args.min_len,
+        args.max_len,
+        min(llm.engine.shape.vocab_size, len(llm.get_tokenizer())),
+        args.seed,
+    )
     rows = [run_ours(llm, requests)]
     ceilings: dict = {}
     executor = llm.engine.executor
@@ -208,10 +249,30 @@ def main() -> None:
         _free_device_memory()
         rows.append(run_hf(path, requests, dtype, device, args.hf_batch))
         rows[0]["vs_hf"] = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
-    print_table(rows, ["engine", "seconds", "output_tokens", "tokens_per_s", "lower_bound_s",
-                       "frac_of_limit", "vs_hf", "startup_s", "capture_s"])
-    write_json(args.json, {"info": run_info(), "model": args.preset or model,
-                           "workload": vars(args), "results": rows, **ceilings})
+    print_table(
+        rows,
+        [
+            "engine",
+            "seconds",
+            "output_tokens",
+            "tokens_per_s",
+            "lower_bound_s",
+            "frac_of_limit",
+            "vs_hf",
+            "startup_s",
+            "capture_s",
+        ],
+    )
+    write_json(
+        args.json,
+        {
+            "info": run_info(),
+            "model": args.preset or model,
+            "workload": vars(args),
+            "results": rows,
+            **ceilings,
+        },
+    )
 
 
 if __name__ == "__main__":

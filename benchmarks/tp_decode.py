@@ -43,10 +43,16 @@ def decode_tokens_per_s(llm: LLM, prompt: list[int], new_tokens: int) -> tuple[f
 
 
 def measure(model: str, tp: int, args: argparse.Namespace, executor: str = "auto") -> dict:
-    kwargs = dict(dtype=args.dtype, device=args.device, load_format=args.load_format,
-                  max_num_seqs=1, max_model_len=args.prompt_len + args.new_tokens + 8,
-                  kv_cache_memory=args.kv_cache_memory, tensor_parallel_size=tp,
-                  enforce_eager=args.enforce_eager)
+    kwargs = dict(
+        dtype=args.dtype,
+        device=args.device,
+        load_format=args.load_format,
+        max_num_seqs=1,
+        max_model_len=args.prompt_len + args.new_tokens + 8,
+        kv_cache_memory=args.kv_cache_memory,
+        tensor_parallel_size=tp,
+        enforce_eager=args.enforce_eager,
+    )
     executor = executor if executor != "auto" else ("mp" if tp > 1 else "uni")
     kwargs["executor"] = executor
     start = time.perf_counter()
@@ -66,11 +72,16 @@ def measure(model: str, tp: int, args: argparse.Namespace, executor: str = "auto
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     rates = [r for r, _ in runs]
-    return {"tp": tp, "executor": executor, "cuda_graphs": graphs,
-            "startup_s": startup,
-            "decode_tokens_per_s": statistics.median(rates), "runs_tokens_per_s": rates,
-            "prefill_s": statistics.median(p for _, p in runs),
-            "ms_per_token": 1000 / statistics.median(rates)}
+    return {
+        "tp": tp,
+        "executor": executor,
+        "cuda_graphs": graphs,
+        "startup_s": startup,
+        "decode_tokens_per_s": statistics.median(rates),
+        "runs_tokens_per_s": rates,
+        "prefill_s": statistics.median(p for _, p in runs),
+        "ms_per_token": 1000 / statistics.median(rates),
+    }
 
 
 def main() -> None:
@@ -85,10 +96,16 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--kv-cache-memory", default="2GiB")
-    ap.add_argument("--mp-tp1", action="store_true",
-                    help="also TP=1 through the mp executor: the cost of the process hop alone")
-    ap.add_argument("--enforce-eager", action="store_true",
-                    help="no CUDA graphs at TP=1 either (an eager-vs-eager comparison)")
+    ap.add_argument(
+        "--mp-tp1",
+        action="store_true",
+        help="also TP=1 through the mp executor: the cost of the process hop alone",
+    )
+    ap.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        help="no CUDA graphs at TP=1 either (an eager-vs-eager comparison)",
+    )
     ap.add_argument("--out", default=None, help="JSON result file")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,22 +119,46 @@ def main() -> None:
         rows = [measure(model, tp, args) for tp in sorted(args.tp, reverse=True)]
         if args.mp_tp1:
             rows.append(measure(model, 1, args, executor="mp"))
-    base = next((r["decode_tokens_per_s"] for r in rows
-                 if r["tp"] == 1 and r["executor"] == "uni"), None)
+    base = next(
+        (r["decode_tokens_per_s"] for r in rows if r["tp"] == 1 and r["executor"] == "uni"), None
+    )
     for r in rows:
         r["speedup_vs_tp1"] = r["decode_tokens_per_s"] / base if base else None
-    print_table(sorted(rows, key=lambda r: r["tp"]),
-                ["tp", "executor", "cuda_graphs", "decode_tokens_per_s", "ms_per_token", "speedup_vs_tp1",
-                 "prefill_s", "startup_s"])
-    write_json(args.out, {
-        "benchmark": "tp_decode", **run_info(),
-        "model": args.model or args.preset, "dtype": args.dtype, "batch": 1,
-        "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
-        "load_format": args.load_format, "enforce_eager": args.enforce_eager,
-        "nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE"),
-        "reference": {"source": "gpt-fast, Llama-2-7B, A100, TP=2 vs 1",
-                      "tp1_tokens_per_s": 104.9, "tp2_tokens_per_s": 168.84, "speedup": 1.61},
-        "results": rows})
+    print_table(
+        sorted(rows, key=lambda r: r["tp"]),
+        [
+            "tp",
+            "executor",
+            "cuda_graphs",
+            "decode_tokens_per_s",
+            "ms_per_token",
+            "speedup_vs_tp1",
+            "prefill_s",
+            "startup_s",
+        ],
+    )
+    write_json(
+        args.out,
+        {
+            "benchmark": "tp_decode",
+            **run_info(),
+            "model": args.model or args.preset,
+            "dtype": args.dtype,
+            "batch": 1,
+            "prompt_len": args.prompt_len,
+            "new_tokens": args.new_tokens,
+            "load_format": args.load_format,
+            "enforce_eager": args.enforce_eager,
+            "nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE"),
+            "reference": {
+                "source": "gpt-fast, Llama-2-7B, A100, TP=2 vs 1",
+                "tp1_tokens_per_s": 104.9,
+                "tp2_tokens_per_s": 168.84,
+                "speedup": 1.61,
+            },
+            "results": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import print_table, run_info, write_json  # noqa: E402
+from common import print_table, run_info, write_json
 
-from vattention import KVCache, plan_geometry  # noqa: E402
+from vattention import KVCache, plan_geometry
 
 SHAPES = {"llama-2-7b": (32, 32, 128), "llama-3-8b": (32, 8, 128)}
 MIB = 1 << 20
@@ -42,17 +42,34 @@ def request_lengths(num: int, max_len: int, seed: int) -> list[int]:
     return lengths
 
 
-def measure(model: str, layout: str, backend: str, device: str, page_bytes: int,
-            lengths: list[int], max_len: int) -> dict[str, Any]:
+def measure(
+    model: str,
+    layout: str,
+    backend: str,
+    device: str,
+    page_bytes: int,
+    lengths: list[int],
+    max_len: int,
+) -> dict[str, Any]:
     layers, heads, dim = SHAPES[model]
     ratios = []
     # A pool of exactly what the final lengths need: the cuda backend creates the whole pool
     # up front, and the full reservation would not fit on the card.
     geometry = plan_geometry(layers, heads, dim, torch.bfloat16, layout, page_bytes)
     budget = sum(geometry.blocks_for(n) for n in lengths) * geometry.block_bytes
-    with KVCache(layers, heads, dim, max_slots=len(lengths), max_len=max_len,
-                 dtype=torch.bfloat16, device=device, layout=layout, page_bytes=page_bytes,
-                 memory_budget=budget, backend=backend) as cache:
+    with KVCache(
+        layers,
+        heads,
+        dim,
+        max_slots=len(lengths),
+        max_len=max_len,
+        dtype=torch.bfloat16,
+        device=device,
+        layout=layout,
+        page_bytes=page_bytes,
+        memory_budget=budget,
+        backend=backend,
+    ) as cache:
         slots = [cache.alloc_slot() for _ in lengths]
         for step in range(1, 11):
             for slot, length in zip(slots, lengths):
@@ -78,9 +95,14 @@ def paged_reference(model: str, lengths: list[int], block: int = 16) -> dict[str
     for step in range(1, 11):
         tokens = [max(1, n * step // 10) for n in lengths]
         ratios.append(sum(-(-t // block) * block for t in tokens) / sum(tokens))
-    return {"model": model, "layout": f"paged{block} (analytic)", "tokens_per_block": block,
-            "ratio_final": ratios[-1], "ratio_mean": sum(ratios) / len(ratios),
-            "ratio_max": max(ratios)}
+    return {
+        "model": model,
+        "layout": f"paged{block} (analytic)",
+        "tokens_per_block": block,
+        "ratio_final": ratios[-1],
+        "ratio_mean": sum(ratios) / len(ratios),
+        "ratio_max": max(ratios),
+    }
 
 
 def main() -> None:
@@ -91,27 +113,57 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=8192)
     parser.add_argument("--page-size", type=int, default=2 * MIB)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None,
-                        help="JSON path (default: $OUT/vattention_fragmentation.json if $OUT)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default: $OUT/vattention_fragmentation.json if $OUT)",
+    )
     args = parser.parse_args()
     device = args.device or ("cuda" if args.backend == "cuda" else "cpu")
-    out = args.out or (os.path.join(os.environ["OUT"], "vattention_fragmentation.json")
-                       if os.environ.get("OUT") else None)
+    out = args.out or (
+        os.path.join(os.environ["OUT"], "vattention_fragmentation.json")
+        if os.environ.get("OUT")
+        else None
+    )
 
     lengths = request_lengths(args.requests, args.max_len, args.seed)
     rows = []
     for model in SHAPES:
         for layout in ("per_layer", "mega"):
-            rows.append(measure(model, layout, args.backend, device, args.page_bytes, lengths,
-                                args.max_len))
+            rows.append(
+                measure(model, layout, args.backend, device, args.page_bytes, lengths, args.max_len)
+            )
         rows.append(paged_reference(model, lengths))
-    print(f"{args.requests} requests, lengths {min(lengths)}..{max(lengths)} "
-          f"(mean {sum(lengths) / len(lengths):.0f}), bf16, backend {args.backend}")
-    print_table(rows, ["model", "layout", "tokens_per_block", "unit_MiB", "ratio_final",
-                       "ratio_mean", "ratio_max", "mapped_GiB_final", "token_GiB_final"])
-    write_json(out, {**run_info(), "backend": args.backend, "requests": args.requests,
-                     "max_len": args.max_len, "seed": args.seed, "lengths": lengths,
-                     "results": rows})
+    print(
+        f"{args.requests} requests, lengths {min(lengths)}..{max(lengths)} "
+        f"(mean {sum(lengths) / len(lengths):.0f}), bf16, backend {args.backend}"
+    )
+    print_table(
+        rows,
+        [
+            "model",
+            "layout",
+            "tokens_per_block",
+            "unit_MiB",
+            "ratio_final",
+            "ratio_mean",
+            "ratio_max",
+            "mapped_GiB_final",
+            "token_GiB_final",
+        ],
+    )
+    write_json(
+        out,
+        {
+            **run_info(),
+            "backend": args.backend,
+            "requests": args.requests,
+            "max_len": args.max_len,
+            "seed": args.seed,
+            "lengths": lengths,
+            "results": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

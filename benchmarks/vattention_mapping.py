@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import print_table, run_info, write_json  # noqa: E402
+from common import print_table, run_info, write_json
 
-from vattention import KVCache  # noqa: E402
+from vattention import KVCache
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -39,19 +39,34 @@ def _sync(device: torch.device) -> None:
 
 def _cache(args: argparse.Namespace, layout: str, slots: int, max_len: int) -> KVCache:
     layers, heads, dim = SHAPE
-    return KVCache(layers, heads, dim, max_slots=slots, max_len=max_len, dtype=torch.bfloat16,
-                   device=args.device, layout=layout, page_bytes=args.page_bytes,
-                   memory_budget=int(args.budget_gib * GIB), backend=args.backend)
+    return KVCache(
+        layers,
+        heads,
+        dim,
+        max_slots=slots,
+        max_len=max_len,
+        dtype=torch.bfloat16,
+        device=args.device,
+        layout=layout,
+        page_bytes=args.page_bytes,
+        memory_budget=int(args.budget_gib * GIB),
+        backend=args.backend,
+    )
 
 
 def _row(kind: str, layout: str, cache: KVCache, blocks: int, seconds: float) -> dict[str, Any]:
     pages = blocks * cache.geometry.pages_per_block
     nbytes = blocks * cache.geometry.block_bytes
-    return {"test": kind, "layout": layout, "page_bytes": cache.geometry.page_bytes,
-            "pages": pages, "seconds": seconds,
-            "pages_per_s": pages / seconds if seconds else None,
-            "GB_per_s": nbytes / seconds / 1e9 if seconds else None,
-            "us_per_page": seconds / pages * 1e6 if pages else None}
+    return {
+        "test": kind,
+        "layout": layout,
+        "page_bytes": cache.geometry.page_bytes,
+        "pages": pages,
+        "seconds": seconds,
+        "pages_per_s": pages / seconds if seconds else None,
+        "GB_per_s": nbytes / seconds / 1e9 if seconds else None,
+        "us_per_page": seconds / pages * 1e6 if pages else None,
+    }
 
 
 def growth(args: argparse.Namespace, layout: str) -> list[dict[str, Any]]:
@@ -78,8 +93,9 @@ def growth(args: argparse.Namespace, layout: str) -> list[dict[str, Any]]:
                 cache.free_slot(slot)
             start = time.perf_counter()
             released = cache.reclaim()
-            rows.append(_row("unmap (reclaim)", layout, cache, released,
-                             time.perf_counter() - start))
+            rows.append(
+                _row("unmap (reclaim)", layout, cache, released, time.perf_counter() - start)
+            )
     with _cache(args, layout, slots, max_len) as cache:
         per_slot = min(cache.blocks_per_slot, cache.num_blocks // slots)
         ids = [cache.alloc_slot() for _ in range(slots)]
@@ -88,8 +104,9 @@ def growth(args: argparse.Namespace, layout: str) -> list[dict[str, Any]]:
             cache.reserve_ahead(slot, per_slot * cache.tokens_per_block)
         cache.wait_ahead()
         elapsed = time.perf_counter() - start
-        rows.append(_row("background", layout, cache, cache.stats()["blocks_mapped_ahead"],
-                         elapsed))
+        rows.append(
+            _row("background", layout, cache, cache.stats()["blocks_mapped_ahead"], elapsed)
+        )
     return rows
 
 
@@ -134,13 +151,17 @@ def decode_loop(args: argparse.Namespace, layout: str, ahead: bool) -> dict[str,
                     admit()
         wall = time.perf_counter() - start
         stats = cache.stats()
-        return {"test": "decode " + ("map-ahead" if ahead else "sync"), "layout": layout,
-                "steps": args.steps, "step_ms": wall / args.steps * 1e3,
-                "ensure_share_pct": 100 * ensure_s / wall,
-                "map_wait_share_pct": 100 * stats["map_wait_seconds"] / wall,
-                "units_sync": stats["blocks_mapped_sync"],
-                "units_ahead": stats["blocks_mapped_ahead"],
-                "blocks_unmapped": stats["blocks_unmapped"]}
+        return {
+            "test": "decode " + ("map-ahead" if ahead else "sync"),
+            "layout": layout,
+            "steps": args.steps,
+            "step_ms": wall / args.steps * 1e3,
+            "ensure_share_pct": 100 * ensure_s / wall,
+            "map_wait_share_pct": 100 * stats["map_wait_seconds"] / wall,
+            "units_sync": stats["blocks_mapped_sync"],
+            "units_ahead": stats["blocks_mapped_ahead"],
+            "blocks_unmapped": stats["blocks_unmapped"],
+        }
 
 
 def main() -> None:
@@ -149,39 +170,79 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--budget-gib", type=float, default=16.0)
     parser.add_argument("--max-len", type=int, default=8192)
-    parser.add_argument("--page-size", type=int, default=None,
-                        help="bytes (default: the backend's, 2 MiB on current GPUs)")
+    parser.add_argument(
+        "--page-size",
+        type=int,
+        default=None,
+        help="bytes (default: the backend's, 2 MiB on current GPUs)",
+    )
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--lookahead", type=int, default=0,
-                        help="tokens hinted ahead per slot (default: one page of tokens)")
+    parser.add_argument(
+        "--lookahead",
+        type=int,
+        default=0,
+        help="tokens hinted ahead per slot (default: one page of tokens)",
+    )
     parser.add_argument("--work-dim", type=int, default=4096)
-    parser.add_argument("--work-iters", type=int, default=8,
-                        help="matmuls per synthetic model step")
+    parser.add_argument(
+        "--work-iters", type=int, default=8, help="matmuls per synthetic model step"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
-    parser.add_argument("--out", default=None,
-                        help="JSON path (default: $OUT/vattention_mapping.json if $OUT)")
+    parser.add_argument(
+        "--out", default=None, help="JSON path (default: $OUT/vattention_mapping.json if $OUT)"
+    )
     args = parser.parse_args()
     args.device = torch.device(args.device or ("cuda" if args.backend == "cuda" else "cpu"))
     if args.quick:
         args.budget_gib, args.steps, args.work_dim, args.work_iters = 2.0, 100, 256, 1
-    out = args.out or (os.path.join(os.environ["OUT"], "vattention_mapping.json")
-                       if os.environ.get("OUT") else None)
+    out = args.out or (
+        os.path.join(os.environ["OUT"], "vattention_mapping.json")
+        if os.environ.get("OUT")
+        else None
+    )
 
     rows = []
     for layout in ("per_layer", "mega"):
         rows += growth(args, layout)
-    print(f"Llama-3-8B shape {SHAPE}, bf16, budget {args.budget_gib} GiB, "
-          f"backend {args.backend} on {args.device}, page {rows[0]['page_bytes']} bytes")
-    print_table(rows, ["test", "layout", "pages", "seconds", "pages_per_s", "GB_per_s",
-                       "us_per_page"])
-    loops = [decode_loop(args, layout, ahead) for layout in ("per_layer", "mega")
-             for ahead in (False, True)]
+    print(
+        f"Llama-3-8B shape {SHAPE}, bf16, budget {args.budget_gib} GiB, "
+        f"backend {args.backend} on {args.device}, page {rows[0]['page_bytes']} bytes"
+    )
+    print_table(
+        rows, ["test", "layout", "pages", "seconds", "pages_per_s", "GB_per_s", "us_per_page"]
+    )
+    loops = [
+        decode_loop(args, layout, ahead)
+        for layout in ("per_layer", "mega")
+        for ahead in (False, True)
+    ]
     print()
-    print_table(loops, ["test", "layout", "steps", "step_ms", "ensure_share_pct",
-                        "map_wait_share_pct", "units_sync", "units_ahead", "blocks_unmapped"])
-    write_json(out, {**run_info(), "backend": args.backend, "shape": SHAPE,
-                     "budget_gib": args.budget_gib, "growth": rows, "decode": loops})
+    print_table(
+        loops,
+        [
+            "test",
+            "layout",
+            "steps",
+            "step_ms",
+            "ensure_share_pct",
+            "map_wait_share_pct",
+            "units_sync",
+            "units_ahead",
+            "blocks_unmapped",
+        ],
+    )
+    write_json(
+        out,
+        {
+            **run_info(),
+            "backend": args.backend,
+            "shape": SHAPE,
+            "budget_gib": args.budget_gib,
+            "growth": rows,
+            "decode": loops,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -15,17 +15,39 @@ from typing import Any
 DEMO_MODEL = "demo"
 
 
-def _f(default: Any, help: str, *, aliases: tuple[str, ...] = (), choices: tuple[Any, ...] = (),
-       kind: Any = None) -> Any:
+def _f(
+    default: Any,
+    help: str,
+    *,
+    aliases: tuple[str, ...] = (),
+    choices: tuple[Any, ...] = (),
+    kind: Any = None,
+) -> Any:
     meta = {"help": help, "aliases": aliases, "choices": choices, "kind": kind}
     return field(default=default, metadata=meta)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2,
-          "mb": 1000**2, "mi": 1024**2, "mib": 1024**2, "g": 1000**3, "gb": 1000**3,
-          "gi": 1024**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "ti": 1024**4,
-          "tib": 1024**4}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "ki": 1024,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ti": 1024**4,
+    "tib": 1024**4,
+}
 
 
 def parse_size(value: str | int | None) -> int | None:
@@ -40,98 +62,168 @@ def parse_size(value: str | int | None) -> int | None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = _f(DEMO_MODEL, "Hugging Face model folder or hub id; 'demo' is the embedded "
-                    "random-weight demo model.", aliases=("model_name",))
+    model: str = _f(
+        DEMO_MODEL,
+        "Hugging Face model folder or hub id; 'demo' is the embedded random-weight demo model.",
+        aliases=("model_name",),
+    )
     tokenizer: str | None = _f(None, "Tokenizer folder or hub id (default: the model's).")
-    patch_tokenizer: str | None = _f(None, "AdaptiVocab PatchTokenizer folder: the base model is "
-                                     "patched at load time (or a patched folder is checked).",
-                                     aliases=("patch_tokenizer_path",))
-    dtype: str = _f("auto", "Weights and activations dtype. 'auto': the checkpoint's dtype on a "
-                    "GPU, float32 on the CPU.",
-                    choices=("auto", "float32", "bfloat16", "float16"))
-    device: str = _f("auto", "Device to run on: 'auto' (cuda if available), 'cpu', 'cuda' or "
-                     "'cuda:N'.")
-    max_model_len: int | None = _f(None, "Longest sequence (prompt + output) in tokens. "
-                                   "Default: the model's max_position_embeddings.")
-    seed: int = _f(0, "Seed of the global sampler RNG (requests with their own seed are "
-                   "reproducible regardless).")
+    patch_tokenizer: str | None = _f(
+        None,
+        "AdaptiVocab PatchTokenizer folder: the base model is "
+        "patched at load time (or a patched folder is checked).",
+        aliases=("patch_tokenizer_path",),
+    )
+    dtype: str = _f(
+        "auto",
+        "Weights and activations dtype. 'auto': the checkpoint's dtype on a "
+        "GPU, float32 on the CPU.",
+        choices=("auto", "float32", "bfloat16", "float16"),
+    )
+    device: str = _f(
+        "auto", "Device to run on: 'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'."
+    )
+    max_model_len: int | None = _f(
+        None,
+        "Longest sequence (prompt + output) in tokens. "
+        "Default: the model's max_position_embeddings.",
+    )
+    seed: int = _f(
+        0,
+        "Seed of the global sampler RNG (requests with their own seed are "
+        "reproducible regardless).",
+    )
     trust_remote_code: bool = _f(False, "Accepted for compatibility; remote code is never run.")
-    load_format: str = _f("auto", "Where weights come from: 'auto' (the folder's safetensors) "
-                          "or 'dummy' (random values made on the device; only config.json is "
-                          "read; for speed measurements of real shapes).",
-                          choices=("auto", "dummy"))
-    init_method: str = _f("exp", "Initialisation of swapped embedding rows when a patch "
-                          "tokenizer is applied at load time.",
-                          choices=("exp", "mean", "first", "last", "random"))
-    enforce_eager: bool = _f(False, "Run every step eagerly: no CUDA graphs. Otherwise, on a "
-                             "GPU with the triton or paged attention backend and one rank, "
-                             "a graph of every step shape (decode batch sizes, mixed-step "
-                             "token counts) is captured at startup and each step replays "
-                             "one.")
+    load_format: str = _f(
+        "auto",
+        "Where weights come from: 'auto' (the folder's safetensors) "
+        "or 'dummy' (random values made on the device; only config.json is "
+        "read; for speed measurements of real shapes).",
+        choices=("auto", "dummy"),
+    )
+    init_method: str = _f(
+        "exp",
+        "Initialisation of swapped embedding rows when a patch tokenizer is applied at load time.",
+        choices=("exp", "mean", "first", "last", "random"),
+    )
+    enforce_eager: bool = _f(
+        False,
+        "Run every step eagerly: no CUDA graphs. Otherwise, on a "
+        "GPU with the triton or paged attention backend and one rank, "
+        "a graph of every step shape (decode batch sizes, mixed-step "
+        "token counts) is captured at startup and each step replays "
+        "one.",
+    )
 
 
 @dataclass(frozen=True)
 class CacheConfig:
-    kv_cache_backend: str = _f("auto", "KV cache memory: 'auto' (cuda on a GPU, cpu on the host), "
-                               "'cuda', 'cpu' (virtual memory, pages mapped on demand) or "
-                               "'dense' (everything allocated up front; the reference).",
-                               choices=("auto", "cuda", "cpu", "dense"))
-    kv_layout: str = _f("per_layer", "KV layout: 'per_layer' (one K and one V tensor per layer) or "
-                        "'mega' (token-major across layers; finer growth with big pages).",
-                        choices=("per_layer", "mega"))
-    page_bytes: int | None = _f(None, "vAttention's physical page size in bytes (default: the "
-                                "driver's granularity, 2 MiB, on a GPU; a small multiple of "
-                                "4 KiB on the host).",
-                                aliases=("page_size", "model_block_size"), kind="size")
-    block_tokens: int = _f(16, "Tokens per block of the paged cache (--attention-backend "
-                           "paged); vLLM's --block-size.", aliases=("block_size",))
-    kv_cache_memory: int | None = _f(None, "Physical KV cache budget in bytes (e.g. 8GiB). Default "
-                                     "on a GPU: from --gpu-memory-utilization; on the host: "
-                                     "4 GiB.", kind="size")
-    gpu_memory_utilization: float = _f(0.9, "Fraction of GPU memory the engine may use in total "
-                                       "(weights, activations and KV cache).")
-    expected_request_tokens: int = _f(1024, "Typical request size (prompt + output) in base-"
-                                      "tokenizer tokens, used to size the virtual cache; with a "
-                                      "patch tokenizer it is scaled by the measured reduction.")
+    kv_cache_backend: str = _f(
+        "auto",
+        "KV cache memory: 'auto' (cuda on a GPU, cpu on the host), "
+        "'cuda', 'cpu' (virtual memory, pages mapped on demand) or "
+        "'dense' (everything allocated up front; the reference).",
+        choices=("auto", "cuda", "cpu", "dense"),
+    )
+    kv_layout: str = _f(
+        "per_layer",
+        "KV layout: 'per_layer' (one K and one V tensor per layer) or "
+        "'mega' (token-major across layers; finer growth with big pages).",
+        choices=("per_layer", "mega"),
+    )
+    page_bytes: int | None = _f(
+        None,
+        "vAttention's physical page size in bytes (default: the "
+        "driver's granularity, 2 MiB, on a GPU; a small multiple of "
+        "4 KiB on the host).",
+        aliases=("page_size", "model_block_size"),
+        kind="size",
+    )
+    block_tokens: int = _f(
+        16,
+        "Tokens per block of the paged cache (--attention-backend paged); vLLM's --block-size.",
+        aliases=("block_size",),
+    )
+    kv_cache_memory: int | None = _f(
+        None,
+        "Physical KV cache budget in bytes (e.g. 8GiB). Default "
+        "on a GPU: from --gpu-memory-utilization; on the host: "
+        "4 GiB.",
+        kind="size",
+    )
+    gpu_memory_utilization: float = _f(
+        0.9,
+        "Fraction of GPU memory the engine may use in total (weights, activations and KV cache).",
+    )
+    expected_request_tokens: int = _f(
+        1024,
+        "Typical request size (prompt + output) in base-"
+        "tokenizer tokens, used to size the virtual cache; with a "
+        "patch tokenizer it is scaled by the measured reduction.",
+    )
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    scheduler: str = _f("sarathi", "Batching policy: 'sarathi' (stall-free chunked prefills mixed "
-                        "with decodes) or 'vllm' (whole prefills first, decodes paused).",
-                        choices=("sarathi", "vllm"))
-    chunk_size: int | None = _f(None, "Token budget per step (Sarathi's chunk size; vLLM's "
-                                "--max-num-batched-tokens). Default: 1024 on GPUs of compute "
-                                "capability 9.0 or newer (H100, H200), where it gave the most "
-                                "throughput with a p99 time between tokens of 34 ms; 512 "
-                                "elsewhere, the lower tail latency (docs/benchmarks.md).",
-                                aliases=("max_num_batched_tokens",))
+    scheduler: str = _f(
+        "sarathi",
+        "Batching policy: 'sarathi' (stall-free chunked prefills mixed "
+        "with decodes) or 'vllm' (whole prefills first, decodes paused).",
+        choices=("sarathi", "vllm"),
+    )
+    chunk_size: int | None = _f(
+        None,
+        "Token budget per step (Sarathi's chunk size; vLLM's "
+        "--max-num-batched-tokens). Default: 1024 on GPUs of compute "
+        "capability 9.0 or newer (H100, H200), where it gave the most "
+        "throughput with a p99 time between tokens of 34 ms; 512 "
+        "elsewhere, the lower tail latency (docs/benchmarks.md).",
+        aliases=("max_num_batched_tokens",),
+    )
     max_num_seqs: int = _f(256, "Most sequences running at once (the number of KV slots).")
-    overlap_scheduling: bool | None = _f(None, "Schedule and launch step N+1 while step N "
-                                         "runs, and process step N's tokens meanwhile (one "
-                                         "executor process only). A sequence that stops at "
-                                         "step N computes one token more, which is dropped. "
-                                         "Unset: on with a CUDA device, off on the CPU (where "
-                                         "the step runs while it is launched, so outputs "
-                                         "would only come a step later).")
+    overlap_scheduling: bool | None = _f(
+        None,
+        "Schedule and launch step N+1 while step N "
+        "runs, and process step N's tokens meanwhile (one "
+        "executor process only). A sequence that stops at "
+        "step N computes one token more, which is dropped. "
+        "Unset: on with a CUDA device, off on the CPU (where "
+        "the step runs while it is launched, so outputs "
+        "would only come a step later).",
+    )
 
 
 @dataclass(frozen=True)
 class ParallelConfig:
-    tensor_parallel_size: int = _f(1, "Number of GPUs (or CPU processes) a model is split over "
-                                   "(Megatron-style tensor parallelism).",
-                                   aliases=("model_tensor_parallel_degree",))
-    executor: str = _f("auto", "Where workers run: 'uni' (in this process; tensor_parallel_size "
-                       "1), 'mp' (one process per rank on this host, torch.distributed), 'ray' "
-                       "(Ray actors, across machines) or 'auto' (uni for one rank, else mp).",
-                       choices=("auto", "uni", "mp", "ray"))
-    ray_address: str | None = _f(None, "Ray cluster to join with --executor ray (e.g. "
-                                 "'auto' or 'ray://head:10001'); default: $RAY_ADDRESS, else "
-                                 "a private local Ray.")
-    step_timeout: float = _f(300.0, "Seconds a worker may take for one step before the engine "
-                             "declares it hung and fails its requests (mp and ray).")
-    worker_start_timeout: float = _f(900.0, "Seconds workers may take to start (load weights, "
-                                     "create the KV cache) before the engine gives up.")
+    tensor_parallel_size: int = _f(
+        1,
+        "Number of GPUs (or CPU processes) a model is split over "
+        "(Megatron-style tensor parallelism).",
+        aliases=("model_tensor_parallel_degree",),
+    )
+    executor: str = _f(
+        "auto",
+        "Where workers run: 'uni' (in this process; tensor_parallel_size "
+        "1), 'mp' (one process per rank on this host, torch.distributed), 'ray' "
+        "(Ray actors, across machines) or 'auto' (uni for one rank, else mp).",
+        choices=("auto", "uni", "mp", "ray"),
+    )
+    ray_address: str | None = _f(
+        None,
+        "Ray cluster to join with --executor ray (e.g. "
+        "'auto' or 'ray://head:10001'); default: $RAY_ADDRESS, else "
+        "a private local Ray.",
+    )
+    step_timeout: float = _f(
+        300.0,
+        "Seconds a worker may take for one step before the engine "
+        "declares it hung and fails its requests (mp and ray).",
+    )
+    worker_start_timeout: float = _f(
+        900.0,
+        "Seconds workers may take to start (load weights, "
+        "create the KV cache) before the engine gives up.",
+    )
 
     @property
     def resolved_executor(self) -> str:
@@ -142,14 +234,17 @@ class ParallelConfig:
 
 @dataclass(frozen=True)
 class AttentionConfig:
-    attention_backend: str = _f("auto", "Attention implementation: 'auto' (the fastest available: "
-                                "triton on a CUDA device where Triton imports, else torch), "
-                                "'torch' (SDPA; CPU and GPU), 'triton' (our kernels over "
-                                "the vattention layout; GPU) or 'paged' (a block-table cache "
-                                "allocated up front, vLLM-style: the baseline vAttention is "
-                                "measured against; the same kernels on a GPU).",
-                                aliases=("model_attention_backend",),
-                                choices=("auto", "torch", "triton", "paged"))
+    attention_backend: str = _f(
+        "auto",
+        "Attention implementation: 'auto' (the fastest available: "
+        "triton on a CUDA device where Triton imports, else torch), "
+        "'torch' (SDPA; CPU and GPU), 'triton' (our kernels over "
+        "the vattention layout; GPU) or 'paged' (a block-table cache "
+        "allocated up front, vLLM-style: the baseline vAttention is "
+        "measured against; the same kernels on a GPU).",
+        aliases=("model_attention_backend",),
+        choices=("auto", "torch", "triton", "paged"),
+    )
 
 
 @dataclass(frozen=True)
@@ -165,7 +260,7 @@ class EngineConfig:
     SECTIONS = ("model", "cache", "scheduler", "parallel", "attention")
 
     @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> "EngineConfig":
+    def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
         """Build from flat field names (``LLM(model=..., chunk_size=...)``); aliases accepted."""
         groups: dict[str, dict[str, Any]] = {name: {} for name in cls.SECTIONS}
         lookup = field_index()
@@ -188,29 +283,44 @@ class EngineConfig:
         if s.max_num_seqs <= 0:
             raise ValueError(f"max_num_seqs must be positive, got {s.max_num_seqs}")
         if not 0 < c.gpu_memory_utilization <= 1:
-            raise ValueError("gpu_memory_utilization must be in (0, 1], got "
-                             f"{c.gpu_memory_utilization}")
+            raise ValueError(
+                f"gpu_memory_utilization must be in (0, 1], got {c.gpu_memory_utilization}"
+            )
         if c.expected_request_tokens <= 0:
             raise ValueError("expected_request_tokens must be positive")
         if self.model.max_model_len is not None and self.model.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.model.max_model_len}")
         p = self.parallel
         if p.tensor_parallel_size < 1:
-            raise ValueError(f"tensor_parallel_size must be at least 1, got "
-                             f"{p.tensor_parallel_size}")
+            raise ValueError(
+                f"tensor_parallel_size must be at least 1, got {p.tensor_parallel_size}"
+            )
         if p.tensor_parallel_size > 1 and p.resolved_executor == "uni":
-            raise ValueError("the uni executor runs one rank; use --executor mp or ray for "
-                             f"tensor_parallel_size {p.tensor_parallel_size}")
+            raise ValueError(
+                "the uni executor runs one rank; use --executor mp or ray for "
+                f"tensor_parallel_size {p.tensor_parallel_size}"
+            )
         if p.step_timeout <= 0 or p.worker_start_timeout <= 0:
             raise ValueError("step_timeout and worker_start_timeout must be positive")
 
 
-SECTION_TYPES = {"model": ModelConfig, "cache": CacheConfig, "scheduler": SchedulerConfig,
-                 "parallel": ParallelConfig, "attention": AttentionConfig}
+SECTION_TYPES = {
+    "model": ModelConfig,
+    "cache": CacheConfig,
+    "scheduler": SchedulerConfig,
+    "parallel": ParallelConfig,
+    "attention": AttentionConfig,
+}
 
 # Values of the seed project's flags that map onto ours.
-_VALUE_ALIASES = {"attention_backend": {"fa_vattn": "auto", "fa_paged": "paged", "flashinfer_vattn":
-                                        "auto", "no_op": "torch"}}
+_VALUE_ALIASES = {
+    "attention_backend": {
+        "fa_vattn": "auto",
+        "fa_paged": "paged",
+        "flashinfer_vattn": "auto",
+        "no_op": "torch",
+    }
+}
 
 
 def normalize_value(f: Any, value: Any) -> Any:

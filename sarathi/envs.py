@@ -18,21 +18,38 @@ class EnvVar:
     help: str
 
 
-ENV_VARS: dict[str, EnvVar] = {v.name: v for v in (
-    EnvVar("SARATHI_CACHE", "~/.cache/sarathi",
-           "Folder where the embedded demo model is built on first use."),
-    EnvVar("SARATHI_API_KEY", "",
-           "API key the server requires when --api-key is not given (empty: none)."),
-    EnvVar("SARATHI_FUSED", "1",
-           "0: the PyTorch reference ops instead of the fused Triton kernels (residual add + "
-           "RMSNorm, rotary with the K/V write, SiLU-and-mul), to time the baseline."),
-    EnvVar("SARATHI_GEMV", "1",
-           "One-row matmuls (batch-1 decode): 1 on the split-K GEMV where it was measured "
-           "faster, 0 cuBLAS for all, all the GEMV for all."),
-    EnvVar("SARATHI_PDL", "1",
-           "0: plain kernel launches instead of programmatic dependent launch (Hopper and "
-           "later)."),
-)}
+ENV_VARS: dict[str, EnvVar] = {
+    v.name: v
+    for v in (
+        EnvVar(
+            "SARATHI_CACHE",
+            "~/.cache/sarathi",
+            "Folder where the embedded demo model is built on first use.",
+        ),
+        EnvVar(
+            "SARATHI_API_KEY",
+            "",
+            "API key the server requires when --api-key is not given (empty: none).",
+        ),
+        EnvVar(
+            "SARATHI_FUSED",
+            "1",
+            "0: the PyTorch reference ops instead of the fused Triton kernels (residual add + "
+            "RMSNorm, rotary with the K/V write, SiLU-and-mul), to time the baseline.",
+        ),
+        EnvVar(
+            "SARATHI_GEMV",
+            "1",
+            "One-row matmuls (batch-1 decode): 1 on the split-K GEMV where it was measured "
+            "faster, 0 cuBLAS for all, all the GEMV for all.",
+        ),
+        EnvVar(
+            "SARATHI_PDL",
+            "1",
+            "0: plain kernel launches instead of programmatic dependent launch (Hopper and later).",
+        ),
+    )
+}
 
 
 def env(name: str, environ: Mapping[str, str] | None = None) -> str:

@@ -12,7 +12,7 @@ Two sources feed it:
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,12 +22,76 @@ from sarathi.outputs import RequestOutput
 
 PREFIX = "sarathi:"
 
-_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
-                 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
-_ITL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
-                1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
-_E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
-                60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+_TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+)
+_ITL_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+_E2E_BUCKETS = (
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+)
 FINISH_REASONS = ("stop", "length", "abort")
 
 
@@ -40,15 +104,27 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.model_name = model_name
         labels = ["model_name"]
-        self.ttft = Histogram(PREFIX + "time_to_first_token_seconds",
-                              "Time from arrival to the first generated token.", labels,
-                              buckets=_TTFT_BUCKETS, registry=self.registry)
-        self.itl = Histogram(PREFIX + "inter_token_latency_seconds",
-                             "Time between two consecutive steps that produced tokens for a "
-                             "request.", labels, buckets=_ITL_BUCKETS, registry=self.registry)
-        self.e2e = Histogram(PREFIX + "e2e_request_latency_seconds",
-                             "Time from arrival to the last token of a finished request.",
-                             labels, buckets=_E2E_BUCKETS, registry=self.registry)
+        self.ttft = Histogram(
+            PREFIX + "time_to_first_token_seconds",
+            "Time from arrival to the first generated token.",
+            labels,
+            buckets=_TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.itl = Histogram(
+            PREFIX + "inter_token_latency_seconds",
+            "Time between two consecutive steps that produced tokens for a request.",
+            labels,
+            buckets=_ITL_BUCKETS,
+            registry=self.registry,
+        )
+        self.e2e = Histogram(
+            PREFIX + "e2e_request_latency_seconds",
+            "Time from arrival to the last token of a finished request.",
+            labels,
+            buckets=_E2E_BUCKETS,
+            registry=self.registry,
+        )
         self._success = {r: 0 for r in FINISH_REASONS}
         # Per-request time of the last step that produced tokens; loop-thread only.
         self._last_token: dict[str, float] = {}
@@ -90,14 +166,18 @@ class ServerMetrics:
         tokenizer's count is the patched ids expanded into their base pieces.
         """
         labels = [self.model_name]
-        ratio = GaugeMetricFamily(PREFIX + "adaptivocab_reduction_ratio",
-                                  "Measured patched/base token ratio (1 without a patch "
-                                  "tokenizer).", labels=["model_name"])
+        ratio = GaugeMetricFamily(
+            PREFIX + "adaptivocab_reduction_ratio",
+            "Measured patched/base token ratio (1 without a patch tokenizer).",
+            labels=["model_name"],
+        )
         ratio.add_metric(labels, snap.reduction_ratio)
         yield ratio
-        cap = GaugeMetricFamily(PREFIX + "kv_cache_text_capacity_base_tokens",
-                                "Longest request a KV slot holds, in base-tokenizer tokens.",
-                                labels=["model_name"])
+        cap = GaugeMetricFamily(
+            PREFIX + "kv_cache_text_capacity_base_tokens",
+            "Longest request a KV slot holds, in base-tokenizer tokens.",
+            labels=["model_name"],
+        )
         cap.add_metric(labels, snap.text_capacity_base_tokens)
         yield cap
         if not snap.patched:
@@ -107,14 +187,18 @@ class ServerMetrics:
             saved = CounterMetricFamily(
                 PREFIX + f"adaptivocab_{kind}_tokens_saved",
                 f"{kind.capitalize()} tokens the domain vocabulary saved versus the base "
-                "tokenizer, on the same text (finished requests).", labels=["model_name"])
+                "tokenizer, on the same text (finished requests).",
+                labels=["model_name"],
+            )
             base_tokens = getattr(t, f"base_{kind}_tokens")
             saved.add_metric(labels, base_tokens - getattr(t, f"patched_{kind}_tokens"))
             yield saved
             base = CounterMetricFamily(
                 PREFIX + f"adaptivocab_base_{kind}_tokens",
                 f"{kind.capitalize()} tokens the base tokenizer would have used (finished "
-                "requests).", labels=["model_name"])
+                "requests).",
+                labels=["model_name"],
+            )
             base.add_metric(labels, base_tokens)
             yield base
 
@@ -141,23 +225,32 @@ class _SnapshotCollector:
             return c
 
         yield gauge("num_requests_running", "Sequences running on the engine.", snap.num_running)
-        yield gauge("num_requests_waiting", "Sequences waiting to be scheduled.",
-                    snap.num_waiting)
+        yield gauge("num_requests_waiting", "Sequences waiting to be scheduled.", snap.num_waiting)
         yield counter("prompt_tokens", "Prompt tokens admitted.", snap.stats.prompt_tokens)
         yield counter("generation_tokens", "Tokens generated.", snap.stats.generation_tokens)
-        yield counter("num_preemptions", "Sequences preempted (to be recomputed).",
-                      snap.stats.preemptions)
-        success = CounterMetricFamily(PREFIX + "request_success",
-                                      "Finished sequences, by finish reason.",
-                                      labels=["model_name", "finished_reason"])
+        yield counter(
+            "num_preemptions", "Sequences preempted (to be recomputed).", snap.stats.preemptions
+        )
+        success = CounterMetricFamily(
+            PREFIX + "request_success",
+            "Finished sequences, by finish reason.",
+            labels=["model_name", "finished_reason"],
+        )
         for reason, count in sorted(dict(self.metrics._success).items()):  # copy: atomic
             success.add_metric([name, reason], count)
         yield success
         cache = snap.cache
-        yield gauge("kv_cache_mapped_bytes", "Physical KV cache memory mapped.",
-                    cache.get("mapped_bytes", 0))
-        yield gauge("kv_cache_used_bytes", "KV cache bytes holding tokens.",
-                    cache.get("token_bytes", 0))
-        yield gauge("kv_cache_pages_free", "Physical KV pages not mapped to any slot.",
-                    cache.get("pages_free", 0))
+        yield gauge(
+            "kv_cache_mapped_bytes",
+            "Physical KV cache memory mapped.",
+            cache.get("mapped_bytes", 0),
+        )
+        yield gauge(
+            "kv_cache_used_bytes", "KV cache bytes holding tokens.", cache.get("token_bytes", 0)
+        )
+        yield gauge(
+            "kv_cache_pages_free",
+            "Physical KV pages not mapped to any slot.",
+            cache.get("pages_free", 0),
+        )
         yield from self.metrics.adaptivocab_families(snap)

@@ -52,7 +52,7 @@ class Sequence:
 
     @property
     def output_ids(self) -> list[int]:
-        return self.token_ids[self.prompt_len:self.num_tokens]
+        return self.token_ids[self.prompt_len : self.num_tokens]
 
     @property
     def num_output(self) -> int:
@@ -85,7 +85,4 @@ class Request:
 
     @property
     def finished(self) -> bool:
-        for s in self.seqs:
-            if s.status is not SeqStatus.FINISHED:
-                return False
-        return True
+        return all(s.status is SeqStatus.FINISHED for s in self.seqs)

@@ -2,7 +2,7 @@
 # Format, lint and type checks (configured in pyproject.toml) on the packages that are clean.
 # Add a package to PACKAGES once `ruff format`, `ruff check` and `mypy` pass on it.
 # Usage: scripts/lint.sh    (from anywhere; needs the test extra: pip install -e ".[test]")
-PACKAGES="vattention adaptivocab"
+PACKAGES="sarathi vattention adaptivocab"
 
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -18,12 +18,13 @@ No sequence is ever dropped.
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections import deque
 from dataclasses import dataclass, field
 
 from sarathi.config import SchedulerConfig
 from sarathi.core.scheduler_output import NewSequence, ScheduledChunk, StepInput
-from sarathi.sequence import Sequence, SeqStatus
+from sarathi.sequence import SeqStatus, Sequence
 
 
 @dataclass
@@ -77,11 +78,14 @@ class CacheCapacity:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, capacity: CacheCapacity, max_model_len: int
-                 ) -> None:
+    def __init__(
+        self, config: SchedulerConfig, capacity: CacheCapacity, max_model_len: int
+    ) -> None:
         if config.chunk_size is None:
-            raise ValueError("the scheduler needs a resolved chunk_size (the engine resolves "
-                             "the default by GPU class)")
+            raise ValueError(
+                "the scheduler needs a resolved chunk_size (the engine resolves "
+                "the default by GPU class)"
+            )
         self.config = config
         self.chunk_size: int = config.chunk_size
         self.capacity = capacity
@@ -101,10 +105,8 @@ class Scheduler:
         if seq.status is SeqStatus.RUNNING:
             self.running.remove(seq)
         elif seq.status is SeqStatus.WAITING:
-            try:
+            with contextlib.suppress(ValueError):
                 self.waiting.remove(seq)
-            except ValueError:
-                pass
         self.free_blocks += seq.num_blocks
         seq.num_blocks = 0
         seq.status = SeqStatus.FINISHED
@@ -140,12 +142,14 @@ class Scheduler:
         for seq, n in step.chunks:
             if not seq.sent_to_worker:
                 seq.sent_to_worker = True
-                inp.new_sequences.append(NewSequence(seq.seq_id, seq.params, seq.prompt_len,
-                                                     _seed(seq)))
+                inp.new_sequences.append(
+                    NewSequence(seq.seq_id, seq.params, seq.prompt_len, _seed(seq))
+                )
             start = seq.num_computed
-            tokens = seq.token_ids[start:start + n]
-            inp.chunks.append(ScheduledChunk(seq.seq_id, start, tokens,
-                                             start + n == len(seq.token_ids)))
+            tokens = seq.token_ids[start : start + n]
+            inp.chunks.append(
+                ScheduledChunk(seq.seq_id, start, tokens, start + n == len(seq.token_ids))
+            )
         return step
 
     def _schedule_sarathi(self, step: SchedulerStep) -> None:
@@ -179,10 +183,13 @@ class Scheduler:
             self._schedule_decodes(step, len(self.running))
             # Prefills interrupted by preemption resume here, whole.
             for seq in list(self.running):
-                if seq.remaining > 1 and seq.seq_id not in step.ids:
-                    if self._fit(seq, seq.remaining) == seq.remaining:
-                        self._grow(seq, seq.num_tokens)
-                        step.add_chunk(seq, seq.remaining)
+                if (
+                    seq.remaining > 1
+                    and seq.seq_id not in step.ids
+                    and self._fit(seq, seq.remaining) == seq.remaining
+                ):
+                    self._grow(seq, seq.num_tokens)
+                    step.add_chunk(seq, seq.remaining)
             if not step.empty or not self.running:
                 return
             self._preempt(self.running[-1], step)

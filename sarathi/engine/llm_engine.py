@@ -17,6 +17,7 @@ step N first. Without overlap each step is collected as soon as it is launched.
 
 from __future__ import annotations
 
+import collections.abc
 import itertools
 import logging
 import time
@@ -58,21 +59,35 @@ class LLMEngine:
         self.setup: ModelSetup = resolve_model(config)
         m = self.setup
         # The derived token budget travels in a copy of the config: the user's is unchanged.
-        config = replace(config, scheduler=replace(
-            config.scheduler, chunk_size=resolve_chunk_size(config, m.device)))
+        config = replace(
+            config,
+            scheduler=replace(config.scheduler, chunk_size=resolve_chunk_size(config, m.device)),
+        )
         self.config = config
         self.tokenizer = m.tokenizer
-        self.executor = create_executor(WorkerSpec(
-            config, m.path, m.shape, m.dtype, m.device, m.max_model_len, m.eos_ids,
-            m.reduction_ratio, m.patch_at_load, config.model.init_method))
+        self.executor = create_executor(
+            WorkerSpec(
+                config,
+                m.path,
+                m.shape,
+                m.dtype,
+                m.device,
+                m.max_model_len,
+                m.eos_ids,
+                m.reduction_ratio,
+                m.patch_at_load,
+                config.model.init_method,
+            )
+        )
         capacity = self.executor.capacity()
         self.cache_plan = self.executor.cache_plan()
         self.scheduler = Scheduler(config.scheduler, capacity, m.max_model_len)
         # A sequence may never outgrow what the whole cache holds, so one alone always fits.
         self.max_seq_len = min(m.max_model_len, capacity.max_tokens)
         self.stats = EngineStats()
-        self.output_processor = OutputProcessor(streaming_decoder(m.tokenizer), m.eos_ids,
-                                                self.max_seq_len, self.stats, m.patch)
+        self.output_processor = OutputProcessor(
+            streaming_decoder(m.tokenizer), m.eos_ids, self.max_seq_len, self.stats, m.patch
+        )
         overlap = config.scheduler.overlap_scheduling
         if overlap is None:
             overlap = m.device.type == "cuda"
@@ -85,9 +100,18 @@ class LLMEngine:
         logger.info(
             "model %s (%s, %s on %s); KV cache: %s backend, %s layout, %d slots x %d tokens "
             "(%d base-tokenizer tokens of text at reduction ratio %.3f), %.2f GiB physical",
-            m.name, m.shape.architecture, str(m.dtype).replace("torch.", ""), m.device,
-            plan.backend, plan.layout, plan.max_slots, self.max_seq_len,
-            self.text_capacity_base_tokens, m.reduction_ratio, plan.budget / 1024**3)
+            m.name,
+            m.shape.architecture,
+            str(m.dtype).replace("torch.", ""),
+            m.device,
+            plan.backend,
+            plan.layout,
+            plan.max_slots,
+            self.max_seq_len,
+            self.text_capacity_base_tokens,
+            m.reduction_ratio,
+            plan.budget / 1024**3,
+        )
 
     # -- what the engine serves --------------------------------------------------------------
     @property
@@ -100,9 +124,14 @@ class LLMEngine:
         return int(self.max_seq_len / self.setup.reduction_ratio)
 
     # -- requests ----------------------------------------------------------------------------
-    def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
-                    request_id: str | None = None, arrival_time: float | None = None,
-                    final_only: bool = False) -> Request:
+    def add_request(
+        self,
+        prompt: str | collections.abc.Sequence[int],
+        params: SamplingParams | None = None,
+        request_id: str | None = None,
+        arrival_time: float | None = None,
+        final_only: bool = False,
+    ) -> Request:
         """Queue a request. ``final_only``: ``step()`` returns its output once, when it
         finishes, instead of a snapshot at every step (what offline generation reads)."""
         params = params or SamplingParams()
@@ -114,9 +143,14 @@ class LLMEngine:
         if request_id in self.requests:
             raise RequestError(f"request id {request_id!r} is already in use")
         self.validate_prompt(ids)
-        req = Request(request_id, text, ids, params,
-                      arrival_time=arrival_time if arrival_time is not None else time.monotonic(),
-                      final_only=final_only)
+        req = Request(
+            request_id,
+            text,
+            ids,
+            params,
+            arrival_time=arrival_time if arrival_time is not None else time.monotonic(),
+            final_only=final_only,
+        )
         for i in range(params.n):
             req.seqs.append(Sequence(next(self._seq_ids), i, req, list(ids), len(ids)))
         self.output_processor.add(req)
@@ -136,7 +170,8 @@ class LLMEngine:
         if len(ids) >= self.max_seq_len:
             raise RequestError(
                 f"the prompt has {len(ids)} tokens; this model's context is {self.max_seq_len} "
-                "tokens including at least one generated token")
+                "tokens including at least one generated token"
+            )
 
     def abort_request(self, request_id: str) -> None:
         req = self.requests.pop(request_id, None)
@@ -196,8 +231,9 @@ class LLMEngine:
                 self._on_sample(seq, sampled, indices, overlap)
         return sampled, indices
 
-    def _on_sample(self, seq: Sequence, sampled: list[Sequence], indices: list[int],
-                   overlap: bool) -> None:
+    def _on_sample(
+        self, seq: Sequence, sampled: list[Sequence], indices: list[int], overlap: bool
+    ) -> None:
         index = len(seq.token_ids)
         sampled.append(seq)
         indices.append(index)
@@ -230,8 +266,9 @@ class LLMEngine:
     def _is_last_token(self, seq: Sequence, index: int) -> bool:
         """Whether the token sampled at ``index`` ends the sequence by length."""
         p = seq.params
-        return ((p.max_tokens is not None and index + 1 - seq.prompt_len >= p.max_tokens)
-                or index + 1 >= self.max_seq_len)
+        return (
+            p.max_tokens is not None and index + 1 - seq.prompt_len >= p.max_tokens
+        ) or index + 1 >= self.max_seq_len
 
     # -- introspection -----------------------------------------------------------------------
     def cache_stats(self) -> dict[str, Any]:
@@ -241,11 +278,14 @@ class LLMEngine:
         """A read-only copy of the engine's state and counters, for /metrics and /health."""
         m = self.setup
         return EngineSnapshot(
-            num_running=self.scheduler.num_running, num_waiting=self.scheduler.num_waiting,
-            stats=replace(self.stats), cache=dict(self.cache_stats()),
+            num_running=self.scheduler.num_running,
+            num_waiting=self.scheduler.num_waiting,
+            stats=replace(self.stats),
+            cache=dict(self.cache_stats()),
             reduction_ratio=m.reduction_ratio,
             text_capacity_base_tokens=self.text_capacity_base_tokens,
-            patched=m.patch is not None)
+            patched=m.patch is not None,
+        )
 
     def is_alive(self) -> bool:
         """False once a worker died or failed (then every step raises ``WorkerError``);
@@ -257,8 +297,9 @@ class LLMEngine:
 
 
 def _samples_with_penalties(plan: SchedulerStep) -> bool:
-    return (any(s.params.has_penalties for s in plan.decodes)
-            or any(s.params.has_penalties for s, _ in plan.chunks))
+    return any(s.params.has_penalties for s in plan.decodes) or any(
+        s.params.has_penalties for s, _ in plan.chunks
+    )
 
 
 def _fill_placeholders(plan: SchedulerStep) -> None:
@@ -268,6 +309,6 @@ def _fill_placeholders(plan: SchedulerStep) -> None:
     for i, token in enumerate(inp.decode_tokens):
         if token == PENDING_TOKEN:
             inp.decode_tokens[i] = plan.decodes[i].token_ids[inp.decode_positions[i]]
-    for (seq, _), chunk in zip(plan.chunks, inp.chunks):
+    for (seq, _), chunk in zip(plan.chunks, inp.chunks, strict=True):
         if chunk.token_ids and chunk.token_ids[-1] == PENDING_TOKEN:
             chunk.token_ids[-1] = seq.token_ids[chunk.start + len(chunk.token_ids) - 1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -13,8 +13,15 @@ from sarathi.config import EngineConfig
 from sarathi.model_executor.model_shape import ModelShape, load_model_shape
 from sarathi.transformers_utils.demo import DEMO_NOTE
 from sarathi.transformers_utils.hub import DEMO_NAMES, resolve_model_path
-from sarathi.transformers_utils.tokenizer import (as_patch_tokenizer, eos_token_ids,
-                                                   get_tokenizer, is_patch_tokenizer_dir)
+from sarathi.transformers_utils.tokenizer import (
+    as_patch_tokenizer,
+    eos_token_ids,
+    get_tokenizer,
+    is_patch_tokenizer_dir,
+)
+
+if TYPE_CHECKING:
+    from adaptivocab import PatchTokenizer
 
 logger = logging.getLogger("sarathi")
 
@@ -28,7 +35,7 @@ class ModelSetup:
     is_demo: bool
     shape: ModelShape
     tokenizer: Any  # a Hugging Face tokenizer or an adaptivocab.PatchTokenizer
-    patch: Any | None  # the PatchTokenizer, when the tokenizer is one
+    patch: PatchTokenizer | None  # when the tokenizer is one
     patch_at_load: str | None  # patch the base checkpoint's rows with this folder's patch
     reduction_ratio: float  # patched / base tokens (AdaptiVocab); 1 without a patch
     device: torch.device
@@ -76,7 +83,8 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
     patch = as_patch_tokenizer(tokenizer)
     patch_at_load = None
     if patch is not None:
-        from adaptivocab import AdaptiVocabError, check_vocab
+        from adaptivocab import AdaptiVocabError
+        from adaptivocab.embeddings import check_vocab  # what adaptivocab loads lazily
 
         try:
             check_vocab(shape.vocab_size, len(tokenizer))
@@ -86,9 +94,16 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
             patch_at_load = mc.patch_tokenizer
     device = resolve_device(mc.device)
     return ModelSetup(
-        name=mc.model, path=path, is_demo=is_demo, shape=shape, tokenizer=tokenizer,
-        patch=patch, patch_at_load=patch_at_load,
+        name=mc.model,
+        path=path,
+        is_demo=is_demo,
+        shape=shape,
+        tokenizer=tokenizer,
+        patch=patch,
+        patch_at_load=patch_at_load,
         reduction_ratio=(patch.reduction_ratio or 1.0) if patch is not None else 1.0,
-        device=device, dtype=resolve_dtype(mc.dtype, shape.torch_dtype, device),
+        device=device,
+        dtype=resolve_dtype(mc.dtype, shape.torch_dtype, device),
         max_model_len=mc.max_model_len or shape.max_position_embeddings,
-        eos_ids=frozenset(eos_token_ids(tokenizer, path)))
+        eos_ids=frozenset(eos_token_ids(tokenizer, path)),
+    )

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sarathi.core.scheduler_output import StepResult
 from sarathi.engine.stats import EngineStats
 from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
 from sarathi.sequence import Request, Sequence
 from sarathi.transformers_utils.detokenizer import IncrementalDetokenizer
+
+if TYPE_CHECKING:
+    from adaptivocab import PatchTokenizer
 
 
 @dataclass
@@ -45,8 +48,14 @@ class StepOutcome:
 
 
 class OutputProcessor:
-    def __init__(self, decoder: Any, eos_ids: frozenset[int], max_seq_len: int,
-                 stats: EngineStats, patch: Any | None = None) -> None:
+    def __init__(
+        self,
+        decoder: Any,
+        eos_ids: frozenset[int],
+        max_seq_len: int,
+        stats: EngineStats,
+        patch: PatchTokenizer | None = None,
+    ) -> None:
         """``decoder``: the cheapest object whose ``decode`` equals the tokenizer's;
         ``patch``: the AdaptiVocab PatchTokenizer, for base-token counts (or None)."""
         self._decoder = decoder
@@ -60,25 +69,30 @@ class OutputProcessor:
         p = req.params
         live_text = not req.final_only or bool(p.stop_list)
         for seq in req.seqs:
-            detok = (IncrementalDetokenizer(self._decoder, req.prompt_token_ids,
-                                            p.skip_special_tokens) if live_text else None)
+            detok = (
+                IncrementalDetokenizer(self._decoder, req.prompt_token_ids, p.skip_special_tokens)
+                if live_text
+                else None
+            )
             self._seqs[seq.seq_id] = SequenceOutput(
-                detok, logprobs=[] if p.logprobs is not None else None)
+                detok, logprobs=[] if p.logprobs is not None else None
+            )
 
     def forget(self, req: Request) -> None:
         for seq in req.seqs:
             self._seqs.pop(seq.seq_id, None)
 
     # -- one step ----------------------------------------------------------------------------
-    def process(self, seqs: list[Sequence], indices: list[int], result: StepResult,
-                now: float | None = None) -> StepOutcome:
+    def process(
+        self, seqs: list[Sequence], indices: list[int], result: StepResult, now: float | None = None
+    ) -> StepOutcome:
         """``seqs[i]`` sampled ``result.token_ids[i]`` for its token ``indices[i]``."""
         now = time.monotonic() if now is None else now
         outcome = StepOutcome()
         touched: dict[str, Request] = {}
         logprobs = result.logprobs
         states = self._seqs
-        for i, (seq, token) in enumerate(zip(seqs, result.token_ids)):
+        for i, (seq, token) in enumerate(zip(seqs, result.token_ids, strict=False)):
             if seq.finished:  # stopped (or aborted) while this step ran: drop its token
                 continue
             out = states[seq.seq_id]
@@ -112,7 +126,7 @@ class OutputProcessor:
             if finished:
                 req.metrics.finished_time = now
                 if self._patch is not None:
-                    self._count_base_tokens(req)
+                    self._count_base_tokens(req, self._patch)
             outcome.outputs.append(self.make_output(req, finished))
         return outcome
 
@@ -138,33 +152,34 @@ class OutputProcessor:
                 hit = _find_stop(out.text, prev_len, p.stop_list)
                 if hit is not None:
                     idx, stop = hit
-                    out.text = out.text[:idx + (len(stop) if p.include_stop_str_in_output
-                                                else 0)]
+                    out.text = out.text[: idx + (len(stop) if p.include_stop_str_in_output else 0)]
                     reason, stop_reason = "stop", stop
-        if reason is None and ((p.max_tokens is not None and n_out >= p.max_tokens)
-                               or index + 1 >= self.max_seq_len):
+        if reason is None and (
+            (p.max_tokens is not None and n_out >= p.max_tokens) or index + 1 >= self.max_seq_len
+        ):
             reason = "length"
         if reason is None:
             return False
-        del seq.token_ids[index + 1:]  # a placeholder for a token that will not count
+        del seq.token_ids[index + 1 :]  # a placeholder for a token that will not count
         seq.num_pending = 0
         if out.detok is None:
-            detok = IncrementalDetokenizer(self._decoder, seq.request.prompt_token_ids,
-                                           p.skip_special_tokens)
+            detok = IncrementalDetokenizer(
+                self._decoder, seq.request.prompt_token_ids, p.skip_special_tokens
+            )
             out.text = detok.add_many(seq.output_ids) + detok.flush()
         elif stop_reason is None or isinstance(stop_reason, int):
             out.text += out.detok.flush()
         out.finish_reason, out.stop_reason = reason, stop_reason
         return True
 
-    def _count_base_tokens(self, req: Request) -> None:
+    def _count_base_tokens(self, req: Request, patch: PatchTokenizer) -> None:
         """What the same text would have cost with the base tokenizer (AdaptiVocab metrics)."""
         n = len(req.seqs)
         s = self.stats
-        s.base_prompt_tokens += n * len(self._patch.to_base_ids(req.prompt_token_ids))
+        s.base_prompt_tokens += n * len(patch.to_base_ids(req.prompt_token_ids))
         s.patched_prompt_tokens += n * len(req.prompt_token_ids)
         for seq in req.seqs:
-            s.base_generation_tokens += len(self._patch.to_base_ids(seq.output_ids))
+            s.base_generation_tokens += len(patch.to_base_ids(seq.output_ids))
             s.patched_generation_tokens += seq.num_output
 
     # -- outputs -----------------------------------------------------------------------------
@@ -177,20 +192,29 @@ class OutputProcessor:
         for seq in req.seqs:
             s = self._seqs[seq.seq_id]
             done = s.finish_reason is not None
-            text = s.text if done or not hold else s.text[:max(0, len(s.text) - hold)]
-            text = text if len(text) >= s.emitted_text_len else s.text[:s.emitted_text_len]
-            delta = text[s.emitted_text_len:]
+            text = s.text if done or not hold else s.text[: max(0, len(s.text) - hold)]
+            text = text if len(text) >= s.emitted_text_len else s.text[: s.emitted_text_len]
+            delta = text[s.emitted_text_len :]
             num_output = seq.num_output
             new_tokens = num_output - s.emitted_tokens
             s.emitted_text_len = len(text)
             s.emitted_tokens = num_output
-            outs.append(CompletionOutput(
-                index=seq.index, text=text, token_ids=seq.output_ids,  # a fresh slice
-                cumulative_logprob=s.cumulative_logprob if s.logprobs is not None else None,
-                logprobs=s.logprobs, finish_reason=s.finish_reason, stop_reason=s.stop_reason,
-                text_delta=delta, num_new_tokens=new_tokens))
-        return RequestOutput(req.request_id, req.prompt, req.prompt_token_ids, outs, finished,
-                             req.metrics)
+            outs.append(
+                CompletionOutput(
+                    index=seq.index,
+                    text=text,
+                    token_ids=seq.output_ids,  # a fresh slice
+                    cumulative_logprob=s.cumulative_logprob if s.logprobs is not None else None,
+                    logprobs=s.logprobs,
+                    finish_reason=s.finish_reason,
+                    stop_reason=s.stop_reason,
+                    text_delta=delta,
+                    num_new_tokens=new_tokens,
+                )
+            )
+        return RequestOutput(
+            req.request_id, req.prompt, req.prompt_token_ids, outs, finished, req.metrics
+        )
 
 
 def _find_stop(text: str, prev_len: int, stops: list[str]) -> tuple[int, str] | None:

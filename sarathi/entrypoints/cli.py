@@ -7,8 +7,12 @@ import json
 import logging
 import sys
 
-from sarathi.entrypoints.cli_args import (add_engine_args, add_sampling_args, config_from_args,
-                                          sampling_kwargs)
+from sarathi.entrypoints.cli_args import (
+    add_engine_args,
+    add_sampling_args,
+    config_from_args,
+    sampling_kwargs,
+)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -27,9 +31,22 @@ def _generate(args: argparse.Namespace) -> int:
     outputs = llm.generate(prompts, params)
     for out in outputs:
         if args.json:
-            print(json.dumps({"prompt": out.prompt, "error": out.error, "outputs": [
-                {"text": c.text, "token_ids": c.token_ids, "finish_reason": c.finish_reason}
-                for c in out.outputs]}))
+            print(
+                json.dumps(
+                    {
+                        "prompt": out.prompt,
+                        "error": out.error,
+                        "outputs": [
+                            {
+                                "text": c.text,
+                                "token_ids": c.token_ids,
+                                "finish_reason": c.finish_reason,
+                            }
+                            for c in out.outputs
+                        ],
+                    }
+                )
+            )
             continue
         if out.error:
             print(f"error: {out.error}", file=sys.stderr)
@@ -60,9 +77,13 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sarathi", description=(
-        "Sarathi: LLM serving with vAttention KV caching and AdaptiVocab vocabularies. "
-        "With no --model, the embedded random-weight demo model is used."))
+    parser = argparse.ArgumentParser(
+        prog="python -m sarathi",
+        description=(
+            "Sarathi: LLM serving with vAttention KV caching and AdaptiVocab vocabularies. "
+            "With no --model, the embedded random-weight demo model is used."
+        ),
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="Run the OpenAI-compatible HTTP server.")

@@ -17,7 +17,7 @@ _SAMPLING_HELP = {
     "presence_penalty": "Penalty for tokens already generated (OpenAI semantics).",
     "frequency_penalty": "Penalty proportional to how often a token was generated.",
     "repetition_penalty": "Divides positive logits of tokens seen in prompt or output (>1 "
-                          "discourages repeats).",
+    "discourages repeats).",
     "max_tokens": "Most tokens to generate.",
     "min_tokens": "Fewest tokens to generate before EOS or stop tokens may end the output.",
     "ignore_eos": "Keep generating after the end-of-sequence token.",
@@ -32,7 +32,7 @@ def _flag(name: str) -> str:
 
 def _base_type(annotation: Any) -> type:
     if isinstance(annotation, str):
-        annotation = eval(annotation, {"typing": typing})  # noqa: S307 - our own annotations
+        annotation = eval(annotation, {"typing": typing})  # our own annotations, never user input
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     return args[0] if args else annotation
 
@@ -48,11 +48,17 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                 names.append("--" + f.name)
             names += ["--" + a for a in meta.get("aliases", ())]
             default = f.default if f.default is not MISSING else None
-            help_text = meta["help"] if default is None and _base_type(f.type) is bool else \
-                f"{meta['help']} (default: {default})"
+            help_text = (
+                meta["help"]
+                if default is None and _base_type(f.type) is bool
+                else f"{meta['help']} (default: {default})"
+            )
             kind = _base_type(f.type)
-            kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
-                                      "help": help_text}
+            kwargs: dict[str, Any] = {
+                "dest": f.name,
+                "default": argparse.SUPPRESS,
+                "help": help_text,
+            }
             if kind is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif meta.get("kind") == "size":
@@ -80,15 +86,23 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> None:
         if f.name not in _SAMPLING_HELP:
             continue
         kind = _base_type(f.type)
-        kwargs: dict[str, Any] = {"dest": f"sp_{f.name}", "default": f.default,
-                                  "help": f"{_SAMPLING_HELP[f.name]} (default: {f.default})"}
+        kwargs: dict[str, Any] = {
+            "dest": f"sp_{f.name}",
+            "default": f.default,
+            "help": f"{_SAMPLING_HELP[f.name]} (default: {f.default})",
+        }
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = kind
         group.add_argument(_flag(f.name), **kwargs)
-    group.add_argument("--stop", action="append", dest="sp_stop", default=None,
-                       help="Stop string (repeatable); not included in the output.")
+    group.add_argument(
+        "--stop",
+        action="append",
+        dest="sp_stop",
+        default=None,
+        help="Stop string (repeatable); not included in the output.",
+    )
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -79,9 +79,12 @@ def _engine_sections(parser: argparse.ArgumentParser) -> list[str]:
     by_dest = {a.dest: a for a in parser._actions}
     out = []
     for section, typ in SECTION_TYPES.items():
-        out += [f"## Engine: {section} (`{typ.__name__}`)", "",
-                _row(["option", "flag", "aliases", "type", "default", "choices", "description"]),
-                "| --- | --- | --- | --- | --- | --- | --- |"]
+        out += [
+            f"## Engine: {section} (`{typ.__name__}`)",
+            "",
+            _row(["option", "flag", "aliases", "type", "default", "choices", "description"]),
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for f in fields(typ):
             meta = f.metadata
             flags = [s for s in by_dest[f.name].option_strings if not s.startswith("--no-")]
@@ -95,8 +98,19 @@ def _engine_sections(parser: argparse.ArgumentParser) -> list[str]:
             if old:
                 choices += "; old values: " + ", ".join(f"`{k}` = `{v}`" for k, v in old.items())
             default = f.default if f.default is not MISSING else None
-            out.append(_row([f"`{f.name}`", flag, _code(aliases), kind, _default(default),
-                             choices, meta["help"]]))
+            out.append(
+                _row(
+                    [
+                        f"`{f.name}`",
+                        flag,
+                        _code(aliases),
+                        kind,
+                        _default(default),
+                        choices,
+                        meta["help"],
+                    ]
+                )
+            )
         out.append("")
     return out
 
@@ -114,33 +128,51 @@ def _action_type(a: argparse.Action) -> str:
 
 
 def _options_table(title: str, actions: list[argparse.Action]) -> list[str]:
-    out = [title, "", _row(["flag", "type", "default", "choices", "description"]),
-           "| --- | --- | --- | --- | --- |"]
+    out = [
+        title,
+        "",
+        _row(["flag", "type", "default", "choices", "description"]),
+        "| --- | --- | --- | --- | --- |",
+    ]
     for a in actions:
         flags = [s for s in a.option_strings if not s.startswith("--no-")]
         flag = _code(flags)
         if isinstance(a, argparse.BooleanOptionalAction):
             flag += f" / `--no-{flags[0][2:]}`"
-        out.append(_row([flag, _action_type(a), _default(a.default),
-                         _code(a.choices or ()), _DEFAULT_NOTE.sub(r"\1", a.help or "")]))
-    return out + [""]
+        out.append(
+            _row(
+                [
+                    flag,
+                    _action_type(a),
+                    _default(a.default),
+                    _code(a.choices or ()),
+                    _DEFAULT_NOTE.sub(r"\1", a.help or ""),
+                ]
+            )
+        )
+    return [*out, ""]
 
 
 def render() -> str:
     """The text of docs/configuration.md."""
     subs = _subparsers()
     engine_titles = {f"{section} options" for section in SECTION_TYPES}
-    lines = [_INTRO] + _engine_sections(subs["serve"])
+    lines = [_INTRO, *_engine_sections(subs["serve"])]
     for command in ("serve", "generate"):
         for group in subs[command]._action_groups:
             actions = [a for a in group._group_actions if not isinstance(a, argparse._HelpAction)]
             if group.title in engine_titles or not actions:
                 continue
             lines += _options_table(f"## `python -m sarathi {command}`: {group.title}", actions)
-    lines += ["## Environment variables", "",
-              "Every variable sarathi reads (`sarathi/envs.py`), read once where the component "
-              "that uses it is built (the kernel switches when the model is built).", "",
-              "| variable | default | what it does |", "| --- | --- | --- |"]
+    lines += [
+        "## Environment variables",
+        "",
+        "Every variable sarathi reads (`sarathi/envs.py`), read once where the component "
+        "that uses it is built (the kernel switches when the model is built).",
+        "",
+        "| variable | default | what it does |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| `{v.name}` | `{v.default}` | {_cell(v.help)} |" for v in ENV_VARS.values()]
     return "\n".join(lines).rstrip("\n") + "\n"
 

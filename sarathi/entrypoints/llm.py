@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -12,6 +13,9 @@ from sarathi.config import EngineConfig
 from sarathi.engine.llm_engine import LLMEngine, RequestError
 from sarathi.outputs import RequestOutput
 from sarathi.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
 logger = logging.getLogger("sarathi")
 
@@ -30,7 +34,7 @@ class LLM:
         self._start(EngineConfig.from_kwargs(model=model, **kwargs))
 
     @classmethod
-    def from_config(cls, config: EngineConfig) -> "LLM":
+    def from_config(cls, config: EngineConfig) -> LLM:
         llm = cls.__new__(cls)
         llm._start(config)
         return llm
@@ -45,7 +49,7 @@ class LLM:
 
     def generate(
         self,
-        prompts: str | Sequence[str] | Sequence[Sequence[int]],
+        prompts: str | Sequence[int] | Sequence[str] | Sequence[Sequence[int]],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool | None = None,
     ) -> list[RequestOutput]:
@@ -54,21 +58,21 @@ class LLM:
         A request that cannot be served (e.g. a prompt longer than the context) gets an
         output with ``error`` set and ``finish_reason="error"``; the others still run.
         """
-        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
-            prompts = [prompts]  # type: ignore[list-item]
-        prompts = list(prompts)
+        batch: list[str | Sequence[int]] = (
+            [prompts] if isinstance(prompts, str) or _is_token_ids(prompts) else list(prompts)
+        )
         if sampling_params is None:
             sampling_params = SamplingParams()
         if isinstance(sampling_params, SamplingParams):
-            params = [sampling_params] * len(prompts)
+            params = [sampling_params] * len(batch)
         else:
             params = list(sampling_params)
-            if len(params) != len(prompts):
-                raise ValueError(f"got {len(prompts)} prompts but {len(params)} sampling params")
+            if len(params) != len(batch):
+                raise ValueError(f"got {len(batch)} prompts but {len(params)} sampling params")
         engine = self.engine
         results: dict[str, RequestOutput] = {}
         order: list[str] = []
-        for i, (prompt, p) in enumerate(zip(prompts, params)):
+        for i, (prompt, p) in enumerate(zip(batch, params, strict=True)):
             rid = f"generate-{next(self._request_ids)}"
             order.append(rid)
             try:
@@ -76,7 +80,7 @@ class LLM:
             except RequestError as e:
                 logger.warning("request %d failed: %s", i, e)
                 results[rid] = _error_output(rid, prompt, str(e))
-        show = use_tqdm if use_tqdm is not None else len(prompts) >= _BAR_THRESHOLD
+        show = use_tqdm if use_tqdm is not None else len(batch) >= _BAR_THRESHOLD
         bar = tqdm(total=len(order) - len(results), desc="generate", unit="req", disable=not show)
         try:
             while engine.has_unfinished_requests():
@@ -93,10 +97,23 @@ class LLM:
         return [results[rid] for rid in order]
 
 
+def _is_token_ids(
+    prompts: Sequence[int] | Sequence[str] | Sequence[Sequence[int]],
+) -> TypeIs[Sequence[int]]:
+    """One prompt given as token ids, not a batch of prompts."""
+    return bool(prompts) and isinstance(prompts[0], int)
+
+
 def _error_output(rid: str, prompt: Any, message: str) -> RequestOutput:
     from sarathi.outputs import CompletionOutput
 
     text = prompt if isinstance(prompt, str) else None
     ids = [] if isinstance(prompt, str) else list(prompt)
-    return RequestOutput(rid, text, ids, [CompletionOutput(0, "", [], finish_reason="error")],
-                         finished=True, error=message)
+    return RequestOutput(
+        rid,
+        text,
+        ids,
+        [CompletionOutput(0, "", [], finish_reason="error")],
+        finished=True,
+        error=message,
+    )

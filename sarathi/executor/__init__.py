@@ -57,8 +57,10 @@ def check_tensor_parallel(spec: Any) -> None:
         first = spec.device.index or 0
         have = torch.cuda.device_count()
         if spec.config.parallel.resolved_executor == "mp" and first + tp > have:
-            raise ValueError(f"tensor_parallel_size {tp} from cuda:{first} needs {first + tp} "
-                             f"GPUs on this host; it has {have}")
+            raise ValueError(
+                f"tensor_parallel_size {tp} from cuda:{first} needs {first + tp} "
+                f"GPUs on this host; it has {have}"
+            )
 
 
 def create_executor(spec: Any) -> Executor:

@@ -10,6 +10,7 @@ rank; only rank 0 answers. Non-zero ranks write to their pipe only to report a f
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import pickle
@@ -39,16 +40,23 @@ _BLAME_GRACE_S = 1.0
 _EXIT_GRACE_S = 10.0
 
 
-def _rank_main(spec: WorkerSpec, rank: int, world_size: int, init_method: str,
-               device: torch.device, timeout_s: float, commands: Any, replies: Connection
-               ) -> None:
+def _rank_main(
+    spec: WorkerSpec,
+    rank: int,
+    world_size: int,
+    init_method: str,
+    device: torch.device,
+    timeout_s: float,
+    commands: Any,
+    replies: Connection,
+) -> None:
     """Body of a rank process: start, report, then serve commands until told to stop."""
     from sarathi.executor.rank_worker import RankWorker
 
     try:
         worker = RankWorker(spec, rank, world_size, init_method, device, timeout_s)
         replies.send(("ready", worker.ready()))
-    except Exception:  # noqa: BLE001 - reported to the driver, which raises it
+    except Exception:  # reported to the driver, which raises it
         replies.send(("error", f"rank {rank} failed to start:\n{traceback.format_exc()}"))
         return
     parent = mp.parent_process()
@@ -64,7 +72,7 @@ def _rank_main(spec: WorkerSpec, rank: int, world_size: int, init_method: str,
             return
         try:
             reply = worker.step(payload)
-        except Exception:  # noqa: BLE001 - reported; peers may be stuck, the driver ends them
+        except Exception:  # reported; peers may be stuck, the driver ends them
             replies.send(("error", f"rank {rank} failed in a step:\n{traceback.format_exc()}"))
             return
         if reply is not None:
@@ -98,9 +106,20 @@ class MPExecutor:
             commands = ctx.Queue()
             recv_end, send_end = ctx.Pipe(duplex=False)
             proc = ctx.Process(
-                target=_rank_main, name=f"sarathi-tp{rank}", daemon=True,
-                args=(spec, rank, self.world_size, init_method, rank_device(spec.device, rank),
-                      pc.worker_start_timeout, commands, send_end))
+                target=_rank_main,
+                name=f"sarathi-tp{rank}",
+                daemon=True,
+                args=(
+                    spec,
+                    rank,
+                    self.world_size,
+                    init_method,
+                    rank_device(spec.device, rank),
+                    pc.worker_start_timeout,
+                    commands,
+                    send_end,
+                ),
+            )
             proc.start()
             send_end.close()  # our copy: when the rank dies its pipe reads EOF
             self._commands.append(commands)
@@ -111,8 +130,9 @@ class MPExecutor:
         except BaseException:
             self._kill_all()
             raise
-        self._capacity = replace(ready[0].capacity,
-                                 num_blocks=min(r.capacity.num_blocks for r in ready))
+        self._capacity = replace(
+            ready[0].capacity, num_blocks=min(r.capacity.num_blocks for r in ready)
+        )
         self._plan = ready[0].plan
 
     # -- the executor interface ------------------------------------------------------------
@@ -151,10 +171,8 @@ class MPExecutor:
     def shutdown(self) -> None:
         if self._error is None:
             for commands in self._commands:
-                try:
+                with contextlib.suppress(OSError, ValueError):  # that queue is already closed
                     commands.put(("stop", 0, None))
-                except (OSError, ValueError):
-                    pass  # that queue is already closed
         deadline = time.monotonic() + _EXIT_GRACE_S
         for p in self._procs:
             p.join(max(0.0, deadline - time.monotonic()))
@@ -164,8 +182,9 @@ class MPExecutor:
     # -- waiting on the ranks --------------------------------------------------------------
     def _check_usable(self) -> None:
         if self._error is not None:
-            raise type(self._error)(f"the executor is unusable after an earlier failure: "
-                                    f"{self._error}")
+            raise type(self._error)(
+                f"the executor is unusable after an earlier failure: {self._error}"
+            )
 
     def _await_ready(self, timeout_s: float) -> list[RankReady]:
         ready: dict[int, RankReady] = {}
@@ -180,15 +199,15 @@ class MPExecutor:
     def _await_step(self, number: int) -> StepReply:
         deadline = time.monotonic() + self.step_timeout
         while True:
-            for rank, kind, body in self._wait_messages(deadline, self.step_timeout, "a step",
-                                                        [0]):
+            for rank, kind, body in self._wait_messages(deadline, self.step_timeout, "a step", [0]):
                 # A reply to an older step is one whose wait was interrupted (Ctrl-C): the
                 # engine never used that step, and re-sends its work, so it is dropped.
                 if rank == 0 and kind == "reply" and body[0] == number:
                     return body[1]
 
-    def _wait_messages(self, deadline: float, limit: float, what: str, waiting: list[int]
-                       ) -> list[tuple[int, str, Any]]:
+    def _wait_messages(
+        self, deadline: float, limit: float, what: str, waiting: list[int]
+    ) -> list[tuple[int, str, Any]]:
         """(rank, kind, body) of the messages that arrived; fails the executor if a rank
         died, reported an error, or ``deadline`` passed.
 
@@ -197,18 +216,20 @@ class MPExecutor:
         """
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            self._fail(WorkerDiedError(
-                f"tensor-parallel rank(s) {waiting} did not finish {what} within {limit:.0f} s "
-                "and are assumed hung (raise --step-timeout or --worker-start-timeout if this "
-                "is legitimately slow)"))
+            self._fail(
+                WorkerDiedError(
+                    f"tensor-parallel rank(s) {waiting} did not finish {what} within {limit:.0f} s "
+                    "and are assumed hung (raise --step-timeout or --worker-start-timeout if this "
+                    "is legitimately slow)"
+                )
+            )
         ready = wait(self._replies + [p.sentinel for p in self._procs], remaining)
         messages: list[tuple[int, str, Any]] = []
         for rank, conn in enumerate(self._replies):
             if conn in ready:
-                try:
+                # On EOF the rank exited: reported below from its exit code.
+                with contextlib.suppress(EOFError, OSError):
                     messages.append((rank, *conn.recv()))
-                except (EOFError, OSError):
-                    pass  # the rank exited; reported below from its exit code
         reported = {rank for rank, kind, _ in messages if kind == "error"}
         if reported:
             # A rank whose peer died fails in its collective, possibly a moment before the
@@ -220,10 +241,13 @@ class MPExecutor:
         # whose peer is gone fails), so it is named first.
         for rank, p in enumerate(self._procs):
             if p.exitcode is not None and rank not in reported:
-                self._fail(WorkerDiedError(
-                    f"tensor-parallel rank {rank} (pid {p.pid}) died with exit code "
-                    f"{p.exitcode}{_signal_note(p.exitcode)} during {what}"))
-        for rank, kind, body in messages:
+                self._fail(
+                    WorkerDiedError(
+                        f"tensor-parallel rank {rank} (pid {p.pid}) died with exit code "
+                        f"{p.exitcode}{_signal_note(p.exitcode)} during {what}"
+                    )
+                )
+        for _rank, kind, body in messages:
             if kind == "error":
                 self._fail(WorkerError(body))
         return messages

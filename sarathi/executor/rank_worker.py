@@ -41,8 +41,15 @@ class StepReply:
 
 
 class RankWorker:
-    def __init__(self, spec: WorkerSpec, rank: int, world_size: int, init_method: str,
-                 device: torch.device, timeout_s: float) -> None:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        rank: int,
+        world_size: int,
+        init_method: str,
+        device: torch.device,
+        timeout_s: float,
+    ) -> None:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         else:

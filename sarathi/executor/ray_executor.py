@@ -27,7 +27,6 @@ from sarathi.executor.rank_worker import RankReady, RankWorker, StepReply
 from sarathi.worker.cache_engine import CachePlan
 from sarathi.worker.worker import WorkerSpec
 
-
 # How long a failed step waits for a possibly dead peer to be reported before blaming the
 # rank that raised (only on the failure path).
 _BLAME_GRACE_S = 3.0
@@ -50,14 +49,16 @@ class RankActorBody:
             port = s.getsockname()[1]
         return f"tcp://{ray.util.get_node_ip_address()}:{port}"
 
-    def start(self, spec: WorkerSpec, rank: int, world_size: int, init_method: str,
-              timeout_s: float) -> RankReady:
+    def start(
+        self, spec: WorkerSpec, rank: int, world_size: int, init_method: str, timeout_s: float
+    ) -> RankReady:
         # Ray shows the actor only its own GPU(s): its device is always cuda:0.
         device = torch.device("cuda", 0) if spec.device.type == "cuda" else spec.device
         self._worker = RankWorker(spec, rank, world_size, init_method, device, timeout_s)
         return self._worker.ready()
 
     def step(self, payload: bytes) -> StepReply | None:
+        assert self._worker is not None, "start() first"
         return self._worker.step(payload)
 
     def pid(self) -> int:
@@ -110,8 +111,8 @@ class RayExecutor:
         _connect(pc.ray_address)
         gpu = spec.device.type == "cuda"
         actor_cls = ray.remote(RankActorBody).options(
-            num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_concurrency=2,
-            max_restarts=0)
+            num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_concurrency=2, max_restarts=0
+        )
         self._actors = [actor_cls.remote() for _ in range(self.world_size)]
         try:
             ready = self._start(spec, pc.worker_start_timeout)
@@ -119,17 +120,19 @@ class RayExecutor:
             self._kill_all()
             raise
         self._watch = [a.watch.remote() for a in self._actors]
-        self._capacity = replace(ready[0].capacity,
-                                 num_blocks=min(r.capacity.num_blocks for r in ready))
+        self._capacity = replace(
+            ready[0].capacity, num_blocks=min(r.capacity.num_blocks for r in ready)
+        )
         self._plan = ready[0].plan
         self._pids = [r.pid for r in ready]
 
     def _start(self, spec: WorkerSpec, timeout_s: float) -> list[RankReady]:
         deadline = time.monotonic() + timeout_s
-        address = self._gather([self._actors[0].rendezvous_address.remote()], deadline,
-                               "start")[0]
-        refs = [a.start.remote(spec, rank, self.world_size, address, timeout_s)
-                for rank, a in enumerate(self._actors)]
+        address = self._gather([self._actors[0].rendezvous_address.remote()], deadline, "start")[0]
+        refs = [
+            a.start.remote(spec, rank, self.world_size, address, timeout_s)
+            for rank, a in enumerate(self._actors)
+        ]
         return self._gather(refs, deadline, "start")
 
     # -- the executor interface ------------------------------------------------------------
@@ -141,15 +144,17 @@ class RayExecutor:
 
     def launch(self, step: StepInput) -> StepHandle:
         if self._error is not None:
-            raise type(self._error)(f"the executor is unusable after an earlier failure: "
-                                    f"{self._error}")
+            raise type(self._error)(
+                f"the executor is unusable after an earlier failure: {self._error}"
+            )
         payload = pickle.dumps(step)
         return _Calls([a.step.remote(payload) for a in self._actors])
 
     def collect(self, handle: StepHandle) -> StepResult:
         assert isinstance(handle, _Calls)
-        reply: StepReply = self._gather(handle.refs, time.monotonic() + self.step_timeout,
-                                        "a step")[0]
+        reply: StepReply = self._gather(
+            handle.refs, time.monotonic() + self.step_timeout, "a step"
+        )[0]
         self._stats = reply.cache_stats
         return reply.result
 
@@ -187,20 +192,28 @@ class RayExecutor:
             done, pending = self._ray.wait(pending, num_returns=1, timeout=max(0.0, remaining))
             if not done:
                 ranks = sorted(index[r] for r in pending)
-                self._fail(WorkerDiedError(
-                    f"Ray actor(s) of rank(s) {ranks} did not finish {what} in time; they "
-                    "are assumed hung or unschedulable (cluster resources: "
-                    f"{self._ray.available_resources()})"))
+                self._fail(
+                    WorkerDiedError(
+                        f"Ray actor(s) of rank(s) {ranks} did not finish {what} in time; they "
+                        "are assumed hung or unschedulable (cluster resources: "
+                        f"{self._ray.available_resources()})"
+                    )
+                )
             for ref in done:
                 try:
                     results[index[ref]] = self._ray.get(ref)
                 except RayActorError as e:
-                    self._fail(WorkerDiedError(f"the Ray actor of tensor-parallel rank "
-                                               f"{index[ref]} died during {what}: {e}"))
+                    self._fail(
+                        WorkerDiedError(
+                            f"the Ray actor of tensor-parallel rank "
+                            f"{index[ref]} died during {what}: {e}"
+                        )
+                    )
                 except RayTaskError as e:
                     self._blame_dead_actor(pending, index, what)
-                    self._fail(WorkerError(f"tensor-parallel rank {index[ref]} failed during "
-                                           f"{what}: {e}"))
+                    self._fail(
+                        WorkerError(f"tensor-parallel rank {index[ref]} failed during {what}: {e}")
+                    )
         return results
 
     def _blame_dead_actor(self, pending: list[Any], index: dict[Any, int], what: str) -> None:
@@ -215,9 +228,13 @@ class RayExecutor:
             try:
                 self._ray.get(ref)
             except RayActorError as e:
-                self._fail(WorkerDiedError(f"the Ray actor of tensor-parallel rank "
-                                           f"{index[ref]} died during {what}: {e}"))
-            except Exception:  # noqa: BLE001 - other ranks' own failures: not the cause
+                self._fail(
+                    WorkerDiedError(
+                        f"the Ray actor of tensor-parallel rank "
+                        f"{index[ref]} died during {what}: {e}"
+                    )
+                )
+            except Exception:  # other ranks' own failures: not the cause
                 continue
 
     def _fail(self, error: WorkerError) -> None:

@@ -26,8 +26,9 @@ class UniExecutor:
     # tokens are collected, and the runner reads pending tokens from the device.
     overlaps = True
 
-    def __init__(self, spec: WorkerSpec,
-                 weights: Iterable[tuple[str, torch.Tensor]] | None = None) -> None:
+    def __init__(
+        self, spec: WorkerSpec, weights: Iterable[tuple[str, torch.Tensor]] | None = None
+    ) -> None:
         self.worker = Worker(spec, weights)
 
     def capacity(self) -> CacheCapacity:

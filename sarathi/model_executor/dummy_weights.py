@@ -19,5 +19,5 @@ def init_dummy_weights(model: nn.Module, seed: int) -> None:
             param.fill_(1.0)
         else:
             fan_in = param.shape[-1]
-            bound = fan_in ** -0.5
+            bound = fan_in**-0.5
             param.uniform_(-bound, bound, generator=gen)

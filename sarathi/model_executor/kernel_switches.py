@@ -24,12 +24,16 @@ class KernelSwitches:
     pdl: bool = False  # programmatic dependent launch of our Triton kernels
 
     @classmethod
-    def resolve(cls, device: torch.device, environ: Mapping[str, str] | None = None
-                ) -> KernelSwitches:
+    def resolve(
+        cls, device: torch.device, environ: Mapping[str, str] | None = None
+    ) -> KernelSwitches:
         from sarathi.model_executor import pdl
 
-        fused = (device.type == "cuda" and importlib.util.find_spec("triton") is not None
-                 and env("SARATHI_FUSED", environ) != "0")
+        fused = (
+            device.type == "cuda"
+            and importlib.util.find_spec("triton") is not None
+            and env("SARATHI_FUSED", environ) != "0"
+        )
         if not fused:
             return cls()
         gemv = env("SARATHI_GEMV", environ)

@@ -12,11 +12,11 @@ import os
 
 import torch
 from safetensors import safe_open
-from torch import nn
 
 from sarathi.model_executor.kernel_switches import KernelSwitches
 from sarathi.model_executor.model_shape import ModelShape
 from sarathi.model_executor.models import MODEL_REGISTRY
+from sarathi.model_executor.models.llama import LlamaForCausalLM
 from sarathi.model_executor.parallel import TensorSlice, TPGroup
 
 # Tensors some checkpoints carry that are recomputed here.
@@ -33,8 +33,14 @@ def weight_files(path: str) -> list[str]:
         files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
     if not files:
         bins = glob.glob(os.path.join(path, "*.bin")) + glob.glob(os.path.join(path, "*.pt"))
-        hint = (" It has PyTorch pickle files, which are never loaded here for safety: convert "
-                "them to safetensors first.") if bins else ""
+        hint = (
+            (
+                " It has PyTorch pickle files, which are never loaded here for safety: convert "
+                "them to safetensors first."
+            )
+            if bins
+            else ""
+        )
         raise ValueError(f"no *.safetensors weights in {path!r}.{hint}")
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
@@ -50,12 +56,13 @@ def iter_checkpoint(path: str, lazy: bool = False):
     """
     for file in weight_files(path):
         with safe_open(file, framework="pt", device="cpu") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 - a safe_open handle has keys() but no __iter__
                 yield name, (f.get_slice(name) if lazy else f.get_tensor(name))
 
 
-def build_model(shape: ModelShape, dtype: torch.dtype, device: torch.device,
-                tp: TPGroup | None = None) -> nn.Module:
+def build_model(
+    shape: ModelShape, dtype: torch.dtype, device: torch.device, tp: TPGroup | None = None
+) -> LlamaForCausalLM:
     """The model on ``device``, its kernel switches resolved for it (once, here)."""
     cls = MODEL_REGISTRY[shape.architecture]
     kernels = KernelSwitches.resolve(device)
@@ -67,7 +74,7 @@ def build_model(shape: ModelShape, dtype: torch.dtype, device: torch.device,
     return model.eval()
 
 
-def load_weights(model: nn.Module, weights) -> None:
+def load_weights(model: LlamaForCausalLM, weights) -> None:
     """Copy checkpoint tensors into ``model``; every parameter must be covered exactly."""
     params = dict(model.named_parameters())
     covered: dict[str, int] = {name: 0 for name in params}
@@ -82,14 +89,16 @@ def load_weights(model: nn.Module, weights) -> None:
                 break
         param = params.get(target)
         if param is None:
-            raise ValueError(f"checkpoint tensor {name!r} has no place in "
-                             f"{model.shape.architecture}; is this the right architecture?")
+            raise ValueError(
+                f"checkpoint tensor {name!r} has no place in "
+                f"{model.shape.architecture}; is this the right architecture?"
+            )
         if shard is None:
             dest = param.data
         else:
             sizes = model.shard_sizes(shard[0])
-            start = sum(sizes[:shard[1]])
-            dest = param.data[start:start + sizes[shard[1]]]
+            start = sum(sizes[: shard[1]])
+            dest = param.data[start : start + sizes[shard[1]]]
         part = model.tp_slice(target, None if shard is None else shard[1])
         if part is not None and part.length < dest.shape[part.dim]:
             # The last rank's vocabulary slice is short: its padding rows stay zero.
@@ -100,16 +109,21 @@ def load_weights(model: nn.Module, weights) -> None:
     expected = {n: (3 if "qkv_proj" in n else 2 if "gate_up_proj" in n else 1) for n in params}
     missing = [n for n in params if covered[n] < expected[n]]
     if missing:
-        raise ValueError(f"checkpoint lacks weights for {len(missing)} parameters, e.g. "
-                         f"{missing[:3]}")
+        raise ValueError(
+            f"checkpoint lacks weights for {len(missing)} parameters, e.g. {missing[:3]}"
+        )
 
 
-def _read_part(name: str, tensor, part: TensorSlice | None,
-               expected: tuple[int, ...]) -> torch.Tensor:
+def _read_part(
+    name: str, tensor, part: TensorSlice | None, expected: tuple[int, ...]
+) -> torch.Tensor:
     """This rank's part of a checkpoint tensor (a tensor or a lazy safetensors slice)."""
     full = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else tuple(tensor.get_shape())
-    want = expected if part is None else tuple(
-        part.full if d == part.dim else n for d, n in enumerate(expected))
+    want = (
+        expected
+        if part is None
+        else tuple(part.full if d == part.dim else n for d, n in enumerate(expected))
+    )
     if full != want:
         raise ValueError(f"checkpoint tensor {name!r} has shape {full}, the model expects {want}")
     if part is None:
@@ -127,7 +141,7 @@ def patch_checkpoint(weights, patch_tokenizer, init: str, tied: bool):
     Every other tensor streams through untouched; only the two vocabulary matrices are held
     back until both are seen.
     """
-    from adaptivocab import patch_state_dict_rows
+    from adaptivocab.embeddings import patch_state_dict_rows  # what adaptivocab loads lazily
 
     held: dict[str, torch.Tensor] = {}
     for name, tensor in weights:
@@ -137,5 +151,6 @@ def patch_checkpoint(weights, patch_tokenizer, init: str, tied: bool):
             yield name, tensor
     if not held:
         raise ValueError("the checkpoint has no embedding matrix to patch")
-    yield from patch_state_dict_rows(held, patch_tokenizer, init=init,
-                                     tie_word_embeddings=tied).items()
+    yield from patch_state_dict_rows(
+        held, patch_tokenizer, init=init, tie_word_embeddings=tied
+    ).items()

@@ -7,8 +7,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                           "Qwen3ForCausalLM")
+SUPPORTED_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,10 @@ def parse_model_shape(raw: dict[str, Any]) -> ModelShape:
     archs = raw.get("architectures") or []
     arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
     if arch is None:
-        raise ValueError(f"unsupported model architecture {archs or raw.get('model_type')!r}; "
-                         f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+        raise ValueError(
+            f"unsupported model architecture {archs or raw.get('model_type')!r}; "
+            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
     try:
         hidden = int(raw["hidden_size"])
         heads = int(raw["num_attention_heads"])
@@ -62,8 +68,9 @@ def parse_model_shape(raw: dict[str, Any]) -> ModelShape:
     kv_heads = int(raw.get("num_key_value_heads") or heads)
     head_dim = int(raw.get("head_dim") or hidden // heads)
     if heads % kv_heads:
-        raise ValueError(f"num_attention_heads {heads} is not a multiple of "
-                         f"num_key_value_heads {kv_heads}")
+        raise ValueError(
+            f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+        )
     rope_params = dict(raw.get("rope_parameters") or {})
     scaling = raw.get("rope_scaling") or None
     if scaling:
@@ -76,8 +83,9 @@ def parse_model_shape(raw: dict[str, Any]) -> ModelShape:
     if arch == "MistralForCausalLM":
         windows = tuple([int(window) if window else None] * layers)
     elif layer_types:
-        windows = tuple(int(window) if t == "sliding_attention" and window else None
-                        for t in layer_types)
+        windows = tuple(
+            int(window) if t == "sliding_attention" and window else None for t in layer_types
+        )
     elif raw.get("use_sliding_window") and window:
         first = int(raw.get("max_window_layers", layers))
         windows = tuple(int(window) if i >= first else None for i in range(layers))
@@ -85,11 +93,22 @@ def parse_model_shape(raw: dict[str, Any]) -> ModelShape:
         windows = tuple([None] * layers)
     qkv_bias = arch == "Qwen2ForCausalLM" or bool(raw.get("attention_bias", False))
     return ModelShape(
-        architecture=arch, vocab_size=vocab, hidden_size=hidden, intermediate_size=inter,
-        num_layers=layers, num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
-        rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)), rope_theta=theta,
+        architecture=arch,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+        rope_theta=theta,
         rope_scaling=rope_scaling,
         max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-        qkv_bias=qkv_bias, qk_norm=arch == "Qwen3ForCausalLM", sliding_windows=windows,
-        torch_dtype=raw.get("torch_dtype") or raw.get("dtype"), raw=raw)
+        qkv_bias=qkv_bias,
+        qk_norm=arch == "Qwen3ForCausalLM",
+        sliding_windows=windows,
+        torch_dtype=raw.get("torch_dtype") or raw.get("dtype"),
+        raw=raw,
+    )

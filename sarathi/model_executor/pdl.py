@@ -33,8 +33,11 @@ def _supported(device_index: int) -> bool:
     import triton.language as tl
 
     cuda = getattr(getattr(tl, "extra", None), "cuda", None)
-    return (torch.cuda.get_device_capability(device_index)[0] >= 9
-            and hasattr(cuda, "gdc_wait") and hasattr(cuda, "gdc_launch_dependents"))
+    return (
+        torch.cuda.get_device_capability(device_index)[0] >= 9
+        and hasattr(cuda, "gdc_wait")
+        and hasattr(cuda, "gdc_launch_dependents")
+    )
 
 
 def supported(device: torch.device) -> bool:

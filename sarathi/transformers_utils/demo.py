@@ -42,7 +42,8 @@ _VOCAB = 2048
 _SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 _CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def cache_root() -> str:
@@ -51,8 +52,11 @@ def cache_root() -> str:
 
 def demo_model_path() -> str:
     """Folder of the demo model, building it the first time."""
-    corpus = resources.files("sarathi.transformers_utils").joinpath("demo_corpus.txt").read_text(
-        encoding="utf-8")
+    corpus = (
+        resources.files("sarathi.transformers_utils")
+        .joinpath("demo_corpus.txt")
+        .read_text(encoding="utf-8")
+    )
     key = hashlib.sha256(json.dumps([_VERSION, _CONFIG, _VOCAB, corpus]).encode()).hexdigest()[:12]
     path = os.path.join(cache_root(), f"demo-{key}")
     if os.path.isfile(os.path.join(path, "model.safetensors")):
@@ -80,8 +84,12 @@ def _write_tokenizer(out: str, corpus: str) -> int:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=_VOCAB, min_frequency=2, special_tokens=_SPECIALS, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        vocab_size=_VOCAB,
+        min_frequency=2,
+        special_tokens=_SPECIALS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(corpus.splitlines(keepends=True), trainer=trainer)
     tok.save(os.path.join(out, "tokenizer.json"))
     config = {
@@ -103,14 +111,16 @@ def _write_model(out: str, vocab_size: int) -> None:
 
     eos = 0  # <|endoftext|> is the first special token
     im_end = 2
-    config = dict(_CONFIG, vocab_size=vocab_size, bos_token_id=None, eos_token_id=eos,
-                  note=DEMO_NOTE)
+    config = dict(
+        _CONFIG, vocab_size=vocab_size, bos_token_id=None, eos_token_id=eos, note=DEMO_NOTE
+    )
     with open(os.path.join(out, "config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
     with open(os.path.join(out, "generation_config.json"), "w", encoding="utf-8") as f:
         json.dump({"eos_token_id": [eos, im_end]}, f)
-    save_file(_random_weights(config), os.path.join(out, "model.safetensors"),
-              metadata={"format": "pt"})  # one key: safetensors orders keys at random
+    save_file(
+        _random_weights(config), os.path.join(out, "model.safetensors"), metadata={"format": "pt"}
+    )  # one key: safetensors orders keys at random
 
 
 def _random_weights(c: dict) -> dict[str, torch.Tensor]:
@@ -122,8 +132,11 @@ def _random_weights(c: dict) -> dict[str, torch.Tensor]:
     def normal(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=g) * c["initializer_range"]
 
-    w = {"model.embed_tokens.weight": normal(v, h), "model.norm.weight": torch.ones(h),
-         "lm_head.weight": normal(v, h)}
+    w = {
+        "model.embed_tokens.weight": normal(v, h),
+        "model.norm.weight": torch.ones(h),
+        "lm_head.weight": normal(v, h),
+    }
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
         w[p + "input_layernorm.weight"] = torch.ones(h)

@@ -30,16 +30,20 @@ def streaming_decoder(tokenizer: Any) -> Any:
     from adaptivocab import PatchTokenizer
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if (backend is not None and getattr(tokenizer, "is_fast", False)
-            and not getattr(tokenizer, "clean_up_tokenization_spaces", False)
-            and not isinstance(tokenizer, PatchTokenizer)):
+    if (
+        backend is not None
+        and getattr(tokenizer, "is_fast", False)
+        and not getattr(tokenizer, "clean_up_tokenization_spaces", False)
+        and not isinstance(tokenizer, PatchTokenizer)
+    ):
         return _RustDecoder(backend)
     return tokenizer
 
 
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer: Any, prompt_ids: list[int], skip_special_tokens: bool = True
-                 ) -> None:
+    def __init__(
+        self, tokenizer: Any, prompt_ids: list[int], skip_special_tokens: bool = True
+    ) -> None:
         self._tok = tokenizer
         self._skip = skip_special_tokens
         # Only the prompt's tail matters as left context.
@@ -51,7 +55,8 @@ class IncrementalDetokenizer:
         """Append one generated token; returns the text that is now final."""
         self._ids.append(token_id)
         delta, self._prefix, self._read = detokenize_incrementally(
-            self._tok, self._ids, self._prefix, self._read, self._skip)
+            self._tok, self._ids, self._prefix, self._read, self._skip
+        )
         return delta
 
     def add_many(self, token_ids: list[int]) -> str:
@@ -61,14 +66,15 @@ class IncrementalDetokenizer:
             return ""
         self._ids.extend(token_ids)
         delta, self._prefix, self._read = detokenize_incrementally(
-            self._tok, self._ids, self._prefix, self._read, self._skip)
+            self._tok, self._ids, self._prefix, self._read, self._skip
+        )
         return delta
 
     def flush(self) -> str:
         """Text still held back (an incomplete character at the very end)."""
         if self._read == len(self._ids):
             return ""
-        new = self._tok.decode(self._ids[self._prefix:], skip_special_tokens=self._skip)
-        old = self._tok.decode(self._ids[self._prefix:self._read], skip_special_tokens=self._skip)
+        new = self._tok.decode(self._ids[self._prefix :], skip_special_tokens=self._skip)
+        old = self._tok.decode(self._ids[self._prefix : self._read], skip_special_tokens=self._skip)
         self._read = len(self._ids)
-        return new[len(old):] if new.startswith(old) else ""
+        return new[len(old) :] if new.startswith(old) else ""

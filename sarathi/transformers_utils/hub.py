@@ -25,10 +25,12 @@ def resolve_model_path(name: str | None) -> str:
     try:
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model",
-                                                       "*.txt", "*.jinja"])
-    except Exception as e:  # noqa: BLE001 - any hub failure becomes one clear message
+        return snapshot_download(
+            name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+        )
+    except Exception as e:  # any hub failure becomes one clear message
         raise ValueError(
             f"{name!r} is not a local folder and could not be fetched from the Hugging Face hub "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Download the "
-            "model elsewhere and pass its folder, or use --model demo.") from e
+            "model elsewhere and pass its folder, or use --model demo."
+        ) from e

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sarathi.transformers_utils.hub import resolve_model_path
+
+if TYPE_CHECKING:
+    from adaptivocab import PatchTokenizer
 
 
 def get_tokenizer(name_or_path: str, patch_tokenizer: str | None = None) -> Any:
@@ -33,7 +36,7 @@ def is_patch_tokenizer_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "patch.json"))
 
 
-def as_patch_tokenizer(tokenizer: Any) -> Any | None:
+def as_patch_tokenizer(tokenizer: Any) -> PatchTokenizer | None:
     """The tokenizer itself if it is an AdaptiVocab PatchTokenizer, else None."""
     from adaptivocab import PatchTokenizer
 

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import torch
 
 import vattention
-from vattention.backends import default_page_bytes, resolve_backend
 from sarathi.config import CacheConfig
 from sarathi.core.scheduler import CacheCapacity
-from sarathi.model_executor.model_shape import ModelShape
 from sarathi.model_executor.attention import AttentionBackend, get_attention_backend
+from sarathi.model_executor.model_shape import ModelShape
 from sarathi.worker.kv_cache import KVCache
 from sarathi.worker.paged_cache import PagedKVCache, paged_block_bytes
+from vattention.backends import default_page_bytes, resolve_backend
 
 HOST_DEFAULT_BUDGET = 4 * 1024**3
 
@@ -55,78 +55,140 @@ class CachePlan:
         return int(self.max_len / self.reduction_ratio)
 
 
-def plan_cache(config: CacheConfig, shape: ModelShape, dtype: torch.dtype, device: torch.device,
-               max_num_seqs: int, max_len: int, reduction_ratio: float = 1.0,
-               free_device_bytes: int | None = None, paged: bool = False) -> CachePlan:
+def plan_cache(
+    config: CacheConfig,
+    shape: ModelShape,
+    dtype: torch.dtype,
+    device: torch.device,
+    max_num_seqs: int,
+    max_len: int,
+    reduction_ratio: float = 1.0,
+    free_device_bytes: int | None = None,
+    paged: bool = False,
+) -> CachePlan:
     if not 0 < reduction_ratio <= 4:
         raise ValueError(f"implausible token reduction ratio {reduction_ratio}")
     budget = config.kv_cache_memory
     if budget is None:
         budget = free_device_bytes if device.type == "cuda" else HOST_DEFAULT_BUDGET
+    assert budget is not None, "a CUDA device needs free_device_bytes"
     row = shape.num_kv_heads * shape.head_dim * torch.tensor([], dtype=dtype).element_size()
     expected = max(1, math.ceil(min(config.expected_request_tokens, max_len) * reduction_ratio))
     if paged:
-        return _plan_paged(config, shape, dtype, budget, max_num_seqs, max_len,
-                           reduction_ratio, expected)
+        return _plan_paged(
+            config, shape, dtype, budget, max_num_seqs, max_len, reduction_ratio, expected
+        )
     backend = config.kv_cache_backend
     if backend == "auto":
         backend = resolve_backend("auto", device)
     page_bytes = config.page_bytes or default_page_bytes(
-        backend, device, row * (shape.num_layers if config.kv_layout == "mega" else 1))
-    geometry = vattention.plan_geometry(shape.num_layers, shape.num_kv_heads, shape.head_dim,
-                                        dtype, config.kv_layout, page_bytes)
+        backend, device, row * (shape.num_layers if config.kv_layout == "mega" else 1)
+    )
+    geometry = vattention.plan_geometry(
+        shape.num_layers, shape.num_kv_heads, shape.head_dim, dtype, config.kv_layout, page_bytes
+    )
     block_bytes = geometry.block_bytes
     expected_blocks = geometry.blocks_for(expected)
     pool_blocks = budget // block_bytes
     if pool_blocks < 1:
-        raise ValueError(f"the KV cache budget ({budget} bytes) is smaller than one allocation "
-                         f"block ({block_bytes} bytes); raise --kv-cache-memory")
+        raise ValueError(
+            f"the KV cache budget ({budget} bytes) is smaller than one allocation "
+            f"block ({block_bytes} bytes); raise --kv-cache-memory"
+        )
     pool_blocks = min(pool_blocks, max_num_seqs * geometry.blocks_for(max_len))
     slots = max(1, min(max_num_seqs, pool_blocks // expected_blocks))
-    return CachePlan(backend, config.kv_layout, page_bytes, None, slots, max_len,
-                     pool_blocks * block_bytes, reduction_ratio, expected)
+    return CachePlan(
+        backend,
+        config.kv_layout,
+        page_bytes,
+        None,
+        slots,
+        max_len,
+        pool_blocks * block_bytes,
+        reduction_ratio,
+        expected,
+    )
 
 
-def _plan_paged(config: CacheConfig, shape: ModelShape, dtype: torch.dtype, budget: int,
-                max_num_seqs: int, max_len: int, reduction_ratio: float,
-                expected: int) -> CachePlan:
+def _plan_paged(
+    config: CacheConfig,
+    shape: ModelShape,
+    dtype: torch.dtype,
+    budget: int,
+    max_num_seqs: int,
+    max_len: int,
+    reduction_ratio: float,
+    expected: int,
+) -> CachePlan:
     if config.block_tokens <= 0:
         raise ValueError(f"--block-tokens must be positive, got {config.block_tokens}")
-    block_bytes = paged_block_bytes(shape.num_layers, shape.num_kv_heads, shape.head_dim, dtype,
-                                    config.block_tokens)
-    blocks = min(budget // block_bytes,
-                 max_num_seqs * math.ceil(max_len / config.block_tokens))
+    block_bytes = paged_block_bytes(
+        shape.num_layers, shape.num_kv_heads, shape.head_dim, dtype, config.block_tokens
+    )
+    blocks = min(budget // block_bytes, max_num_seqs * math.ceil(max_len / config.block_tokens))
     if blocks < 1:
-        raise ValueError(f"the KV cache budget ({budget} bytes) is smaller than one block "
-                         f"({block_bytes} bytes); raise --kv-cache-memory")
-    return CachePlan("paged", "paged", None, config.block_tokens, max_num_seqs, max_len,
-                     blocks * block_bytes, reduction_ratio, expected)
+        raise ValueError(
+            f"the KV cache budget ({budget} bytes) is smaller than one block "
+            f"({block_bytes} bytes); raise --kv-cache-memory"
+        )
+    return CachePlan(
+        "paged",
+        "paged",
+        None,
+        config.block_tokens,
+        max_num_seqs,
+        max_len,
+        blocks * block_bytes,
+        reduction_ratio,
+        expected,
+    )
 
 
-def create_cache(plan: CachePlan, shape: ModelShape, dtype: torch.dtype,
-                 device: torch.device) -> KVCache:
+def create_cache(
+    plan: CachePlan, shape: ModelShape, dtype: torch.dtype, device: torch.device
+) -> KVCache:
     if plan.block_tokens is not None:
-        block_bytes = paged_block_bytes(shape.num_layers, shape.num_kv_heads, shape.head_dim,
-                                        dtype, plan.block_tokens)
-        return PagedKVCache(shape.num_layers, shape.num_kv_heads, shape.head_dim,
-                            plan.max_slots, plan.max_len, dtype, device, plan.block_tokens,
-                            plan.budget // block_bytes)
+        block_bytes = paged_block_bytes(
+            shape.num_layers, shape.num_kv_heads, shape.head_dim, dtype, plan.block_tokens
+        )
+        return PagedKVCache(
+            shape.num_layers,
+            shape.num_kv_heads,
+            shape.head_dim,
+            plan.max_slots,
+            plan.max_len,
+            dtype,
+            device,
+            plan.block_tokens,
+            plan.budget // block_bytes,
+        )
     return vattention.KVCache(
-        num_layers=shape.num_layers, num_kv_heads=shape.num_kv_heads, head_dim=shape.head_dim,
-        max_slots=plan.max_slots, max_len=plan.max_len, dtype=dtype, device=device,
-        layout=plan.layout, page_bytes=plan.page_bytes, memory_budget=plan.budget,
-        backend=plan.backend)
+        num_layers=shape.num_layers,
+        num_kv_heads=shape.num_kv_heads,
+        head_dim=shape.head_dim,
+        max_slots=plan.max_slots,
+        max_len=plan.max_len,
+        dtype=dtype,
+        device=device,
+        layout=plan.layout,
+        page_bytes=plan.page_bytes,
+        memory_budget=plan.budget,
+        backend=plan.backend,
+    )
 
 
-def attention_for_cache(name: str, device: torch.device, cache: KVCache, pdl: bool
-                        ) -> AttentionBackend:
+def attention_for_cache(
+    name: str, device: torch.device, cache: KVCache, pdl: bool
+) -> AttentionBackend:
     """The resolved attention backend ``name``, wired to the cache it reads."""
     if isinstance(cache, PagedKVCache):
-        return get_attention_backend(name, device, cache.block_tables, cache.block_tokens,
-                                     pdl)
+        return get_attention_backend(name, device, cache.block_tables, cache.block_tokens, pdl)
     return get_attention_backend(name, device, pdl=pdl)
 
 
 def capacity_of(cache: KVCache) -> CacheCapacity:
-    return CacheCapacity(num_blocks=cache.num_blocks, tokens_per_block=cache.tokens_per_block,
-                         max_slots=cache.max_slots)
+    return CacheCapacity(
+        num_blocks=cache.num_blocks,
+        tokens_per_block=cache.tokens_per_block,
+        max_slots=cache.max_slots,
+    )

@@ -20,6 +20,7 @@ Both need attention that reads its lengths from device tensors (the Triton kerne
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -38,8 +39,29 @@ from sarathi.worker.step_inputs import StepBuffers
 
 logger = logging.getLogger("sarathi")
 
-DECODE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
-                  384, 448, 512)
+DECODE_BUCKETS = (
+    1,
+    2,
+    4,
+    8,
+    16,
+    24,
+    32,
+    48,
+    64,
+    80,
+    96,
+    112,
+    128,
+    160,
+    192,
+    224,
+    256,
+    320,
+    384,
+    448,
+    512,
+)
 
 
 def token_buckets(max_tokens: int) -> list[int]:
@@ -54,8 +76,9 @@ def token_buckets(max_tokens: int) -> list[int]:
     return [b for b in sizes if b < max_tokens] + [max_tokens]
 
 
-def graphs_supported(model: LlamaForCausalLM, attention: AttentionBackend,
-                     device: torch.device) -> bool:
+def graphs_supported(
+    model: LlamaForCausalLM, attention: AttentionBackend, device: torch.device
+) -> bool:
     return device.type == "cuda" and attention.graphable and model.tp.world_size == 1
 
 
@@ -84,10 +107,21 @@ class MixedShape:
 
 
 class StepGraphs:
-    def __init__(self, model: LlamaForCausalLM, cache: LayerCaches, attention: AttentionBackend,
-                 rotary: RotaryEmbedding, buffers: StepBuffers, last_token: torch.Tensor,
-                 max_len: int, max_decodes: int, max_tokens: int, block_m: int,
-                 device: torch.device, num_sms: int) -> None:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        cache: LayerCaches,
+        attention: AttentionBackend,
+        rotary: RotaryEmbedding,
+        buffers: StepBuffers,
+        last_token: torch.Tensor,
+        max_len: int,
+        max_decodes: int,
+        max_tokens: int,
+        block_m: int,
+        device: torch.device,
+        num_sms: int,
+    ) -> None:
         self.model, self.cache, self.attention, self.rotary = model, cache, attention, rotary
         self.buffers = buffers
         self.last_token = last_token
@@ -96,9 +130,16 @@ class StepGraphs:
         cap = buffers.capacity
         self.decode_buckets = [b for b in DECODE_BUCKETS if b < max_decodes] + [max_decodes]
         self.token_buckets = token_buckets(max_tokens)
-        self.mixed_shapes = {t: MixedShape(
-            t, min(t, cap.decodes), cap.chunks, math.ceil(t / block_m) + cap.chunks,
-            min(t, cap.samples)) for t in self.token_buckets}
+        self.mixed_shapes = {
+            t: MixedShape(
+                t,
+                min(t, cap.decodes),
+                cap.chunks,
+                math.ceil(t / block_m) + cap.chunks,
+                min(t, cap.samples),
+            )
+            for t in self.token_buckets
+        }
         self.sms = num_sms
         self.kv_heads = cache.layer(0)[0].shape[2]
         self._decode: dict[int, _Graph] = {}
@@ -112,18 +153,20 @@ class StepGraphs:
         returns the seconds it took."""
         t0 = time.perf_counter()
         pool = torch.cuda.graph_pool_handle()
-        jobs = [("decode", b) for b in reversed(self.decode_buckets)] + \
-            [("mixed", t) for t in reversed(self.token_buckets)]
+        jobs = [("decode", b) for b in reversed(self.decode_buckets)] + [
+            ("mixed", t) for t in reversed(self.token_buckets)
+        ]
         with torch.inference_mode():
-            for kind, size in tqdm(jobs, desc="capturing CUDA graphs", unit="graph",
-                                   leave=False):
+            for kind, size in tqdm(jobs, desc="capturing CUDA graphs", unit="graph", leave=False):
                 if kind == "decode":
                     self._decode[size] = self._capture(
-                        lambda s=size: self._decode_forward(s), pool)
+                        functools.partial(self._decode_forward, size), pool
+                    )
                 else:
                     shape = self.mixed_shapes[size]
                     self._mixed[size] = self._capture(
-                        lambda m=shape: self._mixed_forward(m), pool)
+                        functools.partial(self._mixed_forward, shape), pool
+                    )
         torch.cuda.synchronize(self.device)
         self.capture_seconds = time.perf_counter() - t0
         return self.capture_seconds
@@ -147,28 +190,46 @@ class StepGraphs:
         from sarathi.model_executor.attention.triton_kernels import decode_splits
 
         meta = AttentionMetadata(
-            slot_of_token=v("slot_of_token", b), positions=v("positions", b), num_decodes=b,
-            decode_slots=slots, decode_context_lens=v("decode_lens", b),
-            max_decode_context=self.max_len, prefills=[],
-            launch=FixedLaunch(decode_splits(b, self.kv_heads, self.max_len, 64, self.sms)))
+            slot_of_token=v("slot_of_token", b),
+            positions=v("positions", b),
+            num_decodes=b,
+            decode_slots=slots,
+            decode_context_lens=v("decode_lens", b),
+            max_decode_context=self.max_len,
+            prefills=[],
+            launch=FixedLaunch(decode_splits(b, self.kv_heads, self.max_len, 64, self.sms)),
+        )
         ids = resolve_pending(v("ids", b), self.last_token)
         hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
-        return self.model.compute_logits(hidden)
+        logits = self.model.compute_logits(hidden)
+        assert logits is not None, "graphs are captured on a single rank, which samples"
+        return logits
 
     def _mixed_forward(self, m: MixedShape) -> torch.Tensor:
         v = self.buffers.view
         # One split over the whole context: a mixed step is bound by its chunk's matmuls,
         # and a split would add a merge launch and programs that mostly exit at once.
         split = (1, -(-self.max_len // 64) * 64)
-        chunks = ChunkTable(v("chunk_slot", m.chunks), v("chunk_start", m.chunks),
-                            v("chunk_len", m.chunks), v("chunk_off", m.chunks), m.tokens,
-                            v("tile_chunk", m.tiles), v("tile_block", m.tiles))
+        chunks = ChunkTable(
+            v("chunk_slot", m.chunks),
+            v("chunk_start", m.chunks),
+            v("chunk_len", m.chunks),
+            v("chunk_off", m.chunks),
+            m.tokens,
+            v("tile_chunk", m.tiles),
+            v("tile_block", m.tiles),
+        )
         meta = AttentionMetadata(
-            slot_of_token=v("slot_of_token", m.tokens), positions=v("positions", m.tokens),
-            num_decodes=m.decodes, decode_slots=v("decode_slots", m.decodes),
-            decode_context_lens=v("decode_lens", m.decodes), max_decode_context=self.max_len,
-            prefills=[], chunks=chunks,
-            launch=FixedLaunch(split, v("decode_count", 1)))
+            slot_of_token=v("slot_of_token", m.tokens),
+            positions=v("positions", m.tokens),
+            num_decodes=m.decodes,
+            decode_slots=v("decode_slots", m.decodes),
+            decode_context_lens=v("decode_lens", m.decodes),
+            max_decode_context=self.max_len,
+            prefills=[],
+            chunks=chunks,
+            launch=FixedLaunch(split, v("decode_count", 1)),
+        )
         ids = resolve_pending(v("ids", m.tokens), self.last_token)
         hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
         return hidden[v("sample_idx", m.samples)]
@@ -180,13 +241,18 @@ class StepGraphs:
                 return b
         return None
 
-    def mixed_shape(self, tokens: int, decodes: int, chunks: int, tiles: int, samples: int
-                    ) -> MixedShape | None:
+    def mixed_shape(
+        self, tokens: int, decodes: int, chunks: int, tiles: int, samples: int
+    ) -> MixedShape | None:
         for t in self.token_buckets:
             if t >= tokens:
                 m = self.mixed_shapes[t]
-                fits = (decodes <= m.decodes and chunks <= m.chunks and tiles <= m.tiles
-                        and samples <= m.samples)
+                fits = (
+                    decodes <= m.decodes
+                    and chunks <= m.chunks
+                    and tiles <= m.tiles
+                    and samples <= m.samples
+                )
                 return m if fits else None
         return None
 

@@ -26,8 +26,13 @@ from sarathi.core.scheduler_output import ScheduledChunk, StepInput, StepResult
 from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
 from sarathi.model_executor.attention.metadata import ChunkTable, prefill_block_m
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
-from sarathi.model_executor.layers.sampler import (PendingSample, SampleBatch, Sampler,
-                                                   SlotOptions, SpecialRow)
+from sarathi.model_executor.layers.sampler import (
+    PendingSample,
+    SampleBatch,
+    Sampler,
+    SlotOptions,
+    SpecialRow,
+)
 from sarathi.model_executor.models.llama import ForwardContext, LlamaForCausalLM
 from sarathi.sampling_params import SamplingParams
 from sarathi.sequence import PENDING_TOKEN
@@ -82,16 +87,25 @@ class InflightBatch:
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaForCausalLM, cache: KVCache, attention: AttentionBackend,
-                 max_len: int, max_step_tokens: int, device: torch.device, eos_ids: set[int],
-                 seed: int) -> None:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        cache: KVCache,
+        attention: AttentionBackend,
+        max_len: int,
+        max_step_tokens: int,
+        device: torch.device,
+        eos_ids: set[int],
+        seed: int,
+    ) -> None:
         self.model = model
         self.cache = cache
         self.attention = attention
         self.device = device
         s = model.shape
-        self.rotary = RotaryEmbedding(s.head_dim, s.rope_theta, s.rope_scaling, max_len, device,
-                                      model.kernels)
+        self.rotary = RotaryEmbedding(
+            s.head_dim, s.rope_theta, s.rope_scaling, max_len, device, model.kernels
+        )
         self.states: dict[int, SeqState] = {}
         slots = cache.max_slots
         self.covered = np.zeros(slots, dtype=np.int64)  # tokens backed by blocks, per slot
@@ -103,10 +117,16 @@ class ModelRunner:
         self.block_m = prefill_block_m(s.head_dim)
         tokens = max(max_step_tokens, slots)
         chunks = min(GRAPH_MAX_CHUNKS, tokens)
-        self.buffers = StepBuffers(Capacity(
-            tokens=tokens, decodes=min(tokens, slots), chunks=chunks,
-            tiles=math.ceil(tokens / self.block_m) + chunks, samples=min(tokens, slots)),
-            device)
+        self.buffers = StepBuffers(
+            Capacity(
+                tokens=tokens,
+                decodes=min(tokens, slots),
+                chunks=chunks,
+                tiles=math.ceil(tokens / self.block_m) + chunks,
+                samples=min(tokens, slots),
+            ),
+            device,
+        )
         self.max_len = max_len
         self.max_step_tokens = max_step_tokens
         self.graphs: StepGraphs | None = None
@@ -118,15 +138,21 @@ class ModelRunner:
         Takes one cache slot (and its first block) for padding rows."""
         if self.graphs is not None:
             return True
-        if not graphs_supported(self.model, self.attention, self.device) or \
-                self.cache.max_slots < 2:
+        if (
+            not graphs_supported(self.model, self.attention, self.device)
+            or self.cache.max_slots < 2
+        ):
             return False
         sms = torch.cuda.get_device_properties(self.device).multi_processor_count
         graphs = self.step_graphs(sms)
         seconds = graphs.capture_all()
         self.graphs = graphs
-        logger.info("captured %d decode and %d mixed-step CUDA graphs in %.1f s",
-                    len(graphs.decode_buckets), len(graphs.token_buckets), seconds)
+        logger.info(
+            "captured %d decode and %d mixed-step CUDA graphs in %.1f s",
+            len(graphs.decode_buckets),
+            len(graphs.token_buckets),
+            seconds,
+        )
         return True
 
     def step_graphs(self, num_sms: int) -> StepGraphs:
@@ -138,10 +164,20 @@ class ModelRunner:
         for name in ("slot_of_token", "decode_slots", "sample_slots"):
             self.buffers.pad[name] = pad_slot
         self.buffers.load(_empty_arrays())  # every row padding while capturing
-        return StepGraphs(self.model, self.cache, self.attention, self.rotary, self.buffers,
-                          self.last_token, self.max_len, self.cache.max_slots - 1,
-                          min(self.max_step_tokens, self.buffers.capacity.tokens),
-                          self.block_m, self.device, num_sms)
+        return StepGraphs(
+            self.model,
+            self.cache,
+            self.attention,
+            self.rotary,
+            self.buffers,
+            self.last_token,
+            self.max_len,
+            self.cache.max_slots - 1,
+            min(self.max_step_tokens, self.buffers.capacity.tokens),
+            self.block_m,
+            self.device,
+            num_sms,
+        )
 
     # -- one step ----------------------------------------------------------------------------
     @torch.inference_mode()
@@ -154,8 +190,9 @@ class ModelRunner:
         logits = self._forward(batch)
         if logits is None:  # a tensor-parallel rank other than the sampling one
             return InflightBatch(None)
-        sample = SampleBatch(batch.views["sample_slots"], batch.arrays["sample_slots"],
-                             batch.special)
+        sample = SampleBatch(
+            batch.views["sample_slots"], batch.arrays["sample_slots"], batch.special
+        )
         return InflightBatch(self.sampler.launch(logits, sample))
 
     def prepare(self, step: StepInput) -> HostBatch | None:
@@ -190,7 +227,7 @@ class ModelRunner:
             if new.seed is not None:
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed(new.seed)
-            history = [] if new.params.has_penalties else None
+            history: list[int] | None = [] if new.params.has_penalties else None
             self.states[new.seq_id] = SeqState(new.params, new.prompt_len, gen, history)
 
     def _release(self, seq_id: int) -> None:
@@ -256,24 +293,40 @@ class ModelRunner:
                 sample_rows.append(row - 1)
                 sample_slots.append(slot)
 
-        chunk_off = np.cumsum([nd] + [n for _, _, n in prefills[:-1]], dtype=np.int64) \
-            if prefills else np.zeros(0, dtype=np.int64)
+        chunk_off = (
+            np.cumsum([nd] + [n for _, _, n in prefills[:-1]], dtype=np.int64)
+            if prefills
+            else np.zeros(0, dtype=np.int64)
+        )
         pf = np.asarray(prefills, dtype=np.int64).reshape(-1, 3)
         s_slots = np.concatenate([dslots, np.asarray(sample_slots, dtype=np.int64)])
         arrays = {
-            "ids": np.concatenate(ids), "positions": np.concatenate(pos),
+            "ids": np.concatenate(ids),
+            "positions": np.concatenate(pos),
             "slot_of_token": np.concatenate(tok_slots),
-            "decode_slots": dslots, "decode_lens": dpos + 1,
-            "chunk_slot": pf[:, 0], "chunk_start": pf[:, 1], "chunk_len": pf[:, 2],
+            "decode_slots": dslots,
+            "decode_lens": dpos + 1,
+            "chunk_slot": pf[:, 0],
+            "chunk_start": pf[:, 1],
+            "chunk_len": pf[:, 2],
             "chunk_off": chunk_off,
-            "tile_chunk": _cat(tile_chunk), "tile_block": _cat(tile_block),
-            "sample_idx": np.concatenate([np.arange(nd, dtype=np.int64),
-                                          np.asarray(sample_rows, dtype=np.int64)]),
+            "tile_chunk": _cat(tile_chunk),
+            "tile_block": _cat(tile_block),
+            "sample_idx": np.concatenate(
+                [np.arange(nd, dtype=np.int64), np.asarray(sample_rows, dtype=np.int64)]
+            ),
             "sample_slots": s_slots,
             "decode_count": np.asarray([nd], dtype=np.int64),
         }
-        batch = HostBatch(arrays, row, nd, prefills, int(pf[:, 2].max()) if prefills else 0,
-                          len(arrays["tile_chunk"]), has_pending)
+        batch = HostBatch(
+            arrays,
+            row,
+            nd,
+            prefills,
+            int(pf[:, 2].max()) if prefills else 0,
+            len(arrays["tile_chunk"]),
+            has_pending,
+        )
         batch.special = self._special_rows(step, s_slots, dpos, sample_rows)
         return batch
 
@@ -282,15 +335,16 @@ class ModelRunner:
         if tokens[-1] == PENDING_TOKEN:
             # A recompute right after a preemption, fed before its last token reached the
             # host: it was sampled at the slot the sequence had then.
-            tokens = tokens[:-1] + [-1 - st.prev_slot]
+            tokens = [*tokens[:-1], -1 - st.prev_slot]
         if st.history is not None:
             if c.start != len(st.history):
-                del st.history[c.start:]
+                del st.history[c.start :]
             st.history.extend(tokens)
         return tokens
 
-    def _special_rows(self, step: StepInput, s_slots: np.ndarray, dpos: np.ndarray,
-                      chunk_rows: list[int]) -> list[SpecialRow]:
+    def _special_rows(
+        self, step: StepInput, s_slots: np.ndarray, dpos: np.ndarray, chunk_rows: list[int]
+    ) -> list[SpecialRow]:
         """Rows with a seed, penalties or min_tokens: the sampler treats them one by one."""
         rows = np.flatnonzero(self.options.special[s_slots])
         if not len(rows):
@@ -334,8 +388,13 @@ class ModelRunner:
 
     # -- forward -----------------------------------------------------------------------------
     def _shape(self, batch: HostBatch) -> Capacity:
-        return Capacity(batch.num_tokens, batch.num_decodes, len(batch.prefills),
-                        batch.num_tiles, batch.num_samples)
+        return Capacity(
+            batch.num_tokens,
+            batch.num_decodes,
+            len(batch.prefills),
+            batch.num_tiles,
+            batch.num_samples,
+        )
 
     def _load(self, batch: HostBatch) -> dict[str, torch.Tensor]:
         if self.buffers.capacity.fits(self._shape(batch)):
@@ -353,28 +412,44 @@ class ModelRunner:
                 if bucket is not None:
                     return g.replay_decode(bucket, batch.num_decodes)
             else:
-                mixed = g.mixed_shape(batch.num_tokens, batch.num_decodes, len(batch.prefills),
-                                      batch.num_tiles, batch.num_samples)
+                mixed = g.mixed_shape(
+                    batch.num_tokens,
+                    batch.num_decodes,
+                    len(batch.prefills),
+                    batch.num_tiles,
+                    batch.num_samples,
+                )
                 if mixed is not None:
                     return self.model.compute_logits(g.replay_mixed(mixed, batch.num_samples))
         chunks = None
         if batch.prefills:
-            chunks = ChunkTable(views["chunk_slot"], views["chunk_start"], views["chunk_len"],
-                                views["chunk_off"], batch.longest_chunk)
+            chunks = ChunkTable(
+                views["chunk_slot"],
+                views["chunk_start"],
+                views["chunk_len"],
+                views["chunk_off"],
+                batch.longest_chunk,
+            )
         nd = batch.num_decodes
         meta = AttentionMetadata(
-            slot_of_token=views["slot_of_token"], positions=views["positions"], num_decodes=nd,
-            decode_slots=views["decode_slots"], decode_context_lens=views["decode_lens"],
+            slot_of_token=views["slot_of_token"],
+            positions=views["positions"],
+            num_decodes=nd,
+            decode_slots=views["decode_slots"],
+            decode_context_lens=views["decode_lens"],
             max_decode_context=int(a["decode_lens"].max()) if nd else 0,
-            prefills=batch.prefills, chunks=chunks)
+            prefills=batch.prefills,
+            chunks=chunks,
+        )
         ids = views["ids"]
         if batch.has_pending:
             ids = resolve_pending(ids, self.last_token)
         hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
         return self.model.compute_logits(hidden[views["sample_idx"]])
 
-    def forward_logits(self, token_ids: list[int]) -> torch.Tensor:
-        """Logits of every position of one prompt (no sampling); for tests and evaluation."""
+    def forward_logits(self, token_ids: list[int]) -> torch.Tensor | None:
+        """Logits of every position of one prompt (no sampling); for tests and evaluation.
+        None on a tensor-parallel rank other than the sampling one."""
         from sarathi.model_executor.attention.metadata import chunk_table
 
         slot = self.cache.alloc_slot()
@@ -386,9 +461,14 @@ class ModelRunner:
             empty = torch.empty(0, dtype=torch.long, device=dev)
             meta = AttentionMetadata(
                 slot_of_token=torch.full((n,), slot, dtype=torch.long, device=dev),
-                positions=torch.arange(n, device=dev), num_decodes=0, decode_slots=empty,
-                decode_context_lens=empty, max_decode_context=0, prefills=[(slot, 0, n)],
-                chunks=chunk_table([(slot, 0, n)], 0, dev))
+                positions=torch.arange(n, device=dev),
+                num_decodes=0,
+                decode_slots=empty,
+                decode_context_lens=empty,
+                max_decode_context=0,
+                prefills=[(slot, 0, n)],
+                chunks=chunk_table([(slot, 0, n)], 0, dev),
+            )
             ctx = ForwardContext(meta, self.cache, self.attention, self.rotary)
             with torch.inference_mode():
                 hidden = self.model(torch.tensor(token_ids, device=dev), ctx)

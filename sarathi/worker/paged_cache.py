@@ -20,20 +20,32 @@ import torch
 from vattention.errors import OutOfPagesError, VAttentionError
 
 
-def paged_block_bytes(num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
-                      block_tokens: int) -> int:
+def paged_block_bytes(
+    num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype, block_tokens: int
+) -> int:
     """Bytes of one block: K and V of ``block_tokens`` tokens in every layer."""
     elem = torch.tensor([], dtype=dtype).element_size()
     return 2 * num_layers * num_kv_heads * head_dim * elem * block_tokens
 
 
 class PagedKVCache:
-    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, max_slots: int,
-                 max_len: int, dtype: torch.dtype, device: torch.device, block_tokens: int,
-                 num_blocks: int) -> None:
+    def __init__(
+        self,
+        num_layers: int,
+        num_kv_heads: int,
+        head_dim: int,
+        max_slots: int,
+        max_len: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        block_tokens: int,
+        num_blocks: int,
+    ) -> None:
         if block_tokens <= 0 or num_blocks <= 0 or max_slots <= 0 or max_len <= 0:
-            raise ValueError(f"invalid paged cache: block_tokens {block_tokens}, num_blocks "
-                             f"{num_blocks}, max_slots {max_slots}, max_len {max_len}")
+            raise ValueError(
+                f"invalid paged cache: block_tokens {block_tokens}, num_blocks "
+                f"{num_blocks}, max_slots {max_slots}, max_len {max_len}"
+            )
         self.device = torch.device(device)
         self.dtype = dtype
         self.num_layers = num_layers
@@ -49,12 +61,17 @@ class PagedKVCache:
         # Zeroed, not empty: the CPU fallback gathers whole blocks, and a NaN left in an
         # unwritten row would survive the attention mask (0 * NaN).
         shape = (num_blocks, block_tokens, num_kv_heads, head_dim)
-        self._layers = [(torch.zeros(shape, dtype=dtype, device=self.device),
-                         torch.zeros(shape, dtype=dtype, device=self.device))
-                        for _ in range(num_layers)]
+        self._layers = [
+            (
+                torch.zeros(shape, dtype=dtype, device=self.device),
+                torch.zeros(shape, dtype=dtype, device=self.device),
+            )
+            for _ in range(num_layers)
+        ]
         # int32, as the kernels read it. Rows of free slots point at block 0: never read.
-        self.block_tables = torch.zeros(max_slots, self.blocks_per_slot, dtype=torch.int32,
-                                        device=self.device)
+        self.block_tables = torch.zeros(
+            max_slots, self.blocks_per_slot, dtype=torch.int32, device=self.device
+        )
         self._blocks: list[list[int]] = [[] for _ in range(max_slots)]
         self._tokens = [0] * max_slots
         self._taken = [False] * max_slots
@@ -96,7 +113,8 @@ class PagedKVCache:
         if need > len(self._free_blocks):
             raise OutOfPagesError(
                 f"slot {slot} needs {need} more blocks for {num_tokens} tokens, only "
-                f"{len(self._free_blocks)} of {self.num_blocks} are free")
+                f"{len(self._free_blocks)} of {self.num_blocks} are free"
+            )
         for _ in range(max(0, need)):
             block = self._free_blocks.pop()
             self._pending.append((slot, len(blocks), block))
@@ -137,16 +155,21 @@ class PagedKVCache:
         held by live slots (the pool itself is ``pool_bytes``, all allocated at start)."""
         used = self.num_blocks - len(self._free_blocks)
         return {
-            "backend": "paged", "layout": "paged", "page_bytes": self.block_bytes,
+            "backend": "paged",
+            "layout": "paged",
+            "page_bytes": self.block_bytes,
             "tokens_per_block": self.block_tokens,
-            "blocks_total": self.num_blocks, "blocks_used": used,
+            "blocks_total": self.num_blocks,
+            "blocks_used": used,
             "blocks_free": len(self._free_blocks),
-            "pages_total": self.num_blocks, "pages_mapped": used,
+            "pages_total": self.num_blocks,
+            "pages_mapped": used,
             "pages_free": len(self._free_blocks),
             "mapped_bytes": used * self.block_bytes,
             "token_bytes": sum(self._tokens) * self.token_bytes,
             "pool_bytes": self.num_blocks * self.block_bytes,
-            "slots_used": sum(self._taken), "max_slots": self.max_slots,
+            "slots_used": sum(self._taken),
+            "max_slots": self.max_slots,
         }
 
     def close(self) -> None:

@@ -20,12 +20,19 @@ import torch
 
 # field -> the capacity it is sized by
 FIELDS: dict[str, str] = {
-    "ids": "tokens", "positions": "tokens", "slot_of_token": "tokens",
-    "decode_slots": "decodes", "decode_lens": "decodes",
-    "chunk_slot": "chunks", "chunk_start": "chunks", "chunk_len": "chunks",
+    "ids": "tokens",
+    "positions": "tokens",
+    "slot_of_token": "tokens",
+    "decode_slots": "decodes",
+    "decode_lens": "decodes",
+    "chunk_slot": "chunks",
+    "chunk_start": "chunks",
+    "chunk_len": "chunks",
     "chunk_off": "chunks",
-    "tile_chunk": "tiles", "tile_block": "tiles",
-    "sample_idx": "samples", "sample_slots": "samples",
+    "tile_chunk": "tiles",
+    "tile_block": "tiles",
+    "sample_idx": "samples",
+    "sample_slots": "samples",
     "decode_count": "one",
 }
 
@@ -39,9 +46,13 @@ class Capacity:
     samples: int
 
     def fits(self, other: Capacity) -> bool:
-        return (other.tokens <= self.tokens and other.decodes <= self.decodes
-                and other.chunks <= self.chunks and other.tiles <= self.tiles
-                and other.samples <= self.samples)
+        return (
+            other.tokens <= self.tokens
+            and other.decodes <= self.decodes
+            and other.chunks <= self.chunks
+            and other.tiles <= self.tiles
+            and other.samples <= self.samples
+        )
 
     def size(self, group: str) -> int:
         return 1 if group == "one" else int(getattr(self, group))
@@ -54,8 +65,13 @@ class StepBuffers:
     def __init__(self, capacity: Capacity, device: torch.device, pad_slot: int = 0) -> None:
         self.capacity = capacity
         self.device = device
-        self.pad = {"slot_of_token": pad_slot, "decode_slots": pad_slot, "decode_lens": 1,
-                    "sample_slots": pad_slot, "tile_chunk": -1}
+        self.pad = {
+            "slot_of_token": pad_slot,
+            "decode_slots": pad_slot,
+            "decode_lens": 1,
+            "sample_slots": pad_slot,
+            "tile_chunk": -1,
+        }
         self.offsets: dict[str, int] = {}
         total = 0
         for name, group in FIELDS.items():
@@ -64,15 +80,14 @@ class StepBuffers:
         self.total = total
         self.device_buffer = torch.zeros(total, dtype=torch.long, device=device)
         pinned = device.type == "cuda"
-        self._hosts = [torch.zeros(total, dtype=torch.long, pin_memory=pinned)
-                       for _ in range(2)]
+        self._hosts = [torch.zeros(total, dtype=torch.long, pin_memory=pinned) for _ in range(2)]
         self._copied: list[torch.cuda.Event | None] = [None, None]
         self._turn = 0
 
     def view(self, name: str, length: int) -> torch.Tensor:
         """The first ``length`` rows of a field in the device buffer."""
         off = self.offsets[name]
-        return self.device_buffer[off:off + length]
+        return self.device_buffer[off : off + length]
 
     def load(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """Copy a step's arrays (every field, at most its capacity long) to the device;
@@ -87,8 +102,8 @@ class StepBuffers:
             off = self.offsets[name]
             a = arrays[name]
             n = len(a)
-            host[off:off + n] = a
-            host[off + n:off + self.capacity.size(group)] = self.pad.get(name, 0)
+            host[off : off + n] = a
+            host[off + n : off + self.capacity.size(group)] = self.pad.get(name, 0)
         self.device_buffer.copy_(self._hosts[turn], non_blocking=True)
         if self.device.type == "cuda":
             event = torch.cuda.Event()
@@ -105,7 +120,7 @@ def load_once(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, 
         packed = packed.pin_memory().to(device, non_blocking=True)
     out: dict[str, torch.Tensor] = {}
     off = 0
-    for name, n in zip(arrays, lengths):
-        out[name] = packed[off:off + n]
+    for name, n in zip(arrays, lengths, strict=True):
+        out[name] = packed[off : off + n]
         off += n
     return out

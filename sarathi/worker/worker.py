@@ -13,12 +13,15 @@ from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult
 from sarathi.model_executor.attention import resolve_attention_backend, uses_paged_cache
 from sarathi.model_executor.dummy_weights import init_dummy_weights
+from sarathi.model_executor.model_loader import (
+    build_model,
+    iter_checkpoint,
+    load_weights,
+    patch_checkpoint,
+)
 from sarathi.model_executor.model_shape import ModelShape
 from sarathi.model_executor.parallel import TPGroup, head_layout
-from sarathi.model_executor.model_loader import (build_model, iter_checkpoint, load_weights,
-                                                   patch_checkpoint)
-from sarathi.worker.cache_engine import (attention_for_cache, capacity_of, create_cache,
-                                         plan_cache)
+from sarathi.worker.cache_engine import attention_for_cache, capacity_of, create_cache, plan_cache
 from sarathi.worker.model_runner import InflightBatch, ModelRunner
 
 
@@ -39,8 +42,12 @@ class WorkerSpec:
 
 
 class Worker:
-    def __init__(self, spec: WorkerSpec, weights: Iterable[tuple[str, torch.Tensor]] | None = None,
-                 tp: TPGroup | None = None) -> None:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        weights: Iterable[tuple[str, torch.Tensor]] | None = None,
+        tp: TPGroup | None = None,
+    ) -> None:
         self.spec = spec
         self.tp = tp = tp or TPGroup()
         self.model = build_model(spec.shape, spec.dtype, spec.device, tp)
@@ -50,13 +57,18 @@ class Worker:
             init_dummy_weights(self.model, spec.config.model.seed + tp.rank)
         elif weights is None:
             # Lazy slices: a rank reads only its part; patching needs the whole vocab matrices.
-            weights = iter_checkpoint(spec.model_path,
-                                      lazy=tp.world_size > 1 and spec.patch_tokenizer is None)
+            weights = iter_checkpoint(
+                spec.model_path, lazy=tp.world_size > 1 and spec.patch_tokenizer is None
+            )
             if spec.patch_tokenizer is not None:
                 from sarathi.transformers_utils.tokenizer import load_patch_tokenizer
 
-                weights = patch_checkpoint(weights, load_patch_tokenizer(spec.patch_tokenizer),
-                                           spec.init_method, spec.shape.tie_word_embeddings)
+                weights = patch_checkpoint(
+                    weights,
+                    load_patch_tokenizer(spec.patch_tokenizer),
+                    spec.init_method,
+                    spec.shape.tie_word_embeddings,
+                )
         if not dummy:
             load_weights(self.model, weights)
         cfg = spec.config
@@ -71,21 +83,41 @@ class Worker:
             # Leave room for one step's activations (logits of a full chunk dominate).
             free -= 4 * chunk_size * spec.shape.vocab_size * 4
             if free <= 0:
-                raise ValueError("no GPU memory is left for the KV cache; raise "
-                                 "--gpu-memory-utilization or use a smaller model")
+                raise ValueError(
+                    "no GPU memory is left for the KV cache; raise "
+                    "--gpu-memory-utilization or use a smaller model"
+                )
         # This rank's cache holds only its KV heads.
-        cache_shape = replace(spec.shape, num_kv_heads=head_layout(
-            spec.shape.num_heads, spec.shape.num_kv_heads, tp.rank, tp.world_size).num_kv_heads)
+        cache_shape = replace(
+            spec.shape,
+            num_kv_heads=head_layout(
+                spec.shape.num_heads, spec.shape.num_kv_heads, tp.rank, tp.world_size
+            ).num_kv_heads,
+        )
         backend = resolve_attention_backend(cfg.attention.attention_backend, spec.device)
-        self.plan = plan_cache(cfg.cache, cache_shape, spec.dtype, spec.device,
-                               cfg.scheduler.max_num_seqs, spec.max_model_len,
-                               spec.reduction_ratio, free, paged=uses_paged_cache(backend))
+        self.plan = plan_cache(
+            cfg.cache,
+            cache_shape,
+            spec.dtype,
+            spec.device,
+            cfg.scheduler.max_num_seqs,
+            spec.max_model_len,
+            spec.reduction_ratio,
+            free,
+            paged=uses_paged_cache(backend),
+        )
         self.cache = create_cache(self.plan, cache_shape, spec.dtype, spec.device)
-        attention = attention_for_cache(backend, spec.device, self.cache,
-                                        self.model.kernels.pdl)
-        self.runner = ModelRunner(self.model, self.cache, attention, spec.max_model_len,
-                                  chunk_size, spec.device, set(spec.eos_ids),
-                                  cfg.model.seed)
+        attention = attention_for_cache(backend, spec.device, self.cache, self.model.kernels.pdl)
+        self.runner = ModelRunner(
+            self.model,
+            self.cache,
+            attention,
+            spec.max_model_len,
+            chunk_size,
+            spec.device,
+            set(spec.eos_ids),
+            cfg.model.seed,
+        )
         if not cfg.model.enforce_eager:
             self.runner.capture_graphs()
 

@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP server: app factory, uvicorn runner and graceful shutdown.
 
-    python -m sarathi serve [--model M] [--host H] [--port P] [--api-key K] [engine flags]
-    python -m sarathi.entrypoints.openai_server.api_server --model_name M ...   (seed's line)
+python -m sarathi serve [--model M] [--host H] [--port P] [--api-key K] [engine flags]
+python -m sarathi.entrypoints.openai_server.api_server --model_name M ...   (seed's line)
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import signal
 import socket
 import sys
 import threading
-from typing import AsyncIterator, Callable, Iterator
+import types
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -48,10 +49,14 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     metrics = ServerMetrics(name, lambda: engine.snapshot)
     engine.add_observer(metrics)
     state = ServerState(
-        engine=engine, model_name=name, model_path=core.setup.path,
-        max_seq_len=core.max_seq_len, metrics=metrics,
+        engine=engine,
+        model_name=name,
+        model_path=core.setup.path,
+        max_seq_len=core.max_seq_len,
+        metrics=metrics,
         chat_template=load_chat_template(getattr(args, "chat_template", None)),
-        description=DEMO_NOTE if core.setup.is_demo else None)
+        description=DEMO_NOTE if core.setup.is_demo else None,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,8 +65,12 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         # Joining the loop thread blocks; keep the event loop free while it finishes.
         await asyncio.to_thread(engine.shutdown)
 
-    app = FastAPI(title="sarathi", version=sarathi.__version__, lifespan=lifespan,
-                  description="OpenAI-compatible LLM server")
+    app = FastAPI(
+        title="sarathi",
+        version=sarathi.__version__,
+        lifespan=lifespan,
+        description="OpenAI-compatible LLM server",
+    )
     app.state.sarathi = state
     install_error_handlers(app)
     app.include_router(router)
@@ -69,8 +78,9 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     key = api_key_of(args)
     if key:
         app.add_middleware(APIKeyMiddleware, api_key=key)
-    app.add_middleware(BodySizeLimitMiddleware,
-                       max_bytes=getattr(args, "max_request_bytes", 4 * 1024 * 1024))
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=getattr(args, "max_request_bytes", 4 * 1024 * 1024)
+    )
     return app
 
 
@@ -90,7 +100,7 @@ class GracefulServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets=sockets)
 
-    def handle_exit(self, sig: int, frame: object) -> None:
+    def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
         super().handle_exit(sig, frame)
         if self._loop is not None and not self._loop.is_closed():
             # A signal handler interrupts arbitrary code: hand the work to the event loop.
@@ -101,8 +111,9 @@ class GracefulServer(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {sig: signal.signal(sig, self.handle_exit)
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             yield
         finally:
@@ -134,11 +145,13 @@ def startup_line(engine: LLMEngine, name: str, url: str) -> str:
     model = f"{name!r} from {m.path}"
     if m.is_demo:
         model += f" ({DEMO_NOTE})"
-    return (f"sarathi {sarathi.__version__} serving {model} on {url} | dtype "
-            f"{str(m.dtype).removeprefix('torch.')}, device {m.device}, attention "
-            f"{backend_name}, KV cache {cache.get('backend', '?')}/{cache.get('layout', '?')}: "
-            f"{engine.scheduler.max_running} slots, {cap.max_tokens} tokens, context "
-            f"{engine.max_seq_len}")
+    return (
+        f"sarathi {sarathi.__version__} serving {model} on {url} | dtype "
+        f"{str(m.dtype).removeprefix('torch.')}, device {m.device}, attention "
+        f"{backend_name}, KV cache {cache.get('backend', '?')}/{cache.get('layout', '?')}: "
+        f"{engine.scheduler.max_running} slots, {cap.max_tokens} tokens, context "
+        f"{engine.max_seq_len}"
+    )
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -153,8 +166,12 @@ def run_server(args: argparse.Namespace) -> int:
         host, port = sock.getsockname()[:2]
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         print(startup_line(engine, served_name(engine, args), url), flush=True)
-        uv_config = uvicorn.Config(app, log_level=args.log_level, lifespan="on",
-                                   timeout_graceful_shutdown=args.graceful_shutdown_seconds)
+        uv_config = uvicorn.Config(
+            app,
+            log_level=args.log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=args.graceful_shutdown_seconds,
+        )
         server = GracefulServer(uv_config, lambda: async_engine.begin_shutdown())
         server.run(sockets=[sock])
     finally:
@@ -169,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(
         prog="python -m sarathi.entrypoints.openai_server.api_server",
-        description="OpenAI-compatible server (same flags as `python -m sarathi serve`).")
+        description="OpenAI-compatible server (same flags as `python -m sarathi serve`).",
+    )
     add_server_args(parser)
     add_engine_args(parser)
     args = parser.parse_args(argv)

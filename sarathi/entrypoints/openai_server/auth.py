@@ -39,8 +39,11 @@ class APIKeyMiddleware:
                 header = value.decode("latin-1")
                 break
         if not key_matches(header, self.api_key):
-            err = APIError("missing or invalid API key (send 'Authorization: Bearer KEY')", 401,
-                           code="invalid_api_key")
+            err = APIError(
+                "missing or invalid API key (send 'Authorization: Bearer KEY')",
+                401,
+                code="invalid_api_key",
+            )
             await error_response(err)(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -18,16 +18,25 @@ def load_chat_template(path: str | None) -> str | None:
         return f.read()
 
 
-def render_chat(tokenizer: Any, messages: list[ChatMessage], template: str | None,
-                add_generation_prompt: bool = True, continue_final_message: bool = False
-                ) -> str:
+def render_chat(
+    tokenizer: Any,
+    messages: list[ChatMessage],
+    template: str | None,
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+) -> str:
     if template is None and not getattr(tokenizer, "chat_template", None):
-        raise bad_request("this model's tokenizer has no chat template; start the server with "
-                          "--chat-template FILE", "messages")
+        raise bad_request(
+            "this model's tokenizer has no chat template; start the server with "
+            "--chat-template FILE",
+            "messages",
+        )
     if continue_final_message and add_generation_prompt:
         add_generation_prompt = False
-    conversation = [{"role": m.role, "content": m.text(),
-                     **({"name": m.name} if m.name else {})} for m in messages]
+    conversation = [
+        {"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})}
+        for m in messages
+    ]
     kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": add_generation_prompt}
     if continue_final_message:
         kwargs["continue_final_message"] = True
@@ -39,10 +48,14 @@ def render_chat(tokenizer: Any, messages: list[ChatMessage], template: str | Non
         raise bad_request(f"the chat template failed on these messages: {e}", "messages") from e
 
 
-def chat_prompt_ids(tokenizer: Any, messages: list[ChatMessage], template: str | None,
-                    add_generation_prompt: bool = True, continue_final_message: bool = False,
-                    add_special_tokens: bool = False) -> list[int]:
-    text = render_chat(tokenizer, messages, template, add_generation_prompt,
-                       continue_final_message)
+def chat_prompt_ids(
+    tokenizer: Any,
+    messages: list[ChatMessage],
+    template: str | None,
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+    add_special_tokens: bool = False,
+) -> list[int]:
+    text = render_chat(tokenizer, messages, template, add_generation_prompt, continue_final_message)
     # The template already wrote any BOS it wants; adding special tokens would double it.
     return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))

@@ -23,8 +23,14 @@ logger = logging.getLogger("sarathi.server")
 class APIError(Exception):
     """An error the API reports to the client as JSON with this status."""
 
-    def __init__(self, message: str, status: int = 400, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -37,15 +43,19 @@ def bad_request(message: str, param: str | None = None) -> APIError:
     return APIError(message, 400, param=param)
 
 
-def error_body(message: str, type: str, param: str | None = None,
-               code: str | int | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, type: str, param: str | None = None, code: str | int | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
 def error_response(err: APIError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
-    return JSONResponse(error_body(err.message, err.type, err.param, err.code),
-                        status_code=err.status, headers=headers)
+    return JSONResponse(
+        error_body(err.message, err.type, err.param, err.code),
+        status_code=err.status,
+        headers=headers,
+    )
 
 
 def sse_error(err: APIError) -> str:

@@ -52,8 +52,9 @@ class BodySizeLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        err = APIError(f"the request body is larger than {self.max_bytes} bytes", 413,
-                       code="request_too_large")
+        err = APIError(
+            f"the request body is larger than {self.max_bytes} bytes", 413, code="request_too_large"
+        )
         await error_response(err)(scope, receive, send)
 
 

@@ -8,7 +8,7 @@ the server's --max-request-bytes. Unknown fields are ignored, as OpenAI clients 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
@@ -22,14 +22,16 @@ MAX_MESSAGES = 1024
 
 TokenId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
 StopStr = Annotated[StrictStr, Field(min_length=1, max_length=MAX_STOP_LEN)]
-Stop = Union[StopStr, Annotated[list[StopStr], Field(max_length=MAX_STOP)], None]
-Prompt = Union[
-    StrictStr,
-    Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_PROMPTS)],
-    Annotated[list[TokenId], Field(min_length=1)],
-    Annotated[list[Annotated[list[TokenId], Field(min_length=1)]],
-              Field(min_length=1, max_length=MAX_PROMPTS)],
-]
+Stop = StopStr | Annotated[list[StopStr], Field(max_length=MAX_STOP)] | None
+Prompt = (
+    StrictStr
+    | Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_PROMPTS)]
+    | Annotated[list[TokenId], Field(min_length=1)]
+    | Annotated[
+        list[Annotated[list[TokenId], Field(min_length=1)]],
+        Field(min_length=1, max_length=MAX_PROMPTS),
+    ]
+)
 
 
 class _Request(BaseModel):
@@ -139,7 +141,7 @@ class TokenizeChatRequest(_Request):
     add_special_tokens: bool = False
 
 
-TokenizeRequest = Union[TokenizeCompletionRequest, TokenizeChatRequest]
+TokenizeRequest = TokenizeCompletionRequest | TokenizeChatRequest
 
 
 class DetokenizeRequest(_Request):

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 import sarathi
 from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request, error_response
-from sarathi.entrypoints.openai_server.protocol import (ChatCompletionRequest,
-                                                        ChatCompletionResponse,
-                                                        CompletionRequest, CompletionResponse,
-                                                        DetokenizeRequest, DetokenizeResponse,
-                                                        ErrorResponse, ModelCard, ModelList,
-                                                        TokenizeChatRequest, TokenizeRequest,
-                                                        TokenizeResponse)
+from sarathi.entrypoints.openai_server.protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    TokenizeChatRequest,
+    TokenizeRequest,
+    TokenizeResponse,
+)
 from sarathi.entrypoints.openai_server.serving_chat import create_chat_completion
 from sarathi.entrypoints.openai_server.serving_common import ServerState
 from sarathi.entrypoints.openai_server.serving_completions import create_completion
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 500, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 500, 503)
+}
 
 router = APIRouter()
 
@@ -34,8 +45,11 @@ async def health(request: Request) -> Response:
     if engine.is_alive:
         return JSONResponse({"status": "ok"})
     reason = f": {engine.error}" if engine.error is not None else ""
-    return error_response(APIError(f"the engine loop is not running{reason}", 503,
-                                   type="server_error", code="engine_dead"))
+    return error_response(
+        APIError(
+            f"the engine loop is not running{reason}", 503, type="server_error", code="engine_dead"
+        )
+    )
 
 
 @router.get("/metrics")
@@ -52,8 +66,17 @@ async def version() -> dict[str, str]:
 @router.get("/v1/models", response_model=ModelList, responses=_ERRORS)
 async def models(request: Request) -> ModelList:
     s = state_of(request)
-    return ModelList(data=[ModelCard(id=s.model_name, created=s.created, root=s.model_path,
-                                     max_model_len=s.max_seq_len, description=s.description)])
+    return ModelList(
+        data=[
+            ModelCard(
+                id=s.model_name,
+                created=s.created,
+                root=s.model_path,
+                max_model_len=s.max_seq_len,
+                description=s.description,
+            )
+        ]
+    )
 
 
 @router.post("/v1/completions", response_model=CompletionResponse, responses=_ERRORS)
@@ -61,8 +84,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     return await create_completion(state_of(request), body, request)
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletionResponse,
-             responses=_ERRORS)
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=_ERRORS)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     return await create_chat_completion(state_of(request), body, request)
 
@@ -72,8 +94,13 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     s = state_of(request)
     s.check_model(body.model)
     if isinstance(body, TokenizeChatRequest):
-        ids = chat_prompt_ids(s.tokenizer, body.messages, s.chat_template,
-                              body.add_generation_prompt, add_special_tokens=body.add_special_tokens)
+        ids = chat_prompt_ids(
+            s.tokenizer,
+            body.messages,
+            s.chat_template,
+            body.add_generation_prompt,
+            add_special_tokens=body.add_special_tokens,
+        )
     else:
         ids = list(s.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens))
     return TokenizeResponse(tokens=ids, count=len(ids), max_model_len=s.max_seq_len)

@@ -5,49 +5,78 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from typing import AsyncGenerator
+from collections.abc import AsyncGenerator
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
 from sarathi.entrypoints.openai_server.errors import APIError, sse_error
-from sarathi.entrypoints.openai_server.protocol import (ChatChoice, ChatCompletionRequest,
-                                                        ChatCompletionResponse, ChatLogprobs,
-                                                        ChatResponseMessage, TokenLogprob,
-                                                        TopLogprob)
-from sarathi.entrypoints.openai_server.serving_common import (ENGINE_ERRORS, SSE_DONE,
-                                                              ClientDisconnected, ServerState,
-                                                              SSEResponse, engine_error,
-                                                              final_output, merge,
-                                                              sampling_params, sse,
-                                                              unless_disconnected, usage)
+from sarathi.entrypoints.openai_server.protocol import (
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatLogprobs,
+    ChatResponseMessage,
+    TokenLogprob,
+    TopLogprob,
+)
+from sarathi.entrypoints.openai_server.serving_common import (
+    ENGINE_ERRORS,
+    SSE_DONE,
+    ClientDisconnected,
+    ServerState,
+    SSEResponse,
+    engine_error,
+    final_output,
+    merge,
+    sampling_params,
+    sse,
+    unless_disconnected,
+    usage,
+)
 from sarathi.outputs import CompletionOutput
 from sarathi.sampling_params import SamplingParams
 
 
-def _logprobs(state: ServerState, c: CompletionOutput, start: int, end: int, k: int
-              ) -> ChatLogprobs:
+def _logprobs(
+    state: ServerState, c: CompletionOutput, start: int, end: int, k: int
+) -> ChatLogprobs:
     content = []
     for pos in range(start, end):
         tid = c.token_ids[pos]
         entry = c.logprobs[pos] if c.logprobs is not None and pos < len(c.logprobs) else {}
         text = state.token_text(tid)
         top = sorted(entry.items(), key=lambda kv: kv[1].rank)[:k]
-        content.append(TokenLogprob(
-            token=text, logprob=entry[tid].logprob if tid in entry else float("-inf"),
-            bytes=list(text.encode("utf-8")),
-            top_logprobs=[TopLogprob(token=state.token_text(t), logprob=v.logprob,
-                                     bytes=list(state.token_text(t).encode("utf-8")))
-                          for t, v in top]))
+        content.append(
+            TokenLogprob(
+                token=text,
+                logprob=entry[tid].logprob if tid in entry else float("-inf"),
+                bytes=list(text.encode("utf-8")),
+                top_logprobs=[
+                    TopLogprob(
+                        token=state.token_text(t),
+                        logprob=v.logprob,
+                        bytes=list(state.token_text(t).encode("utf-8")),
+                    )
+                    for t, v in top
+                ],
+            )
+        )
     return ChatLogprobs(content=content)
 
 
-async def create_chat_completion(state: ServerState, req: ChatCompletionRequest,
-                                 raw: Request) -> Response:
+async def create_chat_completion(
+    state: ServerState, req: ChatCompletionRequest, raw: Request
+) -> Response:
     state.check_model(req.model)
-    ids = chat_prompt_ids(state.tokenizer, req.messages, state.chat_template,
-                          req.add_generation_prompt, req.continue_final_message)
+    ids = chat_prompt_ids(
+        state.tokenizer,
+        req.messages,
+        state.chat_template,
+        req.add_generation_prompt,
+        req.continue_final_message,
+    )
     asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
     max_tokens = state.check_prompt(ids, asked, "messages", param)
@@ -58,37 +87,65 @@ async def create_chat_completion(state: ServerState, req: ChatCompletionRequest,
     if req.stream:
         return SSEResponse(_stream(state, req, ids, params, request_id, created))
     try:
-        return await unless_disconnected(raw, _full(state, req, ids, params, request_id,
-                                                    created))
+        return await unless_disconnected(raw, _full(state, req, ids, params, request_id, created))
     except ClientDisconnected:
         return Response(status_code=499)
 
 
-async def _full(state: ServerState, req: ChatCompletionRequest, ids: list[int],
-                params: SamplingParams, request_id: str, created: int) -> JSONResponse:
+async def _full(
+    state: ServerState,
+    req: ChatCompletionRequest,
+    ids: list[int],
+    params: SamplingParams,
+    request_id: str,
+    created: int,
+) -> JSONResponse:
     try:
         out = await final_output(state.engine, ids, params, request_id)
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
     choices = []
     for c in out.outputs:
-        lp = _logprobs(state, c, 0, len(c.token_ids), req.top_logprobs or 0) \
-            if req.logprobs else None
-        choices.append(ChatChoice(index=c.index, message=ChatResponseMessage(content=c.text),
-                                  logprobs=lp, finish_reason=c.finish_reason,
-                                  stop_reason=c.stop_reason))
+        lp = (
+            _logprobs(state, c, 0, len(c.token_ids), req.top_logprobs or 0)
+            if req.logprobs
+            else None
+        )
+        choices.append(
+            ChatChoice(
+                index=c.index,
+                message=ChatResponseMessage(content=c.text),
+                logprobs=lp,
+                finish_reason=c.finish_reason,
+                stop_reason=c.stop_reason,
+            )
+        )
     body = ChatCompletionResponse(
-        id=request_id, created=created, model=state.model_name, choices=choices,
-        usage=usage(len(ids), sum(len(c.token_ids) for c in out.outputs)))
+        id=request_id,
+        created=created,
+        model=state.model_name,
+        choices=choices,
+        usage=usage(len(ids), sum(len(c.token_ids) for c in out.outputs)),
+    )
     return JSONResponse(body.model_dump())
 
 
-async def _stream(state: ServerState, req: ChatCompletionRequest, ids: list[int],
-                  params: SamplingParams, request_id: str, created: int
-                  ) -> AsyncGenerator[str, None]:
+async def _stream(
+    state: ServerState,
+    req: ChatCompletionRequest,
+    ids: list[int],
+    params: SamplingParams,
+    request_id: str,
+    created: int,
+) -> AsyncGenerator[str, None]:
     def chunk(choices: list[dict], usage_info: dict | None = None) -> str:
-        body = {"id": request_id, "object": "chat.completion.chunk", "created": created,
-                "model": state.model_name, "choices": choices}
+        body = {
+            "id": request_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": state.model_name,
+            "choices": choices,
+        }
         if usage_info is not None:
             body["usage"] = usage_info
         return sse(body)
@@ -98,8 +155,16 @@ async def _stream(state: ServerState, req: ChatCompletionRequest, ids: list[int]
     completion_tokens = 0
     try:
         for i in range(req.n):
-            yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
-                          "logprobs": None, "finish_reason": None}])
+            yield chunk(
+                [
+                    {
+                        "index": i,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
         async with contextlib.aclosing(merge([stream])) as outputs:
             async for _, out in outputs:
                 for c in out.outputs:
@@ -112,12 +177,21 @@ async def _stream(state: ServerState, req: ChatCompletionRequest, ids: list[int]
                     lp = None
                     if req.logprobs:
                         end = len(c.token_ids)
-                        lp = _logprobs(state, c, end - c.num_new_tokens, end,
-                                       req.top_logprobs or 0).model_dump()
+                        lp = _logprobs(
+                            state, c, end - c.num_new_tokens, end, req.top_logprobs or 0
+                        ).model_dump()
                     delta = {"content": c.text_delta} if c.text_delta or not c.finished else {}
-                    yield chunk([{"index": c.index, "delta": delta, "logprobs": lp,
-                                  "finish_reason": c.finish_reason,
-                                  **({"stop_reason": c.stop_reason} if c.finished else {})}])
+                    yield chunk(
+                        [
+                            {
+                                "index": c.index,
+                                "delta": delta,
+                                "logprobs": lp,
+                                "finish_reason": c.finish_reason,
+                                **({"stop_reason": c.stop_reason} if c.finished else {}),
+                            }
+                        ]
+                    )
         if include_usage:
             yield chunk([], usage(len(ids), completion_tokens).model_dump())
     except ENGINE_ERRORS as e:

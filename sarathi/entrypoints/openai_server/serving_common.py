@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any, AsyncGenerator, AsyncIterator
+from typing import Any
 
 from fastapi import Request
 from starlette.responses import StreamingResponse
@@ -44,8 +45,12 @@ class ServerState:
 
     def check_model(self, name: str | None) -> None:
         if name is not None and name != self.model_name:
-            raise APIError(f"the model {name!r} does not exist; this server serves "
-                           f"{self.model_name!r}", 404, param="model", code="model_not_found")
+            raise APIError(
+                f"the model {name!r} does not exist; this server serves {self.model_name!r}",
+                404,
+                param="model",
+                code="model_not_found",
+            )
 
     def token_text(self, token_id: int) -> str:
         text = self._token_text.get(token_id)
@@ -54,8 +59,9 @@ class ServerState:
             self._token_text[token_id] = text
         return text
 
-    def check_prompt(self, ids: list[int], max_tokens: int | None, param: str,
-                     tokens_param: str = "max_tokens") -> int:
+    def check_prompt(
+        self, ids: list[int], max_tokens: int | None, param: str, tokens_param: str = "max_tokens"
+    ) -> int:
         """Validate a tokenized prompt; returns the max_tokens to use (None: the rest)."""
         try:
             self.engine.engine.validate_prompt(ids)
@@ -69,24 +75,41 @@ class ServerState:
                 f"This model's maximum context length is {self.max_seq_len} tokens. However, you "
                 f"requested {len(ids) + max_tokens} tokens ({len(ids)} in the prompt, "
                 f"{max_tokens} in the completion). Reduce the length of the prompt or of "
-                f"{tokens_param}.", tokens_param)
+                f"{tokens_param}.",
+                tokens_param,
+            )
         return max_tokens
 
 
 def sampling_params(req: SamplingFields, max_tokens: int, logprobs: int | None) -> SamplingParams:
     """SamplingParams from the request; None fields keep the engine's defaults."""
     kwargs: dict[str, Any] = {}
-    for name in ("temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty",
-                 "frequency_penalty", "repetition_penalty"):
+    for name in (
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "repetition_penalty",
+    ):
         value = getattr(req, name)
         if value is not None:
             kwargs[name] = value
     try:
         return SamplingParams(
-            n=req.n, stop=req.stop, stop_token_ids=req.stop_token_ids, max_tokens=max_tokens,
-            min_tokens=req.min_tokens, ignore_eos=req.ignore_eos, logprobs=logprobs,
+            n=req.n,
+            stop=req.stop,
+            stop_token_ids=req.stop_token_ids or [],
+            max_tokens=max_tokens,
+            min_tokens=req.min_tokens,
+            ignore_eos=req.ignore_eos,
+            logprobs=logprobs,
             skip_special_tokens=req.skip_special_tokens,
-            include_stop_str_in_output=req.include_stop_str_in_output, **kwargs)
+            include_stop_str_in_output=req.include_stop_str_in_output,
+            **kwargs,
+        )
     except ValueError as e:
         # SamplingParams names the field first in its messages.
         raise bad_request(str(e), str(e).split(" ", 1)[0]) from e
@@ -103,8 +126,9 @@ def engine_error(e: Exception) -> APIError:
 ENGINE_ERRORS = (RequestError, EngineShuttingDown, EngineDeadError)
 
 
-async def final_output(engine: AsyncEngine, prompt: list[int], params: SamplingParams,
-                       request_id: str) -> RequestOutput:
+async def final_output(
+    engine: AsyncEngine, prompt: list[int], params: SamplingParams, request_id: str
+) -> RequestOutput:
     last = None
     async for out in engine.generate(prompt, params, request_id):
         last = out
@@ -140,8 +164,9 @@ async def unless_disconnected(request: Request, work: Any) -> Any:
     raise ClientDisconnected()
 
 
-async def merge(streams: list[AsyncIterator[RequestOutput]]
-                ) -> AsyncIterator[tuple[int, RequestOutput]]:
+async def merge(
+    streams: list[AsyncGenerator[RequestOutput, None]],
+) -> AsyncGenerator[tuple[int, RequestOutput], None]:
     """Interleave several request streams as their outputs arrive: (stream index, output).
 
     Leaving the loop early cancels the producers, which aborts their requests.
@@ -154,7 +179,7 @@ async def merge(streams: list[AsyncIterator[RequestOutput]]
     queue: asyncio.Queue = asyncio.Queue()
     done = object()
 
-    async def pump(i: int, stream: AsyncIterator[RequestOutput]) -> None:
+    async def pump(i: int, stream: AsyncGenerator[RequestOutput, None]) -> None:
         try:
             async with contextlib.aclosing(stream) as s:
                 async for out in s:
@@ -181,8 +206,11 @@ async def merge(streams: list[AsyncIterator[RequestOutput]]
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> UsageInfo:
-    return UsageInfo(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                     total_tokens=prompt_tokens + completion_tokens)
+    return UsageInfo(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )
 
 
 def sse(payload: dict[str, Any]) -> str:
@@ -199,8 +227,7 @@ class SSEResponse(StreamingResponse):
     media_type = "text/event-stream"
 
     def __init__(self, events: AsyncGenerator[str, None]) -> None:
-        super().__init__(events, headers={"Cache-Control": "no-cache",
-                                          "X-Accel-Buffering": "no"})
+        super().__init__(events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._events = events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

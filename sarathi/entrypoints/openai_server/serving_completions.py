@@ -6,22 +6,34 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import AsyncGenerator
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request, sse_error
-from sarathi.entrypoints.openai_server.protocol import (MAX_SEQUENCES, CompletionChoice,
-                                                        CompletionLogprobs, CompletionRequest,
-                                                        CompletionResponse)
-from sarathi.entrypoints.openai_server.serving_common import (ENGINE_ERRORS, SSE_DONE,
-                                                              ClientDisconnected, ServerState,
-                                                              SSEResponse, engine_error,
-                                                              final_output, merge,
-                                                              sampling_params, sse,
-                                                              unless_disconnected, usage)
+from sarathi.entrypoints.openai_server.protocol import (
+    MAX_SEQUENCES,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+)
+from sarathi.entrypoints.openai_server.serving_common import (
+    ENGINE_ERRORS,
+    SSE_DONE,
+    ClientDisconnected,
+    ServerState,
+    SSEResponse,
+    engine_error,
+    final_output,
+    merge,
+    sampling_params,
+    sse,
+    unless_disconnected,
+    usage,
+)
 from sarathi.outputs import CompletionOutput
 from sarathi.sampling_params import SamplingParams
 
@@ -49,8 +61,9 @@ def _prompts(state: ServerState, req: CompletionRequest) -> list[_Prompt]:
     return out
 
 
-def _logprobs(state: ServerState, c: CompletionOutput, start: int, end: int, k: int,
-              offset: int) -> CompletionLogprobs:
+def _logprobs(
+    state: ServerState, c: CompletionOutput, start: int, end: int, k: int, offset: int
+) -> CompletionLogprobs:
     """Legacy-format logprobs of output tokens [start, end); offsets start at ``offset``."""
     lp = CompletionLogprobs()
     for pos in range(start, end):
@@ -59,27 +72,26 @@ def _logprobs(state: ServerState, c: CompletionOutput, start: int, end: int, k: 
         text = state.token_text(tid)
         lp.tokens.append(text)
         lp.token_logprobs.append(entry[tid].logprob if tid in entry else None)
-        top = sorted(entry.items(), key=lambda kv: kv[1].rank)[:max(k, 1)] if k else []
+        top = sorted(entry.items(), key=lambda kv: kv[1].rank)[: max(k, 1)] if k else []
         lp.top_logprobs.append({state.token_text(t): v.logprob for t, v in top} or None)
         lp.text_offset.append(offset)
         offset += len(text)
     return lp
 
 
-async def create_completion(state: ServerState, req: CompletionRequest,
-                            raw: Request) -> Response:
+async def create_completion(state: ServerState, req: CompletionRequest, raw: Request) -> Response:
     state.check_model(req.model)
     if req.suffix:
         raise bad_request("suffix is not supported", "suffix")
     if req.best_of is not None and req.best_of != req.n:
         raise bad_request("best_of other than n is not supported", "best_of")
     if req.echo and req.logprobs is not None:
-        raise bad_request("echo with logprobs needs prompt logprobs, which this server does "
-                          "not compute", "echo")
+        raise bad_request(
+            "echo with logprobs needs prompt logprobs, which this server does not compute", "echo"
+        )
     prompts = _prompts(state, req)
     if len(prompts) * req.n > MAX_SEQUENCES:
-        raise bad_request(f"at most {MAX_SEQUENCES} completions (prompts x n) per request",
-                          "n")
+        raise bad_request(f"at most {MAX_SEQUENCES} completions (prompts x n) per request", "n")
     params = []
     for p in prompts:
         max_tokens = state.check_prompt(p.ids, req.max_tokens, "prompt")
@@ -89,24 +101,34 @@ async def create_completion(state: ServerState, req: CompletionRequest,
     if req.stream:
         return SSEResponse(_stream(state, req, prompts, params, request_id, created))
     try:
-        return await unless_disconnected(raw, _full(state, req, prompts, params, request_id,
-                                                    created))
+        return await unless_disconnected(
+            raw, _full(state, req, prompts, params, request_id, created)
+        )
     except ClientDisconnected:
         return Response(status_code=499)
 
 
-async def _full(state: ServerState, req: CompletionRequest, prompts: list[_Prompt],
-                params: list[SamplingParams], request_id: str, created: int) -> JSONResponse:
+async def _full(
+    state: ServerState,
+    req: CompletionRequest,
+    prompts: list[_Prompt],
+    params: list[SamplingParams],
+    request_id: str,
+    created: int,
+) -> JSONResponse:
     engine = state.engine
     try:
-        finals = await asyncio.gather(*[
-            final_output(engine, p.ids, sp, f"{request_id}-{i}")
-            for i, (p, sp) in enumerate(zip(prompts, params))])
+        finals = await asyncio.gather(
+            *[
+                final_output(engine, p.ids, sp, f"{request_id}-{i}")
+                for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
+            ]
+        )
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
     choices = []
     completion_tokens = 0
-    for i, (p, out) in enumerate(zip(prompts, finals)):
+    for i, (p, out) in enumerate(zip(prompts, finals, strict=True)):
         prefix = ""
         if req.echo:
             prefix = p.text if p.text is not None else state.tokenizer.decode(p.ids)
@@ -115,28 +137,62 @@ async def _full(state: ServerState, req: CompletionRequest, prompts: list[_Promp
             lp = None
             if req.logprobs is not None:
                 lp = _logprobs(state, c, 0, len(c.token_ids), req.logprobs, len(prefix))
-            choices.append(CompletionChoice(index=i * req.n + c.index, text=prefix + c.text,
-                                            logprobs=lp, finish_reason=c.finish_reason,
-                                            stop_reason=c.stop_reason))
-    body = CompletionResponse(id=request_id, created=created, model=state.model_name,
-                              choices=choices,
-                              usage=usage(sum(len(p.ids) for p in prompts), completion_tokens))
+            choices.append(
+                CompletionChoice(
+                    index=i * req.n + c.index,
+                    text=prefix + c.text,
+                    logprobs=lp,
+                    finish_reason=c.finish_reason,
+                    stop_reason=c.stop_reason,
+                )
+            )
+    body = CompletionResponse(
+        id=request_id,
+        created=created,
+        model=state.model_name,
+        choices=choices,
+        usage=usage(sum(len(p.ids) for p in prompts), completion_tokens),
+    )
     return JSONResponse(body.model_dump())
 
 
-async def _stream(state: ServerState, req: CompletionRequest, prompts: list[_Prompt],
-                  params: list[SamplingParams], request_id: str, created: int
-                  ) -> AsyncGenerator[str, None]:
-    def chunk(index: int, text: str, lp: CompletionLogprobs | None, finish: str | None,
-              stop_reason: int | str | None = None) -> str:
-        return sse({"id": request_id, "object": "text_completion", "created": created,
-                    "model": state.model_name,
-                    "choices": [{"index": index, "text": text,
-                                 "logprobs": lp.model_dump() if lp is not None else None,
-                                 "finish_reason": finish, "stop_reason": stop_reason}]})
+async def _stream(
+    state: ServerState,
+    req: CompletionRequest,
+    prompts: list[_Prompt],
+    params: list[SamplingParams],
+    request_id: str,
+    created: int,
+) -> AsyncGenerator[str, None]:
+    def chunk(
+        index: int,
+        text: str,
+        lp: CompletionLogprobs | None,
+        finish: str | None,
+        stop_reason: int | str | None = None,
+    ) -> str:
+        return sse(
+            {
+                "id": request_id,
+                "object": "text_completion",
+                "created": created,
+                "model": state.model_name,
+                "choices": [
+                    {
+                        "index": index,
+                        "text": text,
+                        "logprobs": lp.model_dump() if lp is not None else None,
+                        "finish_reason": finish,
+                        "stop_reason": stop_reason,
+                    }
+                ],
+            }
+        )
 
-    streams = [state.engine.generate(p.ids, sp, f"{request_id}-{i}")
-               for i, (p, sp) in enumerate(zip(prompts, params))]
+    streams = [
+        state.engine.generate(p.ids, sp, f"{request_id}-{i}")
+        for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
+    ]
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     completion_tokens = 0
     offsets: dict[int, int] = {}
@@ -160,17 +216,39 @@ async def _stream(state: ServerState, req: CompletionRequest, prompts: list[_Pro
                     lp = None
                     if req.logprobs is not None:
                         end = len(c.token_ids)
-                        lp = _logprobs(state, c, end - c.num_new_tokens, end, req.logprobs,
-                                       offsets.get(index, 0))
-                        offsets[index] = lp.text_offset[-1] + len(lp.tokens[-1]) if \
-                            lp.tokens else offsets.get(index, 0)
-                    yield chunk(index, c.text_delta, lp, c.finish_reason,
-                                c.stop_reason if c.finished else None)
+                        lp = _logprobs(
+                            state,
+                            c,
+                            end - c.num_new_tokens,
+                            end,
+                            req.logprobs,
+                            offsets.get(index, 0),
+                        )
+                        offsets[index] = (
+                            lp.text_offset[-1] + len(lp.tokens[-1])
+                            if lp.tokens
+                            else offsets.get(index, 0)
+                        )
+                    yield chunk(
+                        index,
+                        c.text_delta,
+                        lp,
+                        c.finish_reason,
+                        c.stop_reason if c.finished else None,
+                    )
         if include_usage:
-            yield sse({"id": request_id, "object": "text_completion", "created": created,
-                       "model": state.model_name, "choices": [],
-                       "usage": usage(sum(len(p.ids) for p in prompts),
-                                      completion_tokens).model_dump()})
+            yield sse(
+                {
+                    "id": request_id,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": state.model_name,
+                    "choices": [],
+                    "usage": usage(
+                        sum(len(p.ids) for p in prompts), completion_tokens
+                    ).model_dump(),
+                }
+            )
     except ENGINE_ERRORS as e:
         yield sse_error(engine_error(e))
     except APIError as e:

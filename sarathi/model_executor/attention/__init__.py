@@ -4,7 +4,7 @@ paged block-table cache (``paged``, the baseline)."""
 from __future__ import annotations
 
 import importlib.util
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -38,8 +38,9 @@ def resolve_attention_backend(name: str, device: torch.device) -> str:
     if name == "auto":
         return "triton" if triton_usable(device) else "torch"
     if name not in NAMES:
-        raise ValueError(f"attention backend {name!r} is not available; available: "
-                         f"{', '.join(NAMES)}")
+        raise ValueError(
+            f"attention backend {name!r} is not available; available: {', '.join(NAMES)}"
+        )
     if name in GPU_ONLY and not triton_usable(device):
         raise ValueError(f"attention backend {name!r} needs a CUDA device and Triton")
     return name
@@ -50,9 +51,13 @@ def uses_paged_cache(name: str) -> bool:
     return name == "paged"
 
 
-def get_attention_backend(name: str, device: torch.device | None = None,
-                          block_tables: torch.Tensor | None = None, block_tokens: int = 0,
-                          pdl: bool = False) -> AttentionBackend:
+def get_attention_backend(
+    name: str,
+    device: torch.device | None = None,
+    block_tables: torch.Tensor | None = None,
+    block_tokens: int = 0,
+    pdl: bool = False,
+) -> AttentionBackend:
     """Build the named backend (``auto``: the fastest available on ``device``; without a
     device, the default CUDA device if there is one). ``paged`` needs the paged cache's
     block table and tokens per block; ``pdl`` is the model's switch for programmatic
@@ -69,5 +74,10 @@ def get_attention_backend(name: str, device: torch.device | None = None,
     return BACKENDS[name](pdl)
 
 
-__all__ = ["AttentionBackend", "AttentionMetadata", "get_attention_backend",
-           "resolve_attention_backend", "uses_paged_cache"]
+__all__ = [
+    "AttentionBackend",
+    "AttentionMetadata",
+    "get_attention_backend",
+    "resolve_attention_backend",
+    "uses_paged_cache",
+]

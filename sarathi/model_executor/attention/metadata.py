@@ -72,14 +72,22 @@ class AttentionBackend(Protocol):
         """Where each token's K and V are written."""
         ...
 
-    def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:
+    def forward(
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+        window: int | None,
+    ) -> torch.Tensor:
         """q: [T, Hq, D] -> [T, Hq, D]."""
         ...
 
 
-def chunk_table(prefills: list[tuple[int, int, int]], first_row: int, device: torch.device
-                ) -> ChunkTable | None:
+def chunk_table(
+    prefills: list[tuple[int, int, int]], first_row: int, device: torch.device
+) -> ChunkTable | None:
     """The device chunk table of host chunks (slot, start, length) laid out one after the
     other from flat row ``first_row`` (None for no chunks). For callers outside the model
     runner (tests, benchmarks); the runner packs it with the rest of the step's inputs."""
@@ -103,8 +111,9 @@ def slot_index(meta: AttentionMetadata) -> KVIndex:
     return meta.slot_of_token, meta.positions
 
 
-def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-             index: KVIndex) -> None:
+def store_kv(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: KVIndex
+) -> None:
     """Write the step's K/V [T, Hkv, D] to the cache rows ``index`` names (the reference
     path; on a GPU the fused rotary kernel writes them instead)."""
     k_cache[index] = k

@@ -17,8 +17,9 @@ from sarathi.model_executor.attention.torch_backend import TorchAttention
 class PagedAttention:
     name = "paged"
 
-    def __init__(self, block_tables: torch.Tensor, block_tokens: int, use_triton: bool,
-                 pdl: bool = False) -> None:
+    def __init__(
+        self, block_tables: torch.Tensor, block_tokens: int, use_triton: bool, pdl: bool = False
+    ) -> None:
         """``block_tables``: the paged cache's [slots, blocks per slot] table, a device
         tensor the cache updates in place (read at every call)."""
         self.block_tables = block_tables
@@ -40,8 +41,15 @@ class PagedAttention:
             meta.cache["paged_index"] = (blocks, pos % self.block_tokens)
         return meta.cache["paged_index"]
 
-    def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:
+    def forward(
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+        window: int | None,
+    ) -> torch.Tensor:
         """q: [T, Hq, D]; caches: block pools [blocks, block_size, Hkv, D] -> [T, Hq, D]."""
         if self._triton is not None:
             return self._triton.forward(q, k_cache, v_cache, meta, scale, window)
@@ -51,24 +59,32 @@ class PagedAttention:
         return self._torch.forward(q, k, v, dense_meta, scale, window)
 
 
-def _dense_step(meta: AttentionMetadata, block_tables: torch.Tensor, block_tokens: int
-                ) -> tuple[torch.Tensor, AttentionMetadata]:
+def _dense_step(
+    meta: AttentionMetadata, block_tables: torch.Tensor, block_tokens: int
+) -> tuple[torch.Tensor, AttentionMetadata]:
     """Block-table rows of the step's sequences, and the step's metadata renumbered so
     sequence i of the step is slot i of the gathered cache (built once per step)."""
     if "paged_dense" not in meta.cache:
         slots = meta.decode_slots.tolist() + [s for s, _, _ in meta.prefills]
         index = {s: i for i, s in enumerate(dict.fromkeys(slots))}
-        longest = max([0] + meta.decode_context_lens.tolist()
-                      + [start + n for _, start, n in meta.prefills])
+        longest = max(
+            [0] + meta.decode_context_lens.tolist() + [start + n for _, start, n in meta.prefills]
+        )
         used = torch.tensor(list(index), dtype=torch.long, device=block_tables.device)
-        rows = block_tables[used, :-(-longest // block_tokens)].long()
-        decode_slots = torch.tensor([index[s] for s in meta.decode_slots.tolist()],
-                                    dtype=torch.long, device=meta.decode_slots.device)
+        rows = block_tables[used, : -(-longest // block_tokens)].long()
+        decode_slots = torch.tensor(
+            [index[s] for s in meta.decode_slots.tolist()],
+            dtype=torch.long,
+            device=meta.decode_slots.device,
+        )
         dense = AttentionMetadata(
-            slot_of_token=meta.slot_of_token, positions=meta.positions,
-            num_decodes=meta.num_decodes, decode_slots=decode_slots,
+            slot_of_token=meta.slot_of_token,
+            positions=meta.positions,
+            num_decodes=meta.num_decodes,
+            decode_slots=decode_slots,
             decode_context_lens=meta.decode_context_lens,
             max_decode_context=meta.max_decode_context,
-            prefills=[(index[s], start, n) for s, start, n in meta.prefills])
+            prefills=[(index[s], start, n) for s, start, n in meta.prefills],
+        )
         meta.cache["paged_dense"] = (rows, dense)
     return meta.cache["paged_dense"]

@@ -20,8 +20,15 @@ class TorchAttention:
     def kv_index(self, meta: AttentionMetadata) -> KVIndex:
         return slot_index(meta)
 
-    def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:
+    def forward(
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+        window: int | None,
+    ) -> torch.Tensor:
         """q: [T, Hq, D]; caches: [slots, max_len, Hkv, D] -> [T, Hq, D]."""
         out = torch.empty_like(q)
         nd = meta.num_decodes
@@ -30,26 +37,35 @@ class TorchAttention:
         offset = nd
         for slot, start, n in meta.prefills:
             end = start + n
-            qi = q[offset:offset + n].transpose(0, 1).unsqueeze(0)  # [1, Hq, n, D]
+            qi = q[offset : offset + n].transpose(0, 1).unsqueeze(0)  # [1, Hq, n, D]
             ki = k_cache[slot, :end].transpose(0, 1).unsqueeze(0)  # [1, Hkv, end, D]
             vi = v_cache[slot, :end].transpose(0, 1).unsqueeze(0)
             if start == 0 and window is None:
-                o = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, scale=scale,
-                                                   enable_gqa=True)
+                o = F.scaled_dot_product_attention(
+                    qi, ki, vi, is_causal=True, scale=scale, enable_gqa=True
+                )
             else:
                 qpos = torch.arange(start, end, device=q.device).unsqueeze(1)
                 kpos = torch.arange(end, device=q.device).unsqueeze(0)
                 mask = kpos <= qpos
                 if window is not None:
                     mask &= qpos - kpos < window
-                o = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, scale=scale,
-                                                   enable_gqa=True)
-            out[offset:offset + n] = o.squeeze(0).transpose(0, 1)
+                o = F.scaled_dot_product_attention(
+                    qi, ki, vi, attn_mask=mask, scale=scale, enable_gqa=True
+                )
+            out[offset : offset + n] = o.squeeze(0).transpose(0, 1)
             offset += n
         return out
 
-    def _decode(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:
+    def _decode(
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+        window: int | None,
+    ) -> torch.Tensor:
         # Nothing past a slot's context is read: that memory may be unmapped (vattention) or
         # hold another request's stale values.
         if q.shape[0] <= _LOOP_MAX:
@@ -65,25 +81,40 @@ class TorchAttention:
         mask = kpos < lens
         if window is not None:
             mask &= (lens - 1) - kpos < window
-        o = F.scaled_dot_product_attention(q.unsqueeze(2), k.transpose(1, 2), v.transpose(1, 2),
-                                           attn_mask=mask[:, None, None, :], scale=scale,
-                                           enable_gqa=True)
+        o = F.scaled_dot_product_attention(
+            q.unsqueeze(2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=mask[:, None, None, :],
+            scale=scale,
+            enable_gqa=True,
+        )
         return o.squeeze(2)
 
-    def _decode_each(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                     meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:
+    def _decode_each(
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+        window: int | None,
+    ) -> torch.Tensor:
         """Few decodes: one SDPA per slot over views of its cache, nothing copied."""
         out = torch.empty_like(q)
         if "decode_lists" not in meta.cache:
-            meta.cache["decode_lists"] = (meta.decode_slots.tolist(),
-                                          meta.decode_context_lens.tolist())
+            meta.cache["decode_lists"] = (
+                meta.decode_slots.tolist(),
+                meta.decode_context_lens.tolist(),
+            )
         slots, lens = meta.cache["decode_lists"]
-        for i, (slot, n) in enumerate(zip(slots, lens)):
+        for i, (slot, n) in enumerate(zip(slots, lens, strict=True)):
             lo = 0 if window is None else max(0, n - window)
             ki = k_cache[slot, lo:n].transpose(0, 1).unsqueeze(0)  # [1, Hkv, n, D]
             vi = v_cache[slot, lo:n].transpose(0, 1).unsqueeze(0)
-            o = F.scaled_dot_product_attention(q[i].unsqueeze(0).unsqueeze(2), ki, vi,
-                                               scale=scale, enable_gqa=True)
+            o = F.scaled_dot_product_attention(
+                q[i].unsqueeze(0).unsqueeze(2), ki, vi, scale=scale, enable_gqa=True
+            )
             out[i] = o[0, :, 0]
         return out
 

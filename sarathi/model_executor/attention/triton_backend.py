@@ -18,8 +18,9 @@ class TritonAttention:
     name = "triton"
     graphable = True
 
-    def __init__(self, block_table: torch.Tensor | None = None, num_sms: int | None = None,
-                 pdl: bool = False) -> None:
+    def __init__(
+        self, block_table: torch.Tensor | None = None, num_sms: int | None = None, pdl: bool = False
+    ) -> None:
         """With ``block_table`` the caches are paged pools (the ``paged`` backend's
         kernels). ``num_sms`` (default: the device's) sizes the decode kernel's split;
         ``pdl``: the model's switch for programmatic dependent launch."""
@@ -30,8 +31,15 @@ class TritonAttention:
     def kv_index(self, meta: AttentionMetadata) -> KVIndex:
         return slot_index(meta)
 
-    def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                meta: AttentionMetadata, scale: float, window: int | None) -> torch.Tensor:
+    def forward(
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+        window: int | None,
+    ) -> torch.Tensor:
         """q: [T, Hq, D]; caches: [slots, max_len, Hkv, D] (any strides), or block pools
         with a block table -> [T, Hq, D]."""
         out = torch.empty_like(q)
@@ -40,17 +48,40 @@ class TritonAttention:
         if nd:
             if self._num_sms is None:
                 self._num_sms = torch.cuda.get_device_properties(q.device).multi_processor_count
-            decode_attention(q[:nd], k_cache, v_cache, meta.decode_slots,
-                             meta.decode_context_lens, meta.max_decode_context, scale, window,
-                             out[:nd], self._num_sms,
-                             fixed.decode_split if fixed is not None else None,
-                             self.block_table,
-                             fixed.decode_count if fixed is not None else None, self.pdl)
+            decode_attention(
+                q[:nd],
+                k_cache,
+                v_cache,
+                meta.decode_slots,
+                meta.decode_context_lens,
+                meta.max_decode_context,
+                scale,
+                window,
+                out[:nd],
+                self._num_sms,
+                fixed.decode_split if fixed is not None else None,
+                self.block_table,
+                fixed.decode_count if fixed is not None else None,
+                self.pdl,
+            )
         c = meta.chunks
         if c is not None:
             tiles = None
             if c.tile_chunk is not None and c.tile_block is not None:
                 tiles = (c.tile_chunk, c.tile_block)
-            prefill_attention(q, k_cache, v_cache, c.slot, c.start, c.length, c.offset,
-                              c.longest, scale, window, out, self.block_table, tiles)
+            prefill_attention(
+                q,
+                k_cache,
+                v_cache,
+                c.slot,
+                c.start,
+                c.length,
+                c.offset,
+                c.longest,
+                scale,
+                window,
+                out,
+                self.block_table,
+                tiles,
+            )
         return out

@@ -34,16 +34,24 @@ import triton
 import triton.language as tl
 
 from sarathi.model_executor.attention.metadata import prefill_block_m
-from sarathi.model_executor.pdl import launch_args
-from sarathi.model_executor.pdl import wait_prior
+from sarathi.model_executor.pdl import launch_args, wait_prior
 
 LOG2E = 1.4426950408889634
 NEG_BIG = tl.constexpr(-1.0e30)
 
 
 @triton.jit
-def _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_s, stride_p,
-             PAGED: tl.constexpr, PAGE: tl.constexpr):
+def _kv_rows(
+    BlockTable,
+    stride_bt,
+    slot,
+    pos,
+    pmask,
+    stride_s,
+    stride_p,
+    PAGED: tl.constexpr,
+    PAGE: tl.constexpr,
+):
     """Element offsets of positions ``pos`` of ``slot`` in a K or V tensor (int64)."""
     if PAGED:
         blk = tl.load(BlockTable + slot * stride_bt + pos // PAGE, mask=pmask, other=0)
@@ -52,9 +60,22 @@ def _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_s, stride_p,
 
 
 @triton.jit
-def _load_kv(k_base, v_base, BlockTable, stride_bt, slot, pos, pmask, stride_ks, stride_kp,
-             stride_vs, stride_vp, HEAD_DIM: tl.constexpr, PAGED: tl.constexpr,
-             PAGE: tl.constexpr):
+def _load_kv(
+    k_base,
+    v_base,
+    BlockTable,
+    stride_bt,
+    slot,
+    pos,
+    pmask,
+    stride_ks,
+    stride_kp,
+    stride_vs,
+    stride_vp,
+    HEAD_DIM: tl.constexpr,
+    PAGED: tl.constexpr,
+    PAGE: tl.constexpr,
+):
     """Keys and values at positions ``pos`` (zeros where ``pmask`` is false)."""
     d = tl.arange(0, HEAD_DIM)
     k_rows = _kv_rows(BlockTable, stride_bt, slot, pos, pmask, stride_ks, stride_kp, PAGED, PAGE)
@@ -79,30 +100,94 @@ def _attend(q, k, v, keep, scale_log2, m_i, l_i, acc):
 
 
 @triton.jit
-def _attend_block(q, k_base, v_base, BlockTable, stride_bt, slot, pos, pmask, keep,
-                  stride_ks, stride_kp, stride_vs, stride_vp, scale_log2, m_i, l_i, acc,
-                  HEAD_DIM: tl.constexpr, PAGED: tl.constexpr, PAGE: tl.constexpr):
+def _attend_block(
+    q,
+    k_base,
+    v_base,
+    BlockTable,
+    stride_bt,
+    slot,
+    pos,
+    pmask,
+    keep,
+    stride_ks,
+    stride_kp,
+    stride_vs,
+    stride_vp,
+    scale_log2,
+    m_i,
+    l_i,
+    acc,
+    HEAD_DIM: tl.constexpr,
+    PAGED: tl.constexpr,
+    PAGE: tl.constexpr,
+):
     """``_attend`` over the block of keys at positions ``pos`` (``pmask``: in range)."""
-    k, v = _load_kv(k_base, v_base, BlockTable, stride_bt, slot, pos, pmask, stride_ks,
-                    stride_kp, stride_vs, stride_vp, HEAD_DIM, PAGED, PAGE)
+    k, v = _load_kv(
+        k_base,
+        v_base,
+        BlockTable,
+        stride_bt,
+        slot,
+        pos,
+        pmask,
+        stride_ks,
+        stride_kp,
+        stride_vs,
+        stride_vp,
+        HEAD_DIM,
+        PAGED,
+        PAGE,
+    )
     return _attend(q, k, v, keep, scale_log2, m_i, l_i, acc)
 
 
 @triton.jit
-def _decode_kernel(Q, K, V, Slots, Lens, Count, Out, PartO, PartM, PartL, BlockTable, stride_bt,
-                   stride_qb, stride_qh,
-                   stride_ks, stride_kp, stride_kh,
-                   stride_vs, stride_vp, stride_vh,
-                   stride_ob, stride_oh,
-                   num_splits, scale_log2, window, split_size,
-                   GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
-                   HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr,
-                   PAGED: tl.constexpr, PAGE: tl.constexpr, COUNTED: tl.constexpr,
-                   PDL: tl.constexpr):
+def _decode_kernel(
+    Q,
+    K,
+    V,
+    Slots,
+    Lens,
+    Count,
+    Out,
+    PartO,
+    PartM,
+    PartL,
+    BlockTable,
+    stride_bt,
+    stride_qb,
+    stride_qh,
+    stride_ks,
+    stride_kp,
+    stride_kh,
+    stride_vs,
+    stride_vp,
+    stride_vh,
+    stride_ob,
+    stride_oh,
+    num_splits,
+    scale_log2,
+    window,
+    split_size,
+    GROUP: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    SPLIT: tl.constexpr,
+    PAGED: tl.constexpr,
+    PAGE: tl.constexpr,
+    COUNTED: tl.constexpr,
+    PDL: tl.constexpr,
+):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     s = tl.program_id(2)
-    if COUNTED:  # a mixed-step graph: rows past the step's decodes are prefill rows
+    # A mixed-step graph: rows past the step's decodes are prefill rows. COUNTED is a constexpr,
+    # kept a separate `if` so the load is never traced without it (older Triton releases trace
+    # both operands of an `and`).
+    if COUNTED:  # noqa: SIM102 - constexpr guard, see above
         if b >= tl.load(Count):
             return
     # Before waiting on the previous kernel (PDL): the slot, length and block table come from
@@ -121,12 +206,40 @@ def _decode_kernel(Q, K, V, Slots, Lens, Count, Out, PartO, PartM, PartL, BlockT
     v_base = V + kvh * stride_vh
     pos = start + tl.arange(0, BLOCK_N)
     pmask = pos < end
-    k, v = _load_kv(k_base, v_base, BlockTable, stride_bt, slot, pos, pmask & (pos < n - 1),
-                    stride_ks, stride_kp, stride_vs, stride_vp, HEAD_DIM, PAGED, PAGE)
+    k, v = _load_kv(
+        k_base,
+        v_base,
+        BlockTable,
+        stride_bt,
+        slot,
+        pos,
+        pmask & (pos < n - 1),
+        stride_ks,
+        stride_kp,
+        stride_vs,
+        stride_vp,
+        HEAD_DIM,
+        PAGED,
+        PAGE,
+    )
     wait_prior(PDL)
     newest = pmask & (pos == n - 1)
-    k_new, v_new = _load_kv(k_base, v_base, BlockTable, stride_bt, slot, pos, newest,
-                            stride_ks, stride_kp, stride_vs, stride_vp, HEAD_DIM, PAGED, PAGE)
+    k_new, v_new = _load_kv(
+        k_base,
+        v_base,
+        BlockTable,
+        stride_bt,
+        slot,
+        pos,
+        newest,
+        stride_ks,
+        stride_kp,
+        stride_vs,
+        stride_vp,
+        HEAD_DIM,
+        PAGED,
+        PAGE,
+    )
     k = tl.where(newest[:, None], k_new, k)
     v = tl.where(newest[:, None], v_new, v)
 
@@ -134,8 +247,9 @@ def _decode_kernel(Q, K, V, Slots, Lens, Count, Out, PartO, PartM, PartL, BlockT
     d = tl.arange(0, HEAD_DIM)
     gmask = g < GROUP
     qh = kvh * GROUP + g
-    q = tl.load(Q + b * stride_qb + qh[:, None] * stride_qh + d[None, :], mask=gmask[:, None],
-                other=0.0)
+    q = tl.load(
+        Q + b * stride_qb + qh[:, None] * stride_qh + d[None, :], mask=gmask[:, None], other=0.0
+    )
 
     m_i = tl.full([BLOCK_G], NEG_BIG, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
@@ -144,10 +258,28 @@ def _decode_kernel(Q, K, V, Slots, Lens, Count, Out, PartO, PartM, PartL, BlockT
     for p0 in range(start + BLOCK_N, end, BLOCK_N):
         pos = p0 + tl.arange(0, BLOCK_N)
         pmask = pos < end
-        m_i, l_i, acc = _attend_block(q, k_base, v_base, BlockTable, stride_bt, slot, pos,
-                                      pmask, pmask[None, :], stride_ks, stride_kp, stride_vs,
-                                      stride_vp, scale_log2, m_i, l_i, acc, HEAD_DIM, PAGED,
-                                      PAGE)
+        m_i, l_i, acc = _attend_block(
+            q,
+            k_base,
+            v_base,
+            BlockTable,
+            stride_bt,
+            slot,
+            pos,
+            pmask,
+            pmask[None, :],
+            stride_ks,
+            stride_kp,
+            stride_vs,
+            stride_vp,
+            scale_log2,
+            m_i,
+            l_i,
+            acc,
+            HEAD_DIM,
+            PAGED,
+            PAGE,
+        )
 
     if SPLIT:
         row = (b * (tl.num_programs(1) * GROUP) + qh) * num_splits + s
@@ -156,18 +288,33 @@ def _decode_kernel(Q, K, V, Slots, Lens, Count, Out, PartO, PartM, PartL, BlockT
         tl.store(PartO + row[:, None] * HEAD_DIM + d[None, :], acc, mask=gmask[:, None])
     else:
         out = acc / l_i[:, None]
-        tl.store(Out + b * stride_ob + qh[:, None] * stride_oh + d[None, :],
-                 out.to(Out.dtype.element_ty), mask=gmask[:, None])
+        tl.store(
+            Out + b * stride_ob + qh[:, None] * stride_oh + d[None, :],
+            out.to(Out.dtype.element_ty),
+            mask=gmask[:, None],
+        )
 
 
 @triton.jit
-def _merge_kernel(PartO, PartM, PartL, Count, Out, stride_ob, stride_oh, num_heads, num_splits,
-                  BLOCK_S: tl.constexpr, HEAD_DIM: tl.constexpr, COUNTED: tl.constexpr,
-                  PDL: tl.constexpr):
+def _merge_kernel(
+    PartO,
+    PartM,
+    PartL,
+    Count,
+    Out,
+    stride_ob,
+    stride_oh,
+    num_heads,
+    num_splits,
+    BLOCK_S: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    COUNTED: tl.constexpr,
+    PDL: tl.constexpr,
+):
     wait_prior(PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
-    if COUNTED:
+    if COUNTED:  # noqa: SIM102 - constexpr guard, as in _decode_kernel
         if b >= tl.load(Count):
             return
     s = tl.arange(0, BLOCK_S)
@@ -175,26 +322,50 @@ def _merge_kernel(PartO, PartM, PartL, Count, Out, stride_ob, stride_oh, num_hea
     smask = s < num_splits
     row = (b * num_heads + h) * num_splits + s
     m = tl.load(PartM + row, mask=smask, other=NEG_BIG)
-    l = tl.load(PartL + row, mask=smask, other=0.0)
+    l_s = tl.load(PartL + row, mask=smask, other=0.0)
     m_max = tl.max(m, 0)
     w = tl.exp2(m - m_max)
     w = tl.where(smask, w, 0.0)
     o = tl.load(PartO + row[:, None] * HEAD_DIM + d[None, :], mask=smask[:, None], other=0.0)
-    out = tl.sum(o * w[:, None], 0) / tl.sum(l * w, 0)
+    out = tl.sum(o * w[:, None], 0) / tl.sum(l_s * w, 0)
     tl.store(Out + b * stride_ob + h * stride_oh + d, out.to(Out.dtype.element_ty))
 
 
 @triton.jit
-def _prefill_kernel(Q, K, V, Out, ChunkSlot, ChunkStart, ChunkLen, ChunkOff, TileChunk,
-                    TileBlock, BlockTable, stride_bt,
-                    stride_qt, stride_qh,
-                    stride_ks, stride_kp, stride_kh,
-                    stride_vs, stride_vp, stride_vh,
-                    stride_ot, stride_oh,
-                    scale_log2, window,
-                    GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                    HEAD_DIM: tl.constexpr, HAS_WINDOW: tl.constexpr, PAGED: tl.constexpr,
-                    PAGE: tl.constexpr, TILED: tl.constexpr):
+def _prefill_kernel(
+    Q,
+    K,
+    V,
+    Out,
+    ChunkSlot,
+    ChunkStart,
+    ChunkLen,
+    ChunkOff,
+    TileChunk,
+    TileBlock,
+    BlockTable,
+    stride_bt,
+    stride_qt,
+    stride_qh,
+    stride_ks,
+    stride_kp,
+    stride_kh,
+    stride_vs,
+    stride_vp,
+    stride_vh,
+    stride_ot,
+    stride_oh,
+    scale_log2,
+    window,
+    GROUP: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    PAGED: tl.constexpr,
+    PAGE: tl.constexpr,
+    TILED: tl.constexpr,
+):
     if TILED:  # a graph's fixed grid: program i takes tile i of the step's table
         c = tl.load(TileChunk + tl.program_id(0)).to(tl.int32)
         if c < 0:
@@ -217,8 +388,11 @@ def _prefill_kernel(Q, K, V, Out, ChunkSlot, ChunkStart, ChunkLen, ChunkOff, Til
     rmask = rows < n
     qpos = start + rows
     d = tl.arange(0, HEAD_DIM)
-    q = tl.load(Q + (off + rows[:, None]) * stride_qt + h * stride_qh + d[None, :],
-                mask=rmask[:, None], other=0.0)
+    q = tl.load(
+        Q + (off + rows[:, None]) * stride_qt + h * stride_qh + d[None, :],
+        mask=rmask[:, None],
+        other=0.0,
+    )
 
     # Keys this block can see: up to its last query's position (inclusive).
     hi = tl.minimum(start + (mb + 1) * BLOCK_M, start + n)
@@ -238,13 +412,35 @@ def _prefill_kernel(Q, K, V, Out, ChunkSlot, ChunkStart, ChunkLen, ChunkOff, Til
         keep = (pos[None, :] <= qpos[:, None]) & pmask[None, :]
         if HAS_WINDOW:
             keep = keep & (qpos[:, None] - pos[None, :] < window)
-        m_i, l_i, acc = _attend_block(q, k_base, v_base, BlockTable, stride_bt, slot, pos,
-                                      pmask, keep, stride_ks, stride_kp, stride_vs, stride_vp,
-                                      scale_log2, m_i, l_i, acc, HEAD_DIM, PAGED, PAGE)
+        m_i, l_i, acc = _attend_block(
+            q,
+            k_base,
+            v_base,
+            BlockTable,
+            stride_bt,
+            slot,
+            pos,
+            pmask,
+            keep,
+            stride_ks,
+            stride_kp,
+            stride_vs,
+            stride_vp,
+            scale_log2,
+            m_i,
+            l_i,
+            acc,
+            HEAD_DIM,
+            PAGED,
+            PAGE,
+        )
 
     out = acc / l_i[:, None]
-    tl.store(Out + (off + rows[:, None]) * stride_ot + h * stride_oh + d[None, :],
-             out.to(Out.dtype.element_ty), mask=rmask[:, None])
+    tl.store(
+        Out + (off + rows[:, None]) * stride_ot + h * stride_oh + d[None, :],
+        out.to(Out.dtype.element_ty),
+        mask=rmask[:, None],
+    )
 
 
 def _check(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
@@ -255,8 +451,9 @@ def _check(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> Non
         raise ValueError(f"head_dim {d} is not a power of two >= 16")
 
 
-def decode_splits(batch: int, kv_heads: int, max_context: int, block_n: int,
-                  num_sms: int) -> tuple[int, int]:
+def decode_splits(
+    batch: int, kv_heads: int, max_context: int, block_n: int, num_sms: int
+) -> tuple[int, int]:
     """(number of splits, tokens per split): enough programs to fill the chip twice over,
     never a split shorter than one key block."""
     want = max(1, math.ceil(2 * num_sms / max(1, batch * kv_heads)))
@@ -266,13 +463,24 @@ def decode_splits(batch: int, kv_heads: int, max_context: int, block_n: int,
     return math.ceil(max_context / split_size), split_size
 
 
-def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                     slots: torch.Tensor, lens: torch.Tensor, max_context: int, scale: float,
-                     window: int | None, out: torch.Tensor, num_sms: int,
-                     split: tuple[int, int] | None = None,
-                     block_table: torch.Tensor | None = None, count: torch.Tensor | None = None,
-                     pdl: bool = False, num_warps: int = 4, num_stages: int = 2
-                     ) -> torch.Tensor:
+def decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slots: torch.Tensor,
+    lens: torch.Tensor,
+    max_context: int,
+    scale: float,
+    window: int | None,
+    out: torch.Tensor,
+    num_sms: int,
+    split: tuple[int, int] | None = None,
+    block_table: torch.Tensor | None = None,
+    count: torch.Tensor | None = None,
+    pdl: bool = False,
+    num_warps: int = 4,
+    num_stages: int = 2,
+) -> torch.Tensor:
     """q: [B, Hq, D]; out: [B, Hq, D] (written). ``split`` fixes (splits, split_size) so a
     captured graph stays valid for any context up to splits * split_size. With
     ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools. With
@@ -297,7 +505,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     else:
         part_o = part_m = part_l = out  # unused
     paged = block_table is not None
-    bt = block_table if paged else slots  # unused when not paged
+    bt = slots if block_table is None else block_table  # slots: unused when not paged
     # Programmatic dependent launch at batch 1 only, where it was measured faster (H100,
     # Llama-2-7B ctx 4096: 5.75 vs 5.85 ms steps). At batch 16 and 32 it was slower:
     # batch-16 steps +2%, batch-32 paged decode kernels up to +18% (results/README.md).
@@ -305,30 +513,81 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     counted = count is not None
     cnt = count if counted else lens  # unused when not counted
     _decode_kernel[(b, hkv, splits)](
-        q, k_cache, v_cache, slots, lens, cnt, out, part_o, part_m, part_l, bt, bt.stride(0),
-        q.stride(0), q.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-        out.stride(0), out.stride(1),
-        splits, scale_log2, win, split_size,
-        GROUP=group, BLOCK_G=block_g, BLOCK_N=block_n, HEAD_DIM=d,
-        HAS_WINDOW=window is not None, SPLIT=splits > 1, PAGED=paged,
-        PAGE=k_cache.shape[1] if paged else 1, COUNTED=counted, num_warps=num_warps,
-        num_stages=num_stages, **launch)
+        q,
+        k_cache,
+        v_cache,
+        slots,
+        lens,
+        cnt,
+        out,
+        part_o,
+        part_m,
+        part_l,
+        bt,
+        bt.stride(0),
+        q.stride(0),
+        q.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        v_cache.stride(2),
+        out.stride(0),
+        out.stride(1),
+        splits,
+        scale_log2,
+        win,
+        split_size,
+        GROUP=group,
+        BLOCK_G=block_g,
+        BLOCK_N=block_n,
+        HEAD_DIM=d,
+        HAS_WINDOW=window is not None,
+        SPLIT=splits > 1,
+        PAGED=paged,
+        PAGE=k_cache.shape[1] if paged else 1,
+        COUNTED=counted,
+        num_warps=num_warps,
+        num_stages=num_stages,
+        **launch,
+    )
     if splits > 1:
-        _merge_kernel[(b, hq)](part_o, part_m, part_l, cnt, out, out.stride(0), out.stride(1),
-                               hq, splits, BLOCK_S=triton.next_power_of_2(splits), HEAD_DIM=d,
-                               COUNTED=counted, num_warps=4, **launch)
+        _merge_kernel[(b, hq)](
+            part_o,
+            part_m,
+            part_l,
+            cnt,
+            out,
+            out.stride(0),
+            out.stride(1),
+            hq,
+            splits,
+            BLOCK_S=triton.next_power_of_2(splits),
+            HEAD_DIM=d,
+            COUNTED=counted,
+            num_warps=4,
+            **launch,
+        )
     return out
 
 
-def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                      chunk_slot: torch.Tensor, chunk_start: torch.Tensor,
-                      chunk_len: torch.Tensor, chunk_off: torch.Tensor, max_chunk: int,
-                      scale: float, window: int | None, out: torch.Tensor,
-                      block_table: torch.Tensor | None = None,
-                      tiles: tuple[torch.Tensor, torch.Tensor] | None = None,
-                      config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+def prefill_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    chunk_slot: torch.Tensor,
+    chunk_start: torch.Tensor,
+    chunk_len: torch.Tensor,
+    chunk_off: torch.Tensor,
+    max_chunk: int,
+    scale: float,
+    window: int | None,
+    out: torch.Tensor,
+    block_table: torch.Tensor | None = None,
+    tiles: tuple[torch.Tensor, torch.Tensor] | None = None,
+    config: tuple[int, int, int, int] | None = None,
+) -> torch.Tensor:
     """q: [T, Hq, D] (chunk c's rows start at chunk_off[c]); out rows of the chunks written.
     With ``block_table`` the caches are paged pools, as in ``decode_attention``. With
     ``tiles`` (chunk and query block of each program, chunk -1 for none; see
@@ -340,7 +599,7 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     group = hq // k_cache.shape[2]
     block_m, block_n, warps, stages = config or (prefill_block_m(d), 64, 4, 3)
     paged = block_table is not None
-    bt = block_table if paged else chunk_slot  # unused when not paged
+    bt = chunk_slot if block_table is None else block_table  # chunk_slot: unused, not paged
     if tiles is not None:
         grid: tuple[int, ...] = (tiles[0].numel(), hq)
         tile_chunk, tile_block = tiles
@@ -348,14 +607,39 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
         grid = (triton.cdiv(max_chunk, block_m), chunk_slot.numel(), hq)
         tile_chunk = tile_block = chunk_slot  # unused
     _prefill_kernel[grid](
-        q, k_cache, v_cache, out, chunk_slot, chunk_start, chunk_len, chunk_off, tile_chunk,
-        tile_block, bt, bt.stride(0),
-        q.stride(0), q.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-        out.stride(0), out.stride(1),
-        scale * LOG2E, window or 0,
-        GROUP=group, BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=d,
-        HAS_WINDOW=window is not None, PAGED=paged, PAGE=k_cache.shape[1] if paged else 1,
-        TILED=tiles is not None, num_warps=warps, num_stages=stages)
+        q,
+        k_cache,
+        v_cache,
+        out,
+        chunk_slot,
+        chunk_start,
+        chunk_len,
+        chunk_off,
+        tile_chunk,
+        tile_block,
+        bt,
+        bt.stride(0),
+        q.stride(0),
+        q.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        v_cache.stride(2),
+        out.stride(0),
+        out.stride(1),
+        scale * LOG2E,
+        window or 0,
+        GROUP=group,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        HEAD_DIM=d,
+        HAS_WINDOW=window is not None,
+        PAGED=paged,
+        PAGE=k_cache.shape[1] if paged else 1,
+        TILED=tiles is not None,
+        num_warps=warps,
+        num_stages=stages,
+    )
     return out

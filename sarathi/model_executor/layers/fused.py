@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -50,15 +51,17 @@ if _triton_present():
     from sarathi.model_executor.pdl import wait_prior
 
     @triton.jit
-    def _rms_norm_kernel(X, W, Out, stride_xa, stride_xb, nb, n, eps,
-                         BLOCK: tl.constexpr, PDL: tl.constexpr):
+    def _rms_norm_kernel(
+        X, W, Out, stride_xa, stride_xb, nb, n, eps, BLOCK: tl.constexpr, PDL: tl.constexpr
+    ):
         wait_prior(PDL)
         row = tl.program_id(0)
         a, b = row // nb, row % nb
         cols = tl.arange(0, BLOCK)
         mask = cols < n
-        x = tl.load(X + a.to(tl.int64) * stride_xa + b * stride_xb + cols, mask=mask,
-                    other=0.0).to(tl.float32)
+        x = tl.load(X + a.to(tl.int64) * stride_xa + b * stride_xb + cols, mask=mask, other=0.0).to(
+            tl.float32
+        )
         r = tl.rsqrt(tl.sum(x * x, 0) / n + eps)
         w = tl.load(W + cols, mask=mask, other=0.0)
         # Reference: weight * (x * r).to(dtype), the product in the weight's dtype.
@@ -77,8 +80,9 @@ if _triton_present():
         return acc.to(dt).to(tl.float32)
 
     @triton.jit
-    def _silu_mul_kernel(GU, Out, stride_t, inter, SPLITS: tl.constexpr, BLOCK: tl.constexpr,
-                         PDL: tl.constexpr):
+    def _silu_mul_kernel(
+        GU, Out, stride_t, inter, SPLITS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr
+    ):
         wait_prior(PDL)
         t = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -88,12 +92,23 @@ if _triton_present():
         g = _load_input(base + cols, mask, 2 * inter, SPLITS, dt)
         u = _load_input(base + inter + cols, mask, 2 * inter, SPLITS, dt)
         s = (g / (1.0 + tl.exp(-g))).to(Out.dtype.element_ty).to(tl.float32)
-        tl.store(Out + t.to(tl.int64) * inter + cols, (s * u).to(Out.dtype.element_ty),
-                 mask=mask)
+        tl.store(Out + t.to(tl.int64) * inter + cols, (s * u).to(Out.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _add_rms_norm_kernel(X, R, W, Out, ResOut, stride_x, stride_r, n, eps,
-                             SPLITS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    def _add_rms_norm_kernel(
+        X,
+        R,
+        W,
+        Out,
+        ResOut,
+        stride_x,
+        stride_r,
+        n,
+        eps,
+        SPLITS: tl.constexpr,
+        BLOCK: tl.constexpr,
+        PDL: tl.constexpr,
+    ):
         wait_prior(PDL)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
@@ -125,11 +140,38 @@ if _triton_present():
         return o1.to(dt), o2.to(dt)
 
     @triton.jit
-    def _rotary_store_kernel(Q, K, V, QOut, KC, VC, Cos, Sin, Pos, RowA, RowB,
-                             sq_t, sq_h, sk_t, sk_h, sv_t, sv_h,
-                             skc_a, skc_b, skc_h, svc_a, svc_b, svc_h, stride_c, hq, hkv,
-                             HALF: tl.constexpr, BLOCK_HQ: tl.constexpr,
-                             BLOCK_HKV: tl.constexpr, PDL: tl.constexpr):
+    def _rotary_store_kernel(
+        Q,
+        K,
+        V,
+        QOut,
+        KC,
+        VC,
+        Cos,
+        Sin,
+        Pos,
+        RowA,
+        RowB,
+        sq_t,
+        sq_h,
+        sk_t,
+        sk_h,
+        sv_t,
+        sv_h,
+        skc_a,
+        skc_b,
+        skc_h,
+        svc_a,
+        svc_b,
+        svc_h,
+        stride_c,
+        hq,
+        hkv,
+        HALF: tl.constexpr,
+        BLOCK_HQ: tl.constexpr,
+        BLOCK_HKV: tl.constexpr,
+        PDL: tl.constexpr,
+    ):
         t = tl.program_id(0).to(tl.int64)
         # Positions and cache rows are step inputs and the tables are constant, none of them
         # written by the previous kernel: they load before waiting on it (PDL).
@@ -160,8 +202,18 @@ if _triton_present():
         tl.store(VC + a * svc_a + b * svc_b + hk[:, None] * svc_h + full[None, :], v, mask=kmask)
 
     @triton.jit
-    def _gemv_kernel(X, W, Part, N, K, stride_wn, K_PER, BLOCK_N: tl.constexpr,
-                     BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+    def _gemv_kernel(
+        X,
+        W,
+        Part,
+        N,
+        K,
+        stride_wn,
+        K_PER,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        PDL: tl.constexpr,
+    ):
         """One row times W^T: program (n, s) sums BLOCK_N outputs over K-slice s into
         Part[s, n-block] (float32)."""
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -187,8 +239,16 @@ if _triton_present():
         tl.store(Part + split.to(tl.int64) * N + rn, tl.sum(acc, 1), mask=nmask)
 
     @triton.jit
-    def _sum_splits_kernel(Part, Bias, Y, N, SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                           BLOCK: tl.constexpr, PDL: tl.constexpr):
+    def _sum_splits_kernel(
+        Part,
+        Bias,
+        Y,
+        N,
+        SPLITS: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
+        BLOCK: tl.constexpr,
+        PDL: tl.constexpr,
+    ):
         wait_prior(PDL)
         rn = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = rn < N
@@ -200,34 +260,48 @@ if _triton_present():
         tl.store(Y + rn, acc.to(Y.dtype.element_ty), mask=mask)
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, pdl: bool = False
-             ) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, pdl: bool = False) -> torch.Tensor:
     """RMSNorm over the last dim of a 2-D or 3-D tensor whose last dim is contiguous."""
     if x.stride(-1) != 1:
         x = x.contiguous()
     n = x.shape[-1]
     x3 = x if x.dim() == 3 else x.unsqueeze(1)
-    out = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, weight.dtype),
-                      device=x.device)
+    out = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
     rows = x3.shape[0] * x3.shape[1]
     if rows:
-        _rms_norm_kernel[(rows,)](x3, weight, out, x3.stride(0), x3.stride(1), x3.shape[1], n,
-                                  eps, BLOCK=triton.next_power_of_2(n),
-                                  num_warps=4 if n <= 4096 else 8, **launch_args(pdl))
+        _rms_norm_kernel[(rows,)](
+            x3,
+            weight,
+            out,
+            x3.stride(0),
+            x3.stride(1),
+            x3.shape[1],
+            n,
+            eps,
+            BLOCK=triton.next_power_of_2(n),
+            num_warps=4 if n <= 4096 else 8,
+            **launch_args(pdl),
+        )
     return out
 
 
-def silu_and_mul(gate_up: torch.Tensor | SplitSums, inter: int, pdl: bool = False
-                 ) -> torch.Tensor:
+def silu_and_mul(gate_up: torch.Tensor | SplitSums, inter: int, pdl: bool = False) -> torch.Tensor:
     """silu(gate_up[:, :inter]) * gate_up[:, inter:]."""
     gate_up, splits, dtype = _input(gate_up)
     t = gate_up.shape[0] if not splits else 1
     out = torch.empty(t, inter, dtype=dtype, device=gate_up.device)
     block = 1024
     if t:
-        _silu_mul_kernel[(t, triton.cdiv(inter, block))](gate_up, out, gate_up.stride(0), inter,
-                                                         SPLITS=splits, BLOCK=block,
-                                                         num_warps=4, **launch_args(pdl))
+        _silu_mul_kernel[(t, triton.cdiv(inter, block))](
+            gate_up,
+            out,
+            gate_up.stride(0),
+            inter,
+            SPLITS=splits,
+            BLOCK=block,
+            num_warps=4,
+            **launch_args(pdl),
+        )
     return out
 
 
@@ -238,8 +312,13 @@ def _input(x: torch.Tensor | SplitSums) -> tuple[torch.Tensor, int, torch.dtype]
     return (x if x.stride(-1) == 1 else x.contiguous()), 0, x.dtype
 
 
-def add_rms_norm(x: torch.Tensor | SplitSums, residual: torch.Tensor, weight: torch.Tensor,
-                 eps: float, pdl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def add_rms_norm(
+    x: torch.Tensor | SplitSums,
+    residual: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    pdl: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(RMSNorm(x + residual), x + residual) in one pass over [T, H] rows."""
     x, splits, dtype = _input(x)
     if residual.stride(-1) != 1:
@@ -248,17 +327,36 @@ def add_rms_norm(x: torch.Tensor | SplitSums, residual: torch.Tensor, weight: to
     out = torch.empty(t, n, dtype=torch.promote_types(dtype, weight.dtype), device=x.device)
     new_residual = torch.empty(t, n, dtype=dtype, device=x.device)
     if t:
-        _add_rms_norm_kernel[(t,)](x, residual, weight, out, new_residual, x.stride(0),
-                                   residual.stride(0), n, eps, SPLITS=splits,
-                                   BLOCK=triton.next_power_of_2(n),
-                                   num_warps=4 if n <= 4096 else 8, **launch_args(pdl))
+        _add_rms_norm_kernel[(t,)](
+            x,
+            residual,
+            weight,
+            out,
+            new_residual,
+            x.stride(0),
+            residual.stride(0),
+            n,
+            eps,
+            SPLITS=splits,
+            BLOCK=triton.next_power_of_2(n),
+            num_warps=4 if n <= 4096 else 8,
+            **launch_args(pdl),
+        )
     return out, new_residual
 
 
-def rotary_store_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
-                    sin: torch.Tensor, positions: torch.Tensor, k_cache: torch.Tensor,
-                    v_cache: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor],
-                    pdl: bool = False) -> torch.Tensor:
+def rotary_store_kv(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    index: tuple[torch.Tensor, torch.Tensor],
+    pdl: bool = False,
+) -> torch.Tensor:
     """Rotary on q [T, Hq, D] and k [T, Hkv, D] (last dims contiguous), with the rotated k
     and v written straight to the cache rows ``index`` names (the first two indices of a
     [A, B, Hkv, D] cache): one launch where the reference takes two rotaries and two
@@ -272,12 +370,38 @@ def rotary_store_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torc
     if t:
         rows_a, rows_b = index
         _rotary_store_kernel[(t,)](
-            q, k, v, out, k_cache, v_cache, cos, sin, positions, rows_a, rows_b,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-            v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), cos.stride(0), hq, hkv,
-            HALF=d // 2, BLOCK_HQ=triton.next_power_of_2(hq),
-            BLOCK_HKV=triton.next_power_of_2(hkv), num_warps=4, **launch_args(pdl))
+            q,
+            k,
+            v,
+            out,
+            k_cache,
+            v_cache,
+            cos,
+            sin,
+            positions,
+            rows_a,
+            rows_b,
+            q.stride(0),
+            q.stride(1),
+            k.stride(0),
+            k.stride(1),
+            v.stride(0),
+            v.stride(1),
+            k_cache.stride(0),
+            k_cache.stride(1),
+            k_cache.stride(2),
+            v_cache.stride(0),
+            v_cache.stride(1),
+            v_cache.stride(2),
+            cos.stride(0),
+            hq,
+            hkv,
+            HALF=d // 2,
+            BLOCK_HQ=triton.next_power_of_2(hq),
+            BLOCK_HKV=triton.next_power_of_2(hkv),
+            num_warps=4,
+            **launch_args(pdl),
+        )
     return out
 
 
@@ -291,9 +415,14 @@ class GemvConfig:
     num_warps: int = 4
 
 
-def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-         config: GemvConfig, keep_splits: bool = False, pdl: bool = False
-         ) -> torch.Tensor | SplitSums:
+def gemv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    config: GemvConfig,
+    keep_splits: bool = False,
+    pdl: bool = False,
+) -> torch.Tensor | SplitSums:
     """F.linear for one row x [1, K] (weight [N, K], K contiguous): split over K so every SM
     streams weights, then one pass sums the splits (in float32) and adds the bias; or, with
     ``keep_splits`` and no bias, the split sums for the next fused kernel to add up."""
@@ -304,20 +433,39 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     splits = triton.cdiv(k, k_per)
     part = torch.empty(splits, n, dtype=torch.float32, device=x.device)
     _gemv_kernel[(triton.cdiv(n, config.block_n), splits)](
-        x, weight, part, n, k, weight.stride(0), k_per, BLOCK_N=config.block_n,
-        BLOCK_K=config.block_k, num_warps=config.num_warps, **launch_args(pdl))
+        x,
+        weight,
+        part,
+        n,
+        k,
+        weight.stride(0),
+        k_per,
+        BLOCK_N=config.block_n,
+        BLOCK_K=config.block_k,
+        num_warps=config.num_warps,
+        **launch_args(pdl),
+    )
     if keep_splits and bias is None:
         return SplitSums(part, x.dtype, pdl)
     return _sum_splits(part, bias, x.dtype, pdl)
 
 
-def _sum_splits(part: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype,
-                pdl: bool) -> torch.Tensor:
+def _sum_splits(
+    part: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, pdl: bool
+) -> torch.Tensor:
     n = part.shape[1]
     y = torch.empty(1, n, dtype=dtype, device=part.device)
-    _sum_splits_kernel[(triton.cdiv(n, 1024),)](part, bias if bias is not None else part, y, n,
-                                                SPLITS=part.shape[0], HAS_BIAS=bias is not None,
-                                                BLOCK=1024, num_warps=4, **launch_args(pdl))
+    _sum_splits_kernel[(triton.cdiv(n, 1024),)](
+        part,
+        bias if bias is not None else part,
+        y,
+        n,
+        SPLITS=part.shape[0],
+        HAS_BIAS=bias is not None,
+        BLOCK=1024,
+        num_warps=4,
+        **launch_args(pdl),
+    )
     return y
 
 
@@ -330,9 +478,33 @@ def gemv_config(n: int, k: int) -> GemvConfig:
     return GemvConfig(16, 128, 4, 8)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-           keep_splits: bool = False, kernels: KernelSwitches = REFERENCE
-           ) -> torch.Tensor | SplitSums:
+@overload
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    keep_splits: Literal[False] = False,
+    kernels: KernelSwitches = REFERENCE,
+) -> torch.Tensor: ...
+
+
+@overload
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    keep_splits: bool = False,
+    kernels: KernelSwitches = REFERENCE,
+) -> torch.Tensor | SplitSums: ...
+
+
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    keep_splits: bool = False,
+    kernels: KernelSwitches = REFERENCE,
+) -> torch.Tensor | SplitSums:
     """F.linear, with one-row inputs (batch-1 decode) on the split-K GEMV where it was faster
     (H100, benchmarks/results/README.md): with programmatic dependent launch, every one-row
     matmul, since the GEMV's weights stream while the kernel before it finishes and cuBLAS
@@ -341,7 +513,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     2-4% faster than the GEMV plus its summing launch on q|k|v. ``kernels.gemv`` "0" keeps
     cuBLAS everywhere, "all" the GEMV for every one-row matmul."""
     mode = kernels.gemv
-    if kernels.fused and x.dim() == 2 and x.shape[0] == 1 and mode != "0" and \
-            (keep_splits or weight.shape[0] >= 32768 or mode == "all" or kernels.pdl):
+    if (
+        kernels.fused
+        and x.dim() == 2
+        and x.shape[0] == 1
+        and mode != "0"
+        and (keep_splits or weight.shape[0] >= 32768 or mode == "all" or kernels.pdl)
+    ):
         return gemv(x, weight, bias, gemv_config(*weight.shape), keep_splits, kernels.pdl)
     return F.linear(x, weight, bias)

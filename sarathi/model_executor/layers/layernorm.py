@@ -17,17 +17,20 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.kernels = kernels
 
-    def forward(self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """RMSNorm(x); with ``residual``: (RMSNorm(x + residual), x + residual). ``x`` may
         be a one-row matmul's split sums (on a GPU only, where they exist)."""
         k = self.kernels
         if residual is None:
+            assert isinstance(x, torch.Tensor)  # split sums always come with a residual
             if k.fused:
                 return fused.rms_norm(x, self.weight, self.eps, k.pdl)
             return self.reference(x)
         if k.fused:
             return fused.add_rms_norm(x, residual, self.weight, self.eps, k.pdl)
+        assert isinstance(x, torch.Tensor)  # split sums exist only where kernels are fused
         residual = x + residual
         return self.reference(residual), residual
 

@@ -84,8 +84,14 @@ class SlotOptions:
             return
         idx = np.asarray(self._dirty, dtype=np.int64)
         self._dirty = []
-        rows = np.stack([self.temperature[idx], self.top_k[idx].astype(np.float32),
-                         self.top_p[idx], self.min_p[idx]])
+        rows = np.stack(
+            [
+                self.temperature[idx],
+                self.top_k[idx].astype(np.float32),
+                self.top_p[idx],
+                self.min_p[idx],
+            ]
+        )
         values = torch.from_numpy(rows)
         index = torch.from_numpy(idx)
         if self.device.type == "cuda":
@@ -99,8 +105,9 @@ class SlotOptions:
 
 
 class Sampler:
-    def __init__(self, eos_ids: set[int], options: SlotOptions, last_token: torch.Tensor,
-                 seed: int) -> None:
+    def __init__(
+        self, eos_ids: set[int], options: SlotOptions, last_token: torch.Tensor, seed: int
+    ) -> None:
         """``last_token``: [slots] device tensor that receives each sampled row's token at
         its slot (the next step reads placeholders' values there)."""
         self.eos_ids = sorted(eos_ids)
@@ -159,17 +166,19 @@ class Sampler:
                 seen = _to_device(sorted(set(r.history)), torch.long, row.device)
                 seen = seen[seen < vocab]
                 vals = row[seen]
-                row[seen] = torch.where(vals > 0, vals / p.repetition_penalty,
-                                        vals * p.repetition_penalty)
+                row[seen] = torch.where(
+                    vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty
+                )
             if p.presence_penalty or p.frequency_penalty:
-                out = _to_device(r.history[r.prompt_len:], torch.long, row.device)
+                out = _to_device(r.history[r.prompt_len :], torch.long, row.device)
                 out = out[out < vocab]
                 counts = torch.bincount(out, minlength=vocab).to(row.dtype)
-                row -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(row.dtype)
+                row -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(
+                    row.dtype
+                )
         return logits
 
-    def _draw(self, logits: torch.Tensor, batch: SampleBatch, temps: np.ndarray
-              ) -> torch.Tensor:
+    def _draw(self, logits: torch.Tensor, batch: SampleBatch, temps: np.ndarray) -> torch.Tensor:
         opts, hs = self.options, batch.host_slots
         t, top_k, top_p, min_p = opts.device_rows(batch.slots)
         greedy = (t == 0) if bool((temps == 0).any()) else None
@@ -199,8 +208,9 @@ class Sampler:
         return sampled
 
 
-def _logprobs(raw: torch.Tensor, tokens: torch.Tensor, want: np.ndarray
-              ) -> list[TokenLogprobs | None]:
+def _logprobs(
+    raw: torch.Tensor, tokens: torch.Tensor, want: np.ndarray
+) -> list[TokenLogprobs | None]:
     chosen = raw.gather(1, tokens.unsqueeze(1)).squeeze(1)
     ranks = (raw > chosen.unsqueeze(1)).sum(dim=-1) + 1
     k = int(want.max())
@@ -230,8 +240,7 @@ def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.
     return t
 
 
-def _top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
-                 ) -> torch.Tensor:
+def _top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     """top_k: [S] float (0: off), top_p: [S] float (1: off)."""
     vocab = logits.shape[-1]
     ks = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab)).long()

@@ -8,7 +8,7 @@ packs the checkpoint's separate tensors into them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +20,15 @@ from sarathi.model_executor.layers import fused
 from sarathi.model_executor.layers.layernorm import RMSNorm
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 from sarathi.model_executor.model_shape import ModelShape
-from sarathi.model_executor.parallel import (TensorSlice, TPGroup, column_linear, head_layout,
-                                             lm_head, row_linear, vocab_embedding)
+from sarathi.model_executor.parallel import (
+    TensorSlice,
+    TPGroup,
+    column_linear,
+    head_layout,
+    lm_head,
+    row_linear,
+    vocab_embedding,
+)
 from sarathi.model_executor.parallel.sharding import split_evenly, vocab_range
 
 
@@ -46,18 +53,21 @@ class LlamaAttention(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         heads = head_layout(s.num_heads, s.num_kv_heads, tp.rank, tp.world_size)
-        self.num_heads, self.num_kv_heads, self.head_dim = (heads.num_heads, heads.num_kv_heads,
-                                                            s.head_dim)
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            heads.num_heads,
+            heads.num_kv_heads,
+            s.head_dim,
+        )
         self.q_size = self.num_heads * s.head_dim
         self.kv_size = self.num_kv_heads * s.head_dim
-        self.qkv_proj = column_linear(s.hidden_size, self.q_size + 2 * self.kv_size, s.qkv_bias,
-                                      tp, kernels=k)
+        self.qkv_proj = column_linear(
+            s.hidden_size, self.q_size + 2 * self.kv_size, s.qkv_bias, tp, kernels=k
+        )
         # o_proj, gate_up and down feed fused kernels that can add up split sums.
-        self.o_proj = row_linear(self.q_size, s.hidden_size, False, tp, keep_splits=True,
-                                 kernels=k)
+        self.o_proj = row_linear(self.q_size, s.hidden_size, False, tp, keep_splits=True, kernels=k)
         self.q_norm = RMSNorm(s.head_dim, s.rms_norm_eps, k) if s.qk_norm else None
         self.k_norm = RMSNorm(s.head_dim, s.rms_norm_eps, k) if s.qk_norm else None
-        self.scale = s.head_dim ** -0.5
+        self.scale = s.head_dim**-0.5
         self.window = s.sliding_windows[layer_idx]
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor | fused.SplitSums:
@@ -66,11 +76,13 @@ class LlamaAttention(nn.Module):
         q = q.view(t, self.num_heads, self.head_dim)
         k = k.view(t, self.num_kv_heads, self.head_dim)
         v = v.view(t, self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
+        q_norm, k_norm = self.q_norm, self.k_norm
+        if q_norm is not None and k_norm is not None:
+            q, k = q_norm(q), k_norm(k)
         k_cache, v_cache = ctx.kv_cache.layer(self.layer_idx)
-        q = ctx.rotary.apply_and_store(q, k, v, ctx.meta.positions, k_cache, v_cache,
-                                       ctx.attention.kv_index(ctx.meta))
+        q = ctx.rotary.apply_and_store(
+            q, k, v, ctx.meta.positions, k_cache, v_cache, ctx.attention.kv_index(ctx.meta)
+        )
         o = ctx.attention.forward(q, k_cache, v_cache, ctx.meta, self.scale, self.window)
         return self.o_proj(o.reshape(t, self.q_size))
 
@@ -79,12 +91,15 @@ class LlamaMLP(nn.Module):
     def __init__(self, s: ModelShape, tp: TPGroup, k: KernelSwitches) -> None:
         super().__init__()
         self.kernels = k
-        self.inter = split_evenly(s.intermediate_size, tp.rank, tp.world_size,
-                                  "intermediate_size").length
-        self.gate_up_proj = column_linear(s.hidden_size, 2 * self.inter, False, tp,
-                                          keep_splits=True, kernels=k)
-        self.down_proj = row_linear(self.inter, s.hidden_size, False, tp, keep_splits=True,
-                                    kernels=k)
+        self.inter = split_evenly(
+            s.intermediate_size, tp.rank, tp.world_size, "intermediate_size"
+        ).length
+        self.gate_up_proj = column_linear(
+            s.hidden_size, 2 * self.inter, False, tp, keep_splits=True, kernels=k
+        )
+        self.down_proj = row_linear(
+            self.inter, s.hidden_size, False, tp, keep_splits=True, kernels=k
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:
         gate_up = self.gate_up_proj(x)
@@ -102,12 +117,14 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(s.hidden_size, s.rms_norm_eps, k)
         self.mlp = LlamaMLP(s, tp, k)
 
-    def forward(self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None,
-                ctx: ForwardContext) -> tuple[torch.Tensor | fused.SplitSums, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None, ctx: ForwardContext
+    ) -> tuple[torch.Tensor | fused.SplitSums, torch.Tensor]:
         """x: the previous layer's output, not yet added to ``residual`` (the running sum
         of the stream; None at the first layer): the add is fused into the norm, and at
         batch 1 so is the sum of the previous matmul's K splits."""
         if residual is None:
+            assert isinstance(x, torch.Tensor)  # the first layer's input: the embeddings
             residual, h = x, self.input_layernorm(x)
         else:
             h, residual = self.input_layernorm(x, residual)
@@ -133,13 +150,17 @@ class LlamaForCausalLM(nn.Module):
     """Serves LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM."""
 
     # checkpoint name fragment -> (our fused parameter, shard index)
-    packed = {
-        "q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
-        "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
+    packed: ClassVar[dict[str, tuple[str, int]]] = {
+        "q_proj": ("qkv_proj", 0),
+        "k_proj": ("qkv_proj", 1),
+        "v_proj": ("qkv_proj", 2),
+        "gate_proj": ("gate_up_proj", 0),
+        "up_proj": ("gate_up_proj", 1),
     }
 
-    def __init__(self, s: ModelShape, tp: TPGroup | None = None,
-                 kernels: KernelSwitches = REFERENCE) -> None:
+    def __init__(
+        self, s: ModelShape, tp: TPGroup | None = None, kernels: KernelSwitches = REFERENCE
+    ) -> None:
         """``kernels``: the fast paths its layers take (``KernelSwitches.resolve`` for the
         device it runs on; the default, the PyTorch reference ops)."""
         super().__init__()
@@ -153,7 +174,9 @@ class LlamaForCausalLM(nn.Module):
 
     def shard_sizes(self, fused: str) -> list[int]:
         """Sizes of the parts of a fused parameter on this rank."""
-        attn, mlp = self.model.layers[0].self_attn, self.model.layers[0].mlp
+        layer = self.model.layers[0]
+        assert isinstance(layer, LlamaDecoderLayer)
+        attn, mlp = layer.self_attn, layer.mlp
         if fused == "qkv_proj":
             return [attn.q_size, attn.kv_size, attn.kv_size]
         return [mlp.inter, mlp.inter]
@@ -169,8 +192,7 @@ class LlamaForCausalLM(nn.Module):
             d = s.head_dim
             if shard == 0:
                 return TensorSlice(0, heads.q_start * d, heads.num_heads * d, s.num_heads * d)
-            return TensorSlice(0, heads.kv_start * d, heads.num_kv_heads * d,
-                               s.num_kv_heads * d)
+            return TensorSlice(0, heads.kv_start * d, heads.num_kv_heads * d, s.num_kv_heads * d)
         if ".gate_up_proj." in target:
             return split_evenly(s.intermediate_size, tp.rank, tp.world_size, "intermediate_size")
         if ".o_proj." in target:

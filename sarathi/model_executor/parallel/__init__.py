@@ -18,7 +18,17 @@ from sarathi.model_executor.parallel.layers import (
 from sarathi.model_executor.parallel.sharding import HeadLayout, TensorSlice, head_layout
 
 __all__ = [
-    "ColumnParallelLinear", "HeadLayout", "ParallelLMHead", "RowParallelLinear", "TPGroup",
-    "TensorSlice", "VocabParallelEmbedding", "column_linear", "head_layout", "init_tp_group", "lm_head",
-    "row_linear", "vocab_embedding",
+    "ColumnParallelLinear",
+    "HeadLayout",
+    "ParallelLMHead",
+    "RowParallelLinear",
+    "TPGroup",
+    "TensorSlice",
+    "VocabParallelEmbedding",
+    "column_linear",
+    "head_layout",
+    "init_tp_group",
+    "lm_head",
+    "row_linear",
+    "vocab_embedding",
 ]

@@ -44,8 +44,9 @@ class TPGroup:
         return torch.cat(parts, dim=-1) if parts is not None else None
 
 
-def init_tp_group(rank: int, world_size: int, init_method: str, device: torch.device,
-                  timeout_s: float) -> TPGroup:
+def init_tp_group(
+    rank: int, world_size: int, init_method: str, device: torch.device, timeout_s: float
+) -> TPGroup:
     """Join the rendezvous at ``init_method`` (e.g. ``tcp://host:port``): NCCL on a GPU,
     gloo on the host. ``timeout_s`` bounds the rendezvous and every collective, so a peer
     that vanishes turns into an error rather than a hang."""
@@ -56,6 +57,12 @@ def init_tp_group(rank: int, world_size: int, init_method: str, device: torch.de
     if device.type == "cuda":
         # Binding the device up front lets NCCL create its communicator eagerly.
         kwargs["device_id"] = device
-    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+    dist.init_process_group(
+        backend,
+        init_method=init_method,
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+        **kwargs,
+    )
     return TPGroup(rank, world_size, dist.group.WORLD)

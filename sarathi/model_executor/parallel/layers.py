@@ -25,22 +25,35 @@ class Linear(nn.Linear):
     """nn.Linear through ``fused.linear`` (batch-1 decode matmuls on the split-K GEMV).
     ``keep_splits``: the layer's consumer is a fused kernel that takes ``fused.SplitSums``."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool,
-                 keep_splits: bool = False, kernels: KernelSwitches = REFERENCE) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        keep_splits: bool = False,
+        kernels: KernelSwitches = REFERENCE,
+    ) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.keep_splits = keep_splits
         self.kernels = kernels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:
+    # Split sums where keep_splits is set: a deliberate override of nn.Linear's Tensor return.
+    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:  # type: ignore[override]
         return fused.linear(x, self.weight, self.bias, self.keep_splits, self.kernels)
 
 
 class ColumnParallelLinear(Linear):
     """Holds this rank's rows of the weight; its output stays sharded (no communication)."""
 
-    def __init__(self, in_features: int, local_out_features: int, bias: bool,
-                 tp: TPGroup, keep_splits: bool = False, kernels: KernelSwitches = REFERENCE
-                 ) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        local_out_features: int,
+        bias: bool,
+        tp: TPGroup,
+        keep_splits: bool = False,
+        kernels: KernelSwitches = REFERENCE,
+    ) -> None:
         super().__init__(in_features, local_out_features, bias, keep_splits, kernels)
         self.tp = tp
 
@@ -51,8 +64,14 @@ class RowParallelLinear(Linear):
     The bias is added once, after the sum (adding it on every rank would count it tp times).
     """
 
-    def __init__(self, local_in_features: int, out_features: int, bias: bool,
-                 tp: TPGroup, kernels: KernelSwitches = REFERENCE) -> None:
+    def __init__(
+        self,
+        local_in_features: int,
+        out_features: int,
+        bias: bool,
+        tp: TPGroup,
+        kernels: KernelSwitches = REFERENCE,
+    ) -> None:
         super().__init__(local_in_features, out_features, bias, kernels=kernels)
         self.tp = tp
 
@@ -65,8 +84,7 @@ class VocabParallelEmbedding(nn.Embedding):
     """Rows ``[start, end)`` of the vocabulary; other ranks contribute zeros to the sum."""
 
     def __init__(self, vocab_size: int, hidden_size: int, tp: TPGroup) -> None:
-        self.vocab_start, self.vocab_end, per_rank = vocab_range(vocab_size, tp.rank,
-                                                                 tp.world_size)
+        self.vocab_start, self.vocab_end, per_rank = vocab_range(vocab_size, tp.rank, tp.world_size)
         super().__init__(per_rank, hidden_size)
         self.tp = tp
 
@@ -81,28 +99,41 @@ class VocabParallelEmbedding(nn.Embedding):
 class ParallelLMHead(Linear):
     """Logits of this rank's vocabulary slice, gathered on rank 0 (the sampling rank)."""
 
-    def __init__(self, hidden_size: int, vocab_size: int, tp: TPGroup,
-                 kernels: KernelSwitches = REFERENCE) -> None:
+    def __init__(
+        self, hidden_size: int, vocab_size: int, tp: TPGroup, kernels: KernelSwitches = REFERENCE
+    ) -> None:
         _, _, per_rank = vocab_range(vocab_size, tp.rank, tp.world_size)
         super().__init__(hidden_size, per_rank, False, kernels=kernels)
         self.vocab_size = vocab_size
         self.tp = tp
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor | None:
+    # None on the ranks that do not sample: a deliberate override of Linear's return type.
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor | None:  # type: ignore[override]
         full = self.tp.gather_last_dim(fused.linear(hidden, self.weight, kernels=self.kernels))
-        return None if full is None else full[..., :self.vocab_size]
+        return None if full is None else full[..., : self.vocab_size]
 
 
-def column_linear(in_features: int, local_out_features: int, bias: bool, tp: TPGroup,
-                  keep_splits: bool = False, kernels: KernelSwitches = REFERENCE) -> Linear:
+def column_linear(
+    in_features: int,
+    local_out_features: int,
+    bias: bool,
+    tp: TPGroup,
+    keep_splits: bool = False,
+    kernels: KernelSwitches = REFERENCE,
+) -> Linear:
     if tp.world_size == 1:
         return Linear(in_features, local_out_features, bias, keep_splits, kernels)
-    return ColumnParallelLinear(in_features, local_out_features, bias, tp, keep_splits,
-                                kernels)
+    return ColumnParallelLinear(in_features, local_out_features, bias, tp, keep_splits, kernels)
 
 
-def row_linear(local_in_features: int, out_features: int, bias: bool, tp: TPGroup,
-               keep_splits: bool = False, kernels: KernelSwitches = REFERENCE) -> Linear:
+def row_linear(
+    local_in_features: int,
+    out_features: int,
+    bias: bool,
+    tp: TPGroup,
+    keep_splits: bool = False,
+    kernels: KernelSwitches = REFERENCE,
+) -> Linear:
     """``keep_splits`` applies on a single rank only: the all-reduce needs whole sums."""
     if tp.world_size == 1:
         return Linear(local_in_features, out_features, bias, keep_splits, kernels)
@@ -115,8 +146,9 @@ def vocab_embedding(vocab_size: int, hidden_size: int, tp: TPGroup) -> nn.Embedd
     return VocabParallelEmbedding(vocab_size, hidden_size, tp)
 
 
-def lm_head(hidden_size: int, vocab_size: int, tp: TPGroup,
-            kernels: KernelSwitches = REFERENCE) -> Linear:
+def lm_head(
+    hidden_size: int, vocab_size: int, tp: TPGroup, kernels: KernelSwitches = REFERENCE
+) -> Linear:
     if tp.world_size == 1:
         return Linear(hidden_size, vocab_size, False, kernels=kernels)
     return ParallelLMHead(hidden_size, vocab_size, tp, kernels)

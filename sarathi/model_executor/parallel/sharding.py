@@ -32,19 +32,24 @@ class HeadLayout:
 
 def head_layout(num_heads: int, num_kv_heads: int, rank: int, world_size: int) -> HeadLayout:
     if num_heads % world_size:
-        raise ValueError(f"tensor_parallel_size {world_size} must divide the model's "
-                         f"{num_heads} attention heads")
+        raise ValueError(
+            f"tensor_parallel_size {world_size} must divide the model's {num_heads} attention heads"
+        )
     local_q = num_heads // world_size
     if num_kv_heads >= world_size:
         if num_kv_heads % world_size:
-            raise ValueError(f"tensor_parallel_size {world_size} must divide the model's "
-                             f"{num_kv_heads} KV heads (or be a multiple of it)")
+            raise ValueError(
+                f"tensor_parallel_size {world_size} must divide the model's "
+                f"{num_kv_heads} KV heads (or be a multiple of it)"
+            )
         local_kv = num_kv_heads // world_size
         kv_start = rank * local_kv
     else:
         if world_size % num_kv_heads:
-            raise ValueError(f"with {num_kv_heads} KV heads, tensor_parallel_size "
-                             f"{world_size} must be a multiple of {num_kv_heads}")
+            raise ValueError(
+                f"with {num_kv_heads} KV heads, tensor_parallel_size "
+                f"{world_size} must be a multiple of {num_kv_heads}"
+            )
         # Each KV head serves world_size / num_kv_heads consecutive ranks, whose query heads
         # are exactly that KV head's group.
         local_kv = 1
