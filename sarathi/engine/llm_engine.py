@@ -30,6 +30,7 @@ from sarathi.engine.model_setup import ModelSetup, resolve_chunk_size, resolve_m
 from sarathi.engine.output_processor import OutputProcessor
 from sarathi.engine.stats import EngineSnapshot, EngineStats
 from sarathi.executor import StepHandle, create_executor
+from sarathi.model_executor.model_shape import ModelShape
 from sarathi.outputs import RequestOutput
 from sarathi.sampling_params import SamplingParams
 from sarathi.sequence import PENDING_TOKEN, Request, Sequence
@@ -115,7 +116,7 @@ class LLMEngine:
 
     # -- what the engine serves --------------------------------------------------------------
     @property
-    def shape(self) -> Any:
+    def shape(self) -> ModelShape:
         return self.setup.shape
 
     @property

@@ -92,9 +92,11 @@ class OutputProcessor:
         touched: dict[str, Request] = {}
         logprobs = result.logprobs
         states = self._seqs
+        kept = 0
         for i, (seq, token) in enumerate(zip(seqs, result.token_ids, strict=False)):
             if seq.finished:  # stopped (or aborted) while this step ran: drop its token
                 continue
+            kept += 1
             out = states[seq.seq_id]
             index = indices[i]
             if index < len(seq.token_ids):  # fill in the placeholder
@@ -118,7 +120,7 @@ class OutputProcessor:
             if self._check_stop(seq, out, token, index):
                 outcome.stopped.append(seq)
             touched[req.request_id] = req
-        self.stats.generation_tokens += len(result.token_ids)
+        self.stats.generation_tokens += kept
         for req in touched.values():
             finished = self._done(req)
             if req.final_only and not finished:
