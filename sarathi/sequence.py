@@ -82,7 +82,3 @@ class Request:
 
     def __post_init__(self) -> None:
         self.metrics = RequestMetrics(arrival_time=self.arrival_time)
-
-    @property
-    def finished(self) -> bool:
-        return all(s.status is SeqStatus.FINISHED for s in self.seqs)
