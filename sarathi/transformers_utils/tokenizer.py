@@ -36,6 +36,15 @@ def is_patch_tokenizer_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "patch.json"))
 
 
+def max_token_bytes(tokenizer: Any) -> int:
+    """An upper bound on the bytes of text one token stands for: the longest vocabulary
+    string in UTF-8, times 4 for normalizers that shrink text (NFKC folds a 3-byte ligature
+    into 2 letters). A text longer than ``max_len * max_token_bytes`` bytes cannot fit
+    ``max_len`` tokens, so it can be refused without tokenizing it."""
+    longest = max((len(t.encode("utf-8")) for t in tokenizer.get_vocab()), default=16)
+    return 4 * max(longest, 1)
+
+
 def as_patch_tokenizer(tokenizer: Any) -> PatchTokenizer | None:
     """The tokenizer itself if it is an AdaptiVocab PatchTokenizer, else None."""
     from adaptivocab import PatchTokenizer

@@ -32,6 +32,7 @@ from sarathi.entrypoints.openai_server.routes import router
 from sarathi.entrypoints.openai_server.serving_common import ServerState
 from sarathi.metrics import ServerMetrics
 from sarathi.transformers_utils.demo import DEMO_NOTE
+from sarathi.transformers_utils.tokenizer import max_token_bytes
 
 logger = logging.getLogger("sarathi.server")
 
@@ -56,6 +57,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         metrics=metrics,
         chat_template=load_chat_template(getattr(args, "chat_template", None)),
         description=DEMO_NOTE if core.setup.is_demo else None,
+        max_prompt_bytes=core.max_seq_len * max_token_bytes(core.tokenizer),
     )
 
     @contextlib.asynccontextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -94,7 +95,9 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     s = state_of(request)
     s.check_model(body.model)
     if isinstance(body, TokenizeChatRequest):
-        ids = chat_prompt_ids(
+        s.check_prompt_bytes(sum(len(m.text().encode("utf-8")) for m in body.messages), "messages")
+        ids = await asyncio.to_thread(
+            chat_prompt_ids,
             s.tokenizer,
             body.messages,
             s.chat_template,
@@ -102,7 +105,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
             add_special_tokens=body.add_special_tokens,
         )
     else:
-        ids = list(s.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens))
+        ids = await s.encode(body.prompt, "prompt", body.add_special_tokens)
     return TokenizeResponse(tokens=ids, count=len(ids), max_model_len=s.max_seq_len)
 
 
@@ -114,4 +117,4 @@ async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeRes
     bad = [t for t in body.tokens if t >= vocab]
     if bad:
         raise bad_request(f"token ids out of range [0, {vocab}): {bad[:5]}", "tokens")
-    return DetokenizeResponse(prompt=s.tokenizer.decode(body.tokens))
+    return DetokenizeResponse(prompt=await s.decode(body.tokens))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -27,6 +28,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
     ClientDisconnected,
     ServerState,
     SSEResponse,
+    StreamTally,
     engine_error,
     final_output,
     merge,
@@ -70,7 +72,9 @@ async def create_chat_completion(
     state: ServerState, req: ChatCompletionRequest, raw: Request
 ) -> Response:
     state.check_model(req.model)
-    ids = chat_prompt_ids(
+    state.check_prompt_bytes(sum(len(m.text().encode("utf-8")) for m in req.messages), "messages")
+    ids = await asyncio.to_thread(
+        chat_prompt_ids,
         state.tokenizer,
         req.messages,
         state.chat_template,
@@ -152,7 +156,7 @@ async def _stream(
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     stream = state.engine.generate(ids, params, request_id)
-    completion_tokens = 0
+    tally = StreamTally()
     try:
         for i in range(req.n):
             yield chunk(
@@ -167,13 +171,7 @@ async def _stream(
             )
         async with contextlib.aclosing(merge([stream])) as outputs:
             async for _, out in outputs:
-                for c in out.outputs:
-                    # Tokens whose text is held back (partial UTF-8, a possible stop string)
-                    # make no chunk unless the client wants their logprobs.
-                    if not (c.text_delta or c.finished or (c.num_new_tokens and req.logprobs)):
-                        completion_tokens += c.num_new_tokens
-                        continue
-                    completion_tokens += c.num_new_tokens
+                for c in tally.reportable(out, 0, bool(req.logprobs)):
                     lp = None
                     if req.logprobs:
                         end = len(c.token_ids)
@@ -193,7 +191,7 @@ async def _stream(
                         ]
                     )
         if include_usage:
-            yield chunk([], usage(len(ids), completion_tokens).model_dump())
+            yield chunk([], usage(len(ids), tally.completion_tokens).model_dump())
     except ENGINE_ERRORS as e:
         yield sse_error(engine_error(e))
     except APIError as e:

@@ -1,5 +1,10 @@
-"""What every OpenAI route shares: the server state, model checks, sampling parameters,
-prompt limits, running requests against the async engine and SSE framing."""
+"""What every OpenAI route shares: the server state, model checks, tokenization, sampling
+parameters, prompt limits, running requests against the async engine and SSE framing.
+
+Tokenizing, chat templating and detokenizing prompts run in worker threads, never on the
+event loop (one large prompt must not freeze every other stream), and a prompt too long in
+bytes to fit the context in any tokenization is refused before it is tokenized at all.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from sarathi.engine.llm_engine import RequestError
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request
 from sarathi.entrypoints.openai_server.protocol import SamplingFields, UsageInfo
 from sarathi.metrics import ServerMetrics
-from sarathi.outputs import RequestOutput
+from sarathi.outputs import CompletionOutput, RequestOutput
 from sarathi.sampling_params import SamplingParams
 
 
@@ -35,6 +40,8 @@ class ServerState:
     metrics: ServerMetrics
     chat_template: str | None = None
     description: str | None = None
+    # Prompts longer than this in UTF-8 bytes cannot fit the context (max_token_bytes).
+    max_prompt_bytes: int = 1 << 62
     created: int = field(default_factory=lambda: int(time.time()))
     # token id -> its text, for logprobs; bounded by the vocabulary.
     _token_text: dict[int, str] = field(default_factory=dict)
@@ -51,6 +58,34 @@ class ServerState:
                 param="model",
                 code="model_not_found",
             )
+
+    def check_prompt_bytes(self, size: int, param: str) -> None:
+        if size > self.max_prompt_bytes:
+            raise bad_request(
+                f"the prompt is {size} bytes long; this model's context of "
+                f"{self.max_seq_len} tokens holds at most {self.max_prompt_bytes} bytes of "
+                "text with this tokenizer, so it was refused without tokenizing it",
+                param,
+            )
+
+    def check_text_size(self, text: str, param: str) -> None:
+        # Characters are a lower bound on bytes: most oversized prompts stop here, and the
+        # exact count is taken only for the rest.
+        if len(text) > self.max_prompt_bytes:
+            self.check_prompt_bytes(len(text), param)
+        self.check_prompt_bytes(len(text.encode("utf-8")), param)
+
+    async def encode(self, text: str, param: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of a prompt, tokenized in a worker thread."""
+        self.check_text_size(text, param)
+        tok = self.tokenizer
+        return await asyncio.to_thread(
+            lambda: list(tok.encode(text, add_special_tokens=add_special_tokens))
+        )
+
+    async def decode(self, ids: list[int]) -> str:
+        """Text of token ids, decoded in a worker thread."""
+        return await asyncio.to_thread(self.tokenizer.decode, ids)
 
     def token_text(self, token_id: int) -> str:
         text = self._token_text.get(token_id)
@@ -203,6 +238,34 @@ async def merge(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass
+class StreamTally:
+    """What a stream has reported so far: completion tokens, and which choices finished."""
+
+    completion_tokens: int = 0
+    finished: set[int] = field(default_factory=set)
+
+    def reportable(
+        self, out: RequestOutput, first_index: int, wants_logprobs: bool
+    ) -> list[CompletionOutput]:
+        """The choices of a streamed output that make a chunk: new text, new tokens whose
+        logprobs the client asked for, or its finish (reported once per choice; a finished
+        choice reappears in every later output of its request). Tokens whose text is held
+        back (a partial character, a possible stop string) make no chunk of their own."""
+        out_choices = []
+        for c in out.outputs:
+            self.completion_tokens += c.num_new_tokens
+            index = first_index + c.index
+            if index in self.finished:
+                continue
+            if c.finished:
+                self.finished.add(index)
+            elif not (c.text_delta or (c.num_new_tokens and wants_logprobs)):
+                continue
+            out_choices.append(c)
+        return out_choices
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> UsageInfo:

@@ -26,6 +26,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
     ClientDisconnected,
     ServerState,
     SSEResponse,
+    StreamTally,
     engine_error,
     final_output,
     merge,
@@ -44,7 +45,7 @@ class _Prompt:
     ids: list[int]
 
 
-def _prompts(state: ServerState, req: CompletionRequest) -> list[_Prompt]:
+async def _prompts(state: ServerState, req: CompletionRequest) -> list[_Prompt]:
     p = req.prompt
     if isinstance(p, str):
         items: list = [p]
@@ -52,10 +53,13 @@ def _prompts(state: ServerState, req: CompletionRequest) -> list[_Prompt]:
         items = [p]
     else:
         items = list(p)
+    for item in items:  # refuse oversized text before any of it is tokenized
+        if isinstance(item, str):
+            state.check_text_size(item, "prompt")
     out = []
     for item in items:
         if isinstance(item, str):
-            out.append(_Prompt(item, list(state.tokenizer.encode(item))))
+            out.append(_Prompt(item, await state.encode(item, "prompt")))
         else:
             out.append(_Prompt(None, list(item)))
     return out
@@ -89,7 +93,7 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
         raise bad_request(
             "echo with logprobs needs prompt logprobs, which this server does not compute", "echo"
         )
-    prompts = _prompts(state, req)
+    prompts = await _prompts(state, req)
     if len(prompts) * req.n > MAX_SEQUENCES:
         raise bad_request(f"at most {MAX_SEQUENCES} completions (prompts x n) per request", "n")
     params = []
@@ -131,7 +135,7 @@ async def _full(
     for i, (p, out) in enumerate(zip(prompts, finals, strict=True)):
         prefix = ""
         if req.echo:
-            prefix = p.text if p.text is not None else state.tokenizer.decode(p.ids)
+            prefix = p.text if p.text is not None else await state.decode(p.ids)
         for c in out.outputs:
             completion_tokens += len(c.token_ids)
             lp = None
@@ -194,25 +198,19 @@ async def _stream(
         for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
     ]
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    completion_tokens = 0
+    tally = StreamTally()
     offsets: dict[int, int] = {}
     try:
         if req.echo:
             for i, p in enumerate(prompts):
-                text = p.text if p.text is not None else state.tokenizer.decode(p.ids)
+                text = p.text if p.text is not None else await state.decode(p.ids)
                 for j in range(req.n):
                     offsets[i * req.n + j] = len(text)
                     yield chunk(i * req.n + j, text, None, None)
         async with contextlib.aclosing(merge(streams)) as outputs:
             async for i, out in outputs:
-                for c in out.outputs:
-                    # Tokens whose text is held back (partial UTF-8, a possible stop string)
-                    # make no chunk unless the client wants their logprobs.
-                    if not (c.text_delta or c.finished or (c.num_new_tokens and req.logprobs)):
-                        completion_tokens += c.num_new_tokens
-                        continue
+                for c in tally.reportable(out, i * req.n, bool(req.logprobs)):
                     index = i * req.n + c.index
-                    completion_tokens += c.num_new_tokens
                     lp = None
                     if req.logprobs is not None:
                         end = len(c.token_ids)
@@ -245,7 +243,7 @@ async def _stream(
                     "model": state.model_name,
                     "choices": [],
                     "usage": usage(
-                        sum(len(p.ids) for p in prompts), completion_tokens
+                        sum(len(p.ids) for p in prompts), tally.completion_tokens
                     ).model_dump(),
                 }
             )
