@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from sarathi.engine.stats import EngineSnapshot
@@ -125,6 +125,12 @@ class ServerMetrics:
             buckets=_E2E_BUCKETS,
             registry=self.registry,
         )
+        self.rejected = Counter(
+            PREFIX + "num_requests_rejected",
+            "Requests refused at once (503) because the server was overloaded.",
+            ["model_name", "reason"],
+            registry=self.registry,
+        )
         self._success = {r: 0 for r in FINISH_REASONS}
         # Per-request time of the last step that produced tokens; loop-thread only.
         self._last_token: dict[str, float] = {}
@@ -147,9 +153,9 @@ class ServerMetrics:
                 self._last_token.pop(out.request_id, None)
                 if out.metrics is not None:
                     self.e2e.labels(self.model_name).observe(now - out.metrics.arrival_time)
-                for c in out.outputs:
-                    reason = c.finish_reason or "abort"
-                    self._success[reason] = self._success.get(reason, 0) + 1
+                # Once per request, as aborts are; its first choice's reason names it.
+                reason = (out.outputs[0].finish_reason if out.outputs else None) or "abort"
+                self._success[reason] = self._success.get(reason, 0) + 1
 
     def on_abort(self, request_id: str) -> None:
         self._last_token.pop(request_id, None)
@@ -233,7 +239,7 @@ class _SnapshotCollector:
         )
         success = CounterMetricFamily(
             PREFIX + "request_success",
-            "Finished sequences, by finish reason.",
+            "Finished requests, by finish reason (of the first choice where n > 1).",
             labels=["model_name", "finished_reason"],
         )
         for reason, count in sorted(dict(self.metrics._success).items()):  # copy: atomic

@@ -39,6 +39,7 @@ class SamplingParams:
     stop_hold: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._check_types()
         if isinstance(self.stop, str):
             self.stop_list = [self.stop]
         else:
@@ -46,6 +47,26 @@ class SamplingParams:
         self.stop_token_ids = list(self.stop_token_ids or [])
         self._validate()
         self.stop_hold = max((len(x) for x in self.stop_list), default=1) - 1
+
+    def _check_types(self) -> None:
+        """Wrong types are ValueErrors naming the field, like wrong values."""
+        if self.stop is not None and not isinstance(self.stop, (str, list, tuple)):
+            raise ValueError(f"stop must be a string or a list of strings, got {self.stop!r}")
+        if self.stop_token_ids is not None and not isinstance(self.stop_token_ids, (list, tuple)):
+            raise ValueError(
+                f"stop_token_ids must be a list of token ids, got {self.stop_token_ids!r}"
+            )
+        for name in (
+            "temperature",
+            "top_p",
+            "min_p",
+            "presence_penalty",
+            "frequency_penalty",
+            "repetition_penalty",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
 
     def _validate(self) -> None:
         def bad(name: str, rule: str) -> ValueError:

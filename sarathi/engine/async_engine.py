@@ -37,6 +37,10 @@ class EngineShuttingDown(RuntimeError):
     """The server is stopping; in-flight and new requests are ended."""
 
 
+class EngineOverloaded(RuntimeError):
+    """More requests wait for a slot than the server admits; the client should retry."""
+
+
 class StepObserver(Protocol):
     """Told about each step's outputs, on the loop thread (e.g. the Prometheus metrics)."""
 
@@ -85,6 +89,8 @@ class AsyncEngine:
         self._commands: deque[_Add | _Abort | _AbortAll] = deque()
         self._stop = False
         self._closing: BaseException | None = None  # once set, new requests are refused
+        # Requests submitted and not yet finished; only the event loop changes it.
+        self.num_active = 0
         self._error: BaseException | None = None
         self._idle = threading.Event()  # set while the loop thread waits with nothing to do
         self._thread: threading.Thread | None = None
@@ -120,6 +126,27 @@ class AsyncEngine:
     @property
     def error(self) -> BaseException | None:
         return self._error
+
+    def stop_accepting(self, reason: str = "the server is shutting down") -> None:
+        """Refuse new requests; those in flight run on (a graceful shutdown's first half)."""
+        with self._cond:
+            if self._closing is None:
+                self._closing = EngineShuttingDown(reason)
+
+    def admit(self, num_requests: int, max_waiting: int) -> None:
+        """Raise ``EngineOverloaded`` if ``num_requests`` more would leave more than
+        ``max_waiting`` requests waiting beyond those running (0: no bound), and the usual
+        errors if the engine is stopping or dead. Call it on the event loop."""
+        if self._error is not None:
+            raise EngineDeadError(f"the engine loop has stopped: {self._error}")
+        if self._closing is not None:
+            raise self._closing
+        waiting = self.num_active - self.snapshot.num_running
+        if max_waiting and waiting + num_requests > max_waiting:
+            raise EngineOverloaded(
+                f"{waiting} requests are already waiting for a slot (the bound is "
+                f"{max_waiting}); retry shortly"
+            )
 
     def begin_shutdown(self, reason: str = "the server is shutting down") -> None:
         """Refuse new requests and end every in-flight stream with an error (thread-safe)."""
@@ -157,6 +184,7 @@ class AsyncEngine:
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         self._submit(_Add(request_id, prompt, params, time.monotonic(), stream))
         finished = False
+        self.num_active += 1
         try:
             while True:
                 item = await stream.queue.get()
@@ -168,6 +196,7 @@ class AsyncEngine:
                 if finished:
                     return
         finally:
+            self.num_active -= 1
             if not finished:
                 self.abort(request_id)
 

@@ -28,6 +28,19 @@ def _generate(args: argparse.Namespace) -> int:
     if not prompts:
         prompts = ["Hello, my name is"]
     llm = LLM.from_config(config)
+    if params.max_tokens is not None:
+        # As the server answers: a completion that cannot fit is refused, not cut short.
+        context = llm.engine.max_seq_len
+        for prompt in prompts:
+            n = len(llm.get_tokenizer().encode(prompt))
+            if n + params.max_tokens > context:
+                print(
+                    f"error: the prompt {prompt[:40]!r} has {n} tokens and --max-tokens is "
+                    f"{params.max_tokens}: {n + params.max_tokens} tokens, more than this "
+                    f"model's context of {context}; lower --max-tokens or shorten the prompt",
+                    file=sys.stderr,
+                )
+                return 2
     outputs = llm.generate(prompts, params)
     for out in outputs:
         if args.json:

@@ -19,7 +19,8 @@ def resolve_model_path(name: str | None) -> str:
         return expanded
     if os.path.exists(expanded):
         raise ValueError(f"{name!r} is a file; pass a Hugging Face model folder")
-    looks_like_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    # Hub ids are "name" or "owner/name" ("gpt2", "Qwen/Qwen3-0.6B").
+    looks_like_id = name.count("/") <= 1 and not name.startswith((".", "/", "~"))
     if not looks_like_id:
         raise ValueError(f"model folder {name!r} does not exist")
     try:

@@ -1,5 +1,6 @@
-"""`python -m sarathi serve` as users run it: startup line, then SIGTERM/SIGINT ends in-flight
-streams with an error event and the process exits 0."""
+"""`python -m sarathi serve` as users run it: startup line; on SIGTERM/SIGINT the server stops
+accepting, lets running streams finish within --graceful-shutdown-seconds, ends the rest with
+an error event and exits 0; a second signal exits at once."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _start(*extra: str) -> tuple[subprocess.Popen, str, str]:
+def _start(*extra: str, max_model_len: int = 256) -> tuple[subprocess.Popen, str, str]:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sarathi", "serve", "--port", "0", "--max-model-len", "256",
-         "--log-level", "warning", *extra],
+        [sys.executable, "-m", "sarathi", "serve", "--port", "0", "--max-model-len",
+         str(max_model_len), "--log-level", "warning", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     seen = []
     assert proc.stdout is not None
@@ -33,14 +34,22 @@ def _start(*extra: str) -> tuple[subprocess.Popen, str, str]:
     raise AssertionError("the server did not start:\n" + "".join(seen))
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(30)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_ends_streams_with_an_error_event_and_exits_0(sig):
-    proc, url, line = _start()
+def test_a_signal_lets_running_streams_finish_and_exits_0(sig):
+    proc, url, line = _start("--graceful-shutdown-seconds", "60")
     try:
         for word in ("'demo'", "random weights", "dtype float32", "device cpu", "attention",
                      "slots", "tokens"):
             assert word in line, line
-        body = {"prompt": "a long story", "max_tokens": 250, "ignore_eos": True, "stream": True}
+        body = {"prompt": "a story", "max_tokens": 40, "ignore_eos": True, "stream": True}
         with httpx.Client(base_url=url, timeout=60) as h:
             with h.stream("POST", "/v1/completions", json=body) as resp:
                 lines = resp.iter_lines()
@@ -49,12 +58,41 @@ def test_signal_ends_streams_with_an_error_event_and_exits_0(sig):
                 proc.send_signal(sig)
                 rest = [line for line in lines if line]
         assert rest[-1] == "data: [DONE]"
+        last = json.loads(rest[-2][len("data: "):])
+        assert last["choices"][0]["finish_reason"] == "length"  # finished, not cut
+        assert proc.wait(60) == 0
+    finally:
+        _stop(proc)
+
+
+def test_streams_still_running_at_the_deadline_end_with_an_error_event():
+    proc, url, _ = _start("--graceful-shutdown-seconds", "0.5", max_model_len=8192)
+    try:
+        body = {"prompt": "a long story", "max_tokens": 8000, "ignore_eos": True, "stream": True}
+        with httpx.Client(base_url=url, timeout=60) as h:
+            with h.stream("POST", "/v1/completions", json=body) as resp:
+                lines = resp.iter_lines()
+                next(line for line in lines if line)
+                proc.send_signal(signal.SIGTERM)
+                rest = [line for line in lines if line]
+        assert rest[-1] == "data: [DONE]"
         event = json.loads(rest[-2][len("data: "):])
         assert "shutting down" in event["error"]["message"]
         assert proc.wait(60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _stop(proc)
+
+
+def test_a_second_signal_exits_at_once():
+    proc, url, _ = _start("--graceful-shutdown-seconds", "60")
+    try:
+        body = {"prompt": "a long story", "max_tokens": 250, "ignore_eos": True, "stream": True}
+        with httpx.Client(base_url=url, timeout=60) as h:
+            with h.stream("POST", "/v1/completions", json=body) as resp:
+                lines = resp.iter_lines()
+                next(line for line in lines if line)
+                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(20) == 0
+    finally:
+        _stop(proc)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import sarathi
 from sarathi.engine.async_engine import AsyncEngine
@@ -27,7 +28,7 @@ from sarathi.entrypoints.openai_server.args import add_server_args, api_key_of
 from sarathi.entrypoints.openai_server.auth import APIKeyMiddleware
 from sarathi.entrypoints.openai_server.chat_template import load_chat_template
 from sarathi.entrypoints.openai_server.errors import install_error_handlers
-from sarathi.entrypoints.openai_server.limits import BodySizeLimitMiddleware
+from sarathi.entrypoints.openai_server.limits import BodyLimits, BodySizeLimitMiddleware
 from sarathi.entrypoints.openai_server.routes import router
 from sarathi.entrypoints.openai_server.serving_common import ServerState
 from sarathi.metrics import ServerMetrics
@@ -52,12 +53,15 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     state = ServerState(
         engine=engine,
         model_name=name,
-        model_path=core.setup.path,
         max_seq_len=core.max_seq_len,
         metrics=metrics,
         chat_template=load_chat_template(getattr(args, "chat_template", None)),
         description=DEMO_NOTE if core.setup.is_demo else None,
         max_prompt_bytes=core.max_seq_len * max_token_bytes(core.tokenizer),
+        max_waiting_requests=args.max_waiting_requests,
+        body_limits=BodyLimits(
+            args.max_request_bytes, args.request_read_timeout, args.max_body_bytes_in_flight
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -76,26 +80,59 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     app.state.sarathi = state
     install_error_handlers(app)
     app.include_router(router)
-    # Outermost first: refuse oversized bodies before anything reads them, then check keys.
+    # The last added runs first: the key is checked before a byte of the body is read.
+    app.add_middleware(BodySizeLimitMiddleware, limits=state.body_limits)
     key = api_key_of(args)
     if key:
         app.add_middleware(APIKeyMiddleware, api_key=key)
-    app.add_middleware(
-        BodySizeLimitMiddleware, max_bytes=getattr(args, "max_request_bytes", 4 * 1024 * 1024)
-    )
     return app
 
 
+class DeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on a request's headers: a connection that has
+    not sent complete headers within ``header_timeout`` seconds of opening (or of its last
+    response) is closed, so half-sent requests cannot pile up. The body's own deadline is
+    ``BodySizeLimitMiddleware``'s."""
+
+    header_timeout = 30.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._arm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_deadline()
+
+    def _arm_header_deadline(self) -> None:
+        self.loop.call_later(self.header_timeout, self._headers_due)
+
+    def _headers_due(self) -> None:
+        waiting_for_headers = self.cycle is None or self.cycle.response_complete
+        if waiting_for_headers and not self.transport.is_closing():
+            self.transport.close()
+
+
+def deadline_protocol(header_timeout: float) -> type[H11Protocol]:
+    return type("DeadlineH11", (DeadlineH11Protocol,), {"header_timeout": header_timeout})
+
+
 class GracefulServer(uvicorn.Server):
-    """uvicorn, plus: on SIGINT/SIGTERM end in-flight streams with an error event and exit 0.
+    """uvicorn, plus a graceful shutdown: on SIGINT/SIGTERM ``on_drain`` runs on the event
+    loop (stop accepting requests, let running ones finish for a while), and the process
+    exits 0. A second signal exits at once, after ``on_force`` (thread-safe) has ended every
+    stream.
 
     uvicorn re-raises a captured signal after shutting down (so the process dies of it);
     a server that shut down cleanly on request should exit 0 instead.
     """
 
-    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, on_drain: Callable[[], None], on_force: Callable[[], None]
+    ) -> None:
         super().__init__(config)
-        self._on_exit = on_exit
+        self._on_drain = on_drain
+        self._on_force = on_force
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
@@ -103,10 +140,14 @@ class GracefulServer(uvicorn.Server):
         await super().serve(sockets=sockets)
 
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
+        if self.should_exit:  # a second signal: no more waiting
+            self._on_force()
+            self.force_exit = True
+            return
         super().handle_exit(sig, frame)
         if self._loop is not None and not self._loop.is_closed():
             # A signal handler interrupts arbitrary code: hand the work to the event loop.
-            self._loop.call_soon_threadsafe(self._on_exit)
+            self._loop.call_soon_threadsafe(self._on_drain)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -168,13 +209,25 @@ def run_server(args: argparse.Namespace) -> int:
         host, port = sock.getsockname()[:2]
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         print(startup_line(engine, served_name(engine, args), url), flush=True)
+        grace = args.graceful_shutdown_seconds
         uv_config = uvicorn.Config(
             app,
             log_level=args.log_level,
             lifespan="on",
-            timeout_graceful_shutdown=args.graceful_shutdown_seconds,
+            http=deadline_protocol(args.request_read_timeout),
+            # uvicorn cancels what is left only after the engine has ended it cleanly.
+            timeout_graceful_shutdown=grace + 5,
         )
-        server = GracefulServer(uv_config, lambda: async_engine.begin_shutdown())
+        state: ServerState = app.state.sarathi
+
+        def drain() -> None:
+            """Stop accepting, refuse bodies still arriving, end what still runs at the
+            deadline with an error event."""
+            state.body_limits.closing.set()
+            async_engine.stop_accepting()
+            asyncio.get_running_loop().call_later(grace, async_engine.begin_shutdown)
+
+        server = GracefulServer(uv_config, drain, async_engine.begin_shutdown)
         server.run(sockets=[sock])
     finally:
         sock.close()

@@ -13,7 +13,7 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--host", default="127.0.0.1", help="Address to listen on (default: 127.0.0.1).")
     g.add_argument(
         "--port",
-        type=int,
+        type=_port,
         default=8000,
         help="Port to listen on; 0 picks a free one (default: 8000).",
     )
@@ -38,6 +38,29 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         help="Largest accepted request body in bytes (default: 4 MiB).",
     )
     g.add_argument(
+        "--request-read-timeout",
+        type=float,
+        default=30.0,
+        help="Seconds a client has to send a request's headers, and then its whole body; a "
+        "late request is answered 408 (body) or its connection closed (headers) "
+        "(default: 30).",
+    )
+    g.add_argument(
+        "--max-body-bytes-in-flight",
+        type=int,
+        default=256 * 1024 * 1024,
+        help="Request body bytes the server holds at once across all connections; past it a "
+        "request is refused with 503 and Retry-After (default: 256 MiB).",
+    )
+    g.add_argument(
+        "--max-waiting-requests",
+        type=int,
+        default=1024,
+        help="Requests that may wait for a slot beyond those running; past it a request is "
+        "refused at once with 503, Retry-After and OpenAI's overloaded_error; 0: no bound "
+        "(default: 1024).",
+    )
+    g.add_argument(
         "--log-level",
         default="info",
         choices=("critical", "error", "warning", "info", "debug"),
@@ -47,8 +70,20 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         "--graceful-shutdown-seconds",
         type=float,
         default=30.0,
-        help="On SIGINT/SIGTERM, wait at most this long for open connections (default: 30).",
+        help="On SIGINT/SIGTERM, stop accepting requests and let running ones finish for "
+        "at most this long, then end the rest with an error event; a second signal exits at "
+        "once (default: 30).",
     )
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0: any free one), got {port}")
+    return port
 
 
 def server_args(**overrides: Any) -> argparse.Namespace:

@@ -44,6 +44,9 @@ class APIKeyMiddleware:
                 401,
                 code="invalid_api_key",
             )
-            await error_response(err)(scope, receive, send)
+            response = error_response(err)
+            # Its body is never read: the connection is not reused.
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -30,6 +30,7 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -37,6 +38,7 @@ class APIError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        self.retry_after = retry_after  # seconds, sent as the Retry-After header
 
 
 def bad_request(message: str, param: str | None = None) -> APIError:
@@ -50,7 +52,9 @@ def error_body(
 
 
 def error_response(err: APIError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else {}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(err.retry_after)
     return JSONResponse(
         error_body(err.message, err.type, err.param, err.code),
         status_code=err.status,

@@ -2,7 +2,9 @@
 
 Requests bound every size a client controls (number of prompts, n, stop strings, messages)
 so that no single request can ask for unbounded work; the body size itself is bounded by
-the server's --max-request-bytes. Unknown fields are ignored, as OpenAI clients send extras.
+the server's --max-request-bytes. Scalars are strict, as OpenAI's API is: ``"max_tokens":
+"16"`` or ``"stream": "yes"`` is a 400, not a silent conversion. Unknown fields are ignored,
+as OpenAI clients send extras.
 """
 
 from __future__ import annotations
@@ -10,7 +12,16 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 MAX_N = 16  # completions per prompt
 MAX_PROMPTS = 64  # prompts in one /v1/completions request
@@ -61,51 +72,51 @@ def _check_unicode(value: Any) -> None:
 
 
 class StreamOptions(_Request):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class SamplingFields(_Request):
     """Fields shared by completions and chat (OpenAI's plus vLLM's extras)."""
 
-    model: str | None = None
-    n: int = Field(1, ge=1, le=MAX_N)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=-1)
-    min_p: float | None = Field(None, ge=0, le=1)
-    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    repetition_penalty: float | None = Field(None, gt=0, le=10)
+    model: StrictStr | None = None
+    n: StrictInt = Field(1, ge=1, le=MAX_N)
+    temperature: StrictFloat | None = Field(None, ge=0, le=2)
+    top_p: StrictFloat | None = Field(None, gt=0, le=1)
+    top_k: StrictInt | None = Field(None, ge=-1)
+    min_p: StrictFloat | None = Field(None, ge=0, le=1)
+    seed: StrictInt | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    presence_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
+    frequency_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
+    repetition_penalty: StrictFloat | None = Field(None, gt=0, le=10)
     stop: Stop = None
     stop_token_ids: Annotated[list[TokenId], Field(max_length=MAX_STOP)] | None = None
-    min_tokens: int = Field(0, ge=0)
-    ignore_eos: bool = False
-    skip_special_tokens: bool = True
-    include_stop_str_in_output: bool = False
-    user: str | None = Field(None, max_length=256)
-    stream: bool = False
+    min_tokens: StrictInt = Field(0, ge=0)
+    ignore_eos: StrictBool = False
+    skip_special_tokens: StrictBool = True
+    include_stop_str_in_output: StrictBool = False
+    user: StrictStr | None = Field(None, max_length=256)
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
 
 
 class CompletionRequest(SamplingFields):
     prompt: Prompt
-    max_tokens: int | None = Field(16, ge=1)
-    echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
-    suffix: str | None = None
-    best_of: int | None = Field(None, ge=1, le=MAX_N)
+    max_tokens: StrictInt | None = Field(16, ge=1)
+    echo: StrictBool = False
+    logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    suffix: StrictStr | None = None
+    best_of: StrictInt | None = Field(None, ge=1, le=MAX_N)
 
 
 class TextPart(_Request):
     type: Literal["text"]
-    text: str
+    text: StrictStr
 
 
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | Annotated[list[TextPart], Field(max_length=256)] | None = None
-    name: str | None = Field(None, max_length=256)
+    content: StrictStr | Annotated[list[TextPart], Field(max_length=256)] | None = None
+    name: StrictStr | None = Field(None, max_length=256)
 
     def text(self) -> str:
         if self.content is None:
@@ -120,32 +131,32 @@ Messages = Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSA
 
 class ChatCompletionRequest(SamplingFields):
     messages: Messages
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
-    add_generation_prompt: bool = True
-    continue_final_message: bool = False
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    logprobs: StrictBool = False
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    add_generation_prompt: StrictBool = True
+    continue_final_message: StrictBool = False
 
 
 class TokenizeCompletionRequest(_Request):
-    model: str | None = None
+    model: StrictStr | None = None
     prompt: StrictStr
-    add_special_tokens: bool = True
+    add_special_tokens: StrictBool = True
 
 
 class TokenizeChatRequest(_Request):
-    model: str | None = None
+    model: StrictStr | None = None
     messages: Messages
-    add_generation_prompt: bool = True
-    add_special_tokens: bool = False
+    add_generation_prompt: StrictBool = True
+    add_special_tokens: StrictBool = False
 
 
 TokenizeRequest = TokenizeCompletionRequest | TokenizeChatRequest
 
 
 class DetokenizeRequest(_Request):
-    model: str | None = None
+    model: StrictStr | None = None
     tokens: Annotated[list[TokenId], Field(max_length=1_000_000)]
 
 

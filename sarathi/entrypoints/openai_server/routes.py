@@ -72,7 +72,7 @@ async def models(request: Request) -> ModelList:
             ModelCard(
                 id=s.model_name,
                 created=s.created,
-                root=s.model_path,
+                root=s.model_name,
                 max_model_len=s.max_seq_len,
                 description=s.description,
             )

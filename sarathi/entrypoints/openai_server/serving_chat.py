@@ -86,6 +86,7 @@ async def create_chat_completion(
     max_tokens = state.check_prompt(ids, asked, "messages", param)
     top = req.top_logprobs or 0
     params = sampling_params(req, max_tokens, top if req.logprobs else None)
+    state.admit(1)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if req.stream:

@@ -20,9 +20,15 @@ from fastapi import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from sarathi.engine.async_engine import AsyncEngine, EngineDeadError, EngineShuttingDown
+from sarathi.engine.async_engine import (
+    AsyncEngine,
+    EngineDeadError,
+    EngineOverloaded,
+    EngineShuttingDown,
+)
 from sarathi.engine.llm_engine import RequestError
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request
+from sarathi.entrypoints.openai_server.limits import BodyLimits
 from sarathi.entrypoints.openai_server.protocol import SamplingFields, UsageInfo
 from sarathi.metrics import ServerMetrics
 from sarathi.outputs import CompletionOutput, RequestOutput
@@ -35,13 +41,16 @@ class ServerState:
 
     engine: AsyncEngine
     model_name: str
-    model_path: str
     max_seq_len: int
     metrics: ServerMetrics
     chat_template: str | None = None
     description: str | None = None
     # Prompts longer than this in UTF-8 bytes cannot fit the context (max_token_bytes).
     max_prompt_bytes: int = 1 << 62
+    max_waiting_requests: int = 1024  # 0: no bound
+    body_limits: BodyLimits = field(
+        default_factory=lambda: BodyLimits(4 * 1024 * 1024, 30.0, 256 * 1024 * 1024)
+    )
     created: int = field(default_factory=lambda: int(time.time()))
     # token id -> its text, for logprobs; bounded by the vocabulary.
     _token_text: dict[int, str] = field(default_factory=dict)
@@ -58,6 +67,15 @@ class ServerState:
                 param="model",
                 code="model_not_found",
             )
+
+    def admit(self, num_requests: int) -> None:
+        """Refuse at once (503, Retry-After) when the server is overloaded or stopping."""
+        try:
+            self.engine.admit(num_requests, self.max_waiting_requests)
+        except ENGINE_ERRORS as e:
+            if isinstance(e, EngineOverloaded):
+                self.metrics.rejected.labels(self.model_name, "overloaded").inc()
+            raise engine_error(e) from e
 
     def check_prompt_bytes(self, size: int, param: str) -> None:
         if size > self.max_prompt_bytes:
@@ -155,10 +173,12 @@ def engine_error(e: Exception) -> APIError:
         return bad_request(str(e))
     if isinstance(e, EngineShuttingDown):
         return APIError(str(e), 503, type="server_error", code="shutting_down")
+    if isinstance(e, EngineOverloaded):
+        return APIError(str(e), 503, type="overloaded_error", code="overloaded", retry_after=1)
     return APIError(str(e), 503, type="server_error", code="engine_dead")
 
 
-ENGINE_ERRORS = (RequestError, EngineShuttingDown, EngineDeadError)
+ENGINE_ERRORS = (RequestError, EngineShuttingDown, EngineDeadError, EngineOverloaded)
 
 
 async def final_output(

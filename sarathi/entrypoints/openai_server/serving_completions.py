@@ -96,6 +96,7 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
     prompts = await _prompts(state, req)
     if len(prompts) * req.n > MAX_SEQUENCES:
         raise bad_request(f"at most {MAX_SEQUENCES} completions (prompts x n) per request", "n")
+    state.admit(len(prompts))
     params = []
     for p in prompts:
         max_tokens = state.check_prompt(p.ids, req.max_tokens, "prompt")
