@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 
 import torch
@@ -12,6 +13,7 @@ from vattention.views import CacheShape
 
 BACKENDS = ("auto", "cuda", "cpu", "dense")
 _OS_PAGE = 4096
+logger = logging.getLogger("vattention")
 
 
 def cuda_extension_error() -> str | None:
@@ -38,8 +40,15 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
         if device.type == "cpu":
             return "cpu"
-        if device.type == "cuda" and cuda_extension_error() is None:
-            return "cuda"
+        if device.type == "cuda":
+            reason = cuda_extension_error()
+            if reason is None:
+                return "cuda"
+            logger.warning(
+                "vattention: the cuda backend is unavailable (%s); falling back to the dense "
+                "backend (the whole budget allocated up front, no mapping on demand)",
+                reason,
+            )
         return "dense"
     if backend == "cpu" and device.type != "cpu":
         raise ValueError(f"the cpu backend needs a cpu device, got {device}")

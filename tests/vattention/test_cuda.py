@@ -119,3 +119,4 @@ def test_many_reservations_close_cleanly(cuda_device: torch.device) -> None:
         cache.layer(31)[1][slot, : cache.tokens_per_block + 1] = 3.0
         cache.close()
     assert abs(_free_bytes() - before) <= 2 * MIB
+
