@@ -83,8 +83,11 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first = errors[0]
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON", None
+    # Our own validators explain themselves (an image part, a tool call): where one fired
+    # in some member of a union, its message says more than "should be a string".
+    first = next((e for e in errors if e.get("type") == "value_error"), first)
     param = _param_of(tuple(first.get("loc", ())))
-    msg = first.get("msg", "invalid value")
+    msg = first.get("msg", "invalid value").removeprefix("Value error, ")
     text = f"{param}: {msg}" if param else msg
     if len(errors) > 1:
         text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"

@@ -46,7 +46,8 @@ Prompt = (
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Extra fields are kept, so field_audit.py can refuse those it would otherwise drop.
+    model_config = ConfigDict(extra="allow")
 
     @model_validator(mode="before")
     @classmethod
@@ -73,6 +74,13 @@ def _check_unicode(value: Any) -> None:
 
 class StreamOptions(_Request):
     include_usage: StrictBool = False
+    continuous_usage_stats: StrictBool = False
+
+    @model_validator(mode="after")
+    def _supported(self) -> StreamOptions:
+        if self.continuous_usage_stats:
+            raise ValueError("stream_options.continuous_usage_stats is not supported")
+        return self
 
 
 class SamplingFields(_Request):
@@ -108,22 +116,44 @@ class CompletionRequest(SamplingFields):
     best_of: StrictInt | None = Field(None, ge=1, le=MAX_N)
 
 
-class TextPart(_Request):
-    type: Literal["text"]
-    text: StrictStr
+class ContentPart(_Request):
+    """A part of a message's content; only text parts are taken."""
+
+    type: StrictStr
+    text: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _text_only(self) -> ContentPart:
+        if self.type != "text":
+            raise ValueError(
+                f"content parts of type {self.type!r} are not supported: this model takes text only"
+            )
+        if self.text is None:
+            raise ValueError("a text content part needs 'text'")
+        return self
 
 
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: StrictStr | Annotated[list[TextPart], Field(max_length=256)] | None = None
+    content: StrictStr | Annotated[list[ContentPart], Field(max_length=256)] | None = None
     name: StrictStr | None = Field(None, max_length=256)
+
+    @model_validator(mode="after")
+    def _no_tool_calls(self) -> ChatMessage:
+        extra = self.model_extra or {}
+        if extra.get("tool_calls") or extra.get("function_call"):
+            raise ValueError(
+                "messages with tool calls are not supported: tool calling is not "
+                "supported by this server"
+            )
+        return self
 
     def text(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(p.text for p in self.content)
+        return "".join(p.text or "" for p in self.content)
 
 
 Messages = Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
 from sarathi.entrypoints.openai_server.errors import APIError, sse_error
+from sarathi.entrypoints.openai_server.field_audit import audit
 from sarathi.entrypoints.openai_server.protocol import (
     ChatChoice,
     ChatCompletionRequest,
@@ -72,6 +73,7 @@ async def create_chat_completion(
     state: ServerState, req: ChatCompletionRequest, raw: Request
 ) -> Response:
     state.check_model(req.model)
+    audit(req, state.warned_fields)
     state.check_prompt_bytes(sum(len(m.text().encode("utf-8")) for m in req.messages), "messages")
     ids = await asyncio.to_thread(
         chat_prompt_ids,

@@ -48,6 +48,8 @@ class ServerState:
     # Prompts longer than this in UTF-8 bytes cannot fit the context (max_token_bytes).
     max_prompt_bytes: int = 1 << 62
     max_waiting_requests: int = 1024  # 0: no bound
+    # Request fields this server does not know, already logged once (field_audit.audit).
+    warned_fields: set[str] = field(default_factory=set)
     body_limits: BodyLimits = field(
         default_factory=lambda: BodyLimits(4 * 1024 * 1024, 30.0, 256 * 1024 * 1024)
     )

@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request, sse_error
+from sarathi.entrypoints.openai_server.field_audit import audit
 from sarathi.entrypoints.openai_server.protocol import (
     MAX_SEQUENCES,
     CompletionChoice,
@@ -85,6 +86,7 @@ def _logprobs(
 
 async def create_completion(state: ServerState, req: CompletionRequest, raw: Request) -> Response:
     state.check_model(req.model)
+    audit(req, state.warned_fields)
     if req.suffix:
         raise bad_request("suffix is not supported", "suffix")
     if req.best_of is not None and req.best_of != req.n:

@@ -1,0 +1,84 @@
+"""Every field of OpenAI's (and vLLM's) request bodies is honoured or refused by name: none
+is dropped silently. Unknown fields are accepted (clients send extras) and logged once."""
+
+from __future__ import annotations
+
+import pytest
+
+from sarathi.entrypoints.openai_server.field_audit import ACCEPTED, UNSUPPORTED
+
+# A value that asks for something, per refused field.
+ASKING = {
+    "response_format": {"type": "json_object"},
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+    "tool_choice": "required",
+    "functions": [{"name": "f"}],
+    "function_call": "auto",
+    "logit_bias": {"5": 10},
+    "audio": {"voice": "alloy", "format": "wav"},
+    "modalities": ["text", "audio"],
+    "prediction": {"type": "content", "content": "x"},
+    "web_search_options": {"search_context_size": "low"},
+    "reasoning_effort": "high",
+    "verbosity": "low",
+    "store": True,
+    "service_tier": "flex",
+    "guided_json": {"type": "object"},
+    "guided_regex": "a+",
+    "guided_choice": ["a", "b"],
+    "guided_grammar": "root ::= 'a'",
+    "guided_decoding_backend": "xgrammar",
+    "structured_outputs": {"json": {"type": "object"}},
+    "allowed_token_ids": [1, 2],
+    "bad_words": ["x"],
+    "prompt_logprobs": 1,
+    "use_beam_search": True,
+    "logits_processors": ["x"],
+    "truncate_prompt_tokens": 5,
+    "guided_whitespace_pattern": " ",
+    "chat_template_kwargs": {"x": 1},
+    "chat_template": "{{ messages }}",
+    "documents": [{"text": "x"}],
+}
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def test_the_table_covers_every_refused_field():
+    assert set(ASKING) == set(UNSUPPORTED)
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
+def test_a_field_that_asks_for_what_is_not_done_is_refused_by_name(http, route, name):
+    body = {"prompt": "hi"} if route == "/v1/completions" else {"messages": MESSAGES}
+    body.update({"max_tokens": 2, name: ASKING[name]})
+    r = http.post(route, json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == name and name in err["message"]
+
+
+@pytest.mark.parametrize("extra", [
+    {"response_format": {"type": "text"}}, {"tool_choice": "none"}, {"store": False},
+    {"service_tier": "auto"}, {"modalities": ["text"]}, {"logit_bias": {}},
+    {"use_beam_search": False}, *[{name: "x"} for name in sorted(ACCEPTED)],
+    {"an_unknown_field": 1},
+])
+def test_defaults_and_harmless_fields_are_accepted(http, extra):
+    r = http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 2, **extra})
+    assert r.status_code == 200, r.text
+
+
+def test_an_image_part_and_a_tool_call_message_are_refused_clearly(http):
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+    r = http.post("/v1/chat/completions", json={"messages": image})
+    assert r.status_code == 400 and "image_url" in r.json()["error"]["message"]
+    call = [{"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}]
+    r = http.post("/v1/chat/completions", json={"messages": call})
+    assert r.status_code == 400 and "tool calls" in r.json()["error"]["message"]
+
+
+def test_strict_scalars(http):
+    for bad in ({"max_tokens": "16"}, {"stream": "yes"}, {"temperature": "0.5"}):
+        r = http.post("/v1/completions", json={"prompt": "hi", **bad})
+        assert r.status_code == 400, (bad, r.text)
