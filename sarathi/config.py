@@ -20,10 +20,13 @@ def _f(
     help: str,
     *,
     aliases: tuple[str, ...] = (),
+    short: tuple[str, ...] = (),
     choices: tuple[Any, ...] = (),
     kind: Any = None,
 ) -> Any:
-    meta = {"help": help, "aliases": aliases, "choices": choices, "kind": kind}
+    """A config field with its help, its other long names (``aliases``, also accepted as
+    keywords), its short flags (``short``, e.g. ``-tp``), choices and kind."""
+    meta = {"help": help, "aliases": aliases, "short": short, "choices": choices, "kind": kind}
     return field(default=default, metadata=meta)
 
 
@@ -106,6 +109,13 @@ class ModelConfig:
         "Initialisation of swapped embedding rows when a patch tokenizer is applied at load time.",
         choices=("exp", "mean", "first", "last", "random"),
     )
+    generation_config: str = _f(
+        "auto",
+        "Default sampling options of requests that do not set them: 'auto' (from the model's "
+        "generation_config.json: temperature, top_p, top_k, min_p, repetition_penalty; "
+        "SamplingParams' defaults where it has none), 'vllm' (SamplingParams' defaults) or a "
+        "folder holding a generation_config.json.",
+    )
     enforce_eager: bool = _f(
         False,
         "Run every step eagerly: no CUDA graphs. Otherwise, on a "
@@ -162,6 +172,13 @@ class CacheConfig:
         "patch tokenizer it is scaled by the measured reduction.",
     )
 
+    enable_prefix_caching: bool = _f(
+        False,
+        "vLLM's prefix-caching switch, accepted so vLLM launch lines work. Prefix caching is "
+        "not implemented yet: with it on, the engine logs a warning and prefills every prompt "
+        "whole.",
+    )
+
 
 @dataclass(frozen=True)
 class SchedulerConfig:
@@ -200,6 +217,7 @@ class ParallelConfig:
         "Number of GPUs (or CPU processes) a model is split over "
         "(Megatron-style tensor parallelism).",
         aliases=("model_tensor_parallel_degree",),
+        short=("-tp",),
     )
     executor: str = _f(
         "auto",

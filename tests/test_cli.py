@@ -1,7 +1,10 @@
 """The command line, as a user runs it."""
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 
 def _run(*args, timeout=240):
@@ -47,3 +50,38 @@ def test_bad_model_is_a_clean_error():
 def test_bad_flag_value_is_a_clean_error():
     r = _run("generate", "--chunk-size", "0", "--prompt", "x")
     assert r.returncode == 2 and "chunk_size" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_vllm_launch_habits_are_understood():
+    from sarathi.entrypoints.cli import build_parser
+    from sarathi.entrypoints.cli_args import config_from_args
+
+    args = build_parser().parse_args(
+        ["serve", "demo", "-tp", "1", "--max-num-batched-tokens", "256",
+         "--enable-prefix-caching", "--generation-config", "vllm"])
+    config = config_from_args(args)
+    assert config.model.model == "demo"
+    assert config.parallel.tensor_parallel_size == 1
+    assert config.scheduler.chunk_size == 256
+    assert config.cache.enable_prefix_caching
+    assert config.model.generation_config == "vllm"
+    clash = build_parser().parse_args(["serve", "demo", "--model", "other"])
+    with pytest.raises(ValueError, match="two models"):
+        config_from_args(clash)
+
+
+def test_generation_config_sets_request_defaults(tmp_path):
+    import json
+    import shutil
+
+    from sarathi import LLM
+    from sarathi.transformers_utils.demo import demo_model_path
+
+    src = demo_model_path()
+    for name in os.listdir(src):
+        shutil.copy(os.path.join(src, name), tmp_path)
+    (tmp_path / "generation_config.json").write_text(
+        json.dumps({"temperature": 0.3, "top_k": 20, "eos_token_id": 1}))
+    assert LLM(str(tmp_path)).get_default_sampling_params().temperature == 0.3
+    plain = LLM(str(tmp_path), generation_config="vllm").get_default_sampling_params()
+    assert plain.temperature == 1.0 and plain.top_k == -1

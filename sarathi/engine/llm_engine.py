@@ -97,6 +97,11 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self._seq_ids = itertools.count()
         self._req_ids = itertools.count()
+        if config.cache.enable_prefix_caching:
+            logger.warning(
+                "--enable-prefix-caching is accepted for vLLM compatibility, but "
+                "prefix caching is not implemented yet: every prompt is prefilled"
+            )
         plan = self.cache_plan
         logger.info(
             "model %s (%s, %s on %s); KV cache: %s backend, %s layout, %d slots x %d tokens "

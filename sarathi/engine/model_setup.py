@@ -3,7 +3,9 @@ shape, the tokenizer (and AdaptiVocab patch), device, dtype, context length and 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,8 @@ class ModelSetup:
     dtype: torch.dtype
     max_model_len: int
     eos_ids: frozenset[int]
+    # Sampling options for requests that do not set them (--generation-config).
+    default_sampling: dict[str, Any]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -70,6 +74,32 @@ def resolve_chunk_size(config: EngineConfig, device: torch.device) -> int:
     if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
         return 1024
     return 512
+
+
+# generation_config.json keys that set a sampling default, as vLLM reads them.
+_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+
+
+def load_default_sampling(mode: str, model_path: str) -> dict[str, Any]:
+    """The sampling defaults ``--generation-config`` asks for: from the model folder's
+    generation_config.json ('auto'), none ('vllm'), or from another folder's."""
+    if mode == "vllm":
+        return {}
+    folder = model_path if mode == "auto" else mode
+    path = os.path.join(folder, "generation_config.json")
+    if not os.path.isfile(path):
+        if mode != "auto":
+            raise ValueError(f"--generation-config {mode!r} has no generation_config.json")
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from e
+    out = {k: raw[k] for k in _SAMPLING_KEYS if isinstance(raw.get(k), (int, float))}
+    if out:
+        logger.info("default sampling options from %s: %s", path, out)
+    return out
 
 
 def resolve_model(config: EngineConfig) -> ModelSetup:
@@ -106,4 +136,5 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
         dtype=resolve_dtype(mc.dtype, shape.torch_dtype, device),
         max_model_len=mc.max_model_len or shape.max_position_embeddings,
         eos_ids=frozenset(eos_token_ids(tokenizer, path)),
+        default_sampling=load_default_sampling(mc.generation_config, path),
     )

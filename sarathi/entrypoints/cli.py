@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="Run the OpenAI-compatible HTTP server.")
+    serve.add_argument(
+        "model_tag",
+        nargs="?",
+        metavar="MODEL",
+        help="The model to serve, as vLLM takes it (the same as --model).",
+    )
     _add_server_args(serve)
     add_engine_args(serve)
     serve.set_defaults(func=_serve)

@@ -46,7 +46,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
             names = [_flag(f.name)]
             if "_" in f.name:
                 names.append("--" + f.name)
-            names += ["--" + a for a in meta.get("aliases", ())]
+            for alias in meta.get("aliases", ()):
+                names += dict.fromkeys([_flag(alias), "--" + alias])
+            names += list(meta.get("short", ()))
             default = f.default if f.default is not MISSING else None
             help_text = (
                 meta["help"]
@@ -115,4 +117,10 @@ def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> EngineConfig:
-    return EngineConfig.from_kwargs(**engine_kwargs(args))
+    kwargs = engine_kwargs(args)
+    tag = getattr(args, "model_tag", None)
+    if tag is not None:  # `serve MODEL`, as vLLM takes it
+        if kwargs.get("model", tag) != tag:
+            raise ValueError(f"two models given: {tag!r} and --model {kwargs['model']!r}")
+        kwargs["model"] = tag
+    return EngineConfig.from_kwargs(**kwargs)

@@ -44,6 +44,10 @@ class LLM:
         self.engine = LLMEngine(config)
         self._request_ids = itertools.count()
 
+    def get_default_sampling_params(self) -> SamplingParams:
+        """SamplingParams with the model's defaults (--generation-config, as vLLM)."""
+        return SamplingParams(**self.engine.setup.default_sampling)
+
     def get_tokenizer(self) -> Any:
         return self.engine.tokenizer
 
@@ -62,7 +66,7 @@ class LLM:
             [prompts] if isinstance(prompts, str) or _is_token_ids(prompts) else list(prompts)
         )
         if sampling_params is None:
-            sampling_params = SamplingParams()
+            sampling_params = self.get_default_sampling_params()
         if isinstance(sampling_params, SamplingParams):
             params = [sampling_params] * len(batch)
         else:

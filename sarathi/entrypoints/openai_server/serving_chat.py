@@ -87,7 +87,7 @@ async def create_chat_completion(
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
     max_tokens = state.check_prompt(ids, asked, "messages", param)
     top = req.top_logprobs or 0
-    params = sampling_params(req, max_tokens, top if req.logprobs else None)
+    params = sampling_params(req, max_tokens, top if req.logprobs else None, state.default_sampling)
     state.admit(1)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())

@@ -58,6 +58,10 @@ class ServerState:
     _token_text: dict[int, str] = field(default_factory=dict)
 
     @property
+    def default_sampling(self) -> dict[str, Any]:
+        return self.engine.engine.setup.default_sampling
+
+    @property
     def tokenizer(self) -> Any:
         return self.engine.engine.tokenizer
 
@@ -136,9 +140,12 @@ class ServerState:
         return max_tokens
 
 
-def sampling_params(req: SamplingFields, max_tokens: int, logprobs: int | None) -> SamplingParams:
-    """SamplingParams from the request; None fields keep the engine's defaults."""
-    kwargs: dict[str, Any] = {}
+def sampling_params(
+    req: SamplingFields, max_tokens: int, logprobs: int | None, defaults: dict[str, Any]
+) -> SamplingParams:
+    """SamplingParams from the request; fields it leaves out take ``defaults`` (the model's,
+    per --generation-config), then SamplingParams' own."""
+    kwargs: dict[str, Any] = dict(defaults)
     for name in (
         "temperature",
         "top_p",

@@ -102,7 +102,7 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
     params = []
     for p in prompts:
         max_tokens = state.check_prompt(p.ids, req.max_tokens, "prompt")
-        params.append(sampling_params(req, max_tokens, req.logprobs))
+        params.append(sampling_params(req, max_tokens, req.logprobs, state.default_sampling))
     request_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if req.stream:
