@@ -71,6 +71,11 @@ class ModelConfig:
         aliases=("model_name",),
     )
     tokenizer: str | None = _f(None, "Tokenizer folder or hub id (default: the model's).")
+    skip_tokenizer_init: bool = _f(
+        False,
+        "Load no tokenizer: prompts must be token ids and outputs carry token ids but no "
+        "text (no stop strings, no chat), as vLLM's flag.",
+    )
     patch_tokenizer: str | None = _f(
         None,
         "AdaptiVocab PatchTokenizer folder: the base model is "

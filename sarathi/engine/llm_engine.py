@@ -141,6 +141,11 @@ class LLMEngine:
         """Queue a request. ``final_only``: ``step()`` returns its output once, when it
         finishes, instead of a snapshot at every step (what offline generation reads)."""
         params = params or SamplingParams()
+        if self.tokenizer is None and (isinstance(prompt, str) or params.stop_list):
+            raise RequestError(
+                "this engine runs without a tokenizer (--skip-tokenizer-init): prompts must be "
+                "token ids, and stop strings cannot be matched"
+            )
         if isinstance(prompt, str):
             text, ids = prompt, self.tokenizer.encode(prompt)
         else:

@@ -36,7 +36,8 @@ class ModelSetup:
     path: str  # the local folder
     is_demo: bool
     shape: ModelShape
-    tokenizer: Any  # a Hugging Face tokenizer or an adaptivocab.PatchTokenizer
+    tokenizer: Any  # a Hugging Face tokenizer, an adaptivocab.PatchTokenizer, or None
+    # (--skip-tokenizer-init: token ids in and out)
     patch: PatchTokenizer | None  # when the tokenizer is one
     patch_at_load: str | None  # patch the base checkpoint's rows with this folder's patch
     reduction_ratio: float  # patched / base tokens (AdaptiVocab); 1 without a patch
@@ -109,7 +110,9 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
         logger.warning("using the %s", DEMO_NOTE)
     path = resolve_model_path(mc.model)
     shape = load_model_shape(path)
-    tokenizer = get_tokenizer(mc.tokenizer or path, mc.patch_tokenizer)
+    tokenizer = (
+        None if mc.skip_tokenizer_init else get_tokenizer(mc.tokenizer or path, mc.patch_tokenizer)
+    )
     patch = as_patch_tokenizer(tokenizer)
     patch_at_load = None
     if patch is not None:
@@ -117,7 +120,7 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
         from adaptivocab.embeddings import check_vocab  # what adaptivocab loads lazily
 
         try:
-            check_vocab(shape.vocab_size, len(tokenizer))
+            check_vocab(shape.vocab_size, len(patch))
         except AdaptiVocabError as e:
             raise ValueError(f"the patch tokenizer does not fit this model: {e}") from e
         if mc.patch_tokenizer is not None and not is_patch_tokenizer_dir(path):

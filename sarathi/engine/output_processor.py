@@ -67,7 +67,8 @@ class OutputProcessor:
 
     def add(self, req: Request) -> None:
         p = req.params
-        live_text = not req.final_only or bool(p.stop_list)
+        # Without a tokenizer (--skip-tokenizer-init) outputs are token ids alone.
+        live_text = self._decoder is not None and (not req.final_only or bool(p.stop_list))
         for seq in req.seqs:
             detok = (
                 IncrementalDetokenizer(self._decoder, req.prompt_token_ids, p.skip_special_tokens)
@@ -164,12 +165,12 @@ class OutputProcessor:
             return False
         del seq.token_ids[index + 1 :]  # a placeholder for a token that will not count
         seq.num_pending = 0
-        if out.detok is None:
+        if out.detok is None and self._decoder is not None:
             detok = IncrementalDetokenizer(
                 self._decoder, seq.request.prompt_token_ids, p.skip_special_tokens
             )
             out.text = detok.add_many(seq.output_ids) + detok.flush()
-        elif stop_reason is None or isinstance(stop_reason, int):
+        elif out.detok is not None and (stop_reason is None or isinstance(stop_reason, int)):
             out.text += out.detok.flush()
         out.finish_reason, out.stop_reason = reason, stop_reason
         return True

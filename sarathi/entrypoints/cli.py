@@ -28,6 +28,13 @@ def _generate(args: argparse.Namespace) -> int:
     if not prompts:
         prompts = ["Hello, my name is"]
     llm = LLM.from_config(config)
+    if llm.get_tokenizer() is None:
+        print(
+            "error: generate takes text prompts, which need a tokenizer; "
+            "--skip-tokenizer-init is for token-id prompts (the server, or LLM.generate)",
+            file=sys.stderr,
+        )
+        return 2
     if params.max_tokens is not None:
         # As the server answers: a completion that cannot fit is refused, not cut short.
         context = llm.engine.max_seq_len

@@ -23,12 +23,28 @@ def get_tokenizer(name_or_path: str, patch_tokenizer: str | None = None) -> Any:
     path = resolve_model_path(name_or_path)
     if is_patch_tokenizer_dir(path):
         return load_patch_tokenizer(path)
+    if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
+        raise ValueError(
+            f"{name_or_path!r} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); pass "
+            "--tokenizer FOLDER_OR_ID, or --skip-tokenizer-init to serve token ids only"
+        )
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, ImportError) as e:
         raise ValueError(f"cannot load a tokenizer from {name_or_path!r}: {e}") from e
+
+
+# Files from which transformers builds a tokenizer (fast JSON, SentencePiece, BPE, WordPiece).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+)
 
 
 def is_patch_tokenizer_dir(path: str) -> bool:

@@ -45,9 +45,13 @@ class ServerProcess:
 def start(*flags: str) -> ServerProcess:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sarathi", "serve", "--port", "0", "--log-level", "warning",
-         *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+        [sys.executable, "-m", "sarathi", "serve", "--port", "0", "--log-level", "warning", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     seen = []
     assert proc.stdout is not None
     for line in proc.stdout:  # blocks until the server prints; EOF if it died

@@ -21,8 +21,16 @@ KEY = "reliability-key"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    live = start("--max-model-len", "2048", "--max-waiting-requests", "8", "--max-num-seqs",
-                 "16", "--request-read-timeout", "2")
+    live = start(
+        "--max-model-len",
+        "2048",
+        "--max-waiting-requests",
+        "8",
+        "--max-num-seqs",
+        "16",
+        "--request-read-timeout",
+        "2",
+    )
     yield live
     live.stop()
 
@@ -32,8 +40,7 @@ def _gaps(events: list[float]) -> float:
 
 
 async def _stream_times(client: httpx.AsyncClient, max_tokens: int) -> list[float]:
-    body = {"prompt": "steady stream", "max_tokens": max_tokens, "ignore_eos": True,
-            "stream": True}
+    body = {"prompt": "steady stream", "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
     times = []
     async with client.stream("POST", "/v1/completions", json=body) as resp:
         assert resp.status_code == 200
@@ -92,9 +99,10 @@ def test_the_api_key_is_checked_before_any_body_is_read() -> None:
         socks = []
         for _ in range(60):
             s = socket.create_connection((live.host, live.port))
-            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                      b"application/json\r\nContent-Length: " + str(len(body)).encode() +
-                      b"\r\n\r\n")
+            s.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                b"application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+            )
             s.settimeout(10)
             socks.append(s)
         for s in socks:
@@ -118,8 +126,10 @@ def test_the_api_key_is_checked_before_any_body_is_read() -> None:
 
 def test_half_sent_requests_time_out(server: ServerProcess) -> None:
     body_sock = socket.create_connection((server.host, server.port))
-    body_sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                      b"application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\": ")
+    body_sock.sendall(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        b'application/json\r\nContent-Length: 100\r\n\r\n{"prompt": '
+    )
     head_sock = socket.create_connection((server.host, server.port))
     head_sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
     body_sock.settimeout(20)
@@ -135,11 +145,11 @@ def test_half_sent_requests_time_out(server: ServerProcess) -> None:
 
 def test_overload_is_refused_at_once_with_retry_after(server: ServerProcess) -> None:
     async def main() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=server.url, timeout=120,
-                                     limits=httpx.Limits(max_connections=100)) as c:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=120, limits=httpx.Limits(max_connections=100)
+        ) as c:
             body = {"prompt": "busy", "max_tokens": 60, "ignore_eos": True}
-            return await asyncio.gather(*[c.post("/v1/completions", json=body)
-                                          for _ in range(48)])
+            return await asyncio.gather(*[c.post("/v1/completions", json=body) for _ in range(48)])
 
     responses = asyncio.run(main())
     refused = [r for r in responses if r.status_code == 503]
@@ -150,14 +160,16 @@ def test_overload_is_refused_at_once_with_retry_after(server: ServerProcess) -> 
         err = r.json()["error"]
         assert err["type"] == "overloaded_error" and err["code"] == "overloaded"
     metrics = httpx.get(server.url + "/metrics").text
-    line = next(x for x in metrics.splitlines()
-                if x.startswith("sarathi:num_requests_rejected_total{"))
+    line = next(
+        x for x in metrics.splitlines() if x.startswith("sarathi:num_requests_rejected_total{")
+    )
     assert float(line.rsplit(" ", 1)[1]) >= len(refused)
 
 
 def test_health_answers_quickly_under_hundreds_of_requests() -> None:
     live = start("--max-model-len", "256", "--max-num-seqs", "32")
     try:
+
         async def main() -> list[float]:
             limits = httpx.Limits(max_connections=400)
             async with httpx.AsyncClient(base_url=live.url, timeout=300, limits=limits) as c:
@@ -188,11 +200,14 @@ def test_each_choice_reports_its_finish_once(server: ServerProcess, route: str) 
         body: dict = {"messages": [{"role": "user", "content": "hello"}]}
     else:
         path, body = "/v1/completions", {"prompt": "hello"}
-    body.update({"n": 3, "max_tokens": 40, "temperature": 1.0, "seed": 3, "stop": [" "],
-                 "stream": True})
+    body.update(
+        {"n": 3, "max_tokens": 40, "temperature": 1.0, "seed": 3, "stop": [" "], "stream": True}
+    )
     finishes: dict[int, int] = {}
-    with httpx.Client(base_url=server.url, timeout=60) as c, \
-            c.stream("POST", path, json=body) as resp:
+    with (
+        httpx.Client(base_url=server.url, timeout=60) as c,
+        c.stream("POST", path, json=body) as resp,
+    ):
         for line in resp.iter_lines():
             if not line.startswith("data: {"):
                 continue
@@ -204,8 +219,9 @@ def test_each_choice_reports_its_finish_once(server: ServerProcess, route: str) 
 
 def test_a_disconnect_storm_frees_every_slot(server: ServerProcess) -> None:
     async def main() -> None:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60,
-                                     limits=httpx.Limits(max_connections=64)) as c:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=64)
+        ) as c:
             body = {"prompt": "leave", "max_tokens": 1000, "ignore_eos": True, "stream": True}
 
             async def leave() -> None:
@@ -220,8 +236,9 @@ def test_a_disconnect_storm_frees_every_slot(server: ServerProcess) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         text = httpx.get(server.url + "/metrics").text
-        running = next(x for x in text.splitlines()
-                       if x.startswith("sarathi:num_requests_running{"))
+        running = next(
+            x for x in text.splitlines() if x.startswith("sarathi:num_requests_running{")
+        )
         if float(running.rsplit(" ", 1)[1]) == 0:
             break
         time.sleep(0.1)

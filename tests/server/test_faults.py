@@ -36,7 +36,7 @@ def test_a_failing_step_fails_its_request_and_the_health_check() -> None:
             with h.stream("POST", "/v1/completions", json=body) as resp:
                 events = [line for line in resp.iter_lines() if line.startswith("data: ")]
             assert events[-1] == "data: [DONE]"
-            error = json.loads(events[-2][len("data: "):])["error"]
+            error = json.loads(events[-2][len("data: ") :])["error"]
             assert MESSAGE in error["message"] and error["code"] == "engine_dead"
             health = h.get("/health")
             assert health.status_code == 503 and MESSAGE in health.json()["error"]["message"]

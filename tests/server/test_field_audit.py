@@ -58,12 +58,20 @@ def test_a_field_that_asks_for_what_is_not_done_is_refused_by_name(http, route, 
     assert err["param"] == name and name in err["message"]
 
 
-@pytest.mark.parametrize("extra", [
-    {"response_format": {"type": "text"}}, {"tool_choice": "none"}, {"store": False},
-    {"service_tier": "auto"}, {"modalities": ["text"]}, {"logit_bias": {}},
-    {"use_beam_search": False}, *[{name: "x"} for name in sorted(ACCEPTED)],
-    {"an_unknown_field": 1},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"response_format": {"type": "text"}},
+        {"tool_choice": "none"},
+        {"store": False},
+        {"service_tier": "auto"},
+        {"modalities": ["text"]},
+        {"logit_bias": {}},
+        {"use_beam_search": False},
+        *[{name: "x"} for name in sorted(ACCEPTED)],
+        {"an_unknown_field": 1},
+    ],
+)
 def test_defaults_and_harmless_fields_are_accepted(http, extra):
     r = http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 2, **extra})
     assert r.status_code == 200, r.text

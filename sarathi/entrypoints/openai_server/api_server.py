@@ -57,7 +57,9 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         metrics=metrics,
         chat_template=load_chat_template(getattr(args, "chat_template", None)),
         description=DEMO_NOTE if core.setup.is_demo else None,
-        max_prompt_bytes=core.max_seq_len * max_token_bytes(core.tokenizer),
+        max_prompt_bytes=(
+            core.max_seq_len * max_token_bytes(core.tokenizer) if core.tokenizer else 1 << 62
+        ),
         max_waiting_requests=args.max_waiting_requests,
         body_limits=BodyLimits(
             args.max_request_bytes, args.request_read_timeout, args.max_body_bytes_in_flight

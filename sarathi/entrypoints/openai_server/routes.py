@@ -95,6 +95,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     s = state_of(request)
     s.check_model(body.model)
     if isinstance(body, TokenizeChatRequest):
+        s.require_tokenizer("messages")
         s.check_prompt_bytes(sum(len(m.text().encode("utf-8")) for m in body.messages), "messages")
         ids = await asyncio.to_thread(
             chat_prompt_ids,
@@ -113,6 +114,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
 async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
     s = state_of(request)
     s.check_model(body.model)
+    s.require_tokenizer("tokens")
     vocab = s.engine.engine.shape.vocab_size
     bad = [t for t in body.tokens if t >= vocab]
     if bad:

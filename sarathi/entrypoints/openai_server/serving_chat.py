@@ -74,6 +74,7 @@ async def create_chat_completion(
 ) -> Response:
     state.check_model(req.model)
     audit(req, state.warned_fields)
+    state.require_tokenizer("messages")
     state.check_prompt_bytes(sum(len(m.text().encode("utf-8")) for m in req.messages), "messages")
     ids = await asyncio.to_thread(
         chat_prompt_ids,

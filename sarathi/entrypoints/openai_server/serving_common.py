@@ -99,22 +99,36 @@ class ServerState:
             self.check_prompt_bytes(len(text), param)
         self.check_prompt_bytes(len(text.encode("utf-8")), param)
 
+    def require_tokenizer(self, param: str) -> Any:
+        tok = self.tokenizer
+        if tok is None:
+            raise bad_request(
+                "this server runs without a tokenizer (--skip-tokenizer-init): send prompts as "
+                "token ids; chat, stop strings and text outputs need a tokenizer",
+                param,
+            )
+        return tok
+
     async def encode(self, text: str, param: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of a prompt, tokenized in a worker thread."""
+        tok = self.require_tokenizer(param)
         self.check_text_size(text, param)
-        tok = self.tokenizer
         return await asyncio.to_thread(
             lambda: list(tok.encode(text, add_special_tokens=add_special_tokens))
         )
 
     async def decode(self, ids: list[int]) -> str:
-        """Text of token ids, decoded in a worker thread."""
+        """Text of token ids, decoded in a worker thread ("" without a tokenizer)."""
+        if self.tokenizer is None:
+            return ""
         return await asyncio.to_thread(self.tokenizer.decode, ids)
 
     def token_text(self, token_id: int) -> str:
         text = self._token_text.get(token_id)
         if text is None:
-            text = self.tokenizer.decode([token_id])
+            # Without a tokenizer a token is named by its id, as vLLM names them then.
+            tok = self.tokenizer
+            text = f"token_id:{token_id}" if tok is None else tok.decode([token_id])
             self._token_text[token_id] = text
         return text
 
