@@ -110,7 +110,9 @@ async def run_one(
         "temperature": 0.0,
         "ignore_eos": True,
         "stream": True,
-        "stream_options": {"include_usage": True},
+        # A chunk (with the usage so far) for every step that made tokens, text or not: a
+        # tokenizer smaller than the model's vocabulary (the presets) makes chunks without text.
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
     }
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     result = RequestResult(ok=False, prompt_len=len(spec.prompt_ids))
@@ -128,15 +130,15 @@ async def run_one(
                 if "error" in event:
                     result.error = event["error"]["message"]
                     return result
-                if event.get("usage"):
-                    result.output_len = event["usage"]["completion_tokens"]
-                if event.get("choices") and event["choices"][0].get("text"):
+                used = (event.get("usage") or {}).get("completion_tokens", 0)
+                if used > result.output_len:  # this chunk brings new tokens
                     now = time.perf_counter()
                     if last is None:
                         result.ttft = now - start
                     else:
                         result.itl.append(now - last)
                     last = now
+                    result.output_len = used
     except httpx.HTTPError as e:
         result.error = f"{type(e).__name__}: {e}"
         return result

@@ -74,13 +74,9 @@ def _check_unicode(value: Any) -> None:
 
 class StreamOptions(_Request):
     include_usage: StrictBool = False
+    # vLLM's: usage in every chunk, and a chunk for every step that made tokens (also when
+    # their text is still held back), so a client can time each token.
     continuous_usage_stats: StrictBool = False
-
-    @model_validator(mode="after")
-    def _supported(self) -> StreamOptions:
-        if self.continuous_usage_stats:
-            raise ValueError("stream_options.continuous_usage_stats is not supported")
-        return self
 
 
 class SamplingFields(_Request):

@@ -159,6 +159,7 @@ async def _stream(
         return sse(body)
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
     stream = state.engine.generate(ids, params, request_id)
     tally = StreamTally()
     try:
@@ -171,11 +172,12 @@ async def _stream(
                         "logprobs": None,
                         "finish_reason": None,
                     }
-                ]
+                ],
+                usage(len(ids), 0).model_dump() if continuous else None,
             )
         async with contextlib.aclosing(merge([stream])) as outputs:
             async for _, out in outputs:
-                for c in tally.reportable(out, 0, bool(req.logprobs)):
+                for c in tally.reportable(out, 0, bool(req.logprobs) or continuous):
                     lp = None
                     if req.logprobs:
                         end = len(c.token_ids)
@@ -192,7 +194,10 @@ async def _stream(
                                 "finish_reason": c.finish_reason,
                                 **({"stop_reason": c.stop_reason} if c.finished else {}),
                             }
-                        ]
+                        ],
+                        usage(len(ids), tally.completion_tokens).model_dump()
+                        if continuous
+                        else None,
                     )
         if include_usage:
             yield chunk([], usage(len(ids), tally.completion_tokens).model_dump())

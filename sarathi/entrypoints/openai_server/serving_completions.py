@@ -20,6 +20,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
+    UsageInfo,
 )
 from sarathi.entrypoints.openai_server.serving_common import (
     ENGINE_ERRORS,
@@ -177,30 +178,34 @@ async def _stream(
         lp: CompletionLogprobs | None,
         finish: str | None,
         stop_reason: int | str | None = None,
+        usage_info: UsageInfo | None = None,
     ) -> str:
-        return sse(
-            {
-                "id": request_id,
-                "object": "text_completion",
-                "created": created,
-                "model": state.model_name,
-                "choices": [
-                    {
-                        "index": index,
-                        "text": text,
-                        "logprobs": lp.model_dump() if lp is not None else None,
-                        "finish_reason": finish,
-                        "stop_reason": stop_reason,
-                    }
-                ],
-            }
-        )
+        body: dict = {
+            "id": request_id,
+            "object": "text_completion",
+            "created": created,
+            "model": state.model_name,
+            "choices": [
+                {
+                    "index": index,
+                    "text": text,
+                    "logprobs": lp.model_dump() if lp is not None else None,
+                    "finish_reason": finish,
+                    "stop_reason": stop_reason,
+                }
+            ],
+        }
+        if usage_info is not None:
+            body["usage"] = usage_info.model_dump()
+        return sse(body)
 
     streams = [
         state.engine.generate(p.ids, sp, f"{request_id}-{i}")
         for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
     ]
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
+    prompt_tokens = sum(len(p.ids) for p in prompts)
     tally = StreamTally()
     offsets: dict[int, int] = {}
     try:
@@ -212,7 +217,7 @@ async def _stream(
                     yield chunk(i * req.n + j, text, None, None)
         async with contextlib.aclosing(merge(streams)) as outputs:
             async for i, out in outputs:
-                for c in tally.reportable(out, i * req.n, bool(req.logprobs)):
+                for c in tally.reportable(out, i * req.n, bool(req.logprobs) or continuous):
                     index = i * req.n + c.index
                     lp = None
                     if req.logprobs is not None:
@@ -236,6 +241,7 @@ async def _stream(
                         lp,
                         c.finish_reason,
                         c.stop_reason if c.finished else None,
+                        usage(prompt_tokens, tally.completion_tokens) if continuous else None,
                     )
         if include_usage:
             yield sse(
@@ -245,9 +251,7 @@ async def _stream(
                     "created": created,
                     "model": state.model_name,
                     "choices": [],
-                    "usage": usage(
-                        sum(len(p.ids) for p in prompts), tally.completion_tokens
-                    ).model_dump(),
+                    "usage": usage(prompt_tokens, tally.completion_tokens).model_dump(),
                 }
             )
     except ENGINE_ERRORS as e:
