@@ -125,6 +125,20 @@ class ServerMetrics:
             buckets=_E2E_BUCKETS,
             registry=self.registry,
         )
+        self.tpot = Histogram(
+            PREFIX + "time_per_output_token_seconds",
+            "A finished request's time per output token after its first (vLLM's TPOT).",
+            labels,
+            buckets=_ITL_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue = Histogram(
+            PREFIX + "request_queue_time_seconds",
+            "Time from arrival to first being scheduled.",
+            labels,
+            buckets=_TTFT_BUCKETS,
+            registry=self.registry,
+        )
         self.rejected = Counter(
             PREFIX + "num_requests_rejected",
             "Requests refused at once (503) because the server was overloaded.",
@@ -143,16 +157,26 @@ class ServerMetrics:
             if not any(c.num_new_tokens for c in out.outputs):
                 continue
             prev = self._last_token.get(out.request_id)
+            m = out.metrics
             if prev is None:
-                if out.metrics is not None:
-                    labels.observe(now - out.metrics.arrival_time)
+                if m is not None:
+                    labels.observe(now - m.arrival_time)
+                    if m.first_scheduled_time is not None:
+                        self.queue.labels(self.model_name).observe(
+                            m.first_scheduled_time - m.arrival_time
+                        )
             else:
                 self.itl.labels(self.model_name).observe(now - prev)
             self._last_token[out.request_id] = now
             if out.finished:
                 self._last_token.pop(out.request_id, None)
-                if out.metrics is not None:
-                    self.e2e.labels(self.model_name).observe(now - out.metrics.arrival_time)
+                if m is not None:
+                    self.e2e.labels(self.model_name).observe(now - m.arrival_time)
+                    tokens = max((len(c.token_ids) for c in out.outputs), default=0)
+                    if tokens > 1 and m.first_token_time is not None:
+                        self.tpot.labels(self.model_name).observe(
+                            (now - m.first_token_time) / (tokens - 1)
+                        )
                 # Once per request, as aborts are; its first choice's reason names it.
                 reason = (out.outputs[0].finish_reason if out.outputs else None) or "abort"
                 self._success[reason] = self._success.get(reason, 0) + 1
@@ -258,5 +282,12 @@ class _SnapshotCollector:
             "kv_cache_pages_free",
             "Physical KV pages not mapped to any slot.",
             cache.get("pages_free", 0),
+        )
+        total = cache.get("blocks_total", 0)
+        yield gauge(
+            "kv_cache_usage_perc",
+            "KV cache usage: the fraction of its blocks held by requests (1 = full), as "
+            "gateways and autoscalers read vLLM's.",
+            cache.get("blocks_used", 0) / total if total else 0.0,
         )
         yield from self.metrics.adaptivocab_families(snap)

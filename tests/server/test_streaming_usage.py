@@ -27,3 +27,19 @@ def test_continuous_usage_counts_every_token(http, route):
     steps = [n for n in seen if n]  # the chat stream opens with a role chunk
     assert steps == list(range(1, 13))
     assert total["completion_tokens"] == 12
+
+
+def test_the_metrics_gateways_read(http):
+    r = http.post("/v1/completions", json={"prompt": "metrics", "max_tokens": 4,
+                                           "ignore_eos": True})
+    assert r.status_code == 200
+    text = http.get("/metrics").text
+    for name in ("sarathi:kv_cache_usage_perc", "sarathi:num_requests_waiting",
+                 "sarathi:time_to_first_token_seconds_bucket",
+                 "sarathi:time_per_output_token_seconds_bucket",
+                 "sarathi:request_queue_time_seconds_bucket",
+                 "sarathi:e2e_request_latency_seconds_bucket"):
+        assert name in text, name
+    usage = next(line for line in text.splitlines()
+                 if line.startswith("sarathi:kv_cache_usage_perc{"))
+    assert 0.0 <= float(usage.rsplit(" ", 1)[1]) <= 1.0
