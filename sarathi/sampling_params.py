@@ -34,6 +34,10 @@ class SamplingParams:
     logprobs: int | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    # Added to the logits of these token ids before sampling (OpenAI's -100..100; -100 bans).
+    logit_bias: dict[int, float] | None = None
+    # Only these token ids may be sampled (vLLM's).
+    allowed_token_ids: list[int] | None = None
     stop_list: list[str] = field(init=False, repr=False)
     # Characters of streamed text held back: the longest stop string but one.
     stop_hold: int = field(init=False, repr=False)
@@ -104,10 +108,42 @@ class SamplingParams:
             raise bad("stop", "must be non-empty strings")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids", "must be non-negative integers")
+        if self.logit_bias is not None and (
+            not isinstance(self.logit_bias, dict)
+            or any(
+                isinstance(t, bool)
+                or not isinstance(t, int)
+                or t < 0
+                or isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not -100 <= v <= 100
+                for t, v in self.logit_bias.items()
+            )
+        ):
+            raise bad("logit_bias", "must map token ids to numbers in [-100, 100]")
+        if self.allowed_token_ids is not None and (
+            not isinstance(self.allowed_token_ids, (list, tuple))
+            or not self.allowed_token_ids
+            or any(
+                isinstance(t, bool) or not isinstance(t, int) or t < 0
+                for t in self.allowed_token_ids
+            )
+        ):
+            raise bad("allowed_token_ids", "must be a non-empty list of token ids")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def shapes_logits(self) -> bool:
+        """Whether a row's logits change before sampling (each such row is worked on alone)."""
+        return (
+            self.has_penalties
+            or self.min_tokens > 0
+            or bool(self.logit_bias)
+            or self.allowed_token_ids is not None
+        )
 
     @property
     def has_penalties(self) -> bool:

@@ -31,15 +31,19 @@ def test_greedy_output_is_the_same_alone_and_in_a_batch(llm):
 
 def test_seeded_sampling_is_the_same_alone_and_in_a_batch(llm):
     prompts = random_prompts(12, 384, seed=4, max_len=50)
-    seeded = SamplingParams(temperature=1.0, top_p=0.9, top_k=50, seed=1234, max_tokens=20,
-                            ignore_eos=True)
+    seeded = SamplingParams(
+        temperature=1.0, top_p=0.9, top_k=50, seed=1234, max_tokens=20, ignore_eos=True
+    )
     other = SamplingParams(temperature=1.0, max_tokens=20, ignore_eos=True)
     alone = _ids(llm.generate([prompts[0]], seeded))[0]
     mixed = _ids(llm.generate(prompts, [seeded] + [other] * (len(prompts) - 1)))[0]
     again = _ids(llm.generate([prompts[0]], seeded))[0]
     assert alone == mixed == again
-    different = _ids(llm.generate([prompts[0]], SamplingParams(temperature=1.0, seed=99,
-                                                               max_tokens=20, ignore_eos=True)))
+    different = _ids(
+        llm.generate(
+            [prompts[0]], SamplingParams(temperature=1.0, seed=99, max_tokens=20, ignore_eos=True)
+        )
+    )
     assert different[0] != alone
 
 
@@ -51,8 +55,14 @@ def test_preemption_by_recompute_gives_the_same_greedy_outputs(llama, scheduler)
     expected = _ids(roomy.generate(prompts, params))
     # 12 blocks of 32 tokens: far less than 16 requests of ~100 tokens need.
     block = roomy.engine.executor.worker.cache.geometry.block_bytes
-    tight = LLM(llama, chunk_size=64, max_num_seqs=16, scheduler=scheduler,
-                kv_cache_memory=12 * block, expected_request_tokens=32)
+    tight = LLM(
+        llama,
+        chunk_size=64,
+        max_num_seqs=16,
+        scheduler=scheduler,
+        kv_cache_memory=12 * block,
+        expected_request_tokens=32,
+    )
     got = _ids(tight.generate(prompts, params))
     assert tight.engine.stats.preemptions > 0
     assert got == expected
@@ -61,8 +71,10 @@ def test_preemption_by_recompute_gives_the_same_greedy_outputs(llama, scheduler)
 
 def test_prompt_longer_than_context_fails_alone(llama):
     llm = LLM(llama, max_model_len=64)
-    outs = llm.generate([[5] * 10, [5] * 100, [6] * 12],
-                        SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))
+    outs = llm.generate(
+        [[5] * 10, [5] * 100, [6] * 12],
+        SamplingParams(temperature=0, max_tokens=4, ignore_eos=True),
+    )
     assert outs[1].error and "context" in outs[1].error
     assert outs[1].outputs[0].finish_reason == "error"
     assert len(outs[0].outputs[0].token_ids) == 4 and len(outs[2].outputs[0].token_ids) == 4
@@ -70,34 +82,50 @@ def test_prompt_longer_than_context_fails_alone(llama):
 
 def test_output_stops_at_the_context_limit(llama):
     llm = LLM(llama, max_model_len=40)
-    out = llm.generate([[5] * 30], SamplingParams(temperature=0, max_tokens=100,
-                                                  ignore_eos=True))[0].outputs[0]
+    out = llm.generate([[5] * 30], SamplingParams(temperature=0, max_tokens=100, ignore_eos=True))[
+        0
+    ].outputs[0]
     assert len(out.token_ids) == 10 and out.finish_reason == "length"
 
 
 def test_stop_token_ids_and_min_tokens(llm):
     prompt = random_prompts(1, 384, seed=6)[0]
-    base = _ids(llm.generate([prompt], SamplingParams(temperature=0, max_tokens=20,
-                                                      ignore_eos=True)))[0]
+    base = _ids(
+        llm.generate([prompt], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))
+    )[0]
     stop_tok = base[5]
     first = base.index(stop_tok)
-    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True,
-                                                stop_token_ids=[stop_tok]))[0].outputs[0]
-    assert out.token_ids == base[:first + 1]
+    out = llm.generate(
+        [prompt],
+        SamplingParams(temperature=0, max_tokens=20, ignore_eos=True, stop_token_ids=[stop_tok]),
+    )[0].outputs[0]
+    assert out.token_ids == base[: first + 1]
     assert out.finish_reason == "stop" and out.stop_reason == stop_tok
     # min_tokens bans the stop token until enough tokens exist
-    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True,
-                                                stop_token_ids=[stop_tok],
-                                                min_tokens=first + 3)).pop().outputs[0]
+    out = (
+        llm.generate(
+            [prompt],
+            SamplingParams(
+                temperature=0,
+                max_tokens=20,
+                ignore_eos=True,
+                stop_token_ids=[stop_tok],
+                min_tokens=first + 3,
+            ),
+        )
+        .pop()
+        .outputs[0]
+    )
     assert len(out.token_ids) >= first + 3
-    assert stop_tok not in out.token_ids[:first + 2]
+    assert stop_tok not in out.token_ids[: first + 2]
 
 
 def test_stop_strings_cross_token_boundaries_and_are_excluded(llm):
     tok = llm.get_tokenizer()
     prompt = random_prompts(1, 384, seed=7)[0]
-    full = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=30,
-                                                 ignore_eos=True))[0].outputs[0]
+    full = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=30, ignore_eos=True))[
+        0
+    ].outputs[0]
     text = full.text
     assert len(text) > 12
     # a stop string made of the end of one token and the start of the next
@@ -105,30 +133,42 @@ def test_stop_strings_cross_token_boundaries_and_are_excluded(llm):
     k = next(i for i in range(3, len(pieces) - 1) if pieces[i] and pieces[i + 1])
     stop = pieces[k][-1] + pieces[k + 1][:1]
     cut = text.find(stop)
-    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=30, ignore_eos=True,
-                                                stop=[stop]))[0].outputs[0]
+    out = llm.generate(
+        [prompt], SamplingParams(temperature=0, max_tokens=30, ignore_eos=True, stop=[stop])
+    )[0].outputs[0]
     assert out.text == text[:cut] and out.finish_reason == "stop" and out.stop_reason == stop
-    keep = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=30, ignore_eos=True,
-                                                 stop=stop, include_stop_str_in_output=True))
-    assert keep[0].outputs[0].text == text[:cut + len(stop)]
+    keep = llm.generate(
+        [prompt],
+        SamplingParams(
+            temperature=0,
+            max_tokens=30,
+            ignore_eos=True,
+            stop=stop,
+            include_stop_str_in_output=True,
+        ),
+    )
+    assert keep[0].outputs[0].text == text[: cut + len(stop)]
 
 
 def test_n_completions(llm):
     prompt = random_prompts(1, 384, seed=8)[0]
-    out = llm.generate([prompt], SamplingParams(n=3, temperature=1.0, seed=5, max_tokens=12,
-                                                ignore_eos=True))[0]
+    out = llm.generate(
+        [prompt], SamplingParams(n=3, temperature=1.0, seed=5, max_tokens=12, ignore_eos=True)
+    )[0]
     assert [c.index for c in out.outputs] == [0, 1, 2]
     assert all(len(c.token_ids) == 12 for c in out.outputs)
     assert len({tuple(c.token_ids) for c in out.outputs}) > 1
-    greedy = llm.generate([prompt], SamplingParams(n=2, temperature=0, max_tokens=8,
-                                                   ignore_eos=True))[0]
+    greedy = llm.generate(
+        [prompt], SamplingParams(n=2, temperature=0, max_tokens=8, ignore_eos=True)
+    )[0]
     assert greedy.outputs[0].token_ids == greedy.outputs[1].token_ids
 
 
 def test_logprobs_match_a_log_softmax_reference(llm):
     prompt = random_prompts(1, 384, seed=9)[0]
-    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True,
-                                                logprobs=5))[0].outputs[0]
+    out = llm.generate(
+        [prompt], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logprobs=5)
+    )[0].outputs[0]
     runner = llm.engine.executor.worker.runner
     ref = torch.log_softmax(runner.forward_logits(prompt + out.token_ids), dim=-1)
     total = 0.0
@@ -145,19 +185,35 @@ def test_logprobs_match_a_log_softmax_reference(llm):
 
 def test_penalties_change_repetition(llm):
     prompt = [7] * 8
-    plain = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=30,
-                                                  ignore_eos=True))[0].outputs[0].token_ids
-    penal = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=30, ignore_eos=True,
-                                                  frequency_penalty=2.0, presence_penalty=2.0,
-                                                  repetition_penalty=2.0)
-                         )[0].outputs[0].token_ids
+    plain = (
+        llm.generate([prompt], SamplingParams(temperature=0, max_tokens=30, ignore_eos=True))[0]
+        .outputs[0]
+        .token_ids
+    )
+    penal = (
+        llm.generate(
+            [prompt],
+            SamplingParams(
+                temperature=0,
+                max_tokens=30,
+                ignore_eos=True,
+                frequency_penalty=2.0,
+                presence_penalty=2.0,
+                repetition_penalty=2.0,
+            ),
+        )[0]
+        .outputs[0]
+        .token_ids
+    )
     assert len(set(penal)) >= len(set(plain))
     assert 7 not in penal[:3] or 7 not in plain[:3]
 
 
 def test_generate_accepts_strings_and_keeps_input_order(llm):
-    outs = llm.generate(["the scheduler", "a cache", "memory"],
-                        SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
+    outs = llm.generate(
+        ["the scheduler", "a cache", "memory"],
+        SamplingParams(temperature=0, max_tokens=3, ignore_eos=True),
+    )
     assert [o.prompt for o in outs] == ["the scheduler", "a cache", "memory"]
     tok = llm.get_tokenizer()
     assert outs[1].prompt_token_ids == tok.encode("a cache")
@@ -183,3 +239,18 @@ def test_final_only_requests_give_one_output_equal_to_the_streamed_result(llm):
         a, b = final[0].outputs[0], stream[-1].outputs[0]
         assert (a.token_ids, a.text, a.finish_reason) == (b.token_ids, b.text, b.finish_reason)
         assert a.text == "".join(o.outputs[0].text_delta for o in stream)
+
+
+def test_logit_bias_and_allowed_token_ids(llm):
+    prompt = random_prompts(1, 384, seed=9)[0]
+    for temperature in (0.0, 1.0):
+        base = dict(temperature=temperature, seed=3, max_tokens=8, ignore_eos=True)
+        forced = llm.generate([prompt], SamplingParams(logit_bias={42: 100}, **base))
+        assert set(forced[0].outputs[0].token_ids) == {42}
+        allowed = llm.generate([prompt], SamplingParams(allowed_token_ids=[7, 9], **base))
+        assert set(allowed[0].outputs[0].token_ids) <= {7, 9}
+        free = _ids(llm.generate([prompt], SamplingParams(**base)))[0]
+        banned = llm.generate([prompt], SamplingParams(logit_bias={t: -100 for t in free}, **base))
+        assert not set(banned[0].outputs[0].token_ids) & set(free)
+    with pytest.raises(ValueError, match="logit_bias"):
+        SamplingParams(logit_bias={5: 101})

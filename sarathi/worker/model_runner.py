@@ -345,7 +345,8 @@ class ModelRunner:
     def _special_rows(
         self, step: StepInput, s_slots: np.ndarray, dpos: np.ndarray, chunk_rows: list[int]
     ) -> list[SpecialRow]:
-        """Rows with a seed, penalties or min_tokens: the sampler treats them one by one."""
+        """Rows with a seed or logits they change (penalties, min_tokens, a logit bias,
+        allowed token ids): the sampler treats them one by one."""
         rows = np.flatnonzero(self.options.special[s_slots])
         if not len(rows):
             return []

@@ -28,8 +28,7 @@ def key_server() -> Iterator[LiveServer]:
 def client(server: LiveServer) -> Any:
     import openai
 
-    with openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0,
-                       timeout=60) as c:
+    with openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=60) as c:
         yield c
 
 

@@ -7,7 +7,6 @@ Tests reach the engine through ``LiveServer.engine`` (e.g. to check that slots w
 loaded last.)
 """
 
-
 from __future__ import annotations
 
 import threading
@@ -38,8 +37,9 @@ class LiveServer:
         return self.url + "/v1"
 
 
-def start_server(engine_kwargs: dict[str, Any] | None = None, engine_hook: Any = None,
-                 **server_kwargs: Any) -> LiveServer:
+def start_server(
+    engine_kwargs: dict[str, Any] | None = None, engine_hook: Any = None, **server_kwargs: Any
+) -> LiveServer:
     from sarathi.config import EngineConfig
     from sarathi.engine.llm_engine import LLMEngine
     from sarathi.entrypoints.openai_server.api_server import bind_socket, build_app
@@ -53,8 +53,9 @@ def start_server(engine_kwargs: dict[str, Any] | None = None, engine_hook: Any =
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                              name="uvicorn-test", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="uvicorn-test", daemon=True
+    )
     thread.start()
     return LiveServer(f"http://127.0.0.1:{port}", app, server, thread)
 
@@ -63,5 +64,3 @@ def stop_server(live: LiveServer) -> None:
     live.server.should_exit = True
     live.thread.join(60)
     assert not live.thread.is_alive(), "the test server did not stop"
-
-

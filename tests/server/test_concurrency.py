@@ -15,9 +15,15 @@ def test_64_concurrent_streaming_clients_get_their_token_counts(server):
     async def one(client: openai.AsyncOpenAI, i: int) -> tuple[int, int, str | None]:
         want = 4 + i % 9
         stream = await client.completions.create(
-            model="demo", prompt=f"Request number {i}:", max_tokens=want, temperature=0.8,
-            seed=i, stream=True, stream_options={"include_usage": True},
-            extra_body={"ignore_eos": True})
+            model="demo",
+            prompt=f"Request number {i}:",
+            max_tokens=want,
+            temperature=0.8,
+            seed=i,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
         finish, used = None, None
         async for chunk in stream:
             if chunk.choices and chunk.choices[0].finish_reason:
@@ -27,8 +33,9 @@ def test_64_concurrent_streaming_clients_get_their_token_counts(server):
         return want, used, finish
 
     async def main() -> list[tuple[int, int, str | None]]:
-        async with openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0,
-                                      timeout=120) as client:
+        async with openai.AsyncOpenAI(
+            base_url=server.base_url, api_key="x", max_retries=0, timeout=120
+        ) as client:
             return await asyncio.gather(*[one(client, i) for i in range(CLIENTS)])
 
     results = asyncio.run(main())
@@ -48,8 +55,13 @@ def _aborts(http: httpx.Client) -> float:
 
 def test_a_disconnected_streaming_client_frees_its_slot(server, http):
     before = _aborts(http)
-    body = {"model": "demo", "prompt": "long story", "max_tokens": 200, "stream": True,
-            "ignore_eos": True}
+    body = {
+        "model": "demo",
+        "prompt": "long story",
+        "max_tokens": 200,
+        "stream": True,
+        "ignore_eos": True,
+    }
     with httpx.Client(base_url=server.url, timeout=60) as c:
         with c.stream("POST", "/v1/completions", json=body) as resp:
             assert resp.status_code == 200
@@ -67,8 +79,7 @@ def test_a_disconnected_streaming_client_frees_its_slot(server, http):
 
 def test_a_disconnected_non_streaming_client_frees_its_slot(server, http):
     before = _aborts(http)
-    body = {"model": "demo", "prompt": "long story", "max_tokens": 240, "n": 4,
-            "ignore_eos": True}
+    body = {"model": "demo", "prompt": "long story", "max_tokens": 240, "n": 4, "ignore_eos": True}
     with httpx.Client(base_url=server.url, timeout=0.3) as c:
         try:
             c.post("/v1/completions", json=body)

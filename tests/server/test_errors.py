@@ -51,8 +51,7 @@ BAD_BODIES = [
     (CHAT, {"messages": MSG, "max_tokens": -5}, "max_tokens"),
     (CHAT, {"messages": MSG, "n": 10**9}, "n"),
     (CHAT, {"messages": MSG, "top_logprobs": 99, "logprobs": True}, "top_logprobs"),
-    (CHAT, {"messages": MSG, "max_completion_tokens": MAX_MODEL_LEN},
-     "max_completion_tokens"),
+    (CHAT, {"messages": MSG, "max_completion_tokens": MAX_MODEL_LEN}, "max_completion_tokens"),
     (CHAT, {"messages": MSG, "stream": "yes please"}, "stream"),
     ("/tokenize", {"prompt": 3}, "?"),
     ("/detokenize", {"tokens": [10**7]}, "tokens"),
@@ -109,8 +108,9 @@ def test_oversized_bodies_are_413(http, server):
         for _ in range(300):
             yield b"x" * 1024
 
-    _assert_error(http.post(COMPL, content=chunks(),
-                            headers={"content-type": "application/json"}), 413)
+    _assert_error(
+        http.post(COMPL, content=chunks(), headers={"content-type": "application/json"}), 413
+    )
     assert http.get("/health").status_code == 200
 
 
@@ -137,6 +137,7 @@ def test_engine_loop_failure_gives_503_and_errors_streams():
     def break_step(engine):
         def step():
             raise RuntimeError("simulated device failure")
+
         engine.step = step
 
     live = start_server(engine_hook=break_step)
@@ -148,7 +149,7 @@ def test_engine_loop_failure_gives_503_and_errors_streams():
                 assert resp.status_code == 200
                 lines = [line for line in resp.iter_lines() if line]
             assert lines[-1] == "data: [DONE]"
-            event = json.loads(lines[-2][len("data: "):])
+            event = json.loads(lines[-2][len("data: ") :])
             assert "simulated device failure" in event["error"]["message"]
             _assert_error(h.get("/health"), 503)
             _assert_error(h.post(COMPL, json={"prompt": "x"}), 503)

@@ -14,7 +14,6 @@ ASKING = {
     "tool_choice": "required",
     "functions": [{"name": "f"}],
     "function_call": "auto",
-    "logit_bias": {"5": 10},
     "audio": {"voice": "alloy", "format": "wav"},
     "modalities": ["text", "audio"],
     "prediction": {"type": "content", "content": "x"},
@@ -29,7 +28,6 @@ ASKING = {
     "guided_grammar": "root ::= 'a'",
     "guided_decoding_backend": "xgrammar",
     "structured_outputs": {"json": {"type": "object"}},
-    "allowed_token_ids": [1, 2],
     "bad_words": ["x"],
     "prompt_logprobs": 1,
     "use_beam_search": True,
@@ -67,6 +65,8 @@ def test_a_field_that_asks_for_what_is_not_done_is_refused_by_name(http, route, 
         {"service_tier": "auto"},
         {"modalities": ["text"]},
         {"logit_bias": {}},
+        {"logit_bias": {"5": 10}},
+        {"allowed_token_ids": [5, 6]},
         {"use_beam_search": False},
         *[{name: "x"} for name in sorted(ACCEPTED)],
         {"an_unknown_field": 1},
@@ -89,4 +89,14 @@ def test_an_image_part_and_a_tool_call_message_are_refused_clearly(http):
 def test_strict_scalars(http):
     for bad in ({"max_tokens": "16"}, {"stream": "yes"}, {"temperature": "0.5"}):
         r = http.post("/v1/completions", json={"prompt": "hi", **bad})
+        assert r.status_code == 400, (bad, r.text)
+
+
+def test_logit_bias_and_allowed_token_ids_are_taken_and_checked(http):
+    body = {"prompt": "steer", "max_tokens": 6, "temperature": 1.0, "seed": 1, "ignore_eos": True}
+    for extra in ({"logit_bias": {"42": 100}}, {"allowed_token_ids": [7, 9]}):
+        r = http.post("/v1/completions", json={**body, **extra})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 6
+    for bad in ({"logit_bias": {"5": 1000}}, {"logit_bias": {"x": 1}}, {"allowed_token_ids": []}):
+        r = http.post("/v1/completions", json={**body, **bad})
         assert r.status_code == 400, (bad, r.text)

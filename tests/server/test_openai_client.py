@@ -45,8 +45,9 @@ def test_greedy_chat_equals_offline_generate_on_the_template(client, http, offli
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}]
     ids = http.post("/tokenize", json={"model": "demo", "messages": messages}).json()["tokens"]
     expected = offline.generate([ids], SamplingParams(temperature=0, max_tokens=10))[0]
-    got = client.chat.completions.create(model="demo", messages=messages, max_tokens=10,
-                                         temperature=0)
+    got = client.chat.completions.create(
+        model="demo", messages=messages, max_tokens=10, temperature=0
+    )
     assert got.choices[0].message.role == "assistant"
     assert got.choices[0].message.content == expected.outputs[0].text
     assert got.usage.prompt_tokens == len(ids)
@@ -57,23 +58,32 @@ def test_greedy_chat_equals_offline_generate_on_the_template(client, http, offli
 def test_streamed_completion_concatenates_to_the_full_one(client):
     kw = dict(model="demo", prompt="Once upon a time", max_tokens=20, temperature=0)
     full = client.completions.create(**kw)
-    chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True},
-                                            **kw))
+    chunks = list(
+        client.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
+    )
     text = "".join(c.choices[0].text for c in chunks if c.choices)
     assert text == full.choices[0].text
-    finals = [c.choices[0].finish_reason for c in chunks if c.choices and
-              c.choices[0].finish_reason]
+    finals = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finals == [full.choices[0].finish_reason]
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == \
-        full.usage.completion_tokens
+    assert (
+        chunks[-1].choices == []
+        and chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+    )
 
 
 def test_streamed_chat_starts_with_a_role_chunk(client):
-    kw = dict(model="demo", messages=[{"role": "user", "content": "Tell me a story"}],
-              max_tokens=15, temperature=0)
+    kw = dict(
+        model="demo",
+        messages=[{"role": "user", "content": "Tell me a story"}],
+        max_tokens=15,
+        temperature=0,
+    )
     full = client.chat.completions.create(**kw)
-    chunks = list(client.chat.completions.create(stream=True,
-                                                 stream_options={"include_usage": True}, **kw))
+    chunks = list(
+        client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
@@ -82,84 +92,118 @@ def test_streamed_chat_starts_with_a_role_chunk(client):
 
 
 def test_n_greater_than_one_with_seed(client):
-    kw = dict(model="demo", prompt="abc", n=3, max_tokens=8, temperature=1.0, seed=7,
-              logprobs=1)
+    kw = dict(model="demo", prompt="abc", n=3, max_tokens=8, temperature=1.0, seed=7, logprobs=1)
     got = client.completions.create(**kw)
     again = client.completions.create(**kw)
     assert sorted(c.index for c in got.choices) == [0, 1, 2]
     assert [c.text for c in got.choices] == [c.text for c in again.choices]
     assert got.usage.completion_tokens == sum(len(c.logprobs.tokens) for c in got.choices)
     assert len({c.text for c in got.choices}) > 1  # the n samples differ
-    chat = client.chat.completions.create(model="demo", n=2, max_tokens=5, seed=3,
-                                          messages=[{"role": "user", "content": "x"}])
+    chat = client.chat.completions.create(
+        model="demo", n=2, max_tokens=5, seed=3, messages=[{"role": "user", "content": "x"}]
+    )
     assert sorted(c.index for c in chat.choices) == [0, 1]
-    chunks = list(client.chat.completions.create(model="demo", n=2, max_tokens=5, seed=3,
-                                                 stream=True,
-                                                 messages=[{"role": "user", "content": "x"}]))
+    chunks = list(
+        client.chat.completions.create(
+            model="demo",
+            n=2,
+            max_tokens=5,
+            seed=3,
+            stream=True,
+            messages=[{"role": "user", "content": "x"}],
+        )
+    )
     for i in range(2):
-        text = "".join(c.choices[0].delta.content or "" for c in chunks
-                       if c.choices and c.choices[0].index == i)
+        text = "".join(
+            c.choices[0].delta.content or ""
+            for c in chunks
+            if c.choices and c.choices[0].index == i
+        )
         assert text == chat.choices[i].message.content
 
 
 def test_stop_string_ends_the_completion(client):
-    base = client.completions.create(model="demo", prompt="The", max_tokens=30, temperature=0,
-                                     extra_body={"ignore_eos": True})
+    base = client.completions.create(
+        model="demo", prompt="The", max_tokens=30, temperature=0, extra_body={"ignore_eos": True}
+    )
     text = base.choices[0].text
     stop = text[5:8]
     assert stop.strip(), text
-    got = client.completions.create(model="demo", prompt="The", max_tokens=30, temperature=0,
-                                    stop=[stop], extra_body={"ignore_eos": True})
+    got = client.completions.create(
+        model="demo",
+        prompt="The",
+        max_tokens=30,
+        temperature=0,
+        stop=[stop],
+        extra_body={"ignore_eos": True},
+    )
     assert got.choices[0].finish_reason == "stop"
-    assert got.choices[0].text == text[:text.index(stop)]
+    assert got.choices[0].text == text[: text.index(stop)]
     assert stop not in got.choices[0].text
 
 
 def test_completion_logprobs(client):
-    got = client.completions.create(model="demo", prompt="Hello", max_tokens=6, temperature=0,
-                                    logprobs=3)
+    got = client.completions.create(
+        model="demo", prompt="Hello", max_tokens=6, temperature=0, logprobs=3
+    )
     lp = got.choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 6
     assert all(v <= 0 for v in lp.token_logprobs)
     assert all(1 <= len(t) <= 3 for t in lp.top_logprobs)
     # Greedy: the chosen token is the most likely one.
-    assert all(abs(max(t.values()) - v) < 1e-4 for t, v in zip(lp.top_logprobs,
-                                                                 lp.token_logprobs))
+    assert all(abs(max(t.values()) - v) < 1e-4 for t, v in zip(lp.top_logprobs, lp.token_logprobs))
     assert "".join(lp.tokens) == got.choices[0].text or len(lp.text_offset) == 6
 
 
 def test_chat_logprobs_and_top_logprobs(client):
-    got = client.chat.completions.create(model="demo", max_tokens=5, temperature=0,
-                                         messages=[{"role": "user", "content": "Hi"}],
-                                         logprobs=True, top_logprobs=2)
+    got = client.chat.completions.create(
+        model="demo",
+        max_tokens=5,
+        temperature=0,
+        messages=[{"role": "user", "content": "Hi"}],
+        logprobs=True,
+        top_logprobs=2,
+    )
     content = got.choices[0].logprobs.content
     assert len(content) == 5
     for tok in content:
         assert tok.logprob <= 0 and len(tok.top_logprobs) == 2
         assert tok.top_logprobs[0].logprob >= tok.top_logprobs[1].logprob
-    streamed = list(client.chat.completions.create(
-        model="demo", max_tokens=5, temperature=0, stream=True, logprobs=True, top_logprobs=2,
-        messages=[{"role": "user", "content": "Hi"}]))
-    n = sum(len(c.choices[0].logprobs.content) for c in streamed
-            if c.choices and c.choices[0].logprobs)
+    streamed = list(
+        client.chat.completions.create(
+            model="demo",
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+            logprobs=True,
+            top_logprobs=2,
+            messages=[{"role": "user", "content": "Hi"}],
+        )
+    )
+    n = sum(
+        len(c.choices[0].logprobs.content) for c in streamed if c.choices and c.choices[0].logprobs
+    )
     assert n == 5
 
 
 def test_echo_and_token_id_prompts(client, http):
     ids = http.post("/tokenize", json={"prompt": "Hello there"}).json()["tokens"]
     by_ids = client.completions.create(model="demo", prompt=ids, max_tokens=4, temperature=0)
-    by_text = client.completions.create(model="demo", prompt="Hello there", max_tokens=4,
-                                        temperature=0, echo=True)
+    by_text = client.completions.create(
+        model="demo", prompt="Hello there", max_tokens=4, temperature=0, echo=True
+    )
     assert by_text.choices[0].text == "Hello there" + by_ids.choices[0].text
-    batch = client.completions.create(model="demo", prompt=[ids, ids], max_tokens=4,
-                                      temperature=0)
+    batch = client.completions.create(model="demo", prompt=[ids, ids], max_tokens=4, temperature=0)
     assert [c.text for c in batch.choices] == [by_ids.choices[0].text] * 2
 
 
 def test_max_completion_tokens_and_usage_everywhere(client):
-    got = client.chat.completions.create(model="demo", max_completion_tokens=3,
-                                         messages=[{"role": "user", "content": "Hi"}],
-                                         extra_body={"ignore_eos": True})
+    got = client.chat.completions.create(
+        model="demo",
+        max_completion_tokens=3,
+        messages=[{"role": "user", "content": "Hi"}],
+        extra_body={"ignore_eos": True},
+    )
     assert got.usage.completion_tokens == 3 and got.choices[0].finish_reason == "length"
 
 
@@ -175,11 +219,18 @@ def test_tokenize_detokenize_version_health(http):
 def test_metrics_exposes_the_vllm_style_names(client, http):
     client.completions.create(model="demo", prompt="metrics", max_tokens=3)
     text = http.get("/metrics").text
-    for name in ("sarathi:num_requests_running", "sarathi:num_requests_waiting",
-                 "sarathi:time_to_first_token_seconds_bucket",
-                 "sarathi:inter_token_latency_seconds_bucket",
-                 "sarathi:e2e_request_latency_seconds_count", "sarathi:prompt_tokens_total",
-                 "sarathi:generation_tokens_total", "sarathi:num_preemptions_total",
-                 "sarathi:request_success_total", "sarathi:kv_cache_mapped_bytes",
-                 "sarathi:kv_cache_used_bytes", "sarathi:kv_cache_pages_free"):
+    for name in (
+        "sarathi:num_requests_running",
+        "sarathi:num_requests_waiting",
+        "sarathi:time_to_first_token_seconds_bucket",
+        "sarathi:inter_token_latency_seconds_bucket",
+        "sarathi:e2e_request_latency_seconds_count",
+        "sarathi:prompt_tokens_total",
+        "sarathi:generation_tokens_total",
+        "sarathi:num_preemptions_total",
+        "sarathi:request_success_total",
+        "sarathi:kv_cache_mapped_bytes",
+        "sarathi:kv_cache_used_bytes",
+        "sarathi:kv_cache_pages_free",
+    ):
         assert name in text, name

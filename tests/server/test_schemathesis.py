@@ -36,9 +36,15 @@ def test_no_input_gives_a_server_error(fuzz_schema):
     assert operations
 
     for operation in operations:
+
         @given(case=operation.as_strategy())
-        @settings(max_examples=12, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=12,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def check(case):
             case.call_and_validate(checks=[not_a_server_error], timeout=60)
 

@@ -20,9 +20,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _start(*extra: str, max_model_len: int = 256) -> tuple[subprocess.Popen, str, str]:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sarathi", "serve", "--port", "0", "--max-model-len",
-         str(max_model_len), "--log-level", "warning", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "sarathi",
+            "serve",
+            "--port",
+            "0",
+            "--max-model-len",
+            str(max_model_len),
+            "--log-level",
+            "warning",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     seen = []
     assert proc.stdout is not None
     for line in proc.stdout:  # blocks until the server prints; EOF if it died
@@ -46,8 +62,15 @@ def _stop(proc: subprocess.Popen) -> None:
 def test_a_signal_lets_running_streams_finish_and_exits_0(sig):
     proc, url, line = _start("--graceful-shutdown-seconds", "60")
     try:
-        for word in ("'demo'", "random weights", "dtype float32", "device cpu", "attention",
-                     "slots", "tokens"):
+        for word in (
+            "'demo'",
+            "random weights",
+            "dtype float32",
+            "device cpu",
+            "attention",
+            "slots",
+            "tokens",
+        ):
             assert word in line, line
         body = {"prompt": "a story", "max_tokens": 40, "ignore_eos": True, "stream": True}
         with httpx.Client(base_url=url, timeout=60) as h:
@@ -58,7 +81,7 @@ def test_a_signal_lets_running_streams_finish_and_exits_0(sig):
                 proc.send_signal(sig)
                 rest = [line for line in lines if line]
         assert rest[-1] == "data: [DONE]"
-        last = json.loads(rest[-2][len("data: "):])
+        last = json.loads(rest[-2][len("data: ") :])
         assert last["choices"][0]["finish_reason"] == "length"  # finished, not cut
         assert proc.wait(60) == 0
     finally:
@@ -76,7 +99,7 @@ def test_streams_still_running_at_the_deadline_end_with_an_error_event():
                 proc.send_signal(signal.SIGTERM)
                 rest = [line for line in lines if line]
         assert rest[-1] == "data: [DONE]"
-        event = json.loads(rest[-2][len("data: "):])
+        event = json.loads(rest[-2][len("data: ") :])
         assert "shutting down" in event["error"]["message"]
         assert proc.wait(60) == 0
     finally:

@@ -11,10 +11,19 @@ import pytest
 
 @pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
 def test_continuous_usage_counts_every_token(http, route):
-    body = ({"prompt": "count me"} if route == "/v1/completions"
-            else {"messages": [{"role": "user", "content": "count me"}]})
-    body.update({"max_tokens": 12, "ignore_eos": True, "stream": True,
-                 "stream_options": {"include_usage": True, "continuous_usage_stats": True}})
+    body = (
+        {"prompt": "count me"}
+        if route == "/v1/completions"
+        else {"messages": [{"role": "user", "content": "count me"}]}
+    )
+    body.update(
+        {
+            "max_tokens": 12,
+            "ignore_eos": True,
+            "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        }
+    )
     seen = []
     with http.stream("POST", route, json=body) as resp:
         for line in resp.iter_lines():
@@ -30,16 +39,21 @@ def test_continuous_usage_counts_every_token(http, route):
 
 
 def test_the_metrics_gateways_read(http):
-    r = http.post("/v1/completions", json={"prompt": "metrics", "max_tokens": 4,
-                                           "ignore_eos": True})
+    r = http.post(
+        "/v1/completions", json={"prompt": "metrics", "max_tokens": 4, "ignore_eos": True}
+    )
     assert r.status_code == 200
     text = http.get("/metrics").text
-    for name in ("sarathi:kv_cache_usage_perc", "sarathi:num_requests_waiting",
-                 "sarathi:time_to_first_token_seconds_bucket",
-                 "sarathi:time_per_output_token_seconds_bucket",
-                 "sarathi:request_queue_time_seconds_bucket",
-                 "sarathi:e2e_request_latency_seconds_bucket"):
+    for name in (
+        "sarathi:kv_cache_usage_perc",
+        "sarathi:num_requests_waiting",
+        "sarathi:time_to_first_token_seconds_bucket",
+        "sarathi:time_per_output_token_seconds_bucket",
+        "sarathi:request_queue_time_seconds_bucket",
+        "sarathi:e2e_request_latency_seconds_bucket",
+    ):
         assert name in text, name
-    usage = next(line for line in text.splitlines()
-                 if line.startswith("sarathi:kv_cache_usage_perc{"))
+    usage = next(
+        line for line in text.splitlines() if line.startswith("sarathi:kv_cache_usage_perc{")
+    )
     assert 0.0 <= float(usage.rsplit(" ", 1)[1]) <= 1.0

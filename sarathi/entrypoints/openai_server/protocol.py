@@ -101,6 +101,11 @@ class SamplingFields(_Request):
     user: StrictStr | None = Field(None, max_length=256)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
+    # OpenAI's: token id (as a JSON string key) -> bias added to its logit.
+    logit_bias: Annotated[dict[StrictStr, StrictFloat], Field(max_length=1024)] | None = None
+    allowed_token_ids: Annotated[list[TokenId], Field(min_length=1, max_length=1 << 20)] | None = (
+        None
+    )
 
 
 class CompletionRequest(SamplingFields):

@@ -173,9 +173,17 @@ def sampling_params(
         value = getattr(req, name)
         if value is not None:
             kwargs[name] = value
+    logit_bias = None
+    if req.logit_bias:
+        try:
+            logit_bias = {int(k): v for k, v in req.logit_bias.items()}
+        except ValueError as e:
+            raise bad_request("logit_bias keys must be token ids", "logit_bias") from e
     try:
         return SamplingParams(
             n=req.n,
+            logit_bias=logit_bias,
+            allowed_token_ids=req.allowed_token_ids,
             stop=req.stop,
             stop_token_ids=req.stop_token_ids or [],
             max_tokens=max_tokens,

@@ -10,7 +10,7 @@ The options live per KV slot on the device (``SlotOptions``), written once when 
 sequence takes a slot; a step gathers its rows' options by slot there. The host only looks
 at its copy of the options to skip what no row asks for: no sort unless a row asks for
 top-k or top-p, no softmax for an all-greedy batch, no per-row work except for the rare
-rows with a seed, penalties, min_tokens or logprobs.
+rows with a seed, penalties, min_tokens, a logit bias, allowed token ids or logprobs.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from sarathi.sampling_params import SamplingParams
 
 @dataclass
 class SpecialRow:
-    """A row with options that need per-row work (seed, penalties, min_tokens)."""
+    """A row with options that need per-row work (a seed, or logits it changes: penalties,
+    min_tokens, logit_bias, allowed_token_ids)."""
 
     row: int
     params: SamplingParams
@@ -65,7 +66,7 @@ class SlotOptions:
         self.top_p = np.ones(max_slots, dtype=np.float32)
         self.min_p = np.zeros(max_slots, dtype=np.float32)
         self.logprobs = np.full(max_slots, -1, dtype=np.int64)  # -1: not asked
-        self.special = np.zeros(max_slots, dtype=bool)  # seed, penalties or min_tokens
+        self.special = np.zeros(max_slots, dtype=bool)  # a seed, or logits it changes
         self._dev = torch.zeros(4, max_slots, dtype=torch.float32, device=device)
         self._dirty: list[int] = []
 
@@ -75,7 +76,7 @@ class SlotOptions:
         self.top_p[slot] = p.top_p
         self.min_p[slot] = p.min_p
         self.logprobs[slot] = -1 if p.logprobs is None else p.logprobs
-        self.special[slot] = seeded or p.has_penalties or p.min_tokens > 0
+        self.special[slot] = seeded or p.shapes_logits
         self._dirty.append(slot)
 
     def commit(self) -> None:
@@ -151,11 +152,24 @@ class Sampler:
 
     # -- steps -----------------------------------------------------------------------------
     def _special_rows(self, logits: torch.Tensor, rows: list[SpecialRow]) -> torch.Tensor:
-        """min_tokens masking and penalties, row by row (rare rows only)."""
+        """allowed_token_ids, logit_bias, min_tokens masking and penalties, row by row (rare
+        rows only)."""
         logits = logits.clone()
         vocab = logits.shape[-1]
         for r in rows:
             p, row = r.params, logits[r.row]
+            if p.allowed_token_ids is not None:
+                keep = _to_device(
+                    [t for t in p.allowed_token_ids if t < vocab], torch.long, row.device
+                )
+                allowed = row[keep]
+                row.fill_(float("-inf"))
+                row[keep] = allowed
+            if p.logit_bias:
+                ids = [t for t in p.logit_bias if t < vocab]
+                row[_to_device(ids, torch.long, row.device)] += _to_device(
+                    [float(p.logit_bias[t]) for t in ids], row.dtype, row.device
+                )
             if r.ban_eos:
                 banned = list(p.stop_token_ids) + ([] if p.ignore_eos else self.eos_ids)
                 if banned:
