@@ -7,9 +7,10 @@ import sys
 import pytest
 
 
-def _run(*args, timeout=240):
+def _run(*args, timeout=240, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "sarathi", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 def test_help_lists_subcommands():
@@ -85,3 +86,19 @@ def test_generation_config_sets_request_defaults(tmp_path):
     assert LLM(str(tmp_path)).get_default_sampling_params().temperature == 0.3
     plain = LLM(str(tmp_path), generation_config="vllm").get_default_sampling_params()
     assert plain.temperature == 1.0 and plain.top_k == -1
+
+
+def test_a_port_out_of_range_is_a_clean_error():
+    r = _run("serve", "--port", "99999")
+    assert r.returncode == 2 and "0-65535" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_generate_refuses_a_completion_that_cannot_fit_as_the_server_does():
+    r = _run("generate", "--prompt", "hi", "--max-tokens", "5000")
+    assert r.returncode == 2 and "context" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_unreachable_hub_id_says_so():
+    r = _run("generate", "--model", "gpt2", "--prompt", "hi",
+             env_extra={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode != 0 and "hub" in r.stderr and "Traceback" not in r.stderr

@@ -21,3 +21,12 @@ def test_min_tokens_cannot_exceed_max_tokens():
 
 def test_stop_accepts_a_string():
     assert SamplingParams(stop="###").stop_list == ["###"]
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    ({"stop": 123}, "stop"), ({"stop_token_ids": 5}, "stop_token_ids"),
+    ({"temperature": "0.5"}, "temperature"), ({"top_p": None}, "top_p"),
+])
+def test_wrong_types_are_value_errors_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        SamplingParams(**kwargs)

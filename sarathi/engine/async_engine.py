@@ -89,8 +89,8 @@ class AsyncEngine:
         self._commands: deque[_Add | _Abort | _AbortAll] = deque()
         self._stop = False
         self._closing: BaseException | None = None  # once set, new requests are refused
-        # Requests submitted and not yet finished; only the event loop changes it.
-        self.num_active = 0
+        # Requests admitted by the server and not yet done; only the event loop changes it.
+        self.num_admitted = 0
         self._error: BaseException | None = None
         self._idle = threading.Event()  # set while the loop thread waits with nothing to do
         self._thread: threading.Thread | None = None
@@ -134,19 +134,27 @@ class AsyncEngine:
                 self._closing = EngineShuttingDown(reason)
 
     def admit(self, num_requests: int, max_waiting: int) -> None:
-        """Raise ``EngineOverloaded`` if ``num_requests`` more would leave more than
-        ``max_waiting`` requests waiting beyond those running (0: no bound), and the usual
-        errors if the engine is stopping or dead. Call it on the event loop."""
+        """Count ``num_requests`` more in, or raise ``EngineOverloaded`` if they would leave
+        more than ``max_waiting`` requests waiting beyond the slots (0: no bound), and the
+        usual errors if the engine is stopping or dead. Call it on the event loop, before any
+        await, and ``release`` the same number once the requests are done."""
         if self._error is not None:
             raise EngineDeadError(f"the engine loop has stopped: {self._error}")
         if self._closing is not None:
             raise self._closing
-        waiting = self.num_active - self.snapshot.num_running
-        if max_waiting and waiting + num_requests > max_waiting:
+        # Beyond the slots, a request waits: counted against the fixed number of slots, not
+        # the last step's count, so a burst into free slots is never refused.
+        slots = self.engine.scheduler.max_running
+        if max_waiting and self.num_admitted + num_requests - slots > max_waiting:
+            waiting = max(0, self.num_admitted - slots)
             raise EngineOverloaded(
                 f"{waiting} requests are already waiting for a slot (the bound is "
                 f"{max_waiting}); retry shortly"
             )
+        self.num_admitted += num_requests
+
+    def release(self, num_requests: int) -> None:
+        self.num_admitted -= num_requests
 
     def begin_shutdown(self, reason: str = "the server is shutting down") -> None:
         """Refuse new requests and end every in-flight stream with an error (thread-safe)."""
@@ -184,7 +192,6 @@ class AsyncEngine:
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         self._submit(_Add(request_id, prompt, params, time.monotonic(), stream))
         finished = False
-        self.num_active += 1
         try:
             while True:
                 item = await stream.queue.get()
@@ -196,7 +203,6 @@ class AsyncEngine:
                 if finished:
                     return
         finally:
-            self.num_active -= 1
             if not finished:
                 self.abort(request_id)
 

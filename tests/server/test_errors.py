@@ -155,3 +155,21 @@ def test_engine_loop_failure_gives_503_and_errors_streams():
             _assert_error(h.post(COMPL, json={"prompt": "x"}), 503)
     finally:
         stop_server(live)
+
+
+def test_models_do_not_show_the_servers_filesystem(http, server):
+    card = http.get("/v1/models").json()["data"][0]
+    assert card["root"] == card["id"]
+    assert "/" not in card["root"] or card["root"] == server.app.state.sarathi.model_name
+
+
+def test_request_success_counts_requests_once(http):
+    def successes() -> float:
+        text = http.get("/metrics").text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("sarathi:request_success_total{"))
+
+    before = successes()
+    r = http.post("/v1/completions", json={"prompt": "x", "n": 3, "max_tokens": 2})
+    assert r.status_code == 200
+    assert successes() - before == 1

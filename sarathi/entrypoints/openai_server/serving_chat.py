@@ -89,15 +89,19 @@ async def create_chat_completion(
     max_tokens = state.check_prompt(ids, asked, "messages", param)
     top = req.top_logprobs or 0
     params = sampling_params(req, max_tokens, top if req.logprobs else None, state.default_sampling)
-    state.admit(1)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    state.admit(1)
     if req.stream:
-        return SSEResponse(_stream(state, req, ids, params, request_id, created))
+        return SSEResponse(
+            _stream(state, req, ids, params, request_id, created), on_close=lambda: state.release(1)
+        )
     try:
         return await unless_disconnected(raw, _full(state, req, ids, params, request_id, created))
     except ClientDisconnected:
         return Response(status_code=499)
+    finally:
+        state.release(1)
 
 
 async def _full(

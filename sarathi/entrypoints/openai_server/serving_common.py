@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,13 +75,17 @@ class ServerState:
             )
 
     def admit(self, num_requests: int) -> None:
-        """Refuse at once (503, Retry-After) when the server is overloaded or stopping."""
+        """Count requests in, or refuse them at once (503, Retry-After) when the server is
+        overloaded or stopping; ``release`` them when their response is done."""
         try:
             self.engine.admit(num_requests, self.max_waiting_requests)
         except ENGINE_ERRORS as e:
             if isinstance(e, EngineOverloaded):
                 self.metrics.rejected.labels(self.model_name, "overloaded").inc()
             raise engine_error(e) from e
+
+    def release(self, num_requests: int) -> None:
+        self.engine.release(num_requests)
 
     def check_prompt_bytes(self, size: int, param: str) -> None:
         if size > self.max_prompt_bytes:
@@ -340,12 +344,14 @@ class SSEResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncGenerator[str, None]) -> None:
+    def __init__(self, events: AsyncGenerator[str, None], on_close: Callable[[], None]) -> None:
         super().__init__(events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._events = events
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self._events.aclose()
+            self._on_close()

@@ -99,21 +99,27 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
     prompts = await _prompts(state, req)
     if len(prompts) * req.n > MAX_SEQUENCES:
         raise bad_request(f"at most {MAX_SEQUENCES} completions (prompts x n) per request", "n")
-    state.admit(len(prompts))
     params = []
     for p in prompts:
         max_tokens = state.check_prompt(p.ids, req.max_tokens, "prompt")
         params.append(sampling_params(req, max_tokens, req.logprobs, state.default_sampling))
     request_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    n = len(prompts)
+    state.admit(n)
     if req.stream:
-        return SSEResponse(_stream(state, req, prompts, params, request_id, created))
+        return SSEResponse(
+            _stream(state, req, prompts, params, request_id, created),
+            on_close=lambda: state.release(n),
+        )
     try:
         return await unless_disconnected(
             raw, _full(state, req, prompts, params, request_id, created)
         )
     except ClientDisconnected:
         return Response(status_code=499)
+    finally:
+        state.release(n)
 
 
 async def _full(
