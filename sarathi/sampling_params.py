@@ -2,9 +2,62 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 _MAX_LOGPROBS = 20
+
+
+@dataclass(frozen=True)
+class StructuredOutputs:
+    """What the output must match (set exactly one): a JSON schema, any JSON object, a
+    regular expression, one of fixed strings, or a context-free grammar (Lark or GBNF).
+
+    Tokens that would break the constraint are masked before sampling, so even a
+    random-weight model writes matching text (unless it runs out of ``max_tokens``).
+    """
+
+    json: dict[str, Any] | str | None = None
+    json_object: bool = False
+    regex: str | None = None
+    choice: tuple[str, ...] | None = None
+    grammar: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.choice, list):
+            object.__setattr__(self, "choice", tuple(self.choice))
+        kinds = [k for k in ("json", "regex", "choice", "grammar") if getattr(self, k) is not None]
+        if self.json_object:
+            kinds.append("json_object")
+        if len(kinds) != 1:
+            raise ValueError(
+                "structured_outputs must set exactly one of json, json_object, regex, choice "
+                f"and grammar, got {kinds or 'none'}"
+            )
+        if self.choice is not None and (
+            not self.choice or any(not isinstance(c, str) for c in self.choice)
+        ):
+            raise ValueError("structured_outputs choice must be a non-empty list of strings")
+        for name in ("regex", "grammar"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"structured_outputs {name} must be a non-empty string")
+        if self.json is not None and not isinstance(self.json, (dict, str)):
+            raise ValueError("structured_outputs json must be a JSON schema (object or string)")
+
+    @property
+    def kind(self) -> str:
+        if self.json_object:
+            return "json_object"
+        return next(
+            k for k in ("json", "regex", "choice", "grammar") if getattr(self, k) is not None
+        )
+
+    def key(self) -> str:
+        """A stable text that names the constraint (for caching compiled grammars)."""
+        value: Any = True if self.json_object else getattr(self, self.kind)
+        return json.dumps([self.kind, value], sort_keys=True, ensure_ascii=False)
 
 
 @dataclass
@@ -38,6 +91,8 @@ class SamplingParams:
     logit_bias: dict[int, float] | None = None
     # Only these token ids may be sampled (vLLM's).
     allowed_token_ids: list[int] | None = None
+    # Constrained decoding: the output must match this (structured_output/).
+    structured_outputs: StructuredOutputs | None = None
     stop_list: list[str] = field(init=False, repr=False)
     # Characters of streamed text held back: the longest stop string but one.
     stop_hold: int = field(init=False, repr=False)
@@ -130,6 +185,10 @@ class SamplingParams:
             )
         ):
             raise bad("allowed_token_ids", "must be a non-empty list of token ids")
+        if self.structured_outputs is not None and not isinstance(
+            self.structured_outputs, StructuredOutputs
+        ):
+            raise bad("structured_outputs", "must be a StructuredOutputs")
 
     @property
     def greedy(self) -> bool:

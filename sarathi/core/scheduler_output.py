@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from sarathi.sampling_params import SamplingParams
 
 
@@ -35,6 +37,16 @@ class ScheduledChunk:
 
 
 @dataclass
+class TokenMasks:
+    """Which tokens the constrained rows of a step may sample: bit ``t % 32`` of word
+    ``t // 32`` of a row's mask is set when token ``t`` is allowed; tokens past the mask
+    (the model's padded vocabulary) are never allowed."""
+
+    rows: np.ndarray  # [R] int64, rows in sampling order
+    bits: np.ndarray  # [R, words] int32
+
+
+@dataclass
 class StepInput:
     # One token each, every one sampled: decode i feeds token decode_tokens[i] (which may
     # be PENDING_TOKEN) at position decode_positions[i] of sequence decode_seq_ids[i].
@@ -45,6 +57,11 @@ class StepInput:
     new_sequences: list[NewSequence] = field(default_factory=list)
     preempted: list[int] = field(default_factory=list)  # free the slot, keep the state
     finished: list[int] = field(default_factory=list)  # forget the sequence
+    # Grammar masks of the constrained rows. With ``masks_follow`` they are not known yet
+    # (they depend on the step still running before this one): the executor queues the
+    # forward and waits for ``Executor.sample`` to queue the sampling.
+    token_masks: TokenMasks | None = None
+    masks_follow: bool = False
 
     @property
     def num_tokens(self) -> int:

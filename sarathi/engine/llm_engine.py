@@ -12,7 +12,9 @@ runner fills on the device from step N's ids, and the host processes step N whil
 runs step N+1. A sequence that stopped at step N (EOS, a stop string) computes one more
 token in step N+1, which is dropped. Length limits are known ahead, so such a sequence is
 not scheduled again. Steps that sample with penalties need the exact history and collect
-step N first. Without overlap each step is collected as soon as it is launched.
+step N first. Steps with grammar-constrained rows (structured outputs) launch N+1's forward
+alone, process step N, compute N+1's grammar masks while that forward runs, then queue
+N+1's sampling. Without overlap each step is collected as soon as it is launched.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sarathi.model_executor.model_shape import ModelShape
 from sarathi.outputs import RequestOutput
 from sarathi.sampling_params import SamplingParams
 from sarathi.sequence import PENDING_TOKEN, Request, Sequence
+from sarathi.structured_output import StructuredOutputManager
 from sarathi.transformers_utils.detokenizer import streaming_decoder
 from sarathi.worker.worker import WorkerSpec
 
@@ -93,6 +96,7 @@ class LLMEngine:
         if overlap is None:
             overlap = m.device.type == "cuda"
         self._overlap = overlap and self.executor.overlaps
+        self.structured = StructuredOutputManager(m.tokenizer, m.eos_ids)
         self._inflight: InflightStep | None = None
         self.requests: dict[str, Request] = {}
         self._seq_ids = itertools.count()
@@ -154,6 +158,12 @@ class LLMEngine:
         if request_id in self.requests:
             raise RequestError(f"request id {request_id!r} is already in use")
         self.validate_prompt(ids)
+        spec = params.structured_outputs
+        if spec is not None:
+            try:
+                self.structured.compile(spec)
+            except ValueError as e:
+                raise RequestError(str(e)) from e
         req = Request(
             request_id,
             text,
@@ -164,6 +174,8 @@ class LLMEngine:
         )
         for i in range(params.n):
             req.seqs.append(Sequence(next(self._seq_ids), i, req, list(ids), len(ids)))
+        if spec is not None:
+            self.structured.add([s.seq_id for s in req.seqs], spec)
         self.output_processor.add(req)
         for seq in req.seqs:
             self.scheduler.add(seq)
@@ -191,6 +203,7 @@ class LLMEngine:
         for seq in req.seqs:
             if not seq.finished:
                 self.scheduler.finish(seq)
+            self.structured.remove(seq.seq_id)
         self.output_processor.forget(req)
 
     def has_unfinished_requests(self) -> bool:
@@ -211,6 +224,9 @@ class LLMEngine:
                 _fill_placeholders(plan)
             launched = self._launch(plan)
             outputs += self._collect()  # the previous step, processed while this one runs
+            if plan.input.masks_follow:
+                # The masks follow from the tokens just processed; the forward runs meanwhile.
+                self.executor.sample(launched.handle, self.structured.masks(launched.sampled))
             self._inflight = launched
             if not self._overlap:
                 outputs += self._collect()
@@ -220,6 +236,11 @@ class LLMEngine:
 
     def _launch(self, plan: SchedulerStep) -> InflightStep:
         sampled, indices = self.account(plan)
+        if self.structured:
+            if self._inflight is None:  # every token so far is processed: masks are known
+                plan.input.token_masks = self.structured.masks(sampled)
+            else:
+                plan.input.masks_follow = any(s.seq_id in self.structured for s in sampled)
         return InflightStep(plan, sampled, indices, self.executor.launch(plan.input))
 
     def account(self, plan: SchedulerStep) -> tuple[list[Sequence], list[int]]:
@@ -260,9 +281,12 @@ class LLMEngine:
         result = self.executor.collect(launched.handle)
         if not launched.sampled:
             return []
+        if self.structured:
+            self.structured.accept(launched.sampled, result.token_ids)
         outcome = self.output_processor.process(launched.sampled, launched.indices, result)
         for seq in outcome.stopped:
             self.scheduler.finish(seq)
+            self.structured.remove(seq.seq_id)
         for out in outcome.outputs:
             if out.finished:
                 self.output_processor.forget(self.requests.pop(out.request_id))

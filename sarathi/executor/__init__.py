@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from sarathi.core.scheduler import CacheCapacity
-from sarathi.core.scheduler_output import StepInput, StepResult
+from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.executor.errors import WorkerDiedError, WorkerError
 from sarathi.worker.cache_engine import CachePlan
 
@@ -30,6 +30,12 @@ class Executor(Protocol):
 
     def launch(self, step: StepInput) -> StepHandle:
         """Start the step on the workers; returns at once where the workers allow."""
+        ...
+
+    def sample(self, handle: StepHandle, masks: TokenMasks | None) -> None:
+        """Queue the sampling of a step launched with ``masks_follow``, with its grammar
+        masks (computed while its forward ran). Only executors that overlap get such
+        steps."""
         ...
 
     def collect(self, handle: StepHandle) -> StepResult:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from sarathi.core.scheduler import CacheCapacity
-from sarathi.core.scheduler_output import StepInput, StepResult
+from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.executor import StepHandle
 from sarathi.executor.errors import WorkerDiedError, WorkerError
 from sarathi.executor.rank_worker import RankReady, StepReply, rank_device
@@ -150,6 +150,11 @@ class MPExecutor:
         for commands in self._commands:
             commands.put(("step", self._step_number, payload))
         return _Queued(self._step_number)
+
+    def sample(self, handle: StepHandle, masks: TokenMasks | None) -> None:
+        # The engine defers sampling only on executors that overlap; here every step's
+        # masks travel in its StepInput.
+        raise NotImplementedError("this executor takes grammar masks in the StepInput")
 
     def collect(self, handle: StepHandle) -> StepResult:
         assert isinstance(handle, _Queued)

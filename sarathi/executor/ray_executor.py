@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from sarathi.core.scheduler import CacheCapacity
-from sarathi.core.scheduler_output import StepInput, StepResult
+from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.executor import StepHandle
 from sarathi.executor.errors import WorkerDiedError, WorkerError
 from sarathi.executor.rank_worker import RankReady, RankWorker, StepReply
@@ -149,6 +149,11 @@ class RayExecutor:
             )
         payload = pickle.dumps(step)
         return _Calls([a.step.remote(payload) for a in self._actors])
+
+    def sample(self, handle: StepHandle, masks: TokenMasks | None) -> None:
+        # The engine defers sampling only on executors that overlap; here every step's
+        # masks travel in its StepInput.
+        raise NotImplementedError("this executor takes grammar masks in the StepInput")
 
     def collect(self, handle: StepHandle) -> StepResult:
         assert isinstance(handle, _Calls)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from sarathi.core.scheduler import CacheCapacity
-from sarathi.core.scheduler_output import StepInput, StepResult
+from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.executor import StepHandle
 from sarathi.worker.cache_engine import CachePlan
 from sarathi.worker.model_runner import InflightBatch
@@ -39,6 +39,10 @@ class UniExecutor:
 
     def launch(self, step: StepInput) -> StepHandle:
         return _Launched(self.worker.launch(step))
+
+    def sample(self, handle: StepHandle, masks: TokenMasks | None) -> None:
+        assert isinstance(handle, _Launched)
+        handle.inflight = self.worker.sample(handle.inflight, masks)
 
     def collect(self, handle: StepHandle) -> StepResult:
         assert isinstance(handle, _Launched)

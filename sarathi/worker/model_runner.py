@@ -5,6 +5,7 @@
         batch = _lay_out(step)    # KV slots and blocks for every token; host arrays
         _forward(batch)           # one copy of the inputs; a CUDA graph replay or eager
         sampler.launch(...)       # tokens stay on the device; their copy to the host starts
+                              # (with masks_follow: later, in sample(), with grammar masks)
     collect(inflight) -> StepResult
 
 The runner keeps what it must remember between steps for each sequence (its KV slot, its
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from sarathi.core.scheduler_output import ScheduledChunk, StepInput, StepResult
+from sarathi.core.scheduler_output import ScheduledChunk, StepInput, StepResult, TokenMasks
 from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
 from sarathi.model_executor.attention.metadata import ChunkTable, prefill_block_m
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
@@ -84,6 +85,8 @@ class InflightBatch:
     """A launched step: ``collect`` waits for its tokens."""
 
     pending: PendingSample | None  # None: nothing sampled (or a rank that does not sample)
+    # A step launched with ``masks_follow``: its logits and rows, waiting for ``sample``.
+    unsampled: tuple[torch.Tensor, SampleBatch] | None = None
 
 
 class ModelRunner:
@@ -193,6 +196,18 @@ class ModelRunner:
         sample = SampleBatch(
             batch.views["sample_slots"], batch.arrays["sample_slots"], batch.special
         )
+        if step.masks_follow:
+            return InflightBatch(None, (logits, sample))
+        sample.masks = step.token_masks
+        return InflightBatch(self.sampler.launch(logits, sample))
+
+    @torch.inference_mode()
+    def sample(self, inflight: InflightBatch, masks: TokenMasks | None) -> InflightBatch:
+        """Queue the sampling of a step launched with ``masks_follow``."""
+        if inflight.unsampled is None:
+            return inflight
+        logits, sample = inflight.unsampled
+        sample.masks = masks
         return InflightBatch(self.sampler.launch(logits, sample))
 
     def prepare(self, step: StepInput) -> HostBatch | None:

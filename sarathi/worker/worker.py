@@ -10,7 +10,7 @@ import torch
 
 from sarathi.config import EngineConfig
 from sarathi.core.scheduler import CacheCapacity
-from sarathi.core.scheduler_output import StepInput, StepResult
+from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.model_executor.attention import resolve_attention_backend, uses_paged_cache
 from sarathi.model_executor.dummy_weights import init_dummy_weights
 from sarathi.model_executor.model_loader import (
@@ -130,6 +130,9 @@ class Worker:
 
     def launch(self, step: StepInput) -> InflightBatch:
         return self.runner.launch(step)
+
+    def sample(self, inflight: InflightBatch, masks: TokenMasks | None) -> InflightBatch:
+        return self.runner.sample(inflight, masks)
 
     def collect(self, inflight: InflightBatch) -> StepResult:
         return self.runner.collect(inflight)

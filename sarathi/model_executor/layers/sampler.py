@@ -1,8 +1,9 @@
 """Turn logits into next tokens, every row with its own options, vectorised across the batch.
 
-Order of operations: raw log-probabilities (reported as ``logprobs``) -> min_tokens masking
--> repetition / presence / frequency penalties -> greedy argmax, or temperature, top-k,
-top-p, min-p and a draw. A draw uses the exponential race (argmax of p / E, E ~ Exp(1)),
+Order of operations: raw log-probabilities (reported as ``logprobs``) -> allowed token ids,
+logit bias, min_tokens masking -> repetition / presence / frequency penalties -> grammar
+masks (structured outputs) -> greedy argmax, or temperature, top-k, top-p, min-p and a
+draw. A draw uses the exponential race (argmax of p / E, E ~ Exp(1)),
 so a request with a seed draws its noise from its own generator and gets the same tokens
 whatever else is in the batch.
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sarathi.core.scheduler_output import StepResult, TokenLogprobs
+from sarathi.core.scheduler_output import StepResult, TokenLogprobs, TokenMasks
 from sarathi.sampling_params import SamplingParams
 
 
@@ -45,6 +46,7 @@ class SampleBatch:
     slots: torch.Tensor  # [S] device
     host_slots: np.ndarray  # [S]
     special: list[SpecialRow]
+    masks: TokenMasks | None = None  # grammar masks of the constrained rows
 
 
 @dataclass
@@ -127,6 +129,8 @@ class Sampler:
         raw = torch.log_softmax(logits, dim=-1) if any_logprobs else None
         if batch.special:
             logits = self._special_rows(logits, batch.special)
+        if batch.masks is not None:
+            logits = apply_token_masks(logits, batch.masks)
         temps = opts.temperature[hs]
         if not (temps > 0).any():
             tokens = logits.argmax(dim=-1)
@@ -244,14 +248,33 @@ def _logprobs(
     return out
 
 
+def apply_token_masks(logits: torch.Tensor, masks: TokenMasks) -> torch.Tensor:
+    """Set the logits of the tokens a row's grammar forbids to -inf (in place)."""
+    dev = logits.device
+    rows = _from_host(torch.from_numpy(masks.rows), dev)
+    bits = _from_host(torch.from_numpy(masks.bits), dev)
+    shifts = torch.arange(32, dtype=torch.int32, device=dev)
+    allowed = ((bits.unsqueeze(-1) >> shifts) & 1).bool().flatten(1)
+    vocab = logits.shape[-1]
+    if allowed.shape[1] >= vocab:
+        allowed = allowed[:, :vocab]
+    else:  # the model's padded rows past the tokenizer's vocabulary: never allowed
+        allowed = torch.nn.functional.pad(allowed, (0, vocab - allowed.shape[1]), value=False)
+    picked = logits.index_select(0, rows).masked_fill_(~allowed, float("-inf"))
+    return logits.index_copy_(0, rows, picked)
+
+
+def _from_host(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
 def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Per-row values on the device. Through pinned memory and non-blocking: a plain copy
     from pageable memory waits for everything queued on the stream, which would stall the
     host on the step still running on the GPU."""
-    t = torch.tensor(values, dtype=dtype)
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t
+    return _from_host(torch.tensor(values, dtype=dtype), device)
 
 
 def _top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:

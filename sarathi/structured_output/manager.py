@@ -1,0 +1,121 @@
+"""Per-sequence grammar matchers, and the masks of the rows a step samples."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import llguidance
+import numpy as np
+
+from sarathi.core.scheduler_output import TokenMasks
+from sarathi.sampling_params import StructuredOutputs
+from sarathi.sequence import Sequence as Seq
+from sarathi.structured_output.compiler import compile_grammar
+from sarathi.structured_output.vocabulary import grammar_vocabulary
+
+logger = logging.getLogger("sarathi")
+
+# Compiled grammars kept for reuse (clients tend to send the same few schemas).
+_CACHE_SIZE = 256
+
+
+class StructuredOutputManager:
+    """Owns the grammar matchers of constrained sequences.
+
+    ``compile`` may be called from any thread (the server validates a request's grammar
+    in a worker thread, before the request reaches the engine); every other method is
+    the engine loop's."""
+
+    def __init__(self, tokenizer: Any, eos_ids: Iterable[int]) -> None:
+        self._tokenizer = tokenizer
+        self._eos = sorted(eos_ids)
+        self._lock = threading.Lock()
+        self._vocabulary: llguidance.LLTokenizer | None = None
+        self._compiled: OrderedDict[str, llguidance.LLMatcher] = OrderedDict()
+        self._matchers: dict[int, llguidance.LLMatcher] = {}
+        self._executor: llguidance.LLExecutor | None = None
+        self._failed: set[int] = set()
+
+    @property
+    def vocabulary(self) -> llguidance.LLTokenizer:
+        """Built on first use: reading a large vocabulary takes about a second."""
+        with self._lock:
+            if self._vocabulary is None:
+                if self._tokenizer is None:
+                    raise ValueError(
+                        "structured outputs need a tokenizer; this engine runs without one "
+                        "(--skip-tokenizer-init)"
+                    )
+                self._vocabulary = grammar_vocabulary(self._tokenizer, self._eos)
+            return self._vocabulary
+
+    @property
+    def mask_words(self) -> int:
+        return (self.vocabulary.vocab_size + 31) // 32
+
+    def compile(self, spec: StructuredOutputs) -> llguidance.LLMatcher:
+        """The start state of ``spec``'s grammar (cached); ValueError when it is invalid."""
+        key = spec.key()
+        with self._lock:
+            hit = self._compiled.get(key)
+            if hit is not None:
+                self._compiled.move_to_end(key)
+                return hit
+        matcher = compile_grammar(spec, self.vocabulary)
+        with self._lock:
+            self._compiled[key] = matcher
+            while len(self._compiled) > _CACHE_SIZE:
+                self._compiled.popitem(last=False)
+        return matcher
+
+    # -- the engine loop ---------------------------------------------------------------------
+    def add(self, seq_ids: Sequence[int], spec: StructuredOutputs) -> None:
+        start = self.compile(spec)
+        for seq_id in seq_ids:
+            self._matchers[seq_id] = start.deep_copy()
+
+    def remove(self, seq_id: int) -> None:
+        self._matchers.pop(seq_id, None)
+        self._failed.discard(seq_id)
+
+    def __contains__(self, seq_id: int) -> bool:
+        return seq_id in self._matchers
+
+    def __bool__(self) -> bool:
+        return bool(self._matchers)
+
+    def accept(self, seqs: Sequence[Seq], tokens: Sequence[int]) -> None:
+        """Advance the matchers of a step's constrained sequences by their sampled tokens
+        (``seqs`` in sampling order; those that stopped while the step ran are skipped)."""
+        matchers = self._matchers
+        for seq, token in zip(seqs, tokens, strict=False):
+            m = matchers.get(seq.seq_id)
+            if m is None or seq.finished:
+                continue
+            if not m.consume_token(token) and seq.seq_id not in self._failed:
+                # Only a token the mask allowed is sampled, so this is a bug or a grammar
+                # past llguidance's limits; a matcher in error allows only EOS from now on.
+                self._failed.add(seq.seq_id)
+                logger.warning(
+                    "request %s left its grammar and will end: %s",
+                    seq.request.request_id,
+                    m.get_error().splitlines()[0],
+                )
+
+    def masks(self, seqs: Sequence[Seq]) -> TokenMasks | None:
+        """The masks of the constrained rows among ``seqs`` (a step's sampling order)."""
+        matchers = self._matchers
+        rows = [i for i, s in enumerate(seqs) if s.seq_id in matchers]
+        if not rows:
+            return None
+        bits = np.zeros((len(rows), self.mask_words), dtype=np.int32)
+        work = [(matchers[seqs[r].seq_id], i) for i, r in enumerate(rows)]
+        if self._executor is None:
+            self._executor = llguidance.LLExecutor()
+        # Every row in parallel, outside the GIL.
+        self._executor.unsafe_compute_mask_ptr(work, bits.ctypes.data, bits.shape[1] * 4, len(rows))
+        return TokenMasks(np.asarray(rows, dtype=np.int64), bits)

@@ -1,0 +1,243 @@
+"""Structured outputs: constrained decoding makes even random-weight models write valid text.
+
+References: Python's json / re modules for validity, a dense mask for apply_token_masks,
+the eager path (no overlap) for the overlapped one where masks are computed after the
+forward is queued.
+"""
+
+import json
+import re
+from importlib import resources
+
+import numpy as np
+import pytest
+import torch
+
+from sarathi import LLM, SamplingParams
+from sarathi.core.scheduler_output import TokenMasks
+from sarathi.engine.llm_engine import RequestError
+from sarathi.model_executor.layers.sampler import apply_token_masks
+from sarathi.sampling_params import StructuredOutputs
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "ok": {"type": "boolean"},
+        "kind": {"enum": ["a", "b", "c"]},
+        "tags": {"type": "array", "items": {"enum": ["x", "y"]}, "maxItems": 3},
+    },
+    "required": ["name", "age", "ok", "kind"],
+}
+
+
+def _check_schema(text: str) -> bool:
+    value = json.loads(text)
+    assert set(value) <= set(SCHEMA["properties"]) and {"name", "age", "ok", "kind"} <= set(value)
+    assert isinstance(value["name"], str) and len(value["name"]) <= 12
+    assert isinstance(value["age"], int) and 0 <= value["age"] <= 120
+    assert isinstance(value["ok"], bool) and value["kind"] in "abc"
+    assert all(t in ("x", "y") for t in value.get("tags", []))
+    return True
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return LLM(model="demo", overlap_scheduling=True)
+
+
+CASES = [
+    (StructuredOutputs(json=SCHEMA), _check_schema),
+    (StructuredOutputs(json=json.dumps(SCHEMA)), _check_schema),
+    (StructuredOutputs(json_object=True), lambda t: isinstance(json.loads(t), dict)),
+    (
+        StructuredOutputs(regex=r"[0-9]{3}-[a-z]{2,4}"),
+        lambda t: re.fullmatch(r"[0-9]{3}-[a-z]{2,4}", t),
+    ),
+    (StructuredOutputs(choice=["yes", "no", "maybe"]), lambda t: t in ("yes", "no", "maybe")),
+    (
+        StructuredOutputs(grammar='root ::= "(" ("a" | "b" | "c") ")" (" " "(" [0-9] ")")?'),
+        lambda t: re.fullmatch(r"\((a|b|c)\)( \([0-9]\))?", t),
+    ),
+    (
+        StructuredOutputs(grammar='start: "<" WORD ">"\nWORD: /[a-z]{1,5}/'),
+        lambda t: re.fullmatch(r"<[a-z]{1,5}>", t),
+    ),
+]
+
+
+@pytest.mark.parametrize("spec,valid", CASES, ids=[c[0].kind for c in CASES])
+def test_random_model_output_is_valid(llm, spec, valid):
+    prompts = ["hello world", "the scheduler keeps", "a b c", "what is"]
+    params = [
+        SamplingParams(temperature=t, max_tokens=200, structured_outputs=spec, seed=i)
+        for i, t in enumerate([0, 1.0, 0.7, 1.3])
+    ]
+    for out in llm.generate(prompts, params, use_tqdm=False):
+        c = out.outputs[0]
+        assert c.finish_reason == "stop", c.text
+        assert valid(c.text), c.text
+    assert not llm.engine.structured  # every matcher released
+
+
+def test_n_sequences_each_follow_the_grammar(llm):
+    spec = StructuredOutputs(json=SCHEMA)
+    out = llm.generate(
+        ["x"],
+        SamplingParams(n=4, temperature=1.0, max_tokens=200, structured_outputs=spec),
+        use_tqdm=False,
+    )[0]
+    assert len(out.outputs) == 4
+    for c in out.outputs:
+        _check_schema(c.text)
+
+
+def test_overlapped_masks_match_the_eager_path():
+    """With overlap the masks of step N+1 are computed after its forward is queued; the
+    tokens must be those of the path that computes them first."""
+    specs = [StructuredOutputs(json=SCHEMA), None, StructuredOutputs(regex=r"[a-f]{4,9}")]
+    prompts = ["hello world", "the scheduler", "a b c", "what", "batch", "x y"] * 3
+    params = [
+        SamplingParams(
+            temperature=(i % 2) * 0.9, max_tokens=48, structured_outputs=specs[i % 3], seed=i
+        )
+        for i in range(len(prompts))
+    ]
+    texts = []
+    for overlap in (False, True):
+        llm = LLM(model="demo", overlap_scheduling=overlap, max_num_seqs=8)
+        outs = llm.generate(prompts, params, use_tqdm=False)
+        texts.append([(o.outputs[0].token_ids, o.outputs[0].finish_reason) for o in outs])
+        llm.engine.shutdown()
+    assert texts[0] == texts[1]
+
+
+def test_constraints_mix_with_other_sampling_options(llm):
+    """Penalties (which collect the previous step first), logit bias and stop strings."""
+    spec = StructuredOutputs(choice=["alpha", "beta", "gamma"])
+    tok = llm.get_tokenizer()
+    favour = tok.encode("gamma", add_special_tokens=False)[0]
+    outs = llm.generate(
+        ["p", "q"],
+        [
+            SamplingParams(temperature=0.8, repetition_penalty=1.3, structured_outputs=spec),
+            SamplingParams(temperature=0, logit_bias={favour: 100}, structured_outputs=spec),
+        ],
+        use_tqdm=False,
+    )
+    assert outs[0].outputs[0].text in ("alpha", "beta", "gamma")
+    assert outs[1].outputs[0].text == "gamma"
+
+
+@pytest.mark.parametrize(
+    "spec,words",
+    [
+        (StructuredOutputs(json={"type": "nonsense"}), "JSON schema"),
+        (StructuredOutputs(json="{not json"), "not valid JSON"),
+        (StructuredOutputs(regex="a(b"), "regular expression"),
+        (StructuredOutputs(grammar="root ::= ( unclosed"), "grammar"),
+    ],
+)
+def test_invalid_constraints_are_refused(llm, spec, words):
+    with pytest.raises(RequestError, match=words):
+        llm.engine.add_request("x", SamplingParams(structured_outputs=spec))
+    assert not llm.engine.requests
+
+
+def test_spec_sets_exactly_one_kind():
+    with pytest.raises(ValueError, match="exactly one"):
+        StructuredOutputs()
+    with pytest.raises(ValueError, match="exactly one"):
+        StructuredOutputs(regex="a", choice=["a"])
+    with pytest.raises(ValueError, match="choice"):
+        StructuredOutputs(choice=[])
+    assert StructuredOutputs(json={}).kind == "json"
+
+
+def test_abort_releases_the_matcher(llm):
+    spec = StructuredOutputs(json_object=True)
+    llm.engine.add_request("x", SamplingParams(structured_outputs=spec), request_id="gone")
+    assert llm.engine.structured
+    llm.engine.abort_request("gone")
+    assert not llm.engine.structured
+
+
+def test_apply_token_masks_matches_a_dense_mask():
+    gen = torch.Generator().manual_seed(0)
+    vocab, words = 100, 3  # 96 bits: the last 4 columns are the model's padded rows
+    logits = torch.randn(5, vocab, generator=gen)
+    bits = np.random.default_rng(0).integers(-(2**31), 2**31, size=(2, words), dtype=np.int64)
+    bits = bits.astype(np.int32)
+    rows = np.array([1, 3])
+    dense = torch.ones(5, vocab, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        allowed = np.unpackbits(bits[i].view(np.uint8), bitorder="little").astype(bool)
+        dense[r] = False
+        dense[r, : words * 32] = torch.from_numpy(allowed[:vocab])
+    expect = logits.masked_fill(~dense, float("-inf"))
+    got = apply_token_masks(logits.clone(), TokenMasks(rows, bits))
+    assert torch.equal(got, expect)
+
+
+def test_without_tokenizer_constraints_are_refused(tiny_models):
+    llm = LLM(tiny_models["llama"], skip_tokenizer_init=True)
+    with pytest.raises(RequestError, match="tokenizer"):
+        llm.engine.add_request(
+            [5, 6], SamplingParams(structured_outputs=StructuredOutputs(regex="a"))
+        )
+
+
+# -- AdaptiVocab ------------------------------------------------------------------------------
+def _docs() -> list[str]:
+    text = resources.files("sarathi.transformers_utils").joinpath("demo_corpus.txt").read_text()
+    return [p for p in text.split("\n\n") if p.strip()] * 4
+
+
+@pytest.fixture(scope="module")
+def patched_llm(tmp_path_factory):
+    from adaptivocab import BuildConfig, PatchTokenizer, build_patch
+    from adaptivocab.base import load_base_tokenizer
+    from sarathi.transformers_utils.demo import demo_model_path
+
+    base = load_base_tokenizer(demo_model_path())
+    patch, _ = build_patch(base, _docs(), BuildConfig(num_tokens=40, max_ngram=3, progress=False))
+    folder = tmp_path_factory.mktemp("patch")
+    PatchTokenizer(base, patch).save_pretrained(folder)
+    return LLM(model="demo", patch_tokenizer=str(folder), overlap_scheduling=True)
+
+
+def test_grammar_sees_the_patched_vocabulary(patched_llm):
+    """Each n-gram id is one step of the grammar, spelling its pieces' text."""
+    tok = patched_llm.get_tokenizer()
+    structured = patched_llm.engine.structured
+    vocab = structured.vocabulary
+    ngrams = tok.ngram_pieces
+    assert ngrams
+    for tid, pieces in list(ngrams.items())[:20]:
+        assert vocab.decode_bytes([tid]) == b"".join(vocab.decode_bytes([p]) for p in pieces)
+    # A choice that is exactly one n-gram's text: the n-gram is allowed at the start, and
+    # with a bias towards it the whole answer is that single token.
+    tid = next(t for t, p in ngrams.items() if tok.decode([t]).strip() and len(p) >= 2)
+    text = tok.decode([tid])
+    spec = StructuredOutputs(choice=[text, text + "!"])
+    out = patched_llm.generate(
+        ["x"],
+        SamplingParams(
+            temperature=0, max_tokens=20, logit_bias={tid: 100}, structured_outputs=spec
+        ),
+        use_tqdm=False,
+    )[0].outputs[0]
+    assert out.text == text and out.token_ids[0] == tid
+
+
+def test_patched_vocabulary_output_is_valid(patched_llm):
+    params = [
+        SamplingParams(
+            temperature=t, max_tokens=200, seed=i, structured_outputs=StructuredOutputs(json=SCHEMA)
+        )
+        for i, t in enumerate([0, 1.0, 1.0])
+    ]
+    for out in patched_llm.generate(["the cache", "a", "b"], params, use_tqdm=False):
+        assert out.outputs[0].finish_reason == "stop"
+        _check_schema(out.outputs[0].text)
