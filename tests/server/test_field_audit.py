@@ -9,7 +9,6 @@ from sarathi.entrypoints.openai_server.field_audit import ACCEPTED, UNSUPPORTED
 
 # A value that asks for something, per refused field.
 ASKING = {
-    "response_format": {"type": "json_object"},
     "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
     "tool_choice": "required",
     "functions": [{"name": "f"}],
@@ -22,12 +21,6 @@ ASKING = {
     "verbosity": "low",
     "store": True,
     "service_tier": "flex",
-    "guided_json": {"type": "object"},
-    "guided_regex": "a+",
-    "guided_choice": ["a", "b"],
-    "guided_grammar": "root ::= 'a'",
-    "guided_decoding_backend": "xgrammar",
-    "structured_outputs": {"json": {"type": "object"}},
     "bad_words": ["x"],
     "prompt_logprobs": 1,
     "use_beam_search": True,

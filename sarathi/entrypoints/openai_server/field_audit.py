@@ -24,10 +24,6 @@ def _unset(value: Any) -> bool:
     return value is None or value == [] or value == {}
 
 
-def _text_format(value: Any) -> bool:
-    return _unset(value) or (isinstance(value, dict) and value.get("type") == "text")
-
-
 def _no_tools(value: Any) -> bool:
     return _unset(value) or value == "none"
 
@@ -46,7 +42,6 @@ def _default_tier(value: Any) -> bool:
 
 # field -> (accepted when, what to say). OpenAI's fields first, then vLLM's extras.
 UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "response_format": (_text_format, "structured outputs (response_format) are not supported"),
     "tools": (_unset, "tool calling is not supported"),
     "tool_choice": (_no_tools, "tool calling is not supported"),
     "functions": (_unset, "function calling is not supported"),
@@ -59,18 +54,15 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "verbosity": (_unset, "verbosity is not supported"),
     "store": (_off, "this server stores no completions (store must be false)"),
     "service_tier": (_default_tier, "this server has one service tier"),
-    "guided_json": (_unset, "guided decoding is not supported"),
-    "guided_regex": (_unset, "guided decoding is not supported"),
-    "guided_choice": (_unset, "guided decoding is not supported"),
-    "guided_grammar": (_unset, "guided decoding is not supported"),
-    "guided_decoding_backend": (_unset, "guided decoding is not supported"),
-    "structured_outputs": (_unset, "structured outputs are not supported"),
     "bad_words": (_unset, "bad_words is not supported"),
     "prompt_logprobs": (_unset, "prompt_logprobs is not supported"),
     "use_beam_search": (_off, "beam search is not supported"),
     "logits_processors": (_unset, "logits processors are not supported"),
     "truncate_prompt_tokens": (_unset, "truncate_prompt_tokens is not supported"),
-    "guided_whitespace_pattern": (_unset, "guided decoding is not supported"),
+    "guided_whitespace_pattern": (
+        _unset,
+        "a whitespace pattern is not supported (JSON is written without free whitespace)",
+    ),
     "chat_template_kwargs": (_unset, "chat_template_kwargs is not supported"),
     "chat_template": (
         _unset,

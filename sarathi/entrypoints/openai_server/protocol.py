@@ -79,6 +79,51 @@ class StreamOptions(_Request):
     continuous_usage_stats: StrictBool = False
 
 
+JsonSchema = Annotated[dict[str, Any], Field(max_length=4096)]
+
+
+class JsonSchemaFormat(_Request):
+    """OpenAI's ``response_format.json_schema``."""
+
+    name: StrictStr = Field("response", max_length=64)
+    description: StrictStr | None = None
+    schema_: JsonSchema | None = Field(None, alias="schema")
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(_Request):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and (
+            self.json_schema is None or not self.json_schema.schema_
+        ):
+            raise ValueError("response_format of type json_schema needs json_schema.schema")
+        return self
+
+
+class StructuredOutputsRequest(_Request):
+    """vLLM's ``structured_outputs`` object (set one of json, regex, choice, grammar,
+    json_object)."""
+
+    json_: JsonSchema | StrictStr | None = Field(None, alias="json")
+    regex: StrictStr | None = None
+    choice: Annotated[list[StrictStr], Field(min_length=1, max_length=1024)] | None = None
+    grammar: StrictStr | None = None
+    json_object: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _nothing_dropped(self) -> StructuredOutputsRequest:
+        # vLLM's options that change the output; the rest (backend choice, fallback) have
+        # one answer here and are accepted.
+        for name in ("whitespace_pattern", "structural_tag"):
+            if (self.model_extra or {}).get(name) is not None:
+                raise ValueError(f"structured_outputs.{name} is not supported by this server")
+        return self
+
+
 class SamplingFields(_Request):
     """Fields shared by completions and chat (OpenAI's plus vLLM's extras)."""
 
@@ -106,6 +151,16 @@ class SamplingFields(_Request):
     allowed_token_ids: Annotated[list[TokenId], Field(min_length=1, max_length=1 << 20)] | None = (
         None
     )
+    # Structured outputs: OpenAI's response_format, vLLM's structured_outputs and its older
+    # guided_* fields (one of them per request).
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputsRequest | None = None
+    guided_json: JsonSchema | StrictStr | None = None
+    guided_regex: StrictStr | None = None
+    guided_choice: Annotated[list[StrictStr], Field(min_length=1, max_length=1024)] | None = None
+    guided_grammar: StrictStr | None = None
+    # vLLM picks among grammar engines with it; this server has one (llguidance).
+    guided_decoding_backend: StrictStr | None = None
 
 
 class CompletionRequest(SamplingFields):

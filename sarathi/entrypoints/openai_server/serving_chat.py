@@ -35,6 +35,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
     merge,
     sampling_params,
     sse,
+    structured_outputs,
     unless_disconnected,
     usage,
 )
@@ -75,6 +76,8 @@ async def create_chat_completion(
     state.check_model(req.model)
     audit(req, state.warned_fields)
     state.require_tokenizer("messages")
+    spec, spec_param = structured_outputs(req)
+    await state.check_structured(spec, spec_param)
     state.check_prompt_bytes(sum(len(m.text().encode("utf-8")) for m in req.messages), "messages")
     ids = await asyncio.to_thread(
         chat_prompt_ids,
@@ -88,7 +91,9 @@ async def create_chat_completion(
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
     max_tokens = state.check_prompt(ids, asked, "messages", param)
     top = req.top_logprobs or 0
-    params = sampling_params(req, max_tokens, top if req.logprobs else None, state.default_sampling)
+    params = sampling_params(
+        req, max_tokens, top if req.logprobs else None, state.default_sampling, spec
+    )
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     state.admit(1)

@@ -32,7 +32,7 @@ from sarathi.entrypoints.openai_server.limits import BodyLimits
 from sarathi.entrypoints.openai_server.protocol import SamplingFields, UsageInfo
 from sarathi.metrics import ServerMetrics
 from sarathi.outputs import CompletionOutput, RequestOutput
-from sarathi.sampling_params import SamplingParams
+from sarathi.sampling_params import SamplingParams, StructuredOutputs
 
 
 @dataclass
@@ -136,6 +136,17 @@ class ServerState:
             self._token_text[token_id] = text
         return text
 
+    async def check_structured(self, spec: StructuredOutputs | None, param: str) -> None:
+        """Compile the request's grammar in a worker thread (a large schema takes a while;
+        the engine loop then finds it cached); 400 when it is invalid."""
+        if spec is None:
+            return
+        self.require_tokenizer(param)
+        try:
+            await asyncio.to_thread(self.engine.engine.structured.compile, spec)
+        except ValueError as e:
+            raise bad_request(str(e), param) from e
+
     def check_prompt(
         self, ids: list[int], max_tokens: int | None, param: str, tokens_param: str = "max_tokens"
     ) -> int:
@@ -158,8 +169,51 @@ class ServerState:
         return max_tokens
 
 
+def structured_outputs(req: SamplingFields) -> tuple[StructuredOutputs | None, str]:
+    """The request's output constraint, and the field it came from (for errors)."""
+    found: list[tuple[str, StructuredOutputs]] = []
+    try:
+        rf = req.response_format
+        if rf is not None and rf.type == "json_object":
+            found.append(("response_format", StructuredOutputs(json_object=True)))
+        elif rf is not None and rf.type == "json_schema" and rf.json_schema is not None:
+            found.append(("response_format", StructuredOutputs(json=rf.json_schema.schema_)))
+        so = req.structured_outputs
+        if so is not None:
+            found.append(
+                (
+                    "structured_outputs",
+                    StructuredOutputs(
+                        json=so.json_,
+                        json_object=bool(so.json_object),
+                        regex=so.regex,
+                        choice=tuple(so.choice) if so.choice is not None else None,
+                        grammar=so.grammar,
+                    ),
+                )
+            )
+        if req.guided_json is not None:
+            found.append(("guided_json", StructuredOutputs(json=req.guided_json)))
+        if req.guided_regex is not None:
+            found.append(("guided_regex", StructuredOutputs(regex=req.guided_regex)))
+        if req.guided_choice is not None:
+            found.append(("guided_choice", StructuredOutputs(choice=tuple(req.guided_choice))))
+        if req.guided_grammar is not None:
+            found.append(("guided_grammar", StructuredOutputs(grammar=req.guided_grammar)))
+    except ValueError as e:
+        raise bad_request(str(e), "structured_outputs") from e
+    if len(found) > 1:
+        names = ", ".join(name for name, _ in found)
+        raise bad_request(f"set only one output constraint; this request sets {names}", found[1][0])
+    return (found[0][1], found[0][0]) if found else (None, "")
+
+
 def sampling_params(
-    req: SamplingFields, max_tokens: int, logprobs: int | None, defaults: dict[str, Any]
+    req: SamplingFields,
+    max_tokens: int,
+    logprobs: int | None,
+    defaults: dict[str, Any],
+    structured: StructuredOutputs | None = None,
 ) -> SamplingParams:
     """SamplingParams from the request; fields it leaves out take ``defaults`` (the model's,
     per --generation-config), then SamplingParams' own."""
@@ -196,6 +250,7 @@ def sampling_params(
             logprobs=logprobs,
             skip_special_tokens=req.skip_special_tokens,
             include_stop_str_in_output=req.include_stop_str_in_output,
+            structured_outputs=structured,
             **kwargs,
         )
     except ValueError as e:

@@ -34,6 +34,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
     merge,
     sampling_params,
     sse,
+    structured_outputs,
     unless_disconnected,
     usage,
 )
@@ -96,13 +97,15 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
         raise bad_request(
             "echo with logprobs needs prompt logprobs, which this server does not compute", "echo"
         )
+    spec, spec_param = structured_outputs(req)
+    await state.check_structured(spec, spec_param)
     prompts = await _prompts(state, req)
     if len(prompts) * req.n > MAX_SEQUENCES:
         raise bad_request(f"at most {MAX_SEQUENCES} completions (prompts x n) per request", "n")
     params = []
     for p in prompts:
         max_tokens = state.check_prompt(p.ids, req.max_tokens, "prompt")
-        params.append(sampling_params(req, max_tokens, req.logprobs, state.default_sampling))
+        params.append(sampling_params(req, max_tokens, req.logprobs, state.default_sampling, spec))
     request_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     n = len(prompts)
