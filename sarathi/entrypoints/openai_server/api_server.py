@@ -16,6 +16,7 @@ import sys
 import threading
 import types
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -31,6 +32,7 @@ from sarathi.entrypoints.openai_server.errors import install_error_handlers
 from sarathi.entrypoints.openai_server.limits import BodyLimits, BodySizeLimitMiddleware
 from sarathi.entrypoints.openai_server.routes import router
 from sarathi.entrypoints.openai_server.serving_common import ServerState
+from sarathi.entrypoints.openai_server.tool_parsers import parser_for_template
 from sarathi.metrics import ServerMetrics
 from sarathi.transformers_utils.demo import DEMO_NOTE
 from sarathi.transformers_utils.tokenizer import max_token_bytes
@@ -42,6 +44,16 @@ def served_name(engine: LLMEngine, args: argparse.Namespace) -> str:
     return getattr(args, "served_model_name", None) or engine.config.model.model or "demo"
 
 
+def tool_parser_of(
+    args: argparse.Namespace, chat_template: str | None, tokenizer: Any
+) -> str | None:
+    chosen = getattr(args, "tool_call_parser", "auto")
+    if chosen != "auto":
+        return chosen
+    template = chat_template or getattr(tokenizer, "chat_template", None)
+    return parser_for_template(template if isinstance(template, str) else None)
+
+
 def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> FastAPI:
     """The FastAPI app over ``engine``; its lifespan starts and stops the engine loop."""
     if isinstance(engine, LLMEngine):
@@ -50,12 +62,14 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     name = served_name(core, args)
     metrics = ServerMetrics(name, lambda: engine.snapshot)
     engine.add_observer(metrics)
+    chat_template = load_chat_template(getattr(args, "chat_template", None))
     state = ServerState(
         engine=engine,
         model_name=name,
         max_seq_len=core.max_seq_len,
         metrics=metrics,
-        chat_template=load_chat_template(getattr(args, "chat_template", None)),
+        chat_template=chat_template,
+        tool_parser=tool_parser_of(args, chat_template, core.tokenizer),
         description=DEMO_NOTE if core.setup.is_demo else None,
         max_prompt_bytes=(
             core.max_seq_len * max_token_bytes(core.tokenizer) if core.tokenizer else 1 << 62

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sarathi.entrypoints.openai_server.tool_parsers import TOOL_PARSERS
 from sarathi.envs import env
 
 
@@ -30,6 +31,20 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--chat-template", default=None, help="Jinja chat template file (default: the tokenizer's)."
+    )
+    g.add_argument(
+        "--tool-call-parser",
+        default="auto",
+        choices=("auto", *TOOL_PARSERS),
+        help="Format of the tool calls the model writes, parsed for tool_choice 'auto': "
+        "'hermes' (<tool_call> blocks: Qwen2.5, Qwen3, Hermes), 'llama3_json' (Llama 3.1+ "
+        "JSON calls); 'auto' reads it from the chat template (default: auto).",
+    )
+    g.add_argument(
+        "--enable-auto-tool-choice",
+        action="store_true",
+        help="Accepted for vLLM command lines: tool_choice 'auto' is on whenever the "
+        "tool-call format is known (see --tool-call-parser).",
     )
     g.add_argument(
         "--max-request-bytes",

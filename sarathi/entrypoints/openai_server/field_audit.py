@@ -42,10 +42,14 @@ def _default_tier(value: Any) -> bool:
 
 # field -> (accepted when, what to say). OpenAI's fields first, then vLLM's extras.
 UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "tools": (_unset, "tool calling is not supported"),
-    "tool_choice": (_no_tools, "tool calling is not supported"),
-    "functions": (_unset, "function calling is not supported"),
-    "function_call": (_no_tools, "function calling is not supported"),
+    # Fields of the chat route only: on /v1/completions they arrive as extras.
+    "tools": (_unset, "tool calling is available on /v1/chat/completions only"),
+    "tool_choice": (_no_tools, "tool calling is available on /v1/chat/completions only"),
+    "functions": (_unset, "functions (OpenAI's deprecated form) are not supported; send tools"),
+    "function_call": (
+        _no_tools,
+        "function_call (OpenAI's deprecated form) is not supported; send tool_choice",
+    ),
     "audio": (_unset, "audio output is not supported"),
     "modalities": (_text_only, "only the text modality is supported"),
     "prediction": (_unset, "predicted outputs are not supported"),

@@ -189,18 +189,32 @@ class ContentPart(_Request):
         return self
 
 
+class FunctionCall(_Request):
+    name: Annotated[StrictStr, Field(max_length=256)]
+    arguments: StrictStr  # a JSON object, as text
+
+
+class ToolCallRequest(_Request):
+    """A tool call of an earlier assistant message, sent back by the client."""
+
+    id: Annotated[StrictStr, Field(max_length=256)] = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: StrictStr | Annotated[list[ContentPart], Field(max_length=256)] | None = None
     name: StrictStr | None = Field(None, max_length=256)
+    tool_calls: Annotated[list[ToolCallRequest], Field(max_length=128)] | None = None
+    tool_call_id: StrictStr | None = Field(None, max_length=256)
 
     @model_validator(mode="after")
-    def _no_tool_calls(self) -> ChatMessage:
-        extra = self.model_extra or {}
-        if extra.get("tool_calls") or extra.get("function_call"):
+    def _no_function_call(self) -> ChatMessage:
+        if (self.model_extra or {}).get("function_call"):
             raise ValueError(
-                "messages with tool calls are not supported: tool calling is not "
-                "supported by this server"
+                "messages with function_call (OpenAI's deprecated form) are not supported; "
+                "send tool_calls"
             )
         return self
 
@@ -215,8 +229,35 @@ class ChatMessage(_Request):
 Messages = Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
 
 
+class FunctionDefinition(_Request):
+    name: Annotated[StrictStr, Field(pattern=r"^[a-zA-Z0-9_.-]{1,64}$")]
+    description: StrictStr | None = Field(None, max_length=8192)
+    parameters: JsonSchema | None = None
+    strict: StrictBool | None = None
+
+
+class Tool(_Request):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Request):
+    name: StrictStr
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: Messages
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
     max_tokens: StrictInt | None = Field(None, ge=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
     logprobs: StrictBool = False
@@ -291,9 +332,21 @@ class ChatLogprobs(BaseModel):
     content: list[TokenLogprob] | None = None
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class ChatResponseMessage(BaseModel):
     role: str = "assistant"
     content: str | None = None
+    tool_calls: list[ToolCallOut] = Field(default_factory=list)
 
 
 class ChatChoice(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -12,7 +13,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
-from sarathi.entrypoints.openai_server.errors import APIError, sse_error
+from sarathi.entrypoints.openai_server.errors import APIError, bad_request, sse_error
 from sarathi.entrypoints.openai_server.field_audit import audit
 from sarathi.entrypoints.openai_server.protocol import (
     ChatChoice,
@@ -38,6 +39,14 @@ from sarathi.entrypoints.openai_server.serving_common import (
     structured_outputs,
     unless_disconnected,
     usage,
+)
+from sarathi.entrypoints.openai_server.tools import (
+    ToolMode,
+    ToolStream,
+    template_tools,
+    tool_constraint,
+    tool_message,
+    tool_mode,
 )
 from sarathi.outputs import CompletionOutput
 from sarathi.sampling_params import SamplingParams
@@ -76,9 +85,23 @@ async def create_chat_completion(
     state.check_model(req.model)
     audit(req, state.warned_fields)
     state.require_tokenizer("messages")
+    mode = tool_mode(req, state.tool_parser)
     spec, spec_param = structured_outputs(req)
+    forced = tool_constraint(req, mode)
+    if forced is not None:
+        if spec is not None:
+            raise bad_request(
+                f"tool_choice {mode.kind!r} constrains the output itself; remove {spec_param}",
+                spec_param,
+            )
+        spec, spec_param = forced, "tools"
     await state.check_structured(spec, spec_param)
-    state.check_prompt_bytes(sum(len(m.text().encode("utf-8")) for m in req.messages), "messages")
+    tools = template_tools(req)
+    state.check_prompt_bytes(
+        sum(len(m.text().encode("utf-8")) for m in req.messages)
+        + len(json.dumps(tools or []).encode("utf-8")),
+        "messages",
+    )
     ids = await asyncio.to_thread(
         chat_prompt_ids,
         state.tokenizer,
@@ -86,6 +109,8 @@ async def create_chat_completion(
         state.chat_template,
         req.add_generation_prompt,
         req.continue_final_message,
+        False,
+        tools,
     )
     asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
@@ -99,10 +124,13 @@ async def create_chat_completion(
     state.admit(1)
     if req.stream:
         return SSEResponse(
-            _stream(state, req, ids, params, request_id, created), on_close=lambda: state.release(1)
+            _stream(state, req, mode, ids, params, request_id, created),
+            on_close=lambda: state.release(1),
         )
     try:
-        return await unless_disconnected(raw, _full(state, req, ids, params, request_id, created))
+        return await unless_disconnected(
+            raw, _full(state, req, mode, ids, params, request_id, created)
+        )
     except ClientDisconnected:
         return Response(status_code=499)
     finally:
@@ -112,6 +140,7 @@ async def create_chat_completion(
 async def _full(
     state: ServerState,
     req: ChatCompletionRequest,
+    mode: ToolMode,
     ids: list[int],
     params: SamplingParams,
     request_id: str,
@@ -128,12 +157,13 @@ async def _full(
             if req.logprobs
             else None
         )
+        msg = tool_message(mode, c.text, c.finish_reason)
         choices.append(
             ChatChoice(
                 index=c.index,
-                message=ChatResponseMessage(content=c.text),
+                message=ChatResponseMessage(content=msg.content, tool_calls=msg.tool_calls),
                 logprobs=lp,
-                finish_reason=c.finish_reason,
+                finish_reason=msg.finish_reason,
                 stop_reason=c.stop_reason,
             )
         )
@@ -150,6 +180,7 @@ async def _full(
 async def _stream(
     state: ServerState,
     req: ChatCompletionRequest,
+    mode: ToolMode,
     ids: list[int],
     params: SamplingParams,
     request_id: str,
@@ -171,6 +202,7 @@ async def _stream(
     continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
     stream = state.engine.generate(ids, params, request_id)
     tally = StreamTally()
+    tool_streams: dict[int, ToolStream] = {}
     try:
         for i in range(req.n):
             yield chunk(
@@ -193,21 +225,37 @@ async def _stream(
                         lp = _logprobs(
                             state, c, end - c.num_new_tokens, end, req.top_logprobs or 0
                         ).model_dump()
-                    delta = {"content": c.text_delta} if c.text_delta or not c.finished else {}
-                    yield chunk(
-                        [
-                            {
-                                "index": c.index,
-                                "delta": delta,
-                                "logprobs": lp,
-                                "finish_reason": c.finish_reason,
-                                **({"stop_reason": c.stop_reason} if c.finished else {}),
-                            }
-                        ],
+                    messages = tool_streams.setdefault(c.index, ToolStream(mode))
+                    deltas = messages.feed(c.text_delta)
+                    finish = None
+                    if c.finished:
+                        tail, finish = messages.finish(c.finish_reason)
+                        deltas += tail
+                    if not deltas:  # a chunk for the tokens' logprobs or usage, or the finish
+                        deltas = [{} if c.finished or mode.calls_tools else {"content": ""}]
+                    counted = (
                         usage(len(ids), tally.completion_tokens).model_dump()
                         if continuous
-                        else None,
+                        else None
                     )
+                    for j, delta in enumerate(deltas):
+                        last = j == len(deltas) - 1
+                        yield chunk(
+                            [
+                                {
+                                    "index": c.index,
+                                    "delta": delta,
+                                    "logprobs": lp if j == 0 else None,
+                                    "finish_reason": finish if last else None,
+                                    **(
+                                        {"stop_reason": c.stop_reason}
+                                        if last and c.finished
+                                        else {}
+                                    ),
+                                }
+                            ],
+                            counted,
+                        )
         if include_usage:
             yield chunk([], usage(len(ids), tally.completion_tokens).model_dump())
     except ENGINE_ERRORS as e:

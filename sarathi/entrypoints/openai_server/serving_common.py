@@ -44,6 +44,8 @@ class ServerState:
     max_seq_len: int
     metrics: ServerMetrics
     chat_template: str | None = None
+    # The tool-call format parsed in tool_choice "auto" (None: unknown, auto is refused).
+    tool_parser: str | None = None
     description: str | None = None
     # Prompts longer than this in UTF-8 bytes cannot fit the context (max_token_bytes).
     max_prompt_bytes: int = 1 << 62

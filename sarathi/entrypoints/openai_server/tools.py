@@ -1,0 +1,220 @@
+"""Tool calling: OpenAI's ``tools`` and ``tool_choice`` over the chat template, structured
+outputs and the output parsers of tool_parsers.py.
+
+    none       tools are still rendered by the template (as vLLM does); the output is content
+    auto       the model decides, in the format its template taught it; that is parsed
+    required   the output is constrained to a JSON list of {"name": ..., "parameters": ...}
+               calls of the offered tools, each call's parameters to its tool's schema
+    named      the output is constrained to the named tool's parameters schema
+
+With ``parallel_tool_calls: false`` a required output holds one call, and in auto only the
+first call the model wrote is returned.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sarathi.entrypoints.openai_server.errors import bad_request
+from sarathi.entrypoints.openai_server.protocol import (
+    ChatCompletionRequest,
+    FunctionCallOut,
+    NamedToolChoice,
+    ToolCallOut,
+)
+from sarathi.entrypoints.openai_server.tool_parsers import StreamingToolParser, parse
+from sarathi.sampling_params import StructuredOutputs
+
+ToolKind = Literal["none", "auto", "required", "named"]
+
+
+@dataclass(frozen=True)
+class ToolMode:
+    kind: ToolKind
+    names: frozenset[str] = frozenset()
+    parser: str | None = None  # auto: the output format
+    function: str | None = None  # named: the tool
+    parallel: bool = True
+
+    @property
+    def calls_tools(self) -> bool:
+        return self.kind != "none"
+
+
+NO_TOOLS = ToolMode("none")
+
+
+def tool_mode(req: ChatCompletionRequest, parser: str | None) -> ToolMode:
+    """How the request uses its tools; 400 for a choice that cannot be honoured.
+    ``parser``: the server's tool-call format (None when the template shows none)."""
+    tools = req.tools or []
+    choice = req.tool_choice or ("auto" if tools else "none")
+    if choice == "none":
+        return NO_TOOLS
+    if not tools:
+        raise bad_request("tool_choice needs tools", "tool_choice")
+    names = frozenset(t.function.name for t in tools)
+    if len(names) != len(tools):
+        raise bad_request("tools must have distinct names", "tools")
+    parallel = req.parallel_tool_calls is not False
+    if isinstance(choice, NamedToolChoice):
+        if choice.function.name not in names:
+            raise bad_request(
+                f"tool_choice names {choice.function.name!r}, which is not among the tools",
+                "tool_choice",
+            )
+        return ToolMode("named", names, function=choice.function.name, parallel=parallel)
+    if choice == "required":
+        return ToolMode("required", names, parallel=parallel)
+    if parser is None:
+        raise bad_request(
+            'tool_choice "auto" needs the model\'s tool-call format, which its chat template '
+            "does not show; start the server with --tool-call-parser, or send tool_choice "
+            '"required" or a named function',
+            "tool_choice",
+        )
+    return ToolMode("auto", names, parser=parser, parallel=parallel)
+
+
+def tool_constraint(req: ChatCompletionRequest, mode: ToolMode) -> StructuredOutputs | None:
+    """The output constraint of a required or named choice (None otherwise)."""
+    if mode.kind not in ("required", "named"):
+        return None
+    schemas = {
+        t.function.name: t.function.parameters or {"type": "object"} for t in req.tools or []
+    }
+    if mode.kind == "named":
+        assert mode.function is not None
+        return StructuredOutputs(json=schemas[mode.function])
+    call = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": name}, "parameters": schema},
+            "required": ["name", "parameters"],
+        }
+        for name, schema in schemas.items()
+    ]
+    array: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"anyOf": call}}
+    if not mode.parallel:
+        array["maxItems"] = 1
+    return StructuredOutputs(json=array)
+
+
+def template_tools(req: ChatCompletionRequest) -> list[dict[str, Any]] | None:
+    """The tools as chat templates take them (JSON-schema function descriptions)."""
+    if not req.tools:
+        return None
+    return [t.model_dump(exclude_none=True, by_alias=True) for t in req.tools]
+
+
+def _new_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _call(name: str, arguments: str, call_id: str | None = None) -> ToolCallOut:
+    return ToolCallOut(
+        id=call_id or _new_id(), function=FunctionCallOut(name=name, arguments=arguments)
+    )
+
+
+@dataclass
+class ToolMessage:
+    content: str | None
+    tool_calls: list[ToolCallOut]
+    finish_reason: str | None
+
+
+def tool_message(mode: ToolMode, text: str, finish_reason: str | None) -> ToolMessage:
+    """The assistant message of a finished output. An output that is not a complete call
+    (it ran out of tokens) stays content, so nothing the model wrote is lost."""
+    if mode.kind == "none":
+        return ToolMessage(text, [], finish_reason)
+    if mode.kind == "named":
+        if finish_reason != "stop":
+            return ToolMessage(text, [], finish_reason)
+        assert mode.function is not None
+        # OpenAI ends a forced call with "stop".
+        return ToolMessage(None, [_call(mode.function, text)], finish_reason)
+    if mode.kind == "required":
+        calls = _required_calls(text) if finish_reason == "stop" else None
+        if calls is None:
+            return ToolMessage(text, [], finish_reason)
+        return ToolMessage(None, calls, "tool_calls")
+    assert mode.parser is not None
+    parsed = parse(mode.parser, text, set(mode.names))
+    calls = [_call(c.name, c.arguments, c.id) for c in parsed.tool_calls]
+    if not mode.parallel:
+        calls = calls[:1]
+    return ToolMessage(parsed.content, calls, "tool_calls" if calls else finish_reason)
+
+
+def _required_calls(text: str) -> list[ToolCallOut] | None:
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return [
+        _call(item["name"], json.dumps(item["parameters"], ensure_ascii=False)) for item in items
+    ]
+
+
+@dataclass
+class ToolStream:
+    """The streamed deltas of one choice's message: ``feed`` each text delta, ``finish``
+    once with the output's finish reason. Deltas are OpenAI ``choices[i].delta`` objects."""
+
+    mode: ToolMode
+    _parser: StreamingToolParser | None = None
+    _text: list[str] = field(default_factory=list)
+    _started: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode.kind == "auto":
+            assert self.mode.parser is not None
+            self._parser = StreamingToolParser(self.mode.parser, set(self.mode.names))
+
+    def feed(self, delta: str) -> list[dict[str, Any]]:
+        kind = self.mode.kind
+        if kind == "none":
+            return [{"content": delta}] if delta else []
+        if kind == "named":
+            out = []
+            if not self._started:
+                self._started = True
+                first = {"index": 0, "id": _new_id(), "type": "function"}
+                out.append(
+                    {
+                        "tool_calls": [
+                            {**first, "function": {"name": self.mode.function, "arguments": ""}}
+                        ]
+                    }
+                )
+            if delta:
+                out.append({"tool_calls": [{"index": 0, "function": {"arguments": delta}}]})
+            return out
+        if kind == "required":
+            self._text.append(delta)  # sent whole once it parses
+            return []
+        assert self._parser is not None
+        return [d.to_openai() for d in self._parser.feed(delta) if self._keep(d.index, d.content)]
+
+    def finish(self, finish_reason: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        kind = self.mode.kind
+        if kind == "required":
+            text = "".join(self._text)
+            calls = _required_calls(text) if finish_reason == "stop" else None
+            if calls is None:
+                return ([{"content": text}] if text else []), finish_reason
+            deltas = [{"tool_calls": [{"index": i, **c.model_dump()}]} for i, c in enumerate(calls)]
+            return deltas, "tool_calls"
+        if kind != "auto":
+            return [], finish_reason
+        assert self._parser is not None
+        deltas = [d.to_openai() for d in self._parser.finish() if self._keep(d.index, d.content)]
+        return deltas, "tool_calls" if self._parser.num_tool_calls else finish_reason
+
+    def _keep(self, index: int, content: str | None) -> bool:
+        return content is not None or self.mode.parallel or index == 0

@@ -1,0 +1,243 @@
+"""Tool calling through the OpenAI API on the demo model (random weights) with a Hermes-style
+chat template: named and required choices are constrained to the tools' schemas, auto is
+parsed from the model's own format (forced here with a choice constraint, since a random model never
+writes a call by itself), streamed and not."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+import pytest
+
+from live_server import LiveServer, start_server, stop_server
+from sarathi.entrypoints.openai_server.chat_template import render_chat
+from sarathi.entrypoints.openai_server.protocol import ChatMessage
+
+TEMPLATE = """\
+{%- if tools %}<|im_start|>system
+Tools:
+{% for t in tools %}{{ t | tojson }}
+{% endfor %}Call one as <tool_call>{"name": ..., "arguments": ...}</tool_call><|im_end|>
+{% endif %}
+{%- for m in messages %}
+{%- if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant
+{% for c in m.tool_calls %}<tool_call>
+{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}
+</tool_call>{% endfor %}<|im_end|>
+{% elif m.role == 'tool' %}<|im_start|>user
+<tool_response>{{ m.content }}</tool_response><|im_end|>
+{% else %}<|im_start|>{{ m.role }}
+{{ m.content }}<|im_end|>
+{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"enum": ["Paris", "Rome", "Oslo"]},
+                "unit": {"enum": ["c", "f"]},
+            },
+            "required": ["city", "unit"],
+        },
+    },
+}
+ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99}},
+            "required": ["a"],
+        },
+    },
+}
+MESSAGES = [{"role": "user", "content": "Weather in Paris?"}]
+CALL_TEXT = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "c"}}\n</tool_call>'
+
+
+@pytest.fixture(scope="module")
+def tool_server(tmp_path_factory) -> Iterator[LiveServer]:
+    path = tmp_path_factory.mktemp("template") / "hermes.jinja"
+    path.write_text(TEMPLATE)
+    live = start_server({"max_model_len": 1024}, chat_template=str(path))
+    yield live
+    stop_server(live)
+
+
+@pytest.fixture
+def tools_client(tool_server: LiveServer) -> Any:
+    import openai
+
+    with openai.OpenAI(
+        base_url=tool_server.base_url, api_key="unused", max_retries=0, timeout=60
+    ) as c:
+        yield c
+
+
+def _check_call(name: str, arguments: str) -> None:
+    args = json.loads(arguments)
+    if name == "get_weather":
+        assert args["city"] in ("Paris", "Rome", "Oslo") and args["unit"] in ("c", "f")
+    else:
+        assert name == "add" and 0 <= args["a"] <= 99
+
+
+def _chat(client: Any, max_tokens: int = 100, **kwargs: Any) -> Any:
+    return client.chat.completions.create(
+        model="demo", messages=MESSAGES, max_tokens=max_tokens, temperature=1.0, seed=2, **kwargs
+    )
+
+
+def test_named_choice_is_a_call_of_that_tool(tools_client):
+    r = _chat(
+        tools_client,
+        tools=[WEATHER, ADD],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
+    msg = r.choices[0].message
+    assert msg.content is None and len(msg.tool_calls) == 1
+    call = msg.tool_calls[0]
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "get_weather"
+    _check_call(call.function.name, call.function.arguments)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_required_choice_calls_offered_tools(tools_client, parallel):
+    r = _chat(
+        tools_client, tools=[WEATHER, ADD], tool_choice="required", parallel_tool_calls=parallel,
+        n=3, max_tokens=500,
+    )
+    for choice in r.choices:
+        assert choice.finish_reason == "tool_calls"
+        calls = choice.message.tool_calls
+        assert calls and (parallel or len(calls) == 1)
+        for call in calls:
+            _check_call(call.function.name, call.function.arguments)
+
+
+def test_auto_parses_the_models_own_format(tools_client):
+    r = _chat(tools_client, tools=[WEATHER], extra_body={"guided_choice": [CALL_TEXT]})
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Oslo", "unit": "c"}
+
+
+def test_auto_without_a_call_is_content(tools_client):
+    r = _chat(tools_client, tools=[WEATHER], extra_body={"guided_regex": "[a-z]{3,8}"})
+    choice = r.choices[0]
+    assert choice.finish_reason == "stop" and not choice.message.tool_calls
+    assert choice.message.content
+
+
+def test_none_choice_answers_with_content(tools_client):
+    r = _chat(tools_client, tools=[WEATHER], tool_choice="none", max_tokens=5)
+    assert not r.choices[0].message.tool_calls
+
+
+def _streamed(client: Any, **kwargs: Any) -> tuple[str, dict[int, dict[str, str]], str | None]:
+    stream = client.chat.completions.create(
+        model="demo", messages=MESSAGES, max_tokens=100, temperature=1.0, seed=4, stream=True,
+        **kwargs,
+    )
+    content, calls, finish = "", {}, None
+    for chunk in stream:
+        for c in chunk.choices:
+            content += c.delta.content or ""
+            for d in c.delta.tool_calls or []:
+                if d.index not in calls:
+                    assert d.id and d.function.name, "id and name come in a call's first delta"
+                    calls[d.index] = {"name": d.function.name, "arguments": ""}
+                else:
+                    assert d.id is None and d.function.name is None
+                calls[d.index]["arguments"] += d.function.arguments or ""
+            finish = c.finish_reason or finish
+    return content, calls, finish
+
+
+@pytest.mark.parametrize(
+    "kwargs,finish",
+    [
+        ({"tool_choice": {"type": "function", "function": {"name": "add"}}}, "stop"),
+        ({"tool_choice": "required", "parallel_tool_calls": False}, "tool_calls"),
+        ({"extra_body": {"guided_choice": ["Sure. " + CALL_TEXT]}}, "tool_calls"),
+    ],
+)
+def test_streamed_tool_calls_have_openais_shape(tools_client, kwargs, finish):
+    content, calls, got = _streamed(tools_client, tools=[WEATHER, ADD], **kwargs)
+    assert got == finish and calls
+    for call in calls.values():
+        _check_call(call["name"], call["arguments"])
+    if "extra_body" in kwargs:
+        assert content == "Sure."
+
+
+def test_a_conversation_with_tool_calls_and_results(tools_client, tool_server):
+    history = [
+        *MESSAGES,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "21 C and sunny"},
+    ]
+    r = tools_client.chat.completions.create(
+        model="demo", messages=history, tools=[WEATHER], tool_choice="none", max_tokens=4
+    )
+    assert r.choices[0].message.role == "assistant"
+    tok = tool_server.engine.engine.tokenizer
+    text = render_chat(tok, [ChatMessage(**m) for m in history], TEMPLATE, tools=[WEATHER])
+    # The arguments reach the template as an object (written once, not as quoted text).
+    assert '"arguments": {"city": "Paris"}' in text and "21 C and sunny" in text
+    assert '"name": "get_weather"' in text
+
+
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "x"}}},
+         "tool_choice"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [WEATHER], "tool_choice": "required",
+          "response_format": {"type": "json_object"}}, "response_format"),
+        ({"tools": [WEATHER, WEATHER]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools"),
+    ],
+)
+def test_tool_requests_that_cannot_be_honoured_are_400(tool_server, body, param):
+    import httpx
+
+    r = httpx.post(
+        tool_server.url + "/v1/chat/completions",
+        json={"messages": MESSAGES, "max_tokens": 4, **body},
+        timeout=60,
+    )
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert param in (err["param"] or "") or param in err["message"], err
+
+
+def test_auto_needs_a_known_format(http):
+    """The demo model's own template shows no tool-call format: auto is refused, clearly."""
+    r = http.post(
+        "/v1/chat/completions", json={"messages": MESSAGES, "tools": [WEATHER], "max_tokens": 4}
+    )
+    assert r.status_code == 400
+    assert "--tool-call-parser" in r.json()["error"]["message"]
