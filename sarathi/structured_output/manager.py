@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,13 @@ logger = logging.getLogger("sarathi")
 
 # Compiled grammars kept for reuse (clients tend to send the same few schemas).
 _CACHE_SIZE = 256
+
+
+def _mask_threads() -> int:
+    """Threads that compute a step's masks. A quarter of the cores: the pool's threads spin
+    a while after each step, and more of them starve the threads that launch (or, on a CPU,
+    run) the model; one thread computes a 64-row step of a 32k vocabulary in about 1 ms."""
+    return max(1, min(16, (os.cpu_count() or 1) // 4))
 
 
 class StructuredOutputManager:
@@ -115,7 +123,7 @@ class StructuredOutputManager:
         bits = np.zeros((len(rows), self.mask_words), dtype=np.int32)
         work = [(matchers[seqs[r].seq_id], i) for i, r in enumerate(rows)]
         if self._executor is None:
-            self._executor = llguidance.LLExecutor()
+            self._executor = llguidance.LLExecutor(num_threads=_mask_threads())
         # Every row in parallel, outside the GIL.
         self._executor.unsafe_compute_mask_ptr(work, bits.ctypes.data, bits.shape[1] * 4, len(rows))
         return TokenMasks(np.asarray(rows, dtype=np.int64), bits)
