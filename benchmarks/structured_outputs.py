@@ -13,7 +13,8 @@ Two measures at batch ``--batch`` (default 64):
   forward. On a CPU the forward runs on the host too, so nothing can hide there.
 
     python benchmarks/structured_outputs.py                                  # demo, CPU
-    python benchmarks/structured_outputs.py --model /models/Qwen3-0.6B --json out.json
+    python benchmarks/structured_outputs.py --preset llama3-8b \
+        --tokenizer ASSETS/tokenizers/mistral-7b --json out.json               # GPU
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import tempfile
 import time
 from typing import Any
 
 from common import print_table, run_info, write_json
 
 from sarathi import LLM, SamplingParams
+from sarathi.model_executor.presets import PRESETS, write_preset
 from sarathi.sampling_params import StructuredOutputs
 from sarathi.sequence import Sequence
 from sarathi.structured_output import StructuredOutputManager
@@ -159,6 +162,12 @@ def engine_run(args: argparse.Namespace, overlap: bool, constrained: bool) -> di
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="demo")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="a model shape with random weights and the demo tokenizer (instead of --model)",
+    )
     p.add_argument("--load-format", default="auto", help="'dummy' for random weights")
     p.add_argument(
         "--tokenizer", default=None, help="tokenizer of the mask walk (default: the model's)"
@@ -169,6 +178,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args()
+    if args.preset:
+        args.model = write_preset(args.preset, tempfile.mkdtemp(prefix="structured-"))
+        args.load_format = "dummy"
 
     runs = [engine_run(args, overlap, c) for overlap in (True, False) for c in (False, True)]
     base = {r["overlap"]: r["ms_per_step"] for r in runs if not r["constrained"]}

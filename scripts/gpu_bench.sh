@@ -60,6 +60,9 @@ GROUPS_HELP="\
   quality     benchmarks/adaptivocab_quality.py --preset gpu: bits per byte of a patched model
               (pretraining + 700 fine-tune steps, ~7 min; needs ASSETS);
               adaptivocab_quality-gpu.json
+  structured  benchmarks/structured_outputs.py --preset llama3-8b: grammar masks at batch 64
+              (host time per step, mistral-7b vocabulary from ASSETS when there), step time
+              constrained vs not, overlap on and off; structured_outputs.json
   smallm      benchmarks/small_m_linear.py --rows 1, Llama-3-8B and Llama-2-7B shapes: one-row
               matmuls, cuBLAS vs the split-K GEMV
   hostprof    cProfile of throughput.py --preset qwen3-0.6b --num-requests 64 (host time);
@@ -108,7 +111,7 @@ EOF
 }
 
 ALL_GROUPS="tests roofline profile attention idle overlap steps mapahead throughput hf paged
-scheduling domain quality smallm hostprof smoke vattention tp"
+scheduling domain quality structured smallm hostprof smoke vattention tp"
 PRESETS="qwen3-0.6b llama3-8b"
 REPEATS=3
 RATES="4 12"
@@ -290,6 +293,12 @@ g_paged() {
         --engine-arg "attention_backend=$b"
     done
   done
+}
+g_structured() {
+  local tok=()
+  if [ -d "$ASSETS/tokenizers/mistral-7b" ]; then tok=(--tokenizer "$ASSETS/tokenizers/mistral-7b"); fi
+  TAIL=12 step "structured$S" 400 python3 benchmarks/structured_outputs.py --preset llama3-8b \
+    "${tok[@]}" $(extra structured) --json "$OUT/structured_outputs$S.json"
 }
 g_scheduling() {
   local r
