@@ -30,10 +30,21 @@ ASKING = {
     "chat_template_kwargs": {"x": 1},
     "chat_template": "{{ messages }}",
     "documents": [{"text": "x"}],
+    "length_penalty": 0.5,
+    "spaces_between_special_tokens": False,
+    "echo": True,
+    "priority": 3,
+    "return_tokens_as_token_ids": True,
+    "return_token_ids": True,
+    "mm_processor_kwargs": {"x": 1},
+    "kv_transfer_params": {"x": 1},
+    "vllm_xargs": {"x": 1},
 }
 MESSAGES = [{"role": "user", "content": "hi"}]
 # Refused on /v1/completions only: the chat route honours them.
 CHAT_ONLY = {"tools", "tool_choice"}
+# Fields of the completions route (honoured there) refused on chat.
+COMPLETIONS_ONLY = {"echo"}
 
 
 def test_the_table_covers_every_refused_field():
@@ -45,6 +56,8 @@ def test_the_table_covers_every_refused_field():
 def test_a_field_that_asks_for_what_is_not_done_is_refused_by_name(http, route, name):
     if route == "/v1/chat/completions" and name in CHAT_ONLY:
         pytest.skip(f"{name} is a field of the chat route (tests/server/test_tools.py)")
+    if route == "/v1/completions" and name in COMPLETIONS_ONLY:
+        pytest.skip(f"{name} is a field of the completions route")
     body = {"prompt": "hi"} if route == "/v1/completions" else {"messages": MESSAGES}
     body.update({"max_tokens": 2, name: ASKING[name]})
     r = http.post(route, json=body)
@@ -98,3 +111,42 @@ def test_logit_bias_and_allowed_token_ids_are_taken_and_checked(http):
     for bad in ({"logit_bias": {"5": 1000}}, {"logit_bias": {"x": 1}}, {"allowed_token_ids": []}):
         r = http.post("/v1/completions", json={**body, **bad})
         assert r.status_code == 400, (bad, r.text)
+
+
+# Every field of OpenAI's request bodies (openai-python's CompletionCreateParams and
+# CompletionCreateParams of chat), and the vLLM extras of its OpenAI server.
+OPENAI_COMPLETIONS = """model prompt best_of echo frequency_penalty logit_bias logprobs max_tokens n
+    presence_penalty seed stop stream stream_options suffix temperature top_p user""".split()
+OPENAI_CHAT = """messages model audio frequency_penalty function_call functions logit_bias logprobs
+    max_completion_tokens max_tokens metadata modalities n parallel_tool_calls prediction
+    presence_penalty prompt_cache_key reasoning_effort response_format safety_identifier seed
+    service_tier stop store stream stream_options temperature tool_choice tools top_logprobs
+    top_p user verbosity web_search_options""".split()
+VLLM_EXTRAS = """use_beam_search top_k min_p repetition_penalty length_penalty stop_token_ids
+    include_stop_str_in_output ignore_eos min_tokens skip_special_tokens
+    spaces_between_special_tokens truncate_prompt_tokens prompt_logprobs allowed_token_ids
+    bad_words add_special_tokens response_format structured_outputs guided_json guided_regex
+    guided_choice guided_grammar guided_decoding_backend guided_whitespace_pattern priority
+    request_id logits_processors return_tokens_as_token_ids return_token_ids cache_salt
+    kv_transfer_params vllm_xargs""".split()
+VLLM_CHAT_EXTRAS = """echo add_generation_prompt continue_final_message documents chat_template
+    chat_template_kwargs mm_processor_kwargs""".split()
+
+
+def _fields(model) -> set[str]:
+    return {f.alias or name for name, f in model.model_fields.items()}
+
+
+@pytest.mark.parametrize(
+    "model_name,names",
+    [
+        ("CompletionRequest", OPENAI_COMPLETIONS + VLLM_EXTRAS),
+        ("ChatCompletionRequest", OPENAI_CHAT + VLLM_EXTRAS + VLLM_CHAT_EXTRAS),
+    ],
+)
+def test_every_openai_and_vllm_field_is_honoured_or_refused(model_name, names):
+    from sarathi.entrypoints.openai_server import protocol
+
+    honoured = _fields(getattr(protocol, model_name))
+    unaccounted = [n for n in names if n not in honoured | set(UNSUPPORTED) | ACCEPTED]
+    assert not unaccounted, f"{model_name}: neither honoured nor refused: {unaccounted}"

@@ -73,10 +73,35 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a per-request chat template is not supported (start the server with --chat-template)",
     ),
     "documents": (_unset, "documents are not supported"),
+    "length_penalty": (
+        lambda v: v is None or v == 1,
+        "length_penalty (beam search) is not supported",
+    ),
+    "spaces_between_special_tokens": (
+        lambda v: v is None or v is True,
+        "spaces_between_special_tokens=false is not supported",
+    ),
+    "echo": (_off, "echo on chat completions is not supported"),
+    "priority": (lambda v: v is None or v == 0, "request priorities are not supported"),
+    "return_tokens_as_token_ids": (_off, "return_tokens_as_token_ids is not supported"),
+    "return_token_ids": (_off, "return_token_ids is not supported"),
+    "mm_processor_kwargs": (_unset, "this model takes text only (mm_processor_kwargs)"),
+    "kv_transfer_params": (_unset, "KV-cache transfer is not supported"),
+    "vllm_xargs": (_unset, "vllm_xargs is not supported"),
 }
 
-# OpenAI's fields this server takes and needs nothing for.
-ACCEPTED = frozenset({"metadata", "parallel_tool_calls", "prompt_cache_key", "safety_identifier"})
+# Fields this server takes and needs nothing for: OpenAI's bookkeeping, vLLM's request id
+# and prefix-cache salt (no prefix cache yet), ``parallel_tool_calls`` on /v1/completions.
+ACCEPTED = frozenset(
+    {
+        "metadata",
+        "parallel_tool_calls",
+        "prompt_cache_key",
+        "safety_identifier",
+        "request_id",
+        "cache_salt",
+    }
+)
 
 
 def audit(req: BaseModel, warned: set[str]) -> None:

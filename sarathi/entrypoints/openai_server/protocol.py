@@ -167,6 +167,8 @@ class CompletionRequest(SamplingFields):
     prompt: Prompt
     max_tokens: StrictInt | None = Field(16, ge=1)
     echo: StrictBool = False
+    # vLLM's: whether the tokenizer adds its special tokens (BOS) to a text prompt.
+    add_special_tokens: StrictBool = True
     logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
     suffix: StrictStr | None = None
     best_of: StrictInt | None = Field(None, ge=1, le=MAX_N)
@@ -264,6 +266,8 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
     add_generation_prompt: StrictBool = True
     continue_final_message: StrictBool = False
+    # vLLM's: add the tokenizer's special tokens on top of what the template writes.
+    add_special_tokens: StrictBool = False
 
 
 class TokenizeCompletionRequest(_Request):

@@ -109,7 +109,7 @@ async def create_chat_completion(
         state.chat_template,
         req.add_generation_prompt,
         req.continue_final_message,
-        False,
+        req.add_special_tokens,
         tools,
     )
     asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens

@@ -62,7 +62,7 @@ async def _prompts(state: ServerState, req: CompletionRequest) -> list[_Prompt]:
     out = []
     for item in items:
         if isinstance(item, str):
-            out.append(_Prompt(item, await state.encode(item, "prompt")))
+            out.append(_Prompt(item, await state.encode(item, "prompt", req.add_special_tokens)))
         else:
             out.append(_Prompt(None, list(item)))
     return out
