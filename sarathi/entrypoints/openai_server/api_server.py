@@ -54,6 +54,17 @@ def tool_parser_of(
     return parser_for_template(template if isinstance(template, str) else None)
 
 
+def _warm_grammar_vocabulary(core: LLMEngine) -> None:
+    """Read the vocabulary for structured outputs now (about a second for a large one),
+    not when the first constrained request arrives."""
+    if core.tokenizer is None:
+        return
+    try:
+        _ = core.structured.vocabulary
+    except ValueError as e:  # such requests get this message as a 400
+        logger.warning("structured outputs are unavailable: %s", e)
+
+
 def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> FastAPI:
     """The FastAPI app over ``engine``; its lifespan starts and stops the engine loop."""
     if isinstance(engine, LLMEngine):
@@ -83,7 +94,9 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
+        warm = asyncio.ensure_future(asyncio.to_thread(_warm_grammar_vocabulary, core))
         yield
+        warm.cancel()
         # Joining the loop thread blocks; keep the event loop free while it finishes.
         await asyncio.to_thread(engine.shutdown)
 
