@@ -102,3 +102,19 @@ def test_an_unreachable_hub_id_says_so():
     r = _run("generate", "--model", "gpt2", "--prompt", "hi",
              env_extra={"HF_HUB_OFFLINE": "1"})
     assert r.returncode != 0 and "hub" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_generate_takes_an_output_constraint(tmp_path):
+    import json
+
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "properties": {"ok": {"type": "boolean"}}, '
+                      '"required": ["ok"]}')
+    r = _run("generate", "--prompt", "x", "--json-schema", str(schema), "--temperature", "1",
+             "--json")
+    assert r.returncode == 0, r.stderr
+    text = json.loads(r.stdout.strip().splitlines()[-1])["outputs"][0]["text"]
+    assert isinstance(json.loads(text)["ok"], bool)
+    r = _run("generate", "--prompt", "x", "--regex", "a(b")
+    assert r.returncode == 2 and "invalid regular expression" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from sarathi.entrypoints.cli_args import (
@@ -13,6 +14,7 @@ from sarathi.entrypoints.cli_args import (
     config_from_args,
     sampling_kwargs,
 )
+from sarathi.sampling_params import StructuredOutputs
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -20,7 +22,12 @@ def _generate(args: argparse.Namespace) -> int:
     from sarathi.sampling_params import SamplingParams
 
     config = config_from_args(args)
-    params = SamplingParams(**sampling_kwargs(args))
+    try:
+        constraint = _constraint(args)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    params = SamplingParams(**sampling_kwargs(args), structured_outputs=constraint)
     prompts = list(args.prompt or [])
     if args.prompt_file:
         with open(args.prompt_file, encoding="utf-8") as f:
@@ -35,6 +42,12 @@ def _generate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if constraint is not None:
+        try:
+            llm.engine.structured.compile(constraint)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if params.max_tokens is not None:
         # As the server answers: a completion that cannot fit is refused, not cut short.
         context = llm.engine.max_seq_len
@@ -76,6 +89,31 @@ def _generate(args: argparse.Namespace) -> int:
             if len(outputs) > 1 or len(out.outputs) > 1:
                 print("-" * 40)
     return 1 if any(o.error for o in outputs) else 0
+
+
+def _constraint(args: argparse.Namespace) -> StructuredOutputs | None:
+    """The --json-schema / --regex / --choice / --grammar constraint (at most one)."""
+    given = {
+        name: value
+        for name, value in (
+            ("json", args.json_schema),
+            ("regex", args.regex),
+            ("choice", args.choice),
+            ("grammar", args.grammar),
+        )
+        if value is not None
+    }
+    if not given:
+        return None
+    if len(given) > 1:
+        raise ValueError("give one of --json-schema, --regex, --choice and --grammar")
+    ((name, value),) = given.items()
+    if name in ("json", "grammar") and os.path.isfile(value):
+        with open(value, encoding="utf-8") as f:
+            value = f.read()
+    if name == "choice":
+        value = tuple(value)
+    return StructuredOutputs(**{name: value})
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -122,6 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt-file", help="File with one prompt per line.")
     gen.add_argument("--echo", action="store_true", help="Print the prompt before each output.")
     gen.add_argument("--json", action="store_true", help="Print one JSON object per prompt.")
+    constrain = gen.add_argument_group(
+        "structured output options", "Constrain every output (docs/structured-outputs.md)."
+    )
+    constrain.add_argument(
+        "--json-schema", metavar="SCHEMA", help="A JSON schema, or a file holding one."
+    )
+    constrain.add_argument("--regex", help="A regular expression the whole output matches.")
+    constrain.add_argument(
+        "--choice", action="append", help="One of the allowed outputs (repeatable)."
+    )
+    constrain.add_argument("--grammar", help="A Lark or GBNF grammar, or a file holding one.")
     add_engine_args(gen)
     add_sampling_args(gen)
     gen.set_defaults(func=_generate)
