@@ -9,8 +9,8 @@
     collect(inflight) -> StepResult
 
 The runner keeps what it must remember between steps for each sequence (its KV slot, its
-sampling generator, the tokens seen so far where penalties need them), so the scheduler's
-message per step stays small. Host work per step is array operations over the batch plus
+sampling generator, the tokens seen so far where penalties or bad words need them), so the
+scheduler's message per step stays small. Host work per step is array operations over the batch plus
 Python only for what changed (new slots, blocks to map, prefill chunks, rare options).
 """
 
@@ -54,7 +54,8 @@ class SeqState:
     params: SamplingParams
     prompt_len: int
     generator: torch.Generator | None
-    history: list[int] | None  # every token fed so far; kept only where penalties read it
+    # Every token fed so far; kept only where sampling reads it (SamplingParams.needs_history).
+    history: list[int] | None
     slot: int | None = None
     # The slot it had when it was preempted: a placeholder fed right after the preemption
     # (a recompute) reads the token sampled there.
@@ -242,7 +243,7 @@ class ModelRunner:
             if new.seed is not None:
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed(new.seed)
-            history: list[int] | None = [] if new.params.has_penalties else None
+            history: list[int] | None = [] if new.params.needs_history else None
             self.states[new.seq_id] = SeqState(new.params, new.prompt_len, gen, history)
 
     def _release(self, seq_id: int) -> None:
@@ -361,7 +362,7 @@ class ModelRunner:
         self, step: StepInput, s_slots: np.ndarray, dpos: np.ndarray, chunk_rows: list[int]
     ) -> list[SpecialRow]:
         """Rows with a seed or logits they change (penalties, min_tokens, a logit bias,
-        allowed token ids): the sampler treats them one by one."""
+        allowed token ids, bad words): the sampler treats them one by one."""
         rows = np.flatnonzero(self.options.special[s_slots])
         if not len(rows):
             return []

@@ -29,6 +29,7 @@ MAX_SEQUENCES = 128  # prompts x n
 MAX_STOP = 16
 MAX_STOP_LEN = 256
 MAX_LOGPROBS = 20
+MAX_BAD_WORDS = 128
 MAX_MESSAGES = 1024
 
 TokenId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
@@ -151,6 +152,8 @@ class SamplingFields(_Request):
     allowed_token_ids: Annotated[list[TokenId], Field(min_length=1, max_length=1 << 20)] | None = (
         None
     )
+    # vLLM's: words never generated (each as written and after a space, as tokens).
+    bad_words: Annotated[list[StopStr], Field(max_length=MAX_BAD_WORDS)] | None = None
     # Structured outputs: OpenAI's response_format, vLLM's structured_outputs and its older
     # guided_* fields (one of them per request).
     response_format: ResponseFormat | None = None

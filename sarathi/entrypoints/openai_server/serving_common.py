@@ -242,6 +242,7 @@ def sampling_params(
             n=req.n,
             logit_bias=logit_bias,
             allowed_token_ids=req.allowed_token_ids,
+            bad_words=req.bad_words,
             stop=req.stop,
             stop_token_ids=req.stop_token_ids or [],
             max_tokens=max_tokens,

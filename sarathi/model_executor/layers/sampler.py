@@ -1,7 +1,7 @@
 """Turn logits into next tokens, every row with its own options, vectorised across the batch.
 
 Order of operations: raw log-probabilities (reported as ``logprobs``) -> allowed token ids,
-logit bias, min_tokens masking -> repetition / presence / frequency penalties -> grammar
+logit bias, min_tokens masking, bad words -> repetition / presence / frequency penalties -> grammar
 masks (structured outputs) -> greedy argmax, or temperature, top-k, top-p, min-p and a
 draw. A draw uses the exponential race (argmax of p / E, E ~ Exp(1)),
 so a request with a seed draws its noise from its own generator and gets the same tokens
@@ -11,7 +11,8 @@ The options live per KV slot on the device (``SlotOptions``), written once when 
 sequence takes a slot; a step gathers its rows' options by slot there. The host only looks
 at its copy of the options to skip what no row asks for: no sort unless a row asks for
 top-k or top-p, no softmax for an all-greedy batch, no per-row work except for the rare
-rows with a seed, penalties, min_tokens, a logit bias, allowed token ids or logprobs.
+rows with a seed, penalties, min_tokens, a logit bias, allowed token ids, bad words or
+logprobs.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from sarathi.sampling_params import SamplingParams
 @dataclass
 class SpecialRow:
     """A row with options that need per-row work (a seed, or logits it changes: penalties,
-    min_tokens, logit_bias, allowed_token_ids)."""
+    min_tokens, logit_bias, allowed_token_ids, bad_words)."""
 
     row: int
     params: SamplingParams
     generator: torch.Generator | None
-    history: list[int] | None  # prompt + generated tokens so far (penalties only)
+    # Prompt + generated tokens so far (penalties and multi-token bad words only).
+    history: list[int] | None
     prompt_len: int
     ban_eos: bool  # min_tokens not reached yet
 
@@ -156,8 +158,8 @@ class Sampler:
 
     # -- steps -----------------------------------------------------------------------------
     def _special_rows(self, logits: torch.Tensor, rows: list[SpecialRow]) -> torch.Tensor:
-        """allowed_token_ids, logit_bias, min_tokens masking and penalties, row by row (rare
-        rows only)."""
+        """allowed_token_ids, logit_bias, min_tokens masking, bad words and penalties, row by
+        row (rare rows only)."""
         logits = logits.clone()
         vocab = logits.shape[-1]
         for r in rows:
@@ -176,6 +178,14 @@ class Sampler:
                 )
             if r.ban_eos:
                 banned = list(p.stop_token_ids) + ([] if p.ignore_eos else self.eos_ids)
+                if banned:
+                    row[_to_device(banned, torch.long, row.device)] = float("-inf")
+            if p.bad_words_token_ids:
+                banned = [
+                    t
+                    for t in _bad_word_bans(p.bad_words_token_ids, r.history, r.prompt_len)
+                    if t < vocab
+                ]
                 if banned:
                     row[_to_device(banned, torch.long, row.device)] = float("-inf")
             if r.history is None:
@@ -224,6 +234,22 @@ class Sampler:
         if greedy is not None:
             sampled = torch.where(greedy, logits.argmax(dim=-1), sampled)
         return sampled
+
+
+def _bad_word_bans(words: list[list[int]], history: list[int] | None, prompt_len: int) -> list[int]:
+    """The tokens that would complete a bad word now: a one-token word's token always, a
+    longer word's last token when the tokens generated just before it are the word's others
+    (``history`` is kept whenever a word is longer than one token)."""
+    bans = []
+    for word in words:
+        head = word[:-1]
+        if head:
+            assert history is not None
+            start = len(history) - len(head)
+            if start < prompt_len or history[start:] != head:
+                continue
+        bans.append(word[-1])
+    return bans
 
 
 def _logprobs(
