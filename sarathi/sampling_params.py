@@ -85,6 +85,9 @@ class SamplingParams:
     min_tokens: int = 0
     ignore_eos: bool = False
     logprobs: int | None = None
+    # vLLM's: the log-probability, rank and top-k alternatives of every prompt token given
+    # those before it (RequestOutput.prompt_logprobs; the first token has none).
+    prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     # Added to the logits of these token ids before sampling (OpenAI's -100..100; -100 bans).
@@ -161,8 +164,14 @@ class SamplingParams:
             raise bad("min_tokens", "must be an integer >= 0")
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise bad("min_tokens", f"must not exceed max_tokens ({self.max_tokens})")
-        if self.logprobs is not None and not (0 <= self.logprobs <= _MAX_LOGPROBS):
-            raise bad("logprobs", f"must be in [0, {_MAX_LOGPROBS}]")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 0 <= value <= _MAX_LOGPROBS
+            ):
+                raise bad(name, f"must be an integer in [0, {_MAX_LOGPROBS}]")
         if self.seed is not None and not isinstance(self.seed, int):
             raise bad("seed", "must be an integer")
         if any(not isinstance(s, str) or not s for s in self.stop_list):

@@ -289,7 +289,7 @@ class LLMEngine:
             return []
         launched, self._inflight = self._inflight, None
         result = self.executor.collect(launched.handle)
-        if not launched.sampled:
+        if not launched.sampled and not result.prompt_logprobs:
             return []
         if self.structured:
             self.structured.accept(launched.sampled, result.token_ids)

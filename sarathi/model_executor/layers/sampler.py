@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sarathi.core.scheduler_output import StepResult, TokenLogprobs, TokenMasks
+from sarathi.core.scheduler_output import PromptLogprobs, StepResult, TokenLogprobs, TokenMasks
 from sarathi.sampling_params import SamplingParams
 
 
@@ -58,6 +58,25 @@ class PendingSample:
     done: torch.cuda.Event | None
     raw: torch.Tensor | None  # log-probabilities, where any row asked for them
     want: np.ndarray | None  # [S] top-k logprobs asked per row (-1: none), when raw is set
+
+
+@dataclass
+class PendingPromptLogprobs:
+    """A step's prompt logprobs, on the device until the step is collected."""
+
+    raw: torch.Tensor  # [R, vocab] log-probabilities of the rows that score prompt tokens
+    targets: torch.Tensor  # [R] the prompt token after each row
+    top: np.ndarray  # [R] top-k asked per row
+    spans: list[tuple[int, int, int]]  # (seq id, first position scored, rows) per chunk
+
+    def finish(self) -> list[PromptLogprobs]:
+        entries = _scored(self.raw, self.targets, self.top)
+        out = []
+        first = 0
+        for seq_id, start, rows in self.spans:
+            out.append(PromptLogprobs(seq_id, start, entries[first : first + rows]))
+            first += rows
+        return out
 
 
 class SlotOptions:
@@ -255,23 +274,29 @@ def _bad_word_bans(words: list[list[int]], history: list[int] | None, prompt_len
 def _logprobs(
     raw: torch.Tensor, tokens: torch.Tensor, want: np.ndarray
 ) -> list[TokenLogprobs | None]:
+    """Logprobs of the sampled rows; None for the rows that did not ask (``want`` < 0)."""
+    scored = _scored(raw, tokens, np.maximum(want, 0))
+    return [None if n < 0 else lp for lp, n in zip(scored, want.tolist(), strict=True)]
+
+
+def _scored(raw: torch.Tensor, tokens: torch.Tensor, top: np.ndarray) -> list[TokenLogprobs]:
+    """Each row's token's log-probability and rank (1 = most likely), and the row's
+    ``top[i]`` most likely tokens."""
     chosen = raw.gather(1, tokens.unsqueeze(1)).squeeze(1)
     ranks = (raw > chosen.unsqueeze(1)).sum(dim=-1) + 1
-    k = int(want.max())
+    k = int(top.max(initial=0))
     top_vals: list[list[float]] = []
     top_ids: list[list[int]] = []
     if k > 0:
         vals, ids = raw.topk(k, dim=-1)
         top_vals, top_ids = vals.tolist(), ids.tolist()
     chosen_l, ranks_l = chosen.tolist(), ranks.tolist()
-    out: list[TokenLogprobs | None] = []
-    for i, n in enumerate(want.tolist()):
-        if n < 0:
-            out.append(None)
-            continue
-        top = [(top_ids[i][j], top_vals[i][j], j + 1) for j in range(n)]
-        out.append(TokenLogprobs(chosen_l[i], ranks_l[i], top))
-    return out
+    return [
+        TokenLogprobs(
+            chosen_l[i], ranks_l[i], [(top_ids[i][j], top_vals[i][j], j + 1) for j in range(n)]
+        )
+        for i, n in enumerate(top.tolist())
+    ]
 
 
 def apply_token_masks(logits: torch.Tensor, masks: TokenMasks) -> torch.Tensor:
