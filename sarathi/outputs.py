@@ -49,3 +49,6 @@ class RequestOutput:
     error: str | None = None  # set when the request failed (e.g. prompt too long)
     num_cached_tokens: int = 0
     extra: dict = field(default_factory=dict)
+    # Where asked (SamplingParams.prompt_logprobs), per prompt position: the prompt token's
+    # Logprob and its top alternatives; None at position 0, which nothing predicts.
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None

@@ -85,6 +85,9 @@ class SamplingParams:
     min_tokens: int = 0
     ignore_eos: bool = False
     logprobs: int | None = None
+    # vLLM's: the log-probability, rank and top-k alternatives of every prompt token given
+    # those before it (RequestOutput.prompt_logprobs; the first token has none).
+    prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     # Added to the logits of these token ids before sampling (OpenAI's -100..100; -100 bans).
@@ -93,6 +96,12 @@ class SamplingParams:
     allowed_token_ids: list[int] | None = None
     # Constrained decoding: the output must match this (structured_output/).
     structured_outputs: StructuredOutputs | None = None
+    # vLLM's: words the output must never contain as tokens (see ``bad_words_token_ids``).
+    bad_words: list[str] | None = None
+    # Each bad word as token ids, as written and after a space; set by the engine from its
+    # tokenizer when the request is added. A one-token word is banned at every step; a longer
+    # one's last token is banned right after the tokens before it were generated.
+    bad_words_token_ids: list[list[int]] = field(default_factory=list, init=False, repr=False)
     stop_list: list[str] = field(init=False, repr=False)
     # Characters of streamed text held back: the longest stop string but one.
     stop_hold: int = field(init=False, repr=False)
@@ -155,8 +164,14 @@ class SamplingParams:
             raise bad("min_tokens", "must be an integer >= 0")
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise bad("min_tokens", f"must not exceed max_tokens ({self.max_tokens})")
-        if self.logprobs is not None and not (0 <= self.logprobs <= _MAX_LOGPROBS):
-            raise bad("logprobs", f"must be in [0, {_MAX_LOGPROBS}]")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 0 <= value <= _MAX_LOGPROBS
+            ):
+                raise bad(name, f"must be an integer in [0, {_MAX_LOGPROBS}]")
         if self.seed is not None and not isinstance(self.seed, int):
             raise bad("seed", "must be an integer")
         if any(not isinstance(s, str) or not s for s in self.stop_list):
@@ -189,6 +204,11 @@ class SamplingParams:
             self.structured_outputs, StructuredOutputs
         ):
             raise bad("structured_outputs", "must be a StructuredOutputs")
+        if self.bad_words is not None and (
+            not isinstance(self.bad_words, (list, tuple))
+            or any(not isinstance(w, str) or not w for w in self.bad_words)
+        ):
+            raise bad("bad_words", "must be a list of non-empty strings")
 
     @property
     def greedy(self) -> bool:
@@ -202,7 +222,14 @@ class SamplingParams:
             or self.min_tokens > 0
             or bool(self.logit_bias)
             or self.allowed_token_ids is not None
+            or bool(self.bad_words_token_ids)
         )
+
+    @property
+    def needs_history(self) -> bool:
+        """Whether sampling reads the exact tokens so far: penalties, and bad words of more
+        than one token (their last token is banned only after the others)."""
+        return self.has_penalties or any(len(w) > 1 for w in self.bad_words_token_ids)
 
     @property
     def has_penalties(self) -> bool:

@@ -148,7 +148,13 @@ class Scheduler:
             start = seq.num_computed
             tokens = seq.token_ids[start : start + n]
             inp.chunks.append(
-                ScheduledChunk(seq.seq_id, start, tokens, start + n == len(seq.token_ids))
+                ScheduledChunk(
+                    seq.seq_id,
+                    start,
+                    tokens,
+                    start + n == len(seq.token_ids),
+                    *_prompt_logprobs(seq, start, n),
+                )
             )
         return step
 
@@ -270,6 +276,18 @@ class Scheduler:
 
 def _arrival(seq: Sequence) -> tuple[float, int]:
     return (seq.request.arrival_time, seq.seq_id)
+
+
+def _prompt_logprobs(seq: Sequence, start: int, n: int) -> tuple[int | None, int | None]:
+    """What a chunk asks of prompt logprobs: the top-k, and the prompt token after the chunk
+    (``ScheduledChunk``). Only a request's first sequence computes them (its siblings share
+    the prompt), and only before its first sample (a recompute after a preemption would
+    repeat them; the output processor keeps the first of each position)."""
+    k, prompt_len = seq.params.prompt_logprobs, seq.prompt_len
+    if k is None or seq.index != 0 or start >= prompt_len - 1 or len(seq.token_ids) > prompt_len:
+        return None, None
+    end = start + n
+    return k, seq.token_ids[end] if end < prompt_len else None
 
 
 def _seed(seq: Sequence) -> int | None:

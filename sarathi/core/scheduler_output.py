@@ -34,6 +34,12 @@ class ScheduledChunk:
     start: int  # position of the first token of the chunk
     token_ids: list[int]
     sample: bool  # the chunk ends at the sequence's last token: sample the next one
+    # Prompt logprobs asked of this chunk's rows (top-k; None: not asked): each row's
+    # log-probability of the prompt token after it, up to the prompt's last token.
+    prompt_logprobs: int | None = None
+    # The prompt token after the chunk's last, when the chunk asks prompt logprobs and ends
+    # before the prompt's last token (the next chunk's first token).
+    next_prompt_token: int | None = None
 
 
 @dataclass
@@ -84,7 +90,19 @@ class TokenLogprobs:
 
 
 @dataclass
+class PromptLogprobs:
+    """Logprobs of prompt tokens from one chunk: ``logprobs[i]`` is the prompt token at
+    position ``start + i`` given the tokens before it."""
+
+    seq_id: int
+    start: int
+    logprobs: list[TokenLogprobs]
+
+
+@dataclass
 class StepResult:
     token_ids: list[int]  # in sampling order
     # Per sampled row, where its sequence asked for logprobs; None when no row did.
     logprobs: list[TokenLogprobs | None] | None = None
+    # Per chunk that asked for prompt logprobs, in the step's order; None when none did.
+    prompt_logprobs: list[PromptLogprobs] | None = None

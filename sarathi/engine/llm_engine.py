@@ -11,15 +11,17 @@ the host: each sequence sampled by step N gets a PENDING_TOKEN placeholder, whic
 runner fills on the device from step N's ids, and the host processes step N while the GPU
 runs step N+1. A sequence that stopped at step N (EOS, a stop string) computes one more
 token in step N+1, which is dropped. Length limits are known ahead, so such a sequence is
-not scheduled again. Steps that sample with penalties need the exact history and collect
-step N first. Steps with grammar-constrained rows (structured outputs) launch N+1's forward
-alone, process step N, compute N+1's grammar masks while that forward runs, then queue
-N+1's sampling. Without overlap each step is collected as soon as it is launched.
+not scheduled again. Steps that sample with penalties or multi-token bad words need the
+exact history and collect step N first. Steps with grammar-constrained rows (structured
+outputs) launch N+1's forward alone, process step N, compute N+1's grammar masks while that
+forward runs, then queue N+1's sampling. Without overlap each step is collected as soon as
+it is launched.
 """
 
 from __future__ import annotations
 
 import collections.abc
+import copy
 import itertools
 import logging
 import time
@@ -145,11 +147,18 @@ class LLMEngine:
         """Queue a request. ``final_only``: ``step()`` returns its output once, when it
         finishes, instead of a snapshot at every step (what offline generation reads)."""
         params = params or SamplingParams()
-        if self.tokenizer is None and (isinstance(prompt, str) or params.stop_list):
+        if self.tokenizer is None and (
+            isinstance(prompt, str) or params.stop_list or params.bad_words
+        ):
             raise RequestError(
                 "this engine runs without a tokenizer (--skip-tokenizer-init): prompts must be "
-                "token ids, and stop strings cannot be matched"
+                "token ids, and stop strings and bad_words cannot be matched"
             )
+        if params.bad_words:
+            # A copy: the caller's params may serve other requests (and other tokenizers).
+            words = params.bad_words
+            params = copy.copy(params)
+            params.bad_words_token_ids = bad_words_token_ids(words, self.tokenizer)
         if isinstance(prompt, str):
             text, ids = prompt, self.tokenizer.encode(prompt)
         else:
@@ -219,8 +228,9 @@ class LLMEngine:
                 self.executor.collect(self.executor.launch(plan.input))  # frees slots
         else:
             outputs = []
-            if self._inflight is not None and _samples_with_penalties(plan):
-                outputs = self._collect()  # penalties read every earlier token's value
+            if self._inflight is not None and _needs_history(plan):
+                # Penalties and multi-token bad words read every earlier token's value.
+                outputs = self._collect()
                 _fill_placeholders(plan)
             launched = self._launch(plan)
             outputs += self._collect()  # the previous step, processed while this one runs
@@ -279,7 +289,7 @@ class LLMEngine:
             return []
         launched, self._inflight = self._inflight, None
         result = self.executor.collect(launched.handle)
-        if not launched.sampled:
+        if not launched.sampled and not result.prompt_logprobs:
             return []
         if self.structured:
             self.structured.accept(launched.sampled, result.token_ids)
@@ -331,10 +341,22 @@ class LLMEngine:
         self.executor.shutdown()
 
 
-def _samples_with_penalties(plan: SchedulerStep) -> bool:
-    return any(s.params.has_penalties for s in plan.decodes) or any(
-        s.params.has_penalties for s, _ in plan.chunks
+def _needs_history(plan: SchedulerStep) -> bool:
+    return any(s.params.needs_history for s in plan.decodes) or any(
+        s.params.needs_history for s, _ in plan.chunks
     )
+
+
+def bad_words_token_ids(words: list[str], tokenizer: Any) -> list[list[int]]:
+    """Each word's token ids as written and as a word after a space (vLLM's two variants:
+    tokenizers spell a word differently at the start of a text and after a space)."""
+    out: list[list[int]] = []
+    for word in words:
+        for text in (word, " " + word.lstrip()):
+            ids = list(tokenizer.encode(text, add_special_tokens=False))
+            if ids and ids not in out:
+                out.append(ids)
+    return out
 
 
 def _fill_placeholders(plan: SchedulerStep) -> None:

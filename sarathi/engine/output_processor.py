@@ -5,6 +5,10 @@ placeholder (or appends), records logprobs, extends the text where text is neede
 checks the stops (EOS, stop token ids, stop strings across token boundaries, max_tokens,
 the context). The sequences that stopped are handed back for the scheduler to release.
 
+Prompt logprobs arrive chunk by chunk, possibly over several steps, and are assembled in
+order; a request that asked for them gets no output until they are complete, so every
+output of it carries all of them.
+
 Text is built incrementally only where it is read while the request runs: streamed
 requests and requests with stop strings. An offline request without stop strings
 (``final_only``) is detokenized once, when it finishes, by the same windowed algorithm, so
@@ -17,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sarathi.core.scheduler_output import StepResult
+from sarathi.core.scheduler_output import PromptLogprobs, StepResult, TokenLogprobs
 from sarathi.engine.stats import EngineStats
 from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
 from sarathi.sequence import Request, Sequence
@@ -39,6 +43,9 @@ class SequenceOutput:
     stop_reason: int | str | None = None
     emitted_text_len: int = 0  # chars of text already reported to the caller
     emitted_tokens: int = 0
+    # The request's prompt logprobs so far, on its first sequence where they were asked
+    # (position 0 has none).
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None
 
 
 @dataclass
@@ -64,6 +71,8 @@ class OutputProcessor:
         self.stats = stats
         self._patch = patch
         self._seqs: dict[int, SequenceOutput] = {}
+        # First sequence's id -> its request, for requests that asked for prompt logprobs.
+        self._scorers: dict[int, Request] = {}
 
     def add(self, req: Request) -> None:
         p = req.params
@@ -78,10 +87,15 @@ class OutputProcessor:
             self._seqs[seq.seq_id] = SequenceOutput(
                 detok, logprobs=[] if p.logprobs is not None else None
             )
+        if p.prompt_logprobs is not None:
+            first = req.seqs[0].seq_id
+            self._seqs[first].prompt_logprobs = [None]
+            self._scorers[first] = req
 
     def forget(self, req: Request) -> None:
         for seq in req.seqs:
             self._seqs.pop(seq.seq_id, None)
+        self._scorers.pop(req.seqs[0].seq_id, None)
 
     # -- one step ----------------------------------------------------------------------------
     def process(
@@ -91,6 +105,8 @@ class OutputProcessor:
         now = time.monotonic() if now is None else now
         outcome = StepOutcome()
         touched: dict[str, Request] = {}
+        for chunk in result.prompt_logprobs or ():
+            self._add_prompt_logprobs(chunk)
         logprobs = result.logprobs
         states = self._seqs
         kept = 0
@@ -114,17 +130,14 @@ class OutputProcessor:
                 lp = logprobs[i]
                 if lp is not None:
                     out.cumulative_logprob += lp.logprob
-                    entry = {token: Logprob(lp.logprob, lp.rank)}
-                    for tid, value, rank in lp.top:
-                        entry.setdefault(tid, Logprob(value, rank))
-                    out.logprobs.append(entry)
+                    out.logprobs.append(_entry(token, lp))
             if self._check_stop(seq, out, token, index):
                 outcome.stopped.append(seq)
             touched[req.request_id] = req
         self.stats.generation_tokens += kept
         for req in touched.values():
             finished = self._done(req)
-            if req.final_only and not finished:
+            if not finished and (req.final_only or not self._prompt_scored(req)):
                 continue
             if finished:
                 req.metrics.finished_time = now
@@ -132,6 +145,22 @@ class OutputProcessor:
                     self._count_base_tokens(req, self._patch)
             outcome.outputs.append(self.make_output(req, finished))
         return outcome
+
+    def _add_prompt_logprobs(self, chunk: PromptLogprobs) -> None:
+        req = self._scorers.get(chunk.seq_id)
+        if req is None:  # aborted while its step ran
+            return
+        have = self._seqs[chunk.seq_id].prompt_logprobs
+        assert have is not None and chunk.start <= len(have), "prompt logprobs out of order"
+        prompt = req.prompt_token_ids
+        # A recompute after a preemption scores positions already here again: keep the first.
+        for pos in range(len(have), chunk.start + len(chunk.logprobs)):
+            have.append(_entry(prompt[pos], chunk.logprobs[pos - chunk.start]))
+
+    def _prompt_scored(self, req: Request) -> bool:
+        """Its prompt logprobs are complete (or were not asked for)."""
+        have = self._seqs[req.seqs[0].seq_id].prompt_logprobs
+        return have is None or len(have) == len(req.prompt_token_ids)
 
     def _done(self, req: Request) -> bool:
         """Every sequence has its finish reason (the scheduler releases them afterwards)."""
@@ -216,8 +245,22 @@ class OutputProcessor:
                 )
             )
         return RequestOutput(
-            req.request_id, req.prompt, req.prompt_token_ids, outs, finished, req.metrics
+            req.request_id,
+            req.prompt,
+            req.prompt_token_ids,
+            outs,
+            finished,
+            req.metrics,
+            prompt_logprobs=self._seqs[req.seqs[0].seq_id].prompt_logprobs,
         )
+
+
+def _entry(token: int, lp: TokenLogprobs) -> dict[int, Logprob]:
+    """vLLM's logprobs entry of one position: the token's, then its top alternatives."""
+    entry = {token: Logprob(lp.logprob, lp.rank)}
+    for tid, value, rank in lp.top:
+        entry.setdefault(tid, Logprob(value, rank))
+    return entry
 
 
 def _find_stop(text: str, prev_len: int, stops: list[str]) -> tuple[int, str] | None:

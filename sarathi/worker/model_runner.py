@@ -9,9 +9,11 @@
     collect(inflight) -> StepResult
 
 The runner keeps what it must remember between steps for each sequence (its KV slot, its
-sampling generator, the tokens seen so far where penalties need them), so the scheduler's
-message per step stays small. Host work per step is array operations over the batch plus
-Python only for what changed (new slots, blocks to map, prefill chunks, rare options).
+sampling generator, the tokens seen so far where penalties or bad words need them), so the
+scheduler's message per step stays small. Host work per step is array operations over the
+batch plus Python only for what changed (new slots, blocks to map, prefill chunks, rare
+options). A step with chunks that ask for prompt logprobs runs eagerly and also scores
+those chunks' rows (``_forward_scoring_prompts``); every other step is unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
 from sarathi.model_executor.attention.metadata import ChunkTable, prefill_block_m
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 from sarathi.model_executor.layers.sampler import (
+    PendingPromptLogprobs,
     PendingSample,
     SampleBatch,
     Sampler,
@@ -54,11 +57,24 @@ class SeqState:
     params: SamplingParams
     prompt_len: int
     generator: torch.Generator | None
-    history: list[int] | None  # every token fed so far; kept only where penalties read it
+    # Every token fed so far; kept only where sampling reads it (SamplingParams.needs_history).
+    history: list[int] | None
     slot: int | None = None
     # The slot it had when it was preempted: a placeholder fed right after the preemption
     # (a recompute) reads the token sampled there.
     prev_slot: int = 0
+
+
+@dataclass
+class PromptRows:
+    """A chunk's rows that score prompt tokens (prompt logprobs): row ``first_row + i`` of the
+    step scores ``targets[i]``, the prompt token at position ``start + i``."""
+
+    seq_id: int
+    first_row: int
+    start: int
+    targets: list[int]
+    top: int
 
 
 @dataclass
@@ -73,6 +89,7 @@ class HostBatch:
     num_tiles: int
     has_pending: bool
     special: list[SpecialRow] = field(default_factory=list)
+    prompt_rows: list[PromptRows] = field(default_factory=list)
     views: dict[str, torch.Tensor] = field(default_factory=dict)  # the arrays on the device
 
     @property
@@ -87,6 +104,7 @@ class InflightBatch:
     pending: PendingSample | None  # None: nothing sampled (or a rank that does not sample)
     # A step launched with ``masks_follow``: its logits and rows, waiting for ``sample``.
     unsampled: tuple[torch.Tensor, SampleBatch] | None = None
+    prompt: PendingPromptLogprobs | None = None  # where chunks asked for prompt logprobs
 
 
 class ModelRunner:
@@ -190,16 +208,19 @@ class ModelRunner:
         batch = self.prepare(step)
         if batch is None:
             return InflightBatch(None)
-        logits = self._forward(batch)
+        if batch.prompt_rows:
+            logits, prompt = self._forward_scoring_prompts(batch)
+        else:
+            logits, prompt = self._forward(batch), None
         if logits is None:  # a tensor-parallel rank other than the sampling one
             return InflightBatch(None)
         sample = SampleBatch(
             batch.views["sample_slots"], batch.arrays["sample_slots"], batch.special
         )
         if step.masks_follow:
-            return InflightBatch(None, (logits, sample))
+            return InflightBatch(None, (logits, sample), prompt)
         sample.masks = step.token_masks
-        return InflightBatch(self.sampler.launch(logits, sample))
+        return InflightBatch(self.sampler.launch(logits, sample), prompt=prompt)
 
     @torch.inference_mode()
     def sample(self, inflight: InflightBatch, masks: TokenMasks | None) -> InflightBatch:
@@ -208,7 +229,7 @@ class ModelRunner:
             return inflight
         logits, sample = inflight.unsampled
         sample.masks = masks
-        return InflightBatch(self.sampler.launch(logits, sample))
+        return InflightBatch(self.sampler.launch(logits, sample), prompt=inflight.prompt)
 
     def prepare(self, step: StepInput) -> HostBatch | None:
         """All host work of a step before the forward: bookkeeping, slots and KV blocks,
@@ -224,8 +245,12 @@ class ModelRunner:
 
     def collect(self, inflight: InflightBatch) -> StepResult:
         if inflight.pending is None:
-            return StepResult([])
-        return self.sampler.finish(inflight.pending)
+            result = StepResult([])
+        else:
+            result = self.sampler.finish(inflight.pending)
+        if inflight.prompt is not None:
+            result.prompt_logprobs = inflight.prompt.finish()
+        return result
 
     def execute(self, step: StepInput) -> StepResult:
         return self.collect(self.launch(step))
@@ -242,7 +267,7 @@ class ModelRunner:
             if new.seed is not None:
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed(new.seed)
-            history: list[int] | None = [] if new.params.has_penalties else None
+            history: list[int] | None = [] if new.params.needs_history else None
             self.states[new.seq_id] = SeqState(new.params, new.prompt_len, gen, history)
 
     def _release(self, seq_id: int) -> None:
@@ -286,6 +311,7 @@ class ModelRunner:
         tile_block: list[np.ndarray] = []
         sample_rows: list[int] = []
         sample_slots: list[int] = []
+        prompt_rows: list[PromptRows] = []
         row = nd
         for c in step.chunks:
             st = states[c.seq_id]
@@ -303,6 +329,8 @@ class ModelRunner:
             tile_chunk.append(np.full(blocks, len(prefills), dtype=np.int64))
             tile_block.append(np.arange(blocks, dtype=np.int64))
             prefills.append((slot, c.start, n))
+            if c.prompt_logprobs is not None:
+                prompt_rows.append(_prompt_rows(c, row, st.prompt_len, c.prompt_logprobs))
             row += n
             if c.sample:
                 sample_rows.append(row - 1)
@@ -343,6 +371,7 @@ class ModelRunner:
             has_pending,
         )
         batch.special = self._special_rows(step, s_slots, dpos, sample_rows)
+        batch.prompt_rows = prompt_rows
         return batch
 
     def _chunk_tokens(self, c: ScheduledChunk, st: SeqState) -> list[int]:
@@ -361,7 +390,7 @@ class ModelRunner:
         self, step: StepInput, s_slots: np.ndarray, dpos: np.ndarray, chunk_rows: list[int]
     ) -> list[SpecialRow]:
         """Rows with a seed or logits they change (penalties, min_tokens, a logit bias,
-        allowed token ids): the sampler treats them one by one."""
+        allowed token ids, bad words): the sampler treats them one by one."""
         rows = np.flatnonzero(self.options.special[s_slots])
         if not len(rows):
             return []
@@ -420,7 +449,6 @@ class ModelRunner:
     def _forward(self, batch: HostBatch) -> torch.Tensor | None:
         """Logits of the sampled rows (None on a rank that does not sample): a graph
         replay where one fits the step, else eagerly."""
-        a, views = batch.arrays, batch.views
         g = self.graphs
         if g is not None and self.buffers.capacity.fits(self._shape(batch)):
             if not batch.prefills:
@@ -437,6 +465,43 @@ class ModelRunner:
                 )
                 if mixed is not None:
                     return self.model.compute_logits(g.replay_mixed(mixed, batch.num_samples))
+        hidden = self._run_model(batch)
+        return self.model.compute_logits(hidden[batch.views["sample_idx"]])
+
+    def _forward_scoring_prompts(
+        self, batch: HostBatch
+    ) -> tuple[torch.Tensor | None, PendingPromptLogprobs | None]:
+        """Logits of the sampled rows, and the log-probabilities of the rows that score
+        prompt tokens (None, None on a rank that does not sample). Always eager: the graphs
+        compute the sampled rows' logits only, and steps that score prompts are rare. The
+        scoring rows' logits (a chunk's worth at most) fit the activation room the worker
+        leaves."""
+        hidden = self._run_model(batch)
+        logits = self.model.compute_logits(hidden[batch.views["sample_idx"]])
+        rows = batch.prompt_rows
+        dev = load_once(
+            {
+                "rows": np.concatenate(
+                    [np.arange(r.first_row, r.first_row + len(r.targets)) for r in rows]
+                ),
+                "targets": np.concatenate([np.asarray(r.targets) for r in rows]),
+            },
+            self.device,
+        )
+        # On every rank: the LM head gathers its vocabulary slices collectively.
+        scored = self.model.compute_logits(hidden[dev["rows"]])
+        if logits is None or scored is None:
+            return None, None
+        return logits, PendingPromptLogprobs(
+            torch.log_softmax(scored, dim=-1),
+            dev["targets"],
+            np.concatenate([np.full(len(r.targets), r.top, dtype=np.int64) for r in rows]),
+            [(r.seq_id, r.start, len(r.targets)) for r in rows],
+        )
+
+    def _run_model(self, batch: HostBatch) -> torch.Tensor:
+        """The model over every row of the step, eagerly: hidden states [tokens, hidden]."""
+        a, views = batch.arrays, batch.views
         chunks = None
         if batch.prefills:
             chunks = ChunkTable(
@@ -460,8 +525,7 @@ class ModelRunner:
         ids = views["ids"]
         if batch.has_pending:
             ids = resolve_pending(ids, self.last_token)
-        hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
-        return self.model.compute_logits(hidden[views["sample_idx"]])
+        return self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
 
     def forward_logits(self, token_ids: list[int]) -> torch.Tensor | None:
         """Logits of every position of one prompt (no sampling); for tests and evaluation.
@@ -491,6 +555,17 @@ class ModelRunner:
                 return self.model.compute_logits(hidden)
         finally:
             self.cache.free_slot(slot)
+
+
+def _prompt_rows(c: ScheduledChunk, first_row: int, prompt_len: int, top: int) -> PromptRows:
+    """The chunk's rows before the prompt's last token: each scores the prompt token after
+    it (for the chunk's last row, the next chunk's first token); the prompt's last row
+    samples instead."""
+    after = c.token_ids[1:]
+    if c.next_prompt_token is not None:
+        after.append(c.next_prompt_token)
+    rows = min(c.start + len(c.token_ids), prompt_len - 1) - c.start
+    return PromptRows(c.seq_id, first_row, c.start + 1, after[:rows], top)
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:

@@ -26,11 +26,18 @@ def _prompts(path: str) -> list[list[int]]:
 def test_mp_tp2_matches_tp1(tp_models, arch):
     path = tp_models[arch]
     prompts = _prompts(path)
-    expected = _greedy(LLM(path, chunk_size=16, max_num_seqs=4), prompts)
+    one = LLM(path, chunk_size=16, max_num_seqs=4)
+    expected = _greedy(one, prompts)
     llm = LLM(path, chunk_size=16, max_num_seqs=4, tensor_parallel_size=2, executor="mp")
     try:
         assert llm.engine.executor.world_size == 2
         assert _greedy(llm, prompts) == expected
+        # Prompt logprobs: every rank joins the gather of the scored rows' logits.
+        scored = SamplingParams(temperature=0, max_tokens=2, prompt_logprobs=2)
+        for a, b in zip(llm.generate(prompts, scored), one.generate(prompts, scored)):
+            for x, y in zip(a.prompt_logprobs[1:], b.prompt_logprobs[1:], strict=True):
+                assert x.keys() == y.keys()
+                assert all(abs(x[t].logprob - y[t].logprob) < 1e-4 for t in x)
         assert llm.engine.is_alive()
         # The scheduler sees the same capacity; each rank's cache holds its KV heads only.
         assert llm.engine.cache_stats()["blocks_total"] > 0

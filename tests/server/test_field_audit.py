@@ -21,8 +21,6 @@ ASKING = {
     "verbosity": "low",
     "store": True,
     "service_tier": "flex",
-    "bad_words": ["x"],
-    "prompt_logprobs": 1,
     "use_beam_search": True,
     "logits_processors": ["x"],
     "truncate_prompt_tokens": 5,
@@ -77,6 +75,8 @@ def test_a_field_that_asks_for_what_is_not_done_is_refused_by_name(http, route, 
         {"logit_bias": {}},
         {"logit_bias": {"5": 10}},
         {"allowed_token_ids": [5, 6]},
+        {"bad_words": ["x", "hello world"]},
+        {"prompt_logprobs": 2},
         {"use_beam_search": False},
         *[{name: "x"} for name in sorted(ACCEPTED - {"parallel_tool_calls"})],
         {"parallel_tool_calls": False},
@@ -111,6 +111,21 @@ def test_logit_bias_and_allowed_token_ids_are_taken_and_checked(http):
     for bad in ({"logit_bias": {"5": 1000}}, {"logit_bias": {"x": 1}}, {"allowed_token_ids": []}):
         r = http.post("/v1/completions", json={**body, **bad})
         assert r.status_code == 400, (bad, r.text)
+
+
+def test_bad_words_are_taken_and_checked(http):
+    tok = http.post("/tokenize", json={"prompt": " the"}).json()["tokens"]
+    assert len(tok) == 1
+    body = {"prompt": "steer", "max_tokens": 6, "temperature": 0, "ignore_eos": True}
+    pushed = {**body, "logit_bias": {str(tok[0]): 100}}
+    r = http.post("/v1/completions", json=pushed)
+    assert r.status_code == 200 and r.json()["choices"][0]["text"] == " the" * 6
+    r = http.post("/v1/completions", json={**pushed, "bad_words": ["the"]})
+    assert r.status_code == 200 and "the" not in r.json()["choices"][0]["text"]
+    for bad in ({"bad_words": [""]}, {"bad_words": "the"}, {"bad_words": [3]}):
+        r = http.post("/v1/completions", json={**body, **bad})
+        assert r.status_code == 400, (bad, r.text)
+        assert r.json()["error"]["param"].startswith("bad_words"), r.text
 
 
 # Every field of OpenAI's request bodies (openai-python's CompletionCreateParams and

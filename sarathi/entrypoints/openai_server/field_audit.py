@@ -58,8 +58,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "verbosity": (_unset, "verbosity is not supported"),
     "store": (_off, "this server stores no completions (store must be false)"),
     "service_tier": (_default_tier, "this server has one service tier"),
-    "bad_words": (_unset, "bad_words is not supported"),
-    "prompt_logprobs": (_unset, "prompt_logprobs is not supported"),
     "use_beam_search": (_off, "beam search is not supported"),
     "logits_processors": (_unset, "logits processors are not supported"),
     "truncate_prompt_tokens": (_unset, "truncate_prompt_tokens is not supported"),

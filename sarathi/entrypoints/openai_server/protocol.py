@@ -29,6 +29,7 @@ MAX_SEQUENCES = 128  # prompts x n
 MAX_STOP = 16
 MAX_STOP_LEN = 256
 MAX_LOGPROBS = 20
+MAX_BAD_WORDS = 128
 MAX_MESSAGES = 1024
 
 TokenId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
@@ -151,6 +152,10 @@ class SamplingFields(_Request):
     allowed_token_ids: Annotated[list[TokenId], Field(min_length=1, max_length=1 << 20)] | None = (
         None
     )
+    # vLLM's: words never generated (each as written and after a space, as tokens).
+    bad_words: Annotated[list[StopStr], Field(max_length=MAX_BAD_WORDS)] | None = None
+    # vLLM's: each prompt token's logprob, rank and top-k alternatives.
+    prompt_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
     # Structured outputs: OpenAI's response_format, vLLM's structured_outputs and its older
     # guided_* fields (one of them per request).
     response_format: ResponseFormat | None = None
@@ -305,12 +310,24 @@ class CompletionLogprobs(BaseModel):
     top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
 
 
+class PromptLogprob(BaseModel):
+    logprob: float
+    rank: int
+    decoded_token: str
+
+
+# vLLM's prompt_logprobs: per prompt position (None at the first), token id (a JSON string
+# key) -> its logprob; the prompt token and its top alternatives.
+PromptLogprobs = list[dict[str, PromptLogprob] | None]
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    prompt_logprobs: PromptLogprobs | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -368,6 +385,8 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: UsageInfo | None = None
+    # vLLM's: on the response, not on a choice (the choices share the prompt).
+    prompt_logprobs: PromptLogprobs | None = None
 
 
 class ModelCard(BaseModel):

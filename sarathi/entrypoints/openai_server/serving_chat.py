@@ -21,6 +21,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     ChatCompletionResponse,
     ChatLogprobs,
     ChatResponseMessage,
+    PromptLogprobs,
     TokenLogprob,
     TopLogprob,
 )
@@ -34,6 +35,8 @@ from sarathi.entrypoints.openai_server.serving_common import (
     engine_error,
     final_output,
     merge,
+    prompt_logprobs_body,
+    prompt_logprobs_json,
     sampling_params,
     sse,
     structured_outputs,
@@ -48,7 +51,7 @@ from sarathi.entrypoints.openai_server.tools import (
     tool_message,
     tool_mode,
 )
-from sarathi.outputs import CompletionOutput
+from sarathi.outputs import CompletionOutput, RequestOutput
 from sarathi.sampling_params import SamplingParams
 
 
@@ -77,6 +80,14 @@ def _logprobs(
             )
         )
     return ChatLogprobs(content=content)
+
+
+def _prompt_logprobs(
+    state: ServerState, req: ChatCompletionRequest, ids: list[int], out: RequestOutput
+) -> PromptLogprobs | None:
+    if req.prompt_logprobs is None or out.prompt_logprobs is None:
+        return None
+    return prompt_logprobs_body(state, ids, out.prompt_logprobs, req.prompt_logprobs)
 
 
 async def create_chat_completion(
@@ -117,7 +128,12 @@ async def create_chat_completion(
     max_tokens = state.check_prompt(ids, asked, "messages", param)
     top = req.top_logprobs or 0
     params = sampling_params(
-        req, max_tokens, top if req.logprobs else None, state.default_sampling, spec
+        req,
+        max_tokens,
+        top if req.logprobs else None,
+        state.default_sampling,
+        spec,
+        req.prompt_logprobs,
     )
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
@@ -173,6 +189,7 @@ async def _full(
         model=state.model_name,
         choices=choices,
         usage=usage(len(ids), sum(len(c.token_ids) for c in out.outputs)),
+        prompt_logprobs=_prompt_logprobs(state, req, ids, out),
     )
     return JSONResponse(body.model_dump())
 
@@ -186,7 +203,9 @@ async def _stream(
     request_id: str,
     created: int,
 ) -> AsyncGenerator[str, None]:
-    def chunk(choices: list[dict], usage_info: dict | None = None) -> str:
+    def chunk(
+        choices: list[dict], usage_info: dict | None = None, prompt_lp: list | None = None
+    ) -> str:
         body = {
             "id": request_id,
             "object": "chat.completion.chunk",
@@ -196,6 +215,8 @@ async def _stream(
         }
         if usage_info is not None:
             body["usage"] = usage_info
+        if prompt_lp is not None:
+            body["prompt_logprobs"] = prompt_lp
         return sse(body)
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -216,9 +237,16 @@ async def _stream(
                 ],
                 usage(len(ids), 0).model_dump() if continuous else None,
             )
+        # Asked-for prompt logprobs ride on the first chunk made from the engine's output.
+        prompt_pending = req.prompt_logprobs is not None
         async with contextlib.aclosing(merge([stream])) as outputs:
             async for _, out in outputs:
                 for c in tally.reportable(out, 0, bool(req.logprobs) or continuous):
+                    prompt_lp = None
+                    if prompt_pending:
+                        prompt_pending = False
+                        body = _prompt_logprobs(state, req, ids, out)
+                        prompt_lp = prompt_logprobs_json(body) if body is not None else None
                     lp = None
                     if req.logprobs:
                         end = len(c.token_ids)
@@ -255,6 +283,7 @@ async def _stream(
                                 }
                             ],
                             counted,
+                            prompt_lp if j == 0 else None,
                         )
         if include_usage:
             yield chunk([], usage(len(ids), tally.completion_tokens).model_dump())

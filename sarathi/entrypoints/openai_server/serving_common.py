@@ -29,9 +29,14 @@ from sarathi.engine.async_engine import (
 from sarathi.engine.llm_engine import RequestError
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request
 from sarathi.entrypoints.openai_server.limits import BodyLimits
-from sarathi.entrypoints.openai_server.protocol import SamplingFields, UsageInfo
+from sarathi.entrypoints.openai_server.protocol import (
+    PromptLogprob,
+    PromptLogprobs,
+    SamplingFields,
+    UsageInfo,
+)
 from sarathi.metrics import ServerMetrics
-from sarathi.outputs import CompletionOutput, RequestOutput
+from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
 from sarathi.sampling_params import SamplingParams, StructuredOutputs
 
 
@@ -216,6 +221,7 @@ def sampling_params(
     logprobs: int | None,
     defaults: dict[str, Any],
     structured: StructuredOutputs | None = None,
+    prompt_logprobs: int | None = None,
 ) -> SamplingParams:
     """SamplingParams from the request; fields it leaves out take ``defaults`` (the model's,
     per --generation-config), then SamplingParams' own."""
@@ -244,12 +250,14 @@ def sampling_params(
             n=req.n,
             logit_bias=logit_bias,
             allowed_token_ids=req.allowed_token_ids,
+            bad_words=req.bad_words,
             stop=req.stop,
             stop_token_ids=req.stop_token_ids or [],
             max_tokens=max_tokens,
             min_tokens=req.min_tokens,
             ignore_eos=req.ignore_eos,
             logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
             skip_special_tokens=req.skip_special_tokens,
             include_stop_str_in_output=req.include_stop_str_in_output,
             structured_outputs=structured,
@@ -258,6 +266,36 @@ def sampling_params(
     except ValueError as e:
         # SamplingParams names the field first in its messages.
         raise bad_request(str(e), str(e).split(" ", 1)[0]) from e
+
+
+def prompt_logprobs_body(
+    state: ServerState,
+    prompt: list[int],
+    entries: list[dict[int, Logprob] | None],
+    k: int,
+) -> PromptLogprobs:
+    """vLLM's prompt_logprobs: per position, the prompt token and its ``k`` most likely
+    alternatives (the engine may have scored more, for echo's logprobs)."""
+    body: PromptLogprobs = []
+    for token, entry in zip(prompt, entries, strict=True):
+        if entry is None:
+            body.append(None)
+            continue
+        body.append(
+            {
+                str(t): PromptLogprob(
+                    logprob=lp.logprob, rank=lp.rank, decoded_token=state.token_text(t)
+                )
+                for t, lp in entry.items()
+                if t == token or lp.rank <= k
+            }
+        )
+    return body
+
+
+def prompt_logprobs_json(body: PromptLogprobs) -> list[dict[str, dict[str, Any]] | None]:
+    """The body as JSON values, for a streamed chunk."""
+    return [None if p is None else {t: v.model_dump() for t, v in p.items()} for p in body]
 
 
 def engine_error(e: Exception) -> APIError:

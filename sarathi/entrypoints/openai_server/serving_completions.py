@@ -20,6 +20,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
+    PromptLogprobs,
     UsageInfo,
 )
 from sarathi.entrypoints.openai_server.serving_common import (
@@ -32,13 +33,15 @@ from sarathi.entrypoints.openai_server.serving_common import (
     engine_error,
     final_output,
     merge,
+    prompt_logprobs_body,
+    prompt_logprobs_json,
     sampling_params,
     sse,
     structured_outputs,
     unless_disconnected,
     usage,
 )
-from sarathi.outputs import CompletionOutput
+from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
 from sarathi.sampling_params import SamplingParams
 
 
@@ -69,21 +72,52 @@ async def _prompts(state: ServerState, req: CompletionRequest) -> list[_Prompt]:
 
 
 def _logprobs(
-    state: ServerState, c: CompletionOutput, start: int, end: int, k: int, offset: int
+    state: ServerState,
+    token_ids: list[int],
+    entries: list[dict[int, Logprob] | None],
+    k: int,
+    offset: int,
 ) -> CompletionLogprobs:
-    """Legacy-format logprobs of output tokens [start, end); offsets start at ``offset``."""
+    """Legacy-format logprobs of tokens with their entries (None: nothing scored the token,
+    as the prompt's first); offsets start at ``offset``."""
     lp = CompletionLogprobs()
-    for pos in range(start, end):
-        tid = c.token_ids[pos]
-        entry = c.logprobs[pos] if c.logprobs is not None and pos < len(c.logprobs) else {}
+    for tid, entry in zip(token_ids, entries, strict=True):
         text = state.token_text(tid)
         lp.tokens.append(text)
-        lp.token_logprobs.append(entry[tid].logprob if tid in entry else None)
-        top = sorted(entry.items(), key=lambda kv: kv[1].rank)[: max(k, 1)] if k else []
-        lp.top_logprobs.append({state.token_text(t): v.logprob for t, v in top} or None)
         lp.text_offset.append(offset)
         offset += len(text)
+        if entry is None:
+            lp.token_logprobs.append(None)
+            lp.top_logprobs.append(None)
+            continue
+        lp.token_logprobs.append(entry[tid].logprob if tid in entry else None)
+        top = sorted(entry.items(), key=lambda kv: kv[1].rank)[:k]
+        lp.top_logprobs.append({state.token_text(t): v.logprob for t, v in top} or None)
     return lp
+
+
+def _output_entries(c: CompletionOutput, start: int, end: int) -> list[dict[int, Logprob] | None]:
+    have = c.logprobs or []
+    return [have[pos] if pos < len(have) else None for pos in range(start, end)]
+
+
+def _end_offset(lp: CompletionLogprobs, start: int) -> int:
+    return lp.text_offset[-1] + len(lp.tokens[-1]) if lp.tokens else start
+
+
+def _prompt_logprobs_k(req: CompletionRequest) -> int | None:
+    """What the engine scores of the prompt: echo with logprobs shows the prompt's tokens'
+    logprobs first (vLLM's and OpenAI's echo), so it needs at least ``logprobs`` of them."""
+    asked = [k for k in (req.prompt_logprobs, req.logprobs if req.echo else None) if k is not None]
+    return max(asked) if asked else None
+
+
+def _prompt_logprobs(
+    state: ServerState, req: CompletionRequest, p: _Prompt, out: RequestOutput
+) -> PromptLogprobs | None:
+    if req.prompt_logprobs is None or out.prompt_logprobs is None:
+        return None
+    return prompt_logprobs_body(state, p.ids, out.prompt_logprobs, req.prompt_logprobs)
 
 
 async def create_completion(state: ServerState, req: CompletionRequest, raw: Request) -> Response:
@@ -93,10 +127,6 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
         raise bad_request("suffix is not supported", "suffix")
     if req.best_of is not None and req.best_of != req.n:
         raise bad_request("best_of other than n is not supported", "best_of")
-    if req.echo and req.logprobs is not None:
-        raise bad_request(
-            "echo with logprobs needs prompt logprobs, which this server does not compute", "echo"
-        )
     spec, spec_param = structured_outputs(req)
     await state.check_structured(spec, spec_param)
     prompts = await _prompts(state, req)
@@ -105,7 +135,16 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
     params = []
     for p in prompts:
         max_tokens = state.check_prompt(p.ids, req.max_tokens, "prompt")
-        params.append(sampling_params(req, max_tokens, req.logprobs, state.default_sampling, spec))
+        params.append(
+            sampling_params(
+                req,
+                max_tokens,
+                req.logprobs,
+                state.default_sampling,
+                spec,
+                _prompt_logprobs_k(req),
+            )
+        )
     request_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     n = len(prompts)
@@ -149,11 +188,17 @@ async def _full(
         prefix = ""
         if req.echo:
             prefix = p.text if p.text is not None else await state.decode(p.ids)
+        prompt_lp = _prompt_logprobs(state, req, p, out)
         for c in out.outputs:
             completion_tokens += len(c.token_ids)
             lp = None
             if req.logprobs is not None:
-                lp = _logprobs(state, c, 0, len(c.token_ids), req.logprobs, len(prefix))
+                ids, entries = c.token_ids, _output_entries(c, 0, len(c.token_ids))
+                offset = len(prefix)
+                if req.echo:  # the prompt's tokens first, offsets running on
+                    assert out.prompt_logprobs is not None
+                    ids, entries, offset = p.ids + ids, out.prompt_logprobs + entries, 0
+                lp = _logprobs(state, ids, entries, req.logprobs, offset)
             choices.append(
                 CompletionChoice(
                     index=i * req.n + c.index,
@@ -161,6 +206,7 @@ async def _full(
                     logprobs=lp,
                     finish_reason=c.finish_reason,
                     stop_reason=c.stop_reason,
+                    prompt_logprobs=prompt_lp,
                 )
             )
     body = CompletionResponse(
@@ -188,21 +234,23 @@ async def _stream(
         finish: str | None,
         stop_reason: int | str | None = None,
         usage_info: UsageInfo | None = None,
+        prompt_lp: PromptLogprobs | None = None,
     ) -> str:
+        choice: dict = {
+            "index": index,
+            "text": text,
+            "logprobs": lp.model_dump() if lp is not None else None,
+            "finish_reason": finish,
+            "stop_reason": stop_reason,
+        }
+        if prompt_lp is not None:
+            choice["prompt_logprobs"] = prompt_logprobs_json(prompt_lp)
         body: dict = {
             "id": request_id,
             "object": "text_completion",
             "created": created,
             "model": state.model_name,
-            "choices": [
-                {
-                    "index": index,
-                    "text": text,
-                    "logprobs": lp.model_dump() if lp is not None else None,
-                    "finish_reason": finish,
-                    "stop_reason": stop_reason,
-                }
-            ],
+            "choices": [choice],
         }
         if usage_info is not None:
             body["usage"] = usage_info.model_dump()
@@ -216,34 +264,50 @@ async def _stream(
     continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
     prompt_tokens = sum(len(p.ids) for p in prompts)
     tally = StreamTally()
-    offsets: dict[int, int] = {}
+    offsets: dict[int, int] = {}  # choice -> text offset of its next token (logprobs)
+    started: set[int] = set()  # choices that had a chunk made from an output
     try:
-        if req.echo:
-            for i, p in enumerate(prompts):
-                text = p.text if p.text is not None else await state.decode(p.ids)
+        echo_texts = (
+            [p.text if p.text is not None else await state.decode(p.ids) for p in prompts]
+            if req.echo
+            else []
+        )
+        if req.echo and req.logprobs is None:
+            for i, text in enumerate(echo_texts):
                 for j in range(req.n):
-                    offsets[i * req.n + j] = len(text)
                     yield chunk(i * req.n + j, text, None, None)
+        wants_logprobs = req.logprobs is not None  # logprobs=0 too
         async with contextlib.aclosing(merge(streams)) as outputs:
             async for i, out in outputs:
-                for c in tally.reportable(out, i * req.n, bool(req.logprobs) or continuous):
+                for c in tally.reportable(out, i * req.n, wants_logprobs or continuous):
                     index = i * req.n + c.index
+                    # A choice's first chunk carries the asked-for prompt logprobs; echo
+                    # with logprobs needs them first, so its prompt chunk comes now.
+                    prompt_lp = None
+                    if index not in started:
+                        started.add(index)
+                        prompt_lp = _prompt_logprobs(state, req, prompts[i], out)
+                        if req.echo and req.logprobs is not None:
+                            assert out.prompt_logprobs is not None
+                            echoed = _logprobs(
+                                state, prompts[i].ids, out.prompt_logprobs, req.logprobs, 0
+                            )
+                            offsets[index] = _end_offset(echoed, 0)
+                            yield chunk(index, echo_texts[i], echoed, None, prompt_lp=prompt_lp)
+                            prompt_lp = None
                     lp = None
                     if req.logprobs is not None:
                         end = len(c.token_ids)
+                        start = end - c.num_new_tokens
+                        offset = offsets.get(index, 0)
                         lp = _logprobs(
                             state,
-                            c,
-                            end - c.num_new_tokens,
-                            end,
+                            c.token_ids[start:end],
+                            _output_entries(c, start, end),
                             req.logprobs,
-                            offsets.get(index, 0),
+                            offset,
                         )
-                        offsets[index] = (
-                            lp.text_offset[-1] + len(lp.tokens[-1])
-                            if lp.tokens
-                            else offsets.get(index, 0)
-                        )
+                        offsets[index] = _end_offset(lp, offset)
                     yield chunk(
                         index,
                         c.text_delta,
@@ -251,6 +315,7 @@ async def _stream(
                         c.finish_reason,
                         c.stop_reason if c.finished else None,
                         usage(prompt_tokens, tally.completion_tokens) if continuous else None,
+                        prompt_lp,
                     )
         if include_usage:
             yield sse(

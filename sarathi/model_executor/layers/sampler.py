@@ -1,7 +1,7 @@
 """Turn logits into next tokens, every row with its own options, vectorised across the batch.
 
 Order of operations: raw log-probabilities (reported as ``logprobs``) -> allowed token ids,
-logit bias, min_tokens masking -> repetition / presence / frequency penalties -> grammar
+logit bias, min_tokens masking, bad words -> repetition / presence / frequency penalties -> grammar
 masks (structured outputs) -> greedy argmax, or temperature, top-k, top-p, min-p and a
 draw. A draw uses the exponential race (argmax of p / E, E ~ Exp(1)),
 so a request with a seed draws its noise from its own generator and gets the same tokens
@@ -11,7 +11,8 @@ The options live per KV slot on the device (``SlotOptions``), written once when 
 sequence takes a slot; a step gathers its rows' options by slot there. The host only looks
 at its copy of the options to skip what no row asks for: no sort unless a row asks for
 top-k or top-p, no softmax for an all-greedy batch, no per-row work except for the rare
-rows with a seed, penalties, min_tokens, a logit bias, allowed token ids or logprobs.
+rows with a seed, penalties, min_tokens, a logit bias, allowed token ids, bad words or
+logprobs.
 """
 
 from __future__ import annotations
@@ -21,19 +22,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sarathi.core.scheduler_output import StepResult, TokenLogprobs, TokenMasks
+from sarathi.core.scheduler_output import PromptLogprobs, StepResult, TokenLogprobs, TokenMasks
 from sarathi.sampling_params import SamplingParams
 
 
 @dataclass
 class SpecialRow:
     """A row with options that need per-row work (a seed, or logits it changes: penalties,
-    min_tokens, logit_bias, allowed_token_ids)."""
+    min_tokens, logit_bias, allowed_token_ids, bad_words)."""
 
     row: int
     params: SamplingParams
     generator: torch.Generator | None
-    history: list[int] | None  # prompt + generated tokens so far (penalties only)
+    # Prompt + generated tokens so far (penalties and multi-token bad words only).
+    history: list[int] | None
     prompt_len: int
     ban_eos: bool  # min_tokens not reached yet
 
@@ -56,6 +58,25 @@ class PendingSample:
     done: torch.cuda.Event | None
     raw: torch.Tensor | None  # log-probabilities, where any row asked for them
     want: np.ndarray | None  # [S] top-k logprobs asked per row (-1: none), when raw is set
+
+
+@dataclass
+class PendingPromptLogprobs:
+    """A step's prompt logprobs, on the device until the step is collected."""
+
+    raw: torch.Tensor  # [R, vocab] log-probabilities of the rows that score prompt tokens
+    targets: torch.Tensor  # [R] the prompt token after each row
+    top: np.ndarray  # [R] top-k asked per row
+    spans: list[tuple[int, int, int]]  # (seq id, first position scored, rows) per chunk
+
+    def finish(self) -> list[PromptLogprobs]:
+        entries = _scored(self.raw, self.targets, self.top)
+        out = []
+        first = 0
+        for seq_id, start, rows in self.spans:
+            out.append(PromptLogprobs(seq_id, start, entries[first : first + rows]))
+            first += rows
+        return out
 
 
 class SlotOptions:
@@ -156,8 +177,8 @@ class Sampler:
 
     # -- steps -----------------------------------------------------------------------------
     def _special_rows(self, logits: torch.Tensor, rows: list[SpecialRow]) -> torch.Tensor:
-        """allowed_token_ids, logit_bias, min_tokens masking and penalties, row by row (rare
-        rows only)."""
+        """allowed_token_ids, logit_bias, min_tokens masking, bad words and penalties, row by
+        row (rare rows only)."""
         logits = logits.clone()
         vocab = logits.shape[-1]
         for r in rows:
@@ -176,6 +197,14 @@ class Sampler:
                 )
             if r.ban_eos:
                 banned = list(p.stop_token_ids) + ([] if p.ignore_eos else self.eos_ids)
+                if banned:
+                    row[_to_device(banned, torch.long, row.device)] = float("-inf")
+            if p.bad_words_token_ids:
+                banned = [
+                    t
+                    for t in _bad_word_bans(p.bad_words_token_ids, r.history, r.prompt_len)
+                    if t < vocab
+                ]
                 if banned:
                     row[_to_device(banned, torch.long, row.device)] = float("-inf")
             if r.history is None:
@@ -226,26 +255,48 @@ class Sampler:
         return sampled
 
 
+def _bad_word_bans(words: list[list[int]], history: list[int] | None, prompt_len: int) -> list[int]:
+    """The tokens that would complete a bad word now: a one-token word's token always, a
+    longer word's last token when the tokens generated just before it are the word's others
+    (``history`` is kept whenever a word is longer than one token)."""
+    bans = []
+    for word in words:
+        head = word[:-1]
+        if head:
+            assert history is not None
+            start = len(history) - len(head)
+            if start < prompt_len or history[start:] != head:
+                continue
+        bans.append(word[-1])
+    return bans
+
+
 def _logprobs(
     raw: torch.Tensor, tokens: torch.Tensor, want: np.ndarray
 ) -> list[TokenLogprobs | None]:
+    """Logprobs of the sampled rows; None for the rows that did not ask (``want`` < 0)."""
+    scored = _scored(raw, tokens, np.maximum(want, 0))
+    return [None if n < 0 else lp for lp, n in zip(scored, want.tolist(), strict=True)]
+
+
+def _scored(raw: torch.Tensor, tokens: torch.Tensor, top: np.ndarray) -> list[TokenLogprobs]:
+    """Each row's token's log-probability and rank (1 = most likely), and the row's
+    ``top[i]`` most likely tokens."""
     chosen = raw.gather(1, tokens.unsqueeze(1)).squeeze(1)
     ranks = (raw > chosen.unsqueeze(1)).sum(dim=-1) + 1
-    k = int(want.max())
+    k = int(top.max(initial=0))
     top_vals: list[list[float]] = []
     top_ids: list[list[int]] = []
     if k > 0:
         vals, ids = raw.topk(k, dim=-1)
         top_vals, top_ids = vals.tolist(), ids.tolist()
     chosen_l, ranks_l = chosen.tolist(), ranks.tolist()
-    out: list[TokenLogprobs | None] = []
-    for i, n in enumerate(want.tolist()):
-        if n < 0:
-            out.append(None)
-            continue
-        top = [(top_ids[i][j], top_vals[i][j], j + 1) for j in range(n)]
-        out.append(TokenLogprobs(chosen_l[i], ranks_l[i], top))
-    return out
+    return [
+        TokenLogprobs(
+            chosen_l[i], ranks_l[i], [(top_ids[i][j], top_vals[i][j], j + 1) for j in range(n)]
+        )
+        for i, n in enumerate(top.tolist())
+    ]
 
 
 def apply_token_masks(logits: torch.Tensor, masks: TokenMasks) -> torch.Tensor:

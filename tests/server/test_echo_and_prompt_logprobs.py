@@ -1,0 +1,155 @@
+"""prompt_logprobs on both routes, and echo with logprobs on /v1/completions (the prompt's
+tokens first, as OpenAI's), through the official openai client against the live server."""
+
+from __future__ import annotations
+
+import pytest
+
+from live_server import MAX_MODEL_LEN
+
+PROMPT = "Hello there, my old friend"
+
+
+@pytest.fixture(scope="module")
+def offline():
+    from sarathi import LLM
+
+    return LLM(model="demo", max_model_len=MAX_MODEL_LEN)
+
+
+def _reference(offline, prompt, k):
+    """The offline engine's prompt logprobs (the server must report the same)."""
+    from sarathi import SamplingParams
+
+    params = SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=k)
+    out = offline.generate([prompt], params, use_tqdm=False)[0]
+    return out.prompt_token_ids, out.prompt_logprobs
+
+
+def _check_body(body, ids, ref, k, tok):
+    assert body[0] is None and len(body) == len(ids) == len(ref)
+    for token, got, want in zip(ids[1:], body[1:], ref[1:], strict=True):
+        assert str(token) in got and len(got) <= k + 1
+        for key, entry in got.items():
+            t = int(key)
+            assert abs(entry["logprob"] - want[t].logprob) < 1e-5
+            assert entry["rank"] == want[t].rank
+            assert entry["decoded_token"] == tok.decode([t])
+        assert sorted(e["rank"] for t, e in got.items() if t != str(token))[:k] == list(
+            range(1, k + 1)
+        )
+
+
+def test_completions_and_chat_report_prompt_logprobs(client, offline):
+    tok = offline.get_tokenizer()
+    ids, ref = _reference(offline, PROMPT, 3)
+    got = client.completions.create(
+        model="demo",
+        prompt=PROMPT,
+        max_tokens=3,
+        temperature=0,
+        n=2,
+        extra_body={"prompt_logprobs": 2},
+    )
+    for choice in got.choices:
+        _check_body(choice.prompt_logprobs, ids, ref, 2, tok)
+    chunks = list(
+        client.completions.create(
+            model="demo",
+            prompt=PROMPT,
+            max_tokens=3,
+            temperature=0,
+            stream=True,
+            extra_body={"prompt_logprobs": 2},
+        )
+    )
+    carrying = [c for c in chunks if getattr(c.choices[0], "prompt_logprobs", None)]
+    assert len(carrying) == 1 and carrying[0] is chunks[0]
+    assert carrying[0].choices[0].prompt_logprobs == got.choices[0].prompt_logprobs
+
+    messages = [{"role": "user", "content": "Hi!"}]
+    chat = client.chat.completions.create(
+        model="demo", messages=messages, max_tokens=2, extra_body={"prompt_logprobs": 1}
+    )
+    (_, *rest) = chat.prompt_logprobs  # on the response, as vLLM puts it
+    assert chat.prompt_logprobs[0] is None and len(chat.prompt_logprobs) == chat.usage.prompt_tokens
+    assert all(1 <= len(entry) <= 2 for entry in rest)
+    streamed = list(
+        client.chat.completions.create(
+            model="demo",
+            messages=messages,
+            max_tokens=2,
+            stream=True,
+            extra_body={"prompt_logprobs": 1},
+        )
+    )
+    carrying = [c for c in streamed if getattr(c, "prompt_logprobs", None)]
+    assert len(carrying) == 1 and carrying[0].prompt_logprobs == chat.prompt_logprobs
+    plain = client.completions.create(model="demo", prompt=PROMPT, max_tokens=2)
+    assert plain.choices[0].prompt_logprobs is None
+
+
+def test_echo_with_logprobs_covers_the_prompt_then_the_completion(client, offline):
+    ids, ref = _reference(offline, PROMPT, 2)
+    kw = dict(model="demo", prompt=PROMPT, max_tokens=5, temperature=0, logprobs=2)
+    plain = client.completions.create(**kw)
+    got = client.completions.create(echo=True, **kw)
+    choice, lp, n = got.choices[0], got.choices[0].logprobs, len(ids)
+    assert choice.text == PROMPT + plain.choices[0].text
+    assert len(lp.tokens) == n + 5 == got.usage.prompt_tokens + got.usage.completion_tokens
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None  # as OpenAI's
+    for j in range(1, n):
+        assert abs(lp.token_logprobs[j] - ref[j][ids[j]].logprob) < 1e-5
+        assert 1 <= len(lp.top_logprobs[j]) <= 2
+    # The completion's part is the one without echo, its offsets running on.
+    assert lp.tokens[n:] == plain.choices[0].logprobs.tokens
+    assert lp.token_logprobs[n:] == plain.choices[0].logprobs.token_logprobs
+    assert lp.top_logprobs[n:] == plain.choices[0].logprobs.top_logprobs
+    lengths = [len(t) for t in lp.tokens]
+    assert lp.text_offset == [sum(lengths[:i]) for i in range(len(lengths))]
+    assert "prompt_logprobs" not in choice.model_extra or choice.prompt_logprobs is None
+
+    # Streamed: the prompt's chunk first, the same logprobs and text in all.
+    chunks = [c.choices[0] for c in client.completions.create(echo=True, stream=True, **kw)]
+    assert chunks[0].text == PROMPT and chunks[0].logprobs.tokens == lp.tokens[:n]
+    assert "".join(c.text for c in chunks) == choice.text
+    for field in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+        joined = [v for c in chunks if c.logprobs for v in getattr(c.logprobs, field)]
+        assert joined == getattr(lp, field), field
+
+
+def test_echo_with_logprobs_for_several_prompts_and_choices(client, http):
+    texts = ["abc def", "one two three"]
+    prompts = [http.post("/tokenize", json={"prompt": t}).json()["tokens"] for t in texts]
+    kw = dict(model="demo", prompt=prompts, max_tokens=3, temperature=0.8, seed=4, n=2)
+    got = client.completions.create(echo=True, logprobs=0, **kw)
+    assert [c.index for c in got.choices] == [0, 1, 2, 3]
+    for c in got.choices:
+        assert c.text.startswith(texts[c.index // 2])  # token-id prompts, decoded
+        assert c.logprobs.token_logprobs[0] is None
+        assert all(v is not None for v in c.logprobs.token_logprobs[1:])
+        assert all(t is None for t in c.logprobs.top_logprobs)  # logprobs=0: no alternatives
+    streamed: dict[int, list] = {}
+    for chunk in client.completions.create(echo=True, logprobs=0, stream=True, **kw):
+        streamed.setdefault(chunk.choices[0].index, []).append(chunk.choices[0])
+    for c in got.choices:
+        parts = streamed[c.index]
+        assert "".join(p.text for p in parts) == c.text
+        assert [v for p in parts if p.logprobs for v in p.logprobs.token_logprobs] == (
+            c.logprobs.token_logprobs
+        )
+
+
+def test_streamed_logprobs_0_cover_tokens_whose_text_is_held_back(client):
+    # A long stop string holds text back, so some steps add tokens but no text.
+    kw = dict(
+        model="demo",
+        prompt="Once upon",
+        max_tokens=30,
+        temperature=0,
+        logprobs=0,
+        stop=["q" * 16],
+        extra_body={"ignore_eos": True},
+    )
+    chunks = list(client.completions.create(stream=True, **kw))
+    assert sum(len(c.choices[0].logprobs.tokens) for c in chunks if c.choices[0].logprobs) == 30
