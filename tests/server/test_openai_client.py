@@ -234,3 +234,14 @@ def test_metrics_exposes_the_vllm_style_names(client, http):
         "sarathi:kv_cache_pages_free",
     ):
         assert name in text, name
+
+
+def test_the_readme_client_examples_run(client, capsys):
+    """The README's drop-in examples, verbatim, against a live server."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("its structure is real:\n\n```python\n", 1)[1].split("```", 1)[0]
+    exec(block, {"client": client})
+    out = capsys.readouterr().out
+    assert "get_weather" in out and "CompletionUsage" in out
