@@ -1,9 +1,12 @@
 """Tensor parallelism (tp=2) gives the same greedy tokens as one rank, in float32 on CPU."""
 
+import re
+
 import pytest
 
 from models import random_prompts
 from sarathi import LLM, SamplingParams
+from sarathi.sampling_params import StructuredOutputs
 
 NEW_TOKENS = 12
 
@@ -38,6 +41,13 @@ def test_mp_tp2_matches_tp1(tp_models, arch):
             for x, y in zip(a.prompt_logprobs[1:], b.prompt_logprobs[1:], strict=True):
                 assert x.keys() == y.keys()
                 assert all(abs(x[t].logprob - y[t].logprob) < 1e-4 for t in x)
+        # Grammar masks travel in the step's input to the ranks (no overlap with mp).
+        constrained = SamplingParams(
+            temperature=0, max_tokens=8, structured_outputs=StructuredOutputs(regex="[a-c]{3,5}")
+        )
+        ours = [o.outputs[0].text for o in llm.generate(prompts, constrained)]
+        assert ours == [o.outputs[0].text for o in one.generate(prompts, constrained)]
+        assert all(re.fullmatch("[a-c]{3,5}", t) for t in ours)
         assert llm.engine.is_alive()
         # The scheduler sees the same capacity; each rank's cache holds its KV heads only.
         assert llm.engine.cache_stats()["blocks_total"] > 0
