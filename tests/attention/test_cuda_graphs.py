@@ -61,3 +61,28 @@ def test_steps_larger_than_the_graphs_run_eagerly() -> None:
     got = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
     want = [o.outputs[0].token_ids for o in ref.generate(prompts, params)]
     assert got == want
+
+
+def _constrained(enforce_eager: bool, overlap: bool) -> list[list[int]]:
+    import json
+
+    from sarathi.sampling_params import StructuredOutputs
+
+    llm = LLM("demo", device="cuda", dtype="float32", enforce_eager=enforce_eager,
+              max_num_seqs=8, chunk_size=32, overlap_scheduling=overlap)
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 999},
+              "k": {"enum": ["a", "b"]}}, "required": ["n", "k"]}
+    specs = [StructuredOutputs(json=schema), None, StructuredOutputs(regex="[a-f]{4,12}")]
+    params = [SamplingParams(temperature=0.9 * (i % 2), seed=i, max_tokens=40,
+                             structured_outputs=specs[i % 3]) for i in range(9)]
+    outs = llm.generate([[5 + i] * (3 + 11 * i) for i in range(9)], params)
+    llm.engine.shutdown()
+    for i, o in enumerate(outs):
+        if specs[i % 3] is not None and specs[i % 3].json is not None:
+            assert o.outputs[0].finish_reason != "stop" or json.loads(o.outputs[0].text)
+    return [o.outputs[0].token_ids for o in outs]
+
+
+def test_grammar_masks_on_graphed_overlapped_steps_match_eager() -> None:
+    """Masks computed while the forward runs (overlap) and applied to a graph's logits."""
+    assert _constrained(False, True) == _constrained(True, False)
