@@ -92,3 +92,40 @@ def eos_token_ids(tokenizer: Any, model_path: str | None) -> set[int]:
             elif isinstance(value, list):
                 ids.update(int(v) for v in value)
     return ids
+
+
+def tokenizer_description(
+    tokenizer: Any, chat_template: str | None, max_len: int
+) -> dict[str, Any]:
+    """What a remote client needs to tokenize as the server does: the special tokens, the
+    chat template and the vocabulary's size; for a PatchTokenizer, a warning that its ids
+    are not the base tokenizer's. No filesystem path is included."""
+    patch = as_patch_tokenizer(tokenizer)
+    base = patch.base_tokenizer if patch is not None else tokenizer
+    template = chat_template or getattr(tokenizer, "chat_template", None)
+    info: dict[str, Any] = {
+        "tokenizer_class": type(base).__name__,
+        "vocab_size": len(tokenizer),
+        "model_max_length": max_len,
+        "chat_template": template if isinstance(template, str) else None,
+    }
+    for name in ("bos", "eos", "pad", "unk"):
+        token = getattr(tokenizer, f"{name}_token", None)
+        info[f"{name}_token"] = token if isinstance(token, str) else None
+        token_id = getattr(tokenizer, f"{name}_token_id", None)
+        info[f"{name}_token_id"] = token_id if isinstance(token_id, int) else None
+    info["additional_special_tokens"] = [
+        t for t in getattr(tokenizer, "all_special_tokens", []) if isinstance(t, str)
+    ]
+    if patch is not None:
+        info["adaptivocab"] = {
+            "note": (
+                "an AdaptiVocab PatchTokenizer: ids in removed_ids stand for domain n-grams, "
+                "not for the base tokenizer's tokens; tokenize through /tokenize"
+            ),
+            "base_vocab_size": len(patch.base_tokenizer),
+            "swapped_tokens": len(patch.ngram_pieces),
+            "removed_ids": sorted(patch.removed_ids),
+            "reduction_ratio": patch.reduction_ratio,
+        }
+    return info

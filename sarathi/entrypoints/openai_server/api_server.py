@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import sarathi
@@ -114,6 +115,16 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     key = api_key_of(args)
     if key:
         app.add_middleware(APIKeyMiddleware, api_key=key)
+    origins = getattr(args, "allowed_origins", [])
+    if origins:
+        # Outermost: a browser's preflight carries no API key and must be answered first.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=args.allowed_methods,
+            allow_headers=args.allowed_headers,
+            allow_credentials=args.allow_credentials,
+        )
     return app
 
 

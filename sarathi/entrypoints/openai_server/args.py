@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from sarathi.entrypoints.openai_server.tool_parsers import TOOL_PARSERS
@@ -47,6 +48,31 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         "tool-call format is known (see --tool-call-parser).",
     )
     g.add_argument(
+        "--allowed-origins",
+        type=_json_list,
+        default=[],
+        help="CORS: origins browsers may call the API from, as a JSON list "
+        "('[\"https://app.example\"]', '[\"*\"]'); default none: no CORS headers.",
+    )
+    g.add_argument(
+        "--allowed-methods",
+        type=_json_list,
+        default=["*"],
+        help='CORS: allowed methods, a JSON list (default: ["*"]; only with --allowed-origins).',
+    )
+    g.add_argument(
+        "--allowed-headers",
+        type=_json_list,
+        default=["*"],
+        help='CORS: allowed request headers, a JSON list (default: ["*"]; only with '
+        "--allowed-origins).",
+    )
+    g.add_argument(
+        "--allow-credentials",
+        action="store_true",
+        help="CORS: let browsers send credentials (cookies, Authorization) cross-origin.",
+    )
+    g.add_argument(
         "--max-request-bytes",
         type=int,
         default=4 * 1024 * 1024,
@@ -89,6 +115,18 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         "at most this long, then end the rest with an error event; a second signal exits at "
         "once (default: 30).",
     )
+
+
+def _json_list(text: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON list of strings, like '[\"https://a.example\"]', got {text!r}"
+        )
+    return value
 
 
 def _port(text: str) -> int:

@@ -112,7 +112,18 @@ def install_error_handlers(app: FastAPI) -> None:
             phrase = "error"
         message = exc.detail if isinstance(exc.detail, str) else phrase
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return error_response(APIError(message, exc.status_code, type=kind))
+        code = None
+        if exc.status_code in (404, 405):
+            # No route matched: say so plainly, and what the server does serve (a client
+            # asking for /v1/embeddings must not think the model or its key is at fault).
+            served = sorted(request.app.openapi().get("paths", {}))
+            what = "is not an endpoint of" if exc.status_code == 404 else "is not a method of"
+            message = (
+                f"{request.method} {request.url.path} {what} this server (it serves "
+                f"{', '.join(served)})"
+            )
+            code = "unsupported_endpoint" if exc.status_code == 404 else "method_not_allowed"
+        return error_response(APIError(message, exc.status_code, type=kind, code=code))
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:

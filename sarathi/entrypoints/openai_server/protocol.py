@@ -170,7 +170,7 @@ class SamplingFields(_Request):
 
 class CompletionRequest(SamplingFields):
     prompt: Prompt
-    max_tokens: StrictInt | None = Field(16, ge=1)
+    max_tokens: StrictInt | None = Field(16, ge=0)  # 0: score the prompt (with echo)
     echo: StrictBool = False
     # vLLM's: whether the tokenizer adds its special tokens (BOS) to a text prompt.
     add_special_tokens: StrictBool = True

@@ -28,6 +28,7 @@ from sarathi.entrypoints.openai_server.protocol import (
 from sarathi.entrypoints.openai_server.serving_chat import create_chat_completion
 from sarathi.entrypoints.openai_server.serving_common import ServerState
 from sarathi.entrypoints.openai_server.serving_completions import create_completion
+from sarathi.transformers_utils.tokenizer import tokenizer_description
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 500, 503)
@@ -66,18 +67,39 @@ async def version() -> dict[str, str]:
 
 @router.get("/v1/models", response_model=ModelList, responses=_ERRORS)
 async def models(request: Request) -> ModelList:
-    s = state_of(request)
-    return ModelList(
-        data=[
-            ModelCard(
-                id=s.model_name,
-                created=s.created,
-                root=s.model_name,
-                max_model_len=s.max_seq_len,
-                description=s.description,
-            )
-        ]
+    return ModelList(data=[_card(state_of(request))])
+
+
+def _card(s: ServerState) -> ModelCard:
+    return ModelCard(
+        id=s.model_name,
+        created=s.created,
+        root=s.model_name,
+        max_model_len=s.max_seq_len,
+        description=s.description,
     )
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS)
+async def model(model_id: str, request: Request) -> ModelCard:
+    s = state_of(request)
+    s.check_model(model_id)
+    return _card(s)
+
+
+@router.get("/tokenizer_info", responses=_ERRORS)
+async def tokenizer_info(request: Request) -> dict[str, Any]:
+    """The tokenizer's configuration, as vLLM serves it, so remote clients (lm-eval's remote
+    tokenizer) count and template tokens as the server does."""
+    s = state_of(request)
+    tok = s.tokenizer
+    if tok is None:
+        raise APIError(
+            "this server runs without a tokenizer (--skip-tokenizer-init)",
+            404,
+            code="no_tokenizer",
+        )
+    return tokenizer_description(tok, s.chat_template, s.max_seq_len)
 
 
 @router.post("/v1/completions", response_model=CompletionResponse, responses=_ERRORS)

@@ -68,12 +68,12 @@ def _logprobs(
             TokenLogprob(
                 token=text,
                 logprob=entry[tid].logprob if tid in entry else float("-inf"),
-                bytes=list(text.encode("utf-8")),
+                bytes=state.token_bytes(tid),
                 top_logprobs=[
                     TopLogprob(
                         token=state.token_text(t),
                         logprob=v.logprob,
-                        bytes=list(state.token_text(t).encode("utf-8")),
+                        bytes=state.token_bytes(t),
                     )
                     for t, v in top
                 ],

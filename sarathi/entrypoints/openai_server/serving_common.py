@@ -61,8 +61,9 @@ class ServerState:
         default_factory=lambda: BodyLimits(4 * 1024 * 1024, 30.0, 256 * 1024 * 1024)
     )
     created: int = field(default_factory=lambda: int(time.time()))
-    # token id -> its text, for logprobs; bounded by the vocabulary.
+    # token id -> its text, and its bytes, for logprobs; bounded by the vocabulary.
     _token_text: dict[int, str] = field(default_factory=dict)
+    _token_bytes: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def default_sampling(self) -> dict[str, Any]:
@@ -153,6 +154,18 @@ class ServerState:
             await asyncio.to_thread(self.engine.engine.structured.compile, spec)
         except ValueError as e:
             raise bad_request(str(e), param) from e
+
+    def token_bytes(self, token_id: int) -> list[int]:
+        """The bytes the token writes (OpenAI's ``bytes``): its own, also for a token that is
+        part of a character (whose text alone is U+FFFD) and for a PatchTokenizer's n-grams."""
+        raw = self._token_bytes.get(token_id)
+        if raw is None:
+            try:
+                raw = list(self.engine.engine.structured.vocabulary.decode_bytes([token_id]))
+            except ValueError:  # no tokenizer, or one the grammar engine cannot read
+                raw = list(self.token_text(token_id).encode("utf-8"))
+            self._token_bytes[token_id] = raw
+        return raw
 
     def check_prompt(
         self, ids: list[int], max_tokens: int | None, param: str, tokens_param: str = "max_tokens"

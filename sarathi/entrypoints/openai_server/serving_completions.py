@@ -7,7 +7,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -127,6 +127,11 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
         raise bad_request("suffix is not supported", "suffix")
     if req.best_of is not None and req.best_of != req.n:
         raise bad_request("best_of other than n is not supported", "best_of")
+    if req.max_tokens == 0 and not req.echo:
+        raise bad_request(
+            "max_tokens 0 asks for no completion; it is taken with echo (scoring the prompt)",
+            "max_tokens",
+        )
     spec, spec_param = structured_outputs(req)
     await state.check_structured(spec, spec_param)
     prompts = await _prompts(state, req)
@@ -134,7 +139,9 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
         raise bad_request(f"at most {MAX_SEQUENCES} completions (prompts x n) per request", "n")
     params = []
     for p in prompts:
-        max_tokens = state.check_prompt(p.ids, req.max_tokens, "prompt")
+        # Scoring a prompt (max_tokens 0 with echo) runs one step, whose token is dropped.
+        asked = 1 if req.max_tokens == 0 else req.max_tokens
+        max_tokens = state.check_prompt(p.ids, asked, "prompt")
         params.append(
             sampling_params(
                 req,
@@ -164,6 +171,24 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
         state.release(n)
 
 
+def _prompt_only(out: RequestOutput) -> RequestOutput:
+    """A finished output with its completion dropped: what max_tokens 0 with echo returns."""
+    empty = [
+        replace(
+            c,
+            text="",
+            token_ids=[],
+            logprobs=[],
+            text_delta="",
+            num_new_tokens=0,
+            finish_reason="length",
+            stop_reason=None,
+        )
+        for c in out.outputs
+    ]
+    return replace(out, outputs=empty)
+
+
 async def _full(
     state: ServerState,
     req: CompletionRequest,
@@ -182,6 +207,8 @@ async def _full(
         )
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
+    if req.max_tokens == 0:
+        finals = [_prompt_only(out) for out in finals]
     choices = []
     completion_tokens = 0
     for i, (p, out) in enumerate(zip(prompts, finals, strict=True)):
@@ -279,6 +306,10 @@ async def _stream(
         wants_logprobs = req.logprobs is not None  # logprobs=0 too
         async with contextlib.aclosing(merge(streams)) as outputs:
             async for i, out in outputs:
+                if req.max_tokens == 0:
+                    if not out.finished:
+                        continue
+                    out = _prompt_only(out)
                 for c in tally.reportable(out, i * req.n, wants_logprobs or continuous):
                     index = i * req.n + c.index
                     # A choice's first chunk carries the asked-for prompt logprobs; echo

@@ -1,0 +1,128 @@
+"""Endpoints real clients probe: a model by id, the tokenizer's description, CORS, endpoints
+this server does not serve, and the scoring idiom (echo with max_tokens 0 or 1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from live_server import API_KEY, start_server, stop_server
+
+
+def test_a_model_by_id(client):
+    import openai
+
+    assert client.models.retrieve("demo").id == "demo"
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.models.retrieve("gpt-4")
+
+
+def test_tokenizer_info_describes_the_tokenizer(http, server):
+    info = http.get("/tokenizer_info").json()
+    tok = server.engine.engine.tokenizer
+    assert info["eos_token"] == tok.eos_token and info["vocab_size"] == len(tok)
+    assert info["chat_template"] and "<|im_start|>" in info["chat_template"]
+    assert "adaptivocab" not in info
+    assert "/" not in str(info.get("name_or_path", ""))  # no filesystem path
+
+
+def test_endpoints_not_served_say_so(client, http):
+    import openai
+
+    with pytest.raises(openai.NotFoundError, match="not an endpoint of this server"):
+        client.embeddings.create(model="demo", input="hi")
+    r = http.post("/v1/images/generations", json={"prompt": "x"})
+    err = r.json()["error"]
+    assert r.status_code == 404 and err["code"] == "unsupported_endpoint"
+    assert "/v1/chat/completions" in err["message"]
+    r = http.get("/v1/completions")
+    assert r.status_code == 405 and "not a method" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+    ],
+)
+def test_content_parts_this_model_cannot_take_are_named(http, part):
+    body = {"messages": [{"role": "user", "content": [part]}], "max_tokens": 2}
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400
+    message = r.json()["error"]["message"]
+    assert part["type"] in message and "text only" in message
+
+
+def test_chat_logprobs_carry_each_tokens_own_bytes(client, server):
+    """A byte-level token that is part of a character decodes to U+FFFD; its bytes must be
+    its own."""
+    tok = server.engine.engine.tokenizer
+    partial = next(
+        i for i in range(len(tok)) if tok.decode([i]) == "\ufffd" and i > 2
+    )
+    r = client.chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": "x"}], max_tokens=1,
+        temperature=0, logprobs=True, top_logprobs=2, logit_bias={str(partial): 100},
+    )
+    (entry,) = r.choices[0].logprobs.content
+    assert entry.token == "\ufffd" and len(entry.bytes) == 1 and entry.bytes != [239, 191, 189]
+    for top in entry.top_logprobs:
+        assert top.bytes
+
+
+def test_scoring_a_prompt_as_lm_eval_does(http):
+    """lm-eval's loglikelihood: token-id prompts, echo, logprobs 1, max_tokens 1 (or 0)."""
+    prompts = [[74, 75, 330, 331], [500, 501]]
+    for max_tokens in (1, 0):
+        r = http.post("/v1/completions", json={
+            "model": "demo", "prompt": prompts, "max_tokens": max_tokens, "logprobs": 1,
+            "echo": True, "temperature": 0, "seed": 1234,
+        })
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["usage"]["completion_tokens"] == max_tokens * len(prompts)
+        for choice, prompt in zip(sorted(body["choices"], key=lambda c: c["index"]), prompts):
+            lp = choice["logprobs"]
+            assert len(lp["token_logprobs"]) == len(prompt) + max_tokens
+            assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+            for value, top in zip(lp["token_logprobs"][1:], lp["top_logprobs"][1:]):
+                assert value <= 0 and len(top) == 1 and max(top.values()) >= value - 1e-6
+    r = http.post("/v1/completions", json={"prompt": "x", "max_tokens": 0})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+
+
+def test_scoring_a_prompt_streamed(client):
+    chunks = list(client.completions.create(
+        model="demo", prompt="the cache", max_tokens=0, echo=True, logprobs=0, stream=True))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == "the cache"
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+@pytest.fixture(scope="module")
+def cors_server():
+    live = start_server(api_key=API_KEY, allowed_origins=["https://app.example"],
+                        allowed_methods=["GET", "POST"], allowed_headers=["*"],
+                        allow_credentials=False)
+    yield live
+    stop_server(live)
+
+
+def test_cors_preflight_is_answered_before_the_api_key(cors_server, server):
+    import httpx
+
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    r = httpx.options(cors_server.url + "/v1/chat/completions", headers=preflight)
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    r = httpx.get(cors_server.url + "/v1/models", headers={
+        "Origin": "https://app.example", "Authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    other = httpx.options(cors_server.url + "/v1/models", headers={
+        **preflight, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    # Without --allowed-origins: no CORS at all.
+    r = httpx.options(server.url + "/v1/chat/completions", headers=preflight)
+    assert "access-control-allow-origin" not in r.headers
