@@ -161,8 +161,12 @@ class ServerState:
         raw = self._token_bytes.get(token_id)
         if raw is None:
             try:
-                raw = list(self.engine.engine.structured.vocabulary.decode_bytes([token_id]))
+                vocabulary = self.engine.engine.structured.vocabulary
             except ValueError:  # no tokenizer, or one the grammar engine cannot read
+                vocabulary = None
+            if vocabulary is not None and token_id < vocabulary.vocab_size:
+                raw = list(vocabulary.decode_bytes([token_id]))
+            else:  # also the model's padded rows past the tokenizer's vocabulary
                 raw = list(self.token_text(token_id).encode("utf-8"))
             self._token_bytes[token_id] = raw
         return raw
