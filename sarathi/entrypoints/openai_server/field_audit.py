@@ -5,12 +5,13 @@ either honoured (a field of the request models in ``protocol.py``) or, when set 
 this server does not do, refused with a 400 that names it: an agent that asks for tools or a
 JSON schema must not get plain text back as if it had been obeyed. Fields that are neither
 OpenAI's nor vLLM's are accepted, as OpenAI's clients send extras, and logged once per name.
+The Responses API (/v1/responses) has a table of its own: ``RESPONSES_UNSUPPORTED``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -102,16 +103,90 @@ ACCEPTED = frozenset(
 )
 
 
-def audit(req: BaseModel, warned: set[str]) -> None:
+def _no_reasoning(value: Any) -> bool:
+    # An effort of "none" (or none given) asks for no reasoning: what every model here does.
+    if _unset(value):
+        return True
+    return isinstance(value, dict) and all(
+        v is None or (k == "effort" and v == "none") for k, v in value.items()
+    )
+
+
+def _default_image_options(value: Any) -> bool:
+    return _unset(value) or (
+        isinstance(value, dict) and all(v in (None, "auto", "disabled") for v in value.values())
+    )
+
+
+def _no_prewarm(value: Any) -> bool:
+    return _unset(value) or (isinstance(value, dict) and not value.get("prewarm"))
+
+
+# Includable output data with nothing to include here: no reasoning items are ever made.
+_VACUOUS_INCLUDES = frozenset({"reasoning.encrypted_content"})
+
+_STATELESS = "send the whole conversation as input items instead"
+
+# POST /v1/responses: OpenAI's Responses API, the stateless subset. The chat table's fields
+# that mean the same here (vLLM's extras, audio, ...), then the Responses API's own.
+RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{
+        name: rule
+        for name, rule in UNSUPPORTED.items()
+        # Fields of the request model there (tools), or of other routes (echo, store).
+        if name not in ("tools", "tool_choice", "echo", "store")
+    },
+    "store": (_off, f"storing responses (store: true; {_STATELESS}) is not supported"),
+    "previous_response_id": (
+        _unset,
+        f"previous_response_id (it needs stored responses; {_STATELESS}) is not supported",
+    ),
+    "conversation": (_unset, f"a stored conversation ({_STATELESS}) is not supported"),
+    "background": (_off, "background responses are not supported"),
+    "background_options": (_unset, "background responses are not supported"),
+    "context_management": (_unset, "context management (compaction) is not supported"),
+    "moderation": (_unset, "moderation is not supported"),
+    "prompt": (_unset, "stored prompt templates are not supported"),
+    "reasoning": (
+        _no_reasoning,
+        "reasoning (an effort other than none, or a summary) is not supported",
+    ),
+    "include": (
+        lambda v: _unset(v) or (isinstance(v, list) and all(x in _VACUOUS_INCLUDES for x in v)),
+        "include (logprobs, tool sources, image urls; reasoning.encrypted_content is taken, "
+        "with nothing to include) is not supported",
+    ),
+    "top_logprobs": (lambda v: v is None or v == 0, "logprobs on responses are not supported"),
+    "truncation": (
+        lambda v: v is None or v == "disabled",
+        'truncation "auto" is not supported (an input longer than the context is a 400)',
+    ),
+    "image": (_default_image_options, "image options are not supported (text only)"),
+    "access_programs": (_unset, "access programs are not supported"),
+    "prompt_cache_options": (_no_prewarm, "prompt cache prewarming is not supported"),
+}
+
+# Fields of the Responses API with nothing to do here: cache hints (no prefix cache yet)
+# and max_tool_calls, which bounds calls of built-in tools (none are run here).
+RESPONSES_ACCEPTED = ACCEPTED | {"max_tool_calls", "prompt_cache_retention"}
+
+
+def audit(
+    req: BaseModel,
+    warned: set[str],
+    unsupported: Mapping[str, tuple[Callable[[Any], bool], str]] = UNSUPPORTED,
+    accepted: frozenset[str] = ACCEPTED,
+) -> None:
     """Refuse a request that sets a field this server would otherwise drop; log the fields
-    it does not know, once per name (``warned`` is the server's memory of them)."""
+    it does not know, once per name (``warned`` is the server's memory of them). The tables
+    are the chat and completions routes' unless given."""
     extras = req.model_extra or {}
     for name, value in extras.items():
-        rule = UNSUPPORTED.get(name)
+        rule = unsupported.get(name)
         if rule is not None:
-            accepted, message = rule
-            if not accepted(value):
+            ok, message = rule
+            if not ok(value):
                 raise bad_request(f"{message} by this server; remove '{name}'", name)
-        elif name not in ACCEPTED and name not in warned:
+        elif name not in accepted and name not in warned:
             warned.add(name)
             logger.warning("ignoring the request field %r, unknown to this server", name)

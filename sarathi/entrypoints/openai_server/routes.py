@@ -25,9 +25,11 @@ from sarathi.entrypoints.openai_server.protocol import (
     TokenizeRequest,
     TokenizeResponse,
 )
+from sarathi.entrypoints.openai_server.protocol_responses import ResponseObject, ResponsesRequest
 from sarathi.entrypoints.openai_server.serving_chat import create_chat_completion
 from sarathi.entrypoints.openai_server.serving_common import ServerState
 from sarathi.entrypoints.openai_server.serving_completions import create_completion
+from sarathi.entrypoints.openai_server.serving_responses import create_response
 from sarathi.transformers_utils.tokenizer import tokenizer_description
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -110,6 +112,12 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=_ERRORS)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     return await create_chat_completion(state_of(request), body, request)
+
+
+@router.post("/v1/responses", response_model=ResponseObject, responses=_ERRORS)
+async def responses(body: ResponsesRequest, request: Request) -> Response:
+    """OpenAI's Responses API, its stateless subset (docs/server.md)."""
+    return await create_response(state_of(request), body, request)
 
 
 @router.post("/tokenize", response_model=TokenizeResponse, responses=_ERRORS)

@@ -7,7 +7,8 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -90,14 +91,38 @@ def _prompt_logprobs(
     return prompt_logprobs_body(state, ids, out.prompt_logprobs, req.prompt_logprobs)
 
 
-async def create_chat_completion(
-    state: ServerState, req: ChatCompletionRequest, raw: Request
-) -> Response:
-    state.check_model(req.model)
-    audit(req, state.warned_fields)
+@dataclass
+class PreparedChat:
+    """A chat request made ready for the engine: its prompt, how it uses its tools, and its
+    sampling parameters (with the output constraint of its format or tool choice)."""
+
+    mode: ToolMode
+    ids: list[int]
+    params: SamplingParams
+
+
+async def prepare_chat(
+    state: ServerState, req: ChatCompletionRequest, names: Mapping[str, str] | None = None
+) -> PreparedChat:
+    """Check a chat request and render its prompt (in a worker thread); a 400 names the field
+    at fault. ``names`` renames fields for a route that takes them under other names
+    (/v1/responses: ``input`` for ``messages``, ``text.format`` for ``response_format``)."""
+    names = names or {}
+    try:
+        return await _prepare(state, req, names)
+    except APIError as e:
+        if e.param is not None:
+            e.param = names.get(e.param, e.param)
+        raise
+
+
+async def _prepare(
+    state: ServerState, req: ChatCompletionRequest, names: Mapping[str, str]
+) -> PreparedChat:
     state.require_tokenizer("messages")
     mode = tool_mode(req, state.tool_parser)
     spec, spec_param = structured_outputs(req)
+    spec_param = names.get(spec_param, spec_param)
     forced = tool_constraint(req, mode)
     if forced is not None:
         if spec is not None:
@@ -125,7 +150,7 @@ async def create_chat_completion(
     )
     asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
-    max_tokens = state.check_prompt(ids, asked, "messages", param)
+    max_tokens = state.check_prompt(ids, asked, "messages", names.get(param, param))
     top = req.top_logprobs or 0
     params = sampling_params(
         req,
@@ -135,6 +160,16 @@ async def create_chat_completion(
         spec,
         req.prompt_logprobs,
     )
+    return PreparedChat(mode, ids, params)
+
+
+async def create_chat_completion(
+    state: ServerState, req: ChatCompletionRequest, raw: Request
+) -> Response:
+    state.check_model(req.model)
+    audit(req, state.warned_fields)
+    prepared = await prepare_chat(state, req)
+    mode, ids, params = prepared.mode, prepared.ids, prepared.params
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     state.admit(1)

@@ -443,8 +443,10 @@ def usage(prompt_tokens: int, completion_tokens: int) -> UsageInfo:
     )
 
 
-def sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+def sse(payload: dict[str, Any], event: str | None = None) -> str:
+    """One server-sent event; ``event`` names its type (the Responses API's streams do)."""
+    data = f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+    return data if event is None else f"event: {event}\n{data}"
 
 
 SSE_DONE = "data: [DONE]\n\n"

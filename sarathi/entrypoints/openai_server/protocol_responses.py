@@ -1,0 +1,367 @@
+"""Request and response bodies of POST /v1/responses: OpenAI's Responses API, its stateless
+subset (pydantic models, matching openai-python's ``types/responses`` field by field).
+
+A request is a chat request under other names: ``input`` (a string, or messages and
+function-call items) for ``messages``, ``instructions`` for a first system message,
+``max_output_tokens`` for ``max_tokens``, ``text.format`` for ``response_format``, and flat
+function tools. It takes the sampling fields of the other routes (vLLM's extras included).
+Input items and tools this server cannot honour (images, files, reasoning items, built-in
+tools) are refused here by type, so the 400 names ``input`` or ``tools``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from sarathi.entrypoints.openai_server.protocol import (
+    MAX_MESSAGES,
+    JsonSchema,
+    SamplingFields,
+    _Request,
+)
+
+# A call's items and its instructions become chat messages, at most MAX_MESSAGES of them.
+MAX_INPUT_ITEMS = MAX_MESSAGES - 1
+MAX_TOOLS = 128
+
+_TEXT_PARTS = ("input_text", "output_text")
+_ITEM_TYPES = ("message", "function_call", "function_call_output")
+
+
+class ContentPart(_Request):
+    """A text part of an input message (``input_text``; an assistant's ``output_text`` or
+    ``refusal`` when a client sends earlier output back). Annotations, logprobs and cache
+    breakpoints a part carries are accepted and have no effect."""
+
+    type: StrictStr
+    text: StrictStr | None = None
+    refusal: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _text_only(self) -> ContentPart:
+        _check_part_type(self.type)
+        if self.type == "refusal" and self.refusal is None:
+            raise ValueError("a refusal content part needs 'refusal'")
+        if self.type != "refusal" and self.text is None:
+            raise ValueError(f"an {self.type} content part needs 'text'")
+        return self
+
+    def value(self) -> str:
+        return (self.refusal if self.type == "refusal" else self.text) or ""
+
+
+Content = StrictStr | Annotated[list[ContentPart], Field(max_length=256)]
+
+
+def _text(content: Content) -> str:
+    return content if isinstance(content, str) else "".join(p.value() for p in content)
+
+
+class InputMessage(_Request):
+    """OpenAI's EasyInputMessage, input message and output message (``id``, ``status`` and
+    ``phase`` are accepted and have no effect)."""
+
+    type: Literal["message"] = "message"
+    role: Literal["user", "system", "developer", "assistant"]
+    content: Content
+
+    def text(self) -> str:
+        return _text(self.content)
+
+
+class FunctionCallInput(_Request):
+    """A function call of an earlier response, sent back by the client."""
+
+    type: Literal["function_call"]
+    call_id: Annotated[StrictStr, Field(max_length=256)]
+    name: Annotated[StrictStr, Field(max_length=256)]
+    arguments: StrictStr  # a JSON object, as text
+
+
+class FunctionCallOutputInput(_Request):
+    """The client's result of a function call, for the call with ``call_id``."""
+
+    type: Literal["function_call_output"]
+    call_id: Annotated[StrictStr, Field(max_length=256)]
+    output: Content
+
+    def text(self) -> str:
+        return _text(self.output)
+
+
+def _item_type(value: Any) -> Any:
+    if isinstance(value, dict):
+        return value.get("type", "message")
+    return getattr(value, "type", "message")
+
+
+InputItem = Annotated[
+    (
+        Annotated[InputMessage, Tag("message")]
+        | Annotated[FunctionCallInput, Tag("function_call")]
+        | Annotated[FunctionCallOutputInput, Tag("function_call_output")]
+    ),
+    Discriminator(_item_type),
+]
+
+
+def _check_part_type(kind: Any) -> None:
+    if kind not in (*_TEXT_PARTS, "refusal"):
+        raise ValueError(
+            f"content parts of type {kind!r} are not supported: this model takes text only"
+        )
+
+
+def _check_parts(content: Any) -> None:
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict):
+                _check_part_type(part.get("type"))
+
+
+def _check_item(item: Any) -> None:
+    """Refuse, by type, what the item models would only call malformed."""
+    if not isinstance(item, dict):
+        return  # the models' own errors say what is wrong
+    kind = item.get("type", "message")
+    if kind == "reasoning":
+        raise ValueError(
+            "input items of type 'reasoning' are not supported: this server makes no "
+            "reasoning items; send messages and function calls"
+        )
+    if kind == "item_reference":
+        raise ValueError(
+            "input items of type 'item_reference' are not supported: this server stores no "
+            "items; send the items themselves"
+        )
+    if kind not in _ITEM_TYPES:
+        raise ValueError(
+            f"input items of type {kind!r} are not supported by this server: it takes "
+            "messages, function_call and function_call_output items"
+        )
+    _check_parts(item.get("content") if kind == "message" else item.get("output"))
+    if kind == "function_call" and item.get("namespace") is not None:
+        raise ValueError("function calls in a namespace are not supported (no namespace tools)")
+
+
+class FunctionTool(_Request):
+    """A Responses function tool: flat, ``{"type": "function", "name", "description",
+    "parameters", "strict"}``."""
+
+    type: Literal["function"]
+    name: Annotated[StrictStr, Field(pattern=r"^[a-zA-Z0-9_.-]{1,64}$")]
+    description: StrictStr | None = Field(None, max_length=8192)
+    parameters: JsonSchema | None = None
+    strict: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _nothing_dropped(self) -> FunctionTool:
+        extra = self.model_extra or {}
+        for name in ("defer_loading", "async"):
+            if extra.get(name):
+                raise ValueError(f"function tools with {name} are not supported")
+        if extra.get("allowed_callers") not in (None, [], ["direct"]):
+            raise ValueError("function tools with programmatic callers are not supported")
+        return self
+
+
+class FunctionToolChoice(_Request):
+    type: Literal["function"]
+    name: StrictStr
+
+
+ToolChoice = Literal["none", "auto", "required"] | FunctionToolChoice
+
+
+class TextFormat(_Request):
+    """``text.format``: plain text, any JSON object, or a JSON schema (OpenAI's
+    ResponseFormatTextConfig; the schema's fields sit beside ``type``)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: StrictStr | None = Field(None, max_length=64)
+    description: StrictStr | None = None
+    schema_: JsonSchema | None = Field(None, alias="schema")
+    strict: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> TextFormat:
+        if self.type == "json_schema" and not self.schema_:
+            raise ValueError("text.format of type json_schema needs schema")
+        return self
+
+
+class TextConfig(_Request):
+    format: TextFormat | None = None
+    verbosity: Any = None  # refused when set
+
+    @field_validator("verbosity")
+    @classmethod
+    def _no_verbosity(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("verbosity is not supported by this server")
+        return value
+
+
+class ResponsesRequest(SamplingFields):
+    """POST /v1/responses. The fields of the Responses API this server refuses or takes
+    without effect are in field_audit.py (``RESPONSES_UNSUPPORTED``); a few chat fields
+    inherited with the sampling fields have no meaning here and are refused by the route
+    (``n`` other than 1, ``response_format``, ``prompt_logprobs``)."""
+
+    input: StrictStr | Annotated[list[InputItem], Field(min_length=1, max_length=MAX_INPUT_ITEMS)]
+    instructions: StrictStr | None = None
+    max_output_tokens: StrictInt | None = Field(None, ge=1)
+    text: TextConfig | None = None
+    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
+    metadata: (
+        Annotated[
+            dict[
+                Annotated[StrictStr, Field(max_length=64)],
+                Annotated[StrictStr, Field(max_length=512)],
+            ],
+            Field(max_length=16),
+        ]
+        | None
+    ) = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _known_items(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for item in value:
+                _check_item(item)
+        return value
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _function_tools_only(cls, value: Any) -> Any:
+        for tool in value if isinstance(value, list) else []:
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if isinstance(kind, str) and kind != "function":
+                raise ValueError(
+                    f"tools of type {kind!r} are not supported: this server runs no built-in "
+                    "tools (web search, file search, code interpreter, MCP, ...); send "
+                    "function tools"
+                )
+        return value
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _function_choice_only(cls, value: Any) -> Any:
+        kind = value.get("type") if isinstance(value, dict) else None
+        if isinstance(kind, str) and kind != "function":
+            raise ValueError(
+                f"tool_choice of type {kind!r} is not supported: send none, auto, required or "
+                '{"type": "function", "name": ...}'
+            )
+        return value
+
+
+# -- responses ------------------------------------------------------------------------------
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
+class OutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[Any] = Field(default_factory=list)
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class OutputMessage(BaseModel):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    status: ItemStatus
+    content: list[OutputText]
+
+
+class FunctionCallOutput(BaseModel):
+    """A ``function_call`` output item: ``call_id`` is what the client's
+    ``function_call_output`` refers to."""
+
+    id: str
+    type: Literal["function_call"] = "function_call"
+    call_id: str
+    name: str
+    arguments: str
+    status: ItemStatus
+
+
+OutputItem = OutputMessage | FunctionCallOutput
+
+
+class InputTokensDetails(BaseModel):
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+class OutputTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
+    total_tokens: int
+
+
+class IncompleteDetails(BaseModel):
+    reason: Literal["max_output_tokens"] = "max_output_tokens"
+
+
+class ResponseErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class ResponseObject(BaseModel):
+    """OpenAI's ``Response``. The request's settings are echoed as they took effect
+    (``temperature`` and ``top_p``: the values sampled with)."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: Literal["in_progress", "completed", "incomplete", "failed"]
+    completed_at: int | None = None
+    error: ResponseErrorInfo | None = None
+    incomplete_details: IncompleteDetails | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
+    model: str
+    output: list[OutputItem] = Field(default_factory=list)
+    parallel_tool_calls: bool = True
+    previous_response_id: None = None
+    reasoning: None = None
+    background: bool = False
+    store: bool = False
+    service_tier: str = "default"
+    temperature: float | None = None
+    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
+    tool_choice: str | dict[str, Any] = "none"
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    top_logprobs: int = 0
+    top_p: float | None = None
+    truncation: Literal["disabled"] = "disabled"
+    usage: ResponseUsage | None = None
+    user: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None

@@ -1,0 +1,528 @@
+"""POST /v1/responses: OpenAI's Responses API (its stateless subset) over the chat path.
+
+A request becomes a chat request (``chat_request``) and is prepared as chat's are
+(``prepare_chat``: tools, output constraints, the chat template, sampling parameters). Its
+output is read as chat's is (tools.py) and told as output items: a ``message`` with one
+``output_text`` part, and a ``function_call`` item per call.
+
+Streamed, the events are the Responses API's, numbered by ``sequence_number``:
+``response.created``, ``response.in_progress``, then for each output item
+``response.output_item.added`` ... ``response.output_item.done`` (a message's text in
+``response.output_text.delta`` events between ``response.content_part.added`` and
+``.done``; a call's arguments in ``response.function_call_arguments.delta`` events and
+``.done``), and last ``response.completed`` or ``response.incomplete`` with the response as
+the non-streamed route returns it. An engine failure is an ``error`` event followed by
+``response.failed``. As OpenAI's, the stream ends without ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from sarathi.entrypoints.openai_server.errors import APIError, bad_request, validation_message
+from sarathi.entrypoints.openai_server.field_audit import (
+    RESPONSES_ACCEPTED,
+    RESPONSES_UNSUPPORTED,
+    audit,
+)
+from sarathi.entrypoints.openai_server.protocol import (
+    ChatCompletionRequest,
+    ChatMessage,
+    FunctionCall,
+    FunctionDefinition,
+    NamedFunction,
+    NamedToolChoice,
+    ResponseFormat,
+    SamplingFields,
+    Tool,
+    ToolCallRequest,
+    ToolChoice,
+)
+from sarathi.entrypoints.openai_server.protocol_responses import (
+    FunctionCallInput,
+    FunctionCallOutput,
+    FunctionToolChoice,
+    IncompleteDetails,
+    InputMessage,
+    OutputItem,
+    OutputMessage,
+    OutputText,
+    ResponseErrorInfo,
+    ResponseObject,
+    ResponsesRequest,
+    ResponseUsage,
+    TextConfig,
+)
+from sarathi.entrypoints.openai_server.serving_chat import PreparedChat, prepare_chat
+from sarathi.entrypoints.openai_server.serving_common import (
+    ENGINE_ERRORS,
+    ClientDisconnected,
+    ServerState,
+    SSEResponse,
+    engine_error,
+    final_output,
+    sse,
+    unless_disconnected,
+)
+from sarathi.entrypoints.openai_server.tools import ToolMode, ToolStream, tool_message
+from sarathi.outputs import CompletionOutput
+
+# The chat fields a response's request names otherwise, for the 400s of prepare_chat.
+_NAMES = {
+    "messages": "input",
+    "response_format": "text.format",
+    "max_tokens": "max_output_tokens",
+}
+
+
+async def create_response(state: ServerState, req: ResponsesRequest, raw: Request) -> Response:
+    state.check_model(req.model)
+    audit(req, state.warned_fields, RESPONSES_UNSUPPORTED, RESPONSES_ACCEPTED)
+    _refuse_chat_only_fields(req)
+    prepared = await prepare_chat(state, chat_request(req), _NAMES)
+    base = _in_progress(state, req, prepared)
+    state.admit(1)
+    if req.stream:
+        return SSEResponse(_stream(state, prepared, base), on_close=lambda: state.release(1))
+    try:
+        return await unless_disconnected(raw, _full(state, prepared, base))
+    except ClientDisconnected:
+        return Response(status_code=499)
+    finally:
+        state.release(1)
+
+
+def _refuse_chat_only_fields(req: ResponsesRequest) -> None:
+    """Fields the request inherits from the chat route's sampling fields that mean nothing
+    in a response."""
+    if req.n != 1:
+        raise bad_request("a response has one output; n must be 1", "n")
+    if req.response_format is not None:
+        raise bad_request(
+            "response_format is a field of /v1/chat/completions; a response takes text.format",
+            "response_format",
+        )
+    if req.prompt_logprobs is not None:
+        raise bad_request("prompt_logprobs are not supported on /v1/responses", "prompt_logprobs")
+    if req.stream_options is not None and req.stream_options.continuous_usage_stats:
+        raise bad_request(
+            "continuous_usage_stats is not supported on /v1/responses (the usage comes with "
+            "the final event)",
+            "stream_options",
+        )
+
+
+# -- the request, as a chat request -------------------------------------------------------
+def chat_request(req: ResponsesRequest) -> ChatCompletionRequest:
+    """The chat request that asks for what ``req`` asks."""
+    sampling = {name: getattr(req, name) for name in SamplingFields.model_fields}
+    sampling["response_format"] = _response_format(req.text)
+    tools = None
+    if req.tools:
+        tools = [
+            Tool(
+                type="function",
+                function=FunctionDefinition(
+                    name=t.name, description=t.description, parameters=t.parameters, strict=t.strict
+                ),
+            )
+            for t in req.tools
+        ]
+    choice: ToolChoice | None = None
+    if isinstance(req.tool_choice, FunctionToolChoice):
+        name = NamedFunction(name=req.tool_choice.name)
+        choice = NamedToolChoice(type="function", function=name)
+    else:
+        choice = req.tool_choice
+    try:
+        return ChatCompletionRequest(
+            **sampling,
+            messages=chat_messages(req),
+            tools=tools,
+            tool_choice=choice,
+            parallel_tool_calls=req.parallel_tool_calls,
+            max_tokens=req.max_output_tokens,
+        )
+    except ValidationError as e:  # all was checked above: a bound of chat's, if anything
+        message, param = validation_message(e)
+        raise bad_request(message, _NAMES.get(param or "", param) or "input") from e
+
+
+def chat_messages(req: ResponsesRequest) -> list[ChatMessage]:
+    """``instructions`` as a first system message, then the input items as chat messages: a
+    function call joins the assistant message before it (or makes one), and a call's output
+    is a ``tool`` message naming the call and its function."""
+    messages = []
+    if req.instructions is not None:
+        messages.append(_message("system", req.instructions))
+    items = (
+        [InputMessage(role="user", content=req.input)] if isinstance(req.input, str) else req.input
+    )
+    names: dict[str, str] = {}  # call id -> function name
+    for item in items:
+        if isinstance(item, InputMessage):
+            messages.append(_message(item.role, item.text()))
+        elif isinstance(item, FunctionCallInput):
+            names[item.call_id] = item.name
+            call = ToolCallRequest(
+                id=item.call_id,
+                type="function",
+                function=FunctionCall(name=item.name, arguments=item.arguments),
+            )
+            last = messages[-1] if messages else None
+            if last is not None and last.role == "assistant":
+                last.tool_calls = [*(last.tool_calls or []), call]
+            else:
+                messages.append(_message("assistant", None, tool_calls=[call]))
+        else:
+            name = names.get(item.call_id)
+            messages.append(_message("tool", item.text(), tool_call_id=item.call_id, name=name))
+    return messages
+
+
+def _message(role: Any, content: str | None, **fields: Any) -> ChatMessage:
+    return ChatMessage.model_validate({"role": role, "content": content, **fields})
+
+
+def _response_format(text: TextConfig | None) -> ResponseFormat | None:
+    fmt = text.format if text is not None else None
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return ResponseFormat(type="json_object")
+    return ResponseFormat.model_validate(
+        {
+            "type": "json_schema",
+            "json_schema": {
+                "name": fmt.name or "response",
+                "description": fmt.description,
+                "schema": fmt.schema_,
+                "strict": fmt.strict,
+            },
+        }
+    )
+
+
+# -- the response -------------------------------------------------------------------------
+def _in_progress(
+    state: ServerState, req: ResponsesRequest, prepared: PreparedChat
+) -> ResponseObject:
+    """The response before its output: the request's settings as they took effect."""
+    extra = req.model_extra or {}
+    fmt = req.text.format if req.text is not None else None
+    text_format: dict[str, Any] = {"type": fmt.type if fmt is not None else "text"}
+    if fmt is not None and fmt.type == "json_schema":
+        text_format.update(
+            name=fmt.name or "response",
+            schema=fmt.schema_,
+            description=fmt.description,
+            strict=fmt.strict,
+        )
+    max_tool_calls = extra.get("max_tool_calls")
+    return ResponseObject(
+        id=f"resp_{uuid.uuid4().hex}",
+        created_at=int(time.time()),
+        status="in_progress",
+        instructions=req.instructions,
+        max_output_tokens=req.max_output_tokens,
+        max_tool_calls=max_tool_calls if type(max_tool_calls) is int else None,
+        model=state.model_name,
+        parallel_tool_calls=req.parallel_tool_calls is not False,
+        temperature=prepared.params.temperature,
+        text={"format": text_format},
+        tool_choice=_tool_choice(prepared.mode),
+        tools=[
+            t.model_dump(include={"type", "name", "description", "parameters", "strict"})
+            for t in req.tools or []
+        ],
+        top_p=prepared.params.top_p,
+        user=req.user,
+        metadata=req.metadata or {},
+        prompt_cache_key=_str_or_none(extra.get("prompt_cache_key")),
+        safety_identifier=_str_or_none(extra.get("safety_identifier")),
+    )
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _tool_choice(mode: ToolMode) -> str | dict[str, Any]:
+    if mode.kind == "named":
+        return {"type": "function", "name": mode.function}
+    return mode.kind
+
+
+def _finished(
+    base: ResponseObject,
+    output: list[OutputItem],
+    finish_reason: str | None,
+    input_tokens: int,
+    output_tokens: int,
+) -> ResponseObject:
+    incomplete = finish_reason == "length"
+    return base.model_copy(
+        update={
+            "status": "incomplete" if incomplete else "completed",
+            "completed_at": None if incomplete else int(time.time()),
+            "incomplete_details": IncompleteDetails() if incomplete else None,
+            "output": list(output),
+            "usage": ResponseUsage(
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                total_tokens=input_tokens + output_tokens,
+            ),
+        }
+    )
+
+
+def _message_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def _call_item_id() -> str:
+    return f"fc_{uuid.uuid4().hex}"
+
+
+def output_items(mode: ToolMode, c: CompletionOutput) -> list[OutputItem]:
+    """The output items of a finished output: its message (text outside any calls), then a
+    function_call item per call. A forced call cut off by the length limit is an incomplete
+    call, as it was streamed; any other output that is not a complete call is text."""
+    incomplete = c.finish_reason == "length"
+    if mode.kind == "named" and incomplete:
+        assert mode.function is not None
+        call = FunctionCallOutput(
+            id=_call_item_id(),
+            call_id=f"call_{uuid.uuid4().hex[:24]}",
+            name=mode.function,
+            arguments=c.text,
+            status="incomplete",
+        )
+        return [call]
+    msg = tool_message(mode, c.text, c.finish_reason)
+    items: list[OutputItem] = []
+    if msg.content or not msg.tool_calls:
+        items.append(
+            OutputMessage(
+                id=_message_id(),
+                status="incomplete" if incomplete else "completed",
+                content=[OutputText(text=msg.content or "")],
+            )
+        )
+    for tool_call in msg.tool_calls:
+        items.append(
+            FunctionCallOutput(
+                id=_call_item_id(),
+                call_id=tool_call.id,
+                name=tool_call.function.name,
+                arguments=tool_call.function.arguments,
+                status="completed",
+            )
+        )
+    return items
+
+
+async def _full(state: ServerState, prepared: PreparedChat, base: ResponseObject) -> JSONResponse:
+    try:
+        out = await final_output(state.engine, prepared.ids, prepared.params, base.id)
+    except ENGINE_ERRORS as e:
+        raise engine_error(e) from e
+    c = out.outputs[0]
+    body = _finished(
+        base, output_items(prepared.mode, c), c.finish_reason, len(prepared.ids), len(c.token_ids)
+    )
+    return JSONResponse(body.model_dump(mode="json"))
+
+
+# -- streaming ----------------------------------------------------------------------------
+class _Events:
+    """A response's stream of events: the chat deltas of its output (tools.ToolStream's)
+    told as Responses events, numbered, and the output items as streamed so far. Text goes to
+    one message item (the first item when the output starts with text), kept open to the end
+    so its text is the same as the non-streamed message's; each call is an item of its own."""
+
+    def __init__(self, mode: ToolMode) -> None:
+        self.mode = mode
+        self.items: list[OutputItem] = []
+        self._tools = ToolStream(mode)
+        self._message: OutputMessage | None = None
+        self._calls: dict[int, FunctionCallOutput] = {}  # chat tool-call index -> its item
+        self._seq = 0
+
+    def event(self, kind: str, **fields: Any) -> str:
+        payload = {"type": kind, "sequence_number": self._seq, **fields}
+        self._seq += 1
+        return sse(payload, event=kind)
+
+    def response(self, kind: str, response: ResponseObject) -> str:
+        return self.event(kind, response=response.model_dump(mode="json"))
+
+    def feed(self, delta: str) -> list[str]:
+        return self._deltas(self._tools.feed(delta))
+
+    def finish(self, finish_reason: str | None) -> list[str]:
+        """The output's last deltas, then each item's done events."""
+        tail, _ = self._tools.finish(finish_reason)
+        events = self._deltas(tail)
+        if not self.items:  # nothing at all: an empty message, as non-streamed
+            events += self._open_message()
+        incomplete = finish_reason == "length"
+        for index, item in enumerate(self.items):
+            if isinstance(item, FunctionCallOutput):
+                cut = incomplete and self.mode.kind == "named"
+                item.status = "incomplete" if cut else "completed"
+                events.append(
+                    self.event(
+                        "response.function_call_arguments.done",
+                        item_id=item.id,
+                        output_index=index,
+                        arguments=item.arguments,
+                    )
+                )
+            else:
+                item.status = "incomplete" if incomplete else "completed"
+                part = item.content[0]
+                where = {"item_id": item.id, "output_index": index, "content_index": 0}
+                events.append(
+                    self.event("response.output_text.done", **where, text=part.text, logprobs=[])
+                )
+                events.append(
+                    self.event("response.content_part.done", **where, part=part.model_dump())
+                )
+            events.append(
+                self.event("response.output_item.done", output_index=index, item=item.model_dump())
+            )
+        return events
+
+    def _deltas(self, deltas: list[dict[str, Any]]) -> list[str]:
+        events: list[str] = []
+        for delta in deltas:
+            if delta.get("content"):
+                events += self._text(delta["content"])
+            for call in delta.get("tool_calls") or []:
+                events += self._call(call)
+        return events
+
+    def _add(self, item: OutputItem) -> str:
+        self.items.append(item)
+        return self.event(
+            "response.output_item.added", output_index=len(self.items) - 1, item=item.model_dump()
+        )
+
+    def _open_message(self) -> list[str]:
+        message = OutputMessage(id=_message_id(), status="in_progress", content=[])
+        events = [self._add(message)]
+        part = OutputText(text="")
+        message.content.append(part)
+        self._message = message
+        events.append(
+            self.event(
+                "response.content_part.added",
+                item_id=message.id,
+                output_index=len(self.items) - 1,
+                content_index=0,
+                part=part.model_dump(),
+            )
+        )
+        return events
+
+    def _text(self, text: str) -> list[str]:
+        events = self._open_message() if self._message is None else []
+        assert self._message is not None
+        self._message.content[0].text += text
+        events.append(
+            self.event(
+                "response.output_text.delta",
+                item_id=self._message.id,
+                output_index=self.items.index(self._message),
+                content_index=0,
+                delta=text,
+                logprobs=[],
+            )
+        )
+        return events
+
+    def _call(self, fragment: dict[str, Any]) -> list[str]:
+        """A chat tool-call delta: the call's first names it; later ones add arguments."""
+        function = fragment.get("function") or {}
+        item = self._calls.get(fragment["index"])
+        events = []
+        if item is None:
+            item = FunctionCallOutput(
+                id=_call_item_id(),
+                call_id=fragment["id"],
+                name=function["name"],
+                arguments="",
+                status="in_progress",
+            )
+            self._calls[fragment["index"]] = item
+            events.append(self._add(item))
+        arguments = function.get("arguments") or ""
+        if arguments:
+            item.arguments += arguments
+            events.append(
+                self.event(
+                    "response.function_call_arguments.delta",
+                    item_id=item.id,
+                    output_index=self.items.index(item),
+                    delta=arguments,
+                )
+            )
+        return events
+
+    def failed(self, base: ResponseObject, err: APIError) -> list[str]:
+        code = "server_error" if err.status >= 500 else "invalid_prompt"
+        return [
+            self.event("error", code=err.code or err.type, message=err.message, param=err.param),
+            self.response(
+                "response.failed",
+                base.model_copy(
+                    update={
+                        "status": "failed",
+                        "error": ResponseErrorInfo(code=code, message=err.message),
+                        "output": list(self.items),
+                    }
+                ),
+            ),
+        ]
+
+
+async def _stream(
+    state: ServerState, prepared: PreparedChat, base: ResponseObject
+) -> AsyncGenerator[str, None]:
+    events = _Events(prepared.mode)
+    yield events.response("response.created", base)
+    yield events.response("response.in_progress", base)
+    stream = state.engine.generate(prepared.ids, prepared.params, base.id)
+    try:
+        async with contextlib.aclosing(stream) as outputs:
+            async for out in outputs:
+                c = out.outputs[0]
+                for event in events.feed(c.text_delta):
+                    yield event
+                if not c.finished:
+                    continue
+                for event in events.finish(c.finish_reason):
+                    yield event
+                final = _finished(
+                    base, events.items, c.finish_reason, len(prepared.ids), len(c.token_ids)
+                )
+                kind = (
+                    "response.completed" if final.status == "completed" else "response.incomplete"
+                )
+                yield events.response(kind, final)
+                break
+    except ENGINE_ERRORS as e:
+        for event in events.failed(base, engine_error(e)):
+            yield event
+    except APIError as e:
+        for event in events.failed(base, e):
+            yield event
