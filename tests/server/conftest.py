@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from live_server import API_KEY, LiveServer, start_server, stop_server
+from live_server import API_KEY, HERMES_TEMPLATE, LiveServer, start_server, stop_server
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +20,17 @@ def server() -> Iterator[LiveServer]:
 @pytest.fixture(scope="session")
 def key_server() -> Iterator[LiveServer]:
     live = start_server(api_key=API_KEY, served_model_name="my-model")
+    yield live
+    stop_server(live)
+
+
+@pytest.fixture(scope="session")
+def tool_server(tmp_path_factory) -> Iterator[LiveServer]:
+    """A server whose chat template renders tools (HERMES_TEMPLATE), so tool calls in auto
+    mode are parsed from the model's own format; a longer context for the tools' text."""
+    path = tmp_path_factory.mktemp("template") / "hermes.jinja"
+    path.write_text(HERMES_TEMPLATE)
+    live = start_server({"max_model_len": 1024}, chat_template=str(path))
     yield live
     stop_server(live)
 

@@ -19,6 +19,26 @@ import uvicorn
 MAX_MODEL_LEN = 256
 API_KEY = "test-key-123"
 
+# A Hermes-style chat template that renders tools, tool calls and tool results (the
+# ``tool_server`` fixture's, in conftest.py).
+HERMES_TEMPLATE = """\
+{%- if tools %}<|im_start|>system
+Tools:
+{% for t in tools %}{{ t | tojson }}
+{% endfor %}Call one as <tool_call>{"name": ..., "arguments": ...}</tool_call><|im_end|>
+{% endif %}
+{%- for m in messages %}
+{%- if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant
+{% for c in m.tool_calls %}<tool_call>
+{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}
+</tool_call>{% endfor %}<|im_end|>
+{% elif m.role == 'tool' %}<|im_start|>user
+<tool_response>{{ m.content }}</tool_response><|im_end|>
+{% else %}<|im_start|>{{ m.role }}
+{{ m.content }}<|im_end|>
+{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
 
 @dataclass
 class LiveServer:

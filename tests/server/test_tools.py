@@ -6,31 +6,14 @@ writes a call by itself), streamed and not."""
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from live_server import LiveServer, start_server, stop_server
+from live_server import HERMES_TEMPLATE as TEMPLATE
+from live_server import LiveServer
 from sarathi.entrypoints.openai_server.chat_template import render_chat
 from sarathi.entrypoints.openai_server.protocol import ChatMessage
-
-TEMPLATE = """\
-{%- if tools %}<|im_start|>system
-Tools:
-{% for t in tools %}{{ t | tojson }}
-{% endfor %}Call one as <tool_call>{"name": ..., "arguments": ...}</tool_call><|im_end|>
-{% endif %}
-{%- for m in messages %}
-{%- if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant
-{% for c in m.tool_calls %}<tool_call>
-{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}
-</tool_call>{% endfor %}<|im_end|>
-{% elif m.role == 'tool' %}<|im_start|>user
-<tool_response>{{ m.content }}</tool_response><|im_end|>
-{% else %}<|im_start|>{{ m.role }}
-{{ m.content }}<|im_end|>
-{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
-{% endif %}"""
 
 WEATHER = {
     "type": "function",
@@ -60,15 +43,6 @@ ADD = {
 }
 MESSAGES = [{"role": "user", "content": "Weather in Paris?"}]
 CALL_TEXT = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "c"}}\n</tool_call>'
-
-
-@pytest.fixture(scope="module")
-def tool_server(tmp_path_factory) -> Iterator[LiveServer]:
-    path = tmp_path_factory.mktemp("template") / "hermes.jinja"
-    path.write_text(TEMPLATE)
-    live = start_server({"max_model_len": 1024}, chat_template=str(path))
-    yield live
-    stop_server(live)
 
 
 @pytest.fixture

@@ -133,9 +133,23 @@ RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{
         name: rule
         for name, rule in UNSUPPORTED.items()
-        # Fields of the request model there (tools), or of other routes (echo, store).
+        # Fields of the request model here (tools), or with another meaning here (store),
+        # or of another route (echo: below).
         if name not in ("tools", "tool_choice", "echo", "store")
     },
+    # The other routes' names for what a response asks for otherwise: a client that sends
+    # them must not get, say, an unbounded output back.
+    "messages": (_unset, "messages (chat's; a response takes input) is not supported"),
+    "max_tokens": (
+        _unset,
+        "max_tokens (the other routes'; a response takes max_output_tokens) is not supported",
+    ),
+    "max_completion_tokens": (
+        _unset,
+        "max_completion_tokens (chat's; a response takes max_output_tokens) is not supported",
+    ),
+    "logprobs": (_off, "logprobs on responses are not supported"),
+    "echo": (_off, "echo (a field of /v1/completions) is not supported"),
     "store": (_off, f"storing responses (store: true; {_STATELESS}) is not supported"),
     "previous_response_id": (
         _unset,
@@ -166,9 +180,8 @@ RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "prompt_cache_options": (_no_prewarm, "prompt cache prewarming is not supported"),
 }
 
-# Fields of the Responses API with nothing to do here: cache hints (no prefix cache yet)
-# and max_tool_calls, which bounds calls of built-in tools (none are run here).
-RESPONSES_ACCEPTED = ACCEPTED | {"max_tool_calls", "prompt_cache_retention"}
+# Fields of the Responses API with nothing to do here: a cache hint (no prefix cache yet).
+RESPONSES_ACCEPTED = ACCEPTED | {"prompt_cache_retention"}
 
 
 def audit(

@@ -227,6 +227,11 @@ class ResponsesRequest(SamplingFields):
     tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
+    # Bounds calls of built-in tools, of which none are run here: taken, and echoed back.
+    max_tool_calls: StrictInt | None = Field(None, ge=1)
+    # Bookkeeping (no prefix cache yet, no abuse monitoring): taken, and echoed back.
+    prompt_cache_key: StrictStr | None = Field(None, max_length=256)
+    safety_identifier: StrictStr | None = Field(None, max_length=256)
     metadata: (
         Annotated[
             dict[

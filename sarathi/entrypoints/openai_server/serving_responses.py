@@ -112,11 +112,18 @@ def _refuse_chat_only_fields(req: ResponsesRequest) -> None:
         )
     if req.prompt_logprobs is not None:
         raise bad_request("prompt_logprobs are not supported on /v1/responses", "prompt_logprobs")
-    if req.stream_options is not None and req.stream_options.continuous_usage_stats:
+    options = req.stream_options
+    if options is not None and options.continuous_usage_stats:
         raise bad_request(
             "continuous_usage_stats is not supported on /v1/responses (the usage comes with "
             "the final event)",
             "stream_options",
+        )
+    if options is not None and (options.model_extra or {}).get("include_obfuscation"):
+        raise bad_request(
+            "stream obfuscation (padding on delta events) is not supported by this server; "
+            "send stream_options.include_obfuscation false or leave it out",
+            "stream_options.include_obfuscation",
         )
 
 
@@ -216,7 +223,6 @@ def _in_progress(
     state: ServerState, req: ResponsesRequest, prepared: PreparedChat
 ) -> ResponseObject:
     """The response before its output: the request's settings as they took effect."""
-    extra = req.model_extra or {}
     fmt = req.text.format if req.text is not None else None
     text_format: dict[str, Any] = {"type": fmt.type if fmt is not None else "text"}
     if fmt is not None and fmt.type == "json_schema":
@@ -226,14 +232,13 @@ def _in_progress(
             description=fmt.description,
             strict=fmt.strict,
         )
-    max_tool_calls = extra.get("max_tool_calls")
     return ResponseObject(
         id=f"resp_{uuid.uuid4().hex}",
         created_at=int(time.time()),
         status="in_progress",
         instructions=req.instructions,
         max_output_tokens=req.max_output_tokens,
-        max_tool_calls=max_tool_calls if type(max_tool_calls) is int else None,
+        max_tool_calls=req.max_tool_calls,
         model=state.model_name,
         parallel_tool_calls=req.parallel_tool_calls is not False,
         temperature=prepared.params.temperature,
@@ -246,13 +251,9 @@ def _in_progress(
         top_p=prepared.params.top_p,
         user=req.user,
         metadata=req.metadata or {},
-        prompt_cache_key=_str_or_none(extra.get("prompt_cache_key")),
-        safety_identifier=_str_or_none(extra.get("safety_identifier")),
+        prompt_cache_key=req.prompt_cache_key,
+        safety_identifier=req.safety_identifier,
     )
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _tool_choice(mode: ToolMode) -> str | dict[str, Any]:
