@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from sarathi.entrypoints.openai_server.field_audit import ACCEPTED, UNSUPPORTED
+from sarathi.entrypoints.openai_server.field_audit import (
+    ACCEPTED,
+    RESPONSES_ACCEPTED,
+    RESPONSES_UNSUPPORTED,
+    UNSUPPORTED,
+)
 
 # A value that asks for something, per refused field.
 ASKING = {
@@ -146,6 +151,15 @@ VLLM_EXTRAS = """use_beam_search top_k min_p repetition_penalty length_penalty s
     kv_transfer_params vllm_xargs""".split()
 VLLM_CHAT_EXTRAS = """echo add_generation_prompt continue_final_message documents chat_template
     chat_template_kwargs mm_processor_kwargs""".split()
+# openai-python's ResponseCreateParams (the Responses API), and the chat route's names a
+# client may send there by mistake.
+OPENAI_RESPONSES = """access_programs background background_options context_management
+    conversation image include input instructions max_output_tokens max_tool_calls metadata
+    model moderation parallel_tool_calls previous_response_id prompt prompt_cache_key
+    prompt_cache_options prompt_cache_retention reasoning safety_identifier service_tier store
+    stream stream_options temperature text tool_choice tools top_logprobs top_p truncation
+    user""".split()
+CHAT_NAMES = "messages max_tokens max_completion_tokens logprobs echo".split()
 
 
 def _fields(model) -> set[str]:
@@ -153,15 +167,27 @@ def _fields(model) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "model_name,names",
+    "module,model_name,names",
     [
-        ("CompletionRequest", OPENAI_COMPLETIONS + VLLM_EXTRAS),
-        ("ChatCompletionRequest", OPENAI_CHAT + VLLM_EXTRAS + VLLM_CHAT_EXTRAS),
+        ("protocol", "CompletionRequest", OPENAI_COMPLETIONS + VLLM_EXTRAS),
+        ("protocol", "ChatCompletionRequest", OPENAI_CHAT + VLLM_EXTRAS + VLLM_CHAT_EXTRAS),
+        ("protocol_responses", "ResponsesRequest", OPENAI_RESPONSES + CHAT_NAMES + VLLM_EXTRAS),
     ],
 )
-def test_every_openai_and_vllm_field_is_honoured_or_refused(model_name, names):
-    from sarathi.entrypoints.openai_server import protocol
+def test_every_openai_and_vllm_field_is_honoured_or_refused(module, model_name, names):
+    import importlib
 
-    honoured = _fields(getattr(protocol, model_name))
-    unaccounted = [n for n in names if n not in honoured | set(UNSUPPORTED) | ACCEPTED]
+    model = getattr(importlib.import_module(f"sarathi.entrypoints.openai_server.{module}"), model_name)
+    if model_name == "ResponsesRequest":
+        refused, accepted = set(RESPONSES_UNSUPPORTED), RESPONSES_ACCEPTED
+    else:
+        refused, accepted = set(UNSUPPORTED), ACCEPTED
+    unaccounted = [n for n in names if n not in _fields(model) | refused | accepted]
     assert not unaccounted, f"{model_name}: neither honoured nor refused: {unaccounted}"
+
+
+def test_the_responses_field_list_is_the_installed_sdks():
+    """A field a newer openai-python sends must be added above (and honoured or refused)."""
+    params = pytest.importorskip("openai.types.responses.response_create_params")
+    sdk = set(params.ResponseCreateParamsBase.__annotations__)
+    assert sdk <= set(OPENAI_RESPONSES), sorted(sdk - set(OPENAI_RESPONSES))

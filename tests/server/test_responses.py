@@ -381,9 +381,9 @@ def test_instructions_and_calls_as_chat_messages():
 def _refused(client: Any, param: str, **kwargs: Any) -> str:
     import openai
 
-    kwargs.setdefault("input", "hi")
+    kwargs = {"input": "hi", "max_output_tokens": 2, **kwargs}
     with pytest.raises(openai.BadRequestError) as e:
-        client.responses.create(model="demo", max_output_tokens=2, **kwargs)
+        client.responses.create(model="demo", **kwargs)
     err = e.value.body
     assert e.value.status_code == 400 and err["type"] == "invalid_request_error", err
     assert err["param"] == param, err
@@ -455,6 +455,7 @@ def test_a_field_that_asks_for_what_is_not_done_is_refused_by_name(http, name):
         {"prompt_cache_key": "k", "prompt_cache_retention": "24h", "safety_identifier": "u1"},
         {"max_tool_calls": 3, "metadata": {"a": "b"}, "user": "u"},
         {"stream_options": {"include_obfuscation": False}},
+        {"add_special_tokens": True},
         {"an_unknown_field": 1},
     ],
 )
@@ -498,6 +499,18 @@ def test_defaults_and_harmless_fields_are_taken(http, extra):
 def test_requests_that_cannot_be_honoured_are_400(client, kwargs, param):
     message = _refused(client, param, **kwargs)
     assert message
+
+
+def test_errors_name_this_routes_fields(client):
+    message = _refused(
+        client,
+        "guided_json",
+        text={"format": {"type": "json_object"}},
+        extra_body={"guided_json": SCHEMA},
+    )
+    assert "text.format" in message and "response_format" not in message
+    message = _refused(client, "max_output_tokens", max_output_tokens=100_000)
+    assert "max_output_tokens" in message and "max_tokens" not in message.replace("max_o", "")
 
 
 def test_an_input_longer_than_the_context_is_a_400_naming_input(client):

@@ -227,6 +227,8 @@ class ResponsesRequest(SamplingFields):
     tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
+    # vLLM's: add the tokenizer's special tokens on top of what the chat template writes.
+    add_special_tokens: StrictBool = False
     # Bounds calls of built-in tools, of which none are run here: taken, and echoed back.
     max_tool_calls: StrictInt | None = Field(None, ge=1)
     # Bookkeeping (no prefix cache yet, no abuse monitoring): taken, and echoed back.

@@ -121,8 +121,7 @@ async def _prepare(
 ) -> PreparedChat:
     state.require_tokenizer("messages")
     mode = tool_mode(req, state.tool_parser)
-    spec, spec_param = structured_outputs(req)
-    spec_param = names.get(spec_param, spec_param)
+    spec, spec_param = structured_outputs(req, names.get("response_format", "response_format"))
     forced = tool_constraint(req, mode)
     if forced is not None:
         if spec is not None:

@@ -193,15 +193,18 @@ class ServerState:
         return max_tokens
 
 
-def structured_outputs(req: SamplingFields) -> tuple[StructuredOutputs | None, str]:
-    """The request's output constraint, and the field it came from (for errors)."""
+def structured_outputs(
+    req: SamplingFields, response_format: str = "response_format"
+) -> tuple[StructuredOutputs | None, str]:
+    """The request's output constraint, and the field it came from (for errors);
+    ``response_format`` is that field's name on the request's route."""
     found: list[tuple[str, StructuredOutputs]] = []
     try:
         rf = req.response_format
         if rf is not None and rf.type == "json_object":
-            found.append(("response_format", StructuredOutputs(json_object=True)))
+            found.append((response_format, StructuredOutputs(json_object=True)))
         elif rf is not None and rf.type == "json_schema" and rf.json_schema is not None:
-            found.append(("response_format", StructuredOutputs(json=rf.json_schema.schema_)))
+            found.append((response_format, StructuredOutputs(json=rf.json_schema.schema_)))
         so = req.structured_outputs
         if so is not None:
             found.append(

@@ -102,7 +102,7 @@ async def create_response(state: ServerState, req: ResponsesRequest, raw: Reques
 
 def _refuse_chat_only_fields(req: ResponsesRequest) -> None:
     """Fields the request inherits from the chat route's sampling fields that mean nothing
-    in a response."""
+    in a response, and the stream option it cannot honour."""
     if req.n != 1:
         raise bad_request("a response has one output; n must be 1", "n")
     if req.response_format is not None:
@@ -157,6 +157,7 @@ def chat_request(req: ResponsesRequest) -> ChatCompletionRequest:
             tool_choice=choice,
             parallel_tool_calls=req.parallel_tool_calls,
             max_tokens=req.max_output_tokens,
+            add_special_tokens=req.add_special_tokens,
         )
     except ValidationError as e:  # all was checked above: a bound of chat's, if anything
         message, param = validation_message(e)
