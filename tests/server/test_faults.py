@@ -44,3 +44,28 @@ def test_a_failing_step_fails_its_request_and_the_health_check() -> None:
             assert again.status_code == 503
     finally:
         stop_server(live)
+
+
+def test_a_failing_step_fails_a_streamed_response() -> None:
+    """On /v1/responses the failure is an ``error`` event, then ``response.failed``."""
+    import openai
+
+    live = start_server(engine_hook=_fail_on_second_step)
+    try:
+        with openai.OpenAI(base_url=live.base_url, api_key="x", max_retries=0, timeout=30) as c:
+            stream = c.responses.create(
+                model="demo",
+                input="hello",
+                max_output_tokens=20,
+                stream=True,
+                extra_body={"ignore_eos": True},
+            )
+            events = list(stream)
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        error, failed = events[-2:]
+        assert error.type == "error" and error.code == "engine_dead" and MESSAGE in error.message
+        assert failed.type == "response.failed" and failed.response.status == "failed"
+        assert failed.response.error.code == "server_error"
+        assert MESSAGE in failed.response.error.message
+    finally:
+        stop_server(live)

@@ -144,7 +144,11 @@ def test_instructions_and_message_items_reach_the_prompt(client):
 
 def test_a_streamed_text_response(client):
     stream = client.responses.create(
-        model="demo", input="Tell me a story", max_output_tokens=6, stream=True
+        model="demo",
+        input="Tell me a story",
+        max_output_tokens=6,
+        stream=True,
+        extra_body={"ignore_eos": True},  # some text, so some deltas
     )
     events = _events(stream)
     types = [e.type for e in events]

@@ -91,7 +91,7 @@ def _prompt_logprobs(
     return prompt_logprobs_body(state, ids, out.prompt_logprobs, req.prompt_logprobs)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PreparedChat:
     """A chat request made ready for the engine: its prompt, how it uses its tools, and its
     sampling parameters (with the output constraint of its format or tool choice)."""
