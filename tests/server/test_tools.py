@@ -241,3 +241,46 @@ def test_auto_needs_a_known_format(http):
     )
     assert r.status_code == 400
     assert "--tool-call-parser" in r.json()["error"]["message"]
+
+
+def test_tokenize_renders_tools_as_chat_does(tools_client, tool_server):
+    """/tokenize with messages counts the prompt chat would send: tools and
+    continue_final_message included (they were dropped, undercounting tool prompts)."""
+    import httpx
+
+    body = {"messages": MESSAGES, "tools": [WEATHER, ADD]}
+    r = httpx.post(tool_server.url + "/tokenize", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    chat = tools_client.chat.completions.create(
+        model="demo", max_tokens=1, tool_choice="none", **body
+    )
+    assert r.json()["count"] == chat.usage.prompt_tokens
+    bare = httpx.post(tool_server.url + "/tokenize", json={"messages": MESSAGES}, timeout=60)
+    assert bare.json()["count"] < r.json()["count"]
+    text = httpx.post(
+        tool_server.url + "/detokenize", json={"tokens": r.json()["tokens"]}, timeout=60
+    ).json()["prompt"]
+    assert '"name": "get_weather"' in text and '"name": "add"' in text
+
+    partial = [*MESSAGES, {"role": "assistant", "content": "It is"}]
+    r = httpx.post(
+        tool_server.url + "/tokenize",
+        json={"messages": partial, "continue_final_message": True, "add_generation_prompt": False},
+        timeout=60,
+    )
+    chat = tools_client.chat.completions.create(
+        model="demo", messages=partial, max_tokens=1,
+        extra_body={"continue_final_message": True, "add_generation_prompt": False},
+    )
+    assert r.json()["count"] == chat.usage.prompt_tokens
+    text = httpx.post(
+        tool_server.url + "/detokenize", json={"tokens": r.json()["tokens"]}, timeout=60
+    ).json()["prompt"]
+    assert text.endswith("It is")
+
+    r = httpx.post(
+        tool_server.url + "/tokenize",
+        json={"messages": MESSAGES, "chat_template_kwargs": {"enable_thinking": False}},
+        timeout=60,
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "chat_template_kwargs"

@@ -23,6 +23,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     ChatCompletionRequest,
     FunctionCallOut,
     NamedToolChoice,
+    TokenizeChatRequest,
     ToolCallOut,
 )
 from sarathi.entrypoints.openai_server.tool_parsers import StreamingToolParser, parse
@@ -103,7 +104,7 @@ def tool_constraint(req: ChatCompletionRequest, mode: ToolMode) -> StructuredOut
     return StructuredOutputs(json=array)
 
 
-def template_tools(req: ChatCompletionRequest) -> list[dict[str, Any]] | None:
+def template_tools(req: ChatCompletionRequest | TokenizeChatRequest) -> list[dict[str, Any]] | None:
     """The tools as chat templates take them (JSON-schema function descriptions)."""
     if not req.tools:
         return None
