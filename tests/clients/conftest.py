@@ -19,6 +19,9 @@ import pytest
 from clients_common import API_KEY, HERMES_TEMPLATE
 from server.live_server import LiveServer, start_server, stop_server
 
+# LiteLLM fetches its model price list from GitHub on import unless told not to.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 
 @pytest.fixture(scope="session")
 def clients_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
@@ -26,7 +29,7 @@ def clients_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
     path = tmp_path_factory.mktemp("clients-template") / "hermes.jinja"
     path.write_text(HERMES_TEMPLATE)
     live = start_server(
-        {"max_model_len": 1024},
+        {"max_model_len": 2048},
         api_key=API_KEY,
         chat_template=str(path),
         tool_call_parser="hermes",
@@ -61,4 +64,3 @@ def _no_provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reaches a real provider: clients that read OpenAI's environment get ours."""
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_ORG_ID"):
         monkeypatch.delenv(name, raising=False)
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

@@ -21,6 +21,18 @@ class City(BaseModel):
     country: Literal["France", "Norway", "Italy"]
 
 
+class Seat(BaseModel):
+    row: int = Field(ge=1, le=30)
+    cls: Literal["eco", "biz"]
+
+
+class Book(BaseModel):
+    """Book a seat (a nested model: a $defs reference in its schema)."""
+
+    seat: Seat
+    note: str | None = Field(default=None, max_length=10)
+
+
 class WeatherArgs(BaseModel):
     # Bounded, as every free value in these tests: a random-weight model never ends a number
     # or a string of its own accord, so an unbounded one would run to max_tokens.
@@ -120,10 +132,22 @@ def test_a_tool_round_trip(base_url: str) -> None:
     assert not final.tool_calls
 
 
+@pytest.mark.parametrize("model", [City, Book])
 @pytest.mark.parametrize("method", ["function_calling", "json_schema"])
-def test_with_structured_output_pydantic(base_url: str, method: str) -> None:
-    llm = _chat(base_url, max_tokens=100).with_structured_output(City, method=method)
-    assert isinstance(llm.invoke("A city, please"), City)
+def test_with_structured_output_pydantic(base_url: str, method: str, model: type) -> None:
+    llm = _chat(base_url, max_tokens=100).with_structured_output(model, method=method)
+    assert isinstance(llm.invoke("A city, please"), model)
+
+
+def test_bind_tools_with_nested_models(base_url: str) -> None:
+    llm = _chat(base_url, max_tokens=100).bind_tools(
+        [Book, get_weather], tool_choice="any", parallel_tool_calls=False
+    )
+    (call,) = llm.invoke("Book a seat").tool_calls
+    if call["name"] == "Book":
+        Book.model_validate(call["args"])
+    else:
+        WeatherArgs.model_validate(call["args"])
 
 
 def test_with_structured_output_include_raw(base_url: str) -> None:

@@ -3,6 +3,7 @@ Pydantic model (as ``response_format`` and as a strict tool), tools, ``models``,
 
 from __future__ import annotations
 
+import enum
 import json
 from typing import Any, Literal
 
@@ -236,3 +237,39 @@ def test_async_client(base_url: str) -> None:
 
     out = asyncio.run(_async_chat(base_url))
     assert all(isinstance(t, str) for t in out)
+
+
+class MealKind(str, enum.Enum):
+    veg = "veg"
+    fish = "fish"
+
+
+class Seat(BaseModel):
+    row: int = Field(ge=1, le=30)
+    cls: Literal["eco", "biz"]
+
+
+class Book(BaseModel):
+    """Book a seat."""
+
+    seat: Seat
+    meal: MealKind
+
+
+def test_parse_with_nested_models_as_tools(openai_client: Any) -> None:
+    """Nested models and enums become $defs references in a tool's schema (Pydantic's way)."""
+    tools = [
+        openai.pydantic_function_tool(Book, name="book"),
+        openai.pydantic_function_tool(GetWeather, name="get_weather"),
+    ]
+    for tool_choice in ("required", {"type": "function", "function": {"name": "book"}}):
+        r = openai_client.chat.completions.parse(
+            model=MODEL,
+            messages=ASK,
+            max_tokens=80,
+            tools=tools,
+            tool_choice=tool_choice,
+            parallel_tool_calls=False,
+        )
+        (call,) = r.choices[0].message.tool_calls
+        assert isinstance(call.function.parsed_arguments, (Book, GetWeather))
