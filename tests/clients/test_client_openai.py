@@ -165,7 +165,8 @@ def test_streamed_tool_call(openai_client: Any) -> None:
         for c in chunk.choices:
             for d in c.delta.tool_calls or []:
                 assert d.index == 0
-                ids.add(d.id) if d.id else None
+                if d.id:
+                    ids.add(d.id)
                 name += d.function.name or ""
                 arguments += d.function.arguments or ""
             finish = c.finish_reason or finish
