@@ -215,3 +215,113 @@ def test_auto_needs_a_known_format(http):
     )
     assert r.status_code == 400
     assert "--tool-call-parser" in r.json()["error"]["message"]
+
+
+def test_tokenize_renders_tools_as_chat_does(tools_client, tool_server):
+    """/tokenize with messages counts the prompt chat would send: tools and
+    continue_final_message included (they were dropped, undercounting tool prompts)."""
+    import httpx
+
+    body = {"messages": MESSAGES, "tools": [WEATHER, ADD]}
+    r = httpx.post(tool_server.url + "/tokenize", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    chat = tools_client.chat.completions.create(
+        model="demo", max_tokens=1, tool_choice="none", **body
+    )
+    assert r.json()["count"] == chat.usage.prompt_tokens
+    bare = httpx.post(tool_server.url + "/tokenize", json={"messages": MESSAGES}, timeout=60)
+    assert bare.json()["count"] < r.json()["count"]
+    text = httpx.post(
+        tool_server.url + "/detokenize", json={"tokens": r.json()["tokens"]}, timeout=60
+    ).json()["prompt"]
+    assert '"name": "get_weather"' in text and '"name": "add"' in text
+
+    partial = [*MESSAGES, {"role": "assistant", "content": "It is"}]
+    r = httpx.post(
+        tool_server.url + "/tokenize",
+        json={"messages": partial, "continue_final_message": True, "add_generation_prompt": False},
+        timeout=60,
+    )
+    chat = tools_client.chat.completions.create(
+        model="demo", messages=partial, max_tokens=1,
+        extra_body={"continue_final_message": True, "add_generation_prompt": False},
+    )
+    assert r.json()["count"] == chat.usage.prompt_tokens
+    text = httpx.post(
+        tool_server.url + "/detokenize", json={"tokens": r.json()["tokens"]}, timeout=60
+    ).json()["prompt"]
+    assert text.endswith("It is")
+
+    r = httpx.post(
+        tool_server.url + "/tokenize",
+        json={"messages": MESSAGES, "chat_template_kwargs": {"enable_thinking": False}},
+        timeout=60,
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "chat_template_kwargs"
+
+
+# Pydantic's schema of a tool with a nested model and an enum: local references into $defs.
+NESTED = {
+    "type": "function",
+    "function": {
+        "name": "book",
+        "parameters": {
+            "$defs": {
+                "Seat": {
+                    "type": "object",
+                    "properties": {
+                        "row": {"type": "integer", "minimum": 1, "maximum": 30},
+                        "cls": {"$ref": "#/$defs/Cls"},
+                    },
+                    "required": ["row", "cls"],
+                },
+                "Cls": {"enum": ["eco", "biz"], "type": "string"},
+            },
+            "type": "object",
+            "properties": {"seat": {"$ref": "#/$defs/Seat"}},
+            "required": ["seat"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_required_choice_takes_tools_with_local_references(tools_client, parallel):
+    """A tool's $defs references resolve inside the list of calls a required choice is held
+    to (they pointed at the list's root: a 400, "Pointer '/$defs/Seat' does not exist")."""
+    r = _chat(
+        tools_client, tools=[WEATHER, NESTED], tool_choice="required",
+        parallel_tool_calls=parallel, n=2, max_tokens=300,
+    )
+    for choice in r.choices:
+        assert choice.finish_reason == "tool_calls", choice
+        for call in choice.message.tool_calls:
+            if call.function.name == "book":
+                seat = json.loads(call.function.arguments)["seat"]
+                assert 1 <= seat["row"] <= 30 and seat["cls"] in ("eco", "biz")
+            else:
+                _check_call(call.function.name, call.function.arguments)
+
+
+def test_rebased_references_follow_the_schema():
+    from sarathi.entrypoints.openai_server.tools import _rebased
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "child": {"anyOf": [{"$ref": "#"}, {"type": "null"}]},
+            "default": {"$ref": "#/$defs/A"},  # a property named like a keyword
+            "$ref": {"type": "string"},  # a property named $ref
+            "tag": {"const": {"$ref": "#/not/a/reference"}},
+        },
+        "$defs": {"A": {"items": {"$ref": "#/$defs/A"}}},
+    }
+    out = _rebased(schema, "/$defs/tool_0")
+    assert out["properties"]["child"]["anyOf"][0] == {"$ref": "#/$defs/tool_0"}
+    assert out["properties"]["default"] == {"$ref": "#/$defs/tool_0/$defs/A"}
+    assert out["properties"]["$ref"] == {"type": "string"}
+    assert out["properties"]["tag"] == {"const": {"$ref": "#/not/a/reference"}}
+    assert out["$defs"]["A"]["items"] == {"$ref": "#/$defs/tool_0/$defs/A"}
+    assert schema["$defs"]["A"]["items"] == {"$ref": "#/$defs/A"}  # a copy
+    own = {"$id": "https://example.com/s", "properties": {"a": {"$ref": "#/$defs/B"}}}
+    assert _rebased(own, "/x") == own

@@ -282,9 +282,14 @@ class TokenizeCompletionRequest(_Request):
 
 
 class TokenizeChatRequest(_Request):
+    """The prompt a chat request would send: the same messages, tools and template flags
+    give the same token ids (and count) as /v1/chat/completions prompts the model with."""
+
     model: StrictStr | None = None
     messages: Messages
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
     add_generation_prompt: StrictBool = True
+    continue_final_message: StrictBool = False
     add_special_tokens: StrictBool = False
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 import sarathi
 from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request, error_response
+from sarathi.entrypoints.openai_server.field_audit import audit
 from sarathi.entrypoints.openai_server.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -30,6 +32,7 @@ from sarathi.entrypoints.openai_server.serving_chat import create_chat_completio
 from sarathi.entrypoints.openai_server.serving_common import ServerState
 from sarathi.entrypoints.openai_server.serving_completions import create_completion
 from sarathi.entrypoints.openai_server.serving_responses import create_response
+from sarathi.entrypoints.openai_server.tools import template_tools
 from sarathi.transformers_utils.tokenizer import tokenizer_description
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -124,16 +127,25 @@ async def responses(body: ResponsesRequest, request: Request) -> Response:
 async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     s = state_of(request)
     s.check_model(body.model)
+    audit(body, s.warned_fields)
     if isinstance(body, TokenizeChatRequest):
         s.require_tokenizer("messages")
-        s.check_prompt_bytes(sum(len(m.text().encode("utf-8")) for m in body.messages), "messages")
+        tools = template_tools(body)
+        s.check_prompt_bytes(
+            sum(len(m.text().encode("utf-8")) for m in body.messages)
+            + len(json.dumps(tools or []).encode("utf-8")),
+            "messages",
+        )
+        # Rendered as /v1/chat/completions renders it, so the count is the prompt's there.
         ids = await asyncio.to_thread(
             chat_prompt_ids,
             s.tokenizer,
             body.messages,
             s.chat_template,
             body.add_generation_prompt,
-            add_special_tokens=body.add_special_tokens,
+            body.continue_final_message,
+            body.add_special_tokens,
+            tools,
         )
     else:
         ids = await s.encode(body.prompt, "prompt", body.add_special_tokens)

@@ -13,6 +13,7 @@ first call the model wrote is returned.
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     ChatCompletionRequest,
     FunctionCallOut,
     NamedToolChoice,
+    TokenizeChatRequest,
     ToolCallOut,
 )
 from sarathi.entrypoints.openai_server.tool_parsers import StreamingToolParser, parse
@@ -89,21 +91,67 @@ def tool_constraint(req: ChatCompletionRequest, mode: ToolMode) -> StructuredOut
     if mode.kind == "named":
         assert mode.function is not None
         return StructuredOutputs(json=schemas[mode.function])
+    # Each tool's schema is placed under $defs of the list's schema, its local references
+    # (``#``, ``#/$defs/Inner``: what Pydantic writes for nested models and enums) following it.
+    defs = {
+        f"tool_{i}": _rebased(schema, f"/$defs/tool_{i}")
+        for i, schema in enumerate(schemas.values())
+    }
     call = [
         {
             "type": "object",
-            "properties": {"name": {"const": name}, "parameters": schema},
+            "properties": {"name": {"const": name}, "parameters": {"$ref": f"#/$defs/tool_{i}"}},
             "required": ["name", "parameters"],
         }
-        for name, schema in schemas.items()
+        for i, name in enumerate(schemas)
     ]
-    array: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"anyOf": call}}
+    array: dict[str, Any] = {
+        "$defs": defs,
+        "type": "array",
+        "minItems": 1,
+        "items": {"anyOf": call},
+    }
     if not mode.parallel:
         array["maxItems"] = 1
     return StructuredOutputs(json=array)
 
 
-def template_tools(req: ChatCompletionRequest) -> list[dict[str, Any]] | None:
+# Keywords whose values are JSON data, not schemas (a "$ref" there is not a reference), and
+# those whose values map names to schemas (a key there is a name, not a keyword).
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+_SCHEMA_MAPS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
+
+
+def _rebased(schema: Any, base: str) -> Any:
+    """A copy of ``schema`` for the place ``base`` (a JSON pointer) in a larger schema: its
+    references to its own root and parts (``#``, ``#/...``) are prefixed with ``base``, so
+    they still resolve. A schema with its own ``$id`` is its own resource: its references
+    resolve against it wherever it is, and it is left as it is."""
+    schema = copy.deepcopy(schema)
+    if not isinstance(schema, dict) or "$id" in schema:
+        return schema
+    stack: list[Any] = [schema]
+    while stack:  # not recursive: a deeply nested schema must not exhaust the stack
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        ref = node.get("$ref")
+        if isinstance(ref, str) and (ref == "#" or ref.startswith("#/")):
+            node["$ref"] = "#" + base + ref[1:]
+        for key, value in node.items():
+            if key in _SCHEMA_MAPS and isinstance(value, dict):
+                stack.extend(value.values())
+            elif key not in _DATA_KEYWORDS:
+                stack.append(value)
+    return schema
+
+
+def template_tools(req: ChatCompletionRequest | TokenizeChatRequest) -> list[dict[str, Any]] | None:
     """The tools as chat templates take them (JSON-schema function descriptions)."""
     if not req.tools:
         return None
