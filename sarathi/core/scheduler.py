@@ -286,6 +286,8 @@ class Scheduler:
             step.add_chunk(seq, n)
             if hits:
                 step.hits[seq.seq_id] = [b.entry for b in hits]
+                if seq.index == 0 and seq.request.metrics.first_scheduled_time is None:
+                    seq.request.num_cached_tokens = seq.num_computed
             if self.prefix_cache is not None:
                 self.prefix_cache.count_lookup(seq, len(hits))
             budget -= n
