@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vattention import KVCache, OutOfPagesError, VAttentionError
+from vattention.cpu import HostMapper
 
 LAYERS = 2
 
@@ -263,7 +264,9 @@ def test_frames_shared_only_by_dead_slots_are_reclaimed() -> None:
 
 def test_freed_frames_give_their_memory_back() -> None:
     with _cache() as cache:
-        mapper = cache._pager._mapper  # type: ignore[union-attr]
+        assert cache._pager is not None
+        mapper = cache._pager._mapper
+        assert isinstance(mapper, HostMapper)
         a = cache.alloc_slot()
         cache.ensure(a, _full(cache, 4))
         for b in range(4):
