@@ -9,6 +9,7 @@
 #include <exception>
 #include <new>
 #include <stdexcept>
+#include <vector>
 
 #include "dlpack.h"
 #include "space.h"
@@ -81,12 +82,12 @@ ModuleState* state_of(SpaceObject* self) {
 }
 
 int Space_init(SpaceObject* self, PyObject* args, PyObject* kwargs) {
-  static const char* keywords[] = {"device", "page_size", "num_pages", "num_reservations",
+  static const char* keywords[] = {"device", "page_size", "num_frames", "num_reservations",
                                    "reservation_bytes", nullptr};
   int device = 0;
-  Py_ssize_t page_size = 0, num_pages = 0, num_reservations = 0, reservation_bytes = 0;
+  Py_ssize_t page_size = 0, num_frames = 0, num_reservations = 0, reservation_bytes = 0;
   if (!PyArg_ParseTupleAndKeywords(args, kwargs, "innnn", const_cast<char**>(keywords), &device,
-                                   &page_size, &num_pages, &num_reservations,
+                                   &page_size, &num_frames, &num_reservations,
                                    &reservation_bytes)) {
     return -1;
   }
@@ -94,13 +95,13 @@ int Space_init(SpaceObject* self, PyObject* args, PyObject* kwargs) {
     PyErr_SetString(PyExc_RuntimeError, "Space is already initialised");
     return -1;
   }
-  if (page_size <= 0 || num_pages < 0 || num_reservations <= 0 || reservation_bytes <= 0) {
+  if (page_size <= 0 || num_frames < 0 || num_reservations <= 0 || reservation_bytes <= 0) {
     PyErr_SetString(PyExc_ValueError, "sizes must be positive");
     return -1;
   }
   Space* space = nullptr;
   const bool ok = run_unlocked(state_of(self), [&] {
-    space = new Space(device, static_cast<size_t>(page_size), static_cast<size_t>(num_pages),
+    space = new Space(device, static_cast<size_t>(page_size), static_cast<size_t>(num_frames),
                       static_cast<size_t>(num_reservations),
                       static_cast<size_t>(reservation_bytes));
   });
@@ -141,11 +142,39 @@ bool parse_range(PyObject* args, size_t* first, size_t* count) {
   return true;
 }
 
+// Parses (first, frames): a page number and a sequence of frame numbers.
+bool parse_frames(PyObject* args, size_t* first, std::vector<size_t>* frames) {
+  Py_ssize_t f = 0;
+  PyObject* seq = nullptr;
+  if (!PyArg_ParseTuple(args, "nO", &f, &seq)) return false;
+  if (f < 0) {
+    PyErr_SetString(PyExc_ValueError, "first must be non-negative");
+    return false;
+  }
+  PyObject* fast = PySequence_Fast(seq, "frames must be a sequence of ints");
+  if (fast == nullptr) return false;
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+  frames->reserve(static_cast<size_t>(n));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    const Py_ssize_t frame = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(fast, i));
+    if (frame < 0) {
+      if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "frames must be non-negative");
+      Py_DECREF(fast);
+      return false;
+    }
+    frames->push_back(static_cast<size_t>(frame));
+  }
+  Py_DECREF(fast);
+  *first = static_cast<size_t>(f);
+  return true;
+}
+
 PyObject* Space_map(SpaceObject* self, PyObject* args) {
-  size_t first = 0, count = 0;
+  size_t first = 0;
+  std::vector<size_t> frames;
   Space* space = checked(self);
-  if (space == nullptr || !parse_range(args, &first, &count)) return nullptr;
-  if (!run_unlocked(state_of(self), [&] { space->map(first, count); })) return nullptr;
+  if (space == nullptr || !parse_frames(args, &first, &frames)) return nullptr;
+  if (!run_unlocked(state_of(self), [&] { space->map(first, frames); })) return nullptr;
   Py_RETURN_NONE;
 }
 
@@ -162,12 +191,6 @@ PyObject* Space_close(SpaceObject* self, PyObject*) {
   if (space == nullptr) return nullptr;
   if (!run_unlocked(state_of(self), [&] { space->close(); })) return nullptr;
   Py_RETURN_NONE;
-}
-
-PyObject* Space_free_pages(SpaceObject* self, PyObject*) {
-  Space* space = checked(self);
-  if (space == nullptr) return nullptr;
-  return PyLong_FromSize_t(space->free_pages());
 }
 
 PyObject* Space_base(SpaceObject* self, PyObject* arg) {
@@ -248,6 +271,11 @@ PyObject* Space_get_num_pages(SpaceObject* self, void*) {
   return space == nullptr ? nullptr : PyLong_FromSize_t(space->num_pages());
 }
 
+PyObject* Space_get_num_frames(SpaceObject* self, void*) {
+  Space* space = checked(self);
+  return space == nullptr ? nullptr : PyLong_FromSize_t(space->num_frames());
+}
+
 PyObject* Space_get_page_size(SpaceObject* self, void*) {
   Space* space = checked(self);
   return space == nullptr ? nullptr : PyLong_FromSize_t(space->page_size());
@@ -255,13 +283,11 @@ PyObject* Space_get_page_size(SpaceObject* self, void*) {
 
 PyMethodDef space_methods[] = {
     {"map", reinterpret_cast<PyCFunction>(Space_map), METH_VARARGS,
-     "map(first, count): back pages [first, first+count) of every reservation"},
+     "map(first, frames): back page first+i of every reservation with frame frames[i]"},
     {"unmap", reinterpret_cast<PyCFunction>(Space_unmap), METH_VARARGS,
-     "unmap(first, count): return pages [first, first+count) of every reservation to the pool"},
+     "unmap(first, count): unmap pages [first, first+count) of every reservation"},
     {"close", reinterpret_cast<PyCFunction>(Space_close), METH_NOARGS,
      "close(): unmap everything, release the pool and the reservations"},
-    {"free_pages", reinterpret_cast<PyCFunction>(Space_free_pages), METH_NOARGS,
-     "free_pages(): pool pages not mapped anywhere"},
     {"base", reinterpret_cast<PyCFunction>(Space_base), METH_O,
      "base(r): device address of reservation r"},
     {"dlpack", reinterpret_cast<PyCFunction>(Space_dlpack), METH_O,
@@ -271,7 +297,9 @@ PyMethodDef space_methods[] = {
 
 PyGetSetDef space_getset[] = {
     {"num_pages", reinterpret_cast<getter>(Space_get_num_pages), nullptr,
-     "physical pages in the pool", nullptr},
+     "physical pages in the pool (num_frames x reservations)", nullptr},
+    {"num_frames", reinterpret_cast<getter>(Space_get_num_frames), nullptr,
+     "frames in the pool (one page in every reservation each)", nullptr},
     {"page_size", reinterpret_cast<getter>(Space_get_page_size), nullptr, "bytes per page",
      nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
@@ -279,7 +307,7 @@ PyGetSetDef space_getset[] = {
 
 PyType_Slot space_slots[] = {
     {Py_tp_doc, const_cast<char*>(
-                    "Space(device, page_size, num_pages, num_reservations, reservation_bytes)")},
+                    "Space(device, page_size, num_frames, num_reservations, reservation_bytes)")},
     {Py_tp_new, reinterpret_cast<void*>(PyType_GenericNew)},
     {Py_tp_init, reinterpret_cast<void*>(Space_init)},
     {Py_tp_dealloc, reinterpret_cast<void*>(Space_dealloc)},

@@ -35,9 +35,9 @@ size_t allocation_granularity(int device) {
   return granularity_of(driver, device);
 }
 
-Space::Space(int device, size_t page_size, size_t num_pages, size_t num_reservations,
+Space::Space(int device, size_t page_size, size_t num_frames, size_t num_reservations,
              size_t reservation_bytes)
-    : ordinal_(device), page_size_(page_size) {
+    : ordinal_(device), page_size_(page_size), num_frames_(num_frames) {
   if (page_size == 0 || num_reservations == 0 || reservation_bytes == 0 ||
       reservation_bytes % page_size != 0) {
     throw std::invalid_argument("reservation_bytes must be a positive multiple of page_size");
@@ -60,8 +60,8 @@ Space::Space(int device, size_t page_size, size_t num_pages, size_t num_reservat
     }
     access_.location = prop.location;
     access_.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-    handles_.reserve(num_pages);
-    for (size_t i = 0; i < num_pages; ++i) {
+    handles_.reserve(num_frames * num_reservations);
+    for (size_t i = 0; i < num_frames * num_reservations; ++i) {
       CUmemGenericAllocationHandle handle = 0;
       driver_.check(driver_.cuMemCreate(&handle, page_size, &prop, 0), "cuMemCreate");
       handles_.push_back(handle);
@@ -77,8 +77,6 @@ Space::Space(int device, size_t page_size, size_t num_pages, size_t num_reservat
     release_all();
     throw;
   }
-  free_.reserve(num_pages);
-  for (size_t i = num_pages; i > 0; --i) free_.push_back(static_cast<uint32_t>(i - 1));
   table_.assign(num_reservations * pages_per_reservation_, kUnmapped);
 }
 
@@ -92,12 +90,19 @@ void Space::check_range(size_t first, size_t count) const {
   }
 }
 
-void Space::map(size_t first, size_t count) {
+void Space::map(size_t first, const std::vector<size_t>& frames) {
+  const size_t count = frames.size();
   check_range(first, count);
   if (count == 0) return;
+  for (size_t frame : frames) {
+    if (frame >= num_frames_) {
+      throw UsageError("frame " + std::to_string(frame) + " is outside the pool of " +
+                       std::to_string(num_frames_) + " frames");
+    }
+  }
   const size_t reservations = bases_.size();
   ContextScope scope(driver_, ctx_);
-  std::vector<uint32_t> taken;
+  auto pool_index = [&](size_t r, size_t i) { return frames[i] * reservations + r; };
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) throw UsageError("the space is closed");
@@ -109,12 +114,6 @@ void Space::map(size_t first, size_t count) {
         }
       }
     }
-    if (free_.size() < count * reservations) {
-      throw UsageError("the page pool is exhausted: " + std::to_string(count * reservations) +
-                       " pages needed, " + std::to_string(free_.size()) + " free");
-    }
-    taken.assign(free_.end() - static_cast<std::ptrdiff_t>(count * reservations), free_.end());
-    free_.resize(free_.size() - count * reservations);
     for (size_t r = 0; r < reservations; ++r) {
       for (size_t i = 0; i < count; ++i) table_[slot(r, first + i)] = kInTransit;
     }
@@ -123,8 +122,10 @@ void Space::map(size_t first, size_t count) {
   try {
     for (size_t r = 0; r < reservations; ++r) {
       for (size_t i = 0; i < count; ++i) {
+        // A frame may be mapped elsewhere too: the driver allows one handle at several
+        // addresses, all seeing the same memory.
         driver_.check(driver_.cuMemMap(address(r, first + i), page_size_, 0,
-                                       handles_[taken[r * count + i]], 0),
+                                       handles_[pool_index(r, i)], 0),
                       "cuMemMap");
         ++mapped;
       }
@@ -140,12 +141,13 @@ void Space::map(size_t first, size_t count) {
     for (size_t r = 0; r < reservations; ++r) {
       for (size_t i = 0; i < count; ++i) table_[slot(r, first + i)] = kUnmapped;
     }
-    free_.insert(free_.end(), taken.begin(), taken.end());
     throw;
   }
   std::lock_guard<std::mutex> lock(mu_);
   for (size_t r = 0; r < reservations; ++r) {
-    for (size_t i = 0; i < count; ++i) table_[slot(r, first + i)] = taken[r * count + i];
+    for (size_t i = 0; i < count; ++i) {
+      table_[slot(r, first + i)] = static_cast<int64_t>(pool_index(r, i));
+    }
   }
 }
 
@@ -187,30 +189,17 @@ void Space::unmap(size_t first, size_t count) {
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t k = 0; k < held.size(); ++k) {
       const size_t idx = slot(k / count, first + k % count);
-      if (k < done) {
-        table_[idx] = kUnmapped;
-        free_.push_back(static_cast<uint32_t>(held[k]));
-      } else {
-        table_[idx] = held[k];
-      }
+      table_[idx] = k < done ? kUnmapped : held[k];
     }
     throw;
   }
   std::lock_guard<std::mutex> lock(mu_);
-  for (size_t k = 0; k < held.size(); ++k) {
-    table_[slot(k / count, first + k % count)] = kUnmapped;
-    free_.push_back(static_cast<uint32_t>(held[k]));
-  }
+  for (size_t k = 0; k < held.size(); ++k) table_[slot(k / count, first + k % count)] = kUnmapped;
 }
 
 CUdeviceptr Space::base(size_t reservation) const {
   if (reservation >= bases_.size()) throw UsageError("no such reservation");
   return bases_[reservation];
-}
-
-size_t Space::free_pages() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return free_.size();
 }
 
 void Space::close() {
@@ -257,7 +246,6 @@ std::pair<CUresult, const char*> Space::release_all() noexcept {
   note(driver_.cuDevicePrimaryCtxRelease(dev), "cuDevicePrimaryCtxRelease");
   handles_.clear();
   bases_.clear();
-  free_.clear();
   table_.clear();
   ctx_ = nullptr;
   return first;

@@ -178,10 +178,11 @@ class CacheConfig:
     )
 
     enable_prefix_caching: bool = _f(
-        False,
-        "vLLM's prefix-caching switch, accepted so vLLM launch lines work. Prefix caching is "
-        "not implemented yet: with it on, the engine logs a warning and prefills every prompt "
-        "whole.",
+        True,
+        "Automatic prefix caching: a prompt that starts with blocks already computed (a "
+        "shared system prompt, a chat's history, the other samples of n > 1) maps them into "
+        "its slot instead of prefilling them. Blocks no request uses stay cached until their "
+        "memory is needed (least recently used first). Off with the dense KV cache.",
     )
 
 

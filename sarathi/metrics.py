@@ -261,6 +261,21 @@ class _SnapshotCollector:
         yield counter(
             "num_preemptions", "Sequences preempted (to be recomputed).", snap.stats.preemptions
         )
+        yield counter(
+            "prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache at admission.",
+            snap.stats.prefix_cache_queries,
+        )
+        yield counter(
+            "prefix_cache_hits",
+            "Prompt tokens found in the prefix cache (mapped, not prefilled).",
+            snap.stats.prefix_cache_hits,
+        )
+        yield gauge(
+            "prefix_cache_blocks",
+            "KV blocks in the prefix cache, in use or evictable.",
+            snap.prefix_cached_blocks,
+        )
         success = CounterMetricFamily(
             PREFIX + "request_success",
             "Finished requests, by finish reason (of the first choice where n > 1).",
@@ -274,6 +289,12 @@ class _SnapshotCollector:
             "kv_cache_mapped_bytes",
             "Physical KV cache memory mapped.",
             cache.get("mapped_bytes", 0),
+        )
+        yield gauge(
+            "kv_cache_virtual_mapped_bytes",
+            "KV cache memory the slots see mapped: more than kv_cache_mapped_bytes by what "
+            "prefix caching shares.",
+            cache.get("virtual_mapped_bytes", cache.get("mapped_bytes", 0)),
         )
         yield gauge(
             "kv_cache_used_bytes", "KV cache bytes holding tokens.", cache.get("token_bytes", 0)

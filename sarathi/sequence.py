@@ -79,6 +79,7 @@ class Request:
     metrics: RequestMetrics = field(init=False)
     # The caller reads only the finished output (offline generate): no per-step snapshots.
     final_only: bool = False
+    num_cached_tokens: int = 0  # prompt tokens the prefix cache gave its first admission
 
     def __post_init__(self) -> None:
         self.metrics = RequestMetrics(arrival_time=self.arrival_time)

@@ -63,6 +63,9 @@ GROUPS_HELP="\
   structured  benchmarks/structured_outputs.py --preset llama3-8b: grammar masks at batch 64
               (host time per step, mistral-7b vocabulary from ASSETS when there), step time
               constrained vs not, overlap on and off; structured_outputs.json
+  prefix      benchmarks/prefix_caching.py --preset llama3-8b: prefix caching off vs on, shared
+              system prompt (256 x 2000-token prefix; per_layer, mega, paged) and multi-turn chat
+              (64 x 8 turns; mega, paged); prefix_caching_{shared,multiturn}.json
   smallm      benchmarks/small_m_linear.py --rows 1, Llama-3-8B and Llama-2-7B shapes: one-row
               matmuls, cuBLAS vs the split-K GEMV
   hostprof    cProfile of throughput.py --preset qwen3-0.6b --num-requests 64 (host time);
@@ -111,7 +114,7 @@ EOF
 }
 
 ALL_GROUPS="tests roofline profile attention idle overlap steps mapahead throughput hf paged
-scheduling domain quality structured smallm hostprof smoke vattention tp"
+scheduling domain quality structured prefix smallm hostprof smoke vattention tp"
 PRESETS="qwen3-0.6b llama3-8b"
 REPEATS=3
 RATES="4 12"
@@ -299,6 +302,13 @@ g_structured() {
   if [ -d "$ASSETS/tokenizers/mistral-7b" ]; then tok=(--tokenizer "$ASSETS/tokenizers/mistral-7b"); fi
   TAIL=12 step "structured$S" 400 python3 benchmarks/structured_outputs.py --preset llama3-8b \
     "${tok[@]}" $(extra structured) --json "$OUT/structured_outputs$S.json"
+}
+g_prefix() {
+  TAIL=14 step "prefix_shared$S" 560 python3 benchmarks/prefix_caching.py --preset llama3-8b \
+    --workload shared $(extra prefix) --json "$OUT/prefix_caching_shared$S.json"
+  TAIL=10 step "prefix_multiturn$S" 500 python3 benchmarks/prefix_caching.py --preset llama3-8b \
+    --workload multiturn --layouts mega,paged $(extra prefix) \
+    --json "$OUT/prefix_caching_multiturn$S.json"
 }
 g_scheduling() {
   local r

@@ -4,27 +4,33 @@ The extension is optional (built only where a CUDA toolkit is found), so type ch
 must not depend on it being built.
 """
 
+from collections.abc import Sequence
 from typing import final
 
 @final
 class Space:
-    """Reservations of virtual address space and a pool of physical pages on one device."""
+    """Reservations of virtual address space and a pool of physical pages on one device.
+
+    The pool is ``num_frames`` frames of one page per reservation; the caller keeps the free
+    list, and a frame may be mapped at several page ranges at once."""
 
     def __init__(
         self,
         device: int,
         page_size: int,
-        num_pages: int,
+        num_frames: int,
         num_reservations: int,
         reservation_bytes: int,
     ) -> None: ...
-    def map(self, first: int, count: int, /) -> None: ...
+    def map(self, first: int, frames: Sequence[int], /) -> None:
+        """Map ``frames[i]`` at page ``first + i`` of every reservation."""
     def unmap(self, first: int, count: int, /) -> None: ...
     def close(self) -> None: ...
-    def free_pages(self) -> int: ...
     def base(self, r: int, /) -> int: ...
     def dlpack(self, r: int, /) -> object:
         """Reservation ``r`` as a DLPack capsule ("dltensor") of bytes."""
+    @property
+    def num_frames(self) -> int: ...
     @property
     def num_pages(self) -> int: ...
     @property

@@ -76,11 +76,11 @@ def create_mapper(backend: str, shape: CacheShape, device: torch.device, num_blo
     if backend == "cuda":
         from vattention.cuda import DeviceMapper
 
-        return DeviceMapper(shape, device, num_blocks * shape.geometry.pages_per_block)
+        return DeviceMapper(shape, device, num_blocks)
     if backend == "cpu":
         from vattention.cpu import HostMapper
 
-        return HostMapper(shape)
+        return HostMapper(shape, num_blocks)
     from vattention.dense import DenseMapper
 
     return DenseMapper(shape, device)

@@ -11,6 +11,7 @@ reservation outlives every view even if the cache is dropped without ``close()``
 from __future__ import annotations
 
 import types
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -38,7 +39,9 @@ def granularity(device: torch.device) -> int:
 
 
 class DeviceMapper:
-    def __init__(self, shape: CacheShape, device: torch.device, num_pages: int) -> None:
+    shares_frames = True
+
+    def __init__(self, shape: CacheShape, device: torch.device, num_frames: int) -> None:
         ordinal = _ordinal(device)
         # Make torch create (and bind) the device's primary context first: the extension
         # retains that same context, so kernels launched by torch see our mappings.
@@ -48,7 +51,7 @@ class DeviceMapper:
         self._space: Space = _load().Space(
             ordinal,
             shape.geometry.page_bytes,
-            num_pages,
+            num_frames,
             shape.num_reservations,
             shape.reservation_bytes,
         )
@@ -63,14 +66,14 @@ class DeviceMapper:
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._layers[i]
 
-    def map(self, first_page: int, count: int) -> None:
-        self._space.map(first_page, count)
+    def map(self, first_page: int, frames: Sequence[int]) -> None:
+        self._space.map(first_page, frames)
 
     def unmap(self, first_page: int, count: int) -> None:
         self._space.unmap(first_page, count)
 
-    def free_pages(self) -> int:
-        return self._space.free_pages()
+    def discard(self, frames: Sequence[int]) -> None:
+        pass  # the pool is the budget: a free frame keeps its handles for the next map
 
     def close(self) -> None:
         self._layers = []

@@ -2,10 +2,13 @@
 
 It is the reference the on-demand backends are tested against, and the fallback where
 virtual-memory mapping is unavailable. It runs under the same pager as the others, so its
-accounting is identical; only mapping is free.
+accounting is identical; only mapping is free. Memory sits at fixed addresses per page, so
+a frame cannot be mapped under two slots: no prefix sharing here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -13,6 +16,8 @@ from vattention.views import CacheShape, layer_views
 
 
 class DenseMapper:
+    shares_frames = False
+
     def __init__(self, shape: CacheShape, device: torch.device) -> None:
         # torch.empty, not zeros: on the host large allocations stay virtual until written,
         # so a generous dense cache does not cost resident memory it never uses.
@@ -27,10 +32,13 @@ class DenseMapper:
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._layers[i]
 
-    def map(self, first_page: int, count: int) -> None:
+    def map(self, first_page: int, frames: Sequence[int]) -> None:
         pass  # memory is always there
 
     def unmap(self, first_page: int, count: int) -> None:
+        pass
+
+    def discard(self, frames: Sequence[int]) -> None:
         pass
 
     def close(self) -> None:

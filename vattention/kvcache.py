@@ -1,14 +1,16 @@
 """``KVCache``: the front of the cache that every backend shares.
 
-The front owns the bookkeeping (which slots are taken, how many blocks each slot
-holds, how many are free under the budget); the pager (``vattention.pager``) decides which
-pages are resident, and a backend owns the memory and maps it. Keeping the accounting in
+The front owns the bookkeeping (which slots are taken, which frames each slot owes, which
+frames the prefix cache holds, how many are free under the budget); the pager
+(``vattention.pager``) decides which frames are resident where, and a backend owns the
+memory and maps it. Keeping the accounting in
 one place means the dense reference, the CPU backend and the CUDA backend cannot disagree
 about what "out of pages" means.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -84,10 +86,13 @@ class KVCache:
                     f"memory_budget {memory_budget} bytes is smaller than one block "
                     f"({self.geometry.block_bytes} bytes)"
                 )
-        self._blocks = [0] * max_slots  # blocks owed per slot
+        self._owed: list[list[int]] = [[] for _ in range(max_slots)]  # frames, by block
         self._tokens = [0] * max_slots  # tokens covered per slot (for token_bytes)
         self._taken = [False] * max_slots
         self._free_slots = list(range(max_slots - 1, -1, -1))  # pop() gives the lowest
+        # Per frame: live slots that owe it plus its hold. The budget counts frames in use
+        # (uses > 0) once each, however many slots share them.
+        self._uses = [0] * self.num_blocks
         self._used_blocks = 0
         shape = CacheShape(
             num_layers,
@@ -99,6 +104,7 @@ class KVCache:
             self.geometry,
         )
         mapper = create_mapper(self.backend_name, shape, self.device, self.num_blocks)
+        self.shares_frames: bool = mapper.shares_frames
         self._pager: Pager | None = Pager(mapper, shape, self.num_blocks)
         # Backends size slots to whole pages; callers see exactly max_len tokens.
         self._views = [
@@ -120,17 +126,28 @@ class KVCache:
         return self.num_blocks - self._used_blocks
 
     # -- slots -----------------------------------------------------------------------------
-    def alloc_slot(self) -> int:
+    def alloc_slot(self, shared: Sequence[int] = ()) -> int:
         """Take the lowest free slot; raises VAttentionError when all are taken.
 
-        Pages a previous owner left mapped under the slot are reused as they are.
+        Blocks ``0..len(shared)-1`` of the slot are backed by the frames ``shared``, which
+        must be in use already (owed by a live slot or held) and are never written again;
+        the slot owes those blocks at once and grows past them with fresh frames. What a
+        previous owner left mapped under the slot is reused where it may be written.
         """
         pager = self._open_pager()
         if not self._free_slots:
             raise VAttentionError(f"all {self.max_slots} slots are taken")
-        slot = self._free_slots.pop()
-        pager.open_slot(slot)
+        shared = list(shared)
+        if shared:
+            self._check_shareable(shared)
+        slot = self._free_slots[-1]
+        pager.open_slot(slot, shared)
+        self._free_slots.pop()
         self._taken[slot] = True
+        self._owed[slot] = shared
+        self._tokens[slot] = len(shared) * self.tokens_per_block
+        for frame in shared:
+            self._uses[frame] += 1
         return slot
 
     def ensure(self, slot: int, num_tokens: int) -> None:
@@ -140,7 +157,7 @@ class KVCache:
         if num_tokens > self.max_len:
             raise VAttentionError(f"{num_tokens} tokens exceed max_len {self.max_len}")
         need = self.geometry.blocks_for(num_tokens)
-        have = self._blocks[slot]
+        have = len(self._owed[slot])
         if need > have:
             grow = need - have
             if grow > self.num_free_blocks:
@@ -149,7 +166,12 @@ class KVCache:
                     f"only {self.num_free_blocks} of {self.num_blocks} are free"
                 )
             pager.grow(slot, need)
-            self._blocks[slot] = need
+            # The pager grows a slot with private frames only (fresh, or a previous
+            # owner's that nobody else maps or holds): each is a new frame in use.
+            fresh = pager.frames(slot, have, need)
+            for frame in fresh:
+                self._uses[frame] += 1
+            self._owed[slot].extend(fresh)
             self._used_blocks += grow
         self._tokens[slot] = max(self._tokens[slot], num_tokens)
 
@@ -171,20 +193,54 @@ class KVCache:
         return self._open_pager().wait_ahead(timeout)
 
     def free_slot(self, slot: int) -> None:
-        """Return a slot and its pages; its contents are undefined afterwards.
+        """Return a slot and its frames; its contents are undefined afterwards, except in
+        frames the prefix cache holds.
 
-        The pages stay mapped under the slot (the next owner reuses them) until another
+        The frames stay mapped under the slot (the next owner reuses them) until another
         slot needs them or ``reclaim`` is called.
         """
         pager = self._open_pager()
         self._check_slot(slot)
         pager.close_slot(slot)
-        self._used_blocks -= self._blocks[slot]
-        self._blocks[slot] = 0
+        for frame in self._owed[slot]:
+            self._drop_use(frame)
+        self._owed[slot] = []
         self._tokens[slot] = 0
         self._taken[slot] = False
         self._free_slots.append(slot)
         self._free_slots.sort(reverse=True)
+
+    def frame_of(self, slot: int, block: int) -> int:
+        """The frame backing ``block`` of ``slot`` (a block the slot owes: it is resident)."""
+        self._open_pager()
+        self._check_slot(slot)
+        owed = self._owed[slot]
+        if not 0 <= block < len(owed):
+            raise VAttentionError(f"slot {slot} owes blocks [0, {len(owed)}), not block {block}")
+        return owed[block]
+
+    def hold(self, frame: int) -> None:
+        """Take the prefix cache's reference on ``frame``, a frame a live slot owes.
+
+        The frame's content then outlives its slots and it is never handed out fresh until
+        ``release``. A frame has at most one hold.
+        """
+        pager = self._open_pager()
+        if not self.shares_frames:
+            raise VAttentionError(f"the {self.backend_name} backend cannot share frames")
+        self._check_frame(frame)
+        if not self._uses[frame]:
+            raise VAttentionError(f"frame {frame} is not in use by any slot")
+        pager.hold(frame)
+        self._uses[frame] += 1
+
+    def release(self, frame: int) -> None:
+        """Drop the hold on ``frame``: it is free once no slot maps it (a live slot that
+        still owes it keeps it as a private frame)."""
+        pager = self._open_pager()
+        self._check_frame(frame)
+        pager.release(frame)
+        self._drop_use(frame)
 
     def commit(self) -> None:
         """Nothing to publish: ``ensure`` returns with the pages mapped, so kernels see them
@@ -199,10 +255,14 @@ class KVCache:
         return self._views[i]
 
     def stats(self) -> dict[str, Any]:
-        """Accounting (``units_*``, ``pages_*``, ``mapped_bytes``: blocks owed to live slots)
-        and residency (``resident_*``, ``cached_blocks``, ``ahead_blocks``: what is physically
-        mapped, including pages kept for reuse or mapped ahead)."""
+        """Accounting (``blocks_*``, ``pages_*``, ``mapped_bytes``: distinct frames owed to
+        live slots or held; ``virtual_mapped_bytes``: blocks owed, counted per slot, so
+        sharing shows as ``mapped_bytes < virtual_mapped_bytes``; ``frames_shared``: frames
+        in use twice or more, ``shared_mapped_bytes`` their bytes) and residency
+        (``resident_*``, ``cached_blocks``, ``ahead_blocks``, ``frames_held``: what is
+        physically in use, including frames kept for reuse or mapped ahead)."""
         g = self.geometry
+        shared = sum(1 for uses in self._uses if uses > 1)
         out: dict[str, Any] = {
             "backend": self.backend_name,
             "layout": g.layout,
@@ -215,6 +275,9 @@ class KVCache:
             "pages_mapped": self._used_blocks * g.pages_per_block,
             "pages_free": self.num_free_blocks * g.pages_per_block,
             "mapped_bytes": self._used_blocks * g.block_bytes,
+            "virtual_mapped_bytes": sum(map(len, self._owed)) * g.block_bytes,
+            "frames_shared": shared,
+            "shared_mapped_bytes": shared * g.block_bytes,
             "token_bytes": sum(self._tokens) * g.token_bytes,
             "slots_used": sum(self._taken),
             "max_slots": self.max_slots,
@@ -244,3 +307,26 @@ class KVCache:
     def _check_slot(self, slot: int) -> None:
         if not (0 <= slot < self.max_slots) or not self._taken[slot]:
             raise VAttentionError(f"slot {slot} is not allocated")
+
+    def _check_frame(self, frame: int) -> None:
+        if not 0 <= frame < self.num_blocks:
+            raise VAttentionError(f"frame {frame} is outside [0, {self.num_blocks})")
+
+    def _check_shareable(self, shared: list[int]) -> None:
+        if not self.shares_frames:
+            raise VAttentionError(f"the {self.backend_name} backend cannot share frames")
+        if len(shared) > self.blocks_per_slot:
+            raise VAttentionError(
+                f"{len(shared)} shared blocks exceed the slot's {self.blocks_per_slot}"
+            )
+        if len(set(shared)) != len(shared):
+            raise VAttentionError(f"shared frames repeat: {shared}")
+        for frame in shared:
+            self._check_frame(frame)
+            if not self._uses[frame]:
+                raise VAttentionError(f"shared frame {frame} is not in use (owed or held)")
+
+    def _drop_use(self, frame: int) -> None:
+        self._uses[frame] -= 1
+        if not self._uses[frame]:
+            self._used_blocks -= 1

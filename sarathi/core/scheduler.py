@@ -13,6 +13,12 @@ the glossary in docs/architecture.md). When a running sequence cannot grow, the
 latest-arrived running sequence is preempted: its blocks are freed and it returns to the
 front of the queue, to be recomputed.
 No sequence is ever dropped.
+
+With prefix caching (``core/prefix_cache.py``) a sequence admitted with cached leading blocks
+starts with them and prefills only the rest; a cached block is counted once however many
+sequences share it, and cached blocks no one uses count as free (they are evicted, least
+recently used first, when their memory is needed). The samples of an ``n > 1`` request
+wait for the first one's prompt, then share it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from sarathi.config import SchedulerConfig
+from sarathi.core.prefix_cache import CachedBlock, PrefixCache
 from sarathi.core.scheduler_output import NewSequence, ScheduledChunk, StepInput
 from sarathi.sequence import SeqStatus, Sequence
 
@@ -36,6 +43,7 @@ class SchedulerStep:
     chunks: list[tuple[Sequence, int]] = field(default_factory=list)  # (sequence, tokens)
     preempted: list[Sequence] = field(default_factory=list)
     ids: set[int] = field(default_factory=set)  # seq ids scheduled
+    hits: dict[int, list[int]] = field(default_factory=dict)  # admitted with cached blocks
 
     def add_decode(self, seq: Sequence) -> None:
         self.decodes.append(seq)
@@ -79,7 +87,11 @@ class CacheCapacity:
 
 class Scheduler:
     def __init__(
-        self, config: SchedulerConfig, capacity: CacheCapacity, max_model_len: int
+        self,
+        config: SchedulerConfig,
+        capacity: CacheCapacity,
+        max_model_len: int,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         if config.chunk_size is None:
             raise ValueError(
@@ -93,8 +105,11 @@ class Scheduler:
         self.max_running = min(config.max_num_seqs, capacity.max_slots)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # sorted by arrival
+        # Blocks no running sequence holds; cached blocks no one uses are among them.
         self.free_blocks = capacity.num_blocks
+        self.prefix_cache = prefix_cache
         self._to_forget: list[int] = []
+        self._evicted: list[int] = []
 
     # -- queue management ------------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
@@ -107,8 +122,11 @@ class Scheduler:
         elif seq.status is SeqStatus.WAITING:
             with contextlib.suppress(ValueError):
                 self.waiting.remove(seq)
-        self.free_blocks += seq.num_blocks
-        seq.num_blocks = 0
+        if self.prefix_cache is not None:
+            # Every token is known now: the blocks of generated tokens join the cache too
+            # (a chat's next turn resends them).
+            self.prefix_cache.register(seq, seq.num_computed)
+        self._release_blocks(seq, again=False)
         seq.status = SeqStatus.FINISHED
         if seq.sent_to_worker:
             self._to_forget.append(seq.seq_id)
@@ -122,11 +140,24 @@ class Scheduler:
         return len(self.running)
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self._to_forget)
+        """Sequences to run, or messages the workers are owed (slots to free, cache entries
+        to make or drop)."""
+        pc = self.prefix_cache
+        return bool(
+            self.waiting
+            or self.running
+            or self._to_forget
+            or self._evicted
+            or (pc is not None and pc.has_unsent)
+        )
 
     # -- one step --------------------------------------------------------------------------
     def schedule(self) -> SchedulerStep:
         step = SchedulerStep(StepInput())
+        pc = self.prefix_cache
+        if pc is not None:
+            # Before admission: what was registered last step is visible from this one on.
+            step.input.cache_registrations = pc.take_registrations()
         if self.config.scheduler == "vllm":
             self._schedule_vllm(step)
         else:
@@ -134,6 +165,11 @@ class Scheduler:
         inp = step.input
         inp.finished = self._to_forget
         self._to_forget = []
+        inp.cache_evictions, self._evicted = self._evicted, []
+        if pc is not None:
+            for seq, n in step.chunks:
+                pc.register(seq, seq.num_computed + n)
+            inp.prefix_hits = {i: e for i, e in step.hits.items() if i in step.ids}
         inp.preempted = [s.seq_id for s in step.preempted if s.sent_to_worker]
         # Decodes are sequences the workers know (they prefilled there).
         inp.decode_seq_ids = [s.seq_id for s in step.decodes]
@@ -229,21 +265,56 @@ class Scheduler:
         return budget
 
     def _admit(self, step: SchedulerStep, budget: int, whole: bool) -> int:
-        while self.waiting and budget > 0 and len(self.running) < self.max_running:
-            seq = self.waiting[0]
+        i = 0
+        while i < len(self.waiting) and budget > 0 and len(self.running) < self.max_running:
+            seq = self.waiting[i]
+            if self._waits_for_sibling(seq):
+                i += 1
+                continue
+            hits = self._start_with_cache(seq)
             want = seq.remaining
-            if whole and want > budget:
-                break
-            n = self._fit(seq, min(want, budget))
+            n = 0 if whole and want > budget else self._fit(seq, min(want, budget))
             if n == 0 or (whole and n < want):
+                if hits:
+                    self._release_blocks(seq, again=True)
+                    seq.num_computed = 0
                 break
-            self.waiting.popleft()
+            del self.waiting[i]
             seq.status = SeqStatus.RUNNING
             bisect.insort(self.running, seq, key=_arrival)
             self._grow(seq, seq.num_computed + n)
             step.add_chunk(seq, n)
+            if hits:
+                step.hits[seq.seq_id] = [b.entry for b in hits]
+                if seq.index == 0 and seq.request.metrics.first_scheduled_time is None:
+                    seq.request.num_cached_tokens = seq.num_computed
+            if self.prefix_cache is not None:
+                self.prefix_cache.count_lookup(seq, len(hits))
             budget -= n
         return budget
+
+    def _start_with_cache(self, seq: Sequence) -> list[CachedBlock]:
+        """Give a sequence about to be admitted the cached blocks its tokens start with."""
+        pc = self.prefix_cache
+        # Prompt logprobs need every prompt row's logits: nothing can be skipped.
+        if pc is None or seq.params.prompt_logprobs is not None:
+            return []
+        hits = pc.match(seq)
+        if hits:
+            self.free_blocks -= pc.acquire(seq, hits)
+            seq.num_blocks = len(hits)
+            seq.num_computed = len(hits) * self.capacity.tokens_per_block
+        return hits
+
+    def _waits_for_sibling(self, seq: Sequence) -> bool:
+        """Whether a later sample of an ``n > 1`` request should wait for the first to
+        compute the prompt's full blocks, so that it can share them instead."""
+        if self.prefix_cache is None or seq.index == 0 or seq.params.prompt_logprobs is not None:
+            return False
+        first = seq.request.seqs[0]
+        shareable = (first.prompt_len - 1) // self.capacity.tokens_per_block
+        shareable *= self.capacity.tokens_per_block
+        return first.status is SeqStatus.RUNNING and first.num_computed < shareable
 
     # -- KV accounting ---------------------------------------------------------------------
     def _blocks_short(self, seq: Sequence, num_tokens: int) -> int:
@@ -260,14 +331,27 @@ class Scheduler:
         need = self.capacity.blocks_for(num_tokens) - seq.num_blocks
         if need > 0:
             assert need <= self.free_blocks, "scheduler over-committed the KV cache"
+            pc = self.prefix_cache
+            if pc is not None:
+                short = need - (self.free_blocks - pc.num_evictable)
+                if short > 0:
+                    self._evicted += pc.evict(short)
             self.free_blocks -= need
             seq.num_blocks += need
+
+    def _release_blocks(self, seq: Sequence, again: bool) -> None:
+        """Give back the blocks ``seq`` holds; ``again``: it will be admitted again."""
+        held = freed = 0
+        if self.prefix_cache is not None:
+            held, freed = self.prefix_cache.release(seq, keep_digests=again)
+        # Its own blocks, and the cached ones it was the last to use (now evictable).
+        self.free_blocks += seq.num_blocks - held + freed
+        seq.num_blocks = 0
 
     def _preempt(self, seq: Sequence, step: SchedulerStep) -> None:
         self.running.remove(seq)
         step.drop(seq)
-        self.free_blocks += seq.num_blocks
-        seq.num_blocks = 0
+        self._release_blocks(seq, again=True)
         seq.num_computed = 0
         seq.status = SeqStatus.WAITING
         self.waiting.appendleft(seq)

@@ -68,6 +68,12 @@ class StepInput:
     # forward and waits for ``Executor.sample`` to queue the sampling.
     token_masks: TokenMasks | None = None
     masks_follow: bool = False
+    # Prefix caching (core/prefix_cache.py), applied in this order before the step runs:
+    # keep block ``b`` of sequence ``s`` as cache entry ``e`` for each (s, b, e); drop these
+    # entries; a sequence taking its slot now starts it with these entries' blocks.
+    cache_registrations: list[tuple[int, int, int]] = field(default_factory=list)
+    cache_evictions: list[int] = field(default_factory=list)
+    prefix_hits: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def num_tokens(self) -> int:
@@ -77,6 +83,13 @@ class StepInput:
     def has_work(self) -> bool:
         """Tokens to run (bookkeeping alone, finished or preempted sequences, runs no model)."""
         return bool(self.decode_seq_ids or self.chunks)
+
+    @property
+    def has_bookkeeping(self) -> bool:
+        """Messages for the workers that run no model: slots to free, cache entries."""
+        return bool(
+            self.finished or self.preempted or self.cache_registrations or self.cache_evictions
+        )
 
 
 @dataclass

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections.abc
 import copy
+import hashlib
 import itertools
 import logging
 import time
@@ -29,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sarathi.config import EngineConfig
+from sarathi.core.prefix_cache import PrefixCache
 from sarathi.core.scheduler import Scheduler, SchedulerStep
 from sarathi.engine.model_setup import ModelSetup, resolve_chunk_size, resolve_model
 from sarathi.engine.output_processor import OutputProcessor
@@ -87,7 +89,8 @@ class LLMEngine:
         )
         capacity = self.executor.capacity()
         self.cache_plan = self.executor.cache_plan()
-        self.scheduler = Scheduler(config.scheduler, capacity, m.max_model_len)
+        self.prefix_cache = self._prefix_cache(capacity.tokens_per_block)
+        self.scheduler = Scheduler(config.scheduler, capacity, m.max_model_len, self.prefix_cache)
         # A sequence may never outgrow what the whole cache holds, so one alone always fits.
         self.max_seq_len = min(m.max_model_len, capacity.max_tokens)
         self.stats = EngineStats()
@@ -103,11 +106,6 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self._seq_ids = itertools.count()
         self._req_ids = itertools.count()
-        if config.cache.enable_prefix_caching:
-            logger.warning(
-                "--enable-prefix-caching is accepted for vLLM compatibility, but "
-                "prefix caching is not implemented yet: every prompt is prefilled"
-            )
         plan = self.cache_plan
         logger.info(
             "model %s (%s, %s on %s); KV cache: %s backend, %s layout, %d slots x %d tokens "
@@ -124,6 +122,18 @@ class LLMEngine:
             m.reduction_ratio,
             plan.budget / 1024**3,
         )
+
+    def _prefix_cache(self, tokens_per_block: int) -> PrefixCache | None:
+        if not self.config.cache.enable_prefix_caching:
+            return None
+        if self.cache_plan.backend == "dense":
+            logger.info(
+                "prefix caching is off: the dense KV cache cannot map one block under two "
+                "slots (the cuda, cpu and paged caches can)"
+            )
+            return None
+        logger.info("prefix caching: blocks of %d tokens are shared", tokens_per_block)
+        return PrefixCache(tokens_per_block, prefix_fingerprint(self.setup))
 
     # -- what the engine serves --------------------------------------------------------------
     @property
@@ -224,7 +234,7 @@ class LLMEngine:
         self.stats.preemptions += len(plan.preempted)
         if not plan.input.has_work:
             outputs = self._collect()
-            if plan.input.finished or plan.input.preempted:
+            if plan.input.has_bookkeeping:
                 self.executor.collect(self.executor.launch(plan.input))  # frees slots
         else:
             outputs = []
@@ -322,14 +332,20 @@ class LLMEngine:
     def snapshot(self) -> EngineSnapshot:
         """A read-only copy of the engine's state and counters, for /metrics and /health."""
         m = self.setup
+        stats = replace(self.stats)
+        pc = self.prefix_cache
+        if pc is not None:
+            stats.prefix_cache_queries = pc.counters.queries
+            stats.prefix_cache_hits = pc.counters.hits
         return EngineSnapshot(
             num_running=self.scheduler.num_running,
             num_waiting=self.scheduler.num_waiting,
-            stats=replace(self.stats),
+            stats=stats,
             cache=dict(self.cache_stats()),
             reduction_ratio=m.reduction_ratio,
             text_capacity_base_tokens=self.text_capacity_base_tokens,
             patched=m.patch is not None,
+            prefix_cached_blocks=pc.num_cached if pc is not None else 0,
         )
 
     def is_alive(self) -> bool:
@@ -339,6 +355,15 @@ class LLMEngine:
 
     def shutdown(self) -> None:
         self.executor.shutdown()
+
+
+def prefix_fingerprint(m: ModelSetup) -> str:
+    """What a cached block's K/V depend on besides its tokens: the weights and the meaning
+    of the token ids (a patch tokenizer gives some ids other meanings)."""
+    parts = [m.path, str(m.patch_at_load), str(m.dtype)]
+    if m.patch is not None:
+        parts.append(repr(sorted(m.patch.patch.ngrams.items())))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
 def _needs_history(plan: SchedulerStep) -> bool:

@@ -251,6 +251,7 @@ class OutputProcessor:
             outs,
             finished,
             req.metrics,
+            num_cached_tokens=req.num_cached_tokens,
             prompt_logprobs=self._seqs[req.seqs[0].seq_id].prompt_logprobs,
         )
 

@@ -14,6 +14,9 @@ class EngineStats:
     prompt_tokens: int = 0
     generation_tokens: int = 0
     preemptions: int = 0
+    # Prefix caching: prompt tokens looked up at admission, and those found cached.
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
     # AdaptiVocab: tokens of finished requests under the patch tokenizer and, for the same
     # text, under the base tokenizer (their difference is what the domain vocabulary saved).
     patched_prompt_tokens: int = 0
@@ -34,3 +37,4 @@ class EngineSnapshot:
     reduction_ratio: float = 1.0
     text_capacity_base_tokens: int = 0
     patched: bool = False
+    prefix_cached_blocks: int = 0  # blocks in the prefix cache (shared or evictable)

@@ -2,12 +2,14 @@
 
 Two implementations: ``vattention.KVCache`` (each slot a virtually contiguous range, blocks
 mapped under it on demand) and ``PagedKVCache`` (the paged baseline: a block pool and a block
-table). The scheduler counts blocks; the runner asks for them with ``ensure``; attention
-reads ``layer(i)``.
+table). A *frame* is the physical memory behind one block; several slots may share one.
+The scheduler counts blocks (distinct frames in use); the runner asks for them with
+``ensure``; attention reads ``layer(i)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
@@ -25,7 +27,28 @@ class KVCache(Protocol):
     @property
     def tokens_per_block(self) -> int: ...
 
-    def alloc_slot(self) -> int: ...
+    @property
+    def shares_frames(self) -> bool:
+        """Whether a frame can back blocks of several slots (prefix caching needs it)."""
+        ...
+
+    def alloc_slot(self, shared: Sequence[int] = ()) -> int:
+        """Take the lowest free slot; its blocks ``0..len(shared)-1`` are backed by the
+        frames ``shared`` (full blocks in use already, never written again)."""
+        ...
+
+    def frame_of(self, slot: int, block: int) -> int:
+        """The frame (physical memory of one block) backing a block ``slot`` owes."""
+        ...
+
+    def hold(self, frame: int) -> None:
+        """The prefix cache's reference on a frame in use: its content outlives its slots,
+        and it is not reused until ``release``. At most one hold per frame."""
+        ...
+
+    def release(self, frame: int) -> None:
+        """Drop the hold; the frame is free once no live slot owes it."""
+        ...
 
     def ensure(self, slot: int, num_tokens: int) -> None:
         """Blocks back tokens ``[0, num_tokens)`` of ``slot`` (the scheduler has counted

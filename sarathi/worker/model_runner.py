@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,6 +129,8 @@ class ModelRunner:
             s.head_dim, s.rope_theta, s.rope_scaling, max_len, device, model.kernels
         )
         self.states: dict[int, SeqState] = {}
+        # Prefix-cache entries (numbered by the scheduler) -> the frames holding them.
+        self.cached_frames: dict[int, int] = {}
         slots = cache.max_slots
         self.covered = np.zeros(slots, dtype=np.int64)  # tokens backed by blocks, per slot
         self.hinted = np.zeros(slots, dtype=np.int64)  # tokens hinted for mapping ahead
@@ -257,6 +260,15 @@ class ModelRunner:
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _update_sequences(self, step: StepInput) -> None:
+        # Entries first: a registered block may belong to a sequence finished in this step.
+        for seq_id, block, entry in step.cache_registrations:
+            slot = self.states[seq_id].slot
+            assert slot is not None, "a block registered after its slot was freed"
+            frame = self.cache.frame_of(slot, block)
+            self.cache.hold(frame)
+            self.cached_frames[entry] = frame
+        for entry in step.cache_evictions:
+            self.cache.release(self.cached_frames.pop(entry))
         for seq_id in step.finished:
             self._release(seq_id)
             self.states.pop(seq_id, None)
@@ -279,8 +291,11 @@ class ModelRunner:
         self.hinted[st.slot] = 0
         st.prev_slot, st.slot = st.slot, None
 
-    def _take_slot(self, st: SeqState) -> int:
-        slot = self.cache.alloc_slot()
+    def _take_slot(self, st: SeqState, entries: Sequence[int]) -> int:
+        """A slot for a sequence about to prefill; it starts with the blocks of the prefix
+        cache ``entries`` (mapped, not copied)."""
+        slot = self.cache.alloc_slot([self.cached_frames[e] for e in entries])
+        self.covered[slot] = len(entries) * self.tokens_per_block
         st.slot = slot
         self.options.set(slot, st.params, st.generator is not None)
         return slot
@@ -315,7 +330,10 @@ class ModelRunner:
         row = nd
         for c in step.chunks:
             st = states[c.seq_id]
-            slot = st.slot if st.slot is not None else self._take_slot(st)
+            if st.slot is None:
+                slot = self._take_slot(st, step.prefix_hits.get(c.seq_id, ()))
+            else:
+                slot = st.slot
             n = len(c.token_ids)
             end = c.start + n
             if end > self.covered[slot]:

@@ -7,12 +7,15 @@ owns a list of blocks, and its block table row says which block holds tokens
 through that table (``triton_kernels`` with ``PAGED=True``).
 
 The class offers the engine's ``KVCache`` interface (``sarathi/worker/kv_cache.py``), as
-``vattention.KVCache`` does, so the engine runs unchanged on either cache.
+``vattention.KVCache`` does, so the engine runs unchanged on either cache. A pool block is
+a *frame*: several slots' table rows may name the same block (a shared prompt prefix), and
+a block is reference counted by the slots that owe it plus the prefix cache's hold.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -29,6 +32,8 @@ def paged_block_bytes(
 
 
 class PagedKVCache:
+    shares_frames = True
+
     def __init__(
         self,
         num_layers: int,
@@ -77,6 +82,8 @@ class PagedKVCache:
         self._taken = [False] * max_slots
         self._free_slots = list(range(max_slots - 1, -1, -1))  # pop() gives the lowest
         self._free_blocks = list(range(num_blocks - 1, -1, -1))
+        self._refs = [0] * num_blocks  # live slots that owe a block, plus its hold
+        self._held = [False] * num_blocks
         self._pending: list[tuple[int, int, int]] = []  # (slot, index, block) not yet on device
         self._closed = False
 
@@ -94,12 +101,30 @@ class PagedKVCache:
         return len(self._free_blocks)
 
     # -- slots ---------------------------------------------------------------------------------
-    def alloc_slot(self) -> int:
+    def alloc_slot(self, shared: Sequence[int] = ()) -> int:
+        """Take the lowest free slot; its first ``len(shared)`` table entries name the
+        blocks ``shared`` (in use already: owed by a live slot or held)."""
         self._check_open()
         if not self._free_slots:
             raise VAttentionError(f"all {self.max_slots} slots are taken")
+        shared = list(shared)
+        if len(shared) > self.blocks_per_slot:
+            raise VAttentionError(
+                f"{len(shared)} shared blocks exceed the slot's {self.blocks_per_slot}"
+            )
+        if len(set(shared)) != len(shared):
+            raise VAttentionError(f"shared blocks repeat: {shared}")
+        for block in shared:
+            self._check_block(block)
+            if not self._refs[block]:
+                raise VAttentionError(f"shared block {block} is not in use (owed or held)")
         slot = self._free_slots.pop()
         self._taken[slot] = True
+        for index, block in enumerate(shared):
+            self._refs[block] += 1
+            self._pending.append((slot, index, block))
+        self._blocks[slot] = shared
+        self._tokens[slot] = len(shared) * self.block_tokens
         return slot
 
     def ensure(self, slot: int, num_tokens: int) -> None:
@@ -117,6 +142,7 @@ class PagedKVCache:
             )
         for _ in range(max(0, need)):
             block = self._free_blocks.pop()
+            self._refs[block] = 1
             self._pending.append((slot, len(blocks), block))
             blocks.append(block)
         self._tokens[slot] = max(self._tokens[slot], num_tokens)
@@ -137,7 +163,8 @@ class PagedKVCache:
 
     def free_slot(self, slot: int) -> None:
         self._check_slot(slot)
-        self._free_blocks.extend(self._blocks[slot])
+        for block in self._blocks[slot]:
+            self._unref(block)
         self._pending = [e for e in self._pending if e[0] != slot]
         self._blocks[slot] = []
         self._tokens[slot] = 0
@@ -145,15 +172,45 @@ class PagedKVCache:
         self._free_slots.append(slot)
         self._free_slots.sort(reverse=True)
 
+    def frame_of(self, slot: int, block: int) -> int:
+        """The pool block at entry ``block`` of ``slot``'s table (a block the slot owes)."""
+        self._check_slot(slot)
+        blocks = self._blocks[slot]
+        if not 0 <= block < len(blocks):
+            raise VAttentionError(f"slot {slot} owes blocks [0, {len(blocks)}), not {block}")
+        return blocks[block]
+
+    def hold(self, frame: int) -> None:
+        """The prefix cache's reference on pool block ``frame``, which a live slot owes:
+        it is not reused until ``release``, whatever happens to its slots."""
+        self._check_open()
+        self._check_block(frame)
+        if self._held[frame]:
+            raise VAttentionError(f"frame {frame} is already held")
+        if not self._refs[frame]:
+            raise VAttentionError(f"frame {frame} is not in use by any slot")
+        self._held[frame] = True
+        self._refs[frame] += 1
+
+    def release(self, frame: int) -> None:
+        self._check_open()
+        self._check_block(frame)
+        if not self._held[frame]:
+            raise VAttentionError(f"frame {frame} is not held")
+        self._held[frame] = False
+        self._unref(frame)
+
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_open()
         return self._layers[i]
 
     def stats(self) -> dict[str, Any]:
         """The same keys as ``vattention.KVCache.stats``: a block holds ``block_tokens``
-        tokens of every layer and is its own (only) page; ``mapped_bytes`` is the blocks
-        held by live slots (the pool itself is ``pool_bytes``, all allocated at start)."""
+        tokens of every layer and is its own (only) page; ``mapped_bytes`` is the distinct
+        blocks owed by live slots or held (the pool itself is ``pool_bytes``, all allocated
+        at start), ``virtual_mapped_bytes`` the blocks owed counted per slot."""
         used = self.num_blocks - len(self._free_blocks)
+        shared = sum(1 for refs in self._refs if refs > 1)
         return {
             "backend": "paged",
             "layout": "paged",
@@ -166,6 +223,10 @@ class PagedKVCache:
             "pages_mapped": used,
             "pages_free": len(self._free_blocks),
             "mapped_bytes": used * self.block_bytes,
+            "virtual_mapped_bytes": sum(map(len, self._blocks)) * self.block_bytes,
+            "frames_held": sum(self._held),
+            "frames_shared": shared,
+            "shared_mapped_bytes": shared * self.block_bytes,
             "token_bytes": sum(self._tokens) * self.token_bytes,
             "pool_bytes": self.num_blocks * self.block_bytes,
             "slots_used": sum(self._taken),
@@ -179,6 +240,15 @@ class PagedKVCache:
     def _check_open(self) -> None:
         if self._closed:
             raise VAttentionError("the cache is closed")
+
+    def _check_block(self, block: int) -> None:
+        if not 0 <= block < self.num_blocks:
+            raise VAttentionError(f"frame {block} is outside [0, {self.num_blocks})")
+
+    def _unref(self, block: int) -> None:
+        self._refs[block] -= 1
+        if not self._refs[block]:
+            self._free_blocks.append(block)
 
     def _check_slot(self, slot: int) -> None:
         self._check_open()

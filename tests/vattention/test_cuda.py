@@ -120,3 +120,48 @@ def test_many_reservations_close_cleanly(cuda_device: torch.device) -> None:
         cache.close()
     assert abs(_free_bytes() - before) <= 2 * MIB
 
+
+@pytest.mark.parametrize("layout", ["per_layer", "mega"])
+def test_shared_frames_alias_on_the_device(cuda_device: torch.device, layout: str) -> None:
+    with KVCache(
+        num_layers=2,
+        num_kv_heads=8,
+        head_dim=128,
+        max_slots=4,
+        max_len=4096,
+        dtype=torch.bfloat16,
+        device=cuda_device,
+        layout=layout,
+        memory_budget=16 * 8 * MIB,
+    ) as cache:
+        assert cache.shares_frames
+        t = cache.tokens_per_block
+        first = cache.alloc_slot()
+        a = cache.alloc_slot()
+        cache.free_slot(first)  # the sharer lands on another slot
+        cache.ensure(a, 3 * t)
+        for i in range(2):
+            k, v = cache.layer(i)
+            k[a, : 3 * t] = torch.arange(3 * t, device=cuda_device)[:, None, None].to(k.dtype)
+            v[a, : 3 * t] = -1.0
+        prefix = [cache.frame_of(a, 0), cache.frame_of(a, 1)]
+        for frame in prefix:
+            cache.hold(frame)
+        b = cache.alloc_slot(prefix)  # while a is alive
+        cache.free_slot(a)
+        c = cache.alloc_slot(prefix)  # a's old slot: its held frames stay, its block 2 goes
+        cache.ensure(b, 3 * t)
+        cache.ensure(c, 3 * t)
+        for i in range(2):
+            k, v = cache.layer(i)
+            k[b, 2 * t : 3 * t] = 7.0
+            k[c, 2 * t : 3 * t] = 9.0
+            for s in (b, c):
+                want = torch.arange(2 * t, device=cuda_device)[:, None, None].to(k.dtype)
+                assert torch.equal(k[s, : 2 * t], want.expand(-1, 8, 128))
+                assert bool((v[s, : 2 * t] == -1.0).all())
+            assert bool((k[b, 2 * t : 3 * t] == 7.0).all())
+            assert bool((k[c, 2 * t : 3 * t] == 9.0).all())
+        stats = cache.stats()
+        assert stats["blocks_used"] == 4 and stats["frames_shared"] == 2
+        assert stats["mapped_bytes"] < stats["virtual_mapped_bytes"]

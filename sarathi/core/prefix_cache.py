@@ -1,0 +1,205 @@
+"""The scheduler's index of computed KV blocks, for automatic prefix caching.
+
+A *full* block of a sequence (``tokens_per_block`` tokens whose K/V are computed) is named by
+a hash chain: the digest of block ``u`` covers the digest of block ``u - 1`` and the block's
+token ids, and the chain starts from a seed that fingerprints the model and tokenizer (a
+base-vocabulary prompt and a patched one never match). A new sequence whose leading block
+digests are in the index gets those blocks' frames mapped at the start of its slot (the
+workers' caches alias the physical memory, they copy nothing) and prefills only the rest.
+
+The index lives here, beside the scheduler's block accounting, so that one place decides
+both what is shared and what that costs; the workers only learn *entry* numbers: which of
+a sequence's blocks to keep as entry ``e`` (``StepInput.cache_registrations``), which
+entries to drop (``cache_evictions``) and which entries a new slot starts with
+(``prefix_hits``). Every rank applies the same messages, so ranks agree without talking.
+
+Reference counts are per entry and count the *live sequences* using it. An entry no live
+sequence uses stays cached (its frame keeps its contents) and is evictable, least recently
+used first; the scheduler counts evictable entries as free blocks and evicts only when it
+needs their memory, so a cache entry never costs a request its admission or a preemption.
+
+When is a block registered? When the scheduler sends the chunk that completes it (the step
+that writes it runs before any later step that could read it), and, for blocks of generated
+tokens, when the sequence finishes (only then are all their token values known on the
+host). A registration reaches the workers with the next step, and only then can another
+sequence hit it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sarathi.sequence import Sequence
+
+
+@dataclass(eq=False)
+class CachedBlock:
+    """One computed full block in the index."""
+
+    entry: int  # the number the workers know it by
+    digest: bytes
+    refs: int = 0  # live sequences whose slot starts with it
+
+
+@dataclass
+class PrefixCacheCounters:
+    """Prompt tokens looked up and found at admission (vLLM's queries and hits)."""
+
+    queries: int = 0
+    hits: int = 0
+
+
+@dataclass
+class _SeqBlocks:
+    """What the index keeps per sequence: the digests of its known full blocks, and the
+    cached blocks its slot starts with (hits, then the blocks it registered itself)."""
+
+    digests: list[bytes] = field(default_factory=list)
+    cached: list[CachedBlock] = field(default_factory=list)
+
+
+class PrefixCache:
+    def __init__(self, tokens_per_block: int, fingerprint: str) -> None:
+        self.tokens_per_block = tokens_per_block
+        self._root = hashlib.blake2b(fingerprint.encode(), digest_size=16).digest()
+        self._index: dict[bytes, CachedBlock] = {}  # visible to lookups
+        self._fresh: dict[bytes, CachedBlock] = {}  # registered this step, not sent yet
+        self._unsent: list[tuple[int, int, int]] = []  # (seq id, block, entry)
+        self._evictable: OrderedDict[int, CachedBlock] = OrderedDict()  # refs 0, LRU first
+        self._seqs: dict[int, _SeqBlocks] = {}
+        self._entries = itertools.count()
+        self.counters = PrefixCacheCounters()
+
+    # -- what the scheduler reads ------------------------------------------------------------
+    @property
+    def num_evictable(self) -> int:
+        """Cached blocks no live sequence uses: free for the scheduler, evicted on demand."""
+        return len(self._evictable)
+
+    @property
+    def has_unsent(self) -> bool:
+        return bool(self._unsent)
+
+    @property
+    def num_cached(self) -> int:
+        return len(self._index) + len(self._fresh)
+
+    def num_cached_blocks(self, seq: Sequence) -> int:
+        """Leading blocks of ``seq``'s slot that are cache entries (counted by the cache)."""
+        blocks = self._seqs.get(seq.seq_id)
+        return len(blocks.cached) if blocks else 0
+
+    # -- admission ---------------------------------------------------------------------------
+    def match(self, seq: Sequence) -> list[CachedBlock]:
+        """The cached blocks a sequence about to be admitted can start with: the longest
+        run of its leading block digests in the index. At least one token is left to
+        compute (the step must produce the logits of the last one), so a block holding the
+        last token is never shared; the boundary block is recomputed, never written shared."""
+        limit = (seq.num_tokens - 1) // self.tokens_per_block
+        digests = self._digests(seq, limit)
+        hits: list[CachedBlock] = []
+        for d in digests[:limit]:
+            block = self._index.get(d)
+            if block is None:
+                break
+            hits.append(block)
+        return hits
+
+    def acquire(self, seq: Sequence, hits: list[CachedBlock]) -> int:
+        """``seq``'s slot starts with ``hits``; returns how many of them were evictable
+        (and so now cost the scheduler a block each)."""
+        blocks = self._seqs.setdefault(seq.seq_id, _SeqBlocks())
+        assert not blocks.cached, "a sequence acquires its prefix once per admission"
+        revived = 0
+        for b in hits:
+            if b.refs == 0:
+                self._evictable.pop(b.entry)
+                revived += 1
+            b.refs += 1
+        blocks.cached = list(hits)
+        return revived
+
+    def count_lookup(self, seq: Sequence, hits: int) -> None:
+        self.counters.queries += seq.num_tokens
+        self.counters.hits += hits * self.tokens_per_block
+
+    # -- registration ------------------------------------------------------------------------
+    def register(self, seq: Sequence, num_tokens: int) -> None:
+        """Make ``seq``'s full blocks within its first ``num_tokens`` tokens cache entries,
+        from the first one not yet cached; stops at a block another sequence registered
+        first (this one keeps computing into its own copy)."""
+        blocks = self._seqs.setdefault(seq.seq_id, _SeqBlocks())
+        full = min(num_tokens, seq.num_tokens) // self.tokens_per_block
+        if full <= len(blocks.cached):
+            return
+        digests = self._digests(seq, full)
+        for u in range(len(blocks.cached), full):
+            d = digests[u]
+            if d in self._index or d in self._fresh:
+                return
+            block = CachedBlock(next(self._entries), d, refs=1)
+            self._fresh[d] = block
+            self._unsent.append((seq.seq_id, u, block.entry))
+            blocks.cached.append(block)
+
+    def take_registrations(self) -> list[tuple[int, int, int]]:
+        """The registrations for the next step's message; they become visible to lookups
+        now (the step carrying them runs before any step that reads them)."""
+        self._index.update(self._fresh)
+        self._fresh.clear()
+        out, self._unsent = self._unsent, []
+        return out
+
+    # -- release and eviction ----------------------------------------------------------------
+    def release(self, seq: Sequence, keep_digests: bool) -> tuple[int, int]:
+        """``seq`` no longer holds its slot. Returns (cached blocks it held, of which now
+        evictable). ``keep_digests``: the sequence will be admitted again (a preemption)."""
+        blocks = self._seqs.get(seq.seq_id)
+        if blocks is None:
+            return 0, 0
+        freed = 0
+        for b in blocks.cached:
+            b.refs -= 1
+            if b.refs == 0:
+                self._evictable[b.entry] = b
+                freed += 1
+        held = len(blocks.cached)
+        blocks.cached = []
+        if not keep_digests:
+            del self._seqs[seq.seq_id]
+        return held, freed
+
+    def evict(self, n: int) -> list[int]:
+        """Drop ``min(n, num_evictable)`` evictable entries, least recently released first;
+        returns the numbers of those the workers know (one never sent is just forgotten)."""
+        out: list[int] = []
+        for _ in range(min(n, len(self._evictable))):
+            entry, b = self._evictable.popitem(last=False)
+            if self._index.get(b.digest) is b:
+                del self._index[b.digest]
+                out.append(entry)
+            else:
+                del self._fresh[b.digest]
+                self._unsent = [r for r in self._unsent if r[2] != entry]
+        return out
+
+    # -- hashing -----------------------------------------------------------------------------
+    def _digests(self, seq: Sequence, count: int) -> list[bytes]:
+        """Digests of ``seq``'s first ``count`` full blocks (memoized per sequence: prompts
+        never change, and generated tokens only join once known)."""
+        blocks = self._seqs.setdefault(seq.seq_id, _SeqBlocks())
+        out = blocks.digests
+        tpb = self.tokens_per_block
+        count = min(count, seq.num_tokens // tpb)
+        if len(out) < count:
+            tokens = np.asarray(seq.token_ids[len(out) * tpb : count * tpb], dtype=np.int64)
+            parent = out[-1] if out else self._root
+            for row in tokens.reshape(-1, tpb):
+                parent = hashlib.blake2b(parent + row.tobytes(), digest_size=16).digest()
+                out.append(parent)
+        return out

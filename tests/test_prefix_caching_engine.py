@@ -1,0 +1,154 @@
+"""Prefix caching end to end: outputs with the cache equal outputs without it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from models import random_prompts
+from sarathi import LLM, SamplingParams
+
+CACHES = [
+    pytest.param({"kv_layout": "per_layer"}, id="per_layer"),
+    pytest.param({"kv_layout": "mega"}, id="mega"),
+    pytest.param({"attention_backend": "paged"}, id="paged"),
+]
+GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, logprobs=2)
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_models):
+    return tiny_models["llama"]
+
+
+def _shared_prompts(count: int, prefix_len: int, seed: int) -> list[list[int]]:
+    prefix = random_prompts(1, 384, seed=seed, min_len=prefix_len, max_len=prefix_len + 1)[0]
+    tails = random_prompts(count, 384, seed=seed + 1, min_len=3, max_len=40)
+    return [prefix + t for t in tails]
+
+
+def _check_same(want, got) -> None:
+    for a, b in zip(want, got, strict=True):
+        assert a.outputs[0].token_ids == b.outputs[0].token_ids
+        for la, lb in zip(a.outputs[0].logprobs, b.outputs[0].logprobs, strict=True):
+            for tok, entry in la.items():
+                assert math.isclose(entry.logprob, lb[tok].logprob, abs_tol=1e-4)
+
+
+def _hits(llm: LLM) -> int:
+    pc = llm.engine.prefix_cache
+    assert pc is not None
+    return pc.counters.hits
+
+
+@pytest.mark.parametrize("cache", CACHES)
+def test_greedy_outputs_and_logprobs_equal_those_without_the_cache(llama, cache):
+    prompts = _shared_prompts(10, 90, seed=11)
+    off = LLM(llama, chunk_size=32, enable_prefix_caching=False, **cache)
+    want = off.generate(prompts, GREEDY)
+    on = LLM(llama, chunk_size=32, **cache)
+    first = on.generate(prompts, GREEDY)  # later requests hit the first ones' blocks
+    second = on.generate(prompts, GREEDY)  # every prompt's full blocks are cached now
+    _check_same(want, first)
+    _check_same(want, second)
+    assert _hits(on) > 0
+    assert all(o.num_cached_tokens > 0 for o in second)
+    stats = on.engine.cache_stats()
+    assert stats["slots_used"] == 0
+
+
+@pytest.mark.parametrize("cache", CACHES)
+def test_chunks_that_cross_the_cached_boundary(llama, cache):
+    # Chunks of 7 tokens never line up with blocks of 16 or 32.
+    prompts = _shared_prompts(6, 70, seed=12)
+    want = LLM(llama, chunk_size=7, enable_prefix_caching=False, **cache).generate(prompts, GREEDY)
+    on = LLM(llama, chunk_size=7, **cache)
+    _check_same(want, on.generate(prompts[:1], GREEDY) + on.generate(prompts[1:], GREEDY))
+    assert _hits(on) > 0
+
+
+@pytest.mark.parametrize("scheduler", ["sarathi", "vllm"])
+def test_preemption_and_eviction_under_a_tight_cache(llama, scheduler):
+    prompts = _shared_prompts(12, 60, seed=13) + random_prompts(6, 384, seed=14, min_len=40)
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    want = LLM(llama, chunk_size=64, scheduler=scheduler, enable_prefix_caching=False).generate(
+        prompts, params
+    )
+    roomy = LLM(llama, chunk_size=64)
+    block = roomy.engine.executor.worker.cache.geometry.block_bytes
+    tight = LLM(
+        llama,
+        chunk_size=64,
+        scheduler=scheduler,
+        kv_cache_memory=14 * block,
+        expected_request_tokens=32,
+    )
+    got = tight.generate(prompts, params) + tight.generate(prompts[::-1], params)
+    assert [o.outputs[0].token_ids for o in got] == [
+        o.outputs[0].token_ids for o in want + want[::-1]
+    ]
+    assert tight.engine.stats.preemptions > 0
+    assert _hits(tight) > 0
+    assert tight.engine.cache_stats()["slots_used"] == 0
+
+
+def test_samples_of_one_request_share_its_prompt(llama):
+    prompt = random_prompts(1, 384, seed=15, min_len=100, max_len=101)[0]
+    params = SamplingParams(n=4, temperature=1.0, seed=7, max_tokens=10, ignore_eos=True)
+    want = LLM(llama, enable_prefix_caching=False).generate([prompt], params)[0]
+    on = LLM(llama)
+    got = on.generate([prompt], params)[0]
+    assert [c.token_ids for c in got.outputs] == [c.token_ids for c in want.outputs]
+    tpb = on.engine.executor.capacity().tokens_per_block
+    assert _hits(on) == 3 * (99 // tpb) * tpb  # the three later samples share every full block
+
+
+def test_cached_blocks_are_shared_in_memory(llama):
+    on = LLM(llama, kv_layout="mega")
+    engine = on.engine
+    prompts = _shared_prompts(6, 96, seed=16)
+    on.generate(prompts[:1], SamplingParams(max_tokens=1))
+    for i, p in enumerate(prompts):
+        engine.add_request(p, SamplingParams(max_tokens=30, ignore_eos=True), request_id=str(i))
+    for _ in range(3):
+        engine.step()
+    stats = engine.cache_stats()
+    assert stats["frames_shared"] > 0
+    assert stats["mapped_bytes"] < stats["virtual_mapped_bytes"]
+    while engine.has_unfinished_requests():
+        engine.step()
+
+
+def test_switch_off_and_dense_backend(llama):
+    assert LLM(llama, enable_prefix_caching=False).engine.prefix_cache is None
+    assert LLM(llama, kv_cache_backend="dense").engine.prefix_cache is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cache", CACHES)
+def test_on_the_gpu_with_graphs_outputs_equal_those_without_the_cache(tmp_path, cache):
+    # 2 MiB pages need wide KV rows for blocks a test can fill: 8 KV heads of 128 dims in
+    # fp32 and 16 layers give 512-token blocks per layer and 32-token blocks in mega.
+    from models import save_tiny_model
+
+    path = save_tiny_model(
+        "llama", str(tmp_path / "wide"), hidden_size=1024, num_attention_heads=8,
+        num_key_value_heads=8, head_dim=128, num_hidden_layers=16, intermediate_size=256,
+        max_position_embeddings=2048,
+    )  # fmt: skip
+    prompts = _shared_prompts(8, 1100, seed=17)
+    kw = {"dtype": "float32", "max_model_len": 1400, "chunk_size": 256, **cache}
+    off = LLM(path, enable_prefix_caching=False, **kw)
+    want = off.generate(prompts, GREEDY)
+    off.engine.shutdown()
+    on = LLM(path, **kw)
+    got = on.generate(prompts[:1], GREEDY) + on.generate(prompts[1:], GREEDY)
+    again = on.generate(prompts, GREEDY)
+    for a, b in zip(want + want, got + again, strict=True):
+        assert a.outputs[0].token_ids == b.outputs[0].token_ids
+        for la, lb in zip(a.outputs[0].logprobs, b.outputs[0].logprobs, strict=True):
+            for tok, entry in la.items():
+                assert math.isclose(entry.logprob, lb[tok].logprob, abs_tol=2e-3)
+    assert _hits(on) > 0
+    on.engine.shutdown()
