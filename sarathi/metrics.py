@@ -308,7 +308,9 @@ class _SnapshotCollector:
         yield gauge(
             "kv_cache_usage_perc",
             "KV cache usage: the fraction of its blocks held by requests (1 = full), as "
-            "gateways and autoscalers read vLLM's.",
-            cache.get("blocks_used", 0) / total if total else 0.0,
+            "gateways and autoscalers read vLLM's; cached blocks no request uses are free.",
+            (cache.get("blocks_used", 0) - cache.get("blocks_evictable", 0)) / total
+            if total
+            else 0.0,
         )
         yield from self.metrics.adaptivocab_families(snap)

@@ -51,9 +51,9 @@ class Frames:
         self.free = list(range(self.num_frames))
 
     def users(self, frame: int) -> int:
-        return sum(f.count(frame) for f in self.slots.values()) + list(
-            self.held.values()
-        ).count(frame)
+        return sum(f.count(frame) for f in self.slots.values()) + list(self.held.values()).count(
+            frame
+        )
 
     def _drop(self, frames: list[int]) -> None:
         for f in frames:
@@ -116,7 +116,9 @@ def _check_accounting(s: Scheduler) -> None:
     assert pc is not None
     used = sum(seq.num_blocks - pc.num_cached_blocks(seq) for seq in s.running)
     live_cached = {
-        id(b) for seq in s.running for b in pc._seqs[seq.seq_id].cached  # noqa: SLF001
+        id(b)
+        for seq in s.running
+        for b in pc._seqs[seq.seq_id].cached  # noqa: SLF001
     }
     assert used + len(live_cached) + s.free_blocks == s.capacity.num_blocks
     assert s.free_blocks >= pc.num_evictable
@@ -201,7 +203,7 @@ def test_cached_blocks_count_as_free_and_are_evicted_only_when_needed():
     assert s.prefix_cache.num_evictable == 2 and s.free_blocks == 2
 
 
-def test_preemption_keeps_registered_blocks_cached_for_the_recompute():
+def test_preemption_keeps_registered_blocks_evictable_for_the_recompute():
     cap = CacheCapacity(num_blocks=6, tokens_per_block=TPB, max_slots=8)
     s = Scheduler(SchedulerConfig(chunk_size=64), cap, 4096, PrefixCache(TPB, "m"))
     a, b = _request(0, list(range(11)), max_tokens=20), _request(1, list(range(50, 61)), t=1.0)

@@ -93,6 +93,7 @@ class KVCache:
         # Per frame: live slots that owe it plus its hold. The budget counts frames in use
         # (uses > 0) once each, however many slots share them.
         self._uses = [0] * self.num_blocks
+        self._held: set[int] = set()
         self._used_blocks = 0
         shape = CacheShape(
             num_layers,
@@ -233,6 +234,7 @@ class KVCache:
             raise VAttentionError(f"frame {frame} is not in use by any slot")
         pager.hold(frame)
         self._uses[frame] += 1
+        self._held.add(frame)
 
     def release(self, frame: int) -> None:
         """Drop the hold on ``frame``: it is free once no slot maps it (a live slot that
@@ -240,6 +242,7 @@ class KVCache:
         pager = self._open_pager()
         self._check_frame(frame)
         pager.release(frame)
+        self._held.discard(frame)
         self._drop_use(frame)
 
     def commit(self) -> None:
@@ -258,7 +261,8 @@ class KVCache:
         """Accounting (``blocks_*``, ``pages_*``, ``mapped_bytes``: distinct frames owed to
         live slots or held; ``virtual_mapped_bytes``: blocks owed, counted per slot, so
         sharing shows as ``mapped_bytes < virtual_mapped_bytes``; ``frames_shared``: frames
-        in use twice or more, ``shared_mapped_bytes`` their bytes) and residency
+        in use twice or more, ``shared_mapped_bytes`` their bytes; ``blocks_evictable``: held
+        frames no live slot owes, which the prefix cache may drop at will) and residency
         (``resident_*``, ``cached_blocks``, ``ahead_blocks``, ``frames_held``: what is
         physically in use, including frames kept for reuse or mapped ahead)."""
         g = self.geometry
@@ -277,6 +281,7 @@ class KVCache:
             "mapped_bytes": self._used_blocks * g.block_bytes,
             "virtual_mapped_bytes": sum(map(len, self._owed)) * g.block_bytes,
             "frames_shared": shared,
+            "blocks_evictable": sum(1 for f in self._held if self._uses[f] == 1),
             "shared_mapped_bytes": shared * g.block_bytes,
             "token_bytes": sum(self._tokens) * g.token_bytes,
             "slots_used": sum(self._taken),

@@ -225,6 +225,9 @@ class PagedKVCache:
             "mapped_bytes": used * self.block_bytes,
             "virtual_mapped_bytes": sum(map(len, self._blocks)) * self.block_bytes,
             "frames_held": sum(self._held),
+            "blocks_evictable": sum(
+                1 for h, r in zip(self._held, self._refs, strict=True) if h and r == 1
+            ),
             "frames_shared": shared,
             "shared_mapped_bytes": shared * self.block_bytes,
             "token_bytes": sum(self._tokens) * self.token_bytes,
