@@ -196,7 +196,7 @@ extra() { echo "${EXTRA[$1]:-}"; }  # unquoted at use: split into words on purpo
 g_tests() {  # --arg tests="PATHS" narrows the run to those paths
   local paths
   paths="$(extra tests)"
-  TAIL=30 step "tests$S" 600 python3 -m pytest -m gpu -rs --ignore=tests/server \
+  TAIL=30 step "tests$S" 600 python3 -m pytest -m gpu -rs --ignore=tests/server --ignore=tests/clients \
     -p no:cacheprovider ${paths:-tests}
 }
 g_roofline() {
