@@ -401,7 +401,7 @@ echo "gpu_bench: groups ${SELECTED[*]}; OUT=$OUT; BENCH_COMMIT=${BENCH_COMMIT:-u
 if [ "$DRY" = 0 ]; then
   { nvidia-smi -L; env | grep -E '^SARATHI_' ; python3 -c "import torch, triton; \
 from sarathi.model_executor import pdl; print('torch', torch.__version__, 'triton', \
-triton.__version__, torch.cuda.get_device_name(0), 'pdl', pdl.enabled(torch.zeros(1, device='cuda')))"
+triton.__version__, torch.cuda.get_device_name(0), 'pdl', pdl.supported(torch.device('cuda')))"
   } > "$LOGS/env.log" 2>&1
   cat "$LOGS/env.log"
 fi

