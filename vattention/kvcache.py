@@ -128,12 +128,15 @@ class KVCache:
 
     # -- slots -----------------------------------------------------------------------------
     def alloc_slot(self, shared: Sequence[int] = ()) -> int:
-        """Take the lowest free slot; raises VAttentionError when all are taken.
+        """Take a free slot; raises VAttentionError when all are taken.
 
         Blocks ``0..len(shared)-1`` of the slot are backed by the frames ``shared``, which
         must be in use already (owed by a live slot or held) and are never written again;
         the slot owes those blocks at once and grows past them with fresh frames. What a
         previous owner left mapped under the slot is reused where it may be written.
+
+        The slot is the lowest free one or, with ``shared``, the free slot that still has
+        the longest run of ``shared`` mapped (then opening it needs the fewest driver calls).
         """
         pager = self._open_pager()
         if not self._free_slots:
@@ -141,9 +144,11 @@ class KVCache:
         shared = list(shared)
         if shared:
             self._check_shareable(shared)
-        slot = self._free_slots[-1]
+            slot = pager.best_slot(self._free_slots[::-1], shared)
+        else:
+            slot = self._free_slots[-1]
         pager.open_slot(slot, shared)
-        self._free_slots.pop()
+        self._free_slots.remove(slot)
         self._taken[slot] = True
         self._owed[slot] = shared
         self._tokens[slot] = len(shared) * self.tokens_per_block

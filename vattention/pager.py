@@ -133,6 +133,23 @@ class Pager:
                 self._need[slot] = 0
                 raise
 
+    def best_slot(self, candidates: Sequence[int], shared: Sequence[int]) -> int:
+        """Of the free ``candidates`` (best first), the one whose resident frames begin with
+        the longest run of ``shared``: a freed slot that served the same prefix opens with
+        no driver call."""
+        with self._cond:
+            best, longest = candidates[0], 0
+            for slot in candidates:
+                frames = self._frames[slot]
+                n = 0
+                while n < min(len(frames), len(shared)) and frames[n] == shared[n]:
+                    n += 1
+                if n > longest:
+                    best, longest = slot, n
+                    if n == len(shared):
+                        break
+            return best
+
     def close_slot(self, slot: int) -> None:
         """The slot's owner is gone; its frames stay resident until someone needs them."""
         with self._cond:

@@ -67,6 +67,7 @@ def test_shared_frames_alias_and_private_blocks_stay_apart(layout: str) -> None:
         for frame in prefix:
             cache.hold(frame)
         cache.free_slot(a)
+        cache.reclaim()  # else the prefix would reopen slot a, which still maps it
 
         b_slot = cache.alloc_slot(prefix)
         assert b_slot != a
@@ -172,6 +173,22 @@ def test_a_re_admitted_prefix_costs_no_driver_call() -> None:
         assert stats["blocks_mapped_shared"] == before["blocks_mapped_shared"]
         assert stats["blocks_mapped_sync"] == before["blocks_mapped_sync"]
         assert _holds(cache, a, 0, 3.0) and _holds(cache, a, 1, 4.0)
+
+
+def test_a_prefix_opens_the_free_slot_that_still_maps_it() -> None:
+    with _cache() as cache:
+        a, b = cache.alloc_slot(), cache.alloc_slot()
+        cache.ensure(a, _full(cache, 1))
+        cache.ensure(b, _full(cache, 2))
+        prefix = [cache.frame_of(b, 0), cache.frame_of(b, 1)]
+        for frame in prefix:
+            cache.hold(frame)
+        cache.free_slot(a)
+        cache.free_slot(b)
+        before = cache.stats()
+        assert cache.alloc_slot(prefix) == b  # not a, the lowest free slot
+        assert cache.stats()["blocks_mapped_shared"] == before["blocks_mapped_shared"]
+        assert cache.alloc_slot() == a
 
 
 @pytest.mark.parametrize("shared_blocks", [0, 1, "other"])
