@@ -37,17 +37,20 @@ def tiny_config(arch: str, **overrides):
     return cls(**common)
 
 
-def save_tiny_model(arch: str, path: str, seed: int = 0, **overrides) -> str:
+def save_tiny_model(
+    arch: str, path: str, seed: int = 0, weight_std: float = 0.1, **overrides
+) -> str:
     import transformers
 
     torch.manual_seed(seed)
     config = tiny_config(arch, **overrides)
     model = transformers.AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
-    # Larger-than-default weights make logits spread out, so greedy ties are unlikely.
+    # Larger-than-default weights make logits spread out, so greedy ties are unlikely (a
+    # wide model wants about 1/sqrt(hidden): larger weights amplify rounding layer by layer).
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
-                p.normal_(0, 0.1)
+                p.normal_(0, weight_std)
     model.save_pretrained(path, safe_serialization=True)
     save_tiny_tokenizer(path, config.vocab_size)
     return path

@@ -135,14 +135,13 @@ def test_on_the_gpu_with_graphs_outputs_equal_those_without_the_cache(tmp_path, 
     path = save_tiny_model(
         "llama", str(tmp_path / "wide"), hidden_size=1024, num_attention_heads=8,
         num_key_value_heads=8, head_dim=128, num_hidden_layers=16, intermediate_size=256,
-        max_position_embeddings=2048,
+        max_position_embeddings=2048, weight_std=1 / 32,
     )  # fmt: skip
     prompts = _shared_prompts(8, 1100, seed=17)
     kw = {"dtype": "float32", "max_model_len": 1400, **cache}
-    # The model is chaotic (16 wide layers of large random weights) and Triton's fp32 dot
-    # products round through TF32, so computing a prompt in other chunks moves logprobs by
-    # a tenth or so. The yardstick is that noise: the cache may move them no more than a
-    # different chunk size does (greedy tokens must hold exactly).
+    # Triton's fp32 dot products round through TF32, so computing a prompt in other chunks
+    # moves logprobs a little. The yardstick is that noise: the cache may move them no more
+    # than a different chunk size does (greedy tokens must hold exactly).
     def run(caching: bool, chunk: int) -> list:
         llm = LLM(path, enable_prefix_caching=caching, chunk_size=chunk, **kw)
         outs = llm.generate(prompts[:1], GREEDY) + llm.generate(prompts[1:], GREEDY)
@@ -156,7 +155,7 @@ def test_on_the_gpu_with_graphs_outputs_equal_those_without_the_cache(tmp_path, 
     noise = _largest_gap(base, run(False, 96))
     cached = run(True, 256)
     assert [o.outputs[0].token_ids for o in cached] == [o.outputs[0].token_ids for o in base]
-    assert _largest_gap(base, cached) <= 2 * noise + 1e-3
+    assert _largest_gap(base, cached) <= 2 * noise + 1e-2
 
 
 def _largest_gap(want, got) -> float:
