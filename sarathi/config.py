@@ -141,9 +141,11 @@ class CacheConfig:
         choices=("auto", "cuda", "cpu", "dense"),
     )
     kv_layout: str = _f(
-        "per_layer",
-        "KV layout: 'per_layer' (one K and one V tensor per layer) or "
-        "'mega' (token-major across layers; finer growth with big pages).",
+        "mega",
+        "KV layout: 'mega' (token-major across layers: a 2 MiB page holds a few dozen "
+        "tokens of every layer, so slots grow and prefix caching shares in small blocks) or "
+        "'per_layer' (one K and one V tensor per layer, vAttention's original; blocks of "
+        "about a thousand tokens with 2 MiB pages).",
         choices=("per_layer", "mega"),
     )
     page_bytes: int | None = _f(

@@ -127,3 +127,22 @@ def test_server_reports_tokens_saved(tiny_models, patch_dir):
     assert float(saved.split()[-1]) > 0
     assert "sarathi:adaptivocab_reduction_ratio" in metrics
     assert "sarathi:kv_cache_text_capacity_base_tokens" in metrics
+
+
+def test_prefix_caching_with_a_patch_tokenizer(tiny_models, patch_dir):
+    """Prompts that share domain text hit the cache under the patch tokenizer, outputs are
+    those without the cache, and a patched prompt never matches the base vocabulary's."""
+    from sarathi.engine.llm_engine import prefix_fingerprint
+
+    system = " ".join(_docs()[:3])
+    prompts = [f"{system}\n\nQuestion {i}: what does the scheduler do?" for i in range(5)]
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    path = tiny_models["llama"]
+    want = LLM(path, patch_tokenizer=patch_dir, enable_prefix_caching=False,
+               max_model_len=512).generate(prompts, params)
+    patched = LLM(path, patch_tokenizer=patch_dir, max_model_len=512)
+    got = patched.generate(prompts[:1], params) + patched.generate(prompts[1:], params)
+    assert [o.outputs[0].token_ids for o in got] == [o.outputs[0].token_ids for o in want]
+    assert patched.engine.prefix_cache.counters.hits > 0
+    base = LLM(path, max_model_len=512)
+    assert prefix_fingerprint(base.engine.setup) != prefix_fingerprint(patched.engine.setup)

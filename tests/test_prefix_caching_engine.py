@@ -90,7 +90,22 @@ def test_preemption_and_eviction_under_a_tight_cache(llama, scheduler):
     ]
     assert tight.engine.stats.preemptions > 0
     assert _hits(tight) > 0
+    assert tight.engine.prefix_cache.counters.evictions > 0
     assert tight.engine.cache_stats()["slots_used"] == 0
+
+
+def test_penalties_read_the_cached_prompt_tokens_too(llama):
+    """Penalties count every earlier token, the cached ones included."""
+    prompts = _shared_prompts(6, 80, seed=18)
+    params = SamplingParams(
+        temperature=0, max_tokens=16, ignore_eos=True, repetition_penalty=1.5,
+        presence_penalty=0.8, frequency_penalty=0.4,
+    )  # fmt: skip
+    want = LLM(llama, enable_prefix_caching=False).generate(prompts, params)
+    on = LLM(llama)
+    got = on.generate(prompts[:1], params) + on.generate(prompts[1:], params)
+    assert [o.outputs[0].token_ids for o in got] == [o.outputs[0].token_ids for o in want]
+    assert _hits(on) > 0
 
 
 def test_samples_of_one_request_share_its_prompt(llama):

@@ -48,10 +48,12 @@ class CachedBlock:
 
 @dataclass
 class PrefixCacheCounters:
-    """Prompt tokens looked up and found at admission (vLLM's queries and hits)."""
+    """Prompt tokens looked up and found at admission (vLLM's queries and hits), and
+    cached blocks evicted to make room."""
 
     queries: int = 0
     hits: int = 0
+    evictions: int = 0
 
 
 @dataclass
@@ -180,6 +182,7 @@ class PrefixCache:
         out: list[int] = []
         for _ in range(min(n, len(self._evictable))):
             entry, b = self._evictable.popitem(last=False)
+            self.counters.evictions += 1
             if self._index.get(b.digest) is b:
                 del self._index[b.digest]
                 out.append(entry)

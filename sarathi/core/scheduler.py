@@ -183,6 +183,9 @@ class Scheduler:
                 )
             start = seq.num_computed
             tokens = seq.token_ids[start : start + n]
+            head = None
+            if seq.seq_id in step.hits and seq.params.needs_history:
+                head = seq.token_ids[:start]
             inp.chunks.append(
                 ScheduledChunk(
                     seq.seq_id,
@@ -190,6 +193,7 @@ class Scheduler:
                     tokens,
                     start + n == len(seq.token_ids),
                     *_prompt_logprobs(seq, start, n),
+                    history_head=head,
                 )
             )
         return step

@@ -40,6 +40,9 @@ class ScheduledChunk:
     # The prompt token after the chunk's last, when the chunk asks prompt logprobs and ends
     # before the prompt's last token (the next chunk's first token).
     next_prompt_token: int | None = None
+    # The tokens before ``start`` when the prefix cache supplied them (the first chunk after
+    # a hit) and sampling reads every earlier token (penalties, bad words).
+    history_head: list[int] | None = None
 
 
 @dataclass

@@ -399,7 +399,9 @@ class ModelRunner:
             # host: it was sampled at the slot the sequence had then.
             tokens = [*tokens[:-1], -1 - st.prev_slot]
         if st.history is not None:
-            if c.start != len(st.history):
+            if c.history_head is not None:  # its first tokens came from the prefix cache
+                st.history[:] = c.history_head
+            elif c.start != len(st.history):
                 del st.history[c.start :]
             st.history.extend(tokens)
         return tokens
