@@ -173,8 +173,16 @@ class AsyncEngine:
             self._cond.notify()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._thread is None or not self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
+            return
+        try:
             self.engine.shutdown()
+        except Exception:
+            if self._error is None:
+                raise
+            # A device error poisons the CUDA context, so releasing its memory fails too;
+            # the failure that matters was reported when the loop stopped.
+            logger.warning("the failed engine could not release everything", exc_info=True)
 
     # -- the caller's side -----------------------------------------------------------------
     def new_request_id(self, prefix: str = "req") -> str:

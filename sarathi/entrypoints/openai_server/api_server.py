@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -272,6 +273,11 @@ def run_server(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     print("sarathi server stopped", flush=True)
+    if async_engine.error is not None and engine.setup.device.type == "cuda":
+        # The engine died of a device error, which poisons the CUDA context: torch's
+        # finalizers would abort the interpreter on the way out. Leave now, failing.
+        logging.shutdown()
+        os._exit(1)
     return 0
 
 
