@@ -126,3 +126,42 @@ def test_cors_preflight_is_answered_before_the_api_key(cors_server, server):
     # Without --allowed-origins: no CORS at all.
     r = httpx.options(server.url + "/v1/chat/completions", headers=preflight)
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_cached_prompt_tokens_in_usage():
+    """With --enable-prompt-tokens-details (vLLM's flag) usage says how many prompt tokens
+    the prefix cache served; the Responses API always does. Without the flag, nothing."""
+    import openai
+
+    live = start_server(enable_prompt_tokens_details=True)
+    try:
+        client = openai.OpenAI(base_url=live.base_url, api_key="x", max_retries=0)
+        messages = [{"role": "user", "content": "A long shared question about caching. " * 8}]
+        kw = dict(model="demo", messages=messages, max_tokens=2)
+        first = client.chat.completions.create(**kw)
+        again = client.chat.completions.create(**kw)
+        assert first.usage.prompt_tokens_details.cached_tokens == 0
+        assert 0 < again.usage.prompt_tokens_details.cached_tokens < again.usage.prompt_tokens
+        chunks = list(
+            client.chat.completions.create(
+                **kw, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        assert chunks[-1].usage.prompt_tokens_details.cached_tokens > 0
+        prompt = "Completions share the cache too, token for token. " * 6
+        client.completions.create(model="demo", prompt=prompt, max_tokens=2)
+        done = client.completions.create(model="demo", prompt=[prompt, prompt], max_tokens=2)
+        assert done.usage.prompt_tokens_details.cached_tokens > 0
+        text = "The Responses API reports cached input tokens always. " * 6
+        client.responses.create(model="demo", input=text, max_output_tokens=16)
+        resp = client.responses.create(model="demo", input=text, max_output_tokens=16)
+        assert resp.usage.input_tokens_details.cached_tokens > 0
+    finally:
+        stop_server(live)
+
+
+def test_no_prompt_tokens_details_without_the_flag(client):
+    out = client.chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    assert out.usage.prompt_tokens_details is None

@@ -88,6 +88,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
             core.max_seq_len * max_token_bytes(core.tokenizer) if core.tokenizer else 1 << 62
         ),
         max_waiting_requests=args.max_waiting_requests,
+        prompt_tokens_details=args.enable_prompt_tokens_details,
         body_limits=BodyLimits(
             args.max_request_bytes, args.request_read_timeout, args.max_body_bytes_in_flight
         ),

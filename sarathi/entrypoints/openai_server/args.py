@@ -73,6 +73,13 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         help="CORS: let browsers send credentials (cookies, Authorization) cross-origin.",
     )
     g.add_argument(
+        "--enable-prompt-tokens-details",
+        action="store_true",
+        help="Report usage.prompt_tokens_details.cached_tokens (prompt tokens served from the "
+        "prefix cache) on chat and completions, as vLLM's flag does; the Responses API always "
+        "reports input_tokens_details.cached_tokens.",
+    )
+    g.add_argument(
         "--max-request-bytes",
         type=int,
         default=4 * 1024 * 1024,

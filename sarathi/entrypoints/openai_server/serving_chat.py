@@ -222,7 +222,11 @@ async def _full(
         created=created,
         model=state.model_name,
         choices=choices,
-        usage=usage(len(ids), sum(len(c.token_ids) for c in out.outputs)),
+        usage=usage(
+            len(ids),
+            sum(len(c.token_ids) for c in out.outputs),
+            state.cached(out.num_cached_tokens),
+        ),
         prompt_logprobs=_prompt_logprobs(state, req, ids, out),
     )
     return JSONResponse(body.model_dump())
@@ -269,7 +273,7 @@ async def _stream(
                         "finish_reason": None,
                     }
                 ],
-                usage(len(ids), 0).model_dump() if continuous else None,
+                usage(len(ids), 0, state.cached(0)).model_dump() if continuous else None,
             )
         # Asked-for prompt logprobs ride on the first chunk made from the engine's output.
         prompt_pending = req.prompt_logprobs is not None
@@ -296,7 +300,9 @@ async def _stream(
                     if not deltas:  # a chunk for the tokens' logprobs or usage, or the finish
                         deltas = [{} if c.finished or mode.calls_tools else {"content": ""}]
                     counted = (
-                        usage(len(ids), tally.completion_tokens).model_dump()
+                        usage(
+                            len(ids), tally.completion_tokens, state.cached(tally.cached_tokens)
+                        ).model_dump()
                         if continuous
                         else None
                     )
@@ -320,7 +326,12 @@ async def _stream(
                             prompt_lp if j == 0 else None,
                         )
         if include_usage:
-            yield chunk([], usage(len(ids), tally.completion_tokens).model_dump())
+            yield chunk(
+                [],
+                usage(
+                    len(ids), tally.completion_tokens, state.cached(tally.cached_tokens)
+                ).model_dump(),
+            )
     except ENGINE_ERRORS as e:
         yield sse_error(engine_error(e))
     except APIError as e:

@@ -32,6 +32,7 @@ from sarathi.entrypoints.openai_server.limits import BodyLimits
 from sarathi.entrypoints.openai_server.protocol import (
     PromptLogprob,
     PromptLogprobs,
+    PromptTokensDetails,
     SamplingFields,
     UsageInfo,
 )
@@ -55,6 +56,7 @@ class ServerState:
     # Prompts longer than this in UTF-8 bytes cannot fit the context (max_token_bytes).
     max_prompt_bytes: int = 1 << 62
     max_waiting_requests: int = 1024  # 0: no bound
+    prompt_tokens_details: bool = False  # usage says how many prompt tokens were cached
     # Request fields this server does not know, already logged once (field_audit.audit).
     warned_fields: set[str] = field(default_factory=set)
     body_limits: BodyLimits = field(
@@ -72,6 +74,10 @@ class ServerState:
     @property
     def tokenizer(self) -> Any:
         return self.engine.engine.tokenizer
+
+    def cached(self, tokens: int) -> int | None:
+        """Cached prompt tokens as usage reports them: only with --enable-prompt-tokens-details."""
+        return tokens if self.prompt_tokens_details else None
 
     def check_model(self, name: str | None) -> None:
         if name is not None and name != self.model_name:
@@ -416,6 +422,12 @@ class StreamTally:
 
     completion_tokens: int = 0
     finished: set[int] = field(default_factory=set)
+    cached: dict[str, int] = field(default_factory=dict)  # request id -> cached prompt tokens
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens the prefix cache served, over the stream's requests."""
+        return sum(self.cached.values())
 
     def reportable(
         self, out: RequestOutput, first_index: int, wants_logprobs: bool
@@ -425,6 +437,7 @@ class StreamTally:
         choice reappears in every later output of its request). Tokens whose text is held
         back (a partial character, a possible stop string) make no chunk of their own."""
         out_choices = []
+        self.cached[out.request_id] = out.num_cached_tokens
         for c in out.outputs:
             self.completion_tokens += c.num_new_tokens
             index = first_index + c.index
@@ -438,11 +451,17 @@ class StreamTally:
         return out_choices
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> UsageInfo:
+def usage(
+    prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None
+) -> UsageInfo:
+    """``cached_tokens``: report them (``--enable-prompt-tokens-details``); None: do not."""
     return UsageInfo(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         total_tokens=prompt_tokens + completion_tokens,
+        prompt_tokens_details=(
+            None if cached_tokens is None else PromptTokensDetails(cached_tokens=cached_tokens)
+        ),
     )
 
 

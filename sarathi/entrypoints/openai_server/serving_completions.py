@@ -241,7 +241,11 @@ async def _full(
         created=created,
         model=state.model_name,
         choices=choices,
-        usage=usage(sum(len(p.ids) for p in prompts), completion_tokens),
+        usage=usage(
+            sum(len(p.ids) for p in prompts),
+            completion_tokens,
+            state.cached(sum(out.num_cached_tokens for out in finals)),
+        ),
     )
     return JSONResponse(body.model_dump())
 
@@ -345,7 +349,15 @@ async def _stream(
                         lp,
                         c.finish_reason,
                         c.stop_reason if c.finished else None,
-                        usage(prompt_tokens, tally.completion_tokens) if continuous else None,
+                        (
+                            usage(
+                                prompt_tokens,
+                                tally.completion_tokens,
+                                state.cached(tally.cached_tokens),
+                            )
+                            if continuous
+                            else None
+                        ),
                         prompt_lp,
                     )
         if include_usage:
@@ -356,7 +368,9 @@ async def _stream(
                     "created": created,
                     "model": state.model_name,
                     "choices": [],
-                    "usage": usage(prompt_tokens, tally.completion_tokens).model_dump(),
+                    "usage": usage(
+                        prompt_tokens, tally.completion_tokens, state.cached(tally.cached_tokens)
+                    ).model_dump(),
                 }
             )
     except ENGINE_ERRORS as e:

@@ -52,6 +52,7 @@ from sarathi.entrypoints.openai_server.protocol_responses import (
     FunctionToolChoice,
     IncompleteDetails,
     InputMessage,
+    InputTokensDetails,
     OutputItem,
     OutputMessage,
     OutputText,
@@ -269,6 +270,7 @@ def _finished(
     finish_reason: str | None,
     input_tokens: int,
     output_tokens: int,
+    cached_tokens: int,
 ) -> ResponseObject:
     incomplete = finish_reason == "length"
     return base.model_copy(
@@ -279,6 +281,7 @@ def _finished(
             "output": list(output),
             "usage": ResponseUsage(
                 input_tokens=input_tokens,
+                input_tokens_details=InputTokensDetails(cached_tokens=cached_tokens),
                 output_tokens=output_tokens,
                 total_tokens=input_tokens + output_tokens,
             ),
@@ -339,7 +342,12 @@ async def _full(state: ServerState, prepared: PreparedChat, base: ResponseObject
         raise engine_error(e) from e
     c = out.outputs[0]
     body = _finished(
-        base, output_items(prepared.mode, c), c.finish_reason, len(prepared.ids), len(c.token_ids)
+        base,
+        output_items(prepared.mode, c),
+        c.finish_reason,
+        len(prepared.ids),
+        len(c.token_ids),
+        out.num_cached_tokens,
     )
     return JSONResponse(body.model_dump(mode="json"))
 
@@ -515,7 +523,12 @@ async def _stream(
                 for event in events.finish(c.finish_reason):
                     yield event
                 final = _finished(
-                    base, events.items, c.finish_reason, len(prepared.ids), len(c.token_ids)
+                    base,
+                    events.items,
+                    c.finish_reason,
+                    len(prepared.ids),
+                    len(c.token_ids),
+                    out.num_cached_tokens,
                 )
                 kind = (
                     "response.completed" if final.status == "completed" else "response.incomplete"
