@@ -80,6 +80,9 @@ class Request:
     # The caller reads only the finished output (offline generate): no per-step snapshots.
     final_only: bool = False
     num_cached_tokens: int = 0  # prompt tokens the prefix cache gave its first admission
+    # Only requests with the same salt share cached blocks (vLLM's cache_salt: tenants that
+    # must not learn from each other's timing).
+    cache_salt: str | None = None
 
     def __post_init__(self) -> None:
         self.metrics = RequestMetrics(arrival_time=self.arrival_time)

@@ -181,3 +181,25 @@ def _largest_gap(want, got) -> float:
                 if tok in lb:
                     gap = max(gap, abs(entry.logprob - lb[tok].logprob))
     return gap
+
+
+def test_a_cache_salt_keeps_requests_apart(llama):
+    """vLLM's cache_salt: only requests with the same salt share cached blocks."""
+    llm = LLM(llama)
+    engine = llm.engine
+    prompt = _shared_prompts(1, 90, seed=19)[0]
+    params = SamplingParams(temperature=0, max_tokens=2)
+
+    def cached(salt: str | None) -> int:
+        engine.add_request(prompt, params, request_id=f"r{engine.prefix_cache.counters.queries}",
+                           cache_salt=salt)  # fmt: skip
+        outs = []
+        while engine.has_unfinished_requests():
+            outs += [o for o in engine.step() if o.finished]
+        return outs[0].num_cached_tokens
+
+    assert cached("tenant-a") == 0
+    assert cached("tenant-b") == 0  # the same prompt, another salt: no hit
+    assert cached(None) == 0
+    assert cached("tenant-a") > 0
+    assert cached(None) > 0

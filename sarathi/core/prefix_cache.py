@@ -192,6 +192,11 @@ class PrefixCache:
         return out
 
     # -- hashing -----------------------------------------------------------------------------
+    def _salted_root(self, salt: str | None) -> bytes:
+        if salt is None:
+            return self._root
+        return hashlib.blake2b(self._root + salt.encode(), digest_size=16).digest()
+
     def _digests(self, seq: Sequence, count: int) -> list[bytes]:
         """Digests of ``seq``'s first ``count`` full blocks (memoized per sequence: prompts
         never change, and generated tokens only join once known)."""
@@ -201,7 +206,7 @@ class PrefixCache:
         count = min(count, seq.num_tokens // tpb)
         if len(out) < count:
             tokens = np.asarray(seq.token_ids[len(out) * tpb : count * tpb], dtype=np.int64)
-            parent = out[-1] if out else self._root
+            parent = out[-1] if out else self._salted_root(seq.request.cache_salt)
             for row in tokens.reshape(-1, tpb):
                 parent = hashlib.blake2b(parent + row.tobytes(), digest_size=16).digest()
                 out.append(parent)

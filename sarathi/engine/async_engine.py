@@ -62,6 +62,7 @@ class _Add:
     params: SamplingParams
     arrival_time: float
     stream: _Stream
+    cache_salt: str | None = None
 
 
 @dataclass
@@ -189,16 +190,21 @@ class AsyncEngine:
         return f"{prefix}-{next(self._ids)}"
 
     async def generate(
-        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        cache_salt: str | None = None,
     ) -> AsyncGenerator[RequestOutput, None]:
-        """Snapshots of one request until it finishes.
+        """Snapshots of one request until it finishes (``cache_salt``: see
+        ``LLMEngine.add_request``).
 
         Raises ``RequestError`` if the engine refuses the request, ``EngineDeadError`` if the
         loop died and ``EngineShuttingDown`` when the server stops mid-request.
         """
         request_id = request_id or self.new_request_id()
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
-        self._submit(_Add(request_id, prompt, params, time.monotonic(), stream))
+        self._submit(_Add(request_id, prompt, params, time.monotonic(), stream, cache_salt))
         finished = False
         try:
             while True:
@@ -284,7 +290,11 @@ class AsyncEngine:
             return
         try:
             self.engine.add_request(
-                cmd.prompt, cmd.params, request_id=cmd.request_id, arrival_time=cmd.arrival_time
+                cmd.prompt,
+                cmd.params,
+                request_id=cmd.request_id,
+                arrival_time=cmd.arrival_time,
+                cache_salt=cmd.cache_salt,
             )
         except RequestError as e:
             _deliver([(cmd.stream, e)])

@@ -153,9 +153,11 @@ class LLMEngine:
         request_id: str | None = None,
         arrival_time: float | None = None,
         final_only: bool = False,
+        cache_salt: str | None = None,
     ) -> Request:
         """Queue a request. ``final_only``: ``step()`` returns its output once, when it
-        finishes, instead of a snapshot at every step (what offline generation reads)."""
+        finishes, instead of a snapshot at every step (what offline generation reads).
+        ``cache_salt``: it shares prefix-cache blocks only with requests of the same salt."""
         params = params or SamplingParams()
         if self.tokenizer is None and (
             isinstance(prompt, str) or params.stop_list or params.bad_words
@@ -190,6 +192,7 @@ class LLMEngine:
             params,
             arrival_time=arrival_time if arrival_time is not None else time.monotonic(),
             final_only=final_only,
+            cache_salt=cache_salt,
         )
         for i in range(params.n):
             req.seqs.append(Sequence(next(self._seq_ids), i, req, list(ids), len(ids)))

@@ -165,3 +165,10 @@ def test_no_prompt_tokens_details_without_the_flag(client):
         model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=2
     )
     assert out.usage.prompt_tokens_details is None
+
+
+def test_cache_salt_is_taken_and_checked(http):
+    body = {"model": "demo", "prompt": "hello", "max_tokens": 1, "cache_salt": "tenant-a"}
+    assert http.post("/v1/completions", json=body).status_code == 200
+    r = http.post("/v1/completions", json={**body, "cache_salt": ""})
+    assert r.status_code == 400 and "cache_salt" in r.json()["error"]["message"]

@@ -89,8 +89,8 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "vllm_xargs": (_unset, "vllm_xargs is not supported"),
 }
 
-# Fields this server takes and needs nothing for: OpenAI's bookkeeping, vLLM's request id
-# and prefix-cache salt (no prefix cache yet), ``parallel_tool_calls`` on /v1/completions.
+# Fields this server takes and needs nothing for: OpenAI's bookkeeping, vLLM's request id,
+# ``parallel_tool_calls`` on /v1/completions.
 ACCEPTED = frozenset(
     {
         "metadata",
@@ -98,7 +98,6 @@ ACCEPTED = frozenset(
         "prompt_cache_key",
         "safety_identifier",
         "request_id",
-        "cache_salt",
     }
 )
 

@@ -166,6 +166,8 @@ class SamplingFields(_Request):
     guided_grammar: StrictStr | None = None
     # vLLM picks among grammar engines with it; this server has one (llguidance).
     guided_decoding_backend: StrictStr | None = None
+    # vLLM's: only requests with the same salt share prefix-cache blocks.
+    cache_salt: StrictStr | None = Field(None, min_length=1, max_length=256)
 
 
 class CompletionRequest(SamplingFields):

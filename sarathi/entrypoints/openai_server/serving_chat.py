@@ -197,7 +197,7 @@ async def _full(
     created: int,
 ) -> JSONResponse:
     try:
-        out = await final_output(state.engine, ids, params, request_id)
+        out = await final_output(state.engine, ids, params, request_id, req.cache_salt)
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
     choices = []
@@ -259,7 +259,7 @@ async def _stream(
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
-    stream = state.engine.generate(ids, params, request_id)
+    stream = state.engine.generate(ids, params, request_id, req.cache_salt)
     tally = StreamTally()
     tool_streams: dict[int, ToolStream] = {}
     try:

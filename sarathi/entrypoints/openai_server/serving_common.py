@@ -338,10 +338,14 @@ ENGINE_ERRORS = (RequestError, EngineShuttingDown, EngineDeadError, EngineOverlo
 
 
 async def final_output(
-    engine: AsyncEngine, prompt: list[int], params: SamplingParams, request_id: str
+    engine: AsyncEngine,
+    prompt: list[int],
+    params: SamplingParams,
+    request_id: str,
+    cache_salt: str | None = None,
 ) -> RequestOutput:
     last = None
-    async for out in engine.generate(prompt, params, request_id):
+    async for out in engine.generate(prompt, params, request_id, cache_salt):
         last = out
     assert last is not None  # generate() ends only after a finished output or an error
     return last
