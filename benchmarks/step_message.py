@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import pickle
 import random
 import statistics
@@ -86,50 +87,73 @@ def _ring_rank(handle: Any, index: int, ack: Any) -> None:
         ack.send_bytes(b"k")
 
 
-def transfer_us(step: StepInput, path: str, readers: int, steps: int) -> tuple[float, float]:
-    """Median and 90th-percentile round trip (driver send -> rank 0 decoded -> ack back)."""
-    ctx = mp.get_context("spawn")
-    acks = [ctx.Pipe(duplex=False) for _ in range(readers)]
-    ring = RingWriter(ctx, readers) if path == "ring" else None
-    queues = [ctx.Queue() for _ in range(readers)] if ring is None else []
-    procs = [
-        ctx.Process(
-            target=_queue_rank if ring is None else _ring_rank,
-            args=(queues[i], acks[i][1]) if ring is None else (ring.handle, i, acks[i][1]),
-        )
-        for i in range(readers)
-    ]
-    for p in procs:
-        p.start()
+class _Path:
+    """The driver's end of one way to reach the ranks, with its rank processes running."""
 
-    def send(kind: str, number: int) -> None:
-        if ring is None:
-            payload = pickle.dumps(step) if kind == "step" else None
-            for q in queues:
+    def __init__(self, kind: str, readers: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.acks = [ctx.Pipe(duplex=False) for _ in range(readers)]
+        self.ring = RingWriter(ctx, readers) if kind == "ring" else None
+        self.queues = [ctx.Queue() for _ in range(readers)] if self.ring is None else []
+        self.procs = [
+            ctx.Process(
+                target=_queue_rank if self.ring is None else _ring_rank,
+                args=(self.queues[i], self.acks[i][1])
+                if self.ring is None
+                else (self.ring.handle, i, self.acks[i][1]),
+            )
+            for i in range(readers)
+        ]
+        for p in self.procs:
+            p.start()
+
+    def send(self, step: StepInput | None, number: int) -> None:
+        """Send ``step`` (None: stop) as the executor does: pickled to every queue, or
+        encoded once into the ring."""
+        if self.ring is None:
+            kind, payload = ("step", pickle.dumps(step)) if step is not None else ("stop", None)
+            for q in self.queues:
                 q.put((kind, number, payload))
         else:
-            ring.write(
-                0 if kind == "step" else 1,
-                number,
-                encode_step(step) if kind == "step" else b"",
-                time.monotonic() + 30,
-                lambda: None,
-            )
+            message = encode_step(step) if step is not None else b""
+            kind_id = 0 if step is not None else 1
+            self.ring.write(kind_id, number, message, time.monotonic() + 30, lambda: None)
 
-    times = []
-    for n in range(steps + steps // 10):
+    def round_trip(self, step: StepInput, number: int) -> float:
         t = time.perf_counter()
-        send("step", n)
-        for recv, _ in acks:
+        self.send(step, number)
+        for recv, _ in self.acks:
             recv.recv_bytes()
-        times.append(time.perf_counter() - t)
-    send("stop", 0)
-    for p in procs:
-        p.join(30)
-    if ring is not None:
-        ring.close()
-    timed = sorted(times[steps // 10 :])
-    return statistics.median(timed) * 1e6, timed[int(0.9 * len(timed))] * 1e6
+        return time.perf_counter() - t
+
+    def stop(self) -> None:
+        self.send(None, 0)
+        for p in self.procs:
+            p.join(30)
+        if self.ring is not None:
+            self.ring.close()
+
+
+def transfer_us(step: StepInput, readers: int, steps: int) -> dict[str, float]:
+    """Median and 90th-percentile round trip (driver sends, rank decodes, ack back) of each
+    path; the two alternate in blocks so that drift in the machine's load hits both."""
+    paths = {kind: _Path(kind, readers) for kind in ("queue", "ring")}
+    times: dict[str, list[float]] = {kind: [] for kind in paths}
+    block = 100
+    for kind, path in paths.items():  # warm-up
+        for n in range(block):
+            path.round_trip(step, n)
+    for start in range(0, steps, block):
+        for kind, path in paths.items():
+            times[kind] += [path.round_trip(step, start + n) for n in range(block)]
+    for path in paths.values():
+        path.stop()
+    out = {}
+    for kind, ts in times.items():
+        ts.sort()
+        out[f"{kind}_round_trip_us"] = statistics.median(ts) * 1e6
+        out[f"{kind}_round_trip_p90_us"] = ts[int(0.9 * len(ts))] * 1e6
+    return out
 
 
 def main() -> None:
@@ -149,8 +173,6 @@ def main() -> None:
         assert decode_step(encode_step(step)) == step
         message = encode_step(step)
         pickled = pickle.dumps(step)
-        queue_med, queue_p90 = transfer_us(step, "queue", args.readers, args.steps)
-        ring_med, ring_p90 = transfer_us(step, "ring", args.readers, args.steps)
         rows.append(
             {
                 "step": name,
@@ -160,10 +182,7 @@ def main() -> None:
                 "decode_us": median_us(lambda m=message: decode_step(m)),
                 "pickle_dumps_us": median_us(lambda s=step: pickle.dumps(s)),
                 "pickle_loads_us": median_us(lambda p=pickled: pickle.loads(p)),
-                "queue_round_trip_us": queue_med,
-                "queue_round_trip_p90_us": queue_p90,
-                "ring_round_trip_us": ring_med,
-                "ring_round_trip_p90_us": ring_p90,
+                **transfer_us(step, args.readers, args.steps),
             }
         )
     for r in rows:
@@ -186,7 +205,10 @@ def main() -> None:
             "ring_round_trip_p90_us",
         ],
     )
-    write_json(args.json, {"info": {**run_info(), "readers": args.readers}, "results": rows})
+    info = run_info()
+    if os.environ.get("PYTHONPATH"):  # which tree ran matters: say so, as the shell did
+        info["command"] = f"PYTHONPATH={os.environ['PYTHONPATH']} {info['command']}"
+    write_json(args.json, {"info": {**info, "readers": args.readers}, "results": rows})
 
 
 if __name__ == "__main__":
