@@ -42,6 +42,11 @@ _EXIT_GRACE_S = 10.0
 # How often the driver, waiting for a free ring slot, checks that the ranks are alive.
 _RANK_CHECK_S = 1.0
 
+# The step ring: a decode step of 256 sequences takes ~6 KiB, a 1024-token chunk ~8 KiB more;
+# longer messages (large grammar masks) stream through in pieces.
+_RING_SLOTS = 4
+_RING_SLOT_BYTES = 1 << 20
+
 # Kinds of ring message.
 _STEP = 0
 _STOP = 1
@@ -112,7 +117,7 @@ class MPExecutor:
         self._rendezvous = tempfile.TemporaryDirectory(prefix="sarathi-tp-")
         init_method = "file://" + os.path.join(self._rendezvous.name, "store")
         ctx = _process_context(spec.device)
-        self._ring = RingWriter(ctx, self.world_size)
+        self._ring = RingWriter(ctx, self.world_size, _RING_SLOTS, _RING_SLOT_BYTES)
         self._replies: list[Connection] = []
         self._procs: list[Any] = []
         for rank in range(self.world_size):
