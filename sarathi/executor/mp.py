@@ -4,8 +4,9 @@ Every rank (rank 0 included) lives in its own spawned process, so the engine pro
 sits inside a collective: it only waits on pipes and process sentinels, with a deadline,
 and a rank that dies or hangs turns into a ``WorkerDiedError`` instead of a hang.
 
-Per step the driver pickles the (compact) ``StepInput`` once and queues the bytes to every
-rank; only rank 0 answers. Non-zero ranks write to their pipe only to report a failure.
+Per step the driver encodes the ``StepInput`` once (``step_codec``: flat arrays, no pickle)
+and writes it into a shared-memory ring that every rank reads (``shm_ring``); only rank 0
+answers, down its pipe. Non-zero ranks write to their pipe only to report a failure.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import pickle
-import queue
 import tempfile
 import time
 import traceback
@@ -29,6 +28,8 @@ from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.executor import StepHandle
 from sarathi.executor.errors import WorkerDiedError, WorkerError
 from sarathi.executor.rank_worker import RankReady, StepReply, rank_device
+from sarathi.executor.shm_ring import RingHandle, RingReader, RingWriter
+from sarathi.executor.step_codec import encode_step
 from sarathi.worker.cache_engine import CachePlan
 from sarathi.worker.worker import WorkerSpec
 
@@ -38,6 +39,17 @@ _PARENT_CHECK_S = 1.0
 _BLAME_GRACE_S = 1.0
 # Grace given to ranks to exit cleanly at shutdown before they are terminated.
 _EXIT_GRACE_S = 10.0
+# How often the driver, waiting for a free ring slot, checks that the ranks are alive.
+_RANK_CHECK_S = 1.0
+
+# The step ring: a decode step of 256 sequences takes ~6 KiB, a 1024-token chunk ~8 KiB more;
+# longer messages (large grammar masks) stream through in pieces.
+_RING_SLOTS = 4
+_RING_SLOT_BYTES = 1 << 20
+
+# Kinds of ring message.
+_STEP = 0
+_STOP = 1
 
 
 def _rank_main(
@@ -47,36 +59,42 @@ def _rank_main(
     init_method: str,
     device: torch.device,
     timeout_s: float,
-    commands: Any,
+    ring: RingHandle,
     replies: Connection,
 ) -> None:
     """Body of a rank process: start, report, then serve commands until told to stop."""
     from sarathi.executor.rank_worker import RankWorker
 
     try:
+        # Attached before "ready": the driver never removes the ring under a starting rank.
+        commands = RingReader(ring, rank)
         worker = RankWorker(spec, rank, world_size, init_method, device, timeout_s)
         replies.send(("ready", worker.ready()))
     except Exception:  # reported to the driver, which raises it
         replies.send(("error", f"rank {rank} failed to start:\n{traceback.format_exc()}"))
         return
     parent = mp.parent_process()
+
+    def engine_alive() -> bool:
+        # Once the engine is gone nobody will ever send "stop".
+        return parent is None or parent.is_alive()
+
     while True:
+        reply = None
         try:
-            kind, number, payload = commands.get(timeout=_PARENT_CHECK_S)
-        except queue.Empty:
-            if parent is not None and not parent.is_alive():
-                return  # the engine is gone: nobody will ever send "stop"
-            continue
-        if kind == "stop":
-            worker.shutdown()
-            return
-        try:
-            reply = worker.step(payload)
+            message = commands.read(engine_alive, _PARENT_CHECK_S)
+            if message is not None and message.kind == _STEP:
+                reply = worker.step(message.payload)
         except Exception:  # reported; peers may be stuck, the driver ends them
             replies.send(("error", f"rank {rank} failed in a step:\n{traceback.format_exc()}"))
             return
+        if message is None:
+            return
+        if message.kind == _STOP:
+            worker.shutdown()
+            return
         if reply is not None:
-            replies.send(("reply", (number, reply)))
+            replies.send(("reply", (message.number, reply)))
 
 
 @dataclass
@@ -99,11 +117,10 @@ class MPExecutor:
         self._rendezvous = tempfile.TemporaryDirectory(prefix="sarathi-tp-")
         init_method = "file://" + os.path.join(self._rendezvous.name, "store")
         ctx = _process_context(spec.device)
-        self._commands: list[Any] = []
+        self._ring = RingWriter(ctx, self.world_size, _RING_SLOTS, _RING_SLOT_BYTES)
         self._replies: list[Connection] = []
         self._procs: list[Any] = []
         for rank in range(self.world_size):
-            commands = ctx.Queue()
             recv_end, send_end = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=_rank_main,
@@ -116,13 +133,12 @@ class MPExecutor:
                     init_method,
                     rank_device(spec.device, rank),
                     pc.worker_start_timeout,
-                    commands,
+                    self._ring.handle,
                     send_end,
                 ),
             )
             proc.start()
             send_end.close()  # our copy: when the rank dies its pipe reads EOF
-            self._commands.append(commands)
             self._replies.append(recv_end)
             self._procs.append(proc)
         try:
@@ -143,12 +159,28 @@ class MPExecutor:
         return self._plan
 
     def launch(self, step: StepInput) -> StepHandle:
-        """Queue the step to every rank; ``collect`` waits for rank 0's reply."""
+        """Write the step for every rank; ``collect`` waits for rank 0's reply."""
         self._check_usable()
-        payload = pickle.dumps(step)
+        payload = encode_step(step)
         self._step_number += 1
-        for commands in self._commands:
-            commands.put(("step", self._step_number, payload))
+        try:
+            self._ring.write(
+                _STEP,
+                self._step_number,
+                payload,
+                time.monotonic() + self.step_timeout,
+                # Replies read while checking are stale ones (this step's cannot exist yet),
+                # which ``_await_step`` would drop anyway.
+                lambda: self._take_messages(0.0, "a step"),
+                _RANK_CHECK_S,
+            )
+        except TimeoutError:
+            self._fail(
+                WorkerDiedError(
+                    f"tensor-parallel ranks did not take a step within {self.step_timeout:.0f} s "
+                    "and are assumed hung (raise --step-timeout if this is legitimately slow)"
+                )
+            )
         return _Queued(self._step_number)
 
     def sample(self, handle: StepHandle, masks: TokenMasks | None) -> None:
@@ -175,9 +207,11 @@ class MPExecutor:
 
     def shutdown(self) -> None:
         if self._error is None:
-            for commands in self._commands:
-                with contextlib.suppress(OSError, ValueError):  # that queue is already closed
-                    commands.put(("stop", 0, None))
+            # A rank that cannot take "stop" in time is terminated below like a slow one.
+            with contextlib.suppress(TimeoutError):
+                self._ring.write(
+                    _STOP, 0, b"", time.monotonic() + _EXIT_GRACE_S, lambda: None, _EXIT_GRACE_S
+                )
         deadline = time.monotonic() + _EXIT_GRACE_S
         for p in self._procs:
             p.join(max(0.0, deadline - time.monotonic()))
@@ -228,7 +262,12 @@ class MPExecutor:
                     "is legitimately slow)"
                 )
             )
-        ready = wait(self._replies + [p.sentinel for p in self._procs], remaining)
+        return self._take_messages(remaining, what)
+
+    def _take_messages(self, timeout: float, what: str) -> list[tuple[int, str, Any]]:
+        """The messages that arrive within ``timeout``; fails the executor if a rank died
+        or reported an error."""
+        ready = wait(self._replies + [p.sentinel for p in self._procs], timeout)
         messages: list[tuple[int, str, Any]] = []
         for rank, conn in enumerate(self._replies):
             if conn in ready:
@@ -271,9 +310,8 @@ class MPExecutor:
             if p.is_alive():
                 p.kill()
                 p.join(2.0)
-        for commands in self._commands:
-            commands.cancel_join_thread()  # never block exit on a queue nobody reads
-            commands.close()
+        # Every rank is gone: nobody reads the ring any more.
+        self._ring.close()
 
 
 def _process_context(device: torch.device) -> Any:

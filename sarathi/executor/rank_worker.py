@@ -8,7 +8,6 @@ holds the gathered logits and the sampler.
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepResult
+from sarathi.executor.step_codec import decode_step
 from sarathi.model_executor.parallel import init_tp_group
 from sarathi.worker.cache_engine import CachePlan
 from sarathi.worker.worker import Worker, WorkerSpec
@@ -63,12 +63,9 @@ class RankWorker:
         return RankReady(self.rank, os.getpid(), self.worker.capacity(), self.worker.plan)
 
     def step(self, payload: bytes) -> StepReply | None:
-        """Run one pickled ``StepInput`` (pickled once by the driver for all ranks); only
-        rank 0 has something to say."""
-        # Trust boundary: the bytes come from the engine process that started this rank, over
-        # the same channel multiprocessing and Ray already pickle through; no user file or
-        # client request is ever unpickled.
-        result = self.worker.execute(pickle.loads(payload))
+        """Run one ``StepInput`` as ``step_codec`` encoded it (once, by the driver, for all
+        ranks); only rank 0 has something to say."""
+        result = self.worker.execute(decode_step(payload))
         if self.rank != 0:
             return None
         return StepReply(result, self.worker.cache_stats())

@@ -2,15 +2,15 @@
 
 The engine joins the Ray cluster named by ``--ray-address`` (or ``$RAY_ADDRESS``; without
 either it starts a private local Ray). Each actor asks for one GPU (on a GPU run) and the
-ranks meet over TCP at rank 0's node. Per step the pickled ``StepInput`` goes to every actor
-and only rank 0's call returns a result; a dead actor surfaces as ``RayActorError`` on its
-own call, which is watched along with rank 0's, so a lost node fails the step at once.
+ranks meet over TCP at rank 0's node. Per step the encoded ``StepInput`` (``step_codec``: the
+bytes the ``mp`` executor writes into its ring) goes to every actor and only rank 0's call
+returns a result; a dead actor surfaces as ``RayActorError`` on its own call, which is
+watched along with rank 0's, so a lost node fails the step at once.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import socket
 import threading
 import time
@@ -24,6 +24,7 @@ from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.executor import StepHandle
 from sarathi.executor.errors import WorkerDiedError, WorkerError
 from sarathi.executor.rank_worker import RankReady, RankWorker, StepReply
+from sarathi.executor.step_codec import encode_step
 from sarathi.worker.cache_engine import CachePlan
 from sarathi.worker.worker import WorkerSpec
 
@@ -147,7 +148,7 @@ class RayExecutor:
             raise type(self._error)(
                 f"the executor is unusable after an earlier failure: {self._error}"
             )
-        payload = pickle.dumps(step)
+        payload = encode_step(step)
         return _Calls([a.step.remote(payload) for a in self._actors])
 
     def sample(self, handle: StepHandle, masks: TokenMasks | None) -> None:

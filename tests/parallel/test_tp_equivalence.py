@@ -55,6 +55,28 @@ def test_mp_tp2_matches_tp1(tp_models, arch):
         llm.engine.shutdown()
 
 
+def test_steps_longer_than_a_ring_slot_stream_through(tp_models, monkeypatch):
+    """With slots of 256 bytes every step message spans several slots (a ring of 4 slots
+    holds less than one masked step): the ranks put each back together."""
+    import sarathi.executor.mp as mp_executor
+
+    monkeypatch.setattr(mp_executor, "_RING_SLOT_BYTES", 256)
+    path = tp_models["llama"]
+    prompts = _prompts(path)
+    one = LLM(path, chunk_size=16, max_num_seqs=4)
+    llm = LLM(path, chunk_size=16, max_num_seqs=4, tensor_parallel_size=2, executor="mp")
+    try:
+        assert llm.engine.executor._ring.handle.slot_bytes == 256
+        assert _greedy(llm, prompts) == _greedy(one, prompts)
+        constrained = SamplingParams(
+            temperature=0, max_tokens=8, structured_outputs=StructuredOutputs(regex="[a-c]{3,5}")
+        )
+        ours = [o.outputs[0].text for o in llm.generate(prompts, constrained)]
+        assert ours == [o.outputs[0].text for o in one.generate(prompts, constrained)]
+    finally:
+        llm.engine.shutdown()
+
+
 def test_ray_tp2_matches_tp1_and_a_dead_actor_fails_requests(tp_models, local_ray):
     """One Ray engine for both checks: starting Ray actors is the slow part."""
     import os

@@ -1,0 +1,227 @@
+"""The step codec gives back exactly what it was given: every field, every type."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sarathi import SamplingParams
+from sarathi.core.scheduler_output import NewSequence, ScheduledChunk, StepInput, TokenMasks
+from sarathi.executor.step_codec import (
+    _from_json,
+    _to_json,
+    decode_step,
+    encode_step,
+    params_from_json,
+    params_to_json,
+)
+from sarathi.sampling_params import StructuredOutputs
+
+INT64 = st.integers(-(2**63), 2**63 - 1)
+IDS = st.integers(0, 2**40)
+TOKENS = st.integers(-1, 200_000)  # -1 is PENDING_TOKEN
+SMALL = st.integers(0, 20)
+
+
+def same(a, b, where="step"):
+    """Equal values of identical types, all the way down (``==`` alone would take a numpy
+    integer for an int, or a list for a tuple)."""
+    assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
+    if isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        assert np.array_equal(a, b), where
+    elif dataclasses.is_dataclass(a):
+        for f in dataclasses.fields(a):
+            same(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            same(x, y, f"{where}[{i}]")
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for k in a:
+            same(a[k], b[k], f"{where}[{k!r}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+# -- sampling options --------------------------------------------------------------------
+
+JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+STRUCTURED = st.one_of(
+    st.builds(StructuredOutputs, json=st.dictionaries(st.text(), JSON_VALUES, max_size=4)),
+    st.builds(StructuredOutputs, json=st.text()),
+    st.builds(StructuredOutputs, json_object=st.just(True)),
+    st.builds(StructuredOutputs, regex=st.text(min_size=1)),
+    st.builds(StructuredOutputs, choice=st.lists(st.text(), min_size=1, max_size=4)),
+    st.builds(StructuredOutputs, grammar=st.text(min_size=1)),
+)
+NUMBER = st.integers(-2, 2) | st.floats(-2, 2)
+WORDS = st.lists(st.text(min_size=1), max_size=3)
+
+
+@st.composite
+def sampling_params(draw) -> SamplingParams:
+    options = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "n": st.integers(1, 4),
+                "temperature": st.integers(0, 2) | st.floats(0, 2),
+                "top_p": st.floats(0.01, 1),
+                "top_k": st.just(-1) | st.integers(1, 100),
+                "min_p": st.floats(0, 1),
+                "seed": st.none() | INT64 | st.integers(),
+                "presence_penalty": NUMBER,
+                "frequency_penalty": NUMBER,
+                "repetition_penalty": st.floats(0.1, 3) | st.integers(1, 3),
+                "stop": st.none() | st.text(min_size=1) | WORDS | WORDS.map(tuple),
+                "stop_token_ids": st.lists(IDS, max_size=3) | st.lists(IDS, max_size=3).map(tuple),
+                "max_tokens": st.none() | st.integers(20, 4096),
+                "min_tokens": st.integers(0, 16),  # the default max_tokens
+                "ignore_eos": st.booleans(),
+                "logprobs": st.none() | SMALL,
+                "prompt_logprobs": st.none() | SMALL,
+                "skip_special_tokens": st.booleans(),
+                "include_stop_str_in_output": st.booleans(),
+                "logit_bias": st.none()
+                | st.dictionaries(IDS, st.integers(-100, 100) | st.floats(-100, 100), max_size=4),
+                "allowed_token_ids": st.none()
+                | st.lists(IDS, min_size=1, max_size=4)
+                | st.lists(IDS, min_size=1, max_size=4).map(tuple),
+                "structured_outputs": st.none() | STRUCTURED,
+                "bad_words": st.none() | WORDS | WORDS.map(tuple),
+            },
+        )
+    )
+    params = SamplingParams(**options)
+    # Set by the engine after construction, as llm_engine does.
+    params.bad_words_token_ids = draw(st.lists(st.lists(IDS, min_size=1, max_size=3), max_size=3))
+    return params
+
+
+@given(sampling_params())
+@settings(max_examples=300, deadline=None)
+def test_sampling_params_round_trip(params):
+    import json
+
+    # Through real JSON text, as the codec sends it.
+    same(params_from_json(json.loads(json.dumps(params_to_json(params)))), params, "params")
+
+
+@given(st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.lists(inner, max_size=3).map(tuple)
+    | st.frozensets(JSON_SCALARS, max_size=3)
+    | st.sets(st.integers() | st.text(), max_size=3)
+    | st.dictionaries(st.integers() | st.text() | st.none(), inner, max_size=3),
+    max_leaves=12,
+))
+@settings(max_examples=200, deadline=None)
+def test_tagged_values_round_trip(value):
+    import json
+
+    back = _from_json(json.loads(json.dumps(_to_json(value))))
+    if isinstance(value, (set, frozenset)):
+        assert type(back) is type(value) and back == value
+    else:
+        same(back, value, "value")
+
+
+def test_unknown_types_and_fields_are_refused():
+    with pytest.raises(TypeError, match="bytes"):
+        _to_json(b"x")
+    d = params_to_json(SamplingParams())
+    d["from_the_future"] = 1
+    with pytest.raises(ValueError, match="from_the_future"):
+        params_from_json(d)
+
+
+# -- whole steps -------------------------------------------------------------------------
+
+CHUNKS = st.builds(
+    ScheduledChunk,
+    seq_id=IDS,
+    start=st.integers(0, 1 << 20),
+    token_ids=st.lists(TOKENS, max_size=40),
+    sample=st.booleans(),
+    prompt_logprobs=st.none() | SMALL,
+    next_prompt_token=st.none() | TOKENS,
+    history_head=st.none() | st.lists(TOKENS, max_size=10),
+)
+NEW_SEQUENCES = st.builds(
+    NewSequence,
+    seq_id=IDS,
+    params=sampling_params(),
+    prompt_len=st.integers(1, 1 << 16),
+    seed=st.none() | st.integers(),
+)
+
+
+@st.composite
+def token_masks(draw) -> TokenMasks:
+    rows = draw(st.integers(0, 5))
+    words = draw(st.integers(0, 6))
+    bits = np.array(
+        draw(st.lists(st.integers(-(2**31), 2**31 - 1), min_size=rows * words,
+                      max_size=rows * words)),
+        dtype=np.int32,
+    ).reshape(rows, words)
+    return TokenMasks(np.array(draw(st.lists(SMALL, min_size=rows, max_size=rows)),
+                               dtype=np.int64), bits)
+
+
+@st.composite
+def decodes(draw) -> tuple[list[int], list[int], list[int]]:
+    n = draw(st.integers(0, 30))
+    return tuple(draw(st.lists(s, min_size=n, max_size=n)) for s in (IDS, IDS, TOKENS))
+
+
+# One strategy per field of StepInput: a field the codec does not know fails the test below.
+FIELDS = {
+    "chunks": st.lists(CHUNKS, max_size=4),
+    "new_sequences": st.lists(NEW_SEQUENCES, max_size=3),
+    "preempted": st.lists(IDS, max_size=5),
+    "finished": st.lists(IDS, max_size=5),
+    "token_masks": st.none() | token_masks(),
+    "masks_follow": st.booleans(),
+    "cache_registrations": st.lists(st.tuples(IDS, IDS, IDS), max_size=5),
+    "cache_evictions": st.lists(IDS, max_size=5),
+    "prefix_hits": st.dictionaries(IDS, st.lists(IDS, max_size=5), max_size=4),
+}
+DECODE_FIELDS = ("decode_seq_ids", "decode_positions", "decode_tokens")
+
+
+@st.composite
+def step_inputs(draw) -> StepInput:
+    values = {name: draw(strategy) for name, strategy in FIELDS.items()}
+    values.update(zip(DECODE_FIELDS, draw(decodes())))
+    return StepInput(**values)
+
+
+def test_every_step_field_is_generated():
+    """A new StepInput field fails here until the codec and FIELDS carry it."""
+    assert {f.name for f in dataclasses.fields(StepInput)} == set(FIELDS) | set(DECODE_FIELDS)
+
+
+@given(step_inputs())
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_step_round_trip(step):
+    message = encode_step(step)
+    assert isinstance(message, bytes)
+    same(decode_step(message), step)
+    # From a bigger shared buffer too, as a rank reads it out of a ring slot.
+    same(decode_step(memoryview(bytearray(message + b"\0" * 64))), step)
+
+
+def test_a_message_of_another_format_is_refused():
+    with pytest.raises(ValueError, match="format tag"):
+        decode_step(b"\0" * 256)
