@@ -21,8 +21,10 @@ on forever.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -62,6 +64,9 @@ class RingWriter:
         if slot_bytes <= _HEADER_BYTES or num_slots < 1 or num_readers < 1:
             raise ValueError("a ring needs readers, slots, and room for a payload in each")
         self._shm = shared_memory.SharedMemory(create=True, size=num_slots * slot_bytes)
+        # A program that exits without shutting its engine down still removes the segment
+        # (else the resource tracker warns of a leak at exit).
+        self._remove = weakref.finalize(self, _remove, self._shm)
         self._buf = _buffer(self._shm)
         self.handle = RingHandle(
             name=self._shm.name,
@@ -126,8 +131,7 @@ class RingWriter:
         if self._closed:
             return
         self._closed = True
-        self._shm.close()
-        self._shm.unlink()
+        self._remove()
 
 
 class RingReader:
@@ -183,6 +187,12 @@ class RingReader:
 
     def close(self) -> None:
         self._shm.close()
+
+
+def _remove(shm: shared_memory.SharedMemory) -> None:
+    shm.close()
+    with contextlib.suppress(FileNotFoundError):
+        shm.unlink()
 
 
 def _buffer(shm: shared_memory.SharedMemory) -> memoryview:
