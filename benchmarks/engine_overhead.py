@@ -36,7 +36,18 @@ def main() -> None:
         help="Requests as offline generate adds them: no per-step output snapshots.",
     )
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
+    ap.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Extra engine option (repeatable), e.g. kv_layout=per_layer.",
+    )
     args = ap.parse_args()
+    extra = {}
+    for kv in args.engine_arg:
+        key, _, value = kv.partition("=")
+        extra[key] = int(value) if value.isdigit() else value
 
     config = EngineConfig.from_kwargs(
         model=args.model,
@@ -44,6 +55,7 @@ def main() -> None:
         chunk_size=max(512, args.num_seqs),
         max_model_len=args.prompt_len + 4 * args.steps + 1024,
         device="cpu",
+        **extra,
     )
     engine = LLMEngine(config)
     params = SamplingParams(temperature=0, max_tokens=None, ignore_eos=True)

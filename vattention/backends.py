@@ -13,6 +13,7 @@ from vattention.views import CacheShape
 
 BACKENDS = ("auto", "cuda", "cpu", "dense")
 _OS_PAGE = 4096
+_HOST_BLOCK_TOKENS = 16
 logger = logging.getLogger("vattention")
 
 
@@ -68,8 +69,13 @@ def default_page_bytes(backend: str, device: torch.device, row_bytes: int) -> in
 
         return math.lcm(granularity(device), row_bytes)
     # Small pages on the host: the OS page is the granularity there, and small blocks keep
-    # the scheduler's accounting fine-grained for small test models.
-    return math.lcm(_OS_PAGE, row_bytes)
+    # the scheduler's accounting fine-grained for small test models; but at least
+    # _HOST_BLOCK_TOKENS tokens each, or decodes would cross a block (a pager call) every
+    # few steps.
+    page = math.lcm(_OS_PAGE, row_bytes)
+    while page // row_bytes < _HOST_BLOCK_TOKENS:
+        page *= 2
+    return page
 
 
 def create_mapper(backend: str, shape: CacheShape, device: torch.device, num_blocks: int) -> Mapper:

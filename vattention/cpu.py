@@ -1,16 +1,19 @@
-"""The host backend: anonymous ``mmap`` reservations, frames in one shared memory file.
+"""The host backend: anonymous ``mmap`` reservations; shared frames in a memory file.
 
 Each cache tensor gets an anonymous ``MAP_NORESERVE`` reservation, so a cache much larger
-than RAM costs only what is mapped and touched. The frames live in one sparse
-``memfd``: the page of frame ``f`` in reservation ``r`` sits at file offset
-``(r * num_frames + f) * page_bytes``, so a run of consecutive frames is one file range per
-reservation. Mapping a frame at a page is ``mmap(MAP_SHARED | MAP_FIXED)`` of its file
-pages over the reservation: the same frame can appear under several slots (a shared
-prefix) and every mapping sees the same bytes, as on CUDA. Unmapping maps fresh anonymous
-memory back over the range (torch views point there, so the range must stay valid), and
-discarding a free frame punches a hole in the file, which gives its memory back. Pages
-become resident on first write. Which pages are mapped is tracked, so misuse (a page
-mapped twice, an unmapped page released) fails here exactly as it does on CUDA.
+than RAM costs only what is touched. A frame starts out *private*: its pages are the
+anonymous memory under the one slot page where it was first mapped, so growing a slot
+costs no system call (the kernel maps on first write). A frame becomes *published* when
+it must outlive or leave that page: when it is mapped under a second page (a shared
+prefix) or unmapped while held. Publishing copies its pages into one sparse ``memfd``
+(the page of frame ``f`` in reservation ``r`` at file offset ``(r * num_frames + f) *
+page_bytes``) and maps the file there with ``mmap(MAP_SHARED | MAP_FIXED)``; every
+mapping of a published frame sees the same bytes, as on CUDA. Unmapping a private page
+gives its memory back with ``MADV_DONTNEED``; unmapping a published one maps fresh
+anonymous memory back over the range (torch views point there, so it must stay valid);
+discarding a free published frame punches a hole in the file. Which pages are mapped is
+tracked, so misuse (a page mapped twice, an unmapped page released) fails here exactly as
+it does on CUDA.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Sequence
 
 import torch
 
@@ -63,17 +67,6 @@ def _punch(fd: int, offset: int, length: int) -> None:
         raise VAttentionError(f"fallocate(PUNCH_HOLE) failed: {os.strerror(err)}")
 
 
-def _runs(frames: Sequence[int]) -> Iterator[tuple[int, int, int]]:
-    """``(index, first frame, length)`` of each run of consecutive frame numbers."""
-    i = 0
-    while i < len(frames):
-        j = i + 1
-        while j < len(frames) and frames[j] == frames[j - 1] + 1:
-            j += 1
-        yield i, frames[i], j - i
-        i = j
-
-
 class HostMapper:
     shares_frames = True
 
@@ -100,48 +93,86 @@ class HostMapper:
         bases = [torch.frombuffer(m, dtype=shape.dtype) for m in self._maps]
         self._addrs = [b.data_ptr() for b in bases]
         self._layers = layer_views(shape, bases)
-        self._state = bytearray(shape.pages_per_reservation)  # 1 = mapped
+        self._frame_at = [-1] * shape.pages_per_reservation  # page -> frame mapped there
+        self._home: dict[int, int] = {}  # private frame -> the page holding its memory
+        self._published = bytearray(num_frames)
+        self._held = bytearray(num_frames)
+        # The pager calls for different slots concurrently, and a frame's state (private
+        # under one slot's page, or published) spans slots.
+        self._lock = threading.Lock()
 
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._layers[i]
 
     def map(self, first_page: int, frames: Sequence[int]) -> None:
-        count = len(frames)
-        end = first_page + count
-        if self._state.count(1, first_page, end):
-            raise VAttentionError(f"pages [{first_page}, {end}) are already partly mapped")
-        bad = [f for f in frames if not 0 <= f < self._num_frames]
-        if bad:
-            raise VAttentionError(f"frames {bad} are outside [0, {self._num_frames})")
-        try:
-            for index, frame, length in _runs(frames):
-                for r, base in enumerate(self._addrs):
-                    _mmap_fixed(
-                        base + (first_page + index) * self._page,
-                        length * self._page,
-                        mmap.MAP_SHARED,
-                        self._fd,
-                        (r * self._num_frames + frame) * self._page,
-                    )
-        except VAttentionError:
-            self._anonymous(first_page, count)
-            raise
-        self._state[first_page:end] = b"\x01" * count
+        with self._lock:
+            end = first_page + len(frames)
+            if any(f >= 0 for f in self._frame_at[first_page:end]):
+                raise VAttentionError(f"pages [{first_page}, {end}) are already partly mapped")
+            bad = [f for f in frames if not 0 <= f < self._num_frames]
+            if bad:
+                raise VAttentionError(f"frames {bad} are outside [0, {self._num_frames})")
+            if len(set(frames)) != len(frames):
+                raise VAttentionError(f"frames {list(frames)} repeat")
+            shared: list[tuple[int, int]] = []  # (page, frame) mapped from the file
+            fresh: list[tuple[int, int]] = []
+            for i, frame in enumerate(frames):
+                if self._published[frame] or frame in self._home:
+                    shared.append((first_page + i, frame))
+                else:
+                    fresh.append((first_page + i, frame))
+            done: list[int] = []
+            try:
+                for page, frame in shared:
+                    if not self._published[frame]:
+                        self._publish(frame)
+                    self._map_file(page, frame)
+                    done.append(page)
+            except VAttentionError:
+                for page in done:
+                    self._anonymous(page)
+                raise
+            for page, frame in shared:
+                self._frame_at[page] = frame
+            for page, frame in fresh:  # its anonymous page is already there
+                self._home[frame] = page
+                self._frame_at[page] = frame
 
     def unmap(self, first_page: int, count: int) -> None:
-        end = first_page + count
-        if self._state.count(0, first_page, end):
-            raise VAttentionError(f"pages [{first_page}, {end}) are not all mapped")
-        self._anonymous(first_page, count)
-        self._state[first_page:end] = bytes(count)
+        with self._lock:
+            end = first_page + count
+            if any(f < 0 for f in self._frame_at[first_page:end]):
+                raise VAttentionError(f"pages [{first_page}, {end}) are not all mapped")
+            for page in range(first_page, end):
+                frame = self._frame_at[page]
+                if not self._published[frame] and self._held[frame]:
+                    self._publish(frame)  # a held frame's content outlives its pages
+                if self._published[frame]:
+                    self._anonymous(page)
+                else:
+                    del self._home[frame]
+                    self._release_private(page)
+                self._frame_at[page] = -1
 
     def discard(self, frames: Sequence[int]) -> None:
-        for _, frame, length in _runs(sorted(frames)):
-            for r in range(len(self._addrs)):
-                _punch(self._fd, (r * self._num_frames + frame) * self._page, length * self._page)
+        with self._lock:
+            for frame in frames:
+                if self._published[frame]:
+                    for r in range(len(self._addrs)):
+                        _punch(self._fd, self._offset(r, frame), self._page)
+                    self._published[frame] = 0
+
+    def hold(self, frame: int) -> None:
+        with self._lock:
+            self._held[frame] = 1
+
+    def release(self, frame: int) -> None:
+        with self._lock:
+            self._held[frame] = 0
 
     def backing_bytes(self) -> int:
-        """Memory the frames hold now, mapped or not (what ``discard`` gives back)."""
+        """Memory the published frames hold in the file, mapped or not (what ``discard``
+        gives back; private frames live in the reservations' anonymous memory)."""
         return os.fstat(self._fd).st_blocks * 512
 
     def close(self) -> None:
@@ -158,10 +189,44 @@ class HostMapper:
         self._layers = []
         self._maps = []
 
-    def _anonymous(self, first_page: int, count: int) -> None:
-        """Put fresh anonymous memory under pages ``[first_page, first_page + count)``."""
-        offset, length = first_page * self._page, count * self._page
+    # -- internals ---------------------------------------------------------------------------
+    def _offset(self, reservation: int, frame: int) -> int:
+        return (reservation * self._num_frames + frame) * self._page
+
+    def _publish(self, frame: int) -> None:
+        """Move a private frame's pages into the file and map the file where they were."""
+        page = self._home[frame]
+        start = page * self._page
+        for r, m in enumerate(self._maps):
+            data = memoryview(m)[start : start + self._page]
+            try:
+                if os.pwrite(self._fd, data, self._offset(r, frame)) != self._page:
+                    raise VAttentionError(f"short write publishing frame {frame}")
+            finally:
+                data.release()
+        self._map_file(page, frame)
+        del self._home[frame]
+        self._published[frame] = 1
+
+    def _map_file(self, page: int, frame: int) -> None:
+        for r, base in enumerate(self._addrs):
+            _mmap_fixed(
+                base + page * self._page,
+                self._page,
+                mmap.MAP_SHARED,
+                self._fd,
+                self._offset(r, frame),
+            )
+
+    def _release_private(self, page: int) -> None:
+        """A private page's memory goes back to the kernel; the page reads zeros after."""
+        for m in self._maps:
+            m.madvise(mmap.MADV_DONTNEED, page * self._page, self._page)
+
+    def _anonymous(self, page: int) -> None:
+        """Put fresh anonymous memory under ``page`` (in place of the file)."""
+        offset = page * self._page
         for base, m in zip(self._addrs, self._maps, strict=True):
-            _mmap_fixed(base + offset, length, _ANONYMOUS, -1, 0)
+            _mmap_fixed(base + offset, self._page, _ANONYMOUS, -1, 0)
             if self._no_huge:
-                m.madvise(mmap.MADV_NOHUGEPAGE, offset, length)
+                m.madvise(mmap.MADV_NOHUGEPAGE, offset, self._page)

@@ -75,6 +75,12 @@ class DeviceMapper:
     def discard(self, frames: Sequence[int]) -> None:
         pass  # the pool is the budget: a free frame keeps its handles for the next map
 
+    def hold(self, frame: int) -> None:
+        pass  # pages are device memory that outlives its mappings anyway
+
+    def release(self, frame: int) -> None:
+        pass
+
     def close(self) -> None:
         self._layers = []
         self._space.close()

@@ -41,5 +41,11 @@ class DenseMapper:
     def discard(self, frames: Sequence[int]) -> None:
         pass
 
+    def hold(self, frame: int) -> None:
+        pass  # never called: this backend shares nothing (shares_frames is False)
+
+    def release(self, frame: int) -> None:
+        pass
+
     def close(self) -> None:
         self._layers = []

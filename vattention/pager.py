@@ -60,6 +60,12 @@ class Mapper(Protocol):
         """The frames' contents are no longer needed (none of them is mapped anywhere)."""
         ...
 
+    def hold(self, frame: int) -> None:
+        """The frame's content must outlive its mappings until ``release``."""
+        ...
+
+    def release(self, frame: int) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -214,12 +220,14 @@ class Pager:
             if not self._maps[frame]:
                 raise VAttentionError(f"frame {frame} is not resident under any slot")
             self._held[frame] = True
+            self._mapper.hold(frame)
 
     def release(self, frame: int) -> None:
         with self._cond:
             if not self._held[frame]:
                 raise VAttentionError(f"frame {frame} is not held")
             self._held[frame] = False
+            self._mapper.release(frame)
             if not self._maps[frame]:
                 self._discard_locked([frame])
 
