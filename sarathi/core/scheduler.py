@@ -131,6 +131,16 @@ class Scheduler:
         if seq.sent_to_worker:
             self._to_forget.append(seq.seq_id)
 
+    def drop_cached_blocks(self) -> int:
+        """Evict every cached block no running sequence uses; returns how many (they were
+        counted free already, so no accounting changes)."""
+        pc = self.prefix_cache
+        if pc is None:
+            return 0
+        count = pc.num_evictable
+        self._evicted += pc.evict(count)
+        return count
+
     @property
     def num_waiting(self) -> int:
         return len(self.waiting)

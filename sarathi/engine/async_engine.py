@@ -75,6 +75,11 @@ class _AbortAll:
     error: BaseException
 
 
+@dataclass
+class _ResetPrefixCache:
+    stream: _Stream
+
+
 class AsyncEngine:
     """Serve many concurrent callers from one ``LLMEngine``.
 
@@ -87,7 +92,7 @@ class AsyncEngine:
         self.engine = engine
         self._observers: list[StepObserver] = []
         self._cond = threading.Condition()
-        self._commands: deque[_Add | _Abort | _AbortAll] = deque()
+        self._commands: deque[_Add | _Abort | _AbortAll | _ResetPrefixCache] = deque()
         self._stop = False
         self._closing: BaseException | None = None  # once set, new requests are refused
         # Requests admitted by the server and not yet done; only the event loop changes it.
@@ -220,6 +225,19 @@ class AsyncEngine:
             if not finished:
                 self.abort(request_id)
 
+    async def reset_prefix_cache(self) -> int:
+        """``LLMEngine.reset_prefix_cache`` on the loop thread; returns the blocks dropped."""
+        if self._error is not None:
+            raise EngineDeadError(f"the engine loop has stopped: {self._error}")
+        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
+        with self._cond:
+            self._commands.append(_ResetPrefixCache(stream))
+            self._cond.notify()
+        result = await stream.queue.get()
+        if isinstance(result, BaseException):
+            raise result
+        return int(result)
+
     def abort(self, request_id: str) -> None:
         with self._cond:
             self._idle.clear()
@@ -273,6 +291,8 @@ class AsyncEngine:
             elif isinstance(cmd, _Abort):
                 if self._streams.pop(cmd.request_id, None) is not None:
                     self._abort(cmd.request_id)
+            elif isinstance(cmd, _ResetPrefixCache):
+                _deliver([(cmd.stream, self.engine.reset_prefix_cache())])
             else:
                 streams, self._streams = self._streams, {}
                 for rid in streams:
@@ -326,7 +346,7 @@ class AsyncEngine:
             self._error = error
             commands, self._commands = self._commands, deque()
         streams = list(self._streams.values())
-        streams += [c.stream for c in commands if isinstance(c, _Add)]
+        streams += [c.stream for c in commands if isinstance(c, _Add | _ResetPrefixCache)]
         self._streams = {}
         _deliver([(s, dead) for s in streams])
 

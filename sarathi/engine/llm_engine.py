@@ -228,6 +228,11 @@ class LLMEngine:
             self.structured.remove(seq.seq_id)
         self.output_processor.forget(req)
 
+    def reset_prefix_cache(self) -> int:
+        """Drop every cached block no running request uses (vLLM's reset, e.g. between
+        benchmark runs); returns how many. Blocks running requests share stay."""
+        return self.scheduler.drop_cached_blocks()
+
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests) or self._inflight is not None
 

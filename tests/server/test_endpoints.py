@@ -172,3 +172,15 @@ def test_cache_salt_is_taken_and_checked(http):
     assert http.post("/v1/completions", json=body).status_code == 200
     r = http.post("/v1/completions", json={**body, "cache_salt": ""})
     assert r.status_code == 400 and "cache_salt" in r.json()["error"]["message"]
+
+
+def test_reset_prefix_cache(http, server):
+    """vLLM's POST /reset_prefix_cache drops the cached blocks no request uses."""
+    body = {"model": "demo", "prompt": "Reset me: a prompt long enough to fill blocks. " * 4}
+    http.post("/v1/completions", json={**body, "max_tokens": 1})
+    r = http.post("/reset_prefix_cache")
+    assert r.status_code == 200 and r.json()["dropped_blocks"] > 0
+    assert server.engine.engine.prefix_cache.num_cached == 0
+    again = http.post("/v1/completions", json={**body, "max_tokens": 1}).json()
+    assert again["choices"][0]["text"] is not None
+    assert http.post("/reset_prefix_cache").json()["dropped_blocks"] > 0

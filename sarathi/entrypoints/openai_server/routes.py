@@ -29,7 +29,11 @@ from sarathi.entrypoints.openai_server.protocol import (
 )
 from sarathi.entrypoints.openai_server.protocol_responses import ResponseObject, ResponsesRequest
 from sarathi.entrypoints.openai_server.serving_chat import create_chat_completion
-from sarathi.entrypoints.openai_server.serving_common import ServerState
+from sarathi.entrypoints.openai_server.serving_common import (
+    ENGINE_ERRORS,
+    ServerState,
+    engine_error,
+)
 from sarathi.entrypoints.openai_server.serving_completions import create_completion
 from sarathi.entrypoints.openai_server.serving_responses import create_response
 from sarathi.entrypoints.openai_server.tools import template_tools
@@ -121,6 +125,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 async def responses(body: ResponsesRequest, request: Request) -> Response:
     """OpenAI's Responses API, its stateless subset (docs/server.md)."""
     return await create_response(state_of(request), body, request)
+
+
+@router.post("/reset_prefix_cache", responses=_ERRORS)
+async def reset_prefix_cache(request: Request) -> JSONResponse:
+    """vLLM's: drop the cached blocks no running request uses (e.g. between benchmark runs)."""
+    try:
+        dropped = await state_of(request).engine.reset_prefix_cache()
+    except ENGINE_ERRORS as e:
+        raise engine_error(e) from e
+    return JSONResponse({"dropped_blocks": dropped})
 
 
 @router.post("/tokenize", response_model=TokenizeResponse, responses=_ERRORS)
