@@ -241,3 +241,33 @@ def test_patched_vocabulary_output_is_valid(patched_llm):
     for out in patched_llm.generate(["the cache", "a", "b"], params, use_tqdm=False):
         assert out.outputs[0].finish_reason == "stop"
         _check_schema(out.outputs[0].text)
+
+
+def test_only_subschemas_are_closed_never_data():
+    """Objects get additionalProperties false where the schema leaves it open; a property
+    named like a keyword, const/enum/default values and examples are data and stay as
+    they are."""
+    from sarathi.structured_output.compiler import _closed_objects
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "properties": {"type": "object", "properties": {"x": {"type": "integer"}}},
+            "kind": {"const": {"type": "object"}},
+            "tags": {"type": "array", "items": {"properties": {"a": {"type": "string"}}}},
+            "either": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+        },
+        "default": {"properties": {}},
+        "$defs": {"Inner": {"type": "object", "additionalProperties": True}},
+    }
+    closed = _closed_objects(schema)
+    props = closed["properties"]
+    assert closed["additionalProperties"] is False
+    assert "additionalProperties" not in props  # the map of properties is not a schema
+    assert props["properties"]["additionalProperties"] is False
+    assert props["kind"] == {"const": {"type": "object"}}
+    assert props["tags"]["items"]["additionalProperties"] is False
+    assert props["either"]["anyOf"][0]["additionalProperties"] is False
+    assert closed["default"] == {"properties": {}}
+    assert closed["$defs"]["Inner"]["additionalProperties"] is True
+    assert schema["properties"]["kind"] == {"const": {"type": "object"}}  # a copy

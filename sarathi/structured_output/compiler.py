@@ -55,20 +55,35 @@ def grammar_text(spec: StructuredOutputs) -> str:
     return llguidance.LLMatcher.grammar_from_lark(lark)
 
 
+# Where a schema nests other schemas: one, a list of them, or a map of names to them. Values
+# under other keywords (const, enum, default, examples, ...) are data, never touched.
+_ONE = ("additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
+        "unevaluatedProperties", "unevaluatedItems", "additionalItems", "items")  # fmt: skip
+_LIST = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
+_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+
+
 def _closed_objects(schema: Any) -> Any:
     """A copy of ``schema`` where objects without ``additionalProperties`` get ``false``."""
     schema = copy.deepcopy(schema)
     stack = [schema]
     while stack:
         node = stack.pop()
-        if isinstance(node, dict):
-            if (node.get("type") == "object" or "properties" in node) and (
-                "additionalProperties" not in node
-            ):
-                node["additionalProperties"] = False
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+        if not isinstance(node, dict):
+            continue  # true/false schemas
+        if (node.get("type") == "object" or "properties" in node) and (
+            "additionalProperties" not in node
+        ):
+            node["additionalProperties"] = False
+        for key in _ONE:
+            if isinstance(node.get(key), dict):
+                stack.append(node[key])
+        for key in _LIST:
+            if isinstance(node.get(key), list):
+                stack.extend(node[key])
+        for key in _MAP:
+            if isinstance(node.get(key), dict):
+                stack.extend(node[key].values())
     return schema
 
 
