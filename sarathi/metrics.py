@@ -271,6 +271,11 @@ class _SnapshotCollector:
             "Prompt tokens found in the prefix cache (mapped, not prefilled).",
             snap.stats.prefix_cache_hits,
         )
+        yield counter(
+            "prefix_cache_evictions",
+            "KV blocks dropped from the prefix cache to make room (or by a reset).",
+            snap.stats.prefix_cache_evictions,
+        )
         yield gauge(
             "prefix_cache_blocks",
             "KV blocks in the prefix cache, in use or evictable.",

@@ -345,6 +345,7 @@ class LLMEngine:
         if pc is not None:
             stats.prefix_cache_queries = pc.counters.queries
             stats.prefix_cache_hits = pc.counters.hits
+            stats.prefix_cache_evictions = pc.counters.evictions
         return EngineSnapshot(
             num_running=self.scheduler.num_running,
             num_waiting=self.scheduler.num_waiting,

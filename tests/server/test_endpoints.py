@@ -184,3 +184,6 @@ def test_reset_prefix_cache(http, server):
     again = http.post("/v1/completions", json={**body, "max_tokens": 1}).json()
     assert again["choices"][0]["text"] is not None
     assert http.post("/reset_prefix_cache").json()["dropped_blocks"] > 0
+    metrics = http.get("/metrics").text
+    assert 'sarathi:prefix_cache_evictions_total{model_name="demo"}' in metrics
+    assert 'sarathi:prefix_cache_hits_total{model_name="demo"}' in metrics
