@@ -22,7 +22,7 @@ import ctypes
 import mmap
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 
@@ -96,7 +96,6 @@ class HostMapper:
         self._frame_at = [-1] * shape.pages_per_reservation  # page -> frame mapped there
         self._home: dict[int, int] = {}  # private frame -> the page holding its memory
         self._published = bytearray(num_frames)
-        self._held = bytearray(num_frames)
         # The pager calls for different slots concurrently, and a frame's state (private
         # under one slot's page, or published) spans slots.
         self._lock = threading.Lock()
@@ -138,14 +137,14 @@ class HostMapper:
                 self._home[frame] = page
                 self._frame_at[page] = frame
 
-    def unmap(self, first_page: int, count: int) -> None:
+    def unmap(self, first_page: int, count: int, keep: Collection[int] = ()) -> None:
         with self._lock:
             end = first_page + count
             if any(f < 0 for f in self._frame_at[first_page:end]):
                 raise VAttentionError(f"pages [{first_page}, {end}) are not all mapped")
             for page in range(first_page, end):
                 frame = self._frame_at[page]
-                if not self._published[frame] and self._held[frame]:
+                if not self._published[frame] and frame in keep:
                     self._publish(frame)  # a held frame's content outlives its pages
                 if self._published[frame]:
                     self._anonymous(page)
@@ -161,14 +160,6 @@ class HostMapper:
                     for r in range(len(self._addrs)):
                         _punch(self._fd, self._offset(r, frame), self._page)
                     self._published[frame] = 0
-
-    def hold(self, frame: int) -> None:
-        with self._lock:
-            self._held[frame] = 1
-
-    def release(self, frame: int) -> None:
-        with self._lock:
-            self._held[frame] = 0
 
     def backing_bytes(self) -> int:
         """Memory the published frames hold in the file, mapped or not (what ``discard``

@@ -11,7 +11,7 @@ reservation outlives every view even if the cache is dropped without ``close()``
 from __future__ import annotations
 
 import types
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -69,17 +69,12 @@ class DeviceMapper:
     def map(self, first_page: int, frames: Sequence[int]) -> None:
         self._space.map(first_page, frames)
 
-    def unmap(self, first_page: int, count: int) -> None:
+    def unmap(self, first_page: int, count: int, keep: Collection[int] = ()) -> None:
+        # ``keep`` needs nothing: a pool handle's memory outlives its mappings.
         self._space.unmap(first_page, count)
 
     def discard(self, frames: Sequence[int]) -> None:
         pass  # the pool is the budget: a free frame keeps its handles for the next map
-
-    def hold(self, frame: int) -> None:
-        pass  # pages are device memory that outlives its mappings anyway
-
-    def release(self, frame: int) -> None:
-        pass
 
     def close(self) -> None:
         self._layers = []

@@ -8,7 +8,7 @@ a frame cannot be mapped under two slots: no prefix sharing here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 
@@ -35,16 +35,10 @@ class DenseMapper:
     def map(self, first_page: int, frames: Sequence[int]) -> None:
         pass  # memory is always there
 
-    def unmap(self, first_page: int, count: int) -> None:
+    def unmap(self, first_page: int, count: int, keep: Collection[int] = ()) -> None:
         pass
 
     def discard(self, frames: Sequence[int]) -> None:
-        pass
-
-    def hold(self, frame: int) -> None:
-        pass  # never called: this backend shares nothing (shares_frames is False)
-
-    def release(self, frame: int) -> None:
         pass
 
     def close(self) -> None:

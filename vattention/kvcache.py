@@ -93,7 +93,6 @@ class KVCache:
         # Per frame: live slots that owe it plus its hold. The budget counts frames in use
         # (uses > 0) once each, however many slots share them.
         self._uses = [0] * self.num_blocks
-        self._held: set[int] = set()
         self._used_blocks = 0
         shape = CacheShape(
             num_layers,
@@ -239,7 +238,6 @@ class KVCache:
             raise VAttentionError(f"frame {frame} is not in use by any slot")
         pager.hold(frame)
         self._uses[frame] += 1
-        self._held.add(frame)
 
     def release(self, frame: int) -> None:
         """Drop the hold on ``frame``: it is free once no slot maps it (a live slot that
@@ -247,7 +245,6 @@ class KVCache:
         pager = self._open_pager()
         self._check_frame(frame)
         pager.release(frame)
-        self._held.discard(frame)
         self._drop_use(frame)
 
     def commit(self) -> None:
@@ -272,6 +269,7 @@ class KVCache:
         physically in use, including frames kept for reuse or mapped ahead)."""
         g = self.geometry
         shared = sum(1 for uses in self._uses if uses > 1)
+        held = self._pager.held_frames() if self._pager is not None else []
         out: dict[str, Any] = {
             "backend": self.backend_name,
             "layout": g.layout,
@@ -286,7 +284,7 @@ class KVCache:
             "mapped_bytes": self._used_blocks * g.block_bytes,
             "virtual_mapped_bytes": sum(map(len, self._owed)) * g.block_bytes,
             "frames_shared": shared,
-            "blocks_evictable": sum(1 for f in self._held if self._uses[f] == 1),
+            "blocks_evictable": sum(1 for f in held if self._uses[f] == 1),
             "shared_mapped_bytes": shared * g.block_bytes,
             "token_bytes": sum(self._tokens) * g.token_bytes,
             "slots_used": sum(self._taken),

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -55,16 +55,13 @@ class Mapper(Protocol):
         """Map ``frames[i]`` at page ``first_page + i`` in every reservation."""
         ...
 
-    def unmap(self, first_page: int, count: int) -> None: ...
+    def unmap(self, first_page: int, count: int, keep: Collection[int] = ()) -> None:
+        """Unmap the pages; the frames in ``keep`` (held) must keep their content."""
+        ...
+
     def discard(self, frames: Sequence[int]) -> None:
         """The frames' contents are no longer needed (none of them is mapped anywhere)."""
         ...
-
-    def hold(self, frame: int) -> None:
-        """The frame's content must outlive its mappings until ``release``."""
-        ...
-
-    def release(self, frame: int) -> None: ...
 
     def close(self) -> None: ...
 
@@ -220,14 +217,16 @@ class Pager:
             if not self._maps[frame]:
                 raise VAttentionError(f"frame {frame} is not resident under any slot")
             self._held[frame] = True
-            self._mapper.hold(frame)
+
+    def held_frames(self) -> list[int]:
+        with self._cond:
+            return [f for f, held in enumerate(self._held) if held]
 
     def release(self, frame: int) -> None:
         with self._cond:
             if not self._held[frame]:
                 raise VAttentionError(f"frame {frame} is not held")
             self._held[frame] = False
-            self._mapper.release(frame)
             if not self._maps[frame]:
                 self._discard_locked([frame])
 
@@ -359,7 +358,8 @@ class Pager:
         gone = frames[first:]
         del frames[first:]
         page = self._page(slot, first)
-        self._unlocked(slot, lambda: self._mapper.unmap(page, n))
+        keep = {f for f in gone if self._held[f]}
+        self._unlocked(slot, lambda: self._mapper.unmap(page, n, keep))
         self.counters.blocks_unmapped += n
         for f in gone:
             self._maps[f] -= 1
