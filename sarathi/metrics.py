@@ -104,40 +104,34 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.model_name = model_name
         labels = ["model_name"]
-        self.ttft = Histogram(
-            PREFIX + "time_to_first_token_seconds",
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(PREFIX + name, doc, labels, buckets=buckets, registry=self.registry)
+
+        self.ttft = histogram(
+            "time_to_first_token_seconds",
             "Time from arrival to the first generated token.",
-            labels,
-            buckets=_TTFT_BUCKETS,
-            registry=self.registry,
+            _TTFT_BUCKETS,
         )
-        self.itl = Histogram(
-            PREFIX + "inter_token_latency_seconds",
+        self.itl = histogram(
+            "inter_token_latency_seconds",
             "Time between two consecutive steps that produced tokens for a request.",
-            labels,
-            buckets=_ITL_BUCKETS,
-            registry=self.registry,
+            _ITL_BUCKETS,
         )
-        self.e2e = Histogram(
-            PREFIX + "e2e_request_latency_seconds",
+        self.e2e = histogram(
+            "e2e_request_latency_seconds",
             "Time from arrival to the last token of a finished request.",
-            labels,
-            buckets=_E2E_BUCKETS,
-            registry=self.registry,
+            _E2E_BUCKETS,
         )
-        self.tpot = Histogram(
-            PREFIX + "time_per_output_token_seconds",
+        self.tpot = histogram(
+            "time_per_output_token_seconds",
             "A finished request's time per output token after its first (vLLM's TPOT).",
-            labels,
-            buckets=_ITL_BUCKETS,
-            registry=self.registry,
+            _ITL_BUCKETS,
         )
-        self.queue = Histogram(
-            PREFIX + "request_queue_time_seconds",
+        self.queue = histogram(
+            "request_queue_time_seconds",
             "Time from arrival to first being scheduled.",
-            labels,
-            buckets=_TTFT_BUCKETS,
-            registry=self.registry,
+            _TTFT_BUCKETS,
         )
         self.rejected = Counter(
             PREFIX + "num_requests_rejected",
