@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -95,6 +96,34 @@ def matmul_rate() -> float:
     b = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
     ms = bench_ms(lambda: a @ b, reps=30)
     return 2 * n**3 / (ms / 1e3)
+
+
+def add_engine_arg(ap: argparse.ArgumentParser) -> None:
+    """``--engine-arg KEY=VALUE`` (repeatable): an extra keyword for ``LLM(...)``."""
+    ap.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Extra engine option (repeatable), e.g. kv_layout=per_layer.",
+    )
+
+
+def engine_args(pairs: list[str]) -> dict[str, Any]:
+    """``--engine-arg`` values as engine keywords (all-digit values become ints)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key] = int(value) if value.isdigit() else value
+    return out
+
+
+def sync() -> None:
+    """Wait for the GPU, where there is one (before and after a timed region)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:

@@ -27,7 +27,16 @@ import tempfile
 import time
 
 import torch
-from common import copy_bandwidth, gpu_timeline, matmul_rate, print_table, run_info, write_json
+from common import (
+    add_engine_arg,
+    copy_bandwidth,
+    engine_args,
+    gpu_timeline,
+    matmul_rate,
+    print_table,
+    run_info,
+    write_json,
+)
 
 from sarathi import LLM, SamplingParams
 from sarathi.engine.llm_engine import LLMEngine
@@ -86,22 +95,14 @@ def main() -> None:
         "default: as the server adds them (an output every step).",
     )
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
-    ap.add_argument(
-        "--engine-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Extra engine option (repeatable).",
-    )
+    add_engine_arg(ap)
     args = ap.parse_args()
     extra: dict = {
         "load_format": "dummy",
         "max_model_len": 8192,
         "max_num_seqs": max(args.batch + 8, 16),
     }
-    for kv in args.engine_arg:
-        key, _, value = kv.partition("=")
-        extra[key] = int(value) if value.isdigit() else value
+    extra.update(engine_args(args.engine_arg))
     llm = LLM(write_preset(args.preset, tempfile.mkdtemp(prefix="idle-")), **extra)
     engine = llm.engine
     params = SamplingParams(temperature=0.6, max_tokens=4096, ignore_eos=True)

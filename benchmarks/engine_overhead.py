@@ -16,7 +16,7 @@ import argparse
 import statistics
 import time
 
-from common import print_table, run_info, write_json
+from common import add_engine_arg, engine_args, print_table, run_info, write_json
 
 from sarathi import SamplingParams
 from sarathi.config import EngineConfig
@@ -36,18 +36,9 @@ def main() -> None:
         help="Requests as offline generate adds them: no per-step output snapshots.",
     )
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
-    ap.add_argument(
-        "--engine-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Extra engine option (repeatable), e.g. kv_layout=per_layer.",
-    )
+    add_engine_arg(ap)
     args = ap.parse_args()
-    extra = {}
-    for kv in args.engine_arg:
-        key, _, value = kv.partition("=")
-        extra[key] = int(value) if value.isdigit() else value
+    extra = engine_args(args.engine_arg)
 
     config = EngineConfig.from_kwargs(
         model=args.model,

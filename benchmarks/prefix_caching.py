@@ -34,17 +34,12 @@ import time
 from typing import Any
 
 import torch
-from common import print_table, run_info, write_json
+from common import add_engine_arg, engine_args, print_table, run_info, sync, write_json
 
 from sarathi import LLM, SamplingParams
 from sarathi.executor.uni import UniExecutor
 from sarathi.outputs import RequestOutput
 from sarathi.sequence import Request, Sequence
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def run_batch(
@@ -53,7 +48,7 @@ def run_batch(
     """Queue every prompt at once, step until done; tracks peak mapped bytes in ``peak``."""
     engine = llm.engine
     params = SamplingParams(temperature=0.6, max_tokens=output_len, ignore_eos=True)
-    _sync()
+    sync()
     t0 = time.perf_counter()
     for i, p in enumerate(prompts):
         engine.add_request(p, params, request_id=f"b{time.monotonic_ns()}-{i}", final_only=True)
@@ -71,7 +66,7 @@ def run_batch(
                 ("virtual_mapped_bytes", stats.get("virtual_mapped_bytes", live)),
             ):
                 peak[key] = max(peak.get(key, 0), int(value))
-    _sync()
+    sync()
     return done, time.perf_counter() - t0
 
 
@@ -155,11 +150,11 @@ def mapping_cost(llm: LLM, args: argparse.Namespace) -> dict[str, float]:
     for _ in range(5):
         if reclaim is not None:
             reclaim()
-        _sync()
+        sync()
         t0 = time.perf_counter()
         slot = cache.alloc_slot(frames)
         cache.commit()
-        _sync()
+        sync()
         times.append(time.perf_counter() - t0)
         cache.free_slot(slot)
     rng = random.Random(args.seed + 1)
@@ -168,18 +163,18 @@ def mapping_cost(llm: LLM, args: argparse.Namespace) -> dict[str, float]:
     prefill = []
     for _ in range(3):
         fresh[0] += 1  # never a cache hit
-        _sync()
+        sync()
         t0 = time.perf_counter()
         llm.generate([list(fresh)], one, use_tqdm=False)
-        _sync()
+        sync()
         prefill.append(time.perf_counter() - t0)
     warm = []
     for _ in range(5):
-        _sync()
+        sync()
         t0 = time.perf_counter()
         slot = cache.alloc_slot(frames)  # the lowest free slot: the one just freed
         cache.commit()
-        _sync()
+        sync()
         warm.append(time.perf_counter() - t0)
         cache.free_slot(slot)
     map_s, prefill_s = statistics.median(times), statistics.median(prefill)
@@ -216,10 +211,7 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
-    ap.add_argument(
-        "--engine-arg", action="append", default=[], metavar="KEY=VALUE",
-        help="Extra engine option (repeatable).",
-    )  # fmt: skip
+    add_engine_arg(ap)
     args = ap.parse_args()
 
     model = args.model
@@ -229,9 +221,7 @@ def main() -> None:
 
         model = write_preset(args.preset, tempfile.mkdtemp(prefix="preset-"))
         extra["load_format"] = "dummy"
-    for kv in args.engine_arg:
-        key, _, value = kv.partition("=")
-        extra[key] = int(value) if value.isdigit() else value
+    extra.update(engine_args(args.engine_arg))
     if args.workload == "shared":
         longest = args.prefix_len + 200 + args.output_len
     else:

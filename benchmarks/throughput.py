@@ -34,7 +34,16 @@ import tempfile
 import time
 
 import torch
-from common import copy_bandwidth, matmul_rate, print_table, run_info, write_json
+from common import (
+    add_engine_arg,
+    copy_bandwidth,
+    engine_args,
+    matmul_rate,
+    print_table,
+    run_info,
+    sync,
+    write_json,
+)
 
 from sarathi import LLM, SamplingParams
 from sarathi.executor.uni import UniExecutor
@@ -87,10 +96,10 @@ def run_ours(llm: LLM, requests: list[tuple[list[int], int]]) -> dict:
         SamplingParams(temperature=0.6, max_tokens=out, ignore_eos=True) for _, out in requests
     ]
     llm.generate([requests[0][0]], SamplingParams(max_tokens=4))  # warm-up
-    _sync()
+    sync()
     t0 = time.perf_counter()
     outs = llm.generate([p for p, _ in requests], params)
-    _sync()
+    sync()
     elapsed = time.perf_counter() - t0
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     return {
@@ -113,7 +122,7 @@ def run_hf(
     model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     order = sorted(range(len(requests)), key=lambda i: requests[i][1])
     tokens = 0
-    _sync()
+    sync()
     t0 = time.perf_counter()
     for start in range(0, len(order), batch):
         group = [requests[i] for i in order[start : start + batch]]
@@ -135,7 +144,7 @@ def run_hf(
                 pad_token_id=0,
             )
         tokens += sum(out for _, out in group)
-    _sync()
+    sync()
     elapsed = time.perf_counter() - t0
     return {
         "engine": f"transformers (batch {batch})",
@@ -165,11 +174,6 @@ def _free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="demo", help="Model folder (default: the demo model).")
@@ -192,13 +196,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16", help="Weights dtype (bfloat16).")
     ap.add_argument("--seed", type=int, default=0, help="Workload seed.")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
-    ap.add_argument(
-        "--engine-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Extra engine option (repeatable), e.g. attention_backend=torch.",
-    )
+    add_engine_arg(ap)
     args = ap.parse_args()
 
     model = args.model
@@ -211,9 +209,7 @@ def main() -> None:
             save_random_weights(model, getattr(torch, args.dtype), args.seed)
         else:
             extra["load_format"] = "dummy"
-    for kv in args.engine_arg:
-        key, _, value = kv.partition("=")
-        extra[key] = int(value) if value.isdigit() else value
+    extra.update(engine_args(args.engine_arg))
     extra.setdefault("max_model_len", 2 * args.max_len + 16)
     t0 = time.perf_counter()
     llm = LLM(model, **extra)
