@@ -36,6 +36,16 @@ def tool_server(tmp_path_factory) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
+def tools_client(tool_server: LiveServer) -> Any:
+    import openai
+
+    with openai.OpenAI(
+        base_url=tool_server.base_url, api_key="unused", max_retries=0, timeout=60
+    ) as c:
+        yield c
+
+
+@pytest.fixture
 def client(server: LiveServer) -> Any:
     import openai
 

@@ -9,6 +9,7 @@ loaded last.)
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -84,3 +85,12 @@ def stop_server(live: LiveServer) -> None:
     live.server.should_exit = True
     live.thread.join(60)
     assert not live.thread.is_alive(), "the test server did not stop"
+
+
+def check_call(name: str, arguments: str) -> None:
+    """A call of the tool_server tests' tools (get_weather, add) with in-schema arguments."""
+    args = json.loads(arguments)
+    if name == "get_weather":
+        assert args["city"] in ("Paris", "Rome", "Oslo") and args["unit"] in ("c", "f")
+    else:
+        assert name == "add" and 0 <= args["a"] <= 99

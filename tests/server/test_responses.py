@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from live_server import API_KEY, HERMES_TEMPLATE, LiveServer
+from live_server import API_KEY, HERMES_TEMPLATE, check_call
 from sarathi.entrypoints.openai_server.chat_template import render_chat
 from sarathi.entrypoints.openai_server.field_audit import RESPONSES_UNSUPPORTED, UNSUPPORTED
 from sarathi.entrypoints.openai_server.protocol_responses import ResponsesRequest
@@ -55,24 +55,6 @@ MESSAGE_EVENTS = [
     "response.content_part.done",
     "response.output_item.done",
 ]
-
-
-@pytest.fixture
-def tools_client(tool_server: LiveServer) -> Any:
-    import openai
-
-    with openai.OpenAI(
-        base_url=tool_server.base_url, api_key="unused", max_retries=0, timeout=60
-    ) as c:
-        yield c
-
-
-def _check_call(name: str, arguments: str) -> None:
-    args = json.loads(arguments)
-    if name == "get_weather":
-        assert args["city"] in ("Paris", "Rome", "Oslo") and args["unit"] in ("c", "f")
-    else:
-        assert name == "add" and 0 <= args["a"] <= 99
 
 
 def _check_usage(r: Any, max_output_tokens: int) -> None:
@@ -238,7 +220,7 @@ def test_a_named_function_choice_is_a_call(tools_client):
     (call,) = r.output
     assert call.type == "function_call" and call.name == "get_weather"
     assert call.call_id.startswith("call_") and call.status == "completed"
-    _check_call(call.name, call.arguments)
+    check_call(call.name, call.arguments)
     assert r.tool_choice.type == "function" and r.tool_choice.name == "get_weather"
     assert [t.name for t in r.tools] == ["get_weather", "add"]
 
@@ -255,7 +237,7 @@ def test_a_required_choice_calls_an_offered_tool(tools_client):
     assert r.status == "completed" and r.parallel_tool_calls is False
     (call,) = r.output
     assert call.type == "function_call"
-    _check_call(call.name, call.arguments)
+    check_call(call.name, call.arguments)
 
 
 @pytest.mark.parametrize(
@@ -288,7 +270,7 @@ def test_streamed_calls_send_argument_events(tools_client, choice):
     assert added.arguments == "" and added.name == "add"
     deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
     assert deltas == events[-3].arguments == done.arguments
-    _check_call(done.name, done.arguments)
+    check_call(done.name, done.arguments)
     (final,) = events[-1].response.output
     assert final.call_id == done.call_id == added.call_id and final.arguments == deltas
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from live_server import HERMES_TEMPLATE as TEMPLATE
-from live_server import LiveServer
+from live_server import check_call
 from sarathi.entrypoints.openai_server.chat_template import render_chat
 from sarathi.entrypoints.openai_server.protocol import ChatMessage
 
@@ -45,24 +45,6 @@ MESSAGES = [{"role": "user", "content": "Weather in Paris?"}]
 CALL_TEXT = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "c"}}\n</tool_call>'
 
 
-@pytest.fixture
-def tools_client(tool_server: LiveServer) -> Any:
-    import openai
-
-    with openai.OpenAI(
-        base_url=tool_server.base_url, api_key="unused", max_retries=0, timeout=60
-    ) as c:
-        yield c
-
-
-def _check_call(name: str, arguments: str) -> None:
-    args = json.loads(arguments)
-    if name == "get_weather":
-        assert args["city"] in ("Paris", "Rome", "Oslo") and args["unit"] in ("c", "f")
-    else:
-        assert name == "add" and 0 <= args["a"] <= 99
-
-
 def _chat(client: Any, max_tokens: int = 100, **kwargs: Any) -> Any:
     return client.chat.completions.create(
         model="demo", messages=MESSAGES, max_tokens=max_tokens, temperature=1.0, seed=2, **kwargs
@@ -80,7 +62,7 @@ def test_named_choice_is_a_call_of_that_tool(tools_client):
     call = msg.tool_calls[0]
     assert call.type == "function" and call.id.startswith("call_")
     assert call.function.name == "get_weather"
-    _check_call(call.function.name, call.function.arguments)
+    check_call(call.function.name, call.function.arguments)
 
 
 @pytest.mark.parametrize("parallel", [True, False])
@@ -94,7 +76,7 @@ def test_required_choice_calls_offered_tools(tools_client, parallel):
         calls = choice.message.tool_calls
         assert calls and (parallel or len(calls) == 1)
         for call in calls:
-            _check_call(call.function.name, call.function.arguments)
+            check_call(call.function.name, call.function.arguments)
 
 
 def test_auto_parses_the_models_own_format(tools_client):
@@ -151,7 +133,7 @@ def test_streamed_tool_calls_have_openais_shape(tools_client, kwargs, finish):
     content, calls, got = _streamed(tools_client, tools=[WEATHER, ADD], **kwargs)
     assert got == finish and calls
     for call in calls.values():
-        _check_call(call["name"], call["arguments"])
+        check_call(call["name"], call["arguments"])
     if "extra_body" in kwargs:
         assert content == "Sure."
 
@@ -300,7 +282,7 @@ def test_required_choice_takes_tools_with_local_references(tools_client, paralle
                 seat = json.loads(call.function.arguments)["seat"]
                 assert 1 <= seat["row"] <= 30 and seat["cls"] in ("eco", "biz")
             else:
-                _check_call(call.function.name, call.function.arguments)
+                check_call(call.function.name, call.function.arguments)
 
 
 def test_rebased_references_follow_the_schema():
