@@ -60,7 +60,8 @@ def run_batch(
         if steps % 8 == 1:
             stats = engine.cache_stats()
             block = stats["mapped_bytes"] // max(1, stats["blocks_used"])
-            live = (stats["blocks_used"] - stats.get("blocks_evictable", 0)) * block
+            pc = engine.prefix_cache
+            live = (stats["blocks_used"] - (pc.num_evictable if pc else 0)) * block
             for key, value in (
                 ("mapped_bytes", live),
                 ("virtual_mapped_bytes", stats.get("virtual_mapped_bytes", live)),

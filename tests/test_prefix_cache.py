@@ -203,7 +203,7 @@ def test_cached_blocks_count_as_free_and_are_evicted_only_when_needed():
     assert s.prefix_cache.num_evictable == 2 and s.free_blocks == 2
 
 
-def test_preemption_keeps_registered_blocks_evictable_for_the_recompute():
+def test_preemption_keeps_registered_blocks_cached_for_the_recompute():
     cap = CacheCapacity(num_blocks=6, tokens_per_block=TPB, max_slots=8)
     s = Scheduler(SchedulerConfig(chunk_size=64), cap, 4096, PrefixCache(TPB, "m"))
     a, b = _request(0, list(range(11)), max_tokens=20), _request(1, list(range(50, 61)), t=1.0)

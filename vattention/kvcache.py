@@ -94,6 +94,8 @@ class KVCache:
         # (uses > 0) once each, however many slots share them.
         self._uses = [0] * self.num_blocks
         self._used_blocks = 0
+        self._num_shared = 0  # frames with two or more uses (kept as they change: stats()
+        # runs after every engine step)
         shape = CacheShape(
             num_layers,
             num_kv_heads,
@@ -152,7 +154,7 @@ class KVCache:
         self._owed[slot] = shared
         self._tokens[slot] = len(shared) * self.tokens_per_block
         for frame in shared:
-            self._uses[frame] += 1
+            self._add_use(frame)
         return slot
 
     def ensure(self, slot: int, num_tokens: int) -> None:
@@ -175,7 +177,7 @@ class KVCache:
             # owner's that nobody else maps or holds): each is a new frame in use.
             fresh = pager.frames(slot, have, need)
             for frame in fresh:
-                self._uses[frame] += 1
+                self._add_use(frame)
             self._owed[slot].extend(fresh)
             self._used_blocks += grow
         self._tokens[slot] = max(self._tokens[slot], num_tokens)
@@ -237,7 +239,7 @@ class KVCache:
         if not self._uses[frame]:
             raise VAttentionError(f"frame {frame} is not in use by any slot")
         pager.hold(frame)
-        self._uses[frame] += 1
+        self._add_use(frame)
 
     def release(self, frame: int) -> None:
         """Drop the hold on ``frame``: it is free once no slot maps it (a live slot that
@@ -263,13 +265,11 @@ class KVCache:
         """Accounting (``blocks_*``, ``pages_*``, ``mapped_bytes``: distinct frames owed to
         live slots or held; ``virtual_mapped_bytes``: blocks owed, counted per slot, so
         sharing shows as ``mapped_bytes < virtual_mapped_bytes``; ``frames_shared``: frames
-        in use twice or more, ``shared_mapped_bytes`` their bytes; ``blocks_evictable``: held
-        frames no live slot owes, which the prefix cache may drop at will) and residency
+        in use twice or more, ``shared_mapped_bytes`` their bytes) and residency
         (``resident_*``, ``cached_blocks``, ``ahead_blocks``, ``frames_held``: what is
         physically in use, including frames kept for reuse or mapped ahead)."""
         g = self.geometry
-        shared = sum(1 for uses in self._uses if uses > 1)
-        held = self._pager.held_frames() if self._pager is not None else []
+        shared = self._num_shared
         out: dict[str, Any] = {
             "backend": self.backend_name,
             "layout": g.layout,
@@ -284,7 +284,6 @@ class KVCache:
             "mapped_bytes": self._used_blocks * g.block_bytes,
             "virtual_mapped_bytes": sum(map(len, self._owed)) * g.block_bytes,
             "frames_shared": shared,
-            "blocks_evictable": sum(1 for f in held if self._uses[f] == 1),
             "shared_mapped_bytes": shared * g.block_bytes,
             "token_bytes": sum(self._tokens) * g.token_bytes,
             "slots_used": sum(self._taken),
@@ -334,7 +333,14 @@ class KVCache:
             if not self._uses[frame]:
                 raise VAttentionError(f"shared frame {frame} is not in use (owed or held)")
 
+    def _add_use(self, frame: int) -> None:
+        self._uses[frame] += 1
+        if self._uses[frame] == 2:
+            self._num_shared += 1
+
     def _drop_use(self, frame: int) -> None:
         self._uses[frame] -= 1
-        if not self._uses[frame]:
+        if self._uses[frame] == 1:
+            self._num_shared -= 1
+        elif not self._uses[frame]:
             self._used_blocks -= 1

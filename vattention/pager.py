@@ -90,6 +90,7 @@ class Pager:
         self._held = [False] * num_blocks
         self._free = list(range(num_blocks - 1, -1, -1))  # not mapped, not held; pop() lowest
         self._discarding = 0  # frames on their way to the free list
+        self._num_held = 0
         self._ahead: dict[int, int] = {}  # slot -> target blocks, in request order
         self._urgent = 0  # callers blocked in grow(); the worker yields to them
         self._worker: threading.Thread | None = None
@@ -217,16 +218,14 @@ class Pager:
             if not self._maps[frame]:
                 raise VAttentionError(f"frame {frame} is not resident under any slot")
             self._held[frame] = True
-
-    def held_frames(self) -> list[int]:
-        with self._cond:
-            return [f for f, held in enumerate(self._held) if held]
+            self._num_held += 1
 
     def release(self, frame: int) -> None:
         with self._cond:
             if not self._held[frame]:
                 raise VAttentionError(f"frame {frame} is not held")
             self._held[frame] = False
+            self._num_held -= 1
             if not self._maps[frame]:
                 self._discard_locked([frame])
 
@@ -278,7 +277,8 @@ class Pager:
     # -- state ------------------------------------------------------------------------------
     def residency(self) -> dict[str, int | float]:
         with self._cond:
-            resident = sum(1 for m, h in zip(self._maps, self._held, strict=True) if m or h)
+            # Every frame is free, on its way to the free list, or resident (mapped or held).
+            resident = self.num_blocks - len(self._free) - self._discarding
             cached = sum(
                 len(f) for f, live in zip(self._frames, self._live, strict=True) if not live
             )
@@ -292,8 +292,8 @@ class Pager:
                 "resident_bytes": resident * self._shape.geometry.block_bytes,
                 "cached_blocks": cached,
                 "ahead_blocks": ahead,
-                "in_transit_blocks": self.num_blocks - len(self._free) - resident,
-                "frames_held": sum(self._held),
+                "in_transit_blocks": self._discarding,
+                "frames_held": self._num_held,
                 **asdict(self.counters),
             }
 

@@ -355,6 +355,7 @@ class LLMEngine:
             text_capacity_base_tokens=self.text_capacity_base_tokens,
             patched=m.patch is not None,
             prefix_cached_blocks=pc.num_cached if pc is not None else 0,
+            prefix_evictable_blocks=pc.num_evictable if pc is not None else 0,
         )
 
     def is_alive(self) -> bool:

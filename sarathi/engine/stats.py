@@ -39,3 +39,4 @@ class EngineSnapshot:
     text_capacity_base_tokens: int = 0
     patched: bool = False
     prefix_cached_blocks: int = 0  # blocks in the prefix cache (shared or evictable)
+    prefix_evictable_blocks: int = 0  # of those, the ones no request uses (free to drop)

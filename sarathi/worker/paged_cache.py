@@ -84,6 +84,9 @@ class PagedKVCache:
         self._free_blocks = list(range(num_blocks - 1, -1, -1))
         self._refs = [0] * num_blocks  # live slots that owe a block, plus its hold
         self._held = [False] * num_blocks
+        # Kept as they change: stats() runs after every engine step.
+        self._num_held = 0
+        self._num_shared = 0  # blocks with two or more references
         self._pending: list[tuple[int, int, int]] = []  # (slot, index, block) not yet on device
         self._closed = False
 
@@ -121,7 +124,7 @@ class PagedKVCache:
         slot = self._free_slots.pop()
         self._taken[slot] = True
         for index, block in enumerate(shared):
-            self._refs[block] += 1
+            self._ref(block)
             self._pending.append((slot, index, block))
         self._blocks[slot] = shared
         self._tokens[slot] = len(shared) * self.block_tokens
@@ -190,7 +193,8 @@ class PagedKVCache:
         if not self._refs[frame]:
             raise VAttentionError(f"frame {frame} is not in use by any slot")
         self._held[frame] = True
-        self._refs[frame] += 1
+        self._num_held += 1
+        self._ref(frame)
 
     def release(self, frame: int) -> None:
         self._check_open()
@@ -198,6 +202,7 @@ class PagedKVCache:
         if not self._held[frame]:
             raise VAttentionError(f"frame {frame} is not held")
         self._held[frame] = False
+        self._num_held -= 1
         self._unref(frame)
 
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,7 +215,7 @@ class PagedKVCache:
         blocks owed by live slots or held (the pool itself is ``pool_bytes``, all allocated
         at start), ``virtual_mapped_bytes`` the blocks owed counted per slot."""
         used = self.num_blocks - len(self._free_blocks)
-        shared = sum(1 for refs in self._refs if refs > 1)
+        shared = self._num_shared
         return {
             "backend": "paged",
             "layout": "paged",
@@ -224,10 +229,7 @@ class PagedKVCache:
             "pages_free": len(self._free_blocks),
             "mapped_bytes": used * self.block_bytes,
             "virtual_mapped_bytes": sum(map(len, self._blocks)) * self.block_bytes,
-            "frames_held": sum(self._held),
-            "blocks_evictable": sum(
-                1 for h, r in zip(self._held, self._refs, strict=True) if h and r == 1
-            ),
+            "frames_held": self._num_held,
             "frames_shared": shared,
             "shared_mapped_bytes": shared * self.block_bytes,
             "token_bytes": sum(self._tokens) * self.token_bytes,
@@ -248,9 +250,16 @@ class PagedKVCache:
         if not 0 <= block < self.num_blocks:
             raise VAttentionError(f"frame {block} is outside [0, {self.num_blocks})")
 
+    def _ref(self, block: int) -> None:
+        self._refs[block] += 1
+        if self._refs[block] == 2:
+            self._num_shared += 1
+
     def _unref(self, block: int) -> None:
         self._refs[block] -= 1
-        if not self._refs[block]:
+        if self._refs[block] == 1:
+            self._num_shared -= 1
+        elif not self._refs[block]:
             self._free_blocks.append(block)
 
     def _check_slot(self, slot: int) -> None:
