@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from common import add_engine_arg, engine_args, print_table, run_info, sync, write_json
 
+import vattention
 from sarathi import LLM, SamplingParams
 from sarathi.executor.uni import UniExecutor
 from sarathi.outputs import RequestOutput
@@ -142,15 +143,14 @@ def mapping_cost(llm: LLM, args: argparse.Namespace) -> dict[str, float]:
     cache = runner.cache
     vocab = min(engine.shape.vocab_size, len(llm.get_tokenizer()))
     prefix = shared_workload(args, vocab)[0][: args.prefix_len]
-    probe = Sequence(-1, 0, Request("probe", None, prefix + [1], SamplingParams()), prefix + [1], 0)
+    probe = Sequence(-1, 0, Request("probe", None, [*prefix, 1], SamplingParams()), [*prefix, 1], 0)
     frames = [runner.cached_frames[b.entry] for b in pc.match(probe)]
     if not frames:
         return {}
-    reclaim = getattr(cache, "reclaim", None)  # vattention unmaps cached pages; paged has none
     times = []
     for _ in range(5):
-        if reclaim is not None:
-            reclaim()
+        if isinstance(cache, vattention.KVCache):  # unmap cached pages (the paged pool has none)
+            cache.reclaim()
         sync()
         t0 = time.perf_counter()
         slot = cache.alloc_slot(frames)
