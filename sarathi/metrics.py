@@ -308,8 +308,6 @@ class _SnapshotCollector:
             "kv_cache_usage_perc",
             "KV cache usage: the fraction of its blocks held by requests (1 = full), as "
             "gateways and autoscalers read vLLM's; cached blocks no request uses are free.",
-            (cache.get("blocks_used", 0) - snap.prefix_evictable_blocks) / total
-            if total
-            else 0.0,
+            (cache.get("blocks_used", 0) - snap.prefix_evictable_blocks) / total if total else 0.0,
         )
         yield from self.metrics.adaptivocab_families(snap)
