@@ -42,7 +42,10 @@ def extensions() -> list[Extension]:
         sources=sources,
         include_dirs=[str(cuda_home / "include")],
         libraries=["dl"],
-        extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra"],
+        extra_link_args=["-pthread"],
+        extra_compile_args=[
+            "-std=c++17", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra", "-pthread"
+        ],
         language="c++",
     )]
 

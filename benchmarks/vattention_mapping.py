@@ -6,6 +6,8 @@
 3. decode loop: 64 requests decode one token per step over a synthetic model step,
    with request churn; the share of wall time spent inside ``ensure`` waiting for
    mapping, with and without map-ahead hints.
+4. threads (cuda): one cold ``Space.map`` of a 2,000-token Llama-3-8B prefix in the
+   ``mega`` layout (62 frames x K and V = 124 pages), spread over 1, 2, 4, 8 threads.
 
     python benchmarks/vattention_mapping.py                      # cuda, Llama-3-8B shape
     python benchmarks/vattention_mapping.py --backend cpu --quick  # smoke test on a host
@@ -164,6 +166,40 @@ def decode_loop(args: argparse.Namespace, layout: str, ahead: bool) -> dict[str,
         }
 
 
+def threaded_map(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Cold maps of one prefix's frames, by the most threads one map call may use."""
+    from vattention import cuda
+
+    page = args.page_bytes or 2 * MIB
+    frames, reservations, repeats = 62, 2, 20
+    rows = []
+    for threads in (1, 2, 4, 8):
+        space = cuda._load().Space(
+            args.device.index or 0, page, frames, reservations, 256 * page, map_threads=threads
+        )
+        times = []
+        for _ in range(repeats):
+            _sync(args.device)
+            start = time.perf_counter()
+            space.map(0, list(range(frames)))
+            times.append(time.perf_counter() - start)
+            space.unmap(0, frames)
+        space.close()
+        times.sort()
+        best, median = times[0], times[len(times) // 2]
+        rows.append(
+            {
+                "test": "cold map",
+                "threads": threads,
+                "pages": frames * reservations,
+                "median_ms": median * 1e3,
+                "best_ms": best * 1e3,
+                "us_per_page": median / (frames * reservations) * 1e6,
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="cuda")
@@ -171,6 +207,7 @@ def main() -> None:
     parser.add_argument("--budget-gib", type=float, default=16.0)
     parser.add_argument("--max-len", type=int, default=8192)
     parser.add_argument(
+        "--page-bytes",
         "--page-size",
         type=int,
         default=None,
@@ -202,6 +239,9 @@ def main() -> None:
         else None
     )
 
+    threads = threaded_map(args) if args.backend == "cuda" else []
+    if threads:
+        print_table(threads, list(threads[0]))
     rows = []
     for layout in ("per_layer", "mega"):
         rows += growth(args, layout)
@@ -241,6 +281,7 @@ def main() -> None:
             "budget_gib": args.budget_gib,
             "growth": rows,
             "decode": loops,
+            "threads": threads,
         },
     )
 

@@ -21,7 +21,11 @@ class Space:
         num_frames: int,
         num_reservations: int,
         reservation_bytes: int,
-    ) -> None: ...
+        *,
+        map_threads: int = 1,
+    ) -> None:
+        """``map_threads``: the most threads one ``map`` call spreads its driver calls over
+        (runs of at least 8 pages each)."""
     def map(self, first: int, frames: Sequence[int], /) -> None:
         """Map ``frames[i]`` at page ``first + i`` of every reservation."""
     def unmap(self, first: int, count: int, /) -> None: ...
@@ -35,5 +39,7 @@ class Space:
     def num_pages(self) -> int: ...
     @property
     def page_size(self) -> int: ...
+    @property
+    def map_threads(self) -> int: ...
 
 def granularity(device: int, /) -> int: ...
