@@ -42,10 +42,7 @@ def extensions() -> list[Extension]:
         sources=sources,
         include_dirs=[str(cuda_home / "include")],
         libraries=["dl"],
-        extra_link_args=["-pthread"],
-        extra_compile_args=[
-            "-std=c++17", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra", "-pthread"
-        ],
+        extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra"],
         language="c++",
     )]
 

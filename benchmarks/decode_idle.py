@@ -4,7 +4,7 @@ Starts ``--batch`` requests on a random-weight model, prefills them, then times 
 engine steps (wall time, unprofiled), then as many under a CUDA-only trace for the busy
 time: the time in which some kernel or copy ran (kernels launched with programmatic
 dependent launch overlap their predecessors, so durations are not summed). Idle share =
-1 - busy / wall.
+1 - busy / wall of the traced steps.
 
 Decode steps (default): every step is one token for each of the ``--batch`` sequences.
 With ``--mixed``: every step also carries a prefill chunk, filling the token budget (long
@@ -26,6 +26,7 @@ import pstats
 import tempfile
 import time
 
+import numpy as np
 import torch
 from common import (
     add_engine_arg,
@@ -43,8 +44,9 @@ from sarathi.engine.llm_engine import LLMEngine
 from sarathi.model_executor.presets import write_preset
 
 
-def step_floor_ms(engine: LLMEngine, bw: float, mm: float) -> float:
-    """The floor of the step the scheduler would run next (its plan, not run)."""
+def step_floor_ms(engine: LLMEngine, bw: float, mm: float, ahead: int = 0) -> float:
+    """The floor of the step the scheduler would run next (its plan, not run); with
+    ``ahead``, of the decode step that many steps later (every running sequence decoding)."""
     s = engine.shape
     elem = torch.tensor([], dtype=engine.setup.dtype).element_size()
     q, kvd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
@@ -66,7 +68,7 @@ def step_floor_ms(engine: LLMEngine, bw: float, mm: float) -> float:
         work.append((seq, n))
         budget -= n
     for seq, n in work:
-        start = seq.num_computed
+        start = seq.num_computed + ahead
         tokens += n
         kv_tokens += start + n
         samples += 1
@@ -131,22 +133,30 @@ def main() -> None:
             engine.step()
     torch.cuda.synchronize()
     bw, mm = copy_bandwidth(), matmul_rate()
+    # Decode steps' floors follow from the state now (each step adds one token per
+    # sequence), so the timed loop does no host work of its own; a mixed step's floor
+    # depends on what the scheduler picks, so it is computed before each step.
+    floors = [] if args.mixed else [step_floor_ms(engine, bw, mm, i) for i in range(args.steps)]
     wait0 = engine.cache_stats().get("map_wait_seconds", 0.0)
     t0 = time.perf_counter()
+    ends = []
     for _ in range(args.steps):
+        if args.mixed:
+            floors.append(step_floor_ms(engine, bw, mm))
         engine.step()
+        ends.append(time.perf_counter())
     torch.cuda.synchronize()
     wall = time.perf_counter() - t0
+    # Host time per engine.step call: spikes (a garbage collection, a page mapped on the
+    # critical path) show in the max, a slow loop in the median.
+    calls = sorted(np.diff([t0, *ends]) * 1e3)
     map_wait = engine.cache_stats().get("map_wait_seconds", 0.0) - wait0
-    # The floors are those of the next steps, profiled: computing them is host work the
-    # timed loop must not include. They differ from the timed steps' by a few tokens of
-    # context per sequence.
-    floors = []
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        t1 = time.perf_counter()
         for _ in range(args.steps):
-            floors.append(step_floor_ms(engine, bw, mm))
             engine.step()
         torch.cuda.synchronize()
+        traced_wall = time.perf_counter() - t1
     line = gpu_timeline(prof.events())
     busy_us = line.busy_us
     kernels = sorted(
@@ -178,8 +188,10 @@ def main() -> None:
         "batch": args.batch,
         "steps": args.steps,
         "step_ms": step_ms,
+        "call_ms_p50": calls[len(calls) // 2],
+        "call_ms_max": calls[-1],
         "gpu_busy_ms": busy_us / 1e3 / args.steps,
-        "idle_share": 1 - busy_us / 1e6 / wall,
+        "idle_share": 1 - busy_us / 1e6 / traced_wall,
         "floor_ms": floor_ms,
         "frac_of_floor": floor_ms / step_ms,
         "map_wait_share": map_wait / wall,

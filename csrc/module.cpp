@@ -82,23 +82,20 @@ ModuleState* state_of(SpaceObject* self) {
 }
 
 int Space_init(SpaceObject* self, PyObject* args, PyObject* kwargs) {
-  static const char* keywords[] = {"device",           "page_size",   "num_frames",
-                                   "num_reservations", "reservation_bytes", "map_threads",
-                                   nullptr};
+  static const char* keywords[] = {"device", "page_size", "num_frames", "num_reservations",
+                                   "reservation_bytes", nullptr};
   int device = 0;
   Py_ssize_t page_size = 0, num_frames = 0, num_reservations = 0, reservation_bytes = 0;
-  Py_ssize_t map_threads = 1;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "innnn|$n", const_cast<char**>(keywords),
-                                   &device, &page_size, &num_frames, &num_reservations,
-                                   &reservation_bytes, &map_threads)) {
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "innnn", const_cast<char**>(keywords), &device,
+                                   &page_size, &num_frames, &num_reservations,
+                                   &reservation_bytes)) {
     return -1;
   }
   if (self->space != nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "Space is already initialised");
     return -1;
   }
-  if (page_size <= 0 || num_frames < 0 || num_reservations <= 0 || reservation_bytes <= 0 ||
-      map_threads <= 0) {
+  if (page_size <= 0 || num_frames < 0 || num_reservations <= 0 || reservation_bytes <= 0) {
     PyErr_SetString(PyExc_ValueError, "sizes must be positive");
     return -1;
   }
@@ -106,7 +103,7 @@ int Space_init(SpaceObject* self, PyObject* args, PyObject* kwargs) {
   const bool ok = run_unlocked(state_of(self), [&] {
     space = new Space(device, static_cast<size_t>(page_size), static_cast<size_t>(num_frames),
                       static_cast<size_t>(num_reservations),
-                      static_cast<size_t>(reservation_bytes), static_cast<size_t>(map_threads));
+                      static_cast<size_t>(reservation_bytes));
   });
   if (!ok) return -1;
   self->space = space;
@@ -284,11 +281,6 @@ PyObject* Space_get_page_size(SpaceObject* self, void*) {
   return space == nullptr ? nullptr : PyLong_FromSize_t(space->page_size());
 }
 
-PyObject* Space_get_map_threads(SpaceObject* self, void*) {
-  Space* space = checked(self);
-  return space == nullptr ? nullptr : PyLong_FromSize_t(space->map_threads());
-}
-
 PyMethodDef space_methods[] = {
     {"map", reinterpret_cast<PyCFunction>(Space_map), METH_VARARGS,
      "map(first, frames): back page first+i of every reservation with frame frames[i]"},
@@ -304,8 +296,6 @@ PyMethodDef space_methods[] = {
 };
 
 PyGetSetDef space_getset[] = {
-    {"map_threads", reinterpret_cast<getter>(Space_get_map_threads), nullptr,
-     "most threads one map call uses", nullptr},
     {"num_pages", reinterpret_cast<getter>(Space_get_num_pages), nullptr,
      "physical pages in the pool (num_frames x reservations)", nullptr},
     {"num_frames", reinterpret_cast<getter>(Space_get_num_frames), nullptr,

@@ -1,11 +1,7 @@
 #include "space.h"
 
-#include <algorithm>
-#include <exception>
 #include <stdexcept>
 #include <string>
-#include <system_error>
-#include <thread>
 #include <utility>
 
 namespace vattention {
@@ -40,10 +36,8 @@ size_t allocation_granularity(int device) {
 }
 
 Space::Space(int device, size_t page_size, size_t num_frames, size_t num_reservations,
-             size_t reservation_bytes, size_t map_threads)
-    : ordinal_(device), page_size_(page_size), num_frames_(num_frames),
-      map_threads_(map_threads) {
-  if (map_threads == 0) throw std::invalid_argument("map_threads must be positive");
+             size_t reservation_bytes)
+    : ordinal_(device), page_size_(page_size), num_frames_(num_frames) {
   if (page_size == 0 || num_reservations == 0 || reservation_bytes == 0 ||
       reservation_bytes % page_size != 0) {
     throw std::invalid_argument("reservation_bytes must be a positive multiple of page_size");
@@ -96,25 +90,6 @@ void Space::check_range(size_t first, size_t count) const {
   }
 }
 
-size_t Space::threads_for(size_t pages) const {
-  // A thread costs tens of microseconds to start: only runs of several pages get one.
-  constexpr size_t kMinPagesPerThread = 8;
-  return std::max<size_t>(1, std::min(map_threads_, pages / kMinPagesPerThread));
-}
-
-std::vector<Space::Segment> Space::split(size_t reservations, size_t count,
-                                         size_t threads) {
-  const size_t pieces = std::min(count, (threads + reservations - 1) / reservations);
-  std::vector<Segment> segments;
-  segments.reserve(reservations * pieces);
-  for (size_t r = 0; r < reservations; ++r) {
-    for (size_t p = 0; p < pieces; ++p) {
-      segments.push_back({r, count * p / pieces, count * (p + 1) / pieces});
-    }
-  }
-  return segments;
-}
-
 void Space::map(size_t first, const std::vector<size_t>& frames) {
   const size_t count = frames.size();
   check_range(first, count);
@@ -143,60 +118,30 @@ void Space::map(size_t first, const std::vector<size_t>& frames) {
       for (size_t i = 0; i < count; ++i) table_[slot(r, first + i)] = kInTransit;
     }
   }
-  // Which (reservation, page) the driver has mapped: each thread writes its own entries.
-  std::vector<char> mapped(reservations * count, 0);
-  const size_t workers = threads_for(reservations * count);
-  const std::vector<Segment> segments = split(reservations, count, workers);
-  std::vector<std::exception_ptr> errors(workers);
-  // Worker w maps segments w, w + workers, ...: a contiguous run per segment, so one
-  // access call covers it.
-  auto work = [&](size_t w) {
-    try {
-      ContextScope scope(driver_, ctx_);
-      for (size_t s = w; s < segments.size(); s += workers) {
-        const Segment& seg = segments[s];
-        for (size_t i = seg.begin; i < seg.end; ++i) {
-          // A frame may be mapped elsewhere too: the driver allows one handle at several
-          // addresses, all seeing the same memory.
-          driver_.check(driver_.cuMemMap(address(seg.reservation, first + i), page_size_, 0,
-                                         handles_[pool_index(seg.reservation, i)], 0),
-                        "cuMemMap");
-          mapped[seg.reservation * count + i] = 1;
-        }
-        // One access call over the contiguous run: per-page calls cost far more.
-        driver_.check(driver_.cuMemSetAccess(address(seg.reservation, first + seg.begin),
-                                             (seg.end - seg.begin) * page_size_, &access_, 1),
-                      "cuMemSetAccess");
+  size_t mapped = 0;  // pages mapped so far, in (reservation, page) order
+  try {
+    for (size_t r = 0; r < reservations; ++r) {
+      for (size_t i = 0; i < count; ++i) {
+        // A frame may be mapped elsewhere too: the driver allows one handle at several
+        // addresses, all seeing the same memory.
+        driver_.check(driver_.cuMemMap(address(r, first + i), page_size_, 0,
+                                       handles_[pool_index(r, i)], 0),
+                      "cuMemMap");
+        ++mapped;
       }
-    } catch (...) {
-      errors[w] = std::current_exception();
+      // One access call over the contiguous range: per-page calls cost far more.
+      driver_.check(driver_.cuMemSetAccess(address(r, first), count * page_size_, &access_, 1),
+                    "cuMemSetAccess");
     }
-  };
-  {
-    // The driver's page-table updates dominate a large map and proceed in parallel.
-    std::vector<std::thread> helpers;
-    std::vector<size_t> here{0};  // workers this thread runs: its own, and any not started
-    helpers.reserve(workers - 1);
-    for (size_t w = 1; w < workers; ++w) {
-      try {
-        helpers.emplace_back(work, w);
-      } catch (const std::system_error&) {
-        here.push_back(w);
-      }
-    }
-    for (size_t w : here) work(w);
-    for (std::thread& t : helpers) t.join();
-  }
-  for (const std::exception_ptr& error : errors) {
-    if (!error) continue;
-    for (size_t k = 0; k < mapped.size(); ++k) {
-      if (mapped[k]) driver_.cuMemUnmap(address(k / count, first + k % count), page_size_);
+  } catch (...) {
+    for (size_t k = 0; k < mapped; ++k) {
+      driver_.cuMemUnmap(address(k / count, first + k % count), page_size_);
     }
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t r = 0; r < reservations; ++r) {
       for (size_t i = 0; i < count; ++i) table_[slot(r, first + i)] = kUnmapped;
     }
-    std::rethrow_exception(error);
+    throw;
   }
   std::lock_guard<std::mutex> lock(mu_);
   for (size_t r = 0; r < reservations; ++r) {

@@ -13,8 +13,7 @@
 // be mapped at several page ranges at once, which is how slots share a prompt prefix.
 //
 // Thread safety: map and unmap may run concurrently from different threads on disjoint
-// page ranges; the page table is guarded by a mutex, driver calls are not. A large map
-// spreads its driver calls over up to map_threads threads of its own.
+// page ranges; the page table is guarded by a mutex, driver calls are not.
 #pragma once
 
 #include <cstddef>
@@ -33,7 +32,7 @@ size_t allocation_granularity(int device);
 class Space {
  public:
   Space(int device, size_t page_size, size_t num_frames, size_t num_reservations,
-        size_t reservation_bytes, size_t map_threads = 1);
+        size_t reservation_bytes);
   ~Space();
   Space(const Space&) = delete;
   Space& operator=(const Space&) = delete;
@@ -48,24 +47,12 @@ class Space {
   size_t num_pages() const { return num_frames_ * bases_.size(); }
   size_t num_reservations() const { return bases_.size(); }
   size_t page_size() const { return page_size_; }
-  size_t map_threads() const { return map_threads_; }
   size_t reservation_bytes() const { return pages_per_reservation_ * page_size_; }
   int device() const { return ordinal_; }
 
  private:
   static constexpr int64_t kUnmapped = -1;
   static constexpr int64_t kInTransit = -2;  // taken by a call that is mapping it now
-
-  // Pages [begin, end) of one reservation, counted from the first page of a map call.
-  struct Segment {
-    size_t reservation;
-    size_t begin;
-    size_t end;
-  };
-  // How many threads map this many pages (reservations x pages of one call).
-  size_t threads_for(size_t pages) const;
-  // The contiguous runs one map call's threads share out: at least one per reservation.
-  static std::vector<Segment> split(size_t reservations, size_t count, size_t threads);
 
   size_t slot(size_t reservation, size_t page) const {
     return reservation * pages_per_reservation_ + page;
@@ -83,7 +70,6 @@ class Space {
   size_t page_size_;
   size_t num_frames_;
   size_t pages_per_reservation_;
-  size_t map_threads_;
   CUmemAccessDesc access_{};
   std::vector<CUmemGenericAllocationHandle> handles_;  // the pool, frame-major
   std::vector<CUdeviceptr> bases_;                     // one per reservation

@@ -21,11 +21,7 @@ class Space:
         num_frames: int,
         num_reservations: int,
         reservation_bytes: int,
-        *,
-        map_threads: int = 1,
-    ) -> None:
-        """``map_threads``: the most threads one ``map`` call spreads its driver calls over
-        (runs of at least 8 pages each)."""
+    ) -> None: ...
     def map(self, first: int, frames: Sequence[int], /) -> None:
         """Map ``frames[i]`` at page ``first + i`` of every reservation."""
     def unmap(self, first: int, count: int, /) -> None: ...
@@ -39,7 +35,5 @@ class Space:
     def num_pages(self) -> int: ...
     @property
     def page_size(self) -> int: ...
-    @property
-    def map_threads(self) -> int: ...
 
 def granularity(device: int, /) -> int: ...

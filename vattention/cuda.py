@@ -38,11 +38,6 @@ def granularity(device: torch.device) -> int:
     return _load().granularity(_ordinal(device))
 
 
-# The most threads one map call spreads its driver calls over: mapping a cached prefix
-# into a fresh slot is hundreds of pages at once (benchmarks/vattention_mapping.py).
-MAP_THREADS = 4
-
-
 class DeviceMapper:
     shares_frames = True
 
@@ -59,7 +54,6 @@ class DeviceMapper:
             num_frames,
             shape.num_reservations,
             shape.reservation_bytes,
-            map_threads=MAP_THREADS,
         )
         bases = [
             torch.from_dlpack(self._space.dlpack(r)).view(shape.dtype)

@@ -137,7 +137,9 @@ class ModelRunner:
         self.tokens_per_block = cache.tokens_per_block
         self.last_token = torch.zeros(slots, dtype=torch.long, device=device)
         self.options = SlotOptions(slots, device)
-        self.sampler = Sampler(eos_ids, self.options, self.last_token, seed)
+        self.sampler = Sampler(
+            eos_ids, self.options, self.last_token, seed, fused=model.kernels.fused
+        )
         self.block_m = prefill_block_m(s.head_dim)
         tokens = max(max_step_tokens, slots)
         chunks = min(GRAPH_MAX_CHUNKS, tokens)

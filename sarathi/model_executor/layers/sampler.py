@@ -7,6 +7,9 @@ draw. A draw uses the exponential race (argmax of p / E, E ~ Exp(1)),
 so a request with a seed draws its noise from its own generator and gets the same tokens
 whatever else is in the batch.
 
+On a GPU a plain draw (no seeded row, no top-k, top-p or min-p) runs as two fused kernels
+(``race_sample.py``) instead of the PyTorch ops below, which stay the reference.
+
 The options live per KV slot on the device (``SlotOptions``), written once when a
 sequence takes a slot; a step gathers its rows' options by slot there. The host only looks
 at its copy of the options to skip what no row asks for: no sort unless a row asks for
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 
 from sarathi.core.scheduler_output import PromptLogprobs, StepResult, TokenLogprobs, TokenMasks
+from sarathi.model_executor.layers import race_sample
 from sarathi.sampling_params import SamplingParams
 
 
@@ -123,6 +127,11 @@ class SlotOptions:
             index = index.pin_memory().to(self.device, non_blocking=True)
         self._dev[:, index] = values
 
+    @property
+    def device_temperature(self) -> torch.Tensor:
+        """[slots] each slot's temperature on the device."""
+        return self._dev[0]
+
     def device_rows(self, slots: torch.Tensor) -> torch.Tensor:
         """[4, S]: temperature, top_k, top_p, min_p of the rows' slots."""
         return self._dev[:, slots]
@@ -130,16 +139,24 @@ class SlotOptions:
 
 class Sampler:
     def __init__(
-        self, eos_ids: set[int], options: SlotOptions, last_token: torch.Tensor, seed: int
+        self,
+        eos_ids: set[int],
+        options: SlotOptions,
+        last_token: torch.Tensor,
+        seed: int,
+        fused: bool = False,
     ) -> None:
         """``last_token``: [slots] device tensor that receives each sampled row's token at
-        its slot (the next step reads placeholders' values there)."""
+        its slot (the next step reads placeholders' values there). ``fused``: draw plain
+        batches with the fused kernel (``race_sample.py``) where it applies."""
         self.eos_ids = sorted(eos_ids)
         self.options = options
         self.last_token = last_token
         self.device = last_token.device
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
+        self.fused = fused
+        self._seeds = np.random.default_rng(seed)  # one noise seed per fused draw
 
     def launch(self, logits: torch.Tensor, batch: SampleBatch) -> PendingSample:
         """Queue the sampling work; the chosen ids start their copy to the host."""
@@ -155,9 +172,15 @@ class Sampler:
         temps = opts.temperature[hs]
         if not (temps > 0).any():
             tokens = logits.argmax(dim=-1)
+            self.last_token.index_copy_(0, batch.slots, tokens)
+        elif self.fused and self._plain(batch) and race_sample.fits(logits):
+            seed = int(self._seeds.integers(2**31))
+            tokens = race_sample.race_sample(
+                logits, opts.device_temperature, batch.slots, self.last_token, seed
+            )
         else:
             tokens = self._draw(logits, batch, temps)
-        self.last_token.index_copy_(0, batch.slots, tokens)
+            self.last_token.index_copy_(0, batch.slots, tokens)
         host, done = tokens, None
         if tokens.is_cuda:
             host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
@@ -174,6 +197,16 @@ class Sampler:
         if pending.raw is None or pending.want is None:
             return StepResult(token_list)
         return StepResult(token_list, _logprobs(pending.raw, pending.tokens, pending.want))
+
+    def _plain(self, batch: SampleBatch) -> bool:
+        """No row draws from its own generator or truncates its distribution."""
+        opts, hs = self.options, batch.host_slots
+        return not (
+            any(r.generator is not None for r in batch.special)
+            or (opts.top_k[hs] > 0).any()
+            or (opts.top_p[hs] < 1).any()
+            or (opts.min_p[hs] > 0).any()
+        )
 
     # -- steps -----------------------------------------------------------------------------
     def _special_rows(self, logits: torch.Tensor, rows: list[SpecialRow]) -> torch.Tensor:

@@ -85,33 +85,6 @@ fake.fake_fail_map_after(-1)
 assert fake.fake_mapped_bytes() == 0
 space.map(0, [0, 1])  # and the pages are usable again
 
-# A large map spreads over threads: runs of at least 8 pages, one access call per run.
-wide = _C.Space(0, PAGE, 40, 2, 64 * PAGE, map_threads=4)
-before = fake.fake_mapped_bytes()
-assert wide.map_threads == 4
-expect(ValueError, lambda: _C.Space(0, PAGE, 4, 1, 4 * PAGE, map_threads=0))
-calls = fake.fake_access_calls()
-wide.map(0, list(range(40)))  # 80 pages: 4 threads, 2 runs per reservation
-assert fake.fake_access_calls() - calls == 4
-calls = fake.fake_access_calls()
-wide.map(40, [3, 5, 7])  # 6 pages: one thread, one run per reservation
-assert fake.fake_access_calls() - calls == 2
-for r in range(2):
-    for page in (3, 37):
-        ctypes.memset(wide.base(r) + page * PAGE, 0x20 + page + r, 16)
-    assert ctypes.string_at(wide.base(r) + 40 * PAGE, 16) == bytes([0x23 + r]) * 16
-wide.unmap(0, 43)
-assert fake.fake_mapped_bytes() == before
-fake.fake_fail_map_after(50)  # fails inside one of the threads
-err = expect(DriverError, wide.map, 0, list(range(40)))
-assert err.call == "cuMemMap"
-fake.fake_fail_map_after(-1)
-assert fake.fake_mapped_bytes() == before
-wide.map(0, list(range(40)))  # rolled back completely: usable again
-for r in range(2):  # the frames kept what was written through them
-    assert ctypes.string_at(wide.base(r) + 3 * PAGE, 16) == bytes([0x23 + r]) * 16
-wide.close()
-
 # The exported capsule keeps the space alive.
 refs = sys.getrefcount(space)
 capsule = space.dlpack(1)

@@ -1,0 +1,150 @@
+"""The sampler's plain draw in two kernel launches: temperature, noise and argmax fused.
+
+A draw is the exponential race (``sampler.py``): the argmax of ``logits / T - log E`` with
+E ~ Exp(1), which is the argmax of ``logits / T + G`` with G = -log(-log U) Gumbel noise.
+In PyTorch that is five passes over a [rows, vocab] float32 tensor (scale, noise, log,
+add, argmax) and as many launches; here one kernel reads each logit once, draws its
+noise from Philox counters (``tl.rand``) and keeps the best score of its share of the
+vocabulary; a second picks each row's winner and writes it where the next step reads it.
+
+Rows with temperature 0 take their plain argmax in the same launch. What needs per-row
+work (a seed, top-k, top-p, min-p, logprobs of penalised rows) stays on the PyTorch path,
+which is also the reference the tests compare this one with: same distribution, greedy
+rows identical.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+BLOCK = 2048
+
+
+@functools.lru_cache(maxsize=1)
+def available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _num_sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+if available():
+    import triton
+    import triton.language as tl
+
+    @triton.jit(do_not_specialize=["seed"])
+    def _race_partial_kernel(
+        Logits,
+        stride,
+        Temps,
+        Slots,
+        BestScore,
+        BestIdx,
+        vocab,
+        per_split,
+        seed,
+        SPLITS: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        row = tl.program_id(0)
+        split = tl.program_id(1)
+        t = tl.load(Temps + tl.load(Slots + row))
+        greedy = t == 0
+        inv_t = 1.0 / tl.where(greedy, 1.0, t)
+        start = split * per_split
+        end = tl.minimum(start + per_split, vocab)
+        base = Logits + row.to(tl.int64) * stride
+        best = tl.full((), float("-inf"), tl.float32)
+        best_i = start
+        for off in range(start, end, BLOCK):
+            cols = off + tl.arange(0, BLOCK)
+            mask = cols < end
+            x = tl.load(base + cols, mask=mask, other=float("-inf"))
+            u = tl.rand(seed, row * vocab + cols)
+            # u = 0 gives -inf noise: that token loses, as it should with probability 0.
+            s = tl.where(greedy, x, x * inv_t - tl.log(-tl.log(u)))
+            s = tl.where(mask, s, float("-inf"))
+            m = tl.max(s, 0)
+            i = tl.argmax(s, 0)
+            take = m > best  # strictly: the lowest index wins a tie, as torch.argmax
+            best = tl.where(take, m, best)
+            best_i = tl.where(take, off + i, best_i)
+        tl.store(BestScore + row * SPLITS + split, best)
+        tl.store(BestIdx + row * SPLITS + split, best_i)
+
+    @triton.jit
+    def _race_final_kernel(
+        BestScore, BestIdx, Slots, Tokens, LastToken, SPLITS: tl.constexpr, WIDTH: tl.constexpr
+    ):
+        row = tl.program_id(0)
+        k = tl.arange(0, WIDTH)
+        s = tl.load(BestScore + row * SPLITS + k, mask=k < SPLITS, other=float("-inf"))
+        winner = tl.load(BestIdx + row * SPLITS + tl.argmax(s, 0)).to(tl.int64)
+        tl.store(Tokens + row, winner)
+        tl.store(LastToken + tl.load(Slots + row), winner)
+
+
+def fits(logits: torch.Tensor) -> bool:
+    """Whether ``race_sample`` takes these logits (CUDA float32 rows; Philox counters are
+    32-bit, so rows x vocab must stay below 2**31)."""
+    rows, vocab = logits.shape
+    return (
+        available()
+        and logits.is_cuda
+        and logits.dtype == torch.float32
+        and logits.stride(1) == 1
+        and rows * vocab < 2**31
+    )
+
+
+def race_sample(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    slots: torch.Tensor,
+    last_token: torch.Tensor,
+    seed: int,
+) -> torch.Tensor:
+    """One token per row of ``logits`` [rows, vocab]: a draw at the row's slot's
+    temperature (``temperature`` [slots] on the device; 0 = greedy); also written to
+    ``last_token[slots[row]]``. ``seed`` in [0, 2**31) picks the noise: a step passes a new
+    one."""
+    rows, vocab = logits.shape
+    if rows == 0:
+        return torch.empty(0, dtype=torch.long, device=logits.device)
+    # Enough programs to fill the card twice over, each scanning at least two blocks.
+    splits = max(
+        1, min(triton.cdiv(vocab, 2 * BLOCK), triton.cdiv(2 * _num_sms(logits.device), rows))
+    )
+    per_split = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
+    splits = triton.cdiv(vocab, per_split)
+    best = torch.empty(rows, splits, dtype=torch.float32, device=logits.device)
+    best_idx = torch.empty(rows, splits, dtype=torch.int32, device=logits.device)
+    tokens = torch.empty(rows, dtype=torch.long, device=logits.device)
+    _race_partial_kernel[(rows, splits)](
+        logits,
+        logits.stride(0),
+        temperature,
+        slots,
+        best,
+        best_idx,
+        vocab,
+        per_split,
+        seed,
+        SPLITS=splits,
+        BLOCK=BLOCK,
+    )
+    _race_final_kernel[(rows,)](
+        best,
+        best_idx,
+        slots,
+        tokens,
+        last_token,
+        SPLITS=splits,
+        WIDTH=triton.next_power_of_2(splits),
+    )
+    return tokens
