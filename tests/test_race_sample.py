@@ -40,7 +40,7 @@ def _frequencies(fused: bool, temperature: float, draws: int) -> np.ndarray:
     rows = 64
     sampler, batch = _sampler(rows, SamplingParams(temperature=temperature), fused)
     counts = np.zeros(VOCAB)
-    logits = _logits(rows)
+    logits = _logits(rows).bfloat16()  # as the model hands them over
     for _ in range(draws):
         tokens = sampler.finish(sampler.launch(logits, batch)).token_ids
         np.add.at(counts, tokens, 1)
@@ -57,18 +57,19 @@ def test_same_distribution_as_the_reference(temperature: float) -> None:
     assert 0.5 * np.abs(reference - expected).sum() < 0.02
 
 
-def test_greedy_rows_take_the_argmax_and_every_row_lands_at_its_slot() -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_greedy_rows_take_the_argmax_and_every_row_lands_at_its_slot(dtype: torch.dtype) -> None:
     rows = 40
-    logits = torch.randn(rows, VOCAB, device="cuda")
+    logits = torch.randn(rows, VOCAB, device="cuda").to(dtype)
     logits[::4, 100] = logits[::4, 40_000] = 50.0  # a tie: the lower id wins, as in torch
     temps = torch.tensor([0.0 if i % 2 == 0 else 1.0 for i in range(rows)], device="cuda")
     slots = torch.arange(rows, device="cuda").flip(0)
     last = torch.full((rows,), -1, dtype=torch.long, device="cuda")
-    tokens = race_sample.race_sample(logits, temps[slots], slots, last, seed=7)
+    tokens = race_sample.race_sample(logits, temps, slots, last, seed=7)  # temps by slot
     greedy = temps[slots] == 0
     assert torch.equal(tokens[greedy], logits.argmax(-1)[greedy])
     assert torch.equal(last[slots], tokens)
-    again = race_sample.race_sample(logits, temps[slots], slots, last, seed=7)
+    again = race_sample.race_sample(logits, temps, slots, last, seed=7)
     assert torch.equal(again, tokens)  # the seed alone picks the noise
 
 

@@ -201,7 +201,7 @@ class StepGraphs:
         )
         ids = resolve_pending(v("ids", b), self.last_token)
         hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
-        logits = self.model.compute_logits(hidden)
+        logits = self.model.compute_logits(hidden, upcast=False)
         assert logits is not None, "graphs are captured on a single rank, which samples"
         return logits
 

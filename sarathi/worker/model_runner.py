@@ -486,9 +486,10 @@ class ModelRunner:
                     batch.num_samples,
                 )
                 if mixed is not None:
-                    return self.model.compute_logits(g.replay_mixed(mixed, batch.num_samples))
+                    hidden = g.replay_mixed(mixed, batch.num_samples)
+                    return self.model.compute_logits(hidden, upcast=False)
         hidden = self._run_model(batch)
-        return self.model.compute_logits(hidden[batch.views["sample_idx"]])
+        return self.model.compute_logits(hidden[batch.views["sample_idx"]], upcast=False)
 
     def _forward_scoring_prompts(
         self, batch: HostBatch
@@ -499,7 +500,7 @@ class ModelRunner:
         scoring rows' logits (a chunk's worth at most) fit the activation room the worker
         leaves."""
         hidden = self._run_model(batch)
-        logits = self.model.compute_logits(hidden[batch.views["sample_idx"]])
+        logits = self.model.compute_logits(hidden[batch.views["sample_idx"]], upcast=False)
         rows = batch.prompt_rows
         dev = load_once(
             {

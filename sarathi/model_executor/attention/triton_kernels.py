@@ -86,11 +86,13 @@ def _load_kv(
 
 
 @triton.jit
-def _attend(q, k, v, keep, scale_log2, m_i, l_i, acc):
+def _attend(q, k, v, keep, scale_log2, m_i, l_i, acc, MASKED: tl.constexpr):
     """One block of keys ``k``/values ``v`` for the query rows ``q``, online softmax in base
-    2: scores where ``keep`` is false are dropped. Returns the updated running max, sum and
-    output accumulator."""
-    qk = tl.where(keep, tl.dot(q, tl.trans(k)) * scale_log2, float("-inf"))
+    2: scores where ``keep`` is false are dropped (unless not ``MASKED``: every query sees
+    every key). Returns the updated running max, sum and output accumulator."""
+    qk = tl.dot(q, tl.trans(k)) * scale_log2
+    if MASKED:
+        qk = tl.where(keep, qk, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(qk - m_new[:, None])
@@ -121,6 +123,7 @@ def _attend_block(
     HEAD_DIM: tl.constexpr,
     PAGED: tl.constexpr,
     PAGE: tl.constexpr,
+    MASKED: tl.constexpr,
 ):
     """``_attend`` over the block of keys at positions ``pos`` (``pmask``: in range)."""
     k, v = _load_kv(
@@ -139,7 +142,7 @@ def _attend_block(
         PAGED,
         PAGE,
     )
-    return _attend(q, k, v, keep, scale_log2, m_i, l_i, acc)
+    return _attend(q, k, v, keep, scale_log2, m_i, l_i, acc, MASKED)
 
 
 @triton.jit
@@ -254,7 +257,7 @@ def _decode_kernel(
     m_i = tl.full([BLOCK_G], NEG_BIG, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
     acc = tl.zeros([BLOCK_G, HEAD_DIM], dtype=tl.float32)
-    m_i, l_i, acc = _attend(q, k, v, pmask[None, :], scale_log2, m_i, l_i, acc)
+    m_i, l_i, acc = _attend(q, k, v, pmask[None, :], scale_log2, m_i, l_i, acc, True)
     for p0 in range(start + BLOCK_N, end, BLOCK_N):
         pos = p0 + tl.arange(0, BLOCK_N)
         pmask = pos < end
@@ -279,6 +282,7 @@ def _decode_kernel(
             HEAD_DIM,
             PAGED,
             PAGE,
+            True,
         )
 
     if SPLIT:
@@ -406,7 +410,38 @@ def _prefill_kernel(
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     k_base = K + kvh * stride_kh
     v_base = V + kvh * stride_vh
-    for p0 in range(lo, hi, BLOCK_N):
+    # Key blocks that end at or before this block's first query are seen by every row:
+    # no causal mask there (most of a chunk's context when it has a prefix).
+    full = lo
+    if not HAS_WINDOW:
+        full = ((start + mb * BLOCK_M + 1) // BLOCK_N) * BLOCK_N
+        for p0 in range(0, full, BLOCK_N):
+            pos = p0 + tl.arange(0, BLOCK_N)
+            pmask = pos < hi
+            m_i, l_i, acc = _attend_block(
+                q,
+                k_base,
+                v_base,
+                BlockTable,
+                stride_bt,
+                slot,
+                pos,
+                pmask,
+                pmask[None, :],
+                stride_ks,
+                stride_kp,
+                stride_vs,
+                stride_vp,
+                scale_log2,
+                m_i,
+                l_i,
+                acc,
+                HEAD_DIM,
+                PAGED,
+                PAGE,
+                False,
+            )
+    for p0 in range(full, hi, BLOCK_N):
         pos = p0 + tl.arange(0, BLOCK_N)
         pmask = pos < hi
         keep = (pos[None, :] <= qpos[:, None]) & pmask[None, :]
@@ -433,6 +468,7 @@ def _prefill_kernel(
             HEAD_DIM,
             PAGED,
             PAGE,
+            True,
         )
 
     out = acc / l_i[:, None]

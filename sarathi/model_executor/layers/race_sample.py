@@ -2,10 +2,11 @@
 
 A draw is the exponential race (``sampler.py``): the argmax of ``logits / T - log E`` with
 E ~ Exp(1), which is the argmax of ``logits / T + G`` with G = -log(-log U) Gumbel noise.
-In PyTorch that is five passes over a [rows, vocab] float32 tensor (scale, noise, log,
-add, argmax) and as many launches; here one kernel reads each logit once, draws its
-noise from Philox counters (``tl.rand``) and keeps the best score of its share of the
-vocabulary; a second picks each row's winner and writes it where the next step reads it.
+In PyTorch that is an upcast and five passes over a [rows, vocab] float32 tensor (scale,
+noise, log, add, argmax) and as many launches; here one kernel reads each logit once in
+the model's dtype, draws its noise from Philox counters (``tl.rand4x``, four numbers per
+counter) and keeps the best score of its share of the vocabulary; a second picks each
+row's winner and writes it where the next step reads it.
 
 Rows with temperature 0 take their plain argmax in the same launch. What needs per-row
 work (a seed, top-k, top-p, min-p, logprobs of penalised rows) stays on the PyTorch path,
@@ -37,6 +38,19 @@ if available():
     import triton
     import triton.language as tl
 
+    @triton.jit
+    def _race_quarter(base, first, q, end, u, greedy, inv_t, best, best_i):
+        """Columns [first, first + len(q)) scored and folded into the running best."""
+        cols = first + q
+        mask = cols < end
+        x = tl.load(base + cols, mask=mask, other=float("-inf")).to(tl.float32)
+        # u = 0 gives -inf noise: that token loses, as it should with probability 0.
+        s = tl.where(greedy, x, x * inv_t - tl.log(-tl.log(u)))
+        s = tl.where(mask, s, float("-inf"))
+        m = tl.max(s, 0)
+        take = m > best  # strictly: the lowest index wins a tie, as torch.argmax
+        return tl.where(take, m, best), tl.where(take, first + tl.argmax(s, 0), best_i)
+
     @triton.jit(do_not_specialize=["seed"])
     def _race_partial_kernel(
         Logits,
@@ -59,21 +73,23 @@ if available():
         start = split * per_split
         end = tl.minimum(start + per_split, vocab)
         base = Logits + row.to(tl.int64) * stride
+        QUARTER: tl.constexpr = BLOCK // 4
+        q = tl.arange(0, QUARTER)
+        # Philox yields four numbers per counter: counter c serves columns off + k * QUARTER
+        # + (c - off / 4), k = 0..3. Counters are unique per row: [0, vocab / 4 + QUARTER).
+        counters = row * (vocab // 4 + QUARTER) + q
         best = tl.full((), float("-inf"), tl.float32)
         best_i = start
         for off in range(start, end, BLOCK):
-            cols = off + tl.arange(0, BLOCK)
-            mask = cols < end
-            x = tl.load(base + cols, mask=mask, other=float("-inf"))
-            u = tl.rand(seed, row * vocab + cols)
-            # u = 0 gives -inf noise: that token loses, as it should with probability 0.
-            s = tl.where(greedy, x, x * inv_t - tl.log(-tl.log(u)))
-            s = tl.where(mask, s, float("-inf"))
-            m = tl.max(s, 0)
-            i = tl.argmax(s, 0)
-            take = m > best  # strictly: the lowest index wins a tie, as torch.argmax
-            best = tl.where(take, m, best)
-            best_i = tl.where(take, off + i, best_i)
+            u0, u1, u2, u3 = tl.rand4x(seed, counters + off // 4)
+            first = off
+            best, best_i = _race_quarter(base, first, q, end, u0, greedy, inv_t, best, best_i)
+            first += QUARTER
+            best, best_i = _race_quarter(base, first, q, end, u1, greedy, inv_t, best, best_i)
+            first += QUARTER
+            best, best_i = _race_quarter(base, first, q, end, u2, greedy, inv_t, best, best_i)
+            first += QUARTER
+            best, best_i = _race_quarter(base, first, q, end, u3, greedy, inv_t, best, best_i)
         tl.store(BestScore + row * SPLITS + split, best)
         tl.store(BestIdx + row * SPLITS + split, best_i)
 
@@ -90,15 +106,15 @@ if available():
 
 
 def fits(logits: torch.Tensor) -> bool:
-    """Whether ``race_sample`` takes these logits (CUDA float32 rows; Philox counters are
-    32-bit, so rows x vocab must stay below 2**31)."""
+    """Whether ``race_sample`` takes these logits (CUDA floating rows, contiguous; Philox
+    counters are 32-bit)."""
     rows, vocab = logits.shape
     return (
         available()
         and logits.is_cuda
-        and logits.dtype == torch.float32
+        and logits.is_floating_point()
         and logits.stride(1) == 1
-        and rows * vocab < 2**31
+        and rows * (vocab // 4 + BLOCK) < 2**31
     )
 
 

@@ -159,14 +159,16 @@ class Sampler:
         self._seeds = np.random.default_rng(seed)  # one noise seed per fused draw
 
     def launch(self, logits: torch.Tensor, batch: SampleBatch) -> PendingSample:
-        """Queue the sampling work; the chosen ids start their copy to the host."""
+        """Queue the sampling work; the chosen ids start their copy to the host. ``logits``
+        may be in the model's dtype: an argmax and the fused draw read it as it is,
+        everything else in float32."""
         opts = self.options
         hs = batch.host_slots
         want = opts.logprobs[hs]
         any_logprobs = bool((want >= 0).any())
-        raw = torch.log_softmax(logits, dim=-1) if any_logprobs else None
+        raw = torch.log_softmax(logits.float(), dim=-1) if any_logprobs else None
         if batch.special:
-            logits = self._special_rows(logits, batch.special)
+            logits = self._special_rows(logits.float(), batch.special)
         if batch.masks is not None:
             logits = apply_token_masks(logits, batch.masks)
         temps = opts.temperature[hs]
@@ -179,7 +181,7 @@ class Sampler:
                 logits, opts.device_temperature, batch.slots, self.last_token, seed
             )
         else:
-            tokens = self._draw(logits, batch, temps)
+            tokens = self._draw(logits.float(), batch, temps)
             self.last_token.index_copy_(0, batch.slots, tokens)
         host, done = tokens, None
         if tokens.is_cuda:

@@ -210,7 +210,11 @@ class LlamaForCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         return self.model(input_ids, ctx)
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
-        """Full-vocabulary logits on the sampling rank (rank 0); None on the other ranks."""
+    def compute_logits(self, hidden: torch.Tensor, upcast: bool = True) -> torch.Tensor | None:
+        """Full-vocabulary logits on the sampling rank (rank 0), float32 unless ``upcast``
+        is False (the sampler upcasts only where it computes more than an argmax); None on
+        the other ranks."""
         logits = self.lm_head(hidden)
-        return None if logits is None else logits.float()
+        if logits is None:
+            return None
+        return logits.float() if upcast else logits
