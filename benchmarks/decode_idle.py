@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--preset", default="llama3-8b", help="Model shape (random weights).")
     ap.add_argument("--batch", type=int, default=64, help="Concurrent decodes (64).")
     ap.add_argument("--prompt-len", type=int, default=512, help="Decodes' prompt tokens (512).")
-    ap.add_argument("--steps", type=int, default=30, help="Timed decode steps (30).")
+    ap.add_argument("--steps", type=int, default=100, help="Timed decode steps (100).")
     ap.add_argument(
         "--mixed",
         action="store_true",
