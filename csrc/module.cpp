@@ -130,18 +130,6 @@ Space* checked(SpaceObject* self) {
   return self->space;
 }
 
-bool parse_range(PyObject* args, size_t* first, size_t* count) {
-  Py_ssize_t f = 0, c = 0;
-  if (!PyArg_ParseTuple(args, "nn", &f, &c)) return false;
-  if (f < 0 || c < 0) {
-    PyErr_SetString(PyExc_ValueError, "first and count must be non-negative");
-    return false;
-  }
-  *first = static_cast<size_t>(f);
-  *count = static_cast<size_t>(c);
-  return true;
-}
-
 // Parses (first, frames): a page number and a sequence of frame numbers.
 bool parse_frames(PyObject* args, size_t* first, std::vector<size_t>* frames) {
   Py_ssize_t f = 0;
@@ -179,10 +167,18 @@ PyObject* Space_map(SpaceObject* self, PyObject* args) {
 }
 
 PyObject* Space_unmap(SpaceObject* self, PyObject* args) {
-  size_t first = 0, count = 0;
+  Py_ssize_t f = 0, c = 0;
+  int synchronize = 1;
   Space* space = checked(self);
-  if (space == nullptr || !parse_range(args, &first, &count)) return nullptr;
-  if (!run_unlocked(state_of(self), [&] { space->unmap(first, count); })) return nullptr;
+  if (space == nullptr || !PyArg_ParseTuple(args, "nn|p", &f, &c, &synchronize)) return nullptr;
+  if (f < 0 || c < 0) {
+    PyErr_SetString(PyExc_ValueError, "first and count must be non-negative");
+    return nullptr;
+  }
+  const size_t first = static_cast<size_t>(f), count = static_cast<size_t>(c);
+  if (!run_unlocked(state_of(self), [&] { space->unmap(first, count, synchronize != 0); })) {
+    return nullptr;
+  }
   Py_RETURN_NONE;
 }
 
@@ -285,7 +281,8 @@ PyMethodDef space_methods[] = {
     {"map", reinterpret_cast<PyCFunction>(Space_map), METH_VARARGS,
      "map(first, frames): back page first+i of every reservation with frame frames[i]"},
     {"unmap", reinterpret_cast<PyCFunction>(Space_unmap), METH_VARARGS,
-     "unmap(first, count): unmap pages [first, first+count) of every reservation"},
+     "unmap(first, count, synchronize=True): unmap pages [first, first+count) of every "
+     "reservation, after all queued device work unless synchronize is false"},
     {"close", reinterpret_cast<PyCFunction>(Space_close), METH_NOARGS,
      "close(): unmap everything, release the pool and the reservations"},
     {"base", reinterpret_cast<PyCFunction>(Space_base), METH_O,

@@ -151,7 +151,7 @@ void Space::map(size_t first, const std::vector<size_t>& frames) {
   }
 }
 
-void Space::unmap(size_t first, size_t count) {
+void Space::unmap(size_t first, size_t count, bool synchronize) {
   check_range(first, count);
   if (count == 0) return;
   const size_t reservations = bases_.size();
@@ -177,7 +177,7 @@ void Space::unmap(size_t first, size_t count) {
   size_t done = 0;
   try {
     // Kernels queued before the owner of these pages was freed may still touch them.
-    driver_.check(driver_.cuCtxSynchronize(), "cuCtxSynchronize");
+    if (synchronize) driver_.check(driver_.cuCtxSynchronize(), "cuCtxSynchronize");
     for (size_t r = 0; r < reservations; ++r) {
       for (size_t i = 0; i < count; ++i) {
         // One call per page: cuMemUnmap must cover exactly what one cuMemMap mapped.

@@ -39,7 +39,9 @@ class Space {
 
   // Maps frames[i] at page first + i of every reservation.
   void map(size_t first, const std::vector<size_t>& frames);
-  void unmap(size_t first, size_t count);
+  // With synchronize, first waits for all work queued on the device (kernels may still
+  // read or write these pages); without, the caller has made sure none can.
+  void unmap(size_t first, size_t count, bool synchronize = true);
   void close();  // idempotent; the space is unusable afterwards
 
   CUdeviceptr base(size_t reservation) const;

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,6 +37,19 @@ def _ordinal(device: torch.device) -> int:
 def granularity(device: torch.device) -> int:
     """The driver's physical page granularity on ``device`` (2 MiB on current GPUs)."""
     return _load().granularity(_ordinal(device))
+
+
+@dataclass
+class EventFence:
+    """Work queued on the current stream when the fence was made."""
+
+    event: torch.cuda.Event
+
+    def done(self) -> bool:
+        return self.event.query()
+
+    def wait(self) -> None:
+        self.event.synchronize()
 
 
 class DeviceMapper:
@@ -69,9 +83,16 @@ class DeviceMapper:
     def map(self, first_page: int, frames: Sequence[int]) -> None:
         self._space.map(first_page, frames)
 
-    def unmap(self, first_page: int, count: int, keep: Collection[int] = ()) -> None:
+    def fence(self) -> EventFence:
+        event = torch.cuda.Event()
+        event.record()
+        return EventFence(event)
+
+    def unmap(
+        self, first_page: int, count: int, keep: Collection[int] = (), synchronize: bool = True
+    ) -> None:
         # ``keep`` needs nothing: a pool handle's memory outlives its mappings.
-        self._space.unmap(first_page, count)
+        self._space.unmap(first_page, count, synchronize)
 
     def discard(self, frames: Sequence[int]) -> None:
         pass  # the pool is the budget: a free frame keeps its handles for the next map

@@ -35,7 +35,12 @@ class DenseMapper:
     def map(self, first_page: int, frames: Sequence[int]) -> None:
         pass  # memory is always there
 
-    def unmap(self, first_page: int, count: int, keep: Collection[int] = ()) -> None:
+    def fence(self) -> None:
+        return None  # host work is synchronous: nothing is in flight
+
+    def unmap(
+        self, first_page: int, count: int, keep: Collection[int] = (), synchronize: bool = True
+    ) -> None:
         pass
 
     def discard(self, frames: Sequence[int]) -> None:

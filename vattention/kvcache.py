@@ -136,8 +136,9 @@ class KVCache:
         the slot owes those blocks at once and grows past them with fresh frames. What a
         previous owner left mapped under the slot is reused where it may be written.
 
-        The slot is the lowest free one or, with ``shared``, the free slot that still has
-        the longest run of ``shared`` mapped (then opening it needs the fewest driver calls).
+        The slot is the free one that still has the longest run of ``shared`` mapped (then
+        opening it needs the fewest driver calls), preferring one whose last owner's
+        kernels have finished, then the lowest.
         """
         pager = self._open_pager()
         if not self._free_slots:
@@ -145,9 +146,7 @@ class KVCache:
         shared = list(shared)
         if shared:
             self._check_shareable(shared)
-            slot = pager.best_slot(self._free_slots[::-1], shared)
-        else:
-            slot = self._free_slots[-1]
+        slot = pager.best_slot(self._free_slots[::-1], shared)
         pager.open_slot(slot, shared)
         self._free_slots.remove(slot)
         self._taken[slot] = True

@@ -44,6 +44,11 @@ from vattention.views import CacheShape
 _AHEAD_BATCH_UNITS = 4
 
 
+class Fence(Protocol):
+    def done(self) -> bool: ...
+    def wait(self) -> None: ...
+
+
 class Mapper(Protocol):
     """Memory behind the cache, addressed by page number (the same page in every
     reservation) and frame number (the memory of one page in every reservation)."""
@@ -55,8 +60,16 @@ class Mapper(Protocol):
         """Map ``frames[i]`` at page ``first_page + i`` in every reservation."""
         ...
 
-    def unmap(self, first_page: int, count: int, keep: Collection[int] = ()) -> None:
-        """Unmap the pages; the frames in ``keep`` (held) must keep their content."""
+    def fence(self) -> Fence | None:
+        """A mark after all work queued so far that may touch mapped pages (None where
+        that work is synchronous)."""
+        ...
+
+    def unmap(
+        self, first_page: int, count: int, keep: Collection[int] = (), synchronize: bool = True
+    ) -> None:
+        """Unmap the pages; the frames in ``keep`` (held) must keep their content. Without
+        ``synchronize`` the caller has made sure no queued work touches the pages."""
         ...
 
     def discard(self, frames: Sequence[int]) -> None:
@@ -86,6 +99,9 @@ class Pager:
         self._need = [0] * slots  # blocks the front has promised each live slot
         self._live = [False] * slots
         self._busy = [False] * slots
+        # Per closed slot: work queued before its owner left, which may still touch its
+        # pages. Unmapping waits for that instead of for everything queued since.
+        self._fences: list[Fence | None] = [None] * slots
         self._maps = [0] * num_blocks  # slots (live or dead) a frame is resident under
         self._held = [False] * num_blocks
         self._free = list(range(num_blocks - 1, -1, -1))  # not mapped, not held; pop() lowest
@@ -136,21 +152,25 @@ class Pager:
                 self._live[slot] = False
                 self._need[slot] = 0
                 raise
+            self._fences[slot] = None  # the new owner's work is not behind the old fence
 
-    def best_slot(self, candidates: Sequence[int], shared: Sequence[int]) -> int:
+    def best_slot(self, candidates: Sequence[int], shared: Sequence[int] = ()) -> int:
         """Of the free ``candidates`` (best first), the one whose resident frames begin with
-        the longest run of ``shared``: a freed slot that served the same prefix opens with
-        no driver call."""
+        the longest run of ``shared`` (a freed slot that served the same prefix opens with
+        no driver call); among equals, one whose last owner's work is done (unmapping
+        what the new owner cannot keep need not wait for the step in flight)."""
         with self._cond:
-            best, longest = candidates[0], 0
+            best, score = candidates[0], (-1, False)
             for slot in candidates:
                 frames = self._frames[slot]
                 n = 0
                 while n < min(len(frames), len(shared)) and frames[n] == shared[n]:
                     n += 1
-                if n > longest:
-                    best, longest = slot, n
-                    if n == len(shared):
+                fence = self._fences[slot]
+                candidate = (n, fence is None or fence.done())
+                if candidate > score:
+                    best, score = slot, candidate
+                    if candidate == (len(shared), True):
                         break
             return best
 
@@ -160,6 +180,7 @@ class Pager:
             self._live[slot] = False
             self._need[slot] = 0
             self._ahead.pop(slot, None)
+            self._fences[slot] = self._mapper.fence()
             self._cond.notify_all()
 
     def grow(self, slot: int, blocks: int) -> None:
@@ -359,7 +380,14 @@ class Pager:
         del frames[first:]
         page = self._page(slot, first)
         keep = {f for f in gone if self._held[f]}
-        self._unlocked(slot, lambda: self._mapper.unmap(page, n, keep))
+        fence = self._fences[slot]
+
+        def unmap() -> None:
+            if fence is not None:
+                fence.wait()
+            self._mapper.unmap(page, n, keep, synchronize=fence is None)
+
+        self._unlocked(slot, unmap)
         self.counters.blocks_unmapped += n
         for f in gone:
             self._maps[f] -= 1
@@ -386,8 +414,8 @@ class Pager:
         """Unmap blocks from one victim to free up to ``want`` frames; returns the blocks
         unmapped (0: no victim).
 
-        Frames cached under free slots go first, highest slot first (the front hands out
-        the lowest free slot, so high slots are the least likely to be reused soon), taking
+        Frames cached under free slots go first, highest slot first (the front prefers the
+        lowest free slot, so high slots are the least likely to be reused soon), taking
         the shortest tail that frees ``want`` frames. Then, if allowed, frames mapped ahead
         beyond a live slot's need. Last, frames that free slots share with each other:
         unmapping one copy frees nothing yet, but brings the last copy closer. Held frames

@@ -33,8 +33,8 @@ class KVCache(Protocol):
         ...
 
     def alloc_slot(self, shared: Sequence[int] = ()) -> int:
-        """Take the lowest free slot; its blocks ``0..len(shared)-1`` are backed by the
-        frames ``shared`` (full blocks in use already, never written again)."""
+        """Take a free slot; its blocks ``0..len(shared)-1`` are backed by the frames
+        ``shared`` (full blocks in use already, never written again)."""
         ...
 
     def frame_of(self, slot: int, block: int) -> int:

@@ -165,3 +165,44 @@ def test_shared_frames_alias_on_the_device(cuda_device: torch.device, layout: st
         stats = cache.stats()
         assert stats["blocks_used"] == 4 and stats["frames_shared"] == 2
         assert stats["mapped_bytes"] < stats["virtual_mapped_bytes"]
+
+
+def test_a_new_owner_avoids_a_slot_whose_last_kernels_still_run(
+    cuda_device: torch.device,
+) -> None:
+    """Unmapping a freed slot waits for its last owner's kernels only (not for everything
+    queued), and a new owner prefers a slot whose last owner's work is done."""
+    with KVCache(
+        num_layers=2,
+        num_kv_heads=8,
+        head_dim=128,
+        max_slots=3,
+        max_len=4096,
+        dtype=torch.bfloat16,
+        device=cuda_device,
+        layout="mega",
+        memory_budget=256 * MIB,
+    ) as cache:
+        a, b = cache.alloc_slot(), cache.alloc_slot()
+        for slot in (a, b):
+            cache.ensure(slot, 2000)
+        frame = cache.frame_of(b, 0)
+        cache.hold(frame)  # the next owner of b cannot keep it: opening b unmaps it
+        cache.free_slot(b)
+        torch.cuda.synchronize()  # b's last work is done
+        k, _ = cache.layer(0)
+        torch.cuda._sleep(200_000_000)  # a kernel queued before a's owner leaves
+        k[a, :2000] = 3.0
+        cache.free_slot(a)
+        c = cache.alloc_slot()
+        assert c == b  # not a, the lowest free slot: its last kernels still run
+        cache.ensure(c, 2000)
+        k[c, :2000] = 1.0
+        cache.release(frame)
+        torch.cuda.synchronize()
+        d = cache.alloc_slot()
+        assert d == a
+        cache.ensure(d, 2000)
+        torch.cuda.synchronize()
+        assert float(k[d, :2000].float().mean()) == 3.0  # a's private frames were kept
+        assert float(k[c, :2000].float().mean()) == 1.0
