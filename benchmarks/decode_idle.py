@@ -4,7 +4,9 @@ Starts ``--batch`` requests on a random-weight model, prefills them, then times 
 engine steps (wall time, unprofiled), then as many under a CUDA-only trace for the busy
 time: the time in which some kernel or copy ran (kernels launched with programmatic
 dependent launch overlap their predecessors, so durations are not summed). Idle share =
-1 - busy / wall of the traced steps.
+1 - busy / wall of the traced steps, an upper bound (tracing adds host work to every
+launch); ``idle_share_low`` = 1 - busy per step / untraced step time, a lower bound (the
+traced steps come later and read longer contexts).
 
 Decode steps (default): every step is one token for each of the ``--batch`` sequences.
 With ``--mixed``: every step also carries a prefill chunk, filling the token budget (long
@@ -191,7 +193,11 @@ def main() -> None:
         "call_ms_p50": calls[len(calls) // 2],
         "call_ms_max": calls[-1],
         "gpu_busy_ms": busy_us / 1e3 / args.steps,
+        # Bounds: tracing slows the host (the traced steps' idle overstates it), and the
+        # traced steps come later, with longer contexts (busy / untraced step time
+        # understates it).
         "idle_share": 1 - busy_us / 1e6 / traced_wall,
+        "idle_share_low": max(0.0, 1 - busy_us / 1e3 / args.steps / step_ms),
         "floor_ms": floor_ms,
         "frac_of_floor": floor_ms / step_ms,
         "map_wait_share": map_wait / wall,

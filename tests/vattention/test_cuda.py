@@ -204,5 +204,5 @@ def test_a_new_owner_avoids_a_slot_whose_last_kernels_still_run(
         assert d == a
         cache.ensure(d, 2000)
         torch.cuda.synchronize()
-        assert float(k[d, :2000].float().mean()) == 3.0  # a's private frames were kept
-        assert float(k[c, :2000].float().mean()) == 1.0
+        assert bool((k[d, :2000] == 3.0).all())  # a's private frames were kept
+        assert bool((k[c, :2000] == 1.0).all())
