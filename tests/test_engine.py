@@ -254,3 +254,34 @@ def test_logit_bias_and_allowed_token_ids(llm):
         assert not set(banned[0].outputs[0].token_ids) & set(free)
     with pytest.raises(ValueError, match="logit_bias"):
         SamplingParams(logit_bias={5: 101})
+
+
+def test_each_prefill_chunk_hints_the_next_for_mapping_ahead(llama, monkeypatch):
+    """A chunk's ensure() finds the blocks of the chunk after it already asked for: the
+    background thread maps them while the step runs, off the next step's critical path."""
+    llm = LLM(llama, chunk_size=32, max_num_seqs=4)
+    runner = llm.engine.executor.worker.runner
+    hints: list[tuple[int, int]] = []
+    ensures: list[tuple[int, int]] = []
+    real_hint, real_ensure = runner.cache.reserve_ahead, runner.cache.ensure
+
+    def hint(slot: int, tokens: int) -> None:
+        hints.append((slot, tokens))
+        real_hint(slot, tokens)
+
+    def ensure(slot: int, tokens: int) -> None:
+        ensures.append((slot, tokens))
+        real_ensure(slot, tokens)
+
+    monkeypatch.setattr(runner.cache, "reserve_ahead", hint)
+    monkeypatch.setattr(runner.cache, "ensure", ensure)
+    prompt = [10 + i % 90 for i in range(200)]
+    llm.generate([prompt], SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
+    slot = hints[0][0]
+    ensured = sorted(t for s, t in ensures if s == slot)
+    hinted = sorted(t for s, t in hints if s == slot)
+    # Every chunk after the first was hinted before it was ensured, up to the prompt's end.
+    assert ensured[0] == 32 and max(hinted) >= 200
+    for tokens in ensured[1:]:
+        if tokens <= 200:
+            assert any(h >= tokens for h in hinted), (tokens, hinted)

@@ -99,8 +99,9 @@ class Pager:
         self._need = [0] * slots  # blocks the front has promised each live slot
         self._live = [False] * slots
         self._busy = [False] * slots
-        # Per closed slot: work queued before its owner left, which may still touch its
-        # pages. Unmapping waits for that instead of for everything queued since.
+        # Per slot: the work queued before its last owner left, which may still touch the
+        # frames left resident (kept by the next owner too, while private). Unmapping
+        # waits for that instead of for everything queued since.
         self._fences: list[Fence | None] = [None] * slots
         self._maps = [0] * num_blocks  # slots (live or dead) a frame is resident under
         self._held = [False] * num_blocks
@@ -152,7 +153,6 @@ class Pager:
                 self._live[slot] = False
                 self._need[slot] = 0
                 raise
-            self._fences[slot] = None  # the new owner's work is not behind the old fence
 
     def best_slot(self, candidates: Sequence[int], shared: Sequence[int] = ()) -> int:
         """Of the free ``candidates`` (best first), the one whose resident frames begin with
@@ -370,8 +370,14 @@ class Pager:
             raise
         self._frames[slot].extend(frames)
 
-    def _unmap_locked(self, slot: int, n: int) -> int:
-        """Unmap the last ``n`` resident blocks of ``slot``; returns the frames freed."""
+    def _unmap_locked(self, slot: int, n: int, live: bool = False) -> int:
+        """Unmap the last ``n`` resident blocks of ``slot``; returns the frames freed.
+
+        A closed slot's blocks (or those a new owner is about to replace) may still be
+        touched only by kernels queued before its last owner left: the call waits for the
+        fence laid then, not for everything queued since. ``live``: blocks mapped ahead of
+        a live owner's need, which no fence covers; the call waits for all queued work
+        (rare: only when memory runs short)."""
         # Shrink first: the blocks leave the resident prefix before the call starts, and
         # their frames count as mapped until the driver has really let them go.
         frames = self._frames[slot]
@@ -383,9 +389,9 @@ class Pager:
         fence = self._fences[slot]
 
         def unmap() -> None:
-            if fence is not None:
+            if fence is not None and not live:
                 fence.wait()
-            self._mapper.unmap(page, n, keep, synchronize=fence is None)
+            self._mapper.unmap(page, n, keep, synchronize=live)
 
         self._unlocked(slot, unmap)
         self.counters.blocks_unmapped += n
@@ -443,7 +449,7 @@ class Pager:
                 spare = len(self._frames[slot]) - self._need[slot]
                 if self._live[slot] and spare > 0 and not self._busy[slot]:
                     n = min(want, spare)
-                    self._unmap_locked(slot, n)
+                    self._unmap_locked(slot, n, live=True)
                     return n
         for slot in dead:
             frames = self._frames[slot]

@@ -340,6 +340,8 @@ class ModelRunner:
             end = c.start + n
             if end > self.covered[slot]:
                 self._ensure(slot, end)
+            if end < st.prompt_len:
+                self._hint(slot, min(st.prompt_len, end + n))  # the next chunk, likely as long
             tokens = self._chunk_tokens(c, st)
             has_pending = has_pending or tokens[-1] < 0
             ids.append(np.asarray(tokens, dtype=np.int64))
@@ -437,6 +439,15 @@ class ModelRunner:
         self.cache.ensure(slot, num_tokens)
         tpb = self.tokens_per_block
         self.covered[slot] = -(-num_tokens // tpb) * tpb
+
+    def _hint(self, slot: int, num_tokens: int) -> None:
+        """Have the background thread map blocks up to ``num_tokens`` before a later
+        ensure() needs them (once per target)."""
+        tpb = self.tokens_per_block
+        target = -(-num_tokens // tpb) * tpb
+        if target > max(self.covered[slot], self.hinted[slot]):
+            self.hinted[slot] = target
+            self.cache.reserve_ahead(slot, target)
 
     def _cover_decodes(self, slots: np.ndarray, ends: np.ndarray) -> None:
         covered = self.covered[slots]
