@@ -142,17 +142,17 @@ class CacheConfig:
     )
     kv_layout: str = _f(
         "mega",
-        "KV layout: 'mega' (token-major across layers: a 2 MiB page holds a few dozen "
-        "tokens of every layer, so slots grow and prefix caching shares in small blocks) or "
-        "'per_layer' (one K and one V tensor per layer, vAttention's original; blocks of "
-        "about a thousand tokens with 2 MiB pages).",
+        "KV layout: 'mega' (token-major across layers: a page holds a few dozen tokens of "
+        "every layer, 64 by default on a GPU, so slots grow and prefix caching shares in "
+        "small blocks) or 'per_layer' (one K and one V tensor per layer, vAttention's "
+        "original; blocks of about a thousand tokens with 2 MiB pages).",
         choices=("per_layer", "mega"),
     )
     page_bytes: int | None = _f(
         None,
-        "vAttention's physical page size in bytes (default: the "
-        "driver's granularity, 2 MiB, on a GPU; a small multiple of "
-        "4 KiB on the host).",
+        "vAttention's physical page size in bytes (default: the smallest multiple of the "
+        "driver's granularity, 2 MiB, that holds whole tokens, doubled until it holds 64 "
+        "tokens on a GPU; a small multiple of 4 KiB holding 16 tokens on the host).",
         aliases=("page_size", "model_block_size"),
         kind="size",
     )

@@ -35,7 +35,8 @@ ENV_VARS: dict[str, EnvVar] = {
             "SARATHI_FUSED",
             "1",
             "0: the PyTorch reference ops instead of the fused Triton kernels (residual add + "
-            "RMSNorm, rotary with the K/V write, SiLU-and-mul), to time the baseline.",
+            "RMSNorm, rotary with the K/V write, SiLU-and-mul, the sampler's draw), to time "
+            "the baseline.",
         ),
         EnvVar(
             "SARATHI_GEMV",
