@@ -1,12 +1,14 @@
 """Engine steps against their hardware floor, and GPU idle time between them.
 
 Starts ``--batch`` requests on a random-weight model, prefills them, then times ``--steps``
-engine steps (wall time, unprofiled), then as many under a CUDA-only trace for the busy
-time: the time in which some kernel or copy ran (kernels launched with programmatic
-dependent launch overlap their predecessors, so durations are not summed). Idle share =
-1 - busy / wall of the traced steps, an upper bound (tracing adds host work to every
-launch); ``idle_share_low`` = 1 - busy per step / untraced step time, a lower bound (the
-traced steps come later and read longer contexts).
+engine steps (wall time, unprofiled). Idle share: the GPU's time between one step's work
+and the next, from timing events queued around each ``engine.step()`` call, over the span
+of the steps. Then as many steps under a CUDA-only trace give the kernels and the busy time
+(some kernel or copy running; kernels launched with programmatic dependent launch overlap
+their predecessors, so durations are not summed) and two cross-checks of the idle share:
+1 - busy / wall of the traced steps (``idle_share_traced``, an upper bound: tracing adds
+host work to every launch) and 1 - busy per step / untraced step time
+(``idle_share_low``, a lower bound: the traced steps come later, with longer contexts).
 
 Decode steps (default): every step is one token for each of the ``--batch`` sequences.
 With ``--mixed``: every step also carries a prefill chunk, filling the token budget (long
@@ -136,19 +138,30 @@ def main() -> None:
     torch.cuda.synchronize()
     bw, mm = copy_bandwidth(), matmul_rate()
     # Decode steps' floors follow from the state now (each step adds one token per
-    # sequence), so the timed loop does no host work of its own; a mixed step's floor
+    # sequence), so the timed loop adds no host work but two event records; a mixed step's floor
     # depends on what the scheduler picks, so it is computed before each step.
     floors = [] if args.mixed else [step_floor_ms(engine, bw, mm, i) for i in range(args.steps)]
     wait0 = engine.cache_stats().get("map_wait_seconds", 0.0)
+    # Two timing events on the stream per call, around the work the call queues: the GPU
+    # reaches a call's first event only after the previous call's work is done and the
+    # host has queued the event, so the time from one call's last event to the next
+    # call's first is the GPU waiting for the host between steps.
+    marks: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
     t0 = time.perf_counter()
     ends = []
     for _ in range(args.steps):
         if args.mixed:
             floors.append(step_floor_ms(engine, bw, mm))
+        before, after = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        before.record()
         engine.step()
+        after.record()
+        marks.append((before, after))
         ends.append(time.perf_counter())
     torch.cuda.synchronize()
     wall = time.perf_counter() - t0
+    gaps_ms = [marks[i - 1][1].elapsed_time(marks[i][0]) for i in range(1, len(marks))]
+    span_ms = marks[0][1].elapsed_time(marks[-1][1])
     # Host time per engine.step call: spikes (a garbage collection, a page mapped on the
     # critical path) show in the max, a slow loop in the median.
     calls = sorted(np.diff([t0, *ends]) * 1e3)
@@ -193,10 +206,11 @@ def main() -> None:
         "call_ms_p50": calls[len(calls) // 2],
         "call_ms_max": calls[-1],
         "gpu_busy_ms": busy_us / 1e3 / args.steps,
-        # Bounds: tracing slows the host (the traced steps' idle overstates it), and the
-        # traced steps come later, with longer contexts (busy / untraced step time
+        "idle_share": sum(gaps_ms) / span_ms,
+        # Cross-checks from the traced steps: tracing slows the host (their idle overstates
+        # it), and they come later, with longer contexts (busy over the untraced step time
         # understates it).
-        "idle_share": 1 - busy_us / 1e6 / traced_wall,
+        "idle_share_traced": 1 - busy_us / 1e6 / traced_wall,
         "idle_share_low": max(0.0, 1 - busy_us / 1e3 / args.steps / step_ms),
         "floor_ms": floor_ms,
         "frac_of_floor": floor_ms / step_ms,
