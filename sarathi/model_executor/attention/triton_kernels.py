@@ -146,6 +146,71 @@ def _attend_block(
 
 
 @triton.jit
+def _prefill_keys(
+    q,
+    qpos,
+    k_base,
+    v_base,
+    BlockTable,
+    stride_bt,
+    slot,
+    first,
+    end,
+    hi,
+    window,
+    stride_ks,
+    stride_kp,
+    stride_vs,
+    stride_vp,
+    scale_log2,
+    m_i,
+    l_i,
+    acc,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    PAGED: tl.constexpr,
+    PAGE: tl.constexpr,
+    MASKED: tl.constexpr,
+):
+    """The query rows ``q`` (at positions ``qpos``) over the keys at ``[first, end)``, in
+    blocks; keys at ``hi`` and past it do not exist. ``MASKED``: apply the causal mask (and
+    the sliding window); without it every row sees every key."""
+    for p0 in range(first, end, BLOCK_N):
+        pos = p0 + tl.arange(0, BLOCK_N)
+        pmask = pos < hi
+        keep = pmask[None, :]
+        if MASKED:
+            keep = keep & (pos[None, :] <= qpos[:, None])
+            if HAS_WINDOW:
+                keep = keep & (qpos[:, None] - pos[None, :] < window)
+        m_i, l_i, acc = _attend_block(
+            q,
+            k_base,
+            v_base,
+            BlockTable,
+            stride_bt,
+            slot,
+            pos,
+            pmask,
+            keep,
+            stride_ks,
+            stride_kp,
+            stride_vs,
+            stride_vp,
+            scale_log2,
+            m_i,
+            l_i,
+            acc,
+            HEAD_DIM,
+            PAGED,
+            PAGE,
+            MASKED,
+        )
+    return m_i, l_i, acc
+
+
+@triton.jit
 def _decode_kernel(
     Q,
     K,
@@ -415,48 +480,18 @@ def _prefill_kernel(
     full = lo
     if not HAS_WINDOW:
         full = ((start + mb * BLOCK_M + 1) // BLOCK_N) * BLOCK_N
-        for p0 in range(0, full, BLOCK_N):
-            pos = p0 + tl.arange(0, BLOCK_N)
-            pmask = pos < hi
-            m_i, l_i, acc = _attend_block(
-                q,
-                k_base,
-                v_base,
-                BlockTable,
-                stride_bt,
-                slot,
-                pos,
-                pmask,
-                pmask[None, :],
-                stride_ks,
-                stride_kp,
-                stride_vs,
-                stride_vp,
-                scale_log2,
-                m_i,
-                l_i,
-                acc,
-                HEAD_DIM,
-                PAGED,
-                PAGE,
-                False,
-            )
-    for p0 in range(full, hi, BLOCK_N):
-        pos = p0 + tl.arange(0, BLOCK_N)
-        pmask = pos < hi
-        keep = (pos[None, :] <= qpos[:, None]) & pmask[None, :]
-        if HAS_WINDOW:
-            keep = keep & (qpos[:, None] - pos[None, :] < window)
-        m_i, l_i, acc = _attend_block(
+        m_i, l_i, acc = _prefill_keys(
             q,
+            qpos,
             k_base,
             v_base,
             BlockTable,
             stride_bt,
             slot,
-            pos,
-            pmask,
-            keep,
+            0,
+            full,
+            hi,
+            window,
             stride_ks,
             stride_kp,
             stride_vs,
@@ -465,11 +500,40 @@ def _prefill_kernel(
             m_i,
             l_i,
             acc,
+            BLOCK_N,
             HEAD_DIM,
+            HAS_WINDOW,
             PAGED,
             PAGE,
-            True,
+            False,
         )
+    m_i, l_i, acc = _prefill_keys(
+        q,
+        qpos,
+        k_base,
+        v_base,
+        BlockTable,
+        stride_bt,
+        slot,
+        full,
+        hi,
+        hi,
+        window,
+        stride_ks,
+        stride_kp,
+        stride_vs,
+        stride_vp,
+        scale_log2,
+        m_i,
+        l_i,
+        acc,
+        BLOCK_N,
+        HEAD_DIM,
+        HAS_WINDOW,
+        PAGED,
+        PAGE,
+        True,
+    )
 
     out = acc / l_i[:, None]
     tl.store(
