@@ -1,0 +1,128 @@
+"""Slot fences, on the host with fences the test controls: unmapping a freed slot waits for
+the work its last owner queued (not for everything), a new owner prefers a slot whose last
+owner's work is done, and pages taken back from a live slot wait for all work. The GPU test
+with real events is tests/vattention/test_cuda.py."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from vattention import KVCache
+from vattention.pager import Mapper
+
+
+@dataclass
+class Fence:
+    finished: bool = False
+    waited: int = 0
+
+    def done(self) -> bool:
+        return self.finished
+
+    def wait(self) -> None:
+        self.waited += 1
+        self.finished = True
+
+
+@dataclass
+class FencingMapper:
+    """The host mapper, with a fence per call the test can finish, and a log of unmaps."""
+
+    inner: Mapper
+    fences: list[Fence] = field(default_factory=list)
+    unmaps: list[tuple[int, int, bool]] = field(default_factory=list)
+    shares_frames: bool = True
+
+    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.layer(i)
+
+    def map(self, first_page: int, frames: Sequence[int]) -> None:
+        self.inner.map(first_page, frames)
+
+    def fence(self) -> Fence:
+        self.fences.append(Fence())
+        return self.fences[-1]
+
+    def unmap(
+        self, first_page: int, count: int, keep: Collection[int] = (), synchronize: bool = True
+    ) -> None:
+        self.unmaps.append((first_page, count, synchronize))
+        self.inner.unmap(first_page, count, keep)
+
+    def discard(self, frames: Sequence[int]) -> None:
+        self.inner.discard(frames)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _cache(budget_blocks: int | None = None) -> tuple[KVCache, FencingMapper]:
+    kwargs = dict(
+        num_layers=2,
+        num_kv_heads=2,
+        head_dim=16,
+        max_slots=3,
+        max_len=8 * 64,
+        dtype=torch.float32,
+        layout="mega",
+        page_bytes=8192,
+        backend="cpu",
+    )
+    probe = KVCache(**kwargs)  # type: ignore[arg-type]
+    block = probe.geometry.block_bytes
+    probe.close()
+    budget = None if budget_blocks is None else budget_blocks * block
+    cache = KVCache(**kwargs, memory_budget=budget)  # type: ignore[arg-type]
+    pager = cache._pager
+    assert pager is not None
+    mapper = FencingMapper(pager._mapper)
+    pager._mapper = mapper
+    return cache, mapper
+
+
+def test_a_new_owner_passes_over_a_slot_whose_last_work_still_runs() -> None:
+    cache, mapper = _cache()
+    with cache:
+        a, b = cache.alloc_slot(), cache.alloc_slot()
+        for slot in (a, b):
+            cache.ensure(slot, 3 * cache.tokens_per_block)
+        held = cache.frame_of(b, 0)
+        cache.hold(held)  # b's next owner cannot keep it: opening b unmaps
+        cache.free_slot(b)
+        mapper.fences[-1].finished = True  # b's last work is done
+        cache.free_slot(a)  # a's is not
+        assert cache.alloc_slot() == b  # not a, though a is lower
+        assert [(count, sync) for _, count, sync in mapper.unmaps] == [(3, False)]
+        b_fence = mapper.fences[0]
+        assert b_fence.waited == 1  # the unmap waited for b's last owner only
+        cache.release(held)
+
+
+def test_unmapping_a_freed_slot_waits_for_its_fence_only() -> None:
+    cache, mapper = _cache()
+    with cache:
+        a = cache.alloc_slot()
+        cache.ensure(a, 4 * cache.tokens_per_block)
+        cache.free_slot(a)
+        fence = mapper.fences[-1]
+        assert cache.reclaim() == 4
+        assert fence.waited == 1
+        assert mapper.unmaps and all(not sync for _, _, sync in mapper.unmaps)
+
+
+def test_pages_taken_back_from_a_live_slot_wait_for_all_work() -> None:
+    cache, mapper = _cache(budget_blocks=6)
+    with cache:
+        a = cache.alloc_slot()
+        cache.ensure(a, cache.tokens_per_block)
+        cache.reserve_ahead(a, 5 * cache.tokens_per_block)  # 4 blocks mapped ahead of need
+        assert cache.wait_ahead(timeout=30)
+        b = cache.alloc_slot()
+        cache.ensure(b, 3 * cache.tokens_per_block)  # needs frames a holds ahead
+        assert any(sync for _, _, sync in mapper.unmaps)
+        assert not mapper.fences  # no slot was freed: no fence to wait for
+        cache.free_slot(b)
+        cache.free_slot(a)
