@@ -24,19 +24,41 @@ def detokenize_incrementally(
     decode of a slice equals the decode of the corresponding base slice, which
     PatchTokenizer guarantees.
     """
+    delta, prefix, read, _ = advance_window(
+        tokenizer, all_ids, prefix_offset, read_offset, skip_special_tokens
+    )
+    return delta, prefix, read
+
+
+def advance_window(
+    tokenizer: Any,
+    all_ids: Sequence[int],
+    prefix_offset: int,
+    read_offset: int,
+    skip_special_tokens: bool = False,
+    old: str | None = None,
+) -> tuple[str, int, int, str | None]:
+    """``detokenize_incrementally`` that also takes and returns the text of the window
+    ``[prefix_offset, read_offset)`` (None: not known). A streaming caller that keeps it
+    decodes twice per token instead of three times: the window the next step starts from
+    is one this step decodes anyway."""
     new = tokenizer.decode(all_ids[prefix_offset:], skip_special_tokens=skip_special_tokens)
     if not new or new.endswith(_REPLACEMENT):
-        return "", prefix_offset, read_offset
-    old = tokenizer.decode(
-        all_ids[prefix_offset:read_offset], skip_special_tokens=skip_special_tokens
-    )
+        return "", prefix_offset, read_offset, old
+    if old is None:
+        old = tokenizer.decode(
+            all_ids[prefix_offset:read_offset], skip_special_tokens=skip_special_tokens
+        )
     if not new.startswith(old):
-        return "", prefix_offset, read_offset
-    return (
-        new[len(old) :],
-        _next_prefix(tokenizer, all_ids, prefix_offset, read_offset, skip_special_tokens),
-        len(all_ids),
-    )
+        return "", prefix_offset, read_offset, old
+    # The next window starts at the old read offset, unless that one decodes to "" (see
+    # _next_prefix); either way this step has its text.
+    next_prefix, next_old = prefix_offset, new
+    if read_offset != prefix_offset:
+        tail = tokenizer.decode(all_ids[read_offset:], skip_special_tokens=skip_special_tokens)
+        if tail:
+            next_prefix, next_old = read_offset, tail
+    return new[len(old) :], next_prefix, len(all_ids), next_old
 
 
 def _next_prefix(
@@ -85,14 +107,20 @@ class IncrementalDecoder:
         self.ids: list[int] = []
         self.prefix_offset = 0
         self.read_offset = 0
+        self._window_text: str | None = ""  # the text of ids[prefix_offset:read_offset]
 
     def step(self, new_ids: Sequence[int] | int) -> str:
         if isinstance(new_ids, int):
             self.ids.append(new_ids)
         else:
             self.ids.extend(int(i) for i in new_ids)
-        delta, self.prefix_offset, self.read_offset = detokenize_incrementally(
-            self.tokenizer, self.ids, self.prefix_offset, self.read_offset, self.skip_special_tokens
+        delta, self.prefix_offset, self.read_offset, self._window_text = advance_window(
+            self.tokenizer,
+            self.ids,
+            self.prefix_offset,
+            self.read_offset,
+            self.skip_special_tokens,
+            self._window_text,
         )
         return delta
 
@@ -111,4 +139,5 @@ class IncrementalDecoder:
             self.tokenizer, self.ids, self.prefix_offset, self.read_offset, self.skip_special_tokens
         )
         self.read_offset = len(self.ids)
+        self._window_text = None
         return new[len(old) :] if new.startswith(old) else new

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adaptivocab.detok import detokenize_incrementally, initial_offsets
+from adaptivocab.detok import advance_window, initial_offsets
 
 
 class _RustDecoder:
@@ -50,23 +50,24 @@ class IncrementalDetokenizer:
         tail = list(prompt_ids[-16:])
         self._prefix, self._read = initial_offsets(tokenizer, tail, skip_special_tokens)
         self._ids = tail
+        self._window: str | None = None  # the text of _ids[_prefix:_read], once known
 
     def add(self, token_id: int) -> str:
         """Append one generated token; returns the text that is now final."""
         self._ids.append(token_id)
-        delta, self._prefix, self._read = detokenize_incrementally(
-            self._tok, self._ids, self._prefix, self._read, self._skip
-        )
-        return delta
+        return self._advance()
 
     def add_many(self, token_ids: list[int]) -> str:
         """Append several generated tokens at once: the same text as adding them one by
-        one, with two window decodes in all instead of two per token."""
+        one, with a few window decodes in all instead of a few per token."""
         if not token_ids:
             return ""
         self._ids.extend(token_ids)
-        delta, self._prefix, self._read = detokenize_incrementally(
-            self._tok, self._ids, self._prefix, self._read, self._skip
+        return self._advance()
+
+    def _advance(self) -> str:
+        delta, self._prefix, self._read, self._window = advance_window(
+            self._tok, self._ids, self._prefix, self._read, self._skip, self._window
         )
         return delta
 
@@ -75,6 +76,11 @@ class IncrementalDetokenizer:
         if self._read == len(self._ids):
             return ""
         new = self._tok.decode(self._ids[self._prefix :], skip_special_tokens=self._skip)
-        old = self._tok.decode(self._ids[self._prefix : self._read], skip_special_tokens=self._skip)
+        old = self._window
+        if old is None:
+            old = self._tok.decode(
+                self._ids[self._prefix : self._read], skip_special_tokens=self._skip
+            )
         self._read = len(self._ids)
+        self._window = None  # the window is [_prefix, _read) again: its text is unknown
         return new[len(old) :] if new.startswith(old) else ""
