@@ -370,14 +370,14 @@ class Pager:
             raise
         self._frames[slot].extend(frames)
 
-    def _unmap_locked(self, slot: int, n: int, live: bool = False) -> int:
+    def _unmap_locked(self, slot: int, n: int) -> int:
         """Unmap the last ``n`` resident blocks of ``slot``; returns the frames freed.
 
-        A closed slot's blocks (or those a new owner is about to replace) may still be
-        touched only by kernels queued before its last owner left: the call waits for the
-        fence laid then, not for everything queued since. ``live``: blocks mapped ahead of
-        a live owner's need, which no fence covers; the call waits for all queued work
-        (rare: only when memory runs short)."""
+        Only blocks that no kernel of the slot's current owner has used are ever unmapped:
+        a closed slot's, those a new owner replaces, and those mapped ahead of a live
+        owner's need (its steps only touch blocks it was promised). Kernels of its previous
+        owner may still touch them (a private frame the new owner kept), so the call waits
+        for the fence laid when that owner left, not for everything queued since."""
         # Shrink first: the blocks leave the resident prefix before the call starts, and
         # their frames count as mapped until the driver has really let them go.
         frames = self._frames[slot]
@@ -389,9 +389,9 @@ class Pager:
         fence = self._fences[slot]
 
         def unmap() -> None:
-            if fence is not None and not live:
+            if fence is not None:
                 fence.wait()
-            self._mapper.unmap(page, n, keep, synchronize=live)
+            self._mapper.unmap(page, n, keep, synchronize=False)
 
         self._unlocked(slot, unmap)
         self.counters.blocks_unmapped += n
@@ -449,7 +449,7 @@ class Pager:
                 spare = len(self._frames[slot]) - self._need[slot]
                 if self._live[slot] and spare > 0 and not self._busy[slot]:
                     n = min(want, spare)
-                    self._unmap_locked(slot, n, live=True)
+                    self._unmap_locked(slot, n)
                     return n
         for slot in dead:
             frames = self._frames[slot]
