@@ -37,3 +37,25 @@ def test_streamed_text_equals_the_full_decode(tokenizer):
         full = tokenizer.decode(prompt + out, skip_special_tokens=True)
         assert full.endswith(text) and full[:len(full) - len(text)] == tokenizer.decode(
             prompt, skip_special_tokens=True)
+
+
+def test_streaming_decodes_two_windows_per_token(tokenizer):
+    """The window a step starts from is one the step before decoded: its text is kept."""
+    fast = streaming_decoder(tokenizer)
+    calls = 0
+
+    class Counting:
+        def decode(self, ids, skip_special_tokens=False):
+            nonlocal calls
+            calls += 1
+            return fast.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    prompt = tokenizer.encode("The scheduler keeps")
+    out = tokenizer.encode(" every decode moving while a long prompt is prefilled in chunks")
+    detok = IncrementalDetokenizer(Counting(), prompt, skip_special_tokens=True)
+    start = calls
+    text = "".join(detok.add(t) for t in out) + detok.flush()
+    assert calls - start <= 2 * len(out) + 1
+    assert text == tokenizer.decode(prompt + out, skip_special_tokens=True)[
+        len(tokenizer.decode(prompt, skip_special_tokens=True)) :
+    ]
