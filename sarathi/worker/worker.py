@@ -118,8 +118,9 @@ class Worker:
             set(spec.eos_ids),
             cfg.model.seed,
         )
-        if not cfg.model.enforce_eager:
+        if not cfg.model.enforce_eager:  # compile and capture everything now
             self.runner.capture_graphs()
+            self.runner.sampler.warm_up(spec.shape.vocab_size, spec.dtype)
 
     def capacity(self) -> CacheCapacity:
         cap = capacity_of(self.cache)

@@ -51,7 +51,9 @@ if available():
         take = m > best  # strictly: the lowest index wins a tie, as torch.argmax
         return tl.where(take, m, best), tl.where(take, first + tl.argmax(s, 0), best_i)
 
-    @triton.jit(do_not_specialize=["seed"])
+    # The split count changes with the batch size: a runtime argument, never specialised
+    # on, so that one compilation serves every batch (compiled at start-up: ``warm_up``).
+    @triton.jit(do_not_specialize=["seed", "splits"])
     def _race_partial_kernel(
         Logits,
         stride,
@@ -62,7 +64,7 @@ if available():
         vocab,
         per_split,
         seed,
-        SPLITS: tl.constexpr,
+        splits,
         BLOCK: tl.constexpr,
     ):
         row = tl.program_id(0)
@@ -90,19 +92,32 @@ if available():
             best, best_i = _race_quarter(base, first, q, end, u2, greedy, inv_t, best, best_i)
             first += QUARTER
             best, best_i = _race_quarter(base, first, q, end, u3, greedy, inv_t, best, best_i)
-        tl.store(BestScore + row * SPLITS + split, best)
-        tl.store(BestIdx + row * SPLITS + split, best_i)
+        tl.store(BestScore + row * splits + split, best)
+        tl.store(BestIdx + row * splits + split, best_i)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["splits"])
     def _race_final_kernel(
-        BestScore, BestIdx, Slots, Tokens, LastToken, SPLITS: tl.constexpr, WIDTH: tl.constexpr
+        BestScore, BestIdx, Slots, Tokens, LastToken, splits, WIDTH: tl.constexpr
     ):
         row = tl.program_id(0)
         k = tl.arange(0, WIDTH)
-        s = tl.load(BestScore + row * SPLITS + k, mask=k < SPLITS, other=float("-inf"))
-        winner = tl.load(BestIdx + row * SPLITS + tl.argmax(s, 0)).to(tl.int64)
+        s = tl.load(BestScore + row * splits + k, mask=k < splits, other=float("-inf"))
+        winner = tl.load(BestIdx + row * splits + tl.argmax(s, 0)).to(tl.int64)
         tl.store(Tokens + row, winner)
         tl.store(LastToken + tl.load(Slots + row), winner)
+
+
+def _most_splits(vocab: int) -> int:
+    return max(1, -(-vocab // (2 * BLOCK)))
+
+
+def warm_up(vocab: int, dtypes: list[torch.dtype], device: torch.device) -> None:
+    """Compile the kernels for logits of these dtypes now, not in the first sampled step."""
+    temperature = torch.ones(1, device=device)
+    slots = torch.zeros(1, dtype=torch.long, device=device)
+    last = torch.zeros(1, dtype=torch.long, device=device)
+    for dtype in dtypes:
+        race_sample(torch.zeros(1, vocab, dtype=dtype, device=device), temperature, slots, last, 0)
 
 
 def fits(logits: torch.Tensor) -> bool:
@@ -133,9 +148,7 @@ def race_sample(
     if rows == 0:
         return torch.empty(0, dtype=torch.long, device=logits.device)
     # Enough programs to fill the card twice over, each scanning at least two blocks.
-    splits = max(
-        1, min(triton.cdiv(vocab, 2 * BLOCK), triton.cdiv(2 * _num_sms(logits.device), rows))
-    )
+    splits = max(1, min(_most_splits(vocab), triton.cdiv(2 * _num_sms(logits.device), rows)))
     per_split = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
     splits = triton.cdiv(vocab, per_split)
     best = torch.empty(rows, splits, dtype=torch.float32, device=logits.device)
@@ -151,7 +164,7 @@ def race_sample(
         vocab,
         per_split,
         seed,
-        SPLITS=splits,
+        splits,
         BLOCK=BLOCK,
     )
     _race_final_kernel[(rows,)](
@@ -160,7 +173,7 @@ def race_sample(
         slots,
         tokens,
         last_token,
-        SPLITS=splits,
-        WIDTH=triton.next_power_of_2(splits),
+        splits,
+        WIDTH=triton.next_power_of_2(_most_splits(vocab)),
     )
     return tokens

@@ -158,6 +158,12 @@ class Sampler:
         self.fused = fused
         self._seeds = np.random.default_rng(seed)  # one noise seed per fused draw
 
+    def warm_up(self, vocab: int, dtype: torch.dtype) -> None:
+        """Compile the fused draw's kernels now (for the model's logits and for float32
+        ones, which rows that change their logits pass), not in the first sampled step."""
+        if self.fused and self.device.type == "cuda" and race_sample.available():
+            race_sample.warm_up(vocab, [dtype, torch.float32], self.device)
+
     def launch(self, logits: torch.Tensor, batch: SampleBatch) -> PendingSample:
         """Queue the sampling work; the chosen ids start their copy to the host. ``logits``
         may be in the model's dtype: an argmax and the fused draw read it as it is,
