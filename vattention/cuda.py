@@ -57,6 +57,7 @@ class DeviceMapper:
 
     def __init__(self, shape: CacheShape, device: torch.device, num_frames: int) -> None:
         ordinal = _ordinal(device)
+        self._device = torch.device("cuda", ordinal)
         # Make torch create (and bind) the device's primary context first: the extension
         # retains that same context, so kernels launched by torch see our mappings.
         torch.cuda.init()
@@ -84,8 +85,10 @@ class DeviceMapper:
         self._space.map(first_page, frames)
 
     def fence(self) -> EventFence:
+        # On this device's stream, whichever device is current: kernels run where the
+        # cache lives.
         event = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(self._device))
         return EventFence(event)
 
     def unmap(

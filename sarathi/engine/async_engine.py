@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from sarathi.engine.llm_engine import LLMEngine, RequestError
+from sarathi.engine.model_setup import bind_thread_device
 from sarathi.outputs import RequestOutput
 from sarathi.sampling_params import SamplingParams
 
@@ -261,6 +262,7 @@ class AsyncEngine:
     # -- the loop thread -------------------------------------------------------------------
     def _run(self) -> None:
         try:
+            bind_thread_device(self.engine.setup.device)
             while True:
                 with self._cond:
                     while not (self._commands or self._stop or self._has_work()):

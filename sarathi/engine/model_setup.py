@@ -58,6 +58,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def bind_thread_device(device: torch.device) -> None:
+    """Make ``device`` current for the calling thread: Triton kernels and CUDA graphs launch
+    on the current device, not on their tensors' (and CUDA's current device is per thread,
+    so every thread that runs steps binds it)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
 def resolve_dtype(name: str, checkpoint_dtype: str | None, device: torch.device) -> torch.dtype:
     if name != "auto":
         return _DTYPES[name]

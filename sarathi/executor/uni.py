@@ -10,6 +10,7 @@ import torch
 
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
+from sarathi.engine.model_setup import bind_thread_device
 from sarathi.executor import StepHandle
 from sarathi.worker.cache_engine import CachePlan
 from sarathi.worker.model_runner import InflightBatch
@@ -29,6 +30,7 @@ class UniExecutor:
     def __init__(
         self, spec: WorkerSpec, weights: Iterable[tuple[str, torch.Tensor]] | None = None
     ) -> None:
+        bind_thread_device(spec.device)
         self.worker = Worker(spec, weights)
 
     def capacity(self) -> CacheCapacity:
