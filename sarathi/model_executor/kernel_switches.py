@@ -8,6 +8,7 @@ reference ops run.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,12 @@ from dataclasses import dataclass
 import torch
 
 from sarathi.envs import env
+
+
+@functools.cache
+def triton_installed() -> bool:
+    """Whether Triton can be imported (looked up once; nothing is imported here)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 @dataclass(frozen=True)
@@ -30,9 +37,7 @@ class KernelSwitches:
         from sarathi.model_executor import pdl
 
         fused = (
-            device.type == "cuda"
-            and importlib.util.find_spec("triton") is not None
-            and env("SARATHI_FUSED", environ) != "0"
+            device.type == "cuda" and triton_installed() and env("SARATHI_FUSED", environ) != "0"
         )
         if not fused:
             return cls()

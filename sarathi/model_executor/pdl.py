@@ -21,14 +21,15 @@ run (read once, into the model's ``KernelSwitches``).
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 import torch
+
+from sarathi.model_executor.kernel_switches import triton_installed
 
 
 @functools.cache
 def _supported(device_index: int) -> bool:
-    if importlib.util.find_spec("triton") is None:
+    if not triton_installed():
         return False
     import triton.language as tl
 
@@ -55,7 +56,7 @@ def launch_args(enabled: bool) -> dict[str, bool]:
     return {"PDL": True, "launch_pdl": True} if enabled else {"PDL": False}
 
 
-if importlib.util.find_spec("triton") is not None:
+if triton_installed():
     import triton
     import triton.language as tl
 

@@ -3,13 +3,13 @@ paged block-table cache (``paged``, the baseline)."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 
 import torch
 
 from sarathi.model_executor.attention.metadata import AttentionBackend, AttentionMetadata
 from sarathi.model_executor.attention.torch_backend import TorchAttention
+from sarathi.model_executor.kernel_switches import triton_installed
 
 
 def _torch(pdl: bool) -> AttentionBackend:
@@ -30,7 +30,7 @@ GPU_ONLY = frozenset({"triton"})
 
 
 def triton_usable(device: torch.device) -> bool:
-    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    return device.type == "cuda" and triton_installed()
 
 
 def resolve_attention_backend(name: str, device: torch.device) -> str:

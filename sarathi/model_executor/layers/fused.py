@@ -12,21 +12,14 @@ and stay the path on CPU or without Triton; tests compare the two on the GPU.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 from dataclasses import dataclass
 from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
 
-from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
+from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches, triton_installed
 from sarathi.model_executor.pdl import launch_args
-
-
-@functools.lru_cache(maxsize=1)
-def _triton_present() -> bool:
-    return importlib.util.find_spec("triton") is not None
 
 
 @dataclass
@@ -44,7 +37,7 @@ class SplitSums:
         return _sum_splits(self.parts, None, self.dtype, self.pdl)
 
 
-if _triton_present():
+if triton_installed():
     import triton
     import triton.language as tl
 

@@ -17,16 +17,12 @@ rows identical.
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 import torch
 
+from sarathi.model_executor.kernel_switches import triton_installed
+
 BLOCK = 2048
-
-
-@functools.lru_cache(maxsize=1)
-def available() -> bool:
-    return importlib.util.find_spec("triton") is not None
 
 
 @functools.lru_cache(maxsize=8)
@@ -34,7 +30,7 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-if available():
+if triton_installed():
     import triton
     import triton.language as tl
 
@@ -125,7 +121,7 @@ def fits(logits: torch.Tensor) -> bool:
     counters are 32-bit)."""
     rows, vocab = logits.shape
     return (
-        available()
+        triton_installed()
         and logits.is_cuda
         and logits.is_floating_point()
         and logits.stride(1) == 1

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from sarathi.core.scheduler_output import PromptLogprobs, StepResult, TokenLogprobs, TokenMasks
+from sarathi.model_executor.kernel_switches import triton_installed
 from sarathi.model_executor.layers import race_sample
 from sarathi.sampling_params import SamplingParams
 
@@ -161,7 +162,7 @@ class Sampler:
     def warm_up(self, vocab: int, dtype: torch.dtype) -> None:
         """Compile the fused draw's kernels now (for the model's logits and for float32
         ones, which rows that change their logits pass), not in the first sampled step."""
-        if self.fused and self.device.type == "cuda" and race_sample.available():
+        if self.fused and self.device.type == "cuda" and triton_installed():
             race_sample.warm_up(vocab, [dtype, torch.float32], self.device)
 
     def launch(self, logits: torch.Tensor, batch: SampleBatch) -> PendingSample:
