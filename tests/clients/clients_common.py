@@ -1,6 +1,7 @@
-"""What the client tests share: the served model's name, the API key, the chat template, and
-the marks of the optional clients (a module of its own: importing ``conftest`` by name picks
-whichever conftest pytest loaded last)."""
+"""What the client tests share: the served model's name, the API key, the question and the
+tool they ask with, and the marks of the optional clients (a module of its own: importing
+``conftest`` by name picks whichever conftest pytest loaded last). The chat template is the
+server suite's (``server.live_server.HERMES_TEMPLATE``)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,25 @@ import os
 
 import pytest
 
-# A Hermes template (Qwen2.5's shape, shortened): tools in a system block, calls as
-# <tool_call> blocks, results as <tool_response>.
-HERMES_TEMPLATE = """\
-{%- if tools %}<|im_start|>system
-Tools:
-{% for t in tools %}{{ t | tojson }}
-{% endfor %}Call one as <tool_call>{"name": ..., "arguments": ...}</tool_call><|im_end|>
-{% endif %}
-{%- for m in messages %}
-{%- if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant
-{{ m.content or '' }}{% for c in m.tool_calls %}<tool_call>
-{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}
-</tool_call>{% endfor %}<|im_end|>
-{% elif m.role == 'tool' %}<|im_start|>user
-<tool_response>{{ m.content }}</tool_response><|im_end|>
-{% else %}<|im_start|>{{ m.role }}
-{{ m.content or '' }}<|im_end|>
-{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
-{% endif %}"""
-
 MODEL = "demo"
 API_KEY = "clients-key"
+
+ASK = [{"role": "user", "content": "Weather in Paris?"}]
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "enum": ["Paris", "Oslo", "Rome"]},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7},
+            },
+            "required": ["city", "days"],
+        },
+    },
+}
 
 # LiteLLM, instructor and LlamaIndex: ``pip install -e ".[clients]"``, then
 # ``SARATHI_OPTIONAL_CLIENTS=1 python -m pytest tests/clients -m clients_optional``.

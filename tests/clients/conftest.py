@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from clients_common import API_KEY, HERMES_TEMPLATE
-from server.live_server import LiveServer, start_server, stop_server
+from clients_common import API_KEY
+from server.live_server import HERMES_TEMPLATE, LiveServer, start_server, stop_server
 
 # LiteLLM fetches its model price list from GitHub on import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

@@ -8,27 +8,10 @@ import json
 from typing import Any, Literal
 
 import pytest
-from clients_common import API_KEY, MODEL, OPTIONAL
+from clients_common import API_KEY, ASK, MODEL, OPTIONAL, WEATHER_TOOL
 from pydantic import BaseModel, Field
 
 pytestmark = OPTIONAL
-
-ASK = [{"role": "user", "content": "Weather in Paris?"}]
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "enum": ["Paris", "Oslo", "Rome"]},
-                "days": {"type": "integer", "minimum": 1, "maximum": 7},
-            },
-            "required": ["city", "days"],
-        },
-    },
-}
 
 
 class City(BaseModel):

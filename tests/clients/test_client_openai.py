@@ -9,10 +9,8 @@ from typing import Any, Literal
 
 import openai
 import pytest
-from clients_common import API_KEY, MODEL
+from clients_common import API_KEY, ASK, MODEL, WEATHER_TOOL
 from pydantic import BaseModel, Field
-
-ASK = [{"role": "user", "content": "Weather in Paris?"}]
 
 
 class City(BaseModel):
@@ -29,21 +27,16 @@ class GetWeather(BaseModel):
     unit: Literal["c", "f"]
 
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "enum": ["Paris", "Oslo", "Rome"]},
-                "days": {"type": "integer", "minimum": 1, "maximum": 7},
-            },
-            "required": ["city", "days"],
-        },
-    },
-}
+def _ask_weather(client: Any, **kwargs: Any) -> Any:
+    """ASK with the weather tool, one call at most."""
+    return client.chat.completions.create(
+        model=MODEL,
+        messages=ASK,
+        max_tokens=60,
+        tools=[WEATHER_TOOL],
+        parallel_tool_calls=False,
+        **kwargs,
+    )
 
 
 def _check_weather_args(arguments: str) -> None:
@@ -135,14 +128,7 @@ def test_parse_with_a_strict_pydantic_tool(openai_client: Any) -> None:
     ],
 )
 def test_tools(openai_client: Any, tool_choice: Any, finish: str) -> None:
-    r = openai_client.chat.completions.create(
-        model=MODEL,
-        messages=ASK,
-        max_tokens=60,
-        tools=[WEATHER_TOOL],
-        tool_choice=tool_choice,
-        parallel_tool_calls=False,
-    )
+    r = _ask_weather(openai_client, tool_choice=tool_choice)
     choice = r.choices[0]
     assert choice.finish_reason == finish and choice.message.content is None
     (call,) = choice.message.tool_calls
@@ -151,15 +137,7 @@ def test_tools(openai_client: Any, tool_choice: Any, finish: str) -> None:
 
 
 def test_streamed_tool_call(openai_client: Any) -> None:
-    stream = openai_client.chat.completions.create(
-        model=MODEL,
-        messages=ASK,
-        max_tokens=60,
-        tools=[WEATHER_TOOL],
-        tool_choice="required",
-        parallel_tool_calls=False,
-        stream=True,
-    )
+    stream = _ask_weather(openai_client, tool_choice="required", stream=True)
     name, arguments, ids, finish = "", "", set(), None
     for chunk in stream:
         for c in chunk.choices:
@@ -175,14 +153,7 @@ def test_streamed_tool_call(openai_client: Any) -> None:
 
 
 def test_a_tool_round_trip(openai_client: Any) -> None:
-    first = openai_client.chat.completions.create(
-        model=MODEL,
-        messages=ASK,
-        max_tokens=60,
-        tools=[WEATHER_TOOL],
-        tool_choice="required",
-        parallel_tool_calls=False,
-    )
+    first = _ask_weather(openai_client, tool_choice="required")
     msg = first.choices[0].message
     history = [
         *ASK,

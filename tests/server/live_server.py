@@ -20,8 +20,8 @@ import uvicorn
 MAX_MODEL_LEN = 256
 API_KEY = "test-key-123"
 
-# A Hermes-style chat template that renders tools, tool calls and tool results (the
-# ``tool_server`` fixture's, in conftest.py).
+# A Hermes-style chat template (Qwen2.5's shape, shortened) that renders tools, tool calls
+# and tool results (the ``tool_server`` fixture's, in conftest.py, and the client suite's).
 HERMES_TEMPLATE = """\
 {%- if tools %}<|im_start|>system
 Tools:
@@ -30,13 +30,13 @@ Tools:
 {% endif %}
 {%- for m in messages %}
 {%- if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant
-{% for c in m.tool_calls %}<tool_call>
+{{ m.content or '' }}{% for c in m.tool_calls %}<tool_call>
 {"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}
 </tool_call>{% endfor %}<|im_end|>
 {% elif m.role == 'tool' %}<|im_start|>user
 <tool_response>{{ m.content }}</tool_response><|im_end|>
 {% else %}<|im_start|>{{ m.role }}
-{{ m.content }}<|im_end|>
+{{ m.content or '' }}<|im_end|>
 {% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
 {% endif %}"""
 
