@@ -13,6 +13,29 @@ pytestmark = pytest.mark.gpu
 MIB = 1 << 20
 
 
+def _llama_cache(
+    device: torch.device,
+    *,
+    num_layers: int,
+    max_slots: int,
+    max_len: int,
+    memory_budget: int,
+    layout: str = "per_layer",  # KVCache's default
+) -> KVCache:
+    """A cache of the Llama shape (8 KV heads of 128 dims, bf16) on the GPU."""
+    return KVCache(
+        num_layers=num_layers,
+        num_kv_heads=8,
+        head_dim=128,
+        max_slots=max_slots,
+        max_len=max_len,
+        dtype=torch.bfloat16,
+        device=device,
+        layout=layout,
+        memory_budget=memory_budget,
+    )
+
+
 def _free_bytes() -> int:
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
@@ -20,16 +43,8 @@ def _free_bytes() -> int:
 
 
 def test_auto_picks_cuda_and_views_are_cuda_tensors(cuda_device: torch.device) -> None:
-    with KVCache(
-        num_layers=4,
-        num_kv_heads=8,
-        head_dim=128,
-        max_slots=4,
-        max_len=5000,
-        dtype=torch.bfloat16,
-        device=cuda_device,
-        layout="mega",
-        memory_budget=64 * MIB,
+    with _llama_cache(
+        cuda_device, num_layers=4, max_slots=4, max_len=5000, memory_budget=64 * MIB, layout="mega"
     ) as cache:
         assert cache.backend_name == "cuda"
         assert cache.geometry.page_bytes % (2 * MIB) == 0
@@ -48,16 +63,13 @@ def test_auto_picks_cuda_and_views_are_cuda_tensors(cuda_device: torch.device) -
 
 def test_alloc_free_cycles_leave_device_memory_where_it_was(cuda_device: torch.device) -> None:
     before = _free_bytes()
-    cache = KVCache(
+    cache = _llama_cache(
+        cuda_device,
         num_layers=2,
-        num_kv_heads=8,
-        head_dim=128,
         max_slots=8,
         max_len=4096,
-        dtype=torch.bfloat16,
-        device=cuda_device,
-        layout="per_layer",
         memory_budget=12 * 8 * MIB,
+        layout="per_layer",
     )
     created = _free_bytes()
     assert before - created >= cache.num_blocks * cache.geometry.block_bytes  # the pool
@@ -86,15 +98,8 @@ def test_pool_larger_than_the_gpu_raises_driver_error(cuda_device: torch.device)
     total = torch.cuda.mem_get_info()[1]
     before = _free_bytes()
     with pytest.raises(DriverError) as info:
-        KVCache(
-            num_layers=1,
-            num_kv_heads=8,
-            head_dim=128,
-            max_slots=1024,
-            max_len=1 << 20,
-            dtype=torch.bfloat16,
-            device=cuda_device,
-            memory_budget=2 * total,
+        _llama_cache(
+            cuda_device, num_layers=1, max_slots=1024, max_len=1 << 20, memory_budget=2 * total
         )
     assert info.value.name == "CUDA_ERROR_OUT_OF_MEMORY"
     assert abs(_free_bytes() - before) <= 2 * MIB  # the partial pool was released
@@ -103,16 +108,13 @@ def test_pool_larger_than_the_gpu_raises_driver_error(cuda_device: torch.device)
 def test_many_reservations_close_cleanly(cuda_device: torch.device) -> None:
     before = _free_bytes()
     for _ in range(5):
-        cache = KVCache(
+        cache = _llama_cache(
+            cuda_device,
             num_layers=32,
-            num_kv_heads=8,
-            head_dim=128,
             max_slots=16,
             max_len=8192,
-            dtype=torch.bfloat16,
-            device=cuda_device,
-            layout="per_layer",
             memory_budget=2 * 64 * 2 * MIB,
+            layout="per_layer",
         )
         slot = cache.alloc_slot()
         cache.ensure(slot, cache.tokens_per_block + 1)
@@ -123,16 +125,13 @@ def test_many_reservations_close_cleanly(cuda_device: torch.device) -> None:
 
 @pytest.mark.parametrize("layout", ["per_layer", "mega"])
 def test_shared_frames_alias_on_the_device(cuda_device: torch.device, layout: str) -> None:
-    with KVCache(
+    with _llama_cache(
+        cuda_device,
         num_layers=2,
-        num_kv_heads=8,
-        head_dim=128,
         max_slots=4,
         max_len=4096,
-        dtype=torch.bfloat16,
-        device=cuda_device,
-        layout=layout,
         memory_budget=16 * 8 * MIB,
+        layout=layout,
     ) as cache:
         assert cache.shares_frames
         t = cache.tokens_per_block
@@ -172,16 +171,8 @@ def test_a_new_owner_avoids_a_slot_whose_last_kernels_still_run(
 ) -> None:
     """Unmapping a freed slot waits for its last owner's kernels only (not for everything
     queued), and a new owner prefers a slot whose last owner's work is done."""
-    with KVCache(
-        num_layers=2,
-        num_kv_heads=8,
-        head_dim=128,
-        max_slots=3,
-        max_len=4096,
-        dtype=torch.bfloat16,
-        device=cuda_device,
-        layout="mega",
-        memory_budget=256 * MIB,
+    with _llama_cache(
+        cuda_device, num_layers=2, max_slots=3, max_len=4096, memory_budget=256 * MIB, layout="mega"
     ) as cache:
         a, b = cache.alloc_slot(), cache.alloc_slot()
         for slot in (a, b):

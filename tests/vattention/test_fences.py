@@ -9,6 +9,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from small_caches import small_cache
 
 from vattention import KVCache
 from vattention.pager import Mapper
@@ -60,22 +61,7 @@ class FencingMapper:
 
 
 def _cache(budget_blocks: int | None = None) -> tuple[KVCache, FencingMapper]:
-    kwargs = dict(
-        num_layers=2,
-        num_kv_heads=2,
-        head_dim=16,
-        max_slots=3,
-        max_len=8 * 64,
-        dtype=torch.float32,
-        layout="mega",
-        page_bytes=8192,
-        backend="cpu",
-    )
-    probe = KVCache(**kwargs)  # type: ignore[arg-type]
-    block = probe.geometry.block_bytes
-    probe.close()
-    budget = None if budget_blocks is None else budget_blocks * block
-    cache = KVCache(**kwargs, memory_budget=budget)  # type: ignore[arg-type]
+    cache = small_cache(layout="mega", budget_blocks=budget_blocks, max_slots=3)
     pager = cache._pager
     assert pager is not None
     mapper = FencingMapper(pager._mapper)

@@ -3,33 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
+from small_caches import LAYERS, small_cache
 
 from vattention import KVCache, OutOfPagesError, VAttentionError
 from vattention.cpu import HostMapper
-
-LAYERS = 2
-
-
-def _cache(
-    backend: str = "cpu", layout: str = "per_layer", budget_blocks: int | None = None
-) -> KVCache:
-    kwargs = dict(
-        num_layers=LAYERS,
-        num_kv_heads=2,
-        head_dim=16,
-        max_slots=4,
-        max_len=8 * 64,
-        dtype=torch.float32,
-        layout=layout,
-        page_bytes=8192 if layout == "mega" else 4096,
-        backend=backend,
-    )
-    probe = KVCache(**kwargs)  # type: ignore[arg-type]
-    block = probe.geometry.block_bytes
-    probe.close()
-    budget = None if budget_blocks is None else budget_blocks * block
-    return KVCache(**kwargs, memory_budget=budget)  # type: ignore[arg-type]
 
 
 def _fill(cache: KVCache, slot: int, block: int, value: float) -> None:
@@ -55,7 +32,7 @@ def _full(cache: KVCache, blocks: int) -> int:
 
 @pytest.mark.parametrize("layout", ["per_layer", "mega"])
 def test_shared_frames_alias_and_private_blocks_stay_apart(layout: str) -> None:
-    with _cache(layout=layout) as cache:
+    with small_cache(layout=layout) as cache:
         assert cache.shares_frames
         first = cache.alloc_slot()
         a = cache.alloc_slot()
@@ -96,7 +73,7 @@ def test_shared_frames_alias_and_private_blocks_stay_apart(layout: str) -> None:
 
 
 def test_live_slots_share_without_a_hold_and_release_makes_a_frame_private() -> None:
-    with _cache(budget_blocks=6) as cache:
+    with small_cache(budget_blocks=6) as cache:
         a = cache.alloc_slot()
         cache.ensure(a, _full(cache, 2))
         _fill(cache, a, 0, 1.0)
@@ -123,7 +100,7 @@ def test_live_slots_share_without_a_hold_and_release_makes_a_frame_private() -> 
 
 
 def test_misuse_is_refused() -> None:
-    with _cache() as cache:
+    with small_cache() as cache:
         a = cache.alloc_slot()
         cache.ensure(a, _full(cache, 2))
         f0, f1 = cache.frame_of(a, 0), cache.frame_of(a, 1)
@@ -143,7 +120,7 @@ def test_misuse_is_refused() -> None:
 
 
 def test_dense_cannot_share() -> None:
-    with _cache(backend="dense") as cache:
+    with small_cache(backend="dense") as cache:
         assert not cache.shares_frames
         a = cache.alloc_slot()
         cache.ensure(a, _full(cache, 1))
@@ -156,7 +133,7 @@ def test_dense_cannot_share() -> None:
 
 
 def test_a_re_admitted_prefix_costs_no_driver_call() -> None:
-    with _cache() as cache:
+    with small_cache() as cache:
         a = cache.alloc_slot()
         cache.ensure(a, _full(cache, 3))
         _fill(cache, a, 0, 3.0)
@@ -176,7 +153,7 @@ def test_a_re_admitted_prefix_costs_no_driver_call() -> None:
 
 
 def test_a_prefix_opens_the_free_slot_that_still_maps_it() -> None:
-    with _cache() as cache:
+    with small_cache() as cache:
         a, b = cache.alloc_slot(), cache.alloc_slot()
         cache.ensure(a, _full(cache, 1))
         cache.ensure(b, _full(cache, 2))
@@ -195,7 +172,7 @@ def test_a_prefix_opens_the_free_slot_that_still_maps_it() -> None:
 def test_a_reused_slot_never_writes_into_held_or_shared_frames(shared_blocks: int | str) -> None:
     """Deferred reclamation leaves the old owner's frames under the slot; the new owner
     must not get those that are held or mapped under a live slot."""
-    with _cache() as cache:
+    with small_cache() as cache:
         a = cache.alloc_slot()
         other = cache.alloc_slot()
         cache.ensure(a, _full(cache, 4))
@@ -228,7 +205,7 @@ def test_a_reused_slot_never_writes_into_held_or_shared_frames(shared_blocks: in
 
 
 def test_budget_counts_distinct_frames_and_reclaim_skips_held_ones() -> None:
-    with _cache(budget_blocks=4) as cache:
+    with small_cache(budget_blocks=4) as cache:
         first = cache.alloc_slot()
         a = cache.alloc_slot()
         cache.free_slot(first)
@@ -264,7 +241,7 @@ def test_budget_counts_distinct_frames_and_reclaim_skips_held_ones() -> None:
 
 
 def test_frames_shared_only_by_dead_slots_are_reclaimed() -> None:
-    with _cache(budget_blocks=3) as cache:
+    with small_cache(budget_blocks=3) as cache:
         grower = cache.alloc_slot()
         a = cache.alloc_slot()
         cache.ensure(a, _full(cache, 1))
@@ -280,7 +257,7 @@ def test_frames_shared_only_by_dead_slots_are_reclaimed() -> None:
 
 
 def test_freed_frames_give_their_memory_back() -> None:
-    with _cache() as cache:
+    with small_cache() as cache:
         assert cache._pager is not None
         mapper = cache._pager._mapper
         assert isinstance(mapper, HostMapper)
