@@ -459,10 +459,7 @@ class ModelRunner:
         ahead = min(AHEAD_TOKENS, self.tokens_per_block - 1)
         near = (covered - ends <= ahead) & (self.hinted[slots] < covered + self.tokens_per_block)
         for i in np.flatnonzero(near):
-            slot = int(slots[i])
-            target = int(covered[i]) + self.tokens_per_block
-            self.hinted[slot] = target
-            self.cache.reserve_ahead(slot, target)
+            self._hint(int(slots[i]), int(covered[i]) + self.tokens_per_block)
 
     # -- forward -----------------------------------------------------------------------------
     def _shape(self, batch: HostBatch) -> Capacity:
