@@ -51,30 +51,32 @@ def advance_window(
         )
     if not new.startswith(old):
         return "", prefix_offset, read_offset, old
-    # The next window starts at the old read offset, unless that one decodes to "" (see
-    # _next_prefix); either way this step has its text.
-    next_prefix, next_old = prefix_offset, new
-    if read_offset != prefix_offset:
-        tail = tokenizer.decode(all_ids[read_offset:], skip_special_tokens=skip_special_tokens)
-        if tail:
-            next_prefix, next_old = read_offset, tail
+    next_prefix, next_old = _next_window(
+        tokenizer, all_ids, prefix_offset, read_offset, skip_special_tokens, new
+    )
     return new[len(old) :], next_prefix, len(all_ids), next_old
 
 
-def _next_prefix(
-    tokenizer: Any, all_ids: Sequence[int], prefix_offset: int, read_offset: int, skip: bool
-) -> int:
-    """Where the next window starts: at the old read offset, unless that window decodes to "".
+def _next_window(
+    tokenizer: Any,
+    all_ids: Sequence[int],
+    prefix_offset: int,
+    read_offset: int,
+    skip: bool,
+    text: str,
+) -> tuple[int, str]:
+    """Where the next window starts, and its text so far (``text``: that of
+    ``all_ids[prefix_offset:]``): at the old read offset, unless that window decodes to "".
 
     A window whose text so far is empty (a lone SentencePiece space, or only
     skipped special tokens) would let the decoder's strip-leading-space rule
     eat a real space of the *next* tokens; keeping the longer window avoids it.
     """
-    if read_offset == prefix_offset or tokenizer.decode(
-        all_ids[read_offset:], skip_special_tokens=skip
-    ):
-        return read_offset
-    return prefix_offset
+    if read_offset != prefix_offset:
+        tail = tokenizer.decode(all_ids[read_offset:], skip_special_tokens=skip)
+        if tail:
+            return read_offset, tail
+    return prefix_offset, text
 
 
 def initial_offsets(
@@ -83,7 +85,7 @@ def initial_offsets(
     """``(prefix_offset, read_offset)`` to start streaming after a prompt.
 
     The window covers the last few prompt tokens and grows backwards until it
-    decodes to non-empty text (see ``_next_prefix``); ``(0, 0)`` streams from the start.
+    decodes to non-empty text (see ``_next_window``); ``(0, 0)`` streams from the start.
     """
     read = len(prompt_ids)
     prefix = max(read - window, 0)
@@ -131,13 +133,19 @@ class IncrementalDecoder:
         new = self.tokenizer.decode(
             self.ids[self.prefix_offset :], skip_special_tokens=self.skip_special_tokens
         )
-        old = self.tokenizer.decode(
-            self.ids[self.prefix_offset : self.read_offset],
-            skip_special_tokens=self.skip_special_tokens,
-        )
-        self.prefix_offset = _next_prefix(
-            self.tokenizer, self.ids, self.prefix_offset, self.read_offset, self.skip_special_tokens
+        old = self._window_text
+        if old is None:
+            old = self.tokenizer.decode(
+                self.ids[self.prefix_offset : self.read_offset],
+                skip_special_tokens=self.skip_special_tokens,
+            )
+        self.prefix_offset, self._window_text = _next_window(
+            self.tokenizer,
+            self.ids,
+            self.prefix_offset,
+            self.read_offset,
+            self.skip_special_tokens,
+            new,
         )
         self.read_offset = len(self.ids)
-        self._window_text = None
         return new[len(old) :] if new.startswith(old) else new
