@@ -50,11 +50,22 @@ class ModelSetup:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The engine's device, with its index when it is a GPU ("cuda" and "auto" name the
+    current device), so that threads other than the caller's can make it current."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but no CUDA GPU is available")
+    if device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    if device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {name!r} was asked for but this machine has "
+            f"{torch.cuda.device_count()} CUDA GPU(s)"
+        )
     return device
 
 
@@ -63,7 +74,7 @@ def bind_thread_device(device: torch.device) -> None:
     on the current device, not on their tensors' (and CUDA's current device is per thread,
     so every thread that runs steps binds it)."""
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device.index if device.index is not None else 0)
 
 
 def resolve_dtype(name: str, checkpoint_dtype: str | None, device: torch.device) -> torch.dtype:
