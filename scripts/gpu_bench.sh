@@ -66,6 +66,9 @@ GROUPS_HELP="\
   prefix      benchmarks/prefix_caching.py --preset llama3-8b: prefix caching off vs on, shared
               system prompt (256 x 2000-token prefix; per_layer, mega, paged) and multi-turn chat
               (64 x 8 turns; mega, paged); prefix_caching_{shared,multiturn}.json
+  configs     launch shapes of the attention kernels: benchmarks/decode_configs.py (batch 64/256,
+              context 600/2048) and prefill_configs.py (--arg configs="ARGS" reaches the
+              prefill sweep); decode_configs.json, prefill_configs.json
   smallm      benchmarks/small_m_linear.py --rows 1, Llama-3-8B and Llama-2-7B shapes: one-row
               matmuls, cuBLAS vs the split-K GEMV
   hostprof    cProfile of throughput.py --preset qwen3-0.6b --num-requests 64 (host time);
@@ -114,7 +117,7 @@ EOF
 }
 
 ALL_GROUPS="tests roofline profile attention idle overlap steps mapahead throughput hf paged
-scheduling domain quality structured prefix smallm hostprof smoke vattention tp"
+scheduling domain quality structured prefix configs smallm hostprof smoke vattention tp"
 PRESETS="qwen3-0.6b llama3-8b"
 REPEATS=3
 RATES="4 12"
@@ -350,6 +353,12 @@ g_quality() {
   TAIL=20 step "quality$S" 600 python3 benchmarks/adaptivocab_quality.py --preset gpu \
     --corpora "$ASSETS/corpora" --tokenizer "$ASSETS/tokenizers/mistral-7b" --out "$OUT" \
     --work /tmp/avq --quiet $(extra quality) --json "$OUT/adaptivocab_quality-gpu$S.json"
+}
+g_configs() {
+  TAIL=50 step "decode_configs$S" 400 python3 benchmarks/decode_configs.py \
+    --json "$OUT/decode_configs$S.json"
+  TAIL=30 step "prefill_configs$S" 300 python3 benchmarks/prefill_configs.py $(extra configs) \
+    --json "$OUT/prefill_configs$S.json"
 }
 g_smallm() {
   local p

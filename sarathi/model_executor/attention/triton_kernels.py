@@ -37,6 +37,7 @@ from sarathi.model_executor.attention.metadata import prefill_block_m
 from sarathi.model_executor.pdl import launch_args, wait_prior
 
 LOG2E = 1.4426950408889634
+DECODE_BLOCK_N = 64  # keys per iteration of the decode kernel; splits are whole blocks
 NEG_BIG = tl.constexpr(-1.0e30)
 
 
@@ -580,6 +581,7 @@ def decode_attention(
     pdl: bool = False,
     num_warps: int = 4,
     num_stages: int = 2,
+    block_n: int = DECODE_BLOCK_N,
 ) -> torch.Tensor:
     """q: [B, Hq, D]; out: [B, Hq, D] (written). ``split`` fixes (splits, split_size) so a
     captured graph stays valid for any context up to splits * split_size. With
@@ -593,7 +595,6 @@ def decode_attention(
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
     group = hq // hkv
-    block_n = 64
     splits, split_size = split or decode_splits(b, hkv, max_context, block_n, num_sms)
     block_g = max(16, triton.next_power_of_2(group))
     scale_log2 = scale * LOG2E
