@@ -1,9 +1,11 @@
 """Launch shapes of the decode attention kernel, timed on one layer's decode (GPU).
 
-Every sequence of ``--batch`` at ``--context`` tokens in the vattention slot layout, per
-model shape, for each (block_n, warps, stages) and number of context splits: microseconds
-and the fraction of the card's copy bandwidth measured in the same run (bytes: every key
-and value read once).
+Every sequence of ``--batch`` at ``--context`` tokens in the vattention slot layout
+(``per_layer``: a layer's K is ``[slots, len, heads, dim]``; ``mega``: a strided view of
+``[slots, len, layers, heads, dim]``, the engine's default), per model shape, for each
+(block_n, warps, stages), program order (heads of one sequence together, or one head of
+consecutive sequences) and number of context splits: microseconds and the fraction of the
+card's copy bandwidth measured in the same run (bytes: every key and value read once).
 
     python benchmarks/decode_configs.py --json decode_configs.json
 """
@@ -16,51 +18,63 @@ import functools
 import torch
 from common import bench_ms, copy_bandwidth, print_table, run_info, write_json
 
-from sarathi.model_executor.attention.triton_kernels import decode_attention, decode_splits
+from sarathi.model_executor.attention.triton_kernels import (
+    DECODE_LAUNCH,
+    DecodeLaunch,
+    decode_attention,
+    decode_splits,
+)
 
-SHAPES = {"llama3-8b": (32, 8, 128), "qwen3-0.6b": (16, 8, 128)}
-CONFIGS = [  # (block_n, warps, stages); the first is the default
-    (64, 4, 2),
-    (64, 4, 3),
-    (64, 8, 2),
-    (64, 2, 2),
-    (32, 4, 2),
-    (32, 4, 3),
-    (32, 2, 3),
-    (128, 4, 2),
-    (128, 8, 2),
-    (128, 8, 3),
-]
+SHAPES = {"llama3-8b": (32, 8, 128, 32), "qwen3-0.6b": (16, 8, 128, 28)}  # hq, hkv, d, layers
+SHAPES_OF_BLOCK = [(64, 4, 2), (64, 4, 3), (32, 4, 3), (32, 2, 3), (128, 4, 2)]
 
 
-def _case(model: str, b: int, ctx: int, splits_list: list[int], bw: float) -> list[dict]:
-    """Every launch shape on one (model, batch, context)."""
-    hq, hkv, d = SHAPES[model]
+def _kv(layout: str, b: int, ctx: int, hkv: int, d: int, layers: int) -> torch.Tensor:
+    if layout == "per_layer":
+        return torch.randn(b, ctx, hkv, d, dtype=torch.bfloat16, device="cuda")
+    # Only the layer read is filled: the rest is there for the strides (and the pages).
+    full = torch.empty(b, ctx, layers, hkv, d, dtype=torch.bfloat16, device="cuda")
+    return full[:, :, layers // 2].normal_()
+
+
+def _case(
+    model: str, layout: str, b: int, ctx: int, splits_list: list[int], bw: float
+) -> list[dict]:
+    """Every launch shape on one (model, layout, batch, context)."""
+    hq, hkv, d, layers = SHAPES[model]
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    k = torch.randn(b, ctx, hkv, d, dtype=torch.bfloat16, device="cuda")
-    v = torch.randn_like(k)
+    k = _kv(layout, b, ctx, hkv, d, layers)
+    v = _kv(layout, b, ctx, hkv, d, layers)
     q = torch.randn(b, hq, d, dtype=torch.bfloat16, device="cuda")
     out = torch.empty_like(q)
     slots = torch.arange(b, dtype=torch.int32, device="cuda")
     lens = torch.full((b,), ctx, dtype=torch.int32, device="cuda")
     nbytes = 2 * k.numel() * k.element_size()
     rows = []
-    for block_n, warps, stages in CONFIGS:
+    launches = [
+        DecodeLaunch(block_n, warps, stages, heads_inner)
+        for block_n, warps, stages in SHAPES_OF_BLOCK
+        for heads_inner in (False, True)
+    ]
+    for launch in launches:
+        block_n = launch.block_n
         for splits in splits_list:
             split_size = -(-ctx // splits // block_n) * block_n
             split = (-(-ctx // split_size), split_size)
             run = functools.partial(
                 decode_attention,
                 q, k, v, slots, lens, ctx, d**-0.5, None, out, sms,
-                split=split, num_warps=warps, num_stages=stages, block_n=block_n,
+                split=split, launch=launch,
             )  # fmt: skip
             row = {
                 "model": model,
+                "layout": layout,
                 "batch": b,
                 "context": ctx,
-                "config": f"{block_n}/{warps}/{stages}",
+                "config": f"{block_n}/{launch.warps}/{launch.stages}",
+                "heads_inner": launch.heads_inner,
                 "splits": split[0],
-                "default": (block_n, warps, stages) == CONFIGS[0]
+                "default": launch == DECODE_LAUNCH
                 and split == decode_splits(b, hkv, ctx, block_n, sms),
             }
             try:
@@ -76,7 +90,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, nargs="+", default=[64, 256], help="Batch sizes.")
     ap.add_argument("--context", type=int, nargs="+", default=[600, 2048], help="Tokens.")
-    ap.add_argument("--splits", type=int, nargs="+", default=[1, 2], help="Context splits.")
+    ap.add_argument("--splits", type=int, nargs="+", default=[1], help="Context splits.")
+    ap.add_argument("--layouts", nargs="+", default=["per_layer", "mega"])
     ap.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     args = ap.parse_args()
@@ -84,15 +99,14 @@ def main() -> None:
     rows = [
         row
         for model in args.models
+        for layout in args.layouts
         for b in args.batch
         for ctx in args.context
-        for row in _case(model, b, ctx, args.splits, bw)
+        for row in _case(model, layout, b, ctx, args.splits, bw)
     ]
     print(f"copy bandwidth {bw / 1e9:.0f} GB/s")
-    print_table(
-        rows,
-        ["model", "batch", "context", "config", "splits", "default", "us", "frac_of_bw", "error"],
-    )
+    columns = "model layout batch context config heads_inner splits default us frac_of_bw error"
+    print_table(rows, columns.split())
     write_json(
         args.json,
         {"info": run_info(), "workload": vars(args), "copy_GB_per_s": bw / 1e9, "results": rows},

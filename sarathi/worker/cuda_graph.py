@@ -187,7 +187,7 @@ class StepGraphs:
     def _decode_forward(self, b: int) -> torch.Tensor:
         v = self.buffers.view
         slots = v("decode_slots", b)
-        from sarathi.model_executor.attention.triton_kernels import DECODE_BLOCK_N, decode_splits
+        from sarathi.model_executor.attention.triton_kernels import DECODE_LAUNCH, decode_splits
 
         meta = AttentionMetadata(
             slot_of_token=v("slot_of_token", b),
@@ -198,7 +198,7 @@ class StepGraphs:
             max_decode_context=self.max_len,
             prefills=[],
             launch=FixedLaunch(
-                decode_splits(b, self.kv_heads, self.max_len, DECODE_BLOCK_N, self.sms)
+                decode_splits(b, self.kv_heads, self.max_len, DECODE_LAUNCH.block_n, self.sms)
             ),
         )
         ids = resolve_pending(v("ids", b), self.last_token)

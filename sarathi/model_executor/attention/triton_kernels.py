@@ -28,6 +28,7 @@ masked (sliding window, empty splits) never compute ``-inf - -inf``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -37,7 +38,21 @@ from sarathi.model_executor.attention.metadata import prefill_block_m
 from sarathi.model_executor.pdl import launch_args, wait_prior
 
 LOG2E = 1.4426950408889634
-DECODE_BLOCK_N = 64  # keys per iteration of the decode kernel; splits are whole blocks
+
+
+@dataclass(frozen=True)
+class DecodeLaunch:
+    """Launch shape of the decode kernel. ``heads_inner``: consecutive programs take the KV
+    heads of one sequence (each reads a 256-byte piece of the same token rows), rather
+    than one head of consecutive sequences."""
+
+    block_n: int = 64  # keys per iteration; splits are whole blocks
+    warps: int = 4
+    stages: int = 2
+    heads_inner: bool = False
+
+
+DECODE_LAUNCH = DecodeLaunch()
 NEG_BIG = tl.constexpr(-1.0e30)
 
 
@@ -249,9 +264,16 @@ def _decode_kernel(
     PAGE: tl.constexpr,
     COUNTED: tl.constexpr,
     PDL: tl.constexpr,
+    HEADS_INNER: tl.constexpr,
 ):
-    b = tl.program_id(0)
-    kvh = tl.program_id(1)
+    if HEADS_INNER:
+        kvh = tl.program_id(0)
+        b = tl.program_id(1)
+        num_kv = tl.num_programs(0)
+    else:
+        b = tl.program_id(0)
+        kvh = tl.program_id(1)
+        num_kv = tl.num_programs(1)
     s = tl.program_id(2)
     # A mixed-step graph: rows past the step's decodes are prefill rows. COUNTED is a constexpr,
     # kept a separate `if` so the load is never traced without it (older Triton releases trace
@@ -352,7 +374,7 @@ def _decode_kernel(
         )
 
     if SPLIT:
-        row = (b * (tl.num_programs(1) * GROUP) + qh) * num_splits + s
+        row = (b * (num_kv * GROUP) + qh) * num_splits + s
         tl.store(PartM + row, m_i, mask=gmask)
         tl.store(PartL + row, l_i, mask=gmask)
         tl.store(PartO + row[:, None] * HEAD_DIM + d[None, :], acc, mask=gmask[:, None])
@@ -579,15 +601,14 @@ def decode_attention(
     block_table: torch.Tensor | None = None,
     count: torch.Tensor | None = None,
     pdl: bool = False,
-    num_warps: int = 4,
-    num_stages: int = 2,
-    block_n: int = DECODE_BLOCK_N,
+    launch: DecodeLaunch = DECODE_LAUNCH,
 ) -> torch.Tensor:
     """q: [B, Hq, D]; out: [B, Hq, D] (written). ``split`` fixes (splits, split_size) so a
     captured graph stays valid for any context up to splits * split_size. With
     ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools. With
     ``count`` (a one-element device tensor) only the first ``count`` rows are decodes: the
-    others are left alone.
+    others are left alone. ``launch`` overrides the launch shape, for tuning
+    (``benchmarks/decode_configs.py``); a fixed ``split`` must be made with its block_n.
     Two pipeline stages, not three: on an H100 the third stage's shared memory cost the
     contiguous (vattention) path 8% at 16K context by lowering occupancy, while the paged
     path did not move (``benchmarks/results/README.md``)."""
@@ -595,6 +616,7 @@ def decode_attention(
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
     group = hq // hkv
+    block_n = launch.block_n
     splits, split_size = split or decode_splits(b, hkv, max_context, block_n, num_sms)
     block_g = max(16, triton.next_power_of_2(group))
     scale_log2 = scale * LOG2E
@@ -610,10 +632,11 @@ def decode_attention(
     # Programmatic dependent launch at batch 1 only, where it was measured faster (H100,
     # Llama-2-7B ctx 4096: 5.75 vs 5.85 ms steps). At batch 16 and 32 it was slower:
     # batch-16 steps +2%, batch-32 paged decode kernels up to +18% (results/README.md).
-    launch = launch_args(pdl and b == 1)
+    pdl_args = launch_args(pdl and b == 1)
     counted = count is not None
     cnt = count if counted else lens  # unused when not counted
-    _decode_kernel[(b, hkv, splits)](
+    grid = (hkv, b, splits) if launch.heads_inner else (b, hkv, splits)
+    _decode_kernel[grid](
         q,
         k_cache,
         v_cache,
@@ -649,9 +672,10 @@ def decode_attention(
         PAGED=paged,
         PAGE=k_cache.shape[1] if paged else 1,
         COUNTED=counted,
-        num_warps=num_warps,
-        num_stages=num_stages,
-        **launch,
+        HEADS_INNER=launch.heads_inner,
+        num_warps=launch.warps,
+        num_stages=launch.stages,
+        **pdl_args,
     )
     if splits > 1:
         _merge_kernel[(b, hq)](
@@ -668,7 +692,7 @@ def decode_attention(
             HEAD_DIM=d,
             COUNTED=counted,
             num_warps=4,
-            **launch,
+            **pdl_args,
         )
     return out
 
