@@ -187,8 +187,9 @@ class StepGraphs:
     def _decode_forward(self, b: int) -> torch.Tensor:
         v = self.buffers.view
         slots = v("decode_slots", b)
-        from sarathi.model_executor.attention.triton_kernels import DECODE_LAUNCH, decode_splits
+        from sarathi.model_executor.attention.triton_kernels import decode_splits
 
+        block_n = self._decode_block_n(b)
         meta = AttentionMetadata(
             slot_of_token=v("slot_of_token", b),
             positions=v("positions", b),
@@ -197,9 +198,7 @@ class StepGraphs:
             decode_context_lens=v("decode_lens", b),
             max_decode_context=self.max_len,
             prefills=[],
-            launch=FixedLaunch(
-                decode_splits(b, self.kv_heads, self.max_len, DECODE_LAUNCH.block_n, self.sms)
-            ),
+            launch=FixedLaunch(decode_splits(b, self.kv_heads, self.max_len, block_n, self.sms)),
         )
         ids = resolve_pending(v("ids", b), self.last_token)
         hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
@@ -207,11 +206,18 @@ class StepGraphs:
         assert logits is not None, "graphs are captured on a single rank, which samples"
         return logits
 
+    def _decode_block_n(self, decodes: int) -> int:
+        """Keys per block of the decode kernel the graph launches (splits are whole blocks)."""
+        from sarathi.model_executor.attention.triton_kernels import decode_launch
+
+        return decode_launch(decodes, self.kv_heads, self.sms).block_n
+
     def _mixed_forward(self, m: MixedShape) -> torch.Tensor:
         v = self.buffers.view
         # One split over the whole context: a mixed step is bound by its chunk's matmuls,
         # and a split would add a merge launch and programs that mostly exit at once.
-        split = (1, -(-self.max_len // 64) * 64)
+        block_n = self._decode_block_n(m.decodes)
+        split = (1, -(-self.max_len // block_n) * block_n)
         chunks = ChunkTable(
             v("chunk_slot", m.chunks),
             v("chunk_start", m.chunks),

@@ -75,7 +75,9 @@ def test_mixed_step_matches_reference(layout: str, hq: int, hkv: int, d: int,
 
 
 @pytest.mark.parametrize("batch,max_len,splits", [(1, 16384, None), (3, 4096, (7, 640)),
-                                                  (64, 2048, None), (5, 300, (1, 320))])
+                                                  (64, 2048, None), (5, 300, (1, 320)),
+                                                  # many programs per SM: 32-key blocks
+                                                  (256, 700, None), (256, 700, (3, 256))])
 def test_decode_splits_match_reference(batch: int, max_len: int,
                                        splits: tuple[int, int] | None) -> None:
     from sarathi.model_executor.attention.triton_kernels import decode_attention

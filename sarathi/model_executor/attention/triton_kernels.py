@@ -42,17 +42,24 @@ LOG2E = 1.4426950408889634
 
 @dataclass(frozen=True)
 class DecodeLaunch:
-    """Launch shape of the decode kernel. ``heads_inner``: consecutive programs take the KV
-    heads of one sequence (each reads a 256-byte piece of the same token rows), rather
-    than one head of consecutive sequences."""
+    """Launch shape of the decode kernel."""
 
-    block_n: int = 64  # keys per iteration; splits are whole blocks
-    warps: int = 4
-    stages: int = 2
-    heads_inner: bool = False
+    block_n: int  # keys per iteration; splits are whole blocks
+    warps: int
+    stages: int
 
 
-DECODE_LAUNCH = DecodeLaunch()
+def decode_launch(batch: int, kv_heads: int, num_sms: int) -> DecodeLaunch:
+    """The decode kernel's launch shape for a batch (``benchmarks/decode_configs.py``, H200).
+    With many programs per SM (batch 256 x 8 KV heads on 132 SMs), 32-key blocks on two
+    warps, three stages deep, read 7-9% faster at 600-token contexts than 64-key blocks on
+    four warps (more small programs resident per SM keep more loads in flight), and match
+    them at 2,048; at batch 64 (four programs per SM) they were as fast or slower."""
+    if batch * kv_heads >= 8 * num_sms:
+        return DecodeLaunch(block_n=32, warps=2, stages=3)
+    return DecodeLaunch(block_n=64, warps=4, stages=2)
+
+
 NEG_BIG = tl.constexpr(-1.0e30)
 
 
@@ -264,16 +271,9 @@ def _decode_kernel(
     PAGE: tl.constexpr,
     COUNTED: tl.constexpr,
     PDL: tl.constexpr,
-    HEADS_INNER: tl.constexpr,
 ):
-    if HEADS_INNER:
-        kvh = tl.program_id(0)
-        b = tl.program_id(1)
-        num_kv = tl.num_programs(0)
-    else:
-        b = tl.program_id(0)
-        kvh = tl.program_id(1)
-        num_kv = tl.num_programs(1)
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
     s = tl.program_id(2)
     # A mixed-step graph: rows past the step's decodes are prefill rows. COUNTED is a constexpr,
     # kept a separate `if` so the load is never traced without it (older Triton releases trace
@@ -374,7 +374,7 @@ def _decode_kernel(
         )
 
     if SPLIT:
-        row = (b * (num_kv * GROUP) + qh) * num_splits + s
+        row = (b * (tl.num_programs(1) * GROUP) + qh) * num_splits + s
         tl.store(PartM + row, m_i, mask=gmask)
         tl.store(PartL + row, l_i, mask=gmask)
         tl.store(PartO + row[:, None] * HEAD_DIM + d[None, :], acc, mask=gmask[:, None])
@@ -601,14 +601,14 @@ def decode_attention(
     block_table: torch.Tensor | None = None,
     count: torch.Tensor | None = None,
     pdl: bool = False,
-    launch: DecodeLaunch = DECODE_LAUNCH,
+    launch: DecodeLaunch | None = None,
 ) -> torch.Tensor:
     """q: [B, Hq, D]; out: [B, Hq, D] (written). ``split`` fixes (splits, split_size) so a
     captured graph stays valid for any context up to splits * split_size. With
     ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools. With
     ``count`` (a one-element device tensor) only the first ``count`` rows are decodes: the
-    others are left alone. ``launch`` overrides the launch shape, for tuning
-    (``benchmarks/decode_configs.py``); a fixed ``split`` must be made with its block_n.
+    others are left alone. ``launch`` overrides the launch shape (default:
+    ``decode_launch``), for tuning; a fixed ``split`` must be made with its block_n.
     Two pipeline stages, not three: on an H100 the third stage's shared memory cost the
     contiguous (vattention) path 8% at 16K context by lowering occupancy, while the paged
     path did not move (``benchmarks/results/README.md``)."""
@@ -616,6 +616,7 @@ def decode_attention(
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
     group = hq // hkv
+    launch = launch or decode_launch(b, hkv, num_sms)
     block_n = launch.block_n
     splits, split_size = split or decode_splits(b, hkv, max_context, block_n, num_sms)
     block_g = max(16, triton.next_power_of_2(group))
@@ -635,8 +636,7 @@ def decode_attention(
     pdl_args = launch_args(pdl and b == 1)
     counted = count is not None
     cnt = count if counted else lens  # unused when not counted
-    grid = (hkv, b, splits) if launch.heads_inner else (b, hkv, splits)
-    _decode_kernel[grid](
+    _decode_kernel[(b, hkv, splits)](
         q,
         k_cache,
         v_cache,
@@ -672,7 +672,6 @@ def decode_attention(
         PAGED=paged,
         PAGE=k_cache.shape[1] if paged else 1,
         COUNTED=counted,
-        HEADS_INNER=launch.heads_inner,
         num_warps=launch.warps,
         num_stages=launch.stages,
         **pdl_args,
