@@ -124,10 +124,10 @@ class ModelConfig:
     enforce_eager: bool = _f(
         False,
         "Run every step eagerly: no CUDA graphs. Otherwise, on a "
-        "GPU with the triton or paged attention backend and one rank, "
-        "a graph of every step shape (decode batch sizes, mixed-step "
-        "token counts) is captured at startup and each step replays "
-        "one.",
+        "GPU with the triton or paged attention backend, a graph of "
+        "every step shape (decode batch sizes, mixed-step token counts) "
+        "is captured at startup, on every tensor-parallel rank with its "
+        "all-reduces inside, and each step replays one.",
     )
 
 

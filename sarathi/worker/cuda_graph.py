@@ -15,7 +15,11 @@ over views of the step buffer (``step_inputs.py``), and a step replays one graph
   states; the LM head runs after the replay, on just those rows.
 
 Both need attention that reads its lengths from device tensors (the Triton kernels of the
-``triton`` and ``paged`` backends) and a single rank.
+``triton`` and ``paged`` backends). Under tensor parallelism every rank captures the same
+graphs and replays the same one each step (the choice follows the step's shape, which all
+ranks share): the layers' NCCL all-reduces are captured inside, while the LM head's gather
+to the sampling rank runs after the replay (a decode graph then ends at the hidden states,
+as a mixed graph does).
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ def token_buckets(max_tokens: int) -> list[int]:
 def graphs_supported(
     model: LlamaForCausalLM, attention: AttentionBackend, device: torch.device
 ) -> bool:
-    return device.type == "cuda" and attention.graphable and model.tp.world_size == 1
+    return device.type == "cuda" and attention.graphable
 
 
 def resolve_pending(ids: torch.Tensor, last_token: torch.Tensor) -> torch.Tensor:
@@ -92,7 +96,9 @@ def resolve_pending(ids: torch.Tensor, last_token: torch.Tensor) -> torch.Tensor
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
-    out: torch.Tensor  # logits (decode graphs) or the sampled rows' hidden states (mixed)
+    # Decode graphs: logits, or every row's hidden states where the LM head runs after the
+    # replay; mixed graphs: the sampled rows' hidden states.
+    out: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -144,8 +150,15 @@ class StepGraphs:
         self.kv_heads = cache.layer(0)[0].shape[2]
         self._decode: dict[int, _Graph] = {}
         self._mixed: dict[int, _Graph] = {}
+        self.lm_head_in_graph = self._lm_head_in_graph()
         self.replays = {"decode": 0, "mixed": 0}  # steps served by a graph, by kind
         self.capture_seconds = 0.0
+
+    def _lm_head_in_graph(self) -> bool:
+        """Whether decode graphs end at the logits: on a single rank. Under tensor
+        parallelism the LM head gathers its vocabulary slices to the sampling rank, a
+        collective kept out of the graphs."""
+        return self.model.tp.world_size == 1
 
     # -- startup -----------------------------------------------------------------------------
     def capture_all(self) -> float:
@@ -202,8 +215,10 @@ class StepGraphs:
         )
         ids = resolve_pending(v("ids", b), self.last_token)
         hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
+        if not self.lm_head_in_graph:
+            return hidden
         logits = self.model.compute_logits(hidden, upcast=False)
-        assert logits is not None, "graphs are captured on a single rank, which samples"
+        assert logits is not None, "a single rank samples"
         return logits
 
     def _decode_block_n(self, decodes: int) -> int:
@@ -264,12 +279,15 @@ class StepGraphs:
                 return m if fits else None
         return None
 
-    def replay_decode(self, bucket: int, n: int) -> torch.Tensor:
-        """Logits [n, vocab] of a decode step whose inputs are in the step buffer."""
+    def replay_decode(self, bucket: int, n: int) -> torch.Tensor | None:
+        """Logits [n, vocab] of a decode step whose inputs are in the step buffer (None on
+        a tensor-parallel rank that does not sample)."""
         g = self._decode[bucket]
         g.graph.replay()
         self.replays["decode"] += 1
-        return g.out[:n]
+        if self.lm_head_in_graph:
+            return g.out[:n]
+        return self.model.compute_logits(g.out[:n], upcast=False)
 
     def replay_mixed(self, shape: MixedShape, samples: int) -> torch.Tensor:
         """Hidden states [samples, hidden] of the step's sampled rows."""

@@ -39,6 +39,18 @@ def test_graphed_steps_match_eager(overlap: bool) -> None:
     assert graphed == eager
 
 
+def test_decode_graphs_ending_at_hidden_states_match_eager(monkeypatch) -> None:
+    """The form decode graphs take under tensor parallelism (the LM head, whose gather is a
+    collective, after the replay), on one GPU."""
+    from sarathi.worker.cuda_graph import StepGraphs
+
+    monkeypatch.setattr(StepGraphs, "_lm_head_in_graph", lambda self: False)
+    eager, _ = _run(True)
+    graphed, replays = _run(False)
+    assert replays["decode"] > 0 and replays["mixed"] > 0, replays
+    assert graphed == eager
+
+
 def test_paged_backend_matches_vattention_eager_and_graphed() -> None:
     """The paged baseline on the GPU: the same tokens as the vattention cache, with graphs
     (the block table is a static tensor updated in place between replays)."""

@@ -30,6 +30,17 @@ def test_tp2_greedy_equals_tp1_float32(tp_models):
     assert [o.outputs[0].token_ids for o in two] == [o.outputs[0].token_ids for o in one]
 
 
+def test_tp2_graphs_equal_tp2_eager_float32(tp_models):
+    """Both ranks replay graphs with the all-reduces inside; the tokens are the eager ones."""
+    path = tp_models["llama"]
+    prompts = random_prompts(6, 384, seed=7, max_len=60)
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    kw = dict(dtype="float32", tensor_parallel_size=2, executor="mp")
+    eager = _run(path, prompts, params, enforce_eager=True, **kw)
+    graphed = _run(path, prompts, params, **kw)
+    assert [o.outputs[0].token_ids for o in graphed] == [o.outputs[0].token_ids for o in eager]
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_tp2_first_step_logprobs_within_bf16_tolerance(tp_models, arch):
     """The first sampled position's top log-probabilities (log-softmax of the gathered
