@@ -24,6 +24,7 @@ from vattention.backends import (
 from vattention.errors import OutOfPagesError, VAttentionError
 from vattention.geometry import PageGeometry, plan_geometry
 from vattention.pager import Pager
+from vattention.uses import FrameUses
 from vattention.views import CacheShape
 
 __all__ = ["KVCache", "available_backends"]
@@ -92,10 +93,8 @@ class KVCache:
         self._free_slots = list(range(max_slots - 1, -1, -1))  # pop() gives the lowest
         # Per frame: live slots that owe it plus its hold. The budget counts frames in use
         # (uses > 0) once each, however many slots share them.
-        self._uses = [0] * self.num_blocks
+        self._uses = FrameUses(self.num_blocks)
         self._used_blocks = 0
-        self._num_shared = 0  # frames with two or more uses (kept as they change: stats()
-        # runs after every engine step)
         shape = CacheShape(
             num_layers,
             num_kv_heads,
@@ -153,7 +152,7 @@ class KVCache:
         self._owed[slot] = shared
         self._tokens[slot] = len(shared) * self.tokens_per_block
         for frame in shared:
-            self._add_use(frame)
+            self._uses.add(frame)
         return slot
 
     def ensure(self, slot: int, num_tokens: int) -> None:
@@ -176,7 +175,7 @@ class KVCache:
             # owner's that nobody else maps or holds): each is a new frame in use.
             fresh = pager.frames(slot, have, need)
             for frame in fresh:
-                self._add_use(frame)
+                self._uses.add(frame)
             self._owed[slot].extend(fresh)
             self._used_blocks += grow
         self._tokens[slot] = max(self._tokens[slot], num_tokens)
@@ -235,10 +234,10 @@ class KVCache:
         if not self.shares_frames:
             raise VAttentionError(f"the {self.backend_name} backend cannot share frames")
         self._check_frame(frame)
-        if not self._uses[frame]:
+        if not self._uses.in_use(frame):
             raise VAttentionError(f"frame {frame} is not in use by any slot")
         pager.hold(frame)
-        self._add_use(frame)
+        self._uses.add(frame)
 
     def release(self, frame: int) -> None:
         """Drop the hold on ``frame``: it is free once no slot maps it (a live slot that
@@ -268,7 +267,7 @@ class KVCache:
         (``resident_*``, ``cached_blocks``, ``ahead_blocks``, ``frames_held``: what is
         physically in use, including frames kept for reuse or mapped ahead)."""
         g = self.geometry
-        shared = self._num_shared
+        shared = self._uses.shared
         out: dict[str, Any] = {
             "backend": self.backend_name,
             "layout": g.layout,
@@ -329,17 +328,9 @@ class KVCache:
             raise VAttentionError(f"shared frames repeat: {shared}")
         for frame in shared:
             self._check_frame(frame)
-            if not self._uses[frame]:
+            if not self._uses.in_use(frame):
                 raise VAttentionError(f"shared frame {frame} is not in use (owed or held)")
 
-    def _add_use(self, frame: int) -> None:
-        self._uses[frame] += 1
-        if self._uses[frame] == 2:
-            self._num_shared += 1
-
     def _drop_use(self, frame: int) -> None:
-        self._uses[frame] -= 1
-        if self._uses[frame] == 1:
-            self._num_shared -= 1
-        elif not self._uses[frame]:
+        if self._uses.drop(frame):
             self._used_blocks -= 1

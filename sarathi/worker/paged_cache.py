@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from vattention.errors import OutOfPagesError, VAttentionError
+from vattention.uses import FrameUses
 
 
 def paged_block_bytes(
@@ -82,11 +83,10 @@ class PagedKVCache:
         self._taken = [False] * max_slots
         self._free_slots = list(range(max_slots - 1, -1, -1))  # pop() gives the lowest
         self._free_blocks = list(range(num_blocks - 1, -1, -1))
-        self._refs = [0] * num_blocks  # live slots that owe a block, plus its hold
+        self._uses = FrameUses(num_blocks)
         self._held = [False] * num_blocks
         # Kept as they change: stats() runs after every engine step.
         self._num_held = 0
-        self._num_shared = 0  # blocks with two or more references
         self._pending: list[tuple[int, int, int]] = []  # (slot, index, block) not yet on device
         self._closed = False
 
@@ -119,12 +119,12 @@ class PagedKVCache:
             raise VAttentionError(f"shared blocks repeat: {shared}")
         for block in shared:
             self._check_block(block)
-            if not self._refs[block]:
+            if not self._uses.in_use(block):
                 raise VAttentionError(f"shared block {block} is not in use (owed or held)")
         slot = self._free_slots.pop()
         self._taken[slot] = True
         for index, block in enumerate(shared):
-            self._ref(block)
+            self._uses.add(block)
             self._pending.append((slot, index, block))
         self._blocks[slot] = shared
         self._tokens[slot] = len(shared) * self.block_tokens
@@ -145,7 +145,7 @@ class PagedKVCache:
             )
         for _ in range(max(0, need)):
             block = self._free_blocks.pop()
-            self._refs[block] = 1
+            self._uses.add(block)
             self._pending.append((slot, len(blocks), block))
             blocks.append(block)
         self._tokens[slot] = max(self._tokens[slot], num_tokens)
@@ -190,11 +190,11 @@ class PagedKVCache:
         self._check_block(frame)
         if self._held[frame]:
             raise VAttentionError(f"frame {frame} is already held")
-        if not self._refs[frame]:
+        if not self._uses.in_use(frame):
             raise VAttentionError(f"frame {frame} is not in use by any slot")
         self._held[frame] = True
         self._num_held += 1
-        self._ref(frame)
+        self._uses.add(frame)
 
     def release(self, frame: int) -> None:
         self._check_open()
@@ -215,7 +215,7 @@ class PagedKVCache:
         blocks owed by live slots or held (the pool itself is ``pool_bytes``, all allocated
         at start), ``virtual_mapped_bytes`` the blocks owed counted per slot."""
         used = self.num_blocks - len(self._free_blocks)
-        shared = self._num_shared
+        shared = self._uses.shared
         return {
             "backend": "paged",
             "layout": "paged",
@@ -250,16 +250,8 @@ class PagedKVCache:
         if not 0 <= block < self.num_blocks:
             raise VAttentionError(f"frame {block} is outside [0, {self.num_blocks})")
 
-    def _ref(self, block: int) -> None:
-        self._refs[block] += 1
-        if self._refs[block] == 2:
-            self._num_shared += 1
-
     def _unref(self, block: int) -> None:
-        self._refs[block] -= 1
-        if self._refs[block] == 1:
-            self._num_shared -= 1
-        elif not self._refs[block]:
+        if self._uses.drop(block):
             self._free_blocks.append(block)
 
     def _check_slot(self, slot: int) -> None:
