@@ -16,8 +16,8 @@ from sarathi import LLM, SamplingParams
 from sarathi.model_executor.attention.metadata import AttentionMetadata, chunk_table, prefill_block_m
 from sarathi.model_executor.attention.torch_backend import TorchAttention
 from sarathi.model_executor.attention.triton_backend import TritonAttention
-from sarathi.model_executor.attention.triton_kernels import (decode_attention, decode_splits,
-                                                             prefill_attention)
+from sarathi.model_executor.attention.triton_kernels import (PrefillLaunch, decode_attention,
+                                                             decode_splits, prefill_attention)
 
 # Triton 3.6's interpreter turns a loaded scalar into an index with int() of a one-element
 # array, which NumPy 2 refuses; .item() works for both shapes.
@@ -45,21 +45,39 @@ def check_kernels() -> None:
     dlens = torch.tensor([n for _, n in decodes])
     pos = torch.cat([dlens - 1] + [torch.arange(st, st + n) for _, st, n in prefills])
     sot = torch.cat([dslots] + [torch.full((n,), s) for s, _, n in prefills])
-    ref = TorchAttention().forward(q, k, v, AttentionMetadata(
-        sot, pos, nd, dslots, dlens, int(dlens.max()), prefills), scale, None)
-
-    out = torch.full_like(q, float("nan"))
-    decode_attention(q[:nd], k, v, dslots, dlens, int(dlens.max()), scale, None, out[:nd], 4)
-    c = chunk_table(prefills, nd, q.device)
-    assert c is not None
-    prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, c.longest, scale, None, out)
-    err = (out - ref).abs().max().item()
-    assert err < 1e-4, f"eager kernels differ from SDPA by {err}"
+    meta = AttentionMetadata(sot, pos, nd, dslots, dlens, int(dlens.max()), prefills)
+    # The default prefill launch, and GQA packing (both query heads of a KV group per program).
+    launches = [None, PrefillLaunch(16, 16, 4, 1, packed=True)]
+    for window in (None, 7):
+        want = TorchAttention().forward(q, k, v, meta, scale, window)
+        for launch in launches:
+            out = torch.full_like(q, float("nan"))
+            decode_attention(q[:nd], k, v, dslots, dlens, int(dlens.max()), scale, window,
+                             out[:nd], 4)
+            c = chunk_table(prefills, nd, q.device)
+            assert c is not None
+            prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, c.longest, scale,
+                              window, out, launch=launch)
+            err = (out - want).abs().max().item()
+            assert err < 1e-4, f"eager kernels ({launch}, window {window}) differ by {err}"
+    ref = TorchAttention().forward(q, k, v, meta, scale, None)
 
     # As a mixed-step graph runs them: 8 decode rows of which the first 3 are decodes, a
     # chunk table padded to 4 entries, one program per tile of a padded tile table.
+    for launch in launches:
+        block_m = launch.block_m if launch is not None else prefill_block_m(d)
+        check_graph_shaped(q, k, v, ref, decodes, prefills, block_m, launch)
+
+
+def check_graph_shaped(  # type: ignore[no-untyped-def]
+    q, k, v, ref, decodes, prefills, block_m, launch
+):
+    t, hq, d = q.shape
+    max_len, hkv = k.shape[1], k.shape[2]
+    scale, nd = 0.2, len(decodes)
+    dslots = torch.tensor([s for s, _ in decodes])
+    dlens = torch.tensor([n for _, n in decodes])
     rows, cap_chunks, pad_slot = 8, 4, 5
-    block_m = prefill_block_m(d)
     ds = torch.full((rows,), pad_slot)
     ds[:nd] = dslots
     dl = torch.ones(rows, dtype=torch.long)
@@ -81,9 +99,9 @@ def check_kernels() -> None:
     decode_attention(qq[:rows], k, v, ds, dl, max_len, scale, None, out2[:rows], 4,
                      decode_splits(16, hkv, max_len, 64, 4), None, torch.tensor([nd]))
     prefill_attention(qq, k, v, table[0], table[1], table[2], table[3], t, scale, None, out2,
-                      None, (tile_chunk, tile_block))
+                      None, (tile_chunk, tile_block), launch)
     err = (out2[:t] - ref).abs().max().item()
-    assert err < 1e-4, f"graph-shaped kernels differ from SDPA by {err}"
+    assert err < 1e-4, f"graph-shaped kernels ({launch}) differ from SDPA by {err}"
     assert torch.isnan(out2[t:]).all(), "the kernels wrote rows past the step"
 
 

@@ -74,6 +74,36 @@ def test_mixed_step_matches_reference(layout: str, hq: int, hkv: int, d: int,
     assert rel_error(out, ref) < BF16_TOL
 
 
+@pytest.mark.parametrize("hq,hkv,d", [(32, 8, 128), (16, 8, 128), (32, 32, 128), (14, 2, 64)])
+@pytest.mark.parametrize("window", [None, 77])
+def test_packed_prefill_matches_reference(hq: int, hkv: int, d: int, window: int | None) -> None:
+    """GQA packing (a program takes every query head of a KV group): the reference's output,
+    eager and over a graph's tile table."""
+    from sarathi.model_executor.attention.triton_kernels import PrefillLaunch, prefill_attention
+
+    rng = random.Random(hash((hq, hkv, d, window)) & 0xFFFF)
+    torch.manual_seed(rng.randrange(1 << 30))
+    k, v = _cache("mega", 8, 1500, hkv, d, torch.bfloat16)
+    tok_slots, tok_pos, meta = _step(rng, 8, 1500, num_decodes=0, chunk_lens=[1, 37, 200, 64])
+    q = torch.randn(len(tok_slots), hq, d, dtype=torch.bfloat16, device="cuda")
+    ref = reference_attention(q, k, v, tok_slots, tok_pos, d ** -0.5, window)
+    c = meta.chunks
+    assert c is not None
+    for launch in (PrefillLaunch(32, 64, 4, 3, packed=True), PrefillLaunch(16, 64, 8, 3, True)):
+        out = torch.full_like(q, float("nan"))
+        prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, c.longest, d ** -0.5,
+                          window, out, launch=launch)
+        assert rel_error(out, ref) < BF16_TOL, launch
+        blocks = [(i, b) for i, (_, _, n) in enumerate(meta.prefills)
+                  for b in range(-(-n // launch.block_m))]
+        tiles = (torch.tensor([i for i, _ in blocks] + [-1, -1], device="cuda"),
+                 torch.tensor([b for _, b in blocks] + [0, 0], device="cuda"))
+        out = torch.full_like(q, float("nan"))
+        prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, c.longest, d ** -0.5,
+                          window, out, tiles=tiles, launch=launch)
+        assert rel_error(out, ref) < BF16_TOL, launch
+
+
 @pytest.mark.parametrize("batch,max_len,splits", [(1, 16384, None), (3, 4096, (7, 640)),
                                                   (64, 2048, None), (5, 300, (1, 320)),
                                                   # many programs per SM: 32-key blocks

@@ -49,6 +49,21 @@ class DecodeLaunch:
     stages: int
 
 
+@dataclass(frozen=True)
+class PrefillLaunch:
+    """Launch shape of the prefill kernel: ``block_m`` tokens of a chunk per program (the
+    tile table's unit), ``block_n`` keys per iteration. ``packed``: a program takes the
+    tokens for every query head of a KV group (block_m x group rows, where the group size is
+    a power of two), so the group shares each key/value block it loads; else one head per
+    program."""
+
+    block_m: int
+    block_n: int
+    warps: int
+    stages: int
+    packed: bool = False
+
+
 def decode_launch(batch: int, kv_heads: int, num_sms: int) -> DecodeLaunch:
     """The decode kernel's launch shape for a batch (``benchmarks/decode_configs.py``, H200).
     With many programs per SM (batch 256 x 8 KV heads on 132 SMs), 32-key blocks on two
@@ -457,40 +472,47 @@ def _prefill_kernel(
     PAGED: tl.constexpr,
     PAGE: tl.constexpr,
     TILED: tl.constexpr,
+    HEADS: tl.constexpr,
 ):
+    # A program takes BLOCK_M // HEADS tokens of a chunk for HEADS query heads of one KV
+    # group, a row per (token, head): with HEADS = GROUP the group's heads share each key
+    # and value block loaded, instead of every head loading it again.
+    TOKENS = BLOCK_M // HEADS
     if TILED:  # a graph's fixed grid: program i takes tile i of the step's table
         c = tl.load(TileChunk + tl.program_id(0)).to(tl.int32)
         if c < 0:
             return
         mb = tl.load(TileBlock + tl.program_id(0)).to(tl.int32)
-        h = tl.program_id(1)
+        h0 = tl.program_id(1) * HEADS
     else:
         mb = tl.program_id(0)
         c = tl.program_id(1)
-        h = tl.program_id(2)
+        h0 = tl.program_id(2) * HEADS
     n = tl.load(ChunkLen + c).to(tl.int32)
-    if mb * BLOCK_M >= n:
+    if mb * TOKENS >= n:
         return
     slot = tl.load(ChunkSlot + c).to(tl.int64)
     start = tl.load(ChunkStart + c).to(tl.int32)
     off = tl.load(ChunkOff + c).to(tl.int64)
-    kvh = h // GROUP
+    kvh = h0 // GROUP
 
-    rows = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    r = tl.arange(0, BLOCK_M)
+    rows = mb * TOKENS + r // HEADS  # the row's token in the chunk
+    heads = h0 + r % HEADS
     rmask = rows < n
     qpos = start + rows
     d = tl.arange(0, HEAD_DIM)
     q = tl.load(
-        Q + (off + rows[:, None]) * stride_qt + h * stride_qh + d[None, :],
+        Q + (off + rows[:, None]) * stride_qt + heads[:, None] * stride_qh + d[None, :],
         mask=rmask[:, None],
         other=0.0,
     )
 
     # Keys this block can see: up to its last query's position (inclusive).
-    hi = tl.minimum(start + (mb + 1) * BLOCK_M, start + n)
+    hi = tl.minimum(start + (mb + 1) * TOKENS, start + n)
     lo = 0
     if HAS_WINDOW:
-        lo = tl.maximum(start + mb * BLOCK_M - window + 1, 0)
+        lo = tl.maximum(start + mb * TOKENS - window + 1, 0)
         lo = (lo // BLOCK_N) * BLOCK_N
 
     m_i = tl.full([BLOCK_M], NEG_BIG, dtype=tl.float32)
@@ -502,7 +524,7 @@ def _prefill_kernel(
     # no causal mask there (most of a chunk's context when it has a prefix).
     full = lo
     if not HAS_WINDOW:
-        full = ((start + mb * BLOCK_M + 1) // BLOCK_N) * BLOCK_N
+        full = ((start + mb * TOKENS + 1) // BLOCK_N) * BLOCK_N
         m_i, l_i, acc = _prefill_keys(
             q,
             qpos,
@@ -560,7 +582,7 @@ def _prefill_kernel(
 
     out = acc / l_i[:, None]
     tl.store(
-        Out + (off + rows[:, None]) * stride_ot + h * stride_oh + d[None, :],
+        Out + (off + rows[:, None]) * stride_ot + heads[:, None] * stride_oh + d[None, :],
         out.to(Out.dtype.element_ty),
         mask=rmask[:, None],
     )
@@ -710,25 +732,28 @@ def prefill_attention(
     out: torch.Tensor,
     block_table: torch.Tensor | None = None,
     tiles: tuple[torch.Tensor, torch.Tensor] | None = None,
-    config: tuple[int, int, int, int] | None = None,
+    launch: PrefillLaunch | None = None,
 ) -> torch.Tensor:
     """q: [T, Hq, D] (chunk c's rows start at chunk_off[c]); out rows of the chunks written.
     With ``block_table`` the caches are paged pools, as in ``decode_attention``. With
     ``tiles`` (chunk and query block of each program, chunk -1 for none; see
     ``prefill_block_m``) the grid is one program per tile and head, whatever the chunks.
-    ``config`` (block_m, block_n, warps, stages) overrides the launch shape, for tuning
-    (``benchmarks/prefill_configs.py``); tiles must then be built with its block_m."""
+    ``launch`` overrides the launch shape, for tuning (``benchmarks/prefill_configs.py``);
+    tiles must then be built with its ``block_m``."""
     _check(q, k_cache, v_cache)
     hq, d = q.shape[1], q.shape[2]
     group = hq // k_cache.shape[2]
-    block_m, block_n, warps, stages = config or (prefill_block_m(d), 64, 4, 3)
+    launch = launch or PrefillLaunch(prefill_block_m(d), 64, 4, 3)
+    # A program's rows are a power of two (block_m x heads): groups of other sizes (7 query
+    # heads per KV head in Qwen2-0.5B) run one head per program.
+    heads = group if launch.packed and group & (group - 1) == 0 else 1
     paged = block_table is not None
     bt = chunk_slot if block_table is None else block_table  # chunk_slot: unused, not paged
     if tiles is not None:
-        grid: tuple[int, ...] = (tiles[0].numel(), hq)
+        grid: tuple[int, ...] = (tiles[0].numel(), hq // heads)
         tile_chunk, tile_block = tiles
     else:
-        grid = (triton.cdiv(max_chunk, block_m), chunk_slot.numel(), hq)
+        grid = (triton.cdiv(max_chunk, launch.block_m), chunk_slot.numel(), hq // heads)
         tile_chunk = tile_block = chunk_slot  # unused
     _prefill_kernel[grid](
         q,
@@ -756,14 +781,15 @@ def prefill_attention(
         scale * LOG2E,
         window or 0,
         GROUP=group,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
+        BLOCK_M=launch.block_m * heads,
+        BLOCK_N=launch.block_n,
         HEAD_DIM=d,
         HAS_WINDOW=window is not None,
         PAGED=paged,
         PAGE=k_cache.shape[1] if paged else 1,
         TILED=tiles is not None,
-        num_warps=warps,
-        num_stages=stages,
+        HEADS=heads,
+        num_warps=launch.warps,
+        num_stages=launch.stages,
     )
     return out
