@@ -282,16 +282,18 @@ class StepGraphs:
     def replay_decode(self, bucket: int, n: int) -> torch.Tensor | None:
         """Logits [n, vocab] of a decode step whose inputs are in the step buffer (None on
         a tensor-parallel rank that does not sample)."""
-        g = self._decode[bucket]
-        g.graph.replay()
-        self.replays["decode"] += 1
+        out = self._replay("decode", bucket)
         if self.lm_head_in_graph:
-            return g.out[:n]
-        return self.model.compute_logits(g.out[:n], upcast=False)
+            return out[:n]
+        return self.model.compute_logits(out[:n], upcast=False)
 
     def replay_mixed(self, shape: MixedShape, samples: int) -> torch.Tensor:
         """Hidden states [samples, hidden] of the step's sampled rows."""
-        g = self._mixed[shape.tokens]
+        return self._replay("mixed", shape.tokens)[:samples]
+
+    def _replay(self, kind: str, size: int) -> torch.Tensor:
+        """Replay the graph of that kind and size; its output tensor."""
+        g = (self._decode if kind == "decode" else self._mixed)[size]
         g.graph.replay()
-        self.replays["mixed"] += 1
-        return g.out[:samples]
+        self.replays[kind] += 1
+        return g.out

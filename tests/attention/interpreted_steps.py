@@ -105,7 +105,10 @@ def check_graph_shaped(  # type: ignore[no-untyped-def]
     assert torch.isnan(out2[t:]).all(), "the kernels wrote rows past the step"
 
 
-def engine(graph_shaped: bool, overlap: bool) -> tuple[LLM, dict[str, int]]:
+def engine(graph_shaped: bool, overlap: bool, lm_head_in_graph: bool = True
+           ) -> tuple[LLM, dict[str, int]]:
+    """``graph_shaped``: steps run the graphs' forwards (what a replay runs) directly;
+    ``lm_head_in_graph`` False: decode graphs in their tensor-parallel form."""
     llm = LLM("demo", max_num_seqs=5, chunk_size=24, overlap_scheduling=overlap,
               dtype="float32")
     runner = llm.engine.executor.worker.runner
@@ -113,32 +116,31 @@ def engine(graph_shaped: bool, overlap: bool) -> tuple[LLM, dict[str, int]]:
     calls = {"decode": 0, "mixed": 0}
     if graph_shaped:
         g = runner.step_graphs(num_sms=4)
+        g.lm_head_in_graph = lm_head_in_graph
         llm.engine.scheduler.max_running = runner.cache.max_slots - 1  # the pad slot
 
-        def replay_decode(bucket: int, n: int) -> torch.Tensor:
-            calls["decode"] += 1
+        def replay(kind: str, size: int) -> torch.Tensor:
+            calls[kind] += 1
             with torch.inference_mode():
-                return g._decode_forward(bucket)[:n]
+                if kind == "decode":
+                    return g._decode_forward(size)
+                return g._mixed_forward(g.mixed_shapes[size])
 
-        def replay_mixed(shape, samples: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
-            calls["mixed"] += 1
-            with torch.inference_mode():
-                return g._mixed_forward(shape)[:samples]
-
-        g.replay_decode, g.replay_mixed = replay_decode, replay_mixed  # type: ignore[method-assign]
+        g._replay = replay  # type: ignore[method-assign]
         runner.graphs = g
     return llm, calls
 
 
-def check_steps(overlap: bool) -> None:
+def check_steps(overlap: bool, lm_head_in_graph: bool = True) -> None:
     prompts = [[5 + i + j for j in range(3 + 7 * i)] for i in range(5)]
     params = [SamplingParams(temperature=0.0, max_tokens=6 + 3 * i, ignore_eos=True)
               for i in range(5)]
     eager, _ = engine(False, overlap)
-    shaped, calls = engine(True, overlap)
+    shaped, calls = engine(True, overlap, lm_head_in_graph)
     want = [o.outputs[0].token_ids for o in eager.generate(prompts, params, use_tqdm=False)]
     got = [o.outputs[0].token_ids for o in shaped.generate(prompts, params, use_tqdm=False)]
-    assert got == want, f"graph-shaped steps (overlap={overlap}) gave {got}, eager {want}"
+    assert got == want, (f"graph-shaped steps (overlap={overlap}, LM head in graph "
+                         f"{lm_head_in_graph}) gave {got}, eager {want}")
     assert calls["decode"] and calls["mixed"], calls
 
 
@@ -146,5 +148,6 @@ if __name__ == "__main__":
     check_kernels()
     check_steps(overlap=False)
     check_steps(overlap=True)
+    check_steps(overlap=False, lm_head_in_graph=False)  # the tensor-parallel form
     print("OK")
     sys.exit(0)
