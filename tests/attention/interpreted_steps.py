@@ -1,5 +1,5 @@
 """Run by test_interpreted_steps.py in a subprocess with TRITON_INTERPRET=1: the Triton
-kernels, and whole engine steps laid out as the CUDA graphs lay them out (fixed grids over
+kernels (attention, RMSNorm), and whole engine steps laid out as the CUDA graphs lay them out (fixed grids over
 the padded step buffer, decode count read on the device, the prefill tile table), executed
 by Triton's interpreter on the CPU, against the SDPA reference and the eager engine.
 Prints OK at the end."""
@@ -144,7 +144,28 @@ def check_steps(overlap: bool, lm_head_in_graph: bool = True) -> None:
     assert calls["decode"] and calls["mixed"], calls
 
 
+def check_norms() -> None:
+    """RMSNorm with several short rows per program (per-head q/k norms) and one long row per
+    program, against the reference."""
+    from sarathi.model_executor.layers import fused
+    from sarathi.model_executor.layers.layernorm import RMSNorm
+
+    torch.manual_seed(1)
+    for rows, size in [(3, 4096), (37, 1024), (300, 128), (5, 96)]:
+        norm = RMSNorm(size, 1e-5).to(torch.bfloat16)
+        norm.weight.data.normal_()
+        x = torch.randn(rows, size, dtype=torch.bfloat16) * 3
+        err = (fused.rms_norm(x, norm.weight, norm.eps).float() - norm.reference(x).float())
+        assert err.norm() / norm.reference(x).float().norm() < 1e-2, (rows, size)
+    qkv = torch.randn(9, 16 * 128 + 2 * 8 * 128)  # q heads: a strided view of the fused qkv
+    q = qkv[:, :16 * 128].view(9, 16, 128)
+    norm = RMSNorm(128, 1e-6)
+    norm.weight.data.normal_()
+    assert torch.allclose(fused.rms_norm(q, norm.weight, norm.eps), norm.reference(q), atol=1e-5)
+
+
 if __name__ == "__main__":
+    check_norms()
     check_kernels()
     check_steps(overlap=False)
     check_steps(overlap=True)

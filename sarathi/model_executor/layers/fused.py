@@ -45,21 +45,37 @@ if triton_installed():
 
     @triton.jit
     def _rms_norm_kernel(
-        X, W, Out, stride_xa, stride_xb, nb, n, eps, BLOCK: tl.constexpr, PDL: tl.constexpr
+        X,
+        W,
+        Out,
+        stride_xa,
+        stride_xb,
+        nb,
+        n,
+        rows,
+        eps,
+        ROWS: tl.constexpr,
+        BLOCK: tl.constexpr,
+        PDL: tl.constexpr,
     ):
         wait_prior(PDL)
-        row = tl.program_id(0)
-        a, b = row // nb, row % nb
+        # ROWS rows per program: per-head norms (Qwen3's q/k norms) have rows of 128.
+        row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        a, b = (row // nb).to(tl.int64), row % nb
         cols = tl.arange(0, BLOCK)
-        mask = cols < n
-        x = tl.load(X + a.to(tl.int64) * stride_xa + b * stride_xb + cols, mask=mask, other=0.0).to(
-            tl.float32
-        )
-        r = tl.rsqrt(tl.sum(x * x, 0) / n + eps)
-        w = tl.load(W + cols, mask=mask, other=0.0)
+        cmask = cols < n
+        mask = (row < rows)[:, None] & cmask[None, :]
+        x = tl.load(
+            X + a[:, None] * stride_xa + b[:, None] * stride_xb + cols[None, :],
+            mask=mask,
+            other=0.0,
+        ).to(tl.float32)
+        r = tl.rsqrt(tl.sum(x * x, 1) / n + eps)
+        w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
         # Reference: weight * (x * r).to(dtype), the product in the weight's dtype.
-        y = (x * r).to(X.dtype.element_ty).to(tl.float32) * w.to(tl.float32)
-        tl.store(Out + row.to(tl.int64) * n + cols, y.to(Out.dtype.element_ty), mask=mask)
+        y = (x * r[:, None]).to(X.dtype.element_ty).to(tl.float32) * w[None, :]
+        out = Out + row.to(tl.int64)[:, None] * n + cols[None, :]
+        tl.store(out, y.to(Out.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _load_input(ptr, mask, split_stride, SPLITS: tl.constexpr, dt: tl.constexpr):
@@ -262,7 +278,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, pdl: bool = Fals
     out = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
     rows = x3.shape[0] * x3.shape[1]
     if rows:
-        _rms_norm_kernel[(rows,)](
+        block = triton.next_power_of_2(n)
+        # Short rows share a program (2,048 elements a program: a 4-warp program per
+        # 128-element row left most of it idle); long rows take one each, as before.
+        per_program = max(1, min(16, 2048 // block))
+        _rms_norm_kernel[(triton.cdiv(rows, per_program),)](
             x3,
             weight,
             out,
@@ -270,8 +290,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, pdl: bool = Fals
             x3.stride(1),
             x3.shape[1],
             n,
+            rows,
             eps,
-            BLOCK=triton.next_power_of_2(n),
+            ROWS=per_program,
+            BLOCK=block,
             num_warps=4 if n <= 4096 else 8,
             **launch_args(pdl),
         )
