@@ -1,5 +1,5 @@
 """Run by test_interpreted_steps.py in a subprocess with TRITON_INTERPRET=1: the Triton
-kernels (attention, RMSNorm), and whole engine steps laid out as the CUDA graphs lay them out (fixed grids over
+kernels (attention, RMSNorm, the fused draw), and whole engine steps laid out as the CUDA graphs lay them out (fixed grids over
 the padded step buffer, decode count read on the device, the prefill tile table), executed
 by Triton's interpreter on the CPU, against the SDPA reference and the eager engine.
 Prints OK at the end."""
@@ -164,7 +164,39 @@ def check_norms() -> None:
     assert torch.allclose(fused.rms_norm(q, norm.weight, norm.eps), norm.reference(q), atol=1e-5)
 
 
+def check_race() -> None:
+    """The fused draw: greedy rows take torch.argmax's index, ties included (within a lane,
+    across lanes, across splits); sampled rows follow the softmax."""
+    from sarathi.model_executor.layers import race_sample
+
+    race_sample._num_sms = lambda device: 4  # type: ignore[assignment]  # no GPU to ask
+    vocab = 5000  # two splits of 4,096 columns
+    logits = torch.full((4, vocab), -5.0, dtype=torch.bfloat16)
+    for row, cols in enumerate([[700, 300], [1000, 1512], [4500, 100], [4999]]):
+        logits[row, cols] = 3.0  # 1000 and 1512 share a lane; 100 and 4500 are in two splits
+    slots = torch.tensor([2, 0, 3, 1])
+    last = torch.full((4,), -1)
+    got = race_sample.race_sample(logits, torch.zeros(4), slots, last, 0)
+    assert got.tolist() == torch.argmax(logits, dim=1).tolist() == [300, 1000, 100, 4999], got
+    assert last[slots].tolist() == got.tolist()
+
+    hot, values = [3, 600, 2100, 4700], torch.tensor([1.0, 0.5, 0.0, -0.5])
+    logits = torch.full((64, vocab), -30.0)
+    logits[:, hot] = values
+    counts = torch.zeros(vocab)
+    for seed in range(20):
+        drawn = race_sample.race_sample(logits, torch.full((64,), 0.8), torch.arange(64),
+                                        torch.zeros(64, dtype=torch.long), seed)
+        counts += torch.bincount(drawn, minlength=vocab).float()
+    freq = counts / counts.sum()
+    want = torch.zeros(vocab)
+    want[hot] = torch.softmax(values / 0.8, 0)  # the other tokens' share is below 1e-12
+    tv = 0.5 * (freq - want).abs().sum().item()
+    assert tv < 0.06, (tv, counts[hot], want[hot])
+
+
 if __name__ == "__main__":
+    check_race()
     check_norms()
     check_kernels()
     check_steps(overlap=False)

@@ -5,8 +5,9 @@ E ~ Exp(1), which is the argmax of ``logits / T + G`` with G = -log(-log U) Gumb
 In PyTorch that is an upcast and five passes over a [rows, vocab] float32 tensor (scale,
 noise, log, add, argmax) and as many launches; here one kernel reads each logit once in
 the model's dtype, draws its noise from Philox counters (``tl.rand4x``, four numbers per
-counter) and keeps the best score of its share of the vocabulary; a second picks each
-row's winner and writes it where the next step reads it.
+counter) and keeps each lane's best score over its share of the vocabulary, reduced across
+lanes once at the end; a second picks each row's winner and writes it where the next step
+reads it.
 
 Rows with temperature 0 take their plain argmax in the same launch. What needs per-row
 work (a seed, top-k, top-p, min-p, logprobs of penalised rows) stays on the PyTorch path,
@@ -35,17 +36,19 @@ if triton_installed():
     import triton.language as tl
 
     @triton.jit
-    def _race_quarter(base, first, q, end, u, greedy, inv_t, best, best_i):
-        """Columns [first, first + len(q)) scored and folded into the running best."""
+    def _race_quarter(base, first, q, end, u, greedy, inv_t, best, best_col):
+        """Columns [first, first + len(q)) scored and folded into each lane's running best
+        (no reduction across lanes here: that happens once, at the end of the scan)."""
         cols = first + q
         mask = cols < end
         x = tl.load(base + cols, mask=mask, other=float("-inf")).to(tl.float32)
         # u = 0 gives -inf noise: that token loses, as it should with probability 0.
         s = tl.where(greedy, x, x * inv_t - tl.log(-tl.log(u)))
         s = tl.where(mask, s, float("-inf"))
-        m = tl.max(s, 0)
-        take = m > best  # strictly: the lowest index wins a tie, as torch.argmax
-        return tl.where(take, m, best), tl.where(take, first + tl.argmax(s, 0), best_i)
+        # Strictly: a lane sees its columns in increasing order, so it keeps the lowest of
+        # equal scores, as torch.argmax does.
+        take = s > best
+        return tl.where(take, s, best), tl.where(take, cols, best_col)
 
     # The split count changes with the batch size: a runtime argument, never specialised
     # on, so that one compilation serves every batch (compiled at start-up: ``warm_up``).
@@ -76,20 +79,22 @@ if triton_installed():
         # Philox yields four numbers per counter: counter c serves columns off + k * QUARTER
         # + (c - off / 4), k = 0..3. Counters are unique per row: [0, vocab / 4 + QUARTER).
         counters = row * (vocab // 4 + QUARTER) + q
-        best = tl.full((), float("-inf"), tl.float32)
-        best_i = start
+        best = tl.full([QUARTER], float("-inf"), tl.float32)
+        col = tl.full([QUARTER], 0, tl.int32) + start
         for off in range(start, end, BLOCK):
             u0, u1, u2, u3 = tl.rand4x(seed, counters + off // 4)
             first = off
-            best, best_i = _race_quarter(base, first, q, end, u0, greedy, inv_t, best, best_i)
+            best, col = _race_quarter(base, first, q, end, u0, greedy, inv_t, best, col)
             first += QUARTER
-            best, best_i = _race_quarter(base, first, q, end, u1, greedy, inv_t, best, best_i)
+            best, col = _race_quarter(base, first, q, end, u1, greedy, inv_t, best, col)
             first += QUARTER
-            best, best_i = _race_quarter(base, first, q, end, u2, greedy, inv_t, best, best_i)
+            best, col = _race_quarter(base, first, q, end, u2, greedy, inv_t, best, col)
             first += QUARTER
-            best, best_i = _race_quarter(base, first, q, end, u3, greedy, inv_t, best, best_i)
-        tl.store(BestScore + row * splits + split, best)
-        tl.store(BestIdx + row * splits + split, best_i)
+            best, col = _race_quarter(base, first, q, end, u3, greedy, inv_t, best, col)
+        top = tl.max(best, 0)
+        # The lowest column among the lanes at the top score: torch.argmax's tie rule.
+        tl.store(BestScore + row * splits + split, top)
+        tl.store(BestIdx + row * splits + split, tl.min(tl.where(best == top, col, end), 0))
 
     @triton.jit(do_not_specialize=["splits"])
     def _race_final_kernel(
