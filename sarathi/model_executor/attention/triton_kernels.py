@@ -9,7 +9,9 @@ keys are one strided run of memory and the kernels need no block table.
   the 16 rows a tensor-core dot needs), keeps a running max/sum, and writes a partial
   result; a second kernel merges the splits. Splitting keeps the chip busy at batch 1.
 - Prefill: one program per (query block, chunk, query head) over the slot's prefix plus the
-  chunk itself, causal with the chunk's offset, optionally within a sliding window.
+  chunk itself, causal with the chunk's offset, optionally within a sliding window; or,
+  packed (``PrefillLaunch.packed``), one per (query block, chunk, KV head) with a row per
+  (token, query head of the group), so the group's heads share each key/value block.
 
 The same kernels read the ``paged`` baseline (``PAGED=True``): K and V are then pools
 ``[num_blocks, block_size, kv_heads, head_dim]`` and a slot's token ``p`` lives in block
