@@ -18,12 +18,8 @@ import functools
 import torch
 from common import bench_ms, copy_bandwidth, print_table, run_info, write_json
 
-from sarathi.model_executor.attention.triton_kernels import (
-    DecodeLaunch,
-    decode_attention,
-    decode_launch,
-    decode_splits,
-)
+from sarathi.model_executor.attention.launch import DecodeLaunch, decode_launch, decode_splits
+from sarathi.model_executor.attention.triton_kernels import decode_attention
 
 SHAPES = {"llama3-8b": (32, 8, 128, 32), "qwen3-0.6b": (16, 8, 128, 28)}  # hq, hkv, d, layers
 LAUNCHES = [

@@ -16,8 +16,9 @@ import functools
 import torch
 from common import bench_ms, print_table, run_info, write_json
 
+from sarathi.model_executor.attention.launch import PrefillLaunch
 from sarathi.model_executor.attention.metadata import chunk_table
-from sarathi.model_executor.attention.triton_kernels import PrefillLaunch, prefill_attention
+from sarathi.model_executor.attention.triton_kernels import prefill_attention
 
 SHAPES = {"llama3-8b": (32, 8, 128), "qwen3-0.6b": (16, 8, 128), "llama2-7b": (32, 32, 128)}
 LAUNCHES = [  # the first is the default

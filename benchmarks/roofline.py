@@ -38,8 +38,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import vattention
 from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend
+from sarathi.model_executor.attention.launch import decode_splits
 from sarathi.model_executor.attention.metadata import FixedLaunch, chunk_table
-from sarathi.model_executor.attention.triton_kernels import decode_splits
 from sarathi.model_executor.dummy_weights import init_dummy_weights
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 from sarathi.model_executor.model_loader import build_model

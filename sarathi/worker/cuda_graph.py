@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
+from sarathi.model_executor.attention.launch import decode_launch, decode_splits
 from sarathi.model_executor.attention.metadata import ChunkTable, FixedLaunch
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 from sarathi.model_executor.models.llama import ForwardContext, LayerCaches, LlamaForCausalLM
@@ -200,8 +201,6 @@ class StepGraphs:
     def _decode_forward(self, b: int) -> torch.Tensor:
         v = self.buffers.view
         slots = v("decode_slots", b)
-        from sarathi.model_executor.attention.triton_kernels import decode_splits
-
         block_n = self._decode_block_n(b)
         meta = AttentionMetadata(
             slot_of_token=v("slot_of_token", b),
@@ -223,8 +222,6 @@ class StepGraphs:
 
     def _decode_block_n(self, decodes: int) -> int:
         """Keys per block of the decode kernel the graph launches (splits are whole blocks)."""
-        from sarathi.model_executor.attention.triton_kernels import decode_launch
-
         return decode_launch(decodes, self.kv_heads, self.sms).block_n
 
     def _mixed_forward(self, m: MixedShape) -> torch.Tensor:

@@ -28,7 +28,8 @@ import torch
 
 from sarathi.core.scheduler_output import ScheduledChunk, StepInput, StepResult, TokenMasks
 from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
-from sarathi.model_executor.attention.metadata import ChunkTable, prefill_block_m
+from sarathi.model_executor.attention.launch import prefill_launch
+from sarathi.model_executor.attention.metadata import ChunkTable
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 from sarathi.model_executor.layers.sampler import (
     PendingPromptLogprobs,
@@ -140,7 +141,7 @@ class ModelRunner:
         self.sampler = Sampler(
             eos_ids, self.options, self.last_token, seed, fused=model.kernels.fused
         )
-        self.block_m = prefill_block_m(s.head_dim)
+        self.block_m = prefill_launch(s.head_dim).block_m
         tokens = max(max_step_tokens, slots)
         chunks = min(GRAPH_MAX_CHUNKS, tokens)
         self.buffers = StepBuffers(

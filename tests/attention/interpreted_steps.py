@@ -13,11 +13,11 @@ import torch
 import triton.runtime.interpreter as interp
 
 from sarathi import LLM, SamplingParams
-from sarathi.model_executor.attention.metadata import AttentionMetadata, chunk_table, prefill_block_m
+from sarathi.model_executor.attention.launch import PrefillLaunch, decode_splits, prefill_launch
+from sarathi.model_executor.attention.metadata import AttentionMetadata, chunk_table
 from sarathi.model_executor.attention.torch_backend import TorchAttention
 from sarathi.model_executor.attention.triton_backend import TritonAttention
-from sarathi.model_executor.attention.triton_kernels import (PrefillLaunch, decode_attention,
-                                                             decode_splits, prefill_attention)
+from sarathi.model_executor.attention.triton_kernels import decode_attention, prefill_attention
 
 # Triton 3.6's interpreter turns a loaded scalar into an index with int() of a one-element
 # array, which NumPy 2 refuses; .item() works for both shapes.
@@ -65,7 +65,7 @@ def check_kernels() -> None:
     # As a mixed-step graph runs them: 8 decode rows of which the first 3 are decodes, a
     # chunk table padded to 4 entries, one program per tile of a padded tile table.
     for launch in launches:
-        block_m = launch.block_m if launch is not None else prefill_block_m(d)
+        block_m = (launch or prefill_launch(d)).block_m
         check_graph_shaped(q, k, v, ref, decodes, prefills, block_m, launch)
 
 

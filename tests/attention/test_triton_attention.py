@@ -79,7 +79,8 @@ def test_mixed_step_matches_reference(layout: str, hq: int, hkv: int, d: int,
 def test_packed_prefill_matches_reference(hq: int, hkv: int, d: int, window: int | None) -> None:
     """GQA packing (a program takes every query head of a KV group): the reference's output,
     eager and over a graph's tile table."""
-    from sarathi.model_executor.attention.triton_kernels import PrefillLaunch, prefill_attention
+    from sarathi.model_executor.attention.launch import PrefillLaunch
+    from sarathi.model_executor.attention.triton_kernels import prefill_attention
 
     rng = random.Random(hash((hq, hkv, d, window)) & 0xFFFF)
     torch.manual_seed(rng.randrange(1 << 30))

@@ -101,11 +101,6 @@ def chunk_table(
     return ChunkTable(t[0], t[1], t[2], t[3], max(n for _, _, n in prefills))
 
 
-def prefill_block_m(head_dim: int) -> int:
-    """Query rows per program of the prefill kernel (the tile table is built with it)."""
-    return 128 if head_dim <= 64 else 64
-
-
 def slot_index(meta: AttentionMetadata) -> KVIndex:
     """The vattention layout: token t's K/V row is [slot, position]."""
     return meta.slot_of_token, meta.positions

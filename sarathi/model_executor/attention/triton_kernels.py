@@ -29,52 +29,20 @@ masked (sliding window, empty splits) never compute ``-inf - -inf``.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
 
-from sarathi.model_executor.attention.metadata import prefill_block_m
+from sarathi.model_executor.attention.launch import (
+    DecodeLaunch,
+    PrefillLaunch,
+    decode_launch,
+    decode_splits,
+    prefill_launch,
+)
 from sarathi.model_executor.pdl import launch_args, wait_prior
 
 LOG2E = 1.4426950408889634
-
-
-@dataclass(frozen=True)
-class DecodeLaunch:
-    """Launch shape of the decode kernel."""
-
-    block_n: int  # keys per iteration; splits are whole blocks
-    warps: int
-    stages: int
-
-
-@dataclass(frozen=True)
-class PrefillLaunch:
-    """Launch shape of the prefill kernel: ``block_m`` tokens of a chunk per program (the
-    tile table's unit), ``block_n`` keys per iteration. ``packed``: a program takes the
-    tokens for every query head of a KV group (block_m x group rows, where the group size is
-    a power of two), so the group shares each key/value block it loads; else one head per
-    program."""
-
-    block_m: int
-    block_n: int
-    warps: int
-    stages: int
-    packed: bool = False
-
-
-def decode_launch(batch: int, kv_heads: int, num_sms: int) -> DecodeLaunch:
-    """The decode kernel's launch shape for a batch (``benchmarks/decode_configs.py``, H200).
-    With many programs per SM (batch 256 x 8 KV heads on 132 SMs), 32-key blocks on two
-    warps, three stages deep, read 7-9% faster at 600-token contexts than 64-key blocks on
-    four warps (more small programs resident per SM keep more loads in flight), and match
-    them at 2,048; at batch 64 (four programs per SM) they were as fast or slower."""
-    if batch * kv_heads >= 8 * num_sms:
-        return DecodeLaunch(block_n=32, warps=2, stages=3)
-    return DecodeLaunch(block_n=64, warps=4, stages=2)
 
 
 NEG_BIG = tl.constexpr(-1.0e30)
@@ -598,18 +566,6 @@ def _check(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> Non
         raise ValueError(f"head_dim {d} is not a power of two >= 16")
 
 
-def decode_splits(
-    batch: int, kv_heads: int, max_context: int, block_n: int, num_sms: int
-) -> tuple[int, int]:
-    """(number of splits, tokens per split): enough programs to fill the chip twice over,
-    never a split shorter than one key block."""
-    want = max(1, math.ceil(2 * num_sms / max(1, batch * kv_heads)))
-    most = max(1, math.ceil(max_context / block_n))
-    splits = min(want, most, 64)
-    split_size = math.ceil(math.ceil(max_context / splits) / block_n) * block_n
-    return math.ceil(max_context / split_size), split_size
-
-
 def decode_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -739,13 +695,13 @@ def prefill_attention(
     """q: [T, Hq, D] (chunk c's rows start at chunk_off[c]); out rows of the chunks written.
     With ``block_table`` the caches are paged pools, as in ``decode_attention``. With
     ``tiles`` (chunk and query block of each program, chunk -1 for none; see
-    ``prefill_block_m``) the grid is one program per tile and head, whatever the chunks.
+    ``prefill_launch``) the grid is one program per tile and head, whatever the chunks.
     ``launch`` overrides the launch shape, for tuning (``benchmarks/prefill_configs.py``);
     tiles must then be built with its ``block_m``."""
     _check(q, k_cache, v_cache)
     hq, d = q.shape[1], q.shape[2]
     group = hq // k_cache.shape[2]
-    launch = launch or PrefillLaunch(prefill_block_m(d), 64, 4, 3)
+    launch = launch or prefill_launch(d)
     # A program's rows are a power of two (block_m x heads): groups of other sizes (7 query
     # heads per KV head in Qwen2-0.5B) run one head per program.
     heads = group if launch.packed and group & (group - 1) == 0 else 1
