@@ -77,6 +77,26 @@ def bench_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 20, inner: i
     return times[len(times) // 2]
 
 
+def graph_us(calls: list[Callable[[], object]]) -> float:
+    """Microseconds per call, the calls captured once each into one CUDA graph and replayed:
+    for kernels shorter than their Python launch path, which timing launches would time
+    instead. Give calls on different data where the data would fit the L2 cache."""
+    import torch
+
+    for call in calls[:1] * 2:  # compile, and settle allocations, off the capture
+        call()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        calls[0]()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    return bench_ms(graph.replay, warmup=2, reps=15) * 1e3 / len(calls)
+
+
 def copy_bandwidth() -> float:
     """Bytes per second of a 2 GiB device-to-device copy (read + write counted)."""
     import torch

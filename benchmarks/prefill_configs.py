@@ -3,7 +3,8 @@
 One chunk of ``--chunk`` tokens after ``--prefix`` tokens already in the cache, per model
 shape, for each (tokens per program, keys per block, warps, stages, GQA packing: the query
 heads of a KV group in one program, sharing each key/value block): milliseconds and TFLOP/s
-(causal attention FLOPs: 4 * heads * head_dim * chunk * (prefix + (chunk + 1) / 2)).
+(causal attention FLOPs: 4 * heads * head_dim * chunk * (prefix + (chunk + 1) / 2)), the
+calls replayed from a CUDA graph.
 
     python benchmarks/prefill_configs.py --json prefill_configs.json
 """
@@ -14,7 +15,7 @@ import argparse
 import functools
 
 import torch
-from common import bench_ms, print_table, run_info, write_json
+from common import graph_us, print_table, run_info, write_json
 
 from sarathi.model_executor.attention.launch import PrefillLaunch
 from sarathi.model_executor.attention.metadata import chunk_table
@@ -58,7 +59,7 @@ def _case(model: str, prefix: int, n: int) -> list[dict]:
             launch=launch,
         )  # fmt: skip
         try:
-            ms = bench_ms(run, reps=30, inner=4)
+            ms = graph_us([run] * 4) / 1e3  # a graph: shorter than the launch path at prefix 0
         except Exception as e:  # a shape the compiler refuses: noted
             rows.append({**row, "error": type(e).__name__})
             continue
