@@ -26,6 +26,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import sarathi
 from sarathi.engine.async_engine import AsyncEngine
+from sarathi.engine.gc_policy import tune_for_serving
 from sarathi.engine.llm_engine import LLMEngine
 from sarathi.entrypoints.openai_server.args import add_server_args, api_key_of
 from sarathi.entrypoints.openai_server.auth import APIKeyMiddleware
@@ -248,6 +249,7 @@ def run_server(args: argparse.Namespace) -> int:
         engine = LLMEngine(config)
         async_engine = AsyncEngine(engine)
         app = build_app(async_engine, args)
+        tune_for_serving()  # after start-up: what it built stays out of every collection
         host, port = sock.getsockname()[:2]
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         print(startup_line(engine, served_name(engine, args), url), flush=True)
