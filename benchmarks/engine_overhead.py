@@ -8,7 +8,7 @@ scheduling all of this runs while the GPU computes the previous step, so it must
 a step's GPU time (Qwen3-0.6B at batch 256: a few ms).
 
     python benchmarks/engine_overhead.py [--num-seqs 256] [--steps 200] [--final-only]
-        [--serving-gc]
+        [--delta] [--serving-gc]
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ def main() -> None:
         help="Requests as offline generate adds them: no per-step output snapshots.",
     )
     ap.add_argument(
+        "--delta",
+        action="store_true",
+        help="Streamed as the server asks: snapshots carry only the new tokens (delta).",
+    )
+    ap.add_argument(
         "--serving-gc",
         action="store_true",
         help="Tune garbage collection as the server does (sarathi.engine.gc_policy).",
@@ -61,7 +66,10 @@ def main() -> None:
         tune_for_serving()
     for i in range(args.num_seqs):
         engine.add_request(
-            [10 + (i + j) % 200 for j in range(args.prompt_len)], params, final_only=args.final_only
+            [10 + (i + j) % 200 for j in range(args.prompt_len)],
+            params,
+            final_only=args.final_only,
+            delta=args.delta,
         )
     while engine.scheduler.waiting or any(s.remaining > 1 for s in engine.scheduler.running):
         engine.step()  # real prefills until every sequence is decoding
@@ -91,6 +99,7 @@ def main() -> None:
     row: dict = {
         "running": args.num_seqs,
         "final_only": args.final_only,
+        "delta": args.delta,
         "serving_gc": args.serving_gc,
         "steps": args.steps,
     }

@@ -241,6 +241,34 @@ def test_final_only_requests_give_one_output_equal_to_the_streamed_result(llm):
         assert a.text == "".join(o.outputs[0].text_delta for o in stream)
 
 
+def test_delta_outputs_carry_what_each_step_added_and_the_last_carries_all(llm):
+    """A stream's snapshots (``delta``): each unfinished one holds only the new token ids and
+    logprobs, which add up to the finished one's, whose tokens and text are a whole-snapshot
+    stream's (logprob values may differ in the last bits: the two sit in different rows)."""
+    engine = llm.engine
+    prompts = random_prompts(3, 100, seed=12)
+    params = SamplingParams(temperature=0, max_tokens=11, logprobs=2, ignore_eos=True, n=2)
+    for i, p in enumerate(prompts):
+        engine.add_request(p, params, request_id=f"delta-{i}", delta=True)
+        engine.add_request(p, params, request_id=f"whole-{i}")
+    outs: dict[str, list] = {}
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            outs.setdefault(out.request_id, []).append(out)
+    for i in range(3):
+        delta, whole = outs[f"delta-{i}"], outs[f"whole-{i}"]
+        assert delta[-1].finished and whole[-1].finished and len(delta) > 2
+        for j in range(params.n):
+            steps = [o.outputs[j] for o in delta if not o.outputs[j].finished]
+            last, want = delta[-1].outputs[j], whole[-1].outputs[j]
+            assert all(len(c.token_ids) == c.num_new_tokens for c in steps)
+            added = [t for c in steps for t in c.token_ids]
+            assert added == last.token_ids[: len(added)]
+            assert [lp for c in steps for lp in c.logprobs] == last.logprobs[: len(added)]
+            assert (last.token_ids, last.text) == (want.token_ids, want.text)
+            assert len(last.logprobs) == len(want.logprobs) == len(last.token_ids)
+
+
 def test_logit_bias_and_allowed_token_ids(llm):
     prompt = random_prompts(1, 384, seed=9)[0]
     for temperature in (0.0, 1.0):

@@ -64,6 +64,7 @@ class _Add:
     arrival_time: float
     stream: _Stream
     cache_salt: str | None = None
+    delta: bool = False
 
 
 @dataclass
@@ -201,16 +202,18 @@ class AsyncEngine:
         params: SamplingParams,
         request_id: str | None = None,
         cache_salt: str | None = None,
+        delta: bool = False,
     ) -> AsyncGenerator[RequestOutput, None]:
-        """Snapshots of one request until it finishes (``cache_salt``: see
-        ``LLMEngine.add_request``).
+        """Snapshots of one request until it finishes (``cache_salt``, ``delta``: see
+        ``LLMEngine.add_request``; with ``delta`` a step's snapshots cost what the step
+        added, not the outputs' length).
 
         Raises ``RequestError`` if the engine refuses the request, ``EngineDeadError`` if the
         loop died and ``EngineShuttingDown`` when the server stops mid-request.
         """
         request_id = request_id or self.new_request_id()
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
-        self._submit(_Add(request_id, prompt, params, time.monotonic(), stream, cache_salt))
+        self._submit(_Add(request_id, prompt, params, time.monotonic(), stream, cache_salt, delta))
         finished = False
         try:
             while True:
@@ -317,6 +320,7 @@ class AsyncEngine:
                 request_id=cmd.request_id,
                 arrival_time=cmd.arrival_time,
                 cache_salt=cmd.cache_salt,
+                delta=cmd.delta,
             )
         except RequestError as e:
             _deliver([(cmd.stream, e)])

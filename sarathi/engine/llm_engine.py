@@ -154,9 +154,13 @@ class LLMEngine:
         arrival_time: float | None = None,
         final_only: bool = False,
         cache_salt: str | None = None,
+        delta: bool = False,
     ) -> Request:
         """Queue a request. ``final_only``: ``step()`` returns its output once, when it
         finishes, instead of a snapshot at every step (what offline generation reads).
+        ``delta``: every snapshot before the finished one carries in ``token_ids`` and
+        ``logprobs`` only what was added since the previous snapshot (what a stream reads;
+        the text stays whole, and the finished output carries everything).
         ``cache_salt``: it shares prefix-cache blocks only with requests of the same salt."""
         params = params or SamplingParams()
         if self.tokenizer is None and (
@@ -193,6 +197,7 @@ class LLMEngine:
             arrival_time=arrival_time if arrival_time is not None else time.monotonic(),
             final_only=final_only,
             cache_salt=cache_salt,
+            delta=delta,
         )
         for i in range(params.n):
             req.seqs.append(Sequence(next(self._seq_ids), i, req, list(ids), len(ids)))

@@ -43,6 +43,7 @@ class SequenceOutput:
     stop_reason: int | str | None = None
     emitted_text_len: int = 0  # chars of text already reported to the caller
     emitted_tokens: int = 0
+    emitted_logprobs: int = 0  # entries of logprobs already reported (delta outputs)
     # The request's prompt logprobs so far, on its first sequence where they were asked
     # (position 0 has none).
     prompt_logprobs: list[dict[int, Logprob] | None] | None = None
@@ -231,13 +232,22 @@ class OutputProcessor:
             new_tokens = num_output - s.emitted_tokens
             s.emitted_text_len = len(text)
             s.emitted_tokens = num_output
+            logprobs = s.logprobs
+            if req.delta and not done:
+                end = seq.num_tokens
+                token_ids = seq.token_ids[end - new_tokens : end]
+                if logprobs is not None:
+                    logprobs = logprobs[s.emitted_logprobs :]
+                    s.emitted_logprobs += len(logprobs)
+            else:
+                token_ids = seq.output_ids  # a fresh slice
             outs.append(
                 CompletionOutput(
                     index=seq.index,
                     text=text,
-                    token_ids=seq.output_ids,  # a fresh slice
+                    token_ids=token_ids,
                     cumulative_logprob=s.cumulative_logprob if s.logprobs is not None else None,
-                    logprobs=s.logprobs,
+                    logprobs=logprobs,
                     finish_reason=s.finish_reason,
                     stop_reason=s.stop_reason,
                     text_delta=delta,

@@ -259,7 +259,7 @@ async def _stream(
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
-    stream = state.engine.generate(ids, params, request_id, req.cache_salt)
+    stream = state.engine.generate(ids, params, request_id, req.cache_salt, delta=True)
     tally = StreamTally()
     tool_streams: dict[int, ToolStream] = {}
     try:

@@ -345,7 +345,8 @@ async def final_output(
     cache_salt: str | None = None,
 ) -> RequestOutput:
     last = None
-    async for out in engine.generate(prompt, params, request_id, cache_salt):
+    # Delta snapshots: only the finished one is read, and it carries everything.
+    async for out in engine.generate(prompt, params, request_id, cache_salt, delta=True):
         last = out
     assert last is not None  # generate() ends only after a finished output or an error
     return last

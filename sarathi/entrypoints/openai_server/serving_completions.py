@@ -288,7 +288,7 @@ async def _stream(
         return sse(body)
 
     streams = [
-        state.engine.generate(p.ids, sp, f"{request_id}-{i}", req.cache_salt)
+        state.engine.generate(p.ids, sp, f"{request_id}-{i}", req.cache_salt, delta=True)
         for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
     ]
     include_usage = bool(req.stream_options and req.stream_options.include_usage)

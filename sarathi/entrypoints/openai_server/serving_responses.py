@@ -511,7 +511,7 @@ async def _stream(
     events = _Events(prepared.mode)
     yield events.response("response.created", base)
     yield events.response("response.in_progress", base)
-    stream = state.engine.generate(prepared.ids, prepared.params, base.id)
+    stream = state.engine.generate(prepared.ids, prepared.params, base.id, delta=True)
     try:
         async with contextlib.aclosing(stream) as outputs:
             async for out in outputs:
