@@ -1,13 +1,12 @@
 """Garbage collection for a serving process.
 
-A streamed request gets a fresh snapshot of its output every step (``RequestOutput``: the
-token ids so far as a new list), so at batch 256 the engine allocates a few thousand
-containers a step. CPython's default young-generation threshold (700 allocations) then
-collects twice a step, and each collection walks every live snapshot's token list: host
-time per step that grows with the outputs' length (``benchmarks/engine_overhead.py
---steps 2000``). Collecting rarely, and never walking what start-up built, keeps that near
-flat; reference counting still frees each snapshot as soon as its reader drops it, so
-the collector only has cycles to find.
+Every request gets a snapshot of its output each step (``RequestOutput``), so at batch 256
+the engine allocates a few thousand containers a step. CPython's default young-generation
+threshold (700 allocations) then collects twice a step, and each collection walks every
+live snapshot, token lists included: host time per step that grew with the outputs' length
+(``benchmarks/engine_overhead.py --steps 2000 [--serving-gc]``). Collecting rarely, and
+never walking what start-up built, keeps that near flat; reference counting still frees
+each snapshot as soon as its reader drops it, so the collector only has cycles to find.
 """
 
 from __future__ import annotations
