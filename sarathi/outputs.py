@@ -16,6 +16,8 @@ class Logprob:
 class CompletionOutput:
     index: int
     text: str
+    # The output's tokens so far (and their logprobs, where asked); for a request added with
+    # ``delta=True``, until it finishes, only those added since its previous output.
     token_ids: list[int]
     cumulative_logprob: float | None = None
     logprobs: list[dict[int, Logprob]] | None = None
