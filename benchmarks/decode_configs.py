@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 
 import torch
 from common import copy_bandwidth, graph_us, print_table, run_info, write_json
@@ -107,14 +108,15 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     args = ap.parse_args()
     bw = copy_bandwidth()
-    rows = [
-        row
-        for model in args.models
-        for layout in args.layouts
-        for b in args.batch
-        for ctx in args.context
-        for row in _case(model, layout, b, ctx, args.splits, bw)
-    ]
+    rows: list[dict] = []
+    cases = itertools.product(args.models, args.layouts, args.batch, args.context)
+    for model, layout, b, ctx in cases:
+        try:
+            rows += _case(model, layout, b, ctx, args.splits, bw)
+        except torch.OutOfMemoryError:  # a mega cache at batch 256 on a smaller card
+            rows.append({"model": model, "layout": layout, "batch": b, "context": ctx})
+            rows[-1]["error"] = "OutOfMemoryError"
+            torch.cuda.empty_cache()
     print(f"copy bandwidth {bw / 1e9:.0f} GB/s")
     columns = "model layout batch context config splits default us frac_of_bw error"
     print_table(rows, columns.split())
