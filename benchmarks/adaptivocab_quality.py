@@ -287,7 +287,8 @@ def main() -> int:
     ap.add_argument(
         "--work",
         default=None,
-        help="folder for models and the patch tokenizer; stages found there are reused (default: --out)",
+        help="folder for models and the patch tokenizer; stages found there are reused "
+        "(default: --out)",
     )
     ap.add_argument(
         "--json", default=None, help="result JSON (default: OUT/adaptivocab_quality-PRESET.json)"
@@ -327,8 +328,8 @@ def main() -> int:
     eval_texts = take_bytes(corpus.held_in, p.eval_bytes)
     curve_texts = take_bytes(corpus.held_in, p.curve_bytes)
     print(
-        f"{args.preset}: {len(train_docs)} training documents, scoring {len(eval_texts)} held-out documents "
-        f"({sum(len(t.encode()) for t in eval_texts):,} bytes) on {device}",
+        f"{args.preset}: {len(train_docs)} training documents, scoring {len(eval_texts)} "
+        f"held-out documents ({sum(len(t.encode()) for t in eval_texts):,} bytes) on {device}",
         flush=True,
     )
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -53,8 +54,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)  # sarathi and adaptivocab from this checkout, installed or not
 
-from common import print_table, run_info, write_json
-from domain_workload import (
+from common import print_table, run_info, write_json  # noqa: E402 - after the sys.path line
+from domain_workload import (  # noqa: E402 - after the sys.path line
     BenchmarkError,
     TextRequest,
     TokenizedWorkload,
@@ -63,7 +64,7 @@ from domain_workload import (
     tokenize_workload,
     workload_stats,
 )
-from serve import (
+from serve import (  # noqa: E402 - after the sys.path line
     RequestResult,
     RequestSpec,
     ServerProcess,
@@ -273,10 +274,8 @@ async def poll_metrics(url: str, stop: asyncio.Event, interval: float, peak: KVP
                 peak.errors += 1
             if stop.is_set():
                 return
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
 
 
 async def measure(
@@ -733,10 +732,16 @@ def run_benchmark(args: argparse.Namespace, work: str) -> int:
     }
     gaps = arrival_gaps(len(texts), args.request_rate, args.burstiness, args.seed)
     base_total = sum(
-        a + b for a, b in zip(workloads["base"].prompt_tokens, workloads["base"].output_tokens)
+        a + b
+        for a, b in zip(
+            workloads["base"].prompt_tokens, workloads["base"].output_tokens, strict=True
+        )
     )
     patch_total = sum(
-        a + b for a, b in zip(workloads["patch"].prompt_tokens, workloads["patch"].output_tokens)
+        a + b
+        for a, b in zip(
+            workloads["patch"].prompt_tokens, workloads["patch"].output_tokens, strict=True
+        )
     )
     expected = args.expected_request_tokens or max(1, round(base_total / len(texts)))
     log(

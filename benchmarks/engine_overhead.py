@@ -107,7 +107,7 @@ def main() -> None:
         row[f"{key}_us"] = statistics.median(xs) * 1e6
     # Output processing grows with the outputs' length: the last 100 steps apart.
     row["process_last100_us"] = statistics.mean(times["process"][-100:]) * 1e6
-    row["total_us"] = statistics.median([sum(x) for x in zip(*times.values())]) * 1e6
+    row["total_us"] = statistics.median([sum(x) for x in zip(*times.values(), strict=True)]) * 1e6
     print_table([row], list(row))
     write_json(args.json, {"info": run_info(), "results": [row]})
 

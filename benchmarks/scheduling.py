@@ -13,6 +13,7 @@ equal or higher throughput than whole prefills that pause the decodes (the ``vll
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import statistics
 import tempfile
@@ -68,7 +69,7 @@ def run(llm: LLM, requests: list[tuple[float, list[int], int]], scheduler: str) 
         for out in outs:
             stamps[out.request_id].extend([t] * out.outputs[0].num_new_tokens)
     elapsed = time.perf_counter() - start
-    tbt = [b - a for ts in stamps.values() for a, b in zip(ts, ts[1:]) if b > a]
+    tbt = [b - a for ts in stamps.values() for a, b in itertools.pairwise(ts) if b > a]
     ttft = [ts[0] - arrival[rid] for rid, ts in stamps.items() if ts]
     tokens = sum(len(ts) for ts in stamps.values())
     return {

@@ -169,7 +169,7 @@ async def run_load(
 
         start = time.perf_counter()
         tasks = []
-        for spec, gap in zip(specs, gaps):
+        for spec, gap in zip(specs, gaps, strict=False):  # gaps may outnumber specs
             if gap > 0:
                 await asyncio.sleep(gap)  # the arrival process itself, not synchronisation
             tasks.append(asyncio.create_task(limited(spec)))
@@ -244,7 +244,7 @@ def plot_cdfs(results: list[RequestResult], path: str) -> None:
         "E2E": [r.latency for r in ok],
     }
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, (name, values) in zip(axes, series.items()):
+    for ax, (name, values) in zip(axes, series.items(), strict=True):
         if values:
             xs = np.sort(np.asarray(values) * 1000)
             ax.plot(xs, np.arange(1, len(xs) + 1) / len(xs))

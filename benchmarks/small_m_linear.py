@@ -14,6 +14,7 @@ a CUDA graph of 20 back-to-back calls, as the kernels run inside the decode grap
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -78,10 +79,14 @@ CONFIGS = [
 ]
 
 
+def _gemv(x: torch.Tensor, w: torch.Tensor, cfg: GemvConfig) -> torch.Tensor:
+    return fused.gemv(x, w, None, cfg)
+
+
 def best_gemv(x: torch.Tensor, ws: list[torch.Tensor]) -> tuple[GemvConfig, float]:
     best: tuple[GemvConfig, float] | None = None
     for cfg in CONFIGS:
-        us = graph_us(lambda w: fused.gemv(x, w, None, cfg), ws)
+        us = graph_us(functools.partial(_gemv, x, cfg=cfg), ws)
         if best is None or us < best[1]:
             best = (cfg, us)
     return best
@@ -104,10 +109,10 @@ def main() -> None:
         for m in (int(v) for v in args.rows.split(",")):
             x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
             row = {"proj": name, "M": m, "K": k, "N": n}
-            row["cublas_us"] = graph_us(lambda w: F.linear(x, w), ws)
+            row["cublas_us"] = graph_us(functools.partial(F.linear, x), ws)
             default = torch.backends.cuda.preferred_blas_library()
             torch.backends.cuda.preferred_blas_library("cublaslt")
-            row["cublaslt_us"] = graph_us(lambda w: F.linear(x, w), ws)
+            row["cublaslt_us"] = graph_us(functools.partial(F.linear, x), ws)
             torch.backends.cuda.preferred_blas_library(default)
             if m == 1:
                 cfg, row["triton_us"] = best_gemv(x, ws)

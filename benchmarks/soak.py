@@ -32,8 +32,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def start_server(flags: list[str]) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sarathi", "serve", "--port", "0", "--log-level", "warning",
-         *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        [sys.executable, "-m", "sarathi", "serve", "--port", "0", "--log-level", "warning", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         m = re.search(r"on (http://\S+)", line)
@@ -62,11 +66,18 @@ async def one(c: httpx.AsyncClient, kind: str, rng: random.Random) -> tuple[str,
         r = await c.post("/v1/completions", json={"prompt": "x", "max_tokens": "16"})
         return kind, r.status_code, time.monotonic() - t0
     if kind == "chat":
-        r = await c.post("/v1/chat/completions", json={
-            "messages": [{"role": "user", "content": f"hello {n}"}], "max_tokens": n})
+        r = await c.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": f"hello {n}"}], "max_tokens": n},
+        )
         return kind, r.status_code, time.monotonic() - t0
-    body: dict[str, Any] = {"prompt": f"soak {n}", "max_tokens": n, "ignore_eos": True,
-                            "stream": True, "n": 2 if kind == "n2" else 1}
+    body: dict[str, Any] = {
+        "prompt": f"soak {n}",
+        "max_tokens": n,
+        "ignore_eos": True,
+        "stream": True,
+        "n": 2 if kind == "n2" else 1,
+    }
     async with c.stream("POST", "/v1/completions", json=body) as r:
         status = r.status_code
         async for line in r.aiter_lines():
@@ -75,8 +86,9 @@ async def one(c: httpx.AsyncClient, kind: str, rng: random.Random) -> tuple[str,
     return kind, status, time.monotonic() - t0
 
 
-async def soak(url: str, pid: int, seconds: float, concurrency: int, seed: int
-               ) -> tuple[list[tuple[str, int, float]], list[tuple[float, float]]]:
+async def soak(
+    url: str, pid: int, seconds: float, concurrency: int, seed: int
+) -> tuple[list[tuple[str, int, float]], list[tuple[float, float]]]:
     results: list[tuple[str, int, float]] = []
     rss: list[tuple[float, float]] = []
     end = time.monotonic() + seconds
@@ -114,19 +126,26 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32, help="Concurrent clients (32).")
     ap.add_argument("--seed", type=int, default=0, help="Workload seed.")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
-    ap.add_argument("--server-arg", action="append", default=[], metavar="FLAG",
-                    help="Extra flag for the server (repeatable), e.g. --server-arg=--model=M.")
+    ap.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="Extra flag for the server (repeatable), e.g. --server-arg=--model=M.",
+    )
     args = ap.parse_args()
     proc, url = start_server(["--max-model-len", "512", *args.server_arg])
     try:
         rss0 = rss_mb(proc.pid)
-        results, rss = asyncio.run(soak(url, proc.pid, args.seconds, args.concurrency,
-                                        args.seed))
+        results, rss = asyncio.run(soak(url, proc.pid, args.seconds, args.concurrency, args.seed))
         time.sleep(1.0)
         metrics = httpx.get(url + "/metrics").text
-        at_rest = {name: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                   for name in ("num_requests_running", "num_requests_waiting")
-                   if line.startswith(f"sarathi:{name}{{")}
+        at_rest = {
+            name: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            for name in ("num_requests_running", "num_requests_waiting")
+            if line.startswith(f"sarathi:{name}{{")
+        }
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -134,22 +153,33 @@ def main() -> None:
     errors_5xx = sum(1 for _, code, _ in results if code >= 500)
     bad_answered = all(code == 400 for k, code, _ in results if k == "bad")
     row = {
-        "seconds": args.seconds, "concurrency": args.concurrency, "requests": len(results),
+        "seconds": args.seconds,
+        "concurrency": args.concurrency,
+        "requests": len(results),
         "requests_per_s": len(results) / args.seconds,
-        "latency_p50_s": pct(ok, 0.5), "latency_p99_s": pct(ok, 0.99),
-        "status_5xx": errors_5xx, "transport_errors": sum(1 for _, c, _ in results if c < 0),
+        "latency_p50_s": pct(ok, 0.5),
+        "latency_p99_s": pct(ok, 0.99),
+        "status_5xx": errors_5xx,
+        "transport_errors": sum(1 for _, c, _ in results if c < 0),
         "bad_requests_all_400": bad_answered,
-        "rss_start_mb": rss0, "rss_max_mb": max(m for _, m in rss),
+        "rss_start_mb": rss0,
+        "rss_max_mb": max(m for _, m in rss),
         "rss_end_mb": rss[-1][1] if rss else rss0,
         "running_at_rest": at_rest.get("num_requests_running"),
         "waiting_at_rest": at_rest.get("num_requests_waiting"),
         "exit_code": proc.returncode,
     }
     print_table([row], list(row))
-    write_json(args.json, {"info": run_info(), "workload": vars(args), "results": [row],
-                           "rss_mb_over_time": rss,
-                           "by_kind": {k: sum(1 for kk, *_ in results if kk == k)
-                                       for k in KINDS}})
+    write_json(
+        args.json,
+        {
+            "info": run_info(),
+            "workload": vars(args),
+            "results": [row],
+            "rss_mb_over_time": rss,
+            "by_kind": {k: sum(1 for kk, *_ in results if kk == k) for k in KINDS},
+        },
+    )
 
 
 if __name__ == "__main__":

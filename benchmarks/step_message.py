@@ -140,7 +140,7 @@ def transfer_us(step: StepInput, readers: int, steps: int) -> dict[str, float]:
     paths = {kind: _Path(kind, readers) for kind in ("queue", "ring")}
     times: dict[str, list[float]] = {kind: [] for kind in paths}
     block = 100
-    for kind, path in paths.items():  # warm-up
+    for path in paths.values():  # warm-up
         for n in range(block):
             path.round_trip(step, n)
     for start in range(0, steps, block):

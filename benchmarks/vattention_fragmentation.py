@@ -5,7 +5,8 @@ their lives) in real model shapes with 2 MiB pages, per_layer vs mega. It is pur
 accounting, so the cpu backend (mmap reservations) gives the same numbers as cuda; a
 16-token block table (vLLM's default) is listed analytically for reference.
 
-    python benchmarks/vattention_fragmentation.py --out benchmarks/results/vattention_fragmentation_cpu.json
+    python benchmarks/vattention_fragmentation.py \
+        --out benchmarks/results/vattention_fragmentation_cpu.json
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def measure(
     ) as cache:
         slots = [cache.alloc_slot() for _ in lengths]
         for step in range(1, 11):
-            for slot, length in zip(slots, lengths):
+            for slot, length in zip(slots, lengths, strict=True):
                 cache.ensure(slot, max(1, length * step // 10))
             stats = cache.stats()
             ratios.append(stats["mapped_bytes"] / stats["token_bytes"])
