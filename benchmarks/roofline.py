@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import vattention
 from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend
-from sarathi.model_executor.attention.launch import decode_splits
+from sarathi.model_executor.attention.launch import decode_launch, decode_splits
 from sarathi.model_executor.attention.metadata import FixedLaunch, chunk_table
 from sarathi.model_executor.dummy_weights import init_dummy_weights
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
@@ -136,7 +136,9 @@ class Setup:
         launch = None
         if graph:  # as the engine's graphs: the split fixed at capture, over this context
             sms = torch.cuda.get_device_properties(0).multi_processor_count
-            launch = FixedLaunch(decode_splits(b, self.shape.num_kv_heads, ctx + 1, 64, sms))
+            kv = self.shape.num_kv_heads
+            shape = decode_launch(b, kv, sms)
+            launch = FixedLaunch(shape, decode_splits(b, kv, ctx + 1, shape.block_n, sms))
         meta = AttentionMetadata(
             slot_of_token=slots,
             positions=torch.full((b,), ctx, device=dev),

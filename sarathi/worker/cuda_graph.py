@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
-from sarathi.model_executor.attention.launch import decode_launch, decode_splits
+from sarathi.model_executor.attention.launch import DecodeLaunch, decode_launch, decode_splits
 from sarathi.model_executor.attention.metadata import ChunkTable, FixedLaunch
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 from sarathi.model_executor.models.llama import ForwardContext, LayerCaches, LlamaForCausalLM
@@ -201,7 +201,8 @@ class StepGraphs:
     def _decode_forward(self, b: int) -> torch.Tensor:
         v = self.buffers.view
         slots = v("decode_slots", b)
-        block_n = self._decode_block_n(b)
+        launch = self._decode_launch(b)
+        split = decode_splits(b, self.kv_heads, self.max_len, launch.block_n, self.sms)
         meta = AttentionMetadata(
             slot_of_token=v("slot_of_token", b),
             positions=v("positions", b),
@@ -210,7 +211,7 @@ class StepGraphs:
             decode_context_lens=v("decode_lens", b),
             max_decode_context=self.max_len,
             prefills=[],
-            launch=FixedLaunch(decode_splits(b, self.kv_heads, self.max_len, block_n, self.sms)),
+            launch=FixedLaunch(launch, split),
         )
         ids = resolve_pending(v("ids", b), self.last_token)
         hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
@@ -220,16 +221,16 @@ class StepGraphs:
         assert logits is not None, "a single rank samples"
         return logits
 
-    def _decode_block_n(self, decodes: int) -> int:
-        """Keys per block of the decode kernel the graph launches (splits are whole blocks)."""
-        return decode_launch(decodes, self.kv_heads, self.sms).block_n
+    def _decode_launch(self, decodes: int) -> DecodeLaunch:
+        """The decode kernel's launch shape for a graph with room for ``decodes``."""
+        return decode_launch(decodes, self.kv_heads, self.sms)
 
     def _mixed_forward(self, m: MixedShape) -> torch.Tensor:
         v = self.buffers.view
         # One split over the whole context: a mixed step is bound by its chunk's matmuls,
         # and a split would add a merge launch and programs that mostly exit at once.
-        block_n = self._decode_block_n(m.decodes)
-        split = (1, -(-self.max_len // block_n) * block_n)
+        launch = self._decode_launch(m.decodes)
+        split = (1, -(-self.max_len // launch.block_n) * launch.block_n)
         chunks = ChunkTable(
             v("chunk_slot", m.chunks),
             v("chunk_start", m.chunks),
@@ -248,7 +249,7 @@ class StepGraphs:
             max_decode_context=self.max_len,
             prefills=[],
             chunks=chunks,
-            launch=FixedLaunch(split, v("decode_count", 1)),
+            launch=FixedLaunch(launch, split, v("decode_count", 1)),
         )
         ids = resolve_pending(v("ids", m.tokens), self.last_token)
         hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))

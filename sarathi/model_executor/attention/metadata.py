@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import torch
 
+from sarathi.model_executor.attention.launch import DecodeLaunch
+
 # Where each token's K/V row goes: the first two indices of a [A, B, Hkv, D] cache. Slot and
 # position for the vattention layout, block and offset for the paged pool.
 KVIndex = tuple[torch.Tensor, torch.Tensor]
@@ -41,7 +43,10 @@ class ChunkTable:
 class FixedLaunch:
     """Grid sizes of a captured graph, which replays with any step that fits them."""
 
-    decode_split: tuple[int, int]  # (splits, tokens per split), covering the longest context
+    # The decode kernel's launch shape, and (splits, tokens per split) in whole blocks of
+    # it, covering the longest context.
+    decode: DecodeLaunch
+    decode_split: tuple[int, int]
     # Decodes among the first num_decodes rows (mixed graphs; None: all of them are).
     decode_count: torch.Tensor | None = None
 

@@ -63,6 +63,7 @@ class TritonAttention:
                 self.block_table,
                 fixed.decode_count if fixed is not None else None,
                 self.pdl,
+                fixed.decode if fixed is not None else None,
             )
         c = meta.chunks
         if c is not None:

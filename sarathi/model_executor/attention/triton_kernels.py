@@ -587,8 +587,8 @@ def decode_attention(
     captured graph stays valid for any context up to splits * split_size. With
     ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools. With
     ``count`` (a one-element device tensor) only the first ``count`` rows are decodes: the
-    others are left alone. ``launch`` overrides the launch shape (default:
-    ``decode_launch``), for tuning; a fixed ``split`` must be made with its block_n.
+    others are left alone. ``launch``: the launch shape (default: ``decode_launch``); a
+    fixed ``split`` is in whole blocks of it (graphs pass both, from ``FixedLaunch``).
     Two pipeline stages, not three: on an H100 the third stage's shared memory cost the
     contiguous (vattention) path 8% at 16K context by lowering occupancy, while the paged
     path did not move (``benchmarks/results/README.md``)."""
