@@ -21,6 +21,15 @@ def _ids(outs):
     return [o.outputs[0].token_ids for o in outs]
 
 
+def _outputs_by_request(engine) -> dict[str, list]:
+    """Step the engine until it is done: every output it returned, by request."""
+    outs: dict[str, list] = {}
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            outs.setdefault(out.request_id, []).append(out)
+    return outs
+
+
 def test_greedy_output_is_the_same_alone_and_in_a_batch(llm):
     prompts = random_prompts(16, 384, seed=3, max_len=60)
     params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
@@ -228,10 +237,7 @@ def test_final_only_requests_give_one_output_equal_to_the_streamed_result(llm):
     for i, p in enumerate(prompts):
         engine.add_request(p, params, request_id=f"final-{i}", final_only=True)
         engine.add_request(p, params, request_id=f"stream-{i}")
-    outs: dict[str, list] = {}
-    while engine.has_unfinished_requests():
-        for out in engine.step():
-            outs.setdefault(out.request_id, []).append(out)
+    outs = _outputs_by_request(engine)
     for i in range(3):
         final, stream = outs[f"final-{i}"], outs[f"stream-{i}"]
         assert len(final) == 1 and final[0].finished
@@ -251,10 +257,7 @@ def test_delta_outputs_carry_what_each_step_added_and_the_last_carries_all(llm):
     for i, p in enumerate(prompts):
         engine.add_request(p, params, request_id=f"delta-{i}", delta=True)
         engine.add_request(p, params, request_id=f"whole-{i}")
-    outs: dict[str, list] = {}
-    while engine.has_unfinished_requests():
-        for out in engine.step():
-            outs.setdefault(out.request_id, []).append(out)
+    outs = _outputs_by_request(engine)
     for i in range(3):
         delta, whole = outs[f"delta-{i}"], outs[f"whole-{i}"]
         assert delta[-1].finished and whole[-1].finished and len(delta) > 2
