@@ -15,6 +15,7 @@ import torch
 
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepResult
+from sarathi.engine.model_setup import bind_thread_device
 from sarathi.executor.step_codec import decode_step
 from sarathi.model_executor.parallel import init_tp_group
 from sarathi.worker.cache_engine import CachePlan
@@ -50,9 +51,8 @@ class RankWorker:
         device: torch.device,
         timeout_s: float,
     ) -> None:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        else:
+        bind_thread_device(device)
+        if device.type != "cuda":
             # Ranks on one host share its cores; oversubscribed threads slow every rank.
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
         self.rank = rank
