@@ -24,6 +24,13 @@ def triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+@functools.cache
+def num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (asked once per device): kernels size
+    their grids by it."""
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 @dataclass(frozen=True)
 class KernelSwitches:
     fused: bool = False  # fused Triton kernels for the small per-layer ops

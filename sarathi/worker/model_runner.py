@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from sarathi.core.scheduler_output import ScheduledChunk, StepInput, StepResult, TokenMasks
+from sarathi.model_executor import kernel_switches
 from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
 from sarathi.model_executor.attention.launch import prefill_launch
 from sarathi.model_executor.attention.metadata import ChunkTable
@@ -170,8 +171,7 @@ class ModelRunner:
             or self.cache.max_slots < 2
         ):
             return False
-        sms = torch.cuda.get_device_properties(self.device).multi_processor_count
-        graphs = self.step_graphs(sms)
+        graphs = self.step_graphs(kernel_switches.num_sms(self.device))
         seconds = graphs.capture_all()
         self.graphs = graphs
         logger.info(

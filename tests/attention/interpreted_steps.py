@@ -1,8 +1,8 @@
 """Run by test_interpreted_steps.py in a subprocess with TRITON_INTERPRET=1: the Triton
-kernels (attention, RMSNorm, the fused draw), and whole engine steps laid out as the CUDA graphs lay them out (fixed grids over
-the padded step buffer, decode count read on the device, the prefill tile table), executed
-by Triton's interpreter on the CPU, against the SDPA reference and the eager engine.
-Prints OK at the end."""
+kernels (attention, RMSNorm, the fused draw), and whole engine steps laid out as the CUDA
+graphs lay them out (fixed grids over the padded step buffer, decode count read on the
+device, the prefill tile table), executed by Triton's interpreter on the CPU, against the
+SDPA reference and the eager engine. Prints OK at the end."""
 
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def check_race() -> None:
     across lanes, across splits); sampled rows follow the softmax."""
     from sarathi.model_executor.layers import race_sample
 
-    race_sample._num_sms = lambda device: 4  # type: ignore[assignment]  # no GPU to ask
+    race_sample.num_sms = lambda device: 4  # type: ignore[assignment]  # no GPU to ask
     vocab = 5000  # two splits of 4,096 columns
     logits = torch.full((4, vocab), -5.0, dtype=torch.bfloat16)
     for row, cols in enumerate([[700, 300], [1000, 1512], [4500, 100], [4999]]):

@@ -12,6 +12,7 @@ import torch
 
 from sarathi.model_executor.attention.metadata import AttentionMetadata, KVIndex, slot_index
 from sarathi.model_executor.attention.triton_kernels import decode_attention, prefill_attention
+from sarathi.model_executor.kernel_switches import num_sms
 
 
 class TritonAttention:
@@ -47,7 +48,7 @@ class TritonAttention:
         fixed = meta.launch
         if nd:
             if self._num_sms is None:
-                self._num_sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+                self._num_sms = num_sms(q.device)
             decode_attention(
                 q[:nd],
                 k_cache,

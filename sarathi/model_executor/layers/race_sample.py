@@ -17,18 +17,11 @@ rows identical.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
-from sarathi.model_executor.kernel_switches import triton_installed
+from sarathi.model_executor.kernel_switches import num_sms, triton_installed
 
 BLOCK = 2048
-
-
-@functools.lru_cache(maxsize=8)
-def _num_sms(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 if triton_installed():
@@ -149,7 +142,7 @@ def race_sample(
     if rows == 0:
         return torch.empty(0, dtype=torch.long, device=logits.device)
     # Enough programs to fill the card twice over, each scanning at least two blocks.
-    splits = max(1, min(_most_splits(vocab), triton.cdiv(2 * _num_sms(logits.device), rows)))
+    splits = max(1, min(_most_splits(vocab), triton.cdiv(2 * num_sms(logits.device), rows)))
     per_split = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
     splits = triton.cdiv(vocab, per_split)
     best = torch.empty(rows, splits, dtype=torch.float32, device=logits.device)
