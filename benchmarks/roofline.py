@@ -109,7 +109,7 @@ class Setup:
             for slot in self.slots:  # random, never zeros: zeros can time faster
                 k[slot, : context + 1].normal_()
                 v[slot, : context + 1].normal_()
-        self.attention = get_attention_backend(backend, self.dev, pdl=self.model.kernels.pdl)
+        self.attention = get_attention_backend(backend, self.dev, kernels=self.model.kernels)
         self.rotary = RotaryEmbedding(
             s.head_dim, s.rope_theta, s.rope_scaling, max_len, self.dev, self.model.kernels
         )

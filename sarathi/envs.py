@@ -49,6 +49,12 @@ ENV_VARS: dict[str, EnvVar] = {
             "1",
             "0: plain kernel launches instead of programmatic dependent launch (Hopper and later).",
         ),
+        EnvVar(
+            "SARATHI_OVERLAP",
+            "1",
+            "0: a mixed step's decode attention runs after its prefill attention instead of "
+            "beside it on a second stream.",
+        ),
     )
 }
 

@@ -36,6 +36,8 @@ class KernelSwitches:
     fused: bool = False  # fused Triton kernels for the small per-layer ops
     gemv: str = "0"  # one-row matmuls: "0" cuBLAS, "1" the GEMV where faster, "all" always
     pdl: bool = False  # programmatic dependent launch of our Triton kernels
+    # A mixed step's decode attention on a second stream, beside its prefill attention.
+    overlap: bool = False
 
     @classmethod
     def resolve(
@@ -51,7 +53,12 @@ class KernelSwitches:
         gemv = env("SARATHI_GEMV", environ)
         if gemv not in ("0", "1", "all"):
             raise ValueError(f"SARATHI_GEMV must be 0, 1 or all, got {gemv!r}")
-        return cls(True, gemv, env("SARATHI_PDL", environ) != "0" and pdl.supported(device))
+        return cls(
+            True,
+            gemv,
+            env("SARATHI_PDL", environ) != "0" and pdl.supported(device),
+            env("SARATHI_OVERLAP", environ) != "0",
+        )
 
 
 REFERENCE = KernelSwitches()

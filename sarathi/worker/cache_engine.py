@@ -29,6 +29,7 @@ import vattention
 from sarathi.config import CacheConfig
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.model_executor.attention import AttentionBackend, get_attention_backend
+from sarathi.model_executor.kernel_switches import KernelSwitches
 from sarathi.model_executor.model_shape import ModelShape
 from sarathi.worker.kv_cache import KVCache
 from sarathi.worker.paged_cache import PagedKVCache, paged_block_bytes
@@ -178,12 +179,12 @@ def create_cache(
 
 
 def attention_for_cache(
-    name: str, device: torch.device, cache: KVCache, pdl: bool
+    name: str, device: torch.device, cache: KVCache, kernels: KernelSwitches
 ) -> AttentionBackend:
     """The resolved attention backend ``name``, wired to the cache it reads."""
     if isinstance(cache, PagedKVCache):
-        return get_attention_backend(name, device, cache.block_tables, cache.block_tokens, pdl)
-    return get_attention_backend(name, device, pdl=pdl)
+        return get_attention_backend(name, device, cache.block_tables, cache.block_tokens, kernels)
+    return get_attention_backend(name, device, kernels=kernels)
 
 
 def capacity_of(cache: KVCache) -> CacheCapacity:

@@ -107,7 +107,7 @@ class Worker:
             paged=uses_paged_cache(backend),
         )
         self.cache = create_cache(self.plan, cache_shape, spec.dtype, spec.device)
-        attention = attention_for_cache(backend, spec.device, self.cache, self.model.kernels.pdl)
+        attention = attention_for_cache(backend, spec.device, self.cache, self.model.kernels)
         self.runner = ModelRunner(
             self.model,
             self.cache,

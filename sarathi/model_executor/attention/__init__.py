@@ -9,22 +9,25 @@ import torch
 
 from sarathi.model_executor.attention.metadata import AttentionBackend, AttentionMetadata
 from sarathi.model_executor.attention.torch_backend import TorchAttention
-from sarathi.model_executor.kernel_switches import triton_installed
+from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches, triton_installed
 
 
-def _torch(pdl: bool) -> AttentionBackend:
+def _torch(kernels: KernelSwitches) -> AttentionBackend:
     return TorchAttention()
 
 
-def _triton(pdl: bool) -> AttentionBackend:
+def _triton(kernels: KernelSwitches) -> AttentionBackend:
     from sarathi.model_executor.attention.triton_backend import TritonAttention
 
-    return TritonAttention(pdl=pdl)
+    return TritonAttention(kernels=kernels)
 
 
 # Backends are built lazily so a machine without Triton never imports it. ``paged`` is
 # built by ``get_attention_backend`` with its cache's block table.
-BACKENDS: dict[str, Callable[[bool], AttentionBackend]] = {"torch": _torch, "triton": _triton}
+BACKENDS: dict[str, Callable[[KernelSwitches], AttentionBackend]] = {
+    "torch": _torch,
+    "triton": _triton,
+}
 NAMES = (*BACKENDS, "paged")
 GPU_ONLY = frozenset({"triton"})
 
@@ -56,12 +59,12 @@ def get_attention_backend(
     device: torch.device | None = None,
     block_tables: torch.Tensor | None = None,
     block_tokens: int = 0,
-    pdl: bool = False,
+    kernels: KernelSwitches = REFERENCE,
 ) -> AttentionBackend:
     """Build the named backend (``auto``: the fastest available on ``device``; without a
     device, the default CUDA device if there is one). ``paged`` needs the paged cache's
-    block table and tokens per block; ``pdl`` is the model's switch for programmatic
-    dependent launch of the Triton kernels."""
+    block table and tokens per block; ``kernels``: the model's switches (programmatic
+    dependent launch, overlapped attention in mixed steps) for the Triton kernels."""
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = resolve_attention_backend(name, device)
@@ -70,8 +73,8 @@ def get_attention_backend(
 
         if block_tables is None or block_tokens <= 0:
             raise ValueError("the paged attention backend needs its cache's block table")
-        return PagedAttention(block_tables, block_tokens, triton_usable(device), pdl)
-    return BACKENDS[name](pdl)
+        return PagedAttention(block_tables, block_tokens, triton_usable(device), kernels)
+    return BACKENDS[name](kernels)
 
 
 __all__ = [

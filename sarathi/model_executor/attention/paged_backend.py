@@ -12,13 +12,18 @@ import torch
 
 from sarathi.model_executor.attention.metadata import AttentionMetadata, KVIndex
 from sarathi.model_executor.attention.torch_backend import TorchAttention
+from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
 
 
 class PagedAttention:
     name = "paged"
 
     def __init__(
-        self, block_tables: torch.Tensor, block_tokens: int, use_triton: bool, pdl: bool = False
+        self,
+        block_tables: torch.Tensor,
+        block_tokens: int,
+        use_triton: bool,
+        kernels: KernelSwitches = REFERENCE,
     ) -> None:
         """``block_tables``: the paged cache's [slots, blocks per slot] table, a device
         tensor the cache updates in place (read at every call)."""
@@ -29,7 +34,7 @@ class PagedAttention:
         if use_triton:
             from sarathi.model_executor.attention.triton_backend import TritonAttention
 
-            self._triton = TritonAttention(block_tables, pdl=pdl)
+            self._triton = TritonAttention(block_tables, kernels=kernels)
         # CUDA graphs need the kernels; the gathering fallback reads lengths on the host.
         self.graphable = self._triton is not None
 

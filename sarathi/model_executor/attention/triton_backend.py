@@ -4,15 +4,24 @@ The decodes of a step go to the split-K decode kernel in one launch (plus a merg
 when the context is split); all prefill chunks of the step go to one prefill launch. Both
 read the step's layout from device tensors (``AttentionMetadata``), so a step replays a
 CUDA graph; inside one, ``meta.launch`` fixes the grids.
+
+In a mixed step the decode kernel (bound by memory) runs on a second stream beside the
+prefill kernel (bound by the tensor cores), so each fills what the other leaves idle; a
+graph captures the two streams as two branches.
 """
 
 from __future__ import annotations
 
 import torch
 
-from sarathi.model_executor.attention.metadata import AttentionMetadata, KVIndex, slot_index
+from sarathi.model_executor.attention.metadata import (
+    AttentionMetadata,
+    ChunkTable,
+    KVIndex,
+    slot_index,
+)
 from sarathi.model_executor.attention.triton_kernels import decode_attention, prefill_attention
-from sarathi.model_executor.kernel_switches import num_sms
+from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches, num_sms
 
 
 class TritonAttention:
@@ -20,14 +29,19 @@ class TritonAttention:
     graphable = True
 
     def __init__(
-        self, block_table: torch.Tensor | None = None, num_sms: int | None = None, pdl: bool = False
+        self,
+        block_table: torch.Tensor | None = None,
+        num_sms: int | None = None,
+        kernels: KernelSwitches = REFERENCE,
     ) -> None:
         """With ``block_table`` the caches are paged pools (the ``paged`` backend's
         kernels). ``num_sms`` (default: the device's) sizes the decode kernel's split;
-        ``pdl``: the model's switch for programmatic dependent launch."""
+        ``kernels``: the model's switches (``pdl``: programmatic dependent launch;
+        ``overlap``: a mixed step's two kernels on two streams)."""
         self.block_table = block_table
         self._num_sms = num_sms
-        self.pdl = pdl
+        self.kernels = kernels
+        self._side: torch.cuda.Stream | None = None
 
     def kv_index(self, meta: AttentionMetadata) -> KVIndex:
         return slot_index(meta)
@@ -45,45 +59,90 @@ class TritonAttention:
         with a block table -> [T, Hq, D]."""
         out = torch.empty_like(q)
         nd = meta.num_decodes
-        fixed = meta.launch
-        if nd:
-            if self._num_sms is None:
-                self._num_sms = num_sms(q.device)
-            decode_attention(
-                q[:nd],
-                k_cache,
-                v_cache,
-                meta.decode_slots,
-                meta.decode_context_lens,
-                meta.max_decode_context,
-                scale,
-                window,
-                out[:nd],
-                self._num_sms,
-                fixed.decode_split if fixed is not None else None,
-                self.block_table,
-                fixed.decode_count if fixed is not None else None,
-                self.pdl,
-                fixed.decode if fixed is not None else None,
-            )
         c = meta.chunks
-        if c is not None:
-            tiles = None
-            if c.tile_chunk is not None and c.tile_block is not None:
-                tiles = (c.tile_chunk, c.tile_block)
-            prefill_attention(
-                q,
-                k_cache,
-                v_cache,
-                c.slot,
-                c.start,
-                c.length,
-                c.offset,
-                c.longest,
-                scale,
-                window,
-                out,
-                self.block_table,
-                tiles,
-            )
+        if not nd:
+            if c is not None:
+                self._prefill(q, k_cache, v_cache, c, scale, window, out)
+            return out
+        if c is None:
+            self._decode(q, k_cache, v_cache, meta, scale, window, out, self.kernels.pdl)
+            return out
+        if not (self.kernels.overlap and q.is_cuda):
+            self._decode(q, k_cache, v_cache, meta, scale, window, out, self.kernels.pdl)
+            self._prefill(q, k_cache, v_cache, c, scale, window, out)
+            return out
+        # The side stream starts after everything queued so far (this layer's q and K/V
+        # writes) and the main stream waits for it before the next layer reads ``out``.
+        # Buffers the decode kernel allocates belong to the side stream's pool.
+        main = torch.cuda.current_stream(q.device)
+        if self._side is None:
+            self._side = torch.cuda.Stream(q.device)
+        self._side.wait_stream(main)
+        with torch.cuda.stream(self._side):
+            # No programmatic launch across the fork: its predecessor is an event wait.
+            self._decode(q, k_cache, v_cache, meta, scale, window, out, False)
+        self._prefill(q, k_cache, v_cache, c, scale, window, out)
+        main.wait_stream(self._side)
         return out
+
+    def _decode(
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+        window: int | None,
+        out: torch.Tensor,
+        pdl: bool,
+    ) -> None:
+        nd = meta.num_decodes
+        fixed = meta.launch
+        if self._num_sms is None:
+            self._num_sms = num_sms(q.device)
+        decode_attention(
+            q[:nd],
+            k_cache,
+            v_cache,
+            meta.decode_slots,
+            meta.decode_context_lens,
+            meta.max_decode_context,
+            scale,
+            window,
+            out[:nd],
+            self._num_sms,
+            fixed.decode_split if fixed is not None else None,
+            self.block_table,
+            fixed.decode_count if fixed is not None else None,
+            pdl,
+            fixed.decode if fixed is not None else None,
+        )
+
+    def _prefill(
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        c: ChunkTable,
+        scale: float,
+        window: int | None,
+        out: torch.Tensor,
+    ) -> None:
+        tiles = None
+        if c.tile_chunk is not None and c.tile_block is not None:
+            tiles = (c.tile_chunk, c.tile_block)
+        prefill_attention(
+            q,
+            k_cache,
+            v_cache,
+            c.slot,
+            c.start,
+            c.length,
+            c.offset,
+            c.longest,
+            scale,
+            window,
+            out,
+            self.block_table,
+            tiles,
+        )
