@@ -4,8 +4,9 @@ At batch 1 a decode step is ~98% weight reads; cuBLAS picks its kernel by heuris
 for some shapes leaves most of the chip idle (Llama-3-8B's 4096x4096 o_proj got ~1.6 TB/s
 of a 3 TB/s card in the roofline profile). This times, for each projection of a model
 shape: ``F.linear`` (cuBLAS as torch configures it), the same with the cuBLASLt backend, and
-our split-K Triton GEMV (``fused.gemv``, one row only) at the best of a sweep of tile shapes
-and split counts, and reports the weight-read bandwidth of each. Every time is per call of
+our split-K Triton GEMV (``fused.gemv``, one row only) at the configuration the model uses
+(``fused.gemv_config``) and at the best of a sweep of tile shapes and split counts, and
+reports the weight-read bandwidth of each. Every time is per call of
 a CUDA graph of 20 back-to-back calls, as the kernels run inside the decode graph.
 
     python benchmarks/small_m_linear.py --preset llama3-8b --json out.json
@@ -21,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from common import bench_ms, print_table, run_info, write_json
+from common import bench_ms, copy_bandwidth, print_table, run_info, write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -73,7 +74,7 @@ def weight_copies(n: int, k: int) -> list[torch.Tensor]:
 CONFIGS = [
     GemvConfig(n, k, sp, w)
     for n in (16, 32)
-    for k in (128, 256, 512)
+    for k in (128, 256, 512, 1024)
     for sp in (1, 2, 4, 8)
     for w in (4, 8)
 ]
@@ -115,6 +116,11 @@ def main() -> None:
             row["cublaslt_us"] = graph_us(functools.partial(F.linear, x), ws)
             torch.backends.cuda.preferred_blas_library(default)
             if m == 1:
+                used = fused.gemv_config(n, k)
+                row["default_us"] = graph_us(functools.partial(_gemv, x, cfg=used), ws)
+                row["default_config"] = (
+                    f"n{used.block_n} k{used.block_k} s{used.splits} w{used.num_warps}"
+                )
                 cfg, row["triton_us"] = best_gemv(x, ws)
                 row["triton_config"] = (
                     f"n{cfg.block_n} k{cfg.block_k} s{cfg.splits} w{cfg.num_warps}"
@@ -122,7 +128,7 @@ def main() -> None:
                 ref = F.linear(x.float(), w.float())
                 got = fused.gemv(x, w, None, cfg).float()
                 row["triton_rel_err"] = ((got - ref).norm() / ref.norm()).item()
-            for label in ("cublas", "cublaslt", "triton"):
+            for label in ("cublas", "cublaslt", "default", "triton"):
                 if f"{label}_us" in row:
                     row[f"{label}_TBps"] = w.numel() * 2 / row[f"{label}_us"] / 1e6
             rows.append(row)
@@ -136,15 +142,23 @@ def main() -> None:
             "K",
             "cublas_us",
             "cublaslt_us",
+            "default_us",
             "triton_us",
             "cublas_TBps",
             "cublaslt_TBps",
+            "default_TBps",
             "triton_TBps",
+            "default_config",
             "triton_config",
             "triton_rel_err",
         ],
     )
-    write_json(args.json, {"info": run_info(), "preset": args.preset, "results": rows})
+    bw = copy_bandwidth()
+    print(f"copy bandwidth {bw / 1e9:.0f} GB/s")
+    write_json(
+        args.json,
+        {"info": run_info(), "preset": args.preset, "copy_GB_per_s": bw / 1e9, "results": rows},
+    )
 
 
 if __name__ == "__main__":
