@@ -327,6 +327,16 @@ def _input(x: torch.Tensor | SplitSums) -> tuple[torch.Tensor, int, torch.dtype]
     return (x if x.stride(-1) == 1 else x.contiguous()), 0, x.dtype
 
 
+def _row_warps(rows: int, n: int) -> int:
+    """Warps of a one-row-per-program norm. A single row (batch-1 decode, where the kernel
+    also adds up the matmul's split sums) is the whole launch: sixteen warps keep more of
+    its loads in flight (H200, Llama-3-8B batch 1: 4.348 -> 4.338 ms a step with the rotary
+    change below, Llama-2-7B 3.96 -> 3.93; same machine, alternating)."""
+    if rows == 1:
+        return 16
+    return 4 if n <= 4096 else 8
+
+
 def add_rms_norm(
     x: torch.Tensor | SplitSums,
     residual: torch.Tensor,
@@ -354,7 +364,7 @@ def add_rms_norm(
             eps,
             SPLITS=splits,
             BLOCK=triton.next_power_of_2(n),
-            num_warps=4 if n <= 4096 else 8,
+            num_warps=_row_warps(t, n),
             **launch_args(pdl),
         )
     return out, new_residual
@@ -414,7 +424,8 @@ def rotary_store_kv(
             HALF=d // 2,
             BLOCK_HQ=triton.next_power_of_2(hq),
             BLOCK_HKV=triton.next_power_of_2(hkv),
-            num_warps=4,
+            # One token (batch-1 decode) is one program: more warps keep more loads in flight.
+            num_warps=8 if t == 1 else 4,
             **launch_args(pdl),
         )
     return out
