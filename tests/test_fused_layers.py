@@ -91,7 +91,7 @@ def test_rotary_store_kv(hq: int, hk: int, d: int, layout: str) -> None:
 
 @pytest.mark.parametrize("n,k,bias", [(4096, 4096, False), (1000, 4000, True), (37, 11008, False)])
 @pytest.mark.parametrize("cfg", [fused.GemvConfig(16, 256, 8), fused.GemvConfig(64, 128, 1, 8),
-                                 fused.GemvConfig(8, 512, 16)])
+                                 fused.GemvConfig(8, 512, 16), fused.gemv_config(32768, 4096)])
 def test_gemv(n: int, k: int, bias: bool, cfg: fused.GemvConfig) -> None:
     w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda")
     b = torch.randn(n, dtype=torch.bfloat16, device="cuda") if bias else None
