@@ -140,9 +140,7 @@ class HostMapper:
     def fence(self) -> None:
         return None  # host work is synchronous: nothing is in flight
 
-    def unmap(
-        self, first_page: int, count: int, keep: Collection[int] = (), synchronize: bool = True
-    ) -> None:
+    def unmap(self, first_page: int, count: int, keep: Collection[int] = ()) -> None:
         with self._lock:
             end = first_page + count
             if any(f < 0 for f in self._frame_at[first_page:end]):

@@ -91,11 +91,10 @@ class DeviceMapper:
         event.record(torch.cuda.current_stream(self._device))
         return EventFence(event)
 
-    def unmap(
-        self, first_page: int, count: int, keep: Collection[int] = (), synchronize: bool = True
-    ) -> None:
-        # ``keep`` needs nothing: a pool handle's memory outlives its mappings.
-        self._space.unmap(first_page, count, synchronize)
+    def unmap(self, first_page: int, count: int, keep: Collection[int] = ()) -> None:
+        # ``keep`` needs nothing: a pool handle's memory outlives its mappings. No device
+        # sync: the pager has waited on the fence of the last work that used the pages.
+        self._space.unmap(first_page, count, False)
 
     def discard(self, frames: Sequence[int]) -> None:
         pass  # the pool is the budget: a free frame keeps its handles for the next map

@@ -38,9 +38,7 @@ class DenseMapper:
     def fence(self) -> None:
         return None  # host work is synchronous: nothing is in flight
 
-    def unmap(
-        self, first_page: int, count: int, keep: Collection[int] = (), synchronize: bool = True
-    ) -> None:
+    def unmap(self, first_page: int, count: int, keep: Collection[int] = ()) -> None:
         pass
 
     def discard(self, frames: Sequence[int]) -> None:

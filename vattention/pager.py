@@ -65,11 +65,10 @@ class Mapper(Protocol):
         that work is synchronous)."""
         ...
 
-    def unmap(
-        self, first_page: int, count: int, keep: Collection[int] = (), synchronize: bool = True
-    ) -> None:
-        """Unmap the pages; the frames in ``keep`` (held) must keep their content. Without
-        ``synchronize`` the caller has made sure no queued work touches the pages."""
+    def unmap(self, first_page: int, count: int, keep: Collection[int] = ()) -> None:
+        """Unmap the pages; the frames in ``keep`` (held) must keep their content. The
+        caller has made sure no queued work touches the pages (the pager waits on the
+        fence of the last step that used them), so the mapper never waits for the device."""
         ...
 
     def discard(self, frames: Sequence[int]) -> None:
@@ -391,7 +390,7 @@ class Pager:
         def unmap() -> None:
             if fence is not None:
                 fence.wait()
-            self._mapper.unmap(page, n, keep, synchronize=False)
+            self._mapper.unmap(page, n, keep)
 
         self._unlocked(slot, unmap)
         self.counters.blocks_unmapped += n

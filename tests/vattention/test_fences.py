@@ -34,7 +34,7 @@ class FencingMapper:
 
     inner: Mapper
     fences: list[Fence] = field(default_factory=list)
-    unmaps: list[tuple[int, int, bool]] = field(default_factory=list)
+    unmaps: list[tuple[int, int]] = field(default_factory=list)
     shares_frames: bool = True
 
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,10 +47,8 @@ class FencingMapper:
         self.fences.append(Fence())
         return self.fences[-1]
 
-    def unmap(
-        self, first_page: int, count: int, keep: Collection[int] = (), synchronize: bool = True
-    ) -> None:
-        self.unmaps.append((first_page, count, synchronize))
+    def unmap(self, first_page: int, count: int, keep: Collection[int] = ()) -> None:
+        self.unmaps.append((first_page, count))
         self.inner.unmap(first_page, count, keep)
 
     def discard(self, frames: Sequence[int]) -> None:
@@ -81,7 +79,7 @@ def test_a_new_owner_passes_over_a_slot_whose_last_work_still_runs() -> None:
         mapper.fences[-1].finished = True  # b's last work is done
         cache.free_slot(a)  # a's is not
         assert cache.alloc_slot() == b  # not a, though a is lower
-        assert [(count, sync) for _, count, sync in mapper.unmaps] == [(3, False)]
+        assert [count for _, count in mapper.unmaps] == [3]
         b_fence = mapper.fences[0]
         assert b_fence.waited == 1  # the unmap waited for b's last owner only
         cache.release(held)
@@ -96,7 +94,7 @@ def test_unmapping_a_freed_slot_waits_for_its_fence_only() -> None:
         fence = mapper.fences[-1]
         assert cache.reclaim() == 4
         assert fence.waited == 1
-        assert mapper.unmaps and all(not sync for _, _, sync in mapper.unmaps)
+        assert mapper.unmaps
 
 
 def test_pages_taken_back_from_a_live_slot_wait_for_its_last_owners_work_only() -> None:
@@ -114,7 +112,7 @@ def test_pages_taken_back_from_a_live_slot_wait_for_its_last_owners_work_only() 
         assert cache.wait_ahead(timeout=30)
         b = cache.alloc_slot()
         cache.ensure(b, 3 * cache.tokens_per_block)  # needs frames a holds beyond its need
-        assert mapper.unmaps and not any(sync for _, _, sync in mapper.unmaps)
+        assert mapper.unmaps
         assert old_owner.waited >= 1
         cache.free_slot(b)
         cache.free_slot(a)
