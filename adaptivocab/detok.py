@@ -100,22 +100,31 @@ class IncrementalDecoder:
     """Stateful streaming decoder: ``step(new_ids)`` returns the new text, ``flush()`` the rest.
 
     The concatenation of every ``step`` result and the final ``flush`` equals
-    ``tokenizer.decode(all_ids)``.
+    ``tokenizer.decode(all_ids)``. ``context``: ids that come before the stream (a prompt's
+    last tokens): they shape how its first tokens decode (a SentencePiece leading space, a
+    character split across the boundary) and their own text is never emitted; the
+    concatenation then equals the stream's part of ``decode(context + all_ids)``.
     """
 
-    def __init__(self, tokenizer: Any, skip_special_tokens: bool = False) -> None:
+    def __init__(
+        self, tokenizer: Any, skip_special_tokens: bool = False, context: Sequence[int] = ()
+    ) -> None:
         self.tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
-        self.ids: list[int] = []
-        self.prefix_offset = 0
-        self.read_offset = 0
-        self._window_text: str | None = ""  # the text of ids[prefix_offset:read_offset]
+        self.ids: list[int] = [int(i) for i in context]
+        self.prefix_offset, self.read_offset = initial_offsets(
+            tokenizer, self.ids, skip_special_tokens
+        )
+        # The text of ids[prefix_offset:read_offset] (None: not decoded yet).
+        self._window_text: str | None = "" if self.read_offset == self.prefix_offset else None
 
     def step(self, new_ids: Sequence[int] | int) -> str:
         if isinstance(new_ids, int):
             self.ids.append(new_ids)
         else:
             self.ids.extend(int(i) for i in new_ids)
+        if self.read_offset == len(self.ids):
+            return ""
         delta, self.prefix_offset, self.read_offset, self._window_text = advance_window(
             self.tokenizer,
             self.ids,
@@ -148,4 +157,6 @@ class IncrementalDecoder:
             new,
         )
         self.read_offset = len(self.ids)
-        return new[len(old) :] if new.startswith(old) else new
+        # A window whose text changed under the new tokens has no exact suffix to emit;
+        # nothing is re-emitted (with a context, that text could be the prompt's).
+        return new[len(old) :] if new.startswith(old) else ""

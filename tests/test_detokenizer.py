@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from sarathi.transformers_utils.demo import demo_model_path
-from sarathi.transformers_utils.detokenizer import IncrementalDetokenizer, streaming_decoder
+from sarathi.transformers_utils.detokenizer import incremental_detokenizer, streaming_decoder
 
 
 @pytest.fixture(scope="module", params=["demo", "tiny"])
@@ -32,8 +32,8 @@ def test_streamed_text_equals_the_full_decode(tokenizer):
     for _ in range(50):
         prompt = tokenizer.encode("The scheduler keeps")
         out = [rng.randrange(len(tokenizer)) for _ in range(rng.randint(1, 30))]
-        detok = IncrementalDetokenizer(fast, prompt, skip_special_tokens=True)
-        text = "".join(detok.add(t) for t in out) + detok.flush()
+        detok = incremental_detokenizer(fast, prompt, skip_special_tokens=True)
+        text = "".join(detok.step(t) for t in out) + detok.flush()
         full = tokenizer.decode(prompt + out, skip_special_tokens=True)
         assert full.endswith(text) and full[:len(full) - len(text)] == tokenizer.decode(
             prompt, skip_special_tokens=True)
@@ -52,9 +52,9 @@ def test_streaming_decodes_two_windows_per_token(tokenizer):
 
     prompt = tokenizer.encode("The scheduler keeps")
     out = tokenizer.encode(" every decode moving while a long prompt is prefilled in chunks")
-    detok = IncrementalDetokenizer(Counting(), prompt, skip_special_tokens=True)
+    detok = incremental_detokenizer(Counting(), prompt, skip_special_tokens=True)
     start = calls
-    text = "".join(detok.add(t) for t in out) + detok.flush()
+    text = "".join(detok.step(t) for t in out) + detok.flush()
     assert calls - start <= 2 * len(out) + 1
     assert text == tokenizer.decode(prompt + out, skip_special_tokens=True)[
         len(tokenizer.decode(prompt, skip_special_tokens=True)) :

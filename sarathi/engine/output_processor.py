@@ -25,17 +25,17 @@ from sarathi.core.scheduler_output import PromptLogprobs, StepResult, TokenLogpr
 from sarathi.engine.stats import EngineStats
 from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
 from sarathi.sequence import Request, Sequence
-from sarathi.transformers_utils.detokenizer import IncrementalDetokenizer
+from sarathi.transformers_utils.detokenizer import incremental_detokenizer
 
 if TYPE_CHECKING:
-    from adaptivocab import PatchTokenizer
+    from adaptivocab import IncrementalDecoder, PatchTokenizer
 
 
 @dataclass
 class SequenceOutput:
     """What the caller sees of one sequence."""
 
-    detok: IncrementalDetokenizer | None  # None: text is made when the sequence finishes
+    detok: IncrementalDecoder | None  # None: text is made when the sequence finishes
     text: str = ""
     logprobs: list[dict[int, Logprob]] | None = None
     cumulative_logprob: float = 0.0
@@ -81,7 +81,7 @@ class OutputProcessor:
         live_text = self._decoder is not None and (not req.final_only or bool(p.stop_list))
         for seq in req.seqs:
             detok = (
-                IncrementalDetokenizer(self._decoder, req.prompt_token_ids, p.skip_special_tokens)
+                incremental_detokenizer(self._decoder, req.prompt_token_ids, p.skip_special_tokens)
                 if live_text
                 else None
             )
@@ -172,7 +172,7 @@ class OutputProcessor:
         p = seq.params
         prev_len = len(out.text)
         if out.detok is not None:
-            out.text += out.detok.add(token)
+            out.text += out.detok.step(token)
         n_out = seq.num_output
         reason: str | None = None
         stop_reason: int | str | None = None
@@ -196,10 +196,10 @@ class OutputProcessor:
         del seq.token_ids[index + 1 :]  # a placeholder for a token that will not count
         seq.num_pending = 0
         if out.detok is None and self._decoder is not None:
-            detok = IncrementalDetokenizer(
+            detok = incremental_detokenizer(
                 self._decoder, seq.request.prompt_token_ids, p.skip_special_tokens
             )
-            out.text = detok.add_many(seq.output_ids) + detok.flush()
+            out.text = detok.step(seq.output_ids) + detok.flush()
         elif out.detok is not None and (stop_reason is None or isinstance(stop_reason, int)):
             out.text += out.detok.flush()
         out.finish_reason, out.stop_reason = reason, stop_reason

@@ -3,15 +3,19 @@
 Decoding one token at a time is wrong for byte-fallback and byte-level tokenizers (a
 character can span tokens) and for SentencePiece (a token's leading space depends on what
 precedes it). We decode a short window twice, with and without the newest tokens, and emit
-the difference once it no longer ends in an incomplete character. The window logic is
-AdaptiVocab's (exact for base and patch tokenizers alike, property-tested there).
+the difference once it no longer ends in an incomplete character: AdaptiVocab's
+``IncrementalDecoder`` (exact for base and patch tokenizers alike, property-tested there),
+here with the prompt's last tokens as left context and the Rust decoder where it is exact.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from adaptivocab.detok import advance_window, initial_offsets
+from adaptivocab.detok import IncrementalDecoder
+
+PROMPT_CONTEXT = 16  # prompt tokens a stream keeps as left context
 
 
 class _RustDecoder:
@@ -40,47 +44,9 @@ def streaming_decoder(tokenizer: Any) -> Any:
     return tokenizer
 
 
-class IncrementalDetokenizer:
-    def __init__(
-        self, tokenizer: Any, prompt_ids: list[int], skip_special_tokens: bool = True
-    ) -> None:
-        self._tok = tokenizer
-        self._skip = skip_special_tokens
-        # Only the prompt's tail matters as left context.
-        tail = list(prompt_ids[-16:])
-        self._prefix, self._read = initial_offsets(tokenizer, tail, skip_special_tokens)
-        self._ids = tail
-        self._window: str | None = None  # the text of _ids[_prefix:_read], once known
-
-    def add(self, token_id: int) -> str:
-        """Append one generated token; returns the text that is now final."""
-        self._ids.append(token_id)
-        return self._advance()
-
-    def add_many(self, token_ids: list[int]) -> str:
-        """Append several generated tokens at once: the same text as adding them one by
-        one, with a few window decodes in all instead of a few per token."""
-        if not token_ids:
-            return ""
-        self._ids.extend(token_ids)
-        return self._advance()
-
-    def _advance(self) -> str:
-        delta, self._prefix, self._read, self._window = advance_window(
-            self._tok, self._ids, self._prefix, self._read, self._skip, self._window
-        )
-        return delta
-
-    def flush(self) -> str:
-        """Text still held back (an incomplete character at the very end)."""
-        if self._read == len(self._ids):
-            return ""
-        new = self._tok.decode(self._ids[self._prefix :], skip_special_tokens=self._skip)
-        old = self._window
-        if old is None:
-            old = self._tok.decode(
-                self._ids[self._prefix : self._read], skip_special_tokens=self._skip
-            )
-        self._read = len(self._ids)
-        self._window = None  # the window is [_prefix, _read) again: its text is unknown
-        return new[len(old) :] if new.startswith(old) else ""
+def incremental_detokenizer(
+    decoder: Any, prompt_ids: Sequence[int], skip_special_tokens: bool = True
+) -> IncrementalDecoder:
+    """A streaming decoder for one sequence's output tokens (``step`` per token or batch,
+    ``flush`` at the end). Only the prompt's tail matters as left context."""
+    return IncrementalDecoder(decoder, skip_special_tokens, context=prompt_ids[-PROMPT_CONTEXT:])
