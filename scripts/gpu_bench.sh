@@ -9,7 +9,8 @@
 # named (`tests` always first: a benchmark of kernels that fail their tests is worth nothing,
 # so a test failure stops the run unless --keep-going). Each benchmark's JSON lands in $OUT,
 # its log in $OUT/logs/NAME.log, packed into $OUT/logs.tgz at the end (--keep-logs: left as
-# files). The exit status is non-zero if any step failed; a summary table closes the output.
+# files); when that leaves more than 8 files (what the device tool returns), all of $OUT is
+# packed into $OUT/bench.tgz. The exit status is non-zero if any step failed; a summary table closes the output.
 #
 # BENCH_COMMIT names the commit in every JSON's `info` (the device copy's .git may be absent
 # or stale). SARATHI_* switches in the environment (SARATHI_PDL=0, SARATHI_GEMV=0|1|all,
@@ -401,6 +402,13 @@ finish() {
   done
   if [ "$DRY" = 0 ] && [ "$KEEP_LOGS" = 0 ] && [ -d "$LOGS" ]; then
     tar czf "$OUT/logs.tgz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")" && rm -rf "$LOGS"
+  fi
+  # The device tool returns at most 8 files from $OUT: more than that travel as one archive.
+  if [ "$DRY" = 0 ] && [ "$KEEP_LOGS" = 0 ] && [ "$(find "$OUT" -type f | wc -l)" -gt 8 ]; then
+    local packed
+    packed="$(mktemp -d)/bench.tgz"
+    tar czf "$packed" -C "$OUT" . && find "$OUT" -mindepth 1 -delete && mv "$packed" "$OUT/"
+    echo "more than 8 files: packed into $OUT/bench.tgz"
   fi
   exit "$failed"
 }
