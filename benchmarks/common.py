@@ -202,3 +202,28 @@ def gpu_timeline(events: list[Any]) -> GpuTimeline:
         busy += gain
         reach = end if reach is None else max(reach, end)
     return GpuTimeline(added, busy, idle)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start_demo_server(flags: list[str]) -> tuple[subprocess.Popen, str]:
+    """``python -m sarathi serve`` on a free loopback port (the demo model unless ``flags``
+    name one): the process and its URL, once it says it is serving. Logs at warning level,
+    so the unread pipe never fills."""
+    import re
+
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sarathi", "serve", "--port", "0", "--log-level", "warning", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        m = re.search(r"on (http://\S+)", line)
+        if " serving " in line and m:
+            return proc, m.group(1)
+    raise SystemExit(f"the server did not start (exit {proc.wait()})")

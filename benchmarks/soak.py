@@ -14,36 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import re
 import signal
-import subprocess
 import sys
 import time
 from typing import Any
 
 import httpx
-from common import print_table, run_info, write_json
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def start_server(flags: list[str]) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sarathi", "serve", "--port", "0", "--log-level", "warning", *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        m = re.search(r"on (http://\S+)", line)
-        if " serving " in line and m:
-            return proc, m.group(1)
-    raise SystemExit("soak: the server did not start")
+from common import print_table, run_info, start_demo_server, write_json
 
 
 def rss_mb(pid: int) -> float:
@@ -134,7 +112,7 @@ def main() -> None:
         help="Extra flag for the server (repeatable), e.g. --server-arg=--model=M.",
     )
     args = ap.parse_args()
-    proc, url = start_server(["--max-model-len", "512", *args.server_arg])
+    proc, url = start_demo_server(["--max-model-len", "512", *args.server_arg])
     try:
         rss0 = rss_mb(proc.pid)
         results, rss = asyncio.run(soak(url, proc.pid, args.seconds, args.concurrency, args.seed))
