@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass
@@ -54,3 +54,27 @@ class RequestOutput:
     # Where asked (SamplingParams.prompt_logprobs), per prompt position: the prompt token's
     # Logprob and its top alternatives; None at position 0, which nothing predicts.
     prompt_logprobs: list[dict[int, Logprob] | None] | None = None
+
+
+def coalesce(earlier: RequestOutput, later: RequestOutput, delta: bool) -> RequestOutput:
+    """One output standing for two consecutive outputs of a request that its reader had not
+    taken yet: ``later``'s state, with the text and tokens both added. ``delta``: the request
+    was added with ``delta=True`` (an unfinished choice's tokens and logprobs are what its
+    output added; a finished one carries them all)."""
+    outs = []
+    for a, b in zip(earlier.outputs, later.outputs, strict=True):
+        token_ids, logprobs = b.token_ids, b.logprobs
+        if delta and not b.finished:
+            token_ids = a.token_ids + b.token_ids
+            if a.logprobs is not None and b.logprobs is not None:
+                logprobs = a.logprobs + b.logprobs
+        outs.append(
+            replace(
+                b,
+                token_ids=token_ids,
+                logprobs=logprobs,
+                text_delta=a.text_delta + b.text_delta,
+                num_new_tokens=a.num_new_tokens + b.num_new_tokens,
+            )
+        )
+    return replace(later, outputs=outs)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from sarathi.engine.llm_engine import LLMEngine, RequestError
 from sarathi.engine.model_setup import bind_thread_device
-from sarathi.outputs import RequestOutput
+from sarathi.outputs import RequestOutput, coalesce
 from sarathi.sampling_params import SamplingParams
 
 logger = logging.getLogger("sarathi")
@@ -206,7 +206,9 @@ class AsyncEngine:
     ) -> AsyncGenerator[RequestOutput, None]:
         """Snapshots of one request until it finishes (``cache_salt``, ``delta``: see
         ``LLMEngine.add_request``; with ``delta`` a step's snapshots cost what the step
-        added, not the outputs' length).
+        added, not the outputs' length). Snapshots that arrived since the caller last asked
+        come as one (``sarathi.outputs.coalesce``): its ``text_delta``, ``num_new_tokens``
+        and, with ``delta``, its tokens and logprobs cover all of them.
 
         Raises ``RequestError`` if the engine refuses the request, ``EngineDeadError`` if the
         loop died and ``EngineShuttingDown`` when the server stops mid-request.
@@ -215,12 +217,22 @@ class AsyncEngine:
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         self._submit(_Add(request_id, prompt, params, time.monotonic(), stream, cache_salt, delta))
         finished = False
+        held: BaseException | None = None  # an error found while coalescing, raised next
         try:
             while True:
-                item = await stream.queue.get()
+                item = held if held is not None else await stream.queue.get()
                 if isinstance(item, BaseException):
                     finished = True
                     raise item
+                # Outputs that queued while the reader was busy become one: a reader that
+                # falls behind the engine (a busy event loop, a slow client) then does one
+                # chunk's work per request, not one per step it missed.
+                while not item.finished and not stream.queue.empty():
+                    later = stream.queue.get_nowait()
+                    if isinstance(later, BaseException):
+                        held = later
+                        break
+                    item = coalesce(item, later, delta)
                 finished = item.finished
                 yield item
                 if finished:

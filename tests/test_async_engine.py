@@ -1,0 +1,64 @@
+"""AsyncEngine's streams: outputs a reader has not taken yet arrive as one."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sarathi import SamplingParams
+from sarathi.config import EngineConfig
+from sarathi.engine.async_engine import AsyncEngine
+from sarathi.engine.llm_engine import LLMEngine
+from sarathi.outputs import CompletionOutput, Logprob, RequestOutput, coalesce
+
+
+def _out(
+    tokens: list[int], text: str, delta: str, new: int, finish: str | None = None
+) -> RequestOutput:
+    lps = [{t: Logprob(-0.5, 1)} for t in tokens]
+    c = CompletionOutput(0, text, tokens, -1.0, lps, finish, None, delta, new)
+    return RequestOutput("r", None, [1], [c], finish is not None)
+
+
+def test_coalesce_adds_deltas_and_keeps_the_later_state() -> None:
+    a, b = _out([5, 6], "ab", "ab", 2), _out([7], "abc", "c", 1)
+    both = coalesce(a, b, delta=True).outputs[0]
+    assert (both.text, both.text_delta, both.num_new_tokens) == ("abc", "abc", 3)
+    assert both.token_ids == [5, 6, 7] and both.logprobs is not None and len(both.logprobs) == 3
+    # Whole snapshots, and a finished choice, already carry every token.
+    assert coalesce(a, _out([5, 6, 7], "abc", "c", 1), delta=False).outputs[0].token_ids == [5, 6, 7]
+    done = coalesce(a, _out([5, 6, 7], "abc", "c", 1, "length"), delta=True)
+    assert done.finished and done.outputs[0].token_ids == [5, 6, 7]
+    assert done.outputs[0].num_new_tokens == 3
+
+
+@pytest.fixture(scope="module")
+def engine():
+    e = AsyncEngine(LLMEngine(EngineConfig.from_kwargs(model="demo", max_model_len=256)))
+    e.start()
+    yield e
+    e.shutdown()
+
+
+@pytest.mark.parametrize("delta", [True, False])
+def test_a_reader_that_falls_behind_gets_the_steps_it_missed_as_one(engine, delta) -> None:
+    params = SamplingParams(max_tokens=12, ignore_eos=True, temperature=0.0)
+    longer = SamplingParams(max_tokens=24, ignore_eos=True, temperature=0.0)
+
+    async def run() -> tuple[list[RequestOutput], RequestOutput]:
+        slow = engine.generate([11, 12, 13], params, delta=delta)
+        first = await anext(slow)
+        # The other request runs in the same steps and outlives the first: once it is done,
+        # every remaining output of the first waits in its queue.
+        async for last in engine.generate([21, 22, 23], longer):
+            pass
+        rest = [out async for out in slow]
+        return [first, *rest], last
+
+    outs, _ = asyncio.run(run())
+    assert len(outs) == 2 and outs[-1].finished
+    final = outs[-1].outputs[0]
+    assert len(final.token_ids) == 12
+    assert sum(o.outputs[0].num_new_tokens for o in outs) == 12
+    assert "".join(o.outputs[0].text_delta for o in outs) == final.text
