@@ -22,7 +22,6 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import sarathi
 from sarathi.engine.async_engine import AsyncEngine
@@ -131,20 +130,24 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     return app
 
 
-class DeadlineH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline on a request's headers: a connection that has
-    not sent complete headers within ``header_timeout`` seconds of opening (or of its last
-    response) is closed, so half-sent requests cannot pile up. The body's own deadline is
-    ``BodySizeLimitMiddleware``'s."""
+class _HeaderDeadline(asyncio.Protocol):
+    """A deadline on a request's headers, for uvicorn's HTTP protocols: a connection that
+    has not sent complete headers within ``header_timeout`` seconds of opening (or of its
+    last response) is closed, so half-sent requests cannot pile up. The body's own deadline
+    is ``BodySizeLimitMiddleware``'s. Mixed in before the protocol class, whose ``loop``,
+    ``transport`` and ``cycle`` it reads."""
 
     header_timeout = 30.0
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[arg-type]
+        super().connection_made(transport)
         self._arm_header_deadline()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
         self._arm_header_deadline()
 
     def _arm_header_deadline(self) -> None:
@@ -156,8 +159,19 @@ class DeadlineH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def deadline_protocol(header_timeout: float) -> type[H11Protocol]:
-    return type("DeadlineH11", (DeadlineH11Protocol,), {"header_timeout": header_timeout})
+def deadline_protocol(header_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol (its C parser) where httptools is installed, else its
+    h11 protocol, with the header deadline."""
+    base: type[asyncio.Protocol]
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        base = HttpToolsProtocol
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        base = H11Protocol
+    return type("DeadlineHTTP", (_HeaderDeadline, base), {"header_timeout": header_timeout})
 
 
 class GracefulServer(uvicorn.Server):
