@@ -1,4 +1,4 @@
-"""What streaming costs the server's event loop, per chunk (CPU, Linux).
+"""What streaming costs the server's event loop, per chunk (Linux; the demo model or a GPU preset).
 
 The server runs the engine on its own thread and the HTTP side (uvicorn, FastAPI, the
 ``_stream`` generators) on the event loop, in one process: what the loop spends per streamed
@@ -10,6 +10,10 @@ event loop) from ``/proc``. The difference over the streamed chunks is the loop'
 chunk; times the number of streams, what one engine step's outputs cost the loop.
 
     python benchmarks/stream_overhead.py --streams 64 256 --json stream_overhead.json
+    python benchmarks/stream_overhead.py --preset qwen3-0.6b   (GPU: a real shape, random weights)
+
+The wall times show the same from the other side: with a GPU doing the steps, streamed
+requests that take longer than the same requests unstreamed lost GPU time to the loop.
 """
 
 from __future__ import annotations
@@ -18,10 +22,32 @@ import argparse
 import asyncio
 import os
 import signal
+import tempfile
 import time
 
 import httpx
 from common import print_table, run_info, start_demo_server, write_json
+
+
+def preset_folder(name: str) -> str:
+    """A preset's model folder whose tokenizer has a word for every id of the model's
+    vocabulary: the presets bring the demo tokenizer (593 ids), so most random draws would
+    decode to nothing and stream no chunk, where a real model's tokens make text each step."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from sarathi.model_executor.presets import write_preset
+
+    folder = write_preset(name, tempfile.mkdtemp(prefix=f"preset-{name}-"))
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        vocab_size = json.load(f)["vocab_size"]
+    eos = "<|endoftext|>"  # the demo tokenizer_config's end of text
+    vocab = {eos: 0, **{f"w{i}": i for i in range(1, vocab_size)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=eos))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(os.path.join(folder, "tokenizer.json"))
+    return folder
 
 
 def loop_cpu_s(pid: int) -> float:
@@ -64,6 +90,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--streams", type=int, nargs="+", default=[64, 256], help="Concurrency.")
     ap.add_argument("--tokens", type=int, default=64, help="Tokens per completion (64).")
+    ap.add_argument(
+        "--preset",
+        default=None,
+        help="Serve this model shape with random weights (sarathi presets) instead of the demo.",
+    )
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     ap.add_argument(
         "--server-arg",
@@ -74,6 +105,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     flags = ["--max-num-seqs", str(max(args.streams)), "--max-model-len", "512"]
+    if args.preset is not None:
+        folder = preset_folder(args.preset)
+        flags += ["--model", folder, "--load-format", "dummy"]
     proc, url = start_demo_server([*flags, *args.server_arg])
     rows = []
     try:

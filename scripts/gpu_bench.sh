@@ -74,6 +74,10 @@ GROUPS_HELP="\
               matmuls, cuBLAS vs the split-K GEMV
   hostprof    cProfile of throughput.py --preset qwen3-0.6b --num-requests 64 (host time);
               hostprof_top.txt
+  streaming   benchmarks/stream_overhead.py per preset, 64 and 256 streams of 128 tokens: the
+              server's event-loop CPU per streamed chunk and streamed vs unstreamed wall time
+              (needs the server's packages: installed, or wheels in .carry/whl);
+              stream_overhead_PRESET.json
   smoke       python3 -m sarathi generate (demo model) and a 32-request Qwen3-0.6B throughput
   vattention  scripts/gpu_vattention.sh into \$OUT/vattention: extension build, vattention GPU
               tests, mapping and fragmentation benchmarks
@@ -118,7 +122,7 @@ EOF
 }
 
 ALL_GROUPS="tests roofline profile attention idle overlap steps mapahead throughput hf paged
-scheduling domain quality structured prefix configs smallm hostprof smoke vattention tp"
+scheduling domain quality structured prefix configs smallm hostprof streaming smoke vattention tp"
 PRESETS="qwen3-0.6b llama3-8b"
 REPEATS=3
 RATES="4 12"
@@ -349,6 +353,14 @@ g_domain() {
     "${patch[@]}" $(extra domain) --work-dir "$work" --json "$OUT/domain_serving_llama2-7b$S.json"
   [ "$DRY" = 1 ] || cp "$work"/server-*.log "$LOGS"/ 2>/dev/null
   return 0
+}
+g_streaming() {
+  local p
+  server_packages || { NAMES+=("streaming$S"); CODES+=(1); TIMES+=(0); return 1; }
+  for p in $PRESETS; do
+    TAIL=6 step "stream_overhead_$p$S" 300 python3 benchmarks/stream_overhead.py --preset "$p" \
+      --streams 64 256 --tokens 128 $(extra streaming) --json "$OUT/stream_overhead_$p$S.json"
+  done
 }
 g_quality() {
   TAIL=20 step "quality$S" 600 python3 benchmarks/adaptivocab_quality.py --preset gpu \
