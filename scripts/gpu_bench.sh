@@ -14,7 +14,7 @@
 #
 # BENCH_COMMIT names the commit in every JSON's `info` (the device copy's .git may be absent
 # or stale). SARATHI_* switches in the environment (SARATHI_PDL=0, SARATHI_GEMV=0|1|all,
-# SARATHI_FUSED=0) reach every benchmark and are recorded in its `info.command`;
+# SARATHI_FUSED=0, SARATHI_OVERLAP=0) reach every benchmark and are recorded in its `info.command`;
 # --sweep runs the named groups once per value of one such switch, on the same machine.
 #
 # The scripts/runs/*.sh of earlier write-ups (in git history) map onto groups: gpu_pdl.sh =
