@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -105,6 +106,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     flags = ["--max-num-seqs", str(max(args.streams)), "--max-model-len", "512"]
+    folder = None
     if args.preset is not None:
         folder = preset_folder(args.preset)
         flags += ["--model", folder, "--load-format", "dummy"]
@@ -136,6 +138,8 @@ def main() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
     print_table(rows, list(rows[0]))
     write_json(args.json, {"info": run_info(), "workload": vars(args), "results": rows})
 
