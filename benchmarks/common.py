@@ -129,6 +129,17 @@ def add_engine_arg(ap: argparse.ArgumentParser) -> None:
     )
 
 
+def add_server_arg(ap: argparse.ArgumentParser) -> None:
+    """``--server-arg FLAG`` (repeatable): an extra flag for ``start_demo_server``."""
+    ap.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="Extra flag for the server (repeatable), e.g. --server-arg=--model=M.",
+    )
+
+
 def engine_args(pairs: list[str]) -> dict[str, Any]:
     """``--engine-arg`` values as engine keywords (all-digit values become ints)."""
     out: dict[str, Any] = {}

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 import httpx
-from common import print_table, run_info, start_demo_server, write_json
+from common import add_server_arg, print_table, run_info, start_demo_server, write_json
 
 
 def rss_mb(pid: int) -> float:
@@ -104,13 +104,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32, help="Concurrent clients (32).")
     ap.add_argument("--seed", type=int, default=0, help="Workload seed.")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
-    ap.add_argument(
-        "--server-arg",
-        action="append",
-        default=[],
-        metavar="FLAG",
-        help="Extra flag for the server (repeatable), e.g. --server-arg=--model=M.",
-    )
+    add_server_arg(ap)
     args = ap.parse_args()
     proc, url = start_demo_server(["--max-model-len", "512", *args.server_arg])
     try:

@@ -27,7 +27,7 @@ import tempfile
 import time
 
 import httpx
-from common import print_table, run_info, start_demo_server, write_json
+from common import add_server_arg, print_table, run_info, start_demo_server, write_json
 
 
 def preset_folder(name: str) -> str:
@@ -97,13 +97,7 @@ def main() -> None:
         help="Serve this model shape with random weights (sarathi presets) instead of the demo.",
     )
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
-    ap.add_argument(
-        "--server-arg",
-        action="append",
-        default=[],
-        metavar="FLAG",
-        help="Extra flag for the server (repeatable), e.g. --server-arg=--model=M.",
-    )
+    add_server_arg(ap)
     args = ap.parse_args()
     flags = ["--max-num-seqs", str(max(args.streams)), "--max-model-len", "512"]
     folder = None
