@@ -60,16 +60,11 @@ class TritonAttention:
         out = torch.empty_like(q)
         nd = meta.num_decodes
         c = meta.chunks
-        if not nd:
+        if not (nd and c is not None and self.kernels.overlap and q.is_cuda):
+            if nd:
+                self._decode(q, k_cache, v_cache, meta, scale, window, out, self.kernels.pdl)
             if c is not None:
                 self._prefill(q, k_cache, v_cache, c, scale, window, out)
-            return out
-        if c is None:
-            self._decode(q, k_cache, v_cache, meta, scale, window, out, self.kernels.pdl)
-            return out
-        if not (self.kernels.overlap and q.is_cuda):
-            self._decode(q, k_cache, v_cache, meta, scale, window, out, self.kernels.pdl)
-            self._prefill(q, k_cache, v_cache, c, scale, window, out)
             return out
         # The side stream starts after everything queued so far (this layer's q and K/V
         # writes) and the main stream waits for it before the next layer reads ``out``.
