@@ -59,9 +59,7 @@ def measure(model: str, tp: int, args: argparse.Namespace, executor: str = "auto
     llm = LLM(model, **kwargs)
     startup = time.perf_counter() - start
     try:
-        # CUDA graphs serve one rank only (for now): say which runs replayed them.
-        runner = getattr(getattr(llm.engine.executor, "worker", None), "runner", None)
-        graphs = getattr(runner, "graphs", None) is not None
+        graphs = llm.engine.executor.cuda_graphs
         vocab = llm.engine.shape.vocab_size
         prompt = [(7 * i + 11) % (vocab - 10) + 10 for i in range(args.prompt_len)]
         decode_tokens_per_s(llm, prompt, min(8, args.new_tokens))  # warm-up (allocator, NCCL)

@@ -23,6 +23,8 @@ class Executor(Protocol):
     # ``launch`` may be called again before the previous step is collected: the next step
     # then reads the previous one's sampled tokens on the device (in-process worker only).
     overlaps: bool
+    # Whether the workers replay CUDA graphs (captured at start-up), on every rank.
+    cuda_graphs: bool
 
     def capacity(self) -> CacheCapacity: ...
 

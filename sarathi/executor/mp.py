@@ -150,6 +150,7 @@ class MPExecutor:
             ready[0].capacity, num_blocks=min(r.capacity.num_blocks for r in ready)
         )
         self._plan = ready[0].plan
+        self.cuda_graphs = all(r.cuda_graphs for r in ready)
 
     # -- the executor interface ------------------------------------------------------------
     def capacity(self) -> CacheCapacity:

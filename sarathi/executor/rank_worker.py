@@ -30,6 +30,7 @@ class RankReady:
     pid: int
     capacity: CacheCapacity
     plan: CachePlan
+    cuda_graphs: bool
 
 
 @dataclass
@@ -60,7 +61,13 @@ class RankWorker:
         self.worker = Worker(replace(spec, device=device), tp=self.tp)
 
     def ready(self) -> RankReady:
-        return RankReady(self.rank, os.getpid(), self.worker.capacity(), self.worker.plan)
+        return RankReady(
+            self.rank,
+            os.getpid(),
+            self.worker.capacity(),
+            self.worker.plan,
+            self.worker.runner.graphs is not None,
+        )
 
     def step(self, payload: bytes) -> StepReply | None:
         """Run one ``StepInput`` as ``step_codec`` encoded it (once, by the driver, for all

@@ -125,6 +125,7 @@ class RayExecutor:
             ready[0].capacity, num_blocks=min(r.capacity.num_blocks for r in ready)
         )
         self._plan = ready[0].plan
+        self.cuda_graphs = all(r.cuda_graphs for r in ready)
         self._pids = [r.pid for r in ready]
 
     def _start(self, spec: WorkerSpec, timeout_s: float) -> list[RankReady]:

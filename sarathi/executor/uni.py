@@ -32,6 +32,7 @@ class UniExecutor:
     ) -> None:
         bind_thread_device(spec.device)
         self.worker = Worker(spec, weights)
+        self.cuda_graphs = self.worker.runner.graphs is not None
 
     def capacity(self) -> CacheCapacity:
         return self.worker.capacity()
