@@ -55,6 +55,12 @@ ENV_VARS: dict[str, EnvVar] = {
             "0: a mixed step's decode attention runs after its prefill attention instead of "
             "beside it on a second stream.",
         ),
+        EnvVar(
+            "SARATHI_RANK_PROFILE",
+            "",
+            "A folder: each tensor-parallel rank profiles ten steps after twenty warm ones "
+            "with the torch profiler and writes its per-op table there (rank<N>.txt).",
+        ),
     )
 }
 

@@ -8,6 +8,8 @@ holds the gathered logits and the sampler.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,6 +18,7 @@ import torch
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepResult
 from sarathi.engine.model_setup import bind_thread_device
+from sarathi.envs import env
 from sarathi.executor.step_codec import decode_step
 from sarathi.model_executor.parallel import init_tp_group
 from sarathi.worker.cache_engine import CachePlan
@@ -59,6 +62,8 @@ class RankWorker:
         self.rank = rank
         self.tp = init_tp_group(rank, world_size, init_method, device, timeout_s)
         self.worker = Worker(replace(spec, device=device), tp=self.tp)
+        folder = env("SARATHI_RANK_PROFILE")
+        self.profile = _StepProfile(folder, rank, device) if folder else None
 
     def ready(self) -> RankReady:
         return RankReady(
@@ -72,7 +77,11 @@ class RankWorker:
     def step(self, payload: bytes) -> StepReply | None:
         """Run one ``StepInput`` as ``step_codec`` encoded it (once, by the driver, for all
         ranks); only rank 0 has something to say."""
-        result = self.worker.execute(decode_step(payload))
+        if self.profile is None:
+            result = self.worker.execute(decode_step(payload))
+        else:
+            with self.profile.step():
+                result = self.worker.execute(decode_step(payload))
         if self.rank != 0:
             return None
         return StepReply(result, self.worker.cache_stats())
@@ -83,6 +92,47 @@ class RankWorker:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+class _StepProfile:
+    """Profiles steps ``_WARM`` to ``_WARM + _ACTIVE`` of a rank with the torch profiler
+    and writes its per-op table (CPU and CUDA time) to ``folder/rank<N>.txt``."""
+
+    _WARM, _ACTIVE = 20, 10
+
+    def __init__(self, folder: str, rank: int, device: torch.device) -> None:
+        from torch.profiler import ProfilerActivity, profile, schedule
+
+        os.makedirs(folder, exist_ok=True)
+        self.path = os.path.join(folder, f"rank{rank}.txt")
+        activities = [ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(ProfilerActivity.CUDA)
+        self.prof = profile(
+            activities=activities,
+            schedule=schedule(wait=self._WARM - 2, warmup=2, active=self._ACTIVE, repeat=1),
+            on_trace_ready=self._write,
+        )
+        self.steps = 0
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        if self.steps == 0:
+            self.prof.start()
+        try:
+            yield
+        finally:
+            self.steps += 1
+            if self.steps <= self._WARM + self._ACTIVE:
+                self.prof.step()
+            if self.steps == self._WARM + self._ACTIVE:
+                self.prof.stop()
+
+    def _write(self, prof: Any) -> None:
+        sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+        table = prof.key_averages().table(sort_by=sort, row_limit=40)
+        with open(self.path, "w") as f:
+            f.write(f"{self._ACTIVE} steps after {self._WARM}\n{table}\n")
 
 
 def rank_device(base: torch.device, rank: int) -> torch.device:

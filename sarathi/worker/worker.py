@@ -95,12 +95,15 @@ class Worker:
             ).num_kv_heads,
         )
         backend = resolve_attention_backend(cfg.attention.attention_backend, spec.device)
+        # CUDA graphs pad their batches with a slot of their own: plan it beside the
+        # requests' slots, or a one-sequence engine would have none to spare and run eagerly.
+        graph_pad = int(spec.device.type == "cuda" and not cfg.model.enforce_eager)
         self.plan = plan_cache(
             cfg.cache,
             cache_shape,
             spec.dtype,
             spec.device,
-            cfg.scheduler.max_num_seqs,
+            cfg.scheduler.max_num_seqs + graph_pad,
             spec.max_model_len,
             spec.reduction_ratio,
             free,

@@ -100,3 +100,23 @@ def test_ray_tp2_matches_tp1_and_a_dead_actor_fails_requests(tp_models, local_ra
         assert not llm.engine.is_alive()
     finally:
         llm.engine.shutdown()
+
+
+def test_rank_profile_writes_each_ranks_table(tp_models, tmp_path, monkeypatch):
+    """SARATHI_RANK_PROFILE: each rank writes the torch profiler's per-op table of ten steps
+    after twenty warm ones; the outputs do not change."""
+    folder = tmp_path / "prof"
+    monkeypatch.setenv("SARATHI_RANK_PROFILE", str(folder))
+    path = tp_models["llama"]
+    prompt = _prompts(path)[:1]
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    one = LLM(path, chunk_size=16, max_num_seqs=4)
+    llm = LLM(path, chunk_size=16, max_num_seqs=4, tensor_parallel_size=2, executor="mp")
+    try:
+        ours = llm.generate(prompt, params)[0].outputs[0].token_ids
+        assert ours == one.generate(prompt, params)[0].outputs[0].token_ids
+    finally:
+        llm.engine.shutdown()
+    for rank in (0, 1):
+        text = (folder / f"rank{rank}.txt").read_text()
+        assert text.startswith("10 steps after 20") and "aten::" in text
