@@ -7,6 +7,11 @@ and a rank that dies or hangs turns into a ``WorkerDiedError`` instead of a hang
 Per step the driver encodes the ``StepInput`` once (``step_codec``: flat arrays, no pickle)
 and writes it into a shared-memory ring that every rank reads (``shm_ring``); only rank 0
 answers, down its pipe. Non-zero ranks write to their pipe only to report a failure.
+
+Steps overlap as with one in-process worker: the driver writes step N+1 before it has
+step N's reply. Rank 0 broadcasts each step's sampled ids to the other ranks on the device,
+so every rank fills N+1's placeholders itself; rank 0 answers from a second thread, so its
+host work for N+1 runs while the device computes N.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import queue
 import tempfile
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -25,12 +33,14 @@ import torch
 
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
+from sarathi.envs import env
 from sarathi.executor import StepHandle
 from sarathi.executor.errors import WorkerDiedError, WorkerError
-from sarathi.executor.rank_worker import RankReady, StepReply, rank_device
+from sarathi.executor.rank_worker import RankReady, RankWorker, StepReply, rank_device
 from sarathi.executor.shm_ring import RingHandle, RingReader, RingWriter
 from sarathi.executor.step_codec import encode_step
 from sarathi.worker.cache_engine import CachePlan
+from sarathi.worker.model_runner import InflightBatch
 from sarathi.worker.worker import WorkerSpec
 
 # How often an idle rank checks that the engine process is still there.
@@ -47,9 +57,11 @@ _RANK_CHECK_S = 1.0
 _RING_SLOTS = 4
 _RING_SLOT_BYTES = 1 << 20
 
-# Kinds of ring message.
+# Kinds of ring message: a step; the grammar masks of a step launched with masks_follow
+# (same number); stop.
 _STEP = 0
 _STOP = 1
+_SAMPLE = 2
 
 
 def _rank_main(
@@ -61,17 +73,27 @@ def _rank_main(
     timeout_s: float,
     ring: RingHandle,
     replies: Connection,
+    profile_dir: str,
 ) -> None:
-    """Body of a rank process: start, report, then serve commands until told to stop."""
-    from sarathi.executor.rank_worker import RankWorker
+    """Body of a rank process: start, report, then serve commands until told to stop.
+
+    Steps are launched as they arrive. Rank 0 answers from a second thread, which waits
+    for each step's tokens while this one already launches the next step: the driver
+    sends step N+1 before it has step N's tokens, and the rank's host work for N+1 runs
+    while the device computes N."""
+    send_lock = threading.Lock()
+
+    def send(kind: str, body: Any) -> None:
+        with send_lock:
+            replies.send((kind, body))
 
     try:
         # Attached before "ready": the driver never removes the ring under a starting rank.
         commands = RingReader(ring, rank)
-        worker = RankWorker(spec, rank, world_size, init_method, device, timeout_s)
-        replies.send(("ready", worker.ready()))
+        worker = RankWorker(spec, rank, world_size, init_method, device, timeout_s, profile_dir)
+        send("ready", worker.ready())
     except Exception:  # reported to the driver, which raises it
-        replies.send(("error", f"rank {rank} failed to start:\n{traceback.format_exc()}"))
+        send("error", f"rank {rank} failed to start:\n{traceback.format_exc()}")
         return
     parent = mp.parent_process()
 
@@ -79,22 +101,65 @@ def _rank_main(
         # Once the engine is gone nobody will ever send "stop".
         return parent is None or parent.is_alive()
 
-    while True:
-        reply = None
-        try:
+    # The runner's state is touched by one thread at a time; waiting for a step's tokens
+    # happens outside the lock.
+    lock = threading.Lock()
+    answers: queue.SimpleQueue[tuple[int, InflightBatch] | None] = queue.SimpleQueue()
+    answerer = None
+    if rank == 0:
+        answerer = threading.Thread(
+            target=_answer, args=(worker, lock, answers, send), name="sarathi-answer", daemon=True
+        )
+        answerer.start()
+    # Steps launched with masks_follow, waiting for their masks, by step number.
+    held: dict[int, InflightBatch] = {}
+    try:
+        while True:
             message = commands.read(engine_alive, _PARENT_CHECK_S)
-            if message is not None and message.kind == _STEP:
-                reply = worker.step(message.payload)
-        except Exception:  # reported; peers may be stuck, the driver ends them
-            replies.send(("error", f"rank {rank} failed in a step:\n{traceback.format_exc()}"))
+            if message is None:
+                return
+            if message.kind == _STOP:
+                answers.put(None)
+                if answerer is not None:
+                    answerer.join()
+                worker.shutdown()
+                return
+            with lock:
+                if message.kind == _STEP:
+                    inflight = worker.launch(message.payload)
+                    if inflight.unsampled is not None:
+                        held[message.number] = inflight
+                        continue
+                else:  # _SAMPLE
+                    waiting = held.pop(message.number, None)
+                    if waiting is None:
+                        continue  # the step had nothing to sample: already answered
+                    inflight = worker.sample(waiting, message.payload)
+            if answerer is not None:
+                answers.put((message.number, inflight))
+    except Exception:  # reported; peers may be stuck, the driver ends them
+        send("error", f"rank {rank} failed in a step:\n{traceback.format_exc()}")
+    finally:
+        answers.put(None)
+
+
+def _answer(
+    worker: RankWorker,
+    lock: threading.Lock,
+    answers: queue.SimpleQueue[tuple[int, InflightBatch] | None],
+    send: Callable[[str, Any], None],
+) -> None:
+    """Rank 0's answering thread: each launched step's reply, in launch order."""
+    while (item := answers.get()) is not None:
+        number, inflight = item
+        try:
+            worker.wait(inflight)
+            with lock:
+                reply = worker.reply(inflight)
+        except Exception:  # reported; the driver ends the ranks
+            send("error", f"rank 0 failed collecting a step:\n{traceback.format_exc()}")
             return
-        if message is None:
-            return
-        if message.kind == _STOP:
-            worker.shutdown()
-            return
-        if reply is not None:
-            replies.send(("reply", (message.number, reply)))
+        send("reply", (number, reply))
 
 
 @dataclass
@@ -103,8 +168,9 @@ class _Queued(StepHandle):
 
 
 class MPExecutor:
-    # Ranks other than 0 embed the tokens they are sent: no placeholder can be fed back.
-    overlaps = False
+    # Rank 0 broadcasts each step's sampled ids to the other ranks on the device, so every
+    # rank resolves the next step's placeholders: step N+1 may be sent before N's reply.
+    overlaps = True
 
     def __init__(self, spec: WorkerSpec) -> None:
         pc = spec.config.parallel
@@ -113,6 +179,8 @@ class MPExecutor:
         self._error: WorkerError | None = None
         self._stats: dict[str, Any] = {}
         self._step_number = 0
+        # Rank 0's replies that arrived before their step was collected, by step number.
+        self._early: dict[int, StepReply] = {}
         # A file rendezvous needs no free port; the directory outlives the group's setup.
         self._rendezvous = tempfile.TemporaryDirectory(prefix="sarathi-tp-")
         init_method = "file://" + os.path.join(self._rendezvous.name, "store")
@@ -135,6 +203,7 @@ class MPExecutor:
                     pc.worker_start_timeout,
                     self._ring.handle,
                     send_end,
+                    env("SARATHI_RANK_PROFILE"),
                 ),
             )
             proc.start()
@@ -160,34 +229,18 @@ class MPExecutor:
         return self._plan
 
     def launch(self, step: StepInput) -> StepHandle:
-        """Write the step for every rank; ``collect`` waits for rank 0's reply."""
+        """Write the step for every rank and return at once; ``collect`` waits for rank
+        0's reply."""
         self._check_usable()
         payload = encode_step(step)
         self._step_number += 1
-        try:
-            self._ring.write(
-                _STEP,
-                self._step_number,
-                payload,
-                time.monotonic() + self.step_timeout,
-                # Replies read while checking are stale ones (this step's cannot exist yet),
-                # which ``_await_step`` would drop anyway.
-                lambda: self._take_messages(0.0, "a step"),
-                _RANK_CHECK_S,
-            )
-        except TimeoutError:
-            self._fail(
-                WorkerDiedError(
-                    f"tensor-parallel ranks did not take a step within {self.step_timeout:.0f} s "
-                    "and are assumed hung (raise --step-timeout if this is legitimately slow)"
-                )
-            )
+        self._write(_STEP, self._step_number, payload)
         return _Queued(self._step_number)
 
     def sample(self, handle: StepHandle, masks: TokenMasks | None) -> None:
-        # The engine defers sampling only on executors that overlap; here every step's
-        # masks travel in its StepInput.
-        raise NotImplementedError("this executor takes grammar masks in the StepInput")
+        """Send the grammar masks of a step launched with ``masks_follow``."""
+        assert isinstance(handle, _Queued)
+        self._write(_SAMPLE, handle.number, encode_step(StepInput(token_masks=masks)))
 
     def collect(self, handle: StepHandle) -> StepResult:
         assert isinstance(handle, _Queued)
@@ -219,6 +272,31 @@ class MPExecutor:
         self._kill_all()
         self._rendezvous.cleanup()
 
+    # -- talking to the ranks -------------------------------------------------------------
+    def _write(self, kind: int, number: int, payload: bytes) -> None:
+        try:
+            self._ring.write(
+                kind,
+                number,
+                payload,
+                time.monotonic() + self.step_timeout,
+                # Replies read while checking belong to earlier steps: kept for collect.
+                lambda: self._keep_replies(self._take_messages(0.0, "a step")),
+                _RANK_CHECK_S,
+            )
+        except TimeoutError:
+            self._fail(
+                WorkerDiedError(
+                    f"tensor-parallel ranks did not take a step within {self.step_timeout:.0f} s "
+                    "and are assumed hung (raise --step-timeout if this is legitimately slow)"
+                )
+            )
+
+    def _keep_replies(self, messages: list[tuple[int, str, Any]]) -> None:
+        for rank, kind, body in messages:
+            if rank == 0 and kind == "reply":
+                self._early[body[0]] = body[1]
+
     # -- waiting on the ranks --------------------------------------------------------------
     def _check_usable(self) -> None:
         if self._error is not None:
@@ -237,13 +315,15 @@ class MPExecutor:
         return [ready[r] for r in range(self.world_size)]
 
     def _await_step(self, number: int) -> StepReply:
+        # A reply to an older step is one whose wait was interrupted (Ctrl-C): the engine
+        # never used that step, and re-sends its work, so it is dropped.
+        for old in [n for n in self._early if n < number]:
+            del self._early[old]
         deadline = time.monotonic() + self.step_timeout
-        while True:
-            for rank, kind, body in self._wait_messages(deadline, self.step_timeout, "a step", [0]):
-                # A reply to an older step is one whose wait was interrupted (Ctrl-C): the
-                # engine never used that step, and re-sends its work, so it is dropped.
-                if rank == 0 and kind == "reply" and body[0] == number:
-                    return body[1]
+        while number not in self._early:
+            messages = self._wait_messages(deadline, self.step_timeout, "a step", [0])
+            self._keep_replies(messages)
+        return self._early.pop(number)
 
     def _wait_messages(
         self, deadline: float, limit: float, what: str, waiting: list[int]

@@ -8,8 +8,6 @@ holds the gathered logits and the sampler.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,10 +16,10 @@ import torch
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepResult
 from sarathi.engine.model_setup import bind_thread_device
-from sarathi.envs import env
 from sarathi.executor.step_codec import decode_step
 from sarathi.model_executor.parallel import init_tp_group
 from sarathi.worker.cache_engine import CachePlan
+from sarathi.worker.model_runner import InflightBatch, ModelRunner
 from sarathi.worker.worker import Worker, WorkerSpec
 
 
@@ -54,7 +52,10 @@ class RankWorker:
         init_method: str,
         device: torch.device,
         timeout_s: float,
+        profile_dir: str = "",
     ) -> None:
+        """``profile_dir``: where to write a torch profiler table of ten steps (the
+        driver's ``SARATHI_RANK_PROFILE``; empty: none)."""
         bind_thread_device(device)
         if device.type != "cuda":
             # Ranks on one host share its cores; oversubscribed threads slow every rank.
@@ -62,8 +63,7 @@ class RankWorker:
         self.rank = rank
         self.tp = init_tp_group(rank, world_size, init_method, device, timeout_s)
         self.worker = Worker(replace(spec, device=device), tp=self.tp)
-        folder = env("SARATHI_RANK_PROFILE")
-        self.profile = _StepProfile(folder, rank, device) if folder else None
+        self.profile = _StepProfile(profile_dir, rank, device) if profile_dir else None
 
     def ready(self) -> RankReady:
         return RankReady(
@@ -74,17 +74,33 @@ class RankWorker:
             self.worker.runner.graphs is not None,
         )
 
-    def step(self, payload: bytes) -> StepReply | None:
-        """Run one ``StepInput`` as ``step_codec`` encoded it (once, by the driver, for all
-        ranks); only rank 0 has something to say."""
-        if self.profile is None:
-            result = self.worker.execute(decode_step(payload))
-        else:
-            with self.profile.step():
-                result = self.worker.execute(decode_step(payload))
+    def launch(self, payload: bytes) -> InflightBatch:
+        """Queue one ``StepInput`` as ``step_codec`` encoded it (once, by the driver, for
+        all ranks) on this rank's device."""
+        if self.profile is not None:
+            self.profile.tick()
+        return self.worker.launch(decode_step(payload))
+
+    def sample(self, inflight: InflightBatch, payload: bytes) -> InflightBatch:
+        """Queue the sampling of a step launched with ``masks_follow``; ``payload`` is an
+        encoded ``StepInput`` carrying only the grammar masks."""
+        return self.worker.sample(inflight, decode_step(payload).token_masks)
+
+    @staticmethod
+    def wait(inflight: InflightBatch) -> None:
+        """Block until the step's ids are on the host (safe beside another ``launch``)."""
+        ModelRunner.wait(inflight)
+
+    def reply(self, inflight: InflightBatch) -> StepReply | None:
+        """The step's answer: rank 0's tokens and cache stats; None on other ranks."""
+        result = self.worker.collect(inflight)
         if self.rank != 0:
             return None
         return StepReply(result, self.worker.cache_stats())
+
+    def step(self, payload: bytes) -> StepReply | None:
+        """``launch`` then ``reply``: one step start to end."""
+        return self.reply(self.launch(payload))
 
     def shutdown(self) -> None:
         self.worker.shutdown()
@@ -113,20 +129,17 @@ class _StepProfile:
             schedule=schedule(wait=self._WARM - 2, warmup=2, active=self._ACTIVE, repeat=1),
             on_trace_ready=self._write,
         )
-        self.steps = 0
+        self.launches = 0
 
-    @contextmanager
-    def step(self) -> Iterator[None]:
-        if self.steps == 0:
+    def tick(self) -> None:
+        """Called at each step's launch: a profiler step runs from one launch to the next."""
+        if self.launches == 0:
             self.prof.start()
-        try:
-            yield
-        finally:
-            self.steps += 1
-            if self.steps <= self._WARM + self._ACTIVE:
-                self.prof.step()
-            if self.steps == self._WARM + self._ACTIVE:
-                self.prof.stop()
+        elif self.launches <= self._WARM + self._ACTIVE:
+            self.prof.step()
+        if self.launches == self._WARM + self._ACTIVE:
+            self.prof.stop()
+        self.launches += 1
 
     def _write(self, prof: Any) -> None:
         sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"

@@ -21,6 +21,7 @@ import torch
 
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
+from sarathi.envs import env
 from sarathi.executor import StepHandle
 from sarathi.executor.errors import WorkerDiedError, WorkerError
 from sarathi.executor.rank_worker import RankReady, RankWorker, StepReply
@@ -51,11 +52,19 @@ class RankActorBody:
         return f"tcp://{ray.util.get_node_ip_address()}:{port}"
 
     def start(
-        self, spec: WorkerSpec, rank: int, world_size: int, init_method: str, timeout_s: float
+        self,
+        spec: WorkerSpec,
+        rank: int,
+        world_size: int,
+        init_method: str,
+        timeout_s: float,
+        profile_dir: str,
     ) -> RankReady:
         # Ray shows the actor only its own GPU(s): its device is always cuda:0.
         device = torch.device("cuda", 0) if spec.device.type == "cuda" else spec.device
-        self._worker = RankWorker(spec, rank, world_size, init_method, device, timeout_s)
+        self._worker = RankWorker(
+            spec, rank, world_size, init_method, device, timeout_s, profile_dir
+        )
         return self._worker.ready()
 
     def step(self, payload: bytes) -> StepReply | None:
@@ -95,7 +104,9 @@ class _Calls(StepHandle):
 
 
 class RayExecutor:
-    # Ranks other than 0 embed the tokens they are sent: no placeholder can be fed back.
+    # A step is one blocking call per actor, and an actor may run two calls at once
+    # (max_concurrency=2, for the watch call): a step is sent only after the previous one
+    # returned.
     overlaps = False
 
     def __init__(self, spec: WorkerSpec) -> None:
@@ -132,7 +143,9 @@ class RayExecutor:
         deadline = time.monotonic() + timeout_s
         address = self._gather([self._actors[0].rendezvous_address.remote()], deadline, "start")[0]
         refs = [
-            a.start.remote(spec, rank, self.world_size, address, timeout_s)
+            a.start.remote(
+                spec, rank, self.world_size, address, timeout_s, env("SARATHI_RANK_PROFILE")
+            )
             for rank, a in enumerate(self._actors)
         ]
         return self._gather(refs, deadline, "start")

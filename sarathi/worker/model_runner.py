@@ -105,8 +105,9 @@ class InflightBatch:
     """A launched step: ``collect`` waits for its tokens."""
 
     pending: PendingSample | None  # None: nothing sampled (or a rank that does not sample)
-    # A step launched with ``masks_follow``: its logits and rows, waiting for ``sample``.
-    unsampled: tuple[torch.Tensor, SampleBatch] | None = None
+    # A step launched with ``masks_follow``: its logits (None on a rank that does not
+    # sample) and rows, waiting for ``sample``.
+    unsampled: tuple[torch.Tensor | None, SampleBatch] | None = None
     prompt: PendingPromptLogprobs | None = None  # where chunks asked for prompt logprobs
 
 
@@ -218,15 +219,13 @@ class ModelRunner:
             logits, prompt = self._forward_scoring_prompts(batch)
         else:
             logits, prompt = self._forward(batch), None
-        if logits is None:  # a tensor-parallel rank other than the sampling one
-            return InflightBatch(None)
         sample = SampleBatch(
             batch.views["sample_slots"], batch.arrays["sample_slots"], batch.special
         )
         if step.masks_follow:
             return InflightBatch(None, (logits, sample), prompt)
         sample.masks = step.token_masks
-        return InflightBatch(self.sampler.launch(logits, sample), prompt=prompt)
+        return InflightBatch(self._sample(logits, sample), prompt=prompt)
 
     @torch.inference_mode()
     def sample(self, inflight: InflightBatch, masks: TokenMasks | None) -> InflightBatch:
@@ -235,7 +234,25 @@ class ModelRunner:
             return inflight
         logits, sample = inflight.unsampled
         sample.masks = masks
-        return InflightBatch(self.sampler.launch(logits, sample), prompt=inflight.prompt)
+        return InflightBatch(self._sample(logits, sample), prompt=inflight.prompt)
+
+    def _sample(self, logits: torch.Tensor | None, sample: SampleBatch) -> PendingSample | None:
+        """Queue the draw where the logits are (``None``: a tensor-parallel rank other than
+        the sampling one). Every rank's ``last_token`` receives the ids, rank 0 broadcasting
+        them, so every rank resolves the next step's placeholders itself and the driver can
+        send step N+1 before step N's tokens reach it."""
+        tp = self.model.tp
+        rows = len(sample.host_slots)
+        if logits is not None:
+            pending = self.sampler.launch(logits, sample)
+            if tp.world_size > 1 and rows:
+                tp.broadcast_from_driver(pending.tokens.to(self.last_token.dtype).contiguous())
+            return pending
+        if rows:
+            ids = torch.empty(rows, dtype=self.last_token.dtype, device=self.device)
+            tp.broadcast_from_driver(ids)
+            self.last_token.index_copy_(0, sample.slots, ids)
+        return None
 
     def prepare(self, step: StepInput) -> HostBatch | None:
         """All host work of a step before the forward: bookkeeping, slots and KV blocks,
@@ -260,6 +277,13 @@ class ModelRunner:
 
     def execute(self, step: StepInput) -> StepResult:
         return self.collect(self.launch(step))
+
+    @staticmethod
+    def wait(inflight: InflightBatch) -> None:
+        """Block until the step's sampled ids are on the host. Touches no runner state, so
+        one thread may wait here while another launches the next step."""
+        if inflight.pending is not None and inflight.pending.done is not None:
+            inflight.pending.done.synchronize()
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _update_sequences(self, step: StepInput) -> None:

@@ -17,8 +17,9 @@ def tp_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("tp-models")
     return {
         "llama": save_tiny_model("llama", str(root / "llama")),
-        "qwen2": save_tiny_model("qwen2", str(root / "qwen2"), num_key_value_heads=1,
-                                 vocab_size=383),
+        "qwen2": save_tiny_model(
+            "qwen2", str(root / "qwen2"), num_key_value_heads=1, vocab_size=383
+        ),
     }
 
 
@@ -31,8 +32,12 @@ def local_ray():
         pytest.skip("ray is not installed (pip install 'sarathi[ray]')")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": REPO}})
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": REPO}},
+        )
     except Exception as e:  # noqa: BLE001 - any failure to start Ray here means "skip"
         pytest.skip(f"could not start a local Ray: {type(e).__name__}: {e}")
     yield ray

@@ -9,7 +9,9 @@ from sarathi.model_executor.parallel.sharding import vocab_range
 def test_kv_heads_split_when_there_are_enough():
     layouts = [head_layout(8, 4, r, 2) for r in range(2)]
     assert [(h.num_heads, h.q_start, h.num_kv_heads, h.kv_start) for h in layouts] == [
-        (4, 0, 2, 0), (4, 4, 2, 2)]
+        (4, 0, 2, 0),
+        (4, 4, 2, 2),
+    ]
 
 
 @pytest.mark.parametrize("heads,kv,tp", [(4, 1, 2), (8, 2, 4), (32, 8, 8), (8, 1, 8)])
@@ -22,9 +24,10 @@ def test_replicated_kv_head_serves_exactly_its_query_group(heads, kv, tp):
         assert owners == {h.kv_start}
 
 
-@pytest.mark.parametrize("heads,kv,tp,match", [(4, 2, 3, "attention heads"),
-                                               (12, 3, 2, "KV heads"),
-                                               (12, 3, 4, "multiple of 3")])
+@pytest.mark.parametrize(
+    "heads,kv,tp,match",
+    [(4, 2, 3, "attention heads"), (12, 3, 2, "KV heads"), (12, 3, 4, "multiple of 3")],
+)
 def test_impossible_splits_say_why(heads, kv, tp, match):
     with pytest.raises(ValueError, match=match):
         head_layout(heads, kv, 0, tp)

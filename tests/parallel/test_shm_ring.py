@@ -63,15 +63,15 @@ def test_reader_processes_read_each_message_once():
     writer = RingWriter(CTX, num_readers=2, num_slots=2, slot_bytes=4096)
     results = CTX.Queue()
     procs = [
-        CTX.Process(target=_reader_process, args=(writer.handle, i, 20, results))
-        for i in range(2)
+        CTX.Process(target=_reader_process, args=(writer.handle, i, 20, results)) for i in range(2)
     ]
     try:
         for p in procs:
             p.start()
         for n in range(20):
-            writer.write(1, n, n.to_bytes(2, "little") * (n * 50), time.monotonic() + 30,
-                         _never_dead, 0.5)
+            writer.write(
+                1, n, n.to_bytes(2, "little") * (n * 50), time.monotonic() + 30, _never_dead, 0.5
+            )
         got = sorted(results.get(timeout=30) for _ in range(40))
         assert got == sorted(
             (i, 1, n, n.to_bytes(2, "little") * (n * 50)) for i in range(2) for n in range(20)

@@ -116,15 +116,19 @@ def test_sampling_params_round_trip(params):
     same(params_from_json(json.loads(json.dumps(params_to_json(params)))), params, "params")
 
 
-@given(st.recursive(
-    JSON_SCALARS,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.lists(inner, max_size=3).map(tuple)
-    | st.frozensets(JSON_SCALARS, max_size=3)
-    | st.sets(st.integers() | st.text(), max_size=3)
-    | st.dictionaries(st.integers() | st.text() | st.none(), inner, max_size=3),
-    max_leaves=12,
-))
+@given(
+    st.recursive(
+        JSON_SCALARS,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.lists(inner, max_size=3).map(tuple)
+            | st.frozensets(JSON_SCALARS, max_size=3)
+            | st.sets(st.integers() | st.text(), max_size=3)
+            | st.dictionaries(st.integers() | st.text() | st.none(), inner, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
 @settings(max_examples=200, deadline=None)
 def test_tagged_values_round_trip(value):
     import json
@@ -171,12 +175,14 @@ def token_masks(draw) -> TokenMasks:
     rows = draw(st.integers(0, 5))
     words = draw(st.integers(0, 6))
     bits = np.array(
-        draw(st.lists(st.integers(-(2**31), 2**31 - 1), min_size=rows * words,
-                      max_size=rows * words)),
+        draw(
+            st.lists(st.integers(-(2**31), 2**31 - 1), min_size=rows * words, max_size=rows * words)
+        ),
         dtype=np.int32,
     ).reshape(rows, words)
-    return TokenMasks(np.array(draw(st.lists(SMALL, min_size=rows, max_size=rows)),
-                               dtype=np.int64), bits)
+    return TokenMasks(
+        np.array(draw(st.lists(SMALL, min_size=rows, max_size=rows)), dtype=np.int64), bits
+    )
 
 
 @st.composite

@@ -31,10 +31,31 @@ def test_mp_tp2_matches_tp1(tp_models, arch):
     prompts = _prompts(path)
     one = LLM(path, chunk_size=16, max_num_seqs=4)
     expected = _greedy(one, prompts)
-    llm = LLM(path, chunk_size=16, max_num_seqs=4, tensor_parallel_size=2, executor="mp")
+    # Overlapped as on a GPU: step N+1 is sent before N's tokens are back, and the ranks
+    # resolve its placeholders from the ids rank 0 broadcast.
+    llm = LLM(
+        path,
+        chunk_size=16,
+        max_num_seqs=4,
+        tensor_parallel_size=2,
+        executor="mp",
+        overlap_scheduling=True,
+    )
     try:
         assert llm.engine.executor.world_size == 2
+        assert llm.engine._overlap
         assert _greedy(llm, prompts) == expected
+        # Seeded sampling and penalties (which collect the step before) match too.
+        seeded = SamplingParams(
+            temperature=0.8,
+            seed=7,
+            max_tokens=NEW_TOKENS,
+            ignore_eos=True,
+            repetition_penalty=1.3,
+        )
+        assert [o.outputs[0].token_ids for o in llm.generate(prompts, seeded)] == [
+            o.outputs[0].token_ids for o in one.generate(prompts, seeded)
+        ]
         # Prompt logprobs: every rank joins the gather of the scored rows' logits.
         scored = SamplingParams(temperature=0, max_tokens=2, prompt_logprobs=2)
         for a, b in zip(llm.generate(prompts, scored), one.generate(prompts, scored)):

@@ -50,8 +50,9 @@ def test_killed_worker_fails_in_flight_requests(tp_models):
 
 
 def test_hung_worker_times_out(tp_models):
-    llm = LLM(tp_models["llama"], tensor_parallel_size=2, executor="mp", max_num_seqs=4,
-              step_timeout=3)
+    llm = LLM(
+        tp_models["llama"], tensor_parallel_size=2, executor="mp", max_num_seqs=4, step_timeout=3
+    )
     try:
         _start(llm, count=1)
         os.kill(llm.engine.executor.worker_pids()[1], signal.SIGSTOP)

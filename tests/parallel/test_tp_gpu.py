@@ -6,8 +6,9 @@ import torch
 from models import random_prompts
 from sarathi import LLM, SamplingParams
 
-tp2 = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
-                         reason="needs two CUDA GPUs")
+tp2 = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs two CUDA GPUs"
+)
 pytestmark = [pytest.mark.gpu, tp2]
 
 TOP = 5
@@ -55,7 +56,8 @@ def test_tp2_first_step_logprobs_within_bf16_tolerance(tp_models, arch):
         va = sorted((lp.logprob for lp in la.values()), reverse=True)[:TOP]
         vb = sorted((lp.logprob for lp in lb.values()), reverse=True)[:TOP]
         assert torch.allclose(torch.tensor(va), torch.tensor(vb), atol=0.1, rtol=0.02), (
-            f"{arch} prompt {i}: {va} vs {vb}")
+            f"{arch} prompt {i}: {va} vs {vb}"
+        )
         # Where the leader is clear at bf16 precision, both pick it.
         if va[0] - va[1] > 0.2:
             assert a.outputs[0].token_ids == b.outputs[0].token_ids, f"{arch} prompt {i}"

@@ -31,6 +31,11 @@ class TPGroup:
         dist.all_reduce(x, group=self.group)
         return x
 
+    def broadcast_from_driver(self, x: torch.Tensor) -> None:
+        """Overwrite ``x`` (contiguous, alike on every rank) with rank 0's."""
+        if self.world_size > 1:
+            dist.broadcast(x, src=dist.get_global_rank(self.group, 0), group=self.group)
+
     def gather_last_dim(self, x: torch.Tensor) -> torch.Tensor | None:
         """Concatenate every rank's ``x`` along the last dim on rank 0; None elsewhere.
 
