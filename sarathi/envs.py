@@ -56,6 +56,12 @@ ENV_VARS: dict[str, EnvVar] = {
             "beside it on a second stream.",
         ),
         EnvVar(
+            "SARATHI_SYMM_ALLREDUCE",
+            "1",
+            "0: tensor-parallel layers all-reduce with NCCL instead of torch's "
+            "symmetric-memory all-reduce (peer-to-peer over NVLink).",
+        ),
+        EnvVar(
             "SARATHI_RANK_PROFILE",
             "",
             "A folder: each tensor-parallel rank profiles ten steps after twenty warm ones "

@@ -49,7 +49,17 @@ class Worker:
         tp: TPGroup | None = None,
     ) -> None:
         self.spec = spec
-        self.tp = tp = tp or TPGroup()
+        cfg = spec.config
+        chunk_size = cfg.scheduler.chunk_size
+        if chunk_size is None:
+            raise ValueError("the worker needs the engine's resolved chunk_size")
+        # The largest all-reduce: a step's tokens (as many as the step buffers hold) by
+        # the hidden size.
+        step_tokens = max(chunk_size, cfg.scheduler.max_num_seqs + 1)
+        tp = (tp or TPGroup()).with_symmetric_all_reduce(
+            step_tokens * spec.shape.hidden_size, spec.dtype, spec.device
+        )
+        self.tp = tp
         self.model = build_model(spec.shape, spec.dtype, spec.device, tp)
         dummy = spec.config.model.load_format == "dummy" and weights is None
         if dummy:
@@ -71,10 +81,6 @@ class Worker:
                 )
         if not dummy:
             load_weights(self.model, weights)
-        cfg = spec.config
-        chunk_size = cfg.scheduler.chunk_size
-        if chunk_size is None:
-            raise ValueError("the worker needs the engine's resolved chunk_size")
         free = None
         if spec.device.type == "cuda":
             free_now, total = torch.cuda.mem_get_info(spec.device)
