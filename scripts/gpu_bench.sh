@@ -81,7 +81,9 @@ GROUPS_HELP="\
   smoke       python3 -m sarathi generate (demo model) and a 32-request Qwen3-0.6B throughput
   vattention  scripts/gpu_vattention.sh into \$OUT/vattention: extension build, vattention GPU
               tests, mapping and fragmentation benchmarks
-  tp          scripts/gpu_tp.sh into \$OUT/tp (two GPUs): NCCL check, TP tests, TP decode"
+  tp          scripts/gpu_tp.sh into \$OUT/tp (two GPUs): NCCL check, TP tests, batch-1
+              decode and workload TP=2 vs TP=1, all-reduce latency (~9 min: or call
+              gpu_tp.sh with its parts over several device calls)"
 
 usage() {
   cat <<EOF

@@ -8,6 +8,7 @@
 #   tests       NCCL check, the GPU TP tests, the TP suite on the GPUs
 #   decode      Llama-2-7B shape, batch 1: TP=2 over TP=1, with CUDA graphs, then eager
 #   throughput  Llama-3-8B shape, nano-vllm workload: TP=2, then TP=1 (same run)
+#   allreduce   NCCL against symmetric-memory all-reduce latency (benchmarks/allreduce.py)
 #
 # Every step logs to $OUT/<step>.log; a failing step does not stop the later ones. Benchmark
 # JSON lands in $OUT. The exit status is non-zero if any step failed; a summary closes it.
@@ -18,7 +19,7 @@ OUT="${OUT:-$PWD/out-tp}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python}"
 PARTS=("$@")
-[ ${#PARTS[@]} -gt 0 ] || PARTS=(tests decode throughput)
+[ ${#PARTS[@]} -gt 0 ] || PARTS=(tests decode throughput allreduce)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # NVLink multicast must stay off on these machines (NCCL, torch symmetric memory, NVSHMEM).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -64,10 +65,13 @@ part_throughput() {
       --engine-arg tensor_parallel_size=$tp --json "$OUT/throughput_llama3-8b_tp$tp.json"
   done
 }
+part_allreduce() {
+  step bench_allreduce 120 "$PY" benchmarks/allreduce.py --json "$OUT/allreduce.json"
+}
 for p in "${PARTS[@]}"; do
   case "$p" in
-    tests | decode | throughput) "part_$p" ;;
-    *) echo "unknown part '$p' (tests, decode, throughput)" >&2; exit 2 ;;
+    tests | decode | throughput | allreduce) "part_$p" ;;
+    *) echo "unknown part '$p' (tests, decode, throughput, allreduce)" >&2; exit 2 ;;
   esac
 done
 

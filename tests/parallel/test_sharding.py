@@ -38,3 +38,17 @@ def test_vocab_ranges_cover_the_vocabulary_once():
     ranges = [vocab_range(vocab, r, tp) for r in range(tp)]
     assert ranges == [(0, 192, 192), (192, 383, 192)]  # the last rank pads one row
     assert sum(end - start for start, end, _ in ranges) == vocab
+
+
+def test_symmetric_all_reduce_only_where_it_can_run(monkeypatch):
+    """One rank, the CPU, or SARATHI_SYMM_ALLREDUCE=0: the group is returned unchanged."""
+    import torch
+
+    from sarathi.model_executor.parallel import TPGroup
+
+    one = TPGroup()
+    assert one.with_symmetric_all_reduce(1024, torch.bfloat16, torch.device("cuda", 0)) is one
+    two = TPGroup(0, 2, None)
+    assert two.with_symmetric_all_reduce(1024, torch.bfloat16, torch.device("cpu")) is two
+    monkeypatch.setenv("SARATHI_SYMM_ALLREDUCE", "0")
+    assert two.with_symmetric_all_reduce(1024, torch.bfloat16, torch.device("cuda", 0)) is two

@@ -61,3 +61,36 @@ def test_tp2_first_step_logprobs_within_bf16_tolerance(tp_models, arch):
         # Where the leader is clear at bf16 precision, both pick it.
         if va[0] - va[1] > 0.2:
             assert a.outputs[0].token_ids == b.outputs[0].token_ids, f"{arch} prompt {i}"
+
+
+def _symmetric_vs_nccl(rank: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from sarathi.model_executor.parallel import init_tp_group
+
+    device = torch.device("cuda", rank)
+    torch.cuda.set_device(device)
+    tp = init_tp_group(rank, 2, f"file://{store}", device, 60.0)
+    fast = tp.with_symmetric_all_reduce(256 * 4096, torch.bfloat16, device)
+    assert fast.symmetric is not None
+    ok = []
+    # One row (one-shot), 256 rows (two-shot), and a tensor past the buffer (NCCL).
+    for rows in (1, 256, 512):
+        g = torch.Generator(device=device).manual_seed(rows * 10 + rank)
+        x = torch.randn(rows, 4096, device=device, generator=g).to(torch.bfloat16)
+        want = x.float().clone()
+        dist.all_reduce(want)
+        got = fast.all_reduce(x.clone())
+        ok.append(bool(torch.allclose(got.float(), want, atol=0.05, rtol=0.02)))
+    if rank == 0:
+        with open(out, "w") as f:
+            f.write(repr(ok))
+    dist.destroy_process_group()
+
+
+def test_symmetric_all_reduce_equals_nccl(tmp_path):
+    import torch.multiprocessing as tmp
+
+    out = tmp_path / "ok"
+    tmp.spawn(_symmetric_vs_nccl, args=(str(tmp_path / "store"), str(out)), nprocs=2)
+    assert out.read_text() == "[True, True, True]"

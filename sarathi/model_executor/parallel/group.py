@@ -38,8 +38,6 @@ class SymmetricAllReduce:
 
         self.name = group.group_name
         self.world_size = dist.get_world_size(group)
-        if hasattr(symm_mem, "enable_symm_mem_for_group"):
-            symm_mem.enable_symm_mem_for_group(self.name)
         self.buf = symm_mem.empty(max_elems, dtype=dtype, device=device)
         symm_mem.rendezvous(self.buf, self.name)
         self.ops = torch.ops.symm_mem
