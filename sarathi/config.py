@@ -209,8 +209,8 @@ class SchedulerConfig:
     overlap_scheduling: bool | None = _f(
         None,
         "Schedule and launch step N+1 while step N "
-        "runs, and process step N's tokens meanwhile (one "
-        "executor process only). A sequence that stops at "
+        "runs, and process step N's tokens meanwhile (the "
+        "in-process and mp executors; not ray). A sequence that stops at "
         "step N computes one token more, which is dropped. "
         "Unset: on with a CUDA device, off on the CPU (where "
         "the step runs while it is launched, so outputs "

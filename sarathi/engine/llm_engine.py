@@ -5,7 +5,7 @@
         launch(plan)                         # model forward + sampling queued on the device
         process(the previous step's tokens)  # stops, text, outputs (output_processor.py)
 
-With an executor that overlaps (one in-process worker; ``--overlap-scheduling``, on by
+With an executor that overlaps (in-process or ``mp``; ``--overlap-scheduling``, on by
 default with a CUDA device) step N+1 is scheduled and launched before step N's tokens reach
 the host: each sequence sampled by step N gets a PENDING_TOKEN placeholder, which the
 runner fills on the device from step N's ids, and the host processes step N while the GPU

@@ -21,7 +21,7 @@ class StepHandle:
 
 class Executor(Protocol):
     # ``launch`` may be called again before the previous step is collected: the next step
-    # then reads the previous one's sampled tokens on the device (in-process worker only).
+    # then reads the previous one's sampled tokens on the device (in-process and mp).
     overlaps: bool
     # Whether the workers replay CUDA graphs (captured at start-up), on every rank.
     cuda_graphs: bool
