@@ -33,6 +33,7 @@ import torch
 
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
+from sarathi.engine.model_setup import bind_thread_device
 from sarathi.envs import env
 from sarathi.executor import StepHandle
 from sarathi.executor.errors import WorkerDiedError, WorkerError
@@ -150,6 +151,7 @@ def _answer(
     send: Callable[[str, Any], None],
 ) -> None:
     """Rank 0's answering thread: each launched step's reply, in launch order."""
+    bind_thread_device(worker.device)  # a new thread starts on the process's first GPU
     while (item := answers.get()) is not None:
         number, inflight = item
         try:

@@ -61,6 +61,7 @@ class RankWorker:
             # Ranks on one host share its cores; oversubscribed threads slow every rank.
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
         self.rank = rank
+        self.device = device
         self.tp = init_tp_group(rank, world_size, init_method, device, timeout_s)
         self.worker = Worker(replace(spec, device=device), tp=self.tp)
         self.profile = _StepProfile(profile_dir, rank, device) if profile_dir else None
