@@ -10,6 +10,7 @@ reports the weight-read bandwidth of each. Every time is per call of
 a CUDA graph of 20 back-to-back calls, as the kernels run inside the decode graph.
 
     python benchmarks/small_m_linear.py --preset llama3-8b --json out.json
+    python benchmarks/small_m_linear.py --preset llama2-7b --tp 2   # one rank's shapes
 """
 
 from __future__ import annotations
@@ -93,6 +94,15 @@ def best_gemv(x: torch.Tensor, ws: list[torch.Tensor]) -> tuple[GemvConfig, floa
     return best
 
 
+def rank_shapes(shapes: list[tuple[str, int, int]], tp: int) -> list[tuple[str, int, int]]:
+    """(name, in, out) of one rank's slices under tensor parallelism ``tp``."""
+    row_parallel = {"o", "down"}
+    return [
+        (name, k // tp, n) if name in row_parallel else (name, k, -(-n // tp))
+        for name, k, n in shapes
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="llama3-8b", choices=sorted(SHAPES))
@@ -101,10 +111,17 @@ def main() -> None:
         default="1,4",
         help="Comma-separated M values (1,4); the Triton GEMV runs at M = 1 only.",
     )
+    ap.add_argument(
+        "--tp",
+        type=int,
+        default=1,
+        help="One tensor-parallel rank's shapes: column-parallel outputs (qkv, gate_up, "
+        "lm_head) and row-parallel inputs (o, down) divided by this (default 1).",
+    )
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     args = ap.parse_args()
     rows = []
-    for name, k, n in SHAPES[args.preset]:
+    for name, k, n in rank_shapes(SHAPES[args.preset], args.tp):
         ws = weight_copies(n, k)
         w = ws[0]
         for m in (int(v) for v in args.rows.split(",")):
@@ -157,7 +174,13 @@ def main() -> None:
     print(f"copy bandwidth {bw / 1e9:.0f} GB/s")
     write_json(
         args.json,
-        {"info": run_info(), "preset": args.preset, "copy_GB_per_s": bw / 1e9, "results": rows},
+        {
+            "info": run_info(),
+            "preset": args.preset,
+            "tp": args.tp,
+            "copy_GB_per_s": bw / 1e9,
+            "results": rows,
+        },
     )
 
 

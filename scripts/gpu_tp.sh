@@ -9,6 +9,8 @@
 #   decode      Llama-2-7B shape, batch 1: TP=2 over TP=1, with CUDA graphs, then eager
 #   throughput  Llama-3-8B shape, nano-vllm workload: TP=2, then TP=1 (same run)
 #   allreduce   NCCL against symmetric-memory all-reduce latency (benchmarks/allreduce.py)
+#   gemv        one rank's one-row matmul shapes at TP=2 (small_m_linear.py --tp 2; not
+#               in the default list: one GPU suffices)
 #
 # Every step logs to $OUT/<step>.log; a failing step does not stop the later ones. Benchmark
 # JSON lands in $OUT. The exit status is non-zero if any step failed; a summary closes it.
@@ -65,13 +67,17 @@ part_throughput() {
       --engine-arg tensor_parallel_size=$tp --json "$OUT/throughput_llama3-8b_tp$tp.json"
   done
 }
+part_gemv() {
+  step bench_gemv_tp2 300 "$PY" benchmarks/small_m_linear.py --preset llama2-7b --tp 2 \
+    --rows 1 --json "$OUT/small_m_linear_llama2_tp2.json"
+}
 part_allreduce() {
   step bench_allreduce 120 "$PY" benchmarks/allreduce.py --json "$OUT/allreduce.json"
 }
 for p in "${PARTS[@]}"; do
   case "$p" in
-    tests | decode | throughput | allreduce) "part_$p" ;;
-    *) echo "unknown part '$p' (tests, decode, throughput, allreduce)" >&2; exit 2 ;;
+    tests | decode | throughput | allreduce | gemv) "part_$p" ;;
+    *) echo "unknown part '$p' (tests, decode, throughput, allreduce, gemv)" >&2; exit 2 ;;
   esac
 done
 
