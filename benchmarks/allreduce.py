@@ -21,34 +21,9 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp
-from common import print_table, run_info, write_json
+from common import graph_us, print_table, run_info, write_json
 
 CALLS = 64  # all-reduces per graph: two per layer of a 32-layer model
-
-
-def _graph_us(fn: Callable[[], None], repeats: int = 20) -> float:
-    """Microseconds per call of ``fn`` replayed ``CALLS`` times in one CUDA graph."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(CALLS):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    dist.barrier()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeats):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1000 / (repeats * CALLS)
 
 
 def _methods(n: int, rank: int) -> dict[str, Callable[[], None]]:
@@ -94,7 +69,7 @@ def _rank(rank: int, world: int, store: str, sizes: list[int], out: str) -> None
     for n in sizes:
         for name, fn in _methods(n, rank).items():
             try:
-                us = _graph_us(fn)
+                us = graph_us([fn] * CALLS)
                 err = None
             except Exception as e:
                 us, err = None, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
