@@ -30,8 +30,16 @@ def _fails_within(llm: LLM, seconds: float, match: str) -> WorkerError:
     return info.value
 
 
-def test_killed_worker_fails_in_flight_requests(tp_models):
-    llm = LLM(tp_models["llama"], tensor_parallel_size=2, executor="mp", max_num_seqs=4)
+@pytest.mark.parametrize("overlap", [False, True])
+def test_killed_worker_fails_in_flight_requests(tp_models, overlap):
+    """Also with steps overlapped (the GPU default): a step is in flight when rank 1 dies."""
+    llm = LLM(
+        tp_models["llama"],
+        tensor_parallel_size=2,
+        executor="mp",
+        max_num_seqs=4,
+        overlap_scheduling=overlap,
+    )
     try:
         _start(llm)
         pids = llm.engine.executor.worker_pids()
@@ -49,9 +57,15 @@ def test_killed_worker_fails_in_flight_requests(tp_models):
             os.kill(pid, 0)
 
 
-def test_hung_worker_times_out(tp_models):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_hung_worker_times_out(tp_models, overlap):
     llm = LLM(
-        tp_models["llama"], tensor_parallel_size=2, executor="mp", max_num_seqs=4, step_timeout=3
+        tp_models["llama"],
+        tensor_parallel_size=2,
+        executor="mp",
+        max_num_seqs=4,
+        step_timeout=3,
+        overlap_scheduling=overlap,
     )
     try:
         _start(llm, count=1)
