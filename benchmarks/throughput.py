@@ -23,6 +23,7 @@ p-token prompt.
 
     python benchmarks/throughput.py --preset qwen3-0.6b --load-format dummy   # GPU
     python benchmarks/throughput.py --num-requests 32 --max-len 128           # demo, CPU
+    python benchmarks/throughput.py --preset llama3-8b --tp 2 1               # 2 GPUs
 """
 
 from __future__ import annotations
@@ -108,6 +109,34 @@ def run_ours(llm: LLM, requests: list[tuple[list[int], int]]) -> dict:
         "output_tokens": tokens,
         "tokens_per_s": tokens / elapsed,
     }
+
+
+def run_engine(
+    model: str, kwargs: dict, args: argparse.Namespace
+) -> tuple[LLM, dict, list[tuple[list[int], int]]]:
+    """Start an engine, run the workload on it: the engine, its result row, the requests."""
+    t0 = time.perf_counter()
+    llm = LLM(model, **kwargs)
+    startup_s = time.perf_counter() - t0
+    requests = make_requests(
+        args.num_requests,
+        args.min_len,
+        args.max_len,
+        min(llm.engine.shape.vocab_size, len(llm.get_tokenizer())),
+        args.seed,
+    )
+    row = run_ours(llm, requests)
+    executor = llm.engine.executor
+    row.update(
+        tensor_parallel_size=llm.engine.config.parallel.tensor_parallel_size,
+        cuda_graphs=executor.cuda_graphs,
+        startup_s=startup_s,
+    )
+    if isinstance(executor, UniExecutor) and executor.worker.runner.graphs is not None:
+        graphs = executor.worker.runner.graphs
+        row["graph_replays"] = dict(graphs.replays)
+        row["capture_s"] = graphs.capture_seconds
+    return llm, row, requests
 
 
 def run_hf(
@@ -196,6 +225,14 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16", help="Weights dtype (bfloat16).")
     ap.add_argument("--seed", type=int, default=0, help="Workload seed.")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
+    ap.add_argument(
+        "--tp",
+        type=int,
+        nargs="+",
+        default=[],
+        help="Tensor-parallel sizes to run one after another on the same requests, e.g. "
+        "--tp 2 1 (prints each one's ratio to TP=1); default: one run as configured.",
+    )
     add_engine_arg(ap)
     args = ap.parse_args()
 
@@ -211,53 +248,49 @@ def main() -> None:
             extra["load_format"] = "dummy"
     extra.update(engine_args(args.engine_arg))
     extra.setdefault("max_model_len", 2 * args.max_len + 16)
-    t0 = time.perf_counter()
-    llm = LLM(model, **extra)
-    startup_s = time.perf_counter() - t0
-    requests = make_requests(
-        args.num_requests,
-        args.min_len,
-        args.max_len,
-        min(llm.engine.shape.vocab_size, len(llm.get_tokenizer())),
-        args.seed,
-    )
-    rows = [run_ours(llm, requests)]
-    ceilings: dict = {}
-    executor = llm.engine.executor
-    tp = llm.engine.config.parallel.tensor_parallel_size
-    rows[0].update(tensor_parallel_size=tp, cuda_graphs=executor.cuda_graphs, startup_s=startup_s)
-    if isinstance(executor, UniExecutor) and executor.worker.runner.graphs is not None:
-        graphs = executor.worker.runner.graphs
-        rows[0]["graph_replays"] = dict(graphs.replays)
-        rows[0]["capture_s"] = graphs.capture_seconds
-    if torch.cuda.is_available():
-        bw, mm = copy_bandwidth(), matmul_rate()
-        elem = torch.tensor([], dtype=llm.engine.setup.dtype).element_size()
-        # Under tensor parallelism each GPU reads and multiplies its share: the bound of
-        # a perfect split is the one-GPU bound over the GPUs (ceilings measured on one).
-        t_lb = lower_bound_seconds(llm.engine.shape, elem, requests, bw, mm) / tp
-        rows[0]["lower_bound_s"] = t_lb
-        rows[0]["frac_of_limit"] = t_lb / rows[0]["seconds"]
-        ceilings = {"copy_GB_per_s": bw / 1e9, "matmul_TFLOP_per_s": mm / 1e12}
-        print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
-    if args.baseline == "hf":
-        m = llm.engine.setup
-        path, dtype, device = m.path, m.dtype, m.device
-        llm.engine.shutdown()  # give its KV cache and weights back before transformers loads
+    if args.tp and args.baseline == "hf":
+        ap.error("--tp and --baseline hf do not mix: the baseline runs on one engine's setup")
+    rows: list[dict] = []
+    # Larger sizes first: their ranks are child processes that free their GPUs on exit.
+    for tp in sorted(args.tp, reverse=True) or [None]:
+        kwargs = dict(extra) if tp is None else {**extra, "tensor_parallel_size": tp}
+        llm, row, requests = run_engine(model, kwargs, args)
+        rows.append(row)
+        shape, setup = llm.engine.shape, llm.engine.setup
+        llm.engine.shutdown()  # its KV cache and weights go back before the next run
         del llm
         _free_device_memory()
-        rows.append(run_hf(path, requests, dtype, device, args.hf_batch))
+    ceilings: dict = {}
+    if torch.cuda.is_available():
+        bw, mm = copy_bandwidth(), matmul_rate()
+        elem = torch.tensor([], dtype=setup.dtype).element_size()
+        t_one = lower_bound_seconds(shape, elem, requests, bw, mm)
+        for row in rows:
+            # Under tensor parallelism each GPU reads and multiplies its share: the bound
+            # of a perfect split is the one-GPU bound over the GPUs (ceilings of one GPU).
+            row["lower_bound_s"] = t_one / row["tensor_parallel_size"]
+            row["frac_of_limit"] = row["lower_bound_s"] / row["seconds"]
+        ceilings = {"copy_GB_per_s": bw / 1e9, "matmul_TFLOP_per_s": mm / 1e12}
+        print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
+    one = next((r["tokens_per_s"] for r in rows if r["tensor_parallel_size"] == 1), None)
+    if one is not None and len(rows) > 1:
+        for row in rows:
+            row["vs_tp1"] = row["tokens_per_s"] / one
+    if args.baseline == "hf":
+        rows.append(run_hf(setup.path, requests, setup.dtype, setup.device, args.hf_batch))
         rows[0]["vs_hf"] = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
     print_table(
         rows,
         [
             "engine",
+            "tensor_parallel_size",
             "seconds",
             "output_tokens",
             "tokens_per_s",
             "lower_bound_s",
             "frac_of_limit",
             "vs_hf",
+            "vs_tp1",
             "startup_s",
             "capture_s",
         ],

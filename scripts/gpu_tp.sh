@@ -61,11 +61,8 @@ part_decode() {
     --new-tokens 200 --repeats 3 --enforce-eager --out "$OUT/tp_decode_llama2-7b_eager.json"
 }
 part_throughput() {
-  local tp
-  for tp in 2 1; do
-    step "bench_throughput_tp$tp" 240 "$PY" benchmarks/throughput.py --preset llama3-8b \
-      --engine-arg tensor_parallel_size=$tp --json "$OUT/throughput_llama3-8b_tp$tp.json"
-  done
+  step bench_throughput 400 "$PY" benchmarks/throughput.py --preset llama3-8b --tp 2 1 \
+    --json "$OUT/throughput_llama3-8b_tp.json"
 }
 part_gemv() {
   step bench_gemv_tp2 300 "$PY" benchmarks/small_m_linear.py --preset llama2-7b --tp 2 \
@@ -88,7 +85,5 @@ done
 for b in bench_tp_decode bench_tp_decode_eager; do
   [ -f "$OUT/$b.log" ] && { echo "$b:"; grep -A4 "^tp  " "$OUT/$b.log" || true; }
 done
-for b in bench_throughput_tp2 bench_throughput_tp1; do
-  [ -f "$OUT/$b.log" ] && { echo "$b:"; grep -B1 -A2 "^engine" "$OUT/$b.log" | tail -n 4 || true; }
-done
+[ -f "$OUT/bench_throughput.log" ] && { echo "bench_throughput:"; grep -A3 "^engine" "$OUT/bench_throughput.log" || true; }
 exit $failed
