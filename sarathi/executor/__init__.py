@@ -23,8 +23,11 @@ class Executor(Protocol):
     # ``launch`` may be called again before the previous step is collected: the next step
     # then reads the previous one's sampled tokens on the device (in-process and mp).
     overlaps: bool
-    # Whether the workers replay CUDA graphs (captured at start-up), on every rank.
-    cuda_graphs: bool
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether the workers replay CUDA graphs (captured at start-up), on every rank."""
+        ...
 
     def capacity(self) -> CacheCapacity: ...
 

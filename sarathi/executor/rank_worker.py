@@ -72,7 +72,7 @@ class RankWorker:
             os.getpid(),
             self.worker.capacity(),
             self.worker.plan,
-            self.worker.runner.graphs is not None,
+            self.worker.cuda_graphs,
         )
 
     def launch(self, payload: bytes) -> InflightBatch:

@@ -32,7 +32,10 @@ class UniExecutor:
     ) -> None:
         bind_thread_device(spec.device)
         self.worker = Worker(spec, weights)
-        self.cuda_graphs = self.worker.runner.graphs is not None
+
+    @property
+    def cuda_graphs(self) -> bool:
+        return self.worker.cuda_graphs
 
     def capacity(self) -> CacheCapacity:
         return self.worker.capacity()

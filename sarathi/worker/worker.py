@@ -53,9 +53,13 @@ class Worker:
         chunk_size = cfg.scheduler.chunk_size
         if chunk_size is None:
             raise ValueError("the worker needs the engine's resolved chunk_size")
+        # CUDA graphs pad their batches with a slot of their own: plan it beside the
+        # requests' slots, or a one-sequence engine would have none to spare and run eagerly.
+        graph_pad = int(spec.device.type == "cuda" and not cfg.model.enforce_eager)
+        slots = cfg.scheduler.max_num_seqs + graph_pad
         # The largest all-reduce: a step's tokens (as many as the step buffers hold) by
         # the hidden size.
-        step_tokens = max(chunk_size, cfg.scheduler.max_num_seqs + 1)
+        step_tokens = max(chunk_size, slots)
         tp = (tp or TPGroup()).with_symmetric_all_reduce(
             step_tokens * spec.shape.hidden_size, spec.dtype, spec.device
         )
@@ -101,15 +105,12 @@ class Worker:
             ).num_kv_heads,
         )
         backend = resolve_attention_backend(cfg.attention.attention_backend, spec.device)
-        # CUDA graphs pad their batches with a slot of their own: plan it beside the
-        # requests' slots, or a one-sequence engine would have none to spare and run eagerly.
-        graph_pad = int(spec.device.type == "cuda" and not cfg.model.enforce_eager)
         self.plan = plan_cache(
             cfg.cache,
             cache_shape,
             spec.dtype,
             spec.device,
-            cfg.scheduler.max_num_seqs + graph_pad,
+            slots,
             spec.max_model_len,
             spec.reduction_ratio,
             free,
@@ -131,9 +132,14 @@ class Worker:
             self.runner.capture_graphs()
             self.runner.sampler.warm_up(spec.shape.vocab_size, spec.dtype)
 
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether steps replay CUDA graphs (captured at start-up)."""
+        return self.runner.graphs is not None
+
     def capacity(self) -> CacheCapacity:
         cap = capacity_of(self.cache)
-        if self.runner.graphs is None:
+        if not self.cuda_graphs:
             return cap
         # The graphs' pad slot holds one slot and one block for good.
         return replace(cap, num_blocks=cap.num_blocks - 1, max_slots=cap.max_slots - 1)

@@ -30,16 +30,22 @@ def _fails_within(llm: LLM, seconds: float, match: str) -> WorkerError:
     return info.value
 
 
-@pytest.mark.parametrize("overlap", [False, True])
-def test_killed_worker_fails_in_flight_requests(tp_models, overlap):
-    """Also with steps overlapped (the GPU default): a step is in flight when rank 1 dies."""
-    llm = LLM(
-        tp_models["llama"],
+def _tp2(path: str, overlap: bool, **kwargs) -> LLM:
+    """Two mp ranks; with ``overlap`` (the GPU default) a step is in flight when a rank
+    fails."""
+    return LLM(
+        path,
         tensor_parallel_size=2,
         executor="mp",
         max_num_seqs=4,
         overlap_scheduling=overlap,
+        **kwargs,
     )
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_killed_worker_fails_in_flight_requests(tp_models, overlap):
+    llm = _tp2(tp_models["llama"], overlap)
     try:
         _start(llm)
         pids = llm.engine.executor.worker_pids()
@@ -59,14 +65,7 @@ def test_killed_worker_fails_in_flight_requests(tp_models, overlap):
 
 @pytest.mark.parametrize("overlap", [False, True])
 def test_hung_worker_times_out(tp_models, overlap):
-    llm = LLM(
-        tp_models["llama"],
-        tensor_parallel_size=2,
-        executor="mp",
-        max_num_seqs=4,
-        step_timeout=3,
-        overlap_scheduling=overlap,
-    )
+    llm = _tp2(tp_models["llama"], overlap, step_timeout=3)
     try:
         _start(llm, count=1)
         os.kill(llm.engine.executor.worker_pids()[1], signal.SIGSTOP)
