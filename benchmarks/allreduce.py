@@ -13,6 +13,7 @@ peer-to-peer forms run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import traceback
@@ -75,8 +76,6 @@ def _rank(rank: int, world: int, store: str, sizes: list[int], out: str) -> None
                 us, err = None, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
             rows.append({"method": name, "elements": n, "bytes": 2 * n, "us": us, "error": err})
     if rank == 0:
-        import json
-
         with open(out, "w") as f:
             json.dump(rows, f)
     dist.barrier()
@@ -99,8 +98,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "rows.json")
         tmp.spawn(_rank, args=(args.world, os.path.join(d, "store"), sizes, out), nprocs=args.world)
-        import json
-
         with open(out) as f:
             rows = json.load(f)
     nccl = {r["elements"]: r["us"] for r in rows if r["method"] == "nccl"}

@@ -123,8 +123,10 @@ class _StepProfile:
         os.makedirs(folder, exist_ok=True)
         self.path = os.path.join(folder, f"rank{rank}.txt")
         activities = [ProfilerActivity.CPU]
+        self.sort = "cpu_time_total"
         if device.type == "cuda":
             activities.append(ProfilerActivity.CUDA)
+            self.sort = "cuda_time_total"
         self.prof = profile(
             activities=activities,
             schedule=schedule(wait=self._WARM - 2, warmup=2, active=self._ACTIVE, repeat=1),
@@ -143,8 +145,7 @@ class _StepProfile:
         self.launches += 1
 
     def _write(self, prof: Any) -> None:
-        sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
-        table = prof.key_averages().table(sort_by=sort, row_limit=40)
+        table = prof.key_averages().table(sort_by=self.sort, row_limit=40)
         with open(self.path, "w") as f:
             f.write(f"{self._ACTIVE} steps after {self._WARM}\n{table}\n")
 
