@@ -47,8 +47,8 @@ def test_symmetric_all_reduce_only_where_it_can_run(monkeypatch):
     from sarathi.model_executor.parallel import TPGroup
 
     one = TPGroup()
-    assert one.with_symmetric_all_reduce(1024, torch.bfloat16, torch.device("cuda", 0)) is one
+    assert one.with_symmetric_all_reduce(1024, torch.bfloat16, 64, torch.device("cuda", 0)) is one
     two = TPGroup(0, 2, None)
-    assert two.with_symmetric_all_reduce(1024, torch.bfloat16, torch.device("cpu")) is two
+    assert two.with_symmetric_all_reduce(1024, torch.bfloat16, 64, torch.device("cpu")) is two
     monkeypatch.setenv("SARATHI_SYMM_ALLREDUCE", "0")
-    assert two.with_symmetric_all_reduce(1024, torch.bfloat16, torch.device("cuda", 0)) is two
+    assert two.with_symmetric_all_reduce(1024, torch.bfloat16, 64, torch.device("cuda", 0)) is two

@@ -31,6 +31,17 @@ def test_tp2_greedy_equals_tp1_float32(tp_models):
     assert [o.outputs[0].token_ids for o in two] == [o.outputs[0].token_ids for o in one]
 
 
+def test_tp2_batch1_greedy_equals_tp1_float32(tp_models):
+    """One sequence: the batch-1 graphs, whose row-parallel matmuls all-reduce their
+    float32 split sums and leave adding them up to the next fused kernel."""
+    path = tp_models["llama"]
+    prompts = random_prompts(1, 384, seed=8, max_len=60)
+    params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
+    one = _run(path, prompts, params, dtype="float32")
+    two = _run(path, prompts, params, dtype="float32", tensor_parallel_size=2, executor="mp")
+    assert two[0].outputs[0].token_ids == one[0].outputs[0].token_ids
+
+
 def test_tp2_graphs_equal_tp2_eager_float32(tp_models):
     """Both ranks replay graphs with the all-reduces inside; the tokens are the eager ones."""
     path = tp_models["llama"]
@@ -71,17 +82,19 @@ def _symmetric_vs_nccl(rank: int, store: str, out: str) -> None:
     device = torch.device("cuda", rank)
     torch.cuda.set_device(device)
     tp = init_tp_group(rank, 2, f"file://{store}", device, 60.0)
-    fast = tp.with_symmetric_all_reduce(256 * 4096, torch.bfloat16, device)
+    fast = tp.with_symmetric_all_reduce(256 * 4096, torch.bfloat16, 4 * 4096, device)
     assert fast.symmetric is not None
     ok = []
-    # One row (one-shot), 256 rows (two-shot), and a tensor past the buffer (NCCL).
-    for rows in (1, 256, 512):
+    # One row (one-shot), 256 rows (two-shot), a tensor past the buffer (NCCL), and a
+    # one-row matmul's four float32 split sums (one-shot on the float32 buffer).
+    for rows, dtype in ((1, torch.bfloat16), (256, torch.bfloat16), (512, torch.bfloat16), (4, torch.float32)):
         g = torch.Generator(device=device).manual_seed(rows * 10 + rank)
-        x = torch.randn(rows, 4096, device=device, generator=g).to(torch.bfloat16)
+        x = torch.randn(rows, 4096, device=device, generator=g).to(dtype)
         want = x.float().clone()
         dist.all_reduce(want)
         got = fast.all_reduce(x.clone())
-        ok.append(bool(torch.allclose(got.float(), want, atol=0.05, rtol=0.02)))
+        tol = 1e-5 if dtype == torch.float32 else 0.05
+        ok.append(bool(torch.allclose(got.float(), want, atol=tol, rtol=tol)))
     if rank == 0:
         with open(out, "w") as f:
             f.write(repr(ok))
@@ -93,4 +106,4 @@ def test_symmetric_all_reduce_equals_nccl(tmp_path):
 
     out = tmp_path / "ok"
     tmp.spawn(_symmetric_vs_nccl, args=(str(tmp_path / "store"), str(out)), nprocs=2)
-    assert out.read_text() == "[True, True, True]"
+    assert out.read_text() == "[True, True, True, True]"

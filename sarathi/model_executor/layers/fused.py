@@ -495,15 +495,23 @@ def _sum_splits(
     return y
 
 
+# The most K splits gemv_config asks for: what a one-row matmul's split sums can take.
+MAX_SPLITS = 4
+
+
 def gemv_config(n: int, k: int) -> GemvConfig:
     """Tile shape and split count for an [n, k] weight, from the sweeps in
-    benchmarks/small_m_linear.py: for the large matrices (LM head, gate/up) 16 rows and
-    1,024-wide K steps split four ways, the H200's best (in the batch-1 step: Llama-3-8B
-    4.39 -> 4.37 ms, Llama-2-7B 3.98 -> 3.93; the H100's sweep had picked 32 rows, 512-wide
-    steps, two splits); narrow tiles split four ways for the rest."""
-    if n * k >= 64 * 2**20:
-        return GemvConfig(16, 1024, 4, 4)
-    return GemvConfig(16, 128, 4, 8)
+    benchmarks/small_m_linear.py (H200). Large matrices (LM head, gate/up) take 16 rows and
+    1,024-wide K steps split four ways (in the batch-1 step: Llama-3-8B 4.39 -> 4.37 ms,
+    Llama-2-7B 3.98 -> 3.93; the H100's sweep had picked 32 rows, 512-wide steps, two
+    splits), and so do tall ones from 44M elements, a rank's gate/up or LM head under
+    TP=2 (Llama-2-7B: 27.8 -> 26.9 us, 36.9 -> 36.0). The rest take narrow tiles, split
+    two ways where a matrix of 16M elements or more is 1.5x as tall as wide (q|k|v of
+    Llama-3-8B, or of Llama-2-7B under TP=2: 17.7 -> 16.6 us), four ways otherwise."""
+    if n * k >= 64 * 2**20 or (n * k >= 44 * 2**20 and n >= 2 * k):
+        return GemvConfig(16, 1024, MAX_SPLITS, 4)
+    tall = n * k >= 16 * 2**20 and 2 * n >= 3 * k
+    return GemvConfig(16, 128, 2 if tall else MAX_SPLITS, 8)
 
 
 @overload

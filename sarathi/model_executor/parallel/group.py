@@ -30,23 +30,31 @@ _ONE_SHOT_MAX_BYTES = 128 * 1024
 
 
 class SymmetricAllReduce:
-    """All-reduce of tensors up to ``max_elems`` of ``dtype`` through a symmetric-memory
-    buffer (peer-to-peer over NVLink; no multicast). Building one is collective."""
+    """All-reduce through symmetric-memory buffers (peer-to-peer over NVLink; no multicast):
+    one of up to ``max_elems`` in the activations' ``dtype``, and one of ``parts_elems``
+    float32 for a one-row matmul's split sums. Building one is collective."""
 
-    def __init__(self, group: Any, max_elems: int, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self, group: Any, max_elems: int, dtype: torch.dtype, parts_elems: int, device: torch.device
+    ):
         import torch.distributed._symmetric_memory as symm_mem
 
         self.name = group.group_name
         self.world_size = dist.get_world_size(group)
-        self.buf = symm_mem.empty(max_elems, dtype=dtype, device=device)
-        symm_mem.rendezvous(self.buf, self.name)
+        self.buffers: dict[torch.dtype, torch.Tensor] = {}
+        for dt, n in ((dtype, max_elems), (torch.float32, parts_elems)):
+            if dt not in self.buffers:
+                buf = symm_mem.empty(n, dtype=dt, device=device)
+                symm_mem.rendezvous(buf, self.name)
+                self.buffers[dt] = buf
         self.ops = torch.ops.symm_mem
 
     def fits(self, x: torch.Tensor) -> bool:
+        buf = self.buffers.get(x.dtype)
         n = x.numel()
         return (
-            x.dtype == self.buf.dtype
-            and n <= self.buf.numel()
+            buf is not None
+            and n <= buf.numel()
             and n % (8 * self.world_size) == 0
             and x.is_contiguous()
         )
@@ -54,7 +62,7 @@ class SymmetricAllReduce:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The sum over ranks of ``x`` (which ``fits``): a new tensor, or ``x`` itself."""
         n = x.numel()
-        part = self.buf[:n]
+        part = self.buffers[x.dtype][:n]
         if n * x.element_size() <= _ONE_SHOT_MAX_BYTES:
             out = self.ops.one_shot_all_reduce_copy(part, x.view(-1), "sum", self.name)
             return out.view_as(x)
@@ -87,15 +95,16 @@ class TPGroup:
         return x
 
     def with_symmetric_all_reduce(
-        self, max_elems: int, dtype: torch.dtype, device: torch.device
+        self, max_elems: int, dtype: torch.dtype, parts_elems: int, device: torch.device
     ) -> TPGroup:
-        """This group with its all-reduces of up to ``max_elems`` on symmetric memory,
-        where the GPUs and this torch allow it (``SARATHI_SYMM_ALLREDUCE=0``: never).
-        Collective: every rank calls it with the same arguments."""
+        """This group with its all-reduces of up to ``max_elems`` activations, and of up
+        to ``parts_elems`` float32 split sums, on symmetric memory where the GPUs and this
+        torch allow it (``SARATHI_SYMM_ALLREDUCE=0``: never). Collective: every rank calls
+        it with the same arguments."""
         if self.world_size == 1 or device.type != "cuda" or env("SARATHI_SYMM_ALLREDUCE") == "0":
             return self
         try:
-            symmetric = SymmetricAllReduce(self.group, max_elems, dtype, device)
+            symmetric = SymmetricAllReduce(self.group, max_elems, dtype, parts_elems, device)
         except (ImportError, AttributeError, RuntimeError) as e:
             logger.warning("symmetric-memory all-reduce unavailable (%s); NCCL is used", e)
             return self

@@ -11,6 +11,8 @@ parameters, no communication on the hot path).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,6 +64,9 @@ class RowParallelLinear(Linear):
     """Holds this rank's columns of the weight; the partial products are summed across ranks.
 
     The bias is added once, after the sum (adding it on every rank would count it tp times).
+    ``keep_splits`` (no bias): a one-row matmul's float32 split sums are all-reduced as they
+    are and the next fused kernel adds them up, which saves the summing launch before the
+    all-reduce.
     """
 
     def __init__(
@@ -70,13 +75,17 @@ class RowParallelLinear(Linear):
         out_features: int,
         bias: bool,
         tp: TPGroup,
+        keep_splits: bool = False,
         kernels: KernelSwitches = REFERENCE,
     ) -> None:
-        super().__init__(local_in_features, out_features, bias, kernels=kernels)
+        super().__init__(local_in_features, out_features, bias, keep_splits and not bias, kernels)
         self.tp = tp
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.tp.all_reduce(fused.linear(x, self.weight, kernels=self.kernels))
+    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:  # type: ignore[override]
+        out = fused.linear(x, self.weight, keep_splits=self.keep_splits, kernels=self.kernels)
+        if isinstance(out, fused.SplitSums):
+            return replace(out, parts=self.tp.all_reduce(out.parts))
+        out = self.tp.all_reduce(out)
         return out if self.bias is None else out + self.bias
 
 
@@ -134,10 +143,9 @@ def row_linear(
     keep_splits: bool = False,
     kernels: KernelSwitches = REFERENCE,
 ) -> Linear:
-    """``keep_splits`` applies on a single rank only: the all-reduce needs whole sums."""
     if tp.world_size == 1:
         return Linear(local_in_features, out_features, bias, keep_splits, kernels)
-    return RowParallelLinear(local_in_features, out_features, bias, tp, kernels)
+    return RowParallelLinear(local_in_features, out_features, bias, tp, keep_splits, kernels)
 
 
 def vocab_embedding(vocab_size: int, hidden_size: int, tp: TPGroup) -> nn.Embedding:
