@@ -62,6 +62,13 @@ ENV_VARS: dict[str, EnvVar] = {
             "symmetric-memory all-reduce (peer-to-peer over NVLink).",
         ),
         EnvVar(
+            "SARATHI_FUSED_ALLREDUCE",
+            "1",
+            "0: a row-parallel matmul's one-row output (batch-1 decode under tensor "
+            "parallelism) is all-reduced by its own kernel before the residual add and "
+            "RMSNorm, instead of inside them.",
+        ),
+        EnvVar(
             "SARATHI_RANK_PROFILE",
             "",
             "A folder: each tensor-parallel rank profiles ten steps after twenty warm ones "

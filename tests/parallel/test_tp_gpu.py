@@ -85,9 +85,14 @@ def _symmetric_vs_nccl(rank: int, store: str, out: str) -> None:
     fast = tp.with_symmetric_all_reduce(256 * 4096, torch.bfloat16, 4 * 4096, device)
     assert fast.symmetric is not None
     ok = []
-    # One row (one-shot), 256 rows (two-shot), a tensor past the buffer (NCCL), and a
-    # one-row matmul's four float32 split sums (one-shot on the float32 buffer).
-    for rows, dtype in ((1, torch.bfloat16), (256, torch.bfloat16), (512, torch.bfloat16), (4, torch.float32)):
+    # One row (one-shot), 256 rows (two-shot), a tensor past the buffer (NCCL), and float32
+    # split sums outside the fused path (NCCL).
+    for rows, dtype in (
+        (1, torch.bfloat16),
+        (256, torch.bfloat16),
+        (512, torch.bfloat16),
+        (4, torch.float32),
+    ):
         g = torch.Generator(device=device).manual_seed(rows * 10 + rank)
         x = torch.randn(rows, 4096, device=device, generator=g).to(dtype)
         want = x.float().clone()
@@ -95,10 +100,62 @@ def _symmetric_vs_nccl(rank: int, store: str, out: str) -> None:
         got = fast.all_reduce(x.clone())
         tol = 1e-5 if dtype == torch.float32 else 0.05
         ok.append(bool(torch.allclose(got.float(), want, atol=tol, rtol=tol)))
+    ok.append(_fused_norm_matches(fast, rank, device))
     if rank == 0:
         with open(out, "w") as f:
             f.write(repr(ok))
     dist.destroy_process_group()
+
+
+def _fused_norm_matches(tp, rank: int, device: torch.device) -> bool:
+    """The fused all-reduce + add + RMSNorm against NCCL's sum then the unfused kernel, 50
+    calls back to back (eager, then replayed from a CUDA graph), each rank's result alike."""
+    import torch.distributed as dist
+
+    from sarathi.model_executor.layers import fused
+
+    peers = tp.peers
+    assert peers is not None
+    n, splits = 4096, 4
+    g = torch.Generator(device=device).manual_seed(100 + rank)
+    weight = torch.randn(n, device=device, generator=torch.Generator(device=device).manual_seed(1))
+    residual = torch.randn(
+        1, n, device=device, generator=torch.Generator(device=device).manual_seed(2)
+    ).to(torch.bfloat16)
+    good = True
+    for graphed in (False, True):
+        mine = [torch.randn(splits, n, device=device, generator=g) for _ in range(50)]
+
+        def run() -> list[torch.Tensor]:
+            outs = []
+            for part in mine:
+                view = peers.parts(splits, n)
+                view.copy_(part)
+                sums = fused.SplitSums(view, torch.bfloat16, False, peers)
+                outs.append(fused.add_rms_norm(sums, residual, weight, 1e-5)[0])
+            return outs
+
+        if graphed:
+            run()
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                outs = run()
+            graph.replay()
+        else:
+            outs = run()
+        torch.cuda.synchronize()
+        for part, got in zip(mine, outs):
+            total = part.clone()
+            dist.all_reduce(total)
+            want = fused.add_rms_norm(
+                fused.SplitSums(total, torch.bfloat16), residual, weight, 1e-5
+            )[0]
+            good &= bool(torch.allclose(got.float(), want.float(), atol=0.05, rtol=0.02))
+            other = got.clone()
+            dist.broadcast(other, 0)
+            good &= bool(torch.equal(other, got))
+    return good
 
 
 def test_symmetric_all_reduce_equals_nccl(tmp_path):
@@ -106,4 +163,4 @@ def test_symmetric_all_reduce_equals_nccl(tmp_path):
 
     out = tmp_path / "ok"
     tmp.spawn(_symmetric_vs_nccl, args=(str(tmp_path / "store"), str(out)), nprocs=2)
-    assert out.read_text() == "[True, True, True, True]"
+    assert out.read_text() == "[True, True, True, True, True]"

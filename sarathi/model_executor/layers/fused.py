@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches, triton_installed
+from sarathi.model_executor.layers.all_reduce_norm import PeerParts, all_reduce_add_rms_norm
 from sarathi.model_executor.pdl import launch_args
 
 
@@ -31,9 +32,12 @@ class SplitSums:
     parts: torch.Tensor
     dtype: torch.dtype  # what the matmul's output would be
     pdl: bool = False  # launch the summing kernel with programmatic dependent launch
+    # Set where ``parts`` is this rank's share of a row-parallel matmul, in symmetric memory:
+    # the sum over the group's ranks is still to be taken (by add_rms_norm).
+    peers: PeerParts | None = None
 
     def total(self) -> torch.Tensor:
-        """The matmul's output, [1, N] in ``dtype``."""
+        """The matmul's output, [1, N] in ``dtype`` (this rank's share where ``peers``)."""
         return _sum_splits(self.parts, None, self.dtype, self.pdl)
 
 
@@ -323,6 +327,10 @@ def silu_and_mul(gate_up: torch.Tensor | SplitSums, inter: int, pdl: bool = Fals
 def _input(x: torch.Tensor | SplitSums) -> tuple[torch.Tensor, int, torch.dtype]:
     """(tensor for the kernel, split count or 0, the activations' dtype)."""
     if isinstance(x, SplitSums):
+        if x.peers is not None:
+            raise ValueError(
+                "a row-parallel matmul's split sums are summed over ranks by add_rms_norm only"
+            )
         return x.parts, x.parts.shape[0], x.dtype
     return (x if x.stride(-1) == 1 else x.contiguous()), 0, x.dtype
 
@@ -344,7 +352,10 @@ def add_rms_norm(
     eps: float,
     pdl: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(RMSNorm(x + residual), x + residual) in one pass over [T, H] rows."""
+    """(RMSNorm(x + residual), x + residual) in one pass over [T, H] rows; where ``x`` is a
+    row-parallel matmul's split sums, the all-reduce over ranks is part of the pass."""
+    if isinstance(x, SplitSums) and x.peers is not None:
+        return all_reduce_add_rms_norm(x.parts, x.peers, x.dtype, residual, weight, eps, pdl)
     x, splits, dtype = _input(x)
     if residual.stride(-1) != 1:
         residual = residual.contiguous()
@@ -448,16 +459,24 @@ def gemv(
     config: GemvConfig,
     keep_splits: bool = False,
     pdl: bool = False,
+    peers: PeerParts | None = None,
 ) -> torch.Tensor | SplitSums:
     """F.linear for one row x [1, K] (weight [N, K], K contiguous): split over K so every SM
     streams weights, then one pass sums the splits (in float32) and adds the bias; or, with
-    ``keep_splits`` and no bias, the split sums for the next fused kernel to add up."""
+    ``keep_splits`` and no bias, the split sums for the next fused kernel to add up. With
+    ``peers`` as well, the split sums go to the group's symmetric buffer (where they fit)
+    for add_rms_norm to sum over the ranks."""
     n, k = weight.shape
     if x.stride(-1) != 1:
         x = x.contiguous()
     k_per = triton.cdiv(triton.cdiv(k, config.splits), config.block_k) * config.block_k
     splits = triton.cdiv(k, k_per)
-    part = torch.empty(splits, n, dtype=torch.float32, device=x.device)
+    shared = peers.parts(splits, n) if peers is not None and keep_splits and bias is None else None
+    part = (
+        shared
+        if shared is not None
+        else torch.empty(splits, n, dtype=torch.float32, device=x.device)
+    )
     _gemv_kernel[(triton.cdiv(n, config.block_n), splits)](
         x,
         weight,
@@ -472,7 +491,7 @@ def gemv(
         **launch_args(pdl),
     )
     if keep_splits and bias is None:
-        return SplitSums(part, x.dtype, pdl)
+        return SplitSums(part, x.dtype, pdl, peers if shared is not None else None)
     return _sum_splits(part, bias, x.dtype, pdl)
 
 
@@ -521,6 +540,7 @@ def linear(
     bias: torch.Tensor | None = None,
     keep_splits: Literal[False] = False,
     kernels: KernelSwitches = REFERENCE,
+    peers: PeerParts | None = None,
 ) -> torch.Tensor: ...
 
 
@@ -531,6 +551,7 @@ def linear(
     bias: torch.Tensor | None = None,
     keep_splits: bool = False,
     kernels: KernelSwitches = REFERENCE,
+    peers: PeerParts | None = None,
 ) -> torch.Tensor | SplitSums: ...
 
 
@@ -540,6 +561,7 @@ def linear(
     bias: torch.Tensor | None = None,
     keep_splits: bool = False,
     kernels: KernelSwitches = REFERENCE,
+    peers: PeerParts | None = None,
 ) -> torch.Tensor | SplitSums:
     """F.linear, with one-row inputs (batch-1 decode) on the split-K GEMV where it was faster
     (H100, benchmarks/results/README.md): with programmatic dependent launch, every one-row
@@ -547,7 +569,7 @@ def linear(
     cannot overlap that way; without it, only where the next fused kernel adds up the
     splits (``keep_splits``) and for vocabulary-sized weights (the LM head), as cuBLAS was
     2-4% faster than the GEMV plus its summing launch on q|k|v. ``kernels.gemv`` "0" keeps
-    cuBLAS everywhere, "all" the GEMV for every one-row matmul."""
+    cuBLAS everywhere, "all" the GEMV for every one-row matmul. ``peers``: see ``gemv``."""
     mode = kernels.gemv
     if (
         kernels.fused
@@ -556,5 +578,6 @@ def linear(
         and mode != "0"
         and (keep_splits or weight.shape[0] >= 32768 or mode == "all" or kernels.pdl)
     ):
-        return gemv(x, weight, bias, gemv_config(*weight.shape), keep_splits, kernels.pdl)
+        config = gemv_config(*weight.shape)
+        return gemv(x, weight, bias, config, keep_splits, kernels.pdl, peers)
     return F.linear(x, weight, bias)

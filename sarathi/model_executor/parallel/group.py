@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from sarathi.envs import env
+from sarathi.model_executor.layers.all_reduce_norm import PeerParts
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +31,11 @@ _ONE_SHOT_MAX_BYTES = 128 * 1024
 
 
 class SymmetricAllReduce:
-    """All-reduce through symmetric-memory buffers (peer-to-peer over NVLink; no multicast):
-    one of up to ``max_elems`` in the activations' ``dtype``, and one of ``parts_elems``
-    float32 for a one-row matmul's split sums. Building one is collective."""
+    """All-reduce through symmetric memory (peer-to-peer over NVLink; no multicast): torch's
+    kernels on a buffer of up to ``max_elems`` in the activations' ``dtype``, and, unless
+    ``SARATHI_FUSED_ALLREDUCE=0``, a float32 buffer of ``parts_elems`` for the one-row
+    matmuls' split sums, which ``add_rms_norm`` sums over the ranks itself (``peers``).
+    Building one is collective."""
 
     def __init__(
         self, group: Any, max_elems: int, dtype: torch.dtype, parts_elems: int, device: torch.device
@@ -41,20 +44,28 @@ class SymmetricAllReduce:
 
         self.name = group.group_name
         self.world_size = dist.get_world_size(group)
-        self.buffers: dict[torch.dtype, torch.Tensor] = {}
-        for dt, n in ((dtype, max_elems), (torch.float32, parts_elems)):
-            if dt not in self.buffers:
-                buf = symm_mem.empty(n, dtype=dt, device=device)
-                symm_mem.rendezvous(buf, self.name)
-                self.buffers[dt] = buf
+        self.buf = symm_mem.empty(max_elems, dtype=dtype, device=device)
+        symm_mem.rendezvous(self.buf, self.name)
         self.ops = torch.ops.symm_mem
+        self.peers: PeerParts | None = None
+        if env("SARATHI_FUSED_ALLREDUCE") != "0":
+            parts = symm_mem.empty(parts_elems, dtype=torch.float32, device=device)
+            handle = symm_mem.rendezvous(parts, self.name)
+            # The handle addresses each rank's allocation; the tensor may start inside it.
+            offset = parts.data_ptr() - handle.buffer_ptrs[handle.rank]
+            self.peers = PeerParts(
+                parts,
+                torch.tensor([p + offset for p in handle.buffer_ptrs], device=device),
+                torch.tensor(list(handle.signal_pad_ptrs), device=device),
+                handle.rank,
+                handle.world_size,
+            )
 
     def fits(self, x: torch.Tensor) -> bool:
-        buf = self.buffers.get(x.dtype)
         n = x.numel()
         return (
-            buf is not None
-            and n <= buf.numel()
+            x.dtype == self.buf.dtype
+            and n <= self.buf.numel()
             and n % (8 * self.world_size) == 0
             and x.is_contiguous()
         )
@@ -62,7 +73,7 @@ class SymmetricAllReduce:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The sum over ranks of ``x`` (which ``fits``): a new tensor, or ``x`` itself."""
         n = x.numel()
-        part = self.buffers[x.dtype][:n]
+        part = self.buf[:n]
         if n * x.element_size() <= _ONE_SHOT_MAX_BYTES:
             out = self.ops.one_shot_all_reduce_copy(part, x.view(-1), "sum", self.name)
             return out.view_as(x)
@@ -98,9 +109,9 @@ class TPGroup:
         self, max_elems: int, dtype: torch.dtype, parts_elems: int, device: torch.device
     ) -> TPGroup:
         """This group with its all-reduces of up to ``max_elems`` activations, and of up
-        to ``parts_elems`` float32 split sums, on symmetric memory where the GPUs and this
-        torch allow it (``SARATHI_SYMM_ALLREDUCE=0``: never). Collective: every rank calls
-        it with the same arguments."""
+        to ``parts_elems`` float32 split sums (``SymmetricAllReduce``), on symmetric memory
+        where the GPUs and this torch allow it (``SARATHI_SYMM_ALLREDUCE=0``: never).
+        Collective: every rank calls it with the same arguments."""
         if self.world_size == 1 or device.type != "cuda" or env("SARATHI_SYMM_ALLREDUCE") == "0":
             return self
         try:
@@ -109,6 +120,12 @@ class TPGroup:
             logger.warning("symmetric-memory all-reduce unavailable (%s); NCCL is used", e)
             return self
         return replace(self, symmetric=symmetric)
+
+    @property
+    def peers(self) -> PeerParts | None:
+        """The buffer a row-parallel matmul's one-row split sums go to, summed over the
+        ranks by the next fused norm; None where the all-reduce is not fused."""
+        return self.symmetric.peers if self.symmetric is not None else None
 
     def broadcast_from_driver(self, x: torch.Tensor) -> None:
         """Overwrite ``x`` (contiguous, alike on every rank) with rank 0's."""

@@ -64,9 +64,10 @@ class RowParallelLinear(Linear):
     """Holds this rank's columns of the weight; the partial products are summed across ranks.
 
     The bias is added once, after the sum (adding it on every rank would count it tp times).
-    ``keep_splits`` (no bias): a one-row matmul's float32 split sums are all-reduced as they
-    are and the next fused kernel adds them up, which saves the summing launch before the
-    all-reduce.
+    ``keep_splits`` (no bias): a one-row matmul's float32 split sums go to the group's
+    symmetric buffer and the next fused norm sums them over splits and ranks (where the
+    group has one; otherwise they are all-reduced as they are and the norm adds up the
+    splits).
     """
 
     def __init__(
@@ -82,8 +83,12 @@ class RowParallelLinear(Linear):
         self.tp = tp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:  # type: ignore[override]
-        out = fused.linear(x, self.weight, keep_splits=self.keep_splits, kernels=self.kernels)
+        out = fused.linear(
+            x, self.weight, keep_splits=self.keep_splits, kernels=self.kernels, peers=self.tp.peers
+        )
         if isinstance(out, fused.SplitSums):
+            if out.peers is not None:
+                return out
             return replace(out, parts=self.tp.all_reduce(out.parts))
         out = self.tp.all_reduce(out)
         return out if self.bias is None else out + self.bias
