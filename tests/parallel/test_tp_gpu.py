@@ -109,13 +109,14 @@ def _symmetric_vs_nccl(rank: int, store: str, out: str) -> None:
 
 def _fused_norm_matches(tp, rank: int, device: torch.device) -> bool:
     """The fused all-reduce + add + RMSNorm against NCCL's sum then the unfused kernel, 50
-    calls back to back (eager, then replayed from a CUDA graph), each rank's result alike."""
+    calls back to back on alternate slots (eager, then replayed from a CUDA graph), each
+    rank's result alike."""
     import torch.distributed as dist
 
     from sarathi.model_executor.layers import fused
 
-    peers = tp.peers
-    assert peers is not None
+    slots = [tp.peers(0), tp.peers(1)]
+    assert None not in slots
     n, splits = 4096, 4
     g = torch.Generator(device=device).manual_seed(100 + rank)
     weight = torch.randn(n, device=device, generator=torch.Generator(device=device).manual_seed(1))
@@ -128,7 +129,8 @@ def _fused_norm_matches(tp, rank: int, device: torch.device) -> bool:
 
         def run() -> list[torch.Tensor]:
             outs = []
-            for part in mine:
+            for i, part in enumerate(mine):
+                peers = slots[i % 2]
                 view = peers.parts(splits, n)
                 view.copy_(part)
                 sums = fused.SplitSums(view, torch.bfloat16, False, peers)

@@ -10,10 +10,13 @@ program per rank waits for its peers' parts, adds every rank's splits in rank or
 ranks hold the same bits), adds the residual and normalises: one PDL launch where there were
 two or three.
 
-Synchronisation is a pair of barriers on the buffer's signal pads: the start one says "my
-parts are written", the end one "I have read yours", so the next GEMV may overwrite them.
-A flag is set with a compare-and-swap from 0 (release, system scope) and consumed with one
-back to 0 (acquire), so every call leaves the pads as it found them.
+Synchronisation is one barrier per call on the buffer's signal pads ("my parts are
+written"): a flag is set on each peer with a compare-and-swap from 0 (release, system scope)
+and consumed with one back to 0 (acquire), so the pads return to zero. No second barrier
+guards the reads: the buffer has two slots and consecutive calls alternate between them
+(each row-parallel layer owns one, and a decoder layer's two alternate). A rank writes slot
+s again two calls later, after the barrier of the call in between, which its peers reach
+only once they have finished the call that read s.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from sarathi.model_executor.pdl import launch_args
 
 @dataclass(frozen=True)
 class PeerParts:
-    """A float32 symmetric-memory buffer of a tensor-parallel group: ``buffer`` is this
-    rank's, ``buffer_ptrs`` / ``signal_ptrs`` (int64 on the device, one per rank, in rank
-    order) address every rank's buffer and signal pad."""
+    """One slot of a tensor-parallel group's float32 symmetric-memory buffer: ``buffer`` is
+    this rank's, ``buffer_ptrs`` / ``signal_ptrs`` (int64 on the device, one per rank, in
+    rank order) address every rank's slot and signal pad."""
 
     buffer: torch.Tensor
     buffer_ptrs: torch.Tensor
@@ -39,7 +42,7 @@ class PeerParts:
     world_size: int
 
     def parts(self, splits: int, n: int) -> torch.Tensor | None:
-        """This rank's buffer as [splits, n] split sums, or None where it is too small."""
+        """This rank's slot as [splits, n] split sums, or None where it is too small."""
         if splits * n > self.buffer.numel():
             return None
         return self.buffer[: splits * n].view(splits, n)
@@ -52,23 +55,21 @@ if triton_installed():
     from sarathi.model_executor.pdl import wait_prior
 
     @triton.jit
-    def _barrier(SigPtrs, rank, slot, WORLD: tl.constexpr):
-        """Every rank of the group has reached this ``slot`` (0 or 1) of this call. Pad entry
-        ``slot * WORLD + r`` on a rank holds rank r's flag."""
-        # What this program did before (its reads, or the previous kernel's writes) must be
-        # complete in every thread before thread 0 signals.
+    def _barrier(SigPtrs, rank, WORLD: tl.constexpr):
+        """Every rank of the group has reached this call. Pad entry r on a rank holds rank
+        r's flag."""
+        # The previous kernel's writes are complete (the caller waited for it) in every
+        # thread before thread 0 signals.
         tl.debug_barrier()
         for p in tl.static_range(WORLD):
             if p != rank:
                 pad = tl.load(SigPtrs + p).to(tl.pointer_type(tl.int32))
-                while (
-                    tl.atomic_cas(pad + slot * WORLD + rank, 0, 1, sem="release", scope="sys") != 0
-                ):
+                while tl.atomic_cas(pad + rank, 0, 1, sem="release", scope="sys") != 0:
                     pass
         own = tl.load(SigPtrs + rank).to(tl.pointer_type(tl.int32))
         for p in tl.static_range(WORLD):
             if p != rank:
-                while tl.atomic_cas(own + slot * WORLD + p, 1, 0, sem="acquire", scope="sys") != 1:
+                while tl.atomic_cas(own + p, 1, 0, sem="acquire", scope="sys") != 1:
                     pass
         tl.debug_barrier()
 
@@ -95,13 +96,12 @@ if triton_installed():
         r = tl.load(R + cols, mask=mask, other=0.0).to(tl.float32)
         w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
         wait_prior(PDL)
-        _barrier(SigPtrs, rank, 0, WORLD)
+        _barrier(SigPtrs, rank, WORLD)
         acc = tl.zeros((BLOCK,), dtype=tl.float32)
         for p in tl.static_range(WORLD):
             base = tl.load(BufPtrs + p).to(tl.pointer_type(tl.float32))
             for s in tl.static_range(SPLITS):
                 acc += tl.load(base + s * n + cols, mask=mask, other=0.0, volatile=True)
-        _barrier(SigPtrs, rank, 1, WORLD)
         dt = ResOut.dtype.element_ty
         # Reference: the matmul's output in the activations' dtype, the residual sum in it
         # too, then RMSNorm of that sum (as _add_rms_norm_kernel).

@@ -63,8 +63,11 @@ class LlamaAttention(nn.Module):
         self.qkv_proj = column_linear(
             s.hidden_size, self.q_size + 2 * self.kv_size, s.qkv_bias, tp, kernels=k
         )
-        # o_proj, gate_up and down feed fused kernels that can add up split sums.
-        self.o_proj = row_linear(self.q_size, s.hidden_size, False, tp, keep_splits=True, kernels=k)
+        # o_proj, gate_up and down feed fused kernels that can add up split sums. The
+        # layer's two row-parallel matmuls take alternate slots of the fused all-reduce.
+        self.o_proj = row_linear(
+            self.q_size, s.hidden_size, False, tp, keep_splits=True, kernels=k, peer_slot=0
+        )
         self.q_norm = RMSNorm(s.head_dim, s.rms_norm_eps, k) if s.qk_norm else None
         self.k_norm = RMSNorm(s.head_dim, s.rms_norm_eps, k) if s.qk_norm else None
         self.scale = s.head_dim**-0.5
@@ -98,7 +101,7 @@ class LlamaMLP(nn.Module):
             s.hidden_size, 2 * self.inter, False, tp, keep_splits=True, kernels=k
         )
         self.down_proj = row_linear(
-            self.inter, s.hidden_size, False, tp, keep_splits=True, kernels=k
+            self.inter, s.hidden_size, False, tp, keep_splits=True, kernels=k, peer_slot=1
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:

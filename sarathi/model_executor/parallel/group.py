@@ -33,9 +33,9 @@ _ONE_SHOT_MAX_BYTES = 128 * 1024
 class SymmetricAllReduce:
     """All-reduce through symmetric memory (peer-to-peer over NVLink; no multicast): torch's
     kernels on a buffer of up to ``max_elems`` in the activations' ``dtype``, and, unless
-    ``SARATHI_FUSED_ALLREDUCE=0``, a float32 buffer of ``parts_elems`` for the one-row
-    matmuls' split sums, which ``add_rms_norm`` sums over the ranks itself (``peers``).
-    Building one is collective."""
+    ``SARATHI_FUSED_ALLREDUCE=0``, a float32 buffer of two slots of ``parts_elems`` for the
+    one-row matmuls' split sums, which ``add_rms_norm`` sums over the ranks itself
+    (``peer_slots``). Building one is collective."""
 
     def __init__(
         self, group: Any, max_elems: int, dtype: torch.dtype, parts_elems: int, device: torch.device
@@ -47,18 +47,25 @@ class SymmetricAllReduce:
         self.buf = symm_mem.empty(max_elems, dtype=dtype, device=device)
         symm_mem.rendezvous(self.buf, self.name)
         self.ops = torch.ops.symm_mem
-        self.peers: PeerParts | None = None
+        self.peer_slots: tuple[PeerParts, ...] = ()
         if env("SARATHI_FUSED_ALLREDUCE") != "0":
-            parts = symm_mem.empty(parts_elems, dtype=torch.float32, device=device)
+            parts = symm_mem.empty(2, parts_elems, dtype=torch.float32, device=device)
             handle = symm_mem.rendezvous(parts, self.name)
             # The handle addresses each rank's allocation; the tensor may start inside it.
             offset = parts.data_ptr() - handle.buffer_ptrs[handle.rank]
-            self.peers = PeerParts(
-                parts,
-                torch.tensor([p + offset for p in handle.buffer_ptrs], device=device),
-                torch.tensor(list(handle.signal_pad_ptrs), device=device),
-                handle.rank,
-                handle.world_size,
+            pads = torch.tensor(list(handle.signal_pad_ptrs), device=device)
+            self.peer_slots = tuple(
+                PeerParts(
+                    parts[slot],
+                    torch.tensor(
+                        [p + offset + slot * parts.stride(0) * 4 for p in handle.buffer_ptrs],
+                        device=device,
+                    ),
+                    pads,
+                    handle.rank,
+                    handle.world_size,
+                )
+                for slot in (0, 1)
             )
 
     def fits(self, x: torch.Tensor) -> bool:
@@ -121,11 +128,13 @@ class TPGroup:
             return self
         return replace(self, symmetric=symmetric)
 
-    @property
-    def peers(self) -> PeerParts | None:
-        """The buffer a row-parallel matmul's one-row split sums go to, summed over the
-        ranks by the next fused norm; None where the all-reduce is not fused."""
-        return self.symmetric.peers if self.symmetric is not None else None
+    def peers(self, slot: int) -> PeerParts | None:
+        """Slot ``slot`` (0 or 1) of the buffer row-parallel matmuls write their one-row
+        split sums to, for the next fused norm to sum over the ranks; consecutive
+        row-parallel layers take alternate slots. None where the all-reduce is not fused."""
+        if self.symmetric is None or not self.symmetric.peer_slots:
+            return None
+        return self.symmetric.peer_slots[slot]
 
     def broadcast_from_driver(self, x: torch.Tensor) -> None:
         """Overwrite ``x`` (contiguous, alike on every rank) with rank 0's."""

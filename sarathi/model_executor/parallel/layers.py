@@ -64,10 +64,11 @@ class RowParallelLinear(Linear):
     """Holds this rank's columns of the weight; the partial products are summed across ranks.
 
     The bias is added once, after the sum (adding it on every rank would count it tp times).
-    ``keep_splits`` (no bias): a one-row matmul's float32 split sums go to the group's
-    symmetric buffer and the next fused norm sums them over splits and ranks (where the
-    group has one; otherwise they are all-reduced as they are and the norm adds up the
-    splits).
+    ``keep_splits`` (no bias): a one-row matmul's float32 split sums go to slot
+    ``peer_slot`` of the group's symmetric buffer and the next fused norm sums them over
+    splits and ranks (where the group has one; otherwise they are all-reduced as they are
+    and the norm adds up the splits). Consecutive row-parallel layers must take alternate
+    slots (see ``all_reduce_norm``).
     """
 
     def __init__(
@@ -78,13 +79,15 @@ class RowParallelLinear(Linear):
         tp: TPGroup,
         keep_splits: bool = False,
         kernels: KernelSwitches = REFERENCE,
+        peer_slot: int = 0,
     ) -> None:
         super().__init__(local_in_features, out_features, bias, keep_splits and not bias, kernels)
         self.tp = tp
+        self.peers = tp.peers(peer_slot)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:  # type: ignore[override]
         out = fused.linear(
-            x, self.weight, keep_splits=self.keep_splits, kernels=self.kernels, peers=self.tp.peers
+            x, self.weight, keep_splits=self.keep_splits, kernels=self.kernels, peers=self.peers
         )
         if isinstance(out, fused.SplitSums):
             if out.peers is not None:
@@ -147,10 +150,13 @@ def row_linear(
     tp: TPGroup,
     keep_splits: bool = False,
     kernels: KernelSwitches = REFERENCE,
+    peer_slot: int = 0,
 ) -> Linear:
     if tp.world_size == 1:
         return Linear(local_in_features, out_features, bias, keep_splits, kernels)
-    return RowParallelLinear(local_in_features, out_features, bias, tp, keep_splits, kernels)
+    return RowParallelLinear(
+        local_in_features, out_features, bias, tp, keep_splits, kernels, peer_slot
+    )
 
 
 def vocab_embedding(vocab_size: int, hidden_size: int, tp: TPGroup) -> nn.Embedding:
