@@ -138,15 +138,26 @@ if triton_installed():
         tl.store(Out + row * n + cols, y.to(Out.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _rotate(src, stride_h, heads, c, s, HALF: tl.constexpr, BLOCK_H: tl.constexpr):
-        """Rotary of ``heads`` heads at ``src`` (one token): the two rotated halves."""
+    def _rotate(
+        src,
+        stride_h,
+        heads,
+        c,
+        s,
+        split_stride,
+        SPLITS: tl.constexpr,
+        dt: tl.constexpr,
+        HALF: tl.constexpr,
+        BLOCK_H: tl.constexpr,
+    ):
+        """Rotary of ``heads`` heads at ``src`` (one token): the two rotated halves, in
+        ``dt``. ``src`` may be split sums (SPLITS > 0), added up as they load."""
         h = tl.arange(0, BLOCK_H)
         d = tl.arange(0, HALF)
         hmask = h[:, None] < heads
         ptr = src + h[:, None] * stride_h + d[None, :]
-        x1 = tl.load(ptr, mask=hmask, other=0.0).to(tl.float32)
-        x2 = tl.load(ptr + HALF, mask=hmask, other=0.0).to(tl.float32)
-        dt = src.dtype.element_ty
+        x1 = _load_input(ptr, hmask, split_stride, SPLITS, dt)
+        x2 = _load_input(ptr + HALF, hmask, split_stride, SPLITS, dt)
         # Reference: x * cos + cat(-x2, x1) * sin, each product rounded to the dtype.
         o1 = (x1 * c[None, :]).to(dt).to(tl.float32) + (-x2 * s[None, :]).to(dt).to(tl.float32)
         o2 = (x2 * c[None, :]).to(dt).to(tl.float32) + (x1 * s[None, :]).to(dt).to(tl.float32)
@@ -180,6 +191,8 @@ if triton_installed():
         stride_c,
         hq,
         hkv,
+        split_stride,
+        SPLITS: tl.constexpr,
         HALF: tl.constexpr,
         BLOCK_HQ: tl.constexpr,
         BLOCK_HKV: tl.constexpr,
@@ -199,19 +212,23 @@ if triton_installed():
         wait_prior(PDL)
 
         hq_ = tl.arange(0, BLOCK_HQ)
-        q1, q2 = _rotate(Q + t * sq_t, sq_h, hq, c, s, HALF, BLOCK_HQ)
+        q1, q2 = _rotate(Q + t * sq_t, sq_h, hq, c, s, split_stride, SPLITS, dt, HALF, BLOCK_HQ)
         qdst = QOut + (t * hq + hq_[:, None]) * (2 * HALF) + d[None, :]
         tl.store(qdst, q1, mask=hq_[:, None] < hq)
         tl.store(qdst + HALF, q2, mask=hq_[:, None] < hq)
 
         hk = tl.arange(0, BLOCK_HKV)
         kmask = hk[:, None] < hkv
-        k1, k2 = _rotate(K + t * sk_t, sk_h, hkv, c, s, HALF, BLOCK_HKV)
+        k1, k2 = _rotate(K + t * sk_t, sk_h, hkv, c, s, split_stride, SPLITS, dt, HALF, BLOCK_HKV)
         kdst = KC + a * skc_a + b * skc_b + hk[:, None] * skc_h + d[None, :]
         tl.store(kdst, k1, mask=kmask)
         tl.store(kdst + HALF, k2, mask=kmask)
         full = tl.arange(0, 2 * HALF)
-        v = tl.load(V + t * sv_t + hk[:, None] * sv_h + full[None, :], mask=kmask)
+        vsrc = V + t * sv_t + hk[:, None] * sv_h + full[None, :]
+        if SPLITS == 0:
+            v = tl.load(vsrc, mask=kmask)
+        else:
+            v = _load_input(vsrc, kmask, split_stride, SPLITS, dt)
         tl.store(VC + a * svc_a + b * svc_b + hk[:, None] * svc_h + full[None, :], v, mask=kmask)
 
     @triton.jit
@@ -392,17 +409,24 @@ def rotary_store_kv(
     v_cache: torch.Tensor,
     index: tuple[torch.Tensor, torch.Tensor],
     pdl: bool = False,
+    sums: SplitSums | None = None,
 ) -> torch.Tensor:
     """Rotary on q [T, Hq, D] and k [T, Hkv, D] (last dims contiguous), with the rotated k
     and v written straight to the cache rows ``index`` names (the first two indices of a
     [A, B, Hkv, D] cache): one launch where the reference takes two rotaries and two
-    index writes. Returns the rotated q as a new [T, Hq, D] tensor."""
+    index writes. Returns the rotated q as a new [T, Hq, D] tensor.
+
+    ``sums``: q, k and v are views into the first split of these one-row split sums (the
+    q|k|v matmul's), which the kernel adds up as it loads them: no summing launch."""
     t, hq, d = q.shape
     hkv = k.shape[1]
     for x in (q, k, v, k_cache, v_cache):
         if x.stride(-1) != 1:
             raise ValueError("rotary_store_kv needs the last dimension contiguous")
-    out = torch.empty(t, hq, d, dtype=q.dtype, device=q.device)
+    splits, split_stride, dtype = 0, 0, q.dtype
+    if sums is not None:
+        splits, split_stride, dtype = sums.parts.shape[0], sums.parts.stride(0), sums.dtype
+    out = torch.empty(t, hq, d, dtype=dtype, device=q.device)
     if t:
         rows_a, rows_b = index
         _rotary_store_kernel[(t,)](
@@ -432,6 +456,8 @@ def rotary_store_kv(
             cos.stride(0),
             hq,
             hkv,
+            split_stride,
+            SPLITS=splits,
             HALF=d // 2,
             BLOCK_HQ=triton.next_power_of_2(hq),
             BLOCK_HKV=triton.next_power_of_2(hkv),

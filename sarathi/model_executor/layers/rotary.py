@@ -67,13 +67,17 @@ class RotaryEmbedding:
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
         index: KVIndex,
+        sums: fused.SplitSums | None = None,
     ) -> torch.Tensor:
         """Rotate q [T, Hq, D] and k [T, Hkv, D], write k and v to the cache rows ``index``
-        names; returns the rotated q. One fused kernel on a GPU."""
+        names; returns the rotated q. One fused kernel on a GPU. ``sums``: q, k and v are
+        views into the first split of these split sums (``fused.rotary_store_kv``)."""
         if self.kernels.fused:
             return fused.rotary_store_kv(
-                q, k, v, self.cos, self.sin, positions, k_cache, v_cache, index, self.kernels.pdl
-            )
+                q, k, v, self.cos, self.sin, positions, k_cache, v_cache, index,
+                self.kernels.pdl, sums,
+            )  # fmt: skip
+        assert sums is None  # split sums exist only where kernels are fused
         q, k = self.reference(q, k, positions)
         store_kv(k_cache, v_cache, k, v, index)
         return q

@@ -60,8 +60,15 @@ class LlamaAttention(nn.Module):
         )
         self.q_size = self.num_heads * s.head_dim
         self.kv_size = self.num_kv_heads * s.head_dim
+        # At batch 1 the rotary kernel adds up the q|k|v matmul's split sums itself, unless
+        # q/k norms sit in between.
         self.qkv_proj = column_linear(
-            s.hidden_size, self.q_size + 2 * self.kv_size, s.qkv_bias, tp, kernels=k
+            s.hidden_size,
+            self.q_size + 2 * self.kv_size,
+            s.qkv_bias,
+            tp,
+            keep_splits=not s.qk_norm,
+            kernels=k,
         )
         # o_proj, gate_up and down feed fused kernels that can add up split sums. The
         # layer's two row-parallel matmuls take alternate slots of the fused all-reduce.
@@ -75,7 +82,11 @@ class LlamaAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor | fused.SplitSums:
         t = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        qkv = self.qkv_proj(x)
+        sums = qkv if isinstance(qkv, fused.SplitSums) else None
+        if sums is not None:  # q, k, v: views into the first split, read with the others
+            qkv = sums.parts[:1]
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(t, self.num_heads, self.head_dim)
         k = k.view(t, self.num_kv_heads, self.head_dim)
         v = v.view(t, self.num_kv_heads, self.head_dim)
@@ -84,7 +95,7 @@ class LlamaAttention(nn.Module):
             q, k = q_norm(q), k_norm(k)
         k_cache, v_cache = ctx.kv_cache.layer(self.layer_idx)
         q = ctx.rotary.apply_and_store(
-            q, k, v, ctx.meta.positions, k_cache, v_cache, ctx.attention.kv_index(ctx.meta)
+            q, k, v, ctx.meta.positions, k_cache, v_cache, ctx.attention.kv_index(ctx.meta), sums
         )
         o = ctx.attention.forward(q, k_cache, v_cache, ctx.meta, self.scale, self.window)
         return self.o_proj(o.reshape(t, self.q_size))
