@@ -15,8 +15,7 @@ is one launch, and the norm's pass over the activations reads the peers' shares 
 
 Synchronisation is one barrier per call and program on the buffer's signal pads ("my share
 is written"): a flag is set on each peer with a compare-and-swap from 0 (release, system
-scope) and consumed, once seen, with an exchange back to 0 (acquire), so the pads return to
-zero; program i uses
+scope) and consumed with one back to 0 (acquire), so the pads return to zero; program i uses
 entries [i * world, (i + 1) * world). No second barrier guards the reads: the buffers have
 two slots and consecutive calls alternate between them (each row-parallel layer owns one,
 and a decoder layer's two alternate). A rank writes slot s again two calls later, after the
@@ -86,11 +85,8 @@ if triton_installed():
         own = tl.load(SigPtrs + rank).to(tl.pointer_type(tl.int32))
         for p in tl.static_range(WORLD):
             if p != rank:
-                # Spin on plain reads: spinning with atomics from every program of a call
-                # floods the pad's memory with writes the peers' signals queue behind.
-                while tl.load(own + base + p, volatile=True) != 1:
+                while tl.atomic_cas(own + base + p, 1, 0, sem="acquire", scope="sys") != 1:
                     pass
-                tl.atomic_xchg(own + base + p, 0, sem="acquire", scope="sys")
         tl.debug_barrier()
 
     @triton.jit
