@@ -19,12 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches, triton_installed
-from sarathi.model_executor.layers.all_reduce_norm import (
-    PeerSlot,
-    RankSums,
-    all_reduce_add_rms_norm,
-    all_reduce_rows_add_rms_norm,
-)
+from sarathi.model_executor.layers.all_reduce_norm import PeerParts, all_reduce_add_rms_norm
 from sarathi.model_executor.pdl import launch_args
 
 
@@ -39,15 +34,12 @@ class SplitSums:
     pdl: bool = False  # launch the summing kernel with programmatic dependent launch
     # Set where ``parts`` is this rank's share of a row-parallel matmul, in symmetric memory:
     # the sum over the group's ranks is still to be taken (by add_rms_norm).
-    peers: PeerSlot | None = None
+    peers: PeerParts | None = None
 
     def total(self) -> torch.Tensor:
         """The matmul's output, [1, N] in ``dtype`` (this rank's share where ``peers``)."""
         return _sum_splits(self.parts, None, self.dtype, self.pdl)
 
-
-# A matmul output whose sum is not finished: the next fused kernel finishes it.
-PendingSum = SplitSums | RankSums
 
 if triton_installed():
     import triton
@@ -371,19 +363,16 @@ def _row_warps(rows: int, n: int) -> int:
 
 
 def add_rms_norm(
-    x: torch.Tensor | PendingSum,
+    x: torch.Tensor | SplitSums,
     residual: torch.Tensor,
     weight: torch.Tensor,
     eps: float,
     pdl: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(RMSNorm(x + residual), x + residual) in one pass over [T, H] rows; where ``x`` is a
-    row-parallel matmul's share (split sums with ``peers``, or ``RankSums``), the all-reduce
-    over ranks is part of the pass."""
+    row-parallel matmul's split sums, the all-reduce over ranks is part of the pass."""
     if isinstance(x, SplitSums) and x.peers is not None:
         return all_reduce_add_rms_norm(x.parts, x.peers, x.dtype, residual, weight, eps, pdl)
-    if isinstance(x, RankSums):
-        return all_reduce_rows_add_rms_norm(x, residual, weight, eps, pdl)
     x, splits, dtype = _input(x)
     if residual.stride(-1) != 1:
         residual = residual.contiguous()
@@ -496,7 +485,7 @@ def gemv(
     config: GemvConfig,
     keep_splits: bool = False,
     pdl: bool = False,
-    peers: PeerSlot | None = None,
+    peers: PeerParts | None = None,
 ) -> torch.Tensor | SplitSums:
     """F.linear for one row x [1, K] (weight [N, K], K contiguous): split over K so every SM
     streams weights, then one pass sums the splits (in float32) and adds the bias; or, with
@@ -508,7 +497,7 @@ def gemv(
         x = x.contiguous()
     k_per = triton.cdiv(triton.cdiv(k, config.splits), config.block_k) * config.block_k
     splits = triton.cdiv(k, k_per)
-    shared = peers.view(splits, n) if peers is not None and keep_splits and bias is None else None
+    shared = peers.parts(splits, n) if peers is not None and keep_splits and bias is None else None
     part = (
         shared
         if shared is not None
@@ -577,7 +566,7 @@ def linear(
     bias: torch.Tensor | None = None,
     keep_splits: Literal[False] = False,
     kernels: KernelSwitches = REFERENCE,
-    peers: PeerSlot | None = None,
+    peers: PeerParts | None = None,
 ) -> torch.Tensor: ...
 
 
@@ -588,7 +577,7 @@ def linear(
     bias: torch.Tensor | None = None,
     keep_splits: bool = False,
     kernels: KernelSwitches = REFERENCE,
-    peers: PeerSlot | None = None,
+    peers: PeerParts | None = None,
 ) -> torch.Tensor | SplitSums: ...
 
 
@@ -598,7 +587,7 @@ def linear(
     bias: torch.Tensor | None = None,
     keep_splits: bool = False,
     kernels: KernelSwitches = REFERENCE,
-    peers: PeerSlot | None = None,
+    peers: PeerParts | None = None,
 ) -> torch.Tensor | SplitSums:
     """F.linear, with one-row inputs (batch-1 decode) on the split-K GEMV where it was faster
     (H100, benchmarks/results/README.md): with programmatic dependent launch, every one-row

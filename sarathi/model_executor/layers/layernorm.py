@@ -18,7 +18,7 @@ class RMSNorm(nn.Module):
         self.kernels = kernels
 
     def forward(
-        self, x: torch.Tensor | fused.PendingSum, residual: torch.Tensor | None = None
+        self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """RMSNorm(x); with ``residual``: (RMSNorm(x + residual), x + residual). ``x`` may
         be a one-row matmul's split sums (on a GPU only, where they exist)."""

@@ -80,7 +80,7 @@ class LlamaAttention(nn.Module):
         self.scale = s.head_dim**-0.5
         self.window = s.sliding_windows[layer_idx]
 
-    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor | fused.PendingSum:
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor | fused.SplitSums:
         t = x.shape[0]
         qkv = self.qkv_proj(x)
         sums = qkv if isinstance(qkv, fused.SplitSums) else None
@@ -115,7 +115,7 @@ class LlamaMLP(nn.Module):
             self.inter, s.hidden_size, False, tp, keep_splits=True, kernels=k, peer_slot=1
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.PendingSum:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:
         gate_up = self.gate_up_proj(x)
         if self.kernels.fused:
             return self.down_proj(fused.silu_and_mul(gate_up, self.inter, self.kernels.pdl))
@@ -132,8 +132,8 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = LlamaMLP(s, tp, k)
 
     def forward(
-        self, x: torch.Tensor | fused.PendingSum, residual: torch.Tensor | None, ctx: ForwardContext
-    ) -> tuple[torch.Tensor | fused.PendingSum, torch.Tensor]:
+        self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None, ctx: ForwardContext
+    ) -> tuple[torch.Tensor | fused.SplitSums, torch.Tensor]:
         """x: the previous layer's output, not yet added to ``residual`` (the running sum
         of the stream; None at the first layer): the add is fused into the norm, and at
         batch 1 so is the sum of the previous matmul's K splits."""

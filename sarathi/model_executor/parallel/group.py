@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from sarathi.envs import env
-from sarathi.model_executor.layers.all_reduce_norm import PeerSlot
+from sarathi.model_executor.layers.all_reduce_norm import PeerParts
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +33,9 @@ _ONE_SHOT_MAX_BYTES = 128 * 1024
 class SymmetricAllReduce:
     """All-reduce through symmetric memory (peer-to-peer over NVLink; no multicast): torch's
     kernels on a buffer of up to ``max_elems`` in the activations' ``dtype``, and, unless
-    ``SARATHI_FUSED_ALLREDUCE=0``, the buffers row-parallel matmuls write to for
-    ``add_rms_norm`` to sum over the ranks itself (``all_reduce_norm``): two slots of
-    ``parts_elems`` float32 for one-row split sums, two of ``max_elems`` for outputs.
-    Building one is collective."""
+    ``SARATHI_FUSED_ALLREDUCE=0``, a float32 buffer of two slots of ``parts_elems`` for the
+    one-row matmuls' split sums, which ``add_rms_norm`` sums over the ranks itself
+    (``peer_slots``). Building one is collective."""
 
     def __init__(
         self, group: Any, max_elems: int, dtype: torch.dtype, parts_elems: int, device: torch.device
@@ -48,38 +47,26 @@ class SymmetricAllReduce:
         self.buf = symm_mem.empty(max_elems, dtype=dtype, device=device)
         symm_mem.rendezvous(self.buf, self.name)
         self.ops = torch.ops.symm_mem
-        # Two slots each (see all_reduce_norm): one-row split sums, and matmul outputs.
-        self.split_slots: tuple[PeerSlot, ...] = ()
-        self.row_slots: tuple[PeerSlot, ...] = ()
+        self.peer_slots: tuple[PeerParts, ...] = ()
         if env("SARATHI_FUSED_ALLREDUCE") != "0":
-            self.split_slots = self._slots(parts_elems, torch.float32, device)
-            self.row_slots = self._slots(max_elems, dtype, device)
-
-    def _slots(self, elems: int, dtype: torch.dtype, device: torch.device) -> tuple[PeerSlot, ...]:
-        import torch.distributed._symmetric_memory as symm_mem
-
-        buf = symm_mem.empty(2, elems, dtype=dtype, device=device)
-        handle = symm_mem.rendezvous(buf, self.name)
-        # The handle addresses each rank's allocation; the tensor may start inside it.
-        offset = buf.data_ptr() - handle.buffer_ptrs[handle.rank]
-        pads = torch.tensor(list(handle.signal_pad_ptrs), device=device)
-        flags = symm_mem.get_signal_pad_size() // 4
-        programs = min(
-            torch.cuda.get_device_properties(device).multi_processor_count,
-            flags // handle.world_size,
-        )
-        step = buf.stride(0) * buf.element_size()
-        return tuple(
-            PeerSlot(
-                buf[slot],
-                torch.tensor([p + offset + slot * step for p in handle.buffer_ptrs], device=device),
-                pads,
-                handle.rank,
-                handle.world_size,
-                programs,
+            parts = symm_mem.empty(2, parts_elems, dtype=torch.float32, device=device)
+            handle = symm_mem.rendezvous(parts, self.name)
+            # The handle addresses each rank's allocation; the tensor may start inside it.
+            offset = parts.data_ptr() - handle.buffer_ptrs[handle.rank]
+            pads = torch.tensor(list(handle.signal_pad_ptrs), device=device)
+            self.peer_slots = tuple(
+                PeerParts(
+                    parts[slot],
+                    torch.tensor(
+                        [p + offset + slot * parts.stride(0) * 4 for p in handle.buffer_ptrs],
+                        device=device,
+                    ),
+                    pads,
+                    handle.rank,
+                    handle.world_size,
+                )
+                for slot in (0, 1)
             )
-            for slot in (0, 1)
-        )
 
     def fits(self, x: torch.Tensor) -> bool:
         n = x.numel()
@@ -141,15 +128,13 @@ class TPGroup:
             return self
         return replace(self, symmetric=symmetric)
 
-    def peers(self, slot: int, rows: bool = False) -> PeerSlot | None:
+    def peers(self, slot: int) -> PeerParts | None:
         """Slot ``slot`` (0 or 1) of the buffer row-parallel matmuls write their one-row
-        split sums (or, with ``rows``, their outputs) to, for the next fused norm to sum over
-        the ranks; consecutive row-parallel layers take alternate slots. None where the
-        all-reduce is not fused."""
-        if self.symmetric is None:
+        split sums to, for the next fused norm to sum over the ranks; consecutive
+        row-parallel layers take alternate slots. None where the all-reduce is not fused."""
+        if self.symmetric is None or not self.symmetric.peer_slots:
             return None
-        slots = self.symmetric.row_slots if rows else self.symmetric.split_slots
-        return slots[slot] if slots else None
+        return self.symmetric.peer_slots[slot]
 
     def broadcast_from_driver(self, x: torch.Tensor) -> None:
         """Overwrite ``x`` (contiguous, alike on every rank) with rank 0's."""

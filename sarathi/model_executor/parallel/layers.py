@@ -19,7 +19,6 @@ from torch import nn
 
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
 from sarathi.model_executor.layers import fused
-from sarathi.model_executor.layers.all_reduce_norm import RankSums
 from sarathi.model_executor.parallel.group import TPGroup
 from sarathi.model_executor.parallel.sharding import vocab_range
 
@@ -65,11 +64,11 @@ class RowParallelLinear(Linear):
     """Holds this rank's columns of the weight; the partial products are summed across ranks.
 
     The bias is added once, after the sum (adding it on every rank would count it tp times).
-    ``keep_splits`` (no bias) says the output goes to ``add_rms_norm``, which can finish the
-    all-reduce itself (``all_reduce_norm``): the matmul writes its share to slot
-    ``peer_slot`` of the group's symmetric buffers (a one-row GEMV its float32 split sums,
-    cuBLAS its output) and returns it unsummed. Consecutive row-parallel layers must take
-    alternate slots. Where the group has no such buffers the output is all-reduced here.
+    ``keep_splits`` (no bias): a one-row matmul's float32 split sums go to slot
+    ``peer_slot`` of the group's symmetric buffer and the next fused norm sums them over
+    splits and ranks (where the group has one; otherwise they are all-reduced as they are
+    and the norm adds up the splits). Consecutive row-parallel layers must take alternate
+    slots (see ``all_reduce_norm``).
     """
 
     def __init__(
@@ -84,22 +83,11 @@ class RowParallelLinear(Linear):
     ) -> None:
         super().__init__(local_in_features, out_features, bias, keep_splits and not bias, kernels)
         self.tp = tp
-        self.split_peers = tp.peers(peer_slot) if self.keep_splits and kernels.fused else None
-        self.row_peers = tp.peers(peer_slot, rows=True) if self.split_peers is not None else None
+        self.peers = tp.peers(peer_slot)
 
-    # An unsummed share where keep_splits is set: a deliberate override of the return type.
-    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.PendingSum:  # type: ignore[override]
-        if self.row_peers is not None and x.shape[0] > 1:
-            part = self.row_peers.view(x.shape[0], self.out_features)
-            if part is not None:
-                torch.mm(x, self.weight.t(), out=part)
-                return RankSums(part, self.row_peers)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:  # type: ignore[override]
         out = fused.linear(
-            x,
-            self.weight,
-            keep_splits=self.keep_splits,
-            kernels=self.kernels,
-            peers=self.split_peers,
+            x, self.weight, keep_splits=self.keep_splits, kernels=self.kernels, peers=self.peers
         )
         if isinstance(out, fused.SplitSums):
             if out.peers is not None:
