@@ -8,7 +8,8 @@ matmul cannot stream its weights while it runs. Here the row-parallel GEMV write
 split sums straight into a symmetric-memory buffer every rank maps (``PeerParts``), and one
 program per rank waits for its peers' parts, adds every rank's splits in rank order (so all
 ranks hold the same bits), adds the residual and normalises: one PDL launch where there were
-two or three.
+two or three. Llama-2-7B, TP=2 on two H200s, same run: 2.94 ms a token against 3.04 with
+torch's all-reduce before the norm.
 
 Synchronisation is one barrier per call on the buffer's signal pads ("my parts are
 written"): a flag is set on each peer with a compare-and-swap from 0 (release, system scope)

@@ -4,10 +4,11 @@ A single-rank group never touches ``torch.distributed``: tp=1 runs exactly as be
 
 On GPUs the layers' all-reduces go through torch's symmetric memory where it is available
 (``SymmetricAllReduce``): each rank writes its part into a buffer every peer can read over
-NVLink and one kernel adds them up. Replayed from CUDA graphs on two H200s it took 6.5 us
-for one 4,096-wide bf16 row where NCCL took 19.5, and 14.6 vs 39.4 us for 256 rows
+NVLink and one kernel adds them up. Replayed from CUDA graphs on two H200s it took 6.3 us
+for one 4,096-wide bf16 row where NCCL took 11.6, and 14.9 vs 37.8 us for 256 rows
 (``benchmarks/allreduce.py``). NCCL remains for everything else and where the buffer
-does not fit.
+does not fit. At batch 1 the row-parallel layers' all-reduce is fused into the norm after
+them (``layers/all_reduce_norm.py``).
 """
 
 from __future__ import annotations
