@@ -28,6 +28,12 @@ def main() -> None:
         sums.append(fused.gemv(x[rank], weights[rank], None, config, True, False, peers))
         assert isinstance(sums[-1], fused.SplitSums) and sums[-1].peers is peers
         assert sums[-1].parts.data_ptr() == buffers[rank].data_ptr()
+        try:  # a rank's share is no matmul output: only add_rms_norm finishes the sum
+            sums[-1].total()
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("total() of a rank's share")
     # The reference: every rank's split sums, in rank order, through the unfused kernel.
     every = torch.cat([s.parts for s in sums]).contiguous()
     want = fused.add_rms_norm(fused.SplitSums(every, torch.bfloat16), residual, norm_weight, EPS)

@@ -37,7 +37,8 @@ class SplitSums:
     peers: PeerParts | None = None
 
     def total(self) -> torch.Tensor:
-        """The matmul's output, [1, N] in ``dtype`` (this rank's share where ``peers``)."""
+        """The matmul's output, [1, N] in ``dtype``."""
+        _input(self)  # refuses a rank's share: only add_rms_norm sums over the ranks
         return _sum_splits(self.parts, None, self.dtype, self.pdl)
 
 
