@@ -9,6 +9,8 @@
 #   decode      Llama-2-7B shape, batch 1: TP=2 over TP=1, with CUDA graphs, then eager
 #   throughput  Llama-3-8B shape, nano-vllm workload: TP=2, then TP=1 (same run)
 #   allreduce   NCCL against symmetric-memory all-reduce latency (benchmarks/allreduce.py)
+#   unfused     decode and throughput at TP=2 with SARATHI_FUSED_ALLREDUCE=0 (the all-reduce
+#               in its own kernel before the norm): run beside decode / throughput for an A/B
 #   gemv        one rank's one-row matmul shapes at TP=2 (small_m_linear.py --tp 2; not
 #               in the default list: one GPU suffices)
 #
@@ -68,13 +70,20 @@ part_gemv() {
   step bench_gemv_tp2 300 "$PY" benchmarks/small_m_linear.py --preset llama2-7b --tp 2 \
     --rows 1 --json "$OUT/small_m_linear_llama2_tp2.json"
 }
+part_unfused() {
+  step bench_tp_decode_unfused 240 env SARATHI_FUSED_ALLREDUCE=0 "$PY" benchmarks/tp_decode.py \
+    --preset llama2-7b --tp 2 --new-tokens 200 --repeats 3 \
+    --out "$OUT/tp_decode_llama2-7b_unfused.json"
+  step bench_throughput_unfused 300 env SARATHI_FUSED_ALLREDUCE=0 "$PY" benchmarks/throughput.py \
+    --preset llama3-8b --tp 2 --json "$OUT/throughput_llama3-8b_tp2_unfused.json"
+}
 part_allreduce() {
   step bench_allreduce 120 "$PY" benchmarks/allreduce.py --json "$OUT/allreduce.json"
 }
 for p in "${PARTS[@]}"; do
   case "$p" in
-    tests | decode | throughput | allreduce | gemv) "part_$p" ;;
-    *) echo "unknown part '$p' (tests, decode, throughput, allreduce, gemv)" >&2; exit 2 ;;
+    tests | decode | throughput | allreduce | gemv | unfused) "part_$p" ;;
+    *) echo "unknown part '$p' (tests, decode, throughput, allreduce, gemv, unfused)" >&2; exit 2 ;;
   esac
 done
 
@@ -82,8 +91,10 @@ summary "tensor parallel GPU summary"
 for t in pytest_gpu_tp pytest_tp_suite; do
   [ -f "$OUT/$t.log" ] && grep -hE "passed|failed|error" "$OUT/$t.log" | tail -n 1 | sed "s/^/$t: /"
 done
-for b in bench_tp_decode bench_tp_decode_eager; do
+for b in bench_tp_decode bench_tp_decode_eager bench_tp_decode_unfused; do
   [ -f "$OUT/$b.log" ] && { echo "$b:"; grep -A4 "^tp  " "$OUT/$b.log" || true; }
 done
-[ -f "$OUT/bench_throughput.log" ] && { echo "bench_throughput:"; grep -A3 "^engine" "$OUT/bench_throughput.log" || true; }
+for b in bench_throughput bench_throughput_unfused; do
+  [ -f "$OUT/$b.log" ] && { echo "$b:"; grep -A3 "^engine" "$OUT/$b.log" || true; }
+done
 exit $failed
