@@ -9,13 +9,8 @@ import pytest
 
 def _run(*args, timeout=240, env_extra=None):
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "sarathi", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return subprocess.run([sys.executable, "-m", "sarathi", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
 
 
 def test_help_lists_subcommands():
@@ -26,17 +21,8 @@ def test_help_lists_subcommands():
 
 
 def test_generate_on_the_demo_model_says_weights_are_random():
-    r = _run(
-        "generate",
-        "--prompt",
-        "Hello",
-        "--max-tokens",
-        "5",
-        "--temperature",
-        "0",
-        "--max-model-len",
-        "256",
-    )
+    r = _run("generate", "--prompt", "Hello", "--max-tokens", "5", "--temperature", "0",
+             "--max-model-len", "256")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
     assert "random weights" in r.stderr
@@ -50,17 +36,9 @@ def test_serve_help_renders():
 
 def test_generate_flags_come_from_the_config():
     r = _run("generate", "--help")
-    for flag in (
-        "--chunk-size",
-        "--max-num-seqs",
-        "--scheduler",
-        "--kv-cache-backend",
-        "--model_name",
-        "--model_block_size",
-        "--patch_tokenizer_path",
-        "--temperature",
-        "--stop",
-    ):
+    for flag in ("--chunk-size", "--max-num-seqs", "--scheduler", "--kv-cache-backend",
+                 "--model_name", "--model_block_size", "--patch_tokenizer_path", "--temperature",
+                 "--stop"):
         assert flag in r.stdout
 
 
@@ -80,18 +58,8 @@ def test_vllm_launch_habits_are_understood():
     from sarathi.entrypoints.cli_args import config_from_args
 
     args = build_parser().parse_args(
-        [
-            "serve",
-            "demo",
-            "-tp",
-            "1",
-            "--max-num-batched-tokens",
-            "256",
-            "--enable-prefix-caching",
-            "--generation-config",
-            "vllm",
-        ]
-    )
+        ["serve", "demo", "-tp", "1", "--max-num-batched-tokens", "256",
+         "--enable-prefix-caching", "--generation-config", "vllm"])
     config = config_from_args(args)
     assert config.model.model == "demo"
     assert config.parallel.tensor_parallel_size == 1
@@ -114,8 +82,7 @@ def test_generation_config_sets_request_defaults(tmp_path):
     for name in os.listdir(src):
         shutil.copy(os.path.join(src, name), tmp_path)
     (tmp_path / "generation_config.json").write_text(
-        json.dumps({"temperature": 0.3, "top_k": 20, "eos_token_id": 1})
-    )
+        json.dumps({"temperature": 0.3, "top_k": 20, "eos_token_id": 1}))
     assert LLM(str(tmp_path)).get_default_sampling_params().temperature == 0.3
     plain = LLM(str(tmp_path), generation_config="vllm").get_default_sampling_params()
     assert plain.temperature == 1.0 and plain.top_k == -1
@@ -132,7 +99,8 @@ def test_generate_refuses_a_completion_that_cannot_fit_as_the_server_does():
 
 
 def test_an_unreachable_hub_id_says_so():
-    r = _run("generate", "--model", "gpt2", "--prompt", "hi", env_extra={"HF_HUB_OFFLINE": "1"})
+    r = _run("generate", "--model", "gpt2", "--prompt", "hi",
+             env_extra={"HF_HUB_OFFLINE": "1"})
     assert r.returncode != 0 and "hub" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -140,12 +108,10 @@ def test_generate_takes_an_output_constraint(tmp_path):
     import json
 
     schema = tmp_path / "schema.json"
-    schema.write_text(
-        '{"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}'
-    )
-    r = _run(
-        "generate", "--prompt", "x", "--json-schema", str(schema), "--temperature", "1", "--json"
-    )
+    schema.write_text('{"type": "object", "properties": {"ok": {"type": "boolean"}}, '
+                      '"required": ["ok"]}')
+    r = _run("generate", "--prompt", "x", "--json-schema", str(schema), "--temperature", "1",
+             "--json")
     assert r.returncode == 0, r.stderr
     text = json.loads(r.stdout.strip().splitlines()[-1])["outputs"][0]["text"]
     assert isinstance(json.loads(text)["ok"], bool)

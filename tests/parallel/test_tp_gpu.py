@@ -32,8 +32,8 @@ def test_tp2_greedy_equals_tp1_float32(tp_models):
 
 
 def test_tp2_batch1_greedy_equals_tp1_float32(tp_models):
-    """One sequence: the batch-1 graphs, whose row-parallel matmuls all-reduce their
-    float32 split sums and leave adding them up to the next fused kernel."""
+    """One sequence: the batch-1 graphs, whose row-parallel matmuls leave their split sums
+    to the fused all-reduce + residual add + RMSNorm, and whose rotary adds up q|k|v's."""
     path = tp_models["llama"]
     prompts = random_prompts(1, 384, seed=8, max_len=60)
     params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
@@ -127,7 +127,7 @@ def _fused_norm_matches(tp, rank: int, device: torch.device) -> bool:
     for graphed in (False, True):
         mine = [torch.randn(splits, n, device=device, generator=g) for _ in range(50)]
 
-        def run() -> list[torch.Tensor]:
+        def run(mine: list[torch.Tensor]) -> list[torch.Tensor]:
             outs = []
             for i, part in enumerate(mine):
                 peers = slots[i % 2]
@@ -138,14 +138,14 @@ def _fused_norm_matches(tp, rank: int, device: torch.device) -> bool:
             return outs
 
         if graphed:
-            run()
+            run(mine)
             torch.cuda.synchronize()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                outs = run()
+                outs = run(mine)
             graph.replay()
         else:
-            outs = run()
+            outs = run(mine)
         torch.cuda.synchronize()
         for part, got in zip(mine, outs):
             total = part.clone()

@@ -107,9 +107,7 @@ def test_echo_with_logprobs_covers_the_prompt_then_the_completion(client, offlin
     assert lp.tokens[n:] == plain.choices[0].logprobs.tokens
     close = pytest.approx(plain.choices[0].logprobs.token_logprobs, abs=1e-5)
     assert lp.token_logprobs[n:] == close
-    for mine, theirs in zip(
-        lp.top_logprobs[n:], plain.choices[0].logprobs.top_logprobs, strict=True
-    ):
+    for mine, theirs in zip(lp.top_logprobs[n:], plain.choices[0].logprobs.top_logprobs, strict=True):
         assert mine == pytest.approx(theirs, abs=1e-5)
     lengths = [len(t) for t in lp.tokens]
     assert lp.text_offset == [sum(lengths[:i]) for i in range(len(lengths))]

@@ -167,11 +167,8 @@ def test_models_do_not_show_the_servers_filesystem(http, server):
 def test_request_success_counts_requests_once(http):
     def successes() -> float:
         text = http.get("/metrics").text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("sarathi:request_success_total{")
-        )
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("sarathi:request_success_total{"))
 
     before = successes()
     r = http.post("/v1/completions", json={"prompt": "x", "n": 3, "max_tokens": 2})
