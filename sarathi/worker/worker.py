@@ -59,7 +59,8 @@ class Worker:
         graph_pad = int(spec.device.type == "cuda" and not cfg.model.enforce_eager)
         slots = cfg.scheduler.max_num_seqs + graph_pad
         # The largest all-reduce: a step's tokens (as many as the step buffers hold) by
-        # the hidden size; batch-1 matmuls all-reduce their float32 split sums.
+        # the hidden size; and the batch-1 row-parallel matmuls' float32 split sums, which
+        # the norm after them all-reduces (all_reduce_norm).
         step_tokens = max(chunk_size, slots)
         hidden = spec.shape.hidden_size
         tp = (tp or TPGroup()).with_symmetric_all_reduce(
