@@ -114,6 +114,7 @@ def _fused_norm_matches(tp, rank: int, device: torch.device) -> bool:
     import torch.distributed as dist
 
     from sarathi.model_executor.layers import fused
+    from sarathi.model_executor.layers.all_reduce_norm import all_reduce_add_rms_norm
 
     slots = [tp.peers(0), tp.peers(1)]
     assert None not in slots
@@ -134,7 +135,7 @@ def _fused_norm_matches(tp, rank: int, device: torch.device) -> bool:
                 view = peers.parts(splits, n)
                 view.copy_(part)
                 sums = fused.SplitSums(view, torch.bfloat16, False, peers)
-                outs.append(fused.add_rms_norm(sums, residual, weight, 1e-5)[0])
+                outs.append(all_reduce_add_rms_norm(sums, residual, weight, 1e-5)[0])
             return outs
 
         if graphed:

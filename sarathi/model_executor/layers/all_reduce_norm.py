@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from sarathi.model_executor.kernel_switches import triton_installed
+from sarathi.model_executor.layers import fused
 from sarathi.model_executor.pdl import launch_args
 
 
@@ -53,6 +54,7 @@ if triton_installed():
     import triton
     import triton.language as tl
 
+    from sarathi.model_executor.layers.fused import add_norm_store
     from sarathi.model_executor.pdl import wait_prior
 
     @triton.jit
@@ -103,30 +105,21 @@ if triton_installed():
             base = tl.load(BufPtrs + p).to(tl.pointer_type(tl.float32))
             for s in tl.static_range(SPLITS):
                 acc += tl.load(base + s * n + cols, mask=mask, other=0.0, volatile=True)
-        dt = ResOut.dtype.element_ty
-        # Reference: the matmul's output in the activations' dtype, the residual sum in it
-        # too, then RMSNorm of that sum (as _add_rms_norm_kernel).
-        s = (acc.to(dt).to(tl.float32) + r).to(dt)
-        tl.store(ResOut + cols, s, mask=mask)
-        s = s.to(tl.float32)
-        inv = tl.rsqrt(tl.sum(s * s, 0) / n + eps)
-        y = (s * inv).to(dt).to(tl.float32) * w
-        tl.store(Out + cols, y.to(Out.dtype.element_ty), mask=mask)
+        # The matmul's output rounds to the activations' dtype, as its own output would.
+        x = acc.to(ResOut.dtype.element_ty).to(tl.float32)
+        add_norm_store(x, r, w, ResOut, Out, cols, mask, n, eps)
 
 
 def all_reduce_add_rms_norm(
-    parts: torch.Tensor,
-    peers: PeerParts,
-    dtype: torch.dtype,
-    residual: torch.Tensor,
-    weight: torch.Tensor,
-    eps: float,
-    pdl: bool = False,
+    x: fused.SplitSums, residual: torch.Tensor, weight: torch.Tensor, eps: float, pdl: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(RMSNorm(y + residual), y + residual) for one row, where y is the sum over the
-    group's ranks and over the splits of ``parts`` ([splits, N] float32, a view of
-    ``peers.buffer`` written by this rank's matmul), rounded to ``dtype``. Every rank of the
-    group must call it in the same order: it waits for the others."""
+    group's ranks and over the splits of ``x`` (this rank's share, in ``x.peers``, written
+    by its matmul), rounded to the activations' dtype. Every rank of the group must call it
+    in the same order: it waits for the others."""
+    parts, peers, dtype = x.parts, x.peers, x.dtype
+    if peers is None:
+        raise ValueError("all_reduce_add_rms_norm takes a row-parallel matmul's share")
     splits, n = parts.shape
     if residual.shape != (1, n) or residual.stride(-1) != 1:
         raise ValueError(f"expected a contiguous [1, {n}] residual, got {tuple(residual.shape)}")

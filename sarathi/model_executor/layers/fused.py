@@ -13,14 +13,16 @@ and stay the path on CPU or without Triton; tests compare the two on the GPU.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 import torch
 import torch.nn.functional as F
 
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches, triton_installed
-from sarathi.model_executor.layers.all_reduce_norm import PeerParts, all_reduce_add_rms_norm
 from sarathi.model_executor.pdl import launch_args
+
+if TYPE_CHECKING:
+    from sarathi.model_executor.layers.all_reduce_norm import PeerParts
 
 
 @dataclass
@@ -33,12 +35,12 @@ class SplitSums:
     dtype: torch.dtype  # what the matmul's output would be
     pdl: bool = False  # launch the summing kernel with programmatic dependent launch
     # Set where ``parts`` is this rank's share of a row-parallel matmul, in symmetric memory:
-    # the sum over the group's ranks is still to be taken (by add_rms_norm).
+    # the sum over the group's ranks is still to be taken (by all_reduce_add_rms_norm).
     peers: PeerParts | None = None
 
     def total(self) -> torch.Tensor:
         """The matmul's output, [1, N] in ``dtype``."""
-        _input(self)  # refuses a rank's share: only add_rms_norm sums over the ranks
+        _input(self)  # refuses a rank's share: only all_reduce_add_rms_norm sums over ranks
         return _sum_splits(self.parts, None, self.dtype, self.pdl)
 
 
@@ -109,6 +111,20 @@ if triton_installed():
         tl.store(Out + t.to(tl.int64) * inter + cols, (s * u).to(Out.dtype.element_ty), mask=mask)
 
     @triton.jit
+    def add_norm_store(x, r, w, ResOut, Out, offs, mask, n, eps):
+        """One row's residual sum and its RMSNorm, stored at ``offs`` of ``ResOut`` and
+        ``Out``. ``x`` (the layer's output, already rounded to the activations' dtype),
+        ``r`` (the residual) and ``w`` (the norm's weight) come as float32. Reference: the
+        residual sum in the activations' dtype, then RMSNorm of it."""
+        dt = ResOut.dtype.element_ty
+        s = (x + r).to(dt)
+        tl.store(ResOut + offs, s, mask=mask)
+        s = s.to(tl.float32)
+        inv = tl.rsqrt(tl.sum(s * s, 0) / n + eps)
+        y = (s * inv).to(dt).to(tl.float32) * w
+        tl.store(Out + offs, y.to(Out.dtype.element_ty), mask=mask)
+
+    @triton.jit
     def _add_rms_norm_kernel(
         X,
         R,
@@ -129,14 +145,8 @@ if triton_installed():
         mask = cols < n
         x = _load_input(X + row * stride_x + cols, mask, n, SPLITS, ResOut.dtype.element_ty)
         r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
-        # Reference: the residual sum in the activations' dtype, then RMSNorm of it.
-        s = (x + r).to(ResOut.dtype.element_ty)
-        tl.store(ResOut + row * n + cols, s, mask=mask)
-        s = s.to(tl.float32)
-        inv = tl.rsqrt(tl.sum(s * s, 0) / n + eps)
-        w = tl.load(W + cols, mask=mask, other=0.0)
-        y = (s * inv).to(ResOut.dtype.element_ty).to(tl.float32) * w.to(tl.float32)
-        tl.store(Out + row * n + cols, y.to(Out.dtype.element_ty), mask=mask)
+        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        add_norm_store(x, r, w, ResOut, Out, row * n + cols, mask, n, eps)
 
     @triton.jit
     def _rotate(
@@ -347,7 +357,8 @@ def _input(x: torch.Tensor | SplitSums) -> tuple[torch.Tensor, int, torch.dtype]
     if isinstance(x, SplitSums):
         if x.peers is not None:
             raise ValueError(
-                "a row-parallel matmul's split sums are summed over ranks by add_rms_norm only"
+                "a row-parallel matmul's split sums are summed over ranks by "
+                "all_reduce_add_rms_norm only"
             )
         return x.parts, x.parts.shape[0], x.dtype
     return (x if x.stride(-1) == 1 else x.contiguous()), 0, x.dtype
@@ -370,10 +381,7 @@ def add_rms_norm(
     eps: float,
     pdl: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(RMSNorm(x + residual), x + residual) in one pass over [T, H] rows; where ``x`` is a
-    row-parallel matmul's split sums, the all-reduce over ranks is part of the pass."""
-    if isinstance(x, SplitSums) and x.peers is not None:
-        return all_reduce_add_rms_norm(x.parts, x.peers, x.dtype, residual, weight, eps, pdl)
+    """(RMSNorm(x + residual), x + residual) in one pass over [T, H] rows."""
     x, splits, dtype = _input(x)
     if residual.stride(-1) != 1:
         residual = residual.contiguous()
@@ -492,7 +500,7 @@ def gemv(
     streams weights, then one pass sums the splits (in float32) and adds the bias; or, with
     ``keep_splits`` and no bias, the split sums for the next fused kernel to add up. With
     ``peers`` as well, the split sums go to the group's symmetric buffer (where they fit)
-    for add_rms_norm to sum over the ranks."""
+    for all_reduce_add_rms_norm to sum over the ranks."""
     n, k = weight.shape
     if x.stride(-1) != 1:
         x = x.contiguous()

@@ -8,6 +8,7 @@ from torch import nn
 
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
 from sarathi.model_executor.layers import fused
+from sarathi.model_executor.layers.all_reduce_norm import all_reduce_add_rms_norm
 
 
 class RMSNorm(nn.Module):
@@ -21,7 +22,8 @@ class RMSNorm(nn.Module):
         self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """RMSNorm(x); with ``residual``: (RMSNorm(x + residual), x + residual). ``x`` may
-        be a one-row matmul's split sums (on a GPU only, where they exist)."""
+        be a one-row matmul's split sums (on a GPU only, where they exist), or a rank's
+        share of a row-parallel one, summed over the ranks here."""
         k = self.kernels
         if residual is None:
             assert isinstance(x, torch.Tensor)  # split sums always come with a residual
@@ -29,6 +31,8 @@ class RMSNorm(nn.Module):
                 return fused.rms_norm(x, self.weight, self.eps, k.pdl)
             return self.reference(x)
         if k.fused:
+            if isinstance(x, fused.SplitSums) and x.peers is not None:
+                return all_reduce_add_rms_norm(x, residual, self.weight, self.eps, k.pdl)
             return fused.add_rms_norm(x, residual, self.weight, self.eps, k.pdl)
         assert isinstance(x, torch.Tensor)  # split sums exist only where kernels are fused
         residual = x + residual

@@ -35,7 +35,7 @@ class SymmetricAllReduce:
     """All-reduce through symmetric memory (peer-to-peer over NVLink; no multicast): torch's
     kernels on a buffer of up to ``max_elems`` in the activations' ``dtype``, and, unless
     ``SARATHI_FUSED_ALLREDUCE=0``, a float32 buffer of two slots of ``parts_elems`` for the
-    one-row matmuls' split sums, which ``add_rms_norm`` sums over the ranks itself
+    one-row matmuls' split sums, which ``all_reduce_add_rms_norm`` sums over the ranks
     (``peer_slots``). Building one is collective."""
 
     def __init__(
@@ -59,7 +59,10 @@ class SymmetricAllReduce:
                 PeerParts(
                     parts[slot],
                     torch.tensor(
-                        [p + offset + slot * parts.stride(0) * 4 for p in handle.buffer_ptrs],
+                        [
+                            p + offset + slot * parts.stride(0) * parts.element_size()
+                            for p in handle.buffer_ptrs
+                        ],
                         device=device,
                     ),
                     pads,
