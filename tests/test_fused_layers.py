@@ -122,6 +122,19 @@ def test_split_sums_feed_the_fused_kernels() -> None:
     assert torch.equal(fused.silu_and_mul(gu, inter), fused.silu_and_mul(gu.total(), inter))
 
 
+@pytest.mark.parametrize("inter,k", [(11008, 4096), (5504, 4096), (3000, 2048)])
+def test_gated_gemv_matches_gemv_then_silu_and_mul(inter: int, k: int) -> None:
+    """Batch-1 gate|up matmul with SiLU-and-mul in one kernel, against the split-K GEMV then
+    silu_and_mul (bfloat16 roundings of gate, up and silu alike; the sums' order differs)."""
+    x = torch.randn(1, k, dtype=torch.bfloat16, device="cuda")
+    w = torch.randn(2 * inter, k, dtype=torch.bfloat16, device="cuda") / 40
+    out = fused.silu_mul_linear(x, w, inter, _kernels())
+    gu = fused.gemv(x, w, None, fused.gemv_config(2 * inter, k), keep_splits=True)
+    ref = fused.silu_and_mul(gu, inter)
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    assert _rel(out, ref) < 1e-2
+
+
 def test_one_row_linear_keeps_splits_only_when_asked() -> None:
     w = torch.randn(512, 256, dtype=torch.bfloat16, device="cuda")
     b = torch.randn(512, dtype=torch.bfloat16, device="cuda")

@@ -280,6 +280,52 @@ if triton_installed():
         tl.store(Part + split.to(tl.int64) * N + rn, tl.sum(acc, 1), mask=nmask)
 
     @triton.jit
+    def _gated_gemv_kernel(
+        X,
+        W,
+        Out,
+        INTER,
+        K,
+        stride_wn,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        PDL: tl.constexpr,
+    ):
+        """silu(gate) * up for one row x through W = [gate; up] ([2 * INTER, K]): program n
+        takes BLOCK_N gate rows and the matching up rows over the whole of K, so the
+        product is finished in the program and needs no launch of its own."""
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        nmask = rn < INTER
+        gate = W + rn[:, None].to(tl.int64) * stride_wn
+        up = gate + tl.cast(INTER, tl.int64) * stride_wn
+        # The first weight tiles load before waiting on the previous kernel, as in the GEMV.
+        rk = tl.arange(0, BLOCK_K)
+        kmask = rk < K
+        wmask = nmask[:, None] & kmask[None, :]
+        wg = tl.load(gate + rk[None, :], mask=wmask, other=0.0)
+        wu = tl.load(up + rk[None, :], mask=wmask, other=0.0)
+        wait_prior(PDL)
+        x = tl.load(X + rk, mask=kmask, other=0.0).to(tl.float32)
+        acc_g = wg.to(tl.float32) * x[None, :]
+        acc_u = wu.to(tl.float32) * x[None, :]
+        for k0 in range(BLOCK_K, K, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            kmask = rk < K
+            wmask = nmask[:, None] & kmask[None, :]
+            x = tl.load(X + rk, mask=kmask, other=0.0).to(tl.float32)
+            wg = tl.load(gate + rk[None, :], mask=wmask, other=0.0)
+            wu = tl.load(up + rk[None, :], mask=wmask, other=0.0)
+            acc_g += wg.to(tl.float32) * x[None, :]
+            acc_u += wu.to(tl.float32) * x[None, :]
+        # Reference roundings (as _silu_mul_kernel after the matmul): gate and up in the
+        # activations' dtype, silu(gate) in it, then the product.
+        dt = Out.dtype.element_ty
+        g = tl.sum(acc_g, 1).to(dt).to(tl.float32)
+        u = tl.sum(acc_u, 1).to(dt).to(tl.float32)
+        s = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
+        tl.store(Out + rn, (s * u).to(dt), mask=nmask)
+
+    @triton.jit
     def _sum_splits_kernel(
         Part,
         Bias,
@@ -350,6 +396,45 @@ def silu_and_mul(gate_up: torch.Tensor | SplitSums, inter: int, pdl: bool = Fals
             **launch_args(pdl),
         )
     return out
+
+
+# Up to this many gate|up weights (2 * inter * K) one row takes the gated GEMV. Measured on
+# an H200 (batch-1 decode step, same run): a rank's 11,008 x 4,096 of Llama-2-7B under TP=2
+# 2.81 -> 2.70 ms; the whole 22,016 x 4,096 at TP=1 3.91 -> 4.00 ms, Llama-3-8B's
+# 28,672 x 4,096 4.25 -> 4.33: there one pass over K is slower than the split-K GEMV's four
+# splits by more than the silu-and-mul launch it saves.
+GATED_GEMV_MAX = 64 * 2**20
+
+
+def silu_mul_linear(
+    x: torch.Tensor, weight: torch.Tensor, inter: int, kernels: KernelSwitches
+) -> torch.Tensor:
+    """silu(x @ gate^T) * (x @ up^T) for weight = [gate; up] ([2 * inter, K]), in the
+    activations' dtype, with fused kernels. One row (batch-1 decode) of a gate|up matrix
+    up to ``GATED_GEMV_MAX``, where ``linear`` would take the GEMV: one kernel
+    (``_gated_gemv_kernel``) instead of the GEMV and a silu-and-mul launch. Otherwise the
+    matmul, then ``silu_and_mul``."""
+    k = weight.shape[1]
+    if _takes_gemv(x, weight, True, kernels) and 2 * inter * k <= GATED_GEMV_MAX:
+        if x.stride(-1) != 1:
+            x = x.contiguous()
+        out = torch.empty(1, inter, dtype=x.dtype, device=x.device)
+        block_n = 8  # gate and up rows each: the 16-row tile of gemv_config's wide shape
+        _gated_gemv_kernel[(triton.cdiv(inter, block_n),)](
+            x,
+            weight,
+            out,
+            inter,
+            k,
+            weight.stride(0),
+            BLOCK_N=block_n,
+            BLOCK_K=1024,
+            num_warps=4,
+            **launch_args(kernels.pdl),
+        )
+        return out
+    gate_up = linear(x, weight, keep_splits=True, kernels=kernels)
+    return silu_and_mul(gate_up, inter, kernels.pdl)
 
 
 def _input(x: torch.Tensor | SplitSums) -> tuple[torch.Tensor, int, torch.dtype]:
@@ -605,14 +690,21 @@ def linear(
     splits (``keep_splits``) and for vocabulary-sized weights (the LM head), as cuBLAS was
     2-4% faster than the GEMV plus its summing launch on q|k|v. ``kernels.gemv`` "0" keeps
     cuBLAS everywhere, "all" the GEMV for every one-row matmul. ``peers``: see ``gemv``."""
+    if _takes_gemv(x, weight, keep_splits, kernels):
+        config = gemv_config(*weight.shape)
+        return gemv(x, weight, bias, config, keep_splits, kernels.pdl, peers)
+    return F.linear(x, weight, bias)
+
+
+def _takes_gemv(
+    x: torch.Tensor, weight: torch.Tensor, keep_splits: bool, kernels: KernelSwitches
+) -> bool:
+    """Whether ``linear`` runs this matmul on the one-row GEMV (see ``linear``)."""
     mode = kernels.gemv
-    if (
+    return (
         kernels.fused
         and x.dim() == 2
         and x.shape[0] == 1
         and mode != "0"
         and (keep_splits or weight.shape[0] >= 32768 or mode == "all" or kernels.pdl)
-    ):
-        config = gemv_config(*weight.shape)
-        return gemv(x, weight, bias, config, keep_splits, kernels.pdl, peers)
-    return F.linear(x, weight, bias)
+    )

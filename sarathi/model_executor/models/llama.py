@@ -116,10 +116,10 @@ class LlamaMLP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:
-        gate_up = self.gate_up_proj(x)
         if self.kernels.fused:
-            return self.down_proj(fused.silu_and_mul(gate_up, self.inter, self.kernels.pdl))
-        gate, up = gate_up.split(self.inter, dim=-1)
+            h = fused.silu_mul_linear(x, self.gate_up_proj.weight, self.inter, self.kernels)
+            return self.down_proj(h)
+        gate, up = self.gate_up_proj(x).split(self.inter, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
 
