@@ -108,9 +108,9 @@ class LlamaMLP(nn.Module):
         self.inter = split_evenly(
             s.intermediate_size, tp.rank, tp.world_size, "intermediate_size"
         ).length
-        self.gate_up_proj = column_linear(
-            s.hidden_size, 2 * self.inter, False, tp, keep_splits=True, kernels=k
-        )
+        # With fused kernels, forward hands this weight to fused.silu_mul_linear, which
+        # finishes SiLU-and-mul with (or right after) the matmul.
+        self.gate_up_proj = column_linear(s.hidden_size, 2 * self.inter, False, tp, kernels=k)
         self.down_proj = row_linear(
             self.inter, s.hidden_size, False, tp, keep_splits=True, kernels=k, peer_slot=1
         )
