@@ -96,6 +96,13 @@ if triton_installed():
         return acc.to(dt).to(tl.float32)
 
     @triton.jit
+    def _silu_mul(g, u, dt: tl.constexpr):
+        """silu(g) * u in ``dt``, from g and u already rounded to ``dt`` (as float32).
+        Reference: silu in the activations' dtype, then the product."""
+        s = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
+        return (s * u).to(dt)
+
+    @triton.jit
     def _silu_mul_kernel(
         GU, Out, stride_t, inter, SPLITS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr
     ):
@@ -107,8 +114,7 @@ if triton_installed():
         dt = Out.dtype.element_ty
         g = _load_input(base + cols, mask, 2 * inter, SPLITS, dt)
         u = _load_input(base + inter + cols, mask, 2 * inter, SPLITS, dt)
-        s = (g / (1.0 + tl.exp(-g))).to(Out.dtype.element_ty).to(tl.float32)
-        tl.store(Out + t.to(tl.int64) * inter + cols, (s * u).to(Out.dtype.element_ty), mask=mask)
+        tl.store(Out + t.to(tl.int64) * inter + cols, _silu_mul(g, u, dt), mask=mask)
 
     @triton.jit
     def add_norm_store(x, r, w, ResOut, Out, offs, mask, n, eps):
@@ -317,13 +323,11 @@ if triton_installed():
             wu = tl.load(up + rk[None, :], mask=wmask, other=0.0)
             acc_g += wg.to(tl.float32) * x[None, :]
             acc_u += wu.to(tl.float32) * x[None, :]
-        # Reference roundings (as _silu_mul_kernel after the matmul): gate and up in the
-        # activations' dtype, silu(gate) in it, then the product.
+        # Gate and up round to the activations' dtype, as the matmul's output would.
         dt = Out.dtype.element_ty
         g = tl.sum(acc_g, 1).to(dt).to(tl.float32)
         u = tl.sum(acc_u, 1).to(dt).to(tl.float32)
-        s = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
-        tl.store(Out + rn, (s * u).to(dt), mask=nmask)
+        tl.store(Out + rn, _silu_mul(g, u, dt), mask=nmask)
 
     @triton.jit
     def _sum_splits_kernel(
