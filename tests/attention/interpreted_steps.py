@@ -190,6 +190,72 @@ def check_rotary_sums() -> None:
     assert c1[1, 1, 3].abs().sum() > 0  # v landed in its cache row
 
 
+def check_decode_rope() -> None:
+    """Batch-1 decode with the rotary and the K/V write inside the decode kernel
+    (DecodeRope, from a q|k|v GEMV's split sums) gives the bits of the rotary kernel then
+    the decode kernel: the output and the cache, with the newest position in a split's
+    first block or in a later one (read back after the kernel's own write), paged too.
+    The interpreter's bfloat16 dot products are not exact, so bfloat16 checks the rotary's
+    roundings through the cache only."""
+    for dtype in (torch.float32, torch.bfloat16):
+        _check_decode_rope(dtype)
+
+
+def _check_decode_rope(dtype: torch.dtype) -> None:
+    from sarathi.model_executor.attention.metadata import DecodeRope
+    from sarathi.model_executor.layers import fused
+
+    torch.manual_seed(4)
+    hq, hkv, d, hidden, slots, max_len, page = 4, 2, 32, 64, 3, 256, 16
+    n_qkv = (hq + 2 * hkv) * d
+    x = torch.randn(1, hidden).to(dtype)
+    w = (torch.randn(n_qkv, hidden) / 4).to(dtype)
+    sums = fused.gemv(x, w, None, fused.GemvConfig(16, 16, 4, 4), keep_splits=True)
+    assert isinstance(sums, fused.SplitSums)
+    q, k, v = sums.parts[:1].split([hq * d, hkv * d, hkv * d], dim=-1)
+    q, k, v = q.view(1, hq, d), k.view(1, hkv, d), v.view(1, hkv, d)
+    angles = torch.rand(max_len, d // 2) * 6.3
+    cos, sin = angles.cos().repeat(1, 2), angles.sin().repeat(1, 2)
+    base_k = torch.randn(slots, max_len, hkv, d).to(dtype)
+    base_v = torch.randn(slots, max_len, hkv, d).to(dtype)
+    table = torch.arange(slots * max_len // page, dtype=torch.int32).view(slots, -1)
+    slot = torch.tensor([1])
+    # (context, fixed split, paged): the newest position in a split's first block; in the
+    # second block of the only split; the same paged; the default split.
+    for n, split, paged in ((150, (2, 128), False), (100, (1, 128), False), (100, (1, 128), True),
+                            (37, None, False)):
+        lens, pos = torch.tensor([n]), torch.tensor([n - 1])
+        outs, caches = [], []
+        for fused_rope in (False, True):
+            kc, vc = base_k.clone(), base_v.clone()
+            if paged:
+                kc, vc = kc.view(-1, page, hkv, d), vc.view(-1, page, hkv, d)
+                index = (table[slot, pos // page].long(), pos % page)
+            else:
+                index = (slot, pos)
+            bt = table if paged else None
+            out = torch.full((1, hq, d), float("nan"), dtype=dtype)
+            if fused_rope:
+                rope = DecodeRope(k, v, cos, sin, pos, dtype, 4, sums.parts.stride(0))
+                decode_attention(q, kc, vc, slot, lens, max_len, 0.3, None, out, 4, split, bt,
+                                 rope=rope)
+            else:
+                qr = fused.rotary_store_kv(q, k, v, cos, sin, pos, kc, vc, index, sums=sums)
+                decode_attention(qr, kc, vc, slot, lens, max_len, 0.3, None, out, 4, split, bt)
+                kd, vd = kc.view(slots, max_len, hkv, d), vc.view(slots, max_len, hkv, d)
+                ref = TorchAttention().forward(
+                    qr.float(), kd.float(), vd.float(),
+                    AttentionMetadata(slot, pos, 1, slot, lens, n, []), 0.3, None,
+                )  # fmt: skip
+                exact = dtype == torch.float32
+                assert not exact or (out - ref).abs().max() < 1e-4, (n, split, paged)
+            outs.append(out)
+            caches.append((kc, vc))
+        assert dtype != torch.float32 or torch.equal(outs[0], outs[1]), (n, split, paged)
+        assert torch.equal(caches[0][0], caches[1][0]) and torch.equal(caches[0][1], caches[1][1])
+        assert not torch.equal(caches[1][0].view(slots, max_len, hkv, d), base_k)  # written
+
+
 def check_gated_gemv() -> None:
     """One row through [gate; up] and silu-and-mul in one kernel: what the GEMV's summed
     output then silu_and_mul give, for float32 (the same sums, up to their order) and for
@@ -246,6 +312,7 @@ if __name__ == "__main__":
     check_norms()
     check_rotary_sums()
     check_gated_gemv()
+    check_decode_rope()
     check_kernels()
     check_steps(overlap=False)
     check_steps(overlap=True)

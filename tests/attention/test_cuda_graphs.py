@@ -98,3 +98,25 @@ def _constrained(enforce_eager: bool, overlap: bool) -> list[list[int]]:
 def test_grammar_masks_on_graphed_overlapped_steps_match_eager() -> None:
     """Masks computed while the forward runs (overlap) and applied to a graph's logits."""
     assert _constrained(False, True) == _constrained(True, False)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_batch1_decode_rope_matches_the_rotary_kernel(monkeypatch, dtype: str) -> None:
+    """One sequence: its decode steps take the rotary and the K/V write inside the decode
+    kernel (DecodeRope); the same tokens and logprobs as with the rotary kernel first, in
+    graphs and eagerly."""
+    from sarathi.model_executor.attention.triton_backend import TritonAttention
+
+    def run(enforce_eager: bool) -> tuple[list[int], list[float]]:
+        llm = LLM("demo", device="cuda", dtype=dtype, enforce_eager=enforce_eager,
+                  max_num_seqs=4)
+        params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True, logprobs=0)
+        out = llm.generate([[5 + j for j in range(37)]], params, use_tqdm=False)[0].outputs[0]
+        llm.engine.shutdown()
+        assert out.logprobs is not None
+        return out.token_ids, [next(iter(p.values())).logprob for p in out.logprobs]
+
+    fused = [run(True), run(False)]
+    monkeypatch.setattr(TritonAttention, "decode_rope", lambda self, *a: None)
+    unfused = [run(True), run(False)]
+    assert fused == unfused

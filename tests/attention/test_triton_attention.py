@@ -246,3 +246,53 @@ def test_kernels_read_caches_made_after_others_closed() -> None:
         assert rel_error(out, ref) < BF16_TOL
         del k, v
         cache.close()
+
+
+@pytest.mark.parametrize("hq,hkv,d", [(32, 32, 128), (32, 8, 128), (16, 8, 128)])
+@pytest.mark.parametrize("n,window,layout", [(511, None, "per_layer"), (2048, None, "mega"),
+                                              (300, 77, "per_layer")])
+@pytest.mark.parametrize("pdl", [False, True])
+def test_decode_rope_equals_rotary_then_decode(hq: int, hkv: int, d: int, n: int,
+                                               window: int | None, layout: str,
+                                               pdl: bool) -> None:
+    """Batch-1 decode with the rotary and the K/V write inside the decode kernel (from a
+    q|k|v GEMV's split sums), against the rotary kernel then the decode kernel: the same
+    bits in the output and the cache."""
+    from sarathi.model_executor.attention.metadata import DecodeRope
+    from sarathi.model_executor.layers import fused
+    from sarathi.model_executor.layers.rotary import RotaryEmbedding
+
+    torch.manual_seed(n + hq)
+    hidden, slots, max_len = 1024, 4, 4096
+    x = torch.randn(1, hidden, dtype=torch.bfloat16, device="cuda")
+    w = torch.randn((hq + 2 * hkv) * d, hidden, dtype=torch.bfloat16, device="cuda") / 30
+    sums = fused.gemv(x, w, None, fused.GemvConfig(16, 128, 2, 8), keep_splits=True)
+    assert isinstance(sums, fused.SplitSums)
+    q, k, v = sums.parts[:1].split([hq * d, hkv * d, hkv * d], dim=-1)
+    q, k, v = q.view(1, hq, d), k.view(1, hkv, d), v.view(1, hkv, d)
+    rot = RotaryEmbedding(d, 10000.0, None, max_len, torch.device("cuda"))
+    k0, v0 = _cache(layout, slots, max_len, hkv, d, torch.bfloat16)
+    slot = torch.tensor([2], device="cuda")
+    lens, pos = torch.tensor([n], device="cuda"), torch.tensor([n - 1], device="cuda")
+    meta = AttentionMetadata(slot, pos, 1, slot, lens, n, [])
+    switches = KernelSwitches.resolve(torch.device("cuda"))
+    backend = get_attention_backend(
+        "triton", kernels=KernelSwitches(True, "1", pdl and switches.pdl)
+    )
+    results = []
+    for fuse in (False, True):
+        kc, vc = k0.clone(), v0.clone()
+        if fuse:
+            rope = DecodeRope(k, v, rot.cos, rot.sin, pos, torch.bfloat16, 2,
+                              sums.parts.stride(0))
+            out = backend.decode_rope(q, rope, kc, vc, meta, d**-0.5, window)
+            assert out is not None
+        else:
+            qr = fused.rotary_store_kv(q, k, v, rot.cos, rot.sin, pos, kc, vc,
+                                       backend.kv_index(meta), pdl, sums)
+            out = backend.forward(qr, kc, vc, meta, d**-0.5, window)
+        results.append((out, kc, vc))
+    (o1, k1, v1), (o2, k2, v2) = results
+    assert torch.equal(k1, k2) and torch.equal(v1, v2)
+    assert torch.equal(o1, o2)
+    assert not torch.equal(k1, k0)

@@ -7,7 +7,11 @@ from collections.abc import Callable
 
 import torch
 
-from sarathi.model_executor.attention.metadata import AttentionBackend, AttentionMetadata
+from sarathi.model_executor.attention.metadata import (
+    AttentionBackend,
+    AttentionMetadata,
+    DecodeRope,
+)
 from sarathi.model_executor.attention.torch_backend import TorchAttention
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches, triton_installed
 
@@ -80,6 +84,7 @@ def get_attention_backend(
 __all__ = [
     "AttentionBackend",
     "AttentionMetadata",
+    "DecodeRope",
     "get_attention_backend",
     "resolve_attention_backend",
     "uses_paged_cache",

@@ -68,6 +68,26 @@ class AttentionMetadata:
     cache: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DecodeRope:
+    """What a backend needs to fuse the rotary and the new K/V's cache write into a
+    one-token decode step's attention (``AttentionBackend.decode_rope``): ``k`` and ``v``
+    [B, Hkv, D] are the step's new key and value (and the query, passed beside them, is not
+    yet rotated); with ``splits`` > 0 the three are views into the first of that many
+    float32 split sums ``split_stride`` apart (a one-row q|k|v GEMV's), added up as they
+    load. ``cos``/``sin``: the rotary tables; ``positions`` [B]: the rows to use; ``dtype``:
+    the activations'."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+    positions: torch.Tensor
+    dtype: torch.dtype
+    splits: int = 0
+    split_stride: int = 0
+
+
 class AttentionBackend(Protocol):
     name: str
     # Reads every length from device tensors, so a step can replay a CUDA graph.
@@ -87,6 +107,22 @@ class AttentionBackend(Protocol):
         window: int | None,
     ) -> torch.Tensor:
         """q: [T, Hq, D] -> [T, Hq, D]."""
+        ...
+
+    def decode_rope(
+        self,
+        q: torch.Tensor,
+        rope: DecodeRope,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+        window: int | None,
+    ) -> torch.Tensor | None:
+        """``forward`` for a step of one decode with the rotary of q and k and the K/V
+        cache write done inside the attention kernel (one launch fewer a layer); None where
+        the backend does not fuse them, and the caller rotates, writes and calls
+        ``forward``."""
         ...
 
 

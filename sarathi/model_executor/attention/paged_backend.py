@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from sarathi.model_executor.attention.metadata import AttentionMetadata, KVIndex
+from sarathi.model_executor.attention.metadata import AttentionMetadata, DecodeRope, KVIndex
 from sarathi.model_executor.attention.torch_backend import TorchAttention
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
 
@@ -62,6 +62,21 @@ class PagedAttention:
         k = k_cache[rows].flatten(1, 2)  # [sequences, blocks * block_size, Hkv, D]
         v = v_cache[rows].flatten(1, 2)
         return self._torch.forward(q, k, v, dense_meta, scale, window)
+
+    def decode_rope(
+        self,
+        q: torch.Tensor,
+        rope: DecodeRope,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+        window: int | None,
+    ) -> torch.Tensor | None:
+        """The Triton kernels' fused form where they run; None on the gathering path."""
+        if self._triton is None:
+            return None
+        return self._triton.decode_rope(q, rope, k_cache, v_cache, meta, scale, window)
 
 
 def _dense_step(

@@ -10,7 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sarathi.model_executor.attention.metadata import AttentionMetadata, KVIndex, slot_index
+from sarathi.model_executor.attention.metadata import (
+    AttentionMetadata,
+    DecodeRope,
+    KVIndex,
+    slot_index,
+)
 
 
 class TorchAttention:
@@ -56,6 +61,19 @@ class TorchAttention:
             out[offset : offset + n] = o.squeeze(0).transpose(0, 1)
             offset += n
         return out
+
+    def decode_rope(
+        self,
+        q: torch.Tensor,
+        rope: DecodeRope,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+        window: int | None,
+    ) -> torch.Tensor | None:
+        """Not fused here: the caller's rotary then ``forward``."""
+        return None
 
     def _decode(
         self,

@@ -17,6 +17,7 @@ import torch
 from sarathi.model_executor.attention.metadata import (
     AttentionMetadata,
     ChunkTable,
+    DecodeRope,
     KVIndex,
     slot_index,
 )
@@ -80,6 +81,24 @@ class TritonAttention:
         main.wait_stream(self._side)
         return out
 
+    def decode_rope(
+        self,
+        q: torch.Tensor,
+        rope: DecodeRope,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+        window: int | None,
+    ) -> torch.Tensor | None:
+        """One decode and nothing else (batch-1 decode): the decode kernel rotates q and
+        the new key and writes the new K/V itself, so the rotary kernel's launch goes."""
+        if not (q.is_cuda and q.shape[0] == meta.num_decodes == 1 and meta.chunks is None):
+            return None
+        out = torch.empty(q.shape, dtype=rope.dtype, device=q.device)
+        self._decode(q, k_cache, v_cache, meta, scale, window, out, self.kernels.pdl, rope)
+        return out
+
     def _decode(
         self,
         q: torch.Tensor,
@@ -90,6 +109,7 @@ class TritonAttention:
         window: int | None,
         out: torch.Tensor,
         pdl: bool,
+        rope: DecodeRope | None = None,
     ) -> None:
         nd = meta.num_decodes
         fixed = meta.launch
@@ -111,6 +131,7 @@ class TritonAttention:
             fixed.decode_count if fixed is not None else None,
             pdl,
             fixed.decode if fixed is not None else None,
+            rope,
         )
 
     def _prefill(

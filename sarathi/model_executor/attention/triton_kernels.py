@@ -40,6 +40,8 @@ from sarathi.model_executor.attention.launch import (
     decode_splits,
     prefill_launch,
 )
+from sarathi.model_executor.attention.metadata import DecodeRope
+from sarathi.model_executor.layers.fused import load_split_sums
 from sarathi.model_executor.pdl import launch_args, wait_prior
 
 LOG2E = 1.4426950408889634
@@ -219,8 +221,29 @@ def _prefill_keys(
 
 
 @triton.jit
+def _rope(base, d, mask, c, s, split_stride, SPLITS: tl.constexpr, dt: tl.constexpr,
+          HEAD_DIM: tl.constexpr):  # fmt: skip
+    """Rotary of the head(s) at ``base`` (offsets ``d`` across the head, rows broadcast from
+    ``base``), read as split sums where SPLITS > 0, in ``dt``: the rotary kernel's
+    roundings (each product rounded to ``dt``), with each element's partner in the other
+    half read directly instead of the two halves apart."""
+    half: tl.constexpr = HEAD_DIM // 2
+    partner = (d + half) % HEAD_DIM
+    sign = tl.where(d < half, -1.0, 1.0)
+    x = load_split_sums(base + d, mask, split_stride, SPLITS, dt)
+    xp = load_split_sums(base + partner, mask, split_stride, SPLITS, dt)
+    o = (x * c).to(dt).to(tl.float32) + (sign * xp * s).to(dt).to(tl.float32)
+    return o.to(dt)
+
+
+@triton.jit
 def _decode_kernel(
     Q,
+    KNew,
+    VNew,
+    Cos,
+    Sin,
+    Pos,
     K,
     V,
     Slots,
@@ -234,6 +257,10 @@ def _decode_kernel(
     stride_bt,
     stride_qb,
     stride_qh,
+    stride_nb,
+    stride_nh,
+    stride_c,
+    rope_split_stride,
     stride_ks,
     stride_kp,
     stride_kh,
@@ -255,6 +282,8 @@ def _decode_kernel(
     PAGED: tl.constexpr,
     PAGE: tl.constexpr,
     COUNTED: tl.constexpr,
+    ROPE: tl.constexpr,
+    ROPE_SPLITS: tl.constexpr,
     PDL: tl.constexpr,
 ):
     b = tl.program_id(0)
@@ -298,34 +327,63 @@ def _decode_kernel(
         PAGED,
         PAGE,
     )
-    wait_prior(PDL)
-    newest = pmask & (pos == n - 1)
-    k_new, v_new = _load_kv(
-        k_base,
-        v_base,
-        BlockTable,
-        stride_bt,
-        slot,
-        pos,
-        newest,
-        stride_ks,
-        stride_kp,
-        stride_vs,
-        stride_vp,
-        HEAD_DIM,
-        PAGED,
-        PAGE,
-    )
-    k = tl.where(newest[:, None], k_new, k)
-    v = tl.where(newest[:, None], v_new, v)
-
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, HEAD_DIM)
     gmask = g < GROUP
     qh = kvh * GROUP + g
-    q = tl.load(
-        Q + b * stride_qb + qh[:, None] * stride_qh + d[None, :], mask=gmask[:, None], other=0.0
-    )
+    newest = pmask & (pos == n - 1)
+    if ROPE:
+        dt = Out.dtype.element_ty
+        # The position and the cos/sin tables are step inputs and constants (before the
+        # wait); the table repeats its first half, as the rotary kernel reads it.
+        p = tl.load(Pos + b).to(tl.int64)
+        c = tl.load(Cos + p * stride_c + d).to(dt).to(tl.float32)
+        sn = tl.load(Sin + p * stride_c + d).to(dt).to(tl.float32)
+        wait_prior(PDL)
+        qp = Q + b * stride_qb + qh[:, None] * stride_qh
+        q = _rope(qp, d, gmask[:, None], c[None, :], sn[None, :], rope_split_stride,
+                  ROPE_SPLITS, dt, HEAD_DIM)  # fmt: skip
+        kp = KNew + b * stride_nb + kvh * stride_nh
+        k_new = _rope(kp, d, d < HEAD_DIM, c, sn, rope_split_stride, ROPE_SPLITS, dt, HEAD_DIM)
+        v_new = load_split_sums(
+            VNew + b * stride_nb + kvh * stride_nh + d, d < HEAD_DIM, rope_split_stride,
+            ROPE_SPLITS, dt,
+        ).to(dt)  # fmt: skip
+        # The program whose range holds the newest position writes its K/V to the cache;
+        # the barrier makes the write visible to the block loads below, of any thread.
+        owns = (n - 1 >= start) & (n - 1 < end)
+        kr = _kv_rows(BlockTable, stride_bt, slot, n - 1, owns, stride_ks, stride_kp, PAGED, PAGE)
+        vr = _kv_rows(BlockTable, stride_bt, slot, n - 1, owns, stride_vs, stride_vp, PAGED, PAGE)
+        tl.store(k_base + kr + d, k_new, mask=(d < HEAD_DIM) & owns)
+        tl.store(v_base + vr + d, v_new, mask=(d < HEAD_DIM) & owns)
+        tl.debug_barrier()
+        k = tl.where(newest[:, None], k_new[None, :], k)
+        v = tl.where(newest[:, None], v_new[None, :], v)
+    else:
+        wait_prior(PDL)
+        k_new, v_new = _load_kv(
+            k_base,
+            v_base,
+            BlockTable,
+            stride_bt,
+            slot,
+            pos,
+            newest,
+            stride_ks,
+            stride_kp,
+            stride_vs,
+            stride_vp,
+            HEAD_DIM,
+            PAGED,
+            PAGE,
+        )
+        k = tl.where(newest[:, None], k_new, k)
+        v = tl.where(newest[:, None], v_new, v)
+        q = tl.load(
+            Q + b * stride_qb + qh[:, None] * stride_qh + d[None, :],
+            mask=gmask[:, None],
+            other=0.0,
+        )
 
     m_i = tl.full([BLOCK_G], NEG_BIG, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
@@ -582,8 +640,11 @@ def decode_attention(
     count: torch.Tensor | None = None,
     pdl: bool = False,
     launch: DecodeLaunch | None = None,
+    rope: DecodeRope | None = None,
 ) -> torch.Tensor:
-    """q: [B, Hq, D]; out: [B, Hq, D] (written). ``split`` fixes (splits, split_size) so a
+    """q: [B, Hq, D]; out: [B, Hq, D] (written). With ``rope`` the kernel rotates q and
+    the new key itself and writes the new K/V to the cache (see ``DecodeRope``); without
+    it they are in the cache already and q is rotated. ``split`` fixes (splits, split_size) so a
     captured graph stays valid for any context up to splits * split_size. With
     ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools. With
     ``count`` (a one-element device tensor) only the first ``count`` rows are decodes: the
@@ -616,8 +677,18 @@ def decode_attention(
     pdl_args = launch_args(pdl and b == 1)
     counted = count is not None
     cnt = count if counted else lens  # unused when not counted
+    r = rope
+    if r is not None and (
+        r.k.stride(-1) != 1 or r.v.stride(-1) != 1 or r.k.stride() != r.v.stride()
+    ):
+        raise ValueError("DecodeRope needs k and v alike, the head dimension contiguous")
     _decode_kernel[(b, hkv, splits)](
         q,
+        r.k if r else q,  # the rest of these are unused without rope
+        r.v if r else q,
+        r.cos if r else q,
+        r.sin if r else q,
+        r.positions if r else lens,
         k_cache,
         v_cache,
         slots,
@@ -631,6 +702,10 @@ def decode_attention(
         bt.stride(0),
         q.stride(0),
         q.stride(1),
+        r.k.stride(0) if r else 0,
+        r.k.stride(1) if r else 0,
+        r.cos.stride(0) if r else 0,
+        r.split_stride if r else 0,
         k_cache.stride(0),
         k_cache.stride(1),
         k_cache.stride(2),
@@ -652,6 +727,8 @@ def decode_attention(
         PAGED=paged,
         PAGE=k_cache.shape[1] if paged else 1,
         COUNTED=counted,
+        ROPE=r is not None,
+        ROPE_SPLITS=r.splits if r else 0,
         num_warps=launch.warps,
         num_stages=launch.stages,
         **pdl_args,

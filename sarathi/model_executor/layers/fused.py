@@ -85,7 +85,7 @@ if triton_installed():
         tl.store(out, y.to(Out.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _load_input(ptr, mask, split_stride, SPLITS: tl.constexpr, dt: tl.constexpr):
+    def load_split_sums(ptr, mask, split_stride, SPLITS: tl.constexpr, dt: tl.constexpr):
         """A row of a matmul's output: loaded, or (SPLITS > 0) summed over its float32 split
         sums and rounded to ``dt`` as the matmul's own output would be."""
         if SPLITS == 0:
@@ -112,8 +112,8 @@ if triton_installed():
         mask = cols < inter
         base = GU + t.to(tl.int64) * stride_t
         dt = Out.dtype.element_ty
-        g = _load_input(base + cols, mask, 2 * inter, SPLITS, dt)
-        u = _load_input(base + inter + cols, mask, 2 * inter, SPLITS, dt)
+        g = load_split_sums(base + cols, mask, 2 * inter, SPLITS, dt)
+        u = load_split_sums(base + inter + cols, mask, 2 * inter, SPLITS, dt)
         tl.store(Out + t.to(tl.int64) * inter + cols, _silu_mul(g, u, dt), mask=mask)
 
     @triton.jit
@@ -149,7 +149,7 @@ if triton_installed():
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n
-        x = _load_input(X + row * stride_x + cols, mask, n, SPLITS, ResOut.dtype.element_ty)
+        x = load_split_sums(X + row * stride_x + cols, mask, n, SPLITS, ResOut.dtype.element_ty)
         r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
         w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
         add_norm_store(x, r, w, ResOut, Out, row * n + cols, mask, n, eps)
@@ -173,8 +173,8 @@ if triton_installed():
         d = tl.arange(0, HALF)
         hmask = h[:, None] < heads
         ptr = src + h[:, None] * stride_h + d[None, :]
-        x1 = _load_input(ptr, hmask, split_stride, SPLITS, dt)
-        x2 = _load_input(ptr + HALF, hmask, split_stride, SPLITS, dt)
+        x1 = load_split_sums(ptr, hmask, split_stride, SPLITS, dt)
+        x2 = load_split_sums(ptr + HALF, hmask, split_stride, SPLITS, dt)
         # Reference: x * cos + cat(-x2, x1) * sin, each product rounded to the dtype.
         o1 = (x1 * c[None, :]).to(dt).to(tl.float32) + (-x2 * s[None, :]).to(dt).to(tl.float32)
         o2 = (x2 * c[None, :]).to(dt).to(tl.float32) + (x1 * s[None, :]).to(dt).to(tl.float32)
@@ -245,7 +245,7 @@ if triton_installed():
         if SPLITS == 0:
             v = tl.load(vsrc, mask=kmask)
         else:
-            v = _load_input(vsrc, kmask, split_stride, SPLITS, dt)
+            v = load_split_sums(vsrc, kmask, split_stride, SPLITS, dt)
         tl.store(VC + a * svc_a + b * svc_b + hk[:, None] * svc_h + full[None, :], v, mask=kmask)
 
     @triton.jit

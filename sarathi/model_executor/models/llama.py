@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
+from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata, DecodeRope
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
 from sarathi.model_executor.layers import fused
 from sarathi.model_executor.layers.layernorm import RMSNorm
@@ -94,10 +94,21 @@ class LlamaAttention(nn.Module):
         if q_norm is not None and k_norm is not None:
             q, k = q_norm(q), k_norm(k)
         k_cache, v_cache = ctx.kv_cache.layer(self.layer_idx)
-        q = ctx.rotary.apply_and_store(
-            q, k, v, ctx.meta.positions, k_cache, v_cache, ctx.attention.kv_index(ctx.meta), sums
-        )
-        o = ctx.attention.forward(q, k_cache, v_cache, ctx.meta, self.scale, self.window)
+        o = None
+        if sums is not None:  # one row: the attention kernel may take the rotary in too
+            rope = DecodeRope(
+                k, v, ctx.rotary.cos, ctx.rotary.sin, ctx.meta.positions, sums.dtype,
+                sums.parts.shape[0], sums.parts.stride(0),
+            )  # fmt: skip
+            o = ctx.attention.decode_rope(
+                q, rope, k_cache, v_cache, ctx.meta, self.scale, self.window
+            )
+        if o is None:
+            q = ctx.rotary.apply_and_store(
+                q, k, v, ctx.meta.positions, k_cache, v_cache, ctx.attention.kv_index(ctx.meta),
+                sums,
+            )  # fmt: skip
+            o = ctx.attention.forward(q, k_cache, v_cache, ctx.meta, self.scale, self.window)
         return self.o_proj(o.reshape(t, self.q_size))
 
 
