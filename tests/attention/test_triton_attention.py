@@ -293,6 +293,13 @@ def test_decode_rope_equals_rotary_then_decode(hq: int, hkv: int, d: int, n: int
             out = backend.forward(qr, kc, vc, meta, d**-0.5, window)
         results.append((out, kc, vc))
     (o1, k1, v1), (o2, k2, v2) = results
-    assert torch.equal(k1, k2) and torch.equal(v1, v2)
-    assert torch.equal(o1, o2)
+    for name, a, b in (("k", k1, k2), ("v", v1, v2), ("out", o1, o2)):
+        where = (a != b).nonzero()
+        # Which entries differ and by how much: a few ulps on the newest row point at the
+        # roundings, other rows at the store.
+        assert where.shape[0] == 0, (
+            f"{name}: {where.shape[0]} entries differ, first {where[:8].tolist()}, "
+            f"max {(a.float() - b.float()).abs().max().item()}, "
+            f"rows {sorted(set(where[:, 1].tolist())) if a.dim() == 4 else '-'}"
+        )
     assert not torch.equal(k1, k0)
