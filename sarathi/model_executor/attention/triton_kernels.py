@@ -731,6 +731,10 @@ def decode_attention(
         ROPE_SPLITS=r.splits if r else 0,
         num_warps=launch.warps,
         num_stages=launch.stages,
+        # Triton contracts a product and a sum into one FMA by default, which skips the
+        # product's rounding: the rotary inside (ROPE) would then not round as the rotary
+        # kernel does. Off for both forms, so that their attention arithmetic is the same.
+        enable_fp_fusion=False,
         **pdl_args,
     )
     if splits > 1:

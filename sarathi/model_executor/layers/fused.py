@@ -561,6 +561,9 @@ def rotary_store_kv(
             BLOCK_HKV=triton.next_power_of_2(hkv),
             # One token (batch-1 decode) is one program: more warps keep more loads in flight.
             num_warps=8 if t == 1 else 4,
+            # By default Triton contracts x1 * c + (-x2) * s into an FMA, which skips a
+            # product's rounding: off, so each product rounds as the reference's does.
+            enable_fp_fusion=False,
             **launch_args(pdl),
         )
     return out
