@@ -4,8 +4,8 @@ At batch 1 a decode step is ~98% weight reads; cuBLAS picks its kernel by heuris
 for some shapes leaves most of the chip idle (Llama-3-8B's 4096x4096 o_proj got ~1.6 TB/s
 of a 3 TB/s card in the roofline profile). This times, for each projection of a model
 shape: ``F.linear`` (cuBLAS as torch configures it), the same with the cuBLASLt backend, and
-our split-K Triton GEMV (``fused.gemv``, one row only) at the configuration the model uses
-(``fused.gemv_config``) and at the best of a sweep of tile shapes and split counts, and
+our split-K Triton GEMV (``gemv.gemv``, one row only) at the configuration the model uses
+(``gemv.gemv_config``) and at the best of a sweep of tile shapes and split counts, and
 reports the weight-read bandwidth of each. Every time is per call of
 a CUDA graph of 20 back-to-back calls, as the kernels run inside the decode graph.
 
@@ -27,8 +27,8 @@ from common import bench_ms, copy_bandwidth, print_table, run_info, write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from sarathi.model_executor.layers import fused
-from sarathi.model_executor.layers.fused import GemvConfig
+from sarathi.model_executor.layers import gemv
+from sarathi.model_executor.layers.gemv import GemvConfig
 
 SHAPES = {  # (name, in_features, out_features)
     "llama3-8b": [
@@ -82,7 +82,7 @@ CONFIGS = [
 
 
 def _gemv(x: torch.Tensor, w: torch.Tensor, cfg: GemvConfig) -> torch.Tensor:
-    return fused.gemv(x, w, None, cfg)
+    return gemv.gemv(x, w, None, cfg)
 
 
 def best_gemv(x: torch.Tensor, ws: list[torch.Tensor]) -> tuple[GemvConfig, float]:
@@ -133,7 +133,7 @@ def main() -> None:
             row["cublaslt_us"] = graph_us(functools.partial(F.linear, x), ws)
             torch.backends.cuda.preferred_blas_library(default)
             if m == 1:
-                used = fused.gemv_config(n, k)
+                used = gemv.gemv_config(n, k)
                 row["default_us"] = graph_us(functools.partial(_gemv, x, cfg=used), ws)
                 row["default_config"] = (
                     f"n{used.block_n} k{used.block_k} s{used.splits} w{used.num_warps}"
@@ -143,7 +143,7 @@ def main() -> None:
                     f"n{cfg.block_n} k{cfg.block_k} s{cfg.splits} w{cfg.num_warps}"
                 )
                 ref = F.linear(x.float(), w.float())
-                got = fused.gemv(x, w, None, cfg).float()
+                got = gemv.gemv(x, w, None, cfg).float()
                 row["triton_rel_err"] = ((got - ref).norm() / ref.norm()).item()
             for label in ("cublas", "cublaslt", "default", "triton"):
                 if f"{label}_us" in row:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from sarathi.model_executor.kernel_switches import KernelSwitches
-from sarathi.model_executor.layers import fused
+from sarathi.model_executor.layers import fused, gemv
 from sarathi.model_executor.layers.layernorm import RMSNorm
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 
@@ -91,14 +91,14 @@ def test_rotary_store_kv(hq: int, hk: int, d: int, layout: str) -> None:
 
 
 @pytest.mark.parametrize("n,k,bias", [(4096, 4096, False), (1000, 4000, True), (37, 11008, False)])
-@pytest.mark.parametrize("cfg", [fused.GemvConfig(16, 256, 8), fused.GemvConfig(64, 128, 1, 8),
-                                 fused.GemvConfig(8, 512, 16), fused.gemv_config(32768, 4096)])
-def test_gemv(n: int, k: int, bias: bool, cfg: fused.GemvConfig) -> None:
+@pytest.mark.parametrize("cfg", [gemv.GemvConfig(16, 256, 8), gemv.GemvConfig(64, 128, 1, 8),
+                                 gemv.GemvConfig(8, 512, 16), gemv.gemv_config(32768, 4096)])
+def test_gemv(n: int, k: int, bias: bool, cfg: gemv.GemvConfig) -> None:
     w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda")
     b = torch.randn(n, dtype=torch.bfloat16, device="cuda") if bias else None
     x = torch.randn(1, k, dtype=torch.bfloat16, device="cuda")
     ref = F.linear(x.float(), w.float(), None if b is None else b.float())
-    assert _rel(fused.gemv(x, w, b, cfg), ref) < 1e-2
+    assert _rel(gemv.gemv(x, w, b, cfg), ref) < 1e-2
 
 
 def test_split_sums_feed_the_fused_kernels() -> None:
@@ -111,15 +111,15 @@ def test_split_sums_feed_the_fused_kernels() -> None:
     w_o = torch.randn(h, 2048, dtype=torch.bfloat16, device="cuda") / 40
     w_gu = torch.randn(2 * inter, 2048, dtype=torch.bfloat16, device="cuda") / 40
     residual = torch.randn(1, h, dtype=torch.bfloat16, device="cuda")
-    cfg = fused.GemvConfig(16, 128, 4, 8)
-    o = fused.gemv(x, w_o, None, cfg, keep_splits=True)
-    assert isinstance(o, fused.SplitSums) and o.parts.shape == (4, h)
+    cfg = gemv.GemvConfig(16, 128, 4, 8)
+    o = gemv.gemv(x, w_o, None, cfg, keep_splits=True)
+    assert isinstance(o, gemv.SplitSums) and o.parts.shape == (4, h)
     whole = o.total()
     assert _rel(whole, F.linear(x.float(), w_o.float())) < 1e-2
     out, new_residual = fused.add_rms_norm(o, residual, norm.weight, norm.eps)
     ref_out, ref_residual = fused.add_rms_norm(whole, residual, norm.weight, norm.eps)
     assert torch.equal(new_residual, ref_residual) and torch.equal(out, ref_out)
-    gu = fused.gemv(x, w_gu, None, cfg, keep_splits=True)
+    gu = gemv.gemv(x, w_gu, None, cfg, keep_splits=True)
     assert torch.equal(fused.silu_and_mul(gu, inter), fused.silu_and_mul(gu.total(), inter))
 
 
@@ -130,7 +130,7 @@ def test_gated_gemv_matches_gemv_then_silu_and_mul(inter: int, k: int) -> None:
     x = torch.randn(1, k, dtype=torch.bfloat16, device="cuda")
     w = torch.randn(2 * inter, k, dtype=torch.bfloat16, device="cuda") / 40
     out = fused.silu_mul_linear(x, w, inter, _kernels())
-    gu = fused.gemv(x, w, None, fused.gemv_config(2 * inter, k), keep_splits=True)
+    gu = gemv.gemv(x, w, None, gemv.gemv_config(2 * inter, k), keep_splits=True)
     ref = fused.silu_and_mul(gu, inter)
     assert out.shape == ref.shape and out.dtype == ref.dtype
     assert _rel(out, ref) < 1e-2
@@ -140,11 +140,11 @@ def test_one_row_linear_keeps_splits_only_when_asked() -> None:
     w = torch.randn(512, 256, dtype=torch.bfloat16, device="cuda")
     b = torch.randn(512, dtype=torch.bfloat16, device="cuda")
     x = torch.randn(1, 256, dtype=torch.bfloat16, device="cuda")
-    assert isinstance(fused.linear(x, w, None, True, _kernels()), fused.SplitSums)
-    assert isinstance(fused.linear(x, w, b, True, _kernels()), torch.Tensor)  # bias: summed
-    assert isinstance(fused.linear(x.repeat(2, 1), w, None, True, _kernels()), torch.Tensor)
+    assert isinstance(gemv.linear(x, w, None, True, _kernels()), gemv.SplitSums)
+    assert isinstance(gemv.linear(x, w, b, True, _kernels()), torch.Tensor)  # bias: summed
+    assert isinstance(gemv.linear(x.repeat(2, 1), w, None, True, _kernels()), torch.Tensor)
     lm_head = torch.randn(32768, 256, dtype=torch.bfloat16, device="cuda")
-    assert _rel(fused.linear(x, lm_head, kernels=_kernels()),
+    assert _rel(gemv.linear(x, lm_head, kernels=_kernels()),
                 F.linear(x.float(), lm_head.float())) < 1e-2
 
 
@@ -153,12 +153,12 @@ def _mlp_chain(x: torch.Tensor, residual: torch.Tensor, w: dict[str, torch.Tenso
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch-1 decode layer's matmul-and-small-op chain: every kernel depends on the one
     before, which is what programmatic dependent launch overlaps."""
-    h, res = fused.add_rms_norm(fused.linear(x, w["o"], None, True, k), residual,
+    h, res = fused.add_rms_norm(gemv.linear(x, w["o"], None, True, k), residual,
                                 norm.weight, norm.eps, k.pdl)
-    gu = fused.linear(h, w["gate_up"], None, True, k)
-    down = fused.linear(fused.silu_and_mul(gu, inter, k.pdl), w["down"], None, True, k)
+    gu = gemv.linear(h, w["gate_up"], None, True, k)
+    down = gemv.linear(fused.silu_and_mul(gu, inter, k.pdl), w["down"], None, True, k)
     out, res = fused.add_rms_norm(down, res, norm.weight, norm.eps, k.pdl)
-    return fused.linear(out, w["head"], kernels=k), res
+    return gemv.linear(out, w["head"], kernels=k), res
 
 
 def test_dependent_launch_matches_plain_launch_in_a_graph() -> None:

@@ -13,7 +13,7 @@ from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.model_executor.attention import resolve_attention_backend, uses_paged_cache
 from sarathi.model_executor.dummy_weights import init_dummy_weights
-from sarathi.model_executor.layers import fused
+from sarathi.model_executor.layers import gemv
 from sarathi.model_executor.model_loader import (
     build_model,
     iter_checkpoint,
@@ -64,7 +64,7 @@ class Worker:
         step_tokens = max(chunk_size, slots)
         hidden = spec.shape.hidden_size
         tp = (tp or TPGroup()).with_symmetric_all_reduce(
-            step_tokens * hidden, spec.dtype, fused.MAX_SPLITS * hidden, spec.device
+            step_tokens * hidden, spec.dtype, gemv.MAX_SPLITS * hidden, spec.device
         )
         self.tp = tp
         self.model = build_model(spec.shape, spec.dtype, spec.device, tp)

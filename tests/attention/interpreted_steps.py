@@ -167,15 +167,15 @@ def check_norms() -> None:
 def check_rotary_sums() -> None:
     """The rotary kernel reading a one-row q|k|v matmul's split sums gives the bits it gives
     on the summed output (q, and k and v in the cache)."""
-    from sarathi.model_executor.layers import fused
+    from sarathi.model_executor.layers import fused, gemv
 
     torch.manual_seed(2)
     hq, hkv, d, hidden = 4, 2, 32, 64
     n = (hq + 2 * hkv) * d
     x = torch.randn(1, hidden).to(torch.bfloat16)
     w = torch.randn(n, hidden).to(torch.bfloat16)
-    sums = fused.gemv(x, w, None, fused.GemvConfig(16, 16, 4, 4), keep_splits=True)
-    assert isinstance(sums, fused.SplitSums) and sums.parts.shape[0] == 4
+    sums = gemv.gemv(x, w, None, gemv.GemvConfig(16, 16, 4, 4), keep_splits=True)
+    assert isinstance(sums, gemv.SplitSums) and sums.parts.shape[0] == 4
     cos, sin = torch.randn(16, d), torch.randn(16, d)
     pos, index = torch.tensor([5]), (torch.tensor([1]), torch.tensor([3]))
     results = []
@@ -203,15 +203,15 @@ def check_decode_rope() -> None:
 
 def _check_decode_rope(dtype: torch.dtype) -> None:
     from sarathi.model_executor.attention.metadata import DecodeRope
-    from sarathi.model_executor.layers import fused
+    from sarathi.model_executor.layers import fused, gemv
 
     torch.manual_seed(4)
     hq, hkv, d, hidden, slots, max_len, page = 4, 2, 32, 64, 3, 256, 16
     n_qkv = (hq + 2 * hkv) * d
     x = torch.randn(1, hidden).to(dtype)
     w = (torch.randn(n_qkv, hidden) / 4).to(dtype)
-    sums = fused.gemv(x, w, None, fused.GemvConfig(16, 16, 4, 4), keep_splits=True)
-    assert isinstance(sums, fused.SplitSums)
+    sums = gemv.gemv(x, w, None, gemv.GemvConfig(16, 16, 4, 4), keep_splits=True)
+    assert isinstance(sums, gemv.SplitSums)
     q, k, v = sums.parts[:1].split([hq * d, hkv * d, hkv * d], dim=-1)
     q, k, v = q.view(1, hq, d), k.view(1, hkv, d), v.view(1, hkv, d)
     angles = torch.rand(max_len, d // 2) * 6.3

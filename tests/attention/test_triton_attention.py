@@ -259,15 +259,15 @@ def test_decode_rope_equals_rotary_then_decode(hq: int, hkv: int, d: int, n: int
     q|k|v GEMV's split sums), against the rotary kernel then the decode kernel: the same
     bits in the output and the cache."""
     from sarathi.model_executor.attention.metadata import DecodeRope
-    from sarathi.model_executor.layers import fused
+    from sarathi.model_executor.layers import fused, gemv
     from sarathi.model_executor.layers.rotary import RotaryEmbedding
 
     torch.manual_seed(n + hq)
     hidden, slots, max_len = 1024, 4, 4096
     x = torch.randn(1, hidden, dtype=torch.bfloat16, device="cuda")
     w = torch.randn((hq + 2 * hkv) * d, hidden, dtype=torch.bfloat16, device="cuda") / 30
-    sums = fused.gemv(x, w, None, fused.GemvConfig(16, 128, 2, 8), keep_splits=True)
-    assert isinstance(sums, fused.SplitSums)
+    sums = gemv.gemv(x, w, None, gemv.GemvConfig(16, 128, 2, 8), keep_splits=True)
+    assert isinstance(sums, gemv.SplitSums)
     q, k, v = sums.parts[:1].split([hq * d, hkv * d, hkv * d], dim=-1)
     q, k, v = q.view(1, hq, d), k.view(1, hkv, d), v.view(1, hkv, d)
     rot = RotaryEmbedding(d, 10000.0, None, max_len, torch.device("cuda"))

@@ -5,7 +5,7 @@ beforehand, as if it had arrived first). Prints OK."""
 
 import torch
 
-from sarathi.model_executor.layers import fused
+from sarathi.model_executor.layers import fused, gemv
 from sarathi.model_executor.layers.all_reduce_norm import PeerParts, all_reduce_add_rms_norm
 
 WORLD, N, K, EPS = 2, 96, 256, 1e-5
@@ -17,16 +17,16 @@ def main() -> None:
     weights = [torch.randn(N, K).to(torch.bfloat16) for _ in range(WORLD)]
     residual = torch.randn(1, N).to(torch.bfloat16)
     norm_weight = torch.randn(N)
-    config = fused.GemvConfig(16, 64, 4, 4)
-    buffers = [torch.full((fused.MAX_SPLITS * N,), float("nan")) for _ in range(WORLD)]
+    config = gemv.GemvConfig(16, 64, 4, 4)
+    buffers = [torch.full((gemv.MAX_SPLITS * N,), float("nan")) for _ in range(WORLD)]
     pads = [torch.zeros(32, dtype=torch.int32) for _ in range(WORLD)]
     buffer_ptrs = torch.tensor([b.data_ptr() for b in buffers])
     pad_ptrs = torch.tensor([p.data_ptr() for p in pads])
     sums = []
     for rank in range(WORLD):
         peers = PeerParts(buffers[rank], buffer_ptrs, pad_ptrs, rank, WORLD)
-        sums.append(fused.gemv(x[rank], weights[rank], None, config, True, False, peers))
-        assert isinstance(sums[-1], fused.SplitSums) and sums[-1].peers is peers
+        sums.append(gemv.gemv(x[rank], weights[rank], None, config, True, False, peers))
+        assert isinstance(sums[-1], gemv.SplitSums) and sums[-1].peers is peers
         assert sums[-1].parts.data_ptr() == buffers[rank].data_ptr()
         try:  # a rank's share is no matmul output: only add_rms_norm finishes the sum
             sums[-1].total()
@@ -36,7 +36,7 @@ def main() -> None:
             raise AssertionError("total() of a rank's share")
     # The reference: every rank's split sums, in rank order, through the unfused kernel.
     every = torch.cat([s.parts for s in sums]).contiguous()
-    want = fused.add_rms_norm(fused.SplitSums(every, torch.bfloat16), residual, norm_weight, EPS)
+    want = fused.add_rms_norm(gemv.SplitSums(every, torch.bfloat16), residual, norm_weight, EPS)
     for rank, s in enumerate(sums):
         for p in range(WORLD):
             pads[p].zero_()

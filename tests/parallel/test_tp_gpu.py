@@ -113,7 +113,7 @@ def _fused_norm_matches(tp, rank: int, device: torch.device) -> bool:
     rank's result alike."""
     import torch.distributed as dist
 
-    from sarathi.model_executor.layers import fused
+    from sarathi.model_executor.layers import fused, gemv
     from sarathi.model_executor.layers.all_reduce_norm import all_reduce_add_rms_norm
 
     slots = [tp.peers(0), tp.peers(1)]
@@ -134,7 +134,7 @@ def _fused_norm_matches(tp, rank: int, device: torch.device) -> bool:
                 peers = slots[i % 2]
                 view = peers.parts(splits, n)
                 view.copy_(part)
-                sums = fused.SplitSums(view, torch.bfloat16, False, peers)
+                sums = gemv.SplitSums(view, torch.bfloat16, False, peers)
                 outs.append(all_reduce_add_rms_norm(sums, residual, weight, 1e-5)[0])
             return outs
 
@@ -152,7 +152,7 @@ def _fused_norm_matches(tp, rank: int, device: torch.device) -> bool:
             total = part.clone()
             dist.all_reduce(total)
             want = fused.add_rms_norm(
-                fused.SplitSums(total, torch.bfloat16), residual, weight, 1e-5
+                gemv.SplitSums(total, torch.bfloat16), residual, weight, 1e-5
             )[0]
             good &= bool(torch.allclose(got.float(), want.float(), atol=0.05, rtol=0.02))
             other = got.clone()

@@ -41,7 +41,7 @@ from sarathi.model_executor.attention.launch import (
     prefill_launch,
 )
 from sarathi.model_executor.attention.metadata import DecodeRope
-from sarathi.model_executor.layers.fused import load_split_sums
+from sarathi.model_executor.layers.gemv import load_split_sums
 from sarathi.model_executor.pdl import launch_args, wait_prior
 
 LOG2E = 1.4426950408889634

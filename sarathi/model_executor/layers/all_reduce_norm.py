@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from sarathi.model_executor.kernel_switches import triton_installed
-from sarathi.model_executor.layers import fused
+from sarathi.model_executor.layers import gemv
 from sarathi.model_executor.pdl import launch_args
 
 
@@ -111,7 +111,7 @@ if triton_installed():
 
 
 def all_reduce_add_rms_norm(
-    x: fused.SplitSums, residual: torch.Tensor, weight: torch.Tensor, eps: float, pdl: bool = False
+    x: gemv.SplitSums, residual: torch.Tensor, weight: torch.Tensor, eps: float, pdl: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(RMSNorm(y + residual), y + residual) for one row, where y is the sum over the
     group's ranks and over the splits of ``x`` (this rank's share, in ``x.peers``, written

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
-from sarathi.model_executor.layers import fused
+from sarathi.model_executor.layers import fused, gemv
 from sarathi.model_executor.layers.all_reduce_norm import all_reduce_add_rms_norm
 
 
@@ -19,7 +19,7 @@ class RMSNorm(nn.Module):
         self.kernels = kernels
 
     def forward(
-        self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None = None
+        self, x: torch.Tensor | gemv.SplitSums, residual: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """RMSNorm(x); with ``residual``: (RMSNorm(x + residual), x + residual). ``x`` may
         be a one-row matmul's split sums (on a GPU only, where they exist), or a rank's
@@ -31,7 +31,7 @@ class RMSNorm(nn.Module):
                 return fused.rms_norm(x, self.weight, self.eps, k.pdl)
             return self.reference(x)
         if k.fused:
-            if isinstance(x, fused.SplitSums) and x.peers is not None:
+            if isinstance(x, gemv.SplitSums) and x.peers is not None:
                 return all_reduce_add_rms_norm(x, residual, self.weight, self.eps, k.pdl)
             return fused.add_rms_norm(x, residual, self.weight, self.eps, k.pdl)
         assert isinstance(x, torch.Tensor)  # split sums exist only where kernels are fused

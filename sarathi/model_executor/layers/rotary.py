@@ -9,7 +9,7 @@ import torch
 
 from sarathi.model_executor.attention.metadata import KVIndex, store_kv
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
-from sarathi.model_executor.layers import fused
+from sarathi.model_executor.layers import fused, gemv
 
 SUPPORTED_ROPE = ("default", "linear", "llama3")
 
@@ -67,7 +67,7 @@ class RotaryEmbedding:
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
         index: KVIndex,
-        sums: fused.SplitSums | None = None,
+        sums: gemv.SplitSums | None = None,
     ) -> torch.Tensor:
         """Rotate q [T, Hq, D] and k [T, Hkv, D], write k and v to the cache rows ``index``
         names; returns the rotated q. One fused kernel on a GPU. ``sums``: q, k and v are

@@ -16,7 +16,7 @@ from torch import nn
 
 from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata, DecodeRope
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
-from sarathi.model_executor.layers import fused
+from sarathi.model_executor.layers import fused, gemv
 from sarathi.model_executor.layers.layernorm import RMSNorm
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 from sarathi.model_executor.model_shape import ModelShape
@@ -80,10 +80,10 @@ class LlamaAttention(nn.Module):
         self.scale = s.head_dim**-0.5
         self.window = s.sliding_windows[layer_idx]
 
-    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor | fused.SplitSums:
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor | gemv.SplitSums:
         t = x.shape[0]
         qkv = self.qkv_proj(x)
-        sums = qkv if isinstance(qkv, fused.SplitSums) else None
+        sums = qkv if isinstance(qkv, gemv.SplitSums) else None
         if sums is not None:  # q, k, v: views into the first split, read with the others
             qkv = sums.parts[:1]
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
@@ -126,7 +126,7 @@ class LlamaMLP(nn.Module):
             self.inter, s.hidden_size, False, tp, keep_splits=True, kernels=k, peer_slot=1
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | gemv.SplitSums:
         if self.kernels.fused:
             h = fused.silu_mul_linear(x, self.gate_up_proj.weight, self.inter, self.kernels)
             return self.down_proj(h)
@@ -143,8 +143,8 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = LlamaMLP(s, tp, k)
 
     def forward(
-        self, x: torch.Tensor | fused.SplitSums, residual: torch.Tensor | None, ctx: ForwardContext
-    ) -> tuple[torch.Tensor | fused.SplitSums, torch.Tensor]:
+        self, x: torch.Tensor | gemv.SplitSums, residual: torch.Tensor | None, ctx: ForwardContext
+    ) -> tuple[torch.Tensor | gemv.SplitSums, torch.Tensor]:
         """x: the previous layer's output, not yet added to ``residual`` (the running sum
         of the stream; None at the first layer): the add is fused into the norm, and at
         batch 1 so is the sum of the previous matmul's K splits."""

@@ -18,14 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches
-from sarathi.model_executor.layers import fused
+from sarathi.model_executor.layers import gemv
 from sarathi.model_executor.parallel.group import TPGroup
 from sarathi.model_executor.parallel.sharding import vocab_range
 
 
 class Linear(nn.Linear):
-    """nn.Linear through ``fused.linear`` (batch-1 decode matmuls on the split-K GEMV).
-    ``keep_splits``: the layer's consumer is a fused kernel that takes ``fused.SplitSums``."""
+    """nn.Linear through ``gemv.linear`` (batch-1 decode matmuls on the split-K GEMV).
+    ``keep_splits``: the layer's consumer is a fused kernel that takes ``gemv.SplitSums``."""
 
     def __init__(
         self,
@@ -40,8 +40,8 @@ class Linear(nn.Linear):
         self.kernels = kernels
 
     # Split sums where keep_splits is set: a deliberate override of nn.Linear's Tensor return.
-    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:  # type: ignore[override]
-        return fused.linear(x, self.weight, self.bias, self.keep_splits, self.kernels)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | gemv.SplitSums:  # type: ignore[override]
+        return gemv.linear(x, self.weight, self.bias, self.keep_splits, self.kernels)
 
 
 class ColumnParallelLinear(Linear):
@@ -85,11 +85,11 @@ class RowParallelLinear(Linear):
         self.tp = tp
         self.peers = tp.peers(peer_slot)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | fused.SplitSums:  # type: ignore[override]
-        out = fused.linear(
+    def forward(self, x: torch.Tensor) -> torch.Tensor | gemv.SplitSums:  # type: ignore[override]
+        out = gemv.linear(
             x, self.weight, keep_splits=self.keep_splits, kernels=self.kernels, peers=self.peers
         )
-        if isinstance(out, fused.SplitSums):
+        if isinstance(out, gemv.SplitSums):
             if out.peers is not None:
                 return out
             return replace(out, parts=self.tp.all_reduce(out.parts))
@@ -126,7 +126,7 @@ class ParallelLMHead(Linear):
 
     # None on the ranks that do not sample: a deliberate override of Linear's return type.
     def forward(self, hidden: torch.Tensor) -> torch.Tensor | None:  # type: ignore[override]
-        full = self.tp.gather_last_dim(fused.linear(hidden, self.weight, kernels=self.kernels))
+        full = self.tp.gather_last_dim(gemv.linear(hidden, self.weight, kernels=self.kernels))
         return None if full is None else full[..., : self.vocab_size]
 
 
