@@ -336,11 +336,13 @@ def takes_gemv(
 
 
 # Up to this many gate|up weights (2 * inter * K) one row takes the gated GEMV. Measured on
-# an H200 (batch-1 decode step, same run): a rank's 11,008 x 4,096 of Llama-2-7B under TP=2
-# 2.81 -> 2.70 ms; the whole 22,016 x 4,096 at TP=1 3.91 -> 4.00 ms, Llama-3-8B's
-# 28,672 x 4,096 4.25 -> 4.33: there one pass over K is slower than the split-K GEMV's four
+# H200s (batch-1 decode step, same run each): faster for a rank's 11,008 x 4,096 of
+# Llama-2-7B under TP=2 (2.81 -> 2.70 ms) and for Qwen3-0.6B's 6,144 x 1,024 (0.957 ->
+# 0.936 ms); slower for a rank's 14,336 x 4,096 of Llama-3-8B under TP=2 (2.965 -> 3.023,
+# twice), the whole 22,016 x 4,096 of Llama-2-7B (3.91 -> 4.00) and Llama-3-8B's
+# 28,672 x 4,096 (4.25 -> 4.33): there one pass over K is slower than the split-K GEMV's
 # splits by more than the silu-and-mul launch it saves.
-GATED_GEMV_MAX = 64 * 2**20
+GATED_GEMV_MAX = 48 * 2**20
 
 
 def gated_gemv(x: torch.Tensor, weight: torch.Tensor, inter: int, pdl: bool) -> torch.Tensor:
