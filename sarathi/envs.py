@@ -72,7 +72,8 @@ ENV_VARS: dict[str, EnvVar] = {
             "SARATHI_RANK_PROFILE",
             "",
             "A folder: each tensor-parallel rank profiles ten steps after twenty warm ones "
-            "with the torch profiler and writes its per-op table there (rank<N>.txt).",
+            "with the torch profiler and writes there (rank<N>.txt) how long its device "
+            "sat idle between kernels, the longest gaps first, and its per-op table.",
         ),
     )
 }

@@ -111,9 +111,55 @@ class RankWorker:
             dist.destroy_process_group()
 
 
+@dataclass(frozen=True)
+class DeviceGaps:
+    """Where a device sat idle over profiled steps: ``span_us`` from its first activity to
+    its last, ``busy_us`` covered by at least one kernel or copy, and the longest idle
+    gaps as (microseconds, activity before, activity after), longest first."""
+
+    span_us: float
+    busy_us: float
+    gaps: list[tuple[float, str, str]]
+
+    def describe(self) -> str:
+        idle = self.span_us - self.busy_us
+        lines = [
+            f"device idle {idle:.0f} us of {self.span_us:.0f} us "
+            f"({idle / max(self.span_us, 1e-9):.1%}); longest gaps:"
+        ]
+        lines += [f"  {us:9.1f} us after {before[:60]} before {after[:60]}"
+                  for us, before, after in self.gaps]  # fmt: skip
+        return "\n".join(lines)
+
+
+def device_gaps(activities: list[tuple[float, float, str]], most: int = 8) -> DeviceGaps | None:
+    """The idle gaps between device ``activities`` ((start, end, name), microseconds).
+    Overlapping activities (programmatic dependent launch, several streams) count once.
+    None without activities."""
+    if not activities:
+        return None
+    ordered = sorted(activities)
+    first, end, last_name = ordered[0]
+    busy = 0.0
+    run_start = first
+    gaps: list[tuple[float, str, str]] = []
+    for start, stop, name in ordered[1:]:
+        if start > end:
+            busy += end - run_start
+            gaps.append((start - end, last_name, name))
+            run_start = start
+        if stop >= end:
+            end, last_name = stop, name
+    busy += end - run_start
+    gaps.sort(key=lambda g: -g[0])
+    return DeviceGaps(end - first, busy, gaps[:most])
+
+
 class _StepProfile:
     """Profiles steps ``_WARM`` to ``_WARM + _ACTIVE`` of a rank with the torch profiler
-    and writes its per-op table (CPU and CUDA time) to ``folder/rank<N>.txt``."""
+    and writes to ``folder/rank<N>.txt`` how long the device sat idle between its
+    activities (``device_gaps``: a rank that waits on its host shows it there) and the
+    per-op table (CPU and CUDA time)."""
 
     _WARM, _ACTIVE = 20, 10
 
@@ -146,8 +192,18 @@ class _StepProfile:
 
     def _write(self, prof: Any) -> None:
         table = prof.key_averages().table(sort_by=self.sort, row_limit=40)
+        device = [
+            (e.time_range.start, e.time_range.end, e.name)
+            for e in prof.events()
+            # The profiler's step markers have device-side copies that span whole steps.
+            if e.device_type != torch.autograd.DeviceType.CPU
+            and not e.is_user_annotation
+            and not e.name.startswith("ProfilerStep")
+        ]
+        gaps = device_gaps(device)
         with open(self.path, "w") as f:
-            f.write(f"{self._ACTIVE} steps after {self._WARM}\n{table}\n")
+            f.write(f"{self._ACTIVE} steps after {self._WARM}\n")
+            f.write(f"{gaps.describe() if gaps else 'device: no kernel events'}\n{table}\n")
 
 
 def rank_device(base: torch.device, rank: int) -> torch.device:

@@ -141,3 +141,4 @@ def test_rank_profile_writes_each_ranks_table(tp_models, tmp_path, monkeypatch):
     for rank in (0, 1):
         text = (folder / f"rank{rank}.txt").read_text()
         assert text.startswith("10 steps after 20") and "aten::" in text
+        assert text.splitlines()[1].startswith("device")  # its idle gaps (none on the CPU)
