@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -13,11 +14,15 @@ from sarathi.config import EngineConfig
 from sarathi.engine.llm_engine import LLMEngine, RequestError
 from sarathi.outputs import RequestOutput
 from sarathi.sampling_params import SamplingParams
+from sarathi.transformers_utils.chat import NoChatTemplate, conversation_ids
 
 if TYPE_CHECKING:
     from typing_extensions import TypeIs
 
 logger = logging.getLogger("sarathi")
+
+# One prompt: text, token ids, or vLLM's {"prompt": ...} / {"prompt_token_ids": ...}.
+Prompt = str | Sequence[int] | dict[str, Any]
 
 _BAR_THRESHOLD = 8  # show a progress bar for batches at least this large
 
@@ -51,20 +56,69 @@ class LLM:
     def get_tokenizer(self) -> Any:
         return self.engine.tokenizer
 
+    def chat(
+        self,
+        messages: Sequence[dict[str, Any]] | Sequence[Sequence[dict[str, Any]]],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        use_tqdm: bool | None = None,
+        chat_template: str | None = None,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
+    ) -> list[RequestOutput]:
+        """Replies to one conversation (a list of ``{"role": ..., "content": ...}``
+        messages) or to a list of them, as vLLM's ``LLM.chat``: each is rendered with the
+        tokenizer's chat template (or ``chat_template``, the template's text), exactly as
+        the server's /v1/chat/completions renders it, then generated as ``generate`` does.
+        ``continue_final_message``: the last (assistant) message is left open and
+        continued; ``tools``: OpenAI-style tool definitions for templates that show them;
+        ``chat_template_kwargs``: extra template variables (e.g. ``enable_thinking``).
+        A missing template or one that fails on the messages raises ValueError."""
+        tokenizer = self.engine.tokenizer
+        if tokenizer is None:
+            raise ValueError("chat needs a tokenizer; this model was loaded without one")
+        single = bool(messages) and isinstance(messages[0], dict)
+        conversations = [messages] if single else list(messages)
+        prompts: list[Prompt] = []
+        for i, conversation in enumerate(conversations):
+            try:
+                ids = conversation_ids(
+                    tokenizer,
+                    _conversation(conversation, i),
+                    chat_template,
+                    add_generation_prompt,
+                    continue_final_message,
+                    tools,
+                    chat_template_kwargs,
+                )
+            except NoChatTemplate as e:
+                raise ValueError(
+                    "this model's tokenizer has no chat template; pass chat_template= (the "
+                    "template's text) or use generate with a prompt"
+                ) from e
+            prompts.append(ids)
+        return self.generate(prompts, sampling_params, use_tqdm)
+
     def generate(
         self,
-        prompts: str | Sequence[int] | Sequence[str] | Sequence[Sequence[int]],
+        prompts: Prompt | Sequence[Prompt],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool | None = None,
     ) -> list[RequestOutput]:
-        """Outputs in the order of ``prompts``; strings or token-id lists are both accepted.
+        """Outputs in the order of ``prompts``: one prompt or a list of them, each a string,
+        a list of token ids, or vLLM's prompt dicts ``{"prompt": text}`` and
+        ``{"prompt_token_ids": ids}``.
 
         A request that cannot be served (e.g. a prompt longer than the context) gets an
         output with ``error`` set and ``finish_reason="error"``; the others still run.
         """
-        batch: list[str | Sequence[int]] = (
-            [prompts] if isinstance(prompts, str) or _is_token_ids(prompts) else list(prompts)
-        )
+        items: list[Any]
+        if isinstance(prompts, str | dict) or _is_token_ids(prompts):
+            items = [prompts]
+        else:
+            items = list(prompts)
+        batch = [_prompt(p, i) for i, p in enumerate(items)]
         if sampling_params is None:
             sampling_params = self.get_default_sampling_params()
         if isinstance(sampling_params, SamplingParams):
@@ -101,11 +155,76 @@ class LLM:
         return [results[rid] for rid in order]
 
 
-def _is_token_ids(
-    prompts: Sequence[int] | Sequence[str] | Sequence[Sequence[int]],
-) -> TypeIs[Sequence[int]]:
+def _conversation(messages: Any, index: int) -> list[dict[str, Any]]:
+    """Conversation ``index`` as the chat template reads it: each message's role and its
+    content as text (text parts joined), with name, tool calls and tool call id kept.
+    ValueError naming what is wrong."""
+    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
+        raise ValueError(f"conversation {index}: expected a non-empty list of message dicts")
+    out = []
+    for j, m in enumerate(messages):
+        where = f"conversation {index}, message {j}"
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise ValueError(f"{where}: expected a dict with a 'role' string")
+        content = m.get("content")
+        if isinstance(content, list):
+            texts = []
+            for part in content:
+                if not isinstance(part, dict) or part.get("type") != "text":
+                    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                    raise ValueError(
+                        f"{where}: content parts of type {kind!r} are not supported: "
+                        "this engine serves text-only models"
+                    )
+                texts.append(str(part.get("text", "")))
+            content = "".join(texts)
+        elif content is not None and not isinstance(content, str):
+            raise ValueError(f"{where}: content must be a string or a list of text parts")
+        message = {**m, "content": content or ""}
+        if isinstance(m.get("tool_calls"), list):
+            message["tool_calls"] = [_call_with_object_arguments(c) for c in m["tool_calls"]]
+        out.append(message)
+    return out
+
+
+def _call_with_object_arguments(call: Any) -> Any:
+    """A tool call whose JSON-text arguments are given to the template as an object, as
+    the server does (templates write them with ``tojson``)."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+        return call
+    try:
+        arguments = json.loads(function["arguments"])
+    except json.JSONDecodeError:
+        return call
+    return {**call, "function": {**function, "arguments": arguments}}
+
+
+def _is_token_ids(prompts: Any) -> TypeIs[Sequence[int]]:
     """One prompt given as token ids, not a batch of prompts."""
-    return bool(prompts) and isinstance(prompts[0], int)
+    return isinstance(prompts, Sequence) and bool(prompts) and isinstance(prompts[0], int)
+
+
+def _prompt(p: Any, index: int) -> str | list[int]:
+    """Prompt ``index`` of a batch as text or token ids; ValueError naming it otherwise."""
+    if isinstance(p, dict):
+        extra = sorted(set(p) - {"prompt", "prompt_token_ids"})
+        if extra:
+            raise ValueError(
+                f"prompt {index}: {', '.join(extra)} not supported (a prompt dict takes "
+                "'prompt' or 'prompt_token_ids'; this engine serves text-only models)"
+            )
+        if ("prompt" in p) == ("prompt_token_ids" in p):
+            raise ValueError(f"prompt {index}: give one of 'prompt' and 'prompt_token_ids'")
+        p = p["prompt"] if "prompt" in p else p["prompt_token_ids"]
+    if isinstance(p, str):
+        return p
+    if isinstance(p, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
+        return list(p)
+    raise ValueError(
+        f"prompt {index}: expected a string, a list of token ids or a prompt dict, "
+        f"got {type(p).__name__}"
+    )
 
 
 def _error_output(rid: str, prompt: Any, message: str) -> RequestOutput:

@@ -45,7 +45,7 @@ ASKING = {
 }
 MESSAGES = [{"role": "user", "content": "hi"}]
 # Refused on /v1/completions only: the chat route honours them.
-CHAT_ONLY = {"tools", "tool_choice"}
+CHAT_ONLY = {"tools", "tool_choice", "chat_template_kwargs"}
 # Fields of the completions route (honoured there) refused on chat.
 COMPLETIONS_ONLY = {"echo"}
 

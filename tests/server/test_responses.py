@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from live_server import API_KEY, HERMES_TEMPLATE, check_call
-from sarathi.entrypoints.openai_server.chat_template import render_chat
+from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
 from sarathi.entrypoints.openai_server.field_audit import RESPONSES_UNSUPPORTED, UNSUPPORTED
 from sarathi.entrypoints.openai_server.protocol_responses import ResponsesRequest
 from sarathi.entrypoints.openai_server.serving_responses import chat_messages
@@ -327,7 +327,7 @@ def test_a_tool_round_trip(tools_client, tool_server):
     assert [m.role for m in messages] == ["user", "assistant", "tool"]
     assert messages[2].tool_call_id == call.call_id and messages[2].name == "get_weather"
     tok = tool_server.engine.engine.tokenizer
-    text = render_chat(tok, messages, HERMES_TEMPLATE)
+    text = tok.decode(chat_prompt_ids(tok, messages, HERMES_TEMPLATE))
     assert f'"arguments": {call.arguments}' in text and "21 C and sunny" in text
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from live_server import HERMES_TEMPLATE as TEMPLATE
 from live_server import check_call
-from sarathi.entrypoints.openai_server.chat_template import render_chat
+from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
 from sarathi.entrypoints.openai_server.protocol import ChatMessage
 
 WEATHER = {
@@ -159,7 +159,8 @@ def test_a_conversation_with_tool_calls_and_results(tools_client, tool_server):
     )
     assert r.choices[0].message.role == "assistant"
     tok = tool_server.engine.engine.tokenizer
-    text = render_chat(tok, [ChatMessage(**m) for m in history], TEMPLATE, tools=[WEATHER])
+    text = tok.decode(chat_prompt_ids(tok, [ChatMessage(**m) for m in history], TEMPLATE,
+                                      tools=[WEATHER]))
     # The arguments reach the template as an object (written once, not as quoted text).
     assert '"arguments": {"city": "Paris"}' in text and "21 C and sunny" in text
     assert '"name": "get_weather"' in text
@@ -234,9 +235,18 @@ def test_tokenize_renders_tools_as_chat_does(tools_client, tool_server):
     ).json()["prompt"]
     assert text.endswith("It is")
 
+    # Extra template variables (vLLM's chat_template_kwargs) reach the template; one named
+    # like a parameter of the template call itself is refused.
+    plain = httpx.post(tool_server.url + "/tokenize", json={"messages": MESSAGES}, timeout=60)
     r = httpx.post(
         tool_server.url + "/tokenize",
         json={"messages": MESSAGES, "chat_template_kwargs": {"enable_thinking": False}},
+        timeout=60,
+    )
+    assert r.status_code == 200 and r.json()["tokens"] == plain.json()["tokens"]
+    r = httpx.post(
+        tool_server.url + "/tokenize",
+        json={"messages": MESSAGES, "chat_template_kwargs": {"tokenize": True}},
         timeout=60,
     )
     assert r.status_code == 400 and r.json()["error"]["param"] == "chat_template_kwargs"

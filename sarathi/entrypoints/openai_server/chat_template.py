@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jinja2 import TemplateError
-
 from sarathi.entrypoints.openai_server.errors import bad_request
 from sarathi.entrypoints.openai_server.protocol import ChatMessage
+from sarathi.transformers_utils.chat import (
+    ChatTemplateError,
+    NoChatTemplate,
+    TemplateKwargsError,
+    conversation_ids,
+)
 
 
 def load_chat_template(path: str | None) -> str | None:
@@ -45,36 +49,6 @@ def _object(arguments: str) -> Any:
         return arguments
 
 
-def render_chat(
-    tokenizer: Any,
-    messages: list[ChatMessage],
-    template: str | None,
-    add_generation_prompt: bool = True,
-    continue_final_message: bool = False,
-    tools: list[dict[str, Any]] | None = None,
-) -> str:
-    if template is None and not getattr(tokenizer, "chat_template", None):
-        raise bad_request(
-            "this model's tokenizer has no chat template; start the server with "
-            "--chat-template FILE",
-            "messages",
-        )
-    if continue_final_message and add_generation_prompt:
-        add_generation_prompt = False
-    conversation = [_template_message(m) for m in messages]
-    kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": add_generation_prompt}
-    if tools:
-        kwargs["tools"] = tools
-    if continue_final_message:
-        kwargs["continue_final_message"] = True
-    if template is not None:
-        kwargs["chat_template"] = template
-    try:
-        return tokenizer.apply_chat_template(conversation, **kwargs)
-    except (TemplateError, ValueError, TypeError, KeyError, IndexError) as e:
-        raise bad_request(f"the chat template failed on these messages: {e}", "messages") from e
-
-
 def chat_prompt_ids(
     tokenizer: Any,
     messages: list[ChatMessage],
@@ -83,9 +57,28 @@ def chat_prompt_ids(
     continue_final_message: bool = False,
     add_special_tokens: bool = False,
     tools: list[dict[str, Any]] | None = None,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> list[int]:
-    text = render_chat(
-        tokenizer, messages, template, add_generation_prompt, continue_final_message, tools
-    )
-    # The template already wrote any BOS it wants; adding special tokens would double it.
-    return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
+    """The prompt of a chat request, as ``LLM.chat`` renders it (``conversation_ids``);
+    what the template refuses is the client's 400 (or the operator's, for no template)."""
+    try:
+        return conversation_ids(
+            tokenizer,
+            [_template_message(m) for m in messages],
+            template,
+            add_generation_prompt,
+            continue_final_message,
+            tools,
+            template_kwargs,
+            add_special_tokens,
+        )
+    except NoChatTemplate as e:
+        raise bad_request(
+            "this model's tokenizer has no chat template; start the server with "
+            "--chat-template FILE",
+            "messages",
+        ) from e
+    except TemplateKwargsError as e:
+        raise bad_request(str(e), "chat_template_kwargs") from e
+    except ChatTemplateError as e:
+        raise bad_request(str(e), "messages") from e

@@ -66,7 +66,10 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
         _unset,
         "a whitespace pattern is not supported (JSON is written without free whitespace)",
     ),
-    "chat_template_kwargs": (_unset, "chat_template_kwargs is not supported"),
+    "chat_template_kwargs": (
+        _unset,
+        "chat_template_kwargs (a field of /v1/chat/completions) is not supported",
+    ),
     "chat_template": (
         _unset,
         "a per-request chat template is not supported (start the server with --chat-template)",

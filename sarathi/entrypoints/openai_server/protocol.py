@@ -81,6 +81,7 @@ class StreamOptions(_Request):
 
 
 JsonSchema = Annotated[dict[str, Any], Field(max_length=4096)]
+TemplateKwargs = Annotated[dict[str, Any], Field(max_length=64)]
 
 
 class JsonSchemaFormat(_Request):
@@ -275,6 +276,8 @@ class ChatCompletionRequest(SamplingFields):
     continue_final_message: StrictBool = False
     # vLLM's: add the tokenizer's special tokens on top of what the template writes.
     add_special_tokens: StrictBool = False
+    # vLLM's: extra variables for the chat template (e.g. Qwen3's enable_thinking).
+    chat_template_kwargs: TemplateKwargs | None = None
 
 
 class TokenizeCompletionRequest(_Request):
@@ -293,6 +296,7 @@ class TokenizeChatRequest(_Request):
     add_generation_prompt: StrictBool = True
     continue_final_message: StrictBool = False
     add_special_tokens: StrictBool = False
+    chat_template_kwargs: TemplateKwargs | None = None
 
 
 TokenizeRequest = TokenizeCompletionRequest | TokenizeChatRequest

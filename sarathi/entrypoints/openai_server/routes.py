@@ -160,6 +160,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
             body.continue_final_message,
             body.add_special_tokens,
             tools,
+            body.chat_template_kwargs,
         )
     else:
         ids = await s.encode(body.prompt, "prompt", body.add_special_tokens)

@@ -146,6 +146,7 @@ async def _prepare(
         req.continue_final_message,
         req.add_special_tokens,
         tools,
+        req.chat_template_kwargs,
     )
     asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"

@@ -1,0 +1,91 @@
+"""Chat messages to prompt token ids with the tokenizer's (or a given) Jinja chat template:
+the server's chat endpoints and ``LLM.chat`` share it, so one conversation gives the same
+prompt either way."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from jinja2 import TemplateError
+
+
+class NoChatTemplate(ValueError):
+    """The tokenizer has no chat template and none was given."""
+
+
+class ChatTemplateError(ValueError):
+    """The template failed on these messages."""
+
+
+class TemplateKwargsError(ValueError):
+    """``template_kwargs`` names one of ``apply_chat_template``'s own parameters."""
+
+
+def _reserved(tokenizer: Any) -> set[str]:
+    """The parameters of the tokenizer's ``apply_chat_template``: template variables with
+    these names would change what the call returns (``tokenize``, ``return_dict``, ...)."""
+    params = inspect.signature(tokenizer.apply_chat_template).parameters.values()
+    return {p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def render_conversation(
+    tokenizer: Any,
+    conversation: list[dict[str, Any]],
+    template: str | None,
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+    tools: list[dict[str, Any]] | None = None,
+    template_kwargs: dict[str, Any] | None = None,
+) -> str:
+    """The prompt text for ``conversation`` (messages as the template reads them: role,
+    content text, and name / tool calls where present). ``continue_final_message`` leaves
+    the last (assistant) message open for the model to go on, and so adds no generation
+    prompt. ``template_kwargs``: extra variables for the template (e.g.
+    ``enable_thinking``)."""
+    if template is None and not getattr(tokenizer, "chat_template", None):
+        raise NoChatTemplate("this model's tokenizer has no chat template")
+    clash = sorted(set(template_kwargs or {}) & _reserved(tokenizer))
+    if clash:
+        raise TemplateKwargsError(
+            f"chat template variables may not be named {', '.join(clash)} "
+            "(parameters of the template call itself)"
+        )
+    if continue_final_message and add_generation_prompt:
+        add_generation_prompt = False
+    kwargs: dict[str, Any] = dict(template_kwargs or {})
+    kwargs.update(tokenize=False, add_generation_prompt=add_generation_prompt)
+    if tools:
+        kwargs["tools"] = tools
+    if continue_final_message:
+        kwargs["continue_final_message"] = True
+    if template is not None:
+        kwargs["chat_template"] = template
+    try:
+        return tokenizer.apply_chat_template(conversation, **kwargs)
+    except (TemplateError, ValueError, TypeError, KeyError, IndexError) as e:
+        raise ChatTemplateError(f"the chat template failed on these messages: {e}") from e
+
+
+def conversation_ids(
+    tokenizer: Any,
+    conversation: list[dict[str, Any]],
+    template: str | None,
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+    tools: list[dict[str, Any]] | None = None,
+    template_kwargs: dict[str, Any] | None = None,
+    add_special_tokens: bool = False,
+) -> list[int]:
+    """``render_conversation``, tokenized. The template writes any BOS it wants, so special
+    tokens are not added again unless asked."""
+    text = render_conversation(
+        tokenizer,
+        conversation,
+        template,
+        add_generation_prompt,
+        continue_final_message,
+        tools,
+        template_kwargs,
+    )
+    return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))

@@ -1,0 +1,116 @@
+"""LLM.chat (vLLM's offline chat) and vLLM's prompt dicts in LLM.generate, on the demo model."""
+
+from __future__ import annotations
+
+import pytest
+
+from sarathi import LLM, SamplingParams
+from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
+from sarathi.entrypoints.openai_server.protocol import ChatMessage
+from sarathi.transformers_utils.chat import conversation_ids
+
+GREEDY = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Name a colour."},
+]
+
+
+@pytest.fixture(scope="module")
+def llm():
+    llm = LLM("demo", max_num_seqs=8)
+    yield llm
+    llm.engine.shutdown()
+
+
+def _ids(out):
+    return out.outputs[0].token_ids
+
+
+def test_chat_renders_as_the_server_and_generates_as_generate(llm):
+    tok = llm.get_tokenizer()
+    ids = conversation_ids(tok, MESSAGES, None)
+    assert ids == chat_prompt_ids(tok, [ChatMessage(**m) for m in MESSAGES], None)
+    (out,) = llm.chat(MESSAGES, GREEDY)
+    assert out.prompt_token_ids == ids
+    assert _ids(out) == _ids(llm.generate({"prompt_token_ids": ids}, GREEDY)[0])
+
+
+def test_a_batch_of_conversations_in_order_and_text_parts_joined(llm):
+    parts = [
+        MESSAGES[0],
+        {"role": "user", "content": [{"type": "text", "text": "Name a "},
+                                     {"type": "text", "text": "colour."}]},
+    ]  # fmt: skip
+    other = [{"role": "user", "content": "Count to three."}]
+    outs = llm.chat([MESSAGES, other, parts], GREEDY)
+    assert [_ids(o) for o in outs] == [
+        _ids(llm.chat(MESSAGES, GREEDY)[0]),
+        _ids(llm.chat(other, GREEDY)[0]),
+        _ids(llm.chat(MESSAGES, GREEDY)[0]),
+    ]
+
+
+def test_continue_final_message_leaves_the_reply_open(llm):
+    tok = llm.get_tokenizer()
+    partial = [*MESSAGES, {"role": "assistant", "content": "It is"}]
+    (out,) = llm.chat(partial, GREEDY, continue_final_message=True, add_generation_prompt=False)
+    assert tok.decode(out.prompt_token_ids).endswith("It is")
+
+
+def test_template_and_its_variables(llm):
+    template = "{% if flag %}A: {% endif %}{{ messages[-1]['content'] }}"
+    plain = llm.chat(MESSAGES, GREEDY, chat_template=template)[0].prompt_token_ids
+    flagged = llm.chat(
+        MESSAGES, GREEDY, chat_template=template, chat_template_kwargs={"flag": True}
+    )[0].prompt_token_ids
+    tok = llm.get_tokenizer()
+    assert tok.decode(plain) == "Name a colour." and tok.decode(flagged) == "A: Name a colour."
+    with pytest.raises(ValueError, match="tokenize"):
+        llm.chat(MESSAGES, GREEDY, chat_template_kwargs={"tokenize": True})
+    with pytest.raises(ValueError, match="chat template failed"):
+        llm.chat(MESSAGES, GREEDY, chat_template="{{ raise_exception('no') }}")
+
+
+@pytest.mark.parametrize(
+    "messages,match",
+    [
+        ([], None),
+        ([{"content": "hi"}], "role"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+         "image_url"),
+        ([{"role": "user", "content": 3}], "content"),
+        (["hi"], "message dicts"),
+    ],
+)  # fmt: skip
+def test_bad_conversations_raise_value_errors(llm, messages, match):
+    if not messages:
+        assert llm.chat(messages, GREEDY) == []
+        return
+    with pytest.raises(ValueError, match=match):
+        llm.chat(messages, GREEDY)
+
+
+def test_no_chat_template(llm, monkeypatch):
+    monkeypatch.setattr(llm.get_tokenizer(), "chat_template", None)
+    with pytest.raises(ValueError, match="no chat template"):
+        llm.chat(MESSAGES, GREEDY)
+
+
+def test_generate_takes_vllm_prompt_dicts(llm):
+    tok = llm.get_tokenizer()
+    ids = tok.encode("Hello there")
+    text = _ids(llm.generate("Hello there", GREEDY)[0])
+    assert _ids(llm.generate({"prompt": "Hello there"}, GREEDY)[0]) == text
+    outs = llm.generate([{"prompt_token_ids": ids}, "Hello there", ids], GREEDY)
+    assert [_ids(o) for o in outs] == [_ids(llm.generate(ids, GREEDY)[0]), text, _ids(outs[0])]
+    for bad, match in [
+        ({"prompt": "x", "multi_modal_data": {}}, "multi_modal_data"),
+        ({"prompt": "x", "prompt_token_ids": [1]}, "one of"),
+        ({}, "one of"),
+        ([None], "prompt 0"),
+        (["ok", 3.5], "prompt 1"),
+        ([[1, "a"]], "prompt 0"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            llm.generate(bad, GREEDY)
