@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,7 @@ from sarathi.config import EngineConfig
 from sarathi.engine.llm_engine import LLMEngine, RequestError
 from sarathi.outputs import RequestOutput
 from sarathi.sampling_params import SamplingParams
-from sarathi.transformers_utils.chat import NoChatTemplate, conversation_ids
+from sarathi.transformers_utils.chat import NoChatTemplate, arguments_object, conversation_ids
 
 if TYPE_CHECKING:
     from typing_extensions import TypeIs
@@ -188,16 +187,12 @@ def _conversation(messages: Any, index: int) -> list[dict[str, Any]]:
 
 
 def _call_with_object_arguments(call: Any) -> Any:
-    """A tool call whose JSON-text arguments are given to the template as an object, as
-    the server does (templates write them with ``tojson``)."""
+    """A tool call with its JSON-text arguments given to the template as an object, as the
+    server gives them."""
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
         return call
-    try:
-        arguments = json.loads(function["arguments"])
-    except json.JSONDecodeError:
-        return call
-    return {**call, "function": {**function, "arguments": arguments}}
+    return {**call, "function": {**function, "arguments": arguments_object(function["arguments"])}}
 
 
 def _is_token_ids(prompts: Any) -> TypeIs[Sequence[int]]:

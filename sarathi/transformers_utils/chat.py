@@ -5,6 +5,7 @@ prompt either way."""
 from __future__ import annotations
 
 import inspect
+import json
 from typing import Any
 
 from jinja2 import TemplateError
@@ -29,7 +30,16 @@ def _reserved(tokenizer: Any) -> set[str]:
     return {p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
-def render_conversation(
+def arguments_object(arguments: str) -> Any:
+    """A tool call's JSON-text arguments as the object templates expect (they write them
+    with ``tojson``); text that is not JSON is given as it is."""
+    try:
+        return json.loads(arguments)
+    except json.JSONDecodeError:
+        return arguments
+
+
+def conversation_ids(
     tokenizer: Any,
     conversation: list[dict[str, Any]],
     template: str | None,
@@ -37,15 +47,17 @@ def render_conversation(
     continue_final_message: bool = False,
     tools: list[dict[str, Any]] | None = None,
     template_kwargs: dict[str, Any] | None = None,
-) -> str:
-    """The prompt text for ``conversation`` (messages as the template reads them: role,
-    content text, and name / tool calls where present). ``continue_final_message`` leaves
-    the last (assistant) message open for the model to go on, and so adds no generation
-    prompt. ``template_kwargs``: extra variables for the template (e.g.
-    ``enable_thinking``)."""
+    add_special_tokens: bool = False,
+) -> list[int]:
+    """The prompt token ids for ``conversation`` (messages as the template reads them:
+    role, content text, and name / tool calls where present). ``continue_final_message``
+    leaves the last (assistant) message open for the model to go on, and so adds no
+    generation prompt. ``template_kwargs``: extra variables for the template (e.g.
+    ``enable_thinking``). The template writes any BOS it wants, so special tokens are not
+    added again unless asked."""
     if template is None and not getattr(tokenizer, "chat_template", None):
         raise NoChatTemplate("this model's tokenizer has no chat template")
-    clash = sorted(set(template_kwargs or {}) & _reserved(tokenizer))
+    clash = sorted(set(template_kwargs) & _reserved(tokenizer)) if template_kwargs else []
     if clash:
         raise TemplateKwargsError(
             f"chat template variables may not be named {', '.join(clash)} "
@@ -62,30 +74,7 @@ def render_conversation(
     if template is not None:
         kwargs["chat_template"] = template
     try:
-        return tokenizer.apply_chat_template(conversation, **kwargs)
+        text = tokenizer.apply_chat_template(conversation, **kwargs)
     except (TemplateError, ValueError, TypeError, KeyError, IndexError) as e:
         raise ChatTemplateError(f"the chat template failed on these messages: {e}") from e
-
-
-def conversation_ids(
-    tokenizer: Any,
-    conversation: list[dict[str, Any]],
-    template: str | None,
-    add_generation_prompt: bool = True,
-    continue_final_message: bool = False,
-    tools: list[dict[str, Any]] | None = None,
-    template_kwargs: dict[str, Any] | None = None,
-    add_special_tokens: bool = False,
-) -> list[int]:
-    """``render_conversation``, tokenized. The template writes any BOS it wants, so special
-    tokens are not added again unless asked."""
-    text = render_conversation(
-        tokenizer,
-        conversation,
-        template,
-        add_generation_prompt,
-        continue_final_message,
-        tools,
-        template_kwargs,
-    )
     return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))

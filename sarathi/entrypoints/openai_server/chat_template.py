@@ -3,7 +3,6 @@ Jinja template. Template failures are the client's or the operator's problem, ne
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sarathi.entrypoints.openai_server.errors import bad_request
@@ -12,6 +11,7 @@ from sarathi.transformers_utils.chat import (
     ChatTemplateError,
     NoChatTemplate,
     TemplateKwargsError,
+    arguments_object,
     conversation_ids,
 )
 
@@ -35,18 +35,14 @@ def _template_message(m: ChatMessage) -> dict[str, Any]:
             {
                 "id": c.id,
                 "type": "function",
-                "function": {"name": c.function.name, "arguments": _object(c.function.arguments)},
+                "function": {
+                    "name": c.function.name,
+                    "arguments": arguments_object(c.function.arguments),
+                },
             }
             for c in m.tool_calls
         ]
     return out
-
-
-def _object(arguments: str) -> Any:
-    try:
-        return json.loads(arguments)
-    except json.JSONDecodeError:
-        return arguments
 
 
 def chat_prompt_ids(
