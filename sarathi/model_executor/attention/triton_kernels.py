@@ -41,6 +41,7 @@ from sarathi.model_executor.attention.launch import (
     prefill_launch,
 )
 from sarathi.model_executor.attention.metadata import DecodeRope
+from sarathi.model_executor.layers.fused import rotate
 from sarathi.model_executor.layers.gemv import load_split_sums
 from sarathi.model_executor.pdl import launch_args, wait_prior
 
@@ -225,15 +226,14 @@ def _rope(base, d, mask, c, s, split_stride, SPLITS: tl.constexpr, dt: tl.conste
           HEAD_DIM: tl.constexpr):  # fmt: skip
     """Rotary of the head(s) at ``base`` (offsets ``d`` across the head, rows broadcast from
     ``base``), read as split sums where SPLITS > 0, in ``dt``: the rotary kernel's
-    roundings (each product rounded to ``dt``), with each element's partner in the other
-    half read directly instead of the two halves apart."""
+    roundings (``fused.rotate``), with each element's partner in the other half read
+    directly instead of the two halves apart."""
     half: tl.constexpr = HEAD_DIM // 2
     partner = (d + half) % HEAD_DIM
     sign = tl.where(d < half, -1.0, 1.0)
     x = load_split_sums(base + d, mask, split_stride, SPLITS, dt)
     xp = load_split_sums(base + partner, mask, split_stride, SPLITS, dt)
-    o = (x * c).to(dt).to(tl.float32) + (sign * xp * s).to(dt).to(tl.float32)
-    return o.to(dt)
+    return rotate(x, sign * xp, c, s, dt)
 
 
 @triton.jit

@@ -120,6 +120,13 @@ if triton_installed():
         add_norm_store(x, r, w, ResOut, Out, row * n + cols, mask, n, eps)
 
     @triton.jit
+    def rotate(x, xp, c, s, dt: tl.constexpr):
+        """x * cos + xp * sin in ``dt`` with the reference's roundings: each product rounded
+        to ``dt``, then the sum (``xp``: x's partner in the other half of the head, negated
+        for the first half). The rotary kernel and the batch-1 decode kernel share it."""
+        return ((x * c).to(dt).to(tl.float32) + (xp * s).to(dt).to(tl.float32)).to(dt)
+
+    @triton.jit
     def _rotate(
         src,
         stride_h,
@@ -140,10 +147,9 @@ if triton_installed():
         ptr = src + h[:, None] * stride_h + d[None, :]
         x1 = load_split_sums(ptr, hmask, split_stride, SPLITS, dt)
         x2 = load_split_sums(ptr + HALF, hmask, split_stride, SPLITS, dt)
-        # Reference: x * cos + cat(-x2, x1) * sin, each product rounded to the dtype.
-        o1 = (x1 * c[None, :]).to(dt).to(tl.float32) + (-x2 * s[None, :]).to(dt).to(tl.float32)
-        o2 = (x2 * c[None, :]).to(dt).to(tl.float32) + (x1 * s[None, :]).to(dt).to(tl.float32)
-        return o1.to(dt), o2.to(dt)
+        # Reference: x * cos + cat(-x2, x1) * sin.
+        c, s = c[None, :], s[None, :]
+        return rotate(x1, -x2, c, s, dt), rotate(x2, x1, c, s, dt)
 
     @triton.jit
     def _rotary_store_kernel(
