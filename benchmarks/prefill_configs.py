@@ -2,7 +2,8 @@
 
 One chunk of ``--chunk`` tokens after ``--prefix`` tokens already in the cache, per model
 shape, for each (tokens per program, keys per block, warps, stages, GQA packing: the query
-heads of a KV group in one program, sharing each key/value block): milliseconds and TFLOP/s
+heads of a KV group in one program, sharing each key/value block; "ptr": keys and values
+through pointer loads instead of tensor descriptors): milliseconds and TFLOP/s
 (causal attention FLOPs: 4 * heads * head_dim * chunk * (prefix + (chunk + 1) / 2)), the
 calls replayed from a CUDA graph.
 
@@ -24,6 +25,8 @@ from sarathi.model_executor.attention.triton_kernels import prefill_attention
 SHAPES = {"llama3-8b": (32, 8, 128), "qwen3-0.6b": (16, 8, 128), "llama2-7b": (32, 32, 128)}
 LAUNCHES = [  # the first is the default
     PrefillLaunch(64, 64, 4, 3),
+    PrefillLaunch(64, 64, 4, 3, tma=False),
+    PrefillLaunch(128, 64, 8, 3, tma=False),
     PrefillLaunch(128, 64, 8, 3),
     PrefillLaunch(128, 64, 8, 4),
     PrefillLaunch(128, 128, 8, 2),
@@ -38,7 +41,9 @@ LAUNCHES = [  # the first is the default
 
 def _name(launch: PrefillLaunch) -> str:
     m, n, w, s = launch.block_m, launch.block_n, launch.warps, launch.stages
-    return f"{m}/{n}/{w}/{s}" + (" packed" if launch.packed else "")
+    return (
+        f"{m}/{n}/{w}/{s}" + (" packed" if launch.packed else "") + ("" if launch.tma else " ptr")
+    )
 
 
 def _case(model: str, prefix: int, n: int) -> list[dict]:

@@ -29,7 +29,7 @@ import torch
 from sarathi.core.scheduler_output import ScheduledChunk, StepInput, StepResult, TokenMasks
 from sarathi.model_executor import kernel_switches
 from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
-from sarathi.model_executor.attention.launch import prefill_launch
+from sarathi.model_executor.attention.launch import prefill_launch, prefill_tiles
 from sarathi.model_executor.attention.metadata import ChunkTable
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 from sarathi.model_executor.layers.sampler import (
@@ -349,8 +349,6 @@ class ModelRunner:
 
         ids, pos, tok_slots = [dtok], [dpos], [dslots]
         prefills: list[tuple[int, int, int]] = []
-        tile_chunk: list[np.ndarray] = []
-        tile_block: list[np.ndarray] = []
         sample_rows: list[int] = []
         sample_slots: list[int] = []
         prompt_rows: list[PromptRows] = []
@@ -372,9 +370,6 @@ class ModelRunner:
             ids.append(np.asarray(tokens, dtype=np.int64))
             pos.append(np.arange(c.start, end, dtype=np.int64))
             tok_slots.append(np.full(n, slot, dtype=np.int64))
-            blocks = -(-n // self.block_m)
-            tile_chunk.append(np.full(blocks, len(prefills), dtype=np.int64))
-            tile_block.append(np.arange(blocks, dtype=np.int64))
             prefills.append((slot, c.start, n))
             if c.prompt_logprobs is not None:
                 prompt_rows.append(_prompt_rows(c, row, st.prompt_len, c.prompt_logprobs))
@@ -383,6 +378,7 @@ class ModelRunner:
                 sample_rows.append(row - 1)
                 sample_slots.append(slot)
 
+        tile_chunk, tile_block = prefill_tiles([(s, n) for _, s, n in prefills], self.block_m)
         chunk_off = (
             np.cumsum([nd] + [n for _, _, n in prefills[:-1]], dtype=np.int64)
             if prefills
@@ -400,8 +396,8 @@ class ModelRunner:
             "chunk_start": pf[:, 1],
             "chunk_len": pf[:, 2],
             "chunk_off": chunk_off,
-            "tile_chunk": _cat(tile_chunk),
-            "tile_block": _cat(tile_block),
+            "tile_chunk": tile_chunk,
+            "tile_block": tile_block,
             "sample_idx": np.concatenate(
                 [np.arange(nd, dtype=np.int64), np.asarray(sample_rows, dtype=np.int64)]
             ),
@@ -622,10 +618,6 @@ def _prompt_rows(c: ScheduledChunk, first_row: int, prompt_len: int, top: int) -
         after.append(c.next_prompt_token)
     rows = min(c.start + len(c.token_ids), prompt_len - 1) - c.start
     return PromptRows(c.seq_id, first_row, c.start + 1, after[:rows], top)
-
-
-def _cat(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def _empty_arrays() -> dict[str, np.ndarray]:

@@ -13,7 +13,8 @@ import torch
 import triton.runtime.interpreter as interp
 
 from sarathi import LLM, SamplingParams
-from sarathi.model_executor.attention.launch import PrefillLaunch, decode_splits, prefill_launch
+from sarathi.model_executor.attention.launch import (PrefillLaunch, decode_splits, prefill_launch,
+                                                     prefill_tiles)
 from sarathi.model_executor.attention.metadata import AttentionMetadata, chunk_table
 from sarathi.model_executor.attention.torch_backend import TorchAttention
 from sarathi.model_executor.attention.triton_backend import TritonAttention
@@ -46,8 +47,10 @@ def check_kernels() -> None:
     pos = torch.cat([dlens - 1] + [torch.arange(st, st + n) for _, st, n in prefills])
     sot = torch.cat([dslots] + [torch.full((n,), s) for s, _, n in prefills])
     meta = AttentionMetadata(sot, pos, nd, dslots, dlens, int(dlens.max()), prefills)
-    # The default prefill launch, and GQA packing (both query heads of a KV group per program).
-    launches = [None, PrefillLaunch(16, 16, 4, 1, packed=True)]
+    # The default prefill launch (keys and values through tensor descriptors), the same with
+    # pointer loads, and GQA packing (both query heads of a KV group per program).
+    launches = [None, PrefillLaunch(64, 64, 4, 3, tma=False),
+                PrefillLaunch(16, 16, 4, 1, packed=True)]
     for window in (None, 7):
         want = TorchAttention().forward(q, k, v, meta, scale, window)
         for launch in launches:
@@ -83,17 +86,16 @@ def check_graph_shaped(  # type: ignore[no-untyped-def]
     dl = torch.ones(rows, dtype=torch.long)
     dl[:nd] = dlens
     table = torch.zeros(4, cap_chunks, dtype=torch.long)
-    tiles: list[tuple[int, int]] = []
     off = nd
     for i, (s, st, n) in enumerate(prefills):
         table[:, i] = torch.tensor([s, st, n, off])
         off += n
-        tiles += [(i, b) for b in range(-(-n // block_m))]
+    chunks, blocks = prefill_tiles([(st, n) for _, st, n in prefills], block_m)
     n_tiles = math.ceil(t / block_m) + cap_chunks
     tile_chunk = torch.full((n_tiles,), -1)
     tile_block = torch.zeros(n_tiles, dtype=torch.long)
-    tile_chunk[:len(tiles)] = torch.tensor([c for c, _ in tiles])
-    tile_block[:len(tiles)] = torch.tensor([b for _, b in tiles])
+    tile_chunk[:len(chunks)] = torch.from_numpy(chunks)
+    tile_block[:len(blocks)] = torch.from_numpy(blocks)
     qq = torch.cat([q, torch.zeros(rows, hq, d)])
     out2 = torch.full_like(qq, float("nan"))
     decode_attention(qq[:rows], k, v, ds, dl, max_len, scale, None, out2[:rows], 4,

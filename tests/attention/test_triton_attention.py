@@ -133,6 +133,37 @@ def test_packed_prefill_matches_reference(hq: int, hkv: int, d: int, window: int
         assert rel_error(out, ref) < BF16_TOL, launch
 
 
+@pytest.mark.parametrize("layout", ["per_layer", "mega"])
+@pytest.mark.parametrize("window", [None, 77])
+def test_prefill_descriptor_loads_match_pointer_loads(layout: str, window: int | None) -> None:
+    """Keys and values through tensor descriptors (TMA, the default on Hopper) and through
+    pointer loads: both the reference's output, eager and over a tile table in the order
+    the model runner builds it (longest blocks first)."""
+    from sarathi.model_executor.attention.launch import PrefillLaunch, prefill_tiles
+    from sarathi.model_executor.attention.triton_kernels import prefill_attention
+
+    rng = random.Random(hash((layout, window)) & 0xFFFF)
+    torch.manual_seed(rng.randrange(1 << 30))
+    k, v = _cache(layout, 8, 1500, 8, 128, torch.bfloat16)
+    tok_slots, tok_pos, meta = _step(rng, 8, 1500, num_decodes=0, chunk_lens=[1, 37, 200, 960])
+    q = torch.randn(len(tok_slots), 32, 128, dtype=torch.bfloat16, device="cuda")
+    ref = reference_attention(q, k, v, tok_slots, tok_pos, 128 ** -0.5, window)
+    c = meta.chunks
+    assert c is not None
+    for launch in (PrefillLaunch(64, 64, 4, 3), PrefillLaunch(64, 64, 4, 3, tma=False)):
+        out = torch.full_like(q, float("nan"))
+        prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, c.longest, 128 ** -0.5,
+                          window, out, launch=launch)
+        assert rel_error(out, ref) < BF16_TOL, launch
+        chunks, blocks = prefill_tiles([(s, n) for _, s, n in meta.prefills], launch.block_m)
+        tiles = (torch.tensor(chunks.tolist() + [-1, -1], device="cuda"),
+                 torch.tensor(blocks.tolist() + [0, 0], device="cuda"))
+        tiled = torch.full_like(q, float("nan"))
+        prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, c.longest, 128 ** -0.5,
+                          window, tiled, tiles=tiles, launch=launch)
+        assert torch.equal(tiled, out), launch
+
+
 @pytest.mark.parametrize("batch,max_len,splits", [(1, 16384, None), (3, 4096, (7, 640)),
                                                   (64, 2048, None), (5, 300, (1, 320)),
                                                   # many programs per SM: 32-key blocks

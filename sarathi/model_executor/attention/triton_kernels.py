@@ -8,10 +8,14 @@ keys are one strided run of memory and the kernels need no block table.
   program loads each key/value block once for all query heads of its GQA group (padded to
   the 16 rows a tensor-core dot needs), keeps a running max/sum, and writes a partial
   result; a second kernel merges the splits. Splitting keeps the chip busy at batch 1.
-- Prefill: one program per (query block, chunk, query head) over the slot's prefix plus the
+- Prefill: one program per (query head, query block, chunk) over the slot's prefix plus the
   chunk itself, causal with the chunk's offset, optionally within a sliding window; or,
-  packed (``PrefillLaunch.packed``), one per (query block, chunk, KV head) with a row per
-  (token, query head of the group), so the group's heads share each key/value block.
+  packed (``PrefillLaunch.packed``), one per (KV head, query block, chunk) with a row per
+  (token, query head of the group), so the group's heads share each key/value block. On
+  Hopper the key/value blocks load through tensor descriptors (the TMA unit copies them to
+  shared memory; rows past the block's last key read as zeros), elsewhere and for the paged
+  baseline through pointers. Heads vary fastest and the blocks that see the most keys run
+  first, so the chip does not wait on a long block started last.
 
 The same kernels read the ``paged`` baseline (``PAGED=True``): K and V are then pools
 ``[num_blocks, block_size, kv_heads, head_dim]`` and a slot's token ``p`` lives in block
@@ -101,14 +105,17 @@ def _attend(q, k, v, keep, scale_log2, m_i, l_i, acc, MASKED: tl.constexpr):
     """One block of keys ``k``/values ``v`` for the query rows ``q``, online softmax in base
     2: scores where ``keep`` is false are dropped (unless not ``MASKED``: every query sees
     every key). Returns the updated running max, sum and output accumulator."""
-    qk = tl.dot(q, tl.trans(k)) * scale_log2
+    qk = tl.dot(q, tl.trans(k))
     if MASKED:
         qk = tl.where(keep, qk, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    # The scale (> 0) goes into the row max and the exponent's argument, a multiply-add per
+    # score, and the product with v accumulates into the rescaled acc inside the dot: both
+    # save a pass over a register tile per block.
+    m_new = tl.maximum(m_i, tl.max(qk, 1) * scale_log2)
     alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(qk - m_new[:, None])
+    p = tl.exp2(qk * scale_log2 - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
     return m_new, l_i, acc
 
 
@@ -177,16 +184,20 @@ def _prefill_keys(
     m_i,
     l_i,
     acc,
+    k_desc,
+    v_desc,
     BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     HAS_WINDOW: tl.constexpr,
     PAGED: tl.constexpr,
     PAGE: tl.constexpr,
     MASKED: tl.constexpr,
+    TMA: tl.constexpr,
 ):
     """The query rows ``q`` (at positions ``qpos``) over the keys at ``[first, end)``, in
     blocks; keys at ``hi`` and past it do not exist. ``MASKED``: apply the causal mask (and
-    the sliding window); without it every row sees every key."""
+    the sliding window); without it every row sees every key. ``TMA``: the blocks load
+    through ``k_desc``/``v_desc`` (rows past ``hi`` read as zeros)."""
     for p0 in range(first, end, BLOCK_N):
         pos = p0 + tl.arange(0, BLOCK_N)
         pmask = pos < hi
@@ -195,29 +206,34 @@ def _prefill_keys(
             keep = keep & (pos[None, :] <= qpos[:, None])
             if HAS_WINDOW:
                 keep = keep & (qpos[:, None] - pos[None, :] < window)
-        m_i, l_i, acc = _attend_block(
-            q,
-            k_base,
-            v_base,
-            BlockTable,
-            stride_bt,
-            slot,
-            pos,
-            pmask,
-            keep,
-            stride_ks,
-            stride_kp,
-            stride_vs,
-            stride_vp,
-            scale_log2,
-            m_i,
-            l_i,
-            acc,
-            HEAD_DIM,
-            PAGED,
-            PAGE,
-            MASKED,
-        )
+        if TMA:
+            k = k_desc.load([p0, 0])
+            v = v_desc.load([p0, 0])
+            m_i, l_i, acc = _attend(q, k, v, keep, scale_log2, m_i, l_i, acc, MASKED)
+        else:
+            m_i, l_i, acc = _attend_block(
+                q,
+                k_base,
+                v_base,
+                BlockTable,
+                stride_bt,
+                slot,
+                pos,
+                pmask,
+                keep,
+                stride_ks,
+                stride_kp,
+                stride_vs,
+                stride_vp,
+                scale_log2,
+                m_i,
+                l_i,
+                acc,
+                HEAD_DIM,
+                PAGED,
+                PAGE,
+                MASKED,
+            )
     return m_i, l_i, acc
 
 
@@ -501,21 +517,23 @@ def _prefill_kernel(
     PAGE: tl.constexpr,
     TILED: tl.constexpr,
     HEADS: tl.constexpr,
+    TMA: tl.constexpr,
 ):
     # A program takes BLOCK_M // HEADS tokens of a chunk for HEADS query heads of one KV
     # group, a row per (token, head): with HEADS = GROUP the group's heads share each key
     # and value block loaded, instead of every head loading it again.
     TOKENS = BLOCK_M // HEADS
-    if TILED:  # a graph's fixed grid: program i takes tile i of the step's table
-        c = tl.load(TileChunk + tl.program_id(0)).to(tl.int32)
+    # Heads vary fastest over the grid and the longest query blocks (the most keys) come
+    # first, so the programs that start last are short ones and the chip ends together.
+    h0 = tl.program_id(0) * HEADS
+    if TILED:  # a graph's fixed grid: program (h, i) takes tile i of the step's table
+        c = tl.load(TileChunk + tl.program_id(1)).to(tl.int32)
         if c < 0:
             return
-        mb = tl.load(TileBlock + tl.program_id(0)).to(tl.int32)
-        h0 = tl.program_id(1) * HEADS
+        mb = tl.load(TileBlock + tl.program_id(1)).to(tl.int32)
     else:
-        mb = tl.program_id(0)
-        c = tl.program_id(1)
-        h0 = tl.program_id(2) * HEADS
+        mb = tl.num_programs(1) - 1 - tl.program_id(1)
+        c = tl.program_id(2)
     n = tl.load(ChunkLen + c).to(tl.int32)
     if mb * TOKENS >= n:
         return
@@ -548,6 +566,15 @@ def _prefill_kernel(
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     k_base = K + kvh * stride_kh
     v_base = V + kvh * stride_vh
+    k_desc = None
+    v_desc = None
+    if TMA:  # the slot's keys (values) of this KV head as a [hi, HEAD_DIM] matrix
+        k_desc = tl.make_tensor_descriptor(
+            k_base + slot * stride_ks, [hi, HEAD_DIM], [stride_kp, 1], [BLOCK_N, HEAD_DIM]
+        )
+        v_desc = tl.make_tensor_descriptor(
+            v_base + slot * stride_vs, [hi, HEAD_DIM], [stride_vp, 1], [BLOCK_N, HEAD_DIM]
+        )
     # Key blocks that end at or before this block's first query are seen by every row:
     # no causal mask there (most of a chunk's context when it has a prefix).
     full = lo
@@ -573,12 +600,15 @@ def _prefill_kernel(
             m_i,
             l_i,
             acc,
+            k_desc,
+            v_desc,
             BLOCK_N,
             HEAD_DIM,
             HAS_WINDOW,
             PAGED,
             PAGE,
             False,
+            TMA,
         )
     m_i, l_i, acc = _prefill_keys(
         q,
@@ -600,12 +630,15 @@ def _prefill_kernel(
         m_i,
         l_i,
         acc,
+        k_desc,
+        v_desc,
         BLOCK_N,
         HEAD_DIM,
         HAS_WINDOW,
         PAGED,
         PAGE,
         True,
+        TMA,
     )
 
     out = acc / l_i[:, None]
@@ -614,6 +647,20 @@ def _prefill_kernel(
         out.to(Out.dtype.element_ty),
         mask=rmask[:, None],
     )
+
+
+def has_tma(device: torch.device) -> bool:
+    """Whether kernels on ``device`` can load through tensor descriptors: a GPU of compute
+    capability 9.0 or later (Hopper's TMA unit), or Triton's interpreter."""
+    if device.type != "cuda":
+        return True  # the interpreter runs descriptor loads on the host
+    return torch.cuda.get_device_capability(device) >= (9, 0)
+
+
+def _descriptor_scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
+    """Global memory for the descriptors a kernel builds on the device (128 bytes each),
+    from the current stream's pool: a graph's capture keeps its own."""
+    return torch.empty(size, dtype=torch.int8, device="cuda")
 
 
 def _check(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
@@ -775,8 +822,9 @@ def prefill_attention(
 ) -> torch.Tensor:
     """q: [T, Hq, D] (chunk c's rows start at chunk_off[c]); out rows of the chunks written.
     With ``block_table`` the caches are paged pools, as in ``decode_attention``. With
-    ``tiles`` (chunk and query block of each program, chunk -1 for none; see
-    ``prefill_launch``) the grid is one program per tile and head, whatever the chunks.
+    ``tiles`` (chunk and query block of each program, chunk -1 for none, best with the
+    blocks that see the most keys first; see ``prefill_launch``) the grid is one program
+    per tile and head, whatever the chunks.
     ``launch`` overrides the launch shape, for tuning (``benchmarks/prefill_configs.py``);
     tiles must then be built with its ``block_m``."""
     _check(q, k_cache, v_cache)
@@ -788,11 +836,16 @@ def prefill_attention(
     heads = group if launch.packed and group & (group - 1) == 0 else 1
     paged = block_table is not None
     bt = chunk_slot if block_table is None else block_table  # chunk_slot: unused, not paged
+    tma = launch.tma and not paged and has_tma(q.device)
+    if tma and q.is_cuda:
+        # Triton keeps its allocator per thread context, and the engine may launch from a
+        # thread of its own: set it where the kernel launches.
+        triton.set_allocator(_descriptor_scratch)
     if tiles is not None:
-        grid: tuple[int, ...] = (tiles[0].numel(), hq // heads)
+        grid: tuple[int, ...] = (hq // heads, tiles[0].numel())
         tile_chunk, tile_block = tiles
     else:
-        grid = (triton.cdiv(max_chunk, launch.block_m), chunk_slot.numel(), hq // heads)
+        grid = (hq // heads, triton.cdiv(max_chunk, launch.block_m), chunk_slot.numel())
         tile_chunk = tile_block = chunk_slot  # unused
     _prefill_kernel[grid](
         q,
@@ -828,6 +881,7 @@ def prefill_attention(
         PAGE=k_cache.shape[1] if paged else 1,
         TILED=tiles is not None,
         HEADS=heads,
+        TMA=tma,
         num_warps=launch.warps,
         num_stages=launch.stages,
     )
