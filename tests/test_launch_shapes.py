@@ -3,7 +3,12 @@ plans the graphs are captured with must fit the kernels that run them."""
 
 import pytest
 
-from sarathi.model_executor.attention.launch import decode_launch, decode_splits, prefill_launch
+from sarathi.model_executor.attention.launch import (
+    decode_launch,
+    decode_splits,
+    prefill_launch,
+    prefill_tiles,
+)
 
 
 @pytest.mark.parametrize("batch", [1, 3, 16, 64, 128, 256, 512])
@@ -31,3 +36,20 @@ def test_decode_launch_shapes_are_what_was_measured() -> None:
 def test_prefill_tiles_are_a_power_of_two(head_dim: int) -> None:
     m = prefill_launch(head_dim).block_m
     assert m & (m - 1) == 0
+
+
+@pytest.mark.parametrize("chunks", [[], [(0, 1)], [(0, 960)], [(1920, 960), (0, 37), (500, 64)],
+                                    [(10, 200), (10, 200)]])
+def test_prefill_tiles_cover_every_block_once_longest_first(chunks: list[tuple[int, int]]) -> None:
+    """Each (chunk, query block) once, ordered by the keys its last query sees, most first
+    (ties in chunk order), so that the kernel's last programs are short ones."""
+    block_m = 64
+    chunk, block = prefill_tiles(chunks, block_m)
+    tiles = list(zip(chunk.tolist(), block.tolist(), strict=True))
+    want = {(c, b) for c, (_, n) in enumerate(chunks) for b in range(-(-n // block_m))}
+    assert sorted(tiles) == sorted(want)
+    seen = [chunks[c][0] + (b + 1) * block_m for c, b in tiles]
+    assert seen == sorted(seen, reverse=True)
+    for i in range(1, len(seen)):
+        if seen[i] == seen[i - 1]:
+            assert tiles[i - 1] < tiles[i]
