@@ -53,7 +53,8 @@ ENV_VARS: dict[str, EnvVar] = {
             "SARATHI_OVERLAP",
             "1",
             "0: a mixed step's decode attention runs after its prefill attention instead of "
-            "beside it on a second stream.",
+            "overlapping it (launched behind it with programmatic dependent launch, or on a "
+            "second stream without PDL).",
         ),
         EnvVar(
             "SARATHI_SYMM_ALLREDUCE",

@@ -36,7 +36,8 @@ class KernelSwitches:
     fused: bool = False  # fused Triton kernels for the small per-layer ops
     gemv: str = "0"  # one-row matmuls: "0" cuBLAS, "1" the GEMV where faster, "all" always
     pdl: bool = False  # programmatic dependent launch of our Triton kernels
-    # A mixed step's decode attention on a second stream, beside its prefill attention.
+    # A mixed step's decode attention overlapping its prefill attention: launched right behind
+    # it with PDL where ``pdl`` is on, otherwise on a second stream beside it.
     overlap: bool = False
 
     @classmethod

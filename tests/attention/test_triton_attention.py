@@ -10,6 +10,7 @@ import torch
 from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend
 from sarathi.model_executor.attention.metadata import chunk_table
 from sarathi.model_executor.kernel_switches import KernelSwitches
+from sarathi.model_executor.pdl import supported as pdl_supported
 from tests.attention.reference import reference_attention, rel_error
 
 pytestmark = pytest.mark.gpu
@@ -75,19 +76,22 @@ def test_mixed_step_matches_reference(layout: str, hq: int, hkv: int, d: int,
     assert rel_error(out, ref) < BF16_TOL
 
 
-def test_overlapped_mixed_step_equals_serial_eager_and_graphed() -> None:
-    """The decode kernel on a second stream beside the prefill kernel writes what the two
-    one after the other write, bit for bit, eagerly and replayed from a graph."""
+@pytest.mark.parametrize("pdl", [False, True])
+def test_overlapped_mixed_step_equals_serial_eager_and_graphed(pdl: bool) -> None:
+    """The decode kernel overlapping the prefill kernel writes what the two one after the
+    other write, bit for bit, eagerly and replayed from a graph, and the kernel after them
+    (a copy) sees both outputs whole."""
     rng = random.Random(5)
     torch.manual_seed(5)
     k, v = _cache("mega", 24, 1500, 8, 128, torch.bfloat16)
     tok_slots, _, meta = _step(rng, 24, 1500, num_decodes=9, chunk_lens=[1, 37, 200, 64])
     q = torch.randn(len(tok_slots), 32, 128, dtype=torch.bfloat16, device="cuda")
     serial = get_attention_backend("triton", torch.device("cuda"))
-    kernels = KernelSwitches(fused=True, overlap=True)
+    kernels = KernelSwitches(fused=True, pdl=pdl and pdl_supported(torch.device("cuda")),
+                             overlap=True)
     overlapped = get_attention_backend("triton", torch.device("cuda"), kernels=kernels)
     want = serial.forward(q, k, v, meta, 0.125, None)
-    assert torch.equal(overlapped.forward(q, k, v, meta, 0.125, None), want)
+    assert torch.equal(overlapped.forward(q, k, v, meta, 0.125, None).clone(), want)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up off the capture stream, as torch advises
@@ -96,10 +100,12 @@ def test_overlapped_mixed_step_equals_serial_eager_and_graphed() -> None:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = overlapped.forward(q, k, v, meta, 0.125, None)
+        copied = out.clone()
     out.zero_()
+    copied.zero_()
     graph.replay()
     torch.cuda.synchronize()
-    assert torch.equal(out, want)
+    assert torch.equal(out, want) and torch.equal(copied, want)
 
 
 @pytest.mark.parametrize("hq,hkv,d", [(32, 8, 128), (16, 8, 128), (32, 32, 128), (14, 2, 64)])

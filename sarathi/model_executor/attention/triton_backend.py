@@ -5,9 +5,11 @@ when the context is split); all prefill chunks of the step go to one prefill lau
 read the step's layout from device tensors (``AttentionMetadata``), so a step replays a
 CUDA graph; inside one, ``meta.launch`` fixes the grids.
 
-In a mixed step the decode kernel (bound by memory) runs on a second stream beside the
-prefill kernel (bound by the tensor cores), so each fills what the other leaves idle; a
-graph captures the two streams as two branches.
+In a mixed step the decode kernel overlaps the prefill kernel. With programmatic dependent
+launch (Hopper and later) it launches right behind it: the prefill's programs fill every SM
+from the start, and the decode programs take each SM its last programs leave (Llama-3-8B
+mixed step on an H200: 26.51 / 26.61 ms against 26.69 / 26.72 on a second stream). Without
+PDL it runs on a second stream beside it, which a graph captures as a second branch.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class TritonAttention:
         """With ``block_table`` the caches are paged pools (the ``paged`` backend's
         kernels). ``num_sms`` (default: the device's) sizes the decode kernel's split;
         ``kernels``: the model's switches (``pdl``: programmatic dependent launch;
-        ``overlap``: a mixed step's two kernels on two streams)."""
+        ``overlap``: a mixed step's decode kernel overlapping its prefill kernel)."""
         self.block_table = block_table
         self._num_sms = num_sms
         self.kernels = kernels
@@ -66,6 +68,10 @@ class TritonAttention:
                 self._decode(q, k_cache, v_cache, meta, scale, window, out, self.kernels.pdl)
             if c is not None:
                 self._prefill(q, k_cache, v_cache, c, scale, window, out)
+            return out
+        if self.kernels.pdl:
+            self._prefill(q, k_cache, v_cache, c, scale, window, out, release=True)
+            self._decode(q, k_cache, v_cache, meta, scale, window, out, False, behind=True)
             return out
         # The side stream starts after everything queued so far (this layer's q and K/V
         # writes) and the main stream waits for it before the next layer reads ``out``.
@@ -110,6 +116,7 @@ class TritonAttention:
         out: torch.Tensor,
         pdl: bool,
         rope: DecodeRope | None = None,
+        behind: bool = False,
     ) -> None:
         nd = meta.num_decodes
         fixed = meta.launch
@@ -132,6 +139,7 @@ class TritonAttention:
             pdl,
             fixed.decode if fixed is not None else None,
             rope,
+            behind,
         )
 
     def _prefill(
@@ -143,6 +151,7 @@ class TritonAttention:
         scale: float,
         window: int | None,
         out: torch.Tensor,
+        release: bool = False,
     ) -> None:
         tiles = None
         if c.tile_chunk is not None and c.tile_block is not None:
@@ -161,4 +170,5 @@ class TritonAttention:
             out,
             self.block_table,
             tiles,
+            release=release,
         )

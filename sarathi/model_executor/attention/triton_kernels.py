@@ -301,10 +301,16 @@ def _decode_kernel(
     ROPE: tl.constexpr,
     ROPE_SPLITS: tl.constexpr,
     PDL: tl.constexpr,
+    BEHIND: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     s = tl.program_id(2)
+    if BEHIND:  # noqa: SIM102 - constexpr guard
+        # Launched behind a kernel that released it early and writes nothing read here: one
+        # program waits for that kernel, so this one completes after it (see decode_attention).
+        if (b == 0) & (kvh == 0) & (s == 0):
+            tl.extra.cuda.gdc_wait()
     # A mixed-step graph: rows past the step's decodes are prefill rows. COUNTED is a constexpr,
     # kept a separate `if` so the load is never traced without it (older Triton releases trace
     # both operands of an `and`).
@@ -518,7 +524,10 @@ def _prefill_kernel(
     TILED: tl.constexpr,
     HEADS: tl.constexpr,
     TMA: tl.constexpr,
+    RELEASE: tl.constexpr,
 ):
+    if RELEASE:  # the kernel behind may start once every program here has (decode_attention)
+        tl.extra.cuda.gdc_launch_dependents()
     # A program takes BLOCK_M // HEADS tokens of a chunk for HEADS query heads of one KV
     # group, a row per (token, head): with HEADS = GROUP the group's heads share each key
     # and value block loaded, instead of every head loading it again.
@@ -688,6 +697,7 @@ def decode_attention(
     pdl: bool = False,
     launch: DecodeLaunch | None = None,
     rope: DecodeRope | None = None,
+    behind: bool = False,
 ) -> torch.Tensor:
     """q: [B, Hq, D]; out: [B, Hq, D] (written). With ``rope`` the kernel rotates q and
     the new key itself and writes the new K/V to the cache (see ``DecodeRope``); without
@@ -699,7 +709,12 @@ def decode_attention(
     fixed ``split`` is in whole blocks of it (graphs pass both, from ``FixedLaunch``).
     Two pipeline stages, not three: on an H100 the third stage's shared memory cost the
     contiguous (vattention) path 8% at 16K context by lowering occupancy, while the paged
-    path did not move (``benchmarks/results/README.md``)."""
+    path did not move (``benchmarks/results/README.md``).
+    ``behind``: launched right after ``prefill_attention(..., release=True)`` in a mixed
+    step, with programmatic dependent launch: the prefill kernel lets it launch once all of
+    its programs have started, so decode programs take the SMs that the prefill's last
+    programs leave free; one decode program waits for the prefill kernel, so the kernels
+    after this one see both outputs. Needs PDL (Hopper and later)."""
     _check(q, k_cache, v_cache)
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
@@ -722,6 +737,10 @@ def decode_attention(
     # Llama-2-7B ctx 4096: 5.75 vs 5.85 ms steps). At batch 16 and 32 it was slower:
     # batch-16 steps +2%, batch-32 paged decode kernels up to +18% (results/README.md).
     pdl_args = launch_args(pdl and b == 1)
+    merge_args = pdl_args
+    if behind:
+        pdl_args = {"PDL": False, "launch_pdl": True}
+        merge_args = launch_args(False)
     counted = count is not None
     cnt = count if counted else lens  # unused when not counted
     r = rope
@@ -782,6 +801,7 @@ def decode_attention(
         # product's rounding: the rotary inside (ROPE) would then not round as the rotary
         # kernel does. Off for both forms, so that their attention arithmetic is the same.
         enable_fp_fusion=False,
+        BEHIND=behind,
         **pdl_args,
     )
     if splits > 1:
@@ -799,7 +819,7 @@ def decode_attention(
             HEAD_DIM=d,
             COUNTED=counted,
             num_warps=4,
-            **pdl_args,
+            **merge_args,
         )
     return out
 
@@ -819,6 +839,7 @@ def prefill_attention(
     block_table: torch.Tensor | None = None,
     tiles: tuple[torch.Tensor, torch.Tensor] | None = None,
     launch: PrefillLaunch | None = None,
+    release: bool = False,
 ) -> torch.Tensor:
     """q: [T, Hq, D] (chunk c's rows start at chunk_off[c]); out rows of the chunks written.
     With ``block_table`` the caches are paged pools, as in ``decode_attention``. With
@@ -826,7 +847,8 @@ def prefill_attention(
     blocks that see the most keys first; see ``prefill_launch``) the grid is one program
     per tile and head, whatever the chunks.
     ``launch`` overrides the launch shape, for tuning (``benchmarks/prefill_configs.py``);
-    tiles must then be built with its ``block_m``."""
+    tiles must then be built with its ``block_m``. ``release``: a decode kernel launched
+    ``behind`` this one may start once all of its programs have (``decode_attention``)."""
     _check(q, k_cache, v_cache)
     hq, d = q.shape[1], q.shape[2]
     group = hq // k_cache.shape[2]
@@ -882,6 +904,7 @@ def prefill_attention(
         TILED=tiles is not None,
         HEADS=heads,
         TMA=tma,
+        RELEASE=release,
         num_warps=launch.warps,
         num_stages=launch.stages,
     )
