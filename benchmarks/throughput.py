@@ -21,6 +21,12 @@ P: matmul parameters of the layers, P' = P plus the LM head, W: bytes of weights
 step reads (layers and LM head), kv: KV bytes per token, A(p): causal attention FLOPs of a
 p-token prompt.
 
+It also prints where the time went: the engine's steps by kind (mixed: with a prefill chunk;
+decode, by batch size), each kind's wall time beside the floor of its own steps (the larger
+of their bytes at BW and their FLOPs at MM, the same quantities per step). A step's time is
+the interval between two schedules; under overlapped scheduling that interval ends when the
+step before's results arrive, which shifts the kinds by one step, a few steps in a run.
+
     python benchmarks/throughput.py --preset qwen3-0.6b --load-format dummy   # GPU
     python benchmarks/throughput.py --num-requests 32 --max-len 128           # demo, CPU
     python benchmarks/throughput.py --preset llama3-8b --tp 2 1               # 2 GPUs
@@ -33,6 +39,7 @@ import gc
 import random
 import tempfile
 import time
+from dataclasses import dataclass
 
 import torch
 from common import (
@@ -84,6 +91,89 @@ def lower_bound_seconds(
     return t
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """One engine step as scheduled: when, its decodes and their context tokens, its prefill
+    chunks as (cached tokens before the chunk, chunk tokens)."""
+
+    at: float
+    decodes: int
+    decode_context: int
+    chunks: tuple[tuple[int, int], ...]
+
+
+def record_steps(llm: LLM) -> list[StepRecord]:
+    """Record every step the engine schedules with work, until ``stop_recording``."""
+    records: list[StepRecord] = []
+    scheduler = llm.engine.scheduler
+    schedule = scheduler.schedule
+
+    def recorded():  # type: ignore[no-untyped-def]
+        plan = schedule()
+        if plan.decodes or plan.chunks:
+            records.append(
+                StepRecord(
+                    time.perf_counter(),
+                    len(plan.decodes),
+                    sum(seq.num_computed + 1 for seq in plan.decodes),
+                    tuple((seq.num_computed, n) for seq, n in plan.chunks),
+                )
+            )
+        return plan
+
+    scheduler.schedule = recorded  # type: ignore[method-assign]
+    return records
+
+
+def stop_recording(llm: LLM) -> None:
+    del llm.engine.scheduler.schedule  # the instance attribute set by record_steps
+
+
+def step_breakdown(
+    shape: ModelShape,
+    elem: int,
+    records: list[StepRecord],
+    end: float,
+    bw: float,
+    mm: float,
+) -> list[dict]:
+    """Wall time and floor of the recorded steps by kind (see the module docstring)."""
+    s = shape
+    q, kvd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+    p_layers = s.num_layers * (
+        s.hidden_size * (q + 2 * kvd) + q * s.hidden_size + 3 * s.hidden_size * s.intermediate_size
+    )
+    p_head = s.hidden_size * s.vocab_size
+    weight_bytes = (p_layers + p_head) * elem
+    kv = 2 * s.num_layers * kvd * elem
+    edges = [(1, 63), (64, 127), (128, 191), (192, None)]
+    groups: dict[str, dict] = {}
+    for i, r in enumerate(records):
+        wall = (records[i + 1].at if i + 1 < len(records) else end) - r.at
+        tokens = r.decodes + sum(n for _, n in r.chunks)
+        keys = r.decode_context + sum(c + n for c, n in r.chunks)
+        attention = sum(2 * 2 * s.num_layers * q * (n * c + n * (n + 1) / 2) for c, n in r.chunks)
+        flops = 2 * p_layers * tokens + 2 * p_head * (r.decodes + len(r.chunks)) + attention
+        floor = max((weight_bytes + kv * keys) / bw, flops / mm)
+        if r.chunks:
+            kind = "mixed" if r.decodes else "prefill"
+        else:
+            lo, hi = next((lo, hi) for lo, hi in edges if hi is None or r.decodes <= hi)
+            kind = f"decode {lo}-{hi}" if hi else f"decode {lo}+"
+        g = groups.setdefault(kind, {"steps": 0, "seconds": 0.0, "floor_s": 0.0})
+        g["steps"] += 1
+        g["seconds"] += wall
+        g["floor_s"] += floor
+    order = ["prefill", "mixed"] + [
+        f"decode {lo}-{hi}" if hi else f"decode {lo}+" for lo, hi in edges
+    ]
+    rows = [{"kind": k, **groups[k]} for k in order if k in groups]
+    for row in rows:
+        row["ms_per_step"] = 1e3 * row["seconds"] / row["steps"]
+        row["frac_of_floor"] = row["floor_s"] / row["seconds"]
+    return rows
+
+
 def make_requests(n: int, lo: int, hi: int, vocab: int, seed: int) -> list[tuple[list[int], int]]:
     rng = random.Random(seed)
     return [
@@ -92,29 +182,39 @@ def make_requests(n: int, lo: int, hi: int, vocab: int, seed: int) -> list[tuple
     ]
 
 
-def run_ours(llm: LLM, requests: list[tuple[list[int], int]]) -> dict:
+def run_ours(
+    llm: LLM, requests: list[tuple[list[int], int]]
+) -> tuple[dict, list[StepRecord], float]:
+    """The workload's result row, its steps as scheduled, and when the last one ended."""
     params = [
         SamplingParams(temperature=0.6, max_tokens=out, ignore_eos=True) for _, out in requests
     ]
     llm.generate([requests[0][0]], SamplingParams(max_tokens=4))  # warm-up
     sync()
+    records = record_steps(llm)
     t0 = time.perf_counter()
-    outs = llm.generate([p for p, _ in requests], params)
-    sync()
-    elapsed = time.perf_counter() - t0
+    try:
+        outs = llm.generate([p for p, _ in requests], params)
+        sync()
+        end = time.perf_counter()
+    finally:
+        stop_recording(llm)
+    elapsed = end - t0
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-    return {
+    row = {
         "engine": "sarathi",
         "seconds": elapsed,
         "output_tokens": tokens,
         "tokens_per_s": tokens / elapsed,
     }
+    return row, records, end
 
 
 def run_engine(
     model: str, kwargs: dict, args: argparse.Namespace
-) -> tuple[LLM, dict, list[tuple[list[int], int]]]:
-    """Start an engine, run the workload on it: the engine, its result row, the requests."""
+) -> tuple[LLM, dict, list[tuple[list[int], int]], list[StepRecord], float]:
+    """Start an engine, run the workload on it: the engine, its result row, the requests,
+    the steps and when the last one ended."""
     t0 = time.perf_counter()
     llm = LLM(model, **kwargs)
     startup_s = time.perf_counter() - t0
@@ -125,7 +225,7 @@ def run_engine(
         min(llm.engine.shape.vocab_size, len(llm.get_tokenizer())),
         args.seed,
     )
-    row = run_ours(llm, requests)
+    row, records, end = run_ours(llm, requests)
     executor = llm.engine.executor
     row.update(
         tensor_parallel_size=llm.engine.config.parallel.tensor_parallel_size,
@@ -136,7 +236,7 @@ def run_engine(
         graphs = executor.worker.runner.graphs
         row["graph_replays"] = dict(graphs.replays)
         row["capture_s"] = graphs.capture_seconds
-    return llm, row, requests
+    return llm, row, requests, records, end
 
 
 def run_hf(
@@ -251,11 +351,13 @@ def main() -> None:
     if args.tp and args.baseline == "hf":
         ap.error("--tp and --baseline hf do not mix: the baseline runs on one engine's setup")
     rows: list[dict] = []
+    steps: list[tuple[list[StepRecord], float]] = []
     # Larger sizes first: their ranks are child processes that free their GPUs on exit.
     for tp in sorted(args.tp, reverse=True) or [None]:
         kwargs = dict(extra) if tp is None else {**extra, "tensor_parallel_size": tp}
-        llm, row, requests = run_engine(model, kwargs, args)
+        llm, row, requests, records, end = run_engine(model, kwargs, args)
         rows.append(row)
+        steps.append((records, end))
         shape, setup = llm.engine.shape, llm.engine.setup
         llm.engine.shutdown()  # its KV cache and weights go back before the next run
         del llm
@@ -265,11 +367,13 @@ def main() -> None:
         bw, mm = copy_bandwidth(), matmul_rate()
         elem = torch.tensor([], dtype=setup.dtype).element_size()
         t_one = lower_bound_seconds(shape, elem, requests, bw, mm)
-        for row in rows:
+        for row, (records, end) in zip(rows, steps, strict=True):
             # Under tensor parallelism each GPU reads and multiplies its share: the bound
             # of a perfect split is the one-GPU bound over the GPUs (ceilings of one GPU).
-            row["lower_bound_s"] = t_one / row["tensor_parallel_size"]
+            tp_size = row["tensor_parallel_size"]
+            row["lower_bound_s"] = t_one / tp_size
             row["frac_of_limit"] = row["lower_bound_s"] / row["seconds"]
+            row["steps"] = step_breakdown(shape, elem, records, end, bw * tp_size, mm * tp_size)
         ceilings = {"copy_GB_per_s": bw / 1e9, "matmul_TFLOP_per_s": mm / 1e12}
         print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
     one = next((r["tokens_per_s"] for r in rows if r["tensor_parallel_size"] == 1), None)
@@ -295,6 +399,11 @@ def main() -> None:
             "capture_s",
         ],
     )
+    for row in rows:
+        if row.get("steps"):
+            print(f"\nsteps of {row['engine']} (TP={row['tensor_parallel_size']}):")
+            cols = ["kind", "steps", "seconds", "ms_per_step", "floor_s", "frac_of_floor"]
+            print_table(row["steps"], cols)
     write_json(
         args.json,
         {
