@@ -7,11 +7,12 @@ requested tokens are counted) and prints the ratio. With a ``--preset`` shape th
 weights are then made by transformers and saved as safetensors, so both engines run the
 same weights.
 
-On a GPU the run also measures the card's copy bandwidth BW and bf16 matmul rate MM and
-prints the fraction of the workload's hardware limit reached, T_lb / T, where T_lb assumes
-perfect batching and no host cost: every prompt's matmul and attention FLOPs at MM, then
-for each decode round k (every request with o_i >= k decodes its k-th token) the larger of
-reading the weights plus those requests' KV cache at BW and their matmul FLOPs at MM:
+On a GPU the run also measures the card's copy bandwidth BW and bf16 matmul rate MM (before
+and after the workload, the better of each) and prints the fraction of the workload's
+hardware limit reached, T_lb / T, where T_lb assumes perfect batching and no host cost:
+every prompt's matmul and attention FLOPs at MM, then for each decode round k (every
+request with o_i >= k decodes its k-th token) the larger of reading the weights plus those
+requests' KV cache at BW and their matmul FLOPs at MM:
 
     T_lb = sum_i (2 P p_i + A(p_i)) / MM
            + sum_k max((W + kv * sum_{i: o_i >= k} (p_i + k)) / BW,
@@ -350,6 +351,10 @@ def main() -> None:
     extra.setdefault("max_model_len", 2 * args.max_len + 16)
     if args.tp and args.baseline == "hf":
         ap.error("--tp and --baseline hf do not mix: the baseline runs on one engine's setup")
+    # The card's ceilings, before the runs and again after them (the better of the two):
+    # the bound should not move with the state the runs leave the card in.
+    before = (copy_bandwidth(), matmul_rate()) if torch.cuda.is_available() else None
+    _free_device_memory()
     rows: list[dict] = []
     steps: list[tuple[list[StepRecord], float]] = []
     # Larger sizes first: their ranks are child processes that free their GPUs on exit.
@@ -363,8 +368,8 @@ def main() -> None:
         del llm
         _free_device_memory()
     ceilings: dict = {}
-    if torch.cuda.is_available():
-        bw, mm = copy_bandwidth(), matmul_rate()
+    if before is not None:
+        bw, mm = max(before[0], copy_bandwidth()), max(before[1], matmul_rate())
         elem = torch.tensor([], dtype=setup.dtype).element_size()
         t_one = lower_bound_seconds(shape, elem, requests, bw, mm)
         for row, (records, end) in zip(rows, steps, strict=True):
