@@ -32,7 +32,8 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 
 GROUPS_HELP="\
-  tests       every gpu-marked test: pytest -m gpu --ignore=tests/server tests (~2 min)
+  tests       every gpu-marked test: pytest -m gpu tests, without the server, client and
+              offline-chat modules (they import the server) (~5 min)
   roofline    benchmarks/roofline.py: copy bandwidth and bf16 matmul ceilings, graphed decode
               (Llama-2-7B b1 ctx 512/4096, Llama-3-8B b1/16/64/128 ctx 2048), Llama-3-8B
               prefill; roofline.json
@@ -207,6 +208,7 @@ g_tests() {  # --arg tests="PATHS" narrows the run to those paths
   local paths
   paths="$(extra tests)"
   TAIL=30 step "tests$S" 600 python3 -m pytest -m gpu -rs --ignore=tests/server --ignore=tests/clients \
+    --ignore=tests/test_offline_chat.py \
     -p no:cacheprovider ${paths:-tests}
 }
 g_roofline() {
