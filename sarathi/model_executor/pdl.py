@@ -14,14 +14,14 @@ programs launch. So when a kernel's programs start, every kernel before the prev
 complete (by induction), and after its wait all of them are. Before the wait a program may
 read only what the previous kernel does not write: weights, the step's inputs, and cache
 entries of earlier positions. Kernels launched without PDL (cuBLAS, PyTorch, NCCL) serialize
-as usual.
+as usual. ``SARATHI_PDL=0`` turns it off so benchmarks can time the plain chain in the same
+run (read once, into the model's ``KernelSwitches``).
 
 One pair departs from this on purpose: in a mixed step the prefill attention kernel lets the
 decode attention kernel launched behind it start as soon as all prefill programs have
 started, and the decode programs do not wait, since they read nothing the prefill writes;
 one decode program waits instead, so the decode kernel completes after the prefill kernel
-and whatever follows sees both (``triton_kernels.decode_attention``, ``behind``). ``SARATHI_PDL=0`` turns it off so benchmarks can time the plain chain in the same
-run (read once, into the model's ``KernelSwitches``).
+and whatever follows sees both (``triton_kernels.decode_attention``, ``behind``).
 """
 
 from __future__ import annotations
