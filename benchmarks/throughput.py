@@ -59,24 +59,46 @@ from sarathi.executor.uni import UniExecutor
 from sarathi.model_executor.model_shape import ModelShape
 
 
-def lower_bound_seconds(
-    shape: ModelShape, elem: int, requests: list[tuple[list[int], int]], bw: float, mm: float
-) -> float:
-    """T_lb of the module docstring for ``requests`` (prompt ids, output length)."""
+@dataclass(frozen=True)
+class Costs:
+    """What a model shape costs per token: matmul parameters of the layers and of the LM
+    head, bytes of weights a decode step reads, KV bytes per token, and the query width and
+    layers (for attention FLOPs)."""
+
+    p_layers: int
+    p_head: int
+    weight_bytes: int
+    kv: int
+    q: int
+    layers: int
+
+    def attention_flops(self, cached: int, n: int) -> float:
+        """Causal attention FLOPs of ``n`` tokens after ``cached`` ones."""
+        return 2 * 2 * self.layers * self.q * (n * cached + n * (n + 1) / 2)
+
+
+def costs(shape: ModelShape, elem: int) -> Costs:
     s = shape
     q, kvd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
     per_layer = (
         s.hidden_size * (q + 2 * kvd) + q * s.hidden_size + 3 * s.hidden_size * s.intermediate_size
     )
     p_layers = s.num_layers * per_layer
-    p_all = p_layers + s.hidden_size * s.vocab_size
-    weight_bytes = p_all * elem
-    kv = 2 * s.num_layers * kvd * elem
+    p_head = s.hidden_size * s.vocab_size
+    weight_bytes = (p_layers + p_head) * elem
+    return Costs(p_layers, p_head, weight_bytes, 2 * s.num_layers * kvd * elem, q, s.num_layers)
+
+
+def lower_bound_seconds(
+    shape: ModelShape, elem: int, requests: list[tuple[list[int], int]], bw: float, mm: float
+) -> float:
+    """T_lb of the module docstring for ``requests`` (prompt ids, output length)."""
+    c = costs(shape, elem)
+    p_layers, p_all, weight_bytes, kv = c.p_layers, c.p_layers + c.p_head, c.weight_bytes, c.kv
     t = 0.0
     for prompt, _ in requests:
         p = len(prompt)
-        attention = 2 * 2 * s.num_layers * q * p * (p + 1) / 2
-        t += (2 * p_layers * p + attention) / mm
+        t += (2 * p_layers * p + c.attention_flops(0, p)) / mm
     outs = sorted(o for _, o in requests)
     prompts_by_out = sorted(((o, len(pr)) for pr, o in requests))
     active_prompt = sum(p for _, p in prompts_by_out)
@@ -139,23 +161,16 @@ def step_breakdown(
     mm: float,
 ) -> list[dict]:
     """Wall time and floor of the recorded steps by kind (see the module docstring)."""
-    s = shape
-    q, kvd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-    p_layers = s.num_layers * (
-        s.hidden_size * (q + 2 * kvd) + q * s.hidden_size + 3 * s.hidden_size * s.intermediate_size
-    )
-    p_head = s.hidden_size * s.vocab_size
-    weight_bytes = (p_layers + p_head) * elem
-    kv = 2 * s.num_layers * kvd * elem
+    c = costs(shape, elem)
     edges = [(1, 63), (64, 127), (128, 191), (192, None)]
     groups: dict[str, dict] = {}
     for i, r in enumerate(records):
         wall = (records[i + 1].at if i + 1 < len(records) else end) - r.at
         tokens = r.decodes + sum(n for _, n in r.chunks)
-        keys = r.decode_context + sum(c + n for c, n in r.chunks)
-        attention = sum(2 * 2 * s.num_layers * q * (n * c + n * (n + 1) / 2) for c, n in r.chunks)
-        flops = 2 * p_layers * tokens + 2 * p_head * (r.decodes + len(r.chunks)) + attention
-        floor = max((weight_bytes + kv * keys) / bw, flops / mm)
+        keys = r.decode_context + sum(cached + n for cached, n in r.chunks)
+        attention = sum(c.attention_flops(*chunk) for chunk in r.chunks)
+        flops = 2 * c.p_layers * tokens + 2 * c.p_head * (r.decodes + len(r.chunks)) + attention
+        floor = max((c.weight_bytes + c.kv * keys) / bw, flops / mm)
         if r.chunks:
             kind = "mixed" if r.decodes else "prefill"
         else:
