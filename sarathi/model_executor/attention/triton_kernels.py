@@ -737,10 +737,8 @@ def decode_attention(
     # Llama-2-7B ctx 4096: 5.75 vs 5.85 ms steps). At batch 16 and 32 it was slower:
     # batch-16 steps +2%, batch-32 paged decode kernels up to +18% (results/README.md).
     pdl_args = launch_args(pdl and b == 1)
-    merge_args = pdl_args
-    if behind:
-        pdl_args = {"PDL": False, "launch_pdl": True}
-        merge_args = launch_args(False)
+    # Behind the prefill kernel: launched with PDL, its programs not waiting (see BEHIND).
+    decode_args = {"PDL": False, "launch_pdl": True} if behind else pdl_args
     counted = count is not None
     cnt = count if counted else lens  # unused when not counted
     r = rope
@@ -802,7 +800,7 @@ def decode_attention(
         # kernel does. Off for both forms, so that their attention arithmetic is the same.
         enable_fp_fusion=False,
         BEHIND=behind,
-        **pdl_args,
+        **decode_args,
     )
     if splits > 1:
         _merge_kernel[(b, hq)](
@@ -819,7 +817,7 @@ def decode_attention(
             HEAD_DIM=d,
             COUNTED=counted,
             num_warps=4,
-            **merge_args,
+            **pdl_args,
         )
     return out
 
