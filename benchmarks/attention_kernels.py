@@ -107,7 +107,7 @@ def time_kernels(
     lens = torch.full((batch,), context, device=dev)
     decode = bench_ms(
         lambda: decode_attention(
-            q, k, v, slots, lens, context, scale, None, out, sms, None, table, *decode_config
+            q, k, v, slots, lens, scale, None, out, sms, None, table, *decode_config
         ),
         reps=10,
         inner=20,

@@ -60,8 +60,6 @@ def _case(
     for launch in LAUNCHES:
         block_n = launch.block_n
         for splits in splits_list:
-            split_size = -(-ctx // splits // block_n) * block_n
-            split = (-(-ctx // split_size), split_size)
             calls = [
                 functools.partial(
                     decode_attention,
@@ -70,12 +68,11 @@ def _case(
                     v,
                     slots,
                     lens,
-                    ctx,
                     d**-0.5,
                     None,
                     out,
                     sms,
-                    split=split,
+                    splits=splits,
                     launch=launch,
                 )
                 for k, v in caches
@@ -86,8 +83,8 @@ def _case(
                 "batch": b,
                 "context": ctx,
                 "config": f"{block_n}/{launch.warps}/{launch.stages}",
-                "splits": split[0],
-                "default": launch == default and split == decode_splits(b, hkv, ctx, block_n, sms),
+                "splits": splits,
+                "default": launch == default and splits == decode_splits(b, hkv, sms),
             }
             try:
                 us = graph_us(calls)

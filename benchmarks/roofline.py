@@ -134,11 +134,10 @@ class Setup:
         dev, b, ctx = self.dev, self.batch, self.context
         slots = torch.tensor(self.slots, device=dev)
         launch = None
-        if graph:  # as the engine's graphs: the split fixed at capture, over this context
+        if graph:  # as the engine's graphs capture it
             sms = torch.cuda.get_device_properties(0).multi_processor_count
             kv = self.shape.num_kv_heads
-            shape = decode_launch(b, kv, sms)
-            launch = FixedLaunch(shape, decode_splits(b, kv, ctx + 1, shape.block_n, sms))
+            launch = FixedLaunch(decode_launch(b, kv, sms), decode_splits(b, kv, sms))
         meta = AttentionMetadata(
             slot_of_token=slots,
             positions=torch.full((b,), ctx, device=dev),

@@ -202,7 +202,6 @@ class StepGraphs:
         v = self.buffers.view
         slots = v("decode_slots", b)
         launch = self._decode_launch(b)
-        split = decode_splits(b, self.kv_heads, self.max_len, launch.block_n, self.sms)
         meta = AttentionMetadata(
             slot_of_token=v("slot_of_token", b),
             positions=v("positions", b),
@@ -211,7 +210,7 @@ class StepGraphs:
             decode_context_lens=v("decode_lens", b),
             max_decode_context=self.max_len,
             prefills=[],
-            launch=FixedLaunch(launch, split),
+            launch=FixedLaunch(launch, decode_splits(b, self.kv_heads, self.sms)),
         )
         ids = resolve_pending(v("ids", b), self.last_token)
         hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))
@@ -227,10 +226,7 @@ class StepGraphs:
 
     def _mixed_forward(self, m: MixedShape) -> torch.Tensor:
         v = self.buffers.view
-        # One split over the whole context: a mixed step is bound by its chunk's matmuls,
-        # and a split would add a merge launch and programs that mostly exit at once.
         launch = self._decode_launch(m.decodes)
-        split = (1, -(-self.max_len // launch.block_n) * launch.block_n)
         chunks = ChunkTable(
             v("chunk_slot", m.chunks),
             v("chunk_start", m.chunks),
@@ -249,7 +245,9 @@ class StepGraphs:
             max_decode_context=self.max_len,
             prefills=[],
             chunks=chunks,
-            launch=FixedLaunch(launch, split, v("decode_count", 1)),
+            # One split per sequence: a mixed step is bound by its chunk's matmuls, and
+            # splits would add a merge launch.
+            launch=FixedLaunch(launch, 1, v("decode_count", 1)),
         )
         ids = resolve_pending(v("ids", m.tokens), self.last_token)
         hidden = self.model(ids, ForwardContext(meta, self.cache, self.attention, self.rotary))

@@ -55,7 +55,7 @@ def check_kernels() -> None:
         want = TorchAttention().forward(q, k, v, meta, scale, window)
         for launch in launches:
             out = torch.full_like(q, float("nan"))
-            decode_attention(q[:nd], k, v, dslots, dlens, int(dlens.max()), scale, window,
+            decode_attention(q[:nd], k, v, dslots, dlens, scale, window,
                              out[:nd], 4)
             c = chunk_table(prefills, nd, q.device)
             assert c is not None
@@ -98,8 +98,8 @@ def check_graph_shaped(  # type: ignore[no-untyped-def]
     tile_block[:len(blocks)] = torch.from_numpy(blocks)
     qq = torch.cat([q, torch.zeros(rows, hq, d)])
     out2 = torch.full_like(qq, float("nan"))
-    decode_attention(qq[:rows], k, v, ds, dl, max_len, scale, None, out2[:rows], 4,
-                     decode_splits(16, hkv, max_len, 64, 4), None, torch.tensor([nd]))
+    decode_attention(qq[:rows], k, v, ds, dl, scale, None, out2[:rows], 4,
+                     decode_splits(16, hkv, 4), None, torch.tensor([nd]))
     prefill_attention(qq, k, v, table[0], table[1], table[2], table[3], t, scale, None, out2,
                       None, (tile_chunk, tile_block), launch)
     err = (out2[:t] - ref).abs().max().item()
@@ -222,10 +222,10 @@ def _check_decode_rope(dtype: torch.dtype) -> None:
     base_v = torch.randn(slots, max_len, hkv, d).to(dtype)
     table = torch.arange(slots * max_len // page, dtype=torch.int32).view(slots, -1)
     slot = torch.tensor([1])
-    # (context, fixed split, paged): the newest position in a split's first block; in the
-    # second block of the only split; the same paged; the default split.
-    for n, split, paged in ((150, (2, 128), False), (100, (1, 128), False), (100, (1, 128), True),
-                            (37, None, False)):
+    # (context, splits, paged): the newest position in a split's first block (two splits of
+    # 128 keys at 64-key blocks); in the second block of the only split; the same paged; the
+    # default split count.
+    for n, splits, paged in ((150, 2, False), (100, 1, False), (100, 1, True), (37, None, False)):
         lens, pos = torch.tensor([n]), torch.tensor([n - 1])
         outs, caches = [], []
         for fused_rope in (False, True):
@@ -239,21 +239,21 @@ def _check_decode_rope(dtype: torch.dtype) -> None:
             out = torch.full((1, hq, d), float("nan"), dtype=dtype)
             if fused_rope:
                 rope = DecodeRope(k, v, cos, sin, pos, dtype, 4, sums.parts.stride(0))
-                decode_attention(q, kc, vc, slot, lens, max_len, 0.3, None, out, 4, split, bt,
+                decode_attention(q, kc, vc, slot, lens, 0.3, None, out, 4, splits, bt,
                                  rope=rope)
             else:
                 qr = fused.rotary_store_kv(q, k, v, cos, sin, pos, kc, vc, index, sums=sums)
-                decode_attention(qr, kc, vc, slot, lens, max_len, 0.3, None, out, 4, split, bt)
+                decode_attention(qr, kc, vc, slot, lens, 0.3, None, out, 4, splits, bt)
                 kd, vd = kc.view(slots, max_len, hkv, d), vc.view(slots, max_len, hkv, d)
                 ref = TorchAttention().forward(
                     qr.float(), kd.float(), vd.float(),
                     AttentionMetadata(slot, pos, 1, slot, lens, n, []), 0.3, None,
                 )  # fmt: skip
                 exact = dtype == torch.float32
-                assert not exact or (out - ref).abs().max() < 1e-4, (n, split, paged)
+                assert not exact or (out - ref).abs().max() < 1e-4, (n, splits, paged)
             outs.append(out)
             caches.append((kc, vc))
-        assert dtype != torch.float32 or torch.equal(outs[0], outs[1]), (n, split, paged)
+        assert dtype != torch.float32 or torch.equal(outs[0], outs[1]), (n, splits, paged)
         assert torch.equal(caches[0][0], caches[1][0]) and torch.equal(caches[0][1], caches[1][1])
         assert not torch.equal(caches[1][0].view(slots, max_len, hkv, d), base_k)  # written
 

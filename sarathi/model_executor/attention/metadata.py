@@ -43,10 +43,9 @@ class ChunkTable:
 class FixedLaunch:
     """Grid sizes of a captured graph, which replays with any step that fits them."""
 
-    # The decode kernel's launch shape, and (splits, tokens per split) in whole blocks of
-    # it, covering the longest context.
+    # The decode kernel's launch shape, and how many splits each sequence's keys take.
     decode: DecodeLaunch
-    decode_split: tuple[int, int]
+    decode_splits: int
     # Decodes among the first num_decodes rows (mixed graphs; None: all of them are).
     decode_count: torch.Tensor | None = None
 

@@ -288,7 +288,6 @@ def _decode_kernel(
     num_splits,
     scale_log2,
     window,
-    split_size,
     GROUP: tl.constexpr,
     BLOCK_G: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -327,8 +326,13 @@ def _decode_kernel(
     lo = 0
     if HAS_WINDOW:
         lo = tl.maximum(n - window, 0)
-    start = tl.maximum(s * split_size, lo)
-    end = tl.minimum((s + 1) * split_size, n)
+    # This split's share of the sequence's keys [lo, n), in whole blocks from the block
+    # that holds lo: sized from the sequence's own length, so every split has keys at any
+    # context of num_splits blocks or more.
+    base = (lo // BLOCK_N) * BLOCK_N
+    size = tl.cdiv(tl.cdiv(n - base, num_splits), BLOCK_N) * BLOCK_N
+    start = tl.maximum(base + s * size, lo)
+    end = tl.minimum(base + (s + 1) * size, n)
     k_base = K + kvh * stride_kh
     v_base = V + kvh * stride_vh
     pos = start + tl.arange(0, BLOCK_N)
@@ -686,12 +690,11 @@ def decode_attention(
     v_cache: torch.Tensor,
     slots: torch.Tensor,
     lens: torch.Tensor,
-    max_context: int,
     scale: float,
     window: int | None,
     out: torch.Tensor,
     num_sms: int,
-    split: tuple[int, int] | None = None,
+    splits: int | None = None,
     block_table: torch.Tensor | None = None,
     count: torch.Tensor | None = None,
     pdl: bool = False,
@@ -701,12 +704,13 @@ def decode_attention(
 ) -> torch.Tensor:
     """q: [B, Hq, D]; out: [B, Hq, D] (written). With ``rope`` the kernel rotates q and
     the new key itself and writes the new K/V to the cache (see ``DecodeRope``); without
-    it they are in the cache already and q is rotated. ``split`` fixes (splits, split_size) so a
-    captured graph stays valid for any context up to splits * split_size. With
+    it they are in the cache already and q is rotated. ``splits``: how many parts each
+    sequence's keys take (default ``decode_splits``; the kernel sizes them from the
+    sequence's length, so any count is valid at any context). With
     ``block_table`` ([slots, blocks per slot] int32) the caches are paged pools. With
     ``count`` (a one-element device tensor) only the first ``count`` rows are decodes: the
     others are left alone. ``launch``: the launch shape (default: ``decode_launch``); a
-    fixed ``split`` is in whole blocks of it (graphs pass both, from ``FixedLaunch``).
+    graph passes both, from ``FixedLaunch``.
     Two pipeline stages, not three: on an H100 the third stage's shared memory cost the
     contiguous (vattention) path 8% at 16K context by lowering occupancy, while the paged
     path did not move (``benchmarks/results/README.md``).
@@ -721,7 +725,7 @@ def decode_attention(
     group = hq // hkv
     launch = launch or decode_launch(b, hkv, num_sms)
     block_n = launch.block_n
-    splits, split_size = split or decode_splits(b, hkv, max_context, block_n, num_sms)
+    splits = splits or decode_splits(b, hkv, num_sms)
     block_g = max(16, triton.next_power_of_2(group))
     scale_log2 = scale * LOG2E
     win = window or 0
@@ -781,7 +785,6 @@ def decode_attention(
         splits,
         scale_log2,
         win,
-        split_size,
         GROUP=group,
         BLOCK_G=block_g,
         BLOCK_N=block_n,
