@@ -78,7 +78,7 @@ def decode_splits(batch: int, kv_heads: int, num_sms: int) -> int:
     chip twice over. The kernel divides every sequence's own context among them, in whole
     key blocks, at run time: a context shorter than the splits' blocks leaves the last
     ones empty, and a graph stays valid, with every split busy, at any context. (Split
-    sizes fixed over the longest context a graph allows left one split of several busy
-    at short contexts: on an H200, batch-1 Llama-2-7B at 512 tokens ran 4.09 ms a step
-    against 3.86 with nine busy splits, ``benchmarks/results/README.md``.)"""
+    sizes fixed over the longest context a graph allows left one split of nine busy at
+    short contexts: on an H200, batch-1 Llama-2-7B engine steps at 512 tokens took 4.33 ms
+    that way and take 3.99 now, ``benchmarks/results/README.md``.)"""
     return max(1, min(MAX_DECODE_SPLITS, math.ceil(2 * num_sms / max(1, batch * kv_heads))))
