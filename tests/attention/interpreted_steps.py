@@ -51,18 +51,21 @@ def check_kernels() -> None:
     # pointer loads, and GQA packing (both query heads of a KV group per program).
     launches = [None, PrefillLaunch(64, 64, 4, 3, tma=False),
                 PrefillLaunch(16, 16, 4, 1, packed=True)]
-    for window in (None, 7):
+    # Decode splits: the default count (two here), and more splits than the contexts have
+    # key blocks (the kernel sizes them from each context: the last ones stay empty).
+    for window, splits in ((None, None), (7, None), (None, 8), (7, 8)):
         want = TorchAttention().forward(q, k, v, meta, scale, window)
         for launch in launches:
             out = torch.full_like(q, float("nan"))
             decode_attention(q[:nd], k, v, dslots, dlens, scale, window,
-                             out[:nd], 4)
+                             out[:nd], 4, splits)
             c = chunk_table(prefills, nd, q.device)
             assert c is not None
             prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, c.longest, scale,
                               window, out, launch=launch)
             err = (out - want).abs().max().item()
-            assert err < 1e-4, f"eager kernels ({launch}, window {window}) differ by {err}"
+            assert err < 1e-4, (
+                f"eager kernels ({launch}, window {window}, splits {splits}) differ by {err}")
     ref = TorchAttention().forward(q, k, v, meta, scale, None)
 
     # As a mixed-step graph runs them: 8 decode rows of which the first 3 are decodes, a
