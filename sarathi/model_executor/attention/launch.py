@@ -76,8 +76,9 @@ MAX_DECODE_SPLITS = 64
 def decode_splits(batch: int, kv_heads: int, num_sms: int) -> int:
     """Splits of each sequence's keys in the decode kernel: enough programs to fill the
     chip twice over. The kernel divides every sequence's own context among them, in whole
-    key blocks, at run time: a context shorter than the splits' blocks leaves the last
-    ones empty, and a graph stays valid, with every split busy, at any context. (Split
+    key blocks, at run time, so a graph stays valid at any context and the splits share
+    each context's keys however short it is (rounding up to whole blocks can leave the
+    last ones empty). (Split
     sizes fixed over the longest context a graph allows left one split of nine busy at
     short contexts: on an H200, batch-1 Llama-2-7B engine steps at 512 tokens took 4.33 ms
     that way and take 3.99 now, ``benchmarks/results/README.md``.)"""

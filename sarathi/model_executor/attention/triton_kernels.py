@@ -327,8 +327,8 @@ def _decode_kernel(
     if HAS_WINDOW:
         lo = tl.maximum(n - window, 0)
     # This split's share of the sequence's keys [lo, n), in whole blocks from the block
-    # that holds lo: sized from the sequence's own length, so every split has keys at any
-    # context of num_splits blocks or more.
+    # that holds lo, sized from the sequence's own length: the splits share its keys at
+    # any context (rounding up to whole blocks can leave the last splits empty).
     base = (lo // BLOCK_N) * BLOCK_N
     size = tl.cdiv(tl.cdiv(n - base, num_splits), BLOCK_N) * BLOCK_N
     start = tl.maximum(base + s * size, lo)
