@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _MAX_LOGPROBS = 20
+# Temperatures below this are greedy (vLLM's rule): dividing logits by a tinier one overflows.
+GREEDY_BELOW = 1e-5
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,10 @@ class StructuredOutputs:
 class SamplingParams:
     """How to pick tokens for one request.
 
-    ``temperature=0`` is greedy. ``seed`` makes a request's samples reproducible whatever
-    else runs in the same batch. Stop strings are matched on the decoded text (across token
-    boundaries) and are not included in the output text.
+    ``temperature=0`` (or below ``GREEDY_BELOW``, as in vLLM) is greedy. ``seed`` makes a
+    request's samples reproducible whatever else runs in the same batch. Stop strings are
+    matched on the decoded text (across token boundaries) and are not included in the output
+    text.
     """
 
     n: int = 1
@@ -212,7 +215,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < GREEDY_BELOW
 
     @property
     def shapes_logits(self) -> bool:

@@ -110,6 +110,21 @@ def test_stop_token_ids_and_min_tokens(llm):
     )[0].outputs[0]
     assert out.token_ids == base[: first + 1]
     assert out.finish_reason == "stop" and out.stop_reason == stop_tok
+    # The stop token's text is left out unless include_stop_str_in_output (vLLM's rule),
+    # offline and streamed alike.
+    tok = llm.get_tokenizer()
+    engine = llm.engine
+    for include in (False, True):
+        params = SamplingParams(
+            temperature=0, max_tokens=20, ignore_eos=True, stop_token_ids=[stop_tok],
+            include_stop_str_in_output=include,
+        )  # fmt: skip
+        want = tok.decode(base[: first + include], skip_special_tokens=True)
+        assert llm.generate([prompt], params)[0].outputs[0].text == want
+        engine.add_request(prompt, params, request_id=f"streamed-{include}")
+        streamed = _outputs_by_request(engine)[f"streamed-{include}"]
+        assert streamed[-1].outputs[0].text == want
+        assert "".join(o.outputs[0].text_delta for o in streamed) == want
     # min_tokens bans the stop token until enough tokens exist
     out = (
         llm.generate(
@@ -285,6 +300,25 @@ def test_logit_bias_and_allowed_token_ids(llm):
         assert not set(banned[0].outputs[0].token_ids) & set(free)
     with pytest.raises(ValueError, match="logit_bias"):
         SamplingParams(logit_bias={5: 101})
+
+
+def test_token_ids_outside_the_vocabulary_fail_their_request_alone(llm):
+    prompts = random_prompts(3, 384, seed=9)
+    base = dict(temperature=0, max_tokens=4, ignore_eos=True)
+    for name, value in (("logit_bias", {10**7: 1.0}), ("allowed_token_ids", [7, 10**7])):
+        bad = SamplingParams(**{name: value}, **base)
+        outs = llm.generate(prompts, [SamplingParams(**base), bad, SamplingParams(**base)])
+        assert outs[1].error and name in outs[1].error
+        assert [len(o.outputs[0].token_ids) for o in (outs[0], outs[2])] == [4, 4]
+
+
+def test_a_temperature_below_greedy_below_is_greedy(llm):
+    """A tiny temperature would overflow logits / t to inf; vLLM treats it as greedy."""
+    prompt = random_prompts(1, 384, seed=10)[0]
+    base = dict(max_tokens=8, ignore_eos=True)
+    greedy = _ids(llm.generate([prompt], SamplingParams(temperature=0, **base)))
+    for t in (1e-40, 1e-6):
+        assert _ids(llm.generate([prompt], SamplingParams(temperature=t, **base))) == greedy
 
 
 def test_each_prefill_chunk_hints_the_next_for_mapping_ahead(llama, monkeypatch):

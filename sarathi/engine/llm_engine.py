@@ -48,7 +48,12 @@ logger = logging.getLogger("sarathi")
 
 
 class RequestError(ValueError):
-    """A request that cannot be served as asked (e.g. its prompt is longer than the context)."""
+    """A request that cannot be served as asked (e.g. its prompt is longer than the context);
+    ``param``: the request field at fault, where one is."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass
@@ -183,6 +188,7 @@ class LLMEngine:
         if request_id in self.requests:
             raise RequestError(f"request id {request_id!r} is already in use")
         self.validate_prompt(ids)
+        self.validate_params(params)
         spec = params.structured_outputs
         if spec is not None:
             try:
@@ -222,6 +228,21 @@ class LLMEngine:
                 f"the prompt has {len(ids)} tokens; this model's context is {self.max_seq_len} "
                 "tokens including at least one generated token"
             )
+
+    def validate_params(self, params: SamplingParams) -> None:
+        """Token ids a request names must be the model's: out-of-range ids in logit_bias or
+        allowed_token_ids would otherwise be dropped (all of allowed_token_ids: every logit
+        masked, and token 0 sampled)."""
+        vocab = self.setup.shape.vocab_size
+        for name, ids in (
+            ("logit_bias", params.logit_bias or ()),
+            ("allowed_token_ids", params.allowed_token_ids or ()),
+        ):
+            bad = [t for t in ids if not 0 <= t < vocab]
+            if bad:
+                raise RequestError(
+                    f"{name} has token ids out of range [0, {vocab}): {bad[:5]}", name
+                )
 
     def abort_request(self, request_id: str) -> None:
         req = self.requests.pop(request_id, None)

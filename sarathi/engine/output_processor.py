@@ -176,11 +176,12 @@ class OutputProcessor:
         n_out = seq.num_output
         reason: str | None = None
         stop_reason: int | str | None = None
+        token_stop = False  # EOS or a stop token id: its own text is left out (vLLM's rule)
         if n_out >= p.min_tokens:
             if not p.ignore_eos and token in self.eos_ids:
-                reason = "stop"
+                reason, token_stop = "stop", True
             elif token in p.stop_token_ids:
-                reason, stop_reason = "stop", token
+                reason, stop_reason, token_stop = "stop", token, True
             elif p.stop_list:
                 hit = _find_stop(out.text, prev_len, p.stop_list)
                 if hit is not None:
@@ -195,13 +196,20 @@ class OutputProcessor:
             return False
         del seq.token_ids[index + 1 :]  # a placeholder for a token that will not count
         seq.num_pending = 0
-        if out.detok is None and self._decoder is not None:
-            detok = incremental_detokenizer(
-                self._decoder, seq.request.prompt_token_ids, p.skip_special_tokens
-            )
-            out.text = detok.step(seq.output_ids) + detok.flush()
-        elif out.detok is not None and (stop_reason is None or isinstance(stop_reason, int)):
-            out.text += out.detok.flush()
+        if self._decoder is not None:
+            hide = token_stop and not p.include_stop_str_in_output
+            # The live text already holds the stop token's; most stop tokens (EOS) are
+            # special and show nothing, and only a token with text costs a decode anew.
+            if out.detok is None or (
+                hide and self._decoder.decode([token], skip_special_tokens=p.skip_special_tokens)
+            ):
+                detok = incremental_detokenizer(
+                    self._decoder, seq.request.prompt_token_ids, p.skip_special_tokens
+                )
+                ids = seq.output_ids
+                out.text = detok.step(ids[:-1] if hide else ids) + detok.flush()
+            elif not isinstance(stop_reason, str):
+                out.text += out.detok.flush()
         out.finish_reason, out.stop_reason = reason, stop_reason
         return True
 

@@ -52,6 +52,12 @@ BAD_BODIES = [
     (CHAT, {"messages": MSG, "max_tokens": -5}, "max_tokens"),
     (CHAT, {"messages": MSG, "n": 10**9}, "n"),
     (CHAT, {"messages": MSG, "top_logprobs": 99, "logprobs": True}, "top_logprobs"),
+    (CHAT, {"messages": MSG, "top_logprobs": 3}, "top_logprobs"),
+    (CHAT, {"messages": MSG, "stream_options": {"include_usage": True}}, "stream_options"),
+    (COMPL, {"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options"),
+    (COMPL, {"prompt": "x", "logit_bias": {"10000000": 1}}, "logit_bias"),
+    (COMPL, {"prompt": "x", "allowed_token_ids": [10000000]}, "allowed_token_ids"),
+    (CHAT, {"messages": MSG, "logit_bias": {"10000000": 1}}, "logit_bias"),
     (CHAT, {"messages": MSG, "max_completion_tokens": MAX_MODEL_LEN}, "max_completion_tokens"),
     (CHAT, {"messages": MSG, "stream": "yes please"}, "stream"),
     ("/tokenize", {"prompt": 3}, "?"),
@@ -123,6 +129,8 @@ def test_api_key(key_server):
         assert err["code"] == "invalid_api_key"
         _assert_error(h.get("/v1/models", headers={"Authorization": "Bearer wrong"}), 401)
         _assert_error(h.post("/tokenize", json={"prompt": "x"}), 401)
+        _assert_error(h.post("/reset_prefix_cache"), 401)
+        _assert_error(h.get("/tokenizer_info"), 401)
         for open_path in ("/health", "/metrics", "/version"):
             assert h.get(open_path).status_code == 200
     with openai.OpenAI(base_url=key_server.base_url, api_key="wrong", max_retries=0) as c:

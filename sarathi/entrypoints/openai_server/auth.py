@@ -12,7 +12,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sarathi.entrypoints.openai_server.errors import APIError, error_response
 
-PROTECTED_PREFIXES = ("/v1/", "/tokenize", "/detokenize")
+# Every other path needs the key, so a route added later is guarded unless listed here.
+OPEN_PATHS = frozenset(
+    {"/health", "/metrics", "/version", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
 
 
 def key_matches(header: str | None, key: str) -> bool:
@@ -30,7 +33,7 @@ class APIKeyMiddleware:
         self.api_key = api_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIXES):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         header = None

@@ -160,6 +160,7 @@ async def _prepare(
         spec,
         req.prompt_logprobs,
     )
+    state.check_params(params)
     return PreparedChat(mode, ids, params)
 
 
@@ -168,6 +169,10 @@ async def create_chat_completion(
 ) -> Response:
     state.check_model(req.model)
     audit(req, state.warned_fields)
+    if req.top_logprobs and not req.logprobs:
+        raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
+    if req.stream_options is not None and not req.stream:
+        raise bad_request("stream_options is only taken with stream: true", "stream_options")
     prepared = await prepare_chat(state, req)
     mode, ids, params = prepared.mode, prepared.ids, prepared.params
     request_id = f"chatcmpl-{uuid.uuid4().hex}"

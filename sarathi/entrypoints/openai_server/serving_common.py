@@ -177,6 +177,14 @@ class ServerState:
             self._token_bytes[token_id] = raw
         return raw
 
+    def check_params(self, params: SamplingParams) -> None:
+        """400 for token ids the model does not have (logit_bias, allowed_token_ids), before
+        a stream starts (the engine would refuse them inside it)."""
+        try:
+            self.engine.engine.validate_params(params)
+        except RequestError as e:
+            raise bad_request(str(e), e.param) from e
+
     def check_prompt(
         self, ids: list[int], max_tokens: int | None, param: str, tokens_param: str = "max_tokens"
     ) -> int:

@@ -125,6 +125,8 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
     audit(req, state.warned_fields)
     if req.suffix:
         raise bad_request("suffix is not supported", "suffix")
+    if req.stream_options is not None and not req.stream:
+        raise bad_request("stream_options is only taken with stream: true", "stream_options")
     if req.best_of is not None and req.best_of != req.n:
         raise bad_request("best_of other than n is not supported", "best_of")
     if req.max_tokens == 0 and not req.echo:
@@ -152,6 +154,7 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
                 _prompt_logprobs_k(req),
             )
         )
+        state.check_params(params[-1])
     request_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     n = len(prompts)

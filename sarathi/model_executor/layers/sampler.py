@@ -99,7 +99,9 @@ class SlotOptions:
         self._dirty: list[int] = []
 
     def set(self, slot: int, p: SamplingParams, seeded: bool) -> None:
-        self.temperature[slot] = p.temperature
+        # logits / t overflows float32 for a tiny t (1e-40 is a denormal: every row's
+        # argmax would land on the first +inf).
+        self.temperature[slot] = 0.0 if p.greedy else p.temperature
         self.top_k[slot] = p.top_k if p.top_k > 0 else 0
         self.top_p[slot] = p.top_p
         self.min_p[slot] = p.min_p
@@ -277,7 +279,7 @@ class Sampler:
         noise = torch.empty_like(scaled)
         noise.exponential_(generator=self.generator)
         for r in batch.special:
-            if r.generator is not None and r.params.temperature > 0:
+            if r.generator is not None and not r.params.greedy:
                 noise[r.row].exponential_(generator=r.generator)
         truncate = (opts.top_k[hs] > 0).any() or (opts.top_p[hs] < 1).any()
         if truncate or (opts.min_p[hs] > 0).any():
