@@ -109,6 +109,8 @@ def _streamed(client: Any, **kwargs: Any) -> tuple[str, dict[int, dict[str, str]
     content, calls, finish = "", {}, None
     for chunk in stream:
         for c in chunk.choices:
+            said = c.delta.role or c.delta.content is not None or c.delta.tool_calls
+            assert said or c.finish_reason, "a chunk carries something (text held back: none)"
             content += c.delta.content or ""
             for d in c.delta.tool_calls or []:
                 if d.index not in calls:

@@ -70,11 +70,33 @@ def sse_error(err: APIError) -> str:
     return f"data: {json.dumps(body)}\n\n"
 
 
+# Pydantic names a union's members in error locations by their types: "str", "int",
+# "list[str]", "constrained-int", "function-after[...]", a model's class name.
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "bytes", "dict", "list", "none"})
+
+
+def _is_type_tag(part: str) -> bool:
+    return (
+        part in _TYPE_TAGS
+        or part.startswith("constrained-")
+        or any(c in part for c in "[]()")
+        or (part[:1].isupper() and part.isidentifier())
+    )
+
+
 def _param_of(loc: tuple[Any, ...]) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
-    # Union members appear in locations as type names; they only add noise to the path.
-    parts = [p for p in parts if not any(c in p for c in "[]()")]
-    return ".".join(parts) or None
+    return ".".join(p for p in parts if not _is_type_tag(p)) or None
+
+
+def _union_split(loc: tuple[Any, ...]) -> tuple[str, str] | None:
+    """(the union field's path, the path inside the member) where a union member is named
+    in the location; None where none is."""
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    for i, part in enumerate(parts):
+        if _is_type_tag(part):
+            return ".".join(parts[:i]), _param_of(tuple(parts[i + 1 :])) or ""
+    return None
 
 
 def validation_message(exc: RequestValidationError | ValidationError) -> tuple[str, str | None]:
@@ -87,8 +109,21 @@ def validation_message(exc: RequestValidationError | ValidationError) -> tuple[s
     # Our own validators explain themselves (an image part, a tool call): where one fired
     # in some member of a union, its message says more than "should be a string".
     first = next((e for e in errors if e.get("type") == "value_error"), first)
-    param = _param_of(tuple(first.get("loc", ())))
+    loc = tuple(first.get("loc", ()))
+    param = _param_of(loc)
     msg = first.get("msg", "invalid value").removeprefix("Value error, ")
+    union = _union_split(loc)
+    if union is not None and first.get("type") != "value_error":
+        # One error per form the field may take: say that none matched, and why each not.
+        root, whys = union[0], []
+        for e in errors:
+            split = _union_split(tuple(e.get("loc", ())))
+            if split is not None and split[0] == root:
+                why = e.get("msg", "") + (f" at {split[1]}" if split[1] else "")
+                if why not in whys:
+                    whys.append(why)
+        what = root or "the request body"
+        return f"{what}: matches none of the forms it may take ({'; '.join(whys)})", root or None
     text = f"{param}: {msg}" if param else msg
     if len(errors) > 1:
         text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"

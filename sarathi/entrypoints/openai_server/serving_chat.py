@@ -304,6 +304,10 @@ async def _stream(
                         tail, finish = messages.finish(c.finish_reason)
                         deltas += tail
                     if not deltas:  # a chunk for the tokens' logprobs or usage, or the finish
+                        if mode.calls_tools and not (
+                            c.finished or lp or continuous or prompt_lp is not None
+                        ):
+                            continue  # held-back call text, and nothing else to carry
                         deltas = [{} if c.finished or mode.calls_tools else {"content": ""}]
                     counted = (
                         usage(
