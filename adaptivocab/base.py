@@ -23,8 +23,14 @@ def load_base_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
     """Load a fast Hugging Face tokenizer or raise AdaptiVocabError."""
     from transformers import AutoTokenizer
 
+    name = str(name_or_path)
+    # Hub ids are "name" or "owner/name"; anything else is a folder that is not there.
+    if not os.path.exists(os.path.expanduser(name)) and (
+        name.count("/") > 1 or name.startswith((".", "/", "~"))
+    ):
+        raise AdaptiVocabError(f"tokenizer folder not found: {name}")
     try:
-        tok = AutoTokenizer.from_pretrained(str(name_or_path))
+        tok = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AdaptiVocabError(

@@ -45,7 +45,7 @@ from common import (
 
 from sarathi import LLM, SamplingParams
 from sarathi.engine.llm_engine import LLMEngine
-from sarathi.model_executor.presets import write_preset
+from sarathi.model_executor.presets import PRESETS, write_preset
 
 
 def step_floor_ms(engine: LLMEngine, bw: float, mm: float, ahead: int = 0) -> float:
@@ -105,7 +105,7 @@ def main() -> None:
     args = ap.parse_args()
     extra: dict = {
         "load_format": "dummy",
-        "max_model_len": 8192,
+        "max_model_len": min(8192, PRESETS[args.preset]["max_position_embeddings"]),
         "max_num_seqs": max(args.batch + 8, 16),
     }
     extra.update(engine_args(args.engine_arg))

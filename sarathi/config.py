@@ -316,6 +316,9 @@ class EngineConfig:
             raise ValueError("expected_request_tokens must be positive")
         if self.model.max_model_len is not None and self.model.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.model.max_model_len}")
+        seed = self.model.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         p = self.parallel
         if p.tensor_parallel_size < 1:
             raise ValueError(
@@ -349,11 +352,28 @@ _VALUE_ALIASES = {
 }
 
 
+def _check_type(f: Any, value: Any) -> None:
+    """ValueError naming the option when a number or switch is given a value of another
+    type (``LLM(chunk_size="256")``); the CLI's flags are converted before they get here."""
+    kinds = [k.strip() for k in str(f.type).split("|")]
+    if value is None:
+        if "None" not in kinds:
+            raise ValueError(f"{f.name} must be set, got None")
+        return
+    if "bool" in kinds and not isinstance(value, bool):
+        raise ValueError(f"{f.name} must be True or False, got {value!r}")
+    if "int" in kinds and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{f.name} must be an integer, got {value!r}")
+    if "float" in kinds and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"{f.name} must be a number, got {value!r}")
+
+
 def normalize_value(f: Any, value: Any) -> Any:
     """Apply value aliases, size parsing and choice checks for one field."""
     value = _VALUE_ALIASES.get(f.name, {}).get(value, value)
     if f.metadata.get("kind") == "size":
         value = parse_size(value)
+    _check_type(f, value)
     choices = f.metadata.get("choices") or ()
     if choices and value not in choices:
         raise ValueError(f"{f.name} must be one of {', '.join(map(str, choices))}; got {value!r}")

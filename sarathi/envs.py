@@ -1,4 +1,4 @@
-"""Every environment variable sarathi reads, in one table (docs/environment.md shows it).
+"""Every environment variable sarathi reads, in one table (docs/configuration.md shows it).
 
 Values are read where a component is built (the model's kernel switches when the model is
 built, the demo cache folder when the demo is first used), never on a hot path.
@@ -30,6 +30,13 @@ ENV_VARS: dict[str, EnvVar] = {
             "SARATHI_API_KEY",
             "",
             "API key the server requires when --api-key is not given (empty: none).",
+        ),
+        EnvVar(
+            "SARATHI_ALLOW_LONG_MAX_MODEL_LEN",
+            "0",
+            "1: take a --max-model-len longer than the model's context (vLLM's "
+            "VLLM_ALLOW_LONG_MAX_MODEL_LEN; positions past it were never trained, so only for "
+            "random-weight benchmarks).",
         ),
         EnvVar(
             "SARATHI_FUSED",

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 _MAX_LOGPROBS = 20
+# The options a model's generation_config.json may default (read as vLLM reads them).
+MODEL_DEFAULT_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 # Temperatures below this are greedy (vLLM's rule): dividing logits by a tinier one overflows.
 GREEDY_BELOW = 1e-5
 
@@ -138,6 +141,8 @@ class SamplingParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
 
     def _validate(self) -> None:
         def bad(name: str, rule: str) -> ValueError:
@@ -175,8 +180,12 @@ class SamplingParams:
                 or not 0 <= value <= _MAX_LOGPROBS
             ):
                 raise bad(name, f"must be an integer in [0, {_MAX_LOGPROBS}]")
-        if self.seed is not None and not isinstance(self.seed, int):
-            raise bad("seed", "must be an integer")
+        if self.seed is not None and (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not -(2**63) <= self.seed < 2**63
+        ):
+            raise bad("seed", "must be a 64-bit integer")
         if any(not isinstance(s, str) or not s for s in self.stop_list):
             raise bad("stop", "must be non-empty strings")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):

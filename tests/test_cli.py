@@ -71,21 +71,66 @@ def test_vllm_launch_habits_are_understood():
         config_from_args(clash)
 
 
-def test_generation_config_sets_request_defaults(tmp_path):
+def _demo_copy(path, generation_config):
     import json
     import shutil
 
-    from sarathi import LLM
     from sarathi.transformers_utils.demo import demo_model_path
 
     src = demo_model_path()
     for name in os.listdir(src):
-        shutil.copy(os.path.join(src, name), tmp_path)
-    (tmp_path / "generation_config.json").write_text(
-        json.dumps({"temperature": 0.3, "top_k": 20, "eos_token_id": 1}))
-    assert LLM(str(tmp_path)).get_default_sampling_params().temperature == 0.3
-    plain = LLM(str(tmp_path), generation_config="vllm").get_default_sampling_params()
+        shutil.copy(os.path.join(src, name), path)
+    (path / "generation_config.json").write_text(json.dumps(generation_config))
+    return str(path)
+
+
+def test_generation_config_sets_request_defaults(tmp_path):
+    from sarathi import LLM
+
+    model = _demo_copy(tmp_path, {"temperature": 0.3, "top_k": 20, "eos_token_id": 1})
+    assert LLM(model).get_default_sampling_params().temperature == 0.3
+    plain = LLM(model, generation_config="vllm").get_default_sampling_params()
     assert plain.temperature == 1.0 and plain.top_k == -1
+
+
+def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
+    import json
+
+    model = _demo_copy(tmp_path, {"temperature": 0.0})
+    texts = set()
+    for seed in ("1", "2"):
+        r = _run("generate", "--model", model, "--prompt", "Hi", "--seed", seed, "--json",
+                 "--max-tokens", "8", "--ignore-eos", "--logprobs", "2")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout.strip().splitlines()[-1])["outputs"][0]
+        texts.add(out["text"])
+        assert len(out["logprobs"]) == 8 and out["cumulative_logprob"] <= 0
+    assert len(texts) == 1  # greedy from generation_config.json, whatever the seed
+    r = _run("generate", "--model", model, "--prompt", "Hi", "--temperature", "1",
+             "--top-k", "5", "--max-tokens", "2")
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("args,says", [
+    (["serve", "--max-request-bytes", "-1"], "--max-request-bytes"),
+    (["serve", "--request-read-timeout", "0"], "--request-read-timeout"),
+    (["serve", "--max-waiting-requests", "-5"], "--max-waiting-requests"),
+    (["generate", "--prompt", "x", "--device", "foo"], "unknown device"),
+    (["generate", "--prompt", "x", "--seed", "-1"], "seed"),
+    (["generate", "--prompt", "x", "--max-model-len", "100000"], "model's context of 2048"),
+])
+def test_bad_values_of_other_flags_are_clean_errors(args, says):
+    r = _run(*args)
+    assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_cuda_cache_without_a_gpu_is_a_clean_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = _run("generate", "--prompt", "x", "--kv-cache-backend", "cuda")
+    assert r.returncode == 2 and "cuda device" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_a_port_out_of_range_is_a_clean_error():

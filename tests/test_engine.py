@@ -350,3 +350,19 @@ def test_each_prefill_chunk_hints_the_next_for_mapping_ahead(llama, monkeypatch)
     for tokens in ensured[1:]:
         if tokens <= 200:
             assert any(h >= tokens for h in hinted), (tokens, hinted)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"chunk_size": "256"}, "chunk_size"), ({"max_num_seqs": 4.5}, "max_num_seqs"),
+    ({"enable_prefix_caching": "no"}, "enable_prefix_caching"), ({"seed": None}, "seed"),
+])
+def test_engine_options_of_the_wrong_type_name_the_option(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        LLM(**kwargs)
+
+
+def test_max_model_len_past_the_models_context_needs_the_override(llama, monkeypatch):
+    with pytest.raises(ValueError, match="SARATHI_ALLOW_LONG_MAX_MODEL_LEN"):
+        LLM(llama, max_model_len=100_000)
+    monkeypatch.setenv("SARATHI_ALLOW_LONG_MAX_MODEL_LEN", "1")
+    assert LLM(llama, max_model_len=4096).engine.max_seq_len == 4096

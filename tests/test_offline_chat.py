@@ -33,6 +33,8 @@ def test_chat_renders_as_the_server_and_generates_as_generate(llm):
     assert ids == chat_prompt_ids(tok, [ChatMessage(**m) for m in MESSAGES], None)
     (out,) = llm.chat(MESSAGES, GREEDY)
     assert out.prompt_token_ids == ids
+    assert out.prompt == tok.decode(ids, skip_special_tokens=False)  # the rendered text
+    assert MESSAGES[-1]["content"] in out.prompt
     assert _ids(out) == _ids(llm.generate({"prompt_token_ids": ids}, GREEDY)[0])
 
 

@@ -8,6 +8,9 @@ from sarathi import SamplingParams
     ("min_p", 1.5), ("n", 0), ("max_tokens", 0), ("max_tokens", -3), ("min_tokens", -1),
     ("presence_penalty", 3.0), ("frequency_penalty", -2.5), ("repetition_penalty", 0.0),
     ("logprobs", 50), ("stop", [""]), ("stop_token_ids", [-1]),
+    ("temperature", float("nan")), ("temperature", float("inf")),
+    ("repetition_penalty", float("nan")), ("top_p", float("nan")),
+    ("seed", 2**64), ("seed", True),
 ])
 def test_invalid_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sarathi.config import EngineConfig
+from sarathi.envs import env
 from sarathi.model_executor.model_shape import ModelShape, load_model_shape
+from sarathi.sampling_params import MODEL_DEFAULT_KEYS
 from sarathi.transformers_utils.demo import DEMO_NOTE
 from sarathi.transformers_utils.hub import DEMO_NAMES, resolve_model_path
 from sarathi.transformers_utils.tokenizer import (
@@ -54,7 +56,13 @@ def resolve_device(name: str) -> torch.device:
     current device), so that threads other than the caller's can make it current."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    unknown = ValueError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise unknown from None
+    if device.type not in ("cpu", "cuda"):
+        raise unknown
     if device.type != "cuda":
         return device
     if not torch.cuda.is_available():
@@ -96,10 +104,6 @@ def resolve_chunk_size(config: EngineConfig, device: torch.device) -> int:
     return 512
 
 
-# generation_config.json keys that set a sampling default, as vLLM reads them.
-_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
-
-
 def load_default_sampling(mode: str, model_path: str) -> dict[str, Any]:
     """The sampling defaults ``--generation-config`` asks for: from the model folder's
     generation_config.json ('auto'), none ('vllm'), or from another folder's."""
@@ -116,10 +120,20 @@ def load_default_sampling(mode: str, model_path: str) -> dict[str, Any]:
             raw = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read {path}: {e}") from e
-    out = {k: raw[k] for k in _SAMPLING_KEYS if isinstance(raw.get(k), (int, float))}
+    out = {k: raw[k] for k in MODEL_DEFAULT_KEYS if isinstance(raw.get(k), (int, float))}
     if out:
         logger.info("default sampling options from %s: %s", path, out)
     return out
+
+
+def model_context(shape: ModelShape) -> int:
+    """The longest context the model serves (vLLM's derivation): its position embeddings,
+    stretched by a RoPE scaling that stretches positions (linear, dynamic, yarn)."""
+    scaling = shape.rope_scaling or {}
+    if scaling.get("rope_type") in ("linear", "dynamic", "yarn"):
+        base = scaling.get("original_max_position_embeddings", shape.max_position_embeddings)
+        return int(base * float(scaling.get("factor", 1.0)))
+    return shape.max_position_embeddings
 
 
 def resolve_model(config: EngineConfig) -> ModelSetup:
@@ -145,6 +159,15 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
         if mc.patch_tokenizer is not None and not is_patch_tokenizer_dir(path):
             patch_at_load = mc.patch_tokenizer
     device = resolve_device(mc.device)
+    longest = model_context(shape)
+    long_ok = env("SARATHI_ALLOW_LONG_MAX_MODEL_LEN") == "1"
+    if mc.max_model_len is not None and mc.max_model_len > longest and not long_ok:
+        raise ValueError(
+            f"max_model_len {mc.max_model_len} is longer than this model's context of "
+            f"{longest} tokens (max_position_embeddings, times a linear, dynamic or yarn "
+            "RoPE scaling factor): positions past it were never trained "
+            "(SARATHI_ALLOW_LONG_MAX_MODEL_LEN=1 takes it anyway)"
+        )
     return ModelSetup(
         name=mc.model,
         path=path,
@@ -156,7 +179,7 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
         reduction_ratio=(patch.reduction_ratio or 1.0) if patch is not None else 1.0,
         device=device,
         dtype=resolve_dtype(mc.dtype, shape.torch_dtype, device),
-        max_model_len=mc.max_model_len or shape.max_position_embeddings,
+        max_model_len=mc.max_model_len or longest,
         eos_ids=frozenset(eos_token_ids(tokenizer, path)),
         default_sampling=load_default_sampling(mc.generation_config, path),
     )

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from typing import Any
 
 from sarathi.entrypoints.cli_args import (
     add_engine_args,
@@ -27,6 +28,7 @@ def _generate(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # Checked before the model loads; rebuilt below with the model's defaults.
     params = SamplingParams(**sampling_kwargs(args), structured_outputs=constraint)
     prompts = list(args.prompt or [])
     if args.prompt_file:
@@ -35,6 +37,11 @@ def _generate(args: argparse.Namespace) -> int:
     if not prompts:
         prompts = ["Hello, my name is"]
     llm = LLM.from_config(config)
+    # Flags left unset take the model's defaults (--generation-config), as LLM.generate does.
+    params = SamplingParams(
+        **sampling_kwargs(args, llm.engine.setup.default_sampling),
+        structured_outputs=constraint,
+    )
     if llm.get_tokenizer() is None:
         print(
             "error: generate takes text prompts, which need a tokenizer; "
@@ -70,12 +77,7 @@ def _generate(args: argparse.Namespace) -> int:
                         "prompt": out.prompt,
                         "error": out.error,
                         "outputs": [
-                            {
-                                "text": c.text,
-                                "token_ids": c.token_ids,
-                                "finish_reason": c.finish_reason,
-                            }
-                            for c in out.outputs
+                            _json_choice(c, params.logprobs is not None) for c in out.outputs
                         ],
                     }
                 )
@@ -89,6 +91,22 @@ def _generate(args: argparse.Namespace) -> int:
             if len(outputs) > 1 or len(out.outputs) > 1:
                 print("-" * 40)
     return 1 if any(o.error for o in outputs) else 0
+
+
+def _json_choice(c: Any, logprobs: bool) -> dict[str, Any]:
+    """One output of ``--json``; with ``--logprobs``, each step's top tokens as
+    ``{token id: log-probability}`` and their sum over the chosen tokens."""
+    choice: dict[str, Any] = {
+        "text": c.text,
+        "token_ids": c.token_ids,
+        "finish_reason": c.finish_reason,
+    }
+    if logprobs:
+        choice["cumulative_logprob"] = c.cumulative_logprob
+        choice["logprobs"] = [
+            {str(t): lp.logprob for t, lp in step.items()} for step in c.logprobs or []
+        ]
+    return choice
 
 
 def _constraint(args: argparse.Namespace) -> StructuredOutputs | None:

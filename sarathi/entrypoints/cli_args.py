@@ -8,6 +8,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from sarathi.config import SECTION_TYPES, EngineConfig, parse_size
+from sarathi.sampling_params import MODEL_DEFAULT_KEYS, SamplingParams
 
 _SAMPLING_HELP = {
     "temperature": "Sampling temperature; 0 is greedy.",
@@ -81,8 +82,6 @@ def _size(value: str) -> int | None:
 
 
 def add_sampling_args(parser: argparse.ArgumentParser) -> None:
-    from sarathi.sampling_params import SamplingParams
-
     group = parser.add_argument_group("sampling options")
     for f in fields(SamplingParams):
         if f.name not in _SAMPLING_HELP:
@@ -93,6 +92,13 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> None:
             "default": f.default,
             "help": f"{_SAMPLING_HELP[f.name]} (default: {f.default})",
         }
+        if f.name in MODEL_DEFAULT_KEYS:
+            # Unset: the model's default (--generation-config), as LLM.generate takes it.
+            kwargs["default"] = None
+            kwargs["help"] = (
+                f"{_SAMPLING_HELP[f.name]} Unset: the model's default (--generation-config), "
+                f"else {f.default}."
+            )
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -112,8 +118,18 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {k[3:]: v for k, v in vars(args).items() if k.startswith("sp_")}
+def sampling_kwargs(
+    args: argparse.Namespace, defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The sampling flags as SamplingParams keywords; a flag of MODEL_DEFAULT_KEYS left
+    unset takes its value from ``defaults`` (the model's), else SamplingParams' default."""
+    given = {k[3:]: v for k, v in vars(args).items() if k.startswith("sp_")}
+    for key in MODEL_DEFAULT_KEYS:
+        if given.get(key) is None:
+            given.pop(key, None)
+            if defaults and key in defaults:
+                given[key] = defaults[key]
+    return given
 
 
 def config_from_args(args: argparse.Namespace) -> EngineConfig:

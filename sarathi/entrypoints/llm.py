@@ -97,7 +97,10 @@ class LLM:
                     "template's text) or use generate with a prompt"
                 ) from e
             prompts.append(ids)
-        return self.generate(prompts, sampling_params, use_tqdm)
+        outputs = self.generate(prompts, sampling_params, use_tqdm)
+        for out in outputs:  # the rendered conversation, as vLLM's chat reports it
+            out.prompt = tokenizer.decode(out.prompt_token_ids, skip_special_tokens=False)
+        return outputs
 
     def generate(
         self,

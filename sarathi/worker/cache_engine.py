@@ -79,9 +79,8 @@ def plan_cache(
         return _plan_paged(
             config, shape, dtype, budget, max_num_seqs, max_len, reduction_ratio, expected
         )
-    backend = config.kv_cache_backend
-    if backend == "auto":
-        backend = resolve_backend("auto", device)
+    # resolve_backend also refuses a backend the device cannot use (e.g. cuda on the CPU).
+    backend = resolve_backend(config.kv_cache_backend, device)
     page_bytes = config.page_bytes or default_page_bytes(
         backend, device, row * (shape.num_layers if config.kv_layout == "mega" else 1)
     )

@@ -146,6 +146,18 @@ def _port(text: str) -> int:
     return port
 
 
+def check_server_args(args: argparse.Namespace) -> None:
+    """ValueError naming a server flag whose value would refuse every request."""
+    for name in ("max_request_bytes", "max_body_bytes_in_flight", "request_read_timeout"):
+        value = getattr(args, name, None)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    for name in ("max_waiting_requests", "graceful_shutdown_seconds"):
+        value = getattr(args, name, None)
+        if value is not None and not value >= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+
+
 def server_args(**overrides: Any) -> argparse.Namespace:
     """The server flags' defaults as a namespace (for building an app in code or tests)."""
     parser = argparse.ArgumentParser()
