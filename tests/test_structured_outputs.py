@@ -271,3 +271,36 @@ def test_only_subschemas_are_closed_never_data():
     assert closed["default"] == {"properties": {}}
     assert closed["$defs"]["Inner"]["additionalProperties"] is True
     assert schema["properties"]["kind"] == {"const": {"type": "object"}}  # a copy
+
+
+def test_allof_parts_are_joined_not_closed_apart():
+    """An object built with allOf (a $ref to a base model plus its own properties) is
+    satisfiable: closing each part alone would forbid the other parts' properties."""
+    import llguidance
+
+    from sarathi.structured_output.compiler import _JSON_STYLE, _closed_objects
+
+    schema = {
+        "$defs": {"Base": {"type": "object", "properties": {"id": {"type": "integer"}}}},
+        "allOf": [{"$ref": "#/$defs/Base"}],
+        "type": "object",
+        "properties": {"name": {"type": "string"}},
+        "required": ["id", "name"],
+    }
+    closed = _closed_objects(schema)
+    assert closed["additionalProperties"] is False
+    assert closed["properties"]["id"] is True  # the part's own schema still applies
+    assert "additionalProperties" not in closed["$defs"]["Base"]
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(closed, defaults=_JSON_STYLE)
+    assert not llguidance.LLMatcher.validate_grammar(grammar)
+
+    jsonschema = pytest.importorskip("jsonschema")
+    inline = {"allOf": [{"type": "object", "properties": {"a": {"type": "integer"}},
+                         "required": ["a"]},
+                        {"properties": {"b": {"type": "string"}}, "required": ["b"]}]}
+    closed = _closed_objects(inline)
+    jsonschema.validate({"a": 1, "b": "x"}, closed)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"a": 1, "b": "x", "c": 0}, closed)  # closed as a whole
+    opened = {"allOf": [{"properties": {"a": {}}, "additionalProperties": True}]}
+    assert "additionalProperties" not in _closed_objects(opened)  # a part left it open

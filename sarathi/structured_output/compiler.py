@@ -63,18 +63,15 @@ _LIST = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
 _MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 
 
-def _closed_objects(schema: Any) -> Any:
-    """A copy of ``schema`` where objects without ``additionalProperties`` get ``false``."""
-    schema = copy.deepcopy(schema)
-    stack = [schema]
+def _subschemas(root: Any) -> list[dict[str, Any]]:
+    """Every schema object in ``root`` (itself included), parents before children."""
+    out: list[dict[str, Any]] = []
+    stack = [root]
     while stack:
         node = stack.pop()
         if not isinstance(node, dict):
             continue  # true/false schemas
-        if (node.get("type") == "object" or "properties" in node) and (
-            "additionalProperties" not in node
-        ):
-            node["additionalProperties"] = False
+        out.append(node)
         for key in _ONE:
             if isinstance(node.get(key), dict):
                 stack.append(node[key])
@@ -84,7 +81,111 @@ def _closed_objects(schema: Any) -> Any:
         for key in _MAP:
             if isinstance(node.get(key), dict):
                 stack.extend(node[key].values())
+    return out
+
+
+def _is_object(node: dict[str, Any]) -> bool:
+    return node.get("type") == "object" or "properties" in node
+
+
+def _closed_objects(schema: Any) -> Any:
+    """A copy of ``schema`` where objects without ``additionalProperties`` get ``false``.
+
+    An object joined by ``allOf`` (``allOf: [{"$ref": "#/$defs/Base"}]`` beside more
+    properties is how generators write an extended model) is closed as a whole: each part
+    lists only its share of the properties, so closing the parts one by one would forbid
+    each other's. The parts (and what they reference) stay open, and the schema holding the
+    ``allOf`` takes every part's property names where all of them are known."""
+    schema = copy.deepcopy(schema)
+    nodes = _subschemas(schema)
+    holders = [n for n in nodes if isinstance(n.get("allOf"), list)]
+    parts: set[int] = set()
+    for holder in holders:
+        parts |= _joined(schema, holder["allOf"])
+    for holder in holders:
+        if id(holder) not in parts:  # an allOf inside a part closes with its holder
+            _close_joined(schema, holder)
+    open_ones = parts | {id(h) for h in holders}
+    for node in nodes:
+        if _is_object(node) and "additionalProperties" not in node and id(node) not in open_ones:
+            node["additionalProperties"] = False
     return schema
+
+
+def _joined(root: Any, members: list[Any]) -> set[int]:
+    """The ids of the schemas an ``allOf`` joins: its members, what their local references
+    point to, and the members of allOfs among them."""
+    ids: set[int] = set()
+    pending = list(members)
+    while pending:
+        member = pending.pop()
+        if not isinstance(member, dict) or id(member) in ids:
+            continue
+        ids.add(id(member))
+        target = _local_ref(root, member.get("$ref"))
+        if target is not None:
+            pending.append(target)
+        if isinstance(member.get("allOf"), list):
+            pending.extend(member["allOf"])
+    return ids
+
+
+def _close_joined(root: Any, holder: dict[str, Any]) -> None:
+    """Close the object ``holder``'s allOf joins, where the holder says nothing of extra
+    properties and every part lists its own: the holder takes the parts' property names (as
+    ``true``: each part's schema for it still applies) and ``additionalProperties: false``.
+    A part that leaves extra properties open, or whose properties cannot all be known
+    (anyOf, patternProperties, a reference outside the schema, ...), leaves it open."""
+    if "additionalProperties" in holder or "patternProperties" in holder:
+        return
+    names: list[str] = []
+    objects = _is_object(holder)
+    pending = list(holder["allOf"])
+    seen: set[int] = set()
+    while pending:
+        part = pending.pop(0)
+        if part is True or part == {}:
+            continue
+        if not isinstance(part, dict) or id(part) in seen:
+            return
+        seen.add(id(part))
+        if "$ref" in part:
+            target = _local_ref(root, part["$ref"])
+            if target is None or set(part) - {"$ref", "description", "title"}:
+                return
+            pending.append(target)
+            continue
+        if part.get("additionalProperties", False) is not False or any(
+            k in part for k in ("patternProperties", "anyOf", "oneOf", "not", "if")
+        ):
+            return
+        objects = objects or _is_object(part)
+        names += [n for n in part.get("properties", {}) if n not in names]
+        if isinstance(part.get("allOf"), list):
+            pending.extend(part["allOf"])
+    props = holder.get("properties", {})
+    if not objects or not isinstance(props, dict):
+        return
+    holder["properties"] = props
+    for name in names:
+        props.setdefault(name, True)
+    holder["additionalProperties"] = False
+
+
+def _local_ref(root: Any, ref: Any) -> Any:
+    """The part of ``root`` a local reference (``#``, ``#/$defs/Name``) names, or None."""
+    if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
+        return None
+    node = root
+    for token in ref[2:].split("/") if ref != "#" else ():
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return None
+    return node
 
 
 def compile_grammar(

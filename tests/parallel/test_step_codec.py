@@ -78,7 +78,7 @@ def sampling_params(draw) -> SamplingParams:
                 "top_p": st.floats(0.01, 1),
                 "top_k": st.just(-1) | st.integers(1, 100),
                 "min_p": st.floats(0, 1),
-                "seed": st.none() | INT64 | st.integers(),
+                "seed": st.none() | INT64,
                 "presence_penalty": NUMBER,
                 "frequency_penalty": NUMBER,
                 "repetition_penalty": st.floats(0.1, 3) | st.integers(1, 3),

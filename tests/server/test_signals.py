@@ -89,9 +89,9 @@ def test_a_signal_lets_running_streams_finish_and_exits_0(sig):
 
 
 def test_streams_still_running_at_the_deadline_end_with_an_error_event():
-    proc, url, _ = _start("--graceful-shutdown-seconds", "0.5", max_model_len=8192)
+    proc, url, _ = _start("--graceful-shutdown-seconds", "0.5", max_model_len=2048)
     try:
-        body = {"prompt": "a long story", "max_tokens": 8000, "ignore_eos": True, "stream": True}
+        body = {"prompt": "a long story", "max_tokens": 2000, "ignore_eos": True, "stream": True}
         with httpx.Client(base_url=url, timeout=60) as h:
             with h.stream("POST", "/v1/completions", json=body) as resp:
                 lines = resp.iter_lines()
