@@ -82,4 +82,8 @@ def load_corpus(paths: Sequence[str | os.PathLike[str]]) -> Corpus:
     if not held:
         # Too few paragraphs for a hash split: statistics fall back to the training text.
         held = list(train)
+    if not train:
+        # Every document hashed into the held-in bucket (one big paragraph has a 1 in 10
+        # chance): counting and fine-tuning fall back to that text rather than to nothing.
+        train = list(held)
     return Corpus(train=train, held_in=held)

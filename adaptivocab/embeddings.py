@@ -41,12 +41,15 @@ def piece_weights(n: int, init: str, side: str, exp_base: float = DEFAULT_EXP_BA
         return [1.0] + [0.0] * (n - 1)
     if init == "last":
         return [0.0] * (n - 1) + [1.0]
-    if exp_base <= 0:
-        raise AdaptiVocabError(f"--exp-base must be positive, got {exp_base}")
+    if not (math.isfinite(exp_base) and exp_base > 0):
+        raise AdaptiVocabError(f"--exp-base must be a positive finite number, got {exp_base}")
+    # base**(i - (n-1)) instead of base**i: the same weights after normalising, but a large
+    # base cannot overflow (the largest term is 1).
+    log_base = math.log(exp_base)
     raw = (
-        [exp_base**i for i in range(n)]
+        [math.exp((i - (n - 1)) * log_base) for i in range(n)]
         if side == "input"
-        else [exp_base ** (n - 1 - i) for i in range(n)]
+        else [math.exp(-i * log_base) for i in range(n)]
     )
     total = sum(raw)
     return [w / total for w in raw]

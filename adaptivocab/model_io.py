@@ -18,6 +18,7 @@ from adaptivocab.embeddings import (
 )
 from adaptivocab.errors import AdaptiVocabError
 from adaptivocab.fsutil import atomic_output_dir, check_output_dir
+from adaptivocab.patch import PATCH_FILE, STATS_FILE, VocabPatch
 from adaptivocab.tokenizer import PatchTokenizer
 
 SINGLE = "model.safetensors"
@@ -84,6 +85,15 @@ def patch_model_folder(
         raise AdaptiVocabError(f"{model_path / 'config.json'} is corrupt: {exc}") from exc
     check_output_dir(out, overwrite)
     tokenizer = PatchTokenizer.from_pretrained(patch_dir)
+    if (model_path / PATCH_FILE).is_file() and dict(
+        VocabPatch.load(model_path).ngrams
+    ) != dict(tokenizer.ngram_pieces):
+        # Its swapped rows hold another patch's n-grams: re-initialising only this patch's
+        # rows would leave those in place (and build new rows from them).
+        raise AdaptiVocabError(
+            f"{model_path} was patched with a different patch tokenizer; pass the base model "
+            "folder"
+        )
     shards, weight_map, index = _weight_files(model_path)
     embed_key, head_key = find_embedding_names(list(weight_map))
     # Hugging Face ties the head to the embedding on load when asked to, even
@@ -115,7 +125,11 @@ def patch_model_folder(
         replaced[head_key] = new_head.clone() if tied else new_head
     with atomic_output_dir(out, overwrite) as tmp:
         for item in model_path.iterdir():
-            if item.is_file() and not item.name.endswith(".safetensors") and item.name != INDEX:
+            if (
+                item.is_file()
+                and not item.name.endswith(".safetensors")
+                and item.name not in (INDEX, PATCH_FILE, STATS_FILE)
+            ):
                 shutil.copy2(item, tmp / item.name)
         for shard in tqdm(
             shards, desc="writing shards", unit="shard", disable=not progress, leave=False

@@ -70,6 +70,46 @@ def test_patched_folder_loads_directly_and_matches_load_time_patching(tiny_model
     assert [o.outputs[0].token_ids for o in direct] == [o.outputs[0].token_ids for o in at_load]
 
 
+@pytest.fixture(scope="module")
+def other_patch_dir(tiny_models, tmp_path_factory):
+    from adaptivocab import BuildConfig, PatchTokenizer, build_patch
+    from adaptivocab.base import load_base_tokenizer
+
+    base = load_base_tokenizer(tiny_models["llama"])
+    patch, _ = build_patch(base, _docs()[::-1],
+                           BuildConfig(num_tokens=10, max_ngram=2, progress=False))
+    out = tmp_path_factory.mktemp("other-patch")
+    PatchTokenizer(base, patch).save_pretrained(out)
+    return str(out)
+
+
+def test_a_patched_folder_takes_only_its_own_patch(tiny_models, patch_dir, other_patch_dir,
+                                                   tmp_path):
+    """Its swapped rows hold its own patch's n-grams: another patch, or the base tokenizer,
+    would give those ids other meanings; re-patching it with another patch is refused too."""
+    from adaptivocab import AdaptiVocabError, patch_model_folder
+
+    out = tmp_path / "patched"
+    patch_model_folder(tiny_models["llama"], patch_dir, str(out), init="exp", progress=False)
+    with pytest.raises(ValueError, match="different patch tokenizer"):
+        LLM(str(out), patch_tokenizer=other_patch_dir)
+    with pytest.raises(ValueError, match="not its patch tokenizer"):
+        LLM(str(out), tokenizer=tiny_models["llama"])
+    with pytest.raises(AdaptiVocabError, match="different patch tokenizer"):
+        patch_model_folder(str(out), other_patch_dir, str(tmp_path / "twice"), progress=False)
+    again = tmp_path / "again"  # the same patch again: allowed, and no stale statistics
+    patch_model_folder(str(out), patch_dir, str(again), init="exp", progress=False)
+    assert load_file(f"{again}/model.safetensors").keys()
+
+
+def test_a_patch_folder_given_as_tokenizer_patches_at_load(tiny_models, patch_dir):
+    prompts = random_prompts(2, 384, seed=12)
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    as_patch = LLM(tiny_models["llama"], patch_tokenizer=patch_dir).generate(prompts, params)
+    as_tok = LLM(tiny_models["llama"], tokenizer=patch_dir).generate(prompts, params)
+    assert [o.outputs[0].token_ids for o in as_tok] == [o.outputs[0].token_ids for o in as_patch]
+
+
 def test_a_patch_tokenizer_for_another_vocab_size_fails_at_load(tmp_path, patch_dir):
     from models import save_tiny_model
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -156,8 +157,28 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
             check_vocab(shape.vocab_size, len(patch))
         except AdaptiVocabError as e:
             raise ValueError(f"the patch tokenizer does not fit this model: {e}") from e
-        if mc.patch_tokenizer is not None and not is_patch_tokenizer_dir(path):
-            patch_at_load = mc.patch_tokenizer
+        if is_patch_tokenizer_dir(path):
+            # A patched folder: its rows belong to its own patch, so the tokenizer must be it.
+            from adaptivocab.patch import VocabPatch
+
+            try:
+                folder_ngrams = dict(VocabPatch.load(Path(path)).ngrams)
+            except AdaptiVocabError as e:
+                raise ValueError(f"cannot read the patched model folder {mc.model!r}: {e}") from e
+            if folder_ngrams != dict(patch.ngram_pieces):
+                raise ValueError(
+                    f"{mc.model!r} was patched with a different patch tokenizer than the one "
+                    "given; leave out --patch-tokenizer/--tokenizer, or pass the base model"
+                )
+        else:
+            # --patch-tokenizer, or a --tokenizer that is a patch tokenizer folder: either way
+            # the base checkpoint's swapped rows must be initialised at load.
+            patch_at_load = mc.patch_tokenizer or resolve_model_path(mc.tokenizer or path)
+    elif tokenizer is not None and is_patch_tokenizer_dir(path):
+        raise ValueError(
+            f"{mc.model!r} is a patched model folder but the tokenizer given is not its patch "
+            "tokenizer; leave out --tokenizer"
+        )
     device = resolve_device(mc.device)
     longest = model_context(shape)
     long_ok = env("SARATHI_ALLOW_LONG_MAX_MODEL_LEN") == "1"

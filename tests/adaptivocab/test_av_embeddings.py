@@ -44,6 +44,15 @@ def test_exp_weights_direction() -> None:
     assert inp[2] > inp[1] > inp[0] and out[0] > out[1] > out[2]
     assert math.isclose(sum(inp), 1.0) and math.isclose(inp[2] / inp[1], math.e)
     assert piece_weights(2, "exp", "input", exp_base=3.0) == pytest.approx([0.25, 0.75])
+    assert piece_weights(3, "exp", "output", exp_base=1e200) == pytest.approx([1.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("base", [0.0, -1.0, float("nan"), float("inf")])
+def test_exp_base_must_be_positive_and_finite(base: float) -> None:
+    from adaptivocab.errors import AdaptiVocabError
+
+    with pytest.raises(AdaptiVocabError, match="exp-base"):
+        piece_weights(3, "exp", "input", exp_base=base)
 
 
 @pytest.mark.parametrize("tied", [False, True])
