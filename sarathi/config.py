@@ -233,6 +233,7 @@ class ParallelConfig:
         "1), 'mp' (one process per rank on this host, torch.distributed), 'ray' "
         "(Ray actors, across machines) or 'auto' (uni for one rank, else mp).",
         choices=("auto", "uni", "mp", "ray"),
+        aliases=("distributed_executor_backend",),
     )
     ray_address: str | None = _f(
         None,

@@ -66,6 +66,15 @@ def test_vllm_launch_habits_are_understood():
     assert config.scheduler.chunk_size == 256
     assert config.cache.enable_prefix_caching
     assert config.model.generation_config == "vllm"
+    vllm_line = build_parser().parse_args(
+        ["serve", "demo", "--disable-log-requests", "--disable-log-stats", "--swap-space", "4",
+         "--enable-chunked-prefill", "--kv-cache-dtype", "auto", "--max-log-len", "100",
+         "--uvicorn-log-level", "warning", "--distributed-executor-backend", "mp"])
+    assert vllm_line.log_level == "warning"
+    assert config_from_args(vllm_line).parallel.executor == "mp"
+    for unkept in (["--kv-cache-dtype", "fp8"], ["--pipeline-parallel-size", "2"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", "demo", *unkept])
     clash = build_parser().parse_args(["serve", "demo", "--model", "other"])
     with pytest.raises(ValueError, match="two models"):
         config_from_args(clash)

@@ -115,6 +115,12 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         help="Server log level (default: info).",
     )
     g.add_argument(
+        "--uvicorn-log-level",
+        dest="log_level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="vLLM's name for --log-level.",
+    )
+    g.add_argument(
         "--graceful-shutdown-seconds",
         type=float,
         default=30.0,
@@ -122,6 +128,35 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         "at most this long, then end the rest with an error event; a second signal exits at "
         "once (default: 30).",
     )
+
+    _add_vllm_compat_args(parser)
+
+
+def _add_vllm_compat_args(parser: argparse.ArgumentParser) -> None:
+    """vLLM flags that change nothing here, taken so vLLM command lines run unchanged. Each
+    takes only the values that mean what this server does anyway; others are refused."""
+    g = parser.add_argument_group(
+        "vLLM command-line compatibility (accepted; they change nothing here)"
+    )
+    for flag, why in (
+        ("--disable-log-requests", "requests are never logged"),
+        ("--disable-log-stats", "no periodic stats are logged (see /metrics)"),
+        ("--disable-frontend-multiprocessing", "the server and engine share one process"),
+        ("--enable-chunked-prefill", "prompts are always prefilled in chunks (Sarathi)"),
+    ):
+        g.add_argument(flag, action="store_true", help=f"Accepted: {why}.")
+    g.add_argument("--max-log-len", type=int, help="Accepted: requests are never logged.")
+    g.add_argument(
+        "--swap-space",
+        type=float,
+        help="Accepted: a preempted request is recomputed, never swapped to host memory.",
+    )
+    for flag, only, why in (
+        ("--kv-cache-dtype", "auto", "the KV cache takes the model's dtype"),
+        ("--tokenizer-mode", "auto", "the model's fast tokenizer is used"),
+        ("--pipeline-parallel-size", "1", "no pipeline parallelism (see --tensor-parallel-size)"),
+    ):
+        g.add_argument(flag, choices=(only,), help=f"Only '{only}': {why}.")
 
 
 def _json_list(text: str) -> list[str]:
