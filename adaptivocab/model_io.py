@@ -85,14 +85,13 @@ def patch_model_folder(
         raise AdaptiVocabError(f"{model_path / 'config.json'} is corrupt: {exc}") from exc
     check_output_dir(out, overwrite)
     tokenizer = PatchTokenizer.from_pretrained(patch_dir)
-    if (model_path / PATCH_FILE).is_file():
-        # Its swapped rows hold its own patch's n-grams: re-initialising only another
-        # patch's rows would leave those in place (and build new rows from them).
-        if dict(VocabPatch.load(model_path).ngrams) != dict(tokenizer.ngram_pieces):
-            raise AdaptiVocabError(
-                f"{model_path} was patched with a different patch tokenizer; "
-                "pass the base model folder"
-            )
+    patched = (model_path / PATCH_FILE).is_file()
+    # A patched folder's swapped rows hold its own patch's n-grams: re-initialising only
+    # another patch's rows would leave those in place (and build new rows from them).
+    if patched and dict(VocabPatch.load(model_path).ngrams) != dict(tokenizer.ngram_pieces):
+        raise AdaptiVocabError(
+            f"{model_path} was patched with a different patch tokenizer; pass the base model folder"
+        )
     shards, weight_map, index = _weight_files(model_path)
     embed_key, head_key = find_embedding_names(list(weight_map))
     # Hugging Face ties the head to the embedding on load when asked to, even
