@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sarathi.entrypoints.cli_args import (
     add_engine_args,
@@ -16,6 +16,9 @@ from sarathi.entrypoints.cli_args import (
     sampling_kwargs,
 )
 from sarathi.sampling_params import StructuredOutputs
+
+if TYPE_CHECKING:
+    from sarathi.outputs import CompletionOutput
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -93,7 +96,7 @@ def _generate(args: argparse.Namespace) -> int:
     return 1 if any(o.error for o in outputs) else 0
 
 
-def _json_choice(c: Any, logprobs: bool) -> dict[str, Any]:
+def _json_choice(c: CompletionOutput, logprobs: bool) -> dict[str, Any]:
     """One output of ``--json``; with ``--logprobs``, each step's top tokens as
     ``{token id: log-probability}`` and their sum over the chosen tokens."""
     choice: dict[str, Any] = {
