@@ -137,6 +137,49 @@ def model_context(shape: ModelShape) -> int:
     return shape.max_position_embeddings
 
 
+def _patch_at_load(
+    config: EngineConfig,
+    path: str,
+    shape: ModelShape,
+    tokenizer: Any,
+    patch: PatchTokenizer | None,
+) -> str | None:
+    """The patch tokenizer folder whose n-gram rows the loader must build into a base
+    checkpoint (None: none to build). ValueError where the tokenizer does not fit the
+    weights: a patch for another vocabulary, or a patched folder served with another patch
+    or with the base tokenizer (its swapped rows would take other meanings silently)."""
+    mc = config.model
+    patched_folder = is_patch_tokenizer_dir(path)
+    if patch is None:
+        if tokenizer is not None and patched_folder:
+            raise ValueError(
+                f"{mc.model!r} is a patched model folder but the tokenizer given is not its "
+                "patch tokenizer; leave out --tokenizer"
+            )
+        return None
+    from adaptivocab import AdaptiVocabError
+    from adaptivocab.embeddings import check_vocab  # what adaptivocab loads lazily
+    from adaptivocab.patch import VocabPatch
+
+    try:
+        check_vocab(shape.vocab_size, len(patch))
+    except AdaptiVocabError as e:
+        raise ValueError(f"the patch tokenizer does not fit this model: {e}") from e
+    if not patched_folder:
+        # --patch-tokenizer, or a --tokenizer that is a patch tokenizer folder.
+        return mc.patch_tokenizer or resolve_model_path(mc.tokenizer or path)
+    try:
+        folder_ngrams = dict(VocabPatch.load(Path(path)).ngrams)
+    except AdaptiVocabError as e:
+        raise ValueError(f"cannot read the patched model folder {mc.model!r}: {e}") from e
+    if folder_ngrams != dict(patch.ngram_pieces):
+        raise ValueError(
+            f"{mc.model!r} was patched with a different patch tokenizer than the one given; "
+            "leave out --patch-tokenizer/--tokenizer, or pass the base model"
+        )
+    return None
+
+
 def resolve_model(config: EngineConfig) -> ModelSetup:
     mc = config.model
     is_demo = mc.model in DEMO_NAMES
@@ -148,37 +191,7 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
         None if mc.skip_tokenizer_init else get_tokenizer(mc.tokenizer or path, mc.patch_tokenizer)
     )
     patch = as_patch_tokenizer(tokenizer)
-    patch_at_load = None
-    if patch is not None:
-        from adaptivocab import AdaptiVocabError
-        from adaptivocab.embeddings import check_vocab  # what adaptivocab loads lazily
-
-        try:
-            check_vocab(shape.vocab_size, len(patch))
-        except AdaptiVocabError as e:
-            raise ValueError(f"the patch tokenizer does not fit this model: {e}") from e
-        if is_patch_tokenizer_dir(path):
-            # A patched folder: its rows belong to its own patch, so the tokenizer must be it.
-            from adaptivocab.patch import VocabPatch
-
-            try:
-                folder_ngrams = dict(VocabPatch.load(Path(path)).ngrams)
-            except AdaptiVocabError as e:
-                raise ValueError(f"cannot read the patched model folder {mc.model!r}: {e}") from e
-            if folder_ngrams != dict(patch.ngram_pieces):
-                raise ValueError(
-                    f"{mc.model!r} was patched with a different patch tokenizer than the one "
-                    "given; leave out --patch-tokenizer/--tokenizer, or pass the base model"
-                )
-        else:
-            # --patch-tokenizer, or a --tokenizer that is a patch tokenizer folder: either way
-            # the base checkpoint's swapped rows must be initialised at load.
-            patch_at_load = mc.patch_tokenizer or resolve_model_path(mc.tokenizer or path)
-    elif tokenizer is not None and is_patch_tokenizer_dir(path):
-        raise ValueError(
-            f"{mc.model!r} is a patched model folder but the tokenizer given is not its patch "
-            "tokenizer; leave out --tokenizer"
-        )
+    patch_at_load = _patch_at_load(config, path, shape, tokenizer, patch)
     device = resolve_device(mc.device)
     longest = model_context(shape)
     long_ok = env("SARATHI_ALLOW_LONG_MAX_MODEL_LEN") == "1"
