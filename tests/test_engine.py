@@ -366,3 +366,18 @@ def test_max_model_len_past_the_models_context_needs_the_override(llama, monkeyp
         LLM(llama, max_model_len=100_000)
     monkeypatch.setenv("SARATHI_ALLOW_LONG_MAX_MODEL_LEN", "1")
     assert LLM(llama, max_model_len=4096).engine.max_seq_len == 4096
+
+
+@pytest.mark.parametrize("caching", [False, True])
+def test_aborting_the_last_request_frees_its_slot_at_once(llama, caching):
+    """A caller's loop ends once no request is unfinished: nothing may stay held for a step
+    that never comes."""
+    engine = LLM(llama, chunk_size=16, enable_prefix_caching=caching).engine
+    params = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
+    engine.add_request(list(range(3, 60)), params, request_id="a")
+    engine.step()
+    engine.step()
+    engine.abort_request("a")
+    assert not engine.has_unfinished_requests()
+    assert engine.cache_stats()["slots_used"] == 0
+    assert not engine.scheduler.has_work()

@@ -77,6 +77,30 @@ def test_penalties_fall_back_to_exact_history(engines):
     assert _run(engines[True], prompts, params) == _run(engines[False], prompts, params)
 
 
+def test_penalties_beside_plain_requests_under_preemption(tiny_models):
+    """A request with penalties makes each step collect the one in flight before planning.
+    Planning first and collecting after went wrong in a cache this tight: a request preempted
+    while its last token was in flight took that token in the collect, so it sampled in the
+    plan but not in the engine's accounting, and the tokens after it went to the wrong
+    requests."""
+    import random
+
+    rng = random.Random(4)
+    prompt = [rng.randrange(3, 384) for _ in range(100)]
+    plain = SamplingParams(temperature=0, max_tokens=2)
+    penalised = SamplingParams(temperature=0, max_tokens=1, repetition_penalty=1.5)
+    base = dict(dtype="float32", max_model_len=256, max_num_seqs=2, chunk_size=512)
+    roomy = LLM(tiny_models["llama"], **base)
+    want = _run(roomy, [prompt, prompt], [plain, penalised])
+    cap = roomy.engine.executor.capacity()
+    block_bytes = roomy.engine.cache_plan.budget // cap.num_blocks
+    blocks = -(-(len(prompt) + 3) // cap.tokens_per_block) + 1  # about one request's room
+    for overlap in (False, True):
+        tight = LLM(tiny_models["llama"], **base, kv_cache_memory=blocks * block_bytes,
+                    expected_request_tokens=16, overlap_scheduling=overlap)
+        assert _run(tight, [prompt, prompt], [plain, penalised]) == want, overlap
+
+
 def test_streamed_outputs_never_show_placeholders(engines):
     engine = engines[True].engine
     engine.add_request([9, 8, 7, 6], SamplingParams(temperature=0, max_tokens=12,

@@ -11,8 +11,9 @@ the host: each sequence sampled by step N gets a PENDING_TOKEN placeholder, whic
 runner fills on the device from step N's ids, and the host processes step N while the GPU
 runs step N+1. A sequence that stopped at step N (EOS, a stop string) computes one more
 token in step N+1, which is dropped. Length limits are known ahead, so such a sequence is
-not scheduled again. Steps that sample with penalties or multi-token bad words need the
-exact history and collect step N first. Steps with grammar-constrained rows (structured
+not scheduled again. While a request that samples with penalties or multi-token bad words
+is unfinished, sampling needs the exact history: step N is collected before step N+1 is
+scheduled. Steps with grammar-constrained rows (structured
 outputs) launch N+1's forward alone, process step N, compute N+1's grammar masks while that
 forward runs, then queue N+1's sampling. Without overlap each step is collected as soon as
 it is launched.
@@ -109,6 +110,8 @@ class LLMEngine:
         self.structured = StructuredOutputManager(m.tokenizer, m.eos_ids)
         self._inflight: InflightStep | None = None
         self.requests: dict[str, Request] = {}
+        # The unfinished requests whose sampling reads every earlier token (needs_history).
+        self._history_requests: set[str] = set()
         self._seq_ids = itertools.count()
         self._req_ids = itertools.count()
         plan = self.cache_plan
@@ -213,6 +216,8 @@ class LLMEngine:
         for seq in req.seqs:
             self.scheduler.add(seq)
         self.requests[request_id] = req
+        if params.needs_history:
+            self._history_requests.add(request_id)
         self.stats.prompt_tokens += len(ids) * params.n
         return req
 
@@ -245,14 +250,16 @@ class LLMEngine:
                 )
 
     def abort_request(self, request_id: str) -> None:
-        req = self.requests.pop(request_id, None)
+        req = self.requests.get(request_id)
         if req is None:
             return
         for seq in req.seqs:
             if not seq.finished:
                 self.scheduler.finish(seq)
             self.structured.remove(seq.seq_id)
-        self.output_processor.forget(req)
+        self._forget(request_id)
+        if self._idle():  # no step will come to hand its slot back
+            self._release_finished()
 
     def reset_prefix_cache(self) -> int:
         """Drop every cached block no running request uses (vLLM's reset, e.g. between
@@ -264,18 +271,20 @@ class LLMEngine:
 
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        outputs = []
+        if self._inflight is not None and self._history_requests:
+            # Penalties and multi-token bad words read every earlier token's value: the plan
+            # is made from collected tokens. (Collecting after planning could change the
+            # planned sequences: one that finishes, or takes its last token, would no longer
+            # sample where the plan does.)
+            outputs = self._collect()
         plan = self.scheduler.schedule()
         self.stats.preemptions += len(plan.preempted)
         if not plan.input.has_work:
-            outputs = self._collect()
+            outputs += self._collect()
             if plan.input.has_bookkeeping:
                 self.executor.collect(self.executor.launch(plan.input))  # frees slots
         else:
-            outputs = []
-            if self._inflight is not None and _needs_history(plan):
-                # Penalties and multi-token bad words read every earlier token's value.
-                outputs = self._collect()
-                _fill_placeholders(plan)
             launched = self._launch(plan)
             outputs += self._collect()  # the previous step, processed while this one runs
             if plan.input.masks_follow:
@@ -284,9 +293,13 @@ class LLMEngine:
             self._inflight = launched
             if not self._overlap:
                 outputs += self._collect()
-        if self._inflight is None and not self.scheduler.running and not self.scheduler.waiting:
+        if self._idle():
             self._release_finished()
         return outputs
+
+    def _idle(self) -> bool:
+        """Nothing in flight, running or waiting: finished sequences' slots are freed now."""
+        return self._inflight is None and not self.scheduler.running and not self.scheduler.waiting
 
     def _launch(self, plan: SchedulerStep) -> InflightStep:
         sampled, indices = self.account(plan)
@@ -343,8 +356,12 @@ class LLMEngine:
             self.structured.remove(seq.seq_id)
         for out in outcome.outputs:
             if out.finished:
-                self.output_processor.forget(self.requests.pop(out.request_id))
+                self._forget(out.request_id)
         return outcome.outputs
+
+    def _forget(self, request_id: str) -> None:
+        self.output_processor.forget(self.requests.pop(request_id))
+        self._history_requests.discard(request_id)
 
     def _release_finished(self) -> None:
         """Free finished sequences' slots now rather than at the next step (idle engine)."""
@@ -402,12 +419,6 @@ def prefix_fingerprint(m: ModelSetup) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-def _needs_history(plan: SchedulerStep) -> bool:
-    return any(s.params.needs_history for s in plan.decodes) or any(
-        s.params.needs_history for s, _ in plan.chunks
-    )
-
-
 def bad_words_token_ids(words: list[str], tokenizer: Any) -> list[list[int]]:
     """Each word's token ids as written and as a word after a space (vLLM's two variants:
     tokenizers spell a word differently at the start of a text and after a space)."""
@@ -418,15 +429,3 @@ def bad_words_token_ids(words: list[str], tokenizer: Any) -> list[list[int]]:
             if ids and ids not in out:
                 out.append(ids)
     return out
-
-
-def _fill_placeholders(plan: SchedulerStep) -> None:
-    """Put the tokens that were placeholders when the plan was made (now collected) into
-    its input, so the workers' histories hold their values."""
-    inp = plan.input
-    for i, token in enumerate(inp.decode_tokens):
-        if token == PENDING_TOKEN:
-            inp.decode_tokens[i] = plan.decodes[i].token_ids[inp.decode_positions[i]]
-    for (seq, _), chunk in zip(plan.chunks, inp.chunks, strict=True):
-        if chunk.token_ids and chunk.token_ids[-1] == PENDING_TOKEN:
-            chunk.token_ids[-1] = seq.token_ids[chunk.start + len(chunk.token_ids) - 1]

@@ -111,7 +111,7 @@ class OutputProcessor:
         logprobs = result.logprobs
         states = self._seqs
         kept = 0
-        for i, (seq, token) in enumerate(zip(seqs, result.token_ids, strict=False)):
+        for i, (seq, token) in enumerate(zip(seqs, result.token_ids, strict=True)):
             if seq.finished:  # stopped (or aborted) while this step ran: drop its token
                 continue
             kept += 1

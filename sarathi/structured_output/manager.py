@@ -100,7 +100,7 @@ class StructuredOutputManager:
         """Advance the matchers of a step's constrained sequences by their sampled tokens
         (``seqs`` in sampling order; those that stopped while the step ran are skipped)."""
         matchers = self._matchers
-        for seq, token in zip(seqs, tokens, strict=False):
+        for seq, token in zip(seqs, tokens, strict=True):
             m = matchers.get(seq.seq_id)
             if m is None or seq.finished:
                 continue
