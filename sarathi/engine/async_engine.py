@@ -290,9 +290,10 @@ class AsyncEngine:
                 if stop:
                     self._drain_aborts()
                     return
-                if self._has_work():
-                    outputs = self.engine.step()
-                    self._dispatch(outputs)
+                stepped = self._has_work()
+                if stepped:
+                    self._dispatch(self.engine.step())
+                if stepped or commands:  # an abort of the last request frees its slot at once
                     self.snapshot = self.engine.snapshot()
         except Exception as e:  # any failure of the step loop ends every stream
             logger.exception("the engine loop failed")
