@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,5 +143,17 @@ def load_stats(folder: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise AdaptiVocabError(
             f"{path} is not a JSON object; rerun `python -m adaptivocab stats --write`"
+        )
+    ratio = data.get("ratio")
+    if "ratio" in data and (
+        isinstance(ratio, bool)
+        or not isinstance(ratio, (int, float))
+        or not math.isfinite(ratio)
+        or ratio <= 0
+    ):
+        # The KV cache is sized from it: a ratio read as "none" would size it for 1.0.
+        raise AdaptiVocabError(
+            f"{path} has ratio {ratio!r}, not a positive number; "
+            "rerun `python -m adaptivocab stats --write`"
         )
     return data

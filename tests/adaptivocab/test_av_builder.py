@@ -62,6 +62,10 @@ def test_save_load_round_trip(any_patch, tmp_path) -> None:
     assert loaded.reduction_ratio is None
     (tmp_path / "reduction_stats.json").write_text(json.dumps({"ratio": 0.75}))
     assert PatchTokenizer.from_pretrained(tmp_path).reduction_ratio == 0.75
+    for bad in ("0.75", -1, 0, None):  # the cache is sized from it: never read as "none"
+        (tmp_path / "reduction_stats.json").write_text(json.dumps({"ratio": bad}))
+        with pytest.raises(AdaptiVocabError, match="ratio"):
+            PatchTokenizer.from_pretrained(tmp_path)
 
 
 def test_hf_surface(bytelevel_patch) -> None:
