@@ -231,8 +231,9 @@ def build_patch(
     )
     if len(chosen) < config.num_tokens:
         raise AdaptiVocabError(
-            f"the corpus yields only {len(chosen)} n-grams seen at least twice; lower --num-tokens "
-            f"to at most {len(chosen)} or pass more domain text"
+            f"the corpus yields only {len(chosen)} n-grams seen at least twice with "
+            f"{config.num_tokens} tokens swapped; lower --num-tokens below {len(chosen)} (fewer "
+            "swaps split the text differently, so the count moves) or pass more domain text"
         )
     ngrams = dict(zip(removed_ids, chosen, strict=True))
     report = BuildReport(
