@@ -167,7 +167,7 @@ def _patch_at_load(
         raise ValueError(f"the patch tokenizer does not fit this model: {e}") from e
     if not patched_folder:
         # --patch-tokenizer, or a --tokenizer that is a patch tokenizer folder.
-        return mc.patch_tokenizer or resolve_model_path(mc.tokenizer or path)
+        return mc.patch_tokenizer or resolve_model_path(mc.tokenizer or path, "tokenizer")
     try:
         folder_ngrams = dict(VocabPatch.load(Path(path)).ngrams)
     except AdaptiVocabError as e:

@@ -103,12 +103,14 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = kind
+            kwargs["metavar"] = f.name.upper()  # not the sp_ destination's name
         group.add_argument(_flag(f.name), **kwargs)
     group.add_argument(
         "--stop",
         action="append",
         dest="sp_stop",
         default=None,
+        metavar="STOP",
         help="Stop string (repeatable); not included in the output.",
     )
 

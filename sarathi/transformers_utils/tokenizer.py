@@ -20,7 +20,7 @@ def get_tokenizer(name_or_path: str, patch_tokenizer: str | None = None) -> Any:
     """
     if patch_tokenizer is not None:
         return load_patch_tokenizer(patch_tokenizer)
-    path = resolve_model_path(name_or_path)
+    path = resolve_model_path(name_or_path, "tokenizer")
     if is_patch_tokenizer_dir(path):
         return load_patch_tokenizer(path)
     if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):

@@ -241,14 +241,14 @@ def startup_line(engine: LLMEngine, name: str, url: str) -> str:
     cfg, m = engine.config, engine.setup
     backend_name = resolve_attention_backend(cfg.attention.attention_backend, m.device)
     cap = engine.scheduler.capacity
-    cache = engine.cache_stats()
+    plan = engine.cache_plan  # the plan, not cache_stats: ranks in other processes hold those
     model = f"{name!r} from {m.path}"
     if m.is_demo:
         model += f" ({DEMO_NOTE})"
     return (
         f"sarathi {sarathi.__version__} serving {model} on {url} | dtype "
         f"{str(m.dtype).removeprefix('torch.')}, device {m.device}, attention "
-        f"{backend_name}, KV cache {cache.get('backend', '?')}/{cache.get('layout', '?')}: "
+        f"{backend_name}, KV cache {plan.backend}/{plan.layout}: "
         f"{engine.scheduler.max_running} slots, {cap.max_tokens} tokens, context "
         f"{engine.max_seq_len}"
     )
