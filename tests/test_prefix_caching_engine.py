@@ -59,6 +59,17 @@ def test_greedy_outputs_and_logprobs_equal_those_without_the_cache(llama, cache)
 
 
 @pytest.mark.parametrize("cache", CACHES)
+def test_a_reset_on_an_idle_engine_reaches_the_workers_at_once(llama, cache):
+    """An offline caller steps no more once nothing is unfinished: the evicted blocks must
+    not wait for a step that may never come."""
+    on = LLM(llama, chunk_size=32, **cache)
+    on.generate(_shared_prompts(4, 40, seed=12), GREEDY)
+    assert on.engine.reset_prefix_cache() > 0
+    assert not on.engine.scheduler.has_work()
+    assert on.engine.cache_stats().get("blocks_used", 0) == 0
+
+
+@pytest.mark.parametrize("cache", CACHES)
 def test_chunks_that_cross_the_cached_boundary(llama, cache):
     # Chunks of 7 tokens never line up with blocks of 16 or 32.
     prompts = _shared_prompts(6, 70, seed=12)

@@ -264,7 +264,10 @@ class LLMEngine:
     def reset_prefix_cache(self) -> int:
         """Drop every cached block no running request uses (vLLM's reset, e.g. between
         benchmark runs); returns how many. Blocks running requests share stay."""
-        return self.scheduler.drop_cached_blocks()
+        dropped = self.scheduler.drop_cached_blocks()
+        if self._idle():  # no step will come to tell the workers
+            self._release_finished()
+        return dropped
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests) or self._inflight is not None
@@ -364,7 +367,8 @@ class LLMEngine:
         self._history_requests.discard(request_id)
 
     def _release_finished(self) -> None:
-        """Free finished sequences' slots now rather than at the next step (idle engine)."""
+        """Hand the workers what the scheduler freed (finished sequences' slots, evicted
+        blocks) now rather than at the next step (idle engine)."""
         if self.scheduler.has_work():
             plan = self.scheduler.schedule()
             self.executor.collect(self.executor.launch(plan.input))
