@@ -9,6 +9,7 @@ config object is mutated after construction.
 from __future__ import annotations
 
 import re
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -353,19 +354,29 @@ _VALUE_ALIASES = {
 }
 
 
+def field_type(annotation: Any) -> tuple[type, bool]:
+    """The type a field's annotation names (the first besides None), and whether it takes
+    None. Annotations are strings here (postponed evaluation)."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {"typing": typing})  # our own annotations, never user input
+    args = typing.get_args(annotation)
+    named = [a for a in args if a is not type(None)]
+    return (named[0] if named else annotation), type(None) in args
+
+
 def _check_type(f: Any, value: Any) -> None:
     """ValueError naming the option when a number or switch is given a value of another
     type (``LLM(chunk_size="256")``); the CLI's flags are converted before they get here."""
-    kinds = [k.strip() for k in str(f.type).split("|")]
+    kind, optional = field_type(f.type)
     if value is None:
-        if "None" not in kinds:
+        if not optional:
             raise ValueError(f"{f.name} must be set, got None")
         return
-    if "bool" in kinds and not isinstance(value, bool):
+    if kind is bool and not isinstance(value, bool):
         raise ValueError(f"{f.name} must be True or False, got {value!r}")
-    if "int" in kinds and (isinstance(value, bool) or not isinstance(value, int)):
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ValueError(f"{f.name} must be an integer, got {value!r}")
-    if "float" in kinds and (isinstance(value, bool) or not isinstance(value, (int, float))):
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise ValueError(f"{f.name} must be a number, got {value!r}")
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import typing
 from dataclasses import MISSING, fields
 from typing import Any
 
-from sarathi.config import SECTION_TYPES, EngineConfig, parse_size
+from sarathi.config import SECTION_TYPES, EngineConfig, field_type, parse_size
 from sarathi.sampling_params import MODEL_DEFAULT_KEYS, SamplingParams
 
 _SAMPLING_HELP = {
@@ -31,13 +30,6 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _base_type(annotation: Any) -> type:
-    if isinstance(annotation, str):
-        annotation = eval(annotation, {"typing": typing})  # our own annotations, never user input
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return args[0] if args else annotation
-
-
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
     """One flag per config field; ``--foo-bar`` and ``--foo_bar`` (and aliases) all work."""
     for section, typ in SECTION_TYPES.items():
@@ -53,10 +45,10 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
             default = f.default if f.default is not MISSING else None
             help_text = (
                 meta["help"]
-                if default is None and _base_type(f.type) is bool
+                if default is None and field_type(f.type)[0] is bool
                 else f"{meta['help']} (default: {default})"
             )
-            kind = _base_type(f.type)
+            kind = field_type(f.type)[0]
             kwargs: dict[str, Any] = {
                 "dest": f.name,
                 "default": argparse.SUPPRESS,
@@ -86,7 +78,7 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> None:
     for f in fields(SamplingParams):
         if f.name not in _SAMPLING_HELP:
             continue
-        kind = _base_type(f.type)
+        kind = field_type(f.type)[0]
         kwargs: dict[str, Any] = {
             "dest": f"sp_{f.name}",
             "default": f.default,

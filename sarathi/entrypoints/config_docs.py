@@ -18,9 +18,8 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from sarathi.config import _VALUE_ALIASES, SECTION_TYPES
+from sarathi.config import _VALUE_ALIASES, SECTION_TYPES, field_type
 from sarathi.entrypoints.cli import build_parser
-from sarathi.entrypoints.cli_args import _base_type
 from sarathi.envs import ENV_VARS
 
 REGENERATE = "python -m sarathi.entrypoints.config_docs"
@@ -88,7 +87,7 @@ def _engine_sections(parser: argparse.ArgumentParser) -> list[str]:
         for f in fields(typ):
             meta = f.metadata
             flags = [s for s in by_dest[f.name].option_strings if not s.startswith("--no-")]
-            kind = "size" if meta.get("kind") == "size" else _base_type(f.type).__name__
+            kind = "size" if meta.get("kind") == "size" else field_type(f.type)[0].__name__
             flag = f"`{flags[0]}`"
             if kind == "bool":
                 flag += f" / `--no-{flags[0][2:]}`"
