@@ -224,10 +224,7 @@ class LLMEngine:
     def validate_prompt(self, ids: list[int]) -> None:
         if not ids:
             raise RequestError("the prompt is empty")
-        vocab = self.setup.shape.vocab_size
-        bad = [t for t in ids if not 0 <= t < vocab]
-        if bad:
-            raise RequestError(f"prompt token ids out of range [0, {vocab}): {bad[:5]}")
+        self._check_in_vocab(ids, "prompt token ids")
         if len(ids) >= self.max_seq_len:
             raise RequestError(
                 f"the prompt has {len(ids)} tokens; this model's context is {self.max_seq_len} "
@@ -238,16 +235,19 @@ class LLMEngine:
         """Token ids a request names must be the model's: out-of-range ids in logit_bias or
         allowed_token_ids would otherwise be dropped (all of allowed_token_ids: every logit
         masked, and token 0 sampled)."""
-        vocab = self.setup.shape.vocab_size
         for name, ids in (
             ("logit_bias", params.logit_bias or ()),
             ("allowed_token_ids", params.allowed_token_ids or ()),
         ):
-            bad = [t for t in ids if not 0 <= t < vocab]
-            if bad:
-                raise RequestError(
-                    f"{name} has token ids out of range [0, {vocab}): {bad[:5]}", name
-                )
+            self._check_in_vocab(ids, f"{name} has token ids", name)
+
+    def _check_in_vocab(
+        self, ids: collections.abc.Iterable[int], what: str, param: str | None = None
+    ) -> None:
+        vocab = self.setup.shape.vocab_size
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise RequestError(f"{what} out of range [0, {vocab}): {bad[:5]}", param)
 
     def abort_request(self, request_id: str) -> None:
         req = self.requests.get(request_id)

@@ -154,7 +154,7 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
                 _prompt_logprobs_k(req),
             )
         )
-        state.check_params(params[-1])
+    state.check_params(params[0])  # the prompts' params differ only in max_tokens
     request_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     n = len(prompts)
