@@ -174,20 +174,21 @@ def step_breakdown(
         if r.chunks:
             kind = "mixed" if r.decodes else "prefill"
         else:
-            lo, hi = next((lo, hi) for lo, hi in edges if hi is None or r.decodes <= hi)
-            kind = f"decode {lo}-{hi}" if hi else f"decode {lo}+"
+            kind = _decode_kind(*next(e for e in edges if e[1] is None or r.decodes <= e[1]))
         g = groups.setdefault(kind, {"steps": 0, "seconds": 0.0, "floor_s": 0.0})
         g["steps"] += 1
         g["seconds"] += wall
         g["floor_s"] += floor
-    order = ["prefill", "mixed"] + [
-        f"decode {lo}-{hi}" if hi else f"decode {lo}+" for lo, hi in edges
-    ]
+    order = ["prefill", "mixed"] + [_decode_kind(lo, hi) for lo, hi in edges]
     rows = [{"kind": k, **groups[k]} for k in order if k in groups]
     for row in rows:
         row["ms_per_step"] = 1e3 * row["seconds"] / row["steps"]
         row["frac_of_floor"] = row["floor_s"] / row["seconds"]
     return rows
+
+
+def _decode_kind(lo: int, hi: int | None) -> str:
+    return f"decode {lo}-{hi}" if hi else f"decode {lo}+"
 
 
 def make_requests(n: int, lo: int, hi: int, vocab: int, seed: int) -> list[tuple[list[int], int]]:

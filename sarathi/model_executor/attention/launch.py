@@ -78,8 +78,7 @@ def decode_splits(batch: int, kv_heads: int, num_sms: int) -> int:
     chip twice over. The kernel divides every sequence's own context among them, in whole
     key blocks, at run time, so a graph stays valid at any context and the splits share
     each context's keys however short it is (rounding up to whole blocks can leave the
-    last ones empty). (Split
-    sizes fixed over the longest context a graph allows left one split of nine busy at
-    short contexts: on an H200, batch-1 Llama-2-7B engine steps at 512 tokens took 4.33 ms
-    that way and take 3.99 now, ``benchmarks/results/README.md``.)"""
+    last ones empty). Split sizes fixed over the longest context a graph allows would leave
+    one split of nine busy at short contexts (on an H200, batch-1 Llama-2-7B engine steps
+    at 512 tokens: 4.33 ms that way, 3.99 this way; ``benchmarks/results/README.md``)."""
     return max(1, min(MAX_DECODE_SPLITS, math.ceil(2 * num_sms / max(1, batch * kv_heads))))
