@@ -122,7 +122,7 @@ def _action_type(a: argparse.Action) -> str:
         return "bool"
     if a.nargs == 0:
         return "switch"
-    name = getattr(a.type, "__name__", "str")
+    name = getattr(a.type, "__name__", "str").lstrip("_")  # a private parser: its concept
     return f"{name}, repeatable" if isinstance(a, argparse._AppendAction) else name
 
 

@@ -256,9 +256,7 @@ def startup_line(engine: LLMEngine, name: str, url: str) -> str:
 
 def run_server(args: argparse.Namespace) -> int:
     from sarathi.entrypoints.cli_args import config_from_args
-    from sarathi.entrypoints.openai_server.args import check_server_args
 
-    check_server_args(args)
     config = config_from_args(args)
     sock = bind_socket(args.host, args.port)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 from sarathi.entrypoints.openai_server.tool_parsers import TOOL_PARSERS
@@ -81,13 +82,13 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--max-request-bytes",
-        type=int,
+        type=_bounded(int, positive=True),
         default=4 * 1024 * 1024,
         help="Largest accepted request body in bytes (default: 4 MiB).",
     )
     g.add_argument(
         "--request-read-timeout",
-        type=float,
+        type=_bounded(float, positive=True),
         default=30.0,
         help="Seconds a client has to send a request's headers, and then its whole body; a "
         "late request is answered 408 (body) or its connection closed (headers) "
@@ -95,14 +96,14 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--max-body-bytes-in-flight",
-        type=int,
+        type=_bounded(int, positive=True),
         default=256 * 1024 * 1024,
         help="Request body bytes the server holds at once across all connections; past it a "
         "request is refused with 503 and Retry-After (default: 256 MiB).",
     )
     g.add_argument(
         "--max-waiting-requests",
-        type=int,
+        type=_bounded(int, positive=False),
         default=1024,
         help="Requests that may wait for a slot beyond those running; past it a request is "
         "refused at once with 503, Retry-After and OpenAI's overloaded_error; 0: no bound "
@@ -122,7 +123,7 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--graceful-shutdown-seconds",
-        type=float,
+        type=_bounded(float, positive=False),
         default=30.0,
         help="On SIGINT/SIGTERM, stop accepting requests and let running ones finish for "
         "at most this long, then end the rest with an error event; a second signal exits at "
@@ -181,16 +182,22 @@ def _port(text: str) -> int:
     return port
 
 
-def check_server_args(args: argparse.Namespace) -> None:
-    """ValueError naming a server flag whose value would refuse every request."""
-    for name in ("max_request_bytes", "max_body_bytes_in_flight", "request_read_timeout"):
-        value = getattr(args, name, None)
-        if value is not None and not value > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    for name in ("max_waiting_requests", "graceful_shutdown_seconds"):
-        value = getattr(args, name, None)
-        if value is not None and not value >= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+def _bounded(kind: Callable[[str], Any], positive: bool) -> Callable[[str], Any]:
+    """A flag's parser for a number that must be > 0 (``positive``) or >= 0: a bound whose
+    value would refuse every request (a 0-byte body limit, a negative timeout) is an error."""
+    rule = "> 0" if positive else ">= 0"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (value > 0 if positive else value >= 0):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} {rule}"  # shown in docs/configuration.md
+    return parse
 
 
 def server_args(**overrides: Any) -> argparse.Namespace:
