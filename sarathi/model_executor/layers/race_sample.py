@@ -9,6 +9,12 @@ counter) and keeps each lane's best score over its share of the vocabulary, redu
 lanes once at the end; a second picks each row's winner and writes it where the next step
 reads it.
 
+The kernel is bound by arithmetic, not by reading the logits, so the noise is scored in
+base 2: ``log2(e) * (logits / T + G) = logits * log2(e) / T - log2(-log2 U) + const`` has
+the same argmax, and each base-2 logarithm is one approximate hardware instruction
+(``lg2.approx``, relative error ~2**-22), where ``tl.log`` is libdevice's exact ``logf``,
+a dozen fused multiply-adds.
+
 Rows with temperature 0 take their plain argmax in the same launch. What needs per-row
 work (a seed, top-k, top-p, min-p, logprobs of penalised rows) stays on the PyTorch path,
 which is also the reference the tests compare this one with: same distribution, greedy
@@ -27,16 +33,19 @@ BLOCK = 2048
 if triton_installed():
     import triton
     import triton.language as tl
+    from triton.language.extra.cuda import libdevice
 
     @triton.jit
     def _race_quarter(base, first, q, end, u, greedy, inv_t, best, best_col):
         """Columns [first, first + len(q)) scored and folded into each lane's running best
-        (no reduction across lanes here: that happens once, at the end of the scan)."""
+        (no reduction across lanes here: that happens once, at the end of the scan).
+        ``inv_t``: log2(e) / T, scores in base 2 (module docstring)."""
         cols = first + q
         mask = cols < end
         x = tl.load(base + cols, mask=mask, other=float("-inf")).to(tl.float32)
         # u = 0 gives -inf noise: that token loses, as it should with probability 0.
-        s = tl.where(greedy, x, x * inv_t - tl.log(-tl.log(u)))
+        noise = -libdevice.fast_log2f(-libdevice.fast_log2f(u))
+        s = tl.where(greedy, x, x * inv_t + noise)
         s = tl.where(mask, s, float("-inf"))
         # Strictly: a lane sees its columns in increasing order, so it keeps the lowest of
         # equal scores, as torch.argmax does.
@@ -63,7 +72,7 @@ if triton_installed():
         split = tl.program_id(1)
         t = tl.load(Temps + tl.load(Slots + row))
         greedy = t == 0
-        inv_t = 1.0 / tl.where(greedy, 1.0, t)
+        inv_t = 1.4426950408889634 / tl.where(greedy, 1.0, t)  # log2(e) / T
         start = split * per_split
         end = tl.minimum(start + per_split, vocab)
         base = Logits + row.to(tl.int64) * stride
