@@ -91,6 +91,11 @@ class PrefixCache:
     def num_cached(self) -> int:
         return len(self._index) + len(self._fresh)
 
+    @property
+    def num_sequences(self) -> int:
+        """Sequences whose blocks the cache follows: none once every request has finished."""
+        return len(self._seqs)
+
     def num_cached_blocks(self, seq: Sequence) -> int:
         """Leading blocks of ``seq``'s slot that are cache entries (counted by the cache)."""
         blocks = self._seqs.get(seq.seq_id)

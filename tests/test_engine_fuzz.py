@@ -1,0 +1,21 @@
+"""A fixed set of the engine fuzzer's cases (tests/engine_fuzz.py): random engine
+configurations, arrival orders, aborts and cache resets must give every request what the
+reference configuration gives it, and leave the engine idle. A failure names its case:
+rerun it with ``python tests/engine_fuzz.py --case N -v``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from engine_fuzz import run_case
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", range(24))
+def test_configurations_match_the_reference(case: int, tiny_models: dict[str, str]) -> None:
+    findings = run_case(case, tiny_models, configs=4, processes=False)
+    assert not findings, "\n".join(
+        json.dumps(dataclasses.asdict(f), default=str)[:3000] for f in findings[:5]
+    )
