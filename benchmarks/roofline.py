@@ -223,9 +223,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="triton", help="Attention backend (triton).")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
-    ap.add_argument("--quick", action="store_true", help="Fewer configurations (a smoke run).")
-    ap.add_argument("--prefill-only", action="store_true", help="Only the prefill case.")
-    ap.add_argument(
+    # The case selections exclude one another: a combination would drop all but one.
+    pick = ap.add_mutually_exclusive_group()
+    pick.add_argument("--quick", action="store_true", help="Fewer configurations (a smoke run).")
+    pick.add_argument("--prefill-only", action="store_true", help="Only the prefill case.")
+    pick.add_argument(
         "--case",
         action="append",
         default=[],
@@ -233,7 +235,7 @@ def main() -> None:
         help="Only these decode cases (repeat the flag), no prefill "
         "(e.g. --case llama2-7b:1:512 --case llama3-8b:1:2048).",
     )
-    ap.add_argument(
+    pick.add_argument(
         "--profile",
         default=None,
         metavar="PRESET:BATCH:CONTEXT",
