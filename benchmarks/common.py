@@ -125,6 +125,29 @@ def matmul_rate(rounds: int = CEILING_ROUNDS) -> float:
     return 2 * n**3 / (ms / 1e3)
 
 
+def sustained_matmul_rate(seconds: float = 6.0) -> float:
+    """bf16 FLOP/s of 8192^3 matmuls run back to back for ``seconds``, timed over the second
+    half: the rate a card holds once its power limit has pulled its clock down. An H200
+    (700 W) runs a few of them at its 1,980 MHz boost clock, which ``matmul_rate`` times,
+    and settles near 1,600 MHz within a second of steady matmuls, as the mixed steps of a
+    long run do. What a workload gets lies between the two: its other kernels draw less."""
+    import torch
+
+    n = 8192
+    a = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
+    b = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
+    calls = max(1, int(seconds / 2 / (2 * n**3 / matmul_rate(rounds=1))))
+    for _ in range(calls):  # the first half: the clock comes down
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        a @ b
+    end.record()
+    end.synchronize()
+    return calls * 2 * n**3 / (start.elapsed_time(end) / 1e3)
+
+
 def add_engine_arg(ap: argparse.ArgumentParser) -> None:
     """``--engine-arg KEY=VALUE`` (repeatable): an extra keyword for ``LLM(...)``."""
     ap.add_argument(

@@ -16,6 +16,8 @@ prompts with ``max_tokens=1`` queue behind the decodes).
 
 The floor of a step, from the card's copy bandwidth BW and bf16 matmul rate MM measured in
 the same run: max((weight bytes + KV bytes read) / BW, matmul and attention FLOPs / MM).
+MM is a burst at the boost clock; the floor at the rate the card sustains under its power
+limit (``common.sustained_matmul_rate``) is reported beside it.
 
     python benchmarks/decode_idle.py --preset llama3-8b --batch 64
     python benchmarks/decode_idle.py --preset llama3-8b --batch 64 --mixed
@@ -40,6 +42,7 @@ from common import (
     matmul_rate,
     print_table,
     run_info,
+    sustained_matmul_rate,
     write_json,
 )
 
@@ -48,9 +51,12 @@ from sarathi.engine.llm_engine import LLMEngine
 from sarathi.model_executor.presets import PRESETS, write_preset
 
 
-def step_floor_ms(engine: LLMEngine, bw: float, mm: float, ahead: int = 0) -> float:
-    """The floor of the step the scheduler would run next (its plan, not run); with
-    ``ahead``, of the decode step that many steps later (every running sequence decoding)."""
+def step_floor_ms(
+    engine: LLMEngine, bw: float, mms: tuple[float, ...], ahead: int = 0
+) -> tuple[float, ...]:
+    """The floor of the step the scheduler would run next (its plan, not run) at each matmul
+    rate of ``mms``; with ``ahead``, of the decode step that many steps later (every running
+    sequence decoding)."""
     s = engine.shape
     elem = torch.tensor([], dtype=engine.setup.dtype).element_size()
     q, kvd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
@@ -80,7 +86,7 @@ def step_floor_ms(engine: LLMEngine, bw: float, mm: float, ahead: int = 0) -> fl
         attn_flops += 2 * 2 * s.num_layers * q * (n * start + n * (n + 1) / 2)
     flops = 2 * p_layers * tokens + 2 * p_head * samples + attn_flops
     read = (p_layers + p_head) * elem + kv * kv_tokens
-    return max(read / bw, flops / mm) * 1e3
+    return tuple(max(read / bw, flops / mm) * 1e3 for mm in mms)
 
 
 def main() -> None:
@@ -136,11 +142,12 @@ def main() -> None:
         for _ in range(3):
             engine.step()
     torch.cuda.synchronize()
-    bw, mm = copy_bandwidth(), matmul_rate()
+    bw, mm, sustained = copy_bandwidth(), matmul_rate(), sustained_matmul_rate()
+    mms = (mm, sustained)
     # Decode steps' floors follow from the state now (each step adds one token per
     # sequence), so the timed loop adds no host work but two event records; a mixed step's floor
     # depends on what the scheduler picks, so it is computed before each step.
-    floors = [] if args.mixed else [step_floor_ms(engine, bw, mm, i) for i in range(args.steps)]
+    floors = [] if args.mixed else [step_floor_ms(engine, bw, mms, i) for i in range(args.steps)]
     wait0 = engine.cache_stats().get("map_wait_seconds", 0.0)
     # Two timing events on the stream per call, around the work the call queues: the GPU
     # reaches a call's first event only after the previous call's work is done and the
@@ -151,7 +158,7 @@ def main() -> None:
     ends = []
     for _ in range(args.steps):
         if args.mixed:
-            floors.append(step_floor_ms(engine, bw, mm))
+            floors.append(step_floor_ms(engine, bw, mms))
         before, after = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         before.record()
         engine.step()
@@ -195,7 +202,7 @@ def main() -> None:
     host = io.StringIO()
     pstats.Stats(profiler, stream=host).sort_stats("tottime").print_stats(18)
     step_ms = wall / args.steps * 1e3
-    floor_ms = sum(floors) / len(floors)
+    floor_ms, floor_sustained_ms = (sum(f) / len(floors) for f in zip(*floors, strict=True))
     row = {
         "model": args.preset,
         "kind": "mixed" if args.mixed else "decode",
@@ -214,11 +221,17 @@ def main() -> None:
         "idle_share_low": max(0.0, 1 - busy_us / 1e3 / args.steps / step_ms),
         "floor_ms": floor_ms,
         "frac_of_floor": floor_ms / step_ms,
+        # The floor at the matmul rate the card sustains under its power limit (common.py).
+        "floor_sustained_ms": floor_sustained_ms,
+        "frac_of_sustained_floor": floor_sustained_ms / step_ms,
         "map_wait_share": map_wait / wall,
     }
     print(host.getvalue())
     print_table(kernels[:15], ["kernel", "calls_per_step", "us_per_step"])
-    print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
+    print(
+        f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s "
+        f"({sustained / 1e12:.0f} sustained)"
+    )
     print_table([row], list(row))
     write_json(
         args.json,
@@ -227,6 +240,7 @@ def main() -> None:
             "workload": vars(args),
             "copy_GB_per_s": bw / 1e9,
             "matmul_TFLOP_per_s": mm / 1e12,
+            "matmul_sustained_TFLOP_per_s": sustained / 1e12,
             "results": [row],
             "kernels": kernels[:30],
         },

@@ -22,6 +22,12 @@ P: matmul parameters of the layers, P' = P plus the LM head, W: bytes of weights
 step reads (layers and LM head), kv: KV bytes per token, A(p): causal attention FLOPs of a
 p-token prompt.
 
+MM is what the card does in a burst of matmuls at its boost clock. Under steady matmuls a
+power-capped card runs slower (an H200 at its 700 W limit: ~1,600 MHz instead of 1,980), so
+the run also measures that sustained rate (``sustained_matmul_rate``) and prints the bound
+at it beside the first: the fraction against the burst rate is the strict one, the other
+what a card that stays at its power limit allows.
+
 It also prints where the time went: the engine's steps by kind (mixed: with a prefill chunk;
 decode, by batch size), each kind's wall time beside the floor of its own steps (the larger
 of their bytes at BW and their FLOPs at MM, the same quantities per step). A step's time is
@@ -50,6 +56,7 @@ from common import (
     matmul_rate,
     print_table,
     run_info,
+    sustained_matmul_rate,
     sync,
     write_json,
 )
@@ -159,8 +166,10 @@ def step_breakdown(
     end: float,
     bw: float,
     mm: float,
+    mm_sustained: float | None = None,
 ) -> list[dict]:
-    """Wall time and floor of the recorded steps by kind (see the module docstring)."""
+    """Wall time and floor of the recorded steps by kind (see the module docstring); with
+    ``mm_sustained``, also their floor at that matmul rate."""
     c = costs(shape, elem)
     edges = [(1, 63), (64, 127), (128, 191), (192, None)]
     groups: dict[str, dict] = {}
@@ -171,19 +180,25 @@ def step_breakdown(
         attention = sum(c.attention_flops(*chunk) for chunk in r.chunks)
         flops = 2 * c.p_layers * tokens + 2 * c.p_head * (r.decodes + len(r.chunks)) + attention
         floor = max((c.weight_bytes + c.kv * keys) / bw, flops / mm)
+        floor_sustained = max((c.weight_bytes + c.kv * keys) / bw, flops / (mm_sustained or mm))
         if r.chunks:
             kind = "mixed" if r.decodes else "prefill"
         else:
             kind = _decode_kind(*next(e for e in edges if e[1] is None or r.decodes <= e[1]))
-        g = groups.setdefault(kind, {"steps": 0, "seconds": 0.0, "floor_s": 0.0})
+        g = groups.setdefault(
+            kind, {"steps": 0, "seconds": 0.0, "floor_s": 0.0, "floor_sustained_s": 0.0}
+        )
         g["steps"] += 1
         g["seconds"] += wall
         g["floor_s"] += floor
+        g["floor_sustained_s"] += floor_sustained
     order = ["prefill", "mixed"] + [_decode_kind(lo, hi) for lo, hi in edges]
     rows = [{"kind": k, **groups[k]} for k in order if k in groups]
     for row in rows:
         row["ms_per_step"] = 1e3 * row["seconds"] / row["steps"]
         row["frac_of_floor"] = row["floor_s"] / row["seconds"]
+        if mm_sustained is not None:
+            row["frac_of_sustained_floor"] = row["floor_sustained_s"] / row["seconds"]
     return rows
 
 
@@ -370,6 +385,7 @@ def main() -> None:
     # The card's ceilings, before the runs and again after them (the better of the two):
     # the bound should not move with the state the runs leave the card in.
     before = (copy_bandwidth(), matmul_rate()) if torch.cuda.is_available() else None
+    sustained = sustained_matmul_rate() if before is not None else None
     _free_device_memory()
     rows: list[dict] = []
     steps: list[tuple[list[StepRecord], float]] = []
@@ -388,15 +404,28 @@ def main() -> None:
         bw, mm = max(before[0], copy_bandwidth()), max(before[1], matmul_rate())
         elem = torch.tensor([], dtype=setup.dtype).element_size()
         t_one = lower_bound_seconds(shape, elem, requests, bw, mm)
+        t_sustained = lower_bound_seconds(shape, elem, requests, bw, sustained)
         for row, (records, end) in zip(rows, steps, strict=True):
             # Under tensor parallelism each GPU reads and multiplies its share: the bound
             # of a perfect split is the one-GPU bound over the GPUs (ceilings of one GPU).
             tp_size = row["tensor_parallel_size"]
             row["lower_bound_s"] = t_one / tp_size
             row["frac_of_limit"] = row["lower_bound_s"] / row["seconds"]
-            row["steps"] = step_breakdown(shape, elem, records, end, bw * tp_size, mm * tp_size)
-        ceilings = {"copy_GB_per_s": bw / 1e9, "matmul_TFLOP_per_s": mm / 1e12}
-        print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
+            # The same bound at the matmul rate the card sustains under its power limit.
+            row["lower_bound_sustained_s"] = t_sustained / tp_size
+            row["frac_of_sustained_limit"] = row["lower_bound_sustained_s"] / row["seconds"]
+            row["steps"] = step_breakdown(
+                shape, elem, records, end, bw * tp_size, mm * tp_size, sustained * tp_size
+            )
+        ceilings = {
+            "copy_GB_per_s": bw / 1e9,
+            "matmul_TFLOP_per_s": mm / 1e12,
+            "matmul_sustained_TFLOP_per_s": sustained / 1e12,
+        }
+        print(
+            f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s "
+            f"({sustained / 1e12:.0f} sustained)"
+        )
     one = next((r["tokens_per_s"] for r in rows if r["tensor_parallel_size"] == 1), None)
     if one is not None and len(rows) > 1:
         for row in rows:
@@ -414,6 +443,7 @@ def main() -> None:
             "tokens_per_s",
             "lower_bound_s",
             "frac_of_limit",
+            "frac_of_sustained_limit",
             "vs_hf",
             "vs_tp1",
             "startup_s",
@@ -424,6 +454,7 @@ def main() -> None:
         if row.get("steps"):
             print(f"\nsteps of {row['engine']} (TP={row['tensor_parallel_size']}):")
             cols = ["kind", "steps", "seconds", "ms_per_step", "floor_s", "frac_of_floor"]
+            cols.append("frac_of_sustained_floor")
             print_table(row["steps"], cols)
     write_json(
         args.json,
