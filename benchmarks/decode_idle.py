@@ -51,12 +51,10 @@ from sarathi.engine.llm_engine import LLMEngine
 from sarathi.model_executor.presets import PRESETS, write_preset
 
 
-def step_floor_ms(
-    engine: LLMEngine, bw: float, mms: tuple[float, ...], ahead: int = 0
-) -> tuple[float, ...]:
-    """The floor of the step the scheduler would run next (its plan, not run) at each matmul
-    rate of ``mms``; with ``ahead``, of the decode step that many steps later (every running
-    sequence decoding)."""
+def step_work(engine: LLMEngine, ahead: int = 0) -> tuple[float, float]:
+    """Bytes read and FLOPs of the step the scheduler would run next (its plan, not run);
+    with ``ahead``, of the decode step that many steps later (every running sequence
+    decoding)."""
     s = engine.shape
     elem = torch.tensor([], dtype=engine.setup.dtype).element_size()
     q, kvd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
@@ -86,7 +84,12 @@ def step_floor_ms(
         attn_flops += 2 * 2 * s.num_layers * q * (n * start + n * (n + 1) / 2)
     flops = 2 * p_layers * tokens + 2 * p_head * samples + attn_flops
     read = (p_layers + p_head) * elem + kv * kv_tokens
-    return tuple(max(read / bw, flops / mm) * 1e3 for mm in mms)
+    return read, flops
+
+
+def floor_ms(work: list[tuple[float, float]], bw: float, mm: float) -> float:
+    """The mean floor of steps with this work: max(bytes / BW, FLOPs / MM)."""
+    return sum(max(read / bw, flops / mm) for read, flops in work) / len(work) * 1e3
 
 
 def main() -> None:
@@ -115,6 +118,10 @@ def main() -> None:
         "max_num_seqs": max(args.batch + 8, 16),
     }
     extra.update(engine_args(args.engine_arg))
+    # The card's burst ceilings before the engine starts, and again after the steps (the
+    # better of each): a reading taken hot, after minutes of work, can be low.
+    ceilings = (copy_bandwidth(), matmul_rate())
+    torch.cuda.empty_cache()  # the measurements' buffers, before the engine sizes its cache
     llm = LLM(write_preset(args.preset, tempfile.mkdtemp(prefix="idle-")), **extra)
     engine = llm.engine
     params = SamplingParams(temperature=0.6, max_tokens=4096, ignore_eos=True)
@@ -142,12 +149,10 @@ def main() -> None:
         for _ in range(3):
             engine.step()
     torch.cuda.synchronize()
-    bw, mm, sustained = copy_bandwidth(), matmul_rate(), sustained_matmul_rate()
-    mms = (mm, sustained)
-    # Decode steps' floors follow from the state now (each step adds one token per
-    # sequence), so the timed loop adds no host work but two event records; a mixed step's floor
-    # depends on what the scheduler picks, so it is computed before each step.
-    floors = [] if args.mixed else [step_floor_ms(engine, bw, mms, i) for i in range(args.steps)]
+    # Decode steps' work follows from the state now (each step adds one token per sequence),
+    # so the timed loop adds no host work but two event records; a mixed step's depends on
+    # what the scheduler picks, so it is counted before each step.
+    work = [] if args.mixed else [step_work(engine, i) for i in range(args.steps)]
     wait0 = engine.cache_stats().get("map_wait_seconds", 0.0)
     # Two timing events on the stream per call, around the work the call queues: the GPU
     # reaches a call's first event only after the previous call's work is done and the
@@ -158,7 +163,7 @@ def main() -> None:
     ends = []
     for _ in range(args.steps):
         if args.mixed:
-            floors.append(step_floor_ms(engine, bw, mms))
+            work.append(step_work(engine))
         before, after = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         before.record()
         engine.step()
@@ -202,7 +207,9 @@ def main() -> None:
     host = io.StringIO()
     pstats.Stats(profiler, stream=host).sort_stats("tottime").print_stats(18)
     step_ms = wall / args.steps * 1e3
-    floor_ms, floor_sustained_ms = (sum(f) / len(floors) for f in zip(*floors, strict=True))
+    bw, mm = max(ceilings[0], copy_bandwidth()), max(ceilings[1], matmul_rate())
+    sustained = sustained_matmul_rate()
+    floor, floor_sustained = floor_ms(work, bw, mm), floor_ms(work, bw, sustained)
     row = {
         "model": args.preset,
         "kind": "mixed" if args.mixed else "decode",
@@ -219,11 +226,11 @@ def main() -> None:
         # understates it).
         "idle_share_traced": 1 - busy_us / 1e6 / traced_wall,
         "idle_share_low": max(0.0, 1 - busy_us / 1e3 / args.steps / step_ms),
-        "floor_ms": floor_ms,
-        "frac_of_floor": floor_ms / step_ms,
+        "floor_ms": floor,
+        "frac_of_floor": floor / step_ms,
         # The floor at the matmul rate the card sustains under its power limit (common.py).
-        "floor_sustained_ms": floor_sustained_ms,
-        "frac_of_sustained_floor": floor_sustained_ms / step_ms,
+        "floor_sustained_ms": floor_sustained,
+        "frac_of_sustained_floor": floor_sustained / step_ms,
         "map_wait_share": map_wait / wall,
     }
     print(host.getvalue())
