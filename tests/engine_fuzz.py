@@ -19,8 +19,16 @@ against the stop rules (stop tokens against min_tokens, stop strings with and wi
 include_stop_str_in_output), max_tokens, ignore_eos, logprob counts, transformers' greedy
 tokens, and a request run alone.
 
+With ``--device cuda`` the configurations are the GPU's (vAttention's CUDA backend with its
+page sizes, CUDA graphs or eager steps, Triton kernels) and the comparison allows for what
+differs there by design: the same token's logprob may move by rounding (float32 matmuls
+and attention differ with the batch's shape), so greedy requests ask for their two best
+tokens and may part from the reference where those two were within ``GPU_TIE`` nats;
+seeded requests only have to finish, and transformers is not consulted.
+
     python tests/engine_fuzz.py --minutes 10        # cases 0, 1, ... until time runs out
     python tests/engine_fuzz.py --case 17 -v        # one case, each configuration logged
+    python tests/engine_fuzz.py --device cuda --minutes 5 --no-processes
 
 ``tests/test_engine_fuzz.py`` runs a fixed set of cases in the CPU suite; a finding there
 names the case to rerun here.
@@ -63,6 +71,10 @@ SHAPING = ("stop", "stop_token_ids", "min_tokens", "repetition_penalty", "presen
            "frequency_penalty", "logit_bias", "allowed_token_ids", "bad_words")
 REFERENCE = {"kv_cache_backend": "dense", "enable_prefix_caching": False, "chunk_size": 512,
              "scheduler": "sarathi", "seed": 0}
+# On a GPU: how far apart (in logprob) two tokens may be for rounding to swap them, and how
+# far a logprob may move.
+GPU_TIE = 2e-2
+GPU_LOGPROB_TOL = 2e-2
 
 
 @dataclass
@@ -225,7 +237,7 @@ def _with_stop(rng: random.Random, req: Request, unstopped: dict[str, Any]) -> N
                   "ids": ids}
 
 
-def _config(rng: random.Random, processes: bool) -> dict[str, Any]:
+def _config(rng: random.Random, processes: bool, device: str) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "scheduler": rng.choice(["sarathi", "sarathi", "vllm"]),
         "chunk_size": rng.choice([8, 8, 16, 33, 64, 512, rng.randint(8, 100)]),
@@ -233,7 +245,8 @@ def _config(rng: random.Random, processes: bool) -> dict[str, Any]:
         "enable_prefix_caching": rng.random() < 0.75,
         "seed": rng.randrange(100),
     }
-    cache = rng.choice(["cpu-mega", "cpu-mega", "cpu-per_layer", "dense-mega",
+    vm = "cuda" if device == "cuda" else "cpu"  # vAttention's backend on this device
+    cache = rng.choice([f"{vm}-mega", f"{vm}-mega", f"{vm}-per_layer", "dense-mega",
                         "dense-per_layer", "paged", "paged"])
     if cache == "paged":
         cfg["attention_backend"] = "paged"
@@ -241,7 +254,10 @@ def _config(rng: random.Random, processes: bool) -> dict[str, Any]:
     else:
         cfg["kv_cache_backend"], cfg["kv_layout"] = cache.split("-")
         if rng.random() < 0.3:
-            cfg["page_bytes"] = rng.choice([4096, 8192, 16384])
+            cfg["page_bytes"] = rng.choice(
+                [2**21, 2**22] if device == "cuda" else [4096, 8192, 16384])
+    if device == "cuda" and rng.random() < 0.3:
+        cfg["enforce_eager"] = True
     if rng.random() < 0.3:
         cfg["overlap_scheduling"] = True
     if rng.random() < 0.45:  # blocks over the fewest the longest request needs
@@ -283,11 +299,14 @@ def _schedule(rng: random.Random, count: int, shared: list[int]) -> Schedule:
 
 # -- running -----------------------------------------------------------------------------------
 def make_llm(model: str, cfg: dict[str, Any], max_model_len: int | None,
-             need_tokens: int) -> LLM:
-    """The engine for ``cfg``; with ``spare_blocks``, a KV budget of that many blocks over the
-    fewest that hold ``need_tokens`` (so sequences preempt one another)."""
+             need_tokens: int, device: str = "cpu") -> LLM:
+    """The engine for ``cfg`` on ``device``; with ``spare_blocks``, a KV budget of that many
+    blocks over the fewest that hold ``need_tokens`` (so sequences preempt one another)."""
     kw = {k: v for k, v in cfg.items() if k != "spare_blocks"}
     kw["dtype"] = "float32"
+    kw["device"] = device
+    if device == "cuda":  # a small model's cache, not most of the card's memory
+        kw.setdefault("kv_cache_memory", 2**30)
     if max_model_len:
         kw["max_model_len"] = max_model_len
     if "spare_blocks" in cfg:
@@ -345,9 +364,9 @@ class _Streams:
 
 
 def drive(engine: LLMEngine, reqs: list[Request], schedule: Schedule,
-          max_steps: int = 20_000) -> Run:
+          at_rest: dict[str, Any], max_steps: int = 20_000) -> Run:
     """Run ``reqs`` through the step API as ``schedule`` says; each phase starts once the
-    previous one is done."""
+    previous one is done. ``at_rest``: the engine's cache statistics before any request."""
     run = Run()
     streams = _Streams()
 
@@ -398,12 +417,13 @@ def drive(engine: LLMEngine, reqs: list[Request], schedule: Schedule,
                     if i in run.results:
                         run.problems.append(f"r{i} finished twice")
                     run.results[i] = _result(out)
-    run.problems += idle_problems(engine)
+    run.problems += idle_problems(engine, at_rest)
     return run
 
 
-def idle_problems(engine: LLMEngine) -> list[str]:
-    """What an engine with no requests left should not hold."""
+def idle_problems(engine: LLMEngine, at_rest: dict[str, Any]) -> list[str]:
+    """What an engine with no requests left should not hold, beyond what it held before any
+    request (``at_rest``: on a GPU the CUDA graphs' padding rows keep a slot of their own)."""
     problems = []
     snap = engine.snapshot()
     if engine.has_unfinished_requests() or engine.requests:
@@ -411,8 +431,9 @@ def idle_problems(engine: LLMEngine) -> list[str]:
     if snap.num_running or snap.num_waiting:
         problems.append(f"{snap.num_running} running and {snap.num_waiting} waiting after "
                         "the run")
-    if snap.cache.get("slots_used", 0):
-        problems.append(f"{snap.cache['slots_used']} slots still used")
+    slots, rest_slots = snap.cache.get("slots_used", 0), at_rest.get("slots_used", 0)
+    if slots != rest_slots:
+        problems.append(f"{slots} slots used, {rest_slots} before any request")
     num_blocks = engine.executor.capacity().num_blocks
     if engine.scheduler.free_blocks != num_blocks:
         problems.append(f"{engine.scheduler.free_blocks} of {num_blocks} blocks free")
@@ -422,9 +443,10 @@ def idle_problems(engine: LLMEngine) -> list[str]:
     pc = engine.prefix_cache
     if pc is not None and pc.num_sequences:
         problems.append(f"the prefix cache still tracks {pc.num_sequences} sequences")
-    blocks_used = snap.cache.get("blocks_used", 0)
+    blocks_used = snap.cache.get("blocks_used", 0) - at_rest.get("blocks_used", 0)
     if blocks_used != snap.prefix_cached_blocks:
-        problems.append(f"{blocks_used} blocks used, {snap.prefix_cached_blocks} cached")
+        problems.append(f"{blocks_used} more blocks used than before any request, "
+                        f"{snap.prefix_cached_blocks} cached")
     return problems
 
 
@@ -433,8 +455,9 @@ def _close_logprobs(a: dict[int, float], b: dict[int, float], tol: float) -> boo
     return a.keys() == b.keys() and all(math.isclose(a[t], b[t], abs_tol=tol) for t in a)
 
 
-def compare(ref: Result, got: Result, tol: float = 1e-4) -> str | None:
-    """How ``got`` differs from ``ref`` (None: it does not)."""
+def compare(ref: Result, got: Result, tol: float = 1e-4, tie: float = 0.0) -> str | None:
+    """How ``got`` differs from ``ref`` (None: it does not). ``tie``: tokens may part where
+    the reference's logprobs put the two within ``tie`` (the rest is not compared)."""
     if ref.error or got.error:
         return None if bool(ref.error) == bool(got.error) else (
             f"error: reference {ref.error!r}, got {got.error!r}")
@@ -444,6 +467,8 @@ def compare(ref: Result, got: Result, tol: float = 1e-4) -> str | None:
         if a["ids"] != b["ids"]:
             at = next((k for k, (x, y) in enumerate(zip(a["ids"], b["ids"])) if x != y),
                       min(len(a["ids"]), len(b["ids"])))
+            if tie and _near_tie(a, b, at, tie):
+                continue
             return (f"sample {n}: tokens differ at {at}: reference {a['ids']}, got {b['ids']} "
                     f"(finish {a['finish']} / {b['finish']})")
         for key in ("finish", "stop_reason", "text"):
@@ -463,6 +488,16 @@ def compare(ref: Result, got: Result, tol: float = 1e-4) -> str | None:
                 x is not None and not _close_logprobs(x, y, tol)) for x, y in zip(pa, pb)))):
         return "prompt logprobs differ"
     return None
+
+
+def _near_tie(a: dict[str, Any], b: dict[str, Any], at: int, tie: float) -> bool:
+    """Whether the two samples part at ``at`` between tokens the reference's logprobs there
+    put within ``tie`` of each other."""
+    if a["lp"] is None or at >= min(len(a["ids"]), len(b["ids"])) or at >= len(a["lp"]):
+        return False
+    lp = a["lp"][at]
+    x, y = a["ids"][at], b["ids"][at]
+    return x in lp and y in lp and abs(lp[x] - lp[y]) < tie
 
 
 def check_reference(reqs: list[Request], ref: dict[int, Result], max_seq_len: int
@@ -533,10 +568,12 @@ def _stop_problems(e: dict[str, Any], s: dict[str, Any]) -> list[tuple[str, str]
 
 # -- one case ----------------------------------------------------------------------------------
 def run_case(case: int, models: dict[str, str], configs: int = 6, processes: bool = True,
-             log: Callable[[str], None] = lambda _: None, tally: Counter | None = None
-             ) -> list[Finding]:
+             log: Callable[[str], None] = lambda _: None, tally: Counter | None = None,
+             device: str = "cpu") -> list[Finding]:
     """Case ``case`` (its seed) with ``configs`` configurations; what went wrong, if anything.
     ``processes``: the configurations may use TP=2 or the mp executor (seconds each)."""
+    gpu = device == "cuda"
+    tol, tie = (GPU_LOGPROB_TOL, GPU_TIE) if gpu else (1e-4, 0.0)
     tally = tally if tally is not None else Counter()
     rng = random.Random(case)
     arch = rng.choice(ARCHS)
@@ -552,6 +589,12 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
         reqs.append(Request(prompt[:limit], kw, kind, origin,
                             rng.choice([None, None, None, "a", "b"]),
                             rng.choice(["final", "final", "snapshot", "delta"])))
+    if gpu:  # greedy requests show their runner-up (near ties); seeded ones only finish
+        for r in reqs:
+            if r.kind == "greedy":
+                r.params["logprobs"] = max(r.params.get("logprobs") or 0, 2)
+            elif r.kind == "seeded":
+                r.kind = "noise"
     findings: list[Finding] = []
 
     def found(kind: str, detail: str, cfg: dict[str, Any] | None = None, **extra: Any) -> None:
@@ -559,16 +602,17 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
         log(json.dumps(dataclasses.asdict(findings[-1]), default=str))
 
     together = Schedule("together", [[(0, i) for i in range(len(reqs))]], [], set(), set())
-    ref_llm = make_llm(model, REFERENCE, max_model_len, 0)
+    ref_llm = make_llm(model, REFERENCE, max_model_len, 0, device)
     engine = ref_llm.engine
+    rest = engine.cache_stats()
     # Unstopped greedy outputs first, to give some requests stops taken from them.
     plain = [dataclasses.replace(r, stream="final") for r in reqs]
-    base = drive(engine, plain, together)
+    base = drive(engine, plain, together, rest)
     for i, r in enumerate(reqs):
         if (r.kind == "greedy" and not r.shaped and rng.random() < 0.3
                 and not base.results[i].error):
             _with_stop(rng, r, base.results[i].samples[0])
-    reference = drive(engine, reqs, together)
+    reference = drive(engine, reqs, together, rest)
     for p in base.problems + reference.problems:
         found("idle", p, REFERENCE)
     ref = reference.results
@@ -577,7 +621,7 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
     tally["cases"] += 1
     tally["stop checks"] += sum(r.expect is not None for r in reqs)
 
-    if rng.random() < 0.35:  # greedy tokens against transformers
+    if rng.random() < 0.35 and not gpu:  # greedy tokens against transformers
         hf = hf_model(model)
         for i in [i for i, r in enumerate(reqs) if r.kind == "greedy" and not r.shaped
                   and r.params["ignore_eos"] and not ref[i].error
@@ -592,11 +636,12 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
     if rng.random() < 0.4:  # a request alone gives what it gave in the batch
         for i in rng.sample([i for i, r in enumerate(reqs) if r.kind != "noise"],
                             min(2, sum(r.kind != "noise" for r in reqs))):
-            alone = drive(engine, [reqs[i]], Schedule("alone", [[(0, 0)]], [], set(), set()))
+            alone = drive(engine, [reqs[i]], Schedule("alone", [[(0, 0)]], [], set(), set()),
+                          rest)
             tally["alone checks"] += 1
             for p in alone.problems:
                 found("idle", p, REFERENCE)
-            diff = compare(ref[i], alone.results[0])
+            diff = compare(ref[i], alone.results[0], tol, tie)
             if diff:
                 found("alone", f"r{i}: {diff}", REFERENCE, params=reqs[i].params)
 
@@ -606,12 +651,13 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
         if r.kind == "greedy" and not ref[i].error and rng.random() < 0.5:
             prompt = r.prompt + ref[i].samples[0]["ids"] + _tokens(
                 rng, rng.choice([0, 1, rng.randint(2, 20)]))
+            logprobs = rng.choice([None, 2])
             follow.append(Request(
                 prompt[:limit - 5], {"temperature": 0.0, "max_tokens": rng.randint(1, 20),
-                                     "ignore_eos": True, "logprobs": rng.choice([None, 2])},
+                                     "ignore_eos": True, "logprobs": 2 if gpu else logprobs},
                 "greedy", "follow-up", r.salt, "final"))
     follow_all = Schedule("together", [[(0, j) for j in range(len(follow))]], [], set(), set())
-    follow_ref = drive(engine, follow, follow_all) if follow else Run()
+    follow_ref = drive(engine, follow, follow_all, rest) if follow else Run()
     for p in follow_ref.problems:
         found("idle", p, REFERENCE)
     engine.shutdown()
@@ -621,21 +667,22 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
     shared = [i for i, r in enumerate(reqs) if r.origin != "random"]
     for c in range(configs):
         crng = random.Random(case * 1000 + c)
-        cfg = _config(crng, processes)
+        cfg = _config(crng, processes and not gpu, device)
         schedule = _schedule(crng, len(reqs), shared)
         t0 = time.perf_counter()
         try:
-            llm = make_llm(model, cfg, max_model_len, need)
+            llm = make_llm(model, cfg, max_model_len, need, device)
         except ValueError as e:  # a combination the engine refuses up front
             tally["configs refused"] += 1
             log(f"  configuration refused: {cfg}: {e}")
             continue
         engine = llm.engine
+        rest = engine.cache_stats()
         try:
-            run = drive(engine, reqs, schedule)
+            run = drive(engine, reqs, schedule, rest)
             follow_run = None
             if follow and crng.random() < 0.6:
-                follow_run = drive(engine, follow, follow_all)
+                follow_run = drive(engine, follow, follow_all, rest)
         except Exception as e:  # noqa: BLE001 - a crash is what the fuzzer looks for
             found("crash", f"{type(e).__name__}: {e}", cfg, mode=schedule.mode,
                   aborts=schedule.aborts, traceback=traceback.format_exc()[-3000:])
@@ -656,7 +703,7 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
             if r.kind == "noise":
                 continue
             tally[f"compared {r.kind}"] += 1
-            diff = compare(ref[i], run.results[i])
+            diff = compare(ref[i], run.results[i], tol, tie)
             if diff:
                 found("differs", f"r{i} ({r.kind}, {r.origin}): {diff}", cfg,
                       mode=schedule.mode, aborts=schedule.aborts, params=r.params,
@@ -664,7 +711,7 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
         if follow_run is not None:
             for j in range(len(follow)):
                 tally["compared follow-ups"] += 1
-                diff = (compare(follow_ref.results[j], follow_run.results[j])
+                diff = (compare(follow_ref.results[j], follow_run.results[j], tol, tie)
                         if j in follow_run.results else "never finished")
                 if diff:
                     found("differs", f"follow-up {j}: {diff}", cfg, params=follow[j].params)
@@ -692,6 +739,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", type=int, default=6, help="configurations per case (6)")
     ap.add_argument("--no-processes", action="store_true",
                     help="no TP=2 or mp-executor configurations (they take seconds each)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="where the engines run (cpu)")
     ap.add_argument("--findings", help="also append each finding to this JSON-lines file")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every configuration")
     args = ap.parse_args(argv)
@@ -722,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             try:
                 total += len(run_case(case, models, args.configs, not args.no_processes, log,
-                                      tally))
+                                      tally, args.device))
             except Exception:  # noqa: BLE001 - the harness's own failure, reported as one
                 total += 1
                 log(json.dumps({"case": case, "kind": "harness",

@@ -19,3 +19,12 @@ def test_configurations_match_the_reference(case: int, tiny_models: dict[str, st
     assert not findings, "\n".join(
         json.dumps(dataclasses.asdict(f), default=str)[:3000] for f in findings[:5]
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", range(6))
+def test_gpu_configurations_match_the_reference(case: int, tiny_models: dict[str, str]) -> None:
+    findings = run_case(case, tiny_models, configs=3, processes=False, device="cuda")
+    assert not findings, "\n".join(
+        json.dumps(dataclasses.asdict(f), default=str)[:3000] for f in findings[:5]
+    )
