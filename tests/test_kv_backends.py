@@ -39,3 +39,20 @@ def test_paged_cache_is_token_identical_to_vattention(tiny_models, block_size):
             assert stats["blocks_used"] == llm.engine.prefix_cache.num_evictable
             assert llm.engine.stats.preemptions > 0
     assert outs["paged"] == outs["torch"]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "paged"])
+def test_cache_stats_count_slots_and_blocks_as_capacity_does(tiny_models, backend):
+    """The graphs' pad slot (held from start-up on a GPU) is the engine's: the usage the
+    statistics report (what /metrics' gauges read) leaves it out, as the scheduler's
+    capacity does. CUDA graphs are simulated here by the pad slot alone."""
+    kwargs = {"attention_backend": "paged"} if backend == "paged" else {"kv_cache_backend": "cpu"}
+    llm = LLM(tiny_models["llama"], max_num_seqs=4, **kwargs)
+    worker = llm.engine.executor.worker
+    pad = worker.cache.alloc_slot()  # what step_graphs takes before capturing
+    worker.cache.ensure(pad, 1)
+    worker.cache.commit()
+    worker.runner.graphs = object()  # replays graphs, as far as the worker can tell
+    cap, stats = worker.capacity(), worker.cache_stats()
+    assert (stats["slots_used"], stats["blocks_used"]) == (0, 0)
+    assert (stats["max_slots"], stats["blocks_total"]) == (cap.max_slots, cap.num_blocks)

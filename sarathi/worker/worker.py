@@ -160,7 +160,15 @@ class Worker:
         return self.runner.execute(step)
 
     def cache_stats(self) -> dict[str, Any]:
-        return self.cache.stats()
+        """The cache's statistics, with its slots and blocks counted as ``capacity`` counts
+        them: the graphs' pad slot and its block are the engine's, not a request's, so an
+        idle engine reports none used (what /metrics' usage gauge reads)."""
+        stats = self.cache.stats()
+        if self.cuda_graphs:
+            for key in ("slots_used", "max_slots", "blocks_used", "blocks_total"):
+                if key in stats:
+                    stats[key] -= 1
+        return stats
 
     def shutdown(self) -> None:
         self.cache.close()
