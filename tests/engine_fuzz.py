@@ -580,7 +580,7 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
     """Case ``case`` (its seed) with ``configs`` configurations; what went wrong, if anything.
     ``processes``: the configurations may use TP=2 or the mp executor (seconds each)."""
     gpu = device == "cuda"
-    tol, tie = (GPU_LOGPROB_TOL, GPU_TIE) if gpu else (1e-4, 0.0)
+    tol, tie = (GPU_LOGPROB_TOL, GPU_TIE) if gpu else (1e-4, 1e-5)
     tally = tally if tally is not None else Counter()
     rng = random.Random(case)
     arch = rng.choice(ARCHS)
