@@ -2,22 +2,22 @@
 every request what the plainest configuration gives it.
 
 A case (one seed) draws a tiny random-weight model and a workload: prompts that share
-prefixes, repeat, or extend each other across block boundaries; greedy, seeded and
-unseeded requests with n > 1, logprobs, prompt logprobs, penalties, logit bias, allowed
-tokens, bad words, stop tokens and stop strings; cache salts; final-only, snapshot and
-delta streams. The reference runs it with a dense cache, no prefix caching and a 512-token
-budget, every request added at once. Then each drawn configuration (scheduler, token
-budget, slots, prefix caching, cache backend, layout and page size, paged blocks,
-overlapped scheduling, a KV budget small enough to preempt, TP=2 or the mp executor)
-runs the same requests through the step API with staggered arrivals, aborts (some
-re-added under the same id) and prefix-cache resets. Greedy and seeded requests must
-match the reference in tokens, text, finish and stop reasons and logprobs; unseeded ones
-only have to finish. After every run the engine must be idle (no requests, every slot and
-block free, no cached block still referenced), streamed deltas must add up to the final
-output, and an aborted request must produce nothing more. The reference itself is checked
-against the stop rules (stop tokens against min_tokens, stop strings with and without
-include_stop_str_in_output), max_tokens, ignore_eos, logprob counts, transformers' greedy
-tokens, and a request run alone.
+prefixes, repeat, or extend each other across block boundaries; greedy, seeded and unseeded
+requests with n > 1, logprobs, prompt logprobs, penalties, logit bias, allowed tokens, bad
+words, stop tokens and stop strings, structured outputs; cache salts; final-only, snapshot
+and delta streams. The reference runs it with a dense cache, no prefix caching and a
+512-token budget, every request added at once. Then each drawn configuration (scheduler,
+token budget, slots, prefix caching, cache backend, layout and page size, paged blocks,
+overlapped scheduling, a KV budget small enough to preempt, TP=2 or the mp executor) runs
+the same requests through the step API with staggered arrivals, aborts (some re-added under
+the same id) and prefix-cache resets. Greedy and seeded requests must match the reference in
+tokens, text, finish and stop reasons and logprobs; unseeded ones only have to finish. After
+every run the engine must be idle (no requests, every slot and block free, no cached block
+still referenced), streamed deltas must add up to the final output, and an aborted request
+must produce nothing more. The reference itself is checked against the stop rules (stop
+tokens against min_tokens, stop strings with and without include_stop_str_in_output),
+max_tokens, ignore_eos, logprob counts, finished structured outputs against their
+constraints, transformers' greedy tokens, and a request run alone.
 
 With ``--device cuda`` the configurations are the GPU's (vAttention's CUDA backend with its
 page sizes, CUDA graphs or eager steps, Triton kernels) and the comparison allows for what
@@ -59,6 +59,7 @@ if __name__ == "__main__":
 from models import ARCHS, hf_greedy, hf_model, save_tiny_model  # noqa: E402
 
 from sarathi import LLM, SamplingParams  # noqa: E402
+from sarathi.sampling_params import StructuredOutputs  # noqa: E402
 from sarathi.engine.llm_engine import LLMEngine  # noqa: E402
 from sarathi.outputs import RequestOutput  # noqa: E402
 
@@ -68,9 +69,18 @@ EOS = 2
 # Parameters that change which token wins: requests with any of them are left out of the
 # checks that assume the model's own greedy choice.
 SHAPING = ("stop", "stop_token_ids", "min_tokens", "repetition_penalty", "presence_penalty",
-           "frequency_penalty", "logit_bias", "allowed_token_ids", "bad_words")
+           "frequency_penalty", "logit_bias", "allowed_token_ids", "bad_words",
+           "structured_outputs")
 REFERENCE = {"kv_cache_backend": "dense", "enable_prefix_caching": False, "chunk_size": 512,
              "scheduler": "sarathi", "seed": 0}
+# Constrained requests (structured outputs) and what their finished text must satisfy.
+CONSTRAINTS = (
+    StructuredOutputs(regex=r"[a-z]{1,8}( [a-z]{1,8}){0,3}"),
+    StructuredOutputs(choice=("yes", "no", "maybe so")),
+    StructuredOutputs(json={"type": "object", "properties": {
+        "a": {"type": "integer"}, "b": {"type": "string", "maxLength": 5}},
+        "required": ["a"], "additionalProperties": False}),
+)
 # On a GPU: how far apart (in logprob) two tokens may be for rounding to swap them, and how
 # far a logprob may move.
 GPU_TIE = 2e-2
@@ -201,6 +211,8 @@ def _params(rng: random.Random) -> tuple[dict[str, Any], str]:
         kw["allowed_token_ids"] = sorted(rng.sample(range(VOCAB), rng.randint(1, 20)))
     if rng.random() < 0.04:
         kw["bad_words"] = [rng.choice(["the", "cache", " a", "sch", "e", "ing"])]
+    if rng.random() < 0.1:
+        kw["structured_outputs"] = rng.choice(CONSTRAINTS)
     return kw, kind
 
 
@@ -540,11 +552,36 @@ def check_reference(reqs: list[Request], ref: dict[int, Result], max_seq_len: in
                 elif kw["temperature"] == 0 and not req.shaped and d[ids[j]] < max(
                         d.values()) - 1e-6:
                     out.append(("logprobs", f"r{i}: the greedy token is not the top at {j}"))
+        constraint = kw.get("structured_outputs")
+        for s in res.samples:
+            if constraint is not None and s["finish"] == "stop" and not (
+                    kw.get("stop") or kw.get("stop_token_ids")):
+                problem = _violates(constraint, s["text"])
+                if problem:
+                    out.append(("structured", f"r{i}: {problem}"))
         if req.kind == "greedy" and any(s["ids"] != res.samples[0]["ids"] for s in res.samples):
             out.append(("greedy-n", f"r{i}: greedy samples differ"))
         if req.expect is not None:
             out += [(k, f"r{i}: {d}") for k, d in _stop_problems(req.expect, res.samples[0])]
     return out
+
+
+def _violates(constraint: StructuredOutputs, text: str) -> str | None:
+    """How a finished constrained output breaks its constraint (None: it does not)."""
+    import re
+
+    if constraint.regex is not None:
+        return None if re.fullmatch(constraint.regex, text) else f"{text!r} is not the regex"
+    if constraint.choice is not None:
+        return None if text in constraint.choice else f"{text!r} is not a choice"
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return f"{text!r} is not JSON"
+    ok = (isinstance(value, dict) and set(value) <= {"a", "b"} and "a" in value
+          and isinstance(value["a"], int) and not isinstance(value["a"], bool)
+          and (("b" not in value) or (isinstance(value["b"], str) and len(value["b"]) <= 5)))
+    return None if ok else f"{text!r} breaks the schema"
 
 
 def _stop_problems(e: dict[str, Any], s: dict[str, Any]) -> list[tuple[str, str]]:
@@ -627,6 +664,9 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
         found(kind, detail, REFERENCE)
     tally["cases"] += 1
     tally["stop checks"] += sum(r.expect is not None for r in reqs)
+    tally["constrained outputs checked"] += sum(
+        s["finish"] == "stop" for i, r in enumerate(reqs) if r.params.get("structured_outputs")
+        and not ref[i].error for s in ref[i].samples)
 
     if rng.random() < 0.35 and not gpu:  # greedy tokens against transformers
         hf = hf_model(model)
@@ -710,6 +750,7 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
             if r.kind == "noise":
                 continue
             tally[f"compared {r.kind}"] += 1
+            tally["compared constrained"] += bool(r.params.get("structured_outputs"))
             diff = compare(ref[i], run.results[i], tol, tie)
             if diff:
                 found("differs", f"r{i} ({r.kind}, {r.origin}): {diff}", cfg,
