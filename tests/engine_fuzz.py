@@ -435,7 +435,7 @@ def drive(engine: LLMEngine, reqs: list[Request], schedule: Schedule,
 
 def idle_problems(engine: LLMEngine, at_rest: dict[str, Any]) -> list[str]:
     """What an engine with no requests left should not hold, beyond what it held before any
-    request (``at_rest``: on a GPU the CUDA graphs' padding rows keep a slot of their own)."""
+    request (``at_rest``: its cache statistics then)."""
     problems = []
     snap = engine.snapshot()
     if engine.has_unfinished_requests() or engine.requests:
