@@ -2,7 +2,8 @@
 seeded requests sent to /v1/completions and /v1/chat/completions, and the same parameters
 passed to ``LLM.generate`` and ``LLM.chat`` as ``SamplingParams``, on the demo model. What
 the server translates (stop strings and tokens, logit_bias keyed by strings, penalties,
-min_tokens, ignore_eos, n, seed, logprobs) must reach the engine unchanged. SERVER_OFFLINE_SEEDS=N runs N seeds of each (3)."""
+min_tokens, ignore_eos, n, seed, logprobs) must reach the engine unchanged.
+SERVER_OFFLINE_SEEDS=N runs N seeds of each (3)."""
 
 from __future__ import annotations
 
