@@ -381,3 +381,18 @@ def test_aborting_the_last_request_frees_its_slot_at_once(llama, caching):
     assert not engine.has_unfinished_requests()
     assert engine.cache_stats()["slots_used"] == 0
     assert not engine.scheduler.has_work()
+
+
+def test_top_k_keeps_the_lowest_ids_of_tied_logits_whatever_the_batch():
+    """Tied logits at the top-k cut (frequent with bf16 logits) keep token order: which of
+    them a seeded draw may take does not depend on how many rows the step samples."""
+    from sarathi.model_executor.layers.sampler import _top_k_top_p
+
+    row = torch.full((4096,), -5.0)
+    row[[7, 900, 1500, 3000]] = 2.0  # four tokens tie for places 2-5
+    row[42] = 3.0
+    for rows in (1, 3, 64):
+        logits = row.repeat(rows, 1)
+        kept = _top_k_top_p(logits, torch.full((rows,), 3.0), torch.ones(rows))
+        for r in range(rows):
+            assert (kept[r] > -torch.inf).nonzero().flatten().tolist() == [7, 42, 900]

@@ -376,7 +376,9 @@ def _top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor)
     """top_k: [S] float (0: off), top_p: [S] float (1: off)."""
     vocab = logits.shape[-1]
     ks = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab)).long()
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    # Stable: tied logits keep token order, so which of them the cut keeps does not depend
+    # on the batch (an unstable sort orders ties by the kernel and the tensor's shape).
+    sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)
     positions = torch.arange(vocab, device=logits.device).unsqueeze(0)
     drop = positions >= ks.unsqueeze(1)
     probs = torch.softmax(sorted_logits.masked_fill(drop, float("-inf")), dim=-1)
