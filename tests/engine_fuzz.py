@@ -87,6 +87,19 @@ GPU_TIE = 2e-2
 GPU_LOGPROB_TOL = 2e-2
 
 
+@dataclass(frozen=True)
+class FuzzModel:
+    """A model folder, and the engine options it is served with (a patch tokenizer)."""
+
+    path: str
+    engine: dict[str, Any] = field(default_factory=dict)
+
+
+# The tiny models' architectures, and tiny Llama served with an AdaptiVocab patch tokenizer
+# (its swapped rows re-initialised at load, its text decoded through the patch).
+MODELS = (*ARCHS, "llama+adaptivocab")
+
+
 @dataclass
 class Request:
     prompt: list[int]
@@ -310,11 +323,11 @@ def _schedule(rng: random.Random, count: int, shared: list[int]) -> Schedule:
 
 
 # -- running -----------------------------------------------------------------------------------
-def make_llm(model: str, cfg: dict[str, Any], max_model_len: int | None,
+def make_llm(model: FuzzModel, cfg: dict[str, Any], max_model_len: int | None,
              need_tokens: int, device: str = "cpu") -> LLM:
     """The engine for ``cfg`` on ``device``; with ``spare_blocks``, a KV budget of that many
     blocks over the fewest that hold ``need_tokens`` (so sequences preempt one another)."""
-    kw = {k: v for k, v in cfg.items() if k != "spare_blocks"}
+    kw = {**model.engine, **{k: v for k, v in cfg.items() if k != "spare_blocks"}}
     kw["dtype"] = "float32"
     kw["device"] = device
     if device == "cuda":  # a small model's cache, not most of the card's memory
@@ -322,7 +335,8 @@ def make_llm(model: str, cfg: dict[str, Any], max_model_len: int | None,
     if max_model_len:
         kw["max_model_len"] = max_model_len
     if "spare_blocks" in cfg:
-        probe = LLM(model, **{k: v for k, v in kw.items() if k != "expected_request_tokens"})
+        probe = LLM(model.path,
+                    **{k: v for k, v in kw.items() if k != "expected_request_tokens"})
         cap = probe.engine.executor.capacity()
         block_bytes = probe.engine.cache_plan.budget // cap.num_blocks
         blocks = -(-need_tokens // cap.tokens_per_block) + 1 + cfg["spare_blocks"]
@@ -330,7 +344,7 @@ def make_llm(model: str, cfg: dict[str, Any], max_model_len: int | None,
         kw["kv_cache_memory"] = blocks * block_bytes
     else:
         kw.pop("expected_request_tokens", None)
-    return LLM(model, **kw)
+    return LLM(model.path, **kw)
 
 
 def _result(out: RequestOutput) -> Result:
@@ -611,7 +625,7 @@ def _stop_problems(e: dict[str, Any], s: dict[str, Any]) -> list[tuple[str, str]
 
 
 # -- one case ----------------------------------------------------------------------------------
-def run_case(case: int, models: dict[str, str], configs: int = 6, processes: bool = True,
+def run_case(case: int, models: dict[str, FuzzModel], configs: int = 6, processes: bool = True,
              log: Callable[[str], None] = lambda _: None, tally: Counter | None = None,
              device: str = "cpu") -> list[Finding]:
     """Case ``case`` (its seed) with ``configs`` configurations; what went wrong, if anything.
@@ -620,7 +634,7 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
     tol, tie = (GPU_LOGPROB_TOL, GPU_TIE) if gpu else (1e-4, 1e-5)
     tally = tally if tally is not None else Counter()
     rng = random.Random(case)
-    arch = rng.choice(ARCHS)
+    arch = rng.choice(MODELS)
     model = models[arch]
     max_model_len = rng.choice([None, None, None, 160, 256, 96])
     limit = (max_model_len or CONTEXT) - 5
@@ -639,6 +653,16 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
                 r.params["logprobs"] = max(r.params.get("logprobs") or 0, 2)
             elif r.kind == "seeded":
                 r.kind = "noise"
+    elif model.engine:
+        # A patch's new rows start as near-copies of one another: near ties (1e-6 apart) at
+        # the top-k / top-p / min-p cut, where the batch's rounding decides what is kept
+        # (case 37: tokens 223 and 323 at the fifth place). Greedy requests show their
+        # runner-up instead, and seeded ones draw from the whole vocabulary.
+        for r in reqs:
+            if r.kind == "greedy":
+                r.params["logprobs"] = max(r.params.get("logprobs") or 0, 2)
+            elif r.kind == "seeded":
+                r.params.update(top_k=-1, top_p=1.0, min_p=0.0)
     findings: list[Finding] = []
 
     def found(kind: str, detail: str, cfg: dict[str, Any] | None = None, **extra: Any) -> None:
@@ -668,8 +692,9 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
         s["finish"] == "stop" for i, r in enumerate(reqs) if r.params.get("structured_outputs")
         and not ref[i].error for s in ref[i].samples)
 
-    if rng.random() < 0.35 and not gpu:  # greedy tokens against transformers
-        hf = hf_model(model)
+    # Greedy tokens against transformers (whose model has no patched rows).
+    if rng.random() < 0.35 and not gpu and not model.engine:
+        hf = hf_model(model.path)
         for i in [i for i, r in enumerate(reqs) if r.kind == "greedy" and not r.shaped
                   and r.params["ignore_eos"] and not ref[i].error
                   and ref[i].samples[0]["finish"] == "length"][:2]:
@@ -769,12 +794,31 @@ def run_case(case: int, models: dict[str, str], configs: int = 6, processes: boo
     return findings
 
 
-def build_models(root: str) -> dict[str, str]:
-    """One tiny random-weight model per architecture, under ``root``."""
+def build_models(root: str) -> dict[str, FuzzModel]:
+    """One tiny random-weight model per architecture, under ``root``, and the patch."""
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
-    return {a: save_tiny_model(a, os.path.join(root, a)) for a in ARCHS}
+    return fuzz_models({a: save_tiny_model(a, os.path.join(root, a)) for a in ARCHS}, root)
+
+
+def fuzz_models(tiny: dict[str, str], root: str) -> dict[str, FuzzModel]:
+    """``MODELS`` from tests/models.py's tiny models (architecture -> folder): an AdaptiVocab
+    patch of 40 n-grams of the demo corpus is built for tiny Llama's tokenizer under ``root``."""
+    from importlib import resources
+
+    from adaptivocab import BuildConfig, PatchTokenizer, build_patch, measure_reduction
+    from adaptivocab.base import load_base_tokenizer
+
+    corpus = resources.files("sarathi.transformers_utils").joinpath("demo_corpus.txt")
+    docs = [p for p in corpus.read_text().split("\n\n") if p.strip()]
+    base = load_base_tokenizer(tiny["llama"])
+    patch, _ = build_patch(base, docs, BuildConfig(num_tokens=40, max_ngram=3, progress=False))
+    stats = measure_reduction(PatchTokenizer(base, patch), docs[:8], progress=False)
+    out = os.path.join(root, "llama-adaptivocab-patch")
+    PatchTokenizer(base, patch, reduction_stats=stats).save_pretrained(out)
+    return {**{a: FuzzModel(p) for a, p in tiny.items()},
+            "llama+adaptivocab": FuzzModel(tiny["llama"], {"patch_tokenizer": out})}
 
 
 def main(argv: list[str] | None = None) -> int:
