@@ -226,6 +226,8 @@ def _params(rng: random.Random) -> tuple[dict[str, Any], str]:
         kw["bad_words"] = [rng.choice(["the", "cache", " a", "sch", "e", "ing"])]
     if rng.random() < 0.1:
         kw["structured_outputs"] = rng.choice(CONSTRAINTS)
+    if rng.random() < 0.1:
+        kw["skip_special_tokens"] = False  # "</s>" and the like stay in the text
     return kw, kind
 
 
