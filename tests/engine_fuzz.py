@@ -1,23 +1,26 @@
 """Differential fuzzing of the engine on the CPU: random engine configurations must give
 every request what the plainest configuration gives it.
 
-A case (one seed) draws a tiny random-weight model and a workload: prompts that share
-prefixes, repeat, or extend each other across block boundaries; greedy, seeded and unseeded
-requests with n > 1, logprobs, prompt logprobs, penalties, logit bias, allowed tokens, bad
-words, stop tokens and stop strings, structured outputs; cache salts; final-only, snapshot
-and delta streams. The reference runs it with a dense cache, no prefix caching and a
-512-token budget, every request added at once. Then each drawn configuration (scheduler,
-token budget, slots, prefix caching, cache backend, layout and page size, paged blocks,
-overlapped scheduling, a KV budget small enough to preempt, TP=2 or the mp executor) runs
-the same requests through the step API with staggered arrivals, aborts (some re-added under
-the same id) and prefix-cache resets. Greedy and seeded requests must match the reference in
-tokens, text, finish and stop reasons and logprobs; unseeded ones only have to finish. After
-every run the engine must be idle (no requests, every slot and block free, no cached block
-still referenced), streamed deltas must add up to the final output, and an aborted request
-must produce nothing more. The reference itself is checked against the stop rules (stop
-tokens against min_tokens, stop strings with and without include_stop_str_in_output),
-max_tokens, ignore_eos, logprob counts, finished structured outputs against their
-constraints, transformers' greedy tokens, and a request run alone.
+A case (one seed) draws a tiny random-weight model (or tiny Llama served with an AdaptiVocab
+patch tokenizer) and a workload: prompts that share prefixes, repeat, or extend each other
+across block boundaries; greedy, seeded and unseeded requests with n > 1, logprobs, prompt
+logprobs, penalties, logit bias, allowed tokens, bad words, stop tokens and stop strings,
+structured outputs; cache salts; final-only, snapshot and delta streams. The reference runs
+it with a dense cache, no prefix caching and a 512-token budget, every request added at
+once. Then each drawn configuration (scheduler, token budget, slots, prefix caching, cache
+backend, layout and page size, paged blocks, overlapped scheduling, a KV budget small enough
+to preempt, TP=2 or the mp executor) runs the same requests through the step API with
+staggered arrivals, aborts (some re-added under the same id) and prefix-cache resets. Greedy
+and seeded requests must match the reference in tokens, text, finish and stop reasons and
+logprobs (to 1e-4; rounding moves with the batch's shape, so tokens may part where the
+reference's logprobs show its two best within 1e-5, and tied logprobs may swap in a top-k
+list); unseeded ones only have to finish. After every run the engine must be idle (no
+requests, every slot and block free, no cached block still referenced), streamed deltas must
+add up to the final output, and an aborted request must produce nothing more. The reference
+itself is checked against the stop rules (stop tokens against min_tokens, stop strings with
+and without include_stop_str_in_output), max_tokens, ignore_eos, logprob counts, finished
+structured outputs against their constraints, transformers' greedy tokens, and a request run
+alone.
 
 With ``--device cuda`` the configurations are the GPU's (vAttention's CUDA backend with its
 page sizes, CUDA graphs or eager steps, Triton kernels) and the comparison allows for what
