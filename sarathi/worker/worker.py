@@ -140,12 +140,15 @@ class Worker:
         """Whether steps replay CUDA graphs (captured at start-up)."""
         return self.runner.graphs is not None
 
+    @property
+    def _held(self) -> int:
+        """Slots, and blocks, the engine holds for itself: the graphs' pad slot and its one
+        block, taken at start-up for good. Requests never get them."""
+        return 1 if self.cuda_graphs else 0
+
     def capacity(self) -> CacheCapacity:
-        cap = capacity_of(self.cache)
-        if not self.cuda_graphs:
-            return cap
-        # The graphs' pad slot holds one slot and one block for good.
-        return replace(cap, num_blocks=cap.num_blocks - 1, max_slots=cap.max_slots - 1)
+        cap, held = capacity_of(self.cache), self._held
+        return replace(cap, num_blocks=cap.num_blocks - held, max_slots=cap.max_slots - held)
 
     def launch(self, step: StepInput) -> InflightBatch:
         return self.runner.launch(step)
@@ -161,13 +164,12 @@ class Worker:
 
     def cache_stats(self) -> dict[str, Any]:
         """The cache's statistics, with its slots and blocks counted as ``capacity`` counts
-        them: the graphs' pad slot and its block are the engine's, not a request's, so an
-        idle engine reports none used (what /metrics' usage gauge reads)."""
-        stats = self.cache.stats()
-        if self.cuda_graphs:
-            for key in ("slots_used", "max_slots", "blocks_used", "blocks_total"):
-                if key in stats:
-                    stats[key] -= 1
+        them (without what the engine holds for itself), so an idle engine reports none used
+        (what /metrics' usage gauge reads)."""
+        stats, held = self.cache.stats(), self._held
+        for key in ("slots_used", "max_slots", "blocks_used", "blocks_total"):
+            if key in stats:
+                stats[key] -= held
         return stats
 
     def shutdown(self) -> None:
