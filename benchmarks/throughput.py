@@ -172,6 +172,9 @@ def step_breakdown(
     ``mm_sustained``, also their floor at that matmul rate."""
     c = costs(shape, elem)
     edges = [(1, 63), (64, 127), (128, 191), (192, None)]
+    rates = {"floor_s": mm}
+    if mm_sustained is not None:
+        rates["floor_sustained_s"] = mm_sustained
     groups: dict[str, dict] = {}
     for i, r in enumerate(records):
         wall = (records[i + 1].at if i + 1 < len(records) else end) - r.at
@@ -179,25 +182,22 @@ def step_breakdown(
         keys = r.decode_context + sum(cached + n for cached, n in r.chunks)
         attention = sum(c.attention_flops(*chunk) for chunk in r.chunks)
         flops = 2 * c.p_layers * tokens + 2 * c.p_head * (r.decodes + len(r.chunks)) + attention
-        floor = max((c.weight_bytes + c.kv * keys) / bw, flops / mm)
-        floor_sustained = max((c.weight_bytes + c.kv * keys) / bw, flops / (mm_sustained or mm))
+        read_s = (c.weight_bytes + c.kv * keys) / bw
         if r.chunks:
             kind = "mixed" if r.decodes else "prefill"
         else:
             kind = _decode_kind(*next(e for e in edges if e[1] is None or r.decodes <= e[1]))
-        g = groups.setdefault(
-            kind, {"steps": 0, "seconds": 0.0, "floor_s": 0.0, "floor_sustained_s": 0.0}
-        )
+        g = groups.setdefault(kind, {"steps": 0, "seconds": 0.0, **dict.fromkeys(rates, 0.0)})
         g["steps"] += 1
         g["seconds"] += wall
-        g["floor_s"] += floor
-        g["floor_sustained_s"] += floor_sustained
+        for key, rate in rates.items():
+            g[key] += max(read_s, flops / rate)
     order = ["prefill", "mixed"] + [_decode_kind(lo, hi) for lo, hi in edges]
     rows = [{"kind": k, **groups[k]} for k in order if k in groups]
     for row in rows:
         row["ms_per_step"] = 1e3 * row["seconds"] / row["steps"]
         row["frac_of_floor"] = row["floor_s"] / row["seconds"]
-        if mm_sustained is not None:
+        if "floor_sustained_s" in row:
             row["frac_of_sustained_floor"] = row["floor_sustained_s"] / row["seconds"]
     return rows
 
@@ -453,8 +453,15 @@ def main() -> None:
     for row in rows:
         if row.get("steps"):
             print(f"\nsteps of {row['engine']} (TP={row['tensor_parallel_size']}):")
-            cols = ["kind", "steps", "seconds", "ms_per_step", "floor_s", "frac_of_floor"]
-            cols.append("frac_of_sustained_floor")
+            cols = [
+                "kind",
+                "steps",
+                "seconds",
+                "ms_per_step",
+                "floor_s",
+                "frac_of_floor",
+                "frac_of_sustained_floor",
+            ]
             print_table(row["steps"], cols)
     write_json(
         args.json,
