@@ -14,39 +14,15 @@ from typing import Any
 import pytest
 
 from live_server import MAX_MODEL_LEN
+from random_requests import PROMPTS, sampling_body
 from sarathi import LLM, SamplingParams
 
 SEEDS = int(os.environ.get("SERVER_OFFLINE_SEEDS", "3"))
-PROMPTS = ["The cache", "Once upon a time", "def main():", "Attention is", "x", "a b c d"]
 
 
 @pytest.fixture(scope="module")
 def offline() -> LLM:
     return LLM("demo", max_model_len=MAX_MODEL_LEN)
-
-
-def _request(rng: random.Random) -> dict[str, Any]:
-    body: dict[str, Any] = {"max_tokens": rng.randint(1, 20)}
-    if rng.random() < 0.5:
-        body["temperature"] = 0.0
-    else:
-        body.update(temperature=rng.choice([0.7, 1.2]), top_p=rng.choice([1.0, 0.8]),
-                    seed=rng.randrange(10_000), n=rng.choice([1, 2]))
-    if rng.random() < 0.4:
-        body["stop"] = rng.sample(["e", "th", "\n", " the", "."], rng.randint(1, 2))
-    if rng.random() < 0.2:
-        body["stop_token_ids"] = [rng.randrange(3, 256)]
-    if rng.random() < 0.3:
-        body["ignore_eos"] = True
-    if rng.random() < 0.2:
-        body["min_tokens"] = rng.randint(0, body["max_tokens"])
-    if rng.random() < 0.2:
-        body.update(presence_penalty=0.5, frequency_penalty=0.4)
-    if rng.random() < 0.15:
-        body["repetition_penalty"] = 1.3
-    if rng.random() < 0.2:
-        body["logit_bias"] = {str(rng.randrange(3, 256)): rng.choice([-100, 5])}
-    return body
 
 
 def _sampling(body: dict[str, Any]) -> SamplingParams:
@@ -61,7 +37,7 @@ def _sampling(body: dict[str, Any]) -> SamplingParams:
 def test_completions_match_generate(http, offline, seed):
     rng = random.Random(seed)
     for _ in range(8):
-        prompt, body = rng.choice(PROMPTS), _request(rng)
+        prompt, body = rng.choice(PROMPTS), sampling_body(rng)
         if rng.random() < 0.3:
             body["logprobs"] = 2
         served = http.post("/v1/completions", json={"prompt": prompt, **body}).json()
@@ -79,7 +55,7 @@ def test_chat_matches_llm_chat(http, offline, seed):
     rng = random.Random(50 + seed)
     for _ in range(8):
         messages = [{"role": "user", "content": rng.choice(PROMPTS)}]
-        body = _request(rng)
+        body = sampling_body(rng)
         served = http.post("/v1/chat/completions", json={"messages": messages, **body}).json()
         local = offline.chat(messages, _sampling(body), use_tqdm=False)[0]
         for choice, out in zip(served["choices"], local.outputs, strict=True):

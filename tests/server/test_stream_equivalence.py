@@ -1,9 +1,7 @@
 """A streamed response, put back together as a client does, equals the same request's
-non-streamed response: every choice's text, finish reason, stop reason and logprobs, and
-the usage. Random requests (greedy or seeded, so both runs draw the same tokens) over the
-sampling parameters a vLLM client sends: n, stop strings and tokens, logprobs, penalties,
-min_tokens, ignore_eos, include_stop_str_in_output, echo. STREAM_EQUIVALENCE_SEEDS=N runs N
-seeds of each (6)."""
+non-streamed response: every choice's text, finish reason, stop reason and logprobs, and the
+usage. Random requests (random_requests.py: greedy or seeded, so both runs draw the same
+tokens), with logprobs and echo. STREAM_EQUIVALENCE_SEEDS=N runs N seeds of each (6)."""
 
 from __future__ import annotations
 
@@ -13,37 +11,17 @@ import random
 from typing import Any
 
 import pytest
+from random_requests import PROMPTS, sampling_body
 
-STOPS = ["e", "th", "\n", " the", ".", "ing"]
 SEEDS = int(os.environ.get("STREAM_EQUIVALENCE_SEEDS", "6"))
-PROMPTS = ["The cache", "Once upon a time", "def main():", "Attention is", "x", "a b c d"]
 
 
-def _params(rng: random.Random) -> dict[str, Any]:
-    body: dict[str, Any] = {"max_tokens": rng.choice([1, 2, rng.randint(3, 24)])}
-    if rng.random() < 0.5:
-        body["temperature"] = 0.0
-        body["n"] = rng.choice([1, 1, 2])
-    else:
-        body["temperature"] = rng.choice([0.7, 1.0, 1.3])
-        body["top_p"] = rng.choice([1.0, 0.9])
-        body["seed"] = rng.randrange(10_000)
-        body["n"] = rng.choice([1, 2, 3])
-    if rng.random() < 0.4:
-        body["stop"] = rng.sample(STOPS, rng.randint(1, 2))
-        body["include_stop_str_in_output"] = rng.random() < 0.3
-    if rng.random() < 0.15:
-        body["stop_token_ids"] = [rng.randrange(3, 256)]
-    if rng.random() < 0.3:
-        body["ignore_eos"] = True
-    if rng.random() < 0.2:
-        body["min_tokens"] = rng.randint(0, body["max_tokens"])
-    if rng.random() < 0.2:
-        body["presence_penalty"] = 0.5
-        body["frequency_penalty"] = 0.3
-    if rng.random() < 0.15:
-        body["repetition_penalty"] = 1.3
-    return body
+def _whole_and_streamed(http: Any, route: str, body: dict[str, Any]) -> tuple[dict, list[dict]]:
+    """The unstreamed response to ``body``, and the events of the same body streamed."""
+    whole = http.post(route, json=body)
+    assert whole.status_code == 200, whole.text
+    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    return whole.json(), _events(http, route, streamed)
 
 
 def _events(http: Any, route: str, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -107,18 +85,13 @@ def _close(a: Any, b: Any) -> bool:
 def test_streamed_completions_equal_unstreamed(http, seed):
     rng = random.Random(seed)
     for _ in range(10):
-        body = {"prompt": rng.choice(PROMPTS), **_params(rng)}
+        body = {"prompt": rng.choice(PROMPTS), **sampling_body(rng)}
         if rng.random() < 0.4:
             body["logprobs"] = rng.choice([0, 2])
         if rng.random() < 0.2:
             body["echo"] = True
-        whole = http.post("/v1/completions", json=body)
-        assert whole.status_code == 200, whole.text
-        want = whole.json()
-        got = _completion_from_stream(_events(
-            http, "/v1/completions",
-            {**body, "stream": True, "stream_options": {"include_usage": True}},
-        ))
+        want, events = _whole_and_streamed(http, "/v1/completions", body)
+        got = _completion_from_stream(events)
         for w, g in zip(want["choices"], got["choices"], strict=True):
             for key in ("text", "finish_reason", "stop_reason"):
                 assert w[key] == g[key], (key, body, w, g)
@@ -134,17 +107,12 @@ def test_streamed_completions_equal_unstreamed(http, seed):
 def test_streamed_chat_equals_unstreamed(http, seed):
     rng = random.Random(100 + seed)
     for _ in range(10):
-        body = {"messages": [{"role": "user", "content": rng.choice(PROMPTS)}], **_params(rng)}
+        body = {"messages": [{"role": "user", "content": rng.choice(PROMPTS)}], **sampling_body(rng)}
         if rng.random() < 0.4:
             body["logprobs"] = True
             body["top_logprobs"] = rng.choice([0, 2])
-        whole = http.post("/v1/chat/completions", json=body)
-        assert whole.status_code == 200, whole.text
-        want = whole.json()
-        got = _chat_from_stream(_events(
-            http, "/v1/chat/completions",
-            {**body, "stream": True, "stream_options": {"include_usage": True}},
-        ))
+        want, events = _whole_and_streamed(http, "/v1/chat/completions", body)
+        got = _chat_from_stream(events)
         for w, g in zip(want["choices"], got["choices"], strict=True):
             assert (w["message"]["content"] or "") == g["content"], (body, w, g)
             assert w["finish_reason"] == g["finish_reason"], (body, w, g)
