@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: run metadata and result files."""
+"""Helpers shared by the benchmark scripts: run metadata and result files, the card's ceilings
+and what a model shape costs per token."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sarathi.model_executor.model_shape import ModelShape
 
 
 def run_info() -> dict[str, Any]:
@@ -146,6 +150,37 @@ def sustained_matmul_rate(seconds: float = 6.0) -> float:
     end.record()
     end.synchronize()
     return calls * 2 * n**3 / (start.elapsed_time(end) / 1e3)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What a model shape costs per token: matmul parameters of the layers and of the LM
+    head, bytes of weights a decode step reads, KV bytes per token, and the query width and
+    layers (for attention FLOPs)."""
+
+    p_layers: int
+    p_head: int
+    weight_bytes: int
+    kv: int
+    q: int
+    layers: int
+
+    def attention_flops(self, cached: int, n: int) -> float:
+        """Causal attention FLOPs of ``n`` tokens after ``cached`` ones."""
+        return 2 * 2 * self.layers * self.q * (n * cached + n * (n + 1) / 2)
+
+
+def costs(shape: ModelShape, elem: int) -> Costs:
+    """A shape's costs per token, for weights and activations of ``elem`` bytes."""
+    s = shape
+    q, kvd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+    per_layer = (
+        s.hidden_size * (q + 2 * kvd) + q * s.hidden_size + 3 * s.hidden_size * s.intermediate_size
+    )
+    p_layers = s.num_layers * per_layer
+    p_head = s.hidden_size * s.vocab_size
+    weight_bytes = (p_layers + p_head) * elem
+    return Costs(p_layers, p_head, weight_bytes, 2 * s.num_layers * kvd * elem, q, s.num_layers)
 
 
 def add_engine_arg(ap: argparse.ArgumentParser) -> None:

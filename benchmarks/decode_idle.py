@@ -37,6 +37,7 @@ import torch
 from common import (
     add_engine_arg,
     copy_bandwidth,
+    costs,
     engine_args,
     gpu_timeline,
     matmul_rate,
@@ -55,14 +56,7 @@ def step_work(engine: LLMEngine, ahead: int = 0) -> tuple[float, float]:
     """Bytes read and FLOPs of the step the scheduler would run next (its plan, not run);
     with ``ahead``, of the decode step that many steps later (every running sequence
     decoding)."""
-    s = engine.shape
-    elem = torch.tensor([], dtype=engine.setup.dtype).element_size()
-    q, kvd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-    per_layer = (
-        s.hidden_size * (q + 2 * kvd) + q * s.hidden_size + 3 * s.hidden_size * s.intermediate_size
-    )
-    p_layers, p_head = s.num_layers * per_layer, s.hidden_size * s.vocab_size
-    kv = 2 * s.num_layers * kvd * elem
+    c = costs(engine.shape, torch.tensor([], dtype=engine.setup.dtype).element_size())
     tokens = kv_tokens = samples = 0
     attn_flops = 0.0
     sched = engine.scheduler
@@ -80,11 +74,9 @@ def step_work(engine: LLMEngine, ahead: int = 0) -> tuple[float, float]:
         tokens += n
         kv_tokens += start + n
         samples += 1
-        # each query attends to its prefix: 2 matmuls of 2 FLOPs per head dim per key
-        attn_flops += 2 * 2 * s.num_layers * q * (n * start + n * (n + 1) / 2)
-    flops = 2 * p_layers * tokens + 2 * p_head * samples + attn_flops
-    read = (p_layers + p_head) * elem + kv * kv_tokens
-    return read, flops
+        attn_flops += c.attention_flops(start, n)
+    flops = 2 * c.p_layers * tokens + 2 * c.p_head * samples + attn_flops
+    return c.weight_bytes + c.kv * kv_tokens, flops
 
 
 def floor_ms(work: list[tuple[float, float]], bw: float, mm: float) -> float:

@@ -52,6 +52,7 @@ import torch
 from common import (
     add_engine_arg,
     copy_bandwidth,
+    costs,
     engine_args,
     matmul_rate,
     print_table,
@@ -64,36 +65,6 @@ from common import (
 from sarathi import LLM, SamplingParams
 from sarathi.executor.uni import UniExecutor
 from sarathi.model_executor.model_shape import ModelShape
-
-
-@dataclass(frozen=True)
-class Costs:
-    """What a model shape costs per token: matmul parameters of the layers and of the LM
-    head, bytes of weights a decode step reads, KV bytes per token, and the query width and
-    layers (for attention FLOPs)."""
-
-    p_layers: int
-    p_head: int
-    weight_bytes: int
-    kv: int
-    q: int
-    layers: int
-
-    def attention_flops(self, cached: int, n: int) -> float:
-        """Causal attention FLOPs of ``n`` tokens after ``cached`` ones."""
-        return 2 * 2 * self.layers * self.q * (n * cached + n * (n + 1) / 2)
-
-
-def costs(shape: ModelShape, elem: int) -> Costs:
-    s = shape
-    q, kvd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-    per_layer = (
-        s.hidden_size * (q + 2 * kvd) + q * s.hidden_size + 3 * s.hidden_size * s.intermediate_size
-    )
-    p_layers = s.num_layers * per_layer
-    p_head = s.hidden_size * s.vocab_size
-    weight_bytes = (p_layers + p_head) * elem
-    return Costs(p_layers, p_head, weight_bytes, 2 * s.num_layers * kvd * elem, q, s.num_layers)
 
 
 def lower_bound_seconds(
