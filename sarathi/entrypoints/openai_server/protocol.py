@@ -9,7 +9,9 @@ as OpenAI clients send extras.
 
 from __future__ import annotations
 
+import functools
 import time
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -56,6 +58,34 @@ class _Request(BaseModel):
         # JSON may carry lone surrogates (\ud800); they cannot be tokenized or sent back.
         _check_unicode(data)
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        # OpenAI's optional fields are nullable ("n": null, "stream": null, chat's
+        # "logprobs": null, "echo": null) and a null means the default, as leaving the field
+        # out does; clients send explicit nulls for fields they do not set.
+        if not isinstance(data, dict):
+            return data
+        defaulted = _null_defaulted(cls)
+        if not any(data.get(k, 0) is None for k in defaulted):
+            return data
+        return {k: v for k, v in data.items() if not (v is None and k in defaulted)}
+
+
+@functools.cache
+def _null_defaulted(model: type[BaseModel]) -> frozenset[str]:
+    """The keys of ``model``'s fields that have a default but do not take None: a null
+    there stands for the default. Fields that take None keep it (``max_tokens: null`` on
+    /v1/completions is the rest of the context, as in vLLM)."""
+    keys = set()
+    for name, f in model.model_fields.items():
+        if f.is_required() or f.annotation is Any or f.annotation is type(None):
+            continue
+        if type(None) in typing.get_args(f.annotation):
+            continue
+        keys.add(f.alias or name)
+    return frozenset(keys)
 
 
 def _check_unicode(value: Any) -> None:
