@@ -106,7 +106,10 @@ def test_unknown_model_is_404(http, client):
 
 def test_unknown_route_and_method_are_openai_shaped(http):
     _assert_error(http.get("/v1/nothing"), 404)
-    _assert_error(http.get(COMPL), 405)
+    resp = http.get(COMPL)
+    err = _assert_error(resp, 405)
+    # HTTP requires a 405 to say which methods the route takes.
+    assert resp.headers["allow"] == "POST" and "takes POST" in err["message"]
 
 
 def test_oversized_bodies_are_413(http, server):

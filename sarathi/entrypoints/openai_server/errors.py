@@ -159,7 +159,13 @@ def install_error_handlers(app: FastAPI) -> None:
                 f"{', '.join(served)})"
             )
             code = "unsupported_endpoint" if exc.status_code == 404 else "method_not_allowed"
-        return error_response(APIError(message, exc.status_code, type=kind, code=code))
+            allowed = (exc.headers or {}).get("Allow")
+            if exc.status_code == 405 and allowed:
+                message += f"; {request.url.path} takes {allowed}"
+        response = error_response(APIError(message, exc.status_code, type=kind, code=code))
+        # Starlette's headers (a 405's Allow, which HTTP requires of it) go out with it.
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
