@@ -48,13 +48,19 @@ from sarathi.worker.worker import WorkerSpec
 logger = logging.getLogger("sarathi")
 
 
+# OpenAI's error code for a prompt (with its completion) longer than the model's context.
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+
+
 class RequestError(ValueError):
     """A request that cannot be served as asked (e.g. its prompt is longer than the context);
-    ``param``: the request field at fault, where one is."""
+    ``param``: the request field at fault, where one is; ``code``: a machine-readable
+    name of the problem, where clients test for one (OpenAI's ``context_length_exceeded``)."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+        self.code = code
 
 
 @dataclass
@@ -228,7 +234,8 @@ class LLMEngine:
         if len(ids) >= self.max_seq_len:
             raise RequestError(
                 f"the prompt has {len(ids)} tokens; this model's context is {self.max_seq_len} "
-                "tokens including at least one generated token"
+                "tokens including at least one generated token",
+                code=CONTEXT_LENGTH_EXCEEDED,
             )
 
     def validate_params(self, params: SamplingParams) -> None:

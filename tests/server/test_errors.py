@@ -83,6 +83,23 @@ def test_prompt_longer_than_the_context_is_400(http):
     _assert_error(http.post(CHAT, json={"messages": long_chat}), 400)
 
 
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        (COMPL, {"prompt": list(range(5, 5 + MAX_MODEL_LEN))}),  # too many tokens
+        (CHAT, {"messages": [{"role": "user", "content": "word " * 2000}]}),
+        (COMPL, {"prompt": "x", "max_tokens": MAX_MODEL_LEN}),  # with its completion
+        (CHAT, {"messages": MSG, "max_completion_tokens": MAX_MODEL_LEN}),
+        (COMPL, {"prompt": "word " * 20_000}),  # too many bytes to tokenize at all
+    ],
+)
+def test_context_overflow_has_openais_code(http, path, body):
+    """Clients tell an overflow from other 400s by OpenAI's code (to trim the history and
+    retry, say)."""
+    err = _assert_error(http.post(path, json=body), 400)
+    assert err["code"] == "context_length_exceeded", err
+
+
 @pytest.mark.parametrize("raw", [b"{bad json", b"", b"null", b"\xff\xfe", b'{"prompt": "x",}'])
 def test_malformed_json_is_400(http, raw):
     resp = http.post(COMPL, content=raw, headers={"content-type": "application/json"})

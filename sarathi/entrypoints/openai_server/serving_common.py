@@ -26,7 +26,7 @@ from sarathi.engine.async_engine import (
     EngineOverloaded,
     EngineShuttingDown,
 )
-from sarathi.engine.llm_engine import RequestError
+from sarathi.engine.llm_engine import CONTEXT_LENGTH_EXCEEDED, RequestError
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request
 from sarathi.entrypoints.openai_server.limits import BodyLimits
 from sarathi.entrypoints.openai_server.protocol import (
@@ -103,11 +103,12 @@ class ServerState:
 
     def check_prompt_bytes(self, size: int, param: str) -> None:
         if size > self.max_prompt_bytes:
-            raise bad_request(
+            raise APIError(
                 f"the prompt is {size} bytes long; this model's context of "
                 f"{self.max_seq_len} tokens holds at most {self.max_prompt_bytes} bytes of "
                 "text with this tokenizer, so it was refused without tokenizing it",
-                param,
+                param=param,
+                code=CONTEXT_LENGTH_EXCEEDED,
             )
 
     def check_text_size(self, text: str, param: str) -> None:
@@ -192,17 +193,18 @@ class ServerState:
         try:
             self.engine.engine.validate_prompt(ids)
         except RequestError as e:
-            raise bad_request(str(e), param) from e
+            raise APIError(str(e), param=param, code=e.code) from e
         room = self.max_seq_len - len(ids)
         if max_tokens is None:
             return room
         if max_tokens > room:
-            raise bad_request(
+            raise APIError(
                 f"This model's maximum context length is {self.max_seq_len} tokens. However, you "
                 f"requested {len(ids) + max_tokens} tokens ({len(ids)} in the prompt, "
                 f"{max_tokens} in the completion). Reduce the length of the prompt or of "
                 f"{tokens_param}.",
-                tokens_param,
+                param=tokens_param,
+                code=CONTEXT_LENGTH_EXCEEDED,
             )
         return max_tokens
 
@@ -334,7 +336,7 @@ def prompt_logprobs_json(body: PromptLogprobs) -> list[dict[str, dict[str, Any]]
 
 def engine_error(e: Exception) -> APIError:
     if isinstance(e, RequestError):
-        return bad_request(str(e))
+        return APIError(str(e), param=e.param, code=e.code)
     if isinstance(e, EngineShuttingDown):
         return APIError(str(e), 503, type="server_error", code="shutting_down")
     if isinstance(e, EngineOverloaded):
