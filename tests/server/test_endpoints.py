@@ -53,6 +53,26 @@ def test_content_parts_this_model_cannot_take_are_named(http, part):
     assert part["type"] in message and "text only" in message
 
 
+def test_an_assistants_refusal_part_is_its_text(http):
+    """OpenAI's assistant messages may carry refusal parts (a client sends the conversation
+    back as it came); the template sees the refusal as the message's text."""
+    refused = [{"type": "refusal", "refusal": "I cannot help with that."}]
+    as_parts = [{"role": "assistant", "content": refused}, {"role": "user", "content": "ok"}]
+    as_text = [
+        {"role": "assistant", "content": "I cannot help with that."},
+        {"role": "user", "content": "ok"},
+    ]
+    r = http.post("/tokenize", json={"messages": as_parts})
+    assert r.status_code == 200, r.text
+    assert r.json()["tokens"] == http.post("/tokenize", json={"messages": as_text}).json()["tokens"]
+    body = {"messages": as_parts, "max_tokens": 2}
+    assert http.post("/v1/chat/completions", json=body).status_code == 200
+    # Only the model refuses: a user message with a refusal part is a mistake.
+    body = {"messages": [{"role": "user", "content": refused}], "max_tokens": 2}
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400 and "refusal" in r.json()["error"]["message"]
+
+
 def test_chat_logprobs_carry_each_tokens_own_bytes(client, server):
     """A byte-level token that is part of a character decodes to U+FFFD; its bytes must be
     its own."""

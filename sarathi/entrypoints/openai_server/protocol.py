@@ -213,13 +213,19 @@ class CompletionRequest(SamplingFields):
 
 
 class ContentPart(_Request):
-    """A part of a message's content; only text parts are taken."""
+    """A part of a message's content; only text parts are taken, and an assistant's
+    ``refusal`` parts (OpenAI's assistant messages may carry them, sent back as they came)."""
 
     type: StrictStr
     text: StrictStr | None = None
+    refusal: StrictStr | None = None
 
     @model_validator(mode="after")
     def _text_only(self) -> ContentPart:
+        if self.type == "refusal":
+            if self.refusal is None:
+                raise ValueError("a refusal content part needs 'refusal'")
+            return self
         if self.type != "text":
             raise ValueError(
                 f"content parts of type {self.type!r} are not supported: this model takes text only"
@@ -227,6 +233,10 @@ class ContentPart(_Request):
         if self.text is None:
             raise ValueError("a text content part needs 'text'")
         return self
+
+    def value(self) -> str:
+        """The part's text (a refusal's, for a refusal part)."""
+        return (self.refusal if self.type == "refusal" else self.text) or ""
 
 
 class FunctionCall(_Request):
@@ -258,12 +268,20 @@ class ChatMessage(_Request):
             )
         return self
 
+    @model_validator(mode="after")
+    def _refusals_are_the_assistants(self) -> ChatMessage:
+        # As OpenAI's: only an assistant message (the model's own) can carry a refusal.
+        parts = self.content if isinstance(self.content, list) else []
+        if self.role != "assistant" and any(p.type == "refusal" for p in parts):
+            raise ValueError(f"a {self.role} message cannot carry refusal content parts")
+        return self
+
     def text(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(p.text or "" for p in self.content)
+        return "".join(p.value() for p in self.content)
 
 
 Messages = Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
