@@ -41,16 +41,18 @@ def test_chat_renders_as_the_server_and_generates_as_generate(llm):
 def test_a_batch_of_conversations_in_order_and_text_parts_joined(llm):
     parts = [
         MESSAGES[0],
-        {"role": "user", "content": [{"type": "text", "text": "Name a "},
+        {"role": "user", "content": [{"type": "text", "text": "Name a"},
                                      {"type": "text", "text": "colour."}]},
     ]  # fmt: skip
+    joined = [MESSAGES[0], {"role": "user", "content": "Name a\ncolour."}]  # as vLLM joins
     other = [{"role": "user", "content": "Count to three."}]
     outs = llm.chat([MESSAGES, other, parts], GREEDY)
     assert [_ids(o) for o in outs] == [
         _ids(llm.chat(MESSAGES, GREEDY)[0]),
         _ids(llm.chat(other, GREEDY)[0]),
-        _ids(llm.chat(MESSAGES, GREEDY)[0]),
+        _ids(llm.chat(joined, GREEDY)[0]),
     ]
+    assert outs[2].prompt_token_ids == llm.chat(joined, GREEDY)[0].prompt_token_ids
 
 
 def test_continue_final_message_leaves_the_reply_open(llm):

@@ -179,7 +179,7 @@ def _conversation(messages: Any, index: int) -> list[dict[str, Any]]:
                         "this engine serves text-only models"
                     )
                 texts.append(str(part.get("text", "")))
-            content = "".join(texts)
+            content = "\n".join(texts)  # as vLLM joins text parts
         elif content is not None and not isinstance(content, str):
             raise ValueError(f"{where}: content must be a string or a list of text parts")
         message = {**m, "content": content or ""}

@@ -100,7 +100,8 @@ def test_echo_with_logprobs_covers_the_prompt_then_the_completion(client, offlin
     assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None  # as OpenAI's
     for j in range(1, n):
         assert abs(lp.token_logprobs[j] - ref[j][ids[j]].logprob) < 1e-5
-        assert 1 <= len(lp.top_logprobs[j]) <= 2
+        # The 2 most likely and the prompt token itself, as OpenAI's (up to logprobs + 1).
+        assert 1 <= len(lp.top_logprobs[j]) <= 3 and lp.tokens[j] in lp.top_logprobs[j]
     # The completion's part is the one without echo, its offsets running on (to float
     # rounding: the plain request reads its prompt's K/V from the prefix cache, computed in
     # other chunks than the echo request's, which scores the prompt and so skips the cache).
@@ -132,7 +133,11 @@ def test_echo_with_logprobs_for_several_prompts_and_choices(client, http):
         assert c.text.startswith(texts[c.index // 2])  # token-id prompts, decoded
         assert c.logprobs.token_logprobs[0] is None
         assert all(v is not None for v in c.logprobs.token_logprobs[1:])
-        assert all(t is None for t in c.logprobs.top_logprobs)  # logprobs=0: no alternatives
+        assert c.logprobs.top_logprobs[0] is None
+        # logprobs=0: no alternatives, the token's own logprob only (as OpenAI's and vLLM's).
+        for tok, value, top in zip(c.logprobs.tokens[1:], c.logprobs.token_logprobs[1:],
+                                   c.logprobs.top_logprobs[1:], strict=True):
+            assert top == {tok: value}
     streamed: dict[int, list] = {}
     for chunk in client.completions.create(echo=True, logprobs=0, stream=True, **kw):
         streamed.setdefault(chunk.choices[0].index, []).append(chunk.choices[0])

@@ -281,7 +281,8 @@ class ChatMessage(_Request):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(p.value() for p in self.content)
+        # Parts join on a newline, as vLLM joins them (clients moving over get the same prompt).
+        return "\n".join(p.value() for p in self.content)
 
 
 Messages = Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]

@@ -66,7 +66,7 @@ Content = StrictStr | Annotated[list[ContentPart], Field(max_length=256)]
 
 
 def _text(content: Content) -> str:
-    return content if isinstance(content, str) else "".join(p.value() for p in content)
+    return content if isinstance(content, str) else "\n".join(p.value() for p in content)
 
 
 class InputMessage(_Request):

@@ -91,7 +91,11 @@ def _logprobs(
             lp.top_logprobs.append(None)
             continue
         lp.token_logprobs.append(entry[tid].logprob if tid in entry else None)
+        # The k most likely and the token itself (up to k + 1 entries), as OpenAI and vLLM
+        # return them: with logprobs=0, just the token.
         top = sorted(entry.items(), key=lambda kv: kv[1].rank)[:k]
+        if tid in entry and all(t != tid for t, _ in top):
+            top.append((tid, entry[tid]))
         lp.top_logprobs.append({state.token_text(t): v.logprob for t, v in top} or None)
     return lp
 
