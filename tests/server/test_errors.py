@@ -106,6 +106,14 @@ def test_malformed_json_is_400(http, raw):
     _assert_error(resp, 400)
 
 
+@pytest.mark.parametrize("media", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_json_body_without_the_json_content_type_says_so(http, media):
+    headers = {"content-type": media} if media else {}
+    raw = json.dumps({"prompt": "x", "max_tokens": 2}).encode()
+    err = _assert_error(http.post(COMPL, content=raw, headers=headers), 400)
+    assert "Content-Type: application/json" in err["message"], err
+
+
 def test_lone_surrogates_are_not_a_server_error(http):
     raw = b'{"prompt": "a\\ud800b", "max_tokens": 2, "echo": true}'
     resp = http.post(COMPL, content=raw, headers={"content-type": "application/json"})

@@ -138,6 +138,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = validation_message(exc)
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if param is None and not media.endswith("json"):
+            # FastAPI parses the body as JSON only when the request says it is JSON; without
+            # the header the complaint is about the whole body's type, which hides the cause.
+            message = (
+                "the request body must be a JSON object sent with 'Content-Type: "
+                f"application/json' (this request's Content-Type: {media or 'none'})"
+            )
         return error_response(APIError(message, 400, param=param))
 
     @app.exception_handler(StarletteHTTPException)
