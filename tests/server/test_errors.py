@@ -58,6 +58,8 @@ BAD_BODIES = [
     (CHAT, {"messages": MSG, "top_logprobs": 3}, "top_logprobs"),
     (CHAT, {"messages": MSG, "stream_options": {"include_usage": True}}, "stream_options"),
     (COMPL, {"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options"),
+    (CHAT, {"messages": MSG, "stream": True, "stream_options": {"include_obfuscation": True}},
+     "stream_options.include_obfuscation"),
     (COMPL, {"prompt": "x", "logit_bias": {"10000000": 1}}, "logit_bias"),
     (COMPL, {"prompt": "x", "allowed_token_ids": [10000000]}, "allowed_token_ids"),
     (CHAT, {"messages": MSG, "logit_bias": {"10000000": 1}}, "logit_bias"),

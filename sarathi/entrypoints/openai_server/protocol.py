@@ -22,6 +22,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    field_validator,
     model_validator,
 )
 
@@ -108,6 +109,19 @@ class StreamOptions(_Request):
     # vLLM's: usage in every chunk, and a chunk for every step that made tokens (also when
     # their text is still held back), so a client can time each token.
     continuous_usage_stats: StrictBool = False
+    # OpenAI's padding on stream deltas (against reading tokens off packet sizes). Not done
+    # here: a client that asks for it must not believe it has it.
+    include_obfuscation: StrictBool = False
+
+    @field_validator("include_obfuscation")
+    @classmethod
+    def _no_obfuscation(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "stream obfuscation (padding on delta events) is not supported by this "
+                "server; send stream_options.include_obfuscation false or leave it out"
+            )
+        return value
 
 
 JsonSchema = Annotated[dict[str, Any], Field(max_length=4096)]

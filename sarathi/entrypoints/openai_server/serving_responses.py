@@ -120,12 +120,6 @@ def _refuse_chat_only_fields(req: ResponsesRequest) -> None:
             "the final event)",
             "stream_options",
         )
-    if options is not None and (options.model_extra or {}).get("include_obfuscation"):
-        raise bad_request(
-            "stream obfuscation (padding on delta events) is not supported by this server; "
-            "send stream_options.include_obfuscation false or leave it out",
-            "stream_options.include_obfuscation",
-        )
 
 
 # -- the request, as a chat request -------------------------------------------------------
