@@ -78,7 +78,8 @@ class SamplingParams:
     n: int = 1
     temperature: float = 1.0
     top_p: float = 1.0
-    top_k: int = -1
+    # 0 (vLLM's default) or -1 (vLLM's older default): every token.
+    top_k: int = 0
     min_p: float = 0.0
     seed: int | None = None
     presence_penalty: float = 0.0
@@ -95,6 +96,10 @@ class SamplingParams:
     # those before it (RequestOutput.prompt_logprobs; the first token has none).
     prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
+    # Accepted so vLLM code runs; ignored, as vLLM's detokenizer for fast tokenizers does.
+    spaces_between_special_tokens: bool = True
+    # False: outputs carry token ids only (text "", no stop strings), as vLLM's.
+    detokenize: bool = True
     include_stop_str_in_output: bool = False
     # Added to the logits of these token ids before sampling (OpenAI's -100..100; -100 bans).
     logit_bias: dict[int, float] | None = None
@@ -113,6 +118,8 @@ class SamplingParams:
     stop_hold: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.seed == -1:  # vLLM's "no seed" (OpenAI clients send it)
+            self.seed = None
         self._check_types()
         if isinstance(self.stop, str):
             self.stop_list = [self.stop]
@@ -143,6 +150,22 @@ class SamplingParams:
                 raise ValueError(f"{name} must be a number, got {value!r}")
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
+        # A truthy string or None would otherwise pass for a flag unnoticed.
+        for name in (
+            "ignore_eos",
+            "skip_special_tokens",
+            "spaces_between_special_tokens",
+            "detokenize",
+            "include_stop_str_in_output",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be a bool, got {value!r}")
+        # bool is an int subclass: n=True or max_tokens=True are mistakes, not 1.
+        for name in ("n", "top_k", "max_tokens", "min_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
 
     def _validate(self) -> None:
         def bad(name: str, rule: str) -> ValueError:
@@ -154,8 +177,8 @@ class SamplingParams:
             raise bad("temperature", "must be >= 0")
         if not 0 < self.top_p <= 1:
             raise bad("top_p", "must be in (0, 1]")
-        if not isinstance(self.top_k, int) or self.top_k == 0 or self.top_k < -1:
-            raise bad("top_k", "must be -1 (disabled) or a positive integer")
+        if not isinstance(self.top_k, int) or self.top_k < -1:
+            raise bad("top_k", "must be 0 or -1 (disabled) or a positive integer")
         if not 0 <= self.min_p <= 1:
             raise bad("min_p", "must be in [0, 1]")
         if not -2 <= self.presence_penalty <= 2:
@@ -188,8 +211,10 @@ class SamplingParams:
             raise bad("seed", "must be a 64-bit integer")
         if any(not isinstance(s, str) or not s for s in self.stop_list):
             raise bad("stop", "must be non-empty strings")
-        if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
+        if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids", "must be non-negative integers")
+        if self.stop_list and not self.detokenize:
+            raise bad("stop", "needs detokenize=True (stop strings are matched on the text)")
         if self.logit_bias is not None and (
             not isinstance(self.logit_bias, dict)
             or any(

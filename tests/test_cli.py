@@ -99,7 +99,7 @@ def test_generation_config_sets_request_defaults(tmp_path):
     model = _demo_copy(tmp_path, {"temperature": 0.3, "top_k": 20, "eos_token_id": 1})
     assert LLM(model).get_default_sampling_params().temperature == 0.3
     plain = LLM(model, generation_config="vllm").get_default_sampling_params()
-    assert plain.temperature == 1.0 and plain.top_k == -1
+    assert plain.temperature == 1.0 and plain.top_k == 0
 
 
 def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):

@@ -4,7 +4,7 @@ from sarathi import SamplingParams
 
 
 @pytest.mark.parametrize("field,value", [
-    ("temperature", -0.1), ("top_p", 0.0), ("top_p", 1.5), ("top_k", 0), ("top_k", -2),
+    ("temperature", -0.1), ("top_p", 0.0), ("top_p", 1.5), ("top_k", -2), ("top_k", True),
     ("min_p", 1.5), ("n", 0), ("max_tokens", 0), ("max_tokens", -3), ("min_tokens", -1),
     ("presence_penalty", 3.0), ("frequency_penalty", -2.5), ("repetition_penalty", 0.0),
     ("logprobs", 50), ("stop", [""]), ("stop_token_ids", [-1]),
@@ -29,7 +29,30 @@ def test_stop_accepts_a_string():
 @pytest.mark.parametrize("kwargs,field", [
     ({"stop": 123}, "stop"), ({"stop_token_ids": 5}, "stop_token_ids"),
     ({"temperature": "0.5"}, "temperature"), ({"top_p": None}, "top_p"),
+    ({"n": True}, "n"), ({"max_tokens": True}, "max_tokens"), ({"min_tokens": False}, "min_tokens"),
+    ({"stop_token_ids": [True]}, "stop_token_ids"), ({"ignore_eos": "yes"}, "ignore_eos"),
+    ({"skip_special_tokens": None}, "skip_special_tokens"), ({"detokenize": 0}, "detokenize"),
+    ({"include_stop_str_in_output": 1}, "include_stop_str_in_output"),
 ])
 def test_wrong_types_are_value_errors_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**kwargs)
+
+
+def test_top_k_zero_and_minus_one_disable_it_and_zero_is_the_default():
+    # vLLM's default is 0 (-1 its older spelling); a generation_config.json with "top_k": 0
+    # must not make every default request invalid.
+    assert SamplingParams().top_k == 0
+    assert SamplingParams(top_k=0).top_k == 0 and SamplingParams(top_k=-1).top_k == -1
+
+
+def test_seed_minus_one_is_no_seed():
+    assert SamplingParams(seed=-1).seed is None
+    assert SamplingParams(seed=-2).seed == -2
+
+
+def test_vllm_detokenize_fields_are_accepted():
+    p = SamplingParams(detokenize=False, spaces_between_special_tokens=False)
+    assert not p.detokenize and not p.spaces_between_special_tokens
+    with pytest.raises(ValueError, match="detokenize"):
+        SamplingParams(detokenize=False, stop=["x"])

@@ -77,8 +77,11 @@ class OutputProcessor:
 
     def add(self, req: Request) -> None:
         p = req.params
-        # Without a tokenizer (--skip-tokenizer-init) outputs are token ids alone.
-        live_text = self._decoder is not None and (not req.final_only or bool(p.stop_list))
+        # Without a tokenizer (--skip-tokenizer-init) or with detokenize=False outputs are
+        # token ids alone.
+        live_text = (
+            self._decoder is not None and p.detokenize and (not req.final_only or bool(p.stop_list))
+        )
         for seq in req.seqs:
             detok = (
                 incremental_detokenizer(self._decoder, req.prompt_token_ids, p.skip_special_tokens)
@@ -196,7 +199,7 @@ class OutputProcessor:
             return False
         del seq.token_ids[index + 1 :]  # a placeholder for a token that will not count
         seq.num_pending = 0
-        if self._decoder is not None:
+        if self._decoder is not None and p.detokenize:
             hide = token_stop and not p.include_stop_str_in_output
             # The live text already holds the stop token's; most stop tokens (EOS) are
             # special and show nothing, and only a token with text costs a decode anew.

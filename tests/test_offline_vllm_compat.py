@@ -1,0 +1,45 @@
+"""LLM.generate against vLLM's offline contract: detokenize=False and a
+generation_config.json with top_k 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from sarathi import LLM, SamplingParams
+
+PROMPT = "Hello, my name is"
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_models):
+    llm = LLM(tiny_models["llama"], max_num_seqs=8)
+    yield llm
+    llm.engine.shutdown()
+
+
+def test_detokenize_false_gives_token_ids_without_text(llm):
+    greedy = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logprobs=0)
+    plain = SamplingParams(
+        temperature=0, max_tokens=6, ignore_eos=True, logprobs=0, detokenize=False
+    )
+    (a,), (b,) = llm.generate(PROMPT, greedy), llm.generate(PROMPT, plain)
+    assert a.outputs[0].text and b.outputs[0].text == ""
+    assert b.outputs[0].token_ids == a.outputs[0].token_ids
+
+
+def test_a_generation_config_with_top_k_zero_serves_default_requests(tiny_models, tmp_path):
+    # Qwen-style generation_config.json files say "top_k": 0 to mean no top-k, as vLLM reads it.
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["llama"], model)
+    (model / "generation_config.json").write_text(json.dumps({"top_k": 0, "top_p": 0.8}))
+    llm = LLM(os.fspath(model))
+    try:
+        assert llm.get_default_sampling_params().top_k == 0
+        (out,) = llm.generate(PROMPT)
+        assert out.outputs[0].token_ids
+    finally:
+        llm.engine.shutdown()
