@@ -1,5 +1,5 @@
-"""LLM.generate against vLLM's offline contract: detokenize=False and a
-generation_config.json with top_k 0."""
+"""LLM.generate against vLLM's offline contract: decoded logprob tokens, detokenize=False
+and a generation_config.json with top_k 0."""
 
 from __future__ import annotations
 
@@ -21,6 +21,17 @@ def llm(tiny_models):
     llm.engine.shutdown()
 
 
+def test_logprobs_name_their_tokens_as_vllm(llm):
+    tok = llm.get_tokenizer()
+    params = SamplingParams(temperature=0, max_tokens=4, logprobs=2, prompt_logprobs=1)
+    (out,) = llm.generate(PROMPT, params)
+    entries = [e for e in out.prompt_logprobs if e is not None] + out.outputs[0].logprobs
+    assert len(entries) == len(out.prompt_token_ids) - 1 + 4
+    for entry in entries:
+        for tid, lp in entry.items():
+            assert lp.decoded_token == tok.decode([tid])
+
+
 def test_detokenize_false_gives_token_ids_without_text(llm):
     greedy = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logprobs=0)
     plain = SamplingParams(
@@ -29,6 +40,7 @@ def test_detokenize_false_gives_token_ids_without_text(llm):
     (a,), (b,) = llm.generate(PROMPT, greedy), llm.generate(PROMPT, plain)
     assert a.outputs[0].text and b.outputs[0].text == ""
     assert b.outputs[0].token_ids == a.outputs[0].token_ids
+    assert all(lp.decoded_token is None for e in b.outputs[0].logprobs for lp in e.values())
 
 
 def test_a_generation_config_with_top_k_zero_serves_default_requests(tiny_models, tmp_path):

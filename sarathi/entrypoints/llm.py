@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from sarathi.config import EngineConfig
 from sarathi.engine.llm_engine import LLMEngine, RequestError
-from sarathi.outputs import RequestOutput
+from sarathi.outputs import Logprob, RequestOutput
 from sarathi.sampling_params import SamplingParams
 from sarathi.transformers_utils.chat import NoChatTemplate, arguments_object, conversation_ids
 
@@ -154,7 +154,33 @@ class LLM:
             raise
         finally:
             bar.close()
-        return [results[rid] for rid in order]
+        outputs = [results[rid] for rid in order]
+        if engine.tokenizer is not None:
+            _name_logprob_tokens(outputs, params, engine.tokenizer)
+        return outputs
+
+
+def _name_logprob_tokens(
+    outputs: list[RequestOutput], params: list[SamplingParams], tokenizer: Any
+) -> None:
+    """Set each ``Logprob.decoded_token`` to its token's text, as vLLM's offline outputs
+    carry it (the engine leaves it unset: only callers that read logprobs pay for it)."""
+    texts: dict[int, str] = {}
+
+    def name(entries: Sequence[dict[int, Logprob] | None] | None) -> None:
+        for entry in entries or ():
+            for tid, lp in (entry or {}).items():
+                text = texts.get(tid)
+                if text is None:
+                    text = texts[tid] = tokenizer.decode([tid])
+                lp.decoded_token = text
+
+    for out, p in zip(outputs, params, strict=True):
+        if not p.detokenize:
+            continue
+        name(out.prompt_logprobs)
+        for completion in out.outputs:
+            name(completion.logprobs)
 
 
 def _conversation(messages: Any, index: int) -> list[dict[str, Any]]:
