@@ -1,5 +1,5 @@
-"""LLM.generate against vLLM's offline contract: decoded logprob tokens, detokenize=False
-and a generation_config.json with top_k 0."""
+"""LLM.generate against vLLM's offline contract: decoded logprob tokens, detokenize=False,
+a generation_config.json with top_k 0 and sampling_params of the wrong type."""
 
 from __future__ import annotations
 
@@ -55,3 +55,10 @@ def test_a_generation_config_with_top_k_zero_serves_default_requests(tiny_models
         assert out.outputs[0].token_ids
     finally:
         llm.engine.shutdown()
+
+
+@pytest.mark.parametrize("bad", [{"max_tokens": 3}, [{"max_tokens": 3}], "greedy"])
+def test_sampling_params_of_the_wrong_type_are_a_clear_error_and_queue_nothing(llm, bad):
+    with pytest.raises(ValueError, match="sampling_params"):
+        llm.generate([PROMPT], bad)
+    assert not llm.engine.has_unfinished_requests()

@@ -126,7 +126,18 @@ class LLM:
         if isinstance(sampling_params, SamplingParams):
             params = [sampling_params] * len(batch)
         else:
-            params = list(sampling_params)
+            # A dict (vLLM takes none either) would otherwise iterate as its keys and fail
+            # deep in the engine, after the prompts before it were queued.
+            given: list[Any] = (
+                [sampling_params]
+                if isinstance(sampling_params, dict | str)
+                else list(sampling_params)
+            )
+            if not all(isinstance(p, SamplingParams) for p in given):
+                raise ValueError(
+                    "sampling_params must be a SamplingParams or a list of them, one per prompt"
+                )
+            params = given
             if len(params) != len(batch):
                 raise ValueError(f"got {len(batch)} prompts but {len(params)} sampling params")
         engine = self.engine
