@@ -62,3 +62,17 @@ def test_sampling_params_of_the_wrong_type_are_a_clear_error_and_queue_nothing(l
     with pytest.raises(ValueError, match="sampling_params"):
         llm.generate([PROMPT], bad)
     assert not llm.engine.has_unfinished_requests()
+
+
+def test_a_refused_request_has_n_errored_completions_and_its_prompt_ids(llm):
+    tok = llm.get_tokenizer()
+    long_prompt = "hello " * 2000
+    ok, refused = llm.generate(
+        [PROMPT, long_prompt], SamplingParams(n=2, temperature=0, max_tokens=2)
+    )
+    assert ok.error is None and len(ok.outputs) == 2
+    assert refused.error and refused.finished
+    assert [c.index for c in refused.outputs] == [0, 1]
+    assert all(c.finish_reason == "error" for c in refused.outputs)
+    assert refused.prompt == long_prompt
+    assert refused.prompt_token_ids == tok.encode(long_prompt)

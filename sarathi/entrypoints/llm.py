@@ -150,7 +150,7 @@ class LLM:
                 engine.add_request(prompt, p, request_id=rid, final_only=True)
             except RequestError as e:
                 logger.warning("request %d failed: %s", i, e)
-                results[rid] = _error_output(rid, prompt, str(e))
+                results[rid] = _error_output(rid, prompt, str(e), p.n, engine.tokenizer)
         show = use_tqdm if use_tqdm is not None else len(batch) >= _BAR_THRESHOLD
         bar = tqdm(total=len(order) - len(results), desc="generate", unit="req", disable=not show)
         try:
@@ -262,16 +262,22 @@ def _prompt(p: Any, index: int) -> str | list[int]:
     )
 
 
-def _error_output(rid: str, prompt: Any, message: str) -> RequestOutput:
+def _error_output(
+    rid: str, prompt: str | list[int], message: str, n: int, tokenizer: Any
+) -> RequestOutput:
+    """The output of a request the engine refused: one errored completion per asked one, and
+    the prompt's token ids as the engine read them (a too-long prompt's length shows)."""
     from sarathi.outputs import CompletionOutput
 
-    text = prompt if isinstance(prompt, str) else None
-    ids = [] if isinstance(prompt, str) else list(prompt)
+    if isinstance(prompt, str):
+        text, ids = prompt, list(tokenizer.encode(prompt)) if tokenizer is not None else []
+    else:
+        text, ids = None, list(prompt)
     return RequestOutput(
         rid,
         text,
         ids,
-        [CompletionOutput(0, "", [], finish_reason="error")],
+        [CompletionOutput(i, "", [], finish_reason="error") for i in range(n)],
         finished=True,
         error=message,
     )
