@@ -76,3 +76,31 @@ def test_a_refused_request_has_n_errored_completions_and_its_prompt_ids(llm):
     assert all(c.finish_reason == "error" for c in refused.outputs)
     assert refused.prompt == long_prompt
     assert refused.prompt_token_ids == tok.encode(long_prompt)
+
+
+def test_min_tokens_ignores_stop_strings_in_its_first_tokens_as_vllm(llm):
+    # vLLM checks stop strings only once more than min_tokens tokens exist: a stop string
+    # that the min_tokens-th token completes does not stop the output.
+    tok = llm.get_tokenizer()
+    seeded = dict(temperature=1.0, seed=0, max_tokens=24, ignore_eos=True)
+    base = llm.generate(PROMPT, SamplingParams(**seeded))[0].outputs[0]
+    text, ids = base.text, base.token_ids
+
+    def starts(i: int) -> int:
+        return len(tok.decode(ids[:i]))
+
+    # A token whose text is plain, written once, where it first appears.
+    j = next(
+        i
+        for i in range(2, len(ids) - 1)
+        if (piece := tok.decode([ids[i]])).strip().isalpha()
+        and text.count(piece) == 1
+        and text.find(piece) == starts(i)
+    )
+    stop = tok.decode([ids[j]])
+    out = llm.generate(PROMPT, SamplingParams(**seeded, stop=[stop], min_tokens=j))[0].outputs[0]
+    assert out.finish_reason == "stop" and out.token_ids == ids[: j + 1]
+    assert out.text == text[: starts(j)]
+    later = SamplingParams(**seeded, stop=[stop], min_tokens=j + 1)
+    out = llm.generate(PROMPT, later)[0].outputs[0]
+    assert out.finish_reason == "length" and out.token_ids == ids

@@ -185,7 +185,9 @@ class OutputProcessor:
                 reason, token_stop = "stop", True
             elif token in p.stop_token_ids:
                 reason, stop_reason, token_stop = "stop", token, True
-            elif p.stop_list:
+            elif p.stop_list and n_out > p.min_tokens:
+                # vLLM's rule: stop strings count only in text after the first min_tokens
+                # tokens (EOS and stop tokens are banned from those by the sampler).
                 hit = _find_stop(out.text, prev_len, p.stop_list)
                 if hit is not None:
                     idx, stop = hit
