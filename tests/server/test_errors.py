@@ -39,7 +39,7 @@ BAD_BODIES = [
     (COMPL, {"prompt": ["x"] * 20, "n": 16}, "n"),
     (COMPL, {"prompt": "x", "temperature": -1}, "temperature"),
     (COMPL, {"prompt": "x", "top_p": 0}, "top_p"),
-    (COMPL, {"prompt": "x", "top_k": 0}, "top_k"),
+    (COMPL, {"prompt": "x", "top_k": -2}, "top_k"),
     (COMPL, {"prompt": "x", "logprobs": 50}, "logprobs"),
     (COMPL, {"prompt": "x", "stop": [""]}, "?"),
     (COMPL, {"prompt": "x", "min_tokens": 10, "max_tokens": 5}, "min_tokens"),
