@@ -26,8 +26,9 @@ class CompletionOutput:
     text_delta: str = ""  # text added since the previous RequestOutput of this request
     num_new_tokens: int = 0  # tokens added since the previous RequestOutput
 
-    @property
     def finished(self) -> bool:
+        """Whether this completion has ended (a method, as vLLM's ``CompletionOutput``; a
+        ``RequestOutput``'s ``finished`` is a field)."""
         return self.finish_reason is not None
 
 
@@ -64,7 +65,7 @@ def coalesce(earlier: RequestOutput, later: RequestOutput, delta: bool) -> Reque
     outs = []
     for a, b in zip(earlier.outputs, later.outputs, strict=True):
         token_ids, logprobs = b.token_ids, b.logprobs
-        if delta and not b.finished:
+        if delta and not b.finished():
             token_ids = a.token_ids + b.token_ids
             if a.logprobs is not None and b.logprobs is not None:
                 logprobs = a.logprobs + b.logprobs

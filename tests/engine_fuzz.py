@@ -381,7 +381,7 @@ class _Streams:
         for c in out.outputs:
             got = self.seen.setdefault(i, {}).setdefault(c.index, {"ids": [], "text": ""})
             got["text"] += c.text_delta
-            if c.finished:
+            if c.finished():
                 if c.token_ids[:len(got["ids"])] != got["ids"]:
                     problems.append(f"r{i}: streamed tokens {got['ids']} are not a prefix of "
                                     f"the final {c.token_ids}")

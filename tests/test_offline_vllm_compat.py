@@ -1,5 +1,6 @@
 """LLM.generate against vLLM's offline contract: decoded logprob tokens, detokenize=False,
-a generation_config.json with top_k 0 and sampling_params of the wrong type."""
+a generation_config.json with top_k 0, sampling_params of the wrong type and
+CompletionOutput.finished()."""
 
 from __future__ import annotations
 
@@ -104,3 +105,9 @@ def test_min_tokens_ignores_stop_strings_in_its_first_tokens_as_vllm(llm):
     later = SamplingParams(**seeded, stop=[stop], min_tokens=j + 1)
     out = llm.generate(PROMPT, later)[0].outputs[0]
     assert out.finish_reason == "length" and out.token_ids == ids
+
+
+def test_a_completions_finished_is_a_method_as_vllms(llm):
+    (out,) = llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
+    assert out.finished is True  # RequestOutput: a field
+    assert out.outputs[0].finished() is True  # CompletionOutput: a method

@@ -300,15 +300,15 @@ async def _stream(
                     messages = tool_streams.setdefault(c.index, ToolStream(mode))
                     deltas = messages.feed(c.text_delta)
                     finish = None
-                    if c.finished:
+                    if c.finished():
                         tail, finish = messages.finish(c.finish_reason)
                         deltas += tail
                     if not deltas:  # a chunk for the tokens' logprobs or usage, or the finish
                         if mode.calls_tools and not (
-                            c.finished or lp or continuous or prompt_lp is not None
+                            c.finished() or lp or continuous or prompt_lp is not None
                         ):
                             continue  # held-back call text, and nothing else to carry
-                        deltas = [{} if c.finished or mode.calls_tools else {"content": ""}]
+                        deltas = [{} if c.finished() or mode.calls_tools else {"content": ""}]
                     counted = (
                         usage(
                             len(ids), tally.completion_tokens, state.cached(tally.cached_tokens)
@@ -327,7 +327,7 @@ async def _stream(
                                     "finish_reason": finish if last else None,
                                     **(
                                         {"stop_reason": c.stop_reason}
-                                        if last and c.finished
+                                        if last and c.finished()
                                         else {}
                                     ),
                                 }

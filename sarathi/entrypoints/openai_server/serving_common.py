@@ -458,7 +458,7 @@ class StreamTally:
             index = first_index + c.index
             if index in self.finished:
                 continue
-            if c.finished:
+            if c.finished():
                 self.finished.add(index)
             elif not (c.text_delta or (c.num_new_tokens and wants_logprobs)):
                 continue

@@ -355,7 +355,7 @@ async def _stream(
                         c.text_delta,
                         lp,
                         c.finish_reason,
-                        c.stop_reason if c.finished else None,
+                        c.stop_reason if c.finished() else None,
                         (
                             usage(
                                 prompt_tokens,

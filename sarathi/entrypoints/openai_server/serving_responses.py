@@ -512,7 +512,7 @@ async def _stream(
                 c = out.outputs[0]
                 for event in events.feed(c.text_delta):
                     yield event
-                if not c.finished:
+                if not c.finished():
                     continue
                 for event in events.finish(c.finish_reason):
                     yield event
