@@ -30,7 +30,7 @@ from common import print_table, run_info, write_json
 
 from sarathi import LLM, SamplingParams
 from sarathi.model_executor.presets import PRESETS, write_preset
-from sarathi.sampling_params import StructuredOutputs
+from sarathi.sampling_params import StructuredOutputsParams
 from sarathi.sequence import Sequence
 from sarathi.structured_output import StructuredOutputManager
 
@@ -77,7 +77,7 @@ def mask_walk(tokenizer: Any, eos: set[int], batch: int, steps: int, seed: int) 
     t0 = time.perf_counter()
     _ = manager.vocabulary
     vocab_s = time.perf_counter() - t0
-    spec = StructuredOutputs(json=RECORD)
+    spec = StructuredOutputsParams(json=RECORD)
     t0 = time.perf_counter()
     manager.compile(spec)
     compile_s = time.perf_counter() - t0
@@ -125,7 +125,7 @@ def engine_run(args: argparse.Namespace, overlap: bool, constrained: bool) -> di
         overlap_scheduling=overlap,
         max_num_seqs=args.batch,
     )
-    spec = StructuredOutputs(json=LONG_TEXT) if constrained else None
+    spec = StructuredOutputsParams(json=LONG_TEXT) if constrained else None
     params = SamplingParams(
         temperature=1.0, max_tokens=args.max_tokens, ignore_eos=True, structured_outputs=spec
     )

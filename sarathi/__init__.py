@@ -2,8 +2,16 @@
 
 from sarathi.entrypoints.llm import LLM
 from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
-from sarathi.sampling_params import SamplingParams
+from sarathi.sampling_params import SamplingParams, StructuredOutputsParams
 
 __version__ = "0.1.0"
 
-__all__ = ["LLM", "CompletionOutput", "Logprob", "RequestOutput", "SamplingParams", "__version__"]
+__all__ = [
+    "LLM",
+    "CompletionOutput",
+    "Logprob",
+    "RequestOutput",
+    "SamplingParams",
+    "StructuredOutputsParams",
+    "__version__",
+]

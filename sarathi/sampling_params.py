@@ -15,9 +15,10 @@ GREEDY_BELOW = 1e-5
 
 
 @dataclass(frozen=True)
-class StructuredOutputs:
-    """What the output must match (set exactly one): a JSON schema, any JSON object, a
-    regular expression, one of fixed strings, or a context-free grammar (Lark or GBNF).
+class StructuredOutputsParams:
+    """What the output must match (set exactly one; vLLM's name for it): a JSON schema, any
+    JSON object, a regular expression, one of fixed strings, or a context-free grammar (Lark
+    or GBNF).
 
     Tokens that would break the constraint are masked before sampling, so even a
     random-weight model writes matching text (unless it runs out of ``max_tokens``).
@@ -106,7 +107,7 @@ class SamplingParams:
     # Only these token ids may be sampled (vLLM's).
     allowed_token_ids: list[int] | None = None
     # Constrained decoding: the output must match this (structured_output/).
-    structured_outputs: StructuredOutputs | None = None
+    structured_outputs: StructuredOutputsParams | None = None
     # vLLM's: words the output must never contain as tokens (see ``bad_words_token_ids``).
     bad_words: list[str] | None = None
     # Each bad word as token ids, as written and after a space; set by the engine from its
@@ -238,9 +239,9 @@ class SamplingParams:
         ):
             raise bad("allowed_token_ids", "must be a non-empty list of token ids")
         if self.structured_outputs is not None and not isinstance(
-            self.structured_outputs, StructuredOutputs
+            self.structured_outputs, StructuredOutputsParams
         ):
-            raise bad("structured_outputs", "must be a StructuredOutputs")
+            raise bad("structured_outputs", "must be a StructuredOutputsParams")
         if self.bad_words is not None and (
             not isinstance(self.bad_words, (list, tuple))
             or any(not isinstance(w, str) or not w for w in self.bad_words)

@@ -17,7 +17,7 @@ from sarathi import LLM, SamplingParams
 from sarathi.core.scheduler_output import TokenMasks
 from sarathi.engine.llm_engine import RequestError
 from sarathi.model_executor.layers.sampler import apply_token_masks
-from sarathi.sampling_params import StructuredOutputs
+from sarathi.sampling_params import StructuredOutputsParams
 
 SCHEMA = {
     "type": "object",
@@ -48,20 +48,20 @@ def llm():
 
 
 CASES = [
-    (StructuredOutputs(json=SCHEMA), _check_schema),
-    (StructuredOutputs(json=json.dumps(SCHEMA)), _check_schema),
-    (StructuredOutputs(json_object=True), lambda t: isinstance(json.loads(t), dict)),
+    (StructuredOutputsParams(json=SCHEMA), _check_schema),
+    (StructuredOutputsParams(json=json.dumps(SCHEMA)), _check_schema),
+    (StructuredOutputsParams(json_object=True), lambda t: isinstance(json.loads(t), dict)),
     (
-        StructuredOutputs(regex=r"[0-9]{3}-[a-z]{2,4}"),
+        StructuredOutputsParams(regex=r"[0-9]{3}-[a-z]{2,4}"),
         lambda t: re.fullmatch(r"[0-9]{3}-[a-z]{2,4}", t),
     ),
-    (StructuredOutputs(choice=["yes", "no", "maybe"]), lambda t: t in ("yes", "no", "maybe")),
+    (StructuredOutputsParams(choice=["yes", "no", "maybe"]), lambda t: t in ("yes", "no", "maybe")),
     (
-        StructuredOutputs(grammar='root ::= "(" ("a" | "b" | "c") ")" (" " "(" [0-9] ")")?'),
+        StructuredOutputsParams(grammar='root ::= "(" ("a" | "b" | "c") ")" (" " "(" [0-9] ")")?'),
         lambda t: re.fullmatch(r"\((a|b|c)\)( \([0-9]\))?", t),
     ),
     (
-        StructuredOutputs(grammar='start: "<" WORD ">"\nWORD: /[a-z]{1,5}/'),
+        StructuredOutputsParams(grammar='start: "<" WORD ">"\nWORD: /[a-z]{1,5}/'),
         lambda t: re.fullmatch(r"<[a-z]{1,5}>", t),
     ),
 ]
@@ -82,7 +82,7 @@ def test_random_model_output_is_valid(llm, spec, valid):
 
 
 def test_n_sequences_each_follow_the_grammar(llm):
-    spec = StructuredOutputs(json=SCHEMA)
+    spec = StructuredOutputsParams(json=SCHEMA)
     out = llm.generate(
         ["x"],
         SamplingParams(n=4, temperature=1.0, max_tokens=200, structured_outputs=spec),
@@ -96,7 +96,11 @@ def test_n_sequences_each_follow_the_grammar(llm):
 def test_overlapped_masks_match_the_eager_path():
     """With overlap the masks of step N+1 are computed after its forward is queued; the
     tokens must be those of the path that computes them first."""
-    specs = [StructuredOutputs(json=SCHEMA), None, StructuredOutputs(regex=r"[a-f]{4,9}")]
+    specs = [
+        StructuredOutputsParams(json=SCHEMA),
+        None,
+        StructuredOutputsParams(regex=r"[a-f]{4,9}"),
+    ]
     prompts = ["hello world", "the scheduler", "a b c", "what", "batch", "x y"] * 3
     params = [
         SamplingParams(
@@ -115,7 +119,7 @@ def test_overlapped_masks_match_the_eager_path():
 
 def test_constraints_mix_with_other_sampling_options(llm):
     """Penalties (which collect the previous step first), logit bias and stop strings."""
-    spec = StructuredOutputs(choice=["alpha", "beta", "gamma"])
+    spec = StructuredOutputsParams(choice=["alpha", "beta", "gamma"])
     tok = llm.get_tokenizer()
     favour = tok.encode("gamma", add_special_tokens=False)[0]
     outs = llm.generate(
@@ -133,10 +137,10 @@ def test_constraints_mix_with_other_sampling_options(llm):
 @pytest.mark.parametrize(
     "spec,words",
     [
-        (StructuredOutputs(json={"type": "nonsense"}), "JSON schema"),
-        (StructuredOutputs(json="{not json"), "not valid JSON"),
-        (StructuredOutputs(regex="a(b"), "regular expression"),
-        (StructuredOutputs(grammar="root ::= ( unclosed"), "grammar"),
+        (StructuredOutputsParams(json={"type": "nonsense"}), "JSON schema"),
+        (StructuredOutputsParams(json="{not json"), "not valid JSON"),
+        (StructuredOutputsParams(regex="a(b"), "regular expression"),
+        (StructuredOutputsParams(grammar="root ::= ( unclosed"), "grammar"),
     ],
 )
 def test_invalid_constraints_are_refused(llm, spec, words):
@@ -147,16 +151,16 @@ def test_invalid_constraints_are_refused(llm, spec, words):
 
 def test_spec_sets_exactly_one_kind():
     with pytest.raises(ValueError, match="exactly one"):
-        StructuredOutputs()
+        StructuredOutputsParams()
     with pytest.raises(ValueError, match="exactly one"):
-        StructuredOutputs(regex="a", choice=["a"])
+        StructuredOutputsParams(regex="a", choice=["a"])
     with pytest.raises(ValueError, match="choice"):
-        StructuredOutputs(choice=[])
-    assert StructuredOutputs(json={}).kind == "json"
+        StructuredOutputsParams(choice=[])
+    assert StructuredOutputsParams(json={}).kind == "json"
 
 
 def test_abort_releases_the_matcher(llm):
-    spec = StructuredOutputs(json_object=True)
+    spec = StructuredOutputsParams(json_object=True)
     llm.engine.add_request("x", SamplingParams(structured_outputs=spec), request_id="gone")
     assert llm.engine.structured
     llm.engine.abort_request("gone")
@@ -184,7 +188,7 @@ def test_without_tokenizer_constraints_are_refused(tiny_models):
     llm = LLM(tiny_models["llama"], skip_tokenizer_init=True)
     with pytest.raises(RequestError, match="tokenizer"):
         llm.engine.add_request(
-            [5, 6], SamplingParams(structured_outputs=StructuredOutputs(regex="a"))
+            [5, 6], SamplingParams(structured_outputs=StructuredOutputsParams(regex="a"))
         )
 
 
@@ -220,7 +224,7 @@ def test_grammar_sees_the_patched_vocabulary(patched_llm):
     # with a bias towards it the whole answer is that single token.
     tid = next(t for t, p in ngrams.items() if tok.decode([t]).strip() and len(p) >= 2)
     text = tok.decode([tid])
-    spec = StructuredOutputs(choice=[text, text + "!"])
+    spec = StructuredOutputsParams(choice=[text, text + "!"])
     out = patched_llm.generate(
         ["x"],
         SamplingParams(
@@ -234,7 +238,10 @@ def test_grammar_sees_the_patched_vocabulary(patched_llm):
 def test_patched_vocabulary_output_is_valid(patched_llm):
     params = [
         SamplingParams(
-            temperature=t, max_tokens=200, seed=i, structured_outputs=StructuredOutputs(json=SCHEMA)
+            temperature=t,
+            max_tokens=200,
+            seed=i,
+            structured_outputs=StructuredOutputsParams(json=SCHEMA),
         )
         for i, t in enumerate([0, 1.0, 1.0])
     ]
@@ -295,9 +302,12 @@ def test_allof_parts_are_joined_not_closed_apart():
     assert not llguidance.LLMatcher.validate_grammar(grammar)
 
     jsonschema = pytest.importorskip("jsonschema")
-    inline = {"allOf": [{"type": "object", "properties": {"a": {"type": "integer"}},
-                         "required": ["a"]},
-                        {"properties": {"b": {"type": "string"}}, "required": ["b"]}]}
+    inline = {
+        "allOf": [
+            {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+            {"properties": {"b": {"type": "string"}}, "required": ["b"]},
+        ]
+    }
     closed = _closed_objects(inline)
     jsonschema.validate({"a": 1, "b": "x"}, closed)
     with pytest.raises(jsonschema.ValidationError):

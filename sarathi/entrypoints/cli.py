@@ -15,7 +15,7 @@ from sarathi.entrypoints.cli_args import (
     config_from_args,
     sampling_kwargs,
 )
-from sarathi.sampling_params import StructuredOutputs
+from sarathi.sampling_params import StructuredOutputsParams
 
 if TYPE_CHECKING:
     from sarathi.outputs import CompletionOutput
@@ -112,7 +112,7 @@ def _json_choice(c: CompletionOutput, logprobs: bool) -> dict[str, Any]:
     return choice
 
 
-def _constraint(args: argparse.Namespace) -> StructuredOutputs | None:
+def _constraint(args: argparse.Namespace) -> StructuredOutputsParams | None:
     """The --json-schema / --regex / --choice / --grammar constraint (at most one)."""
     given = {
         name: value
@@ -134,7 +134,7 @@ def _constraint(args: argparse.Namespace) -> StructuredOutputs | None:
             value = f.read()
     if name == "choice":
         value = tuple(value)
-    return StructuredOutputs(**{name: value})
+    return StructuredOutputsParams(**{name: value})
 
 
 def _serve(args: argparse.Namespace) -> int:

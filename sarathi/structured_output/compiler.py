@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import llguidance
 from llguidance.gbnf_to_lark import any_to_lark
 
-from sarathi.sampling_params import StructuredOutputs
+from sarathi.sampling_params import StructuredOutputsParams
 
 if TYPE_CHECKING:  # a typing-only name of llguidance's stubs
     from llguidance._lib import JsonCompileOptions
@@ -28,7 +28,7 @@ _JSON_STYLE: JsonCompileOptions = {
 }
 
 
-def grammar_text(spec: StructuredOutputs) -> str:
+def grammar_text(spec: StructuredOutputsParams) -> str:
     """The llguidance grammar of ``spec``; ValueError when it is not well formed."""
     kind = spec.kind
     if kind in ("json", "json_object"):
@@ -189,7 +189,7 @@ def _local_ref(root: Any, ref: Any) -> Any:
 
 
 def compile_grammar(
-    spec: StructuredOutputs, vocabulary: llguidance.LLTokenizer
+    spec: StructuredOutputsParams, vocabulary: llguidance.LLTokenizer
 ) -> llguidance.LLMatcher:
     """A matcher at the start of ``spec``'s grammar, to be copied for each sequence.
     ValueError with llguidance's message when the grammar is invalid or too complex."""

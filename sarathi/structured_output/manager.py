@@ -13,7 +13,7 @@ import llguidance
 import numpy as np
 
 from sarathi.core.scheduler_output import TokenMasks
-from sarathi.sampling_params import StructuredOutputs
+from sarathi.sampling_params import StructuredOutputsParams
 from sarathi.sequence import Sequence as Seq
 from sarathi.structured_output.compiler import compile_grammar
 from sarathi.structured_output.vocabulary import grammar_vocabulary
@@ -65,7 +65,7 @@ class StructuredOutputManager:
     def mask_words(self) -> int:
         return (self.vocabulary.vocab_size + 31) // 32
 
-    def compile(self, spec: StructuredOutputs) -> llguidance.LLMatcher:
+    def compile(self, spec: StructuredOutputsParams) -> llguidance.LLMatcher:
         """The start state of ``spec``'s grammar (cached); ValueError when it is invalid."""
         key = spec.key()
         with self._lock:
@@ -81,7 +81,7 @@ class StructuredOutputManager:
         return matcher
 
     # -- the engine loop ---------------------------------------------------------------------
-    def add(self, seq_ids: Sequence[int], spec: StructuredOutputs) -> None:
+    def add(self, seq_ids: Sequence[int], spec: StructuredOutputsParams) -> None:
         start = self.compile(spec)
         for seq_id in seq_ids:
             self._matchers[seq_id] = start.deep_copy()

@@ -17,7 +17,7 @@ from sarathi.executor.step_codec import (
     params_from_json,
     params_to_json,
 )
-from sarathi.sampling_params import StructuredOutputs
+from sarathi.sampling_params import StructuredOutputsParams
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 IDS = st.integers(0, 2**40)
@@ -56,12 +56,12 @@ JSON_VALUES = st.recursive(
     max_leaves=12,
 )
 STRUCTURED = st.one_of(
-    st.builds(StructuredOutputs, json=st.dictionaries(st.text(), JSON_VALUES, max_size=4)),
-    st.builds(StructuredOutputs, json=st.text()),
-    st.builds(StructuredOutputs, json_object=st.just(True)),
-    st.builds(StructuredOutputs, regex=st.text(min_size=1)),
-    st.builds(StructuredOutputs, choice=st.lists(st.text(), min_size=1, max_size=4)),
-    st.builds(StructuredOutputs, grammar=st.text(min_size=1)),
+    st.builds(StructuredOutputsParams, json=st.dictionaries(st.text(), JSON_VALUES, max_size=4)),
+    st.builds(StructuredOutputsParams, json=st.text()),
+    st.builds(StructuredOutputsParams, json_object=st.just(True)),
+    st.builds(StructuredOutputsParams, regex=st.text(min_size=1)),
+    st.builds(StructuredOutputsParams, choice=st.lists(st.text(), min_size=1, max_size=4)),
+    st.builds(StructuredOutputsParams, grammar=st.text(min_size=1)),
 )
 NUMBER = st.integers(-2, 2) | st.floats(-2, 2)
 WORDS = st.lists(st.text(min_size=1), max_size=3)

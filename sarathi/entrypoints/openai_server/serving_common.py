@@ -38,7 +38,7 @@ from sarathi.entrypoints.openai_server.protocol import (
 )
 from sarathi.metrics import ServerMetrics
 from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
-from sarathi.sampling_params import SamplingParams, StructuredOutputs
+from sarathi.sampling_params import SamplingParams, StructuredOutputsParams
 
 
 @dataclass
@@ -151,7 +151,7 @@ class ServerState:
             self._token_text[token_id] = text
         return text
 
-    async def check_structured(self, spec: StructuredOutputs | None, param: str) -> None:
+    async def check_structured(self, spec: StructuredOutputsParams | None, param: str) -> None:
         """Compile the request's grammar in a worker thread (a large schema takes a while;
         the engine loop then finds it cached); 400 when it is invalid."""
         if spec is None:
@@ -211,22 +211,22 @@ class ServerState:
 
 def structured_outputs(
     req: SamplingFields, response_format: str = "response_format"
-) -> tuple[StructuredOutputs | None, str]:
+) -> tuple[StructuredOutputsParams | None, str]:
     """The request's output constraint, and the field it came from (for errors);
     ``response_format`` is that field's name on the request's route."""
-    found: list[tuple[str, StructuredOutputs]] = []
+    found: list[tuple[str, StructuredOutputsParams]] = []
     try:
         rf = req.response_format
         if rf is not None and rf.type == "json_object":
-            found.append((response_format, StructuredOutputs(json_object=True)))
+            found.append((response_format, StructuredOutputsParams(json_object=True)))
         elif rf is not None and rf.type == "json_schema" and rf.json_schema is not None:
-            found.append((response_format, StructuredOutputs(json=rf.json_schema.schema_)))
+            found.append((response_format, StructuredOutputsParams(json=rf.json_schema.schema_)))
         so = req.structured_outputs
         if so is not None:
             found.append(
                 (
                     "structured_outputs",
-                    StructuredOutputs(
+                    StructuredOutputsParams(
                         json=so.json_,
                         json_object=bool(so.json_object),
                         regex=so.regex,
@@ -236,13 +236,15 @@ def structured_outputs(
                 )
             )
         if req.guided_json is not None:
-            found.append(("guided_json", StructuredOutputs(json=req.guided_json)))
+            found.append(("guided_json", StructuredOutputsParams(json=req.guided_json)))
         if req.guided_regex is not None:
-            found.append(("guided_regex", StructuredOutputs(regex=req.guided_regex)))
+            found.append(("guided_regex", StructuredOutputsParams(regex=req.guided_regex)))
         if req.guided_choice is not None:
-            found.append(("guided_choice", StructuredOutputs(choice=tuple(req.guided_choice))))
+            found.append(
+                ("guided_choice", StructuredOutputsParams(choice=tuple(req.guided_choice)))
+            )
         if req.guided_grammar is not None:
-            found.append(("guided_grammar", StructuredOutputs(grammar=req.guided_grammar)))
+            found.append(("guided_grammar", StructuredOutputsParams(grammar=req.guided_grammar)))
     except ValueError as e:
         raise bad_request(str(e), "structured_outputs") from e
     if len(found) > 1:
@@ -256,7 +258,7 @@ def sampling_params(
     max_tokens: int,
     logprobs: int | None,
     defaults: dict[str, Any],
-    structured: StructuredOutputs | None = None,
+    structured: StructuredOutputsParams | None = None,
     prompt_logprobs: int | None = None,
 ) -> SamplingParams:
     """SamplingParams from the request; fields it leaves out take ``defaults`` (the model's,

@@ -28,7 +28,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     ToolCallOut,
 )
 from sarathi.entrypoints.openai_server.tool_parsers import StreamingToolParser, parse
-from sarathi.sampling_params import StructuredOutputs
+from sarathi.sampling_params import StructuredOutputsParams
 
 ToolKind = Literal["none", "auto", "required", "named"]
 
@@ -81,7 +81,7 @@ def tool_mode(req: ChatCompletionRequest, parser: str | None) -> ToolMode:
     return ToolMode("auto", names, parser=parser, parallel=parallel)
 
 
-def tool_constraint(req: ChatCompletionRequest, mode: ToolMode) -> StructuredOutputs | None:
+def tool_constraint(req: ChatCompletionRequest, mode: ToolMode) -> StructuredOutputsParams | None:
     """The output constraint of a required or named choice (None otherwise)."""
     if mode.kind not in ("required", "named"):
         return None
@@ -90,7 +90,7 @@ def tool_constraint(req: ChatCompletionRequest, mode: ToolMode) -> StructuredOut
     }
     if mode.kind == "named":
         assert mode.function is not None
-        return StructuredOutputs(json=schemas[mode.function])
+        return StructuredOutputsParams(json=schemas[mode.function])
     # Each tool's schema is placed under $defs of the list's schema, its local references
     # (``#``, ``#/$defs/Inner``: what Pydantic writes for nested models and enums) following it.
     defs = {
@@ -113,7 +113,7 @@ def tool_constraint(req: ChatCompletionRequest, mode: ToolMode) -> StructuredOut
     }
     if not mode.parallel:
         array["maxItems"] = 1
-    return StructuredOutputs(json=array)
+    return StructuredOutputsParams(json=array)
 
 
 # Keywords whose values are JSON data, not schemas (a "$ref" there is not a reference), and
