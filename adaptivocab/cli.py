@@ -486,7 +486,11 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        # Building the parser imports torch (seconds): a Ctrl-C then is an interrupted start.
+        args = _parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     handlers = {
         "build": _build,
         "stats": _stats,

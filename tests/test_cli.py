@@ -247,3 +247,29 @@ def test_generate_takes_an_output_constraint(tmp_path):
     r = _run("generate", "--prompt", "x", "--regex", "a(b")
     assert r.returncode == 2 and "invalid regular expression" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_importing_sarathi_leaves_torch_for_first_use():
+    # `python -m sarathi` imports the package before its command line can handle Ctrl-C: the
+    # package itself must be quick to import, its API names loaded on first use.
+    code = ("import sys, sarathi; assert 'torch' not in sys.modules, 'torch imported'; "
+            "from sarathi import LLM, SamplingParams; print(LLM.__name__, sarathi.__version__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["LLM", "0.1.0"]
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0])
+def test_ctrl_c_while_starting_exits_130_without_a_traceback(delay):
+    import signal
+    import time
+
+    # Early enough to land in the imports or the model load on any machine; the long
+    # generation keeps the process busy if it is fast.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sarathi", "generate", "--prompt", "x", "--max-tokens", "1500",
+         "--ignore-eos"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err

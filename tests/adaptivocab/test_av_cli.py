@@ -185,3 +185,21 @@ def test_corrupt_and_mismatched_patch_folder(
     )
     assert_clean_error(res, "config.json")
     assert not (tmp_path / "m").exists()
+
+
+def test_ctrl_c_while_starting_exits_130_without_a_traceback(corpus_gz) -> None:
+    import signal
+    import time
+
+    # The parser's imports (torch) take a second or more: Ctrl-C during them is an
+    # interrupted start, as one during the command is, not a traceback.
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adaptivocab", "stats", "--patch-tokenizer", "none",
+         "--corpus", str(corpus_gz)],
+        stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert proc.returncode in (130, 2), err  # 2: it already failed on the missing folder
