@@ -72,37 +72,18 @@ CONTEXT = 512
 EOS = 2
 # Parameters that change which token wins: requests with any of them are left out of the
 # checks that assume the model's own greedy choice.
-SHAPING = (
-    "stop",
-    "stop_token_ids",
-    "min_tokens",
-    "repetition_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "allowed_token_ids",
-    "bad_words",
-    "structured_outputs",
-)
-REFERENCE = {
-    "kv_cache_backend": "dense",
-    "enable_prefix_caching": False,
-    "chunk_size": 512,
-    "scheduler": "sarathi",
-    "seed": 0,
-}
+SHAPING = ("stop", "stop_token_ids", "min_tokens", "repetition_penalty", "presence_penalty",
+           "frequency_penalty", "logit_bias", "allowed_token_ids", "bad_words",
+           "structured_outputs")
+REFERENCE = {"kv_cache_backend": "dense", "enable_prefix_caching": False, "chunk_size": 512,
+             "scheduler": "sarathi", "seed": 0}
 # Constrained requests (structured outputs) and what their finished text must satisfy.
 CONSTRAINTS = (
     StructuredOutputsParams(regex=r"[a-z]{1,8}( [a-z]{1,8}){0,3}"),
     StructuredOutputsParams(choice=("yes", "no", "maybe so")),
-    StructuredOutputsParams(
-        json={
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "string", "maxLength": 5}},
-            "required": ["a"],
-            "additionalProperties": False,
-        }
-    ),
+    StructuredOutputsParams(json={"type": "object", "properties": {
+        "a": {"type": "integer"}, "b": {"type": "string", "maxLength": 5}},
+        "required": ["a"], "additionalProperties": False}),
 )
 # On a GPU: how far apart (in logprob) two tokens may be for rounding to swap them, and how
 # far a logprob may move.
@@ -197,10 +178,8 @@ def _prompts(rng: random.Random, count: int) -> list[tuple[list[int], str]]:
         elif r < 0.85:
             src = rng.choice(out)[0]
             if len(src) > 2:
-                cut = min(
-                    max(1, rng.choice([_near_boundary(rng), rng.randint(1, len(src))])),
-                    len(src) - 1,
-                )
+                cut = min(max(1, rng.choice([_near_boundary(rng), rng.randint(1, len(src))])),
+                          len(src) - 1)
                 out.append((src[:cut], "prefix-of"))
             else:
                 out.append((src + _tokens(rng, _near_boundary(rng)), "extension"))
@@ -210,7 +189,8 @@ def _prompts(rng: random.Random, count: int) -> list[tuple[list[int], str]]:
 
 
 def _params(rng: random.Random) -> tuple[dict[str, Any], str]:
-    kw: dict[str, Any] = {"max_tokens": rng.choice([1, 2, rng.randint(3, 12), rng.randint(13, 40)])}
+    kw: dict[str, Any] = {"max_tokens": rng.choice([1, 2, rng.randint(3, 12),
+                                                    rng.randint(13, 40)])}
     r = rng.random()
     if r < 0.5:
         kind = "greedy"
@@ -266,33 +246,26 @@ def _with_stop(rng: random.Random, req: Request, unstopped: dict[str, Any]) -> N
     if rng.random() < 0.5:
         token = ids[rng.randrange(len(ids))]
         first = ids.index(token)
-        min_tokens = min(
-            rng.choice([0, 0, first, first + 1, first + 2]), kw["max_tokens"] or CONTEXT
-        )
+        min_tokens = min(rng.choice([0, 0, first, first + 1, first + 2]), kw["max_tokens"] or CONTEXT)
         kw["stop_token_ids"] = [token]
         if min_tokens:
             kw["min_tokens"] = min_tokens
         req.params = kw
-        req.expect = {"stop_token": token, "first": first, "min_tokens": min_tokens, "ids": ids}
+        req.expect = {"stop_token": token, "first": first, "min_tokens": min_tokens,
+                      "ids": ids}
         return
-    starts = [
-        k for k in range(len(text) - 2) if text[k : k + 2].isascii() and text[k : k + 2].strip()
-    ]
+    starts = [k for k in range(len(text) - 2) if text[k:k + 2].isascii() and text[k:k + 2].strip()]
     if not starts:
         return
     k = rng.choice(starts)
-    stop = text[k : k + rng.choice([1, 2, 3])]
+    stop = text[k:k + rng.choice([1, 2, 3])]
     if not stop.strip() or "\ufffd" in stop:
         return
     kw["stop"] = [stop]
     kw["include_stop_str_in_output"] = rng.random() < 0.3
     req.params = kw
-    req.expect = {
-        "stop": stop,
-        "include": kw["include_stop_str_in_output"],
-        "text": text,
-        "ids": ids,
-    }
+    req.expect = {"stop": stop, "include": kw["include_stop_str_in_output"], "text": text,
+                  "ids": ids}
 
 
 def _config(rng: random.Random, processes: bool, device: str) -> dict[str, Any]:
@@ -304,17 +277,8 @@ def _config(rng: random.Random, processes: bool, device: str) -> dict[str, Any]:
         "seed": rng.randrange(100),
     }
     vm = "cuda" if device == "cuda" else "cpu"  # vAttention's backend on this device
-    cache = rng.choice(
-        [
-            f"{vm}-mega",
-            f"{vm}-mega",
-            f"{vm}-per_layer",
-            "dense-mega",
-            "dense-per_layer",
-            "paged",
-            "paged",
-        ]
-    )
+    cache = rng.choice([f"{vm}-mega", f"{vm}-mega", f"{vm}-per_layer", "dense-mega",
+                        "dense-per_layer", "paged", "paged"])
     if cache == "paged":
         cfg["attention_backend"] = "paged"
         cfg["block_tokens"] = rng.choice([4, 8, 16, 16, 32])
@@ -322,8 +286,7 @@ def _config(rng: random.Random, processes: bool, device: str) -> dict[str, Any]:
         cfg["kv_cache_backend"], cfg["kv_layout"] = cache.split("-")
         if rng.random() < 0.3:
             cfg["page_bytes"] = rng.choice(
-                [2**21, 2**22] if device == "cuda" else [4096, 8192, 16384]
-            )
+                [2**21, 2**22] if device == "cuda" else [4096, 8192, 16384])
     if device == "cuda" and rng.random() < 0.3:
         cfg["enforce_eager"] = True
     if rng.random() < 0.3:
@@ -351,11 +314,8 @@ def _schedule(rng: random.Random, count: int, shared: list[int]) -> Schedule:
     else:
         cuts = sorted(rng.sample(range(1, count), min(rng.randint(1, 2), count - 1)))
         bounds = [0, *cuts, count]
-        phases = [
-            [(rng.choice([0, 0, rng.randint(0, 10)]), i) for i in order[a:b]]
-            for a, b in zip(bounds, bounds[1:])
-            if b > a
-        ]
+        phases = [[(rng.choice([0, 0, rng.randint(0, 10)]), i) for i in order[a:b]]
+                  for a, b in zip(bounds, bounds[1:]) if b > a]
     aborts: list[tuple[int, int, int]] = []
     if rng.random() < 0.5:
         pool = shared if shared and rng.random() < 0.7 else list(range(count))
@@ -363,18 +323,14 @@ def _schedule(rng: random.Random, count: int, shared: list[int]) -> Schedule:
             phase = next(p for p, ph in enumerate(phases) if any(j == i for _, j in ph))
             aborts.append((rng.choice([0, 1, rng.randint(0, 25)]), phase, i))
     readd = {i for _, _, i in aborts if rng.random() < 0.3}
-    resets = {rng.randint(0, 30) for _ in range(rng.randint(1, 3))} if rng.random() < 0.2 else set()
+    resets = ({rng.randint(0, 30) for _ in range(rng.randint(1, 3))}
+              if rng.random() < 0.2 else set())
     return Schedule(mode, phases, aborts, readd, resets)
 
 
 # -- running -----------------------------------------------------------------------------------
-def make_llm(
-    model: FuzzModel,
-    cfg: dict[str, Any],
-    max_model_len: int | None,
-    need_tokens: int,
-    device: str = "cpu",
-) -> LLM:
+def make_llm(model: FuzzModel, cfg: dict[str, Any], max_model_len: int | None,
+             need_tokens: int, device: str = "cpu") -> LLM:
     """The engine for ``cfg`` on ``device``; with ``spare_blocks``, a KV budget of that many
     blocks over the fewest that hold ``need_tokens`` (so sequences preempt one another)."""
     kw = {**model.engine, **{k: v for k, v in cfg.items() if k != "spare_blocks"}}
@@ -385,7 +341,8 @@ def make_llm(
     if max_model_len:
         kw["max_model_len"] = max_model_len
     if "spare_blocks" in cfg:
-        probe = LLM(model.path, **{k: v for k, v in kw.items() if k != "expected_request_tokens"})
+        probe = LLM(model.path,
+                    **{k: v for k, v in kw.items() if k != "expected_request_tokens"})
         cap = probe.engine.executor.capacity()
         block_bytes = probe.engine.cache_plan.budget // cap.num_blocks
         blocks = -(-need_tokens // cap.tokens_per_block) + 1 + cfg["spare_blocks"]
@@ -402,22 +359,12 @@ def _result(out: RequestOutput) -> Result:
         lp = None
         if c.logprobs is not None:
             lp = [{int(t): float(v.logprob) for t, v in d.items()} for d in c.logprobs]
-        samples.append(
-            {
-                "ids": list(c.token_ids),
-                "text": c.text,
-                "finish": c.finish_reason,
-                "stop_reason": c.stop_reason,
-                "lp": lp,
-                "cum": c.cumulative_logprob,
-            }
-        )
+        samples.append({"ids": list(c.token_ids), "text": c.text, "finish": c.finish_reason,
+                        "stop_reason": c.stop_reason, "lp": lp, "cum": c.cumulative_logprob})
     plp = None
     if out.prompt_logprobs is not None:
-        plp = [
-            None if d is None else {int(t): float(v.logprob) for t, v in d.items()}
-            for d in out.prompt_logprobs
-        ]
+        plp = [None if d is None else {int(t): float(v.logprob) for t, v in d.items()}
+               for d in out.prompt_logprobs]
     return Result(out.error, samples, plp)
 
 
@@ -435,28 +382,21 @@ class _Streams:
             got = self.seen.setdefault(i, {}).setdefault(c.index, {"ids": [], "text": ""})
             got["text"] += c.text_delta
             if c.finished():
-                if c.token_ids[: len(got["ids"])] != got["ids"]:
-                    problems.append(
-                        f"r{i}: streamed tokens {got['ids']} are not a prefix of "
-                        f"the final {c.token_ids}"
-                    )
+                if c.token_ids[:len(got["ids"])] != got["ids"]:
+                    problems.append(f"r{i}: streamed tokens {got['ids']} are not a prefix of "
+                                    f"the final {c.token_ids}")
                 if got["text"] != c.text:
                     problems.append(f"r{i}: text deltas {got['text']!r} != final {c.text!r}")
             elif mode == "delta":
                 got["ids"] += list(c.token_ids)
             else:
-                if c.token_ids[: len(got["ids"])] != got["ids"]:
+                if c.token_ids[:len(got["ids"])] != got["ids"]:
                     problems.append(f"r{i}: a snapshot lost tokens")
                 got["ids"] = list(c.token_ids)
 
 
-def drive(
-    engine: LLMEngine,
-    reqs: list[Request],
-    schedule: Schedule,
-    at_rest: dict[str, Any],
-    max_steps: int = 20_000,
-) -> Run:
+def drive(engine: LLMEngine, reqs: list[Request], schedule: Schedule,
+          at_rest: dict[str, Any], max_steps: int = 20_000) -> Run:
     """Run ``reqs`` through the step API as ``schedule`` says; each phase starts once the
     previous one is done. ``at_rest``: the engine's cache statistics before any request."""
     run = Run()
@@ -464,14 +404,9 @@ def drive(
 
     def add(i: int) -> None:
         r = reqs[i]
-        engine.add_request(
-            r.prompt,
-            r.sampling(),
-            request_id=f"r{i}",
-            final_only=r.stream == "final",
-            cache_salt=r.salt,
-            delta=r.stream == "delta",
-        )
+        engine.add_request(r.prompt, r.sampling(), request_id=f"r{i}",
+                           final_only=r.stream == "final", cache_salt=r.salt,
+                           delta=r.stream == "delta")
 
     for p, phase in enumerate(schedule.phases):
         pending = sorted(phase)
@@ -526,7 +461,8 @@ def idle_problems(engine: LLMEngine, at_rest: dict[str, Any]) -> list[str]:
     if engine.has_unfinished_requests() or engine.requests:
         problems.append("requests left after the run")
     if snap.num_running or snap.num_waiting:
-        problems.append(f"{snap.num_running} running and {snap.num_waiting} waiting after the run")
+        problems.append(f"{snap.num_running} running and {snap.num_waiting} waiting after "
+                        "the run")
     slots, rest_slots = snap.cache.get("slots_used", 0), at_rest.get("slots_used", 0)
     if slots != rest_slots:
         problems.append(f"{slots} slots used, {rest_slots} before any request")
@@ -534,19 +470,15 @@ def idle_problems(engine: LLMEngine, at_rest: dict[str, Any]) -> list[str]:
     if engine.scheduler.free_blocks != num_blocks:
         problems.append(f"{engine.scheduler.free_blocks} of {num_blocks} blocks free")
     if snap.prefix_cached_blocks != snap.prefix_evictable_blocks:
-        problems.append(
-            f"{snap.prefix_cached_blocks} cached blocks, only "
-            f"{snap.prefix_evictable_blocks} evictable"
-        )
+        problems.append(f"{snap.prefix_cached_blocks} cached blocks, only "
+                        f"{snap.prefix_evictable_blocks} evictable")
     pc = engine.prefix_cache
     if pc is not None and pc.num_sequences:
         problems.append(f"the prefix cache still tracks {pc.num_sequences} sequences")
     blocks_used = snap.cache.get("blocks_used", 0) - at_rest.get("blocks_used", 0)
     if blocks_used != snap.prefix_cached_blocks:
-        problems.append(
-            f"{blocks_used} more blocks used than before any request, "
-            f"{snap.prefix_cached_blocks} cached"
-        )
+        problems.append(f"{blocks_used} more blocks used than before any request, "
+                        f"{snap.prefix_cached_blocks} cached")
     return problems
 
 
@@ -556,69 +488,45 @@ def _close_logprobs(a: dict[int, float], b: dict[int, float], tol: float) -> boo
     tie (within ``tol``) with one the other lists: which of equal logprobs make the top k is
     the sort's choice, and so whether the sampled token needs an entry of its own."""
     if abs(len(a) - len(b)) > 1 or any(
-        not math.isclose(a[t], b[t], abs_tol=tol) for t in a.keys() & b.keys()
-    ):
+            not math.isclose(a[t], b[t], abs_tol=tol) for t in a.keys() & b.keys()):
         return False
-    return all(
-        any(math.isclose(x[t], v, abs_tol=tol) for v in y.values())
-        for x, y in ((a, b), (b, a))
-        for t in x.keys() - y.keys()
-    )
+    return all(any(math.isclose(x[t], v, abs_tol=tol) for v in y.values())
+               for x, y in ((a, b), (b, a)) for t in x.keys() - y.keys())
 
 
 def compare(ref: Result, got: Result, tol: float = 1e-4, tie: float = 0.0) -> str | None:
     """How ``got`` differs from ``ref`` (None: it does not). ``tie``: tokens may part where
     the reference's logprobs put the two within ``tie`` (the rest is not compared)."""
     if ref.error or got.error:
-        return (
-            None
-            if bool(ref.error) == bool(got.error)
-            else (f"error: reference {ref.error!r}, got {got.error!r}")
-        )
+        return None if bool(ref.error) == bool(got.error) else (
+            f"error: reference {ref.error!r}, got {got.error!r}")
     if len(ref.samples) != len(got.samples):
         return f"{len(got.samples)} samples, reference {len(ref.samples)}"
     for n, (a, b) in enumerate(zip(ref.samples, got.samples)):
         if a["ids"] != b["ids"]:
-            at = next(
-                (k for k, (x, y) in enumerate(zip(a["ids"], b["ids"])) if x != y),
-                min(len(a["ids"]), len(b["ids"])),
-            )
+            at = next((k for k, (x, y) in enumerate(zip(a["ids"], b["ids"])) if x != y),
+                      min(len(a["ids"]), len(b["ids"])))
             if tie and _near_tie(a, b, at, tie):
                 continue
-            return (
-                f"sample {n}: tokens differ at {at}: reference {a['ids']}, got {b['ids']} "
-                f"(finish {a['finish']} / {b['finish']})"
-            )
+            return (f"sample {n}: tokens differ at {at}: reference {a['ids']}, got {b['ids']} "
+                    f"(finish {a['finish']} / {b['finish']})")
         for key in ("finish", "stop_reason", "text"):
             if a[key] != b[key]:
                 return f"sample {n}: {key} {b[key]!r}, reference {a[key]!r}"
         if (a["lp"] is None) != (b["lp"] is None) or (
-            a["lp"] is not None
-            and (
+            a["lp"] is not None and (
                 len(a["lp"]) != len(b["lp"])
-                or not all(_close_logprobs(x, y, tol) for x, y in zip(a["lp"], b["lp"]))
-            )
-        ):
+                or not all(_close_logprobs(x, y, tol) for x, y in zip(a["lp"], b["lp"])))):
             return f"sample {n}: logprobs {b['lp']}, reference {a['lp']}"
         # A sum of per-token logprobs, each allowed ``tol``: its error grows with the length
         # (on the GPU ~2e-5 nats a token, past 1e-3 by 50 tokens).
-        if (
-            a["cum"] is not None
-            and b["cum"] is not None
-            and not math.isclose(a["cum"], b["cum"], abs_tol=tol * max(1, len(a["ids"])))
-        ):
+        if a["cum"] is not None and b["cum"] is not None and not math.isclose(
+                a["cum"], b["cum"], abs_tol=tol * max(1, len(a["ids"]))):
             return f"sample {n}: cumulative logprob {b['cum']}, reference {a['cum']}"
     pa, pb = ref.prompt_logprobs, got.prompt_logprobs
-    if (pa is None) != (pb is None) or (
-        pa is not None
-        and (
-            len(pa) != len(pb)
-            or any(
-                (x is None) != (y is None) or (x is not None and not _close_logprobs(x, y, tol))
-                for x, y in zip(pa, pb)
-            )
-        )
-    ):
+    if (pa is None) != (pb is None) or (pa is not None and (
+            len(pa) != len(pb) or any((x is None) != (y is None) or (
+                x is not None and not _close_logprobs(x, y, tol)) for x, y in zip(pa, pb)))):
         return "prompt logprobs differ"
     return None
 
@@ -633,9 +541,8 @@ def _near_tie(a: dict[str, Any], b: dict[str, Any], at: int, tie: float) -> bool
     return x in lp and y in lp and abs(lp[x] - lp[y]) < tie
 
 
-def check_reference(
-    reqs: list[Request], ref: dict[int, Result], max_seq_len: int
-) -> list[tuple[str, str]]:
+def check_reference(reqs: list[Request], ref: dict[int, Result], max_seq_len: int
+                    ) -> list[tuple[str, str]]:
     """The reference's outputs against the rules they must follow: (kind, detail) pairs."""
     out = []
     for i, req in enumerate(reqs):
@@ -655,41 +562,25 @@ def check_reference(
                 out.append(("max_tokens", f"r{i}: {len(ids)} tokens > {cap}"))
             if finish == "stop" and len(ids) < kw.get("min_tokens", 0):
                 out.append(("min_tokens", f"r{i}: stopped after {len(ids)}"))
-            if (
-                kw["ignore_eos"]
-                and finish == "stop"
-                and not (kw.get("stop") or kw.get("stop_token_ids"))
-            ):
+            if kw["ignore_eos"] and finish == "stop" and not (kw.get("stop") or
+                                                              kw.get("stop_token_ids")):
                 out.append(("ignore_eos", f"r{i}: stopped despite ignore_eos: {ids}"))
-            if not kw["ignore_eos"] and EOS in ids[kw.get("min_tokens", 0) : -1]:
+            if not kw["ignore_eos"] and EOS in ids[kw.get("min_tokens", 0):-1]:
                 out.append(("eos", f"r{i}: EOS inside the output {ids}"))
             for j, d in enumerate(s["lp"] or []):
                 if ids[j] not in d or not kw["logprobs"] <= len(d) <= kw["logprobs"] + 1:
-                    out.append(
-                        (
-                            "logprobs",
-                            f"r{i}: {len(d)} entries at {j} for "
-                            f"logprobs={kw['logprobs']}, sampled {ids[j]}: {d}",
-                        )
-                    )
-                elif (
-                    kw["temperature"] == 0 and not req.shaped and d[ids[j]] < max(d.values()) - 1e-6
-                ):
+                    out.append(("logprobs", f"r{i}: {len(d)} entries at {j} for "
+                                f"logprobs={kw['logprobs']}, sampled {ids[j]}: {d}"))
+                elif kw["temperature"] == 0 and not req.shaped and d[ids[j]] < max(
+                        d.values()) - 1e-6:
                     out.append(("logprobs", f"r{i}: the greedy token is not the top at {j}"))
         constraint = kw.get("structured_outputs")
         for s in res.samples:
             # allowed_token_ids and bad words may leave the grammar no token: such a request
             # stops with what it has (docs/structured-outputs.md, "A limit").
-            if (
-                constraint is not None
-                and s["finish"] == "stop"
-                and not (
-                    kw.get("stop")
-                    or kw.get("stop_token_ids")
-                    or kw.get("allowed_token_ids")
-                    or kw.get("bad_words")
-                )
-            ):
+            if constraint is not None and s["finish"] == "stop" and not (
+                    kw.get("stop") or kw.get("stop_token_ids") or kw.get("allowed_token_ids")
+                    or kw.get("bad_words")):
                 problem = _violates(constraint, s["text"])
                 if problem:
                     out.append(("structured", f"r{i}: {problem}"))
@@ -712,14 +603,9 @@ def _violates(constraint: StructuredOutputsParams, text: str) -> str | None:
         value = json.loads(text)
     except ValueError:
         return f"{text!r} is not JSON"
-    ok = (
-        isinstance(value, dict)
-        and set(value) <= {"a", "b"}
-        and "a" in value
-        and isinstance(value["a"], int)
-        and not isinstance(value["a"], bool)
-        and (("b" not in value) or (isinstance(value["b"], str) and len(value["b"]) <= 5))
-    )
+    ok = (isinstance(value, dict) and set(value) <= {"a", "b"} and "a" in value
+          and isinstance(value["a"], int) and not isinstance(value["a"], bool)
+          and (("b" not in value) or (isinstance(value["b"], str) and len(value["b"]) <= 5)))
     return None if ok else f"{text!r} breaks the schema"
 
 
@@ -728,51 +614,31 @@ def _stop_problems(e: dict[str, Any], s: dict[str, Any]) -> list[tuple[str, str]
     if "stop_token" in e:
         token, first, least = e["stop_token"], e["first"], e["min_tokens"]
         if least <= first:  # the first occurrence ends it
-            want = full[: first + 1]
+            want = full[:first + 1]
             if ids != want or s["finish"] != "stop" or s["stop_reason"] != token:
-                return [
-                    (
-                        "stop_token",
-                        f"stop {token}, min_tokens {least}: got {ids} "
-                        f"({s['finish']}, {s['stop_reason']}), want {want}",
-                    )
-                ]
-        elif (
-            ids[:first] != full[:first]
-            or token in ids[:least]
-            or (s["finish"] == "stop" and (ids[-1] != token or len(ids) < least))
-        ):
+                return [("stop_token", f"stop {token}, min_tokens {least}: got {ids} "
+                         f"({s['finish']}, {s['stop_reason']}), want {want}")]
+        elif ids[:first] != full[:first] or token in ids[:least] or (
+                s["finish"] == "stop" and (ids[-1] != token or len(ids) < least)):
             # banned until min_tokens (as vLLM): the output may go elsewhere after `first`
-            return [
-                ("stop_token", f"stop {token}, min_tokens {least}: got {ids}, unstopped {full}")
-            ]
+            return [("stop_token", f"stop {token}, min_tokens {least}: got {ids}, unstopped "
+                     f"{full}")]
         return []
     stop, include, text = e["stop"], e["include"], e["text"]
     cut = text.find(stop)
-    want = text[: cut + (len(stop) if include else 0)]
+    want = text[:cut + (len(stop) if include else 0)]
     if s["text"] != want or s["finish"] != "stop" or s["stop_reason"] != stop:
-        return [
-            (
-                "stop_str",
-                f"stop {stop!r} (include {include}): got {s['text']!r} "
-                f"({s['finish']}), want {want!r}",
-            )
-        ]
-    if ids != full[: len(ids)]:
+        return [("stop_str", f"stop {stop!r} (include {include}): got {s['text']!r} "
+                 f"({s['finish']}), want {want!r}")]
+    if ids != full[:len(ids)]:
         return [("stop_str", "the tokens are not a prefix of the unstopped output")]
     return []
 
 
 # -- one case ----------------------------------------------------------------------------------
-def run_case(
-    case: int,
-    models: dict[str, FuzzModel],
-    configs: int = 6,
-    processes: bool = True,
-    log: Callable[[str], None] = lambda _: None,
-    tally: Counter | None = None,
-    device: str = "cpu",
-) -> list[Finding]:
+def run_case(case: int, models: dict[str, FuzzModel], configs: int = 6, processes: bool = True,
+             log: Callable[[str], None] = lambda _: None, tally: Counter | None = None,
+             device: str = "cpu") -> list[Finding]:
     """Case ``case`` (its seed) with ``configs`` configurations; what went wrong, if anything.
     ``processes``: the configurations may use TP=2 or the mp executor (seconds each)."""
     gpu = device == "cuda"
@@ -789,16 +655,9 @@ def run_case(
         if max_model_len == 96 and kind != "noise" and rng.random() < 0.3:
             kw["max_tokens"] = None  # up to the context
             kw.pop("min_tokens", None)
-        reqs.append(
-            Request(
-                prompt[:limit],
-                kw,
-                kind,
-                origin,
-                rng.choice([None, None, None, "a", "b"]),
-                rng.choice(["final", "final", "snapshot", "delta"]),
-            )
-        )
+        reqs.append(Request(prompt[:limit], kw, kind, origin,
+                            rng.choice([None, None, None, "a", "b"]),
+                            rng.choice(["final", "final", "snapshot", "delta"])))
     # Rounding moves with the batch's shape, so two tokens within ~1e-6 may swap (two 5e-7
     # apart were seen on tiny Llama); on a GPU by far more, and a patch's new rows start as
     # near-copies of one another (a 1e-6 tie at the top-k cut was seen). Greedy requests
@@ -833,13 +692,8 @@ def run_case(
     for i, r in enumerate(reqs):
         # Not on a GPU: there the other requests' stops change the batches before this one's,
         # and rounding may move its tokens (stops are host logic, checked on the CPU).
-        if (
-            r.kind == "greedy"
-            and not r.shaped
-            and rng.random() < 0.3
-            and not base.results[i].error
-            and not gpu
-        ):
+        if (r.kind == "greedy" and not r.shaped and rng.random() < 0.3
+                and not base.results[i].error and not gpu):
             _with_stop(rng, r, base.results[i].samples[0])
     reference = drive(engine, reqs, together, rest)
     for p in base.problems + reference.problems:
@@ -850,40 +704,27 @@ def run_case(
     tally["cases"] += 1
     tally["stop checks"] += sum(r.expect is not None for r in reqs)
     tally["constrained outputs checked"] += sum(
-        s["finish"] == "stop"
-        for i, r in enumerate(reqs)
-        if r.params.get("structured_outputs") and not ref[i].error
-        for s in ref[i].samples
-    )
+        s["finish"] == "stop" for i, r in enumerate(reqs) if r.params.get("structured_outputs")
+        and not ref[i].error for s in ref[i].samples)
 
     # Greedy tokens against transformers (whose model has no patched rows).
     if rng.random() < 0.35 and not gpu and not model.engine:
         hf = hf_model(model.path)
-        for i in [
-            i
-            for i, r in enumerate(reqs)
-            if r.kind == "greedy"
-            and not r.shaped
-            and r.params["ignore_eos"]
-            and not ref[i].error
-            and ref[i].samples[0]["finish"] == "length"
-        ][:2]:
+        for i in [i for i, r in enumerate(reqs) if r.kind == "greedy" and not r.shaped
+                  and r.params["ignore_eos"] and not ref[i].error
+                  and ref[i].samples[0]["finish"] == "length"][:2]:
             got = ref[i].samples[0]["ids"]
             want = hf_greedy(hf, reqs[i].prompt, len(got))
             tally["transformers checks"] += 1
             if want != got:
-                found(
-                    "transformers",
-                    f"r{i}: transformers {want}, engine {got}",
-                    prompt=reqs[i].prompt,
-                )
+                found("transformers", f"r{i}: transformers {want}, engine {got}",
+                      prompt=reqs[i].prompt)
 
     if rng.random() < 0.4:  # a request alone gives what it gave in the batch
-        for i in rng.sample(
-            [i for i, r in enumerate(reqs) if r.kind != "noise"],
-            min(2, sum(r.kind != "noise" for r in reqs)),
-        ):
-            alone = drive(engine, [reqs[i]], Schedule("alone", [[(0, 0)]], [], set(), set()), rest)
+        for i in rng.sample([i for i, r in enumerate(reqs) if r.kind != "noise"],
+                            min(2, sum(r.kind != "noise" for r in reqs))):
+            alone = drive(engine, [reqs[i]], Schedule("alone", [[(0, 0)]], [], set(), set()),
+                          rest)
             tally["alone checks"] += 1
             for p in alone.problems:
                 found("idle", p, REFERENCE)
@@ -895,26 +736,12 @@ def run_case(
     follow = []
     for i, r in enumerate(reqs):
         if r.kind == "greedy" and not ref[i].error and rng.random() < 0.5:
-            prompt = (
-                r.prompt
-                + ref[i].samples[0]["ids"]
-                + _tokens(rng, rng.choice([0, 1, rng.randint(2, 20)]))
-            )
-            follow.append(
-                Request(
-                    prompt[: limit - 5],
-                    {
-                        "temperature": 0.0,
-                        "max_tokens": rng.randint(1, 20),
-                        "ignore_eos": True,
-                        "logprobs": 2,
-                    },
-                    "greedy",
-                    "follow-up",
-                    r.salt,
-                    "final",
-                )
-            )
+            prompt = r.prompt + ref[i].samples[0]["ids"] + _tokens(
+                rng, rng.choice([0, 1, rng.randint(2, 20)]))
+            follow.append(Request(
+                prompt[:limit - 5], {"temperature": 0.0, "max_tokens": rng.randint(1, 20),
+                                     "ignore_eos": True, "logprobs": 2},
+                "greedy", "follow-up", r.salt, "final"))
     follow_all = Schedule("together", [[(0, j) for j in range(len(follow))]], [], set(), set())
     follow_ref = drive(engine, follow, follow_all, rest) if follow else Run()
     for p in follow_ref.problems:
@@ -943,14 +770,8 @@ def run_case(
             if follow and crng.random() < 0.6:
                 follow_run = drive(engine, follow, follow_all, rest)
         except Exception as e:  # noqa: BLE001 - a crash is what the fuzzer looks for
-            found(
-                "crash",
-                f"{type(e).__name__}: {e}",
-                cfg,
-                mode=schedule.mode,
-                aborts=schedule.aborts,
-                traceback=traceback.format_exc()[-3000:],
-            )
+            found("crash", f"{type(e).__name__}: {e}", cfg, mode=schedule.mode,
+                  aborts=schedule.aborts, traceback=traceback.format_exc()[-3000:])
             engine.shutdown()
             continue
         tally["configs"] += 1
@@ -971,30 +792,18 @@ def run_case(
             tally["compared constrained"] += bool(r.params.get("structured_outputs"))
             diff = compare(ref[i], run.results[i], tol, tie)
             if diff:
-                found(
-                    "differs",
-                    f"r{i} ({r.kind}, {r.origin}): {diff}",
-                    cfg,
-                    mode=schedule.mode,
-                    aborts=schedule.aborts,
-                    params=r.params,
-                    salt=r.salt,
-                    stream=r.stream,
-                )
+                found("differs", f"r{i} ({r.kind}, {r.origin}): {diff}", cfg,
+                      mode=schedule.mode, aborts=schedule.aborts, params=r.params,
+                      salt=r.salt, stream=r.stream)
         if follow_run is not None:
             for j in range(len(follow)):
                 tally["compared follow-ups"] += 1
-                diff = (
-                    compare(follow_ref.results[j], follow_run.results[j], tol, tie)
-                    if j in follow_run.results
-                    else "never finished"
-                )
+                diff = (compare(follow_ref.results[j], follow_run.results[j], tol, tie)
+                        if j in follow_run.results else "never finished")
                 if diff:
                     found("differs", f"follow-up {j}: {diff}", cfg, params=follow[j].params)
-        log(
-            f"  config {c}: {schedule.mode}, {len(run.aborted)} aborted, "
-            f"{engine.stats.preemptions} preemptions, {time.perf_counter() - t0:.2f} s: {cfg}"
-        )
+        log(f"  config {c}: {schedule.mode}, {len(run.aborted)} aborted, "
+            f"{engine.stats.preemptions} preemptions, {time.perf_counter() - t0:.2f} s: {cfg}")
         engine.shutdown()
     return findings
 
@@ -1022,33 +831,22 @@ def fuzz_models(tiny: dict[str, str], root: str) -> dict[str, FuzzModel]:
     stats = measure_reduction(PatchTokenizer(base, patch), docs[:8], progress=False)
     out = os.path.join(root, "llama-adaptivocab-patch")
     PatchTokenizer(base, patch, reduction_stats=stats).save_pretrained(out)
-    return {
-        **{a: FuzzModel(p) for a, p in tiny.items()},
-        "llama+adaptivocab": FuzzModel(tiny["llama"], {"patch_tokenizer": out}),
-    }
+    return {**{a: FuzzModel(p) for a, p in tiny.items()},
+            "llama+adaptivocab": FuzzModel(tiny["llama"], {"patch_tokenizer": out})}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", type=int, help="run this case only")
     ap.add_argument("--start", type=int, default=0, help="first case (0)")
-    ap.add_argument(
-        "--minutes",
-        type=float,
-        default=10.0,
-        help="run cases from --start until this much time has passed (10)",
-    )
+    ap.add_argument("--minutes", type=float, default=10.0,
+                    help="run cases from --start until this much time has passed (10)")
     ap.add_argument("--configs", type=int, default=6, help="configurations per case (6)")
-    ap.add_argument(
-        "--no-processes",
-        action="store_true",
-        help="no TP=2 or mp-executor configurations (they take seconds each)",
-    )
-    ap.add_argument(
-        "--device", default="cpu", choices=("cpu", "cuda"), help="where the engines run (cpu)"
-    )
+    ap.add_argument("--no-processes", action="store_true",
+                    help="no TP=2 or mp-executor configurations (they take seconds each)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="where the engines run (cpu)")
     ap.add_argument("--findings", help="also append each finding to this JSON-lines file")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every configuration")
     args = ap.parse_args(argv)
@@ -1078,21 +876,17 @@ def main(argv: list[str] | None = None) -> int:
         case = args.case if args.case is not None else args.start
         while True:
             try:
-                total += len(
-                    run_case(
-                        case, models, args.configs, not args.no_processes, log, tally, args.device
-                    )
-                )
+                total += len(run_case(case, models, args.configs, not args.no_processes, log,
+                                      tally, args.device))
             except Exception:  # noqa: BLE001 - the harness's own failure, reported as one
                 total += 1
-                log(json.dumps({"case": case, "kind": "harness", "detail": traceback.format_exc()}))
+                log(json.dumps({"case": case, "kind": "harness",
+                                "detail": traceback.format_exc()}))
             if args.case is not None or time.monotonic() > end:
                 break
             case += 1
-    print(
-        f"cases {args.case if args.case is not None else args.start}-{case}: "
-        f"{total} findings; " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items()))
-    )
+    print(f"cases {args.case if args.case is not None else args.start}-{case}: "
+          f"{total} findings; " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
     return 1 if total else 0
 
 

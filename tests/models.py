@@ -13,27 +13,12 @@ ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 def tiny_config(arch: str, **overrides):
     import transformers
 
-    common = dict(
-        vocab_size=384,
-        hidden_size=64,
-        intermediate_size=160,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
+    common = dict(vocab_size=384, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                  rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
     if arch == "llama":
-        common["rope_scaling"] = {
-            "rope_type": "llama3",
-            "factor": 4.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 64,
-        }
+        common["rope_scaling"] = {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
+                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
         cls = transformers.LlamaConfig
     elif arch == "mistral":
         common["sliding_window"] = 4096
@@ -82,52 +67,33 @@ def save_tiny_tokenizer(path: str, vocab_size: int) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=1,
-        show_progress=False,
-        special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, show_progress=False,
+                                  special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
     assert tok.get_vocab_size() == vocab_size, tok.get_vocab_size()
     tok.save(os.path.join(path, "tokenizer.json"))
     with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
-        json.dump(
-            {
-                "tokenizer_class": "PreTrainedTokenizerFast",
-                "bos_token": "<s>",
-                "eos_token": "</s>",
-                "pad_token": "<pad>",
-            },
-            f,
-        )
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>",
+                   "eos_token": "</s>", "pad_token": "<pad>"}, f)
 
 
 def hf_model(path: str):
     import transformers
 
     return transformers.AutoModelForCausalLM.from_pretrained(
-        path, torch_dtype=torch.float32, attn_implementation="eager"
-    ).eval()
+        path, torch_dtype=torch.float32, attn_implementation="eager").eval()
 
 
 def hf_greedy(model, prompt: list[int], max_new: int) -> list[int]:
     with torch.no_grad():
-        out = model.generate(
-            torch.tensor([prompt]),
-            max_new_tokens=max_new,
-            do_sample=False,
-            eos_token_id=None,
-            pad_token_id=0,
-            min_new_tokens=max_new,
-        )
-    return out[0, len(prompt) :].tolist()
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new, do_sample=False,
+                             eos_token_id=None, pad_token_id=0, min_new_tokens=max_new)
+    return out[0, len(prompt):].tolist()
 
 
-def random_prompts(
-    count: int, vocab: int, seed: int, min_len: int = 3, max_len: int = 70
-) -> list[list[int]]:
+def random_prompts(count: int, vocab: int, seed: int, min_len: int = 3, max_len: int = 70
+                   ) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
     lens = torch.randint(min_len, max_len, (count,), generator=g).tolist()
     return [torch.randint(3, vocab, (n,), generator=g).tolist() for n in lens]

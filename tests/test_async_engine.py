@@ -27,11 +27,7 @@ def test_coalesce_adds_deltas_and_keeps_the_later_state() -> None:
     assert (both.text, both.text_delta, both.num_new_tokens) == ("abc", "abc", 3)
     assert both.token_ids == [5, 6, 7] and both.logprobs is not None and len(both.logprobs) == 3
     # Whole snapshots, and a finished choice, already carry every token.
-    assert coalesce(a, _out([5, 6, 7], "abc", "c", 1), delta=False).outputs[0].token_ids == [
-        5,
-        6,
-        7,
-    ]
+    assert coalesce(a, _out([5, 6, 7], "abc", "c", 1), delta=False).outputs[0].token_ids == [5, 6, 7]
     done = coalesce(a, _out([5, 6, 7], "abc", "c", 1, "length"), delta=True)
     assert done.finished and done.outputs[0].token_ids == [5, 6, 7]
     assert done.outputs[0].num_new_tokens == 3

@@ -49,9 +49,8 @@ def test_recording_sees_every_step_with_work_and_then_stops() -> None:
     llm = LLM("demo", max_num_seqs=4, chunk_size=16)
     records = record_steps(llm)
     try:
-        llm.generate(
-            [[5, 6, 7], [8, 9]], SamplingParams(max_tokens=3, ignore_eos=True), use_tqdm=False
-        )
+        llm.generate([[5, 6, 7], [8, 9]], SamplingParams(max_tokens=3, ignore_eos=True),
+                     use_tqdm=False)
     finally:
         stop_recording(llm)
     assert records[0].chunks == ((0, 3), (0, 2)) and records[0].decodes == 0

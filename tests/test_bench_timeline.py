@@ -15,9 +15,8 @@ from common import gpu_timeline  # noqa: E402
 
 def _event(name: str, start: float, end: float, cuda: bool = True) -> SimpleNamespace:
     kind = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
-    return SimpleNamespace(
-        name=name, device_type=kind, time_range=SimpleNamespace(start=start, end=end)
-    )
+    return SimpleNamespace(name=name, device_type=kind,
+                           time_range=SimpleNamespace(start=start, end=end))
 
 
 def test_serial_kernels_add_their_durations_and_gaps_are_idle() -> None:

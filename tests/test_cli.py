@@ -9,13 +9,8 @@ import pytest
 
 def _run(*args, timeout=240, env_extra=None):
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "sarathi", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return subprocess.run([sys.executable, "-m", "sarathi", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
 
 
 def test_help_lists_subcommands():
@@ -26,17 +21,8 @@ def test_help_lists_subcommands():
 
 
 def test_generate_on_the_demo_model_says_weights_are_random():
-    r = _run(
-        "generate",
-        "--prompt",
-        "Hello",
-        "--max-tokens",
-        "5",
-        "--temperature",
-        "0",
-        "--max-model-len",
-        "256",
-    )
+    r = _run("generate", "--prompt", "Hello", "--max-tokens", "5", "--temperature", "0",
+             "--max-model-len", "256")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
     assert "random weights" in r.stderr
@@ -50,17 +36,9 @@ def test_serve_help_renders():
 
 def test_generate_flags_come_from_the_config():
     r = _run("generate", "--help")
-    for flag in (
-        "--chunk-size",
-        "--max-num-seqs",
-        "--scheduler",
-        "--kv-cache-backend",
-        "--model_name",
-        "--model_block_size",
-        "--patch_tokenizer_path",
-        "--temperature",
-        "--stop",
-    ):
+    for flag in ("--chunk-size", "--max-num-seqs", "--scheduler", "--kv-cache-backend",
+                 "--model_name", "--model_block_size", "--patch_tokenizer_path", "--temperature",
+                 "--stop"):
         assert flag in r.stdout
 
 
@@ -80,18 +58,8 @@ def test_vllm_launch_habits_are_understood():
     from sarathi.entrypoints.cli_args import config_from_args
 
     args = build_parser().parse_args(
-        [
-            "serve",
-            "demo",
-            "-tp",
-            "1",
-            "--max-num-batched-tokens",
-            "256",
-            "--enable-prefix-caching",
-            "--generation-config",
-            "vllm",
-        ]
-    )
+        ["serve", "demo", "-tp", "1", "--max-num-batched-tokens", "256",
+         "--enable-prefix-caching", "--generation-config", "vllm"])
     config = config_from_args(args)
     assert config.model.model == "demo"
     assert config.parallel.tensor_parallel_size == 1
@@ -99,24 +67,9 @@ def test_vllm_launch_habits_are_understood():
     assert config.cache.enable_prefix_caching
     assert config.model.generation_config == "vllm"
     vllm_line = build_parser().parse_args(
-        [
-            "serve",
-            "demo",
-            "--disable-log-requests",
-            "--disable-log-stats",
-            "--swap-space",
-            "4",
-            "--enable-chunked-prefill",
-            "--kv-cache-dtype",
-            "auto",
-            "--max-log-len",
-            "100",
-            "--uvicorn-log-level",
-            "warning",
-            "--distributed-executor-backend",
-            "mp",
-        ]
-    )
+        ["serve", "demo", "--disable-log-requests", "--disable-log-stats", "--swap-space", "4",
+         "--enable-chunked-prefill", "--kv-cache-dtype", "auto", "--max-log-len", "100",
+         "--uvicorn-log-level", "warning", "--distributed-executor-backend", "mp"])
     assert vllm_line.log_level == "warning"
     assert config_from_args(vllm_line).parallel.executor == "mp"
     for unkept in (["--kv-cache-dtype", "fp8"], ["--pipeline-parallel-size", "2"]):
@@ -155,53 +108,26 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     model = _demo_copy(tmp_path, {"temperature": 0.0})
     texts = set()
     for seed in ("1", "2"):
-        r = _run(
-            "generate",
-            "--model",
-            model,
-            "--prompt",
-            "Hi",
-            "--seed",
-            seed,
-            "--json",
-            "--max-tokens",
-            "8",
-            "--ignore-eos",
-            "--logprobs",
-            "2",
-        )
+        r = _run("generate", "--model", model, "--prompt", "Hi", "--seed", seed, "--json",
+                 "--max-tokens", "8", "--ignore-eos", "--logprobs", "2")
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout.strip().splitlines()[-1])["outputs"][0]
         texts.add(out["text"])
         assert len(out["logprobs"]) == 8 and out["cumulative_logprob"] <= 0
     assert len(texts) == 1  # greedy from generation_config.json, whatever the seed
-    r = _run(
-        "generate",
-        "--model",
-        model,
-        "--prompt",
-        "Hi",
-        "--temperature",
-        "1",
-        "--top-k",
-        "5",
-        "--max-tokens",
-        "2",
-    )
+    r = _run("generate", "--model", model, "--prompt", "Hi", "--temperature", "1",
+             "--top-k", "5", "--max-tokens", "2")
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.parametrize(
-    "args,says",
-    [
-        (["serve", "--max-request-bytes", "-1"], "--max-request-bytes"),
-        (["serve", "--request-read-timeout", "0"], "--request-read-timeout"),
-        (["serve", "--max-waiting-requests", "-5"], "--max-waiting-requests"),
-        (["generate", "--prompt", "x", "--device", "foo"], "unknown device"),
-        (["generate", "--prompt", "x", "--seed", "-1"], "seed"),
-        (["generate", "--prompt", "x", "--max-model-len", "100000"], "model's context of 2048"),
-    ],
-)
+@pytest.mark.parametrize("args,says", [
+    (["serve", "--max-request-bytes", "-1"], "--max-request-bytes"),
+    (["serve", "--request-read-timeout", "0"], "--request-read-timeout"),
+    (["serve", "--max-waiting-requests", "-5"], "--max-waiting-requests"),
+    (["generate", "--prompt", "x", "--device", "foo"], "unknown device"),
+    (["generate", "--prompt", "x", "--seed", "-1"], "seed"),
+    (["generate", "--prompt", "x", "--max-model-len", "100000"], "model's context of 2048"),
+])
 def test_bad_values_of_other_flags_are_clean_errors(args, says):
     r = _run(*args)
     assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
@@ -227,7 +153,8 @@ def test_generate_refuses_a_completion_that_cannot_fit_as_the_server_does():
 
 
 def test_an_unreachable_hub_id_says_so():
-    r = _run("generate", "--model", "gpt2", "--prompt", "hi", env_extra={"HF_HUB_OFFLINE": "1"})
+    r = _run("generate", "--model", "gpt2", "--prompt", "hi",
+             env_extra={"HF_HUB_OFFLINE": "1"})
     assert r.returncode != 0 and "hub" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -235,12 +162,10 @@ def test_generate_takes_an_output_constraint(tmp_path):
     import json
 
     schema = tmp_path / "schema.json"
-    schema.write_text(
-        '{"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}'
-    )
-    r = _run(
-        "generate", "--prompt", "x", "--json-schema", str(schema), "--temperature", "1", "--json"
-    )
+    schema.write_text('{"type": "object", "properties": {"ok": {"type": "boolean"}}, '
+                      '"required": ["ok"]}')
+    r = _run("generate", "--prompt", "x", "--json-schema", str(schema), "--temperature", "1",
+             "--json")
     assert r.returncode == 0, r.stderr
     text = json.loads(r.stdout.strip().splitlines()[-1])["outputs"][0]["text"]
     assert isinstance(json.loads(text)["ok"], bool)

@@ -15,13 +15,10 @@ def test_configuration_doc_is_current():
     current = DOC.read_text(encoding="utf-8").splitlines()
     fresh = config_docs.render().splitlines()
     if current != fresh:
-        first = next(
-            (i for i, (a, b) in enumerate(zip(current, fresh)) if a != b),
-            min(len(current), len(fresh)),
-        )
+        first = next((i for i, (a, b) in enumerate(zip(current, fresh)) if a != b),
+                     min(len(current), len(fresh)))
         raise AssertionError(
-            f"docs/configuration.md is stale (first difference at line {first + 1}); {FIX}"
-        )
+            f"docs/configuration.md is stale (first difference at line {first + 1}); {FIX}")
 
 
 def test_every_config_field_and_alias_is_documented():
@@ -36,15 +33,8 @@ def test_every_config_field_and_alias_is_documented():
 
 def test_sampling_and_server_flags_are_documented():
     text = config_docs.render()
-    for flag in (
-        "--temperature",
-        "--max-tokens",
-        "--stop",
-        "--prompt",
-        "--host",
-        "--port",
-        "--api-key",
-    ):
+    for flag in ("--temperature", "--max-tokens", "--stop", "--prompt", "--host", "--port",
+                 "--api-key"):
         assert f"`{flag}`" in text, flag
 
 

@@ -27,8 +27,7 @@ def test_demo_tokenizer_has_a_chat_template():
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(demo_model_path())
-    text = tok.apply_chat_template(
-        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
-    )
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                   add_generation_prompt=True)
     assert "hi" in text and text.endswith("assistant\n")
     assert tok.decode(tok.encode("Hello, world!")) == "Hello, world!"

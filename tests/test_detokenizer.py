@@ -23,8 +23,7 @@ def test_fast_decode_equals_the_tokenizers(tokenizer):
         ids = [rng.randrange(len(tokenizer)) for _ in range(rng.randint(0, 12))]
         for skip in (True, False):
             assert fast.decode(ids, skip_special_tokens=skip) == tokenizer.decode(
-                ids, skip_special_tokens=skip
-            )
+                ids, skip_special_tokens=skip)
 
 
 def test_streamed_text_equals_the_full_decode(tokenizer):
@@ -36,9 +35,8 @@ def test_streamed_text_equals_the_full_decode(tokenizer):
         detok = incremental_detokenizer(fast, prompt, skip_special_tokens=True)
         text = "".join(detok.step(t) for t in out) + detok.flush()
         full = tokenizer.decode(prompt + out, skip_special_tokens=True)
-        assert full.endswith(text) and full[: len(full) - len(text)] == tokenizer.decode(
-            prompt, skip_special_tokens=True
-        )
+        assert full.endswith(text) and full[:len(full) - len(text)] == tokenizer.decode(
+            prompt, skip_special_tokens=True)
 
 
 def test_streaming_decodes_two_windows_per_token(tokenizer):
@@ -58,9 +56,6 @@ def test_streaming_decodes_two_windows_per_token(tokenizer):
     start = calls
     text = "".join(detok.step(t) for t in out) + detok.flush()
     assert calls - start <= 2 * len(out) + 1
-    assert (
-        text
-        == tokenizer.decode(prompt + out, skip_special_tokens=True)[
-            len(tokenizer.decode(prompt, skip_special_tokens=True)) :
-        ]
-    )
+    assert text == tokenizer.decode(prompt + out, skip_special_tokens=True)[
+        len(tokenizer.decode(prompt, skip_special_tokens=True)) :
+    ]

@@ -12,10 +12,8 @@ def test_readme_opens_with_the_two_setup_commands():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     block = text.split("```bash\n", 1)[1].split("```", 1)[0]
     # .ci/run runs the second line verbatim; users copy the first.
-    assert block == (
-        "pip install -e . && python -m sarathi serve\n"
-        'pip install -e ".[test]" && python -m pytest\n'
-    )
+    assert block == ('pip install -e . && python -m sarathi serve\n'
+                     'pip install -e ".[test]" && python -m pytest\n')
 
 
 def _anchors(page: Path) -> set[str]:

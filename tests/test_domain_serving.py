@@ -13,20 +13,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-METRICS = (
-    "requests_per_s",
-    "output_tokens_per_s",
-    "text_bytes_per_s",
-    "ttft_median_ms",
-    "ttft_p99_ms",
-    "tpot_median_ms",
-    "tpot_p99_ms",
-    "mean_total_tokens",
-    "kv_bytes_per_request",
-    "peak_kv_mapped_bytes",
-    "peak_kv_used_bytes",
-    "pool_bytes",
-)
+METRICS = ("requests_per_s", "output_tokens_per_s", "text_bytes_per_s", "ttft_median_ms",
+           "ttft_p99_ms", "tpot_median_ms", "tpot_p99_ms", "mean_total_tokens",
+           "kv_bytes_per_request", "peak_kv_mapped_bytes", "peak_kv_used_bytes", "pool_bytes")
 
 
 def _corpus(path: Path) -> None:
@@ -38,37 +27,12 @@ def test_domain_serving_demo(tmp_path: Path) -> None:
     corpus = tmp_path / "code.txt"
     _corpus(corpus)
     out = tmp_path / "domain.json"
-    cmd = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "domain_serving.py"),
-        "--model-folder",
-        "demo",
-        "--backends",
-        "vattention",
-        "--corpus",
-        str(corpus),
-        "--corpus-chars",
-        "200000",
-        "--heldout-block-chars",
-        "8000",
-        "--num-swaps",
-        "150",
-        "--num-requests",
-        "4",
-        "--prompt-tokens",
-        "48",
-        "--output-tokens",
-        "24",
-        "--warmup",
-        "1",
-        # A tiny run lasts a few hundred ms: poll /metrics often enough to see it.
-        "--poll-interval",
-        "0.01",
-        "--json",
-        str(out),
-        "--work-dir",
-        str(tmp_path / "work"),
-    ]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "domain_serving.py"), "--model-folder",
+           "demo", "--backends", "vattention", "--corpus", str(corpus), "--corpus-chars",
+           "200000", "--heldout-block-chars", "8000", "--num-swaps", "150", "--num-requests",
+           "4", "--prompt-tokens", "48", "--output-tokens", "24", "--warmup", "1",
+           # A tiny run lasts a few hundred ms: poll /metrics often enough to see it.
+           "--poll-interval", "0.01", "--json", str(out), "--work-dir", str(tmp_path / "work")]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

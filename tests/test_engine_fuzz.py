@@ -28,7 +28,9 @@ def test_configurations_match_the_reference(case: int, models: dict[str, FuzzMod
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", range(6))
-def test_gpu_configurations_match_the_reference(case: int, models: dict[str, FuzzModel]) -> None:
+def test_gpu_configurations_match_the_reference(
+    case: int, models: dict[str, FuzzModel]
+) -> None:
     findings = run_case(case, models, configs=3, processes=False, device="cuda")
     assert not findings, "\n".join(
         json.dumps(dataclasses.asdict(f), default=str)[:3000] for f in findings[:5]

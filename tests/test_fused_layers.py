@@ -37,7 +37,7 @@ def test_rms_norm(dtype: torch.dtype, rows: int, size: int) -> None:
 
 def test_rms_norm_strided_heads() -> None:
     qkv = torch.randn(9, 16 * 128 + 2 * 8 * 128, dtype=torch.bfloat16, device="cuda")
-    q = qkv[:, : 16 * 128].view(9, 16, 128)  # a view with a row stride of the fused width
+    q = qkv[:, :16 * 128].view(9, 16, 128)  # a view with a row stride of the fused width
     norm = RMSNorm(128, 1e-6).to("cuda", torch.bfloat16)
     norm.weight.data.normal_()
     assert _rel(fused.rms_norm(q, norm.weight, norm.eps), norm.reference(q)) < 1e-2
@@ -68,9 +68,9 @@ def test_rotary_store_kv(hq: int, hk: int, d: int, layout: str) -> None:
     rot = RotaryEmbedding(d, 500000.0, None, 4096, torch.device("cuda"))
     t = 50
     qkv = torch.randn(t, (hq + 2 * hk) * d, dtype=torch.bfloat16, device="cuda")
-    q = qkv[:, : hq * d].view(t, hq, d)  # views with the fused projection's row stride
-    k = qkv[:, hq * d : (hq + hk) * d].view(t, hk, d)
-    v = qkv[:, (hq + hk) * d :].view(t, hk, d)
+    q = qkv[:, :hq * d].view(t, hq, d)  # views with the fused projection's row stride
+    k = qkv[:, hq * d:(hq + hk) * d].view(t, hk, d)
+    v = qkv[:, (hq + hk) * d:].view(t, hk, d)
     pos = torch.randperm(4096, device="cuda")[:t]
     if layout == "slots":
         # K and V interleaved per position, as a strided view: the kernel must use strides.
@@ -91,15 +91,8 @@ def test_rotary_store_kv(hq: int, hk: int, d: int, layout: str) -> None:
 
 
 @pytest.mark.parametrize("n,k,bias", [(4096, 4096, False), (1000, 4000, True), (37, 11008, False)])
-@pytest.mark.parametrize(
-    "cfg",
-    [
-        gemv.GemvConfig(16, 256, 8),
-        gemv.GemvConfig(64, 128, 1, 8),
-        gemv.GemvConfig(8, 512, 16),
-        gemv.gemv_config(32768, 4096),
-    ],
-)
+@pytest.mark.parametrize("cfg", [gemv.GemvConfig(16, 256, 8), gemv.GemvConfig(64, 128, 1, 8),
+                                 gemv.GemvConfig(8, 512, 16), gemv.gemv_config(32768, 4096)])
 def test_gemv(n: int, k: int, bias: bool, cfg: gemv.GemvConfig) -> None:
     w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda")
     b = torch.randn(n, dtype=torch.bfloat16, device="cuda") if bias else None
@@ -151,25 +144,17 @@ def test_one_row_linear_keeps_splits_only_when_asked() -> None:
     assert isinstance(gemv.linear(x, w, b, True, _kernels()), torch.Tensor)  # bias: summed
     assert isinstance(gemv.linear(x.repeat(2, 1), w, None, True, _kernels()), torch.Tensor)
     lm_head = torch.randn(32768, 256, dtype=torch.bfloat16, device="cuda")
-    assert (
-        _rel(gemv.linear(x, lm_head, kernels=_kernels()), F.linear(x.float(), lm_head.float()))
-        < 1e-2
-    )
+    assert _rel(gemv.linear(x, lm_head, kernels=_kernels()),
+                F.linear(x.float(), lm_head.float())) < 1e-2
 
 
-def _mlp_chain(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    w: dict[str, torch.Tensor],
-    norm: RMSNorm,
-    inter: int,
-    k: KernelSwitches,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _mlp_chain(x: torch.Tensor, residual: torch.Tensor, w: dict[str, torch.Tensor],
+               norm: RMSNorm, inter: int, k: KernelSwitches
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch-1 decode layer's matmul-and-small-op chain: every kernel depends on the one
     before, which is what programmatic dependent launch overlaps."""
-    h, res = fused.add_rms_norm(
-        gemv.linear(x, w["o"], None, True, k), residual, norm.weight, norm.eps, k.pdl
-    )
+    h, res = fused.add_rms_norm(gemv.linear(x, w["o"], None, True, k), residual,
+                                norm.weight, norm.eps, k.pdl)
     gu = gemv.linear(h, w["gate_up"], None, True, k)
     down = gemv.linear(fused.silu_and_mul(gu, inter, k.pdl), w["down"], None, True, k)
     out, res = fused.add_rms_norm(down, res, norm.weight, norm.eps, k.pdl)
@@ -181,21 +166,16 @@ def test_dependent_launch_matches_plain_launch_in_a_graph() -> None:
     as plain launches: every kernel waits for its predecessor before reading its output."""
     h, inter = 2048, 5632
     norm = RMSNorm(h, 1e-5).to("cuda", torch.bfloat16)
-    w = {
-        "o": torch.randn(h, h),
-        "gate_up": torch.randn(2 * inter, h),
-        "down": torch.randn(h, inter),
-        "head": torch.randn(32768, h),
-    }
+    w = {"o": torch.randn(h, h), "gate_up": torch.randn(2 * inter, h),
+         "down": torch.randn(h, inter), "head": torch.randn(32768, h)}
     w = {k: (v / 40).to("cuda", torch.bfloat16) for k, v in w.items()}
     x = torch.randn(1, h, dtype=torch.bfloat16, device="cuda")
     residual = torch.randn(1, h, dtype=torch.bfloat16, device="cuda")
     ref = _mlp_chain(x, residual, w, norm, inter, _kernels(pdl=False))
     on = _kernels(pdl=True)
     if not on.pdl:
-        pytest.skip(
-            "programmatic dependent launch needs compute capability 9.0 and a Triton with gdc_wait"
-        )
+        pytest.skip("programmatic dependent launch needs compute capability 9.0 and a "
+                    "Triton with gdc_wait")
     eager = _mlp_chain(x, residual, w, norm, inter, on)
     _mlp_chain(x, residual, w, norm, inter, on)  # compile outside the capture
     graph = torch.cuda.CUDAGraph()

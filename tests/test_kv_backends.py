@@ -12,15 +12,9 @@ def test_cpu_backend_is_token_identical_to_dense(tiny_models, layout):
     params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
     outs = {}
     for backend in ("dense", "cpu"):
-        llm = LLM(
-            tiny_models["qwen3"],
-            kv_cache_backend=backend,
-            kv_layout=layout,
-            chunk_size=32,
-            max_num_seqs=8,
-            kv_cache_memory="1MiB",
-            expected_request_tokens=64,
-        )
+        llm = LLM(tiny_models["qwen3"], kv_cache_backend=backend, kv_layout=layout,
+                  chunk_size=32, max_num_seqs=8, kv_cache_memory="1MiB",
+                  expected_request_tokens=64)
         outs[backend] = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
         assert llm.engine.cache_stats()["backend"] == backend
     assert outs["cpu"] == outs["dense"]
@@ -34,15 +28,9 @@ def test_paged_cache_is_token_identical_to_vattention(tiny_models, block_size):
     params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
     outs = {}
     for backend in ("torch", "paged"):
-        llm = LLM(
-            tiny_models["llama"],
-            attention_backend=backend,
-            block_tokens=block_size,
-            chunk_size=32,
-            max_num_seqs=8,
-            kv_cache_memory="96KiB",
-            expected_request_tokens=64,
-        )
+        llm = LLM(tiny_models["llama"], attention_backend=backend, block_tokens=block_size,
+                  chunk_size=32, max_num_seqs=8, kv_cache_memory="96KiB",
+                  expected_request_tokens=64)
         outs[backend] = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
         stats = llm.engine.cache_stats()
         if backend == "paged":

@@ -36,9 +36,8 @@ def test_prefill_tiles_are_a_power_of_two(head_dim: int) -> None:
     assert m & (m - 1) == 0
 
 
-@pytest.mark.parametrize(
-    "chunks", [[], [(0, 1)], [(0, 960)], [(1920, 960), (0, 37), (500, 64)], [(10, 200), (10, 200)]]
-)
+@pytest.mark.parametrize("chunks", [[], [(0, 1)], [(0, 960)], [(1920, 960), (0, 37), (500, 64)],
+                                    [(10, 200), (10, 200)]])
 def test_prefill_tiles_cover_every_block_once_longest_first(chunks: list[tuple[int, int]]) -> None:
     """Each (chunk, query block) once, ordered by the keys its last query sees, most first
     (ties in chunk order), so that the kernel's last programs are short ones."""

@@ -36,12 +36,12 @@ def test_prefill_logits_match_transformers(tiny_models, arch):
 @pytest.mark.parametrize("scheduler", ["sarathi", "vllm"])
 @pytest.mark.parametrize("chunk_size", [8, 64, 512])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_greedy_matches_transformers_generate(tiny_models, references, arch, chunk_size, scheduler):
+def test_greedy_matches_transformers_generate(tiny_models, references, arch, chunk_size,
+                                              scheduler):
     prompts, expected = references[arch]
     llm = LLM(tiny_models[arch], chunk_size=chunk_size, scheduler=scheduler, max_num_seqs=8)
-    outs = llm.generate(
-        prompts, SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True)
-    )
+    outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=NEW_TOKENS,
+                                                ignore_eos=True))
     for i, (out, ref) in enumerate(zip(outs, expected)):
         assert out.outputs[0].token_ids == ref, f"{arch} prompt {i} (len {len(prompts[i])})"
         assert out.outputs[0].finish_reason == "length"

@@ -10,27 +10,22 @@ from sarathi import LLM, SamplingParams
 
 @pytest.fixture(scope="module")
 def engines(tiny_models):
-    common = dict(
-        chunk_size=32, max_num_seqs=8, kv_cache_memory="96KiB", expected_request_tokens=64
-    )
-    return {
-        overlap: LLM(tiny_models["llama"], overlap_scheduling=overlap, **common)
-        for overlap in (True, False)
-    }
+    common = dict(chunk_size=32, max_num_seqs=8, kv_cache_memory="96KiB",
+                  expected_request_tokens=64)
+    return {overlap: LLM(tiny_models["llama"], overlap_scheduling=overlap, **common)
+            for overlap in (True, False)}
 
 
 def _run(llm, prompts, params):
     outs = llm.generate(prompts, params, use_tqdm=False)
-    return [
-        [(c.token_ids, c.text, c.finish_reason, c.stop_reason) for c in o.outputs] for o in outs
-    ]
+    return [[(c.token_ids, c.text, c.finish_reason, c.stop_reason) for c in o.outputs]
+            for o in outs]
 
 
 def _frequent_token(llm, prompts) -> int:
     """A token the model emits often, to stop on it mid-generation."""
-    outs = llm.generate(
-        prompts, SamplingParams(temperature=0, max_tokens=24, ignore_eos=True), use_tqdm=False
-    )
+    outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=24, ignore_eos=True),
+                        use_tqdm=False)
     counts: dict[int, int] = {}
     for o in outs:
         for t in o.outputs[0].token_ids[3:]:
@@ -60,31 +55,14 @@ def test_same_outputs_with_stops_lengths_and_preemption(engines):
         if kind == 0:
             params.append(SamplingParams(temperature=0, max_tokens=5 + i, ignore_eos=True))
         elif kind == 1:
-            params.append(
-                SamplingParams(
-                    temperature=0, max_tokens=40, stop_token_ids=[stop_id], ignore_eos=True
-                )
-            )
+            params.append(SamplingParams(temperature=0, max_tokens=40, stop_token_ids=[stop_id],
+                                         ignore_eos=True))
         elif kind == 2:
-            params.append(
-                SamplingParams(
-                    temperature=0,
-                    max_tokens=40,
-                    stop=[text] if text.strip() else None,
-                    ignore_eos=True,
-                )
-            )
+            params.append(SamplingParams(temperature=0, max_tokens=40, stop=[text] if
+                                         text.strip() else None, ignore_eos=True))
         else:
-            params.append(
-                SamplingParams(
-                    temperature=0.8,
-                    seed=i,
-                    max_tokens=30,
-                    n=2,
-                    stop_token_ids=[stop_id],
-                    ignore_eos=True,
-                )
-            )
+            params.append(SamplingParams(temperature=0.8, seed=i, max_tokens=30, n=2,
+                                         stop_token_ids=[stop_id], ignore_eos=True))
     got = _run(engines[True], prompts, params)
     want = _run(engines[False], prompts, params)
     assert got == want
@@ -94,9 +72,8 @@ def test_same_outputs_with_stops_lengths_and_preemption(engines):
 
 def test_penalties_fall_back_to_exact_history(engines):
     prompts = random_prompts(6, 384, seed=22, min_len=5, max_len=40)
-    params = SamplingParams(
-        temperature=0, max_tokens=20, ignore_eos=True, repetition_penalty=1.3, frequency_penalty=0.5
-    )
+    params = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True,
+                            repetition_penalty=1.3, frequency_penalty=0.5)
     assert _run(engines[True], prompts, params) == _run(engines[False], prompts, params)
 
 
@@ -119,23 +96,15 @@ def test_penalties_beside_plain_requests_under_preemption(tiny_models):
     block_bytes = roomy.engine.cache_plan.budget // cap.num_blocks
     blocks = -(-(len(prompt) + 3) // cap.tokens_per_block) + 1  # about one request's room
     for overlap in (False, True):
-        tight = LLM(
-            tiny_models["llama"],
-            **base,
-            kv_cache_memory=blocks * block_bytes,
-            expected_request_tokens=16,
-            overlap_scheduling=overlap,
-        )
+        tight = LLM(tiny_models["llama"], **base, kv_cache_memory=blocks * block_bytes,
+                    expected_request_tokens=16, overlap_scheduling=overlap)
         assert _run(tight, [prompt, prompt], [plain, penalised]) == want, overlap
 
 
 def test_streamed_outputs_never_show_placeholders(engines):
     engine = engines[True].engine
-    engine.add_request(
-        [9, 8, 7, 6],
-        SamplingParams(temperature=0, max_tokens=12, ignore_eos=True),
-        request_id="stream",
-    )
+    engine.add_request([9, 8, 7, 6], SamplingParams(temperature=0, max_tokens=12,
+                                                    ignore_eos=True), request_id="stream")
     seen = []
     while engine.has_unfinished_requests():
         for out in engine.step():
@@ -149,30 +118,13 @@ def test_streamed_outputs_never_show_placeholders(engines):
 def test_same_greedy_outputs_across_architectures_and_policies(tiny_models, arch, scheduler):
     prompts = random_prompts(8, 384, seed=23, min_len=5, max_len=90)
     params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
-    outs = [
-        _run(
-            LLM(
-                tiny_models[arch],
-                scheduler=scheduler,
-                chunk_size=16,
-                max_num_seqs=8,
-                overlap_scheduling=overlap,
-            ),
-            prompts,
-            params,
-        )
-        for overlap in (True, False)
-    ]
+    outs = [_run(LLM(tiny_models[arch], scheduler=scheduler, chunk_size=16, max_num_seqs=8,
+                     overlap_scheduling=overlap), prompts, params) for overlap in (True, False)]
     assert outs[0] == outs[1]
 
 
 def test_default_is_off_on_the_cpu(tiny_models):
     # Unset means "where it can gain": a CUDA device. On the CPU it would only delay outputs.
-    llm = LLM(
-        tiny_models["llama"],
-        chunk_size=32,
-        max_num_seqs=2,
-        kv_cache_memory="32KiB",
-        expected_request_tokens=64,
-    )
+    llm = LLM(tiny_models["llama"], chunk_size=32, max_num_seqs=2, kv_cache_memory="32KiB",
+              expected_request_tokens=64)
     assert llm.engine._overlap is False

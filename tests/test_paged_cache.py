@@ -7,12 +7,10 @@ from sarathi.worker.paged_cache import PagedKVCache
 from vattention.errors import OutOfPagesError, VAttentionError
 
 
-def make(
-    num_blocks: int = 8, block_tokens: int = 4, max_slots: int = 3, max_len: int = 16
-) -> PagedKVCache:
-    return PagedKVCache(
-        2, 2, 8, max_slots, max_len, torch.float32, torch.device("cpu"), block_tokens, num_blocks
-    )
+def make(num_blocks: int = 8, block_tokens: int = 4, max_slots: int = 3, max_len: int = 16
+         ) -> PagedKVCache:
+    return PagedKVCache(2, 2, 8, max_slots, max_len, torch.float32, torch.device("cpu"),
+                        block_tokens, num_blocks)
 
 
 def test_blocks_follow_tokens_and_the_table_follows_commit():

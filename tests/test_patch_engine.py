@@ -21,7 +21,8 @@ def patch_dir(tiny_models, tmp_path_factory):
     from adaptivocab.base import load_base_tokenizer
 
     base = load_base_tokenizer(tiny_models["llama"])
-    patch, _ = build_patch(base, _docs(), BuildConfig(num_tokens=40, max_ngram=3, progress=False))
+    patch, _ = build_patch(base, _docs(), BuildConfig(num_tokens=40, max_ngram=3,
+                                                      progress=False))
     tok = PatchTokenizer(base, patch)
     stats = measure_reduction(tok, _docs()[:8])
     tok = PatchTokenizer(base, patch, reduction_stats=stats)
@@ -42,23 +43,18 @@ def test_load_time_patch_keeps_surviving_rows_bit_identical(tiny_models, patch_d
     swapped = sorted(tok.ngram_pieces)
     keep = torch.ones(base["model.embed_tokens.weight"].shape[0], dtype=torch.bool)
     keep[swapped] = False
-    for name, mine in (
-        ("model.embed_tokens.weight", ours.model.embed_tokens.weight),
-        ("lm_head.weight", ours.lm_head.weight),
-    ):
+    for name, mine in (("model.embed_tokens.weight", ours.model.embed_tokens.weight),
+                       ("lm_head.weight", ours.lm_head.weight)):
         assert torch.equal(mine[keep], base[name][keep]), name
         assert not torch.equal(mine[swapped], base[name][swapped]), name
-    out = llm.generate(
-        ["the scheduler keeps three queues"],
-        SamplingParams(temperature=0, max_tokens=8, ignore_eos=True),
-    )[0]
+    out = llm.generate(["the scheduler keeps three queues"],
+                       SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))[0]
     assert len(out.outputs[0].token_ids) == 8
     assert llm.engine.stats.base_prompt_tokens > llm.engine.stats.patched_prompt_tokens
 
 
-def test_patched_folder_loads_directly_and_matches_load_time_patching(
-    tiny_models, patch_dir, tmp_path
-):
+def test_patched_folder_loads_directly_and_matches_load_time_patching(tiny_models, patch_dir,
+                                                                      tmp_path):
     from adaptivocab import patch_model_folder
 
     from models import save_tiny_model
@@ -80,17 +76,15 @@ def other_patch_dir(tiny_models, tmp_path_factory):
     from adaptivocab.base import load_base_tokenizer
 
     base = load_base_tokenizer(tiny_models["llama"])
-    patch, _ = build_patch(
-        base, _docs()[::-1], BuildConfig(num_tokens=10, max_ngram=2, progress=False)
-    )
+    patch, _ = build_patch(base, _docs()[::-1],
+                           BuildConfig(num_tokens=10, max_ngram=2, progress=False))
     out = tmp_path_factory.mktemp("other-patch")
     PatchTokenizer(base, patch).save_pretrained(out)
     return str(out)
 
 
-def test_a_patched_folder_takes_only_its_own_patch(
-    tiny_models, patch_dir, other_patch_dir, tmp_path
-):
+def test_a_patched_folder_takes_only_its_own_patch(tiny_models, patch_dir, other_patch_dir,
+                                                   tmp_path):
     """Its swapped rows hold its own patch's n-grams: another patch, or the base tokenizer,
     would give those ids other meanings; re-patching it with another patch is refused too."""
     from adaptivocab import AdaptiVocabError, patch_model_folder
@@ -144,12 +138,8 @@ def test_cache_slots_scale_with_the_measured_reduction(tiny_models):
 def test_the_engine_reads_the_ratio_from_the_patch_tokenizer(tiny_models, patch_dir):
     from adaptivocab import PatchTokenizer
 
-    llm = LLM(
-        tiny_models["llama"],
-        patch_tokenizer=patch_dir,
-        kv_cache_memory="8MiB",
-        expected_request_tokens=64,
-    )
+    llm = LLM(tiny_models["llama"], patch_tokenizer=patch_dir, kv_cache_memory="8MiB",
+              expected_request_tokens=64)
     ratio = PatchTokenizer.from_pretrained(patch_dir).reduction_ratio
     assert ratio is not None and ratio < 1
     assert llm.engine.setup.reduction_ratio == ratio
@@ -164,27 +154,16 @@ def test_server_reports_tokens_saved(tiny_models, patch_dir):
     live = start_server({"model": tiny_models["llama"], "patch_tokenizer": patch_dir})
     try:
         text = "The scheduler keeps three queues: waiting requests, running requests"
-        r = httpx.post(
-            live.url + "/v1/completions",
-            timeout=60,
-            json={
-                "model": tiny_models["llama"],
-                "prompt": text,
-                "max_tokens": 8,
-                "temperature": 0,
-                "ignore_eos": True,
-            },
-        )
+        r = httpx.post(live.url + "/v1/completions", timeout=60,
+                       json={"model": tiny_models["llama"], "prompt": text, "max_tokens": 8,
+                             "temperature": 0, "ignore_eos": True})
         assert r.status_code == 200, r.text
         live.engine.wait_idle(10)
         metrics = httpx.get(live.url + "/metrics", timeout=30).text
     finally:
         stop_server(live)
-    saved = next(
-        line
-        for line in metrics.splitlines()
-        if line.startswith("sarathi:adaptivocab_prompt_tokens_saved_total")
-    )
+    saved = next(line for line in metrics.splitlines()
+                 if line.startswith("sarathi:adaptivocab_prompt_tokens_saved_total"))
     assert float(saved.split()[-1]) > 0
     assert "sarathi:adaptivocab_reduction_ratio" in metrics
     assert "sarathi:kv_cache_text_capacity_base_tokens" in metrics
@@ -199,9 +178,8 @@ def test_prefix_caching_with_a_patch_tokenizer(tiny_models, patch_dir):
     prompts = [f"{system}\n\nQuestion {i}: what does the scheduler do?" for i in range(5)]
     params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
     path = tiny_models["llama"]
-    want = LLM(
-        path, patch_tokenizer=patch_dir, enable_prefix_caching=False, max_model_len=512
-    ).generate(prompts, params)
+    want = LLM(path, patch_tokenizer=patch_dir, enable_prefix_caching=False,
+               max_model_len=512).generate(prompts, params)
     patched = LLM(path, patch_tokenizer=patch_dir, max_model_len=512)
     got = patched.generate(prompts[:1], params) + patched.generate(prompts[1:], params)
     assert [o.outputs[0].token_ids for o in got] == [o.outputs[0].token_ids for o in want]

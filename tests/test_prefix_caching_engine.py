@@ -165,7 +165,6 @@ def test_on_the_gpu_with_graphs_outputs_equal_those_without_the_cache(tmp_path, 
     )  # fmt: skip
     prompts = _shared_prompts(8, 1100, seed=17)
     kw = {"dtype": "float32", "max_model_len": 1400, **cache}
-
     # Triton's fp32 dot products round through TF32, so computing a prompt in other chunks
     # moves logprobs a little. The yardstick is that noise: the cache may move them no more
     # than a different chunk size does (greedy tokens must hold exactly).

@@ -3,33 +3,15 @@ import pytest
 from sarathi import SamplingParams
 
 
-@pytest.mark.parametrize(
-    "field,value",
-    [
-        ("temperature", -0.1),
-        ("top_p", 0.0),
-        ("top_p", 1.5),
-        ("top_k", -2),
-        ("top_k", True),
-        ("min_p", 1.5),
-        ("n", 0),
-        ("max_tokens", 0),
-        ("max_tokens", -3),
-        ("min_tokens", -1),
-        ("presence_penalty", 3.0),
-        ("frequency_penalty", -2.5),
-        ("repetition_penalty", 0.0),
-        ("logprobs", 50),
-        ("stop", [""]),
-        ("stop_token_ids", [-1]),
-        ("temperature", float("nan")),
-        ("temperature", float("inf")),
-        ("repetition_penalty", float("nan")),
-        ("top_p", float("nan")),
-        ("seed", 2**64),
-        ("seed", True),
-    ],
-)
+@pytest.mark.parametrize("field,value", [
+    ("temperature", -0.1), ("top_p", 0.0), ("top_p", 1.5), ("top_k", -2), ("top_k", True),
+    ("min_p", 1.5), ("n", 0), ("max_tokens", 0), ("max_tokens", -3), ("min_tokens", -1),
+    ("presence_penalty", 3.0), ("frequency_penalty", -2.5), ("repetition_penalty", 0.0),
+    ("logprobs", 50), ("stop", [""]), ("stop_token_ids", [-1]),
+    ("temperature", float("nan")), ("temperature", float("inf")),
+    ("repetition_penalty", float("nan")), ("top_p", float("nan")),
+    ("seed", 2**64), ("seed", True),
+])
 def test_invalid_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**{field: value})
@@ -44,23 +26,14 @@ def test_stop_accepts_a_string():
     assert SamplingParams(stop="###").stop_list == ["###"]
 
 
-@pytest.mark.parametrize(
-    "kwargs,field",
-    [
-        ({"stop": 123}, "stop"),
-        ({"stop_token_ids": 5}, "stop_token_ids"),
-        ({"temperature": "0.5"}, "temperature"),
-        ({"top_p": None}, "top_p"),
-        ({"n": True}, "n"),
-        ({"max_tokens": True}, "max_tokens"),
-        ({"min_tokens": False}, "min_tokens"),
-        ({"stop_token_ids": [True]}, "stop_token_ids"),
-        ({"ignore_eos": "yes"}, "ignore_eos"),
-        ({"skip_special_tokens": None}, "skip_special_tokens"),
-        ({"detokenize": 0}, "detokenize"),
-        ({"include_stop_str_in_output": 1}, "include_stop_str_in_output"),
-    ],
-)
+@pytest.mark.parametrize("kwargs,field", [
+    ({"stop": 123}, "stop"), ({"stop_token_ids": 5}, "stop_token_ids"),
+    ({"temperature": "0.5"}, "temperature"), ({"top_p": None}, "top_p"),
+    ({"n": True}, "n"), ({"max_tokens": True}, "max_tokens"), ({"min_tokens": False}, "min_tokens"),
+    ({"stop_token_ids": [True]}, "stop_token_ids"), ({"ignore_eos": "yes"}, "ignore_eos"),
+    ({"skip_special_tokens": None}, "skip_special_tokens"), ({"detokenize": 0}, "detokenize"),
+    ({"include_stop_str_in_output": 1}, "include_stop_str_in_output"),
+])
 def test_wrong_types_are_value_errors_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**kwargs)

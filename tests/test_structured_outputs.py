@@ -96,11 +96,7 @@ def test_n_sequences_each_follow_the_grammar(llm):
 def test_overlapped_masks_match_the_eager_path():
     """With overlap the masks of step N+1 are computed after its forward is queued; the
     tokens must be those of the path that computes them first."""
-    specs = [
-        StructuredOutputsParams(json=SCHEMA),
-        None,
-        StructuredOutputsParams(regex=r"[a-f]{4,9}"),
-    ]
+    specs = [StructuredOutputsParams(json=SCHEMA), None, StructuredOutputsParams(regex=r"[a-f]{4,9}")]
     prompts = ["hello world", "the scheduler", "a b c", "what", "batch", "x y"] * 3
     params = [
         SamplingParams(
@@ -238,10 +234,7 @@ def test_grammar_sees_the_patched_vocabulary(patched_llm):
 def test_patched_vocabulary_output_is_valid(patched_llm):
     params = [
         SamplingParams(
-            temperature=t,
-            max_tokens=200,
-            seed=i,
-            structured_outputs=StructuredOutputsParams(json=SCHEMA),
+            temperature=t, max_tokens=200, seed=i, structured_outputs=StructuredOutputsParams(json=SCHEMA)
         )
         for i, t in enumerate([0, 1.0, 1.0])
     ]
@@ -302,12 +295,9 @@ def test_allof_parts_are_joined_not_closed_apart():
     assert not llguidance.LLMatcher.validate_grammar(grammar)
 
     jsonschema = pytest.importorskip("jsonschema")
-    inline = {
-        "allOf": [
-            {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
-            {"properties": {"b": {"type": "string"}}, "required": ["b"]},
-        ]
-    }
+    inline = {"allOf": [{"type": "object", "properties": {"a": {"type": "integer"}},
+                         "required": ["a"]},
+                        {"properties": {"b": {"type": "string"}}, "required": ["b"]}]}
     closed = _closed_objects(inline)
     jsonschema.validate({"a": 1, "b": "x"}, closed)
     with pytest.raises(jsonschema.ValidationError):

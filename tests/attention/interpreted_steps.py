@@ -13,12 +13,8 @@ import torch
 import triton.runtime.interpreter as interp
 
 from sarathi import LLM, SamplingParams
-from sarathi.model_executor.attention.launch import (
-    PrefillLaunch,
-    decode_splits,
-    prefill_launch,
-    prefill_tiles,
-)
+from sarathi.model_executor.attention.launch import (PrefillLaunch, decode_splits, prefill_launch,
+                                                     prefill_tiles)
 from sarathi.model_executor.attention.metadata import AttentionMetadata, chunk_table
 from sarathi.model_executor.attention.torch_backend import TorchAttention
 from sarathi.model_executor.attention.triton_backend import TritonAttention
@@ -53,38 +49,23 @@ def check_kernels() -> None:
     meta = AttentionMetadata(sot, pos, nd, dslots, dlens, int(dlens.max()), prefills)
     # The default prefill launch (keys and values through tensor descriptors), the same with
     # pointer loads, and GQA packing (both query heads of a KV group per program).
-    launches = [
-        None,
-        PrefillLaunch(64, 64, 4, 3, tma=False),
-        PrefillLaunch(16, 16, 4, 1, packed=True),
-    ]
+    launches = [None, PrefillLaunch(64, 64, 4, 3, tma=False),
+                PrefillLaunch(16, 16, 4, 1, packed=True)]
     # Decode splits: the default count (two here), and more splits than the contexts have
     # key blocks (the kernel sizes them from each context: the last ones stay empty).
     for window, splits in ((None, None), (7, None), (None, 8), (7, 8)):
         want = TorchAttention().forward(q, k, v, meta, scale, window)
         for launch in launches:
             out = torch.full_like(q, float("nan"))
-            decode_attention(q[:nd], k, v, dslots, dlens, scale, window, out[:nd], 4, splits)
+            decode_attention(q[:nd], k, v, dslots, dlens, scale, window,
+                             out[:nd], 4, splits)
             c = chunk_table(prefills, nd, q.device)
             assert c is not None
-            prefill_attention(
-                q,
-                k,
-                v,
-                c.slot,
-                c.start,
-                c.length,
-                c.offset,
-                c.longest,
-                scale,
-                window,
-                out,
-                launch=launch,
-            )
+            prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, c.longest, scale,
+                              window, out, launch=launch)
             err = (out - want).abs().max().item()
             assert err < 1e-4, (
-                f"eager kernels ({launch}, window {window}, splits {splits}) differ by {err}"
-            )
+                f"eager kernels ({launch}, window {window}, splits {splits}) differ by {err}")
     ref = TorchAttention().forward(q, k, v, meta, scale, None)
 
     # As a mixed-step graph runs them: 8 decode rows of which the first 3 are decodes, a
@@ -116,51 +97,25 @@ def check_graph_shaped(  # type: ignore[no-untyped-def]
     n_tiles = math.ceil(t / block_m) + cap_chunks
     tile_chunk = torch.full((n_tiles,), -1)
     tile_block = torch.zeros(n_tiles, dtype=torch.long)
-    tile_chunk[: len(chunks)] = torch.from_numpy(chunks)
-    tile_block[: len(blocks)] = torch.from_numpy(blocks)
+    tile_chunk[:len(chunks)] = torch.from_numpy(chunks)
+    tile_block[:len(blocks)] = torch.from_numpy(blocks)
     qq = torch.cat([q, torch.zeros(rows, hq, d)])
     out2 = torch.full_like(qq, float("nan"))
-    decode_attention(
-        qq[:rows],
-        k,
-        v,
-        ds,
-        dl,
-        scale,
-        None,
-        out2[:rows],
-        4,
-        decode_splits(16, hkv, 4),
-        None,
-        torch.tensor([nd]),
-    )
-    prefill_attention(
-        qq,
-        k,
-        v,
-        table[0],
-        table[1],
-        table[2],
-        table[3],
-        t,
-        scale,
-        None,
-        out2,
-        None,
-        (tile_chunk, tile_block),
-        launch,
-    )
+    decode_attention(qq[:rows], k, v, ds, dl, scale, None, out2[:rows], 4,
+                     decode_splits(16, hkv, 4), None, torch.tensor([nd]))
+    prefill_attention(qq, k, v, table[0], table[1], table[2], table[3], t, scale, None, out2,
+                      None, (tile_chunk, tile_block), launch)
     err = (out2[:t] - ref).abs().max().item()
     assert err < 1e-4, f"graph-shaped kernels ({launch}) differ from SDPA by {err}"
     assert torch.isnan(out2[t:]).all(), "the kernels wrote rows past the step"
 
 
-def engine(
-    graph_shaped: bool, overlap: bool, lm_head_in_graph: bool = True
-) -> tuple[LLM, dict[str, int]]:
+def engine(graph_shaped: bool, overlap: bool, lm_head_in_graph: bool = True
+           ) -> tuple[LLM, dict[str, int]]:
     """``graph_shaped``: steps run the graphs' forwards (what a replay runs) directly;
     ``lm_head_in_graph`` False: decode graphs in their tensor-parallel form."""
-    llm = LLM("demo", max_num_seqs=5, chunk_size=24, overlap_scheduling=overlap, dtype="float32")
+    llm = LLM("demo", max_num_seqs=5, chunk_size=24, overlap_scheduling=overlap,
+              dtype="float32")
     runner = llm.engine.executor.worker.runner
     runner.attention = TritonAttention(num_sms=4)
     calls = {"decode": 0, "mixed": 0}
@@ -183,17 +138,14 @@ def engine(
 
 def check_steps(overlap: bool, lm_head_in_graph: bool = True) -> None:
     prompts = [[5 + i + j for j in range(3 + 7 * i)] for i in range(5)]
-    params = [
-        SamplingParams(temperature=0.0, max_tokens=6 + 3 * i, ignore_eos=True) for i in range(5)
-    ]
+    params = [SamplingParams(temperature=0.0, max_tokens=6 + 3 * i, ignore_eos=True)
+              for i in range(5)]
     eager, _ = engine(False, overlap)
     shaped, calls = engine(True, overlap, lm_head_in_graph)
     want = [o.outputs[0].token_ids for o in eager.generate(prompts, params, use_tqdm=False)]
     got = [o.outputs[0].token_ids for o in shaped.generate(prompts, params, use_tqdm=False)]
-    assert got == want, (
-        f"graph-shaped steps (overlap={overlap}, LM head in graph "
-        f"{lm_head_in_graph}) gave {got}, eager {want}"
-    )
+    assert got == want, (f"graph-shaped steps (overlap={overlap}, LM head in graph "
+                         f"{lm_head_in_graph}) gave {got}, eager {want}")
     assert calls["decode"] and calls["mixed"], calls
 
 
@@ -208,10 +160,10 @@ def check_norms() -> None:
         norm = RMSNorm(size, 1e-5).to(torch.bfloat16)
         norm.weight.data.normal_()
         x = torch.randn(rows, size, dtype=torch.bfloat16) * 3
-        err = fused.rms_norm(x, norm.weight, norm.eps).float() - norm.reference(x).float()
+        err = (fused.rms_norm(x, norm.weight, norm.eps).float() - norm.reference(x).float())
         assert err.norm() / norm.reference(x).float().norm() < 1e-2, (rows, size)
     qkv = torch.randn(9, 16 * 128 + 2 * 8 * 128)  # q heads: a strided view of the fused qkv
-    q = qkv[:, : 16 * 128].view(9, 16, 128)
+    q = qkv[:, :16 * 128].view(9, 16, 128)
     norm = RMSNorm(128, 1e-6)
     norm.weight.data.normal_()
     assert torch.allclose(fused.rms_norm(q, norm.weight, norm.eps), norm.reference(q), atol=1e-5)
@@ -235,18 +187,8 @@ def check_rotary_sums() -> None:
     for qkv, given in ((sums.parts[:1], sums), (sums.total(), None)):
         q, k, v = qkv.split([hq * d, hkv * d, hkv * d], dim=-1)
         caches = torch.zeros(2, 3, 8, hkv, d, dtype=torch.bfloat16)
-        out = fused.rotary_store_kv(
-            q.view(1, hq, d),
-            k.view(1, hkv, d),
-            v.view(1, hkv, d),
-            cos,
-            sin,
-            pos,
-            caches[0],
-            caches[1],
-            index,
-            sums=given,
-        )
+        out = fused.rotary_store_kv(q.view(1, hq, d), k.view(1, hkv, d), v.view(1, hkv, d),
+                                    cos, sin, pos, caches[0], caches[1], index, sums=given)
         results.append((out, caches))
     (q1, c1), (q2, c2) = results
     assert q1.dtype == torch.bfloat16 and torch.equal(q1, q2) and torch.equal(c1, c2)
@@ -300,7 +242,8 @@ def _check_decode_rope(dtype: torch.dtype) -> None:
             out = torch.full((1, hq, d), float("nan"), dtype=dtype)
             if fused_rope:
                 rope = DecodeRope(k, v, cos, sin, pos, dtype, 4, sums.parts.stride(0))
-                decode_attention(q, kc, vc, slot, lens, 0.3, None, out, 4, splits, bt, rope=rope)
+                decode_attention(q, kc, vc, slot, lens, 0.3, None, out, 4, splits, bt,
+                                 rope=rope)
             else:
                 qr = fused.rotary_store_kv(q, k, v, cos, sin, pos, kc, vc, index, sums=sums)
                 decode_attention(qr, kc, vc, slot, lens, 0.3, None, out, 4, splits, bt)
@@ -359,13 +302,8 @@ def check_race() -> None:
     logits[:, hot] = values
     counts = torch.zeros(vocab)
     for seed in range(20):
-        drawn = race_sample.race_sample(
-            logits,
-            torch.full((64,), 0.8),
-            torch.arange(64),
-            torch.zeros(64, dtype=torch.long),
-            seed,
-        )
+        drawn = race_sample.race_sample(logits, torch.full((64,), 0.8), torch.arange(64),
+                                        torch.zeros(64, dtype=torch.long), seed)
         counts += torch.bincount(drawn, minlength=vocab).float()
     freq = counts / counts.sum()
     want = torch.zeros(vocab)

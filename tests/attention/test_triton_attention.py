@@ -18,16 +18,8 @@ pytestmark = pytest.mark.gpu
 BF16_TOL = 1e-2  # bf16 operands land between 1e-3 and 1e-2
 
 
-def _cache(
-    layout: str,
-    slots: int,
-    max_len: int,
-    hkv: int,
-    d: int,
-    dtype: torch.dtype,
-    layers: int = 3,
-    layer: int = 1,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _cache(layout: str, slots: int, max_len: int, hkv: int, d: int, dtype: torch.dtype,
+           layers: int = 3, layer: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     if layout == "per_layer":
         k = torch.randn(slots, max_len, hkv, d, dtype=dtype, device="cuda")
         v = torch.randn(slots, max_len, hkv, d, dtype=dtype, device="cuda")
@@ -38,9 +30,8 @@ def _cache(
     return k[:, :, layer], v[:, :, layer]
 
 
-def _step(
-    rng: random.Random, slots: int, max_len: int, num_decodes: int, chunk_lens: list[int]
-) -> tuple[list[int], list[int], AttentionMetadata]:
+def _step(rng: random.Random, slots: int, max_len: int, num_decodes: int,
+          chunk_lens: list[int]) -> tuple[list[int], list[int], AttentionMetadata]:
     """A mixed step: decodes on distinct slots, then prefill chunks with random prefixes."""
     chosen = rng.sample(range(slots), num_decodes + len(chunk_lens))
     tok_slots, tok_pos, dec_lens, prefills = [], [], [], []
@@ -57,35 +48,29 @@ def _step(
     dev = torch.device("cuda")
     meta = AttentionMetadata(
         slot_of_token=torch.tensor(tok_slots, device=dev),
-        positions=torch.tensor(tok_pos, device=dev),
-        num_decodes=num_decodes,
+        positions=torch.tensor(tok_pos, device=dev), num_decodes=num_decodes,
         decode_slots=torch.tensor(chosen[:num_decodes], device=dev),
         decode_context_lens=torch.tensor(dec_lens, dtype=torch.long, device=dev),
-        max_decode_context=max(dec_lens, default=0),
-        prefills=prefills,
-        chunks=chunk_table(prefills, num_decodes, dev),
-    )
+        max_decode_context=max(dec_lens, default=0), prefills=prefills,
+        chunks=chunk_table(prefills, num_decodes, dev))
     return tok_slots, tok_pos, meta
 
 
 @pytest.mark.parametrize("layout", ["per_layer", "mega"])
-@pytest.mark.parametrize(
-    "hq,hkv,d", [(32, 8, 128), (32, 32, 128), (16, 8, 128), (8, 2, 64), (14, 2, 64)]
-)
+@pytest.mark.parametrize("hq,hkv,d", [(32, 8, 128), (32, 32, 128), (16, 8, 128), (8, 2, 64),
+                                      (14, 2, 64)])
 @pytest.mark.parametrize("window", [None, 77])
-def test_mixed_step_matches_reference(
-    layout: str, hq: int, hkv: int, d: int, window: int | None
-) -> None:
+def test_mixed_step_matches_reference(layout: str, hq: int, hkv: int, d: int,
+                                      window: int | None) -> None:
     rng = random.Random(hash((layout, hq, hkv, d, window)) & 0xFFFF)
     torch.manual_seed(rng.randrange(1 << 30))
     slots, max_len = 24, 1500
     k, v = _cache(layout, slots, max_len, hkv, d, torch.bfloat16)
-    tok_slots, tok_pos, meta = _step(
-        rng, slots, max_len, num_decodes=9, chunk_lens=[1, 37, 200, 64]
-    )
+    tok_slots, tok_pos, meta = _step(rng, slots, max_len, num_decodes=9,
+                                     chunk_lens=[1, 37, 200, 64])
     q = torch.randn(len(tok_slots), hq, d, dtype=torch.bfloat16, device="cuda")
     backend = get_attention_backend("triton", torch.device("cuda"))
-    scale = d**-0.5
+    scale = d ** -0.5
     out = backend.forward(q, k, v, meta, scale, window)
     ref = reference_attention(q, k, v, tok_slots, tok_pos, scale, window)
     assert rel_error(out, ref) < BF16_TOL
@@ -102,9 +87,8 @@ def test_overlapped_mixed_step_equals_serial_eager_and_graphed(pdl: bool) -> Non
     tok_slots, _, meta = _step(rng, 24, 1500, num_decodes=9, chunk_lens=[1, 37, 200, 64])
     q = torch.randn(len(tok_slots), 32, 128, dtype=torch.bfloat16, device="cuda")
     serial = get_attention_backend("triton", torch.device("cuda"))
-    kernels = KernelSwitches(
-        fused=True, pdl=pdl and pdl_supported(torch.device("cuda")), overlap=True
-    )
+    kernels = KernelSwitches(fused=True, pdl=pdl and pdl_supported(torch.device("cuda")),
+                             overlap=True)
     overlapped = get_attention_backend("triton", torch.device("cuda"), kernels=kernels)
     want = serial.forward(q, k, v, meta, 0.125, None)
     assert torch.equal(overlapped.forward(q, k, v, meta, 0.125, None).clone(), want)
@@ -137,51 +121,21 @@ def test_packed_prefill_matches_reference(hq: int, hkv: int, d: int, window: int
     k, v = _cache("mega", 8, 1500, hkv, d, torch.bfloat16)
     tok_slots, tok_pos, meta = _step(rng, 8, 1500, num_decodes=0, chunk_lens=[1, 37, 200, 64])
     q = torch.randn(len(tok_slots), hq, d, dtype=torch.bfloat16, device="cuda")
-    ref = reference_attention(q, k, v, tok_slots, tok_pos, d**-0.5, window)
+    ref = reference_attention(q, k, v, tok_slots, tok_pos, d ** -0.5, window)
     c = meta.chunks
     assert c is not None
     for launch in (PrefillLaunch(32, 64, 4, 3, packed=True), PrefillLaunch(16, 64, 8, 3, True)):
         out = torch.full_like(q, float("nan"))
-        prefill_attention(
-            q,
-            k,
-            v,
-            c.slot,
-            c.start,
-            c.length,
-            c.offset,
-            c.longest,
-            d**-0.5,
-            window,
-            out,
-            launch=launch,
-        )
+        prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, c.longest, d ** -0.5,
+                          window, out, launch=launch)
         assert rel_error(out, ref) < BF16_TOL, launch
-        blocks = [
-            (i, b)
-            for i, (_, _, n) in enumerate(meta.prefills)
-            for b in range(-(-n // launch.block_m))
-        ]
-        tiles = (
-            torch.tensor([i for i, _ in blocks] + [-1, -1], device="cuda"),
-            torch.tensor([b for _, b in blocks] + [0, 0], device="cuda"),
-        )
+        blocks = [(i, b) for i, (_, _, n) in enumerate(meta.prefills)
+                  for b in range(-(-n // launch.block_m))]
+        tiles = (torch.tensor([i for i, _ in blocks] + [-1, -1], device="cuda"),
+                 torch.tensor([b for _, b in blocks] + [0, 0], device="cuda"))
         out = torch.full_like(q, float("nan"))
-        prefill_attention(
-            q,
-            k,
-            v,
-            c.slot,
-            c.start,
-            c.length,
-            c.offset,
-            c.longest,
-            d**-0.5,
-            window,
-            out,
-            tiles=tiles,
-            launch=launch,
-        )
+        prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, c.longest, d ** -0.5,
+                          window, out, tiles=tiles, launch=launch)
         assert rel_error(out, ref) < BF16_TOL, launch
 
 
@@ -199,64 +153,29 @@ def test_prefill_descriptor_loads_match_pointer_loads(layout: str, window: int |
     k, v = _cache(layout, 8, 1500, 8, 128, torch.bfloat16)
     tok_slots, tok_pos, meta = _step(rng, 8, 1500, num_decodes=0, chunk_lens=[1, 37, 200, 960])
     q = torch.randn(len(tok_slots), 32, 128, dtype=torch.bfloat16, device="cuda")
-    ref = reference_attention(q, k, v, tok_slots, tok_pos, 128**-0.5, window)
+    ref = reference_attention(q, k, v, tok_slots, tok_pos, 128 ** -0.5, window)
     c = meta.chunks
     assert c is not None
     for launch in (PrefillLaunch(64, 64, 4, 3), PrefillLaunch(64, 64, 4, 3, tma=False)):
         out = torch.full_like(q, float("nan"))
-        prefill_attention(
-            q,
-            k,
-            v,
-            c.slot,
-            c.start,
-            c.length,
-            c.offset,
-            c.longest,
-            128**-0.5,
-            window,
-            out,
-            launch=launch,
-        )
+        prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, c.longest, 128 ** -0.5,
+                          window, out, launch=launch)
         assert rel_error(out, ref) < BF16_TOL, launch
         chunks, blocks = prefill_tiles([(s, n) for _, s, n in meta.prefills], launch.block_m)
-        tiles = (
-            torch.tensor(chunks.tolist() + [-1, -1], device="cuda"),
-            torch.tensor(blocks.tolist() + [0, 0], device="cuda"),
-        )
+        tiles = (torch.tensor(chunks.tolist() + [-1, -1], device="cuda"),
+                 torch.tensor(blocks.tolist() + [0, 0], device="cuda"))
         tiled = torch.full_like(q, float("nan"))
-        prefill_attention(
-            q,
-            k,
-            v,
-            c.slot,
-            c.start,
-            c.length,
-            c.offset,
-            c.longest,
-            128**-0.5,
-            window,
-            tiled,
-            tiles=tiles,
-            launch=launch,
-        )
+        prefill_attention(q, k, v, c.slot, c.start, c.length, c.offset, c.longest, 128 ** -0.5,
+                          window, tiled, tiles=tiles, launch=launch)
         assert torch.equal(tiled, out), launch
 
 
-@pytest.mark.parametrize(
-    "batch,max_len,splits",
-    [
-        (1, 16384, None),
-        (3, 4096, 7),
-        (64, 2048, None),
-        (5, 300, 1),
-        # more splits than short contexts have blocks
-        (2, 100, 64),
-        # many programs per SM: 32-key blocks
-        (256, 700, None),
-        (256, 700, 3),
-    ],
-)
+@pytest.mark.parametrize("batch,max_len,splits", [(1, 16384, None), (3, 4096, 7),
+                                                  (64, 2048, None), (5, 300, 1),
+                                                  # more splits than short contexts have blocks
+                                                  (2, 100, 64),
+                                                  # many programs per SM: 32-key blocks
+                                                  (256, 700, None), (256, 700, 3)])
 def test_decode_splits_match_reference(batch: int, max_len: int, splits: int | None) -> None:
     from sarathi.model_executor.attention.triton_kernels import decode_attention
 
@@ -267,39 +186,27 @@ def test_decode_splits_match_reference(batch: int, max_len: int, splits: int | N
     slot_list = list(range(2, batch + 2))
     q = torch.randn(batch, hq, d, dtype=torch.bfloat16, device="cuda")
     out = torch.full_like(q, float("nan"))  # poison: every element must be written
-    decode_attention(
-        q,
-        k,
-        v,
-        torch.tensor(slot_list, device="cuda"),
-        torch.tensor(lens, device="cuda"),
-        d**-0.5,
-        None,
-        out,
-        132,
-        splits,
-    )
-    ref = reference_attention(q, k, v, slot_list, [n - 1 for n in lens], d**-0.5, None)
+    decode_attention(q, k, v, torch.tensor(slot_list, device="cuda"),
+                     torch.tensor(lens, device="cuda"), d ** -0.5, None, out, 132, splits)
+    ref = reference_attention(q, k, v, slot_list, [n - 1 for n in lens], d ** -0.5, None)
     assert rel_error(out, ref) < BF16_TOL
 
 
-def _paged(
-    k: torch.Tensor, v: torch.Tensor, block_size: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _paged(k: torch.Tensor, v: torch.Tensor, block_size: int, seed: int
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The same cache as block pools with the blocks scattered in random order (plus spare
     blocks), and the block table that finds them."""
     slots, max_len = k.shape[:2]
     per_slot = -(-max_len // block_size)
     total = slots * per_slot + 5
-    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: slots * per_slot]
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:slots * per_slot]
     table = order.view(slots, per_slot).to(torch.int32).cuda()
     pad = per_slot * block_size - max_len
     pools = []
     for x in (k, v):
         pool = torch.randn(total, block_size, *x.shape[2:], dtype=x.dtype, device="cuda")
         blocks = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad)).reshape(
-            slots * per_slot, block_size, *x.shape[2:]
-        )
+            slots * per_slot, block_size, *x.shape[2:])
         pool[table.flatten().long()] = blocks
         pools.append(pool)
     return pools[0], pools[1], table
@@ -308,9 +215,8 @@ def _paged(
 @pytest.mark.parametrize("block_size", [16, 32, 256])
 @pytest.mark.parametrize("hq,hkv,d", [(32, 8, 128), (8, 2, 64)])
 @pytest.mark.parametrize("window", [None, 77])
-def test_paged_kernels_match_reference(
-    block_size: int, hq: int, hkv: int, d: int, window: int | None
-) -> None:
+def test_paged_kernels_match_reference(block_size: int, hq: int, hkv: int, d: int,
+                                       window: int | None) -> None:
     """The paged variants (block-table address translation) against the same reference."""
     from sarathi.model_executor.attention.triton_backend import TritonAttention
 
@@ -318,11 +224,12 @@ def test_paged_kernels_match_reference(
     torch.manual_seed(rng.randrange(1 << 30))
     slots, max_len = 16, 1500
     k, v = _cache("per_layer", slots, max_len, hkv, d, torch.bfloat16)
-    tok_slots, tok_pos, meta = _step(rng, slots, max_len, num_decodes=7, chunk_lens=[1, 45, 300])
+    tok_slots, tok_pos, meta = _step(rng, slots, max_len, num_decodes=7,
+                                     chunk_lens=[1, 45, 300])
     q = torch.randn(len(tok_slots), hq, d, dtype=torch.bfloat16, device="cuda")
     k_pool, v_pool, table = _paged(k, v, block_size, rng.randrange(1 << 30))
-    out = TritonAttention(table).forward(q, k_pool, v_pool, meta, d**-0.5, window)
-    ref = reference_attention(q, k, v, tok_slots, tok_pos, d**-0.5, window)
+    out = TritonAttention(table).forward(q, k_pool, v_pool, meta, d ** -0.5, window)
+    ref = reference_attention(q, k, v, tok_slots, tok_pos, d ** -0.5, window)
     assert rel_error(out, ref) < BF16_TOL
 
 
@@ -355,9 +262,8 @@ def test_kernels_read_caches_made_after_others_closed() -> None:
     hq, hkv, d = 32, 8, 128
     # (slots, context); the one-slot cache is closed without mapping anything.
     for batch, context in ((8, 4096), (8, 1024), (1, 1024), (32, 1024)):
-        cache = vattention.KVCache(
-            1, hkv, d, batch, context, torch.bfloat16, "cuda", backend="cuda"
-        )
+        cache = vattention.KVCache(1, hkv, d, batch, context, torch.bfloat16, "cuda",
+                                   backend="cuda")
         if batch == 1:
             cache.close()
             continue
@@ -370,31 +276,22 @@ def test_kernels_read_caches_made_after_others_closed() -> None:
         q = torch.randn(batch, hq, d, dtype=torch.bfloat16, device="cuda")
         out = torch.empty_like(q)
         slots = list(range(batch))
-        decode_attention(
-            q,
-            k,
-            v,
-            torch.tensor(slots, device="cuda"),
-            torch.full((batch,), context, device="cuda"),
-            d**-0.5,
-            None,
-            out,
-            132,
-        )
-        ref = reference_attention(q, k, v, slots, [context - 1] * batch, d**-0.5, None)
+        decode_attention(q, k, v, torch.tensor(slots, device="cuda"),
+                         torch.full((batch,), context, device="cuda"), d ** -0.5, None, out,
+                         132)
+        ref = reference_attention(q, k, v, slots, [context - 1] * batch, d ** -0.5, None)
         assert rel_error(out, ref) < BF16_TOL
         del k, v
         cache.close()
 
 
 @pytest.mark.parametrize("hq,hkv,d", [(32, 32, 128), (32, 8, 128), (16, 8, 128)])
-@pytest.mark.parametrize(
-    "n,window,layout", [(511, None, "per_layer"), (2048, None, "mega"), (300, 77, "per_layer")]
-)
+@pytest.mark.parametrize("n,window,layout", [(511, None, "per_layer"), (2048, None, "mega"),
+                                              (300, 77, "per_layer")])
 @pytest.mark.parametrize("pdl", [False, True])
-def test_decode_rope_equals_rotary_then_decode(
-    hq: int, hkv: int, d: int, n: int, window: int | None, layout: str, pdl: bool
-) -> None:
+def test_decode_rope_equals_rotary_then_decode(hq: int, hkv: int, d: int, n: int,
+                                               window: int | None, layout: str,
+                                               pdl: bool) -> None:
     """Batch-1 decode with the rotary and the K/V write inside the decode kernel (from a
     q|k|v GEMV's split sums), against the rotary kernel then the decode kernel: the same
     bits in the output and the cache."""
@@ -423,13 +320,13 @@ def test_decode_rope_equals_rotary_then_decode(
     for fuse in (False, True):
         kc, vc = k0.clone(), v0.clone()
         if fuse:
-            rope = DecodeRope(k, v, rot.cos, rot.sin, pos, torch.bfloat16, 2, sums.parts.stride(0))
+            rope = DecodeRope(k, v, rot.cos, rot.sin, pos, torch.bfloat16, 2,
+                              sums.parts.stride(0))
             out = backend.decode_rope(q, rope, kc, vc, meta, d**-0.5, window)
             assert out is not None
         else:
-            qr = fused.rotary_store_kv(
-                q, k, v, rot.cos, rot.sin, pos, kc, vc, backend.kv_index(meta), pdl, sums
-            )
+            qr = fused.rotary_store_kv(q, k, v, rot.cos, rot.sin, pos, kc, vc,
+                                       backend.kv_index(meta), pdl, sums)
             out = backend.forward(qr, kc, vc, meta, d**-0.5, window)
         results.append((out, kc, vc))
     (o1, k1, v1), (o2, k2, v2) = results

@@ -64,9 +64,7 @@ def test_mp_tp2_matches_tp1(tp_models, arch):
                 assert all(abs(x[t].logprob - y[t].logprob) < 1e-4 for t in x)
         # Grammar masks travel in the step's input to the ranks (no overlap with mp).
         constrained = SamplingParams(
-            temperature=0,
-            max_tokens=8,
-            structured_outputs=StructuredOutputsParams(regex="[a-c]{3,5}"),
+            temperature=0, max_tokens=8, structured_outputs=StructuredOutputsParams(regex="[a-c]{3,5}")
         )
         ours = [o.outputs[0].text for o in llm.generate(prompts, constrained)]
         assert ours == [o.outputs[0].text for o in one.generate(prompts, constrained)]
@@ -92,9 +90,7 @@ def test_steps_longer_than_a_ring_slot_stream_through(tp_models, monkeypatch):
         assert llm.engine.executor._ring.handle.slot_bytes == 256
         assert _greedy(llm, prompts) == _greedy(one, prompts)
         constrained = SamplingParams(
-            temperature=0,
-            max_tokens=8,
-            structured_outputs=StructuredOutputsParams(regex="[a-c]{3,5}"),
+            temperature=0, max_tokens=8, structured_outputs=StructuredOutputsParams(regex="[a-c]{3,5}")
         )
         ours = [o.outputs[0].text for o in llm.generate(prompts, constrained)]
         assert ours == [o.outputs[0].text for o in one.generate(prompts, constrained)]

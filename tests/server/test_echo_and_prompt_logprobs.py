@@ -108,9 +108,7 @@ def test_echo_with_logprobs_covers_the_prompt_then_the_completion(client, offlin
     assert lp.tokens[n:] == plain.choices[0].logprobs.tokens
     close = pytest.approx(plain.choices[0].logprobs.token_logprobs, abs=1e-5)
     assert lp.token_logprobs[n:] == close
-    for mine, theirs in zip(
-        lp.top_logprobs[n:], plain.choices[0].logprobs.top_logprobs, strict=True
-    ):
+    for mine, theirs in zip(lp.top_logprobs[n:], plain.choices[0].logprobs.top_logprobs, strict=True):
         assert mine == pytest.approx(theirs, abs=1e-5)
     lengths = [len(t) for t in lp.tokens]
     assert lp.text_offset == [sum(lengths[:i]) for i in range(len(lengths))]
@@ -137,12 +135,8 @@ def test_echo_with_logprobs_for_several_prompts_and_choices(client, http):
         assert all(v is not None for v in c.logprobs.token_logprobs[1:])
         assert c.logprobs.top_logprobs[0] is None
         # logprobs=0: no alternatives, the token's own logprob only (as OpenAI's and vLLM's).
-        for tok, value, top in zip(
-            c.logprobs.tokens[1:],
-            c.logprobs.token_logprobs[1:],
-            c.logprobs.top_logprobs[1:],
-            strict=True,
-        ):
+        for tok, value, top in zip(c.logprobs.tokens[1:], c.logprobs.token_logprobs[1:],
+                                   c.logprobs.top_logprobs[1:], strict=True):
             assert top == {tok: value}
     streamed: dict[int, list] = {}
     for chunk in client.completions.create(echo=True, logprobs=0, stream=True, **kw):

@@ -88,15 +88,12 @@ def test_chat_logprobs_carry_each_tokens_own_bytes(client, server):
     """A byte-level token that is part of a character decodes to U+FFFD; its bytes must be
     its own."""
     tok = server.engine.engine.tokenizer
-    partial = next(i for i in range(len(tok)) if tok.decode([i]) == "\ufffd" and i > 2)
+    partial = next(
+        i for i in range(len(tok)) if tok.decode([i]) == "\ufffd" and i > 2
+    )
     r = client.chat.completions.create(
-        model="demo",
-        messages=[{"role": "user", "content": "x"}],
-        max_tokens=1,
-        temperature=0,
-        logprobs=True,
-        top_logprobs=2,
-        logit_bias={str(partial): 100},
+        model="demo", messages=[{"role": "user", "content": "x"}], max_tokens=1,
+        temperature=0, logprobs=True, top_logprobs=2, logit_bias={str(partial): 100},
     )
     (entry,) = r.choices[0].logprobs.content
     assert entry.token == "\ufffd" and len(entry.bytes) == 1 and entry.bytes != [239, 191, 189]
@@ -108,18 +105,10 @@ def test_scoring_a_prompt_as_lm_eval_does(http):
     """lm-eval's loglikelihood: token-id prompts, echo, logprobs 1, max_tokens 1 (or 0)."""
     prompts = [[74, 75, 330, 331], [500, 501]]
     for max_tokens in (1, 0):
-        r = http.post(
-            "/v1/completions",
-            json={
-                "model": "demo",
-                "prompt": prompts,
-                "max_tokens": max_tokens,
-                "logprobs": 1,
-                "echo": True,
-                "temperature": 0,
-                "seed": 1234,
-            },
-        )
+        r = http.post("/v1/completions", json={
+            "model": "demo", "prompt": prompts, "max_tokens": max_tokens, "logprobs": 1,
+            "echo": True, "temperature": 0, "seed": 1234,
+        })
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["usage"]["completion_tokens"] == max_tokens * len(prompts)
@@ -135,11 +124,8 @@ def test_scoring_a_prompt_as_lm_eval_does(http):
 
 
 def test_scoring_a_prompt_streamed(client):
-    chunks = list(
-        client.completions.create(
-            model="demo", prompt="the cache", max_tokens=0, echo=True, logprobs=0, stream=True
-        )
-    )
+    chunks = list(client.completions.create(
+        model="demo", prompt="the cache", max_tokens=0, echo=True, logprobs=0, stream=True))
     text = "".join(c.choices[0].text for c in chunks if c.choices)
     assert text == "the cache"
     assert chunks[-1].choices[0].finish_reason == "length"
@@ -147,13 +133,9 @@ def test_scoring_a_prompt_streamed(client):
 
 @pytest.fixture(scope="module")
 def cors_server():
-    live = start_server(
-        api_key=API_KEY,
-        allowed_origins=["https://app.example"],
-        allowed_methods=["GET", "POST"],
-        allowed_headers=["*"],
-        allow_credentials=False,
-    )
+    live = start_server(api_key=API_KEY, allowed_origins=["https://app.example"],
+                        allowed_methods=["GET", "POST"], allowed_headers=["*"],
+                        allow_credentials=False)
     yield live
     stop_server(live)
 
@@ -161,23 +143,17 @@ def cors_server():
 def test_cors_preflight_is_answered_before_the_api_key(cors_server, server):
     import httpx
 
-    preflight = {
-        "Origin": "https://app.example",
-        "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization,content-type",
-    }
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
     r = httpx.options(cors_server.url + "/v1/chat/completions", headers=preflight)
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == "https://app.example"
-    r = httpx.get(
-        cors_server.url + "/v1/models",
-        headers={"Origin": "https://app.example", "Authorization": f"Bearer {API_KEY}"},
-    )
+    r = httpx.get(cors_server.url + "/v1/models", headers={
+        "Origin": "https://app.example", "Authorization": f"Bearer {API_KEY}"})
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == "https://app.example"
-    other = httpx.options(
-        cors_server.url + "/v1/models", headers={**preflight, "Origin": "https://evil.example"}
-    )
+    other = httpx.options(cors_server.url + "/v1/models", headers={
+        **preflight, "Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
     # Without --allowed-origins: no CORS at all.
     r = httpx.options(server.url + "/v1/chat/completions", headers=preflight)

@@ -58,11 +58,8 @@ BAD_BODIES = [
     (CHAT, {"messages": MSG, "top_logprobs": 3}, "top_logprobs"),
     (CHAT, {"messages": MSG, "stream_options": {"include_usage": True}}, "stream_options"),
     (COMPL, {"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options"),
-    (
-        CHAT,
-        {"messages": MSG, "stream": True, "stream_options": {"include_obfuscation": True}},
-        "stream_options.include_obfuscation",
-    ),
+    (CHAT, {"messages": MSG, "stream": True, "stream_options": {"include_obfuscation": True}},
+     "stream_options.include_obfuscation"),
     (COMPL, {"prompt": "x", "logit_bias": {"10000000": 1}}, "logit_bias"),
     (COMPL, {"prompt": "x", "allowed_token_ids": [10000000]}, "allowed_token_ids"),
     (CHAT, {"messages": MSG, "logit_bias": {"10000000": 1}}, "logit_bias"),
@@ -211,11 +208,8 @@ def test_models_do_not_show_the_servers_filesystem(http, server):
 def test_request_success_counts_requests_once(http):
     def successes() -> float:
         text = http.get("/metrics").text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("sarathi:request_success_total{")
-        )
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("sarathi:request_success_total{"))
 
     before = successes()
     r = http.post("/v1/completions", json={"prompt": "x", "n": 3, "max_tokens": 2})

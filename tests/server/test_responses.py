@@ -460,7 +460,11 @@ def test_defaults_and_harmless_fields_are_taken(http, extra):
         ({"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]}, "input"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input"),
         (
-            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
+            {
+                "input": [
+                    {"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}
+                ]
+            },
             "input",
         ),
         ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format"),

@@ -44,9 +44,7 @@ def _completion_from_stream(events: list[dict[str, Any]]) -> dict[str, Any]:
             got["text"] += c["text"]
             if c.get("logprobs"):
                 lp = got["logprobs"] = got["logprobs"] or {
-                    "tokens": [],
-                    "token_logprobs": [],
-                    "top_logprobs": [],
+                    "tokens": [], "token_logprobs": [], "top_logprobs": []
                 }
                 for key in lp:
                     lp[key] += c["logprobs"][key]
@@ -109,10 +107,7 @@ def test_streamed_completions_equal_unstreamed(http, seed):
 def test_streamed_chat_equals_unstreamed(http, seed):
     rng = random.Random(100 + seed)
     for _ in range(10):
-        body = {
-            "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
-            **sampling_body(rng),
-        }
+        body = {"messages": [{"role": "user", "content": rng.choice(PROMPTS)}], **sampling_body(rng)}
         if rng.random() < 0.4:
             body["logprobs"] = True
             body["top_logprobs"] = rng.choice([0, 2])

@@ -42,9 +42,7 @@ ADD = {
     },
 }
 MESSAGES = [{"role": "user", "content": "Weather in Paris?"}]
-CALL_TEXT = (
-    '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "c"}}\n</tool_call>'
-)
+CALL_TEXT = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "c"}}\n</tool_call>'
 
 
 def _chat(client: Any, max_tokens: int = 100, **kwargs: Any) -> Any:
@@ -70,12 +68,8 @@ def test_named_choice_is_a_call_of_that_tool(tools_client):
 @pytest.mark.parametrize("parallel", [True, False])
 def test_required_choice_calls_offered_tools(tools_client, parallel):
     r = _chat(
-        tools_client,
-        tools=[WEATHER, ADD],
-        tool_choice="required",
-        parallel_tool_calls=parallel,
-        n=3,
-        max_tokens=500,
+        tools_client, tools=[WEATHER, ADD], tool_choice="required", parallel_tool_calls=parallel,
+        n=3, max_tokens=500,
     )
     for choice in r.choices:
         assert choice.finish_reason == "tool_calls"
@@ -109,12 +103,7 @@ def test_none_choice_answers_with_content(tools_client):
 
 def _streamed(client: Any, **kwargs: Any) -> tuple[str, dict[int, dict[str, str]], str | None]:
     stream = client.chat.completions.create(
-        model="demo",
-        messages=MESSAGES,
-        max_tokens=100,
-        temperature=1.0,
-        seed=4,
-        stream=True,
+        model="demo", messages=MESSAGES, max_tokens=100, temperature=1.0, seed=4, stream=True,
         **kwargs,
     )
     content, calls, finish = "", {}, None
@@ -172,9 +161,8 @@ def test_a_conversation_with_tool_calls_and_results(tools_client, tool_server):
     )
     assert r.choices[0].message.role == "assistant"
     tok = tool_server.engine.engine.tokenizer
-    text = tok.decode(
-        chat_prompt_ids(tok, [ChatMessage(**m) for m in history], TEMPLATE, tools=[WEATHER])
-    )
+    text = tok.decode(chat_prompt_ids(tok, [ChatMessage(**m) for m in history], TEMPLATE,
+                                      tools=[WEATHER]))
     # The arguments reach the template as an object (written once, not as quoted text).
     assert '"arguments": {"city": "Paris"}' in text and "21 C and sunny" in text
     assert '"name": "get_weather"' in text
@@ -183,19 +171,11 @@ def test_a_conversation_with_tool_calls_and_results(tools_client, tool_server):
 @pytest.mark.parametrize(
     "body,param",
     [
-        (
-            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "x"}}},
-            "tool_choice",
-        ),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "x"}}},
+         "tool_choice"),
         ({"tool_choice": "required"}, "tool_choice"),
-        (
-            {
-                "tools": [WEATHER],
-                "tool_choice": "required",
-                "response_format": {"type": "json_object"},
-            },
-            "response_format",
-        ),
+        ({"tools": [WEATHER], "tool_choice": "required",
+          "response_format": {"type": "json_object"}}, "response_format"),
         ({"tools": [WEATHER, WEATHER]}, "tools"),
         ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools"),
     ],
@@ -248,9 +228,7 @@ def test_tokenize_renders_tools_as_chat_does(tools_client, tool_server):
         timeout=60,
     )
     chat = tools_client.chat.completions.create(
-        model="demo",
-        messages=partial,
-        max_tokens=1,
+        model="demo", messages=partial, max_tokens=1,
         extra_body={"continue_final_message": True, "add_generation_prompt": False},
     )
     assert r.json()["count"] == chat.usage.prompt_tokens
@@ -306,12 +284,8 @@ def test_required_choice_takes_tools_with_local_references(tools_client, paralle
     """A tool's $defs references resolve inside the list of calls a required choice is held
     to (they pointed at the list's root: a 400, "Pointer '/$defs/Seat' does not exist")."""
     r = _chat(
-        tools_client,
-        tools=[WEATHER, NESTED],
-        tool_choice="required",
-        parallel_tool_calls=parallel,
-        n=2,
-        max_tokens=300,
+        tools_client, tools=[WEATHER, NESTED], tool_choice="required",
+        parallel_tool_calls=parallel, n=2, max_tokens=300,
     )
     for choice in r.choices:
         assert choice.finish_reason == "tool_calls", choice
