@@ -198,3 +198,14 @@ def test_ctrl_c_while_starting_exits_130_without_a_traceback(delay):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("command", ["serve", "generate"])
+def test_help_never_says_default_none(command):
+    # Options left unset have their default described in their help ("Default: 1024 on
+    # GPUs ..."); "(default: None)" after that contradicted it.
+    r = _run(command, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "default: None" not in r.stdout
+    chunk = r.stdout.split("--chunk-size CHUNK_SIZE,", 1)[1].split("\n  --", 1)[0]
+    assert "512" in chunk and "None" not in chunk

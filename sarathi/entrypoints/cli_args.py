@@ -22,7 +22,8 @@ _SAMPLING_HELP = {
     "min_tokens": "Fewest tokens to generate before EOS or stop tokens may end the output.",
     "ignore_eos": "Keep generating after the end-of-sequence token.",
     "n": "Number of completions per prompt.",
-    "logprobs": "Report the log-probabilities of this many most likely tokens per step.",
+    "logprobs": "Report the log-probabilities of this many most likely tokens per step "
+    "(default: none reported).",
 }
 
 
@@ -43,11 +44,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                 names += dict.fromkeys([_flag(alias), "--" + alias])
             names += list(meta.get("short", ()))
             default = f.default if f.default is not MISSING else None
-            help_text = (
-                meta["help"]
-                if default is None and field_type(f.type)[0] is bool
-                else f"{meta['help']} (default: {default})"
-            )
+            # An unset default is described by the help itself ("Default: 1024 on ..."); a
+            # "(default: None)" after it would contradict it.
+            help_text = meta["help"] if default is None else f"{meta['help']} (default: {default})"
             kind = field_type(f.type)[0]
             kwargs: dict[str, Any] = {
                 "dest": f.name,
@@ -82,7 +81,8 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {
             "dest": f"sp_{f.name}",
             "default": f.default,
-            "help": f"{_SAMPLING_HELP[f.name]} (default: {f.default})",
+            "help": _SAMPLING_HELP[f.name]
+            + ("" if f.default is None else f" (default: {f.default})"),
         }
         if f.name in MODEL_DEFAULT_KEYS:
             # Unset: the model's default (--generation-config), as LLM.generate takes it.
