@@ -316,6 +316,12 @@ class EngineConfig:
             )
         if c.expected_request_tokens <= 0:
             raise ValueError("expected_request_tokens must be positive")
+        # Checked here, not where the cache is built: page_bytes 0 was read as "the default"
+        # there, and block_tokens is only read by the paged backend.
+        if c.page_bytes is not None and c.page_bytes <= 0:
+            raise ValueError(f"page_bytes must be positive, got {c.page_bytes}")
+        if c.block_tokens <= 0:
+            raise ValueError(f"block_tokens must be positive, got {c.block_tokens}")
         if self.model.max_model_len is not None and self.model.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.model.max_model_len}")
         seed = self.model.seed

@@ -127,6 +127,9 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     (["generate", "--prompt", "x", "--device", "foo"], "unknown device"),
     (["generate", "--prompt", "x", "--seed", "-1"], "seed"),
     (["generate", "--prompt", "x", "--max-model-len", "100000"], "model's context of 2048"),
+    # 0 was taken as "the default page size" without a word.
+    (["generate", "--prompt", "x", "--page-bytes", "0"], "page_bytes must be positive"),
+    (["generate", "--prompt", "x", "--block-tokens", "0"], "block_tokens must be positive"),
 ])
 def test_bad_values_of_other_flags_are_clean_errors(args, says):
     r = _run(*args)
