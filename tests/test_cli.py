@@ -212,3 +212,13 @@ def test_help_never_says_default_none(command):
     assert "default: None" not in r.stdout
     chunk = r.stdout.split("--chunk-size CHUNK_SIZE,", 1)[1].split("\n  --", 1)[0]
     assert "512" in chunk and "None" not in chunk
+
+
+def test_an_unusable_sarathi_cache_is_named_in_the_error(tmp_path):
+    # The bare OSError ("[Errno 17] File exists: '...'") did not say that $SARATHI_CACHE,
+    # where the demo model is built, was the setting at fault.
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("")
+    r = _run("generate", "--prompt", "x", env_extra={"SARATHI_CACHE": str(not_a_folder)})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "SARATHI_CACHE" in r.stderr and "it is a file" in r.stderr, r.stderr

@@ -61,9 +61,18 @@ def demo_model_path() -> str:
     path = os.path.join(cache_root(), f"demo-{key}")
     if os.path.isfile(os.path.join(path, "model.safetensors")):
         return path
-    os.makedirs(cache_root(), exist_ok=True)
-    # Build beside the final folder and rename: concurrent first runs never see half a model.
-    tmp = tempfile.mkdtemp(prefix=".demo-", dir=cache_root())
+    root = cache_root()
+    try:
+        os.makedirs(root, exist_ok=True)
+        # Build beside the final folder and rename: concurrent first runs never see half a model.
+        tmp = tempfile.mkdtemp(prefix=".demo-", dir=root)
+    except OSError as e:
+        # Bare, "[Errno 17] File exists: 'x'" did not say which setting was at fault.
+        reason = "it is a file" if os.path.isfile(root) else (e.strerror or str(e))
+        raise OSError(
+            f"cannot build the demo model under {root!r} ($SARATHI_CACHE): {reason}; "
+            "point SARATHI_CACHE at a writable folder"
+        ) from e
     try:
         vocab_size = _write_tokenizer(tmp, corpus)
         _write_model(tmp, vocab_size)
