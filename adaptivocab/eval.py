@@ -178,7 +178,7 @@ def score_folder(
     else:
         tokenizer = load_base_tokenizer(model_dir)
     dev = resolve_device(device)
-    loaded = load_causal_lm(model_dir, tokenizer, init=init)
+    loaded = load_causal_lm(model_dir, tokenizer, init=init, progress=progress)
     # Moved as an nn.Module: transformers types PreTrainedModel.to as the unbound Module.to.
     model: torch.nn.Module = loaded.model
     model = model.to(dev)

@@ -84,7 +84,12 @@ def run_finetune(job: FinetuneJob, log: Any = print) -> dict[str, Any]:
     cfg = replace(job.train, steps=steps)
     cfg.validate()
     loaded = load_causal_lm(
-        job.model_dir, tokenizer, init=job.init, exp_base=job.exp_base, seed=cfg.seed
+        job.model_dir,
+        tokenizer,
+        init=job.init,
+        exp_base=job.exp_base,
+        seed=cfg.seed,
+        progress=job.progress,
     )
     selection = select_trainable(loaded.model, job.train_blocks)
     if selection.note:

@@ -46,8 +46,10 @@ def load_causal_lm(
     init: str = "exp",
     exp_base: float = DEFAULT_EXP_BASE,
     seed: int = 0,
+    progress: bool = True,
 ) -> LoadedModel:
-    """Load ``model_dir`` in fp32.
+    """Load ``model_dir`` in fp32; ``progress=False`` (the CLI's --quiet) hides transformers'
+    own "Loading weights" bar.
 
     With a PatchTokenizer, patch its rows here unless the folder already is patched.
     """
@@ -57,12 +59,21 @@ def load_causal_lm(
     # A clear error for missing or unreadable weights, before transformers' own.
     list_weight_files(path)
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    # transformers draws its bar whatever its caller asked for; switched off around the load
+    # only, and back on only if it was on.
+    hide_bar = not progress and hf_logging.is_progress_bar_enabled()
+    if hide_bar:
+        hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise AdaptiVocabError(f"cannot load model {path}: {first}") from exc
+    finally:
+        if hide_bar:
+            hf_logging.enable_progress_bar()
     # fp32 master weights; bf16 -> fp32 -> bf16 is exact, so frozen tensors survive the round trip.
     model = model.float()
     embed = model.get_input_embeddings().weight

@@ -124,8 +124,12 @@ def test_cli_eval(tmp_path, capsys, bytelevel_patch, bytelevel_patch_dir) -> Non
         )
         == 0
     )
-    out = capsys.readouterr().out
-    assert '"bpb"' in out and '"patched_at_load": true' in out
+    captured = capsys.readouterr()
+    assert '"bpb"' in captured.out and '"patched_at_load": true' in captured.out
+    # --quiet also hides transformers' own "Loading weights" bar, and leaves it on for others.
+    from transformers.utils import logging as hf_logging
+
+    assert "Loading weights" not in captured.err and hf_logging.is_progress_bar_enabled()
     code = main(["eval", "--model", str(tmp_path / "missing"), "--corpus", str(corpus), "--quiet"])
     err = capsys.readouterr().err
     assert (
