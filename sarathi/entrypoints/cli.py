@@ -35,9 +35,12 @@ def _generate(args: argparse.Namespace) -> int:
     params = SamplingParams(**sampling_kwargs(args), structured_outputs=constraint)
     prompts = list(args.prompt or [])
     if args.prompt_file:
-        with open(args.prompt_file, encoding="utf-8") as f:
-            prompts += [line.rstrip("\n") for line in f if line.strip()]
-    if not prompts:
+        try:
+            prompts += _read_prompt_file(args.prompt_file)
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    elif not prompts:
         prompts = ["Hello, my name is"]
     llm = LLM.from_config(config)
     # Flags left unset take the model's defaults (--generation-config), as LLM.generate does.
@@ -94,6 +97,21 @@ def _generate(args: argparse.Namespace) -> int:
             if len(outputs) > 1 or len(out.outputs) > 1:
                 print("-" * 40)
     return 1 if any(o.error for o in outputs) else 0
+
+
+def _read_prompt_file(path: str) -> list[str]:
+    """The prompts of --prompt-file, one per non-blank line. Errors name the flag, and a file
+    without prompts is one: it used to fall back to the example prompt without a word."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            prompts = [line.rstrip("\n") for line in f if line.strip()]
+    except OSError as e:
+        raise OSError(f"--prompt-file {path!r}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--prompt-file {path!r} is not UTF-8 text ({e.reason})") from e
+    if not prompts:
+        raise ValueError(f"--prompt-file {path!r} holds no prompts (one per non-blank line)")
+    return prompts
 
 
 def _json_choice(c: CompletionOutput, logprobs: bool) -> dict[str, Any]:
@@ -178,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="Generate completions for prompts and print them.")
     gen.add_argument("--prompt", action="append", help="Prompt text (repeatable).")
-    gen.add_argument("--prompt-file", help="File with one prompt per line.")
+    gen.add_argument(
+        "--prompt-file", help="File with one prompt per line (blank lines are skipped)."
+    )
     gen.add_argument("--echo", action="store_true", help="Print the prompt before each output.")
     gen.add_argument("--json", action="store_true", help="Print one JSON object per prompt.")
     constrain = gen.add_argument_group(
