@@ -19,6 +19,9 @@ HELD_IN_BUCKETS = 10  # one bucket of ten is kept aside for statistics
 def read_text(path: str | os.PathLike[str]) -> str:
     """Whole file as UTF-8 text; gzip is detected by its magic bytes, not the name."""
     p = Path(path)
+    if p.is_dir():
+        # "not found" misled about a folder that is there; --corpus takes files.
+        raise AdaptiVocabError(f"corpus {p} is a folder; pass the text files in it")
     if not p.is_file():
         raise AdaptiVocabError(f"corpus file not found: {p}")
     try:

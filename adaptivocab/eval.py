@@ -171,6 +171,10 @@ def score_folder(
     from adaptivocab.tokenizer import PatchTokenizer
     from adaptivocab.trainer import resolve_device
 
+    if not (Path(model_dir) / "config.json").is_file():
+        # Checked first: the tokenizer, loaded from the same folder, failed before with
+        # "tokenizer folder not found", which named the wrong thing.
+        raise AdaptiVocabError(f"{model_dir} is not a Hugging Face model folder (no config.json)")
     if patch_dir is not None:
         tokenizer: Any = PatchTokenizer.from_pretrained(patch_dir)
     elif (Path(model_dir) / PATCH_FILE).is_file():

@@ -121,6 +121,13 @@ def test_empty_and_tiny_corpus(bytelevel_dir, tmp_path) -> None:
         ),
         "not found",
     )
+    # A folder given as --corpus is there: "not found" misled.
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    assert_clean_error(
+        run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(folder), "--out", str(out)),
+        "is a folder",
+    )
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".o.tmp")]
 
 

@@ -136,6 +136,7 @@ def test_cli_eval(tmp_path, capsys, bytelevel_patch, bytelevel_patch_dir) -> Non
         code == 2
         and "Traceback" not in err
         and err.strip().splitlines()[-1].startswith("adaptivocab eval: error:")
+        and "not a Hugging Face model folder" in err  # was "tokenizer folder not found"
     )
     code = main(["eval", "--model", str(folder), "--corpus", str(tmp_path / "nope.txt"), "--quiet"])
     err = capsys.readouterr().err
