@@ -130,6 +130,9 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     # 0 was taken as "the default page size" without a word.
     (["generate", "--prompt", "x", "--page-bytes", "0"], "page_bytes must be positive"),
     (["generate", "--prompt", "x", "--block-tokens", "0"], "block_tokens must be positive"),
+    # Checked when the flags are read, not after the model has loaded.
+    (["serve", "--chat-template", "no/such/template.jinja"], "is not a file"),
+    (["serve", "--chat-template", "."], "is a folder"),
 ])
 def test_bad_values_of_other_flags_are_clean_errors(args, says):
     r = _run(*args)
@@ -249,3 +252,14 @@ def test_prompt_file_gives_one_prompt_per_non_blank_line(tmp_path):
     assert r.returncode == 0, r.stderr
     got = [json.loads(line)["prompt"] for line in r.stdout.strip().splitlines()]
     assert got == ["extra", "first prompt", "second prompt"]
+
+
+def test_chat_template_is_a_file_or_the_templates_text(tmp_path):
+    """vLLM's --chat-template takes either; the server gets the template's text."""
+    from sarathi.entrypoints.openai_server.chat_template import load_chat_template
+
+    inline = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    path = tmp_path / "t.jinja"
+    path.write_text(inline, encoding="utf-8")
+    assert load_chat_template(str(path)) == load_chat_template(inline) == inline
+    assert load_chat_template(None) is None

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from sarathi.entrypoints.openai_server.chat_template import load_chat_template
 from sarathi.entrypoints.openai_server.tool_parsers import TOOL_PARSERS
 from sarathi.envs import env
 
@@ -32,7 +33,11 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         help="Model name clients use (default: the --model value).",
     )
     g.add_argument(
-        "--chat-template", default=None, help="Jinja chat template file (default: the tokenizer's)."
+        "--chat-template",
+        default=None,
+        type=_chat_template,
+        help="Jinja chat template: a file, or the template's text as vLLM takes it "
+        "(default: the tokenizer's).",
     )
     g.add_argument(
         "--tool-call-parser",
@@ -170,6 +175,16 @@ def _json_list(text: str) -> list[str]:
             f"expected a JSON list of strings, like '[\"https://a.example\"]', got {text!r}"
         )
     return value
+
+
+def _chat_template(text: str) -> str:
+    """The flag's value as given (a file or the template's text), once it reads as either:
+    a wrong path fails here, not after the model has loaded."""
+    try:
+        load_chat_template(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--chat-template: ")) from None
+    return text
 
 
 def _port(text: str) -> int:

@@ -3,6 +3,7 @@ Jinja template. Template failures are the client's or the operator's problem, ne
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sarathi.entrypoints.openai_server.errors import bad_request
@@ -16,11 +17,23 @@ from sarathi.transformers_utils.chat import (
 )
 
 
-def load_chat_template(path: str | None) -> str | None:
-    if path is None:
+def load_chat_template(value: str | None) -> str | None:
+    """``--chat-template``'s template: the text of the file it names or, as vLLM takes it, the
+    template itself (text with Jinja's ``{{`` or ``{%``). Raises ValueError naming the flag."""
+    if value is None:
         return None
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+    if os.path.isfile(value):
+        try:
+            with open(value, encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--chat-template: cannot read {value!r}: {e}") from e
+    if "{{" in value or "{%" in value:
+        return value
+    what = "is a folder" if os.path.isdir(value) else "is not a file"
+    raise ValueError(
+        f"--chat-template: {value!r} {what}; give a Jinja template file or the template's text"
+    )
 
 
 def _template_message(m: ChatMessage) -> dict[str, Any]:
