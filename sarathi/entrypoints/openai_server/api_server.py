@@ -196,6 +196,14 @@ class GracefulServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets=sockets)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets=sockets)
+        if self.force_exit:
+            # uvicorn skips the app's shutdown on a forced exit, and asyncio then cancels the
+            # lifespan task still waiting for it, which uvicorn logs as a traceback. Every
+            # stream has ended (on_force), so the app's shutdown (the engine loop's) is quick.
+            await self.lifespan.shutdown()
+
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
         if self.should_exit:  # a second signal: no more waiting
             self._on_force()
