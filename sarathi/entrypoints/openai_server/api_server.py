@@ -27,7 +27,7 @@ import sarathi
 from sarathi.engine.async_engine import AsyncEngine
 from sarathi.engine.gc_policy import tune_for_serving
 from sarathi.engine.llm_engine import LLMEngine
-from sarathi.entrypoints.openai_server.args import add_server_args, api_key_of
+from sarathi.entrypoints.openai_server.args import api_key_of
 from sarathi.entrypoints.openai_server.auth import APIKeyMiddleware
 from sarathi.entrypoints.openai_server.chat_template import load_chat_template
 from sarathi.entrypoints.openai_server.errors import install_error_handlers
@@ -307,21 +307,11 @@ def run_server(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sarathi.entrypoints.cli_args import add_engine_args
+    """The original Sarathi launch line: ``python -m sarathi serve`` under another name, so
+    both take the same flags and handle errors and Ctrl-C alike."""
+    from sarathi.entrypoints.cli import main as cli_main
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(
-        prog="python -m sarathi.entrypoints.openai_server.api_server",
-        description="OpenAI-compatible server (same flags as `python -m sarathi serve`).",
-    )
-    add_server_args(parser)
-    add_engine_args(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_server(args)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
