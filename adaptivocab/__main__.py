@@ -1,5 +1,6 @@
-"""``python -m adaptivocab``: see cli.py."""
+"""``python -m adaptivocab`` and the ``adaptivocab`` console script: see cli.py."""
 
 from adaptivocab.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -27,12 +28,15 @@ def _parser() -> argparse.ArgumentParser:
     from adaptivocab.embeddings import DEFAULT_EXP_BASE, INIT_METHODS
 
     parser = argparse.ArgumentParser(
-        prog="python -m adaptivocab",
+        # The console script's name when run as it, else the module form.
+        prog="adaptivocab"
+        if os.path.basename(sys.argv[0]) == "adaptivocab"
+        else "python -m adaptivocab",
         description=(
             "AdaptiVocab: swap a BPE tokenizer's least useful tokens for frequent domain n-grams."
         ),
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     b = sub.add_parser(
         "build", help="count n-grams on a domain corpus and write a patch tokenizer folder"
@@ -488,9 +492,13 @@ def _eval(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Building the parser imports torch (seconds): a Ctrl-C then is an interrupted start.
-        args = _parser().parse_args(argv)
+        parser = _parser()
+        args = parser.parse_args(argv)
     except KeyboardInterrupt:
         return 130
+    if args.command is None:  # as `sarathi` with no command: the help, not an error
+        parser.print_help()
+        return 0
     handlers = {
         "build": _build,
         "stats": _stats,

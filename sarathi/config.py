@@ -337,6 +337,11 @@ class EngineConfig:
                 "the uni executor runs one rank; use --executor mp or ray for "
                 f"tensor_parallel_size {p.tensor_parallel_size}"
             )
+        if p.ray_address is not None and p.resolved_executor != "ray":
+            raise ValueError(
+                f"ray_address is for the ray executor; this run's is {p.resolved_executor!r} "
+                "(add --executor ray)"
+            )
         if p.step_timeout <= 0 or p.worker_start_timeout <= 0:
             raise ValueError("step_timeout and worker_start_timeout must be positive")
 

@@ -20,6 +20,13 @@ def test_help_lists_subcommands():
         assert cmd in r.stdout
 
 
+def test_version_and_no_command():
+    r = _run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("sarathi "), r
+    r = _run()
+    assert r.returncode == 0 and "usage:" in r.stdout
+
+
 def test_generate_on_the_demo_model_says_weights_are_random():
     r = _run("generate", "--prompt", "Hello", "--max-tokens", "5", "--temperature", "0",
              "--max-model-len", "256")
@@ -133,6 +140,8 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     # Checked when the flags are read, not after the model has loaded.
     (["serve", "--chat-template", "no/such/template.jinja"], "is not a file"),
     (["serve", "--chat-template", "."], "is a folder"),
+    # Taken and unused without the ray executor.
+    (["generate", "--prompt", "x", "--ray-address", "auto"], "add --executor ray"),
 ])
 def test_bad_values_of_other_flags_are_clean_errors(args, says):
     r = _run(*args)

@@ -9,6 +9,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from sarathi import __version__
 from sarathi.entrypoints.cli_args import (
     add_engine_args,
     add_sampling_args,
@@ -174,13 +175,16 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The console script's name when run as it, else the module form.
+    script = os.path.basename(sys.argv[0]) == "sarathi"
     parser = argparse.ArgumentParser(
-        prog="python -m sarathi",
+        prog="sarathi" if script else "python -m sarathi",
         description=(
             "Sarathi: LLM serving with vAttention KV caching and AdaptiVocab vocabularies. "
             "With no --model, the embedded random-weight demo model is used."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"sarathi {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="Run the OpenAI-compatible HTTP server.")

@@ -37,6 +37,7 @@ def assert_clean_error(res: subprocess.CompletedProcess, needle: str) -> None:
 def test_help_lists_subcommands() -> None:
     res = run("--help")
     assert res.returncode == 0
+    assert run().stdout == res.stdout  # no command: the help, as `sarathi` gives it
     for cmd in ("build", "stats", "patch-model"):
         assert cmd in res.stdout
     for cmd in ("build", "stats", "patch-model"):
