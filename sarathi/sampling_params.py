@@ -63,7 +63,10 @@ class StructuredOutputsParams:
     def key(self) -> str:
         """A stable text that names the constraint (for caching compiled grammars)."""
         value: Any = True if self.json_object else getattr(self, self.kind)
-        return json.dumps([self.kind, value], sort_keys=True, ensure_ascii=False)
+        # Keys keep their order: a schema's property order is the order the output writes
+        # them in (OpenAI's contract), so schemas listing the same properties in another
+        # order are other grammars.
+        return json.dumps([self.kind, value], ensure_ascii=False)
 
 
 @dataclass

@@ -93,6 +93,25 @@ def test_n_sequences_each_follow_the_grammar(llm):
         _check_schema(c.text)
 
 
+def test_property_order_is_the_schema_s_own(llm):
+    """The output writes properties in its schema's order (a model that reasons before it
+    answers depends on it), also after a schema of the same properties in another order was
+    compiled: the compiled grammars are cached, and their key must keep that order."""
+    answer = {"type": "integer", "minimum": 0, "maximum": 9}
+    orders = (("reasoning", "answer"), ("answer", "reasoning"))
+    for names in orders:
+        props = {n: answer if n == "answer" else {"type": "boolean"} for n in names}
+        schema = {"type": "object", "properties": props, "required": ["answer", "reasoning"]}
+        out = llm.generate(
+            ["x"],
+            SamplingParams(
+                max_tokens=40, structured_outputs=StructuredOutputsParams(json=schema)
+            ),
+            use_tqdm=False,
+        )[0]
+        assert list(json.loads(out.outputs[0].text)) == list(names)
+
+
 def test_overlapped_masks_match_the_eager_path():
     """With overlap the masks of step N+1 are computed after its forward is queued; the
     tokens must be those of the path that computes them first."""
