@@ -79,6 +79,20 @@ def test_required_choice_calls_offered_tools(tools_client, parallel):
             check_call(call.function.name, call.function.arguments)
 
 
+def test_named_call_cut_by_a_stop_string_is_content(tools_client):
+    """A stop string ends the output with "stop" before the arguments are complete: they are
+    not a call (its arguments would not parse), so the text comes back as content."""
+    r = _chat(
+        tools_client,
+        tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        stop=[","],
+    )
+    choice = r.choices[0]
+    assert choice.finish_reason == "stop" and not choice.message.tool_calls
+    assert choice.message.content.startswith('{"city": ')
+
+
 def test_auto_parses_the_models_own_format(tools_client):
     r = _chat(tools_client, tools=[WEATHER], extra_body={"guided_choice": [CALL_TEXT]})
     choice = r.choices[0]

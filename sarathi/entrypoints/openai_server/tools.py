@@ -181,7 +181,9 @@ def tool_message(mode: ToolMode, text: str, finish_reason: str | None) -> ToolMe
     if mode.kind == "none":
         return ToolMessage(text, [], finish_reason)
     if mode.kind == "named":
-        if finish_reason != "stop":
+        # A stop string also ends with "stop", cutting the arguments short of their grammar's
+        # end: only text that parses is a call the client can act on.
+        if finish_reason != "stop" or not _is_json(text):
             return ToolMessage(text, [], finish_reason)
         assert mode.function is not None
         # OpenAI ends a forced call with "stop".
@@ -197,6 +199,14 @@ def tool_message(mode: ToolMode, text: str, finish_reason: str | None) -> ToolMe
     if not mode.parallel:
         calls = calls[:1]
     return ToolMessage(parsed.content, calls, "tool_calls" if calls else finish_reason)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _required_calls(text: str) -> list[ToolCallOut] | None:
