@@ -145,6 +145,49 @@ def test_half_sent_requests_time_out(server: ServerProcess) -> None:
     head_sock.close()
 
 
+def test_oversized_headers_are_refused_without_stalling_the_server(server: ServerProcess) -> None:
+    """httptools joins a long header piece by piece on the event loop: unbounded, one client
+    sending tens of MB of header stalled /health for seconds. Past 64 KiB it gets 431."""
+    s = socket.create_connection((server.host, server.port))
+    s.settimeout(10)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    sent = 0
+    t0 = time.monotonic()
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        try:
+            while sent < 20_000_000:
+                s.sendall(b"a" * 1_000_000)
+                sent += 1_000_000
+        except OSError:
+            pass  # refused and closed while still sending: what we want
+        answer = b""
+        try:
+            while chunk := s.recv(65536):
+                answer += chunk
+        except OSError:
+            pass  # reset after the answer, with our unread bytes still queued
+        probe = time.monotonic()
+        assert c.get("/health").status_code == 200
+        assert time.monotonic() - probe < 1
+    s.close()
+    assert time.monotonic() - t0 < 10
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+    assert b'"code": "request_header_fields_too_large"' in answer
+    # A request with headers under the bound, and a large body right behind them, is taken.
+    body = json.dumps({"prompt": "hi", "max_tokens": 1, "x_padding": "u" * 300_000}).encode()
+    headers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(400))
+    s = socket.create_connection((server.host, server.port))
+    s.settimeout(60)
+    s.sendall(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + headers
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    s.close()
+
+
 def test_overload_is_refused_at_once_with_retry_after(server: ServerProcess) -> None:
     async def main() -> list[httpx.Response]:
         async with httpx.AsyncClient(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -159,19 +160,85 @@ class _HeaderDeadline(asyncio.Protocol):
             self.transport.close()
 
 
+# The most bytes of a request line and headers taken: more gets 431 and the connection closed.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class _HeaderSizeLimit(asyncio.Protocol):
+    """A bound on a request's line and headers, for uvicorn's httptools protocol. httptools
+    takes headers of any size and joins a long one piece by piece on the event loop (time
+    quadratic in its length: a 60 MB header stalled every stream for seconds). Mixed in
+    before the protocol class, whose parser callbacks mark where headers end. (h11 bounds
+    them itself, at uvicorn's ``h11_max_incomplete_event_size``.)"""
+
+    max_header_bytes = MAX_HEADER_BYTES
+    transport: asyncio.Transport
+    server_state: Any
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._in_headers = True
+        self._header_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        counting = self._in_headers
+        if counting:
+            # The read that completes the headers may carry body bytes too: only a read
+            # after which the headers are still incomplete is refused.
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if (
+            counting
+            and self._in_headers
+            and self._header_bytes > self.max_header_bytes
+            and not self.transport.is_closing()
+        ):
+            self._refuse_headers()
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        super().on_headers_complete()  # type: ignore[misc]
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()  # type: ignore[misc]
+        self._in_headers = True
+        self._header_bytes = 0
+
+    def _refuse_headers(self) -> None:
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"the request line and headers are over {self.max_header_bytes} "
+                    "bytes",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "request_header_fields_too_large",
+                }
+            }
+        ).encode()
+        head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+        head += [
+            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        ]
+        head.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body))
+        head.append(b"connection: close\r\n\r\n")
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+
 def deadline_protocol(header_timeout: float) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol (its C parser) where httptools is installed, else its
-    h11 protocol, with the header deadline."""
-    base: type[asyncio.Protocol]
+    """uvicorn's httptools protocol (its C parser) where httptools is installed, with the
+    bound on headers, else its h11 protocol; either with the header deadline."""
+    bases: tuple[type[asyncio.Protocol], ...]
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-        base = HttpToolsProtocol
+        bases = (_HeaderDeadline, _HeaderSizeLimit, HttpToolsProtocol)
     except ImportError:
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
-        base = H11Protocol
-    return type("DeadlineHTTP", (_HeaderDeadline, base), {"header_timeout": header_timeout})
+        bases = (_HeaderDeadline, H11Protocol)
+    return type("DeadlineHTTP", bases, {"header_timeout": header_timeout})
 
 
 class GracefulServer(uvicorn.Server):
@@ -281,6 +348,7 @@ def run_server(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             lifespan="on",
             http=deadline_protocol(args.request_read_timeout),
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,  # where h11 parses
             # uvicorn cancels what is left only after the engine has ended it cleanly.
             timeout_graceful_shutdown=grace + 5,
         )
