@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _MAX_LOGPROBS = 20
+_MAX_TOP_K = 2**31 - 1
 # The options a model's generation_config.json may default (read as vLLM reads them).
 MODEL_DEFAULT_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 # Temperatures below this are greedy (vLLM's rule): dividing logits by a tinier one overflows.
@@ -181,8 +182,10 @@ class SamplingParams:
             raise bad("temperature", "must be >= 0")
         if not 0 < self.top_p <= 1:
             raise bad("top_p", "must be in (0, 1]")
-        if not isinstance(self.top_k, int) or self.top_k < -1:
-            raise bad("top_k", "must be 0 or -1 (disabled) or a positive integer")
+        # The bound: the sampler holds top_k in a 64-bit integer (2**70 raised inside the
+        # engine loop's step and stopped it); any top_k past the vocabulary keeps every token.
+        if not isinstance(self.top_k, int) or not -1 <= self.top_k <= _MAX_TOP_K:
+            raise bad("top_k", f"must be 0 or -1 (disabled) or an integer in [1, {_MAX_TOP_K}]")
         if not 0 <= self.min_p <= 1:
             raise bad("min_p", "must be in [0, 1]")
         if not -2 <= self.presence_penalty <= 2:

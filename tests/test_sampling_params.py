@@ -10,7 +10,7 @@ from sarathi import SamplingParams
     ("logprobs", 50), ("stop", [""]), ("stop_token_ids", [-1]),
     ("temperature", float("nan")), ("temperature", float("inf")),
     ("repetition_penalty", float("nan")), ("top_p", float("nan")),
-    ("seed", 2**64), ("seed", True),
+    ("seed", 2**64), ("seed", True), ("top_k", 2**70),
 ])
 def test_invalid_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):

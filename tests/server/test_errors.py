@@ -40,6 +40,7 @@ BAD_BODIES = [
     (COMPL, {"prompt": "x", "temperature": -1}, "temperature"),
     (COMPL, {"prompt": "x", "top_p": 0}, "top_p"),
     (COMPL, {"prompt": "x", "top_k": -2}, "top_k"),
+    (COMPL, {"prompt": "x", "top_k": 2**70}, "top_k"),
     (COMPL, {"prompt": "x", "logprobs": 50}, "logprobs"),
     (COMPL, {"prompt": "x", "stop": [""]}, "?"),
     (COMPL, {"prompt": "x", "min_tokens": 10, "max_tokens": 5}, "min_tokens"),
@@ -75,6 +76,20 @@ BAD_BODIES = [
 def test_invalid_fields_are_400(http, path, body, param):
     err = _assert_error(http.post(path, json=body), 400, param)
     assert err["type"] == "invalid_request_error"
+
+
+def test_a_top_k_past_64_bits_is_refused_and_the_engine_runs_on(http):
+    # It was taken, and raised inside the engine loop's step, which stopped the loop:
+    # every request after it got 503 until a restart.
+    body = {"prompt": "x", "max_tokens": 1, "top_k": 2**70}
+    _assert_error(http.post(COMPL, json=body), 400, "top_k")
+    assert http.get("/health").status_code == 200
+    with pytest.raises(ValueError, match="top_k"):
+        from sarathi import SamplingParams
+
+        SamplingParams(top_k=2**70)
+    ok = http.post(COMPL, json={"prompt": "x", "max_tokens": 1, "top_k": 2**31 - 1})
+    assert ok.status_code == 200, ok.text
 
 
 def test_prompt_longer_than_the_context_is_400(http):

@@ -177,7 +177,7 @@ class SamplingFields(_Request):
     n: StrictInt = Field(1, ge=1, le=MAX_N)
     temperature: StrictFloat | None = Field(None, ge=0, le=2)
     top_p: StrictFloat | None = Field(None, gt=0, le=1)
-    top_k: StrictInt | None = Field(None, ge=-1)
+    top_k: StrictInt | None = Field(None, ge=-1, le=2**31 - 1)
     min_p: StrictFloat | None = Field(None, ge=0, le=1)
     seed: StrictInt | None = Field(None, ge=-(2**63), le=2**63 - 1)
     presence_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
