@@ -92,6 +92,24 @@ def test_a_top_k_past_64_bits_is_refused_and_the_engine_runs_on(http):
     assert ok.status_code == 200, ok.text
 
 
+@pytest.mark.parametrize("path,body,param", [
+    (COMPL, {"prompt": [[1]] * 40_000}, "prompt"),
+    (COMPL, {"prompt": [1] + ["a"] * 40_000}, "prompt"),
+    (COMPL, {"prompt": "x", "stop": [1] * 40_000}, "stop"),
+    (COMPL, {"prompt": "x", "allowed_token_ids": ["a"] * 40_000}, "allowed_token_ids.0"),
+    (COMPL, {"prompt": "x", "logit_bias": {str(i): "a" for i in range(15_000)}}, "logit_bias"),
+    (CHAT, {"messages": [{"role": "wizard"}] * 10_000}, "?"),
+    ("/detokenize", {"tokens": ["a"] * 40_000}, "tokens.0"),
+    ("/v1/responses", {"input": "x", "metadata": {str(i): 1 for i in range(15_000)}}, "metadata"),
+])
+def test_many_bad_items_make_one_short_error(http, path, body, param):
+    # Bodies are validated on the event loop: an error per item, and a message listing
+    # them (in quadratic time), held every other request back for seconds, or minutes.
+    err = _assert_error(http.post(path, json=body), 400, param)
+    assert len(err["message"]) < 600, err["message"][:600]
+    assert "more problems" not in err["message"]
+
+
 def test_prompt_longer_than_the_context_is_400(http):
     ids = list(range(5, 5 + MAX_MODEL_LEN))
     err = _assert_error(http.post(COMPL, json={"prompt": ids}), 400)

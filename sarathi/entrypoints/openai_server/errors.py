@@ -89,13 +89,13 @@ def _param_of(loc: tuple[Any, ...]) -> str | None:
     return ".".join(p for p in parts if not _is_type_tag(p)) or None
 
 
-def _union_split(loc: tuple[Any, ...]) -> tuple[str, str] | None:
-    """(the union field's path, the path inside the member) where a union member is named
-    in the location; None where none is."""
+def _union_split(loc: tuple[Any, ...]) -> tuple[str, str, str] | None:
+    """(the union field's path, the member's type tag, the path inside the member) where a
+    union member is named in the location; None where none is."""
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     for i, part in enumerate(parts):
         if _is_type_tag(part):
-            return ".".join(parts[:i]), _param_of(tuple(parts[i + 1 :])) or ""
+            return ".".join(parts[:i]), part, _param_of(tuple(parts[i + 1 :])) or ""
     return None
 
 
@@ -114,14 +114,14 @@ def validation_message(exc: RequestValidationError | ValidationError) -> tuple[s
     msg = first.get("msg", "invalid value").removeprefix("Value error, ")
     union = _union_split(loc)
     if union is not None and first.get("type") != "value_error":
-        # One error per form the field may take: say that none matched, and why each not.
-        root, whys = union[0], []
+        # Say that no form matched, and why each not: its first error only. A list of 100k
+        # items has an error per item in each form; listing them all took minutes.
+        root, whys, forms = union[0], [], set()
         for e in errors:
             split = _union_split(tuple(e.get("loc", ())))
-            if split is not None and split[0] == root:
-                why = e.get("msg", "") + (f" at {split[1]}" if split[1] else "")
-                if why not in whys:
-                    whys.append(why)
+            if split is not None and split[0] == root and split[1] not in forms:
+                forms.add(split[1])
+                whys.append(e.get("msg", "") + (f" at {split[2]}" if split[2] else ""))
         what = root or "the request body"
         return f"{what}: matches none of the forms it may take ({'; '.join(whys)})", root or None
     text = f"{param}: {msg}" if param else msg

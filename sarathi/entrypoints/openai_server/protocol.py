@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -34,17 +35,28 @@ MAX_STOP_LEN = 256
 MAX_LOGPROBS = 20
 MAX_BAD_WORDS = 128
 MAX_MESSAGES = 1024
+MAX_LOGIT_BIAS = 1024
+
+
+def _at_most(limit: int, value: Any) -> Any:
+    """A mapping's size, checked before its entries. pydantic checks ``max_length`` after
+    validating every entry, and fail_fast is for lists only: half a million bad entries
+    took seconds of the event loop to report, one error each."""
+    if isinstance(value, dict) and len(value) > limit:
+        raise ValueError(f"Dictionary should have at most {limit} items, not {len(value)}")
+    return value
+
 
 TokenId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
 StopStr = Annotated[StrictStr, Field(min_length=1, max_length=MAX_STOP_LEN)]
-Stop = StopStr | Annotated[list[StopStr], Field(max_length=MAX_STOP)] | None
+Stop = StopStr | Annotated[list[StopStr], Field(max_length=MAX_STOP, fail_fast=True)] | None
 Prompt = (
     StrictStr
-    | Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_PROMPTS)]
-    | Annotated[list[TokenId], Field(min_length=1)]
+    | Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_PROMPTS, fail_fast=True)]
+    | Annotated[list[TokenId], Field(min_length=1, fail_fast=True)]
     | Annotated[
-        list[Annotated[list[TokenId], Field(min_length=1)]],
-        Field(min_length=1, max_length=MAX_PROMPTS),
+        list[Annotated[list[TokenId], Field(min_length=1, fail_fast=True)]],
+        Field(min_length=1, max_length=MAX_PROMPTS, fail_fast=True),
     ]
 )
 
@@ -156,7 +168,9 @@ class StructuredOutputsRequest(_Request):
 
     json_: JsonSchema | StrictStr | None = Field(None, alias="json")
     regex: StrictStr | None = None
-    choice: Annotated[list[StrictStr], Field(min_length=1, max_length=1024)] | None = None
+    choice: (
+        Annotated[list[StrictStr], Field(min_length=1, max_length=1024, fail_fast=True)] | None
+    ) = None
     grammar: StrictStr | None = None
     json_object: StrictBool | None = None
 
@@ -184,7 +198,9 @@ class SamplingFields(_Request):
     frequency_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
     repetition_penalty: StrictFloat | None = Field(None, gt=0, le=10)
     stop: Stop = None
-    stop_token_ids: Annotated[list[TokenId], Field(max_length=MAX_STOP)] | None = None
+    stop_token_ids: Annotated[list[TokenId], Field(max_length=MAX_STOP, fail_fast=True)] | None = (
+        None
+    )
     min_tokens: StrictInt = Field(0, ge=0)
     ignore_eos: StrictBool = False
     skip_special_tokens: StrictBool = True
@@ -193,12 +209,21 @@ class SamplingFields(_Request):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     # OpenAI's: token id (as a JSON string key) -> bias added to its logit.
-    logit_bias: Annotated[dict[StrictStr, StrictFloat], Field(max_length=1024)] | None = None
-    allowed_token_ids: Annotated[list[TokenId], Field(min_length=1, max_length=1 << 20)] | None = (
+    logit_bias: (
+        Annotated[
+            dict[StrictStr, StrictFloat],
+            Field(max_length=MAX_LOGIT_BIAS),
+            BeforeValidator(functools.partial(_at_most, MAX_LOGIT_BIAS)),
+        ]
+        | None
+    ) = None
+    allowed_token_ids: (
+        Annotated[list[TokenId], Field(min_length=1, max_length=1 << 20, fail_fast=True)] | None
+    ) = None
+    # vLLM's: words never generated (each as written and after a space, as tokens).
+    bad_words: Annotated[list[StopStr], Field(max_length=MAX_BAD_WORDS, fail_fast=True)] | None = (
         None
     )
-    # vLLM's: words never generated (each as written and after a space, as tokens).
-    bad_words: Annotated[list[StopStr], Field(max_length=MAX_BAD_WORDS)] | None = None
     # vLLM's: each prompt token's logprob, rank and top-k alternatives.
     prompt_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
     # Structured outputs: OpenAI's response_format, vLLM's structured_outputs and its older
@@ -207,7 +232,9 @@ class SamplingFields(_Request):
     structured_outputs: StructuredOutputsRequest | None = None
     guided_json: JsonSchema | StrictStr | None = None
     guided_regex: StrictStr | None = None
-    guided_choice: Annotated[list[StrictStr], Field(min_length=1, max_length=1024)] | None = None
+    guided_choice: (
+        Annotated[list[StrictStr], Field(min_length=1, max_length=1024, fail_fast=True)] | None
+    ) = None
     guided_grammar: StrictStr | None = None
     # vLLM picks among grammar engines with it; this server has one (llguidance).
     guided_decoding_backend: StrictStr | None = None
@@ -268,9 +295,13 @@ class ToolCallRequest(_Request):
 
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: StrictStr | Annotated[list[ContentPart], Field(max_length=256)] | None = None
+    content: (
+        StrictStr | Annotated[list[ContentPart], Field(max_length=256, fail_fast=True)] | None
+    ) = None
     name: StrictStr | None = Field(None, max_length=256)
-    tool_calls: Annotated[list[ToolCallRequest], Field(max_length=128)] | None = None
+    tool_calls: Annotated[list[ToolCallRequest], Field(max_length=128, fail_fast=True)] | None = (
+        None
+    )
     tool_call_id: StrictStr | None = Field(None, max_length=256)
 
     @model_validator(mode="after")
@@ -299,7 +330,9 @@ class ChatMessage(_Request):
         return "\n".join(p.value() for p in self.content)
 
 
-Messages = Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+Messages = Annotated[
+    list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES, fail_fast=True)
+]
 
 
 class FunctionDefinition(_Request):
@@ -328,7 +361,7 @@ ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 class ChatCompletionRequest(SamplingFields):
     messages: Messages
-    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tools: Annotated[list[Tool], Field(max_length=128, fail_fast=True)] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
     max_tokens: StrictInt | None = Field(None, ge=1)
@@ -355,7 +388,7 @@ class TokenizeChatRequest(_Request):
 
     model: StrictStr | None = None
     messages: Messages
-    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tools: Annotated[list[Tool], Field(max_length=128, fail_fast=True)] | None = None
     add_generation_prompt: StrictBool = True
     continue_final_message: StrictBool = False
     add_special_tokens: StrictBool = False
@@ -367,7 +400,7 @@ TokenizeRequest = TokenizeCompletionRequest | TokenizeChatRequest
 
 class DetokenizeRequest(_Request):
     model: StrictStr | None = None
-    tokens: Annotated[list[TokenId], Field(max_length=1_000_000)]
+    tokens: Annotated[list[TokenId], Field(max_length=1_000_000, fail_fast=True)]
 
 
 # -- responses ------------------------------------------------------------------------------

@@ -11,10 +11,12 @@ tools) are refused here by type, so the 400 names ``input`` or ``tools``.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     Discriminator,
     Field,
     StrictBool,
@@ -29,6 +31,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     MAX_MESSAGES,
     JsonSchema,
     SamplingFields,
+    _at_most,
     _Request,
 )
 
@@ -62,7 +65,7 @@ class ContentPart(_Request):
         return (self.refusal if self.type == "refusal" else self.text) or ""
 
 
-Content = StrictStr | Annotated[list[ContentPart], Field(max_length=256)]
+Content = StrictStr | Annotated[list[ContentPart], Field(max_length=256, fail_fast=True)]
 
 
 def _text(content: Content) -> str:
@@ -220,11 +223,16 @@ class ResponsesRequest(SamplingFields):
     inherited with the sampling fields have no meaning here and are refused by the route
     (``n`` other than 1, ``response_format``, ``prompt_logprobs``)."""
 
-    input: StrictStr | Annotated[list[InputItem], Field(min_length=1, max_length=MAX_INPUT_ITEMS)]
+    input: (
+        StrictStr
+        | Annotated[
+            list[InputItem], Field(min_length=1, max_length=MAX_INPUT_ITEMS, fail_fast=True)
+        ]
+    )
     instructions: StrictStr | None = None
     max_output_tokens: StrictInt | None = Field(None, ge=1)
     text: TextConfig | None = None
-    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
+    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS, fail_fast=True)] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
     # vLLM's: add the tokenizer's special tokens on top of what the chat template writes.
@@ -241,6 +249,7 @@ class ResponsesRequest(SamplingFields):
                 Annotated[StrictStr, Field(max_length=512)],
             ],
             Field(max_length=16),
+            BeforeValidator(functools.partial(_at_most, 16)),
         ]
         | None
     ) = None
