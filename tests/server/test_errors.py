@@ -208,6 +208,17 @@ def test_api_key(key_server):
         assert out.model == "my-model" and out.usage.completion_tokens >= 1
 
 
+def test_a_non_ascii_api_key_matches_as_its_utf8_bytes():
+    # Clients send the key as UTF-8; the header was decoded as latin-1 and encoded again as
+    # UTF-8 before the comparison, so such a key was refused however it was sent.
+    from sarathi.entrypoints.openai_server.auth import key_matches
+
+    assert key_matches("Bearer clé-k".encode(), "clé-k")
+    assert key_matches("bearer  clé-k ".encode(), "clé-k")
+    assert not key_matches("Bearer clé-k".encode("latin-1"), "clé-k")
+    assert not key_matches(b"Basic k", "k") and not key_matches(None, "k")
+
+
 def test_engine_loop_failure_gives_503_and_errors_streams():
     def break_step(engine):
         def step():

@@ -18,13 +18,16 @@ OPEN_PATHS = frozenset(
 )
 
 
-def key_matches(header: str | None, key: str) -> bool:
+def key_matches(header: bytes | None, key: str) -> bool:
+    """Whether the Authorization header's raw bytes carry ``Bearer KEY``. Compared as bytes:
+    a client sends a non-ASCII key as UTF-8, which decoding the header as latin-1 and
+    encoding it again as UTF-8 turned into other bytes, so that key never matched."""
     if not header:
         return False
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer":
+    scheme, _, token = header.partition(b" ")
+    if scheme.lower() != b"bearer":
         return False
-    return hmac.compare_digest(token.strip().encode("utf-8"), key.encode("utf-8"))
+    return hmac.compare_digest(token.strip(), key.encode("utf-8"))
 
 
 class APIKeyMiddleware:
@@ -39,7 +42,7 @@ class APIKeyMiddleware:
         header = None
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
-                header = value.decode("latin-1")
+                header = value
                 break
         if not key_matches(header, self.api_key):
             err = APIError(
