@@ -31,7 +31,7 @@ from sarathi.engine.llm_engine import LLMEngine
 from sarathi.entrypoints.openai_server.args import api_key_of
 from sarathi.entrypoints.openai_server.auth import APIKeyMiddleware
 from sarathi.entrypoints.openai_server.chat_template import load_chat_template
-from sarathi.entrypoints.openai_server.errors import install_error_handlers
+from sarathi.entrypoints.openai_server.errors import error_body, install_error_handlers
 from sarathi.entrypoints.openai_server.limits import BodyLimits, BodySizeLimitMiddleware
 from sarathi.entrypoints.openai_server.routes import router
 from sarathi.entrypoints.openai_server.serving_common import ServerState
@@ -205,17 +205,9 @@ class _HeaderSizeLimit(asyncio.Protocol):
         self._header_bytes = 0
 
     def _refuse_headers(self) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "message": f"the request line and headers are over {self.max_header_bytes} "
-                    "bytes",
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "request_header_fields_too_large",
-                }
-            }
-        ).encode()
+        message = f"the request line and headers are over {self.max_header_bytes} bytes"
+        error = error_body(message, "invalid_request_error", code="request_header_fields_too_large")
+        body = json.dumps(error).encode()
         head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
         head += [
             name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
