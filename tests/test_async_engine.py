@@ -62,3 +62,32 @@ def test_a_reader_that_falls_behind_gets_the_steps_it_missed_as_one(engine, delt
     assert len(final.token_ids) == 12
     assert sum(o.outputs[0].num_new_tokens for o in outs) == 12
     assert "".join(o.outputs[0].text_delta for o in outs) == final.text
+
+
+def test_a_request_that_sets_off_a_bug_on_adding_fails_alone(engine, monkeypatch) -> None:
+    """An unexpected error while a request is added is a 500 for that request only: the
+    loop runs on and serves the next one."""
+    from sarathi.engine.async_engine import RequestFailed
+
+    add = engine.engine.add_request
+
+    def add_or_break(prompt, params, **kw):  # noqa: ANN001, ANN202 - the engine's signature
+        if prompt == [66, 66]:
+            add(prompt, params, **kw)  # partly added, then the bug: the abort must undo it
+            raise ZeroDivisionError("a bug")
+        return add(prompt, params, **kw)
+
+    monkeypatch.setattr(engine.engine, "add_request", add_or_break)
+    params = SamplingParams(max_tokens=4, ignore_eos=True, temperature=0.0)
+
+    async def run() -> RequestOutput:
+        with pytest.raises(RequestFailed, match="a bug"):
+            async for _ in engine.generate([66, 66], params):
+                pass
+        async for last in engine.generate([11, 12], params):
+            pass
+        return last
+
+    last = asyncio.run(run())
+    assert last.finished and len(last.outputs[0].token_ids) == 4
+    assert not engine.engine.has_unfinished_requests()

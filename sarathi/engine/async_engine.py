@@ -42,6 +42,11 @@ class EngineOverloaded(RuntimeError):
     """More requests wait for a slot than the server admits; the client should retry."""
 
 
+class RequestFailed(RuntimeError):
+    """The engine could not take this request (a bug its input set off); the engine runs on
+    and serves the others."""
+
+
 class StepObserver(Protocol):
     """Told about each step's outputs, on the loop thread (e.g. the Prometheus metrics)."""
 
@@ -337,6 +342,13 @@ class AsyncEngine:
             )
         except RequestError as e:
             _deliver([(cmd.stream, e)])
+            return
+        except Exception as e:
+            # Our bug, set off by this request's input before it ran (a step's failure is
+            # the engine's and stops the loop): fail this one request, not every client's.
+            logger.exception("request %s could not be added; the engine runs on", cmd.request_id)
+            self.engine.abort_request(cmd.request_id)  # whatever part of it was added
+            _deliver([(cmd.stream, RequestFailed(f"the engine could not take this request: {e}"))])
             return
         self._streams[cmd.request_id] = cmd.stream
 

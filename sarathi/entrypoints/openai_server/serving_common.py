@@ -25,6 +25,7 @@ from sarathi.engine.async_engine import (
     EngineDeadError,
     EngineOverloaded,
     EngineShuttingDown,
+    RequestFailed,
 )
 from sarathi.engine.llm_engine import CONTEXT_LENGTH_EXCEEDED, RequestError
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request
@@ -343,10 +344,12 @@ def engine_error(e: Exception) -> APIError:
         return APIError(str(e), 503, type="server_error", code="shutting_down")
     if isinstance(e, EngineOverloaded):
         return APIError(str(e), 503, type="overloaded_error", code="overloaded", retry_after=1)
+    if isinstance(e, RequestFailed):
+        return APIError(str(e), 500, type="server_error", code="internal_error")
     return APIError(str(e), 503, type="server_error", code="engine_dead")
 
 
-ENGINE_ERRORS = (RequestError, EngineShuttingDown, EngineDeadError, EngineOverloaded)
+ENGINE_ERRORS = (RequestError, EngineShuttingDown, EngineDeadError, EngineOverloaded, RequestFailed)
 
 
 async def final_output(
