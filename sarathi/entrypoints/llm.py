@@ -13,7 +13,12 @@ from sarathi.config import EngineConfig
 from sarathi.engine.llm_engine import LLMEngine, RequestError
 from sarathi.outputs import Logprob, RequestOutput
 from sarathi.sampling_params import SamplingParams
-from sarathi.transformers_utils.chat import NoChatTemplate, arguments_object, conversation_ids
+from sarathi.transformers_utils.chat import (
+    NoChatTemplate,
+    arguments_object,
+    conversation_ids,
+    parts_text,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import TypeIs
@@ -216,7 +221,7 @@ def _conversation(messages: Any, index: int) -> list[dict[str, Any]]:
                         "this engine serves text-only models"
                     )
                 texts.append(str(part.get("text", "")))
-            content = "\n".join(texts)  # as vLLM joins text parts
+            content = parts_text(texts)
         elif content is not None and not isinstance(content, str):
             raise ValueError(f"{where}: content must be a string or a list of text parts")
         message = {**m, "content": content or ""}

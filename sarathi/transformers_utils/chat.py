@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from jinja2 import TemplateError
@@ -28,6 +29,12 @@ def _reserved(tokenizer: Any) -> set[str]:
     these names would change what the call returns (``tokenize``, ``return_dict``, ...)."""
     params = inspect.signature(tokenizer.apply_chat_template).parameters.values()
     return {p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def parts_text(texts: Iterable[str]) -> str:
+    """A message's text parts as the one string its template sees: joined by a newline, as
+    vLLM joins them, so clients moving over get the same prompts."""
+    return "\n".join(texts)
 
 
 def arguments_object(arguments: str) -> Any:

@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from sarathi.transformers_utils.chat import parts_text
+
 MAX_N = 16  # completions per prompt
 MAX_PROMPTS = 64  # prompts in one /v1/completions request
 MAX_SEQUENCES = 128  # prompts x n
@@ -326,8 +328,7 @@ class ChatMessage(_Request):
             return ""
         if isinstance(self.content, str):
             return self.content
-        # Parts join on a newline, as vLLM joins them (clients moving over get the same prompt).
-        return "\n".join(p.value() for p in self.content)
+        return parts_text(p.value() for p in self.content)
 
 
 Messages = Annotated[

@@ -34,6 +34,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     _at_most,
     _Request,
 )
+from sarathi.transformers_utils.chat import parts_text
 
 # A call's items and its instructions become chat messages, at most MAX_MESSAGES of them.
 MAX_INPUT_ITEMS = MAX_MESSAGES - 1
@@ -69,7 +70,7 @@ Content = StrictStr | Annotated[list[ContentPart], Field(max_length=256, fail_fa
 
 
 def _text(content: Content) -> str:
-    return content if isinstance(content, str) else "\n".join(p.value() for p in content)
+    return content if isinstance(content, str) else parts_text(p.value() for p in content)
 
 
 class InputMessage(_Request):
