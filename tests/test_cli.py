@@ -1,5 +1,7 @@
 """The command line, as a user runs it."""
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -11,6 +13,21 @@ def _run(*args, timeout=240, env_extra=None):
     env = dict(os.environ, **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "sarathi", *args], capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+def _call(*args):
+    """`python -m sarathi ARGS` through its entry point in this process: a subprocess spends
+    seconds importing torch. The tests of the launch itself (help, version, a first run,
+    signals) start the module with _run."""
+    from sarathi.entrypoints.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse: a usage error
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["sarathi", *args], code, out.getvalue(), err.getvalue())
 
 
 def test_help_lists_subcommands():
@@ -50,13 +67,13 @@ def test_generate_flags_come_from_the_config():
 
 
 def test_bad_model_is_a_clean_error():
-    r = _run("generate", "--model", "/does/not/exist", "--prompt", "x")
+    r = _call("generate", "--model", "/does/not/exist", "--prompt", "x")
     assert r.returncode == 2
     assert "does not exist" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bad_flag_value_is_a_clean_error():
-    r = _run("generate", "--chunk-size", "0", "--prompt", "x")
+    r = _call("generate", "--chunk-size", "0", "--prompt", "x")
     assert r.returncode == 2 and "chunk_size" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -115,14 +132,14 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     model = _demo_copy(tmp_path, {"temperature": 0.0})
     texts = set()
     for seed in ("1", "2"):
-        r = _run("generate", "--model", model, "--prompt", "Hi", "--seed", seed, "--json",
+        r = _call("generate", "--model", model, "--prompt", "Hi", "--seed", seed, "--json",
                  "--max-tokens", "8", "--ignore-eos", "--logprobs", "2")
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout.strip().splitlines()[-1])["outputs"][0]
         texts.add(out["text"])
         assert len(out["logprobs"]) == 8 and out["cumulative_logprob"] <= 0
     assert len(texts) == 1  # greedy from generation_config.json, whatever the seed
-    r = _run("generate", "--model", model, "--prompt", "Hi", "--temperature", "1",
+    r = _call("generate", "--model", model, "--prompt", "Hi", "--temperature", "1",
              "--top-k", "5", "--max-tokens", "2")
     assert r.returncode == 0, r.stderr
 
@@ -144,7 +161,7 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     (["generate", "--prompt", "x", "--ray-address", "auto"], "add --executor ray"),
 ])
 def test_bad_values_of_other_flags_are_clean_errors(args, says):
-    r = _run(*args)
+    r = _call(*args)
     assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
@@ -153,17 +170,17 @@ def test_a_cuda_cache_without_a_gpu_is_a_clean_error():
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    r = _run("generate", "--prompt", "x", "--kv-cache-backend", "cuda")
+    r = _call("generate", "--prompt", "x", "--kv-cache-backend", "cuda")
     assert r.returncode == 2 and "cuda device" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_a_port_out_of_range_is_a_clean_error():
-    r = _run("serve", "--port", "99999")
+    r = _call("serve", "--port", "99999")
     assert r.returncode == 2 and "0-65535" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_generate_refuses_a_completion_that_cannot_fit_as_the_server_does():
-    r = _run("generate", "--prompt", "hi", "--max-tokens", "5000")
+    r = _call("generate", "--prompt", "hi", "--max-tokens", "5000")
     assert r.returncode == 2 and "context" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -179,12 +196,12 @@ def test_generate_takes_an_output_constraint(tmp_path):
     schema = tmp_path / "schema.json"
     schema.write_text('{"type": "object", "properties": {"ok": {"type": "boolean"}}, '
                       '"required": ["ok"]}')
-    r = _run("generate", "--prompt", "x", "--json-schema", str(schema), "--temperature", "1",
+    r = _call("generate", "--prompt", "x", "--json-schema", str(schema), "--temperature", "1",
              "--json")
     assert r.returncode == 0, r.stderr
     text = json.loads(r.stdout.strip().splitlines()[-1])["outputs"][0]["text"]
     assert isinstance(json.loads(text)["ok"], bool)
-    r = _run("generate", "--prompt", "x", "--regex", "a(b")
+    r = _call("generate", "--prompt", "x", "--regex", "a(b")
     assert r.returncode == 2 and "invalid regular expression" in r.stderr
     assert "Traceback" not in r.stderr
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -14,6 +16,21 @@ from av_corpus import REPO, synthetic_docs
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
+    """`python -m adaptivocab ARGS`, run in this process through its entry point (a
+    subprocess spends seconds importing torch); test_help_lists_subcommands runs the module
+    itself once."""
+    from adaptivocab.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse: --help, or a usage error
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["adaptivocab", *args], code, out.getvalue(), err.getvalue())
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run(
         [sys.executable, "-m", "adaptivocab", *args],
@@ -44,7 +61,7 @@ def test_no_command_prints_the_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_help_lists_subcommands() -> None:
-    res = run("--help")
+    res = run_module("--help")
     assert res.returncode == 0
     for cmd in ("build", "stats", "patch-model"):
         assert cmd in res.stdout
