@@ -1,5 +1,5 @@
 """The server's HTTP protocol: uvicorn's httptools parser where it is installed, h11 where it
-is not, either with the deadline on a request's headers (its behaviour on a live server is
+is not, either with the deadlines on a request's headers and on the client's reading (its behaviour on a live server is
 tests/reliability/test_reliability.py::test_half_sent_requests_time_out)."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from sarathi.entrypoints.openai_server.api_server import deadline_protocol
 def test_httptools_where_installed() -> None:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    proto = deadline_protocol(7.0)
+    proto = deadline_protocol(7.0, 5.0)
     assert issubclass(proto, HttpToolsProtocol) and proto.header_timeout == 7.0
+    assert proto.write_timeout == 5.0
 
 
 def test_h11_without_httptools(monkeypatch) -> None:
@@ -28,5 +29,67 @@ def test_h11_without_httptools(monkeypatch) -> None:
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_httptools)
-    proto = deadline_protocol(3.0)
+    proto = deadline_protocol(3.0, 2.0)
     assert issubclass(proto, H11Protocol) and proto.header_timeout == 3.0
+    assert proto.write_timeout == 2.0
+
+
+def test_a_client_that_reads_nothing_is_dropped_and_its_stream_closed() -> None:
+    """A real uvicorn with the server's protocol, streaming 64 MiB to a client that takes no
+    bytes: once the send buffer is full, the write deadline drops the connection and the
+    response's generator is closed (for the server's streams, that aborts their requests:
+    tests/reliability's disconnect test)."""
+    import asyncio
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from starlette.responses import StreamingResponse
+
+    closed = threading.Event()
+
+    async def chunks() -> Any:
+        try:
+            for _ in range(1024):
+                yield b"x" * 65536
+        finally:
+            closed.set()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await StreamingResponse(chunks())(scope, receive, send)
+
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, http=deadline_protocol(30.0, 0.5), log_level="error"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        client.connect(("127.0.0.1", port))
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert closed.wait(20), "the stream was not closed: the client still holds it"
+        client.settimeout(10)
+        received = 0
+        try:
+            while chunk := client.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert received < 1024 * 65536  # dropped, not finished
+    finally:
+        client.close()
+        server.should_exit = True
+        thread.join(30)

@@ -160,6 +160,51 @@ class _HeaderDeadline(asyncio.Protocol):
             self.transport.close()
 
 
+class _WriteDeadline(asyncio.Protocol):
+    """A deadline on a client's reading, for uvicorn's HTTP protocols: once the connection's
+    send buffer is full (the transport pauses writing: the client takes no bytes, or takes
+    them too slowly to drain it), the client has ``write_timeout`` seconds to read it down;
+    then the connection is dropped. Its response ends as if the client had left: a stream's
+    requests are aborted and their slots freed, where a client that never reads used to
+    hold them (and its queued outputs) until it went away. Mixed in before the protocol
+    class, whose ``loop`` and ``transport`` it reads."""
+
+    write_timeout = 60.0
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    _write_due: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_due is None:
+            self._write_due = self.loop.call_later(self.write_timeout, self._drop_reader)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_write_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_write_deadline()
+        super().connection_lost(exc)
+
+    def _cancel_write_deadline(self) -> None:
+        if self._write_due is not None:
+            self._write_due.cancel()
+            self._write_due = None
+
+    def _drop_reader(self) -> None:
+        self._write_due = None
+        if not self.transport.is_closing():
+            peer = self.transport.get_extra_info("peername")
+            logger.warning(
+                "dropped the connection of %s: it read nothing of its response for %g s "
+                "(--response-write-timeout)",
+                f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "a client",
+                self.write_timeout,
+            )
+            self.transport.abort()
+
+
 # The most bytes of a request line and headers taken: more gets 431 and the connection closed.
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -218,19 +263,23 @@ class _HeaderSizeLimit(asyncio.Protocol):
         self.transport.close()
 
 
-def deadline_protocol(header_timeout: float) -> type[asyncio.Protocol]:
+def deadline_protocol(header_timeout: float, write_timeout: float) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol (its C parser) where httptools is installed, with the
-    bound on headers, else its h11 protocol; either with the header deadline."""
+    bound on headers, else its h11 protocol; either with the header and write deadlines."""
     bases: tuple[type[asyncio.Protocol], ...]
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-        bases = (_HeaderDeadline, _HeaderSizeLimit, HttpToolsProtocol)
+        bases = (_HeaderDeadline, _WriteDeadline, _HeaderSizeLimit, HttpToolsProtocol)
     except ImportError:
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
-        bases = (_HeaderDeadline, H11Protocol)
-    return type("DeadlineHTTP", bases, {"header_timeout": header_timeout})
+        bases = (_HeaderDeadline, _WriteDeadline, H11Protocol)
+    return type(
+        "DeadlineHTTP",
+        bases,
+        {"header_timeout": header_timeout, "write_timeout": write_timeout},
+    )
 
 
 class GracefulServer(uvicorn.Server):
@@ -339,7 +388,7 @@ def run_server(args: argparse.Namespace) -> int:
             app,
             log_level=args.log_level,
             lifespan="on",
-            http=deadline_protocol(args.request_read_timeout),
+            http=deadline_protocol(args.request_read_timeout, args.response_write_timeout),
             h11_max_incomplete_event_size=MAX_HEADER_BYTES,  # where h11 parses
             # uvicorn cancels what is left only after the engine has ended it cleanly.
             timeout_graceful_shutdown=grace + 5,

@@ -100,6 +100,14 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         "(default: 30).",
     )
     g.add_argument(
+        "--response-write-timeout",
+        type=_bounded(float, positive=True),
+        default=60.0,
+        help="Seconds a response may wait on a client that reads none of it (the connection's "
+        "send buffer full) before the connection is dropped and its requests aborted, as if "
+        "the client had left (default: 60).",
+    )
+    g.add_argument(
         "--max-body-bytes-in-flight",
         type=_bounded(int, positive=True),
         default=256 * 1024 * 1024,
