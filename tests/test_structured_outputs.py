@@ -164,6 +164,18 @@ def test_invalid_constraints_are_refused(llm, spec, words):
     assert not llm.engine.requests
 
 
+def test_a_grammar_failing_mid_way_ends_with_an_error(llm):
+    """`a{1000000}` compiles, then llguidance gives up on its first token ("too many
+    expressions"). The choice used to end "stop" with text the constraint did not allow
+    (or, on a later request, with no text at all): it ends "error", with the reason."""
+    spec = StructuredOutputsParams(regex="a{1000000}")
+    for n in (1, 2):  # the second: matchers copied from the grammar cached by the first
+        out = llm.generate(["x"], SamplingParams(n=n, max_tokens=8, structured_outputs=spec))[0]
+        assert [c.finish_reason for c in out.outputs] == ["error"] * n
+        assert out.error is not None and "output constraint failed" in out.error
+    assert not llm.engine.structured  # the matchers are released
+
+
 def test_spec_sets_exactly_one_kind():
     with pytest.raises(ValueError, match="exactly one"):
         StructuredOutputsParams()

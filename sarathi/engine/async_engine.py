@@ -361,13 +361,16 @@ class AsyncEngine:
         now = time.monotonic()
         for observer in self._observers:
             observer.on_outputs(outputs, now)
-        batch = []
+        batch: list[tuple[_Stream, RequestOutput | RequestError]] = []
         for out in outputs:
             stream = self._streams.get(out.request_id)
             if stream is None:
                 continue  # aborted since it was scheduled
             if out.finished:
                 del self._streams[out.request_id]
+                if out.error is not None:  # a choice failed mid-way (its output constraint)
+                    batch.append((stream, RequestError(out.error, code="output_constraint_failed")))
+                    continue
             batch.append((stream, _detach(out)))
         _deliver(batch)
 

@@ -358,9 +358,12 @@ class LLMEngine:
         result = self.executor.collect(launched.handle)
         if not launched.sampled and not result.prompt_logprobs:
             return []
+        failed = {}
         if self.structured:
-            self.structured.accept(launched.sampled, result.token_ids)
-        outcome = self.output_processor.process(launched.sampled, launched.indices, result)
+            failed = self.structured.accept(launched.sampled, result.token_ids)
+        outcome = self.output_processor.process(
+            launched.sampled, launched.indices, result, failed=failed
+        )
         for seq in outcome.stopped:
             self.scheduler.finish(seq)
             self.structured.remove(seq.seq_id)

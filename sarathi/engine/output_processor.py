@@ -44,6 +44,7 @@ class SequenceOutput:
     emitted_text_len: int = 0  # chars of text already reported to the caller
     emitted_tokens: int = 0
     emitted_logprobs: int = 0  # entries of logprobs already reported (delta outputs)
+    error: str | None = None  # why it ended with finish reason "error"
     # The request's prompt logprobs so far, on its first sequence where they were asked
     # (position 0 has none).
     prompt_logprobs: list[dict[int, Logprob] | None] | None = None
@@ -103,9 +104,16 @@ class OutputProcessor:
 
     # -- one step ----------------------------------------------------------------------------
     def process(
-        self, seqs: list[Sequence], indices: list[int], result: StepResult, now: float | None = None
+        self,
+        seqs: list[Sequence],
+        indices: list[int],
+        result: StepResult,
+        now: float | None = None,
+        failed: dict[int, str] | None = None,
     ) -> StepOutcome:
-        """``seqs[i]`` sampled ``result.token_ids[i]`` for its token ``indices[i]``."""
+        """``seqs[i]`` sampled ``result.token_ids[i]`` for its token ``indices[i]``;
+        ``failed``: sequences (by id) whose output constraint failed on this token, with the
+        reason: they end with finish reason "error", and their request's output carries it."""
         now = time.monotonic() if now is None else now
         outcome = StepOutcome()
         touched: dict[str, Request] = {}
@@ -135,7 +143,11 @@ class OutputProcessor:
                 if lp is not None:
                     out.cumulative_logprob += lp.logprob
                     out.logprobs.append(_entry(token, lp))
-            if self._check_stop(seq, out, token, index):
+            error = failed.get(seq.seq_id) if failed else None
+            if error is not None:
+                self._end_with_error(seq, out, index, error)
+                outcome.stopped.append(seq)
+            elif self._check_stop(seq, out, token, index):
                 outcome.stopped.append(seq)
             touched[req.request_id] = req
         self.stats.generation_tokens += kept
@@ -218,6 +230,18 @@ class OutputProcessor:
         out.finish_reason, out.stop_reason = reason, stop_reason
         return True
 
+    def _end_with_error(self, seq: Sequence, out: SequenceOutput, index: int, error: str) -> None:
+        del seq.token_ids[index + 1 :]  # a placeholder for a token that will not count
+        seq.num_pending = 0
+        if out.detok is not None:
+            out.text += out.detok.step(seq.token_ids[index]) + out.detok.flush()
+        elif self._decoder is not None and seq.params.detokenize:
+            detok = incremental_detokenizer(
+                self._decoder, seq.request.prompt_token_ids, seq.params.skip_special_tokens
+            )
+            out.text = detok.step(seq.output_ids) + detok.flush()
+        out.finish_reason, out.error = "error", error
+
     def _count_base_tokens(self, req: Request, patch: PatchTokenizer) -> None:
         """What the same text would have cost with the base tokenizer (AdaptiVocab metrics)."""
         n = len(req.seqs)
@@ -267,6 +291,7 @@ class OutputProcessor:
                     num_new_tokens=new_tokens,
                 )
             )
+        errors = [self._seqs[seq.seq_id].error for seq in req.seqs]
         return RequestOutput(
             req.request_id,
             req.prompt,
@@ -274,6 +299,7 @@ class OutputProcessor:
             outs,
             finished,
             req.metrics,
+            error=next((e for e in errors if e is not None), None),
             num_cached_tokens=req.num_cached_tokens,
             prompt_logprobs=self._seqs[req.seqs[0].seq_id].prompt_logprobs,
         )

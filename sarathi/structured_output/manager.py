@@ -46,7 +46,6 @@ class StructuredOutputManager:
         self._compiled: OrderedDict[str, llguidance.LLMatcher] = OrderedDict()
         self._matchers: dict[int, llguidance.LLMatcher] = {}
         self._executor: llguidance.LLExecutor | None = None
-        self._failed: set[int] = set()
 
     @property
     def vocabulary(self) -> llguidance.LLTokenizer:
@@ -88,7 +87,6 @@ class StructuredOutputManager:
 
     def remove(self, seq_id: int) -> None:
         self._matchers.pop(seq_id, None)
-        self._failed.discard(seq_id)
 
     def __contains__(self, seq_id: int) -> bool:
         return seq_id in self._matchers
@@ -96,23 +94,37 @@ class StructuredOutputManager:
     def __bool__(self) -> bool:
         return bool(self._matchers)
 
-    def accept(self, seqs: Sequence[Seq], tokens: Sequence[int]) -> None:
+    def accept(self, seqs: Sequence[Seq], tokens: Sequence[int]) -> dict[int, str]:
         """Advance the matchers of a step's constrained sequences by their sampled tokens
-        (``seqs`` in sampling order; those that stopped while the step ran are skipped)."""
+        (``seqs`` in sampling order; those that stopped while the step ran are skipped).
+        Returns the sequences whose grammar failed on this step, with the reason: only a
+        token the mask allowed is sampled, so a failure is a grammar past llguidance's
+        limits (``a{1000000}`` compiles, then fails on its first token) or a bug. The
+        engine ends them with an error: the rest of their output could not follow it."""
+        failed: dict[int, str] = {}
         matchers = self._matchers
         for seq, token in zip(seqs, tokens, strict=True):
             m = matchers.get(seq.seq_id)
             if m is None or seq.finished:
                 continue
-            if not m.consume_token(token) and seq.seq_id not in self._failed:
-                # Only a token the mask allowed is sampled, so this is a bug or a grammar
-                # past llguidance's limits; a matcher in error allows only EOS from now on.
-                self._failed.add(seq.seq_id)
+            complete = m.is_stopped()  # then only the end of text may follow
+            if m.is_error() or not m.consume_token(token):
+                if complete:
+                    reason = (
+                        "the constraint was complete and the request asked for more tokens "
+                        "(min_tokens, or allowed_token_ids or bad_words that leave out the "
+                        "end of text)"
+                    )
+                else:
+                    error = (m.get_error() or "the token was refused").strip().splitlines()[0]
+                    reason = f"{error}; it may be past the structured-output engine's limits"
                 logger.warning(
-                    "request %s left its grammar and will end: %s",
-                    seq.request.request_id,
-                    m.get_error().splitlines()[0],
+                    "request %s left its output constraint: %s", seq.request.request_id, reason
                 )
+                failed[seq.seq_id] = (
+                    f"the output constraint failed at output token {seq.num_output + 1}: {reason}"
+                )
+        return failed
 
     def masks(self, seqs: Sequence[Seq]) -> TokenMasks | None:
         """The masks of the constrained rows among ``seqs`` (a step's sampling order)."""

@@ -138,3 +138,21 @@ def test_bad_constraints_are_400_naming_the_field(http, body, param):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert param in (err["param"] or "") or param in err["message"], err
+
+
+def test_a_grammar_failing_mid_way_is_an_error_not_a_stop(http):
+    """A regex past llguidance's limits fails on the first token, after the request was
+    admitted: a 400 naming the failure, or in a stream an error event before [DONE]."""
+    body = {"prompt": "x", "max_tokens": 8, "structured_outputs": {"regex": "a{1000000}"}}
+    r = http.post("/v1/completions", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "output_constraint_failed" and "output constraint" in err["message"]
+    with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as resp:
+        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    last = json.loads(events[-2])
+    assert last["error"]["code"] == "output_constraint_failed", events
+    assert not any(
+        c.get("finish_reason") == "stop" for e in events[:-1] for c in json.loads(e).get("choices", [])
+    )
