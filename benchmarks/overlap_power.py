@@ -98,7 +98,9 @@ def _run(args: argparse.Namespace, torch: Any, F: Any) -> dict[str, Any]:
     def reduce() -> None:
         x.sum(dtype=torch.float32)
 
-    # Counts for about --seconds each, from one warm call of each.
+    # Counts for about --seconds each, from warm calls of each (a first call pays its
+    # kernel's set-up: timed cold, the reduction read 10x slower).
+    _timed([(matmul, s_mm, 5), (reduce, s_mem, 5)])
     mm_ms = _timed([(matmul, s_mm, 20)])[0] / 20
     red_ms = _timed([(reduce, s_mem, 10)])[0] / 10
     n_mm = max(1, int(args.seconds * 1e3 / mm_ms))
