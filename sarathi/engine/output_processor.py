@@ -144,10 +144,7 @@ class OutputProcessor:
                     out.cumulative_logprob += lp.logprob
                     out.logprobs.append(_entry(token, lp))
             error = failed.get(seq.seq_id) if failed else None
-            if error is not None:
-                self._end_with_error(seq, out, index, error)
-                outcome.stopped.append(seq)
-            elif self._check_stop(seq, out, token, index):
+            if self._check_stop(seq, out, token, index, error):
                 outcome.stopped.append(seq)
             touched[req.request_id] = req
         self.stats.generation_tokens += kept
@@ -183,7 +180,11 @@ class OutputProcessor:
         states = self._seqs
         return all(states[s.seq_id].finish_reason is not None for s in req.seqs)
 
-    def _check_stop(self, seq: Sequence, out: SequenceOutput, token: int, index: int) -> bool:
+    def _check_stop(
+        self, seq: Sequence, out: SequenceOutput, token: int, index: int, error: str | None
+    ) -> bool:
+        """Whether ``token`` ends the sequence, and if so its finish; ``error``: its output
+        constraint failed on this token, which ends it with finish reason "error"."""
         p = seq.params
         prev_len = len(out.text)
         if out.detok is not None:
@@ -192,7 +193,9 @@ class OutputProcessor:
         reason: str | None = None
         stop_reason: int | str | None = None
         token_stop = False  # EOS or a stop token id: its own text is left out (vLLM's rule)
-        if n_out >= p.min_tokens:
+        if error is not None:
+            reason = "error"
+        elif n_out >= p.min_tokens:
             if not p.ignore_eos and token in self.eos_ids:
                 reason, token_stop = "stop", True
             elif token in p.stop_token_ids:
@@ -227,20 +230,8 @@ class OutputProcessor:
                 out.text = detok.step(ids[:-1] if hide else ids) + detok.flush()
             elif not isinstance(stop_reason, str):
                 out.text += out.detok.flush()
-        out.finish_reason, out.stop_reason = reason, stop_reason
+        out.finish_reason, out.stop_reason, out.error = reason, stop_reason, error
         return True
-
-    def _end_with_error(self, seq: Sequence, out: SequenceOutput, index: int, error: str) -> None:
-        del seq.token_ids[index + 1 :]  # a placeholder for a token that will not count
-        seq.num_pending = 0
-        if out.detok is not None:
-            out.text += out.detok.step(seq.token_ids[index]) + out.detok.flush()
-        elif self._decoder is not None and seq.params.detokenize:
-            detok = incremental_detokenizer(
-                self._decoder, seq.request.prompt_token_ids, seq.params.skip_special_tokens
-            )
-            out.text = detok.step(seq.output_ids) + detok.flush()
-        out.finish_reason, out.error = "error", error
 
     def _count_base_tokens(self, req: Request, patch: PatchTokenizer) -> None:
         """What the same text would have cost with the base tokenizer (AdaptiVocab metrics)."""
