@@ -1,12 +1,11 @@
 """The command line, as a user runs it."""
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
 
 import pytest
+from entry_points import call
 
 
 def _run(*args, timeout=240, env_extra=None):
@@ -16,18 +15,11 @@ def _run(*args, timeout=240, env_extra=None):
 
 
 def _call(*args):
-    """`python -m sarathi ARGS` through its entry point in this process: a subprocess spends
-    seconds importing torch. The tests of the launch itself (help, version, a first run,
-    signals) start the module with _run."""
+    """`python -m sarathi ARGS` through its entry point in this process (the tests of the
+    launch itself, help, version, a first run and signals, start the module with _run)."""
     from sarathi.entrypoints.cli import main
 
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse: a usage error
-            code = exc.code if isinstance(exc.code, int) else 1
-    return subprocess.CompletedProcess(["sarathi", *args], code, out.getvalue(), err.getvalue())
+    return call(main, "sarathi", args)
 
 
 def test_help_lists_subcommands():

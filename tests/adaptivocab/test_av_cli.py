@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import json
 import os
 import subprocess
@@ -13,21 +11,15 @@ from pathlib import Path
 
 import pytest
 from av_corpus import REPO, synthetic_docs
+from entry_points import call
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    """`python -m adaptivocab ARGS`, run in this process through its entry point (a
-    subprocess spends seconds importing torch); test_help_lists_subcommands runs the module
-    itself once."""
+    """`python -m adaptivocab ARGS` through its entry point in this process;
+    test_help_lists_subcommands runs the module itself once."""
     from adaptivocab.cli import main
 
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse: --help, or a usage error
-            code = exc.code if isinstance(exc.code, int) else 1
-    return subprocess.CompletedProcess(["adaptivocab", *args], code, out.getvalue(), err.getvalue())
+    return call(main, "adaptivocab", args)
 
 
 def run_module(*args: str) -> subprocess.CompletedProcess:
