@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -496,6 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
         return 130
+    # Start-up is over: a Ctrl-C now raises KeyboardInterrupt, which the commands handle
+    # (``python -m adaptivocab`` had it exit at once while the parser was built).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.command is None:  # as `sarathi` with no command: the help, not an error
         parser.print_help()
         return 0

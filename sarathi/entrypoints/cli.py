@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,12 @@ from sarathi.sampling_params import StructuredOutputsParams
 
 if TYPE_CHECKING:
     from sarathi.outputs import CompletionOutput
+
+
+def interruptible() -> None:
+    """Start-up is over: from here a Ctrl-C raises KeyboardInterrupt (``main`` answers 130),
+    where ``python -m sarathi`` had it exit at once while the command started."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -44,6 +51,7 @@ def _generate(args: argparse.Namespace) -> int:
     elif not prompts:
         prompts = ["Hello, my name is"]
     llm = LLM.from_config(config)
+    interruptible()
     # Flags left unset take the model's defaults (--generation-config), as LLM.generate does.
     params = SamplingParams(
         **sampling_kwargs(args, llm.engine.setup.default_sampling),
