@@ -64,13 +64,6 @@ ENV_VARS: dict[str, EnvVar] = {
             "second stream without PDL).",
         ),
         EnvVar(
-            "SARATHI_GATED_MATMUL",
-            "1",
-            "0: the gate|up matmul of steps with many rows (prefill chunks, mixed steps) runs "
-            "on cuBLAS followed by SiLU-and-mul instead of one Triton kernel doing both "
-            "(Hopper and later).",
-        ),
-        EnvVar(
             "SARATHI_SYMM_ALLREDUCE",
             "1",
             "0: tensor-parallel layers all-reduce with NCCL instead of torch's "

@@ -39,8 +39,6 @@ class KernelSwitches:
     # A mixed step's decode attention overlapping its prefill attention: launched right behind
     # it with PDL where ``pdl`` is on, otherwise on a second stream beside it.
     overlap: bool = False
-    # The gate|up matmul with SiLU-and-mul in its epilogue where measured faster (many rows).
-    gated: bool = False
 
     @classmethod
     def resolve(
@@ -61,7 +59,6 @@ class KernelSwitches:
             gemv,
             env("SARATHI_PDL", environ) != "0" and pdl.supported(device),
             env("SARATHI_OVERLAP", environ) != "0",
-            env("SARATHI_GATED_MATMUL", environ) != "0",
         )
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 
 from sarathi.model_executor.kernel_switches import KernelSwitches, triton_installed
-from sarathi.model_executor.layers.gated_matmul import gated_matmul, takes_gated
 from sarathi.model_executor.layers.gemv import (
     GATED_GEMV_MAX,
     SplitSums,
@@ -278,13 +277,10 @@ def silu_mul_linear(
     """silu(x @ gate^T) * (x @ up^T) for weight = [gate; up] ([2 * inter, K]), in the
     activations' dtype, with fused kernels. One row (batch-1 decode) of a gate|up matrix
     up to ``GATED_GEMV_MAX``, where ``linear`` would take the GEMV: one kernel
-    (``gemv.gated_gemv``) instead of the GEMV and a silu-and-mul launch; prefill-sized
-    steps where measured faster: one kernel too (``gated_matmul``). Otherwise the matmul,
-    then ``silu_and_mul``."""
+    (``gemv.gated_gemv``) instead of the GEMV and a silu-and-mul launch. Otherwise the
+    matmul, then ``silu_and_mul``."""
     if takes_gemv(x, weight, True, kernels) and weight.numel() <= GATED_GEMV_MAX:
         return gated_gemv(x, weight, inter, kernels.pdl)
-    if kernels.gated and takes_gated(x, weight):
-        return gated_matmul(x, weight, inter, kernels.pdl)
     gate_up = linear(x, weight, keep_splits=True, kernels=kernels)
     return silu_and_mul(gate_up, inter, kernels.pdl)
 
