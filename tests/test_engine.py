@@ -1,5 +1,8 @@
 """Engine behaviour: batching invariance, seeds, preemption, stops, n, logprobs, errors."""
 
+import json
+import shutil
+
 import pytest
 import torch
 
@@ -95,6 +98,30 @@ def test_output_stops_at_the_context_limit(llama):
         0
     ].outputs[0]
     assert len(out.token_ids) == 10 and out.finish_reason == "length"
+
+
+def test_extra_eos_ids_report_themselves_as_the_stop_reason(llama, tmp_path):
+    """vLLM's rule: the EOS ids generation_config.json adds to the tokenizer's end a
+    sequence as stop token ids do, reporting the id; the tokenizer's EOS reports none, and
+    ignore_eos ignores both."""
+    folder = tmp_path / "model"
+    shutil.copytree(llama, folder)
+    ignore = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
+    llm = LLM(str(folder), chunk_size=32, max_num_seqs=16)
+    eos = llm.get_tokenizer().eos_token_id
+    prompts = random_prompts(16, 384, seed=6)
+    # A prompt whose greedy output reaches a few tokens before the tokenizer's EOS.
+    prompt, base = next(
+        (p, ids) for p, ids in zip(prompts, _ids(llm.generate(prompts, ignore))) if eos not in ids[:4]
+    )
+    extra = base[3]
+    del llm
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [eos, extra]}))
+    llm = LLM(str(folder), chunk_size=32, max_num_seqs=4)
+    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=20))[0].outputs[0]
+    assert out.token_ids == base[: base.index(extra) + 1]
+    assert out.finish_reason == "stop" and out.stop_reason == extra
+    assert _ids(llm.generate([prompt], ignore))[0] == base
 
 
 def test_stop_token_ids_and_min_tokens(llm):

@@ -107,7 +107,12 @@ class LLMEngine:
         self.max_seq_len = min(m.max_model_len, capacity.max_tokens)
         self.stats = EngineStats()
         self.output_processor = OutputProcessor(
-            streaming_decoder(m.tokenizer), m.eos_ids, self.max_seq_len, self.stats, m.patch
+            streaming_decoder(m.tokenizer),
+            m.eos_ids,
+            self.max_seq_len,
+            self.stats,
+            m.patch,
+            m.eos_id,
         )
         overlap = config.scheduler.overlap_scheduling
         if overlap is None:

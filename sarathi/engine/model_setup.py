@@ -21,6 +21,7 @@ from sarathi.transformers_utils.hub import DEMO_NAMES, resolve_model_path
 from sarathi.transformers_utils.tokenizer import (
     as_patch_tokenizer,
     eos_token_ids,
+    tokenizer_eos_id,
     get_tokenizer,
     is_patch_tokenizer_dir,
 )
@@ -48,6 +49,7 @@ class ModelSetup:
     dtype: torch.dtype
     max_model_len: int
     eos_ids: frozenset[int]
+    eos_id: int | None  # the tokenizer's own; the rest of eos_ids come from generation_config
     # Sampling options for requests that do not set them (--generation-config).
     default_sampling: dict[str, Any]
 
@@ -215,5 +217,6 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
         dtype=resolve_dtype(mc.dtype, shape.torch_dtype, device),
         max_model_len=mc.max_model_len or longest,
         eos_ids=frozenset(eos_token_ids(tokenizer, path)),
+        eos_id=tokenizer_eos_id(tokenizer),
         default_sampling=load_default_sampling(mc.generation_config, path),
     )

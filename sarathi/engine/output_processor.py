@@ -64,11 +64,14 @@ class OutputProcessor:
         max_seq_len: int,
         stats: EngineStats,
         patch: PatchTokenizer | None = None,
+        eos_id: int | None = None,
     ) -> None:
         """``decoder``: the cheapest object whose ``decode`` equals the tokenizer's;
-        ``patch``: the AdaptiVocab PatchTokenizer, for base-token counts (or None)."""
+        ``patch``: the AdaptiVocab PatchTokenizer, for base-token counts (or None);
+        ``eos_id``: the tokenizer's own of ``eos_ids``."""
         self._decoder = decoder
         self.eos_ids = eos_ids
+        self.eos_id = eos_id
         self.max_seq_len = max_seq_len
         self.stats = stats
         self._patch = patch
@@ -198,6 +201,10 @@ class OutputProcessor:
         elif n_out >= p.min_tokens:
             if not p.ignore_eos and token in self.eos_ids:
                 reason, token_stop = "stop", True
+                # vLLM's rule: the extra EOS ids of generation_config.json act as stop
+                # token ids, which report themselves; the tokenizer's EOS reports none.
+                if token != self.eos_id:
+                    stop_reason = token
             elif token in p.stop_token_ids:
                 reason, stop_reason, token_stop = "stop", token, True
             elif p.stop_list and n_out > p.min_tokens:

@@ -77,11 +77,17 @@ def load_patch_tokenizer(path: str) -> Any:
         raise ValueError(f"cannot load the patch tokenizer {path!r}: {e}") from e
 
 
+def tokenizer_eos_id(tokenizer: Any) -> int | None:
+    """The tokenizer's own EOS id (None without a tokenizer, or where it names none)."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return None if eos is None else int(eos)
+
+
 def eos_token_ids(tokenizer: Any, model_path: str | None) -> set[int]:
     """EOS ids: the tokenizer's, plus any listed in the model's generation_config.json."""
     ids: set[int] = set()
-    if getattr(tokenizer, "eos_token_id", None) is not None:
-        ids.add(int(tokenizer.eos_token_id))
+    if (eos := tokenizer_eos_id(tokenizer)) is not None:
+        ids.add(eos)
     if model_path:
         gen = os.path.join(model_path, "generation_config.json")
         if os.path.isfile(gen):
