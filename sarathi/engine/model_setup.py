@@ -21,9 +21,9 @@ from sarathi.transformers_utils.hub import DEMO_NAMES, resolve_model_path
 from sarathi.transformers_utils.tokenizer import (
     as_patch_tokenizer,
     eos_token_ids,
-    tokenizer_eos_id,
     get_tokenizer,
     is_patch_tokenizer_dir,
+    tokenizer_eos_id,
 )
 
 if TYPE_CHECKING:
