@@ -84,6 +84,19 @@ def test_text_parts_join_on_a_newline_as_vllms(http):
     assert r.json()["tokens"] == http.post("/tokenize", json={"messages": as_text}).json()["tokens"]
 
 
+def test_tokenize_returns_token_strings_when_asked_as_vllms(http, server):
+    """vLLM's return_token_strs: the tokenizer's string of each id (clients split a rendered
+    chat prompt with them); without it, token_strs is null."""
+    tok = server.engine.engine.tokenizer
+    for body in ({"prompt": "Hello world"}, {"messages": [{"role": "user", "content": "Hi"}]}):
+        r = http.post("/tokenize", json={**body, "return_token_strs": True})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["token_strs"] == tok.convert_ids_to_tokens(out["tokens"])
+        assert len(out["token_strs"]) == out["count"] > 0
+        assert http.post("/tokenize", json=body).json()["token_strs"] is None
+
+
 def test_chat_logprobs_carry_each_tokens_own_bytes(client, server):
     """A byte-level token that is part of a character decodes to U+FFFD; its bytes must be
     its own."""

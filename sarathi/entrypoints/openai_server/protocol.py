@@ -381,6 +381,9 @@ class TokenizeCompletionRequest(_Request):
     model: StrictStr | None = None
     prompt: StrictStr
     add_special_tokens: StrictBool = True
+    # vLLM's: also answer with each token's string (the tokenizer's own, as
+    # convert_ids_to_tokens gives it).
+    return_token_strs: StrictBool | None = False
 
 
 class TokenizeChatRequest(_Request):
@@ -394,6 +397,7 @@ class TokenizeChatRequest(_Request):
     continue_final_message: StrictBool = False
     add_special_tokens: StrictBool = False
     chat_template_kwargs: TemplateKwargs | None = None
+    return_token_strs: StrictBool | None = False
 
 
 TokenizeRequest = TokenizeCompletionRequest | TokenizeChatRequest
@@ -521,6 +525,7 @@ class TokenizeResponse(BaseModel):
     tokens: list[int]
     count: int
     max_model_len: int
+    token_strs: list[str] | None = None
 
 
 class DetokenizeResponse(BaseModel):

@@ -164,7 +164,14 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
         )
     else:
         ids = await s.encode(body.prompt, "prompt", body.add_special_tokens)
-    return TokenizeResponse(tokens=ids, count=len(ids), max_model_len=s.max_seq_len)
+    strs = None
+    if body.return_token_strs:
+        # vLLM's token_strs: the tokenizer's strings of the ids (byte-level pieces as the
+        # vocabulary spells them, a PatchTokenizer's n-grams as their pieces joined).
+        strs = await asyncio.to_thread(lambda: list(s.tokenizer.convert_ids_to_tokens(ids)))
+    return TokenizeResponse(
+        tokens=ids, count=len(ids), max_model_len=s.max_seq_len, token_strs=strs
+    )
 
 
 @router.post("/detokenize", response_model=DetokenizeResponse, responses=_ERRORS)
