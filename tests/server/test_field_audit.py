@@ -67,6 +67,9 @@ def test_a_field_that_asks_for_what_is_not_done_is_refused_by_name(http, route, 
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == name and name in err["message"]
+    # The table's message as written, then what to do: no words glued onto its end (it read
+    # "... send tools by this server" and "... (store must be false) by this server").
+    assert err["message"] == f"{UNSUPPORTED[name][1]}; remove '{name}'"
 
 
 @pytest.mark.parametrize(

@@ -201,7 +201,9 @@ def audit(
         if rule is not None:
             ok, message = rule
             if not ok(value):
-                raise bad_request(f"{message} by this server; remove '{name}'", name)
+                # The table's messages end variously ("... not supported", "... (store must
+                # be false)"), so nothing is appended that must continue their grammar.
+                raise bad_request(f"{message}; remove '{name}'", name)
         elif name not in accepted and name not in warned:
             warned.add(name)
             logger.warning("ignoring the request field %r, unknown to this server", name)
