@@ -376,6 +376,25 @@ class ChatCompletionRequest(SamplingFields):
     # vLLM's: extra variables for the chat template (e.g. Qwen3's enable_thinking).
     chat_template_kwargs: TemplateKwargs | None = None
 
+    @model_validator(mode="after")
+    def _continue_or_generation_prompt(self) -> ChatCompletionRequest:
+        _one_of_continue_and_prompt(self)
+        return self
+
+
+def _one_of_continue_and_prompt(req: ChatCompletionRequest | TokenizeChatRequest) -> None:
+    """As vLLM: a continued final message takes no generation prompt, so asking for both is
+    the client's error. add_generation_prompt's default (true) gives way to it unasked."""
+    if (
+        req.continue_final_message
+        and req.add_generation_prompt
+        and "add_generation_prompt" in req.model_fields_set
+    ):
+        raise ValueError(
+            "continue_final_message and add_generation_prompt cannot both be true: "
+            "a continued final message takes no generation prompt"
+        )
+
 
 class TokenizeCompletionRequest(_Request):
     model: StrictStr | None = None
@@ -398,6 +417,11 @@ class TokenizeChatRequest(_Request):
     add_special_tokens: StrictBool = False
     chat_template_kwargs: TemplateKwargs | None = None
     return_token_strs: StrictBool | None = False
+
+    @model_validator(mode="after")
+    def _continue_or_generation_prompt(self) -> TokenizeChatRequest:
+        _one_of_continue_and_prompt(self)
+        return self
 
 
 TokenizeRequest = TokenizeCompletionRequest | TokenizeChatRequest
