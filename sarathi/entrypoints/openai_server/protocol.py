@@ -478,6 +478,7 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: UsageInfo | None = None
+    system_fingerprint: str | None = None  # OpenAI's; null here, as vLLM sends it
 
 
 class TopLogprob(BaseModel):
@@ -508,6 +509,7 @@ class ToolCallOut(BaseModel):
 class ChatResponseMessage(BaseModel):
     role: str = "assistant"
     content: str | None = None
+    refusal: str | None = None  # OpenAI's, always present; this server never refuses
     tool_calls: list[ToolCallOut] = Field(default_factory=list)
 
 
@@ -526,6 +528,9 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: UsageInfo | None = None
+    # OpenAI's; null here, as vLLM sends them (no backend fingerprint, one service tier).
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
     # vLLM's: on the response, not on a choice (the choices share the prompt).
     prompt_logprobs: PromptLogprobs | None = None
 
