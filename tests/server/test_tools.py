@@ -79,18 +79,26 @@ def test_required_choice_calls_offered_tools(tools_client, parallel):
             check_call(call.function.name, call.function.arguments)
 
 
-def test_named_call_cut_by_a_stop_string_is_content(tools_client):
-    """A stop string ends the output with "stop" before the arguments are complete: they are
-    not a call (its arguments would not parse), so the text comes back as content."""
+@pytest.mark.parametrize(
+    "cut,finish", [({"stop": [","]}, "stop"), ({"max_tokens": 4}, "length")]
+)
+def test_a_named_call_cut_short_keeps_its_partial_arguments(tools_client, cut, finish):
+    """As OpenAI and vLLM: a forced call is a call however its output ended; a stop string
+    or max_tokens leaves its arguments cut short (finish_reason says which), as the stream
+    sends them."""
+    kwargs = {"max_tokens": 100, **cut}
     r = _chat(
         tools_client,
         tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        stop=[","],
+        **kwargs,
     )
     choice = r.choices[0]
-    assert choice.finish_reason == "stop" and not choice.message.tool_calls
-    assert choice.message.content.startswith('{"city": ')
+    assert choice.finish_reason == finish and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert call.function.arguments.startswith('{"')
+    assert not call.function.arguments.endswith("}")
 
 
 def test_auto_parses_the_models_own_format(tools_client):

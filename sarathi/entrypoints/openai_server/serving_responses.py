@@ -73,7 +73,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
     sse,
     unless_disconnected,
 )
-from sarathi.entrypoints.openai_server.tools import ToolMode, ToolStream, tool_message
+from sarathi.entrypoints.openai_server.tools import ToolMode, ToolStream, is_json, tool_message
 from sarathi.outputs import CompletionOutput
 
 # The chat fields a response's request names otherwise, for the 400s of prepare_chat.
@@ -293,17 +293,18 @@ def _call_item_id() -> str:
 
 def output_items(mode: ToolMode, c: CompletionOutput) -> list[OutputItem]:
     """The output items of a finished output: its message (text outside any calls), then a
-    function_call item per call. A forced call cut off by the length limit is an incomplete
-    call, as it was streamed; any other output that is not a complete call is text."""
+    function_call item per call. A forced call is a call however its output ended, an
+    incomplete one when the length limit or a stop string cut its arguments short (as it was
+    streamed); any other output that is not a complete call is text."""
     incomplete = c.finish_reason == "length"
-    if mode.kind == "named" and incomplete:
+    if mode.kind == "named":
         assert mode.function is not None
         call = FunctionCallOutput(
             id=_call_item_id(),
             call_id=f"call_{uuid.uuid4().hex[:24]}",
             name=mode.function,
             arguments=c.text,
-            status="incomplete",
+            status="incomplete" if incomplete or not is_json(c.text) else "completed",
         )
         return [call]
     msg = tool_message(mode, c.text, c.finish_reason)

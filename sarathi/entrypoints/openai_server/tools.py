@@ -176,17 +176,16 @@ class ToolMessage:
 
 
 def tool_message(mode: ToolMode, text: str, finish_reason: str | None) -> ToolMessage:
-    """The assistant message of a finished output. An output that is not a complete call
-    (it ran out of tokens) stays content, so nothing the model wrote is lost."""
+    """The assistant message of a finished output. A forced (named) call is a call however
+    its output ended; any other output that is not a complete call (it ran out of tokens)
+    stays content, so nothing the model wrote is lost."""
     if mode.kind == "none":
         return ToolMessage(text, [], finish_reason)
     if mode.kind == "named":
-        # A stop string also ends with "stop", cutting the arguments short of their grammar's
-        # end: only text that parses is a call the client can act on.
-        if finish_reason != "stop" or not _is_json(text):
-            return ToolMessage(text, [], finish_reason)
+        # As OpenAI and vLLM: the call carries whatever arguments were written, also when
+        # max_tokens ("length") or a stop string ("stop") cut them short, as a stream sends
+        # them; OpenAI ends a forced call with "stop".
         assert mode.function is not None
-        # OpenAI ends a forced call with "stop".
         return ToolMessage(None, [_call(mode.function, text)], finish_reason)
     if mode.kind == "required":
         calls = _required_calls(text) if finish_reason == "stop" else None
@@ -201,7 +200,7 @@ def tool_message(mode: ToolMode, text: str, finish_reason: str | None) -> ToolMe
     return ToolMessage(parsed.content, calls, "tool_calls" if calls else finish_reason)
 
 
-def _is_json(text: str) -> bool:
+def is_json(text: str) -> bool:
     try:
         json.loads(text)
     except json.JSONDecodeError:
