@@ -97,6 +97,18 @@ def test_tokenize_returns_token_strings_when_asked_as_vllms(http, server):
         assert http.post("/tokenize", json=body).json()["token_strs"] is None
 
 
+def test_n_goes_up_to_openais_bound(http):
+    """OpenAI takes n up to 128 (pass@k evaluations ask for dozens): more samples than the
+    server runs at once wait their turn; a request's prompts x n stay within 128."""
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    r = http.post("/v1/chat/completions", json={**body, "n": 40})
+    assert r.status_code == 200, r.text
+    assert sorted(c["index"] for c in r.json()["choices"]) == list(range(40))
+    assert http.post("/v1/chat/completions", json={**body, "n": 129}).status_code == 400
+    many = {"prompt": ["a", "b"], "max_tokens": 1}
+    assert http.post("/v1/completions", json={**many, "n": 65}).status_code == 400
+
+
 def test_chat_logprobs_carry_each_tokens_own_bytes(client, server):
     """A byte-level token that is part of a character decodes to U+FFFD; its bytes must be
     its own."""

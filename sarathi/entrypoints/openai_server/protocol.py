@@ -29,7 +29,7 @@ from pydantic import (
 
 from sarathi.transformers_utils.chat import parts_text
 
-MAX_N = 16  # completions per prompt
+MAX_N = 128  # completions per prompt (OpenAI's bound)
 MAX_PROMPTS = 64  # prompts in one /v1/completions request
 MAX_SEQUENCES = 128  # prompts x n
 MAX_STOP = 16
