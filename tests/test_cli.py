@@ -224,6 +224,26 @@ def test_ctrl_c_while_starting_exits_130_without_a_traceback(delay):
     assert proc.returncode == 130 and "Traceback" not in err, err
 
 
+def test_ctrl_c_while_the_original_launch_line_starts_exits_130():
+    import signal
+    import time
+
+    # `python -m sarathi.entrypoints.openai_server.api_server` (Sarathi-Lean's line) did not
+    # go through sarathi/__main__.py: a Ctrl-C during its imports or model load was swallowed
+    # and the server started anyway, serving until killed.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sarathi.entrypoints.openai_server.api_server", "--model_name",
+         "demo", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize("command", ["serve", "generate"])
 def test_help_never_says_default_none(command):
     # Options left unset have their default described in their help ("Default: 1024 on

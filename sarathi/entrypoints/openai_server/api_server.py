@@ -6,6 +6,16 @@ python -m sarathi.entrypoints.openai_server.api_server --model_name M ...   (see
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # The original launch line runs this module, whose imports (torch, transformers) and then
+    # the model load take seconds: as under `python -m sarathi` (sarathi/__main__.py), a
+    # Ctrl-C meanwhile exits 130 at once. With Python's own handler it was swallowed there and
+    # the server started anyway.
+    import os as _os
+    import signal as _signal
+
+    _signal.signal(_signal.SIGINT, lambda signum, frame: _os._exit(130))
+
 import argparse
 import asyncio
 import contextlib
