@@ -303,3 +303,30 @@ def test_chat_template_is_a_file_or_the_templates_text(tmp_path):
     path.write_text(inline, encoding="utf-8")
     assert load_chat_template(str(path)) == load_chat_template(inline) == inline
     assert load_chat_template(None) is None
+
+
+def _parse_only(argv):
+    from sarathi.entrypoints.cli import build_parser
+
+    build_parser().parse_args(argv)
+    return 0
+
+
+def test_a_chat_template_that_is_not_valid_jinja_is_refused_at_start(tmp_path):
+    # It used to start the server, then answer every chat request 400 ("the chat template
+    # failed on these messages", param "messages"): the operator's mistake, the clients' error.
+    broken = tmp_path / "broken.jinja"
+    broken.write_text("{% for m in messages %}{{ m.content }", encoding="utf-8")
+    for value, says in [(str(broken), "broken.jinja' is not valid Jinja: line 1"),
+                        ("{% if %}", "the template is not valid Jinja: line 1")]:
+        # The parser alone: should the check regress, no server starts and waits here.
+        r = call(_parse_only, "sarathi", ["serve", "--chat-template", value])
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "--chat-template" in r.stderr and says in r.stderr, r.stderr
+    # Transformers' own tags and filters still parse.
+    from sarathi.entrypoints.openai_server.chat_template import load_chat_template
+
+    ok = ("{% for m in messages %}{% generation %}{{ m.content | tojson }}{% endgeneration %}"
+          "{% if loop.last %}{% break %}{% endif %}{% endfor %}")
+    assert load_chat_template(ok) == ok
+

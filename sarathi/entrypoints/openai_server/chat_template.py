@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from jinja2 import TemplateSyntaxError
+
 from sarathi.entrypoints.openai_server.errors import bad_request
 from sarathi.entrypoints.openai_server.protocol import ChatMessage
 from sarathi.transformers_utils.chat import (
@@ -25,15 +27,39 @@ def load_chat_template(value: str | None) -> str | None:
     if os.path.isfile(value):
         try:
             with open(value, encoding="utf-8") as f:
-                return f.read()
+                template = f.read()
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"--chat-template: cannot read {value!r}: {e}") from e
-    if "{{" in value or "{%" in value:
-        return value
-    what = "is a folder" if os.path.isdir(value) else "is not a file"
-    raise ValueError(
-        f"--chat-template: {value!r} {what}; give a Jinja template file or the template's text"
-    )
+        where = f"{value!r} is"
+    elif "{{" in value or "{%" in value:
+        template, where = value, "the template is"
+    else:
+        what = "is a folder" if os.path.isdir(value) else "is not a file"
+        raise ValueError(
+            f"--chat-template: {value!r} {what}; give a Jinja template file or the template's text"
+        )
+    problem = _syntax_error(template)
+    if problem is not None:
+        # Found at start-up: on the first chat request it was each client's 400 ("the chat
+        # template failed on these messages") for the operator's mistake.
+        raise ValueError(f"--chat-template: {where} not valid Jinja: {problem}")
+    return template
+
+
+def _syntax_error(template: str) -> str | None:
+    """Jinja's complaint about the template's syntax, compiled as transformers compiles it
+    (its extensions and filters); None when it parses or cannot be checked here."""
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+    except ImportError:  # another transformers: found on the first chat request instead
+        return None
+    try:
+        _compile_jinja_template(template)
+    except TemplateSyntaxError as e:
+        return f"line {e.lineno}: {e.message}"
+    except ImportError:  # jinja2 too old for transformers: the first request says so
+        return None
+    return None
 
 
 def _template_message(m: ChatMessage) -> dict[str, Any]:
