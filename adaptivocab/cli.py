@@ -513,6 +513,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handlers[args.command](args)
     except AdaptiVocabError as exc:
+        trainer = sys.modules.get("adaptivocab.trainer")  # loaded when finetune has run
+        if trainer is not None and isinstance(exc, trainer.TrainingInterrupted):
+            # A Ctrl-C, with the checkpoint saved: 130 as for any interrupted run, not 2 and
+            # "error:" as for bad input.
+            print(f"adaptivocab {args.command}: {exc}", file=sys.stderr)
+            return 130
         print(f"adaptivocab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -228,3 +228,23 @@ def test_ctrl_c_while_starting_exits_130_without_a_traceback(corpus_gz) -> None:
     _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err, err
     assert proc.returncode in (130, 2), err  # 2: it already failed on the missing folder
+
+
+def test_ctrl_c_during_finetune_exits_130_naming_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Training turns a Ctrl-C into TrainingInterrupted once its checkpoint is saved; the
+    # command line answered it as bad input: exit 2 and "error: interrupted at step ...".
+    import adaptivocab.cli
+    from adaptivocab.trainer import TrainingInterrupted
+
+    def interrupted(args: object) -> None:
+        raise TrainingInterrupted(
+            "interrupted at step 3/6; checkpoint saved in ck; rerun with --resume to continue"
+        )
+
+    monkeypatch.setattr(adaptivocab.cli, "_finetune", interrupted)
+    res = run("finetune", "--model", "m", "--patch-tokenizer", "p", "--corpus", "c",
+              "--out", str(tmp_path / "out"))
+    assert res.returncode == 130, res.stderr
+    assert "error" not in res.stderr and "--resume" in res.stderr, res.stderr
