@@ -22,7 +22,6 @@ import torch
 from common import bench_ms, print_table, run_info, write_json
 
 import vattention
-from sarathi.model_executor.attention.triton_kernels import decode_attention, prefill_attention
 from sarathi.model_executor.presets import PRESETS
 from sarathi.worker.paged_cache import PagedKVCache
 from vattention.backends import default_page_bytes
@@ -99,6 +98,9 @@ def time_kernels(
     decode_config: tuple[int, int] = (4, 2),
 ) -> tuple[float, float]:
     """(decode ms, prefill ms) over caches k/v (slot layout, or pools with a block table)."""
+    # Here, not at the top: Triton is needed to run, not for --help on a machine without it.
+    from sarathi.model_executor.attention.triton_kernels import decode_attention, prefill_attention
+
     dev = torch.device("cuda")
     scale = d**-0.5
     q = torch.randn(batch, hq, d, dtype=torch.bfloat16, device=dev)

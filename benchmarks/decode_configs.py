@@ -21,7 +21,6 @@ import torch
 from common import copy_bandwidth, graph_us, print_table, run_info, write_json
 
 from sarathi.model_executor.attention.launch import DecodeLaunch, decode_launch, decode_splits
-from sarathi.model_executor.attention.triton_kernels import decode_attention
 
 SHAPES = {"llama3-8b": (32, 8, 128, 32), "qwen3-0.6b": (16, 8, 128, 28)}  # hq, hkv, d, layers
 LAUNCHES = [
@@ -44,6 +43,9 @@ def _case(
     """Every launch shape on one (model, layout, batch, context). Each shape is timed over
     enough copies of the cache (400 MB or more) that no call finds its keys in the L2, from
     a CUDA graph (the kernels are shorter than their launch path at batch 64)."""
+    # Here, not at the top: Triton is needed to run, not for --help on a machine without it.
+    from sarathi.model_executor.attention.triton_kernels import decode_attention
+
     hq, hkv, d, layers = SHAPES[model]
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     one = 2 * b * ctx * hkv * d * 2  # bytes of K and V

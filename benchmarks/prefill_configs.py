@@ -20,7 +20,6 @@ from common import graph_us, print_table, run_info, write_json
 
 from sarathi.model_executor.attention.launch import PrefillLaunch
 from sarathi.model_executor.attention.metadata import chunk_table
-from sarathi.model_executor.attention.triton_kernels import prefill_attention
 
 SHAPES = {"llama3-8b": (32, 8, 128), "qwen3-0.6b": (16, 8, 128), "llama2-7b": (32, 32, 128)}
 LAUNCHES = [  # the first is the default
@@ -48,6 +47,9 @@ def _name(launch: PrefillLaunch) -> str:
 
 def _case(model: str, prefix: int, n: int) -> list[dict]:
     """Every launch shape on one chunk of ``n`` tokens after ``prefix`` cached ones."""
+    # Here, not at the top: Triton is needed to run, not for --help on a machine without it.
+    from sarathi.model_executor.attention.triton_kernels import prefill_attention
+
     hq, hkv, d = SHAPES[model]
     k = torch.randn(2, prefix + n, hkv, d, dtype=torch.bfloat16, device="cuda")
     v = torch.randn_like(k)

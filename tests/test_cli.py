@@ -330,3 +330,13 @@ def test_a_chat_template_that_is_not_valid_jinja_is_refused_at_start(tmp_path):
           "{% if loop.last %}{% break %}{% endif %}{% endfor %}")
     assert load_chat_template(ok) == ok
 
+
+
+@pytest.mark.parametrize("script", ["attention_kernels", "decode_configs", "prefill_configs"])
+def test_gpu_benchmarks_print_their_help_without_triton(script):
+    # Their Triton kernels were imported at the top: --help was a ModuleNotFoundError
+    # traceback wherever Triton is not installed (a CPU machine).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "benchmarks", f"{script}.py"),
+                        "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("usage:"), r.stderr
