@@ -340,3 +340,19 @@ def test_gpu_benchmarks_print_their_help_without_triton(script):
     r = subprocess.run([sys.executable, os.path.join(root, "benchmarks", f"{script}.py"),
                         "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("usage:"), r.stderr
+
+
+def test_a_json_schema_that_is_neither_a_file_nor_json_is_named_before_the_model_loads(
+        tmp_path, capsys):
+    # A mistyped path was taken as the schema's text: after the model had loaded, "the JSON
+    # schema is not valid JSON: Expecting value: line 1 column 1 (char 0)".
+    from sarathi.entrypoints.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    for value, says in [(str(tmp_path / "schema.jsn"), "is neither a file nor JSON"),
+                        (str(tmp_path), "is a folder"), (str(bad), "does not hold JSON")]:
+        assert main(["generate", "--prompt", "x", "--json-schema", value]) == 2, value
+        out, err = capsys.readouterr()
+        assert not out and f"error: --json-schema '{value}' {says}" in err, err
+        assert "sarathi:" not in err, err  # nothing was loaded: no engine log line

@@ -156,9 +156,24 @@ def _constraint(args: argparse.Namespace) -> StructuredOutputsParams | None:
     if len(given) > 1:
         raise ValueError("give one of --json-schema, --regex, --choice and --grammar")
     ((name, value),) = given.items()
+    path = None
     if name in ("json", "grammar") and os.path.isfile(value):
+        path = value
         with open(value, encoding="utf-8") as f:
             value = f.read()
+    if name == "json":
+        # Said now, naming the flag (a mistyped path, most often), not after the model has
+        # loaded as "the JSON schema is not valid JSON".
+        if os.path.isdir(value):
+            raise ValueError(f"--json-schema {value!r} is a folder; give a JSON schema file")
+        try:
+            json.loads(value)
+        except ValueError as e:
+            if path is not None:
+                raise ValueError(f"--json-schema {path!r} does not hold JSON ({e})") from None
+            raise ValueError(
+                f"--json-schema {value[:80]!r} is neither a file nor JSON ({e})"
+            ) from None
     if name == "choice":
         value = tuple(value)
     return StructuredOutputsParams(**{name: value})
