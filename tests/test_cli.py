@@ -356,3 +356,15 @@ def test_a_json_schema_that_is_neither_a_file_nor_json_is_named_before_the_model
         out, err = capsys.readouterr()
         assert not out and f"error: --json-schema '{value}' {says}" in err, err
         assert "sarathi:" not in err, err  # nothing was loaded: no engine log line
+
+
+def test_a_grammar_that_is_neither_a_file_nor_a_grammar_is_named_before_the_model_loads(
+        tmp_path, capsys):
+    from sarathi.entrypoints.cli import main
+
+    for value, says in [(str(tmp_path / "grammar.lar"), "is neither a file nor a grammar"),
+                        (str(tmp_path), "is a folder")]:
+        assert main(["generate", "--prompt", "x", "--grammar", value]) == 2, value
+        out, err = capsys.readouterr()
+        assert not out and f"error: --grammar '{value}' {says}" in err, err
+        assert "sarathi:" not in err, err

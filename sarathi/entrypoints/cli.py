@@ -174,6 +174,13 @@ def _constraint(args: argparse.Namespace) -> StructuredOutputsParams | None:
             raise ValueError(
                 f"--json-schema {value[:80]!r} is neither a file nor JSON ({e})"
             ) from None
+    if name == "grammar" and path is None:
+        # Every Lark or GBNF rule has a colon ("start: ...", "root ::= ..."); a value without
+        # one is a mistyped path, said now rather than as a parse error after the model loads.
+        if os.path.isdir(value):
+            raise ValueError(f"--grammar {value!r} is a folder; give a grammar file")
+        if ":" not in value:
+            raise ValueError(f"--grammar {value!r} is neither a file nor a grammar (no rule)")
     if name == "choice":
         value = tuple(value)
     return StructuredOutputsParams(**{name: value})
