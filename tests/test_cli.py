@@ -368,3 +368,17 @@ def test_a_grammar_that_is_neither_a_file_nor_a_grammar_is_named_before_the_mode
         out, err = capsys.readouterr()
         assert not out and f"error: --grammar '{value}' {says}" in err, err
         assert "sarathi:" not in err, err
+
+
+def test_every_flag_may_be_spelled_with_underscores_as_in_vllm(capsys):
+    """vLLM's parser reads --foo_bar as --foo-bar for every flag: sampling and server flags
+    too, not only the engine options (values keep their underscores)."""
+    from sarathi.entrypoints.cli import main
+    from sarathi.entrypoints.cli_args import dashed
+
+    assert dashed(["--max_tokens", "3", "--stop=a_b", "--served_model_name=x_y", "--",
+                   "--keep_me"]) == ["--max-tokens", "3", "--stop=a_b",
+                                     "--served-model-name=x_y", "--", "--keep_me"]
+    assert main(["generate", "--prompt", "hi", "--max_tokens", "2", "--temperature", "0",
+                 "--ignore_eos"]) == 0
+    assert capsys.readouterr().out.strip()

@@ -15,6 +15,7 @@ from sarathi.entrypoints.cli_args import (
     add_engine_args,
     add_sampling_args,
     config_from_args,
+    dashed,
     sampling_kwargs,
 )
 from sarathi.sampling_params import StructuredOutputsParams
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         # Building the parser imports the server's modules: a Ctrl-C then is an interrupted
         # start, as one during the command is.
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parser.parse_args(dashed(sys.argv[1:] if argv is None else argv))
         if args.command is None:
             parser.print_help()
             return 0

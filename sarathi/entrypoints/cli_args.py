@@ -31,6 +31,21 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def dashed(argv: list[str]) -> list[str]:
+    """vLLM's spelling rule for every flag: ``--foo_bar`` is ``--foo-bar`` (values, and
+    everything after a bare ``--``, untouched), so vLLM command lines written with
+    underscores run as they are."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        if arg.startswith("--"):
+            flag, eq, value = arg.partition("=")
+            arg = flag.replace("_", "-") + eq + value
+        out.append(arg)
+    return out
+
+
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
     """One flag per config field; ``--foo-bar`` and ``--foo_bar`` (and aliases) all work."""
     for section, typ in SECTION_TYPES.items():

@@ -47,7 +47,9 @@ Every **engine option** (the "Engine" tables) is, under one name:
 Booleans take `--flag` / `--no-flag`. Sizes take bytes or a unit: `4GiB`, `512MiB`, `8GB`,
 `1000000` (`k`/`M`/`G` are powers of 1000, `Ki`/`Mi`/`Gi` of 1024). "unset" means the
 description says what is used instead. The sampling options of `generate` are fields of
-`sarathi.SamplingParams` of the same name.
+`sarathi.SamplingParams` of the same name. As in vLLM, every flag (engine, server and
+sampling alike) may be spelled with underscores: `--served_model_name` is
+`--served-model-name`.
 """
 
 
