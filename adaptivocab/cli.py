@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from adaptivocab.errors import AdaptiVocabError
 
@@ -344,6 +345,18 @@ def _add_finetune_eval(
     e.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def warn_if_longer(stats: dict[str, Any]) -> None:
+    """Say so on stderr when the patch makes the measured text longer, not shorter: the
+    swapped-out tokens were common in it (a corpus too small, or unlike this text)."""
+    if stats["reduction"] < 0:
+        print(
+            f"warning: the patch makes this text {-100 * stats['reduction']:.1f}% longer "
+            f"(ratio {stats['ratio']:.3f}): the tokens it swapped out are common here; build "
+            "on more of the domain's text, or swap fewer (--num-tokens)",
+            file=sys.stderr,
+        )
+
+
 def _build(args: argparse.Namespace) -> None:
     from adaptivocab.base import load_base_tokenizer
     from adaptivocab.builder import BuildConfig, build_patch
@@ -375,6 +388,7 @@ def _build(args: argparse.Namespace) -> None:
     with atomic_output_dir(args.out, args.overwrite) as tmp:
         tok.save_pretrained(tmp)
     print(format_stats(stats))
+    warn_if_longer(stats)
     print(
         f"wrote {args.out} ({len(patch.ngrams)} swapped tokens, {report.rounds} rounds, "
         f"{stats['build_seconds']:.1f}s)"
@@ -396,6 +410,7 @@ def _stats(args: argparse.Namespace) -> None:
         tok, docs, source=", ".join(str(c) for c in args.corpus), progress=not args.quiet
     )
     print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
+    warn_if_longer(stats)
     if args.write:
         folder = Path(args.patch_tokenizer)
         fd, tmp = tempfile.mkstemp(prefix=".stats-", dir=folder)

@@ -248,3 +248,13 @@ def test_ctrl_c_during_finetune_exits_130_naming_the_checkpoint(
               "--out", str(tmp_path / "out"))
     assert res.returncode == 130, res.stderr
     assert "error" not in res.stderr and "--resume" in res.stderr, res.stderr
+
+
+def test_a_patch_that_lengthens_the_text_is_warned_about(capsys):
+    from adaptivocab.cli import warn_if_longer
+
+    warn_if_longer({"reduction": 0.2, "ratio": 0.8})
+    assert capsys.readouterr().err == ""
+    warn_if_longer({"reduction": -0.389, "ratio": 1.389})
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the patch makes this text 38.9% longer") and "--num-tokens" in err
