@@ -31,3 +31,19 @@ def test_demo_tokenizer_has_a_chat_template():
                                    add_generation_prompt=True)
     assert "hi" in text and text.endswith("assistant\n")
     assert tok.decode(tok.encode("Hello, world!")) == "Hello, world!"
+
+
+def test_the_demo_is_named_for_what_it_is_when_loaded_by_path(tmp_path, caplog):
+    """By name or by a path to its folder (or a copy), the engine says it has random weights
+    (the README's promise for every command)."""
+    import logging
+    import shutil
+
+    from sarathi import LLM
+
+    copy = tmp_path / "my-model"
+    shutil.copytree(demo_model_path(), copy)
+    with caplog.at_level(logging.WARNING):
+        llm = LLM(str(copy))
+    assert llm.engine.setup.is_demo
+    assert "random weights" in caplog.text

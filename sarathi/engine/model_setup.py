@@ -182,12 +182,23 @@ def _patch_at_load(
     return None
 
 
+def _config_note(path: str) -> str | None:
+    """The ``note`` of a model folder's config.json (the demo model writes one)."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            note = json.load(f).get("note")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return note if isinstance(note, str) else None
+
+
 def resolve_model(config: EngineConfig) -> ModelSetup:
     mc = config.model
-    is_demo = mc.model in DEMO_NAMES
+    path = resolve_model_path(mc.model)
+    # By name, or by its folder (a path to it, a copy, a patched copy): its config says so.
+    is_demo = mc.model in DEMO_NAMES or _config_note(path) == DEMO_NOTE
     if is_demo:
         logger.warning("using the %s", DEMO_NOTE)
-    path = resolve_model_path(mc.model)
     shape = load_model_shape(path)
     tokenizer = (
         None if mc.skip_tokenizer_init else get_tokenizer(mc.tokenizer or path, mc.patch_tokenizer)
