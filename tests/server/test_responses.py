@@ -85,6 +85,7 @@ def test_a_text_response(client):
     (part,) = item.content
     assert part.type == "output_text" and r.output_text == part.text
     assert r.store is False and r.previous_response_id is None
+    assert r.tool_choice == "auto" and r.tools == []  # OpenAI's echo of the defaults
     _check_usage(r, 8)
 
 

@@ -239,7 +239,7 @@ def _in_progress(
         parallel_tool_calls=req.parallel_tool_calls is not False,
         temperature=prepared.params.temperature,
         text={"format": text_format},
-        tool_choice=_tool_choice(prepared.mode),
+        tool_choice=_tool_choice(req.tool_choice),
         tools=[
             t.model_dump(include={"type", "name", "description", "parameters", "strict"})
             for t in req.tools or []
@@ -252,10 +252,12 @@ def _in_progress(
     )
 
 
-def _tool_choice(mode: ToolMode) -> str | dict[str, Any]:
-    if mode.kind == "named":
-        return {"type": "function", "name": mode.function}
-    return mode.kind
+def _tool_choice(choice: str | FunctionToolChoice | None) -> str | dict[str, Any]:
+    """The request's tool_choice as OpenAI echoes it: "auto" when not given, with tools or
+    without."""
+    if isinstance(choice, FunctionToolChoice):
+        return {"type": "function", "name": choice.name}
+    return choice or "auto"
 
 
 def _finished(
