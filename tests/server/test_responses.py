@@ -276,6 +276,23 @@ def test_streamed_calls_send_argument_events(tools_client, choice):
     assert final.call_id == done.call_id == added.call_id and final.arguments == deltas
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_forced_call_cut_by_a_stop_string_is_an_incomplete_call(tools_client, stream):
+    """As chat returns it: the call with the arguments written so far, marked incomplete
+    (they do not parse), streamed or not."""
+    kwargs = dict(
+        model="demo", input="Weather?", tools=[WEATHER], max_output_tokens=100,
+        tool_choice={"type": "function", "name": "get_weather"}, extra_body={"stop": [","]},
+    )  # fmt: skip
+    if stream:
+        r = _events(tools_client.responses.create(stream=True, **kwargs))[-1].response
+    else:
+        r = tools_client.responses.create(**kwargs)
+    (call,) = r.output
+    assert call.type == "function_call" and call.status == "incomplete"
+    assert call.arguments.startswith('{"city": ') and not call.arguments.endswith("}")
+
+
 def test_auto_parses_text_and_a_call_from_the_models_format(tools_client):
     """A random model writes no call by itself: vLLM's guided_choice makes it write one."""
     events = _events(

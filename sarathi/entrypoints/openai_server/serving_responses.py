@@ -384,7 +384,8 @@ class _Events:
         incomplete = finish_reason == "length"
         for index, item in enumerate(self.items):
             if isinstance(item, FunctionCallOutput):
-                cut = incomplete and self.mode.kind == "named"
+                # A forced call the length limit or a stop string cut short, as non-streamed.
+                cut = self.mode.kind == "named" and (incomplete or not is_json(item.arguments))
                 item.status = "incomplete" if cut else "completed"
                 events.append(
                     self.event(
