@@ -8,13 +8,11 @@ from __future__ import annotations
 
 if __name__ == "__main__":
     # The original launch line runs this module, whose imports (torch, transformers) and then
-    # the model load take seconds: as under `python -m sarathi` (sarathi/__main__.py), a
-    # Ctrl-C meanwhile exits 130 at once. With Python's own handler it was swallowed there and
-    # the server started anyway.
-    import os as _os
-    import signal as _signal
+    # the model load take seconds: as under `python -m sarathi`, a Ctrl-C meanwhile exits 130
+    # at once. With Python's own handler it was swallowed there and the server started anyway.
+    from sarathi.__main__ import exit_on_interrupt
 
-    _signal.signal(_signal.SIGINT, lambda signum, frame: _os._exit(130))
+    exit_on_interrupt()
 
 import argparse
 import asyncio

@@ -293,6 +293,12 @@ def _call_item_id() -> str:
     return f"fc_{uuid.uuid4().hex}"
 
 
+def _cut_short(finish_reason: str | None, arguments: str) -> bool:
+    """Whether a forced call's output ended before its arguments did: the length limit, or
+    a stop string (arguments that do not parse). Streamed or not, the call is incomplete."""
+    return finish_reason == "length" or not is_json(arguments)
+
+
 def output_items(mode: ToolMode, c: CompletionOutput) -> list[OutputItem]:
     """The output items of a finished output: its message (text outside any calls), then a
     function_call item per call. A forced call is a call however its output ended, an
@@ -306,7 +312,7 @@ def output_items(mode: ToolMode, c: CompletionOutput) -> list[OutputItem]:
             call_id=f"call_{uuid.uuid4().hex[:24]}",
             name=mode.function,
             arguments=c.text,
-            status="incomplete" if incomplete or not is_json(c.text) else "completed",
+            status="incomplete" if _cut_short(c.finish_reason, c.text) else "completed",
         )
         return [call]
     msg = tool_message(mode, c.text, c.finish_reason)
@@ -384,8 +390,7 @@ class _Events:
         incomplete = finish_reason == "length"
         for index, item in enumerate(self.items):
             if isinstance(item, FunctionCallOutput):
-                # A forced call the length limit or a stop string cut short, as non-streamed.
-                cut = self.mode.kind == "named" and (incomplete or not is_json(item.arguments))
+                cut = self.mode.kind == "named" and _cut_short(finish_reason, item.arguments)
                 item.status = "incomplete" if cut else "completed"
                 events.append(
                     self.event(
