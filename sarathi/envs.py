@@ -64,12 +64,6 @@ ENV_VARS: dict[str, EnvVar] = {
             "second stream without PDL).",
         ),
         EnvVar(
-            "SARATHI_MATMUL_TUNING",
-            "1",
-            "0: every matmul runs F.linear (cuBLAS's first pick) instead of the cuBLASLt "
-            "algorithm timed fastest for its shape while the CUDA graphs are captured.",
-        ),
-        EnvVar(
             "SARATHI_SYMM_ALLREDUCE",
             "1",
             "0: tensor-parallel layers all-reduce with NCCL instead of torch's "

@@ -11,12 +11,11 @@ from __future__ import annotations
 import functools
 import importlib.util
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from sarathi.envs import env
-from sarathi.model_executor.layers.matmul_table import MatmulTable
 
 
 @functools.cache
@@ -40,9 +39,6 @@ class KernelSwitches:
     # A mixed step's decode attention overlapping its prefill attention: launched right behind
     # it with PDL where ``pdl`` is on, otherwise on a second stream beside it.
     overlap: bool = False
-    # Per-shape matmul algorithms chosen by timing while the CUDA graphs are captured
-    # (``layers/matmul_table.py``); None: every matmul on F.linear.
-    matmuls: MatmulTable | None = field(default=None, compare=False)
 
     @classmethod
     def resolve(
@@ -63,7 +59,6 @@ class KernelSwitches:
             gemv,
             env("SARATHI_PDL", environ) != "0" and pdl.supported(device),
             env("SARATHI_OVERLAP", environ) != "0",
-            MatmulTable() if env("SARATHI_MATMUL_TUNING", environ) != "0" else None,
         )
 
 

@@ -24,7 +24,6 @@ as a mixed graph does).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
@@ -189,15 +188,9 @@ class StepGraphs:
     def _capture(self, forward: Callable[[], torch.Tensor], pool: Any) -> _Graph:
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
-        matmuls = self.model.kernels.matmuls
         with torch.cuda.stream(side):  # warm-up: compile kernels, settle allocations
-            # The first pass also records the graph's matmuls, so that their algorithms
-            # are chosen before the second pass and the capture.
-            with matmuls.recording() if matmuls is not None else contextlib.nullcontext():
+            for _ in range(2):
                 forward()
-            if matmuls is not None:
-                matmuls.tune()
-            forward()
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=pool):

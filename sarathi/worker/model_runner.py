@@ -181,16 +181,6 @@ class ModelRunner:
             len(graphs.token_buckets),
             seconds,
         )
-        tuned = self.model.kernels.matmuls
-        if tuned is not None and tuned.report.shapes:
-            r = tuned.report
-            logger.info(
-                "matmul algorithms timed for %d shapes in %.1f s (of the capture): cuBLASLt's "
-                "for %d, F.linear for the rest",
-                r.shapes,
-                r.seconds,
-                r.chosen,
-            )
         return True
 
     def step_graphs(self, num_sms: int) -> StepGraphs:

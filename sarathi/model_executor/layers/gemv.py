@@ -314,15 +314,10 @@ def linear(
     cannot overlap that way; without it, only where the next fused kernel adds up the
     splits (``keep_splits``) and for vocabulary-sized weights (the LM head), as cuBLAS was
     2-4% faster than the GEMV plus its summing launch on q|k|v. ``kernels.gemv`` "0" keeps
-    cuBLAS everywhere, "all" the GEMV for every one-row matmul. ``peers``: see ``gemv``.
-    Other matmuls take the algorithm ``kernels.matmuls`` chose for their shape, if any."""
+    cuBLAS everywhere, "all" the GEMV for every one-row matmul. ``peers``: see ``gemv``."""
     if takes_gemv(x, weight, keep_splits, kernels):
         config = gemv_config(*weight.shape)
         return gemv(x, weight, bias, config, keep_splits, kernels.pdl, peers)
-    if kernels.matmuls is not None and bias is None:
-        out = kernels.matmuls.linear(x, weight)
-        if out is not None:
-            return out
     return F.linear(x, weight, bias)
 
 
