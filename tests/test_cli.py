@@ -198,6 +198,14 @@ def test_generate_takes_an_output_constraint(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_a_bad_regex_is_refused_before_the_model_loads(tmp_path):
+    r = _call("generate", "--model", str(tmp_path / "missing"), "--prompt", "x",
+              "--regex", "a(b")
+    assert r.returncode == 2, r.stderr
+    assert "--regex 'a(b'" in r.stderr and "unclosed group" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_importing_sarathi_leaves_torch_for_first_use():
     # `python -m sarathi` imports the package before its command line can handle Ctrl-C: the
     # package itself must be quick to import, its API names loaded on first use.

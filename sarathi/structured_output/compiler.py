@@ -188,6 +188,16 @@ def _local_ref(root: Any, ref: Any) -> Any:
     return node
 
 
+def check_regex(pattern: str) -> None:
+    """ValueError with llguidance's message when ``pattern`` is not a regular expression it
+    can take; needs no vocabulary, so a CLI can say so before the model loads."""
+    error = llguidance.LLMatcher.validate_grammar(
+        llguidance.LLMatcher.grammar_from_regex(pattern), None
+    )
+    if error:
+        raise ValueError(f"invalid {_NAMES['regex']}: {error.strip()}")
+
+
 def compile_grammar(
     spec: StructuredOutputsParams, vocabulary: llguidance.LLTokenizer
 ) -> llguidance.LLMatcher:
