@@ -857,6 +857,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    # One thread, as the reference runs; the mp executor's ranks take the same (a rank with
+    # two moved logprobs by up to 2.4e-4 between runs of identical steps: docs/parallel.md).
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
     sink = open(args.findings, "a") if args.findings else None  # noqa: SIM115

@@ -75,6 +75,7 @@ def _rank_main(
     ring: RingHandle,
     replies: Connection,
     profile_dir: str,
+    cpu_threads: int,
 ) -> None:
     """Body of a rank process: start, report, then serve commands until told to stop.
 
@@ -91,7 +92,9 @@ def _rank_main(
     try:
         # Attached before "ready": the driver never removes the ring under a starting rank.
         commands = RingReader(ring, rank)
-        worker = RankWorker(spec, rank, world_size, init_method, device, timeout_s, profile_dir)
+        worker = RankWorker(
+            spec, rank, world_size, init_method, device, timeout_s, profile_dir, cpu_threads
+        )
         send("ready", worker.ready())
     except Exception:  # reported to the driver, which raises it
         send("error", f"rank {rank} failed to start:\n{traceback.format_exc()}")
@@ -206,6 +209,8 @@ class MPExecutor:
                     self._ring.handle,
                     send_end,
                     env("SARATHI_RANK_PROFILE"),
+                    # On the CPU the ranks share this process's intra-op threads.
+                    max(1, torch.get_num_threads() // self.world_size),
                 ),
             )
             proc.start()

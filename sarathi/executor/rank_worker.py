@@ -53,13 +53,15 @@ class RankWorker:
         device: torch.device,
         timeout_s: float,
         profile_dir: str = "",
+        cpu_threads: int | None = None,
     ) -> None:
         """``profile_dir``: where to write a torch profiler table of ten steps (the
-        driver's ``SARATHI_RANK_PROFILE``; empty: none)."""
+        driver's ``SARATHI_RANK_PROFILE``; empty: none). ``cpu_threads``: intra-op threads
+        on a CPU device (None: the host's cores shared out among the ranks)."""
         bind_thread_device(device)
         if device.type != "cuda":
             # Ranks on one host share its cores; oversubscribed threads slow every rank.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+            torch.set_num_threads(cpu_threads or max(1, (os.cpu_count() or 1) // world_size))
         self.rank = rank
         self.device = device
         self.tp = init_tp_group(rank, world_size, init_method, device, timeout_s)
