@@ -33,6 +33,7 @@ have to finish, and transformers is not consulted.
     python tests/engine_fuzz.py --minutes 10        # cases 0, 1, ... until time runs out
     python tests/engine_fuzz.py --case 17 -v        # one case, each configuration logged
     python tests/engine_fuzz.py --device cuda --minutes 5 --no-processes
+    python tests/engine_fuzz.py --set executor=mp --set enable_prefix_caching=true
 
 ``tests/test_engine_fuzz.py`` runs a fixed set of cases in the CPU suite; a finding there
 names the case to rerun here.
@@ -640,9 +641,10 @@ def _stop_problems(e: dict[str, Any], s: dict[str, Any]) -> list[tuple[str, str]
 # -- one case ----------------------------------------------------------------------------------
 def run_case(case: int, models: dict[str, FuzzModel], configs: int = 6, processes: bool = True,
              log: Callable[[str], None] = lambda _: None, tally: Counter | None = None,
-             device: str = "cpu") -> list[Finding]:
+             device: str = "cpu", overrides: dict[str, Any] | None = None) -> list[Finding]:
     """Case ``case`` (its seed) with ``configs`` configurations; what went wrong, if anything.
-    ``processes``: the configurations may use TP=2 or the mp executor (seconds each)."""
+    ``processes``: the configurations may use TP=2 or the mp executor (seconds each).
+    ``overrides``: engine arguments set in every drawn configuration."""
     gpu = device == "cuda"
     tol, tie = (GPU_LOGPROB_TOL, GPU_TIE) if gpu else (1e-4, 1e-5)
     tally = tally if tally is not None else Counter()
@@ -755,7 +757,7 @@ def run_case(case: int, models: dict[str, FuzzModel], configs: int = 6, processe
     shared = [i for i, r in enumerate(reqs) if r.origin != "random"]
     for c in range(configs):
         crng = random.Random(case * 1000 + c)
-        cfg = _config(crng, processes and not gpu, device)
+        cfg = {**_config(crng, processes and not gpu, device), **(overrides or {})}
         schedule = _schedule(crng, len(reqs), shared)
         t0 = time.perf_counter()
         try:
@@ -849,9 +851,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="no TP=2 or mp-executor configurations (they take seconds each)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                     help="where the engines run (cpu)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an engine argument for every configuration (repeatable; the value "
+                         "is read as JSON where it parses, else as a string)")
     ap.add_argument("--findings", help="also append each finding to this JSON-lines file")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every configuration")
     args = ap.parse_args(argv)
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            ap.error(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            overrides[key] = value
 
     import logging
 
@@ -881,7 +895,7 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             try:
                 total += len(run_case(case, models, args.configs, not args.no_processes, log,
-                                      tally, args.device))
+                                      tally, args.device, overrides))
             except Exception:  # noqa: BLE001 - the harness's own failure, reported as one
                 total += 1
                 log(json.dumps({"case": case, "kind": "harness",
