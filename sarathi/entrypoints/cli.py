@@ -182,16 +182,17 @@ def _constraint(args: argparse.Namespace) -> StructuredOutputsParams | None:
             raise ValueError(f"--grammar {value!r} is a folder; give a grammar file")
         if ":" not in value:
             raise ValueError(f"--grammar {value!r} is neither a file nor a grammar (no rule)")
-    if name == "regex":
-        from sarathi.structured_output.compiler import check_regex
-
-        try:
-            check_regex(value)
-        except ValueError as e:
-            raise ValueError(f"--regex {value!r}: {e}") from None
     if name == "choice":
         value = tuple(value)
-    return StructuredOutputsParams(**{name: value})
+    spec = StructuredOutputsParams(**{name: value})
+    if name == "regex":
+        from sarathi.structured_output.compiler import validated_grammar
+
+        try:
+            validated_grammar(spec)  # no vocabulary needed: said before the model loads
+        except ValueError as e:
+            raise ValueError(f"--regex {value!r}: {e}") from None
+    return spec
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -188,14 +188,17 @@ def _local_ref(root: Any, ref: Any) -> Any:
     return node
 
 
-def check_regex(pattern: str) -> None:
-    """ValueError with llguidance's message when ``pattern`` is not a regular expression it
-    can take; needs no vocabulary, so a CLI can say so before the model loads."""
-    error = llguidance.LLMatcher.validate_grammar(
-        llguidance.LLMatcher.grammar_from_regex(pattern), None
-    )
+def validated_grammar(
+    spec: StructuredOutputsParams, vocabulary: llguidance.LLTokenizer | None = None
+) -> str:
+    """``spec``'s grammar text; ValueError with llguidance's message when it is invalid or too
+    complex. Without a vocabulary only what holds for every vocabulary is checked (enough for
+    a regular expression, so a CLI can refuse one before the model loads)."""
+    text = grammar_text(spec)
+    error = llguidance.LLMatcher.validate_grammar(text, vocabulary)
     if error:
-        raise ValueError(f"invalid {_NAMES['regex']}: {error.strip()}")
+        raise ValueError(f"invalid {_NAMES[spec.kind]}: {error.strip()}")
+    return text
 
 
 def compile_grammar(
@@ -203,10 +206,7 @@ def compile_grammar(
 ) -> llguidance.LLMatcher:
     """A matcher at the start of ``spec``'s grammar, to be copied for each sequence.
     ValueError with llguidance's message when the grammar is invalid or too complex."""
-    text = grammar_text(spec)
-    error = llguidance.LLMatcher.validate_grammar(text, vocabulary)
-    if error:
-        raise ValueError(f"invalid {_NAMES[spec.kind]}: {error.strip()}")
+    text = validated_grammar(spec, vocabulary)
     matcher = llguidance.LLMatcher(vocabulary, text, log_level=0)
     if matcher.is_error():
         raise ValueError(f"invalid {_NAMES[spec.kind]}: {matcher.get_error().strip()}")
