@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from adaptivocab.errors import AdaptiVocabError
+from adaptivocab.errors import AdaptiVocabError, TrainingInterrupted
 
 
 def _positive_int(text: str) -> int:
@@ -527,13 +527,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         handlers[args.command](args)
+    except TrainingInterrupted as exc:  # a Ctrl-C, with the checkpoint saved
+        print(f"adaptivocab {args.command}: {exc}", file=sys.stderr)
+        return 130
     except AdaptiVocabError as exc:
-        trainer = sys.modules.get("adaptivocab.trainer")  # loaded when finetune has run
-        if trainer is not None and isinstance(exc, trainer.TrainingInterrupted):
-            # A Ctrl-C, with the checkpoint saved: 130 as for any interrupted run, not 2 and
-            # "error:" as for bad input.
-            print(f"adaptivocab {args.command}: {exc}", file=sys.stderr)
-            return 130
         print(f"adaptivocab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,4 +1,5 @@
-"""The one exception type adaptivocab raises for problems the user can fix."""
+"""The exception types adaptivocab raises: problems the user can fix, and an interrupted
+training run (kept here, light to import, so the CLI can tell them apart without torch)."""
 
 
 class AdaptiVocabError(ValueError):
@@ -7,3 +8,8 @@ class AdaptiVocabError(ValueError):
     The CLI prints the message on one line and exits with status 2, so the
     message must say what is wrong and what to do about it.
     """
+
+
+class TrainingInterrupted(AdaptiVocabError):
+    """Ctrl-C during training; the message says where the checkpoint is. The CLI exits 130
+    with it, as for any interrupted run, not 2 as for bad input."""

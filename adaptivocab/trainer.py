@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from adaptivocab.checkpoint import TrainState, has_checkpoint, load_checkpoint, save_checkpoint
-from adaptivocab.errors import AdaptiVocabError
+from adaptivocab.errors import AdaptiVocabError, TrainingInterrupted
 from adaptivocab.training_data import PackedData
 
 
@@ -118,10 +118,6 @@ def _optimizer(
     return torch.optim.AdamW(
         [g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)
     )
-
-
-class TrainingInterrupted(AdaptiVocabError):
-    """Ctrl-C during training; the message says where the checkpoint is."""
 
 
 def train(
