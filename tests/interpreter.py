@@ -35,3 +35,18 @@ def run_interpreted(script: Path, timeout_s: float = 600) -> None:
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), (
         done.stdout[-2000:] + done.stderr[-4000:]
     )
+
+
+def patch_scalar_index() -> None:
+    """For the scripts themselves, before any kernel runs: Triton 3.6's interpreter turns a
+    loaded scalar into an index with int() of a one-element array, which NumPy 2 refuses;
+    .item() works for both shapes."""
+    import triton.runtime.interpreter as interp
+
+    patch = interp._patch_lang_tensor
+
+    def _patch_lang_tensor(tensor, scope):  # type: ignore[no-untyped-def]
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
+
+    interp._patch_lang_tensor = _patch_lang_tensor

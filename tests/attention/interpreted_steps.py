@@ -10,7 +10,6 @@ import math
 import sys
 
 import torch
-import triton.runtime.interpreter as interp
 
 from sarathi import LLM, SamplingParams
 from sarathi.model_executor.attention.launch import (PrefillLaunch, decode_splits, prefill_launch,
@@ -20,17 +19,9 @@ from sarathi.model_executor.attention.torch_backend import TorchAttention
 from sarathi.model_executor.attention.triton_backend import TritonAttention
 from sarathi.model_executor.attention.triton_kernels import decode_attention, prefill_attention
 
-# Triton 3.6's interpreter turns a loaded scalar into an index with int() of a one-element
-# array, which NumPy 2 refuses; .item() works for both shapes.
-_patch = interp._patch_lang_tensor
+from tests.interpreter import patch_scalar_index
 
-
-def _patch_lang_tensor(tensor, scope):  # type: ignore[no-untyped-def]
-    _patch(tensor, scope)
-    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
-
-
-interp._patch_lang_tensor = _patch_lang_tensor
+patch_scalar_index()
 
 
 def check_kernels() -> None:

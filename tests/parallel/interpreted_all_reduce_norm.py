@@ -7,6 +7,9 @@ import torch
 
 from sarathi.model_executor.layers import fused, gemv
 from sarathi.model_executor.layers.all_reduce_norm import PeerParts, all_reduce_add_rms_norm
+from tests.interpreter import patch_scalar_index
+
+patch_scalar_index()
 
 WORLD, N, K, EPS = 2, 96, 256, 1e-5
 

@@ -23,6 +23,8 @@ rows identical.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from sarathi.model_executor.kernel_switches import num_sms, triton_installed
@@ -35,6 +37,16 @@ if triton_installed():
     import triton.language as tl
     from triton.language.extra.cuda import libdevice
 
+    # Triton's interpreter (the CPU checks of these kernels) has no libdevice: there the
+    # noise takes tl.log2, which on a GPU compiles to libdevice's exact log2f.
+    _FAST_LOG2: tl.constexpr = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
+
+    @triton.jit
+    def _log2(x):
+        if _FAST_LOG2:
+            return libdevice.fast_log2f(x)
+        return tl.log2(x)
+
     @triton.jit
     def _race_quarter(base, first, q, end, u, greedy, inv_t, best, best_col):
         """Columns [first, first + len(q)) scored and folded into each lane's running best
@@ -44,7 +56,7 @@ if triton_installed():
         mask = cols < end
         x = tl.load(base + cols, mask=mask, other=float("-inf")).to(tl.float32)
         # u = 0 gives -inf noise: that token loses, as it should with probability 0.
-        noise = -libdevice.fast_log2f(-libdevice.fast_log2f(u))
+        noise = -_log2(-_log2(u))
         s = tl.where(greedy, x, x * inv_t + noise)
         s = tl.where(mask, s, float("-inf"))
         # Strictly: a lane sees its columns in increasing order, so it keeps the lowest of
