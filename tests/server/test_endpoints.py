@@ -231,6 +231,28 @@ def test_cache_salt_is_taken_and_checked(http):
     assert r.status_code == 400 and "cache_salt" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_cache_salt_keeps_responses_apart(client, stream):
+    """/v1/responses takes cache_salt as chat does: a response shares cached prompt blocks
+    only with requests of the same salt (it reports cached tokens always)."""
+
+    def cached(salt: str) -> int:
+        kw = dict(
+            model="demo",
+            input="A prompt for salted responses. " * 6,
+            max_output_tokens=16,
+            extra_body={"cache_salt": f"{salt}-{stream}"},  # apart from the other case's
+        )
+        if not stream:
+            return client.responses.create(**kw).usage.input_tokens_details.cached_tokens
+        events = list(client.responses.create(**kw, stream=True))
+        return events[-1].response.usage.input_tokens_details.cached_tokens
+
+    assert cached("tenant-a") == 0
+    assert cached("tenant-a") > 0
+    assert cached("tenant-b") == 0
+
+
 def test_reset_prefix_cache(http, server):
     """vLLM's POST /reset_prefix_cache drops the cached blocks no request uses."""
     body = {"model": "demo", "prompt": "Reset me: a prompt long enough to fill blocks. " * 4}

@@ -92,9 +92,11 @@ async def create_response(state: ServerState, req: ResponsesRequest, raw: Reques
     base = _in_progress(state, req, prepared)
     state.admit(1)
     if req.stream:
-        return SSEResponse(_stream(state, prepared, base), on_close=lambda: state.release(1))
+        return SSEResponse(
+            _stream(state, prepared, base, req.cache_salt), on_close=lambda: state.release(1)
+        )
     try:
-        return await unless_disconnected(raw, _full(state, prepared, base))
+        return await unless_disconnected(raw, _full(state, prepared, base, req.cache_salt))
     except ClientDisconnected:
         return Response(status_code=499)
     finally:
@@ -338,9 +340,11 @@ def output_items(mode: ToolMode, c: CompletionOutput) -> list[OutputItem]:
     return items
 
 
-async def _full(state: ServerState, prepared: PreparedChat, base: ResponseObject) -> JSONResponse:
+async def _full(
+    state: ServerState, prepared: PreparedChat, base: ResponseObject, cache_salt: str | None
+) -> JSONResponse:
     try:
-        out = await final_output(state.engine, prepared.ids, prepared.params, base.id)
+        out = await final_output(state.engine, prepared.ids, prepared.params, base.id, cache_salt)
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
     c = out.outputs[0]
@@ -509,12 +513,12 @@ class _Events:
 
 
 async def _stream(
-    state: ServerState, prepared: PreparedChat, base: ResponseObject
+    state: ServerState, prepared: PreparedChat, base: ResponseObject, cache_salt: str | None
 ) -> AsyncGenerator[str, None]:
     events = _Events(prepared.mode)
     yield events.response("response.created", base)
     yield events.response("response.in_progress", base)
-    stream = state.engine.generate(prepared.ids, prepared.params, base.id, delta=True)
+    stream = state.engine.generate(prepared.ids, prepared.params, base.id, cache_salt, delta=True)
     try:
         async with contextlib.aclosing(stream) as outputs:
             async for out in outputs:
