@@ -158,6 +158,42 @@ def test_lone_surrogates_are_not_a_server_error(http):
     assert resp.status_code in (200, 400), resp.text
 
 
+def _nested(depth: int) -> str:
+    """A JSON schema ``depth`` arrays deep, as raw JSON text (json.dumps recurses)."""
+    return '{"type": "array", "items": ' * depth + '{"type": "integer"}' + "}" * depth
+
+
+@pytest.mark.parametrize("depth", [200, 600, 950])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        (CHAT, '{"messages": [{"role": "user", "content": "x"}], "guided_json": %s}'),
+        (
+            "/v1/responses",
+            '{"input": "x", "text": {"format": {"type": "json_schema", "name": "s", "schema": %s}}}',
+        ),
+        (
+            CHAT,
+            '{"messages": [{"role": "user", "content": "x"}], "tool_choice": "none", '
+            '"tools": [{"type": "function", "function": {"name": "f", "parameters": %s}}]}',
+        ),
+        (
+            "/tokenize",
+            '{"messages": [{"role": "user", "content": "x"}], '
+            '"tools": [{"type": "function", "function": {"name": "f", "parameters": %s}}]}',
+        ),
+        (COMPL, '{"prompt": "x", "max_tokens": 1, "unknown_field": %s}'),
+    ],
+)
+def test_deeply_nested_json_is_a_400(http, path, body, depth):
+    """JSON nested hundreds deep (a body parses up to about 990 levels) exhausted Python's
+    stack in what walked it recursively: deepcopy of a schema, the chat template, the
+    request check itself."""
+    raw = (body % _nested(depth)).encode()
+    resp = http.post(path, content=raw, headers={"content-type": "application/json"})
+    assert "levels deep" in _assert_error(resp, 400)["message"]
+
+
 def test_unknown_model_is_404(http, client):
     import openai
 

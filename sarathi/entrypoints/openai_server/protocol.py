@@ -38,6 +38,8 @@ MAX_LOGPROBS = 20
 MAX_BAD_WORDS = 128
 MAX_MESSAGES = 1024
 MAX_LOGIT_BIAS = 1024
+# JSON nesting of a request body; llguidance reads a schema no deeper anyway.
+MAX_DEPTH = 128
 
 
 def _at_most(limit: int, value: Any) -> Any:
@@ -69,9 +71,12 @@ class _Request(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
-        # JSON may carry lone surrogates (\ud800); they cannot be tokenized or sent back.
-        _check_unicode(data)
+    def _valid_json(cls, data: Any) -> Any:
+        # JSON may carry lone surrogates (\ud800); they cannot be tokenized or sent back. And
+        # JSON nested hundreds of levels deep (a schema, a tool's parameters, any field)
+        # exhausted Python's stack in what walked it recursively (deepcopy, the chat
+        # template, this check itself): a 500 instead of a 400.
+        _check_json(data)
         return data
 
     @model_validator(mode="before")
@@ -103,19 +108,22 @@ def _null_defaulted(model: type[BaseModel]) -> frozenset[str]:
     return frozenset(keys)
 
 
-def _check_unicode(value: Any) -> None:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise ValueError("strings must be valid Unicode (no lone surrogates)") from e
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _check_unicode(k)
-            _check_unicode(v)
-    elif isinstance(value, list):
-        for v in value:
-            _check_unicode(v)
+def _check_json(data: Any) -> None:
+    """ValueError for a string that is not valid Unicode, or for nesting deeper than
+    MAX_DEPTH; walked without recursion."""
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError("strings must be valid Unicode (no lone surrogates)") from e
+        elif isinstance(value, (dict, list)):
+            if depth == MAX_DEPTH:
+                raise ValueError(f"the request nests JSON more than {MAX_DEPTH} levels deep")
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            stack.extend((v, depth + 1) for v in items if isinstance(v, (str, dict, list)))
 
 
 class StreamOptions(_Request):
