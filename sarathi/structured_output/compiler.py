@@ -28,6 +28,12 @@ _JSON_STYLE: JsonCompileOptions = {
 }
 
 
+# llguidance's parser reads a schema's JSON at most about 125 levels deep, so refusing deeper
+# ones loses nothing; they are refused before _closed_objects copies them (recursively: a
+# schema hundreds of levels deep, sent as a string, exhausted the stack).
+MAX_SCHEMA_DEPTH = 128
+
+
 def grammar_text(spec: StructuredOutputsParams) -> str:
     """The llguidance grammar of ``spec``; ValueError when it is not well formed."""
     kind = spec.kind
@@ -36,10 +42,12 @@ def grammar_text(spec: StructuredOutputsParams) -> str:
         if isinstance(schema, str):
             try:
                 schema = json.loads(schema)
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, RecursionError) as e:
                 raise ValueError(f"the JSON schema is not valid JSON: {e}") from e
         if not isinstance(schema, (dict, bool)):
             raise ValueError("a JSON schema must be an object")
+        if _depth(schema) > MAX_SCHEMA_DEPTH:
+            raise ValueError(f"the JSON schema nests more than {MAX_SCHEMA_DEPTH} levels deep")
         if not spec.json_object:
             schema = _closed_objects(schema)
         return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_STYLE)
@@ -82,6 +90,20 @@ def _subschemas(root: Any) -> list[dict[str, Any]]:
             if isinstance(node.get(key), dict):
                 stack.extend(node[key].values())
     return out
+
+
+def _depth(value: Any) -> int:
+    """How deep JSON data ``value`` nests (1 for an empty object), found without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend(
+                (v, depth + 1) for v in (node.values() if isinstance(node, dict) else node)
+            )
+    return deepest
 
 
 def _is_object(node: dict[str, Any]) -> bool:

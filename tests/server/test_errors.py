@@ -194,6 +194,14 @@ def test_deeply_nested_json_is_a_400(http, path, body, depth):
     assert "levels deep" in _assert_error(resp, 400)["message"]
 
 
+@pytest.mark.parametrize("depth", [600, 2000])
+def test_a_deeply_nested_schema_sent_as_a_string_is_a_400(http, depth):
+    """A schema in a string is parsed by the grammar compiler, past the request's check of
+    nesting: hundreds of levels exhausted the stack there (parsing it, or copying it)."""
+    body = {"messages": MSG, "max_tokens": 1, "guided_json": _nested(depth)}
+    _assert_error(http.post(CHAT, json=body), 400, "guided_json")
+
+
 def test_unknown_model_is_404(http, client):
     import openai
 
