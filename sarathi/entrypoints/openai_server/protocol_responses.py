@@ -240,7 +240,8 @@ class ResponsesRequest(SamplingFields):
     add_special_tokens: StrictBool = False
     # Bounds calls of built-in tools, of which none are run here: taken, and echoed back.
     max_tool_calls: StrictInt | None = Field(None, ge=1)
-    # Bookkeeping (no prefix cache yet, no abuse monitoring): taken, and echoed back.
+    # Bookkeeping: taken, and echoed back. The prefix cache needs no key (it matches
+    # prompts by content; cache_salt isolates), and there is no abuse monitoring here.
     prompt_cache_key: StrictStr | None = Field(None, max_length=256)
     safety_identifier: StrictStr | None = Field(None, max_length=256)
     metadata: (
