@@ -325,8 +325,11 @@ class EngineConfig:
         if self.model.max_model_len is not None and self.model.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.model.max_model_len}")
         seed = self.model.seed
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        # The bound: torch's generators take 64 bits; a larger seed failed only after the
+        # weights had loaded, as "Overflow when unpacking long long" (2**63 leaves room for
+        # the dummy loader's seed + rank).
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
         p = self.parallel
         if p.tensor_parallel_size < 1:
             raise ValueError(

@@ -142,6 +142,8 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     (["serve", "--max-waiting-requests", "-5"], "--max-waiting-requests"),
     (["generate", "--prompt", "x", "--device", "foo"], "unknown device"),
     (["generate", "--prompt", "x", "--seed", "-1"], "seed"),
+    # Past 64 bits it failed after the model had loaded, as "Overflow when unpacking long long".
+    (["generate", "--prompt", "x", "--seed", str(2**64)], "seed must be an integer in [0, 2**63)"),
     (["generate", "--prompt", "x", "--max-model-len", "100000"], "model's context of 2048"),
     # 0 was taken as "the default page size" without a word.
     (["generate", "--prompt", "x", "--page-bytes", "0"], "page_bytes must be positive"),
