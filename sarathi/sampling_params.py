@@ -118,21 +118,13 @@ class SamplingParams:
     # tokenizer when the request is added. A one-token word is banned at every step; a longer
     # one's last token is banned right after the tokens before it were generated.
     bad_words_token_ids: list[list[int]] = field(default_factory=list, init=False, repr=False)
-    stop_list: list[str] = field(init=False, repr=False)
-    # Characters of streamed text held back: the longest stop string but one.
-    stop_hold: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.seed == -1:  # vLLM's "no seed" (OpenAI clients send it)
             self.seed = None
         self._check_types()
-        if isinstance(self.stop, str):
-            self.stop_list = [self.stop]
-        else:
-            self.stop_list = list(self.stop or [])
         self.stop_token_ids = list(self.stop_token_ids or [])
         self._validate()
-        self.stop_hold = max((len(x) for x in self.stop_list), default=1) - 1
 
     def _check_types(self) -> None:
         """Wrong types are ValueErrors naming the field, like wrong values."""
@@ -253,6 +245,19 @@ class SamplingParams:
             or any(not isinstance(w, str) or not w for w in self.bad_words)
         ):
             raise bad("bad_words", "must be a list of non-empty strings")
+
+    # Read from ``stop`` where they are used, not kept from construction: vLLM code changes a
+    # SamplingParams in place (``params = llm.get_default_sampling_params(); params.stop =
+    # [...]``), and a stop list set so was ignored.
+    @property
+    def stop_list(self) -> list[str]:
+        """The stop strings as a list (``stop`` may be one string)."""
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    @property
+    def stop_hold(self) -> int:
+        """Characters of streamed text held back: the longest stop string but one."""
+        return max((len(x) for x in self.stop_list), default=1) - 1
 
     @property
     def greedy(self) -> bool:

@@ -111,3 +111,17 @@ def test_a_completions_finished_is_a_method_as_vllms(llm):
     (out,) = llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
     assert out.finished is True  # RequestOutput: a field
     assert out.outputs[0].finished() is True  # CompletionOutput: a method
+
+
+def test_stop_strings_set_on_a_default_sampling_params_in_place_are_honoured(llm):
+    # vLLM's examples change llm.get_default_sampling_params() in place; a stop set so was
+    # ignored (the list of stop strings was kept from construction).
+    greedy = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    (base,) = llm.generate(PROMPT, greedy)
+    stop = llm.get_tokenizer().decode(base.outputs[0].token_ids[3:5])
+    params = llm.get_default_sampling_params()
+    params.temperature, params.max_tokens, params.ignore_eos = 0, 12, True
+    params.stop = stop
+    (out,) = llm.generate(PROMPT, params)
+    assert out.outputs[0].finish_reason == "stop" and out.outputs[0].stop_reason == stop
+    assert len(out.outputs[0].token_ids) < 12
