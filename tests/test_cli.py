@@ -392,3 +392,25 @@ def test_every_flag_may_be_spelled_with_underscores_as_in_vllm(capsys):
     assert main(["generate", "--prompt", "hi", "--max_tokens", "2", "--temperature", "0",
                  "--ignore_eos"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.parametrize("damage,says", [
+    ("lfs", "git lfs pull"),  # a clone made without git-lfs leaves pointer files
+    ("cut", "model.safetensors"),  # an interrupted download
+])
+def test_a_damaged_weights_file_is_a_clean_error_naming_it(tmp_path, damage, says):
+    # Both were a safetensors traceback.
+    model = _demo_copy(tmp_path, {})
+    weights = os.path.join(model, "model.safetensors")
+    if damage == "lfs":
+        text = "version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n"
+        with open(weights, "w") as f:
+            f.write(text)
+    else:
+        with open(weights, "rb") as f:
+            data = f.read()
+        with open(weights, "wb") as f:
+            f.write(data[: len(data) // 2])
+    r = _call("generate", "--model", model, "--prompt", "Hi", "--max-tokens", "2")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "cannot read the weights file" in r.stderr and says in r.stderr, r.stderr

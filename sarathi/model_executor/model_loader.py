@@ -11,7 +11,7 @@ import json
 import os
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from sarathi.model_executor.kernel_switches import KernelSwitches
 from sarathi.model_executor.model_shape import ModelShape
@@ -55,9 +55,23 @@ def iter_checkpoint(path: str, lazy: bool = False):
     its part of each tensor from disk (``load_weights`` accepts both).
     """
     for file in weight_files(path):
-        with safe_open(file, framework="pt", device="cpu") as f:
-            for name in f.keys():  # noqa: SIM118 - a safe_open handle has keys() but no __iter__
-                yield name, (f.get_slice(name) if lazy else f.get_tensor(name))
+        # A damaged file (a cut download, a Git LFS pointer left by a clone without git-lfs)
+        # was a traceback; as a ValueError the command line says it in one line, naming it.
+        try:
+            with safe_open(file, framework="pt", device="cpu") as f:
+                for name in f.keys():  # noqa: SIM118 - a safe_open handle has keys() but no __iter__
+                    yield name, (f.get_slice(name) if lazy else f.get_tensor(name))
+        except SafetensorError as e:
+            raise ValueError(f"cannot read the weights file {file!r}: {e}{_lfs_hint(file)}") from e
+
+
+def _lfs_hint(file: str) -> str:
+    """A hint when ``file`` is a Git LFS pointer (a small text file) instead of the weights."""
+    with open(file, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        return " (it is a Git LFS pointer: fetch the weights with `git lfs pull`)"
+    return ""
 
 
 def build_model(
