@@ -414,3 +414,25 @@ def test_a_damaged_weights_file_is_a_clean_error_naming_it(tmp_path, damage, say
     r = _call("generate", "--model", model, "--prompt", "Hi", "--max-tokens", "2")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "cannot read the weights file" in r.stderr and says in r.stderr, r.stderr
+
+
+def test_serve_takes_several_served_model_names_as_vllm():
+    # vLLM's --served-model-name takes several names; the second was read as the positional
+    # MODEL (or refused as an unrecognized argument after one).
+    from fastapi.testclient import TestClient
+
+    from sarathi.engine.llm_engine import LLMEngine
+    from sarathi.entrypoints.cli import build_parser
+    from sarathi.entrypoints.cli_args import config_from_args
+    from sarathi.entrypoints.openai_server.api_server import build_app
+
+    args = build_parser().parse_args(["serve", "demo", "--served-model-name", "first", "second"])
+    assert args.model_tag == "demo" and args.served_model_name == ["first", "second"]
+    engine = LLMEngine(config_from_args(args))
+    try:
+        client = TestClient(build_app(engine, args))  # no lifespan: the engine loop is not run
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["first", "second"]
+        assert client.get("/v1/models/second").status_code == 200
+        assert client.get("/v1/models/third").status_code == 404
+    finally:
+        engine.shutdown()

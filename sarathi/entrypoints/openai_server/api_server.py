@@ -51,8 +51,18 @@ from sarathi.transformers_utils.tokenizer import max_token_bytes
 logger = logging.getLogger("sarathi.server")
 
 
+def served_names(engine: LLMEngine, args: argparse.Namespace) -> list[str]:
+    """--served-model-name's names (a list from the command line, where vLLM takes several;
+    code may set one string), else the --model value."""
+    names = getattr(args, "served_model_name", None)
+    if isinstance(names, str):
+        names = [names]
+    return list(names or [engine.config.model.model or "demo"])
+
+
 def served_name(engine: LLMEngine, args: argparse.Namespace) -> str:
-    return getattr(args, "served_model_name", None) or engine.config.model.model or "demo"
+    """The name responses carry: the first served name, as vLLM's."""
+    return served_names(engine, args)[0]
 
 
 def tool_parser_of(
@@ -81,13 +91,14 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     if isinstance(engine, LLMEngine):
         engine = AsyncEngine(engine)
     core = engine.engine
-    name = served_name(core, args)
+    name, *aliases = served_names(core, args)
     metrics = ServerMetrics(name, lambda: engine.snapshot)
     engine.add_observer(metrics)
     chat_template = load_chat_template(getattr(args, "chat_template", None))
     state = ServerState(
         engine=engine,
         model_name=name,
+        model_aliases=tuple(aliases),
         max_seq_len=core.max_seq_len,
         metrics=metrics,
         chat_template=chat_template,

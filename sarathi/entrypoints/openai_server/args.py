@@ -29,8 +29,11 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--served-model-name",
+        nargs="+",
         default=None,
-        help="Model name clients use (default: the --model value).",
+        metavar="NAME",
+        help="Model name clients use; as in vLLM, several may be given: each is accepted and "
+        "listed, and responses carry the first (default: the --model value).",
     )
     g.add_argument(
         "--chat-template",

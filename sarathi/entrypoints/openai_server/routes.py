@@ -76,12 +76,13 @@ async def version() -> dict[str, str]:
 
 @router.get("/v1/models", response_model=ModelList, responses=_ERRORS)
 async def models(request: Request) -> ModelList:
-    return ModelList(data=[_card(state_of(request))])
+    s = state_of(request)
+    return ModelList(data=[_card(s, name) for name in (s.model_name, *s.model_aliases)])
 
 
-def _card(s: ServerState) -> ModelCard:
+def _card(s: ServerState, name: str) -> ModelCard:
     return ModelCard(
-        id=s.model_name,
+        id=name,
         created=s.created,
         root=s.model_name,
         max_model_len=s.max_seq_len,
@@ -93,7 +94,7 @@ def _card(s: ServerState) -> ModelCard:
 async def model(model_id: str, request: Request) -> ModelCard:
     s = state_of(request)
     s.check_model(model_id)
-    return _card(s)
+    return _card(s, model_id)
 
 
 @router.get("/tokenizer_info", responses=_ERRORS)

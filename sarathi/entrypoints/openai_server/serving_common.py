@@ -50,6 +50,9 @@ class ServerState:
     model_name: str
     max_seq_len: int
     metrics: ServerMetrics
+    # The other --served-model-name names: accepted in requests and listed; responses carry
+    # model_name, as in vLLM.
+    model_aliases: tuple[str, ...] = ()
     chat_template: str | None = None
     # The tool-call format parsed in tool_choice "auto" (None: unknown, auto is refused).
     tool_parser: str | None = None
@@ -81,9 +84,10 @@ class ServerState:
         return tokens if self.prompt_tokens_details else None
 
     def check_model(self, name: str | None) -> None:
-        if name is not None and name != self.model_name:
+        if name is not None and name not in (self.model_name, *self.model_aliases):
+            served = ", ".join(repr(n) for n in (self.model_name, *self.model_aliases))
             raise APIError(
-                f"the model {name!r} does not exist; this server serves {self.model_name!r}",
+                f"the model {name!r} does not exist; this server serves {served}",
                 404,
                 param="model",
                 code="model_not_found",
