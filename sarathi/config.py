@@ -357,14 +357,16 @@ SECTION_TYPES = {
     "attention": AttentionConfig,
 }
 
-# Values of the seed project's flags that map onto ours.
-_VALUE_ALIASES = {
+# Other names of some options' values: the seed project's, and vLLM's.
+VALUE_ALIASES = {
     "attention_backend": {
         "fa_vattn": "auto",
         "fa_paged": "paged",
         "flashinfer_vattn": "auto",
         "no_op": "torch",
-    }
+    },
+    # vLLM's names (its advice on GPUs without bfloat16 is --dtype half).
+    "dtype": {"half": "float16", "float": "float32"},
 }
 
 
@@ -396,7 +398,7 @@ def _check_type(f: Any, value: Any) -> None:
 
 def normalize_value(f: Any, value: Any) -> Any:
     """Apply value aliases, size parsing and choice checks for one field."""
-    value = _VALUE_ALIASES.get(f.name, {}).get(value, value)
+    value = VALUE_ALIASES.get(f.name, {}).get(value, value)
     if f.metadata.get("kind") == "size":
         value = parse_size(value)
     _check_type(f, value)

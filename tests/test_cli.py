@@ -436,3 +436,17 @@ def test_serve_takes_several_served_model_names_as_vllm():
         assert client.get("/v1/models/third").status_code == 404
     finally:
         engine.shutdown()
+
+
+def test_dtype_takes_vllms_names_half_and_float():
+    # vLLM's advice on GPUs without bfloat16 is --dtype half; it was refused as a bad choice.
+    from sarathi.config import EngineConfig
+    from sarathi.entrypoints.cli import build_parser
+    from sarathi.entrypoints.cli_args import config_from_args
+
+    for given, dtype in (("half", "float16"), ("float", "float32"), ("bfloat16", "bfloat16")):
+        args = build_parser().parse_args(["serve", "demo", "--dtype", given])
+        assert config_from_args(args).model.dtype == dtype
+        assert EngineConfig.from_kwargs(dtype=given).model.dtype == dtype
+    r = _call("generate", "--prompt", "x", "--dtype", "int8")
+    assert r.returncode == 2 and "invalid choice: 'int8'" in r.stderr

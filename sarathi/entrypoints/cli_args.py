@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 from typing import Any
 
-from sarathi.config import SECTION_TYPES, EngineConfig, field_type, parse_size
+from sarathi.config import SECTION_TYPES, VALUE_ALIASES, EngineConfig, field_type, parse_size
 from sarathi.sampling_params import MODEL_DEFAULT_KEYS, SamplingParams
 
 _SAMPLING_HELP = {
@@ -77,7 +78,18 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                 kwargs["type"] = kind
                 if meta.get("choices") and f.name != "attention_backend":
                     kwargs["choices"] = meta["choices"]
+                    if f.name in VALUE_ALIASES:
+                        # Another name of a choice (--dtype half) is read as it: argparse
+                        # converts a value before it checks the choices.
+                        kwargs["type"] = _aliased(VALUE_ALIASES[f.name])
             group.add_argument(*names, **kwargs)
+
+
+def _aliased(aliases: dict[str, str]) -> Callable[[str], str]:
+    def value(text: str) -> str:
+        return aliases.get(text, text)
+
+    return value
 
 
 def _size(value: str) -> int | None:

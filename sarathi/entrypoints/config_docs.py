@@ -18,7 +18,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from sarathi.config import _VALUE_ALIASES, SECTION_TYPES, field_type
+from sarathi.config import SECTION_TYPES, VALUE_ALIASES, field_type
 from sarathi.entrypoints.cli import build_parser
 from sarathi.envs import ENV_VARS
 
@@ -95,9 +95,9 @@ def _engine_sections(parser: argparse.ArgumentParser) -> list[str]:
                 flag += f" / `--no-{flags[0][2:]}`"
             aliases = [s for s in flags[1:] if s != "--" + f.name]
             choices = _code(meta.get("choices") or ())
-            old = _VALUE_ALIASES.get(f.name, {})
-            if old:
-                choices += "; old values: " + ", ".join(f"`{k}` = `{v}`" for k, v in old.items())
+            other = VALUE_ALIASES.get(f.name, {})
+            if other:
+                choices += "; also: " + ", ".join(f"`{k}` = `{v}`" for k, v in other.items())
             default = f.default if f.default is not MISSING else None
             out.append(
                 _row(
