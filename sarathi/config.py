@@ -306,6 +306,12 @@ class EngineConfig:
 
     def validate(self) -> None:
         s, c = self.scheduler, self.cache
+        # An empty name is a mistake (a shell variable left unset, `--model "$MODEL"`), not a
+        # request for the random-weight demo model, which leaving the option out gives.
+        if not self.model.model.strip():
+            raise ValueError(
+                "model is empty; pass a model folder or hub id (leave it out for the demo model)"
+            )
         if s.chunk_size is not None and s.chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {s.chunk_size}")
         if s.max_num_seqs <= 0:

@@ -153,6 +153,8 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     (["serve", "--chat-template", "."], "is a folder"),
     # Taken and unused without the ray executor.
     (["generate", "--prompt", "x", "--ray-address", "auto"], "add --executor ray"),
+    # An unset shell variable (--model "$MODEL") served the random-weight demo model.
+    (["serve", "--model", ""], "model is empty"),
 ])
 def test_bad_values_of_other_flags_are_clean_errors(args, says):
     r = _call(*args)
