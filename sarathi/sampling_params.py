@@ -118,13 +118,34 @@ class SamplingParams:
     # tokenizer when the request is added. A one-token word is banned at every step; a longer
     # one's last token is banned right after the tokens before it were generated.
     bad_words_token_ids: list[list[int]] = field(default_factory=list, init=False, repr=False)
+    # ``stop`` as a tuple, and the characters of streamed text held back (the longest stop
+    # string but one): set by ``read_stops``, plain fields since every step reads them.
+    stop_list: tuple[str, ...] = field(default=(), init=False, repr=False)
+    stop_hold: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.seed == -1:  # vLLM's "no seed" (OpenAI clients send it)
             self.seed = None
         self._check_types()
         self.stop_token_ids = list(self.stop_token_ids or [])
+        self.read_stops()
         self._validate()
+
+    def read_stops(self) -> None:
+        """Derive ``stop_list`` and ``stop_hold`` from ``stop`` (ValueError for a bad one):
+        at construction, and again when the engine takes a request, since vLLM code sets
+        ``stop`` on a built SamplingParams (``params = llm.get_default_sampling_params();
+        params.stop = [...]``)."""
+        stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        if any(not isinstance(s, str) or not s for s in stops):
+            raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")
+        if stops and not self.detokenize:
+            raise ValueError(
+                "stop needs detokenize=True (stop strings are matched on the text), "
+                f"got {self.stop!r}"
+            )
+        self.stop_list = stops
+        self.stop_hold = max((len(x) for x in stops), default=1) - 1
 
     def _check_types(self) -> None:
         """Wrong types are ValueErrors naming the field, like wrong values."""
@@ -208,12 +229,8 @@ class SamplingParams:
             or not -(2**63) <= self.seed < 2**63
         ):
             raise bad("seed", "must be a 64-bit integer")
-        if any(not isinstance(s, str) or not s for s in self.stop_list):
-            raise bad("stop", "must be non-empty strings")
         if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids", "must be non-negative integers")
-        if self.stop_list and not self.detokenize:
-            raise bad("stop", "needs detokenize=True (stop strings are matched on the text)")
         if self.logit_bias is not None and (
             not isinstance(self.logit_bias, dict)
             or any(
@@ -245,19 +262,6 @@ class SamplingParams:
             or any(not isinstance(w, str) or not w for w in self.bad_words)
         ):
             raise bad("bad_words", "must be a list of non-empty strings")
-
-    # Read from ``stop`` where they are used, not kept from construction: vLLM code changes a
-    # SamplingParams in place (``params = llm.get_default_sampling_params(); params.stop =
-    # [...]``), and a stop list set so was ignored.
-    @property
-    def stop_list(self) -> list[str]:
-        """The stop strings as a list (``stop`` may be one string)."""
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-
-    @property
-    def stop_hold(self) -> int:
-        """Characters of streamed text held back: the longest stop string but one."""
-        return max((len(x) for x in self.stop_list), default=1) - 1
 
     @property
     def greedy(self) -> bool:

@@ -125,3 +125,12 @@ def test_stop_strings_set_on_a_default_sampling_params_in_place_are_honoured(llm
     (out,) = llm.generate(PROMPT, params)
     assert out.outputs[0].finish_reason == "stop" and out.outputs[0].stop_reason == stop
     assert len(out.outputs[0].token_ids) < 12
+
+
+def test_a_bad_stop_set_in_place_is_refused_when_the_request_is_added(llm):
+    params = SamplingParams(max_tokens=2)
+    params.stop = [""]  # not checked at construction: checked when the engine takes it
+    (bad,) = llm.generate(PROMPT, params)
+    assert bad.outputs[0].finish_reason == "error" and "stop must be non-empty" in bad.error
+    (out,) = llm.generate(PROMPT, SamplingParams(max_tokens=2, ignore_eos=True))
+    assert len(out.outputs[0].token_ids) == 2

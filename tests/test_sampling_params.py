@@ -23,7 +23,7 @@ def test_min_tokens_cannot_exceed_max_tokens():
 
 
 def test_stop_accepts_a_string():
-    assert SamplingParams(stop="###").stop_list == ["###"]
+    assert SamplingParams(stop="###").stop_list == ("###",)
 
 
 @pytest.mark.parametrize("kwargs,field", [

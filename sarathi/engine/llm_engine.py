@@ -182,6 +182,10 @@ class LLMEngine:
         the text stays whole, and the finished output carries everything).
         ``cache_salt``: it shares prefix-cache blocks only with requests of the same salt."""
         params = params or SamplingParams()
+        try:
+            params.read_stops()  # stop may have been set after the params were built
+        except ValueError as e:
+            raise RequestError(str(e), "stop") from e
         if self.tokenizer is None and (
             isinstance(prompt, str) or params.stop_list or params.bad_words
         ):

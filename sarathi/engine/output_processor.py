@@ -311,7 +311,7 @@ def _entry(token: int, lp: TokenLogprobs) -> dict[int, Logprob]:
     return entry
 
 
-def _find_stop(text: str, prev_len: int, stops: list[str]) -> tuple[int, str] | None:
+def _find_stop(text: str, prev_len: int, stops: tuple[str, ...]) -> tuple[int, str] | None:
     """Earliest stop string that ends in the newly added text."""
     best = None
     for stop in stops:
