@@ -176,6 +176,21 @@ def test_a_grammar_failing_mid_way_ends_with_an_error(llm):
     assert not llm.engine.structured  # the matchers are released
 
 
+def test_a_constraint_complete_before_min_tokens_ends_with_an_error(llm):
+    """A choice is complete after its one token; min_tokens then bans the end of text, the
+    grammar's only next token, so nothing valid can follow (docs/structured-outputs.md, "A
+    limit"). The row is empty and its draw is token 0, which is the demo model's end of
+    text: the matcher took it and the output ended "stop"."""
+    assert llm.get_tokenizer().eos_token_id == 0
+    spec = StructuredOutputsParams(choice=["a"])
+    params = SamplingParams(max_tokens=8, min_tokens=4, structured_outputs=spec)
+    out = llm.generate(["x"], params, use_tqdm=False)[0]
+    assert out.outputs[0].finish_reason == "error" and out.outputs[0].text == "a"
+    assert out.error is not None and "output constraint failed" in out.error
+    assert "min_tokens" in out.error
+    assert not llm.engine.structured  # the matcher is released
+
+
 def test_spec_sets_exactly_one_kind():
     with pytest.raises(ValueError, match="exactly one"):
         StructuredOutputsParams()

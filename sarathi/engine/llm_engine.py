@@ -369,7 +369,7 @@ class LLMEngine:
             return []
         failed = {}
         if self.structured:
-            failed = self.structured.accept(launched.sampled, result.token_ids)
+            failed = self.structured.accept(launched.sampled, result.token_ids, launched.indices)
         outcome = self.output_processor.process(
             launched.sampled, launched.indices, result, failed=failed
         )

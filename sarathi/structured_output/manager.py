@@ -13,7 +13,7 @@ import llguidance
 import numpy as np
 
 from sarathi.core.scheduler_output import TokenMasks
-from sarathi.sampling_params import StructuredOutputsParams
+from sarathi.sampling_params import SamplingParams, StructuredOutputsParams
 from sarathi.sequence import Sequence as Seq
 from sarathi.structured_output.compiler import compile_grammar
 from sarathi.structured_output.vocabulary import grammar_vocabulary
@@ -29,6 +29,17 @@ def _mask_threads() -> int:
     a while after each step, and more of them starve the threads that launch (or, on a CPU,
     run) the model; one thread computes a 64-row step of a 32k vocabulary in about 1 ms."""
     return max(1, min(16, (os.cpu_count() or 1) // 4))
+
+
+def _end_banned(p: SamplingParams, token: int, num_output: int) -> bool:
+    """Whether the request's own options banned ``token``, sampled after its constraint was
+    complete (``num_output`` tokens before it). The end of text was then the grammar's only
+    token, so the row had none left and the sampler drew token 0 from it; the matcher
+    refuses that token, unless token 0 is the end of text itself (the demo model's), which
+    it takes: the output then ended "stop", as if min_tokens were met."""
+    return (not p.ignore_eos and num_output < p.min_tokens) or (
+        p.allowed_token_ids is not None and token not in p.allowed_token_ids
+    )
 
 
 class StructuredOutputManager:
@@ -94,21 +105,29 @@ class StructuredOutputManager:
     def __bool__(self) -> bool:
         return bool(self._matchers)
 
-    def accept(self, seqs: Sequence[Seq], tokens: Sequence[int]) -> dict[int, str]:
+    def accept(
+        self, seqs: Sequence[Seq], tokens: Sequence[int], indices: Sequence[int]
+    ) -> dict[int, str]:
         """Advance the matchers of a step's constrained sequences by their sampled tokens
-        (``seqs`` in sampling order; those that stopped while the step ran are skipped).
-        Returns the sequences whose grammar failed on this step, with the reason: only a
-        token the mask allowed is sampled, so a failure is a grammar past llguidance's
-        limits (``a{1000000}`` compiles, then fails on its first token) or a bug. The
-        engine ends them with an error: the rest of their output could not follow it."""
+        (``seqs`` in sampling order, ``indices`` the positions their tokens were sampled
+        at; those that stopped while the step ran are skipped). Returns the sequences whose
+        grammar failed on this step, with the reason: only a token the mask allowed is
+        sampled, so a failure is a grammar past llguidance's limits (``a{1000000}``
+        compiles, then fails on its first token), a row the request's own options left no
+        token, or a bug. The engine ends them with an error: the rest of their output
+        could not follow it."""
         failed: dict[int, str] = {}
         matchers = self._matchers
-        for seq, token in zip(seqs, tokens, strict=True):
+        for seq, token, index in zip(seqs, tokens, indices, strict=True):
             m = matchers.get(seq.seq_id)
             if m is None or seq.finished:
                 continue
             complete = m.is_stopped()  # then only the end of text may follow
-            if m.is_error() or not m.consume_token(token):
+            if (
+                (complete and _end_banned(seq.params, token, index - seq.prompt_len))
+                or m.is_error()
+                or not m.consume_token(token)
+            ):
                 if complete:
                     reason = (
                         "the constraint was complete and the request asked for more tokens "
