@@ -173,6 +173,12 @@ def test_oversized_headers_are_refused_without_stalling_the_server(server: Serve
     assert time.monotonic() - t0 < 10
     assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
     assert b'"code": "request_header_fields_too_large"' in answer
+    # Just past the bound, sent at once: the whole head in one read was taken before.
+    s = socket.create_connection((server.host, server.port))
+    s.settimeout(10)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 431")
+    s.close()
     # A request with headers under the bound, and a large body right behind them, is taken.
     body = json.dumps({"prompt": "hi", "max_tokens": 1, "x_padding": "u" * 300_000}).encode()
     headers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(400))

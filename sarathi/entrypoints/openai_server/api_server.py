@@ -243,21 +243,22 @@ class _HeaderSizeLimit(asyncio.Protocol):
         super().connection_made(transport)
         self._in_headers = True
         self._header_bytes = 0
+        self._tail = b""  # the last bytes of headers read, where "\r\n\r\n" may start
 
     def data_received(self, data: bytes) -> None:
-        counting = self._in_headers
-        if counting:
-            # The read that completes the headers may carry body bytes too: only a read
-            # after which the headers are still incomplete is refused.
-            self._header_bytes += len(data)
+        if self._in_headers:
+            # Count only up to where the headers end: the read that completes them may
+            # carry body bytes, and a whole oversized head may arrive in one read.
+            seen = self._tail + data
+            end = seen.find(b"\r\n\r\n")
+            self._header_bytes += len(data) if end < 0 else end + 4 - len(self._tail)
+            self._tail = seen[-3:]
+            if self._header_bytes > self.max_header_bytes:
+                # Refused before the parser sees it, so it never joins an oversized header.
+                if not self.transport.is_closing():
+                    self._refuse_headers()
+                return
         super().data_received(data)
-        if (
-            counting
-            and self._in_headers
-            and self._header_bytes > self.max_header_bytes
-            and not self.transport.is_closing()
-        ):
-            self._refuse_headers()
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
@@ -267,6 +268,7 @@ class _HeaderSizeLimit(asyncio.Protocol):
         super().on_message_complete()  # type: ignore[misc]
         self._in_headers = True
         self._header_bytes = 0
+        self._tail = b""
 
     def _refuse_headers(self) -> None:
         message = f"the request line and headers are over {self.max_header_bytes} bytes"
