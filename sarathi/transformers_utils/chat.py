@@ -39,10 +39,11 @@ def parts_text(texts: Iterable[str]) -> str:
 
 def arguments_object(arguments: str) -> Any:
     """A tool call's JSON-text arguments as the object templates expect (they write them
-    with ``tojson``); text that is not JSON is given as it is."""
+    with ``tojson``); text that is not JSON is given as it is, as is JSON nested deeper than
+    the decoder's recursion allows (a client's text, read in the server's stack)."""
     try:
         return json.loads(arguments)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return arguments
 
 
@@ -82,6 +83,8 @@ def conversation_ids(
         kwargs["chat_template"] = template
     try:
         text = tokenizer.apply_chat_template(conversation, **kwargs)
-    except (TemplateError, ValueError, TypeError, KeyError, IndexError) as e:
+    # RecursionError: the template (tojson, a copy) walks the messages recursively, and
+    # arguments hundreds of levels deep decode but exhaust the stack there.
+    except (TemplateError, ValueError, TypeError, KeyError, IndexError, RecursionError) as e:
         raise ChatTemplateError(f"the chat template failed on these messages: {e}") from e
     return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))

@@ -341,3 +341,34 @@ def test_rebased_references_follow_the_schema():
     assert schema["$defs"]["A"]["items"] == {"$ref": "#/$defs/A"}  # a copy
     own = {"$id": "https://example.com/s", "properties": {"a": {"$ref": "#/$defs/B"}}}
     assert _rebased(own, "/x") == own
+
+
+@pytest.mark.parametrize("depth", [700, 50_000])
+def test_deeply_nested_call_arguments_are_not_a_500(tool_server, depth):
+    """An earlier call's arguments are JSON text, not bounded by the request's nesting limit:
+    700 levels decode and then exhaust the stack in the template's tojson, 50,000 in the
+    decoder itself. Both were 500s; the template takes text that does not decode as it is."""
+    import httpx
+
+    history = [
+        *MESSAGES,
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": "[" * depth + "]" * depth},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "21 C"},
+    ]
+    for path, body in (
+        ("/v1/chat/completions", {"max_tokens": 2}),
+        ("/tokenize", {}),
+    ):
+        r = httpx.post(tool_server.url + path, json={"messages": history, **body}, timeout=60)
+        assert r.status_code in (200, 400), (path, r.status_code, r.text[:200])
+        if r.status_code == 400:
+            assert r.json()["error"]["param"] == "messages"
