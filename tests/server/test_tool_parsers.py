@@ -69,6 +69,17 @@ def test_hermes_arguments_reserialized() -> None:
     assert out.tool_calls[0].arguments == '{"q": "café", "n": [1, 2]}'
 
 
+@pytest.mark.parametrize("name", TOOL_PARSERS)
+def test_escaped_lone_surrogate_keeps_its_escape(name: str) -> None:
+    """A model may write the escape of half a surrogate pair; decoded, it is a str no UTF-8
+    response can carry (the server answered 500), so those arguments keep their escapes."""
+    body = '{"name": "f", "arguments": {"s": "\\ud800", "q": "café"}}'
+    text = block(body) if name == "hermes" else body
+    (call,) = parse(name, text).tool_calls
+    call.arguments.encode("utf-8")
+    assert json.loads(call.arguments) == {"s": "\ud800", "q": "café"}
+
+
 def test_hermes_missing_or_stringified_arguments() -> None:
     assert parse("hermes", block('{"name": "now"}')).tool_calls[0].arguments == "{}"
     out = parse("hermes", block('{"name": "f", "arguments": "{\\"a\\": 1}"}'))

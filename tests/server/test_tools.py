@@ -14,6 +14,7 @@ from live_server import HERMES_TEMPLATE as TEMPLATE
 from live_server import check_call
 from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
 from sarathi.entrypoints.openai_server.protocol import ChatMessage
+from sarathi.entrypoints.openai_server.tools import ToolMode, tool_message
 
 WEATHER = {
     "type": "function",
@@ -109,6 +110,39 @@ def test_auto_parses_the_models_own_format(tools_client):
     (call,) = choice.message.tool_calls
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Oslo", "unit": "c"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_calls_with_an_escaped_lone_surrogate_reach_the_client(tool_server, stream):
+    """Arguments holding ``"\\udc00"`` (JSON a model may write) were re-serialized with the
+    bare surrogate, which no UTF-8 body can carry: a 500, or a stream cut off."""
+    import httpx
+
+    text = '<tool_call>{"name": "get_weather", "arguments": {"city": "\\udc00"}}</tool_call>'
+    r = httpx.post(
+        tool_server.url + "/v1/chat/completions",
+        json={"messages": MESSAGES, "max_tokens": 100, "tools": [WEATHER], "stream": stream,
+              "guided_choice": [text]},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    if stream:
+        deltas = [json.loads(line[6:])["choices"] for line in r.text.splitlines()
+                  if line.startswith("data: {")]
+        args = "".join(tc["function"]["arguments"] for ch in deltas for c in ch
+                       for tc in c["delta"].get("tool_calls") or [])
+    else:
+        (call,) = r.json()["choices"][0]["message"]["tool_calls"]
+        args = call["function"]["arguments"]
+    assert json.loads(args) == {"city": "\udc00"}
+
+
+def test_required_calls_with_an_escaped_lone_surrogate_are_utf8():
+    mode = ToolMode("required", frozenset({"f"}))
+    msg = tool_message(mode, '[{"name": "f", "parameters": {"s": "\\ud800"}}]', "stop")
+    (call,) = msg.tool_calls
+    call.function.arguments.encode("utf-8")
+    assert json.loads(call.function.arguments) == {"s": "\ud800"}
 
 
 def test_auto_without_a_call_is_content(tools_client):

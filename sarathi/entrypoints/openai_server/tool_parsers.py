@@ -123,7 +123,19 @@ def _make_call(
             return None
     if not isinstance(args, dict):
         return None
-    return ToolCall(_new_id(), name, json.dumps(args, ensure_ascii=False))
+    return ToolCall(_new_id(), name, arguments_text(args))
+
+
+def arguments_text(args: Any) -> str:
+    """``args`` as a call's JSON ``arguments`` text, non-ASCII characters as they are, unless
+    the model wrote an escaped lone surrogate (``"\\ud800"``): decoded, no UTF-8 response
+    can carry it, so that text keeps every escape."""
+    text = json.dumps(args, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(args)
+    return text
 
 
 def _hermes_call(block: str, tool_names: set[str] | None) -> ToolCall | None:

@@ -27,7 +27,11 @@ from sarathi.entrypoints.openai_server.protocol import (
     TokenizeChatRequest,
     ToolCallOut,
 )
-from sarathi.entrypoints.openai_server.tool_parsers import StreamingToolParser, parse
+from sarathi.entrypoints.openai_server.tool_parsers import (
+    StreamingToolParser,
+    arguments_text,
+    parse,
+)
 from sarathi.sampling_params import StructuredOutputsParams
 
 ToolKind = Literal["none", "auto", "required", "named"]
@@ -213,9 +217,7 @@ def _required_calls(text: str) -> list[ToolCallOut] | None:
         items = json.loads(text)
     except json.JSONDecodeError:
         return None
-    return [
-        _call(item["name"], json.dumps(item["parameters"], ensure_ascii=False)) for item in items
-    ]
+    return [_call(item["name"], arguments_text(item["parameters"])) for item in items]
 
 
 @dataclass
