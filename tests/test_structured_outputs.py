@@ -350,3 +350,42 @@ def test_allof_parts_are_joined_not_closed_apart():
         jsonschema.validate({"a": 1, "b": "x", "c": 0}, closed)  # closed as a whole
     opened = {"allOf": [{"properties": {"a": {}}, "additionalProperties": True}]}
     assert "additionalProperties" not in _closed_objects(opened)  # a part left it open
+
+
+_DEEP = """
+import sys
+from sarathi import LLM, SamplingParams
+from sarathi.sampling_params import StructuredOutputsParams
+depth = int(sys.argv[1])
+defs = {f"N{i}": {"type": "array", "items": {"$ref": f"#/$defs/N{i + 1}"},
+                  "minItems": 1, "maxItems": 1} for i in range(depth)}
+defs[f"N{depth}"] = {"type": "integer"}
+rules = "\\n".join(f'r{i}: "[" r{i + 1} "]"' for i in range(depth)) + f'\\nr{depth}: "0"'
+llm = LLM("demo")
+for spec in (StructuredOutputsParams(json={"$defs": defs, "$ref": "#/$defs/N0"}),
+             StructuredOutputsParams(grammar="start: r0\\n" + rules)):
+    (out,) = llm.generate(["x"], SamplingParams(max_tokens=8, structured_outputs=spec),
+                          use_tqdm=False)
+    assert out.outputs[0].text.startswith("[" * 8) or out.error, out
+print("OK")
+"""
+
+
+def test_grammars_chained_thousands_deep_do_not_crash_the_process():
+    # llguidance checks grammars recursively in native code: a schema chained through
+    # ~1,100 $refs, or a Lark grammar of ~10,000 chained rules, overflowed the default
+    # thread stack (a segfault, the whole server gone). Run apart, so that a regression
+    # fails this test instead of killing the test run.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _DEEP, "12000"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-2000:]
+
+
+def test_grammars_with_more_rules_than_llguidance_takes_are_refused(llm):
+    rules = "\n".join(f'r{i}: "a"' for i in range(70_000))
+    spec = StructuredOutputsParams(grammar="start: r0\n" + rules)
+    (out,) = llm.generate(["x"], SamplingParams(max_tokens=2, structured_outputs=spec))
+    assert out.outputs[0].finish_reason == "error" and "more than 65000 rules" in out.error

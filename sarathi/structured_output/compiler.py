@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import TYPE_CHECKING, Any
+import re
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import llguidance
 from llguidance.gbnf_to_lark import any_to_lark
@@ -20,6 +23,8 @@ from sarathi.sampling_params import StructuredOutputsParams
 
 if TYPE_CHECKING:  # a typing-only name of llguidance's stubs
     from llguidance._lib import JsonCompileOptions
+
+T = TypeVar("T")
 
 _JSON_STYLE: JsonCompileOptions = {
     "whitespace_flexible": False,
@@ -60,7 +65,15 @@ def grammar_text(spec: StructuredOutputsParams) -> str:
         lark = any_to_lark(spec.grammar or "")
     except Exception as e:  # the converter raises bare Exceptions on GBNF it cannot read
         raise ValueError(f"the grammar is neither Lark nor GBNF: {e}") from e
+    if len(_LARK_DEFINITION.findall(lark)) > MAX_GRAMMAR_RULES:
+        raise ValueError(f"the grammar defines more than {MAX_GRAMMAR_RULES} rules and terminals")
     return llguidance.LLMatcher.grammar_from_lark(lark)
+
+
+# llguidance numbers a grammar's symbols in 16 bits (it refuses more, with a panic), and the
+# rules it resolves recursively are bounded with them, so the compile stack below suffices.
+MAX_GRAMMAR_RULES = 65_000
+_LARK_DEFINITION = re.compile(r"^[ \t]*[?!]?[A-Za-z_]\w*(?:\.-?\d+)?[ \t]*:", re.MULTILINE)
 
 
 # Where a schema nests other schemas: one, a list of them, or a map of names to them. Values
@@ -228,11 +241,53 @@ def compile_grammar(
 ) -> llguidance.LLMatcher:
     """A matcher at the start of ``spec``'s grammar, to be copied for each sequence.
     ValueError with llguidance's message when the grammar is invalid or too complex."""
-    text = validated_grammar(spec, vocabulary)
-    matcher = llguidance.LLMatcher(vocabulary, text, log_level=0)
-    if matcher.is_error():
-        raise ValueError(f"invalid {_NAMES[spec.kind]}: {matcher.get_error().strip()}")
-    return matcher
+
+    def compile_() -> llguidance.LLMatcher:
+        text = validated_grammar(spec, vocabulary)
+        matcher = llguidance.LLMatcher(vocabulary, text, log_level=0)
+        if matcher.is_error():
+            raise ValueError(f"invalid {_NAMES[spec.kind]}: {matcher.get_error().strip()}")
+        return matcher
+
+    return _on_deep_stack(compile_)
+
+
+# llguidance checks a grammar against the vocabulary recursively, in native code: a schema
+# chained through ~1,100 $refs, or a Lark grammar of ~10,000 chained rules (requests of
+# 100-200 KB), overflowed a thread's default 8 MiB stack and killed the process. On a
+# 512 MiB stack (virtual memory, touched only as deep as the grammar goes) llguidance
+# reaches its own limits first and says so, a clean error: "schema too large" for a chain of
+# 45,000 $refs, its symbol limit for 120,000 chained rules (MAX_GRAMMAR_RULES refuses those
+# sooner); 100,000 chained rules still overflowed 256 MiB.
+_DEEP_STACK = 512 << 20
+_DEEP_STACK_LOCK = threading.Lock()
+
+
+def _on_deep_stack(fn: Callable[[], T]) -> T:
+    """``fn()`` run on a thread of its own with a ``_DEEP_STACK`` stack; its result, or its
+    exception raised here."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as e:  # handed to the caller's thread, raised there
+            failure.append(e)
+
+    # The stack size is the process's setting for threads started next: set for this one
+    # only (the lock keeps two compiles from resetting each other's).
+    with _DEEP_STACK_LOCK:
+        previous = threading.stack_size(_DEEP_STACK)
+        try:
+            thread = threading.Thread(target=run, name="grammar-compile", daemon=True)
+            thread.start()
+        finally:
+            threading.stack_size(previous)
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 _NAMES = {
