@@ -166,7 +166,7 @@ class ResponseFormat(_Request):
     @model_validator(mode="after")
     def _schema_given(self) -> ResponseFormat:
         if self.type == "json_schema" and (
-            self.json_schema is None or not self.json_schema.schema_
+            self.json_schema is None or self.json_schema.schema_ is None
         ):
             raise ValueError("response_format of type json_schema needs json_schema.schema")
         return self

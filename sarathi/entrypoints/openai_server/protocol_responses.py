@@ -201,7 +201,7 @@ class TextFormat(_Request):
 
     @model_validator(mode="after")
     def _schema_given(self) -> TextFormat:
-        if self.type == "json_schema" and not self.schema_:
+        if self.type == "json_schema" and self.schema_ is None:
             raise ValueError("text.format of type json_schema needs schema")
         return self
 
