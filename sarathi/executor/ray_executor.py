@@ -113,7 +113,9 @@ class RayExecutor:
         try:
             import ray
         except ImportError as e:
-            raise ValueError("--executor ray needs Ray: pip install 'sarathi[ray]'") from e
+            raise ValueError(
+                "--executor ray needs Ray: pip install -e '.[ray]' in the repository"
+            ) from e
         self._ray = ray
         pc = spec.config.parallel
         self.world_size = pc.tensor_parallel_size
