@@ -62,19 +62,25 @@ def test_chat_json_schema_streamed(client):
     _valid(text)
 
 
-def test_chat_json_object(client):
-    """Any object: a random model may write an endless string; those that end are valid."""
+def _four_choices(client, response_format: dict, max_tokens: int, seed: int) -> tuple[list, list]:
+    """Four sampled chat choices under ``response_format``, and those that ended ("stop"): a
+    random model may write an endless string."""
     r = client.chat.completions.create(
         model="demo",
         messages=MESSAGES,
-        max_tokens=200,
+        max_tokens=max_tokens,
         temperature=1.0,
-        seed=5,
+        seed=seed,
         n=4,
-        response_format={"type": "json_object"},
+        response_format=response_format,
     )
-    ended = [c for c in r.choices if c.finish_reason == "stop"]
-    assert ended and all(c.message.content.startswith("{") for c in r.choices)
+    return r.choices, [c for c in r.choices if c.finish_reason == "stop"]
+
+
+def test_chat_json_object(client):
+    """Any object: those that end are valid."""
+    choices, ended = _four_choices(client, {"type": "json_object"}, 200, 5)
+    assert ended and all(c.message.content.startswith("{") for c in choices)
     for c in ended:
         assert isinstance(json.loads(c.message.content), dict)
 
@@ -82,16 +88,8 @@ def test_chat_json_object(client):
 def test_an_empty_json_schema_is_any_json(client):
     """``"schema": {}`` asks for any JSON value, as vLLM reads it (it was a 400, the empty
     schema taken for a missing one)."""
-    r = client.chat.completions.create(
-        model="demo",
-        messages=MESSAGES,
-        max_tokens=60,
-        temperature=1.0,
-        seed=7,
-        n=4,
-        response_format={"type": "json_schema", "json_schema": {"name": "any", "schema": {}}},
-    )
-    ended = [c for c in r.choices if c.finish_reason == "stop"]
+    fmt = {"type": "json_schema", "json_schema": {"name": "any", "schema": {}}}
+    _, ended = _four_choices(client, fmt, 60, 7)
     for c in ended:
         json.loads(c.message.content)
 
