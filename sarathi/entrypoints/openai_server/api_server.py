@@ -57,7 +57,7 @@ def served_names(engine: LLMEngine, args: argparse.Namespace) -> list[str]:
     names = getattr(args, "served_model_name", None)
     if isinstance(names, str):
         names = [names]
-    return list(names or [engine.config.model.model or "demo"])
+    return list(names or [engine.config.model.model])
 
 
 def served_name(engine: LLMEngine, args: argparse.Namespace) -> str:
