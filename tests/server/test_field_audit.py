@@ -42,12 +42,19 @@ ASKING = {
     "mm_processor_kwargs": {"x": 1},
     "kv_transfer_params": {"x": 1},
     "vllm_xargs": {"x": 1},
+    "max_completion_tokens": 40,
+    "top_logprobs": 3,
+    "best_of": 3,
+    "suffix": "x",
+    "max_output_tokens": 4,
+    "instructions": "Be brief.",
 }
 MESSAGES = [{"role": "user", "content": "hi"}]
 # Refused on /v1/completions only: the chat route honours them.
 CHAT_ONLY = {"tools", "tool_choice", "chat_template_kwargs"}
+CHAT_ONLY |= {"max_completion_tokens", "top_logprobs"}
 # Fields of the completions route (honoured there) refused on chat.
-COMPLETIONS_ONLY = {"echo"}
+COMPLETIONS_ONLY = {"echo", "best_of", "suffix"}
 
 
 def test_the_table_covers_every_refused_field():
@@ -93,6 +100,46 @@ def test_a_field_that_asks_for_what_is_not_done_is_refused_by_name(http, route, 
 )
 def test_defaults_and_harmless_fields_are_accepted(http, extra):
     r = http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 2, **extra})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "route,extra",
+    [
+        ("/v1/completions", {"max_completion_tokens": 40}),
+        ("/v1/completions", {"top_logprobs": 3}),
+        ("/v1/completions", {"max_output_tokens": 4}),
+        ("/v1/completions", {"instructions": "Be brief."}),
+        ("/v1/chat/completions", {"max_output_tokens": 4}),
+        ("/v1/chat/completions", {"instructions": "Be brief."}),
+        ("/v1/chat/completions", {"best_of": 3}),
+        ("/v1/chat/completions", {"suffix": "x"}),
+    ],
+)
+def test_another_routes_field_is_refused_not_dropped(http, route, extra):
+    """A client written for another route sends its names for a bound or a part of the
+    prompt; dropped, max_completion_tokens on /v1/completions gave 16 tokens and
+    max_output_tokens on chat ran to the end of the context (OpenAI answers 400)."""
+    (name,) = extra
+    body = {"prompt": "hi"} if route == "/v1/completions" else {"messages": MESSAGES}
+    r = http.post(route, json={**body, "ignore_eos": True, **extra})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == name and name in err["message"], err
+
+
+@pytest.mark.parametrize(
+    "route,extra",
+    [
+        ("/v1/completions", {"top_logprobs": 0}),
+        ("/v1/chat/completions", {"best_of": 1}),
+        ("/v1/chat/completions", {"suffix": ""}),
+        ("/v1/chat/completions", {"max_output_tokens": None, "instructions": None}),
+    ],
+)
+def test_another_routes_field_that_asks_nothing_is_taken(http, route, extra):
+    body = {"prompt": "hi"} if route == "/v1/completions" else {"messages": MESSAGES}
+    r = http.post(route, json={**body, "max_tokens": 2, **extra})
     assert r.status_code == 200, r.text
 
 

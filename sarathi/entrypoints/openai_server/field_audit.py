@@ -90,7 +90,40 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mm_processor_kwargs": (_unset, "this model takes text only (mm_processor_kwargs)"),
     "kv_transfer_params": (_unset, "KV-cache transfer is not supported"),
     "vllm_xargs": (_unset, "vllm_xargs is not supported"),
+    # The other routes' fields, sent by a client written for them: each bounds or shapes
+    # the output, and OpenAI answers an argument its route does not take with a 400. On the
+    # route that owns one it is a field of the request model and never reaches this table.
+    # Dropped, max_completion_tokens on /v1/completions stopped the output at max_tokens'
+    # default of 16, and max_output_tokens on chat ran it to the end of the context.
+    "max_completion_tokens": (
+        _unset,
+        "max_completion_tokens (chat's; /v1/completions takes max_tokens) is not supported",
+    ),
+    "top_logprobs": (
+        lambda v: v is None or v == 0,
+        "top_logprobs (chat's; /v1/completions takes logprobs, a count) is not supported",
+    ),
+    "best_of": (
+        lambda v: v is None or v == 1,
+        "best_of (a field of /v1/completions) is not supported",
+    ),
+    "suffix": (
+        lambda v: v is None or v == "",
+        "suffix (a field of /v1/completions) is not supported",
+    ),
+    "max_output_tokens": (
+        _unset,
+        "max_output_tokens (the Responses API's; this route takes max_tokens) is not supported",
+    ),
+    "instructions": (
+        _unset,
+        "instructions (the Responses API's; send a system message) is not supported",
+    ),
 }
+
+# Fields of the Responses request model that the chat table refuses (they are another
+# route's there): never extras on /v1/responses, so they are left out of its table.
+_RESPONSES_OWN = frozenset({"tools", "tool_choice", "max_output_tokens", "instructions"})
 
 # Fields this server takes and needs nothing for: OpenAI's bookkeeping, vLLM's request id,
 # ``parallel_tool_calls`` on /v1/completions.
@@ -137,7 +170,7 @@ RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
         for name, rule in UNSUPPORTED.items()
         # Fields of the request model here (tools), or with another meaning here (store),
         # or of another route (echo: below).
-        if name not in ("tools", "tool_choice", "echo", "store")
+        if name not in _RESPONSES_OWN | {"echo", "store"}
     },
     # The other routes' names for what a response asks for otherwise: a client that sends
     # them must not get, say, an unbounded output back.
