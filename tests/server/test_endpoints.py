@@ -97,6 +97,16 @@ def test_tokenize_returns_token_strings_when_asked_as_vllms(http, server):
         assert http.post("/tokenize", json=body).json()["token_strs"] is None
 
 
+def test_tokenize_refuses_a_prompt_and_messages_together(http):
+    """Each form of /tokenize validates with the other's field as an extra: the messages
+    were tokenized and the prompt dropped in silence."""
+    body = {"prompt": "Hello world", "messages": [{"role": "user", "content": "Hi"}]}
+    r = http.post("/tokenize", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] in ("prompt", "messages") and "not both" in err["message"], err
+
+
 def test_n_goes_up_to_openais_bound(http):
     """OpenAI takes n up to 128 (pass@k evaluations ask for dozens): more samples than the
     server runs at once wait their turn; a request's prompts x n stay within 128."""
