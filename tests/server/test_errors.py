@@ -144,6 +144,13 @@ def test_malformed_json_is_400(http, raw):
     _assert_error(resp, 400)
 
 
+def test_an_empty_body_says_so(http):
+    """FastAPI's error for it was a bare "Field required" that named no field."""
+    for path in (COMPL, "/v1/chat/completions", "/tokenize"):
+        resp = http.post(path, content=b"", headers={"content-type": "application/json"})
+        assert "body is empty" in _assert_error(resp, 400)["message"]
+
+
 @pytest.mark.parametrize("media", [None, "text/plain", "application/x-www-form-urlencoded"])
 def test_a_json_body_without_the_json_content_type_says_so(http, media):
     headers = {"content-type": media} if media else {}

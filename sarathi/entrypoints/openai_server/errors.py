@@ -106,6 +106,9 @@ def validation_message(exc: RequestValidationError | ValidationError) -> tuple[s
     first = errors[0]
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON", None
+    if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+        # FastAPI's error for an empty body is a bare "Field required" naming no field.
+        return "the request body is empty; send a JSON object", None
     # Our own validators explain themselves (an image part, a tool call): where one fired
     # in some member of a union, its message says more than "should be a string".
     first = next((e for e in errors if e.get("type") == "value_error"), first)
