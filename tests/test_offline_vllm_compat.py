@@ -134,3 +134,25 @@ def test_a_bad_stop_set_in_place_is_refused_when_the_request_is_added(llm):
     assert bad.outputs[0].finish_reason == "error" and "stop must be non-empty" in bad.error
     (out,) = llm.generate(PROMPT, SamplingParams(max_tokens=2, ignore_eos=True))
     assert len(out.outputs[0].token_ids) == 2
+
+
+def test_an_error_while_queueing_leaves_no_request_of_the_batch_behind(llm, monkeypatch):
+    # The second prompt fails in the tokenizer (not a RequestError): the first, already
+    # queued, was left in the engine and ran inside the next generate call.
+    engine = llm.engine
+    add = engine.add_request
+    calls = []
+
+    def failing_second(*args, **kwargs):
+        calls.append(kwargs["request_id"])
+        if len(calls) == 2:
+            raise TypeError("the tokenizer failed")
+        return add(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "add_request", failing_second)
+    with pytest.raises(TypeError, match="the tokenizer failed"):
+        llm.generate([PROMPT, PROMPT], SamplingParams(max_tokens=2))
+    monkeypatch.undo()
+    assert not engine.requests and calls[0] not in engine.requests
+    (out,) = llm.generate(PROMPT, SamplingParams(max_tokens=2, ignore_eos=True))
+    assert len(out.outputs[0].token_ids) == 2

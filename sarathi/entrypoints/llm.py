@@ -148,14 +148,22 @@ class LLM:
         engine = self.engine
         results: dict[str, RequestOutput] = {}
         order: list[str] = []
-        for i, (prompt, p) in enumerate(zip(batch, params, strict=True)):
-            rid = f"generate-{next(self._request_ids)}"
-            order.append(rid)
-            try:
-                engine.add_request(prompt, p, request_id=rid, final_only=True)
-            except RequestError as e:
-                logger.warning("request %d failed: %s", i, e)
-                results[rid] = _error_output(rid, prompt, str(e), p.n, engine.tokenizer)
+        try:
+            for i, (prompt, p) in enumerate(zip(batch, params, strict=True)):
+                rid = f"generate-{next(self._request_ids)}"
+                order.append(rid)
+                try:
+                    engine.add_request(prompt, p, request_id=rid, final_only=True)
+                except RequestError as e:
+                    logger.warning("request %d failed: %s", i, e)
+                    results[rid] = _error_output(rid, prompt, str(e), p.n, engine.tokenizer)
+        except BaseException:
+            # Anything else (the tokenizer's own error, an interrupt) ends this call: the
+            # requests already queued would otherwise stay in the engine and run, unread,
+            # inside the next generate call (vLLM aborts them too).
+            for rid in order:
+                engine.abort_request(rid)
+            raise
         show = use_tqdm if use_tqdm is not None else len(batch) >= _BAR_THRESHOLD
         bar = tqdm(total=len(order) - len(results), desc="generate", unit="req", disable=not show)
         try:
