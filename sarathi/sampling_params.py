@@ -15,6 +15,15 @@ MODEL_DEFAULT_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_pena
 GREEDY_BELOW = 1e-5
 
 
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` can be encoded (a lone surrogate, e.g. "\\ud800", cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class StructuredOutputsParams:
     """What the output must match (set exactly one; vLLM's name for it): a JSON schema, any
@@ -259,9 +268,10 @@ class SamplingParams:
             raise bad("structured_outputs", "must be a StructuredOutputsParams")
         if self.bad_words is not None and (
             not isinstance(self.bad_words, (list, tuple))
-            or any(not isinstance(w, str) or not w for w in self.bad_words)
+            or any(not isinstance(w, str) or not w or not is_unicode(w) for w in self.bad_words)
         ):
-            raise bad("bad_words", "must be a list of non-empty strings")
+            # Unicode: the tokenizer raised a bare TypeError for a lone surrogate.
+            raise bad("bad_words", "must be a list of non-empty strings of valid Unicode")
 
     @property
     def greedy(self) -> bool:

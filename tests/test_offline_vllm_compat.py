@@ -156,3 +156,22 @@ def test_an_error_while_queueing_leaves_no_request_of_the_batch_behind(llm, monk
     assert not engine.requests and calls[0] not in engine.requests
     (out,) = llm.generate(PROMPT, SamplingParams(max_tokens=2, ignore_eos=True))
     assert len(out.outputs[0].token_ids) == 2
+
+
+def test_text_with_a_lone_surrogate_is_a_clear_error_that_queues_nothing(llm):
+    # The tokenizer raised a bare TypeError ("TextEncodeInput must be ...") from deep inside
+    # for each of these.
+    with pytest.raises(ValueError, match="prompt 1: not valid Unicode"):
+        llm.generate([PROMPT, "a\ud800b"], SamplingParams(max_tokens=2))
+    with pytest.raises(ValueError, match="prompt 0: not valid Unicode"):
+        llm.generate({"prompt": "\udfff"}, SamplingParams(max_tokens=2))
+    assert not llm.engine.has_unfinished_requests()
+    with pytest.raises(ValueError, match="bad_words"):
+        SamplingParams(bad_words=["ok", "\ud800"])
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        llm.chat(
+            [{"role": "user", "content": "hi \ud800"}],
+            SamplingParams(max_tokens=2),
+            chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}",
+        )
+    assert not llm.engine.has_unfinished_requests()

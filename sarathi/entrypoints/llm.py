@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from sarathi.config import EngineConfig
 from sarathi.engine.llm_engine import LLMEngine, RequestError
 from sarathi.outputs import Logprob, RequestOutput
-from sarathi.sampling_params import SamplingParams
+from sarathi.sampling_params import SamplingParams, is_unicode
 from sarathi.transformers_utils.chat import (
     NoChatTemplate,
     arguments_object,
@@ -266,6 +266,9 @@ def _prompt(p: Any, index: int) -> str | list[int]:
             raise ValueError(f"prompt {index}: give one of 'prompt' and 'prompt_token_ids'")
         p = p["prompt"] if "prompt" in p else p["prompt_token_ids"]
     if isinstance(p, str):
+        if not is_unicode(p):
+            # The tokenizer raised a bare TypeError ("TextEncodeInput must be ...") for it.
+            raise ValueError(f"prompt {index}: not valid Unicode (it has a lone surrogate)")
         return p
     if isinstance(p, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
         return list(p)

@@ -87,4 +87,11 @@ def conversation_ids(
     # arguments hundreds of levels deep decode but exhaust the stack there.
     except (TemplateError, ValueError, TypeError, KeyError, IndexError, RecursionError) as e:
         raise ChatTemplateError(f"the chat template failed on these messages: {e}") from e
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        # The tokenizer raised a bare TypeError for it (the server refuses such JSON first).
+        raise ChatTemplateError(
+            "the conversation is not valid Unicode (it has a lone surrogate)"
+        ) from e
     return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
