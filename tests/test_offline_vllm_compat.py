@@ -175,3 +175,13 @@ def test_text_with_a_lone_surrogate_is_a_clear_error_that_queues_nothing(llm):
             chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}",
         )
     assert not llm.engine.has_unfinished_requests()
+
+
+@pytest.mark.parametrize("bad", [None, 5, 2.5])
+def test_prompts_or_messages_that_are_not_lists_are_a_clear_error(llm, bad):
+    # None raised "'NoneType' object is not iterable" from inside generate and chat.
+    with pytest.raises(ValueError, match="prompts must be a prompt"):
+        llm.generate(bad, SamplingParams(max_tokens=2))
+    with pytest.raises(ValueError, match="messages must be a conversation"):
+        llm.chat(bad, SamplingParams(max_tokens=2))
+    assert not llm.engine.has_unfinished_requests()

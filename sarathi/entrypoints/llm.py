@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
@@ -82,6 +82,12 @@ class LLM:
         tokenizer = self.engine.tokenizer
         if tokenizer is None:
             raise ValueError("chat needs a tokenizer; this model was loaded without one")
+        if not isinstance(messages, Sequence) or isinstance(messages, str):
+            # None raised "'NoneType' object is not iterable"; a string was conversation 0.
+            raise ValueError(
+                "messages must be a conversation (a list of message dicts) or a list of them, "
+                f"got {type(messages).__name__}"
+            )
         single = bool(messages) and isinstance(messages[0], dict)
         conversations = [messages] if single else list(messages)
         prompts: list[Prompt] = []
@@ -123,8 +129,13 @@ class LLM:
         items: list[Any]
         if isinstance(prompts, str | dict) or _is_token_ids(prompts):
             items = [prompts]
-        else:
+        elif isinstance(prompts, Iterable):
             items = list(prompts)
+        else:  # list() raised "'NoneType' object is not iterable" for None
+            raise ValueError(
+                "prompts must be a prompt (a string, a list of token ids or a prompt dict) or "
+                f"a list of them, got {type(prompts).__name__}"
+            )
         batch = [_prompt(p, i) for i, p in enumerate(items)]
         if sampling_params is None:
             sampling_params = self.get_default_sampling_params()
