@@ -185,3 +185,14 @@ def test_prompts_or_messages_that_are_not_lists_are_a_clear_error(llm, bad):
     with pytest.raises(ValueError, match="messages must be a conversation"):
         llm.chat(bad, SamplingParams(max_tokens=2))
     assert not llm.engine.has_unfinished_requests()
+
+
+def test_llm_engine_is_vllms_name_for_the_engine(llm):
+    # vLLM code reaches the engine as llm.llm_engine (an AttributeError here before).
+    assert llm.llm_engine is llm.engine
+    assert llm.llm_engine.get_tokenizer() is llm.get_tokenizer()
+    # vLLM's engine takes (request_id, prompt, params); this one (prompt, params, ...): the
+    # swapped call failed with "'str' object has no attribute 'read_stops'".
+    with pytest.raises(TypeError, match=r"add_request takes \(prompt, params"):
+        llm.llm_engine.add_request("0", PROMPT, SamplingParams(max_tokens=2))
+    assert not llm.engine.has_unfinished_requests()

@@ -164,6 +164,10 @@ class LLMEngine:
         """Longest request a slot holds, in base-tokenizer tokens of text."""
         return int(self.max_seq_len / self.setup.reduction_ratio)
 
+    def get_tokenizer(self) -> Any:
+        """The tokenizer (None with --skip-tokenizer-init), as vLLM's engine hands it out."""
+        return self.tokenizer
+
     # -- requests ----------------------------------------------------------------------------
     def add_request(
         self,
@@ -181,6 +185,13 @@ class LLMEngine:
         ``logprobs`` only what was added since the previous snapshot (what a stream reads;
         the text stays whole, and the finished output carries everything).
         ``cache_salt``: it shares prefix-cache blocks only with requests of the same salt."""
+        if params is not None and not isinstance(params, SamplingParams):
+            # vLLM's engine takes (request_id, prompt, params): that order failed later with
+            # "'str' object has no attribute 'read_stops'".
+            raise TypeError(
+                "add_request takes (prompt, params, request_id=...); params must be a "
+                f"SamplingParams, got {type(params).__name__}"
+            )
         params = params or SamplingParams()
         try:
             params.read_stops()  # stop may have been set after the params were built

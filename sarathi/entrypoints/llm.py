@@ -53,6 +53,11 @@ class LLM:
         self.engine = LLMEngine(config)
         self._request_ids = itertools.count()
 
+    @property
+    def llm_engine(self) -> LLMEngine:
+        """The engine, under vLLM's name for it (``llm.llm_engine.get_tokenizer()``)."""
+        return self.engine
+
     def get_default_sampling_params(self) -> SamplingParams:
         """SamplingParams with the model's defaults (--generation-config, as vLLM)."""
         return SamplingParams(**self.engine.setup.default_sampling)
