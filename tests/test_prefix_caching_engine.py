@@ -214,3 +214,24 @@ def test_a_cache_salt_keeps_requests_apart(llama):
     assert cached(None) == 0
     assert cached("tenant-a") > 0
     assert cached(None) > 0
+
+
+def test_generate_takes_vllms_cache_salt_in_a_prompt_dict(llama):
+    """LLM.generate({"prompt_token_ids": ..., "cache_salt": ...}), as vLLM's prompt dicts
+    carry it: the key was refused as not supported."""
+    llm = LLM(llama)
+    prompt = _shared_prompts(1, 90, seed=23)[0]
+    params = SamplingParams(temperature=0, max_tokens=2)
+
+    def cached(salt: str | None) -> int:
+        p: dict = {"prompt_token_ids": prompt}
+        if salt is not None:
+            p["cache_salt"] = salt
+        return llm.generate(p, params)[0].num_cached_tokens
+
+    assert cached("tenant-a") == 0
+    assert cached("tenant-b") == 0
+    assert cached(None) == 0
+    assert cached("tenant-a") > 0
+    with pytest.raises(ValueError, match="prompt 0: cache_salt must be a non-empty string"):
+        llm.generate({"prompt": "hi", "cache_salt": 3}, params)

@@ -142,6 +142,7 @@ class LLM:
                 f"a list of them, got {type(prompts).__name__}"
             )
         batch = [_prompt(p, i) for i, p in enumerate(items)]
+        salts = [_cache_salt(p, i) for i, p in enumerate(items)]
         if sampling_params is None:
             sampling_params = self.get_default_sampling_params()
         if isinstance(sampling_params, SamplingParams):
@@ -165,11 +166,11 @@ class LLM:
         results: dict[str, RequestOutput] = {}
         order: list[str] = []
         try:
-            for i, (prompt, p) in enumerate(zip(batch, params, strict=True)):
+            for i, (prompt, p, salt) in enumerate(zip(batch, params, salts, strict=True)):
                 rid = f"generate-{next(self._request_ids)}"
                 order.append(rid)
                 try:
-                    engine.add_request(prompt, p, request_id=rid, final_only=True)
+                    engine.add_request(prompt, p, request_id=rid, final_only=True, cache_salt=salt)
                 except RequestError as e:
                     logger.warning("request %d failed: %s", i, e)
                     results[rid] = _error_output(rid, prompt, str(e), p.n, engine.tokenizer)
@@ -272,11 +273,12 @@ def _is_token_ids(prompts: Any) -> TypeIs[Sequence[int]]:
 def _prompt(p: Any, index: int) -> str | list[int]:
     """Prompt ``index`` of a batch as text or token ids; ValueError naming it otherwise."""
     if isinstance(p, dict):
-        extra = sorted(set(p) - {"prompt", "prompt_token_ids"})
+        extra = sorted(set(p) - {"prompt", "prompt_token_ids", "cache_salt"})
         if extra:
             raise ValueError(
                 f"prompt {index}: {', '.join(extra)} not supported (a prompt dict takes "
-                "'prompt' or 'prompt_token_ids'; this engine serves text-only models)"
+                "'prompt' or 'prompt_token_ids', and 'cache_salt'; this engine serves "
+                "text-only models)"
             )
         if ("prompt" in p) == ("prompt_token_ids" in p):
             raise ValueError(f"prompt {index}: give one of 'prompt' and 'prompt_token_ids'")
@@ -292,6 +294,15 @@ def _prompt(p: Any, index: int) -> str | list[int]:
         f"prompt {index}: expected a string, a list of token ids or a prompt dict, "
         f"got {type(p).__name__}"
     )
+
+
+def _cache_salt(p: Any, index: int) -> str | None:
+    """The ``cache_salt`` of prompt ``index`` (vLLM's prompt-dict key): it shares prefix-cache
+    blocks only with prompts of the same salt. ValueError for one that is not a string."""
+    salt = p.get("cache_salt") if isinstance(p, dict) else None
+    if salt is not None and (not isinstance(salt, str) or not salt):
+        raise ValueError(f"prompt {index}: cache_salt must be a non-empty string, got {salt!r}")
+    return salt
 
 
 def _error_output(
