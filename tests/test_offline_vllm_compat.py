@@ -196,3 +196,20 @@ def test_llm_engine_is_vllms_name_for_the_engine(llm):
     with pytest.raises(TypeError, match=r"add_request takes \(prompt, params"):
         llm.llm_engine.add_request("0", PROMPT, SamplingParams(max_tokens=2))
     assert not llm.engine.has_unfinished_requests()
+
+
+def test_token_ids_may_be_numpy_integers(llm):
+    # list(numpy_array) holds numpy.int64s: one such prompt was read as a batch of
+    # one-integer prompts and refused ("got int64"), a batch of them as "got list".
+    np = pytest.importorskip("numpy")
+    ids = llm.get_tokenizer().encode(PROMPT)
+    greedy = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
+    (want,) = llm.generate({"prompt_token_ids": ids}, greedy)
+    as_numpy = list(np.array(ids, dtype=np.int64))
+    (one,) = llm.generate(as_numpy, greedy)
+    (batched,) = llm.generate([as_numpy], greedy)
+    (in_dict,) = llm.generate({"prompt_token_ids": as_numpy}, greedy)
+    for out in (one, batched, in_dict):
+        assert out.outputs[0].token_ids == want.outputs[0].token_ids
+        assert out.prompt_token_ids == ids
+        assert all(type(t) is int for t in out.prompt_token_ids)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -267,7 +268,12 @@ def _call_with_object_arguments(call: Any) -> Any:
 
 def _is_token_ids(prompts: Any) -> TypeIs[Sequence[int]]:
     """One prompt given as token ids, not a batch of prompts."""
-    return isinstance(prompts, Sequence) and bool(prompts) and isinstance(prompts[0], int)
+    return isinstance(prompts, Sequence) and bool(prompts) and _is_token_id(prompts[0])
+
+
+def _is_token_id(t: Any) -> bool:
+    """An integer, numpy's included (``list(array)`` holds numpy.int64s); not a bool."""
+    return isinstance(t, numbers.Integral) and not isinstance(t, bool)
 
 
 def _prompt(p: Any, index: int) -> str | list[int]:
@@ -288,8 +294,8 @@ def _prompt(p: Any, index: int) -> str | list[int]:
             # The tokenizer raised a bare TypeError ("TextEncodeInput must be ...") for it.
             raise ValueError(f"prompt {index}: not valid Unicode (it has a lone surrogate)")
         return p
-    if isinstance(p, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
-        return list(p)
+    if isinstance(p, Sequence) and all(_is_token_id(t) for t in p):
+        return [int(t) for t in p]
     raise ValueError(
         f"prompt {index}: expected a string, a list of token ids or a prompt dict, "
         f"got {type(p).__name__}"
