@@ -396,15 +396,15 @@ def _build(args: argparse.Namespace) -> None:
 
 
 def _stats(args: argparse.Namespace) -> None:
-    import os
-    import tempfile
-
     from adaptivocab.corpus import load_documents
+    from adaptivocab.fsutil import atomic_write_text, check_writable
     from adaptivocab.patch import STATS_FILE
     from adaptivocab.stats import format_stats, measure_reduction
     from adaptivocab.tokenizer import PatchTokenizer
 
     tok = PatchTokenizer.from_pretrained(args.patch_tokenizer)
+    if args.write:  # before measuring, which can take minutes
+        check_writable(args.patch_tokenizer, "copy the folder somewhere writable, or drop --write")
     docs = load_documents(args.corpus)
     stats = measure_reduction(
         tok, docs, source=", ".join(str(c) for c in args.corpus), progress=not args.quiet
@@ -412,11 +412,7 @@ def _stats(args: argparse.Namespace) -> None:
     print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
     warn_if_longer(stats)
     if args.write:
-        folder = Path(args.patch_tokenizer)
-        fd, tmp = tempfile.mkstemp(prefix=".stats-", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(stats, fh, indent=1)
-        os.replace(tmp, folder / STATS_FILE)
+        atomic_write_text(Path(args.patch_tokenizer) / STATS_FILE, json.dumps(stats, indent=1))
 
 
 def _patch_model(args: argparse.Namespace) -> None:

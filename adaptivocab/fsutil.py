@@ -27,7 +27,36 @@ def check_output_dir(out: str | os.PathLike[str], overwrite: bool = False) -> Pa
     parent = path.resolve().parent
     if not parent.is_dir():
         raise AdaptiVocabError(f"parent folder of --out does not exist: {parent}")
+    check_writable(parent, "choose another --out")
     return path
+
+
+def check_writable(folder: str | os.PathLike[str], hint: str) -> None:
+    """Fail early if nothing can be created in ``folder``; ``hint`` says what to do instead.
+
+    A real write, not os.access: root passes os.access everywhere, yet a read-only mount
+    still refuses it, and the output is only written after all the work.
+    """
+    try:
+        tempfile.TemporaryDirectory(prefix=".adaptivocab-probe-", dir=folder).cleanup()
+    except OSError as exc:
+        raise AdaptiVocabError(f"cannot write in {folder} ({exc.strerror or exc}); {hint}") from exc
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Replace the file ``path`` with ``text`` in one rename (a reader never sees half of it)."""
+    target = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise AdaptiVocabError(f"cannot write {target}: {exc}") from exc
 
 
 @contextlib.contextmanager
@@ -39,12 +68,19 @@ def atomic_output_dir(out: str | os.PathLike[str], overwrite: bool = False) -> I
     """
     path = check_output_dir(out, overwrite)
     parent = path.resolve().parent
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
     try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
+    except OSError as exc:  # the folder became unwritable since check_output_dir
+        raise AdaptiVocabError(f"cannot write in {parent} ({exc.strerror or exc})") from exc
+    try:
+        try:
+            yield tmp
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except OSError as exc:
+            # A full disk or a vanished folder while writing: one line, not a traceback.
+            raise AdaptiVocabError(f"writing {path} failed: {exc}") from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
