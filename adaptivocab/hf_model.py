@@ -21,7 +21,7 @@ import torch
 from adaptivocab.embeddings import DEFAULT_EXP_BASE, check_vocab, patch_embeddings
 from adaptivocab.errors import AdaptiVocabError
 from adaptivocab.fsutil import atomic_output_dir
-from adaptivocab.model_io import INDEX, META_FILE, list_weight_files
+from adaptivocab.model_io import INDEX, META_FILE, list_weight_files, read_model_config
 from adaptivocab.patch import PATCH_FILE, VocabPatch
 
 if TYPE_CHECKING:
@@ -54,8 +54,7 @@ def load_causal_lm(
     With a PatchTokenizer, patch its rows here unless the folder already is patched.
     """
     path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise AdaptiVocabError(f"{path} is not a Hugging Face model folder (no config.json)")
+    read_model_config(path)
     # A clear error for missing or unreadable weights, before transformers' own.
     list_weight_files(path)
     from transformers import AutoModelForCausalLM

@@ -38,22 +38,43 @@ def _weight_files(model_dir: Path) -> tuple[list[str], dict[str, str], dict[str,
         missing = [s for s in shards if not (model_dir / s).is_file()]
         if missing:
             raise AdaptiVocabError(f"shards listed in {INDEX} are missing: {missing[:3]}")
+        for shard in shards:  # a damaged shard fails here, not mid-write as a traceback
+            _tensor_names(model_dir / shard)
         return shards, weight_map, index
     if (model_dir / SINGLE).is_file():
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(model_dir / SINGLE), framework="pt") as fh:
-                names = list(fh.keys())
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise AdaptiVocabError(
-                f"{model_dir / SINGLE} is not a readable safetensors file: {exc}"
-            ) from exc
+        names = _tensor_names(model_dir / SINGLE)
         return [SINGLE], {n: SINGLE for n in names}, None
     raise AdaptiVocabError(
         f"{model_dir} has no {SINGLE} or {INDEX}; patch-model reads Hugging Face safetensors "
         "folders only"
     )
+
+
+def _tensor_names(path: Path) -> list[str]:
+    """Tensor names in a safetensors file, reading its header only (which also checks that
+    the file is as long as the header says: a truncated download fails here)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return list(fh.keys())
+    # SafetensorError (a bad or truncated header) derives from Exception only.
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise AdaptiVocabError(f"{path} is not a readable safetensors file: {exc}") from exc
+
+
+def read_model_config(model_dir: Path) -> dict[str, Any]:
+    """config.json of a Hugging Face model folder as a dict, or AdaptiVocabError."""
+    path = model_dir / "config.json"
+    if not path.is_file():
+        raise AdaptiVocabError(f"{model_dir} is not a Hugging Face model folder (no config.json)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdaptiVocabError(f"{path} is corrupt: {exc}") from exc
+    if not isinstance(config, dict):
+        raise AdaptiVocabError(f"{path} is corrupt: not a JSON object")
+    return config
 
 
 def list_weight_files(
@@ -77,12 +98,7 @@ def patch_model_folder(
     from safetensors.torch import load_file, save_file
 
     model_path = Path(model_dir)
-    if not (model_path / "config.json").is_file():
-        raise AdaptiVocabError(f"{model_path} is not a Hugging Face model folder (no config.json)")
-    try:
-        config = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AdaptiVocabError(f"{model_path / 'config.json'} is corrupt: {exc}") from exc
+    config = read_model_config(model_path)
     check_output_dir(out, overwrite)
     tokenizer = PatchTokenizer.from_pretrained(patch_dir)
     patched = (model_path / PATCH_FILE).is_file()

@@ -77,3 +77,43 @@ def test_stats_write_into_unwritable_folder_is_one_line(
     after = (folder / "reduction_stats.json").read_bytes() if (
         folder / "reduction_stats.json").exists() else None
     assert after == before
+
+
+@pytest.fixture()
+def tiny_model(bytelevel_patch, tmp_path) -> Path:
+    from tiny_models import tiny_llama_folder
+
+    return tiny_llama_folder(tmp_path / "model", len(bytelevel_patch), layers=1)
+
+
+def damaged_copy(src: Path, dst: Path, name: str, data: bytes) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    (dst / name).write_bytes(data)
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "needle"),
+    [
+        ("model.safetensors", lambda b: b[:-100], "not a readable safetensors"),  # cut short
+        ("model.safetensors", lambda b: b[:1000], "not a readable safetensors"),
+        ("config.json", lambda b: b"\xff\xfe{", "config.json is corrupt"),  # UTF-16 BOM
+        ("config.json", lambda b: b"[1, 2]", "config.json is corrupt"),
+    ],
+)
+def test_damaged_model_folder_is_one_line(
+    tiny_model, bytelevel_patch_dir, corpus_txt, tmp_path, name, damage, needle
+) -> None:
+    bad = damaged_copy(tiny_model, tmp_path / "bad", name, damage((tiny_model / name).read_bytes()))
+    for args in (
+        ("patch-model", "--out", str(tmp_path / "out")),
+        ("finetune", "--corpus", str(corpus_txt), "--out", str(tmp_path / "out"), "--steps", "1"),
+        ("eval", "--corpus", str(corpus_txt)),
+    ):
+        cmd, *rest = args
+        res = run(cmd, "--model", str(bad), "--patch-tokenizer", str(bytelevel_patch_dir),
+                  "--quiet", *rest)
+        assert_clean_error(res, needle)
+    assert not (tmp_path / "out").exists()
