@@ -17,7 +17,10 @@ HELD_IN_BUCKETS = 10  # one bucket of ten is kept aside for statistics
 
 
 def read_text(path: str | os.PathLike[str]) -> str:
-    """Whole file as UTF-8 text; gzip is detected by its magic bytes, not the name."""
+    """Whole file as UTF-8 text; gzip is detected by its magic bytes, not the name.
+
+    A file that is not UTF-8 text (bad bytes, or NULs) is an AdaptiVocabError.
+    """
     p = Path(path)
     if p.is_dir():
         # "not found" misled about a folder that is there; --corpus takes files.
@@ -32,9 +35,24 @@ def read_text(path: str | os.PathLike[str]) -> str:
                 raw = gzf.read()
         else:
             raw = p.read_bytes()
-        return raw.decode("utf-8", errors="replace")
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise AdaptiVocabError(f"cannot read corpus {p}: {exc}") from exc
+    # Refused, not repaired: replacing bad bytes by U+FFFD built a vocabulary (and measured
+    # a reduction) from a binary file or a Latin-1 export without a word of warning.
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AdaptiVocabError(
+            f"corpus {p} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "if it is text in another encoding, convert it first, e.g. iconv -f latin1 -t utf-8"
+        ) from exc
+    nul = text.find("\0")
+    if nul >= 0:  # valid UTF-8, but text has no NULs: UTF-16 without a BOM, or binary data
+        raise AdaptiVocabError(
+            f"corpus {p} holds NUL bytes (first at character {nul}): binary data or UTF-16 text, "
+            "not UTF-8 text"
+        )
+    return text
 
 
 def split_documents(text: str) -> list[str]:

@@ -117,3 +117,32 @@ def test_damaged_model_folder_is_one_line(
                   "--quiet", *rest)
         assert_clean_error(res, needle)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ("caf\u00e9 na\u00efve\n\n".encode("latin-1") * 50, "not UTF-8 text (byte 0xe9 at offset 3)"),
+        (bytes(range(256)) * 400, "not UTF-8 text"),  # binary
+        ("hello world\n\n".encode("utf-16-le") * 50, "NUL bytes"),  # valid UTF-8, yet not text
+    ],
+)
+def test_corpus_that_is_not_utf8_text_is_refused(
+    bytelevel_dir, bytelevel_patch_dir, tmp_path, data, needle
+) -> None:
+    import gzip
+
+    # Bad bytes were replaced by U+FFFD in silence: a vocabulary and a measured reduction
+    # from a Latin-1 export or a binary file.
+    plain = tmp_path / "corpus.txt"
+    plain.write_bytes(data)
+    packed = tmp_path / "corpus.txt.gz"
+    packed.write_bytes(gzip.compress(data))
+    for corpus in (plain, packed):
+        res = run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(corpus),
+                  "--num-tokens", "20", "--out", str(tmp_path / "o"), "--quiet")
+        assert_clean_error(res, needle)
+        res = run("stats", "--patch-tokenizer", str(bytelevel_patch_dir), "--corpus", str(corpus),
+                  "--quiet")
+        assert_clean_error(res, needle)
+    assert not (tmp_path / "o").exists()
