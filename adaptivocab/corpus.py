@@ -74,6 +74,9 @@ def is_held_in(doc: str) -> bool:
 class Corpus:
     train: list[str]  # used to count n-grams
     held_in: list[str]  # kept aside for reduction statistics
+    # True when the hash split left one side empty and both are the same text: statistics
+    # measured on held_in are then measured on the training text, and optimistic.
+    held_in_is_train: bool = False
 
     @property
     def num_chars(self) -> int:
@@ -107,4 +110,4 @@ def load_corpus(paths: Sequence[str | os.PathLike[str]]) -> Corpus:
         # Every document hashed into the held-in bucket (one big paragraph has a 1 in 10
         # chance): counting and fine-tuning fall back to that text rather than to nothing.
         train = list(held)
-    return Corpus(train=train, held_in=held)
+    return Corpus(train=train, held_in=held, held_in_is_train=train == held)

@@ -146,3 +146,33 @@ def test_corpus_that_is_not_utf8_text_is_refused(
                   "--quiet")
         assert_clean_error(res, needle)
     assert not (tmp_path / "o").exists()
+
+
+def test_build_on_too_few_documents_says_its_stats_are_from_training_text(
+    bytelevel_dir, tmp_path
+) -> None:
+    import json
+
+    # One long paragraph: the hash split leaves one side empty, so the statistics the engine
+    # sizes its cache from are measured on the very text the n-grams were chosen on; they
+    # were labelled "held-in split".
+    one = tmp_path / "one.txt"
+    one.write_text(" ".join(d.replace("\n", " ") for d in synthetic_docs(400, seed=5)))
+    out = tmp_path / "patch"
+    res = run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(one),
+              "--num-tokens", "20", "--out", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    stats = json.loads((out / "reduction_stats.json").read_text())
+    assert stats["documents"] == 1 and stats["source"].startswith("training text")
+    assert "warning:" in res.stderr and "adaptivocab stats" in res.stderr
+
+
+def test_build_with_a_held_in_split_says_so(bytelevel_dir, corpus_txt, tmp_path) -> None:
+    import json
+
+    out = tmp_path / "patch"
+    res = run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(corpus_txt),
+              "--num-tokens", "20", "--out", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "reduction_stats.json").read_text())["source"].startswith("held-in")
+    assert "too few documents" not in res.stderr
