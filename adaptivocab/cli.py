@@ -25,6 +25,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _ngram_size(text: str) -> int:
+    """--max-ngram: an n-gram is a run of 2..n base tokens, so 1 is refused here too, not
+    after the tokenizer and the corpus were loaded (0 said "at least 1", and 1 then failed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 2 (n-grams are runs of 2..n base tokens), got {value}"
+        )
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     from adaptivocab.builder import DEFAULT_SCORE, SCORES
     from adaptivocab.embeddings import DEFAULT_EXP_BASE, INIT_METHODS
@@ -66,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--max-ngram",
-        type=_positive_int,
+        type=_ngram_size,
         default=3,
         help="longest n-gram, in base tokens (default: %(default)s)",
     )

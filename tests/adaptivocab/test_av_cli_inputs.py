@@ -176,3 +176,15 @@ def test_build_with_a_held_in_split_says_so(bytelevel_dir, corpus_txt, tmp_path)
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "reduction_stats.json").read_text())["source"].startswith("held-in")
     assert "too few documents" not in res.stderr
+
+
+@pytest.mark.parametrize("size", ["0", "-1", "1", "two"])
+def test_max_ngram_below_two_is_a_usage_error(size, tmp_path) -> None:
+    # Refused by the parser before anything loads (the tokenizer here does not exist);
+    # 0 said "must be at least 1", and 1 passed the parser, to fail after the corpus was read.
+    res = run("build", "--tokenizer", str(tmp_path / "none"), "--corpus", str(tmp_path / "c"),
+              "--max-ngram", size, "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "--max-ngram" in res.stderr and "tokenizer folder not found" not in res.stderr
+    if size != "two":
+        assert "at least 2" in res.stderr, res.stderr
