@@ -112,7 +112,8 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="defaults to cuda for the cuda backend")
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--max-len", type=int, default=8192)
-    parser.add_argument("--page-size", type=int, default=2 * MIB)
+    # dest page_bytes, the library's word; --page-size is kept for older command lines.
+    parser.add_argument("--page-bytes", "--page-size", type=int, default=2 * MIB)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out",
