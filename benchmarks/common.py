@@ -214,6 +214,17 @@ def engine_args(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def require_cuda(script: str, count: int = 1) -> None:
+    """Exit with one line when the machine has fewer than ``count`` CUDA GPUs: a GPU benchmark
+    run elsewhere otherwise died deep in its first CUDA call with a torch traceback."""
+    import torch
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found < count:
+        need = "a CUDA GPU" if count == 1 else f"{count} CUDA GPUs"
+        raise SystemExit(f"{script}: needs {need}, found {found}")
+
+
 def sync() -> None:
     """Wait for the GPU, where there is one (before and after a timed region)."""
     import torch

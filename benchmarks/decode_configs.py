@@ -18,7 +18,7 @@ import functools
 import itertools
 
 import torch
-from common import copy_bandwidth, graph_us, print_table, run_info, write_json
+from common import copy_bandwidth, graph_us, print_table, require_cuda, run_info, write_json
 
 from sarathi.model_executor.attention.launch import DecodeLaunch, decode_launch, decode_splits
 
@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     args = ap.parse_args()
+    require_cuda("decode_configs")
     bw = copy_bandwidth()
     rows: list[dict] = []
     cases = itertools.product(args.models, args.layouts, args.batch, args.context)

@@ -42,6 +42,7 @@ from common import (
     gpu_timeline,
     matmul_rate,
     print_table,
+    require_cuda,
     run_info,
     sustained_matmul_rate,
     write_json,
@@ -104,6 +105,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     add_engine_arg(ap)
     args = ap.parse_args()
+    require_cuda("decode_idle")
     extra: dict = {
         "load_format": "dummy",
         "max_model_len": min(8192, PRESETS[args.preset]["max_position_embeddings"]),

@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from common import copy_bandwidth, matmul_rate, print_table, run_info, write_json
+from common import copy_bandwidth, matmul_rate, print_table, require_cuda, run_info, write_json
 
 TOKENS, HIDDEN, GATE_UP = 1024, 4096, 28672
 REDUCE_BYTES = 2 * 2**30
@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--clocks", help="write nvidia-smi's SM clock and power every 250 ms here")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
+    require_cuda("overlap_power")
 
     import torch
     import torch.nn.functional as F

@@ -16,7 +16,7 @@ import argparse
 import functools
 
 import torch
-from common import graph_us, print_table, run_info, write_json
+from common import graph_us, print_table, require_cuda, run_info, write_json
 
 from sarathi.model_executor.attention.launch import PrefillLaunch
 from sarathi.model_executor.attention.metadata import chunk_table
@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--prefix", type=int, nargs="+", default=[0, 2048], help="Prefix tokens.")
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     args = ap.parse_args()
+    require_cuda("prefill_configs")
     rows = [row for model in SHAPES for p in args.prefix for row in _case(model, p, args.chunk)]
     print_table(rows, ["model", "prefix", "config", "ms", "TFLOP_per_s", "error"])
     write_json(args.json, {"info": run_info(), "workload": vars(args), "results": rows})

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from common import bench_ms, copy_bandwidth, print_table, run_info, write_json
+from common import bench_ms, copy_bandwidth, print_table, require_cuda, run_info, write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -120,6 +120,7 @@ def main() -> None:
     )
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     args = ap.parse_args()
+    require_cuda("small_m_linear")
     rows = []
     for name, k, n in rank_shapes(SHAPES[args.preset], args.tp):
         ws = weight_copies(n, k)

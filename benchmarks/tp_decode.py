@@ -19,7 +19,7 @@ import tempfile
 import time
 
 import torch
-from common import print_table, run_info, write_json
+from common import print_table, require_cuda, run_info, write_json
 
 from sarathi import LLM, SamplingParams
 
@@ -106,6 +106,9 @@ def main() -> None:
     )
     ap.add_argument("--out", default=None, help="JSON result file")
     args = ap.parse_args()
+    if args.device != "cpu":
+        # "auto" on a machine without a GPU would decode a 7B shape on the CPU for hours.
+        require_cuda("tp_decode", max(args.tp))
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:

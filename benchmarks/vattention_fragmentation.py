@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import print_table, run_info, write_json
+from common import print_table, require_cuda, run_info, write_json
 
 from vattention import KVCache, plan_geometry
 
@@ -122,6 +122,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = args.device or ("cuda" if args.backend == "cuda" else "cpu")
+    if device.startswith("cuda") or args.backend == "cuda":
+        require_cuda("vattention_fragmentation")
     out = args.out or (
         os.path.join(os.environ["OUT"], "vattention_fragmentation.json")
         if os.environ.get("OUT")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import print_table, run_info, write_json
+from common import print_table, require_cuda, run_info, write_json
 
 from vattention import KVCache
 
@@ -229,6 +229,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.device = torch.device(args.device or ("cuda" if args.backend == "cuda" else "cpu"))
+    if args.device.type == "cuda" or args.backend == "cuda":
+        require_cuda("vattention_mapping")  # the default; --backend cpu runs anywhere
     if args.quick:
         args.budget_gib, args.steps, args.work_dim, args.work_iters = 2.0, 100, 256, 1
     out = args.out or (

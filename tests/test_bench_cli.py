@@ -38,3 +38,19 @@ def test_a_default_length_workload_runs_on_the_demo_model():
                "mega", timeout=240)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "mega" in r.stdout
+
+
+@pytest.mark.parametrize("script", ["decode_configs", "decode_idle", "overlap_power",
+                                    "prefill_configs", "small_m_linear", "tp_decode",
+                                    "vattention_mapping"])
+def test_gpu_benchmarks_without_a_gpu_say_so_in_one_line(script):
+    # They died in their first CUDA call with a torch traceback (tp_decode, on "auto", set
+    # out to decode a 7B shape on the CPU instead).
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = _bench(script, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == r.stderr.strip().splitlines()[-1], r.stderr
+    assert f"{script}: needs" in r.stderr and "CUDA GPU" in r.stderr
