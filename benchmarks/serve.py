@@ -364,9 +364,39 @@ def start_server(extra: str) -> tuple[subprocess.Popen, str]:
     return server.proc, server.url
 
 
+def model_card(http: httpx.Client, url: str) -> dict[str, Any]:
+    """The served model's /v1/models entry; a server that is not there, or refuses the call
+    (a missing --api-key), is one line naming the URL rather than an httpx traceback."""
+    try:
+        return http.get("/v1/models").raise_for_status().json()["data"][0]
+    except httpx.HTTPStatusError as e:
+        raise SystemExit(
+            f"the server at {url} answered /v1/models with {e.response.status_code}"
+            + (" (pass --api-key)" if e.response.status_code == 401 else "")
+        ) from None
+    except httpx.TransportError as e:
+        raise SystemExit(
+            f"cannot reach a server at {url} ({e}); start one (python -m sarathi serve), "
+            "or pass --start-server or --url"
+        ) from None
+
+
+def _base_url(text: str) -> str:
+    """--url, checked as the flag is read: httpx refused a malformed one with a traceback."""
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected http(s)://HOST:PORT")
+    return text
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--url", default="http://127.0.0.1:8000", help="Server base URL.")
+    p.add_argument(
+        "--url", type=_base_url, default="http://127.0.0.1:8000", help="Server base URL."
+    )
     p.add_argument(
         "--start-server",
         action="store_true",
@@ -420,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
         with httpx.Client(base_url=url, timeout=60, headers=headers) as http:
-            card = http.get("/v1/models").raise_for_status().json()["data"][0]
+            card = model_card(http, url)
             model = args.model or card["id"]
             specs = build_workload(args, http, model, card.get("max_model_len") or 10**9)
             server_info = {

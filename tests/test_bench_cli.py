@@ -54,3 +54,19 @@ def test_gpu_benchmarks_without_a_gpu_say_so_in_one_line(script):
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip() == r.stderr.strip().splitlines()[-1], r.stderr
     assert f"{script}: needs" in r.stderr and "CUDA GPU" in r.stderr
+
+
+def test_serve_benchmark_without_a_server_says_so_in_one_line():
+    # A refused connection was a 60-line httpx traceback; a malformed --url another.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed below: nothing listens
+    r = _bench("serve", "--url", url, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and url in r.stderr
+    assert "--start-server" in r.stderr
+    r = _bench("serve", "--url", "http://256.1.1.1:8000", timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "argument --url" in r.stderr
