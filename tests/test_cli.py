@@ -161,6 +161,24 @@ def test_bad_values_of_other_flags_are_clean_errors(args, says):
     assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("args, says", [
+    (["serve", "--port", "-1"], "python -m sarathi serve: error: argument --port: "),
+    (["generate", "--dtype", "int8"], "python -m sarathi generate: error: argument --dtype: "),
+    # An unknown flag is the command's, and points to the command's help.
+    (["serve", "--bogus"], "python -m sarathi serve: error: unrecognized arguments: --bogus"),
+    (["info", "--x"], "python -m sarathi info: error: unrecognized arguments: --x"),
+    (["nope"], "python -m sarathi: error: argument COMMAND: invalid choice: 'nope'"),
+])
+def test_a_usage_error_is_one_line(args, says, monkeypatch):
+    # argparse printed serve's whole usage (~60 lines of flags) above the one line that
+    # says what was wrong.
+    monkeypatch.setattr(sys, "argv", ["python -m sarathi"])
+    r = _call(*args)
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    assert r.stderr.startswith(says) and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.rstrip().endswith(" --help)")
+
+
 def test_a_cuda_cache_without_a_gpu_is_a_clean_error():
     import torch
 

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sarathi import __version__
 from sarathi.entrypoints.cli_args import (
@@ -213,10 +213,24 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line: argparse's own printed the whole usage first, which for
+    ``serve`` is ~60 lines of flags above the line that says what was wrong."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Each command's parser, so an unknown flag is reported by (and points to the help
+        # of) the command it was given to, not the top-level parser.
+        self.commands: dict[str, argparse.ArgumentParser] = {}
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> _Parser:
     # The console script's name when run as it, else the module form.
     script = os.path.basename(sys.argv[0]) == "sarathi"
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sarathi" if script else "python -m sarathi",
         description=(
             "Sarathi: LLM serving with vAttention KV caching and AdaptiVocab vocabularies. "
@@ -236,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_args(serve)
     add_engine_args(serve)
     serve.set_defaults(func=_serve)
+    parser.commands["serve"] = serve
 
     gen = sub.add_parser("generate", help="Generate completions for prompts and print them.")
     gen.add_argument("--prompt", action="append", help="Prompt text (repeatable).")
@@ -258,9 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_args(gen)
     add_sampling_args(gen)
     gen.set_defaults(func=_generate)
+    parser.commands["generate"] = gen
 
     info = sub.add_parser("info", help="Print versions and the available backends.")
     info.set_defaults(func=_info)
+    parser.commands["info"] = info
     return parser
 
 
@@ -276,7 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         # Building the parser imports the server's modules: a Ctrl-C then is an interrupted
         # start, as one during the command is.
         parser = build_parser()
-        args = parser.parse_args(dashed(sys.argv[1:] if argv is None else argv))
+        args, unknown = parser.parse_known_args(dashed(sys.argv[1:] if argv is None else argv))
+        if unknown:
+            where = parser.commands.get(args.command or "", parser)
+            where.error(f"unrecognized arguments: {' '.join(unknown)}")
         if args.command is None:
             parser.print_help()
             return 0
