@@ -61,7 +61,11 @@ def parse_size(value: str | int | None) -> int | None:
     m = _SIZE.match(str(value))
     if not m:
         raise ValueError(f"cannot read {value!r} as a size (examples: 4GiB, 512MiB, 1000000)")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    number, unit = m.group(1), (m.group(2) or "").lower()
+    if "." in number and _UNITS[unit] == 1:
+        # A fraction of a byte is a unit left out ("1.5" for 1.5GiB): it read as 1 byte.
+        raise ValueError(f"{value!r} is not a whole number of bytes; add a unit, e.g. {number}GiB")
+    return int(float(number) * _UNITS[unit])
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,8 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     (["generate", "--prompt", "x", "--ray-address", "auto"], "add --executor ray"),
     # An unset shell variable (--model "$MODEL") served the random-weight demo model.
     (["serve", "--model", ""], "model is empty"),
+    # A size without its unit read as that many bytes: "1.5" was a 1-byte budget.
+    (["serve", "--kv-cache-memory", "1.5"], "not a whole number of bytes; add a unit"),
 ])
 def test_bad_values_of_other_flags_are_clean_errors(args, says):
     r = _call(*args)
