@@ -173,6 +173,9 @@ def test_a_grammar_failing_mid_way_ends_with_an_error(llm):
         out = llm.generate(["x"], SamplingParams(n=n, max_tokens=8, structured_outputs=spec))[0]
         assert [c.finish_reason for c in out.outputs] == ["error"] * n
         assert out.error is not None and "output constraint failed" in out.error
+        # Each choice names llguidance's reason. A matcher whose mask failed is stopped as
+        # well, and was reported as complete ("asked for more tokens"), which it never was.
+        assert "too many expressions" in out.error and "min_tokens" not in out.error
     assert not llm.engine.structured  # the matchers are released
 
 

@@ -122,10 +122,13 @@ class StructuredOutputManager:
             m = matchers.get(seq.seq_id)
             if m is None or seq.finished:
                 continue
-            complete = m.is_stopped()  # then only the end of text may follow
+            # A matcher that failed computing its mask (past llguidance's limits) is stopped
+            # too, but it is not complete: its failure is reported as what it is.
+            failed_mask = m.is_error()
+            complete = not failed_mask and m.is_stopped()  # then only the end of text may follow
             if (
-                (complete and _end_banned(seq.params, token, index - seq.prompt_len))
-                or m.is_error()
+                failed_mask
+                or (complete and _end_banned(seq.params, token, index - seq.prompt_len))
                 or not m.consume_token(token)
             ):
                 if complete:
