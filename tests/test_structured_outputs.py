@@ -81,6 +81,26 @@ def test_random_model_output_is_valid(llm, spec, valid):
     assert not llm.engine.structured  # every matcher released
 
 
+@pytest.mark.parametrize(
+    "grammar,pattern",
+    [
+        # GBNF with a rule named start (llama.cpp's and xgrammar's root is "root"): it was
+        # taken for Lark (a line "start" then ":"), and the converter refuses the name.
+        ('root ::= start "!"\nstart ::= "a" | "start" | [s-t] # start', r"(a|start|[s-t])!"),
+        # Lark's inlined and kept start rules: they were taken for GBNF.
+        ('?start: pair\npair: "x" | "y" | "z"', r"[xyz]"),
+        ('!start: "x" | "y"', r"[xy]"),
+    ],
+    ids=["gbnf-start-rule", "lark-?start", "lark-!start"],
+)
+def test_grammar_dialect_is_read_from_its_rules(llm, grammar, pattern):
+    spec = StructuredOutputsParams(grammar=grammar)
+    params = SamplingParams(n=3, temperature=1.0, seed=0, max_tokens=20, structured_outputs=spec)
+    out = llm.generate(["x"], params, use_tqdm=False)[0]
+    for c in out.outputs:
+        assert c.finish_reason == "stop" and re.fullmatch(pattern, c.text), c.text
+
+
 def test_n_sequences_each_follow_the_grammar(llm):
     spec = StructuredOutputsParams(json=SCHEMA)
     out = llm.generate(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import llguidance
-from llguidance.gbnf_to_lark import any_to_lark
+from llguidance.gbnf_to_lark import gbnf_to_lark
 
 from sarathi.sampling_params import StructuredOutputsParams
 
@@ -62,12 +62,40 @@ def grammar_text(spec: StructuredOutputsParams) -> str:
         lark = "start: " + " | ".join(json.dumps(c, ensure_ascii=False) for c in spec.choice or ())
         return llguidance.LLMatcher.grammar_from_lark(lark)
     try:
-        lark = any_to_lark(spec.grammar or "")
+        lark = _as_lark(spec.grammar or "")
     except Exception as e:  # the converter raises bare Exceptions on GBNF it cannot read
         raise ValueError(f"the grammar is neither Lark nor GBNF: {e}") from e
     if len(_LARK_DEFINITION.findall(lark)) > MAX_GRAMMAR_RULES:
         raise ValueError(f"the grammar defines more than {MAX_GRAMMAR_RULES} rules and terminals")
     return llguidance.LLMatcher.grammar_from_lark(lark)
+
+
+# A GBNF rule definition ("root ::= ...", names of letters, digits, "_" and "-"); Lark never
+# writes "::=". llguidance's own test (any_to_lark: a line "start:" means Lark) took GBNF with a
+# rule named start ("start ::= ...") for Lark, and Lark's "?start:" / "!start:" for GBNF.
+_GBNF_RULE = re.compile(r"^[ \t]*[\w-]+[ \t]*::=", re.MULTILINE)
+_GBNF_START_RULE = re.compile(r"^[ \t]*start[ \t]*::=", re.MULTILINE)
+# GBNF's string literals, character classes and comments (where "start" is not a rule name),
+# or the name "start". A literal or class left open runs to the end rather than failing, so a
+# scan never starts again inside one: linear in the grammar, however hostile.
+_GBNF_START = re.compile(
+    r'"(?:\\.|[^"\\])*"?|\[(?:\\.|[^\]\\])*\]?|#[^\n]*|(?<![\w-])start(?![\w-])'
+)
+
+
+def _as_lark(grammar: str) -> str:
+    """``grammar`` in Lark: GBNF converted, Lark as it is."""
+    if _GBNF_RULE.search(grammar) is None:
+        return grammar
+    if _GBNF_START_RULE.search(grammar) is not None:
+        # The converter names GBNF's root rule "start", Lark's entry point, and refuses a
+        # grammar with its own rule of that name ("Rule 'start' already exists"): rename it.
+        used = set(re.findall(r"[\w-]+", grammar))
+        name = "start_"
+        while name in used:
+            name += "_"
+        grammar = _GBNF_START.sub(lambda m: name if m.group() == "start" else m.group(), grammar)
+    return gbnf_to_lark(grammar)
 
 
 # llguidance numbers a grammar's symbols in 16 bits (it refuses more, with a panic), and the
