@@ -58,6 +58,10 @@ BAD_BODIES = [
     (CHAT, {"messages": MSG, "top_logprobs": 99, "logprobs": True}, "top_logprobs"),
     (CHAT, {"messages": MSG, "top_logprobs": 3}, "top_logprobs"),
     (CHAT, {"messages": MSG, "stream_options": {"include_usage": True}}, "stream_options"),
+    # An empty regex or grammar is named by its own field (it was named structured_outputs).
+    (COMPL, {"prompt": "x", "guided_regex": ""}, "guided_regex"),
+    (CHAT, {"messages": MSG, "guided_grammar": ""}, "guided_grammar"),
+    (COMPL, {"prompt": "x", "structured_outputs": {"regex": ""}}, "structured_outputs"),
     (COMPL, {"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options"),
     (CHAT, {"messages": MSG, "stream": True, "stream_options": {"include_obfuscation": True}},
      "stream_options.include_obfuscation"),

@@ -220,38 +220,38 @@ def structured_outputs(
     """The request's output constraint, and the field it came from (for errors);
     ``response_format`` is that field's name on the request's route."""
     found: list[tuple[str, StructuredOutputsParams]] = []
-    try:
-        rf = req.response_format
-        if rf is not None and rf.type == "json_object":
-            found.append((response_format, StructuredOutputsParams(json_object=True)))
-        elif rf is not None and rf.type == "json_schema" and rf.json_schema is not None:
-            found.append((response_format, StructuredOutputsParams(json=rf.json_schema.schema_)))
-        so = req.structured_outputs
-        if so is not None:
-            found.append(
-                (
-                    "structured_outputs",
-                    StructuredOutputsParams(
-                        json=so.json_,
-                        json_object=bool(so.json_object),
-                        regex=so.regex,
-                        choice=tuple(so.choice) if so.choice is not None else None,
-                        grammar=so.grammar,
-                    ),
-                )
-            )
-        if req.guided_json is not None:
-            found.append(("guided_json", StructuredOutputsParams(json=req.guided_json)))
-        if req.guided_regex is not None:
-            found.append(("guided_regex", StructuredOutputsParams(regex=req.guided_regex)))
-        if req.guided_choice is not None:
-            found.append(
-                ("guided_choice", StructuredOutputsParams(choice=tuple(req.guided_choice)))
-            )
-        if req.guided_grammar is not None:
-            found.append(("guided_grammar", StructuredOutputsParams(grammar=req.guided_grammar)))
-    except ValueError as e:
-        raise bad_request(str(e), "structured_outputs") from e
+
+    def add(param: str, **spec: Any) -> None:
+        # A value the constraint refuses (an empty regex or grammar) is named by the field
+        # it came from; all of them were named structured_outputs.
+        try:
+            found.append((param, StructuredOutputsParams(**spec)))
+        except ValueError as e:
+            raise bad_request(str(e), param) from e
+
+    rf = req.response_format
+    if rf is not None and rf.type == "json_object":
+        add(response_format, json_object=True)
+    elif rf is not None and rf.type == "json_schema" and rf.json_schema is not None:
+        add(response_format, json=rf.json_schema.schema_)
+    so = req.structured_outputs
+    if so is not None:
+        add(
+            "structured_outputs",
+            json=so.json_,
+            json_object=bool(so.json_object),
+            regex=so.regex,
+            choice=tuple(so.choice) if so.choice is not None else None,
+            grammar=so.grammar,
+        )
+    if req.guided_json is not None:
+        add("guided_json", json=req.guided_json)
+    if req.guided_regex is not None:
+        add("guided_regex", regex=req.guided_regex)
+    if req.guided_choice is not None:
+        add("guided_choice", choice=tuple(req.guided_choice))
+    if req.guided_grammar is not None:
+        add("guided_grammar", grammar=req.guided_grammar)
     if len(found) > 1:
         names = ", ".join(name for name, _ in found)
         raise bad_request(f"set only one output constraint; this request sets {names}", found[1][0])
