@@ -147,19 +147,23 @@ class AsyncEngine:
                 self._closing = EngineShuttingDown(reason)
 
     def admit(self, num_requests: int, max_waiting: int) -> None:
-        """Count ``num_requests`` more in, or raise ``EngineOverloaded`` if they would leave
-        more than ``max_waiting`` requests waiting beyond the slots (0: no bound), and the
-        usual errors if the engine is stopping or dead. Call it on the event loop, before any
-        await, and ``release`` the same number once the requests are done."""
+        """Count ``num_requests`` more in (the engine's requests: one per sample, each takes a
+        slot of its own), or raise ``EngineOverloaded`` if ``max_waiting`` of them already
+        wait beyond the slots (0: no bound), and the usual errors if the engine is stopping
+        or dead. Call it on the event loop, before any await, and ``release`` the same number
+        once the requests are done.
+
+        A request of several samples is refused only once the queue is full, never for its
+        own size: it may leave up to its samples (at most 128) beyond the bound, and a large
+        ``n`` is not starved by a queue that never empties below the bound."""
         if self._error is not None:
             raise EngineDeadError(f"the engine loop has stopped: {self._error}")
         if self._closing is not None:
             raise self._closing
         # Beyond the slots, a request waits: counted against the fixed number of slots, not
         # the last step's count, so a burst into free slots is never refused.
-        slots = self.engine.scheduler.max_running
-        if max_waiting and self.num_admitted + num_requests - slots > max_waiting:
-            waiting = max(0, self.num_admitted - slots)
+        waiting = max(0, self.num_admitted - self.engine.scheduler.max_running)
+        if max_waiting and waiting >= max_waiting:
             raise EngineOverloaded(
                 f"{waiting} requests are already waiting for a slot (the bound is "
                 f"{max_waiting}); retry shortly"

@@ -121,9 +121,9 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         "--max-waiting-requests",
         type=_bounded(int, positive=False),
         default=1024,
-        help="Requests that may wait for a slot beyond those running; past it a request is "
-        "refused at once with 503, Retry-After and OpenAI's overloaded_error; 0: no bound "
-        "(default: 1024).",
+        help="Requests that may wait for a slot beyond those running (each sample, prompts "
+        "times n, counts as one); past it a request is refused at once with 503, Retry-After "
+        "and OpenAI's overloaded_error; 0: no bound (default: 1024).",
     )
     g.add_argument(
         "--log-level",

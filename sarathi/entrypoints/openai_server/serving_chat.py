@@ -177,11 +177,12 @@ async def create_chat_completion(
     mode, ids, params = prepared.mode, prepared.ids, prepared.params
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
-    state.admit(1)
+    n = req.n  # each sample takes a slot, and waits for one like a request
+    state.admit(n)
     if req.stream:
         return SSEResponse(
             _stream(state, req, mode, ids, params, request_id, created),
-            on_close=lambda: state.release(1),
+            on_close=lambda: state.release(n),
         )
     try:
         return await unless_disconnected(
@@ -190,7 +191,7 @@ async def create_chat_completion(
     except ClientDisconnected:
         return Response(status_code=499)
     finally:
-        state.release(1)
+        state.release(n)
 
 
 async def _full(

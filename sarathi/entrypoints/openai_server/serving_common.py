@@ -94,8 +94,9 @@ class ServerState:
             )
 
     def admit(self, num_requests: int) -> None:
-        """Count requests in, or refuse them at once (503, Retry-After) when the server is
-        overloaded or stopping; ``release`` them when their response is done."""
+        """Count requests in (one per sample: prompts times ``n``), or refuse them at once
+        (503, Retry-After) when the server is overloaded or stopping; ``release`` them when
+        their response is done."""
         try:
             self.engine.admit(num_requests, self.max_waiting_requests)
         except ENGINE_ERRORS as e:

@@ -161,7 +161,7 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
     state.check_params(params[0])  # the prompts' params differ only in max_tokens
     request_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
-    n = len(prompts)
+    n = len(prompts) * req.n  # each sample takes a slot, and waits for one like a request
     state.admit(n)
     if req.stream:
         return SSEResponse(
