@@ -156,6 +156,12 @@ class AsyncEngine:
         A request of several samples is refused only once the queue is full, never for its
         own size: it may leave up to its samples (at most 128) beyond the bound, and a large
         ``n`` is not starved by a queue that never empties below the bound."""
+        self.check_admission(max_waiting)
+        self.num_admitted += num_requests
+
+    def check_admission(self, max_waiting: int) -> None:
+        """Raise what ``admit`` would raise now, counting nothing in: a request about to be
+        refused is refused before its prompt is tokenized or its grammar compiled."""
         if self._error is not None:
             raise EngineDeadError(f"the engine loop has stopped: {self._error}")
         if self._closing is not None:
@@ -168,7 +174,6 @@ class AsyncEngine:
                 f"{waiting} requests are already waiting for a slot (the bound is "
                 f"{max_waiting}); retry shortly"
             )
-        self.num_admitted += num_requests
 
     def release(self, num_requests: int) -> None:
         self.num_admitted -= num_requests

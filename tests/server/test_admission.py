@@ -35,3 +35,30 @@ def test_samples_count_against_the_waiting_bound(route: str, body: dict) -> None
             assert h.post(route, json={**body, "max_tokens": 2}).status_code == 200
     finally:
         stop_server(live)
+
+
+def test_an_overloaded_server_refuses_before_tokenizing() -> None:
+    """With the queue full, a new request is refused without waiting for the tokenizer:
+    here its threads are all busy (blocked), as in a burst of long prompts."""
+    import threading
+
+    live = start_server({"max_num_seqs": 1}, max_waiting_requests=1)
+    tok = live.app.state.sarathi.tokenizer
+    release = threading.Event()
+    encode = tok.encode
+    try:
+        long = {"prompt": [1, 2, 3], "n": 2, "max_tokens": 200, "ignore_eos": True, "stream": True}
+        with httpx.Client(base_url=live.url, timeout=30) as h:
+            with h.stream("POST", "/v1/completions", json=long) as running:
+                lines = running.iter_lines()  # kept: dropping it would close the stream
+                next(lines)  # one sample running, one waiting: the queue is full
+                tok.encode = lambda *a, **k: release.wait() and encode(*a, **k)
+                refused = h.post(
+                    "/v1/completions", json={"prompt": "some text", "max_tokens": 2}, timeout=5
+                )
+                assert refused.status_code == 503, refused.text
+                assert refused.json()["error"]["code"] == "overloaded"
+    finally:
+        release.set()
+        tok.encode = encode
+        stop_server(live)

@@ -169,6 +169,7 @@ async def create_chat_completion(
 ) -> Response:
     state.check_model(req.model)
     audit(req, state.warned_fields)
+    state.check_admission()  # before the prompt's tokenization, which a burst queues for
     if req.top_logprobs and not req.logprobs:
         raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
     if req.stream_options is not None and not req.stream:

@@ -97,8 +97,17 @@ class ServerState:
         """Count requests in (one per sample: prompts times ``n``), or refuse them at once
         (503, Retry-After) when the server is overloaded or stopping; ``release`` them when
         their response is done."""
+        self._refuse_on(lambda: self.engine.admit(num_requests, self.max_waiting_requests))
+
+    def check_admission(self) -> None:
+        """Refuse a request at once (503) if ``admit`` would refuse it now: called before
+        its prompt is tokenized, so while the tokenizer's few threads are busy (long prompts
+        arriving) a request the queue has no room for is not held until one is free."""
+        self._refuse_on(lambda: self.engine.check_admission(self.max_waiting_requests))
+
+    def _refuse_on(self, check: Callable[[], None]) -> None:
         try:
-            self.engine.admit(num_requests, self.max_waiting_requests)
+            check()
         except ENGINE_ERRORS as e:
             if isinstance(e, EngineOverloaded):
                 self.metrics.rejected.labels(self.model_name, "overloaded").inc()

@@ -127,6 +127,7 @@ def _prompt_logprobs(
 async def create_completion(state: ServerState, req: CompletionRequest, raw: Request) -> Response:
     state.check_model(req.model)
     audit(req, state.warned_fields)
+    state.check_admission()  # before the prompt's tokenization, which a burst queues for
     if req.suffix:
         raise bad_request("suffix is not supported", "suffix")
     if req.stream_options is not None and not req.stream:

@@ -87,6 +87,7 @@ _NAMES = {
 async def create_response(state: ServerState, req: ResponsesRequest, raw: Request) -> Response:
     state.check_model(req.model)
     audit(req, state.warned_fields, RESPONSES_UNSUPPORTED, RESPONSES_ACCEPTED)
+    state.check_admission()  # before the prompt's tokenization, which a burst queues for
     _refuse_chat_only_fields(req)
     prepared = await prepare_chat(state, chat_request(req), _NAMES)
     base = _in_progress(state, req, prepared)
