@@ -130,7 +130,12 @@ class VocabPatch:
         return cls.from_json(data)
 
 
-def load_stats(folder: Path) -> dict[str, Any] | None:
+def load_stats(folder: Path, longest_ngram: int = 1) -> dict[str, Any] | None:
+    """The folder's reduction statistics (None when it has none), refused when the ratio
+    the KV cache is sized from is not one this patch could have measured.
+
+    ``longest_ngram``: base tokens in the patch's longest n-gram; one patched token stands
+    for at most that many, so no text shrinks below ``1 / longest_ngram``."""
     path = folder / STATS_FILE
     if not path.is_file():
         return None
@@ -156,4 +161,36 @@ def load_stats(folder: Path) -> dict[str, Any] | None:
             f"{path} has ratio {ratio!r}, not a positive number; "
             "rerun `python -m adaptivocab stats --write`"
         )
+    if ratio is not None:
+        _check_ratio_is_measured(path, ratio, data, longest_ngram)
     return data
+
+
+def _check_ratio_is_measured(
+    path: Path, ratio: float, data: dict[str, Any], longest_ngram: int
+) -> None:
+    """A ratio below what the file's own token counts give, or below what the patch can
+    reach, would size the KV cache for more requests than the pool holds (an edited or
+    copied file): refuse it rather than overcommit."""
+    floor = 1 / max(1, longest_ngram)
+    if ratio < floor * (1 - 1e-9):
+        raise AdaptiVocabError(
+            f"{path} has ratio {ratio!r}, below {floor:.4f}: this patch's longest n-gram is "
+            f"{longest_ngram} base tokens, so it cannot shrink text further; "
+            "rerun `python -m adaptivocab stats --write`"
+        )
+    base, patched = data.get("base_tokens"), data.get("patched_tokens")
+    if (
+        isinstance(base, int)
+        and isinstance(patched, int)
+        and not isinstance(base, bool)
+        and not isinstance(patched, bool)
+        and base > 0
+    ):
+        measured = patched / base
+        if ratio < measured and not math.isclose(ratio, measured, rel_tol=1e-9):
+            raise AdaptiVocabError(
+                f"{path} has ratio {ratio!r}, a larger reduction than its token counts "
+                f"measured ({patched} / {base} = {measured:.4f}); "
+                "rerun `python -m adaptivocab stats --write`"
+            )

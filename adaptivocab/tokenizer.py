@@ -123,7 +123,7 @@ class PatchTokenizer:
         if not folder.is_dir():
             raise AdaptiVocabError(f"patch tokenizer folder not found: {folder}")
         patch = VocabPatch.load(folder)
-        stats = load_stats(folder)
+        stats = load_stats(folder, max((len(p) for p in patch.ngrams.values()), default=1))
         base = load_base_tokenizer(folder)
         return cls(base, patch, stats)
 

@@ -68,6 +68,27 @@ def test_save_load_round_trip(any_patch, tmp_path) -> None:
             PatchTokenizer.from_pretrained(tmp_path)
 
 
+def test_a_ratio_claiming_more_reduction_than_measured_is_refused(
+    bytelevel_patch_dir, tmp_path
+) -> None:
+    """The KV cache is sized from the ratio: one below the file's own counts, or below
+    what the patch's longest n-gram allows, would admit more requests than the pool holds."""
+    import shutil
+
+    folder = tmp_path / "p"
+    shutil.copytree(bytelevel_patch_dir, folder)
+    longest = max(len(p) for p in PatchTokenizer.from_pretrained(folder).ngram_pieces.values())
+    stats = folder / "reduction_stats.json"
+    counts = {"base_tokens": 1000, "patched_tokens": 900}
+    for ok in ({"ratio": 0.9, **counts}, {"ratio": 0.95, **counts}, {"ratio": 1 / longest}):
+        stats.write_text(json.dumps(ok))
+        assert PatchTokenizer.from_pretrained(folder).reduction_ratio == ok["ratio"]
+    for bad, why in (({"ratio": 0.5, **counts}, "measured"), ({"ratio": 0.99 / longest}, "n-gram")):
+        stats.write_text(json.dumps(bad))
+        with pytest.raises(AdaptiVocabError, match=why):
+            PatchTokenizer.from_pretrained(folder)
+
+
 def test_hf_surface(bytelevel_patch) -> None:
     tok = bytelevel_patch
     enc = tok("the scheduler returns a new slot")
