@@ -426,7 +426,9 @@ def _stats(args: argparse.Namespace) -> None:
     from adaptivocab.stats import format_stats, measure_reduction
     from adaptivocab.tokenizer import PatchTokenizer
 
-    tok = PatchTokenizer.from_pretrained(args.patch_tokenizer)
+    # The stored stats are what this replaces: a corrupt file must not stop the rerun that
+    # every refusal of it recommends.
+    tok = PatchTokenizer.from_pretrained(args.patch_tokenizer, with_stats=False)
     if args.write:  # before measuring, which can take minutes
         check_writable(args.patch_tokenizer, "copy the folder somewhere writable, or drop --write")
     docs = load_documents(args.corpus)

@@ -117,13 +117,18 @@ class PatchTokenizer:
 
     # -- loading and saving ---------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str]) -> PatchTokenizer:
-        """Load a folder written by ``save_pretrained`` or ``adaptivocab build``."""
+    def from_pretrained(
+        cls, path: str | os.PathLike[str], with_stats: bool = True
+    ) -> PatchTokenizer:
+        """Load a folder written by ``save_pretrained`` or ``adaptivocab build``.
+        ``with_stats=False`` leaves its reduction_stats.json unread (``adaptivocab stats``
+        measures anew, and must be able to replace a corrupt file)."""
         folder = Path(path)
         if not folder.is_dir():
             raise AdaptiVocabError(f"patch tokenizer folder not found: {folder}")
         patch = VocabPatch.load(folder)
-        stats = load_stats(folder, max((len(p) for p in patch.ngrams.values()), default=1))
+        longest = max((len(p) for p in patch.ngrams.values()), default=1)
+        stats = load_stats(folder, longest) if with_stats else None
         base = load_base_tokenizer(folder)
         return cls(base, patch, stats)
 

@@ -177,6 +177,25 @@ def test_tokenizer_without_merges(tmp_path, corpus_gz) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_stats_write_replaces_a_corrupt_stats_file(
+    bytelevel_patch_dir, corpus_gz, tmp_path
+) -> None:
+    """Every refusal of a bad reduction_stats.json says to rerun `stats --write`: that
+    rerun must not refuse the same file."""
+    import shutil
+
+    from adaptivocab import PatchTokenizer
+
+    folder = tmp_path / "p"
+    shutil.copytree(bytelevel_patch_dir, folder)
+    for bad in ("{not json", json.dumps({"ratio": -1})):
+        (folder / "reduction_stats.json").write_text(bad)
+        res = run("stats", "--patch-tokenizer", str(folder), "--corpus", str(corpus_gz),
+                  "--write", "--quiet")
+        assert res.returncode == 0, res.stderr
+        assert 0 < PatchTokenizer.from_pretrained(folder).reduction_ratio < 1
+
+
 def test_corrupt_and_mismatched_patch_folder(
     bytelevel_patch_dir, mistral_base, corpus_gz, tmp_path
 ) -> None:
