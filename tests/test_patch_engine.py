@@ -146,6 +146,27 @@ def test_the_engine_reads_the_ratio_from_the_patch_tokenizer(tiny_models, patch_
     assert llm.engine.cache_plan.expected_tokens == int(-(-64 * ratio // 1))
 
 
+def test_a_patch_without_a_measured_ratio_says_how_the_cache_is_sized(
+    tiny_models, patch_dir, tmp_path, caplog
+):
+    """Sizing falls back to ratio 1 aloud when the statistics are missing, and a ratio the
+    cache cannot be sized from is refused naming where it came from."""
+    import json
+    import logging
+    import shutil
+
+    folder = tmp_path / "p"
+    shutil.copytree(patch_dir, folder)
+    (folder / "reduction_stats.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        llm = LLM(tiny_models["llama"], patch_tokenizer=str(folder), kv_cache_memory="1MiB")
+    assert llm.engine.setup.reduction_ratio == 1.0
+    assert "no measured reduction ratio" in caplog.text and str(folder) in caplog.text
+    (folder / "reduction_stats.json").write_text(json.dumps({"ratio": 5.0}))
+    with pytest.raises(ValueError, match="reduction_stats.json"):
+        LLM(tiny_models["llama"], patch_tokenizer=str(folder), kv_cache_memory="1MiB")
+
+
 def test_server_reports_tokens_saved(tiny_models, patch_dir):
     import httpx
 

@@ -192,6 +192,26 @@ def _config_note(path: str) -> str | None:
     return note if isinstance(note, str) else None
 
 
+def _sizing_ratio(patch: PatchTokenizer | None, folder: str) -> float:
+    """The reduction ratio the KV cache is sized from: the patch tokenizer's measured one,
+    else 1 (the base vocabulary's), said aloud: a patch served without its statistics
+    gets none of the slots its reduction would buy, and nothing else would tell."""
+    if patch is None:
+        return 1.0
+    ratio = patch.reduction_ratio
+    if ratio is None:
+        logger.warning(
+            "the patch tokenizer %s has no measured reduction ratio (no reduction_stats.json, "
+            "or no ratio in it): the KV cache is sized as for the base vocabulary (ratio 1); "
+            "measure it with `python -m adaptivocab stats --patch-tokenizer %s --corpus FILE "
+            "--write`",
+            folder,
+            folder,
+        )
+        return 1.0
+    return ratio
+
+
 def resolve_model(config: EngineConfig) -> ModelSetup:
     mc = config.model
     path = resolve_model_path(mc.model)
@@ -223,7 +243,7 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
         tokenizer=tokenizer,
         patch=patch,
         patch_at_load=patch_at_load,
-        reduction_ratio=(patch.reduction_ratio or 1.0) if patch is not None else 1.0,
+        reduction_ratio=_sizing_ratio(patch, mc.patch_tokenizer or mc.tokenizer or path),
         device=device,
         dtype=resolve_dtype(mc.dtype, shape.torch_dtype, device),
         max_model_len=mc.max_model_len or longest,

@@ -68,7 +68,11 @@ def plan_cache(
     paged: bool = False,
 ) -> CachePlan:
     if not 0 < reduction_ratio <= 4:
-        raise ValueError(f"implausible token reduction ratio {reduction_ratio}")
+        raise ValueError(
+            f"implausible token reduction ratio {reduction_ratio} (patched / base tokens, from "
+            "the patch tokenizer's reduction_stats.json; the KV cache is sized from it): "
+            "remeasure with `python -m adaptivocab stats --write`"
+        )
     budget = config.kv_cache_memory
     if budget is None:
         budget = free_device_bytes if device.type == "cuda" else HOST_DEFAULT_BUDGET
