@@ -92,6 +92,19 @@ def test_prompt_longer_than_context_fails_alone(llama):
     assert len(outs[0].outputs[0].token_ids) == 4 and len(outs[2].outputs[0].token_ids) == 4
 
 
+def test_a_prompt_the_whole_kv_cache_cannot_hold_is_refused_naming_the_cache(llama, caplog):
+    """max_model_len is 512, but two blocks of 16 tokens are all the cache has: the error
+    must send the user to --kv-cache-memory, not to the model's context."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        llm = LLM(llama, kv_cache_memory=2 * 8192)
+    assert llm.engine.max_seq_len == 32 and "raise --kv-cache-memory" in caplog.text
+    outs = llm.generate([[5] * 40, [6] * 8], SamplingParams(temperature=0, max_tokens=4))
+    assert "KV cache holds 32 tokens" in outs[0].error and "--kv-cache-memory" in outs[0].error
+    assert outs[1].error is None and len(outs[1].outputs[0].token_ids) == 4
+
+
 def test_output_stops_at_the_context_limit(llama):
     llm = LLM(llama, max_model_len=40)
     out = llm.generate([[5] * 30], SamplingParams(temperature=0, max_tokens=100, ignore_eos=True))[

@@ -126,6 +126,14 @@ class LLMEngine:
         self._seq_ids = itertools.count()
         self._req_ids = itertools.count()
         plan = self.cache_plan
+        if self.max_seq_len < m.max_model_len:
+            logger.warning(
+                "the KV cache holds %d tokens, fewer than max_model_len (%d): no request can "
+                "grow past %d tokens; raise --kv-cache-memory or lower --max-model-len",
+                capacity.max_tokens,
+                m.max_model_len,
+                self.max_seq_len,
+            )
         logger.info(
             "model %s (%s, %s on %s); KV cache: %s backend, %s layout, %d slots x %d tokens "
             "(%d base-tokenizer tokens of text at reduction ratio %.3f), %.2f GiB physical",
@@ -252,9 +260,14 @@ class LLMEngine:
             raise RequestError("the prompt is empty")
         self._check_in_vocab(ids, "prompt token ids")
         if len(ids) >= self.max_seq_len:
+            # Where the whole KV cache holds less than max_model_len, the cache is the limit:
+            # naming the model's context there sends the user to the wrong setting.
+            cache_bound = self.max_seq_len < self.setup.max_model_len
+            limit = "the whole KV cache holds" if cache_bound else "this model's context is"
             raise RequestError(
-                f"the prompt has {len(ids)} tokens; this model's context is {self.max_seq_len} "
-                "tokens including at least one generated token",
+                f"the prompt has {len(ids)} tokens; {limit} {self.max_seq_len} tokens "
+                "including at least one generated token"
+                + (" (raise --kv-cache-memory)" if cache_bound else ""),
                 code=CONTEXT_LENGTH_EXCEEDED,
             )
 
