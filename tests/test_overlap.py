@@ -10,7 +10,9 @@ from sarathi import LLM, SamplingParams
 
 @pytest.fixture(scope="module")
 def engines(tiny_models):
-    common = dict(chunk_size=32, max_num_seqs=8, kv_cache_memory="96KiB",
+    # 8 blocks: small enough that these workloads really run out of memory (at 96KiB the
+    # only preemptions were of sequences whose last token was in flight, since fixed).
+    common = dict(chunk_size=32, max_num_seqs=8, kv_cache_memory="64KiB",
                   expected_request_tokens=64)
     return {overlap: LLM(tiny_models["llama"], overlap_scheduling=overlap, **common)
             for overlap in (True, False)}
@@ -128,3 +130,19 @@ def test_default_is_off_on_the_cpu(tiny_models):
     llm = LLM(tiny_models["llama"], chunk_size=32, max_num_seqs=2, kv_cache_memory="32KiB",
               expected_request_tokens=64)
     assert llm.engine._overlap is False
+
+
+@pytest.mark.parametrize("scheduler", ["sarathi", "vllm"])
+def test_a_last_token_in_flight_is_not_preempted(tiny_models, scheduler):
+    """With plenty of memory, a request whose last token is in flight has nothing to
+    compute: the step is empty because of that, not memory, and it must finish as it is
+    (preempted, it was recomputed for nothing and its generated blocks were not cached)."""
+    llm = LLM(tiny_models["llama"], scheduler=scheduler, chunk_size=16, max_num_seqs=4,
+              overlap_scheduling=True)
+    prompt = list(range(3, 50))
+    params = SamplingParams(temperature=0, max_tokens=25, ignore_eos=True)
+    out = llm.generate([prompt], params, use_tqdm=False)[0].outputs[0].token_ids
+    assert llm.engine.stats.preemptions == 0
+    # The next turn resends prompt + output: the generated tokens' full blocks are cached.
+    again = llm.generate([prompt + out + [7]], params, use_tqdm=False)[0]
+    assert again.num_cached_tokens == (len(prompt) + len(out)) // 16 * 16

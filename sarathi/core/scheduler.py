@@ -226,7 +226,7 @@ class Scheduler:
             if not step.preempted or not self.running:
                 budget = self._admit(step, budget, whole=False)
             # Deadlock guard: partial prefills can hold every block while none can grow.
-            if not step.empty or not self.running:
+            if not step.empty or not self._stuck():
                 return
             self._preempt(self.running[-1], step)
 
@@ -246,9 +246,17 @@ class Scheduler:
                 ):
                     self._grow(seq, seq.num_tokens)
                     step.add_chunk(seq, seq.remaining)
-            if not step.empty or not self.running:
+            if not step.empty or not self._stuck():
                 return
             self._preempt(self.running[-1], step)
+
+    def _stuck(self) -> bool:
+        """After an empty step: whether running sequences are blocked on memory. Not when
+        none has a token to compute: with overlap, sequences whose last token is in flight
+        wait for it to finish them, and preempting one dropped a finished sequence back in
+        the queue (its generated blocks never cached, its prompt recomputed for nothing).
+        Only reached on an empty step, so the scan stays off the per-step path."""
+        return any(s.num_computed < len(s.token_ids) for s in self.running)
 
     def _schedule_decodes(self, step: SchedulerStep, budget: int) -> int:
         # The hot loop of a decode-heavy engine: plain attribute arithmetic only.
