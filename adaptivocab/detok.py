@@ -49,8 +49,13 @@ def advance_window(
         old = tokenizer.decode(
             all_ids[prefix_offset:read_offset], skip_special_tokens=skip_special_tokens
         )
-    if not new.startswith(old):
+    if not new.startswith(old) and len(new) <= len(old):
         return "", prefix_offset, read_offset, old
+    # The new tokens may have changed the window's text, not only extended it: byte
+    # fallback decodes a run of bytes that is not valid UTF-8 as one U+FFFD per byte, so a
+    # stray byte turns an emitted character (or a prompt's) into U+FFFDs. That text cannot
+    # be taken back, and the window keeps the tokens that changed it, so waiting for it to
+    # come back lost the rest of the output; emit past its length instead (vLLM's rule).
     next_prefix, next_old = _next_window(
         tokenizer, all_ids, prefix_offset, read_offset, skip_special_tokens, new
     )
@@ -100,7 +105,9 @@ class IncrementalDecoder:
     """Stateful streaming decoder: ``step(new_ids)`` returns the new text, ``flush()`` the rest.
 
     The concatenation of every ``step`` result and the final ``flush`` equals
-    ``tokenizer.decode(all_ids)``. ``context``: ids that come before the stream (a prompt's
+    ``tokenizer.decode(all_ids)``, but where a later token changes text already emitted (a
+    stray byte after a multi-byte character): that text stays, and the rest follows it by
+    length. ``context``: ids that come before the stream (a prompt's
     last tokens): they shape how its first tokens decode (a SentencePiece leading space, a
     character split across the boundary) and their own text is never emitted; the
     concatenation then equals the stream's part of ``decode(context + all_ids)``.
@@ -157,6 +164,6 @@ class IncrementalDecoder:
             new,
         )
         self.read_offset = len(self.ids)
-        # A window whose text changed under the new tokens has no exact suffix to emit;
-        # nothing is re-emitted (with a context, that text could be the prompt's).
-        return new[len(old) :] if new.startswith(old) else ""
+        # A window whose text changed under the new tokens: past its old length, as in
+        # ``advance_window`` (what was emitted, or the prompt's text, is never re-emitted).
+        return new[len(old) :]

@@ -78,6 +78,21 @@ def save_tiny_tokenizer(path: str, vocab_size: int) -> None:
                    "eos_token": "</s>", "pad_token": "<pad>"}, f)
 
 
+def byte_fallback_tokenizer():
+    """A SentencePiece-style BPE with byte fallback (Llama's, Mistral's decoder): a run of
+    byte tokens that is not valid UTF-8 decodes to one U+FFFD per byte."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({f"<0x{b:02X}>": 3 + b for b in range(256)})
+    vocab.update({"▁": 259, "▁ok": 260, "ok": 261})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+
+
 def hf_model(path: str):
     import transformers
 

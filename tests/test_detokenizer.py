@@ -3,6 +3,7 @@
 import random
 
 import pytest
+from models import byte_fallback_tokenizer
 from transformers import AutoTokenizer
 
 from sarathi.transformers_utils.demo import demo_model_path
@@ -59,3 +60,23 @@ def test_streaming_decodes_two_windows_per_token(tokenizer):
     assert text == tokenizer.decode(prompt + out, skip_special_tokens=True)[
         len(tokenizer.decode(prompt, skip_special_tokens=True)) :
     ]
+
+
+@pytest.mark.parametrize("stray_in_prompt", [False, True])
+def test_a_stray_byte_does_not_stop_the_stream(stray_in_prompt):
+    """A byte that makes an emitted character invalid UTF-8 (so its bytes decode to U+FFFDs)
+    changed the window's text: the stream waited for it to come back and lost the rest."""
+    tokenizer = byte_fallback_tokenizer()
+    fast = streaming_decoder(tokenizer)
+    crab = [3 + b for b in "🦀".encode()]
+    prompt = [1, 260] + (crab if stray_in_prompt else [])
+    out = ([] if stray_in_prompt else crab) + [3 + 0x87, 261, 260, 3 + 0x41]
+    expected_len = len(tokenizer.decode(prompt + out)) - len(tokenizer.decode(prompt))
+    streamed = incremental_detokenizer(fast, prompt)
+    deltas = [streamed.step(t) for t in out] + [streamed.flush()]
+    text = "".join(deltas)
+    assert text.endswith("ok okA") and len(text) == expected_len
+    # At once, nothing was emitted early: only the characters the stray byte broke differ.
+    batch = incremental_detokenizer(fast, prompt)
+    at_once = batch.step(out) + batch.flush()
+    assert at_once.endswith("ok okA") and len(at_once) == expected_len
