@@ -226,9 +226,15 @@ class OutputProcessor:
         if self._decoder is not None and p.detokenize:
             hide = token_stop and not p.include_stop_str_in_output
             # The live text already holds the stop token's; most stop tokens (EOS) are
-            # special and show nothing, and only a token with text costs a decode anew.
+            # special and show nothing, and only a token with text costs a decode anew. A
+            # token may show text only after others (SentencePiece's lone "▁" decodes to ""
+            # alone, to " " in context): the text it added counts too.
             if out.detok is None or (
-                hide and self._decoder.decode([token], skip_special_tokens=p.skip_special_tokens)
+                hide
+                and (
+                    len(out.text) > prev_len
+                    or self._decoder.decode([token], skip_special_tokens=p.skip_special_tokens)
+                )
             ):
                 detok = incremental_detokenizer(
                     self._decoder, seq.request.prompt_token_ids, p.skip_special_tokens
