@@ -118,3 +118,25 @@ def test_generate_takes_vllm_prompt_dicts(llm):
     ]:
         with pytest.raises(ValueError, match=match):
             llm.generate(bad, GREEDY)
+
+
+# Qwen3's way with a call's arguments: text is written as it is, an object as JSON.
+ARGS_TEMPLATE = (
+    "{% for m in messages %}{% for c in m.tool_calls or [] %}{{ c.function.name }}:"
+    "{% if c.function.arguments is string %}{{ c.function.arguments }}"
+    "{% else %}{{ c.function.arguments | tojson }}{% endif %};{% endfor %}{% endfor %}"
+)
+
+
+@pytest.mark.parametrize("arguments", ["", "  "])
+def test_empty_tool_call_arguments_reach_the_template_as_an_empty_object(llm, arguments):
+    """A call of a tool without parameters, sent back with arguments "" (as vLLM takes it:
+    {}); as text, Qwen3's template wrote the call as '"arguments": }'."""
+    call = {"id": "c1", "type": "function", "function": {"name": "now", "arguments": arguments}}
+    messages = [{"role": "user", "content": "Time?"},
+                {"role": "assistant", "content": None, "tool_calls": [call]}]  # fmt: skip
+    tok = llm.get_tokenizer()
+    served = chat_prompt_ids(tok, [ChatMessage(**m) for m in messages], ARGS_TEMPLATE)
+    assert tok.decode(served) == "now:{};"
+    (out,) = llm.chat(messages, GREEDY, chat_template=ARGS_TEMPLATE)
+    assert out.prompt_token_ids == served

@@ -40,7 +40,12 @@ def parts_text(texts: Iterable[str]) -> str:
 def arguments_object(arguments: str) -> Any:
     """A tool call's JSON-text arguments as the object templates expect (they write them
     with ``tojson``); text that is not JSON is given as it is, as is JSON nested deeper than
-    the decoder's recursion allows (a client's text, read in the server's stack)."""
+    the decoder's recursion allows (a client's text, read in the server's stack). Empty
+    arguments (clients send ``""`` for a call of a tool without parameters) are ``{}``, as
+    vLLM gives them: as text, templates that print string arguments raw (Qwen3's) wrote
+    ``"arguments": }``."""
+    if not arguments.strip():
+        return {}
     try:
         return json.loads(arguments)
     except (json.JSONDecodeError, RecursionError):
