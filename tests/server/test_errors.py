@@ -126,6 +126,33 @@ def test_prompt_longer_than_the_context_is_400(http):
 
 
 @pytest.mark.parametrize(
+    "path,body,field,length",
+    [
+        (CHAT, {"messages": [{"role": "user", "content": "word " * 200}]}, "messages", None),
+        ("/v1/responses", {"input": "word " * 200}, "input", None),
+        (COMPL, {"prompt": list(range(5, 5 + MAX_MODEL_LEN))}, "prompt", MAX_MODEL_LEN),
+        (COMPL, {"prompt": list(range(5, 5 + MAX_MODEL_LEN + 9))}, "prompt", MAX_MODEL_LEN + 9),
+        (COMPL, {"prompt": "word " * 20_000}, "prompt", None),  # too many bytes to tokenize
+    ],
+)
+def test_a_prompt_over_the_context_is_refused_in_openais_words(http, path, body, field, length):
+    """Clients (LiteLLM, LangChain) also tell an overflow by OpenAI's "maximum context
+    length" in the message; ours said "the prompt has N tokens; this model's context is ...".
+    A prompt of the context's exact length is refused too (no room for a generated token)."""
+    err = _assert_error(http.post(path, json=body), 400, field)
+    msg = err["message"]
+    assert msg.startswith(f"This model's maximum context length is {MAX_MODEL_LEN} tokens. ")
+    assert msg.endswith(f"Please reduce the length of the {field}."), msg
+    if "bytes" in msg:
+        return
+    assert f"However, your {field} resulted in " in msg, msg
+    if length is not None:
+        assert f"resulted in {length} tokens" in msg, msg
+    assert ("leaves no room for the completion" in msg) == (length == MAX_MODEL_LEN), msg
+    assert err["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize(
     "path,body",
     [
         (COMPL, {"prompt": list(range(5, 5 + MAX_MODEL_LEN))}),  # too many tokens

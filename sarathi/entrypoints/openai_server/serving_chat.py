@@ -150,7 +150,10 @@ async def _prepare(
     )
     asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
-    max_tokens = state.check_prompt(ids, asked, "messages", names.get(param, param))
+    # The route's own name for the messages: an overflow's message says "your input" there.
+    max_tokens = state.check_prompt(
+        ids, asked, names.get("messages", "messages"), names.get(param, param)
+    )
     top = req.top_logprobs or 0
     params = sampling_params(
         req,

@@ -118,10 +118,12 @@ class ServerState:
 
     def check_prompt_bytes(self, size: int, param: str) -> None:
         if size > self.max_prompt_bytes:
+            # Begins in OpenAI's words, as _overflow_message does (clients match them).
             raise APIError(
-                f"the prompt is {size} bytes long; this model's context of "
-                f"{self.max_seq_len} tokens holds at most {self.max_prompt_bytes} bytes of "
-                "text with this tokenizer, so it was refused without tokenizing it",
+                f"This model's maximum context length is {self.max_seq_len} tokens. However, "
+                f"the prompt is {size} bytes long, and that context holds at most "
+                f"{self.max_prompt_bytes} bytes of text with this tokenizer, so it was "
+                "refused without tokenizing it. Please reduce the length of the prompt.",
                 param=param,
                 code=CONTEXT_LENGTH_EXCEEDED,
             )
@@ -208,6 +210,16 @@ class ServerState:
         try:
             self.engine.engine.validate_prompt(ids)
         except RequestError as e:
+            cache_bound = self.max_seq_len < self.engine.engine.setup.max_model_len
+            if e.code == CONTEXT_LENGTH_EXCEEDED and not cache_bound:
+                # OpenAI's wording: clients (LiteLLM, LangChain) tell an overflow, to trim the
+                # history and retry, by "maximum context length" as well as by the code. Where
+                # the KV cache is the bound, the engine's message names it instead.
+                raise APIError(
+                    _overflow_message(len(ids), self.max_seq_len, param),
+                    param=param,
+                    code=e.code,
+                ) from e
             raise APIError(str(e), param=param, code=e.code) from e
         room = self.max_seq_len - len(ids)
         if max_tokens is None:
@@ -222,6 +234,18 @@ class ServerState:
                 code=CONTEXT_LENGTH_EXCEEDED,
             )
         return max_tokens
+
+
+def _overflow_message(num_tokens: int, max_seq_len: int, param: str) -> str:
+    """OpenAI's message for a prompt the context cannot hold (``param``: the field it came
+    from: "messages", "input" or "prompt"). A prompt of exactly the context's length is
+    refused too: it leaves no room for a generated token."""
+    what = "prompt" if param == "prompt" else param
+    room = ", which leaves no room for the completion" if num_tokens == max_seq_len else ""
+    return (
+        f"This model's maximum context length is {max_seq_len} tokens. However, your {what} "
+        f"resulted in {num_tokens} tokens{room}. Please reduce the length of the {what}."
+    )
 
 
 def structured_outputs(
