@@ -314,9 +314,6 @@ class LLMEngine:
 
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
-        # Once the workers have failed every step says so, even one with nothing to launch
-        # (the failed step's sequences wait on tokens that will never come).
-        self.executor.raise_if_failed()
         outputs = []
         if self._inflight is not None and self._history_requests:
             # Penalties and multi-token bad words read every earlier token's value: the plan

@@ -51,10 +51,6 @@ class Executor(Protocol):
 
     def is_alive(self) -> bool: ...
 
-    def raise_if_failed(self) -> None:
-        """Raise the ``WorkerError`` that made the workers unusable, if one has."""
-        ...
-
     def shutdown(self) -> None: ...
 
 

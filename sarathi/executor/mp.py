@@ -238,7 +238,7 @@ class MPExecutor:
     def launch(self, step: StepInput) -> StepHandle:
         """Write the step for every rank and return at once; ``collect`` waits for rank
         0's reply."""
-        self.raise_if_failed()
+        self._check_usable()
         payload = encode_step(step)
         self._step_number += 1
         self._write(_STEP, self._step_number, payload)
@@ -305,7 +305,7 @@ class MPExecutor:
                 self._early[body[0]] = body[1]
 
     # -- waiting on the ranks --------------------------------------------------------------
-    def raise_if_failed(self) -> None:
+    def _check_usable(self) -> None:
         if self._error is not None:
             raise type(self._error)(
                 f"the executor is unusable after an earlier failure: {self._error}"

@@ -159,14 +159,11 @@ class RayExecutor:
     def cache_plan(self) -> CachePlan:
         return self._plan
 
-    def raise_if_failed(self) -> None:
+    def launch(self, step: StepInput) -> StepHandle:
         if self._error is not None:
             raise type(self._error)(
                 f"the executor is unusable after an earlier failure: {self._error}"
             )
-
-    def launch(self, step: StepInput) -> StepHandle:
-        self.raise_if_failed()
         payload = encode_step(step)
         return _Calls([a.step.remote(payload) for a in self._actors])
 

@@ -60,8 +60,5 @@ class UniExecutor:
     def is_alive(self) -> bool:
         return True  # in this process: if it is gone, so is the engine
 
-    def raise_if_failed(self) -> None:
-        """Nothing to raise: a failure in this process reaches the caller as it happens."""
-
     def shutdown(self) -> None:
         self.worker.shutdown()
