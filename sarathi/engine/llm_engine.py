@@ -36,7 +36,7 @@ from sarathi.core.scheduler import Scheduler, SchedulerStep
 from sarathi.engine.model_setup import ModelSetup, resolve_chunk_size, resolve_model
 from sarathi.engine.output_processor import OutputProcessor
 from sarathi.engine.stats import EngineSnapshot, EngineStats
-from sarathi.executor import StepHandle, create_executor
+from sarathi.executor import StepHandle, WorkerError, create_executor
 from sarathi.model_executor.model_shape import ModelShape
 from sarathi.outputs import RequestOutput
 from sarathi.sampling_params import SamplingParams
@@ -120,6 +120,8 @@ class LLMEngine:
         self._overlap = overlap and self.executor.overlaps
         self.structured = StructuredOutputManager(m.tokenizer, m.eos_ids)
         self._inflight: InflightStep | None = None
+        # The first worker failure a step raised; the engine is unusable afterwards.
+        self._worker_error: WorkerError | None = None
         self.requests: dict[str, Request] = {}
         # The unfinished requests whose sampling reads every earlier token (needs_history).
         self._history_requests: set[str] = set()
@@ -314,6 +316,20 @@ class LLMEngine:
 
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        # After a worker failure the steps in flight never return their tokens: a later
+        # step may schedule nothing (every running sequence waits on a lost token) and
+        # return empty for ever, so every step raises instead.
+        if self._worker_error is not None:
+            raise type(self._worker_error)(
+                f"the engine is unusable after an earlier failure: {self._worker_error}"
+            )
+        try:
+            return self._step()
+        except WorkerError as e:
+            self._worker_error = e
+            raise
+
+    def _step(self) -> list[RequestOutput]:
         outputs = []
         if self._inflight is not None and self._history_requests:
             # Penalties and multi-token bad words read every earlier token's value: the plan
@@ -412,6 +428,10 @@ class LLMEngine:
     def _release_finished(self) -> None:
         """Hand the workers what the scheduler freed (finished sequences' slots, evicted
         blocks) now rather than at the next step (idle engine)."""
+        # Failed workers have nothing to free, and their error raised from here (an abort
+        # in LLM.generate's cleanup) would hide the one that ended the step.
+        if self._worker_error is not None or not self.executor.is_alive():
+            return
         if self.scheduler.has_work():
             plan = self.scheduler.schedule()
             self.executor.collect(self.executor.launch(plan.input))

@@ -63,6 +63,21 @@ def test_killed_worker_fails_in_flight_requests(tp_models, overlap):
             os.kill(pid, 0)
 
 
+def test_generate_raises_the_failure_itself(tp_models):
+    """LLM.generate's cleanup (aborting its requests) must not talk to the dead ranks: it
+    used to raise "unusable after an earlier failure" over the error that ended the step."""
+    llm = _tp2(tp_models["llama"], overlap=False)
+    try:
+        os.kill(llm.engine.executor.worker_pids()[1], signal.SIGKILL)
+        params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+        with pytest.raises(WorkerDiedError, match="rank 1 .*died .*SIGKILL") as info:
+            llm.generate([[5, 6, 7, 8]] * 2, params)
+        assert "earlier failure" not in str(info.value)
+        assert not llm.engine.has_unfinished_requests()
+    finally:
+        llm.engine.shutdown()
+
+
 @pytest.mark.parametrize("overlap", [False, True])
 def test_hung_worker_times_out(tp_models, overlap):
     llm = _tp2(tp_models["llama"], overlap, step_timeout=3)
