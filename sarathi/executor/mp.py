@@ -369,6 +369,13 @@ class MPExecutor:
             others = [p.sentinel for r, p in enumerate(self._procs) if r not in reported]
             if others:
                 wait(others, _BLAME_GRACE_S)
+        # A rank that exited may have sent more before it did (rank 0: replies, then its
+        # error), and one select reads one message a pipe: read the rest, so a rank that
+        # reported its failure and returned is not taken for one that vanished.
+        for rank, p in enumerate(self._procs):
+            if p.exitcode is not None:
+                messages += [(rank, *m) for m in _drain(self._replies[rank])]
+        reported = {rank for rank, kind, _ in messages if kind == "error"}
         # A rank that vanished without a word explains its peers' errors (a collective
         # whose peer is gone fails), so it is named first.
         for rank, p in enumerate(self._procs):
@@ -415,6 +422,16 @@ def _process_context(device: torch.device) -> Any:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["sarathi.executor.rank_worker", "torch._dynamo"])
     return ctx
+
+
+def _drain(conn: Connection) -> list[tuple[str, Any]]:
+    """Every message left in the pipe of a rank that has exited (its end is closed, so
+    this never blocks)."""
+    messages = []
+    with contextlib.suppress(EOFError, OSError):
+        while conn.poll():
+            messages.append(conn.recv())
+    return messages
 
 
 def _signal_note(exitcode: int) -> str:

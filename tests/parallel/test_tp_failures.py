@@ -78,6 +78,30 @@ def test_generate_raises_the_failure_itself(tp_models):
         llm.engine.shutdown()
 
 
+def test_rank_that_raises_in_a_step_is_reported_with_its_error(tp_models, monkeypatch):
+    """Every rank fails to decode a corrupted step, reports its traceback and returns: the
+    driver raises that report, not "rank 0 died with exit code 0" (rank 0's error used to
+    stay unread behind its last reply once its exit was seen)."""
+    import sarathi.executor.mp as mp_executor
+
+    llm = _tp2(tp_models["llama"], overlap=False)
+    pids = llm.engine.executor.worker_pids()
+    try:
+        _start(llm, count=1)
+        monkeypatch.setattr(mp_executor, "encode_step", lambda step: b"\0" * 4096)
+        with pytest.raises(WorkerError, match="failed in a step") as info:
+            while llm.engine.has_unfinished_requests():
+                llm.engine.step()
+        assert not isinstance(info.value, WorkerDiedError)
+        assert "not a step message of this build" in str(info.value)
+        assert not llm.engine.is_alive()
+    finally:
+        llm.engine.shutdown()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
 @pytest.mark.parametrize("overlap", [False, True])
 def test_hung_worker_times_out(tp_models, overlap):
     llm = _tp2(tp_models["llama"], overlap, step_timeout=3)
