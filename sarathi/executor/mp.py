@@ -20,6 +20,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import queue
+import signal
 import tempfile
 import threading
 import time
@@ -83,6 +84,11 @@ def _rank_main(
     for each step's tokens while this one already launches the next step: the driver
     sends step N+1 before it has step N's tokens, and the rank's host work for N+1 runs
     while the device computes N."""
+    # Ctrl-C at a terminal reaches the whole foreground process group, ranks included. The
+    # driver handles it (it abandons the step and stays usable, or shuts the ranks down);
+    # a rank that died of it instead would fail the engine. The driver's exit still ends
+    # the ranks: they watch for it, and it terminates them at exit.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     send_lock = threading.Lock()
 
     def send(kind: str, body: Any) -> None:
@@ -436,8 +442,6 @@ def _drain(conn: Connection) -> list[tuple[str, Any]]:
 
 def _signal_note(exitcode: int) -> str:
     if exitcode < 0:
-        import signal
-
         try:
             return f" (killed by {signal.Signals(-exitcode).name})"
         except ValueError:

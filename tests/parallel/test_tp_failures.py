@@ -121,6 +121,22 @@ def test_bad_split_is_refused_before_starting(tp_models):
         LLM(tp_models["llama"], tensor_parallel_size=2, executor="uni")
 
 
+def test_ctrl_c_at_a_terminal_leaves_the_ranks_running(tp_models):
+    """Ctrl-C at a terminal signals the whole foreground process group: the ranks leave it
+    to the driver instead of dying of KeyboardInterrupt (which failed the engine)."""
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    expected = [o.outputs[0].token_ids for o in LLM(tp_models["llama"]).generate(prompts, params)]
+    llm = _tp2(tp_models["llama"], overlap=True)
+    try:
+        for pid in llm.engine.executor.worker_pids():
+            os.kill(pid, signal.SIGINT)
+        assert [o.outputs[0].token_ids for o in llm.generate(prompts, params)] == expected
+        assert llm.engine.is_alive()
+    finally:
+        llm.engine.shutdown()
+
+
 def test_reply_of_an_interrupted_step_is_dropped(tp_models):
     """Ctrl-C while waiting for a step: its late reply must not be taken for the next one."""
     from models import random_prompts
