@@ -102,8 +102,8 @@ def _rank_main(
             spec, rank, world_size, init_method, device, timeout_s, profile_dir, cpu_threads
         )
         send("ready", worker.ready())
-    except Exception:  # reported to the driver, which raises it
-        send("error", f"rank {rank} failed to start:\n{traceback.format_exc()}")
+    except Exception as e:  # reported to the driver, which raises it
+        send("error", _report(f"rank {rank} failed to start", e))
         return
     parent = mp.parent_process()
 
@@ -147,8 +147,8 @@ def _rank_main(
                     inflight = worker.sample(waiting, message.payload)
             if answerer is not None:
                 answers.put((message.number, inflight))
-    except Exception:  # reported; peers may be stuck, the driver ends them
-        send("error", f"rank {rank} failed in a step:\n{traceback.format_exc()}")
+    except Exception as e:  # reported; peers may be stuck, the driver ends them
+        send("error", _report(f"rank {rank} failed in a step", e))
     finally:
         answers.put(None)
 
@@ -167,8 +167,8 @@ def _answer(
             worker.wait(inflight)
             with lock:
                 reply = worker.reply(inflight)
-        except Exception:  # reported; the driver ends the ranks
-            send("error", f"rank 0 failed collecting a step:\n{traceback.format_exc()}")
+        except Exception as e:  # reported; the driver ends the ranks
+            send("error", _report("rank 0 failed collecting a step", e))
             return
         send("reply", (number, reply))
 
@@ -394,7 +394,7 @@ class MPExecutor:
                 )
         for _rank, kind, body in messages:
             if kind == "error":
-                self._fail(WorkerError(body))
+                self._fail(_reported_error(body))
         return messages
 
     def _fail(self, error: WorkerError) -> None:
@@ -428,6 +428,25 @@ def _process_context(device: torch.device) -> Any:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["sarathi.executor.rank_worker", "torch._dynamo"])
     return ctx
+
+
+def _report(what: str, e: BaseException) -> tuple[str, str]:
+    """A rank's failure report: one line (what failed, the exception's type and message)
+    and, apart, its traceback. Kept apart because the line becomes the error's message,
+    which the server sends to every client of the failed engine: the traceback names the
+    server's files, so it goes to the log and to tracebacks only."""
+    return f"{what}: {type(e).__name__}: {e}", traceback.format_exc()
+
+
+def _reported_error(body: tuple[str, str]) -> WorkerError:
+    """The driver's error for a rank's report: the message is the report's line; the
+    rank's traceback is a note (shown wherever the error's traceback is printed or
+    logged, not in ``str(error)``)."""
+    summary, remote_traceback = body
+    error = WorkerError(summary)
+    # What add_note (Python 3.11+) appends to; set directly so that 3.10 keeps it too.
+    error.__notes__ = [f"the rank's traceback:\n{remote_traceback.rstrip()}"]  # type: ignore[attr-defined]
+    return error
 
 
 def _drain(conn: Connection) -> list[tuple[str, Any]]:

@@ -102,6 +102,29 @@ def test_rank_that_raises_in_a_step_is_reported_with_its_error(tp_models, monkey
             os.kill(pid, 0)
 
 
+def test_a_ranks_traceback_stays_out_of_the_error_message(tp_models, monkeypatch):
+    """The message of a rank's failure is one line: the server sends it to every client of
+    the failed engine (503 engine_dead), and the rank's traceback names the server's files.
+    The traceback rides along as a note, for logs and printed tracebacks."""
+    import sarathi.executor.mp as mp_executor
+
+    llm = _tp2(tp_models["llama"], overlap=False)
+    try:
+        _start(llm, count=1)
+        monkeypatch.setattr(mp_executor, "encode_step", lambda step: b"\0" * 4096)
+        with pytest.raises(WorkerError, match="failed in a step") as info:
+            while llm.engine.has_unfinished_requests():
+                llm.engine.step()
+        message = str(info.value)
+        assert "not a step message of this build" in message
+        assert "Traceback" not in message and "File \"" not in message
+        assert "\n" not in message
+        notes = "\n".join(getattr(info.value, "__notes__", []))
+        assert "Traceback" in notes and "step_codec.py" in notes
+    finally:
+        llm.engine.shutdown()
+
+
 @pytest.mark.parametrize("overlap", [False, True])
 def test_hung_worker_times_out(tp_models, overlap):
     llm = _tp2(tp_models["llama"], overlap, step_timeout=3)
