@@ -157,6 +157,8 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     (["serve", "--model", ""], "model is empty"),
     # A size without its unit read as that many bytes: "1.5" was a 1-byte budget.
     (["serve", "--kv-cache-memory", "1.5"], "not a whole number of bytes; add a unit"),
+    # An empty key turned authentication off: `--api-key "$KEY"` with KEY unset served all.
+    (["serve", "--api-key", ""], "--api-key: the key is empty"),
 ])
 def test_bad_values_of_other_flags_are_clean_errors(args, says):
     r = _call(*args)

@@ -23,6 +23,7 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--api-key",
+        type=_key,
         default=None,
         help="Require 'Authorization: Bearer KEY' on the API routes (default: none; "
         "also read from $SARATHI_API_KEY).",
@@ -206,6 +207,17 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0-65535 (0: any free one), got {port}")
     return port
+
+
+def _key(text: str) -> str:
+    # An empty key turned authentication off without a word: `--api-key "$KEY"` with the
+    # variable unset served everyone.
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "the key is empty (an unset shell variable?); leave the flag out to serve "
+            "without a key"
+        )
+    return text
 
 
 def _bounded(kind: Callable[[str], Any], positive: bool) -> Callable[[str], Any]:
