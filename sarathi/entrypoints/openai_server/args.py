@@ -214,8 +214,7 @@ def _key(text: str) -> str:
     # variable unset served everyone.
     if not text.strip():
         raise argparse.ArgumentTypeError(
-            "the key is empty (an unset shell variable?); leave the flag out to serve "
-            "without a key"
+            "the key is empty (an unset shell variable?); leave the flag out to serve without a key"
         )
     return text
 
