@@ -233,9 +233,7 @@ class RayExecutor:
                     )
                 except RayTaskError as e:
                     self._blame_dead_actor(pending, index, what)
-                    self._fail(
-                        WorkerError(f"tensor-parallel rank {index[ref]} failed during {what}: {e}")
-                    )
+                    self._fail(task_error(index[ref], what, e))
         return results
 
     def _blame_dead_actor(self, pending: list[Any], index: dict[Any, int], what: str) -> None:
@@ -267,3 +265,17 @@ class RayExecutor:
     def _kill_all(self) -> None:
         for a in self._actors:
             self._ray.kill(a, no_restart=True)
+
+
+def task_error(rank: int, what: str, e: Exception) -> WorkerError:
+    """The driver's error for a rank whose call raised (a RayTaskError): one line naming the
+    rank and the exception, with the remote traceback as a note. ``str`` of a RayTaskError
+    holds that traceback, and the message reaches every client of the failed engine (503
+    engine_dead): the traceback names the server's files, so it stays in logs."""
+    cause = getattr(e, "cause", None) or e
+    error = WorkerError(
+        f"tensor-parallel rank {rank} failed during {what}: {type(cause).__name__}: {cause}"
+    )
+    # What add_note (Python 3.11+) appends to, as the mp executor's reports do.
+    error.__notes__ = [f"the rank's traceback:\n{str(e).rstrip()}"]  # type: ignore[attr-defined]
+    return error

@@ -186,3 +186,15 @@ def test_reply_of_an_interrupted_step_is_dropped(tp_models):
         assert [o.outputs[0].token_ids for o in outs] == expected
     finally:
         llm.engine.shutdown()
+
+
+def test_a_ray_ranks_traceback_stays_out_of_the_error_message():
+    """As with the mp executor: a RayTaskError's text holds the rank's traceback, which names
+    the server's files; the message the clients get is one line, the traceback a note."""
+    ray_exceptions = pytest.importorskip("ray.exceptions")
+    from sarathi.executor.ray_executor import task_error
+
+    remote = 'Traceback (most recent call last):\n  File "/srv/app/worker.py", line 3\nValueError: boom'
+    error = task_error(1, "a step", ray_exceptions.RayTaskError("step", remote, ValueError("boom")))
+    assert str(error) == "tensor-parallel rank 1 failed during a step: ValueError: boom"
+    assert "/srv/app/worker.py" in "\n".join(error.__notes__)
