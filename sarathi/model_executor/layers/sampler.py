@@ -382,8 +382,14 @@ def _top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor)
     positions = torch.arange(vocab, device=logits.device).unsqueeze(0)
     drop = positions >= ks.unsqueeze(1)
     probs = torch.softmax(sorted_logits.masked_fill(drop, float("-inf")), dim=-1)
-    before = probs.cumsum(dim=-1) - probs  # mass strictly before each token
-    drop |= before > top_p.unsqueeze(1)
+    # Keep the smallest set of most likely tokens whose mass reaches top_p (vLLM's rule):
+    # drop a token once the mass from it to the tail is at most 1 - top_p, i.e. the tokens
+    # before it already hold top_p. (``mass before > top_p`` kept one token too many when
+    # the mass before it was exactly top_p: uniform logits with top_p=0.5 drew from 3 of 4
+    # tokens, not 2.) The tail sum, not 1 - cumsum: cumsum rounds to 1 before the tail, so
+    # top_p=1 would drop tiny-probability tokens.
+    tail = probs.flip(-1).cumsum(dim=-1).flip(-1)
+    drop |= tail <= 1 - top_p.unsqueeze(1)
     drop[:, 0] = False  # always keep the most likely token
     sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
     return torch.empty_like(logits).scatter_(1, order, sorted_logits)
