@@ -105,6 +105,9 @@ class LLMEngine:
         self.scheduler = Scheduler(config.scheduler, capacity, m.max_model_len, self.prefix_cache)
         # A sequence may never outgrow what the whole cache holds, so one alone always fits.
         self.max_seq_len = min(m.max_model_len, capacity.max_tokens)
+        # Where the whole cache holds fewer tokens than max_model_len, it is a request's
+        # limit: errors and warnings then name --kv-cache-memory, not the model's context.
+        self.cache_bound = self.max_seq_len < m.max_model_len
         self.stats = EngineStats()
         self.output_processor = OutputProcessor(
             streaming_decoder(m.tokenizer),
@@ -128,7 +131,7 @@ class LLMEngine:
         self._seq_ids = itertools.count()
         self._req_ids = itertools.count()
         plan = self.cache_plan
-        if self.max_seq_len < m.max_model_len:
+        if self.cache_bound:
             logger.warning(
                 "the KV cache holds %d tokens, fewer than max_model_len (%d): no request can "
                 "grow past %d tokens; raise --kv-cache-memory or lower --max-model-len",
@@ -262,14 +265,13 @@ class LLMEngine:
             raise RequestError("the prompt is empty")
         self._check_in_vocab(ids, "prompt token ids")
         if len(ids) >= self.max_seq_len:
-            # Where the whole KV cache holds less than max_model_len, the cache is the limit:
-            # naming the model's context there sends the user to the wrong setting.
-            cache_bound = self.max_seq_len < self.setup.max_model_len
-            limit = "the whole KV cache holds" if cache_bound else "this model's context is"
+            # Naming the model's context where the cache is the limit sends the user to the
+            # wrong setting.
+            limit = "the whole KV cache holds" if self.cache_bound else "this model's context is"
             raise RequestError(
                 f"the prompt has {len(ids)} tokens; {limit} {self.max_seq_len} tokens "
                 "including at least one generated token"
-                + (" (raise --kv-cache-memory)" if cache_bound else ""),
+                + (" (raise --kv-cache-memory)" if self.cache_bound else ""),
                 code=CONTEXT_LENGTH_EXCEEDED,
             )
 

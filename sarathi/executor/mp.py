@@ -37,7 +37,7 @@ from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.engine.model_setup import bind_thread_device
 from sarathi.envs import env
 from sarathi.executor import StepHandle
-from sarathi.executor.errors import WorkerDiedError, WorkerError
+from sarathi.executor.errors import WorkerDiedError, WorkerError, rank_failure
 from sarathi.executor.rank_worker import RankReady, RankWorker, StepReply, rank_device
 from sarathi.executor.shm_ring import RingHandle, RingReader, RingWriter
 from sarathi.executor.step_codec import encode_step
@@ -394,7 +394,7 @@ class MPExecutor:
                 )
         for _rank, kind, body in messages:
             if kind == "error":
-                self._fail(_reported_error(body))
+                self._fail(rank_failure(*body))
         return messages
 
     def _fail(self, error: WorkerError) -> None:
@@ -431,22 +431,8 @@ def _process_context(device: torch.device) -> Any:
 
 
 def _report(what: str, e: BaseException) -> tuple[str, str]:
-    """A rank's failure report: one line (what failed, the exception's type and message)
-    and, apart, its traceback. Kept apart because the line becomes the error's message,
-    which the server sends to every client of the failed engine: the traceback names the
-    server's files, so it goes to the log and to tracebacks only."""
+    """A rank's failure report, sent to the driver: the arguments of ``rank_failure``."""
     return f"{what}: {type(e).__name__}: {e}", traceback.format_exc()
-
-
-def _reported_error(body: tuple[str, str]) -> WorkerError:
-    """The driver's error for a rank's report: the message is the report's line; the
-    rank's traceback is a note (shown wherever the error's traceback is printed or
-    logged, not in ``str(error)``)."""
-    summary, remote_traceback = body
-    error = WorkerError(summary)
-    # What add_note (Python 3.11+) appends to; set directly so that 3.10 keeps it too.
-    error.__notes__ = [f"the rank's traceback:\n{remote_traceback.rstrip()}"]  # type: ignore[attr-defined]
-    return error
 
 
 def _drain(conn: Connection) -> list[tuple[str, Any]]:

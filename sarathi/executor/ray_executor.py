@@ -23,7 +23,7 @@ from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.envs import env
 from sarathi.executor import StepHandle
-from sarathi.executor.errors import WorkerDiedError, WorkerError
+from sarathi.executor.errors import WorkerDiedError, WorkerError, rank_failure
 from sarathi.executor.rank_worker import RankReady, RankWorker, StepReply
 from sarathi.executor.step_codec import encode_step
 from sarathi.worker.cache_engine import CachePlan
@@ -268,14 +268,8 @@ class RayExecutor:
 
 
 def task_error(rank: int, what: str, e: Exception) -> WorkerError:
-    """The driver's error for a rank whose call raised (a RayTaskError): one line naming the
-    rank and the exception, with the remote traceback as a note. ``str`` of a RayTaskError
-    holds that traceback, and the message reaches every client of the failed engine (503
-    engine_dead): the traceback names the server's files, so it stays in logs."""
+    """The driver's error for a rank whose call raised (a RayTaskError, whose ``str`` holds
+    the remote traceback): see ``rank_failure``."""
     cause = getattr(e, "cause", None) or e
-    error = WorkerError(
-        f"tensor-parallel rank {rank} failed during {what}: {type(cause).__name__}: {cause}"
-    )
-    # What add_note (Python 3.11+) appends to, as the mp executor's reports do.
-    error.__notes__ = [f"the rank's traceback:\n{str(e).rstrip()}"]  # type: ignore[attr-defined]
-    return error
+    summary = f"tensor-parallel rank {rank} failed during {what}: {type(cause).__name__}: {cause}"
+    return rank_failure(summary, str(e))

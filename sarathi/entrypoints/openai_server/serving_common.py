@@ -210,8 +210,7 @@ class ServerState:
         try:
             self.engine.engine.validate_prompt(ids)
         except RequestError as e:
-            cache_bound = self.max_seq_len < self.engine.engine.setup.max_model_len
-            if e.code == CONTEXT_LENGTH_EXCEEDED and not cache_bound:
+            if e.code == CONTEXT_LENGTH_EXCEEDED and not self.engine.engine.cache_bound:
                 # OpenAI's wording: clients (LiteLLM, LangChain) tell an overflow, to trim the
                 # history and retry, by "maximum context length" as well as by the code. Where
                 # the KV cache is the bound, the engine's message names it instead.
