@@ -78,22 +78,29 @@ def test_generate_raises_the_failure_itself(tp_models):
         llm.engine.shutdown()
 
 
+def _fail_a_corrupted_step(llm: LLM, monkeypatch) -> WorkerError:
+    """Every rank fails to decode the steps sent after this (their bytes are zeros): the
+    error the engine raises for them."""
+    import sarathi.executor.mp as mp_executor
+
+    _start(llm, count=1)
+    monkeypatch.setattr(mp_executor, "encode_step", lambda step: b"\0" * 4096)
+    with pytest.raises(WorkerError, match="failed in a step") as info:
+        while llm.engine.has_unfinished_requests():
+            llm.engine.step()
+    return info.value
+
+
 def test_rank_that_raises_in_a_step_is_reported_with_its_error(tp_models, monkeypatch):
     """Every rank fails to decode a corrupted step, reports its traceback and returns: the
     driver raises that report, not "rank 0 died with exit code 0" (rank 0's error used to
     stay unread behind its last reply once its exit was seen)."""
-    import sarathi.executor.mp as mp_executor
-
     llm = _tp2(tp_models["llama"], overlap=False)
     pids = llm.engine.executor.worker_pids()
     try:
-        _start(llm, count=1)
-        monkeypatch.setattr(mp_executor, "encode_step", lambda step: b"\0" * 4096)
-        with pytest.raises(WorkerError, match="failed in a step") as info:
-            while llm.engine.has_unfinished_requests():
-                llm.engine.step()
-        assert not isinstance(info.value, WorkerDiedError)
-        assert "not a step message of this build" in str(info.value)
+        error = _fail_a_corrupted_step(llm, monkeypatch)
+        assert not isinstance(error, WorkerDiedError)
+        assert "not a step message of this build" in str(error)
         assert not llm.engine.is_alive()
     finally:
         llm.engine.shutdown()
@@ -106,20 +113,14 @@ def test_a_ranks_traceback_stays_out_of_the_error_message(tp_models, monkeypatch
     """The message of a rank's failure is one line: the server sends it to every client of
     the failed engine (503 engine_dead), and the rank's traceback names the server's files.
     The traceback rides along as a note, for logs and printed tracebacks."""
-    import sarathi.executor.mp as mp_executor
-
     llm = _tp2(tp_models["llama"], overlap=False)
     try:
-        _start(llm, count=1)
-        monkeypatch.setattr(mp_executor, "encode_step", lambda step: b"\0" * 4096)
-        with pytest.raises(WorkerError, match="failed in a step") as info:
-            while llm.engine.has_unfinished_requests():
-                llm.engine.step()
-        message = str(info.value)
+        error = _fail_a_corrupted_step(llm, monkeypatch)
+        message = str(error)
         assert "not a step message of this build" in message
         assert "Traceback" not in message and "File \"" not in message
         assert "\n" not in message
-        notes = "\n".join(getattr(info.value, "__notes__", []))
+        notes = "\n".join(getattr(error, "__notes__", []))
         assert "Traceback" in notes and "step_codec.py" in notes
     finally:
         llm.engine.shutdown()
