@@ -11,6 +11,8 @@ from typing import Any
 
 from jinja2 import TemplateError
 
+from sarathi.sampling_params import is_unicode
+
 
 class NoChatTemplate(ValueError):
     """The tokenizer has no chat template and none was given."""
@@ -92,11 +94,7 @@ def conversation_ids(
     # arguments hundreds of levels deep decode but exhaust the stack there.
     except (TemplateError, ValueError, TypeError, KeyError, IndexError, RecursionError) as e:
         raise ChatTemplateError(f"the chat template failed on these messages: {e}") from e
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
+    if not is_unicode(text):
         # The tokenizer raised a bare TypeError for it (the server refuses such JSON first).
-        raise ChatTemplateError(
-            "the conversation is not valid Unicode (it has a lone surrogate)"
-        ) from e
+        raise ChatTemplateError("the conversation is not valid Unicode (it has a lone surrogate)")
     return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from sarathi.sampling_params import is_unicode
 from sarathi.transformers_utils.chat import parts_text
 
 MAX_N = 128  # completions per prompt (OpenAI's bound)
@@ -115,10 +116,8 @@ def _check_json(data: Any) -> None:
     while stack:
         value, depth = stack.pop()
         if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as e:
-                raise ValueError("strings must be valid Unicode (no lone surrogates)") from e
+            if not is_unicode(value):
+                raise ValueError("strings must be valid Unicode (no lone surrogates)")
         elif isinstance(value, (dict, list)):
             if depth == MAX_DEPTH:
                 raise ValueError(f"the request nests JSON more than {MAX_DEPTH} levels deep")

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sarathi.sampling_params import is_unicode
+
 _OPEN = "<tool_call>"
 _CLOSE = "</tool_call>"
 _PYTHON_TAG = "<|python_tag|>"
@@ -131,11 +133,7 @@ def arguments_text(args: Any) -> str:
     the model wrote an escaped lone surrogate (``"\\ud800"``): decoded, no UTF-8 response
     can carry it, so that text keeps every escape."""
     text = json.dumps(args, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(args)
-    return text
+    return text if is_unicode(text) else json.dumps(args)
 
 
 def _hermes_call(block: str, tool_names: set[str] | None) -> ToolCall | None:
