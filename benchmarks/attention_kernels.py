@@ -19,7 +19,7 @@ import argparse
 import math
 
 import torch
-from common import bench_ms, print_table, run_info, write_json
+from common import bench_ms, print_table, require_cuda, run_info, write_json
 
 import vattention
 from sarathi.model_executor.presets import PRESETS
@@ -165,8 +165,7 @@ def main() -> None:
     )
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("this benchmark needs a CUDA GPU")
+    require_cuda("attention_kernels")
 
     p = PRESETS[args.preset]
     hq, hkv = p["num_attention_heads"], p["num_key_value_heads"]

@@ -30,6 +30,7 @@ from common import (
     gpu_timeline,
     matmul_rate,
     print_table,
+    require_cuda,
     run_info,
     write_json,
 )
@@ -259,8 +260,7 @@ def main() -> None:
         decode_cases = [_case(c) for c in args.case]
     if args.profile:
         decode_cases = [_case(args.profile)]
-    if not torch.cuda.is_available():
-        raise SystemExit("roofline: needs a CUDA GPU")
+    require_cuda("roofline")
     bw, mm = copy_bandwidth(), matmul_rate()
     print(f"copy bandwidth {bw / 1e9:.0f} GB/s, bf16 matmul {mm / 1e12:.0f} TFLOP/s")
     rows, profiles = [], []
