@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -98,6 +98,7 @@ class AsyncEngine:
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
         self._observers: list[StepObserver] = []
+        self._death_callbacks: list[Callable[[BaseException], None]] = []
         self._cond = threading.Condition()
         self._commands: deque[_Add | _Abort | _AbortAll | _ResetPrefixCache] = deque()
         self._stop = False
@@ -118,6 +119,11 @@ class AsyncEngine:
         if self._thread is not None:
             raise RuntimeError("add observers before the engine loop starts")
         self._observers.append(observer)
+
+    def on_death(self, callback: Callable[[BaseException], None]) -> None:
+        """Have ``callback(error)`` called if the loop dies, on the loop thread (so it must be
+        thread-safe), once every stream has been handed the error."""
+        self._death_callbacks.append(callback)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -392,6 +398,8 @@ class AsyncEngine:
         streams += [c.stream for c in commands if isinstance(c, _Add | _ResetPrefixCache)]
         self._streams = {}
         _deliver([(s, dead) for s in streams])
+        for callback in self._death_callbacks:
+            callback(error)
 
 
 def _detach(out: RequestOutput) -> RequestOutput:

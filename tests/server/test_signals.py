@@ -1,6 +1,6 @@
 """`python -m sarathi serve` as users run it: startup line; on SIGTERM/SIGINT the server stops
 accepting, lets running streams finish within --graceful-shutdown-seconds, ends the rest with
-an error event and exits 0; a second signal exits at once."""
+an error event and exits 0; a second signal exits at once. If its engine dies, it exits 1."""
 
 from __future__ import annotations
 
@@ -17,14 +17,30 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _start(*extra: str, max_model_len: int = 256) -> tuple[subprocess.Popen, str, str]:
+# The command line, after making the engine's third step fail as a device error would.
+FAILING_SERVE = """
+import sys
+from sarathi.engine.llm_engine import LLMEngine
+step, calls = LLMEngine.step, [0]
+def failing(self):
+    calls[0] += 1
+    if calls[0] >= 3:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    return step(self)
+LLMEngine.step = failing
+from sarathi.entrypoints.cli import main
+sys.exit(main(["serve", *sys.argv[1:]]))
+"""
+
+
+def _start(
+    *extra: str, max_model_len: int = 256, launch: tuple[str, ...] = ("-m", "sarathi", "serve")
+) -> tuple[subprocess.Popen, str, str]:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "sarathi",
-            "serve",
+            *launch,
             "--port",
             "0",
             "--max-model-len",
@@ -122,5 +138,25 @@ def test_a_second_signal_exits_at_once():
         assert proc.stdout is not None
         log = proc.stdout.read()
         assert "Traceback" not in log and "CancelledError" not in log, log
+    finally:
+        _stop(proc)
+
+
+def test_an_engine_failure_ends_the_streams_and_exits_1():
+    """As vLLM's server does: one that stayed up refusing every request would never be
+    restarted by a supervisor that restarts on exit."""
+    proc, url, _ = _start("--graceful-shutdown-seconds", "60", launch=("-c", FAILING_SERVE))
+    try:
+        body = {"prompt": "a story", "max_tokens": 40, "ignore_eos": True, "stream": True}
+        with httpx.Client(base_url=url, timeout=60) as h:
+            with h.stream("POST", "/v1/completions", json=body) as resp:
+                lines = [line for line in resp.iter_lines() if line]
+        assert lines[-1] == "data: [DONE]"
+        error = json.loads(lines[-2][len("data: ") :])["error"]
+        assert error["code"] == "engine_dead" and "illegal memory access" in error["message"]
+        assert proc.wait(60) == 1
+        assert proc.stdout is not None
+        log = proc.stdout.read()
+        assert "sarathi server stopped: its engine failed" in log, log
     finally:
         _stop(proc)

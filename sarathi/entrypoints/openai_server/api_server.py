@@ -310,7 +310,8 @@ class GracefulServer(uvicorn.Server):
     stream.
 
     uvicorn re-raises a captured signal after shutting down (so the process dies of it);
-    a server that shut down cleanly on request should exit 0 instead.
+    a server that shut down cleanly on request should exit 0 instead. ``exit_failed`` shuts
+    it down after the engine died.
     """
 
     def __init__(
@@ -332,6 +333,13 @@ class GracefulServer(uvicorn.Server):
             # lifespan task still waiting for it, which uvicorn logs as a traceback. Every
             # stream has ended (on_force), so the app's shutdown (the engine loop's) is quick.
             await self.lifespan.shutdown()
+
+    def exit_failed(self) -> None:
+        """Shut down because the engine died (thread-safe). Every stream already holds its
+        error, so there is nothing to wait for: a supervisor restarts a server that exits,
+        not one that stays up refusing every request."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(setattr, self, "should_exit", True)
 
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
         if self.should_exit:  # a second signal: no more waiting
@@ -424,16 +432,25 @@ def run_server(args: argparse.Namespace) -> int:
             asyncio.get_running_loop().call_later(grace, async_engine.begin_shutdown)
 
         server = GracefulServer(uv_config, drain, async_engine.begin_shutdown)
+        async_engine.on_death(lambda error: server.exit_failed())
         server.run(sockets=[sock])
     finally:
         sock.close()
-    print("sarathi server stopped", flush=True)
-    if async_engine.error is not None and engine.setup.device.type == "cuda":
-        # The engine died of a device error, which poisons the CUDA context: torch's
-        # finalizers would abort the interpreter on the way out. Leave now, failing.
+    if async_engine.error is None:
+        print("sarathi server stopped", flush=True)
+        return 0
+    error = async_engine.error
+    print(
+        f"sarathi server stopped: its engine failed ({type(error).__name__}: {error})",
+        file=sys.stderr,
+        flush=True,
+    )
+    if engine.setup.device.type == "cuda":
+        # A device error poisons the CUDA context: torch's finalizers would abort the
+        # interpreter on the way out. Leave now.
         logging.shutdown()
         os._exit(1)
-    return 0
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
