@@ -159,6 +159,8 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     (["serve", "--kv-cache-memory", "1.5"], "not a whole number of bytes; add a unit"),
     # An empty key turned authentication off: `--api-key "$KEY"` with KEY unset served all.
     (["serve", "--api-key", ""], "--api-key: the key is empty"),
+    # A body between the two was refused with 503 and Retry-After however often it came back.
+    (["serve", "--max-body-bytes-in-flight", "1000"], "could never be taken"),
 ])
 def test_bad_values_of_other_flags_are_clean_errors(args, says):
     r = _call(*args)

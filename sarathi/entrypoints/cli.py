@@ -198,6 +198,13 @@ def _constraint(args: argparse.Namespace) -> StructuredOutputsParams | None:
 def _serve(args: argparse.Namespace) -> int:
     from sarathi.entrypoints.openai_server.api_server import run_server
 
+    if args.max_body_bytes_in_flight < args.max_request_bytes:
+        # A body between the two would be refused with 503 and Retry-After for ever.
+        raise ValueError(
+            f"--max-body-bytes-in-flight ({args.max_body_bytes_in_flight}) is below "
+            f"--max-request-bytes ({args.max_request_bytes}): a body between the two could "
+            "never be taken"
+        )
     return run_server(args)
 
 

@@ -62,3 +62,41 @@ def test_an_overloaded_server_refuses_before_tokenizing() -> None:
         release.set()
         tok.encode = encode
         stop_server(live)
+
+
+def test_bodies_past_the_bytes_in_flight_bound_are_refused_and_counted() -> None:
+    """One client holds most of --max-body-bytes-in-flight with a half-sent body: the next
+    body is refused with 503 and Retry-After, and /metrics counts it under its own reason."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    live = start_server(max_request_bytes=2000, max_body_bytes_in_flight=2000)
+    url = urlparse(live.url)
+    held = socket.create_connection((url.hostname, url.port))
+    try:
+        held.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1900\r\n\r\n" + b" " * 1500
+        )
+        body = {"prompt": "hi", "max_tokens": 1, "user": "u" * 600}
+        with httpx.Client(base_url=live.url, timeout=30) as h:
+            state = live.app.state.sarathi
+            deadline = time.monotonic() + 10
+            while state.body_limits.in_flight < 1500 and time.monotonic() < deadline:
+                time.sleep(0.01)  # the held body is read by the server's own event loop
+            refused = h.post("/v1/completions", json=body)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "overloaded"
+            metrics = h.get("/metrics").text
+        line = next(
+            x
+            for x in metrics.splitlines()
+            if x.startswith("sarathi:num_requests_rejected_total{")
+            and 'reason="body_bytes_in_flight"' in x
+        )
+        assert float(line.rsplit(" ", 1)[1]) == 1
+    finally:
+        held.close()
+        stop_server(live)

@@ -110,7 +110,10 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         max_waiting_requests=args.max_waiting_requests,
         prompt_tokens_details=args.enable_prompt_tokens_details,
         body_limits=BodyLimits(
-            args.max_request_bytes, args.request_read_timeout, args.max_body_bytes_in_flight
+            args.max_request_bytes,
+            args.request_read_timeout,
+            args.max_body_bytes_in_flight,
+            on_busy=metrics.rejected.labels(name, "body_bytes_in_flight").inc,
         ),
     )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,10 +26,17 @@ from sarathi.entrypoints.openai_server.errors import APIError, error_response
 class BodyLimits:
     """The limits, and the state they share across every connection of one server."""
 
-    def __init__(self, max_bytes: int, read_timeout: float, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        read_timeout: float,
+        max_in_flight: int,
+        on_busy: Callable[[], None] = lambda: None,
+    ) -> None:
         self.max_bytes = max_bytes
         self.read_timeout = read_timeout
         self.max_in_flight = max_in_flight
+        self.on_busy = on_busy  # a request refused because too many body bytes are held
         self.in_flight = 0  # body bytes held by requests being read or handled
         self.closing = asyncio.Event()  # set when the server begins to shut down
 
@@ -63,6 +71,7 @@ class BodySizeLimitMiddleware:
                     await _refuse(scope, receive, send, _too_large(lim.max_bytes))
                     return
                 if lim.in_flight + len(body) > lim.max_in_flight:
+                    lim.on_busy()
                     await _refuse(scope, receive, send, _busy())
                     return
                 size += len(body)
