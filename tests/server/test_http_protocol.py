@@ -93,3 +93,57 @@ def test_a_client_that_reads_nothing_is_dropped_and_its_stream_closed() -> None:
         client.close()
         server.should_exit = True
         thread.join(30)
+
+
+def test_the_header_deadline_counts_from_the_last_response() -> None:
+    """On a reused connection the next request has ``header_timeout`` from the previous
+    response: the deadline armed when the connection opened no longer closes it while the
+    next request's headers arrive."""
+    import asyncio
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from starlette.responses import PlainTextResponse
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    def response(sock: socket.socket) -> bytes:
+        data = b""
+        while not data.endswith(b"ok") and (chunk := sock.recv(4096)):
+            data += chunk
+        return data
+
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, http=deadline_protocol(1.0, 30.0), log_level="error"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    client.settimeout(10)
+    try:
+        opened = time.monotonic()
+        time.sleep(0.7)
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert response(client).startswith(b"HTTP/1.1 200")
+        client.sendall(b"GET / HTTP/1.1\r\n")  # the next request's headers, slowly
+        time.sleep(max(0.0, opened + 1.3 - time.monotonic()))  # past the first deadline
+        client.sendall(b"Host: x\r\n\r\n")
+        assert response(client).startswith(b"HTTP/1.1 200")
+    finally:
+        client.close()
+        server.should_exit = True
+        thread.join(30)

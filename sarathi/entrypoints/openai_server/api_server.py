@@ -164,6 +164,7 @@ class _HeaderDeadline(asyncio.Protocol):
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     cycle: Any
+    _headers_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -173,8 +174,17 @@ class _HeaderDeadline(asyncio.Protocol):
         super().on_response_complete()  # type: ignore[misc]
         self._arm_header_deadline()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._headers_timer is not None:
+            self._headers_timer.cancel()
+        super().connection_lost(exc)
+
     def _arm_header_deadline(self) -> None:
-        self.loop.call_later(self.header_timeout, self._headers_due)
+        # One deadline at a time: the connection's first, left running, closed a reused
+        # connection while its next request's headers were arriving.
+        if self._headers_timer is not None:
+            self._headers_timer.cancel()
+        self._headers_timer = self.loop.call_later(self.header_timeout, self._headers_due)
 
     def _headers_due(self) -> None:
         waiting_for_headers = self.cycle is None or self.cycle.response_complete
