@@ -1,8 +1,8 @@
 """vAttention vs paged: attention kernel times over contexts 1K-16K (GPU).
 
-Both sides run the same Triton kernels (``triton_kernels``); the paged side translates
-every position through a block table, the vattention side reads each slot's virtually
-contiguous K/V from a real ``vattention.KVCache`` (CUDA backend, pages mapped with the
+Both sides run the same Triton kernels (``triton_decode``, ``triton_prefill``); the paged
+side translates every position through a block table, the vattention side reads each slot's
+virtually contiguous K/V from a real ``vattention.KVCache`` (CUDA backend, pages mapped with the
 driver API). The paged pool's blocks are handed out the way concurrent decoding hands them
 out (every sequence grows one block in turn), so a sequence's blocks are scattered.
 
@@ -99,7 +99,8 @@ def time_kernels(
 ) -> tuple[float, float]:
     """(decode ms, prefill ms) over caches k/v (slot layout, or pools with a block table)."""
     # Here, not at the top: Triton is needed to run, not for --help on a machine without it.
-    from sarathi.model_executor.attention.triton_kernels import decode_attention, prefill_attention
+    from sarathi.model_executor.attention.triton_decode import decode_attention
+    from sarathi.model_executor.attention.triton_prefill import prefill_attention
 
     dev = torch.device("cuda")
     scale = d**-0.5

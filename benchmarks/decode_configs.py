@@ -44,7 +44,7 @@ def _case(
     enough copies of the cache (400 MB or more) that no call finds its keys in the L2, from
     a CUDA graph (the kernels are shorter than their launch path at batch 64)."""
     # Here, not at the top: Triton is needed to run, not for --help on a machine without it.
-    from sarathi.model_executor.attention.triton_kernels import decode_attention
+    from sarathi.model_executor.attention.triton_decode import decode_attention
 
     hq, hkv, d, layers = SHAPES[model]
     sms = torch.cuda.get_device_properties(0).multi_processor_count

@@ -48,7 +48,7 @@ def _name(launch: PrefillLaunch) -> str:
 def _case(model: str, prefix: int, n: int) -> list[dict]:
     """Every launch shape on one chunk of ``n`` tokens after ``prefix`` cached ones."""
     # Here, not at the top: Triton is needed to run, not for --help on a machine without it.
-    from sarathi.model_executor.attention.triton_kernels import prefill_attention
+    from sarathi.model_executor.attention.triton_prefill import prefill_attention
 
     hq, hkv, d = SHAPES[model]
     k = torch.randn(2, prefix + n, hkv, d, dtype=torch.bfloat16, device="cuda")

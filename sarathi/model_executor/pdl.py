@@ -21,7 +21,7 @@ One pair departs from this on purpose: in a mixed step the prefill attention ker
 decode attention kernel launched behind it start as soon as all prefill programs have
 started, and the decode programs do not wait, since they read nothing the prefill writes;
 one decode program waits instead, so the decode kernel completes after the prefill kernel
-and whatever follows sees both (``triton_kernels.decode_attention``, ``behind``).
+and whatever follows sees both (``triton_decode.decode_attention``, ``behind``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ This is vLLM's design. Each layer's K and V live in a pool of fixed-size blocks
 ``[num_blocks, block_tokens, kv_heads, head_dim]`` allocated up front; a sequence (a slot)
 owns a list of blocks, and its block table row says which block holds tokens
 ``[i * block_tokens, (i + 1) * block_tokens)``. Attention kernels translate every position
-through that table (``triton_kernels`` with ``PAGED=True``).
+through that table (``triton_decode`` and ``triton_prefill`` with ``PAGED=True``).
 
 The class offers the engine's ``KVCache`` interface (``sarathi/worker/kv_cache.py``), as
 ``vattention.KVCache`` does, so the engine runs unchanged on either cache. A pool block is

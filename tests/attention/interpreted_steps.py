@@ -17,7 +17,8 @@ from sarathi.model_executor.attention.launch import (PrefillLaunch, decode_split
 from sarathi.model_executor.attention.metadata import AttentionMetadata, chunk_table
 from sarathi.model_executor.attention.torch_backend import TorchAttention
 from sarathi.model_executor.attention.triton_backend import TritonAttention
-from sarathi.model_executor.attention.triton_kernels import decode_attention, prefill_attention
+from sarathi.model_executor.attention.triton_decode import decode_attention
+from sarathi.model_executor.attention.triton_prefill import prefill_attention
 
 from tests.interpreter import patch_scalar_index
 

@@ -114,7 +114,7 @@ def test_packed_prefill_matches_reference(hq: int, hkv: int, d: int, window: int
     """GQA packing (a program takes every query head of a KV group): the reference's output,
     eager and over a graph's tile table."""
     from sarathi.model_executor.attention.launch import PrefillLaunch
-    from sarathi.model_executor.attention.triton_kernels import prefill_attention
+    from sarathi.model_executor.attention.triton_prefill import prefill_attention
 
     rng = random.Random(hash((hq, hkv, d, window)) & 0xFFFF)
     torch.manual_seed(rng.randrange(1 << 30))
@@ -146,7 +146,7 @@ def test_prefill_descriptor_loads_match_pointer_loads(layout: str, window: int |
     pointer loads: both the reference's output, eager and over a tile table in the order
     the model runner builds it (longest blocks first)."""
     from sarathi.model_executor.attention.launch import PrefillLaunch, prefill_tiles
-    from sarathi.model_executor.attention.triton_kernels import prefill_attention
+    from sarathi.model_executor.attention.triton_prefill import prefill_attention
 
     rng = random.Random(hash((layout, window)) & 0xFFFF)
     torch.manual_seed(rng.randrange(1 << 30))
@@ -177,7 +177,7 @@ def test_prefill_descriptor_loads_match_pointer_loads(layout: str, window: int |
                                                   # many programs per SM: 32-key blocks
                                                   (256, 700, None), (256, 700, 3)])
 def test_decode_splits_match_reference(batch: int, max_len: int, splits: int | None) -> None:
-    from sarathi.model_executor.attention.triton_kernels import decode_attention
+    from sarathi.model_executor.attention.triton_decode import decode_attention
 
     torch.manual_seed(batch * 1000 + max_len)
     hq, hkv, d = 32, 8, 128
@@ -257,7 +257,7 @@ def test_kernels_read_caches_made_after_others_closed() -> None:
     """Caches made after others were closed (their reservations may reuse the freed
     addresses), including an empty one, are read correctly by the kernels."""
     import vattention
-    from sarathi.model_executor.attention.triton_kernels import decode_attention
+    from sarathi.model_executor.attention.triton_decode import decode_attention
 
     hq, hkv, d = 32, 8, 128
     # (slots, context); the one-slot cache is closed without mapping anything.

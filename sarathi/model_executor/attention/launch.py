@@ -1,6 +1,7 @@
-"""Launch shapes of the Triton attention kernels (``triton_kernels.py``), chosen by
-measurement; kept apart from the kernels so that what plans a step (the graphs' context
-splits, the prefill tile table) reads the same shapes without importing Triton."""
+"""Launch shapes of the Triton attention kernels (``triton_decode.py``,
+``triton_prefill.py``), chosen by measurement; kept apart from the kernels so that what
+plans a step (the graphs' context splits, the prefill tile table) reads the same shapes
+without importing Triton."""
 
 from __future__ import annotations
 

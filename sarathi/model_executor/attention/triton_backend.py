@@ -23,7 +23,8 @@ from sarathi.model_executor.attention.metadata import (
     KVIndex,
     slot_index,
 )
-from sarathi.model_executor.attention.triton_kernels import decode_attention, prefill_attention
+from sarathi.model_executor.attention.triton_decode import decode_attention
+from sarathi.model_executor.attention.triton_prefill import prefill_attention
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches, num_sms
 
 
