@@ -317,7 +317,7 @@ def decode_attention(
     graph passes both, from ``FixedLaunch``.
     Two pipeline stages, not three: on an H100 the third stage's shared memory cost the
     contiguous (vattention) path 8% at 16K context by lowering occupancy, while the paged
-    path did not move (``benchmarks/results/README.md``).
+    path did not move (``benchmarks/results/EXPERIMENTS.md``).
     ``behind``: launched right after ``prefill_attention(..., release=True)`` in a mixed
     step, with programmatic dependent launch: the prefill kernel lets it launch once all of
     its programs have started, so decode programs take the SMs that the prefill's last
@@ -343,7 +343,7 @@ def decode_attention(
     bt = slots if block_table is None else block_table  # slots: unused when not paged
     # Programmatic dependent launch at batch 1 only, where it was measured faster (H100,
     # Llama-2-7B ctx 4096: 5.75 vs 5.85 ms steps). At batch 16 and 32 it was slower:
-    # batch-16 steps +2%, batch-32 paged decode kernels up to +18% (results/README.md).
+    # batch-16 steps +2%, batch-32 paged decode kernels up to +18% (results/EXPERIMENTS.md).
     pdl_args = launch_args(pdl and b == 1)
     # Behind the prefill kernel: launched with PDL, its programs not waiting (see BEHIND).
     decode_args = {"PDL": False, "launch_pdl": True} if behind else pdl_args
