@@ -207,3 +207,20 @@ def test_prefix_caching_with_a_patch_tokenizer(tiny_models, patch_dir):
     assert patched.engine.prefix_cache.counters.hits > 0
     base = LLM(path, max_model_len=512)
     assert prefix_fingerprint(base.engine.setup) != prefix_fingerprint(patched.engine.setup)
+
+
+@pytest.mark.parametrize("name", ["chat_template", "return_dict", "tools", "documents"])
+def test_a_patch_tokenizer_refuses_template_variables_named_like_the_calls_parameters(
+        patch_dir, name):
+    """Its apply_chat_template passes **kwargs on to the base tokenizer's: a variable
+    named chat_template there was the base call's template, a per-request template the
+    server otherwise refuses (a Hugging Face tokenizer's chat refused it already)."""
+    from adaptivocab import PatchTokenizer
+
+    from sarathi.transformers_utils.chat import TemplateKwargsError, conversation_ids
+
+    tok = PatchTokenizer.from_pretrained(patch_dir)
+    tok.base_tokenizer.chat_template = "{{ messages[0]['content'] }}"
+    with pytest.raises(TemplateKwargsError, match=name):
+        conversation_ids(tok, [{"role": "user", "content": "hi"}], None,
+                         template_kwargs={name: "injected {{ messages }}"})

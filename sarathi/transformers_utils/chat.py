@@ -28,9 +28,16 @@ class TemplateKwargsError(ValueError):
 
 def _reserved(tokenizer: Any) -> set[str]:
     """The parameters of the tokenizer's ``apply_chat_template``: template variables with
-    these names would change what the call returns (``tokenize``, ``return_dict``, ...)."""
-    params = inspect.signature(tokenizer.apply_chat_template).parameters.values()
-    return {p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    these names would change what the call returns (``tokenize``, ``return_dict``, ...).
+    A PatchTokenizer's passes its ``**kwargs`` on to its base tokenizer's, so that one's
+    parameters count too: there ``chat_template`` was the base call's template."""
+    names: set[str] = set()
+    for tok in (tokenizer, getattr(tokenizer, "base_tokenizer", None)):
+        if tok is None:
+            continue
+        params = inspect.signature(tok.apply_chat_template).parameters.values()
+        names |= {p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    return names
 
 
 def parts_text(texts: Iterable[str]) -> str:
