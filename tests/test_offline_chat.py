@@ -84,6 +84,9 @@ def test_template_and_its_variables(llm):
         ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
          "image_url"),
         ([{"role": "user", "content": 3}], "content"),
+        # Rendered as "None" and as "" before; the server refuses both.
+        ([{"role": "user", "content": [{"type": "text", "text": None}]}], "'text'"),
+        ([{"role": "user", "content": [{"type": "text"}]}], "'text'"),
         (["hi"], "message dicts"),
     ],
 )  # fmt: skip

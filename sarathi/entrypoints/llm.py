@@ -246,7 +246,10 @@ def _conversation(messages: Any, index: int) -> list[dict[str, Any]]:
                         f"{where}: content parts of type {kind!r} are not supported: "
                         "this engine serves text-only models"
                     )
-                texts.append(str(part.get("text", "")))
+                # As the server refuses it: str() wrote a part without text as "None".
+                if not isinstance(part.get("text"), str):
+                    raise ValueError(f"{where}: a text content part needs 'text', a string")
+                texts.append(part["text"])
             content = parts_text(texts)
         elif content is not None and not isinstance(content, str):
             raise ValueError(f"{where}: content must be a string or a list of text parts")
