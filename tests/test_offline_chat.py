@@ -87,6 +87,7 @@ def test_template_and_its_variables(llm):
         # Rendered as "None" and as "" before; the server refuses both.
         ([{"role": "user", "content": [{"type": "text", "text": None}]}], "'text'"),
         ([{"role": "user", "content": [{"type": "text"}]}], "'text'"),
+        ([{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}], "refusal"),
         (["hi"], "message dicts"),
     ],
 )  # fmt: skip
@@ -96,6 +97,18 @@ def test_bad_conversations_raise_value_errors(llm, messages, match):
         return
     with pytest.raises(ValueError, match=match):
         llm.chat(messages, GREEDY)
+
+
+def test_an_assistants_refusal_parts_render_as_the_server_renders_them(llm):
+    """OpenAI's assistant messages may carry refusal parts, sent back as they came: the
+    server takes them as the message's text; LLM.chat raised for them."""
+    messages = [{"role": "user", "content": "Tell me."},
+                {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]},
+                {"role": "user", "content": "Please."}]  # fmt: skip
+    tok = llm.get_tokenizer()
+    served = chat_prompt_ids(tok, [ChatMessage(**m) for m in messages], None)
+    assert "No." in tok.decode(served)
+    assert llm.chat(messages, GREEDY)[0].prompt_token_ids == served
 
 
 def test_no_chat_template(llm, monkeypatch):

@@ -240,16 +240,20 @@ def _conversation(messages: Any, index: int) -> list[dict[str, Any]]:
         if isinstance(content, list):
             texts = []
             for part in content:
-                if not isinstance(part, dict) or part.get("type") != "text":
-                    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                # An assistant's refusal parts (OpenAI's, sent back as they came) are its
+                # text, as the server takes them.
+                if kind == "refusal" and m["role"] != "assistant":
+                    raise ValueError(f"{where}: a {m['role']} message cannot carry refusal parts")
+                if kind not in ("text", "refusal"):
                     raise ValueError(
                         f"{where}: content parts of type {kind!r} are not supported: "
                         "this engine serves text-only models"
                     )
                 # As the server refuses it: str() wrote a part without text as "None".
-                if not isinstance(part.get("text"), str):
-                    raise ValueError(f"{where}: a text content part needs 'text', a string")
-                texts.append(part["text"])
+                if not isinstance(part.get(kind), str):
+                    raise ValueError(f"{where}: a {kind} content part needs {kind!r}, a string")
+                texts.append(part[kind])
             content = parts_text(texts)
         elif content is not None and not isinstance(content, str):
             raise ValueError(f"{where}: content must be a string or a list of text parts")
