@@ -34,7 +34,6 @@ ASKING = {
     "chat_template": "{{ messages }}",
     "documents": [{"text": "x"}],
     "length_penalty": 0.5,
-    "spaces_between_special_tokens": False,
     "echo": True,
     "priority": 3,
     "return_tokens_as_token_ids": True,
@@ -141,6 +140,24 @@ def test_another_routes_field_that_asks_nothing_is_taken(http, route, extra):
     body = {"prompt": "hi"} if route == "/v1/completions" else {"messages": MESSAGES}
     r = http.post(route, json={**body, "max_tokens": 2, **extra})
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+def test_spaces_between_special_tokens_false_is_taken(http, route):
+    """Special tokens are decoded with no spaces between them (as vLLM decodes them with a
+    fast tokenizer, whatever the flag), which is what false asks for: it was refused as
+    "not supported", and true taken."""
+    body = {"prompt": "hi"} if route == "/v1/completions" else {"messages": MESSAGES}
+    body.update(max_tokens=3, ignore_eos=True, allowed_token_ids=[1], skip_special_tokens=False)
+    texts = []
+    for spaces in (False, True):
+        r = http.post(route, json={**body, "spaces_between_special_tokens": spaces})
+        assert r.status_code == 200, r.text
+        choice = r.json()["choices"][0]
+        texts.append(choice["text"] if "text" in choice else choice["message"]["content"])
+    assert texts == ["<|im_start|>" * 3] * 2
+    r = http.post(route, json={**body, "spaces_between_special_tokens": "no"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "spaces_between_special_tokens"
 
 
 def test_an_image_part_and_a_tool_call_message_are_refused_clearly(http):

@@ -79,10 +79,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or v == 1,
         "length_penalty (beam search) is not supported",
     ),
-    "spaces_between_special_tokens": (
-        lambda v: v is None or v is True,
-        "spaces_between_special_tokens=false is not supported",
-    ),
     "echo": (_off, "echo on chat completions is not supported"),
     "priority": (lambda v: v is None or v == 0, "request priorities are not supported"),
     "return_tokens_as_token_ids": (_off, "return_tokens_as_token_ids is not supported"),

@@ -213,6 +213,9 @@ class SamplingFields(_Request):
     min_tokens: StrictInt = Field(0, ge=0)
     ignore_eos: StrictBool = False
     skip_special_tokens: StrictBool = True
+    # vLLM's; special tokens are decoded with no spaces between them either way, as vLLM
+    # decodes them with a fast tokenizer (SamplingParams takes it likewise).
+    spaces_between_special_tokens: StrictBool = True
     include_stop_str_in_output: StrictBool = False
     user: StrictStr | None = Field(None, max_length=256)
     stream: StrictBool = False
