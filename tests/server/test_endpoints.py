@@ -107,6 +107,24 @@ def test_tokenize_refuses_a_prompt_and_messages_together(http):
     assert err["param"] in ("prompt", "messages") and "not both" in err["message"], err
 
 
+def test_tokenize_counts_a_chat_request_body_as_it_would_be_sent(http):
+    """Clients count a chat request's prompt by sending its body to /tokenize: fields of the
+    output there (tool_choice, max_completion_tokens, top_logprobs) do not change the prompt
+    and were refused as another route's ("tool calling is available on /v1/chat/completions
+    only"); what would change it (a per-request template, documents) is still refused."""
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    base = {"messages": [{"role": "user", "content": "Hi"}], "tools": tools}
+    want = http.post("/tokenize", json=base).json()["tokens"]
+    output_fields = {"tool_choice": "required", "max_completion_tokens": 5, "logprobs": True,
+                     "top_logprobs": 2, "max_tokens": 5, "response_format": {"type": "json_object"}}
+    r = http.post("/tokenize", json={**base, **output_fields})
+    assert r.status_code == 200, r.text
+    assert r.json()["tokens"] == want
+    for name, value in (("chat_template", "{{ messages }}"), ("documents", [{"text": "x"}])):
+        r = http.post("/tokenize", json={**base, name: value})
+        assert r.status_code == 400 and r.json()["error"]["param"] == name, r.text
+
+
 def test_n_goes_up_to_openais_bound(http):
     """OpenAI takes n up to 128 (pass@k evaluations ask for dozens): more samples than the
     server runs at once wait their turn; a request's prompts x n stay within 128."""

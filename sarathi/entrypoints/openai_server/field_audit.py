@@ -5,7 +5,9 @@ either honoured (a field of the request models in ``protocol.py``) or, when set 
 this server does not do, refused with a 400 that names it: an agent that asks for tools or a
 JSON schema must not get plain text back as if it had been obeyed. Fields that are neither
 OpenAI's nor vLLM's are accepted, as OpenAI's clients send extras, and logged once per name.
-The Responses API (/v1/responses) has a table of its own: ``RESPONSES_UNSUPPORTED``.
+The Responses API (/v1/responses) has a table of its own: ``RESPONSES_UNSUPPORTED``, and
+/tokenize, which renders a prompt only, refuses only what would change it:
+``TOKENIZE_UNSUPPORTED``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sarathi.entrypoints.openai_server.errors import bad_request
+from sarathi.entrypoints.openai_server.protocol import ChatCompletionRequest, CompletionRequest
 
 logger = logging.getLogger("sarathi.server")
 
@@ -213,6 +216,38 @@ RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 # Fields of the Responses API with nothing to do here: a cache hint (no prefix cache yet).
 RESPONSES_ACCEPTED = ACCEPTED | {"prompt_cache_retention"}
+
+# POST /tokenize renders a prompt and generates nothing. Clients count a request's prompt by
+# sending its body there, so the fields of the output (tool_choice, max_completion_tokens,
+# top_logprobs, sampling, ...) are taken: refused, they read as another route's. Only what
+# would change the prompt and is not done is refused (tools and chat_template_kwargs are
+# fields of its messages form; on its prompt form, with no template, they would be dropped).
+_TOKENIZE_PROMPT_FIELDS = frozenset(
+    {
+        "tools",
+        "functions",
+        "chat_template_kwargs",
+        "chat_template",
+        "documents",
+        "mm_processor_kwargs",
+        "suffix",
+        "instructions",
+    }
+)
+TOKENIZE_UNSUPPORTED = {n: r for n, r in UNSUPPORTED.items() if n in _TOKENIZE_PROMPT_FIELDS}
+
+
+# The fields /tokenize takes without a warning: the generation routes' own, and those their
+# tables refuse for the output.
+TOKENIZE_ACCEPTED = frozenset(
+    ACCEPTED
+    | {
+        f.alias or name
+        for model in (ChatCompletionRequest, CompletionRequest)
+        for name, f in model.model_fields.items()
+    }
+    | (set(UNSUPPORTED) - _TOKENIZE_PROMPT_FIELDS)
+)
 
 
 def audit(

@@ -12,7 +12,11 @@ from fastapi.responses import JSONResponse, Response
 import sarathi
 from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request, error_response
-from sarathi.entrypoints.openai_server.field_audit import audit
+from sarathi.entrypoints.openai_server.field_audit import (
+    TOKENIZE_ACCEPTED,
+    TOKENIZE_UNSUPPORTED,
+    audit,
+)
 from sarathi.entrypoints.openai_server.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -147,7 +151,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     other = "prompt" if isinstance(body, TokenizeChatRequest) else "messages"
     if other in (body.model_extra or {}):
         raise bad_request("send either prompt or messages to /tokenize, not both", other)
-    audit(body, s.warned_fields)
+    audit(body, s.warned_fields, TOKENIZE_UNSUPPORTED, TOKENIZE_ACCEPTED)
     if isinstance(body, TokenizeChatRequest):
         s.require_tokenizer("messages")
         tools = template_tools(body)
