@@ -162,3 +162,28 @@ def test_streamed_logprobs_0_cover_tokens_whose_text_is_held_back(client):
     )
     chunks = list(client.completions.create(stream=True, **kw))
     assert sum(len(c.choices[0].logprobs.tokens) for c in chunks if c.choices[0].logprobs) == 30
+
+
+def test_chat_echo_begins_the_reply_with_the_continued_message(client):
+    """vLLM's echo on chat: when the reply continues the last message (an assistant prefill,
+    or any last message without a generation prompt), it begins with that message's
+    content, streamed or not; a new assistant turn echoes nothing. It was refused (400)."""
+    prefill = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Well,"}]
+    common = dict(model="demo", max_tokens=3, temperature=0)
+    cont = {"continue_final_message": True, "add_generation_prompt": False, "ignore_eos": True}
+
+    def reply(messages, extra, stream=False):
+        r = client.chat.completions.create(messages=messages, stream=stream, extra_body=extra,
+                                           **common)
+        if not stream:
+            return r.choices[0].message.content
+        return "".join(c.choices[0].delta.content or "" for c in r if c.choices)
+
+    plain = reply(prefill, cont)
+    for stream in (False, True):
+        assert reply(prefill, {**cont, "echo": True}, stream) == "Well," + plain
+    turn = {"ignore_eos": True}
+    assert reply(prefill[:1], {**turn, "echo": True}) == reply(prefill[:1], turn)
+    # Without a generation prompt the user's message is the one continued.
+    bare = {"add_generation_prompt": False, "ignore_eos": True}
+    assert reply(prefill[:1], {**bare, "echo": True}) == "Hi" + reply(prefill[:1], bare)

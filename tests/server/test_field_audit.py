@@ -34,7 +34,6 @@ ASKING = {
     "chat_template": "{{ messages }}",
     "documents": [{"text": "x"}],
     "length_penalty": 0.5,
-    "echo": True,
     "priority": 3,
     "return_tokens_as_token_ids": True,
     "return_token_ids": True,
@@ -53,7 +52,7 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 CHAT_ONLY = {"tools", "tool_choice", "chat_template_kwargs"}
 CHAT_ONLY |= {"max_completion_tokens", "top_logprobs"}
 # Fields of the completions route (honoured there) refused on chat.
-COMPLETIONS_ONLY = {"echo", "best_of", "suffix"}
+COMPLETIONS_ONLY = {"best_of", "suffix"}
 
 
 def test_the_table_covers_every_refused_field():

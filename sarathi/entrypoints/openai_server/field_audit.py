@@ -82,7 +82,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or v == 1,
         "length_penalty (beam search) is not supported",
     ),
-    "echo": (_off, "echo on chat completions is not supported"),
     "priority": (lambda v: v is None or v == 0, "request priorities are not supported"),
     "return_tokens_as_token_ids": (_off, "return_tokens_as_token_ids is not supported"),
     "return_token_ids": (_off, "return_token_ids is not supported"),
@@ -167,9 +166,8 @@ RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{
         name: rule
         for name, rule in UNSUPPORTED.items()
-        # Fields of the request model here (tools), or with another meaning here (store),
-        # or of another route (echo: below).
-        if name not in _RESPONSES_OWN | {"echo", "store"}
+        # Fields of the request model here (tools), or with another meaning here (store).
+        if name not in _RESPONSES_OWN | {"store"}
     },
     # The other routes' names for what a response asks for otherwise: a client that sends
     # them must not get, say, an unbounded output back.

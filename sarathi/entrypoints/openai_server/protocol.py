@@ -381,6 +381,8 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
     add_generation_prompt: StrictBool = True
     continue_final_message: StrictBool = False
+    # vLLM's: a reply that continues the last message begins with that message's content.
+    echo: StrictBool = False
     # vLLM's: add the tokenizer's special tokens on top of what the template writes.
     add_special_tokens: StrictBool = False
     # vLLM's: extra variables for the chat template (e.g. Qwen3's enable_thinking).

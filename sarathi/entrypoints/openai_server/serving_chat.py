@@ -91,6 +91,17 @@ def _prompt_logprobs(
     return prompt_logprobs_body(state, ids, out.prompt_logprobs, req.prompt_logprobs)
 
 
+def _echoed(req: ChatCompletionRequest) -> str:
+    """What vLLM's ``echo`` puts before each reply: the last message's content when the reply
+    continues that message (no generation prompt: an assistant prefill, or any last
+    message), else nothing (a new assistant turn)."""
+    if not req.echo:
+        return ""
+    last = req.messages[-1]
+    new_turn = req.add_generation_prompt and not req.continue_final_message
+    return last.text() if not new_turn or last.role == "assistant" else ""
+
+
 @dataclass(frozen=True)
 class PreparedChat:
     """A chat request made ready for the engine: its prompt, how it uses its tools, and its
@@ -211,6 +222,7 @@ async def _full(
         out = await final_output(state.engine, ids, params, request_id, req.cache_salt)
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
+    echoed = _echoed(req)
     choices = []
     for c in out.outputs:
         lp = (
@@ -219,10 +231,11 @@ async def _full(
             else None
         )
         msg = tool_message(mode, c.text, c.finish_reason)
+        content = echoed + (msg.content or "") if echoed else msg.content
         choices.append(
             ChatChoice(
                 index=c.index,
-                message=ChatResponseMessage(content=msg.content, tool_calls=msg.tool_calls),
+                message=ChatResponseMessage(content=content, tool_calls=msg.tool_calls),
                 logprobs=lp,
                 finish_reason=msg.finish_reason,
                 stop_reason=c.stop_reason,
@@ -286,6 +299,20 @@ async def _stream(
                 ],
                 usage(len(ids), 0, state.cached(0)).model_dump() if continuous else None,
             )
+        echoed = _echoed(req)
+        if echoed:  # after the role chunks, before any output (as vLLM sends it)
+            for i in range(req.n):
+                yield chunk(
+                    [
+                        {
+                            "index": i,
+                            "delta": {"content": echoed},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ],
+                    usage(len(ids), 0, state.cached(0)).model_dump() if continuous else None,
+                )
         # Asked-for prompt logprobs ride on the first chunk made from the engine's output.
         prompt_pending = req.prompt_logprobs is not None
         async with contextlib.aclosing(merge([stream])) as outputs:
