@@ -70,13 +70,14 @@ def conversation_ids(
     tools: list[dict[str, Any]] | None = None,
     template_kwargs: dict[str, Any] | None = None,
     add_special_tokens: bool = False,
+    documents: list[dict[str, str]] | None = None,
 ) -> list[int]:
     """The prompt token ids for ``conversation`` (messages as the template reads them:
     role, content text, and name / tool calls where present). ``continue_final_message``
     leaves the last (assistant) message open for the model to go on, and so adds no
     generation prompt. ``template_kwargs``: extra variables for the template (e.g.
-    ``enable_thinking``). The template writes any BOS it wants, so special tokens are not
-    added again unless asked."""
+    ``enable_thinking``); ``documents``: passages for RAG templates. The template writes
+    any BOS it wants, so special tokens are not added again unless asked."""
     if template is None and not getattr(tokenizer, "chat_template", None):
         raise NoChatTemplate("this model's tokenizer has no chat template")
     clash = sorted(set(template_kwargs) & _reserved(tokenizer)) if template_kwargs else []
@@ -91,6 +92,8 @@ def conversation_ids(
     kwargs.update(tokenize=False, add_generation_prompt=add_generation_prompt)
     if tools:
         kwargs["tools"] = tools
+    if documents:
+        kwargs["documents"] = documents
     if continue_final_message:
         kwargs["continue_final_message"] = True
     if template is not None:

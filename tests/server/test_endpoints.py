@@ -120,9 +120,34 @@ def test_tokenize_counts_a_chat_request_body_as_it_would_be_sent(http):
     r = http.post("/tokenize", json={**base, **output_fields})
     assert r.status_code == 200, r.text
     assert r.json()["tokens"] == want
-    for name, value in (("chat_template", "{{ messages }}"), ("documents", [{"text": "x"}])):
-        r = http.post("/tokenize", json={**base, name: value})
-        assert r.status_code == 400 and r.json()["error"]["param"] == name, r.text
+    r = http.post("/tokenize", json={**base, "chat_template": "{{ messages }}"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "chat_template", r.text
+
+
+# A RAG template's way with documents (Command-R's and Granite's take them likewise).
+DOCS_TEMPLATE = (
+    "{% for d in documents or [] %}[{{ d.title }}: {{ d.text }}]{% endfor %}"
+    "{{ messages[-1]['content'] }}"
+)
+
+
+def test_documents_reach_the_chat_template(http, server, monkeypatch):
+    """vLLM's documents (retrieved passages for RAG templates) are the template's
+    ``documents``, on chat and /tokenize; they were refused as not supported."""
+    monkeypatch.setattr(server.app.state.sarathi, "chat_template", DOCS_TEMPLATE)
+    tok = server.engine.engine.tokenizer
+    body = {"messages": [{"role": "user", "content": "Hi"}],
+            "documents": [{"title": "a", "text": "one"}, {"title": "b", "text": "two"}]}
+    r = http.post("/tokenize", json=body)
+    assert r.status_code == 200, r.text
+    assert tok.decode(r.json()["tokens"]) == "[a: one][b: two]Hi"
+    r = http.post("/v1/chat/completions", json={**body, "max_tokens": 1})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] == len(tok.encode("[a: one][b: two]Hi"))
+    for bad in ([{"text": 1}], "one", [["one"]]):
+        r = http.post("/v1/chat/completions", json={**body, "documents": bad})
+        assert r.status_code == 400 and r.json()["error"]["param"].startswith("documents"), r.text
+        assert http.post("/tokenize", json={**body, "documents": bad}).status_code == 400
 
 
 def test_n_goes_up_to_openais_bound(http):

@@ -32,7 +32,6 @@ ASKING = {
     "guided_whitespace_pattern": " ",
     "chat_template_kwargs": {"x": 1},
     "chat_template": "{{ messages }}",
-    "documents": [{"text": "x"}],
     "length_penalty": 0.5,
     "priority": 3,
     "return_tokens_as_token_ids": True,

@@ -93,6 +93,7 @@ def chat_prompt_ids(
     add_special_tokens: bool = False,
     tools: list[dict[str, Any]] | None = None,
     template_kwargs: dict[str, Any] | None = None,
+    documents: list[dict[str, str]] | None = None,
 ) -> list[int]:
     """The prompt of a chat request, as ``LLM.chat`` renders it (``conversation_ids``);
     what the template refuses is the client's 400 (or the operator's, for no template)."""
@@ -106,6 +107,7 @@ def chat_prompt_ids(
             tools,
             template_kwargs,
             add_special_tokens,
+            documents,
         )
     except NoChatTemplate as e:
         raise bad_request(

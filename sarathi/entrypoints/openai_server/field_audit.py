@@ -77,7 +77,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
         _unset,
         "a per-request chat template is not supported (start the server with --chat-template)",
     ),
-    "documents": (_unset, "documents are not supported"),
     "length_penalty": (
         lambda v: v is None or v == 1,
         "length_penalty (beam search) is not supported",
@@ -172,6 +171,7 @@ RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     # The other routes' names for what a response asks for otherwise: a client that sends
     # them must not get, say, an unbounded output back.
     "messages": (_unset, "messages (chat's; a response takes input) is not supported"),
+    "documents": (_unset, "documents (a field of chat) are not supported"),
     "max_tokens": (
         _unset,
         "max_tokens (the other routes'; a response takes max_output_tokens) is not supported",
@@ -232,7 +232,10 @@ _TOKENIZE_PROMPT_FIELDS = frozenset(
         "instructions",
     }
 )
-TOKENIZE_UNSUPPORTED = {n: r for n, r in UNSUPPORTED.items() if n in _TOKENIZE_PROMPT_FIELDS}
+TOKENIZE_UNSUPPORTED = {
+    **{n: r for n, r in UNSUPPORTED.items() if n in _TOKENIZE_PROMPT_FIELDS},
+    "documents": (_unset, "documents (a field of /tokenize with messages) are not supported"),
+}
 
 
 # The fields /tokenize takes without a warning: the generation routes' own, and those their

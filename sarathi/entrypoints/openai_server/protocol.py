@@ -344,6 +344,12 @@ class ChatMessage(_Request):
 Messages = Annotated[
     list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES, fail_fast=True)
 ]
+# vLLM's documents: retrieved passages (e.g. {"title": ..., "text": ...}) for the chat
+# template's ``documents`` (RAG templates: Command-R's, Granite's).
+Documents = Annotated[
+    list[Annotated[dict[StrictStr, StrictStr], Field(max_length=64)]],
+    Field(max_length=MAX_MESSAGES, fail_fast=True),
+]
 
 
 class FunctionDefinition(_Request):
@@ -387,6 +393,7 @@ class ChatCompletionRequest(SamplingFields):
     add_special_tokens: StrictBool = False
     # vLLM's: extra variables for the chat template (e.g. Qwen3's enable_thinking).
     chat_template_kwargs: TemplateKwargs | None = None
+    documents: Documents | None = None
 
     @model_validator(mode="after")
     def _continue_or_generation_prompt(self) -> ChatCompletionRequest:
@@ -428,6 +435,7 @@ class TokenizeChatRequest(_Request):
     continue_final_message: StrictBool = False
     add_special_tokens: StrictBool = False
     chat_template_kwargs: TemplateKwargs | None = None
+    documents: Documents | None = None
     return_token_strs: StrictBool | None = False
 
     @model_validator(mode="after")

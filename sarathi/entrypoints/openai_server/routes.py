@@ -157,7 +157,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
         tools = template_tools(body)
         s.check_prompt_bytes(
             sum(len(m.text().encode("utf-8")) for m in body.messages)
-            + len(json.dumps(tools or []).encode("utf-8")),
+            + len(json.dumps([tools or [], body.documents or []]).encode("utf-8")),
             "messages",
         )
         # Rendered as /v1/chat/completions renders it, so the count is the prompt's there.
@@ -171,6 +171,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
             body.add_special_tokens,
             tools,
             body.chat_template_kwargs,
+            body.documents,
         )
     else:
         ids = await s.encode(body.prompt, "prompt", body.add_special_tokens)

@@ -145,7 +145,7 @@ async def _prepare(
     tools = template_tools(req)
     state.check_prompt_bytes(
         sum(len(m.text().encode("utf-8")) for m in req.messages)
-        + len(json.dumps(tools or []).encode("utf-8")),
+        + len(json.dumps([tools or [], req.documents or []]).encode("utf-8")),
         "messages",
     )
     ids = await asyncio.to_thread(
@@ -158,6 +158,7 @@ async def _prepare(
         req.add_special_tokens,
         tools,
         req.chat_template_kwargs,
+        req.documents,
     )
     asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
