@@ -40,6 +40,30 @@ def test_continuous_usage_counts_every_token(http, route):
     assert total["completion_tokens"] == 12
 
 
+@pytest.mark.parametrize("logprobs", [None, 1])
+def test_continuous_usage_is_in_the_echoed_prompts_chunks_too(http, logprobs):
+    """The echoed prompt's chunks carried no usage, unlike every other chunk (vLLM puts it
+    in each)."""
+    body = {
+        "prompt": ["count me", "and me"],
+        "n": 2,
+        "echo": True,
+        "logprobs": logprobs,
+        "max_tokens": 3,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
+    events = []
+    with http.stream("POST", "/v1/completions", json=body) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                events.append(json.loads(line[6:]))
+    texts = [e["choices"][0]["text"] for e in events if e["choices"]]
+    assert texts.count("count me") == texts.count("and me") == 2
+    for event in events:
+        assert event["usage"]["prompt_tokens"] == events[-1]["usage"]["prompt_tokens"], event
+
+
 def test_the_metrics_gateways_read(http):
     r = http.post(
         "/v1/completions", json={"prompt": "metrics", "max_tokens": 4, "ignore_eos": True}

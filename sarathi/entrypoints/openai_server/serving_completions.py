@@ -312,9 +312,11 @@ async def _stream(
             else []
         )
         if req.echo and req.logprobs is None:
+            # Before any token: continuous usage counts the prompt alone.
+            opening = usage(prompt_tokens, 0, state.cached(0)) if continuous else None
             for i, text in enumerate(echo_texts):
                 for j in range(req.n):
-                    yield chunk(i * req.n + j, text, None, None)
+                    yield chunk(i * req.n + j, text, None, None, usage_info=opening)
         wants_logprobs = req.logprobs is not None  # logprobs=0 too
         async with contextlib.aclosing(merge(streams)) as outputs:
             async for i, out in outputs:
@@ -324,6 +326,17 @@ async def _stream(
                     out = _prompt_only(out)
                 for c in tally.reportable(out, i * req.n, wants_logprobs or continuous):
                     index = i * req.n + c.index
+                    # With continuous_usage_stats every chunk carries the usage so far, the
+                    # echoed prompt's too.
+                    counted = (
+                        usage(
+                            prompt_tokens,
+                            tally.completion_tokens,
+                            state.cached(tally.cached_tokens),
+                        )
+                        if continuous
+                        else None
+                    )
                     # A choice's first chunk carries the asked-for prompt logprobs; echo
                     # with logprobs needs them first, so its prompt chunk comes now.
                     prompt_lp = None
@@ -336,7 +349,9 @@ async def _stream(
                                 state, prompts[i].ids, out.prompt_logprobs, req.logprobs, 0
                             )
                             offsets[index] = _end_offset(echoed, 0)
-                            yield chunk(index, echo_texts[i], echoed, None, prompt_lp=prompt_lp)
+                            yield chunk(
+                                index, echo_texts[i], echoed, None, None, counted, prompt_lp
+                            )
                             prompt_lp = None
                     lp = None
                     if req.logprobs is not None:
@@ -357,15 +372,7 @@ async def _stream(
                         lp,
                         c.finish_reason,
                         c.stop_reason if c.finished() else None,
-                        (
-                            usage(
-                                prompt_tokens,
-                                tally.completion_tokens,
-                                state.cached(tally.cached_tokens),
-                            )
-                            if continuous
-                            else None
-                        ),
+                        counted,
                         prompt_lp,
                     )
         if include_usage:
