@@ -40,6 +40,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
     prompt_logprobs_json,
     sampling_params,
     sse,
+    stream_failure,
     structured_outputs,
     unless_disconnected,
     usage,
@@ -379,6 +380,8 @@ async def _stream(
         yield sse_error(engine_error(e))
     except APIError as e:
         yield sse_error(e)
+    except Exception:  # our bug: an error event, not a connection cut mid-body
+        yield sse_error(stream_failure("/v1/chat/completions"))
     finally:
         await stream.aclose()
     yield SSE_DONE

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from sarathi.entrypoints.openai_server.protocol import (
 from sarathi.metrics import ServerMetrics
 from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
 from sarathi.sampling_params import SamplingParams, StructuredOutputsParams
+
+logger = logging.getLogger("sarathi.server")
 
 
 @dataclass
@@ -390,6 +393,15 @@ def engine_error(e: Exception) -> APIError:
 ENGINE_ERRORS = (RequestError, EngineShuttingDown, EngineDeadError, EngineOverloaded, RequestFailed)
 
 
+def stream_failure(route: str) -> APIError:
+    """The error to send when a stream's own code fails (our bug), called in its ``except``:
+    once the response has started, an exception left to propagate cuts the connection
+    mid-body with no word to the client; as vLLM's streams, it gets an error event and the
+    stream's end instead. The traceback goes to the log, as the catch-all 500's does."""
+    logger.exception("internal error while streaming %s", route)
+    return APIError("internal server error", 500, type="server_error", code="internal_error")
+
+
 async def final_output(
     engine: AsyncEngine,
     prompt: list[int],
@@ -453,7 +465,9 @@ async def merge(
             async with contextlib.aclosing(stream) as s:
                 async for out in s:
                     queue.put_nowait((i, out))
-        except ENGINE_ERRORS as e:
+        except Exception as e:
+            # Any failure, the engine's or a bug: the reader raises it (a pump that died
+            # silently left the reader waiting for it forever).
             queue.put_nowait((i, e))
         queue.put_nowait((i, done))
 

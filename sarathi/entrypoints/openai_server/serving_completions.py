@@ -37,6 +37,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
     prompt_logprobs_json,
     sampling_params,
     sse,
+    stream_failure,
     structured_outputs,
     unless_disconnected,
     usage,
@@ -392,6 +393,8 @@ async def _stream(
         yield sse_error(engine_error(e))
     except APIError as e:
         yield sse_error(e)
+    except Exception:  # our bug: an error event, not a connection cut mid-body
+        yield sse_error(stream_failure("/v1/completions"))
     finally:
         for s in streams:
             await s.aclose()

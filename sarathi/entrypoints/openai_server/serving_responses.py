@@ -71,6 +71,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
     engine_error,
     final_output,
     sse,
+    stream_failure,
     unless_disconnected,
 )
 from sarathi.entrypoints.openai_server.tools import ToolMode, ToolStream, is_json, tool_message
@@ -548,4 +549,7 @@ async def _stream(
             yield event
     except APIError as e:
         for event in events.failed(base, e):
+            yield event
+    except Exception:  # our bug: response.failed, not a connection cut mid-body
+        for event in events.failed(base, stream_failure("/v1/responses")):
             yield event
