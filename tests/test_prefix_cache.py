@@ -221,6 +221,34 @@ def test_preemption_keeps_registered_blocks_cached_for_the_recompute():
     assert step.input.prefix_hits == {10: [2, 3]}  # b's own two full prompt blocks
 
 
+def test_queries_count_the_first_lookup_of_each_sequence_only():
+    """vLLM's prefix_cache_queries / hits: the prompt tokens of sequences that looked the
+    cache up. A prompt-logprobs request never looks (it prefills everything), and the
+    recompute after a preemption is no new query: it hits the blocks the sequence registered
+    itself, which inflated the hit rate under memory pressure."""
+    cap = CacheCapacity(num_blocks=6, tokens_per_block=TPB, max_slots=8)
+    s = Scheduler(SchedulerConfig(chunk_size=64), cap, 4096, PrefixCache(TPB, "m"))
+    counters = s.prefix_cache.counters
+    a, b = _request(0, list(range(11)), max_tokens=20), _request(1, list(range(50, 61)), t=1.0)
+    s.add(a.seqs[0])
+    s.add(b.seqs[0])
+    _account(s.schedule())
+    _account(s.schedule())
+    step = s.schedule()  # a's position 12 needs a 4th block: b goes
+    assert [x.seq_id for x in step.preempted] == [10]
+    _account(step)
+    s.finish(a.seqs[0])
+    step = s.schedule()
+    assert step.input.prefix_hits == {10: [2, 3]}  # b's recompute hits its own blocks
+    assert (counters.queries, counters.hits) == (22, 0)
+    _account(step)
+    s.finish(b.seqs[0])
+    c = _request(2, list(range(11)), t=2.0, prompt_logprobs=1)
+    s.add(c.seqs[0])
+    _account(s.schedule())
+    assert (counters.queries, counters.hits) == (22, 0)
+
+
 # -- the property: any interleaving keeps the messages and the accounting right -----------------
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), policy=st.sampled_from(["sarathi", "vllm"]))

@@ -48,7 +48,7 @@ class CachedBlock:
 
 @dataclass
 class PrefixCacheCounters:
-    """Prompt tokens looked up and found at admission (vLLM's queries and hits), and
+    """Prompt tokens looked up and found at a first admission (vLLM's queries and hits), and
     cached blocks evicted to make room."""
 
     queries: int = 0

@@ -310,7 +310,14 @@ class Scheduler:
                 step.hits[seq.seq_id] = [b.entry for b in hits]
                 if seq.index == 0 and seq.request.metrics.first_scheduled_time is None:
                     seq.request.num_cached_tokens = seq.num_computed
-            if self.prefix_cache is not None:
+            if (
+                self.prefix_cache is not None
+                and seq.params.prompt_logprobs is None
+                and not seq.sent_to_worker
+            ):
+                # As vLLM counts queries: only real lookups (prompt logprobs skip the cache)
+                # at a sequence's first admission (a recompute after a preemption hits the
+                # blocks it registered itself, which would inflate the hit rate).
                 self.prefix_cache.count_lookup(seq, len(hits))
             budget -= n
         return budget
