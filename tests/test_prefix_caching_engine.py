@@ -69,6 +69,18 @@ def test_a_reset_on_an_idle_engine_reaches_the_workers_at_once(llama, cache):
     assert on.engine.cache_stats().get("blocks_used", 0) == 0
 
 
+def test_llm_reset_prefix_cache_as_vllms(llama):
+    """vLLM's offline LLM.reset_prefix_cache(): it was missing (AttributeError)."""
+    on = LLM(llama, chunk_size=32)
+    prompts = _shared_prompts(3, 40, seed=21)
+    on.generate(prompts, GREEDY)
+    assert on.engine.prefix_cache.num_cached > 0
+    assert on.reset_prefix_cache() is True
+    assert on.engine.prefix_cache.num_cached == 0
+    assert all(o.num_cached_tokens == 0 for o in on.generate(prompts[:1], GREEDY))
+    assert LLM(llama, enable_prefix_caching=False).reset_prefix_cache() is True
+
+
 @pytest.mark.parametrize("cache", CACHES)
 def test_chunks_that_cross_the_cached_boundary(llama, cache):
     # Chunks of 7 tokens never line up with blocks of 16 or 32.

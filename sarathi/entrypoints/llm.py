@@ -201,6 +201,14 @@ class LLM:
             _name_logprob_tokens(outputs, params, engine.tokenizer)
         return outputs
 
+    def reset_prefix_cache(self) -> bool:
+        """vLLM's ``LLM.reset_prefix_cache``: drop every cached prompt block (e.g. between
+        benchmark runs, so the next one starts cold). True when the cache is empty after it
+        (blocks of requests still running through ``llm.engine`` stay)."""
+        self.engine.reset_prefix_cache()
+        pc = self.engine.prefix_cache
+        return pc is None or pc.num_cached == 0
+
 
 def _name_logprob_tokens(
     outputs: list[RequestOutput], params: list[SamplingParams], tokenizer: Any
