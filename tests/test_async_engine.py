@@ -91,3 +91,19 @@ def test_a_request_that_sets_off_a_bug_on_adding_fails_alone(engine, monkeypatch
     last = asyncio.run(run())
     assert last.finished and len(last.outputs[0].token_ids) == 4
     assert not engine.engine.has_unfinished_requests()
+
+
+def test_a_prefix_cache_reset_after_shutdown_raises_instead_of_hanging() -> None:
+    """The reset was queued for a loop that had already stopped: it waited for ever."""
+    from sarathi.engine.async_engine import EngineShuttingDown
+
+    e = AsyncEngine(LLMEngine(EngineConfig.from_kwargs(model="demo", max_model_len=256)))
+    e.start()
+
+    async def reset() -> int:
+        return await asyncio.wait_for(e.reset_prefix_cache(), timeout=10)
+
+    assert asyncio.run(reset()) == 0
+    e.shutdown()
+    with pytest.raises(EngineShuttingDown):
+        asyncio.run(reset())

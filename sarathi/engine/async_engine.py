@@ -263,10 +263,14 @@ class AsyncEngine:
 
     async def reset_prefix_cache(self) -> int:
         """``LLMEngine.reset_prefix_cache`` on the loop thread; returns the blocks dropped."""
-        if self._error is not None:
-            raise EngineDeadError(f"the engine loop has stopped: {self._error}")
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         with self._cond:
+            # As _submit: once the engine is stopping, the loop may be gone and a queued
+            # command never answered.
+            if self._error is not None:
+                raise EngineDeadError(f"the engine loop has stopped: {self._error}")
+            if self._closing is not None:
+                raise self._closing
             self._commands.append(_ResetPrefixCache(stream))
             self._cond.notify()
         result = await stream.queue.get()
