@@ -139,6 +139,9 @@ class ServerMetrics:
             ["model_name", "reason"],
             registry=self.registry,
         )
+        # The one reason, shown at 0 from the start: a labelled counter has no series until
+        # its labels are first used, and an alert on its rate would read nothing.
+        self.rejected.labels(model_name, "overloaded")
         self._success = {r: 0 for r in FINISH_REASONS}
         # Per-request time of the last step that produced tokens; loop-thread only.
         self._last_token: dict[str, float] = {}
