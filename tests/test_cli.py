@@ -161,6 +161,8 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     (["serve", "--api-key", ""], "--api-key: the key is empty"),
     # A body between the two was refused with 503 and Retry-After however often it came back.
     (["serve", "--max-body-bytes-in-flight", "1000"], "could never be taken"),
+    # The plain output is text only: the logprobs were computed and never printed.
+    (["generate", "--prompt", "x", "--logprobs", "2"], "--logprobs is printed with --json"),
 ])
 def test_bad_values_of_other_flags_are_clean_errors(args, says):
     r = _call(*args)

@@ -35,6 +35,11 @@ def _generate(args: argparse.Namespace) -> int:
     from sarathi.sampling_params import SamplingParams
 
     config = config_from_args(args)
+    if args.sp_logprobs is not None and not args.json:
+        # The plain output is the text alone: the log-probabilities asked for were computed
+        # and never shown. Said before the model loads.
+        print("error: --logprobs is printed with --json only; add --json", file=sys.stderr)
+        return 2
     try:
         constraint = _constraint(args)
     except (OSError, ValueError) as e:

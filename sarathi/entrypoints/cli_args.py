@@ -23,8 +23,8 @@ _SAMPLING_HELP = {
     "min_tokens": "Fewest tokens to generate before EOS or stop tokens may end the output.",
     "ignore_eos": "Keep generating after the end-of-sequence token.",
     "n": "Number of completions per prompt.",
-    "logprobs": "Report the log-probabilities of this many most likely tokens per step "
-    "(default: none reported).",
+    "logprobs": "Report the log-probabilities of this many most likely tokens per step, "
+    "in --json's output (default: none reported).",
 }
 
 
