@@ -65,11 +65,15 @@ LONG_TEXT = {
 
 
 class _Seq:
-    """What ``StructuredOutputManager.masks`` reads of a sequence."""
+    """What ``StructuredOutputManager.masks`` and ``accept`` read of a sequence (a prompt
+    of no tokens, sampling with the defaults)."""
 
     def __init__(self, seq_id: int) -> None:
         self.seq_id = seq_id
         self.finished = False
+        self.params = SamplingParams()
+        self.prompt_len = 0
+        self.num_output = 0
 
 
 def mask_walk(tokenizer: Any, eos: set[int], batch: int, steps: int, seed: int) -> dict[str, Any]:
@@ -102,11 +106,16 @@ def mask_walk(tokenizer: Any, eos: set[int], batch: int, steps: int, seed: int) 
                 if word >> b & 1
             ]
             tokens.append(rng.choice(allowed))
-        manager.accept(seqs, tokens)
+        # accept reads each token's position (index - prompt_len: the output tokens before it).
+        failed = manager.accept(seqs, tokens, [s.num_output for s in seqs])
+        if failed:
+            raise RuntimeError(f"a constraint failed in the mask walk: {failed}")
         for s, t in zip(seqs, tokens, strict=True):
+            s.num_output += 1
             if t in eos:  # a finished record starts over, so every row keeps working
                 manager.remove(s.seq_id)
                 manager.add([s.seq_id], spec)
+                s.num_output = 0
     ms = sorted(t * 1e3 for t in times)
     return {
         "vocab_size": manager.vocabulary.vocab_size,

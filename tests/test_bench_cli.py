@@ -70,3 +70,13 @@ def test_serve_benchmark_without_a_server_says_so_in_one_line():
     r = _bench("serve", "--url", "http://256.1.1.1:8000", timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "argument --url" in r.stderr
+
+
+def test_structured_outputs_benchmark_runs_on_the_demo_model(tmp_path):
+    # Its mask walk called StructuredOutputManager.accept without the sampled tokens'
+    # positions the engine now passes: every run died with a TypeError after compiling.
+    out = tmp_path / "so.json"
+    r = _bench("structured_outputs", "--batch", "2", "--max-tokens", "4", "--walk-steps", "40",
+               "--json", str(out), timeout=240)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert out.exists()
