@@ -159,6 +159,9 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     (["serve", "--kv-cache-memory", "1.5"], "not a whole number of bytes; add a unit"),
     # An empty key turned authentication off: `--api-key "$KEY"` with KEY unset served all.
     (["serve", "--api-key", ""], "--api-key: the key is empty"),
+    # Likewise an empty served name: the server answered every client's model with a 404.
+    (["serve", "--served-model-name", ""], "--served-model-name: the name is empty"),
+    (["serve", "--served-model-name", "a", " "], "--served-model-name: the name is empty"),
     # A body between the two was refused with 503 and Retry-After however often it came back.
     (["serve", "--max-body-bytes-in-flight", "1000"], "could never be taken"),
     # The plain output is text only: the logprobs were computed and never printed.

@@ -31,6 +31,7 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--served-model-name",
         nargs="+",
+        type=_name,
         default=None,
         metavar="NAME",
         help="Model name clients use; as in vLLM, several may be given: each is accepted and "
@@ -215,6 +216,17 @@ def _key(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError(
             "the key is empty (an unset shell variable?); leave the flag out to serve without a key"
+        )
+    return text
+
+
+def _name(text: str) -> str:
+    # An empty name was served as the model '' (`--served-model-name "$NAME"` with the
+    # variable unset): every client's model name was then a 404.
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "the name is empty (an unset shell variable?); leave the flag out to serve "
+            "under the --model value"
         )
     return text
 
