@@ -355,6 +355,13 @@ class EngineConfig:
                 f"ray_address is for the ray executor; this run's is {p.resolved_executor!r} "
                 "(add --executor ray)"
             )
+        # Asked for explicitly, overlap was dropped without a word under ray, where a step is
+        # one blocking actor call (the executor cannot overlap it).
+        if s.overlap_scheduling and p.resolved_executor == "ray":
+            raise ValueError(
+                "overlap_scheduling is not done by the ray executor (a step is one blocking "
+                "actor call); leave it out, or use --executor mp"
+            )
         if p.step_timeout <= 0 or p.worker_start_timeout <= 0:
             raise ValueError("step_timeout and worker_start_timeout must be positive")
 

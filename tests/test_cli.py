@@ -153,6 +153,9 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     (["serve", "--chat-template", "."], "is a folder"),
     # Taken and unused without the ray executor.
     (["generate", "--prompt", "x", "--ray-address", "auto"], "add --executor ray"),
+    # Asked for and silently not done: the ray executor does not overlap steps.
+    (["generate", "--prompt", "x", "--executor", "ray", "--overlap-scheduling"],
+     "overlap_scheduling is not done by the ray executor"),
     # An unset shell variable (--model "$MODEL") served the random-weight demo model.
     (["serve", "--model", ""], "model is empty"),
     # A size without its unit read as that many bytes: "1.5" was a 1-byte budget.
