@@ -240,6 +240,8 @@ def test_a_bad_regex_is_refused_before_the_model_loads(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "--regex 'a(b'" in r.stderr and "unclosed group" in r.stderr
     assert "Traceback" not in r.stderr
+    # One line: llguidance's message drew carets under the pattern and the grammar it built.
+    assert r.stderr.count("\n") == 1, r.stderr
 
 
 def test_importing_sarathi_leaves_torch_for_first_use():

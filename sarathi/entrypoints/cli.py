@@ -196,8 +196,18 @@ def _constraint(args: argparse.Namespace) -> StructuredOutputsParams | None:
         try:
             validated_grammar(spec)  # no vocabulary needed: said before the model loads
         except ValueError as e:
-            raise ValueError(f"--regex {value!r}: {e}") from None
+            raise ValueError(f"--regex {value!r}: {_one_line(str(e))}") from None
     return spec
+
+
+def _one_line(message: str) -> str:
+    """llguidance's regex errors span lines: its first line, a caret drawing under the
+    pattern, an ``error: ...`` line that says what is wrong, and the grammar it built. A
+    command's error is one line: the first and the ``error:`` line's reason."""
+    first, *rest = message.splitlines() or [""]
+    reasons = [line.strip().removeprefix("error:").strip() for line in rest]
+    reasons = [r for line, r in zip(rest, reasons, strict=True) if line.strip() != r]
+    return " ".join([first.strip(), *reasons[:1]])
 
 
 def _serve(args: argparse.Namespace) -> int:
