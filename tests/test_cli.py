@@ -328,6 +328,19 @@ def test_prompt_file_problems_are_clean_errors_naming_the_flag(tmp_path, capsys)
         assert not out and "--prompt-file" in err and says in err, err
 
 
+def test_an_unreadable_schema_or_grammar_file_is_named_with_its_flag(tmp_path, capsys):
+    # A binary file's error was "'utf-8' codec can't decode byte 0xff ...", naming neither
+    # the flag nor the file. In this process: the file is read before any model loads.
+    from sarathi.entrypoints.cli import main
+
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00")
+    for flag in ("--json-schema", "--grammar"):
+        assert main(["generate", flag, str(binary)]) == 2, flag
+        out, err = capsys.readouterr()
+        assert not out and f"{flag} '{binary}' is not UTF-8" in err, err
+
+
 def test_prompt_file_gives_one_prompt_per_non_blank_line(tmp_path):
     import json
 

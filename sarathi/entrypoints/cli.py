@@ -165,8 +165,16 @@ def _constraint(args: argparse.Namespace) -> StructuredOutputsParams | None:
     path = None
     if name in ("json", "grammar") and os.path.isfile(value):
         path = value
-        with open(value, encoding="utf-8") as f:
-            value = f.read()
+        flag = "--json-schema" if name == "json" else "--grammar"
+        # The file's problems name the flag and the file, as --prompt-file's do: a binary
+        # file was "'utf-8' codec can't decode byte 0xff ...", with neither.
+        try:
+            with open(value, encoding="utf-8") as f:
+                value = f.read()
+        except OSError as e:
+            raise OSError(f"{flag} {path!r}: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{flag} {path!r} is not UTF-8 text ({e.reason})") from None
     if name == "json":
         # Said now, naming the flag (a mistyped path, most often), not after the model has
         # loaded as "the JSON schema is not valid JSON".
