@@ -95,6 +95,11 @@ _E2E_BUCKETS = (
 FINISH_REASONS = ("stop", "length", "abort")
 
 
+# Why a request was refused at once (503): --max-waiting-requests reached, or the request
+# bodies held reached --max-body-bytes-in-flight.
+REJECT_REASONS = ("overloaded", "body_bytes_in_flight")
+
+
 class ServerMetrics:
     """All metrics of one server; ``render()`` gives the Prometheus text format."""
 
@@ -139,9 +144,10 @@ class ServerMetrics:
             ["model_name", "reason"],
             registry=self.registry,
         )
-        # The one reason, shown at 0 from the start: a labelled counter has no series until
-        # its labels are first used, and an alert on its rate would read nothing.
-        self.rejected.labels(model_name, "overloaded")
+        # Each reason shown at 0 from the start: a labelled counter has no series until its
+        # labels are first used, and an alert on its rate would read nothing.
+        for reason in REJECT_REASONS:
+            self.rejected.labels(model_name, reason)
         self._success = {r: 0 for r in FINISH_REASONS}
         # Per-request time of the last step that produced tokens; loop-thread only.
         self._last_token: dict[str, float] = {}
