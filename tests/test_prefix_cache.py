@@ -155,6 +155,46 @@ def test_the_block_holding_the_last_prompt_token_is_never_shared():
     assert step.input.chunks[0].start == 4
 
 
+def test_a_sequence_keeps_registering_past_a_block_another_one_registered_first():
+    """Two requests with one 3-block prefix computed in the same step: the second's copies
+    of the prefix stay private, but its own later blocks (the rest of its prompt, and its
+    generated tokens once it finishes) still join the cache. Registration used to stop at
+    the first duplicate, so a chat's next turn missed everything past the shared prefix."""
+    s = _scheduler()
+    frames = Frames(1000)
+    prefix = list(range(12))
+    a = _request(0, prefix + list(range(50, 59)), t=0.0, max_tokens=8)
+    b = _request(1, prefix + list(range(80, 89)), t=1.0, max_tokens=8)  # 5 full blocks
+    s.add(a.seqs[0])
+    s.add(b.seqs[0])
+    step = s.schedule()
+    assert [n for _, n in step.scheduled] == [21, 21]
+    while s.has_work():
+        frames.apply(step)
+        for seq in _account(step):
+            if seq.num_output >= 8:
+                s.finish(seq)
+        _check_accounting(s)
+        step = s.schedule()
+    frames.apply(step)
+    b_seq = b.seqs[0]
+    assert b_seq.num_tokens == 29  # 28 computed: 7 full blocks
+    c = _request(2, b_seq.token_ids + [1, 2, 3], t=2.0)
+    s.add(c.seqs[0])
+    step = s.schedule()
+    frames.apply(step)
+    # a's entries for the shared prefix, then b's own blocks 3..6: 3 and 4 of its prompt
+    # (registered beside a's 0..4), 5 and 6 generated (after a's, both finishing at once).
+    assert step.input.prefix_hits == {20: [0, 1, 2, 5, 6, 9, 10]}
+    assert step.input.chunks[0].start == 28
+    _account(step)
+    s.finish(c.seqs[0])
+    while s.has_work():
+        frames.apply(s.schedule())
+    assert s.free_blocks == 1000 and not frames.slots
+    assert s.drop_cached_blocks() == len(frames.held)
+
+
 def test_fingerprints_keep_caches_apart():
     a, b = PrefixCache(TPB, "base"), PrefixCache(TPB, "patched")
     seq = _request(0, list(range(8))).seqs[0]

@@ -117,6 +117,63 @@ def test_preemption_and_eviction_under_a_tight_cache(llama, scheduler):
     assert tight.engine.cache_stats()["slots_used"] == 0
 
 
+def _duplicate_prefix_workload(llm: LLM, params: SamplingParams) -> tuple[list, int]:
+    """Two requests with one 3-block prefix submitted together (neither is cached yet, so
+    both compute it), then the second one's next turn: its prompt, its answer and more.
+    Returns the outputs and the tokens of the second one's full blocks."""
+    tpb = llm.engine.executor.capacity().tokens_per_block
+    prefix = random_prompts(1, 384, seed=31, min_len=3 * tpb, max_len=3 * tpb + 1)[0]
+    tails = random_prompts(2, 384, seed=32, min_len=2 * tpb + 3, max_len=2 * tpb + 4)
+    prompts = [prefix + t for t in tails]
+    first = llm.generate(prompts, params)
+    history = prompts[1] + list(first[1].outputs[0].token_ids)
+    more = random_prompts(1, 384, seed=33, min_len=5, max_len=6)[0]
+    # Its last token is sampled, never computed: its K/V are not in the cache.
+    return first + llm.generate([history + more], params), (len(history) - 1) // tpb * tpb
+
+
+@pytest.mark.parametrize("cache", CACHES)
+def test_a_prefix_computed_twice_at_once_still_caches_the_rest(llama, cache):
+    """The second of two requests computing one prefix in the same step keeps its copy of
+    the prefix private, but its own later blocks join the cache: its next turn hits all of
+    them. Registration stopped at the duplicate block, so that turn recomputed everything
+    past the shared prefix."""
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True, logprobs=2)
+    off = LLM(llama, chunk_size=512, enable_prefix_caching=False, **cache)
+    on = LLM(llama, chunk_size=512, **cache)
+    want, _ = _duplicate_prefix_workload(off, params)
+    got, cached = _duplicate_prefix_workload(on, params)
+    _check_same(want, got)
+    assert got[2].num_cached_tokens == cached
+    seeded = SamplingParams(temperature=1.0, seed=5, max_tokens=40, ignore_eos=True)
+    want, _ = _duplicate_prefix_workload(off, seeded)
+    got, cached = _duplicate_prefix_workload(on, seeded)
+    assert [o.outputs[0].token_ids for o in got] == [o.outputs[0].token_ids for o in want]
+    assert got[2].num_cached_tokens == cached
+    # Every block comes back: those of the finished requests, and the cached ones on a reset.
+    engine = on.engine
+    assert on.reset_prefix_cache() is True
+    assert engine.scheduler.free_blocks == engine.scheduler.capacity.num_blocks
+    assert engine.prefix_cache.num_cached == 0 and engine.prefix_cache.num_sequences == 0
+    assert engine.cache_stats().get("blocks_used", 0) == 0
+
+
+def test_a_sample_that_recomputes_the_last_prompt_block_caches_its_answer(llama):
+    """A prompt of whole blocks: the later samples of an n > 1 request share all but its
+    last block and compute that one themselves, beside the first sample's entry. Their
+    generated blocks still join the cache, so a chat continuing one sample hits them."""
+    on = LLM(llama)
+    tpb = on.engine.executor.capacity().tokens_per_block
+    prompt = random_prompts(1, 384, seed=34, min_len=4 * tpb, max_len=4 * tpb + 1)[0]
+    params = SamplingParams(n=2, temperature=1.0, seed=3, max_tokens=3 * tpb, ignore_eos=True)
+    sample = on.generate([prompt], params)[0].outputs[1]
+    history = prompt + list(sample.token_ids)
+    again = on.generate([history + [5, 6, 7]], SamplingParams(max_tokens=1))[0]
+    assert again.num_cached_tokens == (len(history) - 1) // tpb * tpb
+    assert on.reset_prefix_cache() is True
+    assert on.engine.scheduler.free_blocks == on.engine.scheduler.capacity.num_blocks
+
+
 def test_penalties_read_the_cached_prompt_tokens_too(llama):
     """Penalties count every earlier token, the cached ones included."""
     prompts = _shared_prompts(6, 80, seed=18)

@@ -22,7 +22,10 @@ When is a block registered? When the scheduler sends the chunk that completes it
 that writes it runs before any later step that could read it), and, for blocks of generated
 tokens, when the sequence finishes (only then are all their token values known on the
 host). A registration reaches the workers with the next step, and only then can another
-sequence hit it.
+sequence hit it. Two sequences computing the same block in one step (neither could hit the
+other's copy yet) both keep going: the first to register it makes the entry, the other's
+copy stays private and its later blocks still become entries, so a sequence's entries need
+not be a prefix of its slot (a new slot's hits always are).
 """
 
 from __future__ import annotations
@@ -58,11 +61,17 @@ class PrefixCacheCounters:
 
 @dataclass
 class _SeqBlocks:
-    """What the index keeps per sequence: the digests of its known full blocks, and the
-    cached blocks its slot starts with (hits, then the blocks it registered itself)."""
+    """What the index keeps per sequence: the digests of its known full blocks, the cached
+    blocks its slot holds (the hits it started with, then the blocks it registered itself),
+    and how many of its leading blocks registration has passed.
+
+    ``cached`` need not be a prefix of the slot: a block whose digest another sequence
+    registered first (both computed it in one step) stays this sequence's private copy,
+    and its later blocks still become entries (the chain names tokens, not copies)."""
 
     digests: list[bytes] = field(default_factory=list)
     cached: list[CachedBlock] = field(default_factory=list)
+    passed: int = 0  # blocks [0, passed) are hits, entries or private duplicates
 
 
 class PrefixCache:
@@ -97,7 +106,8 @@ class PrefixCache:
         return len(self._seqs)
 
     def num_cached_blocks(self, seq: Sequence) -> int:
-        """Leading blocks of ``seq``'s slot that are cache entries (counted by the cache)."""
+        """Blocks of ``seq``'s slot that are cache entries (counted by the cache, not by the
+        sequence); its hits lead, its own entries may follow a private duplicate."""
         blocks = self._seqs.get(seq.seq_id)
         return len(blocks.cached) if blocks else 0
 
@@ -129,6 +139,7 @@ class PrefixCache:
                 revived += 1
             b.refs += 1
         blocks.cached = list(hits)
+        blocks.passed = len(hits)
         return revived
 
     def count_lookup(self, seq: Sequence, hits: int) -> None:
@@ -138,21 +149,26 @@ class PrefixCache:
     # -- registration ------------------------------------------------------------------------
     def register(self, seq: Sequence, num_tokens: int) -> None:
         """Make ``seq``'s full blocks within its first ``num_tokens`` tokens cache entries,
-        from the first one not yet cached; stops at a block another sequence registered
-        first (this one keeps computing into its own copy)."""
+        from the first one registration has not passed yet. A block another sequence
+        registered first (both computed it in one step: a burst behind one system prompt, or
+        the last prompt block of an ``n > 1`` sample) stays this one's private copy, freed
+        with its slot like any uncached block; the blocks after it are still registered, as
+        vLLM keeps caching past a duplicate block. A later lookup then maps the first
+        owner's entry for that block and this sequence's entries after it."""
         blocks = self._seqs.setdefault(seq.seq_id, _SeqBlocks())
         full = min(num_tokens, seq.num_tokens) // self.tokens_per_block
-        if full <= len(blocks.cached):
+        if full <= blocks.passed:
             return
         digests = self._digests(seq, full)
-        for u in range(len(blocks.cached), full):
+        for u in range(blocks.passed, full):
             d = digests[u]
             if d in self._index or d in self._fresh:
-                return
+                continue
             block = CachedBlock(next(self._entries), d, refs=1)
             self._fresh[d] = block
             self._unsent.append((seq.seq_id, u, block.entry))
             blocks.cached.append(block)
+        blocks.passed = full
 
     def take_registrations(self) -> list[tuple[int, int, int]]:
         """The registrations for the next step's message; they become visible to lookups
@@ -177,6 +193,7 @@ class PrefixCache:
                 freed += 1
         held = len(blocks.cached)
         blocks.cached = []
+        blocks.passed = 0
         if not keep_digests:
             del self._seqs[seq.seq_id]
         return held, freed
