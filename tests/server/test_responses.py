@@ -316,6 +316,17 @@ def test_auto_parses_text_and_a_call_from_the_models_format(tools_client):
     assert final.output_text == "Sure."
 
 
+@pytest.mark.parametrize("tools", [None, []])
+def test_tool_choice_auto_without_tools_is_the_default(client, tools):
+    """A response echoes tool_choice "auto" with no tools (OpenAI's default, and vLLM's):
+    asked for explicitly, as agent frameworks do whatever tools they hold, it is taken."""
+    kwargs = {} if tools is None else {"tools": tools}
+    r = client.responses.create(
+        model="demo", input="hi", max_output_tokens=2, tool_choice="auto", **kwargs
+    )
+    assert r.tool_choice == "auto" and r.tools == [] and r.output[0].type == "message"
+
+
 def test_a_tool_round_trip(tools_client, tool_server):
     """The SDK's own output items go back as input, with the call's output."""
     first = tools_client.responses.create(

@@ -146,7 +146,9 @@ def chat_request(req: ResponsesRequest) -> ChatCompletionRequest:
     if isinstance(req.tool_choice, FunctionToolChoice):
         name = NamedFunction(name=req.tool_choice.name)
         choice = NamedToolChoice(type="function", function=name)
-    else:
+    elif req.tool_choice != "auto" or tools:
+        # "auto" with no tools is a response's default (echoed so; OpenAI and vLLM take it
+        # asked for too), where chat's tool_choice without tools is a 400.
         choice = req.tool_choice
     try:
         return ChatCompletionRequest(
