@@ -532,6 +532,19 @@ def test_errors_name_this_routes_fields(client):
     assert "max_output_tokens" in message and "max_tokens" not in message.replace("max_o", "")
 
 
+def test_errors_in_input_items_name_their_real_path(client):
+    # The item's type picks its model; the type is no key of the request, so the path
+    # names the item and its field only.
+    message = _refused(
+        client, "input.0.content.0", input=[{"role": "user", "content": [{"type": "input_text"}]}]
+    )
+    assert message.startswith("input.0.content.0: ") and "needs 'text'" in message
+    bad_output = [{"type": "function_call_output", "call_id": "a", "output": [{"type": "input_text"}]}]
+    assert _refused(client, "input.0.output.0", input=bad_output)
+    message = _refused(client, "input", input=[{"role": "user"}])
+    assert "at 0.content" in message and "message" not in message.replace("0.content", "")
+
+
 def test_an_input_longer_than_the_context_is_a_400_naming_input(client):
     message = _refused(client, "input", input="word " * 2000)
     assert "context" in message or "long" in message

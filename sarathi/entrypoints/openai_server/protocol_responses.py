@@ -105,17 +105,29 @@ class FunctionCallOutputInput(_Request):
         return _text(self.output)
 
 
+# An item's model by its type. The tags are the models' names: pydantic puts the tag in an
+# error's location, and errors.py leaves a class name out of the param it reports, so a
+# missing field is "input.0.content", not "input.0.message.content" (no such key).
+_ITEM_TAGS = {
+    "message": "InputMessage",
+    "function_call": "FunctionCallInput",
+    "function_call_output": "FunctionCallOutputInput",
+}
+
+
 def _item_type(value: Any) -> Any:
     if isinstance(value, dict):
-        return value.get("type", "message")
-    return getattr(value, "type", "message")
+        kind = value.get("type", "message")
+    else:
+        kind = getattr(value, "type", "message")
+    return _ITEM_TAGS.get(kind, kind) if isinstance(kind, str) else kind
 
 
 InputItem = Annotated[
     (
-        Annotated[InputMessage, Tag("message")]
-        | Annotated[FunctionCallInput, Tag("function_call")]
-        | Annotated[FunctionCallOutputInput, Tag("function_call_output")]
+        Annotated[InputMessage, Tag("InputMessage")]
+        | Annotated[FunctionCallInput, Tag("FunctionCallInput")]
+        | Annotated[FunctionCallOutputInput, Tag("FunctionCallOutputInput")]
     ),
     Discriminator(_item_type),
 ]
