@@ -405,6 +405,17 @@ def _refused(client: Any, param: str, **kwargs: Any) -> str:
     return err["message"]
 
 
+def test_bookkeeping_fields_are_echoed(client):
+    r = client.responses.create(
+        model="demo", input="hi", max_output_tokens=2, metadata={"a": "b"}, user="u",
+        prompt_cache_key="k", prompt_cache_retention="24h", safety_identifier="s",
+        max_tool_calls=3,
+    )  # fmt: skip
+    assert r.metadata == {"a": "b"} and r.user == "u" and r.max_tool_calls == 3
+    assert r.prompt_cache_key == "k" and r.safety_identifier == "s"
+    assert r.prompt_cache_retention == "24h"
+
+
 def test_previous_response_id_is_refused_by_name(client):
     message = _refused(client, "previous_response_id", previous_response_id="resp_123")
     assert "previous_response_id" in message and "input items" in message

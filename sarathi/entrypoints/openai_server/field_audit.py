@@ -212,8 +212,9 @@ RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "prompt_cache_options": (_no_prewarm, "prompt cache prewarming is not supported"),
 }
 
-# Fields of the Responses API with nothing to do here: a cache hint (no prefix cache yet).
-RESPONSES_ACCEPTED = ACCEPTED | {"prompt_cache_retention"}
+# Fields of the Responses API with nothing to do here (prompt_cache_retention is a field
+# of the request model, echoed back).
+RESPONSES_ACCEPTED = ACCEPTED
 
 # POST /tokenize renders a prompt and generates nothing. Clients count a request's prompt by
 # sending its body there, so the fields of the output (tool_choice, max_completion_tokens,

@@ -255,6 +255,9 @@ class ResponsesRequest(SamplingFields):
     # Bookkeeping: taken, and echoed back. The prefix cache needs no key (it matches
     # prompts by content; cache_salt isolates), and there is no abuse monitoring here.
     prompt_cache_key: StrictStr | None = Field(None, max_length=256)
+    # How long OpenAI keeps a prompt's cache ("in_memory", "24h"); here blocks stay cached
+    # until evicted. A string, so a value a newer API adds is taken too.
+    prompt_cache_retention: StrictStr | None = Field(None, max_length=64)
     safety_identifier: StrictStr | None = Field(None, max_length=256)
     metadata: (
         Annotated[
@@ -394,4 +397,5 @@ class ResponseObject(BaseModel):
     user: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
     safety_identifier: str | None = None

@@ -254,6 +254,7 @@ def _in_progress(
         user=req.user,
         metadata=req.metadata or {},
         prompt_cache_key=req.prompt_cache_key,
+        prompt_cache_retention=req.prompt_cache_retention,
         safety_identifier=req.safety_identifier,
     )
 
