@@ -212,7 +212,9 @@ def test_overload_is_refused_at_once_with_retry_after(server: ServerProcess) -> 
         assert err["type"] == "overloaded_error" and err["code"] == "overloaded"
     metrics = httpx.get(server.url + "/metrics").text
     line = next(
-        x for x in metrics.splitlines() if x.startswith("sarathi:num_requests_rejected_total{")
+        x
+        for x in metrics.splitlines()
+        if x.startswith("sarathi:num_requests_rejected_total{") and 'reason="overloaded"' in x
     )
     assert float(line.rsplit(" ", 1)[1]) >= len(refused)
 
