@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from adaptivocab.errors import AdaptiVocabError, TrainingInterrupted
 
@@ -39,11 +39,20 @@ def _ngram_size(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line, as ``sarathi``'s are: argparse's own printed the whole
+    usage block first, above the line that says what was wrong. Subcommands' parsers are of
+    this class too (argparse makes them with the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from adaptivocab.builder import DEFAULT_SCORE, SCORES
     from adaptivocab.embeddings import DEFAULT_EXP_BASE, INIT_METHODS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         # The console script's name when run as it, else the module form.
         prog="adaptivocab"
         if os.path.basename(sys.argv[0]) == "adaptivocab"
@@ -174,7 +183,7 @@ def _positive_float(text: str) -> float:
 
 
 def _add_finetune_eval(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], init_methods: Sequence[str]
+    sub: argparse._SubParsersAction[_Parser], init_methods: Sequence[str]
 ) -> None:
     from adaptivocab.trainable import BLOCKS, DEFAULT_TRAIN
 

@@ -277,3 +277,17 @@ def test_a_patch_that_lengthens_the_text_is_warned_about(capsys):
     warn_if_longer({"reduction": -0.389, "ratio": 1.389})
     err = capsys.readouterr().err
     assert err.startswith("warning: the patch makes this text 38.9% longer") and "--num-tokens" in err
+
+
+@pytest.mark.parametrize("args, says", [
+    (("build",), "the following arguments are required: --tokenizer"),
+    (("build", "--tokenizer", "t", "--corpus", "c", "--out", "o", "--num-tokens", "0"),
+     "argument --num-tokens: must be at least 1"),
+    (("frob",), "invalid choice: 'frob'"),
+])
+def test_a_usage_error_is_one_line(args, says):
+    """As `sarathi`'s: argparse printed its whole usage block above the line that mattered."""
+    res = run(*args)
+    assert res.returncode == 2 and res.stdout == "", res
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "--help)" in lines[0], res.stderr
