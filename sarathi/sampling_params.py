@@ -121,6 +121,9 @@ class SamplingParams:
     allowed_token_ids: list[int] | None = None
     # Constrained decoding: the output must match this (structured_output/).
     structured_outputs: StructuredOutputsParams | None = None
+    # vLLM's: keep only the prompt's last k tokens (left truncation); -1: as many as the
+    # context takes with room for one generated token. None: the whole prompt.
+    truncate_prompt_tokens: int | None = None
     # vLLM's: words the output must never contain as tokens (see ``bad_words_token_ids``).
     bad_words: list[str] | None = None
     # Each bad word as token ids, as written and after a space; set by the engine from its
@@ -232,6 +235,12 @@ class SamplingParams:
                 or not 0 <= value <= _MAX_LOGPROBS
             ):
                 raise bad(name, f"must be an integer in [0, {_MAX_LOGPROBS}]")
+        if self.truncate_prompt_tokens is not None and (
+            isinstance(self.truncate_prompt_tokens, bool)
+            or not isinstance(self.truncate_prompt_tokens, int)
+            or not (self.truncate_prompt_tokens >= 1 or self.truncate_prompt_tokens == -1)
+        ):
+            raise bad("truncate_prompt_tokens", "must be an integer >= 1, or -1, or None")
         if self.seed is not None and (
             isinstance(self.seed, bool)
             or not isinstance(self.seed, int)

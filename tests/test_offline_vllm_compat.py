@@ -213,3 +213,21 @@ def test_token_ids_may_be_numpy_integers(llm):
         assert out.outputs[0].token_ids == want.outputs[0].token_ids
         assert out.prompt_token_ids == ids
         assert all(type(t) is int for t in out.prompt_token_ids)
+
+
+def test_truncate_prompt_tokens_keeps_the_prompts_last_tokens_as_vllm(llm):
+    # vLLM's field was refused as an unexpected keyword argument.
+    tok = llm.get_tokenizer()
+    ids = tok.encode(PROMPT)
+    greedy = dict(temperature=0, max_tokens=4, ignore_eos=True)
+    (cut,) = llm.generate(PROMPT, SamplingParams(**greedy, truncate_prompt_tokens=3))
+    assert cut.prompt_token_ids == ids[-3:]
+    (same,) = llm.generate({"prompt_token_ids": ids[-3:]}, SamplingParams(**greedy))
+    assert cut.outputs[0].token_ids == same.outputs[0].token_ids
+    (ids_cut,) = llm.generate([ids], SamplingParams(**greedy, truncate_prompt_tokens=2))
+    assert ids_cut.prompt_token_ids == ids[-2:]
+    # -1: whatever the context takes, leaving room to generate (a too-long prompt fits).
+    long_ids = (ids * 400)[: llm.engine.max_seq_len + 50]
+    (fit,) = llm.generate([long_ids], SamplingParams(max_tokens=1, truncate_prompt_tokens=-1))
+    assert fit.error is None and fit.prompt_token_ids == long_ids[-(llm.engine.max_seq_len - 1) :]
+    assert len(fit.outputs[0].token_ids) == 1

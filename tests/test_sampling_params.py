@@ -56,3 +56,10 @@ def test_vllm_detokenize_fields_are_accepted():
     assert not p.detokenize and not p.spaces_between_special_tokens
     with pytest.raises(ValueError, match="detokenize"):
         SamplingParams(detokenize=False, stop=["x"])
+
+
+@pytest.mark.parametrize("value", [0, -2, True, 2.0, "5"])
+def test_truncate_prompt_tokens_is_at_least_one_or_minus_one(value):
+    with pytest.raises(ValueError, match="truncate_prompt_tokens"):
+        SamplingParams(truncate_prompt_tokens=value)
+    assert SamplingParams(truncate_prompt_tokens=-1).truncate_prompt_tokens == -1

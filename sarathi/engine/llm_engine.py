@@ -226,6 +226,11 @@ class LLMEngine:
             text, ids = prompt, self.tokenizer.encode(prompt)
         else:
             text, ids = None, [int(t) for t in prompt]
+        keep = params.truncate_prompt_tokens
+        if keep is not None:
+            # vLLM's left truncation: the prompt's last tokens are the ones next to the answer.
+            # -1: the most the context takes with one token left to generate.
+            ids = ids[-(self.max_seq_len - 1 if keep == -1 else keep) :]
         request_id = request_id or f"req-{next(self._req_ids)}"
         if request_id in self.requests:
             raise RequestError(f"request id {request_id!r} is already in use")
