@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 _MAX_LOGPROBS = 20
@@ -22,6 +24,16 @@ def is_unicode(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+class RequestOutputKind(Enum):
+    """vLLM's: what each output of a running request carries. ``LLM.generate`` returns
+    finished outputs whatever it says (as vLLM's does); ``LLMEngine.add_request`` reads
+    FINAL_ONLY as ``final_only=True``."""
+
+    CUMULATIVE = 0
+    DELTA = 1
+    FINAL_ONLY = 2
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,13 @@ class SamplingParams:
     truncate_prompt_tokens: int | None = None
     # vLLM's: words the output must never contain as tokens (see ``bad_words_token_ids``).
     bad_words: list[str] | None = None
+    # vLLM's fields that this engine takes only at their neutral values, so vLLM code that
+    # spells them out runs, and any other value is a ValueError saying what to use instead:
+    # best_of (None or n), logits_processors (None or empty), guided_decoding (None).
+    best_of: int | None = None
+    logits_processors: list[Callable[..., Any]] | None = None
+    guided_decoding: Any = field(default=None, repr=False)
+    output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
     # Each bad word as token ids, as written and after a space; set by the engine from its
     # tokenizer when the request is added. A one-token word is banned at every step; a longer
     # one's last token is banned right after the tokens before it were generated.
@@ -235,6 +254,31 @@ class SamplingParams:
                 or not 0 <= value <= _MAX_LOGPROBS
             ):
                 raise bad(name, f"must be an integer in [0, {_MAX_LOGPROBS}]")
+        if self.best_of is not None:
+            if isinstance(self.best_of, bool) or not isinstance(self.best_of, int):
+                raise bad("best_of", "must be an integer or None")
+            if self.best_of < self.n:
+                raise bad("best_of", f"must be >= n ({self.n})")
+            if self.best_of > self.n:
+                raise bad(
+                    "best_of",
+                    f"other than n ({self.n}) is not supported (nor by vLLM V1); ask for "
+                    "n=best_of completions and pick among them (e.g. with logprobs)",
+                )
+        if self.logits_processors:
+            raise bad(
+                "logits_processors",
+                "(per-request callables) are not supported (nor by vLLM V1); use logit_bias, "
+                "allowed_token_ids, bad_words or structured_outputs",
+            )
+        if self.guided_decoding is not None:
+            raise ValueError(
+                "guided_decoding (vLLM's older name) is not supported; pass "
+                "structured_outputs=StructuredOutputsParams(json=..., regex=..., choice=..., "
+                "grammar=... or json_object=True)"
+            )
+        if not isinstance(self.output_kind, RequestOutputKind):
+            raise bad("output_kind", "must be a RequestOutputKind")
         if self.truncate_prompt_tokens is not None and (
             isinstance(self.truncate_prompt_tokens, bool)
             or not isinstance(self.truncate_prompt_tokens, int)

@@ -231,3 +231,27 @@ def test_truncate_prompt_tokens_keeps_the_prompts_last_tokens_as_vllm(llm):
     (fit,) = llm.generate([long_ids], SamplingParams(max_tokens=1, truncate_prompt_tokens=-1))
     assert fit.error is None and fit.prompt_token_ids == long_ids[-(llm.engine.max_seq_len - 1) :]
     assert len(fit.outputs[0].token_ids) == 1
+
+
+def test_output_kind_is_read_as_vllm_reads_it(llm):
+    from sarathi.sampling_params import RequestOutputKind
+
+    # LLM.generate returns finished outputs whatever output_kind says, as vLLM's does.
+    greedy = dict(temperature=0, max_tokens=4, ignore_eos=True)
+    base = llm.generate(PROMPT, SamplingParams(**greedy))[0].outputs[0]
+    for kind in RequestOutputKind:
+        params = SamplingParams(**greedy, output_kind=kind)
+        (out,) = llm.generate(PROMPT, params)
+        assert out.error is None and out.outputs[0].token_ids == base.token_ids
+        assert params.output_kind is kind
+    # The engine: FINAL_ONLY gives one output, at the end; DELTA is refused, naming delta=True.
+    engine = llm.llm_engine
+    final = SamplingParams(**greedy, output_kind=RequestOutputKind.FINAL_ONLY)
+    engine.add_request(PROMPT, final, request_id="final-only")
+    seen = []
+    while engine.has_unfinished_requests():
+        seen += [o for o in engine.step() if o.request_id == "final-only"]
+    assert len(seen) == 1 and seen[0].finished
+    with pytest.raises(ValueError, match="delta=True"):
+        engine.add_request(PROMPT, SamplingParams(output_kind=RequestOutputKind.DELTA))
+    assert not engine.has_unfinished_requests()

@@ -63,3 +63,28 @@ def test_truncate_prompt_tokens_is_at_least_one_or_minus_one(value):
     with pytest.raises(ValueError, match="truncate_prompt_tokens"):
         SamplingParams(truncate_prompt_tokens=value)
     assert SamplingParams(truncate_prompt_tokens=-1).truncate_prompt_tokens == -1
+
+
+def test_vllm_fields_at_their_neutral_values_are_accepted():
+    # vLLM code spelling these out failed with "unexpected keyword argument".
+    from sarathi.sampling_params import RequestOutputKind
+
+    p = SamplingParams(
+        n=2, best_of=2, logits_processors=[], guided_decoding=None,
+        output_kind=RequestOutputKind.FINAL_ONLY,
+    )
+    assert p.best_of == 2 and p.output_kind is RequestOutputKind.FINAL_ONLY
+    assert SamplingParams(best_of=None, logits_processors=None).n == 1
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"n": 2, "best_of": 1}, "best_of must be >= n"),
+    ({"n": 1, "best_of": 3}, "best_of other than n .* ask for n=best_of"),
+    ({"best_of": True}, "best_of must be an integer"),
+    ({"logits_processors": [lambda ids, logits: logits]}, "logits_processors .* use logit_bias"),
+    ({"guided_decoding": {"regex": "a"}}, "guided_decoding .* structured_outputs="),
+    ({"output_kind": 2}, "output_kind must be a RequestOutputKind"),
+])
+def test_unsupported_vllm_fields_are_refused_saying_what_to_use(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SamplingParams(**kwargs)

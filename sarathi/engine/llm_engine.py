@@ -39,7 +39,7 @@ from sarathi.engine.stats import EngineSnapshot, EngineStats
 from sarathi.executor import StepHandle, WorkerError, create_executor
 from sarathi.model_executor.model_shape import ModelShape
 from sarathi.outputs import RequestOutput
-from sarathi.sampling_params import SamplingParams
+from sarathi.sampling_params import RequestOutputKind, SamplingParams
 from sarathi.sequence import PENDING_TOKEN, Request, Sequence
 from sarathi.structured_output import StructuredOutputManager
 from sarathi.transformers_utils.detokenizer import streaming_decoder
@@ -206,6 +206,14 @@ class LLMEngine:
                 f"SamplingParams, got {type(params).__name__}"
             )
         params = params or SamplingParams()
+        if params.output_kind is RequestOutputKind.DELTA:
+            # vLLM's DELTA makes the text a delta too; this engine's delta keeps it whole.
+            raise RequestError(
+                "output_kind DELTA is not supported here: pass delta=True (token_ids and "
+                "logprobs as deltas, the text whole) or read the cumulative outputs",
+                "output_kind",
+            )
+        final_only = final_only or params.output_kind is RequestOutputKind.FINAL_ONLY
         try:
             params.read_stops()  # stop may have been set after the params were built
         except ValueError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import numbers
@@ -13,7 +14,7 @@ from tqdm.auto import tqdm
 from sarathi.config import EngineConfig
 from sarathi.engine.llm_engine import LLMEngine, RequestError
 from sarathi.outputs import Logprob, RequestOutput
-from sarathi.sampling_params import SamplingParams, is_unicode
+from sarathi.sampling_params import RequestOutputKind, SamplingParams, is_unicode
 from sarathi.transformers_utils.chat import (
     NoChatTemplate,
     arguments_object,
@@ -163,6 +164,9 @@ class LLM:
             params = given
             if len(params) != len(batch):
                 raise ValueError(f"got {len(batch)} prompts but {len(params)} sampling params")
+        # As vLLM's LLM.generate: offline outputs are the finished ones whatever output_kind
+        # says (the engine refuses DELTA, which only a stream reads).
+        params = [_final_only(p) for p in params]
         engine = self.engine
         results: dict[str, RequestOutput] = {}
         order: list[str] = []
@@ -208,6 +212,14 @@ class LLM:
         self.engine.reset_prefix_cache()
         pc = self.engine.prefix_cache
         return pc is None or pc.num_cached == 0
+
+
+def _final_only(params: SamplingParams) -> SamplingParams:
+    if params.output_kind is not RequestOutputKind.DELTA:
+        return params  # generate asks the engine for finished outputs only
+    params = copy.copy(params)  # the caller's params stay as they were given
+    params.output_kind = RequestOutputKind.FINAL_ONLY
+    return params
 
 
 def _name_logprob_tokens(

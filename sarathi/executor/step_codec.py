@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from sarathi.core.scheduler_output import NewSequence, ScheduledChunk, StepInput, TokenMasks
-from sarathi.sampling_params import SamplingParams, StructuredOutputsParams
+from sarathi.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
 # Bumped when the layout changes: a rank from another build fails loudly, not subtly.
 _FORMAT = 0x5354_4550_0001  # "STEP", version 1
@@ -316,6 +316,8 @@ def _to_json(value: Any) -> Any:
         return {type(value).__name__: [_to_json(v) for v in value]}
     if isinstance(value, dict):
         return {"dict": [[_to_json(k), _to_json(v)] for k, v in value.items()]}
+    if isinstance(value, RequestOutputKind):
+        return {"output_kind": value.name}
     if isinstance(value, StructuredOutputsParams):
         return {
             "structured_outputs": {
@@ -339,6 +341,8 @@ def _from_json(value: Any) -> Any:
         return frozenset(_from_json(v) for v in body)
     if kind == "dict":
         return {_from_json(k): _from_json(v) for k, v in body}
+    if kind == "output_kind":
+        return RequestOutputKind[body]
     if kind == "structured_outputs":
         return StructuredOutputsParams(**{k: _from_json(v) for k, v in body.items()})
     raise ValueError(f"unknown tag {kind!r} in sampling options")

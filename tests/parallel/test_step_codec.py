@@ -17,7 +17,7 @@ from sarathi.executor.step_codec import (
     params_from_json,
     params_to_json,
 )
-from sarathi.sampling_params import StructuredOutputsParams
+from sarathi.sampling_params import RequestOutputKind, StructuredOutputsParams
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 IDS = st.integers(0, 2**40)
@@ -98,6 +98,8 @@ def sampling_params(draw) -> SamplingParams:
                 | st.lists(IDS, min_size=1, max_size=4).map(tuple),
                 "structured_outputs": st.none() | STRUCTURED,
                 "bad_words": st.none() | WORDS | WORDS.map(tuple),
+                "truncate_prompt_tokens": st.none() | st.just(-1) | st.integers(1, 10**6),
+                "output_kind": st.sampled_from(list(RequestOutputKind)),
             },
         )
     )
