@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Callable
@@ -325,6 +326,10 @@ class SamplingParams:
         ):
             # Unicode: the tokenizer raised a bare TypeError for a lone surrogate.
             raise bad("bad_words", "must be a list of non-empty strings of valid Unicode")
+
+    def clone(self) -> SamplingParams:
+        """An independent copy (vLLM's): changing its lists or dicts leaves this one as it is."""
+        return copy.deepcopy(self)
 
     @property
     def greedy(self) -> bool:

@@ -88,3 +88,13 @@ def test_vllm_fields_at_their_neutral_values_are_accepted():
 def test_unsupported_vllm_fields_are_refused_saying_what_to_use(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SamplingParams(**kwargs)
+
+
+def test_clone_is_an_independent_equal_copy_as_vllms():
+    # vLLM code copies params with .clone() (an AttributeError here before).
+    p = SamplingParams(temperature=0.5, stop=["x"], stop_token_ids=[3], logit_bias={1: 2.0})
+    q = p.clone()
+    assert q == p and q is not p
+    q.stop_token_ids.append(4)
+    q.logit_bias[2] = 1.0
+    assert p.stop_token_ids == [3] and p.logit_bias == {1: 2.0}
