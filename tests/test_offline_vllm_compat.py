@@ -255,3 +255,18 @@ def test_output_kind_is_read_as_vllm_reads_it(llm):
     with pytest.raises(ValueError, match="delta=True"):
         engine.add_request(PROMPT, SamplingParams(output_kind=RequestOutputKind.DELTA))
     assert not engine.has_unfinished_requests()
+
+
+@pytest.mark.parametrize("method,match", [
+    ("beam_search", "SamplingParams\\(n="), ("embed", "generative"), ("encode", "generative"),
+    ("classify", "generative"), ("score", "generative"), ("reward", "generative"),
+    ("sleep", "shutdown"), ("wake_up", "shutdown"), ("start_profile", "SARATHI_RANK_PROFILE"),
+    ("stop_profile", "SARATHI_RANK_PROFILE"), ("set_tokenizer", "tokenizer="),
+    ("collective_rpc", "not supported"), ("apply_model", "not supported"),
+])
+def test_vllm_methods_this_engine_lacks_say_so_and_what_to_use(llm, method, match):
+    # They were AttributeErrors, as for a misspelt name; hasattr stays true and harmless.
+    assert hasattr(llm, method)
+    with pytest.raises(NotImplementedError, match=match):
+        getattr(llm, method)(PROMPT)
+    assert not llm.engine.has_unfinished_requests()

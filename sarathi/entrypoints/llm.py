@@ -214,6 +214,49 @@ class LLM:
         return pc is None or pc.num_cached == 0
 
 
+_POOLING = (
+    "{} is not supported: this engine serves generative (causal LM) models only, with no "
+    "pooling tasks (embed, encode, classify, score, reward)"
+)
+_SLEEP = (
+    "{} (sleep mode) is not supported; free the engine's memory with llm.engine.shutdown() "
+    "and build a new LLM"
+)
+_PROFILE = (
+    "{} is not supported; set SARATHI_RANK_PROFILE=<folder> to profile ten steps of each "
+    "rank with the torch profiler"
+)
+_RPC = "{} is not supported: the model's workers take no calls from outside the engine"
+# vLLM's LLM methods this engine lacks: calling one is a NotImplementedError saying what to
+# use instead (an AttributeError read as a misspelt name); hasattr stays true, as in vLLM.
+_UNSUPPORTED = {
+    "beam_search": (
+        "beam_search is not supported; sample several completions with "
+        "SamplingParams(n=..., logprobs=0) and rank them by cumulative_logprob"
+    ),
+    **{name: _POOLING.format(name) for name in ("encode", "embed", "classify", "score", "reward")},
+    **{name: _SLEEP.format(name) for name in ("sleep", "wake_up")},
+    **{name: _PROFILE.format(name) for name in ("start_profile", "stop_profile")},
+    "set_tokenizer": (
+        "set_tokenizer is not supported; build the LLM with tokenizer=<folder or hub id>"
+    ),
+    **{name: _RPC.format(name) for name in ("collective_rpc", "apply_model")},
+}
+
+
+def _unsupported(name: str, message: str) -> Any:
+    def method(self: LLM, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(message)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"vLLM's ``LLM.{name}``: not supported here (NotImplementedError)."
+    return method
+
+
+for _name, _message in _UNSUPPORTED.items():
+    setattr(LLM, _name, _unsupported(_name, _message))
+
+
 def _final_only(params: SamplingParams) -> SamplingParams:
     if params.output_kind is not RequestOutputKind.DELTA:
         return params  # generate asks the engine for finished outputs only
