@@ -342,6 +342,33 @@ def test_logit_bias_and_allowed_token_ids(llm):
         SamplingParams(logit_bias={5: 101})
 
 
+class _CountedIds(list):
+    """A list that counts how often it is walked."""
+
+    walks = 0
+
+    def __iter__(self):
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_allowed_token_ids_are_read_once_per_request_not_per_step(llm):
+    """A list of a million allowed ids (the server takes 2**20) was walked in Python for every
+    row at every step, holding the engine thread for seconds per step and stalling every
+    other request; it is read when the request starts, however many tokens it generates."""
+    prompt = random_prompts(1, 384, seed=9)[0]
+    walks = []
+    for max_tokens in (2, 24):
+        ids = _CountedIds([7, 9, 7])
+        _CountedIds.walks = 0
+        base = dict(temperature=1.0, seed=3, max_tokens=max_tokens, ignore_eos=True, n=3)
+        outs = llm.generate([prompt], SamplingParams(allowed_token_ids=ids, **base))
+        assert all(set(c.token_ids) <= {7, 9} for c in outs[0].outputs)
+        assert all(len(c.token_ids) == max_tokens for c in outs[0].outputs)
+        walks.append(_CountedIds.walks)
+    assert walks[0] == walks[1], walks  # not a walk per step (nor per sequence and step)
+
+
 def test_token_ids_outside_the_vocabulary_fail_their_request_alone(llm):
     prompts = random_prompts(3, 384, seed=9)
     base = dict(temperature=0, max_tokens=4, ignore_eos=True)

@@ -39,6 +39,7 @@ from sarathi.model_executor.layers.sampler import (
     Sampler,
     SlotOptions,
     SpecialRow,
+    allowed_ids,
 )
 from sarathi.model_executor.models.llama import ForwardContext, LlamaForCausalLM
 from sarathi.sampling_params import SamplingParams
@@ -66,6 +67,8 @@ class SeqState:
     # The slot it had when it was preempted: a placeholder fed right after the preemption
     # (a recompute) reads the token sampled there.
     prev_slot: int = 0
+    # allowed_token_ids' distinct ids (sampler.allowed_ids), made when it is registered.
+    allowed: torch.Tensor | None = None
 
 
 @dataclass
@@ -301,13 +304,21 @@ class ModelRunner:
             self.states.pop(seq_id, None)
         for seq_id in step.preempted:
             self._release(seq_id)
+        # A request's n sequences share their params object: its allowed ids are made once.
+        allowed: dict[int, torch.Tensor] = {}
         for new in step.new_sequences:
             gen = None
             if new.seed is not None:
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed(new.seed)
             history: list[int] | None = [] if new.params.needs_history else None
-            self.states[new.seq_id] = SeqState(new.params, new.prompt_len, gen, history)
+            st = SeqState(new.params, new.prompt_len, gen, history)
+            if new.params.allowed_token_ids is not None:
+                key = id(new.params)
+                if key not in allowed:
+                    allowed[key] = allowed_ids(new.params.allowed_token_ids)
+                st.allowed = allowed[key]
+            self.states[new.seq_id] = st
 
     def _release(self, seq_id: int) -> None:
         st = self.states.get(seq_id)
@@ -452,7 +463,7 @@ class ModelRunner:
                 index = c.start + len(c.token_ids)
             p = st.params
             ban = p.min_tokens > 0 and index - st.prompt_len < p.min_tokens
-            out.append(SpecialRow(r, p, st.generator, st.history, st.prompt_len, ban))
+            out.append(SpecialRow(r, p, st.generator, st.history, st.prompt_len, ban, st.allowed))
         return out
 
     # -- KV blocks ---------------------------------------------------------------------------

@@ -43,6 +43,9 @@ class SpecialRow:
     history: list[int] | None
     prompt_len: int
     ban_eos: bool  # min_tokens not reached yet
+    # allowed_token_ids as a tensor of distinct ids, made once per sequence
+    # (``allowed_ids``): None when the request does not restrict them.
+    allowed: torch.Tensor | None = None
 
 
 @dataclass
@@ -228,9 +231,10 @@ class Sampler:
         for r in rows:
             p, row = r.params, logits[r.row]
             if p.allowed_token_ids is not None:
-                keep = _to_device(
-                    [t for t in p.allowed_token_ids if t < vocab], torch.long, row.device
-                )
+                distinct = r.allowed
+                if distinct is None:
+                    distinct = allowed_ids(p.allowed_token_ids)
+                keep = _from_host(distinct[distinct < vocab], row.device)
                 allowed = row[keep]
                 row.fill_(float("-inf"))
                 row[keep] = allowed
@@ -363,6 +367,13 @@ def _from_host(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t
+
+
+def allowed_ids(token_ids: list[int] | tuple[int, ...]) -> torch.Tensor:
+    """The distinct ids of ``allowed_token_ids``, on the host. Made once per sequence, not
+    per step: a list may hold a million ids (repeats included), and walking it in Python at
+    every step held the engine thread for seconds, stalling every other request."""
+    return torch.unique(torch.tensor(token_ids, dtype=torch.long))
 
 
 def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
