@@ -13,10 +13,14 @@ Layout (little-endian, native to every host the ranks run on):
   tokens back to back, then their history heads back to back; preempted; finished; cache
   registrations as triples; cache evictions; prefix hits as keys, lengths and entries back
   to back; the token masks' rows;
+- the arrays that the sampling options' long integer lists and integer-keyed dicts were
+  moved to (allowed_token_ids of up to 2**20 ids, logit_bias), each int32 where its values
+  fit, else int64 (float64 for a dict's float values), each starting 8-byte aligned;
 - the token masks' bits as int32, row-major;
-- new sequences as UTF-8 JSON (once per sequence, so rare): their sampling options are
-  dataclasses of plain values, written with an explicit tag per container type so that
-  tuples, sets and dicts with integer keys come back as they went.
+- new sequences as UTF-8 JSON (rare): each distinct sampling options object once (a
+  request's n sequences share one), then per sequence its fields and the index of its
+  options. The options are dataclasses of plain values, written with an explicit tag per
+  container type so that tuples, sets and dicts with integer keys come back as they went.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from sarathi.core.scheduler_output import NewSequence, ScheduledChunk, StepInput
 from sarathi.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
 # Bumped when the layout changes: a rank from another build fails loudly, not subtly.
-_FORMAT = 0x5354_4550_0001  # "STEP", version 1
+_FORMAT = 0x5354_4550_0002  # "STEP", version 2
 (
     _FORMAT_AT,
     _FLAGS,
@@ -49,9 +53,10 @@ _FORMAT = 0x5354_4550_0001  # "STEP", version 1
     _PREFIX_HIT_ENTRIES,
     _MASK_ROWS,
     _MASK_WORDS,
+    _ARRAY_BYTES,
     _JSON_BYTES,
     _HEADER_LEN,
-) = range(16)
+) = range(17)
 
 _MASKS_FOLLOW = 1
 _HAS_MASKS = 2
@@ -95,11 +100,8 @@ def encode_step(step: StepInput) -> bytes:
     masks = step.token_masks
     mask_rows: list[int] = [] if masks is None else masks.rows.tolist()
     mask_words = 0 if masks is None else int(masks.bits.shape[1])
-    new_json = (
-        json.dumps([_new_sequence_to_json(s) for s in step.new_sequences]).encode()
-        if step.new_sequences
-        else b""
-    )
+    arrays = _ArrayWriter()
+    new_json = _new_sequences_to_json(step.new_sequences, arrays) if step.new_sequences else b""
     n = len(step.decode_seq_ids)
     if not len(step.decode_positions) == len(step.decode_tokens) == n:
         raise ValueError("a StepInput's decode lists must have one entry per decode")
@@ -120,6 +122,7 @@ def encode_step(step: StepInput) -> bytes:
     header[_PREFIX_HIT_ENTRIES] = len(hit_entries)
     header[_MASK_ROWS] = len(mask_rows)
     header[_MASK_WORDS] = mask_words
+    header[_ARRAY_BYTES] = arrays.nbytes
     header[_JSON_BYTES] = len(new_json)
     # One list display: chained ``+`` would copy the growing list once per part.
     values = [
@@ -142,10 +145,8 @@ def encode_step(step: StepInput) -> bytes:
     # One conversion of one list: struct is the cheapest way from Python ints to int64
     # (measured about three times quicker than array.array or numpy.array).
     body = struct.pack(f"<{len(values)}q", *values)
-    if masks is None:
-        return body + new_json
-    bits = np.ascontiguousarray(masks.bits, dtype=np.int32).tobytes()
-    return b"".join((body, bits, new_json))
+    bits = b"" if masks is None else np.ascontiguousarray(masks.bits, dtype=np.int32).tobytes()
+    return b"".join((body, *arrays.parts, bits, new_json))
 
 
 def decode_step(message: bytes | bytearray | memoryview) -> StepInput:
@@ -223,6 +224,9 @@ def decode_step(message: bytes | bytearray | memoryview) -> StepInput:
         at += size
 
     end = 8 * (_HEADER_LEN + body_len)
+    # A view, read (and copied out by ``tolist``) before this returns.
+    arrays = memoryview(message)[end : end + header[_ARRAY_BYTES]]
+    end += header[_ARRAY_BYTES]
     token_masks = None
     if header[_FLAGS] & _HAS_MASKS:
         rows, words = header[_MASK_ROWS], header[_MASK_WORDS]
@@ -232,10 +236,7 @@ def decode_step(message: bytes | bytearray | memoryview) -> StepInput:
         end += 4 * rows * words
     json_bytes = header[_JSON_BYTES]
     new_sequences = (
-        [
-            _new_sequence_from_json(s)
-            for s in json.loads(bytes(memoryview(message)[end : end + json_bytes]))
-        ]
+        _new_sequences_from_json(bytes(memoryview(message)[end : end + json_bytes]), arrays)
         if json_bytes
         else []
     )
@@ -261,31 +262,40 @@ def decode_step(message: bytes | bytearray | memoryview) -> StepInput:
 # -- the rare parts: new sequences and their sampling options, as tagged JSON ----------------
 
 
-def _new_sequence_to_json(s: NewSequence) -> dict[str, Any]:
-    return {
-        "seq_id": s.seq_id,
-        "prompt_len": s.prompt_len,
-        "seed": s.seed,
-        "params": params_to_json(s.params),
-    }
+def _new_sequences_to_json(new_sequences: list[NewSequence], arrays: _ArrayWriter) -> bytes:
+    # Each distinct params object once, keyed by identity (the step holds every one, so no
+    # id is reused while this runs): a request's n sequences share one, and its options may
+    # hold a million allowed ids, which n copies would send n times.
+    index: dict[int, int] = {}
+    params: list[dict[str, Any]] = []
+    sequences = []
+    for s in new_sequences:
+        at = index.get(id(s.params))
+        if at is None:
+            at = index[id(s.params)] = len(params)
+            params.append(params_to_json(s.params, arrays))
+        sequences.append([s.seq_id, s.prompt_len, s.seed, at])
+    return json.dumps({"params": params, "sequences": sequences}).encode()
 
 
-def _new_sequence_from_json(d: dict[str, Any]) -> NewSequence:
-    return NewSequence(
-        seq_id=d["seq_id"],
-        params=params_from_json(d["params"]),
-        prompt_len=d["prompt_len"],
-        seed=d["seed"],
-    )
+def _new_sequences_from_json(text: bytes, arrays: memoryview) -> list[NewSequence]:
+    d = json.loads(text)
+    # One object per distinct params, shared again by the sequences that shared it.
+    params = [params_from_json(p, arrays) for p in d["params"]]
+    return [
+        NewSequence(seq_id=seq_id, params=params[at], prompt_len=prompt_len, seed=seed)
+        for seq_id, prompt_len, seed, at in d["sequences"]
+    ]
 
 
-def params_to_json(params: SamplingParams) -> dict[str, Any]:
+def params_to_json(params: SamplingParams, arrays: _ArrayWriter | None = None) -> dict[str, Any]:
     """Every field of ``params`` (those the engine sets after construction included) as
-    JSON-ready values; ``params_from_json`` gives back an equal ``SamplingParams``."""
-    return {f.name: _to_json(getattr(params, f.name)) for f in dataclasses.fields(params)}
+    JSON-ready values; ``params_from_json`` gives back an equal ``SamplingParams``. With
+    ``arrays``, long integer lists and integer-keyed dicts go there, not into the JSON."""
+    return {f.name: _to_json(getattr(params, f.name), arrays) for f in dataclasses.fields(params)}
 
 
-def params_from_json(d: dict[str, Any]) -> SamplingParams:
+def params_from_json(d: dict[str, Any], arrays: memoryview | None = None) -> SamplingParams:
     fields = dataclasses.fields(SamplingParams)
     names = {f.name for f in fields}
     if set(d) != names:
@@ -293,7 +303,7 @@ def params_from_json(d: dict[str, Any]) -> SamplingParams:
             "sampling options of another build: fields "
             f"{sorted(set(d) ^ names)} are not shared with this one"
         )
-    values = {name: _from_json(v) for name, v in d.items()}
+    values = {name: _from_json(v, arrays) for name, v in d.items()}
     # The constructor validates again; the fields it does not take (set by the engine or
     # derived) are then restored as they were sent.
     params = SamplingParams(**{f.name: values[f.name] for f in fields if f.init})
@@ -303,46 +313,114 @@ def params_from_json(d: dict[str, Any]) -> SamplingParams:
     return params
 
 
+# Lists and dicts shorter than this stay in the JSON: a reference to an array costs as much.
+_ARRAY_MIN_LEN = 8
+_INT32 = np.iinfo(np.int32)
+
+
+class _ArrayWriter:
+    """The arrays part of a message being written: ``add`` appends one array and gives the
+    reference the JSON carries to it, ``[byte offset, dtype, count]``."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.nbytes = 0
+
+    def add(self, array: np.ndarray) -> list[Any]:
+        ref = [self.nbytes, array.dtype.str, len(array)]
+        data = array.tobytes()
+        self.parts.append(data + b"\0" * (-len(data) % 8))  # the next one starts aligned
+        self.nbytes += len(self.parts[-1])
+        return ref
+
+    def add_ints(self, values: list[int] | tuple[int, ...]) -> list[Any] | None:
+        """The reference to ``values`` as an array, or None where they are not all plain
+        ints of 64 bits (bools, big ints: those stay JSON)."""
+        if not all(type(v) is int for v in values):
+            return None
+        try:
+            array = np.array(values, dtype="<i8")
+        except OverflowError:
+            return None
+        if _INT32.min <= array.min() and array.max() <= _INT32.max:
+            array = array.astype("<i4")  # token ids: half the bytes
+        return self.add(array)
+
+    def add_floats(self, values: list[float]) -> list[Any] | None:
+        if not all(type(v) is float for v in values):
+            return None
+        return self.add(np.array(values, dtype="<f8"))
+
+
+def _read_array(arrays: memoryview | None, ref: list[Any]) -> list[Any]:
+    if arrays is None:
+        raise ValueError("sampling options refer to arrays that were not sent with them")
+    offset, dtype, count = ref
+    if dtype not in ("<i4", "<i8", "<f8"):
+        raise ValueError(f"unknown array type {dtype!r} in sampling options")
+    return np.frombuffer(arrays, dtype=dtype, count=count, offset=offset).tolist()
+
+
 # Every container is a one-key object naming its type (a JSON array or object alone would
-# lose tuple vs list, set vs list, and integer dict keys); scalars stay themselves.
-def _to_json(value: Any) -> Any:
+# lose tuple vs list, set vs list, and integer dict keys); scalars stay themselves. With
+# ``arrays``, a long list or tuple of ints, or a long dict from ints to all ints or all floats
+# (allowed_token_ids, logit_bias), goes there as arrays instead: one numpy conversion rather
+# than a tagged JSON value per element.
+def _to_json(value: Any, arrays: _ArrayWriter | None = None) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, list):
-        return {"list": [_to_json(v) for v in value]}
-    if isinstance(value, tuple):
-        return {"tuple": [_to_json(v) for v in value]}
+    if isinstance(value, (list, tuple)):
+        kind = "list" if isinstance(value, list) else "tuple"
+        if arrays is not None and len(value) >= _ARRAY_MIN_LEN:
+            ref = arrays.add_ints(value)
+            if ref is not None:
+                return {f"{kind}_array": ref}
+        return {kind: [_to_json(v, arrays) for v in value]}
     if isinstance(value, (set, frozenset)):
-        return {type(value).__name__: [_to_json(v) for v in value]}
+        return {type(value).__name__: [_to_json(v, arrays) for v in value]}
     if isinstance(value, dict):
-        return {"dict": [[_to_json(k), _to_json(v)] for k, v in value.items()]}
+        if arrays is not None and len(value) >= _ARRAY_MIN_LEN:
+            keys = arrays.add_ints(list(value))
+            values = list(value.values())
+            refs = None if keys is None else (arrays.add_ints(values) or arrays.add_floats(values))
+            if keys is not None and refs is not None:
+                return {"dict_arrays": [keys, refs]}
+            # Not all plain numbers: the arrays already added stay, unreferenced.
+        return {"dict": [[_to_json(k, arrays), _to_json(v, arrays)] for k, v in value.items()]}
     if isinstance(value, RequestOutputKind):
         return {"output_kind": value.name}
     if isinstance(value, StructuredOutputsParams):
         return {
             "structured_outputs": {
-                f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)
+                f.name: _to_json(getattr(value, f.name), arrays) for f in dataclasses.fields(value)
             }
         }
     raise TypeError(f"sampling options cannot carry a {type(value).__name__} to the ranks")
 
 
-def _from_json(value: Any) -> Any:
+def _from_json(value: Any, arrays: memoryview | None = None) -> Any:
     if not isinstance(value, dict):
         return value
     ((kind, body),) = value.items()
     if kind == "list":
-        return [_from_json(v) for v in body]
+        return [_from_json(v, arrays) for v in body]
     if kind == "tuple":
-        return tuple(_from_json(v) for v in body)
+        return tuple(_from_json(v, arrays) for v in body)
+    if kind == "list_array":
+        return _read_array(arrays, body)
+    if kind == "tuple_array":
+        return tuple(_read_array(arrays, body))
     if kind == "set":
-        return {_from_json(v) for v in body}
+        return {_from_json(v, arrays) for v in body}
     if kind == "frozenset":
-        return frozenset(_from_json(v) for v in body)
+        return frozenset(_from_json(v, arrays) for v in body)
     if kind == "dict":
-        return {_from_json(k): _from_json(v) for k, v in body}
+        return {_from_json(k, arrays): _from_json(v, arrays) for k, v in body}
+    if kind == "dict_arrays":
+        keys, values = body
+        return dict(zip(_read_array(arrays, keys), _read_array(arrays, values), strict=True))
     if kind == "output_kind":
         return RequestOutputKind[body]
     if kind == "structured_outputs":
-        return StructuredOutputsParams(**{k: _from_json(v) for k, v in body.items()})
+        return StructuredOutputsParams(**{k: _from_json(v, arrays) for k, v in body.items()})
     raise ValueError(f"unknown tag {kind!r} in sampling options")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from sarathi import SamplingParams
 from sarathi.core.scheduler_output import NewSequence, ScheduledChunk, StepInput, TokenMasks
 from sarathi.executor.step_codec import (
+    _ArrayWriter,
     _from_json,
     _to_json,
     decode_step,
@@ -92,10 +93,15 @@ def sampling_params(draw) -> SamplingParams:
                 "skip_special_tokens": st.booleans(),
                 "include_stop_str_in_output": st.booleans(),
                 "logit_bias": st.none()
-                | st.dictionaries(IDS, st.integers(-100, 100) | st.floats(-100, 100), max_size=4),
+                | st.dictionaries(IDS, st.integers(-100, 100) | st.floats(-100, 100), max_size=4)
+                # Long enough to travel as arrays: all ints, all floats.
+                | st.dictionaries(IDS, st.integers(-100, 100), min_size=8, max_size=12)
+                | st.dictionaries(IDS, st.floats(-100, 100), min_size=8, max_size=12),
                 "allowed_token_ids": st.none()
                 | st.lists(IDS, min_size=1, max_size=4)
-                | st.lists(IDS, min_size=1, max_size=4).map(tuple),
+                | st.lists(IDS, min_size=1, max_size=4).map(tuple)
+                | st.lists(st.integers(0, 2**31 - 1) | IDS, min_size=8, max_size=20)
+                | st.lists(IDS, min_size=8, max_size=20).map(tuple),
                 "structured_outputs": st.none() | STRUCTURED,
                 "bad_words": st.none() | WORDS | WORDS.map(tuple),
                 "truncate_prompt_tokens": st.none() | st.just(-1) | st.integers(1, 10**6),
@@ -127,15 +133,24 @@ def test_sampling_params_round_trip(params):
             | st.frozensets(JSON_SCALARS, max_size=3)
             | st.sets(st.integers() | st.text(), max_size=3)
             | st.dictionaries(st.integers() | st.text() | st.none(), inner, max_size=3)
+            # Long enough for the arrays part (where their values allow).
+            | st.lists(st.integers() | st.booleans(), min_size=8, max_size=10)
+            | st.lists(st.integers(-(2**40), 2**40), min_size=8, max_size=10).map(tuple)
+            | st.dictionaries(
+                st.integers(), st.integers() | st.floats(allow_nan=False) | st.booleans(), min_size=8, max_size=10
+            )
         ),
         max_leaves=12,
-    )
+    ),
+    st.booleans(),
 )
-@settings(max_examples=200, deadline=None)
-def test_tagged_values_round_trip(value):
+@settings(max_examples=300, deadline=None)
+def test_tagged_values_round_trip(value, with_arrays):
     import json
 
-    back = _from_json(json.loads(json.dumps(_to_json(value))))
+    arrays = _ArrayWriter() if with_arrays else None
+    text = json.dumps(_to_json(value, arrays))
+    back = _from_json(json.loads(text), memoryview(b"".join(arrays.parts)) if arrays else None)
     if isinstance(value, (set, frozenset)):
         assert type(back) is type(value) and back == value
     else:
@@ -233,3 +248,38 @@ def test_step_round_trip(step):
 def test_a_message_of_another_format_is_refused():
     with pytest.raises(ValueError, match="format tag"):
         decode_step(b"\0" * 256)
+
+
+def test_sequences_sharing_params_decode_to_one_shared_params():
+    """A request's n sequences share one params object: the step carries it once and the
+    rank gets one object back for all of them (so per-request work there is done once)."""
+    shared = SamplingParams(
+        n=3,
+        allowed_token_ids=list(range(0, 300, 3)),
+        logit_bias={i: i / 4 for i in range(40)},
+        stop=[f"stop{i}" for i in range(20)],
+        bad_words=["a", "b c"],
+    )
+    shared.bad_words_token_ids = [[1], [2, 3]]
+    other = SamplingParams(logit_bias={i: -i for i in range(30)}, allowed_token_ids=(5, 6))
+    step = StepInput(
+        new_sequences=[NewSequence(i, shared, 7, i) for i in range(3)]
+        + [NewSequence(10, other, 2, None)],
+    )
+    back = decode_step(encode_step(step))
+    same(back, step)
+    first, *rest, last = back.new_sequences
+    assert all(s.params is first.params for s in rest)
+    assert last.params is not first.params
+
+
+def test_a_huge_params_shared_by_many_sequences_is_sent_once():
+    params = SamplingParams(n=64, allowed_token_ids=list(range(200_000)))
+    one = len(encode_step(StepInput(new_sequences=[NewSequence(0, params, 5, None)])))
+    many = StepInput(new_sequences=[NewSequence(i, params, 5, i) for i in range(64)])
+    message = encode_step(many)
+    assert len(message) < 2 * one
+    # The ids travel as int64s, not as JSON text with a tag per element.
+    assert one < 8 * 200_000 + 4096
+    back = decode_step(message)
+    assert back.new_sequences[63].params.allowed_token_ids == list(range(200_000))
