@@ -168,10 +168,7 @@ class AsyncEngine:
     def check_admission(self, max_waiting: int) -> None:
         """Raise what ``admit`` would raise now, counting nothing in: a request about to be
         refused is refused before its prompt is tokenized or its grammar compiled."""
-        if self._error is not None:
-            raise EngineDeadError(f"the engine loop has stopped: {self._error}")
-        if self._closing is not None:
-            raise self._closing
+        self._refuse_if_stopping()
         # Beyond the slots, a request waits: counted against the fixed number of slots, not
         # the last step's count, so a burst into free slots is never refused.
         waiting = max(0, self.num_admitted - self.engine.scheduler.max_running)
@@ -264,15 +261,7 @@ class AsyncEngine:
     async def reset_prefix_cache(self) -> int:
         """``LLMEngine.reset_prefix_cache`` on the loop thread; returns the blocks dropped."""
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
-        with self._cond:
-            # As _submit: once the engine is stopping, the loop may be gone and a queued
-            # command never answered.
-            if self._error is not None:
-                raise EngineDeadError(f"the engine loop has stopped: {self._error}")
-            if self._closing is not None:
-                raise self._closing
-            self._commands.append(_ResetPrefixCache(stream))
-            self._cond.notify()
+        self._submit(_ResetPrefixCache(stream))
         result = await stream.queue.get()
         if isinstance(result, BaseException):
             raise result
@@ -288,12 +277,17 @@ class AsyncEngine:
         """Block until the loop has applied every command and has no work (slots freed)."""
         return self._idle.wait(timeout)
 
-    def _submit(self, cmd: _Add) -> None:
+    def _refuse_if_stopping(self) -> None:
+        """Raise if the engine is dead or shutting down: the loop may then be gone, and a
+        command queued now never answered."""
+        if self._error is not None:
+            raise EngineDeadError(f"the engine loop has stopped: {self._error}")
+        if self._closing is not None:
+            raise self._closing
+
+    def _submit(self, cmd: _Add | _ResetPrefixCache) -> None:
         with self._cond:
-            if self._error is not None:
-                raise EngineDeadError(f"the engine loop has stopped: {self._error}")
-            if self._closing is not None:
-                raise self._closing
+            self._refuse_if_stopping()
             self._idle.clear()
             self._commands.append(cmd)
             self._cond.notify()
