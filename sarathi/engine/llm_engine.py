@@ -206,8 +206,9 @@ class LLMEngine:
                 f"SamplingParams, got {type(params).__name__}"
             )
         params = params or SamplingParams()
-        if params.output_kind is RequestOutputKind.DELTA:
+        if params.output_kind is RequestOutputKind.DELTA and not final_only:
             # vLLM's DELTA makes the text a delta too; this engine's delta keeps it whole.
+            # Asked for the finished output only (LLM.generate, as vLLM's), nothing streams.
             raise RequestError(
                 "output_kind DELTA is not supported here: pass delta=True (token_ids and "
                 "logprobs as deltas, the text whole) or read the cumulative outputs",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 import numbers
@@ -14,7 +13,7 @@ from tqdm.auto import tqdm
 from sarathi.config import EngineConfig
 from sarathi.engine.llm_engine import LLMEngine, RequestError
 from sarathi.outputs import Logprob, RequestOutput
-from sarathi.sampling_params import RequestOutputKind, SamplingParams, is_unicode
+from sarathi.sampling_params import SamplingParams, is_unicode
 from sarathi.transformers_utils.chat import (
     NoChatTemplate,
     arguments_object,
@@ -164,9 +163,6 @@ class LLM:
             params = given
             if len(params) != len(batch):
                 raise ValueError(f"got {len(batch)} prompts but {len(params)} sampling params")
-        # As vLLM's LLM.generate: offline outputs are the finished ones whatever output_kind
-        # says (the engine refuses DELTA, which only a stream reads).
-        params = [_final_only(p) for p in params]
         engine = self.engine
         results: dict[str, RequestOutput] = {}
         order: list[str] = []
@@ -255,14 +251,6 @@ def _unsupported(name: str, message: str) -> Any:
 
 for _name, _message in _UNSUPPORTED.items():
     setattr(LLM, _name, _unsupported(_name, _message))
-
-
-def _final_only(params: SamplingParams) -> SamplingParams:
-    if params.output_kind is not RequestOutputKind.DELTA:
-        return params  # generate asks the engine for finished outputs only
-    params = copy.copy(params)  # the caller's params stay as they were given
-    params.output_kind = RequestOutputKind.FINAL_ONLY
-    return params
 
 
 def _name_logprob_tokens(
