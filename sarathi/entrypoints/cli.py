@@ -38,8 +38,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.sp_logprobs is not None and not args.json:
         # The plain output is the text alone: the log-probabilities asked for were computed
         # and never shown. Said before the model loads.
-        print("error: --logprobs is printed with --json only; add --json", file=sys.stderr)
-        return 2
+        raise ValueError("--logprobs is printed with --json only; add --json")
     try:
         constraint = _constraint(args)
     except (OSError, ValueError) as e:

@@ -210,25 +210,24 @@ def _port(text: str) -> int:
     return port
 
 
-def _key(text: str) -> str:
-    # An empty key turned authentication off without a word: `--api-key "$KEY"` with the
-    # variable unset served everyone.
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            "the key is empty (an unset shell variable?); leave the flag out to serve without a key"
-        )
-    return text
+def _nonempty(what: str, otherwise: str) -> Callable[[str], str]:
+    """A flag's parser refusing an empty value, which an unset shell variable gives
+    (`--api-key "$KEY"`): an empty key turned authentication off without a word, and an
+    empty served name made every client's model name a 404."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(
+                f"the {what} is empty (an unset shell variable?); leave the flag out to {otherwise}"
+            )
+        return text
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
 
 
-def _name(text: str) -> str:
-    # An empty name was served as the model '' (`--served-model-name "$NAME"` with the
-    # variable unset): every client's model name was then a 404.
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            "the name is empty (an unset shell variable?); leave the flag out to serve "
-            "under the --model value"
-        )
-    return text
+_key = _nonempty("key", "serve without a key")
+_name = _nonempty("name", "serve under the --model value")
 
 
 def _bounded(kind: Callable[[str], Any], positive: bool) -> Callable[[str], Any]:
