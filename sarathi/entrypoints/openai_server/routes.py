@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 import sarathi
-from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request, error_response
 from sarathi.entrypoints.openai_server.field_audit import (
     TOKENIZE_ACCEPTED,
@@ -32,7 +30,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     TokenizeResponse,
 )
 from sarathi.entrypoints.openai_server.protocol_responses import ResponseObject, ResponsesRequest
-from sarathi.entrypoints.openai_server.serving_chat import create_chat_completion
+from sarathi.entrypoints.openai_server.serving_chat import chat_prompt, create_chat_completion
 from sarathi.entrypoints.openai_server.serving_common import (
     ENGINE_ERRORS,
     ServerState,
@@ -40,7 +38,6 @@ from sarathi.entrypoints.openai_server.serving_common import (
 )
 from sarathi.entrypoints.openai_server.serving_completions import create_completion
 from sarathi.entrypoints.openai_server.serving_responses import create_response
-from sarathi.entrypoints.openai_server.tools import template_tools
 from sarathi.transformers_utils.tokenizer import tokenizer_description
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -154,25 +151,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     audit(body, s.warned_fields, TOKENIZE_UNSUPPORTED, TOKENIZE_ACCEPTED)
     if isinstance(body, TokenizeChatRequest):
         s.require_tokenizer("messages")
-        tools = template_tools(body)
-        s.check_prompt_bytes(
-            sum(len(m.text().encode("utf-8")) for m in body.messages)
-            + len(json.dumps([tools or [], body.documents or []]).encode("utf-8")),
-            "messages",
-        )
-        # Rendered as /v1/chat/completions renders it, so the count is the prompt's there.
-        ids = await asyncio.to_thread(
-            chat_prompt_ids,
-            s.tokenizer,
-            body.messages,
-            s.chat_template,
-            body.add_generation_prompt,
-            body.continue_final_message,
-            body.add_special_tokens,
-            tools,
-            body.chat_template_kwargs,
-            body.documents,
-        )
+        ids = await chat_prompt(s, body)
     else:
         ids = await s.encode(body.prompt, "prompt", body.add_special_tokens)
     strs = None

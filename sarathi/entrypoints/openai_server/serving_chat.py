@@ -23,6 +23,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     ChatLogprobs,
     ChatResponseMessage,
     PromptLogprobs,
+    TokenizeChatRequest,
     TokenLogprob,
     TopLogprob,
 )
@@ -113,6 +114,32 @@ class PreparedChat:
     params: SamplingParams
 
 
+async def chat_prompt(
+    state: ServerState, req: ChatCompletionRequest | TokenizeChatRequest
+) -> list[int]:
+    """The prompt token ids of a chat request's messages, tools and documents, rendered in
+    a worker thread; refused unread (400) when their text alone is longer than the context
+    could hold. /tokenize counts with it, so its count is the chat route's prompt."""
+    tools = template_tools(req)
+    state.check_prompt_bytes(
+        sum(len(m.text().encode("utf-8")) for m in req.messages)
+        + len(json.dumps([tools or [], req.documents or []]).encode("utf-8")),
+        "messages",
+    )
+    return await asyncio.to_thread(
+        chat_prompt_ids,
+        state.tokenizer,
+        req.messages,
+        state.chat_template,
+        req.add_generation_prompt,
+        req.continue_final_message,
+        req.add_special_tokens,
+        tools,
+        req.chat_template_kwargs,
+        req.documents,
+    )
+
+
 async def prepare_chat(
     state: ServerState, req: ChatCompletionRequest, names: Mapping[str, str] | None = None
 ) -> PreparedChat:
@@ -143,24 +170,7 @@ async def _prepare(
             )
         spec, spec_param = forced, "tools"
     await state.check_structured(spec, spec_param)
-    tools = template_tools(req)
-    state.check_prompt_bytes(
-        sum(len(m.text().encode("utf-8")) for m in req.messages)
-        + len(json.dumps([tools or [], req.documents or []]).encode("utf-8")),
-        "messages",
-    )
-    ids = await asyncio.to_thread(
-        chat_prompt_ids,
-        state.tokenizer,
-        req.messages,
-        state.chat_template,
-        req.add_generation_prompt,
-        req.continue_final_message,
-        req.add_special_tokens,
-        tools,
-        req.chat_template_kwargs,
-        req.documents,
-    )
+    ids = await chat_prompt(state, req)
     asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
     # The route's own name for the messages: an overflow's message says "your input" there.
