@@ -153,7 +153,14 @@ class ServerMetrics:
         self._last_token: dict[str, float] = {}
         self.registry.register(_SnapshotCollector(self, snapshot))
 
+    def count_rejected(self, reason: str) -> None:
+        """One request refused at once (503), for one of ``REJECT_REASONS``."""
+        if reason not in REJECT_REASONS:
+            raise ValueError(f"unknown rejection reason {reason!r}")
+        self.rejected.labels(self.model_name, reason).inc()
+
     # -- StepObserver (called on the engine loop thread) ------------------------------------
+
     def on_outputs(self, outputs: list[RequestOutput], now: float) -> None:
         labels = self.ttft.labels(self.model_name)
         for out in outputs:

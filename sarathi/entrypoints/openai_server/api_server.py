@@ -113,7 +113,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
             args.max_request_bytes,
             args.request_read_timeout,
             args.max_body_bytes_in_flight,
-            on_busy=metrics.rejected.labels(name, "body_bytes_in_flight").inc,
+            on_busy=lambda: metrics.count_rejected("body_bytes_in_flight"),
         ),
     )
 

@@ -113,7 +113,7 @@ class ServerState:
             check()
         except ENGINE_ERRORS as e:
             if isinstance(e, EngineOverloaded):
-                self.metrics.rejected.labels(self.model_name, "overloaded").inc()
+                self.metrics.count_rejected("overloaded")
             raise engine_error(e) from e
 
     def release(self, num_requests: int) -> None:
