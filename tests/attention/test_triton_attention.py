@@ -340,3 +340,24 @@ def test_decode_rope_equals_rotary_then_decode(hq: int, hkv: int, d: int, n: int
             f"rows {sorted(set(where[:, 1].tolist())) if a.dim() == 4 else '-'}"
         )
     assert not torch.equal(k1, k0)
+
+
+def test_descriptor_scratch_outlives_its_launch() -> None:
+    """The prefill kernel's descriptor memory stays with the backend: reused while it fits,
+    grown (the old buffer kept, a graph may hold it) when not; a releasing launch needs one."""
+    from sarathi.model_executor.attention.triton_prefill import (
+        DescriptorScratch,
+        prefill_attention,
+    )
+
+    scratch = DescriptorScratch()
+    dev = torch.device("cuda", torch.cuda.current_device())
+    a = scratch.take(256, dev)
+    assert scratch.take(128, dev).data_ptr() == a.data_ptr()
+    b = scratch.take(1024, dev)
+    assert b.numel() == 1024 and b.data_ptr() != a.data_ptr()
+    assert scratch.take(512, dev).data_ptr() == b.data_ptr()
+    assert len(scratch._buffers) == 2
+    q = torch.zeros(4, 2, 64, device="cuda")
+    with pytest.raises(ValueError, match="DescriptorScratch"):
+        prefill_attention(q, q, q, q, q, q, q, 4, 1.0, None, q, release=True)

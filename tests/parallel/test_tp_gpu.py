@@ -53,6 +53,19 @@ def test_tp2_graphs_equal_tp2_eager_float32(tp_models):
     assert [o.outputs[0].token_ids for o in graphed] == [o.outputs[0].token_ids for o in eager]
 
 
+def test_tp2_eager_mixed_steps_equal_tp1_float32(tp_models):
+    """Eager mixed steps (small chunks beside decodes): each layer's decode kernel runs behind
+    its prefill kernel while the prefill's tensor descriptors are in use, so their memory must
+    not go to the decode kernel's partials (it did at TP=2: an illegal instruction)."""
+    path = tp_models["llama"]
+    prompts = random_prompts(5, 384, seed=3, max_len=40)
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    kw = dict(dtype="float32", enforce_eager=True, chunk_size=16)
+    one = _run(path, prompts, params, **kw)
+    two = _run(path, prompts, params, tensor_parallel_size=2, executor="mp", **kw)
+    assert [o.outputs[0].token_ids for o in two] == [o.outputs[0].token_ids for o in one]
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_tp2_first_step_logprobs_within_bf16_tolerance(tp_models, arch):
     """The first sampled position's top log-probabilities (log-softmax of the gathered

@@ -24,7 +24,7 @@ from sarathi.model_executor.attention.metadata import (
     slot_index,
 )
 from sarathi.model_executor.attention.triton_decode import decode_attention
-from sarathi.model_executor.attention.triton_prefill import prefill_attention
+from sarathi.model_executor.attention.triton_prefill import DescriptorScratch, prefill_attention
 from sarathi.model_executor.kernel_switches import REFERENCE, KernelSwitches, num_sms
 
 
@@ -46,6 +46,7 @@ class TritonAttention:
         self._num_sms = num_sms
         self.kernels = kernels
         self._side: torch.cuda.Stream | None = None
+        self._scratch = DescriptorScratch()
 
     def kv_index(self, meta: AttentionMetadata) -> KVIndex:
         return slot_index(meta)
@@ -171,4 +172,5 @@ class TritonAttention:
             self.block_table,
             tiles,
             release=release,
+            scratch=self._scratch,
         )

@@ -278,8 +278,34 @@ def has_tma(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device) >= (9, 0)
 
 
-def _descriptor_scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
-    """Global memory for the descriptors a kernel builds on the device (128 bytes each),
+class DescriptorScratch:
+    """Global memory for the tensor descriptors the prefill kernel builds on the device (128
+    bytes each), which Triton asks its allocator for at every launch; held for the owner's
+    lifetime.
+
+    Triton drops what the allocator returns once the launch is queued, and torch's caching
+    allocator then hands those bytes to the next allocation on the stream: safe only while
+    kernels run in stream order. A decode kernel launched ``behind`` a releasing prefill kernel
+    runs beside it, and its split partials, allocated after the prefill launch, took those bytes
+    and overwrote descriptors still in use (an illegal instruction: TP=2 eager mixed steps on
+    H200s). An outgrown buffer is kept as well, since a graph captured with it holds its
+    address."""
+
+    def __init__(self) -> None:
+        self._buffers: list[torch.Tensor] = []
+
+    def take(self, size: int, device: torch.device) -> torch.Tensor:
+        """``size`` bytes at the start of this scratch's buffer on ``device``."""
+        buf = next((b for b in reversed(self._buffers) if b.device == device), None)
+        if buf is None or buf.numel() < size:
+            grown = max(size, 2 * buf.numel()) if buf is not None else size
+            buf = torch.empty(grown, dtype=torch.int8, device=device)
+            self._buffers.append(buf)
+        return buf[:size]
+
+
+def _fresh_scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
+    """Descriptor memory for one launch that nothing runs beside (see ``DescriptorScratch``),
     from the current stream's pool: a graph's capture keeps its own."""
     return torch.empty(size, dtype=torch.int8, device="cuda")
 
@@ -300,6 +326,7 @@ def prefill_attention(
     tiles: tuple[torch.Tensor, torch.Tensor] | None = None,
     launch: PrefillLaunch | None = None,
     release: bool = False,
+    scratch: DescriptorScratch | None = None,
 ) -> torch.Tensor:
     """q: [T, Hq, D] (chunk c's rows start at chunk_off[c]); out rows of the chunks written.
     With ``block_table`` the caches are paged pools, as in ``decode_attention``. With
@@ -308,7 +335,10 @@ def prefill_attention(
     per tile and head, whatever the chunks.
     ``launch`` overrides the launch shape, for tuning (``benchmarks/prefill_configs.py``);
     tiles must then be built with its ``block_m``. ``release``: a decode kernel launched
-    ``behind`` this one may start once all of its programs have (``decode_attention``)."""
+    ``behind`` this one may start once all of its programs have (``decode_attention``); it
+    needs ``scratch``, where the descriptors live for as long as the kernel runs."""
+    if release and scratch is None:
+        raise ValueError("prefill_attention(release=True) needs a DescriptorScratch")
     check_layout(q, k_cache, v_cache)
     hq, d = q.shape[1], q.shape[2]
     group = hq // k_cache.shape[2]
@@ -322,7 +352,11 @@ def prefill_attention(
     if tma and q.is_cuda:
         # Triton keeps its allocator per thread context, and the engine may launch from a
         # thread of its own: set it where the kernel launches.
-        triton.set_allocator(_descriptor_scratch)
+        if scratch is None:
+            triton.set_allocator(_fresh_scratch)
+        else:
+            device = q.device
+            triton.set_allocator(lambda size, alignment, stream: scratch.take(size, device))
     if tiles is not None:
         grid: tuple[int, ...] = (hq // heads, tiles[0].numel())
         tile_chunk, tile_block = tiles
