@@ -235,11 +235,7 @@ class LLMEngine:
             text, ids = prompt, self.tokenizer.encode(prompt)
         else:
             text, ids = None, [int(t) for t in prompt]
-        keep = params.truncate_prompt_tokens
-        if keep is not None:
-            # vLLM's left truncation: the prompt's last tokens are the ones next to the answer.
-            # -1: the most the context takes with one token left to generate.
-            ids = ids[-(self.max_seq_len - 1 if keep == -1 else keep) :]
+        ids = self.truncate_prompt(ids, params.truncate_prompt_tokens)
         request_id = request_id or f"req-{next(self._req_ids)}"
         if request_id in self.requests:
             raise RequestError(f"request id {request_id!r} is already in use")
@@ -273,6 +269,15 @@ class LLMEngine:
             self._history_requests.add(request_id)
         self.stats.prompt_tokens += len(ids) * params.n
         return req
+
+    def truncate_prompt(self, ids: list[int], keep: int | None) -> list[int]:
+        """vLLM's ``truncate_prompt_tokens``: the prompt's last ``keep`` tokens (left
+        truncation: the last tokens are the ones next to the answer); -1 keeps the most the
+        context takes with one token left to generate; None keeps them all. The server
+        applies it too, before it checks the prompt's length."""
+        if keep is None:
+            return ids
+        return ids[-(self.max_seq_len - 1 if keep == -1 else keep) :]
 
     def validate_prompt(self, ids: list[int]) -> None:
         if not ids:

@@ -3,9 +3,11 @@ this server does not serve, and the scoring idiom (echo with max_tokens 0 or 1).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from live_server import API_KEY, start_server, stop_server
+from live_server import API_KEY, MAX_MODEL_LEN, start_server, stop_server
 
 
 def test_a_model_by_id(client):
@@ -319,3 +321,64 @@ def test_reset_prefix_cache(http, server):
     metrics = http.get("/metrics").text
     assert 'sarathi:prefix_cache_evictions_total{model_name="demo"}' in metrics
     assert 'sarathi:prefix_cache_hits_total{model_name="demo"}' in metrics
+
+
+def test_truncate_prompt_tokens_keeps_the_prompts_last_tokens_as_vllm(http):
+    """vLLM's truncate_prompt_tokens (left truncation, before the prompt's length is
+    checked; usage counts the tokens kept) was refused as "not supported", though the offline
+    SamplingParams takes it."""
+    ids = list(range(5, 5 + MAX_MODEL_LEN + 40))  # longer than the context
+    body = {"max_tokens": 3, "temperature": 0, "ignore_eos": True}
+    r = http.post("/v1/completions", json={**body, "prompt": ids, "truncate_prompt_tokens": 10})
+    assert r.status_code == 200, r.text
+    cut = http.post("/v1/completions", json={**body, "prompt": ids[-10:]}).json()
+    assert r.json()["choices"][0]["text"] == cut["choices"][0]["text"]
+    assert r.json()["usage"]["prompt_tokens"] == 10
+    # -1: as many as the context takes with room for one generated token (as offline).
+    r = http.post("/v1/completions", json={
+        **body, "max_tokens": 1, "prompt": ids, "truncate_prompt_tokens": -1})
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == MAX_MODEL_LEN - 1
+    # A k the context cannot hold is the usual overflow.
+    r = http.post("/v1/completions", json={
+        **body, "prompt": ids, "truncate_prompt_tokens": MAX_MODEL_LEN})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_truncate_prompt_tokens_on_text_and_chat(http):
+    # Text too long in bytes for the context is tokenized, not refused unread, when it is
+    # to be cut; echo shows the tokens the model saw.
+    r = http.post("/v1/completions", json={
+        "prompt": "word " * 20_000, "truncate_prompt_tokens": 8, "max_tokens": 1})
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 8, r.text
+    text = "alpha beta gamma " * 20
+    ids = http.post("/tokenize", json={"prompt": text}).json()["tokens"]
+    tail = http.post("/detokenize", json={"tokens": ids[-8:]}).json()["prompt"]
+    r = http.post("/v1/completions", json={
+        "prompt": text, "truncate_prompt_tokens": 8, "max_tokens": 2, "echo": True,
+        "logprobs": 0})
+    choice = r.json()["choices"][0]
+    assert choice["text"].startswith(tail) and len(choice["logprobs"]["tokens"]) == 10
+    assert "".join(choice["logprobs"]["tokens"]) == choice["text"]
+    long_chat = [{"role": "user", "content": "word " * 2000}]
+    for stream in (False, True):
+        r = http.post("/v1/chat/completions", json={
+            "messages": long_chat, "truncate_prompt_tokens": 20, "max_tokens": 2,
+            "stream": stream, "stream_options": {"include_usage": True} if stream else None})
+        assert r.status_code == 200, r.text
+        if stream:
+            last = [line for line in r.text.splitlines() if line.startswith("data: {")][-1]
+            usage = json.loads(last[len("data: "):])["usage"]
+        else:
+            usage = r.json()["usage"]
+        assert usage["prompt_tokens"] == 20, usage
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize("value", [0, -2, "5", True, 1.5])
+def test_a_bad_truncate_prompt_tokens_is_400(http, route, value):
+    body = {"prompt": "hi"} if route == "/v1/completions" else {
+        "messages": [{"role": "user", "content": "hi"}]}
+    r = http.post(route, json={**body, "max_tokens": 2, "truncate_prompt_tokens": value})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "truncate_prompt_tokens" and "truncate_prompt_tokens" in err["message"]

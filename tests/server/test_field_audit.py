@@ -28,7 +28,6 @@ ASKING = {
     "service_tier": "flex",
     "use_beam_search": True,
     "logits_processors": ["x"],
-    "truncate_prompt_tokens": 5,
     "guided_whitespace_pattern": " ",
     "chat_template_kwargs": {"x": 1},
     "chat_template": "{{ messages }}",

@@ -431,6 +431,7 @@ def test_store_true_is_refused_and_store_false_taken(client):
 # no entry for (those are checked on the chat route: test_field_audit.py).
 ASKING = {
     "messages": [{"role": "user", "content": "hi"}],
+    "truncate_prompt_tokens": 5,
     "documents": [{"text": "x"}],
     "max_tokens": 5,
     "max_completion_tokens": 5,

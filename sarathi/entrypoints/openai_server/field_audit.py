@@ -64,7 +64,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "service_tier": (_default_tier, "this server has one service tier"),
     "use_beam_search": (_off, "beam search is not supported"),
     "logits_processors": (_unset, "logits processors are not supported"),
-    "truncate_prompt_tokens": (_unset, "truncate_prompt_tokens is not supported"),
     "guided_whitespace_pattern": (
         _unset,
         "a whitespace pattern is not supported (JSON is written without free whitespace)",
@@ -171,6 +170,10 @@ RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     # The other routes' names for what a response asks for otherwise: a client that sends
     # them must not get, say, an unbounded output back.
     "messages": (_unset, "messages (chat's; a response takes input) is not supported"),
+    "truncate_prompt_tokens": (
+        _unset,
+        "truncate_prompt_tokens (the other routes'; a response takes truncation) is not supported",
+    ),
     "documents": (_unset, "documents (a field of chat) are not supported"),
     "max_tokens": (
         _unset,

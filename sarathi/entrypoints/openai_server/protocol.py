@@ -15,6 +15,7 @@ import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -254,8 +255,25 @@ class SamplingFields(_Request):
     cache_salt: StrictStr | None = Field(None, min_length=1, max_length=256)
 
 
+def _truncation(value: int | None) -> int | None:
+    # SamplingParams' rule, checked here so the 400 comes before any prompt is tokenized.
+    if value is not None and value < 1 and value != -1:
+        raise ValueError(
+            "truncate_prompt_tokens must be an integer >= 1 (keep the prompt's last k tokens) "
+            "or -1 (keep as many as the context takes with room for one generated token)"
+        )
+    return value
+
+
+# vLLM's: keep only the prompt's last k tokens (left truncation), before its length is
+# checked against the context. A field of completions and chat; /v1/responses has its own
+# ``truncation`` and refuses this one (field_audit.RESPONSES_UNSUPPORTED).
+TruncatePromptTokens = Annotated[StrictInt | None, AfterValidator(_truncation)]
+
+
 class CompletionRequest(SamplingFields):
     prompt: Prompt
+    truncate_prompt_tokens: TruncatePromptTokens = None
     max_tokens: StrictInt | None = Field(16, ge=0)  # 0: score the prompt (with echo)
     echo: StrictBool = False
     # vLLM's: whether the tokenizer adds its special tokens (BOS) to a text prompt.
@@ -394,6 +412,7 @@ class ChatCompletionRequest(SamplingFields):
     # vLLM's: extra variables for the chat template (e.g. Qwen3's enable_thinking).
     chat_template_kwargs: TemplateKwargs | None = None
     documents: Documents | None = None
+    truncate_prompt_tokens: TruncatePromptTokens = None
 
     @model_validator(mode="after")
     def _continue_or_generation_prompt(self) -> ChatCompletionRequest:

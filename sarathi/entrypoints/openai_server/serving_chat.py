@@ -121,11 +121,15 @@ async def chat_prompt(
     a worker thread; refused unread (400) when their text alone is longer than the context
     could hold. /tokenize counts with it, so its count is the chat route's prompt."""
     tools = template_tools(req)
-    state.check_prompt_bytes(
-        sum(len(m.text().encode("utf-8")) for m in req.messages)
-        + len(json.dumps([tools or [], req.documents or []]).encode("utf-8")),
-        "messages",
-    )
+    # A prompt that will be cut to its last tokens (chat's truncate_prompt_tokens) may be
+    # longer than the context; the body limit still bounds it.
+    truncated = isinstance(req, ChatCompletionRequest) and req.truncate_prompt_tokens is not None
+    if not truncated:
+        state.check_prompt_bytes(
+            sum(len(m.text().encode("utf-8")) for m in req.messages)
+            + len(json.dumps([tools or [], req.documents or []]).encode("utf-8")),
+            "messages",
+        )
     return await asyncio.to_thread(
         chat_prompt_ids,
         state.tokenizer,
@@ -170,7 +174,7 @@ async def _prepare(
             )
         spec, spec_param = forced, "tools"
     await state.check_structured(spec, spec_param)
-    ids = await chat_prompt(state, req)
+    ids = state.truncate(await chat_prompt(state, req), req.truncate_prompt_tokens)
     asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
     # The route's own name for the messages: an overflow's message says "your input" there.

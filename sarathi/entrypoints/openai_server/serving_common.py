@@ -148,10 +148,15 @@ class ServerState:
             )
         return tok
 
-    async def encode(self, text: str, param: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids of a prompt, tokenized in a worker thread."""
+    async def encode(
+        self, text: str, param: str, add_special_tokens: bool = True, truncated: bool = False
+    ) -> list[int]:
+        """Token ids of a prompt, tokenized in a worker thread. ``truncated``: the prompt
+        will be cut to its last tokens (truncate_prompt_tokens), so text too long for the
+        context is not refused unread (the body limit still bounds it)."""
         tok = self.require_tokenizer(param)
-        self.check_text_size(text, param)
+        if not truncated:
+            self.check_text_size(text, param)
         return await asyncio.to_thread(
             lambda: list(tok.encode(text, add_special_tokens=add_special_tokens))
         )
@@ -205,6 +210,11 @@ class ServerState:
             self.engine.engine.validate_params(params)
         except RequestError as e:
             raise bad_request(str(e), e.param) from e
+
+    def truncate(self, ids: list[int], keep: int | None) -> list[int]:
+        """The prompt as vLLM's ``truncate_prompt_tokens`` leaves it (the engine's rule),
+        cut before its length is checked so that usage counts the tokens the model sees."""
+        return self.engine.engine.truncate_prompt(ids, keep)
 
     def check_prompt(
         self, ids: list[int], max_tokens: int | None, param: str, tokens_param: str = "max_tokens"

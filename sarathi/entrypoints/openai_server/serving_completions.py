@@ -60,15 +60,22 @@ async def _prompts(state: ServerState, req: CompletionRequest) -> list[_Prompt]:
         items = [p]
     else:
         items = list(p)
-    for item in items:  # refuse oversized text before any of it is tokenized
-        if isinstance(item, str):
-            state.check_text_size(item, "prompt")
+    keep = req.truncate_prompt_tokens
+    if keep is None:
+        for item in items:  # refuse oversized text before any of it is tokenized
+            if isinstance(item, str):
+                state.check_text_size(item, "prompt")
     out = []
     for item in items:
         if isinstance(item, str):
-            out.append(_Prompt(item, await state.encode(item, "prompt", req.add_special_tokens)))
+            ids = await state.encode(item, "prompt", req.add_special_tokens, keep is not None)
+            text: str | None = item
         else:
-            out.append(_Prompt(None, list(item)))
+            ids, text = list(item), None
+        kept = state.truncate(ids, keep)
+        # A cut prompt is echoed as the tokens the model saw (so echo's logprobs and text
+        # offsets match its text), decoded from them.
+        out.append(_Prompt(text if len(kept) == len(ids) else None, kept))
     return out
 
 
