@@ -60,6 +60,17 @@ def test_continue_final_message_leaves_the_reply_open(llm):
     partial = [*MESSAGES, {"role": "assistant", "content": "It is"}]
     (out,) = llm.chat(partial, GREEDY, continue_final_message=True, add_generation_prompt=False)
     assert tok.decode(out.prompt_token_ids).endswith("It is")
+    # add_generation_prompt's default gives way to continue_final_message, as on the server.
+    (same,) = llm.chat(partial, GREEDY, continue_final_message=True)
+    assert same.prompt_token_ids == out.prompt_token_ids
+
+
+def test_continue_final_message_with_a_generation_prompt_raises(llm):
+    """Asked for both, the generation prompt was dropped silently; vLLM raises ValueError
+    (and the server answers 400)."""
+    partial = [*MESSAGES, {"role": "assistant", "content": "It is"}]
+    with pytest.raises(ValueError, match="continue_final_message and add_generation_prompt"):
+        llm.chat(partial, GREEDY, continue_final_message=True, add_generation_prompt=True)
 
 
 def test_template_and_its_variables(llm):

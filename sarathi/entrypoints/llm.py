@@ -72,7 +72,7 @@ class LLM:
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool | None = None,
         chat_template: str | None = None,
-        add_generation_prompt: bool = True,
+        add_generation_prompt: bool | None = None,
         continue_final_message: bool = False,
         tools: list[dict[str, Any]] | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
@@ -81,10 +81,22 @@ class LLM:
         messages) or to a list of them, as vLLM's ``LLM.chat``: each is rendered with the
         tokenizer's chat template (or ``chat_template``, the template's text), exactly as
         the server's /v1/chat/completions renders it, then generated as ``generate`` does.
-        ``continue_final_message``: the last (assistant) message is left open and
-        continued; ``tools``: OpenAI-style tool definitions for templates that show them;
+        ``add_generation_prompt`` (None: true, unless ``continue_final_message``): the
+        template's header that opens the assistant's reply; ``continue_final_message``: the
+        last (assistant) message is left open and continued, so it takes no generation
+        prompt, and asking for both raises ValueError, as vLLM and the server refuse it;
+        ``tools``: OpenAI-style tool definitions for templates that show them;
         ``chat_template_kwargs``: extra template variables (e.g. ``enable_thinking``).
         A missing template or one that fails on the messages raises ValueError."""
+        if continue_final_message and add_generation_prompt:
+            # It was dropped silently: the caller asked for a header it did not get.
+            raise ValueError(
+                "Cannot set both continue_final_message and add_generation_prompt to True: "
+                "a continued final message takes no generation prompt (leave "
+                "add_generation_prompt out, or pass False)"
+            )
+        if add_generation_prompt is None:
+            add_generation_prompt = not continue_final_message
         tokenizer = self.engine.tokenizer
         if tokenizer is None:
             raise ValueError("chat needs a tokenizer; this model was loaded without one")
