@@ -7,12 +7,16 @@ hung) and ``is_alive()`` False.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any, Protocol
 
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.executor.errors import WorkerDiedError, WorkerError
 from sarathi.worker.cache_engine import CachePlan
+
+logger = logging.getLogger("sarathi")
 
 
 class StepHandle:
@@ -54,14 +58,33 @@ class Executor(Protocol):
     def shutdown(self) -> None: ...
 
 
+def available_cpus() -> int:
+    """The cores this process may run on: its affinity set where the OS has one (a
+    container's or taskset's cpuset is smaller than the host), else the host's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def check_tensor_parallel(spec: Any) -> None:
-    """Refuse a split the model cannot take before any process starts (clear error early)."""
+    """Refuse a split the model cannot take before any process starts (clear error early);
+    warn when this host's ranks outnumber its cores."""
     import torch
 
     from sarathi.model_executor.parallel import head_layout
     from sarathi.model_executor.parallel.sharding import split_evenly
 
     tp, s = spec.config.parallel.tensor_parallel_size, spec.shape
+    cpus = available_cpus()
+    # mp runs every rank as a process here (ray's may be on other machines); more ranks
+    # than cores time-share them, and each all-reduce waits for a rank that is not running.
+    if spec.config.parallel.resolved_executor == "mp" and tp > cpus:
+        logger.warning(
+            "tensor_parallel_size %d exceeds the %d CPU cores this process may use: the "
+            "ranks will share cores and run slowly",
+            tp,
+            cpus,
+        )
     head_layout(s.num_heads, s.num_kv_heads, 0, tp)
     split_evenly(s.intermediate_size, 0, tp, "the model's intermediate_size")
     if spec.device.type == "cuda":

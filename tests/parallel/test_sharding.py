@@ -52,3 +52,34 @@ def test_symmetric_all_reduce_only_where_it_can_run(monkeypatch):
     assert two.with_symmetric_all_reduce(1024, torch.bfloat16, 64, torch.device("cpu")) is two
     monkeypatch.setenv("SARATHI_SYMM_ALLREDUCE", "0")
     assert two.with_symmetric_all_reduce(1024, torch.bfloat16, 64, torch.device("cuda", 0)) is two
+
+
+def _spec(tp: int, executor: str = "mp"):
+    from types import SimpleNamespace
+
+    import torch
+
+    parallel = SimpleNamespace(tensor_parallel_size=tp, resolved_executor=executor)
+    shape = SimpleNamespace(num_heads=8, num_kv_heads=8, intermediate_size=64)
+    return SimpleNamespace(
+        config=SimpleNamespace(parallel=parallel), shape=shape, device=torch.device("cpu")
+    )
+
+
+def test_more_ranks_than_cores_warns_once_at_startup(monkeypatch, caplog):
+    """tensor_parallel_size past the cores this process may use was taken without a word;
+    the ranks then time-share the cores."""
+    import logging
+    import os
+
+    import sarathi.executor as executor
+
+    assert 1 <= executor.available_cpus() <= (os.cpu_count() or 1)
+    monkeypatch.setattr(executor, "available_cpus", lambda: 2)
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        executor.check_tensor_parallel(_spec(2))
+        assert not caplog.records
+        executor.check_tensor_parallel(_spec(4))
+        executor.check_tensor_parallel(_spec(4, "ray"))  # its ranks may be elsewhere
+    (record,) = caplog.records
+    assert "tensor_parallel_size 4 exceeds the 2 CPU cores" in record.getMessage()
