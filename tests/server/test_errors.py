@@ -74,6 +74,9 @@ BAD_BODIES = [
     ("/tokenize", {"messages": MSG, "continue_final_message": True, "add_generation_prompt": True},
      "?"),
     ("/tokenize", {"prompt": 3}, "?"),
+    # vLLM's prompt embeddings: counted or answered from the text prompt alone, they were
+    # dropped with a log line.
+    ("/tokenize", {"prompt": "x", "prompt_embeds": "AAAA"}, "prompt_embeds"),
     ("/detokenize", {"tokens": [10**7]}, "tokens"),
     ("/detokenize", {"tokens": "abc"}, "tokens"),
 ]

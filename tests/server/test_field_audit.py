@@ -36,6 +36,7 @@ ASKING = {
     "return_tokens_as_token_ids": True,
     "return_token_ids": True,
     "mm_processor_kwargs": {"x": 1},
+    "prompt_embeds": "AAAA",
     "kv_transfer_params": {"x": 1},
     "vllm_xargs": {"x": 1},
     "max_completion_tokens": 40,
@@ -212,7 +213,7 @@ VLLM_EXTRAS = """use_beam_search top_k min_p repetition_penalty length_penalty s
     bad_words add_special_tokens response_format structured_outputs guided_json guided_regex
     guided_choice guided_grammar guided_decoding_backend guided_whitespace_pattern priority
     request_id logits_processors return_tokens_as_token_ids return_token_ids cache_salt
-    kv_transfer_params vllm_xargs""".split()
+    kv_transfer_params vllm_xargs prompt_embeds""".split()
 VLLM_CHAT_EXTRAS = """echo add_generation_prompt continue_final_message documents chat_template
     chat_template_kwargs mm_processor_kwargs""".split()
 # openai-python's ResponseCreateParams (the Responses API), and the chat route's names a

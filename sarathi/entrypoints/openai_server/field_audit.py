@@ -84,6 +84,12 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "return_tokens_as_token_ids": (_off, "return_tokens_as_token_ids is not supported"),
     "return_token_ids": (_off, "return_token_ids is not supported"),
     "mm_processor_kwargs": (_unset, "this model takes text only (mm_processor_kwargs)"),
+    # vLLM's completions take a prompt as embeddings (base64 tensors); dropped, the request
+    # was answered from its text prompt alone.
+    "prompt_embeds": (
+        _unset,
+        "prompt embeddings are not supported (send the prompt as text or token ids)",
+    ),
     "kv_transfer_params": (_unset, "KV-cache transfer is not supported"),
     "vllm_xargs": (_unset, "vllm_xargs is not supported"),
     # The other routes' fields, sent by a client written for them: each bounds or shapes
@@ -232,6 +238,7 @@ _TOKENIZE_PROMPT_FIELDS = frozenset(
         "chat_template",
         "documents",
         "mm_processor_kwargs",
+        "prompt_embeds",
         "suffix",
         "instructions",
     }
