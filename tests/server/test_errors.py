@@ -77,6 +77,8 @@ BAD_BODIES = [
     # vLLM's prompt embeddings: counted or answered from the text prompt alone, they were
     # dropped with a log line.
     ("/tokenize", {"prompt": "x", "prompt_embeds": "AAAA"}, "prompt_embeds"),
+    # Taken, the count was of the whole prompt where the route would send its last tokens.
+    ("/tokenize", {"messages": MSG, "truncate_prompt_tokens": 2}, "truncate_prompt_tokens"),
     ("/detokenize", {"tokens": [10**7]}, "tokens"),
     ("/detokenize", {"tokens": "abc"}, "tokens"),
 ]

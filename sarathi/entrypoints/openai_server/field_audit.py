@@ -246,6 +246,12 @@ _TOKENIZE_PROMPT_FIELDS = frozenset(
 TOKENIZE_UNSUPPORTED = {
     **{n: r for n, r in UNSUPPORTED.items() if n in _TOKENIZE_PROMPT_FIELDS},
     "documents": (_unset, "documents (a field of /tokenize with messages) are not supported"),
+    # A field of completions and chat that cuts their prompt: taken here, the count would
+    # be of the whole prompt, not the one the route sends.
+    "truncate_prompt_tokens": (
+        _unset,
+        "truncate_prompt_tokens is not supported on /tokenize (the count is the whole prompt's)",
+    ),
 }
 
 
