@@ -14,7 +14,9 @@ from live_server import API_KEY, HERMES_TEMPLATE, check_call
 from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
 from sarathi.entrypoints.openai_server.field_audit import RESPONSES_UNSUPPORTED, UNSUPPORTED
 from sarathi.entrypoints.openai_server.protocol_responses import ResponsesRequest
-from sarathi.entrypoints.openai_server.serving_responses import chat_messages
+from sarathi.entrypoints.openai_server.serving_responses import _Events, chat_messages, output_items
+from sarathi.entrypoints.openai_server.tools import ToolMode
+from sarathi.outputs import CompletionOutput
 
 SCHEMA = {
     "type": "object",
@@ -314,6 +316,84 @@ def test_auto_parses_text_and_a_call_from_the_models_format(tools_client):
     done = [e.item.type for e in events if e.type == "response.output_item.done"]
     assert done == ["message", "function_call"]
     assert final.output_text == "Sure."
+
+
+def _same_response(r: Any) -> dict[str, Any]:
+    """A response as JSON without what differs between two runs: ids, times, and the tokens
+    the second found in the prefix cache."""
+    body = r.model_dump(mode="json")
+    for name in ("id", "created_at", "completed_at"):
+        body.pop(name)
+    body["usage"]["input_tokens_details"].pop("cached_tokens")
+    for item in body["output"]:
+        item.pop("id")
+        item.pop("call_id", None)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("text", "types"),
+    [
+        (CALL_TEXT + " Done.", ["function_call", "message"]),
+        ("Sure. " + CALL_TEXT + " Done.", ["message", "function_call", "message"]),
+        ("Sure. " + CALL_TEXT, ["message", "function_call"]),
+    ],
+)
+def test_output_items_are_in_the_order_written_streamed_or_not(tools_client, text, types):
+    """OpenAI's contract: the streamed items and the response's output are the same items in
+    the same order (output_index is the position in output), each item's events between its
+    added and done; the order is the order the model wrote them in."""
+    kwargs = dict(
+        model="demo", input="Weather in Oslo?", tools=[WEATHER], max_output_tokens=100,
+        extra_body={"guided_choice": [text]},
+    )  # fmt: skip
+    full = tools_client.responses.create(**kwargs)
+    assert [item.type for item in full.output] == types
+    events = _events(tools_client.responses.create(stream=True, **kwargs))
+    final = events[-1].response
+    assert events[-1].type == "response.completed"
+    assert _same_response(final) == _same_response(full)
+    added = [(e.output_index, e.item.type) for e in events if e.type.endswith("item.added")]
+    assert added == list(enumerate(types))
+    for index, item in enumerate(final.output):
+        own = [i for i, e in enumerate(events) if getattr(e, "output_index", None) == index]
+        assert events[own[0]].type == "response.output_item.added"
+        assert events[own[-1]].type == "response.output_item.done"
+        assert own == list(range(own[0], own[-1] + 1))  # no other item's events between
+        assert all(getattr(events[i], "item_id", item.id) == item.id for i in own)
+        assert events[own[-1]].item == item
+    assert final.output_text == full.output_text
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+@pytest.mark.parametrize("finish_reason", ["stop", "length"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "  just text ",
+        CALL_TEXT,
+        CALL_TEXT + "  \n Done. ",
+        " Sure. \n" + CALL_TEXT + " and " + CALL_TEXT + " Done.",
+        CALL_TEXT + "\n" + CALL_TEXT,
+        "Sure. " + CALL_TEXT + " \n ",
+        "Sure. <tool_call>\n{\"name\": \"get_weather\", ",  # cut mid-call: text
+    ],
+)
+def test_streamed_items_are_the_non_streamed_items(text, finish_reason, parallel):
+    """The stream's items (any split of the text into deltas) are output_items' items."""
+    mode = ToolMode("auto", frozenset({"get_weather"}), "hermes", parallel=parallel)
+    full = output_items(mode, CompletionOutput(0, text, [], finish_reason=finish_reason))
+    for size in (1, 3, len(text) or 1):
+        events = _Events(mode)
+        for start in range(0, len(text), size):
+            events.feed(text[start : start + size])
+        events.finish(finish_reason)
+        assert [_item_json(i) for i in events.items] == [_item_json(i) for i in full]
+
+
+def _item_json(item: Any) -> dict[str, Any]:
+    return item.model_dump(exclude={"id", "call_id"})
 
 
 @pytest.mark.parametrize("tools", [None, []])

@@ -2,17 +2,19 @@
 
 A request becomes a chat request (``chat_request``) and is prepared as chat's are
 (``prepare_chat``: tools, output constraints, the chat template, sampling parameters). Its
-output is read as chat's is (tools.py) and told as output items: a ``message`` with one
-``output_text`` part, and a ``function_call`` item per call.
+output is read as chat's is (tools.py) and told as output items in the order the model
+wrote them: a ``message`` with one ``output_text`` part per run of text between calls, and a
+``function_call`` item per call. Streamed or not, the items are the same, in that order.
 
 Streamed, the events are the Responses API's, numbered by ``sequence_number``:
 ``response.created``, ``response.in_progress``, then for each output item
 ``response.output_item.added`` ... ``response.output_item.done`` (a message's text in
 ``response.output_text.delta`` events between ``response.content_part.added`` and
 ``.done``; a call's arguments in ``response.function_call_arguments.delta`` events and
-``.done``), and last ``response.completed`` or ``response.incomplete`` with the response as
-the non-streamed route returns it. An engine failure is an ``error`` event followed by
-``response.failed``. As OpenAI's, the stream ends without ``[DONE]``.
+``.done``), one item after another, and last ``response.completed`` or
+``response.incomplete`` with the response as the non-streamed route returns it. An engine
+failure is an ``error`` event followed by ``response.failed``. As OpenAI's, the stream ends
+without ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
     stream_failure,
     unless_disconnected,
 )
-from sarathi.entrypoints.openai_server.tools import ToolMode, ToolStream, is_json, tool_message
+from sarathi.entrypoints.openai_server.tools import ToolMode, ToolStream, is_json, tool_items
 from sarathi.outputs import CompletionOutput
 
 # The chat fields a response's request names otherwise, for the 400s of prepare_chat.
@@ -307,11 +309,12 @@ def _cut_short(finish_reason: str | None, arguments: str) -> bool:
 
 
 def output_items(mode: ToolMode, c: CompletionOutput) -> list[OutputItem]:
-    """The output items of a finished output: its message (text outside any calls), then a
-    function_call item per call. A forced call is a call however its output ended, an
-    incomplete one when the length limit or a stop string cut its arguments short (as it was
-    streamed); any other output that is not a complete call is text."""
-    incomplete = c.finish_reason == "length"
+    """The output items of a finished output, in the order the model wrote them: a message
+    per run of text (text outside any calls) and a function_call item per call, as a stream
+    tells them. A forced call is a call however its output ended, an incomplete one when the
+    length limit or a stop string cut its arguments short (as it was streamed); any other
+    output that is not a complete call is text. Cut by the length limit, the last item is
+    incomplete when it is a message (the items before it were finished)."""
     if mode.kind == "named":
         assert mode.function is not None
         call = FunctionCallOutput(
@@ -322,26 +325,28 @@ def output_items(mode: ToolMode, c: CompletionOutput) -> list[OutputItem]:
             status="incomplete" if _cut_short(c.finish_reason, c.text) else "completed",
         )
         return [call]
-    msg = tool_message(mode, c.text, c.finish_reason)
+    pieces = tool_items(mode, c.text, c.finish_reason)
     items: list[OutputItem] = []
-    if msg.content or not msg.tool_calls:
-        items.append(
-            OutputMessage(
-                id=_message_id(),
-                status="incomplete" if incomplete else "completed",
-                content=[OutputText(text=msg.content or "")],
+    for index, piece in enumerate(pieces):
+        if isinstance(piece, str):
+            cut = c.finish_reason == "length" and index == len(pieces) - 1
+            items.append(
+                OutputMessage(
+                    id=_message_id(),
+                    status="incomplete" if cut else "completed",
+                    content=[OutputText(text=piece)],
+                )
             )
-        )
-    for tool_call in msg.tool_calls:
-        items.append(
-            FunctionCallOutput(
-                id=_call_item_id(),
-                call_id=tool_call.id,
-                name=tool_call.function.name,
-                arguments=tool_call.function.arguments,
-                status="completed",
+        else:
+            items.append(
+                FunctionCallOutput(
+                    id=_call_item_id(),
+                    call_id=piece.id,
+                    name=piece.function.name,
+                    arguments=piece.function.arguments,
+                    status="completed",
+                )
             )
-        )
     return items
 
 
@@ -367,15 +372,17 @@ async def _full(
 # -- streaming ----------------------------------------------------------------------------
 class _Events:
     """A response's stream of events: the chat deltas of its output (tools.ToolStream's)
-    told as Responses events, numbered, and the output items as streamed so far. Text goes to
-    one message item (the first item when the output starts with text), kept open to the end
-    so its text is the same as the non-streamed message's; each call is an item of its own."""
+    told as Responses events, numbered, and the output items as streamed so far. As OpenAI's,
+    one item at a time: an item's events lie between its ``output_item.added`` and
+    ``output_item.done``, and the next item is added after that. Each run of text between
+    calls is a message item, each call an item of its own, in the order written: the items of
+    ``output_items``."""
 
     def __init__(self, mode: ToolMode) -> None:
         self.mode = mode
         self.items: list[OutputItem] = []
         self._tools = ToolStream(mode)
-        self._message: OutputMessage | None = None
+        self._open: OutputItem | None = None  # the item being streamed
         self._calls: dict[int, FunctionCallOutput] = {}  # chat tool-call index -> its item
         self._seq = 0
 
@@ -391,37 +398,43 @@ class _Events:
         return self._deltas(self._tools.feed(delta))
 
     def finish(self, finish_reason: str | None) -> list[str]:
-        """The output's last deltas, then each item's done events."""
+        """The output's last deltas, then the last item's done events."""
         tail, _ = self._tools.finish(finish_reason)
         events = self._deltas(tail)
         if not self.items:  # nothing at all: an empty message, as non-streamed
             events += self._open_message()
-        incomplete = finish_reason == "length"
-        for index, item in enumerate(self.items):
-            if isinstance(item, FunctionCallOutput):
-                cut = self.mode.kind == "named" and _cut_short(finish_reason, item.arguments)
-                item.status = "incomplete" if cut else "completed"
-                events.append(
-                    self.event(
-                        "response.function_call_arguments.done",
-                        item_id=item.id,
-                        output_index=index,
-                        arguments=item.arguments,
-                    )
-                )
-            else:
-                item.status = "incomplete" if incomplete else "completed"
-                part = item.content[0]
-                where = {"item_id": item.id, "output_index": index, "content_index": 0}
-                events.append(
-                    self.event("response.output_text.done", **where, text=part.text, logprobs=[])
-                )
-                events.append(
-                    self.event("response.content_part.done", **where, part=part.model_dump())
-                )
+        return events + self._close(finish_reason)
+
+    def _close(self, finish_reason: str | None = None) -> list[str]:
+        """The done events of the open item: ``finish_reason`` is the output's when the
+        output ended with it, None when the next item closes it."""
+        item, self._open = self._open, None
+        if item is None:
+            return []
+        index = self.items.index(item)
+        events = []
+        if isinstance(item, FunctionCallOutput):
+            cut = self.mode.kind == "named" and _cut_short(finish_reason, item.arguments)
+            item.status = "incomplete" if cut else "completed"
             events.append(
-                self.event("response.output_item.done", output_index=index, item=item.model_dump())
+                self.event(
+                    "response.function_call_arguments.done",
+                    item_id=item.id,
+                    output_index=index,
+                    arguments=item.arguments,
+                )
             )
+        else:
+            item.status = "incomplete" if finish_reason == "length" else "completed"
+            part = item.content[0]
+            where = {"item_id": item.id, "output_index": index, "content_index": 0}
+            events.append(
+                self.event("response.output_text.done", **where, text=part.text, logprobs=[])
+            )
+            events.append(self.event("response.content_part.done", **where, part=part.model_dump()))
+        events.append(
+            self.event("response.output_item.done", output_index=index, item=item.model_dump())
+        )
         return events
 
     def _deltas(self, deltas: list[dict[str, Any]]) -> list[str]:
@@ -433,18 +446,24 @@ class _Events:
                 events += self._call(call)
         return events
 
-    def _add(self, item: OutputItem) -> str:
+    def _add(self, item: OutputItem) -> list[str]:
+        events = self._close()
         self.items.append(item)
-        return self.event(
-            "response.output_item.added", output_index=len(self.items) - 1, item=item.model_dump()
+        self._open = item
+        events.append(
+            self.event(
+                "response.output_item.added",
+                output_index=len(self.items) - 1,
+                item=item.model_dump(),
+            )
         )
+        return events
 
     def _open_message(self) -> list[str]:
         message = OutputMessage(id=_message_id(), status="in_progress", content=[])
-        events = [self._add(message)]
+        events = self._add(message)
         part = OutputText(text="")
         message.content.append(part)
-        self._message = message
         events.append(
             self.event(
                 "response.content_part.added",
@@ -457,14 +476,21 @@ class _Events:
         return events
 
     def _text(self, text: str) -> list[str]:
-        events = self._open_message() if self._message is None else []
-        assert self._message is not None
-        self._message.content[0].text += text
+        events: list[str] = []
+        if not isinstance(self._open, OutputMessage):
+            if self.items:
+                # Text after a call: the stream strips only the whole content's ends, a
+                # message's text is stripped (tools.tool_items).
+                text = text.lstrip()
+            events += self._open_message()
+        message = self._open
+        assert isinstance(message, OutputMessage)
+        message.content[0].text += text
         events.append(
             self.event(
                 "response.output_text.delta",
-                item_id=self._message.id,
-                output_index=self.items.index(self._message),
+                item_id=message.id,
+                output_index=len(self.items) - 1,
                 content_index=0,
                 delta=text,
                 logprobs=[],
@@ -486,7 +512,7 @@ class _Events:
                 status="in_progress",
             )
             self._calls[fragment["index"]] = item
-            events.append(self._add(item))
+            events += self._add(item)
         arguments = function.get("arguments") or ""
         if arguments:
             item.arguments += arguments

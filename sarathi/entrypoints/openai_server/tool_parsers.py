@@ -290,10 +290,16 @@ def _format(name: str) -> _Format:
         ) from None
 
 
+def parse_pieces(name: str, text: str, tool_names: set[str] | None = None) -> list[str | ToolCall]:
+    """A finished output's text and calls in the order they were written (the text between
+    calls as written, unstripped): what ``parse`` joins, for a caller that keeps the order."""
+    return _format(name).parse(text, tool_names)
+
+
 def parse(name: str, text: str, tool_names: set[str] | None = None) -> ParsedOutput:
     """Split a finished output into content and tool calls. ``tool_names`` (the request's
     tools) keeps a call of a tool the client never offered from reaching it as a call."""
-    pieces = _format(name).parse(text, tool_names)
+    pieces = parse_pieces(name, text, tool_names)
     content = "".join(p for p in pieces if isinstance(p, str)).strip()
     return ParsedOutput(content or None, [p for p in pieces if isinstance(p, ToolCall)])
 

@@ -31,6 +31,7 @@ from sarathi.entrypoints.openai_server.tool_parsers import (
     StreamingToolParser,
     arguments_text,
     parse,
+    parse_pieces,
 )
 from sarathi.sampling_params import StructuredOutputsParams
 
@@ -202,6 +203,35 @@ def tool_message(mode: ToolMode, text: str, finish_reason: str | None) -> ToolMe
     if not mode.parallel:
         calls = calls[:1]
     return ToolMessage(parsed.content, calls, "tool_calls" if calls else finish_reason)
+
+
+def tool_items(mode: ToolMode, text: str, finish_reason: str | None) -> list[str | ToolCallOut]:
+    """A finished output's text and calls in the order the model wrote them, as the
+    Responses API tells them (an output item each). In auto each run of text between two
+    calls is one item, stripped, and left out when that leaves nothing: what a stream of
+    ``ToolStream`` deltas holds between its calls, once a run's first delta is left-stripped
+    (the stream strips only the whole content's ends). A call dropped by
+    ``parallel_tool_calls: false`` joins the text on either side, as the stream sends it.
+    In the other modes: ``tool_message``'s content (when there is any, or nothing else),
+    then its calls."""
+    if mode.kind != "auto":
+        msg = tool_message(mode, text, finish_reason)
+        content = [msg.content or ""] if msg.content or not msg.tool_calls else []
+        return [*content, *msg.tool_calls]
+    assert mode.parser is not None
+    items: list[str | ToolCallOut] = []
+    run = ""  # the text since the last call kept
+    for piece in parse_pieces(mode.parser, text, set(mode.names)):
+        if isinstance(piece, str):
+            run += piece
+        elif mode.parallel or not any(not isinstance(i, str) for i in items):
+            if run.strip():
+                items.append(run.strip())
+            run = ""
+            items.append(_call(piece.name, piece.arguments, piece.id))
+    if run.strip() or not items:
+        items.append(run.strip())
+    return items
 
 
 def is_json(text: str) -> bool:
