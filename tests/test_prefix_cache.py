@@ -122,6 +122,9 @@ def _check_accounting(s: Scheduler) -> None:
     }
     assert used + len(live_cached) + s.free_blocks == s.capacity.num_blocks
     assert s.free_blocks >= pc.num_evictable
+    # Every entry a lookup can see is reachable: the block before it is cached too.
+    visible = pc._index | pc._fresh  # noqa: SLF001
+    assert all(b.parent is None or b.parent in visible for b in visible.values())
 
 
 # -- unit behaviour ----------------------------------------------------------------------------
@@ -243,6 +246,69 @@ def test_cached_blocks_count_as_free_and_are_evicted_only_when_needed():
     assert s.prefix_cache.num_evictable == 2 and s.free_blocks == 2
 
 
+def test_eviction_cuts_a_chain_from_its_tail_so_its_head_stays_hittable():
+    """A block is reachable only through the blocks before it. A finished sequence's blocks
+    used to join the LRU order head first, so the first eviction took block 0 and left the
+    other three resident but unreachable (no hit, memory held for nothing)."""
+    s = _scheduler(num_blocks=8)
+    a = _request(0, list(range(16)))
+    s.add(a.seqs[0])
+    _account(s.schedule())
+    s.finish(a.seqs[0])
+    s.schedule()  # sends the registrations: entries 0..3
+    b = _request(1, list(range(100, 120)), t=1.0)  # 5 blocks: 1 cached one must go
+    s.add(b.seqs[0])
+    step = s.schedule()
+    assert step.input.cache_evictions == [3]
+    c = _request(2, list(range(16)) + [1], t=2.0)
+    assert [x.entry for x in s.prefix_cache.match(c.seqs[0])] == [0, 1, 2]
+
+
+def test_evicting_a_block_drops_the_blocks_chained_after_it():
+    """b's copy of the shared 3-block prefix stayed private (a registered it in the same
+    step), so b's own entries hang off a's. When a's entries are evicted, b's can never be
+    hit again: they used to stay cached (and held by the workers) until evicted in turn;
+    now they leave the index at once and are dropped when b releases them, and b's later
+    blocks are not registered under the missing parent."""
+    s = _scheduler(num_blocks=16)
+    frames = Frames(16)
+    prefix = list(range(12))
+    a = _request(0, prefix + list(range(50, 59)), t=0.0, max_tokens=1)
+    b = _request(1, prefix + list(range(80, 89)), t=1.0, max_tokens=4)  # 6 full blocks
+    s.add(a.seqs[0])
+    s.add(b.seqs[0])
+    step = s.schedule()
+    frames.apply(step)
+    _account(step)
+    s.finish(a.seqs[0])  # a's entries 0..4 are evictable; b holds its 5 and 6
+    d = _request(2, list(range(100, 132)), t=2.0, max_tokens=1)  # 8 blocks: 3 must go
+    s.add(d.seqs[0])
+    step = s.schedule()
+    frames.apply(step)
+    # a's chain from the tail: 4, 3, then 2, which takes b's 5 and 6 out of the index.
+    assert step.input.cache_evictions == [4, 3, 2]
+    assert s.prefix_cache.num_cached == 2 + 8  # a's 0 and 1, d's prompt
+    evicted = []
+    for seq in _account(step):
+        if seq.num_output >= seq.params.max_tokens:
+            s.finish(seq)
+    while s.has_work():
+        step = s.schedule()
+        frames.apply(step)
+        evicted += step.input.cache_evictions
+        for seq in _account(step):
+            if seq.num_output >= seq.params.max_tokens:
+                s.finish(seq)
+        _check_accounting(s)
+    assert sorted(evicted) == [5, 6]  # b's, once b finished
+    # Left: a's blocks 0 and 1, and d's 8; b's generated block 5 was never registered.
+    held = sorted(x.entry for x in s.prefix_cache._index.values())  # noqa: SLF001
+    assert sorted(frames.held) == held and len(held) == 10
+    e = _request(3, prefix + list(range(80, 89)) + [1], t=3.0)
+    assert [x.entry for x in s.prefix_cache.match(e.seqs[0])] == [0, 1]
+    assert s.free_blocks == 16
+
+
 def test_preemption_keeps_registered_blocks_cached_for_the_recompute():
     cap = CacheCapacity(num_blocks=6, tokens_per_block=TPB, max_slots=8)
     s = Scheduler(SchedulerConfig(chunk_size=64), cap, 4096, PrefixCache(TPB, "m"))
@@ -328,7 +394,11 @@ def test_random_workloads_against_the_reference_frames(seed: int, policy: str) -
     while s.has_work():
         frames.apply(s.schedule())
     assert not frames.slots
-    s.prefix_cache.evict(num_blocks)  # the workers would drop them all at the next step
+    # Nothing is held that the index does not know, and a reset drops it all.
+    assert sorted(frames.held) == sorted(b.entry for b in s.prefix_cache._index.values())  # noqa: SLF001
+    s.drop_cached_blocks()
+    frames.apply(s.schedule())
+    assert not frames.held and s.prefix_cache.num_cached == 0
     assert ops == 170
 
 

@@ -18,6 +18,15 @@ sequence uses stays cached (its frame keeps its contents) and is evictable, leas
 used first; the scheduler counts evictable entries as free blocks and evicts only when it
 needs their memory, so a cache entry never costs a request its admission or a preemption.
 
+An entry is only reachable through its parent (the entry of the block before it: a lookup
+walks the chain from the first block), so eviction keeps chains whole, as vLLM and SGLang
+do. A released sequence's blocks join the LRU order tail first, so that a chain is cut back
+from its end and its head stays hittable. And evicting an entry also drops every entry
+chained after it, which no lookup could reach any more: the evictable ones go at once, the
+ones live sequences still use (a sequence whose copy of the head stayed private) leave the
+index and go when their last user releases them. No entry is ever registered under a parent
+that is not cached, so every entry in the index can be hit.
+
 When is a block registered? When the scheduler sends the chunk that completes it (the step
 that writes it runs before any later step that could read it), and, for blocks of generated
 tokens, when the sequence finishes (only then are all their token values known on the
@@ -46,7 +55,10 @@ class CachedBlock:
 
     entry: int  # the number the workers know it by
     digest: bytes
+    parent: bytes | None  # the digest of the block before it; None for a first block
     refs: int = 0  # live sequences whose slot starts with it
+    sent: bool = False  # the workers got its registration (and hold its frame)
+    detached: bool = False  # out of the index (its parent was evicted): dropped at refs 0
 
 
 @dataclass
@@ -82,6 +94,9 @@ class PrefixCache:
         self._fresh: dict[bytes, CachedBlock] = {}  # registered this step, not sent yet
         self._unsent: list[tuple[int, int, int]] = []  # (seq id, block, entry)
         self._evictable: OrderedDict[int, CachedBlock] = OrderedDict()  # refs 0, LRU first
+        # parent digest -> the indexed (or fresh) entries chained after it, by digest
+        self._children: dict[bytes, dict[bytes, CachedBlock]] = {}
+        self._evicted: list[int] = []  # entries the workers must drop, for the next step
         self._seqs: dict[int, _SeqBlocks] = {}
         self._entries = itertools.count()
         self.counters = PrefixCacheCounters()
@@ -94,7 +109,8 @@ class PrefixCache:
 
     @property
     def has_unsent(self) -> bool:
-        return bool(self._unsent)
+        """Registrations or evictions the workers have not been told of yet."""
+        return bool(self._unsent or self._evicted)
 
     @property
     def num_cached(self) -> int:
@@ -164,8 +180,15 @@ class PrefixCache:
             d = digests[u]
             if d in self._index or d in self._fresh:
                 continue
-            block = CachedBlock(next(self._entries), d, refs=1)
+            parent = digests[u - 1] if u else None
+            if parent is not None and parent not in self._index and parent not in self._fresh:
+                # The block before it was evicted: no lookup could reach this one, nor the
+                # ones after it (the chain stays cut), so they stay private.
+                break
+            block = CachedBlock(next(self._entries), d, parent, refs=1)
             self._fresh[d] = block
+            if parent is not None:
+                self._children.setdefault(parent, {})[d] = block
             self._unsent.append((seq.seq_id, u, block.entry))
             blocks.cached.append(block)
         blocks.passed = full
@@ -173,24 +196,39 @@ class PrefixCache:
     def take_registrations(self) -> list[tuple[int, int, int]]:
         """The registrations for the next step's message; they become visible to lookups
         now (the step carrying them runs before any step that reads them)."""
+        for block in self._fresh.values():
+            block.sent = True
         self._index.update(self._fresh)
         self._fresh.clear()
         out, self._unsent = self._unsent, []
         return out
 
+    def take_evictions(self) -> list[int]:
+        """The entries the workers must drop, for the next step's message."""
+        out, self._evicted = self._evicted, []
+        return out
+
     # -- release and eviction ----------------------------------------------------------------
     def release(self, seq: Sequence, keep_digests: bool) -> tuple[int, int]:
         """``seq`` no longer holds its slot. Returns (cached blocks it held, of which now
-        evictable). ``keep_digests``: the sequence will be admitted again (a preemption)."""
+        free: evictable, or dropped because they were detached). ``keep_digests``: the
+        sequence will be admitted again (a preemption)."""
         blocks = self._seqs.get(seq.seq_id)
         if blocks is None:
             return 0, 0
         freed = 0
-        for b in blocks.cached:
+        dropped: set[int] = set()
+        # Tail first, as vLLM frees blocks: the LRU order then evicts a chain's later
+        # blocks before its head, which every longer prefix needs.
+        for b in reversed(blocks.cached):
             b.refs -= 1
             if b.refs == 0:
-                self._evictable[b.entry] = b
                 freed += 1
+                if b.detached:
+                    self._drop(b, dropped)
+                else:
+                    self._evictable[b.entry] = b
+        self._forget_unsent(dropped)
         held = len(blocks.cached)
         blocks.cached = []
         blocks.passed = 0
@@ -198,20 +236,57 @@ class PrefixCache:
             del self._seqs[seq.seq_id]
         return held, freed
 
-    def evict(self, n: int) -> list[int]:
-        """Drop ``min(n, num_evictable)`` evictable entries, least recently released first;
-        returns the numbers of those the workers know (one never sent is just forgotten)."""
-        out: list[int] = []
-        for _ in range(min(n, len(self._evictable))):
-            entry, b = self._evictable.popitem(last=False)
-            self.counters.evictions += 1
-            if self._index.get(b.digest) is b:
-                del self._index[b.digest]
-                out.append(entry)
+    def evict(self, n: int) -> int:
+        """Drop at least ``min(n, num_evictable)`` evictable entries, least recently
+        released first, each with the entries chained after it (unreachable without it);
+        returns how many entries were dropped. The workers learn the ones they know from
+        ``take_evictions``; one never sent is just forgotten."""
+        dropped: set[int] = set()
+        count = 0
+        while count < n and self._evictable:
+            _, b = self._evictable.popitem(last=False)
+            count += self._cut(b, dropped)
+        self._forget_unsent(dropped)
+        return count
+
+    def _cut(self, root: CachedBlock, dropped: set[int]) -> int:
+        """Take ``root`` (evictable) and every entry chained after it out of the index;
+        drop those no live sequence uses, and detach the others (dropped when released).
+        Returns how many were dropped now."""
+        parent = root.parent
+        if parent is not None:
+            siblings = self._children[parent]
+            del siblings[root.digest]
+            if not siblings:
+                del self._children[parent]
+        count = 0
+        stack = [root]
+        while stack:
+            b = stack.pop()
+            del (self._index if b.sent else self._fresh)[b.digest]
+            stack.extend(self._children.pop(b.digest, {}).values())
+            if b.refs == 0:
+                self._evictable.pop(b.entry, None)
+                self._drop(b, dropped)
+                count += 1
             else:
-                del self._fresh[b.digest]
-                self._unsent = [r for r in self._unsent if r[2] != entry]
-        return out
+                b.detached = True
+                if not b.sent:  # its frame stays the slot's own: the workers never hold it
+                    dropped.add(b.entry)
+        return count
+
+    def _drop(self, b: CachedBlock, dropped: set[int]) -> None:
+        """Forget ``b`` (refs 0, out of the index): the workers release its frame, or, if
+        its registration was never sent, never hold it (``dropped`` collects those)."""
+        self.counters.evictions += 1
+        if b.sent:
+            self._evicted.append(b.entry)
+        else:
+            dropped.add(b.entry)
+
+    def _forget_unsent(self, dropped: set[int]) -> None:
+        if dropped:
+            self._unsent = [r for r in self._unsent if r[2] not in dropped]
 
     # -- hashing -----------------------------------------------------------------------------
     def _salted_root(self, salt: str | None) -> bytes:

@@ -109,7 +109,6 @@ class Scheduler:
         self.free_blocks = capacity.num_blocks
         self.prefix_cache = prefix_cache
         self._to_forget: list[int] = []
-        self._evicted: list[int] = []
 
     # -- queue management ------------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
@@ -137,9 +136,7 @@ class Scheduler:
         pc = self.prefix_cache
         if pc is None:
             return 0
-        count = pc.num_evictable
-        self._evicted += pc.evict(count)
-        return count
+        return pc.evict(pc.num_evictable)
 
     @property
     def num_waiting(self) -> int:
@@ -154,11 +151,7 @@ class Scheduler:
         to make or drop)."""
         pc = self.prefix_cache
         return bool(
-            self.waiting
-            or self.running
-            or self._to_forget
-            or self._evicted
-            or (pc is not None and pc.has_unsent)
+            self.waiting or self.running or self._to_forget or (pc is not None and pc.has_unsent)
         )
 
     # -- one step --------------------------------------------------------------------------
@@ -175,8 +168,8 @@ class Scheduler:
         inp = step.input
         inp.finished = self._to_forget
         self._to_forget = []
-        inp.cache_evictions, self._evicted = self._evicted, []
         if pc is not None:
+            inp.cache_evictions = pc.take_evictions()
             for seq, n in step.chunks:
                 pc.register(seq, seq.num_computed + n)
             inp.prefix_hits = {i: e for i, e in step.hits.items() if i in step.ids}
@@ -364,7 +357,7 @@ class Scheduler:
             if pc is not None:
                 short = need - (self.free_blocks - pc.num_evictable)
                 if short > 0:
-                    self._evicted += pc.evict(short)
+                    pc.evict(short)
             self.free_blocks -= need
             seq.num_blocks += need
 
