@@ -68,6 +68,12 @@ def parse_size(value: str | int | None) -> int | None:
     return int(float(number) * _UNITS[unit])
 
 
+# What an unset kv_layout and block_tokens mean (each is read by one kind of cache only, so
+# a value the user gave is told from the default: see EngineConfig.validate).
+DEFAULT_KV_LAYOUT = "mega"
+DEFAULT_BLOCK_TOKENS = 16
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     model: str = _f(
@@ -142,28 +148,33 @@ class CacheConfig:
         "auto",
         "KV cache memory: 'auto' (cuda on a GPU, cpu on the host), "
         "'cuda', 'cpu' (virtual memory, pages mapped on demand) or "
-        "'dense' (everything allocated up front; the reference).",
+        "'dense' (everything allocated up front; the reference). Not read by "
+        "--attention-backend paged, which has a cache of its own.",
         choices=("auto", "cuda", "cpu", "dense"),
     )
-    kv_layout: str = _f(
-        "mega",
-        "KV layout: 'mega' (token-major across layers: a page holds a few dozen tokens of "
-        "every layer, 64 by default on a GPU, so slots grow and prefix caching shares in "
-        "small blocks) or 'per_layer' (one K and one V tensor per layer, vAttention's "
-        "original; blocks of about a thousand tokens with 2 MiB pages).",
+    kv_layout: str | None = _f(
+        None,
+        "vAttention's KV layout: 'mega' (the default; token-major across layers: a page "
+        "holds a few dozen tokens of every layer, 64 by default on a GPU, so slots grow and "
+        "prefix caching shares in small blocks) or 'per_layer' (one K and one V tensor per "
+        "layer, vAttention's original; blocks of about a thousand tokens with 2 MiB pages). "
+        "Not read by --attention-backend paged.",
         choices=("per_layer", "mega"),
     )
     page_bytes: int | None = _f(
         None,
         "vAttention's physical page size in bytes (default: the smallest multiple of the "
         "driver's granularity, 2 MiB, that holds whole tokens, doubled until it holds 64 "
-        "tokens on a GPU; a small multiple of 4 KiB holding 16 tokens on the host).",
+        "tokens on a GPU; a small multiple of 4 KiB holding 16 tokens on the host). Not "
+        "read by --attention-backend paged.",
         aliases=("page_size", "model_block_size"),
         kind="size",
     )
-    block_tokens: int = _f(
-        16,
-        "Tokens per block of the paged cache (--attention-backend paged); vLLM's --block-size.",
+    block_tokens: int | None = _f(
+        None,
+        "Tokens per block of the paged cache (--attention-backend paged; default: "
+        f"{DEFAULT_BLOCK_TOKENS}); vLLM's --block-size. vAttention's caches have blocks of "
+        "one page (--page-bytes): there it is ignored, with a warning.",
         aliases=("block_size",),
     )
     kv_cache_memory: int | None = _f(
@@ -330,8 +341,26 @@ class EngineConfig:
         # there, and block_tokens is only read by the paged backend.
         if c.page_bytes is not None and c.page_bytes <= 0:
             raise ValueError(f"page_bytes must be positive, got {c.page_bytes}")
-        if c.block_tokens <= 0:
+        if c.block_tokens is not None and c.block_tokens <= 0:
             raise ValueError(f"block_tokens must be positive, got {c.block_tokens}")
+        # The paged baseline builds its own block-table cache: vAttention's options were taken
+        # and dropped without a word there. ("auto" never resolves to paged: it is named.)
+        if self.attention.attention_backend == "paged":
+            unread = [
+                name
+                for name, given in (
+                    ("kv_cache_backend", c.kv_cache_backend != "auto"),
+                    ("kv_layout", c.kv_layout is not None),
+                    ("page_bytes", c.page_bytes is not None),
+                )
+                if given
+            ]
+            if unread:
+                raise ValueError(
+                    f"{', '.join(unread)} configure vAttention's KV cache, which "
+                    "attention_backend 'paged' does not use (its block-table cache is sized "
+                    "by block_tokens); leave them out, or use another attention backend"
+                )
         if self.model.max_model_len is not None and self.model.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.model.max_model_len}")
         seed = self.model.seed
@@ -420,7 +449,7 @@ def normalize_value(f: Any, value: Any) -> Any:
         value = parse_size(value)
     _check_type(f, value)
     choices = f.metadata.get("choices") or ()
-    if choices and value not in choices:
+    if choices and value is not None and value not in choices:  # None: unset (_check_type)
         raise ValueError(f"{f.name} must be one of {', '.join(map(str, choices))}; got {value!r}")
     return value
 

@@ -148,6 +148,11 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     # 0 was taken as "the default page size" without a word.
     (["generate", "--prompt", "x", "--page-bytes", "0"], "page_bytes must be positive"),
     (["generate", "--prompt", "x", "--block-tokens", "0"], "block_tokens must be positive"),
+    # vAttention's cache options were dropped without a word by the paged backend's own cache.
+    (["generate", "--prompt", "x", "--attention-backend", "paged", "--page-bytes", "8KiB"],
+     "page_bytes configure vAttention's KV cache, which attention_backend 'paged' does not use"),
+    (["generate", "--prompt", "x", "--attention-backend", "paged", "--kv-layout", "mega",
+      "--kv-cache-backend", "dense"], "kv_cache_backend, kv_layout configure vAttention's"),
     # Checked when the flags are read, not after the model has loaded.
     (["serve", "--chat-template", "no/such/template.jinja"], "is not a file"),
     (["serve", "--chat-template", "."], "is a folder"),

@@ -1,5 +1,7 @@
 """Engine outputs are the same whatever memory holds the KV cache."""
 
+import logging
+
 import pytest
 
 from models import random_prompts
@@ -56,3 +58,30 @@ def test_cache_stats_count_slots_and_blocks_as_capacity_does(tiny_models, backen
     cap, stats = worker.capacity(), worker.cache_stats()
     assert (stats["slots_used"], stats["blocks_used"]) == (0, 0)
     assert (stats["max_slots"], stats["blocks_total"]) == (cap.max_slots, cap.num_blocks)
+
+
+@pytest.mark.parametrize("option", [{"kv_layout": "per_layer"}, {"page_bytes": "8KiB"},
+                                    {"kv_cache_backend": "cpu"}])
+def test_vattention_options_with_the_paged_cache_are_refused(option):
+    """The paged backend builds its own block-table cache: vAttention's options were taken
+    and dropped without a word."""
+    with pytest.raises(ValueError, match=f"{next(iter(option))} configure vAttention's KV"):
+        LLM(attention_backend="paged", **option)
+
+
+def test_block_tokens_with_a_vattention_cache_is_named_as_ignored(tiny_models, caplog):
+    """block_tokens (vLLM's --block-size) sizes only the paged cache's blocks; a vAttention
+    cache's are pages. vLLM command lines keep running, with a warning saying so."""
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        llm = LLM(tiny_models["llama"], block_size=32, kv_cache_memory="1MiB")
+    assert "block_tokens (vLLM's --block-size) 32 is ignored" in caplog.text
+    assert llm.engine.cache_stats()["tokens_per_block"] != 32
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        llm = LLM(tiny_models["llama"], attention_backend="paged", block_size=32,
+                  kv_cache_memory="1MiB")
+    assert "is ignored" not in caplog.text
+    assert llm.engine.cache_stats()["tokens_per_block"] == 32
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        LLM(tiny_models["llama"], kv_cache_memory="1MiB")  # the default: nothing to say
+    assert "block_tokens" not in caplog.text

@@ -131,6 +131,16 @@ class LLMEngine:
         self._seq_ids = itertools.count()
         self._req_ids = itertools.count()
         plan = self.cache_plan
+        if config.cache.block_tokens is not None and plan.block_tokens is None:
+            # A warning, not an error: vLLM command lines pass --block-size as a habit, and
+            # they are meant to run as they are.
+            logger.warning(
+                "block_tokens (vLLM's --block-size) %d is ignored: it sizes the blocks of the "
+                "paged cache (--attention-backend paged); this vAttention cache's blocks are "
+                "one page of %d tokens (set by --page-bytes)",
+                config.cache.block_tokens,
+                capacity.tokens_per_block,
+            )
         if self.cache_bound:
             logger.warning(
                 "the KV cache holds %d tokens, fewer than max_model_len (%d): no request can "

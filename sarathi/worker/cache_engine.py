@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 import vattention
-from sarathi.config import CacheConfig
+from sarathi.config import DEFAULT_BLOCK_TOKENS, DEFAULT_KV_LAYOUT, CacheConfig
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.model_executor.attention import AttentionBackend, get_attention_backend
 from sarathi.model_executor.kernel_switches import KernelSwitches
@@ -85,11 +85,12 @@ def plan_cache(
         )
     # resolve_backend also refuses a backend the device cannot use (e.g. cuda on the CPU).
     backend = resolve_backend(config.kv_cache_backend, device)
+    layout = config.kv_layout or DEFAULT_KV_LAYOUT
     page_bytes = config.page_bytes or default_page_bytes(
-        backend, device, row * (shape.num_layers if config.kv_layout == "mega" else 1)
+        backend, device, row * (shape.num_layers if layout == "mega" else 1)
     )
     geometry = vattention.plan_geometry(
-        shape.num_layers, shape.num_kv_heads, shape.head_dim, dtype, config.kv_layout, page_bytes
+        shape.num_layers, shape.num_kv_heads, shape.head_dim, dtype, layout, page_bytes
     )
     block_bytes = geometry.block_bytes
     expected_blocks = geometry.blocks_for(expected)
@@ -103,7 +104,7 @@ def plan_cache(
     slots = max(1, min(max_num_seqs, pool_blocks // expected_blocks))
     return CachePlan(
         backend,
-        config.kv_layout,
+        layout,
         page_bytes,
         None,
         slots,
@@ -124,12 +125,13 @@ def _plan_paged(
     reduction_ratio: float,
     expected: int,
 ) -> CachePlan:
-    if config.block_tokens <= 0:
-        raise ValueError(f"--block-tokens must be positive, got {config.block_tokens}")
+    block_tokens = DEFAULT_BLOCK_TOKENS if config.block_tokens is None else config.block_tokens
+    if block_tokens <= 0:
+        raise ValueError(f"--block-tokens must be positive, got {block_tokens}")
     block_bytes = paged_block_bytes(
-        shape.num_layers, shape.num_kv_heads, shape.head_dim, dtype, config.block_tokens
+        shape.num_layers, shape.num_kv_heads, shape.head_dim, dtype, block_tokens
     )
-    blocks = min(budget // block_bytes, max_num_seqs * math.ceil(max_len / config.block_tokens))
+    blocks = min(budget // block_bytes, max_num_seqs * math.ceil(max_len / block_tokens))
     if blocks < 1:
         raise ValueError(
             f"the KV cache budget ({budget} bytes) is smaller than one block "
@@ -139,7 +141,7 @@ def _plan_paged(
         "paged",
         "paged",
         None,
-        config.block_tokens,
+        block_tokens,
         max_num_seqs,
         max_len,
         blocks * block_bytes,
