@@ -218,7 +218,8 @@ class SchedulerConfig:
         "--max-num-batched-tokens). Default: 1024 on GPUs of compute "
         "capability 9.0 or newer (H100, H200), where it gave the most "
         "throughput with a p99 time between tokens of 34 ms; 512 "
-        "elsewhere, the lower tail latency (docs/benchmarks.md).",
+        "elsewhere, the lower tail latency (docs/benchmarks.md). The vllm scheduler "
+        "prefills whole prompts: its budget is at least --max-model-len.",
         aliases=("max_num_batched_tokens",),
     )
     max_num_seqs: int = _f(256, "Most sequences running at once (the number of KV slots).")

@@ -81,6 +81,22 @@ def test_preemption_by_recompute_gives_the_same_greedy_outputs(llama, scheduler)
     assert tight.engine.cache_stats()["slots_used"] == 0
 
 
+def test_a_chunk_size_the_vllm_scheduler_raises_is_named(llama, caplog):
+    """The vllm policy prefills whole prompts, so its step budget is at least max_model_len:
+    a smaller chunk_size was taken and not kept, without a word."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        LLM(llama, scheduler="vllm", chunk_size=64, max_model_len=256)
+    assert "chunk_size 64 is below max_model_len 256" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        LLM(llama, scheduler="vllm", chunk_size=256, max_model_len=256)
+        LLM(llama, scheduler="vllm", max_model_len=256)
+        LLM(llama, chunk_size=64, max_model_len=256)
+    assert "chunk_size" not in caplog.text
+
+
 def test_prompt_longer_than_context_fails_alone(llama):
     llm = LLM(llama, max_model_len=64)
     outs = llm.generate(

@@ -78,6 +78,18 @@ class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.setup: ModelSetup = resolve_model(config)
         m = self.setup
+        s = config.scheduler
+        if s.scheduler == "vllm" and s.chunk_size is not None and s.chunk_size < m.max_model_len:
+            # The vllm policy prefills whole prompts: its step budget is raised to the
+            # longest one (Scheduler._schedule_vllm), which the user's budget did not say.
+            logger.warning(
+                "chunk_size %d is below max_model_len %d: the vllm scheduler prefills whole "
+                "prompts, so a step takes up to %d tokens (use --scheduler sarathi for a "
+                "token budget per step)",
+                s.chunk_size,
+                m.max_model_len,
+                m.max_model_len,
+            )
         # The derived token budget travels in a copy of the config: the user's is unchanged.
         config = replace(
             config,
