@@ -328,6 +328,15 @@ class EngineConfig:
             raise ValueError(
                 "model is empty; pass a model folder or hub id (leave it out for the demo model)"
             )
+        m = self.model
+        # No tokenizer is loaded: a --tokenizer was never read, and a patch tokenizer (given as
+        # either) was never applied, so a base checkpoint ran with its base rows.
+        if m.skip_tokenizer_init and (m.tokenizer is not None or m.patch_tokenizer is not None):
+            given = "tokenizer" if m.tokenizer is not None else "patch_tokenizer"
+            raise ValueError(
+                f"{given} is not loaded with skip_tokenizer_init (token ids in and out), and a "
+                "patch tokenizer would not be applied to the weights; leave out one of them"
+            )
         if s.chunk_size is not None and s.chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {s.chunk_size}")
         if s.max_num_seqs <= 0:

@@ -161,6 +161,11 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     # Asked for and silently not done: the ray executor does not overlap steps.
     (["generate", "--prompt", "x", "--executor", "ray", "--overlap-scheduling"],
      "overlap_scheduling is not done by the ray executor"),
+    # No tokenizer is loaded: the one named was never read, a patch never applied.
+    (["generate", "--prompt", "x", "--skip-tokenizer-init", "--tokenizer", "t"],
+     "tokenizer is not loaded with skip_tokenizer_init"),
+    (["generate", "--prompt", "x", "--skip-tokenizer-init", "--patch-tokenizer", "p"],
+     "patch_tokenizer is not loaded with skip_tokenizer_init"),
     # An unset shell variable (--model "$MODEL") served the random-weight demo model.
     (["serve", "--model", ""], "model is empty"),
     # A size without its unit read as that many bytes: "1.5" was a 1-byte budget.

@@ -70,3 +70,11 @@ def test_a_folder_without_a_tokenizer_names_the_way_out(tiny_models, tmp_path):
     assert len(out.outputs[0].token_ids) == 3 and out.outputs[0].text == ""
     bad = llm.generate(["text needs a tokenizer"], SamplingParams(max_tokens=2))[0]
     assert bad.error and "--skip-tokenizer-init" in bad.error
+
+
+@pytest.mark.parametrize("option", ["tokenizer", "patch_tokenizer"])
+def test_a_tokenizer_given_with_skip_tokenizer_init_is_refused(tiny_models, option):
+    """skip_tokenizer_init loads no tokenizer: the one named was dropped without a word, and
+    a patch tokenizer's rows were never built into the base weights."""
+    with pytest.raises(ValueError, match=f"^{option} is not loaded with skip_tokenizer_init"):
+        LLM(tiny_models["llama"], skip_tokenizer_init=True, **{option: tiny_models["llama"]})
