@@ -347,6 +347,8 @@ def make_llm(model: FuzzModel, cfg: dict[str, Any], max_model_len: int | None,
         cap = probe.engine.executor.capacity()
         block_bytes = probe.engine.cache_plan.budget // cap.num_blocks
         blocks = -(-need_tokens // cap.tokens_per_block) + 1 + cfg["spare_blocks"]
+        if probe.engine.cache_plan.backend == "dense":  # it allocates whole slots up front
+            blocks = max(blocks, -(-probe.engine.max_seq_len // cap.tokens_per_block))
         probe.engine.shutdown()
         kw["kv_cache_memory"] = blocks * block_bytes
     else:

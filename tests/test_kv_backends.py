@@ -85,3 +85,21 @@ def test_block_tokens_with_a_vattention_cache_is_named_as_ignored(tiny_models, c
     with caplog.at_level(logging.WARNING, logger="sarathi"):
         LLM(tiny_models["llama"], kv_cache_memory="1MiB")  # the default: nothing to say
     assert "block_tokens" not in caplog.text
+
+
+def test_the_dense_cache_allocates_no_more_than_its_budget(tiny_models):
+    """The dense backend allocates every slot's whole extent up front: its slots were sized
+    by the typical request, as the mapped backends', so it allocated up to max_len /
+    expected_request_tokens times its budget (on a GPU whose cuda backend fell back to dense,
+    an out-of-memory at start-up)."""
+    budget = 1024**2
+    llm = LLM(tiny_models["qwen3"], kv_cache_backend="dense", kv_cache_memory=budget,
+              max_num_seqs=8, expected_request_tokens=64, max_model_len=512)
+    cache = llm.engine.executor.worker.cache
+    allocated = cache.max_slots * cache.blocks_per_slot * cache.geometry.block_bytes
+    assert 1 <= cache.max_slots and allocated <= budget
+    out = llm.generate([[5] * 20], SamplingParams(temperature=0, max_tokens=4))[0]
+    assert len(out.outputs[0].token_ids) == 4
+    with pytest.raises(ValueError, match="the dense KV cache allocates a slot's 512 tokens"):
+        LLM(tiny_models["qwen3"], kv_cache_backend="dense", kv_cache_memory="64KiB",
+            max_model_len=512)

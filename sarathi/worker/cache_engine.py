@@ -14,6 +14,9 @@ The sizing rule (documented in docs/adaptivocab.md):
 - Each slot spans ``max_model_len`` tokens of virtual space (reservations cost no memory),
   which is ``max_model_len / r`` base-tokenizer tokens of text.
 
+The ``dense`` backend allocates every slot's ``max_len`` tokens up front, so its slots are
+as many as the pool holds at that length (capped by ``max_num_seqs``).
+
 The ``paged`` baseline spends the same budget on a pool of ``--block-tokens``-token blocks
 allocated up front and has ``max_num_seqs`` slots (block-table rows cost next to nothing).
 """
@@ -100,8 +103,23 @@ def plan_cache(
             f"the KV cache budget ({budget} bytes) is smaller than one allocation "
             f"block ({block_bytes} bytes); raise --kv-cache-memory"
         )
-    pool_blocks = min(pool_blocks, max_num_seqs * geometry.blocks_for(max_len))
-    slots = max(1, min(max_num_seqs, pool_blocks // expected_blocks))
+    per_slot = geometry.blocks_for(max_len)
+    pool_blocks = min(pool_blocks, max_num_seqs * per_slot)
+    if backend == "dense":
+        # The dense backend allocates every slot's whole extent up front (vattention/dense.py),
+        # so the budget buys slots of max_len tokens: sized by the typical request, it was
+        # exceeded up to max_len / expected_request_tokens times (on a GPU whose cuda backend
+        # fell back to dense, an out-of-memory at start-up).
+        slots = min(max_num_seqs, pool_blocks // per_slot)
+        if slots < 1:
+            raise ValueError(
+                f"the dense KV cache allocates a slot's {max_len} tokens up front "
+                f"({per_slot * block_bytes} bytes), more than its budget ({budget} bytes); "
+                "raise --kv-cache-memory or lower --max-model-len"
+            )
+        pool_blocks = slots * per_slot
+    else:
+        slots = max(1, min(max_num_seqs, pool_blocks // expected_blocks))
     return CachePlan(
         backend,
         layout,
