@@ -195,12 +195,13 @@ class CacheConfig:
         "patch tokenizer it is scaled by the measured reduction.",
     )
 
-    enable_prefix_caching: bool = _f(
-        True,
+    enable_prefix_caching: bool | None = _f(
+        None,
         "Automatic prefix caching: a prompt that starts with blocks already computed (a "
         "shared system prompt, a chat's history, the other samples of n > 1) maps them into "
         "its slot instead of prefilling them. Blocks no request uses stay cached until their "
-        "memory is needed (least recently used first). Off with the dense KV cache.",
+        "memory is needed (least recently used first). On by default; off with the dense KV "
+        "cache (with a warning when it was asked for).",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -215,9 +216,16 @@ def test_cached_blocks_are_shared_in_memory(llama):
         engine.step()
 
 
-def test_switch_off_and_dense_backend(llama):
+def test_switch_off_and_dense_backend(llama, caplog):
     assert LLM(llama, enable_prefix_caching=False).engine.prefix_cache is None
-    assert LLM(llama, kv_cache_backend="dense").engine.prefix_cache is None
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        assert LLM(llama, kv_cache_backend="dense").engine.prefix_cache is None
+    assert "prefix caching is off" not in caplog.text  # the default: said at info level
+    # Asked for and not done: said as a warning (it was logged at info level only).
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        llm = LLM(llama, kv_cache_backend="dense", enable_prefix_caching=True)
+    assert llm.engine.prefix_cache is None and "prefix caching is off" in caplog.text
+    assert LLM(llama).engine.prefix_cache is not None
 
 
 @pytest.mark.gpu

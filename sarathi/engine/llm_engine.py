@@ -178,10 +178,13 @@ class LLMEngine:
         )
 
     def _prefix_cache(self, tokens_per_block: int) -> PrefixCache | None:
-        if not self.config.cache.enable_prefix_caching:
+        asked = self.config.cache.enable_prefix_caching  # None: the default, on
+        if asked is False:
             return None
         if self.cache_plan.backend == "dense":
-            logger.info(
+            # A warning where the user asked for it (--enable-prefix-caching, with dense
+            # named or fallen back to): it is not done.
+            (logger.warning if asked else logger.info)(
                 "prefix caching is off: the dense KV cache cannot map one block under two "
                 "slots (the cuda, cpu and paged caches can)"
             )
