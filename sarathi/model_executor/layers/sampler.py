@@ -2,8 +2,9 @@
 
 Order of operations: raw log-probabilities (reported as ``logprobs``) -> allowed token ids,
 logit bias, min_tokens masking, bad words -> repetition / presence / frequency penalties -> grammar
-masks (structured outputs) -> greedy argmax, or temperature, top-k, top-p, min-p and a
-draw. A draw uses the exponential race (argmax of p / E, E ~ Exp(1)),
+masks (structured outputs) -> greedy argmax, or temperature, min-p, top-k, top-p and a
+draw (vLLM v1's order: min-p reads the whole tempered distribution, top-p the mass min-p
+kept). A draw uses the exponential race (argmax of p / E, E ~ Exp(1)),
 so a request with a seed draws its noise from its own generator and gets the same tokens
 whatever else is in the batch.
 
@@ -285,19 +286,19 @@ class Sampler:
         for r in batch.special:
             if r.generator is not None and not r.params.greedy:
                 noise[r.row].exponential_(generator=r.generator)
-        truncate = (opts.top_k[hs] > 0).any() or (opts.top_p[hs] < 1).any()
-        if truncate or (opts.min_p[hs] > 0).any():
-            if truncate:
-                scaled = _top_k_top_p(scaled, top_k, top_p)
+        # vLLM v1's order: temperature, then min-p (on the whole tempered distribution),
+        # then top-k and top-p over what min-p kept (top-p's mass is that of the kept
+        # tokens, renormalised).
+        if (opts.min_p[hs] > 0).any():
             probs = torch.softmax(scaled, dim=-1)
-            if (opts.min_p[hs] > 0).any():
-                keep = probs >= min_p.unsqueeze(1) * probs.max(dim=-1, keepdim=True).values
-                probs = probs * keep
-            sampled = (probs / noise).argmax(dim=-1)
-        else:
-            # The same race without the softmax: argmax of p / E is argmax of
-            # logits / T - log E, since p is exp(logits / T) over a per-row constant.
-            sampled = (scaled - noise.log_()).argmax(dim=-1)
+            keep = probs >= min_p.unsqueeze(1) * probs.max(dim=-1, keepdim=True).values
+            scaled = scaled.masked_fill(~keep, float("-inf"))
+        if (opts.top_k[hs] > 0).any() or (opts.top_p[hs] < 1).any():
+            scaled = _top_k_top_p(scaled, top_k, top_p)
+        # The race without a softmax: argmax of p / E is argmax of logits / T - log E,
+        # since p is exp(logits / T) over a per-row constant (a dropped token's -inf
+        # stays -inf).
+        sampled = (scaled - noise.log_()).argmax(dim=-1)
         if greedy is not None:
             sampled = torch.where(greedy, logits.argmax(dim=-1), sampled)
         return sampled
