@@ -1,6 +1,7 @@
 """stream_options: include_usage closes the stream with the totals; continuous_usage_stats
-puts the usage so far in every chunk, one chunk per step that made tokens (so a client can
-time each token, text or not); steps a slow reader missed come as one chunk."""
+puts the usage so far in every chunk (its choice's prompt and tokens, as vLLM counts them),
+one chunk per step that made tokens (so a client can time each token, text or not); steps
+a slow reader missed come as one chunk."""
 
 from __future__ import annotations
 
@@ -60,8 +61,53 @@ def test_continuous_usage_is_in_the_echoed_prompts_chunks_too(http, logprobs):
                 events.append(json.loads(line[6:]))
     texts = [e["choices"][0]["text"] for e in events if e["choices"]]
     assert texts.count("count me") == texts.count("and me") == 2
-    for event in events:
-        assert event["usage"]["prompt_tokens"] == events[-1]["usage"]["prompt_tokens"], event
+    assert all("usage" in e for e in events)
+    # As vLLM reports it: each chunk its own prompt's tokens; the closing chunk sums them.
+    per_prompt: dict[int, set[int]] = {}
+    for event in events[:-1]:
+        per_prompt.setdefault(event["choices"][0]["index"] // 2, set()).add(
+            event["usage"]["prompt_tokens"]
+        )
+    assert all(len(counts) == 1 for counts in per_prompt.values()), per_prompt
+    assert sum(c for counts in per_prompt.values() for c in counts) == (
+        events[-1]["usage"]["prompt_tokens"]
+    )
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+def test_continuous_usage_counts_each_choice_on_its_own(http, route):
+    """With n > 1 a chunk's completion_tokens were the request's total over every choice;
+    vLLM reports the chunk's choice's own tokens so far (previous_num_tokens[i]), and the
+    closing usage chunk the sum."""
+    body = (
+        {"prompt": "count me"}
+        if route == "/v1/completions"
+        else {"messages": [{"role": "user", "content": "count me"}]}
+    )
+    body.update(
+        {
+            "n": 3,
+            "max_tokens": 5,
+            "ignore_eos": True,
+            "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        }
+    )
+    seen: dict[int, list[int]] = {}
+    with http.stream("POST", route, json=body) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                event = json.loads(line[6:])
+                if event["choices"]:
+                    seen.setdefault(event["choices"][0]["index"], []).append(
+                        event["usage"]["completion_tokens"]
+                    )
+                else:
+                    total = event["usage"]
+    assert sorted(seen) == [0, 1, 2]
+    for counts in seen.values():
+        assert counts == sorted(counts) and counts[-1] == 5, seen
+    assert total["completion_tokens"] == 15
 
 
 def test_the_metrics_gateways_read(http):

@@ -357,9 +357,13 @@ async def _stream(
                         ):
                             continue  # held-back call text, and nothing else to carry
                         deltas = [{} if c.finished() or mode.calls_tools else {"content": ""}]
+                    # vLLM's continuous usage: the prompt and this choice's tokens so far
+                    # (with n > 1 each choice counts its own; the closing usage sums them).
                     counted = (
                         usage(
-                            len(ids), tally.completion_tokens, state.cached(tally.cached_tokens)
+                            len(ids),
+                            tally.choice_tokens[c.index],
+                            state.cached(tally.cached_tokens),
                         ).model_dump()
                         if continuous
                         else None

@@ -505,6 +505,9 @@ class StreamTally:
     completion_tokens: int = 0
     finished: set[int] = field(default_factory=set)
     cached: dict[str, int] = field(default_factory=dict)  # request id -> cached prompt tokens
+    # choice index -> its completion tokens so far: continuous usage reports the chunk's
+    # choice's count, as vLLM does (previous_num_tokens[i]), not the request's total.
+    choice_tokens: dict[int, int] = field(default_factory=dict)
 
     @property
     def cached_tokens(self) -> int:
@@ -523,6 +526,7 @@ class StreamTally:
         for c in out.outputs:
             self.completion_tokens += c.num_new_tokens
             index = first_index + c.index
+            self.choice_tokens[index] = self.choice_tokens.get(index, 0) + c.num_new_tokens
             if index in self.finished:
                 continue
             if c.finished():

@@ -320,9 +320,9 @@ async def _stream(
             else []
         )
         if req.echo and req.logprobs is None:
-            # Before any token: continuous usage counts the prompt alone.
-            opening = usage(prompt_tokens, 0, state.cached(0)) if continuous else None
+            # Before any token: continuous usage counts the choice's prompt alone.
             for i, text in enumerate(echo_texts):
+                opening = usage(len(prompts[i].ids), 0, state.cached(0)) if continuous else None
                 for j in range(req.n):
                     yield chunk(i * req.n + j, text, None, None, usage_info=opening)
         wants_logprobs = req.logprobs is not None  # logprobs=0 too
@@ -334,13 +334,15 @@ async def _stream(
                     out = _prompt_only(out)
                 for c in tally.reportable(out, i * req.n, wants_logprobs or continuous):
                     index = i * req.n + c.index
-                    # With continuous_usage_stats every chunk carries the usage so far, the
-                    # echoed prompt's too.
+                    # With continuous_usage_stats every chunk carries its choice's usage so
+                    # far, the echoed prompt's too: as vLLM reports it, the choice's prompt
+                    # and its own tokens (not the request's totals over every prompt and
+                    # choice, which only the closing usage chunk sums).
                     counted = (
                         usage(
-                            prompt_tokens,
-                            tally.completion_tokens,
-                            state.cached(tally.cached_tokens),
+                            len(prompts[i].ids),
+                            tally.choice_tokens[index],
+                            state.cached(tally.cached.get(out.request_id, 0)),
                         )
                         if continuous
                         else None
