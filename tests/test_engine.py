@@ -59,6 +59,20 @@ def test_seeded_sampling_is_the_same_alone_and_in_a_batch(llm):
     assert different[0] != alone
 
 
+def test_the_n_sequences_of_a_seeded_request_take_seed_plus_their_index(llm):
+    """As vLLM v1 seeds a request's n children (ParentRequest: seed + index): choice i of
+    seed s is what seed s + i gives alone (it was a hash of (seed, index))."""
+    prompt = random_prompts(1, 384, seed=6, max_len=30)[0]
+
+    def sampled(seed: int, n: int) -> list[list[int]]:
+        params = SamplingParams(temperature=1.0, seed=seed, n=n, max_tokens=12, ignore_eos=True)
+        return [list(c.token_ids) for c in llm.generate([prompt], params)[0].outputs]
+
+    together = sampled(1234, 3)
+    assert together == [sampled(1234 + i, 1)[0] for i in range(3)]
+    assert len({tuple(t) for t in together}) == 3
+
+
 @pytest.mark.parametrize("scheduler", ["sarathi", "vllm"])
 def test_preemption_by_recompute_gives_the_same_greedy_outputs(llama, scheduler):
     prompts = random_prompts(16, 384, seed=5, min_len=20, max_len=70)

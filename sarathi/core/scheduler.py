@@ -397,8 +397,11 @@ def _prompt_logprobs(seq: Sequence, start: int, n: int) -> tuple[int | None, int
 
 
 def _seed(seq: Sequence) -> int | None:
-    """Each of a seeded request's n sequences gets its own reproducible seed."""
+    """Each of a seeded request's n sequences gets its own reproducible seed: seed + its
+    index, as vLLM v1 seeds a request's n children (so choice i of seed s is what seed
+    s + i gives alone). A 64-bit seed plus an index stays within what torch's generators
+    take (-2**63 up to 2**64 - 1)."""
     seed = seq.params.seed
-    if seed is None or seq.index == 0:
-        return seed
-    return hash((seed, seq.index)) & 0x7FFFFFFF
+    if seed is None:
+        return None
+    return seed + seq.index
