@@ -72,6 +72,8 @@ def parse_size(value: str | int | None) -> int | None:
 # a value the user gave is told from the default: see EngineConfig.validate).
 DEFAULT_KV_LAYOUT = "mega"
 DEFAULT_BLOCK_TOKENS = 16
+# What an unset gpu_memory_utilization means (it is read on a GPU only).
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 
 
 @dataclass(frozen=True)
@@ -184,9 +186,11 @@ class CacheConfig:
         "4 GiB.",
         kind="size",
     )
-    gpu_memory_utilization: float = _f(
-        0.9,
-        "Fraction of GPU memory the engine may use in total (weights, activations and KV cache).",
+    gpu_memory_utilization: float | None = _f(
+        None,
+        "Fraction of GPU memory the engine may use in total (weights, activations and KV "
+        f"cache; default: {DEFAULT_GPU_MEMORY_UTILIZATION}). Not read on the CPU (the cache "
+        "takes --kv-cache-memory there), where it is ignored with a warning.",
     )
     expected_request_tokens: int = _f(
         1024,
@@ -342,7 +346,7 @@ class EngineConfig:
             raise ValueError(f"chunk_size must be positive, got {s.chunk_size}")
         if s.max_num_seqs <= 0:
             raise ValueError(f"max_num_seqs must be positive, got {s.max_num_seqs}")
-        if not 0 < c.gpu_memory_utilization <= 1:
+        if c.gpu_memory_utilization is not None and not 0 < c.gpu_memory_utilization <= 1:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {c.gpu_memory_utilization}"
             )

@@ -103,3 +103,16 @@ def test_the_dense_cache_allocates_no_more_than_its_budget(tiny_models):
     with pytest.raises(ValueError, match="the dense KV cache allocates a slot's 512 tokens"):
         LLM(tiny_models["qwen3"], kv_cache_backend="dense", kv_cache_memory="64KiB",
             max_model_len=512)
+
+
+def test_gpu_memory_utilization_on_the_cpu_is_named_as_ignored(tiny_models, caplog):
+    """Only a GPU's worker reads the fraction: on the CPU it was taken and dropped without a
+    word (the host's cache takes --kv-cache-memory, 4 GiB by default)."""
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        llm = LLM(tiny_models["llama"], gpu_memory_utilization=0.5, kv_cache_memory="1MiB")
+    assert "gpu_memory_utilization 0.5 is ignored on cpu" in caplog.text
+    assert llm.engine.cache_plan.budget <= 1024**2
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        LLM(tiny_models["llama"], kv_cache_memory="1MiB")  # the default: nothing to say
+    assert "gpu_memory_utilization" not in caplog.text

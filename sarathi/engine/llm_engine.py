@@ -90,6 +90,15 @@ class LLMEngine:
                 m.max_model_len,
                 m.max_model_len,
             )
+        c = config.cache
+        if c.gpu_memory_utilization is not None and m.device.type != "cuda":
+            # Only a GPU's worker reads the fraction; the host's cache takes its budget.
+            logger.warning(
+                "gpu_memory_utilization %s is ignored on %s: the KV cache there takes "
+                "--kv-cache-memory (default: 4 GiB)",
+                c.gpu_memory_utilization,
+                m.device,
+            )
         # The derived token budget travels in a copy of the config: the user's is unchanged.
         config = replace(
             config,

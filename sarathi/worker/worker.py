@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from sarathi.config import EngineConfig
+from sarathi.config import DEFAULT_GPU_MEMORY_UTILIZATION, EngineConfig
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.model_executor.attention import resolve_attention_backend, uses_paged_cache
@@ -92,7 +92,10 @@ class Worker:
         if spec.device.type == "cuda":
             free_now, total = torch.cuda.mem_get_info(spec.device)
             used_elsewhere = total - free_now
-            free = int(total * cfg.cache.gpu_memory_utilization) - used_elsewhere
+            fraction = cfg.cache.gpu_memory_utilization
+            if fraction is None:
+                fraction = DEFAULT_GPU_MEMORY_UTILIZATION
+            free = int(total * fraction) - used_elsewhere
             # Leave room for one step's activations (logits of a full chunk dominate).
             free -= 4 * chunk_size * spec.shape.vocab_size * 4
             if free <= 0:
