@@ -74,6 +74,9 @@ DEFAULT_KV_LAYOUT = "mega"
 DEFAULT_BLOCK_TOKENS = 16
 # What an unset gpu_memory_utilization means (it is read on a GPU only).
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+# What unset step_timeout and worker_start_timeout mean (read by the mp and ray executors).
+DEFAULT_STEP_TIMEOUT = 300.0
+DEFAULT_WORKER_START_TIMEOUT = 900.0
 
 
 @dataclass(frozen=True)
@@ -263,15 +266,17 @@ class ParallelConfig:
         "'auto' or 'ray://head:10001'); default: $RAY_ADDRESS, else "
         "a private local Ray.",
     )
-    step_timeout: float = _f(
-        300.0,
-        "Seconds a worker may take for one step before the engine "
-        "declares it hung and fails its requests (mp and ray).",
+    step_timeout: float | None = _f(
+        None,
+        "Seconds a worker may take for one step before the engine declares it hung and fails "
+        f"its requests (default: {DEFAULT_STEP_TIMEOUT:.0f}). Only the mp and ray executors "
+        "watch their workers; the in-process one ignores it, with a warning.",
     )
-    worker_start_timeout: float = _f(
-        900.0,
-        "Seconds workers may take to start (load weights, "
-        "create the KV cache) before the engine gives up.",
+    worker_start_timeout: float | None = _f(
+        None,
+        "Seconds workers may take to start (load weights, create the KV cache) before the "
+        f"engine gives up (default: {DEFAULT_WORKER_START_TIMEOUT:.0f}). Only the mp and ray "
+        "executors watch their workers; the in-process one ignores it, with a warning.",
     )
 
     @property
@@ -279,6 +284,16 @@ class ParallelConfig:
         if self.executor != "auto":
             return self.executor
         return "uni" if self.tensor_parallel_size == 1 else "mp"
+
+    @property
+    def resolved_step_timeout(self) -> float:
+        return DEFAULT_STEP_TIMEOUT if self.step_timeout is None else self.step_timeout
+
+    @property
+    def resolved_worker_start_timeout(self) -> float:
+        if self.worker_start_timeout is None:
+            return DEFAULT_WORKER_START_TIMEOUT
+        return self.worker_start_timeout
 
 
 @dataclass(frozen=True)
@@ -406,8 +421,10 @@ class EngineConfig:
                 "overlap_scheduling is not done by the ray executor (a step is one blocking "
                 "actor call); leave it out, or use --executor mp"
             )
-        if p.step_timeout <= 0 or p.worker_start_timeout <= 0:
-            raise ValueError("step_timeout and worker_start_timeout must be positive")
+        for name in ("step_timeout", "worker_start_timeout"):
+            value = getattr(p, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
 
 
 SECTION_TYPES = {

@@ -111,6 +111,27 @@ def test_a_chunk_size_the_vllm_scheduler_raises_is_named(llama, caplog):
     assert "chunk_size" not in caplog.text
 
 
+def test_worker_timeouts_with_the_in_process_executor_are_named_as_ignored(llama, caplog):
+    """Only the mp and ray executors watch their workers: with the in-process one (the
+    default for one rank) the timeouts were taken and did nothing, without a word."""
+    import logging
+
+    from sarathi.config import EngineConfig
+
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        LLM(llama, step_timeout=5, worker_start_timeout=60)
+    assert "step_timeout and worker_start_timeout are ignored by the in-process" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        LLM(llama)  # the defaults: nothing to say
+    assert "timeout" not in caplog.text
+    # The executors that read them get the defaults where none is given.
+    parallel = EngineConfig.from_kwargs(executor="mp", step_timeout=5).parallel
+    assert (parallel.resolved_step_timeout, parallel.resolved_worker_start_timeout) == (5, 900)
+    with pytest.raises(ValueError, match="worker_start_timeout must be positive, got 0"):
+        EngineConfig.from_kwargs(worker_start_timeout=0)
+
+
 def test_prompt_longer_than_context_fails_alone(llama):
     llm = LLM(llama, max_model_len=64)
     outs = llm.generate(

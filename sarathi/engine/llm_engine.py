@@ -99,6 +99,21 @@ class LLMEngine:
                 c.gpu_memory_utilization,
                 m.device,
             )
+        p = config.parallel
+        timeouts = [
+            name
+            for name in ("step_timeout", "worker_start_timeout")
+            if getattr(p, name) is not None
+        ]
+        if timeouts and p.resolved_executor == "uni":
+            # The in-process worker runs in the engine's own thread: nothing is left to
+            # watch it, so a hung step hangs the engine (the mp and ray executors time out).
+            logger.warning(
+                "%s %s ignored by the in-process executor (its worker runs in this process, "
+                "unwatched); the mp and ray executors time their workers out",
+                " and ".join(timeouts),
+                "is" if len(timeouts) == 1 else "are",
+            )
         # The derived token budget travels in a copy of the config: the user's is unchanged.
         config = replace(
             config,

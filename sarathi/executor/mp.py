@@ -186,7 +186,7 @@ class MPExecutor:
     def __init__(self, spec: WorkerSpec) -> None:
         pc = spec.config.parallel
         self.world_size = pc.tensor_parallel_size
-        self.step_timeout = pc.step_timeout
+        self.step_timeout = pc.resolved_step_timeout
         self._error: WorkerError | None = None
         self._stats: dict[str, Any] = {}
         self._step_number = 0
@@ -211,7 +211,7 @@ class MPExecutor:
                     self.world_size,
                     init_method,
                     rank_device(spec.device, rank),
-                    pc.worker_start_timeout,
+                    pc.resolved_worker_start_timeout,
                     self._ring.handle,
                     send_end,
                     env("SARATHI_RANK_PROFILE"),
@@ -224,7 +224,7 @@ class MPExecutor:
             self._replies.append(recv_end)
             self._procs.append(proc)
         try:
-            ready = self._await_ready(pc.worker_start_timeout)
+            ready = self._await_ready(pc.resolved_worker_start_timeout)
         except BaseException:
             self._kill_all()
             raise

@@ -119,7 +119,7 @@ class RayExecutor:
         self._ray = ray
         pc = spec.config.parallel
         self.world_size = pc.tensor_parallel_size
-        self.step_timeout = pc.step_timeout
+        self.step_timeout = pc.resolved_step_timeout
         self._error: WorkerError | None = None
         self._stats: dict[str, Any] = {}
         _connect(pc.ray_address)
@@ -129,7 +129,7 @@ class RayExecutor:
         )
         self._actors = [actor_cls.remote() for _ in range(self.world_size)]
         try:
-            ready = self._start(spec, pc.worker_start_timeout)
+            ready = self._start(spec, pc.resolved_worker_start_timeout)
         except BaseException:
             self._kill_all()
             raise
