@@ -74,6 +74,8 @@ DEFAULT_KV_LAYOUT = "mega"
 DEFAULT_BLOCK_TOKENS = 16
 # What an unset gpu_memory_utilization means (it is read on a GPU only).
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+# What an unset expected_request_tokens means (read by the mapped vAttention caches only).
+DEFAULT_EXPECTED_REQUEST_TOKENS = 1024
 # What unset step_timeout and worker_start_timeout mean (read by the mp and ray executors).
 DEFAULT_STEP_TIMEOUT = 300.0
 DEFAULT_WORKER_START_TIMEOUT = 900.0
@@ -195,11 +197,14 @@ class CacheConfig:
         f"cache; default: {DEFAULT_GPU_MEMORY_UTILIZATION}). Not read on the CPU (the cache "
         "takes --kv-cache-memory there), where it is ignored with a warning.",
     )
-    expected_request_tokens: int = _f(
-        1024,
-        "Typical request size (prompt + output) in base-"
-        "tokenizer tokens, used to size the virtual cache; with a "
-        "patch tokenizer it is scaled by the measured reduction.",
+    expected_request_tokens: int | None = _f(
+        None,
+        "Typical request size (prompt + output) in base-tokenizer tokens (default: "
+        f"{DEFAULT_EXPECTED_REQUEST_TOKENS}): the vAttention cache has as many slots as its "
+        "budget holds such requests (up to --max-num-seqs); with a patch tokenizer it is "
+        "scaled by the measured reduction. Not read by the paged cache (--max-num-seqs "
+        "slots) nor the dense one (slots of --max-model-len tokens): there it is ignored, "
+        "with a warning.",
     )
 
     enable_prefix_caching: bool | None = _f(
@@ -365,8 +370,10 @@ class EngineConfig:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {c.gpu_memory_utilization}"
             )
-        if c.expected_request_tokens <= 0:
-            raise ValueError("expected_request_tokens must be positive")
+        if c.expected_request_tokens is not None and c.expected_request_tokens <= 0:
+            raise ValueError(
+                f"expected_request_tokens must be positive, got {c.expected_request_tokens}"
+            )
         # Checked here, not where the cache is built: page_bytes 0 was read as "the default"
         # there, and block_tokens is only read by the paged backend.
         if c.page_bytes is not None and c.page_bytes <= 0:

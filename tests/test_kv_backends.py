@@ -116,3 +116,27 @@ def test_gpu_memory_utilization_on_the_cpu_is_named_as_ignored(tiny_models, capl
     with caplog.at_level(logging.WARNING, logger="sarathi"):
         LLM(tiny_models["llama"], kv_cache_memory="1MiB")  # the default: nothing to say
     assert "gpu_memory_utilization" not in caplog.text
+
+
+@pytest.mark.parametrize("cache", [{"attention_backend": "paged"}, {"kv_cache_backend": "dense"}])
+def test_expected_request_tokens_with_a_cache_that_does_not_read_it_is_named(
+    tiny_models, cache, caplog
+):
+    """expected_request_tokens sizes the slots of the mapped vAttention caches only: the paged
+    cache has max_num_seqs slots and the dense one as many as its budget holds at max_len
+    each, so it was taken and dropped without a word. Comparisons pass it to every cache,
+    so it runs, with a warning."""
+    kw = dict(kv_cache_memory="1MiB", max_num_seqs=4, max_model_len=128, **cache)
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        llm = LLM(tiny_models["llama"], expected_request_tokens=16, **kw)
+    assert "expected_request_tokens 16 is ignored" in caplog.text
+    slots = llm.engine.cache_stats()["max_slots"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        llm = LLM(tiny_models["llama"], **kw)  # the default: nothing to say
+    assert "expected_request_tokens" not in caplog.text
+    assert llm.engine.cache_stats()["max_slots"] == slots
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        LLM(tiny_models["llama"], expected_request_tokens=16, kv_cache_backend="cpu",
+            kv_cache_memory="1MiB")  # read there: nothing to say
+    assert "expected_request_tokens" not in caplog.text

@@ -177,6 +177,18 @@ class LLMEngine:
                 config.cache.block_tokens,
                 capacity.tokens_per_block,
             )
+        if config.cache.expected_request_tokens is not None and plan.backend in ("paged", "dense"):
+            # A warning, not an error: comparisons of the caches pass one command line to all.
+            logger.warning(
+                "expected_request_tokens %d is ignored: it sizes the slots of vAttention's "
+                "mapped caches; the %s cache has %d slots (%s)",
+                config.cache.expected_request_tokens,
+                plan.backend,
+                capacity.max_slots,
+                "--max-num-seqs"
+                if plan.backend == "paged"
+                else "as many as its budget holds at --max-model-len tokens each",
+            )
         if self.cache_bound:
             logger.warning(
                 "the KV cache holds %d tokens, fewer than max_model_len (%d): no request can "

@@ -29,7 +29,12 @@ from dataclasses import dataclass
 import torch
 
 import vattention
-from sarathi.config import DEFAULT_BLOCK_TOKENS, DEFAULT_KV_LAYOUT, CacheConfig
+from sarathi.config import (
+    DEFAULT_BLOCK_TOKENS,
+    DEFAULT_EXPECTED_REQUEST_TOKENS,
+    DEFAULT_KV_LAYOUT,
+    CacheConfig,
+)
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.model_executor.attention import AttentionBackend, get_attention_backend
 from sarathi.model_executor.kernel_switches import KernelSwitches
@@ -81,7 +86,10 @@ def plan_cache(
         budget = free_device_bytes if device.type == "cuda" else HOST_DEFAULT_BUDGET
     assert budget is not None, "a CUDA device needs free_device_bytes"
     row = shape.num_kv_heads * shape.head_dim * torch.tensor([], dtype=dtype).element_size()
-    expected = max(1, math.ceil(min(config.expected_request_tokens, max_len) * reduction_ratio))
+    typical = config.expected_request_tokens
+    if typical is None:
+        typical = DEFAULT_EXPECTED_REQUEST_TOKENS
+    expected = max(1, math.ceil(min(typical, max_len) * reduction_ratio))
     if paged:
         return _plan_paged(
             config, shape, dtype, budget, max_num_seqs, max_len, reduction_ratio, expected
