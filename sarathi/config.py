@@ -74,6 +74,8 @@ DEFAULT_KV_LAYOUT = "mega"
 DEFAULT_BLOCK_TOKENS = 16
 # What an unset gpu_memory_utilization means (it is read on a GPU only).
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+# What an unset init_method means (read where a patch tokenizer is applied at load).
+DEFAULT_INIT_METHOD = "exp"
 # What an unset expected_request_tokens means (read by the mapped vAttention caches only).
 DEFAULT_EXPECTED_REQUEST_TOKENS = 1024
 # What unset step_timeout and worker_start_timeout mean (read by the mp and ray executors).
@@ -127,9 +129,12 @@ class ModelConfig:
         "read; for speed measurements of real shapes).",
         choices=("auto", "dummy"),
     )
-    init_method: str = _f(
-        "exp",
-        "Initialisation of swapped embedding rows when a patch tokenizer is applied at load time.",
+    init_method: str | None = _f(
+        None,
+        "Initialisation of swapped embedding rows when a patch tokenizer is applied to a base "
+        f"model at load time (default: {DEFAULT_INIT_METHOD}). Refused without a patch "
+        "tokenizer; ignored, with a warning, by a patched model folder (its rows were made "
+        "when it was patched) and by --load-format dummy.",
         choices=("exp", "mean", "first", "last", "random"),
     )
     generation_config: str = _f(

@@ -118,6 +118,36 @@ def test_a_patch_tokenizer_for_another_vocab_size_fails_at_load(tmp_path, patch_
         LLM(other, patch_tokenizer=patch_dir)
 
 
+def test_init_method_is_read_only_where_a_patch_is_applied_at_load(tiny_models, patch_dir,
+                                                                    tmp_path, caplog):
+    """init_method initialises the rows a patch builds into a base checkpoint at load; given
+    anywhere else it was taken and dropped without a word."""
+    import logging
+
+    from adaptivocab import patch_model_folder
+
+    base = tiny_models["llama"]
+
+    def rows(llm: LLM) -> torch.Tensor:
+        return llm.engine.executor.worker.model.model.embed_tokens.weight.detach().clone()
+
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        mean = LLM(base, patch_tokenizer=patch_dir, init_method="mean")
+    assert "init_method" not in caplog.text
+    assert not torch.equal(rows(mean), rows(LLM(base, patch_tokenizer=patch_dir)))
+    with pytest.raises(ValueError, match="init_method initialises the rows of a patch"):
+        LLM(base, init_method="mean")
+    out = tmp_path / "patched"
+    patch_model_folder(base, patch_dir, str(out), init="exp", progress=False)
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        LLM(str(out), init_method="mean")
+    assert "init_method mean is ignored" in caplog.text and "patched model folder" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sarathi"):
+        LLM(base, patch_tokenizer=patch_dir, init_method="mean", load_format="dummy")
+    assert "init_method mean is ignored with load_format dummy" in caplog.text
+
+
 def test_cache_slots_scale_with_the_measured_reduction(tiny_models):
     import torch as t
 

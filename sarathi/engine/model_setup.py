@@ -182,6 +182,36 @@ def _patch_at_load(
     return None
 
 
+def _check_init_method(
+    config: EngineConfig, patch: PatchTokenizer | None, patch_at_load: str | None
+) -> None:
+    """init_method only initialises the rows a patch tokenizer's n-grams get when it is built
+    into a base checkpoint at load: given otherwise it was taken and dropped without a word.
+    ValueError without any patch tokenizer (nothing it could mean); a warning where the rows
+    come from elsewhere (a patched folder's own, or dummy weights)."""
+    mc = config.model
+    if mc.init_method is None:
+        return
+    if patch is None:
+        raise ValueError(
+            "init_method initialises the rows of a patch tokenizer's new tokens when it is "
+            "applied to a base model at load (--patch-tokenizer, or a --tokenizer that is a "
+            "patch tokenizer folder), and none is given; leave it out"
+        )
+    if patch_at_load is None:
+        logger.warning(
+            "init_method %s is ignored: %r is a patched model folder, whose rows were made "
+            "when it was patched (`python -m adaptivocab patch-model --init`)",
+            mc.init_method,
+            mc.model,
+        )
+    elif mc.load_format == "dummy":
+        logger.warning(
+            "init_method %s is ignored with load_format dummy: every row is random",
+            mc.init_method,
+        )
+
+
 def _config_note(path: str) -> str | None:
     """The ``note`` of a model folder's config.json (the demo model writes one)."""
     try:
@@ -225,6 +255,7 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
     )
     patch = as_patch_tokenizer(tokenizer)
     patch_at_load = _patch_at_load(config, path, shape, tokenizer, patch)
+    _check_init_method(config, patch, patch_at_load)
     device = resolve_device(mc.device)
     longest = model_context(shape)
     long_ok = env("SARATHI_ALLOW_LONG_MAX_MODEL_LEN") == "1"
