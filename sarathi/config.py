@@ -191,16 +191,17 @@ class CacheConfig:
     )
     kv_cache_memory: int | None = _f(
         None,
-        "Physical KV cache budget in bytes (e.g. 8GiB). Default "
-        "on a GPU: from --gpu-memory-utilization; on the host: "
-        "4 GiB.",
+        "Physical KV cache budget in bytes (e.g. 8GiB). Default on a GPU: what "
+        "--gpu-memory-utilization leaves; on the host: 4 GiB. Given on a GPU, it must fit in "
+        "what is free after the weights and a step's activations.",
         kind="size",
     )
     gpu_memory_utilization: float | None = _f(
         None,
         "Fraction of GPU memory the engine may use in total (weights, activations and KV "
-        f"cache; default: {DEFAULT_GPU_MEMORY_UTILIZATION}). Not read on the CPU (the cache "
-        "takes --kv-cache-memory there), where it is ignored with a warning.",
+        f"cache; default: {DEFAULT_GPU_MEMORY_UTILIZATION}). Not read on the CPU, nor with "
+        "--kv-cache-memory (as vLLM's --kv-cache-memory-bytes): there it is ignored, with a "
+        "warning.",
     )
     expected_request_tokens: int | None = _f(
         None,

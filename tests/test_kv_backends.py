@@ -140,3 +140,44 @@ def test_expected_request_tokens_with_a_cache_that_does_not_read_it_is_named(
         LLM(tiny_models["llama"], expected_request_tokens=16, kv_cache_backend="cpu",
             kv_cache_memory="1MiB")  # read there: nothing to say
     assert "expected_request_tokens" not in caplog.text
+
+
+def test_gpu_budget_errors_name_the_flag_that_set_the_budget(tiny_models):
+    """On a GPU the budget is what --gpu-memory-utilization leaves unless --kv-cache-memory
+    sets it. With --kv-cache-memory the worker still computed the fraction's room and, where
+    it was none, told the user to raise --gpu-memory-utilization, a flag that does not size
+    that cache; and a --kv-cache-memory the GPU did not have failed later, in the driver.
+    The GPU's numbers are made up here (the worker passes torch.cuda.mem_get_info's)."""
+    import torch
+
+    from sarathi.config import CacheConfig
+    from sarathi.model_executor.model_shape import load_model_shape
+    from sarathi.worker.cache_engine import gpu_kv_room, plan_cache, unread_fraction
+
+    gib = 1024**3
+    free_now, total, step = 10 * gib, 80 * gib, gib  # 70 GiB used by weights and others
+    assert gpu_kv_room(CacheConfig(), free_now, total, step) == int(0.9 * total) - 70 * gib - step
+    with pytest.raises(ValueError, match="raise --gpu-memory-utilization, set --kv-cache-memory"):
+        gpu_kv_room(CacheConfig(gpu_memory_utilization=0.5), free_now, total, step)
+    # --kv-cache-memory sizes the cache: the fraction is not read, what is free is the room.
+    given = CacheConfig(kv_cache_memory=4 * gib, gpu_memory_utilization=0.5)
+    assert gpu_kv_room(given, free_now, total, step) == free_now - step
+    assert "with --kv-cache-memory" in unread_fraction(given, torch.device("cuda", 0))
+    assert unread_fraction(CacheConfig(gpu_memory_utilization=0.5), torch.device("cuda", 0)) is None
+    shape = load_model_shape(tiny_models["llama"])
+    cuda = torch.device("cuda", 0)  # planning reads no GPU with the dense and paged caches
+    for paged, backend in ((False, "dense"), (True, "auto")):
+        cfg = CacheConfig(kv_cache_memory=1024**2, kv_cache_backend=backend)
+        plan = plan_cache(cfg, shape, torch.float16, cuda, 4, 128, free_device_bytes=gib,
+                          paged=paged)
+        assert plan.budget <= 1024**2
+        with pytest.raises(ValueError, match="more than the GPU has free .*lower --kv-cache-memory"):
+            plan_cache(cfg, shape, torch.float16, cuda, 4, 128, free_device_bytes=64 * 1024,
+                       paged=paged)
+    # A budget below one block names the flag that set it.
+    with pytest.raises(ValueError, match="raise --gpu-memory-utilization"):
+        plan_cache(CacheConfig(kv_cache_backend="dense"), shape, torch.float16, cuda, 4, 128,
+                   free_device_bytes=1024)
+    with pytest.raises(ValueError, match="raise --kv-cache-memory"):
+        plan_cache(CacheConfig(kv_cache_memory=1024, kv_cache_backend="dense"), shape,
+                   torch.float16, cuda, 4, 128, free_device_bytes=gib)

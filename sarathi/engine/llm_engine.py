@@ -43,6 +43,7 @@ from sarathi.sampling_params import RequestOutputKind, SamplingParams
 from sarathi.sequence import PENDING_TOKEN, Request, Sequence
 from sarathi.structured_output import StructuredOutputManager
 from sarathi.transformers_utils.detokenizer import streaming_decoder
+from sarathi.worker.cache_engine import budget_flag, unread_fraction
 from sarathi.worker.worker import WorkerSpec
 
 logger = logging.getLogger("sarathi")
@@ -91,13 +92,10 @@ class LLMEngine:
                 m.max_model_len,
             )
         c = config.cache
-        if c.gpu_memory_utilization is not None and m.device.type != "cuda":
-            # Only a GPU's worker reads the fraction; the host's cache takes its budget.
+        unread = unread_fraction(c, m.device)
+        if unread is not None:
             logger.warning(
-                "gpu_memory_utilization %s is ignored on %s: the KV cache there takes "
-                "--kv-cache-memory (default: 4 GiB)",
-                c.gpu_memory_utilization,
-                m.device,
+                "gpu_memory_utilization %s is ignored %s", c.gpu_memory_utilization, unread
             )
         p = config.parallel
         timeouts = [
@@ -142,8 +140,11 @@ class LLMEngine:
         # A sequence may never outgrow what the whole cache holds, so one alone always fits.
         self.max_seq_len = min(m.max_model_len, capacity.max_tokens)
         # Where the whole cache holds fewer tokens than max_model_len, it is a request's
-        # limit: errors and warnings then name --kv-cache-memory, not the model's context.
+        # limit: errors and warnings then name the budget's flag, not the model's context.
         self.cache_bound = self.max_seq_len < m.max_model_len
+        # The flag that set the cache's size (--gpu-memory-utilization on a GPU without
+        # --kv-cache-memory), for the errors and warnings that ask for a larger one.
+        self._budget_flag = budget_flag(config.cache, m.device)
         self.stats = EngineStats()
         self.output_processor = OutputProcessor(
             streaming_decoder(m.tokenizer),
@@ -192,10 +193,11 @@ class LLMEngine:
         if self.cache_bound:
             logger.warning(
                 "the KV cache holds %d tokens, fewer than max_model_len (%d): no request can "
-                "grow past %d tokens; raise --kv-cache-memory or lower --max-model-len",
+                "grow past %d tokens; raise %s or lower --max-model-len",
                 capacity.max_tokens,
                 m.max_model_len,
                 self.max_seq_len,
+                self._budget_flag,
             )
         logger.info(
             "model %s (%s, %s on %s); KV cache: %s backend, %s layout, %d slots x %d tokens "
@@ -351,7 +353,7 @@ class LLMEngine:
             raise RequestError(
                 f"the prompt has {len(ids)} tokens; {limit} {self.max_seq_len} tokens "
                 "including at least one generated token"
-                + (" (raise --kv-cache-memory)" if self.cache_bound else ""),
+                + (f" (raise {self._budget_flag})" if self.cache_bound else ""),
                 code=CONTEXT_LENGTH_EXCEEDED,
             )
 

@@ -32,6 +32,7 @@ import vattention
 from sarathi.config import (
     DEFAULT_BLOCK_TOKENS,
     DEFAULT_EXPECTED_REQUEST_TOKENS,
+    DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_KV_LAYOUT,
     CacheConfig,
 )
@@ -44,6 +45,50 @@ from sarathi.worker.paged_cache import PagedKVCache, paged_block_bytes
 from vattention.backends import default_page_bytes, resolve_backend
 
 HOST_DEFAULT_BUDGET = 4 * 1024**3
+
+
+def budget_flag(config: CacheConfig, device: torch.device) -> str:
+    """The flag that set the KV cache budget, for errors that ask for a larger one: the
+    budget on a GPU comes from --gpu-memory-utilization unless --kv-cache-memory is given."""
+    if config.kv_cache_memory is None and device.type == "cuda":
+        return "--gpu-memory-utilization (or set --kv-cache-memory)"
+    return "--kv-cache-memory"
+
+
+def unread_fraction(config: CacheConfig, device: torch.device) -> str | None:
+    """Why a --gpu-memory-utilization the user gave is not read (None: it is, or none was
+    given): only a GPU's worker reads it, and only to size a cache whose size is not given."""
+    if config.gpu_memory_utilization is None:
+        return None
+    if device.type != "cuda":
+        return f"on {device}: the KV cache there takes --kv-cache-memory (default: 4 GiB)"
+    if config.kv_cache_memory is not None:
+        return "with --kv-cache-memory, which sets the KV cache's size"
+    return None
+
+
+def gpu_kv_room(config: CacheConfig, free_now: int, total: int, step_bytes: int) -> int:
+    """The bytes the KV cache may take on a GPU whose weights are loaded (``free_now`` and
+    ``total`` as ``torch.cuda.mem_get_info`` gives them), leaving ``step_bytes`` for one
+    step's activations. Unset --kv-cache-memory: what --gpu-memory-utilization of the GPU
+    leaves, a ValueError naming it where that is nothing. Set: all that is free; the
+    fraction is not read (as vLLM's kv_cache_memory_bytes), and plan_cache checks that the
+    cache fits."""
+    if config.kv_cache_memory is not None:
+        return free_now - step_bytes
+    fraction = config.gpu_memory_utilization
+    if fraction is None:
+        fraction = DEFAULT_GPU_MEMORY_UTILIZATION
+    room = int(total * fraction) - (total - free_now) - step_bytes
+    if room <= 0:
+        raise ValueError(
+            f"no GPU memory is left for the KV cache under gpu_memory_utilization {fraction}: "
+            f"{(total - free_now) / 1024**3:.2f} GiB of the GPU's {total / 1024**3:.2f} GiB "
+            f"are in use (the weights, other processes) and {step_bytes / 1024**3:.2f} GiB "
+            "are kept for a step's activations; raise --gpu-memory-utilization, set "
+            "--kv-cache-memory, or use a smaller model"
+        )
+    return room
 
 
 @dataclass(frozen=True)
@@ -75,6 +120,41 @@ def plan_cache(
     free_device_bytes: int | None = None,
     paged: bool = False,
 ) -> CachePlan:
+    """``free_device_bytes``: on a GPU, what ``gpu_kv_room`` gives."""
+    plan = _plan(
+        config,
+        shape,
+        dtype,
+        device,
+        max_num_seqs,
+        max_len,
+        reduction_ratio,
+        free_device_bytes,
+        paged,
+    )
+    given = config.kv_cache_memory
+    if given is not None and free_device_bytes is not None and plan.budget > free_device_bytes:
+        # The cuda and dense backends allocate their whole pool at start-up: a budget the
+        # GPU does not have failed there with the driver's out-of-memory error.
+        raise ValueError(
+            f"kv_cache_memory {given} bytes gives a KV cache of {plan.budget} bytes, more "
+            f"than the GPU has free ({max(0, free_device_bytes)} bytes after the weights and "
+            "a step's activations); lower --kv-cache-memory"
+        )
+    return plan
+
+
+def _plan(
+    config: CacheConfig,
+    shape: ModelShape,
+    dtype: torch.dtype,
+    device: torch.device,
+    max_num_seqs: int,
+    max_len: int,
+    reduction_ratio: float,
+    free_device_bytes: int | None,
+    paged: bool,
+) -> CachePlan:
     if not 0 < reduction_ratio <= 4:
         raise ValueError(
             f"implausible token reduction ratio {reduction_ratio} (patched / base tokens, from "
@@ -85,6 +165,7 @@ def plan_cache(
     if budget is None:
         budget = free_device_bytes if device.type == "cuda" else HOST_DEFAULT_BUDGET
     assert budget is not None, "a CUDA device needs free_device_bytes"
+    flag = budget_flag(config, device)
     row = shape.num_kv_heads * shape.head_dim * torch.tensor([], dtype=dtype).element_size()
     typical = config.expected_request_tokens
     if typical is None:
@@ -92,7 +173,7 @@ def plan_cache(
     expected = max(1, math.ceil(min(typical, max_len) * reduction_ratio))
     if paged:
         return _plan_paged(
-            config, shape, dtype, budget, max_num_seqs, max_len, reduction_ratio, expected
+            config, shape, dtype, budget, max_num_seqs, max_len, reduction_ratio, expected, flag
         )
     # resolve_backend also refuses a backend the device cannot use (e.g. cuda on the CPU).
     backend = resolve_backend(config.kv_cache_backend, device)
@@ -109,7 +190,7 @@ def plan_cache(
     if pool_blocks < 1:
         raise ValueError(
             f"the KV cache budget ({budget} bytes) is smaller than one allocation "
-            f"block ({block_bytes} bytes); raise --kv-cache-memory"
+            f"block ({block_bytes} bytes); raise {flag}"
         )
     per_slot = geometry.blocks_for(max_len)
     pool_blocks = min(pool_blocks, max_num_seqs * per_slot)
@@ -123,7 +204,7 @@ def plan_cache(
             raise ValueError(
                 f"the dense KV cache allocates a slot's {max_len} tokens up front "
                 f"({per_slot * block_bytes} bytes), more than its budget ({budget} bytes); "
-                "raise --kv-cache-memory or lower --max-model-len"
+                f"raise {flag} or lower --max-model-len"
             )
         pool_blocks = slots * per_slot
     else:
@@ -150,6 +231,7 @@ def _plan_paged(
     max_len: int,
     reduction_ratio: float,
     expected: int,
+    flag: str,
 ) -> CachePlan:
     block_tokens = DEFAULT_BLOCK_TOKENS if config.block_tokens is None else config.block_tokens
     if block_tokens <= 0:
@@ -161,7 +243,7 @@ def _plan_paged(
     if blocks < 1:
         raise ValueError(
             f"the KV cache budget ({budget} bytes) is smaller than one block "
-            f"({block_bytes} bytes); raise --kv-cache-memory"
+            f"({block_bytes} bytes); raise {flag}"
         )
     return CachePlan(
         "paged",

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from sarathi.config import DEFAULT_GPU_MEMORY_UTILIZATION, EngineConfig
+from sarathi.config import EngineConfig
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.model_executor.attention import resolve_attention_backend, uses_paged_cache
@@ -22,7 +22,13 @@ from sarathi.model_executor.model_loader import (
 )
 from sarathi.model_executor.model_shape import ModelShape
 from sarathi.model_executor.parallel import TPGroup, head_layout
-from sarathi.worker.cache_engine import attention_for_cache, capacity_of, create_cache, plan_cache
+from sarathi.worker.cache_engine import (
+    attention_for_cache,
+    capacity_of,
+    create_cache,
+    gpu_kv_room,
+    plan_cache,
+)
 from sarathi.worker.model_runner import InflightBatch, ModelRunner
 
 
@@ -91,18 +97,10 @@ class Worker:
         free = None
         if spec.device.type == "cuda":
             free_now, total = torch.cuda.mem_get_info(spec.device)
-            used_elsewhere = total - free_now
-            fraction = cfg.cache.gpu_memory_utilization
-            if fraction is None:
-                fraction = DEFAULT_GPU_MEMORY_UTILIZATION
-            free = int(total * fraction) - used_elsewhere
             # Leave room for one step's activations (logits of a full chunk dominate).
-            free -= 4 * chunk_size * spec.shape.vocab_size * 4
-            if free <= 0:
-                raise ValueError(
-                    "no GPU memory is left for the KV cache; raise "
-                    "--gpu-memory-utilization or use a smaller model"
-                )
+            free = gpu_kv_room(
+                cfg.cache, free_now, total, 4 * chunk_size * spec.shape.vocab_size * 4
+            )
         # This rank's cache holds only its KV heads.
         cache_shape = replace(
             spec.shape,
