@@ -90,7 +90,11 @@ class ModelConfig:
         "Hugging Face model folder or hub id; 'demo' is the embedded random-weight demo model.",
         aliases=("model_name",),
     )
-    tokenizer: str | None = _f(None, "Tokenizer folder or hub id (default: the model's).")
+    tokenizer: str | None = _f(
+        None,
+        "Tokenizer folder or hub id (default: the model's); may be an AdaptiVocab patch "
+        "tokenizer folder. Not taken with --patch-tokenizer, which carries its own.",
+    )
     skip_tokenizer_init: bool = _f(
         False,
         "Load no tokenizer: prompts must be token ids and outputs carry token ids but no "
@@ -367,6 +371,17 @@ class EngineConfig:
             raise ValueError(
                 f"{given} is not loaded with skip_tokenizer_init (token ids in and out), and a "
                 "patch tokenizer would not be applied to the weights; leave out one of them"
+            )
+        # A patch tokenizer folder carries its own base tokenizer, and it is what is loaded:
+        # a --tokenizer beside it was never read.
+        if (
+            m.tokenizer is not None
+            and m.patch_tokenizer is not None
+            and m.tokenizer != m.patch_tokenizer
+        ):
+            raise ValueError(
+                "tokenizer is not read with patch_tokenizer (a patch tokenizer folder carries "
+                "its base tokenizer, which is the one used); leave out tokenizer"
             )
         if s.chunk_size is not None and s.chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {s.chunk_size}")

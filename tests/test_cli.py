@@ -166,6 +166,9 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
      "tokenizer is not loaded with skip_tokenizer_init"),
     (["generate", "--prompt", "x", "--skip-tokenizer-init", "--patch-tokenizer", "p"],
      "patch_tokenizer is not loaded with skip_tokenizer_init"),
+    # The patch tokenizer (which carries its base tokenizer) was loaded, --tokenizer dropped.
+    (["generate", "--prompt", "x", "--tokenizer", "t", "--patch-tokenizer", "p"],
+     "tokenizer is not read with patch_tokenizer"),
     # An unset shell variable (--model "$MODEL") served the random-weight demo model.
     (["serve", "--model", ""], "model is empty"),
     # A size without its unit read as that many bytes: "1.5" was a 1-byte budget.
