@@ -113,7 +113,10 @@ class ModelConfig:
         choices=("auto", "float32", "bfloat16", "float16"),
     )
     device: str = _f(
-        "auto", "Device to run on: 'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'."
+        "auto",
+        "Device to run on: 'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N' (with "
+        "several mp ranks, the first of their GPUs; refused with --executor ray, where Ray "
+        "assigns each rank's GPU).",
     )
     max_model_len: int | None = _f(
         None,
@@ -441,6 +444,13 @@ class EngineConfig:
             raise ValueError(
                 f"ray_address is for the ray executor; this run's is {p.resolved_executor!r} "
                 "(add --executor ray)"
+            )
+        # Ray gives each rank actor its own GPU, which it sees as cuda:0: an index was taken
+        # (and checked against the driver's host) and then not used.
+        if p.resolved_executor == "ray" and re.fullmatch(r"cuda:\d+", m.device.strip()):
+            raise ValueError(
+                f"device {m.device!r}: the ray executor places each rank on a GPU Ray assigns; "
+                "use device 'cuda' (or choose the GPUs with CUDA_VISIBLE_DEVICES)"
             )
         # Asked for explicitly, overlap was dropped without a word under ray, where a step is
         # one blocking actor call (the executor cannot overlap it).

@@ -161,6 +161,9 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     # Asked for and silently not done: the ray executor does not overlap steps.
     (["generate", "--prompt", "x", "--executor", "ray", "--overlap-scheduling"],
      "overlap_scheduling is not done by the ray executor"),
+    # Ray assigns each rank its GPU: the index was checked on this host and then not used.
+    (["generate", "--prompt", "x", "--executor", "ray", "--device", "cuda:1"],
+     "the ray executor places each rank on a GPU Ray assigns"),
     # No tokenizer is loaded: the one named was never read, a patch never applied.
     (["generate", "--prompt", "x", "--skip-tokenizer-init", "--tokenizer", "t"],
      "tokenizer is not loaded with skip_tokenizer_init"),
