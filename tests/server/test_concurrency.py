@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import httpx
+import pytest
 
 CLIENTS = 64
 
@@ -89,3 +91,39 @@ def test_a_disconnected_non_streaming_client_frees_its_slot(server, http):
     snap = server.engine.snapshot
     assert snap.num_running == 0 and snap.cache.get("slots_used", 0) == 0
     assert _aborts(http) > before
+
+
+@pytest.mark.parametrize(
+    "route, body",
+    [
+        ("/v1/completions", {"prompt": "hi", "logprobs": 2}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logprobs": True}),
+    ],
+)
+def test_a_response_body_is_built_off_the_event_loop(server, http, monkeypatch, route, body):
+    # A finished request's body grows with its outputs (n=128 with top_logprobs: 50 MB, 8 s
+    # of Python): built on the event loop, it stalled every other client. Here building it
+    # blocks until /health, asked meanwhile, has answered.
+    state = server.app.state.sarathi
+    building, answered = threading.Event(), threading.Event()
+    token_text = state.token_text
+
+    def slow_token_text(token_id: int) -> str:
+        building.set()
+        answered.wait(10)
+        return token_text(token_id)
+
+    monkeypatch.setattr(state, "token_text", slow_token_text)
+    result: list[httpx.Response] = []
+    request = {"model": "demo", "max_tokens": 2, **body}
+    worker = threading.Thread(target=lambda: result.append(http.post(route, json=request)))
+    worker.start()
+    try:
+        assert building.wait(10)
+        with httpx.Client(base_url=server.url, timeout=5) as other:
+            assert other.get("/health").status_code == 200
+    finally:
+        answered.set()
+        worker.join(30)
+    assert result[0].status_code == 200, result[0].text
+    assert result[0].json()["choices"][0]["logprobs"]

@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request, sse_error
@@ -36,6 +36,8 @@ from sarathi.entrypoints.openai_server.serving_common import (
     StreamTally,
     engine_error,
     final_output,
+    json_in_pieces,
+    json_off_loop,
     merge,
     prompt_logprobs_body,
     prompt_logprobs_json,
@@ -233,14 +235,28 @@ async def _full(
     params: SamplingParams,
     request_id: str,
     created: int,
-) -> JSONResponse:
+) -> Response:
     try:
         out = await final_output(state.engine, ids, params, request_id, req.cache_salt)
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
+    return await json_off_loop(lambda: _full_body(state, req, mode, ids, request_id, created, out))
+
+
+def _full_body(
+    state: ServerState,
+    req: ChatCompletionRequest,
+    mode: ToolMode,
+    ids: list[int],
+    request_id: str,
+    created: int,
+    out: RequestOutput,
+) -> bytes:
+    """The response to a finished request, as JSON (in a worker thread, a choice at a
+    time: see ``json_off_loop``)."""
     echoed = _echoed(req)
-    choices = []
-    for c in out.outputs:
+
+    def choice(c: CompletionOutput) -> ChatChoice:
         lp = (
             _logprobs(state, c, 0, len(c.token_ids), req.top_logprobs or 0)
             if req.logprobs
@@ -248,20 +264,19 @@ async def _full(
         )
         msg = tool_message(mode, c.text, c.finish_reason)
         content = echoed + (msg.content or "") if echoed else msg.content
-        choices.append(
-            ChatChoice(
-                index=c.index,
-                message=ChatResponseMessage(content=content, tool_calls=msg.tool_calls),
-                logprobs=lp,
-                finish_reason=msg.finish_reason,
-                stop_reason=c.stop_reason,
-            )
+        return ChatChoice(
+            index=c.index,
+            message=ChatResponseMessage(content=content, tool_calls=msg.tool_calls),
+            logprobs=lp,
+            finish_reason=msg.finish_reason,
+            stop_reason=c.stop_reason,
         )
+
     body = ChatCompletionResponse(
         id=request_id,
         created=created,
         model=state.model_name,
-        choices=choices,
+        choices=[],
         usage=usage(
             len(ids),
             sum(len(c.token_ids) for c in out.outputs),
@@ -269,7 +284,7 @@ async def _full(
         ),
         prompt_logprobs=_prompt_logprobs(state, req, ids, out),
     )
-    return JSONResponse(body.model_dump())
+    return json_in_pieces(body, (choice(c) for c in out.outputs))
 
 
 async def _stream(

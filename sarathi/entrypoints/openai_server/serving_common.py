@@ -13,12 +13,14 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
-from starlette.responses import StreamingResponse
+from pydantic import BaseModel
+from pydantic_core import to_json
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from sarathi.engine.async_engine import (
@@ -163,9 +165,11 @@ class ServerState:
 
     async def decode(self, ids: list[int]) -> str:
         """Text of token ids, decoded in a worker thread ("" without a tokenizer)."""
-        if self.tokenizer is None:
-            return ""
-        return await asyncio.to_thread(self.tokenizer.decode, ids)
+        return await asyncio.to_thread(self.decode_now, ids)
+
+    def decode_now(self, ids: list[int]) -> str:
+        """Text of token ids, in this thread ("" without a tokenizer)."""
+        return "" if self.tokenizer is None else self.tokenizer.decode(ids)
 
     def token_text(self, token_id: int) -> str:
         text = self._token_text.get(token_id)
@@ -425,6 +429,32 @@ async def final_output(
         last = out
     assert last is not None  # generate() ends only after a finished output or an error
     return last
+
+
+async def json_off_loop(render: Callable[[], bytes]) -> Response:
+    """A JSON response whose body ``render()`` makes, in a worker thread. A finished
+    request's body grows with its outputs: n=128 choices with top_logprobs, or long prompts'
+    prompt_logprobs, make tens of MB whose building took seconds of Python on the event
+    loop, stalling every other stream and /health for as long."""
+    return await asyncio.to_thread(lambda: Response(render(), media_type="application/json"))
+
+
+def json_in_pieces(body: BaseModel, choices: Iterable[BaseModel]) -> bytes:
+    """``body``'s JSON with ``choices`` as its choices, each serialized (then freed) as it is
+    made, its other list fields an element at a time. A serializer call holds the GIL until
+    it returns: over a whole 50 MB body (model_dump, then json.dumps) that was 7 s in which
+    neither the event loop nor the engine thread ran, where an element takes milliseconds;
+    and a body's million logprob objects, alive at once, made each collection of the
+    garbage collector's older generations a pause of its own."""
+    fields = []
+    for name in type(body).model_fields:
+        value = choices if name == "choices" else getattr(body, name)
+        if isinstance(value, list) or name == "choices":
+            piece = b"[" + b",".join(to_json(v) for v in value) + b"]"
+        else:
+            piece = to_json(value)
+        fields.append(to_json(name) + b":" + piece)
+    return b"{" + b",".join(fields) + b"}"
 
 
 class ClientDisconnected(Exception):

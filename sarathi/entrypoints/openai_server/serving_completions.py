@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, replace
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request, sse_error
 from sarathi.entrypoints.openai_server.field_audit import audit
@@ -32,6 +32,8 @@ from sarathi.entrypoints.openai_server.serving_common import (
     StreamTally,
     engine_error,
     final_output,
+    json_in_pieces,
+    json_off_loop,
     merge,
     prompt_logprobs_body,
     prompt_logprobs_json,
@@ -212,7 +214,7 @@ async def _full(
     params: list[SamplingParams],
     request_id: str,
     created: int,
-) -> JSONResponse:
+) -> Response:
     engine = state.engine
     try:
         finals = await asyncio.gather(
@@ -225,25 +227,36 @@ async def _full(
         raise engine_error(e) from e
     if req.max_tokens == 0:
         finals = [_prompt_only(out) for out in finals]
-    choices = []
-    completion_tokens = 0
-    for i, (p, out) in enumerate(zip(prompts, finals, strict=True)):
-        prefix = ""
-        if req.echo:
-            prefix = p.text if p.text is not None else await state.decode(p.ids)
-        prompt_lp = _prompt_logprobs(state, req, p, out)
-        for c in out.outputs:
-            completion_tokens += len(c.token_ids)
-            lp = None
-            if req.logprobs is not None:
-                ids, entries = c.token_ids, _output_entries(c, 0, len(c.token_ids))
-                offset = len(prefix)
-                if req.echo:  # the prompt's tokens first, offsets running on
-                    assert out.prompt_logprobs is not None
-                    ids, entries, offset = p.ids + ids, out.prompt_logprobs + entries, 0
-                lp = _logprobs(state, ids, entries, req.logprobs, offset)
-            choices.append(
-                CompletionChoice(
+    return await json_off_loop(lambda: _full_body(state, req, prompts, finals, request_id, created))
+
+
+def _full_body(
+    state: ServerState,
+    req: CompletionRequest,
+    prompts: list[_Prompt],
+    finals: list[RequestOutput],
+    request_id: str,
+    created: int,
+) -> bytes:
+    """The response to finished requests, as JSON (in a worker thread, a choice at a time:
+    see ``json_off_loop``)."""
+
+    def choices() -> Iterator[CompletionChoice]:
+        for i, (p, out) in enumerate(zip(prompts, finals, strict=True)):
+            prefix = ""
+            if req.echo:
+                prefix = p.text if p.text is not None else state.decode_now(p.ids)
+            prompt_lp = _prompt_logprobs(state, req, p, out)
+            for c in out.outputs:
+                lp = None
+                if req.logprobs is not None:
+                    ids, entries = c.token_ids, _output_entries(c, 0, len(c.token_ids))
+                    offset = len(prefix)
+                    if req.echo:  # the prompt's tokens first, offsets running on
+                        assert out.prompt_logprobs is not None
+                        ids, entries, offset = p.ids + ids, out.prompt_logprobs + entries, 0
+                    lp = _logprobs(state, ids, entries, req.logprobs, offset)
+                yield CompletionChoice(
                     index=i * req.n + c.index,
                     text=prefix + c.text,
                     logprobs=lp,
@@ -251,19 +264,19 @@ async def _full(
                     stop_reason=c.stop_reason,
                     prompt_logprobs=prompt_lp,
                 )
-            )
+
     body = CompletionResponse(
         id=request_id,
         created=created,
         model=state.model_name,
-        choices=choices,
+        choices=[],
         usage=usage(
             sum(len(p.ids) for p in prompts),
-            completion_tokens,
+            sum(len(c.token_ids) for out in finals for c in out.outputs),
             state.cached(sum(out.num_cached_tokens for out in finals)),
         ),
     )
-    return JSONResponse(body.model_dump())
+    return json_in_pieces(body, choices())
 
 
 async def _stream(
