@@ -42,8 +42,17 @@ class ServerProcess:
         return out
 
 
-def start(*flags: str) -> ServerProcess:
+def start(*flags: str, open_files: int | None = None) -> ServerProcess:
+    """``open_files``: the server's soft limit on open files as it starts (else this
+    process's)."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def limit_open_files() -> None:
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "sarathi", "serve", "--port", "0", "--log-level", "warning", *flags],
         stdout=subprocess.PIPE,
@@ -51,6 +60,7 @@ def start(*flags: str) -> ServerProcess:
         text=True,
         env=env,
         cwd=ROOT,
+        preexec_fn=limit_open_files if open_files is not None else None,
     )
     seen = []
     assert proc.stdout is not None

@@ -145,6 +145,22 @@ def test_half_sent_requests_time_out(server: ServerProcess) -> None:
     head_sock.close()
 
 
+def test_idle_connections_past_the_usual_open_files_limit_lock_nobody_out() -> None:
+    """A connection is a file descriptor, and it may idle for --request-read-timeout before
+    its first byte: under a soft limit of 256, 300 idle connections of one client had every
+    other client's connections reset. The server raises its limit, as vLLM's does."""
+    live = start(open_files=256)
+    idle = []
+    try:
+        idle = [socket.create_connection((live.host, live.port)) for _ in range(300)]
+        with httpx.Client(base_url=live.url, timeout=5) as c:
+            assert c.get("/health").status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        live.stop()
+
+
 def test_oversized_headers_are_refused_without_stalling_the_server(server: ServerProcess) -> None:
     """httptools joins a long header piece by piece on the event loop: unbounded, one client
     sending tens of MB of header stalled /health for seconds. Past 64 KiB it gets 431."""
