@@ -7,6 +7,7 @@ forward is queued.
 
 import json
 import re
+import time
 from importlib import resources
 
 import numpy as np
@@ -197,6 +198,22 @@ def test_a_grammar_failing_mid_way_ends_with_an_error(llm):
         # well, and was reported as complete ("asked for more tokens"), which it never was.
         assert "too many expressions" in out.error and "min_tokens" not in out.error
     assert not llm.engine.structured  # the matchers are released
+
+
+def test_a_grammar_s_first_mask_is_built_when_it_is_compiled(llm):
+    """The first mask builds the lexer's states (0.4 s for `a{900000}`). Built by the
+    engine's first step with the grammar, it held every running sequence that long, and a
+    client sending such regexes stalled them all; the server compiles in a worker thread,
+    and the first mask is built there."""
+    engine = llm.engine
+    spec = StructuredOutputsParams(regex="a{900000}")
+    engine.structured.compile(spec)  # what the server does before it adds the request
+    engine.add_request("x", SamplingParams(max_tokens=1, structured_outputs=spec))
+    t0 = time.perf_counter()
+    while engine.has_unfinished_requests():
+        engine.step()
+    assert time.perf_counter() - t0 < 0.15
+    assert not engine.structured
 
 
 def test_a_constraint_complete_before_min_tokens_ends_with_an_error(llm):

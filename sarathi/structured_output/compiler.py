@@ -275,6 +275,12 @@ def compile_grammar(
         matcher = llguidance.LLMatcher(vocabulary, text, log_level=0)
         if matcher.is_error():
             raise ValueError(f"invalid {_NAMES[spec.kind]}: {matcher.get_error().strip()}")
+        # The first mask builds the lexer's states, which every copy of the matcher shares:
+        # built here (the server compiles in a worker thread; llguidance releases the GIL),
+        # not by the engine loop's first step with the grammar, where `a{900000}` held every
+        # running sequence for 0.4 s, and a client sending such regexes stalled them all.
+        # What fails, fails again on the engine's copies, where it is reported.
+        matcher.deep_copy().compute_bitmask()
         return matcher
 
     return _on_deep_stack(compile_)
