@@ -167,3 +167,35 @@ def test_empty_tool_call_arguments_reach_the_template_as_an_empty_object(llm, ar
     assert tok.decode(served) == "now:{};"
     (out,) = llm.chat(messages, GREEDY, chat_template=ARGS_TEMPLATE)
     assert out.prompt_token_ids == served
+
+
+# Qwen3's way with an earlier turn's reasoning: a <think> block before the reply.
+REASONING_TEMPLATE = (
+    "{% for m in messages %}{{ m.role }}:"
+    "{% if m.reasoning_content is string %}<think>{{ m.reasoning_content }}</think>{% endif %}"
+    "{% if m.reasoning is string %}[{{ m.reasoning }}]{% endif %}{{ m.content }};{% endfor %}"
+)
+
+
+@pytest.mark.parametrize("key", ["reasoning", "reasoning_content"])
+def test_an_assistants_reasoning_renders_as_the_server_renders_it(llm, key):
+    """An assistant message's reasoning (vLLM's ``reasoning``, or ``reasoning_content``) is
+    the template's under both names, as vLLM's chat gives it and the server renders it; a
+    user message's is not the template's, as in vLLM. Passed through as it came, a
+    ``reasoning`` never reached Qwen3's template, which reads ``reasoning_content``."""
+    messages = [
+        {"role": "user", "content": "Hi", key: "ignored"},
+        {"role": "assistant", "content": "Hello", key: "r1"},
+        {"role": "user", "content": "More"},
+    ]
+    tok = llm.get_tokenizer()
+    served = chat_prompt_ids(
+        tok, [ChatMessage(**m) for m in messages], REASONING_TEMPLATE, add_generation_prompt=False
+    )
+    assert tok.decode(served) == "user:Hi;assistant:<think>r1</think>[r1]Hello;user:More;"
+    (out,) = llm.chat(messages, GREEDY, chat_template=REASONING_TEMPLATE,
+                      add_generation_prompt=False)  # fmt: skip
+    assert out.prompt_token_ids == served
+    bad = [{"role": "assistant", "content": "a", key: 1}]
+    with pytest.raises(ValueError, match=key):
+        llm.chat(bad, GREEDY, chat_template=REASONING_TEMPLATE)

@@ -19,6 +19,7 @@ from sarathi.transformers_utils.chat import (
     arguments_object,
     conversation_ids,
     parts_text,
+    reasoning_fields,
 )
 
 if TYPE_CHECKING:
@@ -290,7 +291,8 @@ def _name_logprob_tokens(
 
 def _conversation(messages: Any, index: int) -> list[dict[str, Any]]:
     """Conversation ``index`` as the chat template reads it: each message's role and its
-    content as text (text parts joined), with name, tool calls and tool call id kept.
+    content as text (text parts joined), with name, tool calls and tool call id kept, and an
+    assistant's reasoning under both of its names (``reasoning_fields``).
     ValueError naming what is wrong."""
     if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
         raise ValueError(f"conversation {index}: expected a non-empty list of message dicts")
@@ -320,7 +322,14 @@ def _conversation(messages: Any, index: int) -> list[dict[str, Any]]:
             content = parts_text(texts)
         elif content is not None and not isinstance(content, str):
             raise ValueError(f"{where}: content must be a string or a list of text parts")
-        message = {**m, "content": content or ""}
+        for key in ("reasoning", "reasoning_content"):
+            if m.get(key) is not None and not isinstance(m[key], str):
+                raise ValueError(f"{where}: {key} must be a string")
+        # The reasoning keys as the server gives them (vLLM's): an assistant's under both
+        # names, another role's not at all.
+        message = {k: v for k, v in m.items() if k not in ("reasoning", "reasoning_content")}
+        message["content"] = content or ""
+        message.update(reasoning_fields(m["role"], m.get("reasoning"), m.get("reasoning_content")))
         if isinstance(m.get("tool_calls"), list):
             message["tool_calls"] = [_call_with_object_arguments(c) for c in m["tool_calls"]]
         out.append(message)

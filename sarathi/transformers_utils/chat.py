@@ -61,6 +61,20 @@ def arguments_object(arguments: str) -> Any:
         return arguments
 
 
+def reasoning_fields(
+    role: str, reasoning: str | None, reasoning_content: str | None
+) -> dict[str, str]:
+    """An earlier turn's reasoning as the chat template reads it, as vLLM gives it: an
+    assistant message's ``reasoning`` (vLLM's name) or, without one, its
+    ``reasoning_content`` (the older name, which clients still send back), under both names
+    (Qwen3's template reads ``reasoning_content`` to write the turn's <think> block). Other
+    roles carry none, as in vLLM."""
+    value = reasoning if reasoning is not None else reasoning_content
+    if role != "assistant" or value is None:
+        return {}
+    return {"reasoning": value, "reasoning_content": value}
+
+
 def conversation_ids(
     tokenizer: Any,
     conversation: list[dict[str, Any]],
@@ -73,11 +87,11 @@ def conversation_ids(
     documents: list[dict[str, str]] | None = None,
 ) -> list[int]:
     """The prompt token ids for ``conversation`` (messages as the template reads them:
-    role, content text, and name / tool calls where present). ``continue_final_message``
-    leaves the last (assistant) message open for the model to go on, and so adds no
-    generation prompt. ``template_kwargs``: extra variables for the template (e.g.
-    ``enable_thinking``); ``documents``: passages for RAG templates. The template writes
-    any BOS it wants, so special tokens are not added again unless asked."""
+    role, content text, and name / tool calls / reasoning where present).
+    ``continue_final_message`` leaves the last (assistant) message open for the model to go
+    on, and so adds no generation prompt. ``template_kwargs``: extra variables for the
+    template (e.g. ``enable_thinking``); ``documents``: passages for RAG templates. The
+    template writes any BOS it wants, so special tokens are not added again unless asked."""
     if template is None and not getattr(tokenizer, "chat_template", None):
         raise NoChatTemplate("this model's tokenizer has no chat template")
     clash = sorted(set(template_kwargs) & _reserved(tokenizer)) if template_kwargs else []

@@ -152,6 +152,45 @@ def test_documents_reach_the_chat_template(http, server, monkeypatch):
         assert http.post("/tokenize", json={**body, "documents": bad}).status_code == 400
 
 
+# Qwen3's way with an earlier turn's reasoning: a <think> block before the reply.
+REASONING_TEMPLATE = (
+    "{% for m in messages %}{{ m.role }}:"
+    "{% if m.reasoning_content is string %}<think>{{ m.reasoning_content }}</think>{% endif %}"
+    "{% if m.reasoning is string %}[{{ m.reasoning }}]{% endif %}{{ m.content }};{% endfor %}"
+)
+
+
+def test_an_assistants_reasoning_reaches_the_chat_template(http, server, monkeypatch):
+    """An assistant message's reasoning (vLLM's ``reasoning``, or its older name
+    ``reasoning_content``, which clients still send back) is the template's, under both
+    names, as vLLM gives it; Qwen3's template renders it as a <think> block. It was
+    accepted and dropped. As in vLLM, only an assistant message carries it."""
+    monkeypatch.setattr(server.app.state.sarathi, "chat_template", REASONING_TEMPLATE)
+    tok = server.engine.engine.tokenizer
+    want = "user:Hi;assistant:<think>r1</think>[r1]Hello;user:More;"
+    for key in ("reasoning", "reasoning_content"):
+        messages = [
+            {"role": "user", "content": "Hi", key: "ignored"},
+            {"role": "assistant", "content": "Hello", key: "r1"},
+            {"role": "user", "content": "More"},
+        ]
+        body = {"messages": messages, "add_generation_prompt": False}
+        r = http.post("/tokenize", json=body)
+        assert r.status_code == 200, r.text
+        assert tok.decode(r.json()["tokens"]) == want
+        r = http.post("/v1/chat/completions", json={**body, "max_tokens": 1})
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["prompt_tokens"] == len(tok.encode(want))
+    # Both sent: reasoning wins, as vLLM reads it.
+    both = {"role": "assistant", "content": "Hello", "reasoning": "r1", "reasoning_content": "x"}
+    body = {"messages": [{"role": "user", "content": "Hi"}, both,
+                         {"role": "user", "content": "More"}], "add_generation_prompt": False}  # fmt: skip
+    assert tok.decode(http.post("/tokenize", json=body).json()["tokens"]) == want
+    bad = {"messages": [{"role": "assistant", "content": "a", "reasoning": 1}]}
+    r = http.post("/v1/chat/completions", json=bad)
+    assert r.status_code == 400 and "reasoning" in r.json()["error"]["param"], r.text
+
+
 def test_n_goes_up_to_openais_bound(http):
     """OpenAI takes n up to 128 (pass@k evaluations ask for dozens): more samples than the
     server runs at once wait their turn; a request's prompts x n stay within 128."""

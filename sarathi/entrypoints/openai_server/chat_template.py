@@ -16,6 +16,7 @@ from sarathi.transformers_utils.chat import (
     TemplateKwargsError,
     arguments_object,
     conversation_ids,
+    reasoning_fields,
 )
 
 
@@ -68,6 +69,7 @@ def _template_message(m: ChatMessage) -> dict[str, Any]:
         out["name"] = m.name
     if m.tool_call_id is not None:
         out["tool_call_id"] = m.tool_call_id
+    out.update(reasoning_fields(m.role, m.reasoning, m.reasoning_content))
     if m.tool_calls:
         # Templates write the arguments with ``tojson``: give them the object, not its text.
         out["tool_calls"] = [

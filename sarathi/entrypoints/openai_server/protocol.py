@@ -340,6 +340,10 @@ class ChatMessage(_Request):
         None
     )
     tool_call_id: StrictStr | None = Field(None, max_length=256)
+    # vLLM's: an assistant turn's reasoning, sent back for templates that show it in the
+    # history (``reasoning_content`` is its older name); other roles' is not rendered.
+    reasoning: StrictStr | None = None
+    reasoning_content: StrictStr | None = None
 
     @model_validator(mode="after")
     def _no_function_call(self) -> ChatMessage:
