@@ -167,6 +167,21 @@ def test_an_image_part_and_a_tool_call_message_are_refused_clearly(http):
     assert r.status_code == 400 and "tool_calls" in r.json()["error"]["message"]
 
 
+def test_include_reasoning_is_a_known_field(http, server):
+    """vLLM's include_reasoning (whether its reasoning parser's output is returned) is a
+    field of chat: with no reasoning parser here the reasoning stays in the content either
+    way, as in vLLM without one. It was logged as a field unknown to this server."""
+    warned = server.app.state.sarathi.warned_fields
+    for value in (False, True, None):
+        body = {"messages": MESSAGES, "max_tokens": 2, "include_reasoning": value}
+        r = http.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+    assert "include_reasoning" not in warned
+    body = {"messages": MESSAGES, "max_tokens": 2, "include_reasoning": "no"}
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "include_reasoning", r.text
+
+
 def test_strict_scalars(http):
     for bad in ({"max_tokens": "16"}, {"stream": "yes"}, {"temperature": "0.5"}):
         r = http.post("/v1/completions", json={"prompt": "hi", **bad})
@@ -215,7 +230,7 @@ VLLM_EXTRAS = """use_beam_search top_k min_p repetition_penalty length_penalty s
     request_id logits_processors return_tokens_as_token_ids return_token_ids cache_salt
     kv_transfer_params vllm_xargs prompt_embeds""".split()
 VLLM_CHAT_EXTRAS = """echo add_generation_prompt continue_final_message documents chat_template
-    chat_template_kwargs mm_processor_kwargs""".split()
+    chat_template_kwargs mm_processor_kwargs include_reasoning""".split()
 # openai-python's ResponseCreateParams (the Responses API), and the chat route's names a
 # client may send there by mistake.
 OPENAI_RESPONSES = """access_programs background background_options context_management

@@ -424,6 +424,10 @@ class ChatCompletionRequest(SamplingFields):
     chat_template_kwargs: TemplateKwargs | None = None
     documents: Documents | None = None
     truncate_prompt_tokens: TruncatePromptTokens = None
+    # vLLM's: whether its reasoning parser's output is returned. This server has no reasoning
+    # parser, so a reasoning model's thinking stays in the content either way, as it does in
+    # vLLM without one: taken, and it changes nothing.
+    include_reasoning: StrictBool = True
 
     @model_validator(mode="after")
     def _continue_or_generation_prompt(self) -> ChatCompletionRequest:
