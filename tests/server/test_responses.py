@@ -496,6 +496,51 @@ def test_bookkeeping_fields_are_echoed(client):
     assert r.prompt_cache_retention == "24h"
 
 
+def test_reasoning_is_echoed_as_it_was_sent(client, http):
+    """A response echoes the request's reasoning object, as OpenAI's (and vLLM's) do; it
+    was echoed as null. Left out, it is null (vLLM's echo)."""
+    r = client.responses.create(
+        model="demo", input="hi", max_output_tokens=2, reasoning={"effort": "none"}
+    )
+    assert r.reasoning is not None
+    assert r.reasoning.effort == "none" and r.reasoning.summary is None
+    body = {"input": "hi", "max_output_tokens": 2}
+    sent = {"effort": None, "summary": None, "context": "auto"}
+    r = http.post("/v1/responses", json={**body, "reasoning": sent})
+    assert r.status_code == 200, r.text
+    assert r.json()["reasoning"] == sent
+    assert http.post("/v1/responses", json=body).json()["reasoning"] is None
+    stream = client.responses.create(
+        model="demo", input="hi", max_output_tokens=2, reasoning={"effort": "none"}, stream=True
+    )
+    events = _events(stream)
+    assert all(e.response.reasoning.effort == "none" for e in (events[0], events[-1]))
+
+
+@pytest.mark.parametrize(
+    "reasoning,param,says",
+    [
+        ({"effort": "high"}, "reasoning.effort", "not supported"),
+        ({"effort": "low", "summary": "auto"}, "reasoning.effort", "not supported"),
+        ({"summary": "auto"}, "reasoning.summary", "not supported"),
+        ({"generate_summary": "concise"}, "reasoning.generate_summary", "not supported"),
+        ({"effort": "extreme"}, "reasoning.effort", "none"),
+        ({"summary": "long"}, "reasoning.summary", "concise"),
+        ("high", "reasoning", "dictionary"),
+    ],
+)
+def test_reasoning_is_validated_and_refused_where_it_asks_for_reasoning(
+    http, reasoning, param, says
+):
+    """No model here reasons on request: an effort other than none, or a summary, is a 400
+    naming it; a value OpenAI does not define is a 400 listing those it does."""
+    body = {"input": "hi", "max_output_tokens": 2, "reasoning": reasoning}
+    r = http.post("/v1/responses", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and says in err["message"], err
+
+
 def test_previous_response_id_is_refused_by_name(client):
     message = _refused(client, "previous_response_id", previous_response_id="resp_123")
     assert "previous_response_id" in message and "input items" in message
@@ -525,7 +570,6 @@ ASKING = {
     "context_management": [{"type": "compaction", "compact_threshold": 1000}],
     "moderation": {"model": "omni-moderation-latest"},
     "prompt": {"id": "pmpt_1"},
-    "reasoning": {"effort": "high"},
     "include": ["message.output_text.logprobs"],
     "top_logprobs": 3,
     "truncation": "auto",

@@ -140,15 +140,6 @@ ACCEPTED = frozenset(
 )
 
 
-def _no_reasoning(value: Any) -> bool:
-    # An effort of "none" (or none given) asks for no reasoning: what every model here does.
-    if _unset(value):
-        return True
-    return isinstance(value, dict) and all(
-        v is None or (k == "effort" and v == "none") for k, v in value.items()
-    )
-
-
 def _default_image_options(value: Any) -> bool:
     return _unset(value) or (
         isinstance(value, dict) and all(v in (None, "auto", "disabled") for v in value.values())
@@ -202,10 +193,6 @@ RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "context_management": (_unset, "context management (compaction) is not supported"),
     "moderation": (_unset, "moderation is not supported"),
     "prompt": (_unset, "stored prompt templates are not supported"),
-    "reasoning": (
-        _no_reasoning,
-        "reasoning (an effort other than none, or a summary) is not supported",
-    ),
     "include": (
         lambda v: _unset(v) or (isinstance(v, list) and all(x in _VACUOUS_INCLUDES for x in v)),
         "include (logprobs, tool sources, image urls; reasoning.encrypted_content is taken, "

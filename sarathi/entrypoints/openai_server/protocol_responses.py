@@ -230,6 +230,61 @@ class TextConfig(_Request):
         return value
 
 
+_SUMMARY = Literal["auto", "concise", "detailed"]
+
+
+class Reasoning(_Request):
+    """``reasoning``: OpenAI's Reasoning, validated as its SDK types it and echoed back as
+    sent. No model here reasons on request, so what asks for reasoning (an effort other
+    than none, a summary, a mode other than standard) is refused; ``context`` (which
+    reasoning items later turns see) is taken: this server makes none."""
+
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    summary: _SUMMARY | None = None
+    generate_summary: _SUMMARY | None = None  # summary's deprecated name
+    context: Literal["auto", "current_turn", "all_turns"] | None = None
+    mode: StrictStr | None = Field(None, max_length=64)
+
+    @field_validator("effort")
+    @classmethod
+    def _no_effort(cls, value: str | None) -> str | None:
+        if value not in (None, "none"):
+            raise ValueError(
+                f"a reasoning effort of {value!r} is not supported: no model here reasons on "
+                "request (send effort none, or leave it out)"
+            )
+        return value
+
+    @field_validator("summary", "generate_summary")
+    @classmethod
+    def _no_summary(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                "reasoning summaries are not supported: this server makes no reasoning"
+            )
+        return value
+
+    @field_validator("mode")
+    @classmethod
+    def _standard_mode(cls, value: str | None) -> str | None:
+        if value not in (None, "standard"):
+            raise ValueError(f"a reasoning mode of {value!r} is not supported")
+        return value
+
+    @model_validator(mode="after")
+    def _nothing_dropped(self) -> Reasoning:
+        for name, value in (self.model_extra or {}).items():
+            if value is not None:
+                raise ValueError(f"reasoning.{name} is not supported")
+        return self
+
+    def echo(self) -> dict[str, Any]:
+        """As OpenAI echoes it: effort and summary always, the others where sent."""
+        out: dict[str, Any] = {"effort": self.effort, "summary": self.summary}
+        out.update((k, v) for k in ("context", "mode") if (v := getattr(self, k)) is not None)
+        return out
+
+
 class ResponsesRequest(SamplingFields):
     """POST /v1/responses. The fields of the Responses API this server refuses or takes
     without effect are in field_audit.py (``RESPONSES_UNSUPPORTED``); a few chat fields
@@ -248,6 +303,7 @@ class ResponsesRequest(SamplingFields):
     tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS, fail_fast=True)] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
+    reasoning: Reasoning | None = None
     # vLLM's: add the tokenizer's special tokens on top of what the chat template writes.
     add_special_tokens: StrictBool = False
     # Bounds calls of built-in tools, of which none are run here: taken, and echoed back.
@@ -382,7 +438,7 @@ class ResponseObject(BaseModel):
     output: list[OutputItem] = Field(default_factory=list)
     parallel_tool_calls: bool = True
     previous_response_id: None = None
-    reasoning: None = None
+    reasoning: dict[str, Any] | None = None  # the request's, as sent (Reasoning.echo)
     background: bool = False
     store: bool = False
     service_tier: str = "default"

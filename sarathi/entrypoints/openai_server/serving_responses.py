@@ -245,6 +245,7 @@ def _in_progress(
         max_tool_calls=req.max_tool_calls,
         model=state.model_name,
         parallel_tool_calls=req.parallel_tool_calls is not False,
+        reasoning=req.reasoning.echo() if req.reasoning is not None else None,
         temperature=prepared.params.temperature,
         text={"format": text_format},
         tool_choice=_tool_choice(req.tool_choice),
