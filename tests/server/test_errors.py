@@ -63,6 +63,10 @@ BAD_BODIES = [
     (CHAT, {"messages": MSG, "guided_grammar": ""}, "guided_grammar"),
     (COMPL, {"prompt": "x", "structured_outputs": {"regex": ""}}, "structured_outputs"),
     (COMPL, {"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options"),
+    # OpenAI's Responses API, as its chat: "only set this when you set stream: true". Taken
+    # unstreamed, it was dropped where chat and completions refuse it.
+    ("/v1/responses", {"input": "x", "stream_options": {"include_obfuscation": False}},
+     "stream_options"),
     (CHAT, {"messages": MSG, "stream": True, "stream_options": {"include_obfuscation": True}},
      "stream_options.include_obfuscation"),
     (COMPL, {"prompt": "x", "logit_bias": {"10000000": 1}}, "logit_bias"),

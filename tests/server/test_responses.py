@@ -609,7 +609,7 @@ def test_a_field_that_asks_for_what_is_not_done_is_refused_by_name(http, name):
         {"service_tier": "auto"},
         {"prompt_cache_key": "k", "prompt_cache_retention": "24h", "safety_identifier": "u1"},
         {"max_tool_calls": 3, "metadata": {"a": "b"}, "user": "u"},
-        {"stream_options": {"include_obfuscation": False}},
+        {"stream": True, "stream_options": {"include_obfuscation": False}},
         {"add_special_tokens": True},
         {"an_unknown_field": 1},
     ],

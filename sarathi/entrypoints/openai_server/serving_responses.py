@@ -109,7 +109,7 @@ async def create_response(state: ServerState, req: ResponsesRequest, raw: Reques
 
 def _refuse_chat_only_fields(req: ResponsesRequest) -> None:
     """Fields the request inherits from the chat route's sampling fields that mean nothing
-    in a response, and the stream option it cannot honour."""
+    in a response, and the stream options it cannot honour (any, unstreamed)."""
     if req.n != 1:
         raise bad_request("a response has one output; n must be 1", "n")
     if req.response_format is not None:
@@ -120,6 +120,10 @@ def _refuse_chat_only_fields(req: ResponsesRequest) -> None:
     if req.prompt_logprobs is not None:
         raise bad_request("prompt_logprobs are not supported on /v1/responses", "prompt_logprobs")
     options = req.stream_options
+    if options is not None and not req.stream:
+        # As on chat and completions: OpenAI's Responses API documents stream_options as
+        # "only set this when you set stream: true", as its chat does (which answers 400).
+        raise bad_request("stream_options is only taken with stream: true", "stream_options")
     if options is not None and options.continuous_usage_stats:
         raise bad_request(
             "continuous_usage_stats is not supported on /v1/responses (the usage comes with "
