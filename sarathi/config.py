@@ -165,7 +165,8 @@ class ModelConfig:
 class CacheConfig:
     kv_cache_backend: str = _f(
         "auto",
-        "KV cache memory: 'auto' (cuda on a GPU, cpu on the host), "
+        "KV cache memory: 'auto' (cuda on a GPU, dense there with a warning where the cuda "
+        "extension is not built; cpu on the host), "
         "'cuda', 'cpu' (virtual memory, pages mapped on demand) or "
         "'dense' (everything allocated up front; the reference). Not read by "
         "--attention-backend paged, which has a cache of its own.",
