@@ -98,7 +98,8 @@ class ModelConfig:
     skip_tokenizer_init: bool = _f(
         False,
         "Load no tokenizer: prompts must be token ids and outputs carry token ids but no "
-        "text (no stop strings, no chat), as vLLM's flag.",
+        "text (no stop strings, no chat), as vLLM's flag. Refused with --tokenizer or "
+        "--patch-tokenizer, which it would leave unread.",
     )
     patch_tokenizer: str | None = _f(
         None,
