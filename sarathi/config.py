@@ -250,7 +250,12 @@ class SchedulerConfig:
         "prefills whole prompts: its budget is at least --max-model-len.",
         aliases=("max_num_batched_tokens",),
     )
-    max_num_seqs: int = _f(256, "Most sequences running at once (the number of KV slots).")
+    max_num_seqs: int = _f(
+        256,
+        "Most sequences running at once: the paged cache's KV slots, and the most the "
+        "vAttention caches have (as many as the KV cache budget holds; see "
+        "--expected-request-tokens).",
+    )
     overlap_scheduling: bool | None = _f(
         None,
         "Schedule and launch step N+1 while step N "
