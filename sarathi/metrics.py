@@ -283,7 +283,8 @@ class _SnapshotCollector:
         )
         yield counter(
             "prefix_cache_evictions",
-            "KV blocks dropped from the prefix cache to make room (or by a reset).",
+            "KV blocks dropped from the prefix cache: to make room, by a reset, or with "
+            "the block they were chained after.",
             snap.stats.prefix_cache_evictions,
         )
         yield gauge(

@@ -64,7 +64,8 @@ class CachedBlock:
 @dataclass
 class PrefixCacheCounters:
     """Prompt tokens looked up and found at a first admission (vLLM's queries and hits), and
-    cached blocks evicted to make room."""
+    cached blocks dropped: evicted to make room or by a reset, or dropped with the entry
+    they were chained after (at once, or when their last user releases them)."""
 
     queries: int = 0
     hits: int = 0

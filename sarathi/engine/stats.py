@@ -17,7 +17,7 @@ class EngineStats:
     # Prefix caching: prompt tokens looked up at admission, and those found cached.
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
-    prefix_cache_evictions: int = 0  # cached blocks dropped to make room (or by a reset)
+    prefix_cache_evictions: int = 0  # cached blocks dropped (PrefixCacheCounters.evictions)
     # AdaptiVocab: tokens of finished requests under the patch tokenizer and, for the same
     # text, under the base tokenizer (their difference is what the domain vocabulary saved).
     patched_prompt_tokens: int = 0
