@@ -45,10 +45,6 @@ class SchedulerStep:
     ids: set[int] = field(default_factory=set)  # seq ids scheduled
     hits: dict[int, list[int]] = field(default_factory=dict)  # admitted with cached blocks
 
-    def add_decode(self, seq: Sequence) -> None:
-        self.decodes.append(seq)
-        self.ids.add(seq.seq_id)
-
     def add_chunk(self, seq: Sequence, n: int) -> None:
         self.chunks.append((seq, n))
         self.ids.add(seq.seq_id)
