@@ -501,9 +501,9 @@ def test_aborting_the_last_request_frees_its_slot_at_once(llama, caching):
     assert not engine.scheduler.has_work()
 
 
-def test_top_k_keeps_the_lowest_ids_of_tied_logits_whatever_the_batch():
-    """Tied logits at the top-k cut (frequent with bf16 logits) keep token order: which of
-    them a seeded draw may take does not depend on how many rows the step samples."""
+def test_top_k_keeps_every_logit_tied_with_the_kth_whatever_the_batch():
+    """Tied logits at the top-k cut (frequent with bf16 logits) all stay, as vLLM's threshold
+    keeps them: the cut does not pick among equals, whatever rows the step samples."""
     from sarathi.model_executor.layers.sampler import _top_k_top_p
 
     row = torch.full((4096,), -5.0)
@@ -513,4 +513,7 @@ def test_top_k_keeps_the_lowest_ids_of_tied_logits_whatever_the_batch():
         logits = row.repeat(rows, 1)
         kept = _top_k_top_p(logits, torch.full((rows,), 3.0), torch.ones(rows))
         for r in range(rows):
-            assert (kept[r] > -torch.inf).nonzero().flatten().tolist() == [7, 42, 900]
+            assert (kept[r] > -torch.inf).nonzero().flatten().tolist() == [7, 42, 900, 1500, 3000]
+    # A k beyond the vocabulary keeps it all.
+    wide = _top_k_top_p(row.unsqueeze(0), torch.tensor([10_000.0]), torch.ones(1))
+    assert torch.equal(wide, row.unsqueeze(0))

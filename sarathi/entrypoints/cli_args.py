@@ -13,7 +13,7 @@ from sarathi.sampling_params import MODEL_DEFAULT_KEYS, SamplingParams
 _SAMPLING_HELP = {
     "temperature": "Sampling temperature; 0 is greedy.",
     "top_p": "Nucleus sampling: keep the smallest set of tokens with this much probability.",
-    "top_k": "Keep only the k most likely tokens (0 or -1: all).",
+    "top_k": "Keep only the k most likely tokens, and any tied with the k-th (0 or -1: all).",
     "min_p": "Drop tokens less likely than min_p times the most likely one.",
     "presence_penalty": "Penalty for tokens already generated (OpenAI semantics).",
     "frequency_penalty": "Penalty proportional to how often a token was generated.",

@@ -387,12 +387,13 @@ def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.
 def _top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     """top_k: [S] float (0: off), top_p: [S] float (1: off)."""
     vocab = logits.shape[-1]
-    ks = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab)).long()
-    # Stable: tied logits keep token order, so which of them the cut keeps does not depend
-    # on the batch (an unstable sort orders ties by the kernel and the tensor's shape).
+    ks = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab)).long().clamp(1, vocab)
+    # Stable: tied logits keep token order, so where top-p cuts among them does not depend on
+    # the batch (an unstable sort orders ties by the kernel and the tensor's shape).
     sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)
-    positions = torch.arange(vocab, device=logits.device).unsqueeze(0)
-    drop = positions >= ks.unsqueeze(1)
+    # vLLM's top-k is a threshold on the k-th largest logit: every token tied with it stays
+    # (ties are frequent with bf16 logits), so the cut never picks among equals.
+    drop = sorted_logits < sorted_logits.gather(1, (ks - 1).unsqueeze(1))
     probs = torch.softmax(sorted_logits.masked_fill(drop, float("-inf")), dim=-1)
     # Keep the smallest set of most likely tokens whose mass reaches top_p (vLLM's rule):
     # drop a token once the mass from it to the tail is at most 1 - top_p, i.e. the tokens
