@@ -161,6 +161,10 @@ class ModelConfig:
         "all-reduces inside, and each step replays one.",
     )
 
+    @property
+    def resolved_init_method(self) -> str:
+        return DEFAULT_INIT_METHOD if self.init_method is None else self.init_method
+
 
 @dataclass(frozen=True)
 class CacheConfig:
@@ -230,6 +234,28 @@ class CacheConfig:
         "memory is needed (least recently used first). On by default; off with the dense KV "
         "cache (with a warning when it was asked for).",
     )
+
+    # The values the caches read, defaults filled in (a field left None was not given, so
+    # the cache that does not read it can say so; see EngineConfig.validate and LLMEngine).
+    @property
+    def resolved_kv_layout(self) -> str:
+        return DEFAULT_KV_LAYOUT if self.kv_layout is None else self.kv_layout
+
+    @property
+    def resolved_block_tokens(self) -> int:
+        return DEFAULT_BLOCK_TOKENS if self.block_tokens is None else self.block_tokens
+
+    @property
+    def resolved_gpu_memory_utilization(self) -> float:
+        if self.gpu_memory_utilization is None:
+            return DEFAULT_GPU_MEMORY_UTILIZATION
+        return self.gpu_memory_utilization
+
+    @property
+    def resolved_expected_request_tokens(self) -> int:
+        if self.expected_request_tokens is None:
+            return DEFAULT_EXPECTED_REQUEST_TOKENS
+        return self.expected_request_tokens
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sarathi.config import DEFAULT_INIT_METHOD, EngineConfig
+from sarathi.config import EngineConfig
 from sarathi.core.prefix_cache import PrefixCache
 from sarathi.core.scheduler import Scheduler, SchedulerStep
 from sarathi.engine.model_setup import ModelSetup, resolve_chunk_size, resolve_model
@@ -130,7 +130,7 @@ class LLMEngine:
                 m.eos_ids,
                 m.reduction_ratio,
                 m.patch_at_load,
-                config.model.init_method or DEFAULT_INIT_METHOD,
+                config.model.resolved_init_method,
             )
         )
         capacity = self.executor.capacity()

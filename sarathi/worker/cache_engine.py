@@ -29,13 +29,7 @@ from dataclasses import dataclass
 import torch
 
 import vattention
-from sarathi.config import (
-    DEFAULT_BLOCK_TOKENS,
-    DEFAULT_EXPECTED_REQUEST_TOKENS,
-    DEFAULT_GPU_MEMORY_UTILIZATION,
-    DEFAULT_KV_LAYOUT,
-    CacheConfig,
-)
+from sarathi.config import CacheConfig
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.model_executor.attention import AttentionBackend, get_attention_backend
 from sarathi.model_executor.kernel_switches import KernelSwitches
@@ -76,9 +70,7 @@ def gpu_kv_room(config: CacheConfig, free_now: int, total: int, step_bytes: int)
     cache fits."""
     if config.kv_cache_memory is not None:
         return free_now - step_bytes
-    fraction = config.gpu_memory_utilization
-    if fraction is None:
-        fraction = DEFAULT_GPU_MEMORY_UTILIZATION
+    fraction = config.resolved_gpu_memory_utilization
     room = int(total * fraction) - (total - free_now) - step_bytes
     if room <= 0:
         raise ValueError(
@@ -121,18 +113,37 @@ def plan_cache(
     paged: bool = False,
 ) -> CachePlan:
     """``free_device_bytes``: on a GPU, what ``gpu_kv_room`` gives."""
-    plan = _plan(
-        config,
-        shape,
-        dtype,
-        device,
-        max_num_seqs,
-        max_len,
-        reduction_ratio,
-        free_device_bytes,
-        paged,
-    )
+    if not 0 < reduction_ratio <= 4:
+        raise ValueError(
+            f"implausible token reduction ratio {reduction_ratio} (patched / base tokens, from "
+            "the patch tokenizer's reduction_stats.json; the KV cache is sized from it): "
+            "remeasure with `python -m adaptivocab stats --write`"
+        )
     given = config.kv_cache_memory
+    budget = given
+    if budget is None:
+        budget = free_device_bytes if device.type == "cuda" else HOST_DEFAULT_BUDGET
+    assert budget is not None, "a CUDA device needs free_device_bytes"
+    flag = budget_flag(config, device)
+    typical = config.resolved_expected_request_tokens
+    expected = max(1, math.ceil(min(typical, max_len) * reduction_ratio))
+    if paged:
+        plan = _plan_paged(
+            config, shape, dtype, budget, max_num_seqs, max_len, reduction_ratio, expected, flag
+        )
+    else:
+        plan = _plan_vattention(
+            config,
+            shape,
+            dtype,
+            device,
+            budget,
+            max_num_seqs,
+            max_len,
+            reduction_ratio,
+            expected,
+            flag,
+        )
     if given is not None and free_device_bytes is not None and plan.budget > free_device_bytes:
         # The cuda and dense backends allocate their whole pool at start-up: a budget the
         # GPU does not have failed there with the driver's out-of-memory error.
@@ -144,40 +155,23 @@ def plan_cache(
     return plan
 
 
-def _plan(
+def _plan_vattention(
     config: CacheConfig,
     shape: ModelShape,
     dtype: torch.dtype,
     device: torch.device,
+    budget: int,
     max_num_seqs: int,
     max_len: int,
     reduction_ratio: float,
-    free_device_bytes: int | None,
-    paged: bool,
+    expected: int,
+    flag: str,
 ) -> CachePlan:
-    if not 0 < reduction_ratio <= 4:
-        raise ValueError(
-            f"implausible token reduction ratio {reduction_ratio} (patched / base tokens, from "
-            "the patch tokenizer's reduction_stats.json; the KV cache is sized from it): "
-            "remeasure with `python -m adaptivocab stats --write`"
-        )
-    budget = config.kv_cache_memory
-    if budget is None:
-        budget = free_device_bytes if device.type == "cuda" else HOST_DEFAULT_BUDGET
-    assert budget is not None, "a CUDA device needs free_device_bytes"
-    flag = budget_flag(config, device)
-    row = shape.num_kv_heads * shape.head_dim * torch.tensor([], dtype=dtype).element_size()
-    typical = config.expected_request_tokens
-    if typical is None:
-        typical = DEFAULT_EXPECTED_REQUEST_TOKENS
-    expected = max(1, math.ceil(min(typical, max_len) * reduction_ratio))
-    if paged:
-        return _plan_paged(
-            config, shape, dtype, budget, max_num_seqs, max_len, reduction_ratio, expected, flag
-        )
+    """The plan of a mapped (cuda, cpu) or dense vAttention cache."""
     # resolve_backend also refuses a backend the device cannot use (e.g. cuda on the CPU).
     backend = resolve_backend(config.kv_cache_backend, device)
-    layout = config.kv_layout or DEFAULT_KV_LAYOUT
+    layout = config.resolved_kv_layout
+    row = shape.num_kv_heads * shape.head_dim * torch.tensor([], dtype=dtype).element_size()
     page_bytes = config.page_bytes or default_page_bytes(
         backend, device, row * (shape.num_layers if layout == "mega" else 1)
     )
@@ -233,7 +227,8 @@ def _plan_paged(
     expected: int,
     flag: str,
 ) -> CachePlan:
-    block_tokens = DEFAULT_BLOCK_TOKENS if config.block_tokens is None else config.block_tokens
+    """The paged baseline's plan."""
+    block_tokens = config.resolved_block_tokens
     if block_tokens <= 0:
         raise ValueError(f"--block-tokens must be positive, got {block_tokens}")
     block_bytes = paged_block_bytes(

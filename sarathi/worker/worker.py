@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from sarathi.config import EngineConfig
+from sarathi.config import DEFAULT_INIT_METHOD, EngineConfig
 from sarathi.core.scheduler import CacheCapacity
 from sarathi.core.scheduler_output import StepInput, StepResult, TokenMasks
 from sarathi.model_executor.attention import resolve_attention_backend, uses_paged_cache
@@ -45,7 +45,7 @@ class WorkerSpec:
     eos_ids: frozenset[int]
     reduction_ratio: float = 1.0  # patched / base tokens (AdaptiVocab); sizes the cache
     patch_tokenizer: str | None = None  # patch the base checkpoint's rows at load time
-    init_method: str = "exp"
+    init_method: str = DEFAULT_INIT_METHOD
 
 
 class Worker:
