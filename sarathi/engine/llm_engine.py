@@ -36,6 +36,7 @@ from sarathi.core.scheduler import Scheduler, SchedulerStep
 from sarathi.engine.model_setup import ModelSetup, resolve_chunk_size, resolve_model
 from sarathi.engine.output_processor import OutputProcessor
 from sarathi.engine.stats import EngineSnapshot, EngineStats
+from sarathi.engine.unread_flags import warn_unread_flags
 from sarathi.executor import StepHandle, WorkerError, create_executor
 from sarathi.model_executor.model_shape import ModelShape
 from sarathi.outputs import RequestOutput
@@ -43,7 +44,7 @@ from sarathi.sampling_params import RequestOutputKind, SamplingParams
 from sarathi.sequence import PENDING_TOKEN, Request, Sequence
 from sarathi.structured_output import StructuredOutputManager
 from sarathi.transformers_utils.detokenizer import streaming_decoder
-from sarathi.worker.cache_engine import budget_flag, unread_fraction
+from sarathi.worker.cache_engine import budget_flag
 from sarathi.worker.worker import WorkerSpec
 
 logger = logging.getLogger("sarathi")
@@ -79,39 +80,7 @@ class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.setup: ModelSetup = resolve_model(config)
         m = self.setup
-        s = config.scheduler
-        if s.scheduler == "vllm" and s.chunk_size is not None and s.chunk_size < m.max_model_len:
-            # The vllm policy prefills whole prompts: its step budget is raised to the
-            # longest one (Scheduler._schedule_vllm), which the user's budget did not say.
-            logger.warning(
-                "chunk_size %d is below max_model_len %d: the vllm scheduler prefills whole "
-                "prompts, so a step takes up to %d tokens (use --scheduler sarathi for a "
-                "token budget per step)",
-                s.chunk_size,
-                m.max_model_len,
-                m.max_model_len,
-            )
-        c = config.cache
-        unread = unread_fraction(c, m.device)
-        if unread is not None:
-            logger.warning(
-                "gpu_memory_utilization %s is ignored %s", c.gpu_memory_utilization, unread
-            )
-        p = config.parallel
-        timeouts = [
-            name
-            for name in ("step_timeout", "worker_start_timeout")
-            if getattr(p, name) is not None
-        ]
-        if timeouts and p.resolved_executor == "uni":
-            # The in-process worker runs in the engine's own thread: nothing is left to
-            # watch it, so a hung step hangs the engine (the mp and ray executors time out).
-            logger.warning(
-                "%s %s ignored by the in-process executor (its worker runs in this process, "
-                "unwatched); the mp and ray executors time their workers out",
-                " and ".join(timeouts),
-                "is" if len(timeouts) == 1 else "are",
-            )
+        given = config  # as the user gave it: warn_unread_flags tells set flags from defaults
         # The derived token budget travels in a copy of the config: the user's is unchanged.
         config = replace(
             config,
@@ -168,28 +137,7 @@ class LLMEngine:
         self._seq_ids = itertools.count()
         self._req_ids = itertools.count()
         plan = self.cache_plan
-        if config.cache.block_tokens is not None and plan.block_tokens is None:
-            # A warning, not an error: vLLM command lines pass --block-size as a habit, and
-            # they are meant to run as they are.
-            logger.warning(
-                "block_tokens (vLLM's --block-size) %d is ignored: it sizes the blocks of the "
-                "paged cache (--attention-backend paged); this vAttention cache's blocks are "
-                "one page of %d tokens (set by --page-bytes)",
-                config.cache.block_tokens,
-                capacity.tokens_per_block,
-            )
-        if config.cache.expected_request_tokens is not None and plan.backend in ("paged", "dense"):
-            # A warning, not an error: comparisons of the caches pass one command line to all.
-            logger.warning(
-                "expected_request_tokens %d is ignored: it sizes the slots of vAttention's "
-                "mapped caches; the %s cache has %d slots (%s)",
-                config.cache.expected_request_tokens,
-                plan.backend,
-                capacity.max_slots,
-                "--max-num-seqs"
-                if plan.backend == "paged"
-                else "as many as its budget holds at --max-model-len tokens each",
-            )
+        warn_unread_flags(given, m, plan, capacity)
         if self.cache_bound:
             logger.warning(
                 "the KV cache holds %d tokens, fewer than max_model_len (%d): no request can "
