@@ -18,6 +18,12 @@ MODEL_DEFAULT_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_pena
 GREEDY_BELOW = 1e-5
 
 
+def keeps_prompt_tail(truncate_prompt_tokens: int) -> bool:
+    """Whether ``truncate_prompt_tokens`` is one vLLM takes: k >= 1 (the prompt's last k
+    tokens), or -1 (as many as the context holds with room for one generated token)."""
+    return truncate_prompt_tokens >= 1 or truncate_prompt_tokens == -1
+
+
 def is_unicode(text: str) -> bool:
     """Whether ``text`` can be encoded (a lone surrogate, e.g. "\\ud800", cannot)."""
     try:
@@ -283,7 +289,7 @@ class SamplingParams:
         if self.truncate_prompt_tokens is not None and (
             isinstance(self.truncate_prompt_tokens, bool)
             or not isinstance(self.truncate_prompt_tokens, int)
-            or not (self.truncate_prompt_tokens >= 1 or self.truncate_prompt_tokens == -1)
+            or not keeps_prompt_tail(self.truncate_prompt_tokens)
         ):
             raise bad("truncate_prompt_tokens", "must be an integer >= 1, or -1, or None")
         if self.seed is not None and (

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from sarathi.sampling_params import is_unicode
+from sarathi.sampling_params import is_unicode, keeps_prompt_tail
 from sarathi.transformers_utils.chat import parts_text
 
 MAX_N = 128  # completions per prompt (OpenAI's bound)
@@ -264,7 +264,7 @@ class SamplingFields(_Request):
 
 def _truncation(value: int | None) -> int | None:
     # SamplingParams' rule, checked here so the 400 comes before any prompt is tokenized.
-    if value is not None and value < 1 and value != -1:
+    if value is not None and not keeps_prompt_tail(value):
         raise ValueError(
             "truncate_prompt_tokens must be an integer >= 1 (keep the prompt's last k tokens) "
             "or -1 (keep as many as the context takes with room for one generated token)"
