@@ -304,12 +304,6 @@ class DescriptorScratch:
         return buf[:size]
 
 
-def _fresh_scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
-    """Descriptor memory for one launch that nothing runs beside (see ``DescriptorScratch``),
-    from the current stream's pool: a graph's capture keeps its own."""
-    return torch.empty(size, dtype=torch.int8, device="cuda")
-
-
 def prefill_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -351,12 +345,12 @@ def prefill_attention(
     tma = launch.tma and not paged and has_tma(q.device)
     if tma and q.is_cuda:
         # Triton keeps its allocator per thread context, and the engine may launch from a
-        # thread of its own: set it where the kernel launches.
-        if scratch is None:
-            triton.set_allocator(_fresh_scratch)
-        else:
-            device = q.device
-            triton.set_allocator(lambda size, alignment, stream: scratch.take(size, device))
+        # thread of its own: set it where the kernel launches. Without a caller's scratch,
+        # one for this launch alone: nothing runs beside it (no release), so stream order
+        # keeps its memory until the kernel is done.
+        held = scratch or DescriptorScratch()
+        device = q.device
+        triton.set_allocator(lambda size, alignment, stream: held.take(size, device))
     if tiles is not None:
         grid: tuple[int, ...] = (hq // heads, tiles[0].numel())
         tile_chunk, tile_block = tiles
