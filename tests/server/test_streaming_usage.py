@@ -129,3 +129,30 @@ def test_the_metrics_gateways_read(http):
         line for line in text.splitlines() if line.startswith("sarathi:kv_cache_usage_perc{")
     )
     assert 0.0 <= float(usage.rsplit(" ", 1)[1]) <= 1.0
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+def test_continuous_usage_needs_include_usage(http, route):
+    # vLLM reads continuous_usage_stats only under include_usage: without it a stream
+    # carries no usage at all, as one without stream_options.
+    body = (
+        {"prompt": "count me"}
+        if route == "/v1/completions"
+        else {"messages": [{"role": "user", "content": "count me"}]}
+    )
+    body.update(
+        {
+            "max_tokens": 5,
+            "ignore_eos": True,
+            "stream": True,
+            "stream_options": {"include_usage": False, "continuous_usage_stats": True},
+        }
+    )
+    events = []
+    with http.stream("POST", route, json=body) as resp:
+        assert resp.status_code == 200
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                events.append(json.loads(line[6:]))
+    assert events and all(e["choices"] for e in events)
+    assert all(e.get("usage") is None for e in events), events

@@ -313,7 +313,11 @@ async def _stream(
         return sse(body)
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
+    # As vLLM reads it: continuous_usage_stats refines include_usage, so without that
+    # a stream carries no usage at all.
+    continuous = include_usage and bool(
+        req.stream_options and req.stream_options.continuous_usage_stats
+    )
     stream = state.engine.generate(ids, params, request_id, req.cache_salt, delta=True)
     tally = StreamTally()
     tool_streams: dict[int, ToolStream] = {}

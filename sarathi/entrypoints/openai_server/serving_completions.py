@@ -321,7 +321,11 @@ async def _stream(
         for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
     ]
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
+    # As vLLM reads it: continuous_usage_stats refines include_usage, so without that
+    # a stream carries no usage at all.
+    continuous = include_usage and bool(
+        req.stream_options and req.stream_options.continuous_usage_stats
+    )
     prompt_tokens = sum(len(p.ids) for p in prompts)
     tally = StreamTally()
     offsets: dict[int, int] = {}  # choice -> text offset of its next token (logprobs)
