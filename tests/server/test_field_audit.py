@@ -39,6 +39,7 @@ ASKING = {
     "prompt_embeds": "AAAA",
     "kv_transfer_params": {"x": 1},
     "vllm_xargs": {"x": 1},
+    "truncation_side": "right",
     "max_completion_tokens": 40,
     "top_logprobs": 3,
     "best_of": 3,
@@ -90,6 +91,7 @@ def test_a_field_that_asks_for_what_is_not_done_is_refused_by_name(http, route, 
         {"bad_words": ["x", "hello world"]},
         {"prompt_logprobs": 2},
         {"use_beam_search": False},
+        {"truncation_side": "left"},
         *[{name: "x"} for name in sorted(ACCEPTED - {"parallel_tool_calls"})],
         {"parallel_tool_calls": False},
         {"an_unknown_field": 1},
@@ -228,7 +230,7 @@ VLLM_EXTRAS = """use_beam_search top_k min_p repetition_penalty length_penalty s
     bad_words add_special_tokens response_format structured_outputs guided_json guided_regex
     guided_choice guided_grammar guided_decoding_backend guided_whitespace_pattern priority
     request_id logits_processors return_tokens_as_token_ids return_token_ids cache_salt
-    kv_transfer_params vllm_xargs prompt_embeds""".split()
+    kv_transfer_params vllm_xargs prompt_embeds truncation_side""".split()
 VLLM_CHAT_EXTRAS = """echo add_generation_prompt continue_final_message documents chat_template
     chat_template_kwargs mm_processor_kwargs include_reasoning""".split()
 # openai-python's ResponseCreateParams (the Responses API), and the chat route's names a

@@ -90,6 +90,14 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
         _unset,
         "prompt embeddings are not supported (send the prompt as text or token ids)",
     ),
+    # vLLM's side of truncate_prompt_tokens: "left" keeps the prompt's last tokens, as this
+    # server cuts it; taken as an unknown field, "right" (keep the first tokens) got the
+    # other end of the prompt with no word.
+    "truncation_side": (
+        lambda v: v is None or v == "left",
+        'truncation_side "right" is not supported (truncate_prompt_tokens keeps the '
+        'prompt\'s last tokens: truncation_side "left")',
+    ),
     "kv_transfer_params": (_unset, "KV-cache transfer is not supported"),
     "vllm_xargs": (_unset, "vllm_xargs is not supported"),
     # The other routes' fields, sent by a client written for them: each bounds or shapes
