@@ -40,6 +40,13 @@ ASKING = {
     "kv_transfer_params": {"x": 1},
     "vllm_xargs": {"x": 1},
     "truncation_side": "right",
+    "logprob_token_ids": [5, 6],
+    "repetition_detection": {"max_pattern_size": 8, "min_count": 3},
+    "max_repetition_pattern_size": 8,
+    "min_repetition_pattern_size": 2,
+    "repetition_min_count": 3,
+    "thinking_token_budget": 64,
+    "ec_transfer_params": {"x": 1},
     "max_completion_tokens": 40,
     "top_logprobs": 3,
     "best_of": 3,
@@ -92,6 +99,7 @@ def test_a_field_that_asks_for_what_is_not_done_is_refused_by_name(http, route, 
         {"prompt_logprobs": 2},
         {"use_beam_search": False},
         {"truncation_side": "left"},
+        {"thinking_token_budget": -1, "repetition_min_count": 0},
         *[{name: "x"} for name in sorted(ACCEPTED - {"parallel_tool_calls"})],
         {"parallel_tool_calls": False},
         {"an_unknown_field": 1},
@@ -230,7 +238,9 @@ VLLM_EXTRAS = """use_beam_search top_k min_p repetition_penalty length_penalty s
     bad_words add_special_tokens response_format structured_outputs guided_json guided_regex
     guided_choice guided_grammar guided_decoding_backend guided_whitespace_pattern priority
     request_id logits_processors return_tokens_as_token_ids return_token_ids cache_salt
-    kv_transfer_params vllm_xargs prompt_embeds truncation_side""".split()
+    kv_transfer_params vllm_xargs prompt_embeds truncation_side logprob_token_ids
+    repetition_detection max_repetition_pattern_size min_repetition_pattern_size
+    repetition_min_count thinking_token_budget ec_transfer_params""".split()
 VLLM_CHAT_EXTRAS = """echo add_generation_prompt continue_final_message documents chat_template
     chat_template_kwargs mm_processor_kwargs include_reasoning""".split()
 # openai-python's ResponseCreateParams (the Responses API), and the chat route's names a

@@ -40,6 +40,10 @@ def _off(value: Any) -> bool:
     return _unset(value) or value is False
 
 
+def _zero(value: Any) -> bool:
+    return value is None or value == 0
+
+
 def _default_tier(value: Any) -> bool:
     return _unset(value) or value in ("auto", "default")
 
@@ -98,6 +102,21 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
         'truncation_side "right" is not supported (truncate_prompt_tokens keeps the '
         'prompt\'s last tokens: truncation_side "left")',
     ),
+    # vLLM's newer sampling extras: each changes the logprobs or where the output stops, so
+    # taken as unknown fields they answered another request than the one sent.
+    "logprob_token_ids": (
+        _unset,
+        "logprob_token_ids is not supported (logprobs returns the k most likely tokens)",
+    ),
+    "repetition_detection": (_unset, "repetition detection is not supported"),
+    "max_repetition_pattern_size": (_zero, "repetition detection is not supported"),
+    "min_repetition_pattern_size": (_zero, "repetition detection is not supported"),
+    "repetition_min_count": (_zero, "repetition detection is not supported"),
+    "thinking_token_budget": (
+        lambda v: v is None or v == -1,  # -1: unlimited, vLLM's unset
+        "thinking_token_budget is not supported (this server has no reasoning parser)",
+    ),
+    "ec_transfer_params": (_unset, "encoder-cache transfer is not supported"),
     "kv_transfer_params": (_unset, "KV-cache transfer is not supported"),
     "vllm_xargs": (_unset, "vllm_xargs is not supported"),
     # The other routes' fields, sent by a client written for them: each bounds or shapes
