@@ -374,3 +374,16 @@ def test_request_success_counts_requests_once(http):
     r = http.post("/v1/completions", json={"prompt": "x", "n": 3, "max_tokens": 2})
     assert r.status_code == 200
     assert successes() - before == 1
+
+
+@pytest.mark.parametrize("path", [COMPL, CHAT])
+@pytest.mark.parametrize("keys", [["bad1", "bad2"], ["-1"], ["5_0"], ["+7"]])
+def test_logit_bias_keys_that_are_not_token_ids_are_named(http, path, keys):
+    # "-1" reached the sampling params, whose message blamed a value in [-100, 100]
+    # ("must map token ids to numbers in [-100, 100], got {-1: 1.0}"); "5_0" and "+7"
+    # were read by int() as tokens 50 and 7. The keys at fault are named, as vLLM names them.
+    body = {"prompt": "x"} if path == COMPL else {"messages": MSG}
+    body.update({"max_tokens": 1, "logit_bias": {k: 1 for k in keys}})
+    err = _assert_error(http.post(path, json=body), 400, "logit_bias")
+    assert all(repr(k) in err["message"] for k in keys), err["message"]
+    assert "token id" in err["message"]

@@ -334,10 +334,16 @@ def sampling_params(
             kwargs[name] = value
     logit_bias = None
     if req.logit_bias:
-        try:
-            logit_bias = {int(k): v for k, v in req.logit_bias.items()}
-        except ValueError as e:
-            raise bad_request("logit_bias keys must be token ids", "logit_bias") from e
+        # Digits only: int() also reads "-1" (then blamed on its value by SamplingParams),
+        # "+7", " 7" and "5_0" (token 50). The keys at fault are named, as vLLM names them.
+        wrong = [k for k in req.logit_bias if not k.isascii() or not k.isdigit()]
+        if wrong:
+            shown = ", ".join(repr(k) for k in wrong[:5]) + (", ..." if len(wrong) > 5 else "")
+            raise bad_request(
+                f"logit_bias keys must be token ids (non-negative integers), got {shown}",
+                "logit_bias",
+            )
+        logit_bias = {int(k): v for k, v in req.logit_bias.items()}
     try:
         return SamplingParams(
             n=req.n,
