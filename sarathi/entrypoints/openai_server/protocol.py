@@ -150,6 +150,15 @@ class StreamOptions(_Request):
             )
         return value
 
+    @staticmethod
+    def usage_flags(options: StreamOptions | None) -> tuple[bool, bool]:
+        """(usage in the final chunk, usage in every chunk) as vLLM reads the options:
+        continuous_usage_stats refines include_usage, so without that a stream carries no
+        usage at all."""
+        if options is None:
+            return False, False
+        return options.include_usage, options.include_usage and options.continuous_usage_stats
+
 
 JsonSchema = Annotated[dict[str, Any], Field(max_length=4096)]
 TemplateKwargs = Annotated[dict[str, Any], Field(max_length=64)]

@@ -23,6 +23,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     ChatLogprobs,
     ChatResponseMessage,
     PromptLogprobs,
+    StreamOptions,
     TokenizeChatRequest,
     TokenLogprob,
     TopLogprob,
@@ -312,12 +313,7 @@ async def _stream(
             body["prompt_logprobs"] = prompt_lp
         return sse(body)
 
-    include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    # As vLLM reads it: continuous_usage_stats refines include_usage, so without that
-    # a stream carries no usage at all.
-    continuous = include_usage and bool(
-        req.stream_options and req.stream_options.continuous_usage_stats
-    )
+    include_usage, continuous = StreamOptions.usage_flags(req.stream_options)
     stream = state.engine.generate(ids, params, request_id, req.cache_salt, delta=True)
     tally = StreamTally()
     tool_streams: dict[int, ToolStream] = {}

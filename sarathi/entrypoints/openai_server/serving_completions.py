@@ -21,6 +21,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     CompletionRequest,
     CompletionResponse,
     PromptLogprobs,
+    StreamOptions,
     UsageInfo,
 )
 from sarathi.entrypoints.openai_server.serving_common import (
@@ -320,12 +321,7 @@ async def _stream(
         state.engine.generate(p.ids, sp, f"{request_id}-{i}", req.cache_salt, delta=True)
         for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
     ]
-    include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    # As vLLM reads it: continuous_usage_stats refines include_usage, so without that
-    # a stream carries no usage at all.
-    continuous = include_usage and bool(
-        req.stream_options and req.stream_options.continuous_usage_stats
-    )
+    include_usage, continuous = StreamOptions.usage_flags(req.stream_options)
     prompt_tokens = sum(len(p.ids) for p in prompts)
     tally = StreamTally()
     offsets: dict[int, int] = {}  # choice -> text offset of its next token (logprobs)
