@@ -424,7 +424,7 @@ class ModelRunner:
             len(arrays["tile_chunk"]),
             has_pending,
         )
-        batch.special = self._special_rows(step, s_slots, dpos, sample_rows)
+        batch.special = self._special_rows(step, s_slots, dpos)
         batch.prompt_rows = prompt_rows
         return batch
 
@@ -443,7 +443,7 @@ class ModelRunner:
         return tokens
 
     def _special_rows(
-        self, step: StepInput, s_slots: np.ndarray, dpos: np.ndarray, chunk_rows: list[int]
+        self, step: StepInput, s_slots: np.ndarray, dpos: np.ndarray
     ) -> list[SpecialRow]:
         """Rows with a seed or logits they change (penalties, min_tokens, a logit bias,
         allowed token ids, bad words): the sampler treats them one by one."""
