@@ -12,6 +12,7 @@ from typing import Any
 from jinja2 import TemplateError
 
 from sarathi.sampling_params import is_unicode
+from sarathi.transformers_utils.tokenizer import as_patch_tokenizer
 
 
 class NoChatTemplate(ValueError):
@@ -32,7 +33,8 @@ def _reserved(tokenizer: Any) -> set[str]:
     A PatchTokenizer's passes its ``**kwargs`` on to its base tokenizer's, so that one's
     parameters count too: there ``chat_template`` was the base call's template."""
     names: set[str] = set()
-    for tok in (tokenizer, getattr(tokenizer, "base_tokenizer", None)):
+    patch = as_patch_tokenizer(tokenizer)
+    for tok in (tokenizer, patch.base_tokenizer if patch is not None else None):
         if tok is None:
             continue
         params = inspect.signature(tok.apply_chat_template).parameters.values()
