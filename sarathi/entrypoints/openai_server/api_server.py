@@ -54,7 +54,7 @@ logger = logging.getLogger("sarathi.server")
 def served_names(engine: LLMEngine, args: argparse.Namespace) -> list[str]:
     """--served-model-name's names (a list from the command line, where vLLM takes several;
     code may set one string), else the --model value."""
-    names = getattr(args, "served_model_name", None)
+    names = args.served_model_name
     if isinstance(names, str):
         names = [names]
     return list(names or [engine.config.model.model])
@@ -68,7 +68,7 @@ def served_name(engine: LLMEngine, args: argparse.Namespace) -> str:
 def tool_parser_of(
     args: argparse.Namespace, chat_template: str | None, tokenizer: Any
 ) -> str | None:
-    chosen = getattr(args, "tool_call_parser", "auto")
+    chosen = args.tool_call_parser
     if chosen != "auto":
         return chosen
     template = chat_template or getattr(tokenizer, "chat_template", None)
@@ -94,7 +94,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     name, *aliases = served_names(core, args)
     metrics = ServerMetrics(name, lambda: engine.snapshot)
     engine.add_observer(metrics)
-    chat_template = load_chat_template(getattr(args, "chat_template", None))
+    chat_template = load_chat_template(args.chat_template)
     state = ServerState(
         engine=engine,
         model_name=name,
@@ -140,7 +140,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     key = api_key_of(args)
     if key:
         app.add_middleware(APIKeyMiddleware, api_key=key)
-    origins = getattr(args, "allowed_origins", [])
+    origins = args.allowed_origins
     if origins:
         # Outermost: a browser's preflight carries no API key and must be answered first.
         app.add_middleware(

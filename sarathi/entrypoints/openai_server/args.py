@@ -259,4 +259,4 @@ def server_args(**overrides: Any) -> argparse.Namespace:
 
 
 def api_key_of(args: argparse.Namespace) -> str | None:
-    return getattr(args, "api_key", None) or env("SARATHI_API_KEY") or None
+    return args.api_key or env("SARATHI_API_KEY") or None
