@@ -9,6 +9,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -18,6 +20,13 @@ from sarathi.model_executor.model_shape import ModelShape
 from sarathi.model_executor.models import MODEL_REGISTRY
 from sarathi.model_executor.models.llama import LlamaForCausalLM
 from sarathi.model_executor.parallel import TensorSlice, TPGroup
+
+if TYPE_CHECKING:
+    from adaptivocab import PatchTokenizer
+
+# A checkpoint tensor's name and the tensor, or (lazy) its safetensors slice handle, a type
+# safetensors does not export.
+CheckpointItem = tuple[str, Any]
 
 # Tensors some checkpoints carry that are recomputed here.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -48,7 +57,7 @@ def weight_files(path: str) -> list[str]:
     return files
 
 
-def iter_checkpoint(path: str, lazy: bool = False):
+def iter_checkpoint(path: str, lazy: bool = False) -> Iterator[CheckpointItem]:
     """Yield (name, tensor) for every tensor of the folder's checkpoint, on the CPU.
 
     ``lazy``: yield safetensors slice handles instead, so a tensor-parallel rank reads only
@@ -88,7 +97,7 @@ def build_model(
     return model.eval()
 
 
-def load_weights(model: LlamaForCausalLM, weights) -> None:
+def load_weights(model: LlamaForCausalLM, weights: Iterable[CheckpointItem]) -> None:
     """Copy checkpoint tensors into ``model``; every parameter must be covered exactly."""
     params = dict(model.named_parameters())
     covered: dict[str, int] = {name: 0 for name in params}
@@ -129,7 +138,7 @@ def load_weights(model: LlamaForCausalLM, weights) -> None:
 
 
 def _read_part(
-    name: str, tensor, part: TensorSlice | None, expected: tuple[int, ...]
+    name: str, tensor: Any, part: TensorSlice | None, expected: tuple[int, ...]
 ) -> torch.Tensor:
     """This rank's part of a checkpoint tensor (a tensor or a lazy safetensors slice)."""
     full = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else tuple(tensor.get_shape())
@@ -149,7 +158,12 @@ def _read_part(
     return tensor[tuple(index)]
 
 
-def patch_checkpoint(weights, patch_tokenizer, init: str, tied: bool):
+def patch_checkpoint(
+    weights: Iterable[tuple[str, torch.Tensor]],
+    patch_tokenizer: PatchTokenizer,
+    init: str,
+    tied: bool,
+) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield the checkpoint with AdaptiVocab's swapped embedding / LM-head rows initialised.
 
     Every other tensor streams through untouched; only the two vocabulary matrices are held

@@ -68,7 +68,7 @@ def as_patch_tokenizer(tokenizer: Any) -> PatchTokenizer | None:
     return tokenizer if isinstance(tokenizer, PatchTokenizer) else None
 
 
-def load_patch_tokenizer(path: str) -> Any:
+def load_patch_tokenizer(path: str) -> PatchTokenizer:
     from adaptivocab import AdaptiVocabError, PatchTokenizer
 
     try:

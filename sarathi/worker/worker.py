@@ -78,21 +78,22 @@ class Worker:
         if dummy:
             # Distinct noise per rank: dummy outputs are for timing, not for comparison.
             init_dummy_weights(self.model, spec.config.model.seed + tp.rank)
-        elif weights is None:
-            # Lazy slices: a rank reads only its part; patching needs the whole vocab matrices.
-            weights = iter_checkpoint(
-                spec.model_path, lazy=tp.world_size > 1 and spec.patch_tokenizer is None
-            )
-            if spec.patch_tokenizer is not None:
-                from sarathi.transformers_utils.tokenizer import load_patch_tokenizer
-
-                weights = patch_checkpoint(
-                    weights,
-                    load_patch_tokenizer(spec.patch_tokenizer),
-                    spec.init_method,
-                    spec.shape.tie_word_embeddings,
+        else:
+            if weights is None:
+                # Lazy slices: a rank reads only its part; patching needs the whole vocab
+                # matrices.
+                weights = iter_checkpoint(
+                    spec.model_path, lazy=tp.world_size > 1 and spec.patch_tokenizer is None
                 )
-        if not dummy:
+                if spec.patch_tokenizer is not None:
+                    from sarathi.transformers_utils.tokenizer import load_patch_tokenizer
+
+                    weights = patch_checkpoint(
+                        weights,
+                        load_patch_tokenizer(spec.patch_tokenizer),
+                        spec.init_method,
+                        spec.shape.tie_word_embeddings,
+                    )
             load_weights(self.model, weights)
         free = None
         if spec.device.type == "cuda":

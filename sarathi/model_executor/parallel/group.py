@@ -40,7 +40,7 @@ class SymmetricAllReduce:
 
     def __init__(
         self, group: Any, max_elems: int, dtype: torch.dtype, parts_elems: int, device: torch.device
-    ):
+    ) -> None:
         import torch.distributed._symmetric_memory as symm_mem
 
         self.name = group.group_name
