@@ -63,7 +63,7 @@ def parse_size(value: str | int | None) -> int | None:
         raise ValueError(f"cannot read {value!r} as a size (examples: 4GiB, 512MiB, 1000000)")
     number, unit = m.group(1), (m.group(2) or "").lower()
     if "." in number and _UNITS[unit] == 1:
-        # A fraction of a byte is a unit left out ("1.5" for 1.5GiB): it read as 1 byte.
+        # A fraction of a byte is a unit left out ("1.5" for 1.5GiB), not a size of 1 byte.
         raise ValueError(f"{value!r} is not a whole number of bytes; add a unit, e.g. {number}GiB")
     return int(float(number) * _UNITS[unit])
 
@@ -400,8 +400,8 @@ class EngineConfig:
                 "model is empty; pass a model folder or hub id (leave it out for the demo model)"
             )
         m = self.model
-        # No tokenizer is loaded: a --tokenizer was never read, and a patch tokenizer (given as
-        # either) was never applied, so a base checkpoint ran with its base rows.
+        # No tokenizer is loaded: a --tokenizer would go unread, and a patch tokenizer (given
+        # as either) unapplied, so a base checkpoint would run with its base rows.
         if m.skip_tokenizer_init and (m.tokenizer is not None or m.patch_tokenizer is not None):
             given = "tokenizer" if m.tokenizer is not None else "patch_tokenizer"
             raise ValueError(
@@ -409,7 +409,7 @@ class EngineConfig:
                 "patch tokenizer would not be applied to the weights; leave out one of them"
             )
         # A patch tokenizer folder carries its own base tokenizer, and it is what is loaded:
-        # a --tokenizer beside it was never read.
+        # a --tokenizer beside it would go unread.
         if (
             m.tokenizer is not None
             and m.patch_tokenizer is not None
@@ -431,14 +431,14 @@ class EngineConfig:
             raise ValueError(
                 f"expected_request_tokens must be positive, got {c.expected_request_tokens}"
             )
-        # Checked here, not where the cache is built: page_bytes 0 was read as "the default"
-        # there, and block_tokens is only read by the paged backend.
+        # Checked here, not where the cache is built: there page_bytes 0 reads as "the
+        # default", and block_tokens is only read by the paged backend.
         if c.page_bytes is not None and c.page_bytes <= 0:
             raise ValueError(f"page_bytes must be positive, got {c.page_bytes}")
         if c.block_tokens is not None and c.block_tokens <= 0:
             raise ValueError(f"block_tokens must be positive, got {c.block_tokens}")
-        # The paged baseline builds its own block-table cache: vAttention's options were taken
-        # and dropped without a word there. ("auto" never resolves to paged: it is named.)
+        # The paged baseline builds its own block-table cache and never reads vAttention's
+        # options: refused, not dropped unsaid. ("auto" never resolves to paged: it is named.)
         if self.attention.attention_backend == "paged":
             unread = [
                 name
@@ -458,9 +458,9 @@ class EngineConfig:
         if self.model.max_model_len is not None and self.model.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.model.max_model_len}")
         seed = self.model.seed
-        # The bound: torch's generators take 64 bits; a larger seed failed only after the
-        # weights had loaded, as "Overflow when unpacking long long" (2**63 leaves room for
-        # the dummy loader's seed + rank).
+        # The bound: torch's generators take 64 bits, and a larger seed would fail only after
+        # the weights load, as "Overflow when unpacking long long" (2**63 leaves room for the
+        # dummy loader's seed + rank).
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
             raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
         p = self.parallel
@@ -478,15 +478,15 @@ class EngineConfig:
                 f"ray_address is for the ray executor; this run's is {p.resolved_executor!r} "
                 "(add --executor ray)"
             )
-        # Ray gives each rank actor its own GPU, which it sees as cuda:0: an index was taken
-        # (and checked against the driver's host) and then not used.
+        # Ray gives each rank actor its own GPU, which it sees as cuda:0: an index would be
+        # checked against the driver's host and then not used.
         if p.resolved_executor == "ray" and re.fullmatch(r"cuda:\d+", m.device.strip()):
             raise ValueError(
                 f"device {m.device!r}: the ray executor places each rank on a GPU Ray assigns; "
                 "use device 'cuda' (or choose the GPUs with CUDA_VISIBLE_DEVICES)"
             )
-        # Asked for explicitly, overlap was dropped without a word under ray, where a step is
-        # one blocking actor call (the executor cannot overlap it).
+        # Refused when asked for, not dropped unsaid: under ray a step is one blocking actor
+        # call, which the executor cannot overlap.
         if s.overlap_scheduling and p.resolved_executor == "ray":
             raise ValueError(
                 "overlap_scheduling is not done by the ray executor (a step is one blocking "

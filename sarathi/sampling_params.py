@@ -233,8 +233,8 @@ class SamplingParams:
             raise bad("temperature", "must be >= 0")
         if not 0 < self.top_p <= 1:
             raise bad("top_p", "must be in (0, 1]")
-        # The bound: the sampler holds top_k in a 64-bit integer (2**70 raised inside the
-        # engine loop's step and stopped it); any top_k past the vocabulary keeps every token.
+        # The bound: the sampler holds top_k in a 64-bit integer (2**70 would raise inside
+        # the engine loop's step and stop it); any top_k past the vocabulary keeps every token.
         if not isinstance(self.top_k, int) or not -1 <= self.top_k <= _MAX_TOP_K:
             raise bad("top_k", f"must be 0 or -1 (disabled) or an integer in [1, {_MAX_TOP_K}]")
         if not 0 <= self.min_p <= 1:
@@ -330,7 +330,7 @@ class SamplingParams:
             not isinstance(self.bad_words, (list, tuple))
             or any(not isinstance(w, str) or not w or not is_unicode(w) for w in self.bad_words)
         ):
-            # Unicode: the tokenizer raised a bare TypeError for a lone surrogate.
+            # Unicode: the tokenizer raises a bare TypeError for a lone surrogate.
             raise bad("bad_words", "must be a list of non-empty strings of valid Unicode")
 
     def clone(self) -> SamplingParams:

@@ -210,8 +210,8 @@ class LLMEngine:
         the text stays whole, and the finished output carries everything).
         ``cache_salt``: it shares prefix-cache blocks only with requests of the same salt."""
         if params is not None and not isinstance(params, SamplingParams):
-            # vLLM's engine takes (request_id, prompt, params): that order failed later with
-            # "'str' object has no attribute 'read_stops'".
+            # vLLM's engine takes (request_id, prompt, params): that order would fail later
+            # with "'str' object has no attribute 'read_stops'".
             raise TypeError(
                 "add_request takes (prompt, params, request_id=...); params must be a "
                 f"SamplingParams, got {type(params).__name__}"

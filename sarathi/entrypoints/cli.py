@@ -36,8 +36,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     if args.sp_logprobs is not None and not args.json:
-        # The plain output is the text alone: the log-probabilities asked for were computed
-        # and never shown. Said before the model loads.
+        # The plain output is the text alone: the log-probabilities asked for would be
+        # computed and never shown. Said before the model loads.
         raise ValueError("--logprobs is printed with --json only; add --json")
     try:
         constraint = _constraint(args)
@@ -165,8 +165,8 @@ def _constraint(args: argparse.Namespace) -> StructuredOutputsParams | None:
     if name in ("json", "grammar") and os.path.isfile(value):
         path = value
         flag = "--json-schema" if name == "json" else "--grammar"
-        # The file's problems name the flag and the file, as --prompt-file's do: a binary
-        # file was "'utf-8' codec can't decode byte 0xff ...", with neither.
+        # The file's problems name the flag and the file, as --prompt-file's do: for a binary
+        # file Python's own "'utf-8' codec can't decode byte 0xff ..." names neither.
         try:
             with open(value, encoding="utf-8") as f:
                 value = f.read()

@@ -90,7 +90,7 @@ class LLM:
         ``chat_template_kwargs``: extra template variables (e.g. ``enable_thinking``).
         A missing template or one that fails on the messages raises ValueError."""
         if continue_final_message and add_generation_prompt:
-            # It was dropped silently: the caller asked for a header it did not get.
+            # Refused rather than dropped: the caller asked for a header it would not get.
             raise ValueError(
                 "Cannot set both continue_final_message and add_generation_prompt to True: "
                 "a continued final message takes no generation prompt (leave "
@@ -102,7 +102,8 @@ class LLM:
         if tokenizer is None:
             raise ValueError("chat needs a tokenizer; this model was loaded without one")
         if not isinstance(messages, Sequence) or isinstance(messages, str):
-            # None raised "'NoneType' object is not iterable"; a string was conversation 0.
+            # Otherwise None raises "'NoneType' object is not iterable", and a string reads
+            # as a conversation of its characters.
             raise ValueError(
                 "messages must be a conversation (a list of message dicts) or a list of them, "
                 f"got {type(messages).__name__}"
@@ -150,7 +151,7 @@ class LLM:
             items = [prompts]
         elif isinstance(prompts, Iterable):
             items = list(prompts)
-        else:  # list() raised "'NoneType' object is not iterable" for None
+        else:  # list() would raise "'NoneType' object is not iterable" for None
             raise ValueError(
                 "prompts must be a prompt (a string, a list of token ids or a prompt dict) or "
                 f"a list of them, got {type(prompts).__name__}"
@@ -370,7 +371,7 @@ def _prompt(p: Any, index: int) -> str | list[int]:
         p = p["prompt"] if "prompt" in p else p["prompt_token_ids"]
     if isinstance(p, str):
         if not is_unicode(p):
-            # The tokenizer raised a bare TypeError ("TextEncodeInput must be ...") for it.
+            # The tokenizer raises a bare TypeError ("TextEncodeInput must be ...") for it.
             raise ValueError(f"prompt {index}: not valid Unicode (it has a lone surrogate)")
         return p
     if isinstance(p, Sequence) and all(_is_token_id(t) for t in p):

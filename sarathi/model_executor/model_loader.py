@@ -65,7 +65,7 @@ def iter_checkpoint(path: str, lazy: bool = False) -> Iterator[CheckpointItem]:
     """
     for file in weight_files(path):
         # A damaged file (a cut download, a Git LFS pointer left by a clone without git-lfs)
-        # was a traceback; as a ValueError the command line says it in one line, naming it.
+        # is a ValueError, which the command line says in one line, naming the file.
         try:
             with safe_open(file, framework="pt", device="cpu") as f:
                 for name in f.keys():  # noqa: SIM118 - a safe_open handle has keys() but no __iter__

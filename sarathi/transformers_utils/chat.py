@@ -121,6 +121,6 @@ def conversation_ids(
     except (TemplateError, ValueError, TypeError, KeyError, IndexError, RecursionError) as e:
         raise ChatTemplateError(f"the chat template failed on these messages: {e}") from e
     if not is_unicode(text):
-        # The tokenizer raised a bare TypeError for it (the server refuses such JSON first).
+        # The tokenizer raises a bare TypeError for it (the server refuses such JSON first).
         raise ChatTemplateError("the conversation is not valid Unicode (it has a lone surrogate)")
     return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))

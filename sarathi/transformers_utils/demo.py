@@ -67,7 +67,7 @@ def demo_model_path() -> str:
         # Build beside the final folder and rename: concurrent first runs never see half a model.
         tmp = tempfile.mkdtemp(prefix=".demo-", dir=root)
     except OSError as e:
-        # Bare, "[Errno 17] File exists: 'x'" did not say which setting was at fault.
+        # Bare, "[Errno 17] File exists: 'x'" does not say which setting is at fault.
         reason = "it is a file" if os.path.isfile(root) else (e.strerror or str(e))
         raise OSError(
             f"cannot build the demo model under {root!r} ($SARATHI_CACHE): {reason}; "

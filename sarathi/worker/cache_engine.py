@@ -146,7 +146,7 @@ def plan_cache(
         )
     if given is not None and free_device_bytes is not None and plan.budget > free_device_bytes:
         # The cuda and dense backends allocate their whole pool at start-up: a budget the
-        # GPU does not have failed there with the driver's out-of-memory error.
+        # GPU does not have would fail there with the driver's out-of-memory error.
         raise ValueError(
             f"kv_cache_memory {given} bytes gives a KV cache of {plan.budget} bytes, more "
             f"than the GPU has free ({max(0, free_device_bytes)} bytes after the weights and "
@@ -190,9 +190,9 @@ def _plan_vattention(
     pool_blocks = min(pool_blocks, max_num_seqs * per_slot)
     if backend == "dense":
         # The dense backend allocates every slot's whole extent up front (vattention/dense.py),
-        # so the budget buys slots of max_len tokens: sized by the typical request, it was
-        # exceeded up to max_len / expected_request_tokens times (on a GPU whose cuda backend
-        # fell back to dense, an out-of-memory at start-up).
+        # so the budget buys slots of max_len tokens: sized by the typical request, it would
+        # be exceeded up to max_len / expected_request_tokens times (on a GPU whose cuda
+        # backend fell back to dense, an out-of-memory at start-up).
         slots = min(max_num_seqs, pool_blocks // per_slot)
         if slots < 1:
             raise ValueError(

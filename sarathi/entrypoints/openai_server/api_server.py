@@ -9,7 +9,7 @@ from __future__ import annotations
 if __name__ == "__main__":
     # The original launch line runs this module, whose imports (torch, transformers) and then
     # the model load take seconds: as under `python -m sarathi`, a Ctrl-C meanwhile exits 130
-    # at once. With Python's own handler it was swallowed there and the server started anyway.
+    # at once. Python's own handler would swallow it there and start the server anyway.
     from sarathi.__main__ import exit_on_interrupt
 
     exit_on_interrupt()

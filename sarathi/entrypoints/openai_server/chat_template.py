@@ -41,8 +41,8 @@ def load_chat_template(value: str | None) -> str | None:
         )
     problem = _syntax_error(template)
     if problem is not None:
-        # Found at start-up: on the first chat request it was each client's 400 ("the chat
-        # template failed on these messages") for the operator's mistake.
+        # Found at start-up: on the first chat request it would be each client's 400 ("the
+        # chat template failed on these messages") for the operator's mistake.
         raise ValueError(f"--chat-template: {where} not valid Jinja: {problem}")
     return template
 

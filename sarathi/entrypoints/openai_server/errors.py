@@ -118,7 +118,7 @@ def validation_message(exc: RequestValidationError | ValidationError) -> tuple[s
     union = _union_split(loc)
     if union is not None and first.get("type") != "value_error":
         # Say that no form matched, and why each not: its first error only. A list of 100k
-        # items has an error per item in each form; listing them all took minutes.
+        # items has an error per item in each form; listing them all takes minutes.
         root, whys, forms = union[0], [], set()
         for e in errors:
             split = _union_split(tuple(e.get("loc", ())))

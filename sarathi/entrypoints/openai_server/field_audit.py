@@ -89,7 +89,7 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "return_token_ids": (_off, "return_token_ids is not supported"),
     "mm_processor_kwargs": (_unset, "this model takes text only (mm_processor_kwargs)"),
     # vLLM's completions take a prompt as embeddings (base64 tensors); dropped, the request
-    # was answered from its text prompt alone.
+    # would be answered from its text prompt alone.
     "prompt_embeds": (
         _unset,
         "prompt embeddings are not supported (send the prompt as text or token ids)",

@@ -144,7 +144,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     s = state_of(request)
     s.check_model(body.model)
     # Either form validates with the other's field as an extra: the request is ambiguous,
-    # and whichever form pydantic picked, the other field was dropped in silence.
+    # and whichever form pydantic picks, the other field would be dropped in silence.
     other = "prompt" if isinstance(body, TokenizeChatRequest) else "messages"
     if other in (body.model_extra or {}):
         raise bad_request("send either prompt or messages to /tokenize, not both", other)

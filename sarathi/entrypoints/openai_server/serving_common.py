@@ -273,7 +273,7 @@ def structured_outputs(
 
     def add(param: str, **spec: Any) -> None:
         # A value the constraint refuses (an empty regex or grammar) is named by the field
-        # it came from; all of them were named structured_outputs.
+        # it came from, not as structured_outputs.
         try:
             found.append((param, StructuredOutputsParams(**spec)))
         except ValueError as e:
@@ -513,7 +513,7 @@ async def merge(
                     queue.put_nowait((i, out))
         except Exception as e:
             # Any failure, the engine's or a bug: the reader raises it (a pump that died
-            # silently left the reader waiting for it forever).
+            # silently would leave the reader waiting for it forever).
             queue.put_nowait((i, e))
         queue.put_nowait((i, done))
 

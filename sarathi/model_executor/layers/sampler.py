@@ -397,9 +397,9 @@ def _top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor)
     probs = torch.softmax(sorted_logits.masked_fill(drop, float("-inf")), dim=-1)
     # Keep the smallest set of most likely tokens whose mass reaches top_p (vLLM's rule):
     # drop a token once the mass from it to the tail is at most 1 - top_p, i.e. the tokens
-    # before it already hold top_p. (``mass before > top_p`` kept one token too many when
-    # the mass before it was exactly top_p: uniform logits with top_p=0.5 drew from 3 of 4
-    # tokens, not 2.) The tail sum, not 1 - cumsum: cumsum rounds to 1 before the tail, so
+    # before it already hold top_p. (``mass before > top_p`` keeps one token too many when
+    # the mass before it is exactly top_p: uniform logits with top_p=0.5 would draw from 3
+    # of 4 tokens, not 2.) The tail sum, not 1 - cumsum: cumsum rounds to 1 before the tail, so
     # top_p=1 would drop tiny-probability tokens.
     tail = probs.flip(-1).cumsum(dim=-1).flip(-1)
     drop |= tail <= 1 - top_p.unsqueeze(1)
