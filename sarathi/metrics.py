@@ -223,15 +223,17 @@ class ServerMetrics:
         if not snap.patched:
             return
         t = snap.stats
-        for kind in ("prompt", "generation"):
+        for kind, base_tokens, patched_tokens in (
+            ("prompt", t.base_prompt_tokens, t.patched_prompt_tokens),
+            ("generation", t.base_generation_tokens, t.patched_generation_tokens),
+        ):
             saved = CounterMetricFamily(
                 PREFIX + f"adaptivocab_{kind}_tokens_saved",
                 f"{kind.capitalize()} tokens the domain vocabulary saved versus the base "
                 "tokenizer, on the same text (finished requests).",
                 labels=["model_name"],
             )
-            base_tokens = getattr(t, f"base_{kind}_tokens")
-            saved.add_metric(labels, base_tokens - getattr(t, f"patched_{kind}_tokens"))
+            saved.add_metric(labels, base_tokens - patched_tokens)
             yield saved
             base = CounterMetricFamily(
                 PREFIX + f"adaptivocab_base_{kind}_tokens",
