@@ -43,12 +43,23 @@ def check_writable(folder: str | os.PathLike[str], hint: str) -> None:
         raise AdaptiVocabError(f"cannot write in {folder} ({exc.strerror or exc}); {hint}") from exc
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, the only portable way, and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Replace the file ``path`` with ``text`` in one rename (a reader never sees half of it)."""
     target = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
         try:
+            # mkstemp makes the file 0600: the replaced file's mode, else what open() would
+            # give, so an engine run as another user can still read it.
+            mode = target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~_umask()
+            os.chmod(tmp, mode)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
             os.replace(tmp, target)
@@ -74,6 +85,9 @@ def atomic_output_dir(out: str | os.PathLike[str], overwrite: bool = False) -> I
         raise AdaptiVocabError(f"cannot write in {parent} ({exc.strerror or exc})") from exc
     try:
         try:
+            # mkdtemp makes the folder 0700, which the rename would keep: give it the mode
+            # mkdir would, so the output can be served by another user (a container, a service).
+            os.chmod(tmp, 0o777 & ~_umask())
             yield tmp
             if path.exists():
                 shutil.rmtree(path)

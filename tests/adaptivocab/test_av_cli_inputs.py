@@ -188,3 +188,32 @@ def test_max_ngram_below_two_is_a_usage_error(size, tmp_path) -> None:
     assert "--max-ngram" in res.stderr and "tokenizer folder not found" not in res.stderr
     if size != "two":
         assert "at least 2" in res.stderr, res.stderr
+
+
+def test_outputs_get_the_umask_mode_not_private_temp_modes(
+    bytelevel_dir, corpus_txt, tmp_path
+) -> None:
+    import stat
+
+    # The atomic writes went through mkdtemp / mkstemp, whose 0700 folder and 0600 file the
+    # rename kept: a patch built by one user could not be served by another (a container).
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "patch"
+        res = run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(corpus_txt),
+                  "--num-tokens", "20", "--out", str(out), "--quiet")
+        assert res.returncode == 0, res.stderr
+        assert stat.S_IMODE(out.stat().st_mode) == 0o755
+        stats_file = out / "reduction_stats.json"
+        stats_file.unlink()
+        res = run("stats", "--patch-tokenizer", str(out), "--corpus", str(corpus_txt),
+                  "--write", "--quiet")
+        assert res.returncode == 0, res.stderr
+        assert stat.S_IMODE(stats_file.stat().st_mode) == 0o644
+        stats_file.chmod(0o640)  # a rewrite keeps the mode the file has
+        res = run("stats", "--patch-tokenizer", str(out), "--corpus", str(corpus_txt),
+                  "--write", "--quiet")
+        assert res.returncode == 0, res.stderr
+        assert stat.S_IMODE(stats_file.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
