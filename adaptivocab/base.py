@@ -29,6 +29,13 @@ def load_base_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
         name.count("/") > 1 or name.startswith((".", "/", "~"))
     ):
         raise AdaptiVocabError(f"tokenizer folder not found: {name}")
+    if os.path.isfile(os.path.expanduser(name)):
+        # transformers takes a file for a hub id: a minute of retries offline, then the bare
+        # tokenizer.json without the folder's special tokens and chat template.
+        parent = os.path.dirname(name) or "."
+        raise AdaptiVocabError(
+            f"tokenizer {name} is a file; pass the folder that holds it ({parent})"
+        )
     try:
         tok = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:

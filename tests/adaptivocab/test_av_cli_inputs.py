@@ -217,3 +217,14 @@ def test_outputs_get_the_umask_mode_not_private_temp_modes(
         assert stat.S_IMODE(stats_file.stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+def test_tokenizer_that_is_a_file_is_refused_at_once(bytelevel_dir, corpus_txt, tmp_path) -> None:
+    # It was taken for a hub id: this absolute path failed as "Repo id must be in the form
+    # ...", and a relative one ("tok/tokenizer.json") gave a minute of retries offline, then a
+    # patch built on the bare tokenizer.json, without the folder's EOS token and chat template.
+    res = run("build", "--tokenizer", str(bytelevel_dir / "tokenizer.json"),
+              "--corpus", str(corpus_txt), "--num-tokens", "20", "--out", str(tmp_path / "o"),
+              "--quiet")
+    assert_clean_error(res, f"is a file; pass the folder that holds it ({bytelevel_dir})")
+    assert not (tmp_path / "o").exists()
