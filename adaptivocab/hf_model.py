@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from adaptivocab.embeddings import DEFAULT_EXP_BASE, check_vocab, patch_embeddings
+from adaptivocab.embeddings import (
+    DEFAULT_EXP_BASE,
+    check_model_tokenizer,
+    check_vocab,
+    patch_embeddings,
+)
 from adaptivocab.errors import AdaptiVocabError
 from adaptivocab.fsutil import atomic_output_dir
 from adaptivocab.model_io import INDEX, META_FILE, list_weight_files, read_model_config
@@ -57,6 +62,8 @@ def load_causal_lm(
     read_model_config(path)
     # A clear error for missing or unreadable weights, before transformers' own.
     list_weight_files(path)
+    if _is_patch_tokenizer(tokenizer) and not (path / PATCH_FILE).is_file():
+        check_model_tokenizer(path, tokenizer)  # said before the weights load
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 

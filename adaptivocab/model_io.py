@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from adaptivocab.embeddings import (
     DEFAULT_EXP_BASE,
+    check_model_tokenizer,
     check_vocab,
     find_embedding_names,
     patch_embeddings,
@@ -108,6 +109,8 @@ def patch_model_folder(
         raise AdaptiVocabError(
             f"{model_path} was patched with a different patch tokenizer; pass the base model folder"
         )
+    if not patched:
+        check_model_tokenizer(model_path, tokenizer)
     shards, weight_map, index = _weight_files(model_path)
     embed_key, head_key = find_embedding_names(list(weight_map))
     # Hugging Face ties the head to the embedding on load when asked to, even

@@ -118,6 +118,32 @@ def test_a_patch_tokenizer_for_another_vocab_size_fails_at_load(tmp_path, patch_
         LLM(other, patch_tokenizer=patch_dir)
 
 
+def _with_another_tokenizer(src: str, dst) -> str:
+    """A copy of the model folder ``src`` whose tokenizer.json gives two tokens each other's
+    ids: the same size, another tokenizer."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    spec = json.loads((dst / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[300:302]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (dst / "tokenizer.json").write_text(json.dumps(spec))
+    return str(dst)
+
+
+def test_a_patch_built_from_another_tokenizer_of_the_same_size_fails_at_load(
+        tiny_models, patch_dir, tmp_path):
+    # check_vocab compares sizes only: a patch from another tokenizer loaded, and every id
+    # then read the row of whatever token the model's own tokenizer gives it.
+    other = _with_another_tokenizer(tiny_models["llama"], tmp_path / "m")
+    for kwargs in ({"patch_tokenizer": patch_dir}, {"tokenizer": patch_dir}):
+        with pytest.raises(ValueError, match="built from a different tokenizer than .*"
+                                             r"\(2 of its \d+ tokens have other ids there\)"):
+            LLM(other, **kwargs)
+
+
 def test_init_method_is_read_only_where_a_patch_is_applied_at_load(tiny_models, patch_dir,
                                                                     tmp_path, caplog):
     """init_method initialises the rows a patch builds into a base checkpoint at load; given

@@ -160,7 +160,10 @@ def _patch_at_load(
             )
         return None
     from adaptivocab import AdaptiVocabError
-    from adaptivocab.embeddings import check_vocab  # what adaptivocab loads lazily
+    from adaptivocab.embeddings import (  # what adaptivocab loads lazily
+        check_model_tokenizer,
+        check_vocab,
+    )
     from adaptivocab.patch import VocabPatch
 
     try:
@@ -168,6 +171,12 @@ def _patch_at_load(
     except AdaptiVocabError as e:
         raise ValueError(f"the patch tokenizer does not fit this model: {e}") from e
     if not patched_folder:
+        # A patch of another tokenizer of about the same size passes check_vocab, and every
+        # id would then read another token's row.
+        try:
+            check_model_tokenizer(path, patch)
+        except AdaptiVocabError as e:
+            raise ValueError(str(e)) from e
         # --patch-tokenizer, or a --tokenizer that is a patch tokenizer folder.
         return mc.patch_tokenizer or resolve_model_path(mc.tokenizer or path, "tokenizer")
     try:

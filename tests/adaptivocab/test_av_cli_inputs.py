@@ -228,3 +228,34 @@ def test_tokenizer_that_is_a_file_is_refused_at_once(bytelevel_dir, corpus_txt, 
               "--quiet")
     assert_clean_error(res, f"is a file; pass the folder that holds it ({bytelevel_dir})")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_patch_of_another_tokenizer_is_refused_by_the_model_commands(
+    tiny_model, bytelevel_patch_dir, corpus_txt, tmp_path
+) -> None:
+    import json
+    import shutil
+
+    # The model folder's own tokenizer gives two tokens each other's ids: the same size, so
+    # check_vocab let the patch through and every swapped row was built from the wrong rows.
+    shutil.copy(bytelevel_patch_dir / "tokenizer.json", tiny_model / "tokenizer.json")
+    spec = json.loads((tiny_model / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[300:302]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (tiny_model / "tokenizer.json").write_text(json.dumps(spec))
+    for args in (
+        ("patch-model", "--out", str(tmp_path / "out")),
+        ("finetune", "--corpus", str(corpus_txt), "--out", str(tmp_path / "out"), "--steps", "1"),
+        ("eval", "--corpus", str(corpus_txt)),
+    ):
+        cmd, *rest = args
+        res = run(cmd, "--model", str(tiny_model), "--patch-tokenizer", str(bytelevel_patch_dir),
+                  "--quiet", *rest)
+        assert_clean_error(res, "built from a different tokenizer than")
+    assert not (tmp_path / "out").exists()
+    # Its own tokenizer: accepted.
+    shutil.copy(bytelevel_patch_dir / "tokenizer.json", tiny_model / "tokenizer.json")
+    res = run("patch-model", "--model", str(tiny_model), "--patch-tokenizer",
+              str(bytelevel_patch_dir), "--quiet", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
