@@ -513,9 +513,24 @@ def _finetune(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from adaptivocab.eval import held_out_texts, score_folder
+    from adaptivocab.corpus import load_corpus
+    from adaptivocab.eval import held_out_texts, score_folder, take_bytes
 
-    texts = held_out_texts(args.corpus, args.split, args.max_bytes)
+    if args.split == "held-out":
+        corpus = load_corpus(args.corpus)
+        if corpus.held_in_is_train:
+            # load_corpus then hands back the training text as the held-out split: scored in
+            # silence, it was reported as held-out bits per byte of text finetune trains on.
+            print(
+                "warning: the corpus has too few documents (blank-line-separated paragraphs) "
+                "for a held-out split, so all of it is scored, the same text build and "
+                "finetune train on: the result is optimistic; pass other domain text, or "
+                "--split all to score it knowingly",
+                file=sys.stderr,
+            )
+        texts = take_bytes(corpus.held_in, args.max_bytes)
+    else:
+        texts = held_out_texts(args.corpus, args.split, args.max_bytes)
     result = score_folder(
         args.model,
         args.patch_tokenizer,

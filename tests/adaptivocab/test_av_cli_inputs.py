@@ -259,3 +259,21 @@ def test_a_patch_of_another_tokenizer_is_refused_by_the_model_commands(
     res = run("patch-model", "--model", str(tiny_model), "--patch-tokenizer",
               str(bytelevel_patch_dir), "--quiet", "--out", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr
+
+
+def test_eval_on_too_few_documents_says_it_is_not_held_out(
+    tiny_model, bytelevel_patch_dir, corpus_txt, tmp_path
+) -> None:
+    # One paragraph: the hash split has no held-out side, so the training text was scored
+    # and reported as held-out bits per byte, without a word (build says so; eval did not).
+    one = tmp_path / "one.txt"
+    one.write_text(" ".join(d.replace("\n", " ") for d in synthetic_docs(40, seed=5)))
+    common = ("eval", "--model", str(tiny_model), "--patch-tokenizer", str(bytelevel_patch_dir),
+              "--quiet", "--seq-len", "64")
+    res = run(*common, "--corpus", str(one))
+    assert res.returncode == 0, res.stderr
+    assert "warning:" in res.stderr and "held-out split" in res.stderr
+    assert "bits/byte" in res.stdout
+    for args in (("--corpus", str(one), "--split", "all"), ("--corpus", str(corpus_txt))):
+        res = run(*common, *args)
+        assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
