@@ -44,11 +44,17 @@ class _Parser(argparse.ArgumentParser):
     usage block first, above the line that says what was wrong. Subcommands' parsers are of
     this class too (argparse makes them with the parent's class)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Each command's parser, so an unknown flag is reported by (and points to the help
+        # of) the command it was given to, as ``sarathi`` does, not the top-level parser.
+        self.commands: dict[str, argparse.ArgumentParser] = {}
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     from adaptivocab.builder import DEFAULT_SCORE, SCORES
     from adaptivocab.embeddings import DEFAULT_EXP_BASE, INIT_METHODS
 
@@ -169,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     m.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_finetune_eval(sub, INIT_METHODS)
+    parser.commands = dict(sub.choices)
     return parser
 
 
@@ -555,7 +562,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Building the parser imports torch (seconds): a Ctrl-C then is an interrupted start.
         parser = _parser()
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            where = parser.commands.get(args.command or "", parser)
+            where.error(f"unrecognized arguments: {' '.join(unknown)}")
     except KeyboardInterrupt:
         return 130
     # Start-up is over: a Ctrl-C now raises KeyboardInterrupt, which the commands handle

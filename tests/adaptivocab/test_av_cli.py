@@ -291,3 +291,18 @@ def test_a_usage_error_is_one_line(args, says):
     assert res.returncode == 2 and res.stdout == "", res
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "--help)" in lines[0], res.stderr
+
+
+@pytest.mark.parametrize("args, prog, unknown", [
+    (("build", "--tokenizer", "t", "--corpus", "c", "--out", "o", "--numtokens", "3"),
+     "adaptivocab build", "--numtokens 3"),
+    (("eval", "--model", "m", "--corpus", "c", "--what"), "adaptivocab eval", "--what"),
+    (("--bogus",), "adaptivocab", "--bogus"),
+])
+def test_an_unknown_flag_points_to_its_commands_help(args, prog, unknown):
+    # It pointed to the top-level help, which lists the commands, not their flags.
+    res = run(*args)
+    assert res.returncode == 2 and res.stdout == "", res
+    line = res.stderr.strip()
+    assert f"{prog}: error: unrecognized arguments: {unknown} (see " in line, line
+    assert line.endswith(f"{prog} --help)") and f"{prog} {prog}" not in line, line
