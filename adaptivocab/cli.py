@@ -189,6 +189,36 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
 def _add_finetune_eval(
     sub: argparse._SubParsersAction[_Parser], init_methods: Sequence[str]
 ) -> None:
@@ -263,19 +293,19 @@ def _add_finetune_eval(
     )
     f.add_argument(
         "--warmup-steps",
-        type=int,
+        type=_non_negative_int,
         default=None,
         help="linear warmup steps before the cosine decay (default: 5%% of --steps)",
     )
     f.add_argument(
         "--min-lr-ratio",
-        type=float,
+        type=_fraction,
         default=0.1,
         help="final learning rate as a fraction of --lr (default: %(default)s)",
     )
     f.add_argument(
         "--grad-clip",
-        type=float,
+        type=_non_negative_float,
         default=1.0,
         help="gradient norm clip, 0 for none (default: %(default)s)",
     )
@@ -304,7 +334,7 @@ def _add_finetune_eval(
     )
     f.add_argument(
         "--save-every",
-        type=int,
+        type=_non_negative_int,
         default=200,
         help="steps between checkpoints, 0 for only at the end or on Ctrl-C (default: %(default)s)",
     )

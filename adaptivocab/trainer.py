@@ -47,6 +47,21 @@ class TrainConfig:
             or self.weight_decay < 0
         ):
             raise AdaptiVocabError("learning rate must be > 0, betas in [0, 1), weight decay >= 0")
+        # Each was taken as given: a negative --save-every saved a checkpoint every step
+        # (step % -1 == 0), a --min-lr-ratio above 1 made the "decay" climb past --lr, a
+        # negative --warmup-steps skipped warmup, a negative --grad-clip meant no clipping.
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise AdaptiVocabError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise AdaptiVocabError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0 <= self.grad_clip < math.inf:
+            raise AdaptiVocabError(
+                f"--grad-clip must be >= 0 (0: no clipping), got {self.grad_clip}"
+            )
+        if self.save_every < 0:
+            raise AdaptiVocabError(
+                f"--save-every must be >= 0 (0: only at the end), got {self.save_every}"
+            )
         if self.precision not in ("auto", "fp32", "bf16"):
             raise AdaptiVocabError(
                 f"--precision must be auto, fp32 or bf16, got {self.precision!r}"

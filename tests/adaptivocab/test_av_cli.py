@@ -284,6 +284,12 @@ def test_a_patch_that_lengthens_the_text_is_warned_about(capsys):
     (("build", "--tokenizer", "t", "--corpus", "c", "--out", "o", "--num-tokens", "0"),
      "argument --num-tokens: must be at least 1"),
     (("frob",), "invalid choice: 'frob'"),
+    # Out of range, each was taken and did something else: a checkpoint every step, an lr
+    # that climbs past --lr, no warmup, no clipping.
+    *[(("finetune", "--model", "m", "--patch-tokenizer", "p", "--corpus", "c", "--out", "o",
+        flag, value), f"argument {flag}: must be")
+      for flag, value in (("--save-every", "-1"), ("--min-lr-ratio", "5"),
+                          ("--warmup-steps", "-5"), ("--grad-clip", "-1"))],
 ])
 def test_a_usage_error_is_one_line(args, says):
     """As `sarathi`'s: argparse printed its whole usage block above the line that mattered."""

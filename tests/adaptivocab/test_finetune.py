@@ -303,3 +303,12 @@ def test_bf16_autocast_path(tmp_path, bytelevel_patch, packed) -> None:
     )
     assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
     assert len(result.losses) == 3 and all(x == x for x in result.losses)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("save_every", -1), ("min_lr_ratio", 5.0), ("warmup_steps", -5), ("grad_clip", -1.0),
+])
+def test_out_of_range_schedule_values_are_refused(field, value):
+    TrainConfig(steps=4).validate()
+    with pytest.raises(AdaptiVocabError, match=field.replace("_", "-")):
+        TrainConfig(steps=4, **{field: value}).validate()
