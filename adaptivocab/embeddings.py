@@ -67,23 +67,23 @@ def check_vocab(num_rows: int, tokenizer_len: int, what: str = "model") -> None:
         )
 
 
-def check_model_tokenizer(model_dir: str | os.PathLike[str], tokenizer: Any) -> None:
-    """A base model folder's own tokenizer.json must be the one the patch tokenizer was built
-    from: its rows mean that tokenizer's tokens, and the swapped rows are initialised from the
-    rows of the pieces. check_vocab compares sizes only, so a patch from another tokenizer of
-    about the same size went through and gave every id the wrong row. Compared by the BPE
-    vocabulary (token -> id), not the added tokens, which base and instruct folders may name
-    differently. A folder without a readable tokenizer.json is not checked (nothing to
-    compare; the weights were made for some tokenizer the user vouches for)."""
+def check_model_tokenizer(model_dir: str | os.PathLike[str], base_tokenizer: Any) -> None:
+    """A base model folder's own tokenizer.json must be the one a patch tokenizer was built
+    from (``base_tokenizer``, the patch tokenizer's base: a fast Hugging Face tokenizer): its
+    rows mean that tokenizer's tokens, and the swapped rows are initialised from the rows of
+    the pieces. check_vocab compares sizes only, so a patch from another tokenizer of about
+    the same size would give every id the wrong row. Compared by the BPE vocabulary (token ->
+    id), not the added tokens, which base and instruct folders may name differently. A
+    folder without a readable tokenizer.json is not checked (nothing to compare; the weights
+    were made for some tokenizer the user vouches for)."""
     own = Path(model_dir) / "tokenizer.json"
-    base = getattr(tokenizer, "base_tokenizer", None)
-    if base is None or not own.is_file():
+    if not own.is_file():
         return
     try:
         model_vocab = json.loads(own.read_text(encoding="utf-8"))["model"]["vocab"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
         return
-    patch_vocab = json.loads(base.backend_tokenizer.to_str())["model"]["vocab"]
+    patch_vocab = json.loads(base_tokenizer.backend_tokenizer.to_str())["model"]["vocab"]
     if model_vocab == patch_vocab:
         return
     if isinstance(model_vocab, dict):

@@ -63,7 +63,7 @@ def load_causal_lm(
     # A clear error for missing or unreadable weights, before transformers' own.
     list_weight_files(path)
     if _is_patch_tokenizer(tokenizer) and not (path / PATCH_FILE).is_file():
-        check_model_tokenizer(path, tokenizer)  # said before the weights load
+        check_model_tokenizer(path, tokenizer.base_tokenizer)  # said before the weights load
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 

@@ -110,7 +110,7 @@ def patch_model_folder(
             f"{model_path} was patched with a different patch tokenizer; pass the base model folder"
         )
     if not patched:
-        check_model_tokenizer(model_path, tokenizer)
+        check_model_tokenizer(model_path, tokenizer.base_tokenizer)
     shards, weight_map, index = _weight_files(model_path)
     embed_key, head_key = find_embedding_names(list(weight_map))
     # Hugging Face ties the head to the embedding on load when asked to, even

@@ -174,7 +174,7 @@ def _patch_at_load(
         # A patch of another tokenizer of about the same size passes check_vocab, and every
         # id would then read another token's row.
         try:
-            check_model_tokenizer(path, patch)
+            check_model_tokenizer(path, patch.base_tokenizer)
         except AdaptiVocabError as e:
             raise ValueError(str(e)) from e
         # --patch-tokenizer, or a --tokenizer that is a patch tokenizer folder.
