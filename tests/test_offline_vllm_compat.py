@@ -270,3 +270,23 @@ def test_vllm_methods_this_engine_lacks_say_so_and_what_to_use(llm, method, matc
     with pytest.raises(NotImplementedError, match=match):
         getattr(llm, method)(PROMPT)
     assert not llm.engine.has_unfinished_requests()
+
+
+def test_use_tqdm_may_be_a_callable_that_makes_the_bar_as_vllms(llm):
+    # vLLM takes e.g. functools.partial(tqdm, leave=False); it was read as True and a plain
+    # bar shown, the callable never called.
+    from tqdm.auto import tqdm
+
+    made = []
+
+    def bar(*args, **kwargs):
+        made.append(kwargs)
+        return tqdm(*args, **kwargs)
+
+    (out,) = llm.generate(PROMPT, SamplingParams(max_tokens=2, ignore_eos=True), use_tqdm=bar)
+    assert len(out.outputs[0].token_ids) == 2
+    assert len(made) == 1 and made[0]["total"] == 1 and not made[0]["disable"]
+    messages = [{"role": "user", "content": PROMPT}]
+    llm.chat(messages, SamplingParams(max_tokens=2), use_tqdm=bar,
+             chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}")  # fmt: skip
+    assert len(made) == 2

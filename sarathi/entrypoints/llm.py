@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
@@ -71,7 +71,7 @@ class LLM:
         self,
         messages: Sequence[dict[str, Any]] | Sequence[Sequence[dict[str, Any]]],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
-        use_tqdm: bool | None = None,
+        use_tqdm: bool | Callable[..., tqdm] | None = None,
         chat_template: str | None = None,
         add_generation_prompt: bool | None = None,
         continue_final_message: bool = False,
@@ -137,11 +137,15 @@ class LLM:
         self,
         prompts: Prompt | Sequence[Prompt],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
-        use_tqdm: bool | None = None,
+        use_tqdm: bool | Callable[..., tqdm] | None = None,
     ) -> list[RequestOutput]:
         """Outputs in the order of ``prompts``: one prompt or a list of them, each a string,
         a list of token ids, or vLLM's prompt dicts ``{"prompt": text}`` and
         ``{"prompt_token_ids": ids}``.
+
+        ``use_tqdm``: True or False shows the progress bar or not (None: for batches of
+        8 or more); a callable (vLLM's, e.g. ``functools.partial(tqdm, leave=False)``)
+        makes the bar.
 
         A request that cannot be served (e.g. a prompt longer than the context) gets an
         output with ``error`` set and ``finish_reason="error"``; the others still run.
@@ -196,8 +200,12 @@ class LLM:
             for rid in order:
                 engine.abort_request(rid)
             raise
-        show = use_tqdm if use_tqdm is not None else len(batch) >= _BAR_THRESHOLD
-        bar = tqdm(total=len(order) - len(results), desc="generate", unit="req", disable=not show)
+        # A callable makes the bar, as in vLLM (it was read as True, and a plain bar shown).
+        make_bar = use_tqdm if callable(use_tqdm) else tqdm
+        show = bool(use_tqdm) if use_tqdm is not None else len(batch) >= _BAR_THRESHOLD
+        bar = make_bar(
+            total=len(order) - len(results), desc="generate", unit="req", disable=not show
+        )
         try:
             while engine.has_unfinished_requests():
                 for out in engine.step():
