@@ -290,3 +290,35 @@ def test_use_tqdm_may_be_a_callable_that_makes_the_bar_as_vllms(llm):
     llm.chat(messages, SamplingParams(max_tokens=2), use_tqdm=bar,
              chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}")  # fmt: skip
     assert len(made) == 2
+
+
+def test_vllms_generate_and_chat_arguments_are_taken_at_their_neutral_values(llm):
+    # lora_request=None, priority=[0, ...] and the rest were TypeErrors (unknown keywords),
+    # even at vLLM's own defaults; the parameters of chat follow vLLM's order.
+    greedy = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
+    (want,) = llm.generate(PROMPT, greedy)
+    (out,) = llm.generate(
+        PROMPT, greedy, lora_request=None, priority=[0], tokenization_kwargs=None
+    )
+    assert out.outputs[0].token_ids == want.outputs[0].token_ids
+    messages = [{"role": "user", "content": PROMPT}]
+    template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    (chat,) = llm.chat(messages, greedy, False, None, template, "string",
+                       mm_processor_kwargs={}, tokenization_kwargs={})  # fmt: skip
+    assert chat.prompt_token_ids == llm.get_tokenizer().encode(PROMPT, add_special_tokens=False)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lora_request": object()}, "merge_and_unload"),
+    ({"priority": [1]}, "first come, first served"),
+    ({"priority": [0, 0]}, "1 prompts but 2 priorities"),
+    ({"tokenization_kwargs": {"add_special_tokens": False}}, "prompt_token_ids"),
+])  # fmt: skip
+def test_vllms_generate_arguments_this_engine_cannot_honour_are_refused(llm, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        llm.generate(PROMPT, SamplingParams(max_tokens=2), **kwargs)
+    assert not llm.engine.has_unfinished_requests()
+    messages = [{"role": "user", "content": PROMPT}]
+    for bad in ({"chat_template_content_format": "openai"}, {"mm_processor_kwargs": {"a": 1}}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            llm.chat(messages, SamplingParams(max_tokens=2), **bad)

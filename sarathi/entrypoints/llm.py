@@ -72,11 +72,15 @@ class LLM:
         messages: Sequence[dict[str, Any]] | Sequence[Sequence[dict[str, Any]]],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool | Callable[..., tqdm] | None = None,
+        lora_request: Any = None,
         chat_template: str | None = None,
+        chat_template_content_format: str = "auto",
         add_generation_prompt: bool | None = None,
         continue_final_message: bool = False,
         tools: list[dict[str, Any]] | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
+        tokenization_kwargs: dict[str, Any] | None = None,
+        mm_processor_kwargs: dict[str, Any] | None = None,
     ) -> list[RequestOutput]:
         """Replies to one conversation (a list of ``{"role": ..., "content": ...}``
         messages) or to a list of them, as vLLM's ``LLM.chat``: each is rendered with the
@@ -88,7 +92,22 @@ class LLM:
         prompt, and asking for both raises ValueError, as vLLM and the server refuse it;
         ``tools``: OpenAI-style tool definitions for templates that show them;
         ``chat_template_kwargs``: extra template variables (e.g. ``enable_thinking``).
-        A missing template or one that fails on the messages raises ValueError."""
+        A missing template or one that fails on the messages raises ValueError.
+
+        The parameters are vLLM's, in its order. Those this engine has no use for are taken
+        at their neutral values (``lora_request`` None, ``chat_template_content_format``
+        "auto" or "string": content reaches the template as a string, ``tokenization_kwargs``
+        and ``mm_processor_kwargs`` None or empty); any other value is a ValueError."""
+        if chat_template_content_format not in ("auto", "string"):
+            raise ValueError(
+                f"chat_template_content_format={chat_template_content_format!r} is not "
+                "supported: message content reaches the template as a string (text parts "
+                "joined); pass 'auto' or 'string'"
+            )
+        if mm_processor_kwargs:
+            raise ValueError(
+                "mm_processor_kwargs are not supported: this engine serves text-only models"
+            )
         if continue_final_message and add_generation_prompt:
             # Refused rather than dropped: the caller asked for a header it would not get.
             raise ValueError(
@@ -128,7 +147,13 @@ class LLM:
                     "template's text) or use generate with a prompt"
                 ) from e
             prompts.append(ids)
-        outputs = self.generate(prompts, sampling_params, use_tqdm)
+        outputs = self.generate(
+            prompts,
+            sampling_params,
+            use_tqdm,
+            lora_request=lora_request,
+            tokenization_kwargs=tokenization_kwargs,
+        )
         for out in outputs:  # the rendered conversation, as vLLM's chat reports it
             out.prompt = tokenizer.decode(out.prompt_token_ids, skip_special_tokens=False)
         return outputs
@@ -138,6 +163,10 @@ class LLM:
         prompts: Prompt | Sequence[Prompt],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool | Callable[..., tqdm] | None = None,
+        *,
+        lora_request: Any = None,
+        priority: Sequence[int] | None = None,
+        tokenization_kwargs: dict[str, Any] | None = None,
     ) -> list[RequestOutput]:
         """Outputs in the order of ``prompts``: one prompt or a list of them, each a string,
         a list of token ids, or vLLM's prompt dicts ``{"prompt": text}`` and
@@ -145,7 +174,9 @@ class LLM:
 
         ``use_tqdm``: True or False shows the progress bar or not (None: for batches of
         8 or more); a callable (vLLM's, e.g. ``functools.partial(tqdm, leave=False)``)
-        makes the bar.
+        makes the bar. vLLM's ``lora_request``, ``priority`` and ``tokenization_kwargs`` are
+        taken at their neutral values (None; priorities all 0; None or empty), so vLLM code
+        that spells them out runs; any other value is a ValueError saying what to do instead.
 
         A request that cannot be served (e.g. a prompt longer than the context) gets an
         output with ``error`` set and ``finish_reason="error"``; the others still run.
@@ -160,6 +191,7 @@ class LLM:
                 "prompts must be a prompt (a string, a list of token ids or a prompt dict) or "
                 f"a list of them, got {type(prompts).__name__}"
             )
+        _refuse_unsupported(lora_request, priority, tokenization_kwargs, len(items))
         batch = [_prompt(p, i) for i, p in enumerate(items)]
         salts = [_cache_salt(p, i) for i, p in enumerate(items)]
         if sampling_params is None:
@@ -273,6 +305,32 @@ def _unsupported(name: str, message: str) -> Any:
 
 for _name, _message in _UNSUPPORTED.items():
     setattr(LLM, _name, _unsupported(_name, _message))
+
+
+def _refuse_unsupported(
+    lora_request: Any, priority: Sequence[int] | None, tokenization_kwargs: Any, count: int
+) -> None:
+    """ValueError for vLLM's generate arguments at a value this engine cannot honour (they
+    were TypeErrors as unknown keywords, even at vLLM's defaults)."""
+    loras = lora_request if isinstance(lora_request, list | tuple) else [lora_request]
+    if any(r is not None for r in loras):
+        raise ValueError(
+            "lora_request is not supported: this engine serves no LoRA adapters; merge the "
+            "adapter into the weights (e.g. peft's merge_and_unload) and load that folder"
+        )
+    if priority is not None:
+        if len(priority) != count:
+            raise ValueError(f"got {count} prompts but {len(priority)} priorities")
+        if any(p != 0 for p in priority):
+            raise ValueError(
+                "priority is not supported: requests are scheduled first come, first served "
+                "(pass None, or 0 for every prompt)"
+            )
+    if tokenization_kwargs:
+        raise ValueError(
+            "tokenization_kwargs are not supported; tokenize the prompt yourself and pass "
+            "{'prompt_token_ids': ids} (SamplingParams.truncate_prompt_tokens truncates it)"
+        )
 
 
 def _name_logprob_tokens(
