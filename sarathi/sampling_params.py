@@ -58,8 +58,22 @@ class StructuredOutputsParams:
     regex: str | None = None
     choice: tuple[str, ...] | None = None
     grammar: str | None = None
+    # vLLM's options. Both flags have one answer here, whatever they say: JSON is written
+    # with no free whitespace and objects take only the properties their schema lists
+    # (docs/structured-outputs.md), as the server takes them. A whitespace pattern and a
+    # structural tag would change the output, so they are refused, as on the server.
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+    structural_tag: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("whitespace_pattern", "structural_tag"):
+            if getattr(self, name) is not None:
+                raise ValueError(
+                    f"structured_outputs {name} is not supported (JSON is written with no "
+                    "free whitespace; constrain the output with json, regex, choice or grammar)"
+                )
         if isinstance(self.choice, list):
             object.__setattr__(self, "choice", tuple(self.choice))
         kinds = [k for k in ("json", "regex", "choice", "grammar") if getattr(self, k) is not None]

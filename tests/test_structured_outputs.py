@@ -241,6 +241,23 @@ def test_spec_sets_exactly_one_kind():
     assert StructuredOutputsParams(json={}).kind == "json"
 
 
+def test_vllms_whitespace_and_properties_flags_are_taken_and_its_other_options_refused(llm):
+    # vLLM's constructor arguments were TypeErrors here while the server took them. The two
+    # flags have one answer (no free whitespace, only the schema's properties): same output.
+    spec = StructuredOutputsParams(json=SCHEMA)
+    flagged = StructuredOutputsParams(
+        json=SCHEMA, disable_any_whitespace=True, disable_additional_properties=True
+    )
+    greedy = dict(temperature=0, max_tokens=60)
+    outs = llm.generate(["x", "x"], [SamplingParams(**greedy, structured_outputs=s)
+                                     for s in (spec, flagged)], use_tqdm=False)  # fmt: skip
+    assert outs[0].outputs[0].text == outs[1].outputs[0].text
+    assert _check_schema(outs[1].outputs[0].text)
+    for name in ("whitespace_pattern", "structural_tag"):
+        with pytest.raises(ValueError, match=f"{name} is not supported"):
+            StructuredOutputsParams(json=SCHEMA, **{name: " "})
+
+
 def test_abort_releases_the_matcher(llm):
     spec = StructuredOutputsParams(json_object=True)
     llm.engine.add_request("x", SamplingParams(structured_outputs=spec), request_id="gone")
