@@ -135,9 +135,17 @@ def test_generate_takes_vllm_prompt_dicts(llm):
     assert _ids(llm.generate({"prompt": "Hello there"}, GREEDY)[0]) == text
     outs = llm.generate([{"prompt_token_ids": ids}, "Hello there", ids], GREEDY)
     assert [_ids(o) for o in outs] == [_ids(llm.generate(ids, GREEDY)[0]), text, _ids(outs[0])]
+    # vLLM's TokensPrompt may carry the ids' text: the ids are generated from, the text is
+    # the output's prompt (it was refused, "give one of 'prompt' and 'prompt_token_ids'").
+    both = {"prompt": "Hello there", "prompt_token_ids": ids}
+    (out,) = llm.generate(both, GREEDY)
+    assert out.prompt == "Hello there" and out.prompt_token_ids == ids
+    assert _ids(out) == _ids(outs[0])
+    (cut,) = llm.generate({"prompt": "Hi", "prompt_token_ids": ids[:1]}, GREEDY)
+    assert cut.prompt == "Hi" and cut.prompt_token_ids == ids[:1]
     for bad, match in [
         ({"prompt": "x", "multi_modal_data": {}}, "multi_modal_data"),
-        ({"prompt": "x", "prompt_token_ids": [1]}, "one of"),
+        ({"prompt": 3, "prompt_token_ids": [1]}, "their text"),
         ({}, "one of"),
         ([None], "prompt 0"),
         (["ok", 3.5], "prompt 1"),

@@ -193,6 +193,7 @@ class LLM:
             )
         _refuse_unsupported(lora_request, priority, tokenization_kwargs, len(items))
         batch = [_prompt(p, i) for i, p in enumerate(items)]
+        texts = [_tokens_prompt_text(p) for p in items]
         salts = [_cache_salt(p, i) for i, p in enumerate(items)]
         if sampling_params is None:
             sampling_params = self.get_default_sampling_params()
@@ -251,6 +252,9 @@ class LLM:
         finally:
             bar.close()
         outputs = [results[rid] for rid in order]
+        for out, text in zip(outputs, texts, strict=True):
+            if text is not None:  # a tokens prompt's own text, reported as vLLM reports it
+                out.prompt = text
         if engine.tokenizer is not None:
             _name_logprob_tokens(outputs, params, engine.tokenizer)
         return outputs
@@ -429,12 +433,23 @@ def _prompt(p: Any, index: int) -> str | list[int]:
         if extra:
             raise ValueError(
                 f"prompt {index}: {', '.join(extra)} not supported (a prompt dict takes "
-                "'prompt' or 'prompt_token_ids', and 'cache_salt'; this engine serves "
-                "text-only models)"
+                "'prompt' or 'prompt_token_ids' (with their text as 'prompt'), and "
+                "'cache_salt'; this engine serves text-only models)"
             )
-        if ("prompt" in p) == ("prompt_token_ids" in p):
+        if "prompt" not in p and "prompt_token_ids" not in p:
             raise ValueError(f"prompt {index}: give one of 'prompt' and 'prompt_token_ids'")
-        p = p["prompt"] if "prompt" in p else p["prompt_token_ids"]
+        if "prompt_token_ids" in p:
+            # vLLM's TokensPrompt: the ids are the prompt; a "prompt" beside them is only
+            # their text, for the output (_tokens_prompt_text).
+            text = p.get("prompt")
+            if text is not None and not isinstance(text, str):
+                raise ValueError(
+                    f"prompt {index}: 'prompt' beside 'prompt_token_ids' must be their text "
+                    f"(a string), got {type(text).__name__}"
+                )
+            p = p["prompt_token_ids"]
+        else:
+            p = p["prompt"]
     if isinstance(p, str):
         if not is_unicode(p):
             # The tokenizer raises a bare TypeError ("TextEncodeInput must be ...") for it.
@@ -446,6 +461,13 @@ def _prompt(p: Any, index: int) -> str | list[int]:
         f"prompt {index}: expected a string, a list of token ids or a prompt dict, "
         f"got {type(p).__name__}"
     )
+
+
+def _tokens_prompt_text(p: Any) -> str | None:
+    """The text a vLLM TokensPrompt gives beside its ids (RequestOutput.prompt), if any."""
+    if isinstance(p, dict) and "prompt_token_ids" in p:
+        return p.get("prompt")
+    return None
 
 
 def _cache_salt(p: Any, index: int) -> str | None:
