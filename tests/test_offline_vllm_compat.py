@@ -322,3 +322,29 @@ def test_vllms_generate_arguments_this_engine_cannot_honour_are_refused(llm, kwa
     for bad in ({"chat_template_content_format": "openai"}, {"mm_processor_kwargs": {"a": 1}}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             llm.chat(messages, SamplingParams(max_tokens=2), **bad)
+
+
+VLLM_NO_OPS = dict(disable_log_stats=True, disable_log_requests=False, enable_chunked_prefill=True,
+                   swap_space=4, kv_cache_dtype="auto", tokenizer_mode="auto",
+                   pipeline_parallel_size=1)  # fmt: skip
+
+
+def test_vllms_constructor_keywords_that_change_nothing_are_taken(tiny_models):
+    # Each was an "unknown engine option" TypeError, though `serve` takes them as flags.
+    llm = LLM(tiny_models["llama"], max_num_seqs=2, **VLLM_NO_OPS)
+    try:
+        (out,) = llm.generate(PROMPT, SamplingParams(max_tokens=2, ignore_eos=True))
+        assert len(out.outputs[0].token_ids) == 2
+    finally:
+        llm.engine.shutdown()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"enable_chunked_prefill": False}, "always prefilled in chunks"),
+    ({"kv_cache_dtype": "fp8"}, "model's dtype"), ({"tokenizer_mode": "slow"}, "fast tokenizer"),
+    ({"pipeline_parallel_size": 2}, "tensor_parallel_size"), ({"swap_space": -1}, "recomputed"),
+    ({"disable_log_stats": "yes"}, "a bool"),
+])  # fmt: skip
+def test_vllms_constructor_keywords_asking_for_more_are_refused(tiny_models, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LLM(tiny_models["llama"], **kwargs)
