@@ -150,7 +150,8 @@ class ModelConfig:
         "Default sampling options of requests that do not set them: 'auto' (from the model's "
         "generation_config.json: temperature, top_p, top_k, min_p, repetition_penalty; "
         "SamplingParams' defaults where it has none), 'vllm' (SamplingParams' defaults) or a "
-        "folder holding a generation_config.json.",
+        "folder holding a generation_config.json. Its max_new_tokens, as in vLLM, caps every "
+        "server request's output tokens and is the offline default max_tokens.",
     )
     enforce_eager: bool = _f(
         False,

@@ -112,10 +112,13 @@ def _demo_copy(path, generation_config):
 def test_generation_config_sets_request_defaults(tmp_path):
     from sarathi import LLM
 
-    model = _demo_copy(tmp_path, {"temperature": 0.3, "top_k": 20, "eos_token_id": 1})
-    assert LLM(model).get_default_sampling_params().temperature == 0.3
+    model = _demo_copy(
+        tmp_path, {"temperature": 0.3, "top_k": 20, "eos_token_id": 1, "max_new_tokens": 7}
+    )
+    defaults = LLM(model).get_default_sampling_params()
+    assert defaults.temperature == 0.3 and defaults.max_tokens == 7
     plain = LLM(model, generation_config="vllm").get_default_sampling_params()
-    assert plain.temperature == 1.0 and plain.top_k == 0
+    assert plain.temperature == 1.0 and plain.top_k == 0 and plain.max_tokens == 16
 
 
 def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):

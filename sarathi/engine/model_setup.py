@@ -52,6 +52,9 @@ class ModelSetup:
     eos_id: int | None  # the tokenizer's own; the rest of eos_ids come from generation_config
     # Sampling options for requests that do not set them (--generation-config).
     default_sampling: dict[str, Any]
+    # generation_config.json's max_new_tokens (--generation-config): as vLLM reads it, a
+    # server-wide cap on a request's output tokens, and the offline default max_tokens.
+    max_new_tokens: int | None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,26 +110,42 @@ def resolve_chunk_size(config: EngineConfig, device: torch.device) -> int:
     return 512
 
 
-def load_default_sampling(mode: str, model_path: str) -> dict[str, Any]:
-    """The sampling defaults ``--generation-config`` asks for: from the model folder's
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """What ``--generation-config`` takes from a generation_config.json."""
+
+    sampling: dict[str, Any]  # options of MODEL_DEFAULT_KEYS a request leaves unset
+    max_new_tokens: int | None  # a cap on every request's output tokens
+
+
+def load_generation_defaults(mode: str, model_path: str) -> GenerationDefaults:
+    """The defaults ``--generation-config`` asks for: from the model folder's
     generation_config.json ('auto'), none ('vllm'), or from another folder's."""
+    none = GenerationDefaults({}, None)
     if mode == "vllm":
-        return {}
+        return none
     folder = model_path if mode == "auto" else mode
     path = os.path.join(folder, "generation_config.json")
     if not os.path.isfile(path):
         if mode != "auto":
             raise ValueError(f"--generation-config {mode!r} has no generation_config.json")
-        return {}
+        return none
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read {path}: {e}") from e
-    out = {k: raw[k] for k in MODEL_DEFAULT_KEYS if isinstance(raw.get(k), (int, float))}
-    if out:
-        logger.info("default sampling options from %s: %s", path, out)
-    return out
+    if not isinstance(raw, dict):
+        raise ValueError(f"cannot read {path}: not a JSON object")
+    sampling = {k: raw[k] for k in MODEL_DEFAULT_KEYS if isinstance(raw.get(k), (int, float))}
+    if sampling:
+        logger.info("default sampling options from %s: %s", path, sampling)
+    cap = raw.get("max_new_tokens")
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+        cap = None
+    else:
+        logger.info("max_new_tokens %d from %s caps every request's output tokens", cap, path)
+    return GenerationDefaults(sampling, cap)
 
 
 def model_context(shape: ModelShape) -> int:
@@ -275,6 +294,7 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
             "RoPE scaling factor): positions past it were never trained "
             "(SARATHI_ALLOW_LONG_MAX_MODEL_LEN=1 takes it anyway)"
         )
+    defaults = load_generation_defaults(mc.generation_config, path)
     return ModelSetup(
         name=mc.model,
         path=path,
@@ -289,5 +309,6 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
         max_model_len=mc.max_model_len or longest,
         eos_ids=frozenset(eos_token_ids(tokenizer, path)),
         eos_id=tokenizer_eos_id(tokenizer),
-        default_sampling=load_default_sampling(mc.generation_config, path),
+        default_sampling=defaults.sampling,
+        max_new_tokens=defaults.max_new_tokens,
     )

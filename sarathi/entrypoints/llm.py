@@ -66,8 +66,13 @@ class LLM:
         return self.engine
 
     def get_default_sampling_params(self) -> SamplingParams:
-        """SamplingParams with the model's defaults (--generation-config, as vLLM)."""
-        return SamplingParams(**self.engine.setup.default_sampling)
+        """SamplingParams with the model's defaults (--generation-config, as vLLM): its
+        generation_config.json's sampling options, and its max_new_tokens as max_tokens."""
+        setup = self.engine.setup
+        kwargs = dict(setup.default_sampling)
+        if setup.max_new_tokens is not None:
+            kwargs["max_tokens"] = setup.max_new_tokens
+        return SamplingParams(**kwargs)
 
     def get_tokenizer(self) -> Any:
         return self.engine.tokenizer

@@ -223,7 +223,8 @@ class ServerState:
     def check_prompt(
         self, ids: list[int], max_tokens: int | None, param: str, tokens_param: str = "max_tokens"
     ) -> int:
-        """Validate a tokenized prompt; returns the max_tokens to use (None: the rest)."""
+        """Validate a tokenized prompt; returns the max_tokens to use (None: the rest),
+        within the model's max_new_tokens where it has one (vLLM's server-wide cap)."""
         try:
             self.engine.engine.validate_prompt(ids)
         except RequestError as e:
@@ -238,8 +239,9 @@ class ServerState:
                 ) from e
             raise APIError(str(e), param=param, code=e.code) from e
         room = self.max_seq_len - len(ids)
+        cap = self.engine.engine.setup.max_new_tokens or room
         if max_tokens is None:
-            return room
+            return min(room, cap)
         if max_tokens > room:
             raise APIError(
                 f"This model's maximum context length is {self.max_seq_len} tokens. However, you "
@@ -249,7 +251,7 @@ class ServerState:
                 param=tokens_param,
                 code=CONTEXT_LENGTH_EXCEEDED,
             )
-        return max_tokens
+        return min(max_tokens, cap)
 
 
 def _overflow_message(num_tokens: int, max_seq_len: int, param: str) -> str:
