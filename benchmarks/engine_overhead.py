@@ -8,12 +8,17 @@ scheduling all of this runs while the GPU computes the previous step, so it must
 a step's GPU time (Qwen3-0.6B at batch 256: a few ms).
 
     python benchmarks/engine_overhead.py [--num-seqs 256] [--steps 200] [--final-only]
-        [--delta] [--serving-gc]
+        [--delta] [--serving-gc] [--logprobs K]
+
+With ``--logprobs K`` every sequence asks for K alternatives per token, and the garbage
+collector's pauses over the timed steps are reported too (longest and total): they stop
+every thread of the process, the server's event loop included.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import time
@@ -22,7 +27,7 @@ from common import add_engine_arg, engine_args, print_table, run_info, write_jso
 
 from sarathi import SamplingParams
 from sarathi.config import EngineConfig
-from sarathi.core.scheduler_output import StepResult
+from sarathi.core.scheduler_output import StepResult, TokenLogprobs
 from sarathi.engine.gc_policy import tune_for_serving
 from sarathi.engine.llm_engine import LLMEngine
 
@@ -48,6 +53,12 @@ def main() -> None:
         action="store_true",
         help="Tune garbage collection as the server does (sarathi.engine.gc_policy).",
     )
+    ap.add_argument(
+        "--logprobs",
+        type=int,
+        default=None,
+        help="Alternatives per token each sequence asks for (0-20; default: no logprobs).",
+    )
     ap.add_argument("--json", default=None, help="Write results to this JSON file.")
     add_engine_arg(ap)
     args = ap.parse_args()
@@ -65,7 +76,7 @@ def main() -> None:
         **extra,
     )
     engine = LLMEngine(config)
-    params = SamplingParams(temperature=0, max_tokens=None, ignore_eos=True)
+    params = SamplingParams(temperature=0, max_tokens=None, ignore_eos=True, logprobs=args.logprobs)
     if args.serving_gc:
         tune_for_serving()
     for i in range(args.num_seqs):
@@ -80,6 +91,16 @@ def main() -> None:
     runner = engine.executor.worker.runner
     vocab = engine.setup.shape.vocab_size
     times: dict[str, list[float]] = {"schedule": [], "account": [], "prepare": [], "process": []}
+    pauses: list[float] = []
+    started = [0.0]
+
+    def time_collection(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(time_collection)
     for step in range(args.steps):
         t0 = time.thread_time()
         plan = engine.scheduler.schedule()
@@ -90,7 +111,15 @@ def main() -> None:
         t3 = time.thread_time()
         # Varied tokens of the vocabulary (the demo model has 2,048), as a model writes.
         tokens = [(step * 7919 + i * 104729) % vocab for i in range(len(sampled))]
-        engine.output_processor.process(sampled, indices, StepResult(tokens))
+        logprobs = None
+        if args.logprobs is not None:
+            logprobs = [
+                TokenLogprobs(
+                    -1.0, 2, [((t + j) % vocab, -0.5 - j, j + 1) for j in range(args.logprobs)]
+                )
+                for t in tokens
+            ]
+        engine.output_processor.process(sampled, indices, StepResult(tokens, logprobs))
         t4 = time.thread_time()
         for key, a, b in (
             ("schedule", t0, t1),
@@ -100,11 +129,13 @@ def main() -> None:
         ):
             times[key].append(b - a)
         assert len(plan.decodes) == args.num_seqs
+    gc.callbacks.remove(time_collection)
     row: dict = {
         "running": args.num_seqs,
         "final_only": args.final_only,
         "delta": args.delta,
         "serving_gc": args.serving_gc,
+        "logprobs": args.logprobs,
         "steps": args.steps,
     }
     for key, xs in times.items():
@@ -112,6 +143,8 @@ def main() -> None:
     # Output processing grows with the outputs' length: the last 100 steps apart.
     row["process_last100_us"] = statistics.mean(times["process"][-100:]) * 1e6
     row["total_us"] = statistics.median([sum(x) for x in zip(*times.values(), strict=True)]) * 1e6
+    row["gc_pause_max_ms"] = max(pauses, default=0.0) * 1e3
+    row["gc_pause_total_ms"] = sum(pauses) * 1e3
     print_table([row], list(row))
     write_json(args.json, {"info": run_info(), "results": [row]})
 
