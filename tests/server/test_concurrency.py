@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import httpx
 import pytest
@@ -127,3 +128,74 @@ def test_a_response_body_is_built_off_the_event_loop(server, http, monkeypatch, 
         worker.join(30)
     assert result[0].status_code == 200, result[0].text
     assert result[0].json()["choices"][0]["logprobs"]
+
+
+STREAMS = [
+    ("/v1/completions", {"prompt": list(range(10, 70))}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hello there " * 30}]}),
+]
+
+
+@pytest.mark.parametrize("route, body", STREAMS)
+def test_a_streamed_chunk_of_prompt_logprobs_is_built_off_the_event_loop(
+    server, http, monkeypatch, route, body
+):
+    # A stream's first chunk carries its prompt_logprobs: 2,000 prompt tokens with 20
+    # alternatives each took over a second of Python, on the event loop, stalling every
+    # other client. Here building them blocks until /health, asked meanwhile, has answered.
+    state = server.app.state.sarathi
+    building, answered = threading.Event(), threading.Event()
+    token_text = state.token_text
+
+    def slow_token_text(token_id: int) -> str:
+        building.set()
+        answered.wait(10)
+        return token_text(token_id)
+
+    monkeypatch.setattr(state, "token_text", slow_token_text)
+    result: list[httpx.Response] = []
+    request = {"model": "demo", "max_tokens": 2, "stream": True, "prompt_logprobs": 20, **body}
+    worker = threading.Thread(target=lambda: result.append(http.post(route, json=request)))
+    worker.start()
+    try:
+        assert building.wait(10)
+        with httpx.Client(base_url=server.url, timeout=5) as other:
+            assert other.get("/health").status_code == 200
+    finally:
+        answered.set()
+        worker.join(30)
+    assert result[0].status_code == 200, result[0].text
+    assert '"prompt_logprobs"' in result[0].text and "[DONE]" in result[0].text
+
+
+@pytest.mark.parametrize("route, body", STREAMS)
+def test_a_slow_readers_backlog_of_logprobs_is_built_off_the_event_loop(
+    server, http, monkeypatch, route, body
+):
+    # A stream's next chunk carries every token its reader has not taken yet: a client that
+    # reads slowly gets up to max_tokens tokens, each with 20 alternatives, in one chunk.
+    # Here the stream's first chunk holds the event loop until the engine has made all 40
+    # tokens; the backlog's chunk that follows is built off the event loop's thread.
+    state = server.app.state.sarathi
+    token_text = state.token_text
+    threads: list[threading.Thread] = []
+
+    def recording_token_text(token_id: int) -> str:
+        if not threads:
+            deadline = time.monotonic() + 30
+            while server.engine.snapshot.num_running and time.monotonic() < deadline:
+                time.sleep(0.01)
+        threads.append(threading.current_thread())
+        return token_text(token_id)
+
+    monkeypatch.setattr(state, "token_text", recording_token_text)
+    if route == "/v1/completions":
+        logprobs = {"logprobs": 20}
+    else:
+        logprobs = {"logprobs": True, "top_logprobs": 20}
+    request = {"model": "demo", "max_tokens": 40, "ignore_eos": True, "stream": True}
+    r = http.post(route, json={**request, **logprobs, **body})
+    assert r.status_code == 200 and "[DONE]" in r.text, r.text
+    on_loop = threads.count(server.thread)
+    assert threads[:on_loop] == [server.thread] * on_loop  # the first chunk's: a token or two
+    assert len(threads) - on_loop >= 20 * 21  # the backlog's, every one off the loop

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 import uuid
@@ -40,6 +41,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
     json_in_pieces,
     json_off_loop,
     merge,
+    off_loop_if_large,
     prompt_logprobs_body,
     prompt_logprobs_json,
     sampling_params,
@@ -94,6 +96,37 @@ def _prompt_logprobs(
     if req.prompt_logprobs is None or out.prompt_logprobs is None:
         return None
     return prompt_logprobs_body(state, ids, out.prompt_logprobs, req.prompt_logprobs)
+
+
+def _chunk_logprobs(
+    state: ServerState,
+    req: ChatCompletionRequest,
+    ids: list[int],
+    out: RequestOutput,
+    c: CompletionOutput,
+    with_prompt: bool,
+) -> tuple[list | None, dict | None]:
+    """A streamed chunk's prompt logprobs (with its first chunk) and its tokens' logprobs,
+    as JSON values (None where not asked for)."""
+    prompt_lp = None
+    if with_prompt:
+        body = _prompt_logprobs(state, req, ids, out)
+        prompt_lp = prompt_logprobs_json(body) if body is not None else None
+    lp = None
+    if req.logprobs:
+        end = len(c.token_ids)
+        lp = _logprobs(state, c, end - c.num_new_tokens, end, req.top_logprobs or 0).model_dump()
+    return prompt_lp, lp
+
+
+def _chunk_entries(
+    req: ChatCompletionRequest, ids: list[int], c: CompletionOutput, with_prompt: bool
+) -> int:
+    """The logprob entries ``_chunk_logprobs`` makes: tokens times their alternatives."""
+    entries = c.num_new_tokens * ((req.top_logprobs or 0) + 1) if req.logprobs else 0
+    if with_prompt and req.prompt_logprobs is not None:
+        entries += len(ids) * (req.prompt_logprobs + 1)
+    return entries
 
 
 def _echoed(req: ChatCompletionRequest) -> str:
@@ -349,17 +382,11 @@ async def _stream(
         async with contextlib.aclosing(merge([stream])) as outputs:
             async for _, out in outputs:
                 for c in tally.reportable(out, 0, bool(req.logprobs) or continuous):
-                    prompt_lp = None
-                    if prompt_pending:
-                        prompt_pending = False
-                        body = _prompt_logprobs(state, req, ids, out)
-                        prompt_lp = prompt_logprobs_json(body) if body is not None else None
-                    lp = None
-                    if req.logprobs:
-                        end = len(c.token_ids)
-                        lp = _logprobs(
-                            state, c, end - c.num_new_tokens, end, req.top_logprobs or 0
-                        ).model_dump()
+                    with_prompt, prompt_pending = prompt_pending, False
+                    prompt_lp, lp = await off_loop_if_large(
+                        functools.partial(_chunk_logprobs, state, req, ids, out, c, with_prompt),
+                        _chunk_entries(req, ids, c, with_prompt),
+                    )
                     messages = tool_streams.setdefault(c.index, ToolStream(mode))
                     deltas = messages.feed(c.text_delta)
                     finish = None

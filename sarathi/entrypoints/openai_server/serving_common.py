@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel
@@ -45,6 +45,8 @@ from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
 from sarathi.sampling_params import SamplingParams, StructuredOutputsParams
 
 logger = logging.getLogger("sarathi.server")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -463,6 +465,25 @@ def json_in_pieces(body: BaseModel, choices: Iterable[BaseModel]) -> bytes:
             piece = to_json(value)
         fields.append(to_json(name) + b":" + piece)
     return b"{" + b",".join(fields) + b"}"
+
+
+# A streamed chunk with more logprob entries than this (tokens times their alternatives)
+# is built in a worker thread. A chunk carries every token its client has not taken yet (a
+# slow reader's backlog: up to max_tokens of them, for each choice) or a prompt's
+# prompt_logprobs; built on the event loop, 2,000 tokens with 20 alternatives each stalled
+# every other client for over a second. A step's own chunk (a token or a few) costs less
+# to build here than to hand to a thread.
+STREAM_ENTRIES_ON_LOOP = 512
+
+
+async def off_loop_if_large(build: Callable[[], T], entries: int) -> T:
+    """``build()``, in a worker thread when it makes more than ``STREAM_ENTRIES_ON_LOOP``
+    logprob entries. Awaiting the thread also lets a client's disconnect be seen between a
+    backlog's chunks: without a pause, a stream whose client had gone built every chunk
+    of its backlog (the send to a closed connection returns at once) before it stopped."""
+    if entries <= STREAM_ENTRIES_ON_LOOP:
+        return build()
+    return await asyncio.to_thread(build)
 
 
 class ClientDisconnected(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import AsyncGenerator, Iterator
@@ -36,6 +37,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
     json_in_pieces,
     json_off_loop,
     merge,
+    off_loop_if_large,
     prompt_logprobs_body,
     prompt_logprobs_json,
     sampling_params,
@@ -317,6 +319,43 @@ async def _stream(
             body["usage"] = usage_info.model_dump()
         return sse(body)
 
+    def choice_chunks(
+        i: int,
+        out: RequestOutput,
+        c: CompletionOutput,
+        index: int,
+        counted: UsageInfo | None,
+        first: bool,
+    ) -> list[str]:
+        """The chunks an output makes for one of its choices (in a worker thread when they
+        carry many logprobs: see ``off_loop_if_large``)."""
+        pieces = []
+        # A choice's first chunk carries the asked-for prompt logprobs; echo with logprobs
+        # needs them first, so its prompt chunk comes now.
+        prompt_lp = None
+        if first:
+            prompt_lp = _prompt_logprobs(state, req, prompts[i], out)
+            if req.echo and req.logprobs is not None:
+                assert out.prompt_logprobs is not None
+                echoed = _logprobs(state, prompts[i].ids, out.prompt_logprobs, req.logprobs, 0)
+                offsets[index] = _end_offset(echoed, 0)
+                pieces.append(chunk(index, echo_texts[i], echoed, None, None, counted, prompt_lp))
+                prompt_lp = None
+        lp = None
+        if req.logprobs is not None:
+            end = len(c.token_ids)
+            start = end - c.num_new_tokens
+            offset = offsets.get(index, 0)
+            lp = _logprobs(
+                state, c.token_ids[start:end], _output_entries(c, start, end), req.logprobs, offset
+            )
+            offsets[index] = _end_offset(lp, offset)
+        stop_reason = c.stop_reason if c.finished() else None
+        pieces.append(
+            chunk(index, c.text_delta, lp, c.finish_reason, stop_reason, counted, prompt_lp)
+        )
+        return pieces
+
     streams = [
         state.engine.generate(p.ids, sp, f"{request_id}-{i}", req.cache_salt, delta=True)
         for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
@@ -360,44 +399,17 @@ async def _stream(
                         if continuous
                         else None
                     )
-                    # A choice's first chunk carries the asked-for prompt logprobs; echo
-                    # with logprobs needs them first, so its prompt chunk comes now.
-                    prompt_lp = None
-                    if index not in started:
-                        started.add(index)
-                        prompt_lp = _prompt_logprobs(state, req, prompts[i], out)
-                        if req.echo and req.logprobs is not None:
-                            assert out.prompt_logprobs is not None
-                            echoed = _logprobs(
-                                state, prompts[i].ids, out.prompt_logprobs, req.logprobs, 0
-                            )
-                            offsets[index] = _end_offset(echoed, 0)
-                            yield chunk(
-                                index, echo_texts[i], echoed, None, None, counted, prompt_lp
-                            )
-                            prompt_lp = None
-                    lp = None
-                    if req.logprobs is not None:
-                        end = len(c.token_ids)
-                        start = end - c.num_new_tokens
-                        offset = offsets.get(index, 0)
-                        lp = _logprobs(
-                            state,
-                            c.token_ids[start:end],
-                            _output_entries(c, start, end),
-                            req.logprobs,
-                            offset,
-                        )
-                        offsets[index] = _end_offset(lp, offset)
-                    yield chunk(
-                        index,
-                        c.text_delta,
-                        lp,
-                        c.finish_reason,
-                        c.stop_reason if c.finished() else None,
-                        counted,
-                        prompt_lp,
+                    first = index not in started
+                    started.add(index)
+                    # The prompt's logprobs (prompt_logprobs, echo's) come with a choice's
+                    # first chunk.
+                    k = _prompt_logprobs_k(req) if first else None
+                    entries = (len(prompts[i].ids) * (k + 1) if k is not None else 0) + (
+                        c.num_new_tokens * (req.logprobs + 1) if req.logprobs is not None else 0
                     )
+                    render = functools.partial(choice_chunks, i, out, c, index, counted, first)
+                    for piece in await off_loop_if_large(render, entries):
+                        yield piece
         if include_usage:
             yield sse(
                 {
