@@ -10,8 +10,10 @@ as OpenAI clients send extras.
 from __future__ import annotations
 
 import functools
+import json
 import time
 import typing
+from contextvars import ContextVar
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -67,6 +69,25 @@ Prompt = (
 )
 
 
+# The JSON a request's body was parsed into, and what _check_json found wrong in it (None:
+# nothing), when the server parsed and walked it in a worker thread (load_checked_json, by
+# routes.OffLoopJSONRequest): the body's model then does not walk it again on the event
+# loop, where 4 MB of small strings took 0.6-0.9 s and ten such bodies at once held every
+# other client for 8 s. Set per request (each runs in a task of its own).
+checked_body: ContextVar[tuple[Any, str | None] | None] = ContextVar("checked_body", default=None)
+
+
+def load_checked_json(raw: bytes) -> tuple[Any, str | None]:
+    """A body's JSON, and _check_json's complaint about it (None: none); json.loads'
+    errors are raised."""
+    data = json.loads(raw)
+    try:
+        _check_json(data)
+    except ValueError as e:
+        return data, str(e)
+    return data, None
+
+
 class _Request(BaseModel):
     # Extra fields are kept, so field_audit.py can refuse those it would otherwise drop.
     model_config = ConfigDict(extra="allow")
@@ -74,17 +95,6 @@ class _Request(BaseModel):
     # models inside it do not walk their parts again: each walking its own would check a
     # body's strings up to four times, 0.5 s on the event loop for a 3.5 MB body of tools.
     _walks_json: ClassVar[bool] = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _valid_json(cls, data: Any) -> Any:
-        # JSON may carry lone surrogates (\ud800); they cannot be tokenized or sent back. And
-        # JSON nested hundreds of levels deep (a schema, a tool's parameters, any field)
-        # exhausted Python's stack in what walked it recursively (deepcopy, the chat
-        # template, this check itself): a 500 instead of a 400.
-        if cls._walks_json:
-            _check_json(data)
-        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -98,6 +108,25 @@ class _Request(BaseModel):
         if not any(data.get(k, 0) is None for k in defaulted):
             return data
         return {k: v for k, v in data.items() if not (v is None and k in defaulted)}
+
+    # Defined after _null_is_default so that it runs first (pydantic runs a model's
+    # before-validators last-defined first): it sees the very object the server parsed.
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_json(cls, data: Any) -> Any:
+        # JSON may carry lone surrogates (\ud800); they cannot be tokenized or sent back. And
+        # JSON nested hundreds of levels deep (a schema, a tool's parameters, any field)
+        # exhausted Python's stack in what walked it recursively (deepcopy, the chat
+        # template, this check itself): a 500 instead of a 400.
+        if not cls._walks_json:
+            return data
+        checked = checked_body.get()
+        if checked is not None and checked[0] is data:  # walked in a worker thread
+            if checked[1] is not None:
+                raise ValueError(checked[1])
+        else:
+            _check_json(data)
+        return data
 
 
 @functools.cache

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 
 import sarathi
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request, error_response
@@ -28,6 +31,8 @@ from sarathi.entrypoints.openai_server.protocol import (
     TokenizeChatRequest,
     TokenizeRequest,
     TokenizeResponse,
+    checked_body,
+    load_checked_json,
 )
 from sarathi.entrypoints.openai_server.protocol_responses import ResponseObject, ResponsesRequest
 from sarathi.entrypoints.openai_server.serving_chat import chat_prompt, create_chat_completion
@@ -44,7 +49,48 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 500, 503)
 }
 
-router = APIRouter()
+
+# Bodies up to this size are parsed on the event loop (a millisecond or so); larger ones in
+# BODY_THREADS, a pool of their own: in the default one, which tokenizes prompts, ten 4 MB
+# bodies held every thread for seconds and other clients' prompts waited behind them.
+INLINE_BODY_BYTES = 64 * 1024
+BODY_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sarathi-body")
+
+
+class OffLoopJSONRequest(Request):
+    """A request whose JSON body is parsed, and walked for what no model may take (lone
+    surrogates, nesting past MAX_DEPTH), in a worker thread when it is large: on the event
+    loop, a 4 MB body of small strings or objects held every other client for most of a
+    second. The walk is Python, so the loop runs between its slices of the GIL; json.loads'
+    errors reach FastAPI as they did, and the walk's verdict reaches the body's model
+    (checked_body)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            if len(body) <= INLINE_BODY_BYTES:
+                data, problem = load_checked_json(body)
+            else:
+                loop = asyncio.get_running_loop()
+                data, problem = await loop.run_in_executor(BODY_THREADS, load_checked_json, body)
+            checked_body.set((data, problem))
+            self._json = data
+        return self._json
+
+
+class OffLoopJSONRoute(APIRoute):
+    """A route whose handler reads its JSON body as an ``OffLoopJSONRequest``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def off_loop_json(request: Request) -> Response:
+            return await handler(OffLoopJSONRequest(request.scope, request.receive))
+
+        return off_loop_json
+
+
+router = APIRouter(route_class=OffLoopJSONRoute)
 
 
 def state_of(request: Request) -> ServerState:
