@@ -199,3 +199,42 @@ def test_a_slow_readers_backlog_of_logprobs_is_built_off_the_event_loop(
     on_loop = threads.count(server.thread)
     assert threads[:on_loop] == [server.thread] * on_loop  # the first chunk's: a token or two
     assert len(threads) - on_loop >= 20 * 21  # the backlog's, every one off the loop
+
+
+def test_slow_grammars_leave_other_clients_prompts_a_thread(server, http, monkeypatch):
+    # A grammar may take seconds to compile (a{900000}: 7 s). Compiled in the default
+    # thread pool, which also tokenizes prompts, one client's few such requests held every
+    # thread, and a plain request waited for them. Here more compiles than the default pool
+    # has threads are held, and a plain completion is answered meanwhile.
+    import os
+
+    structured = server.engine.engine.structured
+    compile_grammar = structured.compile
+    held, release = threading.Semaphore(0), threading.Event()
+
+    def slow_compile(spec):
+        held.release()
+        release.wait(30)
+        return compile_grammar(spec)
+
+    monkeypatch.setattr(structured, "compile", slow_compile)
+    default_threads = min(32, (os.cpu_count() or 1) + 4)
+    request = {"model": "demo", "prompt": "hi", "max_tokens": 1, "guided_regex": "[ab]+"}
+    results: list[int] = []
+
+    def constrained() -> None:
+        results.append(http.post("/v1/completions", json=request).status_code)
+
+    workers = [threading.Thread(target=constrained) for _ in range(default_threads + 1)]
+    for w in workers:
+        w.start()
+    try:
+        assert held.acquire(timeout=10)  # a compile has begun
+        with httpx.Client(base_url=server.url, timeout=10) as other:
+            plain = other.post("/v1/completions", json={**request, "guided_regex": None})
+        assert plain.status_code == 200, plain.text
+    finally:
+        release.set()
+        for w in workers:
+            w.join(60)
+    assert results == [200] * len(workers)

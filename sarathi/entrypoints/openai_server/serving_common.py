@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -47,6 +48,11 @@ from sarathi.sampling_params import SamplingParams, StructuredOutputsParams
 logger = logging.getLogger("sarathi.server")
 
 T = TypeVar("T")
+
+# Grammars compile in a pool of their own: one can take seconds (a{900000} took 7 s), and in
+# the default pool, which tokenizes prompts, a client's eight such requests held every
+# thread, so every other client's prompt waited for them. Here they wait for each other.
+GRAMMAR_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sarathi-grammar")
 
 
 @dataclass
@@ -188,8 +194,9 @@ class ServerState:
         if spec is None:
             return
         self.require_tokenizer(param)
+        compile_grammar = self.engine.engine.structured.compile
         try:
-            await asyncio.to_thread(self.engine.engine.structured.compile, spec)
+            await asyncio.get_running_loop().run_in_executor(GRAMMAR_THREADS, compile_grammar, spec)
         except ValueError as e:
             raise bad_request(str(e), param) from e
 
