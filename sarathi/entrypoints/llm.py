@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from sarathi.config import EngineConfig
 from sarathi.engine.llm_engine import LLMEngine, RequestError
+from sarathi.entrypoints.vllm_compat import NO_OP_OPTIONS
 from sarathi.outputs import Logprob, RequestOutput
 from sarathi.sampling_params import SamplingParams, is_unicode
 from sarathi.transformers_utils.chat import (
@@ -42,11 +43,12 @@ class LLM:
     """
 
     def __init__(self, model: str = "demo", **kwargs: Any) -> None:
-        for key in [k for k in kwargs if k in _VLLM_NO_OPS]:
-            takes, why = _VLLM_NO_OPS[key]
-            value = kwargs.pop(key)
-            if not takes(value):
-                raise ValueError(f"{key}={value!r} is not supported: {why}")
+        for option in NO_OP_OPTIONS:
+            if option.name in kwargs and not option.takes(value := kwargs.pop(option.name)):
+                raise ValueError(
+                    f"{option.name}={value!r} is not supported (it takes {option.taken}): "
+                    f"{option.why}"
+                )
         self._start(EngineConfig.from_kwargs(model=model, **kwargs))
 
     @classmethod
@@ -277,29 +279,6 @@ class LLM:
         pc = self.engine.prefix_cache
         return pc is None or pc.num_cached == 0
 
-
-# vLLM's LLM(...) keywords that change nothing here (the serve command takes the same
-# flags, "vLLM command-line compatibility"): keyword -> (the values taken, what this engine
-# does). They were "unknown engine option" TypeErrors, even at vLLM's defaults; a value
-# that asks for something else is a ValueError.
-_VLLM_NO_OPS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "disable_log_stats": (lambda v: isinstance(v, bool), "a bool; no periodic stats are logged"),
-    "disable_log_requests": (lambda v: isinstance(v, bool), "a bool; requests are never logged"),
-    "enable_chunked_prefill": (
-        lambda v: v is None or v is True,
-        "prompts are always prefilled in chunks (Sarathi); leave it out or pass True",
-    ),
-    "swap_space": (
-        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
-        "a number of GiB >= 0; a preempted request is recomputed, never swapped to host memory",
-    ),
-    "kv_cache_dtype": (lambda v: v == "auto", "only 'auto': the KV cache takes the model's dtype"),
-    "tokenizer_mode": (lambda v: v == "auto", "only 'auto': the model's fast tokenizer is used"),
-    "pipeline_parallel_size": (
-        lambda v: v == 1 and not isinstance(v, bool),
-        "only 1: no pipeline parallelism (see tensor_parallel_size)",
-    ),
-}
 
 _POOLING = (
     "{} is not supported: this engine serves generative (causal LM) models only, with no "

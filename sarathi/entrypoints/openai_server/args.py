@@ -9,6 +9,7 @@ from typing import Any
 
 from sarathi.entrypoints.openai_server.chat_template import load_chat_template
 from sarathi.entrypoints.openai_server.tool_parsers import TOOL_PARSERS
+from sarathi.entrypoints.vllm_compat import NO_OP_OPTIONS
 from sarathi.envs import env
 
 
@@ -157,25 +158,23 @@ def _add_vllm_compat_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group(
         "vLLM command-line compatibility (accepted; they change nothing here)"
     )
-    for flag, why in (
-        ("--disable-log-requests", "requests are never logged"),
-        ("--disable-log-stats", "no periodic stats are logged (see /metrics)"),
-        ("--disable-frontend-multiprocessing", "the server and engine share one process"),
-        ("--enable-chunked-prefill", "prompts are always prefilled in chunks (Sarathi)"),
-    ):
-        g.add_argument(flag, action="store_true", help=f"Accepted: {why}.")
-    g.add_argument("--max-log-len", type=int, help="Accepted: requests are never logged.")
+    for option in NO_OP_OPTIONS:
+        if option.kind in ("bool", "true"):
+            g.add_argument(option.flag, action="store_true", help=f"Accepted: {option.why}.")
+        elif option.kind == "number":
+            g.add_argument(option.flag, type=float, help=f"Accepted: {option.why}.")
+        else:
+            g.add_argument(
+                option.flag,
+                choices=(option.only,),
+                help=f"Only '{option.only}': {option.why}.",
+            )
     g.add_argument(
-        "--swap-space",
-        type=float,
-        help="Accepted: a preempted request is recomputed, never swapped to host memory.",
+        "--disable-frontend-multiprocessing",
+        action="store_true",
+        help="Accepted: the server and engine share one process.",
     )
-    for flag, only, why in (
-        ("--kv-cache-dtype", "auto", "the KV cache takes the model's dtype"),
-        ("--tokenizer-mode", "auto", "the model's fast tokenizer is used"),
-        ("--pipeline-parallel-size", "1", "no pipeline parallelism (see --tensor-parallel-size)"),
-    ):
-        g.add_argument(flag, choices=(only,), help=f"Only '{only}': {why}.")
+    g.add_argument("--max-log-len", type=int, help="Accepted: requests are never logged.")
 
 
 def _json_list(text: str) -> list[str]:

@@ -1,0 +1,61 @@
+"""vLLM options that change nothing here, taken so vLLM code and command lines run
+unchanged: the ``serve`` flags and ``LLM(...)`` keywords of the same names. Each takes only
+the values that mean what this engine does anyway; others are refused, saying why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class NoOpOption:
+    name: str  # the keyword; the flag is --name-with-dashes
+    why: str  # what this engine does instead
+    # What it takes: "bool" (either), "true" (on: a flag), "number" (>= 0) or "only" (the
+    # one value ``only``).
+    kind: str
+    only: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def taken(self) -> str:
+        """The values taken, in words."""
+        return {
+            "bool": "a bool",
+            "true": "True",
+            "number": "a number >= 0",
+        }.get(self.kind, f"only {self.only!r}")
+
+    def takes(self, value: Any) -> bool:
+        """Whether ``value``, as a Python keyword, asks for what this engine does."""
+        if self.kind == "bool":
+            return isinstance(value, bool) or value is None
+        if self.kind == "true":
+            return value is True or value is None
+        if self.kind == "number":
+            return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+        return not isinstance(value, bool) and str(value) == self.only
+
+
+NO_OP_OPTIONS = (
+    NoOpOption("disable_log_requests", "requests are never logged", "bool"),
+    NoOpOption("disable_log_stats", "no periodic stats are logged (see /metrics)", "bool"),
+    NoOpOption(
+        "enable_chunked_prefill", "prompts are always prefilled in chunks (Sarathi)", "true"
+    ),
+    NoOpOption(
+        "swap_space", "a preempted request is recomputed, never swapped to host memory", "number"
+    ),
+    NoOpOption("kv_cache_dtype", "the KV cache takes the model's dtype", "only", "auto"),
+    NoOpOption("tokenizer_mode", "the model's fast tokenizer is used", "only", "auto"),
+    NoOpOption(
+        "pipeline_parallel_size",
+        "no pipeline parallelism (see tensor_parallel_size)",
+        "only",
+        "1",
+    ),
+)
