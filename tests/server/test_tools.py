@@ -406,3 +406,74 @@ def test_deeply_nested_call_arguments_are_not_a_500(tool_server, depth):
         assert r.status_code in (200, 400), (path, r.status_code, r.text[:200])
         if r.status_code == 400:
             assert r.json()["error"]["param"] == "messages"
+
+
+def _special_tag_model(path: Any) -> str:
+    """The demo model with a tokenizer whose <tool_call> and </tool_call> are special tokens
+    (as some Hermes models' are): its last two merged tokens' ids, renamed."""
+    import shutil
+
+    from sarathi.transformers_utils.demo import demo_model_path
+
+    folder = str(path / "special-tags")
+    shutil.copytree(demo_model_path(), folder)
+    with open(f"{folder}/tokenizer.json") as f:
+        tok = json.load(f)
+    vocab, merges = tok["model"]["vocab"], tok["model"]["merges"]
+    names = {i: t for t, i in vocab.items()}
+    for tid, tag in ((len(vocab) - 2, "<tool_call>"), (len(vocab) - 1, "</tool_call>")):
+        del vocab[names[tid]]
+        vocab[tag] = tid
+        tok["added_tokens"].append({"id": tid, "content": tag, "single_word": False,
+                                    "lstrip": False, "rstrip": False, "normalized": False,
+                                    "special": True})
+    tok["model"]["merges"] = merges[:-2]  # the merges that made the two renamed tokens
+    with open(f"{folder}/tokenizer.json", "w") as f:
+        json.dump(tok, f)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def special_tag_server(tmp_path_factory):
+    from live_server import start_server, stop_server
+
+    path = tmp_path_factory.mktemp("special")
+    (path / "hermes.jinja").write_text(TEMPLATE)
+    live = start_server(
+        {"model": _special_tag_model(path), "max_model_len": 1024}, chat_template=str(path / "hermes.jinja"),
+        served_model_name="demo",
+    )
+    yield live
+    stop_server(live)
+
+
+def test_auto_parses_calls_whose_tags_are_special_tokens(special_tag_server):
+    """The tags reach the hermes parser though skip_special_tokens is on by default, as vLLM
+    turns it off for tool calling: skipped, the call came back as its bare JSON in content.
+    A client that asks to skip them still gets what it asked for."""
+    import httpx
+
+    tok = special_tag_server.engine.engine.tokenizer
+    start, end = tok.convert_tokens_to_ids(["<tool_call>", "</tool_call>"])
+    call = json.dumps({"name": "get_weather", "arguments": {"city": "Oslo", "unit": "c"}})
+    grammar = f"start: <[{start}]> {json.dumps(call)} <[{end}]>"  # the tags as special tokens
+    body = {"messages": MESSAGES, "tools": [WEATHER], "max_tokens": 60, "guided_grammar": grammar}
+    url = special_tag_server.url
+    r = httpx.post(url + "/v1/chat/completions", json=body, timeout=60).json()
+    (choice,) = r["choices"]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    (got,) = choice["message"]["tool_calls"]
+    assert json.loads(got["function"]["arguments"]) == {"city": "Oslo", "unit": "c"}
+
+    text = httpx.post(url + "/v1/chat/completions", json={**body, "stream": True}, timeout=60).text
+    assert '"finish_reason":"tool_calls"' in text.replace(" ", "") and "get_weather" in text
+
+    r = httpx.post(url + "/v1/responses", timeout=60, json={
+        "input": "Weather?", "max_output_tokens": 60, "guided_grammar": grammar,
+        "tools": [{"type": "function", **WEATHER["function"]}],
+    }).json()
+    assert [item["type"] for item in r["output"]] == ["function_call"], r
+
+    skipped = httpx.post(url + "/v1/chat/completions", timeout=60,
+                         json={**body, "skip_special_tokens": True}).json()["choices"][0]
+    assert skipped["message"]["content"] == call and not skipped["message"]["tool_calls"]

@@ -226,6 +226,9 @@ async def _prepare(
         spec,
         req.prompt_logprobs,
     )
+    if mode.keeps_special_tokens and "skip_special_tokens" not in req.model_fields_set:
+        # The request's default gives way; a client that asks to skip them is obeyed.
+        params.skip_special_tokens = False
     state.check_params(params)
     return PreparedChat(mode, ids, params)
 

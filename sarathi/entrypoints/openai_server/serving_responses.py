@@ -136,7 +136,13 @@ def _refuse_chat_only_fields(req: ResponsesRequest) -> None:
 # -- the request, as a chat request -------------------------------------------------------
 def chat_request(req: ResponsesRequest) -> ChatCompletionRequest:
     """The chat request that asks for what ``req`` asks."""
-    sampling = {name: getattr(req, name) for name in SamplingFields.model_fields}
+    # The fields the request set, as set: a default left out stays a default there (one
+    # that tool calling may change: skip_special_tokens).
+    sampling = {
+        name: getattr(req, name)
+        for name in SamplingFields.model_fields
+        if name in req.model_fields_set
+    }
     sampling["response_format"] = _response_format(req.text)
     tools = None
     if req.tools:

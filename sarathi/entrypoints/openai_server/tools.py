@@ -50,6 +50,14 @@ class ToolMode:
     def calls_tools(self) -> bool:
         return self.kind != "none"
 
+    @property
+    def keeps_special_tokens(self) -> bool:
+        """Whether the output's special tokens must stay in its text for the parser: some
+        Hermes-format models (Hermes 2 Pro) make ``<tool_call>`` and ``</tool_call>``
+        special tokens, and skipped, the calls reach the parser as bare JSON and come back
+        as content. vLLM's hermes parser turns skip_special_tokens off likewise."""
+        return self.kind == "auto" and self.parser == "hermes"
+
 
 NO_TOOLS = ToolMode("none")
 
