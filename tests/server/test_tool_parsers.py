@@ -84,6 +84,9 @@ def test_hermes_missing_or_stringified_arguments() -> None:
     assert parse("hermes", block('{"name": "now"}')).tool_calls[0].arguments == "{}"
     out = parse("hermes", block('{"name": "f", "arguments": "{\\"a\\": 1}"}'))
     assert out.tool_calls[0].arguments == '{"a": 1}'
+    # "parameters" (Llama's key) are the arguments too; they were dropped: f({}).
+    out = parse("hermes", block('{"name": "f", "parameters": {"a": 1}}'))
+    assert out.tool_calls[0].arguments == '{"a": 1}' and out.content is None
 
 
 @pytest.mark.parametrize(

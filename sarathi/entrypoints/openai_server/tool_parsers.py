@@ -11,6 +11,7 @@ the calls as plain text in a format it was trained on; this module turns that te
     </tool_call>
 
   The text outside the blocks is the content (Qwen3's ``<think>...</think>`` stays in it).
+  A block may name the arguments "parameters" instead.
 
 ``llama3_json`` (Llama 3.1/3.2/3.3): the whole output, after optional leading whitespace and an
   optional ``<|python_tag|>``, is one object ``{"name": ..., "parameters": {...}}`` ("arguments"
@@ -142,7 +143,9 @@ def _hermes_call(block: str, tool_names: set[str] | None) -> ToolCall | None:
     except _BAD_JSON:
         return None
     # Inside <tool_call> the intent is explicit, so a call without arguments is still a call.
-    return _make_call(obj, ("arguments",), tool_names, args_required=False)
+    # A model may name them "parameters" (Llama's key, which the required choice's output
+    # uses too): read as no arguments, the call would reach the client without them.
+    return _make_call(obj, ("arguments", "parameters"), tool_names, args_required=False)
 
 
 def _parse_hermes(text: str, tool_names: set[str] | None) -> list[_Piece]:
