@@ -1,4 +1,5 @@
-"""Prometheus metrics of one server, vLLM-style names under the ``sarathi:`` prefix.
+"""Prometheus metrics of one server, vLLM's names under the ``sarathi:`` prefix, or under
+vLLM's own (``--metrics-prefix vllm``) for dashboards written for vLLM.
 
 Each app gets its own ``CollectorRegistry`` (never prometheus' global one), so several
 servers or test apps in one process do not collide.
@@ -20,7 +21,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sarathi.engine.stats import EngineSnapshot
 from sarathi.outputs import RequestOutput
 
-PREFIX = "sarathi:"
+# The names' prefixes --metrics-prefix offers, the default first.
+METRICS_PREFIXES = ("sarathi", "vllm")
 
 _TTFT_BUCKETS = (
     0.001,
@@ -105,13 +107,21 @@ class ServerMetrics:
 
     content_type = "text/plain; version=0.0.4; charset=utf-8"
 
-    def __init__(self, model_name: str, snapshot: Callable[[], EngineSnapshot]) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        snapshot: Callable[[], EngineSnapshot],
+        prefix: str = METRICS_PREFIXES[0],
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.model_name = model_name
+        self.prefix = prefix + ":"
         labels = ["model_name"]
 
         def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
-            return Histogram(PREFIX + name, doc, labels, buckets=buckets, registry=self.registry)
+            return Histogram(
+                self.prefix + name, doc, labels, buckets=buckets, registry=self.registry
+            )
 
         self.ttft = histogram(
             "time_to_first_token_seconds",
@@ -139,7 +149,7 @@ class ServerMetrics:
             _TTFT_BUCKETS,
         )
         self.rejected = Counter(
-            PREFIX + "num_requests_rejected",
+            self.prefix + "num_requests_rejected",
             "Requests refused at once (503) because the server was overloaded.",
             ["model_name", "reason"],
             registry=self.registry,
@@ -207,14 +217,14 @@ class ServerMetrics:
         """
         labels = [self.model_name]
         ratio = GaugeMetricFamily(
-            PREFIX + "adaptivocab_reduction_ratio",
+            self.prefix + "adaptivocab_reduction_ratio",
             "Measured patched/base token ratio (1 without a patch tokenizer).",
             labels=["model_name"],
         )
         ratio.add_metric(labels, snap.reduction_ratio)
         yield ratio
         cap = GaugeMetricFamily(
-            PREFIX + "kv_cache_text_capacity_base_tokens",
+            self.prefix + "kv_cache_text_capacity_base_tokens",
             "Longest request a KV slot holds, in base-tokenizer tokens.",
             labels=["model_name"],
         )
@@ -228,7 +238,7 @@ class ServerMetrics:
             ("generation", t.base_generation_tokens, t.patched_generation_tokens),
         ):
             saved = CounterMetricFamily(
-                PREFIX + f"adaptivocab_{kind}_tokens_saved",
+                self.prefix + f"adaptivocab_{kind}_tokens_saved",
                 f"{kind.capitalize()} tokens the domain vocabulary saved versus the base "
                 "tokenizer, on the same text (finished requests).",
                 labels=["model_name"],
@@ -236,7 +246,7 @@ class ServerMetrics:
             saved.add_metric(labels, base_tokens - patched_tokens)
             yield saved
             base = CounterMetricFamily(
-                PREFIX + f"adaptivocab_base_{kind}_tokens",
+                self.prefix + f"adaptivocab_base_{kind}_tokens",
                 f"{kind.capitalize()} tokens the base tokenizer would have used (finished "
                 "requests).",
                 labels=["model_name"],
@@ -257,12 +267,12 @@ class _SnapshotCollector:
         name = self.metrics.model_name
 
         def gauge(metric: str, doc: str, value: float) -> GaugeMetricFamily:
-            g = GaugeMetricFamily(PREFIX + metric, doc, labels=["model_name"])
+            g = GaugeMetricFamily(self.metrics.prefix + metric, doc, labels=["model_name"])
             g.add_metric([name], value)
             return g
 
         def counter(metric: str, doc: str, value: float) -> CounterMetricFamily:
-            c = CounterMetricFamily(PREFIX + metric, doc, labels=["model_name"])
+            c = CounterMetricFamily(self.metrics.prefix + metric, doc, labels=["model_name"])
             c.add_metric([name], value)
             return c
 
@@ -295,7 +305,7 @@ class _SnapshotCollector:
             snap.prefix_cached_blocks,
         )
         success = CounterMetricFamily(
-            PREFIX + "request_success",
+            self.metrics.prefix + "request_success",
             "Finished requests, by finish reason (of the first choice where n > 1).",
             labels=["model_name", "finished_reason"],
         )

@@ -239,6 +239,30 @@ def test_metrics_exposes_the_vllm_style_names(client, http):
         assert name in text, name
 
 
+def test_metrics_prefix_vllm_gives_vllms_names():
+    """--metrics-prefix vllm: dashboards and alerts written for vLLM read the same series."""
+    import httpx
+
+    from live_server import start_server, stop_server
+
+    live = start_server(metrics_prefix="vllm")
+    try:
+        with httpx.Client(base_url=live.url, timeout=60) as h:
+            assert h.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2}).status_code == 200
+            text = h.get("/metrics").text
+    finally:
+        stop_server(live)
+    for name in (
+        'vllm:num_requests_running{model_name="demo"}',
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:generation_tokens_total",
+        "vllm:kv_cache_usage_perc",
+        'vllm:request_success_total{finished_reason="length",model_name="demo"} 1.0',
+    ):
+        assert name in text, name
+    assert "sarathi:" not in text
+
+
 def test_the_readme_client_examples_run(client, capsys):
     """The README's drop-in examples, verbatim, against a live server."""
     from pathlib import Path

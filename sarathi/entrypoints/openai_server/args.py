@@ -11,6 +11,7 @@ from sarathi.entrypoints.openai_server.chat_template import load_chat_template
 from sarathi.entrypoints.openai_server.tool_parsers import TOOL_PARSERS
 from sarathi.entrypoints.vllm_compat import NO_OP_OPTIONS
 from sarathi.envs import env
+from sarathi.metrics import METRICS_PREFIXES
 
 
 def add_server_args(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,14 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="Model name clients use; as in vLLM, several may be given: each is accepted and "
         "listed, and responses carry the first (default: the --model value).",
+    )
+    g.add_argument(
+        "--metrics-prefix",
+        choices=METRICS_PREFIXES,
+        default=METRICS_PREFIXES[0],
+        help="Prefix of the /metrics names: 'vllm' gives vLLM's names (vllm:num_requests_"
+        "running, vllm:time_to_first_token_seconds, ...), so that dashboards and alerts "
+        "written for vLLM read this server unchanged (default: sarathi).",
     )
     g.add_argument(
         "--chat-template",
