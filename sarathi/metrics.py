@@ -95,6 +95,20 @@ _E2E_BUCKETS = (
     7680.0,
 )
 FINISH_REASONS = ("stop", "length", "abort")
+# The parallel-sampling counts (n) a request's choices are put in.
+_N_BUCKETS = (1, 2, 4, 8, 16, 32)
+
+
+def token_buckets(max_model_len: int) -> tuple[int, ...]:
+    """Bucket bounds for a count of tokens: 1, 2, 5, 10, 20, 50, ... up to the context."""
+    bounds: list[int] = []
+    scale = 1
+    while True:
+        for m in (1, 2, 5):
+            if m * scale > max_model_len:
+                return tuple(bounds)
+            bounds.append(m * scale)
+        scale *= 10
 
 
 # Why a request was refused at once (503): --max-waiting-requests reached, or the request
@@ -112,6 +126,7 @@ class ServerMetrics:
         model_name: str,
         snapshot: Callable[[], EngineSnapshot],
         prefix: str = METRICS_PREFIXES[0],
+        max_model_len: int = 8192,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.model_name = model_name
@@ -148,6 +163,42 @@ class ServerMetrics:
             "Time from arrival to first being scheduled.",
             _TTFT_BUCKETS,
         )
+        # Per finished request (observed once, when it ends; a request aborted before it
+        # finishes is in none of them): its token counts, its n, and the phases of its time.
+        model = (model_name,)
+        tokens = token_buckets(max_model_len)
+        self.req_prompt_tokens = histogram(
+            "request_prompt_tokens", "A finished request's prompt tokens.", tokens
+        ).labels(*model)
+        self.req_generation_tokens = histogram(
+            "request_generation_tokens",
+            "A finished request's generated tokens, all its choices together.",
+            tokens,
+        ).labels(*model)
+        self.req_max_generation_tokens = histogram(
+            "request_max_num_generation_tokens",
+            "A finished request's generated tokens in its longest choice.",
+            tokens,
+        ).labels(*model)
+        self.req_n = histogram(
+            "request_params_n", "A finished request's n (choices).", _N_BUCKETS
+        ).labels(*model)
+        self.req_prefill = histogram(
+            "request_prefill_time_seconds",
+            "A finished request's time from first being scheduled to its first token.",
+            _E2E_BUCKETS,
+        ).labels(*model)
+        self.req_decode = histogram(
+            "request_decode_time_seconds",
+            "A finished request's time from its first token to its last.",
+            _E2E_BUCKETS,
+        ).labels(*model)
+        self.req_inference = histogram(
+            "request_inference_time_seconds",
+            "A finished request's time from first being scheduled to its last token "
+            "(prefill and decode).",
+            _E2E_BUCKETS,
+        ).labels(*model)
         self.rejected = Counter(
             self.prefix + "num_requests_rejected",
             "Requests refused at once (503) because the server was overloaded.",
@@ -190,16 +241,34 @@ class ServerMetrics:
             self._last_token[out.request_id] = now
             if out.finished:
                 self._last_token.pop(out.request_id, None)
-                if m is not None:
-                    self.e2e.labels(self.model_name).observe(now - m.arrival_time)
-                    tokens = max((len(c.token_ids) for c in out.outputs), default=0)
-                    if tokens > 1 and m.first_token_time is not None:
-                        self.tpot.labels(self.model_name).observe(
-                            (now - m.first_token_time) / (tokens - 1)
-                        )
-                # Once per request, as aborts are; its first choice's reason names it.
-                reason = (out.outputs[0].finish_reason if out.outputs else None) or "abort"
-                self._success[reason] = self._success.get(reason, 0) + 1
+                self._observe_finished(out, now)
+
+    def _observe_finished(self, out: RequestOutput, now: float) -> None:
+        """The once-per-request observations of a request that just finished (a finished
+        output carries all of its choices' tokens, delta or not)."""
+        m = out.metrics
+        lengths = [len(c.token_ids) for c in out.outputs]
+        longest = max(lengths, default=0)
+        if m is not None:
+            self.e2e.labels(self.model_name).observe(now - m.arrival_time)
+            if longest > 1 and m.first_token_time is not None:
+                self.tpot.labels(self.model_name).observe(
+                    (now - m.first_token_time) / (longest - 1)
+                )
+            last = m.last_token_time if m.last_token_time is not None else now
+            if m.first_token_time is not None:
+                self.req_decode.observe(last - m.first_token_time)
+                if m.first_scheduled_time is not None:
+                    self.req_prefill.observe(m.first_token_time - m.first_scheduled_time)
+            if m.first_scheduled_time is not None:
+                self.req_inference.observe(last - m.first_scheduled_time)
+        self.req_prompt_tokens.observe(len(out.prompt_token_ids))
+        self.req_generation_tokens.observe(sum(lengths))
+        self.req_max_generation_tokens.observe(longest)
+        self.req_n.observe(len(out.outputs))
+        # Once per request, as aborts are; its first choice's reason names it.
+        reason = (out.outputs[0].finish_reason if out.outputs else None) or "abort"
+        self._success[reason] = self._success.get(reason, 0) + 1
 
     def on_abort(self, request_id: str) -> None:
         self._last_token.pop(request_id, None)

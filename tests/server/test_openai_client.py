@@ -263,6 +263,50 @@ def test_metrics_prefix_vllm_gives_vllms_names():
     assert "sarathi:" not in text
 
 
+def _samples(text: str) -> dict[str, float]:
+    """The samples of a /metrics page, by name (labels dropped: one model, one series)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    got: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if "le" not in s.labels and "finished_reason" not in s.labels:
+                got[s.name] = s.value
+    return got
+
+
+def test_metrics_per_request_histograms_vllm_dashboards_read():
+    """vLLM's dashboard reads the finished requests' prompt and generation lengths and their
+    prefill / decode times; each is observed once per finished request."""
+    import httpx
+
+    from live_server import start_server, stop_server
+
+    live = start_server(metrics_prefix="vllm")
+    try:
+        with httpx.Client(base_url=live.url, timeout=60) as h:
+            ids = h.post("/tokenize", json={"prompt": "histograms"}).json()["tokens"]
+            body = {"prompt": "histograms", "max_tokens": 5, "n": 2, "ignore_eos": True}
+            assert h.post("/v1/completions", json=body).status_code == 200
+            got = _samples(h.get("/metrics").text)
+    finally:
+        stop_server(live)
+    assert got["vllm:request_prompt_tokens_count"] == 1
+    assert got["vllm:request_prompt_tokens_sum"] == len(ids)
+    assert got["vllm:request_generation_tokens_sum"] == 10  # both choices
+    assert got["vllm:request_max_num_generation_tokens_sum"] == 5
+    assert got["vllm:request_params_n_sum"] == 2
+    for phase in ("prefill", "decode", "inference"):
+        assert got[f"vllm:request_{phase}_time_seconds_count"] == 1, phase
+    prefill = got["vllm:request_prefill_time_seconds_sum"]
+    decode = got["vllm:request_decode_time_seconds_sum"]
+    assert prefill > 0 and decode > 0
+    assert got["vllm:request_inference_time_seconds_sum"] == pytest.approx(prefill + decode)
+    assert got["vllm:request_inference_time_seconds_sum"] <= (
+        got["vllm:e2e_request_latency_seconds_sum"]
+    )
+
+
 def test_the_readme_client_examples_run(client, capsys):
     """The README's drop-in examples, verbatim, against a live server."""
     from pathlib import Path

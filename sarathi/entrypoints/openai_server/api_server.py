@@ -92,7 +92,9 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         engine = AsyncEngine(engine)
     core = engine.engine
     name, *aliases = served_names(core, args)
-    metrics = ServerMetrics(name, lambda: engine.snapshot, args.metrics_prefix)
+    metrics = ServerMetrics(
+        name, lambda: engine.snapshot, args.metrics_prefix, max_model_len=core.max_seq_len
+    )
     engine.add_observer(metrics)
     chat_template = load_chat_template(args.chat_template)
     state = ServerState(
