@@ -95,6 +95,8 @@ _E2E_BUCKETS = (
     7680.0,
 )
 FINISH_REASONS = ("stop", "length", "abort")
+# Tokens one step runs through the model (its batch, in tokens).
+_STEP_TOKEN_BUCKETS = tuple(2**i for i in range(16))  # 1 .. 32768
 # The parallel-sampling counts (n) a request's choices are put in.
 _N_BUCKETS = (1, 2, 4, 8, 16, 32)
 
@@ -199,6 +201,11 @@ class ServerMetrics:
             "(prefill and decode).",
             _E2E_BUCKETS,
         ).labels(*model)
+        self.step_tokens = histogram(
+            "iteration_tokens_total",
+            "Tokens one engine step ran through the model: prompt chunks and decodes.",
+            _STEP_TOKEN_BUCKETS,
+        ).labels(*model)
         self.rejected = Counter(
             self.prefix + "num_requests_rejected",
             "Requests refused at once (503) because the server was overloaded.",
@@ -221,6 +228,9 @@ class ServerMetrics:
         self.rejected.labels(self.model_name, reason).inc()
 
     # -- StepObserver (called on the engine loop thread) ------------------------------------
+
+    def on_step(self, num_tokens: int) -> None:
+        self.step_tokens.observe(num_tokens)
 
     def on_outputs(self, outputs: list[RequestOutput], now: float) -> None:
         labels = self.ttft.labels(self.model_name)

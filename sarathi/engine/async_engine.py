@@ -50,6 +50,9 @@ class RequestFailed(RuntimeError):
 class StepObserver(Protocol):
     """Told about each step's outputs, on the loop thread (e.g. the Prometheus metrics)."""
 
+    def on_step(self, num_tokens: int) -> None:
+        """A step ran ``num_tokens`` tokens (prompt chunks and decodes) through the model."""
+
     def on_outputs(self, outputs: list[RequestOutput], now: float) -> None: ...
 
     def on_abort(self, request_id: str) -> None: ...
@@ -372,7 +375,10 @@ class AsyncEngine:
 
     def _dispatch(self, outputs: list[RequestOutput]) -> None:
         now = time.monotonic()
+        tokens = self.engine.last_step_tokens
         for observer in self._observers:
+            if tokens:
+                observer.on_step(tokens)
             observer.on_outputs(outputs, now)
         batch: list[tuple[_Stream, RequestOutput | RequestError]] = []
         for out in outputs:

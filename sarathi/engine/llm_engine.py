@@ -115,6 +115,9 @@ class LLMEngine:
         # --kv-cache-memory), for the errors and warnings that ask for a larger one.
         self._budget_flag = budget_flag(config.cache, m.device)
         self.stats = EngineStats()
+        # Tokens the latest step() ran through the model (prompt chunks and decodes); 0 for
+        # a step that ran none. Read after each step (the metrics' iteration_tokens_total).
+        self.last_step_tokens = 0
         self.output_processor = OutputProcessor(
             streaming_decoder(m.tokenizer),
             m.eos_ids,
@@ -371,6 +374,7 @@ class LLMEngine:
             outputs = self._collect()
         plan = self.scheduler.schedule()
         self.stats.preemptions += len(plan.preempted)
+        self.last_step_tokens = plan.input.num_tokens
         if not plan.input.has_work:
             outputs += self._collect()
             if plan.input.has_bookkeeping:

@@ -305,6 +305,10 @@ def test_metrics_per_request_histograms_vllm_dashboards_read():
     assert got["vllm:request_inference_time_seconds_sum"] <= (
         got["vllm:e2e_request_latency_seconds_sum"]
     )
+    # The batch-size heatmap: every step's tokens, the prompt once per choice (prefilled
+    # or found in the prefix cache) and each choice's 4 decodes after its first token.
+    assert got["vllm:iteration_tokens_total_count"] >= 2  # a prefill, then decodes
+    assert len(ids) + 8 <= got["vllm:iteration_tokens_total_sum"] <= 2 * len(ids) + 8
 
 
 def test_the_readme_client_examples_run(client, capsys):
