@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from sarathi.engine.stats import EngineSnapshot
 from sarathi.outputs import RequestOutput
+from sarathi.sampling_params import SamplingParams
 
 # The names' prefixes --metrics-prefix offers, the default first.
 METRICS_PREFIXES = ("sarathi", "vllm")
@@ -201,6 +202,11 @@ class ServerMetrics:
             "(prefill and decode).",
             _E2E_BUCKETS,
         ).labels(*model)
+        # Observed when the engine takes a request (the server always sets max_tokens:
+        # what the request asked for, or the room its context leaves).
+        self.req_max_tokens = histogram(
+            "request_params_max_tokens", "A request's max_tokens.", tokens
+        ).labels(*model)
         self.step_tokens = histogram(
             "iteration_tokens_total",
             "Tokens one engine step ran through the model: prompt chunks and decodes.",
@@ -228,6 +234,10 @@ class ServerMetrics:
         self.rejected.labels(self.model_name, reason).inc()
 
     # -- StepObserver (called on the engine loop thread) ------------------------------------
+
+    def on_add(self, params: SamplingParams) -> None:
+        if params.max_tokens is not None:
+            self.req_max_tokens.observe(params.max_tokens)
 
     def on_step(self, num_tokens: int) -> None:
         self.step_tokens.observe(num_tokens)

@@ -50,6 +50,9 @@ class RequestFailed(RuntimeError):
 class StepObserver(Protocol):
     """Told about each step's outputs, on the loop thread (e.g. the Prometheus metrics)."""
 
+    def on_add(self, params: SamplingParams) -> None:
+        """The engine took a request with these parameters."""
+
     def on_step(self, num_tokens: int) -> None:
         """A step ran ``num_tokens`` tokens (prompt chunks and decodes) through the model."""
 
@@ -367,6 +370,8 @@ class AsyncEngine:
             _deliver([(cmd.stream, RequestFailed(f"the engine could not take this request: {e}"))])
             return
         self._streams[cmd.request_id] = cmd.stream
+        for observer in self._observers:
+            observer.on_add(cmd.params)
 
     def _drain_aborts(self) -> None:
         """Free aborted sequences' slots before the engine is released."""

@@ -296,6 +296,8 @@ def test_metrics_per_request_histograms_vllm_dashboards_read():
     assert got["vllm:request_generation_tokens_sum"] == 10  # both choices
     assert got["vllm:request_max_num_generation_tokens_sum"] == 5
     assert got["vllm:request_params_n_sum"] == 2
+    assert got["vllm:request_params_max_tokens_count"] == 1
+    assert got["vllm:request_params_max_tokens_sum"] == 5
     for phase in ("prefill", "decode", "inference"):
         assert got[f"vllm:request_{phase}_time_seconds_count"] == 1, phase
     prefill = got["vllm:request_prefill_time_seconds_sum"]
