@@ -422,10 +422,16 @@ class _SnapshotCollector:
             cache.get("pages_free", 0),
         )
         total = cache.get("blocks_total", 0)
+        usage = (
+            (cache.get("blocks_used", 0) - snap.prefix_evictable_blocks) / total if total else 0.0
+        )
         yield gauge(
             "kv_cache_usage_perc",
             "KV cache usage: the fraction of its blocks held by requests (1 = full), as "
             "gateways and autoscalers read vLLM's; cached blocks no request uses are free.",
-            (cache.get("blocks_used", 0) - snap.prefix_evictable_blocks) / total if total else 0.0,
+            usage,
         )
+        # vLLM's former name of the same gauge, which its example Grafana dashboard (and
+        # dashboards made from it) still plot.
+        yield gauge("gpu_cache_usage_perc", "The same as kv_cache_usage_perc (older name).", usage)
         yield from self.metrics.adaptivocab_families(snap)

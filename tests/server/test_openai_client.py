@@ -257,6 +257,7 @@ def test_metrics_prefix_vllm_gives_vllms_names():
         "vllm:time_to_first_token_seconds_bucket",
         "vllm:generation_tokens_total",
         "vllm:kv_cache_usage_perc",
+        'vllm:gpu_cache_usage_perc{model_name="demo"}',  # vLLM's example dashboard plots it
         'vllm:request_success_total{finished_reason="length",model_name="demo"} 1.0',
     ):
         assert name in text, name
