@@ -95,7 +95,9 @@ _E2E_BUCKETS = (
     1920.0,
     7680.0,
 )
-FINISH_REASONS = ("stop", "length", "abort")
+# Every finish reason a request can end with, each shown from the start ("error": an
+# output constraint failed mid-way), so an alert on a reason's rate has a series to read.
+FINISH_REASONS = ("stop", "length", "abort", "error")
 # Tokens one step runs through the model (its batch, in tokens).
 _STEP_TOKEN_BUCKETS = tuple(2**i for i in range(16))  # 1 .. 32768
 # The parallel-sampling counts (n) a request's choices are put in.

@@ -235,6 +235,7 @@ def test_metrics_exposes_the_vllm_style_names(client, http):
         # At 0 before any refusal, as request_success_total's reasons are, so an alert on
         # its rate has a series to read (a labelled counter shows no series until used).
         'sarathi:num_requests_rejected_total{model_name="demo",reason="overloaded"} 0.0',
+        'sarathi:request_success_total{finished_reason="error",model_name="demo"}',
     ):
         assert name in text, name
 
