@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from sarathi.engine.stats import EngineSnapshot
@@ -132,6 +132,7 @@ class ServerMetrics:
         snapshot: Callable[[], EngineSnapshot],
         prefix: str = METRICS_PREFIXES[0],
         max_model_len: int = 8192,
+        cache_info: dict[str, str] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.model_name = model_name
@@ -214,6 +215,16 @@ class ServerMetrics:
             "Tokens one engine step ran through the model: prompt chunks and decodes.",
             _STEP_TOKEN_BUCKETS,
         ).labels(*model)
+        if cache_info:
+            # An info series (always 1) whose labels describe the KV cache; load balancers
+            # read vLLM's to learn a replica's capacity (num_gpu_blocks * block_size tokens).
+            info = Gauge(
+                self.prefix + "cache_config_info",
+                "The KV cache's configuration, in the labels.",
+                ["model_name", *cache_info],
+                registry=self.registry,
+            )
+            info.labels(model_name, *cache_info.values()).set(1)
         self.rejected = Counter(
             self.prefix + "num_requests_rejected",
             "Requests refused at once (503) because the server was overloaded.",

@@ -263,6 +263,15 @@ def test_metrics_prefix_vllm_gives_vllms_names():
     ):
         assert name in text, name
     assert "sarathi:" not in text
+    # Load balancers size a replica from this info series: blocks times tokens per block.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    (info,) = [f for f in text_string_to_metric_families(text) if f.name == "vllm:cache_config_info"]
+    (sample,) = info.samples
+    assert sample.value == 1
+    capacity = int(sample.labels["num_gpu_blocks"]) * int(sample.labels["block_size"])
+    assert capacity >= MAX_MODEL_LEN
+    assert sample.labels["enable_prefix_caching"] in ("True", "False")
 
 
 def _samples(text: str) -> dict[str, float]:

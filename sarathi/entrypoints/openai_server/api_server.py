@@ -92,8 +92,17 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         engine = AsyncEngine(engine)
     core = engine.engine
     name, *aliases = served_names(core, args)
+    capacity = core.scheduler.capacity
     metrics = ServerMetrics(
-        name, lambda: engine.snapshot, args.metrics_prefix, max_model_len=core.max_seq_len
+        name,
+        lambda: engine.snapshot,
+        args.metrics_prefix,
+        max_model_len=core.max_seq_len,
+        cache_info={
+            "block_size": str(capacity.tokens_per_block),
+            "num_gpu_blocks": str(capacity.num_blocks),
+            "enable_prefix_caching": str(core.prefix_cache is not None),
+        },
     )
     engine.add_observer(metrics)
     chat_template = load_chat_template(args.chat_template)
