@@ -5,8 +5,10 @@ Each app gets its own ``CollectorRegistry`` (never prometheus' global one), so s
 servers or test apps in one process do not collide.
 
 Two sources feed it:
-- latency histograms are observed on the engine loop thread from each step's outputs
-  (``on_outputs`` / ``on_abort``, the ``StepObserver`` protocol of ``AsyncEngine``);
+- histograms are observed on the engine loop thread (the ``StepObserver`` protocol of
+  ``AsyncEngine``): per step (``on_step``, ``on_outputs``: the latencies between tokens),
+  and once per request, as the engine takes it (``on_add``) and when it finishes or is
+  aborted, so the per-step cost stays small;
 - gauges and token counters are read at scrape time from the engine's published snapshot,
   so the HTTP side never touches the (non-thread-safe) engine itself.
 """
