@@ -59,7 +59,7 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 CHAT_ONLY = {"tools", "tool_choice", "chat_template_kwargs"}
 CHAT_ONLY |= {"max_completion_tokens", "top_logprobs"}
 # Fields of the completions route (honoured there) refused on chat.
-COMPLETIONS_ONLY = {"best_of", "suffix"}
+COMPLETIONS_ONLY = {"best_of", "suffix", "return_token_ids"}
 
 
 def test_the_table_covers_every_refused_field():

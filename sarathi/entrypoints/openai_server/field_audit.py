@@ -86,7 +86,7 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "priority": (lambda v: v is None or v == 0, "request priorities are not supported"),
     "return_tokens_as_token_ids": (_off, "return_tokens_as_token_ids is not supported"),
-    "return_token_ids": (_off, "return_token_ids is not supported"),
+    "return_token_ids": (_off, "return_token_ids is available on /v1/completions only"),
     "mm_processor_kwargs": (_unset, "this model takes text only (mm_processor_kwargs)"),
     # vLLM's completions take a prompt as embeddings (base64 tensors); dropped, the request
     # would be answered from its text prompt alone.

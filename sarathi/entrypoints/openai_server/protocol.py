@@ -326,6 +326,10 @@ class CompletionRequest(SamplingFields):
     logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
     suffix: StrictStr | None = None
     best_of: StrictInt | None = Field(None, ge=1, le=MAX_N)
+    # vLLM's: each choice also carries its prompt's and its output's token ids (the only
+    # way to read the output of a server started with --skip-tokenizer-init, whose text is
+    # empty).
+    return_token_ids: StrictBool | None = None
 
 
 class ContentPart(_Request):
@@ -565,6 +569,9 @@ class CompletionChoice(BaseModel):
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     prompt_logprobs: PromptLogprobs | None = None
+    # vLLM's, with return_token_ids.
+    prompt_token_ids: list[int] | None = None
+    token_ids: list[int] | None = None
 
 
 class CompletionResponse(BaseModel):

@@ -266,6 +266,8 @@ def _full_body(
                     finish_reason=c.finish_reason,
                     stop_reason=c.stop_reason,
                     prompt_logprobs=prompt_lp,
+                    prompt_token_ids=p.ids if req.return_token_ids else None,
+                    token_ids=list(c.token_ids) if req.return_token_ids else None,
                 )
 
     body = CompletionResponse(
@@ -298,6 +300,7 @@ async def _stream(
         stop_reason: int | str | None = None,
         usage_info: UsageInfo | None = None,
         prompt_lp: PromptLogprobs | None = None,
+        token_ids: list[int] | None = None,
     ) -> str:
         choice: dict = {
             "index": index,
@@ -308,6 +311,13 @@ async def _stream(
         }
         if prompt_lp is not None:
             choice["prompt_logprobs"] = prompt_logprobs_json(prompt_lp)
+        if req.return_token_ids:
+            # As vLLM streams them: the prompt's ids in a choice's first chunk, then each
+            # chunk's own new ids.
+            if index not in ids_sent:
+                ids_sent.add(index)
+                choice["prompt_token_ids"] = prompts[index // req.n].ids
+            choice["token_ids"] = token_ids or []
         body: dict = {
             "id": request_id,
             "object": "text_completion",
@@ -342,9 +352,9 @@ async def _stream(
                 pieces.append(chunk(index, echo_texts[i], echoed, None, None, counted, prompt_lp))
                 prompt_lp = None
         lp = None
+        end = len(c.token_ids)
+        start = end - c.num_new_tokens
         if req.logprobs is not None:
-            end = len(c.token_ids)
-            start = end - c.num_new_tokens
             offset = offsets.get(index, 0)
             lp = _logprobs(
                 state, c.token_ids[start:end], _output_entries(c, start, end), req.logprobs, offset
@@ -352,7 +362,16 @@ async def _stream(
             offsets[index] = _end_offset(lp, offset)
         stop_reason = c.stop_reason if c.finished() else None
         pieces.append(
-            chunk(index, c.text_delta, lp, c.finish_reason, stop_reason, counted, prompt_lp)
+            chunk(
+                index,
+                c.text_delta,
+                lp,
+                c.finish_reason,
+                stop_reason,
+                counted,
+                prompt_lp,
+                list(c.token_ids[start:end]),
+            )
         )
         return pieces
 
@@ -365,6 +384,7 @@ async def _stream(
     tally = StreamTally()
     offsets: dict[int, int] = {}  # choice -> text offset of its next token (logprobs)
     started: set[int] = set()  # choices that had a chunk made from an output
+    ids_sent: set[int] = set()  # choices whose prompt_token_ids were sent (return_token_ids)
     try:
         echo_texts = (
             [p.text if p.text is not None else await state.decode(p.ids) for p in prompts]
@@ -377,14 +397,16 @@ async def _stream(
                 opening = usage(len(prompts[i].ids), 0, state.cached(0)) if continuous else None
                 for j in range(req.n):
                     yield chunk(i * req.n + j, text, None, None, usage_info=opening)
-        wants_logprobs = req.logprobs is not None  # logprobs=0 too
+        # Every new token makes a chunk when its logprobs or ids were asked for (logprobs=0
+        # too): a token whose text is held back (or, with no tokenizer, empty) has them.
+        wants_tokens = req.logprobs is not None or bool(req.return_token_ids)
         async with contextlib.aclosing(merge(streams)) as outputs:
             async for i, out in outputs:
                 if req.max_tokens == 0:
                     if not out.finished:
                         continue
                     out = _prompt_only(out)
-                for c in tally.reportable(out, i * req.n, wants_logprobs or continuous):
+                for c in tally.reportable(out, i * req.n, wants_tokens or continuous):
                     index = i * req.n + c.index
                     # With continuous_usage_stats every chunk carries its choice's usage so
                     # far, the echoed prompt's too: as vLLM reports it, the choice's prompt
