@@ -174,7 +174,7 @@ class CacheConfig:
         "KV cache memory: 'auto' (cuda on a GPU, dense there with a warning where the cuda "
         "extension is not built; cpu on the host), "
         "'cuda', 'cpu' (virtual memory, pages mapped on demand) or "
-        "'dense' (everything allocated up front; the reference). Not read by "
+        "'dense' (everything allocated up front; the reference). Refused with "
         "--attention-backend paged, which has a cache of its own.",
         choices=("auto", "cuda", "cpu", "dense"),
     )
@@ -184,15 +184,15 @@ class CacheConfig:
         "holds a few dozen tokens of every layer, 64 by default on a GPU, so slots grow and "
         "prefix caching shares in small blocks) or 'per_layer' (one K and one V tensor per "
         "layer, vAttention's original; blocks of about a thousand tokens with 2 MiB pages). "
-        "Not read by --attention-backend paged.",
+        "Refused with --attention-backend paged.",
         choices=("per_layer", "mega"),
     )
     page_bytes: int | None = _f(
         None,
         "vAttention's physical page size in bytes (default: the smallest multiple of the "
         "driver's granularity, 2 MiB, that holds whole tokens, doubled until it holds 64 "
-        "tokens on a GPU; a small multiple of 4 KiB holding 16 tokens on the host). Not "
-        "read by --attention-backend paged.",
+        "tokens on a GPU; a small multiple of 4 KiB holding 16 tokens on the host). "
+        "Refused with --attention-backend paged.",
         aliases=("page_size", "model_block_size"),
         kind="size",
     )

@@ -518,3 +518,16 @@ def test_dtype_takes_vllms_names_half_and_float():
         assert EngineConfig.from_kwargs(dtype=given).model.dtype == dtype
     r = _call("generate", "--prompt", "x", "--dtype", "int8")
     assert r.returncode == 2 and "invalid choice: 'int8'" in r.stderr
+
+
+def test_the_help_of_the_options_paged_refuses_says_they_are_refused():
+    # It said "Not read by --attention-backend paged", as of a flag taken and left unread
+    # (those get a warning), while the config refuses them (above).
+    import dataclasses
+
+    from sarathi.config import CacheConfig
+
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(CacheConfig)}
+    for name in ("kv_cache_backend", "kv_layout", "page_bytes"):
+        assert "Refused with --attention-backend paged" in helps[name], name
+        assert "Not read by" not in helps[name], name
