@@ -681,6 +681,13 @@ def test_errors_in_input_items_name_their_real_path(client):
     assert "at 0.content" in message and "message" not in message.replace("0.content", "")
 
 
+def test_a_chat_shaped_body_is_told_to_send_input(http):
+    r = http.post("/v1/responses", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert "'messages' to 'input'" in message and "Field required" not in message
+
+
 def test_an_input_longer_than_the_context_is_a_400_naming_input(client):
     message = _refused(client, "input", input="word " * 2000)
     assert "context" in message or "long" in message

@@ -327,6 +327,17 @@ class ResponsesRequest(SamplingFields):
         | None
     ) = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_chat_shaped(cls, data: Any) -> Any:
+        # A chat completions body sent here: "input: Field required" would not say why.
+        if isinstance(data, dict) and "messages" in data and "input" not in data:
+            raise ValueError(
+                "messages is chat completions' field; a response takes input (a string, or a "
+                "list of message and function-call items): rename 'messages' to 'input'"
+            )
+        return data
+
     @field_validator("input", mode="before")
     @classmethod
     def _known_items(cls, value: Any) -> Any:
