@@ -68,11 +68,15 @@ class StructuredOutputsParams:
     structural_tag: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("whitespace_pattern", "structural_tag"):
+        why = {
+            "whitespace_pattern": "JSON is written with no free whitespace",
+            "structural_tag": "no tags trigger a constraint mid-output",
+        }
+        for name, reason in why.items():
             if getattr(self, name) is not None:
                 raise ValueError(
-                    f"structured_outputs {name} is not supported (JSON is written with no "
-                    "free whitespace; constrain the output with json, regex, choice or grammar)"
+                    f"structured_outputs {name} is not supported ({reason}; constrain the "
+                    "output with json, regex, choice or grammar)"
                 )
         if isinstance(self.choice, list):
             object.__setattr__(self, "choice", tuple(self.choice))

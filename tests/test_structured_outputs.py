@@ -253,8 +253,8 @@ def test_vllms_whitespace_and_properties_flags_are_taken_and_its_other_options_r
                                      for s in (spec, flagged)], use_tqdm=False)  # fmt: skip
     assert outs[0].outputs[0].text == outs[1].outputs[0].text
     assert _check_schema(outs[1].outputs[0].text)
-    for name in ("whitespace_pattern", "structural_tag"):
-        with pytest.raises(ValueError, match=f"{name} is not supported"):
+    for name, why in (("whitespace_pattern", "whitespace"), ("structural_tag", "no tags")):
+        with pytest.raises(ValueError, match=f"{name} is not supported \\(.*{why}"):
             StructuredOutputsParams(json=SCHEMA, **{name: " "})
 
 
