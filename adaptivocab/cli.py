@@ -4,39 +4,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from adaptivocab.errors import AdaptiVocabError, TrainingInterrupted
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _number(
+    kind: type[int] | type[float], rule: str, ok: Callable[[Any], bool]
+) -> Callable[[str], Any]:
+    """A flag's parser for a number of ``kind`` for which ``ok`` holds, refusing others with
+    "must be ``rule``"."""
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+        return value
+
+    return parse
 
 
-def _ngram_size(text: str) -> int:
-    """--max-ngram: an n-gram is a run of 2..n base tokens, so 1 is refused here too, not
-    after the tokenizer and the corpus were loaded (0 said "at least 1", and 1 then failed)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(
-            f"must be at least 2 (n-grams are runs of 2..n base tokens), got {value}"
-        )
-    return value
+_positive_int = _number(int, "at least 1", lambda v: v >= 1)
+_non_negative_int = _number(int, "at least 0", lambda v: v >= 0)
+_positive_float = _number(float, "positive", lambda v: v > 0)
+_non_negative_float = _number(float, "a finite number >= 0", lambda v: 0 <= v < math.inf)
+_fraction = _number(float, "in [0, 1]", lambda v: 0 <= v <= 1)
+# --max-ngram: an n-gram is a run of 2..n base tokens, so 1 is refused here too, not after
+# the tokenizer and the corpus were loaded.
+_ngram_size = _number(int, "at least 2 (n-grams are runs of 2..n base tokens)", lambda v: v >= 2)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -177,46 +183,6 @@ def _parser() -> _Parser:
     _add_finetune_eval(sub, INIT_METHODS)
     parser.commands = dict(sub.choices)
     return parser
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
 
 
 def _add_finetune_eval(
