@@ -94,3 +94,24 @@ def check_call(name: str, arguments: str) -> None:
         assert args["city"] in ("Paris", "Rome", "Oslo") and args["unit"] in ("c", "f")
     else:
         assert name == "add" and 0 <= args["a"] <= 99
+
+
+def health_answers_during(
+    live: LiveServer, send: Any, started: threading.Event, release: threading.Event
+) -> Any:
+    """``send()`` (a request) in a thread, whose server-side work is held once ``started`` is
+    set until ``release`` is: meanwhile /health must answer, so that work is off the event
+    loop. Returns what ``send()`` returned."""
+    import httpx
+
+    result: list[Any] = []
+    worker = threading.Thread(target=lambda: result.append(send()))
+    worker.start()
+    try:
+        assert started.wait(10)
+        with httpx.Client(base_url=live.url, timeout=5) as other:
+            assert other.get("/health").status_code == 200
+    finally:
+        release.set()
+        worker.join(30)
+    return result[0]

@@ -9,6 +9,8 @@ import time
 import httpx
 import pytest
 
+from live_server import health_answers_during
+
 CLIENTS = 64
 
 
@@ -115,19 +117,10 @@ def test_a_response_body_is_built_off_the_event_loop(server, http, monkeypatch, 
         return token_text(token_id)
 
     monkeypatch.setattr(state, "token_text", slow_token_text)
-    result: list[httpx.Response] = []
     request = {"model": "demo", "max_tokens": 2, **body}
-    worker = threading.Thread(target=lambda: result.append(http.post(route, json=request)))
-    worker.start()
-    try:
-        assert building.wait(10)
-        with httpx.Client(base_url=server.url, timeout=5) as other:
-            assert other.get("/health").status_code == 200
-    finally:
-        answered.set()
-        worker.join(30)
-    assert result[0].status_code == 200, result[0].text
-    assert result[0].json()["choices"][0]["logprobs"]
+    r = health_answers_during(server, lambda: http.post(route, json=request), building, answered)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["logprobs"]
 
 
 STREAMS = [
@@ -153,19 +146,10 @@ def test_a_streamed_chunk_of_prompt_logprobs_is_built_off_the_event_loop(
         return token_text(token_id)
 
     monkeypatch.setattr(state, "token_text", slow_token_text)
-    result: list[httpx.Response] = []
     request = {"model": "demo", "max_tokens": 2, "stream": True, "prompt_logprobs": 20, **body}
-    worker = threading.Thread(target=lambda: result.append(http.post(route, json=request)))
-    worker.start()
-    try:
-        assert building.wait(10)
-        with httpx.Client(base_url=server.url, timeout=5) as other:
-            assert other.get("/health").status_code == 200
-    finally:
-        answered.set()
-        worker.join(30)
-    assert result[0].status_code == 200, result[0].text
-    assert '"prompt_logprobs"' in result[0].text and "[DONE]" in result[0].text
+    r = health_answers_during(server, lambda: http.post(route, json=request), building, answered)
+    assert r.status_code == 200, r.text
+    assert '"prompt_logprobs"' in r.text and "[DONE]" in r.text
 
 
 @pytest.mark.parametrize("route, body", STREAMS)

@@ -8,7 +8,13 @@ import threading
 import httpx
 import pytest
 
-from live_server import API_KEY, MAX_MODEL_LEN, start_server, stop_server
+from live_server import (
+    API_KEY,
+    MAX_MODEL_LEN,
+    health_answers_during,
+    start_server,
+    stop_server,
+)
 
 CHAT = "/v1/chat/completions"
 COMPL = "/v1/completions"
@@ -258,17 +264,8 @@ def test_a_body_is_walked_once_off_the_event_loop(server, http, monkeypatch, pat
         check_json(data)
 
     monkeypatch.setattr(protocol, "_check_json", blocking_check_json)
-    result: list[httpx.Response] = []
-    worker = threading.Thread(target=lambda: result.append(http.post(path, json=body)))
-    worker.start()
-    try:
-        assert walking.wait(10)
-        with httpx.Client(base_url=server.url, timeout=5) as other:
-            assert other.get("/health").status_code == 200
-    finally:
-        answered.set()
-        worker.join(30)
-    assert result[0].status_code == 200, result[0].text
+    r = health_answers_during(server, lambda: http.post(path, json=body), walking, answered)
+    assert r.status_code == 200, r.text
     assert len(walkers) == 1 and walkers[0] is not server.thread, walkers
 
 
