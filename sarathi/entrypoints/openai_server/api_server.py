@@ -136,6 +136,8 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         warm.cancel()
         # Joining the loop thread blocks; keep the event loop free while it finishes.
         await asyncio.to_thread(engine.shutdown)
+        state.grammar_threads.shutdown(wait=False, cancel_futures=True)
+        state.body_threads.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="sarathi",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -51,10 +50,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 # Bodies up to this size are parsed on the event loop (a millisecond or so); larger ones in
-# BODY_THREADS, a pool of their own: in the default one, which tokenizes prompts, ten 4 MB
-# bodies held every thread for seconds and other clients' prompts waited behind them.
+# the server's body_threads, a pool of their own: in the default one, which tokenizes
+# prompts, ten 4 MB bodies held every thread for seconds and other clients' prompts waited.
 INLINE_BODY_BYTES = 64 * 1024
-BODY_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sarathi-body")
 
 
 class OffLoopJSONRequest(Request):
@@ -71,8 +69,9 @@ class OffLoopJSONRequest(Request):
             if len(body) <= INLINE_BODY_BYTES:
                 data, problem = load_checked_json(body)
             else:
+                pool = state_of(self).body_threads
                 loop = asyncio.get_running_loop()
-                data, problem = await loop.run_in_executor(BODY_THREADS, load_checked_json, body)
+                data, problem = await loop.run_in_executor(pool, load_checked_json, body)
             checked_body.set((data, problem))
             self._json = data
         return self._json

@@ -49,11 +49,6 @@ logger = logging.getLogger("sarathi.server")
 
 T = TypeVar("T")
 
-# Grammars compile in a pool of their own: one can take seconds (a{900000} took 7 s), and in
-# the default pool, which tokenizes prompts, a client's eight such requests held every
-# thread, so every other client's prompt waited for them. Here they wait for each other.
-GRAMMAR_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sarathi-grammar")
-
 
 @dataclass
 class ServerState:
@@ -80,6 +75,16 @@ class ServerState:
         default_factory=lambda: BodyLimits(4 * 1024 * 1024, 30.0, 256 * 1024 * 1024)
     )
     created: int = field(default_factory=lambda: int(time.time()))
+    # Pools of their own for work that can take seconds, so that it waits for its like and
+    # never holds the default pool, which tokenizes every prompt: grammars (a{900000} took
+    # 7 s to compile; eight such requests held every default thread) and large request
+    # bodies' parsing (routes.OffLoopJSONRequest). Shut down with the app.
+    grammar_threads: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="sarathi-grammar")
+    )
+    body_threads: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="sarathi-body")
+    )
     # token id -> its text, and its bytes, for logprobs; bounded by the vocabulary.
     _token_text: dict[int, str] = field(default_factory=dict)
     _token_bytes: dict[int, list[int]] = field(default_factory=dict)
@@ -196,7 +201,9 @@ class ServerState:
         self.require_tokenizer(param)
         compile_grammar = self.engine.engine.structured.compile
         try:
-            await asyncio.get_running_loop().run_in_executor(GRAMMAR_THREADS, compile_grammar, spec)
+            await asyncio.get_running_loop().run_in_executor(
+                self.grammar_threads, compile_grammar, spec
+            )
         except ValueError as e:
             raise bad_request(str(e), param) from e
 
