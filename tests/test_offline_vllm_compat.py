@@ -215,6 +215,21 @@ def test_token_ids_may_be_numpy_integers(llm):
         assert all(type(t) is int for t in out.prompt_token_ids)
 
 
+def test_token_id_prompts_are_copied_and_bools_refused(llm):
+    # Plain-int prompts take a fast path (no per-token ABC check): it must still copy the
+    # caller's list and still refuse bools, which are ints to Python.
+    ids = llm.get_tokenizer().encode(PROMPT)
+    mine = list(ids)
+    (out,) = llm.generate([mine], SamplingParams(max_tokens=2, ignore_eos=True))
+    assert mine == ids and out.prompt_token_ids == ids
+    assert out.prompt_token_ids is not mine
+    with pytest.raises(ValueError, match="prompt 0: expected a string"):
+        llm.generate([[ids[0], True]])
+    with pytest.raises(ValueError, match="prompt 1: expected a string"):
+        llm.generate([ids, [1.0, 2.0]])
+    assert not llm.engine.has_unfinished_requests()
+
+
 def test_truncate_prompt_tokens_keeps_the_prompts_last_tokens_as_vllm(llm):
     # vLLM's field was refused as an unexpected keyword argument.
     tok = llm.get_tokenizer()

@@ -248,7 +248,7 @@ class LLMEngine:
         if isinstance(prompt, str):
             text, ids = prompt, self.tokenizer.encode(prompt)
         else:
-            text, ids = None, [int(t) for t in prompt]
+            text, ids = None, list(map(int, prompt))
         ids = self.truncate_prompt(ids, params.truncate_prompt_tokens)
         request_id = request_id or f"req-{next(self._req_ids)}"
         if request_id in self.requests:
@@ -322,6 +322,9 @@ class LLMEngine:
         self, ids: collections.abc.Iterable[int], what: str, param: str | None = None
     ) -> None:
         vocab = self.setup.shape.vocab_size
+        ids = list(ids)
+        if not ids or (min(ids) >= 0 and max(ids) < vocab):
+            return
         bad = [t for t in ids if not 0 <= t < vocab]
         if bad:
             raise RequestError(f"{what} out of range [0, {vocab}): {bad[:5]}", param)

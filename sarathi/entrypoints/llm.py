@@ -467,8 +467,13 @@ def _prompt(p: Any, index: int) -> str | list[int]:
             # The tokenizer raises a bare TypeError ("TextEncodeInput must be ...") for it.
             raise ValueError(f"prompt {index}: not valid Unicode (it has a lone surrogate)")
         return p
-    if isinstance(p, Sequence) and all(_is_token_id(t) for t in p):
-        return [int(t) for t in p]
+    if isinstance(p, Sequence):
+        # Plain ints are the common case; the Integral check is an ABC lookup per token
+        # (~0.15 s for 256 prompts of ~560 tokens, time the GPU would wait for the first step).
+        if set(map(type, p)) <= {int}:
+            return list(p)
+        if all(_is_token_id(t) for t in p):
+            return [int(t) for t in p]
     raise ValueError(
         f"prompt {index}: expected a string, a list of token ids or a prompt dict, "
         f"got {type(p).__name__}"
