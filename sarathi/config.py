@@ -13,6 +13,8 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from sarathi.reasoning import REASONING_PARSERS
+
 DEMO_MODEL = "demo"
 
 
@@ -152,6 +154,15 @@ class ModelConfig:
         "SamplingParams' defaults where it has none), 'vllm' (SamplingParams' defaults) or a "
         "folder holding a generation_config.json. Its max_new_tokens, as in vLLM, caps every "
         "server request's output tokens and is the offline default max_tokens.",
+    )
+    reasoning_parser: str | None = _f(
+        None,
+        "How the model writes its reasoning, as vLLM's flag: 'deepseek_r1' or 'qwen3' "
+        "(between <think> and </think>, which the tokenizer must have as tokens). The server "
+        "returns it in the chat message's 'reasoning' field and as a Responses 'reasoning' "
+        "item, apart from the answer; structured outputs constrain only what follows "
+        "</think>. Default: none (the reasoning stays in the text).",
+        choices=REASONING_PARSERS,
     )
     enforce_eager: bool = _f(
         False,

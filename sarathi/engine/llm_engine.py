@@ -40,6 +40,7 @@ from sarathi.engine.unread_flags import warn_unread_flags
 from sarathi.executor import StepHandle, WorkerError, create_executor
 from sarathi.model_executor.model_shape import ModelShape
 from sarathi.outputs import RequestOutput
+from sarathi.reasoning import ReasoningParser, make_reasoning_parser
 from sarathi.sampling_params import RequestOutputKind, SamplingParams
 from sarathi.sequence import PENDING_TOKEN, Request, Sequence
 from sarathi.structured_output import StructuredOutputManager
@@ -80,6 +81,11 @@ class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.setup: ModelSetup = resolve_model(config)
         m = self.setup
+        # Before the weights load: a tokenizer without the tags fails the start at once.
+        name = config.model.reasoning_parser
+        self.reasoning: ReasoningParser | None = (
+            make_reasoning_parser(name, m.tokenizer) if name else None
+        )
         given = config  # as the user gave it: warn_unread_flags tells set flags from defaults
         # The derived token budget travels in a copy of the config: the user's is unchanged.
         config = replace(
@@ -130,7 +136,9 @@ class LLMEngine:
         if overlap is None:
             overlap = m.device.type == "cuda"
         self._overlap = overlap and self.executor.overlaps
-        self.structured = StructuredOutputManager(m.tokenizer, m.eos_ids)
+        self.structured = StructuredOutputManager(
+            m.tokenizer, m.eos_ids, self.reasoning.tags if self.reasoning else None
+        )
         self._inflight: InflightStep | None = None
         # The first worker failure a step raised; the engine is unusable afterwards.
         self._worker_error: WorkerError | None = None
@@ -274,7 +282,7 @@ class LLMEngine:
         for i in range(params.n):
             req.seqs.append(Sequence(next(self._seq_ids), i, req, list(ids), len(ids)))
         if spec is not None:
-            self.structured.add([s.seq_id for s in req.seqs], spec)
+            self.structured.add([s.seq_id for s in req.seqs], spec, ids)
         self.output_processor.add(req)
         for seq in req.seqs:
             self.scheduler.add(seq)

@@ -13,6 +13,7 @@ import llguidance
 import numpy as np
 
 from sarathi.core.scheduler_output import TokenMasks
+from sarathi.reasoning import ReasoningTags
 from sarathi.sampling_params import SamplingParams, StructuredOutputsParams
 from sarathi.sequence import Sequence as Seq
 from sarathi.structured_output.compiler import compile_grammar
@@ -47,11 +48,20 @@ class StructuredOutputManager:
 
     ``compile`` may be called from any thread (the server validates a request's grammar
     in a worker thread, before the request reaches the engine); every other method is
-    the engine loop's."""
+    the engine loop's.
 
-    def __init__(self, tokenizer: Any, eos_ids: Iterable[int]) -> None:
+    With ``reasoning`` (a reasoning parser's tags), a sequence whose prompt has not closed
+    the reasoning is free until it samples the end tag: its grammar constrains from the
+    token after it on, as vLLM's reasoning-aware structured outputs do."""
+
+    def __init__(
+        self, tokenizer: Any, eos_ids: Iterable[int], reasoning: ReasoningTags | None = None
+    ) -> None:
         self._tokenizer = tokenizer
         self._eos = sorted(eos_ids)
+        self._reasoning = reasoning
+        # Constrained sequences still reasoning: no mask until their end tag is sampled.
+        self._thinking: set[int] = set()
         self._lock = threading.Lock()
         self._vocabulary: llguidance.LLTokenizer | None = None
         self._compiled: OrderedDict[str, llguidance.LLMatcher] = OrderedDict()
@@ -91,13 +101,24 @@ class StructuredOutputManager:
         return matcher
 
     # -- the engine loop ---------------------------------------------------------------------
-    def add(self, seq_ids: Sequence[int], spec: StructuredOutputsParams) -> None:
+    def add(
+        self, seq_ids: Sequence[int], spec: StructuredOutputsParams, prompt_ids: Sequence[int] = ()
+    ) -> None:
         start = self.compile(spec)
+        r = self._reasoning
+        thinking = r is not None and not r.prompt_ends_reasoning(prompt_ids)
         for seq_id in seq_ids:
             self._matchers[seq_id] = start.deep_copy()
+            if thinking:
+                self._thinking.add(seq_id)
 
     def remove(self, seq_id: int) -> None:
         self._matchers.pop(seq_id, None)
+        self._thinking.discard(seq_id)
+
+    def thinking(self, seq_id: int) -> bool:
+        """Whether the sequence is still reasoning (its grammar not yet begun)."""
+        return seq_id in self._thinking
 
     def __contains__(self, seq_id: int) -> bool:
         return seq_id in self._matchers
@@ -118,9 +139,16 @@ class StructuredOutputManager:
         could not follow it."""
         failed: dict[int, str] = {}
         matchers = self._matchers
+        thinking = self._thinking
         for seq, token, index in zip(seqs, tokens, indices, strict=True):
             m = matchers.get(seq.seq_id)
             if m is None or seq.finished:
+                continue
+            if seq.seq_id in thinking:
+                # The end tag itself is reasoning's; the grammar starts at the next token.
+                assert self._reasoning is not None
+                if token == self._reasoning.end_id:
+                    thinking.discard(seq.seq_id)
                 continue
             # A matcher that failed computing its mask (past llguidance's limits) is stopped
             # too, but it is not complete: its failure is reported as what it is.
@@ -150,8 +178,8 @@ class StructuredOutputManager:
 
     def masks(self, seqs: Sequence[Seq]) -> TokenMasks | None:
         """The masks of the constrained rows among ``seqs`` (a step's sampling order)."""
-        matchers = self._matchers
-        rows = [i for i, s in enumerate(seqs) if s.seq_id in matchers]
+        matchers, thinking = self._matchers, self._thinking
+        rows = [i for i, s in enumerate(seqs) if s.seq_id in matchers and s.seq_id not in thinking]
         if not rows:
             return None
         bits = np.zeros((len(rows), self.mask_words), dtype=np.int32)
