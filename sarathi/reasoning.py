@@ -141,11 +141,13 @@ def _partial_suffix(text: str, tag: str) -> int:
 @dataclass(frozen=True)
 class SplitOutput:
     """A whole output, split: ``reasoning`` is None where the output had no reasoning
-    part (it was all answer from the start); ``content`` is None when empty."""
+    part (it was all answer from the start); ``content`` is None when empty; ``answered``:
+    the reasoning ended (false when the output was cut before ``</think>``)."""
 
     reasoning: str | None
     content: str | None
     reasoning_tokens: int
+    answered: bool
 
 
 class ReasoningParser(Protocol):
@@ -212,14 +214,10 @@ def reasoning_tags(tokenizer: Any, parser: str) -> ReasoningTags:
                 "thinking model?"
             )
         ids[tag] = int(token)
-    special = set(getattr(tokenizer, "all_special_ids", None) or ())
-    return ReasoningTags(
-        START_TAG,
-        END_TAG,
-        ids[START_TAG],
-        ids[END_TAG],
-        special=ids[START_TAG] in special or ids[END_TAG] in special,
-    )
+    # Special by what decoding does: tokens added as special are skipped there, though
+    # they are not among all_special_ids.
+    special = any(tokenizer.decode([t], skip_special_tokens=True) == "" for t in ids.values())
+    return ReasoningTags(START_TAG, END_TAG, ids[START_TAG], ids[END_TAG], special=special)
 
 
 def make_reasoning_parser(name: str, tokenizer: Any) -> ReasoningParser:
@@ -248,4 +246,5 @@ def split_output(
         piece.reasoning if thinking else None,
         piece.content or None,
         stream.reasoning_tokens,
+        piece.answering,
     )

@@ -112,3 +112,37 @@ def random_prompts(count: int, vocab: int, seed: int, min_len: int = 3, max_len:
     g = torch.Generator().manual_seed(seed)
     lens = torch.randint(min_len, max_len, (count,), generator=g).tolist()
     return [torch.randint(3, vocab, (n,), generator=g).tolist() for n in lens]
+
+
+THINK_TEMPLATE = (
+    "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n"
+    "{%- if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
+    "{%- endif %}{%- endif %}"
+)
+
+
+def save_thinking_model(path: str, special: bool = False) -> str:
+    """A tiny random Qwen3 whose tokenizer (the tiny one's, plus ``<think>`` and
+    ``</think>`` as tokens of their own, special or not) can be split by a reasoning
+    parser; its chat template writes an empty think block when ``enable_thinking`` is
+    false, as Qwen3's does."""
+    import json
+
+    from tokenizers import AddedToken, Tokenizer
+
+    save_tiny_model("qwen3", path, vocab_size=386)
+    save_tiny_tokenizer(path, 384)
+    file = os.path.join(path, "tokenizer.json")
+    tok = Tokenizer.from_file(file)
+    tags = [AddedToken(t, special=special, normalized=False) for t in ("<think>", "</think>")]
+    (tok.add_special_tokens if special else tok.add_tokens)(tags)
+    assert tok.get_vocab_size() == 386
+    tok.save(file)
+    config_file = os.path.join(path, "tokenizer_config.json")
+    with open(config_file) as f:
+        config = json.load(f)
+    config["chat_template"] = THINK_TEMPLATE
+    with open(config_file, "w") as f:
+        json.dump(config, f)
+    return path

@@ -114,6 +114,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         metrics=metrics,
         chat_template=chat_template,
         tool_parser=tool_parser_of(args, chat_template, core.tokenizer),
+        reasoning=core.reasoning,
         description=DEMO_NOTE if core.setup.is_demo else None,
         max_prompt_bytes=(
             core.max_seq_len * max_token_bytes(core.tokenizer) if core.tokenizer else 1 << 62

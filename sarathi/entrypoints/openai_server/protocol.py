@@ -27,6 +27,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -466,9 +467,10 @@ class ChatCompletionRequest(SamplingFields):
     chat_template_kwargs: TemplateKwargs | None = None
     documents: Documents | None = None
     truncate_prompt_tokens: TruncatePromptTokens = None
-    # vLLM's: whether its reasoning parser's output is returned. This server has no reasoning
-    # parser, so a reasoning model's thinking stays in the content either way, as it does in
-    # vLLM without one: taken, and it changes nothing.
+    # vLLM's: whether the reasoning parser's output (--reasoning-parser) is returned; false
+    # leaves the reasoning out of the response (it is never in the content). Without a
+    # parser it changes nothing: a reasoning model's thinking stays in the content, as in
+    # vLLM without one.
     include_reasoning: StrictBool = True
 
     @model_validator(mode="after")
@@ -614,6 +616,16 @@ class ChatResponseMessage(BaseModel):
     content: str | None = None
     refusal: str | None = None  # OpenAI's, always present; this server never refuses
     tool_calls: list[ToolCallOut] = Field(default_factory=list)
+    # vLLM's, with --reasoning-parser: the model's thinking. Sent only where set: without a
+    # parser (or with include_reasoning false) the message has no such field.
+    reasoning: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _reasoning_where_set(self, handler: Any) -> Any:
+        data = handler(self)
+        if "reasoning" not in self.model_fields_set:
+            data.pop("reasoning", None)
+        return data
 
 
 class ChatChoice(BaseModel):

@@ -41,7 +41,7 @@ MAX_INPUT_ITEMS = MAX_MESSAGES - 1
 MAX_TOOLS = 128
 
 _TEXT_PARTS = ("input_text", "output_text")
-_ITEM_TYPES = ("message", "function_call", "function_call_output")
+_ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning")
 
 
 class ContentPart(_Request):
@@ -105,6 +105,28 @@ class FunctionCallOutputInput(_Request):
         return _text(self.output)
 
 
+class ReasoningText(_Request):
+    type: Literal["reasoning_text", "summary_text"]
+    text: StrictStr
+
+
+class ReasoningInput(_Request):
+    """A ``reasoning`` item of an earlier response, sent back: its text reaches the chat
+    template as the next assistant message's ``reasoning`` (templates that show earlier
+    turns' thinking render it; others leave it out)."""
+
+    type: Literal["reasoning"]
+    id: StrictStr | None = None
+    summary: list[ReasoningText] = Field(default_factory=list)
+    content: list[ReasoningText] | None = None
+    # OpenAI's, for its own models; this server makes none and reads none.
+    encrypted_content: StrictStr | None = None
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+    def text(self) -> str:
+        return "\n".join(p.text for p in self.content or ())
+
+
 # An item's model by its type. The tags are the models' names: pydantic puts the tag in an
 # error's location, and errors.py leaves a class name out of the param it reports, so a
 # missing field is "input.0.content", not "input.0.message.content" (no such key).
@@ -112,6 +134,7 @@ _ITEM_TAGS = {
     "message": "InputMessage",
     "function_call": "FunctionCallInput",
     "function_call_output": "FunctionCallOutputInput",
+    "reasoning": "ReasoningInput",
 }
 
 
@@ -128,6 +151,7 @@ InputItem = Annotated[
         Annotated[InputMessage, Tag("InputMessage")]
         | Annotated[FunctionCallInput, Tag("FunctionCallInput")]
         | Annotated[FunctionCallOutputInput, Tag("FunctionCallOutputInput")]
+        | Annotated[ReasoningInput, Tag("ReasoningInput")]
     ),
     Discriminator(_item_type),
 ]
@@ -152,11 +176,6 @@ def _check_item(item: Any) -> None:
     if not isinstance(item, dict):
         return  # the models' own errors say what is wrong
     kind = item.get("type", "message")
-    if kind == "reasoning":
-        raise ValueError(
-            "input items of type 'reasoning' are not supported: this server makes no "
-            "reasoning items; send messages and function calls"
-        )
     if kind == "item_reference":
         raise ValueError(
             "input items of type 'item_reference' are not supported: this server stores no "
@@ -165,7 +184,7 @@ def _check_item(item: Any) -> None:
     if kind not in _ITEM_TYPES:
         raise ValueError(
             f"input items of type {kind!r} are not supported by this server: it takes "
-            "messages, function_call and function_call_output items"
+            "messages, function_call, function_call_output and reasoning items"
         )
     _check_parts(item.get("content") if kind == "message" else item.get("output"))
     if kind == "function_call" and item.get("namespace") is not None:
@@ -402,7 +421,24 @@ class FunctionCallOutput(BaseModel):
     status: ItemStatus
 
 
-OutputItem = OutputMessage | FunctionCallOutput
+class ReasoningContent(BaseModel):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class ReasoningOutput(BaseModel):
+    """A ``reasoning`` output item (--reasoning-parser): the model's thinking, before the
+    answer's items. No summaries are made (``summary`` is empty), as vLLM's."""
+
+    id: str
+    type: Literal["reasoning"] = "reasoning"
+    summary: list[Any] = Field(default_factory=list)
+    content: list[ReasoningContent]
+    encrypted_content: None = None
+    status: ItemStatus
+
+
+OutputItem = OutputMessage | FunctionCallOutput | ReasoningOutput
 
 
 class InputTokensDetails(BaseModel):

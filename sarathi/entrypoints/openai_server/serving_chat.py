@@ -60,6 +60,7 @@ from sarathi.entrypoints.openai_server.tools import (
     tool_mode,
 )
 from sarathi.outputs import CompletionOutput, RequestOutput
+from sarathi.reasoning import ReasoningParser, ReasoningStream, SplitOutput
 from sarathi.sampling_params import SamplingParams
 
 
@@ -148,6 +149,37 @@ class PreparedChat:
     mode: ToolMode
     ids: list[int]
     params: SamplingParams
+    # With --reasoning-parser: the parser, and whether the output begins in reasoning (the
+    # prompt did not close it, and the template's switch did not turn thinking off).
+    reasoning: ReasoningParser | None = None
+    thinking: bool = False
+
+    def reasoning_stream(self) -> ReasoningStream | None:
+        """A new split of one output (one per choice), or None without a parser."""
+        if self.reasoning is None:
+            return None
+        tags = self.reasoning.tags
+        return ReasoningStream(
+            tags, self.thinking, tags_in_text=not (tags.special and self.params.skip_special_tokens)
+        )
+
+    def split(self, c: CompletionOutput) -> SplitOutput | None:
+        """A finished output's reasoning and answer, or None without a parser."""
+        stream = self.reasoning_stream()
+        if stream is None:
+            return None
+        piece = stream.feed(c.text, c.token_ids, final=True)
+        return SplitOutput(
+            piece.reasoning if self.thinking else None,
+            piece.content or None,
+            stream.reasoning_tokens,
+            piece.answering,
+        )
+
+
+def new_tokens(c: CompletionOutput) -> list[int]:
+    """The token ids a delta output added (a finished one carries all of them)."""
+    return c.token_ids[len(c.token_ids) - c.num_new_tokens :] if c.num_new_tokens else []
 
 
 async def chat_prompt(
@@ -226,11 +258,17 @@ async def _prepare(
         spec,
         req.prompt_logprobs,
     )
-    if mode.keeps_special_tokens and "skip_special_tokens" not in req.model_fields_set:
-        # The request's default gives way; a client that asks to skip them is obeyed.
+    reasoning = state.reasoning
+    keeps_tags = reasoning is not None and reasoning.tags.special
+    if (
+        mode.keeps_special_tokens or keeps_tags
+    ) and "skip_special_tokens" not in req.model_fields_set:
+        # The request's default gives way (reasoning tags that are special tokens stay in
+        # the text, where the parser finds them); a client that asks to skip them is obeyed.
         params.skip_special_tokens = False
     state.check_params(params)
-    return PreparedChat(mode, ids, params)
+    thinking = reasoning is not None and reasoning.thinking(ids, req.chat_template_kwargs)
+    return PreparedChat(mode, ids, params, reasoning, thinking)
 
 
 async def create_chat_completion(
@@ -244,20 +282,17 @@ async def create_chat_completion(
     if req.stream_options is not None and not req.stream:
         raise bad_request("stream_options is only taken with stream: true", "stream_options")
     prepared = await prepare_chat(state, req)
-    mode, ids, params = prepared.mode, prepared.ids, prepared.params
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     n = req.n  # each sample takes a slot, and waits for one like a request
     state.admit(n)
     if req.stream:
         return SSEResponse(
-            _stream(state, req, mode, ids, params, request_id, created),
+            _stream(state, req, prepared, request_id, created),
             on_close=lambda: state.release(n),
         )
     try:
-        return await unless_disconnected(
-            raw, _full(state, req, mode, ids, params, request_id, created)
-        )
+        return await unless_disconnected(raw, _full(state, req, prepared, request_id, created))
     except ClientDisconnected:
         return Response(status_code=499)
     finally:
@@ -267,30 +302,29 @@ async def create_chat_completion(
 async def _full(
     state: ServerState,
     req: ChatCompletionRequest,
-    mode: ToolMode,
-    ids: list[int],
-    params: SamplingParams,
+    prepared: PreparedChat,
     request_id: str,
     created: int,
 ) -> Response:
+    ids, params = prepared.ids, prepared.params
     try:
         out = await final_output(state.engine, ids, params, request_id, req.cache_salt)
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
-    return await json_off_loop(lambda: _full_body(state, req, mode, ids, request_id, created, out))
+    return await json_off_loop(lambda: _full_body(state, req, prepared, request_id, created, out))
 
 
 def _full_body(
     state: ServerState,
     req: ChatCompletionRequest,
-    mode: ToolMode,
-    ids: list[int],
+    prepared: PreparedChat,
     request_id: str,
     created: int,
     out: RequestOutput,
 ) -> bytes:
     """The response to a finished request, as JSON (in a worker thread, a choice at a
     time: see ``json_off_loop``)."""
+    mode, ids = prepared.mode, prepared.ids
     echoed = _echoed(req)
 
     def choice(c: CompletionOutput) -> ChatChoice:
@@ -299,11 +333,19 @@ def _full_body(
             if req.logprobs
             else None
         )
-        msg = tool_message(mode, c.text, c.finish_reason)
+        split = prepared.split(c)
+        # Tool calls are parsed from the answer only, never from the reasoning.
+        text = c.text if split is None else split.content or ""
+        msg = tool_message(mode, text, c.finish_reason)
         content = echoed + (msg.content or "") if echoed else msg.content
+        if split is not None:
+            content = content or None  # as vLLM: no answer after the reasoning is null
+        message = ChatResponseMessage(content=content, tool_calls=msg.tool_calls)
+        if split is not None and req.include_reasoning:
+            message.reasoning = split.reasoning
         return ChatChoice(
             index=c.index,
-            message=ChatResponseMessage(content=content, tool_calls=msg.tool_calls),
+            message=message,
             logprobs=lp,
             finish_reason=msg.finish_reason,
             stop_reason=c.stop_reason,
@@ -327,12 +369,12 @@ def _full_body(
 async def _stream(
     state: ServerState,
     req: ChatCompletionRequest,
-    mode: ToolMode,
-    ids: list[int],
-    params: SamplingParams,
+    prepared: PreparedChat,
     request_id: str,
     created: int,
 ) -> AsyncGenerator[str, None]:
+    mode, ids, params = prepared.mode, prepared.ids, prepared.params
+
     def chunk(
         choices: list[dict], usage_info: dict | None = None, prompt_lp: list | None = None
     ) -> str:
@@ -353,6 +395,7 @@ async def _stream(
     stream = state.engine.generate(ids, params, request_id, req.cache_salt, delta=True)
     tally = StreamTally()
     tool_streams: dict[int, ToolStream] = {}
+    reasoners: dict[int, ReasoningStream | None] = {}
     try:
         for i in range(req.n):
             yield chunk(
@@ -391,17 +434,35 @@ async def _stream(
                         _chunk_entries(req, ids, c, with_prompt),
                     )
                     messages = tool_streams.setdefault(c.index, ToolStream(mode))
-                    deltas = messages.feed(c.text_delta)
+                    if c.index not in reasoners:
+                        reasoners[c.index] = prepared.reasoning_stream()
+                    reasoner = reasoners[c.index]
+                    deltas: list[dict] = []
+                    hidden = False  # reasoning include_reasoning false leaves out
+                    if reasoner is None:
+                        deltas += messages.feed(c.text_delta)
+                    else:
+                        # Reasoning first, then the answer, each delta with its own field;
+                        # tool calls are parsed from the answer only.
+                        piece = reasoner.feed(c.text_delta, new_tokens(c), final=c.finished())
+                        if piece.reasoning:
+                            if req.include_reasoning:
+                                deltas.append({"reasoning": piece.reasoning})
+                            else:
+                                hidden = True
+                        if piece.answering:
+                            deltas += messages.feed(piece.content)
                     finish = None
                     if c.finished():
                         tail, finish = messages.finish(c.finish_reason)
                         deltas += tail
                     if not deltas:  # a chunk for the tokens' logprobs or usage, or the finish
-                        if mode.calls_tools and not (
+                        quiet = mode.calls_tools or hidden
+                        if quiet and not (
                             c.finished() or lp or continuous or prompt_lp is not None
                         ):
-                            continue  # held-back call text, and nothing else to carry
-                        deltas = [{} if c.finished() or mode.calls_tools else {"content": ""}]
+                            continue  # held-back call text or hidden reasoning, nothing else
+                        deltas = [{} if c.finished() or quiet else {"content": ""}]
                     # vLLM's continuous usage: the prompt and this choice's tokens so far
                     # (with n > 1 each choice counts its own; the closing usage sums them).
                     counted = (

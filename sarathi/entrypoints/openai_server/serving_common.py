@@ -43,6 +43,7 @@ from sarathi.entrypoints.openai_server.protocol import (
 )
 from sarathi.metrics import ServerMetrics
 from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
+from sarathi.reasoning import ReasoningParser
 from sarathi.sampling_params import SamplingParams, StructuredOutputsParams
 
 logger = logging.getLogger("sarathi.server")
@@ -64,6 +65,8 @@ class ServerState:
     chat_template: str | None = None
     # The tool-call format parsed in tool_choice "auto" (None: unknown, auto is refused).
     tool_parser: str | None = None
+    # --reasoning-parser's (None: reasoning stays in the text).
+    reasoning: ReasoningParser | None = None
     description: str | None = None
     # Prompts longer than this in UTF-8 bytes cannot fit the context (max_token_bytes).
     max_prompt_bytes: int = 1 << 62

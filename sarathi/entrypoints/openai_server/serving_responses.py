@@ -59,13 +59,17 @@ from sarathi.entrypoints.openai_server.protocol_responses import (
     OutputItem,
     OutputMessage,
     OutputText,
+    OutputTokensDetails,
+    ReasoningContent,
+    ReasoningInput,
+    ReasoningOutput,
     ResponseErrorInfo,
     ResponseObject,
     ResponsesRequest,
     ResponseUsage,
     TextConfig,
 )
-from sarathi.entrypoints.openai_server.serving_chat import PreparedChat, prepare_chat
+from sarathi.entrypoints.openai_server.serving_chat import PreparedChat, new_tokens, prepare_chat
 from sarathi.entrypoints.openai_server.serving_common import (
     ENGINE_ERRORS,
     ClientDisconnected,
@@ -79,6 +83,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
 )
 from sarathi.entrypoints.openai_server.tools import ToolMode, ToolStream, is_json, tool_items
 from sarathi.outputs import CompletionOutput
+from sarathi.reasoning import SplitOutput
 
 # The chat fields a response's request names otherwise, for the 400s of prepare_chat.
 _NAMES = {
@@ -193,7 +198,11 @@ def chat_messages(req: ResponsesRequest) -> list[ChatMessage]:
         [InputMessage(role="user", content=req.input)] if isinstance(req.input, str) else req.input
     )
     names: dict[str, str] = {}  # call id -> function name
+    reasoning: list[str] = []  # reasoning items waiting for the assistant turn they precede
     for item in items:
+        if isinstance(item, ReasoningInput):
+            reasoning.append(item.text())
+            continue
         if isinstance(item, InputMessage):
             messages.append(_message(item.role, item.text()))
         elif isinstance(item, FunctionCallInput):
@@ -211,6 +220,11 @@ def chat_messages(req: ResponsesRequest) -> list[ChatMessage]:
         else:
             name = names.get(item.call_id)
             messages.append(_message("tool", item.text(), tool_call_id=item.call_id, name=name))
+        last = messages[-1]
+        if reasoning and last.role == "assistant":
+            # The thinking of that turn, for templates that show it (as chat's ``reasoning``).
+            last.reasoning = "\n".join([last.reasoning or "", *reasoning]).lstrip("\n")
+        reasoning = []
     return messages
 
 
@@ -292,6 +306,7 @@ def _finished(
     input_tokens: int,
     output_tokens: int,
     cached_tokens: int,
+    reasoning_tokens: int = 0,
 ) -> ResponseObject:
     incomplete = finish_reason == "length"
     return base.model_copy(
@@ -304,6 +319,7 @@ def _finished(
                 input_tokens=input_tokens,
                 input_tokens_details=InputTokensDetails(cached_tokens=cached_tokens),
                 output_tokens=output_tokens,
+                output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning_tokens),
                 total_tokens=input_tokens + output_tokens,
             ),
         }
@@ -312,6 +328,10 @@ def _finished(
 
 def _message_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
+
+
+def _reasoning_id() -> str:
+    return f"rs_{uuid.uuid4().hex}"
 
 
 def _call_item_id() -> str:
@@ -324,25 +344,41 @@ def _cut_short(finish_reason: str | None, arguments: str) -> bool:
     return finish_reason == "length" or not is_json(arguments)
 
 
-def output_items(mode: ToolMode, c: CompletionOutput) -> list[OutputItem]:
+def output_items(
+    mode: ToolMode, c: CompletionOutput, split: SplitOutput | None = None
+) -> list[OutputItem]:
     """The output items of a finished output, in the order the model wrote them: a message
     per run of text (text outside any calls) and a function_call item per call, as a stream
     tells them. A forced call is a call however its output ended, an incomplete one when the
     length limit or a stop string cut its arguments short (as it was streamed); any other
     output that is not a complete call is text. Cut by the length limit, the last item is
-    incomplete when it is a message (the items before it were finished)."""
+    incomplete when it is a message (the items before it were finished). With a reasoning
+    parser (``split``), the reasoning is an item of its own before them, and the items are
+    read from the answer alone."""
+    items: list[OutputItem] = []
+    text = c.text
+    if split is not None:
+        text = split.content or ""
+        if split.reasoning:
+            ended = split.answered or c.finish_reason != "length"
+            items.append(
+                ReasoningOutput(
+                    id=_reasoning_id(),
+                    content=[ReasoningContent(text=split.reasoning)],
+                    status="completed" if ended else "incomplete",
+                )
+            )
     if mode.kind == "named":
         assert mode.function is not None
         call = FunctionCallOutput(
             id=_call_item_id(),
             call_id=f"call_{uuid.uuid4().hex[:24]}",
             name=mode.function,
-            arguments=c.text,
-            status="incomplete" if _cut_short(c.finish_reason, c.text) else "completed",
+            arguments=text,
+            status="incomplete" if _cut_short(c.finish_reason, text) else "completed",
         )
-        return [call]
-    pieces = tool_items(mode, c.text, c.finish_reason)
-    items: list[OutputItem] = []
+        return [*items, call]
+    pieces = tool_items(mode, text, c.finish_reason)
     for index, piece in enumerate(pieces):
         if isinstance(piece, str):
             cut = c.finish_reason == "length" and index == len(pieces) - 1
@@ -374,13 +410,15 @@ async def _full(
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
     c = out.outputs[0]
+    split = prepared.split(c)
     body = _finished(
         base,
-        output_items(prepared.mode, c),
+        output_items(prepared.mode, c, split),
         c.finish_reason,
         len(prepared.ids),
         len(c.token_ids),
         out.num_cached_tokens,
+        split.reasoning_tokens if split is not None else 0,
     )
     return JSONResponse(body.model_dump(mode="json"))
 
@@ -401,6 +439,8 @@ class _Events:
         self._open: OutputItem | None = None  # the item being streamed
         self._calls: dict[int, FunctionCallOutput] = {}  # chat tool-call index -> its item
         self._seq = 0
+        # Set at the end: the output was cut by the length limit while still reasoning.
+        self.reasoning_cut = False
 
     def event(self, kind: str, **fields: Any) -> str:
         payload = {"type": kind, "sequence_number": self._seq, **fields}
@@ -413,12 +453,45 @@ class _Events:
     def feed(self, delta: str) -> list[str]:
         return self._deltas(self._tools.feed(delta))
 
+    def think(self, text: str) -> list[str]:
+        """Reasoning text: a ``reasoning`` item, opened by its first text."""
+        if not text:
+            return []
+        events: list[str] = []
+        if not isinstance(self._open, ReasoningOutput):
+            item = ReasoningOutput(id=_reasoning_id(), content=[], status="in_progress")
+            events += self._add(item)
+            part = ReasoningContent(text="")
+            item.content.append(part)
+            events.append(
+                self.event(
+                    "response.content_part.added",
+                    item_id=item.id,
+                    output_index=len(self.items) - 1,
+                    content_index=0,
+                    part=part.model_dump(),
+                )
+            )
+        item = self._open
+        assert isinstance(item, ReasoningOutput)
+        item.content[0].text += text
+        events.append(
+            self.event(
+                "response.reasoning_text.delta",
+                item_id=item.id,
+                output_index=len(self.items) - 1,
+                content_index=0,
+                delta=text,
+            )
+        )
+        return events
+
     def finish(self, finish_reason: str | None) -> list[str]:
         """The output's last deltas, then the last item's done events."""
         tail, _ = self._tools.finish(finish_reason)
         events = self._deltas(tail)
-        if not self.items:  # nothing at all: an empty message, as non-streamed
-            events += self._open_message()
+        if all(isinstance(i, ReasoningOutput) for i in self.items):
+            events += self._open_message()  # no answer at all: an empty message, as non-streamed
         return events + self._close(finish_reason)
 
     def _close(self, finish_reason: str | None = None) -> list[str]:
@@ -429,7 +502,13 @@ class _Events:
             return []
         index = self.items.index(item)
         events = []
-        if isinstance(item, FunctionCallOutput):
+        if isinstance(item, ReasoningOutput):
+            item.status = "incomplete" if self.reasoning_cut else "completed"
+            part = item.content[0]
+            where = {"item_id": item.id, "output_index": index, "content_index": 0}
+            events.append(self.event("response.reasoning_text.done", **where, text=part.text))
+            events.append(self.event("response.content_part.done", **where, part=part.model_dump()))
+        elif isinstance(item, FunctionCallOutput):
             cut = self.mode.kind == "named" and _cut_short(finish_reason, item.arguments)
             item.status = "incomplete" if cut else "completed"
             events.append(
@@ -563,6 +642,7 @@ async def _stream(
     state: ServerState, prepared: PreparedChat, base: ResponseObject, cache_salt: str | None
 ) -> AsyncGenerator[str, None]:
     events = _Events(prepared.mode)
+    reasoner = prepared.reasoning_stream()
     yield events.response("response.created", base)
     yield events.response("response.in_progress", base)
     stream = state.engine.generate(prepared.ids, prepared.params, base.id, cache_salt, delta=True)
@@ -570,10 +650,20 @@ async def _stream(
         async with contextlib.aclosing(stream) as outputs:
             async for out in outputs:
                 c = out.outputs[0]
-                for event in events.feed(c.text_delta):
+                if reasoner is None:
+                    told = events.feed(c.text_delta)
+                else:
+                    piece = reasoner.feed(c.text_delta, new_tokens(c), final=c.finished())
+                    told = events.think(piece.reasoning)
+                    if piece.answering:
+                        told += events.feed(piece.content)
+                for event in told:
                     yield event
                 if not c.finished():
                     continue
+                events.reasoning_cut = (
+                    reasoner is not None and reasoner.thinking and c.finish_reason == "length"
+                )
                 for event in events.finish(c.finish_reason):
                     yield event
                 final = _finished(
@@ -583,6 +673,7 @@ async def _stream(
                     len(prepared.ids),
                     len(c.token_ids),
                     out.num_cached_tokens,
+                    reasoner.reasoning_tokens if reasoner is not None else 0,
                 )
                 kind = (
                     "response.completed" if final.status == "completed" else "response.incomplete"
