@@ -201,6 +201,9 @@ def test_bad_values_of_other_flags_are_clean_errors(args, says):
     (["serve", "--bogus"], "python -m sarathi serve: error: unrecognized arguments: --bogus"),
     (["info", "--x"], "python -m sarathi info: error: unrecognized arguments: --x"),
     (["nope"], "python -m sarathi: error: argument COMMAND: invalid choice: 'nope'"),
+    (["serve", "--reasoning-parser", "granite"],
+     "python -m sarathi serve: error: argument --reasoning-parser/--reasoning_parser: invalid "
+     "choice: 'granite'"),
 ])
 def test_a_usage_error_is_one_line(args, says, monkeypatch):
     # argparse printed serve's whole usage (~60 lines of flags) above the one line that
@@ -219,6 +222,12 @@ def test_a_cuda_cache_without_a_gpu_is_a_clean_error():
         pytest.skip("this machine has a GPU")
     r = _call("generate", "--prompt", "x", "--kv-cache-backend", "cuda")
     assert r.returncode == 2 and "cuda device" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_reasoning_parser_on_a_tokenizer_without_its_tags_is_a_clean_error():
+    r = _call("serve", "--reasoning-parser", "qwen3", "--port", "0")
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "the tokenizer has no <think> token" in r.stderr, r.stderr
 
 
 def test_a_port_out_of_range_is_a_clean_error():

@@ -438,18 +438,14 @@ async def _stream(
                         reasoners[c.index] = prepared.reasoning_stream()
                     reasoner = reasoners[c.index]
                     deltas: list[dict] = []
-                    hidden = False  # reasoning include_reasoning false leaves out
                     if reasoner is None:
                         deltas += messages.feed(c.text_delta)
                     else:
                         # Reasoning first, then the answer, each delta with its own field;
                         # tool calls are parsed from the answer only.
                         piece = reasoner.feed(c.text_delta, new_tokens(c), final=c.finished())
-                        if piece.reasoning:
-                            if req.include_reasoning:
-                                deltas.append({"reasoning": piece.reasoning})
-                            else:
-                                hidden = True
+                        if piece.reasoning and req.include_reasoning:
+                            deltas.append({"reasoning": piece.reasoning})
                         if piece.answering:
                             deltas += messages.feed(piece.content)
                     finish = None
@@ -457,11 +453,13 @@ async def _stream(
                         tail, finish = messages.finish(c.finish_reason)
                         deltas += tail
                     if not deltas:  # a chunk for the tokens' logprobs or usage, or the finish
-                        quiet = mode.calls_tools or hidden
+                        # Held-back tool-call text, a tag not yet whole, or reasoning
+                        # left out: no chunk unless it carries something else.
+                        quiet = mode.calls_tools or reasoner is not None
                         if quiet and not (
                             c.finished() or lp or continuous or prompt_lp is not None
                         ):
-                            continue  # held-back call text or hidden reasoning, nothing else
+                            continue
                         deltas = [{} if c.finished() or quiet else {"content": ""}]
                     # vLLM's continuous usage: the prompt and this choice's tokens so far
                     # (with n > 1 each choice counts its own; the closing usage sums them).
