@@ -114,7 +114,8 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "repetition_min_count": (_zero, "repetition detection is not supported"),
     "thinking_token_budget": (
         lambda v: v is None or v == -1,  # -1: unlimited, vLLM's unset
-        "thinking_token_budget is not supported (this server has no reasoning parser)",
+        "thinking_token_budget is not supported (the reasoning is not bounded apart from "
+        "max_tokens)",
     ),
     "ec_transfer_params": (_unset, "encoder-cache transfer is not supported"),
     "kv_transfer_params": (_unset, "KV-cache transfer is not supported"),
@@ -177,7 +178,8 @@ def _no_prewarm(value: Any) -> bool:
     return _unset(value) or (isinstance(value, dict) and not value.get("prewarm"))
 
 
-# Includable output data with nothing to include here: no reasoning items are ever made.
+# Includable output data with nothing to include here: reasoning items (--reasoning-parser)
+# carry their text in the clear, never encrypted.
 _VACUOUS_INCLUDES = frozenset({"reasoning.encrypted_content"})
 
 _STATELESS = "send the whole conversation as input items instead"
