@@ -153,8 +153,11 @@ class SplitOutput:
 class ReasoningParser(Protocol):
     """A reasoning format: its tags, and whether a request's output begins in reasoning."""
 
-    name: str
-    tags: ReasoningTags
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tags(self) -> ReasoningTags: ...
 
     def thinking(
         self, prompt_ids: Sequence[int], template_kwargs: Mapping[str, Any] | None
@@ -191,7 +194,10 @@ class Qwen3Parser:
         return not self.tags.prompt_ends_reasoning(prompt_ids)
 
 
-_PARSERS = {"deepseek_r1": DeepSeekR1Parser, "qwen3": Qwen3Parser}
+_PARSERS: dict[str, type[DeepSeekR1Parser] | type[Qwen3Parser]] = {
+    "deepseek_r1": DeepSeekR1Parser,
+    "qwen3": Qwen3Parser,
+}
 REASONING_PARSERS: tuple[str, ...] = tuple(_PARSERS)
 
 

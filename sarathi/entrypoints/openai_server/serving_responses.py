@@ -472,13 +472,13 @@ class _Events:
                     part=part.model_dump(),
                 )
             )
-        item = self._open
-        assert isinstance(item, ReasoningOutput)
-        item.content[0].text += text
+        thought = self._open
+        assert isinstance(thought, ReasoningOutput)
+        thought.content[0].text += text
         events.append(
             self.event(
                 "response.reasoning_text.delta",
-                item_id=item.id,
+                item_id=thought.id,
                 output_index=len(self.items) - 1,
                 content_index=0,
                 delta=text,
@@ -504,10 +504,12 @@ class _Events:
         events = []
         if isinstance(item, ReasoningOutput):
             item.status = "incomplete" if self.reasoning_cut else "completed"
-            part = item.content[0]
+            thinking = item.content[0]
             where = {"item_id": item.id, "output_index": index, "content_index": 0}
-            events.append(self.event("response.reasoning_text.done", **where, text=part.text))
-            events.append(self.event("response.content_part.done", **where, part=part.model_dump()))
+            events.append(self.event("response.reasoning_text.done", **where, text=thinking.text))
+            events.append(
+                self.event("response.content_part.done", **where, part=thinking.model_dump())
+            )
         elif isinstance(item, FunctionCallOutput):
             cut = self.mode.kind == "named" and _cut_short(finish_reason, item.arguments)
             item.status = "incomplete" if cut else "completed"
