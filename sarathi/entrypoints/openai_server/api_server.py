@@ -41,6 +41,7 @@ from sarathi.entrypoints.openai_server.auth import APIKeyMiddleware
 from sarathi.entrypoints.openai_server.chat_template import load_chat_template
 from sarathi.entrypoints.openai_server.errors import error_body, install_error_handlers
 from sarathi.entrypoints.openai_server.limits import BodyLimits, BodySizeLimitMiddleware
+from sarathi.entrypoints.openai_server.response_store import ResponseStore
 from sarathi.entrypoints.openai_server.routes import router
 from sarathi.entrypoints.openai_server.serving_common import ServerState
 from sarathi.entrypoints.openai_server.tool_parsers import parser_for_template
@@ -126,6 +127,9 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
             args.request_read_timeout,
             args.max_body_bytes_in_flight,
             on_busy=lambda: metrics.count_rejected("body_bytes_in_flight"),
+        ),
+        responses=ResponseStore(
+            args.responses_store_max_entries, int(args.responses_store_max_mb * (1 << 20))
         ),
     )
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sarathi.entrypoints.openai_server.chat_template import load_chat_template
+from sarathi.entrypoints.openai_server.response_store import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_MB
 from sarathi.entrypoints.openai_server.tool_parsers import TOOL_PARSERS
 from sarathi.entrypoints.vllm_compat import NO_OP_OPTIONS
 from sarathi.envs import env
@@ -136,6 +137,22 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         help="Requests that may wait for a slot beyond those running (each sample, prompts "
         "times n, counts as one); past it a request is refused at once with 503, Retry-After "
         "and OpenAI's overloaded_error; 0: no bound (default: 1024).",
+    )
+    g.add_argument(
+        "--responses-store-max-entries",
+        type=_bounded(int, positive=False),
+        default=DEFAULT_MAX_ENTRIES,
+        help="Responses the Responses API keeps in memory (store, previous_response_id, "
+        "GET /v1/responses/{id}); past it the least recently used go first; 0 turns the "
+        f"store off (default: {DEFAULT_MAX_ENTRIES}).",
+    )
+    g.add_argument(
+        "--responses-store-max-mb",
+        type=_bounded(float, positive=False),
+        default=float(DEFAULT_MAX_MB),
+        help="MiB of JSON the stored responses (each with its conversation's input items) "
+        "may hold in all; past it the least recently used go first; 0 turns the store off "
+        f"(default: {DEFAULT_MAX_MB}).",
     )
     g.add_argument(
         "--log-level",

@@ -182,15 +182,15 @@ def _no_prewarm(value: Any) -> bool:
 # carry their text in the clear, never encrypted.
 _VACUOUS_INCLUDES = frozenset({"reasoning.encrypted_content"})
 
-_STATELESS = "send the whole conversation as input items instead"
+_CONVERSATION_INSTEAD = "send the whole conversation as input items, or use previous_response_id"
 
-# POST /v1/responses: OpenAI's Responses API, the stateless subset. The chat table's fields
+# POST /v1/responses: OpenAI's Responses API, the subset served here. The chat table's fields
 # that mean the same here (vLLM's extras, audio, ...), then the Responses API's own.
 RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{
         name: rule
         for name, rule in UNSUPPORTED.items()
-        # Fields of the request model here (tools), or with another meaning here (store).
+        # Fields of the request model here (tools, store: a response is stored).
         if name not in _RESPONSES_OWN | {"store"}
     },
     # The other routes' names for what a response asks for otherwise: a client that sends
@@ -211,12 +211,7 @@ RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "logprobs": (_off, "logprobs on responses are not supported"),
     "echo": (_off, "echo (a field of /v1/completions) is not supported"),
-    "store": (_off, f"storing responses (store: true; {_STATELESS}) is not supported"),
-    "previous_response_id": (
-        _unset,
-        f"previous_response_id (it needs stored responses; {_STATELESS}) is not supported",
-    ),
-    "conversation": (_unset, f"a stored conversation ({_STATELESS}) is not supported"),
+    "conversation": (_unset, f"a stored conversation ({_CONVERSATION_INSTEAD}) is not supported"),
     "background": (_off, "background responses are not supported"),
     "background_options": (_unset, "background responses are not supported"),
     "context_management": (_unset, "context management (compaction) is not supported"),

@@ -1,5 +1,5 @@
-"""Request and response bodies of POST /v1/responses: OpenAI's Responses API, its stateless
-subset (pydantic models, matching openai-python's ``types/responses`` field by field).
+"""Request and response bodies of POST /v1/responses: OpenAI's Responses API, the subset
+served here (pydantic models, matching openai-python's ``types/responses`` field by field).
 
 A request is a chat request under other names: ``input`` (a string, or messages and
 function-call items) for ``messages``, ``instructions`` for a first system message,
@@ -178,8 +178,8 @@ def _check_item(item: Any) -> None:
     kind = item.get("type", "message")
     if kind == "item_reference":
         raise ValueError(
-            "input items of type 'item_reference' are not supported: this server stores no "
-            "items; send the items themselves"
+            "input items of type 'item_reference' are not supported: send the items "
+            "themselves, or continue a stored response with previous_response_id"
         )
     if kind not in _ITEM_TYPES:
         raise ValueError(
@@ -323,6 +323,9 @@ class ResponsesRequest(SamplingFields):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
     reasoning: Reasoning | None = None
+    # OpenAI's default is to store (store left out: stored, where the server has a store).
+    store: StrictBool | None = None
+    previous_response_id: StrictStr | None = Field(None, max_length=256)
     # vLLM's: add the tokenizer's special tokens on top of what the chat template writes.
     add_special_tokens: StrictBool = False
     # Bounds calls of built-in tools, of which none are run here: taken, and echoed back.
@@ -484,7 +487,7 @@ class ResponseObject(BaseModel):
     model: str
     output: list[OutputItem] = Field(default_factory=list)
     parallel_tool_calls: bool = True
-    previous_response_id: None = None
+    previous_response_id: str | None = None
     reasoning: dict[str, Any] | None = None  # the request's, as sent (Reasoning.echo)
     background: bool = False
     store: bool = False

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
@@ -42,6 +42,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
 )
 from sarathi.entrypoints.openai_server.serving_completions import create_completion
 from sarathi.entrypoints.openai_server.serving_responses import create_response
+from sarathi.entrypoints.openai_server.stored_responses import deleted, input_items_page, stored
 from sarathi.transformers_utils.tokenizer import tokenizer_description
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -97,7 +98,9 @@ def state_of(request: Request) -> ServerState:
 
 
 @router.get("/health", responses={503: {"model": ErrorResponse}})
+@router.api_route("/ping", methods=["GET", "POST"], responses={503: {"model": ErrorResponse}})
 async def health(request: Request) -> Response:
+    """/health, and vLLM's /ping (SageMaker's health route) answering alike."""
     engine = state_of(request).engine
     if engine.is_alive:
         return JSONResponse({"status": "ok"})
@@ -170,8 +173,41 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 
 @router.post("/v1/responses", response_model=ResponseObject, responses=_ERRORS)
 async def responses(body: ResponsesRequest, request: Request) -> Response:
-    """OpenAI's Responses API, its stateless subset (docs/server.md)."""
+    """OpenAI's Responses API (docs/server.md)."""
     return await create_response(state_of(request), body, request)
+
+
+@router.get("/v1/responses/{response_id}", response_model=ResponseObject, responses=_ERRORS)
+async def retrieve_response(
+    response_id: str, request: Request, stream: bool | None = None
+) -> Response:
+    """A stored response (404 when unknown, deleted or evicted)."""
+    if stream:
+        raise bad_request(
+            "stream on GET replays a background response's events; this server runs none "
+            "(a stored response is returned whole without stream)",
+            "stream",
+        )
+    entry = stored(state_of(request).responses, response_id)
+    return Response(entry.response_json, media_type="application/json")
+
+
+@router.delete("/v1/responses/{response_id}", responses=_ERRORS)
+async def delete_response(response_id: str, request: Request) -> dict[str, Any]:
+    return deleted(state_of(request).responses, response_id)
+
+
+@router.get("/v1/responses/{response_id}/input_items", responses=_ERRORS)
+async def response_input_items(
+    response_id: str,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+) -> dict[str, Any]:
+    """OpenAI's list of a stored response's input items (its whole conversation's)."""
+    entry = stored(state_of(request).responses, response_id)
+    return await asyncio.to_thread(input_items_page, entry, response_id, limit, order, after)
 
 
 @router.post("/reset_prefix_cache", responses=_ERRORS)

@@ -34,6 +34,7 @@ from sarathi.engine.async_engine import (
 from sarathi.engine.llm_engine import CONTEXT_LENGTH_EXCEEDED, RequestError
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request
 from sarathi.entrypoints.openai_server.limits import BodyLimits
+from sarathi.entrypoints.openai_server.response_store import ResponseStore
 from sarathi.entrypoints.openai_server.protocol import (
     PromptLogprob,
     PromptLogprobs,
@@ -88,6 +89,9 @@ class ServerState:
     body_threads: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="sarathi-body")
     )
+    # Stored responses of the Responses API (store, previous_response_id, GET by id),
+    # bounded by --responses-store-max-entries and --responses-store-max-mb.
+    responses: ResponseStore = field(default_factory=ResponseStore)
     # token id -> its text, and its bytes, for logprobs; bounded by the vocabulary.
     _token_text: dict[int, str] = field(default_factory=dict)
     _token_bytes: dict[int, list[int]] = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""POST /v1/responses: OpenAI's Responses API (its stateless subset) over the chat path.
+"""POST /v1/responses: OpenAI's Responses API over the chat path.
 
 A request becomes a chat request (``chat_request``) and is prepared as chat's are
 (``prepare_chat``: tools, output constraints, the chat template, sampling parameters). Its
@@ -15,6 +15,11 @@ Streamed, the events are the Responses API's, numbered by ``sequence_number``:
 ``response.incomplete`` with the response as the non-streamed route returns it. An engine
 failure is an ``error`` event followed by ``response.failed``. As OpenAI's, the stream ends
 without ``[DONE]``.
+
+A response is stored when it ends unless the request says ``store: false`` (and where the
+server has a response store: stored_responses.py); streamed, the entry is made before the
+last event is sent, so a client that reads it finds the response stored. A stream whose
+client leaves before its end is not stored.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request, validation_message
@@ -81,6 +86,7 @@ from sarathi.entrypoints.openai_server.serving_common import (
     stream_failure,
     unless_disconnected,
 )
+from sarathi.entrypoints.openai_server.stored_responses import Keeping, keeping
 from sarathi.entrypoints.openai_server.tools import ToolMode, ToolStream, is_json, tool_items
 from sarathi.outputs import CompletionOutput
 from sarathi.reasoning import SplitOutput
@@ -98,15 +104,16 @@ async def create_response(state: ServerState, req: ResponsesRequest, raw: Reques
     audit(req, state.warned_fields, RESPONSES_UNSUPPORTED, RESPONSES_ACCEPTED)
     state.check_admission()  # before the prompt's tokenization, which a burst queues for
     _refuse_chat_only_fields(req)
+    keep = await keeping(state.responses, req)  # with previous_response_id: the history
     prepared = await prepare_chat(state, chat_request(req), _NAMES)
-    base = _in_progress(state, req, prepared)
+    base = _in_progress(state, req, prepared, keep.stored)
     state.admit(1)
     if req.stream:
         return SSEResponse(
-            _stream(state, prepared, base, req.cache_salt), on_close=lambda: state.release(1)
+            _stream(state, prepared, base, req.cache_salt, keep), on_close=lambda: state.release(1)
         )
     try:
-        return await unless_disconnected(raw, _full(state, prepared, base, req.cache_salt))
+        return await unless_disconnected(raw, _full(state, prepared, base, req.cache_salt, keep))
     except ClientDisconnected:
         return Response(status_code=499)
     finally:
@@ -253,9 +260,10 @@ def _response_format(text: TextConfig | None) -> ResponseFormat | None:
 
 # -- the response -------------------------------------------------------------------------
 def _in_progress(
-    state: ServerState, req: ResponsesRequest, prepared: PreparedChat
+    state: ServerState, req: ResponsesRequest, prepared: PreparedChat, stored: bool
 ) -> ResponseObject:
-    """The response before its output: the request's settings as they took effect."""
+    """The response before its output: the request's settings as they took effect, and
+    whether it will be stored."""
     fmt = req.text.format if req.text is not None else None
     text_format: dict[str, Any] = {"type": fmt.type if fmt is not None else "text"}
     if fmt is not None and fmt.type == "json_schema":
@@ -285,6 +293,8 @@ def _in_progress(
         top_p=prepared.params.top_p,
         user=req.user,
         metadata=req.metadata or {},
+        store=stored,
+        previous_response_id=req.previous_response_id,
         prompt_cache_key=req.prompt_cache_key,
         prompt_cache_retention=req.prompt_cache_retention,
         safety_identifier=req.safety_identifier,
@@ -403,8 +413,12 @@ def output_items(
 
 
 async def _full(
-    state: ServerState, prepared: PreparedChat, base: ResponseObject, cache_salt: str | None
-) -> JSONResponse:
+    state: ServerState,
+    prepared: PreparedChat,
+    base: ResponseObject,
+    cache_salt: str | None,
+    keep: Keeping,
+) -> Response:
     try:
         out = await final_output(state.engine, prepared.ids, prepared.params, base.id, cache_salt)
     except ENGINE_ERRORS as e:
@@ -420,7 +434,8 @@ async def _full(
         out.num_cached_tokens,
         split.reasoning_tokens if split is not None else 0,
     )
-    return JSONResponse(body.model_dump(mode="json"))
+    _, content = await keep.finish(body)
+    return Response(content, media_type="application/json")
 
 
 # -- streaming ----------------------------------------------------------------------------
@@ -623,25 +638,30 @@ class _Events:
             )
         return events
 
-    def failed(self, base: ResponseObject, err: APIError) -> list[str]:
+    def failure(self, base: ResponseObject, err: APIError) -> ResponseObject:
+        """The failed response: its error, and the output items streamed before it."""
         code = "server_error" if err.status >= 500 else "invalid_prompt"
+        return base.model_copy(
+            update={
+                "status": "failed",
+                "error": ResponseErrorInfo(code=code, message=err.message),
+                "output": list(self.items),
+            }
+        )
+
+    def failed(self, err: APIError, response: ResponseObject) -> list[str]:
         return [
             self.event("error", code=err.code or err.type, message=err.message, param=err.param),
-            self.response(
-                "response.failed",
-                base.model_copy(
-                    update={
-                        "status": "failed",
-                        "error": ResponseErrorInfo(code=code, message=err.message),
-                        "output": list(self.items),
-                    }
-                ),
-            ),
+            self.response("response.failed", response),
         ]
 
 
 async def _stream(
-    state: ServerState, prepared: PreparedChat, base: ResponseObject, cache_salt: str | None
+    state: ServerState,
+    prepared: PreparedChat,
+    base: ResponseObject,
+    cache_salt: str | None,
+    keep: Keeping,
 ) -> AsyncGenerator[str, None]:
     events = _Events(prepared.mode)
     reasoner = prepared.reasoning_stream()
@@ -677,17 +697,20 @@ async def _stream(
                     out.num_cached_tokens,
                     reasoner.reasoning_tokens if reasoner is not None else 0,
                 )
+                final, _ = await keep.finish(final)
                 kind = (
                     "response.completed" if final.status == "completed" else "response.incomplete"
                 )
                 yield events.response(kind, final)
                 break
     except ENGINE_ERRORS as e:
-        for event in events.failed(base, engine_error(e)):
-            yield event
+        error = engine_error(e)
     except APIError as e:
-        for event in events.failed(base, e):
-            yield event
+        error = e
     except Exception:  # our bug: response.failed, not a connection cut mid-body
-        for event in events.failed(base, stream_failure("/v1/responses")):
-            yield event
+        error = stream_failure("/v1/responses")
+    else:
+        return
+    failed, _ = await keep.finish(events.failure(base, error))
+    for event in events.failed(error, failed):
+        yield event
