@@ -1,7 +1,8 @@
 """POST /v1/responses through the real ``openai`` SDK (``client.responses.create``), streamed
 and not, on the demo model (random weights: the text is meaningless, so the tests check
 structure, JSON validity under text.format, calls under a forced tool_choice, token counts,
-event order, and the 400s of what a stateless server cannot do)."""
+event order, and the 400s of what this server cannot do; stored responses:
+test_responses_store.py)."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def test_a_text_response(client):
     assert item.type == "message" and item.role == "assistant" and item.status == r.status
     (part,) = item.content
     assert part.type == "output_text" and r.output_text == part.text
-    assert r.store is False and r.previous_response_id is None
+    assert r.store is True and r.previous_response_id is None  # OpenAI's default: stored
     assert r.tool_choice == "auto" and r.tools == []  # OpenAI's echo of the defaults
     _check_usage(r, 8)
 
@@ -541,17 +542,6 @@ def test_reasoning_is_validated_and_refused_where_it_asks_for_reasoning(
     assert err["param"] == param and says in err["message"], err
 
 
-def test_previous_response_id_is_refused_by_name(client):
-    message = _refused(client, "previous_response_id", previous_response_id="resp_123")
-    assert "previous_response_id" in message and "input items" in message
-
-
-def test_store_true_is_refused_and_store_false_taken(client):
-    assert "store" in _refused(client, "store", store=True)
-    r = client.responses.create(model="demo", input="hi", max_output_tokens=2, store=False)
-    assert r.store is False
-
-
 # A value that asks for something, per field of the Responses table that the chat table has
 # no entry for (those are checked on the chat route: test_field_audit.py).
 ASKING = {
@@ -562,8 +552,6 @@ ASKING = {
     "max_completion_tokens": 5,
     "logprobs": True,
     "echo": True,
-    "store": True,
-    "previous_response_id": "resp_1",
     "conversation": "conv_1",
     "background": True,
     "background_options": {"continuation_id": "x"},

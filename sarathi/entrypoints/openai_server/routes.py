@@ -98,7 +98,8 @@ def state_of(request: Request) -> ServerState:
 
 
 @router.get("/health", responses={503: {"model": ErrorResponse}})
-@router.api_route("/ping", methods=["GET", "POST"], responses={503: {"model": ErrorResponse}})
+@router.get("/ping", responses={503: {"model": ErrorResponse}})
+@router.post("/ping", responses={503: {"model": ErrorResponse}})
 async def health(request: Request) -> Response:
     """/health, and vLLM's /ping (SageMaker's health route) answering alike."""
     engine = state_of(request).engine
