@@ -553,7 +553,6 @@ ASKING = {
     "logprobs": True,
     "echo": True,
     "conversation": "conv_1",
-    "background": True,
     "background_options": {"continuation_id": "x"},
     "context_management": [{"type": "compaction", "compact_threshold": 1000}],
     "moderation": {"model": "omni-moderation-latest"},

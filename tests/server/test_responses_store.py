@@ -5,6 +5,8 @@ SDK on the demo model, the errors as raw HTTP, and the store's bounds (unit test
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from typing import Any, Iterator
 
@@ -374,3 +376,86 @@ def test_the_api_key_guards_the_stored_response_routes(key_server):
         # /ping answers as /health does: open to probes, which carry no key.
         assert http.get("/ping").json() == {"status": "ok"}
         assert http.post("/ping").json() == {"status": "ok"}
+
+
+# -- background ---------------------------------------------------------------------------
+def _poll(c: Any, response_id: str) -> Any:
+    """The response once it has ended (each poll is a GET: no sleeping between them would
+    be shorter than the engine's steps, and the loop is bounded)."""
+    for _ in range(10_000):
+        r = c.responses.retrieve(response_id)
+        if r.status not in ("queued", "in_progress"):
+            return r
+    raise AssertionError(f"{response_id} did not finish")
+
+
+def test_a_background_response_runs_and_is_polled(client):
+    r = client.responses.create(
+        model="demo", input="Hello", max_output_tokens=4, background=True
+    )
+    assert r.status == "queued" and r.background is True and r.store is True and not r.output
+    done = _poll(client, r.id)
+    assert done.status in ("completed", "incomplete") and done.output and done.background
+    assert 0 < done.usage.output_tokens <= 4
+    # A cancel after it ended is an error (OpenAI's); the response is unchanged.
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.cancel(r.id)
+    assert "status" in e.value.body["message"]
+    assert client.responses.retrieve(r.id).status == done.status
+
+
+def test_a_background_response_is_cancelled_and_its_request_aborted(server, client):
+    """The engine's stream of the response is held after its first output until the cancel
+    comes, so the cancel finds it running; the cancel closes that stream, whose closing
+    aborts the engine request (AsyncEngine.generate)."""
+    engine = server.engine
+    real = engine.generate
+    closed = threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        async def outputs() -> Any:
+            try:
+                async with contextlib.aclosing(real(*args, **kwargs)) as stream:
+                    async for out in stream:
+                        yield out
+                        await asyncio.Event().wait()  # until cancelled
+            finally:
+                closed.set()
+
+        return outputs()
+
+    engine.generate = held
+    try:
+        r = client.responses.create(
+            model="demo", input="Tell me", max_output_tokens=50, background=True
+        )
+        cancelled = client.responses.cancel(r.id)
+    finally:
+        engine.generate = real
+    assert cancelled.status == "cancelled" and cancelled.id == r.id and closed.is_set()
+    assert client.responses.retrieve(r.id).status == "cancelled"
+    assert client.responses.cancel(r.id).status == "cancelled"  # again: returned as it is
+    assert len(server.app.state.sarathi.background) == 0
+
+
+def test_background_needs_the_store(client, http, no_store):
+    import httpx
+
+    got = http.post("/v1/responses", json={"input": "hi", "background": True, "store": False})
+    assert got.status_code == 400 and got.json()["error"]["param"] == "store"
+    got = http.post("/v1/responses", json={"input": "hi", "background": True, "stream": True})
+    assert got.status_code == 400 and got.json()["error"]["param"] == "stream"
+    with httpx.Client(base_url=no_store.url, timeout=60) as other:
+        got = other.post("/v1/responses", json={"input": "hi", "background": True})
+    assert got.status_code == 400, got.text
+    err = got.json()["error"]
+    assert err["param"] == "background" and "--responses-store-max-mb" in err["message"]
+
+
+def test_only_background_responses_are_cancelled(client, http):
+    r = client.responses.create(model="demo", input="hi", max_output_tokens=2)
+    got = http.post(f"/v1/responses/{r.id}/cancel")
+    assert got.status_code == 400 and "background" in got.json()["error"]["message"]
+    assert http.post("/v1/responses/resp_nope/cancel").status_code == 404

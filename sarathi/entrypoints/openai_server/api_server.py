@@ -139,6 +139,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         warm = asyncio.ensure_future(asyncio.to_thread(_warm_grammar_vocabulary, core))
         yield
         warm.cancel()
+        await state.background.shutdown()  # each is stored as cancelled, its request aborted
         # Joining the loop thread blocks; keep the event loop free while it finishes.
         await asyncio.to_thread(engine.shutdown)
         state.grammar_threads.shutdown(wait=False, cancel_futures=True)

@@ -212,8 +212,10 @@ RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "logprobs": (_off, "logprobs on responses are not supported"),
     "echo": (_off, "echo (a field of /v1/completions) is not supported"),
     "conversation": (_unset, f"a stored conversation ({_CONVERSATION_INSTEAD}) is not supported"),
-    "background": (_off, "background responses are not supported"),
-    "background_options": (_unset, "background responses are not supported"),
+    "background_options": (
+        _unset,
+        "background_options (resuming a background response's stream) are not supported",
+    ),
     "context_management": (_unset, "context management (compaction) is not supported"),
     "moderation": (_unset, "moderation is not supported"),
     "prompt": (_unset, "stored prompt templates are not supported"),

@@ -323,6 +323,8 @@ class ResponsesRequest(SamplingFields):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
     reasoning: Reasoning | None = None
+    # Returns at once (status "queued"); the response is read back by GET. Needs the store.
+    background: StrictBool | None = None
     # OpenAI's default is to store (store left out: stored, where the server has a store).
     store: StrictBool | None = None
     previous_response_id: StrictStr | None = Field(None, max_length=256)
@@ -477,7 +479,7 @@ class ResponseObject(BaseModel):
     id: str
     object: Literal["response"] = "response"
     created_at: int
-    status: Literal["in_progress", "completed", "incomplete", "failed"]
+    status: Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
     completed_at: int | None = None
     error: ResponseErrorInfo | None = None
     incomplete_details: IncompleteDetails | None = None

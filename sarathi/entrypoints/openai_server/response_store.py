@@ -68,11 +68,30 @@ class ResponseStore:
                 self._bytes -= old.size
             self._entries[response_id] = entry
             self._bytes += entry.size
-            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self._bytes -= evicted.size
-                self.evictions += 1
+            self._evict()
         return True
+
+    def update_response(self, response_id: str, response_json: bytes) -> bool:
+        """Replace a stored entry's response, its input items unchanged (a background
+        response's status as it runs). False when the entry is gone or would not fit."""
+        with self._lock:
+            old = self._entries.get(response_id)
+            if old is None:
+                return False
+            entry = StoredResponse(response_json, old.input_items_json)
+            if not self.fits(entry.size):
+                return False
+            self._entries[response_id] = entry
+            self._entries.move_to_end(response_id)
+            self._bytes += entry.size - old.size
+            self._evict()
+        return True
+
+    def _evict(self) -> None:
+        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= evicted.size
+            self.evictions += 1
 
     def get(self, response_id: str) -> StoredResponse | None:
         """The entry, now the most recently used; None if unknown or evicted."""

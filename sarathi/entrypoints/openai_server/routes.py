@@ -42,7 +42,13 @@ from sarathi.entrypoints.openai_server.serving_common import (
 )
 from sarathi.entrypoints.openai_server.serving_completions import create_completion
 from sarathi.entrypoints.openai_server.serving_responses import create_response
-from sarathi.entrypoints.openai_server.stored_responses import deleted, input_items_page, stored
+from sarathi.entrypoints.openai_server.stored_responses import (
+    cancellable,
+    cancelled,
+    deleted,
+    input_items_page,
+    stored,
+)
 from sarathi.transformers_utils.tokenizer import tokenizer_description
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -185,17 +191,32 @@ async def retrieve_response(
     """A stored response (404 when unknown, deleted or evicted)."""
     if stream:
         raise bad_request(
-            "stream on GET replays a background response's events; this server runs none "
-            "(a stored response is returned whole without stream)",
+            "stream on GET replays a background response's events, which this server does "
+            "not keep: poll GET without stream",
             "stream",
         )
     entry = stored(state_of(request).responses, response_id)
     return Response(entry.response_json, media_type="application/json")
 
 
+@router.post("/v1/responses/{response_id}/cancel", response_model=ResponseObject, responses=_ERRORS)
+async def cancel_response(response_id: str, request: Request) -> Response:
+    """Cancel a background response: its engine request is aborted and it is stored as
+    cancelled (a response that finished first is a 400; a cancelled one is returned)."""
+    s = state_of(request)
+    cancellable(stored(s.responses, response_id))
+    await s.background.cancel(response_id)
+    entry = cancelled(stored(s.responses, response_id))
+    return Response(entry.response_json, media_type="application/json")
+
+
 @router.delete("/v1/responses/{response_id}", responses=_ERRORS)
 async def delete_response(response_id: str, request: Request) -> dict[str, Any]:
-    return deleted(state_of(request).responses, response_id)
+    s = state_of(request)
+    stored(s.responses, response_id)  # 404 before anything is cancelled
+    # A background response still running is cancelled first: nobody could read it back.
+    await s.background.cancel(response_id)
+    return deleted(s.responses, response_id)
 
 
 @router.get("/v1/responses/{response_id}/input_items", responses=_ERRORS)

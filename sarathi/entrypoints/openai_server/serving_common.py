@@ -32,6 +32,7 @@ from sarathi.engine.async_engine import (
     RequestFailed,
 )
 from sarathi.engine.llm_engine import CONTEXT_LENGTH_EXCEEDED, RequestError
+from sarathi.entrypoints.openai_server.background_responses import BackgroundResponses
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request
 from sarathi.entrypoints.openai_server.limits import BodyLimits
 from sarathi.entrypoints.openai_server.response_store import ResponseStore
@@ -92,6 +93,8 @@ class ServerState:
     # Stored responses of the Responses API (store, previous_response_id, GET by id),
     # bounded by --responses-store-max-entries and --responses-store-max-mb.
     responses: ResponseStore = field(default_factory=ResponseStore)
+    # Background responses running now (each also one admitted request).
+    background: BackgroundResponses = field(default_factory=BackgroundResponses)
     # token id -> its text, and its bytes, for logprobs; bounded by the vocabulary.
     _token_text: dict[int, str] = field(default_factory=dict)
     _token_bytes: dict[int, list[int]] = field(default_factory=dict)

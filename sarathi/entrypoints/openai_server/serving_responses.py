@@ -24,7 +24,9 @@ client leaves before its end is not stored.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -86,10 +88,12 @@ from sarathi.entrypoints.openai_server.serving_common import (
     stream_failure,
     unless_disconnected,
 )
-from sarathi.entrypoints.openai_server.stored_responses import Keeping, keeping
+from sarathi.entrypoints.openai_server.stored_responses import STORE_FLAGS, Keeping, keeping
 from sarathi.entrypoints.openai_server.tools import ToolMode, ToolStream, is_json, tool_items
 from sarathi.outputs import CompletionOutput
 from sarathi.reasoning import SplitOutput
+
+logger = logging.getLogger("sarathi.server")
 
 # The chat fields a response's request names otherwise, for the 400s of prepare_chat.
 _NAMES = {
@@ -105,9 +109,13 @@ async def create_response(state: ServerState, req: ResponsesRequest, raw: Reques
     state.check_admission()  # before the prompt's tokenization, which a burst queues for
     _refuse_chat_only_fields(req)
     keep = await keeping(state.responses, req)  # with previous_response_id: the history
+    if req.background:
+        _check_background(req, keep)
     prepared = await prepare_chat(state, chat_request(req), _NAMES)
     base = _in_progress(state, req, prepared, keep.stored)
     state.admit(1)
+    if req.background:
+        return await _start_background(state, prepared, base, req.cache_salt, keep)
     if req.stream:
         return SSEResponse(
             _stream(state, prepared, base, req.cache_salt, keep), on_close=lambda: state.release(1)
@@ -118,6 +126,24 @@ async def create_response(state: ServerState, req: ResponsesRequest, raw: Reques
         return Response(status_code=499)
     finally:
         state.release(1)
+
+
+def _check_background(req: ResponsesRequest, keep: Keeping) -> None:
+    """A background response is read back from the store: it needs one, and storing."""
+    if req.store is False:
+        raise bad_request("a background response is stored: send store true, or leave it out", "store")
+    if not keep.stored:
+        raise bad_request(
+            f"background responses need the response store, and it is off: start the server "
+            f"with {STORE_FLAGS} above 0",
+            "background",
+        )
+    if req.stream:
+        raise bad_request(
+            "a streamed background response is not supported (its events cannot be "
+            "replayed here): poll GET /v1/responses/{id}, or stream without background",
+            "stream",
+        )
 
 
 def _refuse_chat_only_fields(req: ResponsesRequest) -> None:
@@ -282,6 +308,7 @@ def _in_progress(
         max_tool_calls=req.max_tool_calls,
         model=state.model_name,
         parallel_tool_calls=req.parallel_tool_calls is not False,
+        background=bool(req.background),
         reasoning=req.reasoning.echo() if req.reasoning is not None else None,
         temperature=prepared.params.temperature,
         text={"format": text_format},
@@ -332,6 +359,17 @@ def _finished(
                 output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning_tokens),
                 total_tokens=input_tokens + output_tokens,
             ),
+        }
+    )
+
+
+def _failure(base: ResponseObject, err: APIError, output: list[OutputItem]) -> ResponseObject:
+    code = "server_error" if err.status >= 500 else "invalid_prompt"
+    return base.model_copy(
+        update={
+            "status": "failed",
+            "error": ResponseErrorInfo(code=code, message=err.message),
+            "output": list(output),
         }
     )
 
@@ -412,20 +450,14 @@ def output_items(
     return items
 
 
-async def _full(
-    state: ServerState,
-    prepared: PreparedChat,
-    base: ResponseObject,
-    cache_salt: str | None,
-    keep: Keeping,
-) -> Response:
-    try:
-        out = await final_output(state.engine, prepared.ids, prepared.params, base.id, cache_salt)
-    except ENGINE_ERRORS as e:
-        raise engine_error(e) from e
+async def _response(
+    state: ServerState, prepared: PreparedChat, base: ResponseObject, cache_salt: str | None
+) -> ResponseObject:
+    """The finished response (raises what the engine raised)."""
+    out = await final_output(state.engine, prepared.ids, prepared.params, base.id, cache_salt)
     c = out.outputs[0]
     split = prepared.split(c)
-    body = _finished(
+    return _finished(
         base,
         output_items(prepared.mode, c, split),
         c.finish_reason,
@@ -434,8 +466,70 @@ async def _full(
         out.num_cached_tokens,
         split.reasoning_tokens if split is not None else 0,
     )
+
+
+async def _full(
+    state: ServerState,
+    prepared: PreparedChat,
+    base: ResponseObject,
+    cache_salt: str | None,
+    keep: Keeping,
+) -> Response:
+    try:
+        body = await _response(state, prepared, base, cache_salt)
+    except ENGINE_ERRORS as e:
+        raise engine_error(e) from e
     _, content = await keep.finish(body)
     return Response(content, media_type="application/json")
+
+
+# -- background ---------------------------------------------------------------------------
+async def _start_background(
+    state: ServerState,
+    prepared: PreparedChat,
+    base: ResponseObject,
+    cache_salt: str | None,
+    keep: Keeping,
+) -> Response:
+    """Store the response as queued, start its work, and answer at once. The work holds
+    the request admitted (``state.admit``) until it ends."""
+    try:
+        queued, content = await keep.finish(base.model_copy(update={"status": "queued"}))
+        if not queued.store:  # larger than the whole store: it could never be read back
+            raise bad_request("the request is too large for the response store", "background")
+    except BaseException:
+        state.release(1)
+        raise
+    work = _in_background(state, prepared, base, cache_salt, keep)
+    state.background.start(base.id, work, on_done=lambda: state.release(1))
+    return Response(content, media_type="application/json")
+
+
+async def _in_background(
+    state: ServerState,
+    prepared: PreparedChat,
+    base: ResponseObject,
+    cache_salt: str | None,
+    keep: Keeping,
+) -> None:
+    """A background response's work: its end stored as it ended, cancelled too (cancel
+    aborts the engine request: ``generate`` aborts it as it is closed)."""
+    keep.mark(base)  # in progress, as the engine takes it
+    final: ResponseObject
+    try:
+        final = await _response(state, prepared, base, cache_salt)
+    except asyncio.CancelledError:
+        # Ours to take: the task ends here, after recording how (cancel waits for it).
+        final = base.model_copy(update={"status": "cancelled"})
+    except ENGINE_ERRORS as e:
+        final = _failure(base, engine_error(e), [])
+    except APIError as e:
+        final = _failure(base, e, [])
+    except Exception:  # our bug: the response fails, the server goes on
+        logger.exception("internal error in background response %s", base.id)
+        final = _failure(base, APIError("internal server error", 500, type="server_error"), [])
+    # Shielded: a cancel that comes while the result is being stored finds it stored.
+    await asyncio.shield(keep.finish(final))
 
 
 # -- streaming ----------------------------------------------------------------------------
@@ -640,14 +734,7 @@ class _Events:
 
     def failure(self, base: ResponseObject, err: APIError) -> ResponseObject:
         """The failed response: its error, and the output items streamed before it."""
-        code = "server_error" if err.status >= 500 else "invalid_prompt"
-        return base.model_copy(
-            update={
-                "status": "failed",
-                "error": ResponseErrorInfo(code=code, message=err.message),
-                "output": list(self.items),
-            }
-        )
+        return _failure(base, err, self.items)
 
     def failed(self, err: APIError, response: ResponseObject) -> list[str]:
         return [

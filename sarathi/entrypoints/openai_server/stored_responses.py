@@ -39,6 +39,9 @@ STORE_FLAGS = "--responses-store-max-entries and --responses-store-max-mb"
 
 _ITEMS = TypeAdapter(list[InputItem])
 
+# A background response's statuses before it ends.
+UNFINISHED = ("queued", "in_progress")
+
 
 def not_found(response_id: str, param: str | None = None, code: str | None = None) -> APIError:
     """OpenAI's 404 for an id it does not know (or no longer has)."""
@@ -92,6 +95,12 @@ class Keeping:
 
         return await asyncio.to_thread(keep)
 
+    def mark(self, response: ResponseObject) -> None:
+        """Restate a stored response that has no output yet (a background response's
+        status), its items unchanged: small, so written here, on the event loop."""
+        if self.store is not None:
+            self.store.update_response(response.id, response.model_dump_json().encode())
+
 
 async def keeping(store: ResponseStore, req: ResponsesRequest) -> Keeping:
     """Decide whether the response to ``req`` is stored, and with ``previous_response_id``
@@ -129,9 +138,14 @@ async def keeping(store: ResponseStore, req: ResponsesRequest) -> Keeping:
 
 
 def _continued(entry: StoredResponse, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    before = json.loads(entry.input_items_json)
-    output = json.loads(entry.response_json).get("output") or []
-    return [*before, *output, *new]
+    response = json.loads(entry.response_json)
+    if response["status"] in UNFINISHED:
+        raise bad_request(
+            f"the previous response '{response['id']}' has not finished (status "
+            f"{response['status']}): wait for it, or cancel it",
+            "previous_response_id",
+        )
+    return [*json.loads(entry.input_items_json), *(response.get("output") or []), *new]
 
 
 def item_dicts(items: str | list[Any]) -> list[dict[str, Any]]:
@@ -182,6 +196,27 @@ def stored(store: ResponseStore, response_id: str) -> StoredResponse:
     entry = store.get(response_id)
     if entry is None:
         raise not_found(response_id)
+    return entry
+
+
+def cancellable(entry: StoredResponse) -> dict[str, Any]:
+    """The stored response, if it may be cancelled: a background one (400 otherwise)."""
+    response = json.loads(entry.response_json)
+    if not response.get("background"):
+        raise bad_request("only background responses can be cancelled", "response_id")
+    return response
+
+
+def cancelled(entry: StoredResponse) -> StoredResponse:
+    """The entry of a response cancel ended, or a 400: OpenAI's cancel of a response that
+    finished first is an error, and cancelling a cancelled one again returns it."""
+    status = json.loads(entry.response_json)["status"]
+    if status != "cancelled":
+        raise bad_request(
+            f"cannot cancel a response whose status is {status}; only a queued or in "
+            "progress background response can be cancelled",
+            "response_id",
+        )
     return entry
 
 
