@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -352,7 +353,8 @@ def test_without_a_store_nothing_is_stored_and_asking_is_a_400(no_store):
             assert got.status_code == 400, got.text
             err = got.json()["error"]
             assert err["param"] == field and "--responses-store-max-entries" in err["message"]
-        got = http.post("/v1/responses", json={"input": "hi", "max_output_tokens": 2, "store": False})
+        body = {"input": "hi", "max_output_tokens": 2, "store": False}
+        got = http.post("/v1/responses", json=body)
         assert got.status_code == 200 and got.json()["store"] is False
 
 

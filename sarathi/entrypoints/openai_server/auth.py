@@ -1,7 +1,8 @@
 """API-key check (``--api-key``): a pure ASGI middleware in front of the API routes.
 
 The key is compared in constant time so response timing reveals nothing about it.
-Health (/health, /ping), metrics, version and the OpenAPI document stay open: probes and scrapers carry no key.
+Health (/health, /ping), metrics, version and the OpenAPI document stay open: probes and
+scrapers carry no key.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from sarathi.entrypoints.openai_server.errors import APIError, error_response
 
 # Every other path needs the key, so a route added later is guarded unless listed here.
 OPEN_PATHS = frozenset(
-    {"/health", "/ping", "/metrics", "/version", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    {
+        "/health",
+        "/ping",
+        "/metrics",
+        "/version",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+    }
 )
 
 

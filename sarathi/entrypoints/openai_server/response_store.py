@@ -39,7 +39,9 @@ class ResponseStore:
     past either bound the least recently stored or read go first. Either bound 0: the store
     is disabled (nothing is kept)."""
 
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, max_bytes: int = DEFAULT_MAX_MB << 20):
+    def __init__(
+        self, max_entries: int = DEFAULT_MAX_ENTRIES, max_bytes: int = DEFAULT_MAX_MB << 20
+    ):
         if max_entries < 0 or max_bytes < 0:
             raise ValueError("the response store's bounds must be >= 0")
         self.max_entries = max_entries

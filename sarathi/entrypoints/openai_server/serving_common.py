@@ -35,7 +35,6 @@ from sarathi.engine.llm_engine import CONTEXT_LENGTH_EXCEEDED, RequestError
 from sarathi.entrypoints.openai_server.background_responses import BackgroundResponses
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request
 from sarathi.entrypoints.openai_server.limits import BodyLimits
-from sarathi.entrypoints.openai_server.response_store import ResponseStore
 from sarathi.entrypoints.openai_server.protocol import (
     PromptLogprob,
     PromptLogprobs,
@@ -43,6 +42,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     SamplingFields,
     UsageInfo,
 )
+from sarathi.entrypoints.openai_server.response_store import ResponseStore
 from sarathi.metrics import ServerMetrics
 from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
 from sarathi.reasoning import ReasoningParser

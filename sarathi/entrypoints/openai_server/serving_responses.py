@@ -131,7 +131,9 @@ async def create_response(state: ServerState, req: ResponsesRequest, raw: Reques
 def _check_background(req: ResponsesRequest, keep: Keeping) -> None:
     """A background response is read back from the store: it needs one, and storing."""
     if req.store is False:
-        raise bad_request("a background response is stored: send store true, or leave it out", "store")
+        raise bad_request(
+            "a background response is stored: send store true, or leave it out", "store"
+        )
     if not keep.stored:
         raise bad_request(
             f"background responses need the response store, and it is off: start the server "

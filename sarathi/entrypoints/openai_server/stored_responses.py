@@ -242,7 +242,9 @@ def input_items_page(
     if after is not None:
         ids = [item.get("id") for item in items]
         if after not in ids:
-            raise bad_request(f"response '{response_id}' has no input item with id '{after}'", "after")
+            raise bad_request(
+                f"response '{response_id}' has no input item with id '{after}'", "after"
+            )
         start = ids.index(after) + 1
     page = items[start : start + limit]
     return {
