@@ -19,7 +19,9 @@ without ``[DONE]``.
 A response is stored when it ends unless the request says ``store: false`` (and where the
 server has a response store: stored_responses.py); streamed, the entry is made before the
 last event is sent, so a client that reads it finds the response stored. A stream whose
-client leaves before its end is not stored.
+client leaves before its end is not stored. A background response (``background: true``)
+is stored as queued and answered at once; its work runs as a task of the server's
+(background_responses.py) and stores how it ended, cancelled included.
 """
 
 from __future__ import annotations
