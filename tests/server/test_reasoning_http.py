@@ -188,6 +188,23 @@ def test_reasoning_items_sent_back_are_taken(h):
     assert again.json()["output"][0]["type"] == "reasoning"
 
 
+def test_a_stored_reasoning_turn_continues_and_lists_its_items(h):
+    # The store keeps the reasoning item with the turn: a previous_response_id continues
+    # from it as from the same items sent back, and input_items lists it as sent.
+    first = _respond(h, "sky").json()
+    sent = _respond(h, "sky", input=[{"role": "user", "content": "[sky]"}, *first["output"],
+                                     {"role": "user", "content": "and?"}]).json()
+    chained = _respond(h, "sky", input=[{"role": "user", "content": "and?"}],
+                       previous_response_id=first["id"])
+    assert chained.status_code == 200, chained.text
+    assert chained.json()["usage"]["input_tokens"] == sent["usage"]["input_tokens"]
+    items = h.get(f"/v1/responses/{chained.json()['id']}/input_items",
+                  params={"order": "asc"}).json()["data"]
+    assert [i["type"] for i in items] == ["message", "reasoning", "message", "message"]
+    assert items[1]["id"] == first["output"][0]["id"]
+    assert items[1]["content"] == first["output"][0]["content"]
+
+
 def test_without_a_parser_the_message_has_no_reasoning_field(http):
     r = http.post("/v1/chat/completions", json={
         "model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})

@@ -27,6 +27,7 @@ from sarathi.entrypoints.openai_server.protocol_responses import (
     FunctionCallInput,
     InputItem,
     InputMessage,
+    ReasoningInput,
     ResponseObject,
     ResponsesRequest,
 )
@@ -167,6 +168,12 @@ def _item_dict(item: Any) -> dict[str, Any]:
     elif isinstance(item, FunctionCallInput):
         out = item.model_dump(include={"type", "call_id", "name", "arguments"})
         prefix = "fc"
+    elif isinstance(item, ReasoningInput):
+        # Kept as sent (its id is a field of its own), so a later turn gives its text back
+        # to the template as that turn's reasoning.
+        out = item.model_dump(include={"type", "summary", "content"}, exclude_none=True)
+        sent = item.id
+        prefix = "rs"
     else:
         output = item.output if isinstance(item.output, str) else _parts(item.output, "")
         out = {"type": "function_call_output", "call_id": item.call_id, "output": output}
