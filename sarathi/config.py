@@ -278,6 +278,14 @@ class SchedulerConfig:
         "with decodes) or 'vllm' (whole prefills first, decodes paused).",
         choices=("sarathi", "vllm"),
     )
+    scheduling_policy: str = _f(
+        "fcfs",
+        "Which waiting request is admitted first, and which running one is preempted "
+        "when the KV cache is full (vLLM's): 'fcfs' (arrival order; a request's priority "
+        "must be 0) or 'priority' (the request's priority, lower first, then arrival; a "
+        "waiting request preempts running ones of a worse priority for memory or a slot).",
+        choices=("fcfs", "priority"),
+    )
     chunk_size: int | None = _f(
         None,
         "Token budget per step (Sarathi's chunk size; vLLM's "

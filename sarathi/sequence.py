@@ -87,6 +87,9 @@ class Request:
     # Only requests with the same salt share cached blocks (vLLM's cache_salt: tenants that
     # must not learn from each other's timing).
     cache_salt: str | None = None
+    # vLLM's request priority: under the priority scheduling policy a lower value is
+    # admitted sooner and preempted later (the policy fcfs takes only 0).
+    priority: int = 0
 
     def __post_init__(self) -> None:
         self.metrics = RequestMetrics(arrival_time=self.arrival_time)

@@ -1,5 +1,7 @@
 """The scheduling policies on their own, with no model."""
 
+import pytest
+
 from sarathi.config import SchedulerConfig
 from sarathi.core.scheduler import CacheCapacity, Scheduler
 from sarathi.sampling_params import SamplingParams
@@ -90,3 +92,159 @@ def test_finished_sequences_release_units_and_are_forgotten_by_workers():
     s.finish(a)
     assert s.free_blocks == 10_000
     assert s.schedule().input.finished == [0]
+
+
+# -- the priority scheduling policy (vLLM's --scheduling-policy priority) --------------------
+
+
+def _pseq(sid, n_prompt, t, priority):
+    seq = _seq(sid, n_prompt, t)
+    seq.request.priority = priority
+    return seq
+
+
+def _priority(chunk_size=64, **kwargs):
+    return SchedulerConfig(chunk_size=chunk_size, scheduling_policy="priority", **kwargs)
+
+
+def _full_of(s, specs):
+    """Run sequences of 3-token prompts (one 4-token block each) until the 4-block cache is
+    full of them, each with one sampled token; ``specs``: (id, arrival, priority)."""
+    seqs = [_pseq(sid, 3, t, p) for sid, t, p in specs]
+    for seq in seqs:
+        s.add(seq)
+    _run(s, s.schedule())
+    assert s.free_blocks == 0 and all(x.status is SeqStatus.RUNNING for x in seqs)
+    return seqs
+
+
+def test_priority_admits_by_priority_then_arrival():
+    s = Scheduler(_priority(max_num_seqs=2), _big(), 4096)
+    for sid, t, p in [(0, 0.0, 5), (1, 1.0, 1), (2, 2.0, 1), (3, 3.0, 0)]:
+        s.add(_pseq(sid, 5, t, p))
+    step = s.schedule()
+    assert [x.seq_id for x, _ in step.scheduled] == [3, 1]
+    assert [x.seq_id for x in s.waiting] == [2, 0]
+    # Running sequences are served in the same order.
+    assert [x.seq_id for x in s.running] == [3, 1]
+
+
+def test_fcfs_admits_by_arrival_whatever_the_priority():
+    s = Scheduler(SchedulerConfig(chunk_size=64, max_num_seqs=2), _big(), 4096)
+    for sid, t, p in [(0, 0.0, 5), (1, 1.0, 1), (2, 2.0, 0)]:
+        s.add(_pseq(sid, 5, t, p))
+    assert [x.seq_id for x, _ in s.schedule().scheduled] == [0, 1]
+
+
+def test_a_better_priority_preempts_the_latest_of_the_worst_priority_for_memory():
+    cap = CacheCapacity(num_blocks=4, tokens_per_block=4, max_slots=8)
+    s = Scheduler(_priority(), cap, 4096)
+    a, b, c, d = _full_of(s, [(0, 0.0, 1), (1, 1.0, 3), (2, 2.0, 3), (3, 3.0, 2)])
+    e = _pseq(4, 2, 4.0, 0)
+    s.add(e)
+    step = s.schedule()
+    assert step.preempted == [c]  # priority 3, and after b
+    assert c.status is SeqStatus.WAITING and c.num_computed == 0 and c.num_blocks == 0
+    # Decodes in priority order (a, d, b), then e's prompt.
+    assert [(x.seq_id, n) for x, n in step.scheduled] == [(0, 1), (3, 1), (1, 1), (4, 2)]
+    assert step.input.preempted == [2]
+    assert list(s.waiting) == [c]
+
+
+@pytest.mark.parametrize("priority", [3, 4])
+def test_no_preemption_for_an_equal_or_worse_priority(priority):
+    cap = CacheCapacity(num_blocks=4, tokens_per_block=4, max_slots=8)
+    s = Scheduler(_priority(), cap, 4096)
+    _full_of(s, [(0, 0.0, 1), (1, 1.0, 3), (2, 2.0, 3), (3, 3.0, 2)])
+    e = _pseq(4, 2, 4.0, priority)
+    s.add(e)
+    step = s.schedule()
+    assert not step.preempted and e.status is SeqStatus.WAITING
+    assert [x.seq_id for x, _ in step.scheduled] == [0, 3, 1, 2]
+
+
+def test_fcfs_never_preempts_for_a_waiting_request():
+    cap = CacheCapacity(num_blocks=4, tokens_per_block=4, max_slots=8)
+    s = Scheduler(SchedulerConfig(chunk_size=64), cap, 4096)
+    _full_of(s, [(0, 0.0, 1), (1, 1.0, 3), (2, 2.0, 3), (3, 3.0, 2)])
+    e = _pseq(4, 2, 4.0, 0)
+    s.add(e)
+    step = s.schedule()
+    assert not step.preempted and e.status is SeqStatus.WAITING
+
+
+def test_a_running_sequence_that_cannot_grow_preempts_the_worst_priority_first():
+    cap = CacheCapacity(num_blocks=4, tokens_per_block=4, max_slots=8)
+    s = Scheduler(_priority(), cap, 4096)
+    a, b = _pseq(0, 8, 0.0, 0), _pseq(1, 7, 1.0, 5)
+    c = _pseq(2, 1, 2.0, 0)  # latest, but of a better priority than b
+    for seq in (a, b):
+        s.add(seq)
+    _run(s, s.schedule())
+    assert s.free_blocks == 0
+    step = s.schedule()  # a needs a 3rd block: b is preempted (fcfs would preempt b too)
+    assert step.preempted == [b]
+    s.add(c)
+    # c (priority 0) is admitted in later steps; b (priority 5) waits behind it.
+    assert [x.seq_id for x in s.waiting] == [2, 1]
+
+
+def test_a_preempted_sequence_is_not_admitted_back_in_the_same_step():
+    cap = CacheCapacity(num_blocks=4, tokens_per_block=4, max_slots=8)
+    s = Scheduler(_priority(), cap, 4096)
+    low = _pseq(0, 15, 0.0, 9)  # 4 blocks with its first sampled token
+    s.add(low)
+    _run(s, s.schedule())
+    assert s.free_blocks == 0
+    high = _pseq(1, 2, 1.0, 0)  # 1 block: 3 are left after low is preempted
+    s.add(high)
+    step = s.schedule()
+    assert step.preempted == [low]
+    assert [(x.seq_id, n) for x, n in step.scheduled] == [(1, 2)]
+    assert low.status is SeqStatus.WAITING and s.free_blocks == 3
+
+
+def test_a_better_priority_preempts_for_a_slot_when_every_slot_is_taken():
+    s = Scheduler(_priority(max_num_seqs=2), _big(), 4096)
+    a, b = _pseq(0, 5, 0.0, 2), _pseq(1, 5, 1.0, 2)
+    s.add(a)
+    s.add(b)
+    _run(s, s.schedule())
+    same = _pseq(2, 5, 2.0, 2)
+    s.add(same)
+    assert not s.schedule().preempted  # equal priority: it waits for a slot
+    high = _pseq(3, 5, 3.0, 1)
+    s.add(high)
+    step = s.schedule()
+    assert step.preempted == [b]
+    assert [x.seq_id for x in s.running] == [3, 0]
+    assert [x.seq_id for x in s.waiting] == [1, 2]
+
+
+def test_a_running_prefill_of_a_better_priority_preempts_for_its_next_chunk():
+    cap = CacheCapacity(num_blocks=4, tokens_per_block=4, max_slots=8)
+    s = Scheduler(_priority(chunk_size=4), cap, 4096)
+    low = _pseq(0, 3, 0.0, 5)
+    s.add(low)
+    _run(s, s.schedule())  # low: 1 block, decoding
+    high = _pseq(1, 12, 1.0, 0)
+    s.add(high)
+    for _ in range(2):  # high prefills 3 tokens a step beside low's decode
+        _run(s, s.schedule())
+    assert s.free_blocks == 0 and low.num_blocks == 2 and high.num_computed == 6
+    # high's next chunk needs a 3rd block, which low holds: low is preempted, its decode
+    # dropped and its token of the budget given to high's chunk.
+    step = s.schedule()
+    assert step.preempted == [low]
+    assert [(x.seq_id, n) for x, n in step.scheduled] == [(1, 3)]
+
+
+def test_an_aborted_waiting_sequence_leaves_the_priority_queue():
+    s = Scheduler(_priority(max_num_seqs=1), _big(), 4096)
+    seqs = [_pseq(i, 5, float(i), p) for i, p in enumerate([3, 1, 2, 1])]
+    for seq in seqs:
+        s.add(seq)
+    s.finish(seqs[3])
+    s.finish(seqs[0])
+    assert [x.seq_id for x in s.waiting] == [1, 2]
+    assert [x.seq_id for x, _ in s.schedule().scheduled] == [1]

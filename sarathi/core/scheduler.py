@@ -14,6 +14,16 @@ latest-arrived running sequence is preempted: its blocks are freed and it return
 front of the queue, to be recomputed.
 No sequence is ever dropped.
 
+The scheduling policy (``--scheduling-policy``, vLLM's; ``core/waiting_queue.py``) orders
+both queues. ``fcfs``: arrival, as above. ``priority``: the request's priority (lower
+first), then arrival; running sequences are served in that order and the one preempted
+when a running sequence cannot grow is the latest of the worst priority. A waiting
+sequence, and a running one whose next prompt chunk does not fit, also preempt running
+sequences of a strictly worse priority (worst first) until their chunk fits, or for a
+slot when every slot is taken; never one of an equal or better priority. After a
+preemption a step admits only sequences of a better priority than every sequence it
+preempted, so a victim is not admitted back in the step that preempted it.
+
 With prefix caching (``core/prefix_cache.py``) a sequence admitted with cached leading blocks
 starts with them and prefills only the rest; a cached block is counted once however many
 sequences share it, and cached blocks no one uses count as free (they are evicted, least
@@ -25,12 +35,12 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-from collections import deque
 from dataclasses import dataclass, field
 
 from sarathi.config import SchedulerConfig
 from sarathi.core.prefix_cache import CachedBlock, PrefixCache
 from sarathi.core.scheduler_output import NewSequence, ScheduledChunk, StepInput
+from sarathi.core.waiting_queue import queue_order
 from sarathi.sequence import SeqStatus, Sequence
 
 
@@ -99,8 +109,10 @@ class Scheduler:
         self.capacity = capacity
         self.max_model_len = max_model_len
         self.max_running = min(config.max_num_seqs, capacity.max_slots)
-        self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []  # sorted by arrival
+        # The running list is sorted by _order: arrival, or (priority, arrival).
+        self.waiting, self._order = queue_order(config.scheduling_policy)
+        self._by_priority = config.scheduling_policy == "priority"
+        self.running: list[Sequence] = []
         # Blocks no running sequence holds; cached blocks no one uses are among them.
         self.free_blocks = capacity.num_blocks
         self.prefix_cache = prefix_cache
@@ -204,15 +216,24 @@ class Scheduler:
             for seq in list(self.running):
                 if budget <= 0:
                     break
-                if seq.remaining > 1 and seq.seq_id not in step.ids:
-                    n = self._fit(seq, min(seq.remaining, budget))
+                if (
+                    seq.remaining > 1
+                    and seq.seq_id not in step.ids
+                    and seq.status is SeqStatus.RUNNING  # not preempted by an earlier one
+                ):
+                    want = min(seq.remaining, budget)
+                    n = self._fit(seq, want)
+                    if n < want and self._by_priority:
+                        budget += self._make_room(seq, want, step)
+                        n = self._fit(seq, want)
                     if n:
                         self._grow(seq, seq.num_computed + n)
                         step.add_chunk(seq, n)
                         budget -= n
             # After a preemption, admitting work would only thrash: the freed blocks are for
-            # the running sequences.
-            if not step.preempted or not self.running:
+            # the running sequences (under priority: for those and for better priorities
+            # than the preempted ones', see _admit).
+            if not step.preempted or not self.running or self._by_priority:
                 budget = self._admit(step, budget, whole=False)
             # Deadlock guard: partial prefills can hold every block while none can grow.
             if not step.empty or not self._stuck():
@@ -276,15 +297,36 @@ class Scheduler:
         return budget
 
     def _admit(self, step: SchedulerStep, budget: int, whole: bool) -> int:
+        # Under priority, after a preemption: the priority a sequence must be better than to
+        # be admitted (the preempted ones' best), so no victim comes back in this step.
+        floor = None
+        if self._by_priority and step.preempted and self.running:
+            floor = min(s.request.priority for s in step.preempted)
         i = 0
-        while i < len(self.waiting) and budget > 0 and len(self.running) < self.max_running:
+        while i < len(self.waiting) and budget > 0:
             seq = self.waiting[i]
+            if floor is not None and seq.request.priority >= floor:
+                break  # the queue is in priority order: no later one is better
             if self._waits_for_sibling(seq):
                 i += 1
                 continue
+            if len(self.running) >= self.max_running:
+                victim = self._victim_for(seq)
+                if victim is None:
+                    break
+                budget += self._preempt(victim, step)
+                floor = _lower(floor, victim.request.priority)
             hits = self._start_with_cache(seq)
             want = seq.remaining
-            n = 0 if whole and want > budget else self._fit(seq, min(want, budget))
+            chunk = min(want, budget)
+            n = 0 if whole and want > budget else self._fit(seq, chunk)
+            if n < chunk and self._by_priority and not (whole and want > budget):
+                # Victims are worse than seq, so they queue behind it: waiting[i] stays seq.
+                preempted = len(step.preempted)
+                budget += self._make_room(seq, chunk, step)
+                if len(step.preempted) > preempted:
+                    floor = _lower(floor, step.preempted[-1].request.priority)
+                n = self._fit(seq, chunk)
             if n == 0 or (whole and n < want):
                 if hits:
                     self._release_blocks(seq, again=True)
@@ -292,7 +334,7 @@ class Scheduler:
                 break
             del self.waiting[i]
             seq.status = SeqStatus.RUNNING
-            bisect.insort(self.running, seq, key=_arrival)
+            bisect.insort(self.running, seq, key=self._order)
             self._grow(seq, seq.num_computed + n)
             step.add_chunk(seq, n)
             if hits:
@@ -366,7 +408,36 @@ class Scheduler:
         self.free_blocks += seq.num_blocks - held + freed
         seq.num_blocks = 0
 
-    def _preempt(self, seq: Sequence, step: SchedulerStep) -> None:
+    def _victim_for(self, seq: Sequence) -> Sequence | None:
+        """Under priority: the running sequence to preempt for ``seq``, the latest of the
+        worst priority, if that is strictly worse than seq's; else None (and always under
+        fcfs). One whose tokens are all computed is passed over: its last token is in
+        flight and ends it, freeing its blocks anyway."""
+        if not self._by_priority:
+            return None
+        mine = seq.request.priority
+        for victim in reversed(self.running):
+            if victim.request.priority <= mine:
+                return None
+            if victim.remaining > 0:
+                return victim
+        return None
+
+    def _make_room(self, seq: Sequence, n: int, step: SchedulerStep) -> int:
+        """Preempt running sequences of a worse priority than ``seq``'s, worst first, until
+        ``n`` more of its tokens fit; returns the step's budget they had taken."""
+        reclaimed = 0
+        while self._fit(seq, n) < n:
+            victim = self._victim_for(seq)
+            if victim is None:
+                break
+            reclaimed += self._preempt(victim, step)
+        return reclaimed
+
+    def _preempt(self, seq: Sequence, step: SchedulerStep) -> int:
+        """Send ``seq`` back to the queue, to be recomputed; returns the tokens of this
+        step's budget it had taken."""
+        tokens = sum(n for s, n in step.scheduled if s is seq) if seq.seq_id in step.ids else 0
         self.running.remove(seq)
         step.drop(seq)
         self._release_blocks(seq, again=True)
@@ -374,10 +445,11 @@ class Scheduler:
         seq.status = SeqStatus.WAITING
         self.waiting.appendleft(seq)
         step.preempted.append(seq)
+        return tokens
 
 
-def _arrival(seq: Sequence) -> tuple[float, int]:
-    return (seq.request.arrival_time, seq.seq_id)
+def _lower(floor: int | None, priority: int) -> int:
+    return priority if floor is None else min(floor, priority)
 
 
 def _prompt_logprobs(seq: Sequence, start: int, n: int) -> tuple[int | None, int | None]:

@@ -26,6 +26,7 @@ import copy
 import hashlib
 import itertools
 import logging
+import numbers
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -213,13 +214,16 @@ class LLMEngine:
         final_only: bool = False,
         cache_salt: str | None = None,
         delta: bool = False,
+        priority: int = 0,
     ) -> Request:
         """Queue a request. ``final_only``: ``step()`` returns its output once, when it
         finishes, instead of a snapshot at every step (what offline generation reads).
         ``delta``: every snapshot before the finished one carries in ``token_ids`` and
         ``logprobs`` only what was added since the previous snapshot (what a stream reads;
         the text stays whole, and the finished output carries everything).
-        ``cache_salt``: it shares prefix-cache blocks only with requests of the same salt."""
+        ``cache_salt``: it shares prefix-cache blocks only with requests of the same salt.
+        ``priority`` (vLLM's): lower is served sooner under the priority scheduling policy;
+        under fcfs anything but 0 is refused, as vLLM refuses it."""
         if params is not None and not isinstance(params, SamplingParams):
             # vLLM's engine takes (request_id, prompt, params): that order would fail later
             # with "'str' object has no attribute 'read_stops'".
@@ -227,6 +231,7 @@ class LLMEngine:
                 "add_request takes (prompt, params, request_id=...); params must be a "
                 f"SamplingParams, got {type(params).__name__}"
             )
+        self.validate_priority(priority)
         params = params or SamplingParams()
         if params.output_kind is RequestOutputKind.DELTA and not final_only:
             # vLLM's DELTA makes the text a delta too; this engine's delta keeps it whole.
@@ -278,6 +283,7 @@ class LLMEngine:
             final_only=final_only,
             cache_salt=cache_salt,
             delta=delta,
+            priority=int(priority),
         )
         for i in range(params.n):
             req.seqs.append(Sequence(next(self._seq_ids), i, req, list(ids), len(ids)))
@@ -315,6 +321,16 @@ class LLMEngine:
                 + (f" (raise {self._budget_flag})" if self.cache_bound else ""),
                 code=CONTEXT_LENGTH_EXCEEDED,
             )
+
+    def validate_priority(self, priority: int) -> None:
+        """A request's priority must be an integer, and 0 unless the scheduling policy is
+        priority (vLLM's rule: elsewhere a priority would be dropped without a word)."""
+        if not isinstance(priority, numbers.Integral) or isinstance(priority, bool):
+            raise RequestError(
+                f"priority must be an integer, got {type(priority).__name__}", "priority"
+            )
+        if priority != 0 and self.config.scheduler.scheduling_policy != "priority":
+            raise RequestError(priority_refused(priority), "priority")
 
     def validate_params(self, params: SamplingParams) -> None:
         """Token ids a request names must be the model's: out-of-range ids in logit_bias or
@@ -522,6 +538,15 @@ class LLMEngine:
 
     def shutdown(self) -> None:
         self.executor.shutdown()
+
+
+def priority_refused(priority: int) -> str:
+    """Why a nonzero priority is refused under the fcfs policy, and what to do."""
+    return (
+        f"got priority {priority} but priority scheduling is not enabled: requests are "
+        "served first come, first served; start the engine with --scheduling-policy "
+        "priority (LLM(scheduling_policy='priority')) or send priority 0"
+    )
 
 
 def prefix_fingerprint(m: ModelSetup) -> str:

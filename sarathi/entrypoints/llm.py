@@ -186,9 +186,12 @@ class LLM:
 
         ``use_tqdm``: True or False shows the progress bar or not (None: for batches of
         8 or more); a callable (vLLM's, e.g. ``functools.partial(tqdm, leave=False)``)
-        makes the bar. vLLM's ``lora_request``, ``priority`` and ``tokenization_kwargs`` are
-        taken at their neutral values (None; priorities all 0; None or empty), so vLLM code
-        that spells them out runs; any other value is a ValueError saying what to do instead.
+        makes the bar. ``priority`` (vLLM's): one integer per prompt, lower served sooner,
+        with ``LLM(scheduling_policy="priority")``; under the default fcfs policy only
+        zeros are taken (anything else is a ValueError, as in vLLM). vLLM's
+        ``lora_request`` and ``tokenization_kwargs`` are taken at their neutral values
+        (None; None or empty), so vLLM code that spells them out runs; any other value is a
+        ValueError saying what to do instead.
 
         A request that cannot be served (e.g. a prompt longer than the context) gets an
         output with ``error`` set and ``finish_reason="error"``; the others still run.
@@ -203,7 +206,8 @@ class LLM:
                 "prompts must be a prompt (a string, a list of token ids or a prompt dict) or "
                 f"a list of them, got {type(prompts).__name__}"
             )
-        _refuse_unsupported(lora_request, priority, tokenization_kwargs, len(items))
+        _refuse_unsupported(lora_request, tokenization_kwargs)
+        priorities = _priorities(priority, len(items), self.engine)
         batch = [_prompt(p, i) for i, p in enumerate(items)]
         texts = [_tokens_prompt_text(p) for p in items]
         salts = [_cache_salt(p, i) for i, p in enumerate(items)]
@@ -230,11 +234,15 @@ class LLM:
         results: dict[str, RequestOutput] = {}
         order: list[str] = []
         try:
-            for i, (prompt, p, salt) in enumerate(zip(batch, params, salts, strict=True)):
+            for i, (prompt, p, salt, rank) in enumerate(
+                zip(batch, params, salts, priorities, strict=True)
+            ):
                 rid = f"generate-{next(self._request_ids)}"
                 order.append(rid)
                 try:
-                    engine.add_request(prompt, p, request_id=rid, final_only=True, cache_salt=salt)
+                    engine.add_request(
+                        prompt, p, request_id=rid, final_only=True, cache_salt=salt, priority=rank
+                    )
                 except RequestError as e:
                     logger.warning("request %d failed: %s", i, e)
                     results[rid] = _error_output(rid, prompt, str(e), p.n, engine.tokenizer)
@@ -323,9 +331,7 @@ for _name, _message in _UNSUPPORTED.items():
     setattr(LLM, _name, _unsupported(_name, _message))
 
 
-def _refuse_unsupported(
-    lora_request: Any, priority: Sequence[int] | None, tokenization_kwargs: Any, count: int
-) -> None:
+def _refuse_unsupported(lora_request: Any, tokenization_kwargs: Any) -> None:
     """ValueError for vLLM's generate arguments at a value this engine cannot honour (they
     were TypeErrors as unknown keywords, even at vLLM's defaults)."""
     loras = lora_request if isinstance(lora_request, list | tuple) else [lora_request]
@@ -334,19 +340,29 @@ def _refuse_unsupported(
             "lora_request is not supported: this engine serves no LoRA adapters; merge the "
             "adapter into the weights (e.g. peft's merge_and_unload) and load that folder"
         )
-    if priority is not None:
-        if len(priority) != count:
-            raise ValueError(f"got {count} prompts but {len(priority)} priorities")
-        if any(p != 0 for p in priority):
-            raise ValueError(
-                "priority is not supported: requests are scheduled first come, first served "
-                "(pass None, or 0 for every prompt)"
-            )
     if tokenization_kwargs:
         raise ValueError(
             "tokenization_kwargs are not supported; tokenize the prompt yourself and pass "
             "{'prompt_token_ids': ids} (SamplingParams.truncate_prompt_tokens truncates it)"
         )
+
+
+def _priorities(priority: Sequence[int] | None, count: int, engine: LLMEngine) -> list[int]:
+    """One priority per prompt (vLLM's ``generate(priority=[...])``; None: all 0), checked
+    before any prompt is queued, so a refused list leaves nothing running."""
+    if priority is None:
+        return [0] * count
+    if isinstance(priority, str | bytes) or not isinstance(priority, Iterable):
+        raise ValueError(f"priority must be a list of integers, one per prompt, got {priority!r}")
+    ranks = list(priority)
+    if len(ranks) != count:
+        raise ValueError(f"got {count} prompts but {len(ranks)} priorities")
+    for rank in ranks:
+        try:
+            engine.validate_priority(rank)
+        except RequestError as e:
+            raise ValueError(str(e)) from None
+    return [int(rank) for rank in ranks]
 
 
 def _name_logprob_tokens(
