@@ -76,6 +76,7 @@ class _Add:
     stream: _Stream
     cache_salt: str | None = None
     delta: bool = False
+    priority: int = 0
 
 
 @dataclass
@@ -226,8 +227,9 @@ class AsyncEngine:
         request_id: str | None = None,
         cache_salt: str | None = None,
         delta: bool = False,
+        priority: int = 0,
     ) -> AsyncGenerator[RequestOutput, None]:
-        """Snapshots of one request until it finishes (``cache_salt``, ``delta``: see
+        """Snapshots of one request until it finishes (``cache_salt``, ``delta``, ``priority``: see
         ``LLMEngine.add_request``; with ``delta`` a step's snapshots cost what the step
         added, not the outputs' length). Snapshots that arrived since the caller last asked
         come as one (``sarathi.outputs.coalesce``): its ``text_delta``, ``num_new_tokens``
@@ -238,7 +240,9 @@ class AsyncEngine:
         """
         request_id = request_id or self.new_request_id()
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
-        self._submit(_Add(request_id, prompt, params, time.monotonic(), stream, cache_salt, delta))
+        self._submit(
+            _Add(request_id, prompt, params, time.monotonic(), stream, cache_salt, delta, priority)
+        )
         finished = False
         held: BaseException | None = None  # an error found while coalescing, raised next
         try:
@@ -358,6 +362,7 @@ class AsyncEngine:
                 arrival_time=cmd.arrival_time,
                 cache_salt=cmd.cache_salt,
                 delta=cmd.delta,
+                priority=cmd.priority,
             )
         except RequestError as e:
             _deliver([(cmd.stream, e)])

@@ -32,7 +32,6 @@ ASKING = {
     "chat_template_kwargs": {"x": 1},
     "chat_template": "{{ messages }}",
     "length_penalty": 0.5,
-    "priority": 3,
     "return_tokens_as_token_ids": True,
     "return_token_ids": True,
     "mm_processor_kwargs": {"x": 1},

@@ -84,7 +84,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or v == 1,
         "length_penalty (beam search) is not supported",
     ),
-    "priority": (lambda v: v is None or v == 0, "request priorities are not supported"),
     "return_tokens_as_token_ids": (_off, "return_tokens_as_token_ids is not supported"),
     "return_token_ids": (_off, "return_token_ids is available on /v1/completions only"),
     "mm_processor_kwargs": (_unset, "this model takes text only (mm_processor_kwargs)"),

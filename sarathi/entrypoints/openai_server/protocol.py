@@ -299,6 +299,9 @@ class SamplingFields(_Request):
     guided_decoding_backend: StrictStr | None = None
     # vLLM's: only requests with the same salt share prefix-cache blocks.
     cache_salt: StrictStr | None = Field(None, min_length=1, max_length=256)
+    # vLLM's: lower is served sooner under --scheduling-policy priority; under fcfs only 0
+    # is taken (ServerState.check_priority).
+    priority: StrictInt = Field(0, ge=-(2**63), le=2**63 - 1)
 
 
 def _truncation(value: int | None) -> int | None:

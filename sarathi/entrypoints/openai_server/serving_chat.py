@@ -276,6 +276,7 @@ async def create_chat_completion(
 ) -> Response:
     state.check_model(req.model)
     audit(req, state.warned_fields)
+    state.check_priority(req.priority)
     state.check_admission()  # before the prompt's tokenization, which a burst queues for
     if req.top_logprobs and not req.logprobs:
         raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
@@ -308,7 +309,9 @@ async def _full(
 ) -> Response:
     ids, params = prepared.ids, prepared.params
     try:
-        out = await final_output(state.engine, ids, params, request_id, req.cache_salt)
+        out = await final_output(
+            state.engine, ids, params, request_id, req.cache_salt, req.priority
+        )
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
     return await json_off_loop(lambda: _full_body(state, req, prepared, request_id, created, out))
@@ -392,7 +395,9 @@ async def _stream(
         return sse(body)
 
     include_usage, continuous = StreamOptions.usage_flags(req.stream_options)
-    stream = state.engine.generate(ids, params, request_id, req.cache_salt, delta=True)
+    stream = state.engine.generate(
+        ids, params, request_id, req.cache_salt, delta=True, priority=req.priority
+    )
     tally = StreamTally()
     tool_streams: dict[int, ToolStream] = {}
     reasoners: dict[int, ReasoningStream | None] = {}

@@ -233,6 +233,14 @@ class ServerState:
             self._token_bytes[token_id] = raw
         return raw
 
+    def check_priority(self, priority: int) -> None:
+        """400 for a nonzero priority under the fcfs policy (vLLM's rule), before the
+        prompt is tokenized or a stream starts."""
+        try:
+            self.engine.engine.validate_priority(priority)
+        except RequestError as e:
+            raise bad_request(str(e), e.param) from e
+
     def check_params(self, params: SamplingParams) -> None:
         """400 for token ids the model does not have (logit_bias, allowed_token_ids), before
         a stream starts (the engine would refuse them inside it)."""
@@ -456,10 +464,11 @@ async def final_output(
     params: SamplingParams,
     request_id: str,
     cache_salt: str | None = None,
+    priority: int = 0,
 ) -> RequestOutput:
     last = None
     # Delta snapshots: only the finished one is read, and it carries everything.
-    async for out in engine.generate(prompt, params, request_id, cache_salt, delta=True):
+    async for out in engine.generate(prompt, params, request_id, cache_salt, True, priority):
         last = out
     assert last is not None  # generate() ends only after a finished output or an error
     return last

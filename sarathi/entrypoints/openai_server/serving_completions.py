@@ -140,6 +140,7 @@ def _prompt_logprobs(
 async def create_completion(state: ServerState, req: CompletionRequest, raw: Request) -> Response:
     state.check_model(req.model)
     audit(req, state.warned_fields)
+    state.check_priority(req.priority)
     state.check_admission()  # before the prompt's tokenization, which a burst queues for
     if req.suffix:
         raise bad_request("suffix is not supported", "suffix")
@@ -222,7 +223,7 @@ async def _full(
     try:
         finals = await asyncio.gather(
             *[
-                final_output(engine, p.ids, sp, f"{request_id}-{i}", req.cache_salt)
+                final_output(engine, p.ids, sp, f"{request_id}-{i}", req.cache_salt, req.priority)
                 for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
             ]
         )
@@ -376,7 +377,9 @@ async def _stream(
         return pieces
 
     streams = [
-        state.engine.generate(p.ids, sp, f"{request_id}-{i}", req.cache_salt, delta=True)
+        state.engine.generate(
+            p.ids, sp, f"{request_id}-{i}", req.cache_salt, delta=True, priority=req.priority
+        )
         for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
     ]
     include_usage, continuous = StreamOptions.usage_flags(req.stream_options)

@@ -108,6 +108,7 @@ _NAMES = {
 async def create_response(state: ServerState, req: ResponsesRequest, raw: Request) -> Response:
     state.check_model(req.model)
     audit(req, state.warned_fields, RESPONSES_UNSUPPORTED, RESPONSES_ACCEPTED)
+    state.check_priority(req.priority)
     state.check_admission()  # before the prompt's tokenization, which a burst queues for
     _refuse_chat_only_fields(req)
     keep = await keeping(state.responses, req)  # with previous_response_id: the history
@@ -117,13 +118,16 @@ async def create_response(state: ServerState, req: ResponsesRequest, raw: Reques
     base = _in_progress(state, req, prepared, keep.stored)
     state.admit(1)
     if req.background:
-        return await _start_background(state, prepared, base, req.cache_salt, keep)
+        return await _start_background(state, prepared, base, req.cache_salt, keep, req.priority)
     if req.stream:
         return SSEResponse(
-            _stream(state, prepared, base, req.cache_salt, keep), on_close=lambda: state.release(1)
+            _stream(state, prepared, base, req.cache_salt, keep, req.priority),
+            on_close=lambda: state.release(1),
         )
     try:
-        return await unless_disconnected(raw, _full(state, prepared, base, req.cache_salt, keep))
+        return await unless_disconnected(
+            raw, _full(state, prepared, base, req.cache_salt, keep, req.priority)
+        )
     except ClientDisconnected:
         return Response(status_code=499)
     finally:
@@ -455,10 +459,16 @@ def output_items(
 
 
 async def _response(
-    state: ServerState, prepared: PreparedChat, base: ResponseObject, cache_salt: str | None
+    state: ServerState,
+    prepared: PreparedChat,
+    base: ResponseObject,
+    cache_salt: str | None,
+    priority: int,
 ) -> ResponseObject:
     """The finished response (raises what the engine raised)."""
-    out = await final_output(state.engine, prepared.ids, prepared.params, base.id, cache_salt)
+    out = await final_output(
+        state.engine, prepared.ids, prepared.params, base.id, cache_salt, priority
+    )
     c = out.outputs[0]
     split = prepared.split(c)
     return _finished(
@@ -478,9 +488,10 @@ async def _full(
     base: ResponseObject,
     cache_salt: str | None,
     keep: Keeping,
+    priority: int,
 ) -> Response:
     try:
-        body = await _response(state, prepared, base, cache_salt)
+        body = await _response(state, prepared, base, cache_salt, priority)
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
     _, content = await keep.finish(body)
@@ -494,6 +505,7 @@ async def _start_background(
     base: ResponseObject,
     cache_salt: str | None,
     keep: Keeping,
+    priority: int,
 ) -> Response:
     """Store the response as queued, start its work, and answer at once. The work holds
     the request admitted (``state.admit``) until it ends."""
@@ -504,7 +516,7 @@ async def _start_background(
     except BaseException:
         state.release(1)
         raise
-    work = _in_background(state, prepared, base, cache_salt, keep)
+    work = _in_background(state, prepared, base, cache_salt, keep, priority)
     state.background.start(base.id, work, on_done=lambda: state.release(1))
     return Response(content, media_type="application/json")
 
@@ -515,13 +527,14 @@ async def _in_background(
     base: ResponseObject,
     cache_salt: str | None,
     keep: Keeping,
+    priority: int,
 ) -> None:
     """A background response's work: its end stored as it ended, cancelled too (cancel
     aborts the engine request: ``generate`` aborts it as it is closed)."""
     keep.mark(base)  # in progress, as the engine takes it
     final: ResponseObject
     try:
-        final = await _response(state, prepared, base, cache_salt)
+        final = await _response(state, prepared, base, cache_salt, priority)
     except asyncio.CancelledError:
         # Ours to take: the task ends here, after recording how (cancel waits for it).
         final = base.model_copy(update={"status": "cancelled"})
@@ -753,12 +766,15 @@ async def _stream(
     base: ResponseObject,
     cache_salt: str | None,
     keep: Keeping,
+    priority: int,
 ) -> AsyncGenerator[str, None]:
     events = _Events(prepared.mode)
     reasoner = prepared.reasoning_stream()
     yield events.response("response.created", base)
     yield events.response("response.in_progress", base)
-    stream = state.engine.generate(prepared.ids, prepared.params, base.id, cache_salt, delta=True)
+    stream = state.engine.generate(
+        prepared.ids, prepared.params, base.id, cache_salt, delta=True, priority=priority
+    )
     try:
         async with contextlib.aclosing(stream) as outputs:
             async for out in outputs:
