@@ -122,3 +122,16 @@ def test_a_priority_under_fcfs_names_the_flag(llama):
 def test_the_policy_is_a_flag_and_a_keyword_with_vllms_choices(llama):
     with pytest.raises(ValueError, match="scheduling_policy must be one of fcfs, priority"):
         LLM(llama, scheduling_policy="sjf")
+
+
+def test_serve_takes_vllms_scheduling_policy_flag():
+    from sarathi.entrypoints.cli import build_parser
+    from sarathi.entrypoints.cli_args import config_from_args
+
+    for flag in ("--scheduling-policy", "--scheduling_policy"):
+        args = build_parser().parse_args(["serve", "demo", flag, "priority"])
+        assert config_from_args(args).scheduler.scheduling_policy == "priority"
+    default = config_from_args(build_parser().parse_args(["serve", "demo"]))
+    assert default.scheduler.scheduling_policy == "fcfs"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "demo", "--scheduling-policy", "sjf"])
