@@ -139,7 +139,7 @@ def test_fcfs_admits_by_arrival_whatever_the_priority():
 def test_a_better_priority_preempts_the_latest_of_the_worst_priority_for_memory():
     cap = CacheCapacity(num_blocks=4, tokens_per_block=4, max_slots=8)
     s = Scheduler(_priority(), cap, 4096)
-    a, b, c, d = _full_of(s, [(0, 0.0, 1), (1, 1.0, 3), (2, 2.0, 3), (3, 3.0, 2)])
+    _, _, c, _ = _full_of(s, [(0, 0.0, 1), (1, 1.0, 3), (2, 2.0, 3), (3, 3.0, 2)])
     e = _pseq(4, 2, 4.0, 0)
     s.add(e)
     step = s.schedule()

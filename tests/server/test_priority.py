@@ -3,7 +3,8 @@ policy, taken on every generation route under ``--scheduling-policy priority``."
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
