@@ -34,6 +34,7 @@ have to finish, and transformers is not consulted.
     python tests/engine_fuzz.py --case 17 -v        # one case, each configuration logged
     python tests/engine_fuzz.py --device cuda --minutes 5 --no-processes
     python tests/engine_fuzz.py --set executor=mp --set enable_prefix_caching=true
+    python tests/engine_fuzz.py --set scheduling_policy=priority   # requests of 5 priorities
 
 ``tests/test_engine_fuzz.py`` runs a fixed set of cases in the CPU suite; a finding there
 names the case to rerun here.
@@ -405,11 +406,16 @@ def drive(engine: LLMEngine, reqs: list[Request], schedule: Schedule,
     run = Run()
     streams = _Streams()
 
+    # Under --set scheduling_policy=priority, priorities from the request's index (no draw
+    # of the case's generator, so every case draws what it draws without them).
+    by_priority = engine.config.scheduler.scheduling_policy == "priority"
+
     def add(i: int) -> None:
         r = reqs[i]
         engine.add_request(r.prompt, r.sampling(), request_id=f"r{i}",
                            final_only=r.stream == "final", cache_salt=r.salt,
-                           delta=r.stream == "delta")
+                           delta=r.stream == "delta",
+                           priority=(7 * i) % 5 - 2 if by_priority else 0)
 
     for p, phase in enumerate(schedule.phases):
         pending = sorted(phase)

@@ -304,13 +304,16 @@ class Scheduler:
             floor = min(s.request.priority for s in step.preempted)
         i = 0
         while i < len(self.waiting) and budget > 0:
+            full = len(self.running) >= self.max_running
+            if full and not self._by_priority:
+                break
             seq = self.waiting[i]
             if floor is not None and seq.request.priority >= floor:
                 break  # the queue is in priority order: no later one is better
             if self._waits_for_sibling(seq):
                 i += 1
                 continue
-            if len(self.running) >= self.max_running:
+            if full:
                 victim = self._victim_for(seq)
                 if victim is None:
                     break
