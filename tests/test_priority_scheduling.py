@@ -25,7 +25,9 @@ def _ids(outs):
 
 def _tight(llama, tokens, **kwargs):
     """An engine whose KV cache holds ``tokens`` tokens (in blocks of 32 with vattention's
-    cpu backend, of 16 with the paged cache)."""
+    cpu backend, of 16 with the paged cache). On the CPU also on a GPU host: a GPU's
+    allocation pages hold more tokens than these caches."""
+    kwargs.setdefault("device", "cpu")
     probe = LLM(llama, **kwargs)
     cache = probe.engine.executor.worker.cache
     blocks = tokens // probe.engine.scheduler.capacity.tokens_per_block
@@ -40,8 +42,8 @@ def _tight(llama, tokens, **kwargs):
 def test_priorities_change_the_order_not_the_greedy_tokens(llama, cache):
     prompts = random_prompts(12, 384, seed=21, min_len=20, max_len=70)
     params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
-    expected = _ids(LLM(llama, chunk_size=64, max_num_seqs=12, **CACHES[cache]).generate(
-        prompts, params))  # fmt: skip
+    plain = LLM(llama, chunk_size=64, max_num_seqs=12, device="cpu", **CACHES[cache])
+    expected = _ids(plain.generate(prompts, params))
     tight = _tight(llama, 384, chunk_size=64, max_num_seqs=12, scheduling_policy="priority",
                    **CACHES[cache])  # fmt: skip
     priorities = [(7 * i) % 5 - 2 for i in range(len(prompts))]
