@@ -461,3 +461,38 @@ def test_only_background_responses_are_cancelled(client, http):
     got = http.post(f"/v1/responses/{r.id}/cancel")
     assert got.status_code == 400 and "background" in got.json()["error"]["message"]
     assert http.post("/v1/responses/resp_nope/cancel").status_code == 404
+
+
+def test_a_delete_while_the_result_is_being_stored_leaves_nothing_stored(server, client, http):
+    """A DELETE that comes while a background response's end is being written to the store
+    (a worker thread) waits for that write: the response is deleted for good, not stored
+    again by the write that was under way."""
+    store = server.app.state.sarathi.responses
+    real_put = store.put
+    storing, stored_now, release = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_put(response_id: str, entry: StoredResponse) -> bool:
+        if b'"status":"queued"' in entry.response_json:
+            return real_put(response_id, entry)
+        storing.set()
+        release.wait(10)
+        try:
+            return real_put(response_id, entry)
+        finally:
+            stored_now.set()
+
+    store.put = slow_put
+    try:
+        r = client.responses.create(
+            model="demo", input="Hello", max_output_tokens=2, background=True
+        )
+        assert storing.wait(30)
+        timer = threading.Timer(0.5, release.set)  # the DELETE is waiting by then
+        timer.start()
+        got = http.delete(f"/v1/responses/{r.id}")
+        assert stored_now.wait(30)
+        timer.join()
+    finally:
+        store.put = real_put
+    assert got.status_code == 200, got.text
+    assert http.get(f"/v1/responses/{r.id}").status_code == 404

@@ -545,8 +545,15 @@ async def _in_background(
     except Exception:  # our bug: the response fails, the server goes on
         logger.exception("internal error in background response %s", base.id)
         final = _failure(base, APIError("internal server error", 500, type="server_error"), [])
-    # Shielded: a cancel that comes while the result is being stored finds it stored.
-    await asyncio.shield(keep.finish(final))
+    # A cancel (or DELETE, or shutdown) that comes while the result is being stored waits
+    # for the write: the task ends only once the store holds how it ended, so a DELETE that
+    # waited for the task removes it for good (a write still under way in its thread would
+    # otherwise store it again after the DELETE answered).
+    storing = asyncio.ensure_future(keep.finish(final))
+    while not storing.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(storing)
+    storing.result()
 
 
 # -- streaming ----------------------------------------------------------------------------
