@@ -20,7 +20,7 @@ a grammar constrains only what follows the reasoning.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -115,6 +115,26 @@ class ReasoningStream:
                 keep = max(keep, _partial_suffix(buf, tag))
         self._held = buf[len(buf) - keep :] if keep else ""
         return ReasoningSplit(buf[: len(buf) - keep], "", False)
+
+    def feed_whole(
+        self, text: str, ids: Sequence[int], decode: Callable[[Sequence[int]], str] | None = None
+    ) -> ReasoningSplit:
+        """A whole output at once (``final``). Where the tags are not in the text, the
+        split falls where a stream's does, at the end tag's token: ``decode`` (the text of
+        token ids, special tokens skipped) tells how much of the text is the reasoning's;
+        without it the whole output is one piece, all reasoning."""
+        end = self.tags.end_id
+        if self.thinking and not self.tags_in_text and decode is not None and end in ids:
+            k = list(ids).index(end) + 1
+            head = decode(ids[:k])
+            # A stop string that cut the text within the reasoning: one piece, as streamed.
+            if text.startswith(head):
+                first = self.feed(head, ids[:k])
+                rest = self.feed(text[len(head) :], ids[k:], final=True)
+                return ReasoningSplit(
+                    first.reasoning + rest.reasoning, first.content + rest.content, True
+                )
+        return self.feed(text, ids, final=True)
 
     def _count(self, ids: Sequence[int]) -> None:
         tags = self.tags
@@ -243,11 +263,13 @@ def split_output(
     text: str,
     token_ids: Sequence[int],
     tags_in_text: bool = True,
+    decode: Callable[[Sequence[int]], str] | None = None,
 ) -> SplitOutput:
-    """A finished output's reasoning and answer: what a stream of it tells, at once."""
+    """A finished output's reasoning and answer: what a stream of it tells, at once
+    (``decode``: see ``ReasoningStream.feed_whole``)."""
     thinking = parser.thinking(prompt_ids, template_kwargs)
     stream = ReasoningStream(parser.tags, thinking, tags_in_text)
-    piece = stream.feed(text, token_ids, final=True)
+    piece = stream.feed_whole(text, token_ids, decode)
     return SplitOutput(
         piece.reasoning if thinking else None,
         piece.content or None,

@@ -209,3 +209,25 @@ def test_without_a_parser_the_message_has_no_reasoning_field(http):
     r = http.post("/v1/chat/completions", json={
         "model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
     assert "reasoning" not in r.json()["choices"][0]["message"]
+
+
+@pytest.fixture(scope="module")
+def special_tags(tmp_path_factory):
+    """The thinking model with <think> and </think> as special tokens."""
+    path = save_thinking_model(str(tmp_path_factory.mktemp("special")), special=True)
+    live = start_server({"model": path, "reasoning_parser": "deepseek_r1", "max_model_len": 512},
+                        engine_hook=scripted, served_model_name="x")
+    yield live
+    stop_server(live)
+
+
+def test_skipped_special_tags_split_a_whole_output_at_the_end_token(special_tags):
+    """A request that skips special tokens has no tags in its text: the answer still comes
+    apart from the reasoning in a whole output (the split falls at the </think> token)."""
+    with httpx.Client(base_url=special_tags.url, timeout=60) as h:
+        message = _chat(h, "sky", skip_special_tokens=True).json()["choices"][0]["message"]
+        output = _respond(h, "sky", skip_special_tokens=True).json()["output"]
+    assert message["reasoning"] == "The sky scatters blue light."
+    assert message["content"] == "It is blue."
+    assert output[0]["content"][0]["text"] == "The sky scatters blue light."
+    assert output[1]["content"][0]["text"] == "It is blue."

@@ -8,7 +8,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -153,6 +153,9 @@ class PreparedChat:
     # prompt did not close it, and the template's switch did not turn thinking off).
     reasoning: ReasoningParser | None = None
     thinking: bool = False
+    # The text of token ids, special tokens skipped: where the tags are special tokens the
+    # request skips, it finds the answer's start in a whole output's text.
+    decode: Callable[[Sequence[int]], str] | None = None
 
     def reasoning_stream(self) -> ReasoningStream | None:
         """A new split of one output (one per choice), or None without a parser."""
@@ -168,7 +171,7 @@ class PreparedChat:
         stream = self.reasoning_stream()
         if stream is None:
             return None
-        piece = stream.feed(c.text, c.token_ids, final=True)
+        piece = stream.feed_whole(c.text, c.token_ids, self.decode)
         return SplitOutput(
             piece.reasoning if self.thinking else None,
             piece.content or None,
@@ -268,7 +271,10 @@ async def _prepare(
         params.skip_special_tokens = False
     state.check_params(params)
     thinking = reasoning is not None and reasoning.thinking(ids, req.chat_template_kwargs)
-    return PreparedChat(mode, ids, params, reasoning, thinking)
+    decode = None
+    if keeps_tags and params.skip_special_tokens:
+        decode = functools.partial(state.tokenizer.decode, skip_special_tokens=True)
+    return PreparedChat(mode, ids, params, reasoning, thinking, decode)
 
 
 async def create_chat_completion(
