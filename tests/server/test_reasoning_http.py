@@ -231,3 +231,18 @@ def test_skipped_special_tags_split_a_whole_output_at_the_end_token(special_tags
     assert message["content"] == "It is blue."
     assert output[0]["content"][0]["text"] == "The sky scatters blue light."
     assert output[1]["content"][0]["text"] == "It is blue."
+
+
+def test_a_stream_that_holds_back_the_end_tag_splits_as_the_whole_output(h, special_tags):
+    """The chunk of the </think> token may carry no text (a stop string's possible start
+    held back, or a skipped special tag): the split still falls at that token."""
+    message = _chat(h, "sky", stop=["<x"]).json()["choices"][0]["message"]
+    assert (message["reasoning"], message["content"]) == (
+        "The sky scatters blue light.", "It is blue.")
+    deltas = _chat_stream(h, "sky", stop=["<x"])
+    assert "".join(d.get("reasoning", "") for d in deltas) == message["reasoning"]
+    assert "".join(d.get("content", "") for d in deltas) == message["content"]
+    with httpx.Client(base_url=special_tags.url, timeout=60) as other:
+        deltas = _chat_stream(other, "sky", skip_special_tokens=True)
+    assert "".join(d.get("reasoning", "") for d in deltas) == message["reasoning"]
+    assert "".join(d.get("content", "") for d in deltas) == message["content"]

@@ -438,7 +438,21 @@ async def _stream(
         prompt_pending = req.prompt_logprobs is not None
         async with contextlib.aclosing(merge([stream])) as outputs:
             async for _, out in outputs:
-                for c in tally.reportable(out, 0, bool(req.logprobs) or continuous):
+                reported = tally.reportable(out, 0, bool(req.logprobs) or continuous)
+                if prepared.reasoning is not None:
+                    # The parser reads every token, also those of an output that makes no
+                    # chunk (its text held back for a stop string, or a skipped special
+                    # tag): the </think> token may be among them. Such an output's text is
+                    # empty, and so is what the parser gives back for it.
+                    told = {id(c) for c in reported}
+                    for c in out.outputs:
+                        if c.num_new_tokens and not c.finished() and id(c) not in told:
+                            if c.index not in reasoners:
+                                reasoners[c.index] = prepared.reasoning_stream()
+                            reasoner = reasoners[c.index]
+                            assert reasoner is not None
+                            reasoner.feed(c.text_delta, new_tokens(c))
+                for c in reported:
                     with_prompt, prompt_pending = prompt_pending, False
                     prompt_lp, lp = await off_loop_if_large(
                         functools.partial(_chunk_logprobs, state, req, ids, out, c, with_prompt),
