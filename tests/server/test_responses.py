@@ -533,7 +533,7 @@ def test_reasoning_is_echoed_as_it_was_sent(client, http):
 def test_reasoning_is_validated_and_refused_where_it_asks_for_reasoning(
     http, reasoning, param, says
 ):
-    """No model here reasons on request: an effort other than none, or a summary, is a 400
+    """Reasoning is not set per request: an effort other than none, or a summary, is a 400
     naming it; a value OpenAI does not define is a 400 listing those it does."""
     body = {"input": "hi", "max_output_tokens": 2, "reasoning": reasoning}
     r = http.post("/v1/responses", json=body)

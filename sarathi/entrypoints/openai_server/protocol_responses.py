@@ -254,9 +254,10 @@ _SUMMARY = Literal["auto", "concise", "detailed"]
 
 class Reasoning(_Request):
     """``reasoning``: OpenAI's Reasoning, validated as its SDK types it and echoed back as
-    sent. No model here reasons on request, so what asks for reasoning (an effort other
-    than none, a summary, a mode other than standard) is refused; ``context`` (which
-    reasoning items later turns see) is taken: this server makes none."""
+    sent. Whether a model reasons is its chat template's to decide (e.g. Qwen3's
+    ``enable_thinking``, a ``chat_template_kwargs`` of /v1/chat/completions), and no
+    summaries are written, so an effort other than none, a summary or a mode other than
+    standard is refused; ``context`` (which reasoning items later turns see) is taken."""
 
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     summary: _SUMMARY | None = None
@@ -269,8 +270,9 @@ class Reasoning(_Request):
     def _no_effort(cls, value: str | None) -> str | None:
         if value not in (None, "none"):
             raise ValueError(
-                f"a reasoning effort of {value!r} is not supported: no model here reasons on "
-                "request (send effort none, or leave it out)"
+                f"a reasoning effort of {value!r} is not supported: a model's reasoning is set "
+                "by its chat template (on /v1/chat/completions: chat_template_kwargs, e.g. "
+                "enable_thinking); send effort none, or leave it out"
             )
         return value
 
@@ -279,7 +281,8 @@ class Reasoning(_Request):
     def _no_summary(cls, value: str | None) -> str | None:
         if value is not None:
             raise ValueError(
-                "reasoning summaries are not supported: this server makes no reasoning"
+                "reasoning summaries are not supported: with --reasoning-parser the "
+                "reasoning comes whole, as a reasoning item"
             )
         return value
 
