@@ -13,11 +13,16 @@ a step's GPU time (Qwen3-0.6B at batch 256: a few ms).
 With ``--logprobs K`` every sequence asks for K alternatives per token, and the garbage
 collector's pauses over the timed steps are reported too (longest and total): they stop
 every thread of the process, the server's event loop included.
+
+After the timed steps one more step finishes every request at once (their max_tokens is
+reached): its output processing, wall time with any collection in it, is ``finish_step_ms``
+(where a finished output that carries every position builds them all).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import os
 import statistics
@@ -82,7 +87,7 @@ def main() -> None:
     for i in range(args.num_seqs):
         engine.add_request(
             [10 + (i + j) % 200 for j in range(args.prompt_len)],
-            params,
+            copy.copy(params),  # its own: its max_tokens is set for the last step
             final_only=args.final_only,
             delta=args.delta,
         )
@@ -93,6 +98,17 @@ def main() -> None:
     times: dict[str, list[float]] = {"schedule": [], "account": [], "prepare": [], "process": []}
     pauses: list[float] = []
     started = [0.0]
+
+    def stand_ins(n: int, step: int) -> tuple[list[int], list[TokenLogprobs] | None]:
+        # Varied tokens of the vocabulary (the demo model has 2,048), as a model writes.
+        tokens = [(step * 7919 + i * 104729) % vocab for i in range(n)]
+        if args.logprobs is None:
+            return tokens, None
+        k = args.logprobs
+        return tokens, [
+            TokenLogprobs(-1.0, 2, [((t + j) % vocab, -0.5 - j, j + 1) for j in range(k)])
+            for t in tokens
+        ]
 
     def time_collection(phase: str, info: dict) -> None:
         if phase == "start":
@@ -109,16 +125,7 @@ def main() -> None:
         t2 = time.thread_time()
         runner.prepare(plan.input)
         t3 = time.thread_time()
-        # Varied tokens of the vocabulary (the demo model has 2,048), as a model writes.
-        tokens = [(step * 7919 + i * 104729) % vocab for i in range(len(sampled))]
-        logprobs = None
-        if args.logprobs is not None:
-            logprobs = [
-                TokenLogprobs(
-                    -1.0, 2, [((t + j) % vocab, -0.5 - j, j + 1) for j in range(args.logprobs)]
-                )
-                for t in tokens
-            ]
+        tokens, logprobs = stand_ins(len(sampled), step)
         engine.output_processor.process(sampled, indices, StepResult(tokens, logprobs))
         t4 = time.thread_time()
         for key, a, b in (
@@ -129,6 +136,17 @@ def main() -> None:
         ):
             times[key].append(b - a)
         assert len(plan.decodes) == args.num_seqs
+    # A max_tokens of one more than each has ends them all next step.
+    for req in engine.requests.values():
+        req.params.max_tokens = req.seqs[0].num_output + 1
+    plan = engine.scheduler.schedule()
+    sampled, indices = engine.account(plan)
+    runner.prepare(plan.input)
+    tokens, logprobs = stand_ins(len(sampled), args.steps)
+    t0 = time.perf_counter()
+    done = engine.output_processor.process(sampled, indices, StepResult(tokens, logprobs))
+    finish_s = time.perf_counter() - t0
+    assert sum(o.finished for o in done.outputs) == args.num_seqs
     gc.callbacks.remove(time_collection)
     row: dict = {
         "running": args.num_seqs,
@@ -143,6 +161,7 @@ def main() -> None:
     # Output processing grows with the outputs' length: the last 100 steps apart.
     row["process_last100_us"] = statistics.mean(times["process"][-100:]) * 1e6
     row["total_us"] = statistics.median([sum(x) for x in zip(*times.values(), strict=True)]) * 1e6
+    row["finish_step_ms"] = finish_s * 1e3
     row["gc_pause_max_ms"] = max(pauses, default=0.0) * 1e3
     row["gc_pause_total_ms"] = sum(pauses) * 1e3
     print_table([row], list(row))

@@ -279,10 +279,10 @@ class ServerMetrics:
                 self._observe_finished(out, now)
 
     def _observe_finished(self, out: RequestOutput, now: float) -> None:
-        """The once-per-request observations of a request that just finished (a finished
-        output carries all of its choices' tokens, delta or not)."""
+        """The once-per-request observations of a request that just finished (its choices'
+        token counts are whole on a delta output too)."""
         m = out.metrics
-        lengths = [len(c.token_ids) for c in out.outputs]
+        lengths = [c.num_output_tokens for c in out.outputs]
         longest = max(lengths, default=0)
         if m is not None:
             self.e2e.labels(self.model_name).observe(now - m.arrival_time)

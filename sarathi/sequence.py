@@ -79,9 +79,9 @@ class Request:
     metrics: RequestMetrics = field(init=False)
     # The caller reads only the finished output (offline generate): no per-step snapshots.
     final_only: bool = False
-    # The caller reads every snapshot (a stream): each unfinished one carries only the token
-    # ids and logprobs added since the previous one, so a step's snapshots cost what the
-    # step added, not the outputs' length; the finished one carries them all.
+    # The caller reads every snapshot (a stream): each carries only the text, token ids
+    # and logprobs added since the previous one, the finished one too, so a step's
+    # snapshots cost what the step added, not the outputs' length.
     delta: bool = False
     num_cached_tokens: int = 0  # prompt tokens the prefix cache gave its first admission
     # Only requests with the same salt share cached blocks (vLLM's cache_salt: tenants that

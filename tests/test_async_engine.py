@@ -22,15 +22,17 @@ def _out(
 
 
 def test_coalesce_adds_deltas_and_keeps_the_later_state() -> None:
-    a, b = _out([5, 6], "ab", "ab", 2), _out([7], "abc", "c", 1)
+    a, b = _out([5, 6], "ab", "ab", 2), _out([7], "c", "c", 1)
     both = coalesce(a, b, delta=True).outputs[0]
     assert (both.text, both.text_delta, both.num_new_tokens) == ("abc", "abc", 3)
     assert both.token_ids == [5, 6, 7] and both.logprobs is not None and len(both.logprobs) == 3
-    # Whole snapshots, and a finished choice, already carry every token.
-    assert coalesce(a, _out([5, 6, 7], "abc", "c", 1), delta=False).outputs[0].token_ids == [5, 6, 7]
-    done = coalesce(a, _out([5, 6, 7], "abc", "c", 1, "length"), delta=True)
+    # Whole snapshots already carry every token and the whole text.
+    whole = coalesce(a, _out([5, 6, 7], "abc", "c", 1), delta=False).outputs[0]
+    assert (whole.token_ids, whole.text) == ([5, 6, 7], "abc")
+    # A delta request's finished output is a delta too.
+    done = coalesce(a, _out([7], "c", "c", 1, "length"), delta=True)
     assert done.finished and done.outputs[0].token_ids == [5, 6, 7]
-    assert done.outputs[0].num_new_tokens == 3
+    assert (done.outputs[0].text, done.outputs[0].num_new_tokens) == ("abc", 3)
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +61,13 @@ def test_a_reader_that_falls_behind_gets_the_steps_it_missed_as_one(engine, delt
     outs, _ = asyncio.run(run())
     assert len(outs) == 2 and outs[-1].finished
     final = outs[-1].outputs[0]
-    assert len(final.token_ids) == 12
-    assert sum(o.outputs[0].num_new_tokens for o in outs) == 12
-    assert "".join(o.outputs[0].text_delta for o in outs) == final.text
+    assert sum(o.outputs[0].num_new_tokens for o in outs) == 12 == final.num_output_tokens
+    text = "".join(o.outputs[0].text_delta for o in outs)
+    if delta:  # every output holds what it added, the last too
+        assert sum(len(o.outputs[0].token_ids) for o in outs) == 12
+        assert "".join(o.outputs[0].text for o in outs) == text
+    else:
+        assert len(final.token_ids) == 12 and final.text == text
 
 
 def test_a_request_that_sets_off_a_bug_on_adding_fails_alone(engine, monkeypatch) -> None:

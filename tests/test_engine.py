@@ -353,10 +353,10 @@ def test_final_only_requests_give_one_output_equal_to_the_streamed_result(llm):
         assert a.text == "".join(o.outputs[0].text_delta for o in stream)
 
 
-def test_delta_outputs_carry_what_each_step_added_and_the_last_carries_all(llm):
-    """A stream's snapshots (``delta``): each unfinished one holds only the new token ids and
-    logprobs, which add up to the finished one's, whose tokens and text are a whole-snapshot
-    stream's (logprob values may differ in the last bits: the two sit in different rows)."""
+def test_delta_outputs_carry_what_each_step_added_the_last_too(llm):
+    """A stream's snapshots (``delta``): each, the finished one too, holds only the new
+    text, token ids and logprobs, which add up to a whole-snapshot stream's finished output
+    (logprob values may differ in the last bits: the two sit in different rows)."""
     engine = llm.engine
     prompts = random_prompts(3, 100, seed=12)
     params = SamplingParams(temperature=0, max_tokens=11, logprobs=2, ignore_eos=True, n=2)
@@ -368,14 +368,17 @@ def test_delta_outputs_carry_what_each_step_added_and_the_last_carries_all(llm):
         delta, whole = outs[f"delta-{i}"], outs[f"whole-{i}"]
         assert delta[-1].finished and whole[-1].finished and len(delta) > 2
         for j in range(params.n):
-            steps = [o.outputs[j] for o in delta if not o.outputs[j].finished]
-            last, want = delta[-1].outputs[j], whole[-1].outputs[j]
-            assert all(len(c.token_ids) == c.num_new_tokens for c in steps)
-            added = [t for c in steps for t in c.token_ids]
-            assert added == last.token_ids[: len(added)]
-            assert [lp for c in steps for lp in c.logprobs] == last.logprobs[: len(added)]
-            assert (last.token_ids, last.text) == (want.token_ids, want.text)
-            assert len(last.logprobs) == len(want.logprobs) == len(last.token_ids)
+            # A choice that finished first reappears, with nothing added, in later outputs.
+            parts, want = [o.outputs[j] for o in delta], whole[-1].outputs[j]
+            assert all(len(c.token_ids) == c.num_new_tokens for c in parts)
+            assert all(c.text == c.text_delta for c in parts)
+            assert [t for c in parts for t in c.token_ids] == want.token_ids
+            assert "".join(c.text for c in parts) == want.text
+            assert len(parts[-1].token_ids) < len(want.token_ids)
+            assert parts[-1].num_output_tokens == len(want.token_ids)
+            lps = [lp for c in parts for lp in c.logprobs]
+            assert len(lps) == len(want.logprobs) == len(want.token_ids)
+            assert parts[-1].cumulative_logprob == pytest.approx(want.cumulative_logprob)
 
 
 def test_logit_bias_and_allowed_token_ids(llm):

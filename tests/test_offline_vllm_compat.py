@@ -259,17 +259,28 @@ def test_output_kind_is_read_as_vllm_reads_it(llm):
         (out,) = llm.generate(PROMPT, params)
         assert out.error is None and out.outputs[0].token_ids == base.token_ids
         assert params.output_kind is kind
-    # The engine: FINAL_ONLY gives one output, at the end; DELTA is refused, naming delta=True.
+    # The engine: FINAL_ONLY gives one output, at the end; DELTA outputs hold what each
+    # added (the finished one too), adding up to the cumulative output.
     engine = llm.llm_engine
-    final = SamplingParams(**greedy, output_kind=RequestOutputKind.FINAL_ONLY)
-    engine.add_request(PROMPT, final, request_id="final-only")
-    seen = []
+    seen: dict[str, list] = {}
+    for kind in RequestOutputKind:
+        params = SamplingParams(**greedy, logprobs=2, output_kind=kind)
+        engine.add_request(PROMPT, params, request_id=kind.name)
     while engine.has_unfinished_requests():
-        seen += [o for o in engine.step() if o.request_id == "final-only"]
-    assert len(seen) == 1 and seen[0].finished
-    with pytest.raises(ValueError, match="delta=True"):
-        engine.add_request(PROMPT, SamplingParams(output_kind=RequestOutputKind.DELTA))
-    assert not engine.has_unfinished_requests()
+        for o in engine.step():
+            seen.setdefault(o.request_id, []).append(o)
+    final, delta, whole = seen["FINAL_ONLY"], seen["DELTA"], seen["CUMULATIVE"][-1].outputs[0]
+    assert len(final) == 1 and final[0].finished and len(delta) > 1 and delta[-1].finished
+    parts = [o.outputs[0] for o in delta]
+    assert len(parts[-1].token_ids) == 1
+    assert "".join(c.text for c in parts) == whole.text == final[0].outputs[0].text
+    assert [t for c in parts for t in c.token_ids] == whole.token_ids
+    # Logprob values may differ in the last bits: the requests sit in different rows.
+    got = [lp for c in parts for lp in c.logprobs]
+    assert [list(e) for e in got] == [list(e) for e in whole.logprobs]
+    assert [v.logprob for e in got for v in e.values()] == pytest.approx(
+        [v.logprob for e in whole.logprobs for v in e.values()], abs=1e-4
+    )
 
 
 @pytest.mark.parametrize("method,match", [

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from sarathi.engine.llm_engine import LLMEngine, RequestError
 from sarathi.engine.model_setup import bind_thread_device
 from sarathi.outputs import RequestOutput, coalesce
-from sarathi.sampling_params import SamplingParams
+from sarathi.sampling_params import RequestOutputKind, SamplingParams
 
 logger = logging.getLogger("sarathi")
 
@@ -65,6 +65,7 @@ class StepObserver(Protocol):
 class _Stream:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue
+    delta: bool = False  # its request's outputs are deltas (made for each output alone)
 
 
 @dataclass
@@ -230,16 +231,24 @@ class AsyncEngine:
         priority: int = 0,
     ) -> AsyncGenerator[RequestOutput, None]:
         """Snapshots of one request until it finishes (``cache_salt``, ``delta``, ``priority``: see
-        ``LLMEngine.add_request``; with ``delta`` a step's snapshots cost what the step
-        added, not the outputs' length). Snapshots that arrived since the caller last asked
-        come as one (``sarathi.outputs.coalesce``): its ``text_delta``, ``num_new_tokens``
-        and, with ``delta``, its tokens and logprobs cover all of them.
+        ``LLMEngine.add_request``; with ``delta`` each snapshot, the finished one too, holds
+        only what was added since the previous one, so a step's snapshots cost what the step
+        added, not the outputs' length: a reader that wants the whole output adds them up,
+        see ``sarathi.outputs.DeltaAccumulator``). Snapshots that arrived since the caller
+        last asked come as one (``sarathi.outputs.coalesce``): its ``text_delta``,
+        ``num_new_tokens`` and, with ``delta``, its text, tokens and logprobs cover all of
+        them.
 
         Raises ``RequestError`` if the engine refuses the request, ``EngineDeadError`` if the
         loop died and ``EngineShuttingDown`` when the server stops mid-request.
         """
         request_id = request_id or self.new_request_id()
-        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
+        kind = params.output_kind
+        # As LLMEngine.add_request reads them.
+        delta = (
+            delta or kind is RequestOutputKind.DELTA
+        ) and kind is not RequestOutputKind.FINAL_ONLY
+        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue(), delta)
         self._submit(
             _Add(request_id, prompt, params, time.monotonic(), stream, cache_salt, delta, priority)
         )
@@ -400,7 +409,7 @@ class AsyncEngine:
                 if out.error is not None:  # a choice failed mid-way (its output constraint)
                     batch.append((stream, RequestError(out.error, code="output_constraint_failed")))
                     continue
-            batch.append((stream, _detach(out)))
+            batch.append((stream, out if stream.delta else _detach(out)))
         _deliver(batch)
 
     def _fail(self, error: BaseException) -> None:
@@ -417,7 +426,8 @@ class AsyncEngine:
 
 
 def _detach(out: RequestOutput) -> RequestOutput:
-    """Copy what the engine keeps mutating (the logprobs lists) before another thread reads it."""
+    """Copy what the engine keeps mutating (a cumulative request's logprobs lists) before
+    another thread reads it (a delta request's are made for its output alone)."""
     if not any(c.logprobs is not None for c in out.outputs):
         return out
     outs = [

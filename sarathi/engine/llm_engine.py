@@ -218,9 +218,9 @@ class LLMEngine:
     ) -> Request:
         """Queue a request. ``final_only``: ``step()`` returns its output once, when it
         finishes, instead of a snapshot at every step (what offline generation reads).
-        ``delta``: every snapshot before the finished one carries in ``token_ids`` and
-        ``logprobs`` only what was added since the previous snapshot (what a stream reads;
-        the text stays whole, and the finished output carries everything).
+        ``delta`` (or ``params.output_kind`` DELTA, vLLM's): every snapshot, the finished
+        one too, carries in ``text``, ``token_ids`` and ``logprobs`` only what was added
+        since the previous snapshot (what a stream reads); ``final_only`` wins over it.
         ``cache_salt``: it shares prefix-cache blocks only with requests of the same salt.
         ``priority`` (vLLM's): lower is served sooner under the priority scheduling policy;
         under fcfs anything but 0 is refused, as vLLM refuses it."""
@@ -233,15 +233,9 @@ class LLMEngine:
             )
         self.validate_priority(priority)
         params = params or SamplingParams()
-        if params.output_kind is RequestOutputKind.DELTA and not final_only:
-            # vLLM's DELTA makes the text a delta too; this engine's delta keeps it whole.
-            # Asked for the finished output only (LLM.generate, as vLLM's), nothing streams.
-            raise RequestError(
-                "output_kind DELTA is not supported here: pass delta=True (token_ids and "
-                "logprobs as deltas, the text whole) or read the cumulative outputs",
-                "output_kind",
-            )
         final_only = final_only or params.output_kind is RequestOutputKind.FINAL_ONLY
+        # Asked for the finished output only (LLM.generate, as vLLM's), nothing streams.
+        delta = (delta or params.output_kind is RequestOutputKind.DELTA) and not final_only
         try:
             params.read_stops()  # stop may have been set after the params were built
         except ValueError as e:

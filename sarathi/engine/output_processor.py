@@ -9,6 +9,16 @@ Prompt logprobs arrive chunk by chunk, possibly over several steps, and are asse
 order; a request that asked for them gets no output until they are complete, so every
 output of it carries all of them.
 
+Sampled logprobs are kept compact (``LogprobStore``) while a sequence runs; vLLM's
+``dict[int, Logprob]`` entries are made for the positions an output carries: a delta
+request's new positions each time, a final_only request's all once at its end, and a
+cumulative request's each once (kept, as its every output carries them all).
+
+A delta request's outputs (``Request.delta``: the server's, and vLLM's
+``RequestOutputKind.DELTA``) are deltas to the end, the finished one included: text,
+token ids and logprobs added since the previous output, its prompt logprobs in its first
+output only. ``cumulative_logprob`` and ``num_output_tokens`` stay whole.
+
 Text is built incrementally only where it is read while the request runs: streamed
 requests and requests with stop strings. An offline request without stop strings
 (``final_only``) is detokenized once, when it finishes, by the same windowed algorithm, so
@@ -22,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sarathi.core.scheduler_output import PromptLogprobs, StepResult, TokenLogprobs
+from sarathi.engine.logprob_store import LogprobStore
 from sarathi.engine.stats import EngineStats
 from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
 from sarathi.sequence import Request, Sequence
@@ -37,17 +48,19 @@ class SequenceOutput:
 
     detok: IncrementalDecoder | None  # None: text is made when the sequence finishes
     text: str = ""
-    logprobs: list[dict[int, Logprob]] | None = None
+    logprobs: LogprobStore | None = None
+    # A cumulative request's entries made so far: every one of its outputs carries them all.
+    built: list[dict[int, Logprob]] | None = None
     cumulative_logprob: float = 0.0
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     emitted_text_len: int = 0  # chars of text already reported to the caller
     emitted_tokens: int = 0
-    emitted_logprobs: int = 0  # entries of logprobs already reported (delta outputs)
     error: str | None = None  # why it ended with finish reason "error"
     # The request's prompt logprobs so far, on its first sequence where they were asked
     # (position 0 has none).
     prompt_logprobs: list[dict[int, Logprob] | None] | None = None
+    prompt_logprobs_sent: bool = False  # a delta request's first output carried them
 
 
 @dataclass
@@ -93,7 +106,7 @@ class OutputProcessor:
                 else None
             )
             self._seqs[seq.seq_id] = SequenceOutput(
-                detok, logprobs=[] if p.logprobs is not None else None
+                detok, logprobs=LogprobStore() if p.logprobs is not None else None
             )
         if p.prompt_logprobs is not None:
             first = req.seqs[0].seq_id
@@ -145,7 +158,7 @@ class OutputProcessor:
                 lp = logprobs[i]
                 if lp is not None:
                     out.cumulative_logprob += lp.logprob
-                    out.logprobs.append(_entry(token, lp))
+                    out.logprobs.append(token, lp)
             error = failed.get(seq.seq_id) if failed else None
             if self._check_stop(seq, out, token, index, error):
                 outcome.stopped.append(seq)
@@ -258,44 +271,57 @@ class OutputProcessor:
 
     # -- outputs -----------------------------------------------------------------------------
     def make_output(self, req: Request, finished: bool) -> RequestOutput:
-        """Snapshot for the caller; text deltas are measured from the previous snapshot."""
+        """Snapshot for the caller; text deltas are measured from the previous snapshot.
+        A delta request's snapshot holds only what was added since its previous one."""
         outs = []
         # Until a sequence finishes, hold back text that could be the start of a stop string,
         # so streamed deltas never show a stop string that is later cut.
         hold = req.params.stop_hold
+        delta = req.delta
         for seq in req.seqs:
             s = self._seqs[seq.seq_id]
             done = s.finish_reason is not None
             text = s.text if done or not hold else s.text[: max(0, len(s.text) - hold)]
             text = text if len(text) >= s.emitted_text_len else s.text[: s.emitted_text_len]
-            delta = text[s.emitted_text_len :]
+            text_delta = text[s.emitted_text_len :]
             num_output = seq.num_output
-            new_tokens = num_output - s.emitted_tokens
+            emitted = s.emitted_tokens
             s.emitted_text_len = len(text)
             s.emitted_tokens = num_output
-            logprobs = s.logprobs
-            if req.delta and not done:
-                end = seq.num_tokens
-                token_ids = seq.token_ids[end - new_tokens : end]
-                if logprobs is not None:
-                    logprobs = logprobs[s.emitted_logprobs :]
-                    s.emitted_logprobs += len(logprobs)
+            store = s.logprobs
+            logprobs = None
+            if delta:
+                text = text_delta
+                end = seq.prompt_len + num_output
+                token_ids = seq.token_ids[end - (num_output - emitted) : end]
+                if store is not None:
+                    logprobs = store.entries(emitted, len(store))
             else:
                 token_ids = seq.output_ids  # a fresh slice
+                if store is not None:
+                    logprobs = self._all_entries(req, s, store)
             outs.append(
                 CompletionOutput(
                     index=seq.index,
                     text=text,
                     token_ids=token_ids,
-                    cumulative_logprob=s.cumulative_logprob if s.logprobs is not None else None,
+                    cumulative_logprob=s.cumulative_logprob if store is not None else None,
                     logprobs=logprobs,
                     finish_reason=s.finish_reason,
                     stop_reason=s.stop_reason,
-                    text_delta=delta,
-                    num_new_tokens=new_tokens,
+                    text_delta=text_delta,
+                    num_new_tokens=num_output - emitted,
+                    num_output_tokens=num_output,
                 )
             )
         errors = [self._seqs[seq.seq_id].error for seq in req.seqs]
+        first = self._seqs[req.seqs[0].seq_id]
+        prompt_logprobs = first.prompt_logprobs
+        if delta:
+            # vLLM's DELTA: the prompt's logprobs come with the first output only.
+            if first.prompt_logprobs_sent:
+                prompt_logprobs = None
+            first.prompt_logprobs_sent = True
         return RequestOutput(
             req.request_id,
             req.prompt,
@@ -305,8 +331,22 @@ class OutputProcessor:
             req.metrics,
             error=next((e for e in errors if e is not None), None),
             num_cached_tokens=req.num_cached_tokens,
-            prompt_logprobs=self._seqs[req.seqs[0].seq_id].prompt_logprobs,
+            prompt_logprobs=prompt_logprobs,
         )
+
+    @staticmethod
+    def _all_entries(
+        req: Request, s: SequenceOutput, store: LogprobStore
+    ) -> list[dict[int, Logprob]]:
+        """Every position's entry: made once for a final_only request, at its end; kept and
+        extended for a cumulative one (the list is the engine's: callers on another thread
+        copy it, see ``AsyncEngine``)."""
+        if req.final_only:
+            return store.entries(0, len(store))
+        if s.built is None:
+            s.built = []
+        s.built += store.entries(len(s.built), len(store))
+        return s.built
 
 
 def _entry(token: int, lp: TokenLogprobs) -> dict[int, Logprob]:

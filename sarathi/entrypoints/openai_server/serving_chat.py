@@ -59,7 +59,7 @@ from sarathi.entrypoints.openai_server.tools import (
     tool_message,
     tool_mode,
 )
-from sarathi.outputs import CompletionOutput, RequestOutput
+from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
 from sarathi.reasoning import ReasoningParser, ReasoningStream, SplitOutput
 from sarathi.sampling_params import SamplingParams
 
@@ -92,18 +92,22 @@ def _logprobs(
 
 
 def _prompt_logprobs(
-    state: ServerState, req: ChatCompletionRequest, ids: list[int], out: RequestOutput
+    state: ServerState,
+    req: ChatCompletionRequest,
+    ids: list[int],
+    entries: list[dict[int, Logprob] | None] | None,
 ) -> PromptLogprobs | None:
-    if req.prompt_logprobs is None or out.prompt_logprobs is None:
+    """``entries``: the engine's prompt logprobs (a delta request's first output has them)."""
+    if req.prompt_logprobs is None or entries is None:
         return None
-    return prompt_logprobs_body(state, ids, out.prompt_logprobs, req.prompt_logprobs)
+    return prompt_logprobs_body(state, ids, entries, req.prompt_logprobs)
 
 
 def _chunk_logprobs(
     state: ServerState,
     req: ChatCompletionRequest,
     ids: list[int],
-    out: RequestOutput,
+    prompt_entries: list[dict[int, Logprob] | None] | None,
     c: CompletionOutput,
     with_prompt: bool,
 ) -> tuple[list | None, dict | None]:
@@ -111,7 +115,7 @@ def _chunk_logprobs(
     as JSON values (None where not asked for)."""
     prompt_lp = None
     if with_prompt:
-        body = _prompt_logprobs(state, req, ids, out)
+        body = _prompt_logprobs(state, req, ids, prompt_entries)
         prompt_lp = prompt_logprobs_json(body) if body is not None else None
     lp = None
     if req.logprobs:
@@ -181,8 +185,8 @@ class PreparedChat:
 
 
 def new_tokens(c: CompletionOutput) -> list[int]:
-    """The token ids a delta output added (a finished one carries all of them)."""
-    return c.token_ids[len(c.token_ids) - c.num_new_tokens :] if c.num_new_tokens else []
+    """The token ids a delta output added (outputs of delta requests are deltas to the end)."""
+    return c.token_ids
 
 
 async def chat_prompt(
@@ -370,7 +374,7 @@ def _full_body(
             sum(len(c.token_ids) for c in out.outputs),
             state.cached(out.num_cached_tokens),
         ),
-        prompt_logprobs=_prompt_logprobs(state, req, ids, out),
+        prompt_logprobs=_prompt_logprobs(state, req, ids, out.prompt_logprobs),
     )
     return json_in_pieces(body, (choice(c) for c in out.outputs))
 
@@ -436,8 +440,11 @@ async def _stream(
                 )
         # Asked-for prompt logprobs ride on the first chunk made from the engine's output.
         prompt_pending = req.prompt_logprobs is not None
+        prompt_entries = None  # the engine's prompt logprobs: its first output has them
         async with contextlib.aclosing(merge([stream])) as outputs:
             async for _, out in outputs:
+                if out.prompt_logprobs is not None:
+                    prompt_entries = out.prompt_logprobs
                 reported = tally.reportable(out, 0, bool(req.logprobs) or continuous)
                 if prepared.reasoning is not None:
                     # The parser reads every token, also those of an output that makes no
@@ -455,7 +462,9 @@ async def _stream(
                 for c in reported:
                     with_prompt, prompt_pending = prompt_pending, False
                     prompt_lp, lp = await off_loop_if_large(
-                        functools.partial(_chunk_logprobs, state, req, ids, out, c, with_prompt),
+                        functools.partial(
+                            _chunk_logprobs, state, req, ids, prompt_entries, c, with_prompt
+                        ),
                         _chunk_entries(req, ids, c, with_prompt),
                     )
                     messages = tool_streams.setdefault(c.index, ToolStream(mode))

@@ -44,7 +44,7 @@ from sarathi.entrypoints.openai_server.protocol import (
 )
 from sarathi.entrypoints.openai_server.response_store import ResponseStore
 from sarathi.metrics import ServerMetrics
-from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
+from sarathi.outputs import CompletionOutput, DeltaAccumulator, Logprob, RequestOutput
 from sarathi.reasoning import ReasoningParser
 from sarathi.sampling_params import SamplingParams, StructuredOutputsParams
 
@@ -466,12 +466,13 @@ async def final_output(
     cache_salt: str | None = None,
     priority: int = 0,
 ) -> RequestOutput:
-    last = None
-    # Delta snapshots: only the finished one is read, and it carries everything.
+    """The whole finished output, added up from delta snapshots: they cost the engine what
+    each step added, and still give the metrics their per-step timings."""
+    whole = DeltaAccumulator()
     async for out in engine.generate(prompt, params, request_id, cache_salt, True, priority):
-        last = out
-    assert last is not None  # generate() ends only after a finished output or an error
-    return last
+        whole.add(out)
+    # generate() ends only after a finished output or an error
+    return whole.output()
 
 
 async def json_off_loop(render: Callable[[], bytes]) -> Response:

@@ -403,8 +403,15 @@ async def _stream(
         # Every new token makes a chunk when its logprobs or ids were asked for (logprobs=0
         # too): a token whose text is held back (or, with no tokenizer, empty) has them.
         wants_tokens = req.logprobs is not None or bool(req.return_token_ids)
+        # Prompt index -> its engine prompt logprobs: a delta request's first output has
+        # them, and a choice's first chunk may come from a later one (n > 1, text held back).
+        prompt_entries: dict[int, list] = {}
         async with contextlib.aclosing(merge(streams)) as outputs:
             async for i, out in outputs:
+                if out.prompt_logprobs is not None:
+                    prompt_entries[i] = out.prompt_logprobs
+                elif i in prompt_entries:
+                    out = replace(out, prompt_logprobs=prompt_entries[i])
                 if req.max_tokens == 0:
                     if not out.finished:
                         continue

@@ -807,7 +807,7 @@ async def _stream(
                     events.items,
                     c.finish_reason,
                     len(prepared.ids),
-                    len(c.token_ids),
+                    c.num_output_tokens,
                     out.num_cached_tokens,
                     reasoner.reasoning_tokens if reasoner is not None else 0,
                 )
