@@ -122,3 +122,73 @@ def test_streamed_chat_equals_unstreamed(http, seed):
             else:
                 assert _close(w["logprobs"]["content"], g["logprobs"]), body
         assert want["usage"] == got["usage"], body
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+def test_streamed_prompt_logprobs_with_several_choices_equal_unstreamed(http, route):
+    """The engine sends a request's prompt logprobs with its first output only: a stream
+    still gives them with the first chunk, and n > 1 choices and their logprobs match."""
+    body: dict[str, Any] = {
+        "n": 3, "temperature": 0.9, "seed": 5, "max_tokens": 12, "stop": [" e"],
+        "prompt_logprobs": 2,
+    }  # fmt: skip
+    if route == "/v1/completions":
+        body.update(prompt=PROMPTS[0], logprobs=2)
+    else:
+        body.update(messages=[{"role": "user", "content": PROMPTS[0]}], logprobs=True)
+        body["top_logprobs"] = 2
+    want, events = _whole_and_streamed(http, route, body)
+    if route == "/v1/completions":
+        got = _completion_from_stream(events)
+        for w, g in zip(want["choices"], got["choices"], strict=True):
+            assert (w["text"], w["finish_reason"]) == (g["text"], g["finish_reason"])
+            for key in ("tokens", "token_logprobs", "top_logprobs"):
+                assert _close(w["logprobs"][key], g["logprobs"][key]), key
+        # Each choice's first chunk carries them.
+        firsts: dict[int, Any] = {}
+        for e in events:
+            for c in e["choices"]:
+                firsts.setdefault(c["index"], c.get("prompt_logprobs"))
+        assert len(firsts) == 3
+        for c in want["choices"]:
+            assert firsts[c["index"]] is not None
+            assert _close(firsts[c["index"]], c["prompt_logprobs"])
+    else:
+        got = _chat_from_stream(events)
+        for w, g in zip(want["choices"], got["choices"], strict=True):
+            assert (w["message"]["content"] or "") == g["content"]
+            assert _close(w["logprobs"]["content"], g["logprobs"])
+        carrying = [e["prompt_logprobs"] for e in events if e.get("prompt_logprobs")]
+        assert len(carrying) == 1 and _close(carrying[0], want["prompt_logprobs"])
+    assert want["usage"] == got["usage"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_streamed_responses_equal_unstreamed_and_are_stored_whole(http, seed):
+    """The Responses API: a stream's final response (output and usage, made from what the
+    server added up) is the unstreamed response's, and it is stored as streamed."""
+    rng = random.Random(200 + seed)
+    body = {
+        "input": rng.choice(PROMPTS), "max_output_tokens": rng.choice([4, 16, 40]),
+        "temperature": 0.0, "ignore_eos": rng.random() < 0.5,
+    }  # fmt: skip
+    whole = http.post("/v1/responses", json=body)
+    assert whole.status_code == 200, whole.text
+    want = whole.json()
+    events = []
+    with http.stream("POST", "/v1/responses", json={**body, "stream": True}) as resp:
+        assert resp.status_code == 200, resp.read()
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                events.append(json.loads(line[6:]))
+    final = events[-1]["response"]
+    assert final["status"] == want["status"]
+    # The second run of the same prompt may find it in the prefix cache.
+    cached = "input_tokens_details"
+    assert {**final["usage"], cached: None} == {**want["usage"], cached: None}
+    texts = [[p["text"] for p in item["content"]] for item in final["output"]]
+    assert texts == [[p["text"] for p in item["content"]] for item in want["output"]]
+    told = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert told == "".join(t for item in texts for t in item)
+    stored = http.get(f"/v1/responses/{final['id']}")
+    assert stored.status_code == 200 and stored.json() == final
