@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 
-@dataclass
+# Slots: one object per alternative, not two (an object and its __dict__), for the
+# collector to walk and the engine to make (an output with logprobs makes k + 1 a token).
+@dataclass(slots=True)
 class Logprob:
     logprob: float
     rank: int  # 1 = most likely token
