@@ -67,7 +67,7 @@ from models import ARCHS, hf_greedy, hf_model, save_tiny_model  # noqa: E402
 from sarathi import LLM, SamplingParams  # noqa: E402
 from sarathi.sampling_params import StructuredOutputsParams  # noqa: E402
 from sarathi.engine.llm_engine import LLMEngine  # noqa: E402
-from sarathi.outputs import RequestOutput  # noqa: E402
+from sarathi.outputs import DeltaAccumulator, RequestOutput  # noqa: E402
 
 VOCAB = 384  # tests/models.py's tiny models
 CONTEXT = 512
@@ -373,30 +373,37 @@ def _result(out: RequestOutput) -> Result:
 
 
 class _Streams:
-    """What a reader of snapshot and delta outputs has put together, per request."""
+    """What a reader of snapshot and delta outputs has put together, per request: a delta
+    request's outputs (the finished one a delta too) added up as the server adds them."""
 
     def __init__(self) -> None:
         self.seen: dict[int, dict[int, dict[str, Any]]] = {}
+        self.added: dict[int, DeltaAccumulator] = {}
 
     def forget(self, i: int) -> None:
         self.seen.pop(i, None)
+        self.added.pop(i, None)
 
-    def read(self, i: int, mode: str, out: RequestOutput, problems: list[str]) -> None:
-        for c in out.outputs:
+    def read(self, i: int, mode: str, out: RequestOutput, problems: list[str]) -> RequestOutput:
+        """The request's whole output so far (a snapshot's own, or the deltas added up)."""
+        whole = out
+        if mode == "delta":
+            for c in out.outputs:
+                if c.text != c.text_delta or len(c.token_ids) != c.num_new_tokens:
+                    problems.append(f"r{i}: a delta output that is not one")
+            added = self.added.setdefault(i, DeltaAccumulator())
+            added.add(out)
+            whole = added.output()
+        for c, part in zip(whole.outputs, out.outputs, strict=True):
             got = self.seen.setdefault(i, {}).setdefault(c.index, {"ids": [], "text": ""})
-            got["text"] += c.text_delta
-            if c.finished():
-                if c.token_ids[:len(got["ids"])] != got["ids"]:
-                    problems.append(f"r{i}: streamed tokens {got['ids']} are not a prefix of "
-                                    f"the final {c.token_ids}")
-                if got["text"] != c.text:
-                    problems.append(f"r{i}: text deltas {got['text']!r} != final {c.text!r}")
-            elif mode == "delta":
-                got["ids"] += list(c.token_ids)
-            else:
-                if c.token_ids[:len(got["ids"])] != got["ids"]:
-                    problems.append(f"r{i}: a snapshot lost tokens")
-                got["ids"] = list(c.token_ids)
+            got["text"] += part.text_delta
+            if c.token_ids[:len(got["ids"])] != got["ids"]:
+                problems.append(f"r{i}: streamed tokens {got['ids']} are not a prefix of "
+                                f"{c.token_ids}")
+            if c.finished() and got["text"] != c.text:
+                problems.append(f"r{i}: text deltas {got['text']!r} != final {c.text!r}")
+            got["ids"] = list(c.token_ids)
+        return whole
 
 
 def drive(engine: LLMEngine, reqs: list[Request], schedule: Schedule,
@@ -451,7 +458,7 @@ def drive(engine: LLMEngine, reqs: list[Request], schedule: Schedule,
                     run.problems.append(f"r{i}: an output after its abort")
                     continue
                 if reqs[i].stream != "final":
-                    streams.read(i, reqs[i].stream, out, run.problems)
+                    out = streams.read(i, reqs[i].stream, out, run.problems)
                 elif not out.finished:
                     run.problems.append(f"r{i}: a final-only request gave an unfinished output")
                 if out.finished:

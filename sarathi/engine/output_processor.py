@@ -6,8 +6,8 @@ checks the stops (EOS, stop token ids, stop strings across token boundaries, max
 the context). The sequences that stopped are handed back for the scheduler to release.
 
 Prompt logprobs arrive chunk by chunk, possibly over several steps, and are assembled in
-order; a request that asked for them gets no output until they are complete, so every
-output of it carries all of them.
+order; a request that asked for them gets no output until they are complete, so its
+first output carries all of them (as every later one does, but a delta request's).
 
 Sampled logprobs are kept compact (``LogprobStore``) while a sequence runs; vLLM's
 ``dict[int, Logprob]`` entries are made for the positions an output carries: a delta
@@ -56,6 +56,7 @@ class SequenceOutput:
     stop_reason: int | str | None = None
     emitted_text_len: int = 0  # chars of text already reported to the caller
     emitted_tokens: int = 0
+    emitted_logprobs: int = 0  # positions of logprobs already reported (delta outputs)
     error: str | None = None  # why it ended with finish reason "error"
     # The request's prompt logprobs so far, on its first sequence where they were asked
     # (position 0 has none).
@@ -295,7 +296,8 @@ class OutputProcessor:
                 end = seq.prompt_len + num_output
                 token_ids = seq.token_ids[end - (num_output - emitted) : end]
                 if store is not None:
-                    logprobs = store.entries(emitted, len(store))
+                    logprobs = store.entries(s.emitted_logprobs, len(store))
+                    s.emitted_logprobs = len(store)
             else:
                 token_ids = seq.output_ids  # a fresh slice
                 if store is not None:
