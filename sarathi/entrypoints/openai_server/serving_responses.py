@@ -592,32 +592,11 @@ class _Events:
             return []
         events: list[str] = []
         if not isinstance(self._open, ReasoningOutput):
-            item = ReasoningOutput(id=_reasoning_id(), content=[], status="in_progress")
-            events += self._add(item)
-            part = ReasoningContent(text="")
-            item.content.append(part)
-            events.append(
-                self.event(
-                    "response.content_part.added",
-                    item_id=item.id,
-                    output_index=len(self.items) - 1,
-                    content_index=0,
-                    part=part.model_dump(),
-                )
+            events += self._open_item(
+                ReasoningOutput(id=_reasoning_id(), content=[], status="in_progress"),
+                ReasoningContent(text=""),
             )
-        thought = self._open
-        assert isinstance(thought, ReasoningOutput)
-        thought.content[0].text += text
-        events.append(
-            self.event(
-                "response.reasoning_text.delta",
-                item_id=thought.id,
-                output_index=len(self.items) - 1,
-                content_index=0,
-                delta=text,
-            )
-        )
-        return events
+        return events + self._append("response.reasoning_text.delta", text)
 
     def finish(self, finish_reason: str | None) -> list[str]:
         """The output's last deltas, then the last item's done events."""
@@ -637,12 +616,7 @@ class _Events:
         events = []
         if isinstance(item, ReasoningOutput):
             item.status = "incomplete" if self.reasoning_cut else "completed"
-            thinking = item.content[0]
-            where = {"item_id": item.id, "output_index": index, "content_index": 0}
-            events.append(self.event("response.reasoning_text.done", **where, text=thinking.text))
-            events.append(
-                self.event("response.content_part.done", **where, part=thinking.model_dump())
-            )
+            events += self._text_done("response.reasoning_text.done", item, index)
         elif isinstance(item, FunctionCallOutput):
             cut = self.mode.kind == "named" and _cut_short(finish_reason, item.arguments)
             item.status = "incomplete" if cut else "completed"
@@ -656,12 +630,7 @@ class _Events:
             )
         else:
             item.status = "incomplete" if finish_reason == "length" else "completed"
-            part = item.content[0]
-            where = {"item_id": item.id, "output_index": index, "content_index": 0}
-            events.append(
-                self.event("response.output_text.done", **where, text=part.text, logprobs=[])
-            )
-            events.append(self.event("response.content_part.done", **where, part=part.model_dump()))
+            events += self._text_done("response.output_text.done", item, index, logprobs=[])
         events.append(
             self.event("response.output_item.done", output_index=index, item=item.model_dump())
         )
@@ -690,20 +659,53 @@ class _Events:
         return events
 
     def _open_message(self) -> list[str]:
-        message = OutputMessage(id=_message_id(), status="in_progress", content=[])
-        events = self._add(message)
-        part = OutputText(text="")
-        message.content.append(part)
+        return self._open_item(
+            OutputMessage(id=_message_id(), status="in_progress", content=[]), OutputText(text="")
+        )
+
+    def _open_item(
+        self, item: OutputMessage | ReasoningOutput, part: OutputText | ReasoningContent
+    ) -> list[str]:
+        """Add a text item (a message or reasoning) with its one, empty, content part."""
+        events = self._add(item)
+        item.content.append(part)  # type: ignore[arg-type]  # each item takes its own kind
         events.append(
             self.event(
                 "response.content_part.added",
-                item_id=message.id,
+                item_id=item.id,
                 output_index=len(self.items) - 1,
                 content_index=0,
                 part=part.model_dump(),
             )
         )
         return events
+
+    def _append(self, kind: str, text: str, **fields: Any) -> list[str]:
+        """``text`` added to the open text item's part, told as a ``kind`` delta event."""
+        item = self._open
+        assert isinstance(item, OutputMessage | ReasoningOutput)
+        item.content[0].text += text
+        return [
+            self.event(
+                kind,
+                item_id=item.id,
+                output_index=len(self.items) - 1,
+                content_index=0,
+                delta=text,
+                **fields,
+            )
+        ]
+
+    def _text_done(
+        self, kind: str, item: OutputMessage | ReasoningOutput, index: int, **fields: Any
+    ) -> list[str]:
+        """A text item's part done: its ``kind`` event with the whole text, then the part's."""
+        part = item.content[0]
+        where = {"item_id": item.id, "output_index": index, "content_index": 0}
+        return [
+            self.event(kind, **where, text=part.text, **fields),
+            self.event("response.content_part.done", **where, part=part.model_dump()),
+        ]
 
     def _text(self, text: str) -> list[str]:
         events: list[str] = []
@@ -713,20 +715,7 @@ class _Events:
                 # message's text is stripped (tools.tool_items).
                 text = text.lstrip()
             events += self._open_message()
-        message = self._open
-        assert isinstance(message, OutputMessage)
-        message.content[0].text += text
-        events.append(
-            self.event(
-                "response.output_text.delta",
-                item_id=message.id,
-                output_index=len(self.items) - 1,
-                content_index=0,
-                delta=text,
-                logprobs=[],
-            )
-        )
-        return events
+        return events + self._append("response.output_text.delta", text, logprobs=[])
 
     def _call(self, fragment: dict[str, Any]) -> list[str]:
         """A chat tool-call delta: the call's first names it; later ones add arguments."""
