@@ -15,7 +15,8 @@ from live_server import API_KEY, HERMES_TEMPLATE, check_call
 from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
 from sarathi.entrypoints.openai_server.field_audit import RESPONSES_UNSUPPORTED, UNSUPPORTED
 from sarathi.entrypoints.openai_server.protocol_responses import ResponsesRequest
-from sarathi.entrypoints.openai_server.serving_responses import _Events, chat_messages, output_items
+from sarathi.entrypoints.openai_server.responses_output import StreamEvents, output_items
+from sarathi.entrypoints.openai_server.serving_responses import chat_messages
 from sarathi.entrypoints.openai_server.tools import ToolMode
 from sarathi.outputs import CompletionOutput
 
@@ -386,7 +387,7 @@ def test_streamed_items_are_the_non_streamed_items(text, finish_reason, parallel
     mode = ToolMode("auto", frozenset({"get_weather"}), "hermes", parallel=parallel)
     full = output_items(mode, CompletionOutput(0, text, [], finish_reason=finish_reason))
     for size in (1, 3, len(text) or 1):
-        events = _Events(mode)
+        events = StreamEvents(mode)
         for start in range(0, len(text), size):
             events.feed(text[start : start + size])
         events.finish(finish_reason)
