@@ -3,8 +3,9 @@
 A request becomes a chat request (``chat_request``) and is prepared as chat's are
 (``prepare_chat``: tools, output constraints, the chat template, sampling parameters). Its
 output is read as chat's is (tools.py) and told as output items (responses_output.py) in
-the order the model wrote them: a ``message`` (one ``output_text`` part) per run of text between calls, and a
-``function_call`` item per call. Streamed or not, the items are the same, in that order.
+the order the model wrote them: a ``message`` (one ``output_text`` part) per run of text
+between calls, and a ``function_call`` item per call. Streamed or not, the items are the
+same, in that order.
 
 Streamed, the events are the Responses API's, numbered by ``sequence_number``:
 ``response.created``, ``response.in_progress``, then for each output item
