@@ -355,6 +355,14 @@ class SamplingParams:
         """An independent copy (vLLM's): changing its lists or dicts leaves this one as it is."""
         return copy.deepcopy(self)
 
+    def output_modes(self, final_only: bool, delta: bool) -> tuple[bool, bool]:
+        """(final_only, delta) as a request added with these flags and these params reads
+        them: ``output_kind`` FINAL_ONLY or DELTA asks for one too, and a request asked for
+        its finished output only gets no deltas (nothing streams)."""
+        final_only = final_only or self.output_kind is RequestOutputKind.FINAL_ONLY
+        delta = (delta or self.output_kind is RequestOutputKind.DELTA) and not final_only
+        return final_only, delta
+
     @property
     def greedy(self) -> bool:
         return self.temperature < GREEDY_BELOW

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from sarathi.engine.llm_engine import LLMEngine, RequestError
 from sarathi.engine.model_setup import bind_thread_device
 from sarathi.outputs import RequestOutput, coalesce
-from sarathi.sampling_params import RequestOutputKind, SamplingParams
+from sarathi.sampling_params import SamplingParams
 
 logger = logging.getLogger("sarathi")
 
@@ -243,11 +243,7 @@ class AsyncEngine:
         loop died and ``EngineShuttingDown`` when the server stops mid-request.
         """
         request_id = request_id or self.new_request_id()
-        kind = params.output_kind
-        # As LLMEngine.add_request reads them.
-        delta = (
-            delta or kind is RequestOutputKind.DELTA
-        ) and kind is not RequestOutputKind.FINAL_ONLY
+        _, delta = params.output_modes(False, delta)
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue(), delta)
         self._submit(
             _Add(request_id, prompt, params, time.monotonic(), stream, cache_salt, delta, priority)

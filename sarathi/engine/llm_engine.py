@@ -42,7 +42,7 @@ from sarathi.executor import StepHandle, WorkerError, create_executor
 from sarathi.model_executor.model_shape import ModelShape
 from sarathi.outputs import RequestOutput
 from sarathi.reasoning import ReasoningParser, make_reasoning_parser
-from sarathi.sampling_params import RequestOutputKind, SamplingParams
+from sarathi.sampling_params import SamplingParams
 from sarathi.sequence import PENDING_TOKEN, Request, Sequence
 from sarathi.structured_output import StructuredOutputManager
 from sarathi.transformers_utils.detokenizer import streaming_decoder
@@ -233,9 +233,7 @@ class LLMEngine:
             )
         self.validate_priority(priority)
         params = params or SamplingParams()
-        final_only = final_only or params.output_kind is RequestOutputKind.FINAL_ONLY
-        # Asked for the finished output only (LLM.generate, as vLLM's), nothing streams.
-        delta = (delta or params.output_kind is RequestOutputKind.DELTA) and not final_only
+        final_only, delta = params.output_modes(final_only, delta)
         try:
             params.read_stops()  # stop may have been set after the params were built
         except ValueError as e:
