@@ -87,6 +87,19 @@ def test_template_and_its_variables(llm):
         llm.chat(MESSAGES, GREEDY, chat_template="{{ raise_exception('no') }}")
 
 
+def test_a_reasoning_effort_reaches_the_template_through_chat_template_kwargs(llm):
+    """vLLM's LLM.chat has no reasoning_effort parameter: the variable is one of
+    chat_template_kwargs, as any other (the server's reasoning_effort fills the same one)."""
+    template = "{{ reasoning_effort | default('unset') }}: {{ messages[-1]['content'] }}"
+    tok = llm.get_tokenizer()
+    (out,) = llm.chat(MESSAGES, GREEDY, chat_template=template,
+                      chat_template_kwargs={"reasoning_effort": "low"})  # fmt: skip
+    assert tok.decode(out.prompt_token_ids) == "low: Name a colour."
+    served = chat_prompt_ids(tok, [ChatMessage(**m) for m in MESSAGES], template,
+                             reasoning_effort="low")  # fmt: skip
+    assert served == out.prompt_token_ids
+
+
 @pytest.mark.parametrize(
     "messages,match",
     [

@@ -4,12 +4,13 @@ prompt either way."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
-from jinja2 import TemplateError
+from jinja2 import TemplateError, meta
 
 from sarathi.sampling_params import is_unicode
 from sarathi.transformers_utils.tokenizer import as_patch_tokenizer
@@ -25,6 +26,15 @@ class ChatTemplateError(ValueError):
 
 class TemplateKwargsError(ValueError):
     """``template_kwargs`` names one of ``apply_chat_template``'s own parameters."""
+
+
+class EffortError(ValueError):
+    """A reasoning effort the chat template does not read, or one that disagrees with the
+    ``reasoning_effort`` of the request's template variables."""
+
+
+# OpenAI's reasoning efforts as its SDK sends them, and vLLM's "max" (DeepSeek V4's).
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
 
 def _reserved(tokenizer: Any) -> set[str]:
@@ -124,3 +134,69 @@ def conversation_ids(
         # The tokenizer raises a bare TypeError for it (the server refuses such JSON first).
         raise ChatTemplateError("the conversation is not valid Unicode (it has a lone surrogate)")
     return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+
+@functools.lru_cache(maxsize=16)
+def template_variables(template: str) -> frozenset[str]:
+    """The variables ``template`` reads from its caller (Jinja's undeclared variables),
+    parsed as transformers compiles it (its extensions and globals); cached per template
+    text, so requests do not parse it again. A template Jinja cannot parse raises
+    ChatTemplateError, as rendering it would."""
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    try:
+        environment = _compile_jinja_template(template).environment
+        return frozenset(meta.find_undeclared_variables(environment.parse(template)))
+    except TemplateError as e:
+        raise ChatTemplateError(f"the chat template failed on these messages: {e}") from e
+
+
+def _rendered_template(
+    tokenizer: Any, template: str | None, tools: list[dict[str, Any]] | None
+) -> str | None:
+    """The text of the template a render uses: the given one, else the tokenizer's; of a
+    tokenizer's named templates, the one transformers picks ("tool_use" for a request with
+    tools where there is one, else "default")."""
+    if template is not None:
+        return template
+    own = getattr(tokenizer, "chat_template", None)
+    if isinstance(own, dict):
+        named: Any = own.get("tool_use") if tools and "tool_use" in own else own.get("default")
+        return named if isinstance(named, str) else None
+    return own if isinstance(own, str) else None
+
+
+def with_effort(
+    tokenizer: Any,
+    template: str | None,
+    tools: list[dict[str, Any]] | None,
+    effort: ReasoningEffort | None,
+    template_kwargs: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The template variables of a request with a reasoning effort (vLLM's
+    ``reasoning_effort``, the Responses API's ``reasoning.effort``): the effort becomes the
+    template's ``reasoning_effort`` where the template reads one. A ``reasoning_effort`` of
+    ``template_kwargs`` that says otherwise is an EffortError (two answers to one question);
+    so is an effort other than "none" for a template that reads none, which could not
+    honour it. "none" there asks for nothing the template would do: it is taken as is."""
+    if effort is None:
+        return template_kwargs
+    given = (template_kwargs or {}).get("reasoning_effort", effort)
+    if given != effort:
+        raise EffortError(
+            f"reasoning effort {effort!r} and chat_template_kwargs.reasoning_effort {given!r} "
+            "disagree; send one of them"
+        )
+    text = _rendered_template(tokenizer, template, tools)
+    if text is None:  # no template to render with: the render says so (NoChatTemplate)
+        return template_kwargs
+    if "reasoning_effort" in template_variables(text):
+        return {**(template_kwargs or {}), "reasoning_effort": effort}
+    if effort == "none":
+        return template_kwargs
+    raise EffortError(
+        f"a reasoning effort of {effort!r} is not supported by this model: its chat template "
+        "reads no reasoning_effort variable. Steer its thinking with the variables the "
+        'template reads, in chat_template_kwargs (e.g. {"enable_thinking": false} for '
+        'Qwen3), or send effort "none" or leave it out'
+    )

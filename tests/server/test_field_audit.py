@@ -55,7 +55,7 @@ ASKING = {
 }
 MESSAGES = [{"role": "user", "content": "hi"}]
 # Refused on /v1/completions only: the chat route honours them.
-CHAT_ONLY = {"tools", "tool_choice", "chat_template_kwargs"}
+CHAT_ONLY = {"tools", "tool_choice", "chat_template_kwargs", "reasoning_effort"}
 CHAT_ONLY |= {"max_completion_tokens", "top_logprobs"}
 # Fields of the completions route (honoured there) refused on chat.
 COMPLETIONS_ONLY = {"best_of", "suffix", "return_token_ids"}

@@ -12,11 +12,14 @@ from sarathi.entrypoints.openai_server.errors import bad_request
 from sarathi.entrypoints.openai_server.protocol import ChatMessage
 from sarathi.transformers_utils.chat import (
     ChatTemplateError,
+    EffortError,
     NoChatTemplate,
+    ReasoningEffort,
     TemplateKwargsError,
     arguments_object,
     conversation_ids,
     reasoning_fields,
+    with_effort,
 )
 
 
@@ -96,9 +99,12 @@ def chat_prompt_ids(
     tools: list[dict[str, Any]] | None = None,
     template_kwargs: dict[str, Any] | None = None,
     documents: list[dict[str, str]] | None = None,
+    reasoning_effort: ReasoningEffort | None = None,
 ) -> list[int]:
-    """The prompt of a chat request, as ``LLM.chat`` renders it (``conversation_ids``);
-    what the template refuses is the client's 400 (or the operator's, for no template)."""
+    """The prompt of a chat request, as ``LLM.chat`` renders it (``conversation_ids``), the
+    request's reasoning effort a template variable where the template reads one
+    (``with_effort``); what the template refuses is the client's 400 (or the operator's,
+    for no template)."""
     try:
         return conversation_ids(
             tokenizer,
@@ -107,10 +113,12 @@ def chat_prompt_ids(
             add_generation_prompt,
             continue_final_message,
             tools,
-            template_kwargs,
+            with_effort(tokenizer, template, tools, reasoning_effort, template_kwargs),
             add_special_tokens,
             documents,
         )
+    except EffortError as e:
+        raise bad_request(str(e), "reasoning_effort") from e
     except NoChatTemplate as e:
         raise bad_request(
             "this model's tokenizer has no chat template; start the server with "

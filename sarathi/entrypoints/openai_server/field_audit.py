@@ -62,7 +62,10 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "modalities": (_text_only, "only the text modality is supported"),
     "prediction": (_unset, "predicted outputs are not supported"),
     "web_search_options": (_unset, "web search is not supported"),
-    "reasoning_effort": (_unset, "reasoning_effort is not supported"),
+    "reasoning_effort": (
+        _unset,
+        "reasoning_effort (a field of /v1/chat/completions) is not supported",
+    ),
     "verbosity": (_unset, "verbosity is not supported"),
     "store": (_off, "this server stores no completions (store must be false)"),
     "service_tier": (_default_tier, "this server has one service tier"),
@@ -195,6 +198,10 @@ RESPONSES_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     # The other routes' names for what a response asks for otherwise: a client that sends
     # them must not get, say, an unbounded output back.
     "messages": (_unset, "messages (chat's; a response takes input) is not supported"),
+    "reasoning_effort": (
+        _unset,
+        "reasoning_effort (chat's; a response takes reasoning.effort) is not supported",
+    ),
     "truncate_prompt_tokens": (
         _unset,
         "truncate_prompt_tokens (the other routes'; a response takes truncation) is not supported",

@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from sarathi.sampling_params import is_unicode, keeps_prompt_tail
-from sarathi.transformers_utils.chat import parts_text
+from sarathi.transformers_utils.chat import ReasoningEffort, parts_text
 
 MAX_N = 128  # completions per prompt (OpenAI's bound)
 MAX_PROMPTS = 64  # prompts in one /v1/completions request
@@ -468,6 +468,9 @@ class ChatCompletionRequest(SamplingFields):
     add_special_tokens: StrictBool = False
     # vLLM's: extra variables for the chat template (e.g. Qwen3's enable_thinking).
     chat_template_kwargs: TemplateKwargs | None = None
+    # OpenAI's: the template's reasoning_effort variable, where it reads one (a 400 where it
+    # does not, but "none"); chat_template_kwargs' reasoning_effort may not say otherwise.
+    reasoning_effort: ReasoningEffort | None = None
     documents: Documents | None = None
     truncate_prompt_tokens: TruncatePromptTokens = None
     # vLLM's: whether the reasoning parser's output (--reasoning-parser) is returned; false
@@ -519,6 +522,8 @@ class TokenizeChatRequest(_Request):
     continue_final_message: StrictBool = False
     add_special_tokens: StrictBool = False
     chat_template_kwargs: TemplateKwargs | None = None
+    # As chat's: it changes the prompt, so the count is of the prompt chat would send.
+    reasoning_effort: ReasoningEffort | None = None
     documents: Documents | None = None
     return_token_strs: StrictBool | None = False
 

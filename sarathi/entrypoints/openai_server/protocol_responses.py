@@ -34,7 +34,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     _at_most,
     _Request,
 )
-from sarathi.transformers_utils.chat import parts_text
+from sarathi.transformers_utils.chat import ReasoningEffort, parts_text
 
 # A call's items and its instructions become chat messages, at most MAX_MESSAGES of them.
 MAX_INPUT_ITEMS = MAX_MESSAGES - 1
@@ -254,27 +254,16 @@ _SUMMARY = Literal["auto", "concise", "detailed"]
 
 class Reasoning(_Request):
     """``reasoning``: OpenAI's Reasoning, validated as its SDK types it and echoed back as
-    sent. Whether a model reasons is its chat template's to decide (e.g. Qwen3's
-    ``enable_thinking``, a ``chat_template_kwargs`` of /v1/chat/completions), and no
-    summaries are written, so an effort other than none, a summary or a mode other than
-    standard is refused; ``context`` (which reasoning items later turns see) is taken."""
+    sent. The effort renders as chat's ``reasoning_effort`` does (the chat template's
+    ``reasoning_effort`` variable, where the template reads one; a 400 where it does not,
+    but "none"). No summaries are written, so a summary or a mode other than standard is
+    refused; ``context`` (which reasoning items later turns see) is taken."""
 
-    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    effort: ReasoningEffort | None = None
     summary: _SUMMARY | None = None
     generate_summary: _SUMMARY | None = None  # summary's deprecated name
     context: Literal["auto", "current_turn", "all_turns"] | None = None
     mode: StrictStr | None = Field(None, max_length=64)
-
-    @field_validator("effort")
-    @classmethod
-    def _no_effort(cls, value: str | None) -> str | None:
-        if value not in (None, "none"):
-            raise ValueError(
-                f"a reasoning effort of {value!r} is not supported: a model's reasoning is set "
-                "by its chat template (on /v1/chat/completions: chat_template_kwargs, e.g. "
-                "enable_thinking); send effort none, or leave it out"
-            )
-        return value
 
     @field_validator("summary", "generate_summary")
     @classmethod

@@ -216,6 +216,7 @@ async def chat_prompt(
         tools,
         req.chat_template_kwargs,
         req.documents,
+        req.reasoning_effort,
     )
 
 

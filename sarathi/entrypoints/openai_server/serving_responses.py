@@ -98,6 +98,7 @@ _NAMES = {
     "messages": "input",
     "response_format": "text.format",
     "max_tokens": "max_output_tokens",
+    "reasoning_effort": "reasoning.effort",
 }
 
 
@@ -213,6 +214,7 @@ def chat_request(req: ResponsesRequest) -> ChatCompletionRequest:
         parallel_tool_calls=req.parallel_tool_calls,
         max_tokens=req.max_output_tokens,
         add_special_tokens=req.add_special_tokens,
+        reasoning_effort=req.reasoning.effort if req.reasoning is not None else None,
     )
     # Made of the request's parts, whose JSON was walked (lone surrogates, nesting) as it
     # was parsed: not walked again, on the event loop (a 4 MB guided_json took 0.9 s).
