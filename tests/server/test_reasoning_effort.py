@@ -1,7 +1,7 @@
 """``reasoning_effort`` (chat, /tokenize) and ``reasoning.effort`` (the Responses API) reach
 the chat template as its ``reasoning_effort`` variable where the template reads one; a
 template that reads none takes only "none", and any other effort is a 400 that says how to
-steer the model's thinking instead."""
+steer the model's thinking instead. ``chat_template_kwargs`` on /v1/responses, as chat's."""
 
 from __future__ import annotations
 
@@ -84,6 +84,10 @@ def test_chat_template_kwargs_may_repeat_the_effort_but_not_contradict_it(eh):
     for route in ("/v1/chat/completions", "/tokenize"):
         message = _error(eh.post(route, json=body), "reasoning_effort")
         assert "'high'" in message and "'low'" in message and "disagree" in message
+    r = eh.post("/v1/responses", json={
+        "input": "hi", "max_output_tokens": 1, "reasoning": {"effort": "high"},
+        "chat_template_kwargs": {"reasoning_effort": "low"}})  # fmt: skip
+    assert "disagree" in _error(r, "reasoning.effort")
 
 
 def test_an_effort_the_sdk_does_not_define_is_refused(eh):
@@ -144,3 +148,20 @@ def test_reasoning_effort_is_chats_name(http):
     r = http.post("/v1/completions", json={"prompt": "hi", "reasoning_effort": "low"})
     assert "/v1/chat/completions" in _error(r, "reasoning_effort")
 
+
+def test_responses_take_chat_template_kwargs_as_chat_does(eh):
+    """vLLM's Responses requests carry chat_template_kwargs (they were refused here)."""
+    styled = _prompt(eh, chat_template_kwargs={"style": "terse"})
+    assert styled[0].startswith("[style terse] user: hi"), styled
+    body = {"input": "hi", "max_output_tokens": 1}
+    r = eh.post("/v1/responses", json={**body, "chat_template_kwargs": {"style": "terse"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["input_tokens"] == styled[1]
+    # The chat route's checks: a parameter of the template call, too many, not an object.
+    for bad in ({"tokenize": True}, {f"v{i}": i for i in range(65)}, "style"):
+        r = eh.post("/v1/responses", json={**body, "chat_template_kwargs": bad})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"].startswith("chat_template_kwargs"), r.text
+        chat = eh.post("/v1/chat/completions",
+                       json={"messages": MESSAGES, "max_tokens": 1, "chat_template_kwargs": bad})
+        assert chat.status_code == 400 and chat.json()["error"]["param"] == r.json()["error"]["param"]

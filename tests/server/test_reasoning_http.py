@@ -165,6 +165,14 @@ def test_a_response_has_a_reasoning_item_before_its_message(h):
     assert 0 < details["reasoning_tokens"] < body["usage"]["output_tokens"]
 
 
+def test_a_responses_enable_thinking_false_makes_the_output_all_answer(h):
+    """chat_template_kwargs on /v1/responses reach the template and the parser, as on chat."""
+    r = _respond(h, "nothink", chat_template_kwargs={"enable_thinking": False})
+    assert r.status_code == 200, r.text
+    (message,) = r.json()["output"]
+    assert message["type"] == "message" and message["content"][0]["text"] == "Just blue."
+
+
 def test_a_streamed_response_tells_the_reasoning_item_first(h):
     r = _respond(h, "sky", stream=True)
     events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]

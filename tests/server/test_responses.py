@@ -572,6 +572,7 @@ def test_the_table_covers_every_refused_field():
     # The chat table's fields of the Responses request model (max_output_tokens, ...) and
     # those with a meaning of their own here.
     own = {"tools", "tool_choice", "max_output_tokens", "instructions", "echo", "store"}
+    own |= {"chat_template_kwargs"}
     shared = set(UNSUPPORTED) - own
     assert set(ASKING) | shared == set(RESPONSES_UNSUPPORTED)
 

@@ -77,7 +77,7 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "chat_template_kwargs": (
         _unset,
-        "chat_template_kwargs (a field of /v1/chat/completions) is not supported",
+        "chat_template_kwargs (a field of /v1/chat/completions and /v1/responses) is not supported",
     ),
     "chat_template": (
         _unset,
@@ -155,7 +155,9 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 # Fields of the Responses request model that the chat table refuses (they are another
 # route's there): never extras on /v1/responses, so they are left out of its table.
-_RESPONSES_OWN = frozenset({"tools", "tool_choice", "max_output_tokens", "instructions"})
+_RESPONSES_OWN = frozenset(
+    {"tools", "tool_choice", "max_output_tokens", "instructions", "chat_template_kwargs"}
+)
 
 # Fields this server takes and needs nothing for: OpenAI's bookkeeping, vLLM's request id,
 # ``parallel_tool_calls`` on /v1/completions.

@@ -31,6 +31,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     MAX_MESSAGES,
     JsonSchema,
     SamplingFields,
+    TemplateKwargs,
     _at_most,
     _Request,
 )
@@ -315,6 +316,8 @@ class ResponsesRequest(SamplingFields):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
     reasoning: Reasoning | None = None
+    # vLLM's, as on /v1/chat/completions: extra variables for the chat template.
+    chat_template_kwargs: TemplateKwargs | None = None
     # Returns at once (status "queued"); the response is read back by GET. Needs the store.
     background: StrictBool | None = None
     # OpenAI's default is to store (store left out: stored, where the server has a store).

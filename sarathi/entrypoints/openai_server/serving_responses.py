@@ -214,6 +214,7 @@ def chat_request(req: ResponsesRequest) -> ChatCompletionRequest:
         parallel_tool_calls=req.parallel_tool_calls,
         max_tokens=req.max_output_tokens,
         add_special_tokens=req.add_special_tokens,
+        chat_template_kwargs=req.chat_template_kwargs,
         reasoning_effort=req.reasoning.effort if req.reasoning is not None else None,
     )
     # Made of the request's parts, whose JSON was walked (lone surrogates, nesting) as it
