@@ -109,12 +109,45 @@ def test_generate_takes_one_priority_per_prompt(llama):
     assert not llm.engine.has_unfinished_requests()
 
 
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+
+
+def test_chat_takes_one_priority_per_conversation_as_generate(llama, monkeypatch):
+    """LLM.chat passes generate's priority on, one per conversation, checked as generate
+    checks it and before any conversation is rendered or queued."""
+    llm = LLM(llama, chunk_size=32, scheduling_policy="priority")
+    chats = [[{"role": "user", "content": text}] for text in ("one two", "three", "four five")]
+    greedy = SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)
+    want = _ids(llm.chat(chats, greedy, chat_template=CHAT_TEMPLATE))
+    given = []
+    add = llm.engine.add_request
+
+    def recording(*args, **kwargs):
+        given.append(kwargs["priority"])
+        return add(*args, **kwargs)
+
+    monkeypatch.setattr(llm.engine, "add_request", recording)
+    outs = llm.chat(chats, greedy, chat_template=CHAT_TEMPLATE, priority=[3, -1, 0])
+    assert _ids(outs) == want and given == [3, -1, 0]
+    (one,) = llm.chat(chats[0], greedy, chat_template=CHAT_TEMPLATE, priority=[2])
+    assert one.outputs[0].token_ids == want[0] and given[-1] == 2
+    for bad, match in (([0, 1], "3 conversations but 2 priorities"),
+                       ([0, 1.5, 0], "priority must be an integer"),
+                       (1, "list of integers, one per conversation")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            llm.chat(chats, greedy, chat_template=CHAT_TEMPLATE, priority=bad)
+    assert len(given) == 4 and not llm.engine.has_unfinished_requests()
+
+
 def test_a_priority_under_fcfs_names_the_flag(llama):
     llm = LLM(llama, chunk_size=32)
     prompts = random_prompts(2, 384, seed=24, min_len=5, max_len=20)
     with pytest.raises(ValueError, match="--scheduling-policy priority"):
         llm.generate(prompts, SamplingParams(max_tokens=2), priority=[0, 2])
     assert not llm.engine.has_unfinished_requests()  # nothing was queued
+    chat = [{"role": "user", "content": "one"}]
+    with pytest.raises(ValueError, match="--scheduling-policy priority"):
+        llm.chat(chat, SamplingParams(max_tokens=2), chat_template=CHAT_TEMPLATE, priority=[1])
     with pytest.raises(RequestError, match="got priority -1 but priority scheduling"):
         llm.engine.add_request(prompts[0], SamplingParams(max_tokens=2), priority=-1)
     (out,) = llm.generate(prompts[:1], SamplingParams(max_tokens=2), priority=[0])

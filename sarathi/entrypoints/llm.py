@@ -93,6 +93,8 @@ class LLM:
         chat_template_kwargs: dict[str, Any] | None = None,
         tokenization_kwargs: dict[str, Any] | None = None,
         mm_processor_kwargs: dict[str, Any] | None = None,
+        *,
+        priority: Sequence[int] | None = None,
     ) -> list[RequestOutput]:
         """Replies to one conversation (a list of ``{"role": ..., "content": ...}``
         messages) or to a list of them, as vLLM's ``LLM.chat``: each is rendered with the
@@ -103,7 +105,9 @@ class LLM:
         last (assistant) message is left open and continued, so it takes no generation
         prompt, and asking for both raises ValueError, as vLLM and the server refuse it;
         ``tools``: OpenAI-style tool definitions for templates that show them;
-        ``chat_template_kwargs``: extra template variables (e.g. ``enable_thinking``).
+        ``chat_template_kwargs``: extra template variables (e.g. ``enable_thinking``, or
+        ``reasoning_effort`` for a template that reads one); ``priority``: one integer per
+        conversation, as ``generate`` takes one per prompt (checked before any is rendered).
         A missing template or one that fails on the messages raises ValueError.
 
         The parameters are vLLM's, in its order. Those this engine has no use for are taken
@@ -141,6 +145,7 @@ class LLM:
             )
         single = bool(messages) and isinstance(messages[0], dict)
         conversations = [messages] if single else list(messages)
+        ranks = _priorities(priority, len(conversations), self.engine, "conversations")
         prompts: list[Prompt] = []
         for i, conversation in enumerate(conversations):
             try:
@@ -164,6 +169,7 @@ class LLM:
             sampling_params,
             use_tqdm,
             lora_request=lora_request,
+            priority=ranks,
             tokenization_kwargs=tokenization_kwargs,
         )
         for out in outputs:  # the rendered conversation, as vLLM's chat reports it
@@ -347,16 +353,21 @@ def _refuse_unsupported(lora_request: Any, tokenization_kwargs: Any) -> None:
         )
 
 
-def _priorities(priority: Sequence[int] | None, count: int, engine: LLMEngine) -> list[int]:
+def _priorities(
+    priority: Sequence[int] | None, count: int, engine: LLMEngine, what: str = "prompts"
+) -> list[int]:
     """One priority per prompt (vLLM's ``generate(priority=[...])``; None: all 0), checked
-    before any prompt is queued, so a refused list leaves nothing running."""
+    before any prompt is queued, so a refused list leaves nothing running. ``what``: the
+    caller's name for its prompts (chat's are conversations)."""
     if priority is None:
         return [0] * count
     if isinstance(priority, str | bytes) or not isinstance(priority, Iterable):
-        raise ValueError(f"priority must be a list of integers, one per prompt, got {priority!r}")
+        raise ValueError(
+            f"priority must be a list of integers, one per {what[:-1]}, got {priority!r}"
+        )
     ranks = list(priority)
     if len(ranks) != count:
-        raise ValueError(f"got {count} prompts but {len(ranks)} priorities")
+        raise ValueError(f"got {count} {what} but {len(ranks)} priorities")
     for rank in ranks:
         try:
             engine.validate_priority(rank)
