@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sarathi import LLM, SamplingParams
-from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
+from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids, request_template_kwargs
 from sarathi.entrypoints.openai_server.protocol import ChatMessage
 from sarathi.transformers_utils.chat import conversation_ids
 
@@ -95,8 +95,9 @@ def test_a_reasoning_effort_reaches_the_template_through_chat_template_kwargs(ll
     (out,) = llm.chat(MESSAGES, GREEDY, chat_template=template,
                       chat_template_kwargs={"reasoning_effort": "low"})  # fmt: skip
     assert tok.decode(out.prompt_token_ids) == "low: Name a colour."
+    kwargs = request_template_kwargs(tok, template, None, "low", None)
     served = chat_prompt_ids(tok, [ChatMessage(**m) for m in MESSAGES], template,
-                             reasoning_effort="low")  # fmt: skip
+                             template_kwargs=kwargs)  # fmt: skip
     assert served == out.prompt_token_ids
 
 

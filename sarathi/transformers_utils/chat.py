@@ -174,14 +174,17 @@ def with_effort(
     template_kwargs: dict[str, Any] | None,
 ) -> dict[str, Any] | None:
     """The template variables of a request with a reasoning effort (vLLM's
-    ``reasoning_effort``, the Responses API's ``reasoning.effort``): the effort becomes the
-    template's ``reasoning_effort`` where the template reads one. A ``reasoning_effort`` of
-    ``template_kwargs`` that says otherwise is an EffortError (two answers to one question);
-    so is an effort other than "none" for a template that reads none, which could not
-    honour it. "none" there asks for nothing the template would do: it is taken as is."""
+    ``reasoning_effort``, the Responses API's ``reasoning.effort``), as vLLM passes them:
+    the effort becomes the template's ``reasoning_effort`` where the template reads one, and
+    its thinking switch ``enable_thinking`` (off for "none", on for any other effort) where
+    the template reads that and the request did not set it. A template that reads neither
+    could not honour an effort other than "none" (which asks for nothing): an EffortError,
+    as is a ``reasoning_effort`` of ``template_kwargs`` that says otherwise (two answers to
+    one question)."""
     if effort is None:
         return template_kwargs
-    given = (template_kwargs or {}).get("reasoning_effort", effort)
+    kwargs = dict(template_kwargs or {})
+    given = kwargs.get("reasoning_effort", effort)
     if given != effort:
         raise EffortError(
             f"reasoning effort {effort!r} and chat_template_kwargs.reasoning_effort {given!r} "
@@ -190,13 +193,15 @@ def with_effort(
     text = _rendered_template(tokenizer, template, tools)
     if text is None:  # no template to render with: the render says so (NoChatTemplate)
         return template_kwargs
-    if "reasoning_effort" in template_variables(text):
-        return {**(template_kwargs or {}), "reasoning_effort": effort}
-    if effort == "none":
-        return template_kwargs
+    variables = template_variables(text)
+    if "reasoning_effort" in variables:
+        kwargs["reasoning_effort"] = effort
+    if "enable_thinking" in variables and "enable_thinking" not in kwargs:
+        kwargs["enable_thinking"] = effort != "none"
+    if variables & {"reasoning_effort", "enable_thinking"} or effort == "none":
+        return kwargs or None
     raise EffortError(
         f"a reasoning effort of {effort!r} is not supported by this model: its chat template "
-        "reads no reasoning_effort variable. Steer its thinking with the variables the "
-        'template reads, in chat_template_kwargs (e.g. {"enable_thinking": false} for '
-        'Qwen3), or send effort "none" or leave it out'
+        "reads neither a reasoning_effort variable nor an enable_thinking switch. Send "
+        'effort "none" or leave it out'
     )

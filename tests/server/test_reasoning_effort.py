@@ -1,7 +1,7 @@
 """``reasoning_effort`` (chat, /tokenize) and ``reasoning.effort`` (the Responses API) reach
-the chat template as its ``reasoning_effort`` variable where the template reads one; a
-template that reads none takes only "none", and any other effort is a 400 that says how to
-steer the model's thinking instead. ``chat_template_kwargs`` on /v1/responses, as chat's."""
+the chat template as its ``reasoning_effort`` variable where the template reads one (and as
+its ``enable_thinking`` switch, tests/test_reasoning_effort.py); a template that reads
+neither takes only "none", and any other effort is a 400. ``chat_template_kwargs`` on /v1/responses, as chat's."""
 
 from __future__ import annotations
 
@@ -121,13 +121,13 @@ def _count(live: LiveServer, effort: str) -> int:
 
 @pytest.mark.parametrize("effort", [e for e in EFFORTS if e != "none"])
 def test_a_template_without_the_variable_takes_no_effort_but_none(http, effort):
-    """The demo model's template reads no reasoning_effort: the effort could not be
-    honoured, so it is a 400 saying what steers thinking instead; "none" asks for nothing
-    the template would do, and renders the prompt as if left out."""
+    """The demo model's template reads neither reasoning_effort nor enable_thinking: the
+    effort could not be honoured, so it is a 400; "none" asks for nothing the template
+    would do, and renders the prompt as if left out."""
     body = {"messages": MESSAGES, "max_tokens": 1}
     message = _error(http.post("/v1/chat/completions", json={**body, "reasoning_effort": effort}),
                      "reasoning_effort")  # fmt: skip
-    assert "reads no reasoning_effort" in message and "enable_thinking" in message
+    assert "reads neither a reasoning_effort variable nor an enable_thinking" in message
     _error(http.post("/tokenize", json={"messages": MESSAGES, "reasoning_effort": effort}),
            "reasoning_effort")  # fmt: skip
     r = http.post("/v1/responses",

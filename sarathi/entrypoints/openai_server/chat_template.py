@@ -89,6 +89,24 @@ def _template_message(m: ChatMessage) -> dict[str, Any]:
     return out
 
 
+def request_template_kwargs(
+    tokenizer: Any,
+    template: str | None,
+    tools: list[dict[str, Any]] | None,
+    effort: ReasoningEffort | None,
+    template_kwargs: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The template variables a chat request renders with: its ``chat_template_kwargs`` and
+    what its reasoning effort sets (``with_effort``); an effort the template cannot honour
+    is the client's 400."""
+    try:
+        return with_effort(tokenizer, template, tools, effort, template_kwargs)
+    except EffortError as e:
+        raise bad_request(str(e), "reasoning_effort") from e
+    except ChatTemplateError as e:
+        raise bad_request(str(e), "messages") from e
+
+
 def chat_prompt_ids(
     tokenizer: Any,
     messages: list[ChatMessage],
@@ -99,12 +117,9 @@ def chat_prompt_ids(
     tools: list[dict[str, Any]] | None = None,
     template_kwargs: dict[str, Any] | None = None,
     documents: list[dict[str, str]] | None = None,
-    reasoning_effort: ReasoningEffort | None = None,
 ) -> list[int]:
-    """The prompt of a chat request, as ``LLM.chat`` renders it (``conversation_ids``), the
-    request's reasoning effort a template variable where the template reads one
-    (``with_effort``); what the template refuses is the client's 400 (or the operator's,
-    for no template)."""
+    """The prompt of a chat request, as ``LLM.chat`` renders it (``conversation_ids``);
+    what the template refuses is the client's 400 (or the operator's, for no template)."""
     try:
         return conversation_ids(
             tokenizer,
@@ -113,12 +128,10 @@ def chat_prompt_ids(
             add_generation_prompt,
             continue_final_message,
             tools,
-            with_effort(tokenizer, template, tools, reasoning_effort, template_kwargs),
+            template_kwargs,
             add_special_tokens,
             documents,
         )
-    except EffortError as e:
-        raise bad_request(str(e), "reasoning_effort") from e
     except NoChatTemplate as e:
         raise bad_request(
             "this model's tokenizer has no chat template; start the server with "

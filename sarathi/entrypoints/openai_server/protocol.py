@@ -468,8 +468,8 @@ class ChatCompletionRequest(SamplingFields):
     add_special_tokens: StrictBool = False
     # vLLM's: extra variables for the chat template (e.g. Qwen3's enable_thinking).
     chat_template_kwargs: TemplateKwargs | None = None
-    # OpenAI's: the template's reasoning_effort variable, where it reads one (a 400 where it
-    # does not, but "none"); chat_template_kwargs' reasoning_effort may not say otherwise.
+    # OpenAI's: the template's reasoning_effort variable and enable_thinking switch, where it
+    # reads them (with_effort); chat_template_kwargs' reasoning_effort may not say otherwise.
     reasoning_effort: ReasoningEffort | None = None
     documents: Documents | None = None
     truncate_prompt_tokens: TruncatePromptTokens = None

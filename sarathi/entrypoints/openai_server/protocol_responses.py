@@ -255,10 +255,11 @@ _SUMMARY = Literal["auto", "concise", "detailed"]
 
 class Reasoning(_Request):
     """``reasoning``: OpenAI's Reasoning, validated as its SDK types it and echoed back as
-    sent. The effort renders as chat's ``reasoning_effort`` does (the chat template's
-    ``reasoning_effort`` variable, where the template reads one; a 400 where it does not,
-    but "none"). No summaries are written, so a summary or a mode other than standard is
-    refused; ``context`` (which reasoning items later turns see) is taken."""
+    sent. The effort renders as chat's ``reasoning_effort`` does (``with_effort``: the chat
+    template's ``reasoning_effort`` variable and ``enable_thinking`` switch, where the
+    template reads them; a 400 where it reads neither, but "none"). No summaries are
+    written, so a summary or a mode other than standard is refused; ``context`` (which
+    reasoning items later turns see) is taken."""
 
     effort: ReasoningEffort | None = None
     summary: _SUMMARY | None = None

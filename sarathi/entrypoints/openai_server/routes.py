@@ -254,7 +254,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     audit(body, s.warned_fields, TOKENIZE_UNSUPPORTED, TOKENIZE_ACCEPTED)
     if isinstance(body, TokenizeChatRequest):
         s.require_tokenizer("messages")
-        ids = await chat_prompt(s, body)
+        ids, _ = await chat_prompt(s, body)
     else:
         ids = await s.encode(body.prompt, "prompt", body.add_special_tokens)
     strs = None

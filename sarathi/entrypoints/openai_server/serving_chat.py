@@ -10,11 +10,15 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
 
-from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
+from sarathi.entrypoints.openai_server.chat_template import (
+    chat_prompt_ids,
+    request_template_kwargs,
+)
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request, sse_error
 from sarathi.entrypoints.openai_server.field_audit import audit
 from sarathi.entrypoints.openai_server.protocol import (
@@ -191,10 +195,11 @@ def new_tokens(c: CompletionOutput) -> list[int]:
 
 async def chat_prompt(
     state: ServerState, req: ChatCompletionRequest | TokenizeChatRequest
-) -> list[int]:
+) -> tuple[list[int], dict[str, Any] | None]:
     """The prompt token ids of a chat request's messages, tools and documents, rendered in
-    a worker thread; refused unread (400) when their text alone is longer than the context
-    could hold. /tokenize counts with it, so its count is the chat route's prompt."""
+    a worker thread, and the template variables they were rendered with; refused unread
+    (400) when their text alone is longer than the context could hold. /tokenize counts
+    with it, so its count is the chat route's prompt."""
     tools = template_tools(req)
     # A prompt that will be cut to its last tokens (chat's truncate_prompt_tokens) may be
     # longer than the context; the body limit still bounds it.
@@ -205,7 +210,14 @@ async def chat_prompt(
             + len(json.dumps([tools or [], req.documents or []]).encode("utf-8")),
             "messages",
         )
-    return await asyncio.to_thread(
+    kwargs = request_template_kwargs(
+        state.tokenizer,
+        state.chat_template,
+        tools,
+        req.reasoning_effort,
+        req.chat_template_kwargs,
+    )
+    ids = await asyncio.to_thread(
         chat_prompt_ids,
         state.tokenizer,
         req.messages,
@@ -214,10 +226,10 @@ async def chat_prompt(
         req.continue_final_message,
         req.add_special_tokens,
         tools,
-        req.chat_template_kwargs,
+        kwargs,
         req.documents,
-        req.reasoning_effort,
     )
+    return ids, kwargs
 
 
 async def prepare_chat(
@@ -250,7 +262,8 @@ async def _prepare(
             )
         spec, spec_param = forced, "tools"
     await state.check_structured(spec, spec_param)
-    ids = state.truncate(await chat_prompt(state, req), req.truncate_prompt_tokens)
+    ids, template_kwargs = await chat_prompt(state, req)
+    ids = state.truncate(ids, req.truncate_prompt_tokens)
     asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
     # The route's own name for the messages: an overflow's message says "your input" there.
@@ -275,7 +288,7 @@ async def _prepare(
         # the text, where the parser finds them); a client that asks to skip them is obeyed.
         params.skip_special_tokens = False
     state.check_params(params)
-    thinking = reasoning is not None and reasoning.thinking(ids, req.chat_template_kwargs)
+    thinking = reasoning is not None and reasoning.thinking(ids, template_kwargs)
     decode = None
     if keeps_tags and params.skip_special_tokens:
         decode = functools.partial(state.tokenizer.decode, skip_special_tokens=True)
