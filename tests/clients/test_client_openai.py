@@ -121,6 +121,31 @@ def test_parse_with_a_strict_pydantic_tool(openai_client: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    "tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+def test_the_stream_helper_tells_each_calls_end(openai_client: Any, tool_choice: Any) -> None:
+    """``chat.completions.stream`` tells a call's end (``...arguments.done``, its arguments
+    parsed) on a chunk after the call's last delta: the finish must not ride on that delta."""
+    tool = openai.pydantic_function_tool(GetWeather, name="get_weather")
+    with openai_client.chat.completions.stream(
+        model=MODEL,
+        messages=ASK,
+        max_tokens=60,
+        tools=[tool],
+        tool_choice=tool_choice,
+        parallel_tool_calls=False,
+    ) as stream:
+        done = [e for e in stream if e.type == "tool_calls.function.arguments.done"]
+        final = stream.get_final_completion()
+    (call,) = final.choices[0].message.tool_calls
+    (event,) = done
+    assert event.index == 0 and event.name == call.function.name == "get_weather"
+    assert event.arguments == call.function.arguments
+    assert isinstance(event.parsed_arguments, GetWeather)
+    assert event.parsed_arguments == call.function.parsed_arguments
+
+
+@pytest.mark.parametrize(
     "tool_choice,finish",
     [
         ({"type": "function", "function": {"name": "get_weather"}}, "stop"),

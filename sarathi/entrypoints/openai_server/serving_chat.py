@@ -500,6 +500,11 @@ async def _stream(
                     if c.finished():
                         tail, finish = messages.finish(c.finish_reason)
                         deltas += tail
+                        if deltas and "tool_calls" in deltas[-1]:
+                            # The finish in a chunk of its own, as OpenAI sends it: the
+                            # SDK's stream helper ends a call on a chunk after its last
+                            # delta, and would never tell a call finished with it.
+                            deltas.append({})
                     if not deltas:  # a chunk for the tokens' logprobs or usage, or the finish
                         # Held-back tool-call text, a tag not yet whole, or reasoning
                         # left out: no chunk unless it carries something else.
