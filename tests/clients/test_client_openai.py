@@ -218,6 +218,27 @@ def test_errors_are_openais_exceptions(openai_client: Any, base_url: str) -> Non
         bad.models.list()
 
 
+def test_every_response_names_its_request(openai_client: Any) -> None:
+    """``x-request-id``, which the SDK reads into ``request_id`` / ``_request_id``: one of
+    ours, or the caller's own (a gateway's), on answers, streams and errors alike."""
+    kwargs: dict[str, Any] = {"model": MODEL, "messages": ASK, "max_tokens": 2}
+    raw = openai_client.chat.completions.with_raw_response.create(**kwargs)
+    again = openai_client.chat.completions.with_raw_response.create(**kwargs)
+    assert raw.request_id and raw.request_id != again.request_id
+    assert raw.parse()._request_id == raw.request_id
+    mine = openai_client.chat.completions.with_raw_response.create(
+        **kwargs, extra_headers={"X-Request-Id": "trace-42"}
+    )
+    assert mine.request_id == "trace-42"
+    with openai_client.chat.completions.with_streaming_response.create(
+        **kwargs, stream=True
+    ) as streamed:
+        assert streamed.request_id
+    with pytest.raises(openai.NotFoundError) as e:
+        openai_client.models.retrieve("no-such-model")
+    assert e.value.request_id
+
+
 async def _async_chat(base_url: str) -> list[str]:
     async with openai.AsyncOpenAI(base_url=base_url, api_key=API_KEY, max_retries=0) as c:
         r = await c.chat.completions.create(model=MODEL, messages=ASK, max_tokens=4)

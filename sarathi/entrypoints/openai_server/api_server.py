@@ -41,6 +41,7 @@ from sarathi.entrypoints.openai_server.auth import APIKeyMiddleware
 from sarathi.entrypoints.openai_server.chat_template import load_chat_template
 from sarathi.entrypoints.openai_server.errors import error_body, install_error_handlers
 from sarathi.entrypoints.openai_server.limits import BodyLimits, BodySizeLimitMiddleware
+from sarathi.entrypoints.openai_server.request_ids import RequestIdMiddleware
 from sarathi.entrypoints.openai_server.response_store import ResponseStore
 from sarathi.entrypoints.openai_server.routes import router
 from sarathi.entrypoints.openai_server.serving_common import ServerState
@@ -161,7 +162,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         app.add_middleware(APIKeyMiddleware, api_key=key)
     origins = args.allowed_origins
     if origins:
-        # Outermost: a browser's preflight carries no API key and must be answered first.
+        # Before the key check: a browser's preflight carries no API key and must be answered.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
@@ -169,6 +170,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
             allow_headers=args.allowed_headers,
             allow_credentials=args.allow_credentials,
         )
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 
