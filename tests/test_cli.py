@@ -540,3 +540,16 @@ def test_the_help_of_the_options_paged_refuses_says_they_are_refused():
     for name in ("kv_cache_backend", "kv_layout", "page_bytes"):
         assert "Refused with --attention-backend paged" in helps[name], name
         assert "Not read by" not in helps[name], name
+
+
+def test_serve_refuses_the_vllm_no_op_values_llm_refuses():
+    # `serve --swap-space -1` started the server, while LLM(swap_space=-1) is a ValueError:
+    # offline-api.md says the keywords are taken as `serve` takes their flags.
+    from sarathi import LLM
+
+    with pytest.raises(ValueError, match="swap_space"):
+        LLM(swap_space=-1)
+    r = call(_parse_only, "sarathi", ["serve", "--swap-space", "-1"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "--swap-space" in r.stderr and ">= 0" in r.stderr, r.stderr
+    assert call(_parse_only, "sarathi", ["serve", "--swap-space", "4"]).returncode == 0

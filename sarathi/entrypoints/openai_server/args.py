@@ -188,7 +188,11 @@ def _add_vllm_compat_args(parser: argparse.ArgumentParser) -> None:
         if option.kind in ("bool", "true"):
             g.add_argument(option.flag, action="store_true", help=f"Accepted: {option.why}.")
         elif option.kind == "number":
-            g.add_argument(option.flag, type=float, help=f"Accepted: {option.why}.")
+            g.add_argument(
+                option.flag,
+                type=_bounded(float, positive=False),
+                help=f"Accepted: {option.why}.",
+            )
         else:
             g.add_argument(
                 option.flag,
