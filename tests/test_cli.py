@@ -553,3 +553,28 @@ def test_serve_refuses_the_vllm_no_op_values_llm_refuses():
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "--swap-space" in r.stderr and ">= 0" in r.stderr, r.stderr
     assert call(_parse_only, "sarathi", ["serve", "--swap-space", "4"]).returncode == 0
+
+
+def test_serve_takes_several_api_keys_as_vllm():
+    # vLLM's --api-key takes several keys, any of which is accepted; the second was read as
+    # the positional MODEL ("'k2' is not a local folder ...") or refused after one.
+    from fastapi.testclient import TestClient
+
+    from sarathi.engine.llm_engine import LLMEngine
+    from sarathi.entrypoints.cli import build_parser
+    from sarathi.entrypoints.cli_args import config_from_args
+    from sarathi.entrypoints.openai_server.api_server import build_app
+
+    args = build_parser().parse_args(["serve", "demo", "--api-key", "k1", "k2"])
+    assert args.model_tag == "demo"
+    r = call(_parse_only, "sarathi", ["serve", "demo", "--api-key", "k1", ""])
+    assert r.returncode == 2 and "--api-key: the key is empty" in r.stderr, r.stderr
+    engine = LLMEngine(config_from_args(args))
+    try:
+        client = TestClient(build_app(engine, args))  # no lifespan: the engine loop is not run
+        for key, status in (("k1", 200), ("k2", 200), ("k3", 401), ("k1 k2", 401)):
+            got = client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+            assert got.status_code == status, key
+        assert client.get("/v1/models").status_code == 401
+    finally:
+        engine.shutdown()

@@ -36,7 +36,7 @@ import sarathi
 from sarathi.engine.async_engine import AsyncEngine
 from sarathi.engine.gc_policy import tune_for_serving
 from sarathi.engine.llm_engine import LLMEngine
-from sarathi.entrypoints.openai_server.args import api_key_of
+from sarathi.entrypoints.openai_server.args import api_keys_of
 from sarathi.entrypoints.openai_server.auth import APIKeyMiddleware
 from sarathi.entrypoints.openai_server.chat_template import load_chat_template
 from sarathi.entrypoints.openai_server.errors import error_body, install_error_handlers
@@ -157,9 +157,9 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     app.include_router(router)
     # The last added runs first: the key is checked before a byte of the body is read.
     app.add_middleware(BodySizeLimitMiddleware, limits=state.body_limits)
-    key = api_key_of(args)
-    if key:
-        app.add_middleware(APIKeyMiddleware, api_key=key)
+    keys = api_keys_of(args)
+    if keys:
+        app.add_middleware(APIKeyMiddleware, api_keys=keys)
     origins = args.allowed_origins
     if origins:
         # Before the key check: a browser's preflight carries no API key and must be answered.

@@ -26,10 +26,12 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--api-key",
+        nargs="+",
         type=_key,
         default=None,
-        help="Require 'Authorization: Bearer KEY' on the API routes (default: none; "
-        "also read from $SARATHI_API_KEY).",
+        metavar="KEY",
+        help="Require 'Authorization: Bearer KEY' on the API routes; as in vLLM, several may "
+        "be given: any of them is accepted (default: none; also read from $SARATHI_API_KEY).",
     )
     g.add_argument(
         "--served-model-name",
@@ -287,5 +289,12 @@ def server_args(**overrides: Any) -> argparse.Namespace:
     return args
 
 
-def api_key_of(args: argparse.Namespace) -> str | None:
-    return args.api_key or env("SARATHI_API_KEY") or None
+def api_keys_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The keys a request may carry; none: the API is open."""
+    given = args.api_key
+    if isinstance(given, str):  # server_args(api_key="k"), as code building an app sets it
+        given = [given]
+    if given:
+        return tuple(given)
+    from_env = env("SARATHI_API_KEY")
+    return (from_env,) if from_env else ()

@@ -1,6 +1,6 @@
 """API-key check (``--api-key``): a pure ASGI middleware in front of the API routes.
 
-The key is compared in constant time so response timing reveals nothing about it.
+Each key is compared in constant time so response timing reveals nothing about it.
 Health (/health, /ping), metrics, version and the OpenAPI document stay open: probes and
 scrapers carry no key.
 """
@@ -41,9 +41,9 @@ def key_matches(header: bytes | None, key: str) -> bool:
 
 
 class APIKeyMiddleware:
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, api_keys: tuple[str, ...]) -> None:
         self.app = app
-        self.api_key = api_key
+        self.api_keys = api_keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -54,7 +54,9 @@ class APIKeyMiddleware:
             if name == b"authorization":
                 header = value
                 break
-        if not key_matches(header, self.api_key):
+        # Every key is compared, so the time taken does not tell which one matched.
+        matches = [key_matches(header, key) for key in self.api_keys]
+        if not any(matches):
             err = APIError(
                 "missing or invalid API key (send 'Authorization: Bearer KEY')",
                 401,
