@@ -578,3 +578,13 @@ def test_serve_takes_several_api_keys_as_vllm():
         assert client.get("/v1/models").status_code == 401
     finally:
         engine.shutdown()
+
+
+@pytest.mark.parametrize("flags", [["--chat-template", "{{ messages }}"],
+                                   ["--tool-call-parser", "hermes"]])
+def test_serve_refuses_chat_flags_with_skip_tokenizer_init(tmp_path, flags):
+    # Without a tokenizer there is no chat: the template and the tool-call format were taken
+    # and never read. Said before the model loads (a missing folder would be said after).
+    r = _call("serve", "--skip-tokenizer-init", *flags, "--model", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{flags[0]} is not read with --skip-tokenizer-init" in r.stderr, r.stderr

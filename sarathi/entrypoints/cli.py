@@ -227,6 +227,17 @@ def _serve(args: argparse.Namespace) -> int:
             f"--max-request-bytes ({args.max_request_bytes}): a body between the two could "
             "never be taken"
         )
+    if getattr(args, "skip_tokenizer_init", False):
+        # No tokenizer, no chat: these would be taken and never read.
+        for flag, given in (
+            ("--chat-template", args.chat_template is not None),
+            ("--tool-call-parser", args.tool_call_parser != "auto"),
+        ):
+            if given:
+                raise ValueError(
+                    f"{flag} is not read with --skip-tokenizer-init (token ids in and out, "
+                    "no chat); leave one of them out"
+                )
     return run_server(args)
 
 
