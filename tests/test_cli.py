@@ -588,3 +588,14 @@ def test_serve_refuses_chat_flags_with_skip_tokenizer_init(tmp_path, flags):
     r = _call("serve", "--skip-tokenizer-init", *flags, "--model", str(tmp_path / "missing"))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"{flags[0]} is not read with --skip-tokenizer-init" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("flags", [["--allowed-methods", '["GET"]'],
+                                   ["--allowed-headers", '["X-Trace"]'],
+                                   ["--allow-credentials"]])
+def test_cors_refinements_without_allowed_origins_are_refused(tmp_path, flags):
+    # CORS is off without --allowed-origins (vLLM's default is '["*"]'): these were taken and
+    # never read. Said before the model loads (a missing folder would be said after).
+    r = _call("serve", *flags, "--model", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{flags[0]} is read only with --allowed-origins" in r.stderr, r.stderr

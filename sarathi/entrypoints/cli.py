@@ -227,6 +227,20 @@ def _serve(args: argparse.Namespace) -> int:
             f"--max-request-bytes ({args.max_request_bytes}): a body between the two could "
             "never be taken"
         )
+    if not args.allowed_origins:
+        # CORS is off without origins (vLLM's default is all of them): these would be taken
+        # and never read.
+        for flag, given in (
+            ("--allowed-methods", args.allowed_methods != ["*"]),
+            ("--allowed-headers", args.allowed_headers != ["*"]),
+            ("--allow-credentials", args.allow_credentials),
+        ):
+            if given:
+                raise ValueError(
+                    f"{flag} is read only with --allowed-origins (without it, no CORS "
+                    "headers are sent); add --allowed-origins '[\"https://app.example\"]' "
+                    "(vLLM's default is '[\"*\"]') or leave it out"
+                )
     if getattr(args, "skip_tokenizer_init", False):
         # No tokenizer, no chat: these would be taken and never read.
         for flag, given in (
