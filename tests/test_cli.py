@@ -599,3 +599,13 @@ def test_cors_refinements_without_allowed_origins_are_refused(tmp_path, flags):
     r = _call("serve", *flags, "--model", str(tmp_path / "missing"))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"{flags[0]} is read only with --allowed-origins" in r.stderr, r.stderr
+
+
+def test_a_model_folder_after_api_key_is_not_taken_as_a_key(tmp_path):
+    # --api-key takes every value after it: `serve --api-key KEY path/to/model` made the
+    # folder a second key and served the demo model.
+    (tmp_path / "config.json").write_text("{}")
+    r = call(_parse_only, "sarathi", ["serve", "--api-key", "k1", str(tmp_path)])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "is a model folder, not a key" in r.stderr, r.stderr
+    assert call(_parse_only, "sarathi", ["serve", str(tmp_path), "--api-key", "k1"]).returncode == 0

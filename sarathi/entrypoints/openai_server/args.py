@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -257,7 +258,23 @@ def _nonempty(what: str, otherwise: str) -> Callable[[str], str]:
     return parse
 
 
-_key = _nonempty("key", "serve without a key")
+_nonempty_key = _nonempty("key", "serve without a key")
+
+
+def _key(text: str) -> str:
+    """An API key, which is not a model folder: --api-key takes several keys, so in
+    ``serve --api-key KEY path/to/model`` the folder would become a second key and the demo
+    model be served instead."""
+    key = _nonempty_key(text)
+    if os.path.isfile(os.path.join(key, "config.json")):
+        raise argparse.ArgumentTypeError(
+            f"{key!r} is a model folder, not a key (--api-key takes every value after it); "
+            "put the model before --api-key, or give it with --model"
+        )
+    return key
+
+
+_key.__name__ = "key"
 _name = _nonempty("name", "serve under the --model value")
 
 
