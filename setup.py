@@ -12,9 +12,17 @@ import shutil
 import sys
 from pathlib import Path
 
+import setuptools
 from setuptools import Extension, setup
 
 HERE = Path(__file__).resolve().parent
+
+# pyproject.toml's license is an SPDX expression, which older setuptools reject with a
+# schema error that does not say what to do. pip's isolated build fetches a new enough one;
+# `python setup.py build_ext` and --no-build-isolation use the environment's.
+if int(setuptools.__version__.split(".")[0]) < 77:
+    sys.exit(f"setuptools {setuptools.__version__} is too old to read pyproject.toml; "
+             "run: pip install -U 'setuptools>=77'")
 
 
 def find_cuda_home() -> Path | None:
