@@ -1,6 +1,6 @@
 """``reasoning_effort`` (chat, /tokenize) and ``reasoning.effort`` (the Responses API) reach
 the chat template as its ``reasoning_effort`` variable where the template reads one (and as
-its ``enable_thinking`` switch, tests/test_reasoning_effort.py); a template that reads
+its ``enable_thinking`` switch, tests/test_effort_variables.py); a template that reads
 neither takes only "none", and any other effort is a 400. ``chat_template_kwargs`` on /v1/responses, as chat's."""
 
 from __future__ import annotations

@@ -522,7 +522,7 @@ def test_reasoning_is_echoed_as_it_was_sent(client, http):
 @pytest.mark.parametrize(
     "reasoning,param,says",
     [
-        # The demo model's template reads no reasoning_effort (test_reasoning_effort.py).
+        # The demo model's template reads neither reasoning_effort nor enable_thinking (test_reasoning_effort.py).
         ({"effort": "high"}, "reasoning.effort", "enable_thinking"),
         ({"effort": "low", "summary": "auto"}, "reasoning.summary", "not supported"),
         ({"summary": "auto"}, "reasoning.summary", "not supported"),
