@@ -96,6 +96,31 @@ def check_call(name: str, arguments: str) -> None:
         assert name == "add" and 0 <= args["a"] <= 99
 
 
+def special_tag_model(path: Any) -> str:
+    """The demo model with a tokenizer whose <tool_call> and </tool_call> are special tokens
+    (as some Hermes models' are): its last two merged tokens' ids, renamed."""
+    import shutil
+
+    from sarathi.transformers_utils.demo import demo_model_path
+
+    folder = str(path / "special-tags")
+    shutil.copytree(demo_model_path(), folder)
+    with open(f"{folder}/tokenizer.json") as f:
+        tok = json.load(f)
+    vocab, merges = tok["model"]["vocab"], tok["model"]["merges"]
+    names = {i: t for t, i in vocab.items()}
+    for tid, tag in ((len(vocab) - 2, "<tool_call>"), (len(vocab) - 1, "</tool_call>")):
+        del vocab[names[tid]]
+        vocab[tag] = tid
+        tok["added_tokens"].append({"id": tid, "content": tag, "single_word": False,
+                                    "lstrip": False, "rstrip": False, "normalized": False,
+                                    "special": True})
+    tok["model"]["merges"] = merges[:-2]  # the merges that made the two renamed tokens
+    with open(f"{folder}/tokenizer.json", "w") as f:
+        json.dump(tok, f)
+    return folder
+
+
 def health_answers_during(
     live: LiveServer, send: Any, started: threading.Event, release: threading.Event
 ) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from live_server import HERMES_TEMPLATE as TEMPLATE
-from live_server import check_call
+from live_server import check_call, special_tag_model
 from sarathi.entrypoints.openai_server.chat_template import chat_prompt_ids
 from sarathi.entrypoints.openai_server.protocol import ChatMessage
 from sarathi.entrypoints.openai_server.tools import ToolMode, tool_message
@@ -408,31 +408,6 @@ def test_deeply_nested_call_arguments_are_not_a_500(tool_server, depth):
             assert r.json()["error"]["param"] == "messages"
 
 
-def _special_tag_model(path: Any) -> str:
-    """The demo model with a tokenizer whose <tool_call> and </tool_call> are special tokens
-    (as some Hermes models' are): its last two merged tokens' ids, renamed."""
-    import shutil
-
-    from sarathi.transformers_utils.demo import demo_model_path
-
-    folder = str(path / "special-tags")
-    shutil.copytree(demo_model_path(), folder)
-    with open(f"{folder}/tokenizer.json") as f:
-        tok = json.load(f)
-    vocab, merges = tok["model"]["vocab"], tok["model"]["merges"]
-    names = {i: t for t, i in vocab.items()}
-    for tid, tag in ((len(vocab) - 2, "<tool_call>"), (len(vocab) - 1, "</tool_call>")):
-        del vocab[names[tid]]
-        vocab[tag] = tid
-        tok["added_tokens"].append({"id": tid, "content": tag, "single_word": False,
-                                    "lstrip": False, "rstrip": False, "normalized": False,
-                                    "special": True})
-    tok["model"]["merges"] = merges[:-2]  # the merges that made the two renamed tokens
-    with open(f"{folder}/tokenizer.json", "w") as f:
-        json.dump(tok, f)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def special_tag_server(tmp_path_factory):
     from live_server import start_server, stop_server
@@ -440,7 +415,7 @@ def special_tag_server(tmp_path_factory):
     path = tmp_path_factory.mktemp("special")
     (path / "hermes.jinja").write_text(TEMPLATE)
     live = start_server(
-        {"model": _special_tag_model(path), "max_model_len": 1024}, chat_template=str(path / "hermes.jinja"),
+        {"model": special_tag_model(path), "max_model_len": 1024}, chat_template=str(path / "hermes.jinja"),
         served_model_name="demo",
     )
     yield live
