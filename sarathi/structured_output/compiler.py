@@ -43,16 +43,7 @@ def grammar_text(spec: StructuredOutputsParams) -> str:
     """The llguidance grammar of ``spec``; ValueError when it is not well formed."""
     kind = spec.kind
     if kind in ("json", "json_object"):
-        schema: Any = {"type": "object"} if spec.json_object else spec.json
-        if isinstance(schema, str):
-            try:
-                schema = json.loads(schema)
-            except (json.JSONDecodeError, RecursionError) as e:
-                raise ValueError(f"the JSON schema is not valid JSON: {e}") from e
-        if not isinstance(schema, (dict, bool)):
-            raise ValueError("a JSON schema must be an object")
-        if _depth(schema) > MAX_SCHEMA_DEPTH:
-            raise ValueError(f"the JSON schema nests more than {MAX_SCHEMA_DEPTH} levels deep")
+        schema = _checked_schema({"type": "object"} if spec.json_object else spec.json)
         if not spec.json_object:
             schema = _closed_objects(schema)
         return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_STYLE)
@@ -68,6 +59,34 @@ def grammar_text(spec: StructuredOutputsParams) -> str:
     if len(_LARK_DEFINITION.findall(lark)) > MAX_GRAMMAR_RULES:
         raise ValueError(f"the grammar defines more than {MAX_GRAMMAR_RULES} rules and terminals")
     return llguidance.LLMatcher.grammar_from_lark(lark)
+
+
+def _checked_schema(schema: Any) -> Any:
+    """``schema`` (a JSON schema, or its JSON text) as data; ValueError when it is not one
+    or nests too deep."""
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"the JSON schema is not valid JSON: {e}") from e
+    if not isinstance(schema, (dict, bool)):
+        raise ValueError("a JSON schema must be an object")
+    if _depth(schema) > MAX_SCHEMA_DEPTH:
+        raise ValueError(f"the JSON schema nests more than {MAX_SCHEMA_DEPTH} levels deep")
+    return schema
+
+
+def lark_json(schema: dict[str, Any], closed: bool = True) -> str:
+    """A Lark rule body (``%json {...}``) for JSON that matches ``schema``, written in the
+    style of a json constraint; ``closed``: its objects take only the properties they list,
+    as a json constraint's do (an open ``{"type": "object"}`` takes any object).
+    ValueError when ``schema`` nests too deep."""
+    schema = _checked_schema(schema)
+    if closed:
+        schema = _closed_objects(schema)
+    # On one line, as a Lark rule ends with its line. The style is llguidance's x-guidance
+    # key, which a schema's own overrides, as it overrides a json constraint's style.
+    return "%json " + json.dumps({"x-guidance": _JSON_STYLE, **schema})
 
 
 # A GBNF rule definition ("root ::= ...", names of letters, digits, "_" and "-"); Lark never

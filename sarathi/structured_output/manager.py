@@ -85,6 +85,17 @@ class StructuredOutputManager:
     def mask_words(self) -> int:
         return (self.vocabulary.vocab_size + 31) // 32
 
+    def special_tokens(self, texts: Iterable[str]) -> dict[str, int]:
+        """Those of ``texts`` that are one special token of the vocabulary, with its id: a
+        grammar names such a token by its id, as its text does not spell it."""
+        vocabulary = self.vocabulary
+        found = {}
+        for text in texts:
+            ids = vocabulary.tokenize_str(text, parse_special=True)
+            if len(ids) == 1 and vocabulary.is_special_token(ids[0]):
+                found[text] = ids[0]
+        return found
+
     def compile(self, spec: StructuredOutputsParams) -> llguidance.LLMatcher:
         """The start state of ``spec``'s grammar (cached); ValueError when it is invalid."""
         key = spec.key()

@@ -253,11 +253,17 @@ async def _prepare(
     state.require_tokenizer("messages")
     mode = tool_mode(req, state.tool_parser)
     spec, spec_param = structured_outputs(req, names.get("response_format", "response_format"))
-    forced = tool_constraint(req, mode)
+    special = await state.special_tokens(mode.tags, "tools")
+    # In a worker thread: the tools' schemas are copied, and a strict tool's compiled.
+    forced = await asyncio.get_running_loop().run_in_executor(
+        state.grammar_threads, tool_constraint, req, mode, special
+    )
     if forced is not None:
         if spec is not None:
+            which = "with a strict tool " if mode.kind == "auto" else ""
             raise bad_request(
-                f"tool_choice {mode.kind!r} constrains the output itself; remove {spec_param}",
+                f"tool_choice {mode.kind!r} {which}constrains the output itself; remove "
+                f"{spec_param}" + (" or the tools' strict" if which else ""),
                 spec_param,
             )
         spec, spec_param = forced, "tools"

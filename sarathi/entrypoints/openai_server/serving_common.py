@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -213,6 +213,20 @@ class ServerState:
         try:
             await asyncio.get_running_loop().run_in_executor(
                 self.grammar_threads, compile_grammar, spec
+            )
+        except ValueError as e:
+            raise bad_request(str(e), param) from e
+
+    async def special_tokens(self, texts: Sequence[str], param: str) -> dict[str, int]:
+        """Those of ``texts`` that are one special token of the grammar engine's vocabulary,
+        with its id (in a worker thread: the vocabulary is read on first use); 400 when the
+        engine cannot read the tokenizer."""
+        if not texts:
+            return {}
+        find = self.engine.engine.structured.special_tokens
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.grammar_threads, find, texts
             )
         except ValueError as e:
             raise bad_request(str(e), param) from e

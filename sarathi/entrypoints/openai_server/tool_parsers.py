@@ -38,9 +38,9 @@ from typing import Any, Protocol
 
 from sarathi.sampling_params import is_unicode
 
-_OPEN = "<tool_call>"
-_CLOSE = "</tool_call>"
-_PYTHON_TAG = "<|python_tag|>"
+HERMES_OPEN = "<tool_call>"
+HERMES_CLOSE = "</tool_call>"
+PYTHON_TAG = "<|python_tag|>"
 # Deeply nested model output overflows the decoder's recursion: that is malformed text too.
 _BAD_JSON = (json.JSONDecodeError, RecursionError)
 
@@ -151,14 +151,14 @@ def _hermes_call(block: str, tool_names: set[str] | None) -> ToolCall | None:
 def _parse_hermes(text: str, tool_names: set[str] | None) -> list[_Piece]:
     pieces: list[_Piece] = []
     pos = 0
-    while (start := text.find(_OPEN, pos)) != -1:
-        end = text.find(_CLOSE, start + len(_OPEN))
+    while (start := text.find(HERMES_OPEN, pos)) != -1:
+        end = text.find(HERMES_CLOSE, start + len(HERMES_OPEN))
         if end == -1:
             break  # unterminated: the rest is content
-        call = _hermes_call(text[start + len(_OPEN) : end], tool_names)
+        call = _hermes_call(text[start + len(HERMES_OPEN) : end], tool_names)
         pieces.append(text[pos:start])
-        pieces.append(call or text[start : end + len(_CLOSE)])
-        pos = end + len(_CLOSE)
+        pieces.append(call or text[start : end + len(HERMES_CLOSE)])
+        pos = end + len(HERMES_CLOSE)
     pieces.append(text[pos:])
     return pieces
 
@@ -185,26 +185,28 @@ class _HermesScanner:
         pieces: list[_Piece] = []
         while True:
             if not self._in_block:
-                start = self._buf.find(_OPEN)
+                start = self._buf.find(HERMES_OPEN)
                 if start == -1:
-                    keep = _partial_tag_len(self._buf, _OPEN)
+                    keep = _partial_tag_len(self._buf, HERMES_OPEN)
                     pieces.append(self._buf[: len(self._buf) - keep])
                     self._buf = self._buf[len(self._buf) - keep :]
                     return pieces
                 pieces.append(self._buf[:start])
-                self._buf = self._buf[start + len(_OPEN) :]
+                self._buf = self._buf[start + len(HERMES_OPEN) :]
                 self._in_block = True
             else:
-                end = self._buf.find(_CLOSE)
+                end = self._buf.find(HERMES_CLOSE)
                 if end == -1:
                     return pieces
                 block = self._buf[:end]
-                self._buf = self._buf[end + len(_CLOSE) :]
+                self._buf = self._buf[end + len(HERMES_CLOSE) :]
                 self._in_block = False
-                pieces.append(_hermes_call(block, self._tool_names) or _OPEN + block + _CLOSE)
+                pieces.append(
+                    _hermes_call(block, self._tool_names) or HERMES_OPEN + block + HERMES_CLOSE
+                )
 
     def finish(self) -> list[_Piece]:
-        rest = (_OPEN if self._in_block else "") + self._buf
+        rest = (HERMES_OPEN if self._in_block else "") + self._buf
         self._buf, self._in_block = "", False
         return [rest]
 
@@ -213,10 +215,10 @@ def _llama3_body(text: str) -> str | None:
     """The text after the optional prefix, or None while it cannot be told whether the output is
     a call (so streaming knows when to decide)."""
     body = text.lstrip()
-    if _PYTHON_TAG.startswith(body):
+    if PYTHON_TAG.startswith(body):
         return None  # empty, or possibly the start of the tag
-    if body.startswith(_PYTHON_TAG):
-        body = body[len(_PYTHON_TAG) :].lstrip()
+    if body.startswith(PYTHON_TAG):
+        body = body[len(PYTHON_TAG) :].lstrip()
         if not body:
             return None
     return body
@@ -362,8 +364,8 @@ def parser_for_template(chat_template: str | None) -> str | None:
     around calls, so the server can pick a parser without being told."""
     if chat_template is None:
         return None
-    if _OPEN in chat_template:
+    if HERMES_OPEN in chat_template:
         return "hermes"
-    if _PYTHON_TAG in chat_template or "ipython" in chat_template:
+    if PYTHON_TAG in chat_template or "ipython" in chat_template:
         return "llama3_json"
     return None

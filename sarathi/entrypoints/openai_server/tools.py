@@ -2,7 +2,10 @@
 outputs and the output parsers of tool_parsers.py.
 
     none       tools are still rendered by the template (as vLLM does); the output is content
-    auto       the model decides, in the format its template taught it; that is parsed
+    auto       the model decides, in the format its template taught it; that is parsed.
+               With a strict tool, a call it starts is constrained to a call of the
+               tools in that format (tool_grammars.py), strict tools' arguments to
+               their schemas
     required   the output is constrained to a JSON list of {"name": ..., "parameters": ...}
                calls of the offered tools, each call's parameters to its tool's schema
     named      the output is constrained to the named tool's parameters schema
@@ -16,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +30,11 @@ from sarathi.entrypoints.openai_server.protocol import (
     NamedToolChoice,
     TokenizeChatRequest,
     ToolCallOut,
+)
+from sarathi.entrypoints.openai_server.tool_grammars import (
+    FORMAT_TAGS,
+    ToolSchema,
+    strict_auto_grammar,
 )
 from sarathi.entrypoints.openai_server.tool_parsers import (
     StreamingToolParser,
@@ -45,6 +54,7 @@ class ToolMode:
     parser: str | None = None  # auto: the output format
     function: str | None = None  # named: the tool
     parallel: bool = True
+    strict: bool = False  # auto: some tool is strict, so the calls are constrained
 
     @property
     def calls_tools(self) -> bool:
@@ -57,6 +67,12 @@ class ToolMode:
         special tokens, and skipped, the calls reach the parser as bare JSON and come back
         as content. vLLM's hermes parser turns skip_special_tokens off likewise."""
         return self.kind == "auto" and self.parser == "hermes"
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The tags of the output format that its constraint names (none when the output
+        is not constrained by the format)."""
+        return FORMAT_TAGS[self.parser] if self.strict and self.parser is not None else ()
 
 
 NO_TOOLS = ToolMode("none")
@@ -91,11 +107,31 @@ def tool_mode(req: ChatCompletionRequest, parser: str | None) -> ToolMode:
             '"required" or a named function',
             "tool_choice",
         )
-    return ToolMode("auto", names, parser=parser, parallel=parallel)
+    strict = any(t.function.strict is True for t in tools)
+    return ToolMode("auto", names, parser=parser, parallel=parallel, strict=strict)
 
 
-def tool_constraint(req: ChatCompletionRequest, mode: ToolMode) -> StructuredOutputsParams | None:
-    """The output constraint of a required or named choice (None otherwise)."""
+def tool_constraint(
+    req: ChatCompletionRequest, mode: ToolMode, special: Mapping[str, int]
+) -> StructuredOutputsParams | None:
+    """The output constraint of a required or named choice, or of auto with a strict tool
+    (None otherwise). ``special``: those of ``mode.tags`` that the vocabulary holds as
+    special tokens, with their ids."""
+    if mode.kind == "auto" and mode.strict:
+        assert mode.parser is not None
+        tools = [
+            ToolSchema(
+                t.function.name,
+                t.function.parameters or {"type": "object"},
+                bool(t.function.strict),
+            )
+            for t in req.tools or []
+        ]
+        try:
+            grammar = strict_auto_grammar(mode.parser, tools, mode.parallel, special)
+        except ValueError as e:
+            raise bad_request(str(e), "tools") from e
+        return StructuredOutputsParams(grammar=grammar)
     if mode.kind not in ("required", "named"):
         return None
     schemas = {
