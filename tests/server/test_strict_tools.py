@@ -115,7 +115,7 @@ def test_grammar_without_parallel_calls_takes_one(demo_tokenizer, parser, call):
     assert not _takes(demo_tokenizer, grammar, call + second)
 
 
-def test_hermes_grammar_takes_tags_that_are_special_tokens(tmp_path):
+def test_grammars_take_tags_that_are_special_tokens(tmp_path):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(special_tag_model(tmp_path))
@@ -133,6 +133,11 @@ def test_hermes_grammar_takes_tags_that_are_special_tokens(tmp_path):
     assert _runs(tok, grammar, [*enc("hi "), start, *enc('{"name": "add", "arguments": {"a": 1}}'), end])
     assert not _runs(tok, grammar, [start, *enc('{"name": "add", "arguments": {"a": true}}'), end])
     assert _takes(tok, grammar, HERMES_CALL)  # the tags spelled as text are still tags
+
+    # A special <|python_tag|> (the special <tool_call> token stands for it) leads a call only.
+    grammar = strict_auto_grammar("llama3_json", [ADD], True, {"<|python_tag|>": start})
+    assert _runs(tok, grammar, [*enc(" "), start, *enc(" " + LLAMA_CALL)])
+    assert not _runs(tok, grammar, [start, *enc("an answer")])
 
 
 # -- end to end ----------------------------------------------------------------------------
