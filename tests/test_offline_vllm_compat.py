@@ -374,3 +374,38 @@ def test_vllms_constructor_keywords_that_change_nothing_are_taken(tiny_models):
 def test_vllms_constructor_keywords_asking_for_more_are_refused(tiny_models, kwargs, match):
     with pytest.raises(ValueError, match=match):
         LLM(tiny_models["llama"], **kwargs)
+
+
+def test_a_batch_queues_its_longest_budgets_first_and_answers_in_prompt_order(
+    llm, monkeypatch
+):
+    # A long output queued last would decode alone at the end of the batch, a few tokens
+    # a step; queued first it decodes beside the others.
+    engine = llm.engine
+    add = engine.add_request
+    budgets = []
+
+    def record(prompt, params, **kwargs):
+        budgets.append(params.max_tokens)
+        return add(prompt, params, **kwargs)
+
+    prompts = [PROMPT, "The capital of France", "One two three", "Once upon a time"]
+    params = [
+        SamplingParams(temperature=0, max_tokens=n, ignore_eos=True) for n in (2, 7, 4, 7)
+    ]
+    monkeypatch.setattr(engine, "add_request", record)
+    outs = llm.generate(prompts, params)
+    monkeypatch.undo()
+    assert budgets == [7, 7, 4, 2]
+    assert [len(o.outputs[0].token_ids) for o in outs] == [2, 7, 4, 7]
+    for prompt, p, out in zip(prompts, params, outs, strict=True):
+        (alone,) = llm.generate(prompt, p)
+        assert out.prompt == prompt
+        assert out.outputs[0].token_ids == alone.outputs[0].token_ids
+
+
+def test_an_unbounded_budget_is_queued_before_any_number():
+    from sarathi.entrypoints.llm import _longest_first
+
+    params = [SamplingParams(max_tokens=n) for n in (5, None, 9, 5)]
+    assert _longest_first(params) == [1, 2, 0, 3]

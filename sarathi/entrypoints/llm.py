@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import numbers
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -238,16 +239,20 @@ class LLM:
                 raise ValueError(f"got {len(batch)} prompts but {len(params)} sampling params")
         engine = self.engine
         results: dict[str, RequestOutput] = {}
-        order: list[str] = []
+        order = [f"generate-{next(self._request_ids)}" for _ in batch]
+        queued: list[str] = []
         try:
-            for i, (prompt, p, salt, rank) in enumerate(
-                zip(batch, params, salts, priorities, strict=True)
-            ):
-                rid = f"generate-{next(self._request_ids)}"
-                order.append(rid)
+            for i in _longest_first(params):
+                rid, prompt, p = order[i], batch[i], params[i]
+                queued.append(rid)
                 try:
                     engine.add_request(
-                        prompt, p, request_id=rid, final_only=True, cache_salt=salt, priority=rank
+                        prompt,
+                        p,
+                        request_id=rid,
+                        final_only=True,
+                        cache_salt=salts[i],
+                        priority=priorities[i],
                     )
                 except RequestError as e:
                     logger.warning("request %d failed: %s", i, e)
@@ -256,7 +261,7 @@ class LLM:
             # Anything else (the tokenizer's own error, an interrupt) ends this call: the
             # requests already queued would otherwise stay in the engine and run, unread,
             # inside the next generate call (vLLM aborts them too).
-            for rid in order:
+            for rid in queued:
                 engine.abort_request(rid)
             raise
         # A callable makes the bar, as in vLLM (it was read as True, and a plain bar shown).
@@ -322,6 +327,22 @@ _UNSUPPORTED = {
     ),
     **{name: _RPC.format(name) for name in ("collective_rpc", "apply_model")},
 }
+
+
+def _longest_first(params: Sequence[SamplingParams]) -> list[int]:
+    """The order to queue one ``generate`` call's requests in: the largest ``max_tokens``
+    first (None, bounded only by the context, before any number), ties in prompt order.
+
+    A batch takes as many steps as its last request to finish needs, and a request can only
+    start decoding once its prompt is in. Queued in prompt order, a long output whose prompt
+    comes last decodes alone at the end, in steps that read all the weights for a few
+    tokens each; started first, it decodes beside the rest. Offline, nobody reads an output
+    before the batch ends, so the order costs no one latency. Where every request has the
+    same budget (the usual case) the order is the prompts'."""
+    return sorted(
+        range(len(params)),
+        key=lambda i: -(params[i].max_tokens or sys.maxsize),
+    )
 
 
 def _unsupported(name: str, message: str) -> Any:
