@@ -609,3 +609,10 @@ def test_a_model_folder_after_api_key_is_not_taken_as_a_key(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "is a model folder, not a key" in r.stderr, r.stderr
     assert call(_parse_only, "sarathi", ["serve", str(tmp_path), "--api-key", "k1"]).returncode == 0
+
+
+def test_demo_after_several_api_keys_is_refused_not_taken_as_a_key():
+    # `serve --api-key KEY demo` made "demo" a second key, which any client could send.
+    r = _call("serve", "--api-key", "k1", "demo")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "'demo' after --api-key is read as a key" in r.stderr, r.stderr

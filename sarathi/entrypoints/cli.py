@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sarathi import __version__
+from sarathi.config import DEMO_MODEL
 from sarathi.entrypoints.cli_args import (
     add_engine_args,
     add_sampling_args,
@@ -226,6 +227,15 @@ def _serve(args: argparse.Namespace) -> int:
             f"--max-body-bytes-in-flight ({args.max_body_bytes_in_flight}) is below "
             f"--max-request-bytes ({args.max_request_bytes}): a body between the two could "
             "never be taken"
+        )
+    keys = args.api_key or []
+    if len(keys) > 1 and keys[-1] == DEMO_MODEL and args.model_tag is None:
+        # --api-key takes every value after it: `serve --api-key KEY demo` made "demo" a
+        # key that any client could send.
+        raise ValueError(
+            f"{DEMO_MODEL!r} after --api-key is read as a key (--api-key takes every value "
+            "after it); put the model first (`serve demo --api-key KEY`) or give it with "
+            "--model"
         )
     if not args.allowed_origins:
         # CORS is off without origins (vLLM's default is all of them): these would be taken
