@@ -186,6 +186,8 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     (["serve", "--served-model-name", "a", " "], "--served-model-name: the name is empty"),
     # A body between the two was refused with 503 and Retry-After however often it came back.
     (["serve", "--max-body-bytes-in-flight", "1000"], "could never be taken"),
+    # Taken for vLLM's command lines, where a negative length is no length either.
+    (["serve", "--max-log-len", "-1"], "--max-log-len: must be >= 0"),
     # The plain output is text only: the logprobs were computed and never printed.
     (["generate", "--prompt", "x", "--logprobs", "2"], "--logprobs is printed with --json"),
 ])

@@ -207,7 +207,11 @@ def _add_vllm_compat_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Accepted: the server and engine share one process.",
     )
-    g.add_argument("--max-log-len", type=int, help="Accepted: requests are never logged.")
+    g.add_argument(
+        "--max-log-len",
+        type=_bounded(int, positive=False),
+        help="Accepted: requests are never logged.",
+    )
 
 
 def _json_list(text: str) -> list[str]:
