@@ -190,6 +190,8 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     (["serve", "--max-log-len", "-1"], "--max-log-len: must be >= 0"),
     # The plain output is text only: the logprobs were computed and never printed.
     (["generate", "--prompt", "x", "--logprobs", "2"], "--logprobs is printed with --json"),
+    # Each JSON line has its prompt: --echo was taken and never read.
+    (["generate", "--prompt", "x", "--echo", "--json"], "--echo is for the plain output"),
 ])
 def test_bad_values_of_other_flags_are_clean_errors(args, says):
     r = _call(*args)

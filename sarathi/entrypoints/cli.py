@@ -40,6 +40,12 @@ def _generate(args: argparse.Namespace) -> int:
         # The plain output is the text alone: the log-probabilities asked for would be
         # computed and never shown. Said before the model loads.
         raise ValueError("--logprobs is printed with --json only; add --json")
+    if args.echo and args.json:
+        # Each JSON line carries its prompt already; the flag would be taken and never read.
+        raise ValueError(
+            "--echo is for the plain output; with --json each line has its prompt under "
+            '"prompt"; leave one of them out'
+        )
     try:
         constraint = _constraint(args)
     except (OSError, ValueError) as e:
@@ -321,7 +327,11 @@ def build_parser() -> _Parser:
     gen.add_argument(
         "--prompt-file", help="File with one prompt per line (blank lines are skipped)."
     )
-    gen.add_argument("--echo", action="store_true", help="Print the prompt before each output.")
+    gen.add_argument(
+        "--echo",
+        action="store_true",
+        help="Print the prompt before each output (plain output; --json lines carry it).",
+    )
     gen.add_argument("--json", action="store_true", help="Print one JSON object per prompt.")
     constrain = gen.add_argument_group(
         "structured output options", "Constrain every output (docs/structured-outputs.md)."
