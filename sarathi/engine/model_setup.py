@@ -101,8 +101,8 @@ def resolve_dtype(name: str, checkpoint_dtype: str | None, device: torch.device)
 
 def resolve_chunk_size(config: EngineConfig, device: torch.device) -> int:
     """The token budget per step: as configured, else by GPU class (measured on an H200:
-    1024 gave the most offline throughput, with a p99 time between tokens of 34 ms against
-    20 ms at 512; see docs/benchmarks.md)."""
+    a server at 1024 has TTFT 2.8x lower than at 512, with a p99 time between tokens of 34
+    ms against 20; see docs/benchmarks.md)."""
     if config.scheduler.chunk_size is not None:
         return config.scheduler.chunk_size
     if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
