@@ -67,7 +67,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
             kwargs: dict[str, Any] = {
                 "dest": f.name,
                 "default": argparse.SUPPRESS,
-                "help": help_text,
+                # The fields' help is prose; argparse reads "%" as a format directive.
+                "help": help_text.replace("%", "%%"),
             }
             if kind is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
