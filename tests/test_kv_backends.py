@@ -111,6 +111,8 @@ def test_gpu_memory_utilization_on_the_cpu_is_named_as_ignored(tiny_models, capl
     with caplog.at_level(logging.WARNING, logger="sarathi"):
         llm = LLM(tiny_models["llama"], gpu_memory_utilization=0.5, kv_cache_memory="1MiB")
     assert "gpu_memory_utilization 0.5 is ignored on cpu" in caplog.text
+    # The demo's cache reports 2 GiB under the 4 GiB default: the message says why.
+    assert "or less where --max-num-seqs requests of --max-model-len tokens" in caplog.text
     assert llm.engine.cache_plan.budget <= 1024**2
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="sarathi"):

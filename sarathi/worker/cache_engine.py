@@ -55,7 +55,10 @@ def unread_fraction(config: CacheConfig, device: torch.device) -> str | None:
     if config.gpu_memory_utilization is None:
         return None
     if device.type != "cuda":
-        return f"on {device}: the KV cache there takes --kv-cache-memory (default: 4 GiB)"
+        return (
+            f"on {device}: the KV cache there takes --kv-cache-memory (default: 4 GiB, or "
+            "less where --max-num-seqs requests of --max-model-len tokens need less)"
+        )
     if config.kv_cache_memory is not None:
         return "with --kv-cache-memory, which sets the KV cache's size"
     return None
