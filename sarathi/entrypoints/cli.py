@@ -237,7 +237,8 @@ def _serve(args: argparse.Namespace) -> int:
     keys = args.api_key or []
     if len(keys) > 1 and keys[-1] == DEMO_MODEL and args.model_tag is None:
         # --api-key takes every value after it: `serve --api-key KEY demo` made "demo" a
-        # key that any client could send.
+        # key that any client could send. A model folder there is refused as each key is
+        # parsed (openai_server.args._key); "demo" only here, where the keys' count is known.
         raise ValueError(
             f"{DEMO_MODEL!r} after --api-key is read as a key (--api-key takes every value "
             "after it); put the model first (`serve demo --api-key KEY`) or give it with "

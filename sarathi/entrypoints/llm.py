@@ -240,11 +240,9 @@ class LLM:
         engine = self.engine
         results: dict[str, RequestOutput] = {}
         order = [f"generate-{next(self._request_ids)}" for _ in batch]
-        queued: list[str] = []
         try:
             for i in _longest_first(params):
                 rid, prompt, p = order[i], batch[i], params[i]
-                queued.append(rid)
                 try:
                     engine.add_request(
                         prompt,
@@ -260,8 +258,9 @@ class LLM:
         except BaseException:
             # Anything else (the tokenizer's own error, an interrupt) ends this call: the
             # requests already queued would otherwise stay in the engine and run, unread,
-            # inside the next generate call (vLLM aborts them too).
-            for rid in queued:
+            # inside the next generate call (vLLM aborts them too). Aborting an id not yet
+            # queued does nothing.
+            for rid in order:
                 engine.abort_request(rid)
             raise
         # A callable makes the bar, as in vLLM (it was read as True, and a plain bar shown).
