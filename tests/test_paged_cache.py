@@ -55,7 +55,6 @@ def test_out_of_blocks_and_bad_slots_raise():
 
 def test_shared_blocks_enter_the_table_and_are_reference_counted():
     c = make(num_blocks=6)
-    assert c.shares_frames
     a = c.alloc_slot()
     c.ensure(a, 12)  # 3 blocks
     prefix = [c.frame_of(a, 0), c.frame_of(a, 1)]

@@ -257,13 +257,20 @@ def _plan_paged(
 
 
 def create_cache(
-    plan: CachePlan, shape: ModelShape, dtype: torch.dtype, device: torch.device
-) -> KVCache:
+    plan: CachePlan,
+    shape: ModelShape,
+    dtype: torch.dtype,
+    device: torch.device,
+    attention_backend: str,
+    kernels: KernelSwitches,
+) -> tuple[KVCache, AttentionBackend]:
+    """The cache ``plan`` describes, and the resolved attention backend
+    ``attention_backend`` wired to it (the paged kernels read its block table)."""
     if plan.block_tokens is not None:
         block_bytes = paged_block_bytes(
             shape.num_layers, shape.num_kv_heads, shape.head_dim, dtype, plan.block_tokens
         )
-        return PagedKVCache(
+        paged = PagedKVCache(
             shape.num_layers,
             shape.num_kv_heads,
             shape.head_dim,
@@ -274,7 +281,11 @@ def create_cache(
             plan.block_tokens,
             plan.budget // block_bytes,
         )
-    return vattention.KVCache(
+        attention = get_attention_backend(
+            attention_backend, device, paged.block_tables, paged.block_tokens, kernels
+        )
+        return paged, attention
+    cache = vattention.KVCache(
         num_layers=shape.num_layers,
         num_kv_heads=shape.num_kv_heads,
         head_dim=shape.head_dim,
@@ -287,15 +298,7 @@ def create_cache(
         memory_budget=plan.budget,
         backend=plan.backend,
     )
-
-
-def attention_for_cache(
-    name: str, device: torch.device, cache: KVCache, kernels: KernelSwitches
-) -> AttentionBackend:
-    """The resolved attention backend ``name``, wired to the cache it reads."""
-    if isinstance(cache, PagedKVCache):
-        return get_attention_backend(name, device, cache.block_tables, cache.block_tokens, kernels)
-    return get_attention_backend(name, device, kernels=kernels)
+    return cache, get_attention_backend(attention_backend, device, kernels=kernels)
 
 
 def capacity_of(cache: KVCache) -> CacheCapacity:

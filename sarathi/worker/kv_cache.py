@@ -27,11 +27,6 @@ class KVCache(Protocol):
     @property
     def tokens_per_block(self) -> int: ...
 
-    @property
-    def shares_frames(self) -> bool:
-        """Whether a frame can back blocks of several slots (prefix caching needs it)."""
-        ...
-
     def alloc_slot(self, shared: Sequence[int] = ()) -> int:
         """Take a free slot; its blocks ``0..len(shared)-1`` are backed by the frames
         ``shared`` (full blocks in use already, never written again)."""

@@ -33,8 +33,6 @@ def paged_block_bytes(
 
 
 class PagedKVCache:
-    shares_frames = True
-
     def __init__(
         self,
         num_layers: int,

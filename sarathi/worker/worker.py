@@ -23,7 +23,6 @@ from sarathi.model_executor.model_loader import (
 from sarathi.model_executor.model_shape import ModelShape
 from sarathi.model_executor.parallel import TPGroup, head_layout
 from sarathi.worker.cache_engine import (
-    attention_for_cache,
     capacity_of,
     create_cache,
     gpu_kv_room,
@@ -121,8 +120,9 @@ class Worker:
             free,
             paged=uses_paged_cache(backend),
         )
-        self.cache = create_cache(self.plan, cache_shape, spec.dtype, spec.device)
-        attention = attention_for_cache(backend, spec.device, self.cache, self.model.kernels)
+        self.cache, attention = create_cache(
+            self.plan, cache_shape, spec.dtype, spec.device, backend, self.model.kernels
+        )
         self.runner = ModelRunner(
             self.model,
             self.cache,
