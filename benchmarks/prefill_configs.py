@@ -19,7 +19,7 @@ import torch
 from common import graph_us, print_table, require_cuda, run_info, write_json
 
 from sarathi.model_executor.attention.launch import PrefillLaunch
-from sarathi.model_executor.attention.metadata import chunk_table
+from sarathi.model_executor.attention.metadata import PrefillChunk, chunk_table
 
 SHAPES = {"llama3-8b": (32, 8, 128), "qwen3-0.6b": (16, 8, 128), "llama2-7b": (32, 32, 128)}
 LAUNCHES = [  # the first is the default
@@ -55,7 +55,7 @@ def _case(model: str, prefix: int, n: int) -> list[dict]:
     v = torch.randn_like(k)
     q = torch.randn(n, hq, d, dtype=torch.bfloat16, device="cuda")
     out = torch.empty_like(q)
-    c = chunk_table([(1, prefix, n)], 0, q.device)
+    c = chunk_table([PrefillChunk(1, prefix, n)], 0, q.device)
     flops = 4 * hq * d * n * (prefix + (n + 1) / 2)
     rows = []
     for launch in LAUNCHES:

@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import vattention
 from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend
 from sarathi.model_executor.attention.launch import decode_launch, decode_splits
-from sarathi.model_executor.attention.metadata import FixedLaunch, chunk_table
+from sarathi.model_executor.attention.metadata import FixedLaunch, PrefillChunk, chunk_table
 from sarathi.model_executor.dummy_weights import init_dummy_weights
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 from sarathi.model_executor.model_loader import build_model
@@ -187,8 +187,8 @@ class Setup:
             decode_slots=torch.empty(0, dtype=torch.long, device=dev),
             decode_context_lens=torch.empty(0, dtype=torch.long, device=dev),
             max_decode_context=0,
-            prefills=[(slot, 0, n)],
-            chunks=chunk_table([(slot, 0, n)], 0, dev),
+            prefills=[PrefillChunk(slot, 0, n)],
+            chunks=chunk_table([PrefillChunk(slot, 0, n)], 0, dev),
         )
         ids = torch.randint(10, 1000, (n,), device=dev)
         ctx = ForwardContext(meta, self.cache, self.attention, self.rotary)

@@ -30,7 +30,7 @@ from sarathi.core.scheduler_output import ScheduledChunk, StepInput, StepResult,
 from sarathi.model_executor import kernel_switches
 from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
 from sarathi.model_executor.attention.launch import prefill_launch, prefill_tiles
-from sarathi.model_executor.attention.metadata import ChunkTable
+from sarathi.model_executor.attention.metadata import ChunkTable, PrefillChunk
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 from sarathi.model_executor.layers.sampler import (
     PendingPromptLogprobs,
@@ -90,7 +90,7 @@ class HostBatch:
     arrays: dict[str, np.ndarray]
     num_tokens: int
     num_decodes: int
-    prefills: list[tuple[int, int, int]]  # (slot, start, length) per chunk
+    prefills: list[PrefillChunk]
     longest_chunk: int
     num_tiles: int
     has_pending: bool
@@ -359,7 +359,7 @@ class ModelRunner:
                 hist.append(int(step.decode_tokens[i]))
 
         ids, pos, tok_slots = [dtok], [dpos], [dslots]
-        prefills: list[tuple[int, int, int]] = []
+        prefills: list[PrefillChunk] = []
         sample_rows: list[int] = []
         sample_slots: list[int] = []
         prompt_rows: list[PromptRows] = []
@@ -381,7 +381,7 @@ class ModelRunner:
             ids.append(np.asarray(tokens, dtype=np.int64))
             pos.append(np.arange(c.start, end, dtype=np.int64))
             tok_slots.append(np.full(n, slot, dtype=np.int64))
-            prefills.append((slot, c.start, n))
+            prefills.append(PrefillChunk(slot, c.start, n))
             if c.prompt_logprobs is not None:
                 prompt_rows.append(_prompt_rows(c, row, st.prompt_len, c.prompt_logprobs))
             row += n
@@ -389,9 +389,11 @@ class ModelRunner:
                 sample_rows.append(row - 1)
                 sample_slots.append(slot)
 
-        tile_chunk, tile_block = prefill_tiles([(s, n) for _, s, n in prefills], self.block_m)
+        tile_chunk, tile_block = prefill_tiles(
+            [(c.start, c.length) for c in prefills], self.block_m
+        )
         chunk_off = (
-            np.cumsum([nd] + [n for _, _, n in prefills[:-1]], dtype=np.int64)
+            np.cumsum([nd] + [c.length for c in prefills[:-1]], dtype=np.int64)
             if prefills
             else np.zeros(0, dtype=np.int64)
         )
@@ -609,8 +611,8 @@ class ModelRunner:
                 decode_slots=empty,
                 decode_context_lens=empty,
                 max_decode_context=0,
-                prefills=[(slot, 0, n)],
-                chunks=chunk_table([(slot, 0, n)], 0, dev),
+                prefills=[PrefillChunk(slot, 0, n)],
+                chunks=chunk_table([PrefillChunk(slot, 0, n)], 0, dev),
             )
             ctx = ForwardContext(meta, self.cache, self.attention, self.rotary)
             with torch.inference_mode():

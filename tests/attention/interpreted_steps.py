@@ -14,7 +14,7 @@ import torch
 from sarathi import LLM, SamplingParams
 from sarathi.model_executor.attention.launch import (PrefillLaunch, decode_splits, prefill_launch,
                                                      prefill_tiles)
-from sarathi.model_executor.attention.metadata import AttentionMetadata, chunk_table
+from sarathi.model_executor.attention.metadata import AttentionMetadata, PrefillChunk, chunk_table
 from sarathi.model_executor.attention.torch_backend import TorchAttention
 from sarathi.model_executor.attention.triton_backend import TritonAttention
 from sarathi.model_executor.attention.triton_decode import decode_attention
@@ -30,7 +30,7 @@ def check_kernels() -> None:
     slots, max_len, hkv, hq, d, scale = 6, 256, 2, 4, 32, 0.2
     k, v = torch.randn(slots, max_len, hkv, d), torch.randn(slots, max_len, hkv, d)
     decodes = [(0, 17), (1, 100), (2, 64)]  # (slot, context)
-    prefills = [(3, 10, 20), (4, 0, 70)]  # (slot, start, length)
+    prefills = [PrefillChunk(3, 10, 20), PrefillChunk(4, 0, 70)]
     nd = len(decodes)
     t = nd + sum(n for *_, n in prefills)
     q = torch.randn(t, hq, d)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend
-from sarathi.model_executor.attention.metadata import chunk_table
+from sarathi.model_executor.attention.metadata import PrefillChunk, chunk_table
 from sarathi.model_executor.kernel_switches import KernelSwitches
 from sarathi.model_executor.pdl import supported as pdl_supported
 from tests.attention.reference import reference_attention, rel_error
@@ -44,7 +44,7 @@ def _step(rng: random.Random, slots: int, max_len: int, num_decodes: int,
         start = rng.randint(0, max_len - n)
         tok_slots.extend([s] * n)
         tok_pos.extend(range(start, start + n))
-        prefills.append((s, start, n))
+        prefills.append(PrefillChunk(s, start, n))
     dev = torch.device("cuda")
     meta = AttentionMetadata(
         slot_of_token=torch.tensor(tok_slots, device=dev),

@@ -12,7 +12,7 @@ and the kernels read the step's real counts from device tensors (rows past them 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
@@ -21,6 +21,15 @@ from sarathi.model_executor.attention.launch import DecodeLaunch
 # Where each token's K/V row goes: the first two indices of a [A, B, Hkv, D] cache. Slot and
 # position for the vattention layout, block and offset for the paged pool.
 KVIndex = tuple[torch.Tensor, torch.Tensor]
+
+
+class PrefillChunk(NamedTuple):
+    """One prefill chunk of a step, host side: ``length`` tokens of ``slot`` from position
+    ``start``. A step's chunks follow each other in the flat batch after its decodes."""
+
+    slot: int
+    start: int
+    length: int
 
 
 @dataclass
@@ -58,9 +67,7 @@ class AttentionMetadata:
     decode_slots: torch.Tensor  # [num_decodes]
     decode_context_lens: torch.Tensor  # [num_decodes] tokens to attend to, current included
     max_decode_context: int
-    # One entry per prefill chunk: (slot, start position, number of tokens), host side; the
-    # chunk's tokens follow each other in the flat batch after the decodes. Empty in graphs.
-    prefills: list[tuple[int, int, int]]
+    prefills: list[PrefillChunk]  # empty in graphs
     chunks: ChunkTable | None = None  # the same chunks on the device
     launch: FixedLaunch | None = None  # set while a graph is captured or replayed
     # Backends keep per-step derived tensors here so every layer reuses them.
@@ -126,10 +133,10 @@ class AttentionBackend(Protocol):
 
 
 def chunk_table(
-    prefills: list[tuple[int, int, int]], first_row: int, device: torch.device
+    prefills: list[PrefillChunk], first_row: int, device: torch.device
 ) -> ChunkTable | None:
-    """The device chunk table of host chunks (slot, start, length) laid out one after the
-    other from flat row ``first_row`` (None for no chunks). For callers outside the model
+    """The device chunk table of host chunks laid out one after the other from flat row
+    ``first_row`` (None for no chunks). For callers outside the model
     runner (tests, benchmarks); the runner packs it with the rest of the step's inputs."""
     if not prefills:
         return None
@@ -138,7 +145,7 @@ def chunk_table(
         rows.append((slot, start, n, off))
         off += n
     t = torch.tensor(rows, dtype=torch.long, device=device).t().contiguous()
-    return ChunkTable(t[0], t[1], t[2], t[3], max(n for _, _, n in prefills))
+    return ChunkTable(t[0], t[1], t[2], t[3], max(c.length for c in prefills))
 
 
 def slot_index(meta: AttentionMetadata) -> KVIndex:

@@ -85,10 +85,10 @@ def _dense_step(
     """Block-table rows of the step's sequences, and the step's metadata renumbered so
     sequence i of the step is slot i of the gathered cache (built once per step)."""
     if "paged_dense" not in meta.cache:
-        slots = meta.decode_slots.tolist() + [s for s, _, _ in meta.prefills]
+        slots = meta.decode_slots.tolist() + [c.slot for c in meta.prefills]
         index = {s: i for i, s in enumerate(dict.fromkeys(slots))}
         longest = max(
-            [0] + meta.decode_context_lens.tolist() + [start + n for _, start, n in meta.prefills]
+            [0] + meta.decode_context_lens.tolist() + [c.start + c.length for c in meta.prefills]
         )
         used = torch.tensor(list(index), dtype=torch.long, device=block_tables.device)
         rows = block_tables[used, : -(-longest // block_tokens)].long()
@@ -104,7 +104,7 @@ def _dense_step(
             decode_slots=decode_slots,
             decode_context_lens=meta.decode_context_lens,
             max_decode_context=meta.max_decode_context,
-            prefills=[(index[s], start, n) for s, start, n in meta.prefills],
+            prefills=[c._replace(slot=index[c.slot]) for c in meta.prefills],
         )
         meta.cache["paged_dense"] = (rows, dense)
     return meta.cache["paged_dense"]
