@@ -83,10 +83,20 @@ def test_a_field_that_asks_for_what_is_not_done_is_refused_by_name(http, route, 
     assert err["message"] == f"{UNSUPPORTED[name][1]}; remove '{name}'"
 
 
+def test_an_empty_web_search_options_is_refused(http):
+    """Every option of a web search has a default, so {} asks for a search with them all."""
+    body = {"messages": MESSAGES, "max_tokens": 2, "web_search_options": {}}
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "web_search_options" and err["type"] == "invalid_request_error"
+
+
 @pytest.mark.parametrize(
     "extra",
     [
         {"response_format": {"type": "text"}},
+        {"web_search_options": None},
         {"tool_choice": "none"},
         {"store": False},
         {"service_tier": "auto"},

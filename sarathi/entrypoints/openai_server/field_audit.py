@@ -28,6 +28,10 @@ def _unset(value: Any) -> bool:
     return value is None or value == [] or value == {}
 
 
+def _null(value: Any) -> bool:
+    return value is None
+
+
 def _no_tools(value: Any) -> bool:
     return _unset(value) or value == "none"
 
@@ -61,7 +65,9 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "audio": (_unset, "audio output is not supported"),
     "modalities": (_text_only, "only the text modality is supported"),
     "prediction": (_unset, "predicted outputs are not supported"),
-    "web_search_options": (_unset, "web search is not supported"),
+    # Its every option has a default, so even {} turns the search on (OpenAI searches then):
+    # only null leaves it off.
+    "web_search_options": (_null, "web search is not supported"),
     "reasoning_effort": (
         _unset,
         "reasoning_effort (a field of /v1/chat/completions) is not supported",
