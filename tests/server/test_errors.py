@@ -330,6 +330,35 @@ def test_unknown_route_and_method_are_openai_shaped(http):
     assert resp.headers["allow"] == "POST" and "takes POST" in err["message"]
 
 
+@pytest.mark.parametrize("path", ["/health", "/ping", "/v1/models", "/v1/models/demo", "/version"])
+def test_head_answers_as_get_without_a_body(http, path):
+    """Load balancers and health checkers probe with HEAD; FastAPI gave it a 405."""
+    get, head = http.get(path), http.head(path)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b""
+    for name in ("content-type", "content-length"):
+        assert head.headers[name] == get.headers[name], name
+
+
+def test_head_on_metrics_and_an_unknown_model(http):
+    head = http.head("/metrics")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == http.get("/metrics").headers["content-type"]
+    assert http.head("/v1/models/nope").status_code == 404
+
+
+def test_head_keeps_unknown_paths_and_post_routes_apart(http):
+    assert http.head("/v1/nothing").status_code == 404
+    resp = http.head(COMPL)
+    assert resp.status_code == 405 and resp.headers["allow"] == "POST"
+
+
+def test_head_routes_are_not_operations_of_the_openapi_document(http):
+    paths = http.get("/openapi.json").json()["paths"]
+    assert "/health" in paths and "get" in paths["/health"]
+    assert not [p for p, ops in paths.items() if "head" in ops]
+
+
 def test_oversized_bodies_are_413(http, server):
     big = {"prompt": "x" * (300 * 1024)}
     err = _assert_error(http.post(COMPL, json=big), 413)

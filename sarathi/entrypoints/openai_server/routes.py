@@ -277,3 +277,24 @@ async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeRes
     if bad:
         raise bad_request(f"token ids out of range [0, {vocab}): {bad[:5]}", "tokens")
     return DetokenizeResponse(prompt=await s.decode(body.tokens))
+
+
+def answer_head(router: APIRouter) -> None:
+    """Give every GET route of ``router`` a HEAD twin: same handler, status and headers,
+    and no body (uvicorn sends none for HEAD). Load balancers and health checkers probe with
+    HEAD, which FastAPI, unlike Starlette, does not add to a GET route: it was a 405. The
+    twins stay out of the OpenAPI document, where they would read as operations of their own."""
+    for route in list(router.routes):
+        if isinstance(route, APIRoute) and "GET" in (route.methods or ()):
+            router.add_api_route(
+                route.path,
+                route.endpoint,
+                methods=["HEAD"],
+                response_model=route.response_model,
+                response_class=route.response_class,
+                include_in_schema=False,
+                name=route.name,
+            )
+
+
+answer_head(router)
