@@ -191,6 +191,46 @@ def test_malformed_json_is_400(http, raw):
     _assert_error(resp, 400)
 
 
+@pytest.mark.parametrize("path", [COMPL, "/v1/chat/completions", "/tokenize", "/v1/responses"])
+def test_malformed_json_says_why_and_where(http, path):
+    raw = b'{"prompt": "x",\n "max_tokens": 2,\n}'
+    resp = http.post(path, content=raw, headers={"content-type": "application/json"})
+    err = _assert_error(resp, 400, None)
+    assert err["message"].startswith("the request body is not valid JSON: Expecting property"), err
+    assert "line 3, column 1" in err["message"], err
+
+
+def test_a_large_malformed_body_says_why_and_where(http):
+    """Bodies over 64 KiB are parsed in a worker thread: the same message comes back."""
+    raw = b'{"prompt": "' + b"x" * (100 * 1024) + b'" "max_tokens": 2}'
+    resp = http.post(COMPL, content=raw, headers={"content-type": "application/json"})
+    err = _assert_error(resp, 400, None)
+    assert "Expecting ',' delimiter at line 1, column 102415" in err["message"], err
+
+
+@pytest.mark.parametrize(
+    "raw,where",
+    [
+        (b'{"prompt": "caf\xe9", "max_tokens": 2}', "byte 0xe9 at offset 15"),
+        ("{\"prompt\": \"x\"}".encode("utf-16"), "byte 0xff at offset 0"),
+    ],
+)
+def test_a_body_that_is_not_utf8_says_so(http, raw, where):
+    """A Latin-1 byte was a 400 saying only "There was an error parsing the body"; UTF-16
+    was taken, where JSON between systems is UTF-8."""
+    for path in (COMPL, "/v1/chat/completions"):
+        resp = http.post(path, content=raw, headers={"content-type": "application/json"})
+        err = _assert_error(resp, 400, None)
+        assert err["message"].startswith("the request body is not UTF-8 text"), err
+        assert where in err["message"] and "JSON" in err["message"], err
+
+
+def test_a_utf8_byte_order_mark_is_taken(http):
+    raw = b'\xef\xbb\xbf{"prompt": "x", "max_tokens": 2}'
+    resp = http.post(COMPL, content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code == 200, resp.text
+
+
 def test_an_empty_body_says_so(http):
     """FastAPI's error for it was a bare "Field required" that named no field."""
     for path in (COMPL, "/v1/chat/completions", "/tokenize"):

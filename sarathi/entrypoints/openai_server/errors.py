@@ -104,8 +104,6 @@ def validation_message(exc: RequestValidationError | ValidationError) -> tuple[s
     if not errors:
         return "invalid request", None
     first = errors[0]
-    if first.get("type") == "json_invalid":
-        return "the request body is not valid JSON", None
     if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
         # FastAPI's error for an empty body is a bare "Field required" naming no field.
         return "the request body is empty; send a JSON object", None

@@ -78,10 +78,29 @@ Prompt = (
 checked_body: ContextVar[tuple[Any, str | None] | None] = ContextVar("checked_body", default=None)
 
 
+class BodyNotJSON(ValueError):
+    """A request body that is not UTF-8 JSON; the message says why and where."""
+
+
 def load_checked_json(raw: bytes) -> tuple[Any, str | None]:
-    """A body's JSON, and _check_json's complaint about it (None: none); json.loads'
-    errors are raised."""
-    data = json.loads(raw)
+    """A body's JSON, and _check_json's complaint about it (None: none). A body that is not
+    UTF-8, or not JSON, raises BodyNotJSON."""
+    try:
+        # JSON between systems is UTF-8 (RFC 8259); json.loads would take UTF-16 and -32 as
+        # well, and report a bad UTF-8 byte as no JSON error at all. A leading BOM is taken.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise BodyNotJSON(
+            f"the request body is not UTF-8 text ({e.reason}: byte 0x{raw[e.start]:02x} at "
+            f"offset {e.start}); send JSON encoded as UTF-8"
+        ) from e
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BodyNotJSON(
+            f"the request body is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
+            f" (character {e.pos})"
+        ) from e
     try:
         _check_json(data)
     except ValueError as e:

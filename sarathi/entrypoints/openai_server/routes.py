@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 import sarathi
 from sarathi.entrypoints.openai_server.errors import APIError, bad_request, error_response
@@ -18,6 +19,7 @@ from sarathi.entrypoints.openai_server.field_audit import (
     audit,
 )
 from sarathi.entrypoints.openai_server.protocol import (
+    BodyNotJSON,
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionRequest,
@@ -66,19 +68,24 @@ class OffLoopJSONRequest(Request):
     """A request whose JSON body is parsed, and walked for what no model may take (lone
     surrogates, nesting past MAX_DEPTH), in a worker thread when it is large: on the event
     loop, a 4 MB body of small strings or objects held every other client for most of a
-    second. The walk is Python, so the loop runs between its slices of the GIL; json.loads'
-    errors reach FastAPI as they did, and the walk's verdict reaches the body's model
-    (checked_body)."""
+    second. The walk is Python, so the loop runs between its slices of the GIL; the walk's
+    verdict reaches the body's model (checked_body). A body that is not UTF-8 JSON is a 400
+    saying why and where."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            if len(body) <= INLINE_BODY_BYTES:
-                data, problem = load_checked_json(body)
-            else:
-                pool = state_of(self).body_threads
-                loop = asyncio.get_running_loop()
-                data, problem = await loop.run_in_executor(pool, load_checked_json, body)
+            try:
+                if len(body) <= INLINE_BODY_BYTES:
+                    data, problem = load_checked_json(body)
+                else:
+                    pool = state_of(self).body_threads
+                    loop = asyncio.get_running_loop()
+                    data, problem = await loop.run_in_executor(pool, load_checked_json, body)
+            except BodyNotJSON as e:
+                # FastAPI turns any other error of reading the body into a 400 that says
+                # only "There was an error parsing the body"; an HTTPException it passes on.
+                raise HTTPException(400, str(e)) from e
             checked_body.set((data, problem))
             self._json = data
         return self._json
