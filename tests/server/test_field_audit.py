@@ -24,6 +24,7 @@ ASKING = {
     "web_search_options": {"search_context_size": "low"},
     "reasoning_effort": "high",
     "verbosity": "low",
+    "moderation": {"model": "omni-moderation-latest"},
     "store": True,
     "service_tier": "flex",
     "use_beam_search": True,
@@ -111,6 +112,8 @@ def test_an_empty_web_search_options_is_refused(http):
         {"thinking_token_budget": -1, "repetition_min_count": 0},
         *[{name: "x"} for name in sorted(ACCEPTED - {"parallel_tool_calls"})],
         {"parallel_tool_calls": False},
+        {"prompt_cache_options": {"mode": "explicit", "ttl": "30m"}},
+        {"prompt_cache_retention": "24h"},
         {"an_unknown_field": 1},
     ],
 )
@@ -237,10 +240,11 @@ def test_bad_words_are_taken_and_checked(http):
 OPENAI_COMPLETIONS = """model prompt best_of echo frequency_penalty logit_bias logprobs max_tokens n
     presence_penalty seed stop stream stream_options suffix temperature top_p user""".split()
 OPENAI_CHAT = """messages model audio frequency_penalty function_call functions logit_bias logprobs
-    max_completion_tokens max_tokens metadata modalities n parallel_tool_calls prediction
-    presence_penalty prompt_cache_key reasoning_effort response_format safety_identifier seed
-    service_tier stop store stream stream_options temperature tool_choice tools top_logprobs
-    top_p user verbosity web_search_options""".split()
+    max_completion_tokens max_tokens metadata modalities moderation n parallel_tool_calls
+    prediction presence_penalty prompt_cache_key prompt_cache_options prompt_cache_retention
+    reasoning_effort response_format safety_identifier seed service_tier stop store stream
+    stream_options temperature tool_choice tools top_logprobs top_p user verbosity
+    web_search_options""".split()
 VLLM_EXTRAS = """use_beam_search top_k min_p repetition_penalty length_penalty stop_token_ids
     include_stop_str_in_output ignore_eos min_tokens skip_special_tokens
     spaces_between_special_tokens truncate_prompt_tokens prompt_logprobs allowed_token_ids
@@ -285,6 +289,21 @@ def test_every_openai_and_vllm_field_is_honoured_or_refused(module, model_name, 
         refused, accepted = set(UNSUPPORTED), ACCEPTED
     unaccounted = [n for n in names if n not in _fields(model) | refused | accepted]
     assert not unaccounted, f"{model_name}: neither honoured nor refused: {unaccounted}"
+
+
+@pytest.mark.parametrize(
+    "module,names",
+    [
+        ("openai.types.completion_create_params", OPENAI_COMPLETIONS),
+        ("openai.types.chat.completion_create_params", OPENAI_CHAT),
+    ],
+)
+def test_the_field_lists_are_the_installed_sdks(module, names):
+    """A field a newer openai-python sends must be added above (and honoured or refused):
+    the chat route took moderation as an unknown field and moderated nothing."""
+    params = pytest.importorskip(module)
+    sdk = set(params.CompletionCreateParamsBase.__annotations__)
+    assert sdk <= set(names), sorted(sdk - set(names))
 
 
 def test_the_responses_field_list_is_the_installed_sdks():

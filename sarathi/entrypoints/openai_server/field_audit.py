@@ -73,6 +73,9 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
         "reasoning_effort (a field of /v1/chat/completions) is not supported",
     ),
     "verbosity": (_unset, "verbosity is not supported"),
+    # Blocks or scores the input and output with a moderation model: dropped, a client
+    # relying on it got unmoderated text back.
+    "moderation": (_unset, "moderation is not supported"),
     "store": (_off, "this server stores no completions (store must be false)"),
     "service_tier": (_default_tier, "this server has one service tier"),
     "use_beam_search": (_off, "beam search is not supported"),
@@ -165,13 +168,16 @@ _RESPONSES_OWN = frozenset(
     {"tools", "tool_choice", "max_output_tokens", "instructions", "chat_template_kwargs"}
 )
 
-# Fields this server takes and needs nothing for: OpenAI's bookkeeping, vLLM's request id,
-# ``parallel_tool_calls`` on /v1/completions.
+# Fields this server takes and needs nothing for: OpenAI's bookkeeping and prompt-cache
+# hints (the prefix cache here is automatic, and no option changes an output), vLLM's
+# request id, ``parallel_tool_calls`` on /v1/completions.
 ACCEPTED = frozenset(
     {
         "metadata",
         "parallel_tool_calls",
         "prompt_cache_key",
+        "prompt_cache_options",
+        "prompt_cache_retention",
         "safety_identifier",
         "request_id",
     }
