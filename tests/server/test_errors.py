@@ -231,6 +231,16 @@ def test_a_utf8_byte_order_mark_is_taken(http):
     assert resp.status_code == 200, resp.text
 
 
+@pytest.mark.parametrize("raw,kind", [(b"null", "null"), (b"[1]", "an array"), (b'"x"', "a string")])
+@pytest.mark.parametrize("path", [COMPL, "/tokenize", "/v1/responses"])
+def test_a_body_that_is_not_an_object_says_so(http, path, raw, kind):
+    """Pydantic's message said the input should be "a valid dictionary or object to extract
+    fields from", naming nothing; /tokenize, which takes two forms, said it twice."""
+    resp = http.post(path, content=raw, headers={"content-type": "application/json"})
+    err = _assert_error(resp, 400, None)
+    assert err["message"] == f"the request body must be a JSON object, not {kind}", err
+
+
 def test_an_empty_body_says_so(http):
     """FastAPI's error for it was a bare "Field required" that named no field."""
     for path in (COMPL, "/v1/chat/completions", "/tokenize"):

@@ -99,11 +99,32 @@ def _union_split(loc: tuple[Any, ...]) -> tuple[str, str, str] | None:
     return None
 
 
+# Pydantic's error types for a model given something other than an object (FastAPI's body
+# check says model_attributes_type; a union of models, model_type).
+_NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type"})
+_JSON_KINDS: dict[type, str] = {
+    type(None): "null",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+}
+
+
 def validation_message(exc: RequestValidationError | ValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "invalid request", None
     first = errors[0]
+    if all(
+        e.get("type") in _NOT_AN_OBJECT and _param_of(tuple(e.get("loc", ()))) is None
+        for e in errors
+    ):
+        # Pydantic's words for it ("a valid dictionary or object to extract fields from")
+        # do not say that the whole body is meant, nor what it was.
+        kind = _JSON_KINDS.get(type(first.get("input")), "not an object")
+        return f"the request body must be a JSON object, not {kind}", None
     if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
         # FastAPI's error for an empty body is a bare "Field required" naming no field.
         return "the request body is empty; send a JSON object", None
