@@ -421,3 +421,39 @@ def test_a_bad_truncate_prompt_tokens_is_400(http, route, value):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == "truncate_prompt_tokens" and "truncate_prompt_tokens" in err["message"]
+
+
+def test_the_callers_request_id_names_its_response_as_vllms(http):
+    """vLLM's response id is the prefix and the caller's X-Request-Id, else its body's
+    request_id; the field was taken and dropped, so a caller could not find its id."""
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    compl = {"prompt": "hi", "max_tokens": 2}
+    for path, body, prefix in (
+        ("/v1/chat/completions", chat, "chatcmpl"),
+        ("/v1/completions", compl, "cmpl"),
+    ):
+        r = http.post(path, json={**body, "request_id": "mine-1"})
+        assert r.status_code == 200 and r.json()["id"] == f"{prefix}-mine-1", r.text
+        r = http.post(path, json={**body, "request_id": "mine-1"}, headers={"X-Request-Id": "hdr"})
+        assert r.json()["id"] == f"{prefix}-hdr", r.text
+        with http.stream("POST", path, json={**body, "request_id": "s", "stream": True}) as s:
+            events = [json.loads(e[6:]) for e in s.iter_lines() if e.startswith("data: {")]
+        assert events and {e["id"] for e in events} == {f"{prefix}-s"}
+        assert http.post(path, json=body).json()["id"].startswith(f"{prefix}-")
+        r = http.post(path, json={**body, "request_id": 5})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "request_id", r.text
+
+
+def test_callers_may_send_the_same_request_id_at_once(http):
+    """The engine's ids stay the server's own: a second request with a running one's id
+    must not replace it in the engine."""
+    body = {"prompt": "hi", "max_tokens": 8, "ignore_eos": True, "request_id": "same"}
+    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    with http.stream("POST", "/v1/completions", json=streamed) as s:
+        lines = s.iter_lines()
+        next(line for line in lines if line.startswith("data: {"))
+        r = http.post("/v1/completions", json=body)
+        rest = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 8, r.text
+    assert rest[-2]["choices"][0]["finish_reason"] == "length"
+    assert rest[-1]["usage"]["completion_tokens"] == 8

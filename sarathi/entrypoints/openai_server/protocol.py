@@ -321,6 +321,8 @@ class SamplingFields(_Request):
     # vLLM's: lower is served sooner under --scheduling-policy priority; under fcfs only 0
     # is taken (ServerState.check_priority).
     priority: StrictInt = Field(0, ge=-(2**63), le=2**63 - 1)
+    # vLLM's: the caller's id, which the response's id carries (request_ids.response_id).
+    request_id: StrictStr | None = Field(None, min_length=1, max_length=256)
 
 
 def _truncation(value: int | None) -> int | None:

@@ -1,16 +1,27 @@
 """``x-request-id`` on every response, as OpenAI's API sends it (the openai SDK reads it into
 ``request_id``, for a client's logs and bug reports): the caller's own ``X-Request-Id`` when
 it sent one, so a gateway's id carries through, else a new one. A pure ASGI middleware,
-outermost, so that refusals made before the routes (401, 413, 503) carry one too.
+outermost, so that refusals made before the routes (401, 413, 503) carry one too. The
+caller's id also names its completion (``response_id``).
 """
 
 from __future__ import annotations
 
 import uuid
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = b"x-request-id"
+
+
+def response_id(prefix: str, body_id: str | None, request: Request) -> str:
+    """The ``id`` of a completion or chat response, as vLLM's: ``prefix-`` and the caller's
+    ``X-Request-Id`` header, else its body's ``request_id``, else a new id, so a caller finds
+    its own id in the response. The engine's request ids stay the server's: two callers may
+    send the same id."""
+    own = request.headers.get("x-request-id") or body_id
+    return f"{prefix}-{own or uuid.uuid4().hex}"
 
 
 class RequestIdMiddleware:

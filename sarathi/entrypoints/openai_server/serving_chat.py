@@ -33,6 +33,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     TokenLogprob,
     TopLogprob,
 )
+from sarathi.entrypoints.openai_server.request_ids import response_id
 from sarathi.entrypoints.openai_server.serving_common import (
     ENGINE_ERRORS,
     SSE_DONE,
@@ -313,17 +314,20 @@ async def create_chat_completion(
     if req.stream_options is not None and not req.stream:
         raise bad_request("stream_options is only taken with stream: true", "stream_options")
     prepared = await prepare_chat(state, req)
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"  # the engine's
+    reply_id = response_id("chatcmpl", req.request_id, raw)
     created = int(time.time())
     n = req.n  # each sample takes a slot, and waits for one like a request
     state.admit(n)
     if req.stream:
         return SSEResponse(
-            _stream(state, req, prepared, request_id, created),
+            _stream(state, req, prepared, request_id, reply_id, created),
             on_close=lambda: state.release(n),
         )
     try:
-        return await unless_disconnected(raw, _full(state, req, prepared, request_id, created))
+        return await unless_disconnected(
+            raw, _full(state, req, prepared, request_id, reply_id, created)
+        )
     except ClientDisconnected:
         return Response(status_code=499)
     finally:
@@ -335,6 +339,7 @@ async def _full(
     req: ChatCompletionRequest,
     prepared: PreparedChat,
     request_id: str,
+    reply_id: str,
     created: int,
 ) -> Response:
     ids, params = prepared.ids, prepared.params
@@ -344,14 +349,14 @@ async def _full(
         )
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
-    return await json_off_loop(lambda: _full_body(state, req, prepared, request_id, created, out))
+    return await json_off_loop(lambda: _full_body(state, req, prepared, reply_id, created, out))
 
 
 def _full_body(
     state: ServerState,
     req: ChatCompletionRequest,
     prepared: PreparedChat,
-    request_id: str,
+    reply_id: str,
     created: int,
     out: RequestOutput,
 ) -> bytes:
@@ -385,7 +390,7 @@ def _full_body(
         )
 
     body = ChatCompletionResponse(
-        id=request_id,
+        id=reply_id,
         created=created,
         model=state.model_name,
         choices=[],
@@ -404,6 +409,7 @@ async def _stream(
     req: ChatCompletionRequest,
     prepared: PreparedChat,
     request_id: str,
+    reply_id: str,
     created: int,
 ) -> AsyncGenerator[str, None]:
     mode, ids, params = prepared.mode, prepared.ids, prepared.params
@@ -412,7 +418,7 @@ async def _stream(
         choices: list[dict], usage_info: dict | None = None, prompt_lp: list | None = None
     ) -> str:
         body = {
-            "id": request_id,
+            "id": reply_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": state.model_name,

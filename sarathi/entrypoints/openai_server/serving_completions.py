@@ -25,6 +25,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     StreamOptions,
     UsageInfo,
 )
+from sarathi.entrypoints.openai_server.request_ids import response_id
 from sarathi.entrypoints.openai_server.serving_common import (
     ENGINE_ERRORS,
     SSE_DONE,
@@ -174,18 +175,19 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
             )
         )
     state.check_params(params[0])  # the prompts' params differ only in max_tokens
-    request_id = f"cmpl-{uuid.uuid4().hex}"
+    request_id = f"cmpl-{uuid.uuid4().hex}"  # the engine's
+    reply_id = response_id("cmpl", req.request_id, raw)
     created = int(time.time())
     n = len(prompts) * req.n  # each sample takes a slot, and waits for one like a request
     state.admit(n)
     if req.stream:
         return SSEResponse(
-            _stream(state, req, prompts, params, request_id, created),
+            _stream(state, req, prompts, params, request_id, reply_id, created),
             on_close=lambda: state.release(n),
         )
     try:
         return await unless_disconnected(
-            raw, _full(state, req, prompts, params, request_id, created)
+            raw, _full(state, req, prompts, params, request_id, reply_id, created)
         )
     except ClientDisconnected:
         return Response(status_code=499)
@@ -217,6 +219,7 @@ async def _full(
     prompts: list[_Prompt],
     params: list[SamplingParams],
     request_id: str,
+    reply_id: str,
     created: int,
 ) -> Response:
     engine = state.engine
@@ -231,7 +234,7 @@ async def _full(
         raise engine_error(e) from e
     if req.max_tokens == 0:
         finals = [_prompt_only(out) for out in finals]
-    return await json_off_loop(lambda: _full_body(state, req, prompts, finals, request_id, created))
+    return await json_off_loop(lambda: _full_body(state, req, prompts, finals, reply_id, created))
 
 
 def _full_body(
@@ -239,7 +242,7 @@ def _full_body(
     req: CompletionRequest,
     prompts: list[_Prompt],
     finals: list[RequestOutput],
-    request_id: str,
+    reply_id: str,
     created: int,
 ) -> bytes:
     """The response to finished requests, as JSON (in a worker thread, a choice at a time:
@@ -272,7 +275,7 @@ def _full_body(
                 )
 
     body = CompletionResponse(
-        id=request_id,
+        id=reply_id,
         created=created,
         model=state.model_name,
         choices=[],
@@ -291,6 +294,7 @@ async def _stream(
     prompts: list[_Prompt],
     params: list[SamplingParams],
     request_id: str,
+    reply_id: str,
     created: int,
 ) -> AsyncGenerator[str, None]:
     def chunk(
@@ -320,7 +324,7 @@ async def _stream(
                 choice["prompt_token_ids"] = prompts[index // req.n].ids
             choice["token_ids"] = token_ids or []
         body: dict = {
-            "id": request_id,
+            "id": reply_id,
             "object": "text_completion",
             "created": created,
             "model": state.model_name,
@@ -445,7 +449,7 @@ async def _stream(
         if include_usage:
             yield sse(
                 {
-                    "id": request_id,
+                    "id": reply_id,
                     "object": "text_completion",
                     "created": created,
                     "model": state.model_name,
