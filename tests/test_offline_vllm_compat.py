@@ -409,3 +409,18 @@ def test_an_unbounded_budget_is_queued_before_any_number():
 
     params = [SamplingParams(max_tokens=n) for n in (5, None, 9, 5)]
     assert _longest_first(params) == [1, 2, 0, 3]
+
+
+def test_request_ids_are_vllms_counts_and_skip_ids_held_through_the_engine(llm):
+    # vLLM scripts sort outputs by int(out.request_id); "generate-0" raised there.
+    params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
+    first = [int(o.request_id) for o in llm.generate([PROMPT, PROMPT], params)]
+    assert first[1] == first[0] + 1
+    held = str(first[1] + 1)
+    llm.engine.add_request(PROMPT, params, request_id=held)
+    try:
+        outs = llm.generate([PROMPT, PROMPT], params)
+        assert [o.request_id for o in outs] == [str(first[1] + 2), str(first[1] + 3)]
+        assert all(o.error is None and len(o.outputs[0].token_ids) == 2 for o in outs)
+    finally:
+        llm.engine.abort_request(held)

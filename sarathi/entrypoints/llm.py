@@ -239,7 +239,7 @@ class LLM:
                 raise ValueError(f"got {len(batch)} prompts but {len(params)} sampling params")
         engine = self.engine
         results: dict[str, RequestOutput] = {}
-        order = [f"generate-{next(self._request_ids)}" for _ in batch]
+        order = [self._new_request_id() for _ in batch]
         try:
             for i in _longest_first(params):
                 rid, prompt, p = order[i], batch[i], params[i]
@@ -288,6 +288,15 @@ class LLM:
         if engine.tokenizer is not None:
             _name_logprob_tokens(outputs, params, engine.tokenizer)
         return outputs
+
+    def _new_request_id(self) -> str:
+        """vLLM's request ids, a count kept across calls ("0", "1", ...), which scripts sort
+        outputs by (``int(out.request_id)``); one held by a request added through
+        ``llm.engine`` is skipped, so it is neither refused nor aborted with this batch."""
+        rid = str(next(self._request_ids))
+        while rid in self.engine.requests:
+            rid = str(next(self._request_ids))
+        return rid
 
     def reset_prefix_cache(self) -> bool:
         """vLLM's ``LLM.reset_prefix_cache``: drop every cached prompt block (e.g. between
