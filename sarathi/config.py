@@ -9,6 +9,7 @@ config object is mutated after construction.
 from __future__ import annotations
 
 import re
+import sys
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -566,8 +567,19 @@ def _check_type(f: Any, value: Any) -> None:
         raise ValueError(f"{f.name} must be a number, got {value!r}")
 
 
+def _dtype_name(value: Any) -> Any:
+    """A torch.dtype's name (``torch.bfloat16`` -> ``"bfloat16"``): vLLM's ``LLM(dtype=...)``
+    takes either. torch is not imported for it: a torch.dtype means torch is loaded."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    return value
+
+
 def normalize_value(f: Any, value: Any) -> Any:
     """Apply value aliases, size parsing and choice checks for one field."""
+    if f.name == "dtype":
+        value = _dtype_name(value)
     value = VALUE_ALIASES.get(f.name, {}).get(value, value)
     if f.metadata.get("kind") == "size":
         value = parse_size(value)

@@ -424,3 +424,16 @@ def test_request_ids_are_vllms_counts_and_skip_ids_held_through_the_engine(llm):
         assert all(o.error is None and len(o.outputs[0].token_ids) == 2 for o in outs)
     finally:
         llm.engine.abort_request(held)
+
+
+def test_dtype_may_be_a_torch_dtype_as_in_vllm():
+    # LLM(dtype=torch.bfloat16) was refused as "not one of auto, float32, ...".
+    import torch
+
+    from sarathi.config import EngineConfig
+
+    for given, name in ((torch.float16, "float16"), (torch.bfloat16, "bfloat16"),
+                        (torch.float, "float32")):  # fmt: skip
+        assert EngineConfig.from_kwargs(dtype=given).model.dtype == name
+    with pytest.raises(ValueError, match="dtype must be one of .*'float64'"):
+        EngineConfig.from_kwargs(dtype=torch.float64)
