@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -14,6 +15,26 @@ _MAX_LOGPROBS = 20
 _MAX_TOP_K = 2**31 - 1
 # The options a model's generation_config.json may default (read as vLLM reads them).
 MODEL_DEFAULT_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+# The fields read as numbers; numpy's are taken as Python's (SamplingParams._plain_numbers).
+_INT_FIELDS = (
+    "n",
+    "top_k",
+    "seed",
+    "max_tokens",
+    "min_tokens",
+    "logprobs",
+    "prompt_logprobs",
+    "truncate_prompt_tokens",
+    "best_of",
+)
+_FLOAT_FIELDS = (
+    "temperature",
+    "top_p",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+)
 # Temperatures below this are greedy (vLLM's rule): dividing logits by a tinier one overflows.
 GREEDY_BELOW = 1e-5
 
@@ -180,6 +201,7 @@ class SamplingParams:
     stop_hold: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._plain_numbers()
         if self.seed == -1:  # vLLM's "no seed" (OpenAI clients send it)
             self.seed = None
         self._check_types()
@@ -202,6 +224,21 @@ class SamplingParams:
             )
         self.stop_list = stops
         self.stop_hold = max((len(x) for x in stops), default=1) - 1
+
+    def _plain_numbers(self) -> None:
+        """numpy's integers and floats as Python's, as vLLM takes them (a script's
+        ``max_tokens`` often comes from an array or a DataFrame column): the checks below
+        and the engine see one type. Bools stay bools, to be refused as numbers."""
+        for name in _INT_FIELDS:
+            setattr(self, name, _as_int(getattr(self, name)))
+        for name in _FLOAT_FIELDS:
+            setattr(self, name, _as_float(getattr(self, name)))
+        for name in ("stop_token_ids", "allowed_token_ids"):
+            ids = getattr(self, name)
+            if isinstance(ids, list | tuple):
+                setattr(self, name, [_as_int(t) for t in ids])
+        if isinstance(self.logit_bias, dict):
+            self.logit_bias = {_as_int(t): _as_float(v) for t, v in self.logit_bias.items()}
 
     def _check_types(self) -> None:
         """Wrong types are ValueErrors naming the field, like wrong values."""
@@ -391,3 +428,17 @@ class SamplingParams:
             or self.frequency_penalty != 0
             or self.repetition_penalty != 1
         )
+
+
+def _as_int(value: Any) -> Any:
+    """A numpy integer as Python's; anything else as it is, for the checks to judge."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _as_float(value: Any) -> Any:
+    """A numpy number as a Python float; Python's numbers (and anything else) as they are."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool | int | float):
+        return float(value)
+    return value

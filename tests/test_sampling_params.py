@@ -98,3 +98,23 @@ def test_clone_is_an_independent_equal_copy_as_vllms():
     q.stop_token_ids.append(4)
     q.logit_bias[2] = 1.0
     assert p.stop_token_ids == [3] and p.logit_bias == {1: 2.0}
+
+
+def test_numpy_numbers_are_taken_as_pythons_as_vllm_takes_them():
+    # max_tokens=lengths[i] from an array was "must be an integer >= 1".
+    np = pytest.importorskip("numpy")
+    p = SamplingParams(
+        n=np.int64(2), max_tokens=np.int64(5), seed=np.int32(3), top_k=np.int64(4),
+        temperature=np.float32(0.5), top_p=np.float16(1), logprobs=np.int8(1),
+        stop_token_ids=[np.int64(2)], allowed_token_ids=(np.int64(1), 2),
+        logit_bias={np.int64(3): np.float32(1.5)},
+    )  # fmt: skip
+    assert (p.n, p.max_tokens, p.seed, p.top_k, p.logprobs) == (2, 5, 3, 4, 1)
+    assert (p.temperature, p.top_p) == (0.5, 1.0)
+    assert p.stop_token_ids == [2] and p.allowed_token_ids == [1, 2]
+    assert p.logit_bias == {3: 1.5}
+    values = [p.n, p.max_tokens, p.seed, p.top_k, p.logprobs, p.temperature, p.top_p,
+              *p.stop_token_ids, *p.allowed_token_ids, *p.logit_bias, *p.logit_bias.values()]  # fmt: skip
+    assert {type(v) for v in values} <= {int, float}
+    with pytest.raises(ValueError, match="max_tokens"):
+        SamplingParams(max_tokens=np.bool_(True))
