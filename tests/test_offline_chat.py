@@ -55,6 +55,15 @@ def test_a_batch_of_conversations_in_order_and_text_parts_joined(llm):
     assert outs[2].prompt_token_ids == llm.chat(joined, GREEDY)[0].prompt_token_ids
 
 
+def test_a_plain_string_in_a_content_list_is_a_text_part_as_in_vllm(llm):
+    # It was refused as "content parts of type 'str'", though vLLM's chat takes it.
+    mixed = [{"role": "user", "content": ["Name a", {"type": "text", "text": "colour."}]}]
+    joined = [{"role": "user", "content": "Name a\ncolour."}]
+    assert llm.chat(mixed, GREEDY)[0].prompt_token_ids == (
+        llm.chat(joined, GREEDY)[0].prompt_token_ids
+    )
+
+
 def test_continue_final_message_leaves_the_reply_open(llm):
     tok = llm.get_tokenizer()
     partial = [*MESSAGES, {"role": "assistant", "content": "It is"}]

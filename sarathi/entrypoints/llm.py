@@ -444,6 +444,9 @@ def _conversation(messages: Any, index: int) -> list[dict[str, Any]]:
         if isinstance(content, list):
             texts = []
             for part in content:
+                if isinstance(part, str):  # a plain string is a text part, as vLLM reads it
+                    texts.append(part)
+                    continue
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 # An assistant's refusal parts (OpenAI's, sent back as they came) are its
                 # text, as the server takes them.
