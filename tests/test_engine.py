@@ -475,7 +475,7 @@ def test_each_prefill_chunk_hints_the_next_for_mapping_ahead(llama, monkeypatch)
 
 @pytest.mark.parametrize("kwargs,name", [
     ({"chunk_size": "256"}, "chunk_size"), ({"max_num_seqs": 4.5}, "max_num_seqs"),
-    ({"enable_prefix_caching": "no"}, "enable_prefix_caching"), ({"seed": None}, "seed"),
+    ({"enable_prefix_caching": "no"}, "enable_prefix_caching"), ({"seed": "1"}, "seed"),
 ])
 def test_engine_options_of_the_wrong_type_name_the_option(kwargs, name):
     with pytest.raises(ValueError, match=name):

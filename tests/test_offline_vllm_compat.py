@@ -352,7 +352,7 @@ def test_vllms_generate_arguments_this_engine_cannot_honour_are_refused(llm, kwa
 
 VLLM_NO_OPS = dict(disable_log_stats=True, disable_log_requests=False, enable_chunked_prefill=True,
                    swap_space=4, kv_cache_dtype="auto", tokenizer_mode="auto",
-                   pipeline_parallel_size=1)  # fmt: skip
+                   pipeline_parallel_size=1, seed=None)  # fmt: skip
 
 
 def test_vllms_constructor_keywords_that_change_nothing_are_taken(tiny_models):
@@ -361,6 +361,7 @@ def test_vllms_constructor_keywords_that_change_nothing_are_taken(tiny_models):
     try:
         (out,) = llm.generate(PROMPT, SamplingParams(max_tokens=2, ignore_eos=True))
         assert len(out.outputs[0].token_ids) == 2
+        assert llm.config.model.seed == 0  # seed=None, as vLLM V1 reads it
     finally:
         llm.engine.shutdown()
 

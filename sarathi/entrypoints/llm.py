@@ -50,6 +50,10 @@ class LLM:
                     f"{option.name}={value!r} is not supported (it takes {option.taken}): "
                     f"{option.why}"
                 )
+        if "seed" in kwargs and kwargs["seed"] is None:
+            # vLLM's LLM takes seed=None (its V0 default, which scripts pass on), and its V1
+            # engine reads it as 0, this engine's default.
+            kwargs["seed"] = 0
         self._start(EngineConfig.from_kwargs(model=model, **kwargs))
 
     @classmethod
