@@ -157,6 +157,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
+    # A string or None is accepted and stored as a list ([] for None).
     stop: list[str] | str | None = None
     # None is accepted and stored as [].
     stop_token_ids: list[int] = field(default_factory=list)
@@ -205,6 +206,8 @@ class SamplingParams:
         if self.seed == -1:  # vLLM's "no seed" (OpenAI clients send it)
             self.seed = None
         self._check_types()
+        # Lists, as vLLM keeps them: its code extends them in place (params.stop.append(...)).
+        self.stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         self.stop_token_ids = list(self.stop_token_ids or [])
         self.read_stops()
         self._validate()

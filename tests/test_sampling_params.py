@@ -26,6 +26,15 @@ def test_stop_accepts_a_string():
     assert SamplingParams(stop="###").stop_list == ("###",)
 
 
+def test_stop_is_kept_as_a_list_as_vllm_keeps_it():
+    # vLLM code extends it in place; None had no append and a string would append letters.
+    assert SamplingParams().stop == [] and SamplingParams(stop="###").stop == ["###"]
+    params = SamplingParams(stop=("a", "b"))
+    params.stop.append("c")
+    params.read_stops()  # as the engine does when it takes the request
+    assert params.stop == ["a", "b", "c"] and params.stop_list == ("a", "b", "c")
+
+
 @pytest.mark.parametrize("kwargs,field", [
     ({"stop": 123}, "stop"), ({"stop_token_ids": 5}, "stop_token_ids"),
     ({"temperature": "0.5"}, "temperature"), ({"top_p": None}, "top_p"),
