@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sarathi.entrypoints.llm import LLM
+    from sarathi.inputs import TextPrompt, TokensPrompt
     from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
     from sarathi.sampling_params import SamplingParams, StructuredOutputsParams
 
@@ -19,6 +20,8 @@ __all__ = [
     "RequestOutput",
     "SamplingParams",
     "StructuredOutputsParams",
+    "TextPrompt",
+    "TokensPrompt",
     "__version__",
 ]
 
@@ -32,6 +35,8 @@ _LAZY = {
     "RequestOutput": "sarathi.outputs",
     "SamplingParams": "sarathi.sampling_params",
     "StructuredOutputsParams": "sarathi.sampling_params",
+    "TextPrompt": "sarathi.inputs",
+    "TokensPrompt": "sarathi.inputs",
 }
 
 

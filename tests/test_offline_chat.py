@@ -145,6 +145,19 @@ def test_an_assistants_refusal_parts_render_as_the_server_renders_them(llm):
     assert llm.chat(messages, GREEDY)[0].prompt_token_ids == served
 
 
+def test_vllms_prompt_types_are_importable_from_sarathi(llm):
+    # `from vllm import TokensPrompt` ported to sarathi was an AttributeError.
+    from sarathi import TextPrompt, TokensPrompt
+    from sarathi.inputs import TokensPrompt as Tokens
+
+    assert Tokens is TokensPrompt
+    ids = llm.get_tokenizer().encode("Hello there")
+    outs = llm.generate([TokensPrompt(prompt_token_ids=ids), TextPrompt(prompt="Hello there")],
+                        GREEDY)  # fmt: skip
+    assert outs[0].prompt_token_ids == outs[1].prompt_token_ids == ids
+    assert _ids(outs[0]) == _ids(outs[1])
+
+
 def test_no_chat_template(llm, monkeypatch):
     monkeypatch.setattr(llm.get_tokenizer(), "chat_template", None)
     with pytest.raises(ValueError, match="no chat template"):
