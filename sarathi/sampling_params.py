@@ -197,11 +197,19 @@ class SamplingParams:
     # one's last token is banned right after the tokens before it were generated.
     bad_words_token_ids: list[list[int]] = field(default_factory=list, init=False, repr=False)
     # ``stop`` as a tuple, and the characters of streamed text held back (the longest stop
-    # string but one): set by ``read_stops``, plain fields since every step reads them.
+    # string but one): set by ``verify``, plain fields since every step reads them.
     stop_list: tuple[str, ...] = field(default=(), init=False, repr=False)
     stop_hold: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.verify()
+
+    def verify(self) -> None:
+        """Normalise and check every field (ValueError naming the one at fault): at
+        construction, and again when the engine takes a request, since vLLM code changes a
+        built SamplingParams in place (``params = llm.get_default_sampling_params();
+        params.stop = [...]``), and a value set so unchecked could stall the engine (n=0
+        never finishes)."""
         self._plain_numbers()
         if self.seed == -1:  # vLLM's "no seed" (OpenAI clients send it)
             self.seed = None
@@ -209,14 +217,11 @@ class SamplingParams:
         # Lists, as vLLM keeps them: its code extends them in place (params.stop.append(...)).
         self.stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         self.stop_token_ids = list(self.stop_token_ids or [])
-        self.read_stops()
+        self._read_stops()
         self._validate()
 
-    def read_stops(self) -> None:
-        """Derive ``stop_list`` and ``stop_hold`` from ``stop`` (ValueError for a bad one):
-        at construction, and again when the engine takes a request, since vLLM code sets
-        ``stop`` on a built SamplingParams (``params = llm.get_default_sampling_params();
-        params.stop = [...]``)."""
+    def _read_stops(self) -> None:
+        """Derive ``stop_list`` and ``stop_hold`` from ``stop`` (ValueError for a bad one)."""
         stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         if any(not isinstance(s, str) or not s for s in stops):
             raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")

@@ -136,6 +136,20 @@ def test_a_bad_stop_set_in_place_is_refused_when_the_request_is_added(llm):
     assert len(out.outputs[0].token_ids) == 2
 
 
+@pytest.mark.parametrize("field,value", [
+    ("n", 0), ("max_tokens", 0), ("temperature", -1.0), ("top_p", 0.0), ("logprobs", 50),
+    ("min_tokens", 100), ("seed", "x"),
+])  # fmt: skip
+def test_a_bad_value_set_in_place_fails_its_request_when_it_is_added(llm, field, value):
+    # Unchecked, n=0 never finished (generate spun forever) and the others ran as asked.
+    params = SamplingParams(max_tokens=2)
+    setattr(params, field, value)
+    (bad,) = llm.generate(PROMPT, params)
+    assert bad.error and field in bad.error
+    (out,) = llm.generate(PROMPT, SamplingParams(max_tokens=2, ignore_eos=True))
+    assert len(out.outputs[0].token_ids) == 2
+
+
 def test_an_error_while_queueing_leaves_no_request_of_the_batch_behind(llm, monkeypatch):
     # The second prompt fails in the tokenizer (not a RequestError): the first, already
     # queued, was left in the engine and ran inside the next generate call.

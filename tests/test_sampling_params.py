@@ -31,7 +31,7 @@ def test_stop_is_kept_as_a_list_as_vllm_keeps_it():
     assert SamplingParams().stop == [] and SamplingParams(stop="###").stop == ["###"]
     params = SamplingParams(stop=("a", "b"))
     params.stop.append("c")
-    params.read_stops()  # as the engine does when it takes the request
+    params.verify()  # as the engine does when it takes the request
     assert params.stop == ["a", "b", "c"] and params.stop_list == ("a", "b", "c")
 
 

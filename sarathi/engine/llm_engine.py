@@ -226,18 +226,18 @@ class LLMEngine:
         under fcfs anything but 0 is refused, as vLLM refuses it."""
         if params is not None and not isinstance(params, SamplingParams):
             # vLLM's engine takes (request_id, prompt, params): that order would fail later
-            # with "'str' object has no attribute 'read_stops'".
+            # with "'str' object has no attribute 'verify'".
             raise TypeError(
                 "add_request takes (prompt, params, request_id=...); params must be a "
                 f"SamplingParams, got {type(params).__name__}"
             )
         self.validate_priority(priority)
         params = params or SamplingParams()
-        final_only, delta = params.output_modes(final_only, delta)
         try:
-            params.read_stops()  # stop may have been set after the params were built
+            params.verify()  # its fields may have been set after it was built
         except ValueError as e:
-            raise RequestError(str(e), "stop") from e
+            raise RequestError(str(e)) from e
+        final_only, delta = params.output_modes(final_only, delta)
         if self.tokenizer is None and (
             isinstance(prompt, str) or params.stop_list or params.bad_words
         ):
