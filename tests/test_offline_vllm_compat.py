@@ -206,7 +206,7 @@ def test_llm_engine_is_vllms_name_for_the_engine(llm):
     assert llm.llm_engine is llm.engine
     assert llm.llm_engine.get_tokenizer() is llm.get_tokenizer()
     # vLLM's engine takes (request_id, prompt, params); this one (prompt, params, ...): the
-    # swapped call failed with "'str' object has no attribute 'read_stops'".
+    # swapped call failed on the string's missing SamplingParams attributes.
     with pytest.raises(TypeError, match=r"add_request takes \(prompt, params"):
         llm.llm_engine.add_request("0", PROMPT, SamplingParams(max_tokens=2))
     assert not llm.engine.has_unfinished_requests()
