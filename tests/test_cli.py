@@ -139,6 +139,25 @@ def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_generate_takes_the_models_max_new_tokens_without_max_tokens(tmp_path):
+    import json
+
+    model = _demo_copy(tmp_path, {"max_new_tokens": 5, "temperature": 0.0})
+
+    def tokens(*extra):
+        r = _call("generate", "--model", model, "--prompt", "Hi", "--json", "--ignore-eos",
+                  *extra)
+        assert r.returncode == 0, r.stderr
+        return len(json.loads(r.stdout.strip().splitlines()[-1])["outputs"][0]["token_ids"])
+
+    assert tokens() == 5  # as LLM.generate's default, not the flag's 16
+    assert tokens("--max-tokens", "7") == 7
+    assert tokens("--generation-config", "vllm") == 16
+    # A cap, as the server reads it: past the context the output stops there, not refused.
+    model = _demo_copy(tmp_path, {"max_new_tokens": 100, "temperature": 0.0})
+    assert 0 < tokens("--max-model-len", "32") < 32
+
+
 @pytest.mark.parametrize("args,says", [
     (["serve", "--max-request-bytes", "-1"], "--max-request-bytes"),
     (["serve", "--request-read-timeout", "0"], "--request-read-timeout"),

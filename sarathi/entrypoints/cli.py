@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from sarathi import __version__
 from sarathi.config import DEMO_MODEL
 from sarathi.entrypoints.cli_args import (
+    MODEL_DEFAULT_FLAGS,
     add_engine_args,
     add_sampling_args,
     config_from_args,
@@ -65,8 +66,9 @@ def _generate(args: argparse.Namespace) -> int:
     llm = LLM.from_config(config)
     interruptible()
     # Flags left unset take the model's defaults (--generation-config), as LLM.generate does.
+    model_defaults = llm.get_default_sampling_params()
     params = SamplingParams(
-        **sampling_kwargs(args, llm.engine.setup.default_sampling),
+        **sampling_kwargs(args, {k: getattr(model_defaults, k) for k in MODEL_DEFAULT_FLAGS}),
         structured_outputs=constraint,
     )
     if llm.get_tokenizer() is None:
@@ -82,7 +84,10 @@ def _generate(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    if params.max_tokens is not None:
+    # The model's max_new_tokens is a cap, as the server reads it: an output it bounds stops
+    # at the end of the context instead.
+    capped_by_model = args.sp_max_tokens is None and llm.engine.setup.max_new_tokens is not None
+    if params.max_tokens is not None and not capped_by_model:
         # As the server answers: a completion that cannot fit is refused, not cut short.
         context = llm.engine.max_seq_len
         for prompt in prompts:

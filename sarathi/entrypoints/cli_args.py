@@ -10,6 +10,11 @@ from typing import Any
 from sarathi.config import SECTION_TYPES, VALUE_ALIASES, EngineConfig, field_type, parse_size
 from sarathi.sampling_params import MODEL_DEFAULT_KEYS, SamplingParams
 
+# Flags that, left unset, take the model's value (--generation-config), as
+# LLM.get_default_sampling_params gives it: its sampling options, and its max_new_tokens as
+# max_tokens.
+MODEL_DEFAULT_FLAGS = (*MODEL_DEFAULT_KEYS, "max_tokens")
+
 _SAMPLING_HELP = {
     "temperature": "Sampling temperature; 0 is greedy.",
     "top_p": "Nucleus sampling: keep the smallest set of tokens with this much probability.",
@@ -112,12 +117,13 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> None:
             "help": _SAMPLING_HELP[f.name]
             + ("" if f.default is None else f" (default: {f.default})"),
         }
-        if f.name in MODEL_DEFAULT_KEYS:
+        if f.name in MODEL_DEFAULT_FLAGS:
             # Unset: the model's default (--generation-config), as LLM.generate takes it.
             kwargs["default"] = None
+            model_value = "max_new_tokens" if f.name == "max_tokens" else "default"
             kwargs["help"] = (
-                f"{_SAMPLING_HELP[f.name]} Unset: the model's default (--generation-config), "
-                f"else {f.default}."
+                f"{_SAMPLING_HELP[f.name]} Unset: the model's {model_value} "
+                f"(--generation-config), else {f.default}."
             )
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -143,10 +149,10 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def sampling_kwargs(
     args: argparse.Namespace, defaults: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The sampling flags as SamplingParams keywords; a flag of MODEL_DEFAULT_KEYS left
+    """The sampling flags as SamplingParams keywords; a flag of MODEL_DEFAULT_FLAGS left
     unset takes its value from ``defaults`` (the model's), else SamplingParams' default."""
     given = {k[3:]: v for k, v in vars(args).items() if k.startswith("sp_")}
-    for key in MODEL_DEFAULT_KEYS:
+    for key in MODEL_DEFAULT_FLAGS:
         if given.get(key) is None:
             given.pop(key, None)
             if defaults and key in defaults:
