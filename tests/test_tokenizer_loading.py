@@ -72,6 +72,12 @@ def test_a_folder_without_a_tokenizer_names_the_way_out(tiny_models, tmp_path):
     assert bad.error and "--skip-tokenizer-init" in bad.error
 
 
+def test_a_tokenizer_option_naming_a_folder_without_one_says_so(tiny_models, tmp_path):
+    with pytest.raises(ValueError, match="^--tokenizer .* holds no tokenizer") as e:
+        LLM(tiny_models["llama"], tokenizer=str(tmp_path))
+    assert "pass --tokenizer" not in str(e.value)
+
+
 @pytest.mark.parametrize("option", ["tokenizer", "patch_tokenizer"])
 def test_a_tokenizer_given_with_skip_tokenizer_init_is_refused(tiny_models, option):
     """skip_tokenizer_init loads no tokenizer: the one named was dropped without a word, and

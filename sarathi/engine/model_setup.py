@@ -279,7 +279,11 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
         logger.warning("using the %s", DEMO_NOTE)
     shape = load_model_shape(path)
     tokenizer = (
-        None if mc.skip_tokenizer_init else get_tokenizer(mc.tokenizer or path, mc.patch_tokenizer)
+        None
+        if mc.skip_tokenizer_init
+        else get_tokenizer(
+            mc.tokenizer or path, mc.patch_tokenizer, named_by_user=mc.tokenizer is not None
+        )
     )
     patch = as_patch_tokenizer(tokenizer)
     patch_at_load = _patch_at_load(config, path, shape, tokenizer, patch)

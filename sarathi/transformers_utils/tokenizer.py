@@ -12,11 +12,14 @@ if TYPE_CHECKING:
     from adaptivocab import PatchTokenizer
 
 
-def get_tokenizer(name_or_path: str, patch_tokenizer: str | None = None) -> Any:
+def get_tokenizer(
+    name_or_path: str, patch_tokenizer: str | None = None, *, named_by_user: bool = False
+) -> Any:
     """Return the tokenizer the engine should use for text in and out.
 
     With ``patch_tokenizer`` the AdaptiVocab PatchTokenizer folder is loaded (it carries its
-    base tokenizer inside); otherwise the model folder's Hugging Face tokenizer.
+    base tokenizer inside); otherwise the Hugging Face tokenizer of ``name_or_path``: the
+    model folder's, or the one --tokenizer names (``named_by_user``).
     """
     if patch_tokenizer is not None:
         return load_patch_tokenizer(patch_tokenizer)
@@ -24,8 +27,14 @@ def get_tokenizer(name_or_path: str, patch_tokenizer: str | None = None) -> Any:
     if is_patch_tokenizer_dir(path):
         return load_patch_tokenizer(path)
     if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
+        missing = f"holds no tokenizer (none of {', '.join(TOKENIZER_FILES)})"
+        if named_by_user:
+            # Advice to pass --tokenizer to a user who did would send them in a circle.
+            raise ValueError(
+                f"--tokenizer {name_or_path!r} {missing}; give a folder or hub id that has one"
+            )
         raise ValueError(
-            f"{name_or_path!r} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); pass "
+            f"{name_or_path!r} {missing}; pass "
             "--tokenizer FOLDER_OR_ID, or --skip-tokenizer-init to serve token ids only"
         )
     from transformers import AutoTokenizer
