@@ -450,7 +450,10 @@ def _stats(args: argparse.Namespace) -> None:
     print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
     warn_if_longer(stats)
     if args.write:
-        atomic_write_text(Path(args.patch_tokenizer) / STATS_FILE, json.dumps(stats, indent=1))
+        target = Path(args.patch_tokenizer) / STATS_FILE
+        atomic_write_text(target, json.dumps(stats, indent=1))
+        # Said on stderr under --json, whose stdout is the statistics' JSON alone.
+        print(f"wrote {target}", file=sys.stderr if args.json else sys.stdout)
 
 
 def _patch_model(args: argparse.Namespace) -> None:

@@ -95,6 +95,10 @@ def test_build_stats_end_to_end(bytelevel_dir, corpus_gz, tmp_path) -> None:
         "stats", "--patch-tokenizer", str(out), "--corpus", str(corpus_gz), "--write", "--quiet"
     )
     assert res.returncode == 0 and "ratio" in res.stdout
+    assert f"wrote {out / 'reduction_stats.json'}" in res.stdout
+    res = run("stats", "--patch-tokenizer", str(out), "--corpus", str(corpus_gz), "--write",
+              "--json", "--quiet")
+    assert json.loads(res.stdout)["ratio"] > 0 and "wrote" in res.stderr
     # stats measures every document, build only the held-in tenth.
     assert (
         json.loads((out / "reduction_stats.json").read_text())["documents"] > 5 * stats["documents"]
