@@ -473,7 +473,8 @@ class EngineConfig:
             ]
             if unread:
                 raise ValueError(
-                    f"{', '.join(unread)} configure vAttention's KV cache, which "
+                    f"{', '.join(unread)} configure{'s' if len(unread) == 1 else ''} "
+                    "vAttention's KV cache, which "
                     "attention_backend 'paged' does not use (its block-table cache is sized "
                     "by block_tokens); leave them out, or use another attention backend"
                 )

@@ -172,7 +172,7 @@ def test_generate_takes_the_models_max_new_tokens_without_max_tokens(tmp_path):
     (["generate", "--prompt", "x", "--block-tokens", "0"], "block_tokens must be positive"),
     # vAttention's cache options were dropped without a word by the paged backend's own cache.
     (["generate", "--prompt", "x", "--attention-backend", "paged", "--page-bytes", "8KiB"],
-     "page_bytes configure vAttention's KV cache, which attention_backend 'paged' does not use"),
+     "page_bytes configures vAttention's KV cache, which attention_backend 'paged' does not use"),
     (["generate", "--prompt", "x", "--attention-backend", "paged", "--kv-layout", "mega",
       "--kv-cache-backend", "dense"], "kv_cache_backend, kv_layout configure vAttention's"),
     # Checked when the flags are read, not after the model has loaded.

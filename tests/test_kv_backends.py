@@ -65,7 +65,7 @@ def test_cache_stats_count_slots_and_blocks_as_capacity_does(tiny_models, backen
 def test_vattention_options_with_the_paged_cache_are_refused(option):
     """The paged backend builds its own block-table cache: vAttention's options were taken
     and dropped without a word."""
-    with pytest.raises(ValueError, match=f"{next(iter(option))} configure vAttention's KV"):
+    with pytest.raises(ValueError, match=f"{next(iter(option))} configures vAttention's KV"):
         LLM(attention_backend="paged", **option)
 
 
