@@ -78,6 +78,15 @@ def test_a_tokenizer_option_naming_a_folder_without_one_says_so(tiny_models, tmp
     assert "pass --tokenizer" not in str(e.value)
 
 
+def test_a_prompt_past_the_context_gets_the_engines_error_alone(caplog):
+    """transformers' warning that such a text "will result in indexing errors" was logged
+    beside the engine's own refusal, which never runs it through the model."""
+    llm = LLM()
+    out = llm.generate(["word " * 3000], SamplingParams(max_tokens=2))[0]
+    assert "context" in out.error
+    assert "indexing errors" not in caplog.text
+
+
 @pytest.mark.parametrize("option", ["tokenizer", "patch_tokenizer"])
 def test_a_tokenizer_given_with_skip_tokenizer_init_is_refused(tiny_models, option):
     """skip_tokenizer_init loads no tokenizer: the one named was dropped without a word, and

@@ -40,9 +40,24 @@ def get_tokenizer(
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, ImportError) as e:
         raise ValueError(f"cannot load a tokenizer from {name_or_path!r}: {e}") from e
+    _silence_length_warning(tokenizer)
+    return tokenizer
+
+
+# transformers warns once that a text longer than model_max_length "will result in indexing
+# errors". The engine checks every prompt against the context itself (a clear error, or the
+# cut truncate_prompt_tokens asks for), so the warning only misleads: it was logged beside
+# the engine's own error. Marking it as given is transformers' own way of warning only once.
+_LENGTH_WARNING = "sequence-length-is-longer-than-the-specified-maximum"
+
+
+def _silence_length_warning(tokenizer: Any) -> None:
+    given = getattr(tokenizer, "deprecation_warnings", None)
+    if isinstance(given, dict):
+        given[_LENGTH_WARNING] = True
 
 
 # Files from which transformers builds a tokenizer (fast JSON, SentencePiece, BPE, WordPiece).
