@@ -19,6 +19,11 @@ class TokenizerKind(str, Enum):
     BYTE_LEVEL_BPE = "byte-level-bpe"  # GPT-2 / Llama 3 / Qwen
 
 
+# Files transformers builds a fast tokenizer from (its JSON, or a SentencePiece or BPE model
+# it converts).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
+
+
 def load_base_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
     """Load a fast Hugging Face tokenizer or raise AdaptiVocabError."""
     from transformers import AutoTokenizer
@@ -35,6 +40,16 @@ def load_base_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
         parent = os.path.dirname(name) or "."
         raise AdaptiVocabError(
             f"tokenizer {name} is a file; pass the folder that holds it ({parent})"
+        )
+    folder = os.path.expanduser(name)
+    if os.path.isdir(folder) and not any(
+        os.path.isfile(os.path.join(folder, f)) for f in _TOKENIZER_FILES
+    ):
+        # transformers' own words here were "Couldn't instantiate the backend tokenizer from
+        # one of: ;", which names neither the folder's fault nor the way out.
+        raise AdaptiVocabError(
+            f"tokenizer folder {name} holds no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); "
+            "pass the folder of a Hugging Face model or tokenizer"
         )
     try:
         tok = AutoTokenizer.from_pretrained(name)

@@ -219,6 +219,15 @@ def test_outputs_get_the_umask_mode_not_private_temp_modes(
         os.umask(old)
 
 
+def test_tokenizer_folder_without_a_tokenizer_says_so(corpus_txt, tmp_path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = run("build", "--tokenizer", str(empty), "--corpus", str(corpus_txt),
+              "--num-tokens", "20", "--out", str(tmp_path / "o"), "--quiet")
+    assert_clean_error(res, f"tokenizer folder {empty} holds no tokenizer (none of tokenizer.json")
+    assert not (tmp_path / "o").exists()
+
+
 def test_tokenizer_that_is_a_file_is_refused_at_once(bytelevel_dir, corpus_txt, tmp_path) -> None:
     # It was taken for a hub id: this absolute path failed as "Repo id must be in the form
     # ...", and a relative one ("tok/tokenizer.json") gave a minute of retries offline, then a
