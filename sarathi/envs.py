@@ -16,6 +16,12 @@ class EnvVar:
     name: str
     default: str
     help: str
+    # The values it takes (empty: any text). A switch's typo ("yes", "true", "maybe") is
+    # refused where it is read rather than taken as "off" or "on" unnoticed.
+    choices: tuple[str, ...] = ()
+
+
+_SWITCH = ("0", "1")
 
 
 ENV_VARS: dict[str, EnvVar] = {
@@ -37,6 +43,7 @@ ENV_VARS: dict[str, EnvVar] = {
             "1: take a --max-model-len longer than the model's context (vLLM's "
             "VLLM_ALLOW_LONG_MAX_MODEL_LEN; positions past it were never trained, so only for "
             "random-weight benchmarks).",
+            _SWITCH,
         ),
         EnvVar(
             "SARATHI_FUSED",
@@ -44,17 +51,20 @@ ENV_VARS: dict[str, EnvVar] = {
             "0: the PyTorch reference ops instead of the fused Triton kernels (residual add + "
             "RMSNorm, rotary with the K/V write, SiLU-and-mul, the sampler's draw), to time "
             "the baseline.",
+            _SWITCH,
         ),
         EnvVar(
             "SARATHI_GEMV",
             "1",
             "One-row matmuls (batch-1 decode): 1 on the split-K GEMV where it was measured "
             "faster, 0 cuBLAS for all, all the GEMV for all.",
+            ("0", "1", "all"),
         ),
         EnvVar(
             "SARATHI_PDL",
             "1",
             "0: plain kernel launches instead of programmatic dependent launch (Hopper and later).",
+            _SWITCH,
         ),
         EnvVar(
             "SARATHI_OVERLAP",
@@ -62,12 +72,14 @@ ENV_VARS: dict[str, EnvVar] = {
             "0: a mixed step's decode attention runs after its prefill attention instead of "
             "overlapping it (launched behind it with programmatic dependent launch, or on a "
             "second stream without PDL).",
+            _SWITCH,
         ),
         EnvVar(
             "SARATHI_SYMM_ALLREDUCE",
             "1",
             "0: tensor-parallel layers all-reduce with NCCL instead of torch's "
             "symmetric-memory all-reduce (peer-to-peer over NVLink).",
+            _SWITCH,
         ),
         EnvVar(
             "SARATHI_FUSED_ALLREDUCE",
@@ -75,6 +87,7 @@ ENV_VARS: dict[str, EnvVar] = {
             "0: a row-parallel matmul's one-row output (batch-1 decode under tensor "
             "parallelism) is all-reduced by its own kernel before the residual add and "
             "RMSNorm, instead of inside them.",
+            _SWITCH,
         ),
         EnvVar(
             "SARATHI_RANK_PROFILE",
@@ -88,6 +101,18 @@ ENV_VARS: dict[str, EnvVar] = {
 
 
 def env(name: str, environ: Mapping[str, str] | None = None) -> str:
-    """The variable's value, or its default when unset; ``name`` must be in the table."""
+    """The variable's value, or its default when unset; ``name`` must be in the table. A
+    value outside the variable's choices is a ValueError naming them."""
     var = ENV_VARS[name]
-    return (os.environ if environ is None else environ).get(name, var.default)
+    value = (os.environ if environ is None else environ).get(name, var.default)
+    if var.choices and value not in var.choices:
+        raise ValueError(f"{name} must be {' or '.join(var.choices)}, got {value!r}")
+    return value
+
+
+def check_all(environ: Mapping[str, str] | None = None) -> None:
+    """Read every variable once (a ValueError for a value outside its choices): at engine
+    start, so a typo is refused on every machine, also where the variable would not be read
+    (the kernel switches on a CPU)."""
+    for name in ENV_VARS:
+        env(name, environ)

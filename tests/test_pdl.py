@@ -25,6 +25,27 @@ def test_the_switches_are_read_from_the_table() -> None:
         env("SARATHI_NOT_A_VARIABLE")
 
 
+@pytest.mark.parametrize(
+    "name,value",
+    [("SARATHI_FUSED", "maybe"), ("SARATHI_PDL", "true"), ("SARATHI_GEMV", "2"),
+     ("SARATHI_ALLOW_LONG_MAX_MODEL_LEN", "yes")],
+)  # fmt: skip
+def test_a_switch_outside_its_values_is_refused_where_it_is_read(name, value) -> None:
+    # "yes" read as off (and "maybe" as on) went unnoticed.
+    with pytest.raises(ValueError, match=f"{name} must be 0 or 1.*got '{value}'"):
+        env(name, {name: value})
+    assert env("SARATHI_CACHE", {"SARATHI_CACHE": "anything"}) == "anything"
+
+
+def test_the_engine_checks_every_variable_at_start(monkeypatch) -> None:
+    # On a CPU the kernel switches are never read: the typo is refused there too.
+    from sarathi import LLM
+
+    monkeypatch.setenv("SARATHI_PDL", "on")
+    with pytest.raises(ValueError, match="SARATHI_PDL must be 0 or 1, got 'on'"):
+        LLM()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_switches_off_by_environment() -> None:
     cuda = torch.device("cuda")

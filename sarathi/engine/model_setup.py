@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sarathi.config import EngineConfig
-from sarathi.envs import env
+from sarathi.envs import check_all, env
 from sarathi.model_executor.model_shape import ModelShape, load_model_shape
 from sarathi.sampling_params import MODEL_DEFAULT_KEYS
 from sarathi.transformers_utils.demo import DEMO_NOTE
@@ -290,6 +290,7 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
     _check_init_method(config, patch, patch_at_load)
     device = resolve_device(mc.device)
     longest = model_context(shape)
+    check_all()
     long_ok = env("SARATHI_ALLOW_LONG_MAX_MODEL_LEN") == "1"
     if mc.max_model_len is not None and mc.max_model_len > longest and not long_ok:
         raise ValueError(

@@ -169,12 +169,18 @@ def render() -> str:
         "## Environment variables",
         "",
         "Every variable sarathi reads (`sarathi/envs.py`), read once where the component "
-        "that uses it is built (the kernel switches when the model is built).",
+        "that uses it is built (the kernel switches when the model is built). The engine "
+        "checks them all when it starts: a value outside a variable's values is an error "
+        "naming them.",
         "",
-        "| variable | default | what it does |",
-        "| --- | --- | --- |",
+        "| variable | values | default | what it does |",
+        "| --- | --- | --- | --- |",
     ]
-    lines += [f"| `{v.name}` | `{v.default}` | {_cell(v.help)} |" for v in ENV_VARS.values()]
+    lines += [
+        f"| `{v.name}` | {' / '.join(f'`{c}`' for c in v.choices) or 'any'} | `{v.default}` "
+        f"| {_cell(v.help)} |"
+        for v in ENV_VARS.values()
+    ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
