@@ -200,6 +200,19 @@ def test_malformed_json_says_why_and_where(http, path):
     assert "line 3, column 1" in err["message"], err
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(http, constant):
+    """Python's parser takes them: a NaN temperature was refused as "less than or equal to
+    2", a bound it did not break."""
+    raw = b'{"prompt": "x", "temperature": ' + constant.encode() + b"}"
+    resp = http.post(COMPL, content=raw, headers={"content-type": "application/json"})
+    err = _assert_error(resp, 400, None)
+    assert err["message"] == (
+        f"the request body is not valid JSON: {constant} is not a JSON value (JSON numbers are "
+        "finite)"
+    ), err
+
+
 def test_a_large_malformed_body_says_why_and_where(http):
     """Bodies over 64 KiB are parsed in a worker thread: the same message comes back."""
     raw = b'{"prompt": "' + b"x" * (100 * 1024) + b'" "max_tokens": 2}'

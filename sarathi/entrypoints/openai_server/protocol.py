@@ -82,6 +82,15 @@ class BodyNotJSON(ValueError):
     """A request body that is not UTF-8 JSON; the message says why and where."""
 
 
+def _no_constant(name: str) -> Any:
+    # Python's parser takes NaN and Infinity, which JSON lacks: taken, a NaN temperature was
+    # refused as "less than or equal to 2", naming a bound it did not break.
+    raise BodyNotJSON(
+        f"the request body is not valid JSON: {name} is not a JSON value (JSON numbers are "
+        "finite)"
+    )
+
+
 def load_checked_json(raw: bytes) -> tuple[Any, str | None]:
     """A body's JSON, and _check_json's complaint about it (None: none). A body that is not
     UTF-8, or not JSON, raises BodyNotJSON."""
@@ -95,7 +104,7 @@ def load_checked_json(raw: bytes) -> tuple[Any, str | None]:
             f"offset {e.start}); send JSON encoded as UTF-8"
         ) from e
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise BodyNotJSON(
             f"the request body is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
