@@ -366,7 +366,8 @@ def test_vllms_generate_arguments_this_engine_cannot_honour_are_refused(llm, kwa
 
 VLLM_NO_OPS = dict(disable_log_stats=True, disable_log_requests=False, enable_chunked_prefill=True,
                    swap_space=4, kv_cache_dtype="auto", tokenizer_mode="auto",
-                   pipeline_parallel_size=1, seed=None)  # fmt: skip
+                   pipeline_parallel_size=1, seed=None, task="generate",
+                   max_seq_len_to_capture=8192, cpu_offload_gb=0)  # fmt: skip
 
 
 def test_vllms_constructor_keywords_that_change_nothing_are_taken(tiny_models):
@@ -384,7 +385,8 @@ def test_vllms_constructor_keywords_that_change_nothing_are_taken(tiny_models):
     ({"enable_chunked_prefill": False}, "always prefilled in chunks"),
     ({"kv_cache_dtype": "fp8"}, "model's dtype"), ({"tokenizer_mode": "slow"}, "fast tokenizer"),
     ({"pipeline_parallel_size": 2}, "tensor_parallel_size"), ({"swap_space": -1}, "recomputed"),
-    ({"disable_log_stats": "yes"}, "a bool"),
+    ({"disable_log_stats": "yes"}, "a bool"), ({"task": "embed"}, "generates text"),
+    ({"cpu_offload_gb": 4}, "GPU memory"), ({"max_seq_len_to_capture": -1}, "every context"),
 ])  # fmt: skip
 def test_vllms_constructor_keywords_asking_for_more_are_refused(tiny_models, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -58,4 +58,15 @@ NO_OP_OPTIONS = (
         "only",
         "1",
     ),
+    NoOpOption(
+        "task", "the engine generates text (no embedding or scoring models)", "only", "generate"
+    ),
+    NoOpOption(
+        "max_seq_len_to_capture",
+        "CUDA graphs cover every context length (the kernels read the lengths from the device)",
+        "number",
+    ),
+    NoOpOption(
+        "cpu_offload_gb", "the weights stay in GPU memory (no offloading to the host)", "only", "0"
+    ),
 )
