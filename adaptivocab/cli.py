@@ -240,8 +240,11 @@ def _add_finetune_eval(
     f.add_argument(
         "--seq-len",
         type=_positive_int,
-        default=768,
-        help="tokens per sequence (default: %(default)s, as in the paper)",
+        default=None,
+        help=(
+            "tokens per sequence, at most the model's context (default: 768 as in the paper, or "
+            "the model's context if shorter)"
+        ),
     )
     f.add_argument(
         "--lr",
@@ -349,8 +352,11 @@ def _add_finetune_eval(
     e.add_argument(
         "--seq-len",
         type=_positive_int,
-        default=768,
-        help="scoring window in tokens (default: %(default)s)",
+        default=None,
+        help=(
+            "scoring window in tokens, at most the model's context (default: 768, or the "
+            "model's context if shorter)"
+        ),
     )
     e.add_argument(
         "--batch-tokens",

@@ -152,7 +152,7 @@ def score_folder(
     patch_dir: str | None,
     texts: Sequence[str],
     init: str = "exp",
-    seq_len: int = 768,
+    seq_len: int | None = None,
     batch_tokens: int = 8192,
     device: str = "auto",
     progress: bool = True,
@@ -161,12 +161,14 @@ def score_folder(
 
     The tokenizer: ``patch_dir`` if given, else the folder's patch tokenizer if it
     is a patched folder, else its Hugging Face tokenizer. A base model given with
-    a patch tokenizer is patched in memory with ``init`` first.
+    a patch tokenizer is patched in memory with ``init`` first. ``seq_len`` None is 768
+    tokens, or the model's context if shorter.
     """
     from pathlib import Path
 
     from adaptivocab.base import load_base_tokenizer
     from adaptivocab.hf_model import load_causal_lm
+    from adaptivocab.model_io import fit_seq_len
     from adaptivocab.patch import PATCH_FILE
     from adaptivocab.tokenizer import PatchTokenizer
     from adaptivocab.trainer import resolve_device
@@ -175,6 +177,7 @@ def score_folder(
         # Checked first: the tokenizer, loaded from the same folder, failed before with
         # "tokenizer folder not found", which named the wrong thing.
         raise AdaptiVocabError(f"{model_dir} is not a Hugging Face model folder (no config.json)")
+    window = fit_seq_len(model_dir, seq_len)
     if patch_dir is not None:
         tokenizer: Any = PatchTokenizer.from_pretrained(patch_dir)
     elif (Path(model_dir) / PATCH_FILE).is_file():
@@ -190,7 +193,7 @@ def score_folder(
         model,
         tokenizer,
         texts,
-        seq_len=seq_len,
+        seq_len=window,
         batch_tokens=batch_tokens,
         device=dev,
         progress=progress,

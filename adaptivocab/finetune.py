@@ -32,7 +32,7 @@ class FinetuneJob:
     out: str
     train_blocks: tuple[str, ...] = ("embed", "lm_head", "first", "last")
     steps: int | None = None  # None: one pass over the training split
-    seq_len: int = 768
+    seq_len: int | None = None  # None: 768, or the model's context if shorter
     # steps replaced at run time
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1))
     init: str = "exp"
@@ -60,12 +60,14 @@ def run_finetune(job: FinetuneJob, log: Any = print) -> dict[str, Any]:
     from adaptivocab.corpus import load_corpus
     from adaptivocab.fsutil import check_output_dir
     from adaptivocab.hf_model import load_causal_lm, write_model_folder
+    from adaptivocab.model_io import fit_seq_len
     from adaptivocab.tokenizer import PatchTokenizer
     from adaptivocab.trainable import select_trainable
     from adaptivocab.trainer import resolve_device, train
     from adaptivocab.training_data import pack_documents
 
     check_output_dir(job.out, job.overwrite)
+    seq_len = fit_seq_len(job.model_dir, job.seq_len)
     device = resolve_device(job.device)
     ckpt = job.checkpoint_path
     if has_checkpoint(ckpt) and not job.resume:
@@ -75,7 +77,7 @@ def run_finetune(job: FinetuneJob, log: Any = print) -> dict[str, Any]:
         )
     tokenizer = PatchTokenizer.from_pretrained(job.patch_dir)
     corpus = load_corpus(job.corpus)
-    data = pack_documents(tokenizer, corpus.train, job.seq_len, progress=job.progress)
+    data = pack_documents(tokenizer, corpus.train, seq_len, progress=job.progress)
     steps = (
         job.steps
         if job.steps is not None
@@ -105,7 +107,7 @@ def run_finetune(job: FinetuneJob, log: Any = print) -> dict[str, Any]:
     trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
     log(
         f"training {trainable:,} of {total:,} parameters ({', '.join(job.train_blocks)}) for "
-        f"{steps} steps of {cfg.batch_size} x {job.seq_len} tokens "
+        f"{steps} steps of {cfg.batch_size} x {seq_len} tokens "
         f"({data.num_sequences} sequences) on {device}"
     )
     # Moved as an nn.Module: transformers types PreTrainedModel.to as the unbound Module.to.
@@ -133,7 +135,7 @@ def run_finetune(job: FinetuneJob, log: Any = print) -> dict[str, Any]:
             "total_parameters": total,
             "tied": selection.tied,
             "init_at_load": job.init if loaded.patched_here else None,
-            "seq_len": job.seq_len,
+            "seq_len": seq_len,
             "config": asdict(cfg),
             "steps": result.steps,
             "tokens": result.tokens,

@@ -25,6 +25,7 @@ from adaptivocab.tokenizer import PatchTokenizer
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 META_FILE = "adaptivocab_model.json"
+DEFAULT_SEQ_LEN = 768  # the AdaptiVocab paper's fine-tuning length
 
 
 def _weight_files(model_dir: Path) -> tuple[list[str], dict[str, str], dict[str, Any] | None]:
@@ -76,6 +77,32 @@ def read_model_config(model_dir: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise AdaptiVocabError(f"{path} is corrupt: not a JSON object")
     return config
+
+
+def model_context(config: dict[str, Any]) -> int | None:
+    """Positions the model was trained on, from its config.json (None when it does not say)."""
+    for cfg in (config, config.get("text_config") or {}):
+        for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = cfg.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def fit_seq_len(model_dir: str | os.PathLike[str], seq_len: int | None) -> int:
+    """``seq_len`` checked against the model's context; None is the default length, cut to
+    the context when that is shorter. A longer one is refused: a learned position table
+    (GPT-2's) has no row past it (an IndexError deep in the forward), and a rotary model was
+    never trained there, so its loss and bits per byte would mean little."""
+    context = model_context(read_model_config(Path(model_dir)))
+    if seq_len is None:
+        return DEFAULT_SEQ_LEN if context is None else min(DEFAULT_SEQ_LEN, context)
+    if context is not None and seq_len > context:
+        raise AdaptiVocabError(
+            f"--seq-len {seq_len} is longer than the model's context ({context} positions in "
+            f"its config.json); pass --seq-len {context} or less"
+        )
+    return seq_len
 
 
 def list_weight_files(

@@ -281,7 +281,9 @@ def test_cli_finetune_and_clean_errors(
         "--out",
         str(tmp_path / "o5"),
     )
-    assert_one_line_error(code, err, "fewer than one sequence")
+    assert_one_line_error(code, err, "longer than the model's context (256 positions")
+    with pytest.raises(AdaptiVocabError, match="fewer than one sequence of 64"):
+        pack_documents(bytelevel_patch, ["a few words"], seq_len=64, progress=False)
     code, _, err = cli(
         capsys, "finetune", "--model", str(base), *common, "--out", str(out), "--steps", "1"
     )
