@@ -46,9 +46,17 @@ def _weight_files(model_dir: Path) -> tuple[list[str], dict[str, str], dict[str,
     if (model_dir / SINGLE).is_file():
         names = _tensor_names(model_dir / SINGLE)
         return [SINGLE], {n: SINGLE for n in names}, None
+    # Said by patch-model, finetune and eval alike, so it names none of them.
+    pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in (".bin", ".pt", ".pth"))
+    hint = (
+        f"; its PyTorch pickle weights ({', '.join(pickles[:2])}) are never loaded, as pickle "
+        "can run code: convert them to safetensors first"
+        if pickles
+        else ""
+    )
     raise AdaptiVocabError(
-        f"{model_dir} has no {SINGLE} or {INDEX}; patch-model reads Hugging Face safetensors "
-        "folders only"
+        f"{model_dir} has no {SINGLE} or {INDEX}; adaptivocab reads Hugging Face safetensors "
+        f"folders only{hint}"
     )
 
 

@@ -119,6 +119,26 @@ def test_damaged_model_folder_is_one_line(
     assert not (tmp_path / "out").exists()
 
 
+def test_pickle_weights_are_refused_by_every_model_command(
+    tiny_model, bytelevel_patch_dir, corpus_txt, tmp_path
+) -> None:
+    # The message named patch-model whichever command met them, and did not say why the
+    # pickle file beside it was passed over.
+    pickled = damaged_copy(tiny_model, tmp_path / "pickled", "pytorch_model.bin", b"not read")
+    (pickled / "model.safetensors").unlink()
+    for args in (
+        ("patch-model", "--out", str(tmp_path / "out")),
+        ("finetune", "--corpus", str(corpus_txt), "--out", str(tmp_path / "out"), "--steps", "1"),
+        ("eval", "--corpus", str(corpus_txt)),
+    ):
+        cmd, *rest = args
+        res = run(cmd, "--model", str(pickled), "--patch-tokenizer", str(bytelevel_patch_dir),
+                  "--quiet", *rest)
+        assert_clean_error(res, "pickle weights (pytorch_model.bin) are never loaded")
+        assert "patch-model reads" not in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("data", "needle"),
     [
