@@ -193,14 +193,21 @@ class PatchTokenizer:
         encs = self._backend.encode_batch_fast(list(texts), add_special_tokens=add_special_tokens)
         return [e.ids for e in encs]
 
-    def encode(self, text: str, add_special_tokens: bool = True, **kwargs: Any) -> list[int]:
-        """Patched ids of ``text`` (``max_length`` with ``truncation=True`` cuts the result)."""
+    def encode(self, text: str, add_special_tokens: bool = True, **kwargs: Any) -> Any:
+        """Patched ids of ``text`` (``max_length`` with ``truncation=True`` cuts the result);
+        with ``return_tensors`` ("pt", "np") a batch of one, as Hugging Face returns it."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
         ids = self._matcher.apply(
             self._backend.encode(text, add_special_tokens=add_special_tokens).ids
         )
-        return self._truncate(ids, kwargs)
+        ids = self._truncate(ids, kwargs)
+        tensors = kwargs.get("return_tensors")
+        if tensors is None:
+            return ids
+        from transformers import BatchEncoding
+
+        return BatchEncoding({"input_ids": [ids]}, tensor_type=tensors)["input_ids"]
 
     def encode_batch(
         self, texts: Sequence[str], add_special_tokens: bool = True

@@ -111,6 +111,18 @@ def test_hf_surface(bytelevel_patch) -> None:
     assert tok.eos_token == "<|endoftext|>" and tok.is_fast
 
 
+def test_encode_returns_tensors_when_asked_as_hugging_face_does(bytelevel_patch) -> None:
+    # return_tensors was dropped: a list went on to model.generate.
+    tok = bytelevel_patch
+    ids = tok.encode("the scheduler returns a new slot")
+    pt = tok.encode("the scheduler returns a new slot", return_tensors="pt")
+    assert pt.shape == (1, len(ids)) and pt[0].tolist() == ids
+    cut = tok.encode(
+        "the scheduler returns a new slot", truncation=True, max_length=2, return_tensors="np"
+    )
+    assert cut.tolist() == [ids[:2]]
+
+
 def test_builder_rejects_tiny_corpus(mistral_base) -> None:
     with pytest.raises(AdaptiVocabError, match="too small"):
         build_patch(mistral_base, ["hello world"], BuildConfig(num_tokens=10, progress=False))
