@@ -47,6 +47,9 @@ _DELEGATED = frozenset(
     }
 )
 
+# apply_chat_template's options for encoding the rendered text.
+_CHAT_ENCODING_KWARGS = ("padding", "truncation", "max_length", "return_tensors")
+
 
 def _as_id_list(ids: Any) -> list[int]:
     if hasattr(ids, "tolist"):
@@ -334,15 +337,32 @@ class PatchTokenizer:
     ) -> Any:
         """Render with the base tokenizer's template, then encode the text with the patch.
 
-        The rendered text already holds the template's special tokens, so it
-        is encoded without adding more (as Hugging Face does).
+        The rendered text already holds the template's special tokens, so it is encoded
+        without adding more (as Hugging Face does). Tokenized, it returns what the base
+        tokenizer's would: ids, or with ``return_dict`` a BatchEncoding, whose default is
+        the base's (False before transformers 5, True since); ``padding``, ``truncation``,
+        ``max_length`` and ``return_tensors`` act as in ``__call__``.
         """
-        kwargs.pop("return_dict", None)
+        return_dict = kwargs.pop("return_dict", _chat_returns_dict(self.base_tokenizer))
+        # The base call only renders text, and would drop these.
+        encoding = {k: kwargs.pop(k) for k in _CHAT_ENCODING_KWARGS if k in kwargs}
+        encoding.update(kwargs.pop("tokenizer_kwargs", None) or {})
+        if kwargs.get("return_assistant_tokens_mask"):
+            raise ValueError(
+                "PatchTokenizer.apply_chat_template cannot return an assistant tokens mask"
+            )
         rendered = self.base_tokenizer.apply_chat_template(
             conversation, tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
         )
         if not tokenize:
             return rendered
-        if isinstance(rendered, list):
-            return self.encode_batch(rendered, add_special_tokens=False)
-        return self.encode(rendered, add_special_tokens=False)
+        out = self(rendered, add_special_tokens=False, **encoding)
+        return out if return_dict else out["input_ids"]
+
+
+def _chat_returns_dict(base_tokenizer: Any) -> bool:
+    """The base tokenizer's default for ``apply_chat_template(return_dict=...)``."""
+    import inspect
+
+    param = inspect.signature(base_tokenizer.apply_chat_template).parameters.get("return_dict")
+    return param is not None and param.default is True

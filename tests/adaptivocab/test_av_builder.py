@@ -105,9 +105,9 @@ def test_hf_surface(bytelevel_patch) -> None:
     assert text == tok.base_tokenizer.apply_chat_template(
         msgs, tokenize=False, add_generation_prompt=True
     )
-    assert tok.apply_chat_template(msgs, add_generation_prompt=True) == tok.encode(
-        text, add_special_tokens=False
-    )
+    assert tok.apply_chat_template(
+        msgs, add_generation_prompt=True, return_dict=False
+    ) == tok.encode(text, add_special_tokens=False)
     assert tok.eos_token == "<|endoftext|>" and tok.is_fast
 
 
@@ -121,6 +121,26 @@ def test_encode_returns_tensors_when_asked_as_hugging_face_does(bytelevel_patch)
         "the scheduler returns a new slot", truncation=True, max_length=2, return_tensors="np"
     )
     assert cut.tolist() == [ids[:2]]
+
+
+def test_chat_template_returns_what_the_base_tokenizer_returns(bytelevel_patch) -> None:
+    # return_dict and return_tensors were dropped: transformers 5 returns a BatchEncoding by
+    # default, and `**tok.apply_chat_template(...)` into model.generate failed on a list.
+    tok, base = bytelevel_patch, bytelevel_patch.base_tokenizer
+    msgs = [{"role": "user", "content": "the scheduler returns a new slot"}]
+    ids = tok.encode(tok.apply_chat_template(msgs, tokenize=False), add_special_tokens=False)
+    assert type(tok.apply_chat_template(msgs)) is type(base.apply_chat_template(msgs))
+    enc = tok.apply_chat_template(msgs, return_dict=True)
+    assert enc["input_ids"] == ids and enc["attention_mask"] == [1] * len(ids)
+    pt = tok.apply_chat_template(msgs, return_dict=False, return_tensors="pt")
+    assert pt.tolist() == [ids]
+    short = [{"role": "user", "content": "a"}]
+    both = tok.apply_chat_template(
+        [msgs, short], return_dict=True, padding=True, return_tensors="pt"
+    )
+    assert both["input_ids"].shape == both["attention_mask"].shape == (2, len(ids))
+    with pytest.raises(ValueError, match="assistant tokens mask"):
+        tok.apply_chat_template(msgs, return_dict=True, return_assistant_tokens_mask=True)
 
 
 def test_builder_rejects_tiny_corpus(mistral_base) -> None:
