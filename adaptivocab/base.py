@@ -51,8 +51,10 @@ def load_base_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
             f"tokenizer folder {name} holds no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); "
             "pass the folder of a Hugging Face model or tokenizer"
         )
+    if not os.path.exists(folder):
+        folder = _hub_snapshot(name)
     try:
-        tok = AutoTokenizer.from_pretrained(name)
+        tok = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AdaptiVocabError(
@@ -65,6 +67,28 @@ def load_base_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
             "tokenizer.json"
         )
     return tok
+
+
+def _hub_snapshot(name: str) -> str:
+    """The local folder of hub id ``name``'s tokenizer files: fetched, or from the cache when
+    offline. One request that fails at once offline, where transformers' own lookup retried
+    each file for most of a minute and printed every retry."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return str(
+            snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.model", "*.jinja"])
+        )
+    # Any hub failure (offline and not cached, an unknown or gated id, a malformed id) ends
+    # the same way: one line naming it.
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise AdaptiVocabError(
+            f"cannot load tokenizer {name}: it is not a local folder and could not be fetched "
+            f"from the Hugging Face hub ({type(exc).__name__}: {first}); pass a folder with "
+            "tokenizer.json (and tokenizer_config.json) or a Hugging Face model id available "
+            "offline"
+        ) from exc
 
 
 def _merge_pairs(raw: list[Any]) -> list[tuple[str, str]]:

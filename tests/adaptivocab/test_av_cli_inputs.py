@@ -259,6 +259,46 @@ def test_tokenizer_that_is_a_file_is_refused_at_once(bytelevel_dir, corpus_txt, 
     assert not (tmp_path / "o").exists()
 
 
+def test_a_hub_id_that_cannot_be_fetched_is_one_line_without_retries(
+    corpus_txt, tmp_path
+) -> None:
+    import subprocess
+    import sys
+
+    from av_corpus import REPO
+
+    # A hub that refuses connections, and an empty cache: transformers' own lookup retried
+    # each file for most of a minute, printing every retry, before its error.
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_ENDPOINT="http://127.0.0.1:9",
+               HF_HOME=str(tmp_path / "hf"))
+    env.pop("HF_HUB_OFFLINE", None)
+    res = subprocess.run(
+        [sys.executable, "-m", "adaptivocab", "build", "--tokenizer", "owner/name", "--corpus",
+         str(corpus_txt), "--out", str(tmp_path / "o"), "--quiet"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+    )
+    assert_clean_error(res, "owner/name: it is not a local folder and could not be fetched")
+    assert "Retry" not in res.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_hub_id_loads_from_its_snapshot(bytelevel_dir, monkeypatch) -> None:
+    import huggingface_hub
+
+    from adaptivocab.base import load_base_tokenizer
+
+    asked = []
+
+    def snapshot(repo_id: str, **kwargs: object) -> str:
+        asked.append((repo_id, kwargs))
+        return str(bytelevel_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    tok = load_base_tokenizer("owner/name")
+    assert len(tok) == 700 and tok.eos_token == "<|endoftext|>"
+    (repo_id, kwargs), = asked
+    assert repo_id == "owner/name" and "*.safetensors" not in kwargs["allow_patterns"]
+
+
 def test_a_patch_of_another_tokenizer_is_refused_by_the_model_commands(
     tiny_model, bytelevel_patch_dir, corpus_txt, tmp_path
 ) -> None:
