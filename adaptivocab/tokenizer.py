@@ -182,6 +182,15 @@ class PatchTokenizer:
             return getattr(self.__dict__["base_tokenizer"], name)
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Hugging Face idioms (``tok.pad_token = tok.eos_token``, ``tok.padding_side =
+        # "left"``, ``tok.chat_template = ...``) must reach the base tokenizer, which pads and
+        # renders templates: set here, they were shadowed and silently had no effect.
+        if name in _DELEGATED and "base_tokenizer" in self.__dict__:
+            setattr(self.base_tokenizer, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def __repr__(self) -> str:
         return (
             f"PatchTokenizer(base={getattr(self.base_tokenizer, 'name_or_path', '?')!r}, "

@@ -143,6 +143,25 @@ def test_chat_template_returns_what_the_base_tokenizer_returns(bytelevel_patch) 
         tok.apply_chat_template(msgs, return_dict=True, return_assistant_tokens_mask=True)
 
 
+def test_setting_hugging_face_attributes_reaches_the_base_tokenizer(
+    bytelevel_patch_dir,
+) -> None:
+    # Set on the PatchTokenizer, they were shadowed: padding stayed right-sided, the pad
+    # token id stayed None and apply_chat_template said there was no template.
+    tok = PatchTokenizer.from_pretrained(bytelevel_patch_dir)  # its own base: changed here
+    tok.pad_token = "<|im_start|>"
+    tok.padding_side = "left"
+    tok.chat_template = "{{ messages[0]['content'] }}!"
+    pad = tok.base_tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert tok.pad_token_id == pad == tok.base_tokenizer.pad_token_id
+    batch = tok(["the scheduler returns", "a"], padding=True)
+    short = tok.encode("a")
+    assert batch["input_ids"][1][-len(short):] == short and batch["input_ids"][1][0] == pad
+    msgs = [{"role": "user", "content": "hi"}]
+    assert tok.apply_chat_template(msgs, tokenize=False) == "hi!"
+    assert "pad_token" not in vars(tok)
+
+
 def test_builder_rejects_tiny_corpus(mistral_base) -> None:
     with pytest.raises(AdaptiVocabError, match="too small"):
         build_patch(mistral_base, ["hello world"], BuildConfig(num_tokens=10, progress=False))
