@@ -86,8 +86,7 @@ def _no_constant(name: str) -> Any:
     # Python's parser takes NaN and Infinity, which JSON lacks: taken, a NaN temperature was
     # refused as "less than or equal to 2", naming a bound it did not break.
     raise BodyNotJSON(
-        f"the request body is not valid JSON: {name} is not a JSON value (JSON numbers are "
-        "finite)"
+        f"the request body is not valid JSON: {name} is not a JSON value (JSON numbers are finite)"
     )
 
 
