@@ -55,6 +55,25 @@ def test_unsupported_architecture_names_the_supported_ones(tmp_path):
         LLM(str(tmp_path))
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_config_without_architectures_is_read_by_its_model_type(tmp_path, tiny_models, arch):
+    # Such a config (transformers builds the model_type's causal LM) was "unsupported model
+    # architecture 'mistral'", naming a family that is supported.
+    import json
+    import shutil
+
+    shutil.copytree(tiny_models[arch], tmp_path, dirs_exist_ok=True)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["architectures"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    prompt = [5, 9, 2, 7]
+    ref = LLM(tiny_models[arch], max_num_seqs=2).engine.executor.worker.runner.forward_logits(
+        prompt
+    )
+    ours = LLM(str(tmp_path), max_num_seqs=2).engine.executor.worker.runner.forward_logits(prompt)
+    assert torch.equal(ours, ref)
+
+
 def test_pickle_checkpoints_are_refused(tmp_path, tiny_models):
     import shutil
 

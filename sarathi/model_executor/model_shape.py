@@ -13,6 +13,14 @@ SUPPORTED_ARCHITECTURES = (
     "Qwen2ForCausalLM",
     "Qwen3ForCausalLM",
 )
+# A config.json without "architectures" names its family by model_type alone; transformers
+# then builds that family's causal LM, and so do we.
+_CAUSAL_LM_OF_MODEL_TYPE = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+}
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,9 @@ def load_model_shape(path: str) -> ModelShape:
 def parse_model_shape(raw: dict[str, Any]) -> ModelShape:
     archs = raw.get("architectures") or []
     arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
+    model_type = raw.get("model_type")
+    if not archs and isinstance(model_type, str):
+        arch = _CAUSAL_LM_OF_MODEL_TYPE.get(model_type)
     if arch is None:
         raise ValueError(
             f"unsupported model architecture {archs or raw.get('model_type')!r}; "
