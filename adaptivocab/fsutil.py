@@ -25,6 +25,8 @@ def check_output_dir(out: str | os.PathLike[str], overwrite: bool = False) -> Pa
             "--overwrite"
         )
     parent = path.resolve().parent
+    if parent.exists() and not parent.is_dir():
+        raise AdaptiVocabError(f"--out is inside {parent}, which is a file, not a folder")
     if not parent.is_dir():
         raise AdaptiVocabError(f"parent folder of --out does not exist: {parent}")
     check_writable(parent, "choose another --out")

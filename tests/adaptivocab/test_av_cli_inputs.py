@@ -346,3 +346,16 @@ def test_eval_on_too_few_documents_says_it_is_not_held_out(
     for args in (("--corpus", str(one), "--split", "all"), ("--corpus", str(corpus_txt))):
         res = run(*common, *args)
         assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
+
+
+def test_an_out_inside_a_file_says_the_parent_is_a_file(tmp_path) -> None:
+    # It said "parent folder of --out does not exist", while the parent was there, a file.
+    from adaptivocab.errors import AdaptiVocabError
+    from adaptivocab.fsutil import check_output_dir
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(AdaptiVocabError, match=r"--out is inside .*afile, which is a file"):
+        check_output_dir(afile / "sub")
+    with pytest.raises(AdaptiVocabError, match="does not exist"):
+        check_output_dir(tmp_path / "missing" / "sub")
