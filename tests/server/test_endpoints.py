@@ -397,7 +397,9 @@ def test_truncate_prompt_tokens_on_text_and_chat(http):
         "logprobs": 0})
     choice = r.json()["choices"][0]
     assert choice["text"].startswith(tail) and len(choice["logprobs"]["tokens"]) == 10
-    assert "".join(choice["logprobs"]["tokens"]) == choice["text"]
+    # The prompt's tokens spell the echoed prompt; the two sampled ones may be parts of one
+    # character (each then shows as U+FFFD, the text as one), so they are left out.
+    assert "".join(choice["logprobs"]["tokens"][:8]) == tail
     long_chat = [{"role": "user", "content": "word " * 2000}]
     for stream in (False, True):
         r = http.post("/v1/chat/completions", json={
