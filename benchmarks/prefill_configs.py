@@ -3,7 +3,9 @@
 One chunk of ``--chunk`` tokens after ``--prefix`` tokens already in the cache, per model
 shape, for each (tokens per program, keys per block, warps, stages, GQA packing: the query
 heads of a KV group in one program, sharing each key/value block; "ptr": keys and values
-through pointer loads instead of tensor descriptors): milliseconds and TFLOP/s
+through pointer loads instead of tensor descriptors), and on Hopper the warp-specialized
+Gluon kernel (``gluon_prefill.py``: 128 tokens, 128-key blocks, two consumer warp groups
+and a loader warp, three stages): milliseconds and TFLOP/s
 (causal attention FLOPs: 4 * heads * head_dim * chunk * (prefix + (chunk + 1) / 2)), the
 calls replayed from a CUDA graph.
 
@@ -20,6 +22,7 @@ from common import graph_us, print_table, require_cuda, run_info, write_json
 
 from sarathi.model_executor.attention.launch import PrefillLaunch
 from sarathi.model_executor.attention.metadata import PrefillChunk, chunk_table
+from sarathi.model_executor.kernel_switches import gluon_hopper
 
 SHAPES = {"llama3-8b": (32, 8, 128), "qwen3-0.6b": (16, 8, 128), "llama2-7b": (32, 32, 128)}
 LAUNCHES = [  # the first is the default
@@ -71,6 +74,16 @@ def _case(model: str, prefix: int, n: int) -> list[dict]:
             rows.append({**row, "error": type(e).__name__})
             continue
         rows.append({**row, "ms": ms, "TFLOP_per_s": flops / ms / 1e9})
+    if gluon_hopper(q.device):  # the warp-specialized kernel the engine runs on Hopper
+        from sarathi.model_executor.attention.gluon_prefill import gluon_prefill_attention
+
+        run = functools.partial(
+            gluon_prefill_attention,
+            q, k, v, c.slot, c.start, c.length, c.offset, n, d**-0.5, out,
+        )  # fmt: skip
+        ms = graph_us([run] * 4) / 1e3
+        rows.append({"model": model, "prefix": prefix, "config": "gluon 128/128/4+4+1/3",
+                     "ms": ms, "TFLOP_per_s": flops / ms / 1e9})  # fmt: skip
     return rows
 
 

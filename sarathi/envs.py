@@ -75,6 +75,14 @@ ENV_VARS: dict[str, EnvVar] = {
             _SWITCH,
         ),
         EnvVar(
+            "SARATHI_WARP_PREFILL",
+            "1",
+            "0: prefill attention on Hopper runs the Triton kernel (one warp group per "
+            "program) instead of the Gluon kernel with a loader warp and two consumer warp "
+            "groups.",
+            _SWITCH,
+        ),
+        EnvVar(
             "SARATHI_SYMM_ALLREDUCE",
             "1",
             "0: tensor-parallel layers all-reduce with NCCL instead of torch's "

@@ -20,7 +20,8 @@ def test_the_cpu_gets_the_reference_ops() -> None:
 
 def test_the_switches_are_read_from_the_table() -> None:
     assert env("SARATHI_PDL", {}) == "1" and env("SARATHI_PDL", {"SARATHI_PDL": "0"}) == "0"
-    assert {"SARATHI_FUSED", "SARATHI_GEMV", "SARATHI_PDL", "SARATHI_OVERLAP"} <= set(ENV_VARS)
+    assert {"SARATHI_FUSED", "SARATHI_GEMV", "SARATHI_PDL", "SARATHI_OVERLAP",
+            "SARATHI_WARP_PREFILL"} <= set(ENV_VARS)
     with pytest.raises(KeyError):
         env("SARATHI_NOT_A_VARIABLE")
 
@@ -54,3 +55,6 @@ def test_switches_off_by_environment() -> None:
     assert KernelSwitches.resolve(cuda, {"SARATHI_GEMV": "0"}).gemv == "0"
     assert KernelSwitches.resolve(cuda, {}).overlap
     assert not KernelSwitches.resolve(cuda, {"SARATHI_OVERLAP": "0"}).overlap
+    assert not KernelSwitches.resolve(cuda, {"SARATHI_WARP_PREFILL": "0"}).warp_prefill
+    hopper = torch.cuda.get_device_capability(cuda)[0] == 9
+    assert KernelSwitches.resolve(cuda, {}).warp_prefill == hopper

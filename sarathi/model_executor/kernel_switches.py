@@ -31,6 +31,14 @@ def num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def gluon_hopper(device: torch.device) -> bool:
+    """Whether ``device`` runs the Gluon Hopper kernels: compute capability 9.x (their
+    warpgroup MMAs are Hopper's alone) and a Triton with Gluon."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+        return False
+    return importlib.util.find_spec("triton.experimental.gluon") is not None
+
+
 @dataclass(frozen=True)
 class KernelSwitches:
     fused: bool = False  # fused Triton kernels for the small per-layer ops
@@ -39,6 +47,8 @@ class KernelSwitches:
     # A mixed step's decode attention overlapping its prefill attention: launched right behind
     # it with PDL where ``pdl`` is on, otherwise on a second stream beside it.
     overlap: bool = False
+    # Prefill attention by the warp-specialized Gluon kernel (Hopper) where it applies.
+    warp_prefill: bool = False
 
     @classmethod
     def resolve(
@@ -56,6 +66,7 @@ class KernelSwitches:
             env("SARATHI_GEMV", environ),
             env("SARATHI_PDL", environ) != "0" and pdl.supported(device),
             env("SARATHI_OVERLAP", environ) != "0",
+            env("SARATHI_WARP_PREFILL", environ) != "0" and gluon_hopper(device),
         )
 
 

@@ -29,7 +29,7 @@ import torch
 from sarathi.core.scheduler_output import ScheduledChunk, StepInput, StepResult, TokenMasks
 from sarathi.model_executor import kernel_switches
 from sarathi.model_executor.attention import AttentionBackend, AttentionMetadata
-from sarathi.model_executor.attention.launch import prefill_launch, prefill_tiles
+from sarathi.model_executor.attention.launch import prefill_tiles
 from sarathi.model_executor.attention.metadata import ChunkTable, PrefillChunk
 from sarathi.model_executor.layers.rotary import RotaryEmbedding
 from sarathi.model_executor.layers.sampler import (
@@ -146,7 +146,7 @@ class ModelRunner:
         self.sampler = Sampler(
             eos_ids, self.options, self.last_token, seed, fused=model.kernels.fused
         )
-        self.block_m = prefill_launch(s.head_dim).block_m
+        self.block_m = attention.prefill_block_m(s.head_dim)
         tokens = max(max_step_tokens, slots)
         chunks = min(GRAPH_MAX_CHUNKS, tokens)
         self.buffers = StepBuffers(

@@ -49,9 +49,18 @@ def decode_launch(batch: int, kv_heads: int, num_sms: int) -> DecodeLaunch:
     return DecodeLaunch(block_n=64, warps=4, stages=2)
 
 
-def prefill_launch(head_dim: int) -> PrefillLaunch:
-    """The prefill kernel's launch shape; its ``block_m`` is the unit of the tile table a
-    step (and a mixed-step graph) is planned with."""
+# Tokens per program of the warp-specialized Gluon prefill kernel (``gluon_prefill.py``):
+# two consumer warp groups of 64 rows.
+WARP_PREFILL_BLOCK_M = 128
+
+
+def prefill_launch(head_dim: int, warp_specialized: bool = False) -> PrefillLaunch:
+    """The Triton prefill kernel's launch shape; its ``block_m`` is the unit of the tile
+    table a step (and a mixed-step graph) is planned with. ``warp_specialized``: the model's
+    other layers run the Gluon kernel, whose programs take 128 tokens, so this one does too
+    (a sliding-window layer beside them)."""
+    if warp_specialized:
+        return PrefillLaunch(WARP_PREFILL_BLOCK_M, 64, 8, 3)
     return PrefillLaunch(128 if head_dim <= 64 else 64, 64, 4, 3)
 
 

@@ -103,6 +103,11 @@ class AttentionBackend(Protocol):
         """Where each token's K and V are written."""
         ...
 
+    def prefill_block_m(self, head_dim: int) -> int:
+        """Tokens per program of the prefill kernel: the unit of a step's tile table
+        (``ChunkTable.tile_chunk``/``tile_block``), which backends without one ignore."""
+        ...
+
     def forward(
         self,
         q: torch.Tensor,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sarathi.model_executor.attention.launch import prefill_launch
 from sarathi.model_executor.attention.metadata import (
     AttentionMetadata,
     DecodeRope,
@@ -24,6 +25,9 @@ class TorchAttention:
 
     def kv_index(self, meta: AttentionMetadata) -> KVIndex:
         return slot_index(meta)
+
+    def prefill_block_m(self, head_dim: int) -> int:
+        return prefill_launch(head_dim).block_m  # no tiles here; any unit serves
 
     def forward(
         self,

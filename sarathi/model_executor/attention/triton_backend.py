@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from sarathi.model_executor.attention.launch import prefill_launch
 from sarathi.model_executor.attention.metadata import (
     AttentionMetadata,
     ChunkTable,
@@ -50,6 +51,15 @@ class TritonAttention:
 
     def kv_index(self, meta: AttentionMetadata) -> KVIndex:
         return slot_index(meta)
+
+    def _warp_prefill(self, head_dim: int) -> bool:
+        """Whether prefill chunks go to the warp-specialized Gluon kernel (layers without a
+        sliding window, 16-bit activations): on Hopper, over vattention slots, at the head
+        size it was built and measured for."""
+        return self.kernels.warp_prefill and self.block_table is None and head_dim == 128
+
+    def prefill_block_m(self, head_dim: int) -> int:
+        return prefill_launch(head_dim, self._warp_prefill(head_dim)).block_m
 
     def forward(
         self,
@@ -157,6 +167,28 @@ class TritonAttention:
         tiles = None
         if c.tile_chunk is not None and c.tile_block is not None:
             tiles = (c.tile_chunk, c.tile_block)
+        d = q.shape[2]
+        warp = self._warp_prefill(d)
+        if warp and window is None and q.dtype in (torch.bfloat16, torch.float16):
+            # Imported here: only where ``kernels.warp_prefill`` found Gluon.
+            from sarathi.model_executor.attention.gluon_prefill import gluon_prefill_attention
+
+            gluon_prefill_attention(
+                q,
+                k_cache,
+                v_cache,
+                c.slot,
+                c.start,
+                c.length,
+                c.offset,
+                c.longest,
+                scale,
+                out,
+                tiles,
+                release=release,
+                scratch=self._scratch,
+            )
+            return
         prefill_attention(
             q,
             k_cache,
@@ -171,6 +203,7 @@ class TritonAttention:
             out,
             self.block_table,
             tiles,
+            launch=prefill_launch(d, warp),
             release=release,
             scratch=self._scratch,
         )
