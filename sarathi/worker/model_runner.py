@@ -146,7 +146,7 @@ class ModelRunner:
         self.sampler = Sampler(
             eos_ids, self.options, self.last_token, seed, fused=model.kernels.fused
         )
-        self.block_m = attention.prefill_block_m(s.head_dim)
+        self.block_m = attention.prefill_block_m(s.head_dim, next(model.parameters()).dtype)
         tokens = max(max_step_tokens, slots)
         chunks = min(GRAPH_MAX_CHUNKS, tokens)
         self.buffers = StepBuffers(

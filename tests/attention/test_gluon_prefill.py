@@ -89,7 +89,8 @@ def test_backend_routes_prefill_to_gluon(window: int | None) -> None:
     backend = get_attention_backend(
         "triton", torch.device("cuda"), kernels=KernelSwitches(fused=True, warp_prefill=True)
     )
-    assert backend.prefill_block_m(128) == 128
+    assert backend.prefill_block_m(128, torch.bfloat16) == 128
+    assert backend.prefill_block_m(128, torch.float32) == 64  # the Triton kernel's own
     ref = reference_attention(q, k, v, tok_slots, tok_pos, 0.125, window)
     out = backend.forward(q, k, v, meta, 0.125, window)
     assert rel_error(out, ref) < BF16_TOL

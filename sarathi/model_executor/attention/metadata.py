@@ -103,9 +103,10 @@ class AttentionBackend(Protocol):
         """Where each token's K and V are written."""
         ...
 
-    def prefill_block_m(self, head_dim: int) -> int:
-        """Tokens per program of the prefill kernel: the unit of a step's tile table
-        (``ChunkTable.tile_chunk``/``tile_block``), which backends without one ignore."""
+    def prefill_block_m(self, head_dim: int, dtype: torch.dtype) -> int:
+        """Tokens per program of the prefill kernel for activations of ``dtype``: the unit
+        of a step's tile table (``ChunkTable.tile_chunk``/``tile_block``), which backends
+        without one ignore."""
         ...
 
     def forward(

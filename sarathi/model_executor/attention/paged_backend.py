@@ -38,10 +38,10 @@ class PagedAttention:
         # CUDA graphs need the kernels; the gathering fallback reads lengths on the host.
         self.graphable = self._triton is not None
 
-    def prefill_block_m(self, head_dim: int) -> int:
+    def prefill_block_m(self, head_dim: int, dtype: torch.dtype) -> int:
         if self._triton is not None:
-            return self._triton.prefill_block_m(head_dim)
-        return self._torch.prefill_block_m(head_dim)
+            return self._triton.prefill_block_m(head_dim, dtype)
+        return self._torch.prefill_block_m(head_dim, dtype)
 
     def kv_index(self, meta: AttentionMetadata) -> KVIndex:
         """Token t's K/V row in the pool: [block, offset], computed once per step."""

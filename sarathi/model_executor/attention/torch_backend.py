@@ -26,7 +26,7 @@ class TorchAttention:
     def kv_index(self, meta: AttentionMetadata) -> KVIndex:
         return slot_index(meta)
 
-    def prefill_block_m(self, head_dim: int) -> int:
+    def prefill_block_m(self, head_dim: int, dtype: torch.dtype) -> int:
         return prefill_launch(head_dim).block_m  # no tiles here; any unit serves
 
     def forward(

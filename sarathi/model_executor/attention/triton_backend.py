@@ -52,14 +52,19 @@ class TritonAttention:
     def kv_index(self, meta: AttentionMetadata) -> KVIndex:
         return slot_index(meta)
 
-    def _warp_prefill(self, head_dim: int) -> bool:
+    def _warp_prefill(self, head_dim: int, dtype: torch.dtype) -> bool:
         """Whether prefill chunks go to the warp-specialized Gluon kernel (layers without a
-        sliding window, 16-bit activations): on Hopper, over vattention slots, at the head
-        size it was built and measured for."""
-        return self.kernels.warp_prefill and self.block_table is None and head_dim == 128
+        sliding window): on Hopper, over vattention slots, for 16-bit activations at the
+        head size it was built and measured for."""
+        return (
+            self.kernels.warp_prefill
+            and self.block_table is None
+            and head_dim == 128
+            and dtype in (torch.bfloat16, torch.float16)
+        )
 
-    def prefill_block_m(self, head_dim: int) -> int:
-        return prefill_launch(head_dim, self._warp_prefill(head_dim)).block_m
+    def prefill_block_m(self, head_dim: int, dtype: torch.dtype) -> int:
+        return prefill_launch(head_dim, self._warp_prefill(head_dim, dtype)).block_m
 
     def forward(
         self,
@@ -168,8 +173,8 @@ class TritonAttention:
         if c.tile_chunk is not None and c.tile_block is not None:
             tiles = (c.tile_chunk, c.tile_block)
         d = q.shape[2]
-        warp = self._warp_prefill(d)
-        if warp and window is None and q.dtype in (torch.bfloat16, torch.float16):
+        warp = self._warp_prefill(d, q.dtype)
+        if warp and window is None:
             # Imported here: only where ``kernels.warp_prefill`` found Gluon.
             from sarathi.model_executor.attention.gluon_prefill import gluon_prefill_attention
 
