@@ -32,6 +32,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
+from sarathi.model_executor.attention.launch import WARP_PREFILL_BLOCK_M
 from sarathi.model_executor.attention.triton_common import LOG2E, check_layout
 from sarathi.model_executor.attention.triton_prefill import DescriptorScratch
 
@@ -253,7 +254,7 @@ def _prefill_kernel(
     TILED: gl.constexpr,
     RELEASE: gl.constexpr,
 ):
-    BLOCK_M: gl.constexpr = 128
+    BLOCK_M: gl.constexpr = 128  # two consumer groups of 64 rows (WARP_PREFILL_BLOCK_M)
     if RELEASE:  # the kernel behind may start once every program here has (decode_attention)
         _release_dependents()
     h = gl.program_id(0)
@@ -334,8 +335,11 @@ def gluon_prefill_attention(
     block_n: int = 128,
     stages: int = 3,
 ) -> torch.Tensor:
-    """``prefill_attention`` (``triton_prefill.py``) without window or paged pool, on a
-    Hopper GPU: 128 tokens per program (``tiles`` built with ``block_m=128``)."""
+    """``prefill_attention`` (``triton_prefill.py``) without window or paged pool, for 16-bit
+    activations with 128-wide heads on a Hopper GPU: programs of ``WARP_PREFILL_BLOCK_M``
+    tokens (``tiles`` built with it). ``block_n`` keys per block and ``stages`` ring buffers
+    (224 KiB of shared memory at the defaults) are for tuning; ``release`` and ``scratch``
+    as in ``prefill_attention``."""
     if release and scratch is None:
         raise ValueError("gluon_prefill_attention(release=True) needs a DescriptorScratch")
     check_layout(q, k_cache, v_cache)
@@ -348,7 +352,7 @@ def gluon_prefill_attention(
         grid: tuple[int, ...] = (hq, tiles[0].numel())
         tile_chunk, tile_block = tiles
     else:
-        grid = (hq, triton.cdiv(max_chunk, 128), chunk_slot.numel())
+        grid = (hq, triton.cdiv(max_chunk, WARP_PREFILL_BLOCK_M), chunk_slot.numel())
         tile_chunk = tile_block = chunk_slot  # unused
     _prefill_kernel[grid](
         q,

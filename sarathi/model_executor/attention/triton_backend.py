@@ -1,7 +1,9 @@
 """Attention with our Triton kernels over the vattention slot layout (GPU only).
 
 The decodes of a step go to the split-K decode kernel in one launch (plus a merge launch
-when the context is split); all prefill chunks of the step go to one prefill launch. Both
+when the context is split); all prefill chunks of the step go to one prefill launch: on
+Hopper the warp-specialized Gluon kernel (``gluon_prefill.py``) for 16-bit activations with
+128-wide heads and no sliding window, else the Triton kernel. Both
 read the step's layout from device tensors (``AttentionMetadata``), so a step replays a
 CUDA graph; inside one, ``meta.launch`` fixes the grids.
 
