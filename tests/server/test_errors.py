@@ -416,6 +416,15 @@ def test_head_keeps_unknown_paths_and_post_routes_apart(http):
     assert resp.status_code == 405 and resp.headers["allow"] == "POST"
 
 
+def test_a_405_names_every_method_of_the_path(http):
+    """Starlette's Allow named the first route's methods only: GET without its HEAD twin."""
+    resp = http.post("/v1/models")
+    assert resp.status_code == 405 and resp.headers["allow"] == "GET, HEAD"
+    assert "takes GET, HEAD" in resp.json()["error"]["message"]
+    resp = http.put("/v1/responses/resp_x")
+    assert resp.status_code == 405 and resp.headers["allow"] == "DELETE, GET, HEAD"
+
+
 def test_head_routes_are_not_operations_of_the_openapi_document(http):
     paths = http.get("/openapi.json").json()["paths"]
     assert "/health" in paths and "get" in paths["/health"]

@@ -153,7 +153,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         description="OpenAI-compatible LLM server",
     )
     app.state.sarathi = state
-    install_error_handlers(app)
+    install_error_handlers(app, router.routes)
     app.include_router(router)
     # The last added runs first: the key is checked before a byte of the body is read.
     app.add_middleware(BodySizeLimitMiddleware, limits=state.body_limits)

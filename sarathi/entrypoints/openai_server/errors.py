@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from http import HTTPStatus
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match, Route
 
 logger = logging.getLogger("sarathi.server")
 
@@ -152,7 +154,9 @@ def validation_message(exc: RequestValidationError | ValidationError) -> tuple[s
     return text, param
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute] = ()) -> None:
+    """OpenAI-shaped error bodies for every error the app raises; a 405's ``Allow`` lists
+    the methods of every one of ``routes`` on the request's path."""
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
         return error_response(exc)
@@ -189,15 +193,29 @@ def install_error_handlers(app: FastAPI) -> None:
                 f"{', '.join(served)})"
             )
             code = "unsupported_endpoint" if exc.status_code == 404 else "method_not_allowed"
-            allowed = (exc.headers or {}).get("Allow")
-            if exc.status_code == 405 and allowed:
-                message += f"; {request.url.path} takes {allowed}"
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only: a GET route
+            # without its HEAD twin, one of GET and DELETE on /v1/responses/{id}.
+            headers["Allow"] = ", ".join(_methods_at(routes, request)) or headers.get("Allow", "")
+            message += f"; {request.url.path} takes {headers['Allow']}"
         response = error_response(APIError(message, exc.status_code, type=kind, code=code))
         # Starlette's headers (a 405's Allow, which HTTP requires of it) go out with it.
-        response.headers.update(exc.headers or {})
+        response.headers.update(headers)
         return response
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("internal error while serving %s %s", request.method, request.url.path)
         return error_response(APIError("internal server error", 500, type="server_error"))
+
+
+def _methods_at(routes: Sequence[BaseRoute], request: Request) -> list[str]:
+    """Every method one of ``routes`` takes at the request's path."""
+    methods: set[str] = set()
+    for route in routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
