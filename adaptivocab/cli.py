@@ -394,12 +394,21 @@ def _build(args: argparse.Namespace) -> None:
     from adaptivocab.builder import BuildConfig, build_patch
     from adaptivocab.corpus import load_corpus
     from adaptivocab.fsutil import atomic_output_dir, check_output_dir
+    from adaptivocab.patch import PATCH_FILE
     from adaptivocab.stats import format_stats, measure_reduction
     from adaptivocab.tokenizer import PatchTokenizer
 
     check_output_dir(args.out, args.overwrite)
     t0 = time.perf_counter()
     base = load_base_tokenizer(args.tokenizer)
+    if os.path.isfile(os.path.join(os.path.expanduser(args.tokenizer), PATCH_FILE)):
+        # Its tokenizer.json is the base's: the patch in it is not read, and patches do not
+        # stack, so building "on" it gives a patch of the base.
+        print(
+            f"note: {args.tokenizer} is an AdaptiVocab patch folder; the new patch is built on "
+            "its base tokenizer, not on that patch",
+            file=sys.stderr,
+        )
     corpus = load_corpus(args.corpus)
     config = BuildConfig(
         num_tokens=args.num_tokens,

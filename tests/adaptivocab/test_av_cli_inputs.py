@@ -187,6 +187,21 @@ def test_build_on_too_few_documents_says_its_stats_are_from_training_text(
     assert "warning:" in res.stderr and "adaptivocab stats" in res.stderr
 
 
+def test_build_on_a_patch_folder_says_it_builds_on_the_base(
+    bytelevel_dir, bytelevel_patch_dir, corpus_txt, tmp_path
+) -> None:
+    out, plain = tmp_path / "patch", tmp_path / "plain"
+    res = run("build", "--tokenizer", str(bytelevel_patch_dir), "--corpus", str(corpus_txt),
+              "--num-tokens", "20", "--out", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "is an AdaptiVocab patch folder" in res.stderr and "base tokenizer" in res.stderr
+    # The same patch as built on the base folder itself.
+    res = run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(corpus_txt),
+              "--num-tokens", "20", "--out", str(plain), "--quiet")
+    assert "patch folder" not in res.stderr
+    assert (out / "patch.json").read_text() == (plain / "patch.json").read_text()
+
+
 def test_build_with_a_held_in_split_says_so(bytelevel_dir, corpus_txt, tmp_path) -> None:
     import json
 
