@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from http import HTTPStatus
 from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -157,6 +157,7 @@ def validation_message(exc: RequestValidationError | ValidationError) -> tuple[s
 def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute] = ()) -> None:
     """OpenAI-shaped error bodies for every error the app raises; a 405's ``Allow`` lists
     the methods of every one of ``routes`` on the request's path."""
+
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
         return error_response(exc)
