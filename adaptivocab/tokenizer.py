@@ -47,6 +47,9 @@ _DELEGATED = frozenset(
     }
 )
 
+# transformers' VERY_LARGE_INTEGER: a model_max_length at or past it means "none".
+_NO_MODEL_MAX = int(1e30)
+
 # apply_chat_template's options for encoding the rendered text.
 _CHAT_ENCODING_KWARGS = ("padding", "truncation", "max_length", "return_tensors")
 
@@ -213,7 +216,9 @@ class PatchTokenizer:
         ids = self._matcher.apply(
             self._backend.encode(text, add_special_tokens=add_special_tokens).ids
         )
-        ids = self._truncate(ids, kwargs)
+        cut, _ = self._lengths(False, kwargs.get("truncation"), kwargs.get("max_length"))
+        if cut is not None:
+            ids = ids[:cut]
         tensors = kwargs.get("return_tensors")
         if tensors is None:
             return ids
@@ -227,39 +232,53 @@ class PatchTokenizer:
         """Patched ids of many texts (vectorised; much faster than a loop over ``encode``)."""
         return self._matcher.apply_batch(self.base_encode_batch(texts, add_special_tokens))
 
-    @staticmethod
-    def _truncate(ids: list[int], kwargs: dict[str, Any]) -> list[int]:
-        max_length = kwargs.get("max_length")
-        if kwargs.get("truncation") and max_length is not None:
-            return ids[: int(max_length)]
-        return ids
+    def _lengths(
+        self, padding: bool | str, truncation: bool | str | None, max_length: int | None
+    ) -> tuple[int | None, int | None]:
+        """Where Hugging Face cuts and pads: ``max_length`` without padding cuts even with
+        ``truncation`` unset (with a warning there); ``padding="max_length"`` or
+        ``truncation=True`` without it use the model's ``model_max_length``, and no padding
+        or cut where the model has none. Returns (cut, width), None for neither."""
+        limit = max_length
+        if limit is None:
+            model_max = getattr(self.base_tokenizer, "model_max_length", None)
+            if isinstance(model_max, int) and 0 < model_max < _NO_MODEL_MAX:
+                limit = model_max
+        if truncation is None:  # unset: only a bare max_length cuts
+            cuts = max_length is not None and padding is False
+        else:
+            cuts = truncation not in (False, "do_not_truncate")
+        cut = limit if cuts else None
+        width = limit if padding == "max_length" else None
+        return cut, width
 
     def __call__(
         self,
         text: str | Sequence[str],
         add_special_tokens: bool = True,
         padding: bool | str = False,
-        truncation: bool = False,
+        truncation: bool | str | None = None,
         max_length: int | None = None,
         return_tensors: str | None = None,
         return_attention_mask: bool = True,
         **kwargs: Any,
     ) -> Any:
-        """HF-style call: a BatchEncoding with ``input_ids`` and ``attention_mask``."""
+        """HF-style call: a BatchEncoding with ``input_ids`` and ``attention_mask``; cuts
+        and pads as Hugging Face does (``_lengths``)."""
         from transformers import BatchEncoding
 
         single = isinstance(text, str)
         texts = [text] if isinstance(text, str) else list(text)
         seqs = self.encode_batch(texts, add_special_tokens)
-        if truncation and max_length is not None:
-            seqs = [s[:max_length] for s in seqs]
+        cut, width = self._lengths(padding, truncation, max_length)
+        if cut is not None:
+            seqs = [s[:cut] for s in seqs]
         masks = [[1] * len(s) for s in seqs]
+        if padding == "max_length" and width is None:
+            padding = False  # the model has no length to pad to (Hugging Face: no padding)
         if padding and padding != "do_not_pad":
-            width = (
-                max_length
-                if padding == "max_length" and max_length
-                else max((len(s) for s in seqs), default=0)
-            )
+            if width is None:
+                width = max((len(s) for s in seqs), default=0)
             pad_id = self.base_tokenizer.pad_token_id
             if pad_id is None:
                 pad_id = (
@@ -354,7 +373,9 @@ class PatchTokenizer:
         """
         return_dict = kwargs.pop("return_dict", _chat_returns_dict(self.base_tokenizer))
         # The base call only renders text, and would drop these.
-        encoding = {k: kwargs.pop(k) for k in _CHAT_ENCODING_KWARGS if k in kwargs}
+        # Hugging Face's apply_chat_template does not cut unless told (truncation=False).
+        encoding: dict[str, Any] = {"truncation": False}
+        encoding.update({k: kwargs.pop(k) for k in _CHAT_ENCODING_KWARGS if k in kwargs})
         encoding.update(kwargs.pop("tokenizer_kwargs", None) or {})
         if kwargs.get("return_assistant_tokens_mask"):
             raise ValueError(

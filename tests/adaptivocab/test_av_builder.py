@@ -197,3 +197,38 @@ def test_a_corpus_whose_documents_all_hash_held_in_still_trains(tmp_path) -> Non
     path.write_text(doc.strip())
     corpus = load_corpus([path])
     assert corpus.train and corpus.train == corpus.held_in
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("model_max", [12, int(1e30)])
+def test_cutting_and_padding_follow_hugging_face(bytelevel_patch, model_max) -> None:
+    # max_length without truncation did not cut (Hugging Face cuts, with a warning), and
+    # padding="max_length" without max_length padded to the longest (Hugging Face pads to
+    # model_max_length, or not at all where the model has none). Texts the patch leaves
+    # alone, so the base tokenizer's answer is the patched one's too.
+    import itertools
+
+    import transformers
+
+    tok, base = bytelevel_patch, bytelevel_patch.base_tokenizer
+    texts = ["7", "0123 4567 89 ABCD EFGH 0123 4567 89 ABCD EFGH 0123"]
+    assert [tok.encode(t) for t in texts] == [base.encode(t) for t in texts]
+    before = base.model_max_length, base.pad_token
+    base.model_max_length, base.pad_token = model_max, base.eos_token
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # its truncation and padding warnings
+    try:
+        for padding, truncation, max_length in itertools.product(
+            [False, True, "longest", "max_length", "do_not_pad"],
+            [None, False, True, "longest_first", "do_not_truncate"],
+            [None, 3, 20],
+        ):
+            kw = {"padding": padding, "max_length": max_length}
+            if truncation is not None:
+                kw["truncation"] = truncation
+            assert dict(tok(texts, **kw)) == dict(base(texts, **kw)), kw
+            one = {k: v for k, v in kw.items() if k != "padding"}
+            assert tok.encode(texts[1], **one) == base.encode(texts[1], **one), one
+    finally:
+        base.model_max_length, base.pad_token = before
+        transformers.logging.set_verbosity(verbosity)
