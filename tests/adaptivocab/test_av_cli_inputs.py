@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,18 @@ def test_damaged_model_folder_is_one_line(
     assert not (tmp_path / "out").exists()
 
 
+def run_model_commands(
+    model: Path, patch: Path, corpus: Path, out: Path
+) -> Iterator[subprocess.CompletedProcess[str]]:
+    """patch-model, finetune (one step) and eval on ``model`` with ``patch``, in turn."""
+    for cmd, *rest in (
+        ("patch-model", "--out", str(out)),
+        ("finetune", "--corpus", str(corpus), "--out", str(out), "--steps", "1"),
+        ("eval", "--corpus", str(corpus)),
+    ):
+        yield run(cmd, "--model", str(model), "--patch-tokenizer", str(patch), "--quiet", *rest)
+
+
 def test_pickle_weights_are_refused_by_every_model_command(
     tiny_model, bytelevel_patch_dir, corpus_txt, tmp_path
 ) -> None:
@@ -126,14 +140,7 @@ def test_pickle_weights_are_refused_by_every_model_command(
     # pickle file beside it was passed over.
     pickled = damaged_copy(tiny_model, tmp_path / "pickled", "pytorch_model.bin", b"not read")
     (pickled / "model.safetensors").unlink()
-    for args in (
-        ("patch-model", "--out", str(tmp_path / "out")),
-        ("finetune", "--corpus", str(corpus_txt), "--out", str(tmp_path / "out"), "--steps", "1"),
-        ("eval", "--corpus", str(corpus_txt)),
-    ):
-        cmd, *rest = args
-        res = run(cmd, "--model", str(pickled), "--patch-tokenizer", str(bytelevel_patch_dir),
-                  "--quiet", *rest)
+    for res in run_model_commands(pickled, bytelevel_patch_dir, corpus_txt, tmp_path / "out"):
         assert_clean_error(res, "pickle weights (pytorch_model.bin) are never loaded")
         assert "patch-model reads" not in res.stderr
     assert not (tmp_path / "out").exists()
@@ -328,14 +335,7 @@ def test_a_patch_of_another_tokenizer_is_refused_by_the_model_commands(
     a, b = sorted(vocab, key=vocab.get)[300:302]
     vocab[a], vocab[b] = vocab[b], vocab[a]
     (tiny_model / "tokenizer.json").write_text(json.dumps(spec))
-    for args in (
-        ("patch-model", "--out", str(tmp_path / "out")),
-        ("finetune", "--corpus", str(corpus_txt), "--out", str(tmp_path / "out"), "--steps", "1"),
-        ("eval", "--corpus", str(corpus_txt)),
-    ):
-        cmd, *rest = args
-        res = run(cmd, "--model", str(tiny_model), "--patch-tokenizer", str(bytelevel_patch_dir),
-                  "--quiet", *rest)
+    for res in run_model_commands(tiny_model, bytelevel_patch_dir, corpus_txt, tmp_path / "out"):
         assert_clean_error(res, "built from a different tokenizer than")
     assert not (tmp_path / "out").exists()
     # Its own tokenizer: accepted.
