@@ -1,5 +1,6 @@
 """The warp-specialized Gluon prefill kernel (Hopper) against the float32 reference, and the
-Triton backend that routes prefill chunks to it (GPU only)."""
+Triton backend that routes prefill chunks to it (GPU only). Overlapped with the decode
+kernel: test_triton_attention.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import torch
 
 from sarathi.model_executor.attention import get_attention_backend
 from sarathi.model_executor.kernel_switches import KernelSwitches, gluon_hopper
-from sarathi.model_executor.pdl import supported as pdl_supported
 from tests.attention.reference import reference_attention, rel_error
 from tests.attention.test_triton_attention import BF16_TOL, _cache, _step
 
@@ -99,41 +99,3 @@ def test_backend_routes_prefill_to_gluon(window: int | None) -> None:
     c.tile_chunk, c.tile_block = _tiles(meta.prefills, 128)
     tiled = backend.forward(q, k, v, meta, 0.125, window)
     assert torch.equal(tiled, out)
-
-
-@pytest.mark.parametrize("pdl", [False, True])
-def test_gluon_overlapped_mixed_step_equals_serial(pdl: bool) -> None:
-    """The decode kernel launched behind the Gluon prefill kernel (PDL) or beside it writes
-    what the two one after the other write, eagerly and replayed from a graph."""
-    rng = random.Random(5)
-    torch.manual_seed(5)
-    k, v = _cache("mega", 24, 1500, 8, 128, torch.bfloat16)
-    tok_slots, _, meta = _step(rng, 24, 1500, num_decodes=9, chunk_lens=[1, 37, 200, 64])
-    q = torch.randn(len(tok_slots), 32, 128, dtype=torch.bfloat16, device="cuda")
-    cuda = torch.device("cuda")
-    serial = get_attention_backend(
-        "triton", cuda, kernels=KernelSwitches(fused=True, warp_prefill=True)
-    )
-    overlapped = get_attention_backend(
-        "triton",
-        cuda,
-        kernels=KernelSwitches(
-            fused=True, pdl=pdl and pdl_supported(cuda), overlap=True, warp_prefill=True
-        ),
-    )
-    want = serial.forward(q, k, v, meta, 0.125, None)
-    assert torch.equal(overlapped.forward(q, k, v, meta, 0.125, None).clone(), want)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        overlapped.forward(q, k, v, meta, 0.125, None)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = overlapped.forward(q, k, v, meta, 0.125, None)
-        copied = out.clone()
-    out.zero_()
-    copied.zero_()
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, want) and torch.equal(copied, want)

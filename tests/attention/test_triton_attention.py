@@ -9,7 +9,7 @@ import torch
 
 from sarathi.model_executor.attention import AttentionMetadata, get_attention_backend
 from sarathi.model_executor.attention.metadata import PrefillChunk, chunk_table
-from sarathi.model_executor.kernel_switches import KernelSwitches
+from sarathi.model_executor.kernel_switches import KernelSwitches, gluon_hopper
 from sarathi.model_executor.pdl import supported as pdl_supported
 from tests.attention.reference import reference_attention, rel_error
 
@@ -77,19 +77,25 @@ def test_mixed_step_matches_reference(layout: str, hq: int, hkv: int, d: int,
 
 
 @pytest.mark.parametrize("pdl", [False, True])
-def test_overlapped_mixed_step_equals_serial_eager_and_graphed(pdl: bool) -> None:
-    """The decode kernel overlapping the prefill kernel writes what the two one after the
-    other write, bit for bit, eagerly and replayed from a graph, and the kernel after them
-    (a copy) sees both outputs whole."""
+@pytest.mark.parametrize("warp_prefill", [False, True])
+def test_overlapped_mixed_step_equals_serial_eager_and_graphed(pdl: bool,
+                                                              warp_prefill: bool) -> None:
+    """The decode kernel overlapping the prefill kernel (Triton's, or on Hopper the Gluon
+    one) writes what the two one after the other write, bit for bit, eagerly and replayed
+    from a graph, and the kernel after them (a copy) sees both outputs whole."""
+    cuda = torch.device("cuda")
+    if warp_prefill and not gluon_hopper(cuda):
+        pytest.skip("the Gluon prefill kernel needs a Hopper GPU and a Triton with Gluon")
     rng = random.Random(5)
     torch.manual_seed(5)
     k, v = _cache("mega", 24, 1500, 8, 128, torch.bfloat16)
     tok_slots, _, meta = _step(rng, 24, 1500, num_decodes=9, chunk_lens=[1, 37, 200, 64])
     q = torch.randn(len(tok_slots), 32, 128, dtype=torch.bfloat16, device="cuda")
-    serial = get_attention_backend("triton", torch.device("cuda"))
-    kernels = KernelSwitches(fused=True, pdl=pdl and pdl_supported(torch.device("cuda")),
-                             overlap=True)
-    overlapped = get_attention_backend("triton", torch.device("cuda"), kernels=kernels)
+    serial = get_attention_backend(
+        "triton", cuda, kernels=KernelSwitches(fused=True, warp_prefill=warp_prefill))
+    kernels = KernelSwitches(fused=True, pdl=pdl and pdl_supported(cuda), overlap=True,
+                             warp_prefill=warp_prefill)
+    overlapped = get_attention_backend("triton", cuda, kernels=kernels)
     want = serial.forward(q, k, v, meta, 0.125, None)
     assert torch.equal(overlapped.forward(q, k, v, meta, 0.125, None).clone(), want)
     side = torch.cuda.Stream()

@@ -33,10 +33,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from sarathi.model_executor.attention.launch import WARP_PREFILL_BLOCK_M
-from sarathi.model_executor.attention.triton_common import LOG2E, check_layout
+from sarathi.model_executor.attention.triton_common import LOG2E, NEG_BIG, check_layout
 from sarathi.model_executor.attention.triton_prefill import DescriptorScratch
-
-_NEG_BIG = gl.constexpr(-1.0e30)
 
 
 @gluon.jit
@@ -90,7 +88,7 @@ def _softmax_block(
     ``full`` on may hold keys past a row's position: masked."""
     if j >= full:
         pos = j * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
-        s = gl.where(pos[None, :] <= qpos[:, None], s, _NEG_BIG)
+        s = gl.where(pos[None, :] <= qpos[:, None], s, NEG_BIG)
     m_new = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
     alpha = gl.exp2(m_i - m_new)
     p = gl.exp2(s * scale_log2 - m_new[:, None])
@@ -155,7 +153,7 @@ def _consumer(
     full = (start + row0 + 1) // BLOCK_N
     qpos = start + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
 
-    m_i = gl.full([ROWS], _NEG_BIG, gl.float32, layout=gl.SliceLayout(1, s_layout))
+    m_i = gl.full([ROWS], NEG_BIG, gl.float32, layout=gl.SliceLayout(1, s_layout))
     l_i = gl.zeros([ROWS], gl.float32, layout=gl.SliceLayout(1, s_layout))
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
     zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
