@@ -367,7 +367,10 @@ def test_vllms_generate_arguments_this_engine_cannot_honour_are_refused(llm, kwa
 VLLM_NO_OPS = dict(disable_log_stats=True, disable_log_requests=False, enable_chunked_prefill=True,
                    swap_space=4, kv_cache_dtype="auto", tokenizer_mode="auto",
                    pipeline_parallel_size=1, seed=None, task="generate",
-                   max_seq_len_to_capture=8192, cpu_offload_gb=0)  # fmt: skip
+                   max_seq_len_to_capture=8192, cpu_offload_gb=0, revision=None,
+                   tokenizer_revision=None, code_revision=None, download_dir=None,
+                   quantization=None, hf_overrides=None, compilation_config=None,
+                   limit_mm_per_prompt=None)  # fmt: skip
 
 
 def test_vllms_constructor_keywords_that_change_nothing_are_taken(tiny_models):
@@ -387,6 +390,7 @@ def test_vllms_constructor_keywords_that_change_nothing_are_taken(tiny_models):
     ({"pipeline_parallel_size": 2}, "tensor_parallel_size"), ({"swap_space": -1}, "recomputed"),
     ({"disable_log_stats": "yes"}, "a bool"), ({"task": "embed"}, "generates text"),
     ({"cpu_offload_gb": 4}, "GPU memory"), ({"max_seq_len_to_capture": -1}, "every context"),
+    ({"quantization": "fp8"}, "only None.*no quantization"), ({"revision": "main"}, "as it is"),
 ])  # fmt: skip
 def test_vllms_constructor_keywords_asking_for_more_are_refused(tiny_models, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -12,8 +12,8 @@ from typing import Any
 class NoOpOption:
     name: str  # the keyword; the flag is --name-with-dashes
     why: str  # what this engine does instead
-    # What it takes: "bool" (either), "true" (on: a flag), "number" (>= 0) or "only" (the
-    # one value ``only``).
+    # What it takes: "bool" (either), "true" (on: a flag), "number" (>= 0), "only" (the
+    # one value ``only``) or "unset" (None alone: an ``LLM(...)`` keyword with no flag).
     kind: str
     only: str = ""
 
@@ -28,6 +28,7 @@ class NoOpOption:
             "bool": "a bool",
             "true": "True",
             "number": "a number >= 0",
+            "unset": "only None",
         }.get(self.kind, f"only {self.only!r}")
 
     def takes(self, value: Any) -> bool:
@@ -36,6 +37,8 @@ class NoOpOption:
             return isinstance(value, bool) or value is None
         if self.kind == "true":
             return value is True or value is None
+        if self.kind == "unset":
+            return value is None
         if self.kind == "number":
             return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
         return not isinstance(value, bool) and str(value) == self.only
@@ -69,4 +72,13 @@ NO_OP_OPTIONS = (
     NoOpOption(
         "cpu_offload_gb", "the weights stay in GPU memory (no offloading to the host)", "only", "0"
     ),
+    # Keywords vLLM scripts pass on as None (their defaults).
+    NoOpOption("revision", "the model folder or hub id is read as it is", "unset"),
+    NoOpOption("tokenizer_revision", "the tokenizer is read as it is", "unset"),
+    NoOpOption("code_revision", "no remote code is run", "unset"),
+    NoOpOption("download_dir", "models load from a folder or the hub's own cache", "unset"),
+    NoOpOption("quantization", "weights run in the model's dtype (no quantization)", "unset"),
+    NoOpOption("hf_overrides", "config.json is read as it is", "unset"),
+    NoOpOption("compilation_config", "every step replays a CUDA graph of our kernels", "unset"),
+    NoOpOption("limit_mm_per_prompt", "prompts are text only", "unset"),
 )

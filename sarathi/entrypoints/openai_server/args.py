@@ -188,6 +188,8 @@ def _add_vllm_compat_args(parser: argparse.ArgumentParser) -> None:
         "vLLM command-line compatibility (accepted; they change nothing here)"
     )
     for option in NO_OP_OPTIONS:
+        if option.kind == "unset":  # no value on a command line means "unset"
+            continue
         if option.kind in ("bool", "true"):
             g.add_argument(option.flag, action="store_true", help=f"Accepted: {option.why}.")
         elif option.kind == "number":
