@@ -21,7 +21,6 @@ pool (those stay on the Triton kernel).
 from __future__ import annotations
 
 import torch
-import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
@@ -34,7 +33,11 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from sarathi.model_executor.attention.launch import WARP_PREFILL_BLOCK_M
 from sarathi.model_executor.attention.triton_common import LOG2E, NEG_BIG, check_layout
-from sarathi.model_executor.attention.triton_prefill import DescriptorScratch
+from sarathi.model_executor.attention.triton_prefill import (
+    DescriptorScratch,
+    tile_grid,
+    use_descriptor_scratch,
+)
 
 
 @gluon.jit
@@ -343,15 +346,8 @@ def gluon_prefill_attention(
     check_layout(q, k_cache, v_cache)
     hq, d = q.shape[1], q.shape[2]
     group = hq // k_cache.shape[2]
-    held = scratch or DescriptorScratch()
-    device = q.device
-    triton.set_allocator(lambda size, alignment, stream: held.take(size, device))
-    if tiles is not None:
-        grid: tuple[int, ...] = (hq, tiles[0].numel())
-        tile_chunk, tile_block = tiles
-    else:
-        grid = (hq, triton.cdiv(max_chunk, WARP_PREFILL_BLOCK_M), chunk_slot.numel())
-        tile_chunk = tile_block = chunk_slot  # unused
+    use_descriptor_scratch(scratch, q.device)
+    grid, tile_chunk, tile_block = tile_grid(hq, tiles, max_chunk, WARP_PREFILL_BLOCK_M, chunk_slot)
     _prefill_kernel[grid](
         q,
         k_cache,

@@ -176,36 +176,15 @@ class TritonAttention:
             tiles = (c.tile_chunk, c.tile_block)
         d = q.shape[2]
         warp = self._warp_prefill(d, q.dtype)
+        chunks = (q, k_cache, v_cache, c.slot, c.start, c.length, c.offset, c.longest, scale)
         if warp and window is None:
             # Imported here: only where ``kernels.warp_prefill`` found Gluon.
             from sarathi.model_executor.attention.gluon_prefill import gluon_prefill_attention
 
-            gluon_prefill_attention(
-                q,
-                k_cache,
-                v_cache,
-                c.slot,
-                c.start,
-                c.length,
-                c.offset,
-                c.longest,
-                scale,
-                out,
-                tiles,
-                release=release,
-                scratch=self._scratch,
-            )
+            gluon_prefill_attention(*chunks, out, tiles, release=release, scratch=self._scratch)
             return
         prefill_attention(
-            q,
-            k_cache,
-            v_cache,
-            c.slot,
-            c.start,
-            c.length,
-            c.offset,
-            c.longest,
-            scale,
+            *chunks,
             window,
             out,
             self.block_table,

@@ -304,6 +304,32 @@ class DescriptorScratch:
         return buf[:size]
 
 
+def use_descriptor_scratch(scratch: DescriptorScratch | None, device: torch.device) -> None:
+    """Have the next launch on ``device`` build its tensor descriptors in ``scratch``.
+    Triton keeps its allocator per thread context, and the engine may launch from a thread
+    of its own: set it where the kernel launches. Without a caller's scratch, one for this
+    launch alone: nothing runs beside it (no release), so stream order keeps its memory
+    until the kernel is done."""
+    held = scratch or DescriptorScratch()
+    triton.set_allocator(lambda size, alignment, stream: held.take(size, device))
+
+
+def tile_grid(
+    head_programs: int,
+    tiles: tuple[torch.Tensor, torch.Tensor] | None,
+    max_chunk: int,
+    block_m: int,
+    chunk_slot: torch.Tensor,
+) -> tuple[tuple[int, ...], torch.Tensor, torch.Tensor]:
+    """A prefill kernel's grid and tile tables: one program per head and tile of
+    ``tiles``, or without them one per head, ``block_m``-token query block and chunk (the
+    tables then unused: ``chunk_slot`` stands in)."""
+    if tiles is not None:
+        return (head_programs, tiles[0].numel()), tiles[0], tiles[1]
+    grid = (head_programs, triton.cdiv(max_chunk, block_m), chunk_slot.numel())
+    return grid, chunk_slot, chunk_slot
+
+
 def prefill_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -344,19 +370,10 @@ def prefill_attention(
     bt = chunk_slot if block_table is None else block_table  # chunk_slot: unused, not paged
     tma = launch.tma and not paged and has_tma(q.device)
     if tma and q.is_cuda:
-        # Triton keeps its allocator per thread context, and the engine may launch from a
-        # thread of its own: set it where the kernel launches. Without a caller's scratch,
-        # one for this launch alone: nothing runs beside it (no release), so stream order
-        # keeps its memory until the kernel is done.
-        held = scratch or DescriptorScratch()
-        device = q.device
-        triton.set_allocator(lambda size, alignment, stream: held.take(size, device))
-    if tiles is not None:
-        grid: tuple[int, ...] = (hq // heads, tiles[0].numel())
-        tile_chunk, tile_block = tiles
-    else:
-        grid = (hq // heads, triton.cdiv(max_chunk, launch.block_m), chunk_slot.numel())
-        tile_chunk = tile_block = chunk_slot  # unused
+        use_descriptor_scratch(scratch, q.device)
+    grid, tile_chunk, tile_block = tile_grid(
+        hq // heads, tiles, max_chunk, launch.block_m, chunk_slot
+    )
     _prefill_kernel[grid](
         q,
         k_cache,
