@@ -20,7 +20,9 @@ class TokenizerKind(str, Enum):
 
 
 # Files transformers builds a fast tokenizer from (its JSON, or a SentencePiece or BPE model
-# it converts).
+# it converts). Narrower than the engine's list (sarathi/transformers_utils/tokenizer.py),
+# which also counts WordPiece and unigram files: with those alone transformers fails here
+# with "Couldn't instantiate the backend tokenizer from one of: ;".
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
 
 
