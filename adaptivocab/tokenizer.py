@@ -209,8 +209,9 @@ class PatchTokenizer:
         return [e.ids for e in encs]
 
     def encode(self, text: str, add_special_tokens: bool = True, **kwargs: Any) -> Any:
-        """Patched ids of ``text`` (``max_length`` with ``truncation=True`` cuts the result);
-        with ``return_tensors`` ("pt", "np") a batch of one, as Hugging Face returns it."""
+        """Patched ids of ``text``, cut where Hugging Face cuts (``_lengths``: ``max_length``
+        unless ``truncation=False``); with ``return_tensors`` ("pt", "np") a batch of one,
+        as Hugging Face returns it."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
         ids = self._matcher.apply(
