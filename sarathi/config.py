@@ -165,6 +165,15 @@ class ModelConfig:
         "</think>. Default: none (the reasoning stays in the text).",
         choices=REASONING_PARSERS,
     )
+    max_logprobs: int = _f(
+        20,
+        "Most log-probabilities a request may ask for, as vLLM's flag: SamplingParams' "
+        "logprobs and prompt_logprobs, the server's logprobs, top_logprobs and "
+        "prompt_logprobs. A request over it is refused (ValueError offline, 400 on the "
+        "server). -1: no cap but the vocabulary's size (each token then carries up to that "
+        "many entries, which the outputs and responses hold). Never more than the "
+        "vocabulary's size.",
+    )
     enforce_eager: bool = _f(
         False,
         "Run every step eagerly: no CUDA graphs. Otherwise, on a "
@@ -478,6 +487,11 @@ class EngineConfig:
                     "attention_backend 'paged' does not use (its block-table cache is sized "
                     "by block_tokens); leave them out, or use another attention backend"
                 )
+        if m.max_logprobs < -1:
+            raise ValueError(
+                f"max_logprobs must be >= 0, or -1 for no cap but the vocabulary's size, "
+                f"got {m.max_logprobs}"
+            )
         if self.model.max_model_len is not None and self.model.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.model.max_model_len}")
         seed = self.model.seed

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-_MAX_LOGPROBS = 20
 _MAX_TOP_K = 2**31 - 1
 # The options a model's generation_config.json may default (read as vLLM reads them).
 MODEL_DEFAULT_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
@@ -164,6 +163,7 @@ class SamplingParams:
     max_tokens: int | None = 16
     min_tokens: int = 0
     ignore_eos: bool = False
+    # This and prompt_logprobs: at most the engine's max_logprobs (20 unless configured).
     logprobs: int | None = None
     # vLLM's: the log-probability, rank and top-k alternatives of every prompt token given
     # those before it (RequestOutput.prompt_logprobs; the first token has none).
@@ -309,14 +309,14 @@ class SamplingParams:
             raise bad("min_tokens", "must be an integer >= 0")
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise bad("min_tokens", f"must not exceed max_tokens ({self.max_tokens})")
+        # No upper bound here: the engine that takes the request caps both at its
+        # max_logprobs (LLMEngine.check_logprobs), as vLLM's does.
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(self, name)
             if value is not None and (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or not 0 <= value <= _MAX_LOGPROBS
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
             ):
-                raise bad(name, f"must be an integer in [0, {_MAX_LOGPROBS}]")
+                raise bad(name, "must be an integer >= 0 or None")
         if self.best_of is not None:
             if isinstance(self.best_of, bool) or not isinstance(self.best_of, int):
                 raise bad("best_of", "must be an integer or None")

@@ -209,6 +209,9 @@ def test_generate_takes_the_models_max_new_tokens_without_max_tokens(tmp_path):
     (["serve", "--max-body-bytes-in-flight", "1000"], "could never be taken"),
     # Taken for vLLM's command lines, where a negative length is no length either.
     (["serve", "--max-log-len", "-1"], "--max-log-len: must be >= 0"),
+    # -1 is vLLM's "no cap"; any other negative cap is refused before the model loads.
+    (["serve", "--max-logprobs", "-2"], "max_logprobs must be >= 0, or -1 for no cap"),
+    (["generate", "--prompt", "x", "--max-logprobs", "-5"], "max_logprobs must be >= 0"),
     # The plain output is text only: the logprobs were computed and never printed.
     (["generate", "--prompt", "x", "--logprobs", "2"], "--logprobs is printed with --json"),
     # Each JSON line has its prompt: --echo was taken and never read.
@@ -226,6 +229,8 @@ def test_bad_values_of_other_flags_are_clean_errors(args, says):
     (["serve", "--bogus"], "python -m sarathi serve: error: unrecognized arguments: --bogus"),
     (["info", "--x"], "python -m sarathi info: error: unrecognized arguments: --x"),
     (["nope"], "python -m sarathi: error: argument COMMAND: invalid choice: 'nope'"),
+    (["serve", "--max-logprobs", "many"],
+     "python -m sarathi serve: error: argument --max-logprobs/--max_logprobs: invalid int value"),
     (["serve", "--reasoning-parser", "granite"],
      "python -m sarathi serve: error: argument --reasoning-parser/--reasoning_parser: invalid "
      "choice: 'granite'"),
@@ -565,6 +570,20 @@ def test_the_help_of_the_options_paged_refuses_says_they_are_refused():
     for name in ("kv_cache_backend", "kv_layout", "page_bytes"):
         assert "Refused with --attention-backend paged" in helps[name], name
         assert "Not read by" not in helps[name], name
+
+
+def test_serve_takes_vllms_max_logprobs():
+    # It was an "unrecognized arguments" error on vLLM command lines.
+    from sarathi.entrypoints.cli import build_parser
+    from sarathi.entrypoints.cli_args import config_from_args
+
+    default = config_from_args(build_parser().parse_args(["serve", "demo"]))
+    assert default.model.max_logprobs == 20  # vLLM's default
+    for argv in (["--max-logprobs", "-1"], ["--max_logprobs=-1"]):
+        config = config_from_args(build_parser().parse_args(["serve", "demo", *argv]))
+        assert config.model.max_logprobs == -1
+    config = config_from_args(build_parser().parse_args(["serve", "demo", "--max-logprobs", "0"]))
+    assert config.model.max_logprobs == 0
 
 
 def test_serve_refuses_the_vllm_no_op_values_llm_refuses():

@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from sarathi import LLM, SamplingParams
+from sarathi.engine.llm_engine import RequestError
 
 PROMPT = "Hello, my name is"
 
@@ -137,7 +138,7 @@ def test_a_bad_stop_set_in_place_is_refused_when_the_request_is_added(llm):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("n", 0), ("max_tokens", 0), ("temperature", -1.0), ("top_p", 0.0), ("logprobs", 50),
+    ("n", 0), ("max_tokens", 0), ("temperature", -1.0), ("top_p", 0.0), ("logprobs", -1),
     ("min_tokens", 100), ("seed", "x"),
 ])  # fmt: skip
 def test_a_bad_value_set_in_place_fails_its_request_when_it_is_added(llm, field, value):
@@ -395,6 +396,65 @@ def test_vllms_constructor_keywords_that_change_nothing_are_taken(tiny_models):
 def test_vllms_constructor_keywords_asking_for_more_are_refused(tiny_models, kwargs, match):
     with pytest.raises(ValueError, match=match):
         LLM(tiny_models["llama"], **kwargs)
+
+
+def test_logprobs_past_the_default_cap_are_a_value_error_that_queues_nothing(llm):
+    # vLLM's default max_logprobs, 20 (the cap was a constant of 20 before it was an option).
+    assert llm.config.model.max_logprobs == 20
+    (out,) = llm.generate(PROMPT, SamplingParams(max_tokens=1, logprobs=20, prompt_logprobs=20))
+    assert not out.error and len(out.outputs[0].logprobs[0]) >= 20
+    fine = SamplingParams(max_tokens=1)
+    for name in ("logprobs", "prompt_logprobs"):
+        over = SamplingParams(max_tokens=1, **{name: 21})  # the cap is the engine's
+        with pytest.raises(ValueError, match=rf"^{name} 21 is more than max_logprobs \(20\)"):
+            llm.generate([PROMPT, PROMPT], [fine, over])
+        assert not llm.engine.requests  # the first prompt was not queued either
+
+
+def test_max_logprobs_sets_the_cap_of_generate_and_of_the_engine(tiny_models):
+    llm = LLM(tiny_models["llama"], max_num_seqs=2, max_logprobs=2)
+    try:
+        at_cap = SamplingParams(max_tokens=2, ignore_eos=True, logprobs=2, prompt_logprobs=2)
+        (out,) = llm.generate(PROMPT, at_cap)
+        assert not out.error
+        assert all(2 <= len(e) <= 3 for e in out.outputs[0].logprobs)  # top 2 and the token
+        assert all(2 <= len(e) <= 3 for e in out.prompt_logprobs[1:])
+        with pytest.raises(ValueError, match=r"logprobs 3 is more than max_logprobs \(2\)"):
+            llm.generate(PROMPT, SamplingParams(max_tokens=1, logprobs=3))
+        # The engine's own entry (the server's and AsyncEngine's) names the field too.
+        with pytest.raises(RequestError, match="--max-logprobs") as refused:
+            llm.engine.add_request(PROMPT, SamplingParams(prompt_logprobs=3))
+        assert refused.value.param == "prompt_logprobs" and not llm.engine.requests
+    finally:
+        llm.engine.shutdown()
+
+
+@pytest.mark.parametrize("cap", [-1, 10**6])
+def test_max_logprobs_minus_one_or_past_the_vocabulary_allows_the_vocabulary(tiny_models, cap):
+    # -1 is vLLM's "no cap"; a row's logits hold no more alternatives than the vocabulary,
+    # so neither takes more (the sampler's top-k would fail inside the step).
+    llm = LLM(tiny_models["llama"], max_num_seqs=2, max_logprobs=cap)
+    try:
+        vocab = llm.engine.shape.vocab_size
+        assert llm.engine.max_logprobs == vocab
+        whole = SamplingParams(max_tokens=1, logprobs=vocab, prompt_logprobs=vocab)
+        (out,) = llm.generate(PROMPT, whole)
+        assert len(out.outputs[0].logprobs[0]) == vocab  # every token, the sampled one too
+        assert all(len(e) == vocab for e in out.prompt_logprobs[1:])
+        with pytest.raises(ValueError, match=rf"more than the vocabulary's size \({vocab}\)"):
+            llm.generate(PROMPT, SamplingParams(max_tokens=1, logprobs=vocab + 1))
+    finally:
+        llm.engine.shutdown()
+
+
+@pytest.mark.parametrize("value,match", [
+    (-2, r"max_logprobs must be >= 0, or -1 for no cap"), (-100, "got -100"),
+    ("20", "max_logprobs must be an integer"), (True, "max_logprobs must be an integer"),
+    (None, "max_logprobs must be set"),
+])  # fmt: skip
+def test_bad_max_logprobs_are_refused_before_the_model_loads(value, match):
+    with pytest.raises(ValueError, match=match):
+        LLM("/no/such/model", max_logprobs=value)  # a load would fail on the path instead
 
 
 def test_a_batch_queues_its_longest_budgets_first_and_answers_in_prompt_order(

@@ -7,7 +7,7 @@ from sarathi import SamplingParams
     ("temperature", -0.1), ("top_p", 0.0), ("top_p", 1.5), ("top_k", -2), ("top_k", True),
     ("min_p", 1.5), ("n", 0), ("max_tokens", 0), ("max_tokens", -3), ("min_tokens", -1),
     ("presence_penalty", 3.0), ("frequency_penalty", -2.5), ("repetition_penalty", 0.0),
-    ("logprobs", 50), ("stop", [""]), ("stop_token_ids", [-1]),
+    ("logprobs", -1), ("stop", [""]), ("stop_token_ids", [-1]),
     ("temperature", float("nan")), ("temperature", float("inf")),
     ("repetition_penalty", float("nan")), ("top_p", float("nan")),
     ("seed", 2**64), ("seed", True), ("top_k", 2**70),
@@ -15,6 +15,13 @@ from sarathi import SamplingParams
 def test_invalid_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**{field: value})
+
+
+def test_logprobs_have_no_cap_but_the_engines():
+    # As vLLM's: the engine that takes the request caps them (LLM(max_logprobs=...)); a
+    # bound here, fixed at 20, refused what an engine started with a larger cap allows.
+    params = SamplingParams(logprobs=50, prompt_logprobs=1000)
+    assert (params.logprobs, params.prompt_logprobs) == (50, 1000)
 
 
 def test_min_tokens_cannot_exceed_max_tokens():

@@ -327,12 +327,39 @@ class LLMEngine:
     def validate_params(self, params: SamplingParams) -> None:
         """Token ids a request names must be the model's: out-of-range ids in logit_bias or
         allowed_token_ids would otherwise be dropped (all of allowed_token_ids: every logit
-        masked, and token 0 sampled)."""
+        masked, and token 0 sampled). Its logprobs are within max_logprobs."""
         for name, ids in (
             ("logit_bias", params.logit_bias or ()),
             ("allowed_token_ids", params.allowed_token_ids or ()),
         ):
             self._check_in_vocab(ids, f"{name} has token ids", name)
+        self.check_logprobs(params.logprobs, "logprobs")
+        self.check_logprobs(params.prompt_logprobs, "prompt_logprobs")
+
+    @property
+    def max_logprobs(self) -> int:
+        """The most logprobs a request may ask for: --max-logprobs, where -1 (no cap) and
+        any larger value mean the vocabulary's size, past which the sampler's top-k of a
+        row of logits fails inside the step."""
+        vocab = self.setup.shape.vocab_size
+        cap = self.config.model.max_logprobs
+        return vocab if cap == -1 else min(cap, vocab)
+
+    def check_logprobs(self, count: int | None, param: str) -> None:
+        """RequestError naming ``param`` (the request's name for the count: the server's
+        chat calls it top_logprobs) where ``count`` passes ``max_logprobs``. A count that
+        is not an integer is left to SamplingParams.verify, which names it."""
+        cap = self.max_logprobs
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count <= cap:
+            return
+        if cap == self.config.model.max_logprobs:
+            why = (
+                f"max_logprobs ({cap}); ask for at most {cap}, or start the engine with a "
+                "larger max_logprobs (--max-logprobs; -1: up to the vocabulary's size)"
+            )
+        else:
+            why = f"the vocabulary's size ({cap}); ask for at most {cap}"
+        raise RequestError(f"{param} {count} is more than {why}", param)
 
     def _check_in_vocab(
         self, ids: collections.abc.Iterable[int], what: str, param: str | None = None

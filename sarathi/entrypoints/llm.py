@@ -206,6 +206,8 @@ class LLM:
 
         A request that cannot be served (e.g. a prompt longer than the context) gets an
         output with ``error`` set and ``finish_reason="error"``; the others still run.
+        Params asking for more logprobs than ``LLM(max_logprobs=...)`` allows (20 by
+        default) are a ValueError, raised before any prompt is queued, as in vLLM.
         """
         items: list[Any]
         if isinstance(prompts, str | dict) or _is_token_ids(prompts):
@@ -241,6 +243,7 @@ class LLM:
             params = given
             if len(params) != len(batch):
                 raise ValueError(f"got {len(batch)} prompts but {len(params)} sampling params")
+        _check_logprobs(params, self.engine)
         engine = self.engine
         results: dict[str, RequestOutput] = {}
         order = [self._new_request_id() for _ in batch]
@@ -384,6 +387,18 @@ def _refuse_unsupported(lora_request: Any, tokenization_kwargs: Any) -> None:
             "tokenization_kwargs are not supported; tokenize the prompt yourself and pass "
             "{'prompt_token_ids': ids} (SamplingParams.truncate_prompt_tokens truncates it)"
         )
+
+
+def _check_logprobs(params: Sequence[SamplingParams], engine: LLMEngine) -> None:
+    """ValueError, before any prompt is queued, for logprobs or prompt_logprobs past the
+    engine's max_logprobs, as vLLM's generate raises it (a request refused for anything
+    else gets an output with its error)."""
+    for p in params:
+        try:
+            engine.check_logprobs(p.logprobs, "logprobs")
+            engine.check_logprobs(p.prompt_logprobs, "prompt_logprobs")
+        except RequestError as e:
+            raise ValueError(str(e)) from None
 
 
 def _priorities(

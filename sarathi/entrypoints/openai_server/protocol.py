@@ -39,7 +39,6 @@ MAX_PROMPTS = 64  # prompts in one /v1/completions request
 MAX_SEQUENCES = 128  # prompts x n
 MAX_STOP = 16
 MAX_STOP_LEN = 256
-MAX_LOGPROBS = 20
 MAX_BAD_WORDS = 128
 MAX_MESSAGES = 1024
 MAX_LOGIT_BIAS = 1024
@@ -310,8 +309,10 @@ class SamplingFields(_Request):
     bad_words: Annotated[list[StopStr], Field(max_length=MAX_BAD_WORDS, fail_fast=True)] | None = (
         None
     )
-    # vLLM's: each prompt token's logprob, rank and top-k alternatives.
-    prompt_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    # vLLM's: each prompt token's logprob, rank and top-k alternatives. This and the
+    # routes' logprobs and top_logprobs are bounded by the engine's --max-logprobs, which
+    # the routes check (ServerState.check_logprobs): a bound here would be fixed at import.
+    prompt_logprobs: StrictInt | None = Field(None, ge=0)
     # Structured outputs: OpenAI's response_format, vLLM's structured_outputs and its older
     # guided_* fields (one of them per request).
     response_format: ResponseFormat | None = None
@@ -356,7 +357,7 @@ class CompletionRequest(SamplingFields):
     echo: StrictBool = False
     # vLLM's: whether the tokenizer adds its special tokens (BOS) to a text prompt.
     add_special_tokens: StrictBool = True
-    logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    logprobs: StrictInt | None = Field(None, ge=0)
     suffix: StrictStr | None = None
     best_of: StrictInt | None = Field(None, ge=1, le=MAX_N)
     # vLLM's: each choice also carries its prompt's and its output's token ids (the only
@@ -488,7 +489,7 @@ class ChatCompletionRequest(SamplingFields):
     max_tokens: StrictInt | None = Field(None, ge=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
     logprobs: StrictBool = False
-    top_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    top_logprobs: StrictInt | None = Field(None, ge=0)
     add_generation_prompt: StrictBool = True
     continue_final_message: StrictBool = False
     # vLLM's: a reply that continues the last message begins with that message's content.

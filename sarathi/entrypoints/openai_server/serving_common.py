@@ -255,6 +255,15 @@ class ServerState:
         except RequestError as e:
             raise bad_request(str(e), e.param) from e
 
+    def check_logprobs(self, counts: dict[str, int | None]) -> None:
+        """400 for a logprobs count (by its field's name) past the engine's --max-logprobs,
+        before the prompt is tokenized or a stream starts."""
+        try:
+            for param, count in counts.items():
+                self.engine.engine.check_logprobs(count, param)
+        except RequestError as e:
+            raise bad_request(str(e), e.param) from e
+
     def check_params(self, params: SamplingParams) -> None:
         """400 for token ids the model does not have (logit_bias, allowed_token_ids), before
         a stream starts (the engine would refuse them inside it)."""
