@@ -342,6 +342,15 @@ class ParallelConfig:
         choices=("auto", "uni", "mp", "ray"),
         aliases=("distributed_executor_backend",),
     )
+    disable_custom_all_reduce: bool = _f(
+        False,
+        "Tensor-parallel layers all-reduce with NCCL (torch.distributed) only, as vLLM's "
+        "flag: no symmetric-memory all-reduce over NVLink, and no all-reduce fused into the "
+        "RMSNorm after batch-1 row-parallel matmuls (docs/parallel.md), as "
+        "SARATHI_SYMM_ALLREDUCE=0 does. For GPUs where those are slower (e.g. joined by PCIe: "
+        "time both with benchmarks/allreduce.py). One rank, or the CPU, has no custom "
+        "all-reduce to disable.",
+    )
     ray_address: str | None = _f(
         None,
         "Ray cluster to join with --executor ray (e.g. "

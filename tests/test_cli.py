@@ -586,6 +586,21 @@ def test_serve_takes_vllms_max_logprobs():
     assert config.model.max_logprobs == 0
 
 
+def test_serve_takes_vllms_disable_custom_all_reduce():
+    # It was an "unrecognized arguments" error on vLLM command lines.
+    from sarathi.entrypoints.cli import build_parser
+    from sarathi.entrypoints.cli_args import config_from_args
+
+    def parsed(*flags):
+        args = build_parser().parse_args(["serve", "demo", *flags])
+        return config_from_args(args).parallel.disable_custom_all_reduce
+
+    assert parsed() is False
+    assert parsed("--disable-custom-all-reduce") is True
+    assert parsed("--disable_custom_all_reduce") is True
+    assert parsed("--no-disable-custom-all-reduce") is False
+
+
 def test_serve_refuses_the_vllm_no_op_values_llm_refuses():
     # `serve --swap-space -1` started the server, while LLM(swap_space=-1) is a ValueError:
     # offline-api.md says the keywords are taken as `serve` takes their flags.

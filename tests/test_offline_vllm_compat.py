@@ -457,6 +457,32 @@ def test_bad_max_logprobs_are_refused_before_the_model_loads(value, match):
         LLM("/no/such/model", max_logprobs=value)  # a load would fail on the path instead
 
 
+def test_disable_custom_all_reduce_is_taken_and_reaches_the_worker(tiny_models, monkeypatch):
+    # vLLM's keyword was a TypeError. One rank has no custom all-reduce, so what is checked
+    # here is that the worker asks for none; the TP=2 GPU test checks the NCCL-only run.
+    from sarathi.model_executor.parallel import TPGroup
+
+    asked = []
+    real = TPGroup.with_symmetric_all_reduce
+
+    def record(self, *args, **kwargs):
+        asked.append(kwargs["disabled"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(TPGroup, "with_symmetric_all_reduce", record)
+    for value in (False, True):
+        llm = LLM(tiny_models["llama"], max_num_seqs=2, disable_custom_all_reduce=value)
+        try:
+            assert llm.config.parallel.disable_custom_all_reduce is value
+            (out,) = llm.generate(PROMPT, SamplingParams(max_tokens=2, ignore_eos=True))
+            assert len(out.outputs[0].token_ids) == 2
+        finally:
+            llm.engine.shutdown()
+    assert asked == [False, True]
+    with pytest.raises(ValueError, match="disable_custom_all_reduce must be True or False"):
+        LLM(tiny_models["llama"], disable_custom_all_reduce="yes")
+
+
 def test_a_batch_queues_its_longest_budgets_first_and_answers_in_prompt_order(
     llm, monkeypatch
 ):

@@ -69,7 +69,11 @@ class Worker:
         step_tokens = max(chunk_size, slots)
         hidden = spec.shape.hidden_size
         tp = (tp or TPGroup()).with_symmetric_all_reduce(
-            step_tokens * hidden, spec.dtype, gemv.MAX_SPLITS * hidden, spec.device
+            step_tokens * hidden,
+            spec.dtype,
+            gemv.MAX_SPLITS * hidden,
+            spec.device,
+            disabled=cfg.parallel.disable_custom_all_reduce,
         )
         self.tp = tp
         self.model = build_model(spec.shape, spec.dtype, spec.device, tp)

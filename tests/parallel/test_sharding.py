@@ -41,7 +41,8 @@ def test_vocab_ranges_cover_the_vocabulary_once():
 
 
 def test_symmetric_all_reduce_only_where_it_can_run(monkeypatch):
-    """One rank, the CPU, or SARATHI_SYMM_ALLREDUCE=0: the group is returned unchanged."""
+    """One rank, the CPU, disable_custom_all_reduce or SARATHI_SYMM_ALLREDUCE=0: the group
+    is returned unchanged (every all-reduce NCCL's)."""
     import torch
 
     from sarathi.model_executor.parallel import TPGroup
@@ -50,6 +51,8 @@ def test_symmetric_all_reduce_only_where_it_can_run(monkeypatch):
     assert one.with_symmetric_all_reduce(1024, torch.bfloat16, 64, torch.device("cuda", 0)) is one
     two = TPGroup(0, 2, None)
     assert two.with_symmetric_all_reduce(1024, torch.bfloat16, 64, torch.device("cpu")) is two
+    cuda = torch.device("cuda", 0)
+    assert two.with_symmetric_all_reduce(1024, torch.bfloat16, 64, cuda, disabled=True) is two
     monkeypatch.setenv("SARATHI_SYMM_ALLREDUCE", "0")
     assert two.with_symmetric_all_reduce(1024, torch.bfloat16, 64, torch.device("cuda", 0)) is two
 

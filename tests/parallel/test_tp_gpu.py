@@ -42,6 +42,26 @@ def test_tp2_batch1_greedy_equals_tp1_float32(tp_models):
     assert two[0].outputs[0].token_ids == one[0].outputs[0].token_ids
 
 
+@pytest.mark.parametrize("count", [1, 6])
+def test_tp2_without_custom_all_reduce_greedy_equals_tp1_float32(tp_models, count):
+    """vLLM's disable_custom_all_reduce: every all-reduce is NCCL's, batch 1's too (no split
+    sums fused into the norm), and the tokens are TP=1's."""
+    path = tp_models["llama"]
+    prompts = random_prompts(count, 384, seed=9, max_len=60)
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    one = _run(path, prompts, params, dtype="float32")
+    two = _run(
+        path,
+        prompts,
+        params,
+        dtype="float32",
+        tensor_parallel_size=2,
+        executor="mp",
+        disable_custom_all_reduce=True,
+    )
+    assert [o.outputs[0].token_ids for o in two] == [o.outputs[0].token_ids for o in one]
+
+
 def test_tp2_graphs_equal_tp2_eager_float32(tp_models):
     """Both ranks replay graphs with the all-reduces inside; the tokens are the eager ones."""
     path = tp_models["llama"]

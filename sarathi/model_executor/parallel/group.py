@@ -8,7 +8,8 @@ NVLink and one kernel adds them up. Replayed from CUDA graphs on two H200s it to
 for one 4,096-wide bf16 row where NCCL took 11.6, and 14.9 vs 37.8 us for 256 rows
 (``benchmarks/allreduce.py``). NCCL remains for everything else and where the buffer
 does not fit. At batch 1 the row-parallel layers' all-reduce is fused into the norm after
-them (``layers/all_reduce_norm.py``).
+them (``layers/all_reduce_norm.py``). The engine's disable_custom_all_reduce (vLLM's flag)
+turns both off: every all-reduce is then NCCL's.
 """
 
 from __future__ import annotations
@@ -117,13 +118,24 @@ class TPGroup:
         return x
 
     def with_symmetric_all_reduce(
-        self, max_elems: int, dtype: torch.dtype, parts_elems: int, device: torch.device
+        self,
+        max_elems: int,
+        dtype: torch.dtype,
+        parts_elems: int,
+        device: torch.device,
+        disabled: bool = False,
     ) -> TPGroup:
         """This group with its all-reduces of up to ``max_elems`` activations, and of up
         to ``parts_elems`` float32 split sums (``SymmetricAllReduce``), on symmetric memory
-        where the GPUs and this torch allow it (``SARATHI_SYMM_ALLREDUCE=0``: never).
-        Collective: every rank calls it with the same arguments."""
-        if self.world_size == 1 or device.type != "cuda" or env("SARATHI_SYMM_ALLREDUCE") == "0":
+        where the GPUs and this torch allow it (``disabled``, the engine's
+        disable_custom_all_reduce, or ``SARATHI_SYMM_ALLREDUCE=0``: never, and every
+        all-reduce is NCCL's). Collective: every rank calls it with the same arguments."""
+        if (
+            disabled
+            or self.world_size == 1
+            or device.type != "cuda"
+            or env("SARATHI_SYMM_ALLREDUCE") == "0"
+        ):
             return self
         try:
             symmetric = SymmetricAllReduce(self.group, max_elems, dtype, parts_elems, device)
