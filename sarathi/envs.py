@@ -83,13 +83,6 @@ ENV_VARS: dict[str, EnvVar] = {
             _SWITCH,
         ),
         EnvVar(
-            "SARATHI_DECODE_FIRST",
-            "1",
-            "0: in a mixed step on Hopper the decode attention kernel runs behind the Gluon "
-            "prefill kernel instead of before it.",
-            _SWITCH,
-        ),
-        EnvVar(
             "SARATHI_SYMM_ALLREDUCE",
             "1",
             "0: tensor-parallel layers all-reduce with NCCL instead of torch's "

@@ -49,9 +49,6 @@ class KernelSwitches:
     overlap: bool = False
     # Prefill attention by the warp-specialized Gluon kernel (Hopper) where it applies.
     warp_prefill: bool = False
-    # In a mixed step under PDL with the Gluon prefill kernel: the decode kernel first and the
-    # prefill kernel behind it, instead of the other way round.
-    decode_first: bool = False
 
     @classmethod
     def resolve(
@@ -70,7 +67,6 @@ class KernelSwitches:
             env("SARATHI_PDL", environ) != "0" and pdl.supported(device),
             env("SARATHI_OVERLAP", environ) != "0",
             env("SARATHI_WARP_PREFILL", environ) != "0" and gluon_hopper(device),
-            env("SARATHI_DECODE_FIRST", environ) != "0",
         )
 
 

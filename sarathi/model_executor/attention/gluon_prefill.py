@@ -226,18 +226,6 @@ def _release_dependents():
 
 
 @gluon.jit
-def _wait_prior():
-    gl.inline_asm_elementwise(
-        "griddepcontrol.wait; // dummy $0",
-        "=r",
-        [],
-        dtype=gl.int32,
-        is_pure=False,
-        pack=1,
-    )
-
-
-@gluon.jit
 def _prefill_kernel(
     Q,
     K,
@@ -266,20 +254,10 @@ def _prefill_kernel(
     STAGES: gl.constexpr,
     TILED: gl.constexpr,
     RELEASE: gl.constexpr,
-    BEHIND: gl.constexpr,
 ):
     BLOCK_M: gl.constexpr = 128  # two consumer groups of 64 rows (WARP_PREFILL_BLOCK_M)
     if RELEASE:  # the kernel behind may start once every program here has (decode_attention)
         _release_dependents()
-    if BEHIND:  # noqa: SIM102 - constexpr guard
-        # Launched behind the decode kernel, which released it early and writes nothing read
-        # here: the grid's last program (among the last to start) waits for that kernel, so
-        # this one completes after it and the kernels after this one see both outputs.
-        last = (gl.program_id(0) == gl.num_programs(0) - 1) & (
-            gl.program_id(1) == gl.num_programs(1) - 1
-        )
-        if last & (gl.program_id(2) == gl.num_programs(2) - 1):
-            _wait_prior()
     h = gl.program_id(0)
     if TILED:  # a graph's fixed grid: program (h, i) takes tile i of the step's table
         c = gl.load(TileChunk + gl.program_id(1)).to(gl.int32)
@@ -355,7 +333,6 @@ def gluon_prefill_attention(
     tiles: tuple[torch.Tensor, torch.Tensor] | None = None,
     release: bool = False,
     scratch: DescriptorScratch | None = None,
-    behind: bool = False,
     block_n: int = 128,
     stages: int = 3,
 ) -> torch.Tensor:
@@ -399,8 +376,6 @@ def gluon_prefill_attention(
         STAGES=stages,
         TILED=tiles is not None,
         RELEASE=release,
-        BEHIND=behind,
         num_warps=4,
-        **({"launch_pdl": True} if behind else {}),
     )
     return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from sarathi.model_executor.attention.launch import decode_splits, prefill_launch
+from sarathi.model_executor.attention.launch import prefill_launch
 from sarathi.model_executor.attention.metadata import (
     AttentionMetadata,
     ChunkTable,
@@ -88,10 +88,6 @@ class TritonAttention:
             if c is not None:
                 self._prefill(q, k_cache, v_cache, c, scale, window, out)
             return out
-        if self.kernels.pdl and self._decode_first(q, k_cache.shape[2], meta, window):
-            self._decode(q, k_cache, v_cache, meta, scale, window, out, False, release=True)
-            self._prefill(q, k_cache, v_cache, c, scale, window, out, behind=True)
-            return out
         if self.kernels.pdl:
             self._prefill(q, k_cache, v_cache, c, scale, window, out, release=True)
             self._decode(q, k_cache, v_cache, meta, scale, window, out, False, behind=True)
@@ -109,22 +105,6 @@ class TritonAttention:
         self._prefill(q, k_cache, v_cache, c, scale, window, out)
         main.wait_stream(self._side)
         return out
-
-    def _decode_first(
-        self, q: torch.Tensor, kv_heads: int, meta: AttentionMetadata, window: int | None
-    ) -> bool:
-        """Whether a mixed step's decode kernel goes first and the Gluon prefill kernel
-        launches behind it: only where the decode kernel is one launch (no merge of splits
-        to follow it)."""
-        if not (self.kernels.decode_first and window is None):
-            return False
-        if not self._warp_prefill(q.shape[2], q.dtype):
-            return False
-        if meta.launch is not None:
-            return meta.launch.decode_splits == 1
-        if self._num_sms is None:
-            self._num_sms = num_sms(q.device)
-        return decode_splits(meta.num_decodes, kv_heads, self._num_sms) == 1
 
     def decode_rope(
         self,
@@ -156,7 +136,6 @@ class TritonAttention:
         pdl: bool,
         rope: DecodeRope | None = None,
         behind: bool = False,
-        release: bool = False,
     ) -> None:
         nd = meta.num_decodes
         fixed = meta.launch
@@ -179,7 +158,6 @@ class TritonAttention:
             fixed.decode if fixed is not None else None,
             rope,
             behind,
-            release,
         )
 
     def _prefill(
@@ -192,7 +170,6 @@ class TritonAttention:
         window: int | None,
         out: torch.Tensor,
         release: bool = False,
-        behind: bool = False,
     ) -> None:
         tiles = None
         if c.tile_chunk is not None and c.tile_block is not None:
@@ -204,9 +181,7 @@ class TritonAttention:
             # Imported here: only where ``kernels.warp_prefill`` found Gluon.
             from sarathi.model_executor.attention.gluon_prefill import gluon_prefill_attention
 
-            gluon_prefill_attention(
-                *chunks, out, tiles, release=release, scratch=self._scratch, behind=behind
-            )
+            gluon_prefill_attention(*chunks, out, tiles, release=release, scratch=self._scratch)
             return
         prefill_attention(
             *chunks,

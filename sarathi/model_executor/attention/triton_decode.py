@@ -97,10 +97,7 @@ def _decode_kernel(
     ROPE_SPLITS: tl.constexpr,
     PDL: tl.constexpr,
     BEHIND: tl.constexpr,
-    RELEASE: tl.constexpr,
 ):
-    if RELEASE:  # the prefill kernel behind may start once every program here has
-        tl.extra.cuda.gdc_launch_dependents()
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     s = tl.program_id(2)
@@ -308,7 +305,6 @@ def decode_attention(
     launch: DecodeLaunch | None = None,
     rope: DecodeRope | None = None,
     behind: bool = False,
-    release: bool = False,
 ) -> torch.Tensor:
     """q: [B, Hq, D]; out: [B, Hq, D] (written). With ``rope`` the kernel rotates q and
     the new key itself and writes the new K/V to the cache (see ``DecodeRope``); without
@@ -411,7 +407,6 @@ def decode_attention(
         # kernel does. Off for both forms, so that their attention arithmetic is the same.
         enable_fp_fusion=False,
         BEHIND=behind,
-        RELEASE=release,
         **decode_args,
     )
     if splits > 1:
