@@ -163,7 +163,8 @@ class SamplingParams:
     max_tokens: int | None = 16
     min_tokens: int = 0
     ignore_eos: bool = False
-    # This and prompt_logprobs: at most the engine's max_logprobs (20 unless configured).
+    # This and prompt_logprobs: at most the engine's max_logprobs (20 unless configured);
+    # -1, vLLM's: the whole vocabulary (where max_logprobs allows it).
     logprobs: int | None = None
     # vLLM's: the log-probability, rank and top-k alternatives of every prompt token given
     # those before it (RequestOutput.prompt_logprobs; the first token has none).
@@ -314,9 +315,9 @@ class SamplingParams:
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(self, name)
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
+                isinstance(value, bool) or not isinstance(value, int) or value < -1
             ):
-                raise bad(name, "must be an integer >= 0 or None")
+                raise bad(name, "must be an integer >= 0, -1 (the whole vocabulary) or None")
         if self.best_of is not None:
             if isinstance(self.best_of, bool) or not isinstance(self.best_of, int):
                 raise bad("best_of", "must be an integer or None")

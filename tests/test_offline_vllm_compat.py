@@ -138,7 +138,7 @@ def test_a_bad_stop_set_in_place_is_refused_when_the_request_is_added(llm):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("n", 0), ("max_tokens", 0), ("temperature", -1.0), ("top_p", 0.0), ("logprobs", -1),
+    ("n", 0), ("max_tokens", 0), ("temperature", -1.0), ("top_p", 0.0), ("logprobs", -2),
     ("min_tokens", 100), ("seed", "x"),
 ])  # fmt: skip
 def test_a_bad_value_set_in_place_fails_its_request_when_it_is_added(llm, field, value):
@@ -443,8 +443,26 @@ def test_max_logprobs_minus_one_or_past_the_vocabulary_allows_the_vocabulary(tin
         assert all(len(e) == vocab for e in out.prompt_logprobs[1:])
         with pytest.raises(ValueError, match=rf"more than the vocabulary's size \({vocab}\)"):
             llm.generate(PROMPT, SamplingParams(max_tokens=1, logprobs=vocab + 1))
+        # -1, vLLM's: the whole vocabulary, the same entries as asking for its size.
+        minus_one = SamplingParams(max_tokens=1, logprobs=-1, prompt_logprobs=-1)
+        (again,) = llm.generate(PROMPT, minus_one)
+        assert again.outputs[0].logprobs == out.outputs[0].logprobs
+        assert again.prompt_logprobs == out.prompt_logprobs
+        assert minus_one.logprobs == -1  # the caller's params are left as they were
     finally:
         llm.engine.shutdown()
+
+
+def test_minus_one_logprobs_past_the_cap_name_the_vocabulary(llm):
+    vocab = llm.engine.shape.vocab_size
+    for name in ("logprobs", "prompt_logprobs"):
+        whole = SamplingParams(max_tokens=1, **{name: -1})
+        match = rf"^{name} -1 \(the whole vocabulary, {vocab} tokens\) is more than max_logprobs"
+        with pytest.raises(ValueError, match=match):
+            llm.generate(PROMPT, whole)
+        assert not llm.engine.requests
+        with pytest.raises(ValueError, match="must be an integer >= 0, -1"):
+            SamplingParams(**{name: -2})
 
 
 @pytest.mark.parametrize("value,match", [

@@ -7,7 +7,7 @@ from sarathi import SamplingParams
     ("temperature", -0.1), ("top_p", 0.0), ("top_p", 1.5), ("top_k", -2), ("top_k", True),
     ("min_p", 1.5), ("n", 0), ("max_tokens", 0), ("max_tokens", -3), ("min_tokens", -1),
     ("presence_penalty", 3.0), ("frequency_penalty", -2.5), ("repetition_penalty", 0.0),
-    ("logprobs", -1), ("stop", [""]), ("stop_token_ids", [-1]),
+    ("logprobs", -2), ("stop", [""]), ("stop_token_ids", [-1]),
     ("temperature", float("nan")), ("temperature", float("inf")),
     ("repetition_penalty", float("nan")), ("top_p", float("nan")),
     ("seed", 2**64), ("seed", True), ("top_k", 2**70),

@@ -260,6 +260,7 @@ class LLMEngine:
             raise RequestError(f"request id {request_id!r} is already in use")
         self.validate_prompt(ids)
         self.validate_params(params)
+        params = self._whole_vocabulary(params)
         spec = params.structured_outputs
         if spec is not None:
             try:
@@ -345,13 +346,23 @@ class LLMEngine:
         cap = self.config.model.max_logprobs
         return vocab if cap == -1 else min(cap, vocab)
 
+    def logprobs_count(self, count: int) -> int:
+        """How many logprobs a request's count asks for: -1 (vLLM's) is the whole
+        vocabulary."""
+        return self.setup.shape.vocab_size if count == -1 else count
+
     def check_logprobs(self, count: int | None, param: str) -> None:
         """RequestError naming ``param`` (the request's name for the count: the server's
         chat calls it top_logprobs) where ``count`` passes ``max_logprobs``. A count that
         is not an integer is left to SamplingParams.verify, which names it."""
         cap = self.max_logprobs
-        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count <= cap:
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral):
             return
+        if self.logprobs_count(count) <= cap:
+            return
+        asked = f"{param} {count}"
+        if count == -1:
+            asked += f" (the whole vocabulary, {self.setup.shape.vocab_size} tokens)"
         if cap == self.config.model.max_logprobs:
             why = (
                 f"max_logprobs ({cap}); ask for at most {cap}, or start the engine with a "
@@ -359,7 +370,19 @@ class LLMEngine:
             )
         else:
             why = f"the vocabulary's size ({cap}); ask for at most {cap}"
-        raise RequestError(f"{param} {count} is more than {why}", param)
+        raise RequestError(f"{asked} is more than {why}", param)
+
+    def _whole_vocabulary(self, params: SamplingParams) -> SamplingParams:
+        """``params`` with a logprobs count of -1 as the vocabulary's size (on a copy: the
+        caller's params may serve other requests); the sampler takes counts only."""
+        if -1 not in (params.logprobs, params.prompt_logprobs):
+            return params
+        params = copy.copy(params)
+        if params.logprobs == -1:
+            params.logprobs = self.logprobs_count(-1)
+        if params.prompt_logprobs == -1:
+            params.prompt_logprobs = self.logprobs_count(-1)
+        return params
 
     def _check_in_vocab(
         self, ids: collections.abc.Iterable[int], what: str, param: str | None = None

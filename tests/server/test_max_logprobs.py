@@ -93,6 +93,47 @@ def test_minus_one_allows_up_to_the_vocabulary(uncapped):
     assert f"more than the vocabulary's size ({vocab})" in err["message"]
 
 
+@pytest.mark.parametrize("path,body,param", _bodies(-1))
+def test_minus_one_past_the_cap_is_a_400_naming_the_vocabulary(capped, path, body, param):
+    resp = capped.post(path, json=body)
+    assert resp.status_code == 400, resp.text
+    err = resp.json()["error"]
+    assert err["param"] == param
+    assert err["message"].startswith(f"{param} -1 (the whole vocabulary, ")
+    assert f"is more than max_logprobs ({CAP})" in err["message"]
+
+
+@pytest.mark.parametrize("path,body,param", _bodies(-2))
+def test_below_minus_one_is_a_400(capped, path, body, param):
+    resp = capped.post(path, json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == param
+
+
+def test_minus_one_asks_for_the_whole_vocabulary_where_the_cap_allows(uncapped):
+    http, vocab = uncapped
+    body = {"prompt": [5, 6], "max_tokens": 1, "prompt_logprobs": -1, "logprobs": -1}
+    resp = http.post(COMPL, json=body)
+    assert resp.status_code == 200, resp.text
+    choice = resp.json()["choices"][0]
+    assert len(choice["prompt_logprobs"][1]) == vocab
+    # Keyed by text, tokens that decode alike share an entry: at most the vocabulary.
+    assert 1 < len(choice["logprobs"]["top_logprobs"][0]) <= vocab
+    chat = {"messages": MSG, "max_tokens": 1, "logprobs": True, "top_logprobs": -1}
+    for stream in (False, True):
+        resp = http.post(CHAT, json={**chat, "stream": stream})
+        assert resp.status_code == 200, resp.text
+        if not stream:
+            top = resp.json()["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+            assert len(top) == vocab
+            continue
+        chunks = [json.loads(line[6:]) for line in resp.text.splitlines()
+                  if line.startswith("data: {")]  # fmt: skip
+        tops = [c["choices"][0]["logprobs"]["content"][0]["top_logprobs"] for c in chunks
+                if c["choices"] and c["choices"][0].get("logprobs")]  # fmt: skip
+        assert tops and len(tops[0]) == vocab
+
+
 def test_the_openapi_schema_states_no_bound_of_its_own(capped):
     # A bound in the request models is fixed at import, wrong for any other cap (vLLM's
     # schema has none either): the routes check the engine's.
@@ -104,4 +145,5 @@ def test_the_openapi_schema_states_no_bound_of_its_own(capped):
         for name in fields:
             field = schemas[model]["properties"][name]
             assert "maximum" not in json.dumps(field), (model, name, field)
-            assert {"type": "integer", "minimum": 0} in field["anyOf"], (model, name, field)
+            # -1: the whole vocabulary (vLLM's)
+            assert {"type": "integer", "minimum": -1} in field["anyOf"], (model, name, field)

@@ -312,7 +312,8 @@ class SamplingFields(_Request):
     # vLLM's: each prompt token's logprob, rank and top-k alternatives. This and the
     # routes' logprobs and top_logprobs are bounded by the engine's --max-logprobs, which
     # the routes check (ServerState.check_logprobs): a bound here would be fixed at import.
-    prompt_logprobs: StrictInt | None = Field(None, ge=0)
+    # -1 (vLLM's): the whole vocabulary, where --max-logprobs allows it.
+    prompt_logprobs: StrictInt | None = Field(None, ge=-1)
     # Structured outputs: OpenAI's response_format, vLLM's structured_outputs and its older
     # guided_* fields (one of them per request).
     response_format: ResponseFormat | None = None
@@ -357,7 +358,7 @@ class CompletionRequest(SamplingFields):
     echo: StrictBool = False
     # vLLM's: whether the tokenizer adds its special tokens (BOS) to a text prompt.
     add_special_tokens: StrictBool = True
-    logprobs: StrictInt | None = Field(None, ge=0)
+    logprobs: StrictInt | None = Field(None, ge=-1)
     suffix: StrictStr | None = None
     best_of: StrictInt | None = Field(None, ge=1, le=MAX_N)
     # vLLM's: each choice also carries its prompt's and its output's token ids (the only
@@ -489,7 +490,7 @@ class ChatCompletionRequest(SamplingFields):
     max_tokens: StrictInt | None = Field(None, ge=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
     logprobs: StrictBool = False
-    top_logprobs: StrictInt | None = Field(None, ge=0)
+    top_logprobs: StrictInt | None = Field(None, ge=-1)
     add_generation_prompt: StrictBool = True
     continue_final_message: StrictBool = False
     # vLLM's: a reply that continues the last message begins with that message's content.

@@ -311,7 +311,8 @@ async def create_chat_completion(
     state.check_admission()  # before the prompt's tokenization, which a burst queues for
     if req.top_logprobs and not req.logprobs:
         raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
-    state.check_logprobs({"top_logprobs": req.top_logprobs, "prompt_logprobs": req.prompt_logprobs})
+    counts = {"top_logprobs": req.top_logprobs, "prompt_logprobs": req.prompt_logprobs}
+    req = req.model_copy(update=state.check_logprobs(counts))
     if req.stream_options is not None and not req.stream:
         raise bad_request("stream_options is only taken with stream: true", "stream_options")
     prepared = await prepare_chat(state, req)

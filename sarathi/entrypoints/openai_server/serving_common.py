@@ -255,14 +255,17 @@ class ServerState:
         except RequestError as e:
             raise bad_request(str(e), e.param) from e
 
-    def check_logprobs(self, counts: dict[str, int | None]) -> None:
+    def check_logprobs(self, counts: dict[str, int | None]) -> dict[str, int]:
         """400 for a logprobs count (by its field's name) past the engine's --max-logprobs,
-        before the prompt is tokenized or a stream starts."""
+        before the prompt is tokenized or a stream starts. Returns the counts of -1 (vLLM's:
+        the whole vocabulary) as the vocabulary's size, for the request to be updated with."""
+        engine = self.engine.engine
         try:
             for param, count in counts.items():
-                self.engine.engine.check_logprobs(count, param)
+                engine.check_logprobs(count, param)
         except RequestError as e:
             raise bad_request(str(e), e.param) from e
+        return {p: engine.logprobs_count(-1) for p, count in counts.items() if count == -1}
 
     def check_params(self, params: SamplingParams) -> None:
         """400 for token ids the model does not have (logit_bias, allowed_token_ids), before

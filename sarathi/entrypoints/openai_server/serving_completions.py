@@ -143,7 +143,8 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
     audit(req, state.warned_fields)
     state.check_priority(req.priority)
     state.check_admission()  # before the prompt's tokenization, which a burst queues for
-    state.check_logprobs({"logprobs": req.logprobs, "prompt_logprobs": req.prompt_logprobs})
+    counts = {"logprobs": req.logprobs, "prompt_logprobs": req.prompt_logprobs}
+    req = req.model_copy(update=state.check_logprobs(counts))
     if req.suffix:
         raise bad_request("suffix is not supported", "suffix")
     if req.stream_options is not None and not req.stream:
