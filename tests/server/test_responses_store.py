@@ -133,6 +133,32 @@ def test_a_response_is_stored_retrieved_and_deleted(client, http):
     _not_found(lambda: client.responses.input_items.list(r.id))
 
 
+def test_the_callers_request_id_is_the_responses_id(client, http):
+    # vLLM's: the body's request_id names the response (the header is not used here).
+    own = "my-run_1.2:3~x"
+    r = client.responses.create(
+        model="demo", input="Hello", max_output_tokens=2, extra_body={"request_id": own}
+    )
+    assert r.id == own and client.responses.retrieve(own).id == own
+    again = http.post("/v1/responses", json={"input": "Hi", "request_id": own})
+    assert again.status_code == 400, again.text
+    err = again.json()["error"]
+    assert err["param"] == "request_id" and "stored response" in err["message"]
+    assert client.responses.retrieve(own).model_dump() == r.model_dump()  # not replaced
+    client.responses.delete(own)
+    streamed = _events(
+        client.responses.create(
+            model="demo", input="Hi", max_output_tokens=2, stream=True,
+            extra_body={"request_id": own},
+        )
+    )  # fmt: skip
+    assert {e.response.id for e in streamed if hasattr(e, "response")} == {own}
+    client.responses.delete(own)
+    for bad in ("a/b", "a b", "caf\u00e9", "x?y"):
+        resp = http.post("/v1/responses", json={"input": "Hi", "request_id": bad})
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "request_id", bad
+
+
 def test_store_false_is_not_stored(client):
     r = client.responses.create(model="demo", input="Hello", max_output_tokens=2, store=False)
     assert r.store is False

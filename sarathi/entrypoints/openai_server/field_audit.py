@@ -170,8 +170,8 @@ _RESPONSES_OWN = frozenset(
 
 # Fields this server takes and needs nothing for: OpenAI's bookkeeping and prompt-cache
 # hints (the prefix cache here is automatic, and no option changes an output), vLLM's
-# request id on /v1/responses (on the other routes it names the response: a field of
-# their request model), ``parallel_tool_calls`` on /v1/completions.
+# request id where a route's request model lacks it (the generation routes' name their
+# responses with it), ``parallel_tool_calls`` on /v1/completions.
 ACCEPTED = frozenset(
     {
         "metadata",

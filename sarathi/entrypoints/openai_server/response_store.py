@@ -103,6 +103,11 @@ class ResponseStore:
                 self._entries.move_to_end(response_id)
             return entry
 
+    def __contains__(self, response_id: object) -> bool:
+        """Whether an entry is stored under ``response_id`` (its recency left as it was)."""
+        with self._lock:
+            return response_id in self._entries
+
     def delete(self, response_id: str) -> bool:
         with self._lock:
             entry = self._entries.pop(response_id, None)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -108,11 +109,12 @@ async def create_response(state: ServerState, req: ResponsesRequest, raw: Reques
     state.check_priority(req.priority)
     state.check_admission()  # before the prompt's tokenization, which a burst queues for
     _refuse_chat_only_fields(req)
+    response_id = _response_id(state, req)
     keep = await keeping(state.responses, req)  # with previous_response_id: the history
     if req.background:
         _check_background(req, keep)
     prepared = await prepare_chat(state, chat_request(req), _NAMES)
-    base = _in_progress(state, req, prepared, keep.stored)
+    base = _in_progress(state, req, prepared, keep.stored, response_id)
     state.admit(1)
     if req.background:
         return await _start_background(state, prepared, base, req.cache_salt, keep, req.priority)
@@ -129,6 +131,32 @@ async def create_response(state: ServerState, req: ResponsesRequest, raw: Reques
         return Response(status_code=499)
     finally:
         state.release(1)
+
+
+# A response's id is a path segment of GET /v1/responses/{id}: a caller's must read the same
+# there, unescaped.
+_ID_CHARS = re.compile(r"[A-Za-z0-9._:~-]+")
+
+
+def _response_id(state: ServerState, req: ResponsesRequest) -> str:
+    """The response's id: the body's ``request_id`` where it has one (vLLM's: the caller's
+    id is the response's), else a new ``resp_`` id. A caller's id must not name a stored
+    response: it would replace another's."""
+    own = req.request_id
+    if own is None:
+        return f"resp_{uuid.uuid4().hex}"
+    if not _ID_CHARS.fullmatch(own):
+        raise bad_request(
+            "request_id names the response, whose id is a URL path segment: use letters, "
+            "digits and . _ : ~ - only",
+            "request_id",
+        )
+    if own in state.responses:
+        raise bad_request(
+            f"request_id {own!r} is a stored response's id already: send another id",
+            "request_id",
+        )
+    return own
 
 
 def _check_background(req: ResponsesRequest, keep: Keeping) -> None:
@@ -293,7 +321,11 @@ def _response_format(text: TextConfig | None) -> ResponseFormat | None:
 
 # -- the response -------------------------------------------------------------------------
 def _in_progress(
-    state: ServerState, req: ResponsesRequest, prepared: PreparedChat, stored: bool
+    state: ServerState,
+    req: ResponsesRequest,
+    prepared: PreparedChat,
+    stored: bool,
+    response_id: str,
 ) -> ResponseObject:
     """The response before its output: the request's settings as they took effect, and
     whether it will be stored."""
@@ -307,7 +339,7 @@ def _in_progress(
             strict=fmt.strict,
         )
     return ResponseObject(
-        id=f"resp_{uuid.uuid4().hex}",
+        id=response_id,
         created_at=int(time.time()),
         status="in_progress",
         instructions=req.instructions,
