@@ -98,6 +98,22 @@ class ModelConfig:
         "Tokenizer folder or hub id (default: the model's); may be an AdaptiVocab patch "
         "tokenizer folder. Not taken with --patch-tokenizer, which carries its own.",
     )
+    revision: str | None = _f(
+        None,
+        "Hub revision (branch, tag or commit) of a --model given as a hub id, as vLLM's flag "
+        "(default: the main branch). A local folder has none: given with one, it is "
+        "warned about and unused.",
+    )
+    tokenizer_revision: str | None = _f(
+        None,
+        "Hub revision of a --tokenizer given as a hub id (default: the main branch); the "
+        "model's own tokenizer comes with its --revision.",
+    )
+    download_dir: str | None = _f(
+        None,
+        "Folder that hub downloads go to and are read from, as vLLM's flag (default: the "
+        "Hugging Face cache, HF_HUB_CACHE).",
+    )
     skip_tokenizer_init: bool = _f(
         False,
         "Load no tokenizer: prompts must be token ids and outputs carry token ids but no "

@@ -391,7 +391,8 @@ def test_vllms_constructor_keywords_that_change_nothing_are_taken(tiny_models):
     ({"pipeline_parallel_size": 2}, "tensor_parallel_size"), ({"swap_space": -1}, "recomputed"),
     ({"disable_log_stats": "yes"}, "a bool"), ({"task": "embed"}, "generates text"),
     ({"cpu_offload_gb": 4}, "GPU memory"), ({"max_seq_len_to_capture": -1}, "every context"),
-    ({"quantization": "fp8"}, "only None.*no quantization"), ({"revision": "main"}, "as it is"),
+    ({"quantization": "fp8"}, "only None.*no quantization"),
+    ({"code_revision": "main"}, "no remote code"),
 ])  # fmt: skip
 def test_vllms_constructor_keywords_asking_for_more_are_refused(tiny_models, kwargs, match):
     with pytest.raises(ValueError, match=match):

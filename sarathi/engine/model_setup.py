@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sarathi.config import EngineConfig
+from sarathi.config import EngineConfig, ModelConfig
 from sarathi.envs import check_all, env
 from sarathi.model_executor.model_shape import ModelShape, load_model_shape
 from sarathi.sampling_params import MODEL_DEFAULT_KEYS
@@ -197,7 +197,9 @@ def _patch_at_load(
         except AdaptiVocabError as e:
             raise ValueError(str(e)) from e
         # --patch-tokenizer, or a --tokenizer that is a patch tokenizer folder.
-        return mc.patch_tokenizer or resolve_model_path(mc.tokenizer or path, "tokenizer")
+        return mc.patch_tokenizer or resolve_model_path(
+            mc.tokenizer or path, "tokenizer", _tokenizer_revision(mc), mc.download_dir
+        )
     try:
         folder_ngrams = dict(VocabPatch.load(Path(path)).ngrams)
     except AdaptiVocabError as e:
@@ -270,9 +272,15 @@ def _sizing_ratio(patch: PatchTokenizer | None, folder: str) -> float:
     return ratio
 
 
+def _tokenizer_revision(mc: ModelConfig) -> str | None:
+    """The hub revision of a --tokenizer hub id; the model's own tokenizer is read from the
+    model's folder, fetched at its --revision already."""
+    return mc.tokenizer_revision if mc.tokenizer is not None else None
+
+
 def resolve_model(config: EngineConfig) -> ModelSetup:
     mc = config.model
-    path = resolve_model_path(mc.model)
+    path = resolve_model_path(mc.model, "model", mc.revision, mc.download_dir)
     # By name, or by its folder (a path to it, a copy, a patched copy): its config says so.
     is_demo = mc.model in DEMO_NAMES or _config_note(path) == DEMO_NOTE
     if is_demo:
@@ -282,7 +290,11 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
         None
         if mc.skip_tokenizer_init
         else get_tokenizer(
-            mc.tokenizer or path, mc.patch_tokenizer, named_by_user=mc.tokenizer is not None
+            mc.tokenizer or path,
+            mc.patch_tokenizer,
+            named_by_user=mc.tokenizer is not None,
+            revision=_tokenizer_revision(mc),
+            download_dir=mc.download_dir,
         )
     )
     patch = as_patch_tokenizer(tokenizer)

@@ -73,10 +73,7 @@ NO_OP_OPTIONS = (
         "cpu_offload_gb", "the weights stay in GPU memory (no offloading to the host)", "only", "0"
     ),
     # Keywords vLLM scripts pass on as None (their defaults).
-    NoOpOption("revision", "the model folder or hub id is read as it is", "unset"),
-    NoOpOption("tokenizer_revision", "the tokenizer is read as it is", "unset"),
     NoOpOption("code_revision", "no remote code is run", "unset"),
-    NoOpOption("download_dir", "models load from a folder or the hub's own cache", "unset"),
     NoOpOption("quantization", "weights run in the model's dtype (no quantization)", "unset"),
     NoOpOption("hf_overrides", "config.json is read as it is", "unset"),
     NoOpOption("compilation_config", "every step replays a CUDA graph of our kernels", "unset"),

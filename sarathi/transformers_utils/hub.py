@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import os
+
+logger = logging.getLogger(__name__)
 
 DEMO_NAMES = ("demo", "", None)
 
 
-def resolve_model_path(name: str | None, what: str = "model") -> str:
-    """Local folder for ``name``; downloads from the hub only when ``name`` is not local.
-    ``what`` names the folder in errors ("model", "tokenizer")."""
+def resolve_model_path(
+    name: str | None,
+    what: str = "model",
+    revision: str | None = None,
+    download_dir: str | None = None,
+) -> str:
+    """Local folder for ``name``; downloads from the hub only when ``name`` is not local,
+    at ``revision`` (default: the main branch), into ``download_dir`` (default: the Hugging
+    Face cache). ``what`` names the folder in errors ("model", "tokenizer")."""
+    local = name in DEMO_NAMES or os.path.isdir(os.path.expanduser(name or ""))
+    if local and revision is not None:
+        logger.warning(
+            "%s %r is a local folder, which has no hub revision: revision %r is unused",
+            what,
+            name or "demo",
+            revision,
+        )
     if name in DEMO_NAMES:
         from sarathi.transformers_utils.demo import demo_model_path
 
@@ -28,12 +45,16 @@ def resolve_model_path(name: str | None, what: str = "model") -> str:
         from huggingface_hub import snapshot_download
 
         return snapshot_download(
-            name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+            name,
+            revision=revision,
+            cache_dir=os.path.expanduser(download_dir) if download_dir else None,
+            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"],
         )
     except Exception as e:  # any hub failure becomes one clear message
+        at = f" at revision {revision!r}" if revision else ""
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        hint = ", or use --model demo." if what == "model" else "."
         raise ValueError(
-            f"{name!r} is not a local folder and could not be fetched from the Hugging Face hub "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Download the "
-            f"{what} elsewhere and pass its folder"
-            + (", or use --model demo." if what == "model" else ".")
+            f"{name!r} is not a local folder and could not be fetched from the Hugging Face hub"
+            f"{at} ({why}). Download the {what} elsewhere and pass its folder{hint}"
         ) from e

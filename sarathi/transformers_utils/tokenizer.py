@@ -13,17 +13,23 @@ if TYPE_CHECKING:
 
 
 def get_tokenizer(
-    name_or_path: str, patch_tokenizer: str | None = None, *, named_by_user: bool = False
+    name_or_path: str,
+    patch_tokenizer: str | None = None,
+    *,
+    named_by_user: bool = False,
+    revision: str | None = None,
+    download_dir: str | None = None,
 ) -> Any:
     """Return the tokenizer the engine should use for text in and out.
 
     With ``patch_tokenizer`` the AdaptiVocab PatchTokenizer folder is loaded (it carries its
     base tokenizer inside); otherwise the Hugging Face tokenizer of ``name_or_path``: the
-    model folder's, or the one --tokenizer names (``named_by_user``).
+    model folder's, or the one --tokenizer names (``named_by_user``), a hub id fetched at
+    ``revision`` into ``download_dir`` (``resolve_model_path``).
     """
     if patch_tokenizer is not None:
         return load_patch_tokenizer(patch_tokenizer)
-    path = resolve_model_path(name_or_path, "tokenizer")
+    path = resolve_model_path(name_or_path, "tokenizer", revision, download_dir)
     if is_patch_tokenizer_dir(path):
         return load_patch_tokenizer(path)
     if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
