@@ -36,7 +36,7 @@ import sarathi
 from sarathi.engine.async_engine import AsyncEngine
 from sarathi.engine.gc_policy import tune_for_serving
 from sarathi.engine.llm_engine import LLMEngine
-from sarathi.entrypoints.openai_server.args import api_keys_of
+from sarathi.entrypoints.openai_server.args import api_keys_of, check_tls
 from sarathi.entrypoints.openai_server.auth import APIKeyMiddleware
 from sarathi.entrypoints.openai_server.chat_template import load_chat_template
 from sarathi.entrypoints.openai_server.errors import error_body, install_error_handlers
@@ -146,11 +146,17 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         state.grammar_threads.shutdown(wait=False, cancel_futures=True)
         state.body_threads.shutdown(wait=False, cancel_futures=True)
 
+    docs: dict[str, Any] = (
+        {"openapi_url": None, "docs_url": None, "redoc_url": None}
+        if args.disable_fastapi_docs
+        else {}
+    )
     app = FastAPI(
         title="sarathi",
         version=sarathi.__version__,
         lifespan=lifespan,
         description="OpenAI-compatible LLM server",
+        **docs,
     )
     app.state.sarathi = state
     install_error_handlers(app, router.routes)
@@ -466,6 +472,7 @@ def run_server(args: argparse.Namespace) -> int:
     from sarathi.entrypoints.cli_args import config_from_args
 
     config = config_from_args(args)
+    check_tls(args)
     raise_open_files_limit()
     sock = bind_socket(args.host, args.port)
     try:
@@ -474,7 +481,9 @@ def run_server(args: argparse.Namespace) -> int:
         app = build_app(async_engine, args)
         tune_for_serving()  # after start-up: what it built stays out of every collection
         host, port = sock.getsockname()[:2]
-        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "https" if args.ssl_certfile else "http"
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        url = f"{scheme}://{where}"
         print(startup_line(engine, served_name(engine, args), url), flush=True)
         grace = args.graceful_shutdown_seconds
         uv_config = uvicorn.Config(
@@ -485,6 +494,12 @@ def run_server(args: argparse.Namespace) -> int:
             h11_max_incomplete_event_size=MAX_HEADER_BYTES,  # where h11 parses
             # uvicorn cancels what is left only after the engine has ended it cleanly.
             timeout_graceful_shutdown=grace + 5,
+            access_log=not args.disable_uvicorn_access_log,
+            root_path=args.root_path,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+            ssl_ca_certs=args.ssl_ca_certs,
+            ssl_cert_reqs=args.ssl_cert_reqs,
         )
         state: ServerState = app.state.sarathi
 

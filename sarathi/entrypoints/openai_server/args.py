@@ -170,6 +170,44 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         help="vLLM's name for --log-level.",
     )
     g.add_argument(
+        "--disable-uvicorn-access-log",
+        action="store_true",
+        help="No log line for each HTTP request (uvicorn's access log, on by default).",
+    )
+    g.add_argument(
+        "--root-path",
+        default="",
+        help="The path prefix a proxy serves the API under and strips before it forwards a "
+        "request, as vLLM's flag (the ASGI root_path, e.g. /llm): links the server makes, "
+        "such as /docs' link to the OpenAPI document, carry it (default: none).",
+    )
+    g.add_argument(
+        "--disable-fastapi-docs",
+        action="store_true",
+        help="Serve no /docs, /redoc or /openapi.json, as vLLM's flag.",
+    )
+    g.add_argument(
+        "--ssl-certfile",
+        default=None,
+        help="Serve HTTPS with this certificate chain (PEM), as vLLM's flag; the private key "
+        "may be in the same file, else --ssl-keyfile (default: plain HTTP).",
+    )
+    g.add_argument("--ssl-keyfile", default=None, help="The private key (PEM) of --ssl-certfile.")
+    g.add_argument(
+        "--ssl-ca-certs",
+        default=None,
+        help="CA certificates (PEM) that clients' certificates are checked against (see "
+        "--ssl-cert-reqs).",
+    )
+    g.add_argument(
+        "--ssl-cert-reqs",
+        type=int,
+        choices=(0, 1, 2),
+        default=0,
+        help="Client certificates, as Python's ssl module numbers them: 0 not asked for, 1 "
+        "checked where sent, 2 required (default: 0). 1 and 2 need --ssl-ca-certs.",
+    )
+    g.add_argument(
         "--graceful-shutdown-seconds",
         type=_bounded(float, positive=False),
         default=30.0,
@@ -300,6 +338,30 @@ def _bounded(kind: Callable[[str], Any], positive: bool) -> Callable[[str], Any]
 
     parse.__name__ = f"{kind.__name__} {rule}"  # shown in docs/configuration.md
     return parse
+
+
+def check_tls(args: argparse.Namespace) -> None:
+    """ValueError, before any model loads, for TLS flags that cannot serve: a key or CA
+    file without a certificate, client checks without CAs, or files that do not load."""
+    given = [n for n in ("ssl_keyfile", "ssl_ca_certs") if getattr(args, n)]
+    if args.ssl_cert_reqs:
+        given.append("ssl_cert_reqs")
+    if args.ssl_certfile is None:
+        if given:
+            flags = ", ".join("--" + n.replace("_", "-") for n in given)
+            raise ValueError(f"{flags} need --ssl-certfile (the server's certificate)")
+        return
+    if args.ssl_cert_reqs and not args.ssl_ca_certs:
+        raise ValueError("--ssl-cert-reqs 1 or 2 needs --ssl-ca-certs to check clients against")
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+        if args.ssl_ca_certs:
+            context.load_verify_locations(args.ssl_ca_certs)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"cannot serve HTTPS with the --ssl-* files given: {e}") from e
 
 
 def server_args(**overrides: Any) -> argparse.Namespace:

@@ -40,13 +40,24 @@ def key_matches(header: bytes | None, key: str) -> bool:
     return hmac.compare_digest(token.strip(), key.encode("utf-8"))
 
 
+def route_path(scope: Scope) -> str:
+    """The path a route matches: under --root-path uvicorn puts the prefix (which the proxy
+    in front stripped) back in front of every request's path, and the router matches what
+    follows it; so must the open paths."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root + "/"):
+        return path[len(root) :]
+    return path
+
+
 class APIKeyMiddleware:
     def __init__(self, app: ASGIApp, api_keys: tuple[str, ...]) -> None:
         self.app = app
         self.api_keys = api_keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or route_path(scope) in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         header = None
