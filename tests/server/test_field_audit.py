@@ -60,6 +60,8 @@ CHAT_ONLY = {"tools", "tool_choice", "chat_template_kwargs", "reasoning_effort"}
 CHAT_ONLY |= {"max_completion_tokens", "top_logprobs"}
 # Fields of the completions route (honoured there) refused on chat.
 COMPLETIONS_ONLY = {"best_of", "suffix", "return_token_ids"}
+# Fields both routes honour (refused on /v1/responses): tests/server/test_tokens_as_ids.py.
+BOTH = {"return_tokens_as_token_ids"}
 
 
 def test_the_table_covers_every_refused_field():
@@ -73,6 +75,8 @@ def test_a_field_that_asks_for_what_is_not_done_is_refused_by_name(http, route, 
         pytest.skip(f"{name} is a field of the chat route (tests/server/test_tools.py)")
     if route == "/v1/completions" and name in COMPLETIONS_ONLY:
         pytest.skip(f"{name} is a field of the completions route")
+    if name in BOTH:
+        pytest.skip(f"{name} is a field of both routes")
     body = {"prompt": "hi"} if route == "/v1/completions" else {"messages": MESSAGES}
     body.update({"max_tokens": 2, name: ASKING[name]})
     r = http.post(route, json=body)

@@ -123,6 +123,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         ),
         max_waiting_requests=args.max_waiting_requests,
         prompt_tokens_details=args.enable_prompt_tokens_details,
+        tokens_as_ids=args.return_tokens_as_token_ids,
         body_limits=BodyLimits(
             args.max_request_bytes,
             args.request_read_timeout,

@@ -105,6 +105,13 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         "reports input_tokens_details.cached_tokens.",
     )
     g.add_argument(
+        "--return-tokens-as-token-ids",
+        action="store_true",
+        help='Logprobs name each token "token_id:<id>" instead of its text, as vLLM\'s flag '
+        "(tokens whose text is not whole, such as part of a character, stay told apart); a "
+        "request's return_tokens_as_token_ids overrides it.",
+    )
+    g.add_argument(
         "--max-request-bytes",
         type=_bounded(int, positive=True),
         default=4 * 1024 * 1024,

@@ -96,7 +96,11 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or v == 1,
         "length_penalty (beam search) is not supported",
     ),
-    "return_tokens_as_token_ids": (_off, "return_tokens_as_token_ids is not supported"),
+    "return_tokens_as_token_ids": (
+        _off,
+        "return_tokens_as_token_ids names logprobs' tokens, which only /v1/completions and "
+        "/v1/chat/completions return",
+    ),
     "return_token_ids": (_off, "return_token_ids is available on /v1/completions only"),
     "mm_processor_kwargs": (_unset, "this model takes text only (mm_processor_kwargs)"),
     # vLLM's completions take a prompt as embeddings (base64 tensors); dropped, the request

@@ -359,6 +359,9 @@ class CompletionRequest(SamplingFields):
     # vLLM's: whether the tokenizer adds its special tokens (BOS) to a text prompt.
     add_special_tokens: StrictBool = True
     logprobs: StrictInt | None = Field(None, ge=-1)
+    # vLLM's: logprobs name each token "token_id:<id>" instead of its text (unset: the
+    # server's --return-tokens-as-token-ids).
+    return_tokens_as_token_ids: StrictBool | None = None
     suffix: StrictStr | None = None
     best_of: StrictInt | None = Field(None, ge=1, le=MAX_N)
     # vLLM's: each choice also carries its prompt's and its output's token ids (the only
@@ -491,6 +494,9 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
     logprobs: StrictBool = False
     top_logprobs: StrictInt | None = Field(None, ge=-1)
+    # vLLM's: logprobs name each token "token_id:<id>" instead of its text (unset: the
+    # server's --return-tokens-as-token-ids).
+    return_tokens_as_token_ids: StrictBool | None = None
     add_generation_prompt: StrictBool = True
     continue_final_message: StrictBool = False
     # vLLM's: a reply that continues the last message begins with that message's content.

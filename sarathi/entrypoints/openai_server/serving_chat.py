@@ -70,26 +70,34 @@ from sarathi.sampling_params import SamplingParams
 
 
 def _logprobs(
-    state: ServerState, c: CompletionOutput, start: int, end: int, k: int
+    state: ServerState,
+    req: ChatCompletionRequest,
+    c: CompletionOutput,
+    start: int,
+    end: int,
 ) -> ChatLogprobs:
+    k = req.top_logprobs or 0
+    as_id = state.names_ids(req.return_tokens_as_token_ids)
+
+    def name(t: int) -> str:
+        return state.token_name(t, as_id)
+
+    def raw(t: int) -> list[int]:
+        # Named by id, the name's bytes, as vLLM's: ``bytes`` are those of ``token``.
+        return list(name(t).encode()) if as_id else state.token_bytes(t)
+
     content = []
     for pos in range(start, end):
         tid = c.token_ids[pos]
         entry = c.logprobs[pos] if c.logprobs is not None and pos < len(c.logprobs) else {}
-        text = state.token_text(tid)
         top = sorted(entry.items(), key=lambda kv: kv[1].rank)[:k]
         content.append(
             TokenLogprob(
-                token=text,
+                token=name(tid),
                 logprob=entry[tid].logprob if tid in entry else float("-inf"),
-                bytes=state.token_bytes(tid),
+                bytes=raw(tid),
                 top_logprobs=[
-                    TopLogprob(
-                        token=state.token_text(t),
-                        logprob=v.logprob,
-                        bytes=state.token_bytes(t),
-                    )
-                    for t, v in top
+                    TopLogprob(token=name(t), logprob=v.logprob, bytes=raw(t)) for t, v in top
                 ],
             )
         )
@@ -125,7 +133,7 @@ def _chunk_logprobs(
     lp = None
     if req.logprobs:
         end = len(c.token_ids)
-        lp = _logprobs(state, c, end - c.num_new_tokens, end, req.top_logprobs or 0).model_dump()
+        lp = _logprobs(state, req, c, end - c.num_new_tokens, end).model_dump()
     return prompt_lp, lp
 
 
@@ -368,11 +376,7 @@ def _full_body(
     echoed = _echoed(req)
 
     def choice(c: CompletionOutput) -> ChatChoice:
-        lp = (
-            _logprobs(state, c, 0, len(c.token_ids), req.top_logprobs or 0)
-            if req.logprobs
-            else None
-        )
+        lp = _logprobs(state, req, c, 0, len(c.token_ids)) if req.logprobs else None
         split = prepared.split(c)
         # Tool calls are parsed from the answer only, never from the reasoning.
         text = c.text if split is None else split.content or ""

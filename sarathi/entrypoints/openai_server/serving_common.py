@@ -74,6 +74,9 @@ class ServerState:
     max_prompt_bytes: int = 1 << 62
     max_waiting_requests: int = 1024  # 0: no bound
     prompt_tokens_details: bool = False  # usage says how many prompt tokens were cached
+    # --return-tokens-as-token-ids: logprobs name tokens "token_id:<id>" unless a request
+    # says otherwise.
+    tokens_as_ids: bool = False
     # Request fields this server does not know, already logged once (field_audit.audit).
     warned_fields: set[str] = field(default_factory=set)
     body_limits: BodyLimits = field(
@@ -193,6 +196,15 @@ class ServerState:
     def decode_now(self, ids: list[int]) -> str:
         """Text of token ids, in this thread ("" without a tokenizer)."""
         return "" if self.tokenizer is None else self.tokenizer.decode(ids)
+
+    def names_ids(self, asked: bool | None) -> bool:
+        """Whether a request's logprobs name tokens "token_id:<id>": its
+        return_tokens_as_token_ids (``asked``), else the server's flag."""
+        return self.tokens_as_ids if asked is None else asked
+
+    def token_name(self, token_id: int, as_id: bool) -> str:
+        """A token as logprobs name it: "token_id:<id>" (``as_id``) or its text."""
+        return f"token_id:{token_id}" if as_id else self.token_text(token_id)
 
     def token_text(self, token_id: int) -> str:
         text = self._token_text.get(token_id)

@@ -87,16 +87,19 @@ async def _prompts(state: ServerState, req: CompletionRequest) -> list[_Prompt]:
 
 def _logprobs(
     state: ServerState,
+    req: CompletionRequest,
     token_ids: list[int],
     entries: list[dict[int, Logprob] | None],
-    k: int,
     offset: int,
 ) -> CompletionLogprobs:
     """Legacy-format logprobs of tokens with their entries (None: nothing scored the token,
-    as the prompt's first); offsets start at ``offset``."""
+    as the prompt's first); offsets start at ``offset`` and run over the tokens' names (their
+    texts, or "token_id:<id>" with return_tokens_as_token_ids, as vLLM's)."""
+    k = req.logprobs or 0
+    as_id = state.names_ids(req.return_tokens_as_token_ids)
     lp = CompletionLogprobs()
     for tid, entry in zip(token_ids, entries, strict=True):
-        text = state.token_text(tid)
+        text = state.token_name(tid, as_id)
         lp.tokens.append(text)
         lp.text_offset.append(offset)
         offset += len(text)
@@ -110,7 +113,7 @@ def _logprobs(
         top = sorted(entry.items(), key=lambda kv: kv[1].rank)[:k]
         if tid in entry and all(t != tid for t, _ in top):
             top.append((tid, entry[tid]))
-        lp.top_logprobs.append({state.token_text(t): v.logprob for t, v in top} or None)
+        lp.top_logprobs.append({state.token_name(t, as_id): v.logprob for t, v in top} or None)
     return lp
 
 
@@ -264,7 +267,7 @@ def _full_body(
                     if req.echo:  # the prompt's tokens first, offsets running on
                         assert out.prompt_logprobs is not None
                         ids, entries, offset = p.ids + ids, out.prompt_logprobs + entries, 0
-                    lp = _logprobs(state, ids, entries, req.logprobs, offset)
+                    lp = _logprobs(state, req, ids, entries, offset)
                 yield CompletionChoice(
                     index=i * req.n + c.index,
                     text=prefix + c.text,
@@ -354,7 +357,7 @@ async def _stream(
             prompt_lp = _prompt_logprobs(state, req, prompts[i], out)
             if req.echo and req.logprobs is not None:
                 assert out.prompt_logprobs is not None
-                echoed = _logprobs(state, prompts[i].ids, out.prompt_logprobs, req.logprobs, 0)
+                echoed = _logprobs(state, req, prompts[i].ids, out.prompt_logprobs, 0)
                 offsets[index] = _end_offset(echoed, 0)
                 pieces.append(chunk(index, echo_texts[i], echoed, None, None, counted, prompt_lp))
                 prompt_lp = None
@@ -364,7 +367,7 @@ async def _stream(
         if req.logprobs is not None:
             offset = offsets.get(index, 0)
             lp = _logprobs(
-                state, c.token_ids[start:end], _output_entries(c, start, end), req.logprobs, offset
+                state, req, c.token_ids[start:end], _output_entries(c, start, end), offset
             )
             offsets[index] = _end_offset(lp, offset)
         stop_reason = c.stop_reason if c.finished() else None
