@@ -20,6 +20,7 @@ from sarathi.entrypoints.cli_args import (
     dashed,
     sampling_kwargs,
 )
+from sarathi.entrypoints.config_file import config_path, parse_with_config
 from sarathi.sampling_params import StructuredOutputsParams
 
 if TYPE_CHECKING:
@@ -325,6 +326,7 @@ def build_parser() -> _Parser:
     )
     _add_server_args(serve)
     add_engine_args(serve)
+    _add_config_arg(serve)
     serve.set_defaults(func=_serve)
     parser.commands["serve"] = serve
 
@@ -352,6 +354,7 @@ def build_parser() -> _Parser:
     constrain.add_argument("--grammar", help="A Lark or GBNF grammar, or a file holding one.")
     add_engine_args(gen)
     add_sampling_args(gen)
+    _add_config_arg(gen)
     gen.set_defaults(func=_generate)
     parser.commands["generate"] = gen
 
@@ -361,10 +364,32 @@ def build_parser() -> _Parser:
     return parser
 
 
+def _add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="A YAML file of this command's flags, as vLLM's --config: each key a flag's name "
+        "(max-num-seqs or max_num_seqs), each value its value (true/false for a switch, a "
+        "list for several values); flags on the command line win over the file's.",
+    )
+
+
 def _add_server_args(parser: argparse.ArgumentParser) -> None:
     from sarathi.entrypoints.openai_server.args import add_server_args
 
     add_server_args(parser)
+
+
+def _parse(parser: _Parser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The command line, over a command's --config file where it names one."""
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    command = parser.commands.get(argv[first]) if first < len(argv) else None
+    if command is None or config_path(argv[first + 1 :]) is None:
+        return parser.parse_known_args(argv)
+    parser.parse_known_args(argv[:first])  # --help or --version before the command
+    args, unknown = parse_with_config(parser, command, argv[first + 1 :])
+    args.command = argv[first]
+    return args, unknown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         # Building the parser imports the server's modules: a Ctrl-C then is an interrupted
         # start, as one during the command is.
         parser = build_parser()
-        args, unknown = parser.parse_known_args(dashed(sys.argv[1:] if argv is None else argv))
+        args, unknown = _parse(parser, dashed(sys.argv[1:] if argv is None else argv))
         if unknown:
             where = parser.commands.get(args.command or "", parser)
             where.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -50,6 +50,18 @@ description says what is used instead. The sampling options of `generate` are fi
 `sarathi.SamplingParams` of the same name. As in vLLM, every flag (engine, server and
 sampling alike) may be spelled with underscores: `--served_model_name` is
 `--served-model-name`.
+
+`serve` and `generate` also read their flags from a YAML file, `--config FILE`, as vLLM's:
+
+```yaml
+model: /models/llama-3-8b
+max-num-seqs: 128
+enable-prefix-caching: true   # a switch: true or false
+api-key: [key-1, key-2]       # several values: a list
+```
+
+A flag on the command line wins over the file's (`serve MODEL` over its `model`); a key that
+is not one of the command's flags, or a value it does not take, is an error naming the file.
 """
 
 
