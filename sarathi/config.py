@@ -8,9 +8,11 @@ config object is mutated after construction.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -171,6 +173,14 @@ class ModelConfig:
         "SamplingParams' defaults where it has none), 'vllm' (SamplingParams' defaults) or a "
         "folder holding a generation_config.json. Its max_new_tokens, as in vLLM, caps every "
         "server request's output tokens and is the offline default max_tokens.",
+    )
+    override_generation_config: str | None = _f(
+        None,
+        "Generation defaults set or overridden, as vLLM's flag: a JSON object of temperature, "
+        "top_p, top_k, min_p, repetition_penalty and max_new_tokens (e.g. "
+        "'{\"temperature\": 0.5}'; LLM(...) takes a dict too). Merged over what "
+        "--generation-config reads ('vllm': over SamplingParams' defaults).",
+        kind="json",
     )
     reasoning_parser: str | None = _f(
         None,
@@ -620,6 +630,8 @@ def normalize_value(f: Any, value: Any) -> Any:
     """Apply value aliases, size parsing and choice checks for one field."""
     if f.name == "dtype":
         value = _dtype_name(value)
+    if f.metadata.get("kind") == "json" and value is not None:
+        value = _json_object(f.name, value)
     value = VALUE_ALIASES.get(f.name, {}).get(value, value)
     if f.metadata.get("kind") == "size":
         value = parse_size(value)
@@ -627,6 +639,25 @@ def normalize_value(f: Any, value: Any) -> Any:
     choices = f.metadata.get("choices") or ()
     if choices and value is not None and value not in choices:  # None: unset (_check_type)
         raise ValueError(f"{f.name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return value
+
+
+def _json_object(name: str, value: Any) -> str:
+    """A JSON-object option as its JSON text: a mapping given in code, or text (a flag's)
+    that must read as an object."""
+    if isinstance(value, Mapping):
+        try:
+            return json.dumps(dict(value), sort_keys=True)
+        except TypeError as e:
+            raise ValueError(f"{name} must be JSON-serializable: {e}") from e
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a JSON object or a dict, got {value!r}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name} is not valid JSON ({e}): {value!r}") from e
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name} must be a JSON object, got {value!r}")
     return value
 
 

@@ -1,5 +1,6 @@
 """The command line, as a user runs it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -121,6 +122,43 @@ def test_generation_config_sets_request_defaults(tmp_path):
     assert defaults.temperature == 0.3 and defaults.max_tokens == 7
     plain = LLM(model, generation_config="vllm").get_default_sampling_params()
     assert plain.temperature == 1.0 and plain.top_k == 0 and plain.max_tokens == 16
+
+
+def test_override_generation_config_merges_over_the_models(tmp_path):
+    from sarathi import LLM
+    from sarathi.entrypoints.cli import build_parser
+    from sarathi.entrypoints.cli_args import config_from_args
+
+    model = _demo_copy(tmp_path, {"temperature": 0.3, "top_k": 20, "max_new_tokens": 7})
+    # vLLM's: merged over generation_config.json ('auto'); a dict or JSON text.
+    for override in ({"temperature": 0.5, "max_new_tokens": 9}, '{"temperature": 0.5, '
+                     '"max_new_tokens": 9}'):  # fmt: skip
+        llm = LLM(model, override_generation_config=override)
+        defaults = llm.get_default_sampling_params()
+        assert (defaults.temperature, defaults.top_k, defaults.max_tokens) == (0.5, 20, 9)
+        llm.engine.shutdown()
+    # Over SamplingParams' own defaults with --generation-config vllm.
+    llm = LLM(model, generation_config="vllm", override_generation_config={"top_p": 0.9})
+    defaults = llm.get_default_sampling_params()
+    assert (defaults.temperature, defaults.top_p, defaults.top_k) == (1.0, 0.9, 0)
+    llm.engine.shutdown()
+    config = config_from_args(build_parser().parse_args(
+        ["serve", model, "--override-generation-config", '{"min_p": 0.1}']))  # fmt: skip
+    assert json.loads(config.model.override_generation_config) == {"min_p": 0.1}
+
+
+@pytest.mark.parametrize("override,match", [
+    ('{"seed": 1}', "cannot set seed; it sets temperature, top_p"),
+    ('{"temperature": "hot"}', "temperature must be a number"),
+    ('{"top_p": 0}', "override_generation_config: .*top_p"),
+    ('{"max_new_tokens": 0}', "max_new_tokens must be an integer >= 1"),
+    ("[1]", "must be a JSON object"), ("{", "is not valid JSON"),
+])  # fmt: skip
+def test_a_bad_override_generation_config_is_refused(override, match):
+    from sarathi import LLM
+
+    with pytest.raises(ValueError, match=match):
+        LLM("demo", override_generation_config=override)
 
 
 def test_generate_takes_the_models_defaults_for_flags_left_unset(tmp_path):

@@ -15,7 +15,7 @@ import torch
 from sarathi.config import EngineConfig, ModelConfig
 from sarathi.envs import check_all, env
 from sarathi.model_executor.model_shape import ModelShape, load_model_shape
-from sarathi.sampling_params import MODEL_DEFAULT_KEYS
+from sarathi.sampling_params import MODEL_DEFAULT_KEYS, SamplingParams
 from sarathi.transformers_utils.demo import DEMO_NOTE
 from sarathi.transformers_utils.hub import DEMO_NAMES, resolve_model_path
 from sarathi.transformers_utils.tokenizer import (
@@ -118,9 +118,42 @@ class GenerationDefaults:
     max_new_tokens: int | None  # a cap on every request's output tokens
 
 
-def load_generation_defaults(mode: str, model_path: str) -> GenerationDefaults:
-    """The defaults ``--generation-config`` asks for: from the model folder's
-    generation_config.json ('auto'), none ('vllm'), or from another folder's."""
+# What --override-generation-config sets: the sampling defaults and the output cap.
+OVERRIDE_KEYS = (*MODEL_DEFAULT_KEYS, "max_new_tokens")
+
+
+def load_generation_defaults(
+    mode: str, model_path: str, override: str | None = None
+) -> GenerationDefaults:
+    """The defaults ``--generation-config`` asks for (from the model folder's
+    generation_config.json: 'auto'; none: 'vllm'; or another folder's), with
+    ``--override-generation-config``'s (a JSON object) over them."""
+    found = _generation_file(mode, model_path)
+    if override is None:
+        return found
+    extra = json.loads(override)
+    unknown = sorted(set(extra) - set(OVERRIDE_KEYS))
+    if unknown:
+        raise ValueError(
+            f"override_generation_config cannot set {', '.join(unknown)}; it sets "
+            f"{', '.join(OVERRIDE_KEYS)}"
+        )
+    for key, value in extra.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"override_generation_config: {key} must be a number, got {value!r}")
+    cap = extra.get("max_new_tokens", found.max_new_tokens)
+    if cap is not None and (not isinstance(cap, int) or cap < 1):
+        raise ValueError("override_generation_config: max_new_tokens must be an integer >= 1")
+    sampling = {**found.sampling, **{k: v for k, v in extra.items() if k != "max_new_tokens"}}
+    try:
+        SamplingParams(**sampling)  # its own checks, naming the option
+    except ValueError as e:
+        raise ValueError(f"override_generation_config: {e}") from e
+    logger.info("generation defaults after the override: %s, max_new_tokens %s", sampling, cap)
+    return GenerationDefaults(sampling, cap)
+
+
+def _generation_file(mode: str, model_path: str) -> GenerationDefaults:
     none = GenerationDefaults({}, None)
     if mode == "vllm":
         return none
@@ -311,7 +344,7 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
             "RoPE scaling factor): positions past it were never trained "
             "(SARATHI_ALLOW_LONG_MAX_MODEL_LEN=1 takes it anyway)"
         )
-    defaults = load_generation_defaults(mc.generation_config, path)
+    defaults = load_generation_defaults(mc.generation_config, path, mc.override_generation_config)
     return ModelSetup(
         name=mc.model,
         path=path,

@@ -80,6 +80,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
             elif meta.get("kind") == "size":
                 kwargs["type"] = _size
                 kwargs["metavar"] = "BYTES"
+            elif meta.get("kind") == "json":
+                kwargs["type"] = str
+                kwargs["metavar"] = "JSON"
             else:
                 kwargs["type"] = kind
                 if meta.get("choices") and f.name != "attention_backend":

@@ -101,7 +101,7 @@ def _engine_sections(parser: argparse.ArgumentParser) -> list[str]:
         for f in fields(typ):
             meta = f.metadata
             flags = [s for s in by_dest[f.name].option_strings if not s.startswith("--no-")]
-            kind = "size" if meta.get("kind") == "size" else field_type(f.type)[0].__name__
+            kind = meta.get("kind") or field_type(f.type)[0].__name__
             flag = f"`{flags[0]}`"
             if kind == "bool":
                 flag += f" / `--no-{flags[0][2:]}`"
