@@ -37,6 +37,17 @@ class EffortError(ValueError):
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
 
+def check_template_kwargs(tokenizer: Any, template_kwargs: dict[str, Any] | None) -> None:
+    """TemplateKwargsError for template variables named as ``apply_chat_template``'s own
+    parameters, which they would change."""
+    clash = sorted(set(template_kwargs) & _reserved(tokenizer)) if template_kwargs else []
+    if clash:
+        raise TemplateKwargsError(
+            f"chat template variables may not be named {', '.join(clash)} "
+            "(parameters of the template call itself)"
+        )
+
+
 def _reserved(tokenizer: Any) -> set[str]:
     """The parameters of the tokenizer's ``apply_chat_template``: template variables with
     these names would change what the call returns (``tokenize``, ``return_dict``, ...).
@@ -106,12 +117,7 @@ def conversation_ids(
     template writes any BOS it wants, so special tokens are not added again unless asked."""
     if template is None and not getattr(tokenizer, "chat_template", None):
         raise NoChatTemplate("this model's tokenizer has no chat template")
-    clash = sorted(set(template_kwargs) & _reserved(tokenizer)) if template_kwargs else []
-    if clash:
-        raise TemplateKwargsError(
-            f"chat template variables may not be named {', '.join(clash)} "
-            "(parameters of the template call itself)"
-        )
+    check_template_kwargs(tokenizer, template_kwargs)
     if continue_final_message and add_generation_prompt:
         add_generation_prompt = False
     kwargs: dict[str, Any] = dict(template_kwargs or {})

@@ -47,6 +47,7 @@ from sarathi.entrypoints.openai_server.routes import router
 from sarathi.entrypoints.openai_server.serving_common import ServerState
 from sarathi.entrypoints.openai_server.tool_parsers import parser_for_template
 from sarathi.metrics import ServerMetrics
+from sarathi.transformers_utils.chat import TemplateKwargsError, check_template_kwargs
 from sarathi.transformers_utils.demo import DEMO_NOTE
 from sarathi.transformers_utils.tokenizer import max_token_bytes
 
@@ -108,6 +109,11 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
     )
     engine.add_observer(metrics)
     chat_template = load_chat_template(args.chat_template)
+    if core.tokenizer is not None:
+        try:
+            check_template_kwargs(core.tokenizer, args.default_chat_template_kwargs)
+        except TemplateKwargsError as e:
+            raise ValueError(f"--default-chat-template-kwargs: {e}") from e
     state = ServerState(
         engine=engine,
         model_name=name,
@@ -115,6 +121,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         max_seq_len=core.max_seq_len,
         metrics=metrics,
         chat_template=chat_template,
+        default_template_kwargs=dict(args.default_chat_template_kwargs),
         tool_parser=tool_parser_of(args, chat_template, core.tokenizer),
         reasoning=core.reasoning,
         description=DEMO_NOTE if core.setup.is_demo else None,

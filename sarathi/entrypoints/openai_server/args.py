@@ -59,6 +59,15 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         "(default: the tokenizer's).",
     )
     g.add_argument(
+        "--default-chat-template-kwargs",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help="Chat template variables of every chat request, as vLLM's flag (e.g. "
+        "'{\"enable_thinking\": false}'); a request's chat_template_kwargs win over them "
+        "(default: none).",
+    )
+    g.add_argument(
         "--tool-call-parser",
         default="auto",
         choices=("auto", *TOOL_PARSERS),
@@ -269,6 +278,18 @@ def _json_list(text: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise argparse.ArgumentTypeError(
             f"expected a JSON list of strings, like '[\"https://a.example\"]', got {text!r}"
+        )
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object, like '{{\"enable_thinking\": false}}', got {text!r}"
         )
     return value
 

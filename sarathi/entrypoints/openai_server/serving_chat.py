@@ -224,7 +224,7 @@ async def chat_prompt(
         state.chat_template,
         tools,
         req.reasoning_effort,
-        req.chat_template_kwargs,
+        {**state.default_template_kwargs, **(req.chat_template_kwargs or {})} or None,
     )
     ids = await asyncio.to_thread(
         chat_prompt_ids,

@@ -65,6 +65,8 @@ class ServerState:
     # model_name, as in vLLM.
     model_aliases: tuple[str, ...] = ()
     chat_template: str | None = None
+    # --default-chat-template-kwargs: every chat request's, under its own.
+    default_template_kwargs: dict[str, Any] = field(default_factory=dict)
     # The tool-call format parsed in tool_choice "auto" (None: unknown, auto is refused).
     tool_parser: str | None = None
     # --reasoning-parser's (None: reasoning stays in the text).
