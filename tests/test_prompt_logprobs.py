@@ -101,7 +101,7 @@ def test_every_streamed_output_carries_them_complete(llama):
     assert sum(o.outputs[0].num_new_tokens for o in outputs) == 5
 
 
-@pytest.mark.parametrize("bad", [-1, -2, True, 1.5])  # the cap is the engine's
+@pytest.mark.parametrize("bad", [-2, -10, True, 1.5])  # the cap is the engine's; -1 is the whole vocabulary
 def test_prompt_logprobs_are_validated(bad):
     with pytest.raises(ValueError, match="prompt_logprobs"):
         SamplingParams(prompt_logprobs=bad)
