@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from sarathi.engine.llm_engine import LLMEngine, RequestError
 from sarathi.engine.model_setup import bind_thread_device
+from sarathi.engine.request_log import RequestLog
 from sarathi.outputs import RequestOutput, coalesce
 from sarathi.sampling_params import SamplingParams
 
@@ -103,8 +104,11 @@ class AsyncEngine:
     its KV slot at the loop thread's next turn.
     """
 
-    def __init__(self, engine: LLMEngine) -> None:
+    def __init__(self, engine: LLMEngine, request_log: RequestLog | None = None) -> None:
+        """``request_log``: a line per request taken and (``RequestLog.outputs``) finished,
+        the server's --enable-log-requests (None: no such lines)."""
         self.engine = engine
+        self.request_log = request_log
         self._observers: list[StepObserver] = []
         self._death_callbacks: list[Callable[[BaseException], None]] = []
         self._cond = threading.Condition()
@@ -245,6 +249,10 @@ class AsyncEngine:
         request_id = request_id or self.new_request_id()
         _, delta = params.output_modes(False, delta)
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue(), delta)
+        log = self.request_log
+        if log is not None:
+            log.received(request_id, prompt, params)
+        outputs = log.outputs_of(delta) if log is not None else None
         self._submit(
             _Add(request_id, prompt, params, time.monotonic(), stream, cache_salt, delta, priority)
         )
@@ -266,6 +274,8 @@ class AsyncEngine:
                         break
                     item = coalesce(item, later, delta)
                 finished = item.finished
+                if outputs is not None:
+                    outputs.add(item)
                 yield item
                 if finished:
                     return

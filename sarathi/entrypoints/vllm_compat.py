@@ -45,7 +45,9 @@ class NoOpOption:
 
 
 NO_OP_OPTIONS = (
-    NoOpOption("disable_log_requests", "requests are never logged", "bool"),
+    NoOpOption(
+        "disable_log_requests", "requests are logged only with --enable-log-requests", "bool"
+    ),
     NoOpOption("disable_log_stats", "no periodic stats are logged (see /metrics)", "bool"),
     NoOpOption(
         "enable_chunked_prefill", "prompts are always prefilled in chunks (Sarathi)", "true"

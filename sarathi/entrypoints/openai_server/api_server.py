@@ -36,7 +36,7 @@ import sarathi
 from sarathi.engine.async_engine import AsyncEngine
 from sarathi.engine.gc_policy import tune_for_serving
 from sarathi.engine.llm_engine import LLMEngine
-from sarathi.entrypoints.openai_server.args import api_keys_of, check_tls
+from sarathi.entrypoints.openai_server.args import api_keys_of, check_tls, request_log_of
 from sarathi.entrypoints.openai_server.auth import APIKeyMiddleware
 from sarathi.entrypoints.openai_server.chat_template import load_chat_template
 from sarathi.entrypoints.openai_server.errors import error_body, install_error_handlers
@@ -92,7 +92,7 @@ def _warm_grammar_vocabulary(core: LLMEngine) -> None:
 def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> FastAPI:
     """The FastAPI app over ``engine``; its lifespan starts and stops the engine loop."""
     if isinstance(engine, LLMEngine):
-        engine = AsyncEngine(engine)
+        engine = AsyncEngine(engine, request_log_of(args))
     core = engine.engine
     name, *aliases = served_names(core, args)
     capacity = core.scheduler.capacity
@@ -481,11 +481,12 @@ def run_server(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     check_tls(args)
+    request_log = request_log_of(args)
     raise_open_files_limit()
     sock = bind_socket(args.host, args.port)
     try:
         engine = LLMEngine(config)
-        async_engine = AsyncEngine(engine)
+        async_engine = AsyncEngine(engine, request_log)
         app = build_app(async_engine, args)
         tune_for_serving()  # after start-up: what it built stays out of every collection
         host, port = sock.getsockname()[:2]

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from sarathi.engine.request_log import RequestLog
 from sarathi.entrypoints.openai_server.chat_template import load_chat_template
 from sarathi.entrypoints.openai_server.response_store import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_MB
 from sarathi.entrypoints.openai_server.tool_parsers import TOOL_PARSERS
@@ -186,6 +187,18 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         help="vLLM's name for --log-level.",
     )
     g.add_argument(
+        "--enable-log-requests",
+        action="store_true",
+        help="Log a line for each request taken: its id, prompt (see --max-log-len) and "
+        "sampling parameters, as vLLM's flag. Off by default: prompts are users' data.",
+    )
+    g.add_argument(
+        "--enable-log-outputs",
+        action="store_true",
+        help="With --enable-log-requests, also a line for each finished output: its finish "
+        "reason, token count and text.",
+    )
+    g.add_argument(
         "--disable-uvicorn-access-log",
         action="store_true",
         help="No log line for each HTTP request (uvicorn's access log, on by default).",
@@ -266,7 +279,9 @@ def _add_vllm_compat_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--max-log-len",
         type=_bounded(int, positive=False),
-        help="Accepted: requests are never logged.",
+        default=None,
+        help="The most characters of a prompt or output (ids of a token-id prompt) a "
+        "request's log line shows (default: all); see --enable-log-requests.",
     )
 
 
@@ -366,6 +381,16 @@ def _bounded(kind: Callable[[str], Any], positive: bool) -> Callable[[str], Any]
 
     parse.__name__ = f"{kind.__name__} {rule}"  # shown in docs/configuration.md
     return parse
+
+
+def request_log_of(args: argparse.Namespace) -> RequestLog | None:
+    """The request log the flags ask for (None: none); ValueError for --enable-log-outputs
+    alone, which would log nothing."""
+    if args.enable_log_outputs and not args.enable_log_requests:
+        raise ValueError("--enable-log-outputs needs --enable-log-requests")
+    if not args.enable_log_requests:
+        return None
+    return RequestLog(args.max_log_len, args.enable_log_outputs)
 
 
 def check_tls(args: argparse.Namespace) -> None:
