@@ -131,6 +131,8 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         max_waiting_requests=args.max_waiting_requests,
         prompt_tokens_details=args.enable_prompt_tokens_details,
         tokens_as_ids=args.return_tokens_as_token_ids,
+        force_usage=args.enable_force_include_usage,
+        response_role=args.response_role,
         body_limits=BodyLimits(
             args.max_request_bytes,
             args.request_read_timeout,

@@ -115,6 +115,20 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         "reports input_tokens_details.cached_tokens.",
     )
     g.add_argument(
+        "--response-role",
+        type=_role,
+        default="assistant",
+        help="The role of chat replies to a new turn, as vLLM's flag; a reply that continues "
+        "the last message (add_generation_prompt false) takes that message's role "
+        "(default: assistant).",
+    )
+    g.add_argument(
+        "--enable-force-include-usage",
+        action="store_true",
+        help="Every streamed completion and chat completion ends with a usage chunk, as if "
+        "it had asked for stream_options.include_usage, as vLLM's flag.",
+    )
+    g.add_argument(
         "--return-tokens-as-token-ids",
         action="store_true",
         help='Logprobs name each token "token_id:<id>" instead of its text, as vLLM\'s flag '
@@ -363,6 +377,7 @@ def _key(text: str) -> str:
 
 _key.__name__ = "key"
 _name = _nonempty("name", "serve under the --model value")
+_role = _nonempty("role", "reply as assistant")
 
 
 def _bounded(kind: Callable[[str], Any], positive: bool) -> Callable[[str], Any]:

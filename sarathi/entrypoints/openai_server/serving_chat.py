@@ -104,6 +104,12 @@ def _logprobs(
     return ChatLogprobs(content=content)
 
 
+def _role(state: ServerState, req: ChatCompletionRequest) -> str:
+    """The reply's role, as vLLM's: --response-role for a new turn, the last message's role
+    where the reply continues it (no generation prompt)."""
+    return state.response_role if req.add_generation_prompt else req.messages[-1].role
+
+
 def _prompt_logprobs(
     state: ServerState,
     req: ChatCompletionRequest,
@@ -384,7 +390,9 @@ def _full_body(
         content = echoed + (msg.content or "") if echoed else msg.content
         if split is not None:
             content = content or None  # as vLLM: no answer after the reasoning is null
-        message = ChatResponseMessage(content=content, tool_calls=msg.tool_calls)
+        message = ChatResponseMessage(
+            role=_role(state, req), content=content, tool_calls=msg.tool_calls
+        )
         if split is not None and req.include_reasoning:
             message.reasoning = split.reasoning
         return ChatChoice(
@@ -437,6 +445,7 @@ async def _stream(
         return sse(body)
 
     include_usage, continuous = StreamOptions.usage_flags(req.stream_options)
+    include_usage = include_usage or state.force_usage
     stream = state.engine.generate(
         ids, params, request_id, req.cache_salt, delta=True, priority=req.priority
     )
@@ -449,7 +458,7 @@ async def _stream(
                 [
                     {
                         "index": i,
-                        "delta": {"role": "assistant", "content": ""},
+                        "delta": {"role": _role(state, req), "content": ""},
                         "logprobs": None,
                         "finish_reason": None,
                     }

@@ -76,6 +76,9 @@ class ServerState:
     max_prompt_bytes: int = 1 << 62
     max_waiting_requests: int = 1024  # 0: no bound
     prompt_tokens_details: bool = False  # usage says how many prompt tokens were cached
+    # --enable-force-include-usage: every stream ends with a usage chunk.
+    force_usage: bool = False
+    response_role: str = "assistant"  # --response-role
     # --return-tokens-as-token-ids: logprobs name tokens "token_id:<id>" unless a request
     # says otherwise.
     tokens_as_ids: bool = False

@@ -392,6 +392,7 @@ async def _stream(
         for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
     ]
     include_usage, continuous = StreamOptions.usage_flags(req.stream_options)
+    include_usage = include_usage or state.force_usage
     prompt_tokens = sum(len(p.ids) for p in prompts)
     tally = StreamTally()
     offsets: dict[int, int] = {}  # choice -> text offset of its next token (logprobs)
