@@ -87,11 +87,13 @@ def test_vllm_launch_habits_are_understood():
         ["serve", "demo", "--disable-log-requests", "--disable-log-stats", "--swap-space", "4",
          "--enable-chunked-prefill", "--kv-cache-dtype", "auto", "--max-log-len", "100",
          "--uvicorn-log-level", "warning", "--distributed-executor-backend", "mp",
-         "--task", "generate", "--max-seq-len-to-capture", "8192", "--cpu-offload-gb", "0"])
+         "--task", "generate", "--max-seq-len-to-capture", "8192", "--cpu-offload-gb", "0",
+         "--guided-decoding-backend", "guidance", "--enable-request-id-headers"])
     assert vllm_line.log_level == "warning"
     assert config_from_args(vllm_line).parallel.executor == "mp"
     for unkept in (["--kv-cache-dtype", "fp8"], ["--pipeline-parallel-size", "2"],
-                   ["--task", "embed"], ["--cpu-offload-gb", "4"]):
+                   ["--task", "embed"], ["--cpu-offload-gb", "4"],
+                   ["--guided-decoding-backend", "xgrammar"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["serve", "demo", *unkept])
     clash = build_parser().parse_args(["serve", "demo", "--model", "other"])

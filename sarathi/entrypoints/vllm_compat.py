@@ -12,10 +12,10 @@ from typing import Any
 class NoOpOption:
     name: str  # the keyword; the flag is --name-with-dashes
     why: str  # what this engine does instead
-    # What it takes: "bool" (either), "true" (on: a flag), "number" (>= 0), "only" (the
-    # one value ``only``) or "unset" (None alone: an ``LLM(...)`` keyword with no flag).
+    # What it takes: "bool" (either), "true" (on: a flag), "number" (>= 0), "only" (one of
+    # the values ``only``) or "unset" (None alone: an ``LLM(...)`` keyword with no flag).
     kind: str
-    only: str = ""
+    only: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str:
@@ -29,7 +29,7 @@ class NoOpOption:
             "true": "True",
             "number": "a number >= 0",
             "unset": "only None",
-        }.get(self.kind, f"only {self.only!r}")
+        }.get(self.kind, "only " + " or ".join(map(repr, self.only)))
 
     def takes(self, value: Any) -> bool:
         """Whether ``value``, as a Python keyword, asks for what this engine does."""
@@ -41,7 +41,7 @@ class NoOpOption:
             return value is None
         if self.kind == "number":
             return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-        return not isinstance(value, bool) and str(value) == self.only
+        return not isinstance(value, bool) and str(value) in self.only
 
 
 NO_OP_OPTIONS = (
@@ -55,16 +55,16 @@ NO_OP_OPTIONS = (
     NoOpOption(
         "swap_space", "a preempted request is recomputed, never swapped to host memory", "number"
     ),
-    NoOpOption("kv_cache_dtype", "the KV cache takes the model's dtype", "only", "auto"),
-    NoOpOption("tokenizer_mode", "the model's fast tokenizer is used", "only", "auto"),
+    NoOpOption("kv_cache_dtype", "the KV cache takes the model's dtype", "only", ("auto",)),
+    NoOpOption("tokenizer_mode", "the model's fast tokenizer is used", "only", ("auto",)),
     NoOpOption(
         "pipeline_parallel_size",
         "no pipeline parallelism (see tensor_parallel_size)",
         "only",
-        "1",
+        ("1",),
     ),
     NoOpOption(
-        "task", "the engine generates text (no embedding or scoring models)", "only", "generate"
+        "task", "the engine generates text (no embedding or scoring models)", "only", ("generate",)
     ),
     NoOpOption(
         "max_seq_len_to_capture",
@@ -72,7 +72,19 @@ NO_OP_OPTIONS = (
         "number",
     ),
     NoOpOption(
-        "cpu_offload_gb", "the weights stay in GPU memory (no offloading to the host)", "only", "0"
+        "guided_decoding_backend",
+        "structured outputs run on llguidance, vLLM's 'guidance' backend",
+        "only",
+        ("auto", "guidance"),
+    ),
+    NoOpOption(
+        "enable_request_id_headers", "every response carries an x-request-id header", "bool"
+    ),
+    NoOpOption(
+        "cpu_offload_gb",
+        "the weights stay in GPU memory (no offloading to the host)",
+        "only",
+        ("0",),
     ),
     # Keywords vLLM scripts pass on as None (their defaults).
     NoOpOption("code_revision", "no remote code is run", "unset"),

@@ -282,8 +282,8 @@ def _add_vllm_compat_args(parser: argparse.ArgumentParser) -> None:
         else:
             g.add_argument(
                 option.flag,
-                choices=(option.only,),
-                help=f"Only '{option.only}': {option.why}.",
+                choices=option.only,
+                help=f"Only {' or '.join(map(repr, option.only))}: {option.why}.",
             )
     g.add_argument(
         "--disable-frontend-multiprocessing",
