@@ -360,7 +360,7 @@ def test_vllms_generate_arguments_this_engine_cannot_honour_are_refused(llm, kwa
         llm.generate(PROMPT, SamplingParams(max_tokens=2), **kwargs)
     assert not llm.engine.has_unfinished_requests()
     messages = [{"role": "user", "content": PROMPT}]
-    for bad in ({"chat_template_content_format": "openai"}, {"mm_processor_kwargs": {"a": 1}}):
+    for bad in ({"chat_template_content_format": "json"}, {"mm_processor_kwargs": {"a": 1}}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             llm.chat(messages, SamplingParams(max_tokens=2), **bad)
 

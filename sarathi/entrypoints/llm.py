@@ -17,6 +17,7 @@ from sarathi.entrypoints.vllm_compat import NO_OP_OPTIONS
 from sarathi.outputs import Logprob, RequestOutput
 from sarathi.sampling_params import SamplingParams, is_unicode
 from sarathi.transformers_utils.chat import (
+    CONTENT_FORMATS,
     NoChatTemplate,
     arguments_object,
     conversation_ids,
@@ -115,15 +116,17 @@ class LLM:
         conversation, as ``generate`` takes one per prompt (checked before any is rendered).
         A missing template or one that fails on the messages raises ValueError.
 
+        ``chat_template_content_format``: "string" (content as its text), "openai" (a list
+        of text parts, for templates that loop over them) or "auto" (the one the template
+        reads), as the server's --chat-template-content-format.
+
         The parameters are vLLM's, in its order. Those this engine has no use for are taken
-        at their neutral values (``lora_request`` None, ``chat_template_content_format``
-        "auto" or "string": content reaches the template as a string, ``tokenization_kwargs``
-        and ``mm_processor_kwargs`` None or empty); any other value is a ValueError."""
-        if chat_template_content_format not in ("auto", "string"):
+        at their neutral values (``lora_request`` None, ``tokenization_kwargs`` and
+        ``mm_processor_kwargs`` None or empty); any other value is a ValueError."""
+        if chat_template_content_format not in CONTENT_FORMATS:
             raise ValueError(
-                f"chat_template_content_format={chat_template_content_format!r} is not "
-                "supported: message content reaches the template as a string (text parts "
-                "joined); pass 'auto' or 'string'"
+                f"chat_template_content_format={chat_template_content_format!r} is not one "
+                f"of {', '.join(CONTENT_FORMATS)}"
             )
         if mm_processor_kwargs:
             raise ValueError(
@@ -162,6 +165,7 @@ class LLM:
                     continue_final_message,
                     tools,
                     chat_template_kwargs,
+                    content_format=chat_template_content_format,
                 )
             except NoChatTemplate as e:
                 raise ValueError(

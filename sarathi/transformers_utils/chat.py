@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from jinja2 import TemplateError, meta
+from jinja2 import TemplateError, meta, nodes
 
 from sarathi.sampling_params import is_unicode
 from sarathi.transformers_utils.tokenizer import as_patch_tokenizer
@@ -108,9 +108,14 @@ def conversation_ids(
     template_kwargs: dict[str, Any] | None = None,
     add_special_tokens: bool = False,
     documents: list[dict[str, str]] | None = None,
+    content_format: str = "auto",
 ) -> list[int]:
     """The prompt token ids for ``conversation`` (messages as the template reads them:
     role, content text, and name / tool calls / reasoning where present).
+    ``content_format`` (vLLM's ``chat_template_content_format``): "string" gives each
+    message's content as its text, "openai" as a list of one text part
+    (``[{"type": "text", "text": ...}]``) for templates that loop over parts, "auto" the
+    one the template reads (``content_format_of``).
     ``continue_final_message`` leaves the last (assistant) message open for the model to go
     on, and so adds no generation prompt. ``template_kwargs``: extra variables for the
     template (e.g. ``enable_thinking``); ``documents``: passages for RAG templates. The
@@ -120,6 +125,11 @@ def conversation_ids(
     check_template_kwargs(tokenizer, template_kwargs)
     if continue_final_message and add_generation_prompt:
         add_generation_prompt = False
+    if content_format == "auto":
+        rendered = _rendered_template(tokenizer, template, tools)
+        content_format = content_format_of(rendered) if rendered is not None else "string"
+    if content_format == "openai":
+        conversation = [_as_parts(m) for m in conversation]
     kwargs: dict[str, Any] = dict(template_kwargs or {})
     kwargs.update(tokenize=False, add_generation_prompt=add_generation_prompt)
     if tools:
@@ -155,6 +165,45 @@ def template_variables(template: str) -> frozenset[str]:
         return frozenset(meta.find_undeclared_variables(environment.parse(template)))
     except TemplateError as e:
         raise ChatTemplateError(f"the chat template failed on these messages: {e}") from e
+
+
+CONTENT_FORMATS = ("auto", "string", "openai")
+
+
+@functools.lru_cache(maxsize=16)
+def content_format_of(template: str) -> str:
+    """ "openai" where ``template`` loops over a message's content (``for part in
+    message['content']``: content as a list of parts, whose text a string would lose to a
+    loop over its characters), else "string"; cached per template text."""
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    try:
+        environment = _compile_jinja_template(template).environment
+        loops = environment.parse(template).find_all(nodes.For)
+    except TemplateError as e:
+        raise ChatTemplateError(f"the chat template failed on these messages: {e}") from e
+    return "openai" if any(_is_content(loop.iter) for loop in loops) else "string"
+
+
+def _is_content(node: nodes.Node) -> bool:
+    """Whether ``node`` reads a ``content`` field (``m['content']``, ``m.content``), also
+    through filters (``m['content'] | selectattr(...)``)."""
+    while isinstance(node, nodes.Filter) and node.node is not None:
+        node = node.node
+    if isinstance(node, nodes.Getattr):
+        return node.attr == "content"
+    return (
+        isinstance(node, nodes.Getitem)
+        and isinstance(node.arg, nodes.Const)
+        and node.arg.value == "content"
+    )
+
+
+def _as_parts(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    if not isinstance(content, str):
+        return message
+    return {**message, "content": [{"type": "text", "text": content}]}
 
 
 def _rendered_template(

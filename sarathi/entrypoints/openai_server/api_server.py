@@ -133,6 +133,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         tokens_as_ids=args.return_tokens_as_token_ids,
         force_usage=args.enable_force_include_usage,
         response_role=args.response_role,
+        content_format=args.chat_template_content_format,
         body_limits=BodyLimits(
             args.max_request_bytes,
             args.request_read_timeout,

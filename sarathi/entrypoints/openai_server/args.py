@@ -15,6 +15,7 @@ from sarathi.entrypoints.openai_server.tool_parsers import TOOL_PARSERS
 from sarathi.entrypoints.vllm_compat import NO_OP_OPTIONS
 from sarathi.envs import env
 from sarathi.metrics import METRICS_PREFIXES
+from sarathi.transformers_utils.chat import CONTENT_FORMATS
 
 
 def add_server_args(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +59,14 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         type=_chat_template,
         help="Jinja chat template: a file, or the template's text as vLLM takes it "
         "(default: the tokenizer's).",
+    )
+    g.add_argument(
+        "--chat-template-content-format",
+        choices=CONTENT_FORMATS,
+        default="auto",
+        help="How a message's content reaches the chat template, as vLLM's flag: 'string' "
+        "(its text parts joined), 'openai' (a list of text parts, for templates that loop "
+        "over them), 'auto' the one the template reads (default: auto).",
     )
     g.add_argument(
         "--default-chat-template-kwargs",

@@ -117,6 +117,7 @@ def chat_prompt_ids(
     tools: list[dict[str, Any]] | None = None,
     template_kwargs: dict[str, Any] | None = None,
     documents: list[dict[str, str]] | None = None,
+    content_format: str = "auto",
 ) -> list[int]:
     """The prompt of a chat request, as ``LLM.chat`` renders it (``conversation_ids``);
     what the template refuses is the client's 400 (or the operator's, for no template)."""
@@ -131,6 +132,7 @@ def chat_prompt_ids(
             template_kwargs,
             add_special_tokens,
             documents,
+            content_format,
         )
     except NoChatTemplate as e:
         raise bad_request(

@@ -243,6 +243,7 @@ async def chat_prompt(
         tools,
         kwargs,
         req.documents,
+        state.content_format,
     )
     return ids, kwargs
 

@@ -79,6 +79,7 @@ class ServerState:
     # --enable-force-include-usage: every stream ends with a usage chunk.
     force_usage: bool = False
     response_role: str = "assistant"  # --response-role
+    content_format: str = "auto"  # --chat-template-content-format
     # --return-tokens-as-token-ids: logprobs name tokens "token_id:<id>" unless a request
     # says otherwise.
     tokens_as_ids: bool = False
