@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 import sarathi
-from sarathi.entrypoints.openai_server.errors import APIError, bad_request, error_response
+from sarathi.entrypoints.openai_server.errors import (
+    APIError,
+    bad_request,
+    error_response,
+    validation_message,
+)
 from sarathi.entrypoints.openai_server.field_audit import (
     TOKENIZE_ACCEPTED,
     TOKENIZE_UNSUPPORTED,
@@ -104,6 +111,7 @@ class OffLoopJSONRoute(APIRoute):
 
 
 router = APIRouter(route_class=OffLoopJSONRoute)
+_Body = TypeVar("_Body", bound=BaseModel)
 
 
 def state_of(request: Request) -> ServerState:
@@ -183,6 +191,36 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=_ERRORS)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     return await create_chat_completion(state_of(request), body, request)
+
+
+@router.post("/invocations", responses=_ERRORS)
+async def invocations(request: Request) -> Response:
+    """Amazon SageMaker's inference route, as vLLM serves it: a body with ``messages`` is a
+    chat completion, one with ``prompt`` a completion, each answered as its own route
+    answers it."""
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise bad_request(f"the request body is not valid JSON ({e})", None) from e
+    if isinstance(body, dict) and "messages" in body:
+        chat = _validated(ChatCompletionRequest, body)
+        return await create_chat_completion(state_of(request), chat, request)
+    if isinstance(body, dict) and "prompt" in body:
+        completion = _validated(CompletionRequest, body)
+        return await create_completion(state_of(request), completion, request)
+    raise bad_request(
+        "an /invocations body is a chat completion's (with messages) or a completion's (with "
+        "prompt)",
+        None,
+    )
+
+
+def _validated(model: type[_Body], body: dict[str, Any]) -> _Body:
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        message, param = validation_message(e)
+        raise bad_request(message, param) from e
 
 
 @router.post("/v1/responses", response_model=ResponseObject, responses=_ERRORS)
