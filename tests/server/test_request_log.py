@@ -26,13 +26,17 @@ def test_requests_and_outputs_are_logged(logged, caplog):
         base_url=logged.url, timeout=60
     ) as http:
         body = {"prompt": "Hello there, friend", "max_tokens": 3, "n": 2, "ignore_eos": True}
-        assert http.post("/v1/completions", json=body).status_code == 200
+        resp = http.post("/v1/completions", json=body)
+        assert resp.status_code == 200
+        reply_id = resp.json()["id"]
         chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
                 "ignore_eos": True, "stream": True}  # fmt: skip
         assert "[DONE]" in http.post("/v1/chat/completions", json=chat).text
     lines = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     received = [x for x in lines if " received: " in x]
     assert len(received) == 2
+    # Without a caller's id the response carries the engine's, which the log names.
+    assert received[0].startswith(f"request {reply_id}-0 received: ")
     # The server's prompts reach the engine as token ids: five shown of each, then the count.
     assert "prompt_token_ids [" in received[0] and "params SamplingParams(n=2," in received[0]
     assert all(x.count(", ", x.index("["), x.index("]")) == 4 and "]... (" in x for x in received)

@@ -15,13 +15,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 HEADER = b"x-request-id"
 
 
-def response_id(prefix: str, body_id: str | None, request: Request) -> str:
+def response_id(prefix: str, body_id: str | None, request: Request, engine_id: str) -> str:
     """The ``id`` of a completion or chat response, as vLLM's: ``prefix-`` and the caller's
-    ``X-Request-Id`` header, else its body's ``request_id``, else a new id, so a caller finds
-    its own id in the response. The engine's request ids stay the server's: two callers may
-    send the same id."""
+    ``X-Request-Id`` header, else its body's ``request_id``, so a caller finds its own id in
+    the response; else ``engine_id``, the engine's request id, which the request log
+    (--enable-log-requests) names. The engine's request ids stay the server's: two callers
+    may send the same id."""
     own = request.headers.get("x-request-id") or body_id
-    return f"{prefix}-{own or uuid.uuid4().hex}"
+    return f"{prefix}-{own}" if own else engine_id
 
 
 class RequestIdMiddleware:

@@ -332,7 +332,7 @@ async def create_chat_completion(
         raise bad_request("stream_options is only taken with stream: true", "stream_options")
     prepared = await prepare_chat(state, req)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"  # the engine's
-    reply_id = response_id("chatcmpl", req.request_id, raw)
+    reply_id = response_id("chatcmpl", req.request_id, raw, request_id)
     created = int(time.time())
     n = req.n  # each sample takes a slot, and waits for one like a request
     state.admit(n)

@@ -181,7 +181,7 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
         )
     state.check_params(params[0])  # the prompts' params differ only in max_tokens
     request_id = f"cmpl-{uuid.uuid4().hex}"  # the engine's
-    reply_id = response_id("cmpl", req.request_id, raw)
+    reply_id = response_id("cmpl", req.request_id, raw, request_id)
     created = int(time.time())
     n = len(prompts) * req.n  # each sample takes a slot, and waits for one like a request
     state.admit(n)
