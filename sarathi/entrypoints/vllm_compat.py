@@ -80,6 +80,7 @@ NO_OP_OPTIONS = (
     NoOpOption(
         "enable_request_id_headers", "every response carries an x-request-id header", "bool"
     ),
+    NoOpOption("enable_server_load_tracking", "GET /load always tells the server's load", "bool"),
     NoOpOption(
         "cpu_offload_gb",
         "the weights stay in GPU memory (no offloading to the host)",

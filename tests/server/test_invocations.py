@@ -48,5 +48,20 @@ def test_bad_bodies_are_openais_400s(http, body, param, words):
 
 
 def test_a_body_that_is_not_json_is_a_400(http):
-    r = http.post("/invocations", content=b"{not json", headers={"content-type": "application/json"})
+    r = http.post(
+        "/invocations", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+
+
+def test_load_counts_the_requests_in_flight(http, server):
+    assert http.get("/load").json() == {"server_load": 0}
+    # Admitted as the routes admit a request of two samples (a real one on the demo model
+    # ends before a client could ask).
+    engine = server.app.state.sarathi.engine
+    engine.admit(2, 0)
+    try:
+        assert http.get("/load").json() == {"server_load": 2}
+    finally:
+        engine.release(2)
+    assert http.get("/load").json() == {"server_load": 0}

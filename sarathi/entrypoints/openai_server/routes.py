@@ -145,6 +145,13 @@ async def version() -> dict[str, str]:
     return {"version": sarathi.__version__}
 
 
+@router.get("/load")
+async def load(request: Request) -> dict[str, int]:
+    """vLLM's server load: the requests admitted and not yet answered (each sample of one
+    counts), running or waiting, for a load balancer that routes to the least loaded."""
+    return {"server_load": state_of(request).engine.num_admitted}
+
+
 @router.get("/v1/models", response_model=ModelList, responses=_ERRORS)
 async def models(request: Request) -> ModelList:
     s = state_of(request)
