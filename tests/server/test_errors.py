@@ -456,7 +456,7 @@ def test_api_key(key_server):
         _assert_error(h.post("/tokenize", json={"prompt": "x"}), 401)
         _assert_error(h.post("/reset_prefix_cache"), 401)
         _assert_error(h.get("/tokenizer_info"), 401)
-        for open_path in ("/health", "/metrics", "/version"):
+        for open_path in ("/health", "/metrics", "/load", "/version"):
             assert h.get(open_path).status_code == 200
     with openai.OpenAI(base_url=key_server.base_url, api_key="wrong", max_retries=0) as c:
         with pytest.raises(openai.AuthenticationError):

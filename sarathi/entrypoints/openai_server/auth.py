@@ -19,6 +19,7 @@ OPEN_PATHS = frozenset(
         "/health",
         "/ping",
         "/metrics",
+        "/load",
         "/version",
         "/openapi.json",
         "/docs",
