@@ -251,7 +251,11 @@ class AsyncEngine:
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue(), delta)
         log = self.request_log
         if log is not None:
-            log.received(request_id, prompt, params)
+            tokenizer = self.engine.tokenizer
+            text = None
+            if isinstance(prompt, list) and tokenizer is not None:
+                text = await asyncio.to_thread(log.prompt_text, tokenizer, prompt)
+            log.received(request_id, prompt, params, text)
         outputs = log.outputs_of(delta) if log is not None else None
         self._submit(
             _Add(request_id, prompt, params, time.monotonic(), stream, cache_salt, delta, priority)

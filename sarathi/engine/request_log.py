@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from sarathi.outputs import RequestOutput
 from sarathi.sampling_params import SamplingParams
@@ -19,16 +20,26 @@ class RequestLog:
     max_len: int | None = None
     outputs: bool = False  # also a line for each finished request's outputs
 
-    def received(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
-        what = "prompt" if isinstance(prompt, str) else "prompt_token_ids"
-        logger.info(
-            "request %s received: %s %s (%d), params %s",
-            request_id,
-            what,
-            self._cut(prompt),
-            len(prompt),
-            params,
-        )
+    def received(
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams,
+        text: str | None = None,
+    ) -> None:
+        """``text``: a token-id prompt's text (``prompt_text``), shown beside its ids."""
+        if isinstance(prompt, str):
+            shown = f"prompt {self._cut(prompt)} ({len(prompt)} characters)"
+        else:
+            shown = f"prompt_token_ids {self._cut(prompt)} ({len(prompt)})"
+            if text is not None:
+                shown = f"prompt {self._cut(text)}, {shown}"
+        logger.info("request %s received: %s, params %s", request_id, shown, params)
+
+    def prompt_text(self, tokenizer: Any, ids: list[int]) -> str:
+        """The text of a token-id prompt, as far as a line shows it (its first ``max_len``
+        ids hold at least ``max_len`` characters): decoded off the event loop by the caller."""
+        return str(tokenizer.decode(ids if self.max_len is None else ids[: self.max_len]))
 
     def outputs_of(self, delta: bool) -> OutputLog | None:
         """What gathers a request's outputs for its finishing line (None: no such line)."""

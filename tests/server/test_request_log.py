@@ -37,9 +37,13 @@ def test_requests_and_outputs_are_logged(logged, caplog):
     assert len(received) == 2
     # Without a caller's id the response carries the engine's, which the log names.
     assert received[0].startswith(f"request {reply_id}-0 received: ")
-    # The server's prompts reach the engine as token ids: five shown of each, then the count.
-    assert "prompt_token_ids [" in received[0] and "params SamplingParams(n=2," in received[0]
-    assert all(x.count(", ", x.index("["), x.index("]")) == 4 and "]... (" in x for x in received)
+    # The server's prompts reach the engine as token ids: their text (five characters of
+    # it) and five of the ids are shown, then their count.
+    assert "received: prompt 'Hello'..., prompt_token_ids [" in received[0]
+    assert "params SamplingParams(n=2," in received[0]
+    for x in received:
+        ids = x[x.index("prompt_token_ids [") :]
+        assert ids.count(", ", 0, ids.index("]")) == 4 and "]... (" in ids
     finished = [x for x in lines if " finished (" in x]
     assert len(finished) == 3  # the two completions and the chat's one
     assert sum("(length, 3 tokens)" in x for x in finished) == 2
