@@ -29,11 +29,13 @@ def _f(
     short: tuple[str, ...] = (),
     choices: tuple[Any, ...] = (),
     kind: Any = None,
+    secret: bool = False,
 ) -> Any:
     """A config field with its help, its other long names (``aliases``, also accepted as
-    keywords), its short flags (``short``, e.g. ``-tp``), choices and kind."""
+    keywords), its short flags (``short``, e.g. ``-tp``), choices and kind. A ``secret``
+    one is left out of the config's repr, so that no log or error message shows it."""
     meta = {"help": help, "aliases": aliases, "short": short, "choices": choices, "kind": kind}
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
@@ -115,6 +117,13 @@ class ModelConfig:
         None,
         "Folder that hub downloads go to and are read from, as vLLM's flag (default: the "
         "Hugging Face cache, HF_HUB_CACHE).",
+    )
+    hf_token: str | None = _f(
+        None,
+        "Hugging Face token for hub downloads, as vLLM's flag (default: $HF_TOKEN, or the "
+        "token a `hf auth login` saved). Never logged; $HF_TOKEN keeps it out of the "
+        "process list too.",
+        secret=True,
     )
     skip_tokenizer_init: bool = _f(
         False,

@@ -1,4 +1,4 @@
-"""Hub ids (vLLM's --revision, --tokenizer-revision, --download-dir): what reaches the hub
+"""Hub ids (vLLM's --revision, --tokenizer-revision, --download-dir, --hf-token): what reaches the hub
 client, and local folders left as they are. The hub is not reachable from the tests, so
 ``snapshot_download`` is replaced by one that records its call and returns a local folder."""
 
@@ -58,14 +58,18 @@ def test_the_engine_passes_its_revisions_and_download_dir(hub, tiny_models, tmp_
         tokenizer="owner/tokenizer",
         tokenizer_revision="t1",
         download_dir=str(tmp_path),
+        hf_token="hf_secret",
         max_num_seqs=2,
     )
     try:
-        asked = {c["repo_id"]: (c["revision"], c["cache_dir"]) for c in hub}
+        asked = {c["repo_id"]: (c["revision"], c["cache_dir"], c["token"]) for c in hub}
         assert asked == {
-            "owner/model": ("abc123", str(tmp_path)),
-            "owner/tokenizer": ("t1", str(tmp_path)),
+            "owner/model": ("abc123", str(tmp_path), "hf_secret"),
+            "owner/tokenizer": ("t1", str(tmp_path), "hf_secret"),
         }
+        # The token is the config's, and no repr of it (a log line, an error) shows it.
+        assert llm.config.model.hf_token == "hf_secret"
+        assert "hf_secret" not in repr(llm.config)
         (out,) = llm.generate("Hello", SamplingParams(max_tokens=2, ignore_eos=True))
         assert len(out.outputs[0].token_ids) == 2
     finally:
@@ -77,6 +81,7 @@ def test_the_flags_are_taken(hub, tmp_path):
     from sarathi.entrypoints.cli_args import config_from_args
 
     argv = ["serve", "owner/model", "--revision", "r", "--tokenizer-revision", "t",
-            "--download_dir", str(tmp_path)]  # fmt: skip
+            "--download_dir", str(tmp_path), "--hf-token", "hf_x"]  # fmt: skip
     mc = config_from_args(build_parser().parse_args(argv)).model
     assert (mc.revision, mc.tokenizer_revision, mc.download_dir) == ("r", "t", str(tmp_path))
+    assert mc.hf_token == "hf_x"

@@ -231,7 +231,11 @@ def _patch_at_load(
             raise ValueError(str(e)) from e
         # --patch-tokenizer, or a --tokenizer that is a patch tokenizer folder.
         return mc.patch_tokenizer or resolve_model_path(
-            mc.tokenizer or path, "tokenizer", _tokenizer_revision(mc), mc.download_dir
+            mc.tokenizer or path,
+            "tokenizer",
+            _tokenizer_revision(mc),
+            mc.download_dir,
+            mc.hf_token,
         )
     try:
         folder_ngrams = dict(VocabPatch.load(Path(path)).ngrams)
@@ -313,7 +317,7 @@ def _tokenizer_revision(mc: ModelConfig) -> str | None:
 
 def resolve_model(config: EngineConfig) -> ModelSetup:
     mc = config.model
-    path = resolve_model_path(mc.model, "model", mc.revision, mc.download_dir)
+    path = resolve_model_path(mc.model, "model", mc.revision, mc.download_dir, mc.hf_token)
     # By name, or by its folder (a path to it, a copy, a patched copy): its config says so.
     is_demo = mc.model in DEMO_NAMES or _config_note(path) == DEMO_NOTE
     if is_demo:
@@ -328,6 +332,7 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
             named_by_user=mc.tokenizer is not None,
             revision=_tokenizer_revision(mc),
             download_dir=mc.download_dir,
+            token=mc.hf_token,
         )
     )
     patch = as_patch_tokenizer(tokenizer)

@@ -15,6 +15,7 @@ def resolve_model_path(
     what: str = "model",
     revision: str | None = None,
     download_dir: str | None = None,
+    token: str | None = None,
 ) -> str:
     """Local folder for ``name``; downloads from the hub only when ``name`` is not local,
     at ``revision`` (default: the main branch), into ``download_dir`` (default: the Hugging
@@ -48,6 +49,7 @@ def resolve_model_path(
             name,
             revision=revision,
             cache_dir=os.path.expanduser(download_dir) if download_dir else None,
+            token=token,
             allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"],
         )
     except Exception as e:  # any hub failure becomes one clear message

@@ -19,6 +19,7 @@ def get_tokenizer(
     named_by_user: bool = False,
     revision: str | None = None,
     download_dir: str | None = None,
+    token: str | None = None,
 ) -> Any:
     """Return the tokenizer the engine should use for text in and out.
 
@@ -29,7 +30,7 @@ def get_tokenizer(
     """
     if patch_tokenizer is not None:
         return load_patch_tokenizer(patch_tokenizer)
-    path = resolve_model_path(name_or_path, "tokenizer", revision, download_dir)
+    path = resolve_model_path(name_or_path, "tokenizer", revision, download_dir, token)
     if is_patch_tokenizer_dir(path):
         return load_patch_tokenizer(path)
     if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
