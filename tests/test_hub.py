@@ -11,7 +11,7 @@ import huggingface_hub
 import pytest
 
 from sarathi import LLM, SamplingParams
-from sarathi.transformers_utils.hub import resolve_model_path
+from sarathi.transformers_utils.hub import HubOptions, resolve_model_path
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def hub(monkeypatch, tiny_models):
 
 
 def test_a_hub_id_is_fetched_at_its_revision_into_the_download_dir(hub, tmp_path):
-    path = resolve_model_path("owner/name", "model", "v1.0", str(tmp_path))
+    path = resolve_model_path("owner/name", "model", HubOptions("v1.0", str(tmp_path)))
     assert path and hub[-1]["repo_id"] == "owner/name"
     assert hub[-1]["revision"] == "v1.0" and hub[-1]["cache_dir"] == str(tmp_path)
     resolve_model_path("owner/name")
@@ -41,12 +41,15 @@ def test_a_hub_failure_names_the_revision(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
     with pytest.raises(ValueError, match=r"'owner/name' .* at revision 'nope' \(OSError"):
-        resolve_model_path("owner/name", "model", "nope")
+        resolve_model_path("owner/name", "model", HubOptions("nope"))
 
 
 def test_a_local_folder_with_a_revision_is_warned_about(tiny_models, caplog, hub):
     with caplog.at_level(logging.WARNING, logger="sarathi.transformers_utils.hub"):
-        assert resolve_model_path(tiny_models["llama"], "model", "main") == tiny_models["llama"]
+        assert (
+            resolve_model_path(tiny_models["llama"], "model", HubOptions("main"))
+            == tiny_models["llama"]
+        )
     assert "has no hub revision: revision 'main' is unused" in caplog.text
     assert not hub
 

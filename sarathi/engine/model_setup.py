@@ -17,7 +17,7 @@ from sarathi.envs import check_all, env
 from sarathi.model_executor.model_shape import ModelShape, load_model_shape
 from sarathi.sampling_params import MODEL_DEFAULT_KEYS, SamplingParams
 from sarathi.transformers_utils.demo import DEMO_NOTE
-from sarathi.transformers_utils.hub import DEMO_NAMES, resolve_model_path
+from sarathi.transformers_utils.hub import DEMO_NAMES, HubOptions, resolve_model_path
 from sarathi.transformers_utils.tokenizer import (
     as_patch_tokenizer,
     eos_token_ids,
@@ -231,11 +231,7 @@ def _patch_at_load(
             raise ValueError(str(e)) from e
         # --patch-tokenizer, or a --tokenizer that is a patch tokenizer folder.
         return mc.patch_tokenizer or resolve_model_path(
-            mc.tokenizer or path,
-            "tokenizer",
-            _tokenizer_revision(mc),
-            mc.download_dir,
-            mc.hf_token,
+            mc.tokenizer or path, "tokenizer", _tokenizer_hub(mc)
         )
     try:
         folder_ngrams = dict(VocabPatch.load(Path(path)).ngrams)
@@ -309,15 +305,20 @@ def _sizing_ratio(patch: PatchTokenizer | None, folder: str) -> float:
     return ratio
 
 
-def _tokenizer_revision(mc: ModelConfig) -> str | None:
-    """The hub revision of a --tokenizer hub id; the model's own tokenizer is read from the
-    model's folder, fetched at its --revision already."""
-    return mc.tokenizer_revision if mc.tokenizer is not None else None
+def _model_hub(mc: ModelConfig) -> HubOptions:
+    return HubOptions(mc.revision, mc.download_dir, mc.hf_token)
+
+
+def _tokenizer_hub(mc: ModelConfig) -> HubOptions:
+    """How a --tokenizer hub id is fetched (--tokenizer-revision); the model's own tokenizer
+    is read from the model's folder, fetched at its --revision already."""
+    revision = mc.tokenizer_revision if mc.tokenizer is not None else None
+    return HubOptions(revision, mc.download_dir, mc.hf_token)
 
 
 def resolve_model(config: EngineConfig) -> ModelSetup:
     mc = config.model
-    path = resolve_model_path(mc.model, "model", mc.revision, mc.download_dir, mc.hf_token)
+    path = resolve_model_path(mc.model, "model", _model_hub(mc))
     # By name, or by its folder (a path to it, a copy, a patched copy): its config says so.
     is_demo = mc.model in DEMO_NAMES or _config_note(path) == DEMO_NOTE
     if is_demo:
@@ -330,9 +331,7 @@ def resolve_model(config: EngineConfig) -> ModelSetup:
             mc.tokenizer or path,
             mc.patch_tokenizer,
             named_by_user=mc.tokenizer is not None,
-            revision=_tokenizer_revision(mc),
-            download_dir=mc.download_dir,
-            token=mc.hf_token,
+            hub=_tokenizer_hub(mc),
         )
     )
     patch = as_patch_tokenizer(tokenizer)

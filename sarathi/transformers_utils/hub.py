@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
 DEMO_NAMES = ("demo", "", None)
 
 
-def resolve_model_path(
-    name: str | None,
-    what: str = "model",
-    revision: str | None = None,
-    download_dir: str | None = None,
-    token: str | None = None,
-) -> str:
+@dataclass(frozen=True)
+class HubOptions:
+    """Where and how a hub id is fetched: vLLM's --revision (or --tokenizer-revision),
+    --download-dir and --hf-token; None: the main branch, the Hugging Face cache, $HF_TOKEN."""
+
+    revision: str | None = None
+    download_dir: str | None = None
+    token: str | None = None
+
+
+MAIN_BRANCH = HubOptions()  # the hub's defaults
+
+
+def resolve_model_path(name: str | None, what: str = "model", hub: HubOptions = MAIN_BRANCH) -> str:
     """Local folder for ``name``; downloads from the hub only when ``name`` is not local,
-    at ``revision`` (default: the main branch), into ``download_dir`` (default: the Hugging
-    Face cache). ``what`` names the folder in errors ("model", "tokenizer")."""
+    as ``hub`` says. ``what`` names the folder in errors ("model", "tokenizer")."""
+    revision = hub.revision
     local = name in DEMO_NAMES or os.path.isdir(os.path.expanduser(name or ""))
     if local and revision is not None:
         logger.warning(
@@ -48,8 +56,8 @@ def resolve_model_path(
         return snapshot_download(
             name,
             revision=revision,
-            cache_dir=os.path.expanduser(download_dir) if download_dir else None,
-            token=token,
+            cache_dir=os.path.expanduser(hub.download_dir) if hub.download_dir else None,
+            token=hub.token,
             allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"],
         )
     except Exception as e:  # any hub failure becomes one clear message

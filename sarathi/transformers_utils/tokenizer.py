@@ -6,7 +6,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from sarathi.transformers_utils.hub import resolve_model_path
+from sarathi.transformers_utils.hub import MAIN_BRANCH, HubOptions, resolve_model_path
 
 if TYPE_CHECKING:
     from adaptivocab import PatchTokenizer
@@ -17,20 +17,18 @@ def get_tokenizer(
     patch_tokenizer: str | None = None,
     *,
     named_by_user: bool = False,
-    revision: str | None = None,
-    download_dir: str | None = None,
-    token: str | None = None,
+    hub: HubOptions = MAIN_BRANCH,
 ) -> Any:
     """Return the tokenizer the engine should use for text in and out.
 
     With ``patch_tokenizer`` the AdaptiVocab PatchTokenizer folder is loaded (it carries its
     base tokenizer inside); otherwise the Hugging Face tokenizer of ``name_or_path``: the
-    model folder's, or the one --tokenizer names (``named_by_user``), a hub id fetched at
-    ``revision`` into ``download_dir`` (``resolve_model_path``).
+    model folder's, or the one --tokenizer names (``named_by_user``), a hub id fetched as
+    ``hub`` says (``resolve_model_path``).
     """
     if patch_tokenizer is not None:
         return load_patch_tokenizer(patch_tokenizer)
-    path = resolve_model_path(name_or_path, "tokenizer", revision, download_dir, token)
+    path = resolve_model_path(name_or_path, "tokenizer", hub)
     if is_patch_tokenizer_dir(path):
         return load_patch_tokenizer(path)
     if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
