@@ -249,14 +249,14 @@ class AsyncEngine:
         request_id = request_id or self.new_request_id()
         _, delta = params.output_modes(False, delta)
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue(), delta)
-        log = self.request_log
+        log, outputs = self.request_log, None
         if log is not None:
             tokenizer = self.engine.tokenizer
             text = None
             if isinstance(prompt, list) and tokenizer is not None:
                 text = await asyncio.to_thread(log.prompt_text, tokenizer, prompt)
             log.received(request_id, prompt, params, text)
-        outputs = log.outputs_of(delta) if log is not None else None
+            outputs = log.outputs_of(delta)
         self._submit(
             _Add(request_id, prompt, params, time.monotonic(), stream, cache_salt, delta, priority)
         )

@@ -384,10 +384,11 @@ def _parse(parser: _Parser, argv: list[str]) -> tuple[argparse.Namespace, list[s
     """The command line, over a command's --config file where it names one."""
     first = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
     command = parser.commands.get(argv[first]) if first < len(argv) else None
-    if command is None or config_path(argv[first + 1 :]) is None:
+    path = config_path(argv[first + 1 :]) if command is not None else None
+    if command is None or path is None:
         return parser.parse_known_args(argv)
     parser.parse_known_args(argv[:first])  # --help or --version before the command
-    args, unknown = parse_with_config(parser, command, argv[first + 1 :])
+    args, unknown = parse_with_config(command, argv[first + 1 :], path)
     args.command = argv[first]
     return args, unknown
 

@@ -89,14 +89,11 @@ def _text(value: Any) -> str:
 
 
 def parse_with_config(
-    parser: argparse.ArgumentParser, command: argparse.ArgumentParser, argv: list[str]
+    command: argparse.ArgumentParser, argv: list[str], path: str
 ) -> tuple[argparse.Namespace, list[str]]:
-    """Parse ``argv`` (the command's arguments, its name left out) over the values of its
-    ``--config`` file: argparse fills only what the namespace lacks, so flags given on the
-    command line replace the file's and the defaults come last."""
-    path = config_path(argv)
-    if path is None:
-        return command.parse_known_args(argv)
+    """Parse ``argv`` (the command's arguments, its name left out) over the values of the
+    ``--config`` file at ``path``: argparse fills only what the namespace lacks, so flags
+    given on the command line replace the file's and the defaults come last."""
     tokens = config_tokens(path, command)
     # A bad value in the file is reported as from the file.
     prog = command.prog
@@ -106,16 +103,14 @@ def parse_with_config(
     finally:
         command.prog = prog
     assert not unknown, unknown  # every token was made from one of the command's flags
-    given = {s for a in command._actions for s in a.option_strings if _named(s, argv)}
-    for action in command._actions:
-        # A flag on the command line replaces the file's, whichever of its names it took.
-        if given & set(action.option_strings) and hasattr(base, action.dest):
-            delattr(base, action.dest)
+    # A flag on the command line replaces the file's, whichever of its names it took.
+    given = {a.dest for a in command._actions if any(_named(s, argv) for s in a.option_strings)}
+    for dest in given & set(vars(base)):
+        delattr(base, dest)
     args, unknown = command.parse_known_args(argv, namespace=base)
     # `serve MODEL` names the model on the command line too: it replaces the file's.
     tag = vars(args).get("model_tag")
-    model_flags = next((a.option_strings for a in command._actions if a.dest == "model"), [])
-    if tag is not None and not given & set(model_flags):
+    if tag is not None and "model" not in given:
         args.model = tag
     return args, unknown
 
