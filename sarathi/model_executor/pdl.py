@@ -10,12 +10,21 @@ tile, so HBM streams the next matmul's weights while an RMSNorm or SiLU finishes
 
 Contract for a kernel launched with ``launch_pdl=True``: every program calls ``wait_prior``,
 which waits for the previous kernel's full completion and only then lets the next kernel's
-programs launch. So when a kernel's programs start, every kernel before the previous one is
-complete (by induction), and after its wait all of them are. Before the wait a program may
-read only what the previous kernel does not write: weights, the step's inputs, and cache
-entries of earlier positions. Kernels launched without PDL (cuBLAS, PyTorch, NCCL) serialize
-as usual. ``SARATHI_PDL=0`` turns it off so benchmarks can time the plain chain in the same
-run (read once, into the model's ``KernelSwitches``).
+programs launch, or ``release_then_wait``, which lets them launch first. A kernel completes
+only after its wait, so after a program's wait every kernel before it is complete (by
+induction). Before the wait a program may read only what no kernel still running may write:
+weights, the step's inputs, cache entries of earlier positions, and, where the previous
+kernel calls ``wait_prior``, what the kernels before that one wrote (the residual in
+``all_reduce_norm``). Kernels launched without PDL (cuBLAS, PyTorch, NCCL) serialize as
+usual. ``SARATHI_PDL=0`` turns it off so benchmarks can time the plain chain in the same run
+(read once, into the model's ``KernelSwitches``).
+
+The short kernels between the GEMVs (norms, SiLU-and-mul, the attention merge, split sums)
+release first: the GEMV behind one then starts loading its weights while the GEMV before it
+drains, not only once that one has completed (H200, batch 1: Llama-2-7B 3.87 -> 3.79 ms a
+step, Llama-3-8B 4.22 -> 4.14). Released this way, a GEMV's programs wait on an SM while the
+kernel two back finishes; they hold no SM that kernel still needs, since a kernel releases
+its successor only once all its own programs have started.
 
 One pair departs from this on purpose: in a mixed step the prefill attention kernel lets the
 decode attention kernel launched behind it start as soon as all prefill programs have
@@ -65,6 +74,15 @@ def launch_args(enabled: bool) -> dict[str, bool]:
 if triton_installed():
     import triton
     import triton.language as tl
+
+    @triton.jit
+    def release_then_wait(PDL: tl.constexpr):
+        """For a short kernel (one wave of a few programs): let the next kernel's programs
+        launch at once, then wait until the previous kernel has completed and its writes are
+        visible. A no-op unless the kernel was launched with PDL."""
+        if PDL:
+            tl.extra.cuda.gdc_launch_dependents()
+            tl.extra.cuda.gdc_wait()
 
     @triton.jit
     def wait_prior(PDL: tl.constexpr):

@@ -30,7 +30,7 @@ from sarathi.model_executor.attention.triton_common import (
 )
 from sarathi.model_executor.layers.fused import rotate
 from sarathi.model_executor.layers.gemv import load_split_sums
-from sarathi.model_executor.pdl import launch_args, wait_prior
+from sarathi.model_executor.pdl import launch_args, release_then_wait, wait_prior
 
 
 @triton.jit
@@ -268,7 +268,7 @@ def _merge_kernel(
     COUNTED: tl.constexpr,
     PDL: tl.constexpr,
 ):
-    wait_prior(PDL)
+    release_then_wait(PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
     if COUNTED:  # noqa: SIM102 - constexpr guard, as in _decode_kernel

@@ -31,7 +31,7 @@ if triton_installed():
     import triton.language as tl
 
     from sarathi.model_executor.layers.gemv import load_split_sums, silu_mul
-    from sarathi.model_executor.pdl import wait_prior
+    from sarathi.model_executor.pdl import release_then_wait
 
     @triton.jit
     def _rms_norm_kernel(
@@ -48,7 +48,7 @@ if triton_installed():
         BLOCK: tl.constexpr,
         PDL: tl.constexpr,
     ):
-        wait_prior(PDL)
+        release_then_wait(PDL)
         # ROWS rows per program: per-head norms (Qwen3's q/k norms) have rows of 128.
         row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
         a, b = (row // nb).to(tl.int64), row % nb
@@ -71,7 +71,7 @@ if triton_installed():
     def _silu_mul_kernel(
         GU, Out, stride_t, inter, SPLITS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr
     ):
-        wait_prior(PDL)
+        release_then_wait(PDL)
         t = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < inter
@@ -110,7 +110,7 @@ if triton_installed():
         BLOCK: tl.constexpr,
         PDL: tl.constexpr,
     ):
-        wait_prior(PDL)
+        release_then_wait(PDL)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n
@@ -197,7 +197,7 @@ if triton_installed():
         # The table repeats its first half, so one half of cos/sin serves both halves.
         c = tl.load(Cos + pos * stride_c + d).to(dt).to(tl.float32)
         s = tl.load(Sin + pos * stride_c + d).to(dt).to(tl.float32)
-        wait_prior(PDL)
+        release_then_wait(PDL)
 
         hq_ = tl.arange(0, BLOCK_HQ)
         q1, q2 = _rotate(Q + t * sq_t, sq_h, hq, c, s, split_stride, SPLITS, dt, HALF, BLOCK_HQ)

@@ -63,7 +63,7 @@ if triton_installed():
     import triton
     import triton.language as tl
 
-    from sarathi.model_executor.pdl import wait_prior
+    from sarathi.model_executor.pdl import release_then_wait, wait_prior
 
     @triton.jit
     def load_split_sums(ptr, mask, split_stride, SPLITS: tl.constexpr, dt: tl.constexpr):
@@ -176,7 +176,7 @@ if triton_installed():
         BLOCK: tl.constexpr,
         PDL: tl.constexpr,
     ):
-        wait_prior(PDL)
+        release_then_wait(PDL)
         rn = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = rn < N
         acc = tl.zeros((BLOCK,), dtype=tl.float32)
