@@ -293,9 +293,10 @@ def _row_warps(rows: int, n: int) -> int:
     also adds up the matmul's split sums) is the whole launch: 32 warps keep more of its
     loads in flight (H200, batch 1, same machine, alternating: 4 -> 16 warps Llama-3-8B
     4.348 -> 4.338 ms a step; 16 -> 32 with the short kernels releasing first, 3.785 ->
-    3.777 ms Llama-2-7B, 4.137 -> 4.125)."""
+    3.777 ms Llama-2-7B, 4.137 -> 4.125). Rows narrower than those models' 4,096 keep 16:
+    32 warps were not measured there, and a thread would hold under four elements."""
     if rows == 1:
-        return 32
+        return 32 if n >= 4096 else 16
     return 4 if n <= 4096 else 8
 
 
