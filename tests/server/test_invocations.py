@@ -54,6 +54,16 @@ def test_a_body_that_is_not_json_is_a_400(http):
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
 
 
+def test_the_body_is_checked_as_the_other_routes_check_theirs(http):
+    # NaN is no JSON value: Python's own parser takes it, the routes' parser refuses it.
+    r = http.post(
+        "/invocations",
+        content=b'{"prompt": "x", "temperature": NaN}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and "is not a JSON value" in r.json()["error"]["message"]
+
+
 def test_load_counts_the_requests_in_flight(http, server):
     assert http.get("/load").json() == {"server_load": 0}
     # Admitted as the routes admit a request of two samples (a real one on the demo model

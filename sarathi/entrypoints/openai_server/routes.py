@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -204,11 +203,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 async def invocations(request: Request) -> Response:
     """Amazon SageMaker's inference route, as vLLM serves it: a body with ``messages`` is a
     chat completion, one with ``prompt`` a completion, each answered as its own route
-    answers it."""
-    try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise bad_request(f"the request body is not valid JSON ({e})", None) from e
+    answers it. The body is read as every route's (``OffLoopJSONRequest``): parsed off the
+    loop when large, walked for what no model takes, and a 400 where it is not JSON."""
+    body = await request.json()
     if isinstance(body, dict) and "messages" in body:
         chat = _validated(ChatCompletionRequest, body)
         return await create_chat_completion(state_of(request), chat, request)
