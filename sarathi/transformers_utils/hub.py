@@ -28,21 +28,15 @@ def resolve_model_path(name: str | None, what: str = "model", hub: HubOptions = 
     """Local folder for ``name``; downloads from the hub only when ``name`` is not local,
     as ``hub`` says. ``what`` names the folder in errors ("model", "tokenizer")."""
     revision = hub.revision
-    local = name in DEMO_NAMES or os.path.isdir(os.path.expanduser(name or ""))
-    if local and revision is not None:
-        logger.warning(
-            "%s %r is a local folder, which has no hub revision: revision %r is unused",
-            what,
-            name or "demo",
-            revision,
-        )
     if name in DEMO_NAMES:
         from sarathi.transformers_utils.demo import demo_model_path
 
+        _local(what, "demo", revision)
         return demo_model_path()
     assert name is not None
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
+        _local(what, name, revision)
         return expanded
     if os.path.exists(expanded):
         raise ValueError(f"{name!r} is a file; pass a Hugging Face {what} folder")
@@ -68,3 +62,14 @@ def resolve_model_path(name: str | None, what: str = "model", hub: HubOptions = 
             f"{name!r} is not a local folder and could not be fetched from the Hugging Face hub"
             f"{at} ({why}). Download the {what} elsewhere and pass its folder{hint}"
         ) from e
+
+
+def _local(what: str, name: str, revision: str | None) -> None:
+    """A local folder has no hub revision: one given with it is warned about."""
+    if revision is not None:
+        logger.warning(
+            "%s %r is a local folder, which has no hub revision: revision %r is unused",
+            what,
+            name,
+            revision,
+        )
