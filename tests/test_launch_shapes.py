@@ -28,6 +28,8 @@ def test_decode_launch_shapes_are_what_was_measured() -> None:
     few = decode_launch(64, 8, 132)  # 512 programs
     assert (many.block_n, many.warps, many.stages) == (32, 2, 3)
     assert (few.block_n, few.warps, few.stages) == (64, 4, 2)
+    assert many.min_blocks == few.min_blocks == 1
+    assert decode_launch(1, 32, 132).min_blocks == 2  # batch 1: two blocks a split at least
 
 
 @pytest.mark.parametrize("head_dim", [64, 128, 256])

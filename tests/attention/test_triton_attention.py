@@ -198,6 +198,30 @@ def test_decode_splits_match_reference(batch: int, max_len: int, splits: int | N
     assert rel_error(out, ref) < BF16_TOL
 
 
+@pytest.mark.parametrize("batch,max_len,splits,min_blocks", [(1, 512, 9, 2), (1, 4096, 9, 2),
+                                                             (3, 700, 9, 3), (2, 100, 64, 2)])
+def test_decode_min_blocks_per_split_match_reference(batch: int, max_len: int, splits: int,
+                                                     min_blocks: int) -> None:
+    """Splits of at least ``min_blocks`` key blocks: at short contexts the later splits
+    stay empty and the merge must give them no weight."""
+    from sarathi.model_executor.attention.launch import DecodeLaunch
+    from sarathi.model_executor.attention.triton_decode import decode_attention
+
+    torch.manual_seed(batch * 1000 + max_len + min_blocks)
+    hq, hkv, d = 32, 32, 128
+    k, v = _cache("per_layer", batch + 2, max_len, hkv, d, torch.bfloat16)
+    lens = [max_len] + [random.Random(i).randint(1, max_len) for i in range(batch - 1)]
+    slot_list = list(range(2, batch + 2))
+    q = torch.randn(batch, hq, d, dtype=torch.bfloat16, device="cuda")
+    out = torch.full_like(q, float("nan"))
+    launch = DecodeLaunch(block_n=64, warps=4, stages=2, min_blocks=min_blocks)
+    decode_attention(q, k, v, torch.tensor(slot_list, device="cuda"),
+                     torch.tensor(lens, device="cuda"), d ** -0.5, None, out, 132, splits,
+                     launch=launch)
+    ref = reference_attention(q, k, v, slot_list, [n - 1 for n in lens], d ** -0.5, None)
+    assert rel_error(out, ref) < BF16_TOL
+
+
 def _paged(k: torch.Tensor, v: torch.Tensor, block_size: int, seed: int
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The same cache as block pools with the blocks scattered in random order (plus spare

@@ -19,6 +19,9 @@ class DecodeLaunch:
     block_n: int  # keys per iteration; splits are whole blocks
     warps: int
     stages: int
+    # The fewest key blocks a split takes: at a short context fewer splits then hold keys
+    # (the rest stay empty), each with more of them.
+    min_blocks: int = 1
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,14 @@ def decode_launch(batch: int, kv_heads: int, num_sms: int) -> DecodeLaunch:
     With many programs per SM (batch 256 x 8 KV heads on 132 SMs), 32-key blocks on two
     warps, three stages deep, read 7-9% faster at 600-token contexts than 64-key blocks on
     four warps (more small programs resident per SM keep more loads in flight), and match
-    them at 2,048; at batch 64 (four programs per SM) they were as fast or slower."""
+    them at 2,048; at batch 64 (four programs per SM) they were as fast or slower.
+    At batch 1 a split takes at least two blocks: the splits of a short context then
+    fill the chip about once instead of twice, and each program's fixed cost (the rotary,
+    the partial result and its merge) is paid half as often (Llama-2-7B at 512 tokens:
+    128 programs of two blocks beat 256 of one, 3.655 vs 3.721 ms a step)."""
     if batch * kv_heads >= 8 * num_sms:
         return DecodeLaunch(block_n=32, warps=2, stages=3)
-    return DecodeLaunch(block_n=64, warps=4, stages=2)
+    return DecodeLaunch(block_n=64, warps=4, stages=2, min_blocks=2 if batch == 1 else 1)
 
 
 # Tokens per program of the warp-specialized Gluon prefill kernel (``gluon_prefill.py``):

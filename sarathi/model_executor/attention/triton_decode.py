@@ -49,6 +49,17 @@ def _rope(base, d, mask, c, s, split_stride, SPLITS: tl.constexpr, dt: tl.conste
 
 
 @triton.jit
+def _split_size(n, lo, num_splits, BLOCK_N: tl.constexpr, MIN_BLOCKS: tl.constexpr):
+    """The first key of a sequence's splits and the keys each takes: its keys [lo, n) in
+    whole blocks from the block that holds lo, at least MIN_BLOCKS blocks a split, sized
+    from the sequence's own length so that the splits share its keys at any context. Splits
+    past the last key are empty; the decode kernel and the merge skip them alike."""
+    base = (lo // BLOCK_N) * BLOCK_N
+    size = tl.maximum(tl.cdiv(tl.cdiv(n - base, num_splits), BLOCK_N), MIN_BLOCKS) * BLOCK_N
+    return base, size
+
+
+@triton.jit
 def _decode_kernel(
     Q,
     KNew,
@@ -87,6 +98,7 @@ def _decode_kernel(
     GROUP: tl.constexpr,
     BLOCK_G: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    MIN_BLOCKS: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     HAS_WINDOW: tl.constexpr,
     SPLIT: tl.constexpr,
@@ -122,13 +134,14 @@ def _decode_kernel(
     lo = 0
     if HAS_WINDOW:
         lo = tl.maximum(n - window, 0)
-    # This split's share of the sequence's keys [lo, n), in whole blocks from the block
-    # that holds lo, sized from the sequence's own length: the splits share its keys at
-    # any context (rounding up to whole blocks can leave the last splits empty).
-    base = (lo // BLOCK_N) * BLOCK_N
-    size = tl.cdiv(tl.cdiv(n - base, num_splits), BLOCK_N) * BLOCK_N
+    base, size = _split_size(n, lo, num_splits, BLOCK_N, MIN_BLOCKS)
     start = tl.maximum(base + s * size, lo)
     end = tl.minimum(base + (s + 1) * size, n)
+    # An empty split (a context shorter than the graph's splits cover) writes nothing: the
+    # merge leaves it out. The first split always writes, so that every row has one.
+    if SPLIT:  # noqa: SIM102 - constexpr guard, as COUNTED above
+        if (s > 0) & (start >= end):
+            return
     k_base = K + kvh * stride_kh
     v_base = V + kvh * stride_vh
     pos = start + tl.arange(0, BLOCK_N)
@@ -257,14 +270,19 @@ def _merge_kernel(
     PartO,
     PartM,
     PartL,
+    Lens,
     Count,
     Out,
     stride_ob,
     stride_oh,
     num_heads,
     num_splits,
+    window,
     BLOCK_S: tl.constexpr,
     HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MIN_BLOCKS: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
     COUNTED: tl.constexpr,
     PDL: tl.constexpr,
 ):
@@ -274,9 +292,15 @@ def _merge_kernel(
     if COUNTED:  # noqa: SIM102 - constexpr guard, as in _decode_kernel
         if b >= tl.load(Count):
             return
+    n = tl.load(Lens + b).to(tl.int32)
+    lo = 0
+    if HAS_WINDOW:
+        lo = tl.maximum(n - window, 0)
+    base, size = _split_size(n, lo, num_splits, BLOCK_N, MIN_BLOCKS)
+    written = tl.maximum(tl.minimum(tl.cdiv(n - base, size), num_splits), 1)
     s = tl.arange(0, BLOCK_S)
     d = tl.arange(0, HEAD_DIM)
-    smask = s < num_splits
+    smask = s < written
     row = (b * num_heads + h) * num_splits + s
     m = tl.load(PartM + row, mask=smask, other=NEG_BIG)
     l_s = tl.load(PartL + row, mask=smask, other=0.0)
@@ -392,6 +416,7 @@ def decode_attention(
         GROUP=group,
         BLOCK_G=block_g,
         BLOCK_N=block_n,
+        MIN_BLOCKS=launch.min_blocks,
         HEAD_DIM=d,
         HAS_WINDOW=window is not None,
         SPLIT=splits > 1,
@@ -414,14 +439,19 @@ def decode_attention(
             part_o,
             part_m,
             part_l,
+            lens,
             cnt,
             out,
             out.stride(0),
             out.stride(1),
             hq,
             splits,
+            win,
             BLOCK_S=triton.next_power_of_2(splits),
             HEAD_DIM=d,
+            BLOCK_N=block_n,
+            MIN_BLOCKS=launch.min_blocks,
+            HAS_WINDOW=window is not None,
             COUNTED=counted,
             num_warps=4,
             **pdl_args,
