@@ -47,10 +47,12 @@ def decode_launch(batch: int, kv_heads: int, num_sms: int) -> DecodeLaunch:
     warps, three stages deep, read 7-9% faster at 600-token contexts than 64-key blocks on
     four warps (more small programs resident per SM keep more loads in flight), and match
     them at 2,048; at batch 64 (four programs per SM) they were as fast or slower.
-    At batch 1 a split takes at least two blocks: the splits of a short context then
-    fill the chip about once instead of twice, and each program's fixed cost (the rotary,
-    the partial result and its merge) is paid half as often (Llama-2-7B at 512 tokens:
-    128 programs of two blocks beat 256 of one, 3.655 vs 3.721 ms a step)."""
+    At batch 1 a split takes at least two blocks: a short context then fills the chip
+    about once instead of twice, and each program's fixed cost (the rotary, the partial
+    result and its merge) is paid half as often. H200 steps, same machine: Llama-2-7B at
+    512 tokens 3.71 vs 3.78 ms, at 4,096 unchanged; Llama-3-8B at 2,048 (8 KV heads)
+    4.19 vs 4.135 ms, a cost taken for the larger gain
+    (``benchmarks/results/b1_min_blocks_ab_h200.json``)."""
     if batch * kv_heads >= 8 * num_sms:
         return DecodeLaunch(block_n=32, warps=2, stages=3)
     return DecodeLaunch(block_n=64, warps=4, stages=2, min_blocks=2 if batch == 1 else 1)
