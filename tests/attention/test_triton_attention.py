@@ -200,10 +200,11 @@ def test_decode_splits_match_reference(batch: int, max_len: int, splits: int | N
 
 @pytest.mark.parametrize("batch,max_len,splits,min_blocks", [(1, 512, 9, 2), (1, 4096, 9, 2),
                                                              (3, 700, 9, 3), (2, 100, 64, 2)])
+@pytest.mark.parametrize("window", [None, 77])
 def test_decode_min_blocks_per_split_match_reference(batch: int, max_len: int, splits: int,
-                                                     min_blocks: int) -> None:
-    """Splits of at least ``min_blocks`` key blocks: at short contexts the later splits
-    stay empty and the merge must give them no weight."""
+                                                     min_blocks: int, window: int | None) -> None:
+    """Splits of at least ``min_blocks`` key blocks: at short contexts (and under a sliding
+    window) the later splits stay empty and the merge must leave them out."""
     from sarathi.model_executor.attention.launch import DecodeLaunch
     from sarathi.model_executor.attention.triton_decode import decode_attention
 
@@ -216,9 +217,9 @@ def test_decode_min_blocks_per_split_match_reference(batch: int, max_len: int, s
     out = torch.full_like(q, float("nan"))
     launch = DecodeLaunch(block_n=64, warps=4, stages=2, min_blocks=min_blocks)
     decode_attention(q, k, v, torch.tensor(slot_list, device="cuda"),
-                     torch.tensor(lens, device="cuda"), d ** -0.5, None, out, 132, splits,
+                     torch.tensor(lens, device="cuda"), d ** -0.5, window, out, 132, splits,
                      launch=launch)
-    ref = reference_attention(q, k, v, slot_list, [n - 1 for n in lens], d ** -0.5, None)
+    ref = reference_attention(q, k, v, slot_list, [n - 1 for n in lens], d ** -0.5, window)
     assert rel_error(out, ref) < BF16_TOL
 
 
