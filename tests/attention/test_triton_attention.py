@@ -176,46 +176,32 @@ def test_prefill_descriptor_loads_match_pointer_loads(layout: str, window: int |
         assert torch.equal(tiled, out), launch
 
 
-@pytest.mark.parametrize("batch,max_len,splits", [(1, 16384, None), (3, 4096, 7),
-                                                  (64, 2048, None), (5, 300, 1),
-                                                  # more splits than short contexts have blocks
-                                                  (2, 100, 64),
-                                                  # many programs per SM: 32-key blocks
-                                                  (256, 700, None), (256, 700, 3)])
-def test_decode_splits_match_reference(batch: int, max_len: int, splits: int | None) -> None:
+@pytest.mark.parametrize("batch,max_len,splits,min_blocks,window",
+                         [(1, 16384, None, None, None), (3, 4096, 7, None, None),
+                          (64, 2048, None, None, None), (5, 300, 1, None, None),
+                          # more splits than short contexts have blocks
+                          (2, 100, 64, None, None),
+                          # many programs per SM: 32-key blocks
+                          (256, 700, None, None, None), (256, 700, 3, None, None),
+                          # splits of at least min_blocks blocks: at short contexts (and
+                          # under a sliding window) the later splits stay empty and the
+                          # merge must leave them out
+                          (1, 512, 9, 2, None), (1, 512, 9, 2, 77), (1, 4096, 9, 2, None),
+                          (1, 4096, 9, 2, 77), (3, 700, 9, 3, None), (3, 700, 9, 3, 77),
+                          (2, 100, 64, 2, None), (2, 100, 64, 2, 77)])
+def test_decode_splits_match_reference(batch: int, max_len: int, splits: int | None,
+                                       min_blocks: int | None, window: int | None) -> None:
+    from sarathi.model_executor.attention.launch import DecodeLaunch
     from sarathi.model_executor.attention.triton_decode import decode_attention
 
-    torch.manual_seed(batch * 1000 + max_len)
+    torch.manual_seed(batch * 1000 + max_len + (min_blocks or 0))
     hq, hkv, d = 32, 8, 128
     k, v = _cache("per_layer", batch + 2, max_len, hkv, d, torch.bfloat16)
     lens = [max_len] + [random.Random(i).randint(1, max_len) for i in range(batch - 1)]
     slot_list = list(range(2, batch + 2))
     q = torch.randn(batch, hq, d, dtype=torch.bfloat16, device="cuda")
     out = torch.full_like(q, float("nan"))  # poison: every element must be written
-    decode_attention(q, k, v, torch.tensor(slot_list, device="cuda"),
-                     torch.tensor(lens, device="cuda"), d ** -0.5, None, out, 132, splits)
-    ref = reference_attention(q, k, v, slot_list, [n - 1 for n in lens], d ** -0.5, None)
-    assert rel_error(out, ref) < BF16_TOL
-
-
-@pytest.mark.parametrize("batch,max_len,splits,min_blocks", [(1, 512, 9, 2), (1, 4096, 9, 2),
-                                                             (3, 700, 9, 3), (2, 100, 64, 2)])
-@pytest.mark.parametrize("window", [None, 77])
-def test_decode_min_blocks_per_split_match_reference(batch: int, max_len: int, splits: int,
-                                                     min_blocks: int, window: int | None) -> None:
-    """Splits of at least ``min_blocks`` key blocks: at short contexts (and under a sliding
-    window) the later splits stay empty and the merge must leave them out."""
-    from sarathi.model_executor.attention.launch import DecodeLaunch
-    from sarathi.model_executor.attention.triton_decode import decode_attention
-
-    torch.manual_seed(batch * 1000 + max_len + min_blocks)
-    hq, hkv, d = 32, 32, 128
-    k, v = _cache("per_layer", batch + 2, max_len, hkv, d, torch.bfloat16)
-    lens = [max_len] + [random.Random(i).randint(1, max_len) for i in range(batch - 1)]
-    slot_list = list(range(2, batch + 2))
-    q = torch.randn(batch, hq, d, dtype=torch.bfloat16, device="cuda")
-    out = torch.full_like(q, float("nan"))
-    launch = DecodeLaunch(block_n=64, warps=4, stages=2, min_blocks=min_blocks)
+    launch = DecodeLaunch(64, 4, 2, min_blocks) if min_blocks else None
     decode_attention(q, k, v, torch.tensor(slot_list, device="cuda"),
                      torch.tensor(lens, device="cuda"), d ** -0.5, window, out, 132, splits,
                      launch=launch)

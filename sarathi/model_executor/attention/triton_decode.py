@@ -49,14 +49,21 @@ def _rope(base, d, mask, c, s, split_stride, SPLITS: tl.constexpr, dt: tl.conste
 
 
 @triton.jit
-def _split_size(n, lo, num_splits, BLOCK_N: tl.constexpr, MIN_BLOCKS: tl.constexpr):
-    """The first key of a sequence's splits and the keys each takes: its keys [lo, n) in
-    whole blocks from the block that holds lo, at least MIN_BLOCKS blocks a split, sized
-    from the sequence's own length so that the splits share its keys at any context. Splits
-    past the last key are empty; the decode kernel and the merge skip them alike."""
+def _splits(n, window, num_splits, BLOCK_N: tl.constexpr, MIN_BLOCKS: tl.constexpr,
+            HAS_WINDOW: tl.constexpr):  # fmt: skip
+    """How a sequence of ``n`` keys is split: its first key ``lo`` (the window's), the first
+    split's start ``base`` (the block that holds lo), the keys a split takes (whole blocks,
+    at least MIN_BLOCKS, sized from the sequence's own length so that the splits share its
+    keys at any context) and how many splits hold keys (at least one). The splits past
+    those are empty: the decode kernel writes nothing for them and the merge leaves them
+    out."""
+    lo = 0
+    if HAS_WINDOW:
+        lo = tl.maximum(n - window, 0)
     base = (lo // BLOCK_N) * BLOCK_N
     size = tl.maximum(tl.cdiv(tl.cdiv(n - base, num_splits), BLOCK_N), MIN_BLOCKS) * BLOCK_N
-    return base, size
+    used = tl.maximum(tl.minimum(tl.cdiv(n - base, size), num_splits), 1)
+    return lo, base, size, used
 
 
 @triton.jit
@@ -129,19 +136,14 @@ def _decode_kernel(
     # kernel (rotary + K/V write) writes only each sequence's newest position. So the first
     # key/value block loads now, without that position, and overlaps the previous kernel.
     # int64: a mega-layout slot offset overflows 32 bits on real model shapes.
-    slot = tl.load(Slots + b).to(tl.int64)
     n = tl.load(Lens + b).to(tl.int32)
-    lo = 0
-    if HAS_WINDOW:
-        lo = tl.maximum(n - window, 0)
-    base, size = _split_size(n, lo, num_splits, BLOCK_N, MIN_BLOCKS)
+    lo, base, size, used = _splits(n, window, num_splits, BLOCK_N, MIN_BLOCKS, HAS_WINDOW)
+    # An empty split (a context shorter than the graph's splits cover) writes nothing.
+    if s >= used:
+        return
+    slot = tl.load(Slots + b).to(tl.int64)
     start = tl.maximum(base + s * size, lo)
     end = tl.minimum(base + (s + 1) * size, n)
-    # An empty split (a context shorter than the graph's splits cover) writes nothing: the
-    # merge leaves it out. The first split always writes, so that every row has one.
-    if SPLIT:  # noqa: SIM102 - constexpr guard, as COUNTED above
-        if (s > 0) & (start >= end):
-            return
     k_base = K + kvh * stride_kh
     v_base = V + kvh * stride_vh
     pos = start + tl.arange(0, BLOCK_N)
@@ -293,14 +295,10 @@ def _merge_kernel(
         if b >= tl.load(Count):
             return
     n = tl.load(Lens + b).to(tl.int32)
-    lo = 0
-    if HAS_WINDOW:
-        lo = tl.maximum(n - window, 0)
-    base, size = _split_size(n, lo, num_splits, BLOCK_N, MIN_BLOCKS)
-    written = tl.maximum(tl.minimum(tl.cdiv(n - base, size), num_splits), 1)
+    _, _, _, used = _splits(n, window, num_splits, BLOCK_N, MIN_BLOCKS, HAS_WINDOW)
     s = tl.arange(0, BLOCK_S)
     d = tl.arange(0, HEAD_DIM)
-    smask = s < written
+    smask = s < used
     row = (b * num_heads + h) * num_splits + s
     m = tl.load(PartM + row, mask=smask, other=NEG_BIG)
     l_s = tl.load(PartL + row, mask=smask, other=0.0)
