@@ -135,12 +135,12 @@ def _decode_kernel(
     # the step's inputs, written before that kernel started, and of the cache the previous
     # kernel (rotary + K/V write) writes only each sequence's newest position. So the first
     # key/value block loads now, without that position, and overlaps the previous kernel.
-    # int64: a mega-layout slot offset overflows 32 bits on real model shapes.
     n = tl.load(Lens + b).to(tl.int32)
     lo, base, size, used = _splits(n, window, num_splits, BLOCK_N, MIN_BLOCKS, HAS_WINDOW)
     # An empty split (a context shorter than the graph's splits cover) writes nothing.
     if s >= used:
         return
+    # int64: a mega-layout slot offset overflows 32 bits on real model shapes.
     slot = tl.load(Slots + b).to(tl.int64)
     start = tl.maximum(base + s * size, lo)
     end = tl.minimum(base + (s + 1) * size, n)
