@@ -18,7 +18,7 @@ from sarathi.entrypoints.openai_server.protocol_responses import (
     ResponseErrorInfo,
     ResponseObject,
 )
-from sarathi.entrypoints.openai_server.serving_common import sse
+from sarathi.entrypoints.openai_server.responding import sse
 from sarathi.entrypoints.openai_server.tools import ToolMode, ToolStream, is_json, tool_items
 from sarathi.outputs import CompletionOutput
 from sarathi.reasoning import SplitOutput

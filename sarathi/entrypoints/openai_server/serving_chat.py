@@ -34,27 +34,29 @@ from sarathi.entrypoints.openai_server.protocol import (
     TopLogprob,
 )
 from sarathi.entrypoints.openai_server.request_ids import response_id
-from sarathi.entrypoints.openai_server.serving_common import (
-    ENGINE_ERRORS,
+from sarathi.entrypoints.openai_server.responding import (
     SSE_DONE,
     ClientDisconnected,
-    ServerState,
     SSEResponse,
     StreamTally,
-    engine_error,
     final_output,
     json_in_pieces,
     json_off_loop,
     merge,
     off_loop_if_large,
+    sse,
+    unless_disconnected,
+    usage,
+)
+from sarathi.entrypoints.openai_server.serving_common import (
+    ENGINE_ERRORS,
+    ServerState,
+    engine_error,
     prompt_logprobs_body,
     prompt_logprobs_json,
     sampling_params,
-    sse,
     stream_failure,
     structured_outputs,
-    unless_disconnected,
-    usage,
 )
 from sarathi.entrypoints.openai_server.tools import (
     ToolMode,

@@ -74,6 +74,12 @@ from sarathi.entrypoints.openai_server.protocol_responses import (
     ResponseUsage,
     TextConfig,
 )
+from sarathi.entrypoints.openai_server.responding import (
+    ClientDisconnected,
+    SSEResponse,
+    final_output,
+    unless_disconnected,
+)
 from sarathi.entrypoints.openai_server.responses_output import (
     StreamEvents,
     failure,
@@ -82,13 +88,9 @@ from sarathi.entrypoints.openai_server.responses_output import (
 from sarathi.entrypoints.openai_server.serving_chat import PreparedChat, new_tokens, prepare_chat
 from sarathi.entrypoints.openai_server.serving_common import (
     ENGINE_ERRORS,
-    ClientDisconnected,
     ServerState,
-    SSEResponse,
     engine_error,
-    final_output,
     stream_failure,
-    unless_disconnected,
 )
 from sarathi.entrypoints.openai_server.stored_responses import STORE_FLAGS, Keeping, keeping
 
