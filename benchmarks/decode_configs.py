@@ -58,7 +58,7 @@ def _case(
     slots = torch.arange(b, dtype=torch.int32, device="cuda")
     lens = torch.full((b,), ctx, dtype=torch.int32, device="cuda")
     rows = []
-    default = decode_launch(b, hkv, sms)
+    default = decode_launch(b, hkv, hq // hkv, sms)
     for launch in LAUNCHES:
         block_n = launch.block_n
         for splits in splits_list:

@@ -138,7 +138,8 @@ class Setup:
         if graph:  # as the engine's graphs capture it
             sms = torch.cuda.get_device_properties(0).multi_processor_count
             kv = self.shape.num_kv_heads
-            launch = FixedLaunch(decode_launch(b, kv, sms), decode_splits(b, kv, sms))
+            group = self.shape.num_heads // kv
+            launch = FixedLaunch(decode_launch(b, kv, group, sms), decode_splits(b, kv, sms))
         meta = AttentionMetadata(
             slot_of_token=slots,
             positions=torch.full((b,), ctx, device=dev),

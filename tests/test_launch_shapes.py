@@ -24,12 +24,13 @@ def test_decode_splits_fill_the_chip_twice_and_no_more(batch: int, kv_heads: int
 
 
 def test_decode_launch_shapes_are_what_was_measured() -> None:
-    many = decode_launch(256, 8, 132)  # 2,048 programs: 32-key blocks on two warps
-    few = decode_launch(64, 8, 132)  # 512 programs
+    many = decode_launch(256, 8, 4, 132)  # 2,048 programs: 32-key blocks on two warps
+    few = decode_launch(64, 8, 4, 132)  # 512 programs
     assert (many.block_n, many.warps, many.stages) == (32, 2, 3)
     assert (few.block_n, few.warps, few.stages) == (64, 4, 2)
     assert many.min_blocks == few.min_blocks == 1
-    assert decode_launch(1, 32, 132).min_blocks == 2  # batch 1: two blocks a split at least
+    assert decode_launch(1, 32, 1, 132).min_blocks == 2  # batch 1: two blocks a split at least
+    assert decode_launch(1, 8, 4, 132).min_blocks == 1  # unless a block serves a query-head group
 
 
 @pytest.mark.parametrize("head_dim", [64, 128, 256])

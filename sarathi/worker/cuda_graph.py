@@ -149,6 +149,7 @@ class StepGraphs:
         }
         self.sms = num_sms
         self.kv_heads = cache.layer(0)[0].shape[2]
+        self.group = model.shape.num_heads // model.shape.num_kv_heads  # query heads per KV head
         self._decode: dict[int, _Graph] = {}
         self._mixed: dict[int, _Graph] = {}
         self.lm_head_in_graph = self._lm_head_in_graph()
@@ -222,7 +223,7 @@ class StepGraphs:
 
     def _decode_launch(self, decodes: int) -> DecodeLaunch:
         """The decode kernel's launch shape for a graph with room for ``decodes``."""
-        return decode_launch(decodes, self.kv_heads, self.sms)
+        return decode_launch(decodes, self.kv_heads, self.group, self.sms)
 
     def _mixed_forward(self, m: MixedShape) -> torch.Tensor:
         v = self.buffers.view

@@ -41,21 +41,24 @@ class PrefillLaunch:
     tma: bool = True
 
 
-def decode_launch(batch: int, kv_heads: int, num_sms: int) -> DecodeLaunch:
-    """The decode kernel's launch shape for a batch (``benchmarks/decode_configs.py``, H200).
+def decode_launch(batch: int, kv_heads: int, group: int, num_sms: int) -> DecodeLaunch:
+    """The decode kernel's launch shape for a batch of ``batch`` sequences with ``kv_heads``
+    KV heads, each shared by ``group`` query heads (``benchmarks/decode_configs.py``, H200).
     With many programs per SM (batch 256 x 8 KV heads on 132 SMs), 32-key blocks on two
     warps, three stages deep, read 7-9% faster at 600-token contexts than 64-key blocks on
     four warps (more small programs resident per SM keep more loads in flight), and match
     them at 2,048; at batch 64 (four programs per SM) they were as fast or slower.
-    At batch 1 a split takes at least two blocks: a short context then fills the chip
-    about once instead of twice, and each program's fixed cost (the rotary, the partial
-    result and its merge) is paid half as often. H200 steps, same machine: Llama-2-7B at
-    512 tokens 3.71 vs 3.78 ms, at 4,096 unchanged; Llama-3-8B at 2,048 (8 KV heads)
-    4.19 vs 4.135 ms, a cost taken for the larger gain
-    (``benchmarks/results/b1_min_blocks_ab_h200.json``)."""
+    At batch 1 without grouped query heads a split takes at least two blocks: a short
+    context then fills the chip about once instead of twice, and each program's fixed cost
+    (the rotary, the partial result and its merge) is paid half as often. Where a block
+    serves a group of query heads, one block a split is faster. H200 steps, same machine,
+    two sessions: Llama-2-7B (no groups) at 512 tokens 3.68-3.71 ms with two blocks vs
+    3.74-3.78 with one, at 4,096 unchanged; Llama-3-8B (groups of 4) at 2,048 4.10-4.135 ms
+    with one vs 4.15-4.19 with two (``benchmarks/results/b1_min_blocks_ab_h200.json``)."""
     if batch * kv_heads >= 8 * num_sms:
         return DecodeLaunch(block_n=32, warps=2, stages=3)
-    return DecodeLaunch(block_n=64, warps=4, stages=2, min_blocks=2 if batch == 1 else 1)
+    min_blocks = 2 if batch == 1 and group == 1 else 1
+    return DecodeLaunch(block_n=64, warps=4, stages=2, min_blocks=min_blocks)
 
 
 # Tokens per program of the warp-specialized Gluon prefill kernel (``gluon_prefill.py``):

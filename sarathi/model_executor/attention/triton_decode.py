@@ -349,7 +349,7 @@ def decode_attention(
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
     group = hq // hkv
-    launch = launch or decode_launch(b, hkv, num_sms)
+    launch = launch or decode_launch(b, hkv, group, num_sms)
     block_n = launch.block_n
     splits = splits or decode_splits(b, hkv, num_sms)
     block_g = max(16, triton.next_power_of_2(group))
