@@ -6,7 +6,7 @@ import copy
 import json
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -201,6 +201,9 @@ class SamplingParams:
     # string but one): set by ``verify``, plain fields since every step reads them.
     stop_list: tuple[str, ...] = field(default=(), init=False, repr=False)
     stop_hold: int = field(default=0, init=False, repr=False)
+    # ``allowed_token_ids`` as a set, set by ``verify``: the engine checks every sampled
+    # token against it (``banned_by_options``).
+    allowed_set: frozenset[int] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.verify()
@@ -379,6 +382,8 @@ class SamplingParams:
             )
         ):
             raise bad("allowed_token_ids", "must be a non-empty list of token ids")
+        allowed = self.allowed_token_ids
+        self.allowed_set = None if allowed is None else frozenset(allowed)
         if self.structured_outputs is not None and not isinstance(
             self.structured_outputs, StructuredOutputsParams
         ):
@@ -418,6 +423,12 @@ class SamplingParams:
         )
 
     @property
+    def bans_tokens(self) -> bool:
+        """Whether its options ban tokens (allowed_token_ids, min_tokens, bad_words), so
+        that they may leave a step no token to sample."""
+        return self.allowed_set is not None or self.min_tokens > 0 or bool(self.bad_words_token_ids)
+
+    @property
     def needs_history(self) -> bool:
         """Whether sampling reads the exact tokens so far: penalties, and bad words of more
         than one token (their last token is banned only after the others)."""
@@ -444,3 +455,58 @@ def _as_float(value: Any) -> Any:
     if isinstance(value, numbers.Real) and not isinstance(value, bool | int | float):
         return float(value)
     return value
+
+
+def bad_word_bans(
+    words: list[list[int]], history: Sequence[int] | None, prompt_len: int
+) -> list[int]:
+    """The tokens that would complete a bad word now: a one-token word's token always, a
+    longer word's last token when the tokens generated just before it are the word's others
+    (``history``: every token so far, prompt first; needed when a word is longer than one
+    token)."""
+    bans = []
+    for word in words:
+        head = word[:-1]
+        if head:
+            assert history is not None
+            start = len(history) - len(head)
+            if start < prompt_len or list(history[start:]) != head:
+                continue
+        bans.append(word[-1])
+    return bans
+
+
+def first_token_bans(p: SamplingParams, eos_ids: Collection[int]) -> set[int]:
+    """The tokens a request's own options ban as its first output token: its one-token bad
+    words, and, while min_tokens is unmet, its stop token ids and (unless ignore_eos) the
+    end of text."""
+    banned = {w[0] for w in p.bad_words_token_ids if len(w) == 1}
+    if p.min_tokens > 0:
+        banned.update(p.stop_token_ids)
+        if not p.ignore_eos:
+            banned.update(eos_ids)
+    return banned
+
+
+def banned_by_options(
+    p: SamplingParams,
+    token: int,
+    num_output: int,
+    eos_ids: Collection[int],
+    history: Sequence[int] | None,
+    prompt_len: int,
+) -> bool:
+    """Whether the request's own options (allowed_token_ids, min_tokens, bad_words) banned
+    ``token`` as output token ``num_output`` (0-based), after ``history`` (every token
+    before it; read only for bad words longer than one token). The sampler sets a banned
+    token's logit to -inf, so one is sampled only from a row the options left no token:
+    the output cannot go on."""
+    if p.allowed_set is not None and token not in p.allowed_set:
+        return True
+    if num_output < p.min_tokens and (
+        token in p.stop_token_ids or (not p.ignore_eos and token in eos_ids)
+    ):
+        return True
+    return bool(p.bad_words_token_ids) and token in bad_word_bans(
+        p.bad_words_token_ids, history, prompt_len
+    )

@@ -76,3 +76,45 @@ def test_bad_words_are_validated_and_need_a_tokenizer():
     llm = LLM(model="demo", skip_tokenizer_init=True)
     with pytest.raises(RequestError, match="bad_words"):
         llm.engine.add_request([5, 6, 7], SamplingParams(bad_words=["ab"]))
+
+
+def test_options_that_leave_no_first_token_are_refused(engines):
+    """allowed_token_ids all banned at the first step (one-token bad words; the end of text
+    and stop token ids while min_tokens is unmet): the sampler's row is all -inf, and its
+    draw, token 0, was emitted though it is not allowed. Refused when the request is added."""
+    llm = engines[False]
+    (single,) = llm.get_tokenizer().encode("ab", add_special_tokens=False)
+    eos = llm.get_tokenizer().eos_token_id
+    for params in (
+        SamplingParams(max_tokens=4, allowed_token_ids=[single], bad_words=["ab"]),
+        SamplingParams(max_tokens=4, allowed_token_ids=[eos], min_tokens=2),
+        SamplingParams(max_tokens=4, allowed_token_ids=[7], stop_token_ids=[7], min_tokens=1),
+    ):
+        with pytest.raises(RequestError, match="allowed_token_ids leaves no token"):
+            llm.engine.add_request("x", params)
+    # The end of text is allowed once min_tokens is met, or with ignore_eos when it is not.
+    ok = SamplingParams(max_tokens=4, allowed_token_ids=[eos], min_tokens=2, ignore_eos=True)
+    (out,) = llm.generate(["x"], ok, use_tqdm=False)
+    assert out.outputs[0].token_ids == [eos] * 4 and out.outputs[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_options_that_leave_no_token_later_end_with_an_error(engines, overlap):
+    """allowed_token_ids=[z] with the bad word "zz": z is allowed first, then banned, and
+    nothing is left. The output ends "error" after its one valid token, not with a token
+    outside allowed_token_ids; the same where min_tokens bans the end of text meanwhile."""
+    llm = engines[overlap]
+    tok = llm.get_tokenizer()
+    z = tok.encode("zz", add_special_tokens=False)[0]
+    eos = tok.eos_token_id
+    for extra in ({"ignore_eos": True}, {"min_tokens": 3, "allowed_token_ids": [z, eos]}):
+        params = {"allowed_token_ids": [z], "bad_words": ["zz"], "max_tokens": 6, "n": 2}
+        params.update(extra)
+        (out,) = llm.generate(["x"], SamplingParams(**params), use_tqdm=False)
+        for c in out.outputs:  # the banned draw is not part of the output
+            assert c.token_ids == [z] and c.finish_reason == "error", c
+            assert c.text == "z"
+        assert out.error is not None and "no token was left to sample at output token 2" in (
+            out.error
+        )
+    assert not llm.engine.has_unfinished_requests()

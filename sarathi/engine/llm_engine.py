@@ -42,7 +42,7 @@ from sarathi.executor import StepHandle, WorkerError, create_executor
 from sarathi.model_executor.model_shape import ModelShape
 from sarathi.outputs import RequestOutput
 from sarathi.reasoning import ReasoningParser, make_reasoning_parser
-from sarathi.sampling_params import SamplingParams
+from sarathi.sampling_params import SamplingParams, first_token_bans
 from sarathi.sequence import PENDING_TOKEN, Request, Sequence
 from sarathi.structured_output import StructuredOutputManager
 from sarathi.transformers_utils.detokenizer import streaming_decoder
@@ -328,12 +328,21 @@ class LLMEngine:
     def validate_params(self, params: SamplingParams) -> None:
         """Token ids a request names must be the model's: out-of-range ids in logit_bias or
         allowed_token_ids would otherwise be dropped (all of allowed_token_ids: every logit
-        masked, and token 0 sampled). Its logprobs are within max_logprobs."""
+        masked, and token 0 sampled). allowed_token_ids must leave a first token to sample
+        (a later step they leave none ends the request with an error). Its logprobs are
+        within max_logprobs."""
         for name, ids in (
             ("logit_bias", params.logit_bias or ()),
             ("allowed_token_ids", params.allowed_token_ids or ()),
         ):
             self._check_in_vocab(ids, f"{name} has token ids", name)
+        allowed, eos_ids = params.allowed_set, self.output_processor.eos_ids
+        if allowed is not None and allowed <= first_token_bans(params, eos_ids):
+            raise RequestError(
+                "allowed_token_ids leaves no token to sample: each is a one-token bad word or, "
+                "while min_tokens is unmet, the end of text or a stop token id",
+                "allowed_token_ids",
+            )
         self.check_logprobs(params.logprobs, "logprobs")
         self.check_logprobs(params.prompt_logprobs, "prompt_logprobs")
 

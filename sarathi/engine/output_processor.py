@@ -27,6 +27,7 @@ its text is the same and the per-token cost is gone.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,11 +36,14 @@ from sarathi.core.scheduler_output import PromptLogprobs, StepResult, TokenLogpr
 from sarathi.engine.logprob_store import LogprobStore
 from sarathi.engine.stats import EngineStats
 from sarathi.outputs import CompletionOutput, Logprob, RequestOutput
+from sarathi.sampling_params import banned_by_options
 from sarathi.sequence import Request, Sequence
 from sarathi.transformers_utils.detokenizer import incremental_detokenizer
 
 if TYPE_CHECKING:
     from adaptivocab import IncrementalDecoder, PatchTokenizer
+
+logger = logging.getLogger("sarathi")
 
 
 @dataclass
@@ -130,7 +134,8 @@ class OutputProcessor:
     ) -> StepOutcome:
         """``seqs[i]`` sampled ``result.token_ids[i]`` for its token ``indices[i]``;
         ``failed``: sequences (by id) whose output constraint failed on this token, with the
-        reason: they end with finish reason "error", and their request's output carries it."""
+        reason: they end before it with finish reason "error", and their request's output
+        carries the reason. So do sequences whose own options banned the token."""
         now = time.monotonic() if now is None else now
         outcome = StepOutcome()
         touched: dict[str, Request] = {}
@@ -142,15 +147,23 @@ class OutputProcessor:
         for i, (seq, token) in enumerate(zip(seqs, result.token_ids, strict=True)):
             if seq.finished:  # stopped (or aborted) while this step ran: drop its token
                 continue
-            kept += 1
             out = states[seq.seq_id]
             index = indices[i]
+            req = seq.request
+            touched[req.request_id] = req
+            error = failed.get(seq.seq_id) if failed else None
+            if error is None and seq.params.bans_tokens:
+                error = self._left_no_token(seq, token, index)
+            if error is not None:
+                self._end_with_error(seq, out, index, error)
+                outcome.stopped.append(seq)
+                continue
+            kept += 1
             if index < len(seq.token_ids):  # fill in the placeholder
                 seq.token_ids[index] = token
                 seq.num_pending -= 1
             else:
                 seq.token_ids.append(token)
-            req = seq.request
             m = req.metrics
             if m.first_token_time is None:
                 m.first_token_time = now
@@ -160,10 +173,8 @@ class OutputProcessor:
                 if lp is not None:
                     out.cumulative_logprob += lp.logprob
                     out.logprobs.append(token, lp)
-            error = failed.get(seq.seq_id) if failed else None
-            if self._check_stop(seq, out, token, index, error):
+            if self._check_stop(seq, out, token, index):
                 outcome.stopped.append(seq)
-            touched[req.request_id] = req
         self.stats.generation_tokens += kept
         for req in touched.values():
             finished = self._done(req)
@@ -197,11 +208,47 @@ class OutputProcessor:
         states = self._seqs
         return all(states[s.seq_id].finish_reason is not None for s in req.seqs)
 
-    def _check_stop(
-        self, seq: Sequence, out: SequenceOutput, token: int, index: int, error: str | None
-    ) -> bool:
-        """Whether ``token`` ends the sequence, and if so its finish; ``error``: its output
-        constraint failed on this token, which ends it with finish reason "error"."""
+    def _left_no_token(self, seq: Sequence, token: int, index: int) -> str | None:
+        """Why ``token`` ends the sequence with an error, where the request's own options
+        banned it: they left the step no token to sample (the sampler then draws from a
+        row of -inf), and the output cannot go on within them."""
+        p = seq.params
+        num_output = index - seq.prompt_len
+        long_words = any(len(w) > 1 for w in p.bad_words_token_ids)
+        history = seq.token_ids[:index] if long_words else None
+        if not banned_by_options(p, token, num_output, self.eos_ids, history, seq.prompt_len):
+            return None
+        logger.warning("request %s: its options left no token to sample", seq.request.request_id)
+        return (
+            f"no token was left to sample at output token {num_output + 1}: "
+            "allowed_token_ids, bad_words and min_tokens (which bans the end of text and "
+            "stop_token_ids until it is met) together banned every token"
+        )
+
+    def _end_with_error(self, seq: Sequence, out: SequenceOutput, index: int, error: str) -> None:
+        """End the sequence before its token at ``index``, which broke its constraint: the
+        output holds what came before it, with finish reason "error"."""
+        del seq.token_ids[index:]
+        seq.num_pending = 0
+        if self._decoder is not None and seq.params.detokenize:
+            if out.detok is None:
+                out.text = self._whole_text(seq, drop_last=False)
+            else:
+                out.text += out.detok.flush()
+        out.finish_reason, out.stop_reason, out.error = "error", None, error
+
+    def _whole_text(self, seq: Sequence, drop_last: bool) -> str:
+        """The sequence's output text decoded at once (``drop_last``: without its last
+        token)."""
+        assert self._decoder is not None
+        detok = incremental_detokenizer(
+            self._decoder, seq.request.prompt_token_ids, seq.params.skip_special_tokens
+        )
+        ids = seq.output_ids
+        return detok.step(ids[:-1] if drop_last else ids) + detok.flush()
+
+    def _check_stop(self, seq: Sequence, out: SequenceOutput, token: int, index: int) -> bool:
+        """Whether ``token`` ends the sequence, and if so its finish."""
         p = seq.params
         prev_len = len(out.text)
         if out.detok is not None:
@@ -210,9 +257,7 @@ class OutputProcessor:
         reason: str | None = None
         stop_reason: int | str | None = None
         token_stop = False  # EOS or a stop token id: its own text is left out (vLLM's rule)
-        if error is not None:
-            reason = "error"
-        elif n_out >= p.min_tokens:
+        if n_out >= p.min_tokens:
             if not p.ignore_eos and token in self.eos_ids:
                 reason, token_stop = "stop", True
                 # vLLM's rule: the extra EOS ids of generation_config.json act as stop
@@ -250,14 +295,10 @@ class OutputProcessor:
                     or self._decoder.decode([token], skip_special_tokens=p.skip_special_tokens)
                 )
             ):
-                detok = incremental_detokenizer(
-                    self._decoder, seq.request.prompt_token_ids, p.skip_special_tokens
-                )
-                ids = seq.output_ids
-                out.text = detok.step(ids[:-1] if hide else ids) + detok.flush()
+                out.text = self._whole_text(seq, drop_last=hide)
             elif not isinstance(stop_reason, str):
                 out.text += out.detok.flush()
-        out.finish_reason, out.stop_reason, out.error = reason, stop_reason, error
+        out.finish_reason, out.stop_reason = reason, stop_reason
         return True
 
     def _count_base_tokens(self, req: Request, patch: PatchTokenizer) -> None:

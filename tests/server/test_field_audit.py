@@ -3,6 +3,8 @@ is dropped silently. Unknown fields are accepted (clients send extras) and logge
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sarathi.entrypoints.openai_server.field_audit import (
@@ -239,6 +241,29 @@ def test_bad_words_are_taken_and_checked(http):
         assert r.json()["error"]["param"].startswith("bad_words"), r.text
 
 
+def test_options_that_leave_no_token_are_a_400_never_a_token_they_ban(http):
+    """allowed_token_ids that bad_words or min_tokens ban entirely: a 400 naming
+    allowed_token_ids before anything runs where the first token has none left; where a
+    later one has none ("zz" bans z after z), a 400 output_constraint_failed, or in a
+    stream an error event, and never a token outside allowed_token_ids."""
+    (z,) = set(http.post("/tokenize", json={"prompt": "zz"}).json()["tokens"])
+    body = {"prompt": "x", "max_tokens": 4, "allowed_token_ids": [z]}
+    for first in ({"bad_words": ["z"]}, {"stop_token_ids": [z], "min_tokens": 2}):
+        r = http.post("/v1/completions", json={**body, **first})
+        assert r.status_code == 400, (first, r.text)
+        assert r.json()["error"]["param"] == "allowed_token_ids", r.text
+    later = {**body, "bad_words": ["zz"], "ignore_eos": True}
+    r = http.post("/v1/completions", json=later)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "output_constraint_failed" and "no token was left" in err["message"]
+    with http.stream("POST", "/v1/completions", json={**later, "stream": True}) as resp:
+        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and '"output_constraint_failed"' in events[-2], events
+    texts = "".join(c["text"] for e in events[:-2] for c in json.loads(e)["choices"])
+    assert texts == "z", events
+
+
 # Every field of OpenAI's request bodies (openai-python's CompletionCreateParams and
 # CompletionCreateParams of chat), and the vLLM extras of its OpenAI server.
 OPENAI_COMPLETIONS = """model prompt best_of echo frequency_penalty logit_bias logprobs max_tokens n
@@ -286,7 +311,9 @@ def _fields(model) -> set[str]:
 def test_every_openai_and_vllm_field_is_honoured_or_refused(module, model_name, names):
     import importlib
 
-    model = getattr(importlib.import_module(f"sarathi.entrypoints.openai_server.{module}"), model_name)
+    model = getattr(
+        importlib.import_module(f"sarathi.entrypoints.openai_server.{module}"), model_name
+    )
     if model_name == "ResponsesRequest":
         refused, accepted = set(RESPONSES_UNSUPPORTED), RESPONSES_ACCEPTED
     else:

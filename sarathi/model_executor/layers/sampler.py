@@ -29,7 +29,7 @@ import torch
 from sarathi.core.scheduler_output import PromptLogprobs, StepResult, TokenLogprobs, TokenMasks
 from sarathi.model_executor.kernel_switches import triton_installed
 from sarathi.model_executor.layers import race_sample
-from sarathi.sampling_params import SamplingParams
+from sarathi.sampling_params import SamplingParams, bad_word_bans
 
 
 @dataclass
@@ -251,7 +251,7 @@ class Sampler:
             if p.bad_words_token_ids:
                 banned = [
                     t
-                    for t in _bad_word_bans(p.bad_words_token_ids, r.history, r.prompt_len)
+                    for t in bad_word_bans(p.bad_words_token_ids, r.history, r.prompt_len)
                     if t < vocab
                 ]
                 if banned:
@@ -302,22 +302,6 @@ class Sampler:
         if greedy is not None:
             sampled = torch.where(greedy, logits.argmax(dim=-1), sampled)
         return sampled
-
-
-def _bad_word_bans(words: list[list[int]], history: list[int] | None, prompt_len: int) -> list[int]:
-    """The tokens that would complete a bad word now: a one-token word's token always, a
-    longer word's last token when the tokens generated just before it are the word's others
-    (``history`` is kept whenever a word is longer than one token)."""
-    bans = []
-    for word in words:
-        head = word[:-1]
-        if head:
-            assert history is not None
-            start = len(history) - len(head)
-            if start < prompt_len or history[start:] != head:
-                continue
-        bans.append(word[-1])
-    return bans
 
 
 def _logprobs(
