@@ -109,6 +109,20 @@ def test_tokenize_refuses_a_prompt_and_messages_together(http):
     assert err["param"] in ("prompt", "messages") and "not both" in err["message"], err
 
 
+def test_tokenize_counts_text_longer_than_the_context_could_hold(http, server):
+    """/tokenize counts, it runs nothing: a document too long for the context (in bytes,
+    which completions refuse unread) is counted, as vLLM counts it, so that callers can
+    chunk it by the count. The body limit still bounds it."""
+    text = "hello " * 30_000
+    r = http.post("/tokenize", json={"prompt": text})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == len(body["tokens"]) > body["max_model_len"]
+    r = http.post("/tokenize", json={"messages": [{"role": "user", "content": text}]})
+    assert r.status_code == 200 and r.json()["count"] > body["count"], r.text
+    r = http.post("/v1/completions", json={"prompt": text, "max_tokens": 1})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+
 def test_tokenize_counts_a_chat_request_body_as_it_would_be_sent(http):
     """Clients count a chat request's prompt by sending its body to /tokenize: fields of the
     output there (tool_choice, max_completion_tokens, top_logprobs) do not change the prompt

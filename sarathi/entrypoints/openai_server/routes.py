@@ -305,7 +305,8 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
         s.require_tokenizer("messages")
         ids, _ = await chat_prompt(s, body)
     else:
-        ids = await s.encode(body.prompt, "prompt", body.add_special_tokens)
+        # Counted whatever its length, as vLLM's: callers chunk long documents by it.
+        ids = await s.encode(body.prompt, "prompt", body.add_special_tokens, any_length=True)
     strs = None
     if body.return_token_strs:
         # vLLM's token_strs: the tokenizer's strings of the ids (byte-level pieces as the

@@ -215,13 +215,13 @@ async def chat_prompt(
 ) -> tuple[list[int], dict[str, Any] | None]:
     """The prompt token ids of a chat request's messages, tools and documents, rendered in
     a worker thread, and the template variables they were rendered with; refused unread
-    (400) when their text alone is longer than the context could hold. /tokenize counts
-    with it, so its count is the chat route's prompt."""
+    (400) when their text alone is longer than the context could hold, unless it is to be
+    cut (truncate_prompt_tokens) or counted. /tokenize counts with it, so its count is the
+    chat route's prompt, whatever its length (the body limit still bounds it)."""
     tools = template_tools(req)
-    # A prompt that will be cut to its last tokens (chat's truncate_prompt_tokens) may be
-    # longer than the context; the body limit still bounds it.
+    counted = isinstance(req, TokenizeChatRequest)
     truncated = isinstance(req, ChatCompletionRequest) and req.truncate_prompt_tokens is not None
-    if not truncated:
+    if not (counted or truncated):
         state.check_prompt_bytes(
             sum(len(m.text().encode("utf-8")) for m in req.messages)
             + len(json.dumps([tools or [], req.documents or []]).encode("utf-8")),

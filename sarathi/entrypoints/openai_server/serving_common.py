@@ -172,13 +172,14 @@ class ServerState:
         return tok
 
     async def encode(
-        self, text: str, param: str, add_special_tokens: bool = True, truncated: bool = False
+        self, text: str, param: str, add_special_tokens: bool = True, any_length: bool = False
     ) -> list[int]:
-        """Token ids of a prompt, tokenized in a worker thread. ``truncated``: the prompt
-        will be cut to its last tokens (truncate_prompt_tokens), so text too long for the
-        context is not refused unread (the body limit still bounds it)."""
+        """Token ids of a prompt, tokenized in a worker thread. ``any_length``: text too
+        long for the context is tokenized too, not refused unread (the body limit still
+        bounds it): a prompt that will be cut to its last tokens (truncate_prompt_tokens),
+        or one /tokenize counts."""
         tok = self.require_tokenizer(param)
-        if not truncated:
+        if not any_length:
             self.check_text_size(text, param)
         return await asyncio.to_thread(
             lambda: list(tok.encode(text, add_special_tokens=add_special_tokens))
