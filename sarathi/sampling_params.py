@@ -201,9 +201,16 @@ class SamplingParams:
     # string but one): set by ``verify``, plain fields since every step reads them.
     stop_list: tuple[str, ...] = field(default=(), init=False, repr=False)
     stop_hold: int = field(default=0, init=False, repr=False)
-    # ``allowed_token_ids`` as a set, set by ``verify``: the engine checks every sampled
-    # token against it (``banned_by_options``).
-    allowed_set: frozenset[int] | None = field(default=None, init=False, repr=False)
+    # Derived by ``verify`` wherever the params are built (step messages leave them out):
+    # ``allowed_token_ids`` as a set, which the engine checks every sampled token against
+    # (``banned_by_options``), and whether the options ban tokens (allowed_token_ids,
+    # min_tokens, bad_words), so that they may leave a step no token to sample.
+    allowed_set: frozenset[int] | None = field(
+        default=None, init=False, repr=False, compare=False, metadata={"derived": True}
+    )
+    bans_tokens: bool = field(
+        default=False, init=False, repr=False, compare=False, metadata={"derived": True}
+    )
 
     def __post_init__(self) -> None:
         self.verify()
@@ -223,6 +230,9 @@ class SamplingParams:
         self.stop_token_ids = list(self.stop_token_ids or [])
         self._read_stops()
         self._validate()
+        self.bans_tokens = (
+            self.allowed_set is not None or self.min_tokens > 0 or bool(self.bad_words)
+        )
 
     def _read_stops(self) -> None:
         """Derive ``stop_list`` and ``stop_hold`` from ``stop`` (ValueError for a bad one)."""
@@ -421,12 +431,6 @@ class SamplingParams:
             or self.allowed_token_ids is not None
             or bool(self.bad_words_token_ids)
         )
-
-    @property
-    def bans_tokens(self) -> bool:
-        """Whether its options ban tokens (allowed_token_ids, min_tokens, bad_words), so
-        that they may leave a step no token to sample."""
-        return self.allowed_set is not None or self.min_tokens > 0 or bool(self.bad_words_token_ids)
 
     @property
     def needs_history(self) -> bool:

@@ -290,13 +290,18 @@ def _new_sequences_from_json(text: bytes, arrays: memoryview) -> list[NewSequenc
 
 def params_to_json(params: SamplingParams, arrays: _ArrayWriter | None = None) -> dict[str, Any]:
     """Every field of ``params`` (those the engine sets after construction included) as
-    JSON-ready values; ``params_from_json`` gives back an equal ``SamplingParams``. With
-    ``arrays``, long integer lists and integer-keyed dicts go there, not into the JSON."""
-    return {f.name: _to_json(getattr(params, f.name), arrays) for f in dataclasses.fields(params)}
+    JSON-ready values, but those ``verify`` derives (built again on the other side);
+    ``params_from_json`` gives back an equal ``SamplingParams``. With ``arrays``, long
+    integer lists and integer-keyed dicts go there, not into the JSON."""
+    return {f.name: _to_json(getattr(params, f.name), arrays) for f in _sent_fields()}
+
+
+def _sent_fields() -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(SamplingParams) if not f.metadata.get("derived")]
 
 
 def params_from_json(d: dict[str, Any], arrays: memoryview | None = None) -> SamplingParams:
-    fields = dataclasses.fields(SamplingParams)
+    fields = _sent_fields()
     names = {f.name for f in fields}
     if set(d) != names:
         raise ValueError(
