@@ -110,8 +110,7 @@ def test_echo_with_logprobs_covers_the_prompt_then_the_completion(client, offlin
     assert lp.token_logprobs[n:] == close
     for mine, theirs in zip(lp.top_logprobs[n:], plain.choices[0].logprobs.top_logprobs, strict=True):
         assert mine == pytest.approx(theirs, abs=1e-5)
-    lengths = [len(t) for t in lp.tokens]
-    assert lp.text_offset == [sum(lengths[:i]) for i in range(len(lengths))]
+    _assert_offsets_index(choice.text, lp.tokens, lp.text_offset)
     assert "prompt_logprobs" not in choice.model_extra or choice.prompt_logprobs is None
 
     # Streamed: the prompt's chunk first, the same logprobs and text in all.
@@ -187,3 +186,28 @@ def test_chat_echo_begins_the_reply_with_the_continued_message(client):
     # Without a generation prompt the user's message is the one continued.
     bare = {"add_generation_prompt": False, "ignore_eos": True}
     assert reply(prefill[:1], {**bare, "echo": True}) == "Hi" + reply(prefill[:1], bare)
+
+
+def _assert_offsets_index(text, tokens, offsets):
+    """Each token's text_offset is where it starts in the text; a token that writes part of
+    a character (U+FFFD) where that character starts."""
+    assert offsets == sorted(offsets) and len(offsets) == len(tokens)
+    for tok, at in zip(tokens, offsets, strict=True):
+        if "\ufffd" not in tok:
+            assert text.startswith(tok, at), (text, tokens, offsets)
+
+
+def test_text_offsets_of_characters_spelled_in_several_tokens(client):
+    """Byte-level tokens spell \u00e9 in two tokens and an emoji in four, each named U+FFFD:
+    offsets counted their names' lengths, so from the first such character on they ran past
+    the text (the prompt's "b" at character 3 was given 7)."""
+    prompt = "a\u00e9\U0001f600b"
+    kw = dict(model="demo", prompt=prompt, max_tokens=3, temperature=0, logprobs=0, echo=True)
+    got = client.completions.create(**kw)
+    lp, text = got.choices[0].logprobs, got.choices[0].text
+    assert lp.tokens[:8] == ["a"] + ["\ufffd"] * 6 + ["b"], lp.tokens
+    assert lp.text_offset[:8] == [0, 1, 1, 2, 2, 2, 2, 3]
+    _assert_offsets_index(text, lp.tokens, lp.text_offset)
+    chunks = [c.choices[0] for c in client.completions.create(stream=True, **kw)]
+    joined = [v for c in chunks if c.logprobs for v in c.logprobs.text_offset]
+    assert joined == lp.text_offset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import functools
 import time
@@ -87,24 +88,47 @@ async def _prompts(state: ServerState, req: CompletionRequest) -> list[_Prompt]:
     return out
 
 
+class _TextOffsets:
+    """Where each token of a choice starts in its text (OpenAI's ``text_offset``), token
+    after token, across a stream's chunks. A token whose text is U+FFFD alone or in part
+    may write part of a character (byte-level vocabularies spell one character in up to
+    four tokens): it starts where that character does, and the character counts once, when
+    its last byte comes, so offsets index the text as the client has it. Tokens named
+    "token_id:<id>" count their names, as vLLM's."""
+
+    def __init__(self, start: int = 0) -> None:
+        self.next = start
+        self._chars = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def take(self, state: ServerState, token_id: int, name: str, as_id: bool) -> int:
+        if not as_id and "\ufffd" in name:
+            at = self.next
+            self.next += len(self._chars.decode(bytes(state.token_bytes(token_id))))
+            return at
+        # Bytes of a character no token finished show as U+FFFD before this token.
+        self.next += len(self._chars.decode(b"", final=True))
+        at = self.next
+        self.next += len(name)
+        return at
+
+
 def _logprobs(
     state: ServerState,
     req: CompletionRequest,
     token_ids: list[int],
     entries: list[dict[int, Logprob] | None],
-    offset: int,
+    offsets: _TextOffsets,
 ) -> CompletionLogprobs:
     """Legacy-format logprobs of tokens with their entries (None: nothing scored the token,
-    as the prompt's first); offsets start at ``offset`` and run over the tokens' names (their
-    texts, or "token_id:<id>" with return_tokens_as_token_ids, as vLLM's)."""
+    as the prompt's first), named by their texts or "token_id:<id>" (vLLM's
+    return_tokens_as_token_ids); ``offsets`` gives their text offsets and moves past them."""
     k = req.logprobs or 0
     as_id = state.names_ids(req.return_tokens_as_token_ids)
     lp = CompletionLogprobs()
     for tid, entry in zip(token_ids, entries, strict=True):
         text = state.token_name(tid, as_id)
         lp.tokens.append(text)
-        lp.text_offset.append(offset)
-        offset += len(text)
+        lp.text_offset.append(offsets.take(state, tid, text, as_id))
         if entry is None:
             lp.token_logprobs.append(None)
             lp.top_logprobs.append(None)
@@ -122,10 +146,6 @@ def _logprobs(
 def _output_entries(c: CompletionOutput, start: int, end: int) -> list[dict[int, Logprob] | None]:
     have = c.logprobs or []
     return [have[pos] if pos < len(have) else None for pos in range(start, end)]
-
-
-def _end_offset(lp: CompletionLogprobs, start: int) -> int:
-    return lp.text_offset[-1] + len(lp.tokens[-1]) if lp.tokens else start
 
 
 def _prompt_logprobs_k(req: CompletionRequest) -> int | None:
@@ -265,11 +285,12 @@ def _full_body(
                 lp = None
                 if req.logprobs is not None:
                     ids, entries = c.token_ids, _output_entries(c, 0, len(c.token_ids))
-                    offset = len(prefix)
+                    offsets = _TextOffsets(len(prefix))
                     if req.echo:  # the prompt's tokens first, offsets running on
                         assert out.prompt_logprobs is not None
-                        ids, entries, offset = p.ids + ids, out.prompt_logprobs + entries, 0
-                    lp = _logprobs(state, req, ids, entries, offset)
+                        ids, entries = p.ids + ids, out.prompt_logprobs + entries
+                        offsets = _TextOffsets(0)
+                    lp = _logprobs(state, req, ids, entries, offsets)
                 yield CompletionChoice(
                     index=i * req.n + c.index,
                     text=prefix + c.text,
@@ -359,19 +380,16 @@ async def _stream(
             prompt_lp = _prompt_logprobs(state, req, prompts[i], out)
             if req.echo and req.logprobs is not None:
                 assert out.prompt_logprobs is not None
-                echoed = _logprobs(state, req, prompts[i].ids, out.prompt_logprobs, 0)
-                offsets[index] = _end_offset(echoed, 0)
+                offsets[index] = _TextOffsets(0)
+                echoed = _logprobs(state, req, prompts[i].ids, out.prompt_logprobs, offsets[index])
                 pieces.append(chunk(index, echo_texts[i], echoed, None, None, counted, prompt_lp))
                 prompt_lp = None
         lp = None
         end = len(c.token_ids)
         start = end - c.num_new_tokens
         if req.logprobs is not None:
-            offset = offsets.get(index, 0)
-            lp = _logprobs(
-                state, req, c.token_ids[start:end], _output_entries(c, start, end), offset
-            )
-            offsets[index] = _end_offset(lp, offset)
+            at = offsets.setdefault(index, _TextOffsets(0))
+            lp = _logprobs(state, req, c.token_ids[start:end], _output_entries(c, start, end), at)
         stop_reason = c.stop_reason if c.finished() else None
         pieces.append(
             chunk(
@@ -397,7 +415,7 @@ async def _stream(
     include_usage = include_usage or state.force_usage
     prompt_tokens = sum(len(p.ids) for p in prompts)
     tally = StreamTally()
-    offsets: dict[int, int] = {}  # choice -> text offset of its next token (logprobs)
+    offsets: dict[int, _TextOffsets] = {}  # choice -> its tokens' text offsets (logprobs)
     started: set[int] = set()  # choices that had a chunk made from an output
     ids_sent: set[int] = set()  # choices whose prompt_token_ids were sent (return_token_ids)
     try:
