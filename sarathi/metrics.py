@@ -311,7 +311,7 @@ class ServerMetrics:
 
     # -- exposition ------------------------------------------------------------------------
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(_WithoutCreated(self.registry))
 
     def adaptivocab_families(self, snap: EngineSnapshot) -> Iterable[Metric]:
         """AdaptiVocab: the reduction ratio, text capacity and tokens saved.
@@ -450,3 +450,17 @@ class _SnapshotCollector:
         # dashboards made from it) still plot.
         yield gauge("gpu_cache_usage_perc", "The same as kv_cache_usage_perc (older name).", usage)
         yield from self.metrics.adaptivocab_families(snap)
+
+
+class _WithoutCreated:
+    """A registry's families without their ``_created`` samples (when each counter and
+    histogram series was made), as vLLM exports them: they double the series a scraper
+    stores and say nothing a dashboard reads."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self.registry.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family

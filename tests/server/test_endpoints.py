@@ -374,6 +374,8 @@ def test_reset_prefix_cache(http, server):
     metrics = http.get("/metrics").text
     assert 'sarathi:prefix_cache_evictions_total{model_name="demo"}' in metrics
     assert 'sarathi:prefix_cache_hits_total{model_name="demo"}' in metrics
+    # As vLLM's: no "_created" series beside each counter and histogram.
+    assert "_created" not in metrics and "sarathi:e2e_request_latency_seconds_count" in metrics
 
 
 def test_truncate_prompt_tokens_keeps_the_prompts_last_tokens_as_vllm(http):
