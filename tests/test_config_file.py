@@ -64,6 +64,11 @@ def test_generate_takes_repeated_and_sampling_flags(tmp_path):
     assert args.prompt == ["Only"]  # replaced, not added to
 
 
+def test_quoted_yes_and_no_are_text(tmp_path):
+    path = _write(tmp_path, "prompt: x\nchoice: ['yes', 'no']\n")
+    assert _args("generate", "--config", path).choice == ["yes", "no"]
+
+
 def test_generate_runs_from_a_config(tmp_path, capsys):
     path = _write(tmp_path, "prompt: Hello\nmax-tokens: 2\nignore-eos: true\njson: true\n")
     assert main(["generate", "--config", path]) == 0
@@ -76,6 +81,9 @@ def test_generate_runs_from_a_config(tmp_path, capsys):
     ("config: other.yaml\n", "'config' is not a flag"),
     ("- a\n- b\n", "must be a mapping of flag names to values, not a list"),
     ("port: [1\n", "is not valid YAML"),
+    # YAML's yes / no are booleans: a text flag got "true" / "false" in their place.
+    ("served-model-name: yes\n", "served-model-name: got the boolean true"),
+    ("api-key: [k1, no]\n", "quote the value ('yes')"),
 ])  # fmt: skip
 def test_a_bad_file_is_an_error_naming_it(tmp_path, capsys, text, message):
     path = _write(tmp_path, text)

@@ -82,7 +82,11 @@ def _tokens(flag: str, action: argparse.Action, value: Any) -> list[str]:
 
 def _text(value: Any) -> str:
     if isinstance(value, bool):
-        return str(value).lower()
+        # Only switches take true or false; a text flag's "yes" would become "true".
+        raise ValueError(
+            f"got the boolean {str(value).lower()}: YAML reads unquoted yes, no, on, off, "
+            "true and false as booleans; quote the value ('yes') to pass it as text"
+        )
     if isinstance(value, list | dict):
         raise ValueError("takes plain values, not nested lists or mappings")
     return str(value)
