@@ -62,6 +62,8 @@ api-key: [key-1, key-2]       # several values: a list
 
 A flag on the command line wins over the file's (`serve MODEL` over its `model`); a key that
 is not one of the command's flags, or a value it does not take, is an error naming the file.
+YAML reads unquoted `yes`, `no`, `on`, `off`, `true` and `false` as booleans, which only
+switches take: quote them where a flag takes text (`choice: ['yes', 'no']`).
 """
 
 
