@@ -308,6 +308,21 @@ def test_a_port_out_of_range_is_a_clean_error():
 def test_generate_refuses_a_completion_that_cannot_fit_as_the_server_does():
     r = _call("generate", "--prompt", "hi", "--max-tokens", "5000")
     assert r.returncode == 2 and "context" in r.stderr and "Traceback" not in r.stderr
+    assert "--max-tokens is 5000" in r.stderr
+
+
+def test_a_prompt_that_cannot_fit_fails_alone():
+    """One long prompt stopped the whole batch, after the model had loaded, naming a
+    --max-tokens the user never gave (the default's 16)."""
+    long = "hello world " * 1500
+    r = _call("generate", "--prompt", long, "--prompt", "ok", "--json", "--max-tokens", "2")
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.returncode == 1 and [d["prompt"] for d in lines] == [long, "ok"]
+    assert "context of 2048" in lines[0]["error"] and lines[0]["outputs"] == []
+    assert lines[1]["error"] is None and len(lines[1]["outputs"][0]["token_ids"]) == 2
+    r = _call("generate", "--prompt", "ok", "--prompt", long)
+    assert r.returncode == 1 and "max_tokens is 16 (the default" in r.stderr
+    assert r.stdout.count("-" * 40) == 1  # the one output, in a batch of two
 
 
 def test_an_unreachable_hub_id_says_so():

@@ -88,42 +88,51 @@ def _generate(args: argparse.Namespace) -> int:
     # The model's max_new_tokens is a cap, as the server reads it: an output it bounds stops
     # at the end of the context instead.
     capped_by_model = args.sp_max_tokens is None and llm.engine.setup.max_new_tokens is not None
+    refused: dict[int, str] = {}  # prompt index -> why it is not run
     if params.max_tokens is not None and not capped_by_model:
-        # As the server answers: a completion that cannot fit is refused, not cut short.
+        # As the server answers: a completion that cannot fit is refused, not cut short;
+        # the other prompts still run.
         context = llm.engine.max_seq_len
-        for prompt in prompts:
+        asked = f"--max-tokens is {params.max_tokens}"
+        if args.sp_max_tokens is None:
+            asked = f"max_tokens is {params.max_tokens} (the default; --max-tokens sets it)"
+        for i, prompt in enumerate(prompts):
             n = len(llm.get_tokenizer().encode(prompt))
             if n + params.max_tokens > context:
-                print(
-                    f"error: the prompt {prompt[:40]!r} has {n} tokens and --max-tokens is "
-                    f"{params.max_tokens}: {n + params.max_tokens} tokens, more than this "
-                    f"model's context of {context}; lower --max-tokens or shorten the prompt",
-                    file=sys.stderr,
+                refused[i] = (
+                    f"the prompt {prompt[:40]!r} has {n} tokens and {asked}: "
+                    f"{n + params.max_tokens} tokens, more than this "
+                    f"model's context of {context}; lower --max-tokens or shorten the prompt"
                 )
-                return 2
-    outputs = llm.generate(prompts, params)
-    for out in outputs:
+    run = [prompt for i, prompt in enumerate(prompts) if i not in refused]
+    outputs = iter(llm.generate(run, params) if run else [])
+    failed = False
+    for i, prompt in enumerate(prompts):
+        out = None if i in refused else next(outputs)
+        error = refused[i] if out is None else out.error
+        failed = failed or error is not None
         if args.json:
+            choices = [] if out is None else out.outputs
             print(
                 json.dumps(
                     {
-                        "prompt": out.prompt,
-                        "error": out.error,
-                        "outputs": [
-                            _json_choice(c, params.logprobs is not None) for c in out.outputs
-                        ],
+                        "prompt": prompt,
+                        "error": error,
+                        "outputs": [_json_choice(c, params.logprobs is not None) for c in choices],
                     }
                 )
             )
             continue
-        if out.error:
-            print(f"error: {out.error}", file=sys.stderr)
+        if error is not None or out is None:
+            print(f"error: {error}", file=sys.stderr)
             continue
         for c in out.outputs:
             print(f"{out.prompt}{c.text}" if args.echo else c.text)
-            if len(outputs) > 1 or len(out.outputs) > 1:
+            if len(prompts) > 1 or len(out.outputs) > 1:
                 print("-" * 40)
-    return 1 if any(o.error for o in outputs) else 0
+    if not run:
+        return 2  # nothing could run: a usage error, as a bad flag is
+    return 1 if failed else 0
 
 
 def _read_prompt_file(path: str) -> list[str]:
