@@ -419,23 +419,23 @@ def _build(args: argparse.Namespace) -> None:
     patch, report = build_patch(base, corpus.train, config)
     tok = PatchTokenizer(base, patch)
     # The statistics size the engine's KV cache: say so when they come from the text the
-    # n-grams were chosen on (they were labelled held-in and overstated the reduction).
+    # n-grams were chosen on (they were labelled held-out and overstated the reduction).
     source = (
-        "training text (too few documents for a held-in split)"
-        if corpus.held_in_is_train
-        else "held-in split (1 in 10 documents by hash)"
+        "training text (too few documents for a held-out split)"
+        if corpus.held_out_is_train
+        else "held-out split (1 in 10 documents by hash)"
     )
-    stats = measure_reduction(tok, corpus.held_in, source=source, progress=not args.quiet)
+    stats = measure_reduction(tok, corpus.held_out, source=source, progress=not args.quiet)
     stats["build_seconds"] = time.perf_counter() - t0
     tok.reduction_stats = stats
     with atomic_output_dir(args.out, args.overwrite) as tmp:
         tok.save_pretrained(tmp)
     print(format_stats(stats))
     warn_if_longer(stats)
-    if corpus.held_in_is_train:
+    if corpus.held_out_is_train:
         print(
             f"warning: the corpus has too few documents (blank-line-separated paragraphs) for a "
-            "held-in split, so the reduction was measured on the training text and is "
+            "held-out split, so the reduction was measured on the training text and is "
             "optimistic; measure other domain text with `adaptivocab stats --patch-tokenizer "
             f"{args.out} --corpus FILE --write`",
             file=sys.stderr,
@@ -539,7 +539,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     if args.split == "held-out":
         corpus = load_corpus(args.corpus)
-        if corpus.held_in_is_train:
+        if corpus.held_out_is_train:
             # load_corpus then hands back the training text as the held-out split: scored in
             # silence, it was reported as held-out bits per byte of text finetune trains on.
             print(
@@ -549,7 +549,7 @@ def _eval(args: argparse.Namespace) -> None:
                 "--split all to score it knowingly",
                 file=sys.stderr,
             )
-        texts = take_bytes(corpus.held_in, args.max_bytes)
+        texts = take_bytes(corpus.held_out, args.max_bytes)
     else:
         texts = held_out_texts(args.corpus, args.split, args.max_bytes)
     result = score_folder(
@@ -568,7 +568,7 @@ def _eval(args: argparse.Namespace) -> None:
         print(
             f"bits/byte {result['bpb']:.4f}  tokens/byte {result['tokens_per_byte']:.4f}  "
             f"({result['tokens']:,} tokens, {result['bytes']:,} bytes, {result['documents']} "
-            f"documents, {result['tokenizer']} tokenizer)"
+            f"document{'' if result['documents'] == 1 else 's'}, {result['tokenizer']} tokenizer)"
         )
 
 

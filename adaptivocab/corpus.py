@@ -64,7 +64,7 @@ def split_documents(text: str) -> list[str]:
     return [block.strip("\n") for block in _BLANK_LINE.split(text) if block.strip()]
 
 
-def is_held_in(doc: str) -> bool:
+def is_held_out(doc: str) -> bool:
     """Deterministic 10% split by content hash (equal paragraphs land on the same side)."""
     digest = hashlib.blake2b(doc.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little") % HELD_IN_BUCKETS == 0
@@ -73,14 +73,14 @@ def is_held_in(doc: str) -> bool:
 @dataclass(frozen=True)
 class Corpus:
     train: list[str]  # used to count n-grams
-    held_in: list[str]  # kept aside for reduction statistics
+    held_out: list[str]  # kept aside for reduction statistics
     # True when the hash split left one side empty and both are the same text: statistics
-    # measured on held_in are then measured on the training text, and optimistic.
-    held_in_is_train: bool = False
+    # measured on held_out are then measured on the training text, and optimistic.
+    held_out_is_train: bool = False
 
     @property
     def num_chars(self) -> int:
-        return sum(len(d) for d in self.train) + sum(len(d) for d in self.held_in)
+        return sum(len(d) for d in self.train) + sum(len(d) for d in self.held_out)
 
 
 def load_documents(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -102,12 +102,12 @@ def load_corpus(paths: Sequence[str | os.PathLike[str]]) -> Corpus:
     train: list[str] = []
     held: list[str] = []
     for d in docs:
-        (held if is_held_in(d) else train).append(d)
+        (held if is_held_out(d) else train).append(d)
     if not held:
         # Too few paragraphs for a hash split: statistics fall back to the training text.
         held = list(train)
     if not train:
-        # Every document hashed into the held-in bucket (one big paragraph has a 1 in 10
+        # Every document hashed into the held-out bucket (one big paragraph has a 1 in 10
         # chance): counting and fine-tuning fall back to that text rather than to nothing.
         train = list(held)
-    return Corpus(train=train, held_in=held, held_in_is_train=train == held)
+    return Corpus(train=train, held_out=held, held_out_is_train=train == held)

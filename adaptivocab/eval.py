@@ -143,7 +143,7 @@ def held_out_texts(
 
     if split not in ("held-out", "all"):
         raise AdaptiVocabError(f"--split must be held-out or all, got {split!r}")
-    docs = load_corpus(paths).held_in if split == "held-out" else load_documents(paths)
+    docs = load_corpus(paths).held_out if split == "held-out" else load_documents(paths)
     return take_bytes(docs, max_bytes)
 
 

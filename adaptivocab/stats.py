@@ -29,9 +29,7 @@ def measure_reduction(
     if base_total == 0:
         raise AdaptiVocabError("the text has no tokens; pass a non-empty corpus")
     big = lengths >= MIN_DOC_TOKENS_FOR_SPREAD
-    per_doc = (
-        patched_len[big] / lengths[big] if big.any() else np.asarray([patched_total / base_total])
-    )
+    per_doc = patched_len[big] / lengths[big]
     chars = sum(len(d) for d in docs)
     nbytes = sum(len(d.encode("utf-8")) for d in docs)
     return {
@@ -46,16 +44,22 @@ def measure_reduction(
         "reduction": 1.0 - patched_total / base_total,
         "chars_per_base_token": chars / base_total,
         "chars_per_patched_token": chars / max(patched_total, 1),
-        "per_document": {
-            "min_base_tokens": MIN_DOC_TOKENS_FOR_SPREAD,
-            "documents": int(per_doc.size),
-            "mean": float(per_doc.mean()),
-            "std": float(per_doc.std()),
-            "p10": float(np.percentile(per_doc, 10)),
-            "p50": float(np.percentile(per_doc, 50)),
-            "p90": float(np.percentile(per_doc, 90)),
-        },
+        "per_document": _spread(per_doc),
     }
+
+
+def _spread(per_doc: np.ndarray) -> dict[str, Any]:
+    """The ratio's spread over the documents long enough to have one; its statistics are
+    None where none is."""
+    spread: dict[str, Any] = {
+        "min_base_tokens": MIN_DOC_TOKENS_FOR_SPREAD,
+        "documents": int(per_doc.size),
+    }
+    stats = ("mean", "std", "p10", "p50", "p90")
+    if not per_doc.size:
+        return spread | dict.fromkeys(stats)
+    values = (per_doc.mean(), per_doc.std(), *np.percentile(per_doc, [10, 50, 90]))
+    return spread | {k: float(v) for k, v in zip(stats, values, strict=True)}
 
 
 def format_stats(stats: dict[str, Any]) -> str:
@@ -72,7 +76,9 @@ def format_stats(stats: dict[str, Any]) -> str:
         (
             f"per-doc ratio (>= {spread['min_base_tokens']} tokens)",
             f"mean {spread['mean']:.3f} std {spread['std']:.3f} p10 {spread['p10']:.3f} "
-            f"p50 {spread['p50']:.3f} p90 {spread['p90']:.3f}",
+            f"p50 {spread['p50']:.3f} p90 {spread['p90']:.3f}"
+            if spread["documents"]
+            else "n/a: no document is that long",
         ),
     ]
     width = max(len(k) for k, _ in rows)

@@ -167,7 +167,7 @@ class PatchTokenizer:
 
     @property
     def reduction_ratio(self) -> float | None:
-        """Patched tokens / base tokens on the held-in split (None without stats)."""
+        """Patched tokens / base tokens on the held-out split (None without stats)."""
         if not self.reduction_stats:
             return None
         ratio = self.reduction_stats.get("ratio")

@@ -325,8 +325,8 @@ def main() -> int:
     base_tok = load_base_tokenizer(tok_dir)
     corpus = load_corpus([corpus_path])
     train_docs = take_bytes(corpus.train, p.train_bytes)
-    eval_texts = take_bytes(corpus.held_in, p.eval_bytes)
-    curve_texts = take_bytes(corpus.held_in, p.curve_bytes)
+    eval_texts = take_bytes(corpus.held_out, p.eval_bytes)
+    curve_texts = take_bytes(corpus.held_out, p.curve_bytes)
     print(
         f"{args.preset}: {len(train_docs)} training documents, scoring {len(eval_texts)} "
         f"held-out documents ({sum(len(t.encode()) for t in eval_texts):,} bytes) on {device}",
@@ -348,7 +348,7 @@ def main() -> int:
         )
         tok = PatchTokenizer(base_tok, patch)
         tok.reduction_stats = measure_reduction(
-            tok, corpus.held_in, source="held-out split", progress=False
+            tok, corpus.held_out, source="held-out split", progress=False
         )
         tok.reduction_stats["build_seconds"] = time.perf_counter() - t0
         tok.save_pretrained(patch_dir)

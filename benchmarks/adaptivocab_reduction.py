@@ -40,7 +40,7 @@ def best_of(fn, repeats: int = 3) -> float:
 
 def bench_corpus(base, path: Path, num_tokens: int, max_ngram: int) -> dict:
     corpus = load_corpus([path])
-    held = corpus.held_in
+    held = corpus.held_out
     result: dict = {
         "corpus": path.name,
         "train_docs": len(corpus.train),

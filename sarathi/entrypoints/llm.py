@@ -264,7 +264,7 @@ class LLM:
                         priority=priorities[i],
                     )
                 except RequestError as e:
-                    logger.warning("request %d failed: %s", i, e)
+                    logger.warning("request %s (prompt %d) failed: %s", rid, i, e)
                     results[rid] = _error_output(rid, prompt, str(e), p.n, engine.tokenizer)
         except BaseException:
             # Anything else (the tokenizer's own error, an interrupt) ends this call: the

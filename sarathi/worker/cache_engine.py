@@ -2,7 +2,7 @@
 
 The sizing rule (documented in docs/adaptivocab.md):
 
-- ``r`` is the tokenizer's measured reduction ratio (patched / base tokens on held-in
+- ``r`` is the tokenizer's measured reduction ratio (patched / base tokens on held-out
   domain text; 1 without a patch tokenizer). A typical request of ``expected_request_tokens``
   base tokens costs ``ceil(expected_request_tokens * r)`` cache tokens.
 - The physical page pool is the memory budget (``--kv-cache-memory``, else what the GPU has

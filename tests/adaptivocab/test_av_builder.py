@@ -187,16 +187,16 @@ def test_build_is_deterministic(bytelevel_base) -> None:
     assert a.ngrams == b.ngrams and a.removed == b.removed
 
 
-def test_a_corpus_whose_documents_all_hash_held_in_still_trains(tmp_path) -> None:
-    """One big paragraph lands in the held-in split one time in ten: the training text then
-    falls back to it, as the held-in text falls back to the training text."""
-    from adaptivocab.corpus import is_held_in, load_corpus
+def test_a_corpus_whose_documents_all_hash_held_out_still_trains(tmp_path) -> None:
+    """One big paragraph lands in the held-out split one time in ten: the training text then
+    falls back to it, as the held-out text falls back to the training text."""
+    from adaptivocab.corpus import is_held_out, load_corpus
 
-    doc = next(d for d in (f"document {i} " * 50 for i in range(200)) if is_held_in(d.strip()))
+    doc = next(d for d in (f"document {i} " * 50 for i in range(200)) if is_held_out(d.strip()))
     path = tmp_path / "onedoc.txt"
     path.write_text(doc.strip())
     corpus = load_corpus([path])
-    assert corpus.train and corpus.train == corpus.held_in
+    assert corpus.train and corpus.train == corpus.held_out
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -182,7 +182,7 @@ def test_build_on_too_few_documents_says_its_stats_are_from_training_text(
 
     # One long paragraph: the hash split leaves one side empty, so the statistics the engine
     # sizes its cache from are measured on the very text the n-grams were chosen on; they
-    # were labelled "held-in split".
+    # were labelled "held-out split".
     one = tmp_path / "one.txt"
     one.write_text(" ".join(d.replace("\n", " ") for d in synthetic_docs(400, seed=5)))
     out = tmp_path / "patch"
@@ -209,14 +209,14 @@ def test_build_on_a_patch_folder_says_it_builds_on_the_base(
     assert (out / "patch.json").read_text() == (plain / "patch.json").read_text()
 
 
-def test_build_with_a_held_in_split_says_so(bytelevel_dir, corpus_txt, tmp_path) -> None:
+def test_build_with_a_held_out_split_says_so(bytelevel_dir, corpus_txt, tmp_path) -> None:
     import json
 
     out = tmp_path / "patch"
     res = run("build", "--tokenizer", str(bytelevel_dir), "--corpus", str(corpus_txt),
               "--num-tokens", "20", "--out", str(out), "--quiet")
     assert res.returncode == 0, res.stderr
-    assert json.loads((out / "reduction_stats.json").read_text())["source"].startswith("held-in")
+    assert json.loads((out / "reduction_stats.json").read_text())["source"].startswith("held-out")
     assert "too few documents" not in res.stderr
 
 

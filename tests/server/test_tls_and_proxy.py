@@ -117,7 +117,7 @@ def _serve(*flags: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--ssl-keyfile", "key.pem"], "--ssl-keyfile need --ssl-certfile"),
+    (["--ssl-keyfile", "key.pem"], "--ssl-keyfile needs --ssl-certfile"),
     (["--ssl-ca-certs", "ca.pem", "--ssl-cert-reqs", "2"],
      "--ssl-ca-certs, --ssl-cert-reqs need --ssl-certfile"),
     (["--ssl-certfile", "cert.pem", "--ssl-cert-reqs", "1"], "needs --ssl-ca-certs"),

@@ -426,7 +426,8 @@ def check_tls(args: argparse.Namespace) -> None:
     if args.ssl_certfile is None:
         if given:
             flags = ", ".join("--" + n.replace("_", "-") for n in given)
-            raise ValueError(f"{flags} need --ssl-certfile (the server's certificate)")
+            verb = "needs" if len(given) == 1 else "need"
+            raise ValueError(f"{flags} {verb} --ssl-certfile (the server's certificate)")
         return
     if args.ssl_cert_reqs and not args.ssl_ca_certs:
         raise ValueError("--ssl-cert-reqs 1 or 2 needs --ssl-ca-certs to check clients against")
