@@ -30,6 +30,14 @@ def test_help_lists_subcommands():
         assert cmd in r.stdout
 
 
+def test_info_names_the_demo_model_s_folder(tmp_path):
+    """AdaptiVocab's commands take a model folder; the demo's was named only in serve's
+    start-up line."""
+    r = _run("info", env_extra={"SARATHI_CACHE": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert f"demo model: {tmp_path}/demo-" in r.stdout and "(built on first use)" in r.stdout
+
+
 def test_version_and_no_command():
     r = _run("--version")
     assert r.returncode == 0 and r.stdout.startswith("sarathi "), r

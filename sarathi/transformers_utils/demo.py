@@ -50,15 +50,25 @@ def cache_root() -> str:
     return os.path.expanduser(env("SARATHI_CACHE") or ENV_VARS["SARATHI_CACHE"].default)
 
 
-def demo_model_path() -> str:
-    """Folder of the demo model, building it the first time."""
-    corpus = (
+def _demo_corpus() -> str:
+    return (
         resources.files("sarathi.transformers_utils")
         .joinpath("demo_corpus.txt")
         .read_text(encoding="utf-8")
     )
-    key = hashlib.sha256(json.dumps([_VERSION, _CONFIG, _VOCAB, corpus]).encode()).hexdigest()[:12]
-    path = os.path.join(cache_root(), f"demo-{key}")
+
+
+def demo_model_folder() -> str:
+    """Where the demo model is, or will be once it is built (its name follows its recipe)."""
+    recipe = json.dumps([_VERSION, _CONFIG, _VOCAB, _demo_corpus()])
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    return os.path.join(cache_root(), f"demo-{key}")
+
+
+def demo_model_path() -> str:
+    """Folder of the demo model, building it the first time."""
+    corpus = _demo_corpus()
+    path = demo_model_folder()
     if os.path.isfile(os.path.join(path, "model.safetensors")):
         return path
     root = cache_root()
