@@ -462,6 +462,14 @@ def test_an_unreadable_schema_or_grammar_file_is_named_with_its_flag(tmp_path, c
         assert not out and f"{flag} '{binary}' is not UTF-8" in err, err
 
 
+def test_prompt_file_dash_reads_standard_input():
+    r = subprocess.run([sys.executable, "-m", "sarathi", "generate", "--prompt-file", "-",
+                        "--max-tokens", "1", "--json", "--max-model-len", "256"],
+                       input="first\r\n\nsecond\n", capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line)["prompt"] for line in r.stdout.splitlines()] == ["first", "second"]
+
+
 def test_prompt_file_gives_one_prompt_per_non_blank_line(tmp_path):
     import json
 

@@ -136,11 +136,16 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _read_prompt_file(path: str) -> list[str]:
-    """The prompts of --prompt-file, one per non-blank line. Errors name the flag, and a file
-    without prompts is one: it used to fall back to the example prompt without a word."""
+    """The prompts of --prompt-file, one per non-blank line ("-": standard input). Errors
+    name the flag, and a file without prompts is one: it used to fall back to the example
+    prompt without a word."""
     try:
-        with open(path, encoding="utf-8") as f:
-            prompts = [line.rstrip("\n") for line in f if line.strip()]
+        if path == "-":
+            lines = sys.stdin.buffer.read().decode("utf-8").splitlines()
+        else:
+            with open(path, encoding="utf-8") as f:
+                lines = [line.rstrip("\n") for line in f]
+        prompts = [line.rstrip("\r") for line in lines if line.strip()]
     except OSError as e:
         raise OSError(f"--prompt-file {path!r}: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
@@ -347,7 +352,8 @@ def build_parser() -> _Parser:
     gen = sub.add_parser("generate", help="Generate completions for prompts and print them.")
     gen.add_argument("--prompt", action="append", help="Prompt text (repeatable).")
     gen.add_argument(
-        "--prompt-file", help="File with one prompt per line (blank lines are skipped)."
+        "--prompt-file",
+        help="File with one prompt per line (blank lines are skipped); - reads standard input.",
     )
     gen.add_argument(
         "--echo",
