@@ -23,6 +23,15 @@ def llm(tiny_models):
     llm.engine.shutdown()
 
 
+def test_the_engine_s_model_config_gives_the_context_as_vllm_s(llm, tiny_models):
+    """vLLM scripts size prompts by llm.llm_engine.model_config.max_model_len; it was an
+    AttributeError."""
+    config = llm.llm_engine.model_config
+    assert config.max_model_len == llm.engine.setup.max_model_len > 0
+    assert config.model == tiny_models["llama"]
+    assert llm.llm_engine.get_model_config() == config
+
+
 def test_logprobs_name_their_tokens_as_vllm(llm):
     tok = llm.get_tokenizer()
     params = SamplingParams(temperature=0, max_tokens=4, logprobs=2, prompt_logprobs=1)

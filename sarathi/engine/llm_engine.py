@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sarathi.config import EngineConfig
+from sarathi.config import EngineConfig, ModelConfig
 from sarathi.core.prefix_cache import PrefixCache
 from sarathi.core.scheduler import Scheduler, SchedulerStep
 from sarathi.engine.model_setup import ModelSetup, resolve_chunk_size, resolve_model
@@ -203,6 +203,17 @@ class LLMEngine:
     def get_tokenizer(self) -> Any:
         """The tokenizer (None with --skip-tokenizer-init), as vLLM's engine hands it out."""
         return self.tokenizer
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """vLLM's ``llm_engine.model_config``: the model's options, with ``max_model_len`` the
+        context length in use (the model's, or --max-model-len's), which vLLM scripts read to
+        size their prompts."""
+        return replace(self.config.model, max_model_len=self.setup.max_model_len)
+
+    def get_model_config(self) -> ModelConfig:
+        """vLLM's ``get_model_config()``: ``model_config``."""
+        return self.model_config
 
     # -- requests ----------------------------------------------------------------------------
     def add_request(
