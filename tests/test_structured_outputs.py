@@ -446,3 +446,20 @@ def test_grammars_with_more_rules_than_llguidance_takes_are_refused(llm):
     spec = StructuredOutputsParams(grammar="start: r0\n" + rules)
     (out,) = llm.generate(["x"], SamplingParams(max_tokens=2, structured_outputs=spec))
     assert out.outputs[0].finish_reason == "error" and "more than 65000 rules" in out.error
+
+
+def test_gbnf_grammars_are_held_to_the_rules_their_converter_takes_in_time():
+    """llguidance's GBNF converter is Python holding the GIL, quadratic in a chain of rules:
+    4,000 took 10 s and 30,000 never ended, while every other request waited. Past
+    MAX_GBNF_RULES a GBNF grammar is refused at once, pointing to Lark."""
+    from sarathi.structured_output.compiler import MAX_GBNF_RULES, grammar_text
+
+    def chain(n: int) -> str:
+        rules = "\n".join(f'r{i} ::= "x{i}" r{i + 1} | "y"' for i in range(n))
+        return f'root ::= r0\n{rules}\nr{n} ::= "z"'
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=f"at most {MAX_GBNF_RULES} rules.*Lark"):
+        grammar_text(StructuredOutputsParams(grammar=chain(30_000)))
+    assert time.perf_counter() - t0 < 1
+    assert grammar_text(StructuredOutputsParams(grammar=chain(MAX_GBNF_RULES - 2)))
