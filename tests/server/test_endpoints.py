@@ -109,12 +109,28 @@ def test_tokenize_refuses_a_prompt_and_messages_together(http):
     assert err["param"] in ("prompt", "messages") and "not both" in err["message"], err
 
 
-def test_tokenize_counts_text_longer_than_the_context_could_hold(http, server):
+def test_tokenize_counts_text_longer_than_the_context_could_hold(http, server, monkeypatch):
     """/tokenize counts, it runs nothing: a document too long for the context (in bytes,
     which completions refuse unread) is counted, as vLLM counts it, so that callers can
-    chunk it by the count. The body limit still bounds it."""
+    chunk it by the count. The body limit still bounds it, and such text is tokenized on a
+    thread of its own (six 3.9 MB ones held every default thread, and every other request,
+    13 s)."""
+    import threading
+
+    tok = server.app.state.sarathi.tokenizer
+    threads = []
+    encode = tok.encode
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(tok, "encode", recorded)
+    assert http.post("/tokenize", json={"prompt": "short"}).status_code == 200
     text = "hello " * 30_000
     r = http.post("/tokenize", json={"prompt": text})
+    assert len(threads) == 2 and not threads[0].startswith("sarathi-long-text")
+    assert threads[1].startswith("sarathi-long-text"), threads
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["count"] == len(body["tokens"]) > body["max_model_len"]

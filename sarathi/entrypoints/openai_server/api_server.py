@@ -156,6 +156,7 @@ def build_app(engine: AsyncEngine | LLMEngine, args: argparse.Namespace) -> Fast
         await asyncio.to_thread(engine.shutdown)
         state.grammar_threads.shutdown(wait=False, cancel_futures=True)
         state.body_threads.shutdown(wait=False, cancel_futures=True)
+        state.long_text_threads.shutdown(wait=False, cancel_futures=True)
 
     docs: dict[str, Any] = (
         {"openapi_url": None, "docs_url": None, "redoc_url": None}

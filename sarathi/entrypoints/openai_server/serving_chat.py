@@ -221,12 +221,11 @@ async def chat_prompt(
     tools = template_tools(req)
     counted = isinstance(req, TokenizeChatRequest)
     truncated = isinstance(req, ChatCompletionRequest) and req.truncate_prompt_tokens is not None
+    size = sum(len(m.text().encode("utf-8")) for m in req.messages) + len(
+        json.dumps([tools or [], req.documents or []]).encode("utf-8")
+    )
     if not (counted or truncated):
-        state.check_prompt_bytes(
-            sum(len(m.text().encode("utf-8")) for m in req.messages)
-            + len(json.dumps([tools or [], req.documents or []]).encode("utf-8")),
-            "messages",
-        )
+        state.check_prompt_bytes(size, "messages")
     kwargs = request_template_kwargs(
         state.tokenizer,
         state.chat_template,
@@ -234,18 +233,20 @@ async def chat_prompt(
         req.reasoning_effort,
         {**state.default_template_kwargs, **(req.chat_template_kwargs or {})} or None,
     )
-    ids = await asyncio.to_thread(
-        chat_prompt_ids,
-        state.tokenizer,
-        req.messages,
-        state.chat_template,
-        req.add_generation_prompt,
-        req.continue_final_message,
-        req.add_special_tokens,
-        tools,
-        kwargs,
-        req.documents,
-        state.content_format,
+    ids = await state.off_loop(
+        lambda: chat_prompt_ids(
+            state.tokenizer,
+            req.messages,
+            state.chat_template,
+            req.add_generation_prompt,
+            req.continue_final_message,
+            req.add_special_tokens,
+            tools,
+            kwargs,
+            req.documents,
+            state.content_format,
+        ),
+        long=size > state.max_prompt_bytes,
     )
     return ids, kwargs
 

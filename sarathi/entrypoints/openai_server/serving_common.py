@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sarathi.engine.async_engine import (
     AsyncEngine,
@@ -40,6 +40,8 @@ from sarathi.reasoning import ReasoningParser
 from sarathi.sampling_params import SamplingParams, StructuredOutputsParams
 
 logger = logging.getLogger("sarathi.server")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -80,13 +82,18 @@ class ServerState:
     created: int = field(default_factory=lambda: int(time.time()))
     # Pools of their own for work that can take seconds, so that it waits for its like and
     # never holds the default pool, which tokenizes every prompt: grammars (a{900000} took
-    # 7 s to compile; eight such requests held every default thread) and large request
-    # bodies' parsing (routes.OffLoopJSONRequest). Shut down with the app.
+    # 7 s to compile; eight such requests held every default thread), large request
+    # bodies' parsing (routes.OffLoopJSONRequest), and text longer than the context taken
+    # whole (/tokenize, prompts to be cut by truncate_prompt_tokens: six 3.9 MB ones held
+    # the default pool 13 s), one at a time. Shut down with the app.
     grammar_threads: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="sarathi-grammar")
     )
     body_threads: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="sarathi-body")
+    )
+    long_text_threads: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="sarathi-long-text")
     )
     # Stored responses of the Responses API (store, previous_response_id, GET by id),
     # bounded by --responses-store-max-entries and --responses-store-max-mb.
@@ -181,9 +188,17 @@ class ServerState:
         tok = self.require_tokenizer(param)
         if not any_length:
             self.check_text_size(text, param)
-        return await asyncio.to_thread(
-            lambda: list(tok.encode(text, add_special_tokens=add_special_tokens))
+        return await self.off_loop(
+            lambda: list(tok.encode(text, add_special_tokens=add_special_tokens)),
+            long=len(text) > self.max_prompt_bytes,
         )
+
+    async def off_loop(self, work: Callable[[], T], long: bool) -> T:
+        """``work`` in a worker thread: the default pool's, or with ``long`` (text longer
+        than the context could hold) the long-text pool's, where it waits for its like."""
+        if not long:
+            return await asyncio.to_thread(work)
+        return await asyncio.get_running_loop().run_in_executor(self.long_text_threads, work)
 
     async def decode(self, ids: list[int]) -> str:
         """Text of token ids, decoded in a worker thread ("" without a tokenizer)."""
