@@ -238,6 +238,19 @@ def test_a_body_that_is_not_utf8_says_so(http, raw, where):
         assert where in err["message"] and "JSON" in err["message"], err
 
 
+def test_a_compressed_body_is_a_415_naming_its_encoding(http):
+    """A gzip body was read as it is: a 400 about byte 0x8b, not UTF-8."""
+    import gzip
+
+    raw = gzip.compress(b'{"prompt": "x", "max_tokens": 2}')
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+    err = _assert_error(http.post(COMPL, content=raw, headers=headers), 415, None)
+    assert "Content-Encoding 'gzip'" in err["message"], err
+    plain = {**headers, "content-encoding": "identity"}
+    resp = http.post(COMPL, content=b'{"prompt": "x", "max_tokens": 2}', headers=plain)
+    assert resp.status_code == 200, resp.text
+
+
 def test_a_utf8_byte_order_mark_is_taken(http):
     raw = b'\xef\xbb\xbf{"prompt": "x", "max_tokens": 2}'
     resp = http.post(COMPL, content=raw, headers={"content-type": "application/json"})

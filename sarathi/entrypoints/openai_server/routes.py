@@ -80,6 +80,13 @@ class OffLoopJSONRequest(Request):
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
+            encoding = self.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                # Read as it is, a gzip body was "not UTF-8 text (invalid start byte 0x8b)".
+                raise HTTPException(
+                    415,
+                    f"Content-Encoding {encoding!r} is not taken: send the JSON body as it is",
+                )
             body = await self.body()
             try:
                 if len(body) <= INLINE_BODY_BYTES:
