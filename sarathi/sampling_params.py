@@ -480,15 +480,18 @@ def bad_word_bans(
     return bans
 
 
+def min_tokens_bans(p: SamplingParams, eos_ids: Collection[int]) -> list[int]:
+    """The tokens min_tokens bans until it is met: the stop token ids and, unless
+    ignore_eos, the end of text (``eos_ids``)."""
+    return list(p.stop_token_ids) + ([] if p.ignore_eos else list(eos_ids))
+
+
 def first_token_bans(p: SamplingParams, eos_ids: Collection[int]) -> set[int]:
     """The tokens a request's own options ban as its first output token: its one-token bad
-    words, and, while min_tokens is unmet, its stop token ids and (unless ignore_eos) the
-    end of text."""
+    words, and, while min_tokens is unmet, what it bans."""
     banned = {w[0] for w in p.bad_words_token_ids if len(w) == 1}
     if p.min_tokens > 0:
-        banned.update(p.stop_token_ids)
-        if not p.ignore_eos:
-            banned.update(eos_ids)
+        banned.update(min_tokens_bans(p, eos_ids))
     return banned
 
 
@@ -507,9 +510,7 @@ def banned_by_options(
     the output cannot go on."""
     if p.allowed_set is not None and token not in p.allowed_set:
         return True
-    if num_output < p.min_tokens and (
-        token in p.stop_token_ids or (not p.ignore_eos and token in eos_ids)
-    ):
+    if num_output < p.min_tokens and token in min_tokens_bans(p, eos_ids):
         return True
     return bool(p.bad_words_token_ids) and token in bad_word_bans(
         p.bad_words_token_ids, history, prompt_len

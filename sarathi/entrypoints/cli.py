@@ -297,15 +297,14 @@ def _info(args: argparse.Namespace) -> int:
 
     import sarathi
     import vattention
-    from sarathi.transformers_utils.demo import demo_model_folder
+    from sarathi.transformers_utils.demo import demo_model_built, demo_model_folder
 
     print(f"sarathi {sarathi.__version__}")
     print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
     print(f"vattention backends: {', '.join(vattention.available_backends())}")
     # A Hugging Face folder like any other: `adaptivocab build --tokenizer` takes it.
     demo = demo_model_folder()
-    built = os.path.isfile(os.path.join(demo, "model.safetensors"))
-    print(f"demo model: {demo}{'' if built else ' (built on first use)'}")
+    print(f"demo model: {demo}{'' if demo_model_built(demo) else ' (built on first use)'}")
     return 0
 
 

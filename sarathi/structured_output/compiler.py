@@ -52,10 +52,15 @@ def grammar_text(spec: StructuredOutputsParams) -> str:
     if kind == "choice":
         lark = "start: " + " | ".join(json.dumps(c, ensure_ascii=False) for c in spec.choice or ())
         return llguidance.LLMatcher.grammar_from_lark(lark)
+    grammar = spec.grammar or ""
+    # Lark never writes "::=", so only GBNF has rules to count here.
+    if len(_GBNF_RULE.findall(grammar)) > MAX_GBNF_RULES:
+        raise ValueError(
+            f"a GBNF grammar takes at most {MAX_GBNF_RULES} rules (converting more takes "
+            f"seconds to minutes); write it in Lark, which takes up to {MAX_GRAMMAR_RULES}"
+        )
     try:
-        lark = _as_lark(spec.grammar or "")
-    except GrammarTooLarge:
-        raise
+        lark = _as_lark(grammar)
     except Exception as e:  # the converter raises bare Exceptions on GBNF it cannot read
         raise ValueError(f"the grammar is neither Lark nor GBNF: {e}") from e
     if len(_LARK_DEFINITION.findall(lark)) > MAX_GRAMMAR_RULES:
@@ -94,12 +99,6 @@ def lark_json(schema: dict[str, Any], closed: bool = True) -> str:
 # A GBNF rule definition ("root ::= ...", names of letters, digits, "_" and "-"); Lark never
 # writes "::=". llguidance's own test (any_to_lark: a line "start:" means Lark) took GBNF with a
 # rule named start ("start ::= ...") for Lark, and Lark's "?start:" / "!start:" for GBNF.
-class GrammarTooLarge(ValueError):
-    """A grammar past a size this server compiles."""
-
-
-# The most rules a GBNF grammar may have (see ``_as_lark``).
-MAX_GBNF_RULES = 1000
 _GBNF_RULE = re.compile(r"^[ \t]*[\w-]+[ \t]*::=", re.MULTILINE)
 _GBNF_START_RULE = re.compile(r"^[ \t]*start[ \t]*::=", re.MULTILINE)
 # GBNF's string literals, character classes and comments (where "start" is not a rule name),
@@ -114,14 +113,10 @@ def _as_lark(grammar: str) -> str:
     """``grammar`` in Lark: GBNF converted, Lark as it is. llguidance's GBNF converter is
     Python holding the GIL, and its time grows with the square of a chain of rules (1,000
     rules 0.55 s, 4,000 10 s, 30,000 never ended): every other request waited on it, so GBNF
-    takes at most MAX_GBNF_RULES rules, and larger grammars are written in Lark."""
+    takes at most MAX_GBNF_RULES rules (``grammar_text``), and larger grammars are written in
+    Lark."""
     if _GBNF_RULE.search(grammar) is None:
         return grammar
-    if len(_GBNF_RULE.findall(grammar)) > MAX_GBNF_RULES:
-        raise GrammarTooLarge(
-            f"a GBNF grammar takes at most {MAX_GBNF_RULES} rules (converting more takes "
-            f"seconds to minutes); write it in Lark, which takes up to {MAX_GRAMMAR_RULES}"
-        )
     if _GBNF_START_RULE.search(grammar) is not None:
         # The converter names GBNF's root rule "start", Lark's entry point, and refuses a
         # grammar with its own rule of that name ("Rule 'start' already exists"): rename it.
@@ -136,6 +131,8 @@ def _as_lark(grammar: str) -> str:
 # llguidance numbers a grammar's symbols in 16 bits (it refuses more, with a panic), and the
 # rules it resolves recursively are bounded with them, so the compile stack below suffices.
 MAX_GRAMMAR_RULES = 65_000
+# The most rules a GBNF grammar may have: llguidance converts GBNF to Lark (``_as_lark``).
+MAX_GBNF_RULES = 1000
 _LARK_DEFINITION = re.compile(r"^[ \t]*[?!]?[A-Za-z_]\w*(?:\.-?\d+)?[ \t]*:", re.MULTILINE)
 
 

@@ -65,11 +65,15 @@ def demo_model_folder() -> str:
     return os.path.join(cache_root(), f"demo-{key}")
 
 
+def demo_model_built(folder: str) -> bool:
+    """Whether the demo model's ``folder`` holds a whole model (it is renamed into place)."""
+    return os.path.isfile(os.path.join(folder, "model.safetensors"))
+
+
 def demo_model_path() -> str:
     """Folder of the demo model, building it the first time."""
-    corpus = _demo_corpus()
     path = demo_model_folder()
-    if os.path.isfile(os.path.join(path, "model.safetensors")):
+    if demo_model_built(path):
         return path
     root = cache_root()
     try:
@@ -84,12 +88,12 @@ def demo_model_path() -> str:
             "point SARATHI_CACHE at a writable folder"
         ) from e
     try:
-        vocab_size = _write_tokenizer(tmp, corpus)
+        vocab_size = _write_tokenizer(tmp, _demo_corpus())
         _write_model(tmp, vocab_size)
         try:
             os.rename(tmp, path)
         except OSError:
-            if not os.path.isfile(os.path.join(path, "model.safetensors")):
+            if not demo_model_built(path):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

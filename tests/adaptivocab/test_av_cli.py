@@ -96,16 +96,8 @@ def test_build_stats_end_to_end(bytelevel_dir, corpus_gz, tmp_path) -> None:
     )
     assert res.returncode == 0 and "ratio" in res.stdout
     assert f"wrote {out / 'reduction_stats.json'}" in res.stdout
-    res = run(
-        "stats",
-        "--patch-tokenizer",
-        str(out),
-        "--corpus",
-        str(corpus_gz),
-        "--write",
-        "--json",
-        "--quiet",
-    )
+    res = run("stats", "--patch-tokenizer", str(out), "--corpus", str(corpus_gz), "--write",
+              "--json", "--quiet")
     assert json.loads(res.stdout)["ratio"] > 0 and "wrote" in res.stderr
     # stats measures every document, build only the held-out tenth.
     assert (
@@ -202,15 +194,8 @@ def test_stats_write_replaces_a_corrupt_stats_file(
     shutil.copytree(bytelevel_patch_dir, folder)
     for bad in ("{not json", json.dumps({"ratio": -1})):
         (folder / "reduction_stats.json").write_text(bad)
-        res = run(
-            "stats",
-            "--patch-tokenizer",
-            str(folder),
-            "--corpus",
-            str(corpus_gz),
-            "--write",
-            "--quiet",
-        )
+        res = run("stats", "--patch-tokenizer", str(folder), "--corpus", str(corpus_gz),
+                  "--write", "--quiet")
         assert res.returncode == 0, res.stderr
         assert 0 < PatchTokenizer.from_pretrained(folder).reduction_ratio < 1
 
@@ -258,21 +243,9 @@ def test_ctrl_c_while_starting_exits_130_without_a_traceback(corpus_gz) -> None:
     # interrupted start, as one during the command is, not a traceback.
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "adaptivocab",
-            "stats",
-            "--patch-tokenizer",
-            "none",
-            "--corpus",
-            str(corpus_gz),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO,
-    )
+        [sys.executable, "-m", "adaptivocab", "stats", "--patch-tokenizer", "none",
+         "--corpus", str(corpus_gz)],
+        stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -294,17 +267,8 @@ def test_ctrl_c_during_finetune_exits_130_naming_the_checkpoint(
         )
 
     monkeypatch.setattr(adaptivocab.cli, "_finetune", interrupted)
-    res = run(
-        "finetune",
-        "--model",
-        "m",
-        "--patch-tokenizer",
-        "p",
-        "--corpus",
-        "c",
-        "--out",
-        str(tmp_path / "out"),
-    )
+    res = run("finetune", "--model", "m", "--patch-tokenizer", "p", "--corpus", "c",
+              "--out", str(tmp_path / "out"))
     assert res.returncode == 130, res.stderr
     assert "error" not in res.stderr and "--resume" in res.stderr, res.stderr
 
@@ -316,48 +280,21 @@ def test_a_patch_that_lengthens_the_text_is_warned_about(capsys):
     assert capsys.readouterr().err == ""
     warn_if_longer({"reduction": -0.389, "ratio": 1.389})
     err = capsys.readouterr().err
-    assert (
-        err.startswith("warning: the patch makes this text 38.9% longer") and "--num-tokens" in err
-    )
+    assert err.startswith("warning: the patch makes this text 38.9% longer") and "--num-tokens" in err
 
 
-@pytest.mark.parametrize(
-    "args, says",
-    [
-        (("build",), "the following arguments are required: --tokenizer"),
-        (
-            ("build", "--tokenizer", "t", "--corpus", "c", "--out", "o", "--num-tokens", "0"),
-            "argument --num-tokens: must be at least 1",
-        ),
-        (("frob",), "invalid choice: 'frob'"),
-        # Out of range, each was taken and did something else: a checkpoint every step, an lr
-        # that climbs past --lr, no warmup, no clipping.
-        *[
-            (
-                (
-                    "finetune",
-                    "--model",
-                    "m",
-                    "--patch-tokenizer",
-                    "p",
-                    "--corpus",
-                    "c",
-                    "--out",
-                    "o",
-                    flag,
-                    value,
-                ),
-                f"argument {flag}: must be",
-            )
-            for flag, value in (
-                ("--save-every", "-1"),
-                ("--min-lr-ratio", "5"),
-                ("--warmup-steps", "-5"),
-                ("--grad-clip", "-1"),
-            )
-        ],
-    ],
-)
+@pytest.mark.parametrize("args, says", [
+    (("build",), "the following arguments are required: --tokenizer"),
+    (("build", "--tokenizer", "t", "--corpus", "c", "--out", "o", "--num-tokens", "0"),
+     "argument --num-tokens: must be at least 1"),
+    (("frob",), "invalid choice: 'frob'"),
+    # Out of range, each was taken and did something else: a checkpoint every step, an lr
+    # that climbs past --lr, no warmup, no clipping.
+    *[(("finetune", "--model", "m", "--patch-tokenizer", "p", "--corpus", "c", "--out", "o",
+        flag, value), f"argument {flag}: must be")
+      for flag, value in (("--save-every", "-1"), ("--min-lr-ratio", "5"),
+                          ("--warmup-steps", "-5"), ("--grad-clip", "-1"))],
+])
 def test_a_usage_error_is_one_line(args, says):
     """As `sarathi`'s: argparse printed its whole usage block above the line that mattered."""
     res = run(*args)
@@ -366,18 +303,12 @@ def test_a_usage_error_is_one_line(args, says):
     assert len(lines) == 1 and says in lines[0] and "--help)" in lines[0], res.stderr
 
 
-@pytest.mark.parametrize(
-    "args, prog, unknown",
-    [
-        (
-            ("build", "--tokenizer", "t", "--corpus", "c", "--out", "o", "--numtokens", "3"),
-            "adaptivocab build",
-            "--numtokens 3",
-        ),
-        (("eval", "--model", "m", "--corpus", "c", "--what"), "adaptivocab eval", "--what"),
-        (("--bogus",), "adaptivocab", "--bogus"),
-    ],
-)
+@pytest.mark.parametrize("args, prog, unknown", [
+    (("build", "--tokenizer", "t", "--corpus", "c", "--out", "o", "--numtokens", "3"),
+     "adaptivocab build", "--numtokens 3"),
+    (("eval", "--model", "m", "--corpus", "c", "--what"), "adaptivocab eval", "--what"),
+    (("--bogus",), "adaptivocab", "--bogus"),
+])
 def test_an_unknown_flag_points_to_its_commands_help(args, prog, unknown):
     # It pointed to the top-level help, which lists the commands, not their flags.
     res = run(*args)

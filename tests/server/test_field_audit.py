@@ -311,9 +311,7 @@ def _fields(model) -> set[str]:
 def test_every_openai_and_vllm_field_is_honoured_or_refused(module, model_name, names):
     import importlib
 
-    model = getattr(
-        importlib.import_module(f"sarathi.entrypoints.openai_server.{module}"), model_name
-    )
+    model = getattr(importlib.import_module(f"sarathi.entrypoints.openai_server.{module}"), model_name)
     if model_name == "ResponsesRequest":
         refused, accepted = set(RESPONSES_UNSUPPORTED), RESPONSES_ACCEPTED
     else:

@@ -29,7 +29,7 @@ import torch
 from sarathi.core.scheduler_output import PromptLogprobs, StepResult, TokenLogprobs, TokenMasks
 from sarathi.model_executor.kernel_switches import triton_installed
 from sarathi.model_executor.layers import race_sample
-from sarathi.sampling_params import SamplingParams, bad_word_bans
+from sarathi.sampling_params import SamplingParams, bad_word_bans, min_tokens_bans
 
 
 @dataclass
@@ -245,7 +245,7 @@ class Sampler:
                     [float(p.logit_bias[t]) for t in ids], row.dtype, row.device
                 )
             if r.ban_eos:
-                banned = list(p.stop_token_ids) + ([] if p.ignore_eos else self.eos_ids)
+                banned = min_tokens_bans(p, self.eos_ids)
                 if banned:
                     row[_to_device(banned, torch.long, row.device)] = float("-inf")
             if p.bad_words_token_ids:
