@@ -328,7 +328,9 @@ class SchedulerConfig:
         "Which waiting request is admitted first, and which running one is preempted "
         "when the KV cache is full (vLLM's): 'fcfs' (arrival order; a request's priority "
         "must be 0) or 'priority' (the request's priority, lower first, then arrival; a "
-        "waiting request preempts running ones of a worse priority for memory or a slot).",
+        "waiting request preempts running ones of a worse priority for memory or a slot). "
+        "Under both, the server's clients (API keys, or addresses) take turns: one "
+        "client's queued requests do not hold another's behind them.",
         choices=("fcfs", "priority"),
     )
     chunk_size: int | None = _f(

@@ -90,6 +90,11 @@ class Request:
     # vLLM's request priority: under the priority scheduling policy a lower value is
     # admitted sooner and preempted later (the policy fcfs takes only 0).
     priority: int = 0
+    # Who sent it (the server's API key or the client's address; None offline): clients'
+    # requests take turns in the waiting queue (core/waiting_queue.py).
+    client: str | None = None
+    # Its place in that order, set when the scheduler queues it.
+    turn: int = 0
 
     def __post_init__(self) -> None:
         self.metrics = RequestMetrics(arrival_time=self.arrival_time)

@@ -113,3 +113,28 @@ def test_a_prefix_cache_reset_after_shutdown_raises_instead_of_hanging() -> None
     e.shutdown()
     with pytest.raises(EngineShuttingDown):
         asyncio.run(reset())
+
+
+def test_a_full_queue_lets_in_only_those_one_flooding_client_locks_out() -> None:
+    """With one client holding most of what is in flight, a client with nothing in flight
+    is taken past a full queue, and only one request of it; when the load comes from many
+    clients the bound holds for newcomers too."""
+    from sarathi.engine.async_engine import EngineOverloaded
+
+    e = AsyncEngine(LLMEngine(EngineConfig.from_kwargs(model="demo", max_model_len=256,
+                                                       max_num_seqs=2)))  # fmt: skip
+    bound = 4
+    e.admit(6, bound, "flood")  # two running, four waiting: full
+    with pytest.raises(EngineOverloaded):
+        e.admit(1, bound, "flood")
+    e.admit(1, bound, "victim")
+    with pytest.raises(EngineOverloaded):
+        e.admit(1, bound, "victim")
+    e.release(6, "flood")
+    e.release(1, "victim")
+    assert e.num_admitted == 0
+    for i in range(6):  # six clients, one request each: full, and none holds most of it
+        e.admit(1, bound, f"c{i}")
+    with pytest.raises(EngineOverloaded):
+        e.admit(1, bound, "newcomer")
+    e.engine.shutdown()

@@ -248,3 +248,67 @@ def test_an_aborted_waiting_sequence_leaves_the_priority_queue():
     s.finish(seqs[0])
     assert [x.seq_id for x in s.waiting] == [1, 2]
     assert [x.seq_id for x, _ in s.schedule().scheduled] == [1]
+
+
+def _client_seq(sid, client, n=1):
+    """A request of ``n`` samples from ``client``, its sequences in order."""
+    req = Request(f"r{sid}", None, [1, 2, 3], SamplingParams(n=n), client=client)
+    req.seqs.extend(Sequence(sid * 100 + i, i, req, [1, 2, 3], 3) for i in range(n))
+    return req.seqs
+
+
+@pytest.mark.parametrize("policy", ["fcfs", "priority"])
+def test_a_request_from_another_client_is_next_past_a_flood(policy):
+    """One client queues 20 requests; another's request, queued after them, is admitted at
+    the next free slot, not after the 20."""
+    s = Scheduler(SchedulerConfig(chunk_size=64, max_num_seqs=2, scheduling_policy=policy),
+                  _big(), 4096)
+    for sid in range(20):
+        s.add(_client_seq(sid, "flood")[0])
+    step = s.schedule()
+    assert [x.seq_id for x, _ in step.scheduled] == [0, 100]
+    _run(s, step)
+    s.add(_client_seq(99, "other")[0])
+    s.finish(s.running[0])
+    assert [x.seq_id for x, _ in s.schedule().scheduled if x.remaining == 3] == [9900]
+
+
+def test_clients_take_turns_by_samples():
+    """Queued at once, two clients' requests alternate, a request of n samples counting n;
+    one client alone is served in arrival order."""
+    s = Scheduler(SchedulerConfig(chunk_size=512), _big(), 4096)
+    for sid, client, n in [(0, "a", 2), (1, "a", 1), (2, "a", 1), (3, "b", 1), (4, "b", 1)]:
+        for seq in _client_seq(sid, client, n):
+            s.add(seq)
+    # a's first request takes turns 0-1, so b's two come before a's second.
+    assert [x.seq_id for x in s.waiting] == [0, 1, 300, 400, 100, 200]
+
+
+def test_a_client_cannot_bank_turns_while_idle():
+    """A client that queued nothing while others were served starts at the queue's clock."""
+    s = Scheduler(SchedulerConfig(chunk_size=512, max_num_seqs=1), _big(), 4096)
+    for sid in range(3):
+        s.add(_client_seq(sid, "a")[0])
+    for _ in range(3):
+        _run(s, s.schedule())
+        s.finish(s.running[0])
+    for sid in (3, 4, 5):
+        s.add(_client_seq(sid, "b")[0])
+    s.add(_client_seq(6, "a")[0])
+    # b's first request starts at the turn of the last one admitted (a's third), not at
+    # 0 ahead of everything; a's next comes after its third, beside b's second.
+    assert [x.request.turn for x in s.waiting] == [2, 3, 3, 4]
+    assert [x.seq_id for x in s.waiting] == [300, 400, 600, 500]
+
+
+def test_a_preempted_sequence_waits_ahead_of_later_requests():
+    cap = CacheCapacity(num_blocks=4, tokens_per_block=4, max_slots=8)
+    s = Scheduler(SchedulerConfig(chunk_size=64), cap, 4096)
+    a, b = _seq(0, 8, 0.0), _seq(1, 7, 1.0)
+    s.add(a)
+    s.add(b)
+    _run(s, s.schedule())
+    s.add(_seq(2, 4, 2.0))
+    step = s.schedule()
+    assert [x.seq_id for x in step.preempted] == [1]
+    assert [x.seq_id for x in s.waiting] == [1, 2]

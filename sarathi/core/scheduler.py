@@ -1,7 +1,7 @@
 """Which sequences run in the next step, and how many tokens each.
 
 ``sarathi`` (Sarathi-Serve's stall-free batching): one token budget per step; running decodes
-first (one token each), then the unfinished prefill chunks, then new requests in arrival
+first (one token each), then the unfinished prefill chunks, then new requests in queue
 order while the budget, the slots and the KV blocks allow. A long prompt is prefilled in
 chunks across steps, mixed with the decodes of the others.
 
@@ -10,19 +10,22 @@ the running decodes wait; otherwise a step of decodes.
 
 KV memory is counted in blocks (``tokens_per_block`` tokens of one slot in every layer; see
 the glossary in docs/architecture.md). When a running sequence cannot grow, the
-latest-arrived running sequence is preempted: its blocks are freed and it returns to the
-front of the queue, to be recomputed.
+latest-queued running sequence is preempted: its blocks are freed and it returns to the
+queue, ahead of everything queued after it, to be recomputed.
 No sequence is ever dropped.
 
-The scheduling policy (``--scheduling-policy``, vLLM's; ``core/waiting_queue.py``) orders
-both queues. ``fcfs``: arrival, as above. ``priority``: the request's priority (lower
-first), then arrival; running sequences are served in that order and the one preempted
-when a running sequence cannot grow is the latest of the worst priority. A waiting
-sequence, and a running one whose next prompt chunk does not fit, also preempt running
-sequences of a strictly worse priority (worst first) until their chunk fits, or for a
-slot when every slot is taken; never one of an equal or better priority. After a
-preemption a step admits only sequences of a better priority than every sequence it
-preempted, so a victim is not admitted back in the step that preempted it.
+Queue order is by turn (``core/waiting_queue.py``): requests take turns by client (the
+server's API key or the caller's address), so one client's flood does not hold another's
+request behind it; with one client, turns are arrival order. The scheduling policy
+(``--scheduling-policy``, vLLM's) orders both queues. ``fcfs``: by turn, as above.
+``priority``: the request's priority (lower first), then turn; running sequences are
+served in that order and the one preempted when a running sequence cannot grow is the
+latest of the worst priority. A waiting sequence, and a running one whose next prompt
+chunk does not fit, also preempt running sequences of a strictly worse priority (worst
+first) until their chunk fits, or for a slot when every slot is taken; never one of an
+equal or better priority. After a preemption a step admits only sequences of a better
+priority than every sequence it preempted, so a victim is not admitted back in the step
+that preempted it.
 
 With prefix caching (``core/prefix_cache.py``) a sequence admitted with cached leading blocks
 starts with them and prefills only the rest; a cached block is counted once however many
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 from sarathi.config import SchedulerConfig
 from sarathi.core.prefix_cache import CachedBlock, PrefixCache
 from sarathi.core.scheduler_output import NewSequence, ScheduledChunk, StepInput
-from sarathi.core.waiting_queue import queue_order
+from sarathi.core.waiting_queue import Turns, queue_order
 from sarathi.sequence import SeqStatus, Sequence
 
 
@@ -109,8 +112,9 @@ class Scheduler:
         self.capacity = capacity
         self.max_model_len = max_model_len
         self.max_running = min(config.max_num_seqs, capacity.max_slots)
-        # The running list is sorted by _order: arrival, or (priority, arrival).
+        # The running list is sorted by _order: turn, or (priority, turn).
         self.waiting, self._order = queue_order(config.scheduling_policy)
+        self.turns = Turns()
         self._by_priority = config.scheduling_policy == "priority"
         self.running: list[Sequence] = []
         # Blocks no running sequence holds; cached blocks no one uses are among them.
@@ -120,6 +124,9 @@ class Scheduler:
 
     # -- queue management ------------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
+        """Queue a new sequence; a request's samples are added together, first one first."""
+        if seq.index == 0:
+            self.turns.assign(seq.request)
         self.waiting.append(seq)
 
     def finish(self, seq: Sequence) -> None:
@@ -336,6 +343,7 @@ class Scheduler:
                     seq.num_computed = 0
                 break
             del self.waiting[i]
+            self.turns.admitted(seq)
             seq.status = SeqStatus.RUNNING
             bisect.insort(self.running, seq, key=self._order)
             self._grow(seq, seq.num_computed + n)

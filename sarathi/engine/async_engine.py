@@ -17,7 +17,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -79,6 +79,7 @@ class _Add:
     cache_salt: str | None = None
     delta: bool = False
     priority: int = 0
+    client: str | None = None
 
 
 @dataclass
@@ -115,8 +116,10 @@ class AsyncEngine:
         self._commands: deque[_Add | _Abort | _AbortAll | _ResetPrefixCache] = deque()
         self._stop = False
         self._closing: BaseException | None = None  # once set, new requests are refused
-        # Requests admitted by the server and not yet done; only the event loop changes it.
+        # Requests admitted by the server and not yet done, in all and by client; only the
+        # event loop changes them.
         self.num_admitted = 0
+        self._admitted_by: Counter[str | None] = Counter()
         self._error: BaseException | None = None
         self._idle = threading.Event()  # set while the loop thread waits with nothing to do
         self._thread: threading.Thread | None = None
@@ -164,34 +167,48 @@ class AsyncEngine:
             if self._closing is None:
                 self._closing = EngineShuttingDown(reason)
 
-    def admit(self, num_requests: int, max_waiting: int) -> None:
-        """Count ``num_requests`` more in (the engine's requests: one per sample, each takes a
-        slot of its own), or raise ``EngineOverloaded`` if ``max_waiting`` of them already
-        wait beyond the slots (0: no bound), and the usual errors if the engine is stopping
-        or dead. Call it on the event loop, before any await, and ``release`` the same number
-        once the requests are done.
+    def admit(self, num_requests: int, max_waiting: int, client: str | None = None) -> None:
+        """Count ``num_requests`` more in for ``client`` (the engine's requests: one per
+        sample, each takes a slot of its own), or raise ``EngineOverloaded`` if
+        ``max_waiting`` of them already wait beyond the slots (0: no bound), and the usual
+        errors if the engine is stopping or dead. Call it on the event loop, before any
+        await, and ``release`` the same number once the requests are done.
 
-        A request of several samples is refused only once the queue is full, never for its
-        own size: it may leave up to its samples (at most 128) beyond the bound, and a large
-        ``n`` is not starved by a queue that never empties below the bound."""
-        self.check_admission(max_waiting)
+        A full queue still takes a client with nothing in flight while another client holds
+        more than half of the requests in flight, so that one client's flood cannot lock
+        the others out (the queue's turns then serve them soon); the queue then passes the
+        bound by at most as many requests as that client holds. A request of several
+        samples is refused only once the queue is full, never for its own size: it may
+        leave up to its samples (at most 128) beyond the bound, and a large ``n`` is not
+        starved by a queue that never empties below the bound."""
+        self.check_admission(max_waiting, client)
         self.num_admitted += num_requests
+        self._admitted_by[client] += num_requests
 
-    def check_admission(self, max_waiting: int) -> None:
+    def check_admission(self, max_waiting: int, client: str | None = None) -> None:
         """Raise what ``admit`` would raise now, counting nothing in: a request about to be
         refused is refused before its prompt is tokenized or its grammar compiled."""
         self._refuse_if_stopping()
         # Beyond the slots, a request waits: counted against the fixed number of slots, not
         # the last step's count, so a burst into free slots is never refused.
         waiting = max(0, self.num_admitted - self.engine.scheduler.max_running)
-        if max_waiting and waiting >= max_waiting:
+        if max_waiting and waiting >= max_waiting and not self._locked_out(client):
             raise EngineOverloaded(
                 f"{waiting} requests are already waiting for a slot (the bound is "
                 f"{max_waiting}); retry shortly"
             )
 
-    def release(self, num_requests: int) -> None:
+    def _locked_out(self, client: str | None) -> bool:
+        """Whether ``client`` has nothing in flight and another holds most of it."""
+        if client in self._admitted_by:
+            return False
+        return 2 * max(self._admitted_by.values(), default=0) > self.num_admitted
+
+    def release(self, num_requests: int, client: str | None = None) -> None:
         self.num_admitted -= num_requests
+        left = self._admitted_by.pop(client, 0) - num_requests
+        if left > 0:
+            self._admitted_by[client] = left
 
     def begin_shutdown(self, reason: str = "the server is shutting down") -> None:
         """Refuse new requests and end every in-flight stream with an error (thread-safe)."""
@@ -233,8 +250,10 @@ class AsyncEngine:
         cache_salt: str | None = None,
         delta: bool = False,
         priority: int = 0,
+        client: str | None = None,
     ) -> AsyncGenerator[RequestOutput, None]:
-        """Snapshots of one request until it finishes (``cache_salt``, ``delta``, ``priority``: see
+        """Snapshots of one request until it finishes (``cache_salt``, ``delta``, ``priority``,
+        ``client``: see
         ``LLMEngine.add_request``; with ``delta`` each snapshot, the finished one too, holds
         only what was added since the previous one, so a step's snapshots cost what the step
         added, not the outputs' length: a reader that wants the whole output adds them up,
@@ -258,7 +277,17 @@ class AsyncEngine:
             log.received(request_id, prompt, params, text)
             outputs = log.outputs_of(delta)
         self._submit(
-            _Add(request_id, prompt, params, time.monotonic(), stream, cache_salt, delta, priority)
+            _Add(
+                request_id,
+                prompt,
+                params,
+                time.monotonic(),
+                stream,
+                cache_salt,
+                delta,
+                priority,
+                client,
+            )
         )
         finished = False
         held: BaseException | None = None  # an error found while coalescing, raised next
@@ -382,6 +411,7 @@ class AsyncEngine:
                 cache_salt=cmd.cache_salt,
                 delta=cmd.delta,
                 priority=cmd.priority,
+                client=cmd.client,
             )
         except RequestError as e:
             _deliver([(cmd.stream, e)])

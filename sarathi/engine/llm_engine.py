@@ -226,6 +226,7 @@ class LLMEngine:
         cache_salt: str | None = None,
         delta: bool = False,
         priority: int = 0,
+        client: str | None = None,
     ) -> Request:
         """Queue a request. ``final_only``: ``step()`` returns its output once, when it
         finishes, instead of a snapshot at every step (what offline generation reads).
@@ -234,7 +235,10 @@ class LLMEngine:
         since the previous snapshot (what a stream reads); ``final_only`` wins over it.
         ``cache_salt``: it shares prefix-cache blocks only with requests of the same salt.
         ``priority`` (vLLM's): lower is served sooner under the priority scheduling policy;
-        under fcfs anything but 0 is refused, as vLLM refuses it."""
+        under fcfs anything but 0 is refused, as vLLM refuses it. ``client``: who sent it
+        (the server passes the API key's name or the caller's address); the requests of
+        different clients take turns in the waiting queue, one sample a turn, so one
+        client's many queued requests do not hold another's behind them."""
         if params is not None and not isinstance(params, SamplingParams):
             # vLLM's engine takes (request_id, prompt, params): that order would fail later
             # with "'str' object has no attribute 'verify'".
@@ -288,6 +292,7 @@ class LLMEngine:
             cache_salt=cache_salt,
             delta=delta,
             priority=int(priority),
+            client=client,
         )
         for i in range(params.n):
             req.seqs.append(Sequence(next(self._seq_ids), i, req, list(ids), len(ids)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -99,4 +101,52 @@ def test_bodies_past_the_bytes_in_flight_bound_are_refused_and_counted() -> None
         assert float(line.rsplit(" ", 1)[1]) == 1
     finally:
         held.close()
+        stop_server(live)
+
+
+def test_a_full_queue_takes_a_client_with_nothing_in_flight_and_serves_it_next() -> None:
+    """Two API keys, one slot, room for two waiting, the engine held still. Key 1 fills the
+    queue: its fourth request is a 503. Key 2, with nothing in flight, is taken past the
+    bound, and though queued last it runs right after key 1's first; its second is a 503."""
+    import threading
+
+    gate = threading.Event()
+
+    def hold(engine) -> None:
+        step = engine.step
+        engine.step = lambda *a, **k: gate.wait(30) and step(*a, **k)
+
+    live = start_server({"max_num_seqs": 1}, hold, max_waiting_requests=2, api_key=["k1", "k2"])
+    body = {"prompt": "busy", "max_tokens": 20, "ignore_eos": True}
+    one, two = ({"Authorization": f"Bearer {k}"} for k in ("k1", "k2"))
+    done: list[str] = []
+
+    def run(name: str, headers: dict) -> None:
+        r = httpx.post(f"{live.url}/v1/completions", json=body, headers=headers, timeout=60)
+        assert r.status_code == 200, r.text
+        done.append(name)
+
+    def send(name: str, headers: dict, admitted: int) -> threading.Thread:
+        t = threading.Thread(target=run, args=(name, headers))
+        t.start()
+        deadline = time.monotonic() + 20
+        while live.app.state.sarathi.engine.num_admitted < admitted:
+            assert time.monotonic() < deadline, "the request was not admitted"
+            time.sleep(0.01)
+        return t
+
+    try:
+        threads = [send(f"k1-{i}", one, i + 1) for i in range(3)]
+        with httpx.Client(base_url=live.url, timeout=30) as h:
+            refused = h.post("/v1/completions", json=body, headers=one)
+            assert refused.status_code == 503, refused.text
+            threads.append(send("k2", two, 4))
+            refused = h.post("/v1/completions", json=body, headers=two)
+            assert refused.status_code == 503, refused.text
+            gate.set()
+            for t in threads:
+                t.join(60)
+        assert done == ["k1-0", "k2", "k1-1", "k1-2"]
+    finally:
+        gate.set()
         stop_server(live)

@@ -13,6 +13,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sarathi.entrypoints.openai_server.errors import APIError, error_response
 
+# Where the middleware leaves which key a request carried (its 1-based place in --api-key):
+# each key is a client of its own to the engine's queue (serving_common.origin_of).
+CLIENT_KEY_SCOPE = "sarathi.api_key"
+
 # Every other path needs the key, so a route added later is guarded unless listed here.
 OPEN_PATHS = frozenset(
     {
@@ -79,4 +83,5 @@ class APIKeyMiddleware:
             response.headers["Connection"] = "close"
             await response(scope, receive, send)
             return
+        scope[CLIENT_KEY_SCOPE] = matches.index(True) + 1
         await self.app(scope, receive, send)

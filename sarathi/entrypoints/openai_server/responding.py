@@ -1,4 +1,5 @@
-"""How a route answers: the engine's output for a request, whole (``final_output``) or as
+"""How a route answers: who sent a request (``Origin``); the engine's output for it, whole
+(``final_output``), streamed (``engine_stream``) or as
 several requests' streams interleaved (``merge``); work cancelled when its client goes away;
 large JSON bodies and streamed chunks built off the event loop; server-sent events.
 """
@@ -19,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from sarathi.engine.async_engine import AsyncEngine
+from sarathi.entrypoints.openai_server.auth import CLIENT_KEY_SCOPE
 from sarathi.entrypoints.openai_server.protocol import PromptTokensDetails, UsageInfo
 from sarathi.outputs import CompletionOutput, DeltaAccumulator, RequestOutput
 from sarathi.sampling_params import SamplingParams
@@ -26,18 +28,57 @@ from sarathi.sampling_params import SamplingParams
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Who sent a request and on what terms: what the engine queues and caches it by,
+    apart from its prompt and sampling parameters (``AsyncEngine.generate``)."""
+
+    client: str
+    priority: int = 0
+    cache_salt: str | None = None
+
+
+def origin_of(raw: Request, priority: int = 0, cache_salt: str | None = None) -> Origin:
+    """A request's ``Origin``. Its client is the API key it carries (named by its place in
+    --api-key, never by its text), or without keys the caller's address: clients' requests
+    take turns in the engine's queue and share the waiting room (``AsyncEngine.admit``)."""
+    key = raw.scope.get(CLIENT_KEY_SCOPE)
+    if key is not None:
+        return Origin(f"key {key}", priority, cache_salt)
+    host = raw.client.host if raw.client is not None else "unknown"
+    return Origin(f"host {host}", priority, cache_salt)
+
+
+def engine_stream(
+    engine: AsyncEngine,
+    prompt: list[int],
+    params: SamplingParams,
+    request_id: str,
+    origin: Origin,
+) -> AsyncGenerator[RequestOutput, None]:
+    """The engine's delta snapshots of one request (``AsyncEngine.generate``)."""
+    return engine.generate(
+        prompt,
+        params,
+        request_id,
+        origin.cache_salt,
+        delta=True,
+        priority=origin.priority,
+        client=origin.client,
+    )
+
+
 async def final_output(
     engine: AsyncEngine,
     prompt: list[int],
     params: SamplingParams,
     request_id: str,
-    cache_salt: str | None = None,
-    priority: int = 0,
+    origin: Origin,
 ) -> RequestOutput:
     """The whole finished output, added up from delta snapshots: they cost the engine what
     each step added, and still give the metrics their per-step timings."""
     whole = DeltaAccumulator()
-    async for out in engine.generate(prompt, params, request_id, cache_salt, True, priority):
+    async for out in engine_stream(engine, prompt, params, request_id, origin):
         whole.add(out)
     # generate() ends only after a finished output or an error
     return whole.output()

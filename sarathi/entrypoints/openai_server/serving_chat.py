@@ -37,13 +37,16 @@ from sarathi.entrypoints.openai_server.request_ids import response_id
 from sarathi.entrypoints.openai_server.responding import (
     SSE_DONE,
     ClientDisconnected,
+    Origin,
     SSEResponse,
     StreamTally,
+    engine_stream,
     final_output,
     json_in_pieces,
     json_off_loop,
     merge,
     off_loop_if_large,
+    origin_of,
     sse,
     unless_disconnected,
     usage,
@@ -326,7 +329,8 @@ async def create_chat_completion(
     state.check_model(req.model)
     audit(req, state.warned_fields)
     state.check_priority(req.priority)
-    state.check_admission()  # before the prompt's tokenization, which a burst queues for
+    origin = origin_of(raw, req.priority, req.cache_salt)
+    state.check_admission(origin)  # before the prompt's tokenization, which a burst queues for
     if req.top_logprobs and not req.logprobs:
         raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
     counts = {"top_logprobs": req.top_logprobs, "prompt_logprobs": req.prompt_logprobs}
@@ -338,20 +342,20 @@ async def create_chat_completion(
     reply_id = response_id("chatcmpl", req.request_id, raw, request_id)
     created = int(time.time())
     n = req.n  # each sample takes a slot, and waits for one like a request
-    state.admit(n)
+    state.admit(n, origin)
     if req.stream:
         return SSEResponse(
-            _stream(state, req, prepared, request_id, reply_id, created),
-            on_close=lambda: state.release(n),
+            _stream(state, req, prepared, request_id, reply_id, created, origin),
+            on_close=lambda: state.release(n, origin),
         )
     try:
         return await unless_disconnected(
-            raw, _full(state, req, prepared, request_id, reply_id, created)
+            raw, _full(state, req, prepared, request_id, reply_id, created, origin)
         )
     except ClientDisconnected:
         return Response(status_code=499)
     finally:
-        state.release(n)
+        state.release(n, origin)
 
 
 async def _full(
@@ -361,12 +365,11 @@ async def _full(
     request_id: str,
     reply_id: str,
     created: int,
+    origin: Origin,
 ) -> Response:
     ids, params = prepared.ids, prepared.params
     try:
-        out = await final_output(
-            state.engine, ids, params, request_id, req.cache_salt, req.priority
-        )
+        out = await final_output(state.engine, ids, params, request_id, origin)
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
     return await json_off_loop(lambda: _full_body(state, req, prepared, reply_id, created, out))
@@ -429,6 +432,7 @@ async def _stream(
     request_id: str,
     reply_id: str,
     created: int,
+    origin: Origin,
 ) -> AsyncGenerator[str, None]:
     mode, ids, params = prepared.mode, prepared.ids, prepared.params
 
@@ -450,9 +454,7 @@ async def _stream(
 
     include_usage, continuous = StreamOptions.usage_flags(req.stream_options)
     include_usage = include_usage or state.force_usage
-    stream = state.engine.generate(
-        ids, params, request_id, req.cache_salt, delta=True, priority=req.priority
-    )
+    stream = engine_stream(state.engine, ids, params, request_id, origin)
     tally = StreamTally()
     tool_streams: dict[int, ToolStream] = {}
     reasoners: dict[int, ReasoningStream | None] = {}

@@ -33,6 +33,7 @@ from sarathi.entrypoints.openai_server.protocol import (
     PromptLogprobs,
     SamplingFields,
 )
+from sarathi.entrypoints.openai_server.responding import Origin
 from sarathi.entrypoints.openai_server.response_store import ResponseStore
 from sarathi.metrics import ServerMetrics
 from sarathi.outputs import Logprob
@@ -126,17 +127,21 @@ class ServerState:
                 code="model_not_found",
             )
 
-    def admit(self, num_requests: int) -> None:
+    def admit(self, num_requests: int, origin: Origin) -> None:
         """Count requests in (one per sample: prompts times ``n``), or refuse them at once
         (503, Retry-After) when the server is overloaded or stopping; ``release`` them when
         their response is done."""
-        self._refuse_on(lambda: self.engine.admit(num_requests, self.max_waiting_requests))
+        self._refuse_on(
+            lambda: self.engine.admit(num_requests, self.max_waiting_requests, origin.client)
+        )
 
-    def check_admission(self) -> None:
-        """Refuse a request at once (503) if ``admit`` would refuse it now: called before
-        its prompt is tokenized, so while the tokenizer's few threads are busy (long prompts
+    def check_admission(self, origin: Origin) -> None:
+        """Refuse a request at once (503) if ``admit`` would refuse it now: called before its
+        prompt is tokenized, so while the tokenizer's few threads are busy (long prompts
         arriving) a request the queue has no room for is not held until one is free."""
-        self._refuse_on(lambda: self.engine.check_admission(self.max_waiting_requests))
+        self._refuse_on(
+            lambda: self.engine.check_admission(self.max_waiting_requests, origin.client)
+        )
 
     def _refuse_on(self, check: Callable[[], None]) -> None:
         try:
@@ -146,8 +151,8 @@ class ServerState:
                 self.metrics.count_rejected("overloaded")
             raise engine_error(e) from e
 
-    def release(self, num_requests: int) -> None:
-        self.engine.release(num_requests)
+    def release(self, num_requests: int, origin: Origin) -> None:
+        self.engine.release(num_requests, origin.client)
 
     def check_prompt_bytes(self, size: int, param: str) -> None:
         if size > self.max_prompt_bytes:

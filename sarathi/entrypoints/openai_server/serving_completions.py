@@ -30,13 +30,16 @@ from sarathi.entrypoints.openai_server.request_ids import response_id
 from sarathi.entrypoints.openai_server.responding import (
     SSE_DONE,
     ClientDisconnected,
+    Origin,
     SSEResponse,
     StreamTally,
+    engine_stream,
     final_output,
     json_in_pieces,
     json_off_loop,
     merge,
     off_loop_if_large,
+    origin_of,
     sse,
     unless_disconnected,
     usage,
@@ -167,7 +170,8 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
     state.check_model(req.model)
     audit(req, state.warned_fields)
     state.check_priority(req.priority)
-    state.check_admission()  # before the prompt's tokenization, which a burst queues for
+    origin = origin_of(raw, req.priority, req.cache_salt)
+    state.check_admission(origin)  # before the prompt's tokenization, which a burst queues for
     counts = {"logprobs": req.logprobs, "prompt_logprobs": req.prompt_logprobs}
     req = req.model_copy(update=state.check_logprobs(counts))
     if req.suffix:
@@ -206,20 +210,20 @@ async def create_completion(state: ServerState, req: CompletionRequest, raw: Req
     reply_id = response_id("cmpl", req.request_id, raw, request_id)
     created = int(time.time())
     n = len(prompts) * req.n  # each sample takes a slot, and waits for one like a request
-    state.admit(n)
+    state.admit(n, origin)
     if req.stream:
         return SSEResponse(
-            _stream(state, req, prompts, params, request_id, reply_id, created),
-            on_close=lambda: state.release(n),
+            _stream(state, req, prompts, params, request_id, reply_id, created, origin),
+            on_close=lambda: state.release(n, origin),
         )
     try:
         return await unless_disconnected(
-            raw, _full(state, req, prompts, params, request_id, reply_id, created)
+            raw, _full(state, req, prompts, params, request_id, reply_id, created, origin)
         )
     except ClientDisconnected:
         return Response(status_code=499)
     finally:
-        state.release(n)
+        state.release(n, origin)
 
 
 def _prompt_only(out: RequestOutput) -> RequestOutput:
@@ -248,12 +252,13 @@ async def _full(
     request_id: str,
     reply_id: str,
     created: int,
+    origin: Origin,
 ) -> Response:
     engine = state.engine
     try:
         finals = await asyncio.gather(
             *[
-                final_output(engine, p.ids, sp, f"{request_id}-{i}", req.cache_salt, req.priority)
+                final_output(engine, p.ids, sp, f"{request_id}-{i}", origin)
                 for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
             ]
         )
@@ -324,6 +329,7 @@ async def _stream(
     request_id: str,
     reply_id: str,
     created: int,
+    origin: Origin,
 ) -> AsyncGenerator[str, None]:
     def chunk(
         index: int,
@@ -406,9 +412,7 @@ async def _stream(
         return pieces
 
     streams = [
-        state.engine.generate(
-            p.ids, sp, f"{request_id}-{i}", req.cache_salt, delta=True, priority=req.priority
-        )
+        engine_stream(state.engine, p.ids, sp, f"{request_id}-{i}", origin)
         for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
     ]
     include_usage, continuous = StreamOptions.usage_flags(req.stream_options)

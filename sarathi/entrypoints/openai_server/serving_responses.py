@@ -76,8 +76,11 @@ from sarathi.entrypoints.openai_server.protocol_responses import (
 )
 from sarathi.entrypoints.openai_server.responding import (
     ClientDisconnected,
+    Origin,
     SSEResponse,
+    engine_stream,
     final_output,
+    origin_of,
     unless_disconnected,
 )
 from sarathi.entrypoints.openai_server.responses_output import (
@@ -109,7 +112,8 @@ async def create_response(state: ServerState, req: ResponsesRequest, raw: Reques
     state.check_model(req.model)
     audit(req, state.warned_fields, RESPONSES_UNSUPPORTED, RESPONSES_ACCEPTED)
     state.check_priority(req.priority)
-    state.check_admission()  # before the prompt's tokenization, which a burst queues for
+    origin = origin_of(raw, req.priority, req.cache_salt)
+    state.check_admission(origin)  # before the prompt's tokenization, which a burst queues for
     _refuse_chat_only_fields(req)
     response_id = _response_id(state, req)
     keep = await keeping(state.responses, req)  # with previous_response_id: the history
@@ -117,22 +121,20 @@ async def create_response(state: ServerState, req: ResponsesRequest, raw: Reques
         _check_background(req, keep)
     prepared = await prepare_chat(state, chat_request(req), _NAMES)
     base = _in_progress(state, req, prepared, keep.stored, response_id)
-    state.admit(1)
+    state.admit(1, origin)
     if req.background:
-        return await _start_background(state, prepared, base, req.cache_salt, keep, req.priority)
+        return await _start_background(state, prepared, base, keep, origin)
     if req.stream:
         return SSEResponse(
-            _stream(state, prepared, base, req.cache_salt, keep, req.priority),
-            on_close=lambda: state.release(1),
+            _stream(state, prepared, base, keep, origin),
+            on_close=lambda: state.release(1, origin),
         )
     try:
-        return await unless_disconnected(
-            raw, _full(state, prepared, base, req.cache_salt, keep, req.priority)
-        )
+        return await unless_disconnected(raw, _full(state, prepared, base, keep, origin))
     except ClientDisconnected:
         return Response(status_code=499)
     finally:
-        state.release(1)
+        state.release(1, origin)
 
 
 # A response's id is a path segment of GET /v1/responses/{id}: a caller's must read the same
@@ -408,13 +410,10 @@ async def _response(
     state: ServerState,
     prepared: PreparedChat,
     base: ResponseObject,
-    cache_salt: str | None,
-    priority: int,
+    origin: Origin,
 ) -> ResponseObject:
     """The finished response (raises what the engine raised)."""
-    out = await final_output(
-        state.engine, prepared.ids, prepared.params, base.id, cache_salt, priority
-    )
+    out = await final_output(state.engine, prepared.ids, prepared.params, base.id, origin)
     c = out.outputs[0]
     split = prepared.split(c)
     return _finished(
@@ -432,12 +431,11 @@ async def _full(
     state: ServerState,
     prepared: PreparedChat,
     base: ResponseObject,
-    cache_salt: str | None,
     keep: Keeping,
-    priority: int,
+    origin: Origin,
 ) -> Response:
     try:
-        body = await _response(state, prepared, base, cache_salt, priority)
+        body = await _response(state, prepared, base, origin)
     except ENGINE_ERRORS as e:
         raise engine_error(e) from e
     _, content = await keep.finish(body)
@@ -449,9 +447,8 @@ async def _start_background(
     state: ServerState,
     prepared: PreparedChat,
     base: ResponseObject,
-    cache_salt: str | None,
     keep: Keeping,
-    priority: int,
+    origin: Origin,
 ) -> Response:
     """Store the response as queued, start its work, and answer at once. The work holds
     the request admitted (``state.admit``) until it ends."""
@@ -460,10 +457,10 @@ async def _start_background(
         if not queued.store:  # larger than the whole store: it could never be read back
             raise bad_request("the request is too large for the response store", "background")
     except BaseException:
-        state.release(1)
+        state.release(1, origin)
         raise
-    work = _in_background(state, prepared, base, cache_salt, keep, priority)
-    state.background.start(base.id, work, on_done=lambda: state.release(1))
+    work = _in_background(state, prepared, base, keep, origin)
+    state.background.start(base.id, work, on_done=lambda: state.release(1, origin))
     return Response(content, media_type="application/json")
 
 
@@ -471,16 +468,15 @@ async def _in_background(
     state: ServerState,
     prepared: PreparedChat,
     base: ResponseObject,
-    cache_salt: str | None,
     keep: Keeping,
-    priority: int,
+    origin: Origin,
 ) -> None:
     """A background response's work: its end stored as it ended, cancelled too (cancel
     aborts the engine request: ``generate`` aborts it as it is closed)."""
     keep.mark(base)  # in progress, as the engine takes it
     final: ResponseObject
     try:
-        final = await _response(state, prepared, base, cache_salt, priority)
+        final = await _response(state, prepared, base, origin)
     except asyncio.CancelledError:
         # Ours to take: the task ends here, after recording how (cancel waits for it).
         final = base.model_copy(update={"status": "cancelled"})
@@ -507,17 +503,14 @@ async def _stream(
     state: ServerState,
     prepared: PreparedChat,
     base: ResponseObject,
-    cache_salt: str | None,
     keep: Keeping,
-    priority: int,
+    origin: Origin,
 ) -> AsyncGenerator[str, None]:
     events = StreamEvents(prepared.mode)
     reasoner = prepared.reasoning_stream()
     yield events.response("response.created", base)
     yield events.response("response.in_progress", base)
-    stream = state.engine.generate(
-        prepared.ids, prepared.params, base.id, cache_salt, delta=True, priority=priority
-    )
+    stream = engine_stream(state.engine, prepared.ids, prepared.params, base.id, origin)
     try:
         async with contextlib.aclosing(stream) as outputs:
             async for out in outputs:
