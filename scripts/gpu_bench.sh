@@ -116,8 +116,9 @@ environment: OUT (default ./out-bench), BENCH_COMMIT, SARATHI_PDL / SARATHI_GEMV
 (engine switches, passed through), ASSETS (folder with tokenizers/mistral-7b and corpora/, for
 domain and quality; default .carry), domain knobs NUM_REQUESTS (200), RATE (inf), BACKENDS
 (vattention,paged), PATCH (a prebuilt patch tokenizer folder), PYTHONPATH (kept behind the
-tree: the engine imports llguidance, which a bare device image lacks; unpack its wheel into a
-folder and name it here, e.g. pip install --no-deps --target /tmp/site llguidance-*.whl).
+tree: the engine imports llguidance and sortedcontainers, which a bare device image may lack;
+unpack their wheels into a folder and name it here, e.g. pip install --no-deps --target
+/tmp/site llguidance-*.whl sortedcontainers-*.whl).
 
 examples:
   BENCH_COMMIT=\$(git rev-parse --short HEAD) scripts/gpu_bench.sh tests roofline idle throughput

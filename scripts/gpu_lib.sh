@@ -2,8 +2,8 @@
 # environment, the logs folder, the vattention extension build, and `run NAME TIMEOUT CMD...`,
 # which logs CMD to $LOGS/NAME.log, prints its exit code, time and the log's last $TAIL lines,
 # and returns CMD's exit code.
-# The caller's PYTHONPATH stays behind the tree: packages the image lacks (llguidance, the
-# server's) may have been unpacked into a folder of its own.
+# The caller's PYTHONPATH stays behind the tree: packages the image lacks (llguidance,
+# sortedcontainers, the server's) may have been unpacked into a folder of its own.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 LOGS="${LOGS:-$OUT/logs}"
 mkdir -p "$LOGS"

@@ -130,8 +130,14 @@ def test_a_full_queue_lets_in_only_those_one_flooding_client_locks_out() -> None
     e.admit(1, bound, "victim")
     with pytest.raises(EngineOverloaded):
         e.admit(1, bound, "victim")
+    for i in range(3):  # the flood still holds most: more newcomers, up to twice the bound
+        e.admit(1, bound, f"v{i}")
+    with pytest.raises(EngineOverloaded):
+        e.admit(1, bound, "one too many")
     e.release(6, "flood")
     e.release(1, "victim")
+    for i in range(3):
+        e.release(1, f"v{i}")
     assert e.num_admitted == 0
     for i in range(6):  # six clients, one request each: full, and none holds most of it
         e.admit(1, bound, f"c{i}")

@@ -312,3 +312,53 @@ def test_a_preempted_sequence_waits_ahead_of_later_requests():
     step = s.schedule()
     assert [x.seq_id for x in step.preempted] == [1]
     assert [x.seq_id for x in s.waiting] == [1, 2]
+
+
+def test_a_better_priority_does_not_charge_the_level_below():
+    """Client a has a backlog at priority 5 and one request at 0, admitted first; b's
+    request at 5 still comes right after a's first at 5, not behind a's backlog."""
+    s = Scheduler(_priority(max_num_seqs=1), _big(), 4096)
+    for sid in range(5):
+        req = _client_seq(sid, "a")[0]
+        req.request.priority = 5
+        s.add(req)
+    urgent = _client_seq(9, "a")[0]
+    urgent.request.priority = 0
+    s.add(urgent)
+    _run(s, s.schedule())  # the urgent one runs
+    s.finish(urgent)
+    _run(s, s.schedule())  # a's first at 5
+    late = _client_seq(7, "b")[0]
+    late.request.priority = 5
+    s.add(late)
+    assert [x.seq_id for x in s.waiting][:2] == [700, 100]
+
+
+def test_aborted_requests_give_their_turns_back():
+    """A client that queued ten requests and dropped them all is not queued behind
+    another's later requests because of them."""
+    s = Scheduler(SchedulerConfig(chunk_size=512, max_num_seqs=1), _big(), 4096)
+    s.add(_client_seq(0, "b")[0])
+    _run(s, s.schedule())  # b's first runs
+    dropped = [_client_seq(sid, "a")[0] for sid in range(1, 11)]
+    for seq in dropped:
+        s.add(seq)
+    for seq in dropped:
+        s.finish(seq)
+    for sid in (20, 21):
+        s.add(_client_seq(sid, "b")[0])
+    s.add(_client_seq(30, "a")[0])
+    # b has had a turn and a none, so a goes first (without the refund: last).
+    assert [x.seq_id for x in s.waiting] == [3000, 2000, 2100]
+
+
+def test_a_long_fcfs_queue_keeps_its_order_through_admission_and_aborts():
+    s = Scheduler(SchedulerConfig(chunk_size=64, max_num_seqs=4), _big(), 4096)
+    seqs = [_seq(i, 3, float(i)) for i in range(5000)]
+    for seq in seqs:
+        s.add(seq)
+    for seq in seqs[10:5000:7]:
+        s.finish(seq)
+    left = [x.seq_id for x in s.waiting]
+    assert left == sorted(left) and len(left) == 5000 - len(seqs[10:5000:7])
+    assert [x.seq_id for x, _ in s.schedule().scheduled] == left[:4]

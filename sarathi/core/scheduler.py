@@ -125,8 +125,7 @@ class Scheduler:
     # -- queue management ------------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
         """Queue a new sequence; a request's samples are added together, first one first."""
-        if seq.index == 0:
-            self.turns.assign(seq.request)
+        self.turns.add(seq)
         self.waiting.append(seq)
 
     def finish(self, seq: Sequence) -> None:
@@ -136,6 +135,7 @@ class Scheduler:
         elif seq.status is SeqStatus.WAITING:
             with contextlib.suppress(ValueError):
                 self.waiting.remove(seq)
+            self.turns.withdrawn(seq)
         if self.prefix_cache is not None:
             # Every token is known now: the blocks of generated tokens join the cache too
             # (a chat's next turn resends them).

@@ -3,10 +3,11 @@
 
 Each request gets a turn when it is queued (``Turns``: start-time fair queuing over clients,
 a request costing its samples): the later of the queue's clock, which is the turn of the
-last sequence admitted, and where its client's previous requests end. One client's requests
-therefore take consecutive turns, and a request from a client with nothing queued is next
-in line however many the others have queued. With one client (offline generation, a server
-with one caller) turns follow arrival and both policies are vLLM's.
+last sequence admitted at its priority, and where its client's previous requests at that
+priority end. One client's requests therefore take consecutive turns, and a request from a
+client with nothing queued is next in line however many the others have queued; a client
+whose queued requests were all aborted gets back the turns they held. With one client (offline
+generation, a server with one caller) turns follow arrival and both policies are vLLM's.
 
 ``fcfs``: waiting and running sequences by turn. ``priority``: by (request priority, turn),
 lower first. A preempted sequence goes back by the same key: its turn was reached, so it
@@ -16,11 +17,13 @@ preempt first under either policy: the latest turn, or the latest of the worst p
 
 from __future__ import annotations
 
-import bisect
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from sarathi.sequence import Request, Sequence
+from sortedcontainers import SortedKeyList
+
+from sarathi.sequence import Sequence
 
 
 def turn_order(seq: Sequence) -> tuple[int, int]:
@@ -52,27 +55,25 @@ class WaitingQueue(Protocol):
 
 
 class SortedWaiting:
-    """Waiting sequences sorted by ``key``. A sorted list rather than a heap: admission walks
-    it in order past the samples that wait for a sibling and removes the one admitted where
-    it stands, and an abort removes one by bisection; each insertion and removal is a binary
-    search and a move of pointers, never a sort."""
+    """Waiting sequences sorted by ``key``, in a sorted list of sublists (sortedcontainers):
+    admission walks it in order past the samples that wait for a sibling and removes the one
+    admitted where it stands, an abort removes one by its key, and a preempted sequence goes
+    back by its key; each of these is logarithmic in the queue's length (a plain list moved
+    every pointer behind the front on each admission: 4.7 ms a step at 200,000 waiting
+    prompts and 256 admitted a step, against 1.2 ms)."""
 
     def __init__(self, key: Callable[[Sequence], tuple]) -> None:
-        self._key = key
-        self._items: list[Sequence] = []
+        self._items = SortedKeyList(key=key)
 
     def append(self, seq: Sequence) -> None:
-        bisect.insort(self._items, seq, key=self._key)
+        self._items.add(seq)
 
     # A preempted sequence goes back by its key too, not to the very front: a request of a
     # better priority (or an earlier turn) that waits meanwhile stays ahead of it.
     appendleft = append
 
     def remove(self, seq: Sequence) -> None:
-        i = bisect.bisect_left(self._items, self._key(seq), key=self._key)
-        if i == len(self._items) or self._items[i] is not seq:
-            raise ValueError("the sequence is not waiting")
-        del self._items[i]
+        self._items.remove(seq)  # ValueError if it is not waiting
 
     def __getitem__(self, index: int) -> Sequence:
         return self._items[index]
@@ -88,26 +89,58 @@ class SortedWaiting:
 
 
 class Turns:
-    """Start-time fair queuing of requests over their clients (``Request.client``)."""
+    """Start-time fair queuing of requests over their clients (``Request.client``), within
+    each priority level (a request of a better priority is not charged to the turns of
+    the level below it)."""
 
     def __init__(self) -> None:
-        self.clock = 0  # the turn of the latest sequence admitted
-        # Per client, the turn after its queued requests; clients whose requests all had
-        # their turn are dropped now and then (a new request of theirs starts at the clock).
-        self._next: dict[str | None, int] = {}
+        # Per priority, the turn of the latest sequence admitted at it.
+        self._clock: dict[int, int] = {}
+        # Per (priority, client), the turn after its queued requests; entries whose turns
+        # have all come are dropped now and then (a new request starts at the clock).
+        self._next: dict[tuple[int, str | None], int] = {}
         self._prune_at = 64
+        # Sequences queued and never admitted, by id, and their count per (priority, client).
+        self._pending: dict[int, tuple[int, str | None]] = {}
+        self._pending_of: Counter[tuple[int, str | None]] = Counter()
 
-    def assign(self, request: Request) -> None:
-        """Give a request just queued its turn; each of its samples costs one."""
-        turn = max(self.clock, self._next.get(request.client, 0))
-        request.turn = turn
-        self._next[request.client] = turn + request.params.n
-        if len(self._next) > self._prune_at:
-            self._next = {c: t for c, t in self._next.items() if t > self.clock}
-            self._prune_at = max(64, 2 * len(self._next))
+    def add(self, seq: Sequence) -> None:
+        """A new sequence is queued; a request's first gives the request its turn, the
+        later of its priority's clock and where its client's queued requests end, and
+        each of its samples costs one."""
+        request = seq.request
+        who = (request.priority, request.client)
+        if seq.index == 0:
+            turn = max(self._clock.get(who[0], 0), self._next.get(who, 0))
+            request.turn = turn
+            self._next[who] = turn + request.params.n
+            if len(self._next) > self._prune_at:
+                self._next = {w: t for w, t in self._next.items() if t > self._clock.get(w[0], 0)}
+                self._prune_at = max(64, 2 * len(self._next))
+        self._pending[seq.seq_id] = who
+        self._pending_of[who] += 1
 
     def admitted(self, seq: Sequence) -> None:
-        self.clock = max(self.clock, seq.request.turn)
+        level = seq.request.priority
+        self._clock[level] = max(self._clock.get(level, 0), seq.request.turn)
+        self._settle(seq)
+
+    def withdrawn(self, seq: Sequence) -> None:
+        """A waiting sequence left the queue (aborted). Once none of its client's queued
+        requests is left, the turns they held are given back: its next request starts at
+        the clock, not behind requests that never ran (while some still wait, later ones
+        must stay behind them)."""
+        who = self._settle(seq)
+        if who is not None and who not in self._pending_of:
+            self._next.pop(who, None)
+
+    def _settle(self, seq: Sequence) -> tuple[int, str | None] | None:
+        who = self._pending.pop(seq.seq_id, None)
+        if who is not None:
+            self._pending_of[who] -= 1
+            if not self._pending_of[who]:
+                del self._pending_of[who]
+        return who
 
 
 def queue_order(policy: str) -> tuple[WaitingQueue, Callable[[Sequence], tuple]]:

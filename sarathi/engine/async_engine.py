@@ -176,11 +176,11 @@ class AsyncEngine:
 
         A full queue still takes a client with nothing in flight while another client holds
         more than half of the requests in flight, so that one client's flood cannot lock
-        the others out (the queue's turns then serve them soon); the queue then passes the
-        bound by at most as many requests as that client holds. A request of several
-        samples is refused only once the queue is full, never for its own size: it may
-        leave up to its samples (at most 128) beyond the bound, and a large ``n`` is not
-        starved by a queue that never empties below the bound."""
+        the others out (the queue's turns then serve them soon); the clients so taken hold
+        fewer than that client, and the queue never passes twice the bound. A request of
+        several samples is refused only once the queue is full, never for its own size: it
+        may leave up to its samples beyond the bound, and a large ``n`` is not starved by a
+        queue that never empties below the bound."""
         self.check_admission(max_waiting, client)
         self.num_admitted += num_requests
         self._admitted_by[client] += num_requests
@@ -192,7 +192,11 @@ class AsyncEngine:
         # Beyond the slots, a request waits: counted against the fixed number of slots, not
         # the last step's count, so a burst into free slots is never refused.
         waiting = max(0, self.num_admitted - self.engine.scheduler.max_running)
-        if max_waiting and waiting >= max_waiting and not self._locked_out(client):
+        if (
+            max_waiting
+            and waiting >= max_waiting
+            and (waiting >= 2 * max_waiting or not self._locked_out(client))
+        ):
             raise EngineOverloaded(
                 f"{waiting} requests are already waiting for a slot (the bound is "
                 f"{max_waiting}); retry shortly"
