@@ -362,3 +362,16 @@ def test_a_long_fcfs_queue_keeps_its_order_through_admission_and_aborts():
     left = [x.seq_id for x in s.waiting]
     assert left == sorted(left) and len(left) == 5000 - len(seqs[10:5000:7])
     assert [x.seq_id for x, _ in s.schedule().scheduled] == left[:4]
+
+
+def test_turns_forget_clients_and_priorities_no_queued_request_uses():
+    """A server whose requests each carry a new priority (a deadline, say) keeps no state
+    per priority once their requests ran."""
+    s = Scheduler(_priority(max_num_seqs=4), _big(), 4096)
+    for sid in range(1000):
+        seq = _client_seq(sid, f"c{sid % 7}")[0]
+        seq.request.priority = sid
+        s.add(seq)
+        _run(s, s.schedule())
+        s.finish(seq)
+    assert len(s.turns._next) <= 128 and len(s.turns._clock) <= 128

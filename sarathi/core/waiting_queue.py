@@ -96,8 +96,8 @@ class Turns:
     def __init__(self) -> None:
         # Per priority, the turn of the latest sequence admitted at it.
         self._clock: dict[int, int] = {}
-        # Per (priority, client), the turn after its queued requests; entries whose turns
-        # have all come are dropped now and then (a new request starts at the clock).
+        # Per (priority, client), the turn after its queued requests; those of clients with
+        # nothing queued are dropped now and then (a new request starts at the clock).
         self._next: dict[tuple[int, str | None], int] = {}
         self._prune_at = 64
         # Sequences queued and never admitted, by id, and their count per (priority, client).
@@ -115,8 +115,7 @@ class Turns:
             request.turn = turn
             self._next[who] = turn + request.params.n
             if len(self._next) > self._prune_at:
-                self._next = {w: t for w, t in self._next.items() if t > self._clock.get(w[0], 0)}
-                self._prune_at = max(64, 2 * len(self._next))
+                self._prune()
         self._pending[seq.seq_id] = who
         self._pending_of[who] += 1
 
@@ -133,6 +132,17 @@ class Turns:
         who = self._settle(seq)
         if who is not None and who not in self._pending_of:
             self._next.pop(who, None)
+
+    def _prune(self) -> None:
+        """Drop the clients with nothing queued (their next request starts at the clock),
+        and the clocks of priorities no queued request uses (priorities are any integers:
+        one per deadline would otherwise pile up). A request at a priority whose clock was
+        dropped starts at turn 0, ahead of only the preempted sequences that may wait at
+        it."""
+        self._next = {w: t for w, t in self._next.items() if w in self._pending_of}
+        used = {w[0] for w in self._pending_of}
+        self._clock = {p: c for p, c in self._clock.items() if p in used}
+        self._prune_at = max(64, 2 * len(self._next))
 
     def _settle(self, seq: Sequence) -> tuple[int, str | None] | None:
         who = self._pending.pop(seq.seq_id, None)
