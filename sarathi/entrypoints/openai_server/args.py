@@ -181,8 +181,8 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         "times n, counts as one); past it a request is refused at once with 503, Retry-After "
         "and OpenAI's overloaded_error; but while one client (an API key, or an address) "
         "holds more than half of the requests in flight, a client with none in flight is "
-        "still taken, so one client's flood cannot lock the others out; 0: no bound "
-        "(default: 1024).",
+        "still taken (up to twice the bound), so one client's flood cannot lock the others "
+        "out; 0: no bound (default: 1024).",
     )
     g.add_argument(
         "--responses-store-max-entries",
