@@ -76,9 +76,11 @@ def test_latest_arrival_is_preempted_and_requeued_first():
     s.add(b)
     _run(s, s.schedule())  # a: 2 blocks, b: 2 blocks; both sampled one token
     assert s.free_blocks == 0
+    s.add(_seq(2, 4, 2.0))  # queued after b ran
     step = s.schedule()  # a needs a 3rd block for token 9: b (latest) is preempted
     assert [x.seq_id for x in step.preempted] == [1]
     assert b.status is SeqStatus.WAITING and b.num_computed == 0 and s.waiting[0] is b
+    assert [x.seq_id for x in s.waiting] == [1, 2]  # ahead of what was queued after it
     assert [(x.seq_id, n) for x, n in step.scheduled] == [(0, 1)]
 
 
@@ -250,9 +252,10 @@ def test_an_aborted_waiting_sequence_leaves_the_priority_queue():
     assert [x.seq_id for x, _ in s.schedule().scheduled] == [1]
 
 
-def _client_seq(sid, client, n=1):
+def _client_seq(sid, client, n=1, priority=0):
     """A request of ``n`` samples from ``client``, its sequences in order."""
-    req = Request(f"r{sid}", None, [1, 2, 3], SamplingParams(n=n), client=client)
+    req = Request(f"r{sid}", None, [1, 2, 3], SamplingParams(n=n), client=client,
+                  priority=priority)  # fmt: skip
     req.seqs.extend(Sequence(sid * 100 + i, i, req, [1, 2, 3], 3) for i in range(n))
     return req.seqs
 
@@ -301,36 +304,18 @@ def test_a_client_cannot_bank_turns_while_idle():
     assert [x.seq_id for x in s.waiting] == [300, 400, 600, 500]
 
 
-def test_a_preempted_sequence_waits_ahead_of_later_requests():
-    cap = CacheCapacity(num_blocks=4, tokens_per_block=4, max_slots=8)
-    s = Scheduler(SchedulerConfig(chunk_size=64), cap, 4096)
-    a, b = _seq(0, 8, 0.0), _seq(1, 7, 1.0)
-    s.add(a)
-    s.add(b)
-    _run(s, s.schedule())
-    s.add(_seq(2, 4, 2.0))
-    step = s.schedule()
-    assert [x.seq_id for x in step.preempted] == [1]
-    assert [x.seq_id for x in s.waiting] == [1, 2]
-
-
 def test_a_better_priority_does_not_charge_the_level_below():
     """Client a has a backlog at priority 5 and one request at 0, admitted first; b's
     request at 5 still comes right after a's first at 5, not behind a's backlog."""
     s = Scheduler(_priority(max_num_seqs=1), _big(), 4096)
     for sid in range(5):
-        req = _client_seq(sid, "a")[0]
-        req.request.priority = 5
-        s.add(req)
-    urgent = _client_seq(9, "a")[0]
-    urgent.request.priority = 0
+        s.add(_client_seq(sid, "a", priority=5)[0])
+    urgent = _client_seq(9, "a", priority=0)[0]
     s.add(urgent)
     _run(s, s.schedule())  # the urgent one runs
     s.finish(urgent)
     _run(s, s.schedule())  # a's first at 5
-    late = _client_seq(7, "b")[0]
-    late.request.priority = 5
-    s.add(late)
+    s.add(_client_seq(7, "b", priority=5)[0])
     assert [x.seq_id for x in s.waiting][:2] == [700, 100]
 
 
@@ -369,8 +354,7 @@ def test_turns_forget_clients_and_priorities_no_queued_request_uses():
     per priority once their requests ran."""
     s = Scheduler(_priority(max_num_seqs=4), _big(), 4096)
     for sid in range(1000):
-        seq = _client_seq(sid, f"c{sid % 7}")[0]
-        seq.request.priority = sid
+        seq = _client_seq(sid, f"c{sid % 7}", priority=sid)[0]
         s.add(seq)
         _run(s, s.schedule())
         s.finish(seq)

@@ -100,8 +100,9 @@ class Turns:
         # nothing queued are dropped now and then (a new request starts at the clock).
         self._next: dict[tuple[int, str | None], int] = {}
         self._prune_at = 64
-        # Sequences queued and never admitted, by id, and their count per (priority, client).
-        self._pending: dict[int, tuple[int, str | None]] = {}
+        # Ids of the sequences queued and never admitted, and their count per (priority,
+        # client).
+        self._pending: set[int] = set()
         self._pending_of: Counter[tuple[int, str | None]] = Counter()
 
     def add(self, seq: Sequence) -> None:
@@ -109,14 +110,14 @@ class Turns:
         later of its priority's clock and where its client's queued requests end, and
         each of its samples costs one."""
         request = seq.request
-        who = (request.priority, request.client)
+        who = _who(seq)
         if seq.index == 0:
             turn = max(self._clock.get(who[0], 0), self._next.get(who, 0))
             request.turn = turn
             self._next[who] = turn + request.params.n
             if len(self._next) > self._prune_at:
                 self._prune()
-        self._pending[seq.seq_id] = who
+        self._pending.add(seq.seq_id)
         self._pending_of[who] += 1
 
     def admitted(self, seq: Sequence) -> None:
@@ -145,12 +146,19 @@ class Turns:
         self._prune_at = max(64, 2 * len(self._next))
 
     def _settle(self, seq: Sequence) -> tuple[int, str | None] | None:
-        who = self._pending.pop(seq.seq_id, None)
-        if who is not None:
-            self._pending_of[who] -= 1
-            if not self._pending_of[who]:
-                del self._pending_of[who]
+        """Count a sequence out of the pending ones; its (priority, client) if it was one."""
+        if seq.seq_id not in self._pending:
+            return None  # preempted: it was admitted before
+        self._pending.remove(seq.seq_id)
+        who = _who(seq)
+        self._pending_of[who] -= 1
+        if not self._pending_of[who]:
+            del self._pending_of[who]
         return who
+
+
+def _who(seq: Sequence) -> tuple[int, str | None]:
+    return (seq.request.priority, seq.request.client)
 
 
 def queue_order(policy: str) -> tuple[WaitingQueue, Callable[[Sequence], tuple]]:

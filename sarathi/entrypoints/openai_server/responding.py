@@ -1,7 +1,7 @@
 """How a route answers: who sent a request (``Origin``); the engine's output for it, whole
-(``final_output``), streamed (``engine_stream``) or as
-several requests' streams interleaved (``merge``); work cancelled when its client goes away;
-large JSON bodies and streamed chunks built off the event loop; server-sent events.
+(``final_output``), streamed (``engine_stream``) or as several requests' streams interleaved
+(``merge``); work cancelled when its client goes away; large JSON bodies and streamed chunks
+built off the event loop; server-sent events.
 """
 
 from __future__ import annotations
